@@ -1,0 +1,29 @@
+# baton — quick start: `make demo` runs the supervisor with 4 demo workers on
+# 127.0.0.1:8080; `make test` runs the whole test suite. Both install what they
+# need on a fresh Debian machine (libsystemd-dev pinned to the installed
+# libsystemd0, so apt never upgrades systemd itself).
+
+SWIFT ?= swift
+PORT ?= 8080
+WORKERS ?= 4
+
+.PHONY: demo test build deps bench lint clean
+
+deps:
+	@./scripts/install-deps
+
+build: deps
+	$(SWIFT) build
+
+demo: build
+	.build/debug/baton demo --port $(PORT) --workers $(WORKERS)
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests
+
+clean:
+	rm -rf .build

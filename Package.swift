@@ -1,0 +1,74 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "baton",
+    products: [
+        .executable(name: "baton", targets: ["baton"]),
+        .executable(name: "baton-demo-worker", targets: ["baton-demo-worker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // libsystemd (sd_listen_fds_with_names, sd_notify, sd_watchdog_enabled) via pkg-config.
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        // What Glibc does not expose to Swift: fork/exec with LISTEN_PID, pidfd, CMSG, peer credentials.
+        .target(name: "CBatonLinux"),
+        // Pure logic, no I/O: config model, policies, state machines.
+        .target(
+            name: "BatonCore",
+            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]
+        ),
+        // Linux-facing: sockets, spawning, /proc readers, signals, sd_notify, the event loop.
+        .target(
+            name: "BatonSystem",
+            dependencies: [
+                "BatonCore", "CBatonLinux", "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The supervisor runtime wiring core and system.
+        .target(
+            name: "BatonDaemon",
+            dependencies: [
+                "BatonCore", "BatonSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "baton",
+            dependencies: [
+                "BatonCore", "BatonSystem", "BatonDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "baton-demo-worker",
+            dependencies: ["CSystemd", "CBatonLinux"]
+        ),
+        // Helpers shared by the test suites: temp dirs, a bounded load client, a daemon harness.
+        .target(
+            name: "BatonTestSupport",
+            dependencies: ["BatonCore", "BatonSystem", "CBatonLinux"],
+            path: "Tests/BatonTestSupport"
+        ),
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
+        .testTarget(
+            name: "BatonSystemTests",
+            dependencies: ["BatonCore", "BatonSystem", "CBatonLinux", "BatonTestSupport"]
+        ),
+        .testTarget(
+            name: "BatonIntegrationTests",
+            dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

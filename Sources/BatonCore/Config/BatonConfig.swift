@@ -1,0 +1,320 @@
+/// One app's baton configuration: what to run, how many, and the policies around it.
+///
+/// Read from TOML with ``parse(_:path:)``; every value has been validated by then, so the rest
+/// of baton never re-checks ranges. Each section's initializer defaults match the config file's
+/// defaults.
+public struct BatonConfig: Sendable, Equatable {
+    /// `[app]`: the workers' command, directory, count and environment.
+    public var app: AppConfig
+    /// `[listen]`: the addresses to bind when not socket-activated.
+    public var listen: ListenConfig
+    /// `[readiness]`: when a new worker counts as ready.
+    public var readiness: ReadinessConfig
+    /// `[stop]`: how a worker is asked to stop and how long it may drain.
+    public var stop: StopConfig
+    /// `[deploy]`: how workers are replaced.
+    public var deploy: DeployConfig
+    /// `[memory]`: the memory budget and the restart-on-threshold policy.
+    public var memory: MemoryConfig
+    /// `[rolling]`: restarts by age between deploys.
+    public var rolling: RollingConfig
+    /// `[control]`: the control socket and who may use it.
+    public var control: ControlConfig
+    /// `[metrics]`: the Prometheus endpoint.
+    public var metrics: MetricsConfig
+    /// Where the config came from (for messages); "" for an embedded config.
+    public var sourcePath: String
+
+    /// Creates a config from its sections.
+    public init(
+        app: AppConfig, listen: ListenConfig, readiness: ReadinessConfig, stop: StopConfig,
+        deploy: DeployConfig, memory: MemoryConfig, rolling: RollingConfig, control: ControlConfig,
+        metrics: MetricsConfig, sourcePath: String
+    ) {
+        self.app = app
+        self.listen = listen
+        self.readiness = readiness
+        self.stop = stop
+        self.deploy = deploy
+        self.memory = memory
+        self.rolling = rolling
+        self.control = control
+        self.metrics = metrics
+        self.sourcePath = sourcePath
+    }
+
+    /// The control socket path when `[control] socket` is not set: `/run/baton/NAME/control.sock`.
+    /// Clients given `--app NAME` look there.
+    public static func defaultControlSocket(appName: String) -> String {
+        "/run/baton/\(appName)/control.sock"
+    }
+
+    /// A config for `app` with every other section at its defaults (no embedded source path).
+    public static func make(app: AppConfig) -> BatonConfig {
+        BatonConfig(
+            app: app, listen: ListenConfig(), readiness: ReadinessConfig(), stop: StopConfig(),
+            deploy: DeployConfig(), memory: MemoryConfig(), rolling: RollingConfig(),
+            control: ControlConfig(socket: defaultControlSocket(appName: app.name)),
+            metrics: MetricsConfig(), sourcePath: "")
+    }
+}
+
+/// `[app]`: what a worker runs and how many of them.
+public struct AppConfig: Sendable, Equatable {
+    /// The app's name, `[A-Za-z0-9_.-]{1,64}`; names the control socket and runtime directories.
+    public var name: String
+    /// The worker's argv (never a shell string); `command[0]` is looked up in `PATH`.
+    public var command: [String]
+    /// The first release's working directory (absolute); after a deploy the persisted release wins.
+    public var directory: String
+    /// How many worker slots, 1...1024.
+    public var workers: Int
+    /// The user workers run as; nil = baton's own.
+    public var user: String?
+    /// The group workers run as; nil = the user's primary group (or baton's own).
+    public var group: String?
+    /// `environment_file`: an absolute path to a systemd-style `KEY=VALUE` file read at spawn.
+    public var environmentFile: String?
+    /// `start_concurrency`: workers booted at once at start-up, at least 1 (may exceed `workers`).
+    public var startConcurrency: Int
+    /// `[app.environment]`, in file order; applied after `environment_file`.
+    public var environment: [EnvVar]
+    /// `runtime_directory` (absolute); nil = decided at runtime (`RUNTIME_DIRECTORY` or `/run/baton/NAME`).
+    public var runtimeDirectory: String?
+    /// `state_directory` (absolute); nil = decided at runtime (`STATE_DIRECTORY` or `/var/lib/baton/NAME`).
+    public var stateDirectory: String?
+
+    /// Creates an app section; everything after `workers` has the config file's default.
+    public init(
+        name: String, command: [String], directory: String, workers: Int, user: String? = nil,
+        group: String? = nil, environmentFile: String? = nil, startConcurrency: Int = 2,
+        environment: [EnvVar] = [], runtimeDirectory: String? = nil, stateDirectory: String? = nil
+    ) {
+        self.name = name
+        self.command = command
+        self.directory = directory
+        self.workers = workers
+        self.user = user
+        self.group = group
+        self.environmentFile = environmentFile
+        self.startConcurrency = startConcurrency
+        self.environment = environment
+        self.runtimeDirectory = runtimeDirectory
+        self.stateDirectory = stateDirectory
+    }
+}
+
+/// One `NAME = "value"` of `[app.environment]`.
+public struct EnvVar: Sendable, Equatable {
+    /// The variable's name.
+    public var name: String
+    /// The variable's value.
+    public var value: String
+
+    /// Creates a variable.
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// `[listen]`: the sockets baton binds itself when systemd does not pass any.
+public struct ListenConfig: Sendable, Equatable {
+    /// `addresses`; may be empty here: whether that is an error depends on socket activation,
+    /// which only the runtime knows.
+    public var addresses: [ListenAddress]
+    /// `socket_mode` (written as octal digits, `"0660"`): the file mode of unix sockets.
+    public var socketMode: UInt32
+    /// `backlog`: the `listen(2)` backlog, 1...65535.
+    public var backlog: Int32
+
+    /// Creates a listen section with the config file's defaults.
+    public init(addresses: [ListenAddress] = [], socketMode: UInt32 = 0o660, backlog: Int32 = 1024) {
+        self.addresses = addresses
+        self.socketMode = socketMode
+        self.backlog = backlog
+    }
+}
+
+/// How baton decides a new worker is ready to serve.
+public enum ReadinessMode: String, Sendable, Equatable {
+    /// The worker sends `READY=1` to its own `NOTIFY_SOCKET`.
+    case notify
+    /// The worker is ready once it has stayed alive for `readiness.delay`.
+    case delay
+    /// The worker is ready once `readiness.probe` exits 0.
+    case exec
+}
+
+/// `[readiness]`: the gate every new worker passes before an old one is drained.
+public struct ReadinessConfig: Sendable, Equatable {
+    /// `mode`: notify, delay or exec.
+    public var mode: ReadinessMode
+    /// `timeout`: a worker not ready by then has failed to start (> 0).
+    public var timeout: Duration
+    /// `delay`: for `mode = "delay"`, how long a worker must stay alive.
+    public var delay: Duration
+    /// `probe`: for `mode = "exec"`, the argv run (with `BATON_WORKER_PID`) until it exits 0.
+    public var probe: [String]
+    /// `probe_interval`: the pause between probe runs (> 0).
+    public var probeInterval: Duration
+    /// `probe_timeout`: a probe run taking longer counts as a failure (> 0).
+    public var probeTimeout: Duration
+    /// `watchdog`: a ready worker must send `WATCHDOG=1` at least this often; nil = no watchdog.
+    public var watchdog: Duration?
+
+    /// Creates a readiness section with the config file's defaults.
+    public init(
+        mode: ReadinessMode = .notify, timeout: Duration = .seconds(60), delay: Duration = .seconds(2),
+        probe: [String] = [], probeInterval: Duration = .milliseconds(500),
+        probeTimeout: Duration = .seconds(2), watchdog: Duration? = nil
+    ) {
+        self.mode = mode
+        self.timeout = timeout
+        self.delay = delay
+        self.probe = probe
+        self.probeInterval = probeInterval
+        self.probeTimeout = probeTimeout
+        self.watchdog = watchdog
+    }
+}
+
+/// `[stop]`: how a worker is stopped.
+public struct StopConfig: Sendable, Equatable {
+    /// `signal`'s number (Linux numbering) sent to the worker's process group.
+    public var signal: Int32
+    /// The signal's canonical name, `"SIGTERM"`.
+    public var signalName: String
+    /// `timeout`: the drain time before SIGKILL; bounds every drain.
+    public var timeout: Duration
+
+    /// Creates a stop section with the config file's defaults (SIGTERM, 30 s).
+    public init(signal: Int32 = 15, signalName: String = "SIGTERM", timeout: Duration = .seconds(30)) {
+        self.signal = signal
+        self.signalName = signalName
+        self.timeout = timeout
+    }
+}
+
+/// How a worker is replaced.
+public enum DeployStrategy: String, Sendable, Equatable {
+    /// Surge when the measured headroom allows, replace otherwise.
+    case auto
+    /// Start the new worker, wait until it is ready, then drain the old one.
+    case surge
+    /// Drain the old worker, then start the new one.
+    case replace
+}
+
+/// `[deploy]`: how rollouts proceed.
+public struct DeployConfig: Sendable, Equatable {
+    /// `strategy`: auto, surge or replace.
+    public var strategy: DeployStrategy
+    /// `max_surge`: at most this many extra workers at once, 1...workers.
+    public var maxSurge: Int
+    /// `canary`: replace one worker first and stop there if it fails.
+    public var canary: Bool
+    /// `worker_footprint`: the memory one new worker needs, used until one has been measured.
+    public var workerFootprint: UInt64?
+    /// `timeout`: the whole deploy's deadline; nil = none.
+    public var timeout: Duration?
+    /// `keep_releases`: how many releases the history keeps, at least 2 (so rollback works).
+    public var keepReleases: Int
+
+    /// Creates a deploy section with the config file's defaults.
+    public init(
+        strategy: DeployStrategy = .auto, maxSurge: Int = 1, canary: Bool = true,
+        workerFootprint: UInt64? = nil, timeout: Duration? = nil, keepReleases: Int = 5
+    ) {
+        self.strategy = strategy
+        self.maxSurge = maxSurge
+        self.canary = canary
+        self.workerFootprint = workerFootprint
+        self.timeout = timeout
+        self.keepReleases = keepReleases
+    }
+}
+
+/// `memory.budget`: the memory the app may use.
+public enum MemoryBudget: Sendable, Equatable {
+    /// The effective cgroup limit, else `MemTotal`.
+    case auto
+    /// A fixed number of bytes.
+    case bytes(UInt64)
+}
+
+/// `[memory]`: the budget, the pre-deploy reserve and the threshold restart policy.
+public struct MemoryConfig: Sendable, Equatable {
+    /// `budget`: `"auto"` or a size.
+    public var budget: MemoryBudget
+    /// `reserve`: kept free for the deploy's own tooling.
+    public var reserve: UInt64
+    /// `threshold`: the fraction of the budget, in (0, 1], above which the largest worker restarts.
+    public var threshold: Double
+    /// `worker_limit`: a worker whose USS exceeds this is restarted; nil = no limit.
+    public var workerLimit: UInt64?
+    /// `check_interval`: how often memory is sampled (> 0).
+    public var checkInterval: Duration
+    /// `min_worker_age`: younger workers are never restarted for memory.
+    public var minWorkerAge: Duration
+    /// `smaps_every`: read `smaps_rollup` every Nth sample (it is costly), at least 1.
+    public var smapsEvery: Int
+
+    /// Creates a memory section with the config file's defaults.
+    public init(
+        budget: MemoryBudget = .auto, reserve: UInt64 = 512 << 20, threshold: Double = 0.9,
+        workerLimit: UInt64? = nil, checkInterval: Duration = .seconds(5),
+        minWorkerAge: Duration = .seconds(300), smapsEvery: Int = 6
+    ) {
+        self.budget = budget
+        self.reserve = reserve
+        self.threshold = threshold
+        self.workerLimit = workerLimit
+        self.checkInterval = checkInterval
+        self.minWorkerAge = minWorkerAge
+        self.smapsEvery = smapsEvery
+    }
+}
+
+/// `[rolling]`: periodic restarts by age.
+public struct RollingConfig: Sendable, Equatable {
+    /// `max_age`: workers older than this are restarted one at a time; nil = off.
+    public var maxAge: Duration?
+    /// `splay`: each worker's age limit is spread over up to this much more, so they do not
+    /// all come due together.
+    public var splay: Duration
+
+    /// Creates a rolling section with the config file's defaults (off).
+    public init(maxAge: Duration? = nil, splay: Duration = .zero) {
+        self.maxAge = maxAge
+        self.splay = splay
+    }
+}
+
+/// `[control]`: the control socket.
+public struct ControlConfig: Sendable, Equatable {
+    /// `socket`: its absolute path; defaults to ``BatonConfig/defaultControlSocket(appName:)``.
+    public var socket: String
+    /// `group`: members may use every verb (besides root and baton's own user); nil = nobody else.
+    public var group: String?
+    /// `read_group`: members may use the read-only verbs (status, history); nil = nobody else.
+    public var readGroup: String?
+
+    /// Creates a control section.
+    public init(socket: String, group: String? = nil, readGroup: String? = nil) {
+        self.socket = socket
+        self.group = group
+        self.readGroup = readGroup
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+public struct MetricsConfig: Sendable, Equatable {
+    /// `address`: where to serve `/metrics`, an IP literal and port (`"127.0.0.1:9187"`); nil = off.
+    public var address: String?
+
+    /// Creates a metrics section (off by default).
+    public init(address: String? = nil) {
+        self.address = address
+    }
+}

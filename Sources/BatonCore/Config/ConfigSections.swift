@@ -1,0 +1,255 @@
+import TOMLKit
+
+/// Reading each section into its model type. Every function returns a value even when the
+/// section has problems (they are recorded, and the parse fails before the value is used), so
+/// that one pass reports the problem earliest in the file.
+extension ConfigReader {
+    /// Variables baton sets per worker: configuring them would break the socket and notify
+    /// protocols silently.
+    static let reservedEnvironment: Set<String> = [
+        "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC",
+    ]
+
+    /// Reads `[app]`; `table` nil means it is missing (reported by the caller).
+    mutating func readApp(_ s: ConfigSection) -> AppConfig {
+        for key in ["name", "command", "directory", "workers"] { require(s, key) }
+        var app = AppConfig(name: "", command: [], directory: "/", workers: 1)
+        if let name = read(s, "name", Convert.string) {
+            check(
+                Self.isValidAppName(name), s, "name",
+                "must be 1 to 64 characters of A-Z a-z 0-9 _ . -, got \(Convert.quote(name))")
+            app.name = name
+        }
+        if let command = read(s, "command", Convert.stringArray(shellHint: true)) {
+            if command.isEmpty {
+                report(s.path("command"), "must not be empty")
+            } else {
+                check(!command[0].isEmpty, s, "command", "the program (first element) must not be empty")
+            }
+            app.command = command
+        }
+        app.directory = read(s, "directory", Convert.absolutePath) ?? app.directory
+        app.workers = read(s, "workers", Convert.integer(in: 1...1024)) ?? app.workers
+        app.user = read(s, "user", Convert.nonEmptyString)
+        app.group = read(s, "group", Convert.nonEmptyString)
+        app.environmentFile = read(s, "environment_file", Convert.absolutePath)
+        app.startConcurrency = read(s, "start_concurrency", Convert.integer(in: 1...Int.max)) ?? app.startConcurrency
+        app.environment = readEnvironment(s)
+        app.runtimeDirectory = read(s, "runtime_directory", Convert.absolutePath)
+        app.stateDirectory = read(s, "state_directory", Convert.absolutePath)
+        return app
+    }
+
+    /// Reads `[app.environment]` in file order.
+    mutating func readEnvironment(_ app: ConfigSection) -> [EnvVar] {
+        guard let raw = app.value("environment") else { return [] }
+        guard let table = raw.table else {
+            report(app.path("environment"), "expected a table, got \(Convert.describe(raw))")
+            return []
+        }
+        let path = app.path("environment")
+        let names = table.keys.sorted { lhs, rhs in
+            (index.order(of: path + [lhs]) ?? Int.max, lhs) < (index.order(of: path + [rhs]) ?? Int.max, rhs)
+        }
+        var variables: [EnvVar] = []
+        for name in names {
+            guard let value = table[name] else { continue }
+            guard let string = value.string else {
+                report(path + [name], "expected a string, got \(Convert.describe(value))")
+                continue
+            }
+            if !Self.isValidEnvironmentName(name) {
+                report(
+                    path + [name],
+                    "not a valid environment variable name (letters, digits and _, not starting with a digit)")
+            } else if Self.reservedEnvironment.contains(name) {
+                report(path + [name], "is set by baton for each worker and cannot be configured")
+            }
+            variables.append(EnvVar(name: name, value: string))
+        }
+        return variables
+    }
+
+    /// Reads `[listen]`.
+    mutating func readListen(_ s: ConfigSection) -> ListenConfig {
+        var listen = ListenConfig()
+        if let texts = read(s, "addresses", Convert.stringArray(shellHint: false)) {
+            var seen: Set<ListenAddress> = []
+            for text in texts {
+                guard let address = ListenAddress.parse(text) else {
+                    report(
+                        s.path("addresses"),
+                        "invalid address \(Convert.quote(text)) (expected \"IP:PORT\", \"[IPv6]:PORT\" or \"unix:/absolute/path\")"
+                    )
+                    continue
+                }
+                check(
+                    seen.insert(address).inserted, s, "addresses",
+                    "address \(Convert.quote(address.description)) is listed twice")
+                listen.addresses.append(address)
+            }
+        }
+        listen.socketMode = read(s, "socket_mode", Self.fileMode) ?? listen.socketMode
+        if let backlog = read(s, "backlog", Convert.integer(in: 1...65_535)) {
+            listen.backlog = Int32(backlog)
+        }
+        return listen
+    }
+
+    /// Reads `[readiness]`.
+    mutating func readReadiness(_ s: ConfigSection) -> ReadinessConfig {
+        var readiness = ReadinessConfig()
+        readiness.mode = read(s, "mode", Convert.choice([ReadinessMode.notify, .delay, .exec])) ?? readiness.mode
+        readiness.timeout = read(s, "timeout", Convert.duration(positive: true)) ?? readiness.timeout
+        readiness.delay = read(s, "delay", Convert.duration(positive: false)) ?? readiness.delay
+        readiness.probe = read(s, "probe", Convert.stringArray(shellHint: true)) ?? readiness.probe
+        readiness.probeInterval = read(s, "probe_interval", Convert.duration(positive: true)) ?? readiness.probeInterval
+        readiness.probeTimeout = read(s, "probe_timeout", Convert.duration(positive: true)) ?? readiness.probeTimeout
+        readiness.watchdog = read(s, "watchdog", Convert.duration(positive: true))
+        if readiness.mode == .exec, s.value("probe") == nil || (s.value("probe")?.array?.isEmpty ?? false) {
+            let line = index.exactLine(for: s.path("probe")) ?? index.line(for: s.path("mode"))
+            report(s.path("probe"), "required (non-empty) when readiness.mode is \"exec\"", line: line)
+        } else if readiness.mode == .exec, readiness.probe.first == "" {
+            report(s.path("probe"), "the program (first element) must not be empty")
+        }
+        return readiness
+    }
+
+    /// Reads `[stop]`.
+    mutating func readStop(_ s: ConfigSection) -> StopConfig {
+        var stop = StopConfig()
+        if let signal = read(s, "signal", Self.signal) {
+            stop.signal = signal.number
+            stop.signalName = signal.name
+        }
+        stop.timeout = read(s, "timeout", Convert.duration(positive: false)) ?? stop.timeout
+        return stop
+    }
+
+    /// Reads `[deploy]`; `workers` bounds `max_surge` (nil when `app.workers` is invalid).
+    mutating func readDeploy(_ s: ConfigSection, workers: Int?) -> DeployConfig {
+        var deploy = DeployConfig()
+        deploy.strategy =
+            read(s, "strategy", Convert.choice([DeployStrategy.auto, .surge, .replace])) ?? deploy.strategy
+        if let surge = read(s, "max_surge", Convert.integer(in: 1...Int.max)) {
+            if let workers, surge > workers {
+                report(s.path("max_surge"), "must be between 1 and app.workers (\(workers)), got \(surge)")
+            }
+            deploy.maxSurge = surge
+        }
+        deploy.canary = read(s, "canary", Convert.bool) ?? deploy.canary
+        deploy.workerFootprint = read(s, "worker_footprint", Convert.size(positive: true))
+        deploy.timeout = read(s, "timeout", Convert.duration(positive: true))
+        deploy.keepReleases = read(s, "keep_releases", Convert.integer(in: 2...Int.max)) ?? deploy.keepReleases
+        return deploy
+    }
+
+    /// Reads `[memory]`.
+    mutating func readMemory(_ s: ConfigSection) -> MemoryConfig {
+        var memory = MemoryConfig()
+        memory.budget = read(s, "budget", Self.budget) ?? memory.budget
+        memory.reserve = read(s, "reserve", Convert.size(positive: false)) ?? memory.reserve
+        memory.threshold = read(s, "threshold", Convert.fraction) ?? memory.threshold
+        memory.workerLimit = read(s, "worker_limit", Convert.size(positive: true))
+        memory.checkInterval = read(s, "check_interval", Convert.duration(positive: true)) ?? memory.checkInterval
+        memory.minWorkerAge = read(s, "min_worker_age", Convert.duration(positive: false)) ?? memory.minWorkerAge
+        memory.smapsEvery = read(s, "smaps_every", Convert.integer(in: 1...Int.max)) ?? memory.smapsEvery
+        return memory
+    }
+
+    /// Reads `[rolling]`.
+    mutating func readRolling(_ s: ConfigSection) -> RollingConfig {
+        var rolling = RollingConfig()
+        rolling.maxAge = read(s, "max_age", Convert.duration(positive: true))
+        rolling.splay = read(s, "splay", Convert.duration(positive: false)) ?? rolling.splay
+        return rolling
+    }
+
+    /// Reads `[control]`; the socket defaults from the app's name.
+    mutating func readControl(_ s: ConfigSection, appName: String) -> ControlConfig {
+        var control = ControlConfig(socket: BatonConfig.defaultControlSocket(appName: appName))
+        control.socket = read(s, "socket", Convert.absolutePath) ?? control.socket
+        check(
+            control.socket.utf8.count <= ListenAddress.maxUnixPathLength, s, "socket",
+            "must be at most \(ListenAddress.maxUnixPathLength) bytes long (a unix socket path)")
+        control.group = read(s, "group", Convert.nonEmptyString)
+        control.readGroup = read(s, "read_group", Convert.nonEmptyString)
+        return control
+    }
+
+    /// Reads `[metrics]`.
+    mutating func readMetrics(_ s: ConfigSection) -> MetricsConfig {
+        MetricsConfig(address: read(s, "address", Self.tcpAddress))
+    }
+
+    // MARK: - Conversions only the sections use
+
+    /// `"auto"` or a size.
+    static func budget(_ raw: TOMLValueConvertible) -> Conversion<MemoryBudget> {
+        if raw.string == "auto" { return .value(.auto) }
+        switch Convert.size(positive: true)(raw) {
+        case .value(let bytes): return .value(.bytes(bytes))
+        case .invalid:
+            return .invalid(#"expected "auto" or a size with a unit, like "4GiB", got "# + Convert.describeValue(raw))
+        }
+    }
+
+    /// A file mode written as a string of octal digits (`"0660"`).
+    static func fileMode(_ raw: TOMLValueConvertible) -> Conversion<UInt32> {
+        let hint = #"expected a file mode as a string of octal digits, like "0660", got "#
+        guard let text = raw.string, (1...4).contains(text.utf8.count),
+            text.utf8.allSatisfy({ (0x30...0x37).contains($0) }), let mode = UInt32(text, radix: 8)
+        else { return .invalid(hint + Convert.describeValue(raw)) }
+        return .value(mode)
+    }
+
+    /// A signal name (`"SIGTERM"`, `"TERM"`, any case) as its Linux number and canonical name.
+    static func signal(_ raw: TOMLValueConvertible) -> Conversion<(number: Int32, name: String)> {
+        guard let text = raw.string else {
+            return .invalid(#"expected a signal name, like "SIGTERM", got "# + Convert.describeValue(raw))
+        }
+        guard let signal = StopConfig.parseSignal(text) else {
+            let names = StopConfig.signals.map(\.name).joined(separator: ", ")
+            return .invalid("unknown signal \(Convert.quote(text)) (expected one of \(names))")
+        }
+        return .value(signal)
+    }
+
+    /// A TCP address with an IP literal, kept in canonical form.
+    static func tcpAddress(_ raw: TOMLValueConvertible) -> Conversion<String> {
+        guard let text = raw.string else { return .invalid("expected a string, got \(Convert.describe(raw))") }
+        guard let address = ListenAddress.parse(text), !address.isUnix else {
+            return .invalid(#"must be an IP address and port, like "127.0.0.1:9187", got "# + Convert.quote(text))
+        }
+        return .value(address.description)
+    }
+
+    /// `[A-Za-z0-9_.-]{1,64}`.
+    static func isValidAppName(_ name: String) -> Bool {
+        (1...64).contains(name.utf8.count)
+            && name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) || $0 == UInt8(ascii: ".") }
+    }
+
+    /// `[A-Za-z_][A-Za-z0-9_]*`.
+    static func isValidEnvironmentName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(0x30...0x39).contains(first) else { return false }
+        return name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) && $0 != UInt8(ascii: "-") }
+    }
+}
+
+extension StopConfig {
+    /// The stop signals baton accepts, with their Linux numbers (x86_64 and arm64 agree).
+    public static let signals: [(name: String, number: Int32)] = [
+        ("SIGTERM", 15), ("SIGINT", 2), ("SIGQUIT", 3), ("SIGHUP", 1), ("SIGUSR1", 10),
+        ("SIGUSR2", 12), ("SIGWINCH", 28), ("SIGKILL", 9),
+    ]
+
+    /// Looks up a signal by name, with or without the `SIG` prefix, in any case:
+    /// `"term"` → `(15, "SIGTERM")`; nil for a signal not in ``signals``.
+    public static func parseSignal(_ name: String) -> (number: Int32, name: String)? {
+        let upper = name.uppercased()
+        let canonical = upper.hasPrefix("SIG") ? upper : "SIG" + upper
+        guard let match = signals.first(where: { $0.name == canonical }) else { return nil }
+        return (match.number, match.name)
+    }
+}

@@ -1,0 +1,178 @@
+/// The syntax of systemd's `EnvironmentFile=`, which `app.environment_file` uses, so one file
+/// can serve both a unit and baton.
+///
+/// - `KEY=VALUE` lines; spaces around `=` are ignored, as is an `export ` prefix.
+/// - Blank lines and lines starting with `#` or `;` are ignored (a `#` later in a line is part
+///   of an unquoted value).
+/// - `'single quoted'` values are literal; `"double quoted"` values understand `\"`, `\\`,
+///   `\n`, `\$` and `` \` ``. Quoted values may span lines.
+/// - In unquoted values a backslash escapes the next character, and one at the end of a line
+///   continues the value on the next line; surrounding spaces are trimmed.
+public enum EnvironmentFile {
+    /// Parses an environment file's text into its variables, in file order (a later duplicate
+    /// wins when applied).
+    ///
+    /// - Throws: ``ConfigError`` with `path` and the offending line for a line without `=`, an
+    ///   invalid variable name, an unterminated quote or text after a closing quote.
+    public static func parse(_ text: String, path: String) throws(ConfigError) -> [(String, String)] {
+        var parser = EnvironmentFileParser(characters: Array(text), path: path)
+        return try parser.parse()
+    }
+}
+
+/// The cursor behind ``EnvironmentFile/parse(_:path:)``.
+struct EnvironmentFileParser {
+    /// The text, as characters (so `\r\n` is one newline).
+    let characters: [Character]
+    /// The file's path, for errors.
+    let path: String
+    /// The next character to read.
+    var position = 0
+    /// The 1-based line of `position`.
+    var line = 1
+
+    /// Reads every assignment.
+    mutating func parse() throws(ConfigError) -> [(String, String)] {
+        var variables: [(String, String)] = []
+        while let character = peek() {
+            if character == " " || character == "\t" {
+                position += 1
+            } else if character.isNewline {
+                advanceLine()
+            } else if character == "#" || character == ";" {
+                skipLine()
+            } else {
+                variables.append(try assignment())
+            }
+        }
+        return variables
+    }
+
+    /// Reads `[export ]KEY=VALUE` starting at a non-blank character.
+    private mutating func assignment() throws(ConfigError) -> (String, String) {
+        let startLine = line
+        var key = ""
+        while let character = peek(), character != "=", !character.isNewline {
+            key.append(character)
+            position += 1
+        }
+        guard peek() == "=" else {
+            throw error(startLine, "expected KEY=VALUE, got \(Convert.quote(trimmed(key)))")
+        }
+        position += 1
+        key = trimmed(key)
+        for prefix in ["export ", "export\t"] where key.hasPrefix(prefix) {
+            key = trimmed(String(key.dropFirst(prefix.count)))
+        }
+        guard ConfigReader.isValidEnvironmentName(key) else {
+            throw error(startLine, "invalid variable name \(Convert.quote(key))")
+        }
+        while peek() == " " || peek() == "\t" { position += 1 }
+        let value: String
+        switch peek() {
+        case "\"":
+            value = try quoted(startLine: startLine, double: true)
+        case "'":
+            value = try quoted(startLine: startLine, double: false)
+        default:
+            value = unquoted()
+        }
+        return (key, value)
+    }
+
+    /// Reads a quoted value and checks that nothing but a comment follows it on its line.
+    private mutating func quoted(startLine: Int, double: Bool) throws(ConfigError) -> String {
+        let quote: Character = double ? "\"" : "'"
+        position += 1
+        var value = ""
+        while true {
+            guard let character = peek() else {
+                throw error(startLine, "unterminated \(double ? "double" : "single")-quoted value")
+            }
+            if character == quote {
+                position += 1
+                break
+            }
+            if character.isNewline {
+                advanceLine()
+                value.append("\n")
+                continue
+            }
+            position += 1
+            guard double, character == "\\", let escaped = peek() else {
+                value.append(character)
+                continue
+            }
+            if escaped.isNewline {
+                advanceLine()  // A line continuation: neither the backslash nor the newline stays.
+                continue
+            }
+            position += 1
+            switch escaped {
+            case "n": value.append("\n")
+            case "\"", "\\", "$", "`": value.append(escaped)
+            default: value += "\\\(escaped)"
+            }
+        }
+        while peek() == " " || peek() == "\t" { position += 1 }
+        if let next = peek(), !next.isNewline, next != "#" {
+            throw error(line, "unexpected text after the closing quote")
+        }
+        skipLine()
+        return value
+    }
+
+    /// Reads an unquoted value up to the end of its (possibly continued) line.
+    private mutating func unquoted() -> String {
+        var value: [Character] = []
+        // Trailing spaces are trimmed, but not ones written escaped (`\ `).
+        var keptLength = 0
+        while let character = peek(), !character.isNewline {
+            position += 1
+            if character == "\\" {
+                guard let escaped = peek() else { break }
+                if escaped.isNewline {
+                    advanceLine()
+                    continue
+                }
+                position += 1
+                value.append(escaped)
+                keptLength = value.count
+                continue
+            }
+            value.append(character)
+            if character != " " && character != "\t" { keptLength = value.count }
+        }
+        return String(value[..<keptLength])
+    }
+
+    /// A ``ConfigError`` at `line` of this file.
+    private func error(_ line: Int, _ message: String) -> ConfigError {
+        ConfigError(path: path, line: line, message: message)
+    }
+
+    /// Skips to the start of the next line.
+    private mutating func skipLine() {
+        while let character = peek(), !character.isNewline { position += 1 }
+        if peek() != nil { advanceLine() }
+    }
+
+    /// Consumes a newline character.
+    private mutating func advanceLine() {
+        position += 1
+        line += 1
+    }
+
+    /// The current character, if any.
+    private func peek() -> Character? {
+        position < characters.count ? characters[position] : nil
+    }
+
+    /// `text` without surrounding spaces and tabs.
+    private func trimmed(_ text: String) -> String {
+        var slice = Substring(text)
+        while slice.first == " " || slice.first == "\t" { slice.removeFirst() }
+        while slice.last == " " || slice.last == "\t" { slice.removeLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,148 @@
+/// What `baton status` shows, and `status --json` prints.
+public struct StatusReport: Codable, Sendable, Equatable {
+    /// App name.
+    public var app: String
+    /// baton's own pid.
+    public var pid: Int32
+    /// starting | running | reloading | stopping.
+    public var state: String
+    /// The current release (the directory new workers start in).
+    public var release: String
+    /// Where workers accept.
+    public var listeners: [String]
+    /// Slots configured.
+    public var slots: Int
+    /// One-line summary (also baton's STATUS= to systemd).
+    public var summary: String
+    /// Workers, by slot, including ones starting or draining.
+    public var workers: [WorkerStatus]
+
+    /// Creates a report.
+    public init(app: String, pid: Int32, state: String, release: String, listeners: [String], slots: Int, summary: String, workers: [WorkerStatus]) {
+        self.app = app
+        self.pid = pid
+        self.state = state
+        self.release = release
+        self.listeners = listeners
+        self.slots = slots
+        self.summary = summary
+        self.workers = workers
+    }
+}
+
+/// One worker (or an empty slot waiting for a respawn) in a status report.
+public struct WorkerStatus: Codable, Sendable, Equatable {
+    /// Slot 0..N-1.
+    public var slot: Int
+    /// Process id (0 while the slot waits to respawn).
+    public var pid: Int32
+    /// starting | ready | draining | exited.
+    public var state: String
+    /// Release (working directory) it runs.
+    public var release: String
+    /// Generation of the slot (increments with each start).
+    public var generation: Int
+    /// Start time, seconds since the Unix epoch.
+    public var startedAt: Double?
+    /// Seconds from start to ready.
+    public var readyAfter: Double?
+    /// Memory over the worker's process tree, bytes.
+    public var rssBytes: UInt64?
+    /// See `rssBytes`.
+    public var pssBytes: UInt64?
+    /// See `rssBytes`.
+    public var ussBytes: UInt64?
+    /// Restarts of this slot since baton started.
+    public var restarts: Int
+    /// Why the slot last restarted (crash, reload, readiness-timeout, ...).
+    public var lastRestartReason: String?
+    /// Consecutive failed starts.
+    public var consecutiveFailures: Int
+    /// True when the slot keeps failing.
+    public var crashLoop: Bool
+    /// Seconds until the next start attempt, while waiting out a backoff.
+    public var nextStartIn: Double?
+    /// The worker's last STATUS= text.
+    public var statusText: String?
+
+    enum CodingKeys: String, CodingKey {
+        case slot, pid, state, release, generation, restarts
+        case startedAt = "started_at"
+        case readyAfter = "ready_after"
+        case rssBytes = "rss_bytes"
+        case pssBytes = "pss_bytes"
+        case ussBytes = "uss_bytes"
+        case lastRestartReason = "last_restart_reason"
+        case consecutiveFailures = "consecutive_failures"
+        case crashLoop = "crash_loop"
+        case nextStartIn = "next_start_in"
+        case statusText = "status_text"
+    }
+
+    /// Creates a row.
+    public init(
+        slot: Int, pid: Int32, state: String, release: String, generation: Int, startedAt: Double? = nil,
+        readyAfter: Double? = nil, rssBytes: UInt64? = nil, pssBytes: UInt64? = nil, ussBytes: UInt64? = nil,
+        restarts: Int = 0, lastRestartReason: String? = nil, consecutiveFailures: Int = 0, crashLoop: Bool = false,
+        nextStartIn: Double? = nil, statusText: String? = nil
+    ) {
+        self.slot = slot
+        self.pid = pid
+        self.state = state
+        self.release = release
+        self.generation = generation
+        self.startedAt = startedAt
+        self.readyAfter = readyAfter
+        self.rssBytes = rssBytes
+        self.pssBytes = pssBytes
+        self.ussBytes = ussBytes
+        self.restarts = restarts
+        self.lastRestartReason = lastRestartReason
+        self.consecutiveFailures = consecutiveFailures
+        self.crashLoop = crashLoop
+        self.nextStartIn = nextStartIn
+        self.statusText = statusText
+    }
+}
+
+extension StatusReport {
+    /// The human table of `baton status`.
+    public func table(now: Double) -> String {
+        var lines = ["\(app): \(summary)", "release: \(release)", "listening: \(listeners.joined(separator: ", "))", ""]
+        let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "RESTARTS", "LAST REASON", "RELEASE"]
+        var rows: [[String]] = [header]
+        for w in workers {
+            let age = w.startedAt.map { Self.age(now - $0) } ?? "-"
+            var state = w.state
+            if w.crashLoop { state += " (crash-loop)" }
+            if let next = w.nextStartIn { state += " (retry in \(Self.age(next)))" }
+            rows.append([
+                String(w.slot), w.pid == 0 ? "-" : String(w.pid), state, age, Self.mib(w.rssBytes), Self.mib(w.pssBytes),
+                Self.mib(w.ussBytes), String(w.restarts), w.lastRestartReason ?? "-", w.release,
+            ])
+        }
+        var widths = [Int](repeating: 0, count: header.count)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        for row in rows {
+            let cells = row.enumerated().map { i, cell in
+                i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
+            }
+            lines.append(cells.joined(separator: "  "))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func mib(_ bytes: UInt64?) -> String {
+        guard let bytes else { return "-" }
+        let tenths = (bytes * 10 + 512 * 1024) / (1024 * 1024)
+        return "\(tenths / 10).\(tenths % 10)M"
+    }
+
+    static func age(_ seconds: Double) -> String {
+        let s = max(0, Int(seconds.rounded()))
+        if s < 60 { return "\(s)s" }
+        if s < 3600 { return "\(s / 60)m\(s % 60)s" }
+        if s < 86400 { return "\(s / 3600)h\(s % 3600 / 60)m" }
+        return "\(s / 86400)d\(s % 86400 / 3600)h"
+    }
+}

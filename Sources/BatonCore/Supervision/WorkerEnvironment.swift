@@ -1,0 +1,55 @@
+/// Builds a worker's environment explicitly (DESIGN.md, *Process model*):
+/// baton's environment minus what belongs to baton's own relation with
+/// systemd, plus the environment file, `[app.environment]`, and the worker's
+/// own LISTEN_* and NOTIFY_SOCKET. baton's own environment is never modified:
+/// it needs NOTIFY_SOCKET and LISTEN_* again after re-executing itself.
+public enum WorkerEnvironment {
+    /// Names removed from baton's environment.
+    public static let strippedNames: Set<String> = [
+        "NOTIFY_SOCKET", "SYSTEMD_EXEC_PID", "MANAGERPID", "JOURNAL_STREAM", "INVOCATION_ID",
+        "CREDENTIALS_DIRECTORY",
+    ]
+    /// Prefixes removed from baton's environment.
+    public static let strippedPrefixes = ["WATCHDOG_", "LISTEN_"]
+
+    /// True when `name` must not pass from baton to a worker.
+    public static func isStripped(_ name: String) -> Bool {
+        strippedNames.contains(name) || strippedPrefixes.contains { name.hasPrefix($0) }
+    }
+
+    /// The environment as "KEY=VALUE" entries; later sources win.
+    /// LISTEN_PID is not included: the spawn path sets it to the child's own pid.
+    public static func build(
+        inherited: [String],
+        fileVariables: [EnvVar],
+        configVariables: [EnvVar],
+        listenerNames: [String],
+        notifySocket: String?,
+        extra: [EnvVar] = []
+    ) -> [String] {
+        var order: [String] = []
+        var values: [String: String] = [:]
+        func set(_ name: String, _ value: String) {
+            if values[name] == nil { order.append(name) }
+            values[name] = value
+        }
+        for entry in inherited {
+            guard let eq = entry.firstIndex(of: "=") else { continue }
+            let name = String(entry[..<eq])
+            guard !isStripped(name) else { continue }
+            set(name, String(entry[entry.index(after: eq)...]))
+        }
+        for v in fileVariables { set(v.name, v.value) }
+        for v in configVariables { set(v.name, v.value) }
+        for v in extra { set(v.name, v.value) }
+        // The worker's own protocol variables come last and cannot be overridden.
+        for name in order where isStripped(name) { values[name] = nil }
+        order.removeAll { isStripped($0) }
+        if !listenerNames.isEmpty {
+            set("LISTEN_FDS", String(listenerNames.count))
+            set("LISTEN_FDNAMES", listenerNames.joined(separator: ":"))
+        }
+        if let notifySocket { set("NOTIFY_SOCKET", notifySocket) }
+        return order.compactMap { name in values[name].map { "\(name)=\($0)" } }
+    }
+}

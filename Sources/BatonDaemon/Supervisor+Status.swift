@@ -1,0 +1,43 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+extension Supervisor {
+    /// The status report for `baton status`, with memory measured now over
+    /// each worker's process tree (PSS/USS from smaps_rollup).
+    func statusReport() -> StatusReport {
+        let now = loop.now()
+        var rows: [WorkerStatus] = []
+        for slot in slots {
+            let workers = slot.workers
+            if workers.isEmpty {
+                rows.append(
+                    WorkerStatus(
+                        slot: slot.index, pid: 0, state: "exited", release: slot.spec.release, generation: slot.generation,
+                        restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
+                        consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.backoff.isCrashLooping,
+                        nextStartIn: slot.respawnAt.map { Self.seconds($0 - now) }))
+                continue
+            }
+            for worker in workers {
+                let memory = ProcFS.treeMemory(of: worker.pid, detailed: true)
+                rows.append(
+                    WorkerStatus(
+                        slot: slot.index, pid: worker.pid, state: worker.state.rawValue, release: worker.spec.release,
+                        generation: worker.generation, startedAt: worker.startedAtWall,
+                        readyAfter: worker.readyAt.map { Self.seconds($0 - worker.startedAt) }, rssBytes: memory?.rss,
+                        pssBytes: memory?.pss, ussBytes: memory?.uss, restarts: slot.restarts,
+                        lastRestartReason: slot.lastRestartReason, consecutiveFailures: slot.backoff.consecutiveFailures,
+                        crashLoop: slot.backoff.isCrashLooping, statusText: worker.statusText))
+            }
+        }
+        return StatusReport(
+            app: config.app.name, pid: getpid(), state: phase.rawValue, release: config.app.directory,
+            listeners: listeners.map(\.address), slots: slots.count, summary: summary, workers: rows)
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        let (s, atto) = d.components
+        return max(0, Double(s) + Double(atto) / 1e18)
+    }
+}

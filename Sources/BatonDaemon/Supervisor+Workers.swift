@@ -1,0 +1,386 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// Starting, readiness, output, exits and stops of workers.
+extension Supervisor {
+    /// Which place in the slot a new worker takes.
+    enum Role {
+        /// The slot's serving worker (first start, or respawn after a crash).
+        case current
+        /// A new worker of a rolling replacement.
+        case replacement
+    }
+
+    /// Starts queued first starts while fewer than `start_concurrency` are booting.
+    func fillStartQueue() {
+        let booting = slots.filter { $0.current?.state == .starting }.count
+        var free = config.app.startConcurrency - booting
+        while free > 0, !startQueue.isEmpty, phase != .stopping {
+            let index = startQueue.removeFirst()
+            startWorker(slots[index], role: .current, reason: nil)
+            free -= 1
+        }
+    }
+
+    /// Spawns a worker for `slot`. A failure to spawn counts as a failed start.
+    func startWorker(_ slot: Slot, role: Role, reason: String?) {
+        slot.respawnTimer = nil
+        slot.respawnAt = nil
+        slot.generation += 1
+        if slot.generation > 1 {
+            slot.restarts += 1
+            if let reason { slot.lastRestartReason = reason }
+        }
+        let generation = slot.generation
+        let spec = role == .replacement ? reloadSpec ?? slot.spec : slot.spec
+        extendTimeout()
+        do {
+            let worker = try spawn(slot: slot.index, generation: generation, spec: spec)
+            switch role {
+            case .current: slot.current = worker
+            case .replacement: slot.replacement = worker
+            }
+            logger.info(
+                "worker started",
+                metadata: ["slot": .stringConvertible(slot.index), "pid": .stringConvertible(worker.pid), "release": .string(spec.release)])
+            beginReadiness(worker)
+        } catch {
+            logger.error("cannot start worker: \(error)", metadata: ["slot": .stringConvertible(slot.index)])
+            startFailed(slot: slot, role: role, worker: nil, reason: "\(error)", uptime: nil)
+        }
+        publishStatus()
+    }
+
+    private func spawn(slot: Int, generation: Int, spec: WorkerSpec) throws -> Worker {
+        var notifyFD: Int32 = -1
+        var notifyPath: String?
+        if config.readiness.mode == .notify || config.readiness.watchdog != nil {
+            let path = "\(notifyDirectory)/w\(slot)-\(generation)-\(getpid()).sock"
+            notifyFD = try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600)
+            if let cred = spec.credentials { chown(path, cred.uid, cred.gid) }
+            try CBatonLinuxShim.setPassCredentials(notifyFD)
+            try setNonBlocking(notifyFD)
+            notifyPath = path
+        }
+        let output = try CBatonLinuxShim.outputPipe()
+        defer { close(output.write) }
+        let environment = WorkerEnvironment.build(
+            inherited: options.environment, fileVariables: [], configVariables: spec.variables,
+            listenerNames: listeners.map(\.name), notifySocket: notifyPath,
+            extra: [EnvVar(name: "BATON_SLOT", value: String(slot)), EnvVar(name: "BATON_RELEASE", value: spec.release)])
+        let request = SpawnRequest(
+            argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
+            setListenPID: !listeners.isEmpty, stdout: output.write, stderr: output.write, credentials: spec.credentials)
+        let process: SpawnedProcess
+        do {
+            process = try launcher.spawn(request)
+        } catch {
+            close(output.read)
+            if notifyFD >= 0 { close(notifyFD) }
+            if let notifyPath { unlink(notifyPath) }
+            throw error
+        }
+        let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
+        worker.notifyFD = notifyFD
+        worker.notifyPath = notifyPath
+        worker.outputFD = output.read
+        try loop.register(fd: process.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+            self.workerPidfdReadable(worker)
+        }
+        try loop.register(fd: output.read, events: .readable) { [unowned self, unowned worker] _ in
+            self.readOutput(worker)
+        }
+        if notifyFD >= 0 {
+            try loop.register(fd: notifyFD, events: .readable) { [unowned self, unowned worker] _ in
+                self.readNotify(worker)
+            }
+        }
+        return worker
+    }
+
+    // MARK: - Readiness
+
+    private func beginReadiness(_ worker: Worker) {
+        let timeout = loop.schedule(after: config.readiness.timeout) { [unowned self, unowned worker] in
+            guard worker.state == .starting else { return }
+            self.logger.warning(
+                "worker not ready after \(Units.formatDuration(self.config.readiness.timeout)): killing it",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+            worker.stopReason = "readiness-timeout"
+            self.kill(worker)
+        }
+        worker.timers.append(timeout)
+        switch config.readiness.mode {
+        case .notify:
+            break
+        case .delay:
+            worker.timers.append(loop.schedule(after: config.readiness.delay) { [unowned self, unowned worker] in
+                self.workerBecameReady(worker)
+            })
+        case .exec:
+            scheduleProbe(worker, after: .zero)
+        }
+    }
+
+    private func scheduleProbe(_ worker: Worker, after delay: Duration) {
+        worker.timers.append(loop.schedule(after: delay) { [unowned self, unowned worker] in
+            self.runProbe(worker)
+        })
+    }
+
+    private func runProbe(_ worker: Worker) {
+        guard worker.state == .starting, worker.probe == nil else { return }
+        let environment = WorkerEnvironment.build(
+            inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
+            notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
+        let request = SpawnRequest(
+            argv: config.readiness.probe, environment: environment, directory: worker.spec.directory,
+            credentials: worker.spec.credentials)
+        do {
+            let probe = try launcher.spawn(request)
+            worker.probe = probe
+            try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+                self.probeExited(worker)
+            }
+            worker.timers.append(loop.schedule(after: config.readiness.probeTimeout) { [unowned worker] in
+                if let p = worker.probe { CBatonLinuxShim.signal(pidfd: p.pidfd, SIGKILL) }
+            })
+        } catch {
+            logger.warning("readiness probe could not start: \(error)", metadata: ["slot": .stringConvertible(worker.slot)])
+            scheduleProbe(worker, after: config.readiness.probeInterval)
+        }
+    }
+
+    func probeExited(_ worker: Worker) {
+        guard let probe = worker.probe, let exit = CBatonLinuxShim.exitStatus(pidfd: probe.pidfd, reap: true) else { return }
+        loop.unregister(fd: probe.pidfd)
+        close(probe.pidfd)
+        worker.probe = nil
+        guard worker.state == .starting else { return }
+        if exit == .exited(0) {
+            workerBecameReady(worker)
+        } else {
+            scheduleProbe(worker, after: config.readiness.probeInterval)
+        }
+    }
+
+    func workerBecameReady(_ worker: Worker) {
+        guard worker.state == .starting else { return }
+        worker.state = .ready
+        worker.readyAt = loop.now()
+        let bootTime = worker.readyAt! - worker.startedAt
+        logger.info(
+            "worker ready after \(Units.formatDuration(bootTime))",
+            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+        let slot = slots[worker.slot]
+        if let t = slot.stableTimer { loop.cancel(t) }
+        slot.stableTimer = loop.schedule(after: slot.backoff.stableAfter) { [unowned self, unowned slot, weak worker] in
+            slot.stableTimer = nil
+            if let worker, slot.current === worker, worker.state == .ready { slot.backoff.workerStable() }
+            self.publishStatus()
+        }
+        if slot.replacement === worker {
+            rolloutEvent { $0.newWorkerReady(slot: worker.slot) }
+        } else {
+            fillStartQueue()
+            checkAllReady()
+        }
+        publishStatus()
+    }
+
+    /// READY=1 to systemd once every slot serves for the first time.
+    func checkAllReady() {
+        guard phase == .starting, readyCount == slots.count else { return }
+        phase = .running
+        sentReady = true
+        notifier.ready(status: summary)
+        lastStatusLine = summary
+        logger.info("all \(slots.count) workers ready")
+        runQueuedReloadAfterStart()
+    }
+
+    // MARK: - Notify messages and output
+
+    func readNotify(_ worker: Worker) {
+        while let message = CBatonLinuxShim.receiveWithCredentials(worker.notifyFD) {
+            guard message.pid > 0, ProcFS.isInTree(message.pid, root: worker.pid) else {
+                logger.warning(
+                    "notify message from pid \(message.pid) outside worker \(worker.pid)'s tree ignored",
+                    metadata: ["slot": .stringConvertible(worker.slot)])
+                continue
+            }
+            let text = String(decoding: message.bytes, as: UTF8.self)
+            for line in text.split(separator: "\n") {
+                if line == "READY=1", config.readiness.mode == .notify {
+                    workerBecameReady(worker)
+                } else if line.hasPrefix("STATUS=") {
+                    worker.statusText = String(line.dropFirst(7))
+                } else if line == "STOPPING=1" {
+                    logger.info("worker is stopping", metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                } else if line == "WATCHDOG=1" {
+                    worker.lastWatchdog = loop.now()
+                }
+            }
+        }
+    }
+
+    func readOutput(_ worker: Worker) {
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(worker.outputFD, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                if n == 0 { closeOutput(worker) }
+                return
+            }
+            worker.partialLine.append(contentsOf: buffer[0..<n])
+            while let newline = worker.partialLine.firstIndex(of: 0x0A) {
+                emitOutputLine(worker, Array(worker.partialLine[..<newline]))
+                worker.partialLine.removeSubrange(...newline)
+            }
+            if worker.partialLine.count > 8192 {
+                emitOutputLine(worker, worker.partialLine)
+                worker.partialLine.removeAll()
+            }
+        }
+    }
+
+    private func emitOutputLine(_ worker: Worker, _ bytes: [UInt8]) {
+        let line = String(decoding: bytes, as: UTF8.self)
+        worker.recentOutput.append(line)
+        logger.info("[slot \(worker.slot) pid \(worker.pid)] \(line)")
+    }
+
+    private func closeOutput(_ worker: Worker) {
+        guard worker.outputFD >= 0 else { return }
+        if !worker.partialLine.isEmpty {
+            emitOutputLine(worker, worker.partialLine)
+            worker.partialLine.removeAll()
+        }
+        loop.unregister(fd: worker.outputFD)
+        close(worker.outputFD)
+        worker.outputFD = -1
+    }
+
+    // MARK: - Stopping
+
+    /// Graceful stop: the stop signal to the group, SIGKILL after `stop.timeout`.
+    func stopWorker(_ worker: Worker, reason: String) {
+        guard worker.state != .exited else { return }
+        if worker.state == .draining { return }
+        worker.state = .draining
+        worker.stopReason = worker.stopReason ?? reason
+        CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
+        let timeout = config.stop.timeout
+        worker.timers.append(loop.schedule(after: timeout) { [unowned self, unowned worker] in
+            guard worker.state == .draining else { return }
+            self.logger.warning(
+                "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+            self.kill(worker)
+        })
+    }
+
+    /// SIGKILL to the worker's whole group.
+    func kill(_ worker: Worker) {
+        CBatonLinuxShim.signalGroup(worker.pid, SIGKILL)
+        CBatonLinuxShim.signal(pidfd: worker.pidfd, SIGKILL)
+    }
+
+    // MARK: - Exits
+
+    /// The worker's pidfd became readable: it exited. Kill what is left of its
+    /// group while the zombie still holds the pid (so the group id cannot be
+    /// reused), then reap it.
+    func workerPidfdReadable(_ worker: Worker) {
+        guard worker.state != .exited, CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
+        CBatonLinuxShim.signalGroup(worker.pid, SIGKILL)
+        let exit = CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
+        let previous = worker.state
+        worker.state = .exited
+        cleanUp(worker)
+        let slot = slots[worker.slot]
+        let uptime = loop.now() - worker.startedAt
+        logger.log(
+            level: previous == .draining ? .info : .warning,
+            "worker exited (\(exit)) after \(Units.formatDuration(uptime))",
+            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "was": .string(previous.rawValue)])
+
+        if let i = slot.draining.firstIndex(where: { $0 === worker }) {
+            slot.draining.remove(at: i)
+            rolloutEvent { $0.oldWorkerExited(slot: slot.index) }
+        } else if slot.replacement === worker {
+            slot.replacement = nil
+            let reason = worker.stopReason ?? "exited during start (\(exit))"
+            startFailed(slot: slot, role: .replacement, worker: worker, reason: reason, uptime: nil)
+        } else if slot.current === worker {
+            slot.current = nil
+            if previous == .draining {
+                rolloutEvent { $0.oldWorkerExited(slot: slot.index) }
+            } else {
+                let reason = worker.stopReason ?? (previous == .starting ? "exited during start" : "crash")
+                startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: previous == .ready ? uptime : nil)
+            }
+        }
+        publishStatus()
+        finishShutdownIfDone()
+    }
+
+    private func cleanUp(_ worker: Worker) {
+        for t in worker.timers { loop.cancel(t) }
+        worker.timers.removeAll()
+        loop.unregister(fd: worker.pidfd)
+        close(worker.pidfd)
+        if worker.notifyFD >= 0 {
+            loop.unregister(fd: worker.notifyFD)
+            close(worker.notifyFD)
+            worker.notifyFD = -1
+        }
+        if let path = worker.notifyPath { unlink(path) }
+        if let probe = worker.probe {
+            CBatonLinuxShim.signal(pidfd: probe.pidfd, SIGKILL)
+            _ = CBatonLinuxShim.exitStatus(pidfd: probe.pidfd, reap: true)
+            loop.unregister(fd: probe.pidfd)
+            close(probe.pidfd)
+            worker.probe = nil
+        }
+        // Read what is left in the pipe; the write end may live on in strays
+        // (already killed with the group), so close it now.
+        if worker.outputFD >= 0 {
+            readOutput(worker)
+            closeOutput(worker)
+        }
+    }
+
+    /// A start failed (spawn error, exit while starting, readiness timeout) or
+    /// a serving worker crashed.
+    func startFailed(slot: Slot, role: Role, worker: Worker?, reason: String, uptime: Duration?) {
+        guard phase != .stopping else { return }
+        if role == .replacement {
+            let output = worker?.recentOutput.elements ?? []
+            rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: Self.failureText(reason, output: output)) }
+            return
+        }
+        let delay = slot.backoff.workerFailed(uptime: uptime)
+        slot.lastRestartReason = reason
+        if slot.backoff.isCrashLooping {
+            logger.error(
+                "slot \(slot.index) is crash-looping (\(slot.backoff.consecutiveFailures) failures in a row); next start in \(Units.formatDuration(delay))")
+        } else {
+            logger.info("slot \(slot.index) restarts in \(Units.formatDuration(delay))")
+        }
+        slot.respawnAt = loop.now() + delay
+        slot.respawnTimer = loop.schedule(after: delay) { [unowned self, unowned slot] in
+            guard self.phase != .stopping, slot.current == nil else { return }
+            self.startWorker(slot, role: .current, reason: reason)
+        }
+        fillStartQueue()
+    }
+
+    static func failureText(_ reason: String, output: [String]) -> String {
+        guard !output.isEmpty else { return reason }
+        return reason + "; last output: " + output.suffix(5).joined(separator: " | ")
+    }
+}

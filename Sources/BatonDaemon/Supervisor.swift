@@ -1,0 +1,291 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// The supervisor: N slots of workers accepting on shared sockets.
+///
+/// Invariants (what every change must keep):
+/// - baton is never in the data path: workers accept on the sockets directly.
+/// - A slot has at most one serving worker; during a rolling replacement it
+///   may briefly have a new one starting and an old one draining, and at most
+///   one slot is being replaced at a time.
+/// - A worker is a process tree in its own process group; signals go to the
+///   group, and what is left of a group is killed when its leader exits.
+/// - A drain always ends: `stop.timeout` after the stop signal comes SIGKILL.
+/// - Triggers are never dropped: a reload during a reload is coalesced into
+///   one more pass after the current one.
+///
+/// Everything here runs on the event-loop thread; nothing blocks it for long
+/// (fork/exec and /proc reads are fast), so the watchdog keeps being fed.
+public final class Supervisor {
+    /// Where the supervisor is in its life.
+    enum Phase: String {
+        case starting, running, reloading, stopping
+    }
+
+    /// How the daemon was started.
+    public struct Options {
+        /// The validated config.
+        public var config: BatonConfig
+        /// Re-reads and validates the config for a reload (nil: an embedded
+        /// config, reloaded as it is).
+        public var reloadConfig: (() throws -> BatonConfig)?
+        /// Starts processes.
+        public var launcher: any ProcessLauncher
+        /// baton's own environment ("K=V"), the base of every worker's.
+        public var environment: [String]
+
+        /// Creates options.
+        public init(config: BatonConfig, reloadConfig: (() throws -> BatonConfig)?, launcher: any ProcessLauncher, environment: [String]) {
+            self.config = config
+            self.reloadConfig = reloadConfig
+            self.launcher = launcher
+            self.environment = environment
+        }
+    }
+
+    let loop: EventLoop
+    let logger: Logger
+    let launcher: any ProcessLauncher
+    let notifier = ServiceNotifier()
+    var options: Options
+    var config: BatonConfig
+    var phase: Phase = .starting
+    var listeners: [Listener] = []
+    var slots: [Slot] = []
+    /// Directory of per-worker notify sockets (0700).
+    var notifyDirectory: String = ""
+    var runtimeDirectory: String = ""
+    /// Slots waiting for their first start (start_concurrency).
+    var startQueue: [Int] = []
+    /// Whether READY=1 was sent.
+    var sentReady = false
+    /// The rolling replacement in progress, if any.
+    var rollout: RollingRestart?
+    var reload = ReloadQueue()
+    /// The spec of new workers while a reload runs.
+    var reloadSpec: WorkerSpec?
+    /// The config before the reload in progress (restored if it fails at once).
+    var previousConfig: BatonConfig?
+    var control: ControlServer?
+    var signalFD: Int32 = -1
+    /// The last STATUS= sent, to avoid repeating it.
+    var lastStatusLine = ""
+    /// Exit code `run()` returns.
+    var exitCode: Int32 = 0
+
+    /// Creates the supervisor; `run()` starts it.
+    public init(options: Options, loop: EventLoop) {
+        self.options = options
+        self.config = options.config
+        self.launcher = options.launcher
+        self.loop = loop
+        var logger = Logger(label: "baton")
+        logger[metadataKey: "app"] = .string(options.config.app.name)
+        self.logger = logger
+    }
+
+    /// Opens sockets, starts workers and runs until stopped. Returns the
+    /// process exit code. Must run on the thread that owns `loop`.
+    public func run() throws -> Int32 {
+        try setUp()
+        loop.run()
+        return exitCode
+    }
+
+    private func setUp() throws {
+        _ = CBatonLinuxShim.setChildSubreaper()
+        runtimeDirectory = Self.runtimeDirectory(for: config)
+        notifyDirectory = runtimeDirectory + "/notify"
+        try Filesystem.makeDirectory(runtimeDirectory, mode: 0o755)
+        try Filesystem.makeDirectory(notifyDirectory, mode: 0o700)
+        listeners = try openListeners()
+        logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
+        signalFD = try CBatonLinuxShim.signalFD([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+        try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
+        control = try ControlServer(config: config, loop: loop, logger: logger, supervisor: self)
+        let spec = try makeSpec(config)
+        slots = (0..<config.app.workers).map { Slot(index: $0, spec: spec) }
+        if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
+        notifier.notify("STATUS=starting \(config.app.workers) workers")
+        startQueue = Array(0..<config.app.workers)
+        fillStartQueue()
+    }
+
+    /// The runtime directory: `[app] runtime_directory`, else systemd's
+    /// $RUNTIME_DIRECTORY, else /run/baton/NAME.
+    static func runtimeDirectory(for config: BatonConfig) -> String {
+        if let dir = config.app.runtimeDirectory { return dir }
+        if let env = getenv("RUNTIME_DIRECTORY") {
+            // systemd may list several, separated by ':'.
+            let first = String(cString: env).split(separator: ":").first.map(String.init)
+            if let first, !first.isEmpty { return first }
+        }
+        return "/run/baton/\(config.app.name)"
+    }
+
+    private func openListeners() throws -> [Listener] {
+        let activated = try Sockets.activated()
+        if !activated.isEmpty {
+            logger.info("received \(activated.count) socket(s) from systemd")
+            return activated
+        }
+        guard !config.listen.addresses.isEmpty else {
+            throw DaemonError("no listening socket: not socket-activated and listen.addresses is empty")
+        }
+        var result: [Listener] = []
+        for address in config.listen.addresses {
+            result.append(try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog))
+        }
+        return result
+    }
+
+    /// The spec for new workers from a config (resolves the environment file
+    /// and user now, so a reload with a broken one fails before any change).
+    func makeSpec(_ config: BatonConfig) throws -> WorkerSpec {
+        var variables: [EnvVar] = []
+        if let path = config.app.environmentFile {
+            guard let text = ProcFS.read(path) else {
+                throw DaemonError("app.environment_file: cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            variables = try EnvironmentFile.parse(text, path: path).map { EnvVar(name: $0.0, value: $0.1) }
+        }
+        variables += config.app.environment
+        var credentials: Credentials?
+        if let user = config.app.user {
+            credentials = try Accounts.credentials(user: user, group: config.app.group)
+        } else if let group = config.app.group {
+            credentials = Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
+        }
+        return WorkerSpec(argv: config.app.command, directory: config.app.directory, variables: variables, credentials: credentials)
+    }
+
+    // MARK: - Signals
+
+    private func handleSignals() {
+        while true {
+            var sender: pid_t = 0
+            let sig = CBatonLinuxShim.readSignal(signalFD, sender: &sender)
+            if sig <= 0 { return }
+            switch sig {
+            case SIGCHLD: reapStrays()
+            case SIGTERM, SIGINT:
+                logger.info("received \(sig == SIGTERM ? "SIGTERM" : "SIGINT"): stopping", metadata: ["from_pid": .stringConvertible(sender)])
+                beginShutdown()
+            case SIGHUP:
+                logger.info("received SIGHUP: reload", metadata: ["from_pid": .stringConvertible(sender)])
+                requestReload(waiter: nil)
+            default: break
+            }
+        }
+    }
+
+    /// Reaps exited children that are not workers or probes (grandchildren
+    /// re-parented to baton, the subreaper). Known children are left for their
+    /// pidfd handlers, which still need the zombie to hold the pid.
+    private func reapStrays() {
+        let known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
+        var skipped = Set<pid_t>()
+        while true {
+            let pid = CBatonLinuxShim.peekExitedChild()
+            if pid <= 0 || skipped.contains(pid) { return }
+            if known.contains(pid) {
+                // Handled by its pidfd; peeking again would return it forever.
+                skipped.insert(pid)
+                handleKnownExitNow(pid)
+                continue
+            }
+            CBatonLinuxShim.reap(pid)
+            logger.debug("reaped stray process", metadata: ["pid": .stringConvertible(pid)])
+        }
+    }
+
+    private func handleKnownExitNow(_ pid: pid_t) {
+        for slot in slots {
+            for worker in slot.workers {
+                if worker.pid == pid {
+                    workerPidfdReadable(worker)
+                    return
+                }
+                if let probe = worker.probe, probe.pid == pid {
+                    probeExited(worker)
+                    return
+                }
+            }
+        }
+    }
+
+    // MARK: - Watchdog and status
+
+    private func scheduleWatchdog(_ interval: Duration) {
+        notifier.notify("WATCHDOG=1")
+        loop.schedule(after: interval) { [unowned self] in self.scheduleWatchdog(interval) }
+    }
+
+    /// Slots whose serving worker is ready.
+    var readyCount: Int { slots.filter { $0.current?.state == .ready }.count }
+
+    /// One line: "4/4 workers ready, release /srv/app (reloading)".
+    var summary: String {
+        var text = "\(readyCount)/\(slots.count) workers ready, release \(config.app.directory)"
+        let looping = slots.filter { $0.backoff.isCrashLooping }.map { String($0.index) }
+        if !looping.isEmpty { text += ", crash loop in slot \(looping.joined(separator: ","))" }
+        if phase != .running { text += " (\(phase.rawValue))" }
+        return text
+    }
+
+    /// Sends STATUS= when the summary changed.
+    func publishStatus() {
+        let line = summary
+        guard line != lastStatusLine else { return }
+        lastStatusLine = line
+        notifier.notify("STATUS=\(line)")
+    }
+
+    /// Tells systemd a step is under way so TimeoutStartSec= does not cut it.
+    func extendTimeout() {
+        guard phase == .starting || phase == .reloading else { return }
+        notifier.extendTimeout(config.readiness.timeout + config.stop.timeout + .seconds(10))
+    }
+
+    // MARK: - Shutdown
+
+    /// SIGTERM: stop every worker gracefully, then exit.
+    func beginShutdown() {
+        guard phase != .stopping else { return }
+        phase = .stopping
+        notifier.notify("STOPPING=1\nSTATUS=stopping")
+        startQueue.removeAll()
+        reload.failAll(control: control, reason: "baton is stopping")
+        rollout = nil
+        control?.close()
+        for slot in slots {
+            if let t = slot.respawnTimer { loop.cancel(t) }
+            slot.respawnTimer = nil
+            for worker in slot.workers { stopWorker(worker, reason: "shutdown") }
+        }
+        finishShutdownIfDone()
+    }
+
+    func finishShutdownIfDone() {
+        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }) else { return }
+        for listener in listeners {
+            close(listener.fd)
+        }
+        for address in config.listen.addresses {
+            if case .unix(let path) = address { unlink(path) }
+        }
+        rmdir(notifyDirectory)
+        logger.info("stopped")
+        loop.stop()
+    }
+}
+
+/// A daemon-level failure with a one-line message.
+public struct DaemonError: Error, CustomStringConvertible {
+    /// The message.
+    public var description: String
+    /// Creates an error.
+    public init(_ message: String) { description = message }
+}

@@ -1,0 +1,132 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// What a new worker runs: the release's directory, argv and environment.
+/// Old workers keep the spec they were started with.
+struct WorkerSpec: Sendable, Equatable {
+    /// argv.
+    var argv: [String]
+    /// The release folder (working directory).
+    var directory: String
+    /// Environment entries from the environment file and `[app.environment]`.
+    var variables: [EnvVar]
+    /// Credentials to drop to, if `[app] user` is set.
+    var credentials: Credentials?
+    /// The release name shown in status (the directory).
+    var release: String { directory }
+}
+
+/// One worker process tree. Lives on the event-loop thread only.
+final class Worker {
+    /// starting → ready → draining → exited.
+    enum State: String {
+        case starting, ready, draining, exited
+    }
+
+    /// Slot 0..N-1.
+    let slot: Int
+    /// Increments with each start in the slot.
+    let generation: Int
+    /// The leader's pid (= its process group id).
+    let pid: pid_t
+    /// A pidfd naming exactly this process.
+    let pidfd: Int32
+    /// What it runs.
+    let spec: WorkerSpec
+    /// Monotonic start time.
+    let startedAt: Duration
+    /// Wall-clock start time (seconds since the epoch), for status.
+    let startedAtWall: Double
+    /// Current state.
+    var state: State = .starting
+    /// Monotonic time it became ready.
+    var readyAt: Duration?
+    /// Its NOTIFY_SOCKET (notify mode), owned by baton.
+    var notifyFD: Int32 = -1
+    /// Path of that socket, removed when the worker is gone.
+    var notifyPath: String?
+    /// Read end of the worker's stdout+stderr pipe.
+    var outputFD: Int32 = -1
+    /// Bytes of an unfinished output line.
+    var partialLine: [UInt8] = []
+    /// The last lines of output (for failure reports).
+    var recentOutput = RingBuffer<String>(capacity: 20)
+    /// Timers that belong to this worker (readiness timeout, delay, probe, kill).
+    var timers: [EventLoop.Token] = []
+    /// A running exec-mode readiness probe.
+    var probe: SpawnedProcess?
+    /// The last STATUS= it sent.
+    var statusText: String?
+    /// Why it is being stopped (for the slot's restart reason), if baton stops it.
+    var stopReason: String?
+    /// Monotonic time of the last WATCHDOG=1.
+    var lastWatchdog: Duration?
+
+    init(slot: Int, generation: Int, process: SpawnedProcess, spec: WorkerSpec, startedAt: Duration) {
+        self.slot = slot
+        self.generation = generation
+        self.pid = process.pid
+        self.pidfd = process.pidfd
+        self.spec = spec
+        self.startedAt = startedAt
+        self.startedAtWall = wallClockNow()
+    }
+}
+
+/// One position 0..N-1: at most one serving worker, plus during a rolling
+/// replacement a new one starting, and old ones draining.
+final class Slot {
+    /// Position.
+    let index: Int
+    /// The serving (or initially starting) worker.
+    var current: Worker?
+    /// A new worker starting during a rolling replacement (surge).
+    var replacement: Worker?
+    /// Old workers draining.
+    var draining: [Worker] = []
+    /// Spec for the next start of this slot.
+    var spec: WorkerSpec
+    /// Crash backoff.
+    var backoff = CrashBackoff()
+    /// Starts after the first.
+    var restarts = 0
+    /// Why it last restarted.
+    var lastRestartReason: String?
+    /// Generation counter.
+    var generation = 0
+    /// A scheduled respawn (backoff), and when it fires.
+    var respawnTimer: EventLoop.Token?
+    var respawnAt: Duration?
+    /// Timer that marks the current worker stable (resets backoff).
+    var stableTimer: EventLoop.Token?
+
+    init(index: Int, spec: WorkerSpec) {
+        self.index = index
+        self.spec = spec
+    }
+
+    /// Every live worker of the slot.
+    var workers: [Worker] { [current, replacement].compactMap { $0 } + draining }
+}
+
+/// A fixed-size buffer of the most recent items.
+struct RingBuffer<Element> {
+    private var items: [Element] = []
+    private var head = 0
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    mutating func append(_ item: Element) {
+        if items.count < capacity {
+            items.append(item)
+        } else {
+            items[head] = item
+            head = (head + 1) % capacity
+        }
+    }
+
+    /// Oldest first.
+    var elements: [Element] { Array(items[head...] + items[..<head]) }
+}

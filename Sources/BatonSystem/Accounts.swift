@@ -1,0 +1,36 @@
+import Glibc
+
+/// Users and groups by name (getpwnam_r / getgrnam_r / getgrouplist).
+public enum Accounts {
+    /// Resolves `user` (and optional `group`, else the user's primary group)
+    /// to credentials with the user's supplementary groups.
+    public static func credentials(user: String, group: String?) throws(SpawnError) -> Credentials {
+        var pw = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwnam_r(user, &pw, &buffer, buffer.count, &result) == 0, result != nil else {
+            throw SpawnError(step: "unknown user \"\(user)\"", errno: 0)
+        }
+        var gid = pw.pw_gid
+        if let group { gid = try groupID(group) }
+        var count: Int32 = 64
+        var groups = [gid_t](repeating: 0, count: Int(count))
+        if getgrouplist(user, gid, &groups, &count) < 0 {
+            groups = [gid_t](repeating: 0, count: Int(count))
+            _ = getgrouplist(user, gid, &groups, &count)
+        }
+        return Credentials(uid: pw.pw_uid, gid: gid, groups: Array(groups.prefix(Int(max(count, 0)))))
+    }
+
+    /// A group id by name (or a numeric string).
+    public static func groupID(_ name: String) throws(SpawnError) -> gid_t {
+        if let numeric = UInt32(name) { return numeric }
+        var gr = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getgrnam_r(name, &gr, &buffer, buffer.count, &result) == 0, result != nil else {
+            throw SpawnError(step: "unknown group \"\(name)\"", errno: 0)
+        }
+        return gr.gr_gid
+    }
+}

@@ -1,0 +1,172 @@
+import CBatonLinux
+import Glibc
+import Synchronization
+
+/// A single-threaded epoll loop. Every descriptor baton owns is non-blocking
+/// and driven from here, and so is every timer: nothing the supervisor does
+/// blocks a thread of the Swift cooperative pool (two threads on these
+/// machines), and the watchdog timer cannot be starved by it.
+///
+/// Thread-safety: everything except `execute(_:)` and `stop()` must be called
+/// on the loop's own thread (from a handler, a timer or an executed closure).
+public final class EventLoop: @unchecked Sendable {
+    // @unchecked: the mutable state below is touched only on the loop thread;
+    // the only cross-thread entry points are `execute` (a Mutex-guarded queue
+    // plus an eventfd write) and `stop` (the same queue).
+
+    /// Identifies a registration or a timer.
+    public typealias Token = UInt64
+
+    /// Events for `register`.
+    public struct Events: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// Readable (EPOLLIN).
+        public static let readable = Events(rawValue: 0x001)
+        /// Writable (EPOLLOUT).
+        public static let writable = Events(rawValue: 0x004)
+        /// Peer hung up / error (always reported by epoll).
+        public static let hangup = Events(rawValue: 0x010 | 0x008)
+    }
+
+    private struct Timer {
+        var deadline: Duration
+        var body: () -> Void
+    }
+
+    /// The epoll descriptor.
+    private let epfd: Int32
+    /// An eventfd that wakes the loop for `execute`.
+    private let wakeFD: Int32
+    /// Handlers by token.
+    private var handlers: [Token: (Events) -> Void] = [:]
+    /// Registration token by fd, to modify or remove a registration.
+    private var tokensByFD: [Int32: Token] = [:]
+    /// Pending timers by token.
+    private var timers: [Token: Timer] = [:]
+    /// The next token to hand out; 0 is the wake eventfd.
+    private var nextToken: Token = 1
+    /// Closures queued from other threads.
+    private let queue = Mutex<[@Sendable () -> Void]>([])
+    /// Cleared by `stop()`.
+    private let running = Atomic<Bool>(true)
+    /// The clock timers use; replaceable for tests of the loop itself.
+    public let now: @Sendable () -> Duration
+
+    /// Creates the loop; it does not run until `run()`.
+    public init(now: @escaping @Sendable () -> Duration = monotonicNow) throws(SystemError) {
+        self.now = now
+        epfd = try syscall("epoll_create1") { CBatonLinux_epoll_create() }
+        wakeFD = try syscall("eventfd") { CBatonLinux_eventfd() }
+        try syscall("epoll_ctl") { CBatonLinux_epoll_ctl(epfd, 1, wakeFD, Events.readable.rawValue, 0) }
+    }
+
+    deinit {
+        close(epfd)
+        close(wakeFD)
+    }
+
+    /// Watches `fd`; `handler` runs on the loop thread with the ready events.
+    /// Level-triggered: a handler that does not drain its fd is called again.
+    @discardableResult
+    public func register(fd: Int32, events: Events, handler: @escaping (Events) -> Void) throws(SystemError) -> Token {
+        let token = nextToken
+        nextToken += 1
+        try syscall("epoll_ctl(ADD)") { CBatonLinux_epoll_ctl(epfd, 1, fd, events.rawValue, token) }
+        handlers[token] = handler
+        tokensByFD[fd] = token
+        return token
+    }
+
+    /// Changes which events `fd` is watched for.
+    public func modify(fd: Int32, events: Events) {
+        guard let token = tokensByFD[fd] else { return }
+        _ = CBatonLinux_epoll_ctl(epfd, 3, fd, events.rawValue, token)
+    }
+
+    /// Stops watching `fd` (call before closing it).
+    public func unregister(fd: Int32) {
+        guard let token = tokensByFD.removeValue(forKey: fd) else { return }
+        handlers[token] = nil
+        _ = CBatonLinux_epoll_ctl(epfd, 2, fd, 0, 0)
+    }
+
+    /// Runs `body` once, `delay` from now.
+    @discardableResult
+    public func schedule(after delay: Duration, _ body: @escaping () -> Void) -> Token {
+        let token = nextToken
+        nextToken += 1
+        timers[token] = Timer(deadline: now() + delay, body: body)
+        return token
+    }
+
+    /// Cancels a timer; harmless if it already ran.
+    public func cancel(_ token: Token) {
+        timers[token] = nil
+    }
+
+    /// Queues `body` to run on the loop thread; callable from any thread.
+    public func execute(_ body: @escaping @Sendable () -> Void) {
+        queue.withLock { $0.append(body) }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Makes `run()` return after the current iteration; callable from any thread.
+    public func stop() {
+        running.store(false, ordering: .relaxed)
+        execute {}
+    }
+
+    /// Runs the loop on the calling thread until `stop()`.
+    public func run() {
+        var datas = [UInt64](repeating: 0, count: 64)
+        var events = [UInt32](repeating: 0, count: 64)
+        while running.load(ordering: .relaxed) {
+            let timeout = nextTimeoutMilliseconds()
+            let n = CBatonLinux_epoll_wait(epfd, &datas, &events, 64, timeout)
+            if n < 0 { continue }
+            for i in 0..<Int(n) {
+                let token = datas[i]
+                if token == 0 {
+                    drainWake()
+                    continue
+                }
+                // A handler earlier in this batch may have unregistered it.
+                guard let handler = handlers[token] else { continue }
+                handler(Events(rawValue: events[i]))
+            }
+            runDueTimers()
+        }
+    }
+
+    private func drainWake() {
+        var value: UInt64 = 0
+        _ = read(wakeFD, &value, 8)
+        let work = queue.withLock { q -> [@Sendable () -> Void] in
+            let items = q
+            q.removeAll()
+            return items
+        }
+        for body in work { body() }
+    }
+
+    private func nextTimeoutMilliseconds() -> Int32 {
+        guard let earliest = timers.values.lazy.map(\.deadline).min() else { return -1 }
+        let remaining = earliest - now()
+        if remaining <= .zero { return 0 }
+        let (s, atto) = remaining.components
+        let ms = s * 1000 + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(clamping: ms)
+    }
+
+    private func runDueTimers() {
+        let current = now()
+        let due = timers.filter { $0.value.deadline <= current }.sorted { $0.value.deadline < $1.value.deadline }
+        for (token, timer) in due {
+            // An earlier timer in this batch may have cancelled this one.
+            guard timers.removeValue(forKey: token) != nil else { continue }
+            timer.body()
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import Glibc
+import Logging
+import Synchronization
+
+/// One event a line on stderr. Under journald (JOURNAL_STREAM names stderr)
+/// each line starts with an sd-daemon priority prefix such as `<6>`; otherwise
+/// plain text with a timestamp.
+public struct BatonLogHandler: LogHandler {
+    /// Whether stderr is connected to the journal.
+    public static let stderrIsJournal: Bool = {
+        guard let value = getenv("JOURNAL_STREAM") else { return false }
+        let parts = String(cString: value).split(separator: ":")
+        guard parts.count == 2, let dev = UInt64(parts[0]), let ino = UInt64(parts[1]) else { return false }
+        var st = stat()
+        guard fstat(2, &st) == 0 else { return false }
+        return UInt64(st.st_dev) == dev && UInt64(st.st_ino) == ino
+    }()
+
+    /// Serialises writes so concurrent lines never interleave.
+    private static let lock = Mutex(())
+
+    /// The logger's label (e.g. "baton").
+    public let label: String
+    /// See `LogHandler`.
+    public var logLevel: Logger.Level = .info
+    /// See `LogHandler`.
+    public var metadata: Logger.Metadata = [:]
+
+    /// Creates a handler for `label`.
+    public init(label: String) { self.label = label }
+
+    /// See `LogHandler`.
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    /// See `LogHandler`.
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let extra = event.metadata { merged.merge(extra) { $1 } }
+        let suffix = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let text = "\(event.message)\(suffix)".replacingNewlines
+        let line: String
+        if Self.stderrIsJournal {
+            line = "<\(Self.priority(event.level))>\(text)\n"
+        } else {
+            line = "\(Self.timestamp()) \(event.level.short) \(text)\n"
+        }
+        Self.lock.withLock { _ in writeAll(2, Array(line.utf8)) }
+    }
+
+    /// syslog priority of a level.
+    static func priority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: 7
+        case .info: 6
+        case .notice: 5
+        case .warning: 4
+        case .error: 3
+        case .critical: 2
+        }
+    }
+
+    static func timestamp() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var tmv = tm()
+        var t = ts.tv_sec
+        gmtime_r(&t, &tmv)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let ms = ts.tv_nsec / 1_000_000
+        let msText = ms < 10 ? "00\(ms)" : ms < 100 ? "0\(ms)" : "\(ms)"
+        return "\(tmv.tm_year + 1900)-\(two(tmv.tm_mon + 1))-\(two(tmv.tm_mday))T\(two(tmv.tm_hour)):\(two(tmv.tm_min)):\(two(tmv.tm_sec)).\(msText)Z"
+    }
+
+    /// Installs this handler for every logger (call once, early in main).
+    public static func bootstrap(level: Logger.Level = .info) {
+        LoggingSystem.bootstrap { label in
+            var h = BatonLogHandler(label: label)
+            h.logLevel = level
+            return h
+        }
+    }
+}
+
+extension Logger.Level {
+    fileprivate var short: String {
+        switch self {
+        case .trace: "TRACE"
+        case .debug: "DEBUG"
+        case .info: "INFO"
+        case .notice: "NOTICE"
+        case .warning: "WARN"
+        case .error: "ERROR"
+        case .critical: "CRIT"
+        }
+    }
+}
+
+extension String {
+    fileprivate var replacingNewlines: String {
+        contains("\n") ? split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") : self
+    }
+}

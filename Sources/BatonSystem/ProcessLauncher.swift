@@ -1,0 +1,191 @@
+import CBatonLinux
+import Glibc
+
+/// Everything needed to start one worker (or probe) process.
+public struct SpawnRequest: Sendable, Equatable {
+    /// argv; argv[0] is looked up in the environment's PATH unless it has a '/'.
+    public var argv: [String]
+    /// The complete environment as "KEY=VALUE" (built explicitly, never inherited).
+    public var environment: [String]
+    /// Working directory.
+    public var directory: String?
+    /// Descriptors placed at 3, 4, ... in the child.
+    public var passFDs: [Int32]
+    /// Adds LISTEN_PID=<the child's own pid> to the environment.
+    public var setListenPID: Bool
+    /// Child's stdout and stderr (-1: /dev/null).
+    public var stdout: Int32
+    /// See `stdout`.
+    public var stderr: Int32
+    /// Drop to this user/group before execve (nil: keep baton's).
+    public var credentials: Credentials?
+
+    /// Creates a request; output goes to /dev/null unless set.
+    public init(
+        argv: [String], environment: [String], directory: String? = nil, passFDs: [Int32] = [],
+        setListenPID: Bool = false, stdout: Int32 = -1, stderr: Int32 = -1, credentials: Credentials? = nil
+    ) {
+        self.argv = argv
+        self.environment = environment
+        self.directory = directory
+        self.passFDs = passFDs
+        self.setListenPID = setListenPID
+        self.stdout = stdout
+        self.stderr = stderr
+        self.credentials = credentials
+    }
+}
+
+/// A user and group a worker runs as.
+public struct Credentials: Sendable, Equatable {
+    /// User id.
+    public var uid: uid_t
+    /// Primary group id.
+    public var gid: gid_t
+    /// Supplementary groups.
+    public var groups: [gid_t]
+
+    /// Creates credentials.
+    public init(uid: uid_t, gid: gid_t, groups: [gid_t]) {
+        self.uid = uid
+        self.gid = gid
+        self.groups = groups
+    }
+}
+
+/// A started process: its pid and a pidfd naming exactly it.
+public struct SpawnedProcess: Sendable, Equatable {
+    /// Process id (also its process group id: the child called setsid).
+    public var pid: pid_t
+    /// A pidfd for it (close-on-exec), owned by the caller.
+    public var pidfd: Int32
+
+    /// Creates a record.
+    public init(pid: pid_t, pidfd: Int32) {
+        self.pid = pid
+        self.pidfd = pidfd
+    }
+}
+
+/// Why a spawn failed, as one line: `exec /srv/app/bin/web: No such file or directory`.
+public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The step that failed ("fork", "setsid", "fds", "setuid", "chdir /srv/x", "exec /bin/x", "lookup").
+    public var step: String
+    /// errno, or 0 for a lookup failure.
+    public var errno: Int32
+
+    /// Creates an error.
+    public init(step: String, errno: Int32) {
+        self.step = step
+        self.errno = errno
+    }
+
+    /// One line for logs and CLI output.
+    public var description: String {
+        errno == 0 ? step : "\(step): \(String(cString: strerror(errno)))"
+    }
+}
+
+/// Starts processes. The real one forks; tests of pure logic use a fake.
+public protocol ProcessLauncher: Sendable {
+    /// Starts a process in its own session, with exactly the descriptors and
+    /// environment requested, and returns its pid and pidfd.
+    func spawn(_ request: SpawnRequest) throws(SpawnError) -> SpawnedProcess
+}
+
+/// fork/execve through CBatonLinux_spawn: resets signal dispositions and the
+/// mask, setsid, places fds, closes the rest, sets LISTEN_PID to the child's
+/// own pid. Call it off the Swift cooperative pool (baton calls it from its
+/// event-loop thread).
+public struct LinuxProcessLauncher: ProcessLauncher {
+    /// Creates the launcher.
+    public init() {}
+
+    /// See `ProcessLauncher.spawn`.
+    public func spawn(_ request: SpawnRequest) throws(SpawnError) -> SpawnedProcess {
+        guard let first = request.argv.first, !first.isEmpty else { throw SpawnError(step: "empty command", errno: 0) }
+        let path = try Self.resolve(first, directory: request.directory, environment: request.environment)
+
+        var cStrings: [UnsafeMutablePointer<CChar>] = []
+        defer { cStrings.forEach { free($0) } }
+        func c(_ s: String) -> UnsafeMutablePointer<CChar> {
+            let p = strdup(s)!
+            cStrings.append(p)
+            return p
+        }
+        var argv: [UnsafeMutablePointer<CChar>?] = request.argv.map { c($0) } + [nil]
+        var envp: [UnsafeMutablePointer<CChar>?] = request.environment.filter { !$0.hasPrefix("LISTEN_PID=") }.map { c($0) }
+        var listenIndex: Int32 = -1
+        if request.setListenPID {
+            listenIndex = Int32(envp.count)
+            envp.append(c("LISTEN_PID="))
+        }
+        envp.append(nil)
+        let cPath = c(path)
+        let cwd = request.directory.map { c($0) }
+        var groups = request.credentials?.groups ?? []
+        var pid: pid_t = 0
+        var pidfd: Int32 = -1
+        var step: Int32 = 0
+        let result = argv.withUnsafeMutableBufferPointer { argvBuf in
+            envp.withUnsafeMutableBufferPointer { envBuf in
+                request.passFDs.withUnsafeBufferPointer { fdBuf in
+                    groups.withUnsafeMutableBufferPointer { groupBuf in
+                        var attr = CBatonLinux_spawn_attr()
+                        attr.path = UnsafePointer(cPath)
+                        attr.argv = UnsafePointer(argvBuf.baseAddress)
+                        attr.envp = UnsafePointer(envBuf.baseAddress)
+                        attr.listen_pid_index = listenIndex
+                        attr.cwd = cwd.map { UnsafePointer($0) }
+                        attr.fds = fdBuf.baseAddress
+                        attr.nfds = Int32(fdBuf.count)
+                        attr.stdin_fd = -1
+                        attr.stdout_fd = request.stdout
+                        attr.stderr_fd = request.stderr
+                        if let cred = request.credentials {
+                            attr.set_ids = 1
+                            attr.uid = cred.uid
+                            attr.gid = cred.gid
+                            attr.groups = UnsafePointer(groupBuf.baseAddress)
+                            attr.ngroups = Int32(groupBuf.count)
+                        }
+                        return CBatonLinux_spawn(&attr, &pid, &pidfd, &step)
+                    }
+                }
+            }
+        }
+        if result != 0 {
+            let e = Glibc.errno
+            switch step {
+            case 0: throw SpawnError(step: "fork", errno: e)
+            case 1: throw SpawnError(step: "setsid", errno: e)
+            case 2: throw SpawnError(step: "placing descriptors", errno: e)
+            case 3: throw SpawnError(step: "switching user", errno: e)
+            case 4: throw SpawnError(step: "chdir \(request.directory ?? "")", errno: e)
+            default: throw SpawnError(step: "exec \(path)", errno: e)
+            }
+        }
+        return SpawnedProcess(pid: pid, pidfd: pidfd)
+    }
+
+    /// Resolves argv[0] like execvp, but against the child's PATH and
+    /// directory, in the parent (nothing to allocate after fork).
+    public static func resolve(_ name: String, directory: String?, environment: [String]) throws(SpawnError) -> String {
+        if name.contains("/") {
+            if name.hasPrefix("/") { return name }
+            return (directory.map { $0.hasSuffix("/") ? $0 : $0 + "/" } ?? "") + name
+        }
+        let pathVar = environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+            ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in pathVar.split(separator: ":", omittingEmptySubsequences: false) {
+            var base = dir.isEmpty ? "." : String(dir)
+            if !base.hasPrefix("/"), let directory { base = directory + "/" + base }
+            let candidate = base + "/" + name
+            var st = stat()
+            if stat(candidate, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        throw SpawnError(step: "command not found in PATH: \(name)", errno: 0)
+    }
+}

@@ -1,0 +1,47 @@
+import CSystemd
+import Glibc
+
+/// Talks to the service manager through $NOTIFY_SOCKET (READY=1, STATUS=,
+/// RELOADING=1, EXTEND_TIMEOUT_USEC=, WATCHDOG=1, STOPPING=1). A no-op when
+/// baton does not run under systemd.
+public struct ServiceNotifier: Sendable {
+    /// Whether $NOTIFY_SOCKET is set.
+    public let isEnabled: Bool
+    /// How often the watchdog must be fed (WATCHDOG_USEC/2), if the manager asks.
+    public let watchdogPingInterval: Duration?
+
+    /// Reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID from the environment.
+    public init() {
+        isEnabled = getenv("NOTIFY_SOCKET") != nil
+        var usec: UInt64 = 0
+        if sd_watchdog_enabled(0, &usec) > 0, usec > 0 {
+            watchdogPingInterval = .microseconds(Int64(usec / 2))
+        } else {
+            watchdogPingInterval = nil
+        }
+    }
+
+    /// Sends one notification message (newline-separated assignments).
+    public func notify(_ message: String) {
+        guard isEnabled else { return }
+        _ = sd_notify(0, message)
+    }
+
+    /// READY=1 with a status line.
+    public func ready(status: String) { notify("READY=1\nSTATUS=\(status)") }
+
+    /// RELOADING=1 with MONOTONIC_USEC, as the notify-reload protocol wants.
+    public func reloading(status: String) {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        let usec = UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
+        notify("RELOADING=1\nMONOTONIC_USEC=\(usec)\nSTATUS=\(status)")
+    }
+
+    /// Tells systemd the current step needs `extra` more time than its timeout.
+    public func extendTimeout(_ extra: Duration) {
+        let (s, atto) = extra.components
+        let usec = s * 1_000_000 + atto / 1_000_000_000_000
+        notify("EXTEND_TIMEOUT_USEC=\(usec)")
+    }
+}

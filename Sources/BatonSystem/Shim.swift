@@ -1,0 +1,131 @@
+import CBatonLinux
+import Glibc
+
+/// Swift faces of the CBatonLinux calls the daemon needs, so BatonDaemon
+/// does not import C modules.
+public enum CBatonLinuxShim {
+    /// PR_SET_CHILD_SUBREAPER: orphaned grandchildren of workers come to baton.
+    @discardableResult
+    public static func setChildSubreaper() -> Bool { CBatonLinux_set_child_subreaper() == 0 }
+
+    /// Blocks `signals` in the calling thread and returns a signalfd for them.
+    public static func signalFD(_ signals: [Int32]) throws(SystemError) -> Int32 {
+        try syscall("signalfd") { signals.withUnsafeBufferPointer { CBatonLinux_signalfd($0.baseAddress, Int32($0.count)) } }
+    }
+
+    /// Blocks `signals` in the calling thread (threads created later inherit it).
+    public static func blockSignals(_ signals: [Int32]) {
+        _ = signals.withUnsafeBufferPointer { CBatonLinux_block_signals($0.baseAddress, Int32($0.count)) }
+    }
+
+    /// The calling thread's blocked mask (bit n-1 = signal n).
+    public static func blockedMask() -> UInt64 { CBatonLinux_blocked_mask() }
+
+    /// One pending signal from a signalfd, or 0.
+    public static func readSignal(_ fd: Int32, sender: inout pid_t) -> Int32 { CBatonLinux_signalfd_read(fd, &sender) }
+
+    /// An exited, unreaped child's pid, or 0/-1 when none.
+    public static func peekExitedChild() -> pid_t { CBatonLinux_peek_exited_child() }
+
+    /// Reaps `pid`.
+    public static func reap(_ pid: pid_t) {
+        var code: Int32 = 0
+        var status: Int32 = 0
+        _ = CBatonLinux_reap(pid, &code, &status)
+    }
+
+    /// How a process ended.
+    public enum Exit: Sendable, Equatable, CustomStringConvertible {
+        /// exit(code).
+        case exited(Int32)
+        /// Killed by a signal.
+        case signaled(Int32)
+
+        /// "exit 3" or "signal 9 (Killed)".
+        public var description: String {
+            switch self {
+            case .exited(let c): "exit code \(c)"
+            case .signaled(let s): "signal \(s) (\(String(cString: strsignal(s))))"
+            }
+        }
+    }
+
+    /// The exit of the process behind `pidfd`, or nil while it runs.
+    /// `reap: false` leaves the zombie (its pid stays reserved).
+    public static func exitStatus(pidfd: Int32, reap: Bool) -> Exit? {
+        var code: Int32 = 0
+        var status: Int32 = 0
+        guard CBatonLinux_wait_pidfd(pidfd, reap ? 0 : 1, &code, &status) == 1 else { return nil }
+        return code == CLD_EXITED ? .exited(status) : .signaled(status)
+    }
+
+    /// pidfd_send_signal: signals exactly that process, never a reused pid.
+    @discardableResult
+    public static func signal(pidfd: Int32, _ sig: Int32) -> Bool { CBatonLinux_pidfd_send_signal(pidfd, sig) == 0 }
+
+    /// Signals a whole process group.
+    @discardableResult
+    public static func signalGroup(_ pgid: pid_t, _ sig: Int32) -> Bool { kill(-pgid, sig) == 0 }
+
+    /// SO_PEERCRED.
+    public static func peerCredentials(_ fd: Int32) -> (pid: pid_t, uid: uid_t, gid: gid_t)? {
+        var pid: pid_t = 0
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        guard CBatonLinux_peer_cred(fd, &pid, &uid, &gid) == 0 else { return nil }
+        return (pid, uid, gid)
+    }
+
+    /// SO_PEERGROUPS (supplementary groups of the peer).
+    public static func peerGroups(_ fd: Int32) -> [gid_t] {
+        var count: Int32 = 64
+        var groups = [gid_t](repeating: 0, count: 64)
+        if CBatonLinux_peer_groups(fd, &groups, &count) != 0 {
+            guard errno == ERANGE, count > 0 else { return [] }
+            groups = [gid_t](repeating: 0, count: Int(count))
+            guard CBatonLinux_peer_groups(fd, &groups, &count) == 0 else { return [] }
+        }
+        return Array(groups.prefix(Int(count)))
+    }
+
+    /// A datagram with its sender's credentials (SO_PASSCRED must be set).
+    public static func receiveWithCredentials(_ fd: Int32, maxBytes: Int = 4096) -> (bytes: [UInt8], pid: pid_t, uid: uid_t)? {
+        var buffer = [UInt8](repeating: 0, count: maxBytes)
+        var pid: pid_t = 0
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        var truncated: Int32 = 0
+        let n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_with_cred(fd, $0.baseAddress, $0.count, &pid, &uid, &gid, &truncated) }
+        guard n >= 0 else { return nil }
+        return (Array(buffer[0..<n]), pid, uid)
+    }
+
+    /// Turns on SO_PASSCRED.
+    public static func setPassCredentials(_ fd: Int32) throws(SystemError) {
+        try syscall("setsockopt(SO_PASSCRED)") { CBatonLinux_set_passcred(fd) }
+    }
+
+    /// A pipe with both ends close-on-exec; the read end non-blocking.
+    public static func outputPipe() throws(SystemError) -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        try syscall("pipe2") { CBatonLinux_pipe_cloexec(&fds) }
+        try setNonBlocking(fds[0])
+        return (fds[0], fds[1])
+    }
+}
+
+/// Directories baton creates.
+public enum Filesystem {
+    /// mkdir -p with `mode` on the last component (existing directories get
+    /// `mode` too, so a 0700 notify directory stays private).
+    public static func makeDirectory(_ path: String, mode: UInt32) throws(SystemError) {
+        var current = ""
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw SystemError("mkdir", subject: current)
+            }
+        }
+        try syscall("chmod", subject: path) { chmod(path, mode_t(mode)) }
+    }
+}

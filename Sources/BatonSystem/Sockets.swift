@@ -1,0 +1,239 @@
+import BatonCore
+import CBatonLinux
+import CSystemd
+import Glibc
+
+/// A listening socket baton hands to every worker.
+public struct Listener: Sendable, Equatable {
+    /// The descriptor in baton (close-on-exec; the spawn path places it at 3..).
+    public var fd: Int32
+    /// The name passed in LISTEN_FDNAMES.
+    public var name: String
+    /// Where it listens, for logs and status ("127.0.0.1:8080", "unix:/run/x").
+    public var address: String
+
+    /// Creates a listener record.
+    public init(fd: Int32, name: String, address: String) {
+        self.fd = fd
+        self.name = name
+        self.address = address
+    }
+}
+
+/// Opening, receiving and inspecting listening sockets.
+public enum Sockets {
+    /// Sockets passed by systemd socket activation (LISTEN_FDS/LISTEN_PID/
+    /// LISTEN_FDNAMES), or an empty array when baton was not activated.
+    /// Each must be a listening stream socket.
+    public static func activated() throws(SystemError) -> [Listener] {
+        var namesPointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
+        // unset_environment = 0: baton's own environment stays as systemd set
+        // it (worker environments are built explicitly, without LISTEN_*).
+        let n = sd_listen_fds_with_names(0, &namesPointer)
+        if n < 0 { throw SystemError("sd_listen_fds_with_names", errno: -n) }
+        defer {
+            if let names = namesPointer {
+                for i in 0..<Int(n) { free(names[i]) }
+                free(names)
+            }
+        }
+        var result: [Listener] = []
+        for i in 0..<Int(n) {
+            let fd = SD_LISTEN_FDS_START + Int32(i)
+            var name = "fd\(fd)"
+            if let names = namesPointer, let c = names[i] { name = String(cString: c) }
+            guard isListeningStream(fd) else {
+                throw SystemError("socket activation", errno: ENOTSOCK, subject: "fd \(fd) (\(name)) is not a listening stream socket")
+            }
+            try setCloseOnExec(fd)
+            result.append(Listener(fd: fd, name: name, address: localAddress(fd) ?? name))
+        }
+        return result
+    }
+
+    /// True when `fd` is a stream socket in the listening state.
+    public static func isListeningStream(_ fd: Int32) -> Bool {
+        var value: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &len) == 0, value == 1 else { return false }
+        var type: Int32 = 0
+        len = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 else { return false }
+        return type == Int32(SOCK_STREAM.rawValue)
+    }
+
+    /// Accepts one connection, non-blocking and close-on-exec; -1 when none is pending.
+    public static func acceptNonBlocking(_ fd: Int32) -> Int32 { CBatonLinux_accept_nonblocking(fd) }
+
+    /// The LISTEN_FDNAMES name baton gives a socket it bound itself (names
+    /// may not contain ':').
+    public static func fdName(for address: ListenAddress) -> String {
+        let raw = address.description.map { $0 == ":" || $0 == "/" ? "_" : $0 }
+        return String(String(raw).prefix(255))
+    }
+
+    /// Binds and listens on one address. Unix sockets get `mode`; a stale
+    /// socket file at the path is replaced.
+    public static func bind(_ address: ListenAddress, mode: UInt32, backlog: Int32) throws(SystemError) -> Listener {
+        switch address {
+        case .tcp(let host, let port):
+            let fd = try bindTCP(host: host, port: port, backlog: backlog, subject: address.description)
+            let actual = localAddress(fd) ?? address.description
+            return Listener(fd: fd, name: fdName(for: address), address: actual)
+        case .unix(let path):
+            let fd = try bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: mode)
+            do {
+                try syscall("listen", subject: path) { listen(fd, backlog) }
+            } catch {
+                close(fd)
+                throw error
+            }
+            return Listener(fd: fd, name: fdName(for: address), address: address.description)
+        }
+    }
+
+    private static func bindTCP(host: String, port: UInt16, backlog: Int32, subject: String) throws(SystemError) -> Int32 {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        let isV4 = inet_pton(AF_INET, host, &v4) == 1
+        guard isV4 || inet_pton(AF_INET6, host, &v6) == 1 else {
+            throw SystemError("inet_pton", errno: EINVAL, subject: host)
+        }
+        let family = isV4 ? AF_INET : AF_INET6
+        let fd = try syscall("socket", subject: subject) {
+            socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        do {
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            if isV4 {
+                var sa = sockaddr_in()
+                sa.sin_family = sa_family_t(AF_INET)
+                sa.sin_port = port.bigEndian
+                sa.sin_addr = v4
+                try withUnsafePointer(to: &sa) { p throws(SystemError) in
+                    try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp throws(SystemError) in
+                        _ = try syscall("bind", subject: subject) { Glibc.bind(fd, sp, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                    }
+                }
+            } else {
+                setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
+                var sa = sockaddr_in6()
+                sa.sin6_family = sa_family_t(AF_INET6)
+                sa.sin6_port = port.bigEndian
+                sa.sin6_addr = v6
+                try withUnsafePointer(to: &sa) { p throws(SystemError) in
+                    try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp throws(SystemError) in
+                        _ = try syscall("bind", subject: subject) { Glibc.bind(fd, sp, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+                    }
+                }
+            }
+            try syscall("listen", subject: subject) { listen(fd, backlog) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// Creates a unix socket of `type` bound at `path` with `mode`; a stale
+    /// socket file there is removed first (a live one is not: bind fails).
+    public static func bindUnix(path: String, type: Int32, mode: UInt32, group: gid_t? = nil) throws(SystemError) -> Int32 {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+        guard bytes.count < capacity else { throw SystemError("bind", errno: ENAMETOOLONG, subject: path) }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        removeStaleSocket(path)
+        let fd = try syscall("socket", subject: path) { socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        do {
+            // bind creates the file with umask applied; restrict first, then chmod.
+            let old = umask(0o177)
+            defer { umask(old) }
+            try withUnsafePointer(to: &addr) { p throws(SystemError) in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp throws(SystemError) in
+                    _ = try syscall("bind", subject: path) { Glibc.bind(fd, sp, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+            if let group { try syscall("chown", subject: path) { chown(path, UInt32.max, group) } }
+            try syscall("chmod", subject: path) { chmod(path, mode_t(mode)) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    private static func removeStaleSocket(_ path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return }
+        // Connect-probe it: a live socket (another baton) is left alone.
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return }
+        defer { close(probe) }
+        if connectUnix(probe, path) != 0 { unlink(path) }
+    }
+
+    /// connect(2) to a unix stream path; returns 0 or -1 with errno.
+    public static func connectUnix(_ fd: Int32, _ path: String) -> Int32 {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            Glibc.errno = ENAMETOOLONG
+            return -1
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp in
+                connect(fd, sp, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+
+    /// "127.0.0.1:8080", "[::1]:8080" or "unix:/path" for a bound socket.
+    public static func localAddress(_ fd: Int32) -> String? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { return nil }
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            return withUnsafePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    var a = sin.pointee.sin_addr
+                    var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+                    inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
+                    return "\(String(cString: buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
+                }
+            }
+        case AF_INET6:
+            return withUnsafePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin in
+                    var a = sin.pointee.sin6_addr
+                    var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+                    inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
+                    return "[\(String(cString: buf))]:\(UInt16(bigEndian: sin.pointee.sin6_port))"
+                }
+            }
+        case AF_UNIX:
+            return withUnsafePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { sun in
+                    withUnsafeBytes(of: sun.pointee.sun_path) { raw in
+                        let bytes = raw.prefix { $0 != 0 }
+                        return "unix:" + String(decoding: bytes, as: UTF8.self)
+                    }
+                }
+            }
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,111 @@
+// CBatonLinux: the few Linux calls Glibc does not expose to Swift in a usable
+// form (fork/exec with LISTEN_PID, pidfds, SCM_CREDENTIALS, peer credentials,
+// signalfd, epoll with packed events). Every function is prefixed CBatonLinux_
+// and returns -1 with errno set on failure, like the syscalls it wraps.
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// What the child does between fork and execve. Prepared completely by the
+/// parent: the child only calls async-signal-safe functions.
+typedef struct {
+    /// Absolute path of the executable (PATH resolution happens in the parent).
+    const char *path;
+    /// NULL-terminated argv.
+    char *const *argv;
+    /// NULL-terminated environment. If listen_pid_index >= 0, that entry is
+    /// replaced in the child by "LISTEN_PID=<the child's own pid>".
+    char *const *envp;
+    int listen_pid_index;
+    /// Working directory, or NULL to keep the parent's.
+    const char *cwd;
+    /// Descriptors to place at 3, 4, ... in this order.
+    const int *fds;
+    int nfds;
+    /// Descriptors for 0, 1, 2; -1 opens /dev/null.
+    int stdin_fd;
+    int stdout_fd;
+    int stderr_fd;
+    /// When set_ids is non-zero: setgroups(groups), setgid(gid), setuid(uid).
+    int set_ids;
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    int ngroups;
+} CBatonLinux_spawn_attr;
+
+/// Which step of the child failed (reported through a CLOEXEC pipe).
+enum {
+    CBatonLinux_step_none = 0,
+    CBatonLinux_step_setsid = 1,
+    CBatonLinux_step_fds = 2,
+    CBatonLinux_step_ids = 3,
+    CBatonLinux_step_chdir = 4,
+    CBatonLinux_step_exec = 5,
+};
+
+/// fork + (in the child) reset every signal disposition to default, empty the
+/// signal mask, setsid, place fds at 0..2 and 3.., close every other fd,
+/// drop privileges, chdir, set LISTEN_PID to its own pid, execve.
+/// On success returns 0 and sets *pid and *pidfd (a pidfd opened before the
+/// child can be reaped, so it names exactly this process).
+/// On failure returns -1: *child_step says which step failed in the child
+/// (0 if the failure was in the parent) and errno holds the error.
+int CBatonLinux_spawn(const CBatonLinux_spawn_attr *attr, pid_t *pid, int *pidfd, int *child_step);
+
+int CBatonLinux_pidfd_open(pid_t pid);
+int CBatonLinux_pidfd_send_signal(int pidfd, int sig);
+
+/// waitid(P_PIDFD, pidfd, WEXITED|WNOHANG [|WNOWAIT]).
+/// Returns 1 and fills *code (CLD_EXITED, CLD_KILLED, CLD_DUMPED) and *status
+/// (exit code or signal) when the process has exited; 0 when it is still
+/// running; -1 on error.
+int CBatonLinux_wait_pidfd(int pidfd, int nowait, int *code, int *status);
+
+/// waitid(P_ALL, WEXITED|WNOHANG|WNOWAIT): the pid of some exited child that
+/// has not been reaped yet, 0 if none, -1 on error (ECHILD: no children).
+pid_t CBatonLinux_peek_exited_child(void);
+
+/// Reap one specific exited child (waitpid WNOHANG). Returns the pid or 0.
+pid_t CBatonLinux_reap(pid_t pid, int *code, int *status);
+
+int CBatonLinux_set_child_subreaper(void);
+
+/// Blocks the given signals in the calling thread (threads created later
+/// inherit the mask) and returns a non-blocking CLOEXEC signalfd for them.
+int CBatonLinux_signalfd(const int *signals, int count);
+/// Reads one signal from a signalfd: returns the signal number, 0 if none
+/// pending, -1 on error.
+int CBatonLinux_signalfd_read(int fd, pid_t *sender);
+/// Blocks the given signals in the calling thread only.
+int CBatonLinux_block_signals(const int *signals, int count);
+/// The calling thread's blocked-signal mask as a 64-bit set (bit n-1 = signal n).
+uint64_t CBatonLinux_blocked_mask(void);
+
+int CBatonLinux_epoll_create(void);
+int CBatonLinux_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// epoll_wait that unpacks the packed epoll_event array into two arrays.
+int CBatonLinux_epoll_wait(int epfd, uint64_t *datas, uint32_t *events, int max, int timeout_ms);
+
+int CBatonLinux_eventfd(void);
+int CBatonLinux_timerfd(void);
+
+/// SO_PEERCRED of a connected unix socket.
+int CBatonLinux_peer_cred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+/// SO_PEERGROUPS: fills at most *count gids; sets *count to how many the peer has.
+int CBatonLinux_peer_groups(int fd, gid_t *groups, int *count);
+int CBatonLinux_set_passcred(int fd);
+/// recvmsg of one datagram with SCM_CREDENTIALS; *pid = 0 when the datagram
+/// carried none. Returns the byte count; truncated datagrams set *truncated.
+/// Any passed fds (SCM_RIGHTS) are closed.
+ssize_t CBatonLinux_recv_with_cred(int fd, void *buf, size_t len, pid_t *pid, uid_t *uid, gid_t *gid, int *truncated);
+
+/// The errno value of the calling thread (Swift's errno is fine too; this is
+/// for symmetry in C-returned paths).
+int CBatonLinux_errno(void);
+
+/// pipe2(fds, O_CLOEXEC).
+int CBatonLinux_pipe_cloexec(int fds[2]);
+/// accept4(fd, NULL, NULL, SOCK_NONBLOCK|SOCK_CLOEXEC), retrying EINTR.
+int CBatonLinux_accept_nonblocking(int fd);

@@ -1,0 +1,166 @@
+// Small wrappers: signals, epoll, eventfd/timerfd, unix socket credentials.
+#define _GNU_SOURCE
+#include "CBatonLinux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int CBatonLinux_errno(void) { return errno; }
+
+int CBatonLinux_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+static void fill_set(sigset_t *set, const int *signals, int count) {
+    sigemptyset(set);
+    for (int i = 0; i < count; i++) sigaddset(set, signals[i]);
+}
+
+int CBatonLinux_block_signals(const int *signals, int count) {
+    sigset_t set;
+    fill_set(&set, signals, count);
+    int r = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (r != 0) {
+        errno = r;
+        return -1;
+    }
+    return 0;
+}
+
+int CBatonLinux_signalfd(const int *signals, int count) {
+    if (CBatonLinux_block_signals(signals, count) < 0) return -1;
+    sigset_t set;
+    fill_set(&set, signals, count);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int CBatonLinux_signalfd_read(int fd, pid_t *sender) {
+    struct signalfd_siginfo info;
+    ssize_t n;
+    do {
+        n = read(fd, &info, sizeof(info));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    if (n != (ssize_t)sizeof(info)) return 0;
+    if (sender) *sender = (pid_t)info.ssi_pid;
+    return (int)info.ssi_signo;
+}
+
+uint64_t CBatonLinux_blocked_mask(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    pthread_sigmask(SIG_BLOCK, NULL, &set);
+    uint64_t mask = 0;
+    for (int sig = 1; sig <= 64; sig++) {
+        if (sigismember(&set, sig) == 1) mask |= (uint64_t)1 << (sig - 1);
+    }
+    return mask;
+}
+
+int CBatonLinux_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int CBatonLinux_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int CBatonLinux_epoll_wait(int epfd, uint64_t *datas, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event evs[64];
+    if (max > 64) max = 64;
+    int n;
+    do {
+        n = epoll_wait(epfd, evs, max, timeout_ms);
+    } while (n < 0 && errno == EINTR);
+    for (int i = 0; i < n; i++) {
+        datas[i] = evs[i].data.u64;
+        events[i] = evs[i].events;
+    }
+    return n;
+}
+
+int CBatonLinux_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int CBatonLinux_timerfd(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
+
+int CBatonLinux_peer_cred(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -1;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
+int CBatonLinux_peer_groups(int fd, gid_t *groups, int *count) {
+    socklen_t len = (socklen_t)((size_t)*count * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+        if (errno == ERANGE) *count = (int)(len / sizeof(gid_t));
+        return -1;
+    }
+    *count = (int)(len / sizeof(gid_t));
+    return 0;
+}
+
+int CBatonLinux_set_passcred(int fd) {
+    int one = 1;
+    return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+}
+
+ssize_t CBatonLinux_recv_with_cred(int fd, void *buf, size_t len, pid_t *pid, uid_t *uid, gid_t *gid, int *truncated) {
+    union {
+        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    ssize_t n;
+    do {
+        n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    *pid = 0;
+    *truncated = (msg.msg_flags & MSG_TRUNC) ? 1 : 0;
+    if (n < 0) return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+            c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred cred;
+            memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+            *pid = cred.pid;
+            *uid = cred.uid;
+            *gid = cred.gid;
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *fds = (int *)CMSG_DATA(c);
+            for (size_t i = 0; i < nfds; i++) close(fds[i]);
+        }
+    }
+    return n;
+}
+
+int CBatonLinux_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int CBatonLinux_accept_nonblocking(int fd) {
+    int r;
+    do {
+        r = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (r < 0 && errno == EINTR);
+    return r;
+}

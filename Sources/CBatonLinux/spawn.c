@@ -1,0 +1,234 @@
+// The spawn path. Everything between fork and execve runs in a child of a
+// multi-threaded process, so it uses only async-signal-safe calls and memory
+// the parent prepared.
+#define _GNU_SOURCE
+#include "CBatonLinux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+int CBatonLinux_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static void child_fail(int errfd, int step) {
+    int report[2] = {step, errno};
+    ssize_t n;
+    do {
+        n = write(errfd, report, sizeof(report));
+    } while (n < 0 && errno == EINTR);
+    _exit(127);
+}
+
+static void close_from(int lowfd, int except) {
+    // close_range exists since Linux 5.9; fall back to a loop on older kernels.
+    if (except < 0) {
+        if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0) == 0) return;
+    } else {
+        if (except > lowfd) syscall(SYS_close_range, (unsigned)lowfd, (unsigned)(except - 1), 0);
+        if (syscall(SYS_close_range, (unsigned)(except + 1), ~0U, 0) == 0 && except >= lowfd) return;
+    }
+    for (int fd = lowfd; fd < 65536; fd++) {
+        if (fd != except) close(fd);
+    }
+}
+
+static void format_listen_pid(char *buf, size_t size, pid_t pid) {
+    static const char prefix[] = "LISTEN_PID=";
+    char digits[24];
+    int n = 0;
+    unsigned long v = (unsigned long)pid;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && n < (int)sizeof(digits));
+    size_t pos = 0;
+    for (size_t i = 0; prefix[i] && pos + 1 < size; i++) buf[pos++] = prefix[i];
+    while (n > 0 && pos + 1 < size) buf[pos++] = digits[--n];
+    buf[pos] = '\0';
+}
+
+static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
+    // 1. Signal state: Dispatch and the Swift pool block nearly every signal
+    //    and the mask survives execve. Defaults first, then an empty mask, so
+    //    nothing inherited fires in between.
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_DFL;
+        (void)sigaction(sig, &sa, NULL);
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    (void)sigprocmask(SIG_SETMASK, &empty, NULL);
+
+    // 2. Own session and process group: stop signals go to the whole tree.
+    if (setsid() < 0) child_fail(errfd, CBatonLinux_step_setsid);
+
+    // 3. Descriptors. Move the error pipe and every source fd above the
+    //    target range first, so dup2 into 0..2 and 3.. never clobbers a source.
+    int top = 3 + a->nfds;
+    int e = fcntl(errfd, F_DUPFD_CLOEXEC, top + a->nfds + 3);
+    if (e < 0) child_fail(errfd, CBatonLinux_step_fds);
+    errfd = e;
+    int high[a->nfds > 0 ? a->nfds : 1];
+    for (int i = 0; i < a->nfds; i++) {
+        high[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, top + 1);
+        if (high[i] < 0) child_fail(errfd, CBatonLinux_step_fds);
+    }
+    int stdio[3] = {a->stdin_fd, a->stdout_fd, a->stderr_fd};
+    int stdio_high[3];
+    for (int i = 0; i < 3; i++) {
+        if (stdio[i] < 0) {
+            stdio_high[i] = open("/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+        } else {
+            stdio_high[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, top + 1);
+        }
+        if (stdio_high[i] < 0) child_fail(errfd, CBatonLinux_step_fds);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (dup2(stdio_high[i], i) < 0) child_fail(errfd, CBatonLinux_step_fds);
+    }
+    for (int i = 0; i < a->nfds; i++) {
+        if (dup2(high[i], 3 + i) < 0) child_fail(errfd, CBatonLinux_step_fds);
+    }
+    // dup2 cleared FD_CLOEXEC on 0..2 and 3..top-1; everything else goes.
+    close_from(top, errfd);
+
+    // 4. Credentials.
+    if (a->set_ids) {
+        if (setgroups((size_t)a->ngroups, a->groups) < 0) child_fail(errfd, CBatonLinux_step_ids);
+        if (setgid(a->gid) < 0) child_fail(errfd, CBatonLinux_step_ids);
+        if (setuid(a->uid) < 0) child_fail(errfd, CBatonLinux_step_ids);
+    }
+
+    // 5. Working directory.
+    if (a->cwd != NULL && chdir(a->cwd) < 0) child_fail(errfd, CBatonLinux_step_chdir);
+
+    // 6. LISTEN_PID must be this process's own pid (sd_listen_fds checks it).
+    char listen_pid[40];
+    char **envp = (char **)a->envp;
+    if (a->listen_pid_index >= 0) {
+        format_listen_pid(listen_pid, sizeof(listen_pid), getpid());
+        envp[a->listen_pid_index] = listen_pid;
+    }
+
+    execve(a->path, a->argv, envp);
+    child_fail(errfd, CBatonLinux_step_exec);
+}
+
+int CBatonLinux_spawn(const CBatonLinux_spawn_attr *attr, pid_t *pid_out, int *pidfd_out, int *child_step) {
+    *child_step = CBatonLinux_step_none;
+    int errpipe[2];
+    if (pipe2(errpipe, O_CLOEXEC) < 0) return -1;
+
+    pid_t pid = fork();
+    if (pid < 0) {
+        int saved = errno;
+        close(errpipe[0]);
+        close(errpipe[1]);
+        errno = saved;
+        return -1;
+    }
+    if (pid == 0) {
+        close(errpipe[0]);
+        child_main(attr, errpipe[1]);
+        _exit(127);
+    }
+    close(errpipe[1]);
+
+    // Nobody reaps this child before we hold its pidfd (baton reaps strays
+    // only after peeking with WNOWAIT and skipping known pids), so the pid
+    // cannot be reused in between.
+    int pidfd = CBatonLinux_pidfd_open(pid);
+    int pidfd_errno = errno;
+
+    int report[2] = {0, 0};
+    ssize_t n;
+    do {
+        n = read(errpipe[0], report, sizeof(report));
+    } while (n < 0 && errno == EINTR);
+    close(errpipe[0]);
+
+    if (n == (ssize_t)sizeof(report)) {
+        // The child failed before execve: collect it and report the step.
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (pidfd >= 0) close(pidfd);
+        *child_step = report[0];
+        errno = report[1];
+        return -1;
+    }
+    if (pidfd < 0) {
+        // Cannot supervise what we cannot name: kill and collect it.
+        kill(pid, SIGKILL);
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        errno = pidfd_errno;
+        return -1;
+    }
+    *pid_out = pid;
+    *pidfd_out = pidfd;
+    return 0;
+}
+
+int CBatonLinux_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+int CBatonLinux_wait_pidfd(int pidfd, int nowait, int *code, int *status) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    int options = WEXITED | WNOHANG | (nowait ? WNOWAIT : 0);
+    int r;
+    do {
+        r = waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &info, options);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *code = info.si_code;
+    *status = info.si_status;
+    return 1;
+}
+
+pid_t CBatonLinux_peek_exited_child(void) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    int r;
+    do {
+        r = waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return -1;
+    return info.si_pid;
+}
+
+pid_t CBatonLinux_reap(pid_t pid, int *code, int *status) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    int r;
+    do {
+        r = waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return -1;
+    *code = info.si_code;
+    *status = info.si_status;
+    return info.si_pid;
+}

@@ -1,0 +1,188 @@
+import Glibc
+
+/// One client connection, served by its own thread with blocking I/O.
+///
+/// The connection is *idle* while it waits for the first byte of its next request, and *in
+/// flight* from that byte until its response is written. When the drain begins, an idle
+/// connection is closed at once (its thread polls the drain pipe next to the socket); an
+/// in-flight one is answered with `Connection: close` and then closed.
+final class Connection {
+    /// Largest request head (request line and headers); past it the answer is 431.
+    static let headLimit = 16 * 1024
+    /// How long a connection accepted just before the drain may take to send its first
+    /// request: the client connected to send one, so closing it at once would fail it.
+    static let firstRequestGraceMilliseconds: Int32 = 1000
+
+    private let fd: Int32
+    private let server: Server
+    /// Received bytes not consumed yet are `buffer[start..<end]`.
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Connection.headLimit, alignment: 1)
+    private var start = 0
+    private var end = 0
+
+    init(fd: Int32, server: Server) {
+        self.fd = fd
+        self.server = server
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// Serves requests until the client closes, asks to close, errs, or the drain ends it.
+    /// The caller closes the socket.
+    func run() {
+        var served = 0
+        while true {
+            if start == end {
+                guard waitForRequest(first: served == 0) else { return }
+            }
+            guard let head = readHead() else { return }
+            if head.hasTransferEncoding {
+                reject(status: 501, reason: "Not Implemented", body: "Transfer-Encoding is not supported\n")
+                return
+            }
+            if head.expectsContinue && head.version == .http11 && head.contentLength > end - start {
+                guard write("HTTP/1.1 100 Continue\r\n\r\n") else { return }
+            }
+            guard discardBody(length: head.contentLength) else { return }
+
+            let number = server.state.countRequest()
+            let response = server.respond(to: head, number: number)
+            // Decided after the work is done: a request that was in flight when the drain
+            // began is still answered, and tells its client to reconnect elsewhere.
+            let keepAlive = head.wantsKeepAlive && !server.state.isDraining
+            let sent = write(frame(response, keepAlive: keepAlive, withBody: head.method != "HEAD"))
+            served += 1
+            if let limit = server.options.crashAfterRequests, number >= limit { crash() }
+            guard sent && keepAlive else { return }
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Waits, idle, for the next request's first bytes and reads them. False: close.
+    private func waitForRequest(first: Bool) -> Bool {
+        var polled = [
+            pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: server.state.drainPipe.read, events: Int16(POLLIN), revents: 0),
+        ]
+        while poll(&polled, 2, -1) < 0 {
+            guard errno == EINTR else { return false }
+        }
+        // Bytes that already arrived make the connection in flight, drain or not.
+        if polled[0].revents != 0 { return fill() }
+        guard first else { return false }
+        var socket = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = poll(&socket, 1, Connection.firstRequestGraceMilliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            return ready > 0 && fill()
+        }
+    }
+
+    /// Reads until a whole request head is buffered and parses it; answers 400/431 itself.
+    private func readHead() -> RequestHead? {
+        while true {
+            let result = RequestHead.parse(UnsafeRawBufferPointer(rebasing: buffer[start..<end]))
+            switch result {
+            case .complete(let head, let length):
+                start += length
+                return head
+            case .invalid(let reason):
+                reject(status: 400, reason: "Bad Request", body: reason + "\n")
+                return nil
+            case .incomplete:
+                if end - start >= Connection.headLimit {
+                    reject(status: 431, reason: "Request Header Fields Too Large", body: "request head over 16 KiB\n")
+                    return nil
+                }
+                guard fill() else { return nil }
+            }
+        }
+    }
+
+    /// Reads more bytes after the buffered ones. False on end of stream or error.
+    private func fill() -> Bool {
+        if start > 0 {
+            if end > start {
+                buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: end - start)
+            }
+            end -= start
+            start = 0
+        }
+        while true {
+            let count = read(fd, buffer.baseAddress! + end, buffer.count - end)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return false }
+            end += count
+            return true
+        }
+    }
+
+    /// Consumes and drops `length` body bytes, keeping whatever follows (a pipelined request).
+    private func discardBody(length: Int) -> Bool {
+        let buffered = min(length, end - start)
+        start += buffered
+        var remaining = length - buffered
+        while remaining > 0 {
+            start = 0
+            end = 0
+            guard fill() else { return false }
+            let dropped = min(remaining, end)
+            start = dropped
+            remaining -= dropped
+        }
+        return true
+    }
+
+    // MARK: - Writing
+
+    private func frame(_ response: Server.Response, keepAlive: Bool, withBody: Bool) -> String {
+        let head = """
+            HTTP/1.1 \(response.status) \(response.reason)\r
+            Content-Type: text/plain\r
+            Content-Length: \(response.body.utf8.count)\r
+            X-Worker-Pid: \(processID)\r
+            X-Release: \(server.releaseHeaderValue)\r
+            Connection: \(keepAlive ? "keep-alive" : "close")\r
+            \r
+
+            """
+        return withBody ? head + response.body : head
+    }
+
+    /// Writes all of `text`; false when the peer is gone. `MSG_NOSIGNAL`: a vanished client
+    /// must not kill the worker with SIGPIPE.
+    private func write(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let sent = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                if sent < 0 && errno == EINTR { continue }
+                guard sent > 0 else { return false }
+                offset += sent
+            }
+            return true
+        }
+    }
+
+    /// Answers an error and closes gently: shutting down our side first and reading what the
+    /// client still sends, because closing with unread data makes the kernel send a reset,
+    /// which can destroy the answer before the client reads it.
+    private func reject(status: Int, reason: String, body: String) {
+        let response = Server.Response(status: status, reason: reason, body: body)
+        guard write(frame(response, keepAlive: false, withBody: true)) else { return }
+        shutdown(fd, Int32(SHUT_WR))
+        let deadline = monotonicNanos() + 500_000_000
+        var discarded = 0
+        while discarded < 1 << 20 {
+            let now = monotonicNanos()
+            guard now < deadline else { return }
+            var socket = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&socket, 1, Int32((deadline - now) / 1_000_000) + 1) > 0 else { return }
+            let count = read(fd, buffer.baseAddress!, buffer.count)
+            guard count > 0 else { return }
+            discarded += count
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import ArgumentParser
+import BatonCore
+import BatonSystem
+import FoundationEssentials
+import Glibc
+
+/// How client verbs find the daemon: --socket, --config, or --app.
+struct DaemonLocation: ParsableArguments {
+    @Option(help: "The app name (control socket /run/baton/NAME/control.sock).")
+    var app: String?
+
+    @Option(help: "The app's config file (its [control] socket).")
+    var config: String?
+
+    @Option(help: "The control socket path.")
+    var socket: String?
+
+    func validate() throws {
+        let given = [app, config, socket].compactMap { $0 }.count
+        if given == 0 { throw ValidationError("say which daemon: --app NAME, --config FILE or --socket PATH") }
+        if given > 1 { throw ValidationError("give only one of --app, --config, --socket") }
+    }
+
+    func socketPath() throws -> String {
+        if let socket { return socket }
+        if let config { return try loadConfig(config).control.socket }
+        return BatonConfig.defaultControlSocket(appName: app ?? "")
+    }
+}
+
+/// A blocking client of the control socket (the CLI is not the daemon: it may block).
+struct ControlClient {
+    let path: String
+    let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(path: String, timeout: Duration?) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw BatonExit(code: BatonExitCode.unreachable, message: "socket: \(String(cString: strerror(errno)))") }
+        if Sockets.connectUnix(fd, path) != 0 {
+            let e = errno
+            Glibc.close(fd)
+            throw BatonExit(code: BatonExitCode.unreachable, message: "cannot reach the daemon at \(path): \(String(cString: strerror(e)))")
+        }
+        if let timeout {
+            let (s, atto) = timeout.components
+            var tv = timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
+    }
+
+    func send(_ request: ControlRequest) throws {
+        let line = ControlProtocol.encodeLine(request)
+        let n = line.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if n != line.count {
+            throw BatonExit(code: BatonExitCode.unreachable, message: "cannot send to the daemon at \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// The next line from the daemon, decoded.
+    mutating func next() throws -> ControlReply {
+        while true {
+            if let newline = buffer.firstIndex(of: 0x0A) {
+                let line = Array(buffer[..<newline])
+                buffer.removeSubrange(...newline)
+                guard let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(line)) else {
+                    throw BatonExit(code: BatonExitCode.failure, message: "the daemon sent an unreadable reply")
+                }
+                return reply
+            }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                throw BatonExit(code: BatonExitCode.timeout, message: "timed out waiting for the daemon at \(path)")
+            }
+            if n <= 0 { throw BatonExit(code: BatonExitCode.unreachable, message: "the daemon at \(path) closed the connection") }
+            buffer += chunk[0..<n]
+        }
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show workers, memory and what is in progress.")
+
+    @OptionGroup var location: DaemonLocation
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        var client = try ControlClient(path: try location.socketPath(), timeout: .seconds(10))
+        defer { client.close() }
+        try client.send(ControlRequest(cmd: "status"))
+        let reply = try client.next()
+        guard reply.ok == true, let status = reply.status else {
+            throw BatonExit(code: BatonExitCode.failure, message: reply.error ?? "status failed")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(status), as: UTF8.self))
+        } else {
+            print(status.table(now: wallClockNow()))
+        }
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-read the config and restart every worker, one at a time; returns when finished (systemd's ExecReload=).")
+
+    @OptionGroup var location: DaemonLocation
+
+    @Option(help: "Give up waiting after this long (e.g. 10m); exit 4. The reload goes on.")
+    var timeout: String?
+
+    func run() throws {
+        var limit: Duration?
+        if let timeout {
+            guard let d = Units.parseDuration(timeout) else { throw ValidationError("--timeout: expected a duration like \"10m\"") }
+            limit = d
+        }
+        var client = try ControlClient(path: try location.socketPath(), timeout: limit)
+        defer { client.close() }
+        try client.send(ControlRequest(cmd: "reload"))
+        while true {
+            let reply = try client.next()
+            if reply.event != nil {
+                print(reply.message ?? "")
+                continue
+            }
+            if reply.ok == true {
+                print(reply.message ?? "reload finished")
+                return
+            }
+            throw BatonExit(code: BatonExitCode.failure, message: reply.error ?? "reload failed")
+        }
+    }
+}

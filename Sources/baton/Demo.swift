@@ -1,0 +1,65 @@
+import ArgumentParser
+import BatonCore
+import BatonSystem
+import Glibc
+
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the supervisor on an embedded config: demo workers on 127.0.0.1.")
+
+    @Option(help: "Port on 127.0.0.1.")
+    var port: UInt16 = 8080
+
+    @Option(help: "Number of workers.")
+    var workers: Int = 4
+
+    @Option(help: "Directory for the demo's release folder, runtime files and control socket.")
+    var directory: String = "/tmp/baton-demo"
+
+    func validate() throws {
+        guard (1...64).contains(workers) else { throw ValidationError("--workers must be between 1 and 64") }
+    }
+
+    func run() throws {
+        let worker = Self.siblingExecutable("baton-demo-worker")
+        let release = directory + "/releases/demo-1"
+        do {
+            try Filesystem.makeDirectory(release, mode: 0o755)
+        } catch {
+            throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
+        }
+        let socket = directory + "/control.sock"
+        var config = BatonConfig.make(
+            app: AppConfig(
+                name: "demo", command: [worker, "--release", "demo-1"], directory: release, workers: workers, user: nil,
+                group: nil, environmentFile: nil, startConcurrency: 2, environment: [], runtimeDirectory: directory + "/run",
+                stateDirectory: directory + "/state"))
+        config.listen.addresses = [.tcp(host: "127.0.0.1", port: port)]
+        config.control.socket = socket
+        config.readiness.timeout = .seconds(10)
+        config.stop.timeout = .seconds(10)
+        let me = Self.siblingExecutable("baton")
+        writeAll(
+            2,
+            Array(
+                """
+                baton demo: \(workers) demo workers on 127.0.0.1:\(port) (pid \(getpid())). From a second terminal:
+                  curl -s http://127.0.0.1:\(port)/            # answered by one of the workers (pid=...)
+                  \(me) status --socket \(socket)
+                  \(me) reload --socket \(socket)   # rolling restart, zero failed requests
+                  kill -9 <a worker pid>; \(me) status --socket \(socket)
+                Ctrl-C (or kill \(getpid())) stops everything.
+
+                """.utf8))
+        try runSupervisor(config: config, reload: nil)
+    }
+
+    /// A binary next to this one (the build folder holds both).
+    static func siblingExecutable(_ name: String) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return name }
+        let exe = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/" + name
+    }
+}

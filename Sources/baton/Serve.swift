@@ -1,0 +1,76 @@
+import ArgumentParser
+import BatonCore
+import BatonDaemon
+import BatonSystem
+import Glibc
+
+/// Reads and validates a config file; failures exit 2 with one line.
+func loadConfig(_ path: String) throws -> BatonConfig {
+    guard let text = ProcFS.read(path) else {
+        throw BatonExit(code: BatonExitCode.usage, message: "\(path): cannot read: \(String(cString: strerror(errno)))")
+    }
+    do {
+        return try BatonConfig.parse(text, path: path)
+    } catch {
+        throw BatonExit(code: BatonExitCode.usage, message: "\(error)")
+    }
+}
+
+/// The environment of this process as "K=V" entries.
+func currentEnvironment() -> [String] {
+    var result: [String] = []
+    var p = environ
+    while let entry = p.pointee {
+        result.append(String(cString: entry))
+        p += 1
+    }
+    return result
+}
+
+/// Runs the supervisor on this (main) thread until SIGTERM.
+func runSupervisor(config: BatonConfig, reload: (() throws -> BatonConfig)?) throws {
+    BatonLogHandler.bootstrap()
+    let options = Supervisor.Options(
+        config: config, reloadConfig: reload, launcher: LinuxProcessLauncher(), environment: currentEnvironment())
+    let code: Int32
+    do {
+        let loop = try EventLoop()
+        code = try Supervisor(options: options, loop: loop).run()
+    } catch {
+        throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
+    }
+    throw BatonExit(code: code, message: nil)
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the supervisor (systemd's ExecStart=).",
+        discussion: "Takes the listening sockets from systemd socket activation, or binds [listen] addresses.")
+
+    @Option(name: .long, help: "The app's config file (TOML).")
+    var config: String
+
+    func run() throws {
+        let path = config
+        let loaded = try loadConfig(path)
+        try runSupervisor(config: loaded) {
+            guard let text = ProcFS.read(path) else {
+                throw DaemonError("\(path): cannot read: \(String(cString: strerror(errno)))")
+            }
+            return try BatonConfig.parse(text, path: path)
+        }
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config", abstract: "Validate a config file; exit 0 if valid, 2 with the error if not.")
+
+    @Argument(help: "The config file.")
+    var file: String
+
+    func run() throws {
+        let config = try loadConfig(file)
+        print("\(file): ok (app \(config.app.name), \(config.app.workers) workers, readiness \(config.readiness.mode.rawValue))")
+    }
+}

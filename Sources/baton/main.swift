@@ -1,0 +1,30 @@
+import ArgumentParser
+import BatonSystem
+import Glibc
+
+// Block the signals baton handles through its signalfd before any thread
+// exists, so every later thread inherits the mask and none of them takes a
+// SIGTERM with the default action.
+CBatonLinuxShim.blockSignals([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+signal(SIGPIPE, SIG_IGN)
+
+do {
+    var command = try Baton.parseAsRoot()
+    try command.run()
+    exit(0)
+} catch let exit as BatonExit {
+    if let message = exit.message { writeAll(2, Array("baton: \(message)\n".utf8)) }
+    Glibc.exit(exit.code)
+} catch {
+    // Usage errors, --help and --version come here. Help and version exit 0;
+    // anything else is a usage error: exit 2 with argument-parser's message.
+    let code = Baton.exitCode(for: error)
+    let message = Baton.fullMessage(for: error)
+    if code == ArgumentParser.ExitCode.success {
+        if !message.isEmpty { print(message) }
+        exit(0)
+    }
+    writeAll(2, Array("baton: \(message.split(separator: "\n").first.map(String.init) ?? message)\n".utf8))
+    if message.contains("\n") { writeAll(2, Array("run 'baton help' for usage\n".utf8)) }
+    exit(BatonExitCode.usage)
+}

@@ -1,0 +1,71 @@
+import BatonCore
+import Testing
+
+/// Parses `text` as `/etc/baton/shop.env`, flattening the pairs for comparison.
+private func parse(_ text: String) throws(ConfigError) -> [String] {
+    try EnvironmentFile.parse(text, path: "/etc/baton/shop.env").map { "\($0.0)=\($0.1)" }
+}
+
+/// The one-line error `text` is rejected with, or nil if it parses.
+private func failure(_ text: String) -> String? {
+    do {
+        _ = try parse(text)
+        return nil
+    } catch {
+        return error.description
+    }
+}
+
+@Suite("EnvironmentFile")
+struct EnvironmentFileTests {
+    @Test func plainAssignmentsCommentsAndBlankLines() throws {
+        let text = """
+            # database
+            DATABASE_URL=postgres://db/shop
+            ; another comment style
+
+              export SECRET_KEY_BASE = abc123  
+            EMPTY=
+            URL=http://x/#fragment
+            """
+        #expect(
+            try parse(text) == [
+                "DATABASE_URL=postgres://db/shop", "SECRET_KEY_BASE=abc123", "EMPTY=", "URL=http://x/#fragment",
+            ])
+    }
+
+    @Test func quotedValues() throws {
+        let text = #"""
+            SINGLE='it is $HOME \n'
+            DOUBLE="say \"hi\"\\ back\nnow \$x"
+            SPACES="  padded  "   # trailing comment
+            MULTI="line one
+            line two"
+            UNKNOWN="a\qb"
+            """#
+        #expect(
+            try parse(text) == [
+                #"SINGLE=it is $HOME \n"#, "DOUBLE=say \"hi\"\\ back\nnow $x", "SPACES=  padded  ",
+                "MULTI=line one\nline two", #"UNKNOWN=a\qb"#,
+            ])
+    }
+
+    @Test func unquotedEscapesAndContinuations() throws {
+        let text = "A=one\\\ntwo\nB=x\\ \nC=a\\#b\r\nD=crlf\r\n"
+        #expect(try parse(text) == ["A=onetwo", "B=x ", "C=a#b", "D=crlf"])
+    }
+
+    @Test func duplicatesAreKeptInOrder() throws {
+        #expect(try parse("A=1\nB=2\nA=3\n") == ["A=1", "B=2", "A=3"])
+    }
+
+    @Test func errorsNameTheFileAndLine() {
+        #expect(failure("A=1\n\nJUSTAWORD\n") == #"/etc/baton/shop.env:3: expected KEY=VALUE, got "JUSTAWORD""#)
+        #expect(failure("1ABC=x\n") == #"/etc/baton/shop.env:1: invalid variable name "1ABC""#)
+        #expect(failure("A=1\nMY-VAR=x\n") == #"/etc/baton/shop.env:2: invalid variable name "MY-VAR""#)
+        #expect(failure("=x\n") == #"/etc/baton/shop.env:1: invalid variable name """#)
+        #expect(failure("A=1\nB=\"open\nstill open\n") == "/etc/baton/shop.env:2: unterminated double-quoted value")
+        #expect(failure("B='open\n") == "/etc/baton/shop.env:1: unterminated single-quoted value")
+        #expect(failure("A=1\nB=\"x\" y\n") == "/etc/baton/shop.env:2: unexpected text after the closing quote")
+    }
+}
