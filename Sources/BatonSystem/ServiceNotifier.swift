@@ -7,7 +7,7 @@ import Glibc
 public struct ServiceNotifier: Sendable {
     /// Whether $NOTIFY_SOCKET is set.
     public let isEnabled: Bool
-    /// How often the watchdog must be fed (WATCHDOG_USEC/2), if the manager asks.
+    /// How often baton feeds the watchdog (WATCHDOG_USEC/4), if the manager asks.
     public let watchdogPingInterval: Duration?
 
     /// Reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID from the environment.
@@ -15,7 +15,9 @@ public struct ServiceNotifier: Sendable {
         isEnabled = getenv("NOTIFY_SOCKET") != nil
         var usec: UInt64 = 0
         if sd_watchdog_enabled(0, &usec) > 0, usec > 0 {
-            watchdogPingInterval = .microseconds(Int64(usec / 2))
+            // A quarter of the timeout: pings stay within WATCHDOG_USEC/2 even
+            // when a timer fires late.
+            watchdogPingInterval = .microseconds(Int64(usec / 4))
         } else {
             watchdogPingInterval = nil
         }

@@ -6,12 +6,21 @@ import Glibc
 /// flight* from that byte until its response is written. When the drain begins, an idle
 /// connection is closed at once (its thread polls the drain pipe next to the socket); an
 /// in-flight one is answered with `Connection: close` and then closed.
+///
+/// Two short graces keep the drain from failing requests that are already on their way: a
+/// connection accepted but not yet read, and one whose last response left less than
+/// `busyClientGrace` ago (a busy client's next request is usually in the air: without the
+/// grace, a drain under a 16-client keep-alive load failed 1–3 requests). A connection idle
+/// for longer is closed at once.
 final class Connection {
     /// Largest request head (request line and headers); past it the answer is 431.
     static let headLimit = 16 * 1024
-    /// How long a connection accepted just before the drain may take to send its first
-    /// request: the client connected to send one, so closing it at once would fail it.
-    static let firstRequestGraceMilliseconds: Int32 = 1000
+    /// How long after its accept a connection may take to send its first request once the
+    /// drain has begun: the client connected to send one.
+    static let firstRequestGrace: UInt64 = 1_000_000_000
+    /// How long after its last response a kept-alive connection may take to send its next
+    /// request once the drain has begun.
+    static let busyClientGrace: UInt64 = 100_000_000
 
     private let fd: Int32
     private let server: Server
@@ -19,6 +28,8 @@ final class Connection {
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Connection.headLimit, alignment: 1)
     private var start = 0
     private var end = 0
+    /// When the connection was accepted or last answered (monotonic ns).
+    private var lastActivity = monotonicNanos()
 
     init(fd: Int32, server: Server) {
         self.fd = fd
@@ -52,6 +63,7 @@ final class Connection {
             let keepAlive = head.wantsKeepAlive && !server.state.isDraining
             let sent = write(frame(response, keepAlive: keepAlive, withBody: head.method != "HEAD"))
             served += 1
+            lastActivity = monotonicNanos()
             if let limit = server.options.crashAfterRequests, number >= limit { crash() }
             guard sent && keepAlive else { return }
         }
@@ -70,10 +82,13 @@ final class Connection {
         }
         // Bytes that already arrived make the connection in flight, drain or not.
         if polled[0].revents != 0 { return fill() }
-        guard first else { return false }
+        // The drain began: wait out the grace, if any is left, then close.
+        let deadline = lastActivity + (first ? Connection.firstRequestGrace : Connection.busyClientGrace)
         var socket = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
-            let ready = poll(&socket, 1, Connection.firstRequestGraceMilliseconds)
+            let now = monotonicNanos()
+            guard now < deadline else { return false }
+            let ready = poll(&socket, 1, Int32((deadline - now) / 1_000_000) + 1)
             if ready < 0 && errno == EINTR { continue }
             return ready > 0 && fill()
         }

@@ -1,0 +1,123 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// Bad config, bad arguments, control-socket garbage and unauthorised peers
+    /// get one clear line and a non-zero exit; the running daemon keeps running.
+    @Suite("bad input")
+    struct BadInputTests {
+        @Test("check-config names the key and line; serve refuses a bad config with exit 2")
+        func badConfig() throws {
+            let directory = TestPaths.temporaryDirectory("cfg")
+            defer { TestPaths.remove(directory) }
+            let path = directory + "/bad.toml"
+            TestPaths.write(
+                path,
+                """
+                [app]
+                name = "shop"
+                command = ["/bin/true"]
+                directory = "/tmp"
+                workers = 0
+                """)
+            let baton = TestPaths.executable("baton")
+            let check = try TestProcess.run([baton, "check-config", path])
+            #expect(check.code == 2)
+            #expect(check.stderr == "baton: \(path):5: app.workers: must be between 1 and 1024, got 0")
+            let serve = try TestProcess.run([baton, "serve", "--config", path])
+            #expect(serve.code == 2)
+            #expect(serve.stderr.hasPrefix("baton: \(path):5: app.workers"))
+
+            TestPaths.write(path, "[app]\nname = \"shop\"\ncommand = \"bundle exec puma\"\ndirectory = \"/tmp\"\nworkers = 2\n")
+            let shell = try TestProcess.run([baton, "check-config", path])
+            #expect(shell.code == 2)
+            #expect(shell.stderr.contains(":3: app.command: must be an array of strings (argv), not a shell string"), "\(shell.stderr)")
+
+            let missing = try TestProcess.run([baton, "check-config", directory + "/nope.toml"])
+            #expect(missing.code == 2)
+            #expect(missing.stderr.contains("nope.toml: cannot read: No such file or directory"))
+        }
+
+        @Test("bad CLI arguments: one line, exit 2")
+        func badArguments() throws {
+            let baton = TestPaths.executable("baton")
+            let unknown = try TestProcess.run([baton, "frobnicate"])
+            #expect(unknown.code == 2)
+            #expect(unknown.stderr.hasPrefix("baton: "))
+            let noTarget = try TestProcess.run([baton, "status"])
+            #expect(noTarget.code == 2)
+            #expect(noTarget.stderr.contains("--app NAME, --config FILE or --socket PATH"))
+            let badTimeout = try TestProcess.run([baton, "reload", "--socket", "/nonexistent", "--timeout", "soon"])
+            #expect(badTimeout.code == 2)
+            let unreachable = try TestProcess.run([baton, "status", "--socket", "/tmp/baton-no-such.sock"])
+            #expect(unreachable.code == 3)
+            #expect(unreachable.stderr.contains("cannot reach the daemon"))
+        }
+
+        @Test("control-socket garbage gets an error reply and the daemon keeps serving")
+        func controlGarbage() throws {
+            let baton = try BatonHarness(workers: 1, tag: "junk")
+            defer { baton.stop() }
+            let malformed = baton.rawControl(Array("hello\n".utf8))
+            #expect(malformed?.contains("\"ok\":false") == true)
+            #expect(malformed?.contains("malformed request") == true)
+            let unknown = baton.rawControl(Array("{\"v\":1,\"cmd\":\"explode\"}\n".utf8))
+            #expect(unknown?.contains("unknown command") == true)
+            let version = baton.rawControl(Array("{\"v\":99,\"cmd\":\"status\"}\n".utf8))
+            #expect(version?.contains("unsupported protocol version 99") == true)
+            let binary = baton.rawControl([0xFF, 0x00, 0xFE, 0x0A])
+            #expect(binary?.contains("malformed request") == true)
+            let huge = baton.rawControl([UInt8](repeating: 0x41, count: 70 * 1024))
+            #expect(huge?.contains("request too large") == true)
+            // Connect and vanish without a request.
+            _ = baton.rawControl([], readTimeout: .seconds(1))
+            let status = try baton.status()
+            #expect(status.workers.first?.state == "ready")
+            #expect(baton.process.exitCode == nil)
+        }
+
+        @Test("an unauthorised peer is refused; a member of the control group only as a supplementary group is allowed")
+        func peerCredentials() throws {
+            // gid 50 ("staff" on Debian) as the control group; "nobody" is not in it.
+            let second = try BatonHarness(
+                workers: 1, sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [readiness]
+                    timeout = "20s"
+                    """,
+                tag: "auth2", controlGroup: "50")
+            defer { second.stop() }
+            chmod(second.directory, 0o755)
+            let nobody = Credentials(uid: 65534, gid: 65534, groups: [65534])
+            let withStaff = Credentials(uid: 65534, gid: 65534, groups: [65534, 50])
+
+            // Supplementary member of the control group: allowed.
+            let allowed = try runAs(withStaff, [TestPaths.executable("baton"), "status", "--json", "--socket", second.controlSocket])
+            #expect(allowed.code == 0, "\(allowed.stderr)")
+            #expect(allowed.stdout.contains("\"workers\""))
+
+            // Not in the group: the socket's 0660 mode refuses the connection.
+            let refused = try runAs(nobody, [TestPaths.executable("baton"), "status", "--socket", second.controlSocket])
+            #expect(refused.code == 3)
+            #expect(refused.stderr.contains("Permission denied"))
+
+            // Even if the file mode were opened up by mistake, SO_PEERCRED refuses.
+            chmod(second.controlSocket, 0o666)
+            let denied = try runAs(nobody, [TestPaths.executable("baton"), "reload", "--socket", second.controlSocket])
+            #expect(denied.code == 1)
+            #expect(denied.stderr.contains("permission denied: uid 65534"), "\(denied.stderr)")
+            #expect(second.process.stderrLines.contains { $0.contains("reload refused for uid 65534") })
+            #expect(try second.status().state == "running")
+        }
+
+        private func runAs(_ credentials: Credentials, _ argv: [String]) throws -> CommandResult {
+            let p = try TestProcess(argv, environment: TestPaths.cleanEnvironment(), credentials: credentials)
+            let code = p.wait(timeout: .seconds(30)) ?? p.stop(timeout: .seconds(1))
+            return CommandResult(code: code, stdout: p.stdout, stderr: p.stderrLines.joined(separator: "\n"))
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// Workers as process trees: signal state, group stops, strays.
+    @Suite("worker process trees")
+    struct ProcessTreeTests {
+        @Test("a python3 worker spawned by baton has no blocked signals and dies from SIGTERM")
+        func python3WorkerTakesSIGTERM() throws {
+            let directory = TestPaths.temporaryDirectory("py")
+            defer { TestPaths.remove(directory) }
+            // Accepts on fd 3; no signal handling of its own: SIGTERM's default kills it.
+            let script = directory + "/worker.py"
+            TestPaths.write(
+                script,
+                """
+                import socket, sys
+                s = socket.socket(fileno=3)
+                print("python worker up", flush=True)
+                while True:
+                    c, _ = s.accept()
+                    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\nConnection: close\\r\\n\\r\\nok\\n")
+                    c.close()
+                """)
+            let baton = try BatonHarness(
+                workers: 1, command: ["python3", script],
+                sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [readiness]
+                    mode = "delay"
+                    delay = "300ms"
+                    [stop]
+                    timeout = "30s"
+                    """, tag: "py")
+            defer { baton.stop() }
+            let worker = try #require(try baton.status().workers.first)
+            let blocked = ProcFS.blockedSignals(of: worker.pid)
+            #expect(blocked == 0, "SigBlk of the python worker: \(String(blocked ?? 0, radix: 16))")
+            // python3 ignores SIGXFSZ itself; what matters is that nothing baton
+            // inherited from its threads ignores the stop signals.
+            let ignored = ProcFS.read("/proc/\(worker.pid)/status").flatMap { ProcParsers.statusMask($0, field: "SigIgn") } ?? ~0
+            for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] {
+                #expect(ignored & (UInt64(1) << UInt64(sig - 1)) == 0, "signal \(sig) is ignored in the worker")
+            }
+            #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+            // With a 30 s drain timeout, only SIGTERM itself can end it quickly:
+            // the exit must say signal 15, not 9.
+            baton.process.signal(SIGTERM)
+            let exited = baton.process.waitForLine(containing: "worker exited", timeout: .seconds(10))
+            #expect(exited?.contains("signal 15") == true, "\(exited ?? "no exit line")")
+            #expect(baton.process.wait(timeout: .seconds(10)) == 0)
+        }
+
+        @Test("a worker that forks a child holding fd 3 is stopped whole, on crash and on stop")
+        func forkingWorkerStoppedWhole() throws {
+            let directory = TestPaths.temporaryDirectory("fork")
+            defer { TestPaths.remove(directory) }
+            // The shell leaves a background child that inherits fd 3, then
+            // becomes the demo worker.
+            let script = directory + "/fork.sh"
+            TestPaths.write(script, "#!/bin/sh\nsleep 300 &\nexec \(TestPaths.executable("baton-demo-worker"))\n", mode: 0o755)
+            let baton = try BatonHarness(workers: 1, command: [script], tag: "fork")
+            defer { baton.stop() }
+            let first = try #require(try baton.status().workers.first)
+            let children = ProcFS.tree(of: first.pid).dropFirst()
+            let child = try #require(children.first)
+            #expect(ProcFS.read("/proc/\(child)/cmdline")?.hasPrefix("sleep") == true)
+            #expect(readlinkText("/proc/\(child)/fd/3")?.hasPrefix("socket:") == true)
+
+            // The leader crashes: what is left of its group goes too.
+            #expect(kill(first.pid, SIGKILL) == 0)
+            #expect(waitGone(child, timeout: .seconds(10)), "the leftover child \(child) kept running")
+            #expect(baton.process.waitForLine(timeout: .seconds(20)) { $0.contains("worker ready") && !$0.contains("pid=\(first.pid)") } != nil)
+
+            // A graceful stop of baton takes the new tree down whole.
+            let second = try #require(try baton.status().workers.first)
+            let secondChild = try #require(ProcFS.tree(of: second.pid).dropFirst().first)
+            #expect(baton.process.stop() == 0)
+            #expect(waitGone(second.pid, timeout: .seconds(5)))
+            #expect(waitGone(secondChild, timeout: .seconds(5)))
+        }
+
+        /// True once `pid` no longer exists (zombies of other parents count as gone).
+        private func waitGone(_ pid: pid_t, timeout: Duration) -> Bool {
+            let deadline = monotonicNow() + timeout
+            while monotonicNow() < deadline {
+                guard let stat = ProcFS.read("/proc/\(pid)/stat"), let fields = ProcParsers.statFields(stat) else { return true }
+                if fields.state == "Z" { return true }
+                var pfd = pollfd(fd: -1, events: 0, revents: 0)
+                _ = poll(&pfd, 0, 20)
+            }
+            return false
+        }
+
+        private func readlinkText(_ path: String) -> String? {
+            var buffer = [CChar](repeating: 0, count: 256)
+            let n = readlink(path, &buffer, buffer.count - 1)
+            guard n > 0 else { return nil }
+            return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import BatonCore
+import BatonSystem
+import FoundationEssentials
+import Glibc
+
+/// A real `baton serve` started from a config the test writes, with its
+/// control socket, runtime directory and release folder in a temp directory.
+public final class BatonHarness: @unchecked Sendable {
+    // @unchecked: immutable after init except through TestProcess (itself safe).
+    /// The temp directory holding everything.
+    public let directory: String
+    /// The config file.
+    public let configPath: String
+    /// The control socket.
+    public let controlSocket: String
+    /// The release folder workers run in.
+    public let releaseDirectory: String
+    /// The daemon.
+    public let process: TestProcess
+    /// The TCP port workers accept on (bound by baton on 127.0.0.1:0), if any.
+    public private(set) var port: UInt16 = 0
+
+    /// Writes a config from `sections` (TOML after the [app] basics) and starts baton.
+    /// - Parameters:
+    ///   - workers: `app.workers`.
+    ///   - command: argv; defaults to the demo worker.
+    ///   - extraApp: more `[app]` lines.
+    ///   - sections: more TOML after `[app]` (defaults: notify readiness, listen on 127.0.0.1:0).
+    ///   - environment: extra environment for baton (e.g. NOTIFY_SOCKET).
+    ///   - waitReady: wait for "all N workers ready".
+    public init(
+        workers: Int = 2, command: [String]? = nil, extraApp: String = "", sections: String? = nil,
+        environment: [String: String] = [:], waitReady: Bool = true, tag: String = "h", controlGroup: String? = nil
+    ) throws {
+        directory = TestPaths.temporaryDirectory(tag)
+        configPath = directory + "/baton.toml"
+        controlSocket = directory + "/control.sock"
+        releaseDirectory = directory + "/releases/r1"
+        _ = mkdir(directory + "/releases", 0o755)
+        _ = mkdir(releaseDirectory, 0o755)
+        let argv = command ?? [TestPaths.executable("baton-demo-worker")]
+        let quoted = argv.map { "\"\($0)\"" }.joined(separator: ", ")
+        let rest = sections ?? """
+            [listen]
+            addresses = ["127.0.0.1:0"]
+            [readiness]
+            mode = "notify"
+            timeout = "20s"
+            [stop]
+            timeout = "10s"
+            """
+        let text = """
+            [app]
+            name = "test"
+            command = [\(quoted)]
+            directory = "\(releaseDirectory)"
+            workers = \(workers)
+            runtime_directory = "\(directory)/run"
+            state_directory = "\(directory)/state"
+            \(extraApp)
+            \(rest)
+            [control]
+            socket = "\(controlSocket)"
+            \(controlGroup.map { "group = \"\($0)\"" } ?? "")
+            """
+        TestPaths.write(configPath, text)
+        process = try TestProcess(
+            [TestPaths.executable("baton"), "serve", "--config", configPath],
+            environment: TestPaths.cleanEnvironment(adding: environment))
+        if let line = process.waitForLine(containing: "listening", timeout: .seconds(20)),
+            let range = line.range(of: "127.0.0.1:")
+        {
+            port = UInt16(line[range.upperBound...].prefix { $0.isNumber }) ?? 0
+        }
+        if waitReady {
+            guard process.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(60)) != nil else {
+                let log = process.stderrLines.suffix(30).joined(separator: "\n")
+                process.stop()
+                throw HarnessError("baton did not become ready:\n\(log)")
+            }
+        }
+    }
+
+    /// Runs the `baton` CLI with `args` (plus `--socket` for client verbs when `socket`).
+    public func cli(_ args: [String], socket: Bool = true, timeout: Duration = .seconds(120)) throws -> CommandResult {
+        let full = [TestPaths.executable("baton")] + args + (socket ? ["--socket", controlSocket] : [])
+        return try TestProcess.run(full, timeout: timeout)
+    }
+
+    /// `baton status --json`, decoded.
+    public func status() throws -> StatusReport {
+        let result = try cli(["status", "--json"])
+        guard result.code == 0 else { throw HarnessError("status failed (\(result.code)): \(result.stderr)") }
+        return try JSONDecoder().decode(StatusReport.self, from: Data(result.stdout.utf8))
+    }
+
+    /// Sends a raw line to the control socket and returns the reply line.
+    public func rawControl(_ bytes: [UInt8], readTimeout: Duration = .seconds(10)) -> String? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard Sockets.connectUnix(fd, controlSocket) == 0 else { return nil }
+        var tv = timeval(tv_sec: Int(readTimeout.components.seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !reply.contains(0x0A) {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            reply += buffer[0..<n]
+        }
+        return reply.isEmpty ? nil : String(decoding: reply, as: UTF8.self)
+    }
+
+    /// Stops baton (SIGTERM) and removes the temp directory; returns baton's exit code.
+    @discardableResult
+    public func stop() -> Int32 {
+        let code = process.stop(timeout: .seconds(30))
+        TestPaths.remove(directory)
+        return code
+    }
+}
+
+/// A harness failure with context.
+public struct HarnessError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public var description: String
+    /// Creates an error.
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,72 @@
+import Glibc
+
+/// One-shot HTTP/1.1 requests to 127.0.0.1 (Connection: close), bounded by a 10 s timeout.
+public enum HTTP {
+    /// A response.
+    public struct Response: Sendable {
+        /// Status code.
+        public var status: Int
+        /// Header lines, lower-cased names.
+        public var headers: [(String, String)]
+        /// Body.
+        public var body: String
+        /// A header's value.
+        public func header(_ name: String) -> String? { headers.first { $0.0 == name }?.1 }
+    }
+
+    /// GET `path`; nil on any connection error.
+    public static func get(port: UInt16, path: String) -> Response? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = port.bigEndian
+        sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let r = withUnsafePointer(to: &sa) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard r == 0 else { return nil }
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let split = text.firstRange(of: "\r\n\r\n") else { return nil }
+        let headLines = text[..<split.lowerBound].split(separator: "\r\n")
+        guard let first = headLines.first, first.hasPrefix("HTTP/1.") else { return nil }
+        let status = Int(first.split(separator: " ").dropFirst().first ?? "") ?? 0
+        let headers = headLines.dropFirst().map { line -> (String, String) in
+            let name = line.prefix { $0 != ":" }.lowercased()
+            return (name, String(line.drop { $0 != ":" }.dropFirst().drop { $0 == " " }))
+        }
+        return Response(status: status, headers: headers, body: String(text[split.upperBound...]))
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago (for tools that
+    /// cannot bind port 0 themselves; callers retry on EADDRINUSE).
+    public static func freePort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(fd) }
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = 0
+        sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &sa) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp -> Int32 in
+                _ = bind(fd, sp, len)
+                return getsockname(fd, sp, &len)
+            }
+        }
+        return UInt16(bigEndian: sa.sin_port)
+    }
+}

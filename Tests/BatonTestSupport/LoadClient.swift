@@ -1,0 +1,224 @@
+import BatonSystem
+import Glibc
+import Synchronization
+
+/// A bounded HTTP/1.1 keep-alive load generator that counts every failure:
+/// refused or reset connections, timeouts (over 10 s), non-2xx answers.
+///
+/// Like every HTTP client, it retries an idempotent request once on a new
+/// connection when a *reused* keep-alive connection was closed by the server
+/// before any byte of the response (the server closed an idle connection as
+/// the request crossed it, RFC 9112 §9.3.1); those are counted in
+/// `idleCloseRetries`, and only a failure of the retry counts as failed.
+public final class LoadClient: @unchecked Sendable {
+    // @unchecked: shared counters are in a Mutex; the rest is immutable.
+    /// What the run saw.
+    public struct Report: Sendable, CustomStringConvertible {
+        /// 2xx answers.
+        public var ok = 0
+        /// Failed requests, by kind ("refused", "reset", "timeout", "status 503", ...).
+        public var failures: [String: Int] = [:]
+        /// Retries after an idle keep-alive close.
+        public var idleCloseRetries = 0
+        /// Worker pids that answered.
+        public var pids: Set<Int32> = []
+        /// Releases seen, in the order they first appeared.
+        public var releases: [String] = []
+        /// Total failed.
+        public var failed: Int { failures.values.reduce(0, +) }
+        /// One line.
+        public var description: String {
+            "ok=\(ok) failed=\(failed) \(failures) idle-close-retries=\(idleCloseRetries) pids=\(pids.count) releases=\(releases)"
+        }
+    }
+
+    private let port: UInt16
+    private let path: String
+    private let report = Protected(Report())
+    private let stopFlag = Protected(false)
+    private var threads: [Thread] = []
+
+    /// Starts `connections` keep-alive clients against 127.0.0.1:`port`.
+    /// They stop by themselves after `maxDuration` or `maxRequests` each.
+    public init(port: UInt16, connections: Int, path: String = "/", maxDuration: Duration = .seconds(120), maxRequests: Int = 200_000) {
+        self.port = port
+        self.path = path
+        let deadline = monotonicNow() + maxDuration
+        for _ in 0..<connections {
+            threads.append(Thread { [self] in self.clientLoop(deadline: deadline, maxRequests: maxRequests) })
+        }
+    }
+
+    /// Requests answered so far.
+    public var completed: Int { report.withLock { $0.ok + $0.failed } }
+
+    /// Waits until at least `count` more requests completed (bounded).
+    public func waitForProgress(_ count: Int, timeout: Duration = .seconds(20)) -> Bool {
+        let target = completed + count
+        let deadline = monotonicNow() + timeout
+        while completed < target {
+            if monotonicNow() > deadline { return false }
+            var pfd = pollfd(fd: -1, events: 0, revents: 0)
+            _ = poll(&pfd, 0, 5)
+        }
+        return true
+    }
+
+    /// Waits for the clients to end by themselves (maxRequests or maxDuration).
+    public func finish() -> Report {
+        threads.forEach { $0.join() }
+        return report.withLock { $0 }
+    }
+
+    /// Stops every client and returns the report.
+    public func stop() -> Report {
+        stopFlag.withLock { $0 = true }
+        threads.forEach { $0.join() }
+        threads.removeAll()
+        return report.withLock { $0 }
+    }
+
+    private func record(_ body: (inout Report) -> Void) { report.withLock { body(&$0) } }
+
+    private func clientLoop(deadline: Duration, maxRequests: Int) {
+        var connection: Int32 = -1
+        var reused = false
+        var sent = 0
+        while !stopFlag.withLock({ $0 }), monotonicNow() < deadline, sent < maxRequests {
+            if connection < 0 {
+                switch Self.connect(port: port) {
+                case .success(let fd):
+                    connection = fd
+                    reused = false
+                case .failure(let error):
+                    record { $0.failures[error.kind, default: 0] += 1 }
+                    continue
+                }
+            }
+            sent += 1
+            switch exchange(connection) {
+            case .ok(let pid, let release, let keepAlive):
+                record {
+                    $0.ok += 1
+                    $0.pids.insert(pid)
+                    if !$0.releases.contains(release) { $0.releases.append(release) }
+                }
+                reused = true
+                if !keepAlive {
+                    close(connection)
+                    connection = -1
+                }
+            case .closedBeforeResponse where reused:
+                close(connection)
+                connection = -1
+                record { $0.idleCloseRetries += 1 }
+                sent -= 1  // the retry is the same request
+            case .failed(let kind), .closedBeforeResponse(let kind):
+                record { $0.failures[kind, default: 0] += 1 }
+                close(connection)
+                connection = -1
+            }
+        }
+        if connection >= 0 { close(connection) }
+    }
+
+    private enum Outcome {
+        case ok(pid: Int32, release: String, keepAlive: Bool)
+        case closedBeforeResponse(String)
+        case failed(String)
+    }
+
+    private static func connect(port: UInt16) -> Result<Int32, LoadError> {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(LoadError("socket")) }
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = port.bigEndian
+        sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let r = withUnsafePointer(to: &sa) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if r != 0 {
+            let e = errno
+            close(fd)
+            return .failure(LoadError(e == ECONNREFUSED ? "refused" : e == EAGAIN || e == ETIMEDOUT || e == EINPROGRESS ? "timeout" : "connect errno \(e)"))
+        }
+        return .success(fd)
+    }
+
+    private func exchange(_ fd: Int32) -> Outcome {
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+        let w = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if w != request.count {
+            return errno == EPIPE || errno == ECONNRESET ? .closedBeforeResponse("reset") : .failed("send errno \(errno)")
+        }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            if let end = Self.headerEnd(data) {
+                let head = String(decoding: data[..<end], as: UTF8.self)
+                let length = Self.header(head, "content-length").flatMap { Int($0) } ?? 0
+                if data.count >= end + 4 + length {
+                    let body = String(decoding: data[(end + 4)..<(end + 4 + length)], as: UTF8.self)
+                    let statusOK = head.hasPrefix("HTTP/1.1 2") || head.hasPrefix("HTTP/1.0 2")
+                    guard statusOK else {
+                        return .failed("status " + String(head.split(separator: " ").dropFirst().first ?? "?"))
+                    }
+                    let keepAlive = Self.header(head, "connection")?.lowercased() != "close"
+                    return .ok(pid: Self.field(body, "pid").flatMap { Int32($0) } ?? 0, release: Self.field(body, "release") ?? "?", keepAlive: keepAlive)
+                }
+            }
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                data += buffer[0..<n]
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return .failed("timeout") }
+            let kind = n == 0 ? "closed" : errno == ECONNRESET ? "reset" : "read errno \(errno)"
+            return data.isEmpty ? .closedBeforeResponse(kind) : .failed(kind + " mid-response")
+        }
+    }
+
+    private static func headerEnd(_ data: [UInt8]) -> Int? {
+        guard data.count >= 4 else { return nil }
+        for i in 0...(data.count - 4) where data[i] == 13 && data[i + 1] == 10 && data[i + 2] == 13 && data[i + 3] == 10 {
+            return i
+        }
+        return nil
+    }
+
+    private static func header(_ head: String, _ name: String) -> String? {
+        for line in head.split(separator: "\r\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == name {
+                return parts[1].trimmingCharacters(in: " ")
+            }
+        }
+        return nil
+    }
+
+    private static func field(_ body: String, _ name: String) -> String? {
+        for token in body.split(whereSeparator: { $0 == " " || $0 == "\n" }) where token.hasPrefix(name + "=") {
+            return String(token.dropFirst(name.count + 1))
+        }
+        return nil
+    }
+}
+
+struct LoadError: Error {
+    var kind: String
+    init(_ kind: String) { self.kind = kind }
+}
+
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: Character) -> String {
+        String(drop { $0 == set }.reversed().drop { $0 == set }.reversed())
+    }
+}
