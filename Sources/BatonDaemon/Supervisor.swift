@@ -106,6 +106,11 @@ public final class Supervisor {
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
         control = try ControlServer(config: config, loop: loop, logger: logger, supervisor: self)
         let spec = try makeSpec(config)
+        if let credentials = spec.credentials {
+            // Workers running as [app] user must reach their notify sockets;
+            // the directory stays private to that user (0700).
+            chown(notifyDirectory, credentials.uid, credentials.gid)
+        }
         slots = (0..<config.app.workers).map { Slot(index: $0, spec: spec) }
         if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
         notifier.notify("STATUS=starting \(config.app.workers) workers")

@@ -30,7 +30,8 @@ public final class BatonHarness: @unchecked Sendable {
     ///   - waitReady: wait for "all N workers ready".
     public init(
         workers: Int = 2, command: [String]? = nil, extraApp: String = "", sections: String? = nil,
-        environment: [String: String] = [:], waitReady: Bool = true, tag: String = "h", controlGroup: String? = nil
+        environment: [String: String] = [:], waitReady: Bool = true, tag: String = "h", controlGroup: String? = nil,
+        journalStream: Bool = false, beforeStart: (String) -> Void = { _ in }
     ) throws {
         directory = TestPaths.temporaryDirectory(tag)
         configPath = directory + "/baton.toml"
@@ -64,9 +65,10 @@ public final class BatonHarness: @unchecked Sendable {
             \(controlGroup.map { "group = \"\($0)\"" } ?? "")
             """
         TestPaths.write(configPath, text)
+        beforeStart(directory)
         process = try TestProcess(
             [TestPaths.executable("baton"), "serve", "--config", configPath],
-            environment: TestPaths.cleanEnvironment(adding: environment))
+            environment: TestPaths.cleanEnvironment(adding: environment), journalStream: journalStream)
         if let line = process.waitForLine(containing: "listening", timeout: .seconds(20)),
             let range = line.range(of: "127.0.0.1:")
         {

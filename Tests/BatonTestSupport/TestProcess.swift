@@ -89,14 +89,21 @@ public final class TestProcess: @unchecked Sendable {
     }
 
     /// Starts `argv` with `environment`, stdout and stderr captured.
-    public init(_ argv: [String], environment: [String]? = nil, directory: String? = nil, passFDs: [Int32] = [], setListenPID: Bool = false, credentials: Credentials? = nil) throws {
+    public init(_ argv: [String], environment: [String]? = nil, directory: String? = nil, passFDs: [Int32] = [], setListenPID: Bool = false, credentials: Credentials? = nil, journalStream: Bool = false) throws {
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         guard CBatonLinux_pipe_cloexec(&outPipe) == 0, CBatonLinux_pipe_cloexec(&errPipe) == 0 else {
             throw SystemError("pipe2")
         }
+        var environment = environment ?? TestPaths.cleanEnvironment()
+        if journalStream {
+            // Pretend stderr is the journal: JOURNAL_STREAM names its dev:ino.
+            var st = stat()
+            fstat(errPipe[1], &st)
+            environment.append("JOURNAL_STREAM=\(st.st_dev):\(st.st_ino)")
+        }
         let request = SpawnRequest(
-            argv: argv, environment: environment ?? TestPaths.cleanEnvironment(), directory: directory, passFDs: passFDs,
+            argv: argv, environment: environment, directory: directory, passFDs: passFDs,
             setListenPID: setListenPID, stdout: outPipe[1], stderr: errPipe[1], credentials: credentials)
         let process: SpawnedProcess
         do {
