@@ -82,7 +82,7 @@ final class ControlServer {
 
     private func connectionEvent(_ connection: ControlConnection, _ events: EventLoop.Events) {
         if events.contains(.writable) { connection.flush() }
-        if events.contains(.readable) || events.contains(.hangup) { connection.readAvailable() }
+        if !events.isDisjoint(with: [.readable, .hangup, .error]) { connection.readAvailable() }
     }
 
     fileprivate func handle(_ connection: ControlConnection, line: [UInt8]) {
@@ -110,9 +110,17 @@ final class ControlServer {
         case "status":
             connection.finish(.success(status: supervisor.statusReport()))
         case "reload":
-            supervisor.requestReload(waiter: connection)
+            supervisor.requestReload(waiter: connection, uid: connection.peer?.uid)
+        case "deploy", "rollback":
+            supervisor.requestDeploy(
+                kind: request.cmd == "deploy" ? .deploy : .rollback, options: request.deploy ?? DeployOptions(),
+                waiter: connection, uid: connection.peer?.uid ?? 0)
+        case "attach":
+            supervisor.attach(connection)
+        case "history":
+            connection.finish(ControlReply(ok: true, history: supervisor.history))
         default:
-            connection.finish(.failure("unknown command \"\(request.cmd)\""))
+            connection.finish(.failure("unknown command \"\(ControlProtocol.printable(request.cmd))\""))
         }
     }
 

@@ -31,9 +31,16 @@ extension Supervisor {
                         crashLoop: slot.backoff.isCrashLooping, statusText: worker.statusText))
             }
         }
-        return StatusReport(
-            app: config.app.name, pid: getpid(), state: phase.rawValue, release: config.app.directory,
+        var report = StatusReport(
+            app: config.app.name, pid: getpid(), state: phase.rawValue, release: releaseState.current.directory,
             listeners: listeners.map(\.address), slots: slots.count, summary: summary, workers: rows)
+        if let op = operation {
+            report.operation = OperationStatus(
+                kind: op.kind.rawValue, phase: op.phase.rawValue, release: op.target?.directory ?? "?",
+                elapsed: Self.seconds(now - op.startedAt), progress: Array(op.progress.suffix(20)), queued: queue.count)
+        }
+        report.degraded = degraded ? true : nil
+        return report
     }
 
     static func seconds(_ d: Duration) -> Double {

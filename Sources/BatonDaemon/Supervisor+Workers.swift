@@ -34,7 +34,7 @@ extension Supervisor {
             if let reason { slot.lastRestartReason = reason }
         }
         let generation = slot.generation
-        let spec = role == .replacement ? reloadSpec ?? slot.spec : slot.spec
+        let spec = role == .replacement ? rolloutSpec ?? slot.spec : slot.spec
         extendTimeout()
         do {
             let worker = try spawn(slot: slot.index, generation: generation, spec: spec)
@@ -172,7 +172,7 @@ extension Supervisor {
         worker.readyAt = loop.now()
         let bootTime = worker.readyAt! - worker.startedAt
         logger.info(
-            "worker ready after \(Units.formatDuration(bootTime))",
+            "worker ready after \(Units.formatElapsed(bootTime))",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
         let slot = slots[worker.slot]
         if let t = slot.stableTimer { loop.cancel(t) }
@@ -198,7 +198,7 @@ extension Supervisor {
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("all \(slots.count) workers ready")
-        runQueuedReloadAfterStart()
+        runNextOperation()
     }
 
     // MARK: - Notify messages and output
@@ -271,6 +271,7 @@ extension Supervisor {
         guard worker.state != .exited else { return }
         if worker.state == .draining { return }
         worker.state = .draining
+        worker.drainStartedAt = loop.now()
         worker.stopReason = worker.stopReason ?? reason
         CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
         let timeout = config.stop.timeout
@@ -305,12 +306,12 @@ extension Supervisor {
         let uptime = loop.now() - worker.startedAt
         logger.log(
             level: previous == .draining ? .info : .warning,
-            "worker exited (\(exit)) after \(Units.formatDuration(uptime))",
+            "worker exited (\(exit)) after \(Units.formatElapsed(uptime))",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "was": .string(previous.rawValue)])
 
         if let i = slot.draining.firstIndex(where: { $0 === worker }) {
             slot.draining.remove(at: i)
-            rolloutEvent { $0.oldWorkerExited(slot: slot.index) }
+            drainedWorkerExited(worker, slot: slot)
         } else if slot.replacement === worker {
             slot.replacement = nil
             let reason = worker.stopReason ?? "exited during start (\(exit))"
@@ -318,7 +319,16 @@ extension Supervisor {
         } else if slot.current === worker {
             slot.current = nil
             if previous == .draining {
-                rolloutEvent { $0.oldWorkerExited(slot: slot.index) }
+                drainedWorkerExited(worker, slot: slot)
+            } else if previous == .ready, worker.spec == rolloutSpec, operation?.phase == .rollingOut {
+                // A new worker that became ready exits while the rollout
+                // runs: the release is bad; the rollout fails and rolls back.
+                lastFailureOutput = worker.recentOutput.elements
+                slot.lastRestartReason = "crash"
+                let reason = "pid \(worker.pid) exited after becoming ready (\(exit))"
+                if !rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
+                    startFailed(slot: slot, role: .current, worker: worker, reason: "crash", uptime: uptime)
+                }
             } else {
                 let reason = worker.stopReason ?? (previous == .starting ? "exited during start" : "crash")
                 startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: previous == .ready ? uptime : nil)
@@ -359,8 +369,9 @@ extension Supervisor {
     func startFailed(slot: Slot, role: Role, worker: Worker?, reason: String, uptime: Duration?) {
         guard phase != .stopping else { return }
         if role == .replacement {
-            let output = worker?.recentOutput.elements ?? []
-            rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: Self.failureText(reason, output: output)) }
+            lastFailureOutput = worker?.recentOutput.elements ?? []
+            let full = reason + (lastFailureOutput.last.map { " — last output: \($0)" } ?? "")
+            rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }
         let delay = slot.backoff.workerFailed(uptime: uptime)
@@ -379,8 +390,4 @@ extension Supervisor {
         fillStartQueue()
     }
 
-    static func failureText(_ reason: String, output: [String]) -> String {
-        guard !output.isEmpty else { return reason }
-        return reason + "; last output: " + output.suffix(5).joined(separator: " | ")
-    }
 }

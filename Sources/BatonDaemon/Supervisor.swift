@@ -21,7 +21,7 @@ import Logging
 public final class Supervisor {
     /// Where the supervisor is in its life.
     enum Phase: String {
-        case starting, running, reloading, stopping
+        case starting, running, reloading, deploying, stopping
     }
 
     /// How the daemon was started.
@@ -61,13 +61,24 @@ public final class Supervisor {
     var startQueue: [Int] = []
     /// Whether READY=1 was sent.
     var sentReady = false
-    /// The rolling replacement in progress, if any.
+    /// The rollout in progress (of a deploy, reload or rollback), if any.
     var rollout: RollingRestart?
-    var reload = ReloadQueue()
-    /// The spec of new workers while a reload runs.
-    var reloadSpec: WorkerSpec?
-    /// The config before the reload in progress (restored if it fails at once).
-    var previousConfig: BatonConfig?
+    /// The spec new workers of that rollout get.
+    var rolloutSpec: WorkerSpec?
+    /// The deploy, reload or rollback running now.
+    var operation: Operation?
+    /// Operations waiting behind it, in order.
+    var queue: [Operation] = []
+    /// The current and previous release (persisted in the state directory).
+    var releaseState = ReleaseState(current: Release(directory: "/"), previous: nil)
+    /// The state directory, if it could be opened.
+    var store: StateStore?
+    /// Recent deploys, oldest first.
+    var history: [HistoryEntry] = []
+    /// Set when a rollback failed.
+    var degraded = false
+    /// The last lines of output of the last worker that failed to start.
+    var lastFailureOutput: [String] = []
     var control: ControlServer?
     var signalFD: Int32 = -1
     /// The last STATUS= sent, to avoid repeating it.
@@ -105,7 +116,8 @@ public final class Supervisor {
         signalFD = try CBatonLinuxShim.signalFD([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
         control = try ControlServer(config: config, loop: loop, logger: logger, supervisor: self)
-        let spec = try makeSpec(config)
+        loadState()
+        let spec = try makeSpec(config, release: releaseState.current)
         if let credentials = spec.credentials {
             // Workers running as [app] user must reach their notify sockets;
             // the directory stays private to that user (0700).
@@ -146,9 +158,35 @@ public final class Supervisor {
         return result
     }
 
-    /// The spec for new workers from a config (resolves the environment file
-    /// and user now, so a reload with a broken one fails before any change).
-    func makeSpec(_ config: BatonConfig) throws -> WorkerSpec {
+    /// The state directory: `[app] state_directory`, else systemd's
+    /// $STATE_DIRECTORY, else /var/lib/baton/NAME.
+    static func stateDirectory(for config: BatonConfig) -> String {
+        if let dir = config.app.stateDirectory { return dir }
+        if let env = getenv("STATE_DIRECTORY"), let first = String(cString: env).split(separator: ":").first {
+            return String(first)
+        }
+        return "/var/lib/baton/\(config.app.name)"
+    }
+
+    /// Loads the persisted release (it wins over `app.directory`) and history.
+    private func loadState() {
+        releaseState = ReleaseState(current: Release(directory: config.app.directory), previous: nil)
+        do {
+            let store = try StateStore(directory: Self.stateDirectory(for: config))
+            self.store = store
+            if let saved = store.loadReleaseState() {
+                releaseState = saved
+                logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
+            }
+            history = store.loadHistory()
+        } catch {
+            logger.error("state directory unusable, deploys will not be persisted: \(error)")
+        }
+    }
+
+    /// The spec for new workers from a config and a release (resolves the
+    /// environment file and user now, so a broken one fails before any change).
+    func makeSpec(_ config: BatonConfig, release: Release) throws -> WorkerSpec {
         var variables: [EnvVar] = []
         if let path = config.app.environmentFile {
             guard let text = ProcFS.read(path) else {
@@ -157,13 +195,15 @@ public final class Supervisor {
             variables = try EnvironmentFile.parse(text, path: path).map { EnvVar(name: $0.0, value: $0.1) }
         }
         variables += config.app.environment
+        variables += release.environment
         var credentials: Credentials?
         if let user = config.app.user {
             credentials = try Accounts.credentials(user: user, group: config.app.group)
         } else if let group = config.app.group {
             credentials = Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
         }
-        return WorkerSpec(argv: config.app.command, directory: config.app.directory, variables: variables, credentials: credentials)
+        return WorkerSpec(
+            argv: release.command ?? config.app.command, directory: release.directory, variables: variables, credentials: credentials)
     }
 
     // MARK: - Signals
@@ -233,7 +273,8 @@ public final class Supervisor {
 
     /// One line: "4/4 workers ready, release /srv/app (reloading)".
     var summary: String {
-        var text = "\(readyCount)/\(slots.count) workers ready, release \(config.app.directory)"
+        var text = "\(readyCount)/\(slots.count) workers ready, release \(releaseState.current.directory)"
+        if degraded { text += ", DEGRADED" }
         let looping = slots.filter { $0.backoff.isCrashLooping }.map { String($0.index) }
         if !looping.isEmpty { text += ", crash loop in slot \(looping.joined(separator: ","))" }
         if phase != .running { text += " (\(phase.rawValue))" }
@@ -262,7 +303,11 @@ public final class Supervisor {
         phase = .stopping
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
-        reload.failAll(control: control, reason: "baton is stopping")
+        for op in [operation].compactMap({ $0 }) + queue {
+            op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
+        }
+        queue.removeAll()
+        operation = nil
         rollout = nil
         control?.close()
         for slot in slots {

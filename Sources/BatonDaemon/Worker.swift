@@ -60,6 +60,8 @@ final class Worker {
     var statusText: String?
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
     var stopReason: String?
+    /// Monotonic time the drain began.
+    var drainStartedAt: Duration?
     /// Monotonic time of the last WATCHDOG=1.
     var lastWatchdog: Duration?
 

@@ -25,8 +25,10 @@ public final class EventLoop: @unchecked Sendable {
         public static let readable = Events(rawValue: 0x001)
         /// Writable (EPOLLOUT).
         public static let writable = Events(rawValue: 0x004)
-        /// Peer hung up / error (always reported by epoll).
-        public static let hangup = Events(rawValue: 0x010 | 0x008)
+        /// Peer hung up (EPOLLHUP; always reported by epoll).
+        public static let hangup = Events(rawValue: 0x010)
+        /// Error condition (EPOLLERR; always reported by epoll).
+        public static let error = Events(rawValue: 0x008)
     }
 
     private struct Timer {

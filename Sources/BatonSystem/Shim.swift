@@ -13,6 +13,9 @@ public enum CBatonLinuxShim {
         try syscall("signalfd") { signals.withUnsafeBufferPointer { CBatonLinux_signalfd($0.baseAddress, Int32($0.count)) } }
     }
 
+    /// Makes stdout line-buffered even when it is a pipe (CI logs).
+    public static func lineBufferStdout() { CBatonLinux_line_buffer_stdout() }
+
     /// Blocks `signals` in the calling thread (threads created later inherit it).
     public static func blockSignals(_ signals: [Int32]) {
         _ = signals.withUnsafeBufferPointer { CBatonLinux_block_signals($0.baseAddress, Int32($0.count)) }

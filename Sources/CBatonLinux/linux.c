@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -164,3 +165,5 @@ int CBatonLinux_accept_nonblocking(int fd) {
     } while (r < 0 && errno == EINTR);
     return r;
 }
+
+void CBatonLinux_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

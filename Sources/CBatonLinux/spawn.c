@@ -72,7 +72,17 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
         struct sigaction sa;
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = SIG_DFL;
-        (void)sigaction(sig, &sa, NULL);
+        if (sigaction(sig, &sa, NULL) != 0) {
+            // glibc refuses its reserved signals (32, 33); an ignored one
+            // would survive execve, so reset it with the raw syscall.
+            struct {
+                void *handler;
+                unsigned long flags;
+                void *restorer;
+                unsigned long mask;
+            } k = {SIG_DFL, 0, NULL, 0};
+            (void)syscall(SYS_rt_sigaction, sig, &k, NULL, sizeof(k.mask));
+        }
     }
     sigset_t empty;
     sigemptyset(&empty);

@@ -2,11 +2,16 @@ import ArgumentParser
 import BatonSystem
 import Glibc
 
-// Block the signals baton handles through its signalfd before any thread
-// exists, so every later thread inherits the mask and none of them takes a
-// SIGTERM with the default action.
-CBatonLinuxShim.blockSignals([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+// The supervisor handles these through its signalfd: block them before any
+// thread exists, so every later thread inherits the mask and none of them
+// takes a SIGTERM with the default action. Client verbs keep the defaults
+// (Ctrl-C ends a `baton deploy` client; the deploy goes on in the daemon).
+if CommandLine.arguments.count > 1, ["serve", "demo"].contains(CommandLine.arguments[1]) {
+    CBatonLinuxShim.blockSignals([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+}
 signal(SIGPIPE, SIG_IGN)
+// Progress lines reach CI logs (pipes) as they happen, not at exit.
+CBatonLinuxShim.lineBufferStdout()
 
 do {
     var command = try Baton.parseAsRoot()
@@ -19,7 +24,8 @@ do {
     // Usage errors, --help and --version come here. Help and version exit 0;
     // anything else is a usage error: exit 2 with argument-parser's message.
     let code = Baton.exitCode(for: error)
-    let message = Baton.fullMessage(for: error)
+    var message = Baton.fullMessage(for: error)
+    if message.hasPrefix("Error: ") { message.removeFirst(7) }
     if code == ArgumentParser.ExitCode.success {
         if !message.isEmpty { print(message) }
         exit(0)

@@ -101,7 +101,7 @@ extension Integration {
             let ok = try baton.cli(["reload"])
             #expect(ok.code == 0, "\(ok.stderr)")
             #expect(ok.stdout.contains("slot 1: pid"))
-            #expect(ok.stdout.contains("reload finished: 2 workers replaced"))
+            #expect(ok.stdout.contains("reload finished: 2 workers on \(baton.releaseDirectory)"))
             let pids = Set(try baton.status().workers.map(\.pid))
 
             let good = ProcFS.read(baton.configPath) ?? ""
@@ -126,7 +126,7 @@ extension Integration {
                 good.replacingFirst("\"\(worker)\"]", with: "\"\(worker)\", \"--fail-boot\"]"))
             let result = try baton.cli(["reload"])
             #expect(result.code == 1)
-            #expect(result.stderr.contains("did not become ready"), "\(result.stderr)")
+            #expect(result.stderr.contains("exited during start (exit code 3)"), "\(result.stderr)")
             #expect(result.stderr.contains("boot failed: simulated"))
             #expect(result.stderr.contains("nothing changed"))
             let status = try baton.status()

@@ -31,9 +31,9 @@ public final class BatonHarness: @unchecked Sendable {
     public init(
         workers: Int = 2, command: [String]? = nil, extraApp: String = "", sections: String? = nil,
         environment: [String: String] = [:], waitReady: Bool = true, tag: String = "h", controlGroup: String? = nil,
-        journalStream: Bool = false, beforeStart: (String) -> Void = { _ in }
+        journalStream: Bool = false, beforeStart: (String) -> Void = { _ in }, reuse: String? = nil
     ) throws {
-        directory = TestPaths.temporaryDirectory(tag)
+        directory = reuse ?? TestPaths.temporaryDirectory(tag)
         configPath = directory + "/baton.toml"
         controlSocket = directory + "/control.sock"
         releaseDirectory = directory + "/releases/r1"
@@ -85,7 +85,8 @@ public final class BatonHarness: @unchecked Sendable {
 
     /// Runs the `baton` CLI with `args` (plus `--socket` for client verbs when `socket`).
     public func cli(_ args: [String], socket: Bool = true, timeout: Duration = .seconds(120)) throws -> CommandResult {
-        let full = [TestPaths.executable("baton")] + args + (socket ? ["--socket", controlSocket] : [])
+        // --socket right after the verb: `--command` takes the rest of the line.
+        let full = [TestPaths.executable("baton")] + (socket && !args.isEmpty ? [args[0], "--socket", controlSocket] + args.dropFirst() : args)
         return try TestProcess.run(full, timeout: timeout)
     }
 
@@ -115,12 +116,26 @@ public final class BatonHarness: @unchecked Sendable {
         return reply.isEmpty ? nil : String(decoding: reply, as: UTF8.self)
     }
 
-    /// Stops baton (SIGTERM) and removes the temp directory; returns baton's exit code.
+    /// Stops baton (SIGTERM) and removes the temp directory (unless
+    /// `keepDirectory`, to start another baton on the same state); returns
+    /// baton's exit code.
     @discardableResult
-    public func stop() -> Int32 {
+    public func stop(keepDirectory: Bool = false) -> Int32 {
         let code = process.stop(timeout: .seconds(30))
-        TestPaths.remove(directory)
+        if !keepDirectory { TestPaths.remove(directory) }
         return code
+    }
+
+    /// Creates another release folder next to the first; returns its path.
+    public func makeRelease(_ name: String) -> String {
+        let path = directory + "/releases/" + name
+        _ = mkdir(path, 0o755)
+        return path
+    }
+
+    /// Starts `baton deploy ...` (or any client verb) without waiting for it.
+    public func startCLI(_ args: [String]) throws -> TestProcess {
+        try TestProcess([TestPaths.executable("baton"), args[0], "--socket", controlSocket] + args.dropFirst())
     }
 }
 

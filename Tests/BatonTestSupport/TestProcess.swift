@@ -171,6 +171,18 @@ public final class TestProcess: @unchecked Sendable {
         }
     }
 
+    /// Waits until stdout contains `text`; false on timeout or exit.
+    public func waitForStdout(containing text: String, timeout: Duration) -> Bool {
+        let deadline = monotonicNow() + timeout
+        while monotonicNow() < deadline {
+            if stdout.contains(text) { return true }
+            if exitCode != nil { return stdout.contains(text) }
+            var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&pfd, 1, 20)
+        }
+        return false
+    }
+
     /// Waits until a stderr line contains `text`.
     @discardableResult
     public func waitForLine(containing text: String, timeout: Duration) -> String? {

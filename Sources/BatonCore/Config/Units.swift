@@ -90,6 +90,22 @@ public enum Units {
         return format(nanoseconds: UInt128(nanos))
     }
 
+    /// A measured time for logs and progress lines, rounded for humans:
+    /// `"4ms"`, `"350ms"`, `"1.25s"`, `"2m05s"`.
+    public static func formatElapsed(_ d: Duration) -> String {
+        let (seconds, attoseconds) = d.components
+        let ms = max(0, seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        if ms < 1000 { return "\(ms)ms" }
+        if ms < 60_000 {
+            let hundredths = (ms + 5) / 10
+            let fraction = hundredths % 100
+            return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)s"
+        }
+        let s = ms / 1000
+        let rest = s % 60
+        return "\(s / 60)m\(rest < 10 ? "0" : "")\(rest)s"
+    }
+
     /// Formats a byte count with binary units and one decimal: `"512 B"`, `"512.0 MiB"`,
     /// `"1.5 GiB"`.
     public static func formatSize(_ bytes: UInt64) -> String {

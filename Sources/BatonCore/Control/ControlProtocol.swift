@@ -9,9 +9,9 @@ public enum ControlProtocol {
     public static let maxRequestBytes = 64 * 1024
 
     /// Verbs that change state (their callers' uids are logged).
-    public static let mutatingCommands: Set<String> = ["reload"]
+    public static let mutatingCommands: Set<String> = ["reload", "deploy", "rollback"]
     /// Verbs that only read.
-    public static let readOnlyCommands: Set<String> = ["status", "ping"]
+    public static let readOnlyCommands: Set<String> = ["status", "ping", "history", "attach"]
 
     /// Decodes one request line or says, in one line, why not.
     public static func decodeRequest(_ line: [UInt8]) -> Result<ControlRequest, ControlProtocolError> {
@@ -26,9 +26,16 @@ public enum ControlProtocol {
             return .failure(.init("unsupported protocol version \(request.v) (this baton speaks \(version))"))
         }
         guard mutatingCommands.contains(request.cmd) || readOnlyCommands.contains(request.cmd) else {
-            return .failure(.init("unknown command \"\(request.cmd)\""))
+            return .failure(.init("unknown command \"\(printable(request.cmd))\""))
         }
         return .success(request)
+    }
+
+    /// A client-supplied string made safe for a one-line message: control
+    /// characters become '?', and it is cut at 64 characters.
+    public static func printable(_ s: String) -> String {
+        let cleaned = String(s.unicodeScalars.prefix(64).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+        return s.unicodeScalars.count > 64 ? cleaned + "…" : cleaned
     }
 
     /// Encodes a message as one line (with the trailing newline).
@@ -44,13 +51,57 @@ public enum ControlProtocol {
 public struct ControlRequest: Codable, Sendable, Equatable {
     /// Protocol version.
     public var v: Int
-    /// The verb: status, ping, reload.
+    /// The verb: status, ping, reload, deploy, rollback, history, attach.
     public var cmd: String
+    /// deploy: the options.
+    public var deploy: DeployOptions?
 
     /// Creates a request.
-    public init(cmd: String, v: Int = ControlProtocol.version) {
+    public init(cmd: String, deploy: DeployOptions? = nil, v: Int = ControlProtocol.version) {
         self.v = v
         self.cmd = cmd
+        self.deploy = deploy
+    }
+}
+
+/// The options of `baton deploy` (and `rollback`) as sent to the daemon.
+public struct DeployOptions: Codable, Sendable, Equatable {
+    /// The release folder (deploy); nil for rollback.
+    public var release: String?
+    /// argv for the new release; nil keeps `[app] command`.
+    public var command: [String]?
+    /// Extra environment for the new release.
+    public var environment: [EnvVar]?
+    /// surge | replace | auto; nil: `[deploy] strategy`.
+    public var strategy: String?
+    /// nil: `[deploy] max_surge`.
+    public var maxSurge: Int?
+    /// Deadline like "10m"; nil: `[deploy] timeout`.
+    public var timeout: String?
+    /// Print the plan, change nothing.
+    public var dryRun: Bool?
+    /// Queue behind a deploy in progress instead of being refused.
+    public var wait: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case release, command, environment, strategy, timeout, wait
+        case maxSurge = "max_surge"
+        case dryRun = "dry_run"
+    }
+
+    /// Creates options.
+    public init(
+        release: String? = nil, command: [String]? = nil, environment: [EnvVar]? = nil, strategy: String? = nil,
+        maxSurge: Int? = nil, timeout: String? = nil, dryRun: Bool? = nil, wait: Bool? = nil
+    ) {
+        self.release = release
+        self.command = command
+        self.environment = environment
+        self.strategy = strategy
+        self.maxSurge = maxSurge
+        self.timeout = timeout
+        self.dryRun = dryRun
+        self.wait = wait
     }
 }
 
@@ -68,23 +119,37 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var error: String?
     /// `status` payload.
     public var status: StatusReport?
+    /// The exit code the CLI should use for a failure (1, 2 or 4).
+    public var code: Int32?
+    /// Lines of detail: a failing worker's last output, a plan, a slot table.
+    public var details: [String]?
+    /// `history` payload, oldest first.
+    public var history: [HistoryEntry]?
 
     /// Creates a line.
-    public init(event: String? = nil, ok: Bool? = nil, message: String? = nil, error: String? = nil, status: StatusReport? = nil) {
+    public init(
+        event: String? = nil, ok: Bool? = nil, message: String? = nil, error: String? = nil, status: StatusReport? = nil,
+        code: Int32? = nil, details: [String]? = nil, history: [HistoryEntry]? = nil
+    ) {
         self.event = event
         self.ok = ok
         self.message = message
         self.error = error
         self.status = status
+        self.code = code
+        self.details = details
+        self.history = history
     }
 
     /// A progress line.
     public static func progress(_ message: String) -> ControlReply { ControlReply(event: "progress", message: message) }
-    /// A final failure.
-    public static func failure(_ error: String) -> ControlReply { ControlReply(ok: false, error: error) }
+    /// A final failure; `code` is the CLI's exit code (1 by default).
+    public static func failure(_ error: String, code: Int32? = nil, details: [String]? = nil) -> ControlReply {
+        ControlReply(ok: false, error: error, code: code, details: details)
+    }
     /// A final success.
-    public static func success(_ message: String? = nil, status: StatusReport? = nil) -> ControlReply {
-        ControlReply(ok: true, message: message, status: status)
+    public static func success(_ message: String? = nil, status: StatusReport? = nil, details: [String]? = nil) -> ControlReply {
+        ControlReply(ok: true, message: message, status: status, details: details)
     }
 }
 

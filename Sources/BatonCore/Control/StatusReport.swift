@@ -16,6 +16,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var summary: String
     /// Workers, by slot, including ones starting or draining.
     public var workers: [WorkerStatus]
+    /// The deploy, reload or rollback in progress, if any.
+    public var operation: OperationStatus?
+    /// Set when a rollback failed: some slots may run another release.
+    public var degraded: Bool?
 
     /// Creates a report.
     public init(app: String, pid: Int32, state: String, release: String, listeners: [String], slots: Int, summary: String, workers: [WorkerStatus]) {
@@ -27,6 +31,32 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.slots = slots
         self.summary = summary
         self.workers = workers
+    }
+}
+
+/// A deploy, reload or rollback in progress.
+public struct OperationStatus: Codable, Sendable, Equatable {
+    /// deploy | reload | rollback.
+    public var kind: String
+    /// rolling-out | rolling-back.
+    public var phase: String
+    /// The release being rolled out.
+    public var release: String
+    /// Seconds since it started.
+    public var elapsed: Double
+    /// Progress lines so far.
+    public var progress: [String]
+    /// Operations queued behind it.
+    public var queued: Int
+
+    /// Creates a status.
+    public init(kind: String, phase: String, release: String, elapsed: Double, progress: [String], queued: Int) {
+        self.kind = kind
+        self.phase = phase
+        self.release = release
+        self.elapsed = elapsed
+        self.progress = progress
+        self.queued = queued
     }
 }
 
@@ -108,7 +138,13 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
 extension StatusReport {
     /// The human table of `baton status`.
     public func table(now: Double) -> String {
-        var lines = ["\(app): \(summary)", "release: \(release)", "listening: \(listeners.joined(separator: ", "))", ""]
+        var lines = ["\(app): \(summary)", "release: \(release)", "listening: \(listeners.joined(separator: ", "))"]
+        if let op = operation {
+            lines.append("in progress: \(op.kind) of \(op.release), \(op.phase), \(Self.age(op.elapsed))" + (op.queued > 0 ? ", \(op.queued) queued" : ""))
+            if let last = op.progress.last { lines.append("  last step: \(last)") }
+        }
+        if degraded == true { lines.append("DEGRADED: a rollback failed; slots may run different releases (see RELEASE below)") }
+        lines.append("")
         let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "RESTARTS", "LAST REASON", "RELEASE"]
         var rows: [[String]] = [header]
         for w in workers {

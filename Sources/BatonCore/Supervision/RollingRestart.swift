@@ -1,11 +1,19 @@
-/// A rolling replacement of workers, one slot at a time, as a pure state
-/// machine: the supervisor feeds it events and executes the actions it returns.
+/// A rolling replacement of workers (a deploy, a reload, a rollback) as a pure
+/// state machine: the supervisor feeds it events and executes the actions it
+/// returns. The same machine drives every rollout, so deploys, reloads and
+/// rollbacks keep the same guarantees.
 ///
-/// Invariants: at most one slot is being replaced at a time, so with `surge`
-/// there is at most one extra worker and no slot is ever without a serving
-/// worker; with `replace` there is never an extra worker and at most one slot
-/// is without a serving worker. The first failure ends the rollout: slots not
-/// reached yet are never touched.
+/// Invariants, checked after every event by the tests:
+/// - `surge`: a slot's old worker is drained only after its new one is ready,
+///   so no slot is ever without a serving worker; at most `maxSurge` slots are
+///   in replacement at once, so there are at most `maxSurge` extra workers.
+/// - `replace`: one slot at a time; its old worker is drained before its new
+///   one starts, so there is never an extra worker and at most one slot
+///   without a serving worker.
+/// - With `canary`, the first slot is replaced alone; the others start only
+///   after it is done.
+/// - The first failure ends the rollout: slots not reached are never touched,
+///   and the outcome says which slots need the previous settings back.
 public struct RollingRestart: Sendable, Equatable {
     /// How one slot is replaced.
     public enum Strategy: String, Sendable, Equatable, Codable {
@@ -21,6 +29,8 @@ public struct RollingRestart: Sendable, Equatable {
         case startNew(slot: Int)
         /// Stop the slot's old worker gracefully (stop signal, then SIGKILL after the timeout).
         case drainOld(slot: Int)
+        /// Kill the slot's new worker that is still starting (the rollout failed elsewhere).
+        case abandonNew(slot: Int)
         /// The rollout is over.
         case finished(Outcome)
     }
@@ -29,104 +39,180 @@ public struct RollingRestart: Sendable, Equatable {
     public enum Outcome: Sendable, Equatable {
         /// Every slot runs a new worker.
         case succeeded
-        /// A new worker failed; `replaced` slots already run new workers.
+        /// A new worker failed (`slot` -1: aborted from outside). `replaced`:
+        /// slots that need the previous settings back (they serve a new
+        /// worker, or have none serving).
         case failed(slot: Int, reason: String, replaced: [Int])
     }
 
-    private enum Phase: Sendable, Equatable {
-        case idle
-        case startingNew(index: Int)
-        case drainingOld(index: Int)
-        case done(Outcome)
+    /// Where one slot is.
+    public enum SlotPhase: Sendable, Equatable {
+        /// Not reached yet: the old worker serves.
+        case pending
+        /// surge: new worker starting beside the serving old one.
+        case startingNew
+        /// Old worker draining (surge: the new one serves; replace: none serves yet).
+        case drainingOld
+        /// replace: old worker gone, new one starting; nothing serves.
+        case startingAfterDrain
+        /// The new worker serves.
+        case done
     }
 
     /// Slots in the order they are replaced.
     public let slots: [Int]
     /// The strategy for every slot.
     public let strategy: Strategy
-    private var phase: Phase = .idle
+    /// Slots in replacement at once (surge); replace always uses 1.
+    public let maxSurge: Int
+    /// Whether the first slot is replaced alone first.
+    public let canary: Bool
+    /// Phase of each slot, by index into `slots`.
+    public private(set) var phases: [SlotPhase]
+    private var started = false
+    private var outcome: Outcome?
 
     /// Creates a rollout over `slots` (in that order).
-    public init(slots: [Int], strategy: Strategy) {
+    public init(slots: [Int], strategy: Strategy, maxSurge: Int = 1, canary: Bool = false) {
         self.slots = slots
         self.strategy = strategy
+        self.maxSurge = max(1, maxSurge)
+        self.canary = canary
+        self.phases = Array(repeating: .pending, count: slots.count)
     }
 
-    /// The slot being replaced, if any.
-    public var currentSlot: Int? {
-        switch phase {
-        case .startingNew(let i), .drainingOld(let i): slots[i]
-        default: nil
-        }
+    /// Phase of `slot`, if it is part of this rollout.
+    public func phase(of slot: Int) -> SlotPhase? {
+        slots.firstIndex(of: slot).map { phases[$0] }
     }
 
-    /// Slots already on the new settings.
+    /// The first slot in replacement, if any.
+    public var currentSlot: Int? { inFlightSlots.first }
+
+    /// Slots in replacement now.
+    public var inFlightSlots: [Int] {
+        zip(slots, phases).filter { $0.1 != .pending && $0.1 != .done }.map(\.0)
+    }
+
+    /// Slots on the new settings (their new worker serves).
     public var replacedSlots: [Int] {
-        switch phase {
-        case .idle: []
-        case .startingNew(let i): Array(slots[..<i])
-        case .drainingOld(let i): Array(slots[..<(strategy == .surge ? i + 1 : i)])
-        case .done(.succeeded): slots
-        case .done(.failed(_, _, let replaced)): replaced
-        }
+        zip(slots, phases).filter { $0.1 == .done || (strategy == .surge && $0.1 == .drainingOld) }.map(\.0)
     }
 
     /// True once `finished` was returned.
-    public var isFinished: Bool {
-        if case .done = phase { return true }
-        return false
-    }
+    public var isFinished: Bool { outcome != nil }
+
+    /// The outcome, once finished.
+    public var result: Outcome? { outcome }
 
     /// Begins the rollout.
     public mutating func start() -> [Action] {
-        guard case .idle = phase else { return [] }
-        return begin(index: 0)
-    }
-
-    private mutating func begin(index: Int) -> [Action] {
-        guard index < slots.count else {
-            phase = .done(.succeeded)
-            return [.finished(.succeeded)]
-        }
-        switch strategy {
-        case .surge:
-            phase = .startingNew(index: index)
-            return [.startNew(slot: slots[index])]
-        case .replace:
-            phase = .drainingOld(index: index)
-            return [.drainOld(slot: slots[index])]
-        }
+        guard !started else { return [] }
+        started = true
+        return advance()
     }
 
     /// The new worker of `slot` is ready.
     public mutating func newWorkerReady(slot: Int) -> [Action] {
-        guard case .startingNew(let i) = phase, slots[i] == slot else { return [] }
-        switch strategy {
-        case .surge:
-            phase = .drainingOld(index: i)
-            return [.drainOld(slot: slot)]
-        case .replace:
-            return begin(index: i + 1)
+        guard outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
+        switch (strategy, phases[i]) {
+        case (.surge, .startingNew):
+            phases[i] = .drainingOld
+            return [.drainOld(slot: slot)] + advance()
+        case (.replace, .startingAfterDrain):
+            phases[i] = .done
+            return advance()
+        default:
+            return []
         }
     }
 
-    /// The new worker of `slot` failed to become ready (exited, timed out).
+    /// The new worker of `slot` failed: it exited or timed out while starting,
+    /// or exited after becoming ready while the rollout still runs.
     public mutating func newWorkerFailed(slot: Int, reason: String) -> [Action] {
-        guard case .startingNew(let i) = phase, slots[i] == slot else { return [] }
-        let outcome = Outcome.failed(slot: slot, reason: reason, replaced: Array(slots[..<i]))
-        phase = .done(outcome)
-        return [.finished(outcome)]
+        guard outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
+        switch phases[i] {
+        case .startingNew, .startingAfterDrain, .drainingOld, .done:
+            if strategy == .replace && phases[i] == .drainingOld { return [] }  // no new worker yet
+            return fail(slot: slot, index: i, reason: reason)
+        case .pending:
+            return []
+        }
     }
 
     /// The old worker of `slot` has exited (drained or killed).
     public mutating func oldWorkerExited(slot: Int) -> [Action] {
-        guard case .drainingOld(let i) = phase, slots[i] == slot else { return [] }
+        guard outcome == nil, let i = slots.firstIndex(of: slot), phases[i] == .drainingOld else { return [] }
         switch strategy {
         case .surge:
-            return begin(index: i + 1)
+            phases[i] = .done
+            return advance()
         case .replace:
-            phase = .startingNew(index: i)
+            phases[i] = .startingAfterDrain
             return [.startNew(slot: slot)]
         }
+    }
+
+    /// Ends the rollout from outside (a deadline, a shutdown): every new
+    /// worker still starting is abandoned. The outcome's slot is -1.
+    public mutating func abort(reason: String) -> [Action] {
+        guard outcome == nil else { return [] }
+        return fail(slot: -1, index: -1, reason: reason)
+    }
+
+    private mutating func fail(slot: Int, index: Int, reason: String) -> [Action] {
+        var actions: [Action] = []
+        var needsPrevious: [Int] = []
+        for (j, s) in slots.enumerated() {
+            switch phases[j] {
+            case .pending:
+                break
+            case .startingNew:
+                // surge: the old worker still serves; only the new one goes.
+                if s != slot { actions.append(.abandonNew(slot: s)) }
+            case .drainingOld:
+                // surge: the new worker serves; replace: none will serve.
+                needsPrevious.append(s)
+            case .startingAfterDrain:
+                if s != slot { actions.append(.abandonNew(slot: s)) }
+                needsPrevious.append(s)
+            case .done:
+                needsPrevious.append(s)
+            }
+        }
+        let result = Outcome.failed(slot: slot, reason: reason, replaced: needsPrevious)
+        outcome = result
+        return actions + [.finished(result)]
+    }
+
+    /// Starts what may start now, or finishes.
+    private mutating func advance() -> [Action] {
+        guard outcome == nil else { return [] }
+        if phases.allSatisfy({ $0 == .done }) {
+            outcome = .succeeded
+            return [.finished(.succeeded)]
+        }
+        let limit: Int
+        if strategy == .replace {
+            limit = 1
+        } else if canary, !slots.isEmpty, phases[0] != .done {
+            limit = 1
+        } else {
+            limit = maxSurge
+        }
+        var actions: [Action] = []
+        var busy = inFlightSlots.count
+        for i in phases.indices where phases[i] == .pending && busy < limit {
+            busy += 1
+            switch strategy {
+            case .surge:
+                phases[i] = .startingNew
+                actions.append(.startNew(slot: slots[i]))
+            case .replace:
+                phases[i] = .drainingOld
+                actions.append(.drainOld(slot: slots[i]))
+            }
+        }
+        return actions
     }
 }

@@ -109,3 +109,5 @@ int CBatonLinux_errno(void);
 int CBatonLinux_pipe_cloexec(int fds[2]);
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK|SOCK_CLOEXEC), retrying EINTR.
 int CBatonLinux_accept_nonblocking(int fd);
+/// setvbuf(stdout, NULL, _IOLBF, 0): progress lines reach pipes as they happen.
+void CBatonLinux_line_buffer_stdout(void);

@@ -1,0 +1,87 @@
+/// What a deploy changes: the release folder, and optionally argv and extra
+/// environment. Old workers keep the release they started with.
+public struct Release: Codable, Sendable, Equatable {
+    /// The release folder (working directory of its workers).
+    public var directory: String
+    /// argv; nil means `[app] command`.
+    public var command: [String]?
+    /// Environment added on top of the environment file and `[app.environment]`.
+    public var environment: [EnvVar]
+
+    /// Creates a release.
+    public init(directory: String, command: [String]? = nil, environment: [EnvVar] = []) {
+        self.directory = directory
+        self.command = command
+        self.environment = environment
+    }
+}
+
+extension EnvVar: Codable {
+    enum CodingKeys: String, CodingKey { case name, value }
+
+    /// Decodes {"name": ..., "value": ...}.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try c.decode(String.self, forKey: .name), value: try c.decode(String.self, forKey: .value))
+    }
+
+    /// Encodes {"name": ..., "value": ...}.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(value, forKey: .value)
+    }
+}
+
+/// The persisted release bookkeeping of one app (state directory,
+/// `release.json`): a restarted baton comes back on the last good release.
+public struct ReleaseState: Codable, Sendable, Equatable {
+    /// The release serving now (the last deploy that succeeded).
+    public var current: Release
+    /// The one before it (`baton rollback` goes there).
+    public var previous: Release?
+
+    /// Creates a state.
+    public init(current: Release, previous: Release?) {
+        self.current = current
+        self.previous = previous
+    }
+}
+
+/// One line of `baton history`.
+public struct HistoryEntry: Codable, Sendable, Equatable {
+    /// deploy | rollback | reload.
+    public var kind: String
+    /// The release it went to.
+    public var release: String
+    /// The release before.
+    public var previousRelease: String?
+    /// succeeded | rolled-back | failed | degraded | timed-out | refused.
+    public var outcome: String
+    /// One-line detail (the failure reason).
+    public var detail: String?
+    /// Start, seconds since the epoch.
+    public var startedAt: Double
+    /// How long it took, seconds.
+    public var duration: Double
+    /// Who asked (peer uid; nil for a signal).
+    public var uid: UInt32?
+
+    enum CodingKeys: String, CodingKey {
+        case kind, release, outcome, detail, duration, uid
+        case previousRelease = "previous_release"
+        case startedAt = "started_at"
+    }
+
+    /// Creates an entry.
+    public init(kind: String, release: String, previousRelease: String?, outcome: String, detail: String?, startedAt: Double, duration: Double, uid: UInt32?) {
+        self.kind = kind
+        self.release = release
+        self.previousRelease = previousRelease
+        self.outcome = outcome
+        self.detail = detail
+        self.startedAt = startedAt
+        self.duration = duration
+        self.uid = uid
+    }
+}

@@ -1,0 +1,70 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// A deploy, reload or rollback: one rollout onto a target, and if it fails,
+/// one rollout back. Lives on the event-loop thread.
+final class Operation {
+    /// What was asked.
+    enum Kind: String {
+        case deploy, reload, rollback
+    }
+
+    /// Where it is.
+    enum Phase: String {
+        case queued
+        case rollingOut = "rolling-out"
+        case rollingBack = "rolling-back"
+    }
+
+    /// Why the rollout failed, kept for the final reply.
+    struct Failure {
+        var reason: String
+        var output: [String]
+        var code: Int32
+    }
+
+    let kind: Kind
+    /// deploy/rollback options (nil for reload).
+    let options: DeployOptions?
+    /// Who asked (nil: a signal).
+    let uid: uid_t?
+    /// Clients waiting for the result (and streaming progress).
+    var waiters: [ControlConnection] = []
+    var phase: Phase = .queued
+    /// The release rolled out (set when it starts).
+    var target: Release?
+    /// The release before (rollback goes back there).
+    var previous: Release?
+    /// Spec of the previous release, for the rollback rollout.
+    var previousSpec: WorkerSpec?
+    /// Reload: the config in force before, restored if the reload fails.
+    var previousConfig: BatonConfig?
+    /// Progress lines so far (replayed to `--attach`).
+    var progress: [String] = []
+    var failure: Failure?
+    var startedAt: Duration = .zero
+    var startedAtWall: Double = 0
+    var deadline: EventLoop.Token?
+    /// Slots the rollback covers.
+    var rolledBackSlots: [Int] = []
+
+    init(kind: Kind, options: DeployOptions?, uid: uid_t?) {
+        self.kind = kind
+        self.options = options
+        self.uid = uid
+    }
+
+    /// Sends a progress line to every waiter and keeps it.
+    func report(_ line: String) {
+        progress.append(line)
+        if progress.count > 500 { progress.removeFirst(progress.count - 500) }
+        for w in waiters { w.send(.progress(line)) }
+    }
+
+    /// Sends the final reply to every waiter.
+    func finish(_ reply: ControlReply) {
+        for w in waiters { w.finish(reply) }
+        waiters.removeAll()
+    }
+}

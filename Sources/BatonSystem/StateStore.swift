@@ -1,0 +1,99 @@
+import BatonCore
+import FoundationEssentials
+import Glibc
+
+/// The app's state directory (e.g. /var/lib/baton/APP): the current and
+/// previous release (`release.json`, replaced atomically) and the deploy
+/// history (`history.jsonl`, one entry a line).
+public struct StateStore: Sendable {
+    /// The directory.
+    public let directory: String
+    /// Entries kept in history.jsonl.
+    public static let historyLimit = 200
+
+    /// Uses `directory`, creating it (0750) if needed.
+    public init(directory: String) throws(SystemError) {
+        self.directory = directory
+        try Filesystem.makeDirectory(directory, mode: 0o750)
+    }
+
+    /// The persisted release state, if any (nil also for an unreadable file,
+    /// which is logged by the caller as a fresh start).
+    public func loadReleaseState() -> ReleaseState? {
+        guard let text = ProcFS.read(directory + "/release.json") else { return nil }
+        return try? JSONDecoder().decode(ReleaseState.self, from: Data(text.utf8))
+    }
+
+    /// Writes the release state atomically (temp file, fsync, rename, fsync dir).
+    public func save(_ state: ReleaseState) throws(SystemError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(state) else { throw SystemError("encode release state", errno: EINVAL) }
+        try writeAtomically(directory + "/release.json", Array(data) + [0x0A])
+    }
+
+    /// Appends one history entry, trimming the file to the last `historyLimit`.
+    public func append(_ entry: HistoryEntry) throws(SystemError) {
+        var entries = loadHistory()
+        entries.append(entry)
+        let kept = entries.suffix(Self.historyLimit)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var bytes: [UInt8] = []
+        for e in kept {
+            guard let data = try? encoder.encode(e) else { continue }
+            bytes += Array(data) + [0x0A]
+        }
+        try writeAtomically(directory + "/history.jsonl", bytes)
+    }
+
+    /// History, oldest first (unreadable lines are skipped).
+    public func loadHistory() -> [HistoryEntry] {
+        guard let text = ProcFS.read(directory + "/history.jsonl") else { return [] }
+        let decoder = JSONDecoder()
+        return text.split(separator: "\n").compactMap { try? decoder.decode(HistoryEntry.self, from: Data($0.utf8)) }
+    }
+
+    private func writeAtomically(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+        let temporary = path + ".tmp.\(getpid())"
+        let fd = try syscall("open", subject: temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640) }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = SystemError("write", subject: temporary)
+                close(fd)
+                unlink(temporary)
+                throw e
+            }
+            offset += n
+        }
+        if fsync(fd) != 0 {
+            let e = SystemError("fsync", subject: temporary)
+            close(fd)
+            unlink(temporary)
+            throw e
+        }
+        close(fd)
+        try syscall("rename", subject: path) { rename(temporary, path) }
+        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            fsync(dir)
+            close(dir)
+        }
+    }
+}
+
+/// Host memory figures from /proc/meminfo (bytes).
+public enum HostMemory {
+    /// MemAvailable, or nil if unreadable.
+    public static func available() -> UInt64? {
+        guard let text = ProcFS.read("/proc/meminfo") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = UInt64(parts[1]) { return kb * 1024 }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,178 @@
+import ArgumentParser
+import BatonCore
+import BatonSystem
+import FoundationEssentials
+import Glibc
+
+/// Streams an operation's progress lines and turns its final reply into an
+/// exit code: the same for deploy, rollback and attach.
+func followOperation(_ client: inout ControlClient, json: Bool) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    while true {
+        let reply = try client.next()
+        if json { print(String(decoding: try encoder.encode(reply), as: UTF8.self)) }
+        if reply.event != nil {
+            if !json { print(reply.message ?? "") }
+            continue
+        }
+        if reply.ok == true {
+            if !json {
+                for line in reply.details ?? [] { print(line) }
+                print(reply.message ?? "done")
+            }
+            return
+        }
+        if !json {
+            for line in reply.details ?? [] { writeAll(2, Array("  | \(line)\n".utf8)) }
+        }
+        throw BatonExit(code: reply.code ?? BatonExitCode.failure, message: json ? nil : reply.error ?? "failed")
+    }
+}
+
+struct Deploy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Roll every worker onto a new release, zero downtime; roll back if it does not come up.",
+        discussion: """
+            Prints one progress line per step for CI logs. Exit 0: every worker runs the release. \
+            1: the deploy failed and was rolled back (the failing worker's output is printed). \
+            2: bad arguments or release. 3: daemon unreachable. 4: --timeout passed (rolled back). \
+            Killing this command does not stop the deploy: `baton deploy --attach` follows it again.
+            """)
+
+    @OptionGroup var location: DaemonLocation
+
+    @Option(help: "The release folder (absolute path).")
+    var release: String?
+
+    @Option(parsing: .remaining, help: "argv of the new release, to the end of the line (default: [app] command).")
+    var command: [String] = []
+
+    @Option(name: .customLong("env"), help: "KEY=VALUE added to the release's environment (repeatable).")
+    var environment: [String] = []
+
+    @Option(help: "auto, surge or replace (default: [deploy] strategy).")
+    var strategy: String?
+
+    @Option(help: "Slots replaced at once with surge (default: [deploy] max_surge).")
+    var maxSurge: Int?
+
+    @Option(help: "Abort and roll back after this long, e.g. 10m (exit 4).")
+    var timeout: String?
+
+    @Flag(help: "Print the plan and change nothing.")
+    var dryRun = false
+
+    @Flag(help: "If a deploy is in progress, queue behind it instead of failing.")
+    var wait = false
+
+    @Flag(help: "Follow the deploy in progress instead of starting one.")
+    var attach = false
+
+    @Flag(help: "One JSON object per line (progress events, then the result).")
+    var json = false
+
+    func validate() throws {
+        if attach {
+            guard release == nil else { throw ValidationError("--attach follows the deploy in progress: no --release") }
+            return
+        }
+        guard let release else { throw ValidationError("--release DIR is required") }
+        guard release.hasPrefix("/") else { throw ValidationError("--release must be an absolute path") }
+        for e in environment where !e.contains("=") || e.hasPrefix("=") {
+            throw ValidationError("--env expects KEY=VALUE, got \"\(e)\"")
+        }
+        if let strategy, !["auto", "surge", "replace"].contains(strategy) {
+            throw ValidationError("--strategy must be auto, surge or replace")
+        }
+        if let timeout, Units.parseDuration(timeout) == nil {
+            throw ValidationError("--timeout expects a duration like \"10m\", got \"\(timeout)\"")
+        }
+        if let maxSurge, maxSurge < 1 { throw ValidationError("--max-surge must be at least 1") }
+    }
+
+    func run() throws {
+        var client = try ControlClient(path: try location.socketPath(), timeout: nil)
+        defer { client.close() }
+        if attach {
+            try client.send(ControlRequest(cmd: "attach"))
+        } else {
+            let env = environment.map { e in
+                EnvVar(name: String(e.prefix { $0 != "=" }), value: String(e.drop { $0 != "=" }.dropFirst()))
+            }
+            let options = DeployOptions(
+                release: release, command: command.isEmpty ? nil : command, environment: env.isEmpty ? nil : env,
+                strategy: strategy, maxSurge: maxSurge, timeout: timeout, dryRun: dryRun ? true : nil, wait: wait ? true : nil)
+            try client.send(ControlRequest(cmd: "deploy", deploy: options))
+        }
+        try followOperation(&client, json: json)
+    }
+}
+
+struct Rollback: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Go back to the previous release, with the same zero-downtime procedure as a deploy.")
+
+    @OptionGroup var location: DaemonLocation
+
+    @Flag(help: "Queue behind a deploy in progress instead of failing.")
+    var wait = false
+
+    @Flag(help: "One JSON object per line.")
+    var json = false
+
+    func run() throws {
+        var client = try ControlClient(path: try location.socketPath(), timeout: nil)
+        defer { client.close() }
+        try client.send(ControlRequest(cmd: "rollback", deploy: DeployOptions(wait: wait ? true : nil)))
+        try followOperation(&client, json: json)
+    }
+}
+
+struct History: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Recent deploys, reloads and rollbacks with outcome, duration and who asked.")
+
+    @OptionGroup var location: DaemonLocation
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        var client = try ControlClient(path: try location.socketPath(), timeout: .seconds(10))
+        defer { client.close() }
+        try client.send(ControlRequest(cmd: "history"))
+        let reply = try client.next()
+        guard reply.ok == true else { throw BatonExit(code: BatonExitCode.failure, message: reply.error ?? "history failed") }
+        let entries = reply.history ?? []
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(entries), as: UTF8.self))
+            return
+        }
+        print("WHEN (UTC)            KIND      OUTCOME      DURATION  UID    RELEASE")
+        for e in entries {
+            let when = Self.utc(e.startedAt)
+            let duration = String(format1(e.duration)) + "s"
+            print([when, e.kind.padded(8), e.outcome.padded(11), duration.padded(8), (e.uid.map(String.init) ?? "-").padded(5), e.release + (e.detail.map { "  (\($0))" } ?? "")].joined(separator: "  "))
+        }
+    }
+
+    static func utc(_ t: Double) -> String {
+        var time = time_t(t)
+        var tmv = tm()
+        gmtime_r(&time, &tmv)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(tmv.tm_year + 1900)-\(two(tmv.tm_mon + 1))-\(two(tmv.tm_mday)) \(two(tmv.tm_hour)):\(two(tmv.tm_min)):\(two(tmv.tm_sec))"
+    }
+}
+
+/// One decimal.
+func format1(_ v: Double) -> String {
+    let tenths = Int((v * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)"
+}
+
+extension String {
+    func padded(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+}

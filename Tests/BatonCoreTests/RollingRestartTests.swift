@@ -1,0 +1,360 @@
+import BatonCore
+import Testing
+
+private typealias Action = RollingRestart.Action
+
+/// What the supervisor still owes the machine: a new worker's fate, an old worker's exit.
+private enum Pending: Equatable, Comparable {
+    case newWorker(Int)
+    case oldWorker(Int)
+}
+
+/// The workers behind the slots, as the actions leave them.
+private struct Model {
+    let slots: [Int]
+    /// Workers accepting on the socket (old or new), by slot.
+    var serving: [Int: Int]
+    /// New workers not ready yet, by slot.
+    var starting: [Int: Int] = [:]
+    /// Old workers told to stop and still alive, by slot.
+    var draining: [Int: Int] = [:]
+    /// Slots whose new worker serves.
+    var newServing: Set<Int> = []
+
+    init(slots: [Int]) {
+        self.slots = slots
+        serving = Dictionary(uniqueKeysWithValues: slots.map { ($0, 1) })
+    }
+
+    func inFlight(_ s: Int) -> Bool { starting[s, default: 0] + draining[s, default: 0] > 0 }
+    var inReplacement: [Int] { slots.filter(inFlight) }
+    var alive: Int { slots.reduce(0) { $0 + serving[$1]! + starting[$1, default: 0] + draining[$1, default: 0] } }
+
+    /// DESIGN.md: after a failure, the slots needing the previous settings
+    /// back are those a new worker serves and those nothing serves.
+    func expectedFailure(slot: Int, reason: String) -> [Action] {
+        let abandon = slots.filter { starting[$0, default: 0] > 0 }.map { Action.abandonNew(slot: $0) }
+        let replaced = slots.filter { newServing.contains($0) || serving[$0] == 0 }
+        return abandon + [.finished(.failed(slot: slot, reason: reason, replaced: replaced))]
+    }
+
+    /// The phase the machine must report for `s`.
+    func phase(_ s: Int, _ strategy: RollingRestart.Strategy) -> RollingRestart.SlotPhase {
+        if starting[s, default: 0] > 0 { return strategy == .surge ? .startingNew : .startingAfterDrain }
+        if draining[s, default: 0] > 0 { return .drainingOld }
+        return newServing.contains(s) ? .done : .pending
+    }
+
+    var key: String {
+        "\(slots.map { serving[$0]! })\(slots.map { starting[$0, default: 0] })\(slots.map { draining[$0, default: 0] })\(newServing.sorted())"
+    }
+}
+
+/// One configuration of a rollout.
+struct RolloutConfig: Sendable, CustomStringConvertible {
+    var strategy: RollingRestart.Strategy
+    var slots: [Int]
+    var maxSurge = 1
+    var canary = false
+    var description: String { "\(strategy) slots \(slots) max_surge \(maxSurge) canary \(canary)" }
+}
+
+/// The machine plus the world it acts on.
+private struct World {
+    let config: RolloutConfig
+    var machine: RollingRestart
+    var model: Model
+    var pending: [Pending] = []
+    var trace: [Action] = []
+
+    init(_ config: RolloutConfig) {
+        self.config = config
+        machine = RollingRestart(slots: config.slots, strategy: config.strategy, maxSurge: config.maxSurge, canary: config.canary)
+        model = Model(slots: config.slots)
+    }
+
+    mutating func apply(_ actions: [Action]) {
+        for (i, action) in actions.enumerated() {
+            trace.append(action)
+            switch action {
+            case .startNew(let s):
+                model.starting[s, default: 0] += 1
+                pending.append(.newWorker(s))
+            case .drainOld(let s):
+                model.serving[s]! -= 1
+                model.draining[s, default: 0] += 1
+                pending.append(.oldWorker(s))
+            case .abandonNew(let s):
+                model.starting[s, default: 0] -= 1
+                pending.removeAll { $0 == .newWorker(s) }
+            case .finished:
+                #expect(i == actions.count - 1, "\(config): actions after finished: \(actions)")
+            }
+        }
+    }
+
+    mutating func ready(_ s: Int) {
+        model.starting[s]! -= 1
+        model.serving[s]! += 1
+        model.newServing.insert(s)
+        apply(machine.newWorkerReady(slot: s))
+    }
+
+    mutating func exited(_ s: Int) {
+        model.draining[s]! -= 1
+        apply(machine.oldWorkerExited(slot: s))
+    }
+
+    /// A new worker fails (while starting, or dies after it was ready): the rollout ends.
+    mutating func fail(_ s: Int) {
+        if model.starting[s, default: 0] > 0 {
+            model.starting[s]! -= 1
+        } else {
+            model.serving[s]! -= 1
+            model.newServing.remove(s)
+        }
+        let expected = model.expectedFailure(slot: s, reason: "exit code 1")
+        let actions = machine.newWorkerFailed(slot: s, reason: "exit code 1")
+        #expect(actions == expected, "\(config): failure of slot \(s) after \(trace)")
+        apply(actions)
+    }
+
+    /// DESIGN.md's invariants, checked while the rollout runs.
+    func checkInvariants() {
+        let n = config.slots.count
+        let inReplacement = model.inReplacement
+        let unserved = config.slots.filter { model.serving[$0] == 0 }
+        #expect(config.slots.allSatisfy { (0...1).contains(model.serving[$0]!) }, "\(config): \(model.serving)")
+        #expect(config.slots.allSatisfy { model.starting[$0, default: 0] <= 1 && model.draining[$0, default: 0] <= 1 })
+        switch config.strategy {
+        case .surge:
+            #expect(unserved.isEmpty, "\(config): slots \(unserved) without a serving worker after \(trace)")
+            #expect(inReplacement.count <= config.maxSurge, "\(config): \(inReplacement) in replacement")
+            #expect(model.alive <= n + config.maxSurge, "\(config): \(model.alive) workers after \(trace)")
+            if config.canary, let first = config.slots.first, model.phase(first, .surge) != .done {
+                #expect(inReplacement.allSatisfy { $0 == first }, "\(config): \(inReplacement) beside the canary")
+            }
+        case .replace:
+            #expect(unserved.count <= 1, "\(config): slots \(unserved) without a serving worker after \(trace)")
+            #expect(inReplacement.count <= 1, "\(config): \(inReplacement) in replacement")
+            #expect(model.alive <= n, "\(config): replace ran an extra worker after \(trace)")
+        }
+        #expect(machine.inFlightSlots == inReplacement)
+        #expect(machine.currentSlot == inReplacement.first)
+        #expect(machine.replacedSlots == config.slots.filter { model.newServing.contains($0) })
+        for s in config.slots { #expect(machine.phase(of: s) == model.phase(s, config.strategy)) }
+        #expect(machine.phases == config.slots.map { model.phase($0, config.strategy) })
+    }
+
+    /// Events that must be ignored in the current state.
+    func checkIgnoredEvents() {
+        var m = machine
+        let foreign = (config.slots.max() ?? 0) + 1
+        #expect(m.start() == [])
+        #expect(m.newWorkerReady(slot: foreign) == [] && m.newWorkerFailed(slot: foreign, reason: "x") == [])
+        #expect(m.oldWorkerExited(slot: foreign) == [] && m.phase(of: foreign) == nil)
+        for s in config.slots {
+            let phase = model.phase(s, config.strategy)
+            if phase != .drainingOld { #expect(m.oldWorkerExited(slot: s) == []) }
+            if phase != .startingNew && phase != .startingAfterDrain { #expect(m.newWorkerReady(slot: s) == []) }
+            if phase == .pending || (config.strategy == .replace && phase == .drainingOld) {
+                #expect(m.newWorkerFailed(slot: s, reason: "x") == [])
+            }
+        }
+        #expect(m == machine, "\(config): an ignored event changed the machine")
+    }
+
+    var key: String { "\(machine.phases)|\(pending.sorted())|\(model.key)" }
+}
+
+/// Explores every order of events and every failure point; returns how many states it saw.
+private func explore(_ config: RolloutConfig) -> Int {
+    var world = World(config)
+    world.apply(world.machine.start())
+    var visited: Set<String> = []
+    var stack = [world]
+    while let w = stack.popLast(), visited.count < 200_000 {
+        guard visited.insert(w.key).inserted else { continue }
+        if w.machine.isFinished {
+            #expect(w.pending.isEmpty && w.machine.result == .succeeded, "\(config): finished early: \(w.trace)")
+            #expect(config.slots.allSatisfy { w.model.serving[$0] == 1 && w.model.newServing.contains($0) })
+            #expect(w.machine.replacedSlots == config.slots && w.machine.inFlightSlots == [])
+            continue
+        }
+        w.checkInvariants()
+        w.checkIgnoredEvents()
+        #expect(!w.pending.isEmpty, "\(config): stuck after \(w.trace)")
+        // Leaves: aborted from outside here; a ready new worker dies here.
+        var aborted = w
+        #expect(aborted.machine.abort(reason: "deadline") == w.model.expectedFailure(slot: -1, reason: "deadline"))
+        for s in config.slots where w.model.newServing.contains(s) {
+            var died = w
+            died.fail(s)
+            #expect(died.machine.isFinished)
+        }
+        var tried: [Pending] = []
+        for p in w.pending where !tried.contains(p) {
+            tried.append(p)
+            var next = w
+            next.pending.remove(at: next.pending.firstIndex(of: p)!)
+            switch p {
+            case .newWorker(let s):
+                var failed = next
+                failed.fail(s)
+                #expect(failed.machine.isFinished && failed.model.starting.values.allSatisfy { $0 == 0 })
+                next.ready(s)
+            case .oldWorker(let s):
+                next.exited(s)
+            }
+            stack.append(next)
+        }
+    }
+    return visited.count
+}
+
+/// Runs a rollout delivering events first-come first-served; `failing` fails instead of becoming ready.
+private func run(_ config: RolloutConfig, failing: Int? = nil) -> World {
+    var w = World(config)
+    w.apply(w.machine.start())
+    while !w.pending.isEmpty, !w.machine.isFinished {
+        switch w.pending.removeFirst() {
+        case .newWorker(let s): if s == failing { w.fail(s) } else { w.ready(s) }
+        case .oldWorker(let s): w.exited(s)
+        }
+        if !w.machine.isFinished { w.checkInvariants() }
+    }
+    return w
+}
+
+private let allConfigs: [RolloutConfig] =
+    (1...4).flatMap { n in
+        [
+            RolloutConfig(strategy: .replace, slots: Array(0..<n)),
+            RolloutConfig(strategy: .replace, slots: Array(0..<n), canary: true),
+        ]
+            + (1...3).flatMap { surge in
+                [false, true].map { RolloutConfig(strategy: .surge, slots: Array(0..<n), maxSurge: surge, canary: $0) }
+            }
+    } + [RolloutConfig(strategy: .surge, slots: [3, 1, 2], maxSurge: 2), RolloutConfig(strategy: .replace, slots: [3, 1, 2])]
+
+@Suite("RollingRestart")
+struct RollingRestartTests {
+    @Test(arguments: allConfigs)
+    func everyInterleavingKeepsTheInvariants(config: RolloutConfig) {
+        let states = explore(config)
+        // One slot at a time: start, then two events per slot.
+        if config.strategy == .replace || config.maxSurge == 1 { #expect(states == 2 * config.slots.count + 1) }
+        #expect(states > config.slots.count)
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func surgeSequence(n: Int) {
+        let w = run(RolloutConfig(strategy: .surge, slots: Array(0..<n)))
+        #expect(w.trace == (0..<n).flatMap { [Action.startNew(slot: $0), .drainOld(slot: $0)] } + [.finished(.succeeded)])
+        #expect(w.machine.result == .succeeded && w.machine.replacedSlots == Array(0..<n))
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func replaceSequence(n: Int) {
+        let w = run(RolloutConfig(strategy: .replace, slots: Array(0..<n), maxSurge: 3))
+        #expect(w.trace == (0..<n).flatMap { [Action.drainOld(slot: $0), .startNew(slot: $0)] } + [.finished(.succeeded)])
+    }
+
+    @Test func explicitTwoSlotSequences() {
+        #expect(
+            run(RolloutConfig(strategy: .surge, slots: [0, 1])).trace == [
+                .startNew(slot: 0), .drainOld(slot: 0), .startNew(slot: 1), .drainOld(slot: 1), .finished(.succeeded),
+            ])
+        #expect(
+            run(RolloutConfig(strategy: .replace, slots: [0, 1])).trace == [
+                .drainOld(slot: 0), .startNew(slot: 0), .drainOld(slot: 1), .startNew(slot: 1), .finished(.succeeded),
+            ])
+    }
+
+    @Test func surgeOfTwoWithACanary() {
+        var r = RollingRestart(slots: [0, 1, 2, 3], strategy: .surge, maxSurge: 2, canary: true)
+        #expect(r.start() == [.startNew(slot: 0)])
+        #expect(r.newWorkerReady(slot: 0) == [.drainOld(slot: 0)])
+        #expect(r.oldWorkerExited(slot: 0) == [.startNew(slot: 1), .startNew(slot: 2)])
+        #expect(r.inFlightSlots == [1, 2] && r.currentSlot == 1)
+        #expect(r.newWorkerReady(slot: 2) == [.drainOld(slot: 2)])
+        #expect(r.oldWorkerExited(slot: 2) == [.startNew(slot: 3)])
+        #expect(r.replacedSlots == [0, 2] && r.phase(of: 1) == .startingNew && r.phase(of: 3) == .startingNew)
+        #expect(
+            r.newWorkerFailed(slot: 3, reason: "readiness timeout") == [
+                .abandonNew(slot: 1), .finished(.failed(slot: 3, reason: "readiness timeout", replaced: [0, 2])),
+            ])
+    }
+
+    @Test(arguments: [RollingRestart.Strategy.surge, .replace])
+    func canaryFailureEndsTheRollout(strategy: RollingRestart.Strategy) {
+        let w = run(RolloutConfig(strategy: strategy, slots: [0, 1, 2, 3], canary: true), failing: 0)
+        // replace had drained slot 0's old worker: nothing serves it, so it needs the previous settings back.
+        let replaced = strategy == .surge ? [] : [0]
+        #expect(w.trace.last == .finished(.failed(slot: 0, reason: "exit code 1", replaced: replaced)))
+        #expect(!w.trace.contains { $0 == .startNew(slot: 1) || $0 == .drainOld(slot: 1) })
+        var m = w.machine
+        // No new worker serves anywhere (`replacedSlots`), whatever the outcome asks to restore.
+        #expect(m.isFinished && m.replacedSlots == [])
+        #expect(m.start() == [] && m.newWorkerReady(slot: 0) == [] && m.oldWorkerExited(slot: 0) == [])
+        #expect(m.newWorkerFailed(slot: 0, reason: "again") == [] && m.abort(reason: "late") == [])
+        #expect(m == w.machine)
+    }
+
+    @Test(arguments: [RollingRestart.Strategy.surge, .replace])
+    func failureOfTheThirdSlot(strategy: RollingRestart.Strategy) {
+        let w = run(RolloutConfig(strategy: strategy, slots: [0, 1, 2, 3]), failing: 2)
+        let replaced = strategy == .surge ? [0, 1] : [0, 1, 2]
+        #expect(w.machine.result == .failed(slot: 2, reason: "exit code 1", replaced: replaced))
+        #expect(!w.trace.contains { $0 == .startNew(slot: 3) || $0 == .drainOld(slot: 3) })
+        #expect(w.trace.contains(.drainOld(slot: 2)) == (strategy == .replace))
+        #expect(w.model.serving[2] == (strategy == .surge ? 1 : 0))
+    }
+
+    @Test func stepByStepReplaceWithWrongEvents() {
+        var r = RollingRestart(slots: [3, 1], strategy: .replace)
+        #expect(r.slots == [3, 1] && r.strategy == .replace && r.maxSurge == 1 && !r.canary)
+        #expect(r.currentSlot == nil && r.replacedSlots == [] && !r.isFinished && r.result == nil)
+        #expect(r.newWorkerReady(slot: 3) == [] && r.oldWorkerExited(slot: 3) == [])  // before start
+        #expect(r.start() == [.drainOld(slot: 3)])
+        #expect(r.start() == [])
+        #expect(r.newWorkerReady(slot: 3) == [] && r.newWorkerFailed(slot: 3, reason: "x") == [])
+        #expect(r.oldWorkerExited(slot: 1) == [])
+        #expect(r.oldWorkerExited(slot: 3) == [.startNew(slot: 3)])
+        #expect(r.oldWorkerExited(slot: 3) == [])  // duplicate
+        #expect(r.newWorkerReady(slot: 3) == [.drainOld(slot: 1)])
+        #expect(r.currentSlot == 1 && r.replacedSlots == [3] && r.phase(of: 3) == .done)
+        #expect(r.oldWorkerExited(slot: 1) == [.startNew(slot: 1)])
+        #expect(r.newWorkerReady(slot: 1) == [.finished(.succeeded)])
+        #expect(r.isFinished && r.result == .succeeded && r.currentSlot == nil && r.replacedSlots == [3, 1])
+        #expect(r.newWorkerReady(slot: 1) == [] && r.abort(reason: "x") == [])
+    }
+
+    @Test func abortAbandonsStartingWorkers() {
+        var r = RollingRestart(slots: [0, 1, 2], strategy: .surge, maxSurge: 3)
+        #expect(r.start() == [.startNew(slot: 0), .startNew(slot: 1), .startNew(slot: 2)])
+        #expect(r.newWorkerReady(slot: 1) == [.drainOld(slot: 1)])
+        #expect(
+            r.abort(reason: "deploy timed out after 10m") == [
+                .abandonNew(slot: 0), .abandonNew(slot: 2),
+                .finished(.failed(slot: -1, reason: "deploy timed out after 10m", replaced: [1])),
+            ])
+        #expect(r.isFinished && r.oldWorkerExited(slot: 1) == [])
+        var idle = RollingRestart(slots: [0], strategy: .replace)
+        #expect(idle.abort(reason: "shutdown") == [.finished(.failed(slot: -1, reason: "shutdown", replaced: []))])
+    }
+
+    @Test(arguments: [RollingRestart.Strategy.surge, .replace])
+    func emptyRolloutSucceedsAtOnce(strategy: RollingRestart.Strategy) {
+        var r = RollingRestart(slots: [], strategy: strategy, canary: true)
+        #expect(r.start() == [.finished(.succeeded)])
+        #expect(r.isFinished && r.replacedSlots == [] && r.currentSlot == nil)
+        #expect(r.start() == [])
+    }
+
+    @Test func maxSurgeIsAtLeastOne() {
+        #expect(RollingRestart(slots: [0], strategy: .surge, maxSurge: 0).maxSurge == 1)
+        #expect(RollingRestart(slots: [0], strategy: .surge, maxSurge: -2).maxSurge == 1)
+        #expect(RollingRestart.Strategy(rawValue: "auto") == nil)
+    }
+}

@@ -1,0 +1,206 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// `baton deploy` end to end: real daemon, real workers, bounded load.
+    @Suite("baton deploy")
+    struct DeployTests {
+        static let worker = TestPaths.executable("baton-demo-worker")
+
+        @Test("three consecutive deploys under 16 keep-alive connections: 0 failed, every worker replaced, responses switch releases")
+        func threeDeploysUnderLoad() throws {
+            let baton = try BatonHarness(workers: 4, tag: "dep3")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 16, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(300))
+            var releases = [baton.releaseDirectory]
+            for name in ["r2", "r3", "r4"] {
+                let before = Set(try baton.status().workers.map(\.pid))
+                let release = baton.makeRelease(name)
+                let result = try baton.cli(["deploy", "--release", release])
+                #expect(result.code == 0, "\(result.stderr)")
+                #expect(result.stdout.contains("deploy finished: 4 workers on \(release)"))
+                #expect(result.stdout.contains("ready after"))
+                #expect(result.stdout.contains("drained in"))
+                let after = try baton.status()
+                #expect(after.workers.count == 4)
+                #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" })
+                #expect(Set(after.workers.map(\.pid)).isDisjoint(with: before))
+                #expect(after.release == release)
+                releases.append(release)
+                #expect(load.waitForProgress(300))
+            }
+            let report = load.stop()
+            print("three deploys under load: \(report)")
+            #expect(report.failed == 0, "\(report)")
+            #expect(report.releases == releases)
+            let history = try baton.cli(["history", "--json"])
+            #expect(history.stdout.components("\"outcome\" : \"succeeded\"") == 3)
+        }
+
+        @Test("a release whose workers never become ready: the canary fails, nothing else is touched, exit 1 with its output")
+        func canaryNeverReady() throws {
+            let baton = try BatonHarness(
+                workers: 3,
+                sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [readiness]
+                    timeout = "1s"
+                    """, tag: "canary")
+            defer { baton.stop() }
+            let before = try baton.status().workers
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
+            #expect(load.waitForProgress(100))
+            let release = baton.makeRelease("bad")
+            let result = try baton.cli(["deploy", "--release", release, "--command", Self.worker, "--never-ready"])
+            let report = load.stop()
+            #expect(result.code == 1)
+            #expect(result.stderr.contains("readiness-timeout"), "\(result.stderr)")
+            #expect(result.stderr.contains("nothing changed"))
+            #expect(result.stderr.contains("  | baton-demo-worker["), "the worker's output is printed")
+            #expect(result.stdout.contains("slot 0: starting"))
+            #expect(!result.stdout.contains("slot 1:"))
+            #expect(report.failed == 0, "\(report)")
+            let after = try baton.status()
+            #expect(after.workers.map(\.pid) == before.map(\.pid))
+            #expect(after.release == baton.releaseDirectory)
+        }
+
+        @Test("a release that crashes after becoming ready, mid-rollout: every slot rolled back, 0 failed requests, exit 1")
+        func crashAfterReadyRollsBack() throws {
+            let baton = try BatonHarness(workers: 4, tag: "crash")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 16, maxDuration: .seconds(60))
+            #expect(load.waitForProgress(200))
+            let release = baton.makeRelease("crashy")
+            let result = try baton.cli([
+                "deploy", "--release", release, "--command", Self.worker, "--boot-delay", "0.3", "--crash-after", "0.45",
+            ])
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            print("crash mid-rollout: \(report)")
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("exited after becoming ready"))
+            #expect(result.stderr.contains("rolled back"))
+            #expect(result.stdout.contains("rolling back slots"))
+            #expect(report.failed == 0, "\(report)")
+            let after = try baton.status()
+            #expect(after.workers.count == 4)
+            #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
+            #expect(after.release == baton.releaseDirectory)
+        }
+
+        @Test("--dry-run changes nothing; a concurrent deploy is refused, --wait queues it; a killed CLI does not stop the deploy")
+        func overlapsAndDetach() throws {
+            let baton = try BatonHarness(workers: 2, tag: "ovl")
+            defer { baton.stop() }
+            let slow = [Self.worker, "--boot-delay", "0.8"]
+            let r2 = baton.makeRelease("r2")
+            let r3 = baton.makeRelease("r3")
+            let before = try baton.status().workers.map(\.pid)
+            let dry = try baton.cli(["deploy", "--release", r2, "--dry-run"])
+            #expect(dry.code == 0)
+            #expect(dry.stdout.contains("slot 1: pid \(before[1])"))
+            #expect(dry.stdout.contains("dry run: nothing changed"))
+            #expect(try baton.status().workers.map(\.pid) == before)
+
+            let first = try baton.startCLI(["deploy", "--release", r2, "--command"] + slow)
+            #expect(first.waitForStdout(containing: "slot 0: starting", timeout: .seconds(10)))
+            let refused = try baton.cli(["deploy", "--release", r3])
+            #expect(refused.code == 1)
+            #expect(refused.stderr.contains("deploy in progress"))
+            let queued = try baton.startCLI(["deploy", "--wait", "--release", r3])
+            #expect(queued.waitForStdout(containing: "waiting: a deploy is in progress", timeout: .seconds(10)))
+            // Ctrl-C / a dropped ssh: the first client dies, its deploy goes on.
+            first.signal(SIGKILL)
+            _ = first.wait(timeout: .seconds(5))
+            let attached = try baton.cli(["deploy", "--attach"])
+            #expect(attached.code == 0, "\(attached.stderr)")
+            #expect(attached.stdout.contains("deploy finished: 2 workers on \(r2)"), "\(attached.stdout)")
+            #expect(queued.wait(timeout: .seconds(30)) == 0)
+            #expect(queued.stdout.contains("deploy finished: 2 workers on \(r3)"))
+            let status = try baton.status()
+            #expect(status.release == r3)
+            let history = try baton.cli(["history"])
+            #expect(history.stdout.contains(r2) && history.stdout.contains(r3))
+        }
+
+        @Test("--timeout aborts, rolls back and exits 4")
+        func timeoutRollsBack() throws {
+            let baton = try BatonHarness(workers: 2, tag: "tmo")
+            defer { baton.stop() }
+            let release = baton.makeRelease("slow")
+            let result = try baton.cli(["deploy", "--release", release, "--timeout", "1s", "--command", Self.worker, "--boot-delay", "0.6"])
+            #expect(result.code == 4, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("deadline of 1s passed"))
+            let status = try baton.status()
+            #expect(status.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" })
+            #expect(status.release == baton.releaseDirectory)
+        }
+
+        @Test("the release persists across a restart of baton; baton rollback goes back")
+        func persistenceAndRollback() throws {
+            let first = try BatonHarness(workers: 2, tag: "pers")
+            let r2 = first.makeRelease("r2")
+            let deployed = try first.cli(["deploy", "--release", r2])
+            #expect(deployed.code == 0)
+            first.stop(keepDirectory: true)
+            let second = try BatonHarness(workers: 2, tag: "pers", reuse: first.directory)
+            defer { second.stop() }
+            #expect(try second.status().workers.allSatisfy { $0.release == r2 })
+            let back = try second.cli(["rollback"])
+            #expect(back.code == 0, "\(back.stderr)")
+            #expect(back.stdout.contains("rollback finished: 2 workers on \(second.releaseDirectory)"))
+            #expect(try second.status().workers.allSatisfy { $0.release == second.releaseDirectory })
+            let again = try second.cli(["history", "--json"])
+            #expect(again.stdout.contains("\"kind\" : \"rollback\""))
+        }
+
+        @Test("bad deploy input: one line, exit 2, nothing changes")
+        func badDeployInput() throws {
+            let baton = try BatonHarness(workers: 1, tag: "dbad")
+            defer { baton.stop() }
+            let pids = try baton.status().workers.map(\.pid)
+            let missing = try baton.cli(["deploy", "--release", "/nonexistent/release"])
+            #expect(missing.code == 2)
+            #expect(missing.stderr == "baton: release /nonexistent/release is not a directory")
+            let relative = try baton.cli(["deploy", "--release", "relative/dir"])
+            #expect(relative.code == 2)
+            let env = try baton.cli(["deploy", "--release", baton.releaseDirectory, "--env", "NOEQUALS"])
+            #expect(env.code == 2)
+            let surge = try baton.cli(["deploy", "--release", baton.releaseDirectory, "--max-surge", "5"])
+            #expect(surge.code == 2)
+            #expect(surge.stderr.contains("--max-surge must be between 1 and 1"))
+            let noPrevious = try baton.cli(["rollback"])
+            #expect(noPrevious.code == 2)
+            #expect(noPrevious.stderr.contains("no previous release"))
+            #expect(try baton.status().workers.map(\.pid) == pids)
+        }
+
+        @Test("a rollback that fails leaves serving slots serving and reports the app degraded")
+        func failedRollbackIsDegraded() throws {
+            let baton = try BatonHarness(workers: 4, tag: "degr")
+            defer { baton.stop() }
+            let release = baton.makeRelease("crashy")
+            // The old release folder disappears: rolling back to it cannot start workers.
+            let moved = baton.directory + "/releases/r1-gone"
+            #expect(rename(baton.releaseDirectory, moved) == 0)
+            let result = try baton.cli(["deploy", "--release", release, "--command", Self.worker, "--boot-delay", "0.3", "--crash-after", "0.45"])
+            #expect(result.code == 1)
+            #expect(result.stderr.contains("the rollback failed too"), "\(result.stderr)")
+            #expect(result.stderr.contains("  | slot 0:"))
+            let status = try baton.status()
+            #expect(status.degraded == true)
+            #expect(status.summary.contains("DEGRADED"))
+        }
+    }
+}
+
+extension String {
+    /// How many times `part` occurs.
+    func components(_ part: String) -> Int { split(separator: part, omittingEmptySubsequences: false).count - 1 }
+}

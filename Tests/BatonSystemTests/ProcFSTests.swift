@@ -1,0 +1,132 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import CBatonLinux
+import Glibc
+import Testing
+
+/// A worker-like tree: sh → sh → sleep, plus a sleep that left the process
+/// group (setsid). The innermost shell prints the pids once they exist.
+private final class SleepTree {
+    let process: TestProcess
+    /// sleep in the worker's group, a grandchild of the root.
+    let grandchild: pid_t
+    /// sleep in its own session, a grandchild too.
+    let escaped: pid_t
+    private let escapedPidfd: Int32
+
+    init() throws {
+        // The escaped sleep announces itself after setsid; the grandchild's pid is known once forked.
+        let inner = #"sleep 30 & echo "grandchild $!" >&2; setsid sh -c 'echo "escaped $$" >&2; exec sleep 30' & wait"#
+        process = try TestProcess(
+            ["/bin/sh", "-c", "sh -c '\(inner.replacing("'", with: #"'\''"#))' & wait"], environment: childEnvironment)
+        let p = process
+        func pid(after tag: String) throws -> pid_t {
+            let line = try #require(p.waitForLine(containing: tag, timeout: .seconds(20)), "no '\(tag)' line")
+            return try #require(line.split(separator: " ").last.flatMap { Int32($0) })
+        }
+        do {
+            grandchild = try pid(after: "grandchild ")
+            escaped = try pid(after: "escaped ")
+        } catch {
+            CBatonLinuxShim.signalGroup(p.pid, SIGKILL)
+            throw error
+        }
+        escapedPidfd = CBatonLinux_pidfd_open(escaped)
+    }
+
+    /// Kills the whole group and the escaped sleep; reaps the root.
+    func stop() {
+        CBatonLinuxShim.signalGroup(process.pid, SIGKILL)
+        if escapedPidfd >= 0 {
+            CBatonLinuxShim.signal(pidfd: escapedPidfd, SIGKILL)
+            close(escapedPidfd)
+        }
+        process.stop(timeout: .seconds(10))
+    }
+}
+
+@Suite("ProcFS", .serialized)
+struct ProcFSTests {
+    @Test func treeFindsGrandchildrenIncludingOnesThatLeftTheGroup() throws {
+        let tree = try SleepTree()
+        defer { tree.stop() }
+        let root = tree.process.pid
+        let members = ProcFS.tree(of: root)
+        #expect(members.first == root)
+        #expect(members.count == 4, "\(members)")
+        #expect(members.contains(tree.grandchild))
+        #expect(members.contains(tree.escaped))
+        #expect(Set(members).count == members.count)
+        let middle = try #require(ProcFS.children(of: root).first)
+        #expect(ProcFS.children(of: root) == [middle])
+        #expect(Set(ProcFS.children(of: middle)) == [tree.grandchild, tree.escaped])
+        #expect(ProcFS.parentPID(of: tree.grandchild) == middle)
+        #expect(ProcFS.parentPID(of: root) == getpid())
+        #expect(ProcFS.tree(of: tree.grandchild) == [tree.grandchild])
+    }
+
+    @Test func isInTree() throws {
+        let tree = try SleepTree()
+        defer { tree.stop() }
+        let root = tree.process.pid
+        #expect(ProcFS.isInTree(root, root: root))
+        #expect(ProcFS.isInTree(tree.grandchild, root: root))
+        #expect(getpgid(tree.escaped) != root)
+        #expect(ProcFS.isInTree(tree.escaped, root: root))  // by the ppid chain
+        #expect(!ProcFS.isInTree(getpid(), root: root))
+        #expect(!ProcFS.isInTree(1, root: root))
+        #expect(!ProcFS.isInTree(root, root: tree.grandchild))
+    }
+
+    @Test func memoryOfOneProcess() throws {
+        let child = try LinuxProcessLauncher().spawn(SpawnRequest(argv: ["/bin/sleep", "30"], environment: childEnvironment))
+        defer { finish(child) }
+        let cheap = try #require(ProcFS.memory(of: child.pid, detailed: false))
+        #expect(cheap.rss > 0)
+        #expect(cheap.rss % ProcFS.pageSize == 0)
+        #expect(cheap.pss == nil && cheap.uss == nil)
+        let detailed = try #require(ProcFS.memory(of: child.pid, detailed: true))
+        let pss = try #require(detailed.pss)
+        let uss = try #require(detailed.uss)
+        #expect(detailed.rss > 0)
+        #expect(pss > 0 && pss <= detailed.rss)
+        #expect(uss > 0 && uss <= pss)
+    }
+
+    @Test func memoryOfThisProcessAndOfNobody() throws {
+        let own = try #require(ProcFS.memory(of: getpid(), detailed: true))
+        #expect(own.rss > 1024 * 1024)
+        #expect(own.pss != nil && own.uss != nil)
+        #expect(ProcFS.memory(of: 0x3FFF_FFFF, detailed: true) == nil)
+        #expect(ProcFS.treeMemory(of: 0x3FFF_FFFF, detailed: false) == nil)
+    }
+
+    @Test func treeMemorySumsTheTree() throws {
+        let tree = try SleepTree()
+        defer { tree.stop() }
+        let root = tree.process.pid
+        let rootOnly = try #require(ProcFS.memory(of: root, detailed: true))
+        let whole = try #require(ProcFS.treeMemory(of: root, detailed: true))
+        #expect(whole.rss > rootOnly.rss)
+        #expect(whole.pss != nil && whole.uss != nil)
+        #expect((whole.uss ?? 0) > (rootOnly.uss ?? 0))
+        let cheap = try #require(ProcFS.treeMemory(of: root, detailed: false))
+        #expect(cheap.pss == nil)
+    }
+
+    @Test func readsAndSignalMasks() throws {
+        // This thread is running; the process's main thread may well be asleep.
+        #expect(ProcFS.read("/proc/thread-self/stat").flatMap(ProcParsers.statFields)?.state == "R")
+        #expect(ProcFS.read("/nonexistent/baton") == nil)
+        // Larger than one read buffer (8 KiB): read until EOF.
+        let maps = try #require(ProcFS.read("/proc/self/maps"))
+        #expect(maps.utf8.count > 8192)
+        #expect(maps.hasSuffix("\n"))
+        let mask = try #require(ProcFS.blockedSignals(of: getpid()))
+        let ownStatus = try #require(ProcFS.read("/proc/\(getpid())/status"))
+        #expect(ProcParsers.statusMask(ownStatus, field: "SigBlk") == mask)
+        #expect(ProcFS.blockedSignals(of: 0x3FFF_FFFF) == nil)
+        #expect(ProcFS.pageSize == UInt64(sysconf(Int32(_SC_PAGESIZE))))
+    }
+}

@@ -1,0 +1,215 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+/// True when this host can bind [::1] (containers often have no IPv6 loopback).
+private func ipv6LoopbackAvailable() -> Bool {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var sa = sockaddr_in6()
+    sa.sin6_family = sa_family_t(AF_INET6)
+    sa.sin6_addr = in6addr_loopback
+    return withUnsafePointer(to: &sa) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0 }
+    }
+}
+
+/// Connects a blocking TCP client to 127.0.0.1:port; returns the fd or -1.
+private func connectTCP4(port: UInt16) -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    let r = withUnsafePointer(to: &sa) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    if r != 0 {
+        close(fd)
+        return -1
+    }
+    return fd
+}
+
+private func port(of listener: Listener) throws -> UInt16 {
+    let text = try #require(Sockets.localAddress(listener.fd))
+    return try #require(UInt16(text.split(separator: ":").last ?? ""))
+}
+
+private func fileMode(_ path: String) -> mode_t? {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return nil }
+    return st.st_mode
+}
+
+/// A unix stream client connected to `path`, or -1.
+private func connectUnix(_ path: String) -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    if Sockets.connectUnix(fd, path) != 0 {
+        close(fd)
+        return -1
+    }
+    return fd
+}
+
+@Suite("Sockets", .serialized)
+struct SocketsTests {
+    @Test func tcpLoopbackGetsAPortAndAccepts() throws {
+        let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { close(listener.fd) }
+        let port = try port(of: listener)
+        #expect(port != 0)
+        #expect(listener.address == "127.0.0.1:\(port)")
+        #expect(Sockets.localAddress(listener.fd) == listener.address)
+        #expect(listener.name == "127.0.0.1_0")
+        #expect(Sockets.isListeningStream(listener.fd))
+        #expect(fcntl(listener.fd, F_GETFD) & FD_CLOEXEC != 0)
+        let client = connectTCP4(port: port)
+        try #require(client >= 0)
+        defer { close(client) }
+        let accepted = Sockets.acceptNonBlocking(listener.fd)
+        #expect(accepted >= 0)
+        if accepted >= 0 {
+            #expect(fcntl(accepted, F_GETFL) & O_NONBLOCK != 0)
+            #expect(fcntl(accepted, F_GETFD) & FD_CLOEXEC != 0)
+            #expect(!Sockets.isListeningStream(accepted))  // connected, not listening
+            close(accepted)
+        }
+    }
+
+    @Test(.enabled(if: ipv6LoopbackAvailable(), "IPv6 loopback [::1] is not available on this host"))
+    func tcpIPv6Loopback() throws {
+        let listener = try Sockets.bind(.tcp(host: "::1", port: 0), mode: 0o660, backlog: 16)
+        defer { close(listener.fd) }
+        let port = try port(of: listener)
+        #expect(port != 0)
+        #expect(listener.address == "[::1]:\(port)")
+        #expect(listener.name == "[__1]_0")
+        #expect(Sockets.isListeningStream(listener.fd))
+    }
+
+    @Test func tcpPortInUseAndBadHost() throws {
+        let first = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { close(first.fd) }
+        let port = try port(of: first)
+        #expect(throws: SystemError("bind", errno: EADDRINUSE, subject: "127.0.0.1:\(port)")) {
+            _ = try Sockets.bind(.tcp(host: "127.0.0.1", port: port), mode: 0o660, backlog: 16)
+        }
+        #expect(throws: SystemError("inet_pton", errno: EINVAL, subject: "localhost")) {
+            _ = try Sockets.bind(.tcp(host: "localhost", port: 0), mode: 0o660, backlog: 16)
+        }
+    }
+
+    @Test(arguments: [0o660 as UInt32, 0o600, 0o666])
+    func unixSocketGetsItsMode(mode: UInt32) throws {
+        try withTemporaryDirectory("sock") { dir in
+            let path = dir + "/http.sock"
+            let listener = try Sockets.bind(.unix(path: path), mode: mode, backlog: 16)
+            defer { close(listener.fd) }
+            let st = try #require(fileMode(path))
+            #expect(st & S_IFMT == S_IFSOCK)
+            #expect(UInt32(st & 0o7777) == mode)
+            #expect(listener.address == "unix:\(path)")
+            #expect(Sockets.localAddress(listener.fd) == "unix:\(path)")
+            #expect(listener.name == Sockets.fdName(for: .unix(path: path)))
+            #expect(!listener.name.contains(":") && !listener.name.contains("/"))
+            #expect(Sockets.isListeningStream(listener.fd))
+            let client = connectUnix(path)
+            #expect(client >= 0)
+            close(client)
+        }
+    }
+
+    @Test func isListeningStreamIsFalseForOtherDescriptors() throws {
+        let pipe = try makePipe()
+        defer {
+            close(pipe.read)
+            close(pipe.write)
+        }
+        #expect(!Sockets.isListeningStream(pipe.read))
+        #expect(!Sockets.isListeningStream(pipe.write))
+        #expect(!Sockets.isListeningStream(-1))
+        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(udp) }
+        #expect(!Sockets.isListeningStream(udp))
+        let unlistened = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(unlistened) }
+        #expect(!Sockets.isListeningStream(unlistened))
+        let file = open("/proc/self/stat", O_RDONLY | O_CLOEXEC)
+        defer { close(file) }
+        #expect(!Sockets.isListeningStream(file))
+    }
+
+    @Test func staleSocketFileIsReplaced() throws {
+        try withTemporaryDirectory("stale") { dir in
+            let path = dir + "/app.sock"
+            let old = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
+            close(old.fd)  // the file stays behind, nobody listens
+            #expect(fileMode(path).map { $0 & S_IFMT } == S_IFSOCK)
+            #expect(connectUnix(path) == -1)
+            let fresh = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 16)
+            defer { close(fresh.fd) }
+            #expect(fileMode(path).map { UInt32($0 & 0o7777) } == 0o600)
+            let client = connectUnix(path)
+            #expect(client >= 0)
+            close(client)
+        }
+    }
+
+    @Test func liveListenerIsNotStolen() throws {
+        try withTemporaryDirectory("live") { dir in
+            let path = dir + "/app.sock"
+            let live = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
+            defer { close(live.fd) }
+            #expect(throws: SystemError("bind", errno: EADDRINUSE, subject: path)) {
+                _ = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 16)
+            }
+            // The live one keeps its file, its mode and its clients.
+            #expect(fileMode(path).map { UInt32($0 & 0o7777) } == 0o660)
+            let client = connectUnix(path)
+            #expect(client >= 0)
+            close(client)
+            #expect(Sockets.isListeningStream(live.fd))
+        }
+    }
+
+    @Test func regularFileAtThePathIsNeverRemoved() throws {
+        try withTemporaryDirectory("file") { dir in
+            let path = dir + "/app.sock"
+            TestPaths.write(path, "precious\n")
+            #expect(throws: SystemError("bind", errno: EADDRINUSE, subject: path)) {
+                _ = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
+            }
+            #expect(ProcFS.read(path) == "precious\n")
+        }
+    }
+
+    @Test func unixPathTooLong() {
+        let path = "/tmp/" + String(repeating: "x", count: 120)
+        #expect(throws: SystemError("bind", errno: ENAMETOOLONG, subject: path)) {
+            _ = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
+        }
+    }
+
+    @Test func datagramSocketWithGroupAndMode() throws {
+        try withTemporaryDirectory("dgram") { dir in
+            let path = dir + "/notify.sock"
+            let fd = try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o620, group: getegid())
+            defer { close(fd) }
+            var st = stat()
+            #expect(lstat(path, &st) == 0)
+            #expect(st.st_mode & 0o7777 == 0o620)
+            #expect(st.st_gid == getegid())
+            #expect(!Sockets.isListeningStream(fd))
+        }
+    }
+
+    @Test func fdNames() {
+        #expect(Sockets.fdName(for: .tcp(host: "127.0.0.1", port: 8080)) == "127.0.0.1_8080")
+        #expect(Sockets.fdName(for: .tcp(host: "::1", port: 80)) == "[__1]_80")
+        #expect(Sockets.fdName(for: .unix(path: "/run/shop/http.sock")) == "unix__run_shop_http.sock")
+    }
+}
