@@ -22,6 +22,14 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# The benchmark harness (not tests): prints tables, writes Benchmarks/results/*.json.
+# QUICK=1: one short repetition.
+bench: deps
+	$(SWIFT) build -c release --product baton
+	$(SWIFT) build -c release --product baton-demo-worker
+	$(SWIFT) build -c release --product baton-bench
+	.build/release/baton-bench deploy-under-load $(if $(QUICK),--quick,)
+
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests
 

@@ -69,6 +69,17 @@ let package = Package(
             name: "BatonIntegrationTests",
             dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport"]
         ),
+        // Real systemd (252) in a private namespace sandbox: units, socket activation, reload.
+        .testTarget(
+            name: "BatonSystemdTests",
+            dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport"]
+        ),
+        // The benchmark harness (`make bench`): prints a table, writes JSON. Not a test.
+        .executableTarget(
+            name: "baton-bench",
+            dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport"],
+            path: "Benchmarks/Sources/baton-bench"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -24,6 +24,9 @@ public final class LoadClient: @unchecked Sendable {
         public var pids: Set<Int32> = []
         /// Releases seen, in the order they first appeared.
         public var releases: [String] = []
+        /// Every answered request: when it completed and how long it took
+        /// (only with `recordLatencies`).
+        public var samples: [LatencySample] = []
         /// Total failed.
         public var failed: Int { failures.values.reduce(0, +) }
         /// One line.
@@ -34,15 +37,20 @@ public final class LoadClient: @unchecked Sendable {
 
     private let port: UInt16
     private let path: String
+    private let recordLatencies: Bool
     private let report = Protected(Report())
     private let stopFlag = Protected(false)
     private var threads: [Thread] = []
 
     /// Starts `connections` keep-alive clients against 127.0.0.1:`port`.
     /// They stop by themselves after `maxDuration` or `maxRequests` each.
-    public init(port: UInt16, connections: Int, path: String = "/", maxDuration: Duration = .seconds(120), maxRequests: Int = 200_000) {
+    public init(
+        port: UInt16, connections: Int, path: String = "/", maxDuration: Duration = .seconds(120), maxRequests: Int = 200_000,
+        recordLatencies: Bool = false
+    ) {
         self.port = port
         self.path = path
+        self.recordLatencies = recordLatencies
         let deadline = monotonicNow() + maxDuration
         for _ in 0..<connections {
             threads.append(Thread { [self] in self.clientLoop(deadline: deadline, maxRequests: maxRequests) })
@@ -84,6 +92,8 @@ public final class LoadClient: @unchecked Sendable {
         var connection: Int32 = -1
         var reused = false
         var sent = 0
+        var samples: [LatencySample] = []
+        defer { if recordLatencies { record { $0.samples += samples } } }
         while !stopFlag.withLock({ $0 }), monotonicNow() < deadline, sent < maxRequests {
             if connection < 0 {
                 switch Self.connect(port: port) {
@@ -96,7 +106,13 @@ public final class LoadClient: @unchecked Sendable {
                 }
             }
             sent += 1
-            switch exchange(connection) {
+            let began = monotonicNow()
+            let outcome = exchange(connection)
+            if recordLatencies, case .ok = outcome {
+                let end = monotonicNow()
+                samples.append(LatencySample(end: end, latency: end - began))
+            }
+            switch outcome {
             case .ok(let pid, let release, let keepAlive):
                 record {
                     $0.ok += 1
@@ -209,6 +225,14 @@ public final class LoadClient: @unchecked Sendable {
         }
         return nil
     }
+}
+
+/// One answered request.
+public struct LatencySample: Sendable {
+    /// Monotonic time it completed.
+    public var end: Duration
+    /// Time from sending to the complete response.
+    public var latency: Duration
 }
 
 struct LoadError: Error {

@@ -1,0 +1,58 @@
+import BatonSystem
+import Glibc
+
+// baton-bench: the benchmark harness (`make bench`). Each scenario runs real
+// baton, real demo workers and a real load client on 127.0.0.1, prints a
+// table and writes JSON to Benchmarks/results/. Not a test: nothing here
+// asserts a time.
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+var options = BenchOptions()
+var scenarios: [String] = []
+var i = 0
+while i < arguments.count {
+    let a = arguments[i]
+    func value() -> String {
+        i += 1
+        guard i < arguments.count else { fail("\(a) needs a value") }
+        return arguments[i]
+    }
+    switch a {
+    case "--workers": options.workers = Int(value()) ?? options.workers
+    case "--connections": options.connections = Int(value()) ?? options.connections
+    case "--deploys": options.deploys = Int(value()) ?? options.deploys
+    case "--boot-delay": options.bootDelay = Double(value()) ?? options.bootDelay
+    case "--steady": options.steadySeconds = Double(value()) ?? options.steadySeconds
+    case "--out": options.outputDirectory = value()
+    case "--quick": options.quick = true
+    case "-h", "--help":
+        print("usage: baton-bench [deploy-under-load] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]")
+        exit(0)
+    default:
+        if a.hasPrefix("-") { fail("unknown option \(a)") }
+        scenarios.append(a)
+    }
+    i += 1
+}
+if options.quick {
+    options.deploys = 1
+    options.steadySeconds = 2
+}
+if scenarios.isEmpty { scenarios = ["deploy-under-load"] }
+for scenario in scenarios {
+    switch scenario {
+    case "deploy-under-load":
+        do {
+            try DeployUnderLoad(options: options).run()
+        } catch {
+            fail("deploy-under-load: \(error)")
+        }
+    default:
+        fail("unknown scenario \(scenario) (known: deploy-under-load)")
+    }
+}
+
+func fail(_ message: String) -> Never {
+    writeAll(2, Array("baton-bench: \(message)\n".utf8))
+    exit(2)
+}

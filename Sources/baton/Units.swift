@@ -1,0 +1,213 @@
+import ArgumentParser
+import BatonCore
+import Glibc
+
+/// `baton units --config FILE`: the socket and service units for one app, ready to install.
+///
+/// Named `SystemdUnits`, not `Units`: BatonCore's `Units` (durations and sizes) is used
+/// unqualified across this target, and a `Units` command here would shadow it.
+struct SystemdUnits: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "units",
+        abstract: "Print a socket and a service unit for one app, ready to install.",
+        discussion: """
+            The socket unit listens on the config's [listen] addresses and hands them to baton by \
+            socket activation; the service unit runs `baton serve` on the config (Type=notify, \
+            synchronous ExecReload=baton reload, TimeoutStopSec= stop.timeout + 15 s). Each file is \
+            preceded by a line `# file: NAME`. Exit 2 with one line for a bad config.
+            """)
+
+    @Option(help: "The app's config file (TOML); the units name it by its absolute path.")
+    var config: String
+
+    @Option(help: "The baton binary the units run (default: this baton as invoked, found through PATH).")
+    var binary: String?
+
+    func validate() throws {
+        if let binary, !binary.hasPrefix("/") { throw ValidationError("--binary must be an absolute path") }
+    }
+
+    func run() throws {
+        let loaded = try loadConfig(config)
+        let files = try UnitFiles(
+            config: loaded, configPath: absolutePath(config),
+            binary: binary ?? Self.invokedExecutable())
+        for file in files.all {
+            print("# file: \(file.name)")
+            print(file.text, terminator: "")
+        }
+    }
+
+    /// This baton's path as the user invoked it: argv[0] made absolute, or looked up in PATH
+    /// (a symlink such as /usr/local/bin/baton stays a symlink, so upgrades that move it keep
+    /// working); /proc/self/exe when neither works.
+    static func invokedExecutable() -> String {
+        let argv0 = CommandLine.arguments.first ?? "baton"
+        if argv0.contains("/") { return absolutePath(argv0) }
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+            let candidate = "\(directory)/\(argv0)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return Demo.siblingExecutable(argv0)
+    }
+}
+
+/// `path` made absolute against the working directory, with `.` and `..` removed lexically
+/// (symlinks are kept: the unit should name the path the admin chose).
+func absolutePath(_ path: String) -> String {
+    var full = path
+    if !path.hasPrefix("/") {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let cwd = getcwd(&buffer, buffer.count).map { _ in String(cString: buffer) } ?? "/"
+        full = cwd + "/" + path
+    }
+    var parts: [Substring] = []
+    for part in full.split(separator: "/") {
+        switch part {
+        case ".": continue
+        case "..": _ = parts.popLast()
+        default: parts.append(part)
+        }
+    }
+    return "/" + parts.joined(separator: "/")
+}
+
+/// The text of `baton-NAME.socket` and `baton-NAME.service` for one config.
+struct UnitFiles {
+    /// A unit file: its name and content (ending in a newline).
+    struct File {
+        var name: String
+        var text: String
+    }
+
+    /// The socket unit.
+    let socket: File
+    /// The service unit.
+    let service: File
+    /// Both, socket first (the order to install and start them in).
+    var all: [File] { [socket, service] }
+
+    /// The name workers see in LISTEN_FDNAMES for the socket unit's sockets; the shipped
+    /// template uses it too. Not in the form of baton's own names for sockets it bound
+    /// (`127.0.0.1_8080`), so the two never mix up.
+    static let fileDescriptorName = "web"
+
+    /// Added to `stop.timeout` for TimeoutStopSec=: baton's own shutdown after the last drain.
+    static let stopMargin: Duration = .seconds(15)
+
+    /// Renders both units; throws a usage error (exit 2) for what a unit file cannot express.
+    init(config: BatonConfig, configPath: String, binary: String) throws {
+        let name = "baton-\(config.app.name)"
+        guard !config.listen.addresses.isEmpty else {
+            throw BatonExit(
+                code: BatonExitCode.usage,
+                message: "\(config.sourcePath): listen.addresses is empty: the socket unit needs the addresses to listen on")
+        }
+        for value in [configPath, binary, config.control.socket] + config.listen.addresses.map(\.description) {
+            if value.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+                throw BatonExit(code: BatonExitCode.usage, message: "cannot write \(Self.quote(value)) into a unit file: control character")
+            }
+        }
+        let listen = config.listen.addresses.map { address -> String in
+            switch address {
+            case .tcp: return "ListenStream=\(address.description)"
+            case .unix(let path): return "ListenStream=\(Self.escapeSpecifiers(path))"
+            }
+        }
+        var socketLines = listen
+        if config.listen.addresses.contains(where: \.isUnix) {
+            socketLines.append("SocketMode=\(Self.octal(config.listen.socketMode))")
+        }
+        socketLines += [
+            "Backlog=\(config.listen.backlog)",
+            "FileDescriptorName=\(Self.fileDescriptorName)",
+            "Service=\(name).service",
+        ]
+        socket = File(
+            name: "\(name).socket",
+            text: """
+                # Generated by `baton units --config \(configPath)`.
+                # Holds the app's listening sockets: restarting or crashing baton never closes them.
+                [Unit]
+                Description=baton listening sockets of \(config.app.name)
+
+                [Socket]
+                \(socketLines.joined(separator: "\n"))
+
+                [Install]
+                WantedBy=sockets.target
+
+                """)
+        let exec = Self.command([binary, "serve", "--config", configPath])
+        let reload = Self.command([binary, "reload", "--socket", config.control.socket])
+        service = File(
+            name: "\(name).service",
+            text: """
+                # Generated by `baton units --config \(configPath)`.
+                # `systemctl reload` = rolling restart (fails if it failed); see systemd/README.md.
+                [Unit]
+                Description=baton: \(config.app.name) workers
+                Requires=\(name).socket
+                After=\(name).socket network.target
+
+                [Service]
+                Type=notify
+                NotifyAccess=main
+                ExecStart=\(exec)
+                ExecReload=\(reload)
+                KillMode=mixed
+                TimeoutStartSec=90s
+                TimeoutStopSec=\(Self.seconds(config.stop.timeout + Self.stopMargin))
+                WatchdogSec=30s
+                Restart=on-failure
+                RestartPreventExitStatus=2
+                OOMPolicy=continue
+                FileDescriptorStoreMax=16
+                MemoryAccounting=yes
+                RuntimeDirectory=baton/\(config.app.name)
+                StateDirectory=baton/\(config.app.name)
+
+                [Install]
+                WantedBy=multi-user.target
+
+                """)
+    }
+
+    /// A command line for ExecStart=/ExecReload=: every word quoted when it needs it, `%`
+    /// and `$` escaped so systemd takes them literally.
+    static func command(_ words: [String]) -> String {
+        words.map { word in
+            var text = escapeSpecifiers(word).replacingOccurrences("$", "$$")
+            if text.isEmpty || text.contains(where: { $0 == " " || $0 == "\t" || $0 == "\"" || $0 == "'" || $0 == "\\" || $0 == ";" }) {
+                text = "\"" + text.replacingOccurrences("\\", "\\\\").replacingOccurrences("\"", "\\\"") + "\""
+            }
+            return text
+        }.joined(separator: " ")
+    }
+
+    /// `%` doubled: unit files expand `%i`, `%n` ... everywhere.
+    static func escapeSpecifiers(_ s: String) -> String { s.replacingOccurrences("%", "%%") }
+
+    /// A duration as systemd reads it: whole seconds as `45s`, else milliseconds (`15500ms`).
+    static func seconds(_ d: Duration) -> String {
+        let (s, atto) = d.components
+        let ms = s * 1000 + atto / 1_000_000_000_000_000
+        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
+    }
+
+    /// A file mode as four octal digits (`0660`).
+    static func octal(_ mode: UInt32) -> String {
+        let digits = String(mode, radix: 8)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
+    static func quote(_ s: String) -> String { "\"" + s.unicodeScalars.map { $0.escaped(asASCII: true) }.joined() + "\"" }
+}
+
+extension String {
+    /// Every occurrence of `target` replaced (FoundationEssentials-free).
+    fileprivate func replacingOccurrences(_ target: String, _ replacement: String) -> String {
+        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}
