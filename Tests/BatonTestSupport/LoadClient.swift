@@ -108,9 +108,9 @@ public final class LoadClient: @unchecked Sendable {
             sent += 1
             let began = monotonicNow()
             let outcome = exchange(connection)
-            if recordLatencies, case .ok = outcome {
+            if recordLatencies, case .ok(let pid, _, _) = outcome {
                 let end = monotonicNow()
-                samples.append(LatencySample(end: end, latency: end - began))
+                samples.append(LatencySample(end: end, latency: end - began, pid: pid, newConnection: !reused))
             }
             switch outcome {
             case .ok(let pid, let release, let keepAlive):
@@ -233,6 +233,10 @@ public struct LatencySample: Sendable {
     public var end: Duration
     /// Time from sending to the complete response.
     public var latency: Duration
+    /// The worker that answered.
+    public var pid: Int32
+    /// Whether the request was the first on its connection (connect time excluded).
+    public var newConnection: Bool
 }
 
 struct LoadError: Error {

@@ -65,6 +65,13 @@ struct DeployUnderLoad {
         }
         waitFor(1)
         let report = load.stop()
+        if getenv("BENCH_DEBUG") != nil {
+            for sample in report.samples.sorted(by: { $0.latency > $1.latency }).prefix(8) {
+                let w = windows.first { sample.end >= $0.steadyStart && sample.end <= $0.deployEnd + .seconds(5) }
+                let rel = w.map { fixed(seconds(sample.end - $0.deployStart)) } ?? "?"
+                print("slow: \(fixed(seconds(sample.latency) * 1000))ms pid \(sample.pid) new=\(sample.newConnection) ended \(rel)s after deploy start")
+            }
+        }
         var deploys: [DeployResult] = []
         for w in windows {
             let steady = report.samples.filter { $0.end >= w.steadyStart && $0.end < w.deployStart }.map(\.latency)
