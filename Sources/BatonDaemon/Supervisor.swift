@@ -142,18 +142,48 @@ public final class Supervisor {
         return "/run/baton/\(config.app.name)"
     }
 
+    /// Sockets from a socket unit are used as they are. Without one, baton
+    /// binds `[listen] addresses` and hands them to systemd's FD store, so a
+    /// restart (or a crash with Restart=on-failure) gets the same sockets back
+    /// and clients queue in the backlog meanwhile. Stored sockets whose
+    /// address left the config are removed from the store.
     private func openListeners() throws -> [Listener] {
         let activated = try Sockets.activated()
-        if !activated.isEmpty {
-            logger.info("received \(activated.count) socket(s) from systemd")
-            return activated
+        let fromUnit = activated.filter { !$0.name.hasPrefix(Sockets.boundPrefix) }
+        let stored = activated.filter { $0.name.hasPrefix(Sockets.boundPrefix) }
+        if !fromUnit.isEmpty {
+            logger.info("received \(fromUnit.count) socket(s) from systemd")
+            for extra in stored {
+                notifier.removeStoredFD(name: extra.name)
+                close(extra.fd)
+            }
+            return fromUnit
         }
         guard !config.listen.addresses.isEmpty else {
             throw DaemonError("no listening socket: not socket-activated and listen.addresses is empty")
         }
         var result: [Listener] = []
+        var reused = Set<String>()
         for address in config.listen.addresses {
-            result.append(try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog))
+            let name = Sockets.fdName(for: address)
+            if let kept = stored.first(where: { $0.name == name }), !reused.contains(name) {
+                reused.insert(name)
+                result.append(kept)
+                continue
+            }
+            let listener = try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog)
+            result.append(listener)
+            if notifier.storeFD(listener.fd, name: listener.name) {
+                logger.info("stored \(listener.address) in systemd's FD store as \(listener.name)")
+            }
+        }
+        for old in stored where !reused.contains(old.name) {
+            logger.info("removing \(old.name) from the FD store: no longer in listen.addresses")
+            notifier.removeStoredFD(name: old.name)
+            close(old.fd)
+        }
+        if !reused.isEmpty {
+            logger.info("received \(reused.count) socket(s) back from systemd's FD store")
         }
         return result
     }

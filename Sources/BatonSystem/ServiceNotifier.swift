@@ -40,6 +40,18 @@ public struct ServiceNotifier: Sendable {
         notify("RELOADING=1\nMONOTONIC_USEC=\(usec)\nSTATUS=\(status)")
     }
 
+    /// Hands `fd` to systemd's FD store under `name` (FDSTORE=1): a restart of
+    /// the service, or a crash with Restart=on-failure, passes it back.
+    @discardableResult
+    public func storeFD(_ fd: Int32, name: String) -> Bool {
+        guard isEnabled else { return false }
+        var fds = [fd]
+        return sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=\(name)", &fds, 1) > 0
+    }
+
+    /// Removes the stored fds named `name` (FDSTOREREMOVE=1).
+    public func removeStoredFD(name: String) { notify("FDSTOREREMOVE=1\nFDNAME=\(name)") }
+
     /// Tells systemd the current step needs `extra` more time than its timeout.
     public func extendTimeout(_ extra: Duration) {
         let (s, atto) = extra.components

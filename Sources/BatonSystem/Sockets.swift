@@ -65,11 +65,15 @@ public enum Sockets {
     /// Accepts one connection, non-blocking and close-on-exec; -1 when none is pending.
     public static func acceptNonBlocking(_ fd: Int32) -> Int32 { CBatonLinux_accept_nonblocking(fd) }
 
-    /// The LISTEN_FDNAMES name baton gives a socket it bound itself (names
-    /// may not contain ':').
+    /// The prefix of names baton gives sockets it bound itself; activated
+    /// fds with it come back from baton's own FD store.
+    public static let boundPrefix = "bound-"
+
+    /// The LISTEN_FDNAMES/FDNAME name baton gives a socket it bound itself
+    /// (names may not contain ':').
     public static func fdName(for address: ListenAddress) -> String {
         let raw = address.description.map { $0 == ":" || $0 == "/" ? "_" : $0 }
-        return String(String(raw).prefix(255))
+        return String((boundPrefix + String(raw)).prefix(255))
     }
 
     /// Binds and listens on one address. Unix sockets get `mode`; a stale

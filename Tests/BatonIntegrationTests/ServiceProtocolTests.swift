@@ -94,7 +94,7 @@ extension Integration {
                 }, uniquingKeysWith: { $1 })
             #expect(vars["LISTEN_PID"] == pid)
             #expect(vars["LISTEN_FDS"] == "2")
-            #expect(vars["LISTEN_FDNAMES"] == "127.0.0.1_0:unix__" + unixPath.dropFirst().map { $0 == "/" ? "_" : String($0) }.joined())
+            #expect(vars["LISTEN_FDNAMES"] == "bound-127.0.0.1_0:bound-unix__" + unixPath.dropFirst().map { $0 == "/" ? "_" : String($0) }.joined())
             #expect(vars["NOTIFY_SOCKET"]?.hasPrefix(baton.directory + "/run/notify/") == true)
             #expect(vars["KEEP_ME"] == "yes")
             for stripped in ["INVOCATION_ID", "JOURNAL_STREAM", "MANAGERPID", "SYSTEMD_EXEC_PID", "CREDENTIALS_DIRECTORY", "WATCHDOG_PID", "WATCHDOG_USEC"] {

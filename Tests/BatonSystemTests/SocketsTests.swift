@@ -64,7 +64,7 @@ struct SocketsTests {
         #expect(port != 0)
         #expect(listener.address == "127.0.0.1:\(port)")
         #expect(Sockets.localAddress(listener.fd) == listener.address)
-        #expect(listener.name == "127.0.0.1_0")
+        #expect(listener.name == "bound-127.0.0.1_0")
         #expect(Sockets.isListeningStream(listener.fd))
         #expect(fcntl(listener.fd, F_GETFD) & FD_CLOEXEC != 0)
         let client = connectTCP4(port: port)
@@ -87,7 +87,7 @@ struct SocketsTests {
         let port = try port(of: listener)
         #expect(port != 0)
         #expect(listener.address == "[::1]:\(port)")
-        #expect(listener.name == "[__1]_0")
+        #expect(listener.name == "bound-[__1]_0")
         #expect(Sockets.isListeningStream(listener.fd))
     }
 
@@ -208,8 +208,8 @@ struct SocketsTests {
     }
 
     @Test func fdNames() {
-        #expect(Sockets.fdName(for: .tcp(host: "127.0.0.1", port: 8080)) == "127.0.0.1_8080")
-        #expect(Sockets.fdName(for: .tcp(host: "::1", port: 80)) == "[__1]_80")
-        #expect(Sockets.fdName(for: .unix(path: "/run/shop/http.sock")) == "unix__run_shop_http.sock")
+        #expect(Sockets.fdName(for: .tcp(host: "127.0.0.1", port: 8080)) == "bound-127.0.0.1_8080")
+        #expect(Sockets.fdName(for: .tcp(host: "::1", port: 80)) == "bound-[__1]_80")
+        #expect(Sockets.fdName(for: .unix(path: "/run/shop/http.sock")) == "bound-unix__run_shop_http.sock")
     }
 }
