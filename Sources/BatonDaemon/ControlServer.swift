@@ -21,19 +21,40 @@ final class ControlServer {
     /// Clients at once; more are refused.
     static let maxConnections = 64
 
-    init(config: BatonConfig, loop: EventLoop, logger: Logger, supervisor: Supervisor) throws {
+    /// Binds the socket (or, after an in-place upgrade, adopts the one the
+    /// previous image listened on: it is never re-bound).
+    init(adopting existing: Int32? = nil, config: BatonConfig, loop: EventLoop, logger: Logger, supervisor: Supervisor) throws {
         path = config.control.socket
         self.loop = loop
         self.logger = logger
         self.supervisor = supervisor
         groupID = try config.control.group.map { name throws in try Accounts.groupID(name) }
         readGroupID = try config.control.readGroup.map { name throws in try Accounts.groupID(name) }
-        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        if !directory.isEmpty { try Filesystem.makeDirectory(directory, mode: 0o755) }
-        fd = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID)
-        try setNonBlocking(fd)
-        try BatonSystem.syscall("listen", subject: path) { listen(fd, 64) }
+        if let existing {
+            fd = existing
+        } else {
+            let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+            if !directory.isEmpty { try Filesystem.makeDirectory(directory, mode: 0o755) }
+            fd = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID)
+            try setNonBlocking(fd)
+            try BatonSystem.syscall("listen", subject: path) { listen(fd, 64) }
+        }
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
+    }
+
+    /// Takes over a client connection the previous image handed across the
+    /// execve (the `baton upgrade` client waiting for its result).
+    func adoptClient(_ client: Int32) -> ControlConnection? {
+        let connection = ControlConnection(fd: client, server: self)
+        connection.markRequestReceived()
+        guard (try? loop.register(fd: client, events: .readable, handler: { [unowned self, unowned connection] events in
+            self.connectionEvent(connection, events)
+        })) != nil else {
+            Glibc.close(client)
+            return nil
+        }
+        connections[client] = connection
+        return connection
     }
 
     /// Stops accepting (shutdown); open connections are finished by their owners.
@@ -117,6 +138,8 @@ final class ControlServer {
                 waiter: connection, uid: connection.peer?.uid ?? 0)
         case "attach":
             supervisor.attach(connection)
+        case "upgrade":
+            supervisor.requestUpgrade(binary: request.binary, waiter: connection)
         case "history":
             connection.finish(ControlReply(ok: true, history: supervisor.history))
         default:
@@ -149,6 +172,9 @@ final class ControlConnection {
         self.fd = fd
         self.server = server
     }
+
+    /// For an adopted connection whose request the previous image read.
+    func markRequestReceived() { gotRequest = true }
 
     func readAvailable() {
         var buffer = [UInt8](repeating: 0, count: 4096)

@@ -86,18 +86,23 @@ extension Supervisor {
         worker.notifyFD = notifyFD
         worker.notifyPath = notifyPath
         worker.outputFD = output.read
-        try loop.register(fd: process.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+        try watch(worker)
+        return worker
+    }
+
+    /// Registers a worker's pidfd, output pipe and notify socket with the loop.
+    func watch(_ worker: Worker) throws {
+        try loop.register(fd: worker.pidfd, events: .readable) { [unowned self, unowned worker] _ in
             self.workerPidfdReadable(worker)
         }
-        try loop.register(fd: output.read, events: .readable) { [unowned self, unowned worker] _ in
+        try loop.register(fd: worker.outputFD, events: .readable) { [unowned self, unowned worker] _ in
             self.readOutput(worker)
         }
-        if notifyFD >= 0 {
-            try loop.register(fd: notifyFD, events: .readable) { [unowned self, unowned worker] _ in
+        if worker.notifyFD >= 0 {
+            try loop.register(fd: worker.notifyFD, events: .readable) { [unowned self, unowned worker] _ in
                 self.readNotify(worker)
             }
         }
-        return worker
     }
 
     // MARK: - Readiness

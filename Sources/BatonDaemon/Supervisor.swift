@@ -35,13 +35,28 @@ public final class Supervisor {
         public var launcher: any ProcessLauncher
         /// baton's own environment ("K=V"), the base of every worker's.
         public var environment: [String]
+        /// This binary (re-executed by `baton upgrade` unless told another).
+        public var executable: String
+        /// The command line to re-execute with (`--resume=FD` is added).
+        public var arguments: [String]
+        /// The config file, passed to `baton upgrade --check`.
+        public var configPath: String?
+        /// Set in a re-executed image: the memfd holding the previous image's state.
+        public var resumeFD: Int32?
 
         /// Creates options.
-        public init(config: BatonConfig, reloadConfig: (() throws -> BatonConfig)?, launcher: any ProcessLauncher, environment: [String]) {
+        public init(
+            config: BatonConfig, reloadConfig: (() throws -> BatonConfig)?, launcher: any ProcessLauncher, environment: [String],
+            executable: String = "/proc/self/exe", arguments: [String] = [], configPath: String? = nil, resumeFD: Int32? = nil
+        ) {
             self.config = config
             self.reloadConfig = reloadConfig
             self.launcher = launcher
             self.environment = environment
+            self.executable = executable
+            self.arguments = arguments
+            self.configPath = configPath
+            self.resumeFD = resumeFD
         }
     }
 
@@ -79,6 +94,8 @@ public final class Supervisor {
     var degraded = false
     /// The last lines of output of the last worker that failed to start.
     var lastFailureOutput: [String] = []
+    /// Set while `baton upgrade` checks the new binary.
+    var upgradeInProgress = false
     var control: ControlServer?
     var signalFD: Int32 = -1
     /// The last STATUS= sent, to avoid repeating it.
@@ -111,12 +128,17 @@ public final class Supervisor {
         notifyDirectory = runtimeDirectory + "/notify"
         try Filesystem.makeDirectory(runtimeDirectory, mode: 0o755)
         try Filesystem.makeDirectory(notifyDirectory, mode: 0o700)
-        listeners = try openListeners()
-        logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
         signalFD = try CBatonLinuxShim.signalFD([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
-        control = try ControlServer(config: config, loop: loop, logger: logger, supervisor: self)
         loadState()
+        if let resumeFD = options.resumeFD {
+            try resume(from: resumeFD)
+            if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
+            return
+        }
+        listeners = try openListeners()
+        logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
+        control = try ControlServer(config: config, loop: loop, logger: logger, supervisor: self)
         let spec = try makeSpec(config, release: releaseState.current)
         if let credentials = spec.credentials {
             // Workers running as [app] user must reach their notify sockets;

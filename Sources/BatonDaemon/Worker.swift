@@ -65,14 +65,14 @@ final class Worker {
     /// Monotonic time of the last WATCHDOG=1.
     var lastWatchdog: Duration?
 
-    init(slot: Int, generation: Int, process: SpawnedProcess, spec: WorkerSpec, startedAt: Duration) {
+    init(slot: Int, generation: Int, process: SpawnedProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot
         self.generation = generation
         self.pid = process.pid
         self.pidfd = process.pidfd
         self.spec = spec
         self.startedAt = startedAt
-        self.startedAtWall = wallClockNow()
+        self.startedAtWall = startedAtWall
     }
 }
 

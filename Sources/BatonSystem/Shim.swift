@@ -13,6 +13,32 @@ public enum CBatonLinuxShim {
         try syscall("signalfd") { signals.withUnsafeBufferPointer { CBatonLinux_signalfd($0.baseAddress, Int32($0.count)) } }
     }
 
+    /// An anonymous memory file holding `bytes`, positioned at 0, without
+    /// close-on-exec (state handed across an execve).
+    public static func memoryFile(name: String, bytes: [UInt8]) throws(SystemError) -> Int32 {
+        let fd = try syscall("memfd_create") { CBatonLinux_memfd(name) }
+        writeAll(fd, bytes)
+        lseek(fd, 0, SEEK_SET)
+        return fd
+    }
+
+    /// Clears FD_CLOEXEC so `fd` crosses an execve.
+    public static func keepAcrossExec(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFD)
+        if flags >= 0 { _ = fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) }
+    }
+
+    /// Replaces this process image; returns only on failure (with errno).
+    public static func execute(_ path: String, arguments: [String], environment: [String]) -> SystemError {
+        var c: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        var e: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        _ = CBatonLinux_execve(path, &c, &e)
+        let error = SystemError("execve", subject: path)
+        c.forEach { free($0) }
+        e.forEach { free($0) }
+        return error
+    }
+
     /// Makes stdout line-buffered even when it is a pipe (CI logs).
     public static func lineBufferStdout() { CBatonLinux_line_buffer_stdout() }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -167,3 +168,7 @@ int CBatonLinux_accept_nonblocking(int fd) {
 }
 
 void CBatonLinux_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
+int CBatonLinux_memfd(const char *name) { return (int)syscall(SYS_memfd_create, name, 0); }
+
+int CBatonLinux_execve(const char *path, char *const argv[], char *const envp[]) { return execve(path, argv, envp); }

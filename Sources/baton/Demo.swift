@@ -16,6 +16,9 @@ struct Demo: ParsableCommand {
     @Option(help: "Directory for the demo's release folder, runtime files and control socket.")
     var directory: String = "/tmp/baton-demo"
 
+    @Option(name: .customLong("resume"), help: .hidden)
+    var resume: Int32?
+
     func validate() throws {
         guard (1...64).contains(workers) else { throw ValidationError("--workers must be between 1 and 64") }
     }
@@ -39,7 +42,7 @@ struct Demo: ParsableCommand {
         config.readiness.timeout = .seconds(10)
         config.stop.timeout = .seconds(10)
         let me = Self.siblingExecutable("baton")
-        writeAll(
+        if resume == nil { writeAll(
             2,
             Array(
                 """
@@ -50,8 +53,8 @@ struct Demo: ParsableCommand {
                   kill -9 <a worker pid>; \(me) status --socket \(socket)
                 Ctrl-C (or kill \(getpid())) stops everything.
 
-                """.utf8))
-        try runSupervisor(config: config, reload: nil)
+                """.utf8)) }
+        try runSupervisor(config: config, configPath: nil, resume: resume, reload: nil)
     }
 
     /// A binary next to this one (the build folder holds both).

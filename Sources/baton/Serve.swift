@@ -27,11 +27,23 @@ func currentEnvironment() -> [String] {
     return result
 }
 
+/// This binary's path (a replaced binary shows as "PATH (deleted)" in
+/// /proc/self/exe: the path is where the new one is).
+func executablePath() -> String {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard n > 0 else { return CommandLine.arguments[0] }
+    var path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    if path.hasSuffix(" (deleted)") { path.removeLast(10) }
+    return path
+}
+
 /// Runs the supervisor on this (main) thread until SIGTERM.
-func runSupervisor(config: BatonConfig, reload: (() throws -> BatonConfig)?) throws {
+func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, reload: (() throws -> BatonConfig)?) throws {
     BatonLogHandler.bootstrap()
     let options = Supervisor.Options(
-        config: config, reloadConfig: reload, launcher: LinuxProcessLauncher(), environment: currentEnvironment())
+        config: config, reloadConfig: reload, launcher: LinuxProcessLauncher(), environment: currentEnvironment(),
+        executable: executablePath(), arguments: CommandLine.arguments, configPath: configPath, resumeFD: resume)
     let code: Int32
     do {
         let loop = try EventLoop()
@@ -50,10 +62,13 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "The app's config file (TOML).")
     var config: String
 
+    @Option(name: .customLong("resume"), help: .hidden)
+    var resume: Int32?
+
     func run() throws {
         let path = config
         let loaded = try loadConfig(path)
-        try runSupervisor(config: loaded) {
+        try runSupervisor(config: loaded, configPath: path, resume: resume) {
             guard let text = ProcFS.read(path) else {
                 throw DaemonError("\(path): cannot read: \(String(cString: strerror(errno)))")
             }

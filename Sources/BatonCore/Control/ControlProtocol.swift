@@ -9,7 +9,7 @@ public enum ControlProtocol {
     public static let maxRequestBytes = 64 * 1024
 
     /// Verbs that change state (their callers' uids are logged).
-    public static let mutatingCommands: Set<String> = ["reload", "deploy", "rollback"]
+    public static let mutatingCommands: Set<String> = ["reload", "deploy", "rollback", "upgrade"]
     /// Verbs that only read.
     public static let readOnlyCommands: Set<String> = ["status", "ping", "history", "attach"]
 
@@ -55,12 +55,15 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var cmd: String
     /// deploy: the options.
     public var deploy: DeployOptions?
+    /// upgrade: the binary to re-execute (nil: baton's own executable).
+    public var binary: String?
 
     /// Creates a request.
-    public init(cmd: String, deploy: DeployOptions? = nil, v: Int = ControlProtocol.version) {
+    public init(cmd: String, deploy: DeployOptions? = nil, binary: String? = nil, v: Int = ControlProtocol.version) {
         self.v = v
         self.cmd = cmd
         self.deploy = deploy
+        self.binary = binary
     }
 }
 

@@ -111,3 +111,8 @@ int CBatonLinux_pipe_cloexec(int fds[2]);
 int CBatonLinux_accept_nonblocking(int fd);
 /// setvbuf(stdout, NULL, _IOLBF, 0): progress lines reach pipes as they happen.
 void CBatonLinux_line_buffer_stdout(void);
+/// memfd_create(name, 0): an anonymous file (no close-on-exec: it is meant
+/// to cross an execve).
+int CBatonLinux_memfd(const char *name);
+/// execve that returns only on failure.
+int CBatonLinux_execve(const char *path, char *const argv[], char *const envp[]);

@@ -1,0 +1,161 @@
+import BatonCore
+import BatonSystem
+import FoundationEssentials
+import Glibc
+import Logging
+
+/// In-place self-upgrade: `baton upgrade` re-executes the (possibly new)
+/// binary with execve. Same PID, so systemd's MainPID is unchanged and the
+/// workers stay children and keep serving; listeners, the control socket,
+/// worker pidfds, pipes and notify sockets stay open, and the state passes in
+/// a memfd. The new binary first runs as a check child (`baton upgrade
+/// --check`); a binary that fails it leaves this image running untouched.
+extension Supervisor {
+    /// `baton upgrade [--binary PATH]`.
+    func requestUpgrade(binary: String?, waiter: ControlConnection) {
+        let path = binary ?? options.executable
+        if let reason = upgradeBlocker() {
+            waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
+            return
+        }
+        guard path.hasPrefix("/"), access(path, X_OK) == 0 else {
+            waiter.finish(.failure("upgrade refused: \(path) is not an executable file", code: 2))
+            return
+        }
+        upgradeInProgress = true
+        waiter.send(.progress("checking \(path): upgrade --check"))
+        logger.info("upgrade: checking the new binary", metadata: ["binary": .string(path)])
+        var argv = [path, "upgrade", "--check"]
+        if let config = options.configPath { argv += ["--config", config] }
+        let request = SpawnRequest(argv: argv, environment: options.environment, stdout: 2, stderr: 2)
+        let check: SpawnedProcess
+        do {
+            check = try launcher.spawn(request)
+        } catch {
+            upgradeInProgress = false
+            waiter.finish(.failure("upgrade refused: the check of \(path) could not start: \(error); nothing changed", code: 1))
+            return
+        }
+        let timeout = loop.schedule(after: .seconds(30)) { CBatonLinuxShim.signal(pidfd: check.pidfd, SIGKILL) }
+        do {
+            try loop.register(fd: check.pidfd, events: .readable) { [unowned self] _ in
+                guard let exit = CBatonLinuxShim.exitStatus(pidfd: check.pidfd, reap: true) else { return }
+                self.loop.cancel(timeout)
+                self.loop.unregister(fd: check.pidfd)
+                close(check.pidfd)
+                guard exit == .exited(0) else {
+                    self.upgradeInProgress = false
+                    self.logger.error("upgrade: the check of \(path) failed (\(exit)); still running the old image")
+                    waiter.finish(.failure("upgrade refused: \(path) upgrade --check failed (\(exit)); nothing changed", code: 1))
+                    return
+                }
+                waiter.send(.progress("check passed: re-executing \(path) as pid \(getpid())"))
+                self.reexecute(path, waiter: waiter)
+            }
+        } catch {
+            upgradeInProgress = false
+            waiter.finish(.failure("upgrade refused: \(error)", code: 1))
+        }
+    }
+
+    /// Why an upgrade cannot happen now, if it cannot.
+    private func upgradeBlocker() -> String? {
+        if upgradeInProgress { return "an upgrade is in progress" }
+        if phase != .running || operation != nil || !queue.isEmpty { return "a \(operation?.kind.rawValue ?? phase.rawValue) is in progress" }
+        for slot in slots {
+            guard let w = slot.current, w.state == .ready, slot.replacement == nil, slot.draining.isEmpty else {
+                return "slot \(slot.index) is not serving a ready worker (starting, draining or restarting)"
+            }
+        }
+        return nil
+    }
+
+    private func reexecute(_ path: String, waiter: ControlConnection) {
+        upgradeInProgress = false
+        if let reason = upgradeBlocker() {
+            // Something changed while the check ran (a worker crashed, ...).
+            waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
+            return
+        }
+        guard let control else { return }
+        upgradeInProgress = true
+        let state = UpgradeState(
+            listeners: listeners.map { .init(fd: $0.fd, name: $0.name, address: $0.address) }, controlFD: control.fd,
+            slots: slots.compactMap { slot in
+                guard let w = slot.current else { return nil }
+                return UpgradeState.SlotState(
+                    index: slot.index, generation: slot.generation, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
+                    spec: .init(slot.spec),
+                    worker: .init(
+                        slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
+                        notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
+                        startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText))
+            },
+            releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd)
+        let memfd: Int32
+        do {
+            let encoder = JSONEncoder()
+            memfd = try CBatonLinuxShim.memoryFile(name: "baton-upgrade", bytes: Array(try encoder.encode(state)))
+        } catch {
+            upgradeInProgress = false
+            waiter.finish(.failure("upgrade failed before execve: \(error); nothing changed", code: 1))
+            return
+        }
+        notifier.reloading(status: "upgrading: re-executing \(path)")
+        for fd in state.descriptors { CBatonLinuxShim.keepAcrossExec(fd) }
+        var arguments = options.arguments.filter { !$0.hasPrefix("--resume=") }
+        if arguments.isEmpty { arguments = [path] }
+        arguments[0] = path
+        arguments.append("--resume=\(memfd)")
+        logger.info("upgrade: execve \(path)")
+        let error = CBatonLinuxShim.execute(path, arguments: arguments, environment: options.environment)
+        // Still here: the execve failed. Put everything back.
+        for fd in state.descriptors { try? setCloseOnExec(fd) }
+        close(memfd)
+        upgradeInProgress = false
+        notifier.ready(status: summary)
+        logger.error("upgrade: \(error); still running the old image")
+        waiter.finish(.failure("upgrade failed: \(error); nothing changed", code: 1))
+    }
+
+    /// Rebuilds the supervisor from the state the previous image left in `fd`.
+    func resume(from fd: Int32) throws {
+        guard let text = ProcFS.read("/proc/self/fd/\(fd)") else { throw DaemonError("upgrade: cannot read the state in fd \(fd)") }
+        close(fd)
+        let state = try JSONDecoder().decode(UpgradeState.self, from: Data(text.utf8))
+        for d in state.descriptors { try setCloseOnExec(d) }
+        listeners = state.listeners.map { Listener(fd: $0.fd, name: $0.name, address: $0.address) }
+        control = try ControlServer(adopting: state.controlFD, config: config, loop: loop, logger: logger, supervisor: self)
+        releaseState = state.releaseState
+        degraded = state.degraded
+        sentReady = state.sentReady
+        slots = try state.slots.sorted { $0.index < $1.index }.map { s in
+            let slot = Slot(index: s.index, spec: s.spec.spec)
+            slot.generation = s.generation
+            slot.restarts = s.restarts
+            slot.lastRestartReason = s.lastRestartReason
+            let w = s.worker
+            let worker = Worker(
+                slot: w.slot, generation: w.generation, process: SpawnedProcess(pid: w.pid, pidfd: w.pidfd), spec: w.spec.spec,
+                startedAt: .nanoseconds(w.startedAtNanos), startedAtWall: w.startedAtWall)
+            worker.state = .ready
+            worker.readyAt = w.readyAtNanos.map { .nanoseconds($0) }
+            worker.notifyFD = w.notifyFD
+            worker.notifyPath = w.notifyPath
+            worker.outputFD = w.outputFD
+            worker.statusText = w.statusText
+            try watch(worker)
+            slot.current = worker
+            return slot
+        }
+        phase = .running
+        notifier.ready(status: summary)
+        lastStatusLine = summary
+        logger.info("upgrade: resumed \(slots.count) workers in the new image", metadata: ["pid": .stringConvertible(getpid())])
+        if let client = state.clientFD {
+            control?.adoptClient(client)?.finish(.success("upgrade finished: pid \(getpid()) now runs \(options.executable); \(slots.count) workers kept"))
+        }
+        // A worker that exited during the execve is still a zombie: handle it now.
+        for slot in slots { if let w = slot.current { workerPidfdReadable(w) } }
+    }
+}

@@ -1,0 +1,90 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// What one baton image hands the next across `execve` (in a memfd): the
+/// descriptors that stay open and the supervisor state around them. Same
+/// PID, so systemd's MainPID and the workers' parent do not change.
+struct UpgradeState: Codable {
+    struct ListenerState: Codable {
+        var fd: Int32
+        var name: String
+        var address: String
+    }
+
+    struct SpecState: Codable, Equatable {
+        var argv: [String]
+        var directory: String
+        var variables: [EnvVar]
+        var uid: UInt32?
+        var gid: UInt32?
+        var groups: [UInt32]?
+    }
+
+    struct WorkerState: Codable {
+        var slot: Int
+        var generation: Int
+        var pid: Int32
+        var pidfd: Int32
+        var notifyFD: Int32
+        var notifyPath: String?
+        var outputFD: Int32
+        var spec: SpecState
+        var startedAtNanos: Int64
+        var startedAtWall: Double
+        var readyAtNanos: Int64?
+        var statusText: String?
+    }
+
+    struct SlotState: Codable {
+        var index: Int
+        var generation: Int
+        var restarts: Int
+        var lastRestartReason: String?
+        var spec: SpecState
+        var worker: WorkerState
+    }
+
+    /// Format version of this record.
+    var version = 1
+    var listeners: [ListenerState]
+    var controlFD: Int32
+    var slots: [SlotState]
+    var releaseState: ReleaseState
+    var sentReady: Bool
+    var degraded: Bool
+    /// The `baton upgrade` client waiting for the result, if still connected.
+    var clientFD: Int32?
+
+    /// Every descriptor that must survive the execve.
+    var descriptors: [Int32] {
+        var fds = listeners.map(\.fd) + [controlFD]
+        for s in slots {
+            fds += [s.worker.pidfd, s.worker.outputFD]
+            if s.worker.notifyFD >= 0 { fds.append(s.worker.notifyFD) }
+        }
+        if let clientFD { fds.append(clientFD) }
+        return fds
+    }
+}
+
+extension UpgradeState.SpecState {
+    init(_ spec: WorkerSpec) {
+        self.init(
+            argv: spec.argv, directory: spec.directory, variables: spec.variables, uid: spec.credentials?.uid,
+            gid: spec.credentials?.gid, groups: spec.credentials?.groups)
+    }
+
+    var spec: WorkerSpec {
+        let credentials = uid.map { Credentials(uid: $0, gid: gid ?? 0, groups: groups ?? []) }
+        return WorkerSpec(argv: argv, directory: directory, variables: variables, credentials: credentials)
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds (CLOCK_MONOTONIC values survive an execve).
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
+    }
+}

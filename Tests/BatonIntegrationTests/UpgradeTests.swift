@@ -1,0 +1,55 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// `baton upgrade`: execve in place, same PID, workers keep serving.
+    @Suite("baton upgrade")
+    struct UpgradeTests {
+        @Test("upgrade under load: 0 failed requests, same baton pid, worker pids unchanged; a bad binary changes nothing")
+        func upgradeInPlace() throws {
+            let directory = TestPaths.temporaryDirectory("upg")
+            defer { TestPaths.remove(directory) }
+            let recorder = try NotifyRecorder(path: directory + "/notify.sock")
+            defer { recorder.close() }
+            let baton = try BatonHarness(workers: 3, environment: ["NOTIFY_SOCKET": recorder.path], tag: "upg")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
+            #expect(load.waitForProgress(200))
+            let marker = recorder.all.count
+
+            let upgraded = try baton.cli(["upgrade"])
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            #expect(upgraded.stdout.contains("check passed"))
+            #expect(upgraded.stdout.contains("upgrade finished: pid \(before.pid)"))
+            #expect(load.waitForProgress(200))
+            let after = try baton.status()
+            #expect(after.pid == before.pid)
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(after.workers.allSatisfy { $0.state == "ready" })
+            let reloading = recorder.waitFor(line: "RELOADING=1", after: marker, timeout: .seconds(10))
+            #expect(reloading != nil)
+            #expect(recorder.waitFor(line: "READY=1", after: (reloading ?? marker) + 1, timeout: .seconds(10)) != nil)
+
+            let refused = try baton.cli(["upgrade", "--binary", "/bin/false"])
+            #expect(refused.code == 1)
+            #expect(refused.stderr.contains("upgrade --check failed"))
+            #expect(try baton.status().workers.map(\.pid) == before.workers.map(\.pid))
+
+            // The new image supervises for real: a crash is replaced, a deploy runs.
+            let victim = before.workers[0].pid
+            #expect(kill(victim, SIGKILL) == 0)
+            #expect(baton.process.waitForLine(timeout: .seconds(20)) { $0.contains("worker ready") && $0.contains("slot=0") && !$0.contains("pid=\(victim)") } != nil)
+            let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
+            #expect(deployed.code == 0, "\(deployed.stderr)")
+            let report = load.stop()
+            print("upgrade under load: \(report)")
+            #expect(report.failed == 0, "\(report)")
+            #expect(baton.process.signal(SIGTERM) == ())
+            #expect(baton.process.wait(timeout: .seconds(30)) == 0)
+        }
+    }
+}
