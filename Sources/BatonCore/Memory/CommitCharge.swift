@@ -1,0 +1,32 @@
+/// The commit charge of a process from `/proc/PID/maps`: what it counts against `CommitLimit`
+/// under `vm.overcommit_memory=2`.
+///
+/// The kernel charges private writable mappings (`rw-p`, `rwxp`) in full when they are mapped,
+/// touched or not: a thread's 8 MiB stack, a malloc arena. Shared mappings (`rw-s`) are charged
+/// as shmem, not per process, and read-only or `PROT_NONE` reservations are not charged. A
+/// python3 with 16 idle threads has about 12 MiB of PSS but 138 MiB of commit charge, which is
+/// what a new worker must fit under the commit limit.
+///
+/// This is an estimate from the cheap `maps` file (no page walk): the exact figure is the sum
+/// of areas flagged `ac` in `smaps`, which also counts the few mappings that were writable once
+/// and were made read-only later (RELRO, thread-stack guards), and leaves out `MAP_NORESERVE`
+/// areas in modes 0 and 1. On the recorded python3 the two differ by about 1%.
+public enum CommitCharge {
+    /// Sums `end − start` over the private writable mappings of a `/proc/PID/maps` text.
+    /// Malformed lines are skipped (the file can change while it is read).
+    public static func privateWritable(maps text: String) -> UInt64 {
+        var total: UInt64 = 0
+        for line in text.split(separator: "\n") {
+            guard let space = line.firstIndex(of: " ") else { continue }
+            let perms = line[line.index(after: space)...].prefix(4)
+            guard perms == "rw-p" || perms == "rwxp" else { continue }
+            let range = line[..<space]
+            guard let dash = range.firstIndex(of: "-"),
+                let start = UInt64(range[..<dash], radix: 16),
+                let end = UInt64(range[range.index(after: dash)...], radix: 16), end > start
+            else { continue }
+            total += end - start
+        }
+        return total
+    }
+}

@@ -1,0 +1,288 @@
+/// The periodic restart policy between deploys, as a pure state machine: the supervisor feeds
+/// it a ``Tick`` every `memory.check_interval` (and the end of each replacement it ordered) and
+/// executes the ``Decision`` it returns. Time is an explicit monotonic `now`, so tests drive it
+/// with a fake clock.
+///
+/// Rules, in the order they are tried (the first that picks a worker wins):
+/// 1. **worker-limit**: a worker whose USS passed `memory.worker_limit`; the largest first.
+/// 2. **memory-threshold**: the total passed `threshold × budget` — the workers' summed PSS, or
+///    the cgroup's working set when the budget is the cgroup's limit, whichever is higher —
+///    and the worker with the largest USS goes.
+/// 3. **leak-prediction**: a worker whose fitted growth reaches `worker_limit` before the next
+///    check; the soonest first.
+/// 4. **age**: a worker older than `rolling.max_age` plus its slot's ``Splay`` offset; the most
+///    overdue first.
+///
+/// Invariants (the tests check each):
+/// - At most one decision per tick, and none while a replacement is in flight: after
+///   `.replace` nothing more until ``replacementFinished(slot:now:)`` or
+///   ``replacementFailed(slot:now:)``. Never two at once.
+/// - Nothing while a deploy or reload runs (``Tick/operationRunning``).
+/// - Nothing unless every slot has a ready worker, so a replacement (even with the replace
+///   strategy) leaves at least N−1 serving.
+/// - Memory rules only look at workers at least `min_worker_age` (and one check interval) old:
+///   a young worker is never replaced for memory, so a slot cannot cycle.
+/// - Memory rules decide only on measured figures (``Tick/detailed``, PSS/USS read for this
+///   tick). On a cheap tick where they would fire on older figures, the decision is
+///   ``Decision/measure``: read smaps now and tick again. Since that read follows the end of
+///   the previous replacement, the next memory decision always sees the memory it freed.
+/// - A slot whose replacement failed is left alone for `min_worker_age`.
+public struct RestartPolicy: Sendable, Equatable {
+    /// The policy's configuration.
+    public struct Settings: Sendable, Equatable {
+        /// `app.workers`: N, the slots that must all be serving before anything is replaced.
+        public var workers: Int
+        /// `rolling.max_age`; nil = no restarts by age.
+        public var maxAge: Duration?
+        /// `rolling.splay`.
+        public var splay: Duration
+        /// The host's name, which rotates the splay offsets.
+        public var hostname: String
+        /// `memory.threshold`, a fraction of the budget in (0, 1].
+        public var threshold: Double
+        /// `memory.worker_limit` (USS); nil = no per-worker limit and no leak prediction.
+        public var workerLimit: UInt64?
+        /// `memory.min_worker_age`.
+        public var minWorkerAge: Duration
+        /// `memory.check_interval`: the horizon of the leak prediction.
+        public var checkInterval: Duration
+
+        /// Creates settings.
+        public init(
+            workers: Int, maxAge: Duration? = nil, splay: Duration = .zero, hostname: String = "",
+            threshold: Double = 0.9, workerLimit: UInt64? = nil, minWorkerAge: Duration = .seconds(300),
+            checkInterval: Duration = .seconds(5)
+        ) {
+            self.workers = workers
+            self.maxAge = maxAge
+            self.splay = splay
+            self.hostname = hostname
+            self.threshold = threshold
+            self.workerLimit = workerLimit
+            self.minWorkerAge = minWorkerAge
+            self.checkInterval = checkInterval
+        }
+
+        /// The settings of a config, on `hostname`.
+        public init(config: BatonConfig, hostname: String) {
+            self.init(
+                workers: config.app.workers, maxAge: config.rolling.maxAge, splay: config.rolling.splay,
+                hostname: hostname, threshold: config.memory.threshold, workerLimit: config.memory.workerLimit,
+                minWorkerAge: config.memory.minWorkerAge, checkInterval: config.memory.checkInterval)
+        }
+    }
+
+    /// What the policy knows of one slot's serving (or starting) worker.
+    public struct Worker: Sendable, Equatable {
+        /// The slot, 0..<N.
+        public var slot: Int
+        /// The worker's pid (for messages).
+        public var pid: Int32
+        /// When it was started (monotonic clock).
+        public var startedAt: Duration
+        /// Whether it passed its readiness check.
+        public var ready: Bool
+        /// The tree's memory: RSS from this tick, PSS/USS from the last detailed read.
+        public var memory: MemorySample?
+        /// Its USS samples, for the leak rate.
+        public var history: MemoryHistory
+
+        /// Creates a worker record.
+        public init(
+            slot: Int, pid: Int32, startedAt: Duration, ready: Bool = true, memory: MemorySample? = nil,
+            history: MemoryHistory = MemoryHistory()
+        ) {
+            self.slot = slot
+            self.pid = pid
+            self.startedAt = startedAt
+            self.ready = ready
+            self.memory = memory
+            self.history = history
+        }
+    }
+
+    /// One check.
+    public struct Tick: Sendable, Equatable {
+        /// Now (monotonic clock).
+        public var now: Duration
+        /// One entry per slot: its serving worker, or the one starting there.
+        public var workers: [Worker]
+        /// The budget the threshold is a fraction of.
+        public var budget: EffectiveBudget
+        /// The service's cgroup figures, if known.
+        public var cgroup: CgroupMemory?
+        /// True when every worker's PSS/USS (and the cgroup figures) were read for this tick.
+        public var detailed: Bool
+        /// True while a deploy, rollback or reload runs: the policy stays silent.
+        public var operationRunning: Bool
+
+        /// Creates a tick.
+        public init(
+            now: Duration, workers: [Worker], budget: EffectiveBudget, cgroup: CgroupMemory? = nil,
+            detailed: Bool = true, operationRunning: Bool = false
+        ) {
+            self.now = now
+            self.workers = workers
+            self.budget = budget
+            self.cgroup = cgroup
+            self.detailed = detailed
+            self.operationRunning = operationRunning
+        }
+    }
+
+    /// What the supervisor must do after a tick.
+    public enum Decision: Sendable, Equatable {
+        /// Replace the slot's worker (one at a time, readiness-gated), then call
+        /// ``RestartPolicy/replacementFinished(slot:now:)`` or ``RestartPolicy/replacementFailed(slot:now:)``.
+        /// `detail` is the line to log.
+        case replace(slot: Int, reason: RestartReason, detail: String)
+        /// Read every worker's PSS/USS (smaps_rollup) now and tick again with `detailed`: a
+        /// memory rule would fire on older figures.
+        case measure
+
+        /// The slot to replace, if any.
+        public var slot: Int? {
+            if case .replace(let slot, _, _) = self { return slot }
+            return nil
+        }
+
+        /// The reason of a replacement, if any.
+        public var reason: RestartReason? {
+            if case .replace(_, let reason, _) = self { return reason }
+            return nil
+        }
+    }
+
+    /// Where the policy is.
+    public enum State: Sendable, Equatable {
+        /// Free to decide.
+        case idle
+        /// It ordered the replacement of `slot` at `since` and waits for its end.
+        case replacing(slot: Int, since: Duration)
+    }
+
+    /// The configuration.
+    public let settings: Settings
+    /// Idle, or waiting for a replacement.
+    public private(set) var state: State = .idle
+    /// Slots left alone until the given time (their replacement failed).
+    private var cooldown: [Int: Duration] = [:]
+
+    /// Creates an idle policy.
+    public init(settings: Settings) {
+        self.settings = settings
+    }
+
+    /// When `slot`'s worker is due by age: `max_age` plus the slot's splay offset; nil when
+    /// rolling restarts are off.
+    public func ageLimit(slot: Int) -> Duration? {
+        settings.maxAge.map {
+            $0 + Splay.offset(hostname: settings.hostname, slot: slot, workers: settings.workers, splay: settings.splay)
+        }
+    }
+
+    /// Evaluates one check: at most one decision.
+    public mutating func tick(_ tick: Tick) -> Decision? {
+        guard state == .idle, !tick.operationRunning else { return nil }
+        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot))
+        guard readySlots.count >= settings.workers else { return nil }
+        cooldown = cooldown.filter { $0.value > tick.now }
+        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil }
+
+        if let pick = memoryRule(tick, eligible) {
+            guard tick.detailed else { return .measure }
+            return order(pick, now: tick.now)
+        }
+        if let pick = ageRule(tick, eligible) { return order(pick, now: tick.now) }
+        return nil
+    }
+
+    /// The replacement ordered for `slot` is done: its new worker is ready.
+    public mutating func replacementFinished(slot: Int, now: Duration) {
+        if case .replacing(slot, _) = state { state = .idle }
+    }
+
+    /// The replacement ordered for `slot` failed (its new worker did not become ready); the
+    /// slot is left alone for `min_worker_age`.
+    public mutating func replacementFailed(slot: Int, now: Duration) {
+        guard case .replacing(slot, _) = state else { return }
+        state = .idle
+        cooldown[slot] = now + max(settings.minWorkerAge, settings.checkInterval)
+    }
+
+    /// Records an order and returns it.
+    private mutating func order(_ pick: (slot: Int, reason: RestartReason, detail: String), now: Duration) -> Decision {
+        state = .replacing(slot: pick.slot, since: now)
+        return .replace(slot: pick.slot, reason: pick.reason, detail: pick.detail)
+    }
+
+    // MARK: - Rules
+
+    /// The first memory rule that picks a worker (worker-limit, threshold, leak), on whatever
+    /// figures the tick carries.
+    private func memoryRule(_ tick: Tick, _ eligible: [Worker]) -> (slot: Int, reason: RestartReason, detail: String)? {
+        let floor = max(settings.minWorkerAge, settings.checkInterval)
+        let grown = eligible.filter { tick.now - $0.startedAt >= floor && $0.memory?.uss != nil }
+        let byUSS = grown.sorted { ($0.memory?.uss ?? 0, -$0.slot) > ($1.memory?.uss ?? 0, -$1.slot) }
+        if let limit = settings.workerLimit, let w = byUSS.first, let uss = w.memory?.uss, uss > limit {
+            return (w.slot, .workerLimit, "USS \(size(uss)) > worker_limit \(size(limit)) (pid \(w.pid))")
+        }
+        if let over = overThreshold(tick), let w = byUSS.first {
+            return (w.slot, .memoryThreshold, "\(over); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
+        }
+        if let limit = settings.workerLimit {
+            let soon = grown.compactMap { w -> (Worker, Duration, LeakRate)? in
+                guard let rate = w.history.leakRate, let eta = rate.timeToReach(limit, from: tick.now),
+                    eta <= settings.checkInterval
+                else { return nil }
+                return (w, eta, rate)
+            }
+            if let first = soon.min(by: { ($0.1, $0.0.slot) < ($1.1, $1.0.slot) }) {
+                let (w, eta, rate) = first
+                let growth = (rate.mibPerHour * 10).rounded() / 10
+                return (
+                    w.slot, .leakPrediction,
+                    "USS \(size(w.memory?.uss ?? 0)) growing \(growth) MiB/h reaches worker_limit \(size(limit)) in \(Units.formatElapsed(eta)), before the next check (pid \(w.pid))"
+                )
+            }
+        }
+        return nil
+    }
+
+    /// A description of the excess when the total is over `threshold × budget`, else nil.
+    private func overThreshold(_ tick: Tick) -> String? {
+        let line = Double(tick.budget.bytes) * settings.threshold
+        let percent = "\(Int((settings.threshold * 100).rounded()))%"
+        let budget = "\(percent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
+        let pss = tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
+        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup?.workingSet : nil
+        if let cgroupTotal, cgroupTotal > pss, Double(cgroupTotal) > line {
+            return "cgroup working set \(size(cgroupTotal)) > \(budget)"
+        }
+        if Double(pss) > line { return "workers' PSS \(size(pss)) > \(budget)" }
+        return nil
+    }
+
+    /// The most overdue worker by age, if any is due.
+    private func ageRule(_ tick: Tick, _ eligible: [Worker]) -> (slot: Int, reason: RestartReason, detail: String)? {
+        let due = eligible.compactMap { w -> (Worker, Duration, Duration)? in
+            guard let limit = ageLimit(slot: w.slot) else { return nil }
+            let age = tick.now - w.startedAt
+            return age >= limit ? (w, age - limit, limit) : nil
+        }
+        guard let most = due.max(by: { ($0.1, -$0.0.slot) < ($1.1, -$1.0.slot) }) else { return nil }
+        let (w, overdue, limit) = most
+        let age = rounded(overdue + limit)
+        let offset = rounded(limit - (settings.maxAge ?? .zero))
+        return (
+            w.slot, .age,
+            "age \(Units.formatDuration(age)) ≥ max_age \(Units.formatDuration(settings.maxAge ?? .zero)) + splay offset \(Units.formatDuration(offset)) (pid \(w.pid))"
+        )
+    }
+
+    /// A size for messages.
+    private func size(_ bytes: UInt64) -> String { Units.formatSize(bytes) }
+
+    /// A duration rounded down to whole seconds, for messages.
+    private func rounded(_ d: Duration) -> Duration { .seconds(d.components.seconds) }
+}

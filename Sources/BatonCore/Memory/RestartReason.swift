@@ -1,0 +1,28 @@
+/// Why a worker was restarted: logged with every restart, counted per reason in the metrics,
+/// shown as `last_restart_reason` in `baton status`.
+public enum RestartReason: String, Sendable, Equatable, Codable, CaseIterable {
+    /// The rolling restart: the worker reached `rolling.max_age` plus its slot's splay.
+    case age
+    /// The total passed `memory.threshold` × budget and this was the largest old-enough worker.
+    case memoryThreshold = "memory-threshold"
+    /// The worker's USS passed `memory.worker_limit`.
+    case workerLimit = "worker-limit"
+    /// The worker's growth would take it past `memory.worker_limit` before the next check.
+    case leakPrediction = "leak-prediction"
+    /// The worker exited on its own and was respawned.
+    case crash
+    /// A deploy (or rollback) replaced it.
+    case deploy
+    /// A reload replaced it.
+    case reload
+    /// An operator asked for it.
+    case manual
+
+    /// True for the reasons the periodic ``RestartPolicy`` decides.
+    public var isPolicy: Bool {
+        switch self {
+        case .age, .memoryThreshold, .workerLimit, .leakPrediction: true
+        case .crash, .deploy, .reload, .manual: false
+        }
+    }
+}

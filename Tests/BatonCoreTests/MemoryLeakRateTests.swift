@@ -1,0 +1,169 @@
+import BatonCore
+import Testing
+
+private let mib: UInt64 = 1 << 20
+
+/// A point at `minutes` with `bytes`.
+private func point(_ minutes: Double, _ bytes: UInt64) -> MemoryPoint {
+    MemoryPoint(at: .seconds(minutes * 60), bytes: bytes)
+}
+
+/// A duration in seconds (-1 for nil).
+private func seconds(_ d: Duration?) -> Double {
+    guard let d else { return -1 }
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+@Suite("Leak rate")
+struct MemoryLeakRateTests {
+    @Test func theilSenRecoversAStraightLine() throws {
+        // 100 MiB + 1 MiB per minute = 60 MiB/h.
+        let points = (0..<10).map { point(Double($0), 100 * mib + UInt64($0) * mib) }
+        let fit = try #require(LeakRate.theilSen(points))
+        #expect(abs(fit.slope - Double(mib) / 60) < 1e-6)
+        #expect(abs(fit.intercept - Double(100 * mib)) < 1)
+    }
+
+    @Test func oneGCSpikeDoesNotMoveTheFit() throws {
+        // A steady 60 MiB/h with one sample 400 MiB high (a GC peak, a huge request) near the end.
+        var points = (0..<20).map { point(Double($0), 200 * mib + UInt64($0) * mib) }
+        points[17].bytes += 400 * mib
+        let fit = try #require(LeakRate.theilSen(points))
+        #expect(abs(fit.slope * 3600 / Double(mib) - 60) < 0.5)
+        // Least squares would be dragged far off by it.
+        let n = Double(points.count)
+        let ts = points.map { Double($0.at.components.seconds) }
+        let ys = points.map { Double($0.bytes) }
+        let tMean = ts.reduce(0, +) / n
+        let yMean = ys.reduce(0, +) / n
+        var covariance = 0.0
+        var variance = 0.0
+        for (t, y) in zip(ts, ys) {
+            covariance += (t - tMean) * (y - yMean)
+            variance += (t - tMean) * (t - tMean)
+        }
+        let ols = covariance / variance
+        #expect(ols * 3600 / Double(mib) > 100)
+    }
+
+    @Test func flatAndShrinkingAndDegenerate() throws {
+        let flat = (0..<8).map { point(Double($0), 300 * mib) }
+        #expect(try #require(LeakRate.theilSen(flat)).slope == 0)
+        let shrinking = (0..<8).map { point(Double($0), 300 * mib - UInt64($0) * mib) }
+        #expect(try #require(LeakRate.theilSen(shrinking)).slope < 0)
+        #expect(LeakRate.theilSen([]) == nil)
+        #expect(LeakRate.theilSen([point(1, 5)]) == nil)
+        #expect(LeakRate.theilSen([point(1, 5), point(1, 9)]) == nil)  // no two distinct instants
+        // Six pairwise slopes (2, 1, 8/3, 0, 3, 6 per second): the mean of the middle two.
+        let points = [(0, 0), (1, 2), (2, 2), (3, 8)].map { MemoryPoint(at: .seconds($0.0), bytes: $0.1) }
+        let fit = try #require(LeakRate.theilSen(points))
+        #expect(abs(fit.slope - (2 + 8.0 / 3) / 2) < 1e-12)
+    }
+
+    @Test func timeToReachALimit() {
+        let rate = LeakRate(bytesPerSecond: Double(mib) / 60, fittedBytes: Double(900 * mib), at: .seconds(1000))
+        #expect(abs(rate.mibPerHour - 60) < 1e-9)
+        // 124 MiB to go at 1 MiB/min: 124 minutes after the last sample, 120 from 4 minutes later.
+        #expect(abs(seconds(rate.timeToReach(1024 * mib, from: .seconds(1000))) - 124 * 60) < 1e-3)
+        #expect(abs(seconds(rate.timeToReach(1024 * mib, from: .seconds(1240))) - 120 * 60) < 1e-3)
+        #expect(rate.timeToReach(900 * mib, from: .seconds(1000)) == .zero)
+        #expect(rate.timeToReach(1024 * mib, from: .seconds(1_000_000)) == .zero)
+        let flat = LeakRate(bytesPerSecond: 0, fittedBytes: Double(900 * mib), at: .zero)
+        #expect(flat.timeToReach(1024 * mib, from: .zero) == nil)
+        let glacial = LeakRate(bytesPerSecond: 1e-6, fittedBytes: 0, at: .zero)
+        #expect(glacial.timeToReach(1024 * mib, from: .zero) == nil)
+    }
+
+    @Test func historyIsABoundedRing() {
+        var history = MemoryHistory(capacity: 5, minimumSamples: 3, minimumSpan: .seconds(60))
+        #expect(history.latest == nil && history.samples.isEmpty && history.leakRate == nil)
+        for minute in 0..<8 { history.append(point(Double(minute), UInt64(minute) * mib)) }
+        #expect(history.count == 5)
+        #expect(history.samples.map(\.bytes) == [3, 4, 5, 6, 7].map { $0 * mib })
+        #expect(history.latest == point(7, 7 * mib))
+        // A sample at the same instant replaces the newest instead of adding a zero-length step.
+        history.append(point(7, 8 * mib))
+        #expect(history.count == 5 && history.latest == point(7, 8 * mib))
+    }
+
+    @Test func historyNeedsEnoughSamplesOverEnoughTime() throws {
+        var history = MemoryHistory(capacity: 120, minimumSamples: 6, minimumSpan: .seconds(300))
+        for i in 0..<6 { history.append(MemoryPoint(at: .seconds(i * 30), bytes: 100 * mib + UInt64(i) * mib)) }
+        #expect(history.leakRate == nil)  // six samples, but only 2.5 minutes
+        for i in 6..<11 { history.append(MemoryPoint(at: .seconds(i * 30), bytes: 100 * mib + UInt64(i) * mib)) }
+        let rate = try #require(history.leakRate)
+        #expect(abs(rate.mibPerHour - 120) < 1e-6)
+        #expect(rate.at == .seconds(300))
+        #expect(abs(rate.fittedBytes - Double(110 * mib)) < 1)
+    }
+
+    @Test func historyFollowsOnlyTheWindow() throws {
+        // A worker that leaked for an hour, then stopped: after 120 flat samples the rate is 0.
+        var history = MemoryHistory()
+        var t = 0
+        for i in 0..<120 {
+            history.append(MemoryPoint(at: .seconds(t), bytes: 100 * mib + UInt64(i) * mib))
+            t += 30
+        }
+        #expect(try #require(history.leakRate).mibPerHour > 100)
+        for _ in 0..<120 {
+            history.append(MemoryPoint(at: .seconds(t), bytes: 220 * mib))
+            t += 30
+        }
+        #expect(try #require(history.leakRate).bytesPerSecond == 0)
+    }
+}
+
+@Suite("Worker footprint")
+struct MemoryFootprintTests {
+    @Test func readyPlusEarlyGrowthThenMedian() {
+        var tracker = FootprintTracker(window: .seconds(120), keep: 5)
+        // pid 1: ready at 80 MiB, grows to 100 MiB within the window, 300 MiB after it (not counted).
+        tracker.workerReady(pid: 1, release: "r1", pss: 80 * mib, now: .seconds(10))
+        tracker.sampled(pid: 1, pss: 100 * mib, now: .seconds(60))
+        #expect(tracker.estimate(release: "r1", configured: nil) == nil)  // still in its window
+        tracker.sampled(pid: 1, pss: 300 * mib, now: .seconds(200))
+        #expect(tracker.footprints(release: "r1") == [100 * mib])
+        // Four more boots, one of them odd (it served a huge request at once).
+        for (pid, peak) in [(2, 90), (3, 110), (4, 400), (5, 95)] as [(Int32, UInt64)] {
+            tracker.workerReady(pid: pid, release: "r1", pss: 70 * mib, now: .seconds(300))
+            tracker.sampled(pid: pid, pss: peak * mib, now: .seconds(310))
+            tracker.workerExited(pid: pid)
+        }
+        #expect(
+            tracker.estimate(release: "r1", configured: 1 << 30)
+                == FootprintEstimate(bytes: 100 * mib, source: .measured(workers: 5)))
+        // Only the last five are kept.
+        tracker.workerReady(pid: 6, release: "r1", pss: 120 * mib, now: .seconds(400))
+        tracker.workerExited(pid: 6)
+        #expect(tracker.footprints(release: "r1") == [90, 110, 400, 95, 120].map { $0 * mib })
+        #expect(tracker.estimate(release: "r1", configured: nil)?.bytes == 110 * mib)
+    }
+
+    @Test func configuredUntilMeasuredThenOtherRelease() {
+        var tracker = FootprintTracker()
+        #expect(tracker.estimate(release: "new", configured: nil) == nil)
+        #expect(
+            tracker.estimate(release: "new", configured: 64 * mib)
+                == FootprintEstimate(bytes: 64 * mib, source: .configured))
+        tracker.workerReady(pid: 9, release: "old", pss: 50 * mib, now: .zero)
+        tracker.workerExited(pid: 9)
+        #expect(tracker.estimate(release: "new", configured: 64 * mib)?.source == .configured)
+        #expect(
+            tracker.estimate(release: "new", configured: nil)
+                == FootprintEstimate(bytes: 50 * mib, source: .otherRelease(workers: 1)))
+        // Samples of unknown pids are ignored.
+        tracker.sampled(pid: 77, pss: 1, now: .seconds(1))
+        #expect(tracker.footprints(release: "new").isEmpty)
+    }
+
+    @Test func oldReleasesAreForgotten() {
+        var tracker = FootprintTracker()
+        for n in 0...FootprintTracker.releasesKept {
+            tracker.workerReady(pid: Int32(n), release: "r\(n)", pss: UInt64(n + 1) * mib, now: .zero)
+            tracker.workerExited(pid: Int32(n))
+        }
+        #expect(tracker.footprints(release: "r0").isEmpty)
+        #expect(tracker.footprints(release: "r1") == [2 * mib])
+    }
+}
