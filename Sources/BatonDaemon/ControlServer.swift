@@ -138,6 +138,8 @@ final class ControlServer {
                 waiter: connection, uid: connection.peer?.uid ?? 0)
         case "attach":
             supervisor.attach(connection)
+        case "preflight":
+            supervisor.requestPreflight(request.preflight ?? PreflightOptions(), waiter: connection, uid: connection.peer?.uid ?? 0)
         case "upgrade":
             supervisor.requestUpgrade(binary: request.binary, waiter: connection)
         case "history":

@@ -8,6 +8,13 @@ final class Operation {
     /// What was asked.
     enum Kind: String {
         case deploy, reload, rollback
+        /// The restart policy replacing one slot.
+        case policy
+        /// `baton preflight --roll-ahead` replacing the most bloated slots.
+        case rollAhead = "roll-ahead"
+
+        /// Deploys and rollbacks refuse each other (unless --wait); the rest queue.
+        var isDeploy: Bool { self == .deploy || self == .rollback }
     }
 
     /// Where it is.
@@ -48,6 +55,12 @@ final class Operation {
     var deadline: EventLoop.Token?
     /// Slots the rollback covers.
     var rolledBackSlots: [Int] = []
+    /// policy / roll-ahead: the slots to replace (nil: every slot).
+    var slots: [Int]?
+    /// policy / roll-ahead: the restart reason recorded on the slots.
+    var reason: String?
+    /// roll-ahead: the `--need` bytes to re-check.
+    var need: UInt64 = 0
 
     init(kind: Kind, options: DeployOptions?, uid: uid_t?) {
         self.kind = kind

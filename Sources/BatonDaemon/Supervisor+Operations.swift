@@ -60,7 +60,7 @@ extension Supervisor {
             return
         }
         let busy = operation != nil || !queue.isEmpty || phase == .starting
-        let deployAhead = ([operation].compactMap { $0 } + queue).contains { $0.kind != .reload }
+        let deployAhead = ([operation].compactMap { $0 } + queue).contains { $0.kind.isDeploy }
         if busy && deployAhead && options.wait != true {
             let current = operation?.target?.directory ?? queue.first?.options?.release ?? "?"
             waiter.finish(.failure("deploy in progress (of \(current)): refused; use --wait to queue behind it"))
@@ -95,7 +95,7 @@ extension Supervisor {
         case .rollback:
             guard let previous = releaseState.previous else { throw DaemonError("no previous release to roll back to") }
             return previous
-        case .deploy, .reload:
+        case .deploy, .reload, .policy, .rollAhead:
             guard let directory = options.release, directory.hasPrefix("/") else {
                 throw DaemonError("--release must be an absolute path, got \"\(options.release ?? "")\"")
             }
@@ -126,23 +126,19 @@ extension Supervisor {
         return lines
     }
 
-    /// surge or replace, and why: `auto` picks replace when the measured (or
-    /// configured) footprint of max_surge extra workers does not fit in
-    /// MemAvailable minus the reserve.
+    /// surge or replace, and why: `auto` asks the pre-deploy check whether
+    /// `max_surge` extra workers of the measured (or configured) footprint fit
+    /// under every limit; replace when they do not.
     func chooseStrategy(_ options: DeployOptions?) -> (RollingRestart.Strategy, String) {
         let requested = options?.strategy.flatMap(DeployStrategy.init(rawValue:)) ?? config.deploy.strategy
         switch requested {
         case .surge: return (.surge, "requested")
         case .replace: return (.replace, "requested")
         case .auto:
-            let surge = UInt64(min(options?.maxSurge ?? config.deploy.maxSurge, slots.count))
-            let pss = slots.compactMap { $0.current }.compactMap { ProcFS.treeMemory(of: $0.pid, detailed: true)?.pss }
-            let footprint = config.deploy.workerFootprint ?? (pss.isEmpty ? 0 : pss.reduce(0, +) / UInt64(pss.count))
-            guard let available = HostMemory.available() else { return (.surge, "auto: MemAvailable unknown") }
-            let headroom = available > config.memory.reserve ? available - config.memory.reserve : 0
-            let need = footprint * surge
-            let figures = "need \(Units.formatSize(need)) for \(surge) extra, headroom \(Units.formatSize(headroom))"
-            return need <= headroom ? (.surge, "auto: \(figures)") : (.replace, "auto: \(figures) does not fit")
+            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto) else {
+                return (.surge, "auto: memory unknown")
+            }
+            return (verdict.strategy, "auto: \(verdict.summary)")
         }
     }
 
@@ -173,7 +169,13 @@ extension Supervisor {
 
     private func begin(_ op: Operation) throws {
         let spec: WorkerSpec
-        if op.kind == .reload {
+        var order = slots.map(\.index)
+        if op.kind == .policy || op.kind == .rollAhead {
+            op.target = releaseState.current
+            spec = try makeSpec(config, release: releaseState.current)
+            order = op.slots ?? order
+            phase = .restarting
+        } else if op.kind == .reload {
             let newConfig = try options.reloadConfig?() ?? config
             try checkReloadable(newConfig)
             spec = try makeSpec(newConfig, release: releaseState.current)
@@ -189,8 +191,11 @@ extension Supervisor {
         } else {
             spec = try makeSpec(config, release: op.target!)
             phase = .deploying
+            // The most bloated workers go first: their memory comes back first.
+            order = slotsByGrowth()
         }
-        let (strategy, why) = chooseStrategy(op.options)
+        let (strategy, why) = op.kind == .policy || op.kind == .rollAhead
+            ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options)
         let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
         if let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
@@ -200,12 +205,12 @@ extension Supervisor {
         op.phase = .rollingOut
         rolloutSpec = spec
         op.report(
-            "\(op.kind.rawValue) of \(op.target!.directory): \(slots.count) workers, \(strategy.rawValue) (\(why))"
+            "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(strategy.rawValue) (\(why))"
                 + (strategy == .surge ? ", max surge \(surge)" : "") + (config.deploy.canary && op.kind != .reload ? ", canary slot 0" : ""))
         logger.info("\(op.kind.rawValue) started", metadata: ["release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0)])
         extendTimeout()
         var machine = RollingRestart(
-            slots: slots.map(\.index), strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind != .reload)
+            slots: order, strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind.isDeploy)
         let actions = machine.start()
         rollout = machine
         publishStatus()
@@ -258,7 +263,7 @@ extension Supervisor {
             switch action {
             case .startNew(let index):
                 operation?.report("slot \(index): starting a new worker on \(rolloutSpec?.release ?? "?")")
-                startWorker(slots[index], role: .replacement, reason: operation?.kind.rawValue ?? "reload")
+                startWorker(slots[index], role: .replacement, reason: operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload")
             case .drainOld(let index):
                 drainOld(slots[index])
             case .abandonNew(let index):
@@ -284,7 +289,8 @@ extension Supervisor {
             let old = slot.current
             slot.current = replacement
             slot.spec = replacement.spec
-            slot.lastRestartReason = op?.kind.rawValue ?? "reload"
+            slot.lastRestartReason = op.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
+            restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
             if let old {
                 slot.draining.append(old)
                 let boot = replacement.readyAt.map { Units.formatElapsed($0 - replacement.startedAt) } ?? "?"
@@ -357,7 +363,12 @@ extension Supervisor {
     }
 
     private func succeed(_ op: Operation) {
-        if op.kind != .reload, let target = op.target {
+        if op.kind == .policy, let slot = op.slots?.first { memoryPolicy.replacementFinished(slot: slot, now: loop.now()) }
+        if op.kind == .rollAhead {
+            finishRollAhead(op, replaced: true)
+            return
+        }
+        if op.kind.isDeploy, let target = op.target {
             let previous = op.previous
             releaseState = ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous)
             do {
@@ -375,6 +386,11 @@ extension Supervisor {
 
     private func finishFailed(_ op: Operation, rolledBack: String) {
         let failure = op.failure ?? Operation.Failure(reason: "unknown", output: [], code: 1)
+        if op.kind == .policy, let slot = op.slots?.first { memoryPolicy.replacementFailed(slot: slot, now: loop.now()) }
+        if op.kind == .rollAhead {
+            finishRollAhead(op, replaced: false)
+            return
+        }
         let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)"
         finishOperation(
             op, outcome: failure.code == 4 ? "timed-out" : op.rolledBackSlots.isEmpty ? "failed" : "rolled-back", detail: failure.reason,
@@ -399,7 +415,7 @@ extension Supervisor {
         if outcome == "succeeded" { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
         op.finish(reply)
         operation = nil
-        if phase == .reloading || phase == .deploying { phase = .running }
+        if phase == .reloading || phase == .deploying || phase == .restarting { phase = .running }
         // READY=1 ends RELOADING=1 even when the reload failed: old workers serve.
         if sentReady && op.kind == .reload { notifier.ready(status: summary) }
         lastStatusLine = ""

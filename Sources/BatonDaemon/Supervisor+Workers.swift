@@ -179,6 +179,7 @@ extension Supervisor {
         logger.info(
             "worker ready after \(Units.formatElapsed(bootTime))",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+        recordReadyFootprint(worker)
         let slot = slots[worker.slot]
         if let t = slot.stableTimer { loop.cancel(t) }
         slot.stableTimer = loop.schedule(after: slot.backoff.stableAfter) { [unowned self, unowned slot, weak worker] in
@@ -381,6 +382,7 @@ extension Supervisor {
         }
         let delay = slot.backoff.workerFailed(uptime: uptime)
         slot.lastRestartReason = reason
+        restartsByReason[reason == "crash" || reason.hasPrefix("exited") ? "crash" : reason, default: 0] += 1
         if slot.backoff.isCrashLooping {
             logger.error(
                 "slot \(slot.index) is crash-looping (\(slot.backoff.consecutiveFailures) failures in a row); next start in \(Units.formatDuration(delay))")

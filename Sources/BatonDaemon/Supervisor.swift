@@ -21,7 +21,7 @@ import Logging
 public final class Supervisor {
     /// Where the supervisor is in its life.
     enum Phase: String {
-        case starting, running, reloading, deploying, stopping
+        case starting, running, reloading, deploying, restarting, stopping
     }
 
     /// How the daemon was started.
@@ -96,6 +96,16 @@ public final class Supervisor {
     var lastFailureOutput: [String] = []
     /// Set while `baton upgrade` checks the new binary.
     var upgradeInProgress = false
+    /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
+    var ownedUnixPaths: [String] = []
+    /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
+    lazy var memoryPolicy = RestartPolicy(settings: .init(config: config, hostname: Self.hostname()))
+    /// Footprints of recently started workers, by release.
+    var footprints = FootprintTracker()
+    /// Memory checks so far (smaps_rollup every `smaps_every`-th).
+    var memoryTicks = 0
+    /// Restarts by reason since baton started.
+    var restartsByReason: [String: Int] = [:]
     var control: ControlServer?
     var signalFD: Int32 = -1
     /// The last STATUS= sent, to avoid repeating it.
@@ -134,6 +144,7 @@ public final class Supervisor {
         if let resumeFD = options.resumeFD {
             try resume(from: resumeFD)
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
+            startMemoryChecks()
             return
         }
         listeners = try openListeners()
@@ -150,6 +161,13 @@ public final class Supervisor {
         notifier.notify("STATUS=starting \(config.app.workers) workers")
         startQueue = Array(0..<config.app.workers)
         fillStartQueue()
+        startMemoryChecks()
+    }
+
+    static func hostname() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count - 1)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// The runtime directory: `[app] runtime_directory`, else systemd's
@@ -197,6 +215,8 @@ public final class Supervisor {
             result.append(listener)
             if notifier.storeFD(listener.fd, name: listener.name) {
                 logger.info("stored \(listener.address) in systemd's FD store as \(listener.name)")
+            } else if case .unix(let path) = address {
+                ownedUnixPaths.append(path)
             }
         }
         for old in stored where !reused.contains(old.name) {
@@ -375,9 +395,9 @@ public final class Supervisor {
         for listener in listeners {
             close(listener.fd)
         }
-        for address in config.listen.addresses {
-            if case .unix(let path) = address { unlink(path) }
-        }
+        // Only paths baton bound and kept for itself: a socket unit's path,
+        // or one in systemd's FD store, must outlive this process.
+        for path in ownedUnixPaths { unlink(path) }
         rmdir(notifyDirectory)
         logger.info("stopped")
         loop.stop()

@@ -60,6 +60,12 @@ final class Worker {
     var statusText: String?
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
     var stopReason: String?
+    /// Latest memory of its tree (PSS/USS from the last detailed sample).
+    var memory: MemorySample?
+    /// USS when it became ready (growth since boot = now − this).
+    var ussAtReady: UInt64?
+    /// USS samples for the leak rate.
+    var history = MemoryHistory()
     /// Monotonic time the drain began.
     var drainStartedAt: Duration?
     /// Monotonic time of the last WATCHDOG=1.

@@ -31,7 +31,8 @@ public final class BatonHarness: @unchecked Sendable {
     public init(
         workers: Int = 2, command: [String]? = nil, extraApp: String = "", sections: String? = nil,
         environment: [String: String] = [:], waitReady: Bool = true, tag: String = "h", controlGroup: String? = nil,
-        journalStream: Bool = false, beforeStart: (String) -> Void = { _ in }, reuse: String? = nil
+        journalStream: Bool = false, beforeStart: (String) -> Void = { _ in }, reuse: String? = nil,
+        wrapper: [String] = []
     ) throws {
         directory = reuse ?? TestPaths.temporaryDirectory(tag)
         configPath = directory + "/baton.toml"
@@ -67,7 +68,7 @@ public final class BatonHarness: @unchecked Sendable {
         TestPaths.write(configPath, text)
         beforeStart(directory)
         process = try TestProcess(
-            [TestPaths.executable("baton"), "serve", "--config", configPath],
+            wrapper + [TestPaths.executable("baton"), "serve", "--config", configPath],
             environment: TestPaths.cleanEnvironment(adding: environment), journalStream: journalStream)
         if let line = process.waitForLine(containing: "listening", timeout: .seconds(20)),
             let range = line.range(of: "127.0.0.1:")

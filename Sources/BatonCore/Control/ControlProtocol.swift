@@ -9,7 +9,7 @@ public enum ControlProtocol {
     public static let maxRequestBytes = 64 * 1024
 
     /// Verbs that change state (their callers' uids are logged).
-    public static let mutatingCommands: Set<String> = ["reload", "deploy", "rollback", "upgrade"]
+    public static let mutatingCommands: Set<String> = ["reload", "deploy", "rollback", "upgrade", "preflight"]
     /// Verbs that only read.
     public static let readOnlyCommands: Set<String> = ["status", "ping", "history", "attach"]
 
@@ -57,13 +57,118 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var deploy: DeployOptions?
     /// upgrade: the binary to re-execute (nil: baton's own executable).
     public var binary: String?
+    /// preflight: the options.
+    public var preflight: PreflightOptions?
 
     /// Creates a request.
-    public init(cmd: String, deploy: DeployOptions? = nil, binary: String? = nil, v: Int = ControlProtocol.version) {
+    public init(
+        cmd: String, deploy: DeployOptions? = nil, binary: String? = nil, preflight: PreflightOptions? = nil,
+        v: Int = ControlProtocol.version
+    ) {
         self.v = v
         self.cmd = cmd
         self.deploy = deploy
         self.binary = binary
+        self.preflight = preflight
+    }
+}
+
+/// The options of `baton preflight`.
+public struct PreflightOptions: Codable, Sendable, Equatable {
+    /// The release about to be deployed (its measured footprint counts, if known).
+    public var release: String?
+    /// Memory the CI's own tooling needs on the host, like "512MiB".
+    public var need: String?
+    /// Restart the most bloated workers until the plan fits.
+    public var rollAhead: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case release, need
+        case rollAhead = "roll_ahead"
+    }
+
+    /// Creates options.
+    public init(release: String? = nil, need: String? = nil, rollAhead: Bool? = nil) {
+        self.release = release
+        self.need = need
+        self.rollAhead = rollAhead
+    }
+}
+
+/// The figures of `baton preflight --json`.
+public struct PreflightReport: Codable, Sendable, Equatable {
+    /// One limit's headroom.
+    public struct Limit: Codable, Sendable, Equatable {
+        /// "host MemAvailable", "cgroup memory.max", ...
+        public var kind: String
+        /// Bytes left under it (negative: already over).
+        public var availableBytes: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case kind
+            case availableBytes = "available_bytes"
+        }
+
+        /// Creates a limit.
+        public init(kind: String, availableBytes: Int64) {
+            self.kind = kind
+            self.availableBytes = availableBytes
+        }
+    }
+
+    /// Whether the planned deploy fits.
+    public var fits: Bool
+    /// The verdict line.
+    public var summary: String
+    /// surge or replace (auto resolved).
+    public var strategy: String
+    /// Bytes needed under the binding limit.
+    public var needBytes: UInt64
+    /// Bytes available under it.
+    public var haveBytes: Int64
+    /// The binding limit's name.
+    public var binding: String
+    /// The memory budget and where it comes from (configured, cgroup, MemTotal).
+    public var budgetBytes: UInt64
+    /// See `budgetBytes`.
+    public var budgetSource: String
+    /// Sum of the workers' PSS.
+    public var workersPSSBytes: UInt64
+    /// One new worker's footprint, if known.
+    public var footprintBytes: UInt64?
+    /// Every limit considered.
+    public var limits: [Limit]
+    /// Slots restarted by --roll-ahead.
+    public var rolledAhead: [Int]?
+
+    enum CodingKeys: String, CodingKey {
+        case fits, summary, strategy, binding, limits
+        case needBytes = "need_bytes"
+        case haveBytes = "have_bytes"
+        case budgetBytes = "budget_bytes"
+        case budgetSource = "budget_source"
+        case workersPSSBytes = "workers_pss_bytes"
+        case footprintBytes = "footprint_bytes"
+        case rolledAhead = "rolled_ahead"
+    }
+
+    /// Creates a report.
+    public init(
+        fits: Bool, summary: String, strategy: String, needBytes: UInt64, haveBytes: Int64, binding: String, budgetBytes: UInt64,
+        budgetSource: String, workersPSSBytes: UInt64, footprintBytes: UInt64?, limits: [Limit], rolledAhead: [Int]?
+    ) {
+        self.fits = fits
+        self.summary = summary
+        self.strategy = strategy
+        self.needBytes = needBytes
+        self.haveBytes = haveBytes
+        self.binding = binding
+        self.budgetBytes = budgetBytes
+        self.budgetSource = budgetSource
+        self.workersPSSBytes = workersPSSBytes
+        self.footprintBytes = footprintBytes
+        self.limits = limits
+        self.rolledAhead = rolledAhead
     }
 }
 
@@ -128,12 +233,15 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var details: [String]?
     /// `history` payload, oldest first.
     public var history: [HistoryEntry]?
+    /// `preflight` payload.
+    public var preflight: PreflightReport?
 
     /// Creates a line.
     public init(
         event: String? = nil, ok: Bool? = nil, message: String? = nil, error: String? = nil, status: StatusReport? = nil,
-        code: Int32? = nil, details: [String]? = nil, history: [HistoryEntry]? = nil
+        code: Int32? = nil, details: [String]? = nil, history: [HistoryEntry]? = nil, preflight: PreflightReport? = nil
     ) {
+        self.preflight = preflight
         self.event = event
         self.ok = ok
         self.message = message

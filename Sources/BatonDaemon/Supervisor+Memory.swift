@@ -1,0 +1,216 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// Memory: sampling every `check_interval` (RSS from statm every tick,
+/// PSS/USS from smaps_rollup every `smaps_every` ticks and before every
+/// decision), the periodic restart policy, and the pre-deploy check with
+/// roll-ahead.
+extension Supervisor {
+    // MARK: - Sampling and the policy
+
+    /// Starts the periodic memory check.
+    func startMemoryChecks() {
+        loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
+    }
+
+    private func memoryTick() {
+        guard phase != .stopping else { return }
+        memoryTicks += 1
+        sample(detailed: memoryTicks % max(1, config.memory.smapsEvery) == 0)
+        runPolicy(detailed: false)
+        loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
+    }
+
+    /// Measures every live worker's process tree; with `detailed`, PSS/USS
+    /// too, feeding the leak-rate history and the footprint tracker.
+    func sample(detailed: Bool) {
+        let now = loop.now()
+        for slot in slots {
+            for worker in slot.workers where worker.state != .exited {
+                guard var m = ProcFS.treeMemory(of: worker.pid, detailed: detailed) else { continue }
+                if !detailed, let previous = worker.memory {
+                    m.pss = previous.pss
+                    m.uss = previous.uss
+                }
+                worker.memory = m
+                if detailed, let uss = m.uss {
+                    worker.history.append(MemoryPoint(at: now, bytes: uss))
+                    if worker.ussAtReady == nil, worker.state == .ready { worker.ussAtReady = uss }
+                }
+                if detailed, let pss = m.pss { footprints.sampled(pid: worker.pid, pss: pss, now: now) }
+            }
+        }
+    }
+
+    /// Records a worker's footprint when it becomes ready.
+    func recordReadyFootprint(_ worker: Worker) {
+        guard let m = ProcFS.treeMemory(of: worker.pid, detailed: true) else { return }
+        worker.memory = m
+        if let uss = m.uss {
+            worker.ussAtReady = uss
+            worker.history.append(MemoryPoint(at: loop.now(), bytes: uss))
+        }
+        if let pss = m.pss { footprints.workerReady(pid: worker.pid, release: worker.spec.release, pss: pss, now: loop.now()) }
+    }
+
+    private func runPolicy(detailed: Bool) {
+        let busy = operation != nil || !queue.isEmpty || phase != .running || upgradeInProgress
+        let readings = try? HostMemoryReader().readings(cgroupOf: getpid())
+        let budget = readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
+            ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)
+        let workers = slots.compactMap { slot -> RestartPolicy.Worker? in
+            guard let w = slot.current else { return nil }
+            return RestartPolicy.Worker(
+                slot: slot.index, pid: w.pid, startedAt: w.startedAt, ready: w.state == .ready, memory: w.memory, history: w.history)
+        }
+        let tick = RestartPolicy.Tick(
+            now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy)
+        switch memoryPolicy.tick(tick) {
+        case .measure?:
+            guard !detailed else { return }
+            sample(detailed: true)
+            runPolicy(detailed: true)
+        case .replace(let slot, let reason, let detail)?:
+            logger.info("restart policy: \(detail)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
+            let op = Operation(kind: .policy, options: nil, uid: nil)
+            op.slots = [slot]
+            op.reason = reason.rawValue
+            queue.insert(op, at: 0)
+            runNextOperation()
+        case nil:
+            break
+        }
+    }
+
+    // MARK: - Preflight and roll-ahead
+
+    /// The figures of a planned deploy against the headroom right now.
+    func preflight(release: String?, need: UInt64, strategy: DeployStrategy? = nil) throws -> (PreflightVerdict, PreflightReport) {
+        sample(detailed: true)
+        let readings = try HostMemoryReader().readings(cgroupOf: getpid())
+        let workers = slots.compactMap(\.current)
+        let pss = workers.compactMap { $0.memory?.pss }
+        let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +))
+        let target = release ?? releaseState.current.directory
+        var footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
+        if footprint == nil, !pss.isEmpty {
+            footprint = FootprintEstimate(bytes: pss.sorted()[pss.count / 2], source: .configured)
+        }
+        let commits = workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted()
+        let plan = DeployPlan(
+            strategy: strategy ?? config.deploy.strategy, maxSurge: min(config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
+            commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need)
+        let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
+        let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
+        let report = PreflightReport(
+            fits: verdict.fits, summary: verdict.summary, strategy: verdict.strategy.rawValue, needBytes: verdict.bindingNeed,
+            haveBytes: verdict.binding.available, binding: verdict.binding.kind.name, budgetBytes: budget.bytes,
+            budgetSource: budget.source.rawValue, workersPSSBytes: pss.reduce(0, +), footprintBytes: footprint?.bytes,
+            limits: headroom.limits.map { PreflightReport.Limit(kind: $0.kind.name, availableBytes: $0.available) }, rolledAhead: nil)
+        return (verdict, report)
+    }
+
+    /// `baton preflight [--release DIR] [--need SIZE] [--roll-ahead]`.
+    func requestPreflight(_ options: PreflightOptions, waiter: ControlConnection, uid: uid_t) {
+        let need: UInt64
+        if let text = options.need {
+            guard let bytes = Units.parseSize(text) else {
+                waiter.finish(.failure("--need expects a size like \"512MiB\", got \"\(text)\"", code: 2))
+                return
+            }
+            need = bytes
+        } else {
+            need = 0
+        }
+        let verdict: PreflightVerdict
+        let report: PreflightReport
+        do {
+            (verdict, report) = try preflight(release: options.release, need: need)
+        } catch {
+            waiter.finish(.failure("preflight: cannot measure memory: \(error)", code: 1))
+            return
+        }
+        let details = Self.preflightDetails(report)
+        if verdict.fits || options.rollAhead != true {
+            waiter.finish(
+                verdict.fits
+                    ? ControlReply(ok: true, message: verdict.summary, details: details, preflight: report)
+                    : ControlReply(ok: false, error: verdict.summary, code: 1, details: details, preflight: report))
+            return
+        }
+        let growth = slots.compactMap { slot -> WorkerGrowth? in
+            guard let w = slot.current, let now = w.memory?.uss else { return nil }
+            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
+        }
+        let plan = RollAhead.plan(for: verdict, workers: growth)
+        guard plan.canFit, !plan.slots.isEmpty else {
+            waiter.finish(ControlReply(ok: false, error: "\(verdict.summary); roll-ahead: \(plan.summary)", code: 1, details: details, preflight: report))
+            return
+        }
+        if operation != nil || !queue.isEmpty {
+            waiter.finish(.failure("roll-ahead refused: a \(operation?.kind.rawValue ?? "deploy") is in progress", code: 1))
+            return
+        }
+        waiter.send(.progress(verdict.summary))
+        waiter.send(.progress("roll-ahead: \(plan.summary)"))
+        let op = Operation(kind: .rollAhead, options: nil, uid: uid)
+        op.slots = plan.slots
+        op.reason = "roll-ahead"
+        op.need = need
+        op.waiters.append(waiter)
+        queue.append(op)
+        runNextOperation()
+    }
+
+    /// After a roll-ahead: measure again and answer with the new verdict.
+    func finishRollAhead(_ op: Operation, replaced: Bool) {
+        guard replaced else {
+            finishOperation(op, outcome: "failed", detail: op.failure?.reason, reply: .failure("roll-ahead failed: \(op.failure?.reason ?? "?")", code: 1))
+            return
+        }
+        guard let (verdict, report) = try? preflight(release: nil, need: op.need) else {
+            finishOperation(op, outcome: "failed", detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
+            return
+        }
+        var r = report
+        r.rolledAhead = op.slots
+        let line = "after restarting slots \(Self.list(op.slots ?? [])): \(verdict.summary)"
+        finishOperation(
+            op, outcome: verdict.fits ? "succeeded" : "failed", detail: verdict.fits ? nil : verdict.summary,
+            reply: verdict.fits
+                ? ControlReply(ok: true, message: line, details: Self.preflightDetails(r), preflight: r)
+                : ControlReply(ok: false, error: line, code: 1, details: Self.preflightDetails(r), preflight: r))
+    }
+
+    static func preflightDetails(_ r: PreflightReport) -> [String] {
+        var lines = [
+            "budget: \(Units.formatSize(r.budgetBytes)) (\(r.budgetSource)); workers' PSS: \(Units.formatSize(r.workersPSSBytes)); new worker footprint: \(r.footprintBytes.map(Units.formatSize) ?? "unknown")"
+        ]
+        for limit in r.limits {
+            lines.append("headroom under \(limit.kind): \(Units.formatSignedSize(limit.availableBytes))")
+        }
+        return lines
+    }
+
+    /// Slots of the serving workers, largest USS growth since ready first
+    /// (a deploy restarts the most bloated workers first).
+    func slotsByGrowth() -> [Int] {
+        sample(detailed: true)
+        let growth = slots.compactMap { slot -> WorkerGrowth? in
+            guard let w = slot.current, let now = w.memory?.uss else { return nil }
+            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
+        }
+        let ordered = RollAhead.order(growth).map(\.slot)
+        return ordered + slots.map(\.index).filter { !ordered.contains($0) }
+    }
+}
+
+extension MemoryBudget {
+    /// The configured byte figure, nil for auto.
+    var bytes: UInt64? {
+        if case .bytes(let b) = self { return b }
+        return nil
+    }
+}

@@ -1,0 +1,149 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+import Testing
+
+extension Integration {
+    /// Memory under real processes: the threshold policy, preflight, roll-ahead,
+    /// deploys that do not fit, and a budget taken from a real cgroup limit.
+    @Suite("memory")
+    struct MemoryTests {
+        static let worker = TestPaths.executable("baton-demo-worker")
+
+        static func sections(_ memory: String, deploy: String = "") -> String {
+            """
+            [listen]
+            addresses = ["127.0.0.1:0"]
+            [readiness]
+            timeout = "20s"
+            [memory]
+            \(memory)
+            [deploy]
+            \(deploy)
+            """
+        }
+
+        func preflight(_ baton: BatonHarness, _ args: [String] = []) throws -> (CommandResult, PreflightReport?) {
+            let result = try baton.cli(["preflight", "--json"] + args)
+            let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(last.utf8))
+            return (result, reply?.preflight)
+        }
+
+        @Test("the threshold policy replaces the largest worker under load, with 0 failed requests")
+        func thresholdPolicyUnderLoad() throws {
+            let baton = try BatonHarness(
+                workers: 3, command: [Self.worker, "--grow-per-request", "8K"],
+                sections: Self.sections(
+                    """
+                    budget = "300MiB"
+                    threshold = "30%"
+                    check_interval = "300ms"
+                    min_worker_age = "1s"
+                    smaps_every = 1
+                    """), tag: "thr")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
+            let fired = baton.process.waitForLine(timeout: .seconds(40)) { $0.contains("restart policy:") && $0.contains("reason=memory-threshold") }
+            #expect(fired != nil, "\(baton.process.stderrLines.suffix(10))")
+            let done = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("policy (memory-threshold)") || $0.contains("policy finished") }
+            #expect(done != nil)
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            print("threshold policy under load: \(report); \(fired ?? "")")
+            #expect(report.failed == 0, "\(report)")
+            let status = try baton.status()
+            #expect(status.workers.contains { $0.lastRestartReason == "memory-threshold" })
+            let history = try baton.cli(["history"])
+            #expect(history.stdout.contains("policy"))
+        }
+
+        @Test("preflight under a constrained budget says no with the figures; --roll-ahead reclaims memory and then says yes")
+        func preflightAndRollAhead() throws {
+            let baton = try BatonHarness(
+                workers: 2, command: [Self.worker, "--hold", "10", "--grow-per-request", "1M"],
+                sections: Self.sections("budget = \"100MiB\"\ncheck_interval = \"1h\"", deploy: "strategy = \"replace\""), tag: "pre")
+            defer { baton.stop() }
+            let (ok, fits) = try preflight(baton, ["--need", "40MiB"])
+            #expect(ok.code == 0, "\(ok.stdout)\(ok.stderr)")
+            let before = try #require(fits)
+            #expect(before.fits)
+            #expect(before.budgetBytes == 100 << 20)
+            #expect(before.budgetSource == "configured")
+            // The workers leak 1 MiB a request: about 50 MiB more in total.
+            for _ in 0..<50 { #expect(HTTP.get(port: baton.port, path: "/")?.status == 200) }
+            let (no, grown) = try preflight(baton, ["--need", "40MiB"])
+            #expect(no.code == 1)
+            let verdict = try #require(grown)
+            #expect(!verdict.fits)
+            #expect(verdict.summary.hasPrefix("does not fit: need 40.0 MiB"), "\(verdict.summary)")
+            #expect(verdict.binding == "memory.budget")
+            // have = budget − the workers' PSS, as measured.
+            let pss = verdict.workersPSSBytes
+            #expect(verdict.haveBytes == Int64(100 << 20) - Int64(pss))
+            #expect(pss > 60 << 20)
+
+            let rolled = try baton.cli(["preflight", "--need", "40MiB", "--roll-ahead"])
+            #expect(rolled.code == 0, "\(rolled.stdout)\n\(rolled.stderr)")
+            #expect(rolled.stdout.contains("roll-ahead:"))
+            #expect(rolled.stdout.contains("after restarting slot"))
+            #expect(rolled.stdout.contains("fits: need 40.0 MiB"))
+            #expect(try baton.status().workers.contains { $0.lastRestartReason == "roll-ahead" })
+        }
+
+        @Test("a deploy that does not fit a surge runs with the replace strategy and 0 failed requests")
+        func deployFallsBackToReplace() throws {
+            let baton = try BatonHarness(
+                workers: 3, command: [Self.worker, "--hold", "20"],
+                sections: Self.sections("budget = \"70MiB\"\ncheck_interval = \"1h\""), tag: "rpl")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
+            #expect(load.waitForProgress(100))
+            let result = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            print("deploy that does not fit: \(report)")
+            #expect(result.code == 0, "\(result.stderr)")
+            #expect(result.stdout.contains("replace (auto: fits: need 0 B (replace: no extra worker)"), "\(result.stdout)")
+            #expect(result.stdout.contains("a surge would need"))
+            #expect(result.stdout.contains("draining pid"))
+            #expect(report.failed == 0, "\(report)")
+            #expect(try baton.status().workers.allSatisfy { $0.release.hasSuffix("/r2") })
+        }
+
+        @Test("under a real cgroup memory limit, the budget comes from the cgroup")
+        func budgetFromCgroup() throws {
+            // This host has the memory controller on cgroup v1 (hybrid); on a
+            // pure v2 host the v2 directory is used.
+            let v1 = "/sys/fs/cgroup/memory"
+            let v2 = "/sys/fs/cgroup"
+            let useV1 = access(v1 + "/cgroup.procs", W_OK) == 0
+            let useV2 = !useV1 && (ProcFS.read(v2 + "/cgroup.controllers")?.contains("memory") ?? false)
+            guard useV1 || useV2 else {
+                print("skipped: no writable memory cgroup hierarchy here")
+                return
+            }
+            let group = (useV1 ? v1 : v2) + "/baton-test-\(getpid())"
+            #expect(mkdir(group, 0o755) == 0)
+            defer { rmdir(group) }
+            let limit: UInt64 = 256 << 20
+            TestPaths.write(group + (useV1 ? "/memory.limit_in_bytes" : "/memory.max"), "\(limit)\n")
+            // baton enters the cgroup before exec: v1 does not move existing charges.
+            let wrapper = TestPaths.temporaryDirectory("cgw") + "/enter.sh"
+            TestPaths.write(wrapper, "#!/bin/sh\necho $$ > \(group)/cgroup.procs\nexec \"$@\"\n", mode: 0o755)
+            let baton = try BatonHarness(workers: 2, tag: "cg", wrapper: [wrapper])
+            defer {
+                baton.stop()
+                TestPaths.remove(String(wrapper.dropLast("/enter.sh".count)))
+            }
+            let (result, report) = try preflight(baton)
+            #expect(result.code == 0)
+            let figures = try #require(report)
+            #expect(figures.budgetSource == "cgroup")
+            #expect(figures.budgetBytes == limit)
+            #expect(figures.limits.contains { $0.kind.hasPrefix("cgroup memory") })
+        }
+    }
+}

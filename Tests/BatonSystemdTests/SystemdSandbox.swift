@@ -1,0 +1,141 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+
+/// Runs `scripts/systemd-test-driver.sh` inside `../shared/tools/systemd-sandbox` (a private
+/// systemd user manager in its own cgroup, pid and mount namespaces) and collects what it
+/// reports. Never starts systemd any other way: outside its own cgroup namespace it would adopt
+/// every process on the machine.
+enum SystemdSandbox {
+    /// The package root: this file is `Tests/BatonSystemdTests/SystemdSandbox.swift`.
+    static let packageRoot: String = {
+        var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+        parts.removeLast(3)
+        return parts.joined(separator: "/")
+    }()
+
+    /// `$BATON_SYSTEMD_SANDBOX`, else `../shared/tools/systemd-sandbox` beside the package
+    /// (CI clones the repository with `shared/` next to it).
+    static let script: String = {
+        if let env = getenv("BATON_SYSTEMD_SANDBOX"), env.pointee != 0 { return String(cString: env) }
+        return absolute(packageRoot + "/../shared/tools/systemd-sandbox")
+    }()
+
+    /// The driver the sandbox runs.
+    static let driver = packageRoot + "/scripts/systemd-test-driver.sh"
+
+    /// The shipped unit templates.
+    static let unitsDirectory = packageRoot + "/systemd"
+
+    /// Why the systemd tests cannot run here, or nil when they can.
+    static let unavailableReason: String? = {
+        if geteuid() != 0 { return "not root (the sandbox needs CAP_SYS_ADMIN for its namespaces and cgroup)" }
+        if access(script, R_OK) != 0 { return "no sandbox script at \(script) (set BATON_SYSTEMD_SANDBOX)" }
+        if access("/lib/systemd/systemd", X_OK) != 0 { return "systemd is not installed (apt-get install -y systemd)" }
+        for tool in ["/usr/bin/unshare", "/usr/bin/curl", "/usr/bin/timeout"] where access(tool, X_OK) != 0 {
+            return "\(tool) is missing"
+        }
+        return nil
+    }()
+
+    /// Whether the systemd tests run; prints why not, once.
+    static let isAvailable: Bool = {
+        guard let reason = unavailableReason else { return true }
+        print("BatonSystemdTests: skipping the tests on a real systemd: \(reason)")
+        return false
+    }()
+
+    /// The driver's own bound (inside the sandbox); the test waits a little longer.
+    static let driverTimeoutSeconds = 240
+
+    /// Runs one scenario of the driver in a fresh sandbox, with a fresh work directory.
+    static func run(_ scenario: String) throws -> DriverRun {
+        let work = TestPaths.temporaryDirectory("sd")
+        defer { TestPaths.remove(work) }
+        let argv = [
+            "/bin/bash", script, "--",
+            // The driver is bounded inside the sandbox, so the sandbox always gets to clean up
+            // its cgroup (a SIGKILL of the sandbox script would leave the manager running).
+            "timeout", "-k", "10", String(driverTimeoutSeconds),
+            "/bin/bash", driver, scenario, TestPaths.executable("baton"), TestPaths.executable("baton-demo-worker"),
+            work, unitsDirectory,
+        ]
+        let process = try TestProcess(argv, environment: TestPaths.cleanEnvironment())
+        let start = monotonicNow()
+        let code = process.wait(timeout: .seconds(driverTimeoutSeconds + 40)) ?? process.stop(timeout: .seconds(60))
+        let run = DriverRun(
+            scenario: scenario, code: code, stdout: process.stdout, stderr: process.stderrLines.joined(separator: "\n"),
+            elapsed: monotonicNow() - start)
+        print("systemd scenario \(scenario): exit \(code) in \(Units.formatElapsed(run.elapsed))")
+        return run
+    }
+
+    private static func absolute(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+}
+
+/// What one driver run reported: `RESULT key=value` lines, its exit code and its output
+/// (stderr ends with the sandbox manager's log: baton's and the workers' lines).
+struct DriverRun {
+    /// The scenario run.
+    let scenario: String
+    /// The sandbox's exit code (the driver's: 0 = the scenario ran).
+    let code: Int32
+    /// Everything on stdout.
+    let stdout: String
+    /// Everything on stderr.
+    let stderr: String
+    /// How long the whole sandbox run took.
+    let elapsed: Duration
+    /// key → value of the RESULT lines.
+    let results: [String: String]
+
+    init(scenario: String, code: Int32, stdout: String, stderr: String, elapsed: Duration) {
+        self.scenario = scenario
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.elapsed = elapsed
+        var results: [String: String] = [:]
+        for line in stdout.split(separator: "\n") where line.hasPrefix("RESULT ") {
+            let entry = line.dropFirst(7)
+            let key = String(entry.prefix { $0 != "=" })
+            results[key] = String(entry.drop { $0 != "=" }.dropFirst())
+        }
+        self.results = results
+    }
+
+    /// A reported value ("" when missing, so a comparison fails with the transcript).
+    subscript(key: String) -> String { results[key] ?? "" }
+
+    /// A reported integer.
+    func int(_ key: String) -> Int? { Int(self[key]) }
+
+    /// A `baton status --json` the driver reported.
+    func status(_ key: String) throws -> StatusReport {
+        do {
+            return try JSONDecoder().decode(StatusReport.self, from: Data(self[key].utf8))
+        } catch {
+            throw HarnessError("\(key) is not a status report (\(error)): \(self[key])\n\(transcript)")
+        }
+    }
+
+    /// `ok failed` of the driver's load loop.
+    var load: (ok: Int, failed: Int) {
+        let parts = self["load"].split(separator: " ").compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : (0, -1)
+    }
+
+    /// The whole run, for failure messages.
+    var transcript: String {
+        "driver \(scenario) exited \(code)\n--- stdout ---\n\(stdout)\n--- stderr ---\n\(stderr)"
+    }
+}
