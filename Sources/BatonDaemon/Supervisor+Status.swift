@@ -21,6 +21,8 @@ extension Supervisor {
             }
             for worker in workers {
                 let memory = ProcFS.treeMemory(of: worker.pid, detailed: true)
+                let leak = worker.history.leakRate
+                let toLimit = config.memory.workerLimit.flatMap { limit in leak?.timeToReach(limit, from: now) }
                 rows.append(
                     WorkerStatus(
                         slot: slot.index, pid: worker.pid, state: worker.state.rawValue, release: worker.spec.release,
@@ -28,7 +30,8 @@ extension Supervisor {
                         readyAfter: worker.readyAt.map { Self.seconds($0 - worker.startedAt) }, rssBytes: memory?.rss,
                         pssBytes: memory?.pss, ussBytes: memory?.uss, restarts: slot.restarts,
                         lastRestartReason: slot.lastRestartReason, consecutiveFailures: slot.backoff.consecutiveFailures,
-                        crashLoop: slot.backoff.isCrashLooping, statusText: worker.statusText))
+                        crashLoop: slot.backoff.isCrashLooping, statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour,
+                        secondsToLimit: toLimit.map(Self.seconds), limitBytes: config.memory.workerLimit))
             }
         }
         var report = StatusReport(

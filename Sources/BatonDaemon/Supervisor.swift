@@ -106,6 +106,8 @@ public final class Supervisor {
     var memoryTicks = 0
     /// Restarts by reason since baton started.
     var restartsByReason: [String: Int] = [:]
+    /// The Prometheus endpoint, when `[metrics] address` is set.
+    var metrics: MetricsServer?
     var control: ControlServer?
     var signalFD: Int32 = -1
     /// The last STATUS= sent, to avoid repeating it.
@@ -145,6 +147,7 @@ public final class Supervisor {
             try resume(from: resumeFD)
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
             startMemoryChecks()
+            try startMetrics()
             return
         }
         listeners = try openListeners()
@@ -162,6 +165,15 @@ public final class Supervisor {
         startQueue = Array(0..<config.app.workers)
         fillStartQueue()
         startMemoryChecks()
+        try startMetrics()
+    }
+
+    private func startMetrics() throws {
+        guard let text = config.metrics.address else { return }
+        guard let address = ListenAddress.parse(text) else { throw DaemonError("metrics.address: cannot parse \(text)") }
+        let server = try MetricsServer(address: address, loop: loop, supervisor: self)
+        metrics = server
+        logger.info("metrics on \(server.address)/metrics")
     }
 
     static func hostname() -> String {

@@ -147,3 +147,25 @@ extension Integration {
         }
     }
 }
+
+extension Integration.MemoryTests {
+    @Test("the Prometheus endpoint serves per-worker memory, restarts by reason, deploys by outcome and headroom")
+    func metricsEndpoint() throws {
+        let baton = try BatonHarness(
+            workers: 2,
+            sections: Self.sections("check_interval = \"200ms\"\nsmaps_every = 1") + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "prom")
+        defer { baton.stop() }
+        let line = try #require(baton.process.waitForLine(containing: "metrics on 127.0.0.1:", timeout: .seconds(10)))
+        let port = try #require(UInt16(line.split(separator: "127.0.0.1:").last?.prefix { $0.isNumber } ?? ""))
+        #expect(try baton.cli(["deploy", "--release", baton.makeRelease("r2")]).code == 0)
+        let reply = try #require(HTTP.get(port: port, path: "/metrics"))
+        #expect(reply.status == 200)
+        #expect(reply.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
+        #expect(reply.body.contains("baton_worker_rss_bytes{slot=\"0\"}"))
+        #expect(reply.body.contains("baton_worker_uss_bytes{slot=\"1\"}"))
+        #expect(reply.body.contains("baton_restarts{reason=\"deploy\"} 2"))
+        #expect(reply.body.contains("baton_deploys{outcome=\"succeeded\"} 1"))
+        #expect(reply.body.contains("baton_memory_headroom_bytes{binding=\"host MemAvailable\"}"))
+        #expect(HTTP.get(port: port, path: "/nope")?.status == 404)
+    }
+}

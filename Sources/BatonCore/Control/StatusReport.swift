@@ -94,6 +94,12 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var nextStartIn: Double?
     /// The worker's last STATUS= text.
     public var statusText: String?
+    /// USS growth rate from a robust fit over its samples, MiB per hour.
+    public var leakMiBPerHour: Double?
+    /// Predicted seconds until its USS reaches `memory.worker_limit`.
+    public var secondsToLimit: Double?
+    /// `memory.worker_limit`, for the bar.
+    public var limitBytes: UInt64?
 
     enum CodingKeys: String, CodingKey {
         case slot, pid, state, release, generation, restarts
@@ -107,6 +113,9 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
         case crashLoop = "crash_loop"
         case nextStartIn = "next_start_in"
         case statusText = "status_text"
+        case leakMiBPerHour = "leak_mib_per_hour"
+        case secondsToLimit = "seconds_to_limit"
+        case limitBytes = "limit_bytes"
     }
 
     /// Creates a row.
@@ -114,8 +123,12 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
         slot: Int, pid: Int32, state: String, release: String, generation: Int, startedAt: Double? = nil,
         readyAfter: Double? = nil, rssBytes: UInt64? = nil, pssBytes: UInt64? = nil, ussBytes: UInt64? = nil,
         restarts: Int = 0, lastRestartReason: String? = nil, consecutiveFailures: Int = 0, crashLoop: Bool = false,
-        nextStartIn: Double? = nil, statusText: String? = nil
+        nextStartIn: Double? = nil, statusText: String? = nil, leakMiBPerHour: Double? = nil, secondsToLimit: Double? = nil,
+        limitBytes: UInt64? = nil
     ) {
+        self.leakMiBPerHour = leakMiBPerHour
+        self.secondsToLimit = secondsToLimit
+        self.limitBytes = limitBytes
         self.slot = slot
         self.pid = pid
         self.state = state
@@ -145,7 +158,8 @@ extension StatusReport {
         }
         if degraded == true { lines.append("DEGRADED: a rollback failed; slots may run different releases (see RELEASE below)") }
         lines.append("")
-        let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "RESTARTS", "LAST REASON", "RELEASE"]
+        let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "MEM", "LEAK/h", "RESTARTS", "LAST REASON", "RELEASE"]
+        let scale = workers.compactMap { $0.limitBytes }.max() ?? workers.compactMap { $0.ussBytes }.max() ?? 0
         var rows: [[String]] = [header]
         for w in workers {
             let age = w.startedAt.map { Self.age(now - $0) } ?? "-"
@@ -154,7 +168,8 @@ extension StatusReport {
             if let next = w.nextStartIn { state += " (retry in \(Self.age(next)))" }
             rows.append([
                 String(w.slot), w.pid == 0 ? "-" : String(w.pid), state, age, Self.mib(w.rssBytes), Self.mib(w.pssBytes),
-                Self.mib(w.ussBytes), String(w.restarts), w.lastRestartReason ?? "-", w.release,
+                Self.mib(w.ussBytes), Self.bar(w.ussBytes, of: scale), w.leakMiBPerHour.map { Self.leak($0, w.secondsToLimit) } ?? "-",
+                String(w.restarts), w.lastRestartReason ?? "-", w.release,
             ])
         }
         var widths = [Int](repeating: 0, count: header.count)
@@ -166,6 +181,20 @@ extension StatusReport {
             lines.append(cells.joined(separator: "  "))
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// `[####------]`: USS against the worker limit (or the largest worker).
+    static func bar(_ bytes: UInt64?, of scale: UInt64) -> String {
+        guard let bytes, scale > 0 else { return "-" }
+        let filled = min(10, Int((Double(bytes) / Double(scale) * 10).rounded()))
+        return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 10 - filled) + "]"
+    }
+
+    /// "+12.3M" (and "→limit 2h5m" when a limit will be reached).
+    static func leak(_ mibPerHour: Double, _ toLimit: Double?) -> String {
+        let tenths = Int((mibPerHour * 10).rounded())
+        let text = (tenths >= 0 ? "+" : "-") + "\(abs(tenths) / 10).\(abs(tenths) % 10)M"
+        return toLimit.map { text + " (limit in \(age($0)))" } ?? text
     }
 
     static func mib(_ bytes: UInt64?) -> String {
