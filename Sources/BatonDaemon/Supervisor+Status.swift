@@ -43,6 +43,12 @@ extension Supervisor {
                 elapsed: Self.seconds(now - op.startedAt), progress: Array(op.progress.suffix(20)), queued: queue.count)
         }
         report.degraded = degraded ? true : nil
+        if let readings = try? HostMemoryReader().readings(cgroupOf: getpid()) {
+            let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
+            report.memory = MemoryStatus(
+                budgetBytes: budget.bytes, budgetSource: budget.source.rawValue, threshold: config.memory.threshold,
+                workersPSSBytes: rows.compactMap(\.pssBytes).reduce(0, +))
+        }
         return report
     }
 

@@ -70,6 +70,26 @@ struct StatusReportTests {
         }
     }
 
+    @Test("without a worker limit, MEM bars measure USS against each worker's share of threshold × budget")
+    func memoryLineAndShareBars() {
+        var r = StatusReport(
+            app: "shop", pid: 1, state: "running", release: "/srv/r", listeners: [], slots: 2, summary: "2/2 workers ready",
+            workers: [
+                WorkerStatus(slot: 0, pid: 10, state: "ready", release: "/srv/r", generation: 1, pssBytes: 30 * mib, ussBytes: 20 * mib),
+                WorkerStatus(slot: 1, pid: 11, state: "ready", release: "/srv/r", generation: 1, pssBytes: 50 * mib, ussBytes: 45 * mib),
+            ])
+        // 200 MiB × 40% / 2 workers = 40 MiB each.
+        r.memory = MemoryStatus(budgetBytes: 200 * mib, budgetSource: "cgroup", threshold: 0.4, workersPSSBytes: 80 * mib)
+        #expect(r.memory?.share(workers: 2) == 40 * mib)
+        let lines = r.table(now: now).split(separator: "\n").map(String.init)
+        #expect(lines[3] == "memory: workers' PSS 80.0 MiB = 40% of the 200.0 MiB budget (cgroup); restart threshold 40%")
+        #expect(lines[5].contains("[#####-----]  "), "\(lines[5])")
+        #expect(lines[6].contains("[##########]+ "), "\(lines[6])")
+        let json = String(decoding: try! JSONEncoder().encode(r), as: UTF8.self)
+        #expect(json.contains("\"budget_source\":\"cgroup\""))
+        #expect(json.contains("\"workers_pss_bytes\":\(80 * mib)"))
+    }
+
     @Test func tableWithoutWorkers() {
         let empty = StatusReport(
             app: "shop", pid: 1, state: "starting", release: "/srv/r", listeners: [], slots: 0, summary: "no workers",

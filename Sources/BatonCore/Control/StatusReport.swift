@@ -20,6 +20,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var operation: OperationStatus?
     /// Set when a rollback failed: some slots may run another release.
     public var degraded: Bool?
+    /// The memory budget and what the threshold policy compares with it.
+    public var memory: MemoryStatus?
 
     /// Creates a report.
     public init(app: String, pid: Int32, state: String, release: String, listeners: [String], slots: Int, summary: String, workers: [WorkerStatus]) {
@@ -31,6 +33,41 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.slots = slots
         self.summary = summary
         self.workers = workers
+    }
+}
+
+/// The memory line of `baton status`: the budget, the workers' total against the policy's
+/// threshold, and what each worker's MEM bar is measured against.
+public struct MemoryStatus: Codable, Sendable, Equatable {
+    /// The effective budget in bytes.
+    public var budgetBytes: UInt64
+    /// Where it comes from: configured | cgroup | mem_total.
+    public var budgetSource: String
+    /// `memory.threshold` as a fraction of the budget.
+    public var threshold: Double
+    /// The workers' summed PSS (shared pages counted once).
+    public var workersPSSBytes: UInt64
+
+    enum CodingKeys: String, CodingKey {
+        case threshold
+        case budgetBytes = "budget_bytes"
+        case budgetSource = "budget_source"
+        case workersPSSBytes = "workers_pss_bytes"
+    }
+
+    /// Creates the memory line.
+    public init(budgetBytes: UInt64, budgetSource: String, threshold: Double, workersPSSBytes: UInt64) {
+        self.budgetBytes = budgetBytes
+        self.budgetSource = budgetSource
+        self.threshold = threshold
+        self.workersPSSBytes = workersPSSBytes
+    }
+
+    /// One worker's share of the threshold: what a MEM bar is measured against when there is
+    /// no `memory.worker_limit`.
+    public func share(workers: Int) -> UInt64 {
+        guard workers > 0 else { return 0 }
+        return UInt64(Double(budgetBytes) * threshold / Double(workers))
     }
 }
 
@@ -157,9 +194,16 @@ extension StatusReport {
             if let last = op.progress.last { lines.append("  last step: \(last)") }
         }
         if degraded == true { lines.append("DEGRADED: a rollback failed; slots may run different releases (see RELEASE below)") }
+        if let m = memory {
+            let percent = Int((m.threshold * 100).rounded())
+            let used = m.budgetBytes > 0 ? Int((Double(m.workersPSSBytes) / Double(m.budgetBytes) * 100).rounded()) : 0
+            lines.append(
+                "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(used)% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource)); restart threshold \(percent)%")
+        }
         lines.append("")
         let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "MEM", "LEAK/h", "RESTARTS", "LAST REASON", "RELEASE"]
-        let scale = workers.compactMap { $0.limitBytes }.max() ?? workers.compactMap { $0.ussBytes }.max() ?? 0
+        // MEM: USS against the worker limit, else against the worker's share of the threshold.
+        let scale = workers.compactMap { $0.limitBytes }.max() ?? memory?.share(workers: slots) ?? 0
         var rows: [[String]] = [header]
         for w in workers {
             let age = w.startedAt.map { Self.age(now - $0) } ?? "-"
@@ -183,11 +227,13 @@ extension StatusReport {
         return lines.joined(separator: "\n")
     }
 
-    /// `[####------]`: USS against the worker limit (or the largest worker).
+    /// `[####------]`: USS against the worker limit (or the worker's share of the threshold);
+    /// `[##########]+` past it.
     static func bar(_ bytes: UInt64?, of scale: UInt64) -> String {
         guard let bytes, scale > 0 else { return "-" }
-        let filled = min(10, Int((Double(bytes) / Double(scale) * 10).rounded()))
-        return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 10 - filled) + "]"
+        let ratio = Double(bytes) / Double(scale)
+        let filled = min(10, Int((ratio * 10).rounded()))
+        return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 10 - filled) + "]" + (ratio > 1 ? "+" : "")
     }
 
     /// "+12.3M" (and "→limit 2h5m" when a limit will be reached).
