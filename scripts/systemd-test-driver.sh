@@ -34,6 +34,11 @@ if [[ "$scenario" == verify ]]; then
   "$baton" units --config "$config" --binary "$baton" >"$work/units.txt" || fail "baton units exited $?"
   awk -v dir="$work/generated" '/^# file: / { out = dir "/" $3; next } { print > out }' "$work/units.txt"
   verify generated "$work/generated" "$socket" "$service"
+  # The service alone, for baton's own sockets in the FD store.
+  mkdir -p "$work/nosocket"
+  "$baton" units --config "$config" --binary "$baton" --no-socket >"$work/nosocket.txt" || fail "baton units --no-socket exited $?"
+  awk -v dir="$work/nosocket" '/^# file: / { out = dir "/" $3; next } { print > out }' "$work/nosocket.txt"
+  verify nosocket "$work/nosocket" "$service"
   # A control: this systemd does flag what the grep looks for.
   printf '[Service]\nType=notify-reload\nNoSuchKey=1\nExecStart=/bin/true\n' >"$work/control/control.service"
   verify control "$work/control" control.service

@@ -121,6 +121,7 @@ struct RealSystemdTests {
         try #require(run.code == 0, "\(run.transcript)")
         #expect(run["templates_bad"] == "0", "systemd/baton@.socket or baton@.service:\n\(run.transcript)")
         #expect(run["generated_bad"] == "0", "baton units output:\n\(run.transcript)")
+        #expect(run["nosocket_bad"] == "0", "baton units --no-socket output:\n\(run.transcript)")
         // The control unit (Type=notify-reload, an unknown key) shows the grep catches both here.
         #expect((run.int("control_bad") ?? 0) >= 2, "the check cannot see problems on this systemd\n\(run.transcript)")
         print("systemd-analyze verify on systemd \(run["systemd_version"]): templates and generated units clean")
