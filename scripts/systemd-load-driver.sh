@@ -136,7 +136,9 @@ kill9)
   start_app
   pid0=$(main_pid)
   old_workers=$(worker_pids "$(status_json)" "$pid0")
+  inode0=$(listening_inode "$listen")
   under_load kill 0.5 0.5 kill_baton "$pid0"
+  result same_inode "$([[ -n "$inode0" && "$(listening_inode "$listen")" == "$inode0" ]] && echo yes || echo no)"
   result main_pid_after "$(main_pid)"
   result n_restarts "$(systemctl --user show -p NRestarts --value "$service")"
   result status_after "$(status_json)"

@@ -128,13 +128,13 @@ listening_inode() {
 # connection (reopened after a failure, and retried once on a fresh connection
 # when a reused one was closed before any answer, as HTTP clients do), again
 # and again until $work/load.stop (at most 120 s). One line per request in
-# $work/kload.N: `http_code seconds curl_exit`.
+# $work/kload.N: `http_code seconds curl_exit curl_error_message`.
 kload_batch=25
 kload_client() {
   local deadline=$(( $(date +%s) + 120 ))
   while [[ ! -e "$work/load.stop" && $(date +%s) -lt $deadline ]]; do
     timeout 70 curl -s -o /dev/null --max-time 10 --unix-socket "$listen" \
-      -w '%{stderr}%{http_code} %{time_total} %{exitcode}\n' "http://localhost/?c=$1&n=[1-$kload_batch]" \
+      -w '%{stderr}%{http_code} %{time_total} %{exitcode} %{errormsg}\n' "http://localhost/?c=$1&n=[1-$kload_batch]" \
       2>>"$work/kload.$1" >/dev/null
   done
 }
@@ -173,6 +173,8 @@ kload_stop() {
   result "${p}_failed" "$(awk '$3 != 7 && !($3 == 0 && $1 ~ /^2/)' <<<"$all" | grep -c .)"
   result "${p}_failures" "$(awk '$3 != 7 && !($3 == 0 && $1 ~ /^2/) { n[$3 == 0 ? "http" $1 : "exit" $3]++ }
     END { for (k in n) printf "%s:%d ", k, n[k] }' <<<"$all")"
+  # The first few failures as curl saw them, for the test's messages.
+  result "${p}_failure_lines" "$(awk '!($3 == 0 && $1 ~ /^2/)' <<<"$all" | head -n 5 | tr '\n' ';')"
   local ms
   ms=$(awk '$3 == 0 && $1 ~ /^2/ { printf "%.1f\n", $2 * 1000 }' <<<"$all" | sort -n)
   result "${p}_p50_ms" "$(awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }' <<<"$ms")"

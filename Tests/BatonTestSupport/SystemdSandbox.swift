@@ -3,10 +3,11 @@ import BatonSystem
 import FoundationEssentials
 import Glibc
 
-/// Runs `scripts/systemd-test-driver.sh` inside `../shared/tools/systemd-sandbox` (a private
-/// systemd user manager in its own cgroup, pid and mount namespaces) and collects what it
-/// reports. Never starts systemd any other way: outside its own cgroup namespace it would adopt
-/// every process on the machine.
+/// Runs a scenario of `scripts/systemd-test-driver.sh` or `scripts/systemd-load-driver.sh`
+/// inside `../shared/tools/systemd-sandbox` (a private systemd user manager in its own cgroup,
+/// pid and mount namespaces) and collects what it reports; used by `Tests/BatonSystemdTests`
+/// and `baton-bench systemd`. Never starts systemd any other way: outside its own cgroup
+/// namespace it would adopt every process on the machine.
 public enum SystemdSandbox {
     /// The package root: this file is `Tests/BatonSystemdTests/SystemdSandbox.swift`.
     public static let packageRoot: String = {
@@ -149,7 +150,7 @@ public struct DriverRun {
         return LoadWindow(
             connections: Int(number("connections")), ok: Int(number("ok")), refused: Int(number("refused")), failed: Int(number("failed")),
             failures: String(self["\(prefix)_failures"].reversed().drop { $0 == " " }.reversed()), p50Milliseconds: number("p50_ms"),
-            maxMilliseconds: number("max_ms"))
+            maxMilliseconds: number("max_ms"), failureLines: self["\(prefix)_failure_lines"])
     }
 
     /// The whole run, for failure messages.
@@ -175,10 +176,12 @@ public struct LoadWindow: Codable, Sendable, CustomStringConvertible {
     public var p50Milliseconds: Double
     /// Largest latency of an answered request: the gap clients saw.
     public var maxMilliseconds: Double
+    /// The first failures as curl reported them (`code seconds exit message;`).
+    public var failureLines: String
 
     /// One line.
     public var description: String {
         "\(ok) ok, \(refused) refused, \(failed) failed\(failures.isEmpty ? "" : " (\(failures))") on \(connections) connections; "
-            + "latency p50 \(p50Milliseconds) ms, max \(maxMilliseconds) ms"
+            + "latency p50 \(p50Milliseconds) ms, max \(maxMilliseconds) ms\(failureLines.isEmpty ? "" : "; first failures: \(failureLines)")"
     }
 }
