@@ -5,6 +5,7 @@
 #   systemd-sandbox -- timeout -k 10 240 bash systemd-test-driver.sh SCENARIO BATON DEMO_WORKER WORK_DIR UNITS_DIR
 #
 # SCENARIO   verify | activate | reload | reload-fail | restart | bad-config
+#            (load, crash and upgrade scenarios: systemd-load-driver.sh)
 # BATON      the built baton binary; DEMO_WORKER the built baton-demo-worker
 # WORK_DIR   an empty directory for the config and the release folder
 # UNITS_DIR  the project's systemd/ folder (the shipped templates)
@@ -17,105 +18,8 @@
 # Every wait is bounded.
 set -uo pipefail
 
-scenario=$1 baton=$2 demo=$3 work=$4 units=$5
-app=sdt
-workers=4
-config=$work/$app.toml
-listen=$XDG_RUNTIME_DIR/$app-http.sock
-control=$XDG_RUNTIME_DIR/baton/$app/control.sock
-service=baton-$app.service
-socket=baton-$app.socket
-
-result() { printf 'RESULT %s=%s\n' "$1" "$2"; }
-fail() { echo "FAIL $*"; exit 1; }
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-sd() { timeout 60 systemctl --user "$@"; }
-
-finish() {
-  local rc=$?
-  if [[ "$scenario" != verify ]]; then
-    echo "----- systemctl --user status -----" >&2
-    timeout 20 systemctl --user status --no-pager -l "$service" "$socket" >&2 2>&1
-    timeout 60 systemctl --user stop "$service" "$socket" >/dev/null 2>&1
-  fi
-  echo "----- manager log (\$SANDBOX_LOG, last 400 lines) -----" >&2
-  tail -n 400 "$SANDBOX_LOG" >&2
-  exit $rc
-}
-trap finish EXIT
-
-# Runs systemd-analyze verify on unit files; prints every output line as
-# `VERIFY name: line` and the number of complaints about the files' content as
-# RESULT NAME_bad=N. systemd-analyze exits 0 on unknown keys: grep its output.
-verify() {
-  local name=$1 dir=$2; shift 2
-  local out
-  out=$(cd "$dir" && timeout 60 systemd-analyze verify "$@" 2>&1)
-  result "${name}_rc" $?
-  while IFS= read -r line; do [[ -n "$line" ]] && echo "VERIFY $name: $line"; done <<<"$out"
-  result "${name}_bad" "$(grep -cE "Unknown key|Unknown section|Unknown lvalue|Failed to parse|$dir/[^:]+:[0-9]+:" <<<"$out")"
-}
-
-write_config() {  # [extra worker arguments]
-  local extra="" a
-  for a in "$@"; do extra+=", \"$a\""; done
-  cat >"$config" <<EOF
-[app]
-name = "$app"
-command = ["$demo"$extra]
-directory = "$work/releases/r1"
-workers = $workers
-start_concurrency = $workers
-[listen]
-addresses = ["unix:$listen"]
-socket_mode = "0660"
-[readiness]
-mode = "notify"
-timeout = "20s"
-[stop]
-timeout = "10s"
-[deploy]
-strategy = "surge"
-[control]
-socket = "$control"
-EOF
-}
-
-status_json() { timeout 20 "$baton" status --socket "$control" --json 2>&1 | tr -d '\n'; }
-
-# GET through the socket unit's unix socket; prints "STATUS PID" (0 - on failure).
-get() {
-  local headers
-  headers=$(timeout 70 curl -s -o /dev/null -D - --max-time 60 --unix-socket "$listen" "http://localhost$1" | tr -d '\r')
-  local status pid
-  status=$(awk 'NR==1 {print $2}' <<<"$headers")
-  pid=$(awk -F': ' 'tolower($1)=="x-worker-pid" {print $2}' <<<"$headers")
-  echo "${status:-0} ${pid:--}"
-}
-
-# Sequential requests until $work/load.stop exists (at most 120 s); counts to $work/load.out.
-load() {
-  local ok=0 failed=0 deadline=$(( $(date +%s) + 120 ))
-  while [[ ! -e "$work/load.stop" && $(date +%s) -lt $deadline ]]; do
-    if timeout 15 curl -sf -o /dev/null --max-time 10 --unix-socket "$listen" http://localhost/; then
-      ok=$((ok + 1))
-    else
-      failed=$((failed + 1))
-    fi
-  done
-  echo "$ok $failed" >"$work/load.out"
-}
-
-wait_active() {  # unit, seconds
-  local state=""
-  for _ in $(seq 1 $(( $2 * 10 ))); do
-    state=$(systemctl --user is-active "$1" 2>/dev/null)
-    [[ "$state" == active ]] && return 0
-    sleep 0.1
-  done
-  echo "$1 is $state after $2 s" >&2
-  return 1
-}
+# shellcheck source=systemd-test-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/systemd-test-lib.sh"
 
 if [[ "$scenario" == verify ]]; then
   mkdir -p "$work/templates" "$work/generated" "$work/control"
@@ -130,6 +34,11 @@ if [[ "$scenario" == verify ]]; then
   "$baton" units --config "$config" --binary "$baton" >"$work/units.txt" || fail "baton units exited $?"
   awk -v dir="$work/generated" '/^# file: / { out = dir "/" $3; next } { print > out }' "$work/units.txt"
   verify generated "$work/generated" "$socket" "$service"
+  # The service alone, for baton's own sockets in the FD store.
+  mkdir -p "$work/nosocket"
+  "$baton" units --config "$config" --binary "$baton" --no-socket >"$work/nosocket.txt" || fail "baton units --no-socket exited $?"
+  awk -v dir="$work/nosocket" '/^# file: / { out = dir "/" $3; next } { print > out }' "$work/nosocket.txt"
+  verify nosocket "$work/nosocket" "$service"
   # A control: this systemd does flag what the grep looks for.
   printf '[Service]\nType=notify-reload\nNoSuchKey=1\nExecStart=/bin/true\n' >"$work/control/control.service"
   verify control "$work/control" control.service
@@ -231,10 +140,10 @@ reload | reload-fail)
   ;;
 restart)
   # The socket unit keeps the socket across a restart of the service: clients
-  # wait in the backlog while the new baton boots its workers.
-  rm -f "$work/load.stop"
-  load &
-  loader=$!
+  # (4 concurrent keep-alive ones) wait in the backlog while the new baton boots
+  # its workers; the largest latency is the gap.
+  inode_before=$(listening_inode "$listen")
+  kload_start 4
   sleep 0.5
   t0=$(now_ms)
   sd restart "$service"
@@ -244,9 +153,9 @@ restart)
   read -r after_status after_pid < <(get /)
   result after_status "$after_status"
   result after_pid "$after_pid"
-  touch "$work/load.stop"
-  wait "$loader"
-  result load "$(cat "$work/load.out")"
+  sleep 0.3
+  kload_stop restart
+  result same_inode "$([[ -n "$inode_before" && "$(listening_inode "$listen")" == "$inode_before" ]] && echo yes || echo no)"
   result status_after "$(status_json)"
   result active_after "$(systemctl --user is-active "$service")"
   result socket_state "$(systemctl --user is-active "$socket")"

@@ -36,10 +36,14 @@ extension Supervisor {
             waiter.finish(.failure("upgrade refused: the check of \(path) could not start: \(error); nothing changed", code: 1))
             return
         }
+        // Reaped by the pidfd handler below: reapStrays (SIGCHLD) must leave it, or the
+        // handler would never see its exit status and the upgrade would hang.
+        upgradeCheckPID = check.pid
         let timeout = loop.schedule(after: .seconds(30)) { CBatonLinuxShim.signal(pidfd: check.pidfd, SIGKILL) }
         do {
             try loop.register(fd: check.pidfd, events: .readable) { [unowned self] _ in
                 guard let exit = CBatonLinuxShim.exitStatus(pidfd: check.pidfd, reap: true) else { return }
+                self.upgradeCheckPID = nil
                 self.loop.cancel(timeout)
                 self.loop.unregister(fd: check.pidfd)
                 close(check.pidfd)
@@ -54,6 +58,7 @@ extension Supervisor {
             }
         } catch {
             upgradeInProgress = false
+            upgradeCheckPID = nil
             waiter.finish(.failure("upgrade refused: \(error)", code: 1))
         }
     }

@@ -96,6 +96,8 @@ public final class Supervisor {
     var lastFailureOutput: [String] = []
     /// Set while `baton upgrade` checks the new binary.
     var upgradeInProgress = false
+    /// The `upgrade --check` child while it runs: its pidfd handler reaps it, not `reapStrays`.
+    var upgradeCheckPID: pid_t?
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
     var ownedUnixPaths: [String] = []
     /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
@@ -314,7 +316,8 @@ public final class Supervisor {
     /// re-parented to baton, the subreaper). Known children are left for their
     /// pidfd handlers, which still need the zombie to hold the pid.
     private func reapStrays() {
-        let known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
+        var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
+        if let check = upgradeCheckPID { known.insert(check) }
         var skipped = Set<pid_t>()
         while true {
             let pid = CBatonLinuxShim.peekExitedChild()

@@ -67,6 +67,7 @@ struct UnitsCommandTests {
                 TimeoutStartSec=90s
                 TimeoutStopSec=35s
                 WatchdogSec=30s
+                TimeoutAbortSec=10s
                 Restart=on-failure
                 RestartPreventExitStatus=2
                 OOMPolicy=continue
@@ -100,6 +101,21 @@ struct UnitsCommandTests {
         #expect(lines.contains("ListenStream=0.0.0.0:80"))
         #expect(!lines.contains { $0.hasPrefix("SocketMode=") })
         #expect(lines.filter { $0.hasPrefix("# file: ") } == ["# file: baton-a.socket", "# file: baton-a.service"])
+    }
+
+    @Test("--no-socket: only the service, not bound to a socket unit, with the FD store")
+    func noSocket() throws {
+        let directory = TestPaths.temporaryDirectory("units")
+        defer { TestPaths.remove(directory) }
+        let path = directory + "/shop.toml"
+        TestPaths.write(path, Self.config)
+        let result = try TestProcess.run([TestPaths.executable("baton"), "units", "--config", path, "--no-socket"])
+        #expect(result.code == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.filter { $0.hasPrefix("# file: ") } == ["# file: baton-shop.service"])
+        #expect(!lines.contains { $0.hasPrefix("Requires=") || $0.contains(".socket") }, "\(result.stdout)")
+        #expect(lines.contains("After=network.target"))
+        #expect(lines.contains("FileDescriptorStoreMax=16") && lines.contains("Restart=on-failure"))
     }
 
     @Test("a bad config: the same one line and exit 2 as check-config; no addresses and a relative --binary: exit 2")
@@ -139,6 +155,7 @@ struct UnitsCommandTests {
         let required = [
             "Type=notify", "NotifyAccess=main", "ExecStart=/usr/local/bin/baton serve --config /etc/baton/%i.toml",
             "ExecReload=/usr/local/bin/baton reload --app %i", "KillMode=mixed", "TimeoutStopSec=45s", "WatchdogSec=30s",
+            "TimeoutAbortSec=10s",
             "Restart=on-failure", "RestartPreventExitStatus=2", "FileDescriptorStoreMax=16", "MemoryAccounting=yes",
             "RuntimeDirectory=baton/%i", "StateDirectory=baton/%i", "OOMPolicy=continue", "Requires=baton@%i.socket",
         ]

@@ -47,6 +47,7 @@ for scenario in scenarios {
         } catch {
             fail("deploy-under-load: \(error)")
         }
+    case "systemd": do { try SystemdScenario(options: options).run() } catch { fail("systemd: \(error)") }
     default:
         fail("unknown scenario \(scenario) (known: deploy-under-load)")
     }

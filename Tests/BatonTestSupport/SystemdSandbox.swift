@@ -1,16 +1,16 @@
 import BatonCore
 import BatonSystem
-import BatonTestSupport
 import FoundationEssentials
 import Glibc
 
-/// Runs `scripts/systemd-test-driver.sh` inside `../shared/tools/systemd-sandbox` (a private
-/// systemd user manager in its own cgroup, pid and mount namespaces) and collects what it
-/// reports. Never starts systemd any other way: outside its own cgroup namespace it would adopt
-/// every process on the machine.
-enum SystemdSandbox {
+/// Runs a scenario of `scripts/systemd-test-driver.sh` or `scripts/systemd-load-driver.sh`
+/// inside `../shared/tools/systemd-sandbox` (a private systemd user manager in its own cgroup,
+/// pid and mount namespaces) and collects what it reports; used by `Tests/BatonSystemdTests`
+/// and `baton-bench systemd`. Never starts systemd any other way: outside its own cgroup
+/// namespace it would adopt every process on the machine.
+public enum SystemdSandbox {
     /// The package root: this file is `Tests/BatonSystemdTests/SystemdSandbox.swift`.
-    static let packageRoot: String = {
+    public static let packageRoot: String = {
         var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
         parts.removeLast(3)
         return parts.joined(separator: "/")
@@ -18,19 +18,28 @@ enum SystemdSandbox {
 
     /// `$BATON_SYSTEMD_SANDBOX`, else `../shared/tools/systemd-sandbox` beside the package
     /// (CI clones the repository with `shared/` next to it).
-    static let script: String = {
+    public static let script: String = {
         if let env = getenv("BATON_SYSTEMD_SANDBOX"), env.pointee != 0 { return String(cString: env) }
         return absolute(packageRoot + "/../shared/tools/systemd-sandbox")
     }()
 
-    /// The driver the sandbox runs.
-    static let driver = packageRoot + "/scripts/systemd-test-driver.sh"
+    /// The drivers the sandbox runs: unit, activation and reload scenarios, and the load,
+    /// crash and upgrade ones.
+    public enum Driver: String, Sendable {
+        /// `scripts/systemd-test-driver.sh`.
+        case units = "systemd-test-driver.sh"
+        /// `scripts/systemd-load-driver.sh`.
+        case load = "systemd-load-driver.sh"
+
+        /// The script's path.
+        public var path: String { packageRoot + "/scripts/" + rawValue }
+    }
 
     /// The shipped unit templates.
-    static let unitsDirectory = packageRoot + "/systemd"
+    public static let unitsDirectory = packageRoot + "/systemd"
 
     /// Why the systemd tests cannot run here, or nil when they can.
-    static let unavailableReason: String? = {
+    public static let unavailableReason: String? = {
         if geteuid() != 0 { return "not root (the sandbox needs CAP_SYS_ADMIN for its namespaces and cgroup)" }
         if access(script, R_OK) != 0 { return "no sandbox script at \(script) (set BATON_SYSTEMD_SANDBOX)" }
         if access("/lib/systemd/systemd", X_OK) != 0 { return "systemd is not installed (apt-get install -y systemd)" }
@@ -41,17 +50,18 @@ enum SystemdSandbox {
     }()
 
     /// Whether the systemd tests run; prints why not, once.
-    static let isAvailable: Bool = {
+    public static let isAvailable: Bool = {
         guard let reason = unavailableReason else { return true }
         print("BatonSystemdTests: skipping the tests on a real systemd: \(reason)")
         return false
     }()
 
     /// The driver's own bound (inside the sandbox); the test waits a little longer.
-    static let driverTimeoutSeconds = 240
+    public static let driverTimeoutSeconds = 240
 
-    /// Runs one scenario of the driver in a fresh sandbox, with a fresh work directory.
-    static func run(_ scenario: String) throws -> DriverRun {
+    /// Runs one scenario of a driver in a fresh sandbox, with a fresh work directory;
+    /// `arguments` follow the driver's five.
+    public static func run(_ scenario: String, driver: Driver = .units, arguments: [String] = []) throws -> DriverRun {
         let work = TestPaths.temporaryDirectory("sd")
         defer { TestPaths.remove(work) }
         let argv = [
@@ -59,9 +69,9 @@ enum SystemdSandbox {
             // The driver is bounded inside the sandbox, so the sandbox always gets to clean up
             // its cgroup (a SIGKILL of the sandbox script would leave the manager running).
             "timeout", "-k", "10", String(driverTimeoutSeconds),
-            "/bin/bash", driver, scenario, TestPaths.executable("baton"), TestPaths.executable("baton-demo-worker"),
+            "/bin/bash", driver.path, scenario, TestPaths.executable("baton"), TestPaths.executable("baton-demo-worker"),
             work, unitsDirectory,
-        ]
+        ] + arguments
         let process = try TestProcess(argv, environment: TestPaths.cleanEnvironment())
         let start = monotonicNow()
         let code = process.wait(timeout: .seconds(driverTimeoutSeconds + 40)) ?? process.stop(timeout: .seconds(60))
@@ -84,21 +94,21 @@ enum SystemdSandbox {
 
 /// What one driver run reported: `RESULT key=value` lines, its exit code and its output
 /// (stderr ends with the sandbox manager's log: baton's and the workers' lines).
-struct DriverRun {
+public struct DriverRun {
     /// The scenario run.
-    let scenario: String
+    public let scenario: String
     /// The sandbox's exit code (the driver's: 0 = the scenario ran).
-    let code: Int32
+    public let code: Int32
     /// Everything on stdout.
-    let stdout: String
+    public let stdout: String
     /// Everything on stderr.
-    let stderr: String
+    public let stderr: String
     /// How long the whole sandbox run took.
-    let elapsed: Duration
+    public let elapsed: Duration
     /// key → value of the RESULT lines.
-    let results: [String: String]
+    public let results: [String: String]
 
-    init(scenario: String, code: Int32, stdout: String, stderr: String, elapsed: Duration) {
+    public init(scenario: String, code: Int32, stdout: String, stderr: String, elapsed: Duration) {
         self.scenario = scenario
         self.code = code
         self.stdout = stdout
@@ -114,13 +124,13 @@ struct DriverRun {
     }
 
     /// A reported value ("" when missing, so a comparison fails with the transcript).
-    subscript(key: String) -> String { results[key] ?? "" }
+    public subscript(key: String) -> String { results[key] ?? "" }
 
     /// A reported integer.
-    func int(_ key: String) -> Int? { Int(self[key]) }
+    public func int(_ key: String) -> Int? { Int(self[key]) }
 
     /// A `baton status --json` the driver reported.
-    func status(_ key: String) throws -> StatusReport {
+    public func status(_ key: String) throws -> StatusReport {
         do {
             return try JSONDecoder().decode(StatusReport.self, from: Data(self[key].utf8))
         } catch {
@@ -129,13 +139,49 @@ struct DriverRun {
     }
 
     /// `ok failed` of the driver's load loop.
-    var load: (ok: Int, failed: Int) {
+    public var load: (ok: Int, failed: Int) {
         let parts = self["load"].split(separator: " ").compactMap { Int($0) }
         return parts.count == 2 ? (parts[0], parts[1]) : (0, -1)
     }
 
+    /// What the driver's concurrent keep-alive clients (`kload_stop PREFIX`) saw.
+    public func window(_ prefix: String) -> LoadWindow {
+        func number(_ key: String) -> Double { Double(self["\(prefix)_\(key)"]) ?? -1 }
+        return LoadWindow(
+            connections: Int(number("connections")), ok: Int(number("ok")), refused: Int(number("refused")), failed: Int(number("failed")),
+            failures: String(self["\(prefix)_failures"].reversed().drop { $0 == " " }.reversed()), p50Milliseconds: number("p50_ms"),
+            maxMilliseconds: number("max_ms"), failureLines: self["\(prefix)_failure_lines"])
+    }
+
     /// The whole run, for failure messages.
-    var transcript: String {
+    public var transcript: String {
         "driver \(scenario) exited \(code)\n--- stdout ---\n\(stdout)\n--- stderr ---\n\(stderr)"
+    }
+}
+
+/// One load window of a driver run: concurrent keep-alive curl clients against the app's
+/// socket (counts are -1 when the driver did not report them).
+public struct LoadWindow: Codable, Sendable, CustomStringConvertible {
+    /// Concurrent keep-alive clients.
+    public var connections: Int
+    /// Requests answered 2xx.
+    public var ok: Int
+    /// Connections refused (curl exit 7: nothing listening on the socket).
+    public var refused: Int
+    /// Other failed requests: reset, empty reply, timeout, non-2xx.
+    public var failed: Int
+    /// The failures by kind (`exit52:1 http503:2`).
+    public var failures: String
+    /// Median latency of the answered requests.
+    public var p50Milliseconds: Double
+    /// Largest latency of an answered request: the gap clients saw.
+    public var maxMilliseconds: Double
+    /// The first failures as curl reported them (`code seconds exit message;`).
+    public var failureLines: String
+
+    /// One line.
+    public var description: String {
+        "\(ok) ok, \(refused) refused, \(failed) failed\(failures.isEmpty ? "" : " (\(failures))") on \(connections) connections; "
+            + "latency p50 \(p50Milliseconds) ms, max \(maxMilliseconds) ms\(failureLines.isEmpty ? "" : "; first failures: \(failureLines)")"
     }
 }
