@@ -381,6 +381,9 @@ extension Supervisor {
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
+        // Retention runs before the final reply so that its line reaches the CI log;
+        // the folders are removed off the loop afterwards.
+        if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
         finishOperation(op, outcome: "succeeded", detail: nil, reply: .success(message))
     }
 

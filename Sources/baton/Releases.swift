@@ -1,0 +1,52 @@
+import ArgumentParser
+import BatonCore
+import BatonSystem
+import FoundationEssentials
+
+struct Releases: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the release folders, newest first, with what retention does with each.",
+        discussion: """
+            Marks: current and previous (never removed), in-use (a worker runs there), kept (among the newest \
+            [deploy] keep_releases), prune (the next prune removes it). Retention is on only with \
+            [deploy] releases_directory set; baton then prunes after every successful deploy or rollback.
+            """)
+
+    @OptionGroup var location: DaemonLocation
+
+    @Flag(help: "Remove the folders marked prune now.")
+    var prune = false
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        var client = try ControlClient(path: try location.socketPath(), timeout: prune ? nil : .seconds(10))
+        defer { client.close() }
+        try client.send(ControlRequest(cmd: prune ? "prune-releases" : "releases"))
+        var reply = try client.next()
+        while reply.event != nil {
+            if !json { print(reply.message ?? "") }
+            reply = try client.next()
+        }
+        guard reply.ok == true, let report = reply.releases else {
+            throw BatonExit(code: reply.code ?? BatonExitCode.failure, message: reply.error ?? "releases failed")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        for path in report.removed ?? [] { print("removed \(path)") }
+        let retention = report.keep.map { "keep_releases = \($0)" } ?? "retention off (no [deploy] releases_directory)"
+        print("\(report.directory): \(report.releases.count) release\(report.releases.count == 1 ? "" : "s"), \(retention)")
+        print("MARK      AGE       RELEASE")
+        let now = wallClockNow()
+        for r in report.releases {
+            let age = Units.formatElapsed(.milliseconds(Int64(max(0, now - r.lastUsedAt) * 1000)))
+            print([r.mark.rawValue.padded(8), age.padded(8), r.name].joined(separator: "  "))
+        }
+        if let message = reply.message { print(message) }
+    }
+}
