@@ -27,16 +27,7 @@ func scriptedBaton(workers: Int, tag: String, extra: String = "") throws -> Bato
     let directory = TestPaths.temporaryDirectory(tag)
     return try BatonHarness(
         workers: workers, command: ["./run"],
-        sections: """
-            [listen]
-            addresses = ["127.0.0.1:0"]
-            [readiness]
-            mode = "notify"
-            timeout = "20s"
-            [stop]
-            timeout = "10s"
-            \(extra.replacing("RELEASES", with: directory + "/releases"))
-            """, tag: tag, beforeStart: { dir in writeRunScript(dir + "/releases/r1") }, reuse: directory)
+        sections: BatonHarness.defaultSections + "\n" + extra.replacing("RELEASES", with: directory + "/releases"), tag: tag, beforeStart: { dir in writeRunScript(dir + "/releases/r1") }, reuse: directory)
 }
 
 extension Integration {
