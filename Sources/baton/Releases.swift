@@ -39,14 +39,7 @@ struct Releases: ParsableCommand {
             return
         }
         for path in report.removed ?? [] { print("removed \(path)") }
-        let retention = report.keep.map { "keep_releases = \($0)" } ?? "retention off (no [deploy] releases_directory)"
-        print("\(report.directory): \(report.releases.count) release\(report.releases.count == 1 ? "" : "s"), \(retention)")
-        print("MARK      AGE       RELEASE")
-        let now = wallClockNow()
-        for r in report.releases {
-            let age = Units.formatElapsed(.milliseconds(Int64(max(0, now - r.lastUsedAt) * 1000)))
-            print([r.mark.rawValue.padded(8), age.padded(8), r.name].joined(separator: "  "))
-        }
+        print(report.table(now: wallClockNow()))
         if let message = reply.message { print(message) }
     }
 }

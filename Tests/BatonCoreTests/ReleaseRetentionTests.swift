@@ -58,6 +58,23 @@ struct ReleaseRetentionTests {
         #expect(plan.allSatisfy { $0.mark == .kept || $0.mark == .current })
     }
 
+    @Test("the table: header, marks and ages, newest first")
+    func table() {
+        let report = ReleasesReport(
+            directory: "/srv/shop/releases", keep: 2,
+            releases: [
+                ReleaseListing(name: "r3", path: "/srv/shop/releases/r3", mark: .current, lastUsedAt: 10_000 - 125),
+                ReleaseListing(name: "r1", path: "/srv/shop/releases/r1", mark: .prune, lastUsedAt: 10_000 - 90_000),
+            ])
+        #expect(
+            report.table(now: 10_000) == """
+                /srv/shop/releases: 2 releases, keep_releases = 2
+                MARK      AGE       RELEASE
+                current   2m5s      r3
+                prune     1d1h      r1
+                """)
+    }
+
     @Test("paths: trailing slashes and parents")
     func paths() {
         #expect(ReleaseRetention.normalize("/srv/a/r1//") == "/srv/a/r1")

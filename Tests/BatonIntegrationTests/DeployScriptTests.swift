@@ -113,6 +113,35 @@ extension Integration {
             #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
         }
 
+        @Test("the ssh transport, through a stand-in for ssh that runs the remote command here: quoting, rsync -e, exit codes")
+        func sshTransport() throws {
+            let baton = try scriptedBaton(workers: 2, tag: "bd-ssh")
+            defer { baton.stop() }
+            // What sshd does with `ssh HOST WORDS...`: join the words, run them with a shell.
+            let log = baton.directory + "/ssh.log"
+            let fake = baton.directory + "/fake-ssh"
+            TestPaths.write(fake, "#!/bin/sh\nprintf '%s: %s\\n' \"$1\" \"$2\" >> '\(log)'\nshift\nexec sh -c \"$*\"\n", mode: 0o755)
+            let common = [
+                Self.script, "--ssh", fake, "--hosts", "web1", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                "--releases-dir", baton.directory + "/releases",
+            ]
+            let good = try TestProcess.run(common + ["--release-id", "s2", Self.source(baton, "s2")], timeout: .seconds(120))
+            #expect(good.code == 0, "\(good.stdout)\n\(good.stderr)")
+            #expect(try baton.status().release == baton.directory + "/releases/s2")
+            let calls = (ProcFS.read(log) ?? "").split(separator: "\n").map(String.init)
+            #expect(calls.count == 4, "\(calls)")
+            #expect(calls.allSatisfy { $0.hasPrefix("web1: ") })
+            #expect(calls.first?.contains("preflight") == true && calls.last?.contains("deploy") == true, "\(calls)")
+            #expect(calls.contains { $0.contains("rsync") }, "rsync ran over the ssh command")
+            let bad = try TestProcess.run(common + ["--release-id", "s3", Self.source(baton, "s3", flags: ["--fail-boot"])], timeout: .seconds(120))
+            #expect(bad.code == 1)
+            #expect(bad.stderr.contains("boot failed: simulated"))
+            let unreachable = try TestProcess.run(
+                [Self.script, "--ssh", fake, "--hosts", "web1", "--baton", TestPaths.executable("baton"), "--socket", "/nonexistent/c.sock",
+                 "--releases-dir", baton.directory + "/releases", "--preflight-only"])
+            #expect(unreachable.code == 3, "baton's own code: \(unreachable.stderr)")
+        }
+
         @Test("bad arguments: one line on stderr, exit 2, the service untouched; --dry-run changes nothing")
         func usageAndDryRun() throws {
             let baton = try scriptedBaton(workers: 1, tag: "bd-use")

@@ -74,6 +74,23 @@ public struct ReleasesReport: Codable, Sendable, Equatable {
     }
 }
 
+extension ReleasesReport {
+    /// The table `baton releases` prints: a header line, then one line per
+    /// folder, newest first, with its mark and how long ago it was last used.
+    public func table(now: Double) -> String {
+        let retention = keep.map { "keep_releases = \($0)" } ?? "retention off (no [deploy] releases_directory)"
+        var lines = [
+            "\(directory): \(releases.count) release\(releases.count == 1 ? "" : "s"), \(retention)", "MARK      AGE       RELEASE",
+        ]
+        for r in releases {
+            let mark = r.mark.rawValue
+            let age = StatusReport.age(now - r.lastUsedAt)
+            lines.append(mark + String(repeating: " ", count: max(1, 10 - mark.count)) + age + String(repeating: " ", count: max(1, 10 - age.count)) + r.name)
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
 /// Which release folders to keep: the newest `keep` by last use, and always
 /// the current release, the previous one and any folder a worker still runs in.
 public enum ReleaseRetention {
