@@ -16,12 +16,12 @@ extension Supervisor {
     /// Every release folder with its mark, newest first.
     func releasesReport() throws(SystemError) -> ReleasesReport {
         let directory = releasesDirectory
-        let folders = try ReleaseFolders.scan(directory)
+        // Folders being removed now are gone already as far as listings go.
+        let folders = try ReleaseFolders.scan(directory).filter { !pruning.contains($0.path) }
         var inUse = Set(slots.flatMap { $0.workers.map(\.spec.directory) })
-        // A queued deploy's folder, or one being removed, is not the next prune's.
+        // A queued deploy's folder is not the next prune's.
         for op in queue { if let r = op.options?.release { inUse.insert(r) } }
         if let r = operation?.target?.directory { inUse.insert(r) }
-        inUse.formUnion(pruning)
         let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
         let listings = ReleaseRetention.plan(
             folders: folders, current: releaseState.current.directory, previous: releaseState.previous?.directory, inUse: inUse,

@@ -24,8 +24,17 @@ struct ReleaseRetentionTests {
         let plan = ReleaseRetention.plan(
             folders: folders(5), current: "/srv/shop/releases/r2/", previous: "/srv/shop/releases/r5", inUse: [], lastDeployed: [:],
             keep: 2)
-        #expect(marks(plan) == ["r5:previous", "r4:kept", "r3:prune", "r2:current", "r1:prune"])
+        #expect(marks(plan) == ["r5:previous", "r4:prune", "r3:prune", "r2:current", "r1:prune"])
         #expect(!plan.contains { $0.mark == .prune && ($0.name == "r2" || $0.name == "r5") })
+    }
+
+    @Test("the current release counts towards K even when its folder looks older than the others (rsync keeps mtimes)")
+    func protectedCountFirst() {
+        var folders = folders(3)
+        folders[0].modifiedAt = 9999  // r1 made on the host just now; r2, r3 shipped with old mtimes
+        let plan = ReleaseRetention.plan(
+            folders: folders, current: "/srv/shop/releases/r3", previous: "/srv/shop/releases/r2", inUse: [], lastDeployed: [:], keep: 2)
+        #expect(marks(plan) == ["r1:prune", "r3:current", "r2:previous"])
     }
 
     @Test("a folder a worker still runs in is never pruned")

@@ -177,21 +177,37 @@ extension Integration {
             let baton = try scriptedBaton(workers: 2, tag: "bd-ret", extra: "[deploy]\nkeep_releases = 2\nreleases_directory = \"RELEASES\"")
             defer { baton.stop() }
             let releases = baton.directory + "/releases"
-            var pruned = false
             var previous = baton.releaseDirectory
-            for id in ["r2", "r3", "r4", "r5"] {
+            for (id, gone) in [("r2", nil), ("r3", "r1"), ("r4", "r2"), ("r5", "r3")] {
                 let result = try Self.deploy(baton, ["--release-id", id, Self.source(baton, id)])
                 #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
-                pruned = pruned || result.stdout.contains("pruning 1 old release (keep_releases = 2)")
-                // Whatever the removal thread is doing, these two are never touched.
+                if let gone {
+                    #expect(result.stdout.contains("pruning 1 old release (keep_releases = 2): \(gone)"), "\(result.stdout)")
+                    let removed = baton.process.waitForLine(containing: "removed release folder \(releases)/\(gone)", timeout: .seconds(20))
+                    #expect(removed != nil)
+                } else {
+                    #expect(!result.stdout.contains("pruning"), "current r2 and previous r1 are all there is")
+                }
                 #expect(access(releases + "/" + id + "/run", F_OK) == 0)
                 #expect(access(previous + "/run", F_OK) == 0, "the previous release \(previous) is kept")
                 previous = releases + "/" + id
             }
-            #expect(pruned, "deploys prune by themselves")
-            // A prune now is deterministic: it finishes before it answers.
+            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r4", "r5"])
+            // Folders shipped but never deployed are pruned too, on demand: --prune answers when they are gone.
+            writeRunScript(releases + "/x1")
+            writeRunScript(releases + "/x2")
+            let marked = try baton.cli(["releases"])
+            #expect(marked.stdout.contains("prune     "), "\(marked.stdout)")
+            let pruneNow = try baton.cli(["releases", "--prune"])
+            #expect(pruneNow.code == 0, "\(pruneNow.stderr)")
+            #expect(pruneNow.stdout.contains("pruning 2 old releases (keep_releases = 2): "), "\(pruneNow.stdout)")
+            #expect(pruneNow.stdout.contains("removed \(releases)/x1") && pruneNow.stdout.contains("removed \(releases)/x2"))
+            #expect(pruneNow.stdout.contains("removed 2 release folders"))
+            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r4", "r5"])
+            // Nothing left to prune: --prune says so and removes nothing.
             let prune = try baton.cli(["releases", "--prune"])
             #expect(prune.code == 0, "\(prune.stderr)")
+            #expect(prune.stdout.contains("removed 0 release folders"), "\(prune.stdout)")
             let listing = try baton.cli(["releases", "--json"])
             #expect(listing.code == 0, "\(listing.stderr)")
             let report = try JSONDecoder().decode(ReleasesReport.self, from: Data(listing.stdout.utf8))
@@ -199,8 +215,6 @@ extension Integration {
             #expect(report.keep == 2)
             #expect(report.releases.map(\.name) == ["r5", "r4"], "\(report.releases)")
             #expect(report.releases.map(\.mark) == [.current, .previous])
-            let onDisk = try ReleaseFolders.scan(releases).map(\.name).sorted()
-            #expect(onDisk == ["r4", "r5"])
             let table = try baton.cli(["releases"])
             #expect(table.stdout.contains("\(releases): 2 releases, keep_releases = 2"), "\(table.stdout)")
             #expect(table.stdout.contains("current "))

@@ -129,7 +129,8 @@ public enum ReleaseRetention {
     ///   - inUse: Directories workers run in now.
     ///   - lastDeployed: From ``lastDeployed(_:)``; a folder's age is its last
     ///     deploy or its modification time, whichever is later.
-    ///   - keep: How many folders to keep, protected ones included; nil keeps all.
+    ///   - keep: How many folders to keep, the protected ones (current, previous,
+    ///     in use) counted first whatever their age; nil keeps all.
     /// - Returns: One listing per folder; those marked `.prune` may be removed.
     public static func plan(
         folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, lastDeployed: [String: Double], keep: Int?
@@ -140,23 +141,21 @@ public enum ReleaseRetention {
         let sorted = folders.map { f -> (ReleaseFolder, Double) in
             (f, max(f.modifiedAt, lastDeployed[normalize(f.path)] ?? 0))
         }.sorted { a, b in a.1 != b.1 ? a.1 > b.1 : a.0.name > b.0.name }
+        func protectedMark(_ path: String) -> ReleaseListing.Mark? {
+            if path == current { return .current }
+            if path == previous { return .previous }
+            return inUse.contains(path) ? .inUse : nil
+        }
+        // Protected folders count towards `keep` whatever their age; the
+        // newest of the others fill what is left.
+        var kept = sorted.filter { protectedMark(normalize($0.0.path)) != nil }.count
         var listings: [ReleaseListing] = []
-        var kept = 0
         for (folder, time) in sorted {
             let path = normalize(folder.path)
-            let mark: ReleaseListing.Mark
-            if path == current {
-                mark = .current
-            } else if path == previous {
-                mark = .previous
-            } else if inUse.contains(path) {
-                mark = .inUse
-            } else if let keep, kept >= keep {
-                mark = .prune
-            } else {
-                mark = .kept
+            var mark = protectedMark(path) ?? .kept
+            if mark == .kept {
+                if let keep, kept >= keep { mark = .prune } else { kept += 1 }
             }
-            if mark != .prune { kept += 1 }
             listings.append(ReleaseListing(name: folder.name, path: path, mark: mark, lastUsedAt: time))
         }
         return listings
