@@ -103,6 +103,9 @@ extension Supervisor {
             guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
                 throw DaemonError("release \(directory) is not a directory")
             }
+            if pruning.contains(ReleaseRetention.normalize(directory)) {
+                throw DaemonError("release \(directory) is being removed by retention ([deploy] keep_releases)")
+            }
             if let command = options.command, command.isEmpty { throw DaemonError("--command must not be empty") }
             return Release(
                 directory: directory, command: options.command ?? releaseState.current.command,

@@ -168,8 +168,17 @@ extension Integration {
             #expect(dry.code == 0, "\(dry.stderr)")
             #expect(dry.stdout.contains("would run: baton deploy --release \(baton.directory)/releases/v2"))
             #expect(access(baton.directory + "/releases/v2", F_OK) != 0)
+            // A folder already there: rsync shows what it would change, baton prints its plan.
+            writeRunScript(baton.directory + "/releases/v3")
+            let planned = try Self.deploy(baton, ["--dry-run", "--release-id", "v3", Self.source(baton, "v3", flags: ["--fail-boot"])])
+            #expect(planned.code == 0, "\(planned.stderr)")
+            #expect(planned.stdout.contains(">f.s") && planned.stdout.contains(" run\n"), "rsync --itemize-changes: \(planned.stdout)")
+            #expect(planned.stdout.contains("dry run: nothing changed"))
+            #expect(planned.stdout.contains("baton-deploy: dry run on: localhost (nothing changed)"))
+            #expect(!(ProcFS.read(baton.directory + "/releases/v3/run") ?? "").contains("--fail-boot"), "nothing copied")
             let after = try baton.status()
             #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(after.release == baton.releaseDirectory)
         }
 
         @Test("retention: with keep_releases = 2, old folders are pruned after deploys; current and previous never")
