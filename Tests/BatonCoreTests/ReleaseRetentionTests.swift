@@ -1,4 +1,5 @@
 import BatonCore
+import FoundationEssentials
 import Testing
 
 @Suite("release retention")
@@ -82,6 +83,22 @@ struct ReleaseRetentionTests {
                 current   2m5s      r3
                 prune     1d1h      r1
                 """)
+    }
+
+    @Test("protocol: releases is read-only, prune-releases changes state; both decode; the report round-trips")
+    func protocolVerbs() throws {
+        #expect(ControlProtocol.readOnlyCommands.contains("releases"))
+        #expect(ControlProtocol.mutatingCommands.contains("prune-releases"))
+        for verb in ["releases", "prune-releases"] {
+            #expect((try? ControlProtocol.decodeRequest(Array("{\"v\":1,\"cmd\":\"\(verb)\"}".utf8)).get())?.cmd == verb)
+        }
+        let report = ReleasesReport(
+            directory: "/srv/shop/releases", keep: 5,
+            releases: [ReleaseListing(name: "r1", path: "/srv/shop/releases/r1", mark: .inUse, lastUsedAt: 1)], removed: ["/srv/shop/releases/r0"])
+        let line = ControlProtocol.encodeLine(ControlReply(ok: true, releases: report))
+        #expect(String(decoding: line, as: UTF8.self).contains("\"mark\":\"in-use\""))
+        let decoded = try JSONDecoder().decode(ControlReply.self, from: Data(line.dropLast()))
+        #expect(decoded.releases == report)
     }
 
     @Test("paths: trailing slashes and parents")
