@@ -73,6 +73,12 @@ extension Integration {
             let status = try baton.status()
             #expect(status.release == release)
             #expect(status.workers.allSatisfy { $0.release == release && $0.state == "ready" })
+            // A re-run (same id) never copies over the running release: that host is skipped.
+            let rerun = try Self.deploy(baton, ["--release-id", "v2", Self.source(baton, "v2-changed", flags: ["--fail-boot"])])
+            #expect(rerun.code == 0, "\(rerun.stderr)")
+            #expect(rerun.stdout.contains("==> localhost: already on \(release): skipped"))
+            #expect(!(ProcFS.read(release + "/run") ?? "").contains("--fail-boot"))
+            #expect(try baton.status().workers.map(\.pid) == status.workers.map(\.pid))
         }
 
         @Test("a release that does not fit in memory: preflight says no with the figures, nothing is copied or changed, exit 1")
@@ -129,7 +135,7 @@ extension Integration {
             #expect(good.code == 0, "\(good.stdout)\n\(good.stderr)")
             #expect(try baton.status().release == baton.directory + "/releases/s2")
             let calls = (ProcFS.read(log) ?? "").split(separator: "\n").map(String.init)
-            #expect(calls.count == 4, "\(calls)")
+            #expect(calls.count == 5, "preflight, status, mkdir, rsync, deploy: \(calls)")
             #expect(calls.allSatisfy { $0.hasPrefix("web1: ") })
             #expect(calls.first?.contains("preflight") == true && calls.last?.contains("deploy") == true, "\(calls)")
             #expect(calls.contains { $0.contains("rsync") }, "rsync ran over the ssh command")
