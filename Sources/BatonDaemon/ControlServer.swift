@@ -144,6 +144,8 @@ final class ControlServer {
             supervisor.requestUpgrade(binary: request.binary, waiter: connection)
         case "history":
             connection.finish(ControlReply(ok: true, history: supervisor.history))
+        case "releases", "prune-releases":
+            supervisor.answerReleases(connection, prune: request.cmd == "prune-releases")
         default:
             connection.finish(.failure("unknown command \"\(ControlProtocol.printable(request.cmd))\""))
         }

@@ -103,6 +103,9 @@ extension Supervisor {
             guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
                 throw DaemonError("release \(directory) is not a directory")
             }
+            if pruning.contains(ReleaseRetention.normalize(directory)) {
+                throw DaemonError("release \(directory) is being removed by retention ([deploy] keep_releases)")
+            }
             if let command = options.command, command.isEmpty { throw DaemonError("--command must not be empty") }
             return Release(
                 directory: directory, command: options.command ?? releaseState.current.command,
@@ -381,6 +384,9 @@ extension Supervisor {
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
+        // Retention runs before the final reply so that its line reaches the CI log;
+        // the folders are removed off the loop afterwards.
+        if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
         finishOperation(op, outcome: "succeeded", detail: nil, reply: .success(message))
     }
 

@@ -90,6 +90,8 @@ public final class Supervisor {
     var store: StateStore?
     /// Recent deploys, oldest first.
     var history: [HistoryEntry] = []
+    /// Release folders being removed by retention now.
+    var pruning: Set<String> = []
     /// Set when a rollback failed.
     var degraded = false
     /// The last lines of output of the last worker that failed to start.

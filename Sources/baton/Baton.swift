@@ -30,6 +30,6 @@ struct Baton: ParsableCommand {
             3 could not reach the daemon, 4 timed out.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, Demo.self, CheckConfig.self, Status.self, Reload.self, Deploy.self, Rollback.self, History.self, SystemdUnits.self, Upgrade.self, Preflight.self]
+        subcommands: [Serve.self, Demo.self, CheckConfig.self, Status.self, Reload.self, Deploy.self, Rollback.self, History.self, SystemdUnits.self, Upgrade.self, Preflight.self, Releases.self]
     )
 }

@@ -20,6 +20,17 @@ public final class BatonHarness: @unchecked Sendable {
     /// The TCP port workers accept on (bound by baton on 127.0.0.1:0), if any.
     public private(set) var port: UInt16 = 0
 
+    /// The sections after `[app]` when a test gives none: notify readiness, listen on 127.0.0.1:0.
+    public static let defaultSections = """
+        [listen]
+        addresses = ["127.0.0.1:0"]
+        [readiness]
+        mode = "notify"
+        timeout = "20s"
+        [stop]
+        timeout = "10s"
+        """
+
     /// Writes a config from `sections` (TOML after the [app] basics) and starts baton.
     /// - Parameters:
     ///   - workers: `app.workers`.
@@ -42,15 +53,7 @@ public final class BatonHarness: @unchecked Sendable {
         _ = mkdir(releaseDirectory, 0o755)
         let argv = command ?? [TestPaths.executable("baton-demo-worker")]
         let quoted = argv.map { "\"\($0)\"" }.joined(separator: ", ")
-        let rest = sections ?? """
-            [listen]
-            addresses = ["127.0.0.1:0"]
-            [readiness]
-            mode = "notify"
-            timeout = "20s"
-            [stop]
-            timeout = "10s"
-            """
+        let rest = sections ?? Self.defaultSections
         let text = """
             [app]
             name = "test"

@@ -218,13 +218,19 @@ public struct DeployConfig: Sendable, Equatable {
     public var workerFootprint: UInt64?
     /// `timeout`: the whole deploy's deadline; nil = none.
     public var timeout: Duration?
-    /// `keep_releases`: how many releases the history keeps, at least 2 (so rollback works).
+    /// `keep_releases`: how many release folders retention keeps, at least 2 (the current
+    /// and previous ones are never removed whatever their age).
     public var keepReleases: Int
+    /// `releases_directory`: the folder holding one subfolder per release. Set, it turns
+    /// retention on: after each successful deploy baton removes all but the newest
+    /// `keep_releases` of them. Unset, nothing is ever removed.
+    public var releasesDirectory: String?
 
     /// Creates a deploy section with the config file's defaults.
     public init(
         strategy: DeployStrategy = .auto, maxSurge: Int = 1, canary: Bool = true,
-        workerFootprint: UInt64? = nil, timeout: Duration? = nil, keepReleases: Int = 5
+        workerFootprint: UInt64? = nil, timeout: Duration? = nil, keepReleases: Int = 5,
+        releasesDirectory: String? = nil
     ) {
         self.strategy = strategy
         self.maxSurge = maxSurge
@@ -232,6 +238,7 @@ public struct DeployConfig: Sendable, Equatable {
         self.workerFootprint = workerFootprint
         self.timeout = timeout
         self.keepReleases = keepReleases
+        self.releasesDirectory = releasesDirectory
     }
 }
 

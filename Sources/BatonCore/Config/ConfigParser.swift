@@ -14,7 +14,7 @@ extension BatonConfig {
         ("listen", ["addresses", "socket_mode", "backlog"]),
         ("readiness", ["mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog"]),
         ("stop", ["signal", "timeout"]),
-        ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases"]),
+        ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory"]),
         (
             "memory",
             [

@@ -141,6 +141,7 @@ extension ConfigReader {
         deploy.workerFootprint = read(s, "worker_footprint", Convert.size(positive: true))
         deploy.timeout = read(s, "timeout", Convert.duration(positive: true))
         deploy.keepReleases = read(s, "keep_releases", Convert.integer(in: 2...Int.max)) ?? deploy.keepReleases
+        deploy.releasesDirectory = read(s, "releases_directory", Convert.absolutePath).map(ReleaseRetention.normalize)
         return deploy
     }
 

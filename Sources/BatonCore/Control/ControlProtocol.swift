@@ -9,9 +9,11 @@ public enum ControlProtocol {
     public static let maxRequestBytes = 64 * 1024
 
     /// Verbs that change state (their callers' uids are logged).
-    public static let mutatingCommands: Set<String> = ["reload", "deploy", "rollback", "upgrade", "preflight"]
+    public static let mutatingCommands: Set<String> = [
+        "reload", "deploy", "rollback", "upgrade", "preflight", "prune-releases",
+    ]
     /// Verbs that only read.
-    public static let readOnlyCommands: Set<String> = ["status", "ping", "history", "attach"]
+    public static let readOnlyCommands: Set<String> = ["status", "ping", "history", "attach", "releases"]
 
     /// Decodes one request line or says, in one line, why not.
     public static func decodeRequest(_ line: [UInt8]) -> Result<ControlRequest, ControlProtocolError> {
@@ -51,7 +53,8 @@ public enum ControlProtocol {
 public struct ControlRequest: Codable, Sendable, Equatable {
     /// Protocol version.
     public var v: Int
-    /// The verb: status, ping, reload, deploy, rollback, history, attach.
+    /// The verb: status, ping, reload, deploy, rollback, history, attach, preflight, upgrade,
+    /// releases, prune-releases.
     public var cmd: String
     /// deploy: the options.
     public var deploy: DeployOptions?
@@ -235,13 +238,17 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var history: [HistoryEntry]?
     /// `preflight` payload.
     public var preflight: PreflightReport?
+    /// `releases` and `prune-releases` payload.
+    public var releases: ReleasesReport?
 
     /// Creates a line.
     public init(
         event: String? = nil, ok: Bool? = nil, message: String? = nil, error: String? = nil, status: StatusReport? = nil,
-        code: Int32? = nil, details: [String]? = nil, history: [HistoryEntry]? = nil, preflight: PreflightReport? = nil
+        code: Int32? = nil, details: [String]? = nil, history: [HistoryEntry]? = nil, preflight: PreflightReport? = nil,
+        releases: ReleasesReport? = nil
     ) {
         self.preflight = preflight
+        self.releases = releases
         self.event = event
         self.ok = ok
         self.message = message

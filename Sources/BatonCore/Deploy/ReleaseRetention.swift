@@ -1,0 +1,163 @@
+/// One folder found in the releases directory.
+public struct ReleaseFolder: Sendable, Equatable {
+    /// The folder's name (the release id).
+    public var name: String
+    /// Its absolute path.
+    public var path: String
+    /// Its modification time, seconds since the epoch.
+    public var modifiedAt: Double
+
+    /// Creates a folder.
+    public init(name: String, path: String, modifiedAt: Double) {
+        self.name = name
+        self.path = path
+        self.modifiedAt = modifiedAt
+    }
+}
+
+/// One line of `baton releases`.
+public struct ReleaseListing: Codable, Sendable, Equatable {
+    /// What retention does with a folder.
+    public enum Mark: String, Codable, Sendable, Equatable {
+        /// The release serving now: never removed.
+        case current
+        /// The one `baton rollback` goes to: never removed.
+        case previous
+        /// A worker still runs in it: never removed.
+        case inUse = "in-use"
+        /// Among the newest `keep_releases` (or retention is off).
+        case kept
+        /// Older than the newest `keep_releases`: the next prune removes it.
+        case prune
+    }
+
+    /// The folder's name.
+    public var name: String
+    /// Its absolute path.
+    public var path: String
+    /// See ``Mark``.
+    public var mark: Mark
+    /// When it was last deployed, or else modified (seconds since the epoch): the age shown.
+    public var lastUsedAt: Double
+
+    enum CodingKeys: String, CodingKey {
+        case name, path, mark
+        case lastUsedAt = "last_used_at"
+    }
+
+    /// Creates a line.
+    public init(name: String, path: String, mark: Mark, lastUsedAt: Double) {
+        self.name = name
+        self.path = path
+        self.mark = mark
+        self.lastUsedAt = lastUsedAt
+    }
+}
+
+/// The payload of `baton releases` (and of a prune: what it removed).
+public struct ReleasesReport: Codable, Sendable, Equatable {
+    /// The folder listed: `[deploy] releases_directory`, else the current release's parent.
+    public var directory: String
+    /// `[deploy] keep_releases` when retention is on (`releases_directory` set); nil: never pruned.
+    public var keep: Int?
+    /// Newest first.
+    public var releases: [ReleaseListing]
+    /// Paths a prune removed (prune replies only).
+    public var removed: [String]?
+
+    /// Creates a report.
+    public init(directory: String, keep: Int?, releases: [ReleaseListing], removed: [String]? = nil) {
+        self.directory = directory
+        self.keep = keep
+        self.releases = releases
+        self.removed = removed
+    }
+}
+
+extension ReleasesReport {
+    /// The table `baton releases` prints: a header line, then one line per
+    /// folder, newest first, with its mark and how long ago it was last used.
+    public func table(now: Double) -> String {
+        let retention = keep.map { "keep_releases = \($0)" } ?? "retention off (no [deploy] releases_directory)"
+        var lines = [
+            "\(directory): \(releases.count) release\(releases.count == 1 ? "" : "s"), \(retention)", "MARK      AGE       RELEASE",
+        ]
+        for r in releases {
+            let mark = r.mark.rawValue
+            let age = StatusReport.age(now - r.lastUsedAt)
+            lines.append(mark + String(repeating: " ", count: max(1, 10 - mark.count)) + age + String(repeating: " ", count: max(1, 10 - age.count)) + r.name)
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Which release folders to keep: the newest `keep` by last use, and always
+/// the current release, the previous one and any folder a worker still runs in.
+public enum ReleaseRetention {
+    /// `path` without trailing slashes (and "/" for the root), so that
+    /// "/srv/a/r1/" and "/srv/a/r1" are the same release.
+    public static func normalize(_ path: String) -> String {
+        var p = Substring(path)
+        while p.count > 1, p.hasSuffix("/") { p = p.dropLast() }
+        return String(p)
+    }
+
+    /// The parent folder of `path` ("/" for a top-level folder).
+    public static func parent(of path: String) -> String {
+        let p = normalize(path)
+        guard let slash = p.lastIndex(of: "/"), slash != p.startIndex else { return "/" }
+        return String(p[..<slash])
+    }
+
+    /// When each release was last the goal of a successful deploy or rollback
+    /// (its end time), by normalized path.
+    public static func lastDeployed(_ history: [HistoryEntry]) -> [String: Double] {
+        var times: [String: Double] = [:]
+        for e in history where (e.kind == "deploy" || e.kind == "rollback") && e.outcome == "succeeded" {
+            let path = normalize(e.release)
+            times[path] = max(times[path] ?? 0, e.startedAt + e.duration)
+        }
+        return times
+    }
+
+    /// Marks every folder, newest first.
+    ///
+    /// - Parameters:
+    ///   - folders: The folders of the releases directory.
+    ///   - current: The current release's directory.
+    ///   - previous: The previous release's directory, if any.
+    ///   - inUse: Directories workers run in now.
+    ///   - lastDeployed: From ``lastDeployed(_:)``; a folder's age is its last
+    ///     deploy or its modification time, whichever is later.
+    ///   - keep: How many folders to keep, the protected ones (current, previous,
+    ///     in use) counted first whatever their age; nil keeps all.
+    /// - Returns: One listing per folder; those marked `.prune` may be removed.
+    public static func plan(
+        folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, lastDeployed: [String: Double], keep: Int?
+    ) -> [ReleaseListing] {
+        let current = normalize(current)
+        let previous = previous.map(normalize)
+        let inUse = Set(inUse.map(normalize))
+        let sorted = folders.map { f -> (ReleaseFolder, Double) in
+            (f, max(f.modifiedAt, lastDeployed[normalize(f.path)] ?? 0))
+        }.sorted { a, b in a.1 != b.1 ? a.1 > b.1 : a.0.name > b.0.name }
+        func protectedMark(_ path: String) -> ReleaseListing.Mark? {
+            if path == current { return .current }
+            if path == previous { return .previous }
+            return inUse.contains(path) ? .inUse : nil
+        }
+        // Protected folders count towards `keep` whatever their age; the
+        // newest of the others fill what is left.
+        var kept = sorted.filter { protectedMark(normalize($0.0.path)) != nil }.count
+        var listings: [ReleaseListing] = []
+        for (folder, time) in sorted {
+            let path = normalize(folder.path)
+            var mark = protectedMark(path) ?? .kept
+            if mark == .kept {
+                if let keep, kept >= keep { mark = .prune } else { kept += 1 }
+            }
+            listings.append(ReleaseListing(name: folder.name, path: path, mark: mark, lastUsedAt: time))
+        }
+        return listings
+    }
+}

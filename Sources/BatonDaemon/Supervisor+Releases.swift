@@ -1,0 +1,93 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// Release retention: `baton releases` lists the release folders with what
+/// retention does with each; after every successful deploy or rollback (and
+/// on `baton releases --prune`) the folders past `[deploy] keep_releases` are
+/// removed. Only with `[deploy] releases_directory` set: baton never deletes
+/// in a folder the operator did not name.
+extension Supervisor {
+    /// The folder listed: `releases_directory`, else the current release's parent.
+    var releasesDirectory: String {
+        config.deploy.releasesDirectory ?? ReleaseRetention.parent(of: releaseState.current.directory)
+    }
+
+    /// Every release folder with its mark, newest first.
+    func releasesReport() throws(SystemError) -> ReleasesReport {
+        let directory = releasesDirectory
+        // Folders being removed now are gone already as far as listings go.
+        let folders = try ReleaseFolders.scan(directory).filter { !pruning.contains($0.path) }
+        var inUse = Set(slots.flatMap { $0.workers.map(\.spec.directory) })
+        // A queued deploy's folder is not the next prune's.
+        for op in queue { if let r = op.options?.release { inUse.insert(r) } }
+        if let r = operation?.target?.directory { inUse.insert(r) }
+        let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
+        let listings = ReleaseRetention.plan(
+            folders: folders, current: releaseState.current.directory, previous: releaseState.previous?.directory, inUse: inUse,
+            lastDeployed: ReleaseRetention.lastDeployed(history), keep: keep)
+        return ReleasesReport(directory: directory, keep: keep, releases: listings)
+    }
+
+    /// Removes the folders marked `prune`; `report` gets a progress line
+    /// first, `completion` the report with what was removed.
+    func pruneReleases(report: (String) -> Void = { _ in }, completion: @escaping (Result<ReleasesReport, DaemonError>) -> Void = { _ in }) {
+        guard config.deploy.releasesDirectory != nil else {
+            completion(.failure(DaemonError("retention is off: set [deploy] releases_directory to prune")))
+            return
+        }
+        let before: ReleasesReport
+        do {
+            before = try releasesReport()
+        } catch {
+            logger.error("cannot list releases: \(error)")
+            completion(.failure(DaemonError("cannot list releases: \(error)")))
+            return
+        }
+        let doomed = before.releases.filter { $0.mark == .prune }.map(\.path)
+        guard !doomed.isEmpty else {
+            var unchanged = before
+            unchanged.removed = []
+            completion(.success(unchanged))
+            return
+        }
+        let line = "pruning \(doomed.count) old release\(doomed.count == 1 ? "" : "s") (keep_releases = \(config.deploy.keepReleases)): "
+            + doomed.map { ReleaseRetention.normalize($0).split(separator: "/").last.map(String.init) ?? $0 }.joined(separator: ", ")
+        report(line)
+        logger.info("\(line)")
+        pruning.formUnion(doomed)
+        ReleaseFolders.removeInBackground(doomed, loop: loop) { [unowned self] removed, failures in
+            self.pruning.subtract(doomed)
+            for path in removed { self.logger.info("removed release folder \(path)") }
+            for failure in failures { self.logger.error("\(failure)") }
+            do {
+                var after = try self.releasesReport()
+                after.removed = removed
+                completion(.success(after))
+            } catch {
+                completion(.failure(DaemonError("cannot list releases: \(error)")))
+            }
+        }
+    }
+
+    /// `baton releases [--prune]` for a control client.
+    func answerReleases(_ connection: ControlConnection, prune: Bool) {
+        guard prune else {
+            do {
+                connection.finish(ControlReply(ok: true, releases: try releasesReport()))
+            } catch {
+                connection.finish(.failure("cannot list releases: \(error)"))
+            }
+            return
+        }
+        pruneReleases(report: { connection.send(.progress($0)) }) { result in
+            switch result {
+            case .success(let report):
+                let n = report.removed?.count ?? 0
+                connection.finish(ControlReply(ok: true, message: "removed \(n) release folder\(n == 1 ? "" : "s")", releases: report))
+            case .failure(let error):
+                connection.finish(.failure("\(error)"))
+            }
+        }
+    }
+}

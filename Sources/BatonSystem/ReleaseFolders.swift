@@ -1,0 +1,78 @@
+import BatonCore
+import FoundationEssentials
+import Glibc
+
+/// The release folders of an app on disk: listing them, and removing the
+/// ones retention gave up, off the event loop (a release with a large
+/// `node_modules` takes seconds to delete).
+public enum ReleaseFolders {
+    /// The real subfolders of `directory` (no symlinks, no dot-names such as
+    /// rsync's temporaries), unsorted.
+    public static func scan(_ directory: String) throws(SystemError) -> [ReleaseFolder] {
+        guard let dir = opendir(directory) else { throw SystemError("opendir", subject: directory) }
+        defer { closedir(dir) }
+        var folders: [ReleaseFolder] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name.hasPrefix(".") { continue }
+            let path = directory == "/" ? "/" + name : directory + "/" + name
+            var info = stat()
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { continue }
+            let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+            folders.append(ReleaseFolder(name: name, path: path, modifiedAt: modified))
+        }
+        return folders
+    }
+
+    /// Removes each folder (recursively, never following symlinks) on a
+    /// thread of its own, then calls `completion` on `loop` with the paths
+    /// removed and one line per failure. Call it on the loop's thread.
+    public static func removeInBackground(
+        _ paths: [String], loop: EventLoop, completion: @escaping ([String], [String]) -> Void
+    ) {
+        let completion = LoopBound(completion)
+        let work: @Sendable () -> Void = {
+            var removed: [String] = []
+            var failures: [String] = []
+            for path in paths {
+                do {
+                    try FileManager.default.removeItem(atPath: path)
+                    removed.append(path)
+                } catch {
+                    failures.append("cannot remove \(path): \(error)")
+                }
+            }
+            let (done, failed) = (removed, failures)
+            loop.execute { completion.value(done, failed) }
+        }
+        let box = Unmanaged.passRetained(ThreadBody(work)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { arg in
+            Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().body()
+            return nil
+        }, box)
+        if rc == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<ThreadBody>.fromOpaque(box).release()
+            let reason = String(cString: strerror(rc))
+            loop.execute { completion.value([], paths.map { "cannot remove \($0): no thread (\(reason))" }) }
+        }
+    }
+}
+
+/// A closure handed to a new pthread.
+private final class ThreadBody: Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+}
+
+/// A value made on the loop thread that crosses another thread untouched and
+/// is used again only on the loop thread (through `EventLoop.execute`).
+private final class LoopBound<Value>: @unchecked Sendable {
+    // @unchecked: never read or called off the loop thread (see above).
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

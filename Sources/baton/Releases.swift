@@ -1,0 +1,45 @@
+import ArgumentParser
+import BatonCore
+import BatonSystem
+import FoundationEssentials
+
+struct Releases: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the release folders, newest first, with what retention does with each.",
+        discussion: """
+            Marks: current and previous (never removed), in-use (a worker runs there), kept (among the newest \
+            [deploy] keep_releases), prune (the next prune removes it). Retention is on only with \
+            [deploy] releases_directory set; baton then prunes after every successful deploy or rollback.
+            """)
+
+    @OptionGroup var location: DaemonLocation
+
+    @Flag(help: "Remove the folders marked prune now.")
+    var prune = false
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        var client = try ControlClient(path: try location.socketPath(), timeout: prune ? nil : .seconds(10))
+        defer { client.close() }
+        try client.send(ControlRequest(cmd: prune ? "prune-releases" : "releases"))
+        var reply = try client.next()
+        while reply.event != nil {
+            if !json { print(reply.message ?? "") }
+            reply = try client.next()
+        }
+        guard reply.ok == true, let report = reply.releases else {
+            throw BatonExit(code: reply.code ?? BatonExitCode.failure, message: reply.error ?? "releases failed")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        for path in report.removed ?? [] { print("removed \(path)") }
+        print(report.table(now: wallClockNow()))
+        if let message = reply.message { print(message) }
+    }
+}

@@ -1,0 +1,122 @@
+import BatonCore
+import FoundationEssentials
+import Testing
+
+@Suite("release retention")
+struct ReleaseRetentionTests {
+    /// Folders r1 (oldest) ... rN in /srv/shop/releases, one second apart.
+    func folders(_ n: Int) -> [ReleaseFolder] {
+        (1...n).map { ReleaseFolder(name: "r\($0)", path: "/srv/shop/releases/r\($0)", modifiedAt: Double(1000 + $0)) }
+    }
+
+    func marks(_ listings: [ReleaseListing]) -> [String] { listings.map { "\($0.name):\($0.mark.rawValue)" } }
+
+    @Test("keeps the newest K, newest first; the older ones are marked prune")
+    func keepsNewest() {
+        let plan = ReleaseRetention.plan(
+            folders: folders(5), current: "/srv/shop/releases/r5", previous: "/srv/shop/releases/r4", inUse: [], lastDeployed: [:],
+            keep: 3)
+        #expect(marks(plan) == ["r5:current", "r4:previous", "r3:kept", "r2:prune", "r1:prune"])
+    }
+
+    @Test("the current and previous releases are never pruned, even when older than the newest K (after a rollback)")
+    func currentAndPreviousAlwaysKept() {
+        // Rolled back to r2 (previous r5); r3 and r4 are newer folders.
+        let plan = ReleaseRetention.plan(
+            folders: folders(5), current: "/srv/shop/releases/r2/", previous: "/srv/shop/releases/r5", inUse: [], lastDeployed: [:],
+            keep: 2)
+        #expect(marks(plan) == ["r5:previous", "r4:prune", "r3:prune", "r2:current", "r1:prune"])
+        #expect(!plan.contains { $0.mark == .prune && ($0.name == "r2" || $0.name == "r5") })
+    }
+
+    @Test("the current release counts towards K even when its folder looks older than the others (rsync keeps mtimes)")
+    func protectedCountFirst() {
+        var folders = folders(3)
+        folders[0].modifiedAt = 9999  // r1 made on the host just now; r2, r3 shipped with old mtimes
+        let plan = ReleaseRetention.plan(
+            folders: folders, current: "/srv/shop/releases/r3", previous: "/srv/shop/releases/r2", inUse: [], lastDeployed: [:], keep: 2)
+        #expect(marks(plan) == ["r1:prune", "r3:current", "r2:previous"])
+    }
+
+    @Test("a folder a worker still runs in is never pruned")
+    func inUseKept() {
+        let plan = ReleaseRetention.plan(
+            folders: folders(4), current: "/srv/shop/releases/r4", previous: "/srv/shop/releases/r3", inUse: ["/srv/shop/releases/r1"],
+            lastDeployed: [:], keep: 2)
+        #expect(marks(plan) == ["r4:current", "r3:previous", "r2:prune", "r1:in-use"])
+    }
+
+    @Test("age is the last successful deploy when later than the folder's mtime")
+    func lastDeployedOrders() {
+        let history = [
+            HistoryEntry(kind: "deploy", release: "/srv/shop/releases/r1", previousRelease: nil, outcome: "succeeded", detail: nil, startedAt: 5000, duration: 2, uid: 0),
+            HistoryEntry(kind: "deploy", release: "/srv/shop/releases/r2", previousRelease: nil, outcome: "rolled-back", detail: "x", startedAt: 6000, duration: 1, uid: 0),
+            HistoryEntry(kind: "reload", release: "/srv/shop/releases/r3", previousRelease: nil, outcome: "succeeded", detail: nil, startedAt: 7000, duration: 1, uid: 0),
+        ]
+        let times = ReleaseRetention.lastDeployed(history)
+        #expect(times == ["/srv/shop/releases/r1": 5002])
+        let plan = ReleaseRetention.plan(
+            folders: folders(4), current: "/srv/shop/releases/r4", previous: nil, inUse: [], lastDeployed: times, keep: 2)
+        #expect(marks(plan) == ["r1:kept", "r4:current", "r3:prune", "r2:prune"])
+        #expect(plan.first?.lastUsedAt == 5002)
+    }
+
+    @Test("no keep (retention off): every folder is kept")
+    func retentionOff() {
+        let plan = ReleaseRetention.plan(
+            folders: folders(4), current: "/srv/shop/releases/r4", previous: nil, inUse: [], lastDeployed: [:], keep: nil)
+        #expect(plan.allSatisfy { $0.mark == .kept || $0.mark == .current })
+    }
+
+    @Test("the table: header, marks and ages, newest first")
+    func table() {
+        let report = ReleasesReport(
+            directory: "/srv/shop/releases", keep: 2,
+            releases: [
+                ReleaseListing(name: "r3", path: "/srv/shop/releases/r3", mark: .current, lastUsedAt: 10_000 - 125),
+                ReleaseListing(name: "r1", path: "/srv/shop/releases/r1", mark: .prune, lastUsedAt: 10_000 - 90_000),
+            ])
+        #expect(
+            report.table(now: 10_000) == """
+                /srv/shop/releases: 2 releases, keep_releases = 2
+                MARK      AGE       RELEASE
+                current   2m5s      r3
+                prune     1d1h      r1
+                """)
+    }
+
+    @Test("protocol: releases is read-only, prune-releases changes state; both decode; the report round-trips")
+    func protocolVerbs() throws {
+        #expect(ControlProtocol.readOnlyCommands.contains("releases"))
+        #expect(ControlProtocol.mutatingCommands.contains("prune-releases"))
+        for verb in ["releases", "prune-releases"] {
+            #expect((try? ControlProtocol.decodeRequest(Array("{\"v\":1,\"cmd\":\"\(verb)\"}".utf8)).get())?.cmd == verb)
+        }
+        let report = ReleasesReport(
+            directory: "/srv/shop/releases", keep: 5,
+            releases: [ReleaseListing(name: "r1", path: "/srv/shop/releases/r1", mark: .inUse, lastUsedAt: 1)], removed: ["/srv/shop/releases/r0"])
+        let line = ControlProtocol.encodeLine(ControlReply(ok: true, releases: report))
+        #expect(String(decoding: line, as: UTF8.self).contains("\"mark\":\"in-use\""))
+        let decoded = try JSONDecoder().decode(ControlReply.self, from: Data(line.dropLast()))
+        #expect(decoded.releases == report)
+    }
+
+    @Test("paths: trailing slashes and parents")
+    func paths() {
+        #expect(ReleaseRetention.normalize("/srv/a/r1//") == "/srv/a/r1")
+        #expect(ReleaseRetention.normalize("/") == "/")
+        #expect(ReleaseRetention.parent(of: "/srv/a/r1/") == "/srv/a")
+        #expect(ReleaseRetention.parent(of: "/r1") == "/")
+    }
+
+    @Test("config: releases_directory must be absolute; it is read without a trailing slash")
+    func config() throws {
+        #expect(
+            configFailure(minimalApp + "[deploy]\nreleases_directory = \"srv/shop\"\n")
+                == #"/etc/baton/shop.toml:7: deploy.releases_directory: must be an absolute path, got "srv/shop""#)
+        let config = try parseConfig(minimalApp + "[deploy]\nreleases_directory = \"/srv/shop/releases/\"\nkeep_releases = 3\n")
+        #expect(config.deploy.releasesDirectory == "/srv/shop/releases")
+        #expect(config.deploy.keepReleases == 3)
+        #expect(try parseConfig(minimalApp).deploy.releasesDirectory == nil)
+    }
+}

@@ -1,0 +1,256 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+import Testing
+
+/// The repository's deploy/ folder, found from this file's path.
+let deployFolder: String = {
+    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)  // Tests/BatonIntegrationTests/DeployScriptTests.swift
+    return parts.joined(separator: "/") + "/deploy"
+}()
+
+/// Writes an executable `run` into `folder` that execs the demo worker with
+/// `flags`: the release's own content decides how it behaves (config command
+/// `["./run"]` resolves in the release folder).
+func writeRunScript(_ folder: String, flags: [String] = []) {
+    _ = mkdir(folder, 0o755)
+    let args = ([TestPaths.executable("baton-demo-worker")] + flags).map { "'\($0)'" }.joined(separator: " ")
+    TestPaths.write(folder + "/run", "#!/bin/sh\nexec \(args) \"$@\"\n", mode: 0o755)
+}
+
+/// A baton whose workers run `./run` of their release folder; `RELEASES` in
+/// `extra` stands for its releases folder.
+func scriptedBaton(workers: Int, tag: String, extra: String = "") throws -> BatonHarness {
+    let directory = TestPaths.temporaryDirectory(tag)
+    return try BatonHarness(
+        workers: workers, command: ["./run"],
+        sections: BatonHarness.defaultSections + "\n" + extra.replacing("RELEASES", with: directory + "/releases"), tag: tag, beforeStart: { dir in writeRunScript(dir + "/releases/r1") }, reuse: directory)
+}
+
+extension Integration {
+    /// deploy/baton-deploy end to end with its local transport: a real daemon,
+    /// real workers, real rsync, bounded load.
+    @Suite("deploy/baton-deploy")
+    struct DeployScriptTests {
+        static let script = deployFolder + "/baton-deploy"
+
+        /// Runs baton-deploy (local transport) against `baton`.
+        static func deploy(_ baton: BatonHarness, _ args: [String]) throws -> CommandResult {
+            try TestProcess.run(
+                [script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                 "--releases-dir", baton.directory + "/releases"] + args, timeout: .seconds(120))
+        }
+
+        /// A source folder (what CI built) holding a `run` with `flags`.
+        static func source(_ baton: BatonHarness, _ name: String, flags: [String] = []) -> String {
+            let path = baton.directory + "/src-" + name
+            writeRunScript(path, flags: flags)
+            return path
+        }
+
+        @Test("a good release: preflight, rsync, deploy; 0 failed requests under load, every worker on it, exit 0")
+        func goodRelease() throws {
+            let baton = try scriptedBaton(workers: 3, tag: "bd-ok")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(200))
+            let result = try Self.deploy(baton, ["--release-id", "v2", "--need", "64MiB", Self.source(baton, "v2")])
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            print("baton-deploy under load: \(report)")
+            let release = baton.directory + "/releases/v2"
+            #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stdout.contains("==> localhost: preflight"))
+            #expect(result.stdout.contains("fits: need"), "baton's figures are streamed")
+            #expect(result.stdout.contains("deploy finished: 3 workers on \(release)"))
+            #expect(result.stdout.contains("baton-deploy: v2 deployed on: localhost"))
+            #expect(access(release + "/run", X_OK) == 0, "rsync shipped the folder")
+            #expect(report.failed == 0, "\(report)")
+            #expect(report.releases.last == release)
+            let status = try baton.status()
+            #expect(status.release == release)
+            #expect(status.workers.allSatisfy { $0.release == release && $0.state == "ready" })
+            // A re-run (same id) never copies over the running release: that host is skipped.
+            let rerun = try Self.deploy(baton, ["--release-id", "v2", Self.source(baton, "v2-changed", flags: ["--fail-boot"])])
+            #expect(rerun.code == 0, "\(rerun.stderr)")
+            #expect(rerun.stdout.contains("==> localhost: already on \(release): skipped"))
+            #expect(!(ProcFS.read(release + "/run") ?? "").contains("--fail-boot"))
+            #expect(try baton.status().workers.map(\.pid) == status.workers.map(\.pid))
+        }
+
+        @Test("a release that does not fit in memory: preflight says no with the figures, nothing is copied or changed, exit 1")
+        func preflightStops() throws {
+            let baton = try scriptedBaton(workers: 2, tag: "bd-pre", extra: "[memory]\nbudget = \"100MiB\"\nreserve = \"0B\"")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let result = try Self.deploy(baton, ["--release-id", "big", "--need", "200MiB", Self.source(baton, "big")])
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("  | budget: 100.0 MiB (configured)"), "baton's figures: \(result.stderr)")
+            #expect(result.stderr.contains("does not fit: need"), "\(result.stderr)")
+            #expect(result.stderr.contains("preflight failed (exit 1): nothing was copied or changed"))
+            #expect(!result.stdout.contains("==> localhost: ship"))
+            #expect(access(baton.directory + "/releases/big", F_OK) != 0, "nothing was copied")
+            let after = try baton.status()
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(after.release == baton.releaseDirectory)
+        }
+
+        @Test("a release that fails readiness: baton rolls back, the worker's output is printed, 0 failed requests, exit 1")
+        func readinessFailure() throws {
+            let baton = try scriptedBaton(workers: 3, tag: "bd-bad")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
+            #expect(load.waitForProgress(100))
+            let result = try Self.deploy(baton, ["--release-id", "bad", Self.source(baton, "bad", flags: ["--fail-boot"])])
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("  | baton-demo-worker["), "the worker's output is printed")
+            #expect(result.stderr.contains("boot failed: simulated"))
+            #expect(result.stderr.contains("nothing changed"))
+            #expect(result.stderr.contains("baton-deploy: stopped. deployed: none; failed: localhost"))
+            #expect(report.failed == 0, "\(report)")
+            let after = try baton.status()
+            #expect(after.release == baton.releaseDirectory)
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+        }
+
+        @Test("the ssh transport, through a stand-in for ssh that runs the remote command here: quoting, rsync -e, exit codes")
+        func sshTransport() throws {
+            let baton = try scriptedBaton(workers: 2, tag: "bd-ssh")
+            defer { baton.stop() }
+            // What sshd does with `ssh HOST WORDS...`: join the words, run them with a shell.
+            let log = baton.directory + "/ssh.log"
+            let fake = baton.directory + "/fake-ssh"
+            TestPaths.write(fake, "#!/bin/sh\nprintf '%s: %s\\n' \"$1\" \"$2\" >> '\(log)'\nshift\nexec sh -c \"$*\"\n", mode: 0o755)
+            let common = [
+                Self.script, "--ssh", fake, "--hosts", "web1", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                "--releases-dir", baton.directory + "/releases",
+            ]
+            let good = try TestProcess.run(common + ["--release-id", "s2", Self.source(baton, "s2")], timeout: .seconds(120))
+            #expect(good.code == 0, "\(good.stdout)\n\(good.stderr)")
+            #expect(try baton.status().release == baton.directory + "/releases/s2")
+            let calls = (ProcFS.read(log) ?? "").split(separator: "\n").map(String.init)
+            #expect(calls.count == 5, "preflight, status, mkdir, rsync, deploy: \(calls)")
+            #expect(calls.allSatisfy { $0.hasPrefix("web1: ") })
+            #expect(calls.first?.contains("preflight") == true && calls.last?.contains("deploy") == true, "\(calls)")
+            #expect(calls.contains { $0.contains("rsync") }, "rsync ran over the ssh command")
+            let bad = try TestProcess.run(common + ["--release-id", "s3", Self.source(baton, "s3", flags: ["--fail-boot"])], timeout: .seconds(120))
+            #expect(bad.code == 1)
+            #expect(bad.stderr.contains("boot failed: simulated"))
+            let unreachable = try TestProcess.run(
+                [Self.script, "--ssh", fake, "--hosts", "web1", "--baton", TestPaths.executable("baton"), "--socket", "/nonexistent/c.sock",
+                 "--releases-dir", baton.directory + "/releases", "--preflight-only"])
+            #expect(unreachable.code == 3, "baton's own code: \(unreachable.stderr)")
+        }
+
+        @Test("bad arguments: one line on stderr, exit 2, the service untouched; --dry-run changes nothing")
+        func usageAndDryRun() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "bd-use")
+            defer { baton.stop() }
+            let src = Self.source(baton, "v2")
+            let bad: [([String], String)] = [
+                (["--need", "lots", src], "--need expects a size like 512MiB, got \"lots\""),
+                (["--release-id", "../x", src], "--release-id: letters, digits"),
+                ([baton.directory + "/missing"], "is not a directory"),
+                ([], "RELEASE_DIR is required"),
+                (["--transport", "ftp", src], "--transport must be ssh or local"),
+                (["--bogus", src], "unknown option --bogus"),
+            ]
+            for (args, message) in bad {
+                let result = try Self.deploy(baton, args)
+                #expect(result.code == 2, "\(args): \(result.stderr)")
+                #expect(result.stderr.hasPrefix("baton-deploy: ") && result.stderr.contains(message), "\(args): \(result.stderr)")
+                #expect(!result.stderr.contains("\n"), "one line: \(result.stderr)")
+            }
+            let noApp = try TestProcess.run([Self.script, "--transport", "local", src])
+            #expect(noApp.code == 2 && noApp.stderr.contains("exactly one of --app NAME, --socket PATH, --config FILE"))
+            let before = try baton.status()
+            let dry = try Self.deploy(baton, ["--dry-run", "--release-id", "v2", src])
+            #expect(dry.code == 0, "\(dry.stderr)")
+            #expect(dry.stdout.contains("would run: baton deploy --release \(baton.directory)/releases/v2"))
+            #expect(access(baton.directory + "/releases/v2", F_OK) != 0)
+            // A folder already there: rsync shows what it would change, baton prints its plan.
+            writeRunScript(baton.directory + "/releases/v3")
+            let planned = try Self.deploy(baton, ["--dry-run", "--release-id", "v3", Self.source(baton, "v3", flags: ["--fail-boot"])])
+            #expect(planned.code == 0, "\(planned.stderr)")
+            #expect(planned.stdout.contains(">f.s") && planned.stdout.contains(" run\n"), "rsync --itemize-changes: \(planned.stdout)")
+            #expect(planned.stdout.contains("dry run: nothing changed"))
+            #expect(planned.stdout.contains("baton-deploy: dry run on: localhost (nothing changed)"))
+            #expect(!(ProcFS.read(baton.directory + "/releases/v3/run") ?? "").contains("--fail-boot"), "nothing copied")
+            let after = try baton.status()
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(after.release == baton.releaseDirectory)
+        }
+
+        @Test("retention: with keep_releases = 2, old folders are pruned after deploys; current and previous never")
+        func retention() throws {
+            let baton = try scriptedBaton(workers: 2, tag: "bd-ret", extra: "[deploy]\nkeep_releases = 2\nreleases_directory = \"RELEASES\"")
+            defer { baton.stop() }
+            let releases = baton.directory + "/releases"
+            var previous = baton.releaseDirectory
+            for (id, gone) in [("r2", nil), ("r3", "r1"), ("r4", "r2"), ("r5", "r3")] {
+                let result = try Self.deploy(baton, ["--release-id", id, Self.source(baton, id)])
+                #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+                if let gone {
+                    #expect(result.stdout.contains("pruning 1 old release (keep_releases = 2): \(gone)"), "\(result.stdout)")
+                    let removed = baton.process.waitForLine(containing: "removed release folder \(releases)/\(gone)", timeout: .seconds(20))
+                    #expect(removed != nil)
+                } else {
+                    #expect(!result.stdout.contains("pruning"), "current r2 and previous r1 are all there is")
+                }
+                #expect(access(releases + "/" + id + "/run", F_OK) == 0)
+                #expect(access(previous + "/run", F_OK) == 0, "the previous release \(previous) is kept")
+                previous = releases + "/" + id
+            }
+            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r4", "r5"])
+            // Folders shipped but never deployed are pruned too, on demand: --prune answers when they are gone.
+            writeRunScript(releases + "/x1")
+            writeRunScript(releases + "/x2")
+            let marked = try baton.cli(["releases"])
+            #expect(marked.stdout.contains("prune     "), "\(marked.stdout)")
+            let pruneNow = try baton.cli(["releases", "--prune"])
+            #expect(pruneNow.code == 0, "\(pruneNow.stderr)")
+            #expect(pruneNow.stdout.contains("pruning 2 old releases (keep_releases = 2): "), "\(pruneNow.stdout)")
+            #expect(pruneNow.stdout.contains("removed \(releases)/x1") && pruneNow.stdout.contains("removed \(releases)/x2"))
+            #expect(pruneNow.stdout.contains("removed 2 release folders"))
+            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r4", "r5"])
+            // Nothing left to prune: --prune says so and removes nothing.
+            let prune = try baton.cli(["releases", "--prune"])
+            #expect(prune.code == 0, "\(prune.stderr)")
+            #expect(prune.stdout.contains("removed 0 release folders"), "\(prune.stdout)")
+            let listing = try baton.cli(["releases", "--json"])
+            #expect(listing.code == 0, "\(listing.stderr)")
+            let report = try JSONDecoder().decode(ReleasesReport.self, from: Data(listing.stdout.utf8))
+            #expect(report.directory == releases)
+            #expect(report.keep == 2)
+            #expect(report.releases.map(\.name) == ["r5", "r4"], "\(report.releases)")
+            #expect(report.releases.map(\.mark) == [.current, .previous])
+            let table = try baton.cli(["releases"])
+            #expect(table.stdout.contains("\(releases): 2 releases, keep_releases = 2"), "\(table.stdout)")
+            #expect(table.stdout.contains("current "))
+            // A rollback makes r4 current and r5 previous: both still protected.
+            let rollback = try baton.cli(["rollback"])
+            #expect(rollback.code == 0, "\(rollback.stderr)")
+            let after = try JSONDecoder().decode(ReleasesReport.self, from: Data(try baton.cli(["releases", "--json"]).stdout.utf8))
+            #expect(Set(after.releases.map { "\($0.name):\($0.mark.rawValue)" }) == ["r4:current", "r5:previous"])
+        }
+
+        @Test("retention off (no releases_directory): releases lists the current release's folder, --prune refuses, exit 1")
+        func retentionOff() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "bd-off")
+            defer { baton.stop() }
+            let listing = try baton.cli(["releases"])
+            #expect(listing.code == 0)
+            #expect(listing.stdout.contains("retention off"))
+            #expect(listing.stdout.contains("current "))
+            let prune = try baton.cli(["releases", "--prune"])
+            #expect(prune.code == 1)
+            #expect(prune.stderr == "baton: retention is off: set [deploy] releases_directory to prune", "\(prune.stderr)")
+        }
+    }
+}
