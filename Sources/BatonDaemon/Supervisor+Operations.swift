@@ -209,7 +209,7 @@ extension Supervisor {
         rolloutSpec = spec
         op.report(
             "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(strategy.rawValue) (\(why))"
-                + (strategy == .surge ? ", max surge \(surge)" : "") + (config.deploy.canary && op.kind != .reload ? ", canary slot 0" : ""))
+                + (strategy == .surge ? ", max surge \(surge)" : "") + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
         logger.info("\(op.kind.rawValue) started", metadata: ["release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0)])
         extendTimeout()
         var machine = RollingRestart(

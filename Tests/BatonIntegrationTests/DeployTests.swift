@@ -62,8 +62,16 @@ extension Integration {
             #expect(result.stderr.contains("readiness-timeout"), "\(result.stderr)")
             #expect(result.stderr.contains("nothing changed"))
             #expect(result.stderr.contains("  | baton-demo-worker["), "the worker's output is printed")
-            #expect(result.stdout.contains("slot 0: starting"))
-            #expect(!result.stdout.contains("slot 1:"))
+            // The canary is the slot with the largest memory growth (any of them under load):
+            // it is the only slot the deploy touched.
+            let lines = result.stdout.split(separator: "\n")
+            let canary = try #require(lines.first?.split(separator: "canary slot ").last?.prefix { $0.isNumber }, "\(result.stdout)")
+            let touched = Set(lines.dropFirst().compactMap { line -> Substring? in
+                guard line.hasPrefix("slot ") else { return nil }
+                return line.dropFirst(5).prefix { $0.isNumber }
+            })
+            #expect(touched == [canary], "\(result.stdout)")
+            #expect(result.stdout.contains("slot \(canary): starting"), "\(result.stdout)")
             #expect(report.failed == 0, "\(report)")
             let after = try baton.status()
             #expect(after.workers.map(\.pid) == before.map(\.pid))
