@@ -14,6 +14,10 @@
 #             binary that fails its check (/bin/false)
 #   kill9     socket unit; kill -9 of baton under load
 #   watchdog  socket unit, WatchdogSec=2s; baton frozen with SIGSTOP
+#   crash-mid-deploy
+#             socket unit, workers booting in 0.75 s; kill -9 of baton while
+#             `baton deploy --release r2` has replaced some slots but not all,
+#             under load; then the same deploy again
 #   bench     socket unit; restart vs upgrade vs reload under load.
 #             ARGS: CONNECTIONS (4) BOOT_DELAY (0.5) STEADY_SECONDS (1)
 #
@@ -32,6 +36,14 @@ mkdir -p "$work/releases/r1"
 
 # Worker pids in a `baton status --json` (every "pid" but baton's own).
 worker_pids() { grep -o '"pid" *: *[0-9]*' <<<"$1" | grep -o '[0-9]*$' | grep -vx "$2" | sort -n | tr '\n' ' '; }
+
+# How many workers a `baton status --json` shows ready on release directory $2.
+workers_on() {
+  awk -v rel="$2" 'BEGIN { RS = "[{}]" } /"generation"/ {
+    st = $0; sub(/.*"state" *: *"/, "", st); sub(/".*/, "", st)
+    r = $0; sub(/.*"release" *: *"/, "", r); sub(/".*/, "", r)
+    if (st == "ready" && r == rel) n++ } END { print n + 0 }' <<<"$1"
+}
 
 # Starts the app (socket unit unless --no-socket; the rest are drop-in lines)
 # and waits for every worker; reports main_pid and status_before.
@@ -176,6 +188,61 @@ watchdog)
   result status_after "$(status_json)"
   read -r after_status _ < <(get /)
   result after_status "$after_status"
+  ;;
+crash-mid-deploy)
+  boot_delay=0.75
+  r1=$work/releases/r1 r2=$work/releases/r2
+  mkdir -p "$r2"
+  start_app
+  pid0=$(main_pid)
+  kload_start "$connections"
+  sleep 0.3
+  t0=$(now_ms)
+  timeout 60 "$baton" deploy --socket "$control" --release "$r2" >"$work/deploy.out" 2>&1 &
+  deploy_pid=$!
+  background_pids+=("$deploy_pid")
+  # Until a worker serves on r2 while another still serves on r1 (bounded).
+  mid=no
+  end=$(( SECONDS + 30 ))
+  while (( SECONDS < end )); do
+    s=$(status_json)
+    if [[ $(workers_on "$s" "$r2") -ge 1 && $(workers_on "$s" "$r1") -ge 1 ]]; then mid=yes; break; fi
+    sleep 0.05
+  done
+  result mid_deploy "$mid"
+  result mid_deploy_ms $(( $(now_ms) - t0 ))
+  # Every process of this baton's generation: the workers it reports, and its
+  # children right now (a replacement may have been spawned since).
+  old_workers=$(echo $(worker_pids "$s" "$pid0") $(cat /proc/"$pid0"/task/*/children 2>/dev/null) | tr ' ' '\n' | sort -un | tr '\n' ' ')
+  result status_at_kill "$s"
+  result old_workers "$old_workers"
+  t0=$(now_ms)
+  kill_baton "$pid0"
+  result kill_rc $?
+  result kill_ms $(( $(now_ms) - t0 ))
+  wait_workers_ready 30
+  result kill_ready_ms $(( $(now_ms) - t0 ))
+  wait "$deploy_pid"
+  result deploy_rc $?
+  result deploy_output "$(tr '\n' ' ' <"$work/deploy.out")"
+  sleep 0.5
+  kload_stop crash
+  result main_pid_after "$(main_pid)"
+  result active_after "$(systemctl --user is-active "$service")"
+  result n_restarts "$(systemctl --user show -p NRestarts --value "$service")"
+  result killed_pid_state "$(process_state "$pid0")"
+  result old_workers_left "$(for p in $old_workers; do process_state "$p"; done | grep -c present)"
+  result status_after "$(status_json)"
+  result history_after "$(timeout 20 "$baton" history --socket "$control" --json 2>&1 | tr -d '\n')"
+  timeout 20 "$baton" history --socket "$control" >&2
+  # The same deploy again, to the end this time.
+  t0=$(now_ms)
+  timeout 120 "$baton" deploy --socket "$control" --release "$r2" >"$work/redeploy.out" 2>&1
+  result redeploy_rc $?
+  result redeploy_ms $(( $(now_ms) - t0 ))
+  result redeploy_output "$(tail -n 1 "$work/redeploy.out")"
+  result status_final "$(status_json)"
+  result history_final "$(timeout 20 "$baton" history --socket "$control" --json 2>&1 | tr -d '\n')"
   ;;
 bench)
   connections=${6:-4} boot_delay=${7:-0.5} steady=${8:-1}

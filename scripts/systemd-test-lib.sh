@@ -61,6 +61,9 @@ write_config() {  # [extra worker arguments]
 name = "$app"
 command = ["$demo"$extra]
 directory = "$work/releases/r1"
+# Release state and history of this run only (the unit's StateDirectory= is
+# under the sandbox's \$HOME, shared by every run).
+state_directory = "$work/state"
 workers = $workers
 start_concurrency = $workers
 [listen]

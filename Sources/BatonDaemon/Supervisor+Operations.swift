@@ -161,6 +161,15 @@ extension Supervisor {
         op.startedAtWall = wallClockNow()
         op.previous = releaseState.current
         op.previousSpec = slots.first?.spec
+        if op.kind.isDeploy {
+            // Until it ends, the state directory says a deploy runs: a baton killed
+            // mid-deploy finds it at start-up and records it as interrupted.
+            do {
+                try store?.beginDeploy(historyEntry(op, outcome: "in-progress", detail: nil))
+            } catch {
+                logger.error("cannot record the deploy in progress: \(error)")
+            }
+        }
         do {
             try begin(op)
         } catch {
@@ -407,17 +416,8 @@ extension Supervisor {
     func finishOperation(_ op: Operation, outcome: String, detail: String?, reply: ControlReply) {
         if let d = op.deadline { loop.cancel(d) }
         rolloutSpec = nil
-        let entry = HistoryEntry(
-            kind: op.kind.rawValue, release: op.target?.directory ?? op.options?.release ?? "?",
-            previousRelease: op.previous?.directory, outcome: outcome, detail: detail, startedAt: op.startedAtWall,
-            duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)
-        history.append(entry)
-        if history.count > StateStore.historyLimit { history.removeFirst() }
-        do {
-            try store?.append(entry)
-        } catch {
-            logger.error("cannot write history: \(error)")
-        }
+        appendHistory(historyEntry(op, outcome: outcome, detail: detail))
+        if op.kind.isDeploy { store?.finishDeploy() }
         if outcome == "succeeded" { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
         op.finish(reply)
         operation = nil
@@ -427,6 +427,38 @@ extension Supervisor {
         lastStatusLine = ""
         publishStatus()
         runNextOperation()
+    }
+
+    /// `op`'s line in history.
+    func historyEntry(_ op: Operation, outcome: String, detail: String?) -> HistoryEntry {
+        HistoryEntry(
+            kind: op.kind.rawValue, release: op.target?.directory ?? op.options?.release ?? "?",
+            previousRelease: op.previous?.directory, outcome: outcome, detail: detail, startedAt: op.startedAtWall,
+            duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)
+    }
+
+    /// Adds a line to history, in memory and in the state directory.
+    func appendHistory(_ entry: HistoryEntry) {
+        history.append(entry)
+        if history.count > StateStore.historyLimit { history.removeFirst() }
+        do {
+            try store?.append(entry)
+        } catch {
+            logger.error("cannot write history: \(error)")
+        }
+    }
+
+    /// A deploy the previous baton started and never finished (killed, crashed):
+    /// it was never committed, so the workers start on the persisted release;
+    /// history says so.
+    func recordUnfinishedDeploy() {
+        guard var entry = store?.takeUnfinishedDeploy() else { return }
+        entry.outcome = "interrupted"
+        entry.detail = "baton exited before it finished; restarted on \(releaseState.current.directory)"
+        entry.duration = max(0, wallClockNow() - entry.startedAt)
+        logger.warning(
+            "the \(entry.kind) of \(entry.release) did not finish (baton exited during it): starting on \(releaseState.current.directory)")
+        appendHistory(entry)
     }
 
     static func list(_ slots: [Int]) -> String { slots.map(String.init).joined(separator: ",") }

@@ -267,6 +267,7 @@ public final class Supervisor {
                 logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
             }
             history = store.loadHistory()
+            recordUnfinishedDeploy()
         } catch {
             logger.error("state directory unusable, deploys will not be persisted: \(error)")
         }
@@ -392,6 +393,10 @@ public final class Supervisor {
         phase = .stopping
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
+        if let op = operation, op.kind.isDeploy {
+            appendHistory(historyEntry(op, outcome: "interrupted", detail: "baton stopped before it finished"))
+            store?.finishDeploy()
+        }
         for op in [operation].compactMap({ $0 }) + queue {
             op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
         }

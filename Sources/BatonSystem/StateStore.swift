@@ -3,8 +3,10 @@ import FoundationEssentials
 import Glibc
 
 /// The app's state directory (e.g. /var/lib/baton/APP): the current and
-/// previous release (`release.json`, replaced atomically) and the deploy
-/// history (`history.jsonl`, one entry a line).
+/// previous release (`release.json`, replaced atomically), the deploy
+/// history (`history.jsonl`, one entry a line) and the deploy in progress
+/// (`deploy.json`, present only while one runs: a baton that finds it at
+/// start-up was killed mid-deploy).
 public struct StateStore: Sendable {
     /// The directory.
     public let directory: String
@@ -52,6 +54,29 @@ public struct StateStore: Sendable {
         guard let text = ProcFS.read(directory + "/history.jsonl") else { return [] }
         let decoder = JSONDecoder()
         return text.split(separator: "\n").compactMap { try? decoder.decode(HistoryEntry.self, from: Data($0.utf8)) }
+    }
+
+    /// Records the deploy that starts now (its history entry, outcome
+    /// "in-progress"); `finishDeploy()` removes it when the deploy ends.
+    public func beginDeploy(_ entry: HistoryEntry) throws(SystemError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(entry) else { throw SystemError("encode deploy in progress", errno: EINVAL) }
+        try writeAtomically(directory + "/deploy.json", Array(data) + [0x0A])
+    }
+
+    /// The deploy ended (whatever its outcome, which history records).
+    public func finishDeploy() {
+        unlink(directory + "/deploy.json")
+    }
+
+    /// The deploy a previous baton started and never finished (it crashed or
+    /// was killed), removed from the directory; nil when there is none.
+    public func takeUnfinishedDeploy() -> HistoryEntry? {
+        let path = directory + "/deploy.json"
+        guard let text = ProcFS.read(path) else { return nil }
+        unlink(path)
+        return try? JSONDecoder().decode(HistoryEntry.self, from: Data(text.utf8))
     }
 
     private func writeAtomically(_ path: String, _ bytes: [UInt8]) throws(SystemError) {

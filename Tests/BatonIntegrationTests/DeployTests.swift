@@ -168,6 +168,24 @@ extension Integration {
             #expect(again.stdout.contains("\"kind\" : \"rollback\""))
         }
 
+        @Test("baton stopped mid-deploy: the release is not committed, history says interrupted, the next baton serves the old one")
+        func stoppedMidDeploy() throws {
+            let first = try BatonHarness(workers: 2, tag: "intr")
+            let r2 = first.makeRelease("r2")
+            let client = try first.startCLI(["deploy", "--release", r2, "--command", Self.worker, "--boot-delay", "0.8"])
+            // One slot is on r2, the other not yet.
+            #expect(client.waitForStdout(containing: "ready after", timeout: .seconds(15)), "\(client.stdout)")
+            #expect(first.stop(keepDirectory: true) == 0)
+            #expect(client.wait(timeout: .seconds(10)).map { $0 != 0 } == true, "\(client.stdout)")
+            let second = try BatonHarness(workers: 2, tag: "intr", reuse: first.directory)
+            defer { second.stop() }
+            let status = try second.status()
+            #expect(status.release == second.releaseDirectory && status.workers.allSatisfy { $0.release == second.releaseDirectory })
+            let history = try second.cli(["history", "--json"]).stdout
+            #expect(history.contains("\"outcome\" : \"interrupted\"") && history.contains("baton stopped before it finished"), "\(history)")
+            #expect(!history.contains("\"outcome\" : \"succeeded\""), "\(history)")
+        }
+
         @Test("bad deploy input: one line, exit 2, nothing changes")
         func badDeployInput() throws {
             let baton = try BatonHarness(workers: 1, tag: "dbad")

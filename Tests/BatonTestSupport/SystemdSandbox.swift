@@ -130,11 +130,14 @@ public struct DriverRun {
     public func int(_ key: String) -> Int? { Int(self[key]) }
 
     /// A `baton status --json` the driver reported.
-    public func status(_ key: String) throws -> StatusReport {
+    public func status(_ key: String) throws -> StatusReport { try json(StatusReport.self, key) }
+
+    /// A reported JSON value (`baton status --json`, `baton history --json`).
+    public func json<T: Decodable>(_ type: T.Type, _ key: String) throws -> T {
         do {
-            return try JSONDecoder().decode(StatusReport.self, from: Data(self[key].utf8))
+            return try JSONDecoder().decode(T.self, from: Data(self[key].utf8))
         } catch {
-            throw HarnessError("\(key) is not a status report (\(error)): \(self[key])\n\(transcript)")
+            throw HarnessError("\(key) is not a \(T.self) (\(error)): \(self[key])\n\(transcript)")
         }
     }
 

@@ -56,7 +56,8 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
     public var release: String
     /// The release before.
     public var previousRelease: String?
-    /// succeeded | rolled-back | failed | degraded | timed-out | refused.
+    /// succeeded | rolled-back | failed | degraded | timed-out | refused | interrupted
+    /// (baton exited before it finished: the release was not committed).
     public var outcome: String
     /// One-line detail (the failure reason).
     public var detail: String?

@@ -1,0 +1,35 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Testing
+
+/// The state directory's deploy-in-progress record: what a baton killed mid-deploy leaves
+/// behind, and what the next one finds (once).
+@Suite("StateStore: deploy in progress")
+struct StateStoreTests {
+    let entry = HistoryEntry(
+        kind: "deploy", release: "/srv/app/r2", previousRelease: "/srv/app/r1", outcome: "in-progress", detail: nil,
+        startedAt: 1_796_000_000, duration: 0, uid: 0)
+
+    @Test("an unfinished deploy is found once, after a restart of the store")
+    func unfinishedFoundOnce() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        try StateStore(directory: directory).beginDeploy(entry)
+        let restarted = try StateStore(directory: directory)
+        #expect(restarted.takeUnfinishedDeploy() == entry)
+        #expect(restarted.takeUnfinishedDeploy() == nil)
+        #expect(restarted.loadReleaseState() == nil, "beginning a deploy must not commit its release")
+    }
+
+    @Test("a finished deploy leaves nothing to find")
+    func finishedLeavesNothing() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        let store = try StateStore(directory: directory)
+        #expect(store.takeUnfinishedDeploy() == nil)
+        try store.beginDeploy(entry)
+        store.finishDeploy()
+        #expect(store.takeUnfinishedDeploy() == nil)
+    }
+}
