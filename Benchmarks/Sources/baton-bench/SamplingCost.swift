@@ -59,16 +59,17 @@ struct SamplingCost {
     }
 
     func run() throws {
-        let holdMiB = 50
         let ticks = options.quick ? 5 : 15
-        var plan: [(name: String, workers: Int, shared: Bool)] = [("shared-64", 64, true), ("shared-256", 256, true)]
-        plan.append(("private-32", 32, false))
+        // idle: the demo worker's own few MiB, the per-process cost without a large footprint.
+        let plan: [(name: String, workers: Int, holdMiB: Int, shared: Bool)] = [
+            ("idle-64", 64, 0, false), ("shared-64", 64, 50, true), ("shared-256", 256, 50, true), ("private-32", 32, 50, false),
+        ]
         let directory = TestPaths.temporaryDirectory("bench")
         defer { TestPaths.remove(directory) }
         var variants: [Variant] = []
         for entry in plan {
             let variant = try measure(
-                name: entry.name, workers: entry.workers, holdMiB: holdMiB, shared: entry.shared, ticks: ticks, directory: directory)
+                name: entry.name, workers: entry.workers, holdMiB: entry.holdMiB, shared: entry.shared, ticks: ticks, directory: directory)
             variants.append(variant)
             writeAll(
                 2,
@@ -86,10 +87,10 @@ struct SamplingCost {
     /// Starts the workers of one variant, measures `ticks` ticks of each read kind (interleaved,
     /// so the noise of a shared CPU falls on all of them alike), stops the workers.
     private func measure(name: String, workers: Int, holdMiB: Int, shared: Bool, ticks: Int, directory: String) throws -> Variant {
-        let bytes = UInt64(holdMiB) << 20
+        let bytes = UInt64(max(holdMiB, 1)) << 20
         var memfd: Int32 = -1
         defer { if memfd >= 0 { close(memfd) } }
-        var arguments = ["--hold", String(holdMiB)]
+        var arguments = holdMiB > 0 ? ["--hold", String(holdMiB)] : []
         if shared {
             memfd = try CBatonLinuxShim.memoryFile(name: "baton-bench-shared", bytes: [UInt8](repeating: 0x11, count: Int(bytes)))
             arguments = ["--hold-shared", "/proc/self/fd/3"]
@@ -142,7 +143,7 @@ struct SamplingCost {
                 cpuMicrosPerMiB: rssMiB > 0 ? cpu * 1e6 / rssMiB : 0)
         }
         return Variant(
-            name: name, workers: workers, holdMiB: holdMiB, memory: shared ? "shared (one memfd mapped by all)" : "private (anonymous)",
+            name: name, workers: workers, holdMiB: holdMiB, memory: shared ? "shared (one memfd mapped by all)" : holdMiB > 0 ? "private (anonymous)" : "idle (no hold)",
             ticks: ticks, startSeconds: startSeconds, totalRSSMiB: rssMiB, totalPSSMiB: Double(pss) / 1_048_576,
             rssPerWorkerMiB: rssMiB / Double(workers), commitPerWorkerMiB: Double(commit) / 1_048_576 / Double(workers),
             tree: cost("tree"), statm: cost("statm"), smapsRollup: cost("smaps_rollup"), maps: cost("maps"))
