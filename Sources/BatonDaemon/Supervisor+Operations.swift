@@ -318,6 +318,20 @@ extension Supervisor {
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
+    /// replace: the slot's new worker, started after its old one drained, is ready and becomes
+    /// the one serving the slot (surge does this in `drainOld`).
+    func promoteAfterDrain(_ slot: Slot, worker: Worker) {
+        guard slot.replacement === worker, slot.current == nil else { return }
+        let op = operation
+        slot.replacement = nil
+        slot.current = worker
+        slot.spec = worker.spec
+        slot.lastRestartReason = op.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
+        restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
+        let boot = worker.readyAt.map { Units.formatElapsed($0 - worker.startedAt) } ?? "?"
+        op?.report("slot \(slot.index): pid \(worker.pid) ready after \(boot)")
+    }
+
     /// An old worker finished draining.
     func drainedWorkerExited(_ worker: Worker, slot: Slot) {
         if let op = operation, worker.stopReason != "abandoned" {

@@ -21,6 +21,9 @@ struct Options: Sendable, Equatable {
     var growPerRequest = 0
     /// `--hold MIB`: memory allocated and touched at boot.
     var holdMiB = 0
+    /// `--hold-shared PATH`: the whole file mapped `MAP_SHARED` and touched at boot (resident in
+    /// every worker that maps it, stored once: benchmarks of the sampling cost use it).
+    var holdShared: String?
     /// `--drain-timeout SECONDS`: hard bound on a graceful drain; past it the worker exits 1.
     var drainTimeout: Double = 25
     /// `--help`.
@@ -53,6 +56,8 @@ extension Options {
           --crash-after SECONDS       exit 70 that long after READY=1
           --grow-per-request BYTES    leak this much memory per request (suffix K, M, G)
           --hold MIB                  allocate and touch this many MiB at boot
+          --hold-shared PATH          map PATH shared and touch all of it at boot (resident
+                                      in each worker, stored once)
           --drain-timeout SECONDS     bound on the graceful drain after SIGTERM (default 25)
           --help                      show this help
 
@@ -120,6 +125,10 @@ extension Options {
                     throw UsageError(message: "\(name): '\(text)' is not a number of MiB")
                 }
                 options.holdMiB = mib
+            case "--hold-shared":
+                let path = try value()
+                guard !path.isEmpty else { throw UsageError(message: "\(name) is empty") }
+                options.holdShared = path
             case "--grow-per-request":
                 let text = try value()
                 guard let bytes = parseSize(text) else {

@@ -55,6 +55,7 @@ func runWorker() -> Never {
 /// simulated failure.
 func boot(options: Options, state: WorkerState) {
     Memory.shared.leak(bytes: options.holdMiB << 20)
+    if let path = options.holdShared { Memory.shared.holdShared(path: path) }
     guard state.waitUnlessDraining(until: monotonicNanos() + nanos(seconds: options.bootDelay)) else {
         log("stopped while booting: exiting")
         exit(0)

@@ -48,6 +48,8 @@ for scenario in scenarios {
             fail("deploy-under-load: \(error)")
         }
     case "systemd": do { try SystemdScenario(options: options).run() } catch { fail("systemd: \(error)") }
+    case "sampling-cost": do { try SamplingCost(options: options).run() } catch { fail("sampling-cost: \(error)") }
+    case "deploy-memory": do { try DeployMemory(options: options).run() } catch { fail("deploy-memory: \(error)") }
     default:
         fail("unknown scenario \(scenario) (known: deploy-under-load)")
     }

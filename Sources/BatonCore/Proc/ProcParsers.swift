@@ -58,14 +58,24 @@ public enum ProcParsers {
 
     /// RSS, PSS and USS in bytes from /proc/PID/smaps_rollup.
     public static func smapsRollup(_ text: String) -> (rss: UInt64, pss: UInt64, uss: UInt64)? {
-        var values: [Substring: UInt64] = [:]
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard parts.count >= 2, parts[0].hasSuffix(":"), let kb = UInt64(parts[1]) else { continue }
-            values[parts[0].dropLast()] = kb * 1024
+        // Bytes, not Characters (see CommitCharge.privateWritable): "Key:   123 kB" lines.
+        var rss: UInt64?
+        var pss: UInt64?
+        var uss: UInt64 = 0
+        for line in text.utf8.split(separator: ASCIIBytes.newline) {
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
+            let key = line[..<colon]
+            let number = line[line.index(after: colon)...].drop { $0 == ASCIIBytes.space }.prefix { $0 != ASCIIBytes.space }
+            guard let kb = ASCIIBytes.number(number, radix: 10) else { continue }
+            if key.elementsEqual("Rss".utf8) {
+                rss = kb * 1024
+            } else if key.elementsEqual("Pss".utf8) {
+                pss = kb * 1024
+            } else if key.elementsEqual("Private_Clean".utf8) || key.elementsEqual("Private_Dirty".utf8) {
+                uss += kb * 1024
+            }
         }
-        guard let rss = values["Rss"], let pss = values["Pss"] else { return nil }
-        let uss = (values["Private_Clean"] ?? 0) + (values["Private_Dirty"] ?? 0)
+        guard let rss, let pss else { return nil }
         return (rss, pss, uss)
     }
 
@@ -76,5 +86,33 @@ public enum ProcParsers {
             return UInt64(hex, radix: 16)
         }
         return nil
+    }
+}
+
+/// Byte-level helpers for the /proc parsers that run every tick.
+enum ASCIIBytes {
+    static let newline = UInt8(ascii: "\n")
+    static let space = UInt8(ascii: " ")
+
+    /// An unsigned number in `radix` (10 or 16, lowercase or uppercase hex digits), nil when
+    /// empty, not a number or over 64 bits.
+    static func number<C: Collection>(_ bytes: C, radix: UInt64) -> UInt64? where C.Element == UInt8 {
+        guard !bytes.isEmpty else { return nil }
+        var value: UInt64 = 0
+        for byte in bytes {
+            let digit: UInt64
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt64(byte - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt64(byte - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt64(byte - UInt8(ascii: "A") + 10)
+            default: return nil
+            }
+            guard digit < radix else { return nil }
+            let (shifted, o1) = value.multipliedReportingOverflow(by: radix)
+            let (sum, o2) = shifted.addingReportingOverflow(digit)
+            guard !o1, !o2 else { return nil }
+            value = sum
+        }
+        return value
     }
 }
