@@ -53,3 +53,9 @@ func fixed(_ v: Double, _ digits: Int = 2) -> String {
     while frac.count < digits { frac = "0" + frac }
     return digits == 0 ? "\(whole)" : "\(whole).\(frac)"
 }
+
+/// A scenario that could not run, with what went wrong.
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

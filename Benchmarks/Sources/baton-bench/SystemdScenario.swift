@@ -89,8 +89,3 @@ struct SystemdScenario {
     }
 }
 
-/// A scenario that could not run, with what went wrong.
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-    init(_ message: String) { description = message }
-}

@@ -123,9 +123,3 @@ enum ChildGuard {
         if let slot = (0..<capacity).first(where: { table[$0] == pid }) { table[slot] = 0 }
     }
 }
-
-/// A benchmark that could not run, with what went wrong.
-struct BenchError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
