@@ -47,6 +47,7 @@ for scenario in scenarios {
         } catch {
             fail("deploy-under-load: \(error)")
         }
+    case "compare": do { try Compare(options: options).run() } catch { fail("compare: \(error)") }
     default:
         fail("unknown scenario \(scenario) (known: deploy-under-load)")
     }
