@@ -44,10 +44,11 @@ struct Compare {
         var recycle: [LoadRun] = []
         var overhead: [Overhead] = []
         let driver = LoadRunDriver(
-            connections: connections, steadySeconds: options.quick ? 3 : 4, triggerGaps: [7], maxWait: options.quick ? 30 : 40)
+            connections: connections, steadySeconds: 3, triggerGaps: [7], maxWait: 50)
         for rep in 0..<repetitions {
             for variant in [AppVariant.instant, .slow] where Self.variantSelected(variant) {
                 for contender in contenders {
+                    let runStart = monotonicNow()
                     if let r = measure(contender.rawValue + " " + variant.name, {
                         let running = try RunningContender(contender, app: variant, workers: workers)
                         defer { running.stop() }
@@ -57,7 +58,7 @@ struct Compare {
                         progress(
                             "restart \(contender.rawValue) \(variant.name) #\(rep + 1): failed \(r.failedInWindow) \(r.failures), completed \(r.completed), "
                                 + "all new \(r.allNewSeconds.map { fixed($0) } ?? "never")s, p99 \(fixed(r.steady.p99)) -> \(fixed(r.window.p99)) ms, "
-                                + "PSS \(fixed(r.steadyPSSMiB, 0)) -> \(fixed(r.peakPSSMiB, 0)) MiB")
+                                + "PSS \(fixed(r.steadyPSSMiB, 0)) -> \(fixed(r.peakPSSMiB, 0)) MiB [\(fixed(seconds(monotonicNow() - runStart), 0)) s]")
                     }
                 }
             }
@@ -81,7 +82,7 @@ struct Compare {
     ]
 
     private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
-        let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: options.quick ? 15 : 20)
+        let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: 15)
         var runs: [LoadRun] = []
         for contender in [Contender.batonGunicorn, .gunicorn] where contenders.contains(contender) {
             let memory = """
@@ -116,7 +117,7 @@ struct Compare {
                     let running = try RunningContender(contender, app: tiny, workers: n)
                     defer { running.stop() }
                     pause(2)
-                    return Overhead(supervisor: contender.rawValue, workers: n, master: ProcessCost.measure(running.master.pid, window: options.quick ? 5 : 10))
+                    return Overhead(supervisor: contender.rawValue, workers: n, master: ProcessCost.measure(running.master.pid, window: options.quick ? 3 : 10))
                 }) {
                     result.append(o)
                     progress("overhead \(contender.rawValue) with \(n) workers: RSS \(fixed(o.master.rssMiB, 1)) PSS \(fixed(o.master.pssMiB, 1)) USS \(fixed(o.master.ussMiB, 1)) MiB, CPU \(fixed(o.master.cpuPercent))%")

@@ -108,7 +108,7 @@ final class RunningContender {
             switch contender {
             case .batonGunicorn:
                 // --preload: gunicorn sends READY=1 only after the app loaded (DESIGN.md).
-                command = [Tools.python, "-m", "gunicorn", "--preload", "-w", "1", "-k", "gthread", "--threads", "2", "benchapp:app"]
+                command = [Tools.python, "-m", "gunicorn", "--preload", "-w", "1", "-k", "gthread", "--threads", "2", "--graceful-timeout", "\(Self.drainSeconds)", "benchapp:app"]
             case .batonPuma:
                 let dir = TestPaths.temporaryDirectory("bench-puma")
                 pumaDirectory = dir
@@ -128,7 +128,7 @@ final class RunningContender {
                     \(readiness)
                     timeout = "\(bootTimeout)s"
                     [stop]
-                    timeout = "20s"
+                    timeout = "\(Self.drainSeconds)s"
                     \(memory)
                     """, waitReady: false, tag: "bench", beforeStart: { dir in try? Tools.populate(dir + "/releases/r1") })
             guard harness.process.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(Int64(bootTimeout + 60))) != nil else {
@@ -153,13 +153,13 @@ final class RunningContender {
             switch contender {
             case .gunicorn:
                 argv = [Tools.python, "-m", "gunicorn", "-w", "\(workers)", "-k", "gthread", "--threads", "2", "-b", "127.0.0.1:\(port)",
-                    "--backlog", "1024", "--timeout", "\(bootTimeout)", "benchapp:app"] + extraArgs
+                    "--backlog", "1024", "--timeout", "\(bootTimeout)", "--graceful-timeout", "\(Self.drainSeconds)", "benchapp:app"] + extraArgs
             case .uwsgi:
                 fifoPath = dir + "/master.fifo"
                 argv = [Tools.uwsgi, "--plugin", "python3", "--master", "--processes", "\(workers)", "--threads", "2",
                     "--http-socket", "127.0.0.1:\(port)", "--add-header", "Connection: close", "--wsgi-file", "benchapp.py",
                     "--lazy-apps", "--master-fifo", fifoPath!, "--die-on-term", "--disable-logging", "--need-app",
-                    "--listen", "1024", "--worker-reload-mercy", "20"] + extraArgs
+                    "--listen", "1024", "--worker-reload-mercy", "\(Self.drainSeconds)"] + extraArgs
             default:
                 argv = [Tools.puma, "-C", Self.writePumaConfig(single: false, workers: workers, port: port, directory: dir), "config.ru"] + extraArgs
             }
@@ -177,6 +177,11 @@ final class RunningContender {
             }
         }
     }
+
+    /// The drain bound every contender gets: baton's `[stop] timeout`, gunicorn's
+    /// `--graceful-timeout`, uWSGI's `--worker-reload-mercy`, puma's
+    /// `worker_shutdown_timeout` and `force_shutdown_after`.
+    static let drainSeconds = 5
 
     /// Worker pids as the supervisor sees them: its direct children.
     var children: [pid_t] { ProcFS.children(of: master.pid) }
@@ -243,8 +248,8 @@ final class RunningContender {
         let path = directory + "/puma.rb"
         let text =
             single
-            ? "bind_to_activated_sockets 'only'\nthreads 2, 2\nquiet\nforce_shutdown_after 5\n"
-            : "workers \(workers)\nthreads 2, 2\nbind 'tcp://127.0.0.1:\(port)?backlog=1024'\nworker_timeout 60\nworker_boot_timeout 60\nquiet\nforce_shutdown_after 5\n"
+            ? "bind_to_activated_sockets 'only'\nthreads 2, 2\nquiet\nforce_shutdown_after \(drainSeconds)\n"
+            : "workers \(workers)\nthreads 2, 2\nbind 'tcp://127.0.0.1:\(port)?backlog=1024'\nworker_timeout 60\nworker_boot_timeout 60\nquiet\nforce_shutdown_after \(drainSeconds)\nworker_shutdown_timeout \(drainSeconds)\n"
         TestPaths.write(path, text)
         return path
     }

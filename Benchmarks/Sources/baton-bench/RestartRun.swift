@@ -76,6 +76,8 @@ struct LoadRunDriver {
     /// Gaps between triggers (first trigger at the end of the steady window).
     var triggerGaps: [Double]
     var maxWait: Double
+    /// A peer whose workers did not change for this long after its first restart finished dropped the rest.
+    var quietSeconds: Double = 10
     /// For recycling runs: no triggers, just `duration` seconds of load after the steady window.
     var duration: Double = 0
 
@@ -99,18 +101,31 @@ struct LoadRunDriver {
             }
         }
         if duration > 0 { pause(duration) }
-        // Wait until no worker from any trigger time is left and N have loaded the app (and the deploys ended).
+        // Wait until no worker from any trigger time is left and N have loaded the app (and
+        // baton's deploys ended). A peer whose workers stay the same for `quietSeconds` with
+        // the first trigger done has dropped the later one (uWSGI ignores a second chain reload).
         let deadline = (triggerTimes.last ?? monotonicNow()) + .milliseconds(Int64(maxWait * 1000))
         var deployEnds: [Duration?] = Array(repeating: nil, count: triggerTimes.count)
+        var lastChange = monotonicNow()
+        var lastChildren = Set(running.children)
         while monotonicNow() < deadline, !triggerTimes.isEmpty {
             let now = TreeSampler.sample(root: running.master.pid, loadedBytes: loadedBytes)
-            let gone = oldChildren.allSatisfy { $0.isDisjoint(with: now.children) } && now.loaded.count >= running.workers
+            let children = Set(now.children)
+            if children != lastChildren || now.loaded.count < running.workers {
+                lastChange = now.at
+                lastChildren = children
+            }
+            let gone = oldChildren.allSatisfy { $0.isDisjoint(with: children) } && now.loaded.count >= running.workers
             let codes = running.deployExitCodes(waitingUpTo: 0)
             for (k, code) in codes.enumerated() where code != nil && deployEnds[k] == nil { deployEnds[k] = now.at }
             if gone && codes.allSatisfy({ $0 != nil }) { break }
+            let firstDone = oldChildren[0].isDisjoint(with: children)
+            if !running.contender.isBaton, firstDone, seconds(now.at - lastChange) > quietSeconds, now.at > triggerTimes.last! + .seconds(2) {
+                break
+            }
             pause(0.1)
         }
-        pause(1.5)  // tail
+        pause(1)  // tail
         let report = load.stop()
         let end = monotonicNow()
         let memory = sampler.stop()
