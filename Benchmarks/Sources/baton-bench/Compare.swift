@@ -77,19 +77,20 @@ struct Compare {
 
     static let leaky = AppVariant(name: "leaky", bootDelay: 0, memoryMiB: 50, growKiB: 8)
     static let recyclePolicies = [
-        "baton+gunicorn": "[memory] budget 1GiB, threshold 40% (total PSS > 410 MiB: restart the largest, surge), check 1s",
+        "baton+gunicorn": "[memory] budget 1GiB, threshold 33% (total PSS > 338 MiB: restart the largest worker, surge), check 1s, smaps every check",
         "gunicorn": "--max-requests 3000 --max-requests-jitter 300",
     ]
 
     private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
-        let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: 15)
+        let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: options.quick ? 15 : 20)
         var runs: [LoadRun] = []
         for contender in [Contender.batonGunicorn, .gunicorn] where contenders.contains(contender) {
             let memory = """
                 [memory]
                 budget = "1GiB"
-                threshold = "40%"
+                threshold = "33%"
                 check_interval = "1s"
+                smaps_every = 1
                 min_worker_age = "2s"
                 """
             if let r = measure("recycle \(contender.rawValue)", {

@@ -35,6 +35,8 @@ struct RowSummary: Codable {
     var windowP50: Spread?
     var windowP99: Spread?
     var windowMax: Spread?
+    var steadyStall: Spread?
+    var windowStall: Spread?
     /// Window ÷ the same run's steady window.
     var p50Ratio: Spread?
     var p99Ratio: Spread?
@@ -65,6 +67,8 @@ struct RowSummary: Codable {
         windowP50 = s { $0.window.p50 }
         windowP99 = s { $0.window.p99 }
         windowMax = s { $0.window.max }
+        steadyStall = s { $0.steady.stall }
+        windowStall = s { $0.window.stall }
         p50Ratio = s { ratio($0.window.p50, $0.steady.p50) }
         p99Ratio = s { ratio($0.window.p99, $0.steady.p99) }
         maxRatio = s { ratio($0.window.max, $0.steady.max) }
@@ -157,21 +161,23 @@ struct CompareReport {
             ## Restart every worker under load, twice (second trigger 7 s after the first)
 
             Triggers: baton `deploy` (surge, then `replace --wait`); gunicorn SIGHUP; uWSGI chain reload (master FIFO `c`, \
-            `--lazy-apps`); puma phased restart (SIGUSR1, cluster without preload). *completed*: runs in which the \
-            trigger's old workers were all gone and N workers that had not answered before had answered. *failed*: \
+            `--lazy-apps`); puma phased restart (SIGUSR1, cluster without preload). *completed*: runs in which, within 50 s of \
+            the second trigger, the workers present at the trigger were all gone and N new ones had loaded the app \
+            (baton: and its `deploy` exited 0). *stall*: the longest time in which no request completed at all \
+            (steady → restart window). *failed*: \
             refused, reset, timeout (>10 s), non-2xx in the restart window. *retried*: requests \
             sent on a reused keep-alive connection that the server closed before any byte of the answer, retried \
             once on a new connection as HTTP clients do (whole run; a failed retry counts as failed). Ratios (×) are to the same run's steady window.
 
-            | contender | app | completed 1st / 2nd | failed | retried | p50 ms (×) | p99 ms (×) | max ms (×) | all new after s | PSS steady → peak MiB (×) |
-            |---|---|---|---|---|---|---|---|---|---|
+            | contender | app | completed 1st / 2nd | failed | retried | p50 ms (×) | p99 ms (×) | max ms (×) | stall ms | all new after s | PSS steady → peak MiB (×) |
+            |---|---|---|---|---|---|---|---|---|---|---|
 
             """
         for s in restart {
             let done = s.completed.map { "\($0)/\(s.runs)" }.joined(separator: " / ")
             let kinds = s.failuresByKind.isEmpty ? "" : " " + s.failuresByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             out += "| \(s.contender) | \(s.app) | \(done) | **\(t(s.failed, 0))**\(kinds) | \(t(s.retried, 0)) | \(t(s.windowP50, 1)) (\(t(s.p50Ratio, 1))) | "
-            out += "\(t(s.windowP99, 1)) (\(t(s.p99Ratio, 1))) | \(t(s.windowMax, 0)) (\(t(s.maxRatio, 1))) | \(t(s.allNewSeconds, 1)) | "
+            out += "\(t(s.windowP99, 1)) (\(t(s.p99Ratio, 1))) | \(t(s.windowMax, 0)) (\(t(s.maxRatio, 1))) | \(t(s.steadyStall, 0)) → \(t(s.windowStall, 0)) | \(t(s.allNewSeconds, 1)) | "
             out += "\(t(s.steadyPSSMiB, 0)) → \(t(s.peakPSSMiB, 0)) (\(t(s.pssRatio, 2))) |\n"
         }
         out += "\nbaton deploy exit codes (first, second): "

@@ -10,9 +10,14 @@ struct WindowStats: Codable, Sendable {
     var p50: Double
     var p99: Double
     var max: Double
+    /// The longest time (ms) in the window in which no request completed at all.
+    var stall: Double
 
     init(_ samples: [LatencySample], from: Duration, to: Duration) {
-        let inside = samples.filter { $0.end >= from && $0.end < to }.map(\.latency)
+        let window = samples.filter { $0.end >= from && $0.end < to }
+        let inside = window.map(\.latency)
+        let ends = [from] + window.map(\.end).sorted() + [to]
+        stall = zip(ends, ends.dropFirst()).map { a, b in Double((b - a).components.attoseconds) / 1e15 + Double((b - a).components.seconds) * 1000 }.max() ?? 0
         let summary = LatencySummary(inside)
         let (whole, atto) = (to - from).components
         seconds = Double(whole) + Double(atto) / 1e18
