@@ -167,18 +167,18 @@ struct CompareReport {
             (steady → restart window). *failed*: \
             refused, reset, timeout (>10 s), non-2xx in the restart window. *retried*: requests \
             sent on a reused keep-alive connection that the server closed before any byte of the answer, retried \
-            once on a new connection as HTTP clients do (whole run; a failed retry counts as failed). Ratios (×) are to the same run's steady window.
+            once on a new connection as HTTP clients do (whole run; a failed retry counts as failed). Ratios (×, median) are to the same run's steady window (see the steady table).
 
-            | contender | app | completed 1st / 2nd | failed | retried | p50 ms (×) | p99 ms (×) | max ms (×) | stall ms | all new after s | PSS steady → peak MiB (×) |
+            | contender | app | completed 1st / 2nd | failed | retried | p50 ms | p99 ms | max ms | stall ms steady → restart | all new after s | total PSS steady → peak MiB |
             |---|---|---|---|---|---|---|---|---|---|---|
 
             """
         for s in restart {
             let done = s.completed.map { "\($0)/\(s.runs)" }.joined(separator: " / ")
             let kinds = s.failuresByKind.isEmpty ? "" : " " + s.failuresByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-            out += "| \(s.contender) | \(s.app) | \(done) | **\(t(s.failed, 0))**\(kinds) | \(t(s.retried, 0)) | \(t(s.windowP50, 1)) (\(t(s.p50Ratio, 1))) | "
-            out += "\(t(s.windowP99, 1)) (\(t(s.p99Ratio, 1))) | \(t(s.windowMax, 0)) (\(t(s.maxRatio, 1))) | \(t(s.steadyStall, 0)) → \(t(s.windowStall, 0)) | \(t(s.allNewSeconds, 1)) | "
-            out += "\(t(s.steadyPSSMiB, 0)) → \(t(s.peakPSSMiB, 0)) (\(t(s.pssRatio, 2))) |\n"
+            out += "| \(s.contender) | \(s.app) | \(done) | **\(t(s.failed, 0))**\(kinds) | \(t(s.retried, 0)) | \(t(s.windowP50, 1)) \(x(s.p50Ratio)) | "
+            out += "\(t(s.windowP99, 1)) \(x(s.p99Ratio)) | \(t(s.windowMax, 0)) \(x(s.maxRatio)) | \(t(s.steadyStall, 0)) → \(t(s.windowStall, 0)) | \(t(s.allNewSeconds, 1)) | "
+            out += "\(t(s.steadyPSSMiB, 0)) → \(t(s.peakPSSMiB, 0)) ×\(s.pssRatio.map { fixed($0.median, 2) } ?? "") |\n"
         }
         out += "\nbaton deploy exit codes (first, second): "
         out += r.restart.filter { !$0.deployExitCodes.isEmpty }.map { "\($0.contender)/\($0.variant)#\($0.repetition + 1) \($0.deployExitCodes.map { $0.map(String.init) ?? "running" }.joined(separator: ","))" }
@@ -220,6 +220,9 @@ struct CompareReport {
     }
 
     private func t(_ s: Spread?, _ digits: Int) -> String { s?.text(digits) ?? "–" }
+
+    /// A ratio's median only: "×1.3".
+    private func x(_ s: Spread?) -> String { s.map { "×" + fixed($0.median, 1) } ?? "" }
 }
 
 extension String {

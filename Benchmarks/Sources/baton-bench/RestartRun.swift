@@ -148,10 +148,11 @@ struct LoadRunDriver {
             triggerSeconds.append(done)
         }
         let firstTrigger = triggerTimes.first ?? steadyStart + .milliseconds(Int64(steadySeconds * 1000))
+        // Until the last trigger completed; a trigger that never did: until the load stopped.
         let windowEnd: Duration =
             triggerTimes.isEmpty
             ? end
-            : zip(triggerTimes, triggerSeconds).map { t, s in s.map { t + .milliseconds(Int64($0 * 1000)) } ?? deadline }.max() ?? deadline
+            : min(end, zip(triggerTimes, triggerSeconds).map { t, s in s.map { t + .milliseconds(Int64($0 * 1000)) } ?? end }.max() ?? end)
         let steadyPSS = memory.filter { $0.at >= steadyStart && $0.at < firstTrigger }.map { Double($0.totalPSS) / 1_048_576 }
         let allNew = triggerSeconds.allSatisfy { $0 != nil } && !triggerTimes.isEmpty ? seconds(windowEnd - firstTrigger) : nil
         let failedInWindow = report.failureEvents.filter { $0.at >= firstTrigger && $0.at <= windowEnd }.count
