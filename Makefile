@@ -22,13 +22,18 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-# The benchmark harness (not tests): prints tables, writes Benchmarks/results/*.json.
-# QUICK=1: one short repetition.
+# The benchmark harness (not tests): every scenario in one go, each printing a
+# table; `compare` (baton vs gunicorn, uWSGI, puma) writes
+# Benchmarks/results/latest.{json,md} and PNG plots. QUICK=1: one repetition.
+# scripts/install-bench-deps installs the peers, wrk and matplotlib (bench only).
+BENCH_SCENARIOS ?= deploy-under-load compare systemd sampling-cost deploy-memory
+
 bench: deps
+	./scripts/install-bench-deps
 	$(SWIFT) build -c release --product baton
 	$(SWIFT) build -c release --product baton-demo-worker
 	$(SWIFT) build -c release --product baton-bench
-	.build/release/baton-bench deploy-under-load $(if $(QUICK),--quick,)
+	.build/release/baton-bench $(BENCH_SCENARIOS) $(if $(QUICK),--quick,)
 
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests

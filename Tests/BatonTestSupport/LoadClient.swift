@@ -27,6 +27,8 @@ public final class LoadClient: @unchecked Sendable {
         /// Every answered request: when it completed and how long it took
         /// (only with `recordLatencies`).
         public var samples: [LatencySample] = []
+        /// When each failure happened and its kind (only with `recordLatencies`).
+        public var failureEvents: [(at: Duration, kind: String)] = []
         /// Total failed.
         public var failed: Int { failures.values.reduce(0, +) }
         /// One line.
@@ -88,6 +90,14 @@ public final class LoadClient: @unchecked Sendable {
 
     private func record(_ body: (inout Report) -> Void) { report.withLock { body(&$0) } }
 
+    private func recordFailure(_ kind: String) {
+        let at = monotonicNow()
+        record {
+            $0.failures[kind, default: 0] += 1
+            if recordLatencies { $0.failureEvents.append((at, kind)) }
+        }
+    }
+
     private func clientLoop(deadline: Duration, maxRequests: Int) {
         var connection: Int32 = -1
         var reused = false
@@ -101,7 +111,7 @@ public final class LoadClient: @unchecked Sendable {
                     connection = fd
                     reused = false
                 case .failure(let error):
-                    record { $0.failures[error.kind, default: 0] += 1 }
+                    recordFailure(error.kind)
                     continue
                 }
             }
@@ -130,7 +140,7 @@ public final class LoadClient: @unchecked Sendable {
                 record { $0.idleCloseRetries += 1 }
                 sent -= 1  // the retry is the same request
             case .failed(let kind), .closedBeforeResponse(let kind):
-                record { $0.failures[kind, default: 0] += 1 }
+                recordFailure(kind)
                 close(connection)
                 connection = -1
             }

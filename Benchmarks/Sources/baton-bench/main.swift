@@ -26,7 +26,7 @@ while i < arguments.count {
     case "--out": options.outputDirectory = value()
     case "--quick": options.quick = true
     case "-h", "--help":
-        print("usage: baton-bench [deploy-under-load] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]")
+        print("usage: baton-bench [deploy-under-load] [compare] [systemd] [sampling-cost] [deploy-memory] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]")
         exit(0)
     default:
         if a.hasPrefix("-") { fail("unknown option \(a)") }
@@ -50,8 +50,9 @@ for scenario in scenarios {
     case "systemd": do { try SystemdScenario(options: options).run() } catch { fail("systemd: \(error)") }
     case "sampling-cost": do { try SamplingCost(options: options).run() } catch { fail("sampling-cost: \(error)") }
     case "deploy-memory": do { try DeployMemory(options: options).run() } catch { fail("deploy-memory: \(error)") }
+    case "compare": do { try Compare(options: options).run() } catch { fail("compare: \(error)") }
     default:
-        fail("unknown scenario \(scenario) (known: deploy-under-load)")
+        fail("unknown scenario \(scenario) (known: deploy-under-load, compare, systemd, sampling-cost, deploy-memory)")
     }
 }
 

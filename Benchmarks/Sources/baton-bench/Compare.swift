@@ -1,0 +1,205 @@
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+
+/// "compare": baton side by side with gunicorn, uWSGI and puma on the same app
+/// and the same load, in one run: restart every worker under load (twice),
+/// memory-driven recycling, supervisor overhead. Writes
+/// `results/latest.json`, `results/latest.md` and PNG plots.
+struct Compare {
+    let options: BenchOptions
+
+    /// The supervisor-overhead measurement of one master.
+    struct Overhead: Codable {
+        var supervisor: String
+        var workers: Int
+        var master: ProcessCost
+    }
+
+    /// Everything the run measured.
+    struct Results: Codable {
+        var generatedAt: String
+        var quick: Bool
+        var repetitions: Int
+        var workers: Int
+        var connections: Int
+        var machine: String
+        var versions: [String: String]
+        var apps: [AppVariant]
+        var restart: [LoadRun]
+        var recycle: [LoadRun]
+        var recyclePolicies: [String: String]
+        var overhead: [Overhead]
+    }
+
+    var repetitions: Int { options.quick ? 1 : 3 }
+    let workers = 4
+    let connections = 8
+
+    func run() throws {
+        let contenders = Self.selected()
+        let started = monotonicNow()
+        var restart: [LoadRun] = []
+        var recycle: [LoadRun] = []
+        var overhead: [Overhead] = []
+        let driver = LoadRunDriver(
+            connections: connections, steadySeconds: 3, triggerGaps: [7], maxWait: 50)
+        for rep in 0..<repetitions {
+            for variant in [AppVariant.instant, .slow] where Self.variantSelected(variant) {
+                for contender in contenders {
+                    let runStart = monotonicNow()
+                    if let r = measure(contender.rawValue + " " + variant.name, {
+                        let running = try RunningContender(contender, app: variant, workers: workers)
+                        defer { running.stop() }
+                        return try driver.run(running, app: variant, repetition: rep)
+                    }) {
+                        restart.append(rep == 0 ? r : r.withoutSeries())
+                        progress(
+                            "restart \(contender.rawValue) \(variant.name) #\(rep + 1): failed \(r.failedInWindow) \(r.failures), completed \(r.completed), "
+                                + "all new \(r.allNewSeconds.map { fixed($0) } ?? "never")s, p99 \(fixed(r.steady.p99)) -> \(fixed(r.window.p99)) ms, "
+                                + "PSS \(fixed(r.steadyPSSMiB, 0)) -> \(fixed(r.peakPSSMiB, 0)) MiB [\(fixed(seconds(monotonicNow() - runStart), 0)) s]")
+                    }
+                }
+            }
+            recycle += recycleRuns(contenders, repetition: rep)
+        }
+        overhead = overheadRuns(contenders)
+        let results = Results(
+            generatedAt: Self.timestamp(), quick: options.quick, repetitions: repetitions, workers: workers, connections: connections,
+            machine: Self.machine(), versions: Self.versions(), apps: [.instant, .slow, Self.leaky], restart: restart, recycle: recycle,
+            recyclePolicies: Self.recyclePolicies, overhead: overhead)
+        try CompareReport(results: results, outputDirectory: options.outputDirectory).write()
+        progress("compare: done in \(fixed(seconds(monotonicNow() - started), 0)) s")
+    }
+
+    // MARK: - Memory-driven recycling
+
+    static let leaky = AppVariant(name: "leaky", bootDelay: 0, memoryMiB: 50, growKiB: 8)
+    static let recyclePolicies = [
+        "baton+gunicorn": "[memory] budget 1GiB, threshold 33% (total PSS > 338 MiB: restart the largest worker, surge), check 1s, smaps every check",
+        "gunicorn": "--max-requests 3000 --max-requests-jitter 300",
+    ]
+
+    private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
+        let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: options.quick ? 15 : 20)
+        var runs: [LoadRun] = []
+        for contender in [Contender.batonGunicorn, .gunicorn] where contenders.contains(contender) {
+            let memory = """
+                [memory]
+                budget = "1GiB"
+                threshold = "33%"
+                check_interval = "1s"
+                smaps_every = 1
+                min_worker_age = "2s"
+                """
+            if let r = measure("recycle \(contender.rawValue)", {
+                let running = try RunningContender(
+                    contender, app: Self.leaky, workers: workers, memory: memory,
+                    extraArgs: contender == .gunicorn ? ["--max-requests", "3000", "--max-requests-jitter", "300"] : [])
+                defer { running.stop() }
+                return try driver.run(running, app: Self.leaky, repetition: repetition)
+            }) {
+                runs.append(repetition == 0 ? r : r.withoutSeries())
+                progress("recycle \(contender.rawValue) #\(repetition + 1): replaced \(r.workersReplaced), failed \(r.failedTotal) \(r.failures), p99 \(fixed(r.window.p99)) ms, peak PSS \(fixed(r.peakPSSMiB, 0)) MiB")
+            }
+        }
+        return runs
+    }
+
+    // MARK: - Supervisor overhead
+
+    private func overheadRuns(_ contenders: [Contender]) -> [Overhead] {
+        let tiny = AppVariant(name: "tiny", bootDelay: 0, memoryMiB: 0)
+        var result: [Overhead] = []
+        for contender in [Contender.batonDemo, .gunicorn, .uwsgi, .puma] where contenders.contains(contender) {
+            for n in [workers, 64] {
+                if let o = measure("overhead \(contender.rawValue) \(n)", { () -> Overhead in
+                    let running = try RunningContender(contender, app: tiny, workers: n)
+                    defer { running.stop() }
+                    pause(2)
+                    return Overhead(supervisor: contender.rawValue, workers: n, master: ProcessCost.measure(running.master.pid, window: options.quick ? 3 : 10))
+                }) {
+                    result.append(o)
+                    progress("overhead \(contender.rawValue) with \(n) workers: RSS \(fixed(o.master.rssMiB, 1)) PSS \(fixed(o.master.pssMiB, 1)) USS \(fixed(o.master.ussMiB, 1)) MiB, CPU \(fixed(o.master.cpuPercent))%")
+                }
+            }
+        }
+        return result
+    }
+
+    // MARK: - Helpers
+
+    /// Runs one measurement; a failure is logged and skipped (the rest of the run goes on).
+    private func measure<T>(_ what: String, _ body: () throws -> T) -> T? {
+        do {
+            return try body()
+        } catch {
+            progress("\(what): FAILED: \(error)")
+            return nil
+        }
+    }
+
+    /// BENCH_CONTENDERS=gunicorn,baton+gunicorn limits the run (development).
+    static func selected() -> [Contender] {
+        guard let raw = environmentValue("BENCH_CONTENDERS") else { return Contender.allCases }
+        let names = raw.split(separator: ",").map(String.init)
+        return Contender.allCases.filter { names.contains($0.rawValue) }
+    }
+
+    /// BENCH_VARIANTS=slow limits the restart runs (development).
+    static func variantSelected(_ v: AppVariant) -> Bool {
+        environmentValue("BENCH_VARIANTS").map { $0.split(separator: ",").contains(Substring(v.name)) } ?? true
+    }
+
+    static func versions() -> [String: String] {
+        func first(_ argv: [String]) -> String {
+            guard let r = try? TestProcess.run(argv, timeout: .seconds(20)) else { return "?" }
+            let text = (r.stdout + "\n" + r.stderr).split(separator: "\n").first { !$0.isEmpty }
+            return text.map(String.init) ?? "?"
+        }
+        return [
+            "python (gunicorn)": first([Tools.python, "--version"]),
+            "gunicorn": first([Tools.python, "-m", "gunicorn", "--version"]),
+            "uwsgi": first([Tools.uwsgi, "--version"]),
+            "puma": first([Tools.puma, "--version"]),
+            "ruby": first(["/usr/bin/ruby", "--version"]),
+            "puma sd_notify": Tools.pumaNotifies ? "yes (ruby-sd-notify)" : "no (baton uses delay readiness)",
+        ]
+    }
+
+    static func machine() -> String {
+        let cpu = ProcFS.read("/proc/cpuinfo")?.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { String(($0.split(separator: ":", maxSplits: 1).last ?? "").drop { $0 == " " || $0 == "\t" }) } ?? "?"
+        return "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores, \(cpu); CPU shared with other jobs"
+    }
+
+    static func timestamp() -> String {
+        var t = time(nil)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        var buffer = [CChar](repeating: 0, count: 32)
+        strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &tmv)
+        return String(cString: buffer)
+    }
+}
+
+extension LoadRun {
+    /// The same run without its time series (only the first repetition is plotted).
+    func withoutSeries() -> LoadRun {
+        var copy = self
+        copy.series = RunSeries()
+        return copy
+    }
+}
+
+/// One progress line on stderr.
+func progress(_ line: String) {
+    writeAll(2, Array((line + "\n").utf8))
+}
+
+/// An environment variable of this process.
+func environmentValue(_ name: String) -> String? {
+    guard let p = getenv(name) else { return nil }
+    return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)
+}
