@@ -36,7 +36,7 @@ bench: deps
 	.build/release/baton-bench $(BENCH_SCENARIOS) $(if $(QUICK),--quick,)
 
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests
+	$(SWIFT) format lint --strict --recursive Sources Tests Benchmarks/Sources
 
 clean:
 	rm -rf .build

@@ -47,9 +47,13 @@ final class ControlServer {
     func adoptClient(_ client: Int32) -> ControlConnection? {
         let connection = ControlConnection(fd: client, server: self)
         connection.markRequestReceived()
-        guard (try? loop.register(fd: client, events: .readable, handler: { [unowned self, unowned connection] events in
-            self.connectionEvent(connection, events)
-        })) != nil else {
+        guard
+            (try? loop.register(
+                fd: client, events: .readable,
+                handler: { [unowned self, unowned connection] events in
+                    self.connectionEvent(connection, events)
+                })) != nil
+        else {
             Glibc.close(client)
             return nil
         }
@@ -123,7 +127,9 @@ final class ControlServer {
             return
         }
         if ControlProtocol.mutatingCommands.contains(request.cmd) {
-            logger.info("control: \(request.cmd) requested", metadata: ["peer_uid": .stringConvertible(connection.peer?.uid ?? 0), "peer_pid": .stringConvertible(connection.peer?.pid ?? 0)])
+            logger.info(
+                "control: \(request.cmd) requested",
+                metadata: ["peer_uid": .stringConvertible(connection.peer?.uid ?? 0), "peer_pid": .stringConvertible(connection.peer?.pid ?? 0)])
         }
         switch request.cmd {
         case "ping":

@@ -58,7 +58,8 @@ extension Supervisor {
     private func runPolicy(detailed: Bool) {
         let busy = operation != nil || !queue.isEmpty || phase != .running || upgradeInProgress
         let readings = try? HostMemoryReader().readings(cgroupOf: getpid())
-        let budget = readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
+        let budget =
+            readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
             ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)
         let workers = slots.compactMap { slot -> RestartPolicy.Worker? in
             guard let w = slot.current else { return nil }

@@ -206,7 +206,8 @@ extension Supervisor {
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()
         }
-        let (strategy, why) = op.kind == .policy || op.kind == .rollAhead
+        let (strategy, why) =
+            op.kind == .policy || op.kind == .rollAhead
             ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options)
         let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
         if let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {

@@ -51,7 +51,8 @@ extension Supervisor {
             completion(.success(unchanged))
             return
         }
-        let line = "pruning \(doomed.count) old release\(doomed.count == 1 ? "" : "s") (keep_releases = \(config.deploy.keepReleases)): "
+        let line =
+            "pruning \(doomed.count) old release\(doomed.count == 1 ? "" : "s") (keep_releases = \(config.deploy.keepReleases)): "
             + doomed.map { ReleaseRetention.normalize($0).split(separator: "/").last.map(String.init) ?? $0 }.joined(separator: ", ")
         report(line)
         logger.info("\(line)")

@@ -121,18 +121,20 @@ extension Supervisor {
         case .notify:
             break
         case .delay:
-            worker.timers.append(loop.schedule(after: config.readiness.delay) { [unowned self, unowned worker] in
-                self.workerBecameReady(worker)
-            })
+            worker.timers.append(
+                loop.schedule(after: config.readiness.delay) { [unowned self, unowned worker] in
+                    self.workerBecameReady(worker)
+                })
         case .exec:
             scheduleProbe(worker, after: .zero)
         }
     }
 
     private func scheduleProbe(_ worker: Worker, after delay: Duration) {
-        worker.timers.append(loop.schedule(after: delay) { [unowned self, unowned worker] in
-            self.runProbe(worker)
-        })
+        worker.timers.append(
+            loop.schedule(after: delay) { [unowned self, unowned worker] in
+                self.runProbe(worker)
+            })
     }
 
     private func runProbe(_ worker: Worker) {
@@ -149,9 +151,10 @@ extension Supervisor {
             try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
                 self.probeExited(worker)
             }
-            worker.timers.append(loop.schedule(after: config.readiness.probeTimeout) { [unowned worker] in
-                if let p = worker.probe { CBatonLinuxShim.signal(pidfd: p.pidfd, SIGKILL) }
-            })
+            worker.timers.append(
+                loop.schedule(after: config.readiness.probeTimeout) { [unowned worker] in
+                    if let p = worker.probe { CBatonLinuxShim.signal(pidfd: p.pidfd, SIGKILL) }
+                })
         } catch {
             logger.warning("readiness probe could not start: \(error)", metadata: ["slot": .stringConvertible(worker.slot)])
             scheduleProbe(worker, after: config.readiness.probeInterval)
@@ -282,13 +285,14 @@ extension Supervisor {
         worker.stopReason = worker.stopReason ?? reason
         CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
         let timeout = config.stop.timeout
-        worker.timers.append(loop.schedule(after: timeout) { [unowned self, unowned worker] in
-            guard worker.state == .draining else { return }
-            self.logger.warning(
-                "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
-                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-            self.kill(worker)
-        })
+        worker.timers.append(
+            loop.schedule(after: timeout) { [unowned self, unowned worker] in
+                guard worker.state == .draining else { return }
+                self.logger.warning(
+                    "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                self.kill(worker)
+            })
     }
 
     /// SIGKILL to the worker's whole group.

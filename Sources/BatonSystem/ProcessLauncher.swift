@@ -175,7 +175,8 @@ public struct LinuxProcessLauncher: ProcessLauncher {
             if name.hasPrefix("/") { return name }
             return (directory.map { $0.hasSuffix("/") ? $0 : $0 + "/" } ?? "") + name
         }
-        let pathVar = environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+        let pathVar =
+            environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
             ?? "/usr/local/bin:/usr/bin:/bin"
         for dir in pathVar.split(separator: ":", omittingEmptySubsequences: false) {
             var base = dir.isEmpty ? "." : String(dir)

@@ -49,10 +49,12 @@ public enum ReleaseFolders {
         }
         let box = Unmanaged.passRetained(ThreadBody(work)).toOpaque()
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { arg in
-            Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().body()
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &thread, nil,
+            { arg in
+                Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().body()
+                return nil
+            }, box)
         if rc == 0 {
             pthread_detach(thread)
         } else {

@@ -20,7 +20,6 @@ struct BatonExit: Error {
     var message: String?
 }
 
-
 struct Baton: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "baton",
@@ -30,6 +29,9 @@ struct Baton: ParsableCommand {
             3 could not reach the daemon, 4 timed out.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, Demo.self, CheckConfig.self, Status.self, Reload.self, Deploy.self, Rollback.self, History.self, SystemdUnits.self, Upgrade.self, Preflight.self, Releases.self]
+        subcommands: [
+            Serve.self, Demo.self, CheckConfig.self, Status.self, Reload.self, Deploy.self, Rollback.self, History.self, SystemdUnits.self, Upgrade.self,
+            Preflight.self, Releases.self,
+        ]
     )
 }

@@ -42,18 +42,20 @@ struct Demo: ParsableCommand {
         config.readiness.timeout = .seconds(10)
         config.stop.timeout = .seconds(10)
         let me = Self.siblingExecutable("baton")
-        if resume == nil { writeAll(
-            2,
-            Array(
-                """
-                baton demo: \(workers) demo workers on 127.0.0.1:\(port) (pid \(getpid())). From a second terminal:
-                  curl -s http://127.0.0.1:\(port)/            # answered by one of the workers (pid=...)
-                  \(me) status --socket \(socket)
-                  \(me) reload --socket \(socket)   # rolling restart, zero failed requests
-                  kill -9 <a worker pid>; \(me) status --socket \(socket)
-                Ctrl-C (or kill \(getpid())) stops everything.
+        if resume == nil {
+            writeAll(
+                2,
+                Array(
+                    """
+                    baton demo: \(workers) demo workers on 127.0.0.1:\(port) (pid \(getpid())). From a second terminal:
+                      curl -s http://127.0.0.1:\(port)/            # answered by one of the workers (pid=...)
+                      \(me) status --socket \(socket)
+                      \(me) reload --socket \(socket)   # rolling restart, zero failed requests
+                      kill -9 <a worker pid>; \(me) status --socket \(socket)
+                    Ctrl-C (or kill \(getpid())) stops everything.
 
-                """.utf8)) }
+                    """.utf8))
+        }
         try runSupervisor(config: config, configPath: nil, resume: resume, reload: nil)
     }
 

@@ -154,7 +154,11 @@ struct History: ParsableCommand {
         for e in entries {
             let when = Self.utc(e.startedAt)
             let duration = String(format1(e.duration)) + "s"
-            print([when, e.kind.padded(8), e.outcome.padded(11), duration.padded(8), (e.uid.map(String.init) ?? "-").padded(5), e.release + (e.detail.map { "  (\($0))" } ?? "")].joined(separator: "  "))
+            print(
+                [
+                    when, e.kind.padded(8), e.outcome.padded(11), duration.padded(8), (e.uid.map(String.init) ?? "-").padded(5),
+                    e.release + (e.detail.map { "  (\($0))" } ?? ""),
+                ].joined(separator: "  "))
         }
     }
 

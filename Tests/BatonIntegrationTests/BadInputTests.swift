@@ -83,7 +83,8 @@ extension Integration {
         func peerCredentials() throws {
             // gid 50 ("staff" on Debian) as the control group; "nobody" is not in it.
             let second = try BatonHarness(
-                workers: 1, sections: """
+                workers: 1,
+                sections: """
                     [listen]
                     addresses = ["127.0.0.1:0"]
                     [readiness]

@@ -27,7 +27,8 @@ func scriptedBaton(workers: Int, tag: String, extra: String = "") throws -> Bato
     let directory = TestPaths.temporaryDirectory(tag)
     return try BatonHarness(
         workers: workers, command: ["./run"],
-        sections: BatonHarness.defaultSections + "\n" + extra.replacing("RELEASES", with: directory + "/releases"), tag: tag, beforeStart: { dir in writeRunScript(dir + "/releases/r1") }, reuse: directory)
+        sections: BatonHarness.defaultSections + "\n" + extra.replacing("RELEASES", with: directory + "/releases"), tag: tag,
+        beforeStart: { dir in writeRunScript(dir + "/releases/r1") }, reuse: directory)
 }
 
 extension Integration {
@@ -40,8 +41,10 @@ extension Integration {
         /// Runs baton-deploy (local transport) against `baton`.
         static func deploy(_ baton: BatonHarness, _ args: [String]) throws -> CommandResult {
             try TestProcess.run(
-                [script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
-                 "--releases-dir", baton.directory + "/releases"] + args, timeout: .seconds(120))
+                [
+                    script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                    "--releases-dir", baton.directory + "/releases",
+                ] + args, timeout: .seconds(120))
         }
 
         /// A source folder (what CI built) holding a `run` with `flags`.
@@ -143,8 +146,10 @@ extension Integration {
             #expect(bad.code == 1)
             #expect(bad.stderr.contains("boot failed: simulated"))
             let unreachable = try TestProcess.run(
-                [Self.script, "--ssh", fake, "--hosts", "web1", "--baton", TestPaths.executable("baton"), "--socket", "/nonexistent/c.sock",
-                 "--releases-dir", baton.directory + "/releases", "--preflight-only"])
+                [
+                    Self.script, "--ssh", fake, "--hosts", "web1", "--baton", TestPaths.executable("baton"), "--socket", "/nonexistent/c.sock",
+                    "--releases-dir", baton.directory + "/releases", "--preflight-only",
+                ])
             #expect(unreachable.code == 3, "baton's own code: \(unreachable.stderr)")
         }
 

@@ -66,10 +66,11 @@ extension Integration {
             // it is the only slot the deploy touched.
             let lines = result.stdout.split(separator: "\n")
             let canary = try #require(lines.first?.split(separator: "canary slot ").last?.prefix { $0.isNumber }, "\(result.stdout)")
-            let touched = Set(lines.dropFirst().compactMap { line -> Substring? in
-                guard line.hasPrefix("slot ") else { return nil }
-                return line.dropFirst(5).prefix { $0.isNumber }
-            })
+            let touched = Set(
+                lines.dropFirst().compactMap { line -> Substring? in
+                    guard line.hasPrefix("slot ") else { return nil }
+                    return line.dropFirst(5).prefix { $0.isNumber }
+                })
             #expect(touched == [canary], "\(result.stdout)")
             #expect(result.stdout.contains("slot \(canary): starting"), "\(result.stdout)")
             #expect(report.failed == 0, "\(report)")

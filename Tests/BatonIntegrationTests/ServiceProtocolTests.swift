@@ -156,7 +156,9 @@ extension Integration {
             // that request waits in the backlog until a worker accepts it.
             #expect(activator.waitForLine(containing: "Listening on", timeout: .seconds(10)) != nil)
             let first = Protected<HTTP.Response?>(nil)
-            let opener = Thread { let r = HTTP.get(port: port, path: "/"); first.withLock { $0 = r } }
+            let opener = Thread {
+                let r = HTTP.get(port: port, path: "/"); first.withLock { $0 = r }
+            }
             defer { opener.join() }
             #expect(activator.waitForLine(containing: "received 1 socket(s) from systemd", timeout: .seconds(20)) != nil, "\(activator.stderrLines)")
             #expect(activator.waitForLine(containing: "all 2 workers ready", timeout: .seconds(20)) != nil)

@@ -42,7 +42,9 @@ extension Integration {
             // The new image supervises for real: a crash is replaced, a deploy runs.
             let victim = before.workers[0].pid
             #expect(kill(victim, SIGKILL) == 0)
-            #expect(baton.process.waitForLine(timeout: .seconds(20)) { $0.contains("worker ready") && $0.contains("slot=0") && !$0.contains("pid=\(victim)") } != nil)
+            #expect(
+                baton.process.waitForLine(timeout: .seconds(20)) { $0.contains("worker ready") && $0.contains("slot=0") && !$0.contains("pid=\(victim)") }
+                    != nil)
             let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
             #expect(deployed.code == 0, "\(deployed.stderr)")
             let report = load.stop()

@@ -32,7 +32,8 @@ struct RealSystemdTests {
         #expect(run["sub_state"] == "running")
         #expect(run["status_text"].hasPrefix("4/4 workers ready"), "STATUS= did not reach systemd\n\(run.transcript)")
         #expect(run["stop_rc"] == "0" && run["service_result"] == "success", "\(run.transcript)")
-        print("socket activation: first request answered after \(run["first_ms"]) ms, unit active after \(run["started_ms"]) ms; stop took \(run["stop_ms"]) ms")
+        print(
+            "socket activation: first request answered after \(run["first_ms"]) ms, unit active after \(run["started_ms"]) ms; stop took \(run["stop_ms"]) ms")
     }
 
     @Test("systemctl reload is a rolling restart that returns when it finished, even past TimeoutStartSec=")
@@ -95,7 +96,9 @@ struct RealSystemdTests {
         let after = try run.status("status_after")
         #expect(Set(before.workers.map(\.pid)).isDisjoint(with: after.workers.map(\.pid)))
         let load = run.window("restart")
-        print("systemctl restart with 4 workers (0.75 s boot): \(run["restart_ms"]) ms; load during it: \(load); socket path afterwards: \(run["socket_path_after"])")
+        print(
+            "systemctl restart with 4 workers (0.75 s boot): \(run["restart_ms"]) ms; load during it: \(load); socket path afterwards: \(run["socket_path_after"])"
+        )
         #expect(run["socket_path_after"] == "present" && run["same_inode"] == "yes", "\(run.transcript)")
         #expect(run["after_status"] == "200", "\(run.transcript)")
         #expect(load.ok > 0 && load.refused == 0, "requests during the restart: \(load)\n\(run.transcript)")

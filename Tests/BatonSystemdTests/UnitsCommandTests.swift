@@ -91,7 +91,8 @@ struct UnitsCommandTests {
             directory + "/my conf/a.toml",
             "[app]\nname = \"a\"\ncommand = [\"/bin/true\"]\ndirectory = \"/srv/a\"\nworkers = 1\n[listen]\naddresses = [\"0.0.0.0:80\"]\n")
         let result = try TestProcess.run([
-            "/bin/sh", "-c", "cd '\(directory)' && exec '\(TestPaths.executable("baton"))' units --config './my conf/../my conf/a.toml' --binary '/opt/baton 1%/baton'",
+            "/bin/sh", "-c",
+            "cd '\(directory)' && exec '\(TestPaths.executable("baton"))' units --config './my conf/../my conf/a.toml' --binary '/opt/baton 1%/baton'",
         ])
         #expect(result.code == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
@@ -177,14 +178,17 @@ struct UnitsCommandTests {
         let result = try TestProcess.run([TestPaths.executable("baton"), "units", "--config", directory + "/shop.toml"])
         #expect(result.code == 0, "\(result.stderr)")
         let generated = result.stdout.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") && $0.contains("=") }
-        let template = try #require(Self.directives(SystemdSandbox.unitsDirectory + "/baton@.service"))
+        let template =
+            try #require(Self.directives(SystemdSandbox.unitsDirectory + "/baton@.service"))
             + (Self.directives(SystemdSandbox.unitsDirectory + "/baton@.socket") ?? [])
         let appSpecific = [
             "Description=", "Requires=", "After=", "ExecStart=", "ExecReload=", "RuntimeDirectory=", "StateDirectory=",
             "ListenStream=", "SocketMode=", "Service=",
         ]
         let generic = { (lines: [String]) in Set(lines.filter { line in !appSpecific.contains { line.hasPrefix($0) } }) }
-        #expect(generic(generated) == generic(template), "only in generated: \(generic(generated).subtracting(generic(template))), only in template: \(generic(template).subtracting(generic(generated)))")
+        #expect(
+            generic(generated) == generic(template),
+            "only in generated: \(generic(generated).subtracting(generic(template))), only in template: \(generic(template).subtracting(generic(generated)))")
         // Invoked by an absolute path without --binary, the units run that binary.
         #expect(generated.contains("ExecStart=\(TestPaths.executable("baton")) serve --config \(directory)/shop.toml"))
     }

@@ -254,7 +254,6 @@ struct LoadError: Error {
     init(_ kind: String) { self.kind = kind }
 }
 
-
 extension Substring {
     fileprivate func trimmingCharacters(in set: Character) -> String {
         String(drop { $0 == set }.reversed().drop { $0 == set }.reversed())

@@ -64,14 +64,15 @@ public enum SystemdSandbox {
     public static func run(_ scenario: String, driver: Driver = .units, arguments: [String] = []) throws -> DriverRun {
         let work = TestPaths.temporaryDirectory("sd")
         defer { TestPaths.remove(work) }
-        let argv = [
-            "/bin/bash", script, "--",
-            // The driver is bounded inside the sandbox, so the sandbox always gets to clean up
-            // its cgroup (a SIGKILL of the sandbox script would leave the manager running).
-            "timeout", "-k", "10", String(driverTimeoutSeconds),
-            "/bin/bash", driver.path, scenario, TestPaths.executable("baton"), TestPaths.executable("baton-demo-worker"),
-            work, unitsDirectory,
-        ] + arguments
+        let argv =
+            [
+                "/bin/bash", script, "--",
+                // The driver is bounded inside the sandbox, so the sandbox always gets to clean up
+                // its cgroup (a SIGKILL of the sandbox script would leave the manager running).
+                "timeout", "-k", "10", String(driverTimeoutSeconds),
+                "/bin/bash", driver.path, scenario, TestPaths.executable("baton"), TestPaths.executable("baton-demo-worker"),
+                work, unitsDirectory,
+            ] + arguments
         let process = try TestProcess(argv, environment: TestPaths.cleanEnvironment())
         let start = monotonicNow()
         let code = process.wait(timeout: .seconds(driverTimeoutSeconds + 40)) ?? process.stop(timeout: .seconds(60))

@@ -89,7 +89,10 @@ public final class TestProcess: @unchecked Sendable {
     }
 
     /// Starts `argv` with `environment`, stdout and stderr captured.
-    public init(_ argv: [String], environment: [String]? = nil, directory: String? = nil, passFDs: [Int32] = [], setListenPID: Bool = false, credentials: Credentials? = nil, journalStream: Bool = false) throws {
+    public init(
+        _ argv: [String], environment: [String]? = nil, directory: String? = nil, passFDs: [Int32] = [], setListenPID: Bool = false,
+        credentials: Credentials? = nil, journalStream: Bool = false
+    ) throws {
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         guard CBatonLinux_pipe_cloexec(&outPipe) == 0, CBatonLinux_pipe_cloexec(&errPipe) == 0 else {
@@ -269,11 +272,13 @@ public final class Thread: @unchecked Sendable {
     /// Starts `body` on a new thread.
     public init(_ body: @escaping @Sendable () -> Void) {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        let r = pthread_create(&handle, nil, { raw in
-            let b = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            b.body()
-            return nil
-        }, box)
+        let r = pthread_create(
+            &handle, nil,
+            { raw in
+                let b = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                b.body()
+                return nil
+            }, box)
         precondition(r == 0, "pthread_create failed")
     }
 

@@ -49,11 +49,14 @@ struct Compare {
             for variant in [AppVariant.instant, .slow] where Self.variantSelected(variant) {
                 for contender in contenders {
                     let runStart = monotonicNow()
-                    if let r = measure(contender.rawValue + " " + variant.name, {
-                        let running = try RunningContender(contender, app: variant, workers: workers)
-                        defer { running.stop() }
-                        return try driver.run(running, app: variant, repetition: rep)
-                    }) {
+                    if let r = measure(
+                        contender.rawValue + " " + variant.name,
+                        {
+                            let running = try RunningContender(contender, app: variant, workers: workers)
+                            defer { running.stop() }
+                            return try driver.run(running, app: variant, repetition: rep)
+                        })
+                    {
                         restart.append(rep == 0 ? r : r.withoutSeries())
                         progress(
                             "restart \(contender.rawValue) \(variant.name) #\(rep + 1): failed \(r.failedInWindow) \(r.failures), completed \(r.completed), "
@@ -93,15 +96,20 @@ struct Compare {
                 smaps_every = 1
                 min_worker_age = "2s"
                 """
-            if let r = measure("recycle \(contender.rawValue)", {
-                let running = try RunningContender(
-                    contender, app: Self.leaky, workers: workers, memory: memory,
-                    extraArgs: contender == .gunicorn ? ["--max-requests", "3000", "--max-requests-jitter", "300"] : [])
-                defer { running.stop() }
-                return try driver.run(running, app: Self.leaky, repetition: repetition)
-            }) {
+            if let r = measure(
+                "recycle \(contender.rawValue)",
+                {
+                    let running = try RunningContender(
+                        contender, app: Self.leaky, workers: workers, memory: memory,
+                        extraArgs: contender == .gunicorn ? ["--max-requests", "3000", "--max-requests-jitter", "300"] : [])
+                    defer { running.stop() }
+                    return try driver.run(running, app: Self.leaky, repetition: repetition)
+                })
+            {
                 runs.append(repetition == 0 ? r : r.withoutSeries())
-                progress("recycle \(contender.rawValue) #\(repetition + 1): replaced \(r.workersReplaced), failed \(r.failedTotal) \(r.failures), p99 \(fixed(r.window.p99)) ms, peak PSS \(fixed(r.peakPSSMiB, 0)) MiB")
+                progress(
+                    "recycle \(contender.rawValue) #\(repetition + 1): replaced \(r.workersReplaced), failed \(r.failedTotal) \(r.failures), p99 \(fixed(r.window.p99)) ms, peak PSS \(fixed(r.peakPSSMiB, 0)) MiB"
+                )
             }
         }
         return runs
@@ -114,14 +122,20 @@ struct Compare {
         var result: [Overhead] = []
         for contender in [Contender.batonDemo, .gunicorn, .uwsgi, .puma] where contenders.contains(contender) {
             for n in [workers, 64] {
-                if let o = measure("overhead \(contender.rawValue) \(n)", { () -> Overhead in
-                    let running = try RunningContender(contender, app: tiny, workers: n)
-                    defer { running.stop() }
-                    pause(2)
-                    return Overhead(supervisor: contender.rawValue, workers: n, master: ProcessCost.measure(running.master.pid, window: options.quick ? 3 : 10))
-                }) {
+                if let o = measure(
+                    "overhead \(contender.rawValue) \(n)",
+                    { () -> Overhead in
+                        let running = try RunningContender(contender, app: tiny, workers: n)
+                        defer { running.stop() }
+                        pause(2)
+                        return Overhead(
+                            supervisor: contender.rawValue, workers: n, master: ProcessCost.measure(running.master.pid, window: options.quick ? 3 : 10))
+                    })
+                {
                     result.append(o)
-                    progress("overhead \(contender.rawValue) with \(n) workers: RSS \(fixed(o.master.rssMiB, 1)) PSS \(fixed(o.master.pssMiB, 1)) USS \(fixed(o.master.ussMiB, 1)) MiB, CPU \(fixed(o.master.cpuPercent))%")
+                    progress(
+                        "overhead \(contender.rawValue) with \(n) workers: RSS \(fixed(o.master.rssMiB, 1)) PSS \(fixed(o.master.pssMiB, 1)) USS \(fixed(o.master.ussMiB, 1)) MiB, CPU \(fixed(o.master.cpuPercent))%"
+                    )
                 }
             }
         }
@@ -169,7 +183,8 @@ struct Compare {
     }
 
     static func machine() -> String {
-        let cpu = ProcFS.read("/proc/cpuinfo")?.split(separator: "\n").first { $0.hasPrefix("model name") }
+        let cpu =
+            ProcFS.read("/proc/cpuinfo")?.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { String(($0.split(separator: ":", maxSplits: 1).last ?? "").drop { $0 == " " || $0 == "\t" }) } ?? "?"
         return "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores, \(cpu); CPU shared with other jobs"
     }

@@ -154,7 +154,8 @@ struct CompareReport {
 
             """
         for s in restart {
-            out += "| \(s.contender) | \(s.app) | \(t(s.steadyThroughput, 0)) | \(t(s.steadyP50, 2)) | \(t(s.steadyP99, 2)) | \(t(s.steadyMax, 1)) | \(t(s.steadyPSSMiB, 0)) |\n"
+            out +=
+                "| \(s.contender) | \(s.app) | \(t(s.steadyThroughput, 0)) | \(t(s.steadyP50, 2)) | \(t(s.steadyP99, 2)) | \(t(s.steadyMax, 1)) | \(t(s.steadyPSSMiB, 0)) |\n"
         }
         out += """
 
@@ -175,13 +176,18 @@ struct CompareReport {
             """
         for s in restart {
             let done = s.completed.map { "\($0)/\(s.runs)" }.joined(separator: " / ")
-            let kinds = s.failuresByKind.isEmpty ? "" : " " + s.failuresByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let kinds =
+                s.failuresByKind.isEmpty ? "" : " " + s.failuresByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             out += "| \(s.contender) | \(s.app) | \(done) | **\(t(s.failed, 0))**\(kinds) | \(t(s.retried, 0)) | \(t(s.windowP50, 1)) \(x(s.p50Ratio)) | "
-            out += "\(t(s.windowP99, 1)) \(x(s.p99Ratio)) | \(t(s.windowMax, 0)) \(x(s.maxRatio)) | \(t(s.steadyStall, 0)) → \(t(s.windowStall, 0)) | \(t(s.allNewSeconds, 1)) | "
+            out +=
+                "\(t(s.windowP99, 1)) \(x(s.p99Ratio)) | \(t(s.windowMax, 0)) \(x(s.maxRatio)) | \(t(s.steadyStall, 0)) → \(t(s.windowStall, 0)) | \(t(s.allNewSeconds, 1)) | "
             out += "\(t(s.steadyPSSMiB, 0)) → \(t(s.peakPSSMiB, 0)) ×\(s.pssRatio.map { fixed($0.median, 2) } ?? "") |\n"
         }
         out += "\nbaton deploy exit codes (first, second): "
-        out += r.restart.filter { !$0.deployExitCodes.isEmpty }.map { "\($0.contender)/\($0.variant)#\($0.repetition + 1) \($0.deployExitCodes.map { $0.map(String.init) ?? "running" }.joined(separator: ","))" }
+        out +=
+            r.restart.filter { !$0.deployExitCodes.isEmpty }.map {
+                "\($0.contender)/\($0.variant)#\($0.repetition + 1) \($0.deployExitCodes.map { $0.map(String.init) ?? "running" }.joined(separator: ","))"
+            }
             .joined(separator: "; ") + ".\n"
         out += """
 
@@ -197,9 +203,11 @@ struct CompareReport {
 
             """
         for s in recycle {
-            let kinds = s.failuresByKind.isEmpty ? "" : " " + s.failuresByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let kinds =
+                s.failuresByKind.isEmpty ? "" : " " + s.failuresByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             let failedAll = Spread(r.recycle.filter { $0.contender == s.contender }.map { Double($0.failedTotal) })
-            out += "| \(s.contender) | \(r.recyclePolicies[s.contender] ?? "") | \(t(s.workersReplaced, 0)) | **\(t(failedAll, 0))**\(kinds) | \(t(s.retried, 0)) | "
+            out +=
+                "| \(s.contender) | \(r.recyclePolicies[s.contender] ?? "") | \(t(s.workersReplaced, 0)) | **\(t(failedAll, 0))**\(kinds) | \(t(s.retried, 0)) | "
             out += "\(t(s.windowP99, 1)) | \(t(s.windowMax, 0)) | \(t(s.steadyPSSMiB, 0)) → \(t(s.peakPSSMiB, 0)) |\n"
         }
         out += """
@@ -213,7 +221,8 @@ struct CompareReport {
 
             """
         for o in r.overhead {
-            out += "| \(o.supervisor) | \(o.workers) | \(fixed(o.master.rssMiB, 1)) | \(fixed(o.master.pssMiB, 1)) | \(fixed(o.master.ussMiB, 1)) | \(fixed(o.master.cpuPercent, 2)) |\n"
+            out +=
+                "| \(o.supervisor) | \(o.workers) | \(fixed(o.master.rssMiB, 1)) | \(fixed(o.master.pssMiB, 1)) | \(fixed(o.master.ussMiB, 1)) | \(fixed(o.master.cpuPercent, 2)) |\n"
         }
         out += "\nRaw data: `latest.json` (every run; time series for the first repetition).\n"
         return out

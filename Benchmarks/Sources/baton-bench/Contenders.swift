@@ -108,7 +108,10 @@ final class RunningContender {
             switch contender {
             case .batonGunicorn:
                 // --preload: gunicorn sends READY=1 only after the app loaded (DESIGN.md).
-                command = [Tools.python, "-m", "gunicorn", "--preload", "-w", "1", "-k", "gthread", "--threads", "2", "--graceful-timeout", "\(Self.drainSeconds)", "benchapp:app"]
+                command = [
+                    Tools.python, "-m", "gunicorn", "--preload", "-w", "1", "-k", "gthread", "--threads", "2", "--graceful-timeout", "\(Self.drainSeconds)",
+                    "benchapp:app",
+                ]
             case .batonPuma:
                 let dir = TestPaths.temporaryDirectory("bench-puma")
                 pumaDirectory = dir
@@ -152,14 +155,20 @@ final class RunningContender {
             let argv: [String]
             switch contender {
             case .gunicorn:
-                argv = [Tools.python, "-m", "gunicorn", "-w", "\(workers)", "-k", "gthread", "--threads", "2", "-b", "127.0.0.1:\(port)",
-                    "--backlog", "1024", "--timeout", "\(bootTimeout)", "--graceful-timeout", "\(Self.drainSeconds)", "benchapp:app"] + extraArgs
+                argv =
+                    [
+                        Tools.python, "-m", "gunicorn", "-w", "\(workers)", "-k", "gthread", "--threads", "2", "-b", "127.0.0.1:\(port)",
+                        "--backlog", "1024", "--timeout", "\(bootTimeout)", "--graceful-timeout", "\(Self.drainSeconds)", "benchapp:app",
+                    ] + extraArgs
             case .uwsgi:
                 fifoPath = dir + "/master.fifo"
-                argv = [Tools.uwsgi, "--plugin", "python3", "--master", "--processes", "\(workers)", "--threads", "2",
-                    "--http-socket", "127.0.0.1:\(port)", "--add-header", "Connection: close", "--wsgi-file", "benchapp.py",
-                    "--lazy-apps", "--master-fifo", fifoPath!, "--die-on-term", "--disable-logging", "--need-app",
-                    "--listen", "1024", "--worker-reload-mercy", "\(Self.drainSeconds)"] + extraArgs
+                argv =
+                    [
+                        Tools.uwsgi, "--plugin", "python3", "--master", "--processes", "\(workers)", "--threads", "2",
+                        "--http-socket", "127.0.0.1:\(port)", "--add-header", "Connection: close", "--wsgi-file", "benchapp.py",
+                        "--lazy-apps", "--master-fifo", fifoPath!, "--die-on-term", "--disable-logging", "--need-app",
+                        "--listen", "1024", "--worker-reload-mercy", "\(Self.drainSeconds)",
+                    ] + extraArgs
             default:
                 argv = [Tools.puma, "-C", Self.writePumaConfig(single: false, workers: workers, port: port, directory: dir), "config.ru"] + extraArgs
             }

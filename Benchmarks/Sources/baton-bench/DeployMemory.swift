@@ -126,7 +126,11 @@ struct DeployMemory {
         let peakPSS = during.map { mib($0.pss) }.max() ?? 0
         let steadyAvailable = median(steady.map { mib($0.memAvailable) })
         let minAvailable = during.map { mib($0.memAvailable) }.min() ?? 0
-        writeAll(2, Array("deploy-memory: \(label), \(strategy) → \(used): exit \(code) in \(fixed(duration))s, PSS \(fixed(steadyPSS, 0)) → peak \(fixed(peakPSS, 0)) MiB\n".utf8))
+        writeAll(
+            2,
+            Array(
+                "deploy-memory: \(label), \(strategy) → \(used): exit \(code) in \(fixed(duration))s, PSS \(fixed(steadyPSS, 0)) → peak \(fixed(peakPSS, 0)) MiB\n"
+                    .utf8))
         return DeployResult(
             baton: label, requested: strategy, used: used, exitCode: code, durationSeconds: duration, steadyPSSMiB: steadyPSS,
             peakPSSMiB: peakPSS, peakOverSteady: steadyPSS > 0 ? peakPSS / steadyPSS : 0, extraPSSMiB: peakPSS - steadyPSS,
@@ -159,12 +163,15 @@ struct DeployMemory {
         print(
             "deploy memory: \(r.workers) workers holding \(r.holdMiBPerWorker) MiB (boot \(fixed(r.bootDelaySeconds))s), "
                 + "\(r.connections) keep-alive connections, sampled every \(fixed(r.sampleIntervalMs, 0)) ms")
-        print("| baton | strategy | used | exit | deploy s | steady PSS MiB | peak PSS MiB | peak/steady | extra MiB | MemAvailable drop MiB | peak extra workers | workers after |")
+        print(
+            "| baton | strategy | used | exit | deploy s | steady PSS MiB | peak PSS MiB | peak/steady | extra MiB | MemAvailable drop MiB | peak extra workers | workers after |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for d in r.deploys {
             print(
                 "| \(d.baton) | \(d.requested) | \(d.used.prefix { $0 != " " }) | \(d.exitCode) | \(fixed(d.durationSeconds)) | \(fixed(d.steadyPSSMiB, 1)) | "
-                    + "\(fixed(d.peakPSSMiB, 1)) | \(fixed(d.peakOverSteady)) | \(fixed(d.extraPSSMiB, 1)) | \(fixed(d.memAvailableDropMiB, 0)) | \(d.peakExtraWorkers) | \(d.workersAfter) |")
+                    + "\(fixed(d.peakPSSMiB, 1)) | \(fixed(d.peakOverSteady)) | \(fixed(d.extraPSSMiB, 1)) | \(fixed(d.memAvailableDropMiB, 0)) | \(d.peakExtraWorkers) | \(d.workersAfter) |"
+            )
         }
         print("requests: \(r.totalRequests), failed: \(r.failedRequests) \(r.failures.isEmpty ? "" : "\(r.failures)")")
     }

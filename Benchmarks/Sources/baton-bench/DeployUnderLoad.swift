@@ -43,7 +43,8 @@ struct DeployUnderLoad {
             extraApp: "start_concurrency = \(options.workers)", tag: "bench")
         defer { baton.stop() }
         let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(1800), recordLatencies: true)
-        var windows: [(steadyStart: Duration, deployStart: Duration, deployEnd: Duration, release: String, strategy: String, code: Int32, boot: Double, peak: Int)] = []
+        var windows:
+            [(steadyStart: Duration, deployStart: Duration, deployEnd: Duration, release: String, strategy: String, code: Int32, boot: Double, peak: Int)] = []
         for n in 0..<options.deploys {
             let strategy = n % 2 == 0 ? "surge" : "replace"
             let steadyStart = monotonicNow()
@@ -101,7 +102,9 @@ struct DeployUnderLoad {
                     + "\(fixed(d.steady.p50)) / \(fixed(d.steady.p99)) / \(fixed(d.steady.max)) | "
                     + "\(fixed(d.duringDeploy.p50)) / \(fixed(d.duringDeploy.p99)) / \(fixed(d.duringDeploy.max)) |")
         }
-        print("requests: \(r.totalRequests), failed: \(r.failedRequests) \(r.failures.isEmpty ? "" : "\(r.failures)"), idle keep-alive closes retried: \(r.idleCloseRetries)")
+        print(
+            "requests: \(r.totalRequests), failed: \(r.failedRequests) \(r.failures.isEmpty ? "" : "\(r.failures)"), idle keep-alive closes retried: \(r.idleCloseRetries)"
+        )
     }
 
     private func write(_ r: Result) throws {

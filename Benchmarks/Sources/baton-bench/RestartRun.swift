@@ -183,7 +183,8 @@ struct LoadRunDriver {
     }
 
     /// Buckets of 250 ms: latency percentiles, failures; memory as sampled.
-    static func series(samples: [LatencySample], failures: [Duration], memory: [TreeSample], start: Duration, end: Duration, triggers: [Duration]) -> RunSeries {
+    static func series(samples: [LatencySample], failures: [Duration], memory: [TreeSample], start: Duration, end: Duration, triggers: [Duration]) -> RunSeries
+    {
         let bucket = 0.25
         let count = Int(seconds(end - start) / bucket) + 1
         var lat = [[Double]](repeating: [], count: count)

@@ -143,7 +143,8 @@ struct SamplingCost {
                 cpuMicrosPerMiB: rssMiB > 0 ? cpu * 1e6 / rssMiB : 0)
         }
         return Variant(
-            name: name, workers: workers, holdMiB: holdMiB, memory: shared ? "shared (one memfd mapped by all)" : holdMiB > 0 ? "private (anonymous)" : "idle (no hold)",
+            name: name, workers: workers, holdMiB: holdMiB,
+            memory: shared ? "shared (one memfd mapped by all)" : holdMiB > 0 ? "private (anonymous)" : "idle (no hold)",
             ticks: ticks, startSeconds: startSeconds, totalRSSMiB: rssMiB, totalPSSMiB: Double(pss) / 1_048_576,
             rssPerWorkerMiB: rssMiB / Double(workers), commitPerWorkerMiB: Double(commit) / 1_048_576 / Double(workers),
             tree: cost("tree"), statm: cost("statm"), smapsRollup: cost("smaps_rollup"), maps: cost("maps"))
@@ -158,7 +159,8 @@ struct SamplingCost {
             for (kind, c) in [("tree", v.tree), ("statm", v.statm), ("smaps_rollup", v.smapsRollup), ("maps", v.maps)] {
                 print(
                     "| \(v.name) | \(v.workers) | \(fixed(v.totalRSSMiB, 0)) | \(fixed(v.totalPSSMiB, 0)) | \(kind) | \(fixed(c.wallMs)) | "
-                        + "\(fixed(c.cpuMs)) (\(fixed(c.userMs)) / \(fixed(c.systemMs))) | \(fixed(c.cpuMicrosPerWorker, 1)) | \(fixed(c.cpuMicrosPerMiB, 3)) |")
+                        + "\(fixed(c.cpuMs)) (\(fixed(c.userMs)) / \(fixed(c.systemMs))) | \(fixed(c.cpuMicrosPerWorker, 1)) | \(fixed(c.cpuMicrosPerMiB, 3)) |"
+                )
             }
         }
     }

@@ -88,4 +88,3 @@ struct SystemdScenario {
         print("wrote \(path)")
     }
 }
-

@@ -26,7 +26,9 @@ while i < arguments.count {
     case "--out": options.outputDirectory = value()
     case "--quick": options.quick = true
     case "-h", "--help":
-        print("usage: baton-bench [deploy-under-load] [compare] [systemd] [sampling-cost] [deploy-memory] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]")
+        print(
+            "usage: baton-bench [deploy-under-load] [compare] [systemd] [sampling-cost] [deploy-memory] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]"
+        )
         exit(0)
     default:
         if a.hasPrefix("-") { fail("unknown option \(a)") }

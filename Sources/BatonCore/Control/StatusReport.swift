@@ -198,7 +198,8 @@ extension StatusReport {
             let percent = Int((m.threshold * 100).rounded())
             let used = m.budgetBytes > 0 ? Int((Double(m.workersPSSBytes) / Double(m.budgetBytes) * 100).rounded()) : 0
             lines.append(
-                "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(used)% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource)); restart threshold \(percent)%")
+                "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(used)% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource)); restart threshold \(percent)%"
+            )
         }
         lines.append("")
         let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "MEM", "LEAK/h", "RESTARTS", "LAST REASON", "RELEASE"]
