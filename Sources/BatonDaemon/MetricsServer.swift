@@ -110,7 +110,7 @@ final class MetricsServer {
         for (outcome, count) in outcomes {
             registry.makeGauge(name: "baton_deploys", labels: [("outcome", outcome)]).set(Double(count))
         }
-        if let (verdict, _) = try? s.preflight(release: nil, need: 0) {
+        if let (verdict, _) = try? s.preflightFromLastSample(release: nil, need: 0) {
             registry.makeGauge(name: "baton_memory_headroom_bytes", labels: [("binding", verdict.binding.kind.name)])
                 .set(Double(verdict.binding.available))
         }

@@ -87,9 +87,19 @@ extension Supervisor {
 
     // MARK: - Preflight and roll-ahead
 
-    /// The figures of a planned deploy against the headroom right now.
+    /// The figures of a planned deploy against the headroom right now, with every worker
+    /// measured now (PSS/USS from smaps_rollup).
     func preflight(release: String?, need: UInt64, strategy: DeployStrategy? = nil) throws -> (PreflightVerdict, PreflightReport) {
         sample(detailed: true)
+        return try preflightFromLastSample(release: release, need: need, strategy: strategy)
+    }
+
+    /// The same figures from the workers' last memory sample: what the metrics endpoint
+    /// shows, so that a scrape neither walks every worker's page tables nor adds points to
+    /// the leak-rate histories.
+    func preflightFromLastSample(release: String?, need: UInt64, strategy: DeployStrategy? = nil) throws -> (
+        PreflightVerdict, PreflightReport
+    ) {
         let readings = try HostMemoryReader().readings(cgroupOf: getpid())
         let workers = slots.compactMap(\.current)
         let pss = workers.compactMap { $0.memory?.pss }

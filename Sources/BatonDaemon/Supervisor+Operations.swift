@@ -296,18 +296,11 @@ extension Supervisor {
 
     private func drainOld(_ slot: Slot) {
         let op = operation
-        if let replacement = slot.replacement {
+        if let (replacement, old) = promoteReplacement(slot) {
             // The new worker serves; the old one drains.
-            slot.replacement = nil
-            let old = slot.current
-            slot.current = replacement
-            slot.spec = replacement.spec
-            slot.lastRestartReason = op.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
-            restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
             if let old {
                 slot.draining.append(old)
-                let boot = replacement.readyAt.map { Units.formatElapsed($0 - replacement.startedAt) } ?? "?"
-                op?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(boot), draining \(old.pid)")
+                op?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(Self.bootTime(replacement)), draining \(old.pid)")
                 stopWorker(old, reason: slot.lastRestartReason ?? "reload")
             }
         } else if let old = slot.current {
@@ -323,14 +316,27 @@ extension Supervisor {
     /// the one serving the slot (surge does this in `drainOld`).
     func promoteAfterDrain(_ slot: Slot, worker: Worker) {
         guard slot.replacement === worker, slot.current == nil else { return }
-        let op = operation
+        _ = promoteReplacement(slot)
+        operation?.report("slot \(slot.index): pid \(worker.pid) ready after \(Self.bootTime(worker))")
+    }
+
+    /// The slot's replacement serves from now on, counted as a restart for the operation's
+    /// reason; returns it and the worker it displaced (nil after a replace-strategy drain),
+    /// or nil when the slot has no replacement.
+    private func promoteReplacement(_ slot: Slot) -> (new: Worker, old: Worker?)? {
+        guard let replacement = slot.replacement else { return nil }
+        let old = slot.current
         slot.replacement = nil
-        slot.current = worker
-        slot.spec = worker.spec
-        slot.lastRestartReason = op.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
+        slot.current = replacement
+        slot.spec = replacement.spec
+        slot.lastRestartReason = operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
         restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
-        let boot = worker.readyAt.map { Units.formatElapsed($0 - worker.startedAt) } ?? "?"
-        op?.report("slot \(slot.index): pid \(worker.pid) ready after \(boot)")
+        return (replacement, old)
+    }
+
+    /// How long `worker` took to become ready, for progress lines.
+    static func bootTime(_ worker: Worker) -> String {
+        worker.readyAt.map { Units.formatElapsed($0 - worker.startedAt) } ?? "?"
     }
 
     /// An old worker finished draining.

@@ -28,10 +28,7 @@ public struct StateStore: Sendable {
 
     /// Writes the release state atomically (temp file, fsync, rename, fsync dir).
     public func save(_ state: ReleaseState) throws(SystemError) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(state) else { throw SystemError("encode release state", errno: EINVAL) }
-        try writeAtomically(directory + "/release.json", Array(data) + [0x0A])
+        try writeJSON(state, to: "release.json", pretty: true, what: "release state")
     }
 
     /// Appends one history entry, trimming the file to the last `historyLimit`.
@@ -59,10 +56,7 @@ public struct StateStore: Sendable {
     /// Records the deploy that starts now (its history entry, outcome
     /// "in-progress"); `finishDeploy()` removes it when the deploy ends.
     public func beginDeploy(_ entry: HistoryEntry) throws(SystemError) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(entry) else { throw SystemError("encode deploy in progress", errno: EINVAL) }
-        try writeAtomically(directory + "/deploy.json", Array(data) + [0x0A])
+        try writeJSON(entry, to: "deploy.json", pretty: false, what: "deploy in progress")
     }
 
     /// The deploy ended (whatever its outcome, which history records).
@@ -77,6 +71,14 @@ public struct StateStore: Sendable {
         guard let text = ProcFS.read(path) else { return nil }
         unlink(path)
         return try? JSONDecoder().decode(HistoryEntry.self, from: Data(text.utf8))
+    }
+
+    /// `value` as one JSON document in `name`, replaced atomically.
+    private func writeJSON<T: Encodable>(_ value: T, to name: String, pretty: Bool, what: String) throws(SystemError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(value) else { throw SystemError("encode \(what)", errno: EINVAL) }
+        try writeAtomically(directory + "/" + name, Array(data) + [0x0A])
     }
 
     private func writeAtomically(_ path: String, _ bytes: [UInt8]) throws(SystemError) {

@@ -42,7 +42,8 @@ public enum SystemdSandbox {
     public static let unavailableReason: String? = {
         if geteuid() != 0 { return "not root (the sandbox needs CAP_SYS_ADMIN for its namespaces and cgroup)" }
         if access(script, R_OK) != 0 { return "no sandbox script at \(script) (set BATON_SYSTEMD_SANDBOX)" }
-        if access("/lib/systemd/systemd", X_OK) != 0 { return "systemd is not installed (apt-get install -y systemd)" }
+        // Only checks the binary exists: the manager is started by systemd-sandbox alone.
+        if access("/lib/systemd/systemd", X_OK) != 0 { return "systemd is not installed (apt-get install -y systemd); systemd-sandbox needs it" }
         for tool in ["/usr/bin/unshare", "/usr/bin/curl", "/usr/bin/timeout"] where access(tool, X_OK) != 0 {
             return "\(tool) is missing"
         }
