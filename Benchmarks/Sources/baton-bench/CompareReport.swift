@@ -32,6 +32,11 @@ struct RowSummary: Codable {
     var steadyP50: Spread?
     var steadyP99: Spread?
     var steadyMax: Spread?
+    /// wrk just before the load: req/s, p50 and p99 ms, errors.
+    var wrkThroughput: Spread?
+    var wrkP50: Spread?
+    var wrkP99: Spread?
+    var wrkErrors: Spread?
     var windowP50: Spread?
     var windowP99: Spread?
     var windowMax: Spread?
@@ -64,6 +69,10 @@ struct RowSummary: Codable {
         steadyP50 = s { $0.steady.p50 }
         steadyP99 = s { $0.steady.p99 }
         steadyMax = s { $0.steady.max }
+        wrkThroughput = s { $0.wrk?.throughput }
+        wrkP50 = s { $0.wrk?.p50 }
+        wrkP99 = s { $0.wrk?.p99 }
+        wrkErrors = s { $0.wrk.map { Double($0.errors) } }
         windowP50 = s { $0.window.p50 }
         windowP99 = s { $0.window.p99 }
         windowMax = s { $0.window.max }
@@ -145,17 +154,22 @@ struct CompareReport {
             Apps: `Benchmarks/apps/benchapp.py` (WSGI) and `config.ru` (Rack), 50 MiB of touched memory per worker; \
             *instant* boots at once, *slow* sleeps 2 s before it can serve. baton runs them as N single-worker \
             servers on its socket (gunicorn `--preload -w 1` with notify readiness; puma single mode with \
-            `bind_to_activated_sockets`), plus baton's demo worker (`--hold 50`).
+            `bind_to_activated_sockets`), plus baton's demo worker (`--hold 50`). Both puma rows run with \
+            `queue_requests false` (no keep-alive; why: Benchmarks/README.md, *puma and keep-alive*); uWSGI's \
+            `--http-socket` has no keep-alive either.
 
             ## Steady state (each restart run's pre-trigger window)
 
-            | contender | app | req/s | p50 ms | p99 ms | max ms | total PSS MiB |
-            |---|---|---|---|---|---|---|
+            Load client (as in the restart runs), and a 2 s `wrk -t2 -c\(r.connections) --latency` run just before it \
+            (a standard load generator's view of the same steady state; *wrk err*: socket errors and non-2xx).
+
+            | contender | app | req/s | p50 ms | p99 ms | max ms | total PSS MiB | wrk req/s | wrk p50 ms | wrk p99 ms | wrk err |
+            |---|---|---|---|---|---|---|---|---|---|---|
 
             """
         for s in restart {
             out +=
-                "| \(s.contender) | \(s.app) | \(t(s.steadyThroughput, 0)) | \(t(s.steadyP50, 2)) | \(t(s.steadyP99, 2)) | \(t(s.steadyMax, 1)) | \(t(s.steadyPSSMiB, 0)) |\n"
+                "| \(s.contender) | \(s.app) | \(t(s.steadyThroughput, 0)) | \(t(s.steadyP50, 2)) | \(t(s.steadyP99, 2)) | \(t(s.steadyMax, 1)) | \(t(s.steadyPSSMiB, 0)) | \(t(s.wrkThroughput, 0)) | \(t(s.wrkP50, 2)) | \(t(s.wrkP99, 2)) | \(t(s.wrkErrors, 0)) |\n"
         }
         out += """
 

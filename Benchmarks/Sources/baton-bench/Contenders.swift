@@ -253,12 +253,22 @@ final class RunningContender {
     }
 
     /// A puma config: single mode on baton's socket, or cluster mode on `port`.
+    ///
+    /// `queue_requests false` (no keep-alive) in both: puma 5.6 serves a busy
+    /// keep-alive client inline on one thread, and its accept loop, which is also
+    /// where the stop command is read, waits for a free thread before it accepts
+    /// (`wait_until_not_full`). With every thread pinned by a client that keeps
+    /// sending, a SIGTERM'd worker never begins its graceful stop, the drain bound
+    /// SIGKILLs it mid-response, and that is a failed request under any
+    /// supervisor (measured: Benchmarks/README.md, "puma and keep-alive").
     private static func writePumaConfig(single: Bool, workers: Int = 1, port: UInt16 = 0, directory: String) -> String {
         let path = directory + "/puma.rb"
+        let common = "threads 2, 2\nqueue_requests false\nquiet\nforce_shutdown_after \(drainSeconds)\n"
         let text =
             single
-            ? "bind_to_activated_sockets 'only'\nthreads 2, 2\nquiet\nforce_shutdown_after \(drainSeconds)\n"
-            : "workers \(workers)\nthreads 2, 2\nbind 'tcp://127.0.0.1:\(port)?backlog=1024'\nworker_timeout 60\nworker_boot_timeout 60\nquiet\nforce_shutdown_after \(drainSeconds)\nworker_shutdown_timeout \(drainSeconds)\n"
+            ? "bind_to_activated_sockets 'only'\n" + common
+            : "workers \(workers)\nbind 'tcp://127.0.0.1:\(port)?backlog=1024'\nworker_timeout 60\nworker_boot_timeout 60\nworker_shutdown_timeout \(drainSeconds)\n"
+                + common
         TestPaths.write(path, text)
         return path
     }

@@ -68,6 +68,8 @@ struct LoadRun: Codable, Sendable {
     var peakPSSMiB: Double
     /// Worker replacements seen (pids of direct children that went away), recycling runs.
     var workersReplaced: Int
+    /// wrk's steady figures just before the load (restart runs; nil without wrk).
+    var wrk: WrkStats?
     var series: RunSeries
 
     var completed: [Bool] { triggerSeconds.map { $0 != nil } }
@@ -85,14 +87,18 @@ struct LoadRunDriver {
     var quietSeconds: Double = 10
     /// For recycling runs: no triggers, just `duration` seconds of load after the steady window.
     var duration: Double = 0
+    /// Seconds of wrk before the load (0: none; then a 1 s warm-up of the load client).
+    var wrkSeconds = 0
 
     func run(_ running: RunningContender, app: AppVariant, repetition: Int) throws -> LoadRun {
         let variant = app.name
         let loadedBytes = (UInt64(max(app.memoryMiB, 1)) << 20) * 4 / 5
         let sampler = TreeSampler(root: running.master.pid, loadedBytes: loadedBytes)
+        // wrk first: a second opinion on the steady figures, and the workers' warm-up.
+        let wrk = wrkSeconds > 0 ? WrkStats.measure(port: running.port, connections: connections, seconds: wrkSeconds) : nil
         let load = LoadClient(port: running.port, connections: connections, maxDuration: .seconds(600), recordLatencies: true)
         let loadStart = monotonicNow()
-        pause(1)  // warm-up: connections open, first requests served
+        pause(wrkSeconds > 0 ? 0.5 : 1)  // warm-up: connections open, first requests served
         let steadyStart = monotonicNow()
         pause(steadySeconds)
         var triggerTimes: [Duration] = []
@@ -172,7 +178,7 @@ struct LoadRunDriver {
             deployExitCodes: running.contender.isBaton ? codes : [], allNewSeconds: allNew,
             steadyPSSMiB: steadyPSS.isEmpty ? 0 : steadyPSS.reduce(0, +) / Double(steadyPSS.count),
             peakPSSMiB: (memory.map(\.totalPSS).max()).map { Double($0) / 1_048_576 } ?? 0,
-            workersReplaced: replaced.count,
+            workersReplaced: replaced.count, wrk: wrk,
             series: Self.series(samples: samples, failures: report.failureEvents.map(\.at), memory: memory, start: loadStart, end: end, triggers: triggerTimes))
     }
 
