@@ -186,7 +186,7 @@ struct Compare {
         let cpu =
             ProcFS.read("/proc/cpuinfo")?.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { String(($0.split(separator: ":", maxSplits: 1).last ?? "").drop { $0 == " " || $0 == "\t" }) } ?? "?"
-        return "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores, \(cpu); CPU shared with other jobs"
+        return "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores, \(cpu)"
     }
 
     static func timestamp() -> String {

@@ -146,8 +146,9 @@ struct CompareReport {
 
             Generated \(r.generatedAt) by `make bench\(r.quick ? " QUICK=1" : "")`: \(r.repetitions) repetition(s), \
             medians with (min–max). \(r.workers) workers, \(r.connections) keep-alive client connections (closed loop), \
-            all on 127.0.0.1. Machine: \(r.machine). **Numbers are noisy**: the 2 cores were shared with other \
-            jobs (builds) during the run; compare contenders within this run, not across runs.
+            all on 127.0.0.1. Machine: \(r.machine). **Numbers are noisy**: the load client, the supervisor and its \
+            workers share these cores (virtual CPUs that other jobs on the host may use too); compare contenders within \
+            this run, not across runs.
 
             Versions: \(r.versions.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")).
 
