@@ -44,7 +44,8 @@ struct Compare {
         var recycle: [LoadRun] = []
         var overhead: [Overhead] = []
         let driver = LoadRunDriver(
-            connections: connections, steadySeconds: 3, triggerGaps: [7], maxWait: 50, quietSeconds: options.quick ? 5 : 10, wrkSeconds: 2)
+            connections: connections, steadySeconds: 3, triggerGaps: [7], maxWait: 50, quietSeconds: options.quick ? 5 : 10,
+            wrkSeconds: options.quick ? 1 : 2)
         for rep in 0..<repetitions {
             for variant in [AppVariant.instant, .slow] where Self.variantSelected(variant) {
                 for contender in contenders {
@@ -85,7 +86,7 @@ struct Compare {
     ]
 
     private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
-        let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: options.quick ? 15 : 20)
+        let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: options.quick ? 10 : 20)
         var runs: [LoadRun] = []
         for contender in [Contender.batonGunicorn, .gunicorn] where contenders.contains(contender) {
             let memory = """
@@ -127,9 +128,9 @@ struct Compare {
                     { () -> Overhead in
                         let running = try RunningContender(contender, app: tiny, workers: n)
                         defer { running.stop() }
-                        pause(2)
+                        pause(options.quick ? 1 : 2)
                         return Overhead(
-                            supervisor: contender.rawValue, workers: n, master: ProcessCost.measure(running.master.pid, window: options.quick ? 3 : 10))
+                            supervisor: contender.rawValue, workers: n, master: ProcessCost.measure(running.master.pid, window: options.quick ? 2 : 10))
                     })
                 {
                     result.append(o)

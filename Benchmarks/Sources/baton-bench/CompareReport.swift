@@ -161,7 +161,7 @@ struct CompareReport {
 
             ## Steady state (each restart run's pre-trigger window)
 
-            Load client (as in the restart runs), and a 2 s `wrk -t2 -c\(r.connections) --latency` run just before it \
+            Load client (as in the restart runs), and a \(fixed(r.restart.first?.wrk?.seconds ?? 0, 0)) s `wrk -t2 -c\(r.connections) --latency` run just before it \
             (a standard load generator's view of the same steady state; *wrk err*: socket errors and non-2xx).
 
             | contender | app | req/s | p50 ms | p99 ms | max ms | total PSS MiB | wrk req/s | wrk p50 ms | wrk p99 ms | wrk err |
