@@ -15,7 +15,18 @@ final class MetricsServer {
     unowned let loop: EventLoop
     unowned let supervisor: Supervisor
     let registry = PrometheusCollectorRegistry()
-    private var pending: [Int32: [UInt8]] = [:]
+    /// Open scrapes by descriptor.
+    private var connections: [Int32: Connection] = [:]
+
+    /// One scrape: the request read so far, then the response being sent.
+    private struct Connection {
+        var request: [UInt8] = []
+        var response: [UInt8]?
+        var sent = 0
+        /// Closes a scrape that is not done within 5 s; cancelled when it closes, so it
+        /// never touches a later connection that reuses the descriptor.
+        var timeout: EventLoop.Token?
+    }
 
     init(address: ListenAddress, loop: EventLoop, supervisor: Supervisor) throws {
         let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
@@ -31,53 +42,79 @@ final class MetricsServer {
         while true {
             let client = Sockets.acceptNonBlocking(fd)
             if client < 0 { return }
-            guard pending.count < 32 else {
+            guard connections.count < 32 else {
                 close(client)
                 continue
             }
-            pending[client] = []
             do {
-                try loop.register(fd: client, events: .readable) { [unowned self] _ in self.read(client) }
+                try loop.register(fd: client, events: .readable) { [unowned self] _ in self.service(client) }
             } catch {
-                pending[client] = nil
                 close(client)
                 continue
             }
-            // A scrape that never finishes its request does not stay open.
-            loop.schedule(after: .seconds(5)) { [weak self] in self?.finish(client, status: nil) }
+            var connection = Connection()
+            connection.timeout = loop.schedule(after: .seconds(5)) { [weak self] in self?.closeConnection(client) }
+            connections[client] = connection
         }
     }
 
-    private func read(_ client: Int32) {
+    /// Reads the request until its header ends, or goes on sending the response.
+    private func service(_ client: Int32) {
+        guard let connection = connections[client] else { return }
+        if connection.response != nil {
+            flush(client)
+            return
+        }
         var buffer = [UInt8](repeating: 0, count: 4096)
         let n = buffer.withUnsafeMutableBytes { Glibc.read(client, $0.baseAddress, $0.count) }
         if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
         if n <= 0 {
-            finish(client, status: nil)
+            closeConnection(client)
             return
         }
-        pending[client, default: []] += buffer[0..<n]
-        let request = pending[client] ?? []
+        let request = connection.request + buffer[0..<n]
+        connections[client]?.request = request
         guard let end = Self.headerEnd(request) else {
-            if request.count > 8192 { finish(client, status: "431 Request Header Fields Too Large") }
+            if request.count > 8192 { respond(client, status: "431 Request Header Fields Too Large") }
             return
         }
         let line = String(decoding: request[..<end], as: UTF8.self).split(separator: "\r\n").first ?? ""
         if line.hasPrefix("GET /metrics ") || line.hasPrefix("GET / ") {
-            finish(client, status: "200 OK", body: render())
+            respond(client, status: "200 OK", body: render())
         } else {
-            finish(client, status: "404 Not Found", body: Array("try GET /metrics\n".utf8))
+            respond(client, status: "404 Not Found", body: Array("try GET /metrics\n".utf8))
         }
     }
 
-    private func finish(_ client: Int32, status: String?, body: [UInt8] = []) {
-        guard pending.removeValue(forKey: client) != nil else { return }
-        loop.unregister(fd: client)
-        if let status {
-            let head = "HTTP/1.0 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-            // Small responses on a fresh socket: the kernel buffer takes them whole.
-            writeAll(client, Array(head.utf8) + body)
+    private func respond(_ client: Int32, status: String, body: [UInt8] = []) {
+        let head = "HTTP/1.0 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        connections[client]?.response = Array(head.utf8) + body
+        flush(client)
+    }
+
+    /// Sends what the socket takes; the rest when it is writable again (a few
+    /// hundred workers make a response larger than a socket buffer).
+    private func flush(_ client: Int32) {
+        guard let connection = connections[client], let response = connection.response else { return }
+        var sent = connection.sent
+        while sent < response.count {
+            let n = response.withUnsafeBytes { send(client, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN {
+                connections[client]?.sent = sent
+                loop.modify(fd: client, events: .writable)
+                return
+            }
+            if n <= 0 { break }
+            sent += n
         }
+        closeConnection(client)
+    }
+
+    private func closeConnection(_ client: Int32) {
+        guard let connection = connections.removeValue(forKey: client) else { return }
+        if let timeout = connection.timeout { loop.cancel(timeout) }
+        loop.unregister(fd: client)
         close(client)
     }
 

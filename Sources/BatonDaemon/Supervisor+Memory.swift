@@ -15,21 +15,59 @@ extension Supervisor {
         loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
     }
 
+    /// One periodic check: the workers are measured off the loop (a detailed
+    /// read walks every page table: about 1 s of CPU for 256 workers of
+    /// 60 MiB), the policy runs on the loop with the result. A check that
+    /// comes while the last read is still running is skipped.
     private func memoryTick() {
         guard phase != .stopping else { return }
-        memoryTicks += 1
-        sample(detailed: memoryTicks % max(1, config.memory.smapsEvery) == 0)
-        runPolicy(detailed: false)
         loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
+        guard !memoryReadRunning else { return }
+        memoryTicks += 1
+        sampleOffLoop(detailed: memoryTicks % max(1, config.memory.smapsEvery) == 0) { [unowned self] in
+            self.runPolicy(detailed: false)
+        }
     }
 
-    /// Measures every live worker's process tree; with `detailed`, PSS/USS
-    /// too, feeding the leak-rate history and the footprint tracker.
+    /// Measures every live worker's process tree, here on the loop (for a
+    /// decision that needs the figures now: a preflight); with `detailed`,
+    /// PSS/USS too, feeding the leak-rate history and the footprint tracker.
     func sample(detailed: Bool) {
+        apply(Self.read(liveWorkerPIDs, detailed: detailed), detailed: detailed)
+    }
+
+    /// The same read on a thread of its own; `then` runs on the loop once
+    /// the figures are in.
+    private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
+        memoryReadRunning = true
+        let pids = liveWorkerPIDs
+        loop.offload({ Self.read(pids, detailed: detailed) }) { [unowned self] readings in
+            self.memoryReadRunning = false
+            self.apply(readings, detailed: detailed)
+            then()
+        }
+    }
+
+    private var liveWorkerPIDs: [pid_t] {
+        slots.flatMap { $0.workers.filter { $0.state != .exited }.map(\.pid) }
+    }
+
+    /// Each worker's tree memory by pid; safe on any thread (only /proc reads).
+    private static func read(_ pids: [pid_t], detailed: Bool) -> [pid_t: MemorySample] {
+        var readings: [pid_t: MemorySample] = [:]
+        for pid in pids {
+            if let m = ProcFS.treeMemory(of: pid, detailed: detailed) { readings[pid] = m }
+        }
+        return readings
+    }
+
+    /// Stores readings on the workers still alive (one that exited while
+    /// they were taken is left alone).
+    private func apply(_ readings: [pid_t: MemorySample], detailed: Bool) {
         let now = loop.now()
         for slot in slots {
             for worker in slot.workers where worker.state != .exited {
-                guard var m = ProcFS.treeMemory(of: worker.pid, detailed: detailed) else { continue }
+                guard var m = readings[worker.pid] else { continue }
                 if !detailed, let previous = worker.memory {
                     m.pss = previous.pss
                     m.uss = previous.uss
@@ -70,9 +108,8 @@ extension Supervisor {
             now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy)
         switch memoryPolicy.tick(tick) {
         case .measure?:
-            guard !detailed else { return }
-            sample(detailed: true)
-            runPolicy(detailed: true)
+            guard !detailed, !memoryReadRunning else { return }
+            sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
         case .replace(let slot, let reason, let detail)?:
             logger.info("restart policy: \(detail)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
             let op = Operation(kind: .policy, options: nil, uid: nil)

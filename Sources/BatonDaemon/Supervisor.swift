@@ -108,6 +108,8 @@ public final class Supervisor {
     var footprints = FootprintTracker()
     /// Memory checks so far (smaps_rollup every `smaps_every`-th).
     var memoryTicks = 0
+    /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
+    var memoryReadRunning = false
     /// Restarts by reason since baton started.
     var restartsByReason: [String: Int] = [:]
     /// The Prometheus endpoint, when `[metrics] address` is set.

@@ -32,49 +32,20 @@ public enum ReleaseFolders {
     public static func removeInBackground(
         _ paths: [String], loop: EventLoop, completion: @escaping ([String], [String]) -> Void
     ) {
-        let completion = LoopBound(completion)
-        let work: @Sendable () -> Void = {
-            var removed: [String] = []
-            var failures: [String] = []
-            for path in paths {
-                do {
-                    try FileManager.default.removeItem(atPath: path)
-                    removed.append(path)
-                } catch {
-                    failures.append("cannot remove \(path): \(error)")
+        loop.offload(
+            { () -> ([String], [String]) in
+                var removed: [String] = []
+                var failures: [String] = []
+                for path in paths {
+                    do {
+                        try FileManager.default.removeItem(atPath: path)
+                        removed.append(path)
+                    } catch {
+                        failures.append("cannot remove \(path): \(error)")
+                    }
                 }
-            }
-            let (done, failed) = (removed, failures)
-            loop.execute { completion.value(done, failed) }
-        }
-        let box = Unmanaged.passRetained(ThreadBody(work)).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(
-            &thread, nil,
-            { arg in
-                Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().body()
-                return nil
-            }, box)
-        if rc == 0 {
-            pthread_detach(thread)
-        } else {
-            Unmanaged<ThreadBody>.fromOpaque(box).release()
-            let reason = String(cString: strerror(rc))
-            loop.execute { completion.value([], paths.map { "cannot remove \($0): no thread (\(reason))" }) }
-        }
+                return (removed, failures)
+            },
+            completion: { completion($0.0, $0.1) })
     }
-}
-
-/// A closure handed to a new pthread.
-private final class ThreadBody: Sendable {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-}
-
-/// A value made on the loop thread that crosses another thread untouched and
-/// is used again only on the loop thread (through `EventLoop.execute`).
-private final class LoopBound<Value>: @unchecked Sendable {
-    // @unchecked: never read or called off the loop thread (see above).
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }

@@ -95,6 +95,39 @@ struct EventLoopTests {
         for sender in 0..<4 { #expect(byThread[sender] == Array(0..<250)) }
     }
 
+    @Test func offloadRunsWorkOffTheLoopAndCompletesOnIt() throws {
+        let running = try RunningLoop()
+        defer { running.shutdown() }
+        let loopThread = running.threadID.withLock { $0 }
+        let release = Latch()
+        let workOnLoop = Protected<Bool?>(nil)
+        let completionOnLoop = Protected<Bool?>(nil)
+        let result = Protected<Int?>(nil)
+        let done = Latch()
+        #expect(
+            running.sync {
+                running.loop.offload(
+                    { () -> Int in
+                        workOnLoop.withLock { $0 = pthread_equal(pthread_self(), loopThread) != 0 }
+                        _ = release.wait(timeout: .seconds(10))
+                        return 42
+                    },
+                    completion: { value in
+                        completionOnLoop.withLock { $0 = pthread_equal(pthread_self(), loopThread) != 0 }
+                        result.withLock { $0 = value }
+                        done.signal()
+                    })
+            })
+        // The loop goes on serving while the work is blocked.
+        #expect(running.sync())
+        #expect(result.withLock { $0 } == nil)
+        release.signal()
+        #expect(done.wait(timeout: .seconds(10)))
+        #expect(workOnLoop.withLock { $0 } == false)
+        #expect(completionOnLoop.withLock { $0 } == true)
+        #expect(result.withLock { $0 } == 42)
+    }
+
     @Test func timersFireInDeadlineOrderAndCancelPreventsFiring() throws {
         let running = try RunningLoop()
         defer { running.shutdown() }

@@ -16,9 +16,16 @@ public enum HTTP {
 
     /// GET `path`; nil on any connection error.
     public static func get(port: UInt16, path: String) -> Response? {
+        guard let fd = connect(port: port) else { return nil }
+        defer { close(fd) }
+        send(fd, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return readResponse(fd)
+    }
+
+    /// A TCP connection to 127.0.0.1:`port` whose reads time out after 10 s; nil if refused.
+    public static func connect(port: UInt16) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
         var tv = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var sa = sockaddr_in()
@@ -26,11 +33,23 @@ public enum HTTP {
         sa.sin_port = port.bigEndian
         sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
         let r = withUnsafePointer(to: &sa) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard r == 0 else { return nil }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard r == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    /// Sends `text` whole (no SIGPIPE).
+    public static func send(_ fd: Int32, _ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// Reads until the server closes and parses the response; nil if it is not one.
+    public static func readResponse(_ fd: Int32) -> Response? {
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
