@@ -146,7 +146,8 @@ extension Supervisor {
         if footprint == nil, !pss.isEmpty {
             footprint = FootprintEstimate(bytes: pss.sorted()[pss.count / 2], source: .configured)
         }
-        let commits = workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted()
+        // The commit charge binds only under vm.overcommit_memory=2; reading it walks every worker's maps.
+        let commits = readings.overcommit == .strict ? workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
             commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need)
