@@ -26,7 +26,7 @@ test: deps
 # table; `compare` (baton vs gunicorn, uWSGI, puma) writes
 # Benchmarks/results/latest.{json,md} and PNG plots. QUICK=1: one repetition.
 # scripts/install-bench-deps installs the peers, wrk and matplotlib (bench only).
-BENCH_SCENARIOS ?= deploy-under-load compare systemd sampling-cost deploy-memory
+BENCH_SCENARIOS ?= deploy-under-load compare systemd sampling-cost deploy-memory control-latency
 
 bench: deps
 	./scripts/install-bench-deps

@@ -1,0 +1,92 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+
+/// "control-latency": how long baton's own endpoints wait while it watches many large
+/// workers. baton supervises 128 demo workers that each map one 50 MiB file shared
+/// (`--hold-shared`: 6.4 GiB resident to walk, stored once in the page cache) and checks
+/// memory every second with smaps_rollup every check; meanwhile one client scrapes
+/// `[metrics]` back to back. The periodic reads run off the event loop, so a scrape
+/// waits only for its own rendering, not for a page-table walk.
+struct ControlLatency {
+    let options: BenchOptions
+    let workers = 128
+    let holdMiB = 50
+
+    struct Result: Codable {
+        var scenario = "control-latency"
+        var workers: Int
+        var holdMiB: Int
+        var checkInterval: String
+        var seconds: Double
+        var scrapes: Int
+        var failed: Int
+        var p50: Double
+        var p99: Double
+        var max: Double
+        var bytesPerScrape: Int
+    }
+
+    func run() throws {
+        let directory = TestPaths.temporaryDirectory("bench-hold")
+        defer { TestPaths.remove(directory) }
+        let file = directory + "/hold"
+        try writeHoldFile(file)
+        let baton = try BatonHarness(
+            workers: workers, command: [TestPaths.executable("baton-demo-worker"), "--hold-shared", file], extraApp: "start_concurrency = 16",
+            sections: """
+                [listen]
+                addresses = ["127.0.0.1:0"]
+                [readiness]
+                mode = "notify"
+                timeout = "60s"
+                [memory]
+                check_interval = "1s"
+                smaps_every = 1
+                [metrics]
+                address = "127.0.0.1:0"
+                """, waitReady: false, tag: "bench-ctl")
+        defer { baton.stop() }
+        guard baton.process.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(180)) != nil else {
+            throw BenchError("baton did not start \(workers) workers: \(baton.process.stderrLines.suffix(5).joined(separator: " | "))")
+        }
+        guard let line = baton.process.stderrLines.first(where: { $0.contains("metrics on 127.0.0.1:") }),
+            let port = UInt16(line.split(separator: "127.0.0.1:").last?.prefix { $0.isNumber } ?? "")
+        else { throw BenchError("no metrics address in baton's log") }
+        pause(2)  // a few memory checks in
+        let seconds = options.quick ? 5.0 : 15.0
+        var latencies: [Duration] = []
+        var failed = 0
+        var bytes = 0
+        let end = monotonicNow() + .milliseconds(Int64(seconds * 1000))
+        while monotonicNow() < end {
+            let start = monotonicNow()
+            let reply = HTTP.get(port: port, path: "/metrics")
+            latencies.append(monotonicNow() - start)
+            if reply?.status == 200 { bytes = reply?.body.utf8.count ?? 0 } else { failed += 1 }
+            pause(0.02)
+        }
+        let summary = LatencySummary(latencies)
+        let result = Result(
+            workers: workers, holdMiB: holdMiB, checkInterval: "1s, smaps_rollup every check", seconds: seconds, scrapes: summary.requests,
+            failed: failed, p50: summary.p50, p99: summary.p99, max: summary.max, bytesPerScrape: bytes)
+        print("")
+        print(
+            "control latency: GET /metrics back to back for \(fixed(seconds, 0)) s, baton watching \(workers) workers of \(holdMiB) MiB (memory check every 1 s, smaps_rollup every check)"
+        )
+        print("| scrapes | failed | p50 ms | p99 ms | max ms | bytes per scrape |")
+        print("|---|---|---|---|---|---|")
+        print("| \(result.scrapes) | \(failed) | \(fixed(result.p50)) | \(fixed(result.p99)) | \(fixed(result.max)) | \(bytes) |")
+        try writeResult(result, name: "control-latency", directory: options.outputDirectory)
+    }
+
+    /// A file of `holdMiB` MiB for the workers to map shared.
+    private func writeHoldFile(_ path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw BenchError("cannot create \(path): errno \(errno)") }
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0x11, count: 1 << 20)
+        for _ in 0..<holdMiB { writeAll(fd, chunk) }
+    }
+}
