@@ -135,7 +135,7 @@ final class ControlServer {
         case "ping":
             connection.finish(.success("pong"))
         case "status":
-            connection.finish(.success(status: supervisor.statusReport()))
+            supervisor.requestStatus { connection.finish(.success(status: $0)) }
         case "reload":
             supervisor.requestReload(waiter: connection, uid: connection.peer?.uid)
         case "deploy", "rollback":

@@ -33,7 +33,7 @@ extension Supervisor {
     /// decision that needs the figures now: a preflight); with `detailed`,
     /// PSS/USS too, feeding the leak-rate history and the footprint tracker.
     func sample(detailed: Bool) {
-        apply(Self.read(liveWorkerPIDs, detailed: detailed), detailed: detailed)
+        apply(Self.readMemory(liveWorkerPIDs, detailed: detailed), detailed: detailed)
     }
 
     /// The same read on a thread of its own; `then` runs on the loop once
@@ -41,7 +41,7 @@ extension Supervisor {
     private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
         memoryReadRunning = true
         let pids = liveWorkerPIDs
-        loop.offload({ Self.read(pids, detailed: detailed) }) { [unowned self] readings in
+        loop.offload({ Self.readMemory(pids, detailed: detailed) }) { [unowned self] readings in
             self.memoryReadRunning = false
             self.apply(readings, detailed: detailed)
             then()
@@ -53,7 +53,7 @@ extension Supervisor {
     }
 
     /// Each worker's tree memory by pid; safe on any thread (only /proc reads).
-    private static func read(_ pids: [pid_t], detailed: Bool) -> [pid_t: MemorySample] {
+    static func readMemory(_ pids: [pid_t], detailed: Bool) -> [pid_t: MemorySample] {
         var readings: [pid_t: MemorySample] = [:]
         for pid in pids {
             if let m = ProcFS.treeMemory(of: pid, detailed: detailed) { readings[pid] = m }

@@ -3,9 +3,19 @@ import BatonSystem
 import Glibc
 
 extension Supervisor {
-    /// The status report for `baton status`, with memory measured now over
-    /// each worker's process tree (PSS/USS from smaps_rollup).
-    func statusReport() -> StatusReport {
+    /// `baton status`: every worker's process tree measured now (PSS/USS from
+    /// smaps_rollup) on a thread of its own, then `reply` with the report, on
+    /// the loop. A status of hundreds of large workers walks their page tables
+    /// without holding the loop.
+    func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
+        let pids = slots.flatMap { $0.workers.map(\.pid) }
+        loop.offload({ Self.readMemory(pids, detailed: true) }) { [unowned self] readings in
+            reply(self.statusReport(memory: readings))
+        }
+    }
+
+    /// The status report with each worker's tree memory from `memory` (by pid).
+    func statusReport(memory readings: [pid_t: MemorySample]) -> StatusReport {
         let now = loop.now()
         var rows: [WorkerStatus] = []
         for slot in slots {
@@ -20,7 +30,7 @@ extension Supervisor {
                 continue
             }
             for worker in workers {
-                let memory = ProcFS.treeMemory(of: worker.pid, detailed: true)
+                let memory = readings[worker.pid]
                 let leak = worker.history.leakRate
                 let toLimit = config.memory.workerLimit.flatMap { limit in leak?.timeToReach(limit, from: now) }
                 rows.append(

@@ -26,6 +26,11 @@ struct ControlLatency {
         var p99: Double
         var max: Double
         var bytesPerScrape: Int
+        /// `baton status` (every worker's smaps_rollup read now), once a second meanwhile: its own latency.
+        var statusCalls: Int
+        var statusFailed: Int
+        var statusP50: Double
+        var statusMax: Double
     }
 
     func run() throws {
@@ -60,6 +65,17 @@ struct ControlLatency {
         var failed = 0
         var bytes = 0
         let end = monotonicNow() + .milliseconds(Int64(seconds * 1000))
+        // Meanwhile `baton status` once a second: it reads every worker's smaps_rollup now.
+        let statuses = Protected<[(Duration, Bool)]>([])
+        let statusThread = Thread {
+            while monotonicNow() < end {
+                let start = monotonicNow()
+                let ok = (try? baton.cli(["status", "--json"], timeout: .seconds(30)).code) == 0
+                statuses.withLock { $0.append((monotonicNow() - start, ok)) }
+                pause(1)
+            }
+        }
+        defer { statusThread.join() }
         while monotonicNow() < end {
             let start = monotonicNow()
             let reply = HTTP.get(port: port, path: "/metrics")
@@ -67,17 +83,24 @@ struct ControlLatency {
             if reply?.status == 200 { bytes = reply?.body.utf8.count ?? 0 } else { failed += 1 }
             pause(0.02)
         }
+        statusThread.join()
         let summary = LatencySummary(latencies)
+        let status = statuses.withLock { $0 }
+        let statusSummary = LatencySummary(status.map(\.0))
         let result = Result(
             workers: workers, holdMiB: holdMiB, checkInterval: "1s, smaps_rollup every check", seconds: seconds, scrapes: summary.requests,
-            failed: failed, p50: summary.p50, p99: summary.p99, max: summary.max, bytesPerScrape: bytes)
+            failed: failed, p50: summary.p50, p99: summary.p99, max: summary.max, bytesPerScrape: bytes, statusCalls: status.count,
+            statusFailed: status.filter { !$0.1 }.count, statusP50: statusSummary.p50, statusMax: statusSummary.max)
         print("")
         print(
             "control latency: GET /metrics back to back for \(fixed(seconds, 0)) s, baton watching \(workers) workers of \(holdMiB) MiB (memory check every 1 s, smaps_rollup every check)"
         )
-        print("| scrapes | failed | p50 ms | p99 ms | max ms | bytes per scrape |")
-        print("|---|---|---|---|---|---|")
-        print("| \(result.scrapes) | \(failed) | \(fixed(result.p50)) | \(fixed(result.p99)) | \(fixed(result.max)) | \(bytes) |")
+        print("and `baton status` once a second (it reads every worker's smaps_rollup now)")
+        print("| scrapes | failed | p50 ms | p99 ms | max ms | bytes per scrape | status calls | failed | status p50 ms | status max ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        print(
+            "| \(result.scrapes) | \(failed) | \(fixed(result.p50)) | \(fixed(result.p99)) | \(fixed(result.max)) | \(bytes) | \(result.statusCalls) | \(result.statusFailed) | \(fixed(result.statusP50)) | \(fixed(result.statusMax)) |"
+        )
         try writeResult(result, name: "control-latency", directory: options.outputDirectory)
     }
 
