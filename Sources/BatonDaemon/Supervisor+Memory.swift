@@ -24,9 +24,10 @@ extension Supervisor {
         loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
         guard !memoryReadRunning else { return }
         memoryTicks += 1
-        sampleOffLoop(detailed: memoryTicks % max(1, config.memory.smapsEvery) == 0) { [unowned self] in
-            self.runPolicy(detailed: false)
-        }
+        // A detailed tick's figures are fresh PSS/USS: the policy may decide on them
+        // without asking for another read.
+        let detailed = memoryTicks % max(1, config.memory.smapsEvery) == 0
+        sampleOffLoop(detailed: detailed) { [unowned self] in self.runPolicy(detailed: detailed) }
     }
 
     /// Measures every live worker's process tree, here on the loop (for a
