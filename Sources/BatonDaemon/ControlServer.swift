@@ -229,18 +229,15 @@ final class ControlConnection {
     }
 
     func flush() {
-        while !output.isEmpty, !isClosed {
-            let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN {
-                    server.loop.modify(fd: fd, events: [.readable, .writable])
-                    return
-                }
-                close()
-                return
-            }
-            output.removeFirst(n)
+        guard !isClosed else { return }
+        switch Sockets.sendAvailable(fd, &output) {
+        case .drained: break
+        case .wouldBlock:
+            server.loop.modify(fd: fd, events: [.readable, .writable])
+            return
+        case .failed:
+            close()
+            return
         }
         if closeAfterFlush {
             close()

@@ -18,11 +18,10 @@ final class MetricsServer {
     /// Open scrapes by descriptor.
     private var connections: [Int32: Connection] = [:]
 
-    /// One scrape: the request read so far, then the response being sent.
+    /// One scrape: the request read so far, then what is left of the response to send.
     private struct Connection {
         var request: [UInt8] = []
         var response: [UInt8]?
-        var sent = 0
         /// Closes a scrape that is not done within 5 s; cancelled when it closes, so it
         /// never touches a later connection that reuses the descriptor.
         var timeout: EventLoop.Token?
@@ -95,18 +94,11 @@ final class MetricsServer {
     /// Sends what the socket takes; the rest when it is writable again (a few
     /// hundred workers make a response larger than a socket buffer).
     private func flush(_ client: Int32) {
-        guard let connection = connections[client], let response = connection.response else { return }
-        var sent = connection.sent
-        while sent < response.count {
-            let n = response.withUnsafeBytes { send(client, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && errno == EAGAIN {
-                connections[client]?.sent = sent
-                loop.modify(fd: client, events: .writable)
-                return
-            }
-            if n <= 0 { break }
-            sent += n
+        guard var rest = connections[client]?.response else { return }
+        if Sockets.sendAvailable(client, &rest) == .wouldBlock {
+            connections[client]?.response = rest
+            loop.modify(fd: client, events: .writable)
+            return
         }
         closeConnection(client)
     }

@@ -49,7 +49,8 @@ extension Supervisor {
         }
     }
 
-    private var liveWorkerPIDs: [pid_t] {
+    /// Every worker not yet exited (serving, starting or draining).
+    var liveWorkerPIDs: [pid_t] {
         slots.flatMap { $0.workers.filter { $0.state != .exited }.map(\.pid) }
     }
 

@@ -8,14 +8,14 @@ extension Supervisor {
     /// the loop. A status of hundreds of large workers walks their page tables
     /// without holding the loop.
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
-        let pids = slots.flatMap { $0.workers.map(\.pid) }
+        let pids = liveWorkerPIDs
         loop.offload({ Self.readMemory(pids, detailed: true) }) { [unowned self] readings in
             reply(self.statusReport(memory: readings))
         }
     }
 
     /// The status report with each worker's tree memory from `memory` (by pid).
-    func statusReport(memory readings: [pid_t: MemorySample]) -> StatusReport {
+    func statusReport(memory trees: [pid_t: MemorySample]) -> StatusReport {
         let now = loop.now()
         var rows: [WorkerStatus] = []
         for slot in slots {
@@ -30,7 +30,7 @@ extension Supervisor {
                 continue
             }
             for worker in workers {
-                let memory = readings[worker.pid]
+                let memory = trees[worker.pid]
                 let leak = worker.history.leakRate
                 let toLimit = config.memory.workerLimit.flatMap { limit in leak?.timeToReach(limit, from: now) }
                 rows.append(

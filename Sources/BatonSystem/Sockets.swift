@@ -181,6 +181,30 @@ public enum Sockets {
         if connectUnix(probe, path) != 0 { unlink(path) }
     }
 
+    /// How far `sendAvailable` got.
+    public enum SendProgress: Sendable {
+        /// Everything was sent.
+        case drained
+        /// The socket buffer is full: the rest stays queued until the socket is writable.
+        case wouldBlock
+        /// The peer is gone (or another send error): close the socket.
+        case failed
+    }
+
+    /// Sends as much of `output` as a non-blocking socket takes now (no SIGPIPE)
+    /// and removes what was sent from it.
+    public static func sendAvailable(_ fd: Int32, _ output: inout [UInt8]) -> SendProgress {
+        while !output.isEmpty {
+            let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno == EAGAIN ? .wouldBlock : .failed
+            }
+            output.removeFirst(n)
+        }
+        return .drained
+    }
+
     /// connect(2) to a unix stream path; returns 0 or -1 with errno.
     public static func connectUnix(_ fd: Int32, _ path: String) -> Int32 {
         var addr = sockaddr_un()
