@@ -17,23 +17,6 @@ private func ipv6LoopbackAvailable() -> Bool {
     }
 }
 
-/// Connects a blocking TCP client to 127.0.0.1:port; returns the fd or -1.
-private func connectTCP4(port: UInt16) -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    var sa = sockaddr_in()
-    sa.sin_family = sa_family_t(AF_INET)
-    sa.sin_port = port.bigEndian
-    sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-    let r = withUnsafePointer(to: &sa) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    if r != 0 {
-        close(fd)
-        return -1
-    }
-    return fd
-}
-
 private func port(of listener: Listener) throws -> UInt16 {
     let text = try #require(Sockets.localAddress(listener.fd))
     return try #require(UInt16(text.split(separator: ":").last ?? ""))
@@ -67,7 +50,7 @@ struct SocketsTests {
         #expect(listener.name == "bound-127.0.0.1_0")
         #expect(Sockets.isListeningStream(listener.fd))
         #expect(fcntl(listener.fd, F_GETFD) & FD_CLOEXEC != 0)
-        let client = connectTCP4(port: port)
+        let client = HTTP.connectLoopback(port: port).fd
         try #require(client >= 0)
         defer { close(client) }
         let accepted = Sockets.acceptNonBlocking(listener.fd)

@@ -22,12 +22,22 @@ public enum HTTP {
         return readResponse(fd)
     }
 
-    /// A TCP connection to 127.0.0.1:`port` whose reads time out after 10 s; nil if refused.
+    /// A TCP connection to 127.0.0.1:`port` whose connect, reads and writes time out after
+    /// 10 s; nil if it failed.
     public static func connect(port: UInt16) -> Int32? {
+        let (fd, _) = connectLoopback(port: port)
+        return fd >= 0 ? fd : nil
+    }
+
+    /// The same, with connect's errno when it failed (fd -1): for callers that tell a
+    /// refusal from a timeout.
+    public static func connectLoopback(port: UInt16) -> (fd: Int32, error: Int32) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { return (-1, errno) }
         var tv = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // SO_SNDTIMEO bounds connect(2) too.
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
         sa.sin_port = port.bigEndian
@@ -36,10 +46,11 @@ public enum HTTP {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard r == 0 else {
+            let e = errno
             close(fd)
-            return nil
+            return (-1, e)
         }
-        return fd
+        return (fd, 0)
     }
 
     /// Sends `text` whole (no SIGPIPE).
