@@ -296,3 +296,10 @@ public final class Thread: @unchecked Sendable {
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
     }
 }
+
+/// Sleeps `seconds` without the cooperative pool (poll on nothing): for waiting out a
+/// time span itself (a timeout under test, a benchmark's window), never for an event.
+public func pause(_ seconds: Double) {
+    var none = pollfd(fd: -1, events: 0, revents: 0)
+    _ = poll(&none, 0, Int32(seconds * 1000))
+}

@@ -288,9 +288,3 @@ func stopProcessGroup(_ process: TestProcess, timeout: Duration = .seconds(30)) 
     }
     _ = process.wait(timeout: .seconds(10))
 }
-
-/// Sleeps without the cooperative pool (poll on nothing).
-func pause(_ s: Double) {
-    var pfd = pollfd(fd: -1, events: 0, revents: 0)
-    _ = poll(&pfd, 0, Int32(s * 1000))
-}

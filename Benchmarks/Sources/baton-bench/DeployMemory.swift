@@ -175,9 +175,4 @@ struct DeployMemory {
         }
         print("requests: \(r.totalRequests), failed: \(r.failedRequests) \(r.failures.isEmpty ? "" : "\(r.failures)")")
     }
-
-    private func pause(_ s: Double) {
-        var none = pollfd(fd: -1, events: 0, revents: 0)
-        _ = poll(&none, 0, Int32(s * 1000))
-    }
 }
