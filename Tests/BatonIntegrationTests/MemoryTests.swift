@@ -155,8 +155,7 @@ extension Integration.MemoryTests {
             workers: 2,
             sections: Self.sections("check_interval = \"200ms\"\nsmaps_every = 1") + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "prom")
         defer { baton.stop() }
-        let line = try #require(baton.process.waitForLine(containing: "metrics on 127.0.0.1:", timeout: .seconds(10)))
-        let port = try #require(UInt16(line.split(separator: "127.0.0.1:").last?.prefix { $0.isNumber } ?? ""))
+        let port = try #require(baton.metricsPort())
         #expect(try baton.cli(["deploy", "--release", baton.makeRelease("r2")]).code == 0)
         let reply = try #require(HTTP.get(port: port, path: "/metrics"))
         #expect(reply.status == 200)

@@ -130,6 +130,15 @@ public final class BatonHarness: @unchecked Sendable {
         return code
     }
 
+    /// The `[metrics]` endpoint's port, from baton's "metrics on 127.0.0.1:PORT/metrics" line
+    /// (nil when it did not log one within `timeout`).
+    public func metricsPort(timeout: Duration = .seconds(10)) -> UInt16? {
+        guard let line = process.waitForLine(containing: "metrics on 127.0.0.1:", timeout: timeout),
+            let range = line.range(of: "127.0.0.1:")
+        else { return nil }
+        return UInt16(line[range.upperBound...].prefix { $0.isNumber })
+    }
+
     /// Creates another release folder next to the first; returns its path.
     public func makeRelease(_ name: String) -> String {
         let path = directory + "/releases/" + name

@@ -56,9 +56,7 @@ struct ControlLatency {
         guard baton.process.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(180)) != nil else {
             throw BenchError("baton did not start \(workers) workers: \(baton.process.stderrLines.suffix(5).joined(separator: " | "))")
         }
-        guard let line = baton.process.stderrLines.first(where: { $0.contains("metrics on 127.0.0.1:") }),
-            let port = UInt16(line.split(separator: "127.0.0.1:").last?.prefix { $0.isNumber } ?? "")
-        else { throw BenchError("no metrics address in baton's log") }
+        guard let port = baton.metricsPort() else { throw BenchError("no metrics address in baton's log") }
         pause(2)  // a few memory checks in
         let seconds = options.quick ? 5.0 : 15.0
         var latencies: [Duration] = []
