@@ -12,6 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // libsystemd (sd_listen_fds_with_names, sd_notify, sd_watchdog_enabled) via pkg-config.
@@ -33,6 +34,8 @@ let package = Package(
             dependencies: [
                 "BatonCore", "CBatonLinux", "CSystemd",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         // The supervisor runtime wiring core and system.

@@ -1,5 +1,6 @@
 import CBatonLinux
 import Glibc
+import HeapModule
 import Synchronization
 
 /// A single-threaded epoll loop. Every descriptor baton owns is non-blocking
@@ -8,7 +9,13 @@ import Synchronization
 /// machines), and the watchdog timer cannot be starved by it.
 ///
 /// Thread-safety: everything except `execute(_:)` and `stop()` must be called
-/// on the loop's own thread (from a handler, a timer or an executed closure).
+/// on the loop's own thread (from a handler, a timer or an executed closure),
+/// or before `run()` starts. Loop-only calls check it with `assertInEventLoop()`
+/// (a precondition in debug builds, like NIO's event loops).
+///
+/// Timers live in a min-heap ordered by deadline (then by the order they were
+/// scheduled); a cancelled timer is dropped lazily when it reaches the top, and
+/// the heap is rebuilt when cancelled entries outnumber live ones.
 public final class EventLoop: @unchecked Sendable {
     // @unchecked: the mutable state below is touched only on the loop thread;
     // the only cross-thread entry points are `execute` (a Mutex-guarded queue
@@ -31,9 +38,13 @@ public final class EventLoop: @unchecked Sendable {
         public static let error = Events(rawValue: 0x008)
     }
 
-    private struct Timer {
+    /// A timer's place in the heap: earliest deadline first, then scheduling order.
+    private struct TimerEntry: Comparable {
         var deadline: Duration
-        var body: () -> Void
+        var token: Token
+        static func < (a: TimerEntry, b: TimerEntry) -> Bool {
+            (a.deadline, a.token) < (b.deadline, b.token)
+        }
     }
 
     /// The epoll descriptor.
@@ -44,8 +55,12 @@ public final class EventLoop: @unchecked Sendable {
     private var handlers: [Token: (Events) -> Void] = [:]
     /// Registration token by fd, to modify or remove a registration.
     private var tokensByFD: [Int32: Token] = [:]
-    /// Pending timers by token.
-    private var timers: [Token: Timer] = [:]
+    /// Pending timers' bodies by token (a cancelled timer has none).
+    private var timerBodies: [Token: () -> Void] = [:]
+    /// Deadlines of pending timers, cancelled ones included until they surface.
+    private var timerHeap = Heap<TimerEntry>()
+    /// The thread running `run()` (0: not running), for `assertInEventLoop()`.
+    private let owner = Atomic<UInt>(0)
     /// The next token to hand out; 0 is the wake eventfd.
     private var nextToken: Token = 1
     /// Closures queued from other threads.
@@ -72,6 +87,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Level-triggered: a handler that does not drain its fd is called again.
     @discardableResult
     public func register(fd: Int32, events: Events, handler: @escaping (Events) -> Void) throws(SystemError) -> Token {
+        assertInEventLoop()
         let token = nextToken
         nextToken += 1
         try syscall("epoll_ctl(ADD)") { CBatonLinux_epoll_ctl(epfd, 1, fd, events.rawValue, token) }
@@ -82,12 +98,14 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Changes which events `fd` is watched for.
     public func modify(fd: Int32, events: Events) {
+        assertInEventLoop()
         guard let token = tokensByFD[fd] else { return }
         _ = CBatonLinux_epoll_ctl(epfd, 3, fd, events.rawValue, token)
     }
 
     /// Stops watching `fd` (call before closing it).
     public func unregister(fd: Int32) {
+        assertInEventLoop()
         guard let token = tokensByFD.removeValue(forKey: fd) else { return }
         handlers[token] = nil
         _ = CBatonLinux_epoll_ctl(epfd, 2, fd, 0, 0)
@@ -96,15 +114,40 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `body` once, `delay` from now.
     @discardableResult
     public func schedule(after delay: Duration, _ body: @escaping () -> Void) -> Token {
+        assertInEventLoop()
         let token = nextToken
         nextToken += 1
-        timers[token] = Timer(deadline: now() + delay, body: body)
+        timerBodies[token] = body
+        timerHeap.insert(TimerEntry(deadline: now() + delay, token: token))
         return token
     }
 
     /// Cancels a timer; harmless if it already ran.
     public func cancel(_ token: Token) {
-        timers[token] = nil
+        assertInEventLoop()
+        guard timerBodies.removeValue(forKey: token) != nil else { return }
+        // Cancelled entries stay in the heap until they surface; rebuild it when
+        // they dominate so that long timers cancelled early do not pile up.
+        if timerHeap.count > 64 && timerHeap.count > 2 * timerBodies.count {
+            timerHeap = Heap(timerHeap.unordered.filter { timerBodies[$0.token] != nil })
+        }
+    }
+
+    /// Timers scheduled and not yet run or cancelled.
+    public var pendingTimerCount: Int {
+        assertInEventLoop()
+        return timerBodies.count
+    }
+
+    /// Whether the caller runs on the loop's thread (true before `run()` starts).
+    public var inEventLoop: Bool {
+        let current = owner.load(ordering: .acquiring)
+        return current == 0 || current == UInt(pthread_self())
+    }
+
+    /// Traps in debug builds when called off the loop's thread while it runs.
+    public func assertInEventLoop(file: StaticString = #fileID, line: UInt = #line) {
+        assert(inEventLoop, "EventLoop API called off the loop thread", file: file, line: line)
     }
 
     /// Queues `body` to run on the loop thread; callable from any thread.
@@ -122,6 +165,9 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `stop()`.
     public func run() {
+        let previous = owner.exchange(UInt(pthread_self()), ordering: .acquiringAndReleasing)
+        precondition(previous == 0, "EventLoop.run() called while it already runs")
+        defer { owner.store(0, ordering: .releasing) }
         var datas = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         while running.load(ordering: .relaxed) {
@@ -153,8 +199,17 @@ public final class EventLoop: @unchecked Sendable {
         for body in work { body() }
     }
 
+    /// The earliest live timer's deadline, dropping cancelled entries on top.
+    private func earliestDeadline() -> Duration? {
+        while let top = timerHeap.min {
+            if timerBodies[top.token] != nil { return top.deadline }
+            timerHeap.removeMin()
+        }
+        return nil
+    }
+
     private func nextTimeoutMilliseconds() -> Int32 {
-        guard let earliest = timers.values.lazy.map(\.deadline).min() else { return -1 }
+        guard let earliest = earliestDeadline() else { return -1 }
         let remaining = earliest - now()
         if remaining <= .zero { return 0 }
         let (s, atto) = remaining.components
@@ -162,13 +217,18 @@ public final class EventLoop: @unchecked Sendable {
         return Int32(clamping: ms)
     }
 
+    /// Runs every timer due now, earliest first. A timer scheduled by one of
+    /// them runs in a later iteration, even with a zero delay, so a timer that
+    /// re-arms itself cannot starve the descriptors.
     private func runDueTimers() {
         let current = now()
-        let due = timers.filter { $0.value.deadline <= current }.sorted { $0.value.deadline < $1.value.deadline }
-        for (token, timer) in due {
+        let lastToken = nextToken
+        while let top = timerHeap.min, top.deadline <= current {
+            if top.token >= lastToken { break }
+            timerHeap.removeMin()
             // An earlier timer in this batch may have cancelled this one.
-            guard timers.removeValue(forKey: token) != nil else { continue }
-            timer.body()
+            guard let body = timerBodies.removeValue(forKey: top.token) else { continue }
+            body()
         }
     }
 }

@@ -65,7 +65,7 @@ private func threadEntry(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRa
 /// Starts a detached pthread running `body`; returns 0 or the `pthread_create` error.
 ///
 /// Threads get a small stack: one runs per connection, and each stack is a private writable
-/// mapping that counts against the commit limit (see DESIGN.md, "commit charge").
+/// mapping that counts against the commit limit (see docs/ARCHITECTURE.md, *Platform facts*).
 @discardableResult
 func spawnDetachedThread(stackSize: Int = 512 * 1024, _ body: @escaping @Sendable () -> Void) -> Int32 {
     var attributes = pthread_attr_t()

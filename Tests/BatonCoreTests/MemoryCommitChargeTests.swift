@@ -3,7 +3,7 @@ import Testing
 
 /// Recorded on the build machine.
 private enum Recorded {
-    /// /proc/PID/maps of a python3 with 16 idle threads, the process DESIGN.md measured
+    /// /proc/PID/maps of a python3 with 16 idle threads, the process measured in docs/ARCHITECTURE.md (*Platform facts*)
     /// (trailing spaces after anonymous mappings trimmed).
     static let python16Maps = """
         55b7f3c13000-55b7f3c14000 r--p 00000000 fe:00 20504                      /root/.pyenv/versions/3.11.7/bin/python3.11

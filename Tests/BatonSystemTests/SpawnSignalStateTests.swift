@@ -9,7 +9,7 @@ private func bit(_ signal: Int32) -> UInt64 { 1 << UInt64(signal - 1) }
 /// What a thread of Dispatch or of the Swift pool typically blocks.
 private let blockedByCaller: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGCHLD]
 
-/// DESIGN.md, *Process model*: "Spawning resets the signal state". The
+/// docs/ARCHITECTURE.md, *Process model*: the child resets its signal state. The
 /// spawning thread blocks signals (and the process ignores SIGPIPE); the
 /// child must start with an empty mask and default dispositions.
 /// Signals 1...31 (32 and 33 are glibc's own).

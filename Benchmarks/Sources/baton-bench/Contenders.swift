@@ -107,7 +107,7 @@ final class RunningContender {
             var readiness = "mode = \"notify\""
             switch contender {
             case .batonGunicorn:
-                // --preload: gunicorn sends READY=1 only after the app loaded (DESIGN.md).
+                // --preload: gunicorn sends READY=1 only after the app loaded (see the README's readiness table).
                 command = [
                     Tools.python, "-m", "gunicorn", "--preload", "-w", "1", "-k", "gthread", "--threads", "2", "--graceful-timeout", "\(Self.drainSeconds)",
                     "benchapp:app",

@@ -1,4 +1,4 @@
-/// Builds a worker's environment explicitly (DESIGN.md, *Process model*):
+/// Builds a worker's environment explicitly (docs/ARCHITECTURE.md, *Process model*):
 /// baton's environment minus what belongs to baton's own relation with
 /// systemd, plus the environment file, `[app.environment]`, and the worker's
 /// own LISTEN_* and NOTIFY_SOCKET. baton's own environment is never modified:
