@@ -4,18 +4,14 @@ import Glibc
 
 /// A deploy, reload or rollback: one rollout onto a target, and if it fails,
 /// one rollout back. Lives on the event-loop thread.
+/// Which one runs and which wait is `OperationQueue`'s (BatonCore) to say; this
+/// object holds what the daemon needs to carry the operation out.
 final class Operation {
     /// What was asked.
-    enum Kind: String {
-        case deploy, reload, rollback
-        /// The restart policy replacing one slot.
-        case policy
-        /// `baton preflight --roll-ahead` replacing the most bloated slots.
-        case rollAhead = "roll-ahead"
+    typealias Kind = OperationKind
 
-        /// Deploys and rollbacks refuse each other (unless --wait); the rest queue.
-        var isDeploy: Bool { self == .deploy || self == .rollback }
-    }
+    /// Its handle in the supervisor's `OperationQueue`.
+    let number: Int
 
     /// Where it is.
     enum Phase: String {
@@ -51,6 +47,8 @@ final class Operation {
     var progress: [String] = []
     var failure: Failure?
     var startedAt: Duration = .zero
+    /// When it was asked for (monotonic): a client's `--timeout` counts from here, queued or not.
+    var requestedAt: Duration = .zero
     var startedAtWall: Double = 0
     var deadline: EventLoop.Token?
     /// Slots the rollback covers.
@@ -62,7 +60,8 @@ final class Operation {
     /// roll-ahead: the `--need` bytes to re-check.
     var need: UInt64 = 0
 
-    init(kind: Kind, options: DeployOptions?, uid: uid_t?) {
+    init(number: Int, kind: Kind, options: DeployOptions?, uid: uid_t?) {
+        self.number = number
         self.kind = kind
         self.options = options
         self.uid = uid

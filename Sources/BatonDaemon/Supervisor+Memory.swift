@@ -96,7 +96,7 @@ extension Supervisor {
     }
 
     private func runPolicy(detailed: Bool) {
-        let busy = operation != nil || !queue.isEmpty || phase != .running || upgradeInProgress
+        let busy = operations.isBusy || upgradeInProgress
         let readings = try? HostMemoryReader().readings(cgroupOf: getpid())
         let budget =
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
@@ -114,11 +114,10 @@ extension Supervisor {
             sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
         case .replace(let slot, let reason, let detail)?:
             logger.info("restart policy: \(detail)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
-            let op = Operation(kind: .policy, options: nil, uid: nil)
+            let op = makeOperation(kind: .policy, options: nil, uid: nil)
             op.slots = [slot]
             op.reason = reason.rawValue
-            queue.insert(op, at: 0)
-            runNextOperation()
+            submit(op)
         case nil:
             break
         }
@@ -200,19 +199,17 @@ extension Supervisor {
             waiter.finish(ControlReply(ok: false, error: "\(verdict.summary); roll-ahead: \(plan.summary)", code: 1, details: details, preflight: report))
             return
         }
-        if operation != nil || !queue.isEmpty {
-            waiter.finish(.failure("roll-ahead refused: a \(operation?.kind.rawValue ?? "deploy") is in progress", code: 1))
-            return
-        }
-        waiter.send(.progress(verdict.summary))
-        waiter.send(.progress("roll-ahead: \(plan.summary)"))
-        let op = Operation(kind: .rollAhead, options: nil, uid: uid)
+        let op = makeOperation(kind: .rollAhead, options: nil, uid: uid)
         op.slots = plan.slots
         op.reason = "roll-ahead"
         op.need = need
         op.waiters.append(waiter)
-        queue.append(op)
-        runNextOperation()
+        if operation == nil && queue.isEmpty {
+            waiter.send(.progress(verdict.summary))
+            waiter.send(.progress("roll-ahead: \(plan.summary)"))
+        }
+        // Refused ("roll-ahead refused: a deploy is in progress") while any operation runs or waits.
+        submit(op)
     }
 
     /// After a roll-ahead: measure again and answer with the new verdict.

@@ -3,7 +3,8 @@ import BatonSystem
 import Glibc
 import Logging
 
-/// Deploys, reloads and rollbacks, and how they overlap (DESIGN.md's table):
+/// Deploys, reloads and rollbacks, and how they overlap (the rules are
+/// `OperationQueue`'s, in BatonCore; docs/ARCHITECTURE.md, invariant 6):
 /// a deploy during a deploy is refused unless `--wait`; a reload or SIGHUP
 /// during a deploy queues behind it; a reload during a reload is coalesced
 /// into one more pass; a deploy during a reload waits for it. Nothing is
@@ -17,18 +18,9 @@ extension Supervisor {
             waiter?.finish(.failure("baton is stopping"))
             return
         }
-        // Coalesce with a reload that has not started yet.
-        if let queued = queue.first(where: { $0.kind == .reload }) {
-            if let waiter {
-                queued.waiters.append(waiter)
-                waiter.send(.progress("a reload is already queued: this request joins it"))
-            }
-            logger.info("reload coalesced with the queued one")
-            return
-        }
-        let op = Operation(kind: .reload, options: nil, uid: uid)
+        let op = makeOperation(kind: .reload, options: nil, uid: uid)
         if let waiter { op.waiters.append(waiter) }
-        enqueue(op)
+        submit(op)
     }
 
     /// `baton deploy` / `baton rollback`.
@@ -38,11 +30,13 @@ extension Supervisor {
             return
         }
         let target: Release
+        let timeout: Duration?
         do {
             target = try resolveTarget(kind: kind, options: options)
             _ = try makeSpec(config, release: target)
-            if let t = options.timeout, Units.parseDuration(t) == nil {
-                throw DaemonError("--timeout: expected a duration like \"10m\", got \"\(t)\"")
+            timeout = try options.timeout.map { t in
+                guard let d = Units.parseDuration(t) else { throw DaemonError("--timeout: expected a duration like \"10m\", got \"\(t)\"") }
+                return d
             }
             if let s = options.strategy, !["auto", "surge", "replace"].contains(s) {
                 throw DaemonError("--strategy must be auto, surge or replace, got \"\(s)\"")
@@ -59,21 +53,89 @@ extension Supervisor {
             waiter.finish(.success("dry run: nothing changed", details: plan(kind: kind, target: target, options: options)))
             return
         }
-        let busy = operation != nil || !queue.isEmpty || phase == .starting
-        let deployAhead = ([operation].compactMap { $0 } + queue).contains { $0.kind.isDeploy }
-        if busy && deployAhead && options.wait != true {
-            let current = operation?.target?.directory ?? queue.first?.options?.release ?? "?"
-            waiter.finish(.failure("deploy in progress (of \(current)): refused; use --wait to queue behind it"))
-            return
-        }
-        let op = Operation(kind: kind, options: options, uid: uid)
+        let op = makeOperation(kind: kind, options: options, uid: uid)
         op.target = target
         op.waiters.append(waiter)
-        if busy {
-            let ahead = operation?.kind.rawValue ?? (phase == .starting ? "start-up" : queue.last?.kind.rawValue ?? "operation")
-            waiter.send(.progress("waiting: a \(ahead) is in progress; this \(kind.rawValue) runs after it"))
+        submit(op, wait: options.wait == true, timeout: timeout ?? config.deploy.timeout)
+    }
+
+    /// A new operation with the next number, asked for now.
+    func makeOperation(kind: Operation.Kind, options: DeployOptions?, uid: uid_t?) -> Operation {
+        let op = Operation(number: nextOperationNumber, kind: kind, options: options, uid: uid)
+        nextOperationNumber += 1
+        op.requestedAt = loop.now()
+        return op
+    }
+
+    /// Hands `op` to the overlap rules (`OperationQueue`) and carries out what they say.
+    /// `timeout` counts from now, whether the operation starts now or waits.
+    func submit(_ op: Operation, wait: Bool = false, timeout: Duration? = nil) {
+        operationTable[op.number] = op
+        let deadline = timeout.map { op.requestedAt + $0 }
+        performOperations(operations.request(op.number, kind: op.kind, wait: wait, deadline: deadline))
+        armQueuedDeadline()
+    }
+
+    /// Executes the overlap rules' actions.
+    func performOperations(_ actions: [OperationQueue<Int>.Action]) {
+        for action in actions {
+            switch action {
+            case .start(let number):
+                guard let op = operationTable[number] else { continue }
+                startOperation(op)
+            case .waiting(let number, let blocker):
+                guard let op = operationTable[number], op.kind.isDeploy else { continue }
+                let ahead: String
+                switch blocker {
+                case .startUp: ahead = "start-up"
+                case .operation(let kind): ahead = kind.rawValue
+                }
+                for w in op.waiters { w.send(.progress("waiting: a \(ahead) is in progress; this \(op.kind.rawValue) runs after it")) }
+            case .joined(let number, let into):
+                guard let op = operationTable.removeValue(forKey: number), let queued = operationTable[into] else { continue }
+                for w in op.waiters {
+                    queued.waiters.append(w)
+                    w.send(.progress("a reload is already queued: this request joins it"))
+                }
+                logger.info("reload coalesced with the queued one")
+            case .refused(let number, let why):
+                guard let op = operationTable.removeValue(forKey: number) else { continue }
+                op.finish(.failure(refusal(op, why), code: 1))
+            case .expired(let number):
+                guard let op = operationTable.removeValue(forKey: number) else { continue }
+                let timeout = Units.formatElapsed(loop.now() - op.requestedAt)
+                logger.warning("\(op.kind.rawValue) timed out after \(timeout) while it waited; nothing changed")
+                op.finish(.failure("\(op.kind.rawValue) timed out after \(timeout) while waiting for the operation ahead of it; nothing changed", code: 4))
+            case .rejected(let number):
+                guard let op = operationTable.removeValue(forKey: number) else { continue }
+                if let d = op.deadline { loop.cancel(d) }
+                op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
+            }
         }
-        enqueue(op)
+    }
+
+    private func refusal(_ op: Operation, _ why: OperationQueue<Int>.Refusal) -> String {
+        switch why {
+        case .deployInProgress(let of):
+            let current = operationTable[of].map { $0.target?.directory ?? $0.options?.release ?? "?" } ?? "?"
+            return "deploy in progress (of \(current)): refused; use --wait to queue behind it"
+        case .busy(.startUp):
+            return "\(op.kind.rawValue) refused: start-up is in progress"
+        case .busy(.operation(let kind)):
+            return "\(op.kind.rawValue) refused: a \(kind.rawValue) is in progress"
+        }
+    }
+
+    /// Keeps one timer on the earliest deadline of a queued operation.
+    private func armQueuedDeadline() {
+        if let t = queuedDeadlineTimer { loop.cancel(t) }
+        queuedDeadlineTimer = nil
+        guard let deadline = operations.nextDeadline else { return }
+        queuedDeadlineTimer = loop.schedule(after: max(.zero, deadline - loop.now())) { [unowned self] in
+            self.queuedDeadlineTimer = nil
+            self.performOperations(self.operations.deadlinesDue(now: self.loop.now()))
+            self.armQueuedDeadline()
+        }
     }
 
     /// `baton deploy --attach`: follow the operation in progress.
@@ -147,16 +209,8 @@ extension Supervisor {
 
     // MARK: - Running
 
-    private func enqueue(_ op: Operation) {
-        queue.append(op)
-        runNextOperation()
-    }
-
-    /// Starts the next queued operation when nothing runs (also after start-up).
-    func runNextOperation() {
-        guard operation == nil, phase == .running, !queue.isEmpty else { return }
-        let op = queue.removeFirst()
-        operation = op
+    /// The overlap rules said `op` starts now.
+    private func startOperation(_ op: Operation) {
         op.startedAt = loop.now()
         op.startedAtWall = wallClockNow()
         op.previous = releaseState.current
@@ -186,7 +240,6 @@ extension Supervisor {
             op.target = releaseState.current
             spec = try makeSpec(config, release: releaseState.current)
             order = op.slots ?? order
-            phase = .restarting
         } else if op.kind == .reload {
             let newConfig = try options.reloadConfig?() ?? config
             try checkReloadable(newConfig)
@@ -199,10 +252,8 @@ extension Supervisor {
             op.previousConfig = config
             config = Self.applying(newConfig, keepingRestartOnlyFrom: config)
             notifier.reloading(status: "reloading: rolling restart of \(slots.count) workers")
-            phase = .reloading
         } else {
             spec = try makeSpec(config, release: op.target!)
-            phase = .deploying
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()
         }
@@ -211,7 +262,8 @@ extension Supervisor {
             ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options)
         let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
         if let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
-            op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
+            // Counted from the request: time spent waiting behind another operation is spent.
+            op.deadline = loop.schedule(after: max(.zero, op.requestedAt + timeout - loop.now())) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)
             }
         }
@@ -441,13 +493,14 @@ extension Supervisor {
         if op.kind.isDeploy { store?.finishDeploy() }
         if outcome == "succeeded" { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
         op.finish(reply)
-        operation = nil
-        if phase == .reloading || phase == .deploying || phase == .restarting { phase = .running }
+        operationTable[op.number] = nil
+        let next = operations.finished(op.number)
         // READY=1 ends RELOADING=1 even when the reload failed: old workers serve.
         if sentReady && op.kind == .reload { notifier.ready(status: summary) }
         lastStatusLine = ""
         publishStatus()
-        runNextOperation()
+        performOperations(next)
+        armQueuedDeadline()
     }
 
     /// `op`'s line in history.

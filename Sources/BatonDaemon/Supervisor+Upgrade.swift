@@ -153,7 +153,7 @@ extension Supervisor {
             slot.current = worker
             return slot
         }
-        phase = .running
+        performOperations(operations.startUpFinished())
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("upgrade: resumed \(slots.count) workers in the new image", metadata: ["pid": .stringConvertible(getpid())])

@@ -203,12 +203,12 @@ extension Supervisor {
     /// READY=1 to systemd once every slot serves for the first time.
     func checkAllReady() {
         guard phase == .starting, readyCount == slots.count else { return }
-        phase = .running
+        let next = operations.startUpFinished()
         sentReady = true
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("all \(slots.count) workers ready")
-        runNextOperation()
+        performOperations(next)
     }
 
     // MARK: - Notify messages and output

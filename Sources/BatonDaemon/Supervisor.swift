@@ -19,10 +19,8 @@ import Logging
 /// Everything here runs on the event-loop thread; nothing blocks it for long
 /// (fork/exec and /proc reads are fast), so the watchdog keeps being fed.
 public final class Supervisor {
-    /// Where the supervisor is in its life.
-    enum Phase: String {
-        case starting, running, reloading, deploying, restarting, stopping
-    }
+    /// Where the supervisor is in its life: derived from `operations`.
+    typealias Phase = OperationQueue<Int>.Phase
 
     /// How the daemon was started.
     public struct Options {
@@ -66,7 +64,14 @@ public final class Supervisor {
     let notifier = ServiceNotifier()
     var options: Options
     var config: BatonConfig
-    var phase: Phase = .starting
+    /// Which operation runs and which wait (the overlap rules); the source of `phase`.
+    var operations = OperationQueue<Int>()
+    /// The operations `operations` holds, by number.
+    var operationTable: [Int: Operation] = [:]
+    /// The number the next operation gets.
+    var nextOperationNumber = 1
+    /// Where the supervisor is in its life.
+    var phase: Phase { operations.phase }
     var listeners: [Listener] = []
     var slots: [Slot] = []
     /// Directory of per-worker notify sockets (0700).
@@ -81,9 +86,11 @@ public final class Supervisor {
     /// The spec new workers of that rollout get.
     var rolloutSpec: WorkerSpec?
     /// The deploy, reload or rollback running now.
-    var operation: Operation?
+    var operation: Operation? { operations.running.flatMap { operationTable[$0.id] } }
     /// Operations waiting behind it, in order.
-    var queue: [Operation] = []
+    var queue: [Operation] { operations.queued.compactMap { operationTable[$0.id] } }
+    /// The timer for the earliest deadline of a queued operation.
+    var queuedDeadlineTimer: EventLoop.Token?
     /// The current and previous release (persisted in the state directory).
     var releaseState = ReleaseState(current: Release(directory: "/"), previous: nil)
     /// The state directory, if it could be opened.
@@ -392,18 +399,13 @@ public final class Supervisor {
     /// SIGTERM: stop every worker gracefully, then exit.
     func beginShutdown() {
         guard phase != .stopping else { return }
-        phase = .stopping
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
         if let op = operation, op.kind.isDeploy {
             appendHistory(historyEntry(op, outcome: "interrupted", detail: "baton stopped before it finished"))
             store?.finishDeploy()
         }
-        for op in [operation].compactMap({ $0 }) + queue {
-            op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
-        }
-        queue.removeAll()
-        operation = nil
+        performOperations(operations.stop())
         rollout = nil
         control?.close()
         for slot in slots {
