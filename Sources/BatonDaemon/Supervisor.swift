@@ -167,6 +167,8 @@ public final class Supervisor {
             // Workers running as [app] user must reach their notify sockets;
             // the directory stays private to that user (0700).
             chown(notifyDirectory, credentials.uid, credentials.gid)
+        } else if let user = config.app.user, !createdNotifyDirectory {
+            logger.warning("\(notifyDirectory) existed: left with its owner and mode; workers running as \(user) must be able to reach it")
         }
         slots = (0..<config.app.workers).map { Slot(index: $0, spec: spec) }
         if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }

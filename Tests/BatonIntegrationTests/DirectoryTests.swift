@@ -31,7 +31,8 @@ extension Integration {
             defer { TestPaths.remove(directory) }
             let state = directory + "/state"
             let run = directory + "/run"
-            let paths = [state, run, run + "/notify", run + "/mine.txt", state + "/mine.txt", run + "/notify/mine.sock"]
+            // The temp directory (0700 from mkdtemp) also holds the control socket.
+            let paths = [state, run, run + "/notify", run + "/mine.txt", state + "/mine.txt", run + "/notify/mine.sock", directory]
             var before: [(mode: mode_t, uid: uid_t, gid: gid_t)?] = []
             let baton = try BatonHarness(
                 workers: 1, tag: "dir-keep",
@@ -46,10 +47,10 @@ extension Integration {
                 }, reuse: directory)
             #expect(before.allSatisfy { $0 != nil })
             let running = paths.map(modeAndOwner)
-            #expect(running.map { $0?.mode } == [0o755, 0o750, 0o755, 0o644, 0o644, 0o600], "\(running)")
+            #expect(running.map { $0?.mode } == [0o755, 0o750, 0o755, 0o644, 0o644, 0o600, 0o700], "\(running)")
             #expect(baton.stop(keepDirectory: true) == 0)
             let after = paths.map(modeAndOwner)
-            #expect(after.map { $0?.mode } == [0o755, 0o750, 0o755, 0o644, 0o644, 0o600], "\(paths): \(after)")
+            #expect(after.map { $0?.mode } == [0o755, 0o750, 0o755, 0o644, 0o644, 0o600, 0o700], "\(paths): \(after)")
             #expect(after.map { $0?.uid } == before.map { $0?.uid })
             #expect(after.map { $0?.gid } == before.map { $0?.gid })
             #expect(ProcFS.read(run + "/mine.txt") == "not baton's\n")
