@@ -64,9 +64,14 @@ public enum Filesystem {
             let isLast = offset == parts.count - 1
             if mkdir(current, isLast ? mode_t(mode) : 0o755) == 0 {
                 created.append(current)
-                // Ours since just now: give it exactly `mode` (mkdir applied the umask).
-                if isLast, chmod(current, mode_t(mode)) != 0 {
-                    throw DirectoryError(path: path, reason: .system(SystemError("chmod", subject: current)))
+                // Ours since just now: give it exactly `mode` (mkdir applied the umask),
+                // through a descriptor so that a symlink swapped in meanwhile is not followed.
+                if isLast {
+                    let fd = open(current, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    defer { if fd >= 0 { close(fd) } }
+                    guard fd >= 0, fchmod(fd, mode_t(mode)) == 0 else {
+                        throw DirectoryError(path: path, reason: .system(SystemError("chmod", subject: current)))
+                    }
                 }
             } else if errno != EEXIST {
                 throw DirectoryError(path: path, reason: .system(SystemError("mkdir", subject: current)))
