@@ -56,7 +56,7 @@ extension Integration {
             #expect(ProcFS.read(run + "/mine.txt") == "not baton's\n")
         }
 
-        @Test("an existing empty notify dir survives stop; one baton created gets 0700 and goes at stop")
+        @Test("an existing empty notify dir survives stop; one baton created gets 0700 and goes at stop (also after an in-place upgrade)")
         func notifyDirectoryOwnership() throws {
             let existing = TestPaths.temporaryDirectory("dir-ntf")
             defer { TestPaths.remove(existing) }
@@ -66,6 +66,9 @@ extension Integration {
                     makeDirectory(dir + "/run/", mode: 0o755); makeDirectory(dir + "/run/notify", mode: 0o711)
                 },
                 reuse: existing)
+            // Who made it crosses the execve of `baton upgrade`.
+            let keptUpgrade = try kept.cli(["upgrade"])
+            #expect(keptUpgrade.code == 0, "\(keptUpgrade.stderr)")
             #expect(kept.stop(keepDirectory: true) == 0)
             #expect(modeAndOwner(existing + "/run/notify")?.mode == 0o711, "the empty notify dir baton did not make is still there")
 
@@ -74,6 +77,8 @@ extension Integration {
             #expect(modeAndOwner(fresh.directory + "/run")?.mode == 0o755)
             #expect(modeAndOwner(fresh.directory + "/run/notify")?.mode == 0o700)
             #expect(modeAndOwner(fresh.directory + "/state")?.mode == 0o750)
+            let freshUpgrade = try fresh.cli(["upgrade"])
+            #expect(freshUpgrade.code == 0, "\(freshUpgrade.stderr)")
             #expect(fresh.stop(keepDirectory: true) == 0)
             #expect(modeAndOwner(fresh.directory + "/run/notify") == nil, "baton's own notify dir is removed at stop")
             #expect(modeAndOwner(fresh.directory + "/run") != nil)
