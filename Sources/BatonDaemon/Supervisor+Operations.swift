@@ -466,6 +466,7 @@ extension Supervisor {
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
+        if op.kind.isDeploy, let target = op.target { recordDeployedRelease(target) }
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
         if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }

@@ -6,7 +6,9 @@ import Glibc
 /// retention does with each; after every successful deploy or rollback (and
 /// on `baton releases --prune`) the folders past `[deploy] keep_releases` are
 /// removed. Only with `[deploy] releases_directory` set: baton never deletes
-/// in a folder the operator did not name.
+/// in a folder the operator did not name, and there only folders it deployed
+/// itself (recorded in the state directory), never one holding its own state,
+/// runtime or config directory.
 extension Supervisor {
     /// The folder listed: `releases_directory`, else the current release's parent.
     var releasesDirectory: String {
@@ -25,7 +27,8 @@ extension Supervisor {
         let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
         let listings = ReleaseRetention.plan(
             folders: folders, current: releaseState.current.directory, previous: releaseState.previous?.directory, inUse: inUse,
-            lastDeployed: ReleaseRetention.lastDeployed(history), keep: keep)
+            lastDeployed: ReleaseRetention.lastDeployed(history), keep: keep, deployed: Set(deployedReleases),
+            batonDirectories: batonDirectories)
         return ReleasesReport(directory: directory, keep: keep, releases: listings)
     }
 
@@ -59,6 +62,7 @@ extension Supervisor {
         pruning.formUnion(doomed)
         ReleaseFolders.removeInBackground(doomed, loop: loop) { [unowned self] removed, failures in
             self.pruning.subtract(doomed)
+            self.forgetDeployedReleases(removed)
             for path in removed { self.logger.info("removed release folder \(path)") }
             for failure in failures { self.logger.error("\(failure)") }
             do {

@@ -96,7 +96,8 @@ extension Supervisor {
                         notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
                         startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText))
             },
-            releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd)
+            releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd,
+            createdNotifyDirectory: createdNotifyDirectory)
         let memfd: Int32
         do {
             let encoder = JSONEncoder()
@@ -134,6 +135,7 @@ extension Supervisor {
         releaseState = state.releaseState
         degraded = state.degraded
         sentReady = state.sentReady
+        createdNotifyDirectory = state.createdNotifyDirectory ?? true
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let slot = Slot(index: s.index, spec: s.spec.spec)
             slot.generation = s.generation

@@ -76,6 +76,8 @@ public final class Supervisor {
     var slots: [Slot] = []
     /// Directory of per-worker notify sockets (0700).
     var notifyDirectory: String = ""
+    /// Whether baton created `notifyDirectory` (only then is it chowned and removed at exit).
+    var createdNotifyDirectory = false
     var runtimeDirectory: String = ""
     /// Slots waiting for their first start (start_concurrency).
     var startQueue: [Int] = []
@@ -99,6 +101,8 @@ public final class Supervisor {
     var history: [HistoryEntry] = []
     /// Release folders being removed by retention now.
     var pruning: Set<String> = []
+    /// Release folders baton deployed (persisted): the only ones retention removes.
+    var deployedReleases: [String] = []
     /// Set when a rollback failed.
     var degraded = false
     /// The last lines of output of the last worker that failed to start.
@@ -151,11 +155,10 @@ public final class Supervisor {
         _ = CBatonLinuxShim.setChildSubreaper()
         runtimeDirectory = Self.runtimeDirectory(for: config)
         notifyDirectory = runtimeDirectory + "/notify"
-        try Filesystem.makeDirectory(runtimeDirectory, mode: 0o755)
-        try Filesystem.makeDirectory(notifyDirectory, mode: 0o700)
+        try prepareRuntimeDirectory()
         signalFD = try CBatonLinuxShim.signalFD([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
-        loadState()
+        try loadState()
         if let resumeFD = options.resumeFD {
             try resume(from: resumeFD)
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
@@ -167,10 +170,12 @@ public final class Supervisor {
         logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
         control = try ControlServer(config: config, loop: loop, logger: logger, supervisor: self)
         let spec = try makeSpec(config, release: releaseState.current)
-        if let credentials = spec.credentials {
+        if let credentials = spec.credentials, createdNotifyDirectory {
             // Workers running as [app] user must reach their notify sockets;
             // the directory stays private to that user (0700).
             chown(notifyDirectory, credentials.uid, credentials.gid)
+        } else if let user = config.app.user, !createdNotifyDirectory {
+            logger.warning("\(notifyDirectory) existed: left with its owner and mode; workers running as \(user) must be able to reach it")
         }
         slots = (0..<config.app.workers).map { Slot(index: $0, spec: spec) }
         if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
@@ -265,8 +270,10 @@ public final class Supervisor {
         return "/var/lib/baton/\(config.app.name)"
     }
 
-    /// Loads the persisted release (it wins over `app.directory`) and history.
-    private func loadState() {
+    /// Loads the persisted release (it wins over `app.directory`), history and the
+    /// release folders baton deployed. A state directory others may write in is
+    /// refused (thrown); one that cannot be used otherwise is logged and skipped.
+    private func loadState() throws(DirectoryError) {
         releaseState = ReleaseState(current: Release(directory: config.app.directory), previous: nil)
         do {
             let store = try StateStore(directory: Self.stateDirectory(for: config))
@@ -276,8 +283,12 @@ public final class Supervisor {
                 logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
             }
             history = store.loadHistory()
+            deployedReleases = store.loadDeployedReleases()
             recordUnfinishedDeploy()
         } catch {
+            var error = error
+            error.key = Self.directoryKey(config.app.stateDirectory, environment: "STATE_DIRECTORY", what: "state directory")
+            if case .writableByOthers = error.reason { throw error }
             logger.error("state directory unusable, deploys will not be persisted: \(error)")
         }
     }
@@ -424,7 +435,8 @@ public final class Supervisor {
         // Only paths baton bound and kept for itself: a socket unit's path,
         // or one in systemd's FD store, must outlive this process.
         for path in ownedUnixPaths { unlink(path) }
-        rmdir(notifyDirectory)
+        // Every notify socket went with its worker; the directory goes only if baton made it.
+        if createdNotifyDirectory { rmdir(notifyDirectory) }
         logger.info("stopped")
         loop.stop()
     }

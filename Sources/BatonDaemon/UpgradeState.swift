@@ -55,6 +55,9 @@ struct UpgradeState: Codable {
     var degraded: Bool
     /// The `baton upgrade` client waiting for the result, if still connected.
     var clientFD: Int32?
+    /// Whether baton made the notify directory (and so removes it at exit); nil from an
+    /// image that did not say, which always removed it.
+    var createdNotifyDirectory: Bool?
 
     /// Every descriptor that must survive the execve.
     var descriptors: [Int32] {

@@ -142,19 +142,3 @@ public enum CBatonLinuxShim {
         return (fds[0], fds[1])
     }
 }
-
-/// Directories baton creates.
-public enum Filesystem {
-    /// mkdir -p with `mode` on the last component (existing directories get
-    /// `mode` too, so a 0700 notify directory stays private).
-    public static func makeDirectory(_ path: String, mode: UInt32) throws(SystemError) {
-        var current = path.hasPrefix("/") ? "" : "."
-        for part in path.split(separator: "/") {
-            current += "/" + part
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw SystemError("mkdir", subject: current)
-            }
-        }
-        try syscall("chmod", subject: path) { chmod(path, mode_t(mode)) }
-    }
-}

@@ -6,17 +6,32 @@ import Glibc
 /// previous release (`release.json`, replaced atomically), the deploy
 /// history (`history.jsonl`, one entry a line) and the deploy in progress
 /// (`deploy.json`, present only while one runs: a baton that finds it at
-/// start-up was killed mid-deploy).
+/// start-up was killed mid-deploy) and the release folders baton deployed
+/// (`deployed.json`: retention prunes only those).
 public struct StateStore: Sendable {
     /// The directory.
     public let directory: String
     /// Entries kept in history.jsonl.
     public static let historyLimit = 200
 
-    /// Uses `directory`, creating it (0750) if needed.
-    public init(directory: String) throws(SystemError) {
+    /// Uses `directory`, creating it (0750) if needed; an existing one keeps its
+    /// owner and mode, and is refused when others may write in it (its files say
+    /// which release runs).
+    public init(directory: String) throws(DirectoryError) {
         self.directory = directory
-        try Filesystem.makeDirectory(directory, mode: 0o750)
+        try Filesystem.makeDirectory(directory, mode: 0o750, refuseWritableByOthers: true)
+    }
+
+    /// The release folders baton deployed, oldest first (a missing or older file
+    /// without the list: none).
+    public func loadDeployedReleases() -> [String] {
+        guard let text = ProcFS.read(directory + "/deployed.json") else { return [] }
+        return (try? JSONDecoder().decode(DeployedReleases.self, from: Data(text.utf8)))?.folders ?? []
+    }
+
+    /// Replaces the list of release folders baton deployed (atomically).
+    public func saveDeployedReleases(_ folders: [String]) throws(SystemError) {
+        try writeJSON(DeployedReleases(folders: folders), to: "deployed.json", pretty: true, what: "deployed releases")
     }
 
     /// The persisted release state, if any (nil also for an unreadable file,
@@ -109,6 +124,18 @@ public struct StateStore: Sendable {
             fsync(dir)
             close(dir)
         }
+    }
+}
+
+/// `deployed.json`: the release folders baton deployed; a missing `folders` is an empty list.
+private struct DeployedReleases: Codable {
+    var folders: [String]
+
+    init(folders: [String]) { self.folders = folders }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        folders = try c.decodeIfPresent([String].self, forKey: .folders) ?? []
     }
 }
 

@@ -48,6 +48,9 @@ func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, rel
     do {
         let loop = try EventLoop()
         code = try Supervisor(options: options, loop: loop).run()
+    } catch let error as DirectoryError {
+        // A state or runtime directory baton must not use: a setup error, like a config one.
+        throw BatonExit(code: BatonExitCode.usage, message: "\(error)")
     } catch {
         throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
     }

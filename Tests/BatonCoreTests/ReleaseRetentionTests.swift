@@ -124,3 +124,30 @@ struct ReleaseRetentionTests {
         #expect(try parseConfig(minimalApp).deploy.releasesDirectory == nil)
     }
 }
+
+/// Retention removes only folders baton deployed, never one holding its own directories.
+@Suite("release retention: only what baton deployed")
+struct ReleaseRetentionDeployedTests {
+    func folder(_ name: String, _ time: Double) -> ReleaseFolder {
+        ReleaseFolder(name: name, path: "/srv/shop/" + name, modifiedAt: time)
+    }
+
+    @Test("folders baton did not deploy are marked not-deployed, never pruned, and do not count towards keep")
+    func notDeployedKept() {
+        let folders = [folder("r1", 1), folder("data", 2), folder("r2", 3), folder("r3", 4), folder("r4", 5), folder("r5", 6)]
+        let plan = ReleaseRetention.plan(
+            folders: folders, current: "/srv/shop/r5", previous: "/srv/shop/r4", inUse: [], lastDeployed: [:], keep: 3,
+            deployed: ["/srv/shop/r2", "/srv/shop/r3", "/srv/shop/r4/", "/srv/shop/r5"])
+        #expect(plan.map { "\($0.name):\($0.mark.rawValue)" } == ["r5:current", "r4:previous", "r3:kept", "r2:prune", "data:not-deployed", "r1:not-deployed"])
+    }
+
+    @Test("a recorded folder holding baton's state, runtime or config directory is never pruned")
+    func batonDirectoriesKept() {
+        let folders = [folder("state", 1), folder("run", 2), folder("r1", 3), folder("r2", 4), folder("r3", 5)]
+        let plan = ReleaseRetention.plan(
+            folders: folders, current: "/srv/shop/r3", previous: "/srv/shop/r2", inUse: [], lastDeployed: [:], keep: 2,
+            deployed: ["/srv/shop/state", "/srv/shop/run", "/srv/shop/r1", "/srv/shop/r2", "/srv/shop/r3"],
+            batonDirectories: ["/srv/shop/state/", "/srv/shop/run/app", "/etc/baton"])
+        #expect(plan.map { "\($0.name):\($0.mark.rawValue)" } == ["r3:current", "r2:previous", "r1:prune", "run:baton-dir", "state:baton-dir"])
+    }
+}

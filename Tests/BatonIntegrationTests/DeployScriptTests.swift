@@ -192,13 +192,14 @@ extension Integration {
             #expect(after.release == baton.releaseDirectory)
         }
 
-        @Test("retention: with keep_releases = 2, old folders are pruned after deploys; current and previous never")
+        @Test("retention: with keep_releases = 2, old deployed folders are pruned after deploys; current, previous and folders baton did not deploy never")
         func retention() throws {
             let baton = try scriptedBaton(workers: 2, tag: "bd-ret", extra: "[deploy]\nkeep_releases = 2\nreleases_directory = \"RELEASES\"")
             defer { baton.stop() }
             let releases = baton.directory + "/releases"
             var previous = baton.releaseDirectory
-            for (id, gone) in [("r2", nil), ("r3", "r1"), ("r4", "r2"), ("r5", "r3")] {
+            // r1 is [app] directory: baton started in it but never deployed it, so it stays.
+            for (id, gone) in [("r2", nil), ("r3", nil), ("r4", "r2"), ("r5", "r3")] {
                 let result = try Self.deploy(baton, ["--release-id", id, Self.source(baton, id)])
                 #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
                 if let gone {
@@ -206,24 +207,25 @@ extension Integration {
                     let removed = baton.process.waitForLine(containing: "removed release folder \(releases)/\(gone)", timeout: .seconds(20))
                     #expect(removed != nil)
                 } else {
-                    #expect(!result.stdout.contains("pruning"), "current r2 and previous r1 are all there is")
+                    #expect(!result.stdout.contains("pruning"), "current, previous and the never-deployed r1 are all there is")
                 }
                 #expect(access(releases + "/" + id + "/run", F_OK) == 0)
                 #expect(access(previous + "/run", F_OK) == 0, "the previous release \(previous) is kept")
                 previous = releases + "/" + id
             }
-            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r4", "r5"])
-            // Folders shipped but never deployed are pruned too, on demand: --prune answers when they are gone.
+            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r1", "r4", "r5"])
+            // Folders shipped but never deployed are never pruned, not even on demand.
             writeRunScript(releases + "/x1")
             writeRunScript(releases + "/x2")
             let marked = try baton.cli(["releases"])
-            #expect(marked.stdout.contains("prune     "), "\(marked.stdout)")
+            #expect(marked.stdout.contains("not-deployed"), "\(marked.stdout)")
+            #expect(!marked.stdout.contains("prune     "), "\(marked.stdout)")
             let pruneNow = try baton.cli(["releases", "--prune"])
             #expect(pruneNow.code == 0, "\(pruneNow.stderr)")
-            #expect(pruneNow.stdout.contains("pruning 2 old releases (keep_releases = 2): "), "\(pruneNow.stdout)")
-            #expect(pruneNow.stdout.contains("removed \(releases)/x1") && pruneNow.stdout.contains("removed \(releases)/x2"))
-            #expect(pruneNow.stdout.contains("removed 2 release folders"))
-            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r4", "r5"])
+            #expect(pruneNow.stdout.contains("removed 0 release folders"), "\(pruneNow.stdout)")
+            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["r1", "r4", "r5", "x1", "x2"])
+            TestPaths.remove(releases + "/x1")
+            TestPaths.remove(releases + "/x2")
             // Nothing left to prune: --prune says so and removes nothing.
             let prune = try baton.cli(["releases", "--prune"])
             #expect(prune.code == 0, "\(prune.stderr)")
@@ -233,16 +235,16 @@ extension Integration {
             let report = try JSONDecoder().decode(ReleasesReport.self, from: Data(listing.stdout.utf8))
             #expect(report.directory == releases)
             #expect(report.keep == 2)
-            #expect(report.releases.map(\.name) == ["r5", "r4"], "\(report.releases)")
-            #expect(report.releases.map(\.mark) == [.current, .previous])
+            #expect(report.releases.map(\.name) == ["r5", "r4", "r1"], "\(report.releases)")
+            #expect(report.releases.map(\.mark) == [.current, .previous, .notDeployed])
             let table = try baton.cli(["releases"])
-            #expect(table.stdout.contains("\(releases): 2 releases, keep_releases = 2"), "\(table.stdout)")
+            #expect(table.stdout.contains("\(releases): 3 releases, keep_releases = 2"), "\(table.stdout)")
             #expect(table.stdout.contains("current "))
             // A rollback makes r4 current and r5 previous: both still protected.
             let rollback = try baton.cli(["rollback"])
             #expect(rollback.code == 0, "\(rollback.stderr)")
             let after = try JSONDecoder().decode(ReleasesReport.self, from: Data(try baton.cli(["releases", "--json"]).stdout.utf8))
-            #expect(Set(after.releases.map { "\($0.name):\($0.mark.rawValue)" }) == ["r4:current", "r5:previous"])
+            #expect(Set(after.releases.map { "\($0.name):\($0.mark.rawValue)" }) == ["r4:current", "r5:previous", "r1:not-deployed"])
         }
 
         @Test("retention off (no releases_directory): releases lists the current release's folder, --prune refuses, exit 1")

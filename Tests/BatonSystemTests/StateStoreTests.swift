@@ -33,3 +33,19 @@ struct StateStoreTests {
         #expect(store.takeUnfinishedDeploy() == nil)
     }
 }
+
+/// The release folders baton deployed (`deployed.json`): what retention may remove.
+@Suite("StateStore: deployed release folders")
+struct StateStoreDeployedTests {
+    @Test("round-trips; a missing file, or one without the list (older or foreign), is an empty list")
+    func deployedList() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        let store = try StateStore(directory: directory)
+        #expect(store.loadDeployedReleases() == [])
+        try store.saveDeployedReleases(["/srv/app/releases/r2", "/srv/app/releases/r3"])
+        #expect(try StateStore(directory: directory).loadDeployedReleases() == ["/srv/app/releases/r2", "/srv/app/releases/r3"])
+        TestPaths.write(directory + "/deployed.json", "{}\n")
+        #expect(store.loadDeployedReleases() == [])
+    }
+}

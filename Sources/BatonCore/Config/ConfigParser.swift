@@ -75,6 +75,7 @@ extension BatonConfig {
             control: reader.readControl(section("control"), appName: app.name),
             metrics: reader.readMetrics(section("metrics")),
             sourcePath: path)
+        reader.checkDirectories(config)
         if let error = reader.firstError { throw error }
         return config
     }

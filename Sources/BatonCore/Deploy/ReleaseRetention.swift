@@ -25,6 +25,11 @@ public struct ReleaseListing: Codable, Sendable, Equatable {
         case previous
         /// A worker still runs in it: never removed.
         case inUse = "in-use"
+        /// No deploy or rollback of baton's went to it (copied there by hand, the first
+        /// release from `[app] directory`, another app's data): never removed.
+        case notDeployed = "not-deployed"
+        /// It is, or holds, baton's state, runtime or config directory: never removed.
+        case batonDirectory = "baton-dir"
         /// Among the newest `keep_releases` (or retention is off).
         case kept
         /// Older than the newest `keep_releases`: the next prune removes it.
@@ -93,6 +98,7 @@ extension ReleasesReport {
 
 /// Which release folders to keep: the newest `keep` by last use, and always
 /// the current release, the previous one and any folder a worker still runs in.
+/// Only folders baton deployed are ever removed.
 public enum ReleaseRetention {
     /// `path` without trailing slashes (and "/" for the root), so that
     /// "/srv/a/r1/" and "/srv/a/r1" are the same release.
@@ -131,13 +137,20 @@ public enum ReleaseRetention {
     ///     deploy or its modification time, whichever is later.
     ///   - keep: How many folders to keep, the protected ones (current, previous,
     ///     in use) counted first whatever their age; nil keeps all.
+    ///   - deployed: The folders baton deployed (recorded in its state); the
+    ///     others are marked `.notDeployed` and do not count towards `keep`. nil:
+    ///     every folder is eligible.
+    ///   - batonDirectories: baton's state, runtime and config directories: a folder
+    ///     that is one of them or holds one is marked `.batonDirectory`.
     /// - Returns: One listing per folder; those marked `.prune` may be removed.
     public static func plan(
-        folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, lastDeployed: [String: Double], keep: Int?
+        folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, lastDeployed: [String: Double], keep: Int?,
+        deployed: Set<String>? = nil, batonDirectories: [String] = []
     ) -> [ReleaseListing] {
         let current = normalize(current)
         let previous = previous.map(normalize)
         let inUse = Set(inUse.map(normalize))
+        let deployed = deployed.map { Set($0.map(normalize)) }
         let sorted = folders.map { f -> (ReleaseFolder, Double) in
             (f, max(f.modifiedAt, lastDeployed[normalize(f.path)] ?? 0))
         }.sorted { a, b in a.1 != b.1 ? a.1 > b.1 : a.0.name > b.0.name }
@@ -146,13 +159,18 @@ public enum ReleaseRetention {
             if path == previous { return .previous }
             return inUse.contains(path) ? .inUse : nil
         }
+        func untouchableMark(_ path: String) -> ReleaseListing.Mark? {
+            if batonDirectories.contains(where: { DirectoryRules.isWithin($0, path) }) { return .batonDirectory }
+            if let deployed, !deployed.contains(path) { return .notDeployed }
+            return nil
+        }
         // Protected folders count towards `keep` whatever their age; the
         // newest of the others fill what is left.
         var kept = sorted.filter { protectedMark(normalize($0.0.path)) != nil }.count
         var listings: [ReleaseListing] = []
         for (folder, time) in sorted {
             let path = normalize(folder.path)
-            var mark = protectedMark(path) ?? .kept
+            var mark = protectedMark(path) ?? untouchableMark(path) ?? .kept
             if mark == .kept {
                 if let keep, kept >= keep { mark = .prune } else { kept += 1 }
             }

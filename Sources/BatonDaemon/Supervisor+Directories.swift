@@ -1,0 +1,71 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// baton's own directories: it creates them with its modes, uses existing ones as
+/// they are (never chmod, chown or removal of what it did not create), and
+/// records the release folders it deployed, the only ones retention may remove.
+extension Supervisor {
+    /// Creates (or checks) the runtime directory and its notify subdirectory;
+    /// `createdNotifyDirectory` says whether baton made the latter.
+    func prepareRuntimeDirectory() throws(DirectoryError) {
+        do {
+            try Filesystem.makeDirectory(runtimeDirectory, mode: 0o755, refuseWritableByOthers: true)
+            createdNotifyDirectory = !(try Filesystem.makeDirectory(notifyDirectory, mode: 0o700, refuseWritableByOthers: true)).isEmpty
+        } catch {
+            var error = error
+            error.key = Self.directoryKey(config.app.runtimeDirectory, environment: "RUNTIME_DIRECTORY", what: "runtime directory")
+            throw error
+        }
+    }
+
+    /// `app.X_directory` when set, else `$VARIABLE` when systemd set it, else `what`:
+    /// which setting a directory error is about.
+    static func directoryKey(_ configured: String?, environment: String, what: String) -> String {
+        if configured != nil { return "app." + what.replacing(" ", with: "_") }
+        return getenv(environment) != nil ? "$" + environment : what
+    }
+
+    /// baton's state and runtime directories and the config file's folder: never
+    /// pruned, nor any folder holding one.
+    var batonDirectories: [String] {
+        var directories = [Self.stateDirectory(for: config), runtimeDirectory]
+        if let path = options.configPath, !path.isEmpty {
+            var absolute = path
+            if !path.hasPrefix("/") {
+                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                if getcwd(&buffer, buffer.count) != nil {
+                    absolute = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
+                }
+            }
+            directories.append(ReleaseRetention.parent(of: DirectoryRules.normalize(absolute)))
+        }
+        return directories
+    }
+
+    /// Records `release`'s folder as one baton deployed (persisted in the state
+    /// directory), so that retention may prune it once it is old.
+    func recordDeployedRelease(_ release: Release) {
+        let path = ReleaseRetention.normalize(release.directory)
+        guard !deployedReleases.contains(path) else { return }
+        deployedReleases.append(path)
+        saveDeployedReleases()
+    }
+
+    /// Forgets folders retention removed.
+    func forgetDeployedReleases(_ paths: [String]) {
+        let gone = Set(paths.map(ReleaseRetention.normalize))
+        let kept = deployedReleases.filter { !gone.contains($0) }
+        guard kept.count != deployedReleases.count else { return }
+        deployedReleases = kept
+        saveDeployedReleases()
+    }
+
+    private func saveDeployedReleases() {
+        do {
+            try store?.saveDeployedReleases(deployedReleases)
+        } catch {
+            logger.error("cannot persist the deployed release folders: \(error)")
+        }
+    }
+}

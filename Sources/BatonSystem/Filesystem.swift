@@ -1,0 +1,92 @@
+import Glibc
+
+/// A directory baton cannot use: its path, why, and (once the caller knows it) the config key
+/// that named it. The description is one line.
+public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Why the directory cannot be used.
+    public enum Reason: Sendable, Equatable {
+        /// A system call failed (mkdir, stat, access, chmod).
+        case system(SystemError)
+        /// The path exists and is not a directory.
+        case notADirectory
+        /// It already existed and others may write in it (its mode, untouched).
+        case writableByOthers(mode: UInt32)
+    }
+
+    /// The directory.
+    public var path: String
+    /// See ``Reason``.
+    public var reason: Reason
+    /// The config key (or environment variable) the directory came from, for the message.
+    public var key: String?
+
+    /// Creates an error.
+    public init(path: String, reason: Reason, key: String? = nil) {
+        self.path = path
+        self.reason = reason
+        self.key = key
+    }
+
+    /// `app.state_directory: /srv/x is writable by others (mode 0777): ...`.
+    public var description: String {
+        let prefix = key.map { "\($0): " } ?? ""
+        switch reason {
+        case .system(let error):
+            return prefix + "\(error)"
+        case .notADirectory:
+            return prefix + "\(path) is not a directory"
+        case .writableByOthers(let mode):
+            return prefix
+                + "\(path) is writable by others (mode \(String(mode & 0o7777, radix: 8))): refusing to use it; "
+                + "baton never changes a directory it did not create (chmod o-w \(path), or let baton create a new one)"
+        }
+    }
+}
+
+/// Directories baton creates, or finds and uses as they are.
+public enum Filesystem {
+    /// mkdir -p: creates the missing components of `path`, the last with `mode` and the
+    /// parents with 0755 (umask applied). An existing directory keeps its owner and mode:
+    /// baton never chmods or chowns what it did not create; it only checks that it can write
+    /// in it and, with `refuseWritableByOthers`, that others cannot.
+    ///
+    /// - Returns: The directories created, outermost first; empty when `path` existed (a
+    ///   created component implies every one below it, `path` included, was created too).
+    @discardableResult
+    public static func makeDirectory(_ path: String, mode: UInt32, refuseWritableByOthers: Bool = false) throws(DirectoryError)
+        -> [String]
+    {
+        var created: [String] = []
+        var current = path.hasPrefix("/") ? "" : "."
+        let parts = path.split(separator: "/")
+        for (offset, part) in parts.enumerated() {
+            current += "/" + part
+            let isLast = offset == parts.count - 1
+            if mkdir(current, isLast ? mode_t(mode) : 0o755) == 0 {
+                created.append(current)
+                // Ours since just now: give it exactly `mode` (mkdir applied the umask),
+                // through a descriptor so that a symlink swapped in meanwhile is not followed.
+                if isLast {
+                    let fd = open(current, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    defer { if fd >= 0 { close(fd) } }
+                    guard fd >= 0, fchmod(fd, mode_t(mode)) == 0 else {
+                        throw DirectoryError(path: path, reason: .system(SystemError("chmod", subject: current)))
+                    }
+                }
+            } else if errno != EEXIST {
+                throw DirectoryError(path: path, reason: .system(SystemError("mkdir", subject: current)))
+            }
+        }
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw DirectoryError(path: path, reason: .system(SystemError("stat", subject: path))) }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw DirectoryError(path: path, reason: .notADirectory) }
+        guard created.isEmpty else { return created }
+        if refuseWritableByOthers, info.st_mode & S_IWOTH != 0 {
+            throw DirectoryError(path: path, reason: .writableByOthers(mode: UInt32(info.st_mode)))
+        }
+        guard access(path, W_OK | X_OK) == 0 else {
+            throw DirectoryError(path: path, reason: .system(SystemError("access", subject: path)))
+        }
+        return created
+    }
+}

@@ -1,0 +1,217 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+import Testing
+
+/// mode & 0o7777 and owner of `path`, nil when it does not exist.
+private func modeAndOwner(_ path: String) -> (mode: mode_t, uid: uid_t, gid: gid_t)? {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return nil }
+    return (info.st_mode & 0o7777, info.st_uid, info.st_gid)
+}
+
+/// A directory made with exactly `mode` (mkdir applies the umask).
+private func makeDirectory(_ path: String, mode: mode_t) {
+    _ = mkdir(path, mode)
+    chmod(path, mode)
+}
+
+extension Integration {
+    /// baton never changes or deletes what it did not create: existing state and
+    /// runtime directories keep their owner and mode, the stop clean-up removes only
+    /// what baton made, check-config refuses system and overlapping directories, and
+    /// retention prunes only release folders baton deployed.
+    @Suite("directories")
+    struct DirectoryTests {
+        @Test("existing state and runtime directories (and a notify dir and files in them) keep their mode and owner through serve and stop")
+        func existingDirectoriesUntouched() throws {
+            let directory = TestPaths.temporaryDirectory("dir-keep")
+            defer { TestPaths.remove(directory) }
+            let state = directory + "/state"
+            let run = directory + "/run"
+            // The temp directory (0700 from mkdtemp) also holds the control socket.
+            let paths = [state, run, run + "/notify", run + "/mine.txt", state + "/mine.txt", run + "/notify/mine.sock", directory]
+            var before: [(mode: mode_t, uid: uid_t, gid: gid_t)?] = []
+            let baton = try BatonHarness(
+                workers: 1, tag: "dir-keep",
+                beforeStart: { _ in
+                    makeDirectory(state, mode: 0o755)
+                    makeDirectory(run, mode: 0o750)
+                    makeDirectory(run + "/notify", mode: 0o755)
+                    TestPaths.write(run + "/mine.txt", "not baton's\n")
+                    TestPaths.write(state + "/mine.txt", "not baton's\n")
+                    TestPaths.write(run + "/notify/mine.sock", "a file, not a socket\n", mode: 0o600)
+                    before = paths.map(modeAndOwner)
+                }, reuse: directory)
+            #expect(before.allSatisfy { $0 != nil })
+            let running = paths.map(modeAndOwner)
+            #expect(running.map { $0?.mode } == [0o755, 0o750, 0o755, 0o644, 0o644, 0o600, 0o700], "\(running)")
+            #expect(baton.stop(keepDirectory: true) == 0)
+            let after = paths.map(modeAndOwner)
+            #expect(after.map { $0?.mode } == [0o755, 0o750, 0o755, 0o644, 0o644, 0o600, 0o700], "\(paths): \(after)")
+            #expect(after.map { $0?.uid } == before.map { $0?.uid })
+            #expect(after.map { $0?.gid } == before.map { $0?.gid })
+            #expect(ProcFS.read(run + "/mine.txt") == "not baton's\n")
+        }
+
+        @Test("an existing empty notify dir survives stop; one baton created gets 0700 and goes at stop (also after an in-place upgrade)")
+        func notifyDirectoryOwnership() throws {
+            let existing = TestPaths.temporaryDirectory("dir-ntf")
+            defer { TestPaths.remove(existing) }
+            let kept = try BatonHarness(
+                workers: 1, tag: "dir-ntf",
+                beforeStart: { dir in
+                    makeDirectory(dir + "/run/", mode: 0o755); makeDirectory(dir + "/run/notify", mode: 0o711)
+                },
+                reuse: existing)
+            // Who made it crosses the execve of `baton upgrade`.
+            let keptUpgrade = try kept.cli(["upgrade"])
+            #expect(keptUpgrade.code == 0, "\(keptUpgrade.stderr)")
+            #expect(kept.stop(keepDirectory: true) == 0)
+            #expect(modeAndOwner(existing + "/run/notify")?.mode == 0o711, "the empty notify dir baton did not make is still there")
+
+            let fresh = try BatonHarness(workers: 1, tag: "dir-new")
+            defer { TestPaths.remove(fresh.directory) }
+            #expect(modeAndOwner(fresh.directory + "/run")?.mode == 0o755)
+            #expect(modeAndOwner(fresh.directory + "/run/notify")?.mode == 0o700)
+            #expect(modeAndOwner(fresh.directory + "/state")?.mode == 0o750)
+            let freshUpgrade = try fresh.cli(["upgrade"])
+            #expect(freshUpgrade.code == 0, "\(freshUpgrade.stderr)")
+            #expect(fresh.stop(keepDirectory: true) == 0)
+            #expect(modeAndOwner(fresh.directory + "/run/notify") == nil, "baton's own notify dir is removed at stop")
+            #expect(modeAndOwner(fresh.directory + "/run") != nil)
+        }
+
+        @Test("a state directory others may write in is refused at start: one line naming the key, exit 2, mode untouched")
+        func worldWritableStateRefused() throws {
+            let directory = TestPaths.temporaryDirectory("dir-ww")
+            defer { TestPaths.remove(directory) }
+            makeDirectory(directory + "/state", mode: 0o777)
+            let path = directory + "/baton.toml"
+            TestPaths.write(
+                path,
+                """
+                [app]
+                name = "test"
+                command = ["\(TestPaths.executable("baton-demo-worker"))"]
+                directory = "\(directory)"
+                workers = 1
+                runtime_directory = "\(directory)/run"
+                state_directory = "\(directory)/state"
+                [listen]
+                addresses = ["127.0.0.1:0"]
+                [control]
+                socket = "\(directory)/control.sock"
+                """)
+            let serve = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", path], timeout: .seconds(20))
+            #expect(serve.code == 2, "\(serve.stderr)")
+            #expect(
+                serve.stderr.split(separator: "\n").last
+                    == "baton: app.state_directory: \(directory)/state is writable by others (mode 777): refusing to use it; baton never changes a directory it did not create (chmod o-w \(directory)/state, or let baton create a new one)",
+                "\(serve.stderr)")
+            #expect(modeAndOwner(directory + "/state")?.mode == 0o777)
+        }
+
+        @Test("check-config refuses /, system directories and overlapping directories with exit 2 and one line naming the key; serve and reload too")
+        func checkConfigRefuses() throws {
+            let directory = TestPaths.temporaryDirectory("dir-cfg")
+            defer { TestPaths.remove(directory) }
+            let path = directory + "/baton.toml"
+            let baton = TestPaths.executable("baton")
+            func config(_ app: String, _ more: String = "") -> String {
+                """
+                [app]
+                name = "shop"
+                command = ["/bin/true"]
+                directory = "/srv/shop/current"
+                workers = 1
+                \(app)
+                \(more)
+                """
+            }
+            let cases: [(String, String, String)] = [
+                (config(#"state_directory = "/""#), "6: app.state_directory", #""/" is a system directory"#),
+                (config(#"runtime_directory = "/usr/local/""#), "6: app.runtime_directory", #""/usr/local" is a system directory"#),
+                (config(#"state_directory = "/var/lib/../lib/./""#), "6: app.state_directory", #""/var/lib" is a system directory"#),
+                (config("", "[deploy]\n" + #"releases_directory = "/""#), "8: deploy.releases_directory", #""/" is a system directory"#),
+                (
+                    config(#"state_directory = "/srv/b""# + "\n" + #"runtime_directory = "/srv/b""#), "6: app.state_directory",
+                    #""/srv/b" is also app.runtime_directory "/srv/b""#
+                ),
+                (
+                    config(#"state_directory = "/srv/shop/state""#, "[deploy]\n" + #"releases_directory = "/srv/shop""#),
+                    "6: app.state_directory", #""/srv/shop/state" is inside deploy.releases_directory "/srv/shop""#
+                ),
+                (config(#"state_directory = "/srv/shop""#), "6: app.state_directory", #"contains the app's release directory "/srv/shop/current""#),
+                (config(#"runtime_directory = "\#(directory)""#), "6: app.runtime_directory", "is the config file's folder"),
+            ]
+            for (text, location, message) in cases {
+                TestPaths.write(path, text)
+                let check = try TestProcess.run([baton, "check-config", path])
+                #expect(check.code == 2, "\(text)")
+                #expect(check.stderr.hasPrefix("baton: \(path):\(location): ") && check.stderr.contains(message), "\(check.stderr)")
+                #expect(!check.stderr.contains("\n"), "one line: \(check.stderr)")
+            }
+            // serve goes through the same validation. Only temp paths here: an old baton
+            // given "/" would chmod it (and did, once, on a test machine).
+            let shared = directory + "/shared"
+            makeDirectory(shared, mode: 0o755)
+            TestPaths.write(
+                path, config(#"state_directory = "\#(shared)""# + "\n" + #"runtime_directory = "\#(shared)/""#, "[listen]\naddresses = [\"127.0.0.1:0\"]"))
+            let serve = try TestProcess.run([baton, "serve", "--config", path], timeout: .seconds(20))
+            #expect(serve.code == 2)
+            #expect(
+                serve.stderr
+                    == "baton: \(path):6: app.state_directory: \"\(shared)\" is also app.runtime_directory \"\(shared)\": the state, runtime and releases directories must not overlap",
+                "\(serve.stderr)")
+            #expect(modeAndOwner(shared)?.mode == 0o755)
+            #expect(modeAndOwner(shared + "/notify") == nil, "nothing was created")
+
+            // A reload onto such a config fails and the daemon keeps serving as it was.
+            let running = try BatonHarness(workers: 1, tag: "dir-rl")
+            defer { running.stop() }
+            let pids = try running.status().workers.map(\.pid)
+            let text = ProcFS.read(running.configPath) ?? ""
+            let overlapping = "state_directory = \"\(running.directory)/run/state\""
+            TestPaths.write(running.configPath, text.replacing("state_directory = \"\(running.directory)/state\"", with: overlapping))
+            let reload = try running.cli(["reload"])
+            #expect(reload.code != 0)
+            #expect(
+                reload.stderr.contains("app.runtime_directory: \"\(running.directory)/run\" contains app.state_directory \"\(running.directory)/run/state\""),
+                "\(reload.stderr)")
+            #expect(try running.status().workers.map(\.pid) == pids)
+        }
+
+        @Test("retention prunes only folders baton deployed: an unrelated folder and the first release survive keep_releases = 2")
+        func pruneOnlyDeployed() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "dir-prn", extra: "[deploy]\nkeep_releases = 2\nreleases_directory = \"RELEASES\"")
+            defer { baton.stop() }
+            let releases = baton.directory + "/releases"
+            makeDirectory(releases + "/data", mode: 0o755)
+            TestPaths.write(releases + "/data/orders.db", "precious\n")
+            writeRunScript(releases + "/r0")  // shipped by hand, never deployed
+            for id in ["r2", "r3", "r4", "r5"] {
+                writeRunScript(releases + "/" + id)
+                let result = try baton.cli(["deploy", "--release", releases + "/" + id])
+                #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+            }
+            // After r4: r2 goes; after r5: r3 goes. Nothing else ever does.
+            #expect(baton.process.waitForLine(containing: "removed release folder \(releases)/r3", timeout: .seconds(20)) != nil)
+            let removed = baton.process.stderrLines.filter { $0.contains("removed release folder") }
+            #expect(removed.count == 2 && removed.allSatisfy { $0.contains("\(releases)/r2 ") || $0.contains("\(releases)/r3 ") }, "\(removed)")
+            #expect(try ReleaseFolders.scan(releases).map(\.name).sorted() == ["data", "r0", "r1", "r4", "r5"])
+            #expect(ProcFS.read(releases + "/data/orders.db") == "precious\n")
+            let prune = try baton.cli(["releases", "--prune"])
+            #expect(prune.stdout.contains("removed 0 release folders"), "\(prune.stdout)")
+            let report = try JSONDecoder().decode(ReleasesReport.self, from: Data(try baton.cli(["releases", "--json"]).stdout.utf8))
+            #expect(
+                Set(report.releases.map { "\($0.name):\($0.mark.rawValue)" })
+                    == ["r5:current", "r4:previous", "r0:not-deployed", "r1:not-deployed", "data:not-deployed"], "\(report.releases)")
+            // The record: what baton deployed and has not pruned.
+            let recorded = ProcFS.read(baton.directory + "/state/deployed.json") ?? ""
+            #expect(recorded.contains("\(releases)/r4") && recorded.contains("\(releases)/r5") && !recorded.contains("\(releases)/r2"), "\(recorded)")
+        }
+    }
+}
