@@ -250,7 +250,7 @@ public final class Supervisor {
 
     /// The state directory: `[app] state_directory`, else systemd's
     /// $STATE_DIRECTORY, else /var/lib/baton/NAME.
-    static func stateDirectory(for config: BatonConfig) -> String {
+    public static func stateDirectory(for config: BatonConfig) -> String {
         if let dir = config.app.stateDirectory { return dir }
         if let env = getenv("STATE_DIRECTORY"), let first = String(cString: env).split(separator: ":").first {
             return String(first)
