@@ -100,6 +100,8 @@ public final class Supervisor {
     var upgradeInProgress = false
     /// The `upgrade --check` child while it runs: its pidfd handler reaps it, not `reapStrays`.
     var upgradeCheckPID: pid_t?
+    /// The previous baton's record and orphaned workers (take-over after a crash).
+    var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
     var ownedUnixPaths: [String] = []
     /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
@@ -146,11 +148,13 @@ public final class Supervisor {
         notifyDirectory = runtimeDirectory + "/notify"
         try Filesystem.makeDirectory(runtimeDirectory, mode: 0o755)
         try Filesystem.makeDirectory(notifyDirectory, mode: 0o700)
+        if options.resumeFD == nil { try checkPreviousInstance() }
         signalFD = try CBatonLinuxShim.signalFD([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
         loadState()
         if let resumeFD = options.resumeFD {
             try resume(from: resumeFD)
+            recordInstance()
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
             startMemoryChecks()
             try startMetrics()
@@ -170,6 +174,7 @@ public final class Supervisor {
         notifier.notify("STATUS=starting \(config.app.workers) workers")
         startQueue = Array(0..<config.app.workers)
         fillStartQueue()
+        recordInstance()
         startMemoryChecks()
         try startMetrics()
     }
@@ -220,6 +225,8 @@ public final class Supervisor {
         guard !config.listen.addresses.isEmpty else {
             throw DaemonError("no listening socket: not socket-activated and listen.addresses is empty")
         }
+        // Under systemd the sockets come back from the FD store and the cgroup kill took the old workers.
+        if stored.isEmpty { adoptOrphans() }
         var result: [Listener] = []
         var reused = Set<String>()
         for address in config.listen.addresses {
@@ -229,7 +236,7 @@ public final class Supervisor {
                 result.append(kept)
                 continue
             }
-            let listener = try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog)
+            let listener = try takeOver.taken.removeValue(forKey: name) ?? bindListener(address)
             result.append(listener)
             if notifier.storeFD(listener.fd, name: listener.name) {
                 logger.info("stored \(listener.address) in systemd's FD store as \(listener.name)")
@@ -237,6 +244,8 @@ public final class Supervisor {
                 ownedUnixPaths.append(path)
             }
         }
+        for unused in takeOver.taken.values { close(unused.fd) }  // its address left the config
+        takeOver.taken.removeAll()
         for old in stored where !reused.contains(old.name) {
             logger.info("removing \(old.name) from the FD store: no longer in listen.addresses")
             notifier.removeStoredFD(name: old.name)
@@ -411,6 +420,7 @@ public final class Supervisor {
             slot.respawnTimer = nil
             for worker in slot.workers { stopWorker(worker, reason: "shutdown") }
         }
+        drainOrphans()
         finishShutdownIfDone()
     }
 
@@ -422,6 +432,7 @@ public final class Supervisor {
         // Only paths baton bound and kept for itself: a socket unit's path,
         // or one in systemd's FD store, must outlive this process.
         for path in ownedUnixPaths { unlink(path) }
+        forgetInstance()
         rmdir(notifyDirectory)
         logger.info("stopped")
         loop.stop()

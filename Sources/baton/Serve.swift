@@ -48,6 +48,8 @@ func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, rel
     do {
         let loop = try EventLoop()
         code = try Supervisor(options: options, loop: loop).run()
+    } catch let conflict as InstanceConflict {
+        throw BatonExit(code: BatonExitCode.usage, message: "\(conflict)")
     } catch {
         throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
     }
