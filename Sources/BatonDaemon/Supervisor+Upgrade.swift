@@ -100,6 +100,8 @@ extension Supervisor {
     /// Why an upgrade cannot happen now, if it cannot.
     private func upgradeBlocker() -> String? {
         if upgradeInProgress { return "an upgrade is in progress" }
+        // Their pidfds and kill timers would not cross the execve.
+        if !takeOver.orphans.isEmpty { return "workers of the previous baton are still draining (take-over)" }
         if phase != .running || operation != nil || !queue.isEmpty { return "a \(operation?.kind.rawValue ?? phase.rawValue) is in progress" }
         for slot in slots {
             guard let w = slot.current, w.state == .ready, slot.replacement == nil, slot.draining.isEmpty else {

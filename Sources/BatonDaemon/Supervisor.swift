@@ -425,7 +425,7 @@ public final class Supervisor {
     }
 
     func finishShutdownIfDone() {
-        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }) else { return }
+        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty else { return }
         for listener in listeners {
             close(listener.fd)
         }

@@ -179,6 +179,7 @@ extension Supervisor {
         logger.info("orphaned worker drained", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
         if takeOver.orphans.isEmpty { logger.info("take-over finished: every orphaned worker of the previous baton is gone") }
         recordInstance()
+        finishShutdownIfDone()
     }
 
     /// Writes `instance.json` (temp file + rename: a reader sees the old or

@@ -44,6 +44,30 @@ extension Integration {
             #expect(second.stop(keepDirectory: true) == 0)
         }
 
+        @Test("new workers that never come up: the orphans keep serving; SIGTERM drains them before baton exits")
+        func orphansServeUntilReplaced() throws {
+            let first = try BatonHarness(workers: 2, tag: "tkf")
+            let orphans = try first.status().workers.map(\.pid)
+            let pidfds = orphans.map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+
+            // The same app, but its command now fails at once: a crash loop.
+            let second = try BatonHarness(workers: 2, command: ["/bin/false"], waitReady: false, tag: "tkf", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == first.port)
+            #expect(second.process.waitForLine(containing: "worker exited", timeout: .seconds(20)) != nil)
+            let answer = HTTP.get(port: second.port, path: "/")
+            #expect(answer?.status == 200)
+            #expect(orphans.contains { answer?.body.contains("pid=\($0)") == true }, "\(answer?.body ?? "")")
+            #expect(pidfds.allSatisfy { !ProcessWatch.waitExit($0, timeout: .zero) })
+
+            second.process.signal(SIGTERM)
+            #expect(second.process.wait(timeout: .seconds(30)) == 0)
+            for fd in pidfds { #expect(ProcessWatch.waitExit(fd, timeout: .seconds(5)), "an orphan outlived baton") }
+        }
+
         @Test("a second baton serve while the first runs: one line, exit 2, the first untouched")
         func refusedWhileAlive() throws {
             let first = try BatonHarness(workers: 1, tag: "tka")

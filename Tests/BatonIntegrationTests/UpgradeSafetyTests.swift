@@ -70,6 +70,21 @@ extension Integration {
             #expect(after.state == "running")
         }
 
+        @Test("a check that never answers is killed after 30 s; the upgrade is refused and the daemon keeps serving")
+        func silentCheckTimesOut() throws {
+            let baton = try BatonHarness(workers: 1, tag: "upgslow")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let path = baton.directory + "/silent"
+            TestPaths.write(path, "#!/bin/sh\nexec sleep 300\n", mode: 0o755)
+            let refused = try baton.cli(["upgrade", "--binary", path], timeout: .seconds(90))
+            #expect(refused.code == 1)
+            #expect(refused.stderr.contains("upgrade refused") && refused.stderr.contains("no answer within 30 s"), "\(refused.stderr)")
+            #expect(baton.process.exitCode == nil)
+            #expect(try baton.status().workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+        }
+
         @Test("a member of the control group may deploy a release but not upgrade, nor deploy a --command without [app] user")
         func groupMemberLimits() throws {
             // gid 50 as the control group; uid 65534 in it as a supplementary group.
