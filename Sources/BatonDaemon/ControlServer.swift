@@ -95,14 +95,12 @@ final class ControlServer {
         }
     }
 
-    /// Whether the peer may run `command`.
-    func authorize(_ connection: ControlConnection, command: String) -> Bool {
-        guard let peer = connection.peer else { return false }
-        if peer.uid == 0 || peer.uid == geteuid() { return true }
-        let groups = Set([peer.gid] + connection.groups)
-        if let g = groupID, groups.contains(g) { return true }
-        if ControlProtocol.readOnlyCommands.contains(command), let g = readGroupID, groups.contains(g) { return true }
-        return false
+    /// Why the peer may not run `request` (`ControlPolicy`), or nil when it may.
+    func refusal(_ connection: ControlConnection, _ request: ControlRequest) -> String? {
+        guard let peer = connection.peer else { return "permission denied: no peer credentials" }
+        let policy = ControlPolicy(
+            daemonUID: geteuid(), controlGroup: groupID, readGroup: readGroupID, workerUID: supervisor.slots.first?.spec.credentials?.uid ?? geteuid())
+        return policy.refusal(request, from: .init(uid: peer.uid, groups: [peer.gid] + connection.groups))
     }
 
     private func connectionEvent(_ connection: ControlConnection, _ events: EventLoop.Events) {
@@ -120,10 +118,9 @@ final class ControlServer {
         case .success(let r):
             request = r
         }
-        guard authorize(connection, command: request.cmd) else {
-            let uid = connection.peer?.uid ?? 0
-            logger.warning("control: \(request.cmd) refused for uid \(uid)")
-            connection.finish(.failure("permission denied: uid \(uid) is not root, baton's user, or in the control group"))
+        if let refusal = refusal(connection, request) {
+            logger.warning("control: \(request.cmd) refused for uid \(connection.peer?.uid ?? 0): \(refusal)")
+            connection.finish(.failure(refusal))
             return
         }
         if ControlProtocol.mutatingCommands.contains(request.cmd) {

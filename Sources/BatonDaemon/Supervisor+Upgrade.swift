@@ -9,7 +9,8 @@ import Logging
 /// workers stay children and keep serving; listeners, the control socket,
 /// worker pidfds, pipes and notify sockets stay open, and the state passes in
 /// a memfd. The new binary first runs as a check child (`baton upgrade
-/// --check`); a binary that fails it leaves this image running untouched.
+/// --check`) that must answer the versioned handshake (`UpgradeHandshake`);
+/// a binary that does not leaves this image running untouched.
 extension Supervisor {
     /// `baton upgrade [--binary PATH]`.
     func requestUpgrade(binary: String?, waiter: ControlConnection) {
@@ -18,20 +19,40 @@ extension Supervisor {
             waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
             return
         }
-        guard path.hasPrefix("/"), access(path, X_OK) == 0 else {
-            waiter.finish(.failure("upgrade refused: \(path) is not an executable file", code: 2))
+        let candidate: UpgradeBinary
+        do {
+            candidate = try UpgradeBinary.open(path, owner: geteuid())
+        } catch {
+            logger.error("upgrade refused: \(error)")
+            waiter.finish(.failure("upgrade refused: \(error); nothing changed", code: 2))
             return
         }
         upgradeInProgress = true
-        waiter.send(.progress("checking \(path): upgrade --check"))
+        waiter.send(.progress("checking \(path): upgrade --check, handshake protocol \(UpgradeHandshake.version)"))
         logger.info("upgrade: checking the new binary", metadata: ["binary": .string(path)])
-        var argv = [path, "upgrade", "--check"]
-        if let config = options.configPath { argv += ["--config", config] }
-        let request = SpawnRequest(argv: argv, environment: options.environment, stdout: 2, stderr: 2)
+        let nonce = UpgradeHandshake.makeNonce()
+        let pipe: (read: Int32, write: Int32)
         let check: SpawnedProcess
         do {
-            check = try launcher.spawn(request)
+            pipe = try CBatonLinuxShim.outputPipe()
         } catch {
+            candidate.close()
+            upgradeInProgress = false
+            waiter.finish(.failure("upgrade refused: \(error); nothing changed", code: 1))
+            return
+        }
+        // The child gets the handshake pipe as fd 3 and the checked file as fd 4, and runs
+        // that very file through /proc/self/fd/4 (a script's interpreter finds it there too).
+        var argv = ["/proc/self/fd/4", "upgrade", "--check", "--handshake-fd", "3", "--nonce", nonce]
+        if let config = options.configPath { argv += ["--config", config] }
+        let request = SpawnRequest(argv: argv, environment: options.environment, passFDs: [pipe.write, candidate.fd], stdout: 2, stderr: 2)
+        do {
+            check = try launcher.spawn(request)
+            close(pipe.write)
+        } catch {
+            close(pipe.write)
+            close(pipe.read)
+            candidate.close()
             upgradeInProgress = false
             waiter.finish(.failure("upgrade refused: the check of \(path) could not start: \(error); nothing changed", code: 1))
             return
@@ -47,16 +68,29 @@ extension Supervisor {
                 self.loop.cancel(timeout)
                 self.loop.unregister(fd: check.pidfd)
                 close(check.pidfd)
-                guard exit == .exited(0) else {
+                // The child has exited: what it wrote is in the pipe (a grandchild
+                // keeping the write end open cannot make this read wait).
+                var answer = [UInt8](repeating: 0, count: UpgradeHandshake.maxAnswerBytes)
+                let n = answer.withUnsafeMutableBytes { read(pipe.read, $0.baseAddress, $0.count) }
+                close(pipe.read)
+                let refusal =
+                    UpgradeHandshake.refusal(output: Array(answer.prefix(max(n, 0))), nonce: nonce)
+                    ?? (exit == .exited(0) ? nil : "the check exited with \(exit) after the handshake")
+                if let refusal {
+                    candidate.close()
                     self.upgradeInProgress = false
-                    self.logger.error("upgrade: the check of \(path) failed (\(exit)); still running the old image")
-                    waiter.finish(.failure("upgrade refused: \(path) upgrade --check failed (\(exit)); nothing changed", code: 1))
+                    let why = exit == .signaled(SIGKILL) ? "no answer within 30 s (\(refusal))" : refusal + (exit == .exited(0) ? "" : ", \(exit)")
+                    self.logger.error("upgrade refused: \(path) upgrade --check: \(why); still running the old image")
+                    waiter.finish(.failure("upgrade refused: \(path) upgrade --check: \(why); nothing changed", code: 1))
                     return
                 }
-                waiter.send(.progress("check passed: re-executing \(path) as pid \(getpid())"))
-                self.reexecute(path, waiter: waiter)
+                waiter.send(.progress("check passed (upgrade protocol \(UpgradeHandshake.version)): re-executing \(path) as pid \(getpid())"))
+                self.reexecute(candidate, waiter: waiter)
             }
         } catch {
+            CBatonLinuxShim.signal(pidfd: check.pidfd, SIGKILL)
+            close(pipe.read)
+            candidate.close()
             upgradeInProgress = false
             upgradeCheckPID = nil
             waiter.finish(.failure("upgrade refused: \(error)", code: 1))
@@ -66,6 +100,8 @@ extension Supervisor {
     /// Why an upgrade cannot happen now, if it cannot.
     private func upgradeBlocker() -> String? {
         if upgradeInProgress { return "an upgrade is in progress" }
+        // Their pidfds and kill timers would not cross the execve.
+        if !takeOver.orphans.isEmpty { return "workers of the previous baton are still draining (take-over)" }
         if phase != .running || operation != nil || !queue.isEmpty { return "a \(operation?.kind.rawValue ?? phase.rawValue) is in progress" }
         for slot in slots {
             guard let w = slot.current, w.state == .ready, slot.replacement == nil, slot.draining.isEmpty else {
@@ -75,7 +111,9 @@ extension Supervisor {
         return nil
     }
 
-    private func reexecute(_ path: String, waiter: ControlConnection) {
+    private func reexecute(_ binary: UpgradeBinary, waiter: ControlConnection) {
+        defer { binary.close() }  // reached only when the execve did not happen
+        let path = binary.path
         upgradeInProgress = false
         if let reason = upgradeBlocker() {
             // Something changed while the check ran (a worker crashed, ...).
@@ -114,7 +152,8 @@ extension Supervisor {
         arguments[0] = path
         arguments.append("--resume=\(memfd)")
         logger.info("upgrade: execve \(path)")
-        let error = CBatonLinuxShim.execute(path, arguments: arguments, environment: options.environment)
+        // The checked file itself, not the path: nothing swapped in since runs.
+        let error = CBatonLinuxShim.execute(fd: binary.fd, path: path, arguments: arguments, environment: options.environment)
         // Still here: the execve failed. Put everything back.
         for fd in state.descriptors { try? setCloseOnExec(fd) }
         close(memfd)

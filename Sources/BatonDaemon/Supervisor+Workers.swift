@@ -46,6 +46,7 @@ extension Supervisor {
                 "worker started",
                 metadata: ["slot": .stringConvertible(slot.index), "pid": .stringConvertible(worker.pid), "release": .string(spec.release)])
             beginReadiness(worker)
+            recordInstance()
         } catch {
             logger.error("cannot start worker: \(error)", metadata: ["slot": .stringConvertible(slot.index)])
             startFailed(slot: slot, role: role, worker: nil, reason: "\(error)", uptime: nil)
@@ -208,6 +209,7 @@ extension Supervisor {
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("all \(slots.count) workers ready")
+        drainOrphans()
         performOperations(next)
     }
 
@@ -345,6 +347,7 @@ extension Supervisor {
                 startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: previous == .ready ? uptime : nil)
             }
         }
+        recordInstance()
         publishStatus()
         finishShutdownIfDone()
     }

@@ -111,6 +111,8 @@ public final class Supervisor {
     var upgradeInProgress = false
     /// The `upgrade --check` child while it runs: its pidfd handler reaps it, not `reapStrays`.
     var upgradeCheckPID: pid_t?
+    /// The previous baton's record and orphaned workers (take-over after a crash).
+    var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
     var ownedUnixPaths: [String] = []
     /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
@@ -156,11 +158,13 @@ public final class Supervisor {
         runtimeDirectory = Self.runtimeDirectory(for: config)
         notifyDirectory = runtimeDirectory + "/notify"
         try prepareRuntimeDirectory()
+        if options.resumeFD == nil { try checkPreviousInstance() }
         signalFD = try CBatonLinuxShim.signalFD([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
         try loadState()
         if let resumeFD = options.resumeFD {
             try resume(from: resumeFD)
+            recordInstance()
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
             startMemoryChecks()
             try startMetrics()
@@ -182,6 +186,7 @@ public final class Supervisor {
         notifier.notify("STATUS=starting \(config.app.workers) workers")
         startQueue = Array(0..<config.app.workers)
         fillStartQueue()
+        recordInstance()
         startMemoryChecks()
         try startMetrics()
     }
@@ -232,6 +237,8 @@ public final class Supervisor {
         guard !config.listen.addresses.isEmpty else {
             throw DaemonError("no listening socket: not socket-activated and listen.addresses is empty")
         }
+        // Under systemd the sockets come back from the FD store and the cgroup kill took the old workers.
+        if stored.isEmpty { adoptOrphans() }
         var result: [Listener] = []
         var reused = Set<String>()
         for address in config.listen.addresses {
@@ -241,7 +248,7 @@ public final class Supervisor {
                 result.append(kept)
                 continue
             }
-            let listener = try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog)
+            let listener = try takeOver.taken.removeValue(forKey: name) ?? bindListener(address)
             result.append(listener)
             if notifier.storeFD(listener.fd, name: listener.name) {
                 logger.info("stored \(listener.address) in systemd's FD store as \(listener.name)")
@@ -249,6 +256,8 @@ public final class Supervisor {
                 ownedUnixPaths.append(path)
             }
         }
+        for unused in takeOver.taken.values { close(unused.fd) }  // its address left the config
+        takeOver.taken.removeAll()
         for old in stored where !reused.contains(old.name) {
             logger.info("removing \(old.name) from the FD store: no longer in listen.addresses")
             notifier.removeStoredFD(name: old.name)
@@ -262,7 +271,7 @@ public final class Supervisor {
 
     /// The state directory: `[app] state_directory`, else systemd's
     /// $STATE_DIRECTORY, else /var/lib/baton/NAME.
-    static func stateDirectory(for config: BatonConfig) -> String {
+    public static func stateDirectory(for config: BatonConfig) -> String {
         if let dir = config.app.stateDirectory { return dir }
         if let env = getenv("STATE_DIRECTORY"), let first = String(cString: env).split(separator: ":").first {
             return String(first)
@@ -424,17 +433,19 @@ public final class Supervisor {
             slot.respawnTimer = nil
             for worker in slot.workers { stopWorker(worker, reason: "shutdown") }
         }
+        drainOrphans()
         finishShutdownIfDone()
     }
 
     func finishShutdownIfDone() {
-        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }) else { return }
+        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty else { return }
         for listener in listeners {
             close(listener.fd)
         }
         // Only paths baton bound and kept for itself: a socket unit's path,
         // or one in systemd's FD store, must outlive this process.
         for path in ownedUnixPaths { unlink(path) }
+        forgetInstance()
         // Every notify socket went with its worker; the directory goes only if baton made it.
         if createdNotifyDirectory { rmdir(notifyDirectory) }
         logger.info("stopped")

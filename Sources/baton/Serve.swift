@@ -51,6 +51,8 @@ func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, rel
     } catch let error as DirectoryError {
         // A state or runtime directory baton must not use: a setup error, like a config one.
         throw BatonExit(code: BatonExitCode.usage, message: "\(error)")
+    } catch let conflict as InstanceConflict {
+        throw BatonExit(code: BatonExitCode.usage, message: "\(conflict)")
     } catch {
         throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
     }

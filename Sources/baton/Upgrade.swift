@@ -1,14 +1,19 @@
 import ArgumentParser
 import BatonCore
+import BatonDaemon
 import BatonSystem
+import FoundationEssentials
 import Glibc
 
 struct Upgrade: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Re-execute the daemon in place (same PID, workers keep serving), after checking the new binary.",
         discussion: """
-            The daemon first runs `BINARY upgrade --check --config FILE`; only if it exits 0 does it execve. \
-            A binary that fails the check leaves the running daemon untouched (exit 1).
+            The daemon opens BINARY once (a regular file owned by root, or by baton's own uid when baton is not root, \
+            not writable by group or others, in a directory others cannot write to) and runs it as \
+            `BINARY upgrade --check --handshake-fd 3 --nonce N --config FILE`. It execs that same file only if the check \
+            answered `baton-upgrade-protocol 1 ready N` on fd 3 and exited 0; anything else leaves the running daemon \
+            untouched (exit 1; exit 2 for a binary refused before it runs). Only root or baton's own uid may ask.
             """)
 
     @OptionGroup var location: DaemonLocationOptional
@@ -16,17 +21,30 @@ struct Upgrade: ParsableCommand {
     @Option(help: "The binary to run (default: the daemon's own executable path).")
     var binary: String?
 
-    @Flag(help: "Check mode (what the daemon runs): load the config and state, exit 0 if usable.")
+    @Flag(help: "Check mode (what the daemon runs): load the config and state, answer the handshake, exit 0 if usable.")
     var check = false
+
+    @Option(name: .customLong("handshake-fd"), help: .hidden)
+    var handshakeFD: Int32?
+
+    @Option(help: .hidden)
+    var nonce: String?
 
     func run() throws {
         if check {
             if let path = location.config {
                 let config = try loadConfig(path)
-                let state = config.app.stateDirectory ?? "/var/lib/baton/\(config.app.name)"
-                if let text = ProcFS.read(state + "/release.json"), text.isEmpty {
-                    throw BatonExit(code: BatonExitCode.failure, message: "\(state)/release.json is empty")
+                let state = Supervisor.stateDirectory(for: config) + "/release.json"
+                if let text = ProcFS.read(state), (try? JSONDecoder().decode(ReleaseState.self, from: Data(text.utf8))) == nil {
+                    throw BatonExit(code: BatonExitCode.failure, message: "\(state): not a release state this baton can read")
                 }
+            }
+            // Only now, with the config and the state loaded: the daemon execs this
+            // binary on this line alone (an exit code proves nothing).
+            if let fd = handshakeFD {
+                guard let nonce else { throw BatonExit(code: BatonExitCode.usage, message: "--handshake-fd needs --nonce") }
+                writeAll(fd, Array(UpgradeHandshake.answer(nonce: nonce).utf8))
+                close(fd)
             }
             print("upgrade check: ok")
             return

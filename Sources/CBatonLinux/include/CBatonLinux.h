@@ -116,3 +116,10 @@ void CBatonLinux_line_buffer_stdout(void);
 int CBatonLinux_memfd(const char *name);
 /// execve that returns only on failure.
 int CBatonLinux_execve(const char *path, char *const argv[], char *const envp[]);
+
+/// pidfd_getfd(pidfd, targetfd, 0): a duplicate (close-on-exec) of another
+/// process's descriptor; needs ptrace rights over it (root, or same uid).
+int CBatonLinux_pidfd_getfd(int pidfd, int targetfd);
+/// execveat(fd, "", argv, envp, AT_EMPTY_PATH): executes the open file itself,
+/// so what was checked is what runs. Returns only on failure.
+int CBatonLinux_execveat_fd(int fd, char *const argv[], char *const envp[]);

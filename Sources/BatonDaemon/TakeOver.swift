@@ -1,0 +1,220 @@
+import BatonCore
+import BatonSystem
+import FoundationEssentials
+import Glibc
+import Logging
+
+/// What a running baton keeps in its runtime directory (`instance.json`,
+/// replaced atomically whenever its workers change), so that the next
+/// `baton serve` after a crash outside systemd can tell whether it still
+/// runs and, if it does not, take the listening sockets over from the
+/// workers it left behind. A pid alone could have been reused: each comes
+/// with its start time (/proc/PID/stat field 22).
+struct InstanceRecord: Codable {
+    /// A listening socket, in the order workers received them (fd 3, 4, ...).
+    struct ListenerRecord: Codable {
+        var name: String
+        var address: String
+    }
+
+    /// A live worker.
+    struct WorkerRecord: Codable {
+        var slot: Int
+        var pid: Int32
+        var startTime: UInt64
+    }
+
+    /// Format version of this record.
+    var version = 1
+    var app: String
+    var pid: Int32
+    var startTime: UInt64
+    var listeners: [ListenerRecord]
+    var workers: [WorkerRecord]
+}
+
+/// A worker a crashed baton left behind: it keeps serving on the shared
+/// socket until the new baton's own workers are ready, then it is drained.
+final class OrphanWorker {
+    let slot: Int
+    let pid: pid_t
+    /// Opened by the new baton (it is not its child: readable when it exits, whoever reaps it).
+    let pidfd: Int32
+    var killTimer: EventLoop.Token?
+
+    init(slot: Int, pid: pid_t, pidfd: Int32) {
+        self.slot = slot
+        self.pid = pid
+        self.pidfd = pidfd
+    }
+}
+
+/// The supervisor's take-over bookkeeping.
+struct TakeOverState {
+    /// The record of a previous baton found dead at start-up.
+    var previous: InstanceRecord?
+    /// Its workers still alive (same pid and start time), until drained.
+    var orphans: [OrphanWorker] = []
+    /// Sockets taken from them by pidfd_getfd, by fd name, until openListeners uses them.
+    var taken: [String: Listener] = [:]
+    /// Whether the orphans were told to stop.
+    var draining = false
+    /// Start times of live workers (read once per worker).
+    var startTimes: [pid_t: UInt64] = [:]
+}
+
+/// `baton serve` found the baton of the same runtime directory still running.
+public struct InstanceConflict: Error, CustomStringConvertible {
+    /// One line.
+    public var description: String
+}
+
+/// Take-over after a crash outside systemd. Under systemd the sockets come
+/// back from the socket unit or the FD store, and the cgroup kill stops the
+/// old workers, so only the record (and the refusal of a second instance)
+/// applies there.
+extension Supervisor {
+    var instancePath: String { runtimeDirectory + "/instance.json" }
+
+    /// Refuses to start when the baton that wrote the record still runs (same
+    /// pid and start time); remembers the record of a dead one. Runs before
+    /// anything shared (state, sockets) is touched.
+    func checkPreviousInstance() throws {
+        guard let text = ProcFS.read(instancePath),
+            let record = try? JSONDecoder().decode(InstanceRecord.self, from: Data(text.utf8))
+        else { return }
+        if record.pid != getpid(), let started = ProcFS.startTime(of: record.pid), started == record.startTime {
+            throw InstanceConflict(
+                description: "baton for app \(record.app) is already running as pid \(record.pid) (runtime directory \(runtimeDirectory)); stop it first")
+        }
+        takeOver.previous = record
+    }
+
+    /// Finds the previous (dead) baton's workers that still run and takes its
+    /// listening sockets from one of them: their fds 3.. in the record's order,
+    /// each verified to be a listening socket on the recorded address.
+    func adoptOrphans() {
+        guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
+        for w in record.workers where ProcFS.startTime(of: w.pid) == w.startTime {
+            guard let pidfd = try? CBatonLinuxShim.pidfdOpen(w.pid) else { continue }
+            // Checked again with the pidfd open: it names that same process, not a reused pid.
+            guard ProcFS.startTime(of: w.pid) == w.startTime else {
+                close(pidfd)
+                continue
+            }
+            takeOver.orphans.append(OrphanWorker(slot: w.slot, pid: w.pid, pidfd: pidfd))
+        }
+        guard !takeOver.orphans.isEmpty else { return }
+        logger.info(
+            "previous baton pid \(record.pid) is gone; its workers \(takeOver.orphans.map { String($0.pid) }.joined(separator: ",")) still run")
+        for orphan in takeOver.orphans {
+            for (i, l) in record.listeners.enumerated() where takeOver.taken[l.name] == nil {
+                let fd: Int32
+                do {
+                    fd = try CBatonLinuxShim.takeDescriptor(pidfd: orphan.pidfd, target: 3 + Int32(i))
+                } catch {
+                    logger.warning("cannot take \(l.address) from orphaned worker pid \(orphan.pid): \(error)")
+                    continue
+                }
+                guard Sockets.isListeningStream(fd), Sockets.localAddress(fd) == l.address else {
+                    logger.warning("fd \(3 + i) of orphaned worker pid \(orphan.pid) is not a socket listening on \(l.address)")
+                    close(fd)
+                    continue
+                }
+                takeOver.taken[l.name] = Listener(fd: fd, name: l.name, address: l.address)
+                logger.info("took over \(l.address) from orphaned worker pid \(orphan.pid) of baton pid \(record.pid)")
+            }
+        }
+    }
+
+    /// Binds `address`; when workers of the previous baton still hold it and
+    /// taking it from them failed, the error says so.
+    func bindListener(_ address: ListenAddress) throws -> Listener {
+        do {
+            return try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog)
+        } catch {
+            guard !takeOver.orphans.isEmpty else { throw error }
+            let pids = takeOver.orphans.map { String($0.pid) }.joined(separator: ",")
+            throw DaemonError("\(error): workers of the previous baton (pids \(pids)) still hold it, and taking it over failed")
+        }
+    }
+
+    /// The new workers are all ready (or baton stops): the orphans get the stop
+    /// signal on their process groups, SIGKILL after `stop.timeout`.
+    func drainOrphans() {
+        guard !takeOver.orphans.isEmpty, !takeOver.draining else { return }
+        takeOver.draining = true
+        for orphan in takeOver.orphans {
+            do {
+                try loop.register(fd: orphan.pidfd, events: .readable) { [unowned self] _ in self.orphanExited(orphan) }
+            } catch {
+                logger.error("cannot watch orphaned worker pid \(orphan.pid): \(error)")
+            }
+            logger.info("draining orphaned worker", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
+            signalOrphan(orphan, config.stop.signal)
+            let timeout = config.stop.timeout
+            orphan.killTimer = loop.schedule(after: timeout) { [unowned self] in
+                guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
+                self.logger.warning(
+                    "orphaned worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                    metadata: ["pid": .stringConvertible(orphan.pid)])
+                self.signalOrphan(orphan, SIGKILL)
+            }
+        }
+    }
+
+    /// Signals the orphan's process group while its leader still runs (the
+    /// group id is the leader's pid; once the leader is gone, only the pidfd).
+    private func signalOrphan(_ orphan: OrphanWorker, _ sig: Int32) {
+        guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
+        if getpgid(orphan.pid) == orphan.pid { CBatonLinuxShim.signalGroup(orphan.pid, sig) }
+        CBatonLinuxShim.signal(pidfd: orphan.pidfd, sig)
+    }
+
+    private func orphanExited(_ orphan: OrphanWorker) {
+        loop.unregister(fd: orphan.pidfd)
+        close(orphan.pidfd)
+        if let t = orphan.killTimer { loop.cancel(t) }
+        takeOver.orphans.removeAll { $0 === orphan }
+        logger.info("orphaned worker drained", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
+        if takeOver.orphans.isEmpty { logger.info("take-over finished: every orphaned worker of the previous baton is gone") }
+        recordInstance()
+        finishShutdownIfDone()
+    }
+
+    /// Writes `instance.json` (temp file + rename: a reader sees the old or
+    /// the new record, never half of one; no fsync: it only has to outlive
+    /// baton, not the host, and the runtime directory is usually tmpfs).
+    func recordInstance() {
+        var workers: [InstanceRecord.WorkerRecord] = []
+        var live: [pid_t: UInt64] = [:]
+        for slot in slots {
+            for w in slot.workers where w.state != .exited {
+                guard let started = takeOver.startTimes[w.pid] ?? ProcFS.startTime(of: w.pid) else { continue }
+                live[w.pid] = started
+                workers.append(.init(slot: slot.index, pid: w.pid, startTime: started))
+            }
+        }
+        takeOver.startTimes = live
+        // Orphans not yet drained still hold the sockets: a baton crashing now leaves them too.
+        for o in takeOver.orphans {
+            if let previous = takeOver.previous?.workers.first(where: { $0.pid == o.pid }) { workers.append(previous) }
+        }
+        let record = InstanceRecord(
+            app: config.app.name, pid: getpid(), startTime: ProcFS.startTime(of: getpid()) ?? 0,
+            listeners: listeners.map { .init(name: $0.name, address: $0.address) }, workers: workers)
+        guard let data = try? JSONEncoder().encode(record) else { return }
+        let temporary = instancePath + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            logger.warning("cannot write \(temporary): \(String(cString: strerror(errno)))")
+            return
+        }
+        writeAll(fd, Array(data) + [0x0A])
+        close(fd)
+        if rename(temporary, instancePath) != 0 { logger.warning("cannot replace \(instancePath): \(String(cString: strerror(errno)))") }
+    }
+
+    /// A clean stop: nothing to take over.
+    func forgetInstance() { unlink(instancePath) }
+}

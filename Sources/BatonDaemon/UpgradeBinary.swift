@@ -1,0 +1,61 @@
+import BatonSystem
+import Glibc
+
+/// The binary `baton upgrade` is asked to run, opened once: its checks are
+/// made on the open descriptor (fstat), the check child runs that descriptor
+/// and the execve executes it (execveat), so a file swapped in at the path
+/// between the check and the exec is never run.
+struct UpgradeBinary {
+    /// The path asked for (messages and the new image's argv[0]).
+    let path: String
+    /// O_RDONLY|O_CLOEXEC descriptor of the file.
+    let fd: Int32
+
+    /// Why a binary cannot be upgraded to, in one line.
+    struct Refusal: Error, CustomStringConvertible {
+        /// The reason.
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Opens `path` and checks that only root (or `owner`, baton's euid when
+    /// it does not run as root) can have written it: a regular executable
+    /// file owned by root or `owner`, not writable by group or others, in a
+    /// directory others cannot write to (where it could be renamed over).
+    static func open(_ path: String, owner: uid_t) throws(Refusal) -> UpgradeBinary {
+        guard path.hasPrefix("/") else { throw Refusal("\(path) is not an absolute path") }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Refusal("cannot open \(path): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let e = String(cString: strerror(errno))
+            Glibc.close(fd)
+            throw Refusal("cannot fstat \(path): \(e)")
+        }
+        let directory = path[..<(path.lastIndex(of: "/") ?? path.startIndex)]
+        var dir = stat()
+        let dirOK = stat(directory.isEmpty ? "/" : String(directory), &dir) == 0
+        var problem: String?
+        if st.st_mode & mode_t(S_IFMT) != mode_t(S_IFREG) {
+            problem = "\(path) is not a regular file"
+        } else if st.st_mode & 0o111 == 0 {
+            problem = "\(path) is not executable"
+        } else if st.st_uid != 0 && st.st_uid != owner {
+            problem = "\(path) is owned by uid \(st.st_uid), not by root\(owner == 0 ? "" : " or uid \(owner)")"
+        } else if st.st_mode & 0o022 != 0 {
+            problem = "\(path) is writable by group or others (mode \(String(st.st_mode & 0o7777, radix: 8)))"
+        } else if !dirOK {
+            problem = "cannot stat the directory of \(path): \(String(cString: strerror(errno)))"
+        } else if dir.st_mode & 0o002 != 0 {
+            problem = "the directory of \(path) is writable by others (mode \(String(dir.st_mode & 0o7777, radix: 8)))"
+        }
+        if let problem {
+            Glibc.close(fd)
+            throw Refusal(problem)
+        }
+        return UpgradeBinary(path: path, fd: fd)
+    }
+
+    /// Closes the descriptor.
+    func close() { _ = Glibc.close(fd) }
+}

@@ -1,0 +1,84 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// Outside systemd, a `baton serve` that finds the previous baton dead and its workers
+    /// still serving takes their listening socket over instead of failing with EADDRINUSE.
+    @Suite("take-over after a crash outside systemd")
+    struct TakeOverTests {
+        @Test("kill -9 baton, serve again: same port, 0 refused connections, the orphans drained")
+        func takeOverAfterKill() throws {
+            let first = try BatonHarness(workers: 2, tag: "tko")
+            let port = first.port
+            let orphans = try first.status().workers.map(\.pid)
+            // pidfds opened while they are still baton's children: they name exactly these
+            // processes, and become readable when they exit (whoever reaps them).
+            let pidfds = orphans.map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            #expect(pidfds.allSatisfy { $0 >= 0 })
+            let load = LoadClient(port: port, connections: 6, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(200))
+
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+            #expect(load.waitForProgress(200), "the orphaned workers keep serving")
+
+            let second = try BatonHarness(workers: 2, tag: "tko", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == port)
+            #expect(second.process.stderrLines.contains { $0.contains("took over") }, "\(second.process.stderrLines.suffix(20))")
+            for (pid, fd) in zip(orphans, pidfds) {
+                #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "orphan \(pid) still running after the drain")
+            }
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            print("take-over under load: \(report)")
+            #expect(report.failures["refused"] == nil, "\(report)")
+            let workers = try second.status().workers
+            #expect(workers.count == 2)
+            #expect(Set(workers.map(\.pid)).isDisjoint(with: orphans))
+            #expect(workers.allSatisfy { $0.state == "ready" })
+            #expect(second.stop(keepDirectory: true) == 0)
+        }
+
+        @Test("new workers that never come up: the orphans keep serving; SIGTERM drains them before baton exits")
+        func orphansServeUntilReplaced() throws {
+            let first = try BatonHarness(workers: 2, tag: "tkf")
+            let orphans = try first.status().workers.map(\.pid)
+            let pidfds = orphans.map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+
+            // The same app, but its command now fails at once: a crash loop.
+            let second = try BatonHarness(workers: 2, command: ["/bin/false"], waitReady: false, tag: "tkf", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == first.port)
+            #expect(second.process.waitForLine(containing: "worker exited", timeout: .seconds(20)) != nil)
+            let answer = HTTP.get(port: second.port, path: "/")
+            #expect(answer?.status == 200)
+            #expect(orphans.contains { answer?.body.contains("pid=\($0)") == true }, "\(answer?.body ?? "")")
+            #expect(pidfds.allSatisfy { !ProcessWatch.waitExit($0, timeout: .zero) })
+
+            second.process.signal(SIGTERM)
+            #expect(second.process.wait(timeout: .seconds(30)) == 0)
+            for fd in pidfds { #expect(ProcessWatch.waitExit(fd, timeout: .seconds(5)), "an orphan outlived baton") }
+        }
+
+        @Test("a second baton serve while the first runs: one line, exit 2, the first untouched")
+        func refusedWhileAlive() throws {
+            let first = try BatonHarness(workers: 1, tag: "tka")
+            defer { first.stop() }
+            let before = try first.status()
+            let second = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", first.configPath], timeout: .seconds(30))
+            #expect(second.code == 2, "\(second.stderr)")
+            #expect(second.stderr.contains("already running") && second.stderr.contains("pid \(before.pid)"), "\(second.stderr)")
+            let after = try first.status()
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(HTTP.get(port: first.port, path: "/")?.status == 200)
+        }
+    }
+}
