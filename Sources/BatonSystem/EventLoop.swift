@@ -37,7 +37,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// The epoll descriptor.
-    private let epfd: Int32
+    let epfd: Int32
     /// An eventfd that wakes the loop for `execute`.
     private let wakeFD: Int32
     /// Handlers by token.
@@ -52,6 +52,9 @@ public final class EventLoop: @unchecked Sendable {
     private let queue = Mutex<[@Sendable () -> Void]>([])
     /// Cleared by `stop()`.
     private let running = Atomic<Bool>(true)
+    /// Why `run()` returned on its own: epoll_wait failed with something other
+    /// than EINTR (it would fail again at once); nil after `stop()`.
+    public private(set) var failure: SystemError?
     /// The clock timers use; replaceable for tests of the loop itself.
     public let now: @Sendable () -> Duration
 
