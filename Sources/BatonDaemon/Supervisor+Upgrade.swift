@@ -113,6 +113,8 @@ extension Supervisor {
         arguments[0] = path
         arguments.append("--resume=\(memfd)")
         logger.info("upgrade: execve \(path)")
+        // The log writer's thread does not survive the execve: give what it holds a bounded chance.
+        LogWriter.standardError.flush(timeout: .seconds(1))
         let error = CBatonLinuxShim.execute(path, arguments: arguments, environment: options.environment)
         // Still here: the execve failed. Put everything back.
         for fd in state.descriptors { try? setCloseOnExec(fd) }

@@ -123,14 +123,20 @@ public final class EventLoop: @unchecked Sendable {
         execute {}
     }
 
-    /// Runs the loop on the calling thread until `stop()`.
+    /// Runs the loop on the calling thread until `stop()`, or until epoll_wait
+    /// fails (then `failure` says why).
     public func run() {
         var datas = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         while running.load(ordering: .relaxed) {
             let timeout = nextTimeoutMilliseconds()
             let n = CBatonLinux_epoll_wait(epfd, &datas, &events, 64, timeout)
-            if n < 0 { continue }
+            if n < 0 {
+                // The wrapper already retried EINTR: anything else (EBADF,
+                // EINVAL, EFAULT) fails again at once, so going on would spin.
+                failure = SystemError("epoll_wait", errno: errno)
+                return
+            }
             for i in 0..<Int(n) {
                 let token = datas[i]
                 if token == 0 {

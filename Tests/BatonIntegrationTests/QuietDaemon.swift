@@ -17,7 +17,8 @@ final class QuietDaemon {
     let process: SpawnedProcess
     private var exit: Int32?
 
-    /// Writes a config (`[app]` basics + `sections`, `[control]` + `control`) and starts baton
+    /// Writes a config (`[app]` basics, `[listen]` on 127.0.0.1:0, `sections`, `[control]` +
+    /// `control`) and starts baton
     /// with `stderr` as its fd 2 (stdout goes to /dev/null).
     init(
         command: [String], workers: Int, stderr: Int32, directory release: String? = nil, extraApp: String = "",
@@ -36,6 +37,8 @@ final class QuietDaemon {
             runtime_directory = "\(directory)/run"
             state_directory = "\(directory)/state"
             \(extraApp)
+            [listen]
+            addresses = ["127.0.0.1:0"]
             \(sections)
             [control]
             socket = "\(controlSocket)"
