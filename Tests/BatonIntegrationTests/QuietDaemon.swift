@@ -16,6 +16,9 @@ final class QuietDaemon {
     /// The daemon.
     let process: SpawnedProcess
     private var exit: Int32?
+    /// Worker pids (= their process groups) seen by `waitUntilReady`, killed by
+    /// `cleanUp` if baton had to be SIGKILLed and could not stop them itself.
+    private var workerPIDs: [pid_t] = []
 
     /// Writes a config (`[app]` basics, `[listen]` on 127.0.0.1:0, `sections`, `[control]` +
     /// `control`) and starts baton
@@ -68,6 +71,7 @@ final class QuietDaemon {
             if result.code == 0, let report = try? JSONDecoder().decode(StatusReport.self, from: Data(result.stdout.utf8)),
                 report.workers.filter({ $0.state == "ready" }).count == workers
             {
+                workerPIDs = report.workers.map(\.pid)
                 return (report, result.stdout)
             }
             if exitCode != nil { return nil }
@@ -110,6 +114,7 @@ final class QuietDaemon {
         if exitCode == nil {
             _ = CBatonLinuxShim.signal(pidfd: process.pidfd, SIGKILL)
             _ = wait(timeout: .seconds(10))
+            for pid in workerPIDs where pid > 0 { _ = CBatonLinuxShim.signalGroup(pid, SIGKILL) }
         }
         close(process.pidfd)
         TestPaths.remove(directory)
