@@ -6,6 +6,9 @@ import Logging
 /// The control socket: a unix stream socket (mode 0660, group from config)
 /// speaking line-delimited JSON. Peers are checked with SO_PEERCRED and
 /// SO_PEERGROUPS; bad input gets an error reply and never hurts the daemon.
+/// Every slot comes back: a client that sends no whole request within
+/// `[control] idle_timeout`, or takes none of a pending reply for that long,
+/// is disconnected; one over `maxConnections` is told so and closed.
 final class ControlServer {
     let path: String
     let fd: Int32
@@ -20,6 +23,8 @@ final class ControlServer {
     var connections: [Int32: ControlConnection] = [:]
     /// Clients at once; more are refused.
     static let maxConnections = 64
+    /// `[control] idle_timeout`.
+    let idleTimeout: Duration
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
     /// previous image listened on: it is never re-bound).
@@ -28,6 +33,7 @@ final class ControlServer {
         self.loop = loop
         self.logger = logger
         self.supervisor = supervisor
+        idleTimeout = config.control.idleTimeout
         groupID = try config.control.group.map { name throws in try Accounts.groupID(name) }
         readGroupID = try config.control.readGroup.map { name throws in try Accounts.groupID(name) }
         if let existing {
@@ -73,7 +79,14 @@ final class ControlServer {
             let client = Sockets.acceptNonBlocking(fd)
             if client < 0 { return }
             guard connections.count < Self.maxConnections else {
-                writeAll(client, ControlProtocol.encodeLine(ControlReply.failure("too many control connections")))
+                // The reply fits an empty socket buffer: one non-blocking send. It
+                // stays readable after the close even if the client's request
+                // never arrives (its send then fails with EPIPE; the CLI reads on).
+                var reply = ControlProtocol.encodeLine(
+                    ControlReply.failure(
+                        "too many control connections (\(Self.maxConnections) open); try again later",
+                        code: 3))  // the CLI's exit code for "could not reach the daemon"
+                _ = Sockets.sendAvailable(client, &reply)
                 Glibc.close(client)
                 continue
             }
@@ -89,6 +102,7 @@ final class ControlServer {
                     self.connectionEvent(connection, events)
                 }
                 connections[client] = connection
+                connection.armTimeout(.request)
             } catch {
                 Glibc.close(client)
             }
@@ -105,7 +119,9 @@ final class ControlServer {
 
     private func connectionEvent(_ connection: ControlConnection, _ events: EventLoop.Events) {
         if events.contains(.writable) { connection.flush() }
-        if !events.isDisjoint(with: [.readable, .hangup, .error]) { connection.readAvailable() }
+        if !events.isDisjoint(with: [.readable, .hangup, .error]) {
+            connection.readAvailable(peerGone: !events.isDisjoint(with: [.hangup, .error]))
+        }
     }
 
     fileprivate func handle(_ connection: ControlConnection, line: [UInt8]) {
@@ -163,7 +179,8 @@ final class ControlServer {
 
 /// One client of the control socket: reads one request line, then receives
 /// progress lines and one final reply. A client that goes away mid-command
-/// does not cancel it.
+/// does not cancel it; one that half-closes after its request still gets
+/// the whole reply.
 final class ControlConnection {
     let fd: Int32
     unowned let server: ControlServer
@@ -173,7 +190,19 @@ final class ControlConnection {
     private var output: [UInt8] = []
     private var gotRequest = false
     private var closeAfterFlush = false
+    /// The peer shut its writing half (EOF read): stop watching for input.
+    private var peerShutWrite = false
+    /// The idle or write timeout, when one runs.
+    private var timer: EventLoop.Token?
     private(set) var isClosed = false
+
+    /// What a running timeout waits for.
+    enum Timeout {
+        /// A whole request line, from the connect on.
+        case request
+        /// Any progress on a pending reply (the peer stopped reading).
+        case reply
+    }
 
     init(fd: Int32, server: ControlServer) {
         self.fd = fd
@@ -183,29 +212,65 @@ final class ControlConnection {
     /// For an adopted connection whose request the previous image read.
     func markRequestReceived() { gotRequest = true }
 
-    func readAvailable() {
+    /// (Re)starts the timeout: at `idle_timeout` from now the connection closes,
+    /// after a one-line reason when it was waiting for the request.
+    func armTimeout(_ kind: Timeout) {
+        if let timer { server.loop.cancel(timer) }
+        timer = server.loop.schedule(after: server.idleTimeout) { [weak self] in
+            guard let self, !self.isClosed else { return }
+            self.timer = nil
+            if kind == .request {
+                var reason = ControlProtocol.encodeLine(
+                    ControlReply.failure("no request within \(Units.formatDuration(self.server.idleTimeout)) ([control] idle_timeout)"))
+                _ = Sockets.sendAvailable(self.fd, &reason)
+            }
+            self.server.logger.warning(
+                kind == .request ? "control: client sent no request in time; closed" : "control: client stopped reading its reply; closed",
+                metadata: ["peer_uid": .stringConvertible(self.peer?.uid ?? 0), "peer_pid": .stringConvertible(self.peer?.pid ?? 0)])
+            self.close()
+        }
+    }
+
+    private func cancelTimeout() {
+        if let timer { server.loop.cancel(timer) }
+        timer = nil
+    }
+
+    /// Reads what the peer sent; `peerGone` when epoll reported a hangup or an
+    /// error (the peer closed both halves: nobody reads a reply any more).
+    func readAvailable(peerGone: Bool = false) {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !isClosed {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            if n < 0 { return }
+            if n < 0 {
+                if errno != EAGAIN || peerGone { close() }
+                return
+            }
             if n == 0 {
-                // The client went away (or half-closed after a request it
-                // still waits for: keep the connection for the reply).
-                // Either way a running command goes on; its replies fail to
-                // write and close the connection then.
-                if !gotRequest || closeAfterFlush { close() } else { server.loop.unregister(fd: fd) }
+                // The client went away, or half-closed after a request it still
+                // waits for: keep the connection for the reply (and stop
+                // watching a readable EOF, which would fire forever). Either
+                // way a running command goes on.
+                if peerGone || !gotRequest || (closeAfterFlush && output.isEmpty) {
+                    close()
+                } else {
+                    peerShutWrite = true
+                    watch()
+                }
                 return
             }
             guard !gotRequest else { continue }  // one request per connection
             input.append(contentsOf: buffer[0..<n])
             if let newline = input.firstIndex(of: 0x0A) {
                 gotRequest = true
+                cancelTimeout()
                 let line = Array(input[..<newline])
                 input.removeAll()
                 server.handle(self, line: line)
             } else if input.count > ControlProtocol.maxRequestBytes {
                 gotRequest = true
+                cancelTimeout()
                 finish(.failure("request too large (over \(ControlProtocol.maxRequestBytes) bytes without a newline)"))
             }
         }
@@ -227,25 +292,35 @@ final class ControlConnection {
 
     func flush() {
         guard !isClosed else { return }
+        let before = output.count
         switch Sockets.sendAvailable(fd, &output) {
-        case .drained: break
+        case .drained:
+            cancelTimeout()
+            if closeAfterFlush {
+                close()
+                return
+            }
         case .wouldBlock:
-            server.loop.modify(fd: fd, events: [.readable, .writable])
-            return
+            // A peer that takes nothing for idle_timeout is dropped.
+            if timer == nil || output.count < before { armTimeout(.reply) }
         case .failed:
             close()
             return
         }
-        if closeAfterFlush {
-            close()
-        } else if !isClosed {
-            server.loop.modify(fd: fd, events: .readable)
-        }
+        watch()
+    }
+
+    /// Watches for input until the peer half-closed, and for writability while a reply is pending.
+    private func watch() {
+        var events: EventLoop.Events = peerShutWrite ? [] : .readable
+        if !output.isEmpty { events.insert(.writable) }
+        server.loop.modify(fd: fd, events: events)
     }
 
     private func close() {
         guard !isClosed else { return }
         isClosed = true
+        cancelTimeout()
         server.closed(self)
     }
 }

@@ -15,6 +15,8 @@ final class MetricsServer {
     unowned let loop: EventLoop
     unowned let supervisor: Supervisor
     let registry = PrometheusCollectorRegistry()
+    /// `LogWriter.standardError.droppedBytes` at the last scrape (the counter grows by the difference).
+    private var countedLogDrops: UInt64 = 0
     /// Open scrapes by descriptor.
     private var connections: [Int32: Connection] = [:]
 
@@ -143,6 +145,9 @@ final class MetricsServer {
             registry.makeGauge(name: "baton_memory_headroom_bytes", labels: [("binding", verdict.binding.kind.name)])
                 .set(Double(verdict.binding.available))
         }
+        let drops = LogWriter.standardError.droppedBytes
+        registry.makeCounter(name: "baton_log_dropped_bytes_total").increment(by: Int64(drops - countedLogDrops))
+        countedLogDrops = drops
         return registry.emitToBuffer()
     }
 }

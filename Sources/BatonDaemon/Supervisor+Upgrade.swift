@@ -152,6 +152,8 @@ extension Supervisor {
         arguments[0] = path
         arguments.append("--resume=\(memfd)")
         logger.info("upgrade: execve \(path)")
+        // The log writer's thread does not survive the execve: give what it holds a bounded chance.
+        LogWriter.standardError.flush(timeout: .seconds(1))
         // The checked file itself, not the path: nothing swapped in since runs.
         let error = CBatonLinuxShim.execute(fd: binary.fd, path: path, arguments: arguments, environment: options.environment)
         // Still here: the execve failed. Put everything back.

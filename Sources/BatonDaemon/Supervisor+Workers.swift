@@ -238,26 +238,39 @@ extension Supervisor {
         }
     }
 
+    /// Reads at most `outputBytesPerWakeup` of a worker's output, then yields:
+    /// the pipe is level-triggered, so the loop calls back after the other
+    /// descriptors (the control socket, signals, other workers) had their turn.
+    /// Reading until EAGAIN let one worker that prints without pause hold the loop.
     func readOutput(_ worker: Worker) {
         var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
+        var total = 0
+        while total < Self.outputBytesPerWakeup {
             let n = buffer.withUnsafeMutableBytes { read(worker.outputFD, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 {
                 if n == 0 { closeOutput(worker) }
                 return
             }
+            total += n
             worker.partialLine.append(contentsOf: buffer[0..<n])
-            while let newline = worker.partialLine.firstIndex(of: 0x0A) {
-                emitOutputLine(worker, Array(worker.partialLine[..<newline]))
-                worker.partialLine.removeSubrange(...newline)
+            // Lines are cut out by index and the consumed prefix removed once
+            // (removing line by line moved the rest of the chunk for every line).
+            var start = worker.partialLine.startIndex
+            while let newline = worker.partialLine[start...].firstIndex(of: 0x0A) {
+                emitOutputLine(worker, Array(worker.partialLine[start..<newline]))
+                start = newline + 1
             }
+            worker.partialLine.removeSubrange(..<start)
             if worker.partialLine.count > 8192 {
                 emitOutputLine(worker, worker.partialLine)
                 worker.partialLine.removeAll()
             }
         }
     }
+
+    /// Bytes of one worker's output read per wakeup of the loop (64 KiB).
+    static let outputBytesPerWakeup = 64 * 1024
 
     private func emitOutputLine(_ worker: Worker, _ bytes: [UInt8]) {
         let line = String(decoding: bytes, as: UTF8.self)

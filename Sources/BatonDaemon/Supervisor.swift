@@ -150,6 +150,10 @@ public final class Supervisor {
     public func run() throws -> Int32 {
         try setUp()
         loop.run()
+        if let failure = loop.failure {
+            logger.critical("event loop failed: \(failure); exiting")
+            throw DaemonError("event loop failed: \(failure)")
+        }
         return exitCode
     }
 

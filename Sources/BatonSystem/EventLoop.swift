@@ -48,7 +48,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// The epoll descriptor.
-    private let epfd: Int32
+    let epfd: Int32
     /// An eventfd that wakes the loop for `execute`.
     private let wakeFD: Int32
     /// Handlers by token.
@@ -67,6 +67,9 @@ public final class EventLoop: @unchecked Sendable {
     private let queue = Mutex<[@Sendable () -> Void]>([])
     /// Cleared by `stop()`.
     private let running = Atomic<Bool>(true)
+    /// Why `run()` returned on its own: epoll_wait failed with something other
+    /// than EINTR (it would fail again at once); nil after `stop()`.
+    public private(set) var failure: SystemError?
     /// The clock timers use; replaceable for tests of the loop itself.
     public let now: @Sendable () -> Duration
 
@@ -163,7 +166,8 @@ public final class EventLoop: @unchecked Sendable {
         execute {}
     }
 
-    /// Runs the loop on the calling thread until `stop()`.
+    /// Runs the loop on the calling thread until `stop()`, or until epoll_wait
+    /// fails (then `failure` says why).
     public func run() {
         let previous = owner.exchange(UInt(pthread_self()), ordering: .acquiringAndReleasing)
         precondition(previous == 0, "EventLoop.run() called while it already runs")
@@ -173,7 +177,12 @@ public final class EventLoop: @unchecked Sendable {
         while running.load(ordering: .relaxed) {
             let timeout = nextTimeoutMilliseconds()
             let n = CBatonLinux_epoll_wait(epfd, &datas, &events, 64, timeout)
-            if n < 0 { continue }
+            if n < 0 {
+                // The wrapper already retried EINTR: anything else (EBADF,
+                // EINVAL, EFAULT) fails again at once, so going on would spin.
+                failure = SystemError("epoll_wait", errno: errno)
+                return
+            }
             for i in 0..<Int(n) {
                 let token = datas[i]
                 if token == 0 {

@@ -1,10 +1,10 @@
 import Glibc
 import Logging
-import Synchronization
 
 /// One event a line on stderr. Under journald (JOURNAL_STREAM names stderr)
 /// each line starts with an sd-daemon priority prefix such as `<6>`; otherwise
-/// plain text with a timestamp.
+/// plain text with a timestamp. Lines go through `LogWriter.standardError`: a
+/// stderr that does not keep up loses lines (counted), never blocks a logger.
 public struct BatonLogHandler: LogHandler {
     /// Whether stderr is connected to the journal.
     public static let stderrIsJournal: Bool = {
@@ -15,9 +15,6 @@ public struct BatonLogHandler: LogHandler {
         guard fstat(2, &st) == 0 else { return false }
         return UInt64(st.st_dev) == dev && UInt64(st.st_ino) == ino
     }()
-
-    /// Serialises writes so concurrent lines never interleave.
-    private static let lock = Mutex(())
 
     /// The logger's label (e.g. "baton").
     public let label: String
@@ -47,7 +44,7 @@ public struct BatonLogHandler: LogHandler {
         } else {
             line = "\(Self.timestamp()) \(event.level.short) \(text)\n"
         }
-        Self.lock.withLock { _ in writeAll(2, Array(line.utf8)) }
+        LogWriter.standardError.append(Array(line.utf8))
     }
 
     /// syslog priority of a level.

@@ -50,16 +50,32 @@ struct ControlClient {
         }
     }
 
-    func send(_ request: ControlRequest) throws {
+    mutating func send(_ request: ControlRequest) throws {
         let line = ControlProtocol.encodeLine(request)
         let n = line.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         if n != line.count {
-            throw BatonExit(code: BatonExitCode.unreachable, message: "cannot send to the daemon at \(path): \(String(cString: strerror(errno)))")
+            let e = errno
+            // A daemon that refused the connection (too many clients) wrote why
+            // before closing: that reason, not "Broken pipe", is the error.
+            if e == EPIPE || e == ECONNRESET, let reply = try? nextLine(), let refusal = refusal(reply) { throw refusal }
+            throw BatonExit(code: BatonExitCode.unreachable, message: "cannot send to the daemon at \(path): \(String(cString: strerror(e)))")
         }
     }
 
-    /// The next line from the daemon, decoded.
+    /// The next line from the daemon, decoded. A refusal of the connection
+    /// itself (code 3: too many control connections) exits 3 with its reason.
     mutating func next() throws -> ControlReply {
+        let reply = try nextLine()
+        if let refusal = refusal(reply) { throw refusal }
+        return reply
+    }
+
+    private func refusal(_ reply: ControlReply) -> BatonExit? {
+        guard reply.ok == false, reply.code == BatonExitCode.unreachable else { return nil }
+        return BatonExit(code: BatonExitCode.unreachable, message: "the daemon at \(path) refused the connection: \(reply.error ?? "no reason given")")
+    }
+
+    private mutating func nextLine() throws -> ControlReply {
         while true {
             if let newline = buffer.firstIndex(of: 0x0A) {
                 let line = Array(buffer[..<newline])

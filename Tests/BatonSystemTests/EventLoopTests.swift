@@ -1,4 +1,4 @@
-import BatonSystem
+@testable import BatonSystem
 import BatonTestSupport
 import Glibc
 import Testing
@@ -339,5 +339,24 @@ struct EventLoopTests {
         }
         #expect(returned.wait(timeout: .seconds(10)))
         thread.join()
+    }
+
+    /// An epoll_wait that fails with anything but EINTR fails again at once:
+    /// run() ends with the error recorded instead of spinning.
+    @Test func aFailingEpollWaitEndsRunWithTheError() throws {
+        let running = try RunningLoop()
+        defer { running.shutdown() }
+        let loop = running.loop
+        // dup2 swaps the epoll descriptor for /dev/null in one step (its number is
+        // never free for another thread): the next epoll_wait fails with EINVAL.
+        #expect(
+            running.sync {
+                let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+                dup2(null, loop.epfd)
+                close(null)
+            })
+        #expect(running.hasExited(timeout: .seconds(10)), "run() kept going after epoll_wait failed")
+        #expect(loop.failure?.errno == EINVAL)
+        #expect(loop.failure?.description.contains("epoll_wait") == true)
     }
 }

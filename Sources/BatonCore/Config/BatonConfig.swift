@@ -306,12 +306,16 @@ public struct ControlConfig: Sendable, Equatable {
     public var group: String?
     /// `read_group`: members may use the read-only verbs (status, history); nil = nobody else.
     public var readGroup: String?
+    /// `idle_timeout`: a client that has not sent its whole request this long after it
+    /// connected, or has not taken any of a pending reply for this long, is disconnected.
+    public var idleTimeout: Duration
 
     /// Creates a control section.
-    public init(socket: String, group: String? = nil, readGroup: String? = nil) {
+    public init(socket: String, group: String? = nil, readGroup: String? = nil, idleTimeout: Duration = .seconds(10)) {
         self.socket = socket
         self.group = group
         self.readGroup = readGroup
+        self.idleTimeout = idleTimeout
     }
 }
 

@@ -23,7 +23,7 @@ extension BatonConfig {
             ]
         ),
         ("rolling", ["max_age", "splay"]),
-        ("control", ["socket", "group", "read_group"]),
+        ("control", ["socket", "group", "read_group", "idle_timeout"]),
         ("metrics", ["address"]),
     ]
 

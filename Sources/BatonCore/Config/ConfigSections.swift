@@ -175,6 +175,7 @@ extension ConfigReader {
             "must be at most \(ListenAddress.maxUnixPathLength) bytes long (a unix socket path)")
         control.group = read(s, "group", Convert.nonEmptyString)
         control.readGroup = read(s, "read_group", Convert.nonEmptyString)
+        control.idleTimeout = read(s, "idle_timeout", Convert.duration(positive: true)) ?? control.idleTimeout
         return control
     }
 

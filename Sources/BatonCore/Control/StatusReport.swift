@@ -22,6 +22,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var degraded: Bool?
     /// The memory budget and what the threshold policy compares with it.
     public var memory: MemoryStatus?
+    /// Bytes of baton's own log dropped since it started because stderr did not
+    /// keep up (the log is never allowed to block the daemon).
+    public var logDroppedBytes: UInt64?
+
+    enum CodingKeys: String, CodingKey {
+        case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, memory
+        case logDroppedBytes = "log_dropped_bytes"
+    }
 
     /// Creates a report.
     public init(app: String, pid: Int32, state: String, release: String, listeners: [String], slots: Int, summary: String, workers: [WorkerStatus]) {
@@ -200,6 +208,9 @@ extension StatusReport {
             lines.append(
                 "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(used)% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource)); restart threshold \(percent)%"
             )
+        }
+        if let dropped = logDroppedBytes, dropped > 0 {
+            lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
         }
         lines.append("")
         let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "MEM", "LEAK/h", "RESTARTS", "LAST REASON", "RELEASE"]

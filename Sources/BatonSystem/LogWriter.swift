@@ -1,0 +1,195 @@
+import CBatonLinux
+import Glibc
+import Synchronization
+
+/// baton's own log on its way to stderr, never blocking the thread that logs
+/// (the event loop, which must keep answering the control socket and
+/// SIGTERM whatever a slow or stuck stderr does: a pipe nobody reads, a
+/// stalled journal). A line is written at once, non-blocking, when nothing is
+/// queued before it (so the log keeps its order with what baton does next);
+/// what the fd does not take waits in a bounded queue that a thread of its
+/// own writes as the fd drains. What does not fit in the queue is dropped
+/// whole, a line at a time, and counted.
+public final class LogWriter: Sendable {
+    /// The process-wide writer for fd 2, started on first use.
+    public static let standardError = LogWriter(fd: 2, capacity: defaultCapacity)
+    /// Bytes of log lines waiting for stderr at most (1 MiB).
+    public static let defaultCapacity = 1 << 20
+
+    private struct Queue {
+        var pending: [UInt8] = []
+        /// True while the writer thread is writing bytes it took from `pending`.
+        var writing = false
+    }
+
+    /// How a write that must not block is made on this fd.
+    private enum Sink {
+        /// A socket (the journal's stream): send(MSG_DONTWAIT).
+        case socket
+        /// A second, O_NONBLOCK open file description of a pipe, FIFO or tty
+        /// (fd 2's own flags are shared with whoever else holds it: left alone).
+        case nonBlocking(Int32)
+        /// A regular file: its writes do not wait for a reader.
+        case file
+        /// Nothing non-blocking is possible: every line goes through the writer thread.
+        case queueOnly
+    }
+
+    private let fd: Int32
+    private let capacity: Int
+    private let sink: Sink
+    private let queue = Mutex(Queue())
+    private let dropped = Atomic<UInt64>(0)
+    /// Wakes the writer thread (an eventfd).
+    private let wake: Int32
+    /// Whether the writer thread runs (else every line is written inline, blocking).
+    private let running = Atomic<Bool>(false)
+
+    /// A writer for `fd` that queues at most `capacity` bytes. Falls back to
+    /// plain blocking writes when no eventfd or thread can be made.
+    init(fd: Int32, capacity: Int) {
+        self.fd = fd
+        self.capacity = capacity
+        sink = Self.sink(for: fd)
+        wake = CBatonLinux_eventfd()
+        guard wake >= 0 else { return }
+        let thread = WriterThread { [self] in self.drainForever() }
+        let box = Unmanaged.passRetained(thread).toOpaque()
+        var handle = pthread_t()
+        let rc = pthread_create(
+            &handle, nil,
+            { arg in
+                Unmanaged<WriterThread>.fromOpaque(arg!).takeRetainedValue().body()
+                return nil
+            }, box)
+        if rc == 0 {
+            pthread_detach(handle)
+            running.store(true, ordering: .releasing)
+            // Whatever is queued at exit gets a bounded chance to reach stderr.
+            if fd == 2 { atexit { LogWriter.standardError.flush(timeout: .seconds(2)) } }
+        } else {
+            Unmanaged<WriterThread>.fromOpaque(box).release()
+        }
+    }
+
+    private static func sink(for fd: Int32) -> Sink {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return .queueOnly }
+        switch st.st_mode & S_IFMT {
+        case S_IFSOCK: return .socket
+        case S_IFREG: return .file
+        default:
+            let twin = open("/proc/self/fd/\(fd)", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+            return twin >= 0 ? .nonBlocking(twin) : .queueOnly
+        }
+    }
+
+    /// Bytes dropped so far because the queue was full.
+    public var droppedBytes: UInt64 { dropped.load(ordering: .relaxed) }
+
+    /// Writes or queues `line` (one whole line, newline included); never waits for the fd.
+    public func append(_ line: [UInt8]) {
+        guard running.load(ordering: .acquiring) else {
+            writeAll(fd, line)
+            return
+        }
+        let signal = queue.withLock { q -> Bool in
+            var rest = line[...]
+            if q.pending.isEmpty && !q.writing {
+                let n = tryWrite(rest)
+                if n == rest.count { return false }
+                rest = rest.dropFirst(n)
+                // Part of the line went out: the rest must follow, even past the bound.
+                if n > 0 {
+                    q.pending += rest
+                    return true
+                }
+            }
+            guard q.pending.count + rest.count <= capacity else {
+                dropped.add(UInt64(rest.count), ordering: .relaxed)
+                return false
+            }
+            let wasEmpty = q.pending.isEmpty
+            q.pending += rest
+            return wasEmpty
+        }
+        if signal {
+            var one: UInt64 = 1
+            _ = write(wake, &one, 8)
+        }
+    }
+
+    /// One non-blocking write attempt; the bytes it took (0 when the fd is full).
+    private func tryWrite(_ bytes: ArraySlice<UInt8>) -> Int {
+        bytes.withUnsafeBytes { raw -> Int in
+            var n: Int
+            repeat {
+                switch sink {
+                case .socket: n = send(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+                case .nonBlocking(let twin): n = write(twin, raw.baseAddress, raw.count)
+                case .file: n = write(fd, raw.baseAddress, raw.count)
+                case .queueOnly: return 0
+                }
+            } while n < 0 && errno == EINTR
+            return max(n, 0)
+        }
+    }
+
+    /// Waits up to `timeout` for everything queued to be written (before exit or execve).
+    public func flush(timeout: Duration) {
+        guard running.load(ordering: .acquiring) else { return }
+        let deadline = monotonicNow() + timeout
+        while queue.withLock({ !$0.pending.isEmpty || $0.writing }), monotonicNow() < deadline {
+            var none = pollfd(fd: -1, events: 0, revents: 0)
+            _ = poll(&none, 0, 5)
+        }
+    }
+
+    /// The writer thread: waits for queued lines and writes them (waiting is fine here).
+    private func drainForever() {
+        while true {
+            var pfd = pollfd(fd: wake, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, -1) >= 0 || errno == EINTR else { return }
+            var value: UInt64 = 0
+            _ = read(wake, &value, 8)
+            while true {
+                let batch = queue.withLock { q -> [UInt8] in
+                    let taken = q.pending
+                    q.pending.removeAll(keepingCapacity: true)
+                    q.writing = !taken.isEmpty
+                    return taken
+                }
+                if batch.isEmpty { break }
+                writeWaiting(batch)
+                queue.withLock { $0.writing = false }
+            }
+        }
+    }
+
+    /// Writes all of `bytes`, waiting for POLLOUT when the fd is full; gives up on
+    /// an error (a closed stderr).
+    private func writeWaiting(_ bytes: [UInt8]) {
+        var offset = 0
+        let target: Int32
+        if case .nonBlocking(let twin) = sink { target = twin } else { target = fd }
+        bytes.withUnsafeBytes { raw in
+            while offset < raw.count {
+                let n = write(target, raw.baseAddress! + offset, raw.count - offset)
+                if n >= 0 {
+                    offset += n
+                } else if errno == EAGAIN {
+                    var pfd = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&pfd, 1, -1)
+                } else if errno != EINTR {
+                    return
+                }
+            }
+        }
+    }
+}
+
+/// The closure a writer thread runs.
+private final class WriterThread: Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+}

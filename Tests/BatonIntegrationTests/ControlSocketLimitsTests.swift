@@ -1,0 +1,136 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+import Testing
+
+extension Integration {
+    /// The control socket's slots always come back: silent clients time out,
+    /// half-closed clients get their reply (or are dropped when they stop
+    /// reading), and a client over the limit is told why.
+    @Suite("control socket limits")
+    struct ControlSocketLimitsTests {
+        /// Cheap workers: `sleep`, ready at once.
+        static let sleeper = ["/usr/bin/sleep", "100000"]
+
+        /// A connected client of `path` whose reads time out after `timeout`; -1 if it failed.
+        static func connect(_ path: String, timeout: Int = 30) -> Int32 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { return -1 }
+            guard Sockets.connectUnix(fd, path) == 0 else {
+                close(fd)
+                return -1
+            }
+            var tv = timeval(tv_sec: timeout, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            return fd
+        }
+
+        /// Everything the daemon sends until it closes (nil if a read timed out first).
+        static func readToEnd(_ fd: Int32) -> [UInt8]? {
+            var all: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { return nil }
+                if n == 0 { return all }
+                all += buffer[0..<n]
+            }
+        }
+
+        /// Sends `{"cmd":"status"}` and shuts the writing half.
+        static func requestStatusAndHalfClose(_ fd: Int32) {
+            let line = ControlProtocol.encodeLine(ControlRequest(cmd: "status"))
+            _ = line.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            shutdown(fd, Int32(SHUT_WR))
+        }
+
+        @Test("silent connections are closed after the idle timeout; the client over the limit is told why and the CLI exits 3")
+        func silentConnections() throws {
+            let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+            let daemon = try QuietDaemon(command: Self.sleeper, workers: 1, stderr: null, control: "idle_timeout = \"10s\"")
+            close(null)
+            defer { daemon.cleanUp() }
+            try #require(try daemon.waitUntilReady(workers: 1, timeout: .seconds(60)) != nil)
+
+            // Every slot taken by a client that never sends a request.
+            var silent: [Int32] = []
+            defer { silent.forEach { close($0) } }
+            for _ in 0..<64 {
+                let fd = Self.connect(daemon.controlSocket)
+                try #require(fd >= 0)
+                silent.append(fd)
+            }
+            let extra = Self.connect(daemon.controlSocket)
+            try #require(extra >= 0)
+            let refusal = Self.readToEnd(extra).map { String(decoding: $0, as: UTF8.self) }
+            close(extra)
+            #expect(refusal?.contains("too many control connections") == true, "\(refusal ?? "read timed out")")
+            let refused = try daemon.cli(["status"])
+            #expect(refused.code == 3)
+            #expect(refused.stderr.contains("too many control connections"), "\(refused.stderr)")
+
+            // The daemon closes each silent client itself, with a one-line reason.
+            for fd in silent {
+                // Each read waits up to 30 s; the first that times out ends the test.
+                let bytes = try #require(Self.readToEnd(fd), "a silent connection was never closed")
+                #expect(String(decoding: bytes, as: UTF8.self).contains("no request within"))
+            }
+            let status = try daemon.cli(["status"])
+            #expect(status.code == 0, "\(status.stderr)")
+        }
+
+        @Test("half-closed clients with a reply larger than the socket buffer: it finishes, or the connection is dropped when they stop reading")
+        func halfClosedClients() throws {
+            // Every worker's release is a ~3.8 KB path: the status reply of 80 workers is ~330 KB,
+            // more than a unix socket's send buffer (212992 bytes by default).
+            let root = TestPaths.temporaryDirectory("hc")
+            defer { TestPaths.remove(root) }
+            var release = root
+            for level in 0..<15 {
+                release += "/" + String(repeating: Character(String(level % 10)), count: 250)
+                try #require(mkdir(release, 0o755) == 0)
+            }
+            let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+            let daemon = try QuietDaemon(
+                command: Self.sleeper, workers: 80, stderr: null, directory: release, extraApp: "start_concurrency = 16",
+                control: "idle_timeout = \"1s\"")
+            close(null)
+            defer { daemon.cleanUp() }
+            let ready = try daemon.waitUntilReady(workers: 80, timeout: .seconds(120))
+            try #require(ready != nil)
+            try #require(ready!.json.utf8.count > 300_000)
+
+            // A client that half-closes and keeps reading gets the whole reply.
+            for _ in 0..<5 {
+                let fd = Self.connect(daemon.controlSocket, timeout: 20)
+                try #require(fd >= 0)
+                Self.requestStatusAndHalfClose(fd)
+                let reply = Self.readToEnd(fd)
+                close(fd)
+                try #require(reply != nil, "the reply stalled after the half-close")
+                #expect(reply!.count > 250_000 && reply!.last == 0x0A && String(decoding: reply!.prefix(200), as: UTF8.self).contains("\"ok\":true"))
+            }
+
+            // 80 that half-close and never read: the daemon drops them after the write timeout.
+            var stalled: [Int32] = []
+            defer { stalled.forEach { close($0) } }
+            for _ in 0..<80 {
+                let fd = Self.connect(daemon.controlSocket)
+                try #require(fd >= 0)
+                Self.requestStatusAndHalfClose(fd)
+                stalled.append(fd)
+            }
+            let deadline = monotonicNow() + .seconds(60)
+            var last = CommandResult(code: -1, stdout: "", stderr: "")
+            while monotonicNow() < deadline {
+                last = try daemon.cli(["status"])
+                if last.code == 0 { break }
+                pause(0.5)
+            }
+            #expect(last.code == 0, "baton status still refused: \(last.stderr)")
+        }
+    }
+}
