@@ -59,7 +59,9 @@ extension Supervisor {
             waiter.finish(.success("dry run: nothing changed", details: plan(kind: kind, target: target, options: options)))
             return
         }
-        let busy = operation != nil || !queue.isEmpty || phase == .starting
+        // A start-up whose workers keep failing does not hold a deploy or rollback back:
+        // a good release is what the operator needs then (it pre-empts the start-up).
+        let busy = operation != nil || !queue.isEmpty || (phase == .starting && !startUpFailing)
         let deployAhead = ([operation].compactMap { $0 } + queue).contains { $0.kind.isDeploy }
         if busy && deployAhead && options.wait != true {
             let current = operation?.target?.directory ?? queue.first?.options?.release ?? "?"
@@ -69,6 +71,8 @@ extension Supervisor {
         let op = Operation(kind: kind, options: options, uid: uid)
         op.target = target
         op.waiters.append(waiter)
+        // The client's deadline counts from its request, however long it waits in the queue.
+        if let timeout = options.timeout.flatMap(Units.parseDuration) ?? config.deploy.timeout { startDeadline(op, timeout) }
         if busy {
             let ahead = operation?.kind.rawValue ?? (phase == .starting ? "start-up" : queue.last?.kind.rawValue ?? "operation")
             waiter.send(.progress("waiting: a \(ahead) is in progress; this \(kind.rawValue) runs after it"))
@@ -93,7 +97,10 @@ extension Supervisor {
     private func resolveTarget(kind: Operation.Kind, options: DeployOptions) throws -> Release {
         switch kind {
         case .rollback:
-            guard let previous = releaseState.previous else { throw DaemonError("no previous release to roll back to") }
+            guard let previous = releaseState.previous else {
+                let unreadable = stateProblems.first { $0.hasPrefix("state unreadable") }
+                throw DaemonError("no previous release to roll back to" + (unreadable.map { " (\($0))" } ?? ""))
+            }
             return previous
         case .deploy, .reload, .policy, .rollAhead:
             guard let directory = options.release, directory.hasPrefix("/") else {
@@ -138,7 +145,9 @@ extension Supervisor {
         case .surge: return (.surge, "requested")
         case .replace: return (.replace, "requested")
         case .auto:
-            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto) else {
+            // The surge width asked for (`--max-surge`, the policy's 1) is what must fit.
+            let width = min(options?.maxSurge ?? config.deploy.maxSurge, slots.count)
+            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
                 return (.surge, "auto: memory unknown")
             }
             return (verdict.strategy, "auto: \(verdict.summary)")
@@ -154,7 +163,13 @@ extension Supervisor {
 
     /// Starts the next queued operation when nothing runs (also after start-up).
     func runNextOperation() {
-        guard operation == nil, phase == .running, !queue.isEmpty else { return }
+        guard operation == nil, let next = queue.first else { return }
+        guard phase == .running || (phase == .starting && startUpFailing && next.kind.isDeploy) else { return }
+        if phase == .starting {
+            logger.warning("\(next.kind.rawValue) pre-empts the failing start-up")
+            // Slots not started yet get their worker from the rollout, on the new release.
+            startQueue.removeAll()
+        }
         let op = queue.removeFirst()
         operation = op
         op.startedAt = loop.now()
@@ -210,7 +225,7 @@ extension Supervisor {
             op.kind == .policy || op.kind == .rollAhead
             ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options)
         let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
-        if let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
+        if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)
             }
@@ -223,7 +238,8 @@ extension Supervisor {
         logger.info("\(op.kind.rawValue) started", metadata: ["release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0)])
         extendTimeout()
         var machine = RollingRestart(
-            slots: order, strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind.isDeploy)
+            slots: order, strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind.isDeploy,
+            awaitsStability: config.deploy.stabilityWindow > .zero)
         let actions = machine.start()
         rollout = machine
         publishStatus()
@@ -252,7 +268,7 @@ extension Supervisor {
         return merged
     }
 
-    private func deadlinePassed(_ op: Operation, _ timeout: Duration) {
+    func deadlinePassed(_ op: Operation, _ timeout: Duration) {
         guard operation === op, op.phase == .rollingOut else { return }
         let reason = "deadline of \(Units.formatDuration(timeout)) passed"
         logger.error("\(op.kind.rawValue): \(reason): aborting")
@@ -330,6 +346,8 @@ extension Supervisor {
         slot.current = replacement
         slot.spec = replacement.spec
         slot.lastRestartReason = operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
+        // Only a replacement that serves counts as a restart (a failed one changed nothing).
+        slot.restarts += 1
         restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
         return (replacement, old)
     }
@@ -383,7 +401,7 @@ extension Supervisor {
         }
     }
 
-    private func rollBack(_ op: Operation, slots indices: [Int]) {
+    func rollBack(_ op: Operation, slots indices: [Int]) {
         op.phase = .rollingBack
         op.rolledBackSlots = indices
         rolloutSpec = op.previousSpec
@@ -396,21 +414,25 @@ extension Supervisor {
     }
 
     private func succeed(_ op: Operation) {
-        if op.kind == .policy, let slot = op.slots?.first { memoryPolicy.replacementFinished(slot: slot, now: loop.now()) }
         if op.kind == .rollAhead {
             finishRollAhead(op, replaced: true)
             return
         }
         if op.kind.isDeploy, let target = op.target {
             let previous = op.previous
-            releaseState = ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous)
             do {
-                try store?.save(releaseState)
+                try commitReleaseState(
+                    ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous))
             } catch {
-                logger.error("cannot persist the release state: \(error)")
+                persistenceFailed(op, error: error)
+                return
             }
         }
-        if op.kind == .reload { for slot in slots { if let spec = rolloutSpec { slot.spec = spec } } }
+        if op.kind == .reload {
+            for slot in slots { if let spec = rolloutSpec { slot.spec = spec } }
+            // The restart policy follows the reloaded [memory] and [rolling] (its per-slot state is kept).
+            memoryPolicy.reconfigure(.init(config: config, hostname: Self.hostname()))
+        }
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
@@ -422,7 +444,6 @@ extension Supervisor {
 
     private func finishFailed(_ op: Operation, rolledBack: String) {
         let failure = op.failure ?? Operation.Failure(reason: "unknown", output: [], code: 1)
-        if op.kind == .policy, let slot = op.slots?.first { memoryPolicy.replacementFailed(slot: slot, now: loop.now()) }
         if op.kind == .rollAhead {
             finishRollAhead(op, replaced: false)
             return
@@ -436,15 +457,25 @@ extension Supervisor {
     /// Ends `op`: history, replies, READY=1 after a reload, next operation.
     func finishOperation(_ op: Operation, outcome: String, detail: String?, reply: ControlReply) {
         if let d = op.deadline { loop.cancel(d) }
+        // Every way a policy restart ends frees the policy: it never stays waiting.
+        if op.kind == .policy, let slot = op.slots?.first {
+            if outcome == "succeeded" {
+                memoryPolicy.replacementFinished(slot: slot, now: loop.now())
+            } else {
+                memoryPolicy.replacementFailed(slot: slot, now: loop.now())
+            }
+        }
         rolloutSpec = nil
         appendHistory(historyEntry(op, outcome: outcome, detail: detail))
         if op.kind.isDeploy { store?.finishDeploy() }
         if outcome == "succeeded" { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
         op.finish(reply)
         operation = nil
-        if phase == .reloading || phase == .deploying || phase == .restarting { phase = .running }
+        // A deploy that pre-empted a failing start-up: start-up goes on until every slot serves.
+        if phase == .reloading || phase == .deploying || phase == .restarting { phase = sentReady ? .running : .starting }
         // READY=1 ends RELOADING=1 even when the reload failed: old workers serve.
         if sentReady && op.kind == .reload { notifier.ready(status: summary) }
+        if !sentReady { checkAllReady() }
         lastStatusLine = ""
         publishStatus()
         runNextOperation()

@@ -53,6 +53,7 @@ extension Supervisor {
                 elapsed: Self.seconds(now - op.startedAt), progress: Array(op.progress.suffix(20)), queued: queue.count)
         }
         report.degraded = degraded ? true : nil
+        report.problems = stateProblems.isEmpty ? nil : stateProblems
         if let readings = try? HostMemoryReader().readings(cgroupOf: getpid()) {
             let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
             report.memory = MemoryStatus(

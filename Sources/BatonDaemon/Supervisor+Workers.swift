@@ -29,7 +29,8 @@ extension Supervisor {
         slot.respawnTimer = nil
         slot.respawnAt = nil
         slot.generation += 1
-        if slot.generation > 1 {
+        // A replacement counts as a restart only once it serves (`promoteReplacement`).
+        if slot.generation > 1, role == .current {
             slot.restarts += 1
             if let reason { slot.lastRestartReason = reason }
         }
@@ -193,6 +194,7 @@ extension Supervisor {
         if slot.replacement === worker {
             if rollout?.phase(of: worker.slot) == .startingAfterDrain { promoteAfterDrain(slot, worker: worker) }
             rolloutEvent { $0.newWorkerReady(slot: worker.slot) }
+            watchStability(worker)
         } else {
             fillStartQueue()
             checkAllReady()
@@ -375,6 +377,18 @@ extension Supervisor {
         }
     }
 
+    /// Whether some slot is failing while baton has not served yet (a deploy may pre-empt the start-up).
+    var startUpFailing: Bool {
+        !sentReady && slots.contains { $0.backoff.consecutiveFailures > 0 && $0.current?.state != .ready }
+    }
+
+    /// A start-up that keeps failing ends: `[app] start_attempts` failures in a row of one
+    /// slot before READY=1 was ever sent, and no deploy running to rescue it.
+    private func startUpExhausted(_ slot: Slot) -> Bool {
+        config.app.startAttempts > 0 && !sentReady && phase == .starting && operation == nil
+            && slot.backoff.consecutiveFailures >= config.app.startAttempts
+    }
+
     /// A start failed (spawn error, exit while starting, readiness timeout) or
     /// a serving worker crashed.
     func startFailed(slot: Slot, role: Role, worker: Worker?, reason: String, uptime: Duration?) {
@@ -388,6 +402,14 @@ extension Supervisor {
         let delay = slot.backoff.workerFailed(uptime: uptime)
         slot.lastRestartReason = reason
         restartsByReason[reason == "crash" || reason.hasPrefix("exited") ? "crash" : reason, default: 0] += 1
+        if startUpExhausted(slot) {
+            logger.critical(
+                "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason)) and no worker ever served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"
+            )
+            exitCode = 1
+            beginShutdown()
+            return
+        }
         if slot.backoff.isCrashLooping {
             logger.error(
                 "slot \(slot.index) is crash-looping (\(slot.backoff.consecutiveFailures) failures in a row); next start in \(Units.formatDuration(delay))")

@@ -94,6 +94,10 @@ public final class Supervisor {
     var pruning: Set<String> = []
     /// Set when a rollback failed.
     var degraded = false
+    /// Problems of the state directory found at start-up (unwritable, release.json unreadable,
+    /// the persisted release missing): ERROR lines in the log and in `baton status` until a
+    /// release is persisted again.
+    var stateProblems: [String] = []
     /// The last lines of output of the last worker that failed to start.
     var lastFailureOutput: [String] = []
     /// Set while `baton upgrade` checks the new binary.
@@ -258,21 +262,50 @@ public final class Supervisor {
         return "/var/lib/baton/\(config.app.name)"
     }
 
-    /// Loads the persisted release (it wins over `app.directory`) and history.
+    /// Loads the persisted release (it wins over `app.directory`) and history. What cannot
+    /// be used is said loudly (ERROR, `baton status`) and never silently replaced: an
+    /// unreadable release.json stays as it is (a copy in release.json.corrupt) until a deploy
+    /// succeeds; a persisted release whose folder is gone falls back to `[app] directory`.
     private func loadState() {
-        releaseState = ReleaseState(current: Release(directory: config.app.directory), previous: nil)
+        let fallback = Release(directory: config.app.directory)
+        releaseState = ReleaseState(current: fallback, previous: nil)
+        let directory = Self.stateDirectory(for: config)
+        let store: StateStore
         do {
-            let store = try StateStore(directory: Self.stateDirectory(for: config))
-            self.store = store
-            if let saved = store.loadReleaseState() {
-                releaseState = saved
-                logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
-            }
-            history = store.loadHistory()
-            recordUnfinishedDeploy()
+            store = try StateStore(directory: directory)
         } catch {
-            logger.error("state directory unusable, deploys will not be persisted: \(error)")
+            stateProblem("state directory \(directory) unusable (\(error)): deploys cannot be committed")
+            return
         }
+        self.store = store
+        do {
+            try store.checkWritable()
+        } catch {
+            stateProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+        }
+        do {
+            if let saved = try store.loadReleaseState() {
+                if Self.isDirectory(saved.current.directory) {
+                    releaseState = saved
+                    logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
+                } else {
+                    releaseState = ReleaseState(current: fallback, previous: saved.previous)
+                    stateProblem(
+                        "persisted release \(saved.current.directory) is missing: started on [app] directory \(fallback.directory)")
+                }
+            }
+        } catch {
+            let copy = (try? store.keepCorruptReleaseState()).map { "; a copy is kept as \($0)" } ?? ""
+            stateProblem("state unreadable: \(error)\(copy); started on [app] directory \(fallback.directory), no previous release")
+        }
+        history = store.loadHistory()
+        recordUnfinishedDeploy()
+    }
+
+    /// Whether `path` is an existing directory.
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// The spec for new workers from a config and a release (resolves the
