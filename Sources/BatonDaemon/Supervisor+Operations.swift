@@ -258,6 +258,10 @@ extension Supervisor {
         var changes: [String] = []
         if newConfig.listen != config.listen { changes.append("[listen]") }
         if newConfig.control != config.control { changes.append("[control]") }
+        // Opened once at start: the metrics endpoint and the state and runtime directories.
+        if newConfig.metrics != config.metrics { changes.append("[metrics]") }
+        if newConfig.app.stateDirectory != config.app.stateDirectory { changes.append("[app] state_directory") }
+        if newConfig.app.runtimeDirectory != config.app.runtimeDirectory { changes.append("[app] runtime_directory") }
         return changes
     }
 
@@ -265,6 +269,9 @@ extension Supervisor {
         var merged = newConfig
         merged.listen = old.listen
         merged.control = old.control
+        merged.metrics = old.metrics
+        merged.app.stateDirectory = old.app.stateDirectory
+        merged.app.runtimeDirectory = old.app.runtimeDirectory
         return merged
     }
 

@@ -36,6 +36,20 @@ extension Integration {
             #expect(fired != nil, "\(baton.process.stderrLines.suffix(10))")
         }
 
+        @Test("reload says which settings need a restart of baton, and keeps the state directory it opened")
+        func reloadReportsRestartOnly() throws {
+            let baton = try BatonHarness(workers: 1, sections: Self.sections, tag: "rrst")
+            defer { baton.stop() }
+            let text = try #require(ProcFS.read(baton.configPath))
+            TestPaths.write(baton.configPath, text.replacingFirst("/state\"", with: "/state2\""))
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            #expect(reload.stdout.contains("[app] state_directory changed: needs a restart of baton"), "\(reload.stdout)")
+            let r2 = baton.makeRelease("r2")
+            #expect(try baton.cli(["deploy", "--release", r2]).code == 0)
+            #expect((ProcFS.read(baton.directory + "/state/release.json") ?? "").contains(r2))
+        }
+
         @Test("a policy restart that cannot start frees the policy: once the cause is gone it restarts again")
         func failedPolicyStartIsNotStuck() throws {
             let directory = TestPaths.temporaryDirectory("pstk")

@@ -24,7 +24,12 @@ extension Integration {
 
         @Test("a deploy of a good release pre-empts a crash-looping start-up: exit 0, every slot serves it, READY after")
         func deployPreemptsFailingStartUp() throws {
-            let baton = try BatonHarness(workers: 2, command: [Self.worker, "--fail-boot"], waitReady: false, tag: "pree")
+            let directory = TestPaths.temporaryDirectory("pree")
+            let recorder = try NotifyRecorder(path: directory + "/notify.sock")
+            defer { recorder.close() }
+            let baton = try BatonHarness(
+                workers: 2, command: [Self.worker, "--fail-boot"], environment: ["NOTIFY_SOCKET": recorder.path], waitReady: false,
+                tag: "pree", reuse: directory)
             defer { baton.stop() }
             #expect(baton.process.waitForLine(containing: "restarts in", timeout: .seconds(20)) != nil)
             let release = baton.makeRelease("good")
@@ -35,6 +40,9 @@ extension Integration {
             #expect(code == 0, "\(client.stdout)\n\(baton.process.stderrLines.suffix(10))")
             #expect(client.stdout.contains("deploy finished: 2 workers on \(release)"), "\(client.stdout)")
             #expect(baton.process.waitForLine(containing: "all 2 workers ready", timeout: .seconds(10)) != nil)
+            // READY=1 only once every slot serves: after the deploy, never during the failing start-up.
+            let ready = try #require(recorder.waitFor(line: "READY=1", timeout: .seconds(10)))
+            #expect(recorder.all[ready].text.contains("STATUS=2/2 workers ready, release \(release)"), "\(recorder.all[ready].text)")
             let status = try baton.status()
             #expect(status.release == release)
             #expect(status.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(status.workers)")
