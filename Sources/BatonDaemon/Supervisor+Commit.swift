@@ -120,6 +120,7 @@ extension Supervisor {
         if phase == .reloading || phase == .deploying || phase == .restarting { phase = sentReady ? .running : .starting }
         // READY=1 ends RELOADING=1 even when the reload failed: old workers serve.
         if sentReady && op.kind == .reload { notifier.ready(status: summary) }
+        refillEmptySlots()
         if !sentReady { checkAllReady() }
         lastStatusLine = ""
         publishStatus()

@@ -406,7 +406,14 @@ extension Supervisor {
         }
         slot.respawnAt = loop.now() + delay
         slot.respawnTimer = loop.schedule(after: delay) { [unowned self, unowned slot] in
+            slot.respawnTimer = nil
             guard self.phase != .stopping, slot.current == nil else { return }
+            // A rollout's new worker is starting in this slot: it takes the slot (and if it
+            // fails, the end of the operation refills the slot: `refillEmptySlots`).
+            guard slot.replacement == nil else {
+                slot.respawnAt = nil
+                return
+            }
             self.startWorker(slot, role: .current, reason: reason)
         }
         fillStartQueue()

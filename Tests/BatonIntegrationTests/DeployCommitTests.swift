@@ -38,6 +38,24 @@ extension Integration {
             #expect(good.stdout.contains("stable for 2s"), "\(good.stdout)")
         }
 
+        @Test("a slot whose worker crashed just before a replace deploy: the deploy's worker takes it, no old one respawns beside it")
+        func crashedSlotDuringReplaceDeploy() throws {
+            let baton = try BatonHarness(workers: 1, tag: "rspn")
+            defer { baton.stop() }
+            let pid = try #require(try baton.status().workers.first?.pid)
+            #expect(kill(pid, SIGKILL) == 0)
+            #expect(baton.process.waitForLine(containing: "slot 0 restarts in 1s", timeout: .seconds(10)) != nil)
+            // The respawn comes due while the deploy's new worker boots (3 s).
+            let release = baton.makeRelease("r2")
+            let result = try baton.cli([
+                "deploy", "--release", release, "--strategy", "replace", "--command", Self.worker, "--boot-delay", "3",
+            ])
+            #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+            let status = try baton.status()
+            #expect(status.workers.count == 1, "\(status.workers)")
+            #expect(status.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(status.workers)")
+        }
+
         @Test("a full state directory: the deploy is reported failed (exit 1), rolled back, and status stays on the old release")
         func fullStateDirectory() throws {
             let baton = try BatonHarness(workers: 2, tag: "full")
