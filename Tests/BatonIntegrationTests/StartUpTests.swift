@@ -48,6 +48,25 @@ extension Integration {
             #expect(status.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(status.workers)")
         }
 
+        @Test("a pre-empting deploy that fails leaves no slot without a worker: slots it took from the start queue are started")
+        func failedPreemptionRefillsSlots() throws {
+            let directory = TestPaths.temporaryDirectory("prfl")
+            // Slot 0 fails at once, slot 1 boots for long (holding the only start), slot 2 waits in the start queue.
+            let script = directory + "/slots.sh"
+            TestPaths.write(
+                script,
+                "#!/bin/sh\ncase \"$BATON_SLOT\" in\n0) exec \(Self.worker) --fail-boot ;;\n1) exec \(Self.worker) --boot-delay 15 ;;\n*) exec \(Self.worker) ;;\nesac\n",
+                mode: 0o755)
+            let baton = try BatonHarness(
+                workers: 3, command: [script], extraApp: "start_concurrency = 1", waitReady: false, tag: "prfl", reuse: directory)
+            defer { baton.stop() }
+            #expect(baton.process.waitForLine(containing: "slot 0 restarts in", timeout: .seconds(20)) != nil)
+            let bad = try baton.cli(["deploy", "--release", baton.makeRelease("bad"), "--command", Self.worker, "--fail-boot"])
+            #expect(bad.code == 1, "\(bad.stdout)\n\(bad.stderr)")
+            let started = baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("worker started") && $0.contains("slot=2") }
+            #expect(started != nil, "\(baton.process.stderrLines.suffix(10))")
+        }
+
         @Test("--timeout counts from the request: a deploy queued behind a slow start-up is dropped from the queue with exit 4")
         func deadlineCountsWhileQueued() throws {
             let baton = try BatonHarness(workers: 1, command: [Self.worker, "--boot-delay", "4"], waitReady: false, tag: "qdl")
