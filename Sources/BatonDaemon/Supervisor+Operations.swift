@@ -179,10 +179,15 @@ extension Supervisor {
         if op.kind.isDeploy {
             // Until it ends, the state directory says a deploy runs: a baton killed
             // mid-deploy finds it at start-up and records it as interrupted.
+            // A state directory that cannot even record it could not commit it either: the
+            // deploy fails before it touches a worker.
             do {
-                try store?.beginDeploy(historyEntry(op, outcome: "in-progress", detail: nil))
+                guard let store else { throw DaemonError("the state directory \(Self.stateDirectory(for: config)) is unusable") }
+                try store.beginDeploy(historyEntry(op, outcome: "in-progress", detail: nil))
             } catch {
-                logger.error("cannot record the deploy in progress: \(error)")
+                let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
+                finishOperation(op, outcome: "failed", detail: "\(error)", reply: .failure(message))
+                return
             }
         }
         do {

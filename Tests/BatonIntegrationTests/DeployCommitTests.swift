@@ -56,7 +56,7 @@ extension Integration {
             #expect(status.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(status.workers)")
         }
 
-        @Test("a full state directory: the deploy is reported failed (exit 1), rolled back, and status stays on the old release")
+        @Test("a full state directory: the deploy is reported failed (exit 1) before it touches a worker; status stays on the old release")
         func fullStateDirectory() throws {
             let baton = try BatonHarness(workers: 2, tag: "full")
             defer { baton.stop() }
@@ -70,14 +70,35 @@ extension Integration {
             let block = [UInt8](repeating: 0x2E, count: 1024)
             while block.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
             close(fd)
+            let before = try baton.status().workers.map(\.pid)
+            let release = baton.makeRelease("r2")
+            let result = try baton.cli(["deploy", "--release", release])
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("cannot record it in the state directory"), "\(result.stderr)")
+            #expect(result.stderr.contains("nothing changed"), "\(result.stderr)")
+            let after = try baton.status()
+            #expect(after.workers.map(\.pid) == before, "no worker was touched")
+            #expect(after.release == baton.releaseDirectory)
+            #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
+        }
+
+        @Test("a release state that cannot be written at the commit: exit 1 with the reason, every slot rolled back, not persisted")
+        func commitCannotPersist() throws {
+            let baton = try BatonHarness(workers: 2, tag: "cmit")
+            defer { baton.stop() }
+            // release.json is a non-empty directory: the deploy can be recorded, its commit (rename) fails.
+            let state = baton.directory + "/state/release.json"
+            #expect(mkdir(state, 0o755) == 0 && mkdir(state + "/x", 0o755) == 0)
             let release = baton.makeRelease("r2")
             let result = try baton.cli(["deploy", "--release", release])
             #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
             #expect(result.stderr.contains("cannot persist the release"), "\(result.stderr)")
-            #expect(result.stderr.contains("rolled back"), "\(result.stderr)")
+            #expect(result.stderr.contains("rolled back: slots"), "\(result.stderr)")
             let after = try baton.status()
             #expect(after.release == baton.releaseDirectory)
             #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
+            let history = try baton.cli(["history", "--json"]).stdout
+            #expect(history.contains("\"outcome\" : \"rolled-back\""), "\(history)")
         }
 
         @Test("a read-only state directory: ERROR in the log and in status (human and --json); a deploy cannot be committed")
