@@ -165,11 +165,13 @@ extension Integration {
             #expect(status.release == second.releaseDirectory)
             #expect(status.workers.allSatisfy { $0.release == second.releaseDirectory && $0.state == "ready" })
             #expect(status.problems?.contains { $0.contains("persisted release \(r2) is missing") } == true, "\(status)")
+            #expect(status.summary.contains("STATE ERROR (see baton status)"), "\(status.summary)")
             #expect(second.process.stderrLines.contains { $0.contains(" ERROR ") && $0.contains("is missing") })
             let r3 = second.makeRelease("r3")
             let deployed = try second.cli(["deploy", "--release", r3])
             #expect(deployed.code == 0, "\(deployed.stderr)")
-            #expect(try second.status().problems == nil)
+            let fixed = try second.status()
+            #expect(fixed.problems == nil && !fixed.summary.contains("STATE ERROR"), "\(fixed.summary)")
         }
     }
 }
