@@ -163,14 +163,18 @@ extension Supervisor {
 
     /// Starts the next queued operation when nothing runs (also after start-up).
     func runNextOperation() {
-        guard operation == nil, let next = queue.first else { return }
-        guard phase == .running || (phase == .starting && startUpFailing && next.kind.isDeploy) else { return }
-        if phase == .starting {
-            logger.warning("\(next.kind.rawValue) pre-empts the failing start-up")
-            // Slots not started yet get their worker from the rollout, on the new release.
+        guard operation == nil, !queue.isEmpty else { return }
+        var index = 0
+        if phase == .starting, startUpFailing, let deploy = queue.firstIndex(where: { $0.kind.isDeploy }) {
+            // A deploy or rollback pre-empts the failing start-up (ahead of a queued reload);
+            // slots not started yet get their worker from its rollout, on the new release.
+            index = deploy
+            logger.warning("\(queue[index].kind.rawValue) pre-empts the failing start-up")
             startQueue.removeAll()
+        } else if phase != .running {
+            return
         }
-        let op = queue.removeFirst()
+        let op = queue.remove(at: index)
         operation = op
         op.startedAt = loop.now()
         op.startedAtWall = wallClockNow()
