@@ -244,7 +244,11 @@ extension Supervisor {
         op.report(
             "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(strategy.rawValue) (\(why))"
                 + (strategy == .surge ? ", max surge \(surge)" : "") + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
-        logger.info("\(op.kind.rawValue) started", metadata: ["release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0)])
+        logger.info(
+            "\(op.kind.rawValue) started",
+            metadata: [
+                "release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0), "strategy": .string(strategy.rawValue),
+            ])
         extendTimeout()
         var machine = RollingRestart(
             slots: order, strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind.isDeploy,

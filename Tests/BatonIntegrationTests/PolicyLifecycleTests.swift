@@ -79,6 +79,19 @@ extension Integration {
             #expect(slot.lastRestartReason == nil, "\(slot)")
         }
 
+        @Test("the policy's auto strategy checks its own surge of 1, not max_surge: one extra worker fits, so it surges")
+        func policySurgeWidth() throws {
+            // Three workers of ~61 MiB under a 290 MiB budget: ~105 MiB of headroom, room for
+            // one more worker (the policy's surge), not for max_surge = 3 of them.
+            let baton = try BatonHarness(
+                workers: 3, command: [Self.worker, "--hold", "60"],
+                sections: Self.sections + "\nbudget = \"290MiB\"\n[deploy]\nmax_surge = 3\n[rolling]\nmax_age = \"2s\"\n",
+                tag: "psrg")
+            defer { baton.stop() }
+            let started = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("policy started") }
+            #expect(started?.contains("strategy=surge") == true, "\(started ?? "no policy started")")
+        }
+
         @Test("--dry-run with strategy auto plans the surge width asked for (--max-surge)")
         func autoHonoursSurgeWidth() throws {
             let baton = try BatonHarness(workers: 3, tag: "asrg")
