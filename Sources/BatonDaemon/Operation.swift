@@ -47,8 +47,8 @@ final class Operation {
     var progress: [String] = []
     var failure: Failure?
     var startedAt: Duration = .zero
-    /// When it was asked for (monotonic): a client's `--timeout` counts from here, queued or not.
-    var requestedAt: Duration = .zero
+    /// The client's `--timeout` (else `[deploy] timeout`), counted from the request.
+    var clientTimeout: Duration?
     var startedAtWall: Double = 0
     var deadline: EventLoop.Token?
     /// Slots the rollback covers.

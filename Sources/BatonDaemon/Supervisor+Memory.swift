@@ -127,15 +127,17 @@ extension Supervisor {
 
     /// The figures of a planned deploy against the headroom right now, with every worker
     /// measured now (PSS/USS from smaps_rollup).
-    func preflight(release: String?, need: UInt64, strategy: DeployStrategy? = nil) throws -> (PreflightVerdict, PreflightReport) {
+    func preflight(release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil) throws -> (
+        PreflightVerdict, PreflightReport
+    ) {
         sample(detailed: true)
-        return try preflightFromLastSample(release: release, need: need, strategy: strategy)
+        return try preflightFromLastSample(release: release, need: need, strategy: strategy, maxSurge: maxSurge)
     }
 
     /// The same figures from the workers' last memory sample: what the metrics endpoint
     /// shows, so that a scrape neither walks every worker's page tables nor adds points to
-    /// the leak-rate histories.
-    func preflightFromLastSample(release: String?, need: UInt64, strategy: DeployStrategy? = nil) throws -> (
+    /// the leak-rate histories. `maxSurge`: the surge width planned (default `[deploy] max_surge`).
+    func preflightFromLastSample(release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil) throws -> (
         PreflightVerdict, PreflightReport
     ) {
         let readings = try HostMemoryReader().readings(cgroupOf: getpid())
@@ -150,7 +152,7 @@ extension Supervisor {
         // The commit charge binds only under vm.overcommit_memory=2; reading it walks every worker's maps.
         let commits = readings.overcommit == .strict ? workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
-            strategy: strategy ?? config.deploy.strategy, maxSurge: min(config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
+            strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
             commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need)
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)

@@ -3,12 +3,9 @@ import BatonSystem
 import Glibc
 import Logging
 
-/// Deploys, reloads and rollbacks, and how they overlap (the rules are
-/// `OperationQueue`'s, in BatonCore; docs/ARCHITECTURE.md, invariant 6):
-/// a deploy during a deploy is refused unless `--wait`; a reload or SIGHUP
-/// during a deploy queues behind it; a reload during a reload is coalesced
-/// into one more pass; a deploy during a reload waits for it. Nothing is
-/// dropped silently.
+/// Deploys, reloads and rollbacks: validating a request, starting and running the
+/// rollout. Which operation runs and which waits is `OperationQueue`'s (BatonCore) to say
+/// (docs/ARCHITECTURE.md, invariant 6); `Supervisor+Requests.swift` executes its actions.
 extension Supervisor {
     // MARK: - Requests
 
@@ -56,86 +53,8 @@ extension Supervisor {
         let op = makeOperation(kind: kind, options: options, uid: uid)
         op.target = target
         op.waiters.append(waiter)
+        // The client's deadline counts from its request, however long it waits in the queue.
         submit(op, wait: options.wait == true, timeout: timeout ?? config.deploy.timeout)
-    }
-
-    /// A new operation with the next number, asked for now.
-    func makeOperation(kind: Operation.Kind, options: DeployOptions?, uid: uid_t?) -> Operation {
-        let op = Operation(number: nextOperationNumber, kind: kind, options: options, uid: uid)
-        nextOperationNumber += 1
-        op.requestedAt = loop.now()
-        return op
-    }
-
-    /// Hands `op` to the overlap rules (`OperationQueue`) and carries out what they say.
-    /// `timeout` counts from now, whether the operation starts now or waits.
-    func submit(_ op: Operation, wait: Bool = false, timeout: Duration? = nil) {
-        operationTable[op.number] = op
-        let deadline = timeout.map { op.requestedAt + $0 }
-        performOperations(operations.request(op.number, kind: op.kind, wait: wait, deadline: deadline))
-        armQueuedDeadline()
-    }
-
-    /// Executes the overlap rules' actions.
-    func performOperations(_ actions: [OperationQueue<Int>.Action]) {
-        for action in actions {
-            switch action {
-            case .start(let number):
-                guard let op = operationTable[number] else { continue }
-                startOperation(op)
-            case .waiting(let number, let blocker):
-                guard let op = operationTable[number], op.kind.isDeploy else { continue }
-                let ahead: String
-                switch blocker {
-                case .startUp: ahead = "start-up"
-                case .operation(let kind): ahead = kind.rawValue
-                }
-                for w in op.waiters { w.send(.progress("waiting: a \(ahead) is in progress; this \(op.kind.rawValue) runs after it")) }
-            case .joined(let number, let into):
-                guard let op = operationTable.removeValue(forKey: number), let queued = operationTable[into] else { continue }
-                for w in op.waiters {
-                    queued.waiters.append(w)
-                    w.send(.progress("a reload is already queued: this request joins it"))
-                }
-                logger.info("reload coalesced with the queued one")
-            case .refused(let number, let why):
-                guard let op = operationTable.removeValue(forKey: number) else { continue }
-                op.finish(.failure(refusal(op, why), code: 1))
-            case .expired(let number):
-                guard let op = operationTable.removeValue(forKey: number) else { continue }
-                let timeout = Units.formatElapsed(loop.now() - op.requestedAt)
-                logger.warning("\(op.kind.rawValue) timed out after \(timeout) while it waited; nothing changed")
-                op.finish(.failure("\(op.kind.rawValue) timed out after \(timeout) while waiting for the operation ahead of it; nothing changed", code: 4))
-            case .rejected(let number):
-                guard let op = operationTable.removeValue(forKey: number) else { continue }
-                if let d = op.deadline { loop.cancel(d) }
-                op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
-            }
-        }
-    }
-
-    private func refusal(_ op: Operation, _ why: OperationQueue<Int>.Refusal) -> String {
-        switch why {
-        case .deployInProgress(let of):
-            let current = operationTable[of].map { $0.target?.directory ?? $0.options?.release ?? "?" } ?? "?"
-            return "deploy in progress (of \(current)): refused; use --wait to queue behind it"
-        case .busy(.startUp):
-            return "\(op.kind.rawValue) refused: start-up is in progress"
-        case .busy(.operation(let kind)):
-            return "\(op.kind.rawValue) refused: a \(kind.rawValue) is in progress"
-        }
-    }
-
-    /// Keeps one timer on the earliest deadline of a queued operation.
-    private func armQueuedDeadline() {
-        if let t = queuedDeadlineTimer { loop.cancel(t) }
-        queuedDeadlineTimer = nil
-        guard let deadline = operations.nextDeadline else { return }
-        queuedDeadlineTimer = loop.schedule(after: max(.zero, deadline - loop.now())) { [unowned self] in
-            self.queuedDeadlineTimer = nil
-            self.performOperations(self.operations.deadlinesDue(now: self.loop.now()))
-            self.armQueuedDeadline()
-        }
     }
 
     /// `baton deploy --attach`: follow the operation in progress.
@@ -155,7 +74,10 @@ extension Supervisor {
     private func resolveTarget(kind: Operation.Kind, options: DeployOptions) throws -> Release {
         switch kind {
         case .rollback:
-            guard let previous = releaseState.previous else { throw DaemonError("no previous release to roll back to") }
+            guard let previous = releaseState.previous else {
+                let unreadable = stateProblems.first { $0.hasPrefix("state unreadable") }
+                throw DaemonError("no previous release to roll back to" + (unreadable.map { " (\($0))" } ?? ""))
+            }
             return previous
         case .deploy, .reload, .policy, .rollAhead:
             guard let directory = options.release, directory.hasPrefix("/") else {
@@ -200,7 +122,9 @@ extension Supervisor {
         case .surge: return (.surge, "requested")
         case .replace: return (.replace, "requested")
         case .auto:
-            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto) else {
+            // The surge width asked for (`--max-surge`, the policy's 1) is what must fit.
+            let width = min(options?.maxSurge ?? config.deploy.maxSurge, slots.count)
+            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
                 return (.surge, "auto: memory unknown")
             }
             return (verdict.strategy, "auto: \(verdict.summary)")
@@ -210,7 +134,12 @@ extension Supervisor {
     // MARK: - Running
 
     /// The overlap rules said `op` starts now.
-    private func startOperation(_ op: Operation) {
+    func startOperation(_ op: Operation) {
+        if operations.preemptsStartUp {
+            // Slots not started yet get their worker from its rollout, on the new release.
+            logger.warning("\(op.kind.rawValue) pre-empts the failing start-up")
+            startQueue.removeAll()
+        }
         op.startedAt = loop.now()
         op.startedAtWall = wallClockNow()
         op.previous = releaseState.current
@@ -218,10 +147,15 @@ extension Supervisor {
         if op.kind.isDeploy {
             // Until it ends, the state directory says a deploy runs: a baton killed
             // mid-deploy finds it at start-up and records it as interrupted.
+            // A state directory that cannot even record it could not commit it either: the
+            // deploy fails before it touches a worker.
             do {
-                try store?.beginDeploy(historyEntry(op, outcome: "in-progress", detail: nil))
+                guard let store else { throw DaemonError("the state directory \(Self.stateDirectory(for: config)) is unusable") }
+                try store.beginDeploy(historyEntry(op, outcome: "in-progress", detail: nil))
             } catch {
-                logger.error("cannot record the deploy in progress: \(error)")
+                let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
+                finishOperation(op, outcome: "failed", detail: "\(error)", reply: .failure(message))
+                return
             }
         }
         do {
@@ -261,9 +195,8 @@ extension Supervisor {
             op.kind == .policy || op.kind == .rollAhead
             ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options)
         let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
-        if let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
-            // Counted from the request: time spent waiting behind another operation is spent.
-            op.deadline = loop.schedule(after: max(.zero, op.requestedAt + timeout - loop.now())) { [unowned self, unowned op] in
+        if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
+            op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)
             }
         }
@@ -272,10 +205,15 @@ extension Supervisor {
         op.report(
             "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(strategy.rawValue) (\(why))"
                 + (strategy == .surge ? ", max surge \(surge)" : "") + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
-        logger.info("\(op.kind.rawValue) started", metadata: ["release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0)])
+        logger.info(
+            "\(op.kind.rawValue) started",
+            metadata: [
+                "release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0), "strategy": .string(strategy.rawValue),
+            ])
         extendTimeout()
         var machine = RollingRestart(
-            slots: order, strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind.isDeploy)
+            slots: order, strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind.isDeploy,
+            awaitsStability: config.deploy.stabilityWindow > .zero)
         let actions = machine.start()
         rollout = machine
         publishStatus()
@@ -294,6 +232,10 @@ extension Supervisor {
         var changes: [String] = []
         if newConfig.listen != config.listen { changes.append("[listen]") }
         if newConfig.control != config.control { changes.append("[control]") }
+        // Opened once at start: the metrics endpoint and the state and runtime directories.
+        if newConfig.metrics != config.metrics { changes.append("[metrics]") }
+        if newConfig.app.stateDirectory != config.app.stateDirectory { changes.append("[app] state_directory") }
+        if newConfig.app.runtimeDirectory != config.app.runtimeDirectory { changes.append("[app] runtime_directory") }
         return changes
     }
 
@@ -301,10 +243,13 @@ extension Supervisor {
         var merged = newConfig
         merged.listen = old.listen
         merged.control = old.control
+        merged.metrics = old.metrics
+        merged.app.stateDirectory = old.app.stateDirectory
+        merged.app.runtimeDirectory = old.app.runtimeDirectory
         return merged
     }
 
-    private func deadlinePassed(_ op: Operation, _ timeout: Duration) {
+    func deadlinePassed(_ op: Operation, _ timeout: Duration) {
         guard operation === op, op.phase == .rollingOut else { return }
         let reason = "deadline of \(Units.formatDuration(timeout)) passed"
         logger.error("\(op.kind.rawValue): \(reason): aborting")
@@ -323,7 +268,7 @@ extension Supervisor {
         return !actions.isEmpty
     }
 
-    private func perform(_ actions: [RollingRestart.Action]) {
+    func perform(_ actions: [RollingRestart.Action]) {
         for action in actions {
             switch action {
             case .startNew(let index):
@@ -382,6 +327,8 @@ extension Supervisor {
         slot.current = replacement
         slot.spec = replacement.spec
         slot.lastRestartReason = operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
+        // Only a replacement that serves counts as a restart (a failed one changed nothing).
+        slot.restarts += 1
         restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
         return (replacement, old)
     }
@@ -397,111 +344,6 @@ extension Supervisor {
             op.report("slot \(slot.index): pid \(worker.pid) drained in \(Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now())))")
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
-    }
-
-    private func rolloutFinished(_ outcome: RollingRestart.Outcome) {
-        guard let op = operation else { return }
-        switch (op.phase, outcome) {
-        case (.rollingOut, .succeeded):
-            succeed(op)
-        case (.rollingOut, .failed(let slot, let reason, let replaced)):
-            if op.failure == nil {
-                op.failure = Operation.Failure(reason: reason, output: lastFailureOutput, code: 1)
-            }
-            let what = slot >= 0 ? "new worker for slot \(slot) failed: \(reason)" : reason
-            op.report("\(op.kind.rawValue) failed: \(what)")
-            if let previous = op.previousConfig { config = previous }
-            if replaced.isEmpty {
-                finishFailed(op, rolledBack: "nothing changed: the old workers keep serving")
-            } else {
-                rollBack(op, slots: replaced)
-            }
-        case (.rollingBack, .succeeded):
-            finishFailed(op, rolledBack: "rolled back: slots \(Self.list(op.rolledBackSlots)) are on \(op.previous?.directory ?? "?") again")
-        case (.rollingBack, .failed(let slot, let reason, _)):
-            degraded = true
-            let table = slots.map { s in
-                "slot \(s.index): " + (s.current.map { "pid \($0.pid) \($0.state.rawValue) on \($0.spec.release)" } ?? "no worker")
-            }
-            op.report("rollback failed: slot \(slot): \(reason)")
-            logger.critical("rollback failed: app is degraded (slots run different releases)")
-            finishOperation(
-                op, outcome: "degraded", detail: "rollback failed: \(reason)",
-                reply: .failure(
-                    "\(op.kind.rawValue) failed (\(op.failure?.reason ?? "?")) and the rollback failed too (slot \(slot): \(reason)); degraded",
-                    code: 1, details: table))
-        default:
-            break
-        }
-    }
-
-    private func rollBack(_ op: Operation, slots indices: [Int]) {
-        op.phase = .rollingBack
-        op.rolledBackSlots = indices
-        rolloutSpec = op.previousSpec
-        op.report("rolling back slots \(Self.list(indices)) to \(op.previous?.directory ?? "?")")
-        logger.warning("rolling back", metadata: ["slots": .string(Self.list(indices))])
-        var machine = RollingRestart(slots: indices, strategy: .surge, maxSurge: 1, canary: false)
-        let actions = machine.start()
-        rollout = machine
-        perform(actions)
-    }
-
-    private func succeed(_ op: Operation) {
-        if op.kind == .policy, let slot = op.slots?.first { memoryPolicy.replacementFinished(slot: slot, now: loop.now()) }
-        if op.kind == .rollAhead {
-            finishRollAhead(op, replaced: true)
-            return
-        }
-        if op.kind.isDeploy, let target = op.target {
-            let previous = op.previous
-            releaseState = ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous)
-            do {
-                try store?.save(releaseState)
-            } catch {
-                logger.error("cannot persist the release state: \(error)")
-            }
-        }
-        if op.kind == .reload { for slot in slots { if let spec = rolloutSpec { slot.spec = spec } } }
-        degraded = false
-        let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
-        let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
-        if op.kind.isDeploy, let target = op.target { recordDeployedRelease(target) }
-        // Retention runs before the final reply so that its line reaches the CI log;
-        // the folders are removed off the loop afterwards.
-        if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
-        finishOperation(op, outcome: "succeeded", detail: nil, reply: .success(message))
-    }
-
-    private func finishFailed(_ op: Operation, rolledBack: String) {
-        let failure = op.failure ?? Operation.Failure(reason: "unknown", output: [], code: 1)
-        if op.kind == .policy, let slot = op.slots?.first { memoryPolicy.replacementFailed(slot: slot, now: loop.now()) }
-        if op.kind == .rollAhead {
-            finishRollAhead(op, replaced: false)
-            return
-        }
-        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)"
-        finishOperation(
-            op, outcome: failure.code == 4 ? "timed-out" : op.rolledBackSlots.isEmpty ? "failed" : "rolled-back", detail: failure.reason,
-            reply: .failure(message, code: failure.code, details: failure.output))
-    }
-
-    /// Ends `op`: history, replies, READY=1 after a reload, next operation.
-    func finishOperation(_ op: Operation, outcome: String, detail: String?, reply: ControlReply) {
-        if let d = op.deadline { loop.cancel(d) }
-        rolloutSpec = nil
-        appendHistory(historyEntry(op, outcome: outcome, detail: detail))
-        if op.kind.isDeploy { store?.finishDeploy() }
-        if outcome == "succeeded" { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
-        op.finish(reply)
-        operationTable[op.number] = nil
-        let next = operations.finished(op.number)
-        // READY=1 ends RELOADING=1 even when the reload failed: old workers serve.
-        if sentReady && op.kind == .reload { notifier.ready(status: summary) }
-        lastStatusLine = ""
-        publishStatus()
-        performOperations(next)
-        armQueuedDeadline()
     }
 
     /// `op`'s line in history.

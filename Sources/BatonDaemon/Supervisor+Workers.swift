@@ -29,7 +29,8 @@ extension Supervisor {
         slot.respawnTimer = nil
         slot.respawnAt = nil
         slot.generation += 1
-        if slot.generation > 1 {
+        // A replacement counts as a restart only once it serves (`promoteReplacement`).
+        if slot.generation > 1, role == .current {
             slot.restarts += 1
             if let reason { slot.lastRestartReason = reason }
         }
@@ -194,6 +195,7 @@ extension Supervisor {
         if slot.replacement === worker {
             if rollout?.phase(of: worker.slot) == .startingAfterDrain { promoteAfterDrain(slot, worker: worker) }
             rolloutEvent { $0.newWorkerReady(slot: worker.slot) }
+            watchStability(worker)
         } else {
             fillStartQueue()
             checkAllReady()
@@ -404,6 +406,14 @@ extension Supervisor {
         let delay = slot.backoff.workerFailed(uptime: uptime)
         slot.lastRestartReason = reason
         restartsByReason[reason == "crash" || reason.hasPrefix("exited") ? "crash" : reason, default: 0] += 1
+        if startUpExhausted(slot) {
+            logger.critical(
+                "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason)) and no worker ever served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"
+            )
+            exitCode = 1
+            beginShutdown()
+            return
+        }
         if slot.backoff.isCrashLooping {
             logger.error(
                 "slot \(slot.index) is crash-looping (\(slot.backoff.consecutiveFailures) failures in a row); next start in \(Units.formatDuration(delay))")
@@ -412,10 +422,18 @@ extension Supervisor {
         }
         slot.respawnAt = loop.now() + delay
         slot.respawnTimer = loop.schedule(after: delay) { [unowned self, unowned slot] in
+            slot.respawnTimer = nil
             guard self.phase != .stopping, slot.current == nil else { return }
+            // A rollout's new worker is starting in this slot: it takes the slot (and if it
+            // fails, the end of the operation refills the slot: `refillEmptySlots`).
+            guard slot.replacement == nil else {
+                slot.respawnAt = nil
+                return
+            }
             self.startWorker(slot, role: .current, reason: reason)
         }
         fillStartQueue()
+        reportFailingStartUp()
     }
 
 }

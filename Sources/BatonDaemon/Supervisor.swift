@@ -91,8 +91,6 @@ public final class Supervisor {
     var operation: Operation? { operations.running.flatMap { operationTable[$0.id] } }
     /// Operations waiting behind it, in order.
     var queue: [Operation] { operations.queued.compactMap { operationTable[$0.id] } }
-    /// The timer for the earliest deadline of a queued operation.
-    var queuedDeadlineTimer: EventLoop.Token?
     /// The current and previous release (persisted in the state directory).
     var releaseState = ReleaseState(current: Release(directory: "/"), previous: nil)
     /// The state directory, if it could be opened.
@@ -105,6 +103,10 @@ public final class Supervisor {
     var deployedReleases: [String] = []
     /// Set when a rollback failed.
     var degraded = false
+    /// Problems of the state directory found at start-up (unwritable, release.json unreadable,
+    /// the persisted release missing): ERROR lines in the log and in `baton status` until a
+    /// release is persisted again.
+    var stateProblems: [String] = []
     /// The last lines of output of the last worker that failed to start.
     var lastFailureOutput: [String] = []
     /// Set while `baton upgrade` checks the new binary.
@@ -273,39 +275,6 @@ public final class Supervisor {
         return result
     }
 
-    /// The state directory: `[app] state_directory`, else systemd's
-    /// $STATE_DIRECTORY, else /var/lib/baton/NAME.
-    public static func stateDirectory(for config: BatonConfig) -> String {
-        if let dir = config.app.stateDirectory { return dir }
-        if let env = getenv("STATE_DIRECTORY"), let first = String(cString: env).split(separator: ":").first {
-            return String(first)
-        }
-        return "/var/lib/baton/\(config.app.name)"
-    }
-
-    /// Loads the persisted release (it wins over `app.directory`), history and the
-    /// release folders baton deployed. A state directory others may write in is
-    /// refused (thrown); one that cannot be used otherwise is logged and skipped.
-    private func loadState() throws(DirectoryError) {
-        releaseState = ReleaseState(current: Release(directory: config.app.directory), previous: nil)
-        do {
-            let store = try StateStore(directory: Self.stateDirectory(for: config))
-            self.store = store
-            if let saved = store.loadReleaseState() {
-                releaseState = saved
-                logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
-            }
-            history = store.loadHistory()
-            deployedReleases = store.loadDeployedReleases()
-            recordUnfinishedDeploy()
-        } catch {
-            var error = error
-            error.key = Self.directoryKey(config.app.stateDirectory, environment: "STATE_DIRECTORY", what: "state directory")
-            if case .writableByOthers = error.reason { throw error }
-            logger.error("state directory unusable, deploys will not be persisted: \(error)")
-        }
-    }
-
     /// The spec for new workers from a config and a release (resolves the
     /// environment file and user now, so a broken one fails before any change).
     func makeSpec(_ config: BatonConfig, release: Release) throws -> WorkerSpec {
@@ -398,6 +367,8 @@ public final class Supervisor {
     var summary: String {
         var text = "\(readyCount)/\(slots.count) workers ready, release \(releaseState.current.directory)"
         if degraded { text += ", DEGRADED" }
+        // Also in systemd's STATUS= (systemctl status), not only in `baton status`.
+        if !stateProblems.isEmpty { text += ", STATE ERROR (see baton status)" }
         let looping = slots.filter { $0.backoff.isCrashLooping }.map { String($0.index) }
         if !looping.isEmpty { text += ", crash loop in slot \(looping.joined(separator: ","))" }
         if phase != .running { text += " (\(phase.rawValue))" }

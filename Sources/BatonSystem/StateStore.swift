@@ -34,11 +34,37 @@ public struct StateStore: Sendable {
         try writeJSON(DeployedReleases(folders: folders), to: "deployed.json", pretty: true, what: "deployed releases")
     }
 
-    /// The persisted release state, if any (nil also for an unreadable file,
-    /// which is logged by the caller as a fresh start).
-    public func loadReleaseState() -> ReleaseState? {
-        guard let text = ProcFS.read(directory + "/release.json") else { return nil }
-        return try? JSONDecoder().decode(ReleaseState.self, from: Data(text.utf8))
+    /// The persisted release state; nil when none was ever written. A file that exists but
+    /// cannot be read or decoded (truncated, corrupt) throws: it is never taken for a fresh start.
+    public func loadReleaseState() throws(SystemError) -> ReleaseState? {
+        let path = directory + "/release.json"
+        guard let text = ProcFS.read(path) else {
+            if errno == ENOENT { return nil }
+            throw SystemError("read", subject: path)
+        }
+        do {
+            return try JSONDecoder().decode(ReleaseState.self, from: Data(text.utf8))
+        } catch {
+            throw SystemError("decode", errno: EBADMSG, subject: "\(path) (\(text.utf8.count) bytes, not a release state)")
+        }
+    }
+
+    /// Keeps a copy of an unreadable release.json as release.json.corrupt (for whoever
+    /// investigates; the next successful deploy replaces release.json itself).
+    public func keepCorruptReleaseState() throws(SystemError) -> String {
+        let path = directory + "/release.json"
+        guard let text = ProcFS.read(path) else { throw SystemError("read", subject: path) }
+        try writeAtomically(path + ".corrupt", Array(text.utf8))
+        return path + ".corrupt"
+    }
+
+    /// Throws unless a file can be created in the directory (a read-only mount, a directory
+    /// owned by someone else): deploys could not be committed.
+    public func checkWritable() throws(SystemError) {
+        let probe = directory + "/.write-check.\(getpid())"
+        let fd = try syscall("open", subject: directory) { open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+        close(fd)
+        unlink(probe)
     }
 
     /// Writes the release state atomically (temp file, fsync, rename, fsync dir).

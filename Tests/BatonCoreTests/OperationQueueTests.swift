@@ -78,14 +78,39 @@ import Testing
 
     @Test func aQueuedRequestWhoseDeadlinePassedExpiresTheRunningOneDoesNot() {
         var m = running()
-        _ = m.request(1, kind: .deploy, deadline: .seconds(5))
-        _ = m.request(2, kind: .reload, deadline: .seconds(10))
-        _ = m.request(3, kind: .deploy, wait: true, deadline: .seconds(30))
-        #expect(m.nextDeadline == .seconds(10))
-        #expect(m.deadlinesDue(now: .seconds(9)) == [])
-        #expect(m.deadlinesDue(now: .seconds(10)) == [.expired(2)])
+        _ = m.request(1, kind: .deploy)
+        _ = m.request(2, kind: .reload)
+        _ = m.request(3, kind: .deploy, wait: true)
+        #expect(m.deadlinePassed(2) == [.expired(2)])
+        #expect(m.deadlinePassed(2) == [])
+        #expect(m.deadlinePassed(1) == [])
         #expect(m.running?.id == 1)
         #expect(m.finished(1) == [.start(3)])
+    }
+
+    @Test func aDeployPreemptsAFailingStartUpWhichGoesOnAfterIt() {
+        var m = Machine()
+        #expect(m.request(1, kind: .reload) == [.waiting(1, behind: .startUp)])
+        #expect(m.request(2, kind: .deploy) == [.waiting(2, behind: .operation(.reload))])
+        // A slot failed: the deploy goes first, ahead of the reload.
+        #expect(m.startUpFailing() == [.start(2)])
+        #expect(m.phase == .deploying)
+        #expect(m.request(3, kind: .policy) == [.refused(3, .busy(.operation(.deploy)))])
+        // When it ends the start-up goes on; the reload waits for it.
+        #expect(m.finished(2) == [])
+        #expect(m.phase == .starting)
+        #expect(m.startUpFinished() == [.start(1)])
+    }
+
+    @Test func onceTheStartUpFailsADeployStartsAtOnce() {
+        var m = Machine()
+        #expect(m.startUpFailing() == [])
+        #expect(m.request(1, kind: .rollback) == [.start(1)])
+        #expect(m.request(2, kind: .deploy) == [.refused(2, .deployInProgress(of: 1))])
+        #expect(m.finished(1) == [])
+        // A new failure is needed before the next one pre-empts again.
+        #expect(m.request(3, kind: .deploy) == [.waiting(3, behind: .startUp)])
+        #expect(m.startUpFailing() == [.start(3)])
     }
 
     @Test func stoppingRejectsEverythingAndNothingStartsAgain() {
@@ -102,23 +127,28 @@ import Testing
     // MARK: - Every interleaving
 
     private enum Event: CustomStringConvertible {
-        case request(OperationKind, wait: Bool, deadline: Bool)
-        case startUpFinished, finishRunning, deadlines, stop
+        case request(OperationKind, wait: Bool)
+        case startUpFinished, startUpFailing, finishRunning, deadlineOfFirstQueued, deadlineOfRunning, stop
         var description: String {
             switch self {
-            case .request(let k, let w, let d): return "\(k.rawValue)\(w ? "+wait" : "")\(d ? "+deadline" : "")"
+            case .request(let k, let w): return "\(k.rawValue)\(w ? "+wait" : "")"
             case .startUpFinished: return "start-up done"
+            case .startUpFailing: return "start-up failing"
             case .finishRunning: return "finish"
-            case .deadlines: return "deadlines"
+            case .deadlineOfFirstQueued: return "deadline of the first queued"
+            case .deadlineOfRunning: return "deadline of the running"
             case .stop: return "stop"
             }
+        }
+        var isStartUpFinished: Bool {
+            if case .startUpFinished = self { return true }
+            return false
         }
     }
 
     private static let alphabet: [Event] =
-        [.startUpFinished, .finishRunning, .deadlines, .stop]
-        + OperationKind.allCases.map { .request($0, wait: false, deadline: false) }
-        + [.request(.deploy, wait: true, deadline: false), .request(.rollback, wait: true, deadline: true), .request(.reload, wait: false, deadline: true)]
+        [.startUpFinished, .startUpFailing, .finishRunning, .deadlineOfFirstQueued, .deadlineOfRunning, .stop]
+        + OperationKind.allCases.map { .request($0, wait: false) } + [.request(.deploy, wait: true)]
 
     /// What happened to one request so far.
     private enum Fate: Equatable { case waiting, running, done }
@@ -128,7 +158,7 @@ import Testing
         var violations: [String] = []
         // One #expect at the end: a quarter of a million paths would drown in per-step expectations.
         func check(_ ok: Bool, _ what: @autoclosure () -> String) { if !ok && violations.count < 20 { violations.append(what()) } }
-        func explore(_ m: Machine, _ fates: [Int: Fate], _ kinds: [Int: OperationKind], _ path: [Event], now: Duration) {
+        func explore(_ m: Machine, _ fates: [Int: Fate], _ kinds: [Int: OperationKind], _ path: [Event]) {
             sequences += 1
             guard path.count < 5 else { return }
             for event in Self.alphabet {
@@ -137,20 +167,26 @@ import Testing
                 var kinds = kinds
                 let before = m
                 let id = path.count + 1
-                let now = now + .seconds(1)
                 let actions: [Machine.Action]
                 switch event {
-                case .request(let kind, let wait, let deadline):
+                case .request(let kind, let wait):
                     kinds[id] = kind
-                    actions = m.request(id, kind: kind, wait: wait, deadline: deadline ? now : nil)
+                    actions = m.request(id, kind: kind, wait: wait)
                     // Exactly one answer about the new request.
                     check(actions.count == 1, "\(path + [event])")
                 case .startUpFinished: actions = m.startUpFinished()
+                case .startUpFailing: actions = m.startUpFailing()
                 case .finishRunning:
                     guard let r = m.running else { continue }
                     fates[r.id] = .done
                     actions = m.finished(r.id)
-                case .deadlines: actions = m.deadlinesDue(now: now)
+                case .deadlineOfFirstQueued:
+                    guard let q = m.queued.first else { continue }
+                    actions = m.deadlinePassed(q.id)
+                case .deadlineOfRunning:
+                    guard let r = m.running else { continue }
+                    actions = m.deadlinePassed(r.id)
+                    check(actions.isEmpty, "\((path + [event]).map(\.description))")
                 case .stop: actions = m.stop()
                 }
                 for action in actions {
@@ -159,6 +195,10 @@ import Testing
                         check(before.phase != .stopping, "\((path + [event]).map(\.description))")
                         check(fates[s] == nil || fates[s] == .waiting, "\((path + [event]).map(\.description))")
                         if kinds[s] == .policy { check(before.phase == .running, "\((path + [event]).map(\.description))") }
+                        // Only a deploy or rollback starts before the start-up finished (pre-emption).
+                        if before.phase == .starting && m.phase != .running {
+                            check(kinds[s]?.isDeploy == true || event.isStartUpFinished, "\((path + [event]).map(\.description))")
+                        }
                         fates[s] = .running
                     case .waiting(let w, _):
                         check(fates[w] == nil, "\((path + [event]).map(\.description))")
@@ -187,11 +227,11 @@ import Testing
                 // Idle means nothing waits; a started request never waits behind nothing.
                 if m.phase == .running { check(m.queued.isEmpty, "\((path + [event]).map(\.description))") }
                 if m.phase == .stopping { check(m.running == nil && m.queued.isEmpty, "\((path + [event]).map(\.description))") }
-                explore(m, fates, kinds, path + [event], now: now)
+                explore(m, fates, kinds, path + [event])
             }
         }
-        explore(Machine(), [:], [:], [], now: .zero)
+        explore(Machine(), [:], [:], [])
         #expect(violations == [])
-        #expect(sequences > 100_000)
+        #expect(sequences > 50_000)
     }
 }

@@ -7,6 +7,8 @@ private typealias Action = RollingRestart.Action
 private enum Pending: Equatable, Comparable {
     case newWorker(Int)
     case oldWorker(Int)
+    /// The stability window of the slot's ready new worker passes.
+    case stable(Int)
 }
 
 /// The workers behind the slots, as the actions leave them.
@@ -20,6 +22,8 @@ private struct Model {
     var draining: [Int: Int] = [:]
     /// Slots whose new worker serves.
     var newServing: Set<Int> = []
+    /// Slots whose new worker passed its stability window.
+    var stable: Set<Int> = []
 
     init(slots: [Int]) {
         self.slots = slots
@@ -46,7 +50,7 @@ private struct Model {
     }
 
     var key: String {
-        "\(slots.map { serving[$0]! })\(slots.map { starting[$0, default: 0] })\(slots.map { draining[$0, default: 0] })\(newServing.sorted())"
+        "\(slots.map { serving[$0]! })\(slots.map { starting[$0, default: 0] })\(slots.map { draining[$0, default: 0] })\(newServing.sorted())\(stable.sorted())"
     }
 }
 
@@ -56,7 +60,10 @@ struct RolloutConfig: Sendable, CustomStringConvertible {
     var slots: [Int]
     var maxSurge = 1
     var canary = false
-    var description: String { "\(strategy) slots \(slots) max_surge \(maxSurge) canary \(canary)" }
+    var awaitsStability = false
+    var description: String {
+        "\(strategy) slots \(slots) max_surge \(maxSurge) canary \(canary)" + (awaitsStability ? " stability window" : "")
+    }
 }
 
 /// The machine plus the world it acts on.
@@ -69,7 +76,9 @@ private struct World {
 
     init(_ config: RolloutConfig) {
         self.config = config
-        machine = RollingRestart(slots: config.slots, strategy: config.strategy, maxSurge: config.maxSurge, canary: config.canary)
+        machine = RollingRestart(
+            slots: config.slots, strategy: config.strategy, maxSurge: config.maxSurge, canary: config.canary,
+            awaitsStability: config.awaitsStability)
         model = Model(slots: config.slots)
     }
 
@@ -97,7 +106,14 @@ private struct World {
         model.starting[s]! -= 1
         model.serving[s]! += 1
         model.newServing.insert(s)
+        if config.awaitsStability { pending.append(.stable(s)) }
         apply(machine.newWorkerReady(slot: s))
+    }
+
+    /// The slot's new worker stayed up through its window.
+    mutating func stable(_ s: Int) {
+        model.stable.insert(s)
+        apply(machine.workerStable(slot: s))
     }
 
     mutating func exited(_ s: Int) {
@@ -112,6 +128,7 @@ private struct World {
         } else {
             model.serving[s]! -= 1
             model.newServing.remove(s)
+            pending.removeAll { $0 == .stable(s) }
         }
         let expected = model.expectedFailure(slot: s, reason: "exit code 1")
         let actions = machine.newWorkerFailed(slot: s, reason: "exit code 1")
@@ -131,7 +148,9 @@ private struct World {
             #expect(unserved.isEmpty, "\(config): slots \(unserved) without a serving worker after \(trace)")
             #expect(inReplacement.count <= config.maxSurge, "\(config): \(inReplacement) in replacement")
             #expect(model.alive <= n + config.maxSurge, "\(config): \(model.alive) workers after \(trace)")
-            if config.canary, let first = config.slots.first, model.phase(first, .surge) != .done {
+            if config.canary, let first = config.slots.first,
+                model.phase(first, .surge) != .done || (config.awaitsStability && !model.stable.contains(first))
+            {
                 #expect(inReplacement.allSatisfy { $0 == first }, "\(config): \(inReplacement) beside the canary")
             }
         case .replace:
@@ -153,8 +172,11 @@ private struct World {
         #expect(m.start() == [])
         #expect(m.newWorkerReady(slot: foreign) == [] && m.newWorkerFailed(slot: foreign, reason: "x") == [])
         #expect(m.oldWorkerExited(slot: foreign) == [] && m.phase(of: foreign) == nil)
+        #expect(m.workerStable(slot: foreign) == [])
         for s in config.slots {
             let phase = model.phase(s, config.strategy)
+            let newServes = phase == .done || (config.strategy == .surge && phase == .drainingOld)
+            if !config.awaitsStability || !newServes || model.stable.contains(s) { #expect(m.workerStable(slot: s) == []) }
             if phase != .drainingOld { #expect(m.oldWorkerExited(slot: s) == []) }
             if phase != .startingNew && phase != .startingAfterDrain { #expect(m.newWorkerReady(slot: s) == []) }
             if phase == .pending || (config.strategy == .replace && phase == .drainingOld) {
@@ -178,6 +200,7 @@ private func explore(_ config: RolloutConfig) -> Int {
         if w.machine.isFinished {
             #expect(w.pending.isEmpty && w.machine.result == .succeeded, "\(config): finished early: \(w.trace)")
             #expect(config.slots.allSatisfy { w.model.serving[$0] == 1 && w.model.newServing.contains($0) })
+            if config.awaitsStability { #expect(Set(config.slots) == w.model.stable, "\(config): finished before every window") }
             #expect(w.machine.replacedSlots == config.slots && w.machine.inFlightSlots == [])
             continue
         }
@@ -205,6 +228,8 @@ private func explore(_ config: RolloutConfig) -> Int {
                 next.ready(s)
             case .oldWorker(let s):
                 next.exited(s)
+            case .stable(let s):
+                next.stable(s)
             }
             stack.append(next)
         }
@@ -220,6 +245,7 @@ private func run(_ config: RolloutConfig, failing: Int? = nil) -> World {
         switch w.pending.removeFirst() {
         case .newWorker(let s): if s == failing { w.fail(s) } else { w.ready(s) }
         case .oldWorker(let s): w.exited(s)
+        case .stable(let s): w.stable(s)
         }
         if !w.machine.isFinished { w.checkInvariants() }
     }
@@ -236,6 +262,15 @@ private let allConfigs: [RolloutConfig] =
                 [false, true].map { RolloutConfig(strategy: .surge, slots: Array(0..<n), maxSurge: surge, canary: $0) }
             }
     } + [RolloutConfig(strategy: .surge, slots: [3, 1, 2], maxSurge: 2), RolloutConfig(strategy: .replace, slots: [3, 1, 2])]
+    // The same with a stability window (up to 3 slots: each window adds an event to interleave).
+    + (1...3).flatMap { n in
+        [
+            RolloutConfig(strategy: .replace, slots: Array(0..<n), canary: true, awaitsStability: true),
+            RolloutConfig(strategy: .surge, slots: Array(0..<n), maxSurge: 1, canary: true, awaitsStability: true),
+            RolloutConfig(strategy: .surge, slots: Array(0..<n), maxSurge: 2, canary: true, awaitsStability: true),
+            RolloutConfig(strategy: .surge, slots: Array(0..<n), maxSurge: 2, awaitsStability: true),
+        ]
+    }
 
 @Suite("RollingRestart")
 struct RollingRestartTests {
@@ -243,7 +278,7 @@ struct RollingRestartTests {
     func everyInterleavingKeepsTheInvariants(config: RolloutConfig) {
         let states = explore(config)
         // One slot at a time: start, then two events per slot.
-        if config.strategy == .replace || config.maxSurge == 1 { #expect(states == 2 * config.slots.count + 1) }
+        if !config.awaitsStability, config.strategy == .replace || config.maxSurge == 1 { #expect(states == 2 * config.slots.count + 1) }
         #expect(states > config.slots.count)
     }
 

@@ -19,7 +19,7 @@ struct StateStoreTests {
         let restarted = try StateStore(directory: directory)
         #expect(restarted.takeUnfinishedDeploy() == entry)
         #expect(restarted.takeUnfinishedDeploy() == nil)
-        #expect(restarted.loadReleaseState() == nil, "beginning a deploy must not commit its release")
+        #expect(try restarted.loadReleaseState() == nil, "beginning a deploy must not commit its release")
     }
 
     @Test("a finished deploy leaves nothing to find")
@@ -47,5 +47,25 @@ struct StateStoreDeployedTests {
         #expect(try StateStore(directory: directory).loadDeployedReleases() == ["/srv/app/releases/r2", "/srv/app/releases/r3"])
         TestPaths.write(directory + "/deployed.json", "{}\n")
         #expect(store.loadDeployedReleases() == [])
+    }
+}
+
+/// release.json that exists but cannot be decoded is an error, never a fresh start.
+@Suite("StateStore: unreadable release state")
+struct StateStoreCorruptTests {
+    @Test("a truncated release.json throws; its copy is kept as release.json.corrupt; absent is nil")
+    func truncatedThrows() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        let store = try StateStore(directory: directory)
+        #expect(try store.loadReleaseState() == nil)
+        try store.save(ReleaseState(current: Release(directory: "/srv/app/r2"), previous: Release(directory: "/srv/app/r1")))
+        let text = try #require(ProcFS.read(directory + "/release.json"))
+        TestPaths.write(directory + "/release.json", String(text.prefix(20)))
+        #expect(throws: SystemError.self) { try store.loadReleaseState() }
+        let copy = try store.keepCorruptReleaseState()
+        #expect(copy == directory + "/release.json.corrupt")
+        #expect(ProcFS.read(copy) == String(text.prefix(20)))
+        try store.checkWritable()
     }
 }

@@ -83,6 +83,9 @@ public struct AppConfig: Sendable, Equatable {
     public var runtimeDirectory: String?
     /// `state_directory` (absolute); nil = decided at runtime (`STATE_DIRECTORY` or `/var/lib/baton/NAME`).
     public var stateDirectory: String?
+    /// `start_attempts`: failed starts in a row of one slot before baton, never ready yet,
+    /// gives up and exits 1 (so that systemd's `Restart=` and alerts act); 0 = never gives up.
+    public var startAttempts: Int = 5
 
     /// Creates an app section; everything after `workers` has the config file's default.
     public init(
@@ -225,6 +228,9 @@ public struct DeployConfig: Sendable, Equatable {
     /// retention on: after each successful deploy baton removes all but the newest
     /// `keep_releases` of them. Unset, nothing is ever removed.
     public var releasesDirectory: String?
+    /// `stability_window`: how long each new worker must stay up after becoming ready before
+    /// its slot counts as replaced (the deploy is committed only after every window); zero = off.
+    public var stabilityWindow: Duration = .seconds(2)
 
     /// Creates a deploy section with the config file's defaults.
     public init(

@@ -8,13 +8,13 @@ extension BatonConfig {
             "app",
             [
                 "name", "command", "directory", "workers", "user", "group", "environment_file",
-                "start_concurrency", "environment", "runtime_directory", "state_directory",
+                "start_concurrency", "environment", "runtime_directory", "state_directory", "start_attempts",
             ]
         ),
         ("listen", ["addresses", "socket_mode", "backlog"]),
         ("readiness", ["mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog"]),
         ("stop", ["signal", "timeout"]),
-        ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory"]),
+        ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory", "stability_window"]),
         (
             "memory",
             [

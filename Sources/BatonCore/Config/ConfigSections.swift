@@ -37,6 +37,7 @@ extension ConfigReader {
         app.environment = readEnvironment(s)
         app.runtimeDirectory = read(s, "runtime_directory", Convert.absolutePath)
         app.stateDirectory = read(s, "state_directory", Convert.absolutePath)
+        app.startAttempts = read(s, "start_attempts", Convert.integer(in: 0...Int.max)) ?? app.startAttempts
         return app
     }
 
@@ -142,6 +143,7 @@ extension ConfigReader {
         deploy.timeout = read(s, "timeout", Convert.duration(positive: true))
         deploy.keepReleases = read(s, "keep_releases", Convert.integer(in: 2...Int.max)) ?? deploy.keepReleases
         deploy.releasesDirectory = read(s, "releases_directory", Convert.absolutePath).map(ReleaseRetention.normalize)
+        deploy.stabilityWindow = read(s, "stability_window", Convert.duration(positive: false)) ?? deploy.stabilityWindow
         return deploy
     }
 

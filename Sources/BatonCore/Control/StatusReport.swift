@@ -20,6 +20,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var operation: OperationStatus?
     /// Set when a rollback failed: some slots may run another release.
     public var degraded: Bool?
+    /// Problems of the state directory (unwritable, release.json unreadable, the persisted
+    /// release missing), one line each; nil when there are none.
+    public var problems: [String]?
     /// The memory budget and what the threshold policy compares with it.
     public var memory: MemoryStatus?
     /// Bytes of baton's own log dropped since it started because stderr did not
@@ -27,7 +30,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var logDroppedBytes: UInt64?
 
     enum CodingKeys: String, CodingKey {
-        case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, memory
+        case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -202,6 +205,7 @@ extension StatusReport {
             if let last = op.progress.last { lines.append("  last step: \(last)") }
         }
         if degraded == true { lines.append("DEGRADED: a rollback failed; slots may run different releases (see RELEASE below)") }
+        for problem in problems ?? [] { lines.append("ERROR: \(problem)") }
         if let m = memory {
             let percent = Int((m.threshold * 100).rounded())
             let used = m.budgetBytes > 0 ? Int((Double(m.workersPSSBytes) / Double(m.budgetBytes) * 100).rounded()) : 0

@@ -162,7 +162,7 @@ public struct RestartPolicy: Sendable, Equatable {
     }
 
     /// The configuration.
-    public let settings: Settings
+    public private(set) var settings: Settings
     /// Idle, or waiting for a replacement.
     public private(set) var state: State = .idle
     /// Slots left alone until the given time (their replacement failed).
@@ -179,6 +179,12 @@ public struct RestartPolicy: Sendable, Equatable {
         settings.maxAge.map {
             $0 + Splay.offset(hostname: settings.hostname, slot: slot, workers: settings.workers, splay: settings.splay)
         }
+    }
+
+    /// New settings (a reloaded config); the state (a replacement in flight, the slots
+    /// cooling down after a failed one) is kept.
+    public mutating func reconfigure(_ settings: Settings) {
+        self.settings = settings
     }
 
     /// Evaluates one check: at most one decision.

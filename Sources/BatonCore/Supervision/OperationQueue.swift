@@ -25,6 +25,7 @@ public enum OperationKind: String, Sendable, Hashable, CaseIterable, Codable {
 /// | anything           | policy          | refused (the policy re-evaluates after) |
 /// | any operation      | roll-ahead      | refused |
 /// | start-up           | any request     | queued until every worker served once (policy refused) |
+/// | failing start-up   | deploy/rollback | starts at once: a good release is what fixes it |
 /// | stopping           | any request     | rejected |
 ///
 /// Nothing is dropped silently: every request ends in exactly one of `start`,
@@ -36,8 +37,6 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
         public var id: ID
         /// What it is.
         public var kind: OperationKind
-        /// The client's deadline (monotonic), counted from the request, queued or not.
-        public var deadline: Duration?
     }
 
     /// What holds a request back.
@@ -66,7 +65,7 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
         case waiting(ID, behind: Blocker)
         /// Not accepted; reply with the reason.
         case refused(ID, Refusal)
-        /// Its deadline passed while it waited; reply "timed out", nothing changed.
+        /// Its client's deadline passed while it waited; reply "timed out", nothing changed.
         case expired(ID)
         /// baton is stopping: reply with a failure (the running one is interrupted).
         case rejected(ID)
@@ -78,17 +77,19 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
     }
 
     private enum State: Sendable {
-        /// Workers are booting for the first time; requests wait.
-        case startingUp(queued: [Entry])
+        /// Workers are booting for the first time; requests wait, except a deploy or rollback
+        /// once the start-up is `failing` (a slot failed and no worker serves there).
+        case startingUp(queued: [Entry], failing: Bool)
         /// Serving; nothing runs or waits.
         case idle
-        /// One operation runs; others wait in order.
-        case busy(running: Entry, queued: [Entry])
+        /// One operation runs; others wait in order. `duringStartUp`: it pre-empted a failing
+        /// start-up, which goes on when it ends.
+        case busy(running: Entry, queued: [Entry], duringStartUp: Bool)
         /// SIGTERM: nothing starts any more.
         case stopping
     }
 
-    private var state: State = .startingUp(queued: [])
+    private var state: State = .startingUp(queued: [], failing: false)
 
     /// A machine in start-up (call `startUpFinished()` once every worker served).
     public init() {}
@@ -99,7 +100,7 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
         case .startingUp: return .starting
         case .idle: return .running
         case .stopping: return .stopping
-        case .busy(let running, _):
+        case .busy(let running, _, _):
             switch running.kind {
             case .reload: return .reloading
             case .deploy, .rollback: return .deploying
@@ -110,16 +111,22 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
 
     /// The operation running now, if any.
     public var running: Entry? {
-        if case .busy(let running, _) = state { return running }
+        if case .busy(let running, _, _) = state { return running }
         return nil
     }
 
     /// The requests waiting, in the order they will run.
     public var queued: [Entry] {
         switch state {
-        case .startingUp(let queued), .busy(_, let queued): return queued
+        case .startingUp(let queued, _), .busy(_, let queued, _): return queued
         case .idle, .stopping: return []
         }
+    }
+
+    /// Whether the running operation pre-empted a failing start-up (which goes on after it).
+    public var preemptsStartUp: Bool {
+        if case .busy(_, _, true) = state { return true }
+        return false
     }
 
     /// Whether an operation runs or waits (or start-up is not done): the restart
@@ -130,15 +137,15 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
     }
 
     /// A new request. `wait` is the client's `--wait` (deploy and rollback only).
-    public mutating func request(_ id: ID, kind: OperationKind, wait: Bool = false, deadline: Duration? = nil) -> [Action] {
-        let entry = Entry(id: id, kind: kind, deadline: deadline)
+    public mutating func request(_ id: ID, kind: OperationKind, wait: Bool = false) -> [Action] {
+        let entry = Entry(id: id, kind: kind)
         let queued = self.queued
         let ahead = (running.map { [$0] } ?? []) + queued
         switch state {
         case .stopping:
             return [.rejected(id)]
         case .idle:
-            state = .busy(running: entry, queued: [])
+            state = .busy(running: entry, queued: [], duringStartUp: false)
             return [.start(id)]
         case .startingUp, .busy:
             let blocker: Blocker = running.map { .operation($0.kind) } ?? queued.last.map { .operation($0.kind) } ?? .startUp
@@ -147,12 +154,16 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
                 return [.refused(id, .busy(blocker))]
             case .rollAhead:
                 // It may wait for start-up, never for another operation.
-                guard case .startingUp(let queued) = state, queued.isEmpty else { return [.refused(id, .busy(blocker))] }
+                guard case .startingUp(let queued, _) = state, queued.isEmpty else { return [.refused(id, .busy(blocker))] }
             case .reload:
                 if let reload = queued.first(where: { $0.kind == .reload }) { return [.joined(id, into: reload.id)] }
             case .deploy, .rollback:
                 if !wait, let deploy = ahead.first(where: { $0.kind.isDeploy }) {
                     return [.refused(id, .deployInProgress(of: deploy.id))]
+                }
+                if case .startingUp(let queued, true) = state, !queued.contains(where: { $0.kind.isDeploy }) {
+                    state = .busy(running: entry, queued: queued, duringStartUp: true)
+                    return [.start(id)]
                 }
             }
             enqueue(entry)
@@ -162,31 +173,51 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
 
     /// Every worker served once: what waited starts.
     public mutating func startUpFinished() -> [Action] {
-        guard case .startingUp(let queued) = state else { return [] }
-        return startNext(from: queued)
-    }
-
-    /// The running operation `id` ended (succeeded, failed, rolled back): the next one starts.
-    public mutating func finished(_ id: ID) -> [Action] {
-        guard case .busy(let running, let queued) = state, running.id == id else { return [] }
-        return startNext(from: queued)
-    }
-
-    /// Time passed: queued requests whose deadline is due are dropped, each with an action.
-    public mutating func deadlinesDue(now: Duration) -> [Action] {
-        let due = queued.filter { $0.deadline.map { $0 <= now } ?? false }
-        guard !due.isEmpty else { return [] }
-        let keep = queued.filter { entry in !due.contains { $0.id == entry.id } }
         switch state {
-        case .startingUp: state = .startingUp(queued: keep)
-        case .busy(let running, _): state = .busy(running: running, queued: keep)
+        case .startingUp(let queued, _): return startNext(from: queued)
+        case .busy(let running, let queued, true):
+            state = .busy(running: running, queued: queued, duringStartUp: false)
+            return []
+        case .busy, .idle, .stopping: return []
+        }
+    }
+
+    /// A slot failed to start while baton never served: the first deploy or rollback waiting
+    /// (ahead of a queued reload) starts now, and later ones will not wait for the start-up.
+    public mutating func startUpFailing() -> [Action] {
+        guard case .startingUp(var queued, _) = state else { return [] }
+        guard let first = queued.firstIndex(where: { $0.kind.isDeploy }) else {
+            state = .startingUp(queued: queued, failing: true)
+            return []
+        }
+        let entry = queued.remove(at: first)
+        state = .busy(running: entry, queued: queued, duringStartUp: true)
+        return [.start(entry.id)]
+    }
+
+    /// The running operation `id` ended (succeeded, failed, rolled back): the next one starts,
+    /// or, after one that pre-empted a start-up, the start-up goes on.
+    public mutating func finished(_ id: ID) -> [Action] {
+        guard case .busy(let running, let queued, let duringStartUp) = state, running.id == id else { return [] }
+        if duringStartUp {
+            state = .startingUp(queued: queued, failing: false)
+            return []
+        }
+        return startNext(from: queued)
+    }
+
+    /// The client's deadline of `id` passed. A queued request is dropped (`expired`); for the
+    /// running one nothing is returned (the daemon aborts its rollout).
+    public mutating func deadlinePassed(_ id: ID) -> [Action] {
+        guard queued.contains(where: { $0.id == id }) else { return [] }
+        let keep = queued.filter { $0.id != id }
+        switch state {
+        case .startingUp(_, let failing): state = .startingUp(queued: keep, failing: failing)
+        case .busy(let running, _, let duringStartUp): state = .busy(running: running, queued: keep, duringStartUp: duringStartUp)
         case .idle, .stopping: break
         }
-        return due.map { .expired($0.id) }
+        return [.expired(id)]
     }
-
-    /// The earliest deadline of a queued request, for the daemon's timer.
-    public var nextDeadline: Duration? { queued.compactMap(\.deadline).min() }
 
     /// SIGTERM: every request, the running one first, is rejected; nothing starts again.
     public mutating func stop() -> [Action] {
@@ -197,8 +228,8 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
 
     private mutating func enqueue(_ entry: Entry) {
         switch state {
-        case .startingUp(let queued): state = .startingUp(queued: queued + [entry])
-        case .busy(let running, let queued): state = .busy(running: running, queued: queued + [entry])
+        case .startingUp(let queued, let failing): state = .startingUp(queued: queued + [entry], failing: failing)
+        case .busy(let running, let queued, let duringStartUp): state = .busy(running: running, queued: queued + [entry], duringStartUp: duringStartUp)
         case .idle, .stopping: break
         }
     }
@@ -208,7 +239,7 @@ public struct OperationQueue<ID: Hashable & Sendable>: Sendable {
             state = .idle
             return []
         }
-        state = .busy(running: next, queued: Array(queued.dropFirst()))
+        state = .busy(running: next, queued: Array(queued.dropFirst()), duringStartUp: false)
         return [.start(next.id)]
     }
 }

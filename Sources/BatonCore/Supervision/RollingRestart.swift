@@ -14,6 +14,11 @@
 ///   after it is done.
 /// - The first failure ends the rollout: slots not reached are never touched,
 ///   and the outcome says which slots need the previous settings back.
+/// - With `awaitsStability`, a slot counts as done only once its new worker
+///   also stayed up through its stability window (`workerStable`): the
+///   canary's window passes before any other slot starts, and the rollout
+///   succeeds only when every new worker passed its window. A new worker
+///   that exits before then fails the rollout like a failed readiness.
 public struct RollingRestart: Sendable, Equatable {
     /// How one slot is replaced.
     public enum Strategy: String, Sendable, Equatable, Codable {
@@ -67,17 +72,23 @@ public struct RollingRestart: Sendable, Equatable {
     public let maxSurge: Int
     /// Whether the first slot is replaced alone first.
     public let canary: Bool
+    /// Whether a slot's new worker must pass its stability window before the slot is done.
+    public let awaitsStability: Bool
     /// Phase of each slot, by index into `slots`.
     public private(set) var phases: [SlotPhase]
     private var started = false
     private var outcome: Outcome?
+    /// Slots whose new worker passed its stability window.
+    private var stable: Set<Int> = []
 
-    /// Creates a rollout over `slots` (in that order).
-    public init(slots: [Int], strategy: Strategy, maxSurge: Int = 1, canary: Bool = false) {
+    /// Creates a rollout over `slots` (in that order); with `awaitsStability` each new worker
+    /// must also be reported stable (`workerStable`) before its slot is done.
+    public init(slots: [Int], strategy: Strategy, maxSurge: Int = 1, canary: Bool = false, awaitsStability: Bool = false) {
         self.slots = slots
         self.strategy = strategy
         self.maxSurge = max(1, maxSurge)
         self.canary = canary
+        self.awaitsStability = awaitsStability
         self.phases = Array(repeating: .pending, count: slots.count)
     }
 
@@ -97,6 +108,11 @@ public struct RollingRestart: Sendable, Equatable {
     /// Slots on the new settings (their new worker serves).
     public var replacedSlots: [Int] {
         zip(slots, phases).filter { $0.1 == .done || (strategy == .surge && $0.1 == .drainingOld) }.map(\.0)
+    }
+
+    /// Slots whose new worker serves and still waits for its stability window to pass.
+    public var settlingSlots: [Int] {
+        zip(slots, phases).filter { $0.1 == .done && !settled($0.0) }.map(\.0)
     }
 
     /// True once `finished` was returned.
@@ -138,6 +154,17 @@ public struct RollingRestart: Sendable, Equatable {
         case .pending:
             return []
         }
+    }
+
+    /// The new worker of `slot` stayed up through its stability window (ignored unless
+    /// `awaitsStability`, and before the new worker was ready).
+    public mutating func workerStable(slot: Int) -> [Action] {
+        guard awaitsStability, outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
+        // surge: the new worker serves from `drainingOld` on; replace: only once `done`.
+        let serving = phases[i] == .done || (strategy == .surge && phases[i] == .drainingOld)
+        guard serving, !stable.contains(slot) else { return [] }
+        stable.insert(slot)
+        return advance()
     }
 
     /// The old worker of `slot` has exited (drained or killed).
@@ -188,10 +215,12 @@ public struct RollingRestart: Sendable, Equatable {
     /// Starts what may start now, or finishes.
     private mutating func advance() -> [Action] {
         guard outcome == nil else { return [] }
-        if phases.allSatisfy({ $0 == .done }) {
+        if zip(slots, phases).allSatisfy({ $0.1 == .done && settled($0.0) }) {
             outcome = .succeeded
             return [.finished(.succeeded)]
         }
+        // The canary's new worker serves but its window has not passed: nothing else starts yet.
+        if canary, let first = slots.first, phases[0] == .done, !settled(first) { return [] }
         let limit: Int
         if strategy == .replace {
             limit = 1
@@ -215,4 +244,7 @@ public struct RollingRestart: Sendable, Equatable {
         }
         return actions
     }
+
+    /// Whether `slot`'s new worker needs no more waiting (passed its window, or none is asked).
+    private func settled(_ slot: Int) -> Bool { !awaitsStability || stable.contains(slot) }
 }

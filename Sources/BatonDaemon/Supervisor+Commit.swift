@@ -1,0 +1,179 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// How an operation ends, and what makes its success true: each new worker stays up through
+/// its stability window, the new release is persisted before it counts as committed, and a
+/// client's deadline counts from its request (queued or not).
+extension Supervisor {
+    // MARK: - Outcome
+
+    /// The rollout ended: commit, roll back, or report the failure.
+    func rolloutFinished(_ outcome: RollingRestart.Outcome) {
+        guard let op = operation else { return }
+        switch (op.phase, outcome) {
+        case (.rollingOut, .succeeded):
+            succeed(op)
+        case (.rollingOut, .failed(let slot, let reason, let replaced)):
+            if op.failure == nil {
+                op.failure = Operation.Failure(reason: reason, output: lastFailureOutput, code: 1)
+            }
+            let what = slot >= 0 ? "new worker for slot \(slot) failed: \(reason)" : reason
+            op.report("\(op.kind.rawValue) failed: \(what)")
+            if let previous = op.previousConfig { config = previous }
+            if replaced.isEmpty {
+                finishFailed(op, rolledBack: "nothing changed: the old workers keep serving")
+            } else {
+                rollBack(op, slots: replaced)
+            }
+        case (.rollingBack, .succeeded):
+            finishFailed(op, rolledBack: "rolled back: slots \(Self.list(op.rolledBackSlots)) are on \(op.previous?.directory ?? "?") again")
+        case (.rollingBack, .failed(let slot, let reason, _)):
+            degraded = true
+            let table = slots.map { s in
+                "slot \(s.index): " + (s.current.map { "pid \($0.pid) \($0.state.rawValue) on \($0.spec.release)" } ?? "no worker")
+            }
+            op.report("rollback failed: slot \(slot): \(reason)")
+            logger.critical("rollback failed: app is degraded (slots run different releases)")
+            finishOperation(
+                op, outcome: "degraded", detail: "rollback failed: \(reason)",
+                reply: .failure(
+                    "\(op.kind.rawValue) failed (\(op.failure?.reason ?? "?")) and the rollback failed too (slot \(slot): \(reason)); degraded",
+                    code: 1, details: table))
+        default:
+            break
+        }
+    }
+
+    func rollBack(_ op: Operation, slots indices: [Int]) {
+        op.phase = .rollingBack
+        op.rolledBackSlots = indices
+        rolloutSpec = op.previousSpec
+        op.report("rolling back slots \(Self.list(indices)) to \(op.previous?.directory ?? "?")")
+        logger.warning("rolling back", metadata: ["slots": .string(Self.list(indices))])
+        var machine = RollingRestart(slots: indices, strategy: .surge, maxSurge: 1, canary: false)
+        let actions = machine.start()
+        rollout = machine
+        perform(actions)
+    }
+
+    private func succeed(_ op: Operation) {
+        if op.kind == .rollAhead {
+            finishRollAhead(op, replaced: true)
+            return
+        }
+        if op.kind.isDeploy, let target = op.target {
+            let previous = op.previous
+            do {
+                try commitReleaseState(
+                    ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous))
+            } catch {
+                persistenceFailed(op, error: error)
+                return
+            }
+        }
+        if op.kind == .reload {
+            for slot in slots { if let spec = rolloutSpec { slot.spec = spec } }
+            // The restart policy follows the reloaded [memory] and [rolling] (its per-slot state is kept).
+            memoryPolicy.reconfigure(.init(config: config, hostname: Self.hostname()))
+        }
+        degraded = false
+        let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
+        let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
+        if op.kind.isDeploy, let target = op.target { recordDeployedRelease(target) }
+        // Retention runs before the final reply so that its line reaches the CI log;
+        // the folders are removed off the loop afterwards.
+        if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
+        finishOperation(op, outcome: "succeeded", detail: nil, reply: .success(message))
+    }
+
+    private func finishFailed(_ op: Operation, rolledBack: String) {
+        let failure = op.failure ?? Operation.Failure(reason: "unknown", output: [], code: 1)
+        if op.kind == .rollAhead {
+            finishRollAhead(op, replaced: false)
+            return
+        }
+        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)"
+        finishOperation(
+            op, outcome: failure.code == 4 ? "timed-out" : op.rolledBackSlots.isEmpty ? "failed" : "rolled-back", detail: failure.reason,
+            reply: .failure(message, code: failure.code, details: failure.output))
+    }
+
+    /// Ends `op`: history, replies, READY=1 after a reload, next operation.
+    func finishOperation(_ op: Operation, outcome: String, detail: String?, reply: ControlReply) {
+        if let d = op.deadline { loop.cancel(d) }
+        // Every way a policy restart ends frees the policy: it never stays waiting.
+        if op.kind == .policy, let slot = op.slots?.first {
+            if outcome == "succeeded" {
+                memoryPolicy.replacementFinished(slot: slot, now: loop.now())
+            } else {
+                memoryPolicy.replacementFailed(slot: slot, now: loop.now())
+            }
+        }
+        rolloutSpec = nil
+        appendHistory(historyEntry(op, outcome: outcome, detail: detail))
+        if op.kind.isDeploy { store?.finishDeploy() }
+        if outcome == "succeeded" { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
+        op.finish(reply)
+        // Out of the table first: `operation` is nil from here, so slots can be refilled
+        // before the next operation (if any) takes over.
+        operationTable[op.number] = nil
+        refillEmptySlots()
+        // After one that pre-empted a failing start-up, the start-up goes on until every slot serves.
+        let next = operations.finished(op.number)
+        // READY=1 ends RELOADING=1 even when the reload failed: old workers serve.
+        if sentReady && op.kind == .reload { notifier.ready(status: summary) }
+        if !sentReady { checkAllReady() }
+        lastStatusLine = ""
+        publishStatus()
+        performOperations(next)
+        reportFailingStartUp()
+    }
+
+    // MARK: - Stability window
+
+    /// A new worker of the rollout became ready: once it has stayed up `[deploy]
+    /// stability_window`, the rollout hears that its slot is stable. The timer dies with the
+    /// worker (its exit before then fails the rollout instead).
+    func watchStability(_ worker: Worker) {
+        guard let op = operation, op.phase == .rollingOut, rollout?.awaitsStability == true else { return }
+        let window = config.deploy.stabilityWindow
+        worker.timers.append(
+            loop.schedule(after: window) { [unowned self, unowned worker, weak op] in
+                guard let op, self.operation === op, op.phase == .rollingOut, worker.state == .ready else { return }
+                self.logger.info(
+                    "worker stayed up \(Units.formatDuration(window)) after ready: stable",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                op.report("slot \(worker.slot): pid \(worker.pid) stable for \(Units.formatDuration(window))")
+                self.rolloutEvent { $0.workerStable(slot: worker.slot) }
+            })
+    }
+
+    // MARK: - Persistence
+
+    /// Persists `state` as the deploy's commit; throws (nothing changed in memory) when the
+    /// state directory cannot take it.
+    func commitReleaseState(_ state: ReleaseState) throws {
+        guard let store else {
+            throw DaemonError("the state directory \(Self.stateDirectory(for: config)) is unusable")
+        }
+        try store.save(state)
+        releaseState = state
+        if !stateProblems.isEmpty {
+            logger.info("release state persisted: the state directory's earlier problems are resolved")
+            stateProblems.removeAll()
+        }
+    }
+
+    /// A deploy or rollback whose every slot serves the new release but whose release could
+    /// not be persisted: it is not committed (a restarted baton would come back on the old
+    /// release), so it fails and every slot goes back to the previous release.
+    func persistenceFailed(_ op: Operation, error: any Error) {
+        let reason = "cannot persist the release in the state directory (\(error)): not committed"
+        logger.error("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason)")
+        op.failure = Operation.Failure(reason: reason, output: [], code: 1)
+        op.report("\(op.kind.rawValue) failed: \(reason)")
+        rollBack(op, slots: slots.map(\.index))
+    }
+}

@@ -1,0 +1,99 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// Requests in, the overlap rules' actions out: every deploy, reload, rollback, policy
+/// restart and roll-ahead is handed to `operations` (an `OperationQueue`, pure, in
+/// BatonCore), and what it answers is carried out here. Nothing here decides which
+/// operation runs: the machine does (docs/ARCHITECTURE.md, invariant 6).
+extension Supervisor {
+    /// A new operation with the next number, asked for now.
+    func makeOperation(kind: Operation.Kind, options: DeployOptions?, uid: uid_t?) -> Operation {
+        let op = Operation(number: nextOperationNumber, kind: kind, options: options, uid: uid)
+        nextOperationNumber += 1
+        return op
+    }
+
+    /// Hands `op` to the overlap rules and carries out what they say. `timeout` (the
+    /// client's deadline) counts from now, whether the operation starts now or waits.
+    func submit(_ op: Operation, wait: Bool = false, timeout: Duration? = nil) {
+        operationTable[op.number] = op
+        if let timeout { startDeadline(op, timeout) }
+        performOperations(operations.request(op.number, kind: op.kind, wait: wait))
+    }
+
+    /// Executes the overlap rules' actions.
+    func performOperations(_ actions: [OperationQueue<Int>.Action]) {
+        for action in actions {
+            switch action {
+            case .start(let number):
+                guard let op = operationTable[number] else { continue }
+                startOperation(op)
+            case .waiting(let number, let blocker):
+                guard let op = operationTable[number], op.kind.isDeploy else { continue }
+                for w in op.waiters { w.send(.progress("waiting: a \(Self.describe(blocker)) is in progress; this \(op.kind.rawValue) runs after it")) }
+            case .joined(let number, let into):
+                guard let op = operationTable.removeValue(forKey: number), let queued = operationTable[into] else { continue }
+                if let d = op.deadline { loop.cancel(d) }
+                for w in op.waiters {
+                    queued.waiters.append(w)
+                    w.send(.progress("a reload is already queued: this request joins it"))
+                }
+                logger.info("reload coalesced with the queued one")
+            case .refused(let number, let why):
+                guard let op = operationTable.removeValue(forKey: number) else { continue }
+                if let d = op.deadline { loop.cancel(d) }
+                op.finish(.failure(refusal(op, why), code: 1))
+            case .expired(let number):
+                guard let op = operationTable.removeValue(forKey: number) else { continue }
+                let waited = Units.formatDuration(op.clientTimeout ?? .zero)
+                let ahead = operations.running.map { $0.kind.rawValue } ?? (phase == .starting ? "start-up" : "operation")
+                let reason = "deadline of \(waited) passed while it waited for a \(ahead): not started, nothing changed"
+                logger.error("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason)")
+                op.finish(.failure("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason)", code: 4))
+            case .rejected(let number):
+                guard let op = operationTable.removeValue(forKey: number) else { continue }
+                if let d = op.deadline { loop.cancel(d) }
+                op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
+            }
+        }
+    }
+
+    /// A slot failed while baton never served: a deploy or rollback waiting may pre-empt the start-up.
+    func reportFailingStartUp() {
+        if startUpFailing { performOperations(operations.startUpFailing()) }
+    }
+
+    /// Starts `op`'s client deadline at its request: an operation still queued when it passes
+    /// is dropped and answered with exit 4; a running one is aborted and rolled back.
+    private func startDeadline(_ op: Operation, _ timeout: Duration) {
+        op.clientTimeout = timeout
+        op.deadline = loop.schedule(after: timeout) { [unowned self, weak op] in
+            guard let op else { return }
+            let actions = self.operations.deadlinePassed(op.number)
+            if actions.isEmpty {
+                self.deadlinePassed(op, timeout)
+            } else {
+                self.performOperations(actions)
+            }
+        }
+    }
+
+    private func refusal(_ op: Operation, _ why: OperationQueue<Int>.Refusal) -> String {
+        switch why {
+        case .deployInProgress(let of):
+            let current = operationTable[of].map { $0.target?.directory ?? $0.options?.release ?? "?" } ?? "?"
+            return "deploy in progress (of \(current)): refused; use --wait to queue behind it"
+        case .busy(let blocker):
+            return "\(op.kind.rawValue) refused: a \(Self.describe(blocker)) is in progress"
+        }
+    }
+
+    private static func describe(_ blocker: OperationQueue<Int>.Blocker) -> String {
+        switch blocker {
+        case .startUp: return "start-up"
+        case .operation(let kind): return kind.rawValue
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// The state directory at start-up: the persisted release and history, and what is wrong
+/// with them, said loudly.
+extension Supervisor {
+    /// The state directory: `[app] state_directory`, else systemd's
+    /// $STATE_DIRECTORY, else /var/lib/baton/NAME.
+    public static func stateDirectory(for config: BatonConfig) -> String {
+        if let dir = config.app.stateDirectory { return dir }
+        if let env = getenv("STATE_DIRECTORY"), let first = String(cString: env).split(separator: ":").first {
+            return String(first)
+        }
+        return "/var/lib/baton/\(config.app.name)"
+    }
+
+    /// Loads the persisted release (it wins over `app.directory`), history and the release
+    /// folders baton deployed. What cannot be used is said loudly (ERROR, `baton status`) and
+    /// never silently replaced: an unreadable release.json stays as it is (a copy in
+    /// release.json.corrupt) until a deploy succeeds; a persisted release whose folder is gone
+    /// falls back to `[app] directory`. A state directory others may write in is refused (thrown).
+    func loadState() throws(DirectoryError) {
+        let fallback = Release(directory: config.app.directory)
+        releaseState = ReleaseState(current: fallback, previous: nil)
+        let directory = Self.stateDirectory(for: config)
+        let store: StateStore
+        do {
+            store = try StateStore(directory: directory)
+        } catch {
+            var error = error
+            error.key = Self.directoryKey(config.app.stateDirectory, environment: "STATE_DIRECTORY", what: "state directory")
+            if case .writableByOthers = error.reason { throw error }
+            stateProblem("state directory \(directory) unusable (\(error)): deploys cannot be committed")
+            return
+        }
+        self.store = store
+        do {
+            try store.checkWritable()
+        } catch {
+            stateProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+        }
+        do {
+            if let saved = try store.loadReleaseState() {
+                if Self.isDirectory(saved.current.directory) {
+                    releaseState = saved
+                    logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
+                } else {
+                    releaseState = ReleaseState(current: fallback, previous: saved.previous)
+                    stateProblem(
+                        "persisted release \(saved.current.directory) is missing: started on [app] directory \(fallback.directory)")
+                }
+            }
+        } catch {
+            let copy = (try? store.keepCorruptReleaseState()).map { "; a copy is kept as \($0)" } ?? ""
+            stateProblem("state unreadable: \(error)\(copy); started on [app] directory \(fallback.directory), no previous release")
+        }
+        history = store.loadHistory()
+        deployedReleases = store.loadDeployedReleases()
+        recordUnfinishedDeploy()
+    }
+
+    /// Whether `path` is an existing directory.
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Records a problem of the state directory: an ERROR line in the log and a line in
+    /// `baton status` until a release is persisted again.
+    func stateProblem(_ line: String) {
+        logger.error("\(line)")
+        stateProblems.append(line)
+    }
+}

@@ -1,0 +1,66 @@
+import BatonCore
+import Testing
+
+/// The stability window in the rollout machine: a slot is done only once its new worker
+/// stayed up through its window, the canary's window passes before other slots start, and
+/// a new worker that exits inside its window fails the rollout.
+@Suite("RollingRestart stability window")
+struct RollingRestartStabilityTests {
+    @Test("surge + canary: the canary's window passes before slot 1 starts; success only after every window")
+    func canaryWaitsForItsWindow() {
+        var m = RollingRestart(slots: [0, 1, 2], strategy: .surge, maxSurge: 2, canary: true, awaitsStability: true)
+        #expect(m.start() == [.startNew(slot: 0)])
+        #expect(m.newWorkerReady(slot: 0) == [.drainOld(slot: 0)])
+        #expect(m.oldWorkerExited(slot: 0) == [], "the canary is ready and drained but not stable yet")
+        #expect(m.settlingSlots == [0])
+        #expect(m.workerStable(slot: 0) == [.startNew(slot: 1), .startNew(slot: 2)])
+        #expect(m.newWorkerReady(slot: 1) == [.drainOld(slot: 1)])
+        #expect(m.newWorkerReady(slot: 2) == [.drainOld(slot: 2)])
+        #expect(m.oldWorkerExited(slot: 1) == [])
+        #expect(m.oldWorkerExited(slot: 2) == [])
+        #expect(m.workerStable(slot: 2) == [])
+        #expect(!m.isFinished)
+        #expect(m.workerStable(slot: 1) == [.finished(.succeeded)])
+    }
+
+    @Test("a window that passes while the old worker still drains counts once the drain ends")
+    func stableBeforeDrained() {
+        var m = RollingRestart(slots: [0], strategy: .surge, awaitsStability: true)
+        _ = m.start()
+        _ = m.newWorkerReady(slot: 0)
+        #expect(m.workerStable(slot: 0) == [])
+        #expect(m.oldWorkerExited(slot: 0) == [.finished(.succeeded)])
+    }
+
+    @Test("a new worker that exits inside its window fails the rollout and its slot needs the previous release")
+    func exitInsideWindowFails() {
+        for strategy in [RollingRestart.Strategy.surge, .replace] {
+            var m = RollingRestart(slots: [0, 1], strategy: strategy, canary: true, awaitsStability: true)
+            _ = m.start()
+            if strategy == .replace { #expect(m.oldWorkerExited(slot: 0) == [.startNew(slot: 0)]) }
+            _ = m.newWorkerReady(slot: 0)
+            if strategy == .surge { #expect(m.oldWorkerExited(slot: 0) == []) }
+            #expect(m.phase(of: 1) == .pending, "\(strategy)")
+            #expect(
+                m.newWorkerFailed(slot: 0, reason: "exited") == [.finished(.failed(slot: 0, reason: "exited", replaced: [0]))],
+                "\(strategy)")
+        }
+    }
+
+    @Test("replace: stability before the new worker is ready is ignored; without awaitsStability the event is a no-op")
+    func ignoredEvents() {
+        var m = RollingRestart(slots: [0], strategy: .replace, awaitsStability: true)
+        _ = m.start()
+        #expect(m.workerStable(slot: 0) == [], "the old worker drains: no new worker yet")
+        _ = m.oldWorkerExited(slot: 0)
+        #expect(m.workerStable(slot: 0) == [], "starting: not ready yet")
+        #expect(m.newWorkerReady(slot: 0) == [])
+        #expect(m.workerStable(slot: 0) == [.finished(.succeeded)])
+
+        var plain = RollingRestart(slots: [0], strategy: .surge)
+        _ = plain.start()
+        _ = plain.newWorkerReady(slot: 0)
+        #expect(plain.workerStable(slot: 0) == [])
+        #expect(plain.oldWorkerExited(slot: 0) == [.finished(.succeeded)])
+    }
+}

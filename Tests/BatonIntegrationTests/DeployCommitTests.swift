@@ -1,0 +1,177 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// A deploy is committed only when it is true: its new workers stayed up through the
+    /// stability window and the release was persisted. A state directory that cannot be
+    /// used is said loudly, never silently replaced.
+    @Suite("deploy commit")
+    struct DeployCommitTests {
+        static let worker = TestPaths.executable("baton-demo-worker")
+
+        /// The persisted release state of `baton`, as text ("" when absent).
+        static func savedState(_ baton: BatonHarness) -> String {
+            ProcFS.read(baton.directory + "/state/release.json") ?? ""
+        }
+
+        @Test("a release whose workers exit 0.3 s after READY: exit 1, rolled back, not persisted, the old workers serve")
+        func crashInsideStabilityWindow() throws {
+            let baton = try BatonHarness(workers: 2, tag: "stab")
+            defer { baton.stop() }
+            let before = try baton.status().workers.map(\.pid)
+            let release = baton.makeRelease("crashy")
+            let result = try baton.cli(["deploy", "--release", release, "--command", Self.worker, "--crash-after", "0.3"])
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("exited after becoming ready"), "\(result.stderr)")
+            #expect(result.stderr.contains("rolled back"), "\(result.stderr)")
+            let after = try baton.status()
+            #expect(after.release == baton.releaseDirectory)
+            #expect(after.workers.count == 2)
+            #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
+            #expect(Set(after.workers.map(\.pid)).intersection(before).count == 1, "the canary alone was replaced and rolled back")
+            #expect(!Self.savedState(baton).contains(release), "the release must not be persisted")
+            let good = try baton.cli(["deploy", "--release", baton.makeRelease("good")])
+            #expect(good.code == 0, "\(good.stderr)")
+            #expect(good.stdout.contains("stable for 2s"), "\(good.stdout)")
+        }
+
+        @Test("a slot whose worker crashed just before a replace deploy: the deploy's worker takes it, no old one respawns beside it")
+        func crashedSlotDuringReplaceDeploy() throws {
+            let baton = try BatonHarness(workers: 1, tag: "rspn")
+            defer { baton.stop() }
+            let pid = try #require(try baton.status().workers.first?.pid)
+            #expect(kill(pid, SIGKILL) == 0)
+            #expect(baton.process.waitForLine(containing: "slot 0 restarts in 1s", timeout: .seconds(10)) != nil)
+            // The respawn comes due while the deploy's new worker boots (3 s).
+            let release = baton.makeRelease("r2")
+            let result = try baton.cli([
+                "deploy", "--release", release, "--strategy", "replace", "--command", Self.worker, "--boot-delay", "3",
+            ])
+            #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+            let status = try baton.status()
+            #expect(status.workers.count == 1, "\(status.workers)")
+            #expect(status.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(status.workers)")
+        }
+
+        @Test("a full state directory: the deploy is reported failed (exit 1) before it touches a worker; status stays on the old release")
+        func fullStateDirectory() throws {
+            let baton = try BatonHarness(workers: 2, tag: "full")
+            defer { baton.stop() }
+            let state = baton.directory + "/state"
+            // A tiny tmpfs over the state directory, filled to the last byte.
+            let mounted = try TestProcess.run(["/bin/mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", state], timeout: .seconds(10))
+            try #require(mounted.code == 0, "\(mounted.stderr)")
+            defer { _ = try? TestProcess.run(["/bin/umount", "-l", state], timeout: .seconds(10)) }
+            let fd = open(state + "/fill", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            try #require(fd >= 0)
+            let block = [UInt8](repeating: 0x2E, count: 1024)
+            while block.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
+            close(fd)
+            let before = try baton.status().workers.map(\.pid)
+            let release = baton.makeRelease("r2")
+            let result = try baton.cli(["deploy", "--release", release])
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("cannot record it in the state directory"), "\(result.stderr)")
+            #expect(result.stderr.contains("nothing changed"), "\(result.stderr)")
+            let after = try baton.status()
+            #expect(after.workers.map(\.pid) == before, "no worker was touched")
+            #expect(after.release == baton.releaseDirectory)
+            #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
+        }
+
+        @Test("a release state that cannot be written at the commit: exit 1 with the reason, every slot rolled back, not persisted")
+        func commitCannotPersist() throws {
+            let baton = try BatonHarness(workers: 2, tag: "cmit")
+            defer { baton.stop() }
+            // release.json is a non-empty directory: the deploy can be recorded, its commit (rename) fails.
+            let state = baton.directory + "/state/release.json"
+            #expect(mkdir(state, 0o755) == 0 && mkdir(state + "/x", 0o755) == 0)
+            let release = baton.makeRelease("r2")
+            let result = try baton.cli(["deploy", "--release", release])
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("cannot persist the release"), "\(result.stderr)")
+            #expect(result.stderr.contains("rolled back: slots"), "\(result.stderr)")
+            let after = try baton.status()
+            #expect(after.release == baton.releaseDirectory)
+            #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
+            let history = try baton.cli(["history", "--json"]).stdout
+            #expect(history.contains("\"outcome\" : \"rolled-back\""), "\(history)")
+        }
+
+        @Test("a read-only state directory: ERROR in the log and in status (human and --json); a deploy cannot be committed")
+        func readOnlyStateDirectory() throws {
+            var state = ""
+            let baton = try BatonHarness(
+                workers: 1, tag: "rost",
+                beforeStart: { directory in
+                    state = directory + "/state"
+                    _ = mkdir(state, 0o750)
+                    _ = try? TestProcess.run(["/bin/mount", "--bind", state, state], timeout: .seconds(10))
+                    _ = try? TestProcess.run(["/bin/mount", "-o", "remount,bind,ro", state], timeout: .seconds(10))
+                })
+            defer { baton.stop() }
+            defer { _ = try? TestProcess.run(["/bin/umount", "-l", state], timeout: .seconds(10)) }
+            let status = try baton.status()
+            let problem = try #require(status.problems?.first, "\(status)")
+            #expect(problem.contains("not writable") || problem.contains("unusable"), "\(problem)")
+            #expect(problem.contains("deploys cannot be committed"))
+            #expect(baton.process.stderrLines.contains { $0.contains(" ERROR ") && $0.contains("deploys cannot be committed") })
+            let table = try baton.cli(["status"])
+            #expect(table.stdout.contains("ERROR: state directory"), "\(table.stdout)")
+            let result = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
+            #expect(result.code == 1, "\(result.stderr)")
+            #expect(try baton.status().workers.allSatisfy { $0.release == baton.releaseDirectory })
+        }
+
+        @Test("a truncated release.json: ERROR, status says state unreadable, kept as .corrupt, not replaced until a deploy succeeds")
+        func truncatedReleaseState() throws {
+            let first = try BatonHarness(workers: 1, tag: "trnc")
+            let r2 = first.makeRelease("r2")
+            #expect(try first.cli(["deploy", "--release", r2]).code == 0)
+            first.stop(keepDirectory: true)
+            let path = first.directory + "/state/release.json"
+            let truncated = String(Self.savedState(first).prefix(30))
+            TestPaths.write(path, truncated)
+            let second = try BatonHarness(workers: 1, tag: "trnc", reuse: first.directory)
+            defer { second.stop() }
+            let status = try second.status()
+            #expect(status.release == second.releaseDirectory)
+            #expect(status.problems?.contains { $0.hasPrefix("state unreadable:") } == true, "\(status)")
+            #expect(second.process.stderrLines.contains { $0.contains(" ERROR ") && $0.contains("state unreadable") })
+            #expect(ProcFS.read(path + ".corrupt") == truncated)
+            #expect(ProcFS.read(path) == truncated, "never silently replaced")
+            let rollback = try second.cli(["rollback"])
+            #expect(rollback.code == 2)
+            #expect(rollback.stderr.contains("no previous release") && rollback.stderr.contains("state unreadable"), "\(rollback.stderr)")
+            let r3 = second.makeRelease("r3")
+            #expect(try second.cli(["deploy", "--release", r3]).code == 0)
+            #expect(Self.savedState(second).contains(r3))
+            #expect(try second.status().problems == nil)
+        }
+
+        @Test("the persisted release folder is gone: baton starts on [app] directory, says so, and a deploy works")
+        func missingPersistedRelease() throws {
+            let first = try BatonHarness(workers: 2, tag: "miss")
+            let r2 = first.makeRelease("r2")
+            #expect(try first.cli(["deploy", "--release", r2]).code == 0)
+            first.stop(keepDirectory: true)
+            #expect(rename(r2, first.directory + "/releases/r2-gone") == 0)
+            let second = try BatonHarness(workers: 2, tag: "miss", reuse: first.directory)
+            defer { second.stop() }
+            let status = try second.status()
+            #expect(status.release == second.releaseDirectory)
+            #expect(status.workers.allSatisfy { $0.release == second.releaseDirectory && $0.state == "ready" })
+            #expect(status.problems?.contains { $0.contains("persisted release \(r2) is missing") } == true, "\(status)")
+            #expect(status.summary.contains("STATE ERROR (see baton status)"), "\(status.summary)")
+            #expect(second.process.stderrLines.contains { $0.contains(" ERROR ") && $0.contains("is missing") })
+            let r3 = second.makeRelease("r3")
+            let deployed = try second.cli(["deploy", "--release", r3])
+            #expect(deployed.code == 0, "\(deployed.stderr)")
+            let fixed = try second.status()
+            #expect(fixed.problems == nil && !fixed.summary.contains("STATE ERROR"), "\(fixed.summary)")
+        }
+    }
+}
