@@ -94,9 +94,11 @@ extension Supervisor {
                     worker: .init(
                         slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
                         notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
-                        startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText))
+                        startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
+                        watchdogNanos: w.watchdogInterval?.nanoseconds))
             },
-            releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd)
+            releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd,
+            restartsByReason: restartsByReason, deploysByOutcome: deploysByOutcome)
         let memfd: Int32
         do {
             let encoder = JSONEncoder()
@@ -134,6 +136,8 @@ extension Supervisor {
         releaseState = state.releaseState
         degraded = state.degraded
         sentReady = state.sentReady
+        restartsByReason = state.restartsByReason ?? [:]
+        deploysByOutcome = state.deploysByOutcome ?? [:]
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let slot = Slot(index: s.index, spec: s.spec.spec)
             slot.generation = s.generation
@@ -149,6 +153,7 @@ extension Supervisor {
             worker.notifyPath = w.notifyPath
             worker.outputFD = w.outputFD
             worker.statusText = w.statusText
+            worker.watchdogInterval = w.watchdogNanos.map { .nanoseconds($0) }
             try watch(worker)
             slot.current = worker
             return slot

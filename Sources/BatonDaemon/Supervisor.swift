@@ -110,8 +110,12 @@ public final class Supervisor {
     var memoryTicks = 0
     /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
     var memoryReadRunning = false
-    /// Restarts by reason since baton started.
+    /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [String: Int] = [:]
+    /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
+    var deploysByOutcome: [String: Int] = [:]
+    /// The worker watchdog and liveness check (started in `setUp`).
+    lazy var liveness = WorkerLiveness(settings: .init(stoppedTimeout: config.readiness.stoppedTimeout), now: loop.now())
     /// The Prometheus endpoint, when `[metrics] address` is set.
     var metrics: MetricsServer?
     var control: ControlServer?
@@ -153,6 +157,7 @@ public final class Supervisor {
             try resume(from: resumeFD)
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
             startMemoryChecks()
+            startLivenessChecks()
             try startMetrics()
             return
         }
@@ -171,6 +176,7 @@ public final class Supervisor {
         startQueue = Array(0..<config.app.workers)
         fillStartQueue()
         startMemoryChecks()
+        startLivenessChecks()
         try startMetrics()
     }
 

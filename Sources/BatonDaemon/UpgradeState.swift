@@ -34,6 +34,8 @@ struct UpgradeState: Codable {
         var startedAtWall: Double
         var readyAtNanos: Int64?
         var statusText: String?
+        /// Its WATCHDOG_USEC interval (absent from an older image: no watchdog).
+        var watchdogNanos: Int64?
     }
 
     struct SlotState: Codable {
@@ -55,6 +57,10 @@ struct UpgradeState: Codable {
     var degraded: Bool
     /// The `baton upgrade` client waiting for the result, if still connected.
     var clientFD: Int32?
+    /// Restarts by reason and deploys by outcome so far, so the metrics' counters carry on
+    /// (absent from an older image).
+    var restartsByReason: [String: Int]?
+    var deploysByOutcome: [String: Int]?
 
     /// Every descriptor that must survive the execve.
     var descriptors: [Int32] {

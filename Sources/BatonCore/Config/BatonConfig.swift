@@ -162,12 +162,15 @@ public struct ReadinessConfig: Sendable, Equatable {
     public var probeTimeout: Duration
     /// `watchdog`: a ready worker must send `WATCHDOG=1` at least this often; nil = no watchdog.
     public var watchdog: Duration?
+    /// `stopped_timeout`: a ready worker whose tree has a process stopped (SIGSTOP, a tracer)
+    /// for longer is replaced; `"0s"` (nil here) turns the check off.
+    public var stoppedTimeout: Duration?
 
     /// Creates a readiness section with the config file's defaults.
     public init(
         mode: ReadinessMode = .notify, timeout: Duration = .seconds(60), delay: Duration = .seconds(2),
         probe: [String] = [], probeInterval: Duration = .milliseconds(500),
-        probeTimeout: Duration = .seconds(2), watchdog: Duration? = nil
+        probeTimeout: Duration = .seconds(2), watchdog: Duration? = nil, stoppedTimeout: Duration? = .seconds(10)
     ) {
         self.mode = mode
         self.timeout = timeout
@@ -176,6 +179,7 @@ public struct ReadinessConfig: Sendable, Equatable {
         self.probeInterval = probeInterval
         self.probeTimeout = probeTimeout
         self.watchdog = watchdog
+        self.stoppedTimeout = stoppedTimeout
     }
 }
 

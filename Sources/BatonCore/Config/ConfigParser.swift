@@ -12,7 +12,7 @@ extension BatonConfig {
             ]
         ),
         ("listen", ["addresses", "socket_mode", "backlog"]),
-        ("readiness", ["mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog"]),
+        ("readiness", ["mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog", "stopped_timeout"]),
         ("stop", ["signal", "timeout"]),
         ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory"]),
         (

@@ -106,6 +106,9 @@ extension ConfigReader {
         readiness.probeInterval = read(s, "probe_interval", Convert.duration(positive: true)) ?? readiness.probeInterval
         readiness.probeTimeout = read(s, "probe_timeout", Convert.duration(positive: true)) ?? readiness.probeTimeout
         readiness.watchdog = read(s, "watchdog", Convert.duration(positive: true))
+        if let stopped = read(s, "stopped_timeout", Convert.duration(positive: false)) {
+            readiness.stoppedTimeout = stopped == .zero ? nil : stopped
+        }
         if readiness.mode == .exec, s.value("probe") == nil || (s.value("probe")?.array?.isEmpty ?? false) {
             let line = index.exactLine(for: s.path("probe")) ?? index.line(for: s.path("mode"))
             report(s.path("probe"), "required (non-empty) when readiness.mode is \"exec\"", line: line)

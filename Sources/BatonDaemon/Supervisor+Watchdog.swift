@@ -1,0 +1,84 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// The worker watchdog (`readiness.watchdog`: WATCHDOG=1 at least once per interval after
+/// READY, `WATCHDOG=trigger`) and the liveness check (`readiness.stopped_timeout`: a process
+/// of the worker's tree stopped for too long). ``WorkerLiveness`` decides; here are the timer,
+/// the /proc reads and the replacement.
+extension Supervisor {
+    /// Starts the periodic check. It runs on the loop: one small /proc read per process of each
+    /// ready worker's tree when the liveness check is on, nothing else.
+    func startLivenessChecks() {
+        _ = liveness  // its clock starts now: no deadline falls before now + the interval
+        scheduleLivenessCheck(records: [])
+    }
+
+    /// The ready workers the checks look at: not those baton already stops.
+    private var checkedWorkers: [Worker] {
+        slots.flatMap(\.workers).filter { $0.state == .ready && $0.stopReason == nil }
+    }
+
+    private func record(_ worker: Worker, readStates: Bool) -> WorkerLiveness.Worker {
+        WorkerLiveness.Worker(
+            pid: worker.pid, readyAt: worker.readyAt ?? worker.startedAt, watchdog: worker.watchdogInterval,
+            lastPing: worker.lastWatchdog, processStates: readStates ? Self.processStates(ofTree: worker.pid) : [])
+    }
+
+    private func scheduleLivenessCheck(records: [WorkerLiveness.Worker]) {
+        let now = loop.now()
+        // With neither check configured, look again after a memory check interval: a reload
+        // may turn one on.
+        let next =
+            liveness.nextCheck(now: now, workers: records, fallback: config.readiness.watchdog)
+            ?? now + config.memory.checkInterval
+        loop.schedule(after: next - now) { [unowned self] in self.livenessCheck() }
+    }
+
+    private func livenessCheck() {
+        guard phase != .stopping else { return }
+        liveness.settings = .init(stoppedTimeout: config.readiness.stoppedTimeout)
+        let workers = checkedWorkers
+        let records = workers.map { record($0, readStates: liveness.wantsProcessStates) }
+        for verdict in liveness.check(now: loop.now(), workers: records) {
+            guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }
+            replaceUnresponsive(worker, reason: verdict.reason.rawValue, detail: verdict.detail)
+        }
+        scheduleLivenessCheck(records: checkedWorkers.map { record($0, readStates: false) })
+    }
+
+    /// `WATCHDOG=trigger` from a worker's tree: systemd's meaning, a watchdog timeout now.
+    func watchdogTriggered(_ worker: Worker) {
+        replaceUnresponsive(worker, reason: RestartReason.watchdog.rawValue, detail: "sent WATCHDOG=trigger")
+    }
+
+    /// Stops a worker that no longer answers for itself, like a crash: the stop signal, then
+    /// SIGCONT (a stopped process acts on neither SIGTERM nor a drain until it runs again), and
+    /// SIGKILL after `stop.timeout`. When it has exited, the exit path restarts the slot with
+    /// `reason` (counted in status and metrics), or fails the rollout whose new worker it was.
+    func replaceUnresponsive(_ worker: Worker, reason: String, detail: String) {
+        guard worker.state == .ready || worker.state == .starting, worker.stopReason == nil else { return }
+        logger.warning(
+            "worker \(detail): replacing it",
+            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "reason": .string(reason)])
+        worker.stopReason = reason
+        CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
+        CBatonLinuxShim.signalGroup(worker.pid, SIGCONT)
+        let timeout = config.stop.timeout
+        worker.timers.append(
+            loop.schedule(after: timeout) { [unowned self, unowned worker] in
+                guard worker.state != .exited else { return }
+                self.logger.warning(
+                    "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                self.kill(worker)
+            })
+    }
+
+    /// The state letters of the processes of `pid`'s tree (from /proc/PID/stat; a process that
+    /// is gone meanwhile is left out).
+    static func processStates(ofTree pid: pid_t) -> [Character] {
+        ProcFS.tree(of: pid).compactMap { p in ProcFS.read("/proc/\(p)/stat").flatMap(ProcParsers.statFields)?.state }
+    }
+}

@@ -1,0 +1,135 @@
+import BatonCore
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// The worker watchdog (`[readiness] watchdog`, systemd's WatchdogSec semantics) and the
+    /// liveness check (`[readiness] stopped_timeout`), on real `baton serve` and real workers
+    /// frozen with SIGSTOP.
+    @Suite("watchdog and liveness")
+    struct WatchdogTests {
+        static let worker = TestPaths.executable("baton-demo-worker")
+
+        static func sections(_ readiness: String) -> String {
+            """
+            [listen]
+            addresses = ["127.0.0.1:0"]
+            [readiness]
+            mode = "notify"
+            timeout = "20s"
+            \(readiness)
+            [stop]
+            timeout = "2s"
+            """
+        }
+
+        /// Polls `baton status --json` (bounded) until `done` holds; nil when it never did.
+        static func waitForStatus(_ baton: BatonHarness, timeout: Duration = .seconds(30), _ done: (StatusReport) -> Bool) -> StatusReport? {
+            let clock = ContinuousClock()
+            let end = clock.now + timeout
+            while clock.now < end {
+                if let status = try? baton.status(), done(status) { return status }
+                pause(0.1)
+            }
+            return nil
+        }
+
+        /// The serving worker of `slot`.
+        static func serving(_ status: StatusReport, slot: Int) -> WorkerStatus? {
+            status.workers.first { $0.slot == slot && $0.state == "ready" }
+        }
+
+        /// True when the process is gone (reaped by baton).
+        static func gone(_ pid: Int32) -> Bool { kill(pid, 0) != 0 && errno == ESRCH }
+
+        @Test("a SIGSTOPped worker misses its watchdog: replaced with reason watchdog, the replacement serves, the other worker (pinging) stays")
+        func stoppedWorkerMissesWatchdog() throws {
+            let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"1s\""), tag: "wdog")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let victim = try #require(Self.serving(before, slot: 0))
+            let other = try #require(Self.serving(before, slot: 1))
+
+            // Every worker gets the protocol variables, WATCHDOG_PID naming itself.
+            let env = try #require(HTTP.get(port: baton.port, path: "/env"))
+            let lines = env.body.split(separator: "\n").map(String.init)
+            #expect(lines.contains("WATCHDOG_USEC=1000000"), "\(lines.filter { $0.hasPrefix("WATCHDOG") })")
+            let pidLine = lines.first { $0.hasPrefix("WATCHDOG_PID=") }
+            #expect([victim.pid, other.pid].map { "WATCHDOG_PID=\($0)" }.contains(pidLine ?? "none"), "\(pidLine ?? "no WATCHDOG_PID")")
+
+            #expect(kill(victim.pid, SIGSTOP) == 0)
+            let missed = baton.process.waitForLine(timeout: .seconds(15)) { $0.contains("watchdog") && $0.contains("pid=\(victim.pid)") }
+            #expect(missed != nil, "no watchdog line: \(baton.process.stderrLines.suffix(10))")
+            let after = try #require(
+                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
+                "slot 0 was not replaced: \(baton.process.stderrLines.suffix(15))")
+            let replacement = try #require(Self.serving(after, slot: 0))
+            #expect(replacement.lastRestartReason == "watchdog")
+            #expect(replacement.restarts == 1)
+            #expect(Self.gone(victim.pid) || kill(victim.pid, 0) != 0)
+            // The other worker pinged all along: it was never replaced.
+            let survivor = try #require(Self.serving(after, slot: 1))
+            #expect(survivor.pid == other.pid)
+            #expect(survivor.restarts == 0)
+            // The replacement serves.
+            for _ in 0..<4 {
+                #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+            }
+        }
+
+        @Test("without a watchdog, a worker stopped longer than stopped_timeout is replaced with reason liveness")
+        func stoppedWorkerWithoutWatchdog() throws {
+            let baton = try BatonHarness(workers: 2, sections: Self.sections("stopped_timeout = \"1s\""), tag: "live")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let victim = try #require(Self.serving(before, slot: 1))
+            let env = try #require(HTTP.get(port: baton.port, path: "/env"))
+            #expect(!env.body.contains("WATCHDOG_"), "no watchdog asked: no WATCHDOG_* in a worker's environment")
+
+            #expect(kill(victim.pid, SIGSTOP) == 0)
+            let seen = baton.process.waitForLine(timeout: .seconds(15)) { $0.contains("liveness") && $0.contains("pid=\(victim.pid)") }
+            #expect(seen != nil, "no liveness line: \(baton.process.stderrLines.suffix(10))")
+            let after = try #require(
+                Self.waitForStatus(baton) { s in Self.serving(s, slot: 1).map { $0.pid != victim.pid } ?? false },
+                "slot 1 was not replaced: \(baton.process.stderrLines.suffix(15))")
+            #expect(Self.serving(after, slot: 1)?.lastRestartReason == "liveness")
+            #expect(Self.serving(after, slot: 0)?.restarts == 0)
+            for _ in 0..<4 {
+                #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+            }
+        }
+
+        @Test("WATCHDOG=trigger replaces the worker at once, reason watchdog")
+        func watchdogTrigger() throws {
+            // A worker that becomes ready, then (the first one only) asks for its own replacement.
+            let scratch = TestPaths.temporaryDirectory("wdtrig")
+            defer { TestPaths.remove(scratch) }
+            let script = scratch + "/worker.py"
+            TestPaths.write(
+                script,
+                """
+                import os, socket, time
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                s.connect(os.environ["NOTIFY_SOCKET"])
+                s.send(b"READY=1")
+                marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triggered")
+                if not os.path.exists(marker):
+                    open(marker, "w").close()
+                    time.sleep(0.2)
+                    s.send(b"WATCHDOG=trigger")
+                while True:
+                    s.send(b"WATCHDOG=1")
+                    time.sleep(0.2)
+                """)
+            let baton = try BatonHarness(
+                workers: 1, command: ["/usr/bin/python3", script], sections: Self.sections("watchdog = \"30s\""), tag: "wtrg")
+            defer { baton.stop() }
+            let after = try #require(
+                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0)?.restarts == 1 },
+                "not replaced: \(baton.process.stderrLines.suffix(15))")
+            #expect(Self.serving(after, slot: 0)?.lastRestartReason == "watchdog")
+            #expect(baton.process.stderrLines.contains { $0.contains("WATCHDOG=trigger") })
+        }
+    }
+}
