@@ -100,6 +100,24 @@ extension Integration {
             }
         }
 
+        @Test("after baton upgrade the watchdog still holds: the pinging worker stays, a stopped one is replaced")
+        func watchdogAcrossUpgrade() throws {
+            let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"1s\"\nstopped_timeout = \"0s\""), tag: "wdup")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let upgraded = try baton.cli(["upgrade"])
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            let victim = try #require(Self.serving(before, slot: 0))
+            let other = try #require(Self.serving(before, slot: 1))
+            #expect(kill(victim.pid, SIGSTOP) == 0)
+            let after = try #require(
+                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
+                "slot 0 was not replaced after the upgrade: \(baton.process.stderrLines.suffix(15))")
+            #expect(Self.serving(after, slot: 0)?.lastRestartReason == "watchdog")
+            #expect(Self.serving(after, slot: 1)?.pid == other.pid)
+            #expect(Self.serving(after, slot: 1)?.restarts == 0)
+        }
+
         @Test("WATCHDOG=trigger replaces the worker at once, reason watchdog")
         func watchdogTrigger() throws {
             // A worker that becomes ready, then (the first one only) asks for its own replacement.
