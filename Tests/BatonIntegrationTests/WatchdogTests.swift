@@ -1,4 +1,5 @@
 import BatonCore
+import BatonSystem
 import BatonTestSupport
 import Glibc
 import Testing
@@ -43,13 +44,50 @@ extension Integration {
         /// True when the process is gone (reaped by baton).
         static func gone(_ pid: Int32) -> Bool { kill(pid, 0) != 0 && errno == ESRCH }
 
+        /// Waits (bounded) until /proc says `pid` is stopped (state T).
+        static func waitUntilStopped(_ pid: Int32, timeout: Duration = .seconds(5)) -> Bool {
+            let clock = ContinuousClock()
+            let end = clock.now + timeout
+            while clock.now < end {
+                if ProcFS.read("/proc/\(pid)/stat").flatMap(ProcParsers.statFields)?.state == "T" { return true }
+                pause(0.01)
+            }
+            return false
+        }
+
+        /// Reads one response of a keep-alive connection (up to its Content-Length) and returns
+        /// its body; nil on a close or the socket's 10 s read timeout.
+        static func readOneBody(_ fd: Int32) -> String? {
+            var data: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let separator: [UInt8] = [13, 10, 13, 10]
+            while true {
+                if let end = (0..<max(0, data.count - 3)).first(where: { Array(data[$0..<$0 + 4]) == separator }) {
+                    let head = String(decoding: data[..<end], as: UTF8.self).lowercased()
+                    let length = head.range(of: "content-length: ").flatMap { Int(head[$0.upperBound...].prefix { $0.isNumber }) } ?? 0
+                    if data.count - end - 4 >= length { return String(decoding: data[(end + 4)..<(end + 4 + length)], as: UTF8.self) }
+                }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return nil }
+                data += buffer[0..<n]
+            }
+        }
+
         @Test("a SIGSTOPped worker misses its watchdog: replaced with reason watchdog, the replacement serves, the other worker (pinging) stays")
         func stoppedWorkerMissesWatchdog() throws {
             let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"1s\""), tag: "wdog")
             defer { baton.stop() }
+            // A keep-alive connection pinned to one worker: that one is frozen.
+            let pinned = try #require(HTTP.connect(port: baton.port))
+            defer { close(pinned) }
+            let request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            HTTP.send(pinned, request)
+            let firstBody = try #require(Self.readOneBody(pinned))
+            let pinnedPID = try #require(Int32(firstBody.split(separator: " ").first?.dropFirst(4) ?? ""), "\(firstBody)")
             let before = try baton.status()
-            let victim = try #require(Self.serving(before, slot: 0))
-            let other = try #require(Self.serving(before, slot: 1))
+            let victim = try #require(before.workers.first { $0.pid == pinnedPID && $0.state == "ready" })
+            let other = try #require(before.workers.first { $0.pid != pinnedPID && $0.state == "ready" })
 
             // Every worker gets the protocol variables, WATCHDOG_PID naming itself.
             let env = try #require(HTTP.get(port: baton.port, path: "/env"))
@@ -59,17 +97,23 @@ extension Integration {
             #expect([victim.pid, other.pid].map { "WATCHDOG_PID=\($0)" }.contains(pidLine ?? "none"), "\(pidLine ?? "no WATCHDOG_PID")")
 
             #expect(kill(victim.pid, SIGSTOP) == 0)
+            // SIGSTOP takes effect asynchronously: the request must reach a frozen worker.
+            #expect(Self.waitUntilStopped(victim.pid), "pid \(victim.pid) did not stop")
+            HTTP.send(pinned, request)
             let missed = baton.process.waitForLine(timeout: .seconds(15)) { $0.contains("watchdog") && $0.contains("pid=\(victim.pid)") }
             #expect(missed != nil, "no watchdog line: \(baton.process.stderrLines.suffix(10))")
+            // The request that waited on the frozen worker is answered: SIGCONT let it drain.
+            let pinnedBody = Self.readOneBody(pinned)
+            #expect(pinnedBody?.hasPrefix("pid=\(victim.pid) ") == true, "\(pinnedBody ?? "no answer")")
             let after = try #require(
-                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
-                "slot 0 was not replaced: \(baton.process.stderrLines.suffix(15))")
-            let replacement = try #require(Self.serving(after, slot: 0))
+                Self.waitForStatus(baton) { s in Self.serving(s, slot: victim.slot).map { $0.pid != victim.pid } ?? false },
+                "slot \(victim.slot) was not replaced: \(baton.process.stderrLines.suffix(15))")
+            let replacement = try #require(Self.serving(after, slot: victim.slot))
             #expect(replacement.lastRestartReason == "watchdog")
             #expect(replacement.restarts == 1)
             #expect(Self.gone(victim.pid) || kill(victim.pid, 0) != 0)
             // The other worker pinged all along: it was never replaced.
-            let survivor = try #require(Self.serving(after, slot: 1))
+            let survivor = try #require(Self.serving(after, slot: other.slot))
             #expect(survivor.pid == other.pid)
             #expect(survivor.restarts == 0)
             // The replacement serves.
