@@ -116,8 +116,9 @@ public struct LinuxProcessLauncher: ProcessLauncher {
             return p
         }
         var argv: [UnsafeMutablePointer<CChar>?] = request.argv.map { c($0) } + [nil]
-        var envp: [UnsafeMutablePointer<CChar>?] = request.environment.filter { !$0.hasPrefix("LISTEN_PID=") && !$0.hasPrefix("WATCHDOG_PID=") }
-            .map { c($0) }
+        var envp: [UnsafeMutablePointer<CChar>?] = request.environment.filter {
+            !$0.hasPrefix("LISTEN_PID=") && !(request.setWatchdogPID && $0.hasPrefix("WATCHDOG_PID="))
+        }.map { c($0) }
         var listenIndex: Int32 = -1
         if request.setListenPID {
             listenIndex = Int32(envp.count)
