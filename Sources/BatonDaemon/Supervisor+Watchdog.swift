@@ -8,8 +8,9 @@ import Logging
 /// of the worker's tree stopped for too long). ``WorkerLiveness`` decides; here are the timer,
 /// the /proc reads and the replacement.
 extension Supervisor {
-    /// Starts the periodic check. It runs on the loop: one small /proc read per process of each
-    /// ready worker's tree when the liveness check is on, nothing else.
+    /// Starts the periodic check. The /proc reads of the liveness check (a few per process of
+    /// each ready worker's tree: 1.7 ms for 8 workers of 11 threads each here) run on a thread
+    /// of their own, like the memory reads; the decision runs on the loop.
     func startLivenessChecks() {
         _ = liveness  // its clock starts now: no deadline falls before now + the interval
         scheduleLivenessCheck(records: [])
@@ -20,12 +21,13 @@ extension Supervisor {
         slots.flatMap(\.workers).filter { $0.state == .ready && $0.stopReason == nil }
     }
 
-    private func record(_ worker: Worker, readStates: Bool) -> WorkerLiveness.Worker {
+    private func record(_ worker: Worker, states: [Character]) -> WorkerLiveness.Worker {
         WorkerLiveness.Worker(
             pid: worker.pid, readyAt: worker.readyAt ?? worker.startedAt, watchdog: worker.watchdogInterval,
-            lastPing: worker.lastWatchdog, processStates: readStates ? Self.processStates(ofTree: worker.pid) : [])
+            lastPing: worker.lastWatchdog, processStates: states)
     }
 
+    /// One timer at a time: the next is scheduled when a check (with its read) is done.
     private func scheduleLivenessCheck(records: [WorkerLiveness.Worker]) {
         let now = loop.now()
         // With neither check configured, look again after a memory check interval: a reload
@@ -39,13 +41,24 @@ extension Supervisor {
     private func livenessCheck() {
         guard phase != .stopping else { return }
         liveness.settings = .init(stoppedTimeout: config.readiness.stoppedTimeout)
+        let pids = checkedWorkers.map(\.pid)
+        guard liveness.wantsProcessStates, !pids.isEmpty else {
+            evaluateLiveness(states: [:])
+            return
+        }
+        loop.offload({ Self.processStates(ofTrees: pids) }) { [unowned self] states in self.evaluateLiveness(states: states) }
+    }
+
+    /// Runs the checks on what is known now plus the process states just read (by pid; a
+    /// worker without any is not judged by the liveness check this time).
+    private func evaluateLiveness(states: [pid_t: [Character]]) {
+        guard phase != .stopping else { return }
         let workers = checkedWorkers
-        let records = workers.map { record($0, readStates: liveness.wantsProcessStates) }
-        for verdict in liveness.check(now: loop.now(), workers: records) {
+        for verdict in liveness.check(now: loop.now(), workers: workers.map { record($0, states: states[$0.pid] ?? []) }) {
             guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }
             replaceUnresponsive(worker, reason: verdict.reason.rawValue, detail: verdict.detail)
         }
-        scheduleLivenessCheck(records: checkedWorkers.map { record($0, readStates: false) })
+        scheduleLivenessCheck(records: checkedWorkers.map { record($0, states: []) })
     }
 
     /// `WATCHDOG=trigger` from a worker's tree: systemd's meaning, a watchdog timeout now.
@@ -76,9 +89,13 @@ extension Supervisor {
             })
     }
 
-    /// The state letters of the processes of `pid`'s tree (from /proc/PID/stat; a process that
-    /// is gone meanwhile is left out).
-    static func processStates(ofTree pid: pid_t) -> [Character] {
-        ProcFS.tree(of: pid).compactMap { p in ProcFS.read("/proc/\(p)/stat").flatMap(ProcParsers.statFields)?.state }
+    /// The state letters of the processes of each pid's tree (from /proc/PID/stat; a process
+    /// that is gone meanwhile is left out). Safe on any thread: only /proc reads.
+    static func processStates(ofTrees pids: [pid_t]) -> [pid_t: [Character]] {
+        var states: [pid_t: [Character]] = [:]
+        for pid in pids {
+            states[pid] = ProcFS.tree(of: pid).compactMap { p in ProcFS.read("/proc/\(p)/stat").flatMap(ProcParsers.statFields)?.state }
+        }
+        return states
     }
 }
