@@ -76,6 +76,7 @@ extension Supervisor {
             "worker \(detail): replacing it",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "reason": .string(reason)])
         worker.stopReason = reason
+        operation?.report("slot \(worker.slot): pid \(worker.pid) \(detail): replacing it")
         CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
         CBatonLinuxShim.signalGroup(worker.pid, SIGCONT)
         let timeout = config.stop.timeout

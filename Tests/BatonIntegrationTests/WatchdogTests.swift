@@ -162,6 +162,31 @@ extension Integration {
             #expect(Self.serving(after, slot: 1)?.restarts == 0)
         }
 
+        @Test("a deploy whose new workers fail their watchdog fails and leaves the old release serving")
+        func deployFailsOnWatchdog() throws {
+            let scratch = TestPaths.temporaryDirectory("wddep")
+            defer { TestPaths.remove(scratch) }
+            let script = scratch + "/worker.py"
+            TestPaths.write(
+                script,
+                """
+                import os, socket, time
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                s.connect(os.environ["NOTIFY_SOCKET"])
+                s.send(b"READY=1\\nWATCHDOG=trigger")
+                time.sleep(60)
+                """)
+            let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"5s\""), tag: "wdde")
+            defer { baton.stop() }
+            let result = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "/usr/bin/python3", script])
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stdout.contains("WATCHDOG=trigger: replacing it"), "\(result.stdout)")
+            #expect(result.stderr.contains("rolled back") || result.stderr.contains("nothing changed"), "\(result.stderr)")
+            let after = try baton.status()
+            #expect(after.workers.count == 2)
+            #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
+        }
+
         @Test("WATCHDOG=trigger replaces the worker at once, reason watchdog")
         func watchdogTrigger() throws {
             // A worker that becomes ready, then (the first one only) asks for its own replacement.
