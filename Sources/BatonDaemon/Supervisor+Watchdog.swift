@@ -58,6 +58,7 @@ extension Supervisor {
             guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }
             replaceUnresponsive(worker, reason: verdict.reason.rawValue, detail: verdict.detail)
         }
+        armLivenessProbes(checkedWorkers)
         scheduleLivenessCheck(records: checkedWorkers.map { record($0, states: []) })
     }
 

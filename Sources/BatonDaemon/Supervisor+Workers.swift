@@ -169,7 +169,10 @@ extension Supervisor {
         loop.unregister(fd: probe.pidfd)
         close(probe.pidfd)
         worker.probe = nil
-        guard worker.state == .starting else { return }
+        guard worker.state == .starting else {
+            livenessProbeExited(worker, exit: exit)
+            return
+        }
         if exit == .exited(0) {
             workerBecameReady(worker)
         } else {

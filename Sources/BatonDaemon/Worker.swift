@@ -72,6 +72,8 @@ final class Worker {
     var lastWatchdog: Duration?
     /// The interval it was given in WATCHDOG_USEC (`readiness.watchdog` when it started).
     var watchdogInterval: Duration?
+    /// Its liveness probe's runs since it became ready (nil until the first is scheduled).
+    var livenessProbe: LivenessProbeRecord?
 
     init(slot: Int, generation: Int, process: SpawnedProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot

@@ -228,4 +228,16 @@ struct ConfigParserTests {
         #expect(try parseConfig(minimalApp + "[readiness]\nstopped_timeout = \"3s\"\n").readiness.stoppedTimeout == .seconds(3))
         #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nstopped_timeout = 3\n") }
     }
+
+    @Test func livenessProbeKeys() throws {
+        let defaults = try parseConfig(minimalApp).readiness
+        #expect(defaults.livenessProbe.isEmpty && defaults.livenessInterval == .seconds(10) && defaults.livenessFailures == 3)
+        let readiness = try parseConfig(
+            minimalApp + "[readiness]\nliveness_probe = [\"curl\", \"-f\", \"http://127.0.0.1/\"]\nliveness_interval = \"2s\"\nliveness_failures = 5\n"
+        ).readiness
+        #expect(readiness.livenessProbe == ["curl", "-f", "http://127.0.0.1/"])
+        #expect(readiness.livenessInterval == .seconds(2) && readiness.livenessFailures == 5)
+        #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nliveness_failures = 0\n") }
+        #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nliveness_probe = \"curl -f x\"\n") }
+    }
 }

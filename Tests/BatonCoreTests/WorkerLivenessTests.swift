@@ -124,3 +124,26 @@ struct WorkerLivenessTests {
         #expect(none.nextCheck(now: .seconds(30), workers: [a], fallback: nil) == .seconds(30) + .milliseconds(10))
     }
 }
+
+@Suite("LivenessProbeRecord")
+struct LivenessProbeRecordTests {
+    @Test func replacesAfterTheThresholdOfFailuresInARow() {
+        var record = LivenessProbeRecord(threshold: 3)
+        let verdicts = [false, false, true, false, false, false].map { record.record(succeeded: $0) }
+        #expect(verdicts == [false, false, false, false, false, true])
+        #expect(record.failures == 3)
+    }
+
+    @Test func aSuccessStartsOver() {
+        var record = LivenessProbeRecord(threshold: 2)
+        _ = record.record(succeeded: false)
+        _ = record.record(succeeded: true)
+        #expect(record.failures == 0)
+    }
+
+    @Test func aThresholdBelowOneIsOne() {
+        var record = LivenessProbeRecord(threshold: 0)
+        let replace = record.record(succeeded: false)
+        #expect(replace)
+    }
+}

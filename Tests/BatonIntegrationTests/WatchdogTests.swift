@@ -187,6 +187,35 @@ extension Integration {
             #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
         }
 
+        @Test("a worker whose liveness probe fails liveness_failures times in a row is replaced, reason liveness-probe")
+        func livenessProbe() throws {
+            let scratch = TestPaths.temporaryDirectory("lprobe")
+            defer { TestPaths.remove(scratch) }
+            let baton = try BatonHarness(
+                workers: 2,
+                sections: Self.sections(
+                    """
+                    stopped_timeout = "0s"
+                    liveness_probe = ["/bin/sh", "-c", "test ! -e \(scratch)/sick-$BATON_WORKER_PID"]
+                    liveness_interval = "200ms"
+                    liveness_failures = 2
+                    """), tag: "lprb")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let victim = try #require(Self.serving(before, slot: 0))
+            let other = try #require(Self.serving(before, slot: 1))
+            TestPaths.write(scratch + "/sick-\(victim.pid)", "")
+            let failed = baton.process.waitForLine(timeout: .seconds(15)) { $0.contains("liveness probe failed") && $0.contains("pid=\(victim.pid)") }
+            #expect(failed != nil, "\(baton.process.stderrLines.suffix(10))")
+            let after = try #require(
+                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
+                "slot 0 was not replaced: \(baton.process.stderrLines.suffix(15))")
+            #expect(Self.serving(after, slot: 0)?.lastRestartReason == "liveness-probe")
+            #expect(Self.serving(after, slot: 1)?.pid == other.pid)
+            #expect(Self.serving(after, slot: 1)?.restarts == 0)
+            #expect(baton.process.stderrLines.contains { $0.contains("failed its liveness probe 2 times in a row") })
+        }
+
         @Test("WATCHDOG=trigger replaces the worker at once, reason watchdog")
         func watchdogTrigger() throws {
             // A worker that becomes ready, then (the first one only) asks for its own replacement.

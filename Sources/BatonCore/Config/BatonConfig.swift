@@ -165,6 +165,14 @@ public struct ReadinessConfig: Sendable, Equatable {
     /// `stopped_timeout`: a ready worker whose tree has a process stopped (SIGSTOP, a tracer)
     /// for longer is replaced; `"0s"` (nil here) turns the check off.
     public var stoppedTimeout: Duration?
+    /// `liveness_probe`: argv run (with `BATON_WORKER_PID`) against each ready worker every
+    /// `liveness_interval`; empty = no liveness probe.
+    public var livenessProbe: [String] = []
+    /// `liveness_interval`: the pause between liveness probe runs of one worker (> 0).
+    public var livenessInterval: Duration = .seconds(10)
+    /// `liveness_failures`: failed runs in a row (non-zero exit, or longer than
+    /// `probe_timeout`) after which the worker is replaced.
+    public var livenessFailures = 3
 
     /// Creates a readiness section with the config file's defaults.
     public init(

@@ -136,3 +136,23 @@ public struct WorkerLiveness: Sendable, Equatable {
         return next.map { max($0, now + .milliseconds(10)) }
     }
 }
+
+/// The liveness probe's runs against one ready worker (`readiness.liveness_probe`): failed
+/// runs in a row, and whether they are enough to replace it. One success starts over.
+public struct LivenessProbeRecord: Sendable, Equatable {
+    /// `readiness.liveness_failures`.
+    public let threshold: Int
+    /// Failed runs in a row.
+    public private(set) var failures = 0
+
+    /// A record that replaces the worker after `threshold` failures in a row.
+    public init(threshold: Int) {
+        self.threshold = max(1, threshold)
+    }
+
+    /// Records one run; true when the worker must be replaced now.
+    public mutating func record(succeeded: Bool) -> Bool {
+        failures = succeeded ? 0 : failures + 1
+        return failures >= threshold
+    }
+}
