@@ -15,6 +15,12 @@ final class MetricsServer {
     let address: String
     unowned let loop: EventLoop
     unowned let supervisor: Supervisor
+    let registry = PrometheusCollectorRegistry()
+    /// The gauges and counters the last scrape exported (counters with the value they were
+    /// brought to), by name and labels: a series the next scrape does not export is
+    /// unregistered, so it leaves the output.
+    private var exportedGauges: [String: Gauge] = [:]
+    private var exportedCounters: [String: (counter: Counter, value: Int)] = [:]
     /// Open scrapes by descriptor.
     private var connections: [Int32: Connection] = [:]
 
@@ -118,25 +124,32 @@ final class MetricsServer {
         return nil
     }
 
-    /// A snapshot of the supervisor's state, rendered into a fresh registry on every scrape: a
-    /// series whose worker, slot or label value is gone is simply not there (a long-lived
-    /// registry keeps every series it ever made, with its last value). Counters are counts baton
-    /// keeps in memory since it started (carried across `baton upgrade`) and only increments;
-    /// Prometheus takes a restart of baton as a counter reset.
+    /// The supervisor's state now, in the registry. The registry keeps every series it ever
+    /// made, with its last value; the series of a worker, slot or label value that is gone are
+    /// unregistered here. (A fresh registry per scrape would cost O(n²) a family: it copies a
+    /// family's series for each one it adds.) Counters follow counts baton keeps in memory since
+    /// it started (carried across `baton upgrade`) and only increments; Prometheus takes a
+    /// restart of baton as a counter reset.
     private func render() -> [UInt8] {
         let s = supervisor
-        let registry = PrometheusCollectorRegistry()
+        var gauges: [String: Gauge] = [:]
+        var counters: [String: (counter: Counter, value: Int)] = [:]
+        func key(_ name: String, _ labels: [(String, String)]) -> String {
+            ([name] + labels.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{0}")
+        }
         func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = [], _ value: Double) {
             let descriptor = MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
-            if labels.isEmpty {
-                registry.makeGauge(descriptor: descriptor).set(value)
-            } else {
-                registry.makeGauge(descriptor: descriptor, labels: labels).set(value)
-            }
+            let gauge = labels.isEmpty ? registry.makeGauge(descriptor: descriptor) : registry.makeGauge(descriptor: descriptor, labels: labels)
+            gauge.set(value)
+            gauges[key(name, labels)] = gauge
         }
         func counter(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Int) {
             let descriptor = MetricNameDescriptor(metricName: name, unitName: "total", helpText: help)
-            registry.makeCounter(descriptor: descriptor, labels: labels).increment(by: Int64(value))
+            let counter = registry.makeCounter(descriptor: descriptor, labels: labels)
+            let k = key(name, labels)
+            let exported = exportedCounters[k].map { $0.counter === counter ? $0.value : 0 } ?? 0
+            if value > exported { counter.increment(by: Int64(value - exported)) }
+            counters[k] = (counter, max(value, exported))
         }
 
         gauge("baton_workers", "Worker slots (app.workers).", [], Double(s.slots.count))
@@ -180,6 +193,10 @@ final class MetricsServer {
                 "baton_memory_headroom_bytes", "Memory headroom under the binding limit, which the label names.",
                 [("binding", verdict.binding.kind.name)], Double(verdict.binding.available))
         }
+        for (k, gauge) in exportedGauges where gauges[k] == nil { registry.unregisterGauge(gauge) }
+        for (k, entry) in exportedCounters where counters[k] == nil { registry.unregisterCounter(entry.counter) }
+        exportedGauges = gauges
+        exportedCounters = counters
         return registry.emitToBuffer()
     }
 
