@@ -53,6 +53,9 @@ extension Supervisor {
     /// worker without any is not judged by the liveness check this time).
     private func evaluateLiveness(states: [pid_t: [Character]]) {
         guard phase != .stopping else { return }
+        // Pings that arrived but were not read yet (a loop that woke late may run this timer
+        // before the notify sockets' events) count: read them first.
+        for worker in checkedWorkers where worker.watchdogInterval != nil && worker.notifyFD >= 0 { readNotify(worker) }
         let workers = checkedWorkers
         for verdict in liveness.check(now: loop.now(), workers: workers.map { record($0, states: states[$0.pid] ?? []) }) {
             guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }

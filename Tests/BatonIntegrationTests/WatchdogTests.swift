@@ -76,7 +76,7 @@ extension Integration {
 
         @Test("a SIGSTOPped worker misses its watchdog: replaced with reason watchdog, the replacement serves, the other worker (pinging) stays")
         func stoppedWorkerMissesWatchdog() throws {
-            let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"1s\""), tag: "wdog")
+            let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"2s\""), tag: "wdog")
             defer { baton.stop() }
             // A keep-alive connection pinned to one worker: that one is frozen.
             let pinned = try #require(HTTP.connect(port: baton.port))
@@ -92,7 +92,7 @@ extension Integration {
             // Every worker gets the protocol variables, WATCHDOG_PID naming itself.
             let env = try #require(HTTP.get(port: baton.port, path: "/env"))
             let lines = env.body.split(separator: "\n").map(String.init)
-            #expect(lines.contains("WATCHDOG_USEC=1000000"), "\(lines.filter { $0.hasPrefix("WATCHDOG") })")
+            #expect(lines.contains("WATCHDOG_USEC=2000000"), "\(lines.filter { $0.hasPrefix("WATCHDOG") })")
             let pidLine = lines.first { $0.hasPrefix("WATCHDOG_PID=") }
             #expect([victim.pid, other.pid].map { "WATCHDOG_PID=\($0)" }.contains(pidLine ?? "none"), "\(pidLine ?? "no WATCHDOG_PID")")
 
@@ -146,7 +146,7 @@ extension Integration {
 
         @Test("after baton upgrade the watchdog still holds: the pinging worker stays, a stopped one is replaced")
         func watchdogAcrossUpgrade() throws {
-            let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"1s\"\nstopped_timeout = \"0s\""), tag: "wdup")
+            let baton = try BatonHarness(workers: 2, sections: Self.sections("watchdog = \"2s\"\nstopped_timeout = \"0s\""), tag: "wdup")
             defer { baton.stop() }
             let before = try baton.status()
             let upgraded = try baton.cli(["upgrade"])
