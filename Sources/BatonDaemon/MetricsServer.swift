@@ -6,7 +6,8 @@ import Prometheus
 
 /// The Prometheus endpoint (`[metrics] address`, off by default, loopback in
 /// the examples): per-worker memory, restarts by reason, deploys by outcome
-/// and memory headroom, in the text exposition format. A tiny HTTP/1.0
+/// and memory headroom, in the text exposition format (names and types in the
+/// README's metrics section). A tiny HTTP/1.0
 /// responder on the event loop: one request a connection, then close.
 final class MetricsServer {
     let fd: Int32
@@ -15,8 +16,11 @@ final class MetricsServer {
     unowned let loop: EventLoop
     unowned let supervisor: Supervisor
     let registry = PrometheusCollectorRegistry()
-    /// `LogWriter.standardError.droppedBytes` at the last scrape (the counter grows by the difference).
-    private var countedLogDrops: UInt64 = 0
+    /// The gauges and counters the last scrape exported (counters with the value they were
+    /// brought to), by name and labels: a series the next scrape does not export is
+    /// unregistered, so it leaves the output.
+    private var exportedGauges: [String: Gauge] = [:]
+    private var exportedCounters: [String: (counter: Counter, value: Int)] = [:]
     /// Open scrapes by descriptor.
     private var connections: [Int32: Connection] = [:]
 
@@ -120,34 +124,93 @@ final class MetricsServer {
         return nil
     }
 
-    /// Sets the gauges from the supervisor's current state and emits them.
+    /// The supervisor's state now, in the registry. The registry keeps every series it ever
+    /// made, with its last value; the series of a worker, slot or label value that is gone are
+    /// unregistered here. (A fresh registry per scrape would cost O(n²) a family: it copies a
+    /// family's series for each one it adds.) Counters follow counts baton keeps in memory since
+    /// it started (carried across `baton upgrade`) and only increments; Prometheus takes a
+    /// restart of baton as a counter reset.
     private func render() -> [UInt8] {
         let s = supervisor
+        var gauges: [String: Gauge] = [:]
+        var counters: [String: (counter: Counter, value: Int)] = [:]
+        func key(_ name: String, _ labels: [(String, String)]) -> String {
+            ([name] + labels.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{0}")
+        }
+        func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = [], _ value: Double) {
+            let descriptor = MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+            let gauge = labels.isEmpty ? registry.makeGauge(descriptor: descriptor) : registry.makeGauge(descriptor: descriptor, labels: labels)
+            gauge.set(value)
+            gauges[key(name, labels)] = gauge
+        }
+        func counter(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Int) {
+            let descriptor = MetricNameDescriptor(metricName: name, unitName: "total", helpText: help)
+            let counter = registry.makeCounter(descriptor: descriptor, labels: labels)
+            let k = key(name, labels)
+            let exported = exportedCounters[k].map { $0.counter === counter ? $0.value : 0 } ?? 0
+            if value > exported { counter.increment(by: Int64(value - exported)) }
+            counters[k] = (counter, max(value, exported))
+        }
+
+        gauge("baton_workers", "Worker slots (app.workers).", [], Double(s.slots.count))
+        gauge("baton_workers_ready", "Slots whose serving worker is ready.", [], Double(s.readyCount))
         for slot in s.slots {
-            let labels = [("slot", String(slot.index))]
-            let m = slot.current?.memory
-            registry.makeGauge(name: "baton_worker_rss_bytes", labels: labels).set(Double(m?.rss ?? 0))
-            registry.makeGauge(name: "baton_worker_pss_bytes", labels: labels).set(Double(m?.pss ?? 0))
-            registry.makeGauge(name: "baton_worker_uss_bytes", labels: labels).set(Double(m?.uss ?? 0))
-            registry.makeGauge(name: "baton_worker_ready", labels: labels).set(Double(slot.current?.state == .ready ? 1 : 0))
-            let leak = slot.current?.history.leakRate?.mibPerHour ?? 0
-            registry.makeGauge(name: "baton_worker_leak_mib_per_hour", labels: labels).set(leak)
+            let ready = slot.current?.state == .ready ? 1.0 : 0.0
+            gauge("baton_worker_ready", "1 when the slot's serving worker is ready, else 0.", [("slot", String(slot.index))], ready)
+            for worker in slot.workers {
+                let labels = [("slot", String(slot.index)), ("pid", String(worker.pid))]
+                gauge(
+                    "baton_worker_info", "One series per live worker (serving, starting or draining) naming its release.",
+                    labels + [("release", worker.spec.release)], 1)
+                gauge("baton_worker_start_time_seconds", "When the worker was started, seconds since the epoch.", labels, worker.startedAtWall)
+            }
+            guard let worker = slot.current else { continue }
+            let labels = [("slot", String(slot.index)), ("pid", String(worker.pid))]
+            if let m = worker.memory {
+                gauge("baton_worker_rss_bytes", "Resident set size of the serving worker's process tree.", labels, Double(m.rss))
+                if let pss = m.pss { gauge("baton_worker_pss_bytes", "Proportional set size of the serving worker's process tree.", labels, Double(pss)) }
+                if let uss = m.uss { gauge("baton_worker_uss_bytes", "Unique set size of the serving worker's process tree.", labels, Double(uss)) }
+            }
+            if let leak = worker.history.leakRate {
+                gauge(
+                    "baton_worker_uss_growth_bytes_per_second", "Fitted USS growth of the serving worker (leak rate).", labels,
+                    leak.mibPerHour * 1_048_576 / 3600)
+            }
         }
-        for (reason, count) in s.restartsByReason {
-            registry.makeGauge(name: "baton_restarts", labels: [("reason", reason)]).set(Double(count))
+
+        var restarts = Dictionary(uniqueKeysWithValues: RestartReason.allCases.map { ($0.rawValue, 0) })
+        for (reason, count) in s.restartsByReason { restarts[Self.restartLabel(reason), default: 0] += count }
+        for (reason, count) in restarts.sorted(by: { $0.key < $1.key }) {
+            counter("baton_restarts", "Worker restarts since baton started, by reason.", [("reason", reason)], count)
         }
-        var outcomes: [String: Int] = [:]
-        for entry in s.history where entry.kind == "deploy" { outcomes[entry.outcome, default: 0] += 1 }
-        for (outcome, count) in outcomes {
-            registry.makeGauge(name: "baton_deploys", labels: [("outcome", outcome)]).set(Double(count))
+        var deploys = Dictionary(uniqueKeysWithValues: Self.deployOutcomes.map { ($0, 0) })
+        for (outcome, count) in s.deploysByOutcome { deploys[outcome, default: 0] += count }
+        for (outcome, count) in deploys.sorted(by: { $0.key < $1.key }) {
+            counter("baton_deploys", "Deploys finished since baton started, by outcome.", [("outcome", outcome)], count)
         }
         if let (verdict, _) = try? s.preflightFromLastSample(release: nil, need: 0) {
-            registry.makeGauge(name: "baton_memory_headroom_bytes", labels: [("binding", verdict.binding.kind.name)])
-                .set(Double(verdict.binding.available))
+            gauge(
+                "baton_memory_headroom_bytes", "Memory headroom under the binding limit, which the label names.",
+                [("binding", verdict.binding.kind.name)], Double(verdict.binding.available))
         }
-        let drops = LogWriter.standardError.droppedBytes
-        registry.makeCounter(name: "baton_log_dropped_bytes_total").increment(by: Int64(drops - countedLogDrops))
-        countedLogDrops = drops
+        counter(
+            "baton_log_dropped_bytes", "Bytes of baton's own log dropped because stderr did not take them.", [],
+            Int(LogWriter.standardError.droppedBytes))
+        for (k, gauge) in exportedGauges where gauges[k] == nil { registry.unregisterGauge(gauge) }
+        for (k, entry) in exportedCounters where counters[k] == nil { registry.unregisterCounter(entry.counter) }
+        exportedGauges = gauges
+        exportedCounters = counters
         return registry.emitToBuffer()
+    }
+
+    /// The outcomes a deploy's history entry can have, exported at 0 before they happen.
+    static let deployOutcomes = ["succeeded", "rolled-back", "failed", "degraded", "timed-out", "refused", "interrupted"]
+
+    /// A bounded label for a restart reason: a reason's name (`crash`, `deploy`, `rollback`,
+    /// `roll-ahead`, `readiness-timeout`, `watchdog` …) as it is; a failed spawn, whose reason is
+    /// the error's text, is `start-failed`.
+    static func restartLabel(_ reason: String) -> String {
+        let isName = !reason.isEmpty && reason.count <= 32 && reason.allSatisfy { ("a"..."z").contains($0) || $0 == "-" }
+        return isName ? reason : "start-failed"
     }
 }

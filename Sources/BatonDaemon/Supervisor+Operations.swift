@@ -356,6 +356,7 @@ extension Supervisor {
 
     /// Adds a line to history, in memory and in the state directory.
     func appendHistory(_ entry: HistoryEntry) {
+        if entry.kind == Operation.Kind.deploy.rawValue { deploysByOutcome[entry.outcome, default: 0] += 1 }
         history.append(entry)
         if history.count > StateStore.historyLimit { history.removeFirst() }
         do {

@@ -132,10 +132,11 @@ extension Supervisor {
                     worker: .init(
                         slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
                         notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
-                        startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText))
+                        startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
+                        watchdogNanos: w.watchdogInterval?.nanoseconds))
             },
             releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd,
-            createdNotifyDirectory: createdNotifyDirectory)
+            createdNotifyDirectory: createdNotifyDirectory, restartsByReason: restartsByReason, deploysByOutcome: deploysByOutcome)
         let memfd: Int32
         do {
             let encoder = JSONEncoder()
@@ -177,6 +178,8 @@ extension Supervisor {
         degraded = state.degraded
         sentReady = state.sentReady
         createdNotifyDirectory = state.createdNotifyDirectory ?? true
+        restartsByReason = state.restartsByReason ?? [:]
+        deploysByOutcome = state.deploysByOutcome ?? [:]
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let slot = Slot(index: s.index, spec: s.spec.spec)
             slot.generation = s.generation
@@ -192,6 +195,7 @@ extension Supervisor {
             worker.notifyPath = w.notifyPath
             worker.outputFD = w.outputFD
             worker.statusText = w.statusText
+            worker.watchdogInterval = w.watchdogNanos.map { .nanoseconds($0) }
             try watch(worker)
             slot.current = worker
             return slot

@@ -71,10 +71,12 @@ extension Supervisor {
         let environment = WorkerEnvironment.build(
             inherited: options.environment, fileVariables: [], configVariables: spec.variables,
             listenerNames: listeners.map(\.name), notifySocket: notifyPath,
-            extra: [EnvVar(name: "BATON_SLOT", value: String(slot)), EnvVar(name: "BATON_RELEASE", value: spec.release)])
-        let request = SpawnRequest(
+            extra: [EnvVar(name: "BATON_SLOT", value: String(slot)), EnvVar(name: "BATON_RELEASE", value: spec.release)],
+            watchdog: config.readiness.watchdog)
+        var request = SpawnRequest(
             argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
             setListenPID: !listeners.isEmpty, stdout: output.write, stderr: output.write, credentials: spec.credentials)
+        request.setWatchdogPID = config.readiness.watchdog != nil
         let process: SpawnedProcess
         do {
             process = try launcher.spawn(request)
@@ -88,6 +90,7 @@ extension Supervisor {
         worker.notifyFD = notifyFD
         worker.notifyPath = notifyPath
         worker.outputFD = output.read
+        worker.watchdogInterval = config.readiness.watchdog
         try watch(worker)
         return worker
     }
@@ -168,7 +171,10 @@ extension Supervisor {
         loop.unregister(fd: probe.pidfd)
         close(probe.pidfd)
         worker.probe = nil
-        guard worker.state == .starting else { return }
+        guard worker.state == .starting else {
+            livenessProbeExited(worker, exit: exit)
+            return
+        }
         if exit == .exited(0) {
             workerBecameReady(worker)
         } else {
@@ -235,6 +241,8 @@ extension Supervisor {
                     logger.info("worker is stopping", metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
                 } else if line == "WATCHDOG=1" {
                     worker.lastWatchdog = loop.now()
+                } else if line == "WATCHDOG=trigger" {
+                    watchdogTriggered(worker)
                 }
             }
         }

@@ -125,8 +125,12 @@ public final class Supervisor {
     var memoryTicks = 0
     /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
     var memoryReadRunning = false
-    /// Restarts by reason since baton started.
+    /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [String: Int] = [:]
+    /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
+    var deploysByOutcome: [String: Int] = [:]
+    /// The worker watchdog and liveness check (started in `setUp`).
+    lazy var liveness = WorkerLiveness(settings: .init(stoppedTimeout: config.readiness.stoppedTimeout), now: loop.now())
     /// The Prometheus endpoint, when `[metrics] address` is set.
     var metrics: MetricsServer?
     var control: ControlServer?
@@ -173,6 +177,7 @@ public final class Supervisor {
             recordInstance()
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
             startMemoryChecks()
+            startLivenessChecks()
             try startMetrics()
             return
         }
@@ -194,6 +199,7 @@ public final class Supervisor {
         fillStartQueue()
         recordInstance()
         startMemoryChecks()
+        startLivenessChecks()
         try startMetrics()
     }
 

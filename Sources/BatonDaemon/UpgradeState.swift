@@ -34,6 +34,8 @@ struct UpgradeState: Codable {
         var startedAtWall: Double
         var readyAtNanos: Int64?
         var statusText: String?
+        /// Its WATCHDOG_USEC interval (absent from an older image: no watchdog).
+        var watchdogNanos: Int64?
     }
 
     struct SlotState: Codable {
@@ -58,6 +60,10 @@ struct UpgradeState: Codable {
     /// Whether baton made the notify directory (and so removes it at exit); nil from an
     /// image that did not say, which always removed it.
     var createdNotifyDirectory: Bool?
+    /// Restarts by reason and deploys by outcome so far, so the metrics' counters carry on
+    /// (absent from an older image).
+    var restartsByReason: [String: Int]?
+    var deploysByOutcome: [String: Int]?
 
     /// Every descriptor that must survive the execve.
     var descriptors: [Int32] {

@@ -70,6 +70,10 @@ final class Worker {
     var drainStartedAt: Duration?
     /// Monotonic time of the last WATCHDOG=1.
     var lastWatchdog: Duration?
+    /// The interval it was given in WATCHDOG_USEC (`readiness.watchdog` when it started).
+    var watchdogInterval: Duration?
+    /// Its liveness probe's runs since it became ready (nil until the first is scheduled).
+    var livenessProbe: LivenessProbeRecord?
 
     init(slot: Int, generation: Int, process: SpawnedProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot

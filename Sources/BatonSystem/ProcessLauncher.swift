@@ -13,6 +13,8 @@ public struct SpawnRequest: Sendable, Equatable {
     public var passFDs: [Int32]
     /// Adds LISTEN_PID=<the child's own pid> to the environment.
     public var setListenPID: Bool
+    /// Adds WATCHDOG_PID=<the child's own pid> to the environment (with a worker watchdog).
+    public var setWatchdogPID = false
     /// Child's stdout and stderr (-1: /dev/null).
     public var stdout: Int32
     /// See `stdout`.
@@ -114,11 +116,18 @@ public struct LinuxProcessLauncher: ProcessLauncher {
             return p
         }
         var argv: [UnsafeMutablePointer<CChar>?] = request.argv.map { c($0) } + [nil]
-        var envp: [UnsafeMutablePointer<CChar>?] = request.environment.filter { !$0.hasPrefix("LISTEN_PID=") }.map { c($0) }
+        var envp: [UnsafeMutablePointer<CChar>?] = request.environment.filter {
+            !$0.hasPrefix("LISTEN_PID=") && !(request.setWatchdogPID && $0.hasPrefix("WATCHDOG_PID="))
+        }.map { c($0) }
         var listenIndex: Int32 = -1
         if request.setListenPID {
             listenIndex = Int32(envp.count)
             envp.append(c("LISTEN_PID="))
+        }
+        var watchdogSlot: Int32 = 0
+        if request.setWatchdogPID {
+            watchdogSlot = Int32(envp.count) + 1
+            envp.append(c("WATCHDOG_PID="))
         }
         envp.append(nil)
         let cPath = c(path)
@@ -136,6 +145,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.argv = UnsafePointer(argvBuf.baseAddress)
                         attr.envp = UnsafePointer(envBuf.baseAddress)
                         attr.listen_pid_index = listenIndex
+                        attr.watchdog_pid_slot = watchdogSlot
                         attr.cwd = cwd.map { UnsafePointer($0) }
                         attr.fds = fdBuf.baseAddress
                         attr.nfds = Int32(fdBuf.count)

@@ -48,8 +48,7 @@ static void close_from(int lowfd, int except) {
     }
 }
 
-static void format_listen_pid(char *buf, size_t size, pid_t pid) {
-    static const char prefix[] = "LISTEN_PID=";
+static void format_pid_variable(char *buf, size_t size, const char *prefix, pid_t pid) {
     char digits[24];
     int n = 0;
     unsigned long v = (unsigned long)pid;
@@ -131,12 +130,18 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     // 5. Working directory.
     if (a->cwd != NULL && chdir(a->cwd) < 0) child_fail(errfd, CBatonLinux_step_chdir);
 
-    // 6. LISTEN_PID must be this process's own pid (sd_listen_fds checks it).
+    // 6. LISTEN_PID must be this process's own pid (sd_listen_fds checks it);
+    //    so must WATCHDOG_PID (sd_watchdog_enabled checks it).
     char listen_pid[40];
+    char watchdog_pid[40];
     char **envp = (char **)a->envp;
     if (a->listen_pid_index >= 0) {
-        format_listen_pid(listen_pid, sizeof(listen_pid), getpid());
+        format_pid_variable(listen_pid, sizeof(listen_pid), "LISTEN_PID=", getpid());
         envp[a->listen_pid_index] = listen_pid;
+    }
+    if (a->watchdog_pid_slot > 0) {
+        format_pid_variable(watchdog_pid, sizeof(watchdog_pid), "WATCHDOG_PID=", getpid());
+        envp[a->watchdog_pid_slot - 1] = watchdog_pid;
     }
 
     execve(a->path, a->argv, envp);

@@ -36,6 +36,7 @@ func runWorker() -> Never {
     boot(options: options, state: state)
     Acceptor(listeners: listeners.fds, server: server).start()
     announceReadiness(options: options, state: state)
+    Watchdog.start()
 
     let crashAt = options.crashAfter.map { monotonicNanos() + nanos(seconds: $0) }
     switch state.waitForEnding(drainTimeout: options.drainTimeout, crashAt: crashAt) {

@@ -161,6 +161,7 @@ struct ConfigParserTests {
         #expect(config.readiness.probeInterval == .milliseconds(500))
         #expect(config.readiness.probeTimeout == .seconds(2))
         #expect(config.readiness.watchdog == nil)
+        #expect(config.readiness.stoppedTimeout == .seconds(10))
         #expect(config.stop == StopConfig(signal: 15, signalName: "SIGTERM", timeout: .seconds(30)))
         #expect(config.deploy.strategy == .auto)
         #expect(config.deploy.maxSurge == 1)
@@ -220,5 +221,23 @@ struct ConfigParserTests {
         #expect(config.memory.budget == .auto && config.memory.threshold == 1.0)
         #expect(config.deploy.maxSurge == 4)
         #expect(config.metrics.address == "[::1]:9187")
+    }
+
+    @Test func stoppedTimeoutZeroTurnsTheLivenessCheckOff() throws {
+        #expect(try parseConfig(minimalApp + "[readiness]\nstopped_timeout = \"0s\"\n").readiness.stoppedTimeout == nil)
+        #expect(try parseConfig(minimalApp + "[readiness]\nstopped_timeout = \"3s\"\n").readiness.stoppedTimeout == .seconds(3))
+        #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nstopped_timeout = 3\n") }
+    }
+
+    @Test func livenessProbeKeys() throws {
+        let defaults = try parseConfig(minimalApp).readiness
+        #expect(defaults.livenessProbe.isEmpty && defaults.livenessInterval == .seconds(10) && defaults.livenessFailures == 3)
+        let readiness = try parseConfig(
+            minimalApp + "[readiness]\nliveness_probe = [\"curl\", \"-f\", \"http://127.0.0.1/\"]\nliveness_interval = \"2s\"\nliveness_failures = 5\n"
+        ).readiness
+        #expect(readiness.livenessProbe == ["curl", "-f", "http://127.0.0.1/"])
+        #expect(readiness.livenessInterval == .seconds(2) && readiness.livenessFailures == 5)
+        #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nliveness_failures = 0\n") }
+        #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nliveness_probe = \"curl -f x\"\n") }
     }
 }

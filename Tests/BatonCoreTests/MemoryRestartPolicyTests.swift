@@ -331,7 +331,8 @@ struct MemoryRestartPolicyTests {
     @Test func reasonsHaveTheirLogNames() {
         #expect(
             RestartReason.allCases.map(\.rawValue) == [
-                "age", "memory-threshold", "worker-limit", "leak-prediction", "crash", "deploy", "reload", "manual",
+                "age", "memory-threshold", "worker-limit", "leak-prediction", "crash", "deploy", "reload", "manual", "watchdog",
+                "liveness", "liveness-probe",
             ])
         #expect(RestartReason.allCases.filter(\.isPolicy) == [.age, .memoryThreshold, .workerLimit, .leakPrediction])
     }

@@ -132,4 +132,15 @@ struct WorkerEnvironmentTests {
         #expect(inherited == systemdEnvironment)
         #expect(inherited.contains("NOTIFY_SOCKET=/run/systemd/notify"))
     }
+
+    @Test func theWorkerWatchdogIsItsOwnNotBatons() {
+        // baton's own WATCHDOG_USEC (systemd's, for baton) never passes; the worker's own does.
+        let env = WorkerEnvironment.build(
+            inherited: systemdEnvironment, fileVariables: [], configVariables: vars(["WATCHDOG_USEC": "1"]), listenerNames: [],
+            notifySocket: "/n", watchdog: .milliseconds(1500))
+        #expect(env.filter { $0.hasPrefix("WATCHDOG_") } == ["WATCHDOG_USEC=1500000"])
+        #expect(env.last == "WATCHDOG_USEC=1500000")
+        #expect(WorkerEnvironment.microseconds(.seconds(5)) == 5_000_000)
+        #expect(WorkerEnvironment.microseconds(.nanoseconds(10)) == 1)
+    }
 }

@@ -165,12 +165,23 @@ public struct ReadinessConfig: Sendable, Equatable {
     public var probeTimeout: Duration
     /// `watchdog`: a ready worker must send `WATCHDOG=1` at least this often; nil = no watchdog.
     public var watchdog: Duration?
+    /// `stopped_timeout`: a ready worker whose tree has a process stopped (SIGSTOP, a tracer)
+    /// for longer is replaced; `"0s"` (nil here) turns the check off.
+    public var stoppedTimeout: Duration?
+    /// `liveness_probe`: argv run (with `BATON_WORKER_PID`) against each ready worker every
+    /// `liveness_interval`; empty = no liveness probe.
+    public var livenessProbe: [String] = []
+    /// `liveness_interval`: the pause between liveness probe runs of one worker (> 0).
+    public var livenessInterval: Duration = .seconds(10)
+    /// `liveness_failures`: failed runs in a row (non-zero exit, or longer than
+    /// `probe_timeout`) after which the worker is replaced.
+    public var livenessFailures = 3
 
     /// Creates a readiness section with the config file's defaults.
     public init(
         mode: ReadinessMode = .notify, timeout: Duration = .seconds(60), delay: Duration = .seconds(2),
         probe: [String] = [], probeInterval: Duration = .milliseconds(500),
-        probeTimeout: Duration = .seconds(2), watchdog: Duration? = nil
+        probeTimeout: Duration = .seconds(2), watchdog: Duration? = nil, stoppedTimeout: Duration? = .seconds(10)
     ) {
         self.mode = mode
         self.timeout = timeout
@@ -179,6 +190,7 @@ public struct ReadinessConfig: Sendable, Equatable {
         self.probeInterval = probeInterval
         self.probeTimeout = probeTimeout
         self.watchdog = watchdog
+        self.stoppedTimeout = stoppedTimeout
     }
 }
 

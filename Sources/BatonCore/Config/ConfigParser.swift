@@ -12,7 +12,13 @@ extension BatonConfig {
             ]
         ),
         ("listen", ["addresses", "socket_mode", "backlog"]),
-        ("readiness", ["mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog"]),
+        (
+            "readiness",
+            [
+                "mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog", "stopped_timeout",
+                "liveness_probe", "liveness_interval", "liveness_failures",
+            ]
+        ),
         ("stop", ["signal", "timeout"]),
         ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory", "stability_window"]),
         (

@@ -107,6 +107,13 @@ extension ConfigReader {
         readiness.probeInterval = read(s, "probe_interval", Convert.duration(positive: true)) ?? readiness.probeInterval
         readiness.probeTimeout = read(s, "probe_timeout", Convert.duration(positive: true)) ?? readiness.probeTimeout
         readiness.watchdog = read(s, "watchdog", Convert.duration(positive: true))
+        if let stopped = read(s, "stopped_timeout", Convert.duration(positive: false)) {
+            readiness.stoppedTimeout = stopped == .zero ? nil : stopped
+        }
+        readiness.livenessProbe = read(s, "liveness_probe", Convert.stringArray(shellHint: true)) ?? readiness.livenessProbe
+        if readiness.livenessProbe.first == "" { report(s.path("liveness_probe"), "the program (first element) must not be empty") }
+        readiness.livenessInterval = read(s, "liveness_interval", Convert.duration(positive: true)) ?? readiness.livenessInterval
+        readiness.livenessFailures = read(s, "liveness_failures", Convert.integer(in: 1...100)) ?? readiness.livenessFailures
         if readiness.mode == .exec, s.value("probe") == nil || (s.value("probe")?.array?.isEmpty ?? false) {
             let line = index.exactLine(for: s.path("probe")) ?? index.line(for: s.path("mode"))
             report(s.path("probe"), "required (non-empty) when readiness.mode is \"exec\"", line: line)

@@ -17,12 +17,18 @@ public enum RestartReason: String, Sendable, Equatable, Codable, CaseIterable {
     case reload
     /// An operator asked for it.
     case manual
+    /// It missed its worker watchdog (`readiness.watchdog`) or sent `WATCHDOG=trigger`.
+    case watchdog
+    /// A process of its tree stayed stopped longer than `readiness.stopped_timeout`.
+    case liveness
+    /// `readiness.liveness_probe` failed `liveness_failures` times in a row.
+    case livenessProbe = "liveness-probe"
 
     /// True for the reasons the periodic ``RestartPolicy`` decides.
     public var isPolicy: Bool {
         switch self {
         case .age, .memoryThreshold, .workerLimit, .leakPrediction: true
-        case .crash, .deploy, .reload, .manual: false
+        case .crash, .deploy, .reload, .manual, .watchdog, .liveness, .livenessProbe: false
         }
     }
 }

@@ -1,7 +1,7 @@
 /// Builds a worker's environment explicitly (docs/ARCHITECTURE.md, *Process model*):
 /// baton's environment minus what belongs to baton's own relation with
 /// systemd, plus the environment file, `[app.environment]`, and the worker's
-/// own LISTEN_* and NOTIFY_SOCKET. baton's own environment is never modified:
+/// own LISTEN_*, NOTIFY_SOCKET and WATCHDOG_USEC. baton's own environment is never modified:
 /// it needs NOTIFY_SOCKET and LISTEN_* again after re-executing itself.
 public enum WorkerEnvironment {
     /// Names removed from baton's environment.
@@ -18,14 +18,16 @@ public enum WorkerEnvironment {
     }
 
     /// The environment as "KEY=VALUE" entries; later sources win.
-    /// LISTEN_PID is not included: the spawn path sets it to the child's own pid.
+    /// LISTEN_PID (and WATCHDOG_PID) are not included: the spawn path sets them to the child's
+    /// own pid. `watchdog` is the worker watchdog's interval, passed as WATCHDOG_USEC.
     public static func build(
         inherited: [String],
         fileVariables: [EnvVar],
         configVariables: [EnvVar],
         listenerNames: [String],
         notifySocket: String?,
-        extra: [EnvVar] = []
+        extra: [EnvVar] = [],
+        watchdog: Duration? = nil
     ) -> [String] {
         var order: [String] = []
         var values: [String: String] = [:]
@@ -50,6 +52,13 @@ public enum WorkerEnvironment {
             set("LISTEN_FDNAMES", listenerNames.joined(separator: ":"))
         }
         if let notifySocket { set("NOTIFY_SOCKET", notifySocket) }
+        if let watchdog { set("WATCHDOG_USEC", String(microseconds(watchdog))) }
         return order.compactMap { name in values[name].map { "\(name)=\($0)" } }
+    }
+
+    /// Whole microseconds of `d` (at least 1: WATCHDOG_USEC=0 would mean "no watchdog").
+    public static func microseconds(_ d: Duration) -> Int64 {
+        let (seconds, atto) = d.components
+        return max(1, seconds * 1_000_000 + atto / 1_000_000_000_000)
     }
 }

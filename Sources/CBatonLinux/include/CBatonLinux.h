@@ -33,6 +33,10 @@ typedef struct {
     gid_t gid;
     const gid_t *groups;
     int ngroups;
+    /// When non-zero, the environment entry at watchdog_pid_slot - 1 is
+    /// replaced in the child by "WATCHDOG_PID=<the child's own pid>" (1-based so
+    /// that a zeroed attr replaces nothing).
+    int watchdog_pid_slot;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).

@@ -1,0 +1,158 @@
+/// Whether each ready worker still answers for itself, as a pure state machine: the supervisor
+/// feeds it what it knows of its ready workers (when they became ready, their last `WATCHDOG=1`,
+/// the process states of their trees from /proc) with an explicit monotonic `now`, and replaces
+/// the workers it names. Tests drive it with a fake clock.
+///
+/// Two checks:
+/// - **watchdog** (`readiness.watchdog`, systemd's WatchdogSec semantics): a worker given
+///   `WATCHDOG_USEC` must send `WATCHDOG=1` at least once per interval after it became ready.
+///   Its deadline is the interval after the latest of: ready, its last ping, and the moment this
+///   tracker started (after `baton upgrade` the new image has not seen the pings before it).
+/// - **liveness** (`readiness.stopped_timeout`): a process of the worker's tree that stays
+///   stopped (`T`, SIGSTOP/SIGTSTP) or stopped by a tracer (`t`) for longer than the timeout.
+///   It needs nothing from the app. It cannot see a worker that runs but no longer serves (a
+///   busy loop, a deadlock): that takes the watchdog.
+///
+/// Zombies are left out on purpose: an exited worker is the exit path's business (a crash),
+/// and reporting it here too would mislabel the crash.
+public struct WorkerLiveness: Sendable, Equatable {
+    /// What each check needs from the config.
+    public struct Settings: Sendable, Equatable {
+        /// `readiness.stopped_timeout`; nil = no liveness check.
+        public var stoppedTimeout: Duration?
+
+        /// Creates settings.
+        public init(stoppedTimeout: Duration?) {
+            self.stoppedTimeout = stoppedTimeout
+        }
+    }
+
+    /// What the supervisor knows of one ready worker.
+    public struct Worker: Sendable, Equatable {
+        /// The worker's pid (its process group leader).
+        public var pid: Int32
+        /// When it became ready (monotonic clock).
+        public var readyAt: Duration
+        /// The interval it was given in `WATCHDOG_USEC`; nil = no watchdog.
+        public var watchdog: Duration?
+        /// Its last `WATCHDOG=1` (monotonic clock), if any.
+        public var lastPing: Duration?
+        /// The state letters (`/proc/PID/stat` field 3) of the processes of its tree; empty when
+        /// not read on this check.
+        public var processStates: [Character]
+
+        /// Creates a worker record.
+        public init(pid: Int32, readyAt: Duration, watchdog: Duration? = nil, lastPing: Duration? = nil, processStates: [Character] = []) {
+            self.pid = pid
+            self.readyAt = readyAt
+            self.watchdog = watchdog
+            self.lastPing = lastPing
+            self.processStates = processStates
+        }
+    }
+
+    /// One worker to replace.
+    public struct Verdict: Sendable, Equatable {
+        /// The worker.
+        public var pid: Int32
+        /// Why: ``RestartReason/watchdog`` or ``RestartReason/liveness``; also its restart reason.
+        public var reason: RestartReason
+        /// One line for the log.
+        public var detail: String
+    }
+
+    /// The settings.
+    public var settings: Settings
+    /// When this tracker started (monotonic clock): no watchdog deadline falls before it plus
+    /// the interval.
+    public let startedAt: Duration
+    /// Since when each worker was seen stopped, by pid.
+    public private(set) var stoppedSince: [Int32: Duration] = [:]
+
+    /// A tracker started at `now`.
+    public init(settings: Settings, now: Duration) {
+        self.settings = settings
+        self.startedAt = now
+    }
+
+    /// A process state that means the process is not running and will not by itself.
+    public static func isStopped(_ state: Character) -> Bool { state == "T" || state == "t" }
+
+    /// The moment `worker` misses its watchdog, nil without one.
+    public func watchdogDeadline(_ worker: Worker) -> Duration? {
+        guard let interval = worker.watchdog else { return nil }
+        return max(worker.readyAt, worker.lastPing ?? worker.readyAt, startedAt) + interval
+    }
+
+    /// True when the liveness check wants the workers' process states on this check.
+    public var wantsProcessStates: Bool { settings.stoppedTimeout != nil }
+
+    /// One check of the ready workers at `now`; returns those to replace, at most one verdict each
+    /// (the watchdog first). Workers not in `workers` are forgotten.
+    public mutating func check(now: Duration, workers: [Worker]) -> [Verdict] {
+        let present = Set(workers.map(\.pid))
+        stoppedSince = stoppedSince.filter { present.contains($0.key) }
+        var verdicts: [Verdict] = []
+        for worker in workers {
+            if let deadline = watchdogDeadline(worker), now >= deadline, let interval = worker.watchdog {
+                let last = worker.lastPing.map { "last WATCHDOG=1 \(Units.formatElapsed(now - $0)) ago" } ?? "no WATCHDOG=1 since ready"
+                verdicts.append(
+                    Verdict(pid: worker.pid, reason: .watchdog, detail: "missed its watchdog (\(Units.formatDuration(interval))): \(last)"))
+                stoppedSince[worker.pid] = nil
+                continue
+            }
+            guard let timeout = settings.stoppedTimeout, !worker.processStates.isEmpty else { continue }
+            guard let state = worker.processStates.first(where: Self.isStopped) else {
+                stoppedSince[worker.pid] = nil
+                continue
+            }
+            let since = stoppedSince[worker.pid] ?? now
+            stoppedSince[worker.pid] = since
+            if now - since >= timeout {
+                let what = state == "t" ? "stopped by a tracer" : "stopped"
+                verdicts.append(
+                    Verdict(
+                        pid: worker.pid, reason: .liveness,
+                        detail: "process \(what) (state \(state)) for \(Units.formatElapsed(now - since)), stopped_timeout \(Units.formatDuration(timeout))"))
+                stoppedSince[worker.pid] = nil
+            }
+        }
+        return verdicts
+    }
+
+    /// When to check next, after a check at `now`: the earliest watchdog deadline, and a
+    /// quarter of `stopped_timeout` for the liveness check (a stopped worker goes between the
+    /// timeout and 1.25 × it after it was first seen stopped). A worker that becomes ready later
+    /// has its deadline at least `fallback` (the configured watchdog) after now, so without any
+    /// deadline the next check is `fallback` from now. Never sooner than 10 ms from now.
+    public func nextCheck(now: Duration, workers: [Worker], fallback: Duration?) -> Duration? {
+        var next: Duration?
+        func consider(_ t: Duration) { next = min(next ?? t, t) }
+        for worker in workers {
+            if let deadline = watchdogDeadline(worker) { consider(deadline) }
+        }
+        if let fallback { consider(now + fallback) }
+        if let timeout = settings.stoppedTimeout { consider(now + timeout / 4) }
+        return next.map { max($0, now + .milliseconds(10)) }
+    }
+}
+
+/// The liveness probe's runs against one ready worker (`readiness.liveness_probe`): failed
+/// runs in a row, and whether they are enough to replace it. One success starts over.
+public struct LivenessProbeRecord: Sendable, Equatable {
+    /// `readiness.liveness_failures`.
+    public let threshold: Int
+    /// Failed runs in a row.
+    public private(set) var failures = 0
+
+    /// A record that replaces the worker after `threshold` failures in a row.
+    public init(threshold: Int) {
+        self.threshold = max(1, threshold)
+    }
+
+    /// Records one run; true when the worker must be replaced now.
+    public mutating func record(succeeded: Bool) -> Bool {
+        failures = succeeded ? 0 : failures + 1
+        return failures >= threshold
+    }
+}

@@ -1,0 +1,78 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// The liveness probe (`readiness.liveness_probe`): a command run against each ready worker
+/// every `liveness_interval` (with `BATON_WORKER_PID`, in the release folder, as the worker's
+/// user), like the exec readiness probe; `liveness_failures` failed runs in a row (non-zero
+/// exit, or killed after `probe_timeout`) replace the worker, reason `liveness-probe`. It sees
+/// what the stopped-process check cannot: a worker that runs but no longer answers.
+extension Supervisor {
+    /// Arms the probe of every checked worker that has none yet (called by the liveness check,
+    /// so a worker's first run comes `liveness_interval` after the first check that saw it ready).
+    func armLivenessProbes(_ workers: [Worker]) {
+        guard !config.readiness.livenessProbe.isEmpty else { return }
+        for worker in workers where worker.livenessProbe == nil {
+            worker.livenessProbe = LivenessProbeRecord(threshold: config.readiness.livenessFailures)
+            scheduleLivenessProbe(worker)
+        }
+    }
+
+    private func scheduleLivenessProbe(_ worker: Worker) {
+        // Weak: the worker may be gone when the timer fires; the timer is not in its list, which
+        // would grow by one every interval for the worker's whole life.
+        loop.schedule(after: config.readiness.livenessInterval) { [unowned self, weak worker] in
+            if let worker { self.runLivenessProbe(worker) }
+        }
+    }
+
+    private func runLivenessProbe(_ worker: Worker) {
+        guard phase != .stopping, worker.state == .ready, worker.stopReason == nil, worker.probe == nil else { return }
+        let argv = config.readiness.livenessProbe
+        guard !argv.isEmpty else {
+            worker.livenessProbe = nil  // turned off by a reload; armed again if it comes back
+            return
+        }
+        let environment = WorkerEnvironment.build(
+            inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
+            notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
+        let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
+        do {
+            let probe = try launcher.spawn(request)
+            worker.probe = probe
+            // Its exit goes through probeExited (which also serves the readiness probe, and which
+            // the stray reaper knows): that calls livenessProbeExited for a worker past starting.
+            try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+                self.probeExited(worker)
+            }
+            loop.schedule(after: config.readiness.probeTimeout) { [weak worker] in
+                if let running = worker?.probe, running.pid == probe.pid { CBatonLinuxShim.signal(pidfd: running.pidfd, SIGKILL) }
+            }
+        } catch {
+            // baton's failure, not the worker's: not counted.
+            logger.warning("liveness probe could not start: \(error)", metadata: ["slot": .stringConvertible(worker.slot)])
+            if worker.probe == nil { scheduleLivenessProbe(worker) }
+        }
+    }
+
+    /// A liveness probe run ended (`probeExited` reaped it).
+    func livenessProbeExited(_ worker: Worker, exit: CBatonLinuxShim.Exit) {
+        guard worker.state == .ready, worker.stopReason == nil, var record = worker.livenessProbe else { return }
+        let succeeded = exit == .exited(0)
+        let replace = record.record(succeeded: succeeded)
+        worker.livenessProbe = record
+        if !succeeded {
+            logger.warning(
+                "liveness probe failed (\(exit)): \(record.failures) of \(record.threshold) in a row",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+        }
+        if replace {
+            replaceUnresponsive(
+                worker, reason: RestartReason.livenessProbe.rawValue,
+                detail: "failed its liveness probe \(record.failures) times in a row (last: \(exit))")
+        } else {
+            scheduleLivenessProbe(worker)
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// The worker watchdog (`readiness.watchdog`: WATCHDOG=1 at least once per interval after
+/// READY, `WATCHDOG=trigger`) and the liveness check (`readiness.stopped_timeout`: a process
+/// of the worker's tree stopped for too long). ``WorkerLiveness`` decides; here are the timer,
+/// the /proc reads and the replacement.
+extension Supervisor {
+    /// Starts the periodic check. The /proc reads of the liveness check (a few per process of
+    /// each ready worker's tree: 1.7 ms for 8 workers of 11 threads each here) run on a thread
+    /// of their own, like the memory reads; the decision runs on the loop.
+    func startLivenessChecks() {
+        _ = liveness  // its clock starts now: no deadline falls before now + the interval
+        scheduleLivenessCheck(records: [])
+    }
+
+    /// The ready workers the checks look at: not those baton already stops.
+    private var checkedWorkers: [Worker] {
+        slots.flatMap(\.workers).filter { $0.state == .ready && $0.stopReason == nil }
+    }
+
+    private func record(_ worker: Worker, states: [Character]) -> WorkerLiveness.Worker {
+        WorkerLiveness.Worker(
+            pid: worker.pid, readyAt: worker.readyAt ?? worker.startedAt, watchdog: worker.watchdogInterval,
+            lastPing: worker.lastWatchdog, processStates: states)
+    }
+
+    /// One timer at a time: the next is scheduled when a check (with its read) is done.
+    private func scheduleLivenessCheck(records: [WorkerLiveness.Worker]) {
+        let now = loop.now()
+        // With neither check configured, look again after a memory check interval: a reload
+        // may turn one on.
+        let next =
+            liveness.nextCheck(now: now, workers: records, fallback: config.readiness.watchdog)
+            ?? now + config.memory.checkInterval
+        loop.schedule(after: next - now) { [unowned self] in self.livenessCheck() }
+    }
+
+    private func livenessCheck() {
+        guard phase != .stopping else { return }
+        liveness.settings = .init(stoppedTimeout: config.readiness.stoppedTimeout)
+        let pids = checkedWorkers.map(\.pid)
+        guard liveness.wantsProcessStates, !pids.isEmpty else {
+            evaluateLiveness(states: [:])
+            return
+        }
+        loop.offload({ Self.processStates(ofTrees: pids) }) { [unowned self] states in self.evaluateLiveness(states: states) }
+    }
+
+    /// Runs the checks on what is known now plus the process states just read (by pid; a
+    /// worker without any is not judged by the liveness check this time).
+    private func evaluateLiveness(states: [pid_t: [Character]]) {
+        guard phase != .stopping else { return }
+        // Pings that arrived but were not read yet (a loop that woke late may run this timer
+        // before the notify sockets' events) count: read them first.
+        for worker in checkedWorkers where worker.watchdogInterval != nil && worker.notifyFD >= 0 { readNotify(worker) }
+        let workers = checkedWorkers
+        for verdict in liveness.check(now: loop.now(), workers: workers.map { record($0, states: states[$0.pid] ?? []) }) {
+            guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }
+            replaceUnresponsive(worker, reason: verdict.reason.rawValue, detail: verdict.detail)
+        }
+        armLivenessProbes(checkedWorkers)
+        scheduleLivenessCheck(records: checkedWorkers.map { record($0, states: []) })
+    }
+
+    /// `WATCHDOG=trigger` from a worker's tree: systemd's meaning, a watchdog timeout now.
+    func watchdogTriggered(_ worker: Worker) {
+        replaceUnresponsive(worker, reason: RestartReason.watchdog.rawValue, detail: "sent WATCHDOG=trigger")
+    }
+
+    /// Stops a worker that no longer answers for itself, like a crash: the stop signal, then
+    /// SIGCONT (a stopped process acts on neither SIGTERM nor a drain until it runs again), and
+    /// SIGKILL after `stop.timeout`. When it has exited, the exit path restarts the slot with
+    /// `reason` (counted in status and metrics), or fails the rollout whose new worker it was.
+    func replaceUnresponsive(_ worker: Worker, reason: String, detail: String) {
+        guard worker.state == .ready || worker.state == .starting, worker.stopReason == nil else { return }
+        logger.warning(
+            "worker \(detail): replacing it",
+            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "reason": .string(reason)])
+        worker.stopReason = reason
+        operation?.report("slot \(worker.slot): pid \(worker.pid) \(detail): replacing it")
+        CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
+        CBatonLinuxShim.signalGroup(worker.pid, SIGCONT)
+        let timeout = config.stop.timeout
+        worker.timers.append(
+            loop.schedule(after: timeout) { [unowned self, unowned worker] in
+                guard worker.state != .exited else { return }
+                self.logger.warning(
+                    "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                self.kill(worker)
+            })
+    }
+
+    /// The state letters of the processes of each pid's tree (from /proc/PID/stat; a process
+    /// that is gone meanwhile is left out). Safe on any thread: only /proc reads.
+    static func processStates(ofTrees pids: [pid_t]) -> [pid_t: [Character]] {
+        var states: [pid_t: [Character]] = [:]
+        for pid in pids {
+            states[pid] = ProcFS.tree(of: pid).compactMap { p in ProcFS.read("/proc/\(p)/stat").flatMap(ProcParsers.statFields)?.state }
+        }
+        return states
+    }
+}

@@ -1,0 +1,143 @@
+import BatonCore
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+import Testing
+
+extension Integration {
+    /// `/metrics` read by Prometheus' own text-format parser (python3-prometheus-client):
+    /// valid types, counters named `_total` that never go down, no series of a worker or a
+    /// release that is gone.
+    @Suite("metrics format")
+    struct MetricsFormatTests {
+        /// Debian's interpreter, where python3-prometheus-client is installed.
+        static let python = "/usr/bin/python3"
+
+        /// One sample as the parser saw it.
+        struct Sample: Decodable, Hashable {
+            var name: String
+            var labels: [String: String]
+            var value: Double
+        }
+
+        /// One metric family as the parser saw it (a counter's family name has no `_total`).
+        struct Family: Decodable {
+            var name: String
+            var type: String
+            var documentation: String
+            var samples: [Sample]
+        }
+
+        static let parser = """
+            import json, sys
+            from prometheus_client.parser import text_string_to_metric_families
+            text = open(sys.argv[1]).read()
+            out = [{"name": f.name, "type": f.type, "documentation": f.documentation,
+                    "samples": [{"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]}
+                   for f in text_string_to_metric_families(text)]
+            print(json.dumps(out))
+            """
+
+        /// Scrapes `/metrics` and parses it with prometheus_client.
+        static func scrape(_ port: UInt16, into directory: String) throws -> [Family] {
+            let reply = try #require(HTTP.get(port: port, path: "/metrics"))
+            try #require(reply.status == 200)
+            let path = directory + "/scrape.txt"
+            TestPaths.write(path, reply.body)
+            let result = try TestProcess.run([python, "-c", parser, path], timeout: .seconds(30))
+            try #require(result.code == 0, "prometheus_client rejected the scrape: \(result.stderr)\n\(reply.body)")
+            return try JSONDecoder().decode([Family].self, from: Data(result.stdout.utf8))
+        }
+
+        /// Every counter sample keyed by name and labels.
+        static func counters(_ families: [Family]) -> [String: Double] {
+            var values: [String: Double] = [:]
+            for f in families where f.type == "counter" {
+                for s in f.samples {
+                    values[s.name + "{" + s.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") + "}"] = s.value
+                }
+            }
+            return values
+        }
+
+        static func value(_ families: [Family], _ name: String, _ labels: [String: String]) -> Double? {
+            families.flatMap(\.samples).first { $0.name == name && $0.labels == labels }?.value
+        }
+
+        /// A history of 200 succeeded deploys, as an earlier baton left it.
+        static func fullHistory(_ directory: String) {
+            _ = mkdir(directory + "/state", 0o755)
+            let encoder = JSONEncoder()
+            var text = ""
+            for i in 0..<200 {
+                let entry = HistoryEntry(
+                    kind: "deploy", release: "/srv/old/\(i)", previousRelease: nil, outcome: "succeeded", detail: nil,
+                    startedAt: 1_700_000_000 + Double(i), duration: 1, uid: 0)
+                text += String(decoding: try! encoder.encode(entry), as: UTF8.self) + "\n"
+            }
+            TestPaths.write(directory + "/state/history.jsonl", text)
+        }
+
+        @Test("prometheus_client parses every family with a real type; counters are _total and never decrease; dead workers' series go")
+        func prometheusConventions() throws {
+            let baton = try BatonHarness(
+                workers: 2,
+                sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [readiness]
+                    timeout = "20s"
+                    [memory]
+                    check_interval = "200ms"
+                    smaps_every = 1
+                    [metrics]
+                    address = "127.0.0.1:0"
+                    """, tag: "pfmt", beforeStart: Self.fullHistory)
+            defer { baton.stop() }
+            let port = try #require(baton.metricsPort())
+
+            let first = try Self.scrape(port, into: baton.directory)
+            for f in first {
+                #expect(["counter", "gauge", "histogram", "summary", "info"].contains(f.type), "\(f.name) has type \(f.type)")
+                #expect(!f.documentation.isEmpty, "\(f.name) has no HELP")
+                if f.type == "counter" {
+                    #expect(f.samples.allSatisfy { $0.name.hasSuffix("_total") }, "\(f.name): \(f.samples.map(\.name))")
+                }
+            }
+            let restartFamilies = first.filter { $0.samples.contains { $0.name.hasPrefix("baton_restarts") } }
+            #expect(restartFamilies.map(\.type) == ["counter"], "restarts: \(restartFamilies.map(\.type))")
+            let deploysBefore = Self.value(first, "baton_deploys_total", ["outcome": "succeeded"]) ?? 0
+            // Whatever its name and type, the count of succeeded deploys never goes down.
+            func succeededDeploys(_ families: [Family]) -> Double {
+                families.flatMap(\.samples).filter { $0.name.hasPrefix("baton_deploys") && $0.labels["outcome"] == "succeeded" }.map(\.value).reduce(0, +)
+            }
+
+            // A reload appends to history; with a full history that pushes a deploy out of it.
+            #expect(try baton.cli(["reload"]).code == 0)
+            let second = try Self.scrape(port, into: baton.directory)
+            #expect(try baton.cli(["deploy", "--release", baton.makeRelease("r2")]).code == 0)
+            let third = try Self.scrape(port, into: baton.directory)
+
+            #expect(succeededDeploys(second) >= succeededDeploys(first), "succeeded deploys went down after a reload")
+            #expect(Self.value(third, "baton_deploys_total", ["outcome": "succeeded"]) == deploysBefore + 1)
+            for (earlier, later) in [(first, second), (second, third)] {
+                let a = Self.counters(earlier)
+                let b = Self.counters(later)
+                for (key, value) in a {
+                    let next: Double = b[key] ?? -1
+                    #expect(next >= value, "counter \(key) went from \(value) to \(next) (-1: gone)")
+                }
+            }
+
+            // After the deploy every worker was replaced: no series names an old pid or release.
+            let status = try baton.status()
+            let live = Set(status.workers.map { String($0.pid) })
+            let oldPIDs = Set(first.flatMap(\.samples).compactMap { $0.labels["pid"] }).subtracting(live)
+            #expect(!oldPIDs.isEmpty, "the first scrape had no pid labels")
+            for s in third.flatMap(\.samples) {
+                if let pid = s.labels["pid"] { #expect(live.contains(pid), "\(s.name) still has dead pid \(pid)") }
+                if let release = s.labels["release"] { #expect(release.hasSuffix("/r2"), "\(s.name) still has release \(release)") }
+            }
+        }
+    }
+}
