@@ -22,7 +22,7 @@ struct Upgrade: ParsableCommand {
     func run() throws {
         if check {
             if let path = location.config {
-                let config = try loadConfig(path)
+                let config = try loadConfig(path, hostChecks: true)
                 let state = config.app.stateDirectory ?? "/var/lib/baton/\(config.app.name)"
                 if let text = ProcFS.read(state + "/release.json"), text.isEmpty {
                     throw BatonExit(code: BatonExitCode.failure, message: "\(state)/release.json is empty")

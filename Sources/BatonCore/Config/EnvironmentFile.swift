@@ -18,6 +18,12 @@ public enum EnvironmentFile {
         var parser = EnvironmentFileParser(characters: Array(text), path: path)
         return try parser.parse()
     }
+
+    /// `[A-Za-z_][A-Za-z0-9_]*`: a name both a shell and systemd accept.
+    static func isValidName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(0x30...0x39).contains(first) else { return false }
+        return name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) && $0 != UInt8(ascii: "-") }
+    }
 }
 
 /// The cursor behind ``EnvironmentFile/parse(_:path:)``.
@@ -57,15 +63,15 @@ struct EnvironmentFileParser {
             position += 1
         }
         guard peek() == "=" else {
-            throw error(startLine, "expected KEY=VALUE, got \(Convert.quote(trimmed(key)))")
+            throw error(startLine, "expected KEY=VALUE, got \(KeyPath.quote(trimmed(key)))")
         }
         position += 1
         key = trimmed(key)
         for prefix in ["export ", "export\t"] where key.hasPrefix(prefix) {
             key = trimmed(String(key.dropFirst(prefix.count)))
         }
-        guard ConfigReader.isValidEnvironmentName(key) else {
-            throw error(startLine, "invalid variable name \(Convert.quote(key))")
+        guard EnvironmentFile.isValidName(key) else {
+            throw error(startLine, "invalid variable name \(KeyPath.quote(key))")
         }
         while peek() == " " || peek() == "\t" { position += 1 }
         let value: String
