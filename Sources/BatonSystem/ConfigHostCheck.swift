@@ -35,7 +35,6 @@ public enum ConfigHostCheck {
             guard let text = ProcFS.read(path) else {
                 throw problem(["app", "environment_file"], "cannot read \(path): \(String(cString: strerror(errno)))")
             }
-            if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
             _ = try EnvironmentFile.parse(text, path: path)
         }
     }

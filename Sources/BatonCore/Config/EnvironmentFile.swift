@@ -13,8 +13,11 @@ public enum EnvironmentFile {
     /// wins when applied).
     ///
     /// - Throws: ``ConfigError`` with `path` and the offending line for a line without `=`, an
-    ///   invalid variable name, an unterminated quote or text after a closing quote.
+    ///   invalid variable name, an unterminated quote or text after a closing quote, and
+    ///   for a NUL byte or more than 1 MiB of text (``ConfigPrecheck``).
     public static func parse(_ text: String, path: String) throws(ConfigError) -> [(String, String)] {
+        // A NUL would silently cut a value short in the worker's environment block.
+        if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
         var parser = EnvironmentFileParser(characters: Array(text), path: path)
         return try parser.parse()
     }
