@@ -66,7 +66,9 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let path = config
-        let loaded = try loadConfig(path, hostChecks: true)
+        // Resuming after `baton upgrade` (whose --check ran the host checks), the workers are
+        // already running: a user deleted since must not make the new image exit.
+        let loaded = try loadConfig(path, hostChecks: resume == nil)
         try runSupervisor(config: loaded, configPath: path, resume: resume) {
             // The same crash-proof path: a config that aborts the parser fails the reload only.
             try ConfigLoader.load(path, hostChecks: true)
