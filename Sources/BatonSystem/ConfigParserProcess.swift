@@ -118,7 +118,8 @@ public enum ConfigParserProcess {
             var poller = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, milliseconds(until: deadline))
             if ready < 0, errno == EINTR { continue }
-            if ready == 0 { return CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: true) }
+            // Past the deadline (or poll failing): one last look, then give up.
+            if ready <= 0 { return CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: true) }
         }
     }
 
