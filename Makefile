@@ -7,7 +7,7 @@ SWIFT ?= swift
 PORT ?= 8080
 WORKERS ?= 4
 
-.PHONY: demo test build deps bench lint clean
+.PHONY: demo test build deps bench lint clean fuzz
 
 deps:
 	@./scripts/install-deps
@@ -32,6 +32,13 @@ bench: deps
 	./scripts/install-bench-deps
 	$(SWIFT) build -c release   # every product in one build: 98 s here, 134 s as three --product builds
 	.build/release/baton-bench $(BENCH_SCENARIOS) $(if $(QUICK),--quick,)
+
+# libFuzzer on the config text checks and the control-socket decoder (not part of `test`,
+# which replays Fuzz/crashes and Fuzz/corpus instead). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz
 
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests Benchmarks/Sources

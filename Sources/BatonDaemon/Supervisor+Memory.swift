@@ -168,8 +168,11 @@ extension Supervisor {
     func requestPreflight(_ options: PreflightOptions, waiter: ControlConnection, uid: uid_t) {
         let need: UInt64
         if let text = options.need {
-            guard let bytes = Units.parseSize(text) else {
-                waiter.finish(.failure("--need expects a size like \"512MiB\", got \"\(text)\"", code: 2))
+            // Bounded: the need is added to surge × footprint, which must not overflow.
+            guard let bytes = Units.parseBoundedSize(text) else {
+                waiter.finish(
+                    .failure(
+                        "--need expects a size like \"512MiB\", at most 1 PiB, got \"\(ControlProtocol.printable(text))\"", code: 2))
                 return
             }
             need = bytes

@@ -31,7 +31,7 @@ struct Baton: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             Serve.self, Demo.self, CheckConfig.self, Status.self, Reload.self, Deploy.self, Rollback.self, History.self, SystemdUnits.self, Upgrade.self,
-            Preflight.self, Releases.self,
+            Preflight.self, Releases.self, ParseConfig.self,
         ]
     )
 }

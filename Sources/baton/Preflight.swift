@@ -28,7 +28,9 @@ struct Preflight: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if let need, Units.parseSize(need) == nil { throw ValidationError("--need expects a size like \"512MiB\", got \"\(need)\"") }
+        if let need, Units.parseBoundedSize(need) == nil {
+            throw ValidationError("--need expects a size like \"512MiB\", at most 1 PiB, got \"\(ControlProtocol.printable(need))\"")
+        }
     }
 
     func run() throws {

@@ -4,13 +4,12 @@ import BatonDaemon
 import BatonSystem
 import Glibc
 
-/// Reads and validates a config file; failures exit 2 with one line.
-func loadConfig(_ path: String) throws -> BatonConfig {
-    guard let text = ProcFS.read(path) else {
-        throw BatonExit(code: BatonExitCode.usage, message: "\(path): cannot read: \(String(cString: strerror(errno)))")
-    }
+/// Reads and validates a config file without letting its text crash this process (the TOML
+/// parser runs in a child first, see `ConfigParserProcess`); with `hostChecks`, also against
+/// this host (users, groups, environment file). Failures exit 2 with one line.
+func loadConfig(_ path: String, hostChecks: Bool = false) throws -> BatonConfig {
     do {
-        return try BatonConfig.parse(text, path: path)
+        return try ConfigLoader.load(path, hostChecks: hostChecks)
     } catch {
         throw BatonExit(code: BatonExitCode.usage, message: "\(error)")
     }
@@ -72,12 +71,12 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let path = config
-        let loaded = try loadConfig(path)
+        // Resuming after `baton upgrade` (whose --check ran the host checks), the workers are
+        // already running: a user deleted since must not make the new image exit.
+        let loaded = try loadConfig(path, hostChecks: resume == nil)
         try runSupervisor(config: loaded, configPath: path, resume: resume) {
-            guard let text = ProcFS.read(path) else {
-                throw DaemonError("\(path): cannot read: \(String(cString: strerror(errno)))")
-            }
-            return try BatonConfig.parse(text, path: path)
+            // The same crash-proof path: a config that aborts the parser fails the reload only.
+            try ConfigLoader.load(path, hostChecks: true)
         }
     }
 }
@@ -90,7 +89,7 @@ struct CheckConfig: ParsableCommand {
     var file: String
 
     func run() throws {
-        let config = try loadConfig(file)
+        let config = try loadConfig(file, hostChecks: true)
         print("\(file): ok (app \(config.app.name), \(config.app.workers) workers, readiness \(config.readiness.mode.rawValue))")
     }
 }

@@ -33,7 +33,7 @@ struct Upgrade: ParsableCommand {
     func run() throws {
         if check {
             if let path = location.config {
-                let config = try loadConfig(path)
+                let config = try loadConfig(path, hostChecks: true)
                 let state = Supervisor.stateDirectory(for: config) + "/release.json"
                 if let text = ProcFS.read(state), (try? JSONDecoder().decode(ReleaseState.self, from: Data(text.utf8))) == nil {
                     throw BatonExit(code: BatonExitCode.failure, message: "\(state): not a release state this baton can read")

@@ -155,4 +155,34 @@ struct ControlProtocolTests {
         // The client reads lines that still end in '\n': that decodes too.
         #expect(try JSONDecoder().decode(ControlReply.self, from: Data(line)) == back)
     }
+
+    @Test("values that would be cut or overflow later are refused by the decoder, with the field named")
+    func hardenedFields() throws {
+        #expect(
+            failureMessage(decode(#"{"v":1,"cmd":"preflight","preflight":{"need":"18446744073709551615B"}}"#))
+                == #"invalid request: preflight.need: expected a size like "512MiB", at most 1 PiB, got "18446744073709551615B""#)
+        #expect(
+            failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"command":["/bin/sh\u0000x"]}}"#))
+                == "invalid request: deploy.command contains a NUL byte")
+        #expect(
+            failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"environment":[{"name":"A","value":"x\u0000y"}]}}"#))
+                == "invalid request: deploy.environment contains a NUL byte")
+        #expect(
+            failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"release":"/srv/a\u0000b"}}"#))
+                == "invalid request: deploy.release contains a NUL byte")
+        #expect(
+            failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"max_surge":-9223372036854775808}}"#))
+                == "invalid request: deploy.max_surge must be between 1 and 1024, got -9223372036854775808")
+        #expect(try decode(#"{"v":1,"cmd":"preflight","preflight":{"need":"1GiB"}}"#).get().preflight?.need == "1GiB")
+    }
+
+    @Test("every input in Fuzz/crashes/control decodes to a request or one error line, never a crash")
+    func replayControlCrashes() {
+        let files = FuzzReplay.files("crashes/control")
+        #expect(!files.isEmpty)
+        for file in files {
+            let outcome = FuzzEntry.control(FuzzReplay.bytes(file))
+            #expect(!outcome.contains("\n"), "\(file): \(outcome)")
+        }
+    }
 }

@@ -18,6 +18,11 @@ private func failure(_ text: String) -> String? {
 
 @Suite("EnvironmentFile")
 struct EnvironmentFileTests {
+    @Test("a NUL byte is an error with its line: it would cut the value short at execve")
+    func nulByte() {
+        #expect(failure("A=1\nB=x\u{0}y\n") == "/etc/baton/shop.env:2: contains a NUL byte (a config is text)")
+    }
+
     @Test func plainAssignmentsCommentsAndBlankLines() throws {
         let text = """
             # database

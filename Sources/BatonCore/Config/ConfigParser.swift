@@ -1,37 +1,8 @@
 import TOMLKit
 
 extension BatonConfig {
-    /// Every section and the keys it accepts, in documentation order. `app.environment` is a
-    /// table of free-form names.
-    static let schema: [(section: String, keys: [String])] = [
-        (
-            "app",
-            [
-                "name", "command", "directory", "workers", "user", "group", "environment_file",
-                "start_concurrency", "environment", "runtime_directory", "state_directory", "start_attempts",
-            ]
-        ),
-        ("listen", ["addresses", "socket_mode", "backlog"]),
-        (
-            "readiness",
-            [
-                "mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog", "stopped_timeout",
-                "liveness_probe", "liveness_interval", "liveness_failures",
-            ]
-        ),
-        ("stop", ["signal", "timeout"]),
-        ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory", "stability_window"]),
-        (
-            "memory",
-            [
-                "budget", "reserve", "threshold", "worker_limit", "check_interval", "min_worker_age",
-                "smaps_every",
-            ]
-        ),
-        ("rolling", ["max_age", "splay"]),
-        ("control", ["socket", "group", "read_group", "idle_timeout"]),
-        ("metrics", ["address"]),
-    ]
+    /// Every section and the keys it accepts (see ``ConfigSchema/sections``).
+    static var schema: [(section: String, keys: [String])] { ConfigSchema.sections }
 
     /// Parses and validates a config file's text.
     ///
@@ -44,6 +15,8 @@ extension BatonConfig {
     /// - Throws: ``ConfigError``, whose description is one line such as
     ///   `/etc/baton/shop.toml:4: app.workers: must be between 1 and 1024, got 0`.
     public static func parse(_ text: String, path: String) throws(ConfigError) -> BatonConfig {
+        // A NUL would end the parser's C string silently; refuse it (and absurd sizes) first.
+        if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
@@ -82,6 +55,7 @@ extension BatonConfig {
             metrics: reader.readMetrics(section("metrics")),
             sourcePath: path)
         reader.checkDirectories(config)
+        reader.checkMetricsAddress(config)
         if let error = reader.firstError { throw error }
         return config
     }
@@ -109,54 +83,35 @@ extension ConfigReader {
     /// Reports `path` as an unknown key or table, suggesting the likely intended key.
     private mutating func reportUnknown(_ path: [String], isTable: Bool) {
         let joined = KeyPath.join(path)
-        var message = "unknown \(isTable ? "table" : "key") \(Convert.quote(joined))"
+        var message = "unknown \(isTable ? "table" : "key") \(Convert.quote(ConfigSchema.echoed(joined)))"
         if let suggestion = Self.suggestion(for: path) {
             message += " (did you mean \(Convert.quote(suggestion))?)"
         }
         reportUnkeyed(at: path, message)
     }
 
-    /// The known key `path` most likely stands for: the closest within edit distance 2, else
-    /// the same key name in another section (`deploy.max_age` → `rolling.max_age`).
+    /// The known key `path` most likely stands for (see ``ConfigSchema/suggestion(for:)``).
     static func suggestion(for path: [String]) -> String? {
-        let joined = KeyPath.join(path)
-        let known: [(path: String, key: String?)] = BatonConfig.schema.flatMap { entry in
-            [(entry.section, nil)] + entry.keys.map { ("\(entry.section).\($0)", $0) }
-        }
-        // Compare like with like: a top-level name with sections, a key with keys.
-        let candidates = known.filter { ($0.key == nil) == (path.count == 1) }
-        var best: (path: String, distance: Int)?
-        for candidate in candidates {
-            let distance = editDistance(joined, candidate.path)
-            if distance <= 2, distance < (best?.distance ?? Int.max) {
-                best = (candidate.path, distance)
-            }
-        }
-        if let best { return best.path }
-        guard path.count == 2 else { return nil }
-        return candidates.first { $0.key == path[1] }?.path
+        ConfigSchema.suggestion(for: path)
     }
 
-    /// The optimal-string-alignment distance: insertions, deletions, substitutions and
-    /// transpositions of neighbours each cost 1 (`wrokers` is one edit from `workers`).
+    /// The optimal-string-alignment distance (see ``ConfigSchema/editDistance(_:_:)``).
     static func editDistance(_ a: String, _ b: String) -> Int {
-        let a = Array(a.unicodeScalars)
-        let b = Array(b.unicodeScalars)
-        if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
-        var previous2 = [Int](repeating: 0, count: b.count + 1)
-        var previous = Array(0...b.count)
-        var current = [Int](repeating: 0, count: b.count + 1)
-        for i in 1...a.count {
-            current[0] = i
-            for j in 1...b.count {
-                let cost = a[i - 1] == b[j - 1] ? 0 : 1
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
-                    current[j] = min(current[j], previous2[j - 2] + 1)
-                }
+        ConfigSchema.editDistance(a, b)
+    }
+
+    /// Reports a metrics address that is also a listen address: baton would bind both and fail
+    /// at start with "address in use" (a wildcard host overlaps every host of its port).
+    mutating func checkMetricsAddress(_ config: BatonConfig) {
+        guard let text = config.metrics.address, case .tcp(let host, let port)? = ListenAddress.parse(text), port != 0
+        else { return }
+        let wildcards: Set<String> = ["0.0.0.0", "::"]
+        for address in config.listen.addresses {
+            guard case .tcp(let listenHost, let listenPort) = address, listenPort == port else { continue }
+            if listenHost == host || wildcards.contains(listenHost) || wildcards.contains(host) {
+                report(["metrics", "address"], "must differ from the listen address \(Convert.quote(address.description))")
+                return
             }
-            (previous2, previous, current) = (previous, current, previous2)
         }
-        return previous[b.count]
     }
 }

@@ -172,9 +172,12 @@ enum Convert {
     /// A size with a unit; `positive` rejects zero.
     static func size(positive: Bool) -> (TOMLValueConvertible) -> Conversion<UInt64> {
         { raw in
-            guard let text = raw.string, let value = Units.parseSize(text) else {
+            guard let text = raw.string, let exact = Units.parseSizeExact(text) else {
                 return .invalid("\(sizeHint), got \(describeValue(raw))")
             }
+            // Bounded here so that no later sum or product of sizes can overflow.
+            guard exact <= UInt128(Units.maxSize) else { return .invalid("must be at most 1 PiB, got \(quote(text))") }
+            let value = UInt64(exact)
             if positive, value == 0 { return .invalid("must be greater than zero, got \(quote(text))") }
             return .value(value)
         }
@@ -228,18 +231,8 @@ enum Convert {
         return describe(raw)
     }
 
-    /// `text` in double quotes, escaped as in TOML, for messages.
+    /// `text` in double quotes, escaped as in TOML, for messages (see ``KeyPath/quote(_:)``).
     static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
+        KeyPath.quote(text)
     }
 }

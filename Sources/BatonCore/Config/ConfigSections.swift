@@ -200,6 +200,8 @@ extension ConfigReader {
         if raw.string == "auto" { return .value(.auto) }
         switch Convert.size(positive: true)(raw) {
         case .value(let bytes): return .value(.bytes(bytes))
+        case .invalid(let message) where message.hasPrefix("must be at most"):
+            return .invalid(message)
         case .invalid:
             return .invalid(#"expected "auto" or a size with a unit, like "4GiB", got "# + Convert.describeValue(raw))
         }
@@ -243,8 +245,7 @@ extension ConfigReader {
 
     /// `[A-Za-z_][A-Za-z0-9_]*`.
     static func isValidEnvironmentName(_ name: String) -> Bool {
-        guard let first = name.utf8.first, !(0x30...0x39).contains(first) else { return false }
-        return name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) && $0 != UInt8(ascii: "-") }
+        EnvironmentFile.isValidName(name)
     }
 }
 

@@ -13,10 +13,19 @@ public enum EnvironmentFile {
     /// wins when applied).
     ///
     /// - Throws: ``ConfigError`` with `path` and the offending line for a line without `=`, an
-    ///   invalid variable name, an unterminated quote or text after a closing quote.
+    ///   invalid variable name, an unterminated quote or text after a closing quote, and
+    ///   for a NUL byte or more than 1 MiB of text (``ConfigPrecheck``).
     public static func parse(_ text: String, path: String) throws(ConfigError) -> [(String, String)] {
+        // A NUL would silently cut a value short in the worker's environment block.
+        if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
         var parser = EnvironmentFileParser(characters: Array(text), path: path)
         return try parser.parse()
+    }
+
+    /// `[A-Za-z_][A-Za-z0-9_]*`: a name both a shell and systemd accept.
+    static func isValidName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(0x30...0x39).contains(first) else { return false }
+        return name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) && $0 != UInt8(ascii: "-") }
     }
 }
 
@@ -57,15 +66,15 @@ struct EnvironmentFileParser {
             position += 1
         }
         guard peek() == "=" else {
-            throw error(startLine, "expected KEY=VALUE, got \(Convert.quote(trimmed(key)))")
+            throw error(startLine, "expected KEY=VALUE, got \(KeyPath.quote(trimmed(key)))")
         }
         position += 1
         key = trimmed(key)
         for prefix in ["export ", "export\t"] where key.hasPrefix(prefix) {
             key = trimmed(String(key.dropFirst(prefix.count)))
         }
-        guard ConfigReader.isValidEnvironmentName(key) else {
-            throw error(startLine, "invalid variable name \(Convert.quote(key))")
+        guard EnvironmentFile.isValidName(key) else {
+            throw error(startLine, "invalid variable name \(KeyPath.quote(key))")
         }
         while peek() == " " || peek() == "\t" { position += 1 }
         let value: String

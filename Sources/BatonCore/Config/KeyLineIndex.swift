@@ -55,7 +55,22 @@ enum KeyPath {
     static func quoted(_ component: String) -> String {
         let bare = !component.isEmpty && component.utf8.allSatisfy(isBareKeyByte)
         guard !bare else { return component }
-        return Convert.quote(component)
+        return quote(component)
+    }
+
+    /// `text` in double quotes, escaped as in TOML, for messages.
+    static func quote(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
     }
 
     /// `A-Z a-z 0-9 _ -`, the bytes of a bare key.
@@ -75,6 +90,10 @@ struct TOMLLineScanner {
     var line = 1
     /// Keys found, in file order.
     var found: [(key: String, line: Int)] = []
+    /// How many arrays and inline tables enclose `position`.
+    var depth = 0
+    /// Deeper nesting ends the scan: TOML parsers refuse far less, and the walk recurses.
+    static let maxDepth = 128
 
     /// Walks the whole document.
     mutating func scanDocument() {
@@ -119,6 +138,14 @@ struct TOMLLineScanner {
     /// Skips one value, descending into arrays and inline tables.
     private mutating func value(path: [String]?) {
         guard let byte = peek() else { return }
+        if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") {
+            guard depth < Self.maxDepth else {
+                position = bytes.count
+                return
+            }
+            depth += 1
+        }
+        defer { if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") { depth -= 1 } }
         switch byte {
         case UInt8(ascii: "\""), UInt8(ascii: "'"):
             skipString(quote: byte)
@@ -276,5 +303,13 @@ struct TOMLLineScanner {
         for length in from...path.count {
             found.append((KeyPath.join(Array(path[..<length])), line))
         }
+    }
+}
+
+extension BatonConfig {
+    /// The line `keyPath` (or its nearest parent) is on in `text`, a config that parsed: for
+    /// problems found after parsing, such as a user the host does not have.
+    public static func line(of keyPath: [String], in text: String) -> Int? {
+        KeyLineIndex(text).line(for: keyPath)
     }
 }

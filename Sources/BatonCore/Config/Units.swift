@@ -47,12 +47,30 @@ public enum Units {
         return .nanoseconds(Int64(total))
     }
 
+    /// The largest size a config or a request may give, 1 PiB: far above any real host, and
+    /// low enough that every sum and product baton forms from sizes (`max_surge` × footprint
+    /// + `--need`, with at most 1024 workers) stays far below `UInt64.max`.
+    public static let maxSize: UInt64 = 1 << 50
+
     /// Parses a byte size such as `"512MiB"`, `"1.5GiB"`, `"2G"`, `"100MB"` or `"4096B"`; a space
     /// may separate the number from the unit (`"512.0 MiB"`, as ``formatSize(_:)`` writes it).
     ///
     /// Fractions of a byte are dropped. - Returns: nil without a unit, for an unknown unit, a
     /// malformed value, or one larger than `UInt64.max`.
     public static func parseSize(_ s: String) -> UInt64? {
+        guard let bytes = parseSizeExact(s), bytes <= UInt128(UInt64.max) else { return nil }
+        return UInt64(bytes)
+    }
+
+    /// Like ``parseSize(_:)``, but nil for a size above ``maxSize`` too: what untrusted input
+    /// (`--need`, a control request) goes through before any arithmetic.
+    public static func parseBoundedSize(_ s: String) -> UInt64? {
+        guard let bytes = parseSizeExact(s), bytes <= UInt128(maxSize) else { return nil }
+        return UInt64(bytes)
+    }
+
+    /// A size's exact byte count, unbounded (20 digits times 1 TiB fit in 128 bits).
+    static func parseSizeExact(_ s: String) -> UInt128? {
         var scanner = NumberScanner(s)
         scanner.skipSpaces()
         guard let number = scanner.decimal() else { return nil }
@@ -60,9 +78,7 @@ public enum Units {
         let unit = scanner.letters()
         scanner.skipSpaces()
         guard scanner.atEnd, let factor = sizeUnits[unit] else { return nil }
-        let bytes = number.scaled(by: factor)
-        guard bytes <= UInt128(UInt64.max) else { return nil }
-        return UInt64(bytes)
+        return number.scaled(by: factor)
     }
 
     /// Parses a percentage such as `"90%"` or `"12.5%"` into a fraction (`0.9`, `0.125`).

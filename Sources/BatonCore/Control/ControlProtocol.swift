@@ -30,6 +30,7 @@ public enum ControlProtocol {
         guard mutatingCommands.contains(request.cmd) || readOnlyCommands.contains(request.cmd) else {
             return .failure(.init("unknown command \"\(printable(request.cmd))\""))
         }
+        if let problem = request.problem() { return .failure(.init("invalid request: \(problem)")) }
         return .success(request)
     }
 

@@ -1,0 +1,38 @@
+/// Checks of a decoded request's values, done by the decoder so that nothing behind it sees a
+/// value that would be cut short (a NUL ends a C string: an argv, an environment entry, a
+/// path) or overflow later arithmetic (a size added to others, a count used as a bound).
+extension ControlRequest {
+    /// The most workers a config may have, so the most a surge can be.
+    static let maxSurgeBound = 1024
+
+    /// The first problem with this request's values, as one line naming the field; nil if none.
+    func problem() -> String? {
+        if let binary, binary.utf8.contains(0) { return "binary contains a NUL byte" }
+        if let preflight {
+            if let release = preflight.release, release.utf8.contains(0) { return "preflight.release contains a NUL byte" }
+            if let need = preflight.need, Units.parseBoundedSize(need) == nil {
+                return "preflight.need: expected a size like \"512MiB\", at most 1 PiB, got \"\(ControlProtocol.printable(need))\""
+            }
+        }
+        if let deploy { return deploy.problem() }
+        return nil
+    }
+}
+
+extension DeployOptions {
+    /// The first problem with these options' values, as one line naming the field; nil if none.
+    func problem() -> String? {
+        if let release, release.utf8.contains(0) { return "deploy.release contains a NUL byte" }
+        if let command, command.contains(where: { $0.utf8.contains(0) }) { return "deploy.command contains a NUL byte" }
+        if let environment, environment.contains(where: { $0.name.utf8.contains(0) || $0.value.utf8.contains(0) }) {
+            return "deploy.environment contains a NUL byte"
+        }
+        if let maxSurge, !(1...ControlRequest.maxSurgeBound).contains(maxSurge) {
+            return "deploy.max_surge must be between 1 and \(ControlRequest.maxSurgeBound), got \(maxSurge)"
+        }
+        if let timeout, Units.parseDuration(timeout) == nil {
+            return "deploy.timeout: expected a duration like \"10m\", got \"\(ControlProtocol.printable(timeout))\""
+        }
+        return nil
+    }
+}

@@ -1,0 +1,41 @@
+import BatonCore
+import Glibc
+
+/// The checks of a parsed config against this host that `baton serve` would otherwise fail on
+/// at start-up: the users and groups it names exist, and its environment file reads and
+/// parses. `check-config`, `serve`, `reload` and `upgrade --check` run them, so a config that
+/// passes check-config starts.
+public enum ConfigHostCheck {
+    /// Throws the first problem, located at the key's line in `text` (the config's source).
+    public static func check(_ config: BatonConfig, text: String) throws(ConfigError) {
+        func problem(_ keyPath: [String], _ message: String) -> ConfigError {
+            ConfigError(
+                path: config.sourcePath, line: BatonConfig.line(of: keyPath, in: text),
+                key: keyPath.joined(separator: "."), message: message)
+        }
+        if let user = config.app.user {
+            do {
+                _ = try Accounts.credentials(user: user, group: nil)
+            } catch {
+                throw problem(["app", "user"], "\(error)")
+            }
+        }
+        let groups: [([String], String?)] = [
+            (["app", "group"], config.app.group), (["control", "group"], config.control.group),
+            (["control", "read_group"], config.control.readGroup),
+        ]
+        for case (let keyPath, let group?) in groups {
+            do {
+                _ = try Accounts.groupID(group)
+            } catch {
+                throw problem(keyPath, "\(error)")
+            }
+        }
+        if let path = config.app.environmentFile {
+            guard let text = ProcFS.read(path) else {
+                throw problem(["app", "environment_file"], "cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            _ = try EnvironmentFile.parse(text, path: path)
+        }
+    }
+}

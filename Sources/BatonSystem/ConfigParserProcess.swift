@@ -1,0 +1,156 @@
+import BatonCore
+import CBatonLinux
+import Glibc
+
+/// Runs the TOML parser on untrusted config text in a child process first.
+///
+/// TOMLKit's C++ parser (toml++) aborts the whole process on some malformed input (a
+/// one-character typo such as `[.deploy]` trips an `assert`), and no Swift error handling can
+/// catch that. So the text is handed to `baton __parse-config PATH` (the same binary, run as
+/// `/proc/self/exe`, the text on fd 3); only once that child has parsed and validated exactly
+/// these bytes are they parsed again in this process. A crash of the child becomes the one-line
+/// error `config parser crashed (signal N) on FILE: ...`; the caller (a reloading daemon, say)
+/// keeps running.
+public enum ConfigParserProcess {
+    /// The hidden subcommand the child runs.
+    public static let subcommand = "__parse-config"
+    /// The descriptor the child reads the text from.
+    public static let textFD: Int32 = 3
+    /// How long the child may take before it is killed and the parse fails.
+    public static let defaultTimeout: Duration = .seconds(10)
+    /// The longest child output kept: a message is one line, a crash report is cut.
+    static let maxOutput = 16 * 1024
+
+    /// Parses and validates `text` (the config at `path`) in a child, then in this process.
+    ///
+    /// - Parameters:
+    ///   - text: The config, read once by the caller; the child parses exactly these bytes.
+    ///   - path: Where it came from, for messages.
+    ///   - executable: The baton binary that has the ``subcommand``.
+    ///   - timeout: The child's deadline.
+    /// - Throws: ``ConfigError`` with one line: the child's validation error, its crash, or
+    ///   why it could not be run.
+    public static func parse(
+        _ text: String, path: String, executable: String = "/proc/self/exe", timeout: Duration = defaultTimeout
+    ) throws(ConfigError) -> BatonConfig {
+        // Cheap checks first, in process: they need no parser.
+        if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
+        try check(text, path: path, executable: executable, timeout: timeout)
+        return try BatonConfig.parse(text, path: path)
+    }
+
+    /// Runs the child on `text`; returns when it accepted it.
+    static func check(_ text: String, path: String, executable: String, timeout: Duration) throws(ConfigError) {
+        func failure(_ message: String) -> ConfigError {
+            ConfigError(path: path, message: "cannot run the config parser: \(message)")
+        }
+        let memfd: Int32
+        let pipe: (read: Int32, write: Int32)
+        do {
+            memfd = try CBatonLinuxShim.memoryFile(name: "baton-config", bytes: Array(text.utf8))
+        } catch {
+            throw failure("\(error)")
+        }
+        defer { close(memfd) }
+        do {
+            pipe = try CBatonLinuxShim.outputPipe()
+        } catch {
+            throw failure("\(error)")
+        }
+        defer { close(pipe.read) }
+        let child: SpawnedProcess
+        do {
+            // No backtracer in the child: its report is slow and many lines; the first line says it.
+            child = try LinuxProcessLauncher().spawn(
+                SpawnRequest(
+                    argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
+                    passFDs: [memfd], stdout: pipe.write, stderr: pipe.write))
+        } catch {
+            close(pipe.write)
+            throw failure("\(error)")
+        }
+        close(pipe.write)
+        defer { close(child.pidfd) }
+
+        let deadline = ContinuousClock.now + timeout
+        let output = collect(pipe.read, pidfd: child.pidfd, until: deadline)
+        guard let exit = waitForExit(child.pidfd, until: deadline) else {
+            CBatonLinuxShim.signal(pidfd: child.pidfd, SIGKILL)
+            _ = waitForExit(child.pidfd, until: ContinuousClock.now + .seconds(5))
+            throw ConfigError(path: path, message: "config parser timed out after \(Units.formatDuration(timeout))")
+        }
+        switch exit {
+        case .exited(0):
+            return
+        case .exited(2):
+            // The child's own one-line ConfigError, already located.
+            throw ConfigError(path: "", message: firstLine(output) ?? "\(path): invalid config")
+        case .exited(let code):
+            throw ConfigError(
+                path: path, message: "config parser failed (exit code \(code)): \(firstLine(output) ?? "no output")")
+        case .signaled(let signal):
+            throw ConfigError(
+                path: "",
+                message: "config parser crashed (signal \(signal)) on \(path): \(crashDetail(output))")
+        }
+    }
+
+    /// Reads `fd` until end of file or `deadline`, keeping at most ``maxOutput`` bytes.
+    private static func collect(_ fd: Int32, pidfd: Int32, until deadline: ContinuousClock.Instant) -> [UInt8] {
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, milliseconds(until: deadline))
+            if ready < 0, errno == EINTR { continue }
+            guard ready > 0 else { return output }
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR || errno == EAGAIN { continue }
+            guard n > 0 else { return output }
+            output += buffer[0..<min(n, max(0, maxOutput - output.count))]
+        }
+    }
+
+    /// Waits for the child to exit and reaps it; nil when `deadline` passed first.
+    private static func waitForExit(_ pidfd: Int32, until deadline: ContinuousClock.Instant) -> CBatonLinuxShim.Exit? {
+        while true {
+            if let exit = CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: true) { return exit }
+            var poller = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, milliseconds(until: deadline))
+            if ready < 0, errno == EINTR { continue }
+            // Past the deadline (or poll failing): one last look, then give up.
+            if ready <= 0 { return CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: true) }
+        }
+    }
+
+    /// The time left until `deadline` for poll(2), at least 0.
+    private static func milliseconds(until deadline: ContinuousClock.Instant) -> Int32 {
+        let left = ContinuousClock.now.duration(to: deadline)
+        guard left > .zero else { return 0 }
+        let (seconds, attoseconds) = left.components
+        return Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+    }
+
+    /// The first non-empty line of `output`, cut to 512 characters.
+    static func firstLine(_ output: [UInt8]) -> String? {
+        let text = String(decoding: output, as: UTF8.self)
+        guard let line = text.split(whereSeparator: \.isNewline).first(where: { !$0.allSatisfy(\.isWhitespace) }) else {
+            return nil
+        }
+        return line.count > 512 ? String(line.prefix(512)) + "…" : String(line)
+    }
+
+    /// What a crashed child said: the failed assertion or fatal error, else its first line.
+    static func crashDetail(_ output: [UInt8]) -> String {
+        let text = String(decoding: output, as: UTF8.self)
+        for line in text.split(whereSeparator: \.isNewline) {
+            for marker in ["Assertion", "Fatal error"] {
+                if let range = line.range(of: marker) {
+                    let detail = line[range.lowerBound...]
+                    return detail.count > 300 ? String(detail.prefix(300)) + "…" : String(detail)
+                }
+            }
+        }
+        return firstLine(output) ?? "no output"
+    }
+}

@@ -1,0 +1,55 @@
+import Testing
+
+@testable import BatonCore
+
+/// Config input that used to be accepted silently or to trap: each case is a measured defect
+/// and must now be one clear error naming the key (or what is wrong) and the line.
+@Suite("BatonConfig.parse hardening")
+struct ConfigHardeningTests {
+    @Test("a NUL byte is an error naming its line, not the silent end of the file")
+    func nulByte() {
+        let text = minimalApp + "\u{0}[deploy]\nmax_surge = \"not a number\"\n"
+        #expect(configFailure(text) == "/etc/baton/shop.toml:6: contains a NUL byte (a config is text)")
+    }
+
+    @Test("sizes past 1 PiB are refused at parse time with the key and line (no overflow later)")
+    func absurdSize() {
+        let text = minimalApp + "[deploy]\nmax_surge = 2\nworker_footprint = \"9223372036854775808B\"\n"
+        #expect(
+            configFailure(text)
+                == #"/etc/baton/shop.toml:8: deploy.worker_footprint: must be at most 1 PiB, got "9223372036854775808B""#)
+        #expect(configFailure(minimalApp + "[memory]\nreserve = \"16EiB\"\n")?.contains("memory.reserve") == true)
+        #expect(configFailure(minimalApp + "[memory]\nbudget = \"2048TiB\"\n")?.contains("must be at most 1 PiB") == true)
+        #expect(configFailure(minimalApp + "[memory]\nbudget = \"1024TiB\"\n") == nil)
+        #expect(Units.parseBoundedSize("18446744073709551615B") == nil)
+        #expect(Units.parseBoundedSize("1024TiB") == 1 << 50)
+    }
+
+    @Test("an unknown key is echoed cut to 64 characters, and a huge one gets no suggestion")
+    func hugeUnknownKey() {
+        let key = String(repeating: "k", count: 400_000)
+        let message = configFailure(minimalApp + key + " = 1\n")
+        #expect(message == #"/etc/baton/shop.toml:6: unknown key "app."# + String(repeating: "k", count: 60) + #"…""#)
+        #expect(ConfigReader.suggestion(for: ["app", key]) == nil)
+        #expect(ConfigReader.suggestion(for: ["app", "wrokers"]) == "app.workers")
+    }
+
+    @Test("the metrics endpoint on a listen address is refused with the key and line")
+    func metricsOnListenAddress() {
+        let text = minimalApp + "[listen]\naddresses = [\"127.0.0.1:8080\"]\n[metrics]\naddress = \"127.0.0.1:8080\"\n"
+        #expect(
+            configFailure(text)
+                == #"/etc/baton/shop.toml:9: metrics.address: must differ from the listen address "127.0.0.1:8080""#)
+        let wildcard = minimalApp + "[listen]\naddresses = [\"0.0.0.0:8080\"]\n[metrics]\naddress = \"127.0.0.1:8080\"\n"
+        #expect(configFailure(wildcard)?.contains("must differ from the listen address \"0.0.0.0:8080\"") == true)
+        let other = minimalApp + "[listen]\naddresses = [\"127.0.0.1:8080\"]\n[metrics]\naddress = \"127.0.0.1:9187\"\n"
+        #expect(configFailure(other) == nil)
+    }
+
+    @Test("the key scanner survives deep nesting and stops instead of recursing without end")
+    func deepNesting() {
+        let text = "a = " + String(repeating: "[", count: 100_000) + "\n"
+        _ = KeyLineIndex(text)
+        #expect(ConfigPrecheck.check(Array(text.utf8), path: "x.toml") == nil)
+    }
+}

@@ -1,0 +1,141 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// Config text that used to crash baton (an assertion inside the TOML parser, an overflow
+    /// trap) or that passed check-config and then failed at start: each is now one line and
+    /// exit 2, and a running daemon keeps serving.
+    @Suite("config crash safety")
+    struct ConfigCrashTests {
+        /// The `[app]` table every case starts from.
+        static let app = """
+            [app]
+            name = "shop"
+            command = ["/bin/true"]
+            directory = "/tmp"
+            workers = 2
+
+            """
+
+        @Test("a typo in a table header that aborts the TOML parser: check-config and serve exit 2 with one line")
+        func parserAssertion() throws {
+            let directory = TestPaths.temporaryDirectory("crash")
+            defer { TestPaths.remove(directory) }
+            let baton = TestPaths.executable("baton")
+            for header in ["[.deploy]", "[!app]"] {
+                let path = directory + "/bad.toml"
+                TestPaths.write(path, Self.app + header + "\n")
+                let check = try TestProcess.run([baton, "check-config", path])
+                #expect(check.code == 2, "\(header): \(check.stderr)")
+                #expect(check.stderr.split(separator: "\n").count == 1, "\(check.stderr)")
+                #expect(check.stderr.hasPrefix("baton: config parser crashed (signal 6) on \(path): "), "\(check.stderr)")
+                let serve = try TestProcess.run([baton, "serve", "--config", path])
+                #expect(serve.code == 2)
+                #expect(serve.stderr.hasPrefix("baton: config parser crashed (signal 6) on \(path)"), "\(serve.stderr)")
+            }
+        }
+
+        @Test("reload onto a config that aborts the parser fails with one line; the daemon and its workers keep serving")
+        func reloadSurvivesParserAssertion() throws {
+            let baton = try BatonHarness(workers: 2, tag: "crashrl")
+            defer { baton.stop() }
+            let before = try baton.status().workers.map(\.pid)
+            let good = try #require(ProcFS.read(baton.configPath))
+            TestPaths.write(baton.configPath, good + "\n[.deploy]\n")
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 2 || reload.code == 1, "\(reload.stderr)")
+            #expect(reload.stderr.split(separator: "\n").count == 1, "\(reload.stderr)")
+            #expect(reload.stderr.contains("config parser crashed (signal 6) on \(baton.configPath)"), "\(reload.stderr)")
+            #expect(baton.process.exitCode == nil)
+            let status = try baton.status()
+            #expect(status.workers.map(\.pid) == before)
+            #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+            // The same daemon still reloads a good config.
+            TestPaths.write(baton.configPath, good)
+            let fixed = try baton.cli(["reload"])
+            #expect(fixed.code == 0, "\(fixed.stderr)")
+        }
+
+        @Test("preflight --need past any real size: exit 2 with one line, and the daemon survives a raw request too")
+        func preflightNeedOverflow() throws {
+            let baton = try BatonHarness(workers: 1, tag: "crashpf")
+            defer { baton.stop() }
+            let cli = try baton.cli(["preflight", "--need", "18446744073709551615B"])
+            #expect(cli.code == 2, "\(cli.stderr)")
+            #expect(cli.stderr.contains("--need"), "\(cli.stderr)")
+            let raw = baton.rawControl(Array(#"{"v":1,"cmd":"preflight","preflight":{"need":"18446744073709551615B"}}"#.utf8 + [0x0A]))
+            #expect(raw?.contains("\"ok\":false") == true, "\(raw ?? "no reply")")
+            #expect(raw?.contains("at most 1 PiB") == true, "\(raw ?? "no reply")")
+            #expect(baton.process.exitCode == nil)
+            #expect(try baton.status().workers.first?.state == "ready")
+        }
+
+        @Test("start-up failures that come from the config are caught by check-config and exit 2 from serve")
+        func hostChecks() throws {
+            let directory = TestPaths.temporaryDirectory("crashhost")
+            defer { TestPaths.remove(directory) }
+            let baton = TestPaths.executable("baton")
+            let path = directory + "/c.toml"
+            let envFile = directory + "/bad.env"
+            TestPaths.write(envFile, "GOOD=1\nthis is not an assignment\n")
+            let cases: [(text: String, expected: String)] = [
+                (
+                    Self.app + "user = \"no-such-user-baton\"\n",
+                    #"\#(path):6: app.user: unknown user "no-such-user-baton""#
+                ),
+                (
+                    Self.app + "[listen]\naddresses = [\"127.0.0.1:18187\"]\n[metrics]\naddress = \"127.0.0.1:18187\"\n",
+                    #"\#(path):9: metrics.address: must differ from the listen address "127.0.0.1:18187""#
+                ),
+                (
+                    Self.app + "environment_file = \"\(envFile)\"\n",
+                    "\(envFile):2: expected KEY=VALUE"
+                ),
+            ]
+            for (text, expected) in cases {
+                TestPaths.write(path, text)
+                let check = try TestProcess.run([baton, "check-config", path])
+                #expect(check.code == 2, "\(check.stdout) \(check.stderr)")
+                #expect(check.stderr.hasPrefix("baton: " + expected), "\(check.stderr)")
+                let serve = try TestProcess.run(
+                    [baton, "serve", "--config", path],
+                    environment: TestPaths.cleanEnvironment(adding: ["RUNTIME_DIRECTORY": directory, "STATE_DIRECTORY": directory]))
+                #expect(serve.code == 2, "\(serve.stderr)")
+                #expect(serve.stderr.hasPrefix("baton: " + expected), "\(serve.stderr)")
+            }
+        }
+
+        @Test("every input in Fuzz/crashes/config gets a config or one line from check-config, never a crash")
+        func replayConfigCrashes() throws {
+            let baton = TestPaths.executable("baton")
+            let files = FuzzCorpus.files("crashes/config")
+            #expect(files.count >= 4)
+            for file in files {
+                let check = try TestProcess.run([baton, "check-config", file])
+                #expect(check.code == 0 || check.code == 2, "\(file): \(check.code) \(check.stderr)")
+                #expect(check.stderr.split(separator: "\n").count <= 1, "\(file): \(check.stderr)")
+            }
+        }
+    }
+}
+
+/// The committed fuzzing corpora, found relative to this file.
+enum FuzzCorpus {
+    /// Every regular file in `Fuzz/<folder>`, sorted.
+    static func files(_ folder: String, filePath: String = #filePath) -> [String] {
+        var root = filePath
+        for _ in 0..<3 { root = String(root[..<(root.lastIndex(of: "/") ?? root.startIndex)]) }
+        let directory = root + "/Fuzz/" + folder
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if !name.hasPrefix("."), entry.pointee.d_type == UInt8(DT_REG) { names.append(directory + "/" + name) }
+        }
+        return names.sorted()
+    }
+}

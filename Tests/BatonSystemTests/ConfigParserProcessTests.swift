@@ -1,0 +1,62 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+/// The child-process parse with the real `baton` binary (and stand-ins for a child that
+/// hangs or fails): every outcome is a config or one line, never a crash of the caller.
+@Suite("ConfigParserProcess")
+struct ConfigParserProcessTests {
+    static let app = "[app]\nname = \"shop\"\ncommand = [\"/bin/true\"]\ndirectory = \"/tmp\"\nworkers = 2\n"
+
+    static func failure(_ text: String, executable: String = TestPaths.executable("baton"), timeout: Duration = .seconds(30))
+        -> String?
+    {
+        do {
+            _ = try ConfigParserProcess.parse(text, path: "shop.toml", executable: executable, timeout: timeout)
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test("a valid config comes back as the in-process parse gives it")
+    func valid() throws {
+        let config = try ConfigParserProcess.parse(Self.app, path: "shop.toml", executable: TestPaths.executable("baton"))
+        #expect(config == (try BatonConfig.parse(Self.app, path: "shop.toml")))
+    }
+
+    @Test("a validation error is the child's one line, exactly as in-process")
+    func invalid() {
+        let text = Self.app + "[deploy]\nmax_surge = 3\n"
+        var inProcess: String?
+        do { _ = try BatonConfig.parse(text, path: "shop.toml") } catch { inProcess = error.description }
+        #expect(inProcess == "shop.toml:7: deploy.max_surge: must be between 1 and app.workers (2), got 3")
+        #expect(Self.failure(text) == inProcess)
+    }
+
+    @Test("an abort inside the TOML parser is one line naming the signal and the file")
+    func parserAbort() {
+        let message = Self.failure(Self.app + "[.deploy]\n")
+        #expect(message?.hasPrefix("config parser crashed (signal 6) on shop.toml: Assertion") == true, "\(message ?? "parsed")")
+        #expect(message?.contains("\n") == false)
+    }
+
+    @Test("a child that hangs is killed at the deadline; one that fails says so")
+    func hangingOrFailingChild() {
+        let directory = TestPaths.temporaryDirectory("cpp")
+        defer { TestPaths.remove(directory) }
+        let hang = directory + "/hang"
+        TestPaths.write(hang, "#!/bin/sh\nexec sleep 30\n", mode: 0o755)
+        #expect(Self.failure(Self.app, executable: hang, timeout: .milliseconds(300)) == "shop.toml: config parser timed out after 300ms")
+        let fail = directory + "/fail"
+        TestPaths.write(fail, "#!/bin/sh\necho nope\nexit 1\n", mode: 0o755)
+        #expect(Self.failure(Self.app, executable: fail) == "shop.toml: config parser failed (exit code 1): nope")
+    }
+
+    @Test("a NUL byte is refused before any child runs")
+    func nulBeforeChild() {
+        #expect(Self.failure(Self.app + "\u{0}", executable: "/nonexistent") == "shop.toml:6: contains a NUL byte (a config is text)")
+    }
+}
