@@ -1,0 +1,82 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// What systemd sees of the supervisor (WATCHDOG=1, STATUS=, EXTEND_TIMEOUT_USEC=) and the
+/// end of its life: SIGTERM stops every worker gracefully, then the loop.
+extension Supervisor {
+    // MARK: - Watchdog and status
+
+    func scheduleWatchdog(_ interval: Duration) {
+        notifier.notify("WATCHDOG=1")
+        loop.schedule(after: interval) { [unowned self] in self.scheduleWatchdog(interval) }
+    }
+
+    /// Slots whose serving worker is ready.
+    var readyCount: Int { slots.filter { $0.current?.state == .ready }.count }
+
+    /// One line: "4/4 workers ready, release /srv/app (reloading)".
+    var summary: String {
+        var text = "\(readyCount)/\(slots.count) workers ready, release \(releaseState.current.directory)"
+        if degraded { text += ", DEGRADED" }
+        // Also in systemd's STATUS= (systemctl status), not only in `baton status`.
+        if !stateProblems.isEmpty { text += ", STATE ERROR (see baton status)" }
+        let looping = slots.filter { $0.backoff.isCrashLooping }.map { String($0.index) }
+        if !looping.isEmpty { text += ", crash loop in slot \(looping.joined(separator: ","))" }
+        if phase != .running { text += " (\(phase.rawValue))" }
+        return text
+    }
+
+    /// Sends STATUS= when the summary changed.
+    func publishStatus() {
+        let line = summary
+        guard line != lastStatusLine else { return }
+        lastStatusLine = line
+        notifier.notify("STATUS=\(line)")
+    }
+
+    /// Tells systemd a step is under way so TimeoutStartSec= does not cut it.
+    func extendTimeout() {
+        guard phase == .starting || phase == .reloading else { return }
+        notifier.extendTimeout(config.readiness.timeout + config.stop.timeout + .seconds(10))
+    }
+
+    // MARK: - Shutdown
+
+    /// SIGTERM: stop every worker gracefully, then exit.
+    func beginShutdown() {
+        guard phase != .stopping else { return }
+        notifier.notify("STOPPING=1\nSTATUS=stopping")
+        startQueue.removeAll()
+        if let op = operation, op.kind.isDeploy {
+            appendHistory(historyEntry(op, outcome: "interrupted", detail: "baton stopped before it finished"))
+            store?.finishDeploy()
+        }
+        performOperations(operations.stop())
+        rollout = nil
+        control?.close()
+        for slot in slots {
+            if let t = slot.respawnTimer { loop.cancel(t) }
+            slot.respawnTimer = nil
+            for worker in slot.workers { stopWorker(worker, reason: "shutdown") }
+        }
+        drainOrphans()
+        finishShutdownIfDone()
+    }
+
+    func finishShutdownIfDone() {
+        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty else { return }
+        for listener in listeners {
+            close(listener.fd)
+        }
+        // Only paths baton bound and kept for itself: a socket unit's path,
+        // or one in systemd's FD store, must outlive this process.
+        for path in ownedUnixPaths { unlink(path) }
+        forgetInstance()
+        // Every notify socket went with its worker; the directory goes only if baton made it.
+        if createdNotifyDirectory { rmdir(notifyDirectory) }
+        logger.info("stopped")
+        loop.stop()
+    }
+}

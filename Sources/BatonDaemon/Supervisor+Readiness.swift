@@ -1,0 +1,119 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// Readiness of new workers: `notify` (READY=1 on the worker's own socket), `delay`, or an
+/// `exec` probe; a worker not ready within `readiness.timeout` is killed. The first time every
+/// slot serves, READY=1 goes to systemd and the start-up ends.
+extension Supervisor {
+    func beginReadiness(_ worker: Worker) {
+        let timeout = loop.schedule(after: config.readiness.timeout) { [unowned self, unowned worker] in
+            guard worker.state == .starting else { return }
+            self.logger.warning(
+                "worker not ready after \(Units.formatDuration(self.config.readiness.timeout)): killing it",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+            worker.stopReason = "readiness-timeout"
+            self.kill(worker)
+        }
+        worker.timers.append(timeout)
+        switch config.readiness.mode {
+        case .notify:
+            break
+        case .delay:
+            worker.timers.append(
+                loop.schedule(after: config.readiness.delay) { [unowned self, unowned worker] in
+                    self.workerBecameReady(worker)
+                })
+        case .exec:
+            scheduleProbe(worker, after: .zero)
+        }
+    }
+
+    private func scheduleProbe(_ worker: Worker, after delay: Duration) {
+        worker.timers.append(
+            loop.schedule(after: delay) { [unowned self, unowned worker] in
+                self.runProbe(worker)
+            })
+    }
+
+    private func runProbe(_ worker: Worker) {
+        guard worker.state == .starting, worker.probe == nil else { return }
+        let environment = WorkerEnvironment.build(
+            inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
+            notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
+        let request = SpawnRequest(
+            argv: config.readiness.probe, environment: environment, directory: worker.spec.directory,
+            credentials: worker.spec.credentials)
+        do {
+            let probe = try launcher.spawn(request)
+            worker.probe = probe
+            try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+                self.probeExited(worker)
+            }
+            worker.timers.append(
+                loop.schedule(after: config.readiness.probeTimeout) { [unowned worker] in
+                    if let p = worker.probe { CBatonLinuxShim.signal(pidfd: p.pidfd, SIGKILL) }
+                })
+        } catch {
+            logger.warning("readiness probe could not start: \(error)", metadata: ["slot": .stringConvertible(worker.slot)])
+            scheduleProbe(worker, after: config.readiness.probeInterval)
+        }
+    }
+
+    func probeExited(_ worker: Worker) {
+        guard let probe = worker.probe, let exit = CBatonLinuxShim.exitStatus(pidfd: probe.pidfd, reap: true) else { return }
+        loop.unregister(fd: probe.pidfd)
+        close(probe.pidfd)
+        worker.probe = nil
+        guard worker.state == .starting else {
+            livenessProbeExited(worker, exit: exit)
+            return
+        }
+        if exit == .exited(0) {
+            workerBecameReady(worker)
+        } else {
+            scheduleProbe(worker, after: config.readiness.probeInterval)
+        }
+    }
+
+    func workerBecameReady(_ worker: Worker) {
+        guard worker.state == .starting else { return }
+        worker.state = .ready
+        worker.readyAt = loop.now()
+        let bootTime = worker.readyAt! - worker.startedAt
+        logger.info(
+            "worker ready after \(Units.formatElapsed(bootTime))",
+            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+        recordReadyFootprint(worker)
+        let slot = slots[worker.slot]
+        if let t = slot.stableTimer { loop.cancel(t) }
+        slot.stableTimer = loop.schedule(after: slot.backoff.stableAfter) { [unowned self, unowned slot, weak worker] in
+            slot.stableTimer = nil
+            if let worker, slot.current === worker, worker.state == .ready { slot.backoff.workerStable() }
+            self.publishStatus()
+        }
+        if slot.replacement === worker {
+            if rollout?.phase(of: worker.slot) == .startingAfterDrain { promoteAfterDrain(slot, worker: worker) }
+            rolloutEvent { $0.newWorkerReady(slot: worker.slot) }
+            watchStability(worker)
+        } else {
+            fillStartQueue()
+            checkAllReady()
+        }
+        publishStatus()
+    }
+
+    /// READY=1 to systemd once every slot serves for the first time.
+    func checkAllReady() {
+        guard phase == .starting, readyCount == slots.count else { return }
+        let next = operations.startUpFinished()
+        sentReady = true
+        notifier.ready(status: summary)
+        lastStatusLine = summary
+        logger.info("all \(slots.count) workers ready")
+        drainOrphans()
+        performOperations(next)
+    }
+
+}
