@@ -65,7 +65,7 @@ let package = Package(
             dependencies: ["BatonCore", "BatonSystem", "CBatonLinux"],
             path: "Tests/BatonTestSupport"
         ),
-        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonTestSupport"]),
         .testTarget(
             name: "BatonSystemTests",
             dependencies: ["BatonCore", "BatonSystem", "CBatonLinux", "BatonTestSupport"]

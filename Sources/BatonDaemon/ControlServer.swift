@@ -160,7 +160,9 @@ final class ControlServer {
         case "preflight":
             supervisor.requestPreflight(request.preflight ?? PreflightOptions(), waiter: connection, uid: connection.peer?.uid ?? 0)
         case "upgrade":
-            supervisor.requestUpgrade(binary: request.binary, waiter: connection)
+            // The check's time limit travels as the request's deploy timeout (`upgrade --timeout`).
+            let checkTimeout = (request.deploy?.timeout).flatMap(Units.parseDuration) ?? Supervisor.upgradeCheckTimeout
+            supervisor.requestUpgrade(binary: request.binary, checkTimeout: checkTimeout, waiter: connection)
         case "history":
             connection.finish(ControlReply(ok: true, history: supervisor.history))
         case "releases", "prune-releases":

@@ -12,8 +12,11 @@ import Logging
 /// --check`) that must answer the versioned handshake (`UpgradeHandshake`);
 /// a binary that does not leaves this image running untouched.
 extension Supervisor {
-    /// `baton upgrade [--binary PATH]`.
-    func requestUpgrade(binary: String?, waiter: ControlConnection) {
+    /// How long the new binary's check may take unless `baton upgrade --timeout` says otherwise.
+    static let upgradeCheckTimeout: Duration = .seconds(30)
+
+    /// `baton upgrade [--binary PATH] [--timeout D]`.
+    func requestUpgrade(binary: String?, checkTimeout: Duration = upgradeCheckTimeout, waiter: ControlConnection) {
         let path = binary ?? options.executable
         if let reason = upgradeBlocker() {
             waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
@@ -60,7 +63,7 @@ extension Supervisor {
         // Reaped by the pidfd handler below: reapStrays (SIGCHLD) must leave it, or the
         // handler would never see its exit status and the upgrade would hang.
         upgradeCheckPID = check.pid
-        let timeout = loop.schedule(after: .seconds(30)) { CBatonLinuxShim.signal(pidfd: check.pidfd, SIGKILL) }
+        let timeout = loop.schedule(after: checkTimeout) { CBatonLinuxShim.signal(pidfd: check.pidfd, SIGKILL) }
         do {
             try loop.register(fd: check.pidfd, events: .readable) { [unowned self] _ in
                 guard let exit = CBatonLinuxShim.exitStatus(pidfd: check.pidfd, reap: true) else { return }
@@ -79,7 +82,7 @@ extension Supervisor {
                 if let refusal {
                     candidate.close()
                     self.upgradeInProgress = false
-                    let why = exit == .signaled(SIGKILL) ? "no answer within 30 s (\(refusal))" : refusal + (exit == .exited(0) ? "" : ", \(exit)")
+                    let why = exit == .signaled(SIGKILL) ? "no answer within \(Units.formatDuration(checkTimeout)) (\(refusal))" : refusal + (exit == .exited(0) ? "" : ", \(exit)")
                     self.logger.error("upgrade refused: \(path) upgrade --check: \(why); still running the old image")
                     waiter.finish(.failure("upgrade refused: \(path) upgrade --check: \(why); nothing changed", code: 1))
                     return

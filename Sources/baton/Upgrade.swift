@@ -21,6 +21,9 @@ struct Upgrade: ParsableCommand {
     @Option(help: "The binary to run (default: the daemon's own executable path).")
     var binary: String?
 
+    @Option(help: "How long the new binary's check may take, e.g. \"10s\" (default 30s).")
+    var timeout: String?
+
     @Flag(help: "Check mode (what the daemon runs): load the config and state, answer the handshake, exit 0 if usable.")
     var check = false
 
@@ -52,7 +55,10 @@ struct Upgrade: ParsableCommand {
         let socket = try location.resolved().socketPath()
         var client = try ControlClient(path: socket, timeout: .seconds(120))
         defer { client.close() }
-        try client.send(ControlRequest(cmd: "upgrade", binary: binary))
+        if let timeout, Units.parseDuration(timeout) == nil {
+            throw BatonExit(code: BatonExitCode.usage, message: "--timeout: expected a duration like \"10s\", got \"\(timeout)\"")
+        }
+        try client.send(ControlRequest(cmd: "upgrade", deploy: timeout.map { DeployOptions(timeout: $0) }, binary: binary))
         try followOperation(&client, json: false)
     }
 }

@@ -1,4 +1,5 @@
 import BatonCore
+import BatonTestSupport
 import FoundationEssentials
 import Testing
 
@@ -178,10 +179,10 @@ struct ControlProtocolTests {
 
     @Test("every input in Fuzz/crashes/control decodes to a request or one error line, never a crash")
     func replayControlCrashes() {
-        let files = FuzzReplay.files("crashes/control")
+        let files = FuzzCorpus.files("crashes/control")
         #expect(!files.isEmpty)
         for file in files {
-            let outcome = FuzzEntry.control(FuzzReplay.bytes(file))
+            let outcome = FuzzEntry.control(FuzzCorpus.bytes(file))
             #expect(!outcome.contains("\n"), "\(file): \(outcome)")
         }
     }

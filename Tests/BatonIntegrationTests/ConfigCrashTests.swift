@@ -121,21 +121,3 @@ extension Integration {
         }
     }
 }
-
-/// The committed fuzzing corpora, found relative to this file.
-enum FuzzCorpus {
-    /// Every regular file in `Fuzz/<folder>`, sorted.
-    static func files(_ folder: String, filePath: String = #filePath) -> [String] {
-        var root = filePath
-        for _ in 0..<3 { root = String(root[..<(root.lastIndex(of: "/") ?? root.startIndex)]) }
-        let directory = root + "/Fuzz/" + folder
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if !name.hasPrefix("."), entry.pointee.d_type == UInt8(DT_REG) { names.append(directory + "/" + name) }
-        }
-        return names.sorted()
-    }
-}
