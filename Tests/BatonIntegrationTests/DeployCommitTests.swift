@@ -19,7 +19,8 @@ extension Integration {
 
         @Test("a release whose workers exit 0.3 s after READY: exit 1, rolled back, not persisted, the old workers serve")
         func crashInsideStabilityWindow() throws {
-            let baton = try BatonHarness(workers: 2, tag: "stab")
+            // The default window (2s), not the tests' shorter one.
+            let baton = try BatonHarness(workers: 2, sections: BatonHarness.defaultSections + "\n[deploy]\nstability_window = \"2s\"", tag: "stab")
             defer { baton.stop() }
             let before = try baton.status().workers.map(\.pid)
             let release = baton.makeRelease("crashy")

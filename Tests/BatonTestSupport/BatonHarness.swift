@@ -31,6 +31,9 @@ public final class BatonHarness: @unchecked Sendable {
         timeout = "10s"
         """
 
+    /// The `[deploy] stability_window` of test configs that do not set one.
+    public static let testStabilityWindow = "500ms"
+
     /// Writes a config from `sections` (TOML after the [app] basics) and starts baton.
     /// - Parameters:
     ///   - workers: `app.workers`.
@@ -53,7 +56,13 @@ public final class BatonHarness: @unchecked Sendable {
         _ = mkdir(releaseDirectory, 0o755)
         let argv = command ?? [TestPaths.executable("baton-demo-worker")]
         let quoted = argv.map { "\"\($0)\"" }.joined(separator: ", ")
-        let rest = sections ?? Self.defaultSections
+        var rest = sections ?? Self.defaultSections
+        // Deploys in tests wait a shorter stability window than the 2 s default, unless the
+        // test sets one: every deploy waits it twice (canary, last slot).
+        if !rest.contains("stability_window") {
+            let window = "stability_window = \"\(Self.testStabilityWindow)\""
+            rest = rest.contains("[deploy]") ? rest.replacing("[deploy]", with: "[deploy]\n" + window, maxReplacements: 1) : rest + "\n[deploy]\n" + window
+        }
         let text = """
             [app]
             name = "test"
