@@ -82,7 +82,9 @@ extension Supervisor {
                 if let refusal {
                     candidate.close()
                     self.upgradeInProgress = false
-                    let why = exit == .signaled(SIGKILL) ? "no answer within \(Units.formatDuration(checkTimeout)) (\(refusal))" : refusal + (exit == .exited(0) ? "" : ", \(exit)")
+                    let why =
+                        exit == .signaled(SIGKILL)
+                        ? "no answer within \(Units.formatDuration(checkTimeout)) (\(refusal))" : refusal + (exit == .exited(0) ? "" : ", \(exit)")
                     self.logger.error("upgrade refused: \(path) upgrade --check: \(why); still running the old image")
                     waiter.finish(.failure("upgrade refused: \(path) upgrade --check: \(why); nothing changed", code: 1))
                     return

@@ -34,7 +34,7 @@ private struct Model {
     var inReplacement: [Int] { slots.filter(inFlight) }
     var alive: Int { slots.reduce(0) { $0 + serving[$1]! + starting[$1, default: 0] + draining[$1, default: 0] } }
 
-    /// DESIGN.md: after a failure, the slots needing the previous settings
+    /// The rollback rule (docs/ARCHITECTURE.md, *Operations*): after a failure, the slots needing the previous settings
     /// back are those a new worker serves and those nothing serves.
     func expectedFailure(slot: Int, reason: String) -> [Action] {
         let abandon = slots.filter { starting[$0, default: 0] > 0 }.map { Action.abandonNew(slot: $0) }
@@ -136,7 +136,7 @@ private struct World {
         apply(actions)
     }
 
-    /// DESIGN.md's invariants, checked while the rollout runs.
+    /// The invariants of docs/ARCHITECTURE.md, checked while the rollout runs.
     func checkInvariants() {
         let n = config.slots.count
         let inReplacement = model.inReplacement
