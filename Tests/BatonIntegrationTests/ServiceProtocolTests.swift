@@ -46,7 +46,7 @@ extension Integration {
             #expect(baton.process.wait(timeout: .seconds(30)) == 0)
         }
 
-        @Test("the watchdog is fed at least every WATCHDOG_USEC/2 while 8 workers boot")
+        @Test("the watchdog is fed within WATCHDOG_USEC while 8 workers boot")
         func watchdogWhileBooting() throws {
             let directory = TestPaths.temporaryDirectory("wd")
             defer { TestPaths.remove(directory) }
@@ -63,7 +63,11 @@ extension Integration {
             let gaps = zip(pings.dropFirst(), pings).map { $0 - $1 }
             let worst = gaps.max() ?? .zero
             print("watchdog: \(pings.count) pings while 8 workers booted, longest gap \(worst)")
-            #expect(worst <= .microseconds(usec / 2), "longest gap between WATCHDOG=1: \(worst)")
+            // What matters is that systemd would not kill baton: no gap reaches WATCHDOG_USEC.
+            // baton pings every WATCHDOG_USEC/4 (0.25 s here, measured 0.251 s on an idle
+            // machine); the margin absorbs a loaded machine (0.61 s and 1.6 s were seen at
+            // load average 9-12 with six builds running, which only the second would fail).
+            #expect(worst < .microseconds(usec), "longest gap between WATCHDOG=1: \(worst)")
         }
 
         @Test("workers get LISTEN_PID = their own pid, every socket at 3.., and a clean environment")
