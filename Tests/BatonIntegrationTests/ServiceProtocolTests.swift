@@ -148,6 +148,7 @@ extension Integration {
                 directory = "\(directory)/r1"
                 workers = 2
                 runtime_directory = "\(directory)/run"
+                state_directory = "\(directory)/state"
                 [control]
                 socket = "\(directory)/control.sock"
                 """)
