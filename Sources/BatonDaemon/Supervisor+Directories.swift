@@ -30,16 +30,7 @@ extension Supervisor {
     /// pruned, nor any folder holding one.
     var batonDirectories: [String] {
         var directories = [Self.stateDirectory(for: config), runtimeDirectory]
-        if let path = options.configPath, !path.isEmpty {
-            var absolute = path
-            if !path.hasPrefix("/") {
-                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-                if getcwd(&buffer, buffer.count) != nil {
-                    absolute = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
-                }
-            }
-            directories.append(ReleaseRetention.parent(of: DirectoryRules.normalize(absolute)))
-        }
+        if let path = options.configPath, !path.isEmpty, let folder = DirectoryRules.folder(ofFile: path) { directories.append(folder) }
         return directories
     }
 

@@ -34,21 +34,12 @@ extension Supervisor {
             worker.livenessProbe = nil  // turned off by a reload; armed again if it comes back
             return
         }
-        let environment = WorkerEnvironment.build(
-            inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
-            notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
-        let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
         do {
-            let probe = try launcher.spawn(request)
-            worker.probe = probe
             // Its exit goes through probeExited (which also serves the readiness probe, and which
             // the stray reaper knows): that calls livenessProbeExited for a worker past starting.
-            try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
-                self.probeExited(worker)
-            }
-            loop.schedule(after: config.readiness.probeTimeout) { [weak worker] in
-                if let running = worker?.probe, running.pid == probe.pid { CBatonLinuxShim.signal(pidfd: running.pidfd, SIGKILL) }
-            }
+            // Its timeout timer is not kept in the worker's list, which would grow by one every
+            // interval for the worker's whole life.
+            _ = try spawnProbe(argv, for: worker)
         } catch {
             // baton's failure, not the worker's: not counted.
             logger.warning("liveness probe could not start: \(error)", metadata: ["slot": .stringConvertible(worker.slot)])

@@ -39,25 +39,29 @@ extension Supervisor {
 
     private func runProbe(_ worker: Worker) {
         guard worker.state == .starting, worker.probe == nil else { return }
-        let environment = WorkerEnvironment.build(
-            inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
-            notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
-        let request = SpawnRequest(
-            argv: config.readiness.probe, environment: environment, directory: worker.spec.directory,
-            credentials: worker.spec.credentials)
         do {
-            let probe = try launcher.spawn(request)
-            worker.probe = probe
-            try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
-                self.probeExited(worker)
-            }
-            worker.timers.append(
-                loop.schedule(after: config.readiness.probeTimeout) { [unowned worker] in
-                    if let p = worker.probe { CBatonLinuxShim.signal(pidfd: p.pidfd, SIGKILL) }
-                })
+            worker.timers.append(try spawnProbe(config.readiness.probe, for: worker))
         } catch {
             logger.warning("readiness probe could not start: \(error)", metadata: ["slot": .stringConvertible(worker.slot)])
             scheduleProbe(worker, after: config.readiness.probeInterval)
+        }
+    }
+
+    /// Runs `argv` against `worker` (`BATON_WORKER_PID`, in its release folder, as its user):
+    /// the probe's exit comes to `probeExited`, and it is killed after `probe_timeout`.
+    /// Returns that timer (the readiness probe keeps it with the worker's timers).
+    func spawnProbe(_ argv: [String], for worker: Worker) throws -> EventLoop.Token {
+        let environment = WorkerEnvironment.build(
+            inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
+            notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
+        let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
+        let probe = try launcher.spawn(request)
+        worker.probe = probe
+        try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+            self.probeExited(worker)
+        }
+        return loop.schedule(after: config.readiness.probeTimeout) { [weak worker] in
+            if let running = worker?.probe, running.pid == probe.pid { CBatonLinuxShim.signal(pidfd: running.pidfd, SIGKILL) }
         }
     }
 

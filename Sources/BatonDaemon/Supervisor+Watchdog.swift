@@ -83,15 +83,7 @@ extension Supervisor {
         operation?.report("slot \(worker.slot): pid \(worker.pid) \(detail): replacing it")
         CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
         CBatonLinuxShim.signalGroup(worker.pid, SIGCONT)
-        let timeout = config.stop.timeout
-        worker.timers.append(
-            loop.schedule(after: timeout) { [unowned self, unowned worker] in
-                guard worker.state != .exited else { return }
-                self.logger.warning(
-                    "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
-                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-                self.kill(worker)
-            })
+        killAfterStopTimeout(worker)
     }
 
     /// The state letters of the processes of each pid's tree (from /proc/PID/stat; a process

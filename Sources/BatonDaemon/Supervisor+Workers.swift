@@ -198,10 +198,16 @@ extension Supervisor {
         worker.drainStartedAt = loop.now()
         worker.stopReason = worker.stopReason ?? reason
         CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
+        killAfterStopTimeout(worker)
+    }
+
+    /// A drain always ends: SIGKILL to the group `stop.timeout` after the stop signal,
+    /// unless the worker exited by then.
+    func killAfterStopTimeout(_ worker: Worker) {
         let timeout = config.stop.timeout
         worker.timers.append(
             loop.schedule(after: timeout) { [unowned self, unowned worker] in
-                guard worker.state == .draining else { return }
+                guard worker.state != .exited else { return }
                 self.logger.warning(
                     "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])

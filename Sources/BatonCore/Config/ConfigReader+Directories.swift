@@ -17,18 +17,6 @@ extension ConfigReader {
         }
     }
 
-    /// The absolute folder of the config file (relative paths are taken from the working
-    /// directory); nil for a config that did not come from a file.
-    private var configFolder: String? {
-        guard !path.isEmpty else { return nil }
-        var absolute = path
-        if !path.hasPrefix("/") {
-            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            guard getcwd(&buffer, buffer.count) != nil else { return nil }
-            absolute = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
-        }
-        let normalized = DirectoryRules.normalize(absolute)
-        guard let slash = normalized.lastIndex(of: "/"), slash != normalized.startIndex else { return "/" }
-        return String(normalized[..<slash])
-    }
+    /// The absolute folder of the config file; nil for a config that did not come from a file.
+    private var configFolder: String? { path.isEmpty ? nil : DirectoryRules.folder(ofFile: path) }
 }

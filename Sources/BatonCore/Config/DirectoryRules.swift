@@ -63,6 +63,20 @@ public enum DirectoryRules {
         return "/" + parts.joined(separator: "/")
     }
 
+    /// The folder of the file at `path`, absolute and normalised (a relative path is taken
+    /// from the working directory); nil when the working directory cannot be read.
+    public static func folder(ofFile path: String) -> String? {
+        var absolute = path
+        if !path.hasPrefix("/") {
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            guard getcwd(&buffer, buffer.count) != nil else { return nil }
+            absolute = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
+        }
+        let normalized = normalize(absolute)
+        guard let slash = normalized.lastIndex(of: "/"), slash != normalized.startIndex else { return "/" }
+        return String(normalized[..<slash])
+    }
+
     /// Whether `path` is `directory` or inside it (both normalised).
     public static func isWithin(_ path: String, _ directory: String) -> Bool {
         let path = normalize(path)
