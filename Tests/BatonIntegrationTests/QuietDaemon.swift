@@ -30,23 +30,9 @@ final class QuietDaemon {
         directory = TestPaths.temporaryDirectory("q")
         controlSocket = directory + "/control.sock"
         let releaseDirectory = release ?? directory
-        let quoted = command.map { "\"\($0)\"" }.joined(separator: ", ")
-        let config = """
-            [app]
-            name = "quiet"
-            command = [\(quoted)]
-            directory = "\(releaseDirectory)"
-            workers = \(workers)
-            runtime_directory = "\(directory)/run"
-            state_directory = "\(directory)/state"
-            \(extraApp)
-            [listen]
-            addresses = ["127.0.0.1:0"]
-            \(sections)
-            [control]
-            socket = "\(controlSocket)"
-            \(control)
-            """
+        let config = BatonHarness.configText(
+            name: "quiet", command: command, release: release ?? directory, workers: workers, directory: directory, extraApp: extraApp,
+            sections: "[listen]\naddresses = [\"127.0.0.1:0\"]\n" + sections, controlSocket: controlSocket, control: control)
         TestPaths.write(directory + "/baton.toml", config)
         let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
         defer { close(null) }

@@ -31,6 +31,29 @@ public final class BatonHarness: @unchecked Sendable {
         timeout = "10s"
         """
 
+    /// A test config: `[app]` with runtime and state directories under `directory`, then
+    /// `sections`, then `[control]` with `controlSocket` and `control`.
+    public static func configText(
+        name: String, command: [String], release: String, workers: Int, directory: String, extraApp: String, sections: String,
+        controlSocket: String, control: String
+    ) -> String {
+        let quoted = command.map { "\"\($0)\"" }.joined(separator: ", ")
+        return """
+            [app]
+            name = "\(name)"
+            command = [\(quoted)]
+            directory = "\(release)"
+            workers = \(workers)
+            runtime_directory = "\(directory)/run"
+            state_directory = "\(directory)/state"
+            \(extraApp)
+            \(sections)
+            [control]
+            socket = "\(controlSocket)"
+            \(control)
+            """
+    }
+
     /// The `[deploy] stability_window` of test configs that do not set one.
     public static let testStabilityWindow = "500ms"
 
@@ -55,7 +78,6 @@ public final class BatonHarness: @unchecked Sendable {
         _ = mkdir(directory + "/releases", 0o755)
         _ = mkdir(releaseDirectory, 0o755)
         let argv = command ?? [TestPaths.executable("baton-demo-worker")]
-        let quoted = argv.map { "\"\($0)\"" }.joined(separator: ", ")
         var rest = sections ?? Self.defaultSections
         // Deploys in tests wait a shorter stability window than the 2 s default, unless the
         // test sets one: every deploy waits it twice (canary, last slot).
@@ -63,20 +85,9 @@ public final class BatonHarness: @unchecked Sendable {
             let window = "stability_window = \"\(Self.testStabilityWindow)\""
             rest = rest.contains("[deploy]") ? rest.replacing("[deploy]", with: "[deploy]\n" + window, maxReplacements: 1) : rest + "\n[deploy]\n" + window
         }
-        let text = """
-            [app]
-            name = "test"
-            command = [\(quoted)]
-            directory = "\(releaseDirectory)"
-            workers = \(workers)
-            runtime_directory = "\(directory)/run"
-            state_directory = "\(directory)/state"
-            \(extraApp)
-            \(rest)
-            [control]
-            socket = "\(controlSocket)"
-            \(controlGroup.map { "group = \"\($0)\"" } ?? "")
-            """
+        let text = Self.configText(
+            name: "test", command: argv, release: releaseDirectory, workers: workers, directory: directory, extraApp: extraApp,
+            sections: rest, controlSocket: controlSocket, control: controlGroup.map { "group = \"\($0)\"" } ?? "")
         TestPaths.write(configPath, text)
         beforeStart(directory)
         process = try TestProcess(
