@@ -13,6 +13,7 @@ extension Supervisor {
     /// Starts the periodic memory check.
     func startMemoryChecks() {
         loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
+        startOOMWatch()
     }
 
     /// One periodic check: the workers are measured off the loop (a detailed
@@ -107,7 +108,8 @@ extension Supervisor {
                 slot: slot.index, pid: w.pid, startedAt: w.startedAt, ready: w.state == .ready, memory: w.memory, history: w.history)
         }
         let tick = RestartPolicy.Tick(
-            now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy)
+            now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
+            bootTime: slots.compactMap { s in s.current?.readyAt.map { $0 - s.current!.startedAt } }.max())
         switch memoryPolicy.tick(tick) {
         case .measure?:
             guard !detailed, !memoryReadRunning else { return }
@@ -153,7 +155,7 @@ extension Supervisor {
         let commits = readings.overcommit == .strict ? workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
-            commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need)
+            commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need + oomMargin(footprint: footprint?.bytes))
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
         let report = PreflightReport(
@@ -187,7 +189,7 @@ extension Supervisor {
             waiter.finish(.failure("preflight: cannot measure memory: \(error)", code: 1))
             return
         }
-        let details = Self.preflightDetails(report)
+        let details = Self.preflightDetails(report) + oomMarginDetails(footprint: report.footprintBytes)
         if verdict.fits || options.rollAhead != true {
             waiter.finish(
                 verdict.fits

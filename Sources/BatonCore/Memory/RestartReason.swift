@@ -23,12 +23,14 @@ public enum RestartReason: String, Sendable, Equatable, Codable, CaseIterable {
     case liveness
     /// `readiness.liveness_probe` failed `liveness_failures` times in a row.
     case livenessProbe = "liveness-probe"
+    /// The kernel's OOM killer killed the worker or a process of its tree.
+    case oom
 
     /// True for the reasons the periodic ``RestartPolicy`` decides.
     public var isPolicy: Bool {
         switch self {
         case .age, .memoryThreshold, .workerLimit, .leakPrediction: true
-        case .crash, .deploy, .reload, .manual, .watchdog, .liveness, .livenessProbe: false
+        case .crash, .deploy, .reload, .manual, .watchdog, .liveness, .livenessProbe, .oom: false
         }
     }
 }
