@@ -33,7 +33,7 @@ extension Supervisor {
 
     /// Measures every live worker's process tree, here on the loop (for a
     /// decision that needs the figures now: a preflight); with `detailed`,
-    /// PSS/USS too, feeding the leak-rate history and the footprint tracker.
+    /// PSS/USS too, feeding the leak-rate history.
     func sample(detailed: Bool) {
         apply(Self.readMemory(liveWorkerPIDs, detailed: detailed), detailed: detailed)
     }
@@ -80,20 +80,8 @@ extension Supervisor {
                     worker.history.append(MemoryPoint(at: now, bytes: uss))
                     if worker.ussAtReady == nil, worker.state == .ready { worker.ussAtReady = uss }
                 }
-                if detailed, let pss = m.pss { footprints.sampled(pid: worker.pid, pss: pss, now: now) }
             }
         }
-    }
-
-    /// Records a worker's footprint when it becomes ready.
-    func recordReadyFootprint(_ worker: Worker) {
-        guard let m = ProcFS.treeMemory(of: worker.pid, detailed: true) else { return }
-        worker.memory = m
-        if let uss = m.uss {
-            worker.ussAtReady = uss
-            worker.history.append(MemoryPoint(at: loop.now(), bytes: uss))
-        }
-        if let pss = m.pss { footprints.workerReady(pid: worker.pid, release: worker.spec.release, pss: pss, now: loop.now()) }
     }
 
     private func runPolicy(detailed: Bool) {
@@ -147,10 +135,8 @@ extension Supervisor {
         let pss = workers.compactMap { $0.memory?.pss }
         let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +))
         let target = release ?? releaseState.current.directory
-        var footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
-        if footprint == nil, !pss.isEmpty {
-            footprint = FootprintEstimate(bytes: pss.sorted()[pss.count / 2], source: .configured)
-        }
+        // Never the running workers' PSS: grown workers would make a new one look as large.
+        let footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         // The commit charge binds only under vm.overcommit_memory=2; reading it walks every worker's maps.
         let commits = readings.overcommit == .strict ? workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
