@@ -182,6 +182,11 @@ struct MemoryFootprintTests {
         // Samples of unknown pids are ignored.
         #expect(tracker.sampled(pid: 77, pids: [77], pss: 1, now: .seconds(1)) == nil)
         #expect(tracker.footprints(release: "new").isEmpty)
+        // Before its first boot settles, a release's estimate is the largest of its trees so far.
+        tracker.workerReady(pid: 10, release: "new", pids: [10], pss: 30 * mib, now: .seconds(2))
+        tracker.workerReady(pid: 11, release: "new", pids: [11], pss: 35 * mib, now: .seconds(2))
+        #expect(tracker.estimate(release: "new", configured: nil) == FootprintEstimate(bytes: 35 * mib, source: .settling(workers: 2)))
+        #expect(tracker.estimate(release: "new", configured: 64 * mib)?.source == .configured)
     }
 
     @Test func oldReleasesAreForgotten() {

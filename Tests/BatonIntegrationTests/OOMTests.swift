@@ -127,5 +127,61 @@ extension Integration {
             #expect(metrics.contains("baton_oom_kills_total{slot=\"\(slot)\"} 1"), "\(metrics)")
             #expect(metrics.contains("baton_restarts_total{reason=\"oom\"} 1"))
         }
+
+        @Test(
+            "a worker OOM-killed itself is a crash classified as oom: logged with its pid, counted, respawned",
+            .enabled(if: TestMemoryCgroup.available, "needs a writable cgroup v1 memory hierarchy (root)"))
+        func topProcessKilled() throws {
+            let cgroup = try TestMemoryCgroup(tag: "baton-oom-top", limit: 128 << 20)
+            defer { cgroup.remove() }
+            let marks = TestPaths.temporaryDirectory("oom-top")
+            // The first worker to start becomes a perl that allocates past the limit itself.
+            let script = marks + "/worker.sh"
+            TestPaths.write(
+                script,
+                """
+                #!/bin/sh
+                if mkdir "\(marks)/taken" 2>/dev/null; then
+                  exec perl -e 'sleep 2; my @a; for (1..2000) { push @a, "x" x 1048576; select(undef, undef, undef, 0.01); }'
+                fi
+                exec sleep 100000
+                """, mode: 0o755)
+            let baton = try BatonHarness(
+                workers: 2, command: [script],
+                sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [readiness]
+                    mode = "delay"
+                    delay = "300ms"
+                    [stop]
+                    timeout = "5s"
+                    [memory]
+                    check_interval = "1h"
+                    """,
+                tag: "oomtop",
+                wrapper: ["/bin/sh", "-c", "echo $$ > \(cgroup.directory)/cgroup.procs && exec \"$@\"", "sh"])
+            defer {
+                baton.stop()
+                TestPaths.remove(marks)
+            }
+            let warn = try #require(
+                baton.process.waitForLine(timeout: .seconds(60)) { $0.contains("OOM kill: the kernel killed worker pid") },
+                "\(baton.process.stderrLines.suffix(15))")
+            let slotText = try #require(warn.split(separator: " ").first { $0.hasPrefix("slot=") }?.dropFirst(5))
+            let slot = try #require(Int(slotText))
+            let victimText = try #require(warn.split(separator: " ").first { $0.hasPrefix("victim_pid=") }?.dropFirst(11))
+            let victim = try #require(Int32(victimText))
+            let respawned = baton.process.waitForLine(timeout: .seconds(60)) { $0.contains("worker ready") && $0.contains("slot=\(slot)") && !$0.contains("pid=\(victim)") }
+            #expect(respawned != nil, "\(baton.process.stderrLines.suffix(15))")
+            let status = try baton.status()
+            let row = try #require(status.workers.first { $0.slot == slot })
+            #expect(row.pid != victim)
+            #expect(row.lastRestartReason == "oom")
+            let oom = try #require(status.oom)
+            #expect(oom.bySlot[String(slot)] == 1)
+            #expect(oom.recent.contains { $0.pid == victim && $0.slot == slot && $0.topProcess })
+            print("oom (top process): \(warn)")
+        }
     }
 }

@@ -9,6 +9,9 @@ public struct FootprintEstimate: Sendable, Equatable, Codable {
         /// The median of this many recently started workers of another release (the release
         /// has none measured yet and nothing is configured).
         case otherRelease(workers: Int)
+        /// The largest tree seen so far of this many workers whose trees have not settled yet
+        /// (just started: nothing better is known).
+        case settling(workers: Int)
     }
 
     /// Bytes (PSS) per new worker.
@@ -131,16 +134,21 @@ public struct FootprintTracker: Sendable, Equatable {
         return high - low <= max(toleranceFloor, UInt64(Double(high) * tolerance))
     }
 
-    /// The footprint for a new worker of `release`: measured boots of that release, else
-    /// `configured`, else boots of the release measured last, else nil.
+    /// The footprint for a new worker of `release`: settled boots of that release, else
+    /// `configured`, else the largest tree so far of its boots still settling, else settled
+    /// boots of the release measured last, else the largest tree so far of any boot still
+    /// settling, else nil.
     public func estimate(release: String, configured: UInt64?) -> FootprintEstimate? {
         if let own = finished[release], !own.isEmpty {
             return FootprintEstimate(bytes: Self.median(own), source: .measured(workers: own.count))
         }
         if let configured { return FootprintEstimate(bytes: configured, source: .configured) }
+        let settling = open.values.filter { $0.release == release }
+        if let peak = settling.map(\.peak).max() { return FootprintEstimate(bytes: peak, source: .settling(workers: settling.count)) }
         if let last = releaseOrder.last, let other = finished[last], !other.isEmpty {
             return FootprintEstimate(bytes: Self.median(other), source: .otherRelease(workers: other.count))
         }
+        if let peak = open.values.map(\.peak).max() { return FootprintEstimate(bytes: peak, source: .settling(workers: open.count)) }
         return nil
     }
 
