@@ -172,7 +172,9 @@ extension Integration {
             let slot = try #require(Int(slotText))
             let victimText = try #require(warn.split(separator: " ").first { $0.hasPrefix("victim_pid=") }?.dropFirst(11))
             let victim = try #require(Int32(victimText))
-            let respawned = baton.process.waitForLine(timeout: .seconds(60)) { $0.contains("worker ready") && $0.contains("slot=\(slot)") && !$0.contains("pid=\(victim)") }
+            let respawned = baton.process.waitForLine(timeout: .seconds(60)) {
+                $0.contains("worker ready") && $0.contains("slot=\(slot)") && !$0.contains("pid=\(victim)")
+            }
             #expect(respawned != nil, "\(baton.process.stderrLines.suffix(15))")
             let status = try baton.status()
             let row = try #require(status.workers.first { $0.slot == slot })
