@@ -126,6 +126,10 @@ extension Integration {
             let metrics = try #require(HTTP.get(port: port, path: "/metrics")).body
             #expect(metrics.contains("baton_oom_kills_total{slot=\"\(slot)\"} 1"), "\(metrics)")
             #expect(metrics.contains("baton_restarts_total{reason=\"oom\"} 1"))
+            // Later plans keep a margin: preflight says its tooling figure includes one.
+            let preflight = try baton.cli(["preflight"])
+            #expect(preflight.stdout.contains("the tooling figure includes a margin of"), "\(preflight.stdout)\(preflight.stderr)")
+            #expect((after.oom?.marginBytes ?? 0) > 0)
         }
 
         @Test(
