@@ -97,7 +97,7 @@ extension Supervisor {
         }
         let tick = RestartPolicy.Tick(
             now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
-            bootTime: slots.compactMap { s in s.current?.readyAt.map { $0 - s.current!.startedAt } }.max())
+            bootTime: slots.compactMap { $0.current.flatMap { w in w.readyAt.map { $0 - w.startedAt } } }.max())
         switch memoryPolicy.tick(tick) {
         case .measure?:
             guard !detailed, !memoryReadRunning else { return }
