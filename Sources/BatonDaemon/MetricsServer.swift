@@ -183,6 +183,10 @@ final class MetricsServer {
         for (reason, count) in restarts.sorted(by: { $0.key < $1.key }) {
             counter("baton_restarts", "Worker restarts since baton started, by reason.", [("reason", reason)], count)
         }
+        let oom = s.oomWatch.tracker
+        let oomHelp = "Kernel OOM kills in the slot's process tree since baton started (slot none: elsewhere in baton's cgroup)."
+        for slot in s.slots { counter("baton_oom_kills", oomHelp, [("slot", String(slot.index))], oom.bySlot[slot.index] ?? 0) }
+        counter("baton_oom_kills", oomHelp, [("slot", "none")], oom.total - oom.bySlot.values.reduce(0, +))
         var deploys = Dictionary(uniqueKeysWithValues: Self.deployOutcomes.map { ($0, 0) })
         for (outcome, count) in s.deploysByOutcome { deploys[outcome, default: 0] += count }
         for (outcome, count) in deploys.sorted(by: { $0.key < $1.key }) {

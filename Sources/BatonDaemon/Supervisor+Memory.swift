@@ -13,6 +13,7 @@ extension Supervisor {
     /// Starts the periodic memory check.
     func startMemoryChecks() {
         loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
+        startOOMWatch()
     }
 
     /// One periodic check: the workers are measured off the loop (a detailed
@@ -32,7 +33,7 @@ extension Supervisor {
 
     /// Measures every live worker's process tree, here on the loop (for a
     /// decision that needs the figures now: a preflight); with `detailed`,
-    /// PSS/USS too, feeding the leak-rate history and the footprint tracker.
+    /// PSS/USS too, feeding the leak-rate history.
     func sample(detailed: Bool) {
         apply(Self.readMemory(liveWorkerPIDs, detailed: detailed), detailed: detailed)
     }
@@ -79,20 +80,8 @@ extension Supervisor {
                     worker.history.append(MemoryPoint(at: now, bytes: uss))
                     if worker.ussAtReady == nil, worker.state == .ready { worker.ussAtReady = uss }
                 }
-                if detailed, let pss = m.pss { footprints.sampled(pid: worker.pid, pss: pss, now: now) }
             }
         }
-    }
-
-    /// Records a worker's footprint when it becomes ready.
-    func recordReadyFootprint(_ worker: Worker) {
-        guard let m = ProcFS.treeMemory(of: worker.pid, detailed: true) else { return }
-        worker.memory = m
-        if let uss = m.uss {
-            worker.ussAtReady = uss
-            worker.history.append(MemoryPoint(at: loop.now(), bytes: uss))
-        }
-        if let pss = m.pss { footprints.workerReady(pid: worker.pid, release: worker.spec.release, pss: pss, now: loop.now()) }
     }
 
     private func runPolicy(detailed: Bool) {
@@ -107,7 +96,8 @@ extension Supervisor {
                 slot: slot.index, pid: w.pid, startedAt: w.startedAt, ready: w.state == .ready, memory: w.memory, history: w.history)
         }
         let tick = RestartPolicy.Tick(
-            now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy)
+            now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
+            bootTime: slots.compactMap { $0.current.flatMap { w in w.readyAt.map { $0 - w.startedAt } } }.max())
         switch memoryPolicy.tick(tick) {
         case .measure?:
             guard !detailed, !memoryReadRunning else { return }
@@ -145,15 +135,13 @@ extension Supervisor {
         let pss = workers.compactMap { $0.memory?.pss }
         let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +))
         let target = release ?? releaseState.current.directory
-        var footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
-        if footprint == nil, !pss.isEmpty {
-            footprint = FootprintEstimate(bytes: pss.sorted()[pss.count / 2], source: .configured)
-        }
+        // Never the running workers' PSS: grown workers would make a new one look as large.
+        let footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         // The commit charge binds only under vm.overcommit_memory=2; reading it walks every worker's maps.
         let commits = readings.overcommit == .strict ? workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
-            commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need)
+            commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need + oomMargin(footprint: footprint?.bytes))
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
         let report = PreflightReport(
@@ -187,7 +175,7 @@ extension Supervisor {
             waiter.finish(.failure("preflight: cannot measure memory: \(error)", code: 1))
             return
         }
-        let details = Self.preflightDetails(report)
+        let details = Self.preflightDetails(report) + oomMarginDetails(footprint: report.footprintBytes)
         if verdict.fits || options.rollAhead != true {
             waiter.finish(
                 verdict.fits

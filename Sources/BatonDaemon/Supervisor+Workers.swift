@@ -230,6 +230,8 @@ extension Supervisor {
         guard worker.state != .exited, CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
         CBatonLinuxShim.signalGroup(worker.pid, SIGKILL)
         let exit = CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
+        if diedOfOOM(worker, exit: exit) { worker.stopReason = RestartReason.oom.rawValue }
+        footprints.workerExited(pid: worker.pid)
         let previous = worker.state
         worker.state = .exited
         cleanUp(worker)

@@ -121,6 +121,8 @@ public final class Supervisor {
     lazy var memoryPolicy = RestartPolicy(settings: .init(config: config, hostname: Self.hostname()))
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
+    /// Kernel OOM kills in baton's cgroup: counter, attribution, pending replacements.
+    let oomWatch = OOMWatch()
     /// Memory checks so far (smaps_rollup every `smaps_every`-th).
     var memoryTicks = 0
     /// A memory read is running off the loop (periodic checks skip a turn meanwhile).

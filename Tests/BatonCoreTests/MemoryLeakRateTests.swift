@@ -116,26 +116,54 @@ struct MemoryLeakRateTests {
 
 @Suite("Worker footprint")
 struct MemoryFootprintTests {
-    @Test func readyPlusEarlyGrowthThenMedian() {
-        var tracker = FootprintTracker(window: .seconds(120), keep: 5)
-        // pid 1: ready at 80 MiB, grows to 100 MiB within the window, 300 MiB after it (not counted).
-        tracker.workerReady(pid: 1, release: "r1", pss: 80 * mib, now: .seconds(10))
-        tracker.sampled(pid: 1, pss: 100 * mib, now: .seconds(60))
-        #expect(tracker.estimate(release: "r1", configured: nil) == nil)  // still in its window
-        tracker.sampled(pid: 1, pss: 300 * mib, now: .seconds(200))
-        #expect(tracker.footprints(release: "r1") == [100 * mib])
-        // Four more boots, one of them odd (it served a huge request at once).
-        for (pid, peak) in [(2, 90), (3, 110), (4, 400), (5, 95)] as [(Int32, UInt64)] {
-            tracker.workerReady(pid: pid, release: "r1", pss: 70 * mib, now: .seconds(300))
-            tracker.sampled(pid: pid, pss: peak * mib, now: .seconds(310))
-            tracker.workerExited(pid: pid)
+    /// Ready, then one sample a second: (pids, MiB).
+    private func boot(
+        _ tracker: inout FootprintTracker, pid: Int32, release: String = "r1", at start: Duration = .zero,
+        _ samples: [(Set<Int32>, UInt64)]
+    ) -> [UInt64?] {
+        let first = samples[0]
+        tracker.workerReady(pid: pid, release: release, pids: first.0, pss: first.1 * mib, now: start)
+        return samples.dropFirst().enumerated().map { i, s in
+            tracker.sampled(pid: pid, pids: s.0, pss: s.1 * mib, now: start + .seconds(i + 1))
+        }
+    }
+
+    @Test("a tree that forks after ready is measured only once it has settled, children included")
+    func forkAfterReadyIsNotMeasuredUntilSettled() {
+        var tracker = FootprintTracker()
+        // Ready as a lone master of 20 MiB (gunicorn --preload), then it forks two workers
+        // that allocate; the tree stays the same from the 4th sample on.
+        let results = boot(
+            &tracker, pid: 1,
+            [([1], 20), ([1], 20), ([1, 2], 45), ([1, 2, 3], 70), ([1, 2, 3], 81), ([1, 2, 3], 81), ([1, 2, 3], 81)])
+        #expect(results == [nil, nil, nil, nil, nil, 81 * mib])
+        #expect(tracker.estimate(release: "r1", configured: 10 * mib) == FootprintEstimate(bytes: 81 * mib, source: .measured(workers: 1)))
+        #expect(!tracker.isSettling(pid: 1))
+    }
+
+    @Test func anUnsettledBootEndsAtMaxWaitWithItsPeakAndAnExitedOneIsNotCounted() {
+        var tracker = FootprintTracker(maxWait: .seconds(5))
+        // Growing 10 MiB a second: never within tolerance; at 5 s the peak counts.
+        let growing = boot(&tracker, pid: 1, [([1], 10), ([1], 20), ([1], 30), ([1], 40), ([1], 50), ([1], 60)])
+        #expect(growing.last == 60 * mib)
+        tracker.workerReady(pid: 2, release: "r1", pids: [2], pss: 500 * mib, now: .zero)
+        tracker.workerExited(pid: 2)
+        #expect(tracker.footprints(release: "r1") == [60 * mib])
+        // Small jitter (under 1 MiB) is settled.
+        _ = boot(&tracker, pid: 3, [([3], 100), ([3], 100), ([3], 100)])
+        #expect(tracker.footprints(release: "r1") == [60 * mib, 100 * mib])
+    }
+
+    @Test func theMedianOfTheLastBoots() {
+        var tracker = FootprintTracker(keep: 5)
+        for (pid, size) in [(1, 100), (2, 90), (3, 110), (4, 400), (5, 95)] as [(Int32, UInt64)] {
+            _ = boot(&tracker, pid: pid, [([pid], size), ([pid], size), ([pid], size)])
         }
         #expect(
             tracker.estimate(release: "r1", configured: 1 << 30)
                 == FootprintEstimate(bytes: 100 * mib, source: .measured(workers: 5)))
         // Only the last five are kept.
-        tracker.workerReady(pid: 6, release: "r1", pss: 120 * mib, now: .seconds(400))
-        tracker.workerExited(pid: 6)
+        _ = boot(&tracker, pid: 6, [([6], 120), ([6], 120), ([6], 120)])
         #expect(tracker.footprints(release: "r1") == [90, 110, 400, 95, 120].map { $0 * mib })
         #expect(tracker.estimate(release: "r1", configured: nil)?.bytes == 110 * mib)
     }
@@ -146,22 +174,26 @@ struct MemoryFootprintTests {
         #expect(
             tracker.estimate(release: "new", configured: 64 * mib)
                 == FootprintEstimate(bytes: 64 * mib, source: .configured))
-        tracker.workerReady(pid: 9, release: "old", pss: 50 * mib, now: .zero)
-        tracker.workerExited(pid: 9)
+        _ = boot(&tracker, pid: 9, release: "old", [([9], 50), ([9], 50), ([9], 50)])
         #expect(tracker.estimate(release: "new", configured: 64 * mib)?.source == .configured)
         #expect(
             tracker.estimate(release: "new", configured: nil)
                 == FootprintEstimate(bytes: 50 * mib, source: .otherRelease(workers: 1)))
         // Samples of unknown pids are ignored.
-        tracker.sampled(pid: 77, pss: 1, now: .seconds(1))
+        #expect(tracker.sampled(pid: 77, pids: [77], pss: 1, now: .seconds(1)) == nil)
         #expect(tracker.footprints(release: "new").isEmpty)
+        // Before its first boot settles, a release's estimate is the largest of its trees so far.
+        tracker.workerReady(pid: 10, release: "new", pids: [10], pss: 30 * mib, now: .seconds(2))
+        tracker.workerReady(pid: 11, release: "new", pids: [11], pss: 35 * mib, now: .seconds(2))
+        #expect(tracker.estimate(release: "new", configured: nil) == FootprintEstimate(bytes: 35 * mib, source: .settling(workers: 2)))
+        #expect(tracker.estimate(release: "new", configured: 64 * mib)?.source == .configured)
     }
 
     @Test func oldReleasesAreForgotten() {
         var tracker = FootprintTracker()
         for n in 0...FootprintTracker.releasesKept {
-            tracker.workerReady(pid: Int32(n), release: "r\(n)", pss: UInt64(n + 1) * mib, now: .zero)
-            tracker.workerExited(pid: Int32(n))
+            let size = UInt64(n + 1)
+            _ = boot(&tracker, pid: Int32(n), release: "r\(n)", [([Int32(n)], size), ([Int32(n)], size), ([Int32(n)], size)])
         }
         #expect(tracker.footprints(release: "r0").isEmpty)
         #expect(tracker.footprints(release: "r1") == [2 * mib])

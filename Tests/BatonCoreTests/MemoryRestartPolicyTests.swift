@@ -332,7 +332,7 @@ struct MemoryRestartPolicyTests {
         #expect(
             RestartReason.allCases.map(\.rawValue) == [
                 "age", "memory-threshold", "worker-limit", "leak-prediction", "crash", "deploy", "reload", "manual", "watchdog",
-                "liveness", "liveness-probe",
+                "liveness", "liveness-probe", "oom",
             ])
         #expect(RestartReason.allCases.filter(\.isPolicy) == [.age, .memoryThreshold, .workerLimit, .leakPrediction])
     }

@@ -28,9 +28,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Bytes of baton's own log dropped since it started because stderr did not
     /// keep up (the log is never allowed to block the daemon).
     public var logDroppedBytes: UInt64?
+    /// Kernel OOM kills seen in baton's memory cgroup; nil when it has no OOM counter.
+    public var oom: OOMStatus?
 
     enum CodingKeys: String, CodingKey {
-        case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory
+        case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -213,6 +215,7 @@ extension StatusReport {
                 "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(used)% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource)); restart threshold \(percent)%"
             )
         }
+        if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
         if let dropped = logDroppedBytes, dropped > 0 {
             lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
         }

@@ -2,13 +2,16 @@
 public struct FootprintEstimate: Sendable, Equatable, Codable {
     /// Where the figure comes from.
     public enum Source: Sendable, Equatable, Codable {
-        /// The median of this many recently started workers of the release.
+        /// The median of this many recently started workers of the release (their settled trees).
         case measured(workers: Int)
         /// `deploy.worker_footprint`.
         case configured
         /// The median of this many recently started workers of another release (the release
         /// has none measured yet and nothing is configured).
         case otherRelease(workers: Int)
+        /// The largest tree seen so far of this many workers whose trees have not settled yet
+        /// (just started: nothing better is known).
+        case settling(workers: Int)
     }
 
     /// Bytes (PSS) per new worker.
@@ -23,18 +26,29 @@ public struct FootprintEstimate: Sendable, Equatable, Codable {
     }
 }
 
-/// Learns what a new worker costs: its PSS when it became ready plus its early growth (the
-/// largest PSS seen within `window` after ready: caches warm up, the first requests allocate).
+/// Learns what a new worker costs: the PSS of its whole process tree once the tree has
+/// **settled** after ready. Servers that notify ready before they fork their workers (gunicorn
+/// `--preload`, puma in cluster mode) are not measured half-grown: a boot settles when
+/// ``settleSamples`` consecutive samples show the same set of pids and totals within
+/// ``tolerance`` (a fraction of the total, at least ``toleranceFloor`` bytes); its footprint is
+/// the largest total of that run. A boot that has not settled ``maxWait`` after ready is
+/// finished with the largest total seen (bounded, and on the safe side); a worker that exits
+/// before either is not counted.
 ///
-/// Each boot is finished once a sample arrives after the window (or the worker exits), and
-/// the last `keep` finished boots per release are kept. The estimate is their median, so one
-/// odd boot (a worker that happened to serve a huge request) does not move it.
+/// The last `keep` footprints per release are kept; the estimate is their median, so one odd
+/// boot does not move it.
 public struct FootprintTracker: Sendable, Equatable {
-    /// How long after ready growth still counts as the boot's.
-    public let window: Duration
+    /// How long after ready a boot may take to settle.
+    public let maxWait: Duration
     /// Finished boots kept per release.
     public let keep: Int
-    /// Boots still in their window, by pid.
+    /// Consecutive samples (the one at ready included) that must agree.
+    public let settleSamples: Int
+    /// How far apart their totals may be, as a fraction of the largest.
+    public let tolerance: Double
+    /// ... but at least this many bytes (small trees jitter by a few pages).
+    public let toleranceFloor: UInt64
+    /// Boots still settling, by pid.
     private var open: [Int32: OpenBoot] = [:]
     /// Finished footprints per release, oldest first.
     private var finished: [String: [UInt64]] = [:]
@@ -44,66 +58,111 @@ public struct FootprintTracker: Sendable, Equatable {
 
     /// Releases whose footprints are remembered.
     public static let releasesKept = 8
+    /// How often the supervisor samples a settling tree.
+    public static let sampleInterval: Duration = .seconds(1)
 
-    /// A boot inside its window.
+    /// A boot not settled yet.
     private struct OpenBoot: Sendable, Equatable {
         var release: String
         var readyAt: Duration
+        /// The pid set of the current run.
+        var pids: Set<Int32>
+        /// The totals of the current run (same pids, within tolerance), oldest first.
+        var run: [UInt64]
+        /// The largest total seen since ready.
         var peak: UInt64
     }
 
-    /// Creates a tracker (defaults: growth within 2 minutes of ready, the last 5 boots).
-    public init(window: Duration = .seconds(120), keep: Int = 5) {
-        self.window = window
+    /// Creates a tracker (defaults: 3 samples within 2 % or 1 MiB, settled within 60 s, the last
+    /// 5 boots).
+    public init(
+        maxWait: Duration = .seconds(60), keep: Int = 5, settleSamples: Int = 3, tolerance: Double = 0.02,
+        toleranceFloor: UInt64 = 1 << 20
+    ) {
+        self.maxWait = maxWait
         self.keep = max(1, keep)
+        self.settleSamples = max(2, settleSamples)
+        self.tolerance = tolerance
+        self.toleranceFloor = toleranceFloor
     }
 
-    /// A worker became ready with `pss` (its tree's PSS) at `now`.
-    public mutating func workerReady(pid: Int32, release: String, pss: UInt64, now: Duration) {
-        open[pid] = OpenBoot(release: release, readyAt: now, peak: pss)
+    /// A worker became ready; `pids` is its tree, `pss` the tree's PSS, at `now`.
+    public mutating func workerReady(pid: Int32, release: String, pids: Set<Int32>, pss: UInt64, now: Duration) {
+        open[pid] = OpenBoot(release: release, readyAt: now, pids: pids, run: [pss], peak: pss)
     }
 
-    /// A PSS sample of a worker; finishes its boot when the window has passed.
-    public mutating func sampled(pid: Int32, pss: UInt64, now: Duration) {
-        guard var boot = open[pid] else { return }
-        if now - boot.readyAt <= window {
-            boot.peak = max(boot.peak, pss)
-            open[pid] = boot
+    /// A sample of a settling worker's tree. Returns the footprint when this sample settles
+    /// the boot (or ends its wait), nil while it is still settling (or is not tracked).
+    @discardableResult
+    public mutating func sampled(pid: Int32, pids: Set<Int32>, pss: UInt64, now: Duration) -> UInt64? {
+        guard var boot = open[pid] else { return nil }
+        boot.peak = max(boot.peak, pss)
+        if pids != boot.pids {
+            // A fork or an exit: the tree is still changing; a new run starts here.
+            boot.pids = pids
+            boot.run = [pss]
         } else {
-            finish(pid)
+            boot.run.append(pss)
+            while boot.run.count > 1, !agree(boot.run) { boot.run.removeFirst() }
         }
+        if boot.run.count >= settleSamples {
+            let footprint = boot.run.suffix(settleSamples).max() ?? pss
+            open[pid] = nil
+            record(footprint, release: boot.release)
+            return footprint
+        }
+        if now - boot.readyAt >= maxWait {
+            open[pid] = nil
+            record(boot.peak, release: boot.release)
+            return boot.peak
+        }
+        open[pid] = boot
+        return nil
     }
 
-    /// A worker exited (or was replaced): its boot finishes with what was seen.
+    /// Whether `pid`'s boot is still settling.
+    public func isSettling(pid: Int32) -> Bool { open[pid] != nil }
+
+    /// A worker exited (or was replaced) before its tree settled: it is not counted.
     public mutating func workerExited(pid: Int32) {
-        finish(pid)
+        open[pid] = nil
     }
 
-    /// The footprint for a new worker of `release`: measured boots of that release, else
-    /// `configured`, else boots of the release measured last, else nil.
+    /// Whether the totals of a run are within the tolerance of each other.
+    private func agree(_ run: [UInt64]) -> Bool {
+        guard let low = run.min(), let high = run.max() else { return true }
+        return high - low <= max(toleranceFloor, UInt64(Double(high) * tolerance))
+    }
+
+    /// The footprint for a new worker of `release`: settled boots of that release, else
+    /// `configured`, else the largest tree so far of its boots still settling, else settled
+    /// boots of the release measured last, else the largest tree so far of any boot still
+    /// settling, else nil.
     public func estimate(release: String, configured: UInt64?) -> FootprintEstimate? {
         if let own = finished[release], !own.isEmpty {
             return FootprintEstimate(bytes: Self.median(own), source: .measured(workers: own.count))
         }
         if let configured { return FootprintEstimate(bytes: configured, source: .configured) }
+        let settling = open.values.filter { $0.release == release }
+        if let peak = settling.map(\.peak).max() { return FootprintEstimate(bytes: peak, source: .settling(workers: settling.count)) }
         if let last = releaseOrder.last, let other = finished[last], !other.isEmpty {
             return FootprintEstimate(bytes: Self.median(other), source: .otherRelease(workers: other.count))
         }
+        if let peak = open.values.map(\.peak).max() { return FootprintEstimate(bytes: peak, source: .settling(workers: open.count)) }
         return nil
     }
 
     /// The footprints finished for `release`, oldest first.
     public func footprints(release: String) -> [UInt64] { finished[release] ?? [] }
 
-    /// Moves an open boot to the finished ones.
-    private mutating func finish(_ pid: Int32) {
-        guard let boot = open.removeValue(forKey: pid) else { return }
-        var list = finished[boot.release] ?? []
-        list.append(boot.peak)
+    /// Adds a footprint of `release`.
+    private mutating func record(_ footprint: UInt64, release: String) {
+        var list = finished[release] ?? []
+        list.append(footprint)
         if list.count > keep { list.removeFirst(list.count - keep) }
-        finished[boot.release] = list
-        releaseOrder.removeAll { $0 == boot.release }
-        releaseOrder.append(boot.release)
+        finished[release] = list
+        releaseOrder.removeAll { $0 == release }
+        releaseOrder.append(release)
         if releaseOrder.count > Self.releasesKept {
             finished[releaseOrder.removeFirst()] = nil
         }

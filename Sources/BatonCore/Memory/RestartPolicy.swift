@@ -8,8 +8,12 @@
 /// 2. **memory-threshold**: the total passed `threshold × budget` — the workers' summed PSS, or
 ///    the cgroup's working set when the budget is the cgroup's limit, whichever is higher —
 ///    and the worker with the largest USS goes.
-/// 3. **leak-prediction**: a worker whose fitted growth reaches `worker_limit` before the next
-///    check; the soonest first.
+/// 3. **leak-prediction**: a worker whose fitted growth reaches `worker_limit` within the
+///    horizon; the soonest first. Then the total: when the workers' fitted growth takes it past
+///    `threshold × budget` within the horizon, the worker with the largest USS goes. The
+///    horizon is the time until the policy could act again (one check interval) plus the time
+///    a replacement takes to be ready (``Tick/bootTime``, measured): a replacement ordered
+///    later would come too late.
 /// 4. **age**: a worker older than `rolling.max_age` plus its slot's ``Splay`` offset; the most
 ///    overdue first.
 ///
@@ -115,12 +119,16 @@ public struct RestartPolicy: Sendable, Equatable {
         public var detailed: Bool
         /// True while a deploy, rollback or reload runs: the policy stays silent.
         public var operationRunning: Bool
+        /// How long a new worker takes from start to ready (the slowest recent boot); nil until
+        /// measured. Part of the prediction horizon.
+        public var bootTime: Duration?
 
         /// Creates a tick.
         public init(
             now: Duration, workers: [Worker], budget: EffectiveBudget, cgroup: CgroupMemory? = nil,
-            detailed: Bool = true, operationRunning: Bool = false
+            detailed: Bool = true, operationRunning: Bool = false, bootTime: Duration? = nil
         ) {
+            self.bootTime = bootTime
             self.now = now
             self.workers = workers
             self.budget = budget
@@ -236,10 +244,12 @@ public struct RestartPolicy: Sendable, Equatable {
         if let over = overThreshold(tick), let w = byUSS.first {
             return (w.slot, .memoryThreshold, "\(over); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
         }
+        let horizon = settings.checkInterval + (tick.bootTime ?? .zero)
+        let within = tick.bootTime.map { "before the next check plus a replacement's boot (\(Units.formatElapsed($0)))" } ?? "before the next check"
         if let limit = settings.workerLimit {
             let soon = grown.compactMap { w -> (Worker, Duration, LeakRate)? in
                 guard let rate = w.history.leakRate, let eta = rate.timeToReach(limit, from: tick.now),
-                    eta <= settings.checkInterval
+                    eta <= horizon
                 else { return nil }
                 return (w, eta, rate)
             }
@@ -248,11 +258,34 @@ public struct RestartPolicy: Sendable, Equatable {
                 let growth = (rate.mibPerHour * 10).rounded() / 10
                 return (
                     w.slot, .leakPrediction,
-                    "USS \(size(w.memory?.uss ?? 0)) growing \(growth) MiB/h reaches worker_limit \(size(limit)) in \(Units.formatElapsed(eta)), before the next check (pid \(w.pid))"
+                    "USS \(size(w.memory?.uss ?? 0)) growing \(growth) MiB/h reaches worker_limit \(size(limit)) in \(Units.formatElapsed(eta)), \(within) (pid \(w.pid))"
                 )
             }
         }
+        if let over = overThresholdSoon(tick, within: horizon), let w = byUSS.first {
+            return (w.slot, .leakPrediction, "\(over), \(within); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
+        }
         return nil
+    }
+
+    /// A description when the workers' fitted growth takes the total past `threshold × budget`
+    /// within `horizon`, else nil. The growth is the sum of every fitted rate (shrinking workers
+    /// offset growing ones, so one worker's noise does not add up alone); a worker without a
+    /// fitted rate adds nothing.
+    private func overThresholdSoon(_ tick: Tick, within horizon: Duration) -> String? {
+        let rates = tick.workers.compactMap { $0.history.leakRate }
+        let perSecond = rates.reduce(0.0) { $0 + $1.bytesPerSecond }
+        guard !rates.isEmpty, perSecond > 0 else { return nil }
+        let line = Double(tick.budget.bytes) * settings.threshold
+        let pss = Double(tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) })
+        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { Double($0.workingSet) } : nil
+        let total = max(pss, cgroupTotal ?? 0)
+        let seconds = LeakRate.seconds(horizon)
+        guard total + perSecond * seconds > line else { return nil }
+        let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
+        let percent = "\(Int((settings.threshold * 100).rounded()))%"
+        let growth = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
+        return "total \(size(UInt64(total))) growing \(growth) MiB/h reaches \(percent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
     }
 
     /// A description of the excess when the total is over `threshold × budget`, else nil.

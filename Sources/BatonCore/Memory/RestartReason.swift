@@ -7,7 +7,8 @@ public enum RestartReason: String, Sendable, Equatable, Codable, CaseIterable {
     case memoryThreshold = "memory-threshold"
     /// The worker's USS passed `memory.worker_limit`.
     case workerLimit = "worker-limit"
-    /// The worker's growth would take it past `memory.worker_limit` before the next check.
+    /// The worker's fitted growth (or the workers' summed growth, for the threshold) would cross
+    /// `memory.worker_limit` (the threshold) before a replacement ordered at the next check is ready.
     case leakPrediction = "leak-prediction"
     /// The worker exited on its own and was respawned.
     case crash
@@ -23,12 +24,14 @@ public enum RestartReason: String, Sendable, Equatable, Codable, CaseIterable {
     case liveness
     /// `readiness.liveness_probe` failed `liveness_failures` times in a row.
     case livenessProbe = "liveness-probe"
+    /// The kernel's OOM killer killed the worker or a process of its tree.
+    case oom
 
     /// True for the reasons the periodic ``RestartPolicy`` decides.
     public var isPolicy: Bool {
         switch self {
         case .age, .memoryThreshold, .workerLimit, .leakPrediction: true
-        case .crash, .deploy, .reload, .manual, .watchdog, .liveness, .livenessProbe: false
+        case .crash, .deploy, .reload, .manual, .watchdog, .liveness, .livenessProbe, .oom: false
         }
     }
 }

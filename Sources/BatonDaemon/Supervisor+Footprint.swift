@@ -1,0 +1,61 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// Footprints: a new worker's tree is sampled every second from ready until it settles (the
+/// same pids and a steady total over a few samples; see ``FootprintTracker``), so a server that
+/// forks its workers after it notified ready is measured whole. The settled figure feeds the
+/// new-worker footprint of preflight and `strategy = "auto"`, and is the worker's USS baseline
+/// for its growth since boot.
+extension Supervisor {
+    /// Records a worker's tree when it becomes ready and starts sampling it until it settles.
+    func recordReadyFootprint(_ worker: Worker) {
+        let (pids, sample) = Self.readTree(worker.pid)
+        guard let m = sample else { return }
+        worker.memory = m
+        if let uss = m.uss {
+            worker.ussAtReady = uss
+            worker.history.append(MemoryPoint(at: loop.now(), bytes: uss))
+        }
+        guard let pss = m.pss else { return }
+        footprints.workerReady(pid: worker.pid, release: worker.spec.release, pids: pids, pss: pss, now: loop.now())
+        scheduleFootprintSample(worker)
+    }
+
+    /// The next sample of a settling worker's tree.
+    private func scheduleFootprintSample(_ worker: Worker) {
+        let token = loop.schedule(after: FootprintTracker.sampleInterval) { [unowned self, weak worker] in
+            guard let worker, worker.state != .exited else { return }
+            let (pids, sample) = Self.readTree(worker.pid)
+            guard let m = sample, let pss = m.pss else {
+                self.footprints.workerExited(pid: worker.pid)
+                return
+            }
+            let now = self.loop.now()
+            if let footprint = self.footprints.sampled(pid: worker.pid, pids: pids, pss: pss, now: now) {
+                // Growth since boot counts from the settled tree, not from the lone master at ready.
+                if let uss = m.uss { worker.ussAtReady = uss }
+                let after = worker.readyAt.map { Units.formatElapsed(now - $0) } ?? "?"
+                self.logger.info(
+                    "footprint settled: \(Units.formatSize(footprint)) PSS over \(pids.count) process(es), \(after) after ready",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+            } else if self.footprints.isSettling(pid: worker.pid) {
+                self.scheduleFootprintSample(worker)
+            }
+        }
+        worker.timers.append(token)
+    }
+
+    /// A worker's tree (its pids) and the tree's PSS/USS, in one walk.
+    static func readTree(_ pid: pid_t) -> (Set<Int32>, MemorySample?) {
+        var pids = Set<Int32>()
+        var total: MemorySample?
+        for member in ProcFS.tree(of: pid) {
+            guard let m = ProcFS.memory(of: member, detailed: true) else { continue }
+            pids.insert(member)
+            total = total.map { $0 + m } ?? m
+        }
+        return (pids, total)
+    }
+}

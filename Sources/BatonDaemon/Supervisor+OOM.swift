@@ -1,0 +1,170 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// What the supervisor keeps to see kernel OOM kills in its cgroup (on the loop thread only).
+final class OOMWatch {
+    /// How often the counter is read: one small cgroup file and a tree walk per worker.
+    static let pollInterval: Duration = .seconds(1)
+    /// Counts, attribution, the margin for later plans.
+    var tracker = OOMTracker()
+    /// The cgroup's `oom_kill` counter, nil when baton's memory cgroup has none.
+    var counter: OOMCounterReader?
+    /// The kernel log, for the victims' pids and names.
+    var kernelLog: KernelLogReader?
+    /// Every pid of every slot's tree at the last poll → slot.
+    var trees: [pid_t: Int] = [:]
+    /// Kills the counter showed whose kernel log record had not arrived yet (one poll of grace).
+    var pendingKills = 0
+    /// Slots whose top process survived the kill of a descendant → that top process: replaced
+    /// as soon as no operation runs.
+    var pendingReplacements: [Int: pid_t] = [:]
+}
+
+/// OOM kills: the memory cgroup's `oom_kill` counter (v1 `memory.oom_control`, v2
+/// `memory.events`) polled every second, the victims' pids from the kernel log, each attributed
+/// to the slot whose process tree held it (a snapshot of every tree taken at each poll; baton
+/// is the child subreaper, so orphans stay in it). A kill is logged at WARN with the victim,
+/// counted per slot (status, metrics); a slot whose top process survived is replaced (reason
+/// `oom`); a top process killed is a crash with reason `oom`; and plans keep a margin for a
+/// while (``OOMTracker/marginBytes(now:footprint:)``).
+extension Supervisor {
+    /// Opens the counter and the kernel log and starts the poll.
+    func startOOMWatch() {
+        do {
+            oomWatch.counter = try OOMCounterReader()
+            _ = oomWatch.tracker.observe(counter: try oomWatch.counter?.read() ?? 0)
+        } catch {
+            logger.info("OOM kills not watched: \(error)")
+            return
+        }
+        let log = KernelLogReader()
+        if let problem = log.openError {
+            logger.info("kernel log not readable (\(problem)): OOM kills are counted, victims named only when a worker's own process dies")
+        }
+        oomWatch.kernelLog = log
+        snapshotTrees()
+        scheduleOOMPoll()
+    }
+
+    private func scheduleOOMPoll() {
+        loop.schedule(after: OOMWatch.pollInterval) { [unowned self] in
+            guard self.phase != .stopping else { return }
+            self.pollOOM()
+            self.scheduleOOMPoll()
+        }
+    }
+
+    /// Reads the counter; attributes, logs and acts on new kills. `sigkilled`: a top process that
+    /// just died of a SIGKILL baton did not send (its exit is being handled now).
+    func pollOOM(sigkilled: Worker? = nil) {
+        guard let reader = oomWatch.counter, let value = try? reader.read() else { return }
+        let new = oomWatch.tracker.observe(counter: value)
+        let messages = oomWatch.kernelLog?.newOOMKills() ?? []
+        let waiting = oomWatch.pendingKills + new
+        if waiting > 0 {
+            // The counter rises just before the kernel logs the victim: give the record one poll.
+            if sigkilled == nil, oomWatch.pendingKills == 0, messages.count < waiting, oomWatch.kernelLog?.isOpen == true {
+                oomWatch.pendingKills = waiting
+            } else {
+                oomWatch.pendingKills = 0
+                recordOOMKills(waiting, messages: messages, sigkilled: sigkilled)
+            }
+        }
+        snapshotTrees()
+        // Not while a worker's exit is being handled: an operation must not start in the middle.
+        if sigkilled == nil { replacePendingOOMSlots() }
+    }
+
+    /// Attributes `count` kills and acts on each.
+    private func recordOOMKills(_ count: Int, messages: [OOMKillMessage], sigkilled: Worker?) {
+        var tops: [Int32: Int] = [:]
+        for slot in slots { for w in slot.workers where w.state != .exited { tops[w.pid] = slot.index } }
+        var trees = oomWatch.trees
+        // A victim forked after the last snapshot may still be a zombie: its ppid chain says where it was.
+        for m in messages where trees[m.pid] == nil {
+            if let top = tops.first(where: { ProcFS.isInTree(m.pid, root: $0.key) }) { trees[m.pid] = top.value }
+        }
+        let vanished = oomWatch.trees.filter { tops[$0.key] == nil && Glibc.kill($0.key, 0) != 0 }
+        let evidence = OOMTracker.Evidence(
+            messages: messages, trees: trees, tops: tops, sigkilledTops: sigkilled.map { [$0.pid: $0.slot] } ?? [:],
+            vanished: vanished)
+        let kills = oomWatch.tracker.record(count: count, evidence: evidence, now: loop.now(), wall: wallClockNow())
+        for kill in kills {
+            var metadata: Logger.Metadata = ["victim_pid": .string(kill.pid.map(String.init) ?? "?")]
+            if let comm = kill.comm { metadata["comm"] = .string(comm) }
+            guard let slot = kill.slot else {
+                metadata["slot"] = "none"
+                logger.warning("OOM kill in baton's memory cgroup: \(kill.victim), not in any worker's process tree", metadata: metadata)
+                continue
+            }
+            metadata["slot"] = .stringConvertible(slot)
+            if kill.topProcess {
+                logger.warning("OOM kill: the kernel killed worker \(kill.victim) of slot \(slot)", metadata: metadata)
+            } else {
+                let top = slots[slot].current.map { String($0.pid) } ?? "?"
+                logger.warning(
+                    "OOM kill: the kernel killed \(kill.victim) in the process tree of slot \(slot) (worker pid \(top)); the slot will be replaced",
+                    metadata: metadata)
+                if let current = slots[slot].current, current.state == Worker.State.ready { oomWatch.pendingReplacements[slot] = current.pid }
+            }
+        }
+    }
+
+    /// Every live worker's tree, pid → slot.
+    private func snapshotTrees() {
+        var trees: [pid_t: Int] = [:]
+        for slot in slots {
+            for w in slot.workers where w.state != .exited {
+                for pid in ProcFS.tree(of: w.pid) { trees[pid] = slot.index }
+            }
+        }
+        oomWatch.trees = trees
+    }
+
+    /// Replaces the slots that lost a descendant to the OOM killer, one at a time, when no
+    /// operation runs (a deploy replaces them anyway).
+    private func replacePendingOOMSlots() {
+        oomWatch.pendingReplacements = oomWatch.pendingReplacements.filter { slots[$0.key].current?.pid == $0.value }
+        guard !operations.isBusy, !upgradeInProgress, let slot = oomWatch.pendingReplacements.keys.min() else { return }
+        oomWatch.pendingReplacements[slot] = nil
+        let op = makeOperation(kind: .policy, options: nil, uid: nil)
+        op.slots = [slot]
+        op.reason = RestartReason.oom.rawValue
+        logger.info("replacing slot \(slot) after an OOM kill in its process tree", metadata: ["slot": .stringConvertible(slot), "reason": "oom"])
+        submit(op)
+    }
+
+    /// Whether `worker`'s own exit (SIGKILL, not sent by baton) was an OOM kill: reads the counter
+    /// now (the kernel raises it before it sends the signal).
+    func diedOfOOM(_ worker: Worker, exit: CBatonLinuxShim.Exit) -> Bool {
+        guard worker.stopReason == nil, case .signaled(SIGKILL) = exit else { return false }
+        pollOOM(sigkilled: worker)
+        return oomWatch.tracker.killed(pid: worker.pid)
+    }
+
+    /// The margin memory plans add while an OOM kill is recent.
+    func oomMargin(footprint: UInt64?) -> UInt64 {
+        oomWatch.tracker.marginBytes(now: loop.now(), footprint: footprint)
+    }
+
+    /// The preflight line that says the tooling figure includes the OOM margin, if it does.
+    func oomMarginDetails(footprint: UInt64?) -> [String] {
+        let margin = oomMargin(footprint: footprint)
+        guard margin > 0, let last = oomWatch.tracker.recent.last else { return [] }
+        return [
+            "OOM kill seen \(Units.formatElapsed(.seconds(max(0, wallClockNow() - last.at)))) ago: the tooling figure includes a margin of \(Units.formatSize(margin))"
+        ]
+    }
+
+    /// The status block: totals, per slot, the last kills.
+    func oomStatus() -> OOMStatus? {
+        guard oomWatch.counter != nil else { return nil }
+        let t = oomWatch.tracker
+        let margin = oomMargin(footprint: footprints.estimate(release: releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes)
+        return OOMStatus(
+            kills: t.total, bySlot: Dictionary(uniqueKeysWithValues: t.bySlot.map { (String($0.key), $0.value) }), recent: t.recent,
+            marginBytes: margin, counterPath: oomWatch.counter?.path)
+    }
+}
