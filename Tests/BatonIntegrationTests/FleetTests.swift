@@ -92,7 +92,7 @@ extension Integration {
             #expect(try Self.releases([one, two]) == [released("v3")[0], released("v2")[1]])
             #expect(broken.stdout.contains("inst1  \(released("v3")[0])  2/2  deployed"), "\(broken.stdout.suffix(3000))")
             #expect(broken.stdout.contains("inst2  \(released("v2")[1])  2/2  FAILED (baton rolled it back)"))
-            #expect(broken.stdout.contains("deploy of v3 failed on inst2; left on the new release: inst1"))
+            #expect(broken.stdout.contains("deploy of v3 failed on inst2 (exit 1); left on the new release: inst1"))
             #expect(broken.stdout.contains("boot failed: simulated"), "baton's output from the failing host")
             let report = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
             #expect(report.failedHost == "inst2" && !report.rolledBack)
@@ -104,7 +104,7 @@ extension Integration {
             let rolled = try Self.playbook(
                 work, inventory: inventory(second: bad), ["-e", "release_id=v4", "-e", "rollback_on_failure=true", "-e", "baton_report_file=\(reportPath)"])
             #expect(rolled.code == 2, "\(rolled.stdout.suffix(3000))")
-            #expect(rolled.stdout.contains("deploy of v4 failed on inst2; rolled back: inst1"), "\(rolled.stdout.suffix(3000))")
+            #expect(rolled.stdout.contains("deploy of v4 failed on inst2 (exit 1); rolled back: inst1"), "\(rolled.stdout.suffix(3000))")
             #expect(try Self.releases([one, two]) == released("v2"), "both on the old release")
             #expect(rolled.stdout.contains("inst1  \(released("v2")[0])  2/2  deployed, rolled back"))
             let afterRollback = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))

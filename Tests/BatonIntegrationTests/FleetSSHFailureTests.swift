@@ -1,0 +1,101 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+import Testing
+
+extension Integration {
+    /// The fleet's failure cases over real ssh; each ends with a known release on
+    /// every host and a non-zero exit naming the host and the reason.
+    @Suite("fleet over real ssh: failures", FleetSSHFixture.needsRoot)
+    struct FleetSSHFailureTests {
+        static func release(_ id: String) -> String { FleetSSHFixture.release(id) }
+        static let start = release("r1")
+
+        @Test("a host short of memory stops the rollout before any host changes, with that host's figures (playbook and baton-deploy)")
+        func preflightStopsEveryHost() throws {
+            let f = try FleetSSHFixture(memoryBudget: [1: "40MiB"])
+            defer { f.teardown() }
+            let pids = try f.pids()
+            let run = try f.playbook(f.inventory("short"), ["-e", "release_id=v2", "-e", "deploy_batch=2", "-e", "baton_need=64MiB"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            let stopped = "preflight failed on h2 (exit 1): does not fit in memory; nothing was changed on any host"
+            #expect(run.stdout.contains(stopped), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("budget: 40.0 MiB (configured)"), "h2's figures: \(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("does not fit: need"))
+            #expect(!run.stdout.contains("PLAY [Deploy host by host]"), "no host was deployed")
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+            for host in f.hosts { #expect(access(host.directory + "/releases/v2", F_OK) != 0, "nothing copied to \(host.name)") }
+
+            // baton-deploy checks every host before it copies anything to the first.
+            let script = try f.batonDeploy([0, 1, 2], ["--release-id", "v2", "--need", "64MiB", f.good])
+            let h2 = "root@" + f.hosts[1].address
+            #expect(script.code == 1, "\(script.stdout)\n\(script.stderr)")
+            #expect(script.stderr.contains("budget: 40.0 MiB (configured)"), "\(script.stderr)")
+            #expect(script.stderr.contains("baton-deploy: \(h2): preflight failed (exit 1)"), "\(script.stderr)")
+            #expect(script.stderr.contains("baton-deploy: stopped before any change: preflight failed on: \(h2)"), "\(script.stderr)")
+            #expect(!script.stdout.contains(": ship "), "\(script.stdout)")
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+            for host in f.hosts { #expect(access(host.directory + "/releases/v2", F_OK) != 0, "nothing copied to \(host.name)") }
+        }
+
+        @Test("h3's release breaks in the second batch: the run stops (max_fail_percentage 0); h1, h2 stay on it, or go back with rollback_on_failure")
+        func brokenHostMidRollout() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            let inventory = f.inventory("bad-h3", hostVars: ["h3": "release_src=\(f.bad)"])
+            let reportPath = f.fleet.directory + "/report.json"
+            let loads = f.load()
+            for load in loads { #expect(load.waitForProgress(50)) }
+            let run = try f.playbook(inventory, ["-e", "release_id=v2", "-e", "deploy_batch=2", "-e", "baton_report_file=\(reportPath)"])
+            let reports = FleetSSHFixture.finish(loads)
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            #expect(try f.releases() == [Self.release("v2"), Self.release("v2"), Self.start])
+            for (host, report) in zip(f.hosts, reports) { #expect(report.failed == 0, "\(host.name): \(report)") }
+            #expect(run.stdout.contains("deploy of v2 failed on h3 (exit 1)"), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("left on the new release: h1, h2"), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("boot failed: simulated"), "baton's output from h3")
+            #expect(run.stdout.contains("h1  \(Self.release("v2"))  2/2  deployed"), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("h3  \(Self.start)  2/2  FAILED (baton rolled it back)"))
+            let report = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
+            #expect(report.failedHost == "h3" && !report.rolledBack)
+            #expect(report.hosts.map(\.release) == [Self.release("v2"), Self.release("v2"), Self.start])
+
+            // rollback_on_failure: v3 reaches h1 and h2, breaks on h3; h1 and h2 go back to v2.
+            let rolled = try f.playbook(
+                inventory, ["-e", "release_id=v3", "-e", "deploy_batch=2", "-e", "rollback_on_failure=true", "-e", "baton_report_file=\(reportPath)"])
+            #expect(rolled.code == 2, "\(rolled.stdout.suffix(4000))")
+            #expect(rolled.stdout.contains("deploy of v3 failed on h3 (exit 1)"), "\(rolled.stdout.suffix(4000))")
+            #expect(rolled.stdout.contains("rolled back: h1, h2"), "\(rolled.stdout.suffix(4000))")
+            #expect(try f.releases() == [Self.release("v2"), Self.release("v2"), Self.start])
+            let after = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
+            #expect(after.rolledBack && after.hosts.map(\.outcome) == ["deployed, rolled back", "deployed, rolled back", "FAILED (baton rolled it back)"])
+        }
+
+        @Test("an unreachable host (its sshd stopped): nothing changes on any host; the exit names it (playbook and baton-deploy)")
+        func unreachableHost() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            let pids = try f.pids()
+            f.fleet.stopSSH(1)
+            let run = try f.playbook(f.inventory("down"), ["-e", "release_id=v2"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            #expect(run.stdout.contains("preflight failed on h2 (exit 3): unreachable over ssh"), "\(run.stdout.suffix(4000))")
+            #expect(!run.stdout.contains("PLAY [Deploy host by host]"))
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+
+            let script = try f.batonDeploy([0, 1, 2], ["--release-id", "v2", f.good])
+            let h2 = "root@" + f.hosts[1].address
+            #expect(script.code == 3, "\(script.stdout)\n\(script.stderr)")
+            #expect(script.stderr.contains("baton-deploy: \(h2): unreachable over ssh"), "\(script.stderr)")
+            #expect(script.stderr.contains("stopped before any change: preflight failed on: \(h2)"), "\(script.stderr)")
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+            for host in f.hosts { #expect(access(host.directory + "/releases/v2", F_OK) != 0, "nothing copied to \(host.name)") }
+        }
+    }
+}
