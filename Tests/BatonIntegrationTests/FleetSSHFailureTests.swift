@@ -77,8 +77,14 @@ extension Integration {
 
         @Test("an unreachable host (its sshd stopped): nothing changes on any host; the exit names it (playbook and baton-deploy)")
         func unreachableHost() throws {
+            // A namespace a crashed run of this suite left (its runner pid is gone) is deleted at start.
+            let gone = try TestProcess(["/bin/true"])
+            gone.wait(timeout: .seconds(10))
+            let stale = "baton-t-\(gone.pid)-h1"
+            #expect(try TestProcess.run(["ip", "netns", "add", stale]).code == 0)
             let f = try FleetSSHFixture()
             defer { f.teardown() }
+            #expect(try !TestProcess.run(["ip", "netns", "list"]).stdout.contains(stale), "the stale namespace was deleted")
             let pids = try f.pids()
             f.fleet.stopSSH(1)
             let run = try f.playbook(f.inventory("down"), ["-e", "release_id=v2"])
@@ -96,6 +102,16 @@ extension Integration {
             #expect(try f.releases() == Array(repeating: Self.start, count: 3))
             #expect(try f.pids() == pids)
             for host in f.hosts { #expect(access(host.directory + "/releases/v2", F_OK) != 0, "nothing copied to \(host.name)") }
+
+            // The teardown leaves no namespace, veth, sshd or baton behind.
+            let made = f.hosts.map { ($0.namespace, $0.veth, $0.sshd.pid, $0.baton.pid) }
+            f.teardown()
+            let namespaces = try TestProcess.run(["ip", "netns", "list"]).stdout
+            let links = try TestProcess.run(["ip", "-o", "link", "show"]).stdout
+            for (namespace, veth, sshd, baton) in made {
+                #expect(!namespaces.contains(namespace) && !links.contains(veth + "@"))
+                #expect(kill(sshd, 0) != 0 && kill(baton, 0) != 0, "sshd and baton were stopped and reaped")
+            }
         }
     }
 }
