@@ -76,6 +76,43 @@ extension Integration {
             #expect(after.rolledBack && after.hosts.map(\.outcome) == ["deployed, rolled back", "deployed, rolled back", "FAILED (baton rolled it back)"])
         }
 
+        @Test("h3 drops off the network (link down) after the preflight, as its batch starts: the run stops naming it; h1, h2 on the release, h3 not changed")
+        func hostDropsOffMidRollout() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            // baton-deploy for h3 takes h3's link down just before it runs (not for the preflight).
+            let wrapper = f.fleet.directory + "/baton-deploy-h3"
+            TestPaths.write(
+                wrapper,
+                """
+                #!/bin/sh
+                case " $* " in *" --preflight-only "*) ;; *) /usr/sbin/ip -n \(f.hosts[2].namespace) link set eth0 down ;; esac
+                exec \(deployFolder)/baton-deploy "$@"
+
+                """, mode: 0o755)
+            let reportPath = f.fleet.directory + "/report.json"
+            let run = try f.playbook(
+                f.inventory("drop-h3", hostVars: ["h3": "baton_deploy_script=\(wrapper)"]),
+                ["-e", "release_id=v2", "-e", "deploy_batch=2", "-e", "baton_report_file=\(reportPath)"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            let h3 = "root@" + f.hosts[2].address
+            let verdict = "deploy of v2 failed on h3 (exit 3): \(h3): unreachable over ssh (ssh exit 255)"
+            #expect(run.stdout.contains(verdict), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("; left on the new release: h1, h2\""), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("h3  unreachable over ssh  0/0  FAILED (unreachable over ssh, not changed)"), "\(run.stdout.suffix(4000))")
+            #expect(try f.releases() == [Self.release("v2"), Self.release("v2"), Self.start])
+            #expect(access(f.hosts[2].directory + "/releases/v2", F_OK) != 0, "nothing copied to h3")
+            let report = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
+            #expect(report.failedHost == "h3" && report.hosts.map(\.release) == [Self.release("v2"), Self.release("v2"), "unreachable over ssh"])
+            // Back on the network, a re-run finishes h3 and skips h1 and h2.
+            try f.fleet.setLink(2, up: true)
+            let rerun = try f.playbook(f.inventory("back"), ["-e", "release_id=v2", "-e", "deploy_batch=2"])
+            #expect(rerun.code == 0, "\(rerun.stdout.suffix(4000))")
+            #expect(rerun.stdout.contains("\"msg\": \"h1 is already on \(Self.release("v2")): skipped\""))
+            #expect(rerun.stdout.contains("changed: [h3 -> localhost]"))
+            #expect(try f.releases() == Array(repeating: Self.release("v2"), count: 3))
+        }
+
         @Test("an unreachable host (its sshd stopped): nothing changes on any host; the exit names it (playbook and baton-deploy)")
         func unreachableHost() throws {
             // A namespace a crashed run of this suite left (its runner pid is gone) is deleted at start.

@@ -111,6 +111,12 @@ public final class FleetHosts: @unchecked Sendable {
     /// Stops a host's sshd: from then on it refuses ssh connections (its baton keeps serving).
     public func stopSSH(_ index: Int) { hosts[index].sshd.stop(timeout: .seconds(10)) }
 
+    /// Takes a host's network link down (or up again): from the root namespace its
+    /// address then answers "No route to host".
+    public func setLink(_ index: Int, up: Bool) throws {
+        try Self.run(["ip", "-n", hosts[index].namespace, "link", "set", "eth0", up ? "up" : "down"])
+    }
+
     /// Stops everything this fleet started (by pid) and deletes its namespaces and folders.
     public func teardown() {
         for host in hosts {
