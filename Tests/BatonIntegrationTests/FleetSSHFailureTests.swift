@@ -113,6 +113,35 @@ extension Integration {
             #expect(try f.releases() == Array(repeating: Self.release("v2"), count: 3))
         }
 
+        @Test("baton-deploy: h2's link goes down after its rsync, at its deploy step: exit 3 naming it; h1 on the release, h2 and h3 not")
+        func scriptLosesHostAtDeploy() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            // ssh as baton-deploy calls it, except that h2's `baton deploy` finds h2's link down.
+            let ssh = f.fleet.directory + "/ssh-drops-h2"
+            TestPaths.write(
+                ssh,
+                """
+                #!/bin/sh
+                case "$*" in *"\(f.hosts[1].address) "*" deploy "*) /usr/sbin/ip -n \(f.hosts[1].namespace) link set eth0 down ;; esac
+                exec \(f.fleet.sshCommand) "$@"
+
+                """, mode: 0o755)
+            let run = try TestProcess.run(
+                [
+                    deployFolder + "/baton-deploy", "--ssh", ssh, "--hosts", f.hosts.map { "root@" + $0.address }.joined(separator: ","),
+                    "--baton", TestPaths.executable("baton"), "--socket", FleetHosts.hostRoot + "/control.sock",
+                    "--releases-dir", FleetHosts.hostRoot + "/releases", "--release-id", "v2", f.good,
+                ], timeout: .seconds(180))
+            let h2 = "root@" + f.hosts[1].address
+            #expect(run.code == 3, "\(run.stdout)\n\(run.stderr)")
+            #expect(run.stderr.contains("baton-deploy: \(h2): unreachable over ssh at the deploy step (ssh exit 255)"), "\(run.stderr)")
+            #expect(run.stderr.contains("baton-deploy: stopped. deployed: root@\(f.hosts[0].address); failed: \(h2)"), "\(run.stderr)")
+            #expect(try f.releases() == [Self.release("v2"), Self.start, Self.start])
+            #expect(access(f.hosts[1].directory + "/releases/v2/run", X_OK) == 0, "h2 got the copy before its link went down")
+            #expect(access(f.hosts[2].directory + "/releases/v2", F_OK) != 0, "h3 was not touched")
+        }
+
         @Test("an unreachable host (its sshd stopped): nothing changes on any host; the exit names it (playbook and baton-deploy)")
         func unreachableHost() throws {
             // A namespace a crashed run of this suite left (its runner pid is gone) is deleted at start.
