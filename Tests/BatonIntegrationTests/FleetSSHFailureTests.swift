@@ -65,12 +65,14 @@ extension Integration {
             #expect(report.failedHost == "h3" && !report.rolledBack)
             #expect(report.hosts.map(\.release) == [Self.release("v2"), Self.release("v2"), Self.start])
 
-            // rollback_on_failure: v3 reaches h1 and h2, breaks on h3; h1 and h2 go back to v2.
+            // rollback_on_failure, batches as a percentage ([1, "100%"]: h1, then h2 and h3): v3
+            // reaches h1 and h2, breaks on h3; h1 and h2 go back to v2.
             let rolled = try f.playbook(
-                inventory, ["-e", "release_id=v3", "-e", "deploy_batch=2", "-e", "rollback_on_failure=true", "-e", "baton_report_file=\(reportPath)"])
+                inventory, ["-e", "release_id=v3", "-e", "deploy_batch=100%", "-e", "rollback_on_failure=true", "-e", "baton_report_file=\(reportPath)"])
             #expect(rolled.code == 2, "\(rolled.stdout.suffix(4000))")
             #expect(rolled.stdout.contains("deploy of v3 failed on h3 (exit 1)"), "\(rolled.stdout.suffix(4000))")
             #expect(rolled.stdout.contains("rolled back: h1, h2"), "\(rolled.stdout.suffix(4000))")
+            #expect(FleetSSHTests.batches(rolled.stdout).count == 2, "[h1], [h2, h3]")
             #expect(try f.releases() == [Self.release("v2"), Self.release("v2"), Self.start])
             let after = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
             #expect(after.rolledBack && after.hosts.map(\.outcome) == ["deployed, rolled back", "deployed, rolled back", "FAILED (baton rolled it back)"])
