@@ -30,8 +30,9 @@ public enum HTTP {
     }
 
     /// The same, with connect's errno when it failed (fd -1): for callers that tell a
-    /// refusal from a timeout.
-    public static func connectLoopback(port: UInt16) -> (fd: Int32, error: Int32) {
+    /// refusal from a timeout. `address` (IPv4, host byte order) defaults to 127.0.0.1;
+    /// the fleet suite gives a network namespace's address, routed through its veth.
+    public static func connectLoopback(port: UInt16, address: UInt32 = 0x7F00_0001) -> (fd: Int32, error: Int32) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return (-1, errno) }
         var tv = timeval(tv_sec: 10, tv_usec: 0)
@@ -41,7 +42,7 @@ public enum HTTP {
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
         sa.sin_port = port.bigEndian
-        sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        sa.sin_addr.s_addr = address.bigEndian
         let r = withUnsafePointer(to: &sa) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }

@@ -38,19 +38,22 @@ public final class LoadClient: @unchecked Sendable {
     }
 
     private let port: UInt16
+    private let address: UInt32
     private let path: String
     private let recordLatencies: Bool
     private let report = Protected(Report())
     private let stopFlag = Protected(false)
     private var threads: [Thread] = []
 
-    /// Starts `connections` keep-alive clients against 127.0.0.1:`port`.
-    /// They stop by themselves after `maxDuration` or `maxRequests` each.
+    /// Starts `connections` keep-alive clients against 127.0.0.1:`port` (or `address`,
+    /// IPv4 in host byte order). They stop by themselves after `maxDuration` or
+    /// `maxRequests` each.
     public init(
         port: UInt16, connections: Int, path: String = "/", maxDuration: Duration = .seconds(120), maxRequests: Int = 200_000,
-        recordLatencies: Bool = false
+        recordLatencies: Bool = false, address: UInt32 = 0x7F00_0001
     ) {
         self.port = port
+        self.address = address
         self.path = path
         self.recordLatencies = recordLatencies
         let deadline = monotonicNow() + maxDuration
@@ -106,7 +109,7 @@ public final class LoadClient: @unchecked Sendable {
         defer { if recordLatencies { record { $0.samples += samples } } }
         while !stopFlag.withLock({ $0 }), monotonicNow() < deadline, sent < maxRequests {
             if connection < 0 {
-                switch Self.connect(port: port) {
+                switch Self.connect(port: port, address: address) {
                 case .success(let fd):
                     connection = fd
                     reused = false
@@ -154,8 +157,8 @@ public final class LoadClient: @unchecked Sendable {
         case failed(String)
     }
 
-    private static func connect(port: UInt16) -> Result<Int32, LoadError> {
-        let (fd, e) = HTTP.connectLoopback(port: port)
+    private static func connect(port: UInt16, address: UInt32) -> Result<Int32, LoadError> {
+        let (fd, e) = HTTP.connectLoopback(port: port, address: address)
         guard fd >= 0 else {
             return .failure(LoadError(e == ECONNREFUSED ? "refused" : e == EAGAIN || e == ETIMEDOUT || e == EINPROGRESS ? "timeout" : "connect errno \(e)"))
         }

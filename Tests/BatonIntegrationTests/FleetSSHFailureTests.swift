@@ -1,0 +1,186 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import FoundationEssentials
+import Glibc
+import Testing
+
+extension Integration {
+    /// The fleet's failure cases over real ssh; each ends with a known release on
+    /// every host and a non-zero exit naming the host and the reason.
+    @Suite("fleet over real ssh: failures", FleetSSHFixture.needsRoot)
+    struct FleetSSHFailureTests {
+        static func release(_ id: String) -> String { FleetSSHFixture.release(id) }
+        static let start = release("r1")
+
+        @Test("a host short of memory stops the rollout before any host changes, with that host's figures (playbook and baton-deploy)")
+        func preflightStopsEveryHost() throws {
+            let f = try FleetSSHFixture(memoryBudget: [1: "40MiB"])
+            defer { f.teardown() }
+            let pids = try f.pids()
+            let run = try f.playbook(f.inventory("short"), ["-e", "release_id=v2", "-e", "deploy_batch=2", "-e", "baton_need=64MiB"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            let stopped = "preflight failed on h2 (exit 1): does not fit in memory; nothing was changed on any host"
+            #expect(run.stdout.contains(stopped), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("budget: 40.0 MiB (configured)"), "h2's figures: \(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("does not fit: need"))
+            #expect(!run.stdout.contains("PLAY [Deploy host by host]"), "no host was deployed")
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+            for host in f.hosts { #expect(access(host.directory + "/releases/v2", F_OK) != 0, "nothing copied to \(host.name)") }
+
+            // baton-deploy checks every host before it copies anything to the first.
+            let script = try f.batonDeploy([0, 1, 2], ["--release-id", "v2", "--need", "64MiB", f.good])
+            let h2 = "root@" + f.hosts[1].address
+            #expect(script.code == 1, "\(script.stdout)\n\(script.stderr)")
+            #expect(script.stderr.contains("budget: 40.0 MiB (configured)"), "\(script.stderr)")
+            #expect(script.stderr.contains("baton-deploy: \(h2): preflight failed (exit 1)"), "\(script.stderr)")
+            #expect(script.stderr.contains("baton-deploy: stopped before any change: preflight failed on: \(h2)"), "\(script.stderr)")
+            #expect(!script.stdout.contains(": ship "), "\(script.stdout)")
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+            for host in f.hosts { #expect(access(host.directory + "/releases/v2", F_OK) != 0, "nothing copied to \(host.name)") }
+        }
+
+        @Test("h3's release breaks in the second batch: the run stops (max_fail_percentage 0); h1, h2 stay on it, or go back with rollback_on_failure")
+        func brokenHostMidRollout() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            let inventory = f.inventory("bad-h3", hostVars: ["h3": "release_src=\(f.bad)"])
+            let reportPath = f.fleet.directory + "/report.json"
+            let loads = f.load()
+            for load in loads { #expect(load.waitForProgress(50)) }
+            let run = try f.playbook(inventory, ["-e", "release_id=v2", "-e", "deploy_batch=2", "-e", "baton_report_file=\(reportPath)"])
+            let reports = FleetSSHFixture.finish(loads)
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            #expect(try f.releases() == [Self.release("v2"), Self.release("v2"), Self.start])
+            for (host, report) in zip(f.hosts, reports) { #expect(report.failed == 0, "\(host.name): \(report)") }
+            let verdict = "deploy of v2 failed on h3 (exit 1): deploy of \(Self.release("v2")) failed: exited during start"
+            #expect(run.stdout.contains(verdict), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("left on the new release: h1, h2"), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("boot failed: simulated"), "baton's output from h3")
+            #expect(run.stdout.contains("h1  \(Self.release("v2"))  2/2  deployed"), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("h3  \(Self.start)  2/2  FAILED (baton rolled it back)"))
+            let report = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
+            #expect(report.failedHost == "h3" && !report.rolledBack)
+            #expect(report.hosts.map(\.release) == [Self.release("v2"), Self.release("v2"), Self.start])
+
+            // rollback_on_failure, batches as a percentage ([1, "100%"]: h1, then h2 and h3): v3
+            // reaches h1 and h2, breaks on h3; h1 and h2 go back to v2.
+            let rolled = try f.playbook(
+                inventory, ["-e", "release_id=v3", "-e", "deploy_batch=100%", "-e", "rollback_on_failure=true", "-e", "baton_report_file=\(reportPath)"])
+            #expect(rolled.code == 2, "\(rolled.stdout.suffix(4000))")
+            #expect(rolled.stdout.contains("deploy of v3 failed on h3 (exit 1)"), "\(rolled.stdout.suffix(4000))")
+            #expect(rolled.stdout.contains("rolled back: h1, h2"), "\(rolled.stdout.suffix(4000))")
+            #expect(FleetSSHTests.batches(rolled.stdout).count == 2, "[h1], [h2, h3]")
+            #expect(try f.releases() == [Self.release("v2"), Self.release("v2"), Self.start])
+            let after = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
+            #expect(after.rolledBack && after.hosts.map(\.outcome) == ["deployed, rolled back", "deployed, rolled back", "FAILED (baton rolled it back)"])
+        }
+
+        @Test("h3 drops off the network (link down) after the preflight, as its batch starts: the run stops naming it; h1, h2 on the release, h3 not changed")
+        func hostDropsOffMidRollout() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            // baton-deploy for h3 takes h3's link down just before it runs (not for the preflight).
+            let wrapper = f.fleet.directory + "/baton-deploy-h3"
+            TestPaths.write(
+                wrapper,
+                """
+                #!/bin/sh
+                case " $* " in *" --preflight-only "*) ;; *) /usr/sbin/ip -n \(f.hosts[2].namespace) link set eth0 down ;; esac
+                exec \(deployFolder)/baton-deploy "$@"
+
+                """, mode: 0o755)
+            let reportPath = f.fleet.directory + "/report.json"
+            let run = try f.playbook(
+                f.inventory("drop-h3", hostVars: ["h3": "baton_deploy_script=\(wrapper)"]),
+                ["-e", "release_id=v2", "-e", "deploy_batch=2", "-e", "baton_report_file=\(reportPath)"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            let h3 = "root@" + f.hosts[2].address
+            let verdict = "deploy of v2 failed on h3 (exit 3): \(h3): unreachable over ssh (ssh exit 255)"
+            #expect(run.stdout.contains(verdict), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("; left on the new release: h1, h2\""), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("h3  unreachable over ssh  0/0  FAILED (unreachable over ssh, not changed)"), "\(run.stdout.suffix(4000))")
+            #expect(try f.releases() == [Self.release("v2"), Self.release("v2"), Self.start])
+            #expect(access(f.hosts[2].directory + "/releases/v2", F_OK) != 0, "nothing copied to h3")
+            let report = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
+            #expect(report.failedHost == "h3" && report.hosts.map(\.release) == [Self.release("v2"), Self.release("v2"), "unreachable over ssh"])
+            // Back on the network, a re-run finishes h3 and skips h1 and h2.
+            try f.fleet.setLink(2, up: true)
+            let rerun = try f.playbook(f.inventory("back"), ["-e", "release_id=v2", "-e", "deploy_batch=2"])
+            #expect(rerun.code == 0, "\(rerun.stdout.suffix(4000))")
+            #expect(rerun.stdout.contains("\"msg\": \"h1 is already on \(Self.release("v2")): skipped\""))
+            #expect(rerun.stdout.contains("changed: [h3 -> localhost]"))
+            #expect(try f.releases() == Array(repeating: Self.release("v2"), count: 3))
+        }
+
+        @Test("baton-deploy: h2's link goes down after its rsync, at its deploy step: exit 3 naming it; h1 on the release, h2 and h3 not")
+        func scriptLosesHostAtDeploy() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            // ssh as baton-deploy calls it, except that h2's `baton deploy` finds h2's link down.
+            let ssh = f.fleet.directory + "/ssh-drops-h2"
+            TestPaths.write(
+                ssh,
+                """
+                #!/bin/sh
+                case "$*" in *"\(f.hosts[1].address) "*" deploy "*) /usr/sbin/ip -n \(f.hosts[1].namespace) link set eth0 down ;; esac
+                exec \(f.fleet.sshCommand) "$@"
+
+                """, mode: 0o755)
+            let run = try TestProcess.run(
+                [
+                    deployFolder + "/baton-deploy", "--ssh", ssh, "--hosts", f.hosts.map { "root@" + $0.address }.joined(separator: ","),
+                    "--baton", TestPaths.executable("baton"), "--socket", FleetHosts.hostRoot + "/control.sock",
+                    "--releases-dir", FleetHosts.hostRoot + "/releases", "--release-id", "v2", f.good,
+                ], timeout: .seconds(180))
+            let h2 = "root@" + f.hosts[1].address
+            #expect(run.code == 3, "\(run.stdout)\n\(run.stderr)")
+            #expect(run.stderr.contains("baton-deploy: \(h2): unreachable over ssh at the deploy step (ssh exit 255)"), "\(run.stderr)")
+            #expect(run.stderr.contains("baton-deploy: stopped. deployed: root@\(f.hosts[0].address); failed: \(h2)"), "\(run.stderr)")
+            #expect(try f.releases() == [Self.release("v2"), Self.start, Self.start])
+            #expect(access(f.hosts[1].directory + "/releases/v2/run", X_OK) == 0, "h2 got the copy before its link went down")
+            #expect(access(f.hosts[2].directory + "/releases/v2", F_OK) != 0, "h3 was not touched")
+        }
+
+        @Test("an unreachable host (its sshd stopped): nothing changes on any host; the exit names it (playbook and baton-deploy)")
+        func unreachableHost() throws {
+            // A namespace a crashed run of this suite left (its runner pid is gone) is deleted at start.
+            let gone = try TestProcess(["/bin/true"])
+            gone.wait(timeout: .seconds(10))
+            let stale = "baton-t-\(gone.pid)-h1"
+            #expect(try TestProcess.run(["ip", "netns", "add", stale]).code == 0)
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            #expect(try !TestProcess.run(["ip", "netns", "list"]).stdout.contains(stale), "the stale namespace was deleted")
+            let pids = try f.pids()
+            f.fleet.stopSSH(1)
+            let run = try f.playbook(f.inventory("down"), ["-e", "release_id=v2"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            #expect(run.stdout.contains("preflight failed on h2 (exit 3): unreachable over ssh"), "\(run.stdout.suffix(4000))")
+            #expect(!run.stdout.contains("PLAY [Deploy host by host]"))
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+
+            let script = try f.batonDeploy([0, 1, 2], ["--release-id", "v2", f.good])
+            let h2 = "root@" + f.hosts[1].address
+            #expect(script.code == 3, "\(script.stdout)\n\(script.stderr)")
+            #expect(script.stderr.contains("baton-deploy: \(h2): unreachable over ssh"), "\(script.stderr)")
+            #expect(script.stderr.contains("stopped before any change: preflight failed on: \(h2)"), "\(script.stderr)")
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+            #expect(try f.pids() == pids)
+            for host in f.hosts { #expect(access(host.directory + "/releases/v2", F_OK) != 0, "nothing copied to \(host.name)") }
+
+            // The teardown leaves no namespace, veth, sshd or baton behind.
+            let made = f.hosts.map { ($0.namespace, $0.veth, $0.sshd.pid, $0.baton.pid) }
+            f.teardown()
+            let namespaces = try TestProcess.run(["ip", "netns", "list"]).stdout
+            let links = try TestProcess.run(["ip", "-o", "link", "show"]).stdout
+            for (namespace, veth, sshd, baton) in made {
+                #expect(!namespaces.contains(namespace) && !links.contains(veth + "@"))
+                #expect(kill(sshd, 0) != 0 && kill(baton, 0) != 0, "sshd and baton were stopped and reaped")
+            }
+        }
+    }
+}
