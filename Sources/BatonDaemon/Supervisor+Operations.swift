@@ -10,7 +10,7 @@ extension Supervisor {
     // MARK: - Requests
 
     /// SIGHUP, `baton reload`, systemd's ExecReload=.
-    func requestReload(waiter: ControlConnection?, uid: uid_t? = nil) {
+    func requestReload(waiter: (any OperationWaiter)?, uid: uid_t? = nil) {
         if phase == .stopping {
             waiter?.finish(.failure("baton is stopping"))
             return
@@ -21,7 +21,7 @@ extension Supervisor {
     }
 
     /// `baton deploy` / `baton rollback`.
-    func requestDeploy(kind: Operation.Kind, options: DeployOptions, waiter: ControlConnection, uid: uid_t) {
+    func requestDeploy(kind: Operation.Kind, options: DeployOptions, waiter: any OperationWaiter, uid: uid_t) {
         if phase == .stopping {
             waiter.finish(.failure("baton is stopping"))
             return
@@ -58,7 +58,7 @@ extension Supervisor {
     }
 
     /// `baton deploy --attach`: follow the operation in progress.
-    func attach(_ waiter: ControlConnection) {
+    func attach(_ waiter: any OperationWaiter) {
         guard let op = operation else {
             waiter.finish(.success("nothing in progress; last: \(history.last.map(Self.describe) ?? "no deploy yet")"))
             return

@@ -79,7 +79,7 @@ extension Supervisor {
         request.setWatchdogPID = config.readiness.watchdog != nil
         let process: SpawnedProcess
         do {
-            process = try launcher.spawn(request)
+            process = try host.spawn(request)
         } catch {
             close(output.read)
             if notifyFD >= 0 { close(notifyFD) }
@@ -197,7 +197,7 @@ extension Supervisor {
         worker.state = .draining
         worker.drainStartedAt = loop.now()
         worker.stopReason = worker.stopReason ?? reason
-        CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
+        host.signalGroup(worker.pid, config.stop.signal)
         killAfterStopTimeout(worker)
     }
 
@@ -217,8 +217,8 @@ extension Supervisor {
 
     /// SIGKILL to the worker's whole group.
     func kill(_ worker: Worker) {
-        CBatonLinuxShim.signalGroup(worker.pid, SIGKILL)
-        CBatonLinuxShim.signal(pidfd: worker.pidfd, SIGKILL)
+        host.signalGroup(worker.pid, SIGKILL)
+        host.signal(pidfd: worker.pidfd, SIGKILL)
     }
 
     // MARK: - Exits
@@ -227,9 +227,9 @@ extension Supervisor {
     /// group while the zombie still holds the pid (so the group id cannot be
     /// reused), then reap it.
     func workerPidfdReadable(_ worker: Worker) {
-        guard worker.state != .exited, CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
-        CBatonLinuxShim.signalGroup(worker.pid, SIGKILL)
-        let exit = CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
+        guard worker.state != .exited, host.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
+        host.signalGroup(worker.pid, SIGKILL)
+        let exit = host.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
         let previous = worker.state
         worker.state = .exited
         cleanUp(worker)
@@ -282,8 +282,8 @@ extension Supervisor {
         }
         if let path = worker.notifyPath { unlink(path) }
         if let probe = worker.probe {
-            CBatonLinuxShim.signal(pidfd: probe.pidfd, SIGKILL)
-            _ = CBatonLinuxShim.exitStatus(pidfd: probe.pidfd, reap: true)
+            host.signal(pidfd: probe.pidfd, SIGKILL)
+            _ = host.exitStatus(pidfd: probe.pidfd, reap: true)
             loop.unregister(fd: probe.pidfd)
             close(probe.pidfd)
             worker.probe = nil

@@ -1,0 +1,71 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// The one port through which the supervisor's worker and operation code acts on the system:
+/// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
+/// process groups and pidfds, reading a child's exit, and telling the service manager.
+///
+/// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
+/// give the supervisor a fake whose children are descriptors without a process: the test
+/// says when one exits and how, and the supervisor's timers run on an `EventLoop` with a
+/// manual clock that the test advances and pumps (`EventLoop.pump()`), so deploys,
+/// rollbacks, crash loops and the overlap rules run in milliseconds with no process.
+/// See docs/ARCHITECTURE.md, "Test layers".
+protocol SupervisorHost: AnyObject {
+    /// Starts a process; its pidfd becomes readable when it exits.
+    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess
+    /// Signals a whole process group (a worker's tree).
+    func signalGroup(_ group: pid_t, _ signal: Int32)
+    /// Signals exactly the process behind `pidfd` (never a reused pid).
+    func signal(pidfd: Int32, _ signal: Int32)
+    /// How the process behind `pidfd` ended, or nil while it runs; `reap: false` leaves the
+    /// zombie (its pid, and so its process group id, stays reserved).
+    func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit?
+    /// sd_notify to the service manager (a no-op outside systemd).
+    var notifier: any ServiceNotifying { get }
+}
+
+/// What the supervisor tells the service manager: `ServiceNotifier` (sd_notify) in baton,
+/// a recorder in tests.
+protocol ServiceNotifying {
+    /// Whether a notify socket was given.
+    var isEnabled: Bool { get }
+    /// How often to send WATCHDOG=1, when systemd's watchdog is on.
+    var watchdogPingInterval: Duration? { get }
+    /// Sends one message ("READY=1", "STATUS=...").
+    func notify(_ message: String)
+    /// READY=1 with a status line.
+    func ready(status: String)
+    /// RELOADING=1 with a status line.
+    func reloading(status: String)
+    /// Hands `fd` to systemd's FD store under `name`; false outside systemd.
+    func storeFD(_ fd: Int32, name: String) -> Bool
+    /// Removes `name` from systemd's FD store.
+    func removeStoredFD(name: String)
+    /// EXTEND_TIMEOUT_USEC= for a start or reload step under way.
+    func extendTimeout(_ extra: Duration)
+}
+
+extension ServiceNotifier: ServiceNotifying {}
+
+/// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
+/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`.
+final class LinuxSupervisorHost: SupervisorHost {
+    private let launcher: any ProcessLauncher
+    let notifier: any ServiceNotifying
+
+    /// A host spawning through `launcher`.
+    init(launcher: any ProcessLauncher, notifier: any ServiceNotifying = ServiceNotifier()) {
+        self.launcher = launcher
+        self.notifier = notifier
+    }
+
+    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess { try launcher.spawn(request) }
+
+    func signalGroup(_ group: pid_t, _ signal: Int32) { CBatonLinuxShim.signalGroup(group, signal) }
+
+    func signal(pidfd: Int32, _ signal: Int32) { CBatonLinuxShim.signal(pidfd: pidfd, signal) }
+
+    func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
+}

@@ -1,0 +1,154 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Synchronization
+
+/// A clock the test moves by hand; the supervisor's `EventLoop` reads it.
+final class ManualClock: Sendable {
+    private let time = Mutex<Duration>(.seconds(1000))
+
+    /// The current time.
+    var now: Duration { time.withLock { $0 } }
+
+    /// Moves the clock to `t` (never backwards).
+    func set(_ t: Duration) { time.withLock { $0 = max($0, t) } }
+}
+
+/// A child the fake host "spawned": no process, only descriptors. Its pidfd is the read end
+/// of a pipe, which turns readable (EOF) when the test ends the child, as a pidfd does when a
+/// process exits; it has a dup of the output pipe the supervisor gave it, to print lines.
+final class FakeChild {
+    /// Its made-up pid (above the kernel's pid_max, so no /proc entry and no real process).
+    let pid: pid_t
+    /// What it handed to the supervisor as its pidfd (closed by the supervisor).
+    let pidfd: Int32
+    /// What the supervisor asked for.
+    let request: SpawnRequest
+    /// How it ended, once it did.
+    private(set) var exit: CBatonLinuxShim.Exit?
+    /// Whether the supervisor reaped it.
+    fileprivate(set) var reaped = false
+    /// Signals it received, in order (group and pidfd signals alike).
+    fileprivate(set) var signals: [Int32] = []
+    /// When true, the stop signal does not end it (only SIGKILL does).
+    var ignoresStopSignal = false
+    private var exitWriteEnd: Int32
+    private var output: Int32
+
+    fileprivate init(pid: pid_t, request: SpawnRequest) {
+        var fds: [Int32] = [-1, -1]
+        precondition(pipe(&fds) == 0, "pipe: \(errno)")
+        self.pid = pid
+        self.pidfd = fds[0]
+        self.exitWriteEnd = fds[1]
+        self.request = request
+        self.output = request.stdout >= 0 ? dup(request.stdout) : -1
+    }
+
+    deinit {
+        if exitWriteEnd >= 0 { close(exitWriteEnd) }
+        if output >= 0 { close(output) }
+    }
+
+    /// The value of `NAME` in its environment.
+    func environment(_ name: String) -> String? {
+        request.environment.first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) }
+    }
+
+    /// The slot of a worker (nil for a probe).
+    var slot: Int? { environment("BATON_SLOT").flatMap { Int($0) } }
+    /// The release folder it runs in.
+    var release: String? { request.directory }
+    /// Whether it still runs.
+    var isRunning: Bool { exit == nil }
+
+    /// Writes one line of output, as the worker would on stdout.
+    func print(_ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(output, $0.baseAddress, $0.count) }
+    }
+
+    /// Ends the child: its pidfd turns readable at the next pump of the loop.
+    func end(_ status: CBatonLinuxShim.Exit) {
+        guard exit == nil else { return }
+        exit = status
+        close(exitWriteEnd)
+        exitWriteEnd = -1
+        if output >= 0 {
+            close(output)
+            output = -1
+        }
+    }
+
+    fileprivate func receive(_ signal: Int32, stopSignal: Int32) {
+        signals.append(signal)
+        guard exit == nil else { return }
+        if signal == SIGKILL {
+            end(.signaled(SIGKILL))
+        } else if signal == stopSignal, !ignoresStopSignal {
+            end(.exited(0))
+        }
+    }
+}
+
+/// Records what the supervisor tells the service manager.
+final class RecordingNotifier: ServiceNotifying {
+    /// Every message, in order.
+    private(set) var messages: [String] = []
+    let isEnabled = true
+    let watchdogPingInterval: Duration? = nil
+    func notify(_ message: String) { messages.append(message) }
+    func ready(status: String) { notify("READY=1\nSTATUS=\(status)") }
+    func reloading(status: String) { notify("RELOADING=1\nSTATUS=\(status)") }
+    func storeFD(_ fd: Int32, name: String) -> Bool { false }
+    func removeStoredFD(name: String) {}
+    func extendTimeout(_ extra: Duration) {}
+}
+
+/// The supervisor's port with no process behind it: every spawn makes a `FakeChild`; signals
+/// end children the way a cooperative worker would (the stop signal: exit 0; SIGKILL).
+final class FakeHost: SupervisorHost {
+    private(set) var children: [FakeChild] = []
+    let recorder = RecordingNotifier()
+    var notifier: any ServiceNotifying { recorder }
+    /// The stop signal cooperative children exit on.
+    var stopSignal: Int32 = SIGTERM
+    /// When set, spawns fail with it (a missing executable, say).
+    var spawnError: SpawnError?
+    /// Called with each new child: a test makes a release's workers crash here.
+    var onSpawn: ((FakeChild) -> Void)?
+    private var nextPID: pid_t = 5_000_000
+
+    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess {
+        if let spawnError { throw spawnError }
+        nextPID += 1
+        let child = FakeChild(pid: nextPID, request: request)
+        children.append(child)
+        onSpawn?(child)
+        return SpawnedProcess(pid: child.pid, pidfd: child.pidfd)
+    }
+
+    func signalGroup(_ group: pid_t, _ signal: Int32) {
+        children.last { $0.pid == group }?.receive(signal, stopSignal: stopSignal)
+    }
+
+    func signal(pidfd: Int32, _ signal: Int32) {
+        live(pidfd: pidfd)?.receive(signal, stopSignal: stopSignal)
+    }
+
+    func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? {
+        guard let child = live(pidfd: pidfd), let exit = child.exit else { return nil }
+        if reap { child.reaped = true }
+        return exit
+    }
+
+    /// The child behind an open pidfd (descriptor numbers are reused once the supervisor closes one).
+    private func live(pidfd: Int32) -> FakeChild? { children.last { $0.pidfd == pidfd && !$0.reaped } }
+
+    /// Workers (not probes) ever spawned for `slot`, oldest first.
+    func workers(slot: Int) -> [FakeChild] { children.filter { $0.slot == slot } }
+
+    /// The child with `pid`.
+    func child(_ pid: pid_t) -> FakeChild? { children.first { $0.pid == pid } }
+}
