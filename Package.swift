@@ -73,7 +73,7 @@ let package = Package(
         // The supervisor driven through a fake SupervisorHost and a manual clock: no process, no sleep.
         .testTarget(
             name: "BatonDaemonTests",
-            dependencies: ["BatonCore", "BatonSystem", "BatonDaemon", "BatonTestSupport"]
+            dependencies: ["BatonCore", "BatonSystem", "BatonDaemon", "CBatonLinux", "BatonTestSupport"]
         ),
         .testTarget(
             name: "BatonIntegrationTests",

@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import CBatonLinux
 import Glibc
 import Synchronization
 
@@ -15,9 +16,11 @@ final class ManualClock: Sendable {
     func set(_ t: Duration) { time.withLock { $0 = max($0, t) } }
 }
 
-/// A child the fake host "spawned": no process, only descriptors. Its pidfd is the read end
-/// of a pipe, which turns readable (EOF) when the test ends the child, as a pidfd does when a
-/// process exits; it has a dup of the output pipe the supervisor gave it, to print lines.
+/// A child the fake host "spawned": no process, only descriptors. Its pidfd is an eventfd,
+/// which turns readable when the test ends the child, as a pidfd does when a process exits
+/// (an eventfd, not a pipe: a fork elsewhere in the test process that inherits a pipe's write
+/// end would hold its EOF back); it has a dup of the output pipe the supervisor gave it, to
+/// print lines.
 final class FakeChild {
     /// Its made-up pid (above the kernel's pid_max, so no /proc entry and no real process).
     let pid: pid_t
@@ -33,21 +36,17 @@ final class FakeChild {
     fileprivate(set) var signals: [Int32] = []
     /// When true, the stop signal does not end it (only SIGKILL does).
     var ignoresStopSignal = false
-    private var exitWriteEnd: Int32
     private var output: Int32
 
     fileprivate init(pid: pid_t, request: SpawnRequest) {
-        var fds: [Int32] = [-1, -1]
-        precondition(pipe(&fds) == 0, "pipe: \(errno)")
         self.pid = pid
-        self.pidfd = fds[0]
-        self.exitWriteEnd = fds[1]
+        self.pidfd = CBatonLinux_eventfd()
+        precondition(pidfd >= 0, "eventfd: \(errno)")
         self.request = request
-        self.output = request.stdout >= 0 ? dup(request.stdout) : -1
+        self.output = request.stdout >= 0 ? fcntl(request.stdout, F_DUPFD_CLOEXEC, 0) : -1
     }
 
     deinit {
-        if exitWriteEnd >= 0 { close(exitWriteEnd) }
         if output >= 0 { close(output) }
     }
 
@@ -73,8 +72,9 @@ final class FakeChild {
     func end(_ status: CBatonLinuxShim.Exit) {
         guard exit == nil else { return }
         exit = status
-        close(exitWriteEnd)
-        exitWriteEnd = -1
+        // The supervisor closes the pidfd once it reaped the child; until then it stays readable.
+        var one: UInt64 = 1
+        _ = write(pidfd, &one, 8)
         if output >= 0 {
             close(output)
             output = -1
