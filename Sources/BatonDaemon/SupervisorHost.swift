@@ -24,6 +24,23 @@ protocol SupervisorHost: AnyObject {
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit?
     /// sd_notify to the service manager (a no-op outside systemd).
     var notifier: any ServiceNotifying { get }
+    /// Memory figures of worker trees and of the host (callable off the loop).
+    var memory: any MemoryReading { get }
+}
+
+/// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
+/// baton's cgroup). Sendable: worker trees are read on the offload pool.
+protocol MemoryReading: Sendable {
+    /// The tree rooted at `pid` (RSS; with `detailed`, PSS and USS too), nil when it is gone.
+    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample?
+    /// The host's figures and baton's own cgroup.
+    func hostReadings() throws(MemoryReadError) -> MemoryReadings
+}
+
+/// The real figures: /proc and the cgroup filesystem.
+struct ProcMemoryReader: MemoryReading {
+    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? { ProcFS.treeMemory(of: pid, detailed: detailed) }
+    func hostReadings() throws(MemoryReadError) -> MemoryReadings { try HostMemoryReader().readings(cgroupOf: getpid()) }
 }
 
 /// What the supervisor tells the service manager: `ServiceNotifier` (sd_notify) in baton,
@@ -50,10 +67,11 @@ protocol ServiceNotifying {
 extension ServiceNotifier: ServiceNotifying {}
 
 /// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
-/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`.
+/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory from /proc.
 final class LinuxSupervisorHost: SupervisorHost {
     private let launcher: any ProcessLauncher
     let notifier: any ServiceNotifying
+    let memory: any MemoryReading = ProcMemoryReader()
 
     /// A host spawning through `launcher`.
     init(launcher: any ProcessLauncher, notifier: any ServiceNotifying = ServiceNotifier()) {

@@ -106,12 +106,39 @@ final class RecordingNotifier: ServiceNotifying {
     func extendTimeout(_ extra: Duration) {}
 }
 
+/// Memory figures the test sets: every worker tree reads `worker`, the host reads `host`
+/// (unset: unreadable, as on a host without /proc/meminfo).
+final class FakeMemory: MemoryReading {
+    private let figures = Mutex<(host: MemoryReadings?, worker: MemorySample?)>((nil, nil))
+
+    /// What every worker tree reads.
+    var worker: MemorySample? {
+        get { figures.withLock { $0.worker } }
+        set { figures.withLock { $0.worker = newValue } }
+    }
+
+    /// What the host reads.
+    var host: MemoryReadings? {
+        get { figures.withLock { $0.host } }
+        set { figures.withLock { $0.host = newValue } }
+    }
+
+    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? { worker }
+
+    func hostReadings() throws(MemoryReadError) -> MemoryReadings {
+        guard let host else { throw .unreadable(path: "/proc/meminfo", errno: ENOENT) }
+        return host
+    }
+}
+
 /// The supervisor's port with no process behind it: every spawn makes a `FakeChild`; signals
 /// end children the way a cooperative worker would (the stop signal: exit 0; SIGKILL).
 final class FakeHost: SupervisorHost {
     private(set) var children: [FakeChild] = []
     let recorder = RecordingNotifier()
     var notifier: any ServiceNotifying { recorder }
+    let fakeMemory = FakeMemory()
+    var memory: any MemoryReading { fakeMemory }
     /// The stop signal cooperative children exit on.
     var stopSignal: Int32 = SIGTERM
     /// When set, spawns fail with it (a missing executable, say).
