@@ -276,6 +276,8 @@ extension Supervisor {
                 startWorker(slots[index], role: .replacement, reason: operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload")
             case .drainOld(let index):
                 drainOld(slots[index])
+            case .promote(let index):
+                promote(slots[index])
             case .abandonNew(let index):
                 if let r = slots[index].replacement {
                     slots[index].replacement = nil
@@ -291,30 +293,30 @@ extension Supervisor {
         }
     }
 
+    /// replace: the slot's serving worker drains before its new one starts.
     private func drainOld(_ slot: Slot) {
-        let op = operation
-        if let (replacement, old) = promoteReplacement(slot) {
-            // The new worker serves; the old one drains.
-            if let old {
-                slot.draining.append(old)
-                op?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(Self.bootTime(replacement)), draining \(old.pid)")
-                stopWorker(old, reason: slot.lastRestartReason ?? "reload")
-            }
-        } else if let old = slot.current {
+        if let old = slot.current {
             slot.current = nil
             slot.draining.append(old)
-            op?.report("slot \(slot.index): draining pid \(old.pid) before starting its replacement")
-            stopWorker(old, reason: op?.kind.rawValue ?? "reload")
+            operation?.report("slot \(slot.index): draining pid \(old.pid) before starting its replacement")
+            stopWorker(old, reason: operation?.kind.rawValue ?? "reload")
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
-    /// replace: the slot's new worker, started after its old one drained, is ready and becomes
-    /// the one serving the slot (surge does this in `drainOld`).
-    func promoteAfterDrain(_ slot: Slot, worker: Worker) {
-        guard slot.replacement === worker, slot.current == nil else { return }
-        _ = promoteReplacement(slot)
-        operation?.report("slot \(slot.index): pid \(worker.pid) ready after \(Self.bootTime(worker))")
+    /// The slot's ready new worker serves from now on; the worker it displaces (surge) drains.
+    /// A surge slot that had no old worker (it crashed) tells the rollout at once.
+    private func promote(_ slot: Slot) {
+        guard let (replacement, old) = promoteReplacement(slot) else { return }
+        if let old {
+            slot.draining.append(old)
+            operation?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(Self.bootTime(replacement)), draining \(old.pid)")
+            stopWorker(old, reason: slot.lastRestartReason ?? "reload")
+        } else {
+            operation?.report("slot \(slot.index): pid \(replacement.pid) ready after \(Self.bootTime(replacement))")
+        }
+        // Ignored by the rollout unless the slot waits for an old worker (surge).
+        if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
     /// The slot's replacement serves from now on, counted as a restart for the operation's

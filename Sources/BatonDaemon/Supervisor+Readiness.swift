@@ -98,7 +98,6 @@ extension Supervisor {
             self.publishStatus()
         }
         if slot.replacement === worker {
-            if rollout?.phase(of: worker.slot) == .startingAfterDrain { promoteAfterDrain(slot, worker: worker) }
             rolloutEvent { $0.newWorkerReady(slot: worker.slot) }
             watchStability(worker)
         } else {
