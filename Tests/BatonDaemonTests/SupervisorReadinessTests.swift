@@ -106,6 +106,12 @@ import Testing
         #expect(reply.code == 4)
         #expect(reply.error == "deploy of \(r1): deadline of 10s passed while it waited for a start-up: not started, nothing changed")
         #expect(h.host.children.allSatisfy { $0.release != r1 })
+        #expect(h.supervisor.history.isEmpty, "the deploy never ran")
+        // The start-up goes on: once the slot serves, baton runs.
+        h.autoReady = { _ in true }
+        h.advance(by: .zero)
+        #expect(h.supervisor.phase == .running)
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
     }
 
     @Test func stoppingRejectsEveryRequest() throws {
