@@ -184,8 +184,7 @@ extension Supervisor {
             worker.partialLine.removeAll()
         }
         loop.unregister(fd: worker.outputFD)
-        close(worker.outputFD)
-        worker.outputFD = -1
+        worker.outputFD = -1  // closes it
     }
 
     // MARK: - Stopping
@@ -274,11 +273,10 @@ extension Supervisor {
         for t in worker.timers { loop.cancel(t) }
         worker.timers.removeAll()
         loop.unregister(fd: worker.pidfd)
-        close(worker.pidfd)
+        worker.ownedPidfd = nil  // closes it: the worker is reaped
         if worker.notifyFD >= 0 {
             loop.unregister(fd: worker.notifyFD)
-            close(worker.notifyFD)
-            worker.notifyFD = -1
+            worker.notifyFD = -1  // closes it
         }
         if let path = worker.notifyPath { unlink(path) }
         if let probe = worker.probe {

@@ -12,10 +12,12 @@ import Testing
         try h.start()
         let slot = h.supervisor.slots[0]
         h.host.onSpawn = { child in if child.slot == 0 { child.end(.exited(1)) } }
-        let first = try #require(slot.current?.pid)
-        h.host.child(first)?.end(.exited(1))
+        let crashed = try #require(slot.current)
+        h.host.child(crashed.pid)?.end(.exited(1))
         h.advance(by: .zero)
         #expect(slot.current == nil)
+        // Reaped and cleaned up: its descriptors are closed and nothing can use their numbers.
+        #expect(crashed.state == .exited && crashed.pidfd == -1 && crashed.outputFD == -1 && crashed.notifyFD == -1)
         #expect(slot.lastRestartReason == "crash")
 
         var delays: [Duration] = []
