@@ -96,7 +96,7 @@ public final class Supervisor {
     /// The current and previous release (persisted in the state directory).
     var releaseState = ReleaseState(current: Release(directory: "/"), previous: nil)
     /// The state directory, if it could be opened.
-    var store: StateStore?
+    var store: (any ReleaseStore)?
     /// Recent deploys, oldest first.
     var history: [HistoryEntry] = []
     /// Release folders being removed by retention now.

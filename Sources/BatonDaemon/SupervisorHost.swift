@@ -4,7 +4,8 @@ import Glibc
 
 /// The one port through which the supervisor's worker and operation code acts on the system:
 /// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
-/// process groups and pidfds, reading a child's exit, and telling the service manager.
+/// process groups and pidfds, reading a child's exit, telling the service manager, reading
+/// memory figures and opening the state directory.
 ///
 /// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
 /// give the supervisor a fake whose children are descriptors without a process: the test
@@ -26,6 +27,8 @@ protocol SupervisorHost: AnyObject {
     var notifier: any ServiceNotifying { get }
     /// Memory figures of worker trees and of the host (callable off the loop).
     var memory: any MemoryReading { get }
+    /// The state directory (created if needed; refused when others may write in it).
+    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore
 }
 
 /// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
@@ -67,7 +70,8 @@ protocol ServiceNotifying {
 extension ServiceNotifier: ServiceNotifying {}
 
 /// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
-/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory from /proc.
+/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory from /proc,
+/// the state directory through `StateStore`.
 final class LinuxSupervisorHost: SupervisorHost {
     private let launcher: any ProcessLauncher
     let notifier: any ServiceNotifying
@@ -86,4 +90,6 @@ final class LinuxSupervisorHost: SupervisorHost {
     func signal(pidfd: Int32, _ signal: Int32) { CBatonLinuxShim.signal(pidfd: pidfd, signal) }
 
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
+
+    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { try StateStore(directory: directory) }
 }

@@ -19,8 +19,9 @@ final class RecordingWaiter: OperationWaiter {
 /// The real `Supervisor` on an `EventLoop` that never runs on its own: the test advances a
 /// manual clock and pumps the loop; workers are `FakeChild`ren of a `FakeHost`. Readiness is
 /// `notify`, and the harness marks a starting worker ready when `autoReady` says so (the test
-/// keeps one starting, or makes it exit, by saying no). Directories are real (a temp folder:
-/// releases, the state directory, the runtime directory); no process is started.
+/// keeps one starting, or makes it exit, by saying no). The state directory is in memory
+/// (`MemoryStore`); release folders and the runtime directory are real, in a temp folder. No
+/// process is started.
 final class DaemonHarness {
     let clock = ManualClock()
     let loop: EventLoop
