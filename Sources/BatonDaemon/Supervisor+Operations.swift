@@ -115,8 +115,10 @@ extension Supervisor {
 
     /// surge or replace, and why: `auto` asks the pre-deploy check whether
     /// `max_surge` extra workers of the measured (or configured) footprint fit
-    /// under every limit; replace when they do not.
-    func chooseStrategy(_ options: DeployOptions?) -> (RollingRestart.Strategy, String) {
+    /// under every limit; replace when they do not. `measured`: every worker was just
+    /// measured (a deploy ordering its slots by growth), so the check uses those figures
+    /// instead of walking every worker's page tables again on the loop.
+    func chooseStrategy(_ options: DeployOptions?, measured: Bool = false) -> (RollingRestart.Strategy, String) {
         let requested = options?.strategy.flatMap(DeployStrategy.init(rawValue:)) ?? config.deploy.strategy
         switch requested {
         case .surge: return (.surge, "requested")
@@ -124,7 +126,8 @@ extension Supervisor {
         case .auto:
             // The surge width asked for (`--max-surge`, the policy's 1) is what must fit.
             let width = min(options?.maxSurge ?? config.deploy.maxSurge, slots.count)
-            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
+            if !measured { sample(detailed: true) }
+            guard let (verdict, _) = try? preflightFromLastSample(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
                 return (.surge, "auto: memory unknown")
             }
             return (verdict.strategy, "auto: \(verdict.summary)")
@@ -170,6 +173,7 @@ extension Supervisor {
     private func begin(_ op: Operation) throws {
         let spec: WorkerSpec
         var order = slots.map(\.index)
+        var measured = false
         if op.kind == .policy || op.kind == .rollAhead {
             op.target = releaseState.current
             spec = try makeSpec(config, release: releaseState.current)
@@ -190,10 +194,11 @@ extension Supervisor {
             spec = try makeSpec(config, release: op.target!)
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()
+            measured = true
         }
         let (strategy, why) =
             op.kind == .policy || op.kind == .rollAhead
-            ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options)
+            ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options, measured: measured)
         let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in

@@ -110,6 +110,10 @@ final class RecordingNotifier: ServiceNotifying {
 /// (unset: unreadable, as on a host without /proc/meminfo).
 final class FakeMemory: MemoryReading {
     private let figures = Mutex<(host: MemoryReadings?, worker: MemorySample?)>((nil, nil))
+    private let reads = Mutex<[pid_t: Int]>([:])
+
+    /// How many detailed reads (smaps_rollup: a walk of the page tables) each pid had.
+    func detailedReads(of pid: pid_t) -> Int { reads.withLock { $0[pid, default: 0] } }
 
     /// What every worker tree reads.
     var worker: MemorySample? {
@@ -123,7 +127,10 @@ final class FakeMemory: MemoryReading {
         set { figures.withLock { $0.host = newValue } }
     }
 
-    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? { worker }
+    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? {
+        if detailed { reads.withLock { $0[pid, default: 0] += 1 } }
+        return worker
+    }
 
     func hostReadings() throws(MemoryReadError) -> MemoryReadings {
         guard let host else { throw .unreadable(path: "/proc/meminfo", errno: ENOENT) }

@@ -224,6 +224,19 @@ import Testing
         #expect(h.host.children.count == 4)
     }
 
+    /// A deploy measured every worker twice on the loop as it began (once to order the slots
+    /// by growth, once more for the auto strategy's check): smaps_rollup walks page tables
+    /// (about 4 µs per MiB of RSS), so that doubled the time the loop was blocked.
+    @Test func deployBeginningMeasuresEachWorkerOnce() throws {
+        let h = try harness(available: 4096 * Self.mib)
+        let old = h.servingPIDs.compactMap { $0 }
+        let before = old.map { h.host.fakeMemory.detailedReads(of: $0) }
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains(", surge (auto: ") == true, "\(client.progress)")
+        let during = old.map { h.host.fakeMemory.detailedReads(of: $0) }
+        #expect(zip(during, before).map { $0 - $1 } == [1, 1])
+    }
+
     @Test func autoSurgesWhenMemoryIsUnknown() throws {
         let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
         try h.start()
