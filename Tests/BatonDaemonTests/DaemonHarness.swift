@@ -5,17 +5,6 @@ import Foundation
 import Glibc
 import Testing
 
-/// A client of the control socket as the supervisor sees it: progress lines, one final reply.
-final class RecordingWaiter: OperationWaiter {
-    private(set) var progress: [String] = []
-    private(set) var reply: ControlReply?
-    func send(_ reply: ControlReply) { progress.append(reply.message ?? "") }
-    func finish(_ reply: ControlReply) {
-        #expect(self.reply == nil, "a second final reply: \(reply)")
-        self.reply = reply
-    }
-}
-
 /// The real `Supervisor` on an `EventLoop` that never runs on its own: the test advances a
 /// manual clock and pumps the loop; workers are `FakeChild`ren of a `FakeHost`. Readiness is
 /// `notify`, and the harness marks a starting worker ready when `autoReady` says so (the test

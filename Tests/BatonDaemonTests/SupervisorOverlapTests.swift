@@ -147,6 +147,42 @@ import Testing
         #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
     }
 
+    @Test func attachFollowsTheRunningDeployFromItsFirstLine() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let idle = RecordingWaiter()
+        h.supervisor.attach(idle)
+        #expect(idle.reply?.message == "nothing in progress; last: no deploy yet")
+
+        let r1 = h.makeRelease("r1")
+        let deploy = h.deploy(r1)
+        h.advance(by: .seconds(1))
+        let follower = RecordingWaiter()
+        h.supervisor.attach(follower)
+        #expect(follower.progress == deploy.progress, "the lines so far are replayed")
+        h.finishOperations()
+        #expect(follower.progress == deploy.progress)
+        #expect(follower.reply == deploy.reply)
+        #expect(follower.reply?.ok == true)
+    }
+
+    @Test func dryRunDuringADeployChangesNothingAndIsNotRefused() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let r2 = h.makeRelease("r2")
+        h.deploy(r1)
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: r2, dryRun: true), waiter: client, uid: 0)
+        let reply = try #require(client.reply)
+        #expect(reply.ok == true)
+        #expect(reply.message == "dry run: nothing changed")
+        #expect(reply.details?.first == "deploy: \(h.initialRelease) → \(r2)")
+        h.finishOperations()
+        #expect(h.host.children.allSatisfy { $0.release != r2 })
+        #expect(h.supervisor.history.map(\.release) == [r1])
+    }
+
     @Test func shutdownDuringDeployAnswersEveryClientAndStopsEveryWorker() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
