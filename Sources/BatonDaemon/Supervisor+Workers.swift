@@ -239,29 +239,40 @@ extension Supervisor {
             "worker exited (\(exit)) after \(Units.formatElapsed(uptime))",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "was": .string(previous.rawValue)])
 
+        // Out of its place in the slot first; what the exit means is `WorkerExit`'s (BatonCore).
+        let place: WorkerExit.Place?
         if let i = slot.draining.firstIndex(where: { $0 === worker }) {
             slot.draining.remove(at: i)
-            drainedWorkerExited(worker, slot: slot)
+            place = .draining
         } else if slot.replacement === worker {
             slot.replacement = nil
-            let reason = worker.stopReason ?? "exited during start (\(exit))"
-            startFailed(slot: slot, role: .replacement, worker: worker, reason: reason, uptime: nil)
+            place = .replacement
         } else if slot.current === worker {
             slot.current = nil
-            if previous == .draining {
+            place = .current
+        } else {
+            place = nil
+        }
+        let stage: WorkerExit.Stage = previous == .starting ? .starting : previous == .ready ? .ready : .draining
+        let runsRolloutRelease = worker.spec == rolloutSpec && operation?.phase == .rollingOut
+        if let place {
+            switch WorkerExit.classify(
+                place: place, stage: stage, stopReason: worker.stopReason, exit: "\(exit)", pid: worker.pid,
+                runsRolloutRelease: runsRolloutRelease)
+            {
+            case .drained:
                 drainedWorkerExited(worker, slot: slot)
-            } else if previous == .ready, worker.spec == rolloutSpec, operation?.phase == .rollingOut {
-                // A new worker that became ready exits while the rollout
-                // runs: the release is bad; the rollout fails and rolls back.
+            case .replacementFailed(let reason):
+                startFailed(slot: slot, role: .replacement, worker: worker, reason: reason, uptime: nil)
+            case .newReleaseFailed(let reason):
+                // The release is bad; the rollout fails and rolls back.
                 lastFailureOutput = worker.recentOutput.elements
                 slot.lastRestartReason = "crash"
-                let reason = "pid \(worker.pid) exited after becoming ready (\(exit))"
                 if !rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
                     startFailed(slot: slot, role: .current, worker: worker, reason: "crash", uptime: uptime)
                 }
-            } else {
-                let reason = worker.stopReason ?? (previous == .starting ? "exited during start" : "crash")
-                startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: previous == .ready ? uptime : nil)
+            case .slotFailed(let reason, let countsUptime):
+                startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: countsUptime ? uptime : nil)
             }
         }
         recordInstance()
