@@ -70,6 +70,11 @@ let package = Package(
             name: "BatonSystemTests",
             dependencies: ["BatonCore", "BatonSystem", "CBatonLinux", "BatonTestSupport"]
         ),
+        // The supervisor driven through a fake SupervisorHost and a manual clock: no process, no sleep.
+        .testTarget(
+            name: "BatonDaemonTests",
+            dependencies: ["BatonCore", "BatonSystem", "BatonDaemon", "CBatonLinux", "BatonTestSupport"]
+        ),
         .testTarget(
             name: "BatonIntegrationTests",
             dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport"]

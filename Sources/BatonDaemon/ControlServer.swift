@@ -13,7 +13,7 @@ final class ControlServer {
     let path: String
     let fd: Int32
     unowned let loop: EventLoop
-    unowned let supervisor: Supervisor
+    unowned let supervisor: any ControlRequestHandler
     let logger: Logger
     /// Group allowed every verb (besides root and baton's own uid).
     let groupID: gid_t?
@@ -28,7 +28,7 @@ final class ControlServer {
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
     /// previous image listened on: it is never re-bound).
-    init(adopting existing: Int32? = nil, config: BatonConfig, loop: EventLoop, logger: Logger, supervisor: Supervisor) throws {
+    init(adopting existing: Int32? = nil, config: BatonConfig, loop: EventLoop, logger: Logger, supervisor: any ControlRequestHandler) throws {
         path = config.control.socket
         self.loop = loop
         self.logger = logger
@@ -113,7 +113,7 @@ final class ControlServer {
     func refusal(_ connection: ControlConnection, _ request: ControlRequest) -> String? {
         guard let peer = connection.peer else { return "permission denied: no peer credentials" }
         let policy = ControlPolicy(
-            daemonUID: geteuid(), controlGroup: groupID, readGroup: readGroupID, workerUID: supervisor.slots.first?.spec.credentials?.uid ?? geteuid())
+            daemonUID: geteuid(), controlGroup: groupID, readGroup: readGroupID, workerUID: supervisor.workerUID ?? geteuid())
         return policy.refusal(request, from: .init(uid: peer.uid, groups: [peer.gid] + connection.groups))
     }
 

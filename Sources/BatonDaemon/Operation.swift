@@ -33,7 +33,7 @@ final class Operation {
     /// Who asked (nil: a signal).
     let uid: uid_t?
     /// Clients waiting for the result (and streaming progress).
-    var waiters: [ControlConnection] = []
+    var waiters: [any OperationWaiter] = []
     var phase: Phase = .queued
     /// The release rolled out (set when it starts).
     var target: Release?

@@ -11,7 +11,7 @@ import Logging
 extension Supervisor {
     /// Records a worker's tree when it becomes ready and starts sampling it until it settles.
     func recordReadyFootprint(_ worker: Worker) {
-        let (pids, sample) = Self.readTree(worker.pid)
+        let (pids, sample) = host.memory.treeMembers(of: worker.pid)
         guard let m = sample else { return }
         worker.memory = m
         if let uss = m.uss {
@@ -27,7 +27,7 @@ extension Supervisor {
     private func scheduleFootprintSample(_ worker: Worker) {
         let token = loop.schedule(after: FootprintTracker.sampleInterval) { [unowned self, weak worker] in
             guard let worker, worker.state != .exited else { return }
-            let (pids, sample) = Self.readTree(worker.pid)
+            let (pids, sample) = self.host.memory.treeMembers(of: worker.pid)
             guard let m = sample, let pss = m.pss else {
                 self.footprints.workerExited(pid: worker.pid)
                 return
@@ -45,17 +45,5 @@ extension Supervisor {
             }
         }
         worker.timers.append(token)
-    }
-
-    /// A worker's tree (its pids) and the tree's PSS/USS, in one walk.
-    static func readTree(_ pid: pid_t) -> (Set<Int32>, MemorySample?) {
-        var pids = Set<Int32>()
-        var total: MemorySample?
-        for member in ProcFS.tree(of: pid) {
-            guard let m = ProcFS.memory(of: member, detailed: true) else { continue }
-            pids.insert(member)
-            total = total.map { $0 + m } ?? m
-        }
-        return (pids, total)
     }
 }

@@ -35,7 +35,7 @@ extension Supervisor {
     /// decision that needs the figures now: a preflight); with `detailed`,
     /// PSS/USS too, feeding the leak-rate history.
     func sample(detailed: Bool) {
-        apply(Self.readMemory(liveWorkerPIDs, detailed: detailed), detailed: detailed)
+        apply(Self.readMemory(liveWorkerPIDs, detailed: detailed, with: host.memory), detailed: detailed)
     }
 
     /// The same read on a thread of its own; `then` runs on the loop once
@@ -43,7 +43,7 @@ extension Supervisor {
     private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
         memoryReadRunning = true
         let pids = liveWorkerPIDs
-        loop.offload({ Self.readMemory(pids, detailed: detailed) }) { [unowned self] readings in
+        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: detailed, with: reader) }) { [unowned self] readings in
             self.memoryReadRunning = false
             self.apply(readings, detailed: detailed)
             then()
@@ -56,10 +56,10 @@ extension Supervisor {
     }
 
     /// Each worker's tree memory by pid; safe on any thread (only /proc reads).
-    static func readMemory(_ pids: [pid_t], detailed: Bool) -> [pid_t: MemorySample] {
+    static func readMemory(_ pids: [pid_t], detailed: Bool, with reader: any MemoryReading) -> [pid_t: MemorySample] {
         var readings: [pid_t: MemorySample] = [:]
         for pid in pids {
-            if let m = ProcFS.treeMemory(of: pid, detailed: detailed) { readings[pid] = m }
+            if let m = reader.treeMemory(of: pid, detailed: detailed) { readings[pid] = m }
         }
         return readings
     }
@@ -86,7 +86,7 @@ extension Supervisor {
 
     private func runPolicy(detailed: Bool) {
         let busy = operations.isBusy || upgradeInProgress
-        let readings = try? HostMemoryReader().readings(cgroupOf: getpid())
+        let readings = try? host.memory.hostReadings()
         let budget =
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
             ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)
@@ -130,7 +130,7 @@ extension Supervisor {
     func preflightFromLastSample(release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil) throws -> (
         PreflightVerdict, PreflightReport
     ) {
-        let readings = try HostMemoryReader().readings(cgroupOf: getpid())
+        let readings = try host.memory.hostReadings()
         let workers = slots.compactMap(\.current)
         let pss = workers.compactMap { $0.memory?.pss }
         let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +))

@@ -10,7 +10,7 @@ extension Supervisor {
     // MARK: - Requests
 
     /// SIGHUP, `baton reload`, systemd's ExecReload=.
-    func requestReload(waiter: ControlConnection?, uid: uid_t? = nil) {
+    func requestReload(waiter: (any OperationWaiter)?, uid: uid_t? = nil) {
         if phase == .stopping {
             waiter?.finish(.failure("baton is stopping"))
             return
@@ -21,7 +21,7 @@ extension Supervisor {
     }
 
     /// `baton deploy` / `baton rollback`.
-    func requestDeploy(kind: Operation.Kind, options: DeployOptions, waiter: ControlConnection, uid: uid_t) {
+    func requestDeploy(kind: Operation.Kind, options: DeployOptions, waiter: any OperationWaiter, uid: uid_t) {
         if phase == .stopping {
             waiter.finish(.failure("baton is stopping"))
             return
@@ -58,7 +58,7 @@ extension Supervisor {
     }
 
     /// `baton deploy --attach`: follow the operation in progress.
-    func attach(_ waiter: ControlConnection) {
+    func attach(_ waiter: any OperationWaiter) {
         guard let op = operation else {
             waiter.finish(.success("nothing in progress; last: \(history.last.map(Self.describe) ?? "no deploy yet")"))
             return
@@ -115,8 +115,10 @@ extension Supervisor {
 
     /// surge or replace, and why: `auto` asks the pre-deploy check whether
     /// `max_surge` extra workers of the measured (or configured) footprint fit
-    /// under every limit; replace when they do not.
-    func chooseStrategy(_ options: DeployOptions?) -> (RollingRestart.Strategy, String) {
+    /// under every limit; replace when they do not. `measured`: every worker was just
+    /// measured (a deploy ordering its slots by growth), so the check uses those figures
+    /// instead of walking every worker's page tables again on the loop.
+    func chooseStrategy(_ options: DeployOptions?, measured: Bool = false) -> (RollingRestart.Strategy, String) {
         let requested = options?.strategy.flatMap(DeployStrategy.init(rawValue:)) ?? config.deploy.strategy
         switch requested {
         case .surge: return (.surge, "requested")
@@ -124,7 +126,8 @@ extension Supervisor {
         case .auto:
             // The surge width asked for (`--max-surge`, the policy's 1) is what must fit.
             let width = min(options?.maxSurge ?? config.deploy.maxSurge, slots.count)
-            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
+            if !measured { sample(detailed: true) }
+            guard let (verdict, _) = try? preflightFromLastSample(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
                 return (.surge, "auto: memory unknown")
             }
             return (verdict.strategy, "auto: \(verdict.summary)")
@@ -170,6 +173,7 @@ extension Supervisor {
     private func begin(_ op: Operation) throws {
         let spec: WorkerSpec
         var order = slots.map(\.index)
+        var measured = false
         if op.kind == .policy || op.kind == .rollAhead {
             op.target = releaseState.current
             spec = try makeSpec(config, release: releaseState.current)
@@ -190,10 +194,11 @@ extension Supervisor {
             spec = try makeSpec(config, release: op.target!)
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()
+            measured = true
         }
         let (strategy, why) =
             op.kind == .policy || op.kind == .rollAhead
-            ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options)
+            ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options, measured: measured)
         let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
@@ -276,6 +281,8 @@ extension Supervisor {
                 startWorker(slots[index], role: .replacement, reason: operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload")
             case .drainOld(let index):
                 drainOld(slots[index])
+            case .promote(let index):
+                promote(slots[index])
             case .abandonNew(let index):
                 if let r = slots[index].replacement {
                     slots[index].replacement = nil
@@ -291,30 +298,30 @@ extension Supervisor {
         }
     }
 
+    /// replace: the slot's serving worker drains before its new one starts.
     private func drainOld(_ slot: Slot) {
-        let op = operation
-        if let (replacement, old) = promoteReplacement(slot) {
-            // The new worker serves; the old one drains.
-            if let old {
-                slot.draining.append(old)
-                op?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(Self.bootTime(replacement)), draining \(old.pid)")
-                stopWorker(old, reason: slot.lastRestartReason ?? "reload")
-            }
-        } else if let old = slot.current {
+        if let old = slot.current {
             slot.current = nil
             slot.draining.append(old)
-            op?.report("slot \(slot.index): draining pid \(old.pid) before starting its replacement")
-            stopWorker(old, reason: op?.kind.rawValue ?? "reload")
+            operation?.report("slot \(slot.index): draining pid \(old.pid) before starting its replacement")
+            stopWorker(old, reason: operation?.kind.rawValue ?? "reload")
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
-    /// replace: the slot's new worker, started after its old one drained, is ready and becomes
-    /// the one serving the slot (surge does this in `drainOld`).
-    func promoteAfterDrain(_ slot: Slot, worker: Worker) {
-        guard slot.replacement === worker, slot.current == nil else { return }
-        _ = promoteReplacement(slot)
-        operation?.report("slot \(slot.index): pid \(worker.pid) ready after \(Self.bootTime(worker))")
+    /// The slot's ready new worker serves from now on; the worker it displaces (surge) drains.
+    /// A surge slot that had no old worker (it crashed) tells the rollout at once.
+    private func promote(_ slot: Slot) {
+        guard let (replacement, old) = promoteReplacement(slot) else { return }
+        if let old {
+            slot.draining.append(old)
+            operation?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(Self.bootTime(replacement)), draining \(old.pid)")
+            stopWorker(old, reason: slot.lastRestartReason ?? "reload")
+        } else {
+            operation?.report("slot \(slot.index): pid \(replacement.pid) ready after \(Self.bootTime(replacement))")
+        }
+        // Ignored by the rollout unless the slot waits for an old worker (surge).
+        if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
     /// The slot's replacement serves from now on, counted as a restart for the operation's

@@ -55,18 +55,18 @@ extension Supervisor {
             inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
             notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
         let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
-        let probe = try launcher.spawn(request)
+        let probe = try host.spawn(request)
         worker.probe = probe
         try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
             self.probeExited(worker)
         }
-        return loop.schedule(after: config.readiness.probeTimeout) { [weak worker] in
-            if let running = worker?.probe, running.pid == probe.pid { CBatonLinuxShim.signal(pidfd: running.pidfd, SIGKILL) }
+        return loop.schedule(after: config.readiness.probeTimeout) { [weak worker, host] in
+            if let running = worker?.probe, running.pid == probe.pid { host.signal(pidfd: running.pidfd, SIGKILL) }
         }
     }
 
     func probeExited(_ worker: Worker) {
-        guard let probe = worker.probe, let exit = CBatonLinuxShim.exitStatus(pidfd: probe.pidfd, reap: true) else { return }
+        guard let probe = worker.probe, let exit = host.exitStatus(pidfd: probe.pidfd, reap: true) else { return }
         loop.unregister(fd: probe.pidfd)
         close(probe.pidfd)
         worker.probe = nil
@@ -98,7 +98,6 @@ extension Supervisor {
             self.publishStatus()
         }
         if slot.replacement === worker {
-            if rollout?.phase(of: worker.slot) == .startingAfterDrain { promoteAfterDrain(slot, worker: worker) }
             rolloutEvent { $0.newWorkerReady(slot: worker.slot) }
             watchStability(worker)
         } else {

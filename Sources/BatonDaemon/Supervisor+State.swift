@@ -25,9 +25,9 @@ extension Supervisor {
         let fallback = Release(directory: config.app.directory)
         releaseState = ReleaseState(current: fallback, previous: nil)
         let directory = Self.stateDirectory(for: config)
-        let store: StateStore
+        let store: any ReleaseStore
         do {
-            store = try StateStore(directory: directory)
+            store = try host.openStateStore(directory)
         } catch {
             var error = error
             error.key = Self.directoryKey(config.app.stateDirectory, environment: "STATE_DIRECTORY", what: "state directory")

@@ -9,7 +9,7 @@ extension Supervisor {
     /// without holding the loop.
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
         let pids = liveWorkerPIDs
-        loop.offload({ Self.readMemory(pids, detailed: true) }) { [unowned self] readings in
+        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: true, with: reader) }) { [unowned self] readings in
             reply(self.statusReport(memory: readings))
         }
     }
@@ -56,7 +56,7 @@ extension Supervisor {
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
         report.problems = stateProblems.isEmpty ? nil : stateProblems
         report.oom = oomStatus()
-        if let readings = try? HostMemoryReader().readings(cgroupOf: getpid()) {
+        if let readings = try? host.memory.hostReadings() {
             let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
             report.memory = MemoryStatus(
                 budgetBytes: budget.bytes, budgetSource: budget.source.rawValue, threshold: config.memory.threshold,

@@ -50,7 +50,7 @@ extension Supervisor {
         if let config = options.configPath { argv += ["--config", config] }
         let request = SpawnRequest(argv: argv, environment: options.environment, passFDs: [pipe.write, candidate.fd], stdout: 2, stderr: 2)
         do {
-            check = try launcher.spawn(request)
+            check = try host.spawn(request)
             close(pipe.write)
         } catch {
             close(pipe.write)
@@ -63,10 +63,10 @@ extension Supervisor {
         // Reaped by the pidfd handler below: reapStrays (SIGCHLD) must leave it, or the
         // handler would never see its exit status and the upgrade would hang.
         upgradeCheckPID = check.pid
-        let timeout = loop.schedule(after: checkTimeout) { CBatonLinuxShim.signal(pidfd: check.pidfd, SIGKILL) }
+        let timeout = loop.schedule(after: checkTimeout) { [host] in host.signal(pidfd: check.pidfd, SIGKILL) }
         do {
             try loop.register(fd: check.pidfd, events: .readable) { [unowned self] _ in
-                guard let exit = CBatonLinuxShim.exitStatus(pidfd: check.pidfd, reap: true) else { return }
+                guard let exit = self.host.exitStatus(pidfd: check.pidfd, reap: true) else { return }
                 self.upgradeCheckPID = nil
                 self.loop.cancel(timeout)
                 self.loop.unregister(fd: check.pidfd)
@@ -93,7 +93,7 @@ extension Supervisor {
                 self.reexecute(candidate, waiter: waiter)
             }
         } catch {
-            CBatonLinuxShim.signal(pidfd: check.pidfd, SIGKILL)
+            host.signal(pidfd: check.pidfd, SIGKILL)
             close(pipe.read)
             candidate.close()
             upgradeInProgress = false

@@ -81,8 +81,8 @@ extension Supervisor {
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "reason": .string(reason)])
         worker.stopReason = reason
         operation?.report("slot \(worker.slot): pid \(worker.pid) \(detail): replacing it")
-        CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
-        CBatonLinuxShim.signalGroup(worker.pid, SIGCONT)
+        host.signalGroup(worker.pid, config.stop.signal)
+        host.signalGroup(worker.pid, SIGCONT)
         killAfterStopTimeout(worker)
     }
 

@@ -79,7 +79,7 @@ extension Supervisor {
         request.setWatchdogPID = config.readiness.watchdog != nil
         let process: SpawnedProcess
         do {
-            process = try launcher.spawn(request)
+            process = try host.spawn(request)
         } catch {
             close(output.read)
             if notifyFD >= 0 { close(notifyFD) }
@@ -184,8 +184,7 @@ extension Supervisor {
             worker.partialLine.removeAll()
         }
         loop.unregister(fd: worker.outputFD)
-        close(worker.outputFD)
-        worker.outputFD = -1
+        worker.outputFD = -1  // closes it
     }
 
     // MARK: - Stopping
@@ -197,7 +196,7 @@ extension Supervisor {
         worker.state = .draining
         worker.drainStartedAt = loop.now()
         worker.stopReason = worker.stopReason ?? reason
-        CBatonLinuxShim.signalGroup(worker.pid, config.stop.signal)
+        host.signalGroup(worker.pid, config.stop.signal)
         killAfterStopTimeout(worker)
     }
 
@@ -217,8 +216,8 @@ extension Supervisor {
 
     /// SIGKILL to the worker's whole group.
     func kill(_ worker: Worker) {
-        CBatonLinuxShim.signalGroup(worker.pid, SIGKILL)
-        CBatonLinuxShim.signal(pidfd: worker.pidfd, SIGKILL)
+        host.signalGroup(worker.pid, SIGKILL)
+        host.signal(pidfd: worker.pidfd, SIGKILL)
     }
 
     // MARK: - Exits
@@ -227,9 +226,9 @@ extension Supervisor {
     /// group while the zombie still holds the pid (so the group id cannot be
     /// reused), then reap it.
     func workerPidfdReadable(_ worker: Worker) {
-        guard worker.state != .exited, CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
-        CBatonLinuxShim.signalGroup(worker.pid, SIGKILL)
-        let exit = CBatonLinuxShim.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
+        guard worker.state != .exited, host.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
+        host.signalGroup(worker.pid, SIGKILL)
+        let exit = host.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
         if diedOfOOM(worker, exit: exit) { worker.stopReason = RestartReason.oom.rawValue }
         footprints.workerExited(pid: worker.pid)
         let previous = worker.state
@@ -242,29 +241,40 @@ extension Supervisor {
             "worker exited (\(exit)) after \(Units.formatElapsed(uptime))",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "was": .string(previous.rawValue)])
 
+        // Out of its place in the slot first; what the exit means is `WorkerExit`'s (BatonCore).
+        let place: WorkerExit.Place?
         if let i = slot.draining.firstIndex(where: { $0 === worker }) {
             slot.draining.remove(at: i)
-            drainedWorkerExited(worker, slot: slot)
+            place = .draining
         } else if slot.replacement === worker {
             slot.replacement = nil
-            let reason = worker.stopReason ?? "exited during start (\(exit))"
-            startFailed(slot: slot, role: .replacement, worker: worker, reason: reason, uptime: nil)
+            place = .replacement
         } else if slot.current === worker {
             slot.current = nil
-            if previous == .draining {
+            place = .current
+        } else {
+            place = nil
+        }
+        let stage: WorkerExit.Stage = previous == .starting ? .starting : previous == .ready ? .ready : .draining
+        let runsRolloutRelease = worker.spec == rolloutSpec && operation?.phase == .rollingOut
+        if let place {
+            switch WorkerExit.classify(
+                place: place, stage: stage, stopReason: worker.stopReason, exit: "\(exit)", pid: worker.pid,
+                runsRolloutRelease: runsRolloutRelease)
+            {
+            case .drained:
                 drainedWorkerExited(worker, slot: slot)
-            } else if previous == .ready, worker.spec == rolloutSpec, operation?.phase == .rollingOut {
-                // A new worker that became ready exits while the rollout
-                // runs: the release is bad; the rollout fails and rolls back.
+            case .replacementFailed(let reason):
+                startFailed(slot: slot, role: .replacement, worker: worker, reason: reason, uptime: nil)
+            case .newReleaseFailed(let reason):
+                // The release is bad; the rollout fails and rolls back.
                 lastFailureOutput = worker.recentOutput.elements
                 slot.lastRestartReason = "crash"
-                let reason = "pid \(worker.pid) exited after becoming ready (\(exit))"
                 if !rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
                     startFailed(slot: slot, role: .current, worker: worker, reason: "crash", uptime: uptime)
                 }
-            } else {
-                let reason = worker.stopReason ?? (previous == .starting ? "exited during start" : "crash")
-                startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: previous == .ready ? uptime : nil)
+            case .slotFailed(let reason, let countsUptime):
+                startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: countsUptime ? uptime : nil)
             }
         }
         recordInstance()
@@ -276,16 +286,15 @@ extension Supervisor {
         for t in worker.timers { loop.cancel(t) }
         worker.timers.removeAll()
         loop.unregister(fd: worker.pidfd)
-        close(worker.pidfd)
+        worker.ownedPidfd = nil  // closes it: the worker is reaped
         if worker.notifyFD >= 0 {
             loop.unregister(fd: worker.notifyFD)
-            close(worker.notifyFD)
-            worker.notifyFD = -1
+            worker.notifyFD = -1  // closes it
         }
         if let path = worker.notifyPath { unlink(path) }
         if let probe = worker.probe {
-            CBatonLinuxShim.signal(pidfd: probe.pidfd, SIGKILL)
-            _ = CBatonLinuxShim.exitStatus(pidfd: probe.pidfd, reap: true)
+            host.signal(pidfd: probe.pidfd, SIGKILL)
+            _ = host.exitStatus(pidfd: probe.pidfd, reap: true)
             loop.unregister(fd: probe.pidfd)
             close(probe.pidfd)
             worker.probe = nil

@@ -60,8 +60,10 @@ public final class Supervisor {
 
     let loop: EventLoop
     let logger: Logger
-    let launcher: any ProcessLauncher
-    let notifier = ServiceNotifier()
+    /// Every effect on the system goes through here (`SupervisorHost`): real in baton, fake in tests.
+    let host: any SupervisorHost
+    /// sd_notify, through the host.
+    var notifier: any ServiceNotifying { host.notifier }
     var options: Options
     var config: BatonConfig
     /// Which operation runs and which wait (the overlap rules); the source of `phase`.
@@ -94,7 +96,7 @@ public final class Supervisor {
     /// The current and previous release (persisted in the state directory).
     var releaseState = ReleaseState(current: Release(directory: "/"), previous: nil)
     /// The state directory, if it could be opened.
-    var store: StateStore?
+    var store: (any ReleaseStore)?
     /// Recent deploys, oldest first.
     var history: [HistoryEntry] = []
     /// Release folders being removed by retention now.
@@ -143,10 +145,15 @@ public final class Supervisor {
     var exitCode: Int32 = 0
 
     /// Creates the supervisor; `run()` starts it.
-    public init(options: Options, loop: EventLoop) {
+    public convenience init(options: Options, loop: EventLoop) {
+        self.init(options: options, loop: loop, host: LinuxSupervisorHost(launcher: options.launcher))
+    }
+
+    /// Creates the supervisor acting through `host` (a fake in the tests of BatonDaemon).
+    init(options: Options, loop: EventLoop, host: any SupervisorHost) {
         self.options = options
         self.config = options.config
-        self.launcher = options.launcher
+        self.host = host
         self.loop = loop
         var logger = Logger(label: "baton")
         logger[metadataKey: "app"] = .string(options.config.app.name)
@@ -194,15 +201,20 @@ public final class Supervisor {
         } else if let user = config.app.user, !createdNotifyDirectory {
             logger.warning("\(notifyDirectory) existed: left with its owner and mode; workers running as \(user) must be able to reach it")
         }
+        startSlots(spec: spec)
+        startMemoryChecks()
+        startLivenessChecks()
+        try startMetrics()
+    }
+
+    /// Makes the slots and starts their first workers, `start_concurrency` at a time.
+    func startSlots(spec: WorkerSpec) {
         slots = (0..<config.app.workers).map { Slot(index: $0, spec: spec) }
         if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
         notifier.notify("STATUS=starting \(config.app.workers) workers")
         startQueue = Array(0..<config.app.workers)
         fillStartQueue()
         recordInstance()
-        startMemoryChecks()
-        startLivenessChecks()
-        try startMetrics()
     }
 
     private func startMetrics() throws {

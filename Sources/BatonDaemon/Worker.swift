@@ -30,8 +30,10 @@ final class Worker {
     let generation: Int
     /// The leader's pid (= its process group id).
     let pid: pid_t
-    /// A pidfd naming exactly this process.
-    let pidfd: Int32
+    /// A pidfd naming exactly this process, owned until the worker is cleaned up after its exit.
+    var ownedPidfd: OwnedDescriptor?
+    /// Its number; -1 once closed, so nothing signals a number the kernel reused.
+    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
     /// What it runs.
     let spec: WorkerSpec
     /// Monotonic start time.
@@ -43,11 +45,23 @@ final class Worker {
     /// Monotonic time it became ready.
     var readyAt: Duration?
     /// Its NOTIFY_SOCKET (notify mode), owned by baton.
-    var notifyFD: Int32 = -1
+    var ownedNotify: OwnedDescriptor?
+    /// Its number (-1: none). Setting it hands that descriptor to the worker and closes the
+    /// one it held; -1 closes it.
+    var notifyFD: Int32 {
+        get { ownedNotify?.rawValue ?? -1 }
+        set { ownedNotify = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
     /// Path of that socket, removed when the worker is gone.
     var notifyPath: String?
     /// Read end of the worker's stdout+stderr pipe.
-    var outputFD: Int32 = -1
+    var ownedOutput: OwnedDescriptor?
+    /// Its number (-1: closed). Setting it hands that descriptor to the worker and closes
+    /// the one it held; -1 closes it.
+    var outputFD: Int32 {
+        get { ownedOutput?.rawValue ?? -1 }
+        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
     /// Bytes of an unfinished output line.
     var partialLine: [UInt8] = []
     /// The last lines of output (for failure reports).
@@ -79,7 +93,7 @@ final class Worker {
         self.slot = slot
         self.generation = generation
         self.pid = process.pid
-        self.pidfd = process.pidfd
+        self.ownedPidfd = OwnedDescriptor(process.pidfd)
         self.spec = spec
         self.startedAt = startedAt
         self.startedAtWall = startedAtWall

@@ -172,29 +172,53 @@ public final class EventLoop: @unchecked Sendable {
         let previous = owner.exchange(UInt(pthread_self()), ordering: .acquiringAndReleasing)
         precondition(previous == 0, "EventLoop.run() called while it already runs")
         defer { owner.store(0, ordering: .releasing) }
+        while running.load(ordering: .relaxed) {
+            if iterate(timeoutMilliseconds: nextTimeoutMilliseconds()) == nil { return }
+        }
+    }
+
+    /// One iteration without blocking: the handlers of descriptors ready now, then the timers
+    /// due at `now()`. For tests that drive the loop by hand with a manual clock (advance the
+    /// clock, pump until nothing ran) instead of running it on a thread. Returns how many
+    /// handlers and timers ran (0: nothing was due), nil when epoll_wait failed (`failure`).
+    @discardableResult
+    public func pump() -> Int? {
+        assertInEventLoop()
+        return iterate(timeoutMilliseconds: 0)
+    }
+
+    /// The earliest deadline among pending timers, if any (for a manual clock to jump to).
+    public var nextTimerDeadline: Duration? {
+        assertInEventLoop()
+        return earliestDeadline()
+    }
+
+    /// Waits up to `timeoutMilliseconds` (-1: no limit) for descriptors, runs their handlers
+    /// and the due timers. Returns how many ran, nil when epoll_wait failed.
+    private func iterate(timeoutMilliseconds timeout: Int32) -> Int? {
         var datas = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
-        while running.load(ordering: .relaxed) {
-            let timeout = nextTimeoutMilliseconds()
-            let n = CBatonLinux_epoll_wait(epfd, &datas, &events, 64, timeout)
-            if n < 0 {
-                // The wrapper already retried EINTR: anything else (EBADF,
-                // EINVAL, EFAULT) fails again at once, so going on would spin.
-                failure = SystemError("epoll_wait", errno: errno)
-                return
-            }
-            for i in 0..<Int(n) {
-                let token = datas[i]
-                if token == 0 {
-                    drainWake()
-                    continue
-                }
-                // A handler earlier in this batch may have unregistered it.
-                guard let handler = handlers[token] else { continue }
-                handler(Events(rawValue: events[i]))
-            }
-            runDueTimers()
+        let n = CBatonLinux_epoll_wait(epfd, &datas, &events, 64, timeout)
+        if n < 0 {
+            // The wrapper already retried EINTR: anything else (EBADF,
+            // EINVAL, EFAULT) fails again at once, so going on would spin.
+            failure = SystemError("epoll_wait", errno: errno)
+            return nil
         }
+        var ran = 0
+        for i in 0..<Int(n) {
+            let token = datas[i]
+            if token == 0 {
+                drainWake()
+                ran += 1
+                continue
+            }
+            // A handler earlier in this batch may have unregistered it.
+            guard let handler = handlers[token] else { continue }
+            handler(Events(rawValue: events[i]))
+            ran += 1
+        }
+        return ran + runDueTimers()
     }
 
     private func drainWake() {
@@ -229,15 +253,19 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs every timer due now, earliest first. A timer scheduled by one of
     /// them runs in a later iteration, even with a zero delay, so a timer that
     /// re-arms itself cannot starve the descriptors.
-    private func runDueTimers() {
+    @discardableResult
+    private func runDueTimers() -> Int {
         let current = now()
         let lastToken = nextToken
+        var ran = 0
         while let top = timerHeap.min, top.deadline <= current {
             if top.token >= lastToken { break }
             timerHeap.removeMin()
             // An earlier timer in this batch may have cancelled this one.
             guard let body = timerBodies.removeValue(forKey: top.token) else { continue }
             body()
+            ran += 1
         }
+        return ran
     }
 }

@@ -90,9 +90,11 @@ private struct World {
                 model.starting[s, default: 0] += 1
                 pending.append(.newWorker(s))
             case .drainOld(let s):
-                model.serving[s]! -= 1
-                model.draining[s, default: 0] += 1
-                pending.append(.oldWorker(s))
+                #expect(config.strategy == .replace, "\(config): drainOld is replace's")
+                drain(s)
+            case .promote(let s):
+                // surge: the new worker serves beside the old one, which drains now.
+                if config.strategy == .surge { drain(s) }
             case .abandonNew(let s):
                 model.starting[s, default: 0] -= 1
                 pending.removeAll { $0 == .newWorker(s) }
@@ -100,6 +102,13 @@ private struct World {
                 #expect(i == actions.count - 1, "\(config): actions after finished: \(actions)")
             }
         }
+    }
+
+    /// The slot's old worker is told to stop.
+    mutating func drain(_ s: Int) {
+        model.serving[s]! -= 1
+        model.draining[s, default: 0] += 1
+        pending.append(.oldWorker(s))
     }
 
     mutating func ready(_ s: Int) {
@@ -285,34 +294,35 @@ struct RollingRestartTests {
     @Test(arguments: [1, 2, 4])
     func surgeSequence(n: Int) {
         let w = run(RolloutConfig(strategy: .surge, slots: Array(0..<n)))
-        #expect(w.trace == (0..<n).flatMap { [Action.startNew(slot: $0), .drainOld(slot: $0)] } + [.finished(.succeeded)])
+        #expect(w.trace == (0..<n).flatMap { [Action.startNew(slot: $0), .promote(slot: $0)] } + [.finished(.succeeded)])
         #expect(w.machine.result == .succeeded && w.machine.replacedSlots == Array(0..<n))
     }
 
     @Test(arguments: [1, 2, 4])
     func replaceSequence(n: Int) {
         let w = run(RolloutConfig(strategy: .replace, slots: Array(0..<n), maxSurge: 3))
-        #expect(w.trace == (0..<n).flatMap { [Action.drainOld(slot: $0), .startNew(slot: $0)] } + [.finished(.succeeded)])
+        #expect(w.trace == (0..<n).flatMap { [Action.drainOld(slot: $0), .startNew(slot: $0), .promote(slot: $0)] } + [.finished(.succeeded)])
     }
 
     @Test func explicitTwoSlotSequences() {
         #expect(
             run(RolloutConfig(strategy: .surge, slots: [0, 1])).trace == [
-                .startNew(slot: 0), .drainOld(slot: 0), .startNew(slot: 1), .drainOld(slot: 1), .finished(.succeeded),
+                .startNew(slot: 0), .promote(slot: 0), .startNew(slot: 1), .promote(slot: 1), .finished(.succeeded),
             ])
         #expect(
             run(RolloutConfig(strategy: .replace, slots: [0, 1])).trace == [
-                .drainOld(slot: 0), .startNew(slot: 0), .drainOld(slot: 1), .startNew(slot: 1), .finished(.succeeded),
+                .drainOld(slot: 0), .startNew(slot: 0), .promote(slot: 0), .drainOld(slot: 1), .startNew(slot: 1), .promote(slot: 1),
+                .finished(.succeeded),
             ])
     }
 
     @Test func surgeOfTwoWithACanary() {
         var r = RollingRestart(slots: [0, 1, 2, 3], strategy: .surge, maxSurge: 2, canary: true)
         #expect(r.start() == [.startNew(slot: 0)])
-        #expect(r.newWorkerReady(slot: 0) == [.drainOld(slot: 0)])
+        #expect(r.newWorkerReady(slot: 0) == [.promote(slot: 0)])
         #expect(r.oldWorkerExited(slot: 0) == [.startNew(slot: 1), .startNew(slot: 2)])
         #expect(r.inFlightSlots == [1, 2] && r.currentSlot == 1)
-        #expect(r.newWorkerReady(slot: 2) == [.drainOld(slot: 2)])
+        #expect(r.newWorkerReady(slot: 2) == [.promote(slot: 2)])
         #expect(r.oldWorkerExited(slot: 2) == [.startNew(slot: 3)])
         #expect(r.replacedSlots == [0, 2] && r.phase(of: 1) == .startingNew && r.phase(of: 3) == .startingNew)
         #expect(
@@ -357,10 +367,10 @@ struct RollingRestartTests {
         #expect(r.oldWorkerExited(slot: 1) == [])
         #expect(r.oldWorkerExited(slot: 3) == [.startNew(slot: 3)])
         #expect(r.oldWorkerExited(slot: 3) == [])  // duplicate
-        #expect(r.newWorkerReady(slot: 3) == [.drainOld(slot: 1)])
+        #expect(r.newWorkerReady(slot: 3) == [.promote(slot: 3), .drainOld(slot: 1)])
         #expect(r.currentSlot == 1 && r.replacedSlots == [3] && r.phase(of: 3) == .done)
         #expect(r.oldWorkerExited(slot: 1) == [.startNew(slot: 1)])
-        #expect(r.newWorkerReady(slot: 1) == [.finished(.succeeded)])
+        #expect(r.newWorkerReady(slot: 1) == [.promote(slot: 1), .finished(.succeeded)])
         #expect(r.isFinished && r.result == .succeeded && r.currentSlot == nil && r.replacedSlots == [3, 1])
         #expect(r.newWorkerReady(slot: 1) == [] && r.abort(reason: "x") == [])
     }
@@ -368,7 +378,7 @@ struct RollingRestartTests {
     @Test func abortAbandonsStartingWorkers() {
         var r = RollingRestart(slots: [0, 1, 2], strategy: .surge, maxSurge: 3)
         #expect(r.start() == [.startNew(slot: 0), .startNew(slot: 1), .startNew(slot: 2)])
-        #expect(r.newWorkerReady(slot: 1) == [.drainOld(slot: 1)])
+        #expect(r.newWorkerReady(slot: 1) == [.promote(slot: 1)])
         #expect(
             r.abort(reason: "deploy timed out after 10m") == [
                 .abandonNew(slot: 0), .abandonNew(slot: 2),

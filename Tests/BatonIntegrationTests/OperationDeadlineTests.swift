@@ -5,7 +5,10 @@ import Testing
 
 extension Integration {
     /// A client's `--timeout` counts from the request, whether the operation runs at once or waits
-    /// behind another one (or behind a start-up that cannot finish).
+    /// behind another one (or behind a start-up that cannot finish). The rule itself, behind a
+    /// deploy and behind a start-up, is `SupervisorOverlapTests.queuedDeployExpiresAtItsClientDeadline`
+    /// and `SupervisorReadinessTests.deployQueuedBehindAStartUpThatNeverFinishesExpires`
+    /// (BatonDaemonTests); this end-to-end test keeps the CLI's side: the progress line, exit 4.
     @Suite("operation deadlines")
     struct OperationDeadlineTests {
         @Test("a deploy queued behind a start-up that does not finish times out (exit 4), nothing changed")
@@ -29,32 +32,6 @@ extension Integration {
             let status = try baton.status()
             #expect(status.release == baton.releaseDirectory)
             #expect(status.operation == nil)
-        }
-
-        @Test("a deploy queued with --wait behind a slow deploy times out while it waits (exit 4)")
-        func queuedBehindAnotherDeploy() throws {
-            let sections = """
-                [listen]
-                addresses = ["127.0.0.1:0"]
-                [readiness]
-                mode = "delay"
-                delay = "3s"
-                timeout = "20s"
-                [deploy]
-                canary = false
-                """
-            let baton = try BatonHarness(workers: 1, sections: sections, tag: "dl2")
-            defer { baton.stop() }
-            let first = try baton.startCLI(["deploy", "--release", baton.makeRelease("r2")])
-            defer { _ = first.wait(timeout: .seconds(60)) }
-            #expect(first.waitForStdout(containing: "starting a new worker", timeout: .seconds(20)))
-            let second = try baton.cli(["deploy", "--wait", "--release", baton.makeRelease("r3"), "--timeout", "500ms"], timeout: .seconds(60))
-            #expect(second.code == 4, "\(second.stdout)\n\(second.stderr)")
-            #expect(second.stdout.contains("waiting: a deploy is in progress"), "\(second.stdout)")
-            // It timed out while it waited: it never started a worker.
-            #expect(second.stderr.contains("passed while it waited for a deploy"), "\(second.stderr)")
-            #expect(!second.stdout.contains("starting a new worker"), "\(second.stdout)")
-            #expect(first.wait(timeout: .seconds(60)) == 0)
         }
     }
 }

@@ -66,18 +66,5 @@ extension Integration {
             let started = baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("worker started") && $0.contains("slot=2") }
             #expect(started != nil, "\(baton.process.stderrLines.suffix(10))")
         }
-
-        @Test("--timeout counts from the request: a deploy queued behind a slow start-up is dropped from the queue with exit 4")
-        func deadlineCountsWhileQueued() throws {
-            let baton = try BatonHarness(workers: 1, command: [Self.worker, "--boot-delay", "4"], waitReady: false, tag: "qdl")
-            defer { baton.stop() }
-            let result = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--timeout", "1s"], timeout: .seconds(30))
-            #expect(result.code == 4, "\(result.stdout)\n\(result.stderr)")
-            #expect(result.stderr.contains("passed while it waited for a start-up"), "\(result.stderr)")
-            #expect(baton.process.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
-            let history = try baton.cli(["history", "--json"])
-            #expect(!history.stdout.contains("\"kind\" : \"deploy\""), "the deploy never ran: \(history.stdout)")
-            #expect(try baton.status().release == baton.releaseDirectory)
-        }
     }
 }

@@ -32,8 +32,12 @@ public struct RollingRestart: Sendable, Equatable {
     public enum Action: Sendable, Equatable {
         /// Start a worker for `slot` with the new settings.
         case startNew(slot: Int)
-        /// Stop the slot's old worker gracefully (stop signal, then SIGKILL after the timeout).
+        /// replace: stop the slot's serving worker gracefully (stop signal, then SIGKILL after
+        /// the timeout) before its new one starts.
         case drainOld(slot: Int)
+        /// The slot's new worker is ready and serves from now on. surge: the old worker it
+        /// displaces drains (as in `drainOld`); replace: the slot had none (it drained first).
+        case promote(slot: Int)
         /// Kill the slot's new worker that is still starting (the rollout failed elsewhere).
         case abandonNew(slot: Int)
         /// The rollout is over.
@@ -134,10 +138,10 @@ public struct RollingRestart: Sendable, Equatable {
         switch (strategy, phases[i]) {
         case (.surge, .startingNew):
             phases[i] = .drainingOld
-            return [.drainOld(slot: slot)] + advance()
+            return [.promote(slot: slot)] + advance()
         case (.replace, .startingAfterDrain):
             phases[i] = .done
-            return advance()
+            return [.promote(slot: slot)] + advance()
         default:
             return []
         }

@@ -1,0 +1,59 @@
+/// What a worker's exit means for its slot, decided from where the worker was and what it
+/// was doing: pure, so every case is tested without a process.
+///
+/// - A worker baton was draining (stop signal sent) is gone as asked: `drained`.
+/// - A rollout's new worker that never served failed its start: `replacementFailed`.
+/// - A rollout's new worker that became ready and serves exits while the rollout runs: the
+///   release is bad (`newReleaseFailed`): the rollout fails and rolls back.
+/// - Any other serving or starting worker failed: `slotFailed`, respawned after the crash
+///   backoff; its uptime counts (to reset the backoff) only if it had become ready.
+public enum WorkerExit: Sendable, Equatable {
+    /// A worker baton stopped is gone.
+    case drained
+    /// A rollout's new worker failed before serving.
+    case replacementFailed(reason: String)
+    /// A new worker of the running rollout exited after it became ready.
+    case newReleaseFailed(reason: String)
+    /// The slot's worker failed; `countsUptime`: it had become ready.
+    case slotFailed(reason: String, countsUptime: Bool)
+
+    /// Where the worker was in its slot.
+    public enum Place: Sendable, Equatable, CaseIterable {
+        /// Among the old workers draining.
+        case draining
+        /// The new worker of a rolling replacement, not serving yet.
+        case replacement
+        /// The slot's serving (or first-starting) worker.
+        case current
+    }
+
+    /// What the worker was doing when it exited.
+    public enum Stage: Sendable, Equatable, CaseIterable {
+        /// Not ready yet.
+        case starting
+        /// Ready (serving).
+        case ready
+        /// Told to stop.
+        case draining
+    }
+
+    /// The verdict for a worker that exited (`exit`: how, e.g. "exit code 1"). `stopReason`:
+    /// why baton was stopping it, if it was (readiness timeout, watchdog, liveness);
+    /// `runsRolloutRelease`: it runs the release the running rollout rolls out.
+    public static func classify(
+        place: Place, stage: Stage, stopReason: String?, exit: String, pid: Int32, runsRolloutRelease: Bool
+    ) -> WorkerExit {
+        switch (place, stage) {
+        case (.draining, _), (.current, .draining):
+            return .drained
+        case (.replacement, _):
+            return .replacementFailed(reason: stopReason ?? "exited during start (\(exit))")
+        case (.current, .ready) where runsRolloutRelease:
+            return .newReleaseFailed(reason: "pid \(pid) exited after becoming ready (\(exit))")
+        case (.current, .ready):
+            return .slotFailed(reason: stopReason ?? "crash", countsUptime: true)
+        case (.current, .starting):
+            return .slotFailed(reason: stopReason ?? "exited during start", countsUptime: false)
+        }
+    }
+}

@@ -1,0 +1,33 @@
+import BatonCore
+import BatonSystem
+
+/// The state directory as the supervisor uses it: the current and previous release, history,
+/// the deploy in progress and the release folders baton deployed. `StateStore` (files under
+/// the state directory) in baton; an in-memory store in the tests of BatonDaemon. Opened
+/// through `SupervisorHost.openStateStore`.
+protocol ReleaseStore: Sendable {
+    /// The release folders baton deployed, oldest first.
+    func loadDeployedReleases() -> [String]
+    /// Replaces that list.
+    func saveDeployedReleases(_ folders: [String]) throws(SystemError)
+    /// The persisted release state; nil when none was ever written; throws when unreadable.
+    func loadReleaseState() throws(SystemError) -> ReleaseState?
+    /// Keeps an unreadable release state aside; returns where.
+    func keepCorruptReleaseState() throws(SystemError) -> String
+    /// Throws when nothing can be written.
+    func checkWritable() throws(SystemError)
+    /// Persists the release state (a deploy's commit).
+    func save(_ state: ReleaseState) throws(SystemError)
+    /// Appends a history entry.
+    func append(_ entry: HistoryEntry) throws(SystemError)
+    /// History, oldest first.
+    func loadHistory() -> [HistoryEntry]
+    /// Records the deploy that starts now.
+    func beginDeploy(_ entry: HistoryEntry) throws(SystemError)
+    /// The deploy ended.
+    func finishDeploy()
+    /// The deploy a previous baton never finished, removed; nil when none.
+    func takeUnfinishedDeploy() -> HistoryEntry?
+}
+
+extension StateStore: ReleaseStore {}

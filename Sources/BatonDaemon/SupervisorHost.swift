@@ -1,0 +1,107 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// The one port through which the supervisor's worker and operation code acts on the system:
+/// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
+/// process groups and pidfds, reading a child's exit, telling the service manager, reading
+/// memory figures and opening the state directory.
+///
+/// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
+/// give the supervisor a fake whose children are descriptors without a process: the test
+/// says when one exits and how, and the supervisor's timers run on an `EventLoop` with a
+/// manual clock that the test advances and pumps (`EventLoop.pump()`), so deploys,
+/// rollbacks, crash loops and the overlap rules run in milliseconds with no process.
+/// See docs/ARCHITECTURE.md, "Test layers".
+protocol SupervisorHost: AnyObject {
+    /// Starts a process; its pidfd becomes readable when it exits.
+    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess
+    /// Signals a whole process group (a worker's tree).
+    func signalGroup(_ group: pid_t, _ signal: Int32)
+    /// Signals exactly the process behind `pidfd` (never a reused pid).
+    func signal(pidfd: Int32, _ signal: Int32)
+    /// How the process behind `pidfd` ended, or nil while it runs; `reap: false` leaves the
+    /// zombie (its pid, and so its process group id, stays reserved).
+    func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit?
+    /// sd_notify to the service manager (a no-op outside systemd).
+    var notifier: any ServiceNotifying { get }
+    /// Memory figures of worker trees and of the host (callable off the loop).
+    var memory: any MemoryReading { get }
+    /// The state directory (created if needed; refused when others may write in it).
+    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore
+}
+
+/// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
+/// baton's cgroup). Sendable: worker trees are read on the offload pool.
+protocol MemoryReading: Sendable {
+    /// The tree rooted at `pid` (RSS; with `detailed`, PSS and USS too), nil when it is gone.
+    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample?
+    /// The tree rooted at `pid`: its members and their summed PSS/USS, in one walk (nil when gone).
+    func treeMembers(of pid: pid_t) -> (pids: Set<Int32>, memory: MemorySample?)
+    /// The host's figures and baton's own cgroup.
+    func hostReadings() throws(MemoryReadError) -> MemoryReadings
+}
+
+/// The real figures: /proc and the cgroup filesystem.
+struct ProcMemoryReader: MemoryReading {
+    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? { ProcFS.treeMemory(of: pid, detailed: detailed) }
+    func treeMembers(of pid: pid_t) -> (pids: Set<Int32>, memory: MemorySample?) {
+        var pids = Set<Int32>()
+        var total: MemorySample?
+        for member in ProcFS.tree(of: pid) {
+            guard let m = ProcFS.memory(of: member, detailed: true) else { continue }
+            pids.insert(member)
+            total = total.map { $0 + m } ?? m
+        }
+        return (pids, total)
+    }
+    func hostReadings() throws(MemoryReadError) -> MemoryReadings { try HostMemoryReader().readings(cgroupOf: getpid()) }
+}
+
+/// What the supervisor tells the service manager: `ServiceNotifier` (sd_notify) in baton,
+/// a recorder in tests.
+protocol ServiceNotifying {
+    /// Whether a notify socket was given.
+    var isEnabled: Bool { get }
+    /// How often to send WATCHDOG=1, when systemd's watchdog is on.
+    var watchdogPingInterval: Duration? { get }
+    /// Sends one message ("READY=1", "STATUS=...").
+    func notify(_ message: String)
+    /// READY=1 with a status line.
+    func ready(status: String)
+    /// RELOADING=1 with a status line.
+    func reloading(status: String)
+    /// Hands `fd` to systemd's FD store under `name`; false outside systemd.
+    func storeFD(_ fd: Int32, name: String) -> Bool
+    /// Removes `name` from systemd's FD store.
+    func removeStoredFD(name: String)
+    /// EXTEND_TIMEOUT_USEC= for a start or reload step under way.
+    func extendTimeout(_ extra: Duration)
+}
+
+extension ServiceNotifier: ServiceNotifying {}
+
+/// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
+/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory from /proc,
+/// the state directory through `StateStore`.
+final class LinuxSupervisorHost: SupervisorHost {
+    private let launcher: any ProcessLauncher
+    let notifier: any ServiceNotifying
+    let memory: any MemoryReading = ProcMemoryReader()
+
+    /// A host spawning through `launcher`.
+    init(launcher: any ProcessLauncher, notifier: any ServiceNotifying = ServiceNotifier()) {
+        self.launcher = launcher
+        self.notifier = notifier
+    }
+
+    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess { try launcher.spawn(request) }
+
+    func signalGroup(_ group: pid_t, _ signal: Int32) { CBatonLinuxShim.signalGroup(group, signal) }
+
+    func signal(pidfd: Int32, _ signal: Int32) { CBatonLinuxShim.signal(pidfd: pidfd, signal) }
+
+    func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
+
+    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { try StateStore(directory: directory) }
+}

@@ -1,0 +1,168 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Foundation
+import Glibc
+import Testing
+
+/// The real `Supervisor` on an `EventLoop` that never runs on its own: the test advances a
+/// manual clock and pumps the loop; workers are `FakeChild`ren of a `FakeHost`. Readiness is
+/// `notify`, and the harness marks a starting worker ready when `autoReady` says so (the test
+/// keeps one starting, or makes it exit, by saying no). The state directory is in memory
+/// (`MemoryStore`); release folders and the runtime directory are real, in a temp folder. No
+/// process is started.
+final class DaemonHarness {
+    let clock = ManualClock()
+    let loop: EventLoop
+    let host = FakeHost()
+    let supervisor: Supervisor
+    /// The temp folder holding everything.
+    let root: String
+    /// The release folder the workers start on.
+    let initialRelease: String
+    /// Whether a starting worker becomes ready when the clock moves (default: every one).
+    var autoReady: (FakeChild) -> Bool = { _ in true }
+
+    init(workers: Int = 3, configure: (inout BatonConfig) -> Void = { _ in }) throws {
+        var template = Array("/tmp/baton-daemon-XXXXXX".utf8CString)
+        root = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        initialRelease = root + "/r0"
+        mkdir(initialRelease, 0o755)
+        var config = BatonConfig.make(
+            app: AppConfig(
+                name: "fake", command: ["/srv/worker"], directory: initialRelease, workers: workers, startConcurrency: workers,
+                runtimeDirectory: root + "/run", stateDirectory: root + "/state"))
+        config.readiness = ReadinessConfig(mode: .notify, timeout: .seconds(30))
+        config.deploy.strategy = .surge
+        config.deploy.stabilityWindow = .seconds(2)
+        configure(&config)
+        let clock = self.clock
+        loop = try EventLoop(now: { clock.now })
+        supervisor = Supervisor(
+            options: .init(config: config, reloadConfig: nil, launcher: LinuxProcessLauncher(), environment: ["PATH=/usr/bin:/bin"]),
+            loop: loop, host: host)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: root) }
+
+    /// What `baton serve` does up to the first workers (no sockets, no signals): the runtime
+    /// and state directories, then every slot's first worker; then the clock moves until each
+    /// one that `autoReady` lets is ready.
+    func start() throws {
+        supervisor.runtimeDirectory = root + "/run"
+        supervisor.notifyDirectory = root + "/run/notify"
+        try supervisor.prepareRuntimeDirectory()
+        try supervisor.loadState()
+        supervisor.startSlots(spec: try supervisor.makeSpec(supervisor.config, release: supervisor.releaseState.current))
+        advance(by: .zero)
+    }
+
+    /// A new release folder.
+    func makeRelease(_ name: String) -> String {
+        let path = root + "/" + name
+        mkdir(path, 0o755)
+        return path
+    }
+
+    /// Pumps the loop until nothing is ready or due at the current time (bounded).
+    func settle() {
+        for _ in 0..<10_000 {
+            readyStartingWorkers()
+            guard let ran = loop.pump() else {
+                Issue.record("the loop failed: \(String(describing: loop.failure))")
+                return
+            }
+            if ran == 0 && !hasWorkerToReady { return }
+        }
+        Issue.record("the loop never settled")
+    }
+
+    /// Moves the clock by `delta`, firing every timer at its deadline on the way, in order.
+    func advance(by delta: Duration) {
+        let target = clock.now + delta
+        settle()
+        for _ in 0..<100_000 {
+            guard let next = loop.nextTimerDeadline, next <= target else { break }
+            clock.set(next)
+            settle()
+        }
+        clock.set(target)
+        settle()
+    }
+
+    /// Moves the clock until no operation runs or waits (at most `limit`).
+    func finishOperations(limit: Duration = .seconds(600)) {
+        let end = clock.now + limit
+        while supervisor.operations.isBusy, supervisor.phase != .starting, clock.now < end {
+            guard let next = loop.nextTimerDeadline else { break }
+            advance(by: max(next - clock.now, .zero))
+        }
+    }
+
+    private var startingWorkers: [Worker] {
+        supervisor.slots.flatMap(\.workers).filter { $0.state == .starting }
+    }
+
+    /// Whether `worker` sends READY=1 now: a child that exited sends nothing.
+    private func willReady(_ worker: Worker) -> Bool {
+        guard let child = host.child(worker.pid), child.isRunning else { return false }
+        return autoReady(child)
+    }
+
+    private var hasWorkerToReady: Bool { startingWorkers.contains(where: willReady) }
+
+    /// What READY=1 on a worker's notify socket does.
+    private func readyStartingWorkers() {
+        for worker in startingWorkers where willReady(worker) {
+            supervisor.workerBecameReady(worker)
+        }
+    }
+
+    // MARK: - Requests, as the control server hands them over
+
+    /// `baton deploy --release PATH [...]`.
+    @discardableResult
+    func deploy(_ release: String, wait: Bool = false, timeout: String? = nil, strategy: String? = nil) -> RecordingWaiter {
+        let waiter = RecordingWaiter()
+        supervisor.requestDeploy(
+            kind: .deploy, options: DeployOptions(release: release, strategy: strategy, timeout: timeout, wait: wait), waiter: waiter, uid: 0)
+        return waiter
+    }
+
+    /// `baton rollback`.
+    @discardableResult
+    func rollback(wait: Bool = false) -> RecordingWaiter {
+        let waiter = RecordingWaiter()
+        supervisor.requestDeploy(kind: .rollback, options: DeployOptions(wait: wait), waiter: waiter, uid: 0)
+        return waiter
+    }
+
+    /// `baton reload` (SIGHUP has no waiter).
+    @discardableResult
+    func reload() -> RecordingWaiter {
+        let waiter = RecordingWaiter()
+        supervisor.requestReload(waiter: waiter, uid: 0)
+        return waiter
+    }
+
+    // MARK: - What the test looks at
+
+    /// The pid serving each slot (nil: none).
+    var servingPIDs: [pid_t?] { supervisor.slots.map { $0.current?.pid } }
+
+    /// The release each slot's serving worker runs (nil: none).
+    var servingReleases: [String?] { supervisor.slots.map { $0.current?.spec.release } }
+
+    /// Whether every slot has a ready worker.
+    var allReady: Bool { supervisor.slots.allSatisfy { $0.current?.state == .ready } }
+}
+
+extension DaemonHarness {
+    /// What the restart policy does when it orders a replacement (`Supervisor+Memory.swift`).
+    func requestPolicyRestart(slot: Int, reason: RestartReason) {
+        let op = supervisor.makeOperation(kind: .policy, options: nil, uid: nil)
+        op.slots = [slot]
+        op.reason = reason.rawValue
+        supervisor.submit(op)
+    }
+}

@@ -1,0 +1,56 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+
+/// The supervisor's port with no process behind it: every spawn makes a `FakeChild`; signals
+/// end children the way a cooperative worker would (the stop signal: exit 0; SIGKILL).
+final class FakeHost: SupervisorHost {
+    private(set) var children: [FakeChild] = []
+    let recorder = RecordingNotifier()
+    var notifier: any ServiceNotifying { recorder }
+    let fakeMemory = FakeMemory()
+    var memory: any MemoryReading { fakeMemory }
+    /// The state directory, in memory.
+    let store = MemoryStore()
+    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { store }
+    /// The stop signal cooperative children exit on.
+    var stopSignal: Int32 = SIGTERM
+    /// When set, spawns fail with it (a missing executable, say).
+    var spawnError: SpawnError?
+    /// Called with each new child: a test makes a release's workers crash here.
+    var onSpawn: ((FakeChild) -> Void)?
+    private var nextPID: pid_t = 5_000_000
+
+    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess {
+        if let spawnError { throw spawnError }
+        nextPID += 1
+        let child = FakeChild(pid: nextPID, request: request)
+        children.append(child)
+        onSpawn?(child)
+        return SpawnedProcess(pid: child.pid, pidfd: child.pidfd)
+    }
+
+    func signalGroup(_ group: pid_t, _ signal: Int32) {
+        children.last { $0.pid == group }?.receive(signal, stopSignal: stopSignal)
+    }
+
+    func signal(pidfd: Int32, _ signal: Int32) {
+        live(pidfd: pidfd)?.receive(signal, stopSignal: stopSignal)
+    }
+
+    func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? {
+        guard let child = live(pidfd: pidfd), let exit = child.exit else { return nil }
+        if reap { child.reaped = true }
+        return exit
+    }
+
+    /// The child behind an open pidfd (descriptor numbers are reused once the supervisor closes one).
+    private func live(pidfd: Int32) -> FakeChild? { children.last { $0.pidfd == pidfd && !$0.reaped } }
+
+    /// Workers (not probes) ever spawned for `slot`, oldest first.
+    func workers(slot: Int) -> [FakeChild] { children.filter { $0.slot == slot } }
+
+    /// The child with `pid`.
+    func child(_ pid: pid_t) -> FakeChild? { children.first { $0.pid == pid } }
+}

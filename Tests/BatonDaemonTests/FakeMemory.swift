@@ -1,0 +1,42 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Synchronization
+
+/// Memory figures the test sets: every worker tree reads `worker`, the host reads `host`
+/// (unset: unreadable, as on a host without /proc/meminfo).
+final class FakeMemory: MemoryReading {
+    private let figures = Mutex<(host: MemoryReadings?, worker: MemorySample?)>((nil, nil))
+    private let reads = Mutex<[pid_t: Int]>([:])
+
+    /// How many detailed reads (smaps_rollup: a walk of the page tables) each pid had.
+    func detailedReads(of pid: pid_t) -> Int { reads.withLock { $0[pid, default: 0] } }
+
+    /// What every worker tree reads.
+    var worker: MemorySample? {
+        get { figures.withLock { $0.worker } }
+        set { figures.withLock { $0.worker = newValue } }
+    }
+
+    /// What the host reads.
+    var host: MemoryReadings? {
+        get { figures.withLock { $0.host } }
+        set { figures.withLock { $0.host = newValue } }
+    }
+
+    func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? {
+        if detailed { reads.withLock { $0[pid, default: 0] += 1 } }
+        return worker
+    }
+
+    func treeMembers(of pid: pid_t) -> (pids: Set<Int32>, memory: MemorySample?) {
+        let memory = treeMemory(of: pid, detailed: true)
+        return (memory == nil ? [] : [pid], memory)
+    }
+
+    func hostReadings() throws(MemoryReadError) -> MemoryReadings {
+        guard let host else { throw .unreadable(path: "/proc/meminfo", errno: ENOENT) }
+        return host
+    }
+}

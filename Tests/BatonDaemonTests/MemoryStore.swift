@@ -1,0 +1,58 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Synchronization
+
+/// The state directory in memory; a test makes a write fail by setting its error.
+final class MemoryStore: ReleaseStore {
+    private struct Contents {
+        var releaseState: ReleaseState?
+        var history: [HistoryEntry] = []
+        var deployed: [String] = []
+        var inProgress: HistoryEntry?
+        var saveError: SystemError?
+        var beginError: SystemError?
+    }
+    private let contents = Mutex(Contents())
+
+    /// The persisted release state.
+    var releaseState: ReleaseState? { contents.withLock { $0.releaseState } }
+    /// The deploy in progress, as a baton killed now would leave it.
+    var inProgress: HistoryEntry? {
+        get { contents.withLock { $0.inProgress } }
+        set { contents.withLock { $0.inProgress = newValue } }
+    }
+    /// When set, `save` (the commit) fails with it.
+    var saveError: SystemError? {
+        get { contents.withLock { $0.saveError } }
+        set { contents.withLock { $0.saveError = newValue } }
+    }
+    /// When set, `beginDeploy` fails with it.
+    var beginError: SystemError? {
+        get { contents.withLock { $0.beginError } }
+        set { contents.withLock { $0.beginError = newValue } }
+    }
+
+    func loadDeployedReleases() -> [String] { contents.withLock { $0.deployed } }
+    func saveDeployedReleases(_ folders: [String]) throws(SystemError) { contents.withLock { $0.deployed = folders } }
+    func loadReleaseState() throws(SystemError) -> ReleaseState? { releaseState }
+    func keepCorruptReleaseState() throws(SystemError) -> String { "release.json.corrupt" }
+    func checkWritable() throws(SystemError) {}
+    func save(_ state: ReleaseState) throws(SystemError) {
+        if let error = saveError { throw error }
+        contents.withLock { $0.releaseState = state }
+    }
+    func append(_ entry: HistoryEntry) throws(SystemError) { contents.withLock { $0.history.append(entry) } }
+    func loadHistory() -> [HistoryEntry] { contents.withLock { $0.history } }
+    func beginDeploy(_ entry: HistoryEntry) throws(SystemError) {
+        if let error = beginError { throw error }
+        contents.withLock { $0.inProgress = entry }
+    }
+    func finishDeploy() { contents.withLock { $0.inProgress = nil } }
+    func takeUnfinishedDeploy() -> HistoryEntry? {
+        contents.withLock { c in
+            defer { c.inProgress = nil }
+            return c.inProgress
+        }
+    }
+}

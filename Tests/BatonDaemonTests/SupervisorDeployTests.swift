@@ -1,0 +1,190 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// Deploys, rollbacks and the degraded state, driven through the real supervisor code with a
+/// fake host and a manual clock: no process, no sleep.
+@Suite struct SupervisorDeployTests {
+    @Test func startUpBringsEverySlotUpAndSendsReadyOnce() throws {
+        let h = try DaemonHarness(workers: 3)
+        try h.start()
+        #expect(h.allReady)
+        #expect(h.supervisor.phase == .running)
+        #expect(h.host.children.count == 3)
+        #expect(h.host.recorder.messages.filter { $0.hasPrefix("READY=1") }.count == 1)
+    }
+
+    @Test func deployReplacesEverySlotAndCommits() throws {
+        let h = try DaemonHarness(workers: 3)
+        try h.start()
+        let old = h.servingPIDs.compactMap { $0 }
+        let r1 = h.makeRelease("r1")
+        let client = h.deploy(r1)
+        #expect(h.supervisor.phase == .deploying)
+        h.finishOperations()
+
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(h.servingReleases == [r1, r1, r1])
+        #expect(h.allReady)
+        #expect(Set(h.servingPIDs.compactMap { $0 }).isDisjoint(with: old))
+        // Every old worker got the stop signal, drained and was reaped.
+        for pid in old {
+            let child = try #require(h.host.child(pid))
+            #expect(child.signals.first == SIGTERM)
+            #expect(!child.isRunning)
+        }
+        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 && $0.lastRestartReason == "deploy" && $0.draining.isEmpty })
+        #expect(h.supervisor.releaseState.current.directory == r1)
+        #expect(h.supervisor.releaseState.previous?.directory == h.initialRelease)
+        #expect(h.supervisor.history.last?.outcome == "succeeded")
+        #expect(h.supervisor.phase == .running)
+        // Canary: slot 0's new worker started (and served) before any other new one.
+        let newOnes = h.host.children.filter { $0.release == r1 }
+        #expect(newOnes.map(\.slot) == [0, 1, 2])
+        #expect(client.progress.contains { $0.contains("canary slot 0") })
+    }
+
+    @Test func newWorkerCrashingRollsBackTheSlotsAlreadyReplaced() throws {
+        let h = try DaemonHarness(workers: 3)
+        try h.start()
+        let old = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        var started = 0
+        h.host.onSpawn = { child in
+            guard child.release == r1 else { return }
+            started += 1
+            if started == 2 {
+                child.print("boom: cannot connect to the database")
+                child.end(.exited(3))
+            }
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.code == 1)
+        #expect(reply.error?.contains("rolled back: slots 0 are on \(h.initialRelease) again") == true, "\(reply)")
+        #expect(reply.details == ["boom: cannot connect to the database"])
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease, h.initialRelease])
+        // Slots 1 and 2 never changed; slot 0 has a new worker on the old release.
+        #expect(Array(h.servingPIDs[1...]) == Array(old[1...]))
+        #expect(h.servingPIDs[0] != old[0])
+        #expect(h.allReady)
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
+        #expect(h.supervisor.history.last?.outcome == "rolled-back")
+        #expect(!h.supervisor.degraded)
+    }
+
+    @Test func canaryFailingChangesNothing() throws {
+        let h = try DaemonHarness(workers: 3)
+        try h.start()
+        let old = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        h.host.onSpawn = { child in if child.release == r1 { child.end(.exited(1)) } }
+        let client = h.deploy(r1)
+        h.finishOperations()
+
+        #expect(client.reply?.ok == false)
+        #expect(client.reply?.error?.contains("nothing changed: the old workers keep serving") == true)
+        #expect(h.servingPIDs == old)
+        #expect(h.host.children.filter { $0.release == r1 }.count == 1)
+        #expect(h.supervisor.history.last?.outcome == "failed")
+    }
+
+    @Test func rollbackFailingTooLeavesTheAppDegraded() throws {
+        let h = try DaemonHarness(workers: 3)
+        try h.start()
+        let r0 = h.initialRelease
+        let r1 = h.makeRelease("r1")
+        var started = 0
+        h.host.onSpawn = { child in
+            if child.release == r1 {
+                started += 1
+                if started == 2 { child.end(.exited(1)) }
+            } else if child.release == r0 {
+                child.end(.exited(1))  // the old release no longer starts either
+            }
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.hasSuffix("degraded") == true, "\(reply)")
+        #expect(reply.details?.count == 3)
+        #expect(h.supervisor.degraded)
+        #expect(h.supervisor.summary.contains("DEGRADED"))
+        #expect(h.supervisor.history.last?.outcome == "degraded")
+        // Slot 0 keeps the new release's worker: it serves, which beats an empty slot.
+        #expect(h.servingReleases == [r1, r0, r0])
+        #expect(h.supervisor.releaseState.current.directory == r0)
+
+        // A later deploy that succeeds clears it.
+        h.host.onSpawn = nil
+        let r2 = h.makeRelease("r2")
+        let next = h.deploy(r2)
+        h.finishOperations()
+        #expect(next.reply?.ok == true)
+        #expect(!h.supervisor.degraded)
+    }
+
+    @Test func clientDeadlineAbortsTheDeployWithExitFour() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let old = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        h.autoReady = { $0.release != r1 }  // the new release never becomes ready
+        let client = h.deploy(r1, timeout: "5s")
+        h.advance(by: .seconds(5))
+
+        let reply = try #require(client.reply)
+        #expect(reply.code == 4)
+        #expect(reply.error?.contains("deadline of 5s passed") == true, "\(reply)")
+        // The new worker was abandoned (stop signal, then SIGKILL at once) and reaped.
+        let abandoned = try #require(h.host.children.first { $0.release == r1 })
+        #expect(abandoned.signals.contains(SIGKILL))
+        #expect(!abandoned.isRunning)
+        #expect(h.servingPIDs == old)
+        #expect(h.supervisor.history.last?.outcome == "timed-out")
+        #expect(h.supervisor.phase == .running)
+    }
+
+    @Test func rollbackCommandReturnsToThePreviousRelease() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.deploy(r1)
+        h.finishOperations()
+        #expect(h.servingReleases == [r1, r1])
+
+        let client = h.rollback()
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
+        #expect(h.supervisor.releaseState.previous?.directory == r1)
+    }
+
+    @Test func replaceStrategyDrainsBeforeStartingAndPromotesAfterReady() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let old = h.servingPIDs.compactMap { $0 }
+        let r1 = h.makeRelease("r1")
+        var emptyWhenStarted: [Bool] = []
+        h.host.onSpawn = { [unowned h] child in
+            guard let slot = child.slot, child.release == r1 else { return }
+            // replace: the slot's old worker is gone before its new one starts.
+            emptyWhenStarted.append(h.supervisor.slots[slot].current == nil)
+        }
+        let client = h.deploy(r1, strategy: "replace")
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(emptyWhenStarted == [true, true])
+        #expect(h.servingReleases == [r1, r1])
+        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 })
+        #expect(old.allSatisfy { h.host.child($0)?.isRunning == false })
+    }
+}

@@ -1,0 +1,204 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// Each overlap rule of the operation queue as a client sees it through control requests,
+/// with the real supervisor on a fake host and a manual clock.
+@Suite struct SupervisorOverlapTests {
+    @Test func deployDuringDeployIsRefused() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let r2 = h.makeRelease("r2")
+        let first = h.deploy(r1)
+        let second = h.deploy(r2)
+
+        let refusal = try #require(second.reply)
+        #expect(refusal.ok == false)
+        #expect(refusal.code == 1)
+        #expect(refusal.error == "deploy in progress (of \(r1)): refused; use --wait to queue behind it")
+        h.finishOperations()
+        #expect(first.reply?.ok == true)
+        #expect(h.servingReleases == [r1, r1])
+        #expect(h.host.children.allSatisfy { $0.release != r2 })
+    }
+
+    @Test func deployWithWaitRunsAfterTheRunningOne() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let r2 = h.makeRelease("r2")
+        let first = h.deploy(r1)
+        let second = h.deploy(r2, wait: true)
+        #expect(second.reply == nil)
+        #expect(second.progress == ["waiting: a deploy is in progress; this deploy runs after it"])
+        h.finishOperations()
+
+        #expect(first.reply?.ok == true)
+        #expect(second.reply?.ok == true)
+        #expect(h.servingReleases == [r2, r2])
+        #expect(h.supervisor.history.map(\.release) == [r1, r2])
+        #expect(h.supervisor.releaseState.previous?.directory == r1)
+    }
+
+    @Test func rollbackDuringDeployIsRefusedUnlessWait() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.deploy(r1)
+        h.finishOperations()
+        let r2 = h.makeRelease("r2")
+        h.deploy(r2)
+        let refused = h.rollback()
+        #expect(refused.reply?.code == 1)
+        #expect(refused.reply?.error?.hasPrefix("deploy in progress") == true)
+        let waiting = h.rollback(wait: true)
+        h.finishOperations()
+        #expect(waiting.reply?.ok == true)
+        // The rollback ran after the deploy of r2, onto the release that was the previous one
+        // when it was asked for (r0): its target is resolved at the request.
+        #expect(h.supervisor.history.map(\.kind) == ["deploy", "deploy", "rollback"])
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+    }
+
+    @Test func reloadDuringDeployQueuesAndASecondReloadJoinsIt() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let deploy = h.deploy(r1)
+        let reload = h.reload()
+        let joined = h.reload()
+        #expect(joined.progress == ["a reload is already queued: this request joins it"])
+        #expect(reload.reply == nil && joined.reply == nil)
+        h.finishOperations()
+
+        #expect(deploy.reply?.ok == true)
+        #expect(reload.reply?.ok == true)
+        #expect(joined.reply == reload.reply)
+        // One reload pass after the deploy, not two: both slots restarted twice in all.
+        #expect(h.supervisor.history.map(\.kind) == ["deploy", "reload"])
+        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 2 && $0.lastRestartReason == "reload" })
+        #expect(h.servingReleases == [r1, r1])
+    }
+
+    @Test func deployDuringReloadWaitsForIt() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let reload = h.reload()
+        #expect(h.supervisor.phase == .reloading)
+        let r1 = h.makeRelease("r1")
+        let deploy = h.deploy(r1)
+        #expect(deploy.progress == ["waiting: a reload is in progress; this deploy runs after it"])
+        h.finishOperations()
+        #expect(reload.reply?.ok == true)
+        #expect(deploy.reply?.ok == true)
+        #expect(h.supervisor.history.map(\.kind) == ["reload", "deploy"])
+        #expect(h.servingReleases == [r1, r1])
+    }
+
+    @Test func requestsDuringStartUpWaitForEveryWorker() throws {
+        let h = try DaemonHarness(workers: 2)
+        h.autoReady = { _ in false }
+        try h.start()
+        #expect(h.supervisor.phase == .starting)
+        let r1 = h.makeRelease("r1")
+        let deploy = h.deploy(r1)
+        #expect(deploy.progress == ["waiting: a start-up is in progress; this deploy runs after it"])
+        #expect(h.host.children.count == 2)
+
+        h.autoReady = { _ in true }
+        h.advance(by: .zero)
+        h.finishOperations()
+        #expect(deploy.reply?.ok == true)
+        #expect(h.servingReleases == [r1, r1])
+    }
+
+    @Test func policyRestartDuringAnOperationIsRefused() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.deploy(r1)
+        h.requestPolicyRestart(slot: 1, reason: .age)
+        h.finishOperations()
+        #expect(h.supervisor.history.map(\.kind) == ["deploy"])
+        #expect(h.supervisor.operationTable.isEmpty)
+    }
+
+    @Test func queuedDeployExpiresAtItsClientDeadline() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let r2 = h.makeRelease("r2")
+        h.autoReady = { $0.release != r1 }  // the running deploy hangs in readiness
+        let first = h.deploy(r1)
+        let second = h.deploy(r2, wait: true, timeout: "3s")
+        h.advance(by: .seconds(3))
+
+        let expired = try #require(second.reply)
+        #expect(expired.code == 4)
+        #expect(expired.error == "deploy of \(r2): deadline of 3s passed while it waited for a deploy: not started, nothing changed")
+        #expect(first.reply == nil)
+        h.finishOperations()
+        // readiness.timeout (30 s) killed r1's worker: the first deploy failed, nothing changed.
+        #expect(first.reply?.ok == false)
+        #expect(h.host.children.allSatisfy { $0.release != r2 })
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+    }
+
+    @Test func attachFollowsTheRunningDeployFromItsFirstLine() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let idle = RecordingWaiter()
+        h.supervisor.attach(idle)
+        #expect(idle.reply?.message == "nothing in progress; last: no deploy yet")
+
+        let r1 = h.makeRelease("r1")
+        let deploy = h.deploy(r1)
+        h.advance(by: .seconds(1))
+        let follower = RecordingWaiter()
+        h.supervisor.attach(follower)
+        #expect(follower.progress == deploy.progress, "the lines so far are replayed")
+        h.finishOperations()
+        #expect(follower.progress == deploy.progress)
+        #expect(follower.reply == deploy.reply)
+        #expect(follower.reply?.ok == true)
+    }
+
+    @Test func dryRunDuringADeployChangesNothingAndIsNotRefused() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let r2 = h.makeRelease("r2")
+        h.deploy(r1)
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: r2, dryRun: true), waiter: client, uid: 0)
+        let reply = try #require(client.reply)
+        #expect(reply.ok == true)
+        #expect(reply.message == "dry run: nothing changed")
+        #expect(reply.details?.first == "deploy: \(h.initialRelease) → \(r2)")
+        h.finishOperations()
+        #expect(h.host.children.allSatisfy { $0.release != r2 })
+        #expect(h.supervisor.history.map(\.release) == [r1])
+    }
+
+    @Test func shutdownDuringDeployAnswersEveryClientAndStopsEveryWorker() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let r2 = h.makeRelease("r2")
+        let running = h.deploy(r1)
+        let queued = h.deploy(r2, wait: true)
+        h.supervisor.beginShutdown()
+        h.advance(by: .zero)
+
+        #expect(running.reply?.error == "baton is stopping: deploy not finished")
+        #expect(queued.reply?.error == "baton is stopping: deploy not finished")
+        #expect(h.supervisor.history.last?.outcome == "interrupted")
+        #expect(h.supervisor.slots.allSatisfy { $0.workers.isEmpty })
+        #expect(h.host.children.allSatisfy { !$0.isRunning })
+        let late = h.deploy(r2)
+        #expect(late.reply?.error == "baton is stopping")
+    }
+}

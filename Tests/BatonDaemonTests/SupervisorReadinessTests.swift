@@ -1,0 +1,127 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// Readiness (exec probes, the readiness timeout), reloads and the start-up queue through the
+/// real supervisor on a fake host: probes are fake children too.
+@Suite struct SupervisorReadinessTests {
+    @Test func execProbeMakesAWorkerReadyAndAFailingOneRetriesAfterTheInterval() throws {
+        let h = try DaemonHarness(workers: 1) { config in
+            config.readiness = ReadinessConfig(mode: .exec, timeout: .seconds(30), probe: ["/srv/probe"], probeInterval: .seconds(1))
+        }
+        h.autoReady = { _ in false }  // only the probe says so
+        var probes = 0
+        h.host.onSpawn = { child in
+            guard child.environment("BATON_WORKER_PID") != nil else { return }
+            probes += 1
+            child.end(.exited(probes < 3 ? 1 : 0))  // the third run passes
+        }
+        try h.start()
+        #expect(probes == 1)
+        #expect(h.supervisor.phase == .starting)
+        h.advance(by: .seconds(1))
+        #expect(probes == 2)
+        #expect(h.supervisor.phase == .starting)
+        h.advance(by: .seconds(1))
+        #expect(probes == 3)
+        #expect(h.allReady)
+        #expect(h.supervisor.phase == .running)
+        let probe = try #require(h.host.children.last)
+        #expect(probe.request.argv == ["/srv/probe"])
+        #expect(probe.environment("BATON_WORKER_PID") == h.servingPIDs[0].map { String($0) })
+    }
+
+    @Test func probeRunningPastItsTimeoutIsKilled() throws {
+        let h = try DaemonHarness(workers: 1) { config in
+            config.readiness = ReadinessConfig(
+                mode: .exec, timeout: .seconds(30), probe: ["/srv/probe"], probeInterval: .seconds(1), probeTimeout: .seconds(2))
+        }
+        h.autoReady = { _ in false }
+        try h.start()
+        let probe = try #require(h.host.children.first { $0.environment("BATON_WORKER_PID") != nil })
+        h.advance(by: .seconds(2))
+        #expect(probe.signals == [SIGKILL])
+        #expect(!probe.isRunning)
+        // The next run comes after probe_interval.
+        h.advance(by: .seconds(1))
+        #expect(h.host.children.filter { $0.environment("BATON_WORKER_PID") != nil }.count == 2)
+    }
+
+    @Test func newWorkerNeverReadyIsKilledAtTheReadinessTimeout() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let old = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        h.autoReady = { $0.release != r1 }
+        let client = h.deploy(r1)
+        h.advance(by: .seconds(29))
+        #expect(client.reply == nil)
+        h.advance(by: .seconds(1))
+        let canary = try #require(h.host.children.first { $0.release == r1 })
+        #expect(canary.signals.contains(SIGKILL))
+        let reply = try #require(client.reply)
+        #expect(reply.error?.contains("readiness-timeout") == true, "\(reply)")
+        #expect(reply.error?.contains("nothing changed") == true)
+        #expect(h.servingPIDs == old)
+    }
+
+    @Test func reloadWithABrokenConfigChangesNothingAndEndsReloading() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let old = h.servingPIDs
+        h.supervisor.options.reloadConfig = { throw DaemonError("config.toml: line 3: expected a value") }
+        let client = h.reload()
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error == "reload failed, nothing changed: config.toml: line 3: expected a value")
+        #expect(h.servingPIDs == old)
+        #expect(h.supervisor.phase == .running)
+        // systemd hears READY=1 again after the failed reload (it was READY=1 before too).
+        #expect(h.host.recorder.messages.last { $0.hasPrefix("READY=1") || $0.hasPrefix("RELOADING=1") }?.hasPrefix("READY=1") == true)
+    }
+
+    @Test func reloadChangingTheWorkerCountIsRefused() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        var changed = h.supervisor.config
+        changed.app.workers = 3
+        h.supervisor.options.reloadConfig = { changed }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(client.reply?.error?.contains("app.workers changed from 2 to 3") == true, "\(String(describing: client.reply))")
+        #expect(h.supervisor.slots.count == 2)
+    }
+
+    @Test func deployQueuedBehindAStartUpThatNeverFinishesExpires() throws {
+        let h = try DaemonHarness(workers: 2)
+        h.autoReady = { $0.slot != 1 }
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let client = h.deploy(r1, timeout: "10s")
+        h.advance(by: .seconds(10))
+        let reply = try #require(client.reply)
+        #expect(reply.code == 4)
+        #expect(reply.error == "deploy of \(r1): deadline of 10s passed while it waited for a start-up: not started, nothing changed")
+        #expect(h.host.children.allSatisfy { $0.release != r1 })
+        #expect(h.supervisor.history.isEmpty, "the deploy never ran")
+        // The start-up goes on: once the slot serves, baton runs.
+        h.autoReady = { _ in true }
+        h.advance(by: .zero)
+        #expect(h.supervisor.phase == .running)
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
+    }
+
+    @Test func stoppingRejectsEveryRequest() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.supervisor.beginShutdown()
+        h.advance(by: .zero)
+        #expect(h.reload().reply?.error == "baton is stopping")
+        #expect(h.deploy(h.makeRelease("r1")).reply?.error == "baton is stopping")
+        #expect(h.rollback().reply?.error == "baton is stopping")
+        #expect(h.host.recorder.messages.contains("STOPPING=1\nSTATUS=stopping"))
+    }
+}

@@ -1,0 +1,112 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// One slot's life through the real supervisor on a fake host: crash-loop backoff on the
+/// manual clock, a failing start-up, a policy restart.
+@Suite struct SupervisorSlotTests {
+    @Test func crashLoopBacksOffDoublingAndResetsOnceStable() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let slot = h.supervisor.slots[0]
+        h.host.onSpawn = { child in if child.slot == 0 { child.end(.exited(1)) } }
+        let crashed = try #require(slot.current)
+        h.host.child(crashed.pid)?.end(.exited(1))
+        h.advance(by: .zero)
+        #expect(slot.current == nil)
+        // Reaped and cleaned up: its descriptors are closed and nothing can use their numbers.
+        #expect(crashed.state == .exited && crashed.pidfd == -1 && crashed.outputFD == -1 && crashed.notifyFD == -1)
+        #expect(slot.lastRestartReason == "crash")
+
+        var delays: [Duration] = []
+        for _ in 0..<4 {
+            let at = try #require(slot.respawnAt)
+            delays.append(at - h.clock.now)
+            h.advance(by: at - h.clock.now)
+        }
+        #expect(delays == [.seconds(1), .seconds(2), .seconds(4), .seconds(8)])
+        #expect(slot.backoff.isCrashLooping)
+        #expect(h.supervisor.summary.contains("crash loop in slot 0"))
+        #expect(slot.lastRestartReason == "exited during start")
+        #expect(h.supervisor.restartsByReason["crash"] == 5)
+        // The other slot is left alone.
+        #expect(h.host.workers(slot: 1).count == 1)
+
+        // The release works again: the next start serves, and after stableAfter the count resets.
+        h.host.onSpawn = nil
+        h.advance(by: try #require(slot.respawnAt) - h.clock.now)
+        #expect(slot.current?.state == .ready)
+        #expect(slot.backoff.consecutiveFailures == 5)
+        h.advance(by: slot.backoff.stableAfter)
+        #expect(slot.backoff.consecutiveFailures == 0)
+        #expect(!h.supervisor.summary.contains("crash loop"))
+    }
+
+    @Test func startUpThatNeverServesGivesUpAfterStartAttempts() throws {
+        let h = try DaemonHarness(workers: 2)
+        h.host.onSpawn = { child in if child.slot == 1 { child.end(.exited(127)) } }
+        try h.start()
+        h.advance(by: .seconds(600))
+        #expect(h.supervisor.exitCode == 1)
+        #expect(h.supervisor.phase == .stopping)
+        #expect(h.host.workers(slot: 1).count == h.supervisor.config.app.startAttempts)
+        #expect(h.host.children.allSatisfy { !$0.isRunning })
+        #expect(!h.host.recorder.messages.contains { $0.hasPrefix("READY=1") })
+    }
+
+    @Test func deployPreemptsAFailingStartUp() throws {
+        let h = try DaemonHarness(workers: 2)
+        let r0 = h.initialRelease
+        h.host.onSpawn = { child in if child.release == r0, child.slot == 1 { child.end(.exited(1)) } }
+        try h.start()
+        #expect(h.supervisor.phase == .starting)
+        let r1 = h.makeRelease("r1")
+        let client = h.deploy(r1)
+        // It started at once instead of waiting for the start-up.
+        #expect(!client.progress.contains { $0.hasPrefix("waiting") })
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(h.servingReleases == [r1, r1])
+        #expect(h.supervisor.phase == .running)
+        #expect(h.host.recorder.messages.filter { $0.hasPrefix("READY=1") }.count == 1)
+    }
+
+    @Test func policyRestartReplacesOnlyItsSlot() throws {
+        let h = try DaemonHarness(workers: 3)
+        try h.start()
+        let old = h.servingPIDs
+        h.requestPolicyRestart(slot: 1, reason: .memoryThreshold)
+        #expect(h.supervisor.phase == .restarting)
+        h.finishOperations()
+
+        #expect(h.servingPIDs[0] == old[0] && h.servingPIDs[2] == old[2])
+        #expect(h.servingPIDs[1] != old[1])
+        #expect(h.allReady)
+        let slot = h.supervisor.slots[1]
+        #expect(slot.restarts == 1)
+        #expect(slot.lastRestartReason == "memory-threshold")
+        #expect(h.supervisor.restartsByReason["memory-threshold"] == 1)
+        #expect(h.supervisor.history.last.map { [$0.kind, $0.outcome] } == ["policy", "succeeded"])
+        #expect(h.supervisor.phase == .running)
+    }
+
+    @Test func drainPastStopTimeoutEndsWithSigkill() throws {
+        let h = try DaemonHarness(workers: 1) { $0.stop.timeout = .seconds(10) }
+        try h.start()
+        let pid = try #require(h.servingPIDs[0])
+        let old = try #require(h.host.child(pid))
+        old.ignoresStopSignal = true
+        let r1 = h.makeRelease("r1")
+        let client = h.deploy(r1)
+        h.advance(by: .seconds(2))  // ready at once, then the stability window
+        #expect(old.signals == [SIGTERM])
+        #expect(old.isRunning)
+        h.advance(by: .seconds(10))
+        #expect(old.signals.prefix(2) == [SIGTERM, SIGKILL])
+        #expect(!old.isRunning)
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+    }
+}

@@ -1,0 +1,66 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// What the state directory does to operations (in memory, through the port): a deploy that
+/// cannot be recorded or committed, and a deploy a previous baton never finished.
+@Suite struct SupervisorStateTests {
+    @Test func deployThatCannotBeRecordedFailsBeforeTouchingAWorker() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        h.host.store.beginError = SystemError("write", errno: ENOSPC, subject: "deploy.json")
+        let client = h.deploy(h.makeRelease("r1"))
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.hasPrefix("deploy failed, nothing changed: cannot record it in the state directory") == true, "\(reply)")
+        #expect(h.host.children.count == 2, "no worker was started")
+        #expect(h.supervisor.phase == .running)
+        #expect(h.supervisor.history.last?.outcome == "failed")
+    }
+
+    @Test func commitThatCannotBePersistedRollsEverySlotBack() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        h.host.store.saveError = SystemError("rename", errno: EROFS, subject: "release.json")
+        let r1 = h.makeRelease("r1")
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.contains("cannot persist the release in the state directory") == true, "\(reply)")
+        #expect(reply.error?.contains("not committed") == true)
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
+        #expect(h.host.store.releaseState == nil)
+        #expect(h.host.store.inProgress == nil)
+        #expect(h.supervisor.history.last?.outcome == "rolled-back")
+    }
+
+    @Test func committedDeployIsPersistedAndNoLongerInProgress() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.deploy(r1)
+        #expect(h.host.store.inProgress?.release == r1)
+        h.finishOperations()
+        #expect(h.host.store.releaseState?.current.directory == r1)
+        #expect(h.host.store.releaseState?.previous?.directory == h.initialRelease)
+        #expect(h.host.store.inProgress == nil)
+        #expect(h.host.store.loadHistory().map(\.outcome) == ["succeeded"])
+    }
+
+    @Test func deployAPreviousBatonNeverFinishedIsRecordedAsInterrupted() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.host.store.inProgress = HistoryEntry(
+            kind: "deploy", release: "/srv/r9", previousRelease: nil, outcome: "in-progress", detail: nil, startedAt: wallClockNow() - 5,
+            duration: 0, uid: 0)
+        try h.start()
+        let entry = try #require(h.supervisor.history.last)
+        #expect(entry.outcome == "interrupted")
+        #expect(entry.release == "/srv/r9")
+        #expect(entry.detail == "baton exited before it finished; restarted on \(h.initialRelease)")
+        #expect(h.servingReleases == [h.initialRelease])
+    }
+}

@@ -1,0 +1,60 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Testing
+
+/// `[deploy] strategy = "auto"` decided from the memory figures the host reads.
+@Suite struct SupervisorStrategyTests {
+    static let mib: UInt64 = 1 << 20
+
+    func harness(available: UInt64) throws -> DaemonHarness {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.deploy.strategy = .auto
+            config.deploy.workerFootprint = 200 * Self.mib
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: 180 * Self.mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: available, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .heuristic, cgroup: nil)
+        try h.start()
+        return h
+    }
+
+    @Test func autoSurgesWhenOneMoreWorkerFits() throws {
+        let h = try harness(available: 4096 * Self.mib)
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains(", surge (auto: ") == true, "\(client.progress)")
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+    }
+
+    @Test func autoReplacesWhenNoExtraWorkerFits() throws {
+        let h = try harness(available: 100 * Self.mib)
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains(", replace (auto: ") == true, "\(client.progress)")
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        // replace: never more than one worker per slot.
+        #expect(h.host.children.count == 4)
+    }
+
+    /// A deploy measured every worker twice on the loop as it began (once to order the slots
+    /// by growth, once more for the auto strategy's check): smaps_rollup walks page tables
+    /// (about 4 µs per MiB of RSS), so that doubled the time the loop was blocked.
+    @Test func deployBeginningMeasuresEachWorkerOnce() throws {
+        let h = try harness(available: 4096 * Self.mib)
+        let old = h.servingPIDs.compactMap { $0 }
+        let before = old.map { h.host.fakeMemory.detailedReads(of: $0) }
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains(", surge (auto: ") == true, "\(client.progress)")
+        let during = old.map { h.host.fakeMemory.detailedReads(of: $0) }
+        #expect(zip(during, before).map { $0 - $1 } == [1, 1])
+    }
+
+    @Test func autoSurgesWhenMemoryIsUnknown() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
+        try h.start()
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains(", surge (auto: memory unknown)") == true, "\(client.progress)")
+    }
+}
