@@ -22,6 +22,9 @@ struct InstanceRecord: Codable {
         var slot: Int
         var pid: Int32
         var startTime: UInt64
+        /// Where the worker holds a reader of its own output pipe
+        /// (`WorkerContract.outputReaderFD`); nil in records of older batons.
+        var outputFD: Int32?
     }
 
     /// Format version of this record.
@@ -41,6 +44,10 @@ final class OrphanWorker {
     /// Opened by the new baton (it is not its child: readable when it exits, whoever reaps it).
     let pidfd: Int32
     var killTimer: EventLoop.Token?
+    /// The read end of its output pipe, taken from it (-1: none), relayed to baton's log.
+    var outputFD: Int32 = -1
+    /// Bytes of an unfinished output line.
+    var partialLine: [UInt8] = []
 
     init(slot: Int, pid: pid_t, pidfd: Int32) {
         self.slot = slot
@@ -102,7 +109,9 @@ extension Supervisor {
                 close(pidfd)
                 continue
             }
-            takeOver.orphans.append(OrphanWorker(slot: w.slot, pid: w.pid, pidfd: pidfd))
+            let orphan = OrphanWorker(slot: w.slot, pid: w.pid, pidfd: pidfd)
+            takeOver.orphans.append(orphan)
+            if let fd = w.outputFD { relayOutput(of: orphan, heldAt: fd) }
         }
         guard !takeOver.orphans.isEmpty else { return }
         logger.info(
@@ -172,6 +181,7 @@ extension Supervisor {
     }
 
     private func orphanExited(_ orphan: OrphanWorker) {
+        closeOrphanOutput(orphan)
         loop.unregister(fd: orphan.pidfd)
         close(orphan.pidfd)
         if let t = orphan.killTimer { loop.cancel(t) }
@@ -192,7 +202,7 @@ extension Supervisor {
             for w in slot.workers where w.state != .exited {
                 guard let started = takeOver.startTimes[w.pid] ?? ProcFS.startTime(of: w.pid) else { continue }
                 live[w.pid] = started
-                workers.append(.init(slot: slot.index, pid: w.pid, startTime: started))
+                workers.append(.init(slot: slot.index, pid: w.pid, startTime: started, outputFD: WorkerContract.outputReaderFD))
             }
         }
         takeOver.startTimes = live

@@ -44,6 +44,51 @@ extension Integration {
             #expect(second.stop(keepDirectory: true) == 0)
         }
 
+        @Test("orphans that log every request survive kill -9 of baton and serve; the next baton relays their output")
+        func loggingOrphansSurvive() throws {
+            let command = [TestPaths.executable("baton-demo-worker"), "--log-requests"]
+            let first = try BatonHarness(workers: 2, command: command, tag: "tkl")
+            let port = first.port
+            let orphans = try first.status().workers.map(\.pid)
+            let pidfds = orphans.map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            #expect(pidfds.allSatisfy { $0 >= 0 })
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+
+            // Each answered request writes a line to the output pipe baton read: with no
+            // reader left, that write raised SIGPIPE and killed the worker that answered.
+            var answered: Set<Int32> = []
+            for _ in 0..<20 {
+                let answer = HTTP.get(port: port, path: "/")
+                #expect(answer?.status == 200)
+                if let pid = orphans.first(where: { answer?.body.contains("pid=\($0)") == true }) { answered.insert(pid) }
+            }
+            #expect(!answered.isEmpty)
+            for (pid, fd) in zip(orphans, pidfds) {
+                #expect(!ProcessWatch.waitExit(fd, timeout: .zero), "orphan \(pid) died after baton's death")
+            }
+
+            let load = LoadClient(port: port, connections: 4, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(100))
+            let second = try BatonHarness(workers: 2, command: command, tag: "tkl", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == port)
+            for (pid, fd) in zip(orphans, pidfds) {
+                #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "orphan \(pid) still running after the drain")
+            }
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            #expect(report.failures["refused"] == nil, "\(report)")
+            // The orphans' lines came through the new baton, their drain included.
+            let lines = second.process.stderrLines
+            for pid in answered {
+                #expect(lines.contains { $0.contains("[orphan slot") && $0.contains("pid \(pid)]") && $0.contains("GET / 200") }, "\(lines.suffix(20))")
+            }
+            #expect(lines.contains { $0.contains("[orphan slot") && $0.contains("draining") }, "\(lines.suffix(20))")
+            #expect(second.stop(keepDirectory: true) == 0)
+        }
+
         @Test("new workers that never come up: the orphans keep serving; SIGTERM drains them before baton exits")
         func orphansServeUntilReplaced() throws {
             let first = try BatonHarness(workers: 2, tag: "tkf")
