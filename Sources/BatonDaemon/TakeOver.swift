@@ -95,6 +95,29 @@ extension Supervisor {
                 description: "baton for app \(record.app) is already running as pid \(record.pid) (runtime directory \(runtimeDirectory)); stop it first")
         }
         takeOver.previous = record
+        removeNotifySockets(of: record.pid)
+    }
+
+    /// Removes the notify sockets a dead baton left (`w<slot>-<generation>-<its pid>.sock`,
+    /// sockets only): nobody reads them any more, and nothing else in the directory is touched.
+    private func removeNotifySockets(of pid: pid_t) {
+        guard let dir = opendir(notifyDirectory) else { return }
+        defer { closedir(dir) }
+        var doomed: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix("w"), name.hasSuffix("-\(pid).sock") else { continue }
+            let middle = name.dropFirst().dropLast("-\(pid).sock".count).split(separator: "-", omittingEmptySubsequences: false)
+            guard middle.count == 2, middle.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) else { continue }
+            doomed.append(name)
+        }
+        for name in doomed {
+            let path = notifyDirectory + "/" + name
+            var st = stat()
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK else { continue }
+            unlink(path)
+        }
+        if !doomed.isEmpty { logger.info("removed \(doomed.count) notify socket(s) of the previous baton pid \(pid)") }
     }
 
     /// Finds the previous (dead) baton's workers that still run and takes its

@@ -89,6 +89,39 @@ extension Integration {
             #expect(second.stop(keepDirectory: true) == 0)
         }
 
+        @Test("the crashed baton's notify sockets are removed by the baton that takes over; other files stay")
+        func staleNotifySocketsRemoved() throws {
+            let first = try BatonHarness(workers: 2, tag: "tkn")
+            let notify = first.directory + "/run/notify"
+            let firstPID = try first.status().pid
+            let before = Self.entries(notify)
+            #expect(before.count == 2 && before.allSatisfy { $0.hasSuffix("-\(firstPID).sock") }, "\(before)")
+            TestPaths.write(notify + "/operator-note-\(firstPID).sock", "not a socket\n")
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+
+            let second = try BatonHarness(workers: 2, tag: "tkn", reuse: first.directory)
+            defer { second.stop() }
+            let secondPID = try second.status().pid
+            let after = Self.entries(notify)
+            #expect(!after.contains { $0.hasPrefix("w") && $0.hasSuffix("-\(firstPID).sock") }, "\(after)")
+            #expect(after.filter { $0.hasSuffix("-\(secondPID).sock") }.count == 2, "\(after)")
+            #expect(after.contains("operator-note-\(firstPID).sock"))
+            #expect(second.stop(keepDirectory: true) == 0)
+        }
+
+        /// Names in `directory` (not . and ..).
+        static func entries(_ directory: String) -> [String] {
+            guard let dir = opendir(directory) else { return [] }
+            defer { closedir(dir) }
+            var names: [String] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            return names.sorted()
+        }
+
         @Test("new workers that never come up: the orphans keep serving; SIGTERM drains them before baton exits")
         func orphansServeUntilReplaced() throws {
             let first = try BatonHarness(workers: 2, tag: "tkf")
