@@ -50,10 +50,18 @@ extension Supervisor {
         }
     }
 
-    /// The orphan exited: one last bounded read, then the reader goes.
+    /// The orphan exited: what its pipe still holds (up to its capacity: a
+    /// backlog from the gap between the two batons ends with its drain
+    /// lines), then the reader goes.
     func closeOrphanOutput(_ orphan: OrphanWorker) {
         guard orphan.outputFD >= 0 else { return }
-        _ = readChunk(orphan)
+        var total = 0
+        while total < WorkerContract.outputPipeCapacity {
+            let n = readChunk(orphan)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            total += n
+        }
         if !orphan.partialLine.isEmpty {
             emitOrphanLine(orphan, orphan.partialLine[...])
             orphan.partialLine.removeAll()

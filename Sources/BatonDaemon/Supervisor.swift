@@ -154,11 +154,22 @@ public final class Supervisor {
 
     /// Opens sockets, starts workers and runs until stopped. Returns the
     /// process exit code. Must run on the thread that owns `loop`.
+    /// A fatal error (start-up failing after workers were spawned, the event
+    /// loop failing) leaves the workers running: outside systemd they keep
+    /// serving, and the next `baton serve` takes them over, so `instance.json`
+    /// is written first if a write was pending. (Under systemd the cgroup
+    /// kill stops them.)
     public func run() throws -> Int32 {
-        try setUp()
+        do {
+            try setUp()
+        } catch {
+            if takeOver.recordPending { writeInstanceRecord() }
+            throw error
+        }
         loop.run()
         if let failure = loop.failure {
-            logger.critical("event loop failed: \(failure); exiting")
+            logger.critical("event loop failed: \(failure); exiting, workers left running for the next baton serve to take over")
+            if takeOver.recordPending { writeInstanceRecord() }
             throw DaemonError("event loop failed: \(failure)")
         }
         return exitCode

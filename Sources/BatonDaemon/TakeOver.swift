@@ -68,6 +68,10 @@ struct TakeOverState {
     var draining = false
     /// Start times of live workers (read once per worker).
     var startTimes: [pid_t: UInt64] = [:]
+    /// A write of `instance.json` is scheduled for the end of this loop turn.
+    var recordPending = false
+    /// Removed at a clean stop: no later write may bring it back.
+    var recordForgotten = false
 }
 
 /// `baton serve` found the baton of the same runtime directory still running.
@@ -215,10 +219,21 @@ extension Supervisor {
         finishShutdownIfDone()
     }
 
-    /// Writes `instance.json` (temp file + rename: a reader sees the old or
+    /// Schedules a write of `instance.json` at the end of this turn of the loop:
+    /// the workers started or exited in one turn (a start-up, a batch of exits)
+    /// cost one write, not one each.
+    func recordInstance() {
+        guard !takeOver.recordPending, !takeOver.recordForgotten else { return }
+        takeOver.recordPending = true
+        loop.schedule(after: .zero) { [unowned self] in self.writeInstanceRecord() }
+    }
+
+    /// Writes `instance.json` now (temp file + rename: a reader sees the old or
     /// the new record, never half of one; no fsync: it only has to outlive
     /// baton, not the host, and the runtime directory is usually tmpfs).
-    func recordInstance() {
+    func writeInstanceRecord() {
+        takeOver.recordPending = false
+        guard !takeOver.recordForgotten else { return }
         var workers: [InstanceRecord.WorkerRecord] = []
         var live: [pid_t: UInt64] = [:]
         for slot in slots {
@@ -249,5 +264,8 @@ extension Supervisor {
     }
 
     /// A clean stop: nothing to take over.
-    func forgetInstance() { unlink(instancePath) }
+    func forgetInstance() {
+        takeOver.recordForgotten = true
+        unlink(instancePath)
+    }
 }

@@ -80,12 +80,16 @@ extension Integration {
             #expect(load.waitForProgress(100))
             let report = load.stop()
             #expect(report.failures["refused"] == nil, "\(report)")
-            // The orphans' lines came through the new baton, their drain included.
-            let lines = second.process.stderrLines
+            // The orphans' lines came through the new baton, their drain included (relayed
+            // as baton handles their exit: waited for, not assumed to be there already).
             for pid in answered {
-                #expect(lines.contains { $0.contains("[orphan slot") && $0.contains("pid \(pid)]") && $0.contains("GET / 200") }, "\(lines.suffix(20))")
+                let relayed = second.process.waitForLine(timeout: .seconds(10)) {
+                    $0.contains("[orphan slot") && $0.contains("pid \(pid)]") && $0.contains("GET / 200")
+                }
+                #expect(relayed != nil, "\(second.process.stderrLines.suffix(20))")
             }
-            #expect(lines.contains { $0.contains("[orphan slot") && $0.contains("draining") }, "\(lines.suffix(20))")
+            let drain = second.process.waitForLine(timeout: .seconds(10)) { $0.contains("[orphan slot") && $0.contains("draining") }
+            #expect(drain != nil, "\(second.process.stderrLines.suffix(20))")
             #expect(second.stop(keepDirectory: true) == 0)
         }
 
