@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import FoundationEssentials
 import Glibc
 import Testing
 
@@ -112,6 +113,40 @@ extension Integration {
             #expect(after.filter { $0.hasSuffix("-\(secondPID).sock") }.count == 2, "\(after)")
             #expect(after.contains("operator-note-\(firstPID).sock"))
             #expect(second.stop(keepDirectory: true) == 0)
+        }
+
+        @Test("a fatal error after the workers were spawned: baton exits non-zero, its workers keep serving, the record names them, the next serve takes over")
+        func fatalExitLeavesWorkersForTakeOver() throws {
+            // The metrics port is taken: baton fails after spawning its workers (metrics come last).
+            let squatter = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 1)
+            var squatterOpen = true
+            defer { if squatterOpen { close(squatter.fd) } }
+            let metrics = try #require(Sockets.localAddress(squatter.fd))
+            let sections = BatonHarness.defaultSections + "\n[metrics]\naddress = \"\(metrics)\""
+            let first = try BatonHarness(workers: 2, sections: sections, waitReady: false, tag: "tkx")
+            let code = first.process.wait(timeout: .seconds(30))
+            #expect(code != nil && code != 0, "baton did not fail: \(first.process.stderrLines.suffix(10))")
+            let text = try #require(ProcFS.read(first.directory + "/run/instance.json"))
+            let record = try JSONDecoder().decode(InstanceRecordView.self, from: Data(text.utf8))
+            #expect(record.workers.count == 2, "\(text)")
+            let pidfds = record.workers.map { ProcessWatch.open($0.pid) }
+            defer { pidfds.forEach { close($0) } }
+            #expect(pidfds.allSatisfy { $0 >= 0 && !ProcessWatch.waitExit($0, timeout: .zero) }, "the workers died with baton")
+            #expect(HTTP.get(port: first.port, path: "/")?.status == 200)
+
+            close(squatter.fd)
+            squatterOpen = false
+            let second = try BatonHarness(workers: 2, sections: sections, tag: "tkx", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == first.port)
+            for fd in pidfds { #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "a worker of the failed baton still runs") }
+            #expect(second.stop(keepDirectory: true) == 0)
+        }
+
+        /// The part of `instance.json` the tests read.
+        struct InstanceRecordView: Decodable {
+            struct Worker: Decodable { var pid: Int32 }
+            var workers: [Worker]
         }
 
         /// Names in `directory` (not . and ..).
