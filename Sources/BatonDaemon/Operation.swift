@@ -59,6 +59,8 @@ final class Operation {
     var reason: String?
     /// roll-ahead: the `--need` bytes to re-check.
     var need: UInt64 = 0
+    /// reload: the config read and parsed off the loop (nil until then).
+    var loadedConfig: Result<BatonConfig, any Error>?
 
     init(number: Int, kind: Kind, options: DeployOptions?, uid: uid_t?) {
         self.number = number

@@ -138,6 +138,10 @@ extension Supervisor {
 
     /// The overlap rules said `op` starts now.
     func startOperation(_ op: Operation) {
+        if op.kind == .reload, op.loadedConfig == nil, let load = options.reloadConfig {
+            loadThenStart(op, load)
+            return
+        }
         if operations.preemptsStartUp {
             // Slots not started yet get their worker from its rollout, on the new release.
             logger.warning("\(op.kind.rawValue) pre-empts the failing start-up")
@@ -179,7 +183,7 @@ extension Supervisor {
             spec = try makeSpec(config, release: releaseState.current)
             order = op.slots ?? order
         } else if op.kind == .reload {
-            let newConfig = try options.reloadConfig?() ?? config
+            let newConfig = try op.loadedConfig?.get() ?? config
             try checkReloadable(newConfig)
             spec = try makeSpec(newConfig, release: releaseState.current)
             op.target = releaseState.current

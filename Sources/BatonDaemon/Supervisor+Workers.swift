@@ -68,6 +68,8 @@ extension Supervisor {
         }
         let output = try CBatonLinuxShim.outputPipe()
         defer { close(output.write) }
+        // Room for what an orphan writes until the next baton reads it (see WorkerContract).
+        CBatonLinuxShim.enlargePipe(output.read, to: WorkerContract.outputPipeCapacity)
         let environment = WorkerEnvironment.build(
             inherited: options.environment, fileVariables: [], configVariables: spec.variables,
             listenerNames: listeners.map(\.name), notifySocket: notifyPath,
@@ -77,6 +79,8 @@ extension Supervisor {
             argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
             setListenPID: !listeners.isEmpty, stdout: output.write, stderr: output.write, credentials: spec.credentials)
         request.setWatchdogPID = config.readiness.watchdog != nil
+        request.holdFD = output.read
+        request.holdTarget = WorkerContract.outputReaderFD
         let process: SpawnedProcess
         do {
             process = try host.spawn(request)

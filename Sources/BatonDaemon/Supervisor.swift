@@ -27,8 +27,9 @@ public final class Supervisor {
         /// The validated config.
         public var config: BatonConfig
         /// Re-reads and validates the config for a reload (nil: an embedded
-        /// config, reloaded as it is).
-        public var reloadConfig: (() throws -> BatonConfig)?
+        /// config, reloaded as it is). Runs off the event loop (it reads a
+        /// file and waits for a parser child).
+        public var reloadConfig: (@Sendable () throws -> BatonConfig)?
         /// Starts processes.
         public var launcher: any ProcessLauncher
         /// baton's own environment ("K=V"), the base of every worker's.
@@ -44,7 +45,7 @@ public final class Supervisor {
 
         /// Creates options.
         public init(
-            config: BatonConfig, reloadConfig: (() throws -> BatonConfig)?, launcher: any ProcessLauncher, environment: [String],
+            config: BatonConfig, reloadConfig: (@Sendable () throws -> BatonConfig)?, launcher: any ProcessLauncher, environment: [String],
             executable: String = "/proc/self/exe", arguments: [String] = [], configPath: String? = nil, resumeFD: Int32? = nil
         ) {
             self.config = config
@@ -162,11 +163,22 @@ public final class Supervisor {
 
     /// Opens sockets, starts workers and runs until stopped. Returns the
     /// process exit code. Must run on the thread that owns `loop`.
+    /// A fatal error (start-up failing after workers were spawned, the event
+    /// loop failing) leaves the workers running: outside systemd they keep
+    /// serving, and the next `baton serve` takes them over, so `instance.json`
+    /// is written first if a write was pending. (Under systemd the cgroup
+    /// kill stops them.)
     public func run() throws -> Int32 {
-        try setUp()
+        do {
+            try setUp()
+        } catch {
+            if takeOver.recordPending { writeInstanceRecord() }
+            throw error
+        }
         loop.run()
         if let failure = loop.failure {
-            logger.critical("event loop failed: \(failure); exiting")
+            logger.critical("event loop failed: \(failure); exiting, workers left running for the next baton serve to take over")
+            if takeOver.recordPending { writeInstanceRecord() }
             throw DaemonError("event loop failed: \(failure)")
         }
         return exitCode
@@ -344,17 +356,26 @@ public final class Supervisor {
         var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
         if let check = upgradeCheckPID { known.insert(check) }
         var skipped = Set<pid_t>()
-        while true {
-            let pid = CBatonLinuxShim.peekExitedChild()
-            if pid <= 0 || skipped.contains(pid) { return }
-            if known.contains(pid) {
-                // Handled by its pidfd; peeking again would return it forever.
-                skipped.insert(pid)
-                handleKnownExitNow(pid)
-                continue
+        // Under the registry's lock: a config parser spawned off the loop is
+        // registered before it can show up here, and left to its spawner. (Safe:
+        // nothing on the loop thread takes that lock again.)
+        SelfReapedChildren.withRegistered { others in
+            while true {
+                let pid = CBatonLinuxShim.peekExitedChild()
+                if pid <= 0 || skipped.contains(pid) { return }
+                if others.contains(pid) {
+                    skipped.insert(pid)
+                    continue
+                }
+                if known.contains(pid) {
+                    // Handled by its pidfd; peeking again would return it forever.
+                    skipped.insert(pid)
+                    handleKnownExitNow(pid)
+                    continue
+                }
+                CBatonLinuxShim.reap(pid)
+                logger.debug("reaped stray process", metadata: ["pid": .stringConvertible(pid)])
             }
-            CBatonLinuxShim.reap(pid)
-            logger.debug("reaped stray process", metadata: ["pid": .stringConvertible(pid)])
         }
     }
 

@@ -22,6 +22,9 @@ struct InstanceRecord: Codable {
         var slot: Int
         var pid: Int32
         var startTime: UInt64
+        /// Where the worker holds a reader of its own output pipe
+        /// (`WorkerContract.outputReaderFD`); nil in records of older batons.
+        var outputFD: Int32?
     }
 
     /// Format version of this record.
@@ -41,6 +44,10 @@ final class OrphanWorker {
     /// Opened by the new baton (it is not its child: readable when it exits, whoever reaps it).
     let pidfd: Int32
     var killTimer: EventLoop.Token?
+    /// The read end of its output pipe, taken from it (-1: none), relayed to baton's log.
+    var outputFD: Int32 = -1
+    /// Bytes of an unfinished output line.
+    var partialLine: [UInt8] = []
 
     init(slot: Int, pid: pid_t, pidfd: Int32) {
         self.slot = slot
@@ -61,6 +68,10 @@ struct TakeOverState {
     var draining = false
     /// Start times of live workers (read once per worker).
     var startTimes: [pid_t: UInt64] = [:]
+    /// A write of `instance.json` is scheduled for the end of this loop turn.
+    var recordPending = false
+    /// Removed at a clean stop: no later write may bring it back.
+    var recordForgotten = false
 }
 
 /// `baton serve` found the baton of the same runtime directory still running.
@@ -88,6 +99,29 @@ extension Supervisor {
                 description: "baton for app \(record.app) is already running as pid \(record.pid) (runtime directory \(runtimeDirectory)); stop it first")
         }
         takeOver.previous = record
+        removeNotifySockets(of: record.pid)
+    }
+
+    /// Removes the notify sockets a dead baton left (`w<slot>-<generation>-<its pid>.sock`,
+    /// sockets only): nobody reads them any more, and nothing else in the directory is touched.
+    private func removeNotifySockets(of pid: pid_t) {
+        guard let dir = opendir(notifyDirectory) else { return }
+        defer { closedir(dir) }
+        var doomed: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix("w"), name.hasSuffix("-\(pid).sock") else { continue }
+            let middle = name.dropFirst().dropLast("-\(pid).sock".count).split(separator: "-", omittingEmptySubsequences: false)
+            guard middle.count == 2, middle.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) else { continue }
+            doomed.append(name)
+        }
+        for name in doomed {
+            let path = notifyDirectory + "/" + name
+            var st = stat()
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK else { continue }
+            unlink(path)
+        }
+        if !doomed.isEmpty { logger.info("removed \(doomed.count) notify socket(s) of the previous baton pid \(pid)") }
     }
 
     /// Finds the previous (dead) baton's workers that still run and takes its
@@ -102,7 +136,9 @@ extension Supervisor {
                 close(pidfd)
                 continue
             }
-            takeOver.orphans.append(OrphanWorker(slot: w.slot, pid: w.pid, pidfd: pidfd))
+            let orphan = OrphanWorker(slot: w.slot, pid: w.pid, pidfd: pidfd)
+            takeOver.orphans.append(orphan)
+            if let fd = w.outputFD { relayOutput(of: orphan, heldAt: fd) }
         }
         guard !takeOver.orphans.isEmpty else { return }
         logger.info(
@@ -172,6 +208,7 @@ extension Supervisor {
     }
 
     private func orphanExited(_ orphan: OrphanWorker) {
+        closeOrphanOutput(orphan)
         loop.unregister(fd: orphan.pidfd)
         close(orphan.pidfd)
         if let t = orphan.killTimer { loop.cancel(t) }
@@ -182,17 +219,28 @@ extension Supervisor {
         finishShutdownIfDone()
     }
 
-    /// Writes `instance.json` (temp file + rename: a reader sees the old or
+    /// Schedules a write of `instance.json` at the end of this turn of the loop:
+    /// the workers started or exited in one turn (a start-up, a batch of exits)
+    /// cost one write, not one each.
+    func recordInstance() {
+        guard !takeOver.recordPending, !takeOver.recordForgotten else { return }
+        takeOver.recordPending = true
+        loop.schedule(after: .zero) { [unowned self] in self.writeInstanceRecord() }
+    }
+
+    /// Writes `instance.json` now (temp file + rename: a reader sees the old or
     /// the new record, never half of one; no fsync: it only has to outlive
     /// baton, not the host, and the runtime directory is usually tmpfs).
-    func recordInstance() {
+    func writeInstanceRecord() {
+        takeOver.recordPending = false
+        guard !takeOver.recordForgotten else { return }
         var workers: [InstanceRecord.WorkerRecord] = []
         var live: [pid_t: UInt64] = [:]
         for slot in slots {
             for w in slot.workers where w.state != .exited {
                 guard let started = takeOver.startTimes[w.pid] ?? ProcFS.startTime(of: w.pid) else { continue }
                 live[w.pid] = started
-                workers.append(.init(slot: slot.index, pid: w.pid, startTime: started))
+                workers.append(.init(slot: slot.index, pid: w.pid, startTime: started, outputFD: WorkerContract.outputReaderFD))
             }
         }
         takeOver.startTimes = live
@@ -216,5 +264,8 @@ extension Supervisor {
     }
 
     /// A clean stop: nothing to take over.
-    func forgetInstance() { unlink(instancePath) }
+    func forgetInstance() {
+        takeOver.recordForgotten = true
+        unlink(instancePath)
+    }
 }

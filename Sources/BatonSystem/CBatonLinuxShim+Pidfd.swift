@@ -48,3 +48,20 @@ extension ProcFS {
         return fields.startTicks
     }
 }
+
+/// Worker output pipes that outlive baton.
+extension CBatonLinuxShim {
+    /// Asks for a pipe capacity of `bytes`, capped by
+    /// /proc/sys/fs/pipe-max-size (which root may exceed, but should not need
+    /// to); returns the capacity it has, nil if it could not be changed.
+    @discardableResult
+    public static func enlargePipe(_ fd: Int32, to bytes: Int) -> Int? {
+        let maximum = ProcFS.read("/proc/sys/fs/pipe-max-size").flatMap { Int($0.filter(\.isNumber)) }
+        let size = Int32(clamping: min(bytes, maximum ?? bytes))
+        let result = CBatonLinux_set_pipe_size(fd, size)
+        return result > 0 ? Int(result) : nil
+    }
+
+    /// True when `fd` is a pipe (or FIFO) opened for reading only.
+    public static func isPipeReadEnd(_ fd: Int32) -> Bool { CBatonLinux_is_pipe_read_end(fd) == 1 }
+}

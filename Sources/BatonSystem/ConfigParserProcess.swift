@@ -61,7 +61,8 @@ public enum ConfigParserProcess {
         let child: SpawnedProcess
         do {
             // No backtracer in the child: its report is slow and many lines; the first line says it.
-            child = try LinuxProcessLauncher().spawn(
+            // Registered: a daemon reaping its exited children on SIGCHLD leaves this one to us.
+            child = try SelfReapedChildren.spawn(
                 SpawnRequest(
                     argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
                     passFDs: [memfd], stdout: pipe.write, stderr: pipe.write))
@@ -70,7 +71,10 @@ public enum ConfigParserProcess {
             throw failure("\(error)")
         }
         close(pipe.write)
-        defer { close(child.pidfd) }
+        defer {
+            close(child.pidfd)
+            SelfReapedChildren.forget(child.pid)
+        }
 
         let deadline = ContinuousClock.now + timeout
         let output = collect(pipe.read, pidfd: child.pidfd, until: deadline)

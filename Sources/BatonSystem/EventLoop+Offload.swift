@@ -11,7 +11,11 @@ extension EventLoop {
         on pool: OffloadPool = .shared, _ work: @escaping @Sendable () -> Result, completion: @escaping (Result) -> Void
     ) {
         assertInEventLoop()
-        let completion = LoopBound(completion)
+        pendingOffloads += 1
+        let completion = LoopBound { [unowned self] (result: Result) in
+            self.pendingOffloads -= 1
+            completion(result)
+        }
         pool.submit { [self] in
             let result = work()
             execute { completion.value(result) }

@@ -70,6 +70,9 @@ public final class EventLoop: @unchecked Sendable {
     /// Why `run()` returned on its own: epoll_wait failed with something other
     /// than EINTR (it would fail again at once); nil after `stop()`.
     public private(set) var failure: SystemError?
+    /// Jobs given to `offload` whose completion has not run yet (loop thread only): a test
+    /// driving the loop by hand waits for them before it moves its clock.
+    public internal(set) var pendingOffloads = 0
     /// The clock timers use; replaceable for tests of the loop itself.
     public let now: @Sendable () -> Duration
 
@@ -185,6 +188,14 @@ public final class EventLoop: @unchecked Sendable {
     public func pump() -> Int? {
         assertInEventLoop()
         return iterate(timeoutMilliseconds: 0)
+    }
+
+    /// One iteration that waits up to `milliseconds` for a descriptor (an offloaded job's
+    /// completion wakes it), for tests that drive the loop by hand.
+    @discardableResult
+    public func pump(waitingUpTo milliseconds: Int32) -> Int? {
+        assertInEventLoop()
+        return iterate(timeoutMilliseconds: milliseconds)
     }
 
     /// The earliest deadline among pending timers, if any (for a manual clock to jump to).

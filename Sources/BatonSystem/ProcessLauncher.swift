@@ -21,6 +21,13 @@ public struct SpawnRequest: Sendable, Equatable {
     public var stderr: Int32
     /// Drop to this user/group before execve (nil: keep baton's).
     public var credentials: Credentials?
+    /// A descriptor also placed in the child at `holdTarget` (0: none), after
+    /// the others: baton's reader of the worker's output pipe
+    /// (`WorkerContract.outputReaderFD`). Skipped, not an error, when the
+    /// child cannot have that fd (RLIMIT_NOFILE).
+    public var holdFD: Int32 = -1
+    /// See `holdFD`.
+    public var holdTarget: Int32 = 0
 
     /// Creates a request; output goes to /dev/null unless set.
     public init(
@@ -152,6 +159,8 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.stdin_fd = -1
                         attr.stdout_fd = request.stdout
                         attr.stderr_fd = request.stderr
+                        attr.hold_fd = request.holdFD
+                        attr.hold_target = request.holdTarget
                         if let cred = request.credentials {
                             attr.set_ids = 1
                             attr.uid = cred.uid

@@ -35,16 +35,20 @@ static void child_fail(int errfd, int step) {
     _exit(127);
 }
 
-static void close_from(int lowfd, int except) {
+// Closes every fd >= lowfd except `a` and `b` (-1: none).
+static void close_from(int lowfd, int a, int b) {
+    int keep[2] = {a < b ? a : b, a < b ? b : a};
+    int from = lowfd;
+    int ok = 1;
     // close_range exists since Linux 5.9; fall back to a loop on older kernels.
-    if (except < 0) {
-        if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0) == 0) return;
-    } else {
-        if (except > lowfd) syscall(SYS_close_range, (unsigned)lowfd, (unsigned)(except - 1), 0);
-        if (syscall(SYS_close_range, (unsigned)(except + 1), ~0U, 0) == 0 && except >= lowfd) return;
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < from) continue;
+        if (keep[i] > from && syscall(SYS_close_range, (unsigned)from, (unsigned)(keep[i] - 1), 0) != 0) ok = 0;
+        from = keep[i] + 1;
     }
+    if (ok && syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
     for (int fd = lowfd; fd < 65536; fd++) {
-        if (fd != except) close(fd);
+        if (fd != a && fd != b) close(fd);
     }
 }
 
@@ -101,6 +105,8 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
         high[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, top + 1);
         if (high[i] < 0) child_fail(errfd, CBatonLinux_step_fds);
     }
+    // Best-effort, like its placement: -1 when the copy fails.
+    int hold_high = a->hold_target > 0 ? fcntl(a->hold_fd, F_DUPFD_CLOEXEC, top + 1) : -1;
     int stdio[3] = {a->stdin_fd, a->stdout_fd, a->stderr_fd};
     int stdio_high[3];
     for (int i = 0; i < 3; i++) {
@@ -117,8 +123,24 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     for (int i = 0; i < a->nfds; i++) {
         if (dup2(high[i], 3 + i) < 0) child_fail(errfd, CBatonLinux_step_fds);
     }
+    // The held fd last, at its fixed place above the others (never onto the
+    // error pipe: that moves first). dup2 clears FD_CLOEXEC; a copy already
+    // there (dup2 does nothing then) needs it cleared by hand.
+    int held = -1;
+    if (a->hold_target >= top) {
+        if (errfd == a->hold_target) {
+            e = fcntl(errfd, F_DUPFD_CLOEXEC, a->hold_target + 1);
+            if (e < 0) child_fail(errfd, CBatonLinux_step_fds);
+            errfd = e;
+        }
+        if (hold_high == a->hold_target) {
+            if (fcntl(hold_high, F_SETFD, 0) == 0) held = a->hold_target;
+        } else if (hold_high >= 0 && dup2(hold_high, a->hold_target) >= 0) {
+            held = a->hold_target;
+        }
+    }
     // dup2 cleared FD_CLOEXEC on 0..2 and 3..top-1; everything else goes.
-    close_from(top, errfd);
+    close_from(top, errfd, held);
 
     // 4. Credentials.
     if (a->set_ids) {

@@ -64,6 +64,7 @@ final class Connection {
             let sent = write(frame(response, keepAlive: keepAlive, withBody: head.method != "HEAD"))
             served += 1
             lastActivity = monotonicNanos()
+            if server.options.logRequests { log("\(head.method) \(head.path) \(response.status) #\(number)") }
             if let limit = server.options.crashAfterRequests, number >= limit { crash() }
             guard sent && keepAlive else { return }
         }

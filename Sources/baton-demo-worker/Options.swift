@@ -24,6 +24,8 @@ struct Options: Sendable, Equatable {
     /// `--hold-shared PATH`: the whole file mapped `MAP_SHARED` and touched at boot (resident in
     /// every worker that maps it, stored once: benchmarks of the sampling cost use it).
     var holdShared: String?
+    /// `--log-requests`: one line on stderr per answered request (an access log).
+    var logRequests = false
     /// `--drain-timeout SECONDS`: hard bound on a graceful drain; past it the worker exits 1.
     var drainTimeout: Double = 25
     /// `--help`.
@@ -58,6 +60,7 @@ extension Options {
           --hold MIB                  allocate and touch this many MiB at boot
           --hold-shared PATH          map PATH shared and touch all of it at boot (resident
                                       in each worker, stored once)
+          --log-requests              one line on stderr per answered request
           --drain-timeout SECONDS     bound on the graceful drain after SIGTERM (default 25)
           --help                      show this help
 
@@ -105,6 +108,9 @@ extension Options {
             case "--never-ready":
                 try noValue()
                 options.neverReady = true
+            case "--log-requests":
+                try noValue()
+                options.logRequests = true
             case "--release":
                 let release = try value()
                 guard !release.isEmpty else { throw UsageError(message: "--release is empty") }

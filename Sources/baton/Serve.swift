@@ -38,7 +38,7 @@ func executablePath() -> String {
 }
 
 /// Runs the supervisor on this (main) thread until SIGTERM.
-func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, reload: (() throws -> BatonConfig)?) throws {
+func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, reload: (@Sendable () throws -> BatonConfig)?) throws {
     BatonLogHandler.bootstrap()
     let options = Supervisor.Options(
         config: config, reloadConfig: reload, launcher: LinuxProcessLauncher(), environment: currentEnvironment(),

@@ -13,12 +13,19 @@ signal(SIGPIPE, SIG_IGN)
 // Progress lines reach CI logs (pipes) as they happen, not at exit.
 CBatonLinuxShim.lineBufferStdout()
 
+/// The error line before a non-zero exit, through the same non-blocking writer
+/// as the log: a stderr pipe that is full and never read gets up to 2 s (the
+/// flush at exit) to take it, instead of holding baton (and its exit) forever.
+func lastWords(_ text: String) {
+    LogWriter.standardError.append(Array(text.utf8))
+}
+
 do {
     var command = try Baton.parseAsRoot()
     try command.run()
     exit(0)
 } catch let exit as BatonExit {
-    if let message = exit.message { writeAll(2, Array("baton: \(message)\n".utf8)) }
+    if let message = exit.message { lastWords("baton: \(message)\n") }
     Glibc.exit(exit.code)
 } catch {
     // Usage errors, --help and --version come here. Help and version exit 0;
@@ -30,7 +37,7 @@ do {
         if !message.isEmpty { print(message) }
         exit(0)
     }
-    writeAll(2, Array("baton: \(message.split(separator: "\n").first.map(String.init) ?? message)\n".utf8))
-    if message.contains("\n") { writeAll(2, Array("run 'baton help' for usage\n".utf8)) }
+    lastWords("baton: \(message.split(separator: "\n").first.map(String.init) ?? message)\n")
+    if message.contains("\n") { lastWords("run 'baton help' for usage\n") }
     exit(BatonExitCode.usage)
 }

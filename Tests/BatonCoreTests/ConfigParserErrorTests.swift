@@ -87,7 +87,7 @@ struct ConfigParserErrorTests {
                 == "/etc/baton/shop.toml:7: deploy.max_surge: must be between 1 and app.workers (4), got 5")
         #expect(
             configFailure(minimalApp + "[deploy]\nkeep_releases = 1\n")
-                == "/etc/baton/shop.toml:7: deploy.keep_releases: must be at least 2, got 1")
+                == "/etc/baton/shop.toml:7: deploy.keep_releases: must be between 2 and 10000, got 1")
         #expect(
             configFailure(minimalApp + "[memory]\nthreshold = \"0%\"\n")
                 == #"/etc/baton/shop.toml:7: memory.threshold: must be greater than 0% and at most 100%, got "0%""#)
@@ -96,7 +96,7 @@ struct ConfigParserErrorTests {
                 == #"/etc/baton/shop.toml:7: readiness.probe_interval: must be greater than zero, got "0s""#)
         #expect(
             configFailure(minimalApp + "start_concurrency = 0\n")
-                == "/etc/baton/shop.toml:6: app.start_concurrency: must be at least 1, got 0")
+                == "/etc/baton/shop.toml:6: app.start_concurrency: must be between 1 and 1024, got 0")
     }
 
     @Test func invalidValues() {

@@ -72,7 +72,15 @@ final class DaemonHarness {
                 Issue.record("the loop failed: \(String(describing: loop.failure))")
                 return
             }
-            if ran == 0 && !hasWorkerToReady { return }
+            if ran == 0 && !hasWorkerToReady {
+                guard loop.pendingOffloads > 0 else { return }
+                // A job off the loop (a reload's config read): wait for its completion, bounded,
+                // before the clock moves, as it would finish long before any timer in real life.
+                guard let woke = loop.pump(waitingUpTo: 10_000), woke > 0 else {
+                    Issue.record("an offloaded job did not finish within 10 s")
+                    return
+                }
+            }
         }
         Issue.record("the loop never settled")
     }

@@ -86,8 +86,9 @@ import Testing
     @Test func reloadChangingTheWorkerCountIsRefused() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
-        var changed = h.supervisor.config
-        changed.app.workers = 3
+        var config = h.supervisor.config
+        config.app.workers = 3
+        let changed = config
         h.supervisor.options.reloadConfig = { changed }
         let client = h.reload()
         h.finishOperations()

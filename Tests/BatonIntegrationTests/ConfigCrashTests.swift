@@ -108,6 +108,25 @@ extension Integration {
             }
         }
 
+        @Test("integers past any sensible bound: check-config names the key and its range, exit 2, one line")
+        func integerBounds() throws {
+            let directory = TestPaths.temporaryDirectory("crashint")
+            defer { TestPaths.remove(directory) }
+            let path = directory + "/c.toml"
+            let cases: [(text: String, expected: String)] = [
+                ("start_concurrency = 1025\n", "6: app.start_concurrency: must be between 1 and 1024, got 1025"),
+                ("start_attempts = 9223372036854775807\n", "6: app.start_attempts: must be between 0 and 1000, got 9223372036854775807"),
+                ("[memory]\nsmaps_every = 1000001\n", "7: memory.smaps_every: must be between 1 and 1000, got 1000001"),
+                ("[deploy]\nkeep_releases = 10001\n", "7: deploy.keep_releases: must be between 2 and 10000, got 10001"),
+            ]
+            for (text, expected) in cases {
+                TestPaths.write(path, Self.app + text)
+                let check = try TestProcess.run([TestPaths.executable("baton"), "check-config", path])
+                #expect(check.code == 2, "\(text): \(check.stdout) \(check.stderr)")
+                #expect(check.stderr == "baton: \(path):\(expected)", "\(check.stderr)")
+            }
+        }
+
         @Test("every input in Fuzz/crashes/config gets a config or one line from check-config, never a crash")
         func replayConfigCrashes() throws {
             let baton = TestPaths.executable("baton")

@@ -107,14 +107,17 @@ extension Integration {
             // The demo worker's own start line reports what sd_listen_fds() saw.
             #expect(baton.process.stderrLines.contains { $0.contains("pid=\(pid)") && $0.contains("listen_fds=2 listen_pid=matched") })
             // No descriptor of baton's leaks into a worker: the only objects a
-            // worker shares with baton are its output pipe (1, 2) and the
+            // worker shares with baton are its output pipe (1, 2, and the
+            // pipe's read end at 1000, which outlives a crashed baton) and the
             // listening sockets (3, 4).
             let workerPID = try #require(Int32(pid))
             let batonObjects = Set(openObjects(of: baton.process.pid).values.filter { !$0.hasPrefix("/") })
             let shared = openObjects(of: workerPID).filter { batonObjects.contains($0.value) }
-            #expect(Set(shared.keys) == [1, 2, 3, 4], "worker fds shared with baton: \(shared)")
+            let reader = Int(WorkerContract.outputReaderFD)
+            #expect(Set(shared.keys) == [1, 2, 3, 4, reader], "worker fds shared with baton: \(shared)")
             #expect(shared[3]?.hasPrefix("socket:") == true)
             #expect(shared[4]?.hasPrefix("socket:") == true)
+            #expect(shared[reader] != nil && shared[reader] == shared[1], "fd \(reader) is not the worker's own output pipe: \(shared)")
         }
 
         /// fd → target ("socket:[123]", "pipe:[456]", a path) of a process.

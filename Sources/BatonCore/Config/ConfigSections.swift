@@ -33,11 +33,11 @@ extension ConfigReader {
         app.user = read(s, "user", Convert.nonEmptyString)
         app.group = read(s, "group", Convert.nonEmptyString)
         app.environmentFile = read(s, "environment_file", Convert.absolutePath)
-        app.startConcurrency = read(s, "start_concurrency", Convert.integer(in: 1...Int.max)) ?? app.startConcurrency
+        app.startConcurrency = read(s, "start_concurrency", Convert.integer(in: 1...1024)) ?? app.startConcurrency
         app.environment = readEnvironment(s)
         app.runtimeDirectory = read(s, "runtime_directory", Convert.absolutePath)
         app.stateDirectory = read(s, "state_directory", Convert.absolutePath)
-        app.startAttempts = read(s, "start_attempts", Convert.integer(in: 0...Int.max)) ?? app.startAttempts
+        app.startAttempts = read(s, "start_attempts", Convert.integer(in: 0...1000)) ?? app.startAttempts
         return app
     }
 
@@ -148,7 +148,7 @@ extension ConfigReader {
         deploy.canary = read(s, "canary", Convert.bool) ?? deploy.canary
         deploy.workerFootprint = read(s, "worker_footprint", Convert.size(positive: true))
         deploy.timeout = read(s, "timeout", Convert.duration(positive: true))
-        deploy.keepReleases = read(s, "keep_releases", Convert.integer(in: 2...Int.max)) ?? deploy.keepReleases
+        deploy.keepReleases = read(s, "keep_releases", Convert.integer(in: 2...10_000)) ?? deploy.keepReleases
         deploy.releasesDirectory = read(s, "releases_directory", Convert.absolutePath).map(ReleaseRetention.normalize)
         deploy.stabilityWindow = read(s, "stability_window", Convert.duration(positive: false)) ?? deploy.stabilityWindow
         return deploy
@@ -163,7 +163,7 @@ extension ConfigReader {
         memory.workerLimit = read(s, "worker_limit", Convert.size(positive: true))
         memory.checkInterval = read(s, "check_interval", Convert.duration(positive: true)) ?? memory.checkInterval
         memory.minWorkerAge = read(s, "min_worker_age", Convert.duration(positive: false)) ?? memory.minWorkerAge
-        memory.smapsEvery = read(s, "smaps_every", Convert.integer(in: 1...Int.max)) ?? memory.smapsEvery
+        memory.smapsEvery = read(s, "smaps_every", Convert.integer(in: 1...1000)) ?? memory.smapsEvery
         return memory
     }
 

@@ -37,6 +37,12 @@ typedef struct {
     /// replaced in the child by "WATCHDOG_PID=<the child's own pid>" (1-based so
     /// that a zeroed attr replaces nothing).
     int watchdog_pid_slot;
+    /// When hold_target > 0, hold_fd is also placed at hold_target in the child
+    /// (without close-on-exec): baton's reader of the worker's own output pipe,
+    /// so that the pipe keeps a reader if baton dies. Best-effort: a target
+    /// above the child's RLIMIT_NOFILE is skipped, not a spawn failure.
+    int hold_fd;
+    int hold_target;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).
@@ -124,6 +130,10 @@ int CBatonLinux_execve(const char *path, char *const argv[], char *const envp[])
 /// pidfd_getfd(pidfd, targetfd, 0): a duplicate (close-on-exec) of another
 /// process's descriptor; needs ptrace rights over it (root, or same uid).
 int CBatonLinux_pidfd_getfd(int pidfd, int targetfd);
+/// fcntl(F_SETPIPE_SZ): returns the pipe's new capacity in bytes, -1 on error.
+int CBatonLinux_set_pipe_size(int fd, int size);
+/// fcntl(F_GETFL) & O_ACCMODE == O_RDONLY and fstat says FIFO: 1, else 0.
+int CBatonLinux_is_pipe_read_end(int fd);
 /// execveat(fd, "", argv, envp, AT_EMPTY_PATH): executes the open file itself,
 /// so what was checked is what runs. Returns only on failure.
 int CBatonLinux_execveat_fd(int fd, char *const argv[], char *const envp[]);
