@@ -59,6 +59,12 @@ final class Operation {
     var reason: String?
     /// roll-ahead: the `--need` bytes to re-check.
     var need: UInt64 = 0
+    /// roll-ahead: the hold of the reservation taken once it fits (`--hold`).
+    var hold: Duration = Reservation.defaultHold
+    /// roll-ahead: the slots restarted so far, in order.
+    var rolledAhead: [Int] = []
+    /// A roll the held reservation asked for (no client waits for it).
+    var keepsReservation = false
 
     init(number: Int, kind: Kind, options: DeployOptions?, uid: uid_t?) {
         self.number = number

@@ -124,7 +124,8 @@ extension Supervisor {
         case .auto:
             // The surge width asked for (`--max-surge`, the policy's 1) is what must fit.
             let width = min(options?.maxSurge ?? config.deploy.maxSurge, slots.count)
-            guard let (verdict, _) = try? preflight(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
+            // A held reservation is not the surge's to spend (a deploy releases it when it starts).
+            guard let (verdict, _) = try? preflight(release: options?.release, need: reservedBytes, strategy: .auto, maxSurge: width) else {
                 return (.surge, "auto: memory unknown")
             }
             return (verdict.strategy, "auto: \(verdict.summary)")
@@ -142,6 +143,8 @@ extension Supervisor {
         }
         op.startedAt = loop.now()
         op.startedAtWall = wallClockNow()
+        // The memory was kept for the deploy's tooling until the deploy itself: it is the deploy's now.
+        if op.kind.isDeploy { releaseReservation("a \(op.kind.rawValue) started") }
         op.previous = releaseState.current
         op.previousSpec = slots.first?.spec
         if op.kind.isDeploy {

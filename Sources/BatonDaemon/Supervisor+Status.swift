@@ -55,6 +55,7 @@ extension Supervisor {
         report.degraded = degraded ? true : nil
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
         report.problems = stateProblems.isEmpty ? nil : stateProblems
+        report.reservation = reservationReport()
         if let readings = try? HostMemoryReader().readings(cgroupOf: getpid()) {
             let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
             report.memory = MemoryStatus(

@@ -28,9 +28,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Bytes of baton's own log dropped since it started because stderr did not
     /// keep up (the log is never allowed to block the daemon).
     public var logDroppedBytes: UInt64?
+    /// The memory reservation `preflight --roll-ahead` holds, if any.
+    public var reservation: ReservationReport?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory
+        case reservation
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -213,6 +216,7 @@ extension StatusReport {
                 "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(used)% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource)); restart threshold \(percent)%"
             )
         }
+        if let r = reservation { lines.append(r.line) }
         if let dropped = logDroppedBytes, dropped > 0 {
             lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
         }
