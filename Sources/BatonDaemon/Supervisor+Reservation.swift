@@ -74,7 +74,8 @@ extension Supervisor {
             return
         }
         let elapsed = Units.formatElapsed(loop.now() - held.heldAt)
-        waiter.finish(.success("reservation of \(Units.formatSize(held.bytes)) released after \(elapsed); \(held.rolls) worker\(held.rolls == 1 ? "" : "s") rolled while held"))
+        let rolls = "\(held.rolls) worker\(held.rolls == 1 ? "" : "s") rolled while held"
+        waiter.finish(.success("reservation of \(Units.formatSize(held.bytes)) released after \(elapsed); \(rolls)"))
     }
 
     /// The reservation for status, metrics and `preflight --json`.
