@@ -272,14 +272,15 @@ extension Supervisor {
             finishOperation(op, outcome: "failed", detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
             return
         }
-        let extra = config.memory.reservationMargin + expectedGrowth(hold: op.hold)
+        let count = op.rolledAhead.count
+        let perRoll = (loop.now() - op.startedAt) / count
+        let extra = config.memory.reservationMargin + expectedGrowth(hold: op.hold, measured: perRoll)
         let plan = RollAhead.plan(for: verdict, workers: currentGrowth(), extra: extra, exclude: Set(op.rolledAhead))
         var r = report
         r.rolledAhead = op.rolledAhead
-        let count = op.rolledAhead.count
         let line = "after restarting slot\(count == 1 ? "" : "s") \(Self.list(op.rolledAhead)): \(verdict.summary)"
         if plan.canFit, plan.slots.isEmpty, verdict.fits {
-            holdReservation(bytes: op.need, hold: op.hold, rolledAhead: (loop.now() - op.startedAt) / count)
+            holdReservation(bytes: op.need, hold: op.hold, rolledAhead: perRoll)
             r.reservation = reservationReport()
             let message = "\(line); \(Units.formatSize(extra)) to spare (margin + expected growth)"
             finishOperation(

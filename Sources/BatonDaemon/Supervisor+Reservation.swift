@@ -181,8 +181,10 @@ extension Supervisor {
     }
 
     /// The growth a roll-ahead plans for while the reservation is held: every serving worker's
-    /// rate over the hold (at most ``GrowthForecast/planningWindow``).
-    func expectedGrowth(hold: Duration) -> UInt64 {
-        GrowthForecast.growth(rate: fittedGrowthRate(), over: min(hold, GrowthForecast.planningWindow))
+    /// rate over ``GrowthForecast/planningWindow(hold:replacementTime:)``, with the replacement
+    /// time this roll-ahead measured, else the last one measured, else 10 s.
+    func expectedGrowth(hold: Duration, measured: Duration? = nil) -> UInt64 {
+        let time = measured ?? reservation.replacementTime ?? Reservation.defaultReplacementTime
+        return GrowthForecast.growth(rate: fittedGrowthRate(), over: GrowthForecast.planningWindow(hold: hold, replacementTime: time))
     }
 }

@@ -55,11 +55,13 @@ public struct Reservation: Sendable, Equatable {
 
 /// What the workers are expected to grow: the figures a roll-ahead plans with.
 public enum GrowthForecast {
-    /// The growth window a roll-ahead plans for: the hold, at most this long. Beyond it the
-    /// held reservation rolls further workers as their growth eats into it, so planning a whole
-    /// 15-minute hold up front would refuse hosts the watcher can keep safe; 30 s covers a few
-    /// replacements (the trigger then counts the growth over one).
-    public static let planningWindow: Duration = .seconds(30)
+    /// The growth window a roll-ahead plans for: the hold, at most two replacements long (the
+    /// roll the held reservation would make first, and the one after it). Beyond that the held
+    /// reservation rolls further workers as their growth eats into it, so planning a whole
+    /// 15-minute hold up front would refuse hosts the reservation can keep safe.
+    public static func planningWindow(hold: Duration, replacementTime: Duration) -> Duration {
+        min(hold, replacementTime * 2)
+    }
 
     /// One worker's growth rate in bytes per second: its fitted leak rate when there is one,
     /// else its average since it became ready (`ussNow − ussAtReady` over `age`, at least 10 s), else 0.
