@@ -99,7 +99,7 @@ extension Supervisor {
         guard let available = cheapHeadroom() else { return }
         reservation.trend.append(at: now, available: available)
         let rate = max(reservation.trend.fallRate, fittedGrowthRate())
-        let time = reservation.replacementTime ?? Reservation.defaultReplacementTime
+        let time = estimatedReplacementTime
         let trigger = held.trigger(growthRate: rate, replacementTime: time)
         reservation.lastHeadroom = available
         reservation.lastTrigger = trigger
@@ -180,11 +180,19 @@ extension Supervisor {
         }
     }
 
+    /// How long one replacement takes: the last one measured, else the slowest serving
+    /// worker's start-to-ready time plus a second (its drain), else 10 s.
+    var estimatedReplacementTime: Duration {
+        if let measured = reservation.replacementTime { return measured }
+        let boots = slots.compactMap(\.current).compactMap { w in w.readyAt.map { $0 - w.startedAt } }
+        return boots.max().map { $0 + .seconds(1) } ?? Reservation.defaultReplacementTime
+    }
+
     /// The growth a roll-ahead plans for while the reservation is held: every serving worker's
     /// rate over ``GrowthForecast/planningWindow(hold:replacementTime:)``, with the replacement
-    /// time this roll-ahead measured, else the last one measured, else 10 s.
+    /// time this roll-ahead measured, else ``estimatedReplacementTime``.
     func expectedGrowth(hold: Duration, measured: Duration? = nil) -> UInt64 {
-        let time = measured ?? reservation.replacementTime ?? Reservation.defaultReplacementTime
+        let time = measured ?? estimatedReplacementTime
         return GrowthForecast.growth(rate: fittedGrowthRate(), over: GrowthForecast.planningWindow(hold: hold, replacementTime: time))
     }
 }
