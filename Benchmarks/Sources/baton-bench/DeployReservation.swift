@@ -12,7 +12,8 @@ import Glibc
 /// the cgroup allocates 300 MiB in 2 s and holds it 4 s, then `baton deploy`. One row per run:
 /// usage at preflight, the verdict, slots rolled, the headroom (limit − usage) at each step,
 /// reservation rolls, OOM kills (the cgroup's `memory.oom_control` oom_kill), failed requests
-/// and the exit codes. Everything else is the README's defaults.
+/// and the exit codes. Everything else is the README's defaults. 10 runs (2 with --quick), then
+/// 3 baseline runs (1) without the preflight: the same tooling and deploy on the full host.
 struct DeployReservation {
     let options: BenchOptions
     let limit: UInt64 = 1_288_490_189  // 1.2 GiB
@@ -22,6 +23,8 @@ struct DeployReservation {
 
     struct Run: Codable {
         var run: Int
+        /// "preflight --roll-ahead", or "no preflight" (the baseline: tooling and deploy only).
+        var mode: String
         var usageAtPreflightMiB: Double
         var usageAtPreflightPercent: Double
         var preflightExit: Int32
@@ -61,13 +64,14 @@ struct DeployReservation {
         }
         let base = "/sys/fs/cgroup/memory" + (own == "/" ? "" : own)
         let count = options.quick ? 2 : 10
+        let baseline = options.quick ? 1 : 3
         var runs: [Run] = []
-        for n in 1...count {
+        for n in 1...(count + baseline) {
             let dir = "\(base)/baton-bench-reserve-\(getpid())-\(n)"
             guard mkdir(dir, 0o755) == 0 else { throw BenchError("mkdir \(dir): \(String(cString: strerror(errno)))") }
             defer { Self.removeCgroup(dir) }
             TestPaths.write(dir + "/memory.limit_in_bytes", "\(limit)\n")
-            let row = try oneRun(n, cgroup: dir)
+            let row = try oneRun(n, cgroup: dir, withPreflight: n <= count)
             runs.append(row)
             writeAll(
                 2,
@@ -82,7 +86,7 @@ struct DeployReservation {
         try writeResult(result, name: "deploy-reservation", directory: options.outputDirectory)
     }
 
-    private func oneRun(_ n: Int, cgroup dir: String) throws -> Run {
+    private func oneRun(_ n: Int, cgroup dir: String, withPreflight: Bool) throws -> Run {
         let procs = dir + "/cgroup.procs"
         let env = "BENCH_BOOT_DELAY = \"0\"\nBENCH_APP_MB = \"\(appMiB)\"\nBENCH_GROW_KB = \"\(growKiB)\""
         let command = [
@@ -115,12 +119,16 @@ struct DeployReservation {
         let atPreflight = usage(dir)
         let headroomBefore = headroom(dir)
 
-        let preflight = try baton.startCLI(["preflight", "--need", "\(needMiB)MiB", "--roll-ahead", "--json"])
-        _ = preflight.wait(timeout: .seconds(300))
-        let preflightExit = preflight.exitCode ?? -1
-        let last = preflight.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(last.utf8))
-        let verdict = reply?.preflight.map { $0.fits ? "fits" : "does not fit" } ?? (reply?.error ?? "no reply")
+        var preflightExit: Int32 = -1
+        var reply: ControlReply?
+        if withPreflight {
+            let preflight = try baton.startCLI(["preflight", "--need", "\(needMiB)MiB", "--roll-ahead", "--json"])
+            _ = preflight.wait(timeout: .seconds(300))
+            preflightExit = preflight.exitCode ?? -1
+            let last = preflight.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            reply = try? JSONDecoder().decode(ControlReply.self, from: Data(last.utf8))
+        }
+        let verdict = withPreflight ? reply?.preflight.map { $0.fits ? "fits" : "does not fit" } ?? (reply?.error ?? "no reply") : "-"
         let rolled = reply?.preflight?.rolledAhead?.count ?? 0
         let headroomAfter = headroom(dir)
 
@@ -149,7 +157,8 @@ struct DeployReservation {
         let mib = { (v: Int64) in Double(v) / 1_048_576 }
         return Run(
             run: n, usageAtPreflightMiB: Double(atPreflight) / 1_048_576, usageAtPreflightPercent: Double(atPreflight) / Double(limit) * 100,
-            preflightExit: preflightExit, verdict: verdict, preflightLine: reply?.error ?? reply?.message ?? "", slotsRolled: rolled, headroomBeforePreflightMiB: mib(headroomBefore),
+            mode: withPreflight ? "preflight --roll-ahead" : "no preflight", preflightExit: preflightExit, verdict: verdict,
+            preflightLine: reply?.error ?? reply?.message ?? "", slotsRolled: rolled, headroomBeforePreflightMiB: mib(headroomBefore),
             headroomAfterPreflightMiB: mib(headroomAfter), minHeadroomDuringToolingMiB: mib(minTooling),
             headroomBeforeDeployMiB: mib(headroomBeforeDeploy), minHeadroomDuringDeployMiB: mib(minDeploy), reservationRolls: rolls,
             toolingExit: toolingExit, oomKills: Self.oomKills(dir) - oomBefore, requests: report.ok + report.failed,
@@ -187,19 +196,22 @@ struct DeployReservation {
                 + "\(r.growKiBPerRequest) KiB leaked per request, \(r.connections) connections; preflight --need \(r.needMiB)MiB --roll-ahead, "
                 + "tooling \(r.toolingMiB) MiB (2 s up, 4 s held), deploy")
         print(
-            "| run | usage at preflight | preflight | rolled | headroom MiB: before / after preflight / min tooling / before deploy / min deploy | reservation rolls | tooling exit | OOM kills | failed / requests | deploy exit |"
+            "| run | mode | usage at preflight | preflight | rolled | headroom MiB: before / after preflight / min tooling / before deploy / min deploy | reservation rolls | tooling exit | OOM kills | failed / requests | deploy exit |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for x in r.runs {
             let headrooms = [
                 x.headroomBeforePreflightMiB, x.headroomAfterPreflightMiB, x.minHeadroomDuringToolingMiB, x.headroomBeforeDeployMiB,
                 x.minHeadroomDuringDeployMiB,
             ].map { fixed($0, 0) }.joined(separator: " / ")
             print(
-                "| \(x.run) | \(fixed(x.usageAtPreflightMiB, 0)) MiB (\(fixed(x.usageAtPreflightPercent, 1)) %) | \(x.preflightExit) \(x.verdict) | \(x.slotsRolled) | \(headrooms) | \(x.reservationRolls) | \(x.toolingExit) | \(x.oomKills) | \(x.failedRequests) / \(x.requests) | \(x.deployExit) |"
+                "| \(x.run) | \(x.mode) | \(fixed(x.usageAtPreflightMiB, 0)) MiB (\(fixed(x.usageAtPreflightPercent, 1)) %) | \(x.preflightExit) \(x.verdict) | \(x.slotsRolled) | \(headrooms) | \(x.reservationRolls) | \(x.toolingExit) | \(x.oomKills) | \(x.failedRequests) / \(x.requests) | \(x.deployExit) |"
             )
         }
-        let ok = r.runs.filter { $0.oomKills == 0 && $0.failedRequests == 0 && $0.deployExit == 0 }.count
-        print("runs with 0 OOM kills, 0 failed requests and deploy exit 0: \(ok)/\(r.runs.count)")
+        for mode in ["preflight --roll-ahead", "no preflight"] {
+            let runs = r.runs.filter { $0.mode == mode }
+            let ok = runs.filter { $0.oomKills == 0 && $0.failedRequests == 0 && $0.deployExit == 0 }.count
+            print("\(mode): runs with 0 OOM kills, 0 failed requests and deploy exit 0: \(ok)/\(runs.count)")
+        }
     }
 }

@@ -57,7 +57,9 @@ for scenario in scenarios {
     case "control-latency": do { try ControlLatency(options: options).run() } catch { fail("control-latency: \(error)") }
     case "take-over": do { try TakeOverScenario(options: options).run() } catch { fail("take-over: \(error)") }
     default:
-        fail("unknown scenario \(scenario) (known: deploy-under-load, compare, systemd, sampling-cost, deploy-memory, deploy-reservation, control-latency, take-over)")
+        fail(
+            "unknown scenario \(scenario) (known: deploy-under-load, compare, systemd, sampling-cost, deploy-memory, deploy-reservation, control-latency, take-over)"
+        )
     }
 }
 

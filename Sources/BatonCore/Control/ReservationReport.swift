@@ -42,7 +42,9 @@ public struct ReservationReport: Codable, Sendable, Equatable {
         var text =
             "reservation: \(Units.formatSize(bytes)) held (+ \(Units.formatSize(marginBytes)) margin), \(left) left, \(rolls) worker\(rolls == 1 ? "" : "s") rolled"
         if let headroomBytes, let triggerBytes {
-            text += "; headroom \(Units.formatSignedSize(headroomBytes)), next roll under \(Units.formatSize(triggerBytes))"
+            // Not Units.formatSignedSize: the fuzz build compiles Control/ without Memory/.
+            let headroom = headroomBytes < 0 ? "-" + Units.formatSize(headroomBytes.magnitude) : Units.formatSize(UInt64(headroomBytes))
+            text += "; headroom \(headroom), next roll under \(Units.formatSize(triggerBytes))"
         }
         return text
     }
