@@ -156,8 +156,8 @@ struct DeployReservation {
         let report = load.stop()
         let mib = { (v: Int64) in Double(v) / 1_048_576 }
         return Run(
-            run: n, usageAtPreflightMiB: Double(atPreflight) / 1_048_576, usageAtPreflightPercent: Double(atPreflight) / Double(limit) * 100,
-            mode: withPreflight ? "preflight --roll-ahead" : "no preflight", preflightExit: preflightExit, verdict: verdict,
+            run: n, mode: withPreflight ? "preflight --roll-ahead" : "no preflight", usageAtPreflightMiB: Double(atPreflight) / 1_048_576,
+            usageAtPreflightPercent: Double(atPreflight) / Double(limit) * 100, preflightExit: preflightExit, verdict: verdict,
             preflightLine: reply?.error ?? reply?.message ?? "", slotsRolled: rolled, headroomBeforePreflightMiB: mib(headroomBefore),
             headroomAfterPreflightMiB: mib(headroomAfter), minHeadroomDuringToolingMiB: mib(minTooling),
             headroomBeforeDeployMiB: mib(headroomBeforeDeploy), minHeadroomDuringDeployMiB: mib(minDeploy), reservationRolls: rolls,
