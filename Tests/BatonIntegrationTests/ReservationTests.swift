@@ -104,6 +104,33 @@ extension Integration {
             #expect(try baton.cli(["preflight", "--release-reservation"]).stdout.contains("no reservation held"))
         }
 
+        @Test("the restart policy measures its threshold against the budget minus the reservation")
+        func policySeesTheBudgetMinusTheReservation() throws {
+            // 2 workers of about 45 MiB PSS under 30 % of 200 MiB (60 MiB): the policy is quiet.
+            let baton = try BatonHarness(
+                workers: 2, command: [Self.worker, "--hold", "20"],
+                sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [readiness]
+                    timeout = "20s"
+                    [memory]
+                    budget = "200MiB"
+                    reserve = "0B"
+                    threshold = "30%"
+                    check_interval = "300ms"
+                    smaps_every = 1
+                    min_worker_age = "1s"
+                    reservation_margin = "8MiB"
+                    """, tag: "rsp")
+            defer { baton.stop() }
+            let (held, report) = try preflight(baton, ["--need", "100MiB", "--roll-ahead", "--hold", "10m"])
+            #expect(held.code == 0 && report?.reservation != nil, "\(held.stdout)\n\(held.stderr)")
+            // 200 − (100 + 8) = 92 MiB left to the workers: 30 % of it is under their PSS.
+            let fired = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("restart policy:") }
+            #expect(fired?.contains("> 30% of the 92.0 MiB budget (configured)") == true, "\(fired ?? "the policy did not fire")")
+        }
+
         @Test("bad reservation arguments: one line, exit 2, the daemon untouched")
         func badArguments() throws {
             let baton = try BatonHarness(workers: 1, command: [Self.worker], sections: Self.sections(margin: "8MiB"), tag: "rsb")
