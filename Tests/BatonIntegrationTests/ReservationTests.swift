@@ -104,7 +104,7 @@ extension Integration {
             #expect(try baton.cli(["preflight", "--release-reservation"]).stdout.contains("no reservation held"))
         }
 
-        @Test("the restart policy measures its threshold against the budget minus the reservation")
+        @Test("the restart policy measures its threshold against the budget minus the reservation; metrics show the reservation")
         func policySeesTheBudgetMinusTheReservation() throws {
             // 2 workers of about 45 MiB PSS under 30 % of 200 MiB (60 MiB): the policy is quiet.
             let baton = try BatonHarness(
@@ -122,6 +122,8 @@ extension Integration {
                     smaps_every = 1
                     min_worker_age = "1s"
                     reservation_margin = "8MiB"
+                    [metrics]
+                    address = "127.0.0.1:0"
                     """, tag: "rsp")
             defer { baton.stop() }
             let (held, report) = try preflight(baton, ["--need", "100MiB", "--roll-ahead", "--hold", "10m"])
@@ -129,6 +131,12 @@ extension Integration {
             // 200 − (100 + 8) = 92 MiB left to the workers: 30 % of it is under their PSS.
             let fired = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("restart policy:") }
             #expect(fired?.contains("> 30% of the 92.0 MiB budget (configured)") == true, "\(fired ?? "the policy did not fire")")
+            // The reservation in the metrics while it is held.
+            let port = try #require(baton.metricsPort())
+            let metrics = try #require(HTTP.get(port: port, path: "/metrics")).body
+            #expect(metrics.contains("baton_reservation_bytes \(100 << 20)"), "\(metrics)")
+            #expect(metrics.contains("# TYPE baton_reservation_remaining_seconds gauge"))
+            #expect(metrics.contains("baton_reservation_rolls "))
         }
 
         @Test("bad reservation arguments: one line, exit 2, the daemon untouched")
