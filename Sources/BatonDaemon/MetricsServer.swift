@@ -197,6 +197,11 @@ final class MetricsServer {
                 "baton_memory_headroom_bytes", "Memory headroom under the binding limit, which the label names.",
                 [("binding", verdict.binding.kind.name)], Double(verdict.binding.available))
         }
+        if let r = s.reservationReport() {
+            gauge("baton_reservation_bytes", "Memory held free by preflight --roll-ahead (--need), margin not included.", [], Double(r.bytes))
+            gauge("baton_reservation_remaining_seconds", "Hold left on the memory reservation.", [], r.remainingSeconds)
+            gauge("baton_reservation_rolls", "Workers rolled to keep the memory reservation while it is held.", [], Double(r.rolls))
+        }
         counter(
             "baton_log_dropped_bytes", "Bytes of baton's own log dropped because stderr did not take them.", [],
             Int(LogWriter.standardError.droppedBytes))

@@ -61,6 +61,12 @@ final class Operation {
     var need: UInt64 = 0
     /// reload: the config read and parsed off the loop (nil until then).
     var loadedConfig: Result<BatonConfig, any Error>?
+    /// roll-ahead: the hold of the reservation taken once it fits (`--hold`).
+    var hold: Duration = Reservation.defaultHold
+    /// roll-ahead: the slots restarted so far, in order.
+    var rolledAhead: [Int] = []
+    /// A roll the held reservation asked for (no client waits for it).
+    var keepsReservation = false
 
     init(number: Int, kind: Kind, options: DeployOptions?, uid: uid_t?) {
         self.number = number

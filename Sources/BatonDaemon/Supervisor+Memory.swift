@@ -87,9 +87,11 @@ extension Supervisor {
     private func runPolicy(detailed: Bool) {
         let busy = operations.isBusy || upgradeInProgress
         let readings = try? host.memory.hostReadings()
-        let budget =
+        var budget =
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
             ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)
+        // A held reservation is not the workers' to spend: the policy measures against the rest.
+        budget.bytes -= min(budget.bytes, reservedBytes)
         let workers = slots.compactMap { slot -> RestartPolicy.Worker? in
             guard let w = slot.current else { return nil }
             return RestartPolicy.Worker(
@@ -144,16 +146,21 @@ extension Supervisor {
             commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need + oomMargin(footprint: footprint?.bytes))
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
-        let report = PreflightReport(
+        var report = PreflightReport(
             fits: verdict.fits, summary: verdict.summary, strategy: verdict.strategy.rawValue, needBytes: verdict.bindingNeed,
             haveBytes: verdict.binding.available, binding: verdict.binding.kind.name, budgetBytes: budget.bytes,
             budgetSource: budget.source.rawValue, workersPSSBytes: pss.reduce(0, +), footprintBytes: footprint?.bytes,
             limits: headroom.limits.map { PreflightReport.Limit(kind: $0.kind.name, availableBytes: $0.available) }, rolledAhead: nil)
+        report.reservation = reservationReport()
         return (verdict, report)
     }
 
-    /// `baton preflight [--release DIR] [--need SIZE] [--roll-ahead]`.
+    /// `baton preflight [--release DIR] [--need SIZE] [--roll-ahead [--hold D]] [--release-reservation]`.
     func requestPreflight(_ options: PreflightOptions, waiter: ControlConnection, uid: uid_t) {
+        if options.releaseReservation == true {
+            requestReleaseReservation(waiter: waiter)
+            return
+        }
         let need: UInt64
         if let text = options.need {
             // Bounded: the need is added to surge × footprint, which must not overflow.
@@ -167,6 +174,23 @@ extension Supervisor {
         } else {
             need = 0
         }
+        var hold = Reservation.defaultHold
+        if let text = options.hold {
+            guard let d = Units.parseDuration(text), d > .zero, d <= Reservation.maximumHold else {
+                waiter.finish(
+                    .failure(
+                        "--hold expects a duration like \"15m\", more than 0 and at most \(Units.formatDuration(Reservation.maximumHold)), got \"\(ControlProtocol.printable(text))\"",
+                        code: 2))
+                return
+            }
+            guard options.rollAhead == true else {
+                waiter.finish(.failure("--hold needs --roll-ahead (only a roll-ahead holds a reservation)", code: 2))
+                return
+            }
+            hold = d
+        }
+        // A new roll-ahead plans from scratch: the reservation it replaces must not count twice.
+        if options.rollAhead == true, operations.isBusy == false { releaseReservation("a new preflight --roll-ahead replaces it") }
         let verdict: PreflightVerdict
         let report: PreflightReport
         do {
@@ -176,26 +200,32 @@ extension Supervisor {
             return
         }
         let details = Self.preflightDetails(report) + oomMarginDetails(footprint: report.footprintBytes)
-        if verdict.fits || options.rollAhead != true {
+        guard options.rollAhead == true else {
             waiter.finish(
                 verdict.fits
                     ? ControlReply(ok: true, message: verdict.summary, details: details, preflight: report)
                     : ControlReply(ok: false, error: verdict.summary, code: 1, details: details, preflight: report))
             return
         }
-        let growth = slots.compactMap { slot -> WorkerGrowth? in
-            guard let w = slot.current, let now = w.memory?.uss else { return nil }
-            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
+        let extra = config.memory.reservationMargin + expectedGrowth(hold: hold)
+        let plan = RollAhead.plan(for: verdict, workers: currentGrowth(), extra: extra)
+        if plan.canFit, plan.slots.isEmpty, verdict.fits {
+            holdReservation(bytes: need, hold: hold, rolledAhead: nil)
+            var r = report
+            r.reservation = reservationReport()
+            let line = "\(verdict.summary); \(Units.formatSize(extra)) to spare (margin + expected growth): no restart needed"
+            waiter.finish(ControlReply(ok: true, message: line, details: details + [r.reservation?.line ?? ""], preflight: r))
+            return
         }
-        let plan = RollAhead.plan(for: verdict, workers: growth)
-        guard plan.canFit, !plan.slots.isEmpty else {
+        guard plan.canFit, let first = plan.slots.first else {
             waiter.finish(ControlReply(ok: false, error: "\(verdict.summary); roll-ahead: \(plan.summary)", code: 1, details: details, preflight: report))
             return
         }
         let op = makeOperation(kind: .rollAhead, options: nil, uid: uid)
-        op.slots = plan.slots
+        op.slots = [first]
         op.reason = "roll-ahead"
         op.need = need
+        op.hold = hold
         op.waiters.append(waiter)
         if operation == nil && queue.isEmpty {
             waiter.send(.progress(verdict.summary))
@@ -205,24 +235,65 @@ extension Supervisor {
         submit(op)
     }
 
-    /// After a roll-ahead: measure again and answer with the new verdict.
+    /// Every serving worker's USS growth since ready, from the last sample.
+    func currentGrowth() -> [WorkerGrowth] {
+        slots.compactMap { slot -> WorkerGrowth? in
+            guard let w = slot.current, let now = w.memory?.uss else { return nil }
+            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
+        }
+    }
+
+    /// After each roll-ahead restart: measure again; hold the reservation once it fits with the
+    /// margin and the expected growth to spare, else restart the next grown worker, until none
+    /// is left (then exit 1 with the figures).
     func finishRollAhead(_ op: Operation, replaced: Bool) {
+        if op.keepsReservation {
+            finishReservationRoll(op, replaced: replaced)
+            return
+        }
         guard replaced else {
             finishOperation(op, outcome: "failed", detail: op.failure?.reason, reply: .failure("roll-ahead failed: \(op.failure?.reason ?? "?")", code: 1))
             return
         }
+        op.rolledAhead += op.slots ?? []
         guard let (verdict, report) = try? preflight(release: nil, need: op.need) else {
             finishOperation(op, outcome: "failed", detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
             return
         }
+        let count = op.rolledAhead.count
+        let perRoll = (loop.now() - op.startedAt) / count
+        let extra = config.memory.reservationMargin + expectedGrowth(hold: op.hold, measured: perRoll)
+        let plan = RollAhead.plan(for: verdict, workers: currentGrowth(), extra: extra, exclude: Set(op.rolledAhead))
         var r = report
-        r.rolledAhead = op.slots
-        let line = "after restarting slots \(Self.list(op.slots ?? [])): \(verdict.summary)"
-        finishOperation(
-            op, outcome: verdict.fits ? "succeeded" : "failed", detail: verdict.fits ? nil : verdict.summary,
-            reply: verdict.fits
-                ? ControlReply(ok: true, message: line, details: Self.preflightDetails(r), preflight: r)
-                : ControlReply(ok: false, error: line, code: 1, details: Self.preflightDetails(r), preflight: r))
+        r.rolledAhead = op.rolledAhead
+        let line = "after restarting slot\(count == 1 ? "" : "s") \(Self.list(op.rolledAhead)): \(verdict.summary)"
+        if plan.canFit, plan.slots.isEmpty, verdict.fits {
+            holdReservation(bytes: op.need, hold: op.hold, rolledAhead: perRoll)
+            r.reservation = reservationReport()
+            let message = "\(line); \(Units.formatSize(extra)) to spare (margin + expected growth)"
+            finishOperation(
+                op, outcome: "succeeded", detail: nil,
+                reply: ControlReply(ok: true, message: message, details: Self.preflightDetails(r) + [r.reservation?.line ?? ""], preflight: r))
+            return
+        }
+        guard plan.canFit, let next = plan.slots.first else {
+            let why = plan.canFit ? "" : "; roll-ahead: \(plan.summary)"
+            finishOperation(
+                op, outcome: "failed", detail: verdict.summary + why,
+                reply: ControlReply(ok: false, error: line + why, code: 1, details: Self.preflightDetails(r), preflight: r))
+            return
+        }
+        op.report(line)
+        op.report("roll-ahead: still \(Units.formatSize(plan.short)) short with \(Units.formatSize(extra)) to spare: restarting slot \(next) next")
+        op.slots = [next]
+        let (strategy, why) = chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1))
+        op.report("roll-ahead of slot \(next): \(strategy.rawValue) (\(why))")
+        var machine = RollingRestart(
+            slots: [next], strategy: strategy, maxSurge: 1, canary: false, awaitsStability: config.deploy.stabilityWindow > .zero)
+        let actions = machine.start()
+        rollout = machine
+        publishStatus()
+        perform(actions)
     }
 
     static func preflightDetails(_ r: PreflightReport) -> [String] {
@@ -239,11 +310,7 @@ extension Supervisor {
     /// (a deploy restarts the most bloated workers first).
     func slotsByGrowth() -> [Int] {
         sample(detailed: true)
-        let growth = slots.compactMap { slot -> WorkerGrowth? in
-            guard let w = slot.current, let now = w.memory?.uss else { return nil }
-            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
-        }
-        let ordered = RollAhead.order(growth).map(\.slot)
+        let ordered = RollAhead.order(currentGrowth()).map(\.slot)
         return ordered + slots.map(\.index).filter { !ordered.contains($0) }
     }
 }

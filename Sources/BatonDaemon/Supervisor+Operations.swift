@@ -127,7 +127,8 @@ extension Supervisor {
             // The surge width asked for (`--max-surge`, the policy's 1) is what must fit.
             let width = min(options?.maxSurge ?? config.deploy.maxSurge, slots.count)
             if !measured { sample(detailed: true) }
-            guard let (verdict, _) = try? preflightFromLastSample(release: options?.release, need: 0, strategy: .auto, maxSurge: width) else {
+            // A held reservation is not the surge's to spend (a deploy releases it when it starts).
+            guard let (verdict, _) = try? preflightFromLastSample(release: options?.release, need: reservedBytes, strategy: .auto, maxSurge: width) else {
                 return (.surge, "auto: memory unknown")
             }
             return (verdict.strategy, "auto: \(verdict.summary)")
@@ -149,6 +150,8 @@ extension Supervisor {
         }
         op.startedAt = loop.now()
         op.startedAtWall = wallClockNow()
+        // The memory was kept for the deploy's tooling until the deploy itself: it is the deploy's now.
+        if op.kind.isDeploy { releaseReservation("a \(op.kind.rawValue) started") }
         op.previous = releaseState.current
         op.previousSpec = slots.first?.spec
         if op.kind.isDeploy {

@@ -56,6 +56,7 @@ extension Supervisor {
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
         report.problems = stateProblems.isEmpty ? nil : stateProblems
         report.oom = oomStatus()
+        report.reservation = reservationReport()
         if let readings = try? host.memory.hostReadings() {
             let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
             report.memory = MemoryStatus(

@@ -130,6 +130,8 @@ public final class Supervisor {
     var memoryTicks = 0
     /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
     var memoryReadRunning = false
+    /// The memory reservation of `preflight --roll-ahead`, while one is held.
+    var reservation = ReservationState()
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [String: Int] = [:]
     /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).

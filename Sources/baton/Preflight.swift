@@ -10,10 +10,30 @@ struct Preflight: ParsableCommand {
         discussion: """
             Exit 0: it fits. 1: it does not (with --roll-ahead: not even after restarting the most bloated workers). \
             With --roll-ahead, workers with the largest memory growth since boot are replaced one at a time, \
-            zero downtime, until the plan fits.
+            zero downtime, until the plan fits with [memory] reservation_margin and the expected growth to spare; \
+            the daemon then keeps --need free until a deploy starts, --release-reservation, or --hold passes. \
+            --pid / --unit measure a process tree or a systemd unit not run by baton, without a daemon.
             """)
 
-    @OptionGroup var location: DaemonLocation
+    // Not DaemonLocation: --pid and --unit need no daemon, so its "say which daemon" check
+    // runs only without them (see validate()).
+    @Option(help: "The app name (control socket /run/baton/NAME/control.sock).")
+    var app: String?
+
+    @Option(help: "The app's config file (its [control] socket).")
+    var config: String?
+
+    @Option(help: "The control socket path.")
+    var socket: String?
+
+    /// The daemon the verb talks to (without --pid and --unit).
+    var location: DaemonLocation {
+        var location = DaemonLocation()
+        location.app = app
+        location.config = config
+        location.socket = socket
+        return location
+    }
 
     @Option(help: "The release about to be deployed.")
     var release: String?
@@ -24,6 +44,18 @@ struct Preflight: ParsableCommand {
     @Flag(help: "Restart the most bloated workers (zero downtime) until the deploy fits.")
     var rollAhead = false
 
+    @Option(help: "With --roll-ahead: keep --need free this long, unless a deploy starts first (default 15m, at most 2h).")
+    var hold: String?
+
+    @Flag(help: "Release the memory reservation a --roll-ahead left held.")
+    var releaseReservation = false
+
+    @Option(help: "Measure this process tree instead of a baton daemon's workers (no roll-ahead).")
+    var pid: Int32?
+
+    @Option(help: "Measure this systemd unit's cgroup instead of a baton daemon's workers (no roll-ahead).")
+    var unit: String?
+
     @Flag(help: "One JSON object per line.")
     var json = false
 
@@ -31,12 +63,36 @@ struct Preflight: ParsableCommand {
         if let need, Units.parseBoundedSize(need) == nil {
             throw ValidationError("--need expects a size like \"512MiB\", at most 1 PiB, got \"\(ControlProtocol.printable(need))\"")
         }
+        if let hold {
+            guard let d = Units.parseDuration(hold), d > .zero, d <= Reservation.maximumHold else {
+                throw ValidationError("--hold expects a duration like \"15m\", more than 0 and at most 2h, got \"\(ControlProtocol.printable(hold))\"")
+            }
+            guard rollAhead else { throw ValidationError("--hold needs --roll-ahead (only a roll-ahead holds a reservation)") }
+        }
+        if pid != nil && unit != nil { throw ValidationError("--pid and --unit: give one of them") }
+        if pid == nil && unit == nil { try location.validate() }
+        if pid != nil || unit != nil {
+            if rollAhead || releaseReservation || release != nil {
+                throw ValidationError("--pid and --unit measure processes baton does not run: no --roll-ahead, --release-reservation or --release")
+            }
+        }
+        if releaseReservation && (rollAhead || need != nil) {
+            throw ValidationError("--release-reservation takes no --need or --roll-ahead")
+        }
     }
 
     func run() throws {
+        if let pid {
+            return try PreflightLocal(target: .pid(pid), need: need.flatMap(Units.parseBoundedSize) ?? 0, json: json).run()
+        }
+        if let unit {
+            return try PreflightLocal(target: .unit(unit), need: need.flatMap(Units.parseBoundedSize) ?? 0, json: json).run()
+        }
         var client = try ControlClient(path: try location.socketPath(), timeout: nil)
         defer { client.close() }
-        try client.send(ControlRequest(cmd: "preflight", preflight: PreflightOptions(release: release, need: need, rollAhead: rollAhead ? true : nil)))
+        let options = PreflightOptions(
+            release: release, need: need, rollAhead: rollAhead ? true : nil, hold: hold, releaseReservation: releaseReservation ? true : nil)
+        try client.send(ControlRequest(cmd: "preflight", preflight: options))
         try followOperation(&client, json: json)
     }
 }

@@ -226,9 +226,11 @@ struct MemoryRollAheadTests {
             headroom: Headroom(limits: [HeadroomLimit(kind: .hostAvailable, available: Int64(150 * mib))]))
         #expect(verdict.shortfall == 362 * mib)
         let plan = RollAhead.plan(for: verdict, workers: workers)
-        #expect(plan.canFit && plan.slots == [2, 0] && plan.expectedReclaim == 400 * mib)
+        // Slots 2 and 0 are expected to be enough; 4 and 1 follow if the re-measured figures say no.
+        #expect(plan.canFit && plan.slots == [2, 0, 4, 1] && plan.expectedCount == 2 && plan.expectedReclaim == 400 * mib)
         #expect(
-            plan.summary == "362.0 MiB short under host MemAvailable: restarting slots 2, 0 should free about 400.0 MiB"
+            plan.summary
+                == "362.0 MiB short under host MemAvailable: restarting slots 2, 0 should free about 400.0 MiB; re-measured after each"
         )
     }
 

@@ -64,7 +64,8 @@ extension Integration {
         func preflightAndRollAhead() throws {
             let baton = try BatonHarness(
                 workers: 2, command: [Self.worker, "--hold", "10", "--grow-per-request", "1M"],
-                sections: Self.sections("budget = \"100MiB\"\ncheck_interval = \"1h\"", deploy: "strategy = \"replace\""), tag: "pre")
+                sections: Self.sections(
+                    "budget = \"100MiB\"\ncheck_interval = \"1h\"\nreservation_margin = \"0B\"", deploy: "strategy = \"replace\""), tag: "pre")
             defer { baton.stop() }
             let (ok, fits) = try preflight(baton, ["--need", "40MiB"])
             #expect(ok.code == 0, "\(ok.stdout)\(ok.stderr)")
@@ -85,7 +86,8 @@ extension Integration {
             #expect(verdict.haveBytes == Int64(100 << 20) - Int64(pss))
             #expect(pss > 60 << 20)
 
-            let rolled = try baton.cli(["preflight", "--need", "40MiB", "--roll-ahead"])
+            // No margin, a 1 s hold: the growth planned for is small beside this 100 MiB budget.
+            let rolled = try baton.cli(["preflight", "--need", "40MiB", "--roll-ahead", "--hold", "1s"])
             #expect(rolled.code == 0, "\(rolled.stdout)\n\(rolled.stderr)")
             #expect(rolled.stdout.contains("roll-ahead:"))
             #expect(rolled.stdout.contains("after restarting slot"))

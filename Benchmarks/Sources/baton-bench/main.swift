@@ -27,7 +27,7 @@ while i < arguments.count {
     case "--quick": options.quick = true
     case "-h", "--help":
         print(
-            "usage: baton-bench [deploy-under-load] [compare] [systemd] [sampling-cost] [deploy-memory] [control-latency] [take-over] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]"
+            "usage: baton-bench [deploy-under-load] [compare] [systemd] [sampling-cost] [deploy-memory] [deploy-reservation] [control-latency] [take-over] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]"
         )
         exit(0)
     default:
@@ -52,11 +52,14 @@ for scenario in scenarios {
     case "systemd": do { try SystemdScenario(options: options).run() } catch { fail("systemd: \(error)") }
     case "sampling-cost": do { try SamplingCost(options: options).run() } catch { fail("sampling-cost: \(error)") }
     case "deploy-memory": do { try DeployMemory(options: options).run() } catch { fail("deploy-memory: \(error)") }
+    case "deploy-reservation": do { try DeployReservation(options: options).run() } catch { fail("deploy-reservation: \(error)") }
     case "compare": do { try Compare(options: options).run() } catch { fail("compare: \(error)") }
     case "control-latency": do { try ControlLatency(options: options).run() } catch { fail("control-latency: \(error)") }
     case "take-over": do { try TakeOverScenario(options: options).run() } catch { fail("take-over: \(error)") }
     default:
-        fail("unknown scenario \(scenario) (known: deploy-under-load, compare, systemd, sampling-cost, deploy-memory, control-latency, take-over)")
+        fail(
+            "unknown scenario \(scenario) (known: deploy-under-load, compare, systemd, sampling-cost, deploy-memory, deploy-reservation, control-latency, take-over)"
+        )
     }
 }
 

@@ -284,6 +284,10 @@ public struct MemoryConfig: Sendable, Equatable {
     public var minWorkerAge: Duration
     /// `smaps_every`: read `smaps_rollup` every Nth sample (it is costly), at least 1.
     public var smapsEvery: Int
+    /// `reservation_margin`: what `preflight --roll-ahead` keeps free on top of `--need` and
+    /// the growth it expects, for what the figures miss (kernel memory, page tables, a
+    /// replacement's first requests).
+    public var reservationMargin: UInt64 = 64 << 20
 
     /// Creates a memory section with the config file's defaults.
     public init(

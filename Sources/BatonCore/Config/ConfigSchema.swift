@@ -28,6 +28,7 @@ enum ConfigSchema {
             [
                 "budget", "reserve", "threshold", "worker_limit", "check_interval", "min_worker_age",
                 "smaps_every",
+                "reservation_margin",
             ]
         ),
         ("rolling", ["max_age", "splay"]),

@@ -164,6 +164,7 @@ extension ConfigReader {
         memory.checkInterval = read(s, "check_interval", Convert.duration(positive: true)) ?? memory.checkInterval
         memory.minWorkerAge = read(s, "min_worker_age", Convert.duration(positive: false)) ?? memory.minWorkerAge
         memory.smapsEvery = read(s, "smaps_every", Convert.integer(in: 1...1000)) ?? memory.smapsEvery
+        memory.reservationMargin = read(s, "reservation_margin", Convert.size(positive: false)) ?? memory.reservationMargin
         return memory
     }
 

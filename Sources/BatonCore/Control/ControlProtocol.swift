@@ -85,17 +85,26 @@ public struct PreflightOptions: Codable, Sendable, Equatable {
     public var need: String?
     /// Restart the most bloated workers until the plan fits.
     public var rollAhead: Bool?
+    /// With `rollAhead`: how long the daemon keeps `need` free, like "15m".
+    public var hold: String?
+    /// Release the reservation held (nothing else is done).
+    public var releaseReservation: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case release, need
+        case release, need, hold
         case rollAhead = "roll_ahead"
+        case releaseReservation = "release_reservation"
     }
 
     /// Creates options.
-    public init(release: String? = nil, need: String? = nil, rollAhead: Bool? = nil) {
+    public init(
+        release: String? = nil, need: String? = nil, rollAhead: Bool? = nil, hold: String? = nil, releaseReservation: Bool? = nil
+    ) {
         self.release = release
         self.need = need
         self.rollAhead = rollAhead
+        self.hold = hold
+        self.releaseReservation = releaseReservation
     }
 }
 
@@ -144,6 +153,8 @@ public struct PreflightReport: Codable, Sendable, Equatable {
     public var limits: [Limit]
     /// Slots restarted by --roll-ahead.
     public var rolledAhead: [Int]?
+    /// The reservation held after --roll-ahead, if any.
+    public var reservation: ReservationReport?
 
     enum CodingKeys: String, CodingKey {
         case fits, summary, strategy, binding, limits
@@ -154,6 +165,7 @@ public struct PreflightReport: Codable, Sendable, Equatable {
         case workersPSSBytes = "workers_pss_bytes"
         case footprintBytes = "footprint_bytes"
         case rolledAhead = "rolled_ahead"
+        case reservation
     }
 
     /// Creates a report.

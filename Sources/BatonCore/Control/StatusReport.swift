@@ -30,9 +30,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var logDroppedBytes: UInt64?
     /// Kernel OOM kills seen in baton's memory cgroup; nil when it has no OOM counter.
     public var oom: OOMStatus?
+    /// The memory reservation `preflight --roll-ahead` holds, if any.
+    public var reservation: ReservationReport?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
+        case reservation
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -216,6 +219,7 @@ extension StatusReport {
             )
         }
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
+        if let r = reservation { lines.append(r.line) }
         if let dropped = logDroppedBytes, dropped > 0 {
             lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
         }

@@ -24,21 +24,28 @@ public struct WorkerGrowth: Sendable, Equatable {
 /// The roll-ahead before a deploy that does not fit: which workers to restart, in what order,
 /// and whether that can ever be enough.
 public struct RollAheadPlan: Sendable, Equatable {
-    /// Slots to restart, one at a time, in this order (stop early once a re-measured
-    /// preflight fits). Empty when the deploy already fits or cannot be helped.
+    /// Every grown worker's slot, largest growth first: restarted one at a time, re-measuring
+    /// after each, until the re-measured figures fit. Empty when the deploy already fits or
+    /// cannot be helped.
     public var slots: [Int]
-    /// The growth those restarts are expected to free.
+    /// How many of `slots`, from the first, the measured growth says should be enough.
+    public var expectedCount: Int
+    /// The growth those `expectedCount` restarts are expected to free.
     public var expectedReclaim: UInt64
     /// False when restarting every grown worker would still leave the deploy short.
     public var canFit: Bool
+    /// Bytes missing under the binding limit, margin and expected growth included (0: fits).
+    public var short: UInt64
     /// One line for CI logs.
     public var summary: String
 
     /// Creates a plan.
-    public init(slots: [Int], expectedReclaim: UInt64, canFit: Bool, summary: String) {
+    public init(slots: [Int], expectedCount: Int? = nil, expectedReclaim: UInt64, canFit: Bool, short: UInt64 = 0, summary: String) {
         self.slots = slots
+        self.expectedCount = expectedCount ?? slots.count
         self.expectedReclaim = expectedReclaim
         self.canFit = canFit
+        self.short = short
         self.summary = summary
     }
 }
@@ -51,39 +58,56 @@ public enum RollAhead {
         workers.sorted { ($0.growth, -$0.slot) > ($1.growth, -$1.slot) }
     }
 
-    /// The restarts expected to cover `verdict`'s shortfall: the grown workers, largest growth
-    /// first, until their growth adds up to the shortfall. If all of them together do not, the
-    /// plan says the deploy cannot fit (refuse without restarting anything).
-    public static func plan(for verdict: PreflightVerdict, workers: [WorkerGrowth]) -> RollAheadPlan {
-        guard !verdict.fits else {
-            return RollAheadPlan(slots: [], expectedReclaim: 0, canFit: true, summary: "fits without restarts")
-        }
-        guard verdict.shortfall > 0 else {
+    /// Bytes missing under `verdict`'s binding limit once `extra` (the safety margin and the
+    /// growth expected while the reservation is held) is counted too; 0 when it fits.
+    public static func short(_ verdict: PreflightVerdict, extra: UInt64) -> UInt64 {
+        let missing = Int64(clamping: verdict.bindingNeed + extra) - verdict.binding.available
+        return missing > 0 ? UInt64(missing) : 0
+    }
+
+    /// The restarts for `verdict` to fit with `extra` bytes to spare: every grown worker not in
+    /// `exclude` (the slots this roll-ahead already restarted), largest growth first. The
+    /// caller restarts them one at a time and stops as soon as a re-measured verdict fits, so
+    /// the list goes past the workers expected to be enough: replacements under load grow
+    /// again at once, and one growth figure may be off. If all of them together are not
+    /// expected to free enough, the plan says the deploy cannot fit (refuse without
+    /// restarting anything).
+    public static func plan(
+        for verdict: PreflightVerdict, workers: [WorkerGrowth], extra: UInt64 = 0, exclude: Set<Int> = []
+    ) -> RollAheadPlan {
+        guard verdict.fits || verdict.shortfall > 0 else {
             // Not short of bytes, yet no fit: the footprint is unknown; restarts cannot tell.
             return RollAheadPlan(slots: [], expectedReclaim: 0, canFit: false, summary: verdict.summary)
         }
-        let grown = order(workers).filter { $0.growth > 0 }
-        var slots: [Int] = []
+        let short = short(verdict, extra: extra)
+        guard short > 0 else {
+            return RollAheadPlan(slots: [], expectedReclaim: 0, canFit: true, summary: "fits without restarts")
+        }
+        let grown = order(workers).filter { $0.growth > 0 && !exclude.contains($0.slot) }
+        var count = 0
         var reclaim: UInt64 = 0
-        for worker in grown where reclaim < verdict.shortfall {
-            slots.append(worker.slot)
+        for worker in grown where reclaim < short {
+            count += 1
             reclaim += worker.growth
         }
-        let short = Units.formatSize(verdict.shortfall)
+        let missing = Units.formatSize(short)
         let name = verdict.binding.kind.name
-        guard reclaim >= verdict.shortfall else {
+        let spare = extra > 0 ? " (with \(Units.formatSize(extra)) to spare)" : ""
+        guard reclaim >= short else {
             let total = Units.formatSize(reclaim)
+            let which = exclude.isEmpty ? "every worker" : "every worker not yet restarted"
             return RollAheadPlan(
-                slots: [], expectedReclaim: reclaim, canFit: false,
+                slots: [], expectedReclaim: reclaim, canFit: false, short: short,
                 summary:
-                    "cannot fit: \(short) short under \(name); restarting every worker would free about \(total) (their growth since boot)"
+                    "cannot fit: \(missing) short under \(name)\(spare); restarting \(which) would free about \(total) (their growth since boot)"
             )
         }
-        let list = slots.map(String.init).joined(separator: ", ")
+        let slots = grown.map(\.slot)
+        let list = slots.prefix(count).map(String.init).joined(separator: ", ")
         return RollAheadPlan(
-            slots: slots, expectedReclaim: reclaim, canFit: true,
+            slots: slots, expectedCount: count, expectedReclaim: reclaim, canFit: true, short: short,
             summary:
-                "\(short) short under \(name): restarting slot\(slots.count == 1 ? "" : "s") \(list) should free about \(Units.formatSize(reclaim))"
+                "\(missing) short under \(name)\(spare): restarting slot\(count == 1 ? "" : "s") \(list) should free about \(Units.formatSize(reclaim)); re-measured after each"
         )
     }
 }

@@ -1,0 +1,198 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// What the held reservation needs between its samples. One value on the supervisor, so that
+/// the reservation adds one stored property there.
+struct ReservationState {
+    /// The reservation held, if any.
+    var held: Reservation?
+    /// The sampling timer while one is held.
+    var timer: EventLoop.Token?
+    /// The headroom's course over the last samples.
+    var trend = HeadroomTrend()
+    /// How long the last replacement took (request to old worker gone); the trigger counts the
+    /// growth expected over one.
+    var replacementTime: Duration?
+    /// Per worker pid: its last PSS and the RSS read when that PSS was first seen. The
+    /// reservation reads only statm between smaps walks; PSS moves with RSS for the private
+    /// memory a leak adds.
+    var baselines: [pid_t: (pss: UInt64, rss: UInt64)] = [:]
+    /// The headroom and trigger of the last sample (for status and metrics).
+    var lastHeadroom: Int64?
+    var lastTrigger: UInt64?
+    /// Set once a "nothing left to roll" warning was logged for this reservation.
+    var warnedNothingToRoll = false
+}
+
+/// The memory reservation of `baton preflight --need SIZE --roll-ahead`: held in the daemon
+/// (lost when baton restarts) until a deploy starts, `--release-reservation` or the hold
+/// passes; sampled every 250 ms from cgroup/meminfo and statm figures; the next grown worker
+/// is rolled before the headroom falls under the reservation. The restart policy and surges
+/// see the headroom minus the reservation (``reservedBytes``).
+extension Supervisor {
+    /// How often the headroom is sampled while a reservation is held: meminfo, the cgroup's
+    /// usage and each worker tree's statm, a few hundred microseconds of CPU.
+    static let reservationInterval: Duration = .milliseconds(250)
+
+    /// Bytes the restart policy and surges must leave alone (0 when nothing is held).
+    var reservedBytes: UInt64 {
+        guard let held = reservation.held else { return 0 }
+        return held.bytes + held.margin
+    }
+
+    /// Starts holding `bytes` for `hold` (replacing any reservation held before).
+    func holdReservation(bytes: UInt64, hold: Duration, rolledAhead: Duration?) {
+        if let timer = reservation.timer { loop.cancel(timer) }
+        let previousTime = reservation.replacementTime
+        reservation = ReservationState()
+        reservation.replacementTime = rolledAhead ?? previousTime
+        reservation.held = Reservation(bytes: bytes, margin: config.memory.reservationMargin, now: loop.now(), hold: hold)
+        logger.info(
+            "reservation: \(Units.formatSize(bytes)) held (+ \(Units.formatSize(config.memory.reservationMargin)) margin) for \(Units.formatDuration(hold))"
+        )
+        sampleReservation()
+    }
+
+    /// Stops holding; `why` goes to the log. Returns the reservation that was held.
+    @discardableResult
+    func releaseReservation(_ why: String) -> Reservation? {
+        guard let held = reservation.held else { return nil }
+        if let timer = reservation.timer { loop.cancel(timer) }
+        let time = reservation.replacementTime
+        reservation = ReservationState()
+        reservation.replacementTime = time
+        logger.info("reservation: \(Units.formatSize(held.bytes)) released (\(why)); \(held.rolls) worker\(held.rolls == 1 ? "" : "s") rolled while held")
+        return held
+    }
+
+    /// `baton preflight --release-reservation`.
+    func requestReleaseReservation(waiter: ControlConnection) {
+        guard let held = releaseReservation("released by baton preflight --release-reservation") else {
+            waiter.finish(.success("no reservation held"))
+            return
+        }
+        let elapsed = Units.formatElapsed(loop.now() - held.heldAt)
+        let rolls = "\(held.rolls) worker\(held.rolls == 1 ? "" : "s") rolled while held"
+        waiter.finish(.success("reservation of \(Units.formatSize(held.bytes)) released after \(elapsed); \(rolls)"))
+    }
+
+    /// The reservation for status, metrics and `preflight --json`.
+    func reservationReport() -> ReservationReport? {
+        guard let held = reservation.held else { return nil }
+        return ReservationReport(
+            bytes: held.bytes, marginBytes: held.margin, remainingSeconds: Self.seconds(held.remaining(now: loop.now())),
+            rolls: held.rolls, headroomBytes: reservation.lastHeadroom, triggerBytes: reservation.lastTrigger)
+    }
+
+    /// One sample: the headroom from cheap figures, its fall rate, and a roll when it comes
+    /// near the reservation.
+    private func sampleReservation() {
+        guard let held = reservation.held, phase != .stopping else { return }
+        let now = loop.now()
+        if held.expired(now: now) {
+            releaseReservation("the hold of \(Units.formatDuration(held.expiresAt - held.heldAt)) passed")
+            return
+        }
+        reservation.timer = loop.schedule(after: Self.reservationInterval) { [unowned self] in self.sampleReservation() }
+        guard let available = cheapHeadroom() else { return }
+        reservation.trend.append(at: now, available: available)
+        let rate = max(reservation.trend.fallRate, fittedGrowthRate())
+        let time = estimatedReplacementTime
+        let trigger = held.trigger(growthRate: rate, replacementTime: time)
+        reservation.lastHeadroom = available
+        reservation.lastTrigger = trigger
+        guard held.shouldRoll(available: available, growthRate: rate, replacementTime: time) else { return }
+        // One replacement at a time; a deploy, reload or policy restart in progress frees or
+        // takes memory of its own: the next sample decides again.
+        guard !operations.isBusy, !upgradeInProgress else { return }
+        rollForReservation(available: available, trigger: trigger)
+    }
+
+    /// Rolls the serving worker with the largest growth since ready, measured now.
+    private func rollForReservation(available: Int64, trigger: UInt64) {
+        sample(detailed: true)
+        let growth = slots.compactMap { slot -> WorkerGrowth? in
+            guard let w = slot.current, w.state == .ready, let now = w.memory?.uss else { return nil }
+            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
+        }
+        guard let next = RollAhead.order(growth).first, next.growth > 0 else {
+            if !reservation.warnedNothingToRoll {
+                reservation.warnedNothingToRoll = true
+                logger.warning(
+                    "reservation: headroom \(Units.formatSignedSize(available)) is under \(Units.formatSize(trigger)) and no worker has grown since it started: nothing to roll"
+                )
+            }
+            return
+        }
+        logger.info(
+            "reservation: headroom \(Units.formatSignedSize(available)) under \(Units.formatSize(trigger)) (reservation + margin + growth over one replacement): rolling slot \(next.slot) (+\(Units.formatSize(next.growth)) since ready)"
+        )
+        let op = makeOperation(kind: .rollAhead, options: nil, uid: nil)
+        op.slots = [next.slot]
+        op.reason = "roll-ahead"
+        op.keepsReservation = true
+        submit(op)
+    }
+
+    /// A roll made for the held reservation ended.
+    func finishReservationRoll(_ op: Operation, replaced: Bool) {
+        let took = loop.now() - op.startedAt
+        if replaced {
+            reservation.replacementTime = took
+            reservation.held?.rolls += 1
+            reservation.trend.reset()
+            reservation.warnedNothingToRoll = false
+        }
+        let line = "reservation: slot \(Self.list(op.slots ?? [])) rolled in \(Units.formatElapsed(took))"
+        finishOperation(
+            op, outcome: replaced ? "succeeded" : "failed", detail: replaced ? nil : op.failure?.reason,
+            reply: replaced ? .success(line) : .failure("reservation roll failed: \(op.failure?.reason ?? "?")", code: 1))
+    }
+
+    /// The tightest headroom from cheap reads: meminfo, the cgroup's usage and limit, and the
+    /// workers' PSS carried forward by their statm RSS (no smaps walk).
+    private func cheapHeadroom() -> Int64? {
+        guard let readings = try? host.memory.hostReadings() else { return nil }
+        var pss: UInt64 = 0
+        if case .bytes = config.memory.budget {
+            var baselines: [pid_t: (pss: UInt64, rss: UInt64)] = [:]
+            for worker in slots.compactMap(\.current) {
+                guard let last = worker.memory?.pss, let rss = host.memory.treeMemory(of: worker.pid, detailed: false)?.rss else { continue }
+                let base = reservation.baselines[worker.pid].flatMap { $0.pss == last ? $0 : nil } ?? (pss: last, rss: rss)
+                baselines[worker.pid] = base
+                pss += base.pss + (rss > base.rss ? rss - base.rss : 0)
+            }
+            reservation.baselines = baselines
+        }
+        return Headroom(readings: readings, memory: config.memory, workersPSS: pss).tightest.available
+    }
+
+    /// The serving workers' summed growth rate: fitted leak rates, else each one's average
+    /// since it became ready.
+    private func fittedGrowthRate() -> Double {
+        let now = loop.now()
+        return slots.compactMap(\.current).reduce(0) { total, w in
+            total
+                + GrowthForecast.rate(
+                    leak: w.history.leakRate, ussAtReady: w.ussAtReady, ussNow: w.memory?.uss, age: now - (w.readyAt ?? w.startedAt))
+        }
+    }
+
+    /// How long one replacement takes: the last one measured, else the slowest serving
+    /// worker's start-to-ready time plus a second (its drain), else 10 s.
+    var estimatedReplacementTime: Duration {
+        if let measured = reservation.replacementTime { return measured }
+        let boots = slots.compactMap(\.current).compactMap { w in w.readyAt.map { $0 - w.startedAt } }
+        return boots.max().map { $0 + .seconds(1) } ?? Reservation.defaultReplacementTime
+    }
+
+    /// The growth a roll-ahead plans for while the reservation is held: every serving worker's
+    /// rate over ``GrowthForecast/planningWindow(hold:replacementTime:)``, with the replacement
+    /// time this roll-ahead measured, else ``estimatedReplacementTime``.
+    func expectedGrowth(hold: Duration, measured: Duration? = nil) -> UInt64 {
+        let time = measured ?? estimatedReplacementTime
+        return GrowthForecast.growth(rate: fittedGrowthRate(), over: GrowthForecast.planningWindow(hold: hold, replacementTime: time))
+    }
+}
