@@ -85,6 +85,8 @@ public final class Supervisor {
     var sentReady = false
     /// The rollout in progress (of a deploy, reload or rollback), if any.
     var rollout: RollingRestart?
+    /// Plans each step of the running rollout (nil: none runs, or its width is fixed).
+    var rolloutPlanner: RolloutPlanner?
     /// The spec new workers of that rollout get.
     var rolloutSpec: WorkerSpec?
     /// The deploy, reload or rollback running now.

@@ -22,7 +22,13 @@ enum ConfigSchema {
             ]
         ),
         ("stop", ["signal", "timeout"]),
-        ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory", "stability_window"]),
+        (
+            "deploy",
+            [
+                "strategy", "max_surge", "max_unavailable", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory",
+                "stability_window",
+            ]
+        ),
         (
             "memory",
             [

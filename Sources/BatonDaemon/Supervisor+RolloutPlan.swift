@@ -1,0 +1,56 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// The surge width and strategy of a running rollout, planned again before every step from
+/// the memory measured then (`RolloutPlanner`, BatonCore): a deploy that starts with replace
+/// surges once the workers it drained gave their memory back, and narrows when memory gets
+/// tight.
+extension Supervisor {
+    /// The planner for a rollout with `options` (nil: the config's settings).
+    func rolloutPlanner(_ options: DeployOptions?) -> RolloutPlanner {
+        let strategy = options?.strategy.flatMap(DeployStrategy.init(rawValue:)) ?? config.deploy.strategy
+        let width = options?.maxSurge.map { RolloutPlanner.Width.fixed(min($0, slots.count)) } ?? config.deploy.surgeWidth
+        return RolloutPlanner(strategy: strategy, maxSurge: width, maxUnavailable: config.deploy.maxUnavailable, bootBudget: Self.bootBudget)
+    }
+
+    /// New workers booting at once at most: one per online CPU.
+    static var bootBudget: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// What the planner needs now: headroom from the host and cgroup figures read now and the
+    /// workers' last PSS sample (no smaps walk), the new worker's footprint, and the slots in
+    /// replacement. Headroom nil when memory cannot be read.
+    func rolloutFigures(release: String?) -> RolloutPlanner.Figures {
+        let inFlight = rollout?.inFlightSlots.count ?? 0
+        let pending = rollout.map { $0.phases.filter { $0 == .pending }.count } ?? slots.count
+        // A new worker not ready yet has not reached its footprint: the headroom does not show it.
+        let booting = slots.filter { $0.replacement.map { $0.state != .ready } ?? false }.count
+        guard let readings = try? HostMemoryReader().readings(cgroupOf: getpid()) else {
+            return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting, pending: pending)
+        }
+        let pss = slots.compactMap { $0.current?.memory?.pss }
+        var footprint = footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
+        if footprint == nil, !pss.isEmpty { footprint = pss.sorted()[pss.count / 2] }
+        // Against `[memory] budget`, every live worker counts: draining ones still hold their
+        // memory, and one not measured since it started (a replacement) counts as a footprint.
+        let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
+        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) }
+        let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: used)
+        return RolloutPlanner.Figures(headroom: headroom, footprint: footprint, inFlight: inFlight, booting: booting, pending: pending)
+    }
+
+    /// Plans the running rollout's next step (before an event is fed to it); says so in the
+    /// operation's progress when the strategy changes (the width follows the slots in flight).
+    func replanRollout(_ machine: inout RollingRestart) {
+        guard let planner = rolloutPlanner, !machine.isFinished else { return }
+        let step = planner.step(rolloutFigures(release: rolloutSpec?.release))
+        let switched = step.strategy != machine.stepStrategy
+        machine.replan(strategy: step.strategy, width: step.width)
+        if switched { operation?.report("next: \(Self.describe(step)) (\(step.reason))") }
+    }
+
+    /// "surge, 3 slots at once" / "replace, 1 slot at once".
+    static func describe(_ step: RolloutPlanner.Step) -> String {
+        "\(step.strategy.rawValue), \(step.width) slot\(step.width == 1 ? "" : "s") at once"
+    }
+}
