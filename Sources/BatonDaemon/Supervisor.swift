@@ -121,6 +121,8 @@ public final class Supervisor {
     var ownedUnixPaths: [String] = []
     /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
     lazy var memoryPolicy = RestartPolicy(settings: .init(config: config, hostname: Self.hostname()))
+    /// Recycling by served requests (`[rolling] max_requests`).
+    lazy var requestRecycler = Self.requestRecycler(config)
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
     /// Memory checks so far (smaps_rollup every `smaps_every`-th).

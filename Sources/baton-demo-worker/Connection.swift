@@ -1,3 +1,4 @@
+import CSystemd
 import Glibc
 
 /// One client connection, served by its own thread with blocking I/O.
@@ -38,6 +39,9 @@ final class Connection {
 
     deinit { buffer.deallocate() }
 
+    /// Requests between two `X_BATON_REQUESTS=` reports to the notify socket.
+    static let requestsReportEvery = 64
+
     /// Serves requests until the client closes, asks to close, errs, or the drain ends it.
     /// The caller closes the socket.
     func run() {
@@ -64,6 +68,9 @@ final class Connection {
             let sent = write(frame(response, keepAlive: keepAlive, withBody: head.method != "HEAD"))
             served += 1
             lastActivity = monotonicNanos()
+            // baton's max_requests counts what workers report; one datagram per
+            // `requestsReportEvery` requests keeps the cost off the request path.
+            if number % Self.requestsReportEvery == 0 { _ = sd_notify(0, "X_BATON_REQUESTS=\(number)") }
             if let limit = server.options.crashAfterRequests, number >= limit { crash() }
             guard sent && keepAlive else { return }
         }

@@ -327,6 +327,11 @@ public struct RollingConfig: Sendable, Equatable {
     /// `splay`: each worker's age limit is spread over up to this much more, so they do not
     /// all come due together.
     public var splay: Duration
+    /// `max_requests`: a worker that reported serving this many requests (`X_BATON_REQUESTS=`)
+    /// is replaced; 0 = off.
+    public var maxRequests: Int = 0
+    /// `max_requests_jitter`: each worker's limit is `max_requests` plus up to this much more.
+    public var maxRequestsJitter: Int = 0
 
     /// Creates a rolling section with the config file's defaults (off).
     public init(maxAge: Duration? = nil, splay: Duration = .zero) {

@@ -36,7 +36,7 @@ enum ConfigSchema {
                 "smaps_every",
             ]
         ),
-        ("rolling", ["max_age", "splay"]),
+        ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter"]),
         ("control", ["socket", "group", "read_group", "idle_timeout"]),
         ("metrics", ["address"]),
     ]

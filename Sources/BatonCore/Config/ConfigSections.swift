@@ -173,6 +173,8 @@ extension ConfigReader {
         var rolling = RollingConfig()
         rolling.maxAge = read(s, "max_age", Convert.duration(positive: true))
         rolling.splay = read(s, "splay", Convert.duration(positive: false)) ?? rolling.splay
+        rolling.maxRequests = read(s, "max_requests", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequests
+        rolling.maxRequestsJitter = read(s, "max_requests_jitter", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequestsJitter
         return rolling
     }
 
