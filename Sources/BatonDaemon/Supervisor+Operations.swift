@@ -253,11 +253,18 @@ extension Supervisor {
     @discardableResult
     func rolloutEvent(_ event: (inout RollingRestart) -> [RollingRestart.Action]) -> Bool {
         guard var machine = rollout else { return false }
-        replanRollout(&machine)
-        let actions = event(&machine)
+        // A planned rollout starts nothing while the event is applied: the event may take a slot
+        // out of flight, and the width planned before it would then let one slot too many start.
+        if rolloutPlanner != nil { machine.replan(strategy: machine.stepStrategy, width: 0) }
+        let handled = event(&machine)
         rollout = machine
+        var actions = handled
+        if !handled.contains(where: { if case .finished = $0 { true } else { false } }) {
+            actions += replanRollout(&machine)
+            rollout = machine
+        }
         perform(actions)
-        return !actions.isEmpty
+        return !handled.isEmpty
     }
 
     func perform(_ actions: [RollingRestart.Action]) {

@@ -39,14 +39,16 @@ extension Supervisor {
         return RolloutPlanner.Figures(headroom: headroom, footprint: footprint, inFlight: inFlight, booting: booting, pending: pending)
     }
 
-    /// Plans the running rollout's next step (before an event is fed to it); says so in the
-    /// operation's progress when the strategy changes (the width follows the slots in flight).
-    func replanRollout(_ machine: inout RollingRestart) {
-        guard let planner = rolloutPlanner, !machine.isFinished else { return }
+    /// Plans the running rollout's next step once an event was applied (`rollout` holds the
+    /// machine after it, so the slots in flight are counted as they are now) and returns what
+    /// may start; says so in the operation's progress when the strategy changes (the width
+    /// follows the slots in flight).
+    func replanRollout(_ machine: inout RollingRestart) -> [RollingRestart.Action] {
+        guard let planner = rolloutPlanner, !machine.isFinished else { return [] }
         let step = planner.step(rolloutFigures(release: rolloutSpec?.release))
         let switched = step.strategy != machine.stepStrategy
-        machine.replan(strategy: step.strategy, width: step.width)
         if switched { operation?.report("next: \(Self.describe(step)) (\(step.reason))") }
+        return machine.replan(strategy: step.strategy, width: step.width)
     }
 
     /// "surge, 3 slots at once" / "replace, 1 slot at once".

@@ -42,9 +42,9 @@ struct RolloutPlannerTests {
         // Boot budget full: the in-flight slots go on, none starts.
         let full = auto.step(.init(headroom: free(1024), footprint: 100 * mib, inFlight: 2, booting: 2))
         #expect(full.strategy == .surge && full.width == 2)
-        // Memory gone while two slots are in flight: replace, which starts nothing until one is left.
+        // Memory gone while two slots are in flight: hold them (start nothing) until one is done.
         let gone = auto.step(.init(headroom: free(150), footprint: 100 * mib, inFlight: 2, booting: 2))
-        #expect(gone.strategy == .replace && gone.width == 1)
+        #expect(gone.strategy == .surge && gone.width == 2 && gone.reason == "auto: no more fit until a slot in flight is done")
     }
 
     @Test func replaceUntilTheReclaimedHeadroomAllowsSurge() {
@@ -94,9 +94,9 @@ struct RollingRestartReplanTests {
         var r = RollingRestart(slots: [0, 1, 2, 3], strategy: .replace, canary: false)
         #expect(r.start() == [.drainOld(slot: 0)])
         #expect(r.oldWorkerExited(slot: 0) == [.startNew(slot: 0)])
-        // Memory came back: the rest surges, two at a time; slot 0 stays a replace.
-        r.replan(strategy: .surge, width: 3)
-        #expect(r.newWorkerReady(slot: 0) == [.startNew(slot: 1), .startNew(slot: 2), .startNew(slot: 3)])
+        // Memory came back: the rest surges, three slots in flight at once; slot 0 stays a replace.
+        #expect(r.replan(strategy: .surge, width: 3) == [.startNew(slot: 1), .startNew(slot: 2)])
+        #expect(r.newWorkerReady(slot: 0) == [.startNew(slot: 3)])
         #expect(r.strategies == [.replace, .surge, .surge, .surge])
         #expect(r.newWorkerReady(slot: 1) == [.drainOld(slot: 1)])
         #expect(r.replacedSlots == [0, 1])
@@ -109,7 +109,7 @@ struct RollingRestartReplanTests {
     @Test func narrowingStartsNothingUntilBelowTheWidth() {
         var r = RollingRestart(slots: [0, 1, 2, 3], strategy: .surge, maxSurge: 3)
         #expect(r.start() == [.startNew(slot: 0), .startNew(slot: 1), .startNew(slot: 2)])
-        r.replan(strategy: .replace, width: 1)
+        #expect(r.replan(strategy: .replace, width: 1) == [])
         #expect(r.newWorkerReady(slot: 0) == [.drainOld(slot: 0)])
         #expect(r.oldWorkerExited(slot: 0) == [])
         #expect(r.newWorkerReady(slot: 1) == [.drainOld(slot: 1)])
@@ -120,6 +120,19 @@ struct RollingRestartReplanTests {
         #expect(r.phase(of: 3) == .drainingOld && r.replacedSlots == [0, 1, 2])
         #expect(r.oldWorkerExited(slot: 3) == [.startNew(slot: 3)])
         #expect(r.newWorkerReady(slot: 3) == [.finished(.succeeded)])
+    }
+
+    @Test func widthZeroHoldsEveryStartButStillFinishes() {
+        var r = RollingRestart(slots: [0, 1], strategy: .surge, maxSurge: 1)
+        #expect(r.start() == [.startNew(slot: 0)])
+        r.replan(strategy: .surge, width: 0)
+        #expect(r.newWorkerReady(slot: 0) == [.drainOld(slot: 0)])
+        #expect(r.oldWorkerExited(slot: 0) == [])
+        // Planned again after the event: slot 1 starts.
+        #expect(r.replan(strategy: .surge, width: 1) == [.startNew(slot: 1)])
+        r.replan(strategy: .surge, width: 0)
+        #expect(r.newWorkerReady(slot: 1) == [.drainOld(slot: 1)])
+        #expect(r.oldWorkerExited(slot: 1) == [.finished(.succeeded)])
     }
 
     @Test func replaceWithMaxUnavailableTwo() {

@@ -30,5 +30,24 @@ extension Integration {
             #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(after.workers)")
             #expect(Set(ProcFS.children(of: baton.process.pid)) == Set(after.workers.map(\.pid)))
         }
+
+        @Test("a budget with room for one more worker, not two: the auto width narrows to one slot at a time, 0 failed requests")
+        func tightBudgetNarrowsToOne() throws {
+            // Three workers of ~21 MiB (PSS) under 95 MiB: ~30 MiB of headroom, one more fits.
+            let baton = try BatonHarness(
+                workers: 3, command: [TestPaths.executable("baton-demo-worker"), "--hold", "20"],
+                sections: MemoryTests.sections("budget = \"95MiB\"\ncheck_interval = \"1h\""), tag: "swt")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 4, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(100))
+            let result = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            print("tight-budget deploy:\n\(result.stdout)")
+            #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stdout.contains("surge, 1 slot at once (auto: 1 more fit"), "\(result.stdout)")
+            #expect(report.failed == 0, "\(report)")
+            #expect(try baton.status().workers.allSatisfy { $0.release.hasSuffix("/r2") })
+        }
     }
 }

@@ -145,12 +145,15 @@ public struct RollingRestart: Sendable, Equatable {
         return advance()
     }
 
-    /// From the next step on, slots start with `strategy`, while fewer than `width` (at least
-    /// 1) are in replacement; slots in replacement keep theirs. Starts nothing by itself: the
-    /// supervisor replans before it feeds an event, and that event's step uses the plan.
-    public mutating func replan(strategy: Strategy, width: Int) {
+    /// From now on, slots start with `strategy`, while fewer than `width` are in replacement
+    /// (0: none starts, e.g. while an event is applied before the memory is planned again);
+    /// slots in replacement keep theirs. Returns what may start now.
+    @discardableResult
+    public mutating func replan(strategy: Strategy, width: Int) -> [Action] {
         stepStrategy = strategy
-        stepWidth = max(1, width)
+        stepWidth = max(0, width)
+        guard started else { return [] }
+        return advance()
     }
 
     /// The new worker of `slot` is ready.

@@ -10,7 +10,8 @@
 ///   count): more boots than cores only slow every boot down and take CPU from the workers
 ///   that serve. A number replaces that bound: at most that many slots at once.
 /// - With room for at least one more new worker: surge, and the batch widens to what fits
-///   within those bounds. With none: replace, at most
+///   within those bounds. With none while slots are in flight: start nothing until one is
+///   done. With none and nothing in flight: replace, at most
 ///   `max_unavailable` slots without a serving worker. Since the plan is made again at every
 ///   step, a deploy that starts with replace switches to surge once the memory its drained
 ///   workers gave back allows it, and back to replace if memory gets tight.
@@ -106,6 +107,11 @@ public struct RolloutPlanner: Sendable, Equatable {
             }
             guard let fit = fitting(figures) else {
                 return Step(strategy: .replace, width: maxUnavailable, reason: "auto: the worker footprint is unknown")
+            }
+            // Nothing more fits while slots are in flight: hold (start nothing) until one is done,
+            // then plan again with the memory it gave back.
+            if fit == 0, figures.inFlight > 0 {
+                return Step(strategy: .surge, width: figures.inFlight, reason: "auto: no more fit until a slot in flight is done")
             }
             guard fit > 0 else {
                 return Step(strategy: .replace, width: maxUnavailable, reason: "auto: a surge of one " + oneMore(figures).summary)
