@@ -171,6 +171,9 @@ final class MetricsServer {
                 if let pss = m.pss { gauge("baton_worker_pss_bytes", "Proportional set size of the serving worker's process tree.", labels, Double(pss)) }
                 if let uss = m.uss { gauge("baton_worker_uss_bytes", "Unique set size of the serving worker's process tree.", labels, Double(uss)) }
             }
+            if let requests = worker.requestsServed {
+                gauge("baton_worker_requests", "Requests the serving worker reported serving (X_BATON_REQUESTS=).", labels, Double(requests))
+            }
             if let leak = worker.history.leakRate {
                 gauge(
                     "baton_worker_uss_growth_bytes_per_second", "Fitted USS growth of the serving worker (leak rate).", labels,

@@ -77,6 +77,7 @@ extension Supervisor {
             for slot in slots { if let spec = rolloutSpec { slot.spec = spec } }
             // The restart policy follows the reloaded [memory] and [rolling] (its per-slot state is kept).
             memoryPolicy.reconfigure(.init(config: config, hostname: Self.hostname()))
+            requestRecycler = Self.requestRecycler(config)
         }
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)

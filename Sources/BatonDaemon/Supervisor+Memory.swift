@@ -286,10 +286,13 @@ extension Supervisor {
         op.report(line)
         op.report("roll-ahead: still \(Units.formatSize(plan.short)) short with \(Units.formatSize(extra)) to spare: restarting slot \(next) next")
         op.slots = [next]
-        let (strategy, why) = chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1))
-        op.report("roll-ahead of slot \(next): \(strategy.rawValue) (\(why))")
+        let options = DeployOptions(strategy: "auto", maxSurge: 1)
+        let step = firstStep(options)
+        op.report("roll-ahead of slot \(next): \(Self.describe(step)) (\(step.reason))")
         var machine = RollingRestart(
-            slots: [next], strategy: strategy, maxSurge: 1, canary: false, awaitsStability: config.deploy.stabilityWindow > .zero)
+            slots: [next], strategy: step.strategy, maxSurge: step.width, maxUnavailable: step.width, canary: false,
+            awaitsStability: config.deploy.stabilityWindow > .zero)
+        rolloutPlanner = rolloutPlanner(options)
         let actions = machine.start()
         rollout = machine
         publishStatus()

@@ -99,12 +99,11 @@ extension Supervisor {
 
     /// The plan `--dry-run` prints.
     private func plan(kind: Operation.Kind, target: Release, options: DeployOptions) -> [String] {
-        let (strategy, why) = chooseStrategy(options)
-        let surge = min(options.maxSurge ?? config.deploy.maxSurge, slots.count)
+        let step = firstStep(options)
         var lines = [
             "\(kind.rawValue): \(releaseState.current.directory) → \(target.directory)",
             "command: \((target.command ?? config.app.command).joined(separator: " "))",
-            "strategy: \(strategy.rawValue) (\(why)), max surge \(strategy == .surge ? surge : 0), canary \(config.deploy.canary ? "slot \(slots.first?.index ?? 0) first" : "off")",
+            "strategy: \(Self.describe(step)) (\(step.reason)), planned again at every step, canary \(config.deploy.canary ? "slot \(slots.first?.index ?? 0) first" : "off")",
         ]
         for slot in slots {
             let pid = slot.current.map { String($0.pid) } ?? "-"
@@ -113,26 +112,13 @@ extension Supervisor {
         return lines
     }
 
-    /// surge or replace, and why: `auto` asks the pre-deploy check whether
-    /// `max_surge` extra workers of the measured (or configured) footprint fit
-    /// under every limit; replace when they do not. `measured`: every worker was just
-    /// measured (a deploy ordering its slots by growth), so the check uses those figures
-    /// instead of walking every worker's page tables again on the loop.
-    func chooseStrategy(_ options: DeployOptions?, measured: Bool = false) -> (RollingRestart.Strategy, String) {
-        let requested = options?.strategy.flatMap(DeployStrategy.init(rawValue:)) ?? config.deploy.strategy
-        switch requested {
-        case .surge: return (.surge, "requested")
-        case .replace: return (.replace, "requested")
-        case .auto:
-            // The surge width asked for (`--max-surge`, the policy's 1) is what must fit.
-            let width = min(options?.maxSurge ?? config.deploy.maxSurge, slots.count)
-            if !measured { sample(detailed: true) }
-            // A held reservation is not the surge's to spend (a deploy releases it when it starts).
-            guard let (verdict, _) = try? preflightFromLastSample(release: options?.release, need: reservedBytes, strategy: .auto, maxSurge: width) else {
-                return (.surge, "auto: memory unknown")
-            }
-            return (verdict.strategy, "auto: \(verdict.summary)")
-        }
+    /// The first step of a rollout with `options`: surge or replace, how many slots at once,
+    /// and why (`RolloutPlanner`), from every worker measured now (PSS/USS from smaps_rollup).
+    /// `measured`: every worker was just measured (a deploy ordering its slots by growth), so
+    /// the plan uses those figures instead of walking every worker's page tables again on the loop.
+    func firstStep(_ options: DeployOptions?, measured: Bool = false) -> RolloutPlanner.Step {
+        if !measured { sample(detailed: true) }
+        return rolloutPlanner(options).step(rolloutFigures(release: options?.release))
     }
 
     // MARK: - Running
@@ -203,10 +189,12 @@ extension Supervisor {
             order = slotsByGrowth()
             measured = true
         }
-        let (strategy, why) =
-            op.kind == .policy || op.kind == .rollAhead
-            ? chooseStrategy(DeployOptions(strategy: "auto", maxSurge: 1)) : chooseStrategy(op.options, measured: measured)
-        let surge = min(op.options?.maxSurge ?? config.deploy.maxSurge, slots.count)
+        // The restart policy and roll-ahead replace one slot: surge when one worker fits.
+        let options = op.kind == .policy || op.kind == .rollAhead ? DeployOptions(strategy: "auto", maxSurge: 1) : op.options
+        let planner = rolloutPlanner(options)
+        var planned = options ?? DeployOptions()
+        planned.release = op.target?.directory
+        let step = firstStep(planned, measured: measured)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)
@@ -215,17 +203,18 @@ extension Supervisor {
         op.phase = .rollingOut
         rolloutSpec = spec
         op.report(
-            "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(strategy.rawValue) (\(why))"
-                + (strategy == .surge ? ", max surge \(surge)" : "") + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
+            "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(Self.describe(step)) (\(step.reason))"
+                + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
         logger.info(
             "\(op.kind.rawValue) started",
             metadata: [
-                "release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0), "strategy": .string(strategy.rawValue),
+                "release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0), "strategy": .string(step.strategy.rawValue),
             ])
         extendTimeout()
         var machine = RollingRestart(
-            slots: order, strategy: strategy, maxSurge: surge, canary: config.deploy.canary && op.kind.isDeploy,
-            awaitsStability: config.deploy.stabilityWindow > .zero)
+            slots: order, strategy: step.strategy, maxSurge: step.width, maxUnavailable: step.width,
+            canary: config.deploy.canary && op.kind.isDeploy, awaitsStability: config.deploy.stabilityWindow > .zero)
+        rolloutPlanner = planner
         let actions = machine.start()
         rollout = machine
         publishStatus()
@@ -274,10 +263,18 @@ extension Supervisor {
     @discardableResult
     func rolloutEvent(_ event: (inout RollingRestart) -> [RollingRestart.Action]) -> Bool {
         guard var machine = rollout else { return false }
-        let actions = event(&machine)
+        // A planned rollout starts nothing while the event is applied: the event may take a slot
+        // out of flight, and the width planned before it would then let one slot too many start.
+        if rolloutPlanner != nil { machine.replan(strategy: machine.stepStrategy, width: 0) }
+        let handled = event(&machine)
         rollout = machine
+        var actions = handled
+        if !handled.contains(where: { if case .finished = $0 { true } else { false } }) {
+            actions += replanRollout(&machine)
+            rollout = machine
+        }
         perform(actions)
-        return !actions.isEmpty
+        return !handled.isEmpty
     }
 
     func perform(_ actions: [RollingRestart.Action]) {
@@ -300,6 +297,7 @@ extension Supervisor {
                 }
             case .finished(let outcome):
                 rollout = nil
+                rolloutPlanner = nil
                 rolloutFinished(outcome)
             }
         }

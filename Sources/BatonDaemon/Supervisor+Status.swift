@@ -42,6 +42,8 @@ extension Supervisor {
                         lastRestartReason: slot.lastRestartReason, consecutiveFailures: slot.backoff.consecutiveFailures,
                         crashLoop: slot.backoff.isCrashLooping, statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour,
                         secondsToLimit: toLimit.map(Self.seconds), limitBytes: config.memory.workerLimit))
+                rows[rows.count - 1].requests = worker.requestsServed
+                if requestRecycler.maxRequests > 0 { rows[rows.count - 1].requestLimit = requestRecycler.limit(pid: worker.pid) }
             }
         }
         var report = StatusReport(

@@ -130,6 +130,8 @@ extension Supervisor {
                     workerBecameReady(worker)
                 } else if line.hasPrefix("STATUS=") {
                     worker.statusText = String(line.dropFirst(7))
+                } else if line.hasPrefix(Self.requestsField) {
+                    requestsReported(worker, String(line.dropFirst(Self.requestsField.count)))
                 } else if line == "STOPPING=1" {
                     logger.info("worker is stopping", metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
                 } else if line == "WATCHDOG=1" {

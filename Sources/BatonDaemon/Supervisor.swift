@@ -88,6 +88,8 @@ public final class Supervisor {
     var sentReady = false
     /// The rollout in progress (of a deploy, reload or rollback), if any.
     var rollout: RollingRestart?
+    /// Plans each step of the running rollout (nil: none runs, or its width is fixed).
+    var rolloutPlanner: RolloutPlanner?
     /// The spec new workers of that rollout get.
     var rolloutSpec: WorkerSpec?
     /// The deploy, reload or rollback running now.
@@ -122,6 +124,8 @@ public final class Supervisor {
     var ownedUnixPaths: [String] = []
     /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
     lazy var memoryPolicy = RestartPolicy(settings: .init(config: config, hostname: Self.hostname()))
+    /// Recycling by served requests (`[rolling] max_requests`).
+    lazy var requestRecycler = Self.requestRecycler(config)
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
     /// Kernel OOM kills in baton's cgroup: counter, attribution, pending replacements.

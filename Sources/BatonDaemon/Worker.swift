@@ -72,6 +72,8 @@ final class Worker {
     var probe: SpawnedProcess?
     /// The last STATUS= it sent.
     var statusText: String?
+    /// The last X_BATON_REQUESTS= it sent: requests served.
+    var requestsServed: Int?
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
     var stopReason: String?
     /// Latest memory of its tree (PSS/USS from the last detailed sample).

@@ -30,6 +30,8 @@ final class WorkerState: @unchecked Sendable {
     private var acceptorRunning = false
     /// Requests answered by this process.
     private var requestsServed = 0
+    /// Monotonic time of the last `X_BATON_REQUESTS=` report.
+    private var lastReportAt: UInt64 = 0
 
     init() {
         var fds: [Int32] = [-1, -1]
@@ -66,6 +68,17 @@ final class WorkerState: @unchecked Sendable {
         monitor.withLock {
             requestsServed += 1
             return requestsServed
+        }
+    }
+
+    /// Whether the count is due to be reported now: at most one report per `interval`
+    /// nanoseconds across every connection thread (the count is cumulative, so a skipped
+    /// report is carried by the next one).
+    func reportDue(now: UInt64, interval: UInt64) -> Bool {
+        monitor.withLock {
+            guard now &- lastReportAt >= interval else { return false }
+            lastReportAt = now
+            return true
         }
     }
 

@@ -23,7 +23,7 @@ import Testing
     @Test func autoSurgesWhenOneMoreWorkerFits() throws {
         let h = try harness(available: 4096 * Self.mib)
         let client = h.deploy(h.makeRelease("r1"))
-        #expect(client.progress.first?.contains(", surge (auto: ") == true, "\(client.progress)")
+        #expect(client.progress.first?.contains(", surge, ") == true && client.progress.first?.contains("(auto: ") == true, "\(client.progress)")
         h.finishOperations()
         #expect(client.reply?.ok == true)
     }
@@ -31,7 +31,7 @@ import Testing
     @Test func autoReplacesWhenNoExtraWorkerFits() throws {
         let h = try harness(available: 100 * Self.mib)
         let client = h.deploy(h.makeRelease("r1"))
-        #expect(client.progress.first?.contains(", replace (auto: ") == true, "\(client.progress)")
+        #expect(client.progress.first?.contains(", replace, ") == true && client.progress.first?.contains("(auto: ") == true, "\(client.progress)")
         h.finishOperations()
         #expect(client.reply?.ok == true)
         // replace: never more than one worker per slot.
@@ -46,7 +46,7 @@ import Testing
         let old = h.servingPIDs.compactMap { $0 }
         let before = old.map { h.host.fakeMemory.detailedReads(of: $0) }
         let client = h.deploy(h.makeRelease("r1"))
-        #expect(client.progress.first?.contains(", surge (auto: ") == true, "\(client.progress)")
+        #expect(client.progress.first?.contains(", surge, ") == true && client.progress.first?.contains("(auto: ") == true, "\(client.progress)")
         let during = old.map { h.host.fakeMemory.detailedReads(of: $0) }
         #expect(zip(during, before).map { $0 - $1 } == [1, 1])
     }
@@ -55,6 +55,6 @@ import Testing
         let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
         try h.start()
         let client = h.deploy(h.makeRelease("r1"))
-        #expect(client.progress.first?.contains(", surge (auto: memory unknown)") == true, "\(client.progress)")
+        #expect(client.progress.first?.contains(", surge, 1 slot at once (auto: memory unknown)") == true, "\(client.progress)")
     }
 }

@@ -83,13 +83,18 @@ struct Compare {
     static let recyclePolicies = [
         "baton+gunicorn": "[memory] budget 1GiB, threshold 33% (total PSS > 338 MiB: restart the largest worker, surge), check 1s, smaps every check",
         "gunicorn": "--max-requests 3000 --max-requests-jitter 300",
+        "baton+demo-worker":
+            "[rolling] max_requests 3000, max_requests_jitter 300 (the demo worker reports X_BATON_REQUESTS=; another app than the gunicorn rows)",
     ]
 
     private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
         let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: options.quick ? 10 : 20)
         var runs: [LoadRun] = []
-        for contender in [Contender.batonGunicorn, .gunicorn] where contenders.contains(contender) {
-            let memory = """
+        for contender in [Contender.batonGunicorn, .gunicorn, .batonDemo] where contenders.contains(contender) {
+            let memory =
+                contender == .batonDemo
+                ? "[rolling]\nmax_requests = 3000\nmax_requests_jitter = 300"
+                : """
                 [memory]
                 budget = "1GiB"
                 threshold = "33%"

@@ -118,7 +118,9 @@ final class RunningContender {
                 command = [Tools.puma, "-C", Self.writePumaConfig(single: true, directory: dir), "config.ru"]
                 if !Tools.pumaNotifies { readiness = "mode = \"delay\"\ndelay = \"\(fixed(app.bootDelay + 1.5, 1))s\"" }
             default:
-                command = [TestPaths.executable("baton-demo-worker"), "--boot-delay", fixed(app.bootDelay, 1), "--hold", "\(app.memoryMiB)"]
+                command =
+                    [TestPaths.executable("baton-demo-worker"), "--boot-delay", fixed(app.bootDelay, 1), "--hold", "\(app.memoryMiB)"]
+                    + (app.growKiB > 0 ? ["--grow-per-request", "\(app.growKiB)K"] : [])
             }
             let env = app.environment.sorted { $0.key < $1.key }.map { "\($0.key) = \"\($0.value)\"" }.joined(separator: "\n")
             let harness = try BatonHarness(

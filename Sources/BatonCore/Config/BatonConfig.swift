@@ -221,12 +221,31 @@ public enum DeployStrategy: String, Sendable, Equatable {
     case replace
 }
 
+/// `max_surge`: a number of slots, or `auto` (as many as memory and the boot budget allow).
+public enum SurgeWidth: Sendable, Equatable {
+    /// As wide as memory and the boot budget allow.
+    case auto
+    /// At most this many slots at once (at least 1).
+    case fixed(Int)
+}
+
 /// `[deploy]`: how rollouts proceed.
 public struct DeployConfig: Sendable, Equatable {
     /// `strategy`: auto, surge or replace.
     public var strategy: DeployStrategy
-    /// `max_surge`: at most this many extra workers at once, 1...workers.
-    public var maxSurge: Int
+    /// `max_surge`: `"auto"` (the default: as many slots at once as memory and the boot
+    /// budget allow, see ``RolloutPlanner``) or at most this many extra workers, 1...workers.
+    public var surgeWidth: SurgeWidth
+    /// `max_surge` as a number: the fixed width, or 1 (the narrowest surge) for `"auto"`.
+    public var maxSurge: Int {
+        get {
+            if case .fixed(let n) = surgeWidth { return n }
+            return 1
+        }
+        set { surgeWidth = .fixed(newValue) }
+    }
+    /// `max_unavailable`: slots without a serving worker at once under replace (default 1).
+    public var maxUnavailable: Int = 1
     /// `canary`: replace one worker first and stop there if it fails.
     public var canary: Bool
     /// `worker_footprint`: the memory one new worker needs, used until one has been measured.
@@ -246,12 +265,12 @@ public struct DeployConfig: Sendable, Equatable {
 
     /// Creates a deploy section with the config file's defaults.
     public init(
-        strategy: DeployStrategy = .auto, maxSurge: Int = 1, canary: Bool = true,
+        strategy: DeployStrategy = .auto, maxSurge: Int? = nil, canary: Bool = true,
         workerFootprint: UInt64? = nil, timeout: Duration? = nil, keepReleases: Int = 5,
         releasesDirectory: String? = nil
     ) {
         self.strategy = strategy
-        self.maxSurge = maxSurge
+        self.surgeWidth = maxSurge.map { .fixed($0) } ?? .auto
         self.canary = canary
         self.workerFootprint = workerFootprint
         self.timeout = timeout
@@ -312,6 +331,11 @@ public struct RollingConfig: Sendable, Equatable {
     /// `splay`: each worker's age limit is spread over up to this much more, so they do not
     /// all come due together.
     public var splay: Duration
+    /// `max_requests`: a worker that reported serving this many requests (`X_BATON_REQUESTS=`)
+    /// is replaced; 0 = off.
+    public var maxRequests: Int = 0
+    /// `max_requests_jitter`: each worker's limit is `max_requests` plus up to this much more.
+    public var maxRequestsJitter: Int = 0
 
     /// Creates a rolling section with the config file's defaults (off).
     public init(maxAge: Duration? = nil, splay: Duration = .zero) {

@@ -22,7 +22,13 @@ enum ConfigSchema {
             ]
         ),
         ("stop", ["signal", "timeout"]),
-        ("deploy", ["strategy", "max_surge", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory", "stability_window"]),
+        (
+            "deploy",
+            [
+                "strategy", "max_surge", "max_unavailable", "canary", "worker_footprint", "timeout", "keep_releases", "releases_directory",
+                "stability_window",
+            ]
+        ),
         (
             "memory",
             [
@@ -31,7 +37,7 @@ enum ConfigSchema {
                 "reservation_margin",
             ]
         ),
-        ("rolling", ["max_age", "splay"]),
+        ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter"]),
         ("control", ["socket", "group", "read_group", "idle_timeout"]),
         ("metrics", ["address"]),
     ]

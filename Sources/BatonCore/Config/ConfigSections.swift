@@ -139,12 +139,13 @@ extension ConfigReader {
         var deploy = DeployConfig()
         deploy.strategy =
             read(s, "strategy", Convert.choice([DeployStrategy.auto, .surge, .replace])) ?? deploy.strategy
-        if let surge = read(s, "max_surge", Convert.integer(in: 1...Int.max)) {
-            if let workers, surge > workers {
-                report(s.path("max_surge"), "must be between 1 and app.workers (\(workers)), got \(surge)")
+        if let surge = read(s, "max_surge", Self.surgeWidth) {
+            if let workers, case .fixed(let n) = surge, n > workers {
+                report(s.path("max_surge"), "must be between 1 and app.workers (\(workers)), got \(n)")
             }
-            deploy.maxSurge = surge
+            deploy.surgeWidth = surge
         }
+        deploy.maxUnavailable = read(s, "max_unavailable", Convert.integer(in: 1...Int.max)) ?? deploy.maxUnavailable
         deploy.canary = read(s, "canary", Convert.bool) ?? deploy.canary
         deploy.workerFootprint = read(s, "worker_footprint", Convert.size(positive: true))
         deploy.timeout = read(s, "timeout", Convert.duration(positive: true))
@@ -173,6 +174,8 @@ extension ConfigReader {
         var rolling = RollingConfig()
         rolling.maxAge = read(s, "max_age", Convert.duration(positive: true))
         rolling.splay = read(s, "splay", Convert.duration(positive: false)) ?? rolling.splay
+        rolling.maxRequests = read(s, "max_requests", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequests
+        rolling.maxRequestsJitter = read(s, "max_requests_jitter", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequestsJitter
         return rolling
     }
 
@@ -206,6 +209,13 @@ extension ConfigReader {
         case .invalid:
             return .invalid(#"expected "auto" or a size with a unit, like "4GiB", got "# + Convert.describeValue(raw))
         }
+    }
+
+    /// `max_surge`: `"auto"` or a number of slots, at least 1.
+    static func surgeWidth(_ raw: TOMLValueConvertible) -> Conversion<SurgeWidth> {
+        if raw.string == "auto" { return .value(.auto) }
+        guard let n = raw.int else { return .invalid(#"expected "auto" or an integer, got "# + Convert.describeValue(raw)) }
+        return n >= 1 ? .value(.fixed(n)) : .invalid("must be \"auto\" or at least 1, got \(n)")
     }
 
     /// A file mode written as a string of octal digits (`"0660"`).

@@ -153,6 +153,10 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var secondsToLimit: Double?
     /// `memory.worker_limit`, for the bar.
     public var limitBytes: UInt64?
+    /// Requests the worker reported serving (`X_BATON_REQUESTS=`); nil when it never did.
+    public var requests: Int?
+    /// Its `max_requests` limit (jitter included); nil when recycling by count is off.
+    public var requestLimit: Int?
 
     enum CodingKeys: String, CodingKey {
         case slot, pid, state, release, generation, restarts
@@ -162,6 +166,8 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
         case pssBytes = "pss_bytes"
         case ussBytes = "uss_bytes"
         case lastRestartReason = "last_restart_reason"
+        case requests
+        case requestLimit = "request_limit"
         case consecutiveFailures = "consecutive_failures"
         case crashLoop = "crash_loop"
         case nextStartIn = "next_start_in"

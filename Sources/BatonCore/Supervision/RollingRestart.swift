@@ -7,9 +7,12 @@
 /// - `surge`: a slot's old worker is drained only after its new one is ready,
 ///   so no slot is ever without a serving worker; at most `maxSurge` slots are
 ///   in replacement at once, so there are at most `maxSurge` extra workers.
-/// - `replace`: one slot at a time; its old worker is drained before its new
-///   one starts, so there is never an extra worker and at most one slot
-///   without a serving worker.
+/// - `replace`: at most `maxUnavailable` slots at a time (default 1); each old
+///   worker is drained before its new one starts, so there is never an extra
+///   worker and at most `maxUnavailable` slots without a serving worker.
+/// - The strategy and width can change between steps (``replan(strategy:width:)``):
+///   each slot keeps the strategy it started with; slots start only while fewer
+///   than the current width are in replacement.
 /// - With `canary`, the first slot is replaced alone; the others start only
 ///   after it is done.
 /// - The first failure ends the rollout: slots not reached are never touched,
@@ -70,10 +73,18 @@ public struct RollingRestart: Sendable, Equatable {
 
     /// Slots in the order they are replaced.
     public let slots: [Int]
-    /// The strategy for every slot.
+    /// The strategy the rollout started with.
     public let strategy: Strategy
-    /// Slots in replacement at once (surge); replace always uses 1.
+    /// Slots in replacement at once under surge, as the rollout started.
     public let maxSurge: Int
+    /// Slots without a serving worker at once under replace, as the rollout started.
+    public let maxUnavailable: Int
+    /// The strategy given to slots that start from now on.
+    public private(set) var stepStrategy: Strategy
+    /// Slots in replacement at once from now on.
+    public private(set) var stepWidth: Int
+    /// The strategy each slot started with (the step's until it starts), by index into `slots`.
+    public private(set) var strategies: [Strategy]
     /// Whether the first slot is replaced alone first.
     public let canary: Bool
     /// Whether a slot's new worker must pass its stability window before the slot is done.
@@ -87,10 +98,16 @@ public struct RollingRestart: Sendable, Equatable {
 
     /// Creates a rollout over `slots` (in that order); with `awaitsStability` each new worker
     /// must also be reported stable (`workerStable`) before its slot is done.
-    public init(slots: [Int], strategy: Strategy, maxSurge: Int = 1, canary: Bool = false, awaitsStability: Bool = false) {
+    public init(
+        slots: [Int], strategy: Strategy, maxSurge: Int = 1, maxUnavailable: Int = 1, canary: Bool = false, awaitsStability: Bool = false
+    ) {
         self.slots = slots
         self.strategy = strategy
         self.maxSurge = max(1, maxSurge)
+        self.maxUnavailable = max(1, maxUnavailable)
+        self.stepStrategy = strategy
+        self.stepWidth = strategy == .surge ? max(1, maxSurge) : max(1, maxUnavailable)
+        self.strategies = Array(repeating: strategy, count: slots.count)
         self.canary = canary
         self.awaitsStability = awaitsStability
         self.phases = Array(repeating: .pending, count: slots.count)
@@ -111,7 +128,7 @@ public struct RollingRestart: Sendable, Equatable {
 
     /// Slots on the new settings (their new worker serves).
     public var replacedSlots: [Int] {
-        zip(slots, phases).filter { $0.1 == .done || (strategy == .surge && $0.1 == .drainingOld) }.map(\.0)
+        slots.indices.filter { phases[$0] == .done || (strategies[$0] == .surge && phases[$0] == .drainingOld) }.map { slots[$0] }
     }
 
     /// Slots whose new worker serves and still waits for its stability window to pass.
@@ -132,10 +149,21 @@ public struct RollingRestart: Sendable, Equatable {
         return advance()
     }
 
+    /// From now on, slots start with `strategy`, while fewer than `width` are in replacement
+    /// (0: none starts, e.g. while an event is applied before the memory is planned again);
+    /// slots in replacement keep theirs. Returns what may start now.
+    @discardableResult
+    public mutating func replan(strategy: Strategy, width: Int) -> [Action] {
+        stepStrategy = strategy
+        stepWidth = max(0, width)
+        guard started else { return [] }
+        return advance()
+    }
+
     /// The new worker of `slot` is ready.
     public mutating func newWorkerReady(slot: Int) -> [Action] {
         guard outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
-        switch (strategy, phases[i]) {
+        switch (strategies[i], phases[i]) {
         case (.surge, .startingNew):
             phases[i] = .drainingOld
             return [.promote(slot: slot)] + advance()
@@ -153,7 +181,7 @@ public struct RollingRestart: Sendable, Equatable {
         guard outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
         switch phases[i] {
         case .startingNew, .startingAfterDrain, .drainingOld, .done:
-            if strategy == .replace && phases[i] == .drainingOld { return [] }  // no new worker yet
+            if strategies[i] == .replace && phases[i] == .drainingOld { return [] }  // no new worker yet
             return fail(slot: slot, index: i, reason: reason)
         case .pending:
             return []
@@ -165,7 +193,7 @@ public struct RollingRestart: Sendable, Equatable {
     public mutating func workerStable(slot: Int) -> [Action] {
         guard awaitsStability, outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
         // surge: the new worker serves from `drainingOld` on; replace: only once `done`.
-        let serving = phases[i] == .done || (strategy == .surge && phases[i] == .drainingOld)
+        let serving = phases[i] == .done || (strategies[i] == .surge && phases[i] == .drainingOld)
         guard serving, !stable.contains(slot) else { return [] }
         stable.insert(slot)
         return advance()
@@ -174,7 +202,7 @@ public struct RollingRestart: Sendable, Equatable {
     /// The old worker of `slot` has exited (drained or killed).
     public mutating func oldWorkerExited(slot: Int) -> [Action] {
         guard outcome == nil, let i = slots.firstIndex(of: slot), phases[i] == .drainingOld else { return [] }
-        switch strategy {
+        switch strategies[i] {
         case .surge:
             phases[i] = .done
             return advance()
@@ -225,19 +253,14 @@ public struct RollingRestart: Sendable, Equatable {
         }
         // The canary's new worker serves but its window has not passed: nothing else starts yet.
         if canary, let first = slots.first, phases[0] == .done, !settled(first) { return [] }
-        let limit: Int
-        if strategy == .replace {
-            limit = 1
-        } else if canary, !slots.isEmpty, phases[0] != .done {
-            limit = 1
-        } else {
-            limit = maxSurge
-        }
+        // The canary is replaced alone.
+        let limit = canary && !slots.isEmpty && phases[0] != .done ? 1 : stepWidth
         var actions: [Action] = []
         var busy = inFlightSlots.count
         for i in phases.indices where phases[i] == .pending && busy < limit {
             busy += 1
-            switch strategy {
+            strategies[i] = stepStrategy
+            switch stepStrategy {
             case .surge:
                 phases[i] = .startingNew
                 actions.append(.startNew(slot: slots[i]))

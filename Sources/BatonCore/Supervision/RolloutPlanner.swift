@@ -1,0 +1,161 @@
+/// How the next batch of a rollout proceeds (surge or replace, and how many slots may be in
+/// replacement at once), decided again before every step from the memory measured then.
+///
+/// Rules, for `strategy = "auto"`:
+/// - The new workers that still fit are the largest `k` such that `k` more workers of the
+///   footprint fit under every limit (``PreflightCheck``), minus the new workers still
+///   booting: a booting worker has not reached its footprint yet, so the headroom measured
+///   now does not count it. Ready new workers are in the measured headroom already.
+/// - With `max_surge = "auto"`, at most `bootBudget` new workers boot at once (the CPU
+///   count): more boots than cores only slow every boot down and take CPU from the workers
+///   that serve. A number replaces that bound: at most that many slots at once.
+/// - With room for at least one more new worker: surge, and the batch widens to what fits
+///   within those bounds. With none while slots are in flight: start nothing until one is
+///   done. With none and nothing in flight: replace, at most
+///   `max_unavailable` slots without a serving worker. Since the plan is made again at every
+///   step, a deploy that starts with replace switches to surge once the memory its drained
+///   workers gave back allows it, and back to replace if memory gets tight.
+/// - Memory that cannot be read: surge one slot at a time (nothing known says it does not
+///   fit). A footprint that is unknown (no worker measured, `worker_footprint` not set):
+///   replace, as the pre-deploy check says.
+/// - `strategy = "surge"`: surge, `max_surge` wide (auto: as wide as fits, at least one).
+///   `strategy = "replace"`: replace, `max_unavailable` wide.
+public struct RolloutPlanner: Sendable, Equatable {
+    /// `max_surge`: a number of slots, or `auto`.
+    public typealias Width = SurgeWidth
+
+    /// What the planner knows at one step.
+    public struct Figures: Sendable, Equatable {
+        /// The headroom under every limit now; nil when memory cannot be read.
+        public var headroom: Headroom?
+        /// Memory one new worker takes; nil when unknown.
+        public var footprint: UInt64?
+        /// Commit charge of one new worker; nil = the footprint.
+        public var commitPerWorker: UInt64?
+        /// Slots in replacement now.
+        public var inFlight: Int
+        /// New workers started and not ready yet.
+        public var booting: Int
+        /// Slots not started yet (bounds how many more are looked for).
+        public var pending: Int
+
+        /// Creates figures.
+        public init(
+            headroom: Headroom?, footprint: UInt64?, commitPerWorker: UInt64? = nil, inFlight: Int = 0, booting: Int = 0, pending: Int = 1024
+        ) {
+            self.headroom = headroom
+            self.footprint = footprint
+            self.commitPerWorker = commitPerWorker
+            self.inFlight = inFlight
+            self.booting = booting
+            self.pending = max(0, pending)
+        }
+    }
+
+    /// The plan for the next step.
+    public struct Step: Sendable, Equatable {
+        /// The strategy for slots started now.
+        public var strategy: RollingRestart.Strategy
+        /// Slots in replacement at once, in-flight ones included (at least 1).
+        public var width: Int
+        /// Why, for progress lines.
+        public var reason: String
+
+        /// Creates a step.
+        public init(strategy: RollingRestart.Strategy, width: Int, reason: String) {
+            self.strategy = strategy
+            self.width = width
+            self.reason = reason
+        }
+    }
+
+    /// `[deploy] strategy` or `--strategy`.
+    public var strategy: DeployStrategy
+    /// `[deploy] max_surge` or `--max-surge`.
+    public var maxSurge: Width
+    /// `[deploy] max_unavailable`: slots without a serving worker at once under replace.
+    public var maxUnavailable: Int
+    /// New workers booting at once, at most.
+    public var bootBudget: Int
+
+    /// Creates a planner; `bootBudget` and `maxUnavailable` are at least 1.
+    public init(strategy: DeployStrategy, maxSurge: Width, maxUnavailable: Int = 1, bootBudget: Int) {
+        self.strategy = strategy
+        if case .fixed(let n) = maxSurge {
+            self.maxSurge = .fixed(max(1, n))
+        } else {
+            self.maxSurge = .auto
+        }
+        self.maxUnavailable = max(1, maxUnavailable)
+        self.bootBudget = max(1, bootBudget)
+    }
+
+    /// The next step.
+    public func step(_ figures: Figures) -> Step {
+        switch strategy {
+        case .replace:
+            return Step(strategy: .replace, width: maxUnavailable, reason: "requested")
+        case .surge:
+            if case .fixed(let n) = maxSurge { return Step(strategy: .surge, width: n, reason: "requested") }
+            let more = startable(figures, fitting: fitting(figures) ?? 1)
+            return Step(strategy: .surge, width: max(1, figures.inFlight + more), reason: "requested, as wide as fits")
+        case .auto:
+            guard figures.headroom != nil else {
+                let width: Int
+                if case .fixed(let n) = maxSurge { width = n } else { width = 1 }
+                return Step(strategy: .surge, width: width, reason: "auto: memory unknown")
+            }
+            guard let fit = fitting(figures) else {
+                return Step(strategy: .replace, width: maxUnavailable, reason: "auto: the worker footprint is unknown")
+            }
+            // Nothing more fits while slots are in flight: hold (start nothing) until one is done,
+            // then plan again with the memory it gave back.
+            if fit == 0, figures.inFlight > 0 {
+                return Step(strategy: .surge, width: figures.inFlight, reason: "auto: no more fit until a slot in flight is done")
+            }
+            guard fit > 0 else {
+                return Step(strategy: .replace, width: maxUnavailable, reason: "auto: a surge of one " + oneMore(figures).summary)
+            }
+            // Width 0 more (the boot budget is in use) keeps the in-flight slots going, starts none.
+            let more = startable(figures, fitting: fit)
+            return Step(
+                strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(bootBudget) boots at once")
+        }
+    }
+
+    /// New workers that may start now: what fits, within a fixed width (the user's choice)
+    /// or else the boot budget.
+    private func startable(_ figures: Figures, fitting fit: Int) -> Int {
+        if case .fixed(let n) = maxSurge { return max(0, min(fit, n - figures.inFlight)) }
+        return max(0, min(fit, bootBudget - figures.booting))
+    }
+
+    /// The pre-deploy check's verdict on one more new worker beside the booting ones.
+    private func oneMore(_ figures: Figures) -> PreflightVerdict {
+        let plan = DeployPlan(
+            strategy: .surge, maxSurge: figures.booting + 1, footprint: figures.footprint, commitPerWorker: figures.commitPerWorker)
+        return PreflightCheck.verdict(plan, strategy: .surge, headroom: figures.headroom ?? Headroom(limits: []))
+    }
+
+    /// How many more new workers fit beside the running ones now (booting ones deducted);
+    /// nil when the footprint or the headroom is unknown.
+    func fitting(_ figures: Figures) -> Int? {
+        guard let headroom = figures.headroom, let footprint = figures.footprint else { return nil }
+        // The largest k that fits, by doubling then bisecting; no more than the slots left need.
+        let cap = figures.booting + max(1, figures.pending)
+        func fits(_ k: Int) -> Bool {
+            guard k > 0 else { return true }
+            let plan = DeployPlan(strategy: .surge, maxSurge: k, footprint: footprint, commitPerWorker: figures.commitPerWorker)
+            return PreflightCheck.verdict(plan, strategy: .surge, headroom: headroom).fits
+        }
+        var high = 1
+        while high <= cap, fits(high) { high *= 2 }
+        high = min(high, cap + 1)
+        var low = 0  // fits(low) holds; fits(high) does not (or high is the cap)
+        while high - low > 1 {
+            let mid = (low + high) / 2
+            if fits(mid) { low = mid } else { high = mid }
+        }
+        return max(0, low - figures.booting)
+    }
+}

@@ -1,0 +1,60 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// The surge width and strategy of a running rollout, planned again before every step from
+/// the memory measured then (`RolloutPlanner`, BatonCore): a deploy that starts with replace
+/// surges once the workers it drained gave their memory back, and narrows when memory gets
+/// tight.
+extension Supervisor {
+    /// The planner for a rollout with `options` (nil: the config's settings).
+    func rolloutPlanner(_ options: DeployOptions?) -> RolloutPlanner {
+        let strategy = options?.strategy.flatMap(DeployStrategy.init(rawValue:)) ?? config.deploy.strategy
+        let width = options?.maxSurge.map { RolloutPlanner.Width.fixed(min($0, slots.count)) } ?? config.deploy.surgeWidth
+        return RolloutPlanner(strategy: strategy, maxSurge: width, maxUnavailable: config.deploy.maxUnavailable, bootBudget: Self.bootBudget)
+    }
+
+    /// New workers booting at once at most: one per online CPU.
+    static var bootBudget: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// What the planner needs now: headroom from the host and cgroup figures read now and the
+    /// workers' last PSS sample (no smaps walk), the new worker's footprint, and the slots in
+    /// replacement. Headroom nil when memory cannot be read.
+    func rolloutFigures(release: String?) -> RolloutPlanner.Figures {
+        let inFlight = rollout?.inFlightSlots.count ?? 0
+        let pending = rollout.map { $0.phases.filter { $0 == .pending }.count } ?? slots.count
+        // A new worker not ready yet has not reached its footprint: the headroom does not show it.
+        let booting = slots.filter { $0.replacement.map { $0.state != .ready } ?? false }.count
+        guard let readings = try? host.memory.hostReadings() else {
+            return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting, pending: pending)
+        }
+        // Never the running workers' median: they have grown; unknown means replace.
+        let footprint = footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
+        // Against `[memory] budget`, every live worker counts: draining ones still hold their
+        // memory, and one not measured since it started (a replacement) counts as a footprint.
+        let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
+        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) }
+        var headroom = Headroom(readings: readings, memory: config.memory, workersPSS: used)
+        // A held reservation and the margin kept after a recent OOM kill are not the rollout's to spend.
+        let kept = Int64(clamping: reservedBytes + oomMargin(footprint: footprint))
+        if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
+        return RolloutPlanner.Figures(headroom: headroom, footprint: footprint, inFlight: inFlight, booting: booting, pending: pending)
+    }
+
+    /// Plans the running rollout's next step once an event was applied (`rollout` holds the
+    /// machine after it, so the slots in flight are counted as they are now) and returns what
+    /// may start; says so in the operation's progress when the strategy changes (the width
+    /// follows the slots in flight).
+    func replanRollout(_ machine: inout RollingRestart) -> [RollingRestart.Action] {
+        guard let planner = rolloutPlanner, !machine.isFinished else { return [] }
+        let step = planner.step(rolloutFigures(release: rolloutSpec?.release))
+        let switched = step.strategy != machine.stepStrategy
+        if switched { operation?.report("next: \(Self.describe(step)) (\(step.reason))") }
+        return machine.replan(strategy: step.strategy, width: step.width)
+    }
+
+    /// "surge, 3 slots at once" / "replace, 1 slot at once".
+    static func describe(_ step: RolloutPlanner.Step) -> String {
+        "\(step.strategy.rawValue), \(step.width) slot\(step.width == 1 ? "" : "s") at once"
+    }
+}

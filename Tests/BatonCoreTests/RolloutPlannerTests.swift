@@ -1,0 +1,168 @@
+import BatonCore
+import Testing
+
+private let mib: UInt64 = 1 << 20
+
+/// Headroom of `free` MiB under the host limit.
+private func free(_ megabytes: Int64) -> Headroom {
+    Headroom(limits: [HeadroomLimit(kind: .hostAvailable, available: megabytes << 20)])
+}
+
+@Suite("RolloutPlanner")
+struct RolloutPlannerTests {
+    private let auto = RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: 2)
+
+    @Test func autoWidensToWhatFitsWithinTheBootBudget() {
+        // 1 GiB free, 100 MiB per worker: 10 fit, 2 boots at once.
+        let step = auto.step(.init(headroom: free(1024), footprint: 100 * mib))
+        #expect(step.strategy == .surge && step.width == 2, "\(step)")
+        let wide = RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: 8).step(.init(headroom: free(1024), footprint: 100 * mib))
+        #expect(wide.strategy == .surge && wide.width == 8)
+        // Memory binds before the boot budget: 250 MiB for 100 MiB workers is 2.
+        let tight = RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: 8).step(.init(headroom: free(250), footprint: 100 * mib))
+        #expect(tight.strategy == .surge && tight.width == 2, "\(tight)")
+        // Only the slots left are looked for.
+        #expect(auto.step(.init(headroom: free(1024), footprint: mib, pending: 3)).reason == "auto: 3 more fit, 2 boots at once")
+    }
+
+    @Test func autoFallsBackToReplaceWhenNoWorkerFits() {
+        let step = auto.step(.init(headroom: free(99), footprint: 100 * mib))
+        #expect(step.strategy == .replace && step.width == 1)
+        #expect(step.reason.hasPrefix("auto: a surge of one does not fit: need 100.0 MiB"), "\(step.reason)")
+        let budget = RolloutPlanner(strategy: .auto, maxSurge: .auto, maxUnavailable: 2, bootBudget: 2)
+        let over = budget.step(.init(headroom: free(-5), footprint: 100 * mib))
+        #expect(over.strategy == .replace && over.width == 2)
+    }
+
+    @Test func bootingWorkersAreDeductedAndInFlightSlotsKept() {
+        // 300 MiB free, one new worker booting (not counted in the headroom yet): 2 more fit,
+        // but the boot budget of 2 has room for one more.
+        let step = auto.step(.init(headroom: free(300), footprint: 100 * mib, inFlight: 1, booting: 1))
+        #expect(step.strategy == .surge && step.width == 2, "\(step)")
+        // Boot budget full: the in-flight slots go on, none starts.
+        let full = auto.step(.init(headroom: free(1024), footprint: 100 * mib, inFlight: 2, booting: 2))
+        #expect(full.strategy == .surge && full.width == 2)
+        // Memory gone while two slots are in flight: hold them (start nothing) until one is done.
+        let gone = auto.step(.init(headroom: free(150), footprint: 100 * mib, inFlight: 2, booting: 2))
+        #expect(gone.strategy == .surge && gone.width == 2 && gone.reason == "auto: no more fit until a slot in flight is done")
+    }
+
+    @Test func replaceUntilTheReclaimedHeadroomAllowsSurge() {
+        // The deploy starts tight; the first drained worker gives back its memory.
+        #expect(auto.step(.init(headroom: free(50), footprint: 100 * mib)).strategy == .replace)
+        let after = auto.step(.init(headroom: free(180), footprint: 100 * mib, inFlight: 0))
+        #expect(after.strategy == .surge && after.width == 1)
+    }
+
+    @Test func fixedWidthCapsAndExplicitStrategiesWin() {
+        let two = RolloutPlanner(strategy: .auto, maxSurge: .fixed(2), bootBudget: 8)
+        #expect(two.step(.init(headroom: free(1024), footprint: 100 * mib)).width == 2)
+        #expect(two.step(.init(headroom: free(150), footprint: 100 * mib)).width == 1)
+        #expect(two.step(.init(headroom: free(10), footprint: 100 * mib)).strategy == .replace)
+        let surge = RolloutPlanner(strategy: .surge, maxSurge: .fixed(3), bootBudget: 1)
+        #expect(surge.step(.init(headroom: free(10), footprint: 100 * mib)) == .init(strategy: .surge, width: 3, reason: "requested"))
+        // Surge asked for, width auto: at least one even when nothing fits.
+        let surgeAuto = RolloutPlanner(strategy: .surge, maxSurge: .auto, bootBudget: 4)
+        #expect(surgeAuto.step(.init(headroom: free(10), footprint: 100 * mib)).width == 1)
+        #expect(surgeAuto.step(.init(headroom: free(1024), footprint: 100 * mib)).width == 4)
+        let replace = RolloutPlanner(strategy: .replace, maxSurge: .auto, maxUnavailable: 3, bootBudget: 1)
+        #expect(replace.step(.init(headroom: free(1024), footprint: 100 * mib)) == .init(strategy: .replace, width: 3, reason: "requested"))
+    }
+
+    @Test func unknownFiguresAreConservative() {
+        #expect(auto.step(.init(headroom: nil, footprint: nil)) == .init(strategy: .surge, width: 1, reason: "auto: memory unknown"))
+        let unknown = auto.step(.init(headroom: free(1024), footprint: nil))
+        #expect(unknown.strategy == .replace && unknown.reason == "auto: the worker footprint is unknown")
+        // Bounds: width and unavailability at least 1.
+        let clamped = RolloutPlanner(strategy: .replace, maxSurge: .fixed(0), maxUnavailable: 0, bootBudget: 0)
+        #expect(clamped.maxSurge == .fixed(1) && clamped.maxUnavailable == 1 && clamped.bootBudget == 1)
+    }
+
+    @Test func theCommitLimitCountsUnderStrictOvercommit() {
+        let headroom = Headroom(limits: [
+            HeadroomLimit(kind: .hostAvailable, available: 4096 << 20), HeadroomLimit(kind: .commitLimit, available: 250 << 20),
+        ])
+        // 100 MiB of PSS but 120 MiB of commit per worker: 2 fit under the commit limit.
+        let planner = RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: 8)
+        #expect(planner.step(.init(headroom: headroom, footprint: 100 * mib, commitPerWorker: 120 * mib)).width == 2)
+    }
+}
+
+@Suite("RollingRestart replanned per step")
+struct RollingRestartReplanTests {
+    @Test func replaceThenSurgeKeepsEachSlotsStrategy() {
+        var r = RollingRestart(slots: [0, 1, 2, 3], strategy: .replace, canary: false)
+        #expect(r.start() == [.drainOld(slot: 0)])
+        #expect(r.oldWorkerExited(slot: 0) == [.startNew(slot: 0)])
+        // Memory came back: the rest surges, three slots in flight at once; slot 0 stays a replace.
+        #expect(r.replan(strategy: .surge, width: 3) == [.startNew(slot: 1), .startNew(slot: 2)])
+        #expect(r.newWorkerReady(slot: 0) == [.promote(slot: 0), .startNew(slot: 3)])
+        #expect(r.strategies == [.replace, .surge, .surge, .surge])
+        #expect(r.newWorkerReady(slot: 1) == [.promote(slot: 1)])
+        #expect(r.replacedSlots == [0, 1])
+        #expect(r.oldWorkerExited(slot: 1) == [])
+        #expect(r.newWorkerReady(slot: 2) == [.promote(slot: 2)])
+        #expect(r.newWorkerReady(slot: 3) == [.promote(slot: 3)])
+        #expect(r.oldWorkerExited(slot: 2) == [] && r.oldWorkerExited(slot: 3) == [.finished(.succeeded)])
+    }
+
+    @Test func narrowingStartsNothingUntilBelowTheWidth() {
+        var r = RollingRestart(slots: [0, 1, 2, 3], strategy: .surge, maxSurge: 3)
+        #expect(r.start() == [.startNew(slot: 0), .startNew(slot: 1), .startNew(slot: 2)])
+        #expect(r.replan(strategy: .replace, width: 1) == [])
+        #expect(r.newWorkerReady(slot: 0) == [.promote(slot: 0)])
+        #expect(r.oldWorkerExited(slot: 0) == [])
+        #expect(r.newWorkerReady(slot: 1) == [.promote(slot: 1)])
+        #expect(r.oldWorkerExited(slot: 1) == [])
+        #expect(r.newWorkerReady(slot: 2) == [.promote(slot: 2)])
+        // The last in-flight slot done: slot 3 goes by replace.
+        #expect(r.oldWorkerExited(slot: 2) == [.drainOld(slot: 3)])
+        #expect(r.phase(of: 3) == .drainingOld && r.replacedSlots == [0, 1, 2])
+        #expect(r.oldWorkerExited(slot: 3) == [.startNew(slot: 3)])
+        #expect(r.newWorkerReady(slot: 3) == [.promote(slot: 3), .finished(.succeeded)])
+    }
+
+    @Test func widthZeroHoldsEveryStartButStillFinishes() {
+        var r = RollingRestart(slots: [0, 1], strategy: .surge, maxSurge: 1)
+        #expect(r.start() == [.startNew(slot: 0)])
+        r.replan(strategy: .surge, width: 0)
+        #expect(r.newWorkerReady(slot: 0) == [.promote(slot: 0)])
+        #expect(r.oldWorkerExited(slot: 0) == [])
+        // Planned again after the event: slot 1 starts.
+        #expect(r.replan(strategy: .surge, width: 1) == [.startNew(slot: 1)])
+        r.replan(strategy: .surge, width: 0)
+        #expect(r.newWorkerReady(slot: 1) == [.promote(slot: 1)])
+        #expect(r.oldWorkerExited(slot: 1) == [.finished(.succeeded)])
+    }
+
+    @Test func replaceWithMaxUnavailableTwo() {
+        var r = RollingRestart(slots: [0, 1, 2], strategy: .replace, maxUnavailable: 2, canary: true)
+        #expect(r.start() == [.drainOld(slot: 0)])
+        #expect(r.oldWorkerExited(slot: 0) == [.startNew(slot: 0)])
+        #expect(r.newWorkerReady(slot: 0) == [.promote(slot: 0), .drainOld(slot: 1), .drainOld(slot: 2)])
+        // A failure: both slots without a serving worker need the previous settings back.
+        #expect(r.oldWorkerExited(slot: 1) == [.startNew(slot: 1)])
+        #expect(
+            r.newWorkerFailed(slot: 1, reason: "exit 1") == [.finished(.failed(slot: 1, reason: "exit 1", replaced: [0, 1, 2]))])
+    }
+}
+
+@Suite("[deploy] max_surge and max_unavailable")
+struct SurgeWidthConfigTests {
+    @Test func autoIsTheDefaultAndNumbersStillCount() throws {
+        let defaults = try parseConfig(minimalApp)
+        #expect(defaults.deploy.surgeWidth == .auto && defaults.deploy.maxSurge == 1 && defaults.deploy.maxUnavailable == 1)
+        let auto = try parseConfig(minimalApp + "[deploy]\nmax_surge = \"auto\"\nmax_unavailable = 2\n")
+        #expect(auto.deploy.surgeWidth == .auto && auto.deploy.maxUnavailable == 2)
+        let fixed = try parseConfig(minimalApp + "[deploy]\nmax_surge = 3\n")
+        #expect(fixed.deploy.surgeWidth == .fixed(3) && fixed.deploy.maxSurge == 3)
+    }
+
+    @Test func badValuesNameTheKeyAndLine() {
+        #expect(
+            configFailure(minimalApp + "[deploy]\nmax_surge = \"wide\"\n")
+                == #"/etc/baton/shop.toml:7: deploy.max_surge: expected "auto" or an integer, got "wide""#)
+        #expect(configFailure(minimalApp + "[deploy]\nmax_surge = 0\n") == #"/etc/baton/shop.toml:7: deploy.max_surge: must be "auto" or at least 1, got 0"#)
+        #expect(configFailure(minimalApp + "[deploy]\nmax_unavailable = 0\n") == "/etc/baton/shop.toml:7: deploy.max_unavailable: must be at least 1, got 0")
+    }
+}

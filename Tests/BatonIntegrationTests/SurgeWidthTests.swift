@@ -1,0 +1,53 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// `[deploy] max_surge = "auto"` (the default): after the canary, a deploy replaces as many
+    /// slots at once as memory and the boot budget (one boot per CPU) allow.
+    @Suite("surge width from headroom")
+    struct SurgeWidthTests {
+        @Test("with memory to spare, the default deploy surges one boot per CPU at once after the canary, 0 failed requests")
+        func autoWidth() throws {
+            let baton = try BatonHarness(workers: 4, command: [TestPaths.executable("baton-demo-worker"), "--boot-delay", "0.3"], tag: "sw")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(100))
+            let release = baton.makeRelease("r2")
+            let result = try baton.cli(["deploy", "--release", release])
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            print("auto-width deploy:\n\(result.stdout)")
+            #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+            let width = min(max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))), 4)
+            let plural = width == 1 ? "slot" : "slots"
+            #expect(result.stdout.contains("surge, \(width) \(plural) at once (auto: "), "\(result.stdout)")
+            #expect(result.stdout.contains("canary slot"))
+            #expect(report.failed == 0, "\(report)")
+            let after = try baton.status()
+            #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(after.workers)")
+            #expect(Set(ProcFS.children(of: baton.process.pid)) == Set(after.workers.map(\.pid)))
+        }
+
+        @Test("a budget with room for one more worker, not two: the auto width narrows to one slot at a time, 0 failed requests")
+        func tightBudgetNarrowsToOne() throws {
+            // Three workers of ~21 MiB (PSS) under 95 MiB: ~30 MiB of headroom, one more fits.
+            let baton = try BatonHarness(
+                workers: 3, command: [TestPaths.executable("baton-demo-worker"), "--hold", "20"],
+                sections: MemoryTests.sections("budget = \"95MiB\"\ncheck_interval = \"1h\""), tag: "swt")
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 4, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(100))
+            let result = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            print("tight-budget deploy:\n\(result.stdout)")
+            #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stdout.contains("surge, 1 slot at once (auto: 1 more fit"), "\(result.stdout)")
+            #expect(report.failed == 0, "\(report)")
+            #expect(try baton.status().workers.allSatisfy { $0.release.hasSuffix("/r2") })
+        }
+    }
+}
