@@ -15,25 +15,9 @@ struct Preflight: ParsableCommand {
             --pid / --unit measure a process tree or a systemd unit not run by baton, without a daemon.
             """)
 
-    // Not DaemonLocation: --pid and --unit need no daemon, so its "say which daemon" check
-    // runs only without them (see validate()).
-    @Option(help: "The app name (control socket /run/baton/NAME/control.sock).")
-    var app: String?
-
-    @Option(help: "The app's config file (its [control] socket).")
-    var config: String?
-
-    @Option(help: "The control socket path.")
-    var socket: String?
-
-    /// The daemon the verb talks to (without --pid and --unit).
-    var location: DaemonLocation {
-        var location = DaemonLocation()
-        location.app = app
-        location.config = config
-        location.socket = socket
-        return location
-    }
+    // Optional: --pid and --unit need no daemon, so "say which daemon" is checked only
+    // without them (see validate()).
+    @OptionGroup var daemon: DaemonLocationOptional
 
     @Option(help: "The release about to be deployed.")
     var release: String?
@@ -70,7 +54,7 @@ struct Preflight: ParsableCommand {
             guard rollAhead else { throw ValidationError("--hold needs --roll-ahead (only a roll-ahead holds a reservation)") }
         }
         if pid != nil && unit != nil { throw ValidationError("--pid and --unit: give one of them") }
-        if pid == nil && unit == nil { try location.validate() }
+        if pid == nil && unit == nil { _ = try daemon.resolved() }
         if pid != nil || unit != nil {
             if rollAhead || releaseReservation || release != nil {
                 throw ValidationError("--pid and --unit measure processes baton does not run: no --roll-ahead, --release-reservation or --release")
@@ -88,7 +72,7 @@ struct Preflight: ParsableCommand {
         if let unit {
             return try PreflightLocal(target: .unit(unit), need: need.flatMap(Units.parseBoundedSize) ?? 0, json: json).run()
         }
-        var client = try ControlClient(path: try location.socketPath(), timeout: nil)
+        var client = try ControlClient(path: try daemon.resolved().socketPath(), timeout: nil)
         defer { client.close() }
         let options = PreflightOptions(
             release: release, need: need, rollAhead: rollAhead ? true : nil, hold: hold, releaseReservation: releaseReservation ? true : nil)

@@ -75,10 +75,11 @@ struct DaemonLocationOptional: ParsableArguments {
     var socket: String?
 
     func resolved() throws -> DaemonLocation {
-        var args: [String] = []
-        if let app { args += ["--app", app] }
-        if let config { args += ["--config", config] }
-        if let socket { args += ["--socket", socket] }
-        return try DaemonLocation.parse(args)
+        var location = DaemonLocation()
+        location.app = app
+        location.config = config
+        location.socket = socket
+        try location.validate()
+        return location
     }
 }
