@@ -20,6 +20,7 @@ demo: build
 
 test: deps
 	$(SWIFT) build --build-tests
+	FUZZ_TYPECHECK_ONLY=1 ./scripts/fuzz
 	$(SWIFT) test --skip-build
 
 # The benchmark harness (not tests): every scenario in one go, each printing a

@@ -51,7 +51,7 @@ public struct OOMKillMessage: Sendable, Equatable {
     /// Parses one kernel log record (a `/dev/kmsg` record `PRI,SEQ,TIME,FLAGS;TEXT` or a bare
     /// text line); nil unless it announces a kill.
     public static func parse(_ record: some StringProtocol) -> OOMKillMessage? {
-        guard let marker = record.range(of: "Killed process ") else { return nil }
+        guard let marker = record.firstRange(of: "Killed process ") else { return nil }
         let rest = record[marker.upperBound...]
         let digits = rest.prefix { $0.isNumber }
         guard let pid = Int32(digits), pid > 0 else { return nil }
@@ -61,7 +61,7 @@ public struct OOMKillMessage: Sendable, Equatable {
         }
         // comm is at most 15 bytes and may hold spaces or ')': take up to the last ") " after it.
         let tail = afterPID.dropFirst(2)
-        let end = tail.range(of: ") total-vm")?.lowerBound ?? close
+        let end = tail.firstRange(of: ") total-vm")?.lowerBound ?? close
         return OOMKillMessage(pid: pid, comm: String(tail[..<end]))
     }
 }
