@@ -76,9 +76,17 @@ struct PreflightLocal {
             guard UnitCgroup.isValidUnitName(name) else {
                 throw BatonExit(code: BatonExitCode.usage, message: "--unit expects a systemd unit name, got \"\(ControlProtocol.printable(name))\"")
             }
-            let output = Self.capture("systemctl show -p ControlGroup --value -- '\(name)' 2>/dev/null")
-            guard let group = UnitCgroup.controlGroup(fromSystemctl: output) else {
-                throw BatonExit(code: BatonExitCode.usage, message: "--unit \(name): not running (systemctl shows no ControlGroup)")
+            // The system manager first, then the caller's user manager: a user unit is unknown to
+            // the system one (and there may be no system manager at all, e.g. in a container).
+            // Both report the cgroup from the root of this process's cgroup namespace, and a user
+            // manager's units get their own directory in the v1 memory hierarchy too.
+            let query = "show -p ControlGroup --value -- '\(name)' 2>/dev/null"
+            guard
+                let group = UnitCgroup.controlGroup(fromSystemctl: Self.capture("systemctl " + query))
+                    ?? UnitCgroup.controlGroup(fromSystemctl: Self.capture("systemctl --user " + query))
+            else {
+                throw BatonExit(
+                    code: BatonExitCode.usage, message: "--unit \(name): not running (neither systemctl nor systemctl --user shows a ControlGroup)")
             }
             let mounts = CgroupMount.parseMountInfo(ProcFS.read("/proc/self/mountinfo") ?? "")
             var pids: [Int32] = []

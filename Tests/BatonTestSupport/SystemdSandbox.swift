@@ -30,6 +30,8 @@ public enum SystemdSandbox {
         case units = "systemd-test-driver.sh"
         /// `scripts/systemd-load-driver.sh`.
         case load = "systemd-load-driver.sh"
+        /// `scripts/systemd-preflight-driver.sh`.
+        case preflight = "systemd-preflight-driver.sh"
 
         /// The script's path.
         public var path: String { packageRoot + "/scripts/" + rawValue }

@@ -13,7 +13,9 @@ import Glibc
 /// usage at preflight, the verdict, slots rolled, the headroom (limit − usage) at each step,
 /// reservation rolls, OOM kills (the cgroup's `memory.oom_control` oom_kill), failed requests
 /// and the exit codes. Everything else is the README's defaults. 10 runs (2 with --quick), then
-/// 3 baseline runs (1) without the preflight: the same tooling and deploy on the full host.
+/// 3 baseline runs (1) that take a plain `baton preflight --need 300MiB` verdict (no roll-ahead,
+/// nothing held), record it and ignore it: the same tooling and deploy on the full host. Each row
+/// also has baton's own OOM kill count (`baton status --json` "oom") next to the kernel's.
 struct DeployReservation {
     let options: BenchOptions
     let limit: UInt64 = 1_288_490_189  // 1.2 GiB
@@ -23,7 +25,8 @@ struct DeployReservation {
 
     struct Run: Codable {
         var run: Int
-        /// "preflight --roll-ahead", or "no preflight" (the baseline: tooling and deploy only).
+        /// "preflight --roll-ahead", or "preflight ignored" (the baseline: a plain preflight's
+        /// verdict is taken, then the tooling and the deploy run regardless).
         var mode: String
         var usageAtPreflightMiB: Double
         var usageAtPreflightPercent: Double
@@ -40,6 +43,8 @@ struct DeployReservation {
         var reservationRolls: Int
         var toolingExit: Int32
         var oomKills: Int
+        /// OOM kills baton itself reported (`baton status --json` "oom"."kills") after the deploy.
+        var batonOOMKills: Int
         var requests: Int
         var failedRequests: Int
         var deployExit: Int32
@@ -119,16 +124,15 @@ struct DeployReservation {
         let atPreflight = usage(dir)
         let headroomBefore = headroom(dir)
 
-        var preflightExit: Int32 = -1
-        var reply: ControlReply?
-        if withPreflight {
-            let preflight = try baton.startCLI(["preflight", "--need", "\(needMiB)MiB", "--roll-ahead", "--json"])
-            _ = preflight.wait(timeout: .seconds(300))
-            preflightExit = preflight.exitCode ?? -1
-            let last = preflight.stdout.split(separator: "\n").last.map(String.init) ?? ""
-            reply = try? JSONDecoder().decode(ControlReply.self, from: Data(last.utf8))
-        }
-        let verdict = withPreflight ? reply?.preflight.map { $0.fits ? "fits" : "does not fit" } ?? (reply?.error ?? "no reply") : "-"
+        // The baseline takes the verdict too (no roll-ahead, nothing held) and then ignores it, so
+        // every "does not fit" it gets can be checked against the OOM kills that follow.
+        let preflightArgs = ["preflight", "--need", "\(needMiB)MiB"] + (withPreflight ? ["--roll-ahead"] : []) + ["--json"]
+        let preflight = try baton.startCLI(preflightArgs)
+        _ = preflight.wait(timeout: .seconds(300))
+        let preflightExit = preflight.exitCode ?? -1
+        let last = preflight.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(last.utf8))
+        let verdict = reply?.preflight.map { $0.fits ? "fits" : "does not fit" } ?? (reply?.error ?? "no reply")
         let rolled = reply?.preflight?.rolledAhead?.count ?? 0
         let headroomAfter = headroom(dir)
 
@@ -154,14 +158,23 @@ struct DeployReservation {
         }
         let deployExit = deploy.wait(timeout: .seconds(10)) ?? -1
         let report = load.stop()
+        let kernelKills = Self.oomKills(dir) - oomBefore
+        // baton notices a kill on its own schedule: give it a bounded while to catch up with the
+        // kernel's counter before taking its figure.
+        var batonKills = (try? baton.status())?.oom?.kills ?? 0
+        let catchUp = monotonicNow()
+        while batonKills < kernelKills, monotonicNow() - catchUp < .seconds(10) {
+            pause(0.2)
+            batonKills = (try? baton.status())?.oom?.kills ?? 0
+        }
         let mib = { (v: Int64) in Double(v) / 1_048_576 }
         return Run(
-            run: n, mode: withPreflight ? "preflight --roll-ahead" : "no preflight", usageAtPreflightMiB: Double(atPreflight) / 1_048_576,
+            run: n, mode: withPreflight ? "preflight --roll-ahead" : "preflight ignored", usageAtPreflightMiB: Double(atPreflight) / 1_048_576,
             usageAtPreflightPercent: Double(atPreflight) / Double(limit) * 100, preflightExit: preflightExit, verdict: verdict,
             preflightLine: reply?.error ?? reply?.message ?? "", slotsRolled: rolled, headroomBeforePreflightMiB: mib(headroomBefore),
             headroomAfterPreflightMiB: mib(headroomAfter), minHeadroomDuringToolingMiB: mib(minTooling),
             headroomBeforeDeployMiB: mib(headroomBeforeDeploy), minHeadroomDuringDeployMiB: mib(minDeploy), reservationRolls: rolls,
-            toolingExit: toolingExit, oomKills: Self.oomKills(dir) - oomBefore, requests: report.ok + report.failed,
+            toolingExit: toolingExit, oomKills: kernelKills, batonOOMKills: batonKills, requests: report.ok + report.failed,
             failedRequests: report.failed, deployExit: deployExit, fillSeconds: fillSeconds)
     }
 
@@ -193,10 +206,10 @@ struct DeployReservation {
         print("")
         print(
             "deploy reservation: cgroup v1 limit \(fixed(Double(r.limitBytes) / 1_073_741_824, 1)) GiB, \(r.slots) slots of \(r.app), "
-                + "\(r.growKiBPerRequest) KiB leaked per request, \(r.connections) connections; preflight --need \(r.needMiB)MiB --roll-ahead, "
-                + "tooling \(r.toolingMiB) MiB (2 s up, 4 s held), deploy")
+                + "\(r.growKiBPerRequest) KiB leaked per request, \(r.connections) connections; preflight --need \(r.needMiB)MiB --roll-ahead "
+                + "(baseline: preflight --need \(r.needMiB)MiB, verdict ignored), tooling \(r.toolingMiB) MiB (2 s up, 4 s held), deploy")
         print(
-            "| run | mode | usage at preflight | preflight | rolled | headroom MiB: before / after preflight / min tooling / before deploy / min deploy | reservation rolls | tooling exit | OOM kills | failed / requests | deploy exit |"
+            "| run | mode | usage at preflight | preflight | rolled | headroom MiB: before / after preflight / min tooling / before deploy / min deploy | reservation rolls | tooling exit | OOM kills: kernel / baton | failed / requests | deploy exit |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for x in r.runs {
@@ -205,13 +218,21 @@ struct DeployReservation {
                 x.minHeadroomDuringDeployMiB,
             ].map { fixed($0, 0) }.joined(separator: " / ")
             print(
-                "| \(x.run) | \(x.mode) | \(fixed(x.usageAtPreflightMiB, 0)) MiB (\(fixed(x.usageAtPreflightPercent, 1)) %) | \(x.preflightExit) \(x.verdict) | \(x.slotsRolled) | \(headrooms) | \(x.reservationRolls) | \(x.toolingExit) | \(x.oomKills) | \(x.failedRequests) / \(x.requests) | \(x.deployExit) |"
+                "| \(x.run) | \(x.mode) | \(fixed(x.usageAtPreflightMiB, 0)) MiB (\(fixed(x.usageAtPreflightPercent, 1)) %) | \(x.preflightExit) \(x.verdict) | \(x.slotsRolled) | \(headrooms) | \(x.reservationRolls) | \(x.toolingExit) | \(x.oomKills) / \(x.batonOOMKills) | \(x.failedRequests) / \(x.requests) | \(x.deployExit) |"
             )
         }
-        for mode in ["preflight --roll-ahead", "no preflight"] {
+        for mode in ["preflight --roll-ahead", "preflight ignored"] {
             let runs = r.runs.filter { $0.mode == mode }
             let ok = runs.filter { $0.oomKills == 0 && $0.failedRequests == 0 && $0.deployExit == 0 }.count
             print("\(mode): runs with 0 OOM kills, 0 failed requests and deploy exit 0: \(ok)/\(runs.count)")
         }
+        // The check on the verdicts: a "fits" is right when no OOM kill follows, an
+        // ignored "does not fit" is right when one does.
+        let fits = r.runs.filter { $0.verdict == "fits" }
+        let ignored = r.runs.filter { $0.mode == "preflight ignored" && $0.verdict == "does not fit" }
+        print("fits → no OOM kill: \(fits.filter { $0.oomKills == 0 }.count)/\(fits.count)")
+        print("ignored does-not-fit → OOM kill: \(ignored.filter { $0.oomKills > 0 }.count)/\(ignored.count)")
+        let other = r.runs.filter { $0.verdict != "fits" && $0.verdict != "does not fit" }.count
+        if other > 0 { print("runs without a verdict (error or no reply): \(other)") }
     }
 }
