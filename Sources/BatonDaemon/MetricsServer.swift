@@ -182,7 +182,7 @@ final class MetricsServer {
         }
 
         var restarts = Dictionary(uniqueKeysWithValues: RestartReason.allCases.map { ($0.rawValue, 0) })
-        for (reason, count) in s.restartsByReason { restarts[Self.restartLabel(reason), default: 0] += count }
+        for (reason, count) in s.restartsByReason { restarts[reason.rawValue, default: 0] += count }
         for (reason, count) in restarts.sorted(by: { $0.key < $1.key }) {
             counter("baton_restarts", "Worker restarts since baton started, by reason.", [("reason", reason)], count)
         }
@@ -217,12 +217,4 @@ final class MetricsServer {
 
     /// The outcomes a deploy's history entry can have, exported at 0 before they happen.
     static let deployOutcomes = ["succeeded", "rolled-back", "failed", "degraded", "timed-out", "refused", "interrupted"]
-
-    /// A bounded label for a restart reason: a reason's name (`crash`, `deploy`, `rollback`,
-    /// `roll-ahead`, `readiness-timeout`, `watchdog` …) as it is; a failed spawn, whose reason is
-    /// the error's text, is `start-failed`.
-    static func restartLabel(_ reason: String) -> String {
-        let isName = !reason.isEmpty && reason.count <= 32 && reason.allSatisfy { ("a"..."z").contains($0) || $0 == "-" }
-        return isName ? reason : "start-failed"
-    }
 }

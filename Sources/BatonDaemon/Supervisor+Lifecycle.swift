@@ -59,7 +59,7 @@ extension Supervisor {
         for slot in slots {
             if let t = slot.respawnTimer { loop.cancel(t) }
             slot.respawnTimer = nil
-            for worker in slot.workers { stopWorker(worker, reason: "shutdown") }
+            for worker in slot.workers { stopWorker(worker, reason: .shutdown) }
         }
         drainOrphans()
         finishShutdownIfDone()

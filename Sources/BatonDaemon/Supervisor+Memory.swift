@@ -108,7 +108,7 @@ extension Supervisor {
             logger.info("restart policy: \(detail)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
             let op = makeOperation(kind: .policy, options: nil, uid: nil)
             op.slots = [slot]
-            op.reason = reason.rawValue
+            op.reason = reason
             submit(op)
         case nil:
             break
@@ -223,7 +223,7 @@ extension Supervisor {
         }
         let op = makeOperation(kind: .rollAhead, options: nil, uid: uid)
         op.slots = [first]
-        op.reason = "roll-ahead"
+        op.reason = .rollAhead
         op.need = need
         op.hold = hold
         op.waiters.append(waiter)

@@ -203,7 +203,7 @@ extension Supervisor {
         op.phase = .rollingOut
         rolloutSpec = spec
         op.report(
-            "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(Self.describe(step)) (\(step.reason))"
+            "\(op.kind.rawValue)\(op.reason.map { " (\($0.rawValue))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(Self.describe(step)) (\(step.reason))"
                 + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
         logger.info(
             "\(op.kind.rawValue) started",
@@ -282,7 +282,7 @@ extension Supervisor {
             switch action {
             case .startNew(let index):
                 operation?.report("slot \(index): starting a new worker on \(rolloutSpec?.release ?? "?")")
-                startWorker(slots[index], role: .replacement, reason: operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload")
+                startWorker(slots[index], role: .replacement, reason: RestartCause(operation?.restartReason ?? .reload))
             case .drainOld(let index):
                 drainOld(slots[index])
             case .promote(let index):
@@ -291,8 +291,8 @@ extension Supervisor {
                 if let r = slots[index].replacement {
                     slots[index].replacement = nil
                     slots[index].draining.append(r)
-                    r.stopReason = "abandoned"
-                    stopWorker(r, reason: "abandoned")
+                    r.stopReason = .abandoned
+                    stopWorker(r, reason: .abandoned)
                     kill(r)
                 }
             case .finished(let outcome):
@@ -309,7 +309,7 @@ extension Supervisor {
             slot.current = nil
             slot.draining.append(old)
             operation?.report("slot \(slot.index): draining pid \(old.pid) before starting its replacement")
-            stopWorker(old, reason: operation?.kind.rawValue ?? "reload")
+            stopWorker(old, reason: .restart(operation?.restartReason ?? .reload))
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
@@ -321,7 +321,7 @@ extension Supervisor {
         if let old {
             slot.draining.append(old)
             operation?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(Self.bootTime(replacement)), draining \(old.pid)")
-            stopWorker(old, reason: slot.lastRestartReason ?? "reload")
+            stopWorker(old, reason: .restart(slot.lastRestartReason?.reason ?? .reload))
         } else {
             operation?.report("slot \(slot.index): pid \(replacement.pid) ready after \(Self.bootTime(replacement))")
         }
@@ -338,10 +338,11 @@ extension Supervisor {
         slot.replacement = nil
         slot.current = replacement
         slot.spec = replacement.spec
-        slot.lastRestartReason = operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
+        let reason = operation?.restartReason ?? .reload
+        slot.lastRestartReason = RestartCause(reason)
         // Only a replacement that serves counts as a restart (a failed one changed nothing).
         slot.restarts += 1
-        restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
+        restartsByReason[reason, default: 0] += 1
         return (replacement, old)
     }
 
@@ -352,7 +353,7 @@ extension Supervisor {
 
     /// An old worker finished draining.
     func drainedWorkerExited(_ worker: Worker, slot: Slot) {
-        if let op = operation, worker.stopReason != "abandoned" {
+        if let op = operation, worker.stopReason != .abandoned {
             op.report("slot \(slot.index): pid \(worker.pid) drained in \(Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now())))")
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }

@@ -131,7 +131,7 @@ extension Supervisor {
         )
         let op = makeOperation(kind: .rollAhead, options: nil, uid: nil)
         op.slots = [next.slot]
-        op.reason = "roll-ahead"
+        op.reason = .rollAhead
         op.keepsReservation = true
         submit(op)
     }

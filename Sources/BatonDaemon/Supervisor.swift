@@ -137,7 +137,7 @@ public final class Supervisor {
     /// The memory reservation of `preflight --roll-ahead`, while one is held.
     var reservation = ReservationState()
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
-    var restartsByReason: [String: Int] = [:]
+    var restartsByReason: [RestartReason: Int] = [:]
     /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
     var deploysByOutcome: [String: Int] = [:]
     /// The worker watchdog and liveness check (started in `setUp`).

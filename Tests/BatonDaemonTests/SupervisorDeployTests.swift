@@ -35,7 +35,7 @@ import Testing
             #expect(child.signals.first == SIGTERM)
             #expect(!child.isRunning)
         }
-        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 && $0.lastRestartReason == "deploy" && $0.draining.isEmpty })
+        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 && $0.lastRestartReason == RestartCause(.deploy) && $0.draining.isEmpty })
         #expect(h.supervisor.releaseState.current.directory == r1)
         #expect(h.supervisor.releaseState.previous?.directory == h.initialRelease)
         #expect(h.supervisor.history.last?.outcome == "succeeded")

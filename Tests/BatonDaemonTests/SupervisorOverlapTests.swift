@@ -79,7 +79,7 @@ import Testing
         #expect(joined.reply == reload.reply)
         // One reload pass after the deploy, not two: both slots restarted twice in all.
         #expect(h.supervisor.history.map(\.kind) == ["deploy", "reload"])
-        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 2 && $0.lastRestartReason == "reload" })
+        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 2 && $0.lastRestartReason == RestartCause(.reload) })
         #expect(h.servingReleases == [r1, r1])
     }
 
