@@ -190,8 +190,8 @@ final class MetricsServer {
         let oomHelp = "Kernel OOM kills in the slot's process tree since baton started (slot none: elsewhere in baton's cgroup)."
         for slot in s.slots { counter("baton_oom_kills", oomHelp, [("slot", String(slot.index))], oom.bySlot[slot.index] ?? 0) }
         counter("baton_oom_kills", oomHelp, [("slot", "none")], oom.total - oom.bySlot.values.reduce(0, +))
-        var deploys = Dictionary(uniqueKeysWithValues: Self.deployOutcomes.map { ($0, 0) })
-        for (outcome, count) in s.deploysByOutcome { deploys[outcome, default: 0] += count }
+        var deploys = Dictionary(uniqueKeysWithValues: OperationOutcome.finished.map { ($0.rawValue, 0) })
+        for (outcome, count) in s.deploysByOutcome { deploys[outcome.rawValue, default: 0] += count }
         for (outcome, count) in deploys.sorted(by: { $0.key < $1.key }) {
             counter("baton_deploys", "Deploys finished since baton started, by outcome.", [("outcome", outcome)], count)
         }
@@ -214,7 +214,4 @@ final class MetricsServer {
         exportedCounters = counters
         return registry.emitToBuffer()
     }
-
-    /// The outcomes a deploy's history entry can have, exported at 0 before they happen.
-    static let deployOutcomes = ["succeeded", "rolled-back", "failed", "degraded", "timed-out", "refused", "interrupted"]
 }

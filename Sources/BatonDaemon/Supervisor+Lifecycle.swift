@@ -50,7 +50,7 @@ extension Supervisor {
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
         if let op = operation, op.kind.isDeploy {
-            appendHistory(historyEntry(op, outcome: "interrupted", detail: "baton stopped before it finished"))
+            appendHistory(historyEntry(op, outcome: .interrupted, detail: "baton stopped before it finished"))
             store?.finishDeploy()
         }
         performOperations(operations.stop())

@@ -252,12 +252,12 @@ extension Supervisor {
             return
         }
         guard replaced else {
-            finishOperation(op, outcome: "failed", detail: op.failure?.reason, reply: .failure("roll-ahead failed: \(op.failure?.reason ?? "?")", code: 1))
+            finishOperation(op, outcome: .failed, detail: op.failure?.reason, reply: .failure("roll-ahead failed: \(op.failure?.reason ?? "?")", code: 1))
             return
         }
         op.rolledAhead += op.slots ?? []
         guard let (verdict, report) = try? preflight(release: nil, need: op.need) else {
-            finishOperation(op, outcome: "failed", detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
+            finishOperation(op, outcome: .failed, detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
             return
         }
         let count = op.rolledAhead.count
@@ -272,14 +272,14 @@ extension Supervisor {
             r.reservation = reservationReport()
             let message = "\(line); \(Units.formatSize(extra)) to spare (margin + expected growth)"
             finishOperation(
-                op, outcome: "succeeded", detail: nil,
+                op, outcome: .succeeded, detail: nil,
                 reply: ControlReply(ok: true, message: message, details: Self.preflightDetails(r) + [r.reservation?.line ?? ""], preflight: r))
             return
         }
         guard plan.canFit, let next = plan.slots.first else {
             let why = plan.canFit ? "" : "; roll-ahead: \(plan.summary)"
             finishOperation(
-                op, outcome: "failed", detail: verdict.summary + why,
+                op, outcome: .failed, detail: verdict.summary + why,
                 reply: ControlReply(ok: false, error: line + why, code: 1, details: Self.preflightDetails(r), preflight: r))
             return
         }

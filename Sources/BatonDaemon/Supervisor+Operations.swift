@@ -147,10 +147,10 @@ extension Supervisor {
             // deploy fails before it touches a worker.
             do {
                 guard let store else { throw DaemonError("the state directory \(Self.stateDirectory(for: config)) is unusable") }
-                try store.beginDeploy(historyEntry(op, outcome: "in-progress", detail: nil))
+                try store.beginDeploy(historyEntry(op, outcome: .inProgress, detail: nil))
             } catch {
                 let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
-                finishOperation(op, outcome: "failed", detail: "\(error)", reply: .failure(message))
+                finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
                 return
             }
         }
@@ -159,7 +159,7 @@ extension Supervisor {
         } catch {
             let message = "\(op.kind.rawValue) failed, nothing changed: \(error)"
             logger.error("\(message)")
-            finishOperation(op, outcome: "failed", detail: "\(error)", reply: .failure(message))
+            finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
         }
     }
 
@@ -360,7 +360,7 @@ extension Supervisor {
     }
 
     /// `op`'s line in history.
-    func historyEntry(_ op: Operation, outcome: String, detail: String?) -> HistoryEntry {
+    func historyEntry(_ op: Operation, outcome: OperationOutcome, detail: String?) -> HistoryEntry {
         HistoryEntry(
             kind: op.kind.rawValue, release: op.target?.directory ?? op.options?.release ?? "?",
             previousRelease: op.previous?.directory, outcome: outcome, detail: detail, startedAt: op.startedAtWall,
@@ -384,7 +384,7 @@ extension Supervisor {
     /// history says so.
     func recordUnfinishedDeploy() {
         guard var entry = store?.takeUnfinishedDeploy() else { return }
-        entry.outcome = "interrupted"
+        entry.outcome = .interrupted
         entry.detail = "baton exited before it finished; restarted on \(releaseState.current.directory)"
         entry.duration = max(0, wallClockNow() - entry.startedAt)
         logger.warning(

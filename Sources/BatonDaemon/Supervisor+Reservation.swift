@@ -147,7 +147,7 @@ extension Supervisor {
         }
         let line = "reservation: slot \(Self.list(op.slots ?? [])) rolled in \(Units.formatElapsed(took))"
         finishOperation(
-            op, outcome: replaced ? "succeeded" : "failed", detail: replaced ? nil : op.failure?.reason,
+            op, outcome: replaced ? .succeeded : .failed, detail: replaced ? nil : op.failure?.reason,
             reply: replaced ? .success(line) : .failure("reservation roll failed: \(op.failure?.reason ?? "?")", code: 1))
     }
 

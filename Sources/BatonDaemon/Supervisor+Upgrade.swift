@@ -142,7 +142,9 @@ extension Supervisor {
             },
             releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd,
             createdNotifyDirectory: createdNotifyDirectory,
-            restartsByReason: Dictionary(uniqueKeysWithValues: restartsByReason.map { ($0.key.rawValue, $0.value) }), deploysByOutcome: deploysByOutcome)
+            // By name: the handoff is read by whichever image comes next.
+            restartsByReason: Dictionary(uniqueKeysWithValues: restartsByReason.map { ($0.key.rawValue, $0.value) }),
+            deploysByOutcome: Dictionary(uniqueKeysWithValues: deploysByOutcome.map { ($0.key.rawValue, $0.value) }))
         let memfd: Int32
         do {
             let encoder = JSONEncoder()
@@ -186,7 +188,9 @@ extension Supervisor {
         createdNotifyDirectory = state.createdNotifyDirectory ?? true
         // By name; an older image counted a failed spawn under its error's text.
         restartsByReason = (state.restartsByReason ?? [:]).reduce(into: [:]) { $0[RestartCause(text: $1.key).reason, default: 0] += $1.value }
-        deploysByOutcome = state.deploysByOutcome ?? [:]
+        deploysByOutcome = (state.deploysByOutcome ?? [:]).reduce(into: [:]) { counts, entry in
+            if let outcome = OperationOutcome(rawValue: entry.key) { counts[outcome, default: 0] += entry.value }
+        }
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let slot = Slot(index: s.index, spec: s.spec.spec)
             slot.generation = s.generation

@@ -139,7 +139,7 @@ public final class Supervisor {
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [RestartReason: Int] = [:]
     /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
-    var deploysByOutcome: [String: Int] = [:]
+    var deploysByOutcome: [OperationOutcome: Int] = [:]
     /// The worker watchdog and liveness check (started in `setUp`).
     lazy var liveness = WorkerLiveness(settings: .init(stoppedTimeout: config.readiness.stoppedTimeout), now: loop.now())
     /// The Prometheus endpoint, when `[metrics] address` is set.

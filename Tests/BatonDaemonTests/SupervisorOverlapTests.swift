@@ -195,7 +195,7 @@ import Testing
 
         #expect(running.reply?.error == "baton is stopping: deploy not finished")
         #expect(queued.reply?.error == "baton is stopping: deploy not finished")
-        #expect(h.supervisor.history.last?.outcome == "interrupted")
+        #expect(h.supervisor.history.last?.outcome == .interrupted)
         #expect(h.supervisor.slots.allSatisfy { $0.workers.isEmpty })
         #expect(h.host.children.allSatisfy { !$0.isRunning })
         let late = h.deploy(r2)

@@ -105,7 +105,7 @@ import Testing
         #expect(slot.restarts == 1)
         #expect(slot.lastRestartReason == RestartCause(.memoryThreshold))
         #expect(h.supervisor.restartsByReason[.memoryThreshold] == 1)
-        #expect(h.supervisor.history.last.map { [$0.kind, $0.outcome] } == ["policy", "succeeded"])
+        #expect(h.supervisor.history.last.map { [$0.kind, $0.outcome.rawValue] } == ["policy", "succeeded"])
         #expect(h.supervisor.phase == .running)
     }
 
