@@ -47,6 +47,8 @@ final class Operation {
     var progress: [String] = []
     var failure: Failure?
     var startedAt: Duration = .zero
+    /// deploy/rollback: `options.strategy`, parsed (nil: `[deploy] strategy`).
+    var strategy: DeployStrategy?
     /// The client's `--timeout` (else `[deploy] timeout`), counted from the request.
     var clientTimeout: Duration?
     var startedAtWall: Double = 0

@@ -286,13 +286,13 @@ extension Supervisor {
         op.report(line)
         op.report("roll-ahead: still \(Units.formatSize(plan.short)) short with \(Units.formatSize(extra)) to spare: restarting slot \(next) next")
         op.slots = [next]
-        let options = DeployOptions(strategy: "auto", maxSurge: 1)
-        let step = firstStep(options)
+        let options = DeployOptions(maxSurge: 1)
+        let step = firstStep(options, strategy: .auto)
         op.report("roll-ahead of slot \(next): \(Self.describe(step)) (\(step.reason))")
         var machine = RollingRestart(
             slots: [next], strategy: step.strategy, maxSurge: step.width, maxUnavailable: step.width, canary: false,
             awaitsStability: config.deploy.stabilityWindow > .zero)
-        rolloutPlanner = rolloutPlanner(options)
+        rolloutPlanner = rolloutPlanner(options, strategy: .auto)
         let actions = machine.start()
         rollout = machine
         publishStatus()

@@ -28,6 +28,7 @@ extension Supervisor {
         }
         let target: Release
         let timeout: Duration?
+        let strategy: DeployStrategy?
         do {
             target = try resolveTarget(kind: kind, options: options)
             _ = try makeSpec(config, release: target)
@@ -35,9 +36,7 @@ extension Supervisor {
                 guard let d = Units.parseDuration(t) else { throw DaemonError("--timeout: expected a duration like \"10m\", got \"\(t)\"") }
                 return d
             }
-            if let s = options.strategy, !["auto", "surge", "replace"].contains(s) {
-                throw DaemonError("--strategy must be auto, surge or replace, got \"\(s)\"")
-            }
+            strategy = try options.parsedStrategy()
             if let m = options.maxSurge, m < 1 || m > slots.count {
                 throw DaemonError("--max-surge must be between 1 and \(slots.count), got \(m)")
             }
@@ -47,11 +46,12 @@ extension Supervisor {
             return
         }
         if options.dryRun == true {
-            waiter.finish(.success("dry run: nothing changed", details: plan(kind: kind, target: target, options: options)))
+            waiter.finish(.success("dry run: nothing changed", details: plan(kind: kind, target: target, options: options, strategy: strategy)))
             return
         }
         let op = makeOperation(kind: kind, options: options, uid: uid)
         op.target = target
+        op.strategy = strategy
         op.waiters.append(waiter)
         // The client's deadline counts from its request, however long it waits in the queue.
         submit(op, wait: options.wait == true, timeout: timeout ?? config.deploy.timeout)
@@ -98,8 +98,8 @@ extension Supervisor {
     }
 
     /// The plan `--dry-run` prints.
-    private func plan(kind: Operation.Kind, target: Release, options: DeployOptions) -> [String] {
-        let step = firstStep(options)
+    private func plan(kind: Operation.Kind, target: Release, options: DeployOptions, strategy: DeployStrategy?) -> [String] {
+        let step = firstStep(options, strategy: strategy)
         var lines = [
             "\(kind.rawValue): \(releaseState.current.directory) → \(target.directory)",
             "command: \((target.command ?? config.app.command).joined(separator: " "))",
@@ -116,9 +116,9 @@ extension Supervisor {
     /// and why (`RolloutPlanner`), from every worker measured now (PSS/USS from smaps_rollup).
     /// `measured`: every worker was just measured (a deploy ordering its slots by growth), so
     /// the plan uses those figures instead of walking every worker's page tables again on the loop.
-    func firstStep(_ options: DeployOptions?, measured: Bool = false) -> RolloutPlanner.Step {
+    func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, measured: Bool = false) -> RolloutPlanner.Step {
         if !measured { sample(detailed: true) }
-        return rolloutPlanner(options).step(rolloutFigures(release: options?.release))
+        return rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release))
     }
 
     // MARK: - Running
@@ -190,11 +190,13 @@ extension Supervisor {
             measured = true
         }
         // The restart policy and roll-ahead replace one slot: surge when one worker fits.
-        let options = op.kind == .policy || op.kind == .rollAhead ? DeployOptions(strategy: "auto", maxSurge: 1) : op.options
-        let planner = rolloutPlanner(options)
+        let replacesOne = op.kind == .policy || op.kind == .rollAhead
+        let options = replacesOne ? DeployOptions(maxSurge: 1) : op.options
+        let strategy = replacesOne ? .auto : op.strategy
+        let planner = rolloutPlanner(options, strategy: strategy)
         var planned = options ?? DeployOptions()
         planned.release = op.target?.directory
-        let step = firstStep(planned, measured: measured)
+        let step = firstStep(planned, strategy: strategy, measured: measured)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)

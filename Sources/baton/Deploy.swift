@@ -82,7 +82,7 @@ struct Deploy: ParsableCommand {
         for e in environment where !e.contains("=") || e.hasPrefix("=") {
             throw ValidationError("--env expects KEY=VALUE, got \"\(e)\"")
         }
-        if let strategy, !["auto", "surge", "replace"].contains(strategy) {
+        if let strategy, DeployStrategy(rawValue: strategy) == nil {
             throw ValidationError("--strategy must be auto, surge or replace")
         }
         if let timeout, Units.parseDuration(timeout) == nil {

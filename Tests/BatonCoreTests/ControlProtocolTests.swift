@@ -187,3 +187,18 @@ struct ControlProtocolTests {
         }
     }
 }
+
+/// `DeployOptions.strategy` crosses the wire as a word and is parsed once where it comes in.
+@Suite struct DeployOptionsStrategyTests {
+    @Test func eachStrategyParsesAndNoneMeansTheConfigs() throws {
+        #expect(try DeployOptions().parsedStrategy() == nil)
+        #expect(try DeployOptions(strategy: "auto").parsedStrategy() == .auto)
+        #expect(try DeployOptions(strategy: "surge").parsedStrategy() == .surge)
+        #expect(try DeployOptions(strategy: "replace").parsedStrategy() == .replace)
+    }
+
+    @Test func anyOtherWordIsTheOneLineError() {
+        #expect(throws: DeployOptions.InvalidStrategy(value: "blue-green")) { try DeployOptions(strategy: "blue-green").parsedStrategy() }
+        #expect("\(DeployOptions.InvalidStrategy(value: "Surge"))" == #"--strategy must be auto, surge or replace, got "Surge""#)
+    }
+}

@@ -187,4 +187,17 @@ import Testing
         #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 })
         #expect(old.allSatisfy { h.host.child($0)?.isRunning == false })
     }
+
+    @Test func anUnknownStrategyIsRefusedWithCode2AndChangesNothing() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let pids = h.supervisor.slots.compactMap { $0.current?.pid }
+        let client = h.deploy(h.makeRelease("r1"), strategy: "blue-green")
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false && reply.code == 2)
+        #expect(reply.error == #"--strategy must be auto, surge or replace, got "blue-green""#)
+        #expect(h.supervisor.slots.compactMap { $0.current?.pid } == pids)
+        #expect(h.supervisor.history.isEmpty)
+    }
 }

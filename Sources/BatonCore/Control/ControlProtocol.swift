@@ -229,6 +229,25 @@ public struct DeployOptions: Codable, Sendable, Equatable {
     }
 }
 
+extension DeployOptions {
+    /// `strategy` names no strategy; its text is the one-line error the client gets.
+    public struct InvalidStrategy: Error, Sendable, Equatable, CustomStringConvertible {
+        /// What the client sent.
+        public var value: String
+        /// An error for `value`.
+        public init(value: String) { self.value = value }
+        /// The one-line error.
+        public var description: String { "--strategy must be auto, surge or replace, got \"\(value)\"" }
+    }
+
+    /// `strategy`, parsed once where the request comes in: nil when not given (the config's).
+    public func parsedStrategy() throws(InvalidStrategy) -> DeployStrategy? {
+        guard let strategy else { return nil }
+        guard let parsed = DeployStrategy(rawValue: strategy) else { throw InvalidStrategy(value: strategy) }
+        return parsed
+    }
+}
+
 /// One line from the daemon: a progress event (`event` set) or the final reply.
 public struct ControlReply: Codable, Sendable, Equatable {
     /// Protocol version.
