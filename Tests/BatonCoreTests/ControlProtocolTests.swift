@@ -202,3 +202,20 @@ struct ControlProtocolTests {
         #expect("\(DeployOptions.InvalidStrategy(value: "Surge"))" == #"--strategy must be auto, surge or replace, got "Surge""#)
     }
 }
+
+/// `cmd` crosses the wire as a word and is decoded into a `ControlCommand` once.
+@Suite struct ControlCommandTests {
+    @Test func everyVerbDecodesAndKeepsItsWord() throws {
+        for command in ControlCommand.allCases {
+            let request = try decode(#"{"v":1,"cmd":"\#(command.rawValue)"}"#).get()
+            #expect(request.command == command && request.cmd == command.rawValue)
+        }
+        #expect(ControlCommand.allCases.map(\.rawValue).sorted() == (ControlProtocol.mutatingCommands.union(ControlProtocol.readOnlyCommands)).sorted())
+        #expect(ControlProtocol.mutatingCommands == ["reload", "deploy", "rollback", "upgrade", "preflight", "prune-releases"])
+    }
+
+    @Test func anUnknownWordIsTheSameOneLineError() {
+        #expect(failureMessage(decode(#"{"v":1,"cmd":"Status"}"#)) == #"unknown command "Status""#)
+        #expect(failureMessage(decode(#"{"v":1,"cmd":"pruneReleases"}"#)) == #"unknown command "pruneReleases""#)
+    }
+}
