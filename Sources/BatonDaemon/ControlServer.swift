@@ -134,41 +134,44 @@ final class ControlServer {
         case .success(let r):
             request = r
         }
+        guard let command = request.command else {
+            // decodeRequest refuses these already.
+            connection.finish(.failure("unknown command \"\(ControlProtocol.printable(request.cmd))\""))
+            return
+        }
         if let refusal = refusal(connection, request) {
             logger.warning("control: \(request.cmd) refused for uid \(connection.peer?.uid ?? 0): \(refusal)")
             connection.finish(.failure(refusal))
             return
         }
-        if ControlProtocol.mutatingCommands.contains(request.cmd) {
+        if command.isMutating {
             logger.info(
                 "control: \(request.cmd) requested",
                 metadata: ["peer_uid": .stringConvertible(connection.peer?.uid ?? 0), "peer_pid": .stringConvertible(connection.peer?.pid ?? 0)])
         }
-        switch request.cmd {
-        case "ping":
+        switch command {
+        case .ping:
             connection.finish(.success("pong"))
-        case "status":
+        case .status:
             supervisor.requestStatus { connection.finish(.success(status: $0)) }
-        case "reload":
+        case .reload:
             supervisor.requestReload(waiter: connection, uid: connection.peer?.uid)
-        case "deploy", "rollback":
+        case .deploy, .rollback:
             supervisor.requestDeploy(
-                kind: request.cmd == "deploy" ? .deploy : .rollback, options: request.deploy ?? DeployOptions(),
+                kind: command == .deploy ? .deploy : .rollback, options: request.deploy ?? DeployOptions(),
                 waiter: connection, uid: connection.peer?.uid ?? 0)
-        case "attach":
+        case .attach:
             supervisor.attach(connection)
-        case "preflight":
+        case .preflight:
             supervisor.requestPreflight(request.preflight ?? PreflightOptions(), waiter: connection, uid: connection.peer?.uid ?? 0)
-        case "upgrade":
+        case .upgrade:
             // The check's time limit travels as the request's deploy timeout (`upgrade --timeout`).
             let checkTimeout = (request.deploy?.timeout).flatMap(Units.parseDuration) ?? Supervisor.upgradeCheckTimeout
             supervisor.requestUpgrade(binary: request.binary, checkTimeout: checkTimeout, waiter: connection)
-        case "history":
+        case .history:
             connection.finish(ControlReply(ok: true, history: supervisor.history))
-        case "releases", "prune-releases":
-            supervisor.answerReleases(connection, prune: request.cmd == "prune-releases")
-        default:
-            connection.finish(.failure("unknown command \"\(ControlProtocol.printable(request.cmd))\""))
+        case .releases, .pruneReleases:
+            supervisor.answerReleases(connection, prune: command == .pruneReleases)
         }
     }
 

@@ -182,7 +182,7 @@ final class MetricsServer {
         }
 
         var restarts = Dictionary(uniqueKeysWithValues: RestartReason.allCases.map { ($0.rawValue, 0) })
-        for (reason, count) in s.restartsByReason { restarts[Self.restartLabel(reason), default: 0] += count }
+        for (reason, count) in s.restartsByReason { restarts[reason.rawValue, default: 0] += count }
         for (reason, count) in restarts.sorted(by: { $0.key < $1.key }) {
             counter("baton_restarts", "Worker restarts since baton started, by reason.", [("reason", reason)], count)
         }
@@ -190,8 +190,8 @@ final class MetricsServer {
         let oomHelp = "Kernel OOM kills in the slot's process tree since baton started (slot none: elsewhere in baton's cgroup)."
         for slot in s.slots { counter("baton_oom_kills", oomHelp, [("slot", String(slot.index))], oom.bySlot[slot.index] ?? 0) }
         counter("baton_oom_kills", oomHelp, [("slot", "none")], oom.total - oom.bySlot.values.reduce(0, +))
-        var deploys = Dictionary(uniqueKeysWithValues: Self.deployOutcomes.map { ($0, 0) })
-        for (outcome, count) in s.deploysByOutcome { deploys[outcome, default: 0] += count }
+        var deploys = Dictionary(uniqueKeysWithValues: OperationOutcome.finished.map { ($0.rawValue, 0) })
+        for (outcome, count) in s.deploysByOutcome { deploys[outcome.rawValue, default: 0] += count }
         for (outcome, count) in deploys.sorted(by: { $0.key < $1.key }) {
             counter("baton_deploys", "Deploys finished since baton started, by outcome.", [("outcome", outcome)], count)
         }
@@ -213,16 +213,5 @@ final class MetricsServer {
         exportedGauges = gauges
         exportedCounters = counters
         return registry.emitToBuffer()
-    }
-
-    /// The outcomes a deploy's history entry can have, exported at 0 before they happen.
-    static let deployOutcomes = ["succeeded", "rolled-back", "failed", "degraded", "timed-out", "refused", "interrupted"]
-
-    /// A bounded label for a restart reason: a reason's name (`crash`, `deploy`, `rollback`,
-    /// `roll-ahead`, `readiness-timeout`, `watchdog` …) as it is; a failed spawn, whose reason is
-    /// the error's text, is `start-failed`.
-    static func restartLabel(_ reason: String) -> String {
-        let isName = !reason.isEmpty && reason.count <= 32 && reason.allSatisfy { ("a"..."z").contains($0) || $0 == "-" }
-        return isName ? reason : "start-failed"
     }
 }

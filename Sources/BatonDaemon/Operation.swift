@@ -47,6 +47,8 @@ final class Operation {
     var progress: [String] = []
     var failure: Failure?
     var startedAt: Duration = .zero
+    /// deploy/rollback: `options.strategy`, parsed (nil: `[deploy] strategy`).
+    var strategy: DeployStrategy?
     /// The client's `--timeout` (else `[deploy] timeout`), counted from the request.
     var clientTimeout: Duration?
     var startedAtWall: Double = 0
@@ -55,8 +57,9 @@ final class Operation {
     var rolledBackSlots: [Int] = []
     /// policy / roll-ahead: the slots to replace (nil: every slot).
     var slots: [Int]?
-    /// policy / roll-ahead: the restart reason recorded on the slots.
-    var reason: String?
+    /// policy / roll-ahead / max-requests / oom: the restart reason recorded on the slots
+    /// (nil: the kind's, ``restartReason``).
+    var reason: RestartReason?
     /// roll-ahead: the `--need` bytes to re-check.
     var need: UInt64 = 0
     /// reload: the config read and parsed off the loop (nil until then).
@@ -73,6 +76,18 @@ final class Operation {
         self.kind = kind
         self.options = options
         self.uid = uid
+    }
+
+    /// The restart reason recorded on the slots it replaces: its own, else its kind's (a
+    /// policy operation always names its own; `reload` stands in, as for no operation).
+    var restartReason: RestartReason {
+        if let reason { return reason }
+        switch kind {
+        case .deploy: return .deploy
+        case .rollback: return .rollback
+        case .rollAhead: return .rollAhead
+        case .reload, .policy: return .reload
+        }
     }
 
     /// Sends a progress line to every waiter and keeps it.

@@ -37,7 +37,7 @@ extension Supervisor {
             op.report("rollback failed: slot \(slot): \(reason)")
             logger.critical("rollback failed: app is degraded (slots run different releases)")
             finishOperation(
-                op, outcome: "degraded", detail: "rollback failed: \(reason)",
+                op, outcome: .degraded, detail: "rollback failed: \(reason)",
                 reply: .failure(
                     "\(op.kind.rawValue) failed (\(op.failure?.reason ?? "?")) and the rollback failed too (slot \(slot): \(reason)); degraded",
                     code: 1, details: table))
@@ -86,7 +86,7 @@ extension Supervisor {
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
         if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
-        finishOperation(op, outcome: "succeeded", detail: nil, reply: .success(message))
+        finishOperation(op, outcome: .succeeded, detail: nil, reply: .success(message))
     }
 
     private func finishFailed(_ op: Operation, rolledBack: String) {
@@ -97,16 +97,16 @@ extension Supervisor {
         }
         let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)"
         finishOperation(
-            op, outcome: failure.code == 4 ? "timed-out" : op.rolledBackSlots.isEmpty ? "failed" : "rolled-back", detail: failure.reason,
+            op, outcome: failure.code == 4 ? .timedOut : op.rolledBackSlots.isEmpty ? .failed : .rolledBack, detail: failure.reason,
             reply: .failure(message, code: failure.code, details: failure.output))
     }
 
     /// Ends `op`: history, replies, READY=1 after a reload, next operation.
-    func finishOperation(_ op: Operation, outcome: String, detail: String?, reply: ControlReply) {
+    func finishOperation(_ op: Operation, outcome: OperationOutcome, detail: String?, reply: ControlReply) {
         if let d = op.deadline { loop.cancel(d) }
         // Every way a policy restart ends frees the policy: it never stays waiting.
         if op.kind == .policy, let slot = op.slots?.first {
-            if outcome == "succeeded" {
+            if outcome == .succeeded {
                 memoryPolicy.replacementFinished(slot: slot, now: loop.now())
             } else {
                 memoryPolicy.replacementFailed(slot: slot, now: loop.now())
@@ -115,7 +115,7 @@ extension Supervisor {
         rolloutSpec = nil
         appendHistory(historyEntry(op, outcome: outcome, detail: detail))
         if op.kind.isDeploy { store?.finishDeploy() }
-        if outcome == "succeeded" { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
+        if outcome == .succeeded { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
         op.finish(reply)
         // Out of the table first: `operation` is nil from here, so slots can be refilled
         // before the next operation (if any) takes over.

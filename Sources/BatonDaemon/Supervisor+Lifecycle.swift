@@ -50,7 +50,7 @@ extension Supervisor {
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
         if let op = operation, op.kind.isDeploy {
-            appendHistory(historyEntry(op, outcome: "interrupted", detail: "baton stopped before it finished"))
+            appendHistory(historyEntry(op, outcome: .interrupted, detail: "baton stopped before it finished"))
             store?.finishDeploy()
         }
         performOperations(operations.stop())
@@ -59,7 +59,7 @@ extension Supervisor {
         for slot in slots {
             if let t = slot.respawnTimer { loop.cancel(t) }
             slot.respawnTimer = nil
-            for worker in slot.workers { stopWorker(worker, reason: "shutdown") }
+            for worker in slot.workers { stopWorker(worker, reason: .shutdown) }
         }
         drainOrphans()
         finishShutdownIfDone()

@@ -60,7 +60,7 @@ extension Supervisor {
         }
         if replace {
             replaceUnresponsive(
-                worker, reason: RestartReason.livenessProbe.rawValue,
+                worker, reason: .livenessProbe,
                 detail: "failed its liveness probe \(record.failures) times in a row (last: \(exit))")
         } else {
             scheduleLivenessProbe(worker)

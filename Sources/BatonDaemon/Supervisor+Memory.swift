@@ -108,7 +108,7 @@ extension Supervisor {
             logger.info("restart policy: \(detail)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
             let op = makeOperation(kind: .policy, options: nil, uid: nil)
             op.slots = [slot]
-            op.reason = reason.rawValue
+            op.reason = reason
             submit(op)
         case nil:
             break
@@ -223,7 +223,7 @@ extension Supervisor {
         }
         let op = makeOperation(kind: .rollAhead, options: nil, uid: uid)
         op.slots = [first]
-        op.reason = "roll-ahead"
+        op.reason = .rollAhead
         op.need = need
         op.hold = hold
         op.waiters.append(waiter)
@@ -252,12 +252,12 @@ extension Supervisor {
             return
         }
         guard replaced else {
-            finishOperation(op, outcome: "failed", detail: op.failure?.reason, reply: .failure("roll-ahead failed: \(op.failure?.reason ?? "?")", code: 1))
+            finishOperation(op, outcome: .failed, detail: op.failure?.reason, reply: .failure("roll-ahead failed: \(op.failure?.reason ?? "?")", code: 1))
             return
         }
         op.rolledAhead += op.slots ?? []
         guard let (verdict, report) = try? preflight(release: nil, need: op.need) else {
-            finishOperation(op, outcome: "failed", detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
+            finishOperation(op, outcome: .failed, detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
             return
         }
         let count = op.rolledAhead.count
@@ -272,27 +272,27 @@ extension Supervisor {
             r.reservation = reservationReport()
             let message = "\(line); \(Units.formatSize(extra)) to spare (margin + expected growth)"
             finishOperation(
-                op, outcome: "succeeded", detail: nil,
+                op, outcome: .succeeded, detail: nil,
                 reply: ControlReply(ok: true, message: message, details: Self.preflightDetails(r) + [r.reservation?.line ?? ""], preflight: r))
             return
         }
         guard plan.canFit, let next = plan.slots.first else {
             let why = plan.canFit ? "" : "; roll-ahead: \(plan.summary)"
             finishOperation(
-                op, outcome: "failed", detail: verdict.summary + why,
+                op, outcome: .failed, detail: verdict.summary + why,
                 reply: ControlReply(ok: false, error: line + why, code: 1, details: Self.preflightDetails(r), preflight: r))
             return
         }
         op.report(line)
         op.report("roll-ahead: still \(Units.formatSize(plan.short)) short with \(Units.formatSize(extra)) to spare: restarting slot \(next) next")
         op.slots = [next]
-        let options = DeployOptions(strategy: "auto", maxSurge: 1)
-        let step = firstStep(options)
+        let options = DeployOptions(maxSurge: 1)
+        let step = firstStep(options, strategy: .auto)
         op.report("roll-ahead of slot \(next): \(Self.describe(step)) (\(step.reason))")
         var machine = RollingRestart(
             slots: [next], strategy: step.strategy, maxSurge: step.width, maxUnavailable: step.width, canary: false,
             awaitsStability: config.deploy.stabilityWindow > .zero)
-        rolloutPlanner = rolloutPlanner(options)
+        rolloutPlanner = rolloutPlanner(options, strategy: .auto)
         let actions = machine.start()
         rollout = machine
         publishStatus()

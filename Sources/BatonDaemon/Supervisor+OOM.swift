@@ -131,7 +131,7 @@ extension Supervisor {
         oomWatch.pendingReplacements[slot] = nil
         let op = makeOperation(kind: .policy, options: nil, uid: nil)
         op.slots = [slot]
-        op.reason = RestartReason.oom.rawValue
+        op.reason = .oom
         logger.info("replacing slot \(slot) after an OOM kill in its process tree", metadata: ["slot": .stringConvertible(slot), "reason": "oom"])
         submit(op)
     }

@@ -28,6 +28,7 @@ extension Supervisor {
         }
         let target: Release
         let timeout: Duration?
+        let strategy: DeployStrategy?
         do {
             target = try resolveTarget(kind: kind, options: options)
             _ = try makeSpec(config, release: target)
@@ -35,9 +36,7 @@ extension Supervisor {
                 guard let d = Units.parseDuration(t) else { throw DaemonError("--timeout: expected a duration like \"10m\", got \"\(t)\"") }
                 return d
             }
-            if let s = options.strategy, !["auto", "surge", "replace"].contains(s) {
-                throw DaemonError("--strategy must be auto, surge or replace, got \"\(s)\"")
-            }
+            strategy = try options.parsedStrategy()
             if let m = options.maxSurge, m < 1 || m > slots.count {
                 throw DaemonError("--max-surge must be between 1 and \(slots.count), got \(m)")
             }
@@ -47,11 +46,12 @@ extension Supervisor {
             return
         }
         if options.dryRun == true {
-            waiter.finish(.success("dry run: nothing changed", details: plan(kind: kind, target: target, options: options)))
+            waiter.finish(.success("dry run: nothing changed", details: plan(kind: kind, target: target, options: options, strategy: strategy)))
             return
         }
         let op = makeOperation(kind: kind, options: options, uid: uid)
         op.target = target
+        op.strategy = strategy
         op.waiters.append(waiter)
         // The client's deadline counts from its request, however long it waits in the queue.
         submit(op, wait: options.wait == true, timeout: timeout ?? config.deploy.timeout)
@@ -98,8 +98,8 @@ extension Supervisor {
     }
 
     /// The plan `--dry-run` prints.
-    private func plan(kind: Operation.Kind, target: Release, options: DeployOptions) -> [String] {
-        let step = firstStep(options)
+    private func plan(kind: Operation.Kind, target: Release, options: DeployOptions, strategy: DeployStrategy?) -> [String] {
+        let step = firstStep(options, strategy: strategy)
         var lines = [
             "\(kind.rawValue): \(releaseState.current.directory) → \(target.directory)",
             "command: \((target.command ?? config.app.command).joined(separator: " "))",
@@ -116,9 +116,9 @@ extension Supervisor {
     /// and why (`RolloutPlanner`), from every worker measured now (PSS/USS from smaps_rollup).
     /// `measured`: every worker was just measured (a deploy ordering its slots by growth), so
     /// the plan uses those figures instead of walking every worker's page tables again on the loop.
-    func firstStep(_ options: DeployOptions?, measured: Bool = false) -> RolloutPlanner.Step {
+    func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, measured: Bool = false) -> RolloutPlanner.Step {
         if !measured { sample(detailed: true) }
-        return rolloutPlanner(options).step(rolloutFigures(release: options?.release))
+        return rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release))
     }
 
     // MARK: - Running
@@ -147,10 +147,10 @@ extension Supervisor {
             // deploy fails before it touches a worker.
             do {
                 guard let store else { throw DaemonError("the state directory \(Self.stateDirectory(for: config)) is unusable") }
-                try store.beginDeploy(historyEntry(op, outcome: "in-progress", detail: nil))
+                try store.beginDeploy(historyEntry(op, outcome: .inProgress, detail: nil))
             } catch {
                 let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
-                finishOperation(op, outcome: "failed", detail: "\(error)", reply: .failure(message))
+                finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
                 return
             }
         }
@@ -159,7 +159,7 @@ extension Supervisor {
         } catch {
             let message = "\(op.kind.rawValue) failed, nothing changed: \(error)"
             logger.error("\(message)")
-            finishOperation(op, outcome: "failed", detail: "\(error)", reply: .failure(message))
+            finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
         }
     }
 
@@ -190,11 +190,13 @@ extension Supervisor {
             measured = true
         }
         // The restart policy and roll-ahead replace one slot: surge when one worker fits.
-        let options = op.kind == .policy || op.kind == .rollAhead ? DeployOptions(strategy: "auto", maxSurge: 1) : op.options
-        let planner = rolloutPlanner(options)
+        let replacesOne = op.kind == .policy || op.kind == .rollAhead
+        let options = replacesOne ? DeployOptions(maxSurge: 1) : op.options
+        let strategy = replacesOne ? .auto : op.strategy
+        let planner = rolloutPlanner(options, strategy: strategy)
         var planned = options ?? DeployOptions()
         planned.release = op.target?.directory
-        let step = firstStep(planned, measured: measured)
+        let step = firstStep(planned, strategy: strategy, measured: measured)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)
@@ -203,7 +205,7 @@ extension Supervisor {
         op.phase = .rollingOut
         rolloutSpec = spec
         op.report(
-            "\(op.kind.rawValue)\(op.reason.map { " (\($0))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(Self.describe(step)) (\(step.reason))"
+            "\(op.kind.rawValue)\(op.reason.map { " (\($0.rawValue))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(Self.describe(step)) (\(step.reason))"
                 + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
         logger.info(
             "\(op.kind.rawValue) started",
@@ -282,7 +284,7 @@ extension Supervisor {
             switch action {
             case .startNew(let index):
                 operation?.report("slot \(index): starting a new worker on \(rolloutSpec?.release ?? "?")")
-                startWorker(slots[index], role: .replacement, reason: operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload")
+                startWorker(slots[index], role: .replacement, reason: RestartCause(operation?.restartReason ?? .reload))
             case .drainOld(let index):
                 drainOld(slots[index])
             case .promote(let index):
@@ -291,8 +293,8 @@ extension Supervisor {
                 if let r = slots[index].replacement {
                     slots[index].replacement = nil
                     slots[index].draining.append(r)
-                    r.stopReason = "abandoned"
-                    stopWorker(r, reason: "abandoned")
+                    r.stopReason = .abandoned
+                    stopWorker(r, reason: .abandoned)
                     kill(r)
                 }
             case .finished(let outcome):
@@ -309,7 +311,7 @@ extension Supervisor {
             slot.current = nil
             slot.draining.append(old)
             operation?.report("slot \(slot.index): draining pid \(old.pid) before starting its replacement")
-            stopWorker(old, reason: operation?.kind.rawValue ?? "reload")
+            stopWorker(old, reason: .restart(operation?.restartReason ?? .reload))
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
@@ -321,7 +323,7 @@ extension Supervisor {
         if let old {
             slot.draining.append(old)
             operation?.report("slot \(slot.index): pid \(old.pid) → \(replacement.pid) ready after \(Self.bootTime(replacement)), draining \(old.pid)")
-            stopWorker(old, reason: slot.lastRestartReason ?? "reload")
+            stopWorker(old, reason: .restart(slot.lastRestartReason?.reason ?? .reload))
         } else {
             operation?.report("slot \(slot.index): pid \(replacement.pid) ready after \(Self.bootTime(replacement))")
         }
@@ -338,10 +340,11 @@ extension Supervisor {
         slot.replacement = nil
         slot.current = replacement
         slot.spec = replacement.spec
-        slot.lastRestartReason = operation.map { $0.reason ?? $0.kind.rawValue } ?? "reload"
+        let reason = operation?.restartReason ?? .reload
+        slot.lastRestartReason = RestartCause(reason)
         // Only a replacement that serves counts as a restart (a failed one changed nothing).
         slot.restarts += 1
-        restartsByReason[slot.lastRestartReason ?? "reload", default: 0] += 1
+        restartsByReason[reason, default: 0] += 1
         return (replacement, old)
     }
 
@@ -352,14 +355,14 @@ extension Supervisor {
 
     /// An old worker finished draining.
     func drainedWorkerExited(_ worker: Worker, slot: Slot) {
-        if let op = operation, worker.stopReason != "abandoned" {
+        if let op = operation, worker.stopReason != .abandoned {
             op.report("slot \(slot.index): pid \(worker.pid) drained in \(Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now())))")
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
     /// `op`'s line in history.
-    func historyEntry(_ op: Operation, outcome: String, detail: String?) -> HistoryEntry {
+    func historyEntry(_ op: Operation, outcome: OperationOutcome, detail: String?) -> HistoryEntry {
         HistoryEntry(
             kind: op.kind.rawValue, release: op.target?.directory ?? op.options?.release ?? "?",
             previousRelease: op.previous?.directory, outcome: outcome, detail: detail, startedAt: op.startedAtWall,
@@ -383,7 +386,7 @@ extension Supervisor {
     /// history says so.
     func recordUnfinishedDeploy() {
         guard var entry = store?.takeUnfinishedDeploy() else { return }
-        entry.outcome = "interrupted"
+        entry.outcome = .interrupted
         entry.detail = "baton exited before it finished; restarted on \(releaseState.current.directory)"
         entry.duration = max(0, wallClockNow() - entry.startedAt)
         logger.warning(

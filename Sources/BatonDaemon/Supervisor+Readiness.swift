@@ -13,7 +13,7 @@ extension Supervisor {
             self.logger.warning(
                 "worker not ready after \(Units.formatDuration(self.config.readiness.timeout)): killing it",
                 metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-            worker.stopReason = "readiness-timeout"
+            worker.stopReason = .restart(.readinessTimeout)
             self.kill(worker)
         }
         worker.timers.append(timeout)

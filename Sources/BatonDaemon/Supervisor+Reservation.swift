@@ -131,7 +131,7 @@ extension Supervisor {
         )
         let op = makeOperation(kind: .rollAhead, options: nil, uid: nil)
         op.slots = [next.slot]
-        op.reason = "roll-ahead"
+        op.reason = .rollAhead
         op.keepsReservation = true
         submit(op)
     }
@@ -147,7 +147,7 @@ extension Supervisor {
         }
         let line = "reservation: slot \(Self.list(op.slots ?? [])) rolled in \(Units.formatElapsed(took))"
         finishOperation(
-            op, outcome: replaced ? "succeeded" : "failed", detail: replaced ? nil : op.failure?.reason,
+            op, outcome: replaced ? .succeeded : .failed, detail: replaced ? nil : op.failure?.reason,
             reply: replaced ? .success(line) : .failure("reservation roll failed: \(op.failure?.reason ?? "?")", code: 1))
     }
 

@@ -7,9 +7,10 @@ import Glibc
 /// surges once the workers it drained gave their memory back, and narrows when memory gets
 /// tight.
 extension Supervisor {
-    /// The planner for a rollout with `options` (nil: the config's settings).
-    func rolloutPlanner(_ options: DeployOptions?) -> RolloutPlanner {
-        let strategy = options?.strategy.flatMap(DeployStrategy.init(rawValue:)) ?? config.deploy.strategy
+    /// The planner for a rollout with `options` and `strategy`, parsed from them when the
+    /// request came in (nil: the config's settings).
+    func rolloutPlanner(_ options: DeployOptions?, strategy: DeployStrategy?) -> RolloutPlanner {
+        let strategy = strategy ?? config.deploy.strategy
         let width = options?.maxSurge.map { RolloutPlanner.Width.fixed(min($0, slots.count)) } ?? config.deploy.surgeWidth
         return RolloutPlanner(strategy: strategy, maxSurge: width, maxUnavailable: config.deploy.maxUnavailable, bootBudget: Self.bootBudget)
     }

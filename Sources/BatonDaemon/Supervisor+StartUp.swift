@@ -25,7 +25,7 @@ extension Supervisor {
         for slot in slots where slot.current == nil && slot.replacement == nil && slot.respawnTimer == nil {
             guard !startQueue.contains(slot.index) else { continue }
             logger.info("slot \(slot.index) has no worker after the operation: starting one")
-            startWorker(slot, role: .current, reason: "crash")
+            startWorker(slot, role: .current, reason: RestartCause(.crash))
         }
     }
 }

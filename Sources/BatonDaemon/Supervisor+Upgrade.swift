@@ -132,7 +132,7 @@ extension Supervisor {
             slots: slots.compactMap { slot in
                 guard let w = slot.current else { return nil }
                 return UpgradeState.SlotState(
-                    index: slot.index, generation: slot.generation, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
+                    index: slot.index, generation: slot.generation, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason?.text,
                     spec: .init(slot.spec),
                     worker: .init(
                         slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
@@ -141,7 +141,10 @@ extension Supervisor {
                         watchdogNanos: w.watchdogInterval?.nanoseconds))
             },
             releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd,
-            createdNotifyDirectory: createdNotifyDirectory, restartsByReason: restartsByReason, deploysByOutcome: deploysByOutcome)
+            createdNotifyDirectory: createdNotifyDirectory,
+            // By name: the handoff is read by whichever image comes next.
+            restartsByReason: Dictionary(uniqueKeysWithValues: restartsByReason.map { ($0.key.rawValue, $0.value) }),
+            deploysByOutcome: Dictionary(uniqueKeysWithValues: deploysByOutcome.map { ($0.key.rawValue, $0.value) }))
         let memfd: Int32
         do {
             let encoder = JSONEncoder()
@@ -183,13 +186,16 @@ extension Supervisor {
         degraded = state.degraded
         sentReady = state.sentReady
         createdNotifyDirectory = state.createdNotifyDirectory ?? true
-        restartsByReason = state.restartsByReason ?? [:]
-        deploysByOutcome = state.deploysByOutcome ?? [:]
+        // By name; an older image counted a failed spawn under its error's text.
+        restartsByReason = (state.restartsByReason ?? [:]).reduce(into: [:]) { $0[RestartCause(text: $1.key).reason, default: 0] += $1.value }
+        deploysByOutcome = (state.deploysByOutcome ?? [:]).reduce(into: [:]) { counts, entry in
+            if let outcome = OperationOutcome(rawValue: entry.key) { counts[outcome, default: 0] += entry.value }
+        }
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let slot = Slot(index: s.index, spec: s.spec.spec)
             slot.generation = s.generation
             slot.restarts = s.restarts
-            slot.lastRestartReason = s.lastRestartReason
+            slot.lastRestartReason = s.lastRestartReason.map(RestartCause.init(text:))
             let w = s.worker
             let worker = Worker(
                 slot: w.slot, generation: w.generation, process: SpawnedProcess(pid: w.pid, pidfd: w.pidfd), spec: w.spec.spec,

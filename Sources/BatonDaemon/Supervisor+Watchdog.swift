@@ -59,7 +59,7 @@ extension Supervisor {
         let workers = checkedWorkers
         for verdict in liveness.check(now: loop.now(), workers: workers.map { record($0, states: states[$0.pid] ?? []) }) {
             guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }
-            replaceUnresponsive(worker, reason: verdict.reason.rawValue, detail: verdict.detail)
+            replaceUnresponsive(worker, reason: verdict.reason, detail: verdict.detail)
         }
         armLivenessProbes(checkedWorkers)
         scheduleLivenessCheck(records: checkedWorkers.map { record($0, states: []) })
@@ -67,19 +67,19 @@ extension Supervisor {
 
     /// `WATCHDOG=trigger` from a worker's tree: systemd's meaning, a watchdog timeout now.
     func watchdogTriggered(_ worker: Worker) {
-        replaceUnresponsive(worker, reason: RestartReason.watchdog.rawValue, detail: "sent WATCHDOG=trigger")
+        replaceUnresponsive(worker, reason: .watchdog, detail: "sent WATCHDOG=trigger")
     }
 
     /// Stops a worker that no longer answers for itself, like a crash: the stop signal, then
     /// SIGCONT (a stopped process acts on neither SIGTERM nor a drain until it runs again), and
     /// SIGKILL after `stop.timeout`. When it has exited, the exit path restarts the slot with
     /// `reason` (counted in status and metrics), or fails the rollout whose new worker it was.
-    func replaceUnresponsive(_ worker: Worker, reason: String, detail: String) {
+    func replaceUnresponsive(_ worker: Worker, reason: RestartReason, detail: String) {
         guard worker.state == .ready || worker.state == .starting, worker.stopReason == nil else { return }
         logger.warning(
             "worker \(detail): replacing it",
-            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "reason": .string(reason)])
-        worker.stopReason = reason
+            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "reason": .string(reason.rawValue)])
+        worker.stopReason = .restart(reason)
         operation?.report("slot \(worker.slot): pid \(worker.pid) \(detail): replacing it")
         host.signalGroup(worker.pid, config.stop.signal)
         host.signalGroup(worker.pid, SIGCONT)

@@ -25,7 +25,7 @@ extension Supervisor {
     }
 
     /// Spawns a worker for `slot`. A failure to spawn counts as a failed start.
-    func startWorker(_ slot: Slot, role: Role, reason: String?) {
+    func startWorker(_ slot: Slot, role: Role, reason: RestartCause?) {
         slot.respawnTimer = nil
         slot.respawnAt = nil
         slot.generation += 1
@@ -50,7 +50,7 @@ extension Supervisor {
             recordInstance()
         } catch {
             logger.error("cannot start worker: \(error)", metadata: ["slot": .stringConvertible(slot.index)])
-            startFailed(slot: slot, role: role, worker: nil, reason: "\(error)", uptime: nil)
+            startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed("\(error)"), uptime: nil)
         }
         publishStatus()
     }
@@ -196,7 +196,7 @@ extension Supervisor {
     // MARK: - Stopping
 
     /// Graceful stop: the stop signal to the group, SIGKILL after `stop.timeout`.
-    func stopWorker(_ worker: Worker, reason: String) {
+    func stopWorker(_ worker: Worker, reason: StopReason) {
         guard worker.state != .exited else { return }
         if worker.state == .draining { return }
         worker.state = .draining
@@ -235,7 +235,7 @@ extension Supervisor {
         guard worker.state != .exited, host.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
         host.signalGroup(worker.pid, SIGKILL)
         let exit = host.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
-        if diedOfOOM(worker, exit: exit) { worker.stopReason = RestartReason.oom.rawValue }
+        if diedOfOOM(worker, exit: exit) { worker.stopReason = .restart(.oom) }
         footprints.workerExited(pid: worker.pid)
         let previous = worker.state
         worker.state = .exited
@@ -265,19 +265,19 @@ extension Supervisor {
         let runsRolloutRelease = worker.spec == rolloutSpec && operation?.phase == .rollingOut
         if let place {
             switch WorkerExit.classify(
-                place: place, stage: stage, stopReason: worker.stopReason, exit: "\(exit)", pid: worker.pid,
+                place: place, stage: stage, stopReason: worker.stopReason?.restartReason, exit: "\(exit)", pid: worker.pid,
                 runsRolloutRelease: runsRolloutRelease)
             {
             case .drained:
                 drainedWorkerExited(worker, slot: slot)
             case .replacementFailed(let reason):
-                startFailed(slot: slot, role: .replacement, worker: worker, reason: reason, uptime: nil)
+                startFailed(slot: slot, role: .replacement, worker: worker, reason: RestartCause(.startFailed, detail: reason), uptime: nil)
             case .newReleaseFailed(let reason):
                 // The release is bad; the rollout fails and rolls back.
                 lastFailureOutput = worker.recentOutput.elements
-                slot.lastRestartReason = "crash"
+                slot.lastRestartReason = RestartCause(.crash)
                 if !rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
-                    startFailed(slot: slot, role: .current, worker: worker, reason: "crash", uptime: uptime)
+                    startFailed(slot: slot, role: .current, worker: worker, reason: RestartCause(.crash), uptime: uptime)
                 }
             case .slotFailed(let reason, let countsUptime):
                 startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: countsUptime ? uptime : nil)
@@ -315,20 +315,20 @@ extension Supervisor {
 
     /// A start failed (spawn error, exit while starting, readiness timeout) or
     /// a serving worker crashed.
-    func startFailed(slot: Slot, role: Role, worker: Worker?, reason: String, uptime: Duration?) {
+    func startFailed(slot: Slot, role: Role, worker: Worker?, reason: RestartCause, uptime: Duration?) {
         guard phase != .stopping else { return }
         if role == .replacement {
             lastFailureOutput = worker?.recentOutput.elements ?? []
-            let full = reason + (lastFailureOutput.last.map { " — last output: \($0)" } ?? "")
+            let full = reason.text + (lastFailureOutput.last.map { " — last output: \($0)" } ?? "")
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }
         let delay = slot.backoff.workerFailed(uptime: uptime)
         slot.lastRestartReason = reason
-        restartsByReason[reason == "crash" || reason.hasPrefix("exited") ? "crash" : reason, default: 0] += 1
+        restartsByReason[reason.reason, default: 0] += 1
         if startUpExhausted(slot) {
             logger.critical(
-                "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason)) and no worker ever served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"
+                "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason.text)) and no worker ever served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"
             )
             exitCode = 1
             beginShutdown()

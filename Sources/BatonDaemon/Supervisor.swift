@@ -137,9 +137,9 @@ public final class Supervisor {
     /// The memory reservation of `preflight --roll-ahead`, while one is held.
     var reservation = ReservationState()
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
-    var restartsByReason: [String: Int] = [:]
+    var restartsByReason: [RestartReason: Int] = [:]
     /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
-    var deploysByOutcome: [String: Int] = [:]
+    var deploysByOutcome: [OperationOutcome: Int] = [:]
     /// The worker watchdog and liveness check (started in `setUp`).
     lazy var liveness = WorkerLiveness(settings: .init(stoppedTimeout: config.readiness.stoppedTimeout), now: loop.now())
     /// The Prometheus endpoint, when `[metrics] address` is set.

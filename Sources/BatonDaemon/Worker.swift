@@ -75,7 +75,7 @@ final class Worker {
     /// The last X_BATON_REQUESTS= it sent: requests served.
     var requestsServed: Int?
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
-    var stopReason: String?
+    var stopReason: StopReason?
     /// Latest memory of its tree (PSS/USS from the last detailed sample).
     var memory: MemorySample?
     /// USS when it became ready (growth since boot = now − this).
@@ -102,6 +102,21 @@ final class Worker {
     }
 }
 
+/// Why baton stops a worker.
+enum StopReason: Equatable {
+    /// It is replaced: its slot restarts for this reason.
+    case restart(RestartReason)
+    /// A rollout gave up its new worker.
+    case abandoned
+    /// baton is shutting down.
+    case shutdown
+
+    /// The restart reason, if the stop restarts the slot.
+    var restartReason: RestartReason? {
+        if case .restart(let reason) = self { reason } else { nil }
+    }
+}
+
 /// One position 0..N-1: at most one serving worker, plus during a rolling
 /// replacement a new one starting, and old ones draining.
 final class Slot {
@@ -120,7 +135,7 @@ final class Slot {
     /// Starts after the first.
     var restarts = 0
     /// Why it last restarted.
-    var lastRestartReason: String?
+    var lastRestartReason: RestartCause?
     /// Generation counter.
     var generation = 0
     /// A scheduled respawn (backoff), and when it fires.

@@ -82,7 +82,7 @@ struct Deploy: ParsableCommand {
         for e in environment where !e.contains("=") || e.hasPrefix("=") {
             throw ValidationError("--env expects KEY=VALUE, got \"\(e)\"")
         }
-        if let strategy, !["auto", "surge", "replace"].contains(strategy) {
+        if let strategy, DeployStrategy(rawValue: strategy) == nil {
             throw ValidationError("--strategy must be auto, surge or replace")
         }
         if let timeout, Units.parseDuration(timeout) == nil {
@@ -156,7 +156,7 @@ struct History: ParsableCommand {
             let duration = String(format1(e.duration)) + "s"
             print(
                 [
-                    when, e.kind.padded(8), e.outcome.padded(11), duration.padded(8), (e.uid.map(String.init) ?? "-").padded(5),
+                    when, e.kind.padded(8), e.outcome.rawValue.padded(11), duration.padded(8), (e.uid.map(String.init) ?? "-").padded(5),
                     e.release + (e.detail.map { "  (\($0))" } ?? ""),
                 ].joined(separator: "  "))
         }

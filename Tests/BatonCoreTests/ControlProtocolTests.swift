@@ -187,3 +187,35 @@ struct ControlProtocolTests {
         }
     }
 }
+
+/// `DeployOptions.strategy` crosses the wire as a word and is parsed once where it comes in.
+@Suite struct DeployOptionsStrategyTests {
+    @Test func eachStrategyParsesAndNoneMeansTheConfigs() throws {
+        #expect(try DeployOptions().parsedStrategy() == nil)
+        #expect(try DeployOptions(strategy: "auto").parsedStrategy() == .auto)
+        #expect(try DeployOptions(strategy: "surge").parsedStrategy() == .surge)
+        #expect(try DeployOptions(strategy: "replace").parsedStrategy() == .replace)
+    }
+
+    @Test func anyOtherWordIsTheOneLineError() {
+        #expect(throws: DeployOptions.InvalidStrategy(value: "blue-green")) { try DeployOptions(strategy: "blue-green").parsedStrategy() }
+        #expect("\(DeployOptions.InvalidStrategy(value: "Surge"))" == #"--strategy must be auto, surge or replace, got "Surge""#)
+    }
+}
+
+/// `cmd` crosses the wire as a word and is decoded into a `ControlCommand` once.
+@Suite struct ControlCommandTests {
+    @Test func everyVerbDecodesAndKeepsItsWord() throws {
+        for command in ControlCommand.allCases {
+            let request = try decode(#"{"v":1,"cmd":"\#(command.rawValue)"}"#).get()
+            #expect(request.command == command && request.cmd == command.rawValue)
+        }
+        #expect(ControlCommand.allCases.map(\.rawValue).sorted() == (ControlProtocol.mutatingCommands.union(ControlProtocol.readOnlyCommands)).sorted())
+        #expect(ControlProtocol.mutatingCommands == ["reload", "deploy", "rollback", "upgrade", "preflight", "prune-releases"])
+    }
+
+    @Test func anUnknownWordIsTheSameOneLineError() {
+        #expect(failureMessage(decode(#"{"v":1,"cmd":"Status"}"#)) == #"unknown command "Status""#)
+        #expect(failureMessage(decode(#"{"v":1,"cmd":"pruneReleases"}"#)) == #"unknown command "pruneReleases""#)
+    }
+}

@@ -331,8 +331,8 @@ struct MemoryRestartPolicyTests {
     @Test func reasonsHaveTheirLogNames() {
         #expect(
             RestartReason.allCases.map(\.rawValue) == [
-                "age", "memory-threshold", "worker-limit", "leak-prediction", "crash", "deploy", "reload", "manual", "watchdog",
-                "liveness", "liveness-probe", "oom",
+                "age", "memory-threshold", "worker-limit", "leak-prediction", "crash", "deploy", "rollback", "reload", "manual",
+                "watchdog", "liveness", "liveness-probe", "oom", "roll-ahead", "max-requests", "readiness-timeout", "start-failed",
             ])
         #expect(RestartReason.allCases.filter(\.isPolicy) == [.age, .memoryThreshold, .workerLimit, .leakPrediction])
     }

@@ -50,12 +50,12 @@ struct ReleaseRetentionTests {
     func lastDeployedOrders() {
         let history = [
             HistoryEntry(
-                kind: "deploy", release: "/srv/shop/releases/r1", previousRelease: nil, outcome: "succeeded", detail: nil, startedAt: 5000, duration: 2, uid: 0),
+                kind: "deploy", release: "/srv/shop/releases/r1", previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: 5000, duration: 2, uid: 0),
             HistoryEntry(
-                kind: "deploy", release: "/srv/shop/releases/r2", previousRelease: nil, outcome: "rolled-back", detail: "x", startedAt: 6000, duration: 1,
+                kind: "deploy", release: "/srv/shop/releases/r2", previousRelease: nil, outcome: .rolledBack, detail: "x", startedAt: 6000, duration: 1,
                 uid: 0),
             HistoryEntry(
-                kind: "reload", release: "/srv/shop/releases/r3", previousRelease: nil, outcome: "succeeded", detail: nil, startedAt: 7000, duration: 1, uid: 0),
+                kind: "reload", release: "/srv/shop/releases/r3", previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: 7000, duration: 1, uid: 0),
         ]
         let times = ReleaseRetention.lastDeployed(history)
         #expect(times == ["/srv/shop/releases/r1": 5002])

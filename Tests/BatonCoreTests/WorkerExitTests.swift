@@ -6,7 +6,7 @@ import Testing
 @Suite struct WorkerExitTests {
     @Test(arguments: WorkerExit.Place.allCases, WorkerExit.Stage.allCases)
     func everyCombination(place: WorkerExit.Place, stage: WorkerExit.Stage) {
-        for stopReason in [nil, "readiness-timeout"] as [String?] {
+        for stopReason in [nil, .readinessTimeout] as [RestartReason?] {
             for newRelease in [false, true] {
                 let verdict = WorkerExit.classify(
                     place: place, stage: stage, stopReason: stopReason, exit: "exit code 3", pid: 42, runsRolloutRelease: newRelease)
@@ -14,15 +14,15 @@ import Testing
                 if place == .draining || (place == .current && stage == .draining) {
                     expected = .drained
                 } else if place == .replacement {
-                    expected = .replacementFailed(reason: stopReason ?? "exited during start (exit code 3)")
+                    expected = .replacementFailed(reason: stopReason?.rawValue ?? "exited during start (exit code 3)")
                 } else if stage == .ready && newRelease {
                     expected = .newReleaseFailed(reason: "pid 42 exited after becoming ready (exit code 3)")
                 } else if stage == .ready {
-                    expected = .slotFailed(reason: stopReason ?? "crash", countsUptime: true)
+                    expected = .slotFailed(reason: RestartCause(stopReason ?? .crash), countsUptime: true)
                 } else {
-                    expected = .slotFailed(reason: stopReason ?? "exited during start", countsUptime: false)
+                    expected = .slotFailed(reason: stopReason.map { RestartCause($0) } ?? .exitedDuringStart, countsUptime: false)
                 }
-                #expect(verdict == expected, "\(place) \(stage) \(stopReason ?? "-") \(newRelease)")
+                #expect(verdict == expected, "\(place) \(stage) \(stopReason?.rawValue ?? "-") \(newRelease)")
             }
         }
     }
@@ -30,16 +30,27 @@ import Testing
     @Test func aCrashAfterReadyOnTheNewReleaseIgnoresAStopReason() {
         // The release is bad whatever baton was about to do with the worker.
         #expect(
-            WorkerExit.classify(place: .current, stage: .ready, stopReason: "watchdog", exit: "signal 11", pid: 7, runsRolloutRelease: true)
+            WorkerExit.classify(place: .current, stage: .ready, stopReason: .watchdog, exit: "signal 11", pid: 7, runsRolloutRelease: true)
                 == .newReleaseFailed(reason: "pid 7 exited after becoming ready (signal 11)"))
     }
 
     @Test func onlyAWorkerThatWasReadyCountsItsUptime() {
         #expect(
             WorkerExit.classify(place: .current, stage: .ready, stopReason: nil, exit: "exit code 1", pid: 1, runsRolloutRelease: false)
-                == .slotFailed(reason: "crash", countsUptime: true))
+                == .slotFailed(reason: RestartCause(.crash), countsUptime: true))
         #expect(
             WorkerExit.classify(place: .current, stage: .starting, stopReason: nil, exit: "exit code 1", pid: 1, runsRolloutRelease: true)
-                == .slotFailed(reason: "exited during start", countsUptime: false))
+                == .slotFailed(reason: .exitedDuringStart, countsUptime: false))
+    }
+
+    @Test func aCauseShowsItsDetailAndCountsItsReason() {
+        #expect(RestartCause.exitedDuringStart.text == "exited during start")
+        #expect(RestartCause.exitedDuringStart.reason == .crash)
+        #expect(RestartCause.spawnFailed("no such file").reason == .startFailed)
+        #expect(RestartCause(.readinessTimeout).text == "readiness-timeout")
+        // What an older daemon hands over in an upgrade maps back to the same counter.
+        #expect(RestartCause(text: "max-requests") == RestartCause(.maxRequests))
+        #expect(RestartCause(text: "exited during start") == .exitedDuringStart)
+        #expect(RestartCause(text: "cannot exec /x: ENOENT") == .spawnFailed("cannot exec /x: ENOENT"))
     }
 }

@@ -170,7 +170,7 @@ extension DaemonHarness {
     func requestPolicyRestart(slot: Int, reason: RestartReason) {
         let op = supervisor.makeOperation(kind: .policy, options: nil, uid: nil)
         op.slots = [slot]
-        op.reason = reason.rawValue
+        op.reason = reason
         supervisor.submit(op)
     }
 }

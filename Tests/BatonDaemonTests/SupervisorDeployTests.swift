@@ -35,10 +35,10 @@ import Testing
             #expect(child.signals.first == SIGTERM)
             #expect(!child.isRunning)
         }
-        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 && $0.lastRestartReason == "deploy" && $0.draining.isEmpty })
+        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 && $0.lastRestartReason == RestartCause(.deploy) && $0.draining.isEmpty })
         #expect(h.supervisor.releaseState.current.directory == r1)
         #expect(h.supervisor.releaseState.previous?.directory == h.initialRelease)
-        #expect(h.supervisor.history.last?.outcome == "succeeded")
+        #expect(h.supervisor.history.last?.outcome == .succeeded)
         #expect(h.supervisor.phase == .running)
         // Canary: slot 0's new worker started (and served) before any other new one.
         let newOnes = h.host.children.filter { $0.release == r1 }
@@ -74,7 +74,7 @@ import Testing
         #expect(h.servingPIDs[0] != old[0])
         #expect(h.allReady)
         #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
-        #expect(h.supervisor.history.last?.outcome == "rolled-back")
+        #expect(h.supervisor.history.last?.outcome == .rolledBack)
         #expect(!h.supervisor.degraded)
     }
 
@@ -91,7 +91,7 @@ import Testing
         #expect(client.reply?.error?.contains("nothing changed: the old workers keep serving") == true)
         #expect(h.servingPIDs == old)
         #expect(h.host.children.filter { $0.release == r1 }.count == 1)
-        #expect(h.supervisor.history.last?.outcome == "failed")
+        #expect(h.supervisor.history.last?.outcome == .failed)
     }
 
     @Test func rollbackFailingTooLeavesTheAppDegraded() throws {
@@ -117,7 +117,7 @@ import Testing
         #expect(reply.details?.count == 3)
         #expect(h.supervisor.degraded)
         #expect(h.supervisor.summary.contains("DEGRADED"))
-        #expect(h.supervisor.history.last?.outcome == "degraded")
+        #expect(h.supervisor.history.last?.outcome == .degraded)
         // Slot 0 keeps the new release's worker: it serves, which beats an empty slot.
         #expect(h.servingReleases == [r1, r0, r0])
         #expect(h.supervisor.releaseState.current.directory == r0)
@@ -148,7 +148,7 @@ import Testing
         #expect(abandoned.signals.contains(SIGKILL))
         #expect(!abandoned.isRunning)
         #expect(h.servingPIDs == old)
-        #expect(h.supervisor.history.last?.outcome == "timed-out")
+        #expect(h.supervisor.history.last?.outcome == .timedOut)
         #expect(h.supervisor.phase == .running)
     }
 
@@ -186,5 +186,18 @@ import Testing
         #expect(h.servingReleases == [r1, r1])
         #expect(h.supervisor.slots.allSatisfy { $0.restarts == 1 })
         #expect(old.allSatisfy { h.host.child($0)?.isRunning == false })
+    }
+
+    @Test func anUnknownStrategyIsRefusedWithCode2AndChangesNothing() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let pids = h.supervisor.slots.compactMap { $0.current?.pid }
+        let client = h.deploy(h.makeRelease("r1"), strategy: "blue-green")
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false && reply.code == 2)
+        #expect(reply.error == #"--strategy must be auto, surge or replace, got "blue-green""#)
+        #expect(h.supervisor.slots.compactMap { $0.current?.pid } == pids)
+        #expect(h.supervisor.history.isEmpty)
     }
 }

@@ -79,7 +79,7 @@ import Testing
         #expect(joined.reply == reload.reply)
         // One reload pass after the deploy, not two: both slots restarted twice in all.
         #expect(h.supervisor.history.map(\.kind) == ["deploy", "reload"])
-        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 2 && $0.lastRestartReason == "reload" })
+        #expect(h.supervisor.slots.allSatisfy { $0.restarts == 2 && $0.lastRestartReason == RestartCause(.reload) })
         #expect(h.servingReleases == [r1, r1])
     }
 
@@ -195,7 +195,7 @@ import Testing
 
         #expect(running.reply?.error == "baton is stopping: deploy not finished")
         #expect(queued.reply?.error == "baton is stopping: deploy not finished")
-        #expect(h.supervisor.history.last?.outcome == "interrupted")
+        #expect(h.supervisor.history.last?.outcome == .interrupted)
         #expect(h.supervisor.slots.allSatisfy { $0.workers.isEmpty })
         #expect(h.host.children.allSatisfy { !$0.isRunning })
         let late = h.deploy(r2)

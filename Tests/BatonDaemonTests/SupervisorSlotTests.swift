@@ -7,6 +7,23 @@ import Testing
 /// One slot's life through the real supervisor on a fake host: crash-loop backoff on the
 /// manual clock, a failing start-up, a policy restart.
 @Suite struct SupervisorSlotTests {
+    @Test func aSpawnThatFailsCountsAsStartFailedAndShowsItsError() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let slot = h.supervisor.slots[0]
+        let error = SpawnError(step: "exec /srv/app/bin/worker", errno: ENOENT)
+        h.host.spawnError = error
+        h.host.child(try #require(slot.current).pid)?.end(.exited(1))
+        h.advance(by: .zero)
+        h.advance(by: try #require(slot.respawnAt) - h.clock.now)
+        // Counted under a bounded label; status keeps the error's words, as before.
+        #expect(slot.lastRestartReason == .spawnFailed("\(error)"))
+        #expect(h.supervisor.restartsByReason[.startFailed] == 1)
+        #expect(h.supervisor.restartsByReason[.crash] == 1)
+        let row = try #require(h.supervisor.statusReport(memory: [:]).workers.first { $0.slot == 0 })
+        #expect(row.lastRestartReason == "\(error)")
+    }
+
     @Test func crashLoopBacksOffDoublingAndResetsOnceStable() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
@@ -18,7 +35,7 @@ import Testing
         #expect(slot.current == nil)
         // Reaped and cleaned up: its descriptors are closed and nothing can use their numbers.
         #expect(crashed.state == .exited && crashed.pidfd == -1 && crashed.outputFD == -1 && crashed.notifyFD == -1)
-        #expect(slot.lastRestartReason == "crash")
+        #expect(slot.lastRestartReason == RestartCause(.crash))
 
         var delays: [Duration] = []
         for _ in 0..<4 {
@@ -29,8 +46,8 @@ import Testing
         #expect(delays == [.seconds(1), .seconds(2), .seconds(4), .seconds(8)])
         #expect(slot.backoff.isCrashLooping)
         #expect(h.supervisor.summary.contains("crash loop in slot 0"))
-        #expect(slot.lastRestartReason == "exited during start")
-        #expect(h.supervisor.restartsByReason["crash"] == 5)
+        #expect(slot.lastRestartReason?.text == "exited during start")
+        #expect(h.supervisor.restartsByReason[.crash] == 5)
         // The other slot is left alone.
         #expect(h.host.workers(slot: 1).count == 1)
 
@@ -86,9 +103,9 @@ import Testing
         #expect(h.allReady)
         let slot = h.supervisor.slots[1]
         #expect(slot.restarts == 1)
-        #expect(slot.lastRestartReason == "memory-threshold")
-        #expect(h.supervisor.restartsByReason["memory-threshold"] == 1)
-        #expect(h.supervisor.history.last.map { [$0.kind, $0.outcome] } == ["policy", "succeeded"])
+        #expect(slot.lastRestartReason == RestartCause(.memoryThreshold))
+        #expect(h.supervisor.restartsByReason[.memoryThreshold] == 1)
+        #expect(h.supervisor.history.last.map { [$0.kind, $0.outcome.rawValue] } == ["policy", "succeeded"])
         #expect(h.supervisor.phase == .running)
     }
 

@@ -17,7 +17,7 @@ import Testing
         #expect(reply.error?.hasPrefix("deploy failed, nothing changed: cannot record it in the state directory") == true, "\(reply)")
         #expect(h.host.children.count == 2, "no worker was started")
         #expect(h.supervisor.phase == .running)
-        #expect(h.supervisor.history.last?.outcome == "failed")
+        #expect(h.supervisor.history.last?.outcome == .failed)
     }
 
     @Test func commitThatCannotBePersistedRollsEverySlotBack() throws {
@@ -35,7 +35,7 @@ import Testing
         #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
         #expect(h.host.store.releaseState == nil)
         #expect(h.host.store.inProgress == nil)
-        #expect(h.supervisor.history.last?.outcome == "rolled-back")
+        #expect(h.supervisor.history.last?.outcome == .rolledBack)
     }
 
     @Test func committedDeployIsPersistedAndNoLongerInProgress() throws {
@@ -48,17 +48,17 @@ import Testing
         #expect(h.host.store.releaseState?.current.directory == r1)
         #expect(h.host.store.releaseState?.previous?.directory == h.initialRelease)
         #expect(h.host.store.inProgress == nil)
-        #expect(h.host.store.loadHistory().map(\.outcome) == ["succeeded"])
+        #expect(h.host.store.loadHistory().map(\.outcome) == [.succeeded])
     }
 
     @Test func deployAPreviousBatonNeverFinishedIsRecordedAsInterrupted() throws {
         let h = try DaemonHarness(workers: 1)
         h.host.store.inProgress = HistoryEntry(
-            kind: "deploy", release: "/srv/r9", previousRelease: nil, outcome: "in-progress", detail: nil, startedAt: wallClockNow() - 5,
+            kind: "deploy", release: "/srv/r9", previousRelease: nil, outcome: .inProgress, detail: nil, startedAt: wallClockNow() - 5,
             duration: 0, uid: 0)
         try h.start()
         let entry = try #require(h.supervisor.history.last)
-        #expect(entry.outcome == "interrupted")
+        #expect(entry.outcome == .interrupted)
         #expect(entry.release == "/srv/r9")
         #expect(entry.detail == "baton exited before it finished; restarted on \(h.initialRelease)")
         #expect(h.servingReleases == [h.initialRelease])

@@ -29,8 +29,8 @@ extension RealSystemdTests {
         #expect(after.workers.count == 4 && after.workers.allSatisfy { $0.state == "ready" && $0.release == r1 }, "\(run.transcript)")
         #expect(run["deploy_rc"] != "0", "the interrupted deploy's client exited 0\n\(run.transcript)")
         let history = try run.json([HistoryEntry].self, "history_after")
-        #expect(!history.contains { $0.release == r2 && $0.outcome == "succeeded" }, "\(history)")
-        #expect(history.last?.kind == "deploy" && history.last?.release == r2 && history.last?.outcome == "interrupted", "\(history)")
+        #expect(!history.contains { $0.release == r2 && $0.outcome == .succeeded }, "\(history)")
+        #expect(history.last?.kind == "deploy" && history.last?.release == r2 && history.last?.outcome == .interrupted, "\(history)")
 
         // Under load: requests answered after the restart; at most one failure per open
         // connection at the kill (systemd SIGKILLs the cgroup), as in killNine.
@@ -42,7 +42,7 @@ extension RealSystemdTests {
         let final = try run.status("status_final")
         #expect(final.release == r2 && final.workers.count == 4 && final.workers.allSatisfy { $0.state == "ready" && $0.release == r2 }, "\(run.transcript)")
         let finalHistory = try run.json([HistoryEntry].self, "history_final")
-        #expect(finalHistory.last?.release == r2 && finalHistory.last?.outcome == "succeeded", "\(finalHistory)")
+        #expect(finalHistory.last?.release == r2 && finalHistory.last?.outcome == .succeeded, "\(finalHistory)")
         print(
             "kill -9 mid-deploy (after \(run["mid_deploy_ms"]) ms of the deploy): new MainPID after \(run["kill_ms"]) ms, "
                 + "all workers ready on r1 after \(run["kill_ready_ms"]) ms; deploy client exit \(run["deploy_rc"]); load \(load); "

@@ -42,11 +42,11 @@ public struct ControlPolicy: Sendable {
         if peer.uid == 0 || peer.uid == daemonUID { return nil }
         let groups = Set(peer.groups)
         if let g = controlGroup, groups.contains(g) {
-            if request.cmd == "upgrade" {
+            if request.command == .upgrade {
                 return "permission denied: upgrade executes a binary as baton's user; only root or uid \(daemonUID) may ask for it"
                     + " (uid \(peer.uid) is in the control group)"
             }
-            if request.cmd == "deploy", workerUID == 0 {
+            if request.command == .deploy, workerUID == 0 {
                 let options = request.deploy
                 if options?.command != nil {
                     return "permission denied: a deploy --command from uid \(peer.uid) would run as root ([app] user is not set); only root may"
@@ -57,7 +57,7 @@ public struct ControlPolicy: Sendable {
             }
             return nil
         }
-        if ControlProtocol.readOnlyCommands.contains(request.cmd), let g = readGroup, groups.contains(g) { return nil }
+        if request.command?.isMutating == false, let g = readGroup, groups.contains(g) { return nil }
         return "permission denied: uid \(peer.uid) is not root, baton's user, or in the control group"
     }
 }

@@ -9,11 +9,9 @@ public enum ControlProtocol {
     public static let maxRequestBytes = 64 * 1024
 
     /// Verbs that change state (their callers' uids are logged).
-    public static let mutatingCommands: Set<String> = [
-        "reload", "deploy", "rollback", "upgrade", "preflight", "prune-releases",
-    ]
+    public static let mutatingCommands = Set(ControlCommand.allCases.filter(\.isMutating).map(\.rawValue))
     /// Verbs that only read.
-    public static let readOnlyCommands: Set<String> = ["status", "ping", "history", "attach", "releases"]
+    public static let readOnlyCommands = Set(ControlCommand.allCases.filter { !$0.isMutating }.map(\.rawValue))
 
     /// Decodes one request line or says, in one line, why not.
     public static func decodeRequest(_ line: [UInt8]) -> Result<ControlRequest, ControlProtocolError> {
@@ -27,7 +25,7 @@ public enum ControlProtocol {
         guard request.v == version else {
             return .failure(.init("unsupported protocol version \(request.v) (this baton speaks \(version))"))
         }
-        guard mutatingCommands.contains(request.cmd) || readOnlyCommands.contains(request.cmd) else {
+        guard request.command != nil else {
             return .failure(.init("unknown command \"\(printable(request.cmd))\""))
         }
         if let problem = request.problem() { return .failure(.init("invalid request: \(problem)")) }
@@ -57,6 +55,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// The verb: status, ping, reload, deploy, rollback, history, attach, preflight, upgrade,
     /// releases, prune-releases.
     public var cmd: String
+    /// `cmd` as a verb; nil for a word no verb has (``ControlProtocol/decodeRequest(_:)`` refuses those).
+    public var command: ControlCommand? { ControlCommand(rawValue: cmd) }
     /// deploy: the options.
     public var deploy: DeployOptions?
     /// upgrade: the binary to re-execute (nil: baton's own executable).
@@ -226,6 +226,25 @@ public struct DeployOptions: Codable, Sendable, Equatable {
         self.timeout = timeout
         self.dryRun = dryRun
         self.wait = wait
+    }
+}
+
+extension DeployOptions {
+    /// `strategy` names no strategy; its text is the one-line error the client gets.
+    public struct InvalidStrategy: Error, Sendable, Equatable, CustomStringConvertible {
+        /// What the client sent.
+        public var value: String
+        /// An error for `value`.
+        public init(value: String) { self.value = value }
+        /// The one-line error.
+        public var description: String { "--strategy must be auto, surge or replace, got \"\(value)\"" }
+    }
+
+    /// `strategy`, parsed once where the request comes in: nil when not given (the config's).
+    public func parsedStrategy() throws(InvalidStrategy) -> DeployStrategy? {
+        guard let strategy else { return nil }
+        guard let parsed = DeployStrategy(rawValue: strategy) else { throw InvalidStrategy(value: strategy) }
+        return parsed
     }
 }
 

@@ -56,9 +56,8 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
     public var release: String
     /// The release before.
     public var previousRelease: String?
-    /// succeeded | rolled-back | failed | degraded | timed-out | refused | interrupted
-    /// (baton exited before it finished: the release was not committed).
-    public var outcome: String
+    /// How it ended (encoded as its name: `succeeded`, `rolled-back` …).
+    public var outcome: OperationOutcome
     /// One-line detail (the failure reason).
     public var detail: String?
     /// Start, seconds since the epoch.
@@ -75,7 +74,10 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
     }
 
     /// Creates an entry.
-    public init(kind: String, release: String, previousRelease: String?, outcome: String, detail: String?, startedAt: Double, duration: Double, uid: UInt32?) {
+    public init(
+        kind: String, release: String, previousRelease: String?, outcome: OperationOutcome, detail: String?, startedAt: Double,
+        duration: Double, uid: UInt32?
+    ) {
         self.kind = kind
         self.release = release
         self.previousRelease = previousRelease

@@ -12,8 +12,10 @@ public enum RestartReason: String, Sendable, Equatable, Codable, CaseIterable {
     case leakPrediction = "leak-prediction"
     /// The worker exited on its own and was respawned.
     case crash
-    /// A deploy (or rollback) replaced it.
+    /// A deploy replaced it.
     case deploy
+    /// A rollback replaced it.
+    case rollback
     /// A reload replaced it.
     case reload
     /// An operator asked for it.
@@ -26,12 +28,22 @@ public enum RestartReason: String, Sendable, Equatable, Codable, CaseIterable {
     case livenessProbe = "liveness-probe"
     /// The kernel's OOM killer killed the worker or a process of its tree.
     case oom
+    /// `baton preflight --roll-ahead` (or the held reservation) replaced it.
+    case rollAhead = "roll-ahead"
+    /// It reported (`X_BATON_REQUESTS=`) more requests than its `rolling.max_requests` limit.
+    case maxRequests = "max-requests"
+    /// It was not ready within `readiness.timeout` and was killed.
+    case readinessTimeout = "readiness-timeout"
+    /// Its process could not be spawned (the status shows the error).
+    case startFailed = "start-failed"
 
     /// True for the reasons the periodic ``RestartPolicy`` decides.
     public var isPolicy: Bool {
         switch self {
         case .age, .memoryThreshold, .workerLimit, .leakPrediction: true
-        case .crash, .deploy, .reload, .manual, .watchdog, .liveness, .livenessProbe, .oom: false
+        case .crash, .deploy, .rollback, .reload, .manual, .watchdog, .liveness, .livenessProbe, .oom, .rollAhead, .maxRequests,
+            .readinessTimeout, .startFailed:
+            false
         }
     }
 }

@@ -15,7 +15,7 @@ public enum WorkerExit: Sendable, Equatable {
     /// A new worker of the running rollout exited after it became ready.
     case newReleaseFailed(reason: String)
     /// The slot's worker failed; `countsUptime`: it had become ready.
-    case slotFailed(reason: String, countsUptime: Bool)
+    case slotFailed(reason: RestartCause, countsUptime: Bool)
 
     /// Where the worker was in its slot.
     public enum Place: Sendable, Equatable, CaseIterable {
@@ -41,19 +41,19 @@ public enum WorkerExit: Sendable, Equatable {
     /// why baton was stopping it, if it was (readiness timeout, watchdog, liveness);
     /// `runsRolloutRelease`: it runs the release the running rollout rolls out.
     public static func classify(
-        place: Place, stage: Stage, stopReason: String?, exit: String, pid: Int32, runsRolloutRelease: Bool
+        place: Place, stage: Stage, stopReason: RestartReason?, exit: String, pid: Int32, runsRolloutRelease: Bool
     ) -> WorkerExit {
         switch (place, stage) {
         case (.draining, _), (.current, .draining):
             return .drained
         case (.replacement, _):
-            return .replacementFailed(reason: stopReason ?? "exited during start (\(exit))")
+            return .replacementFailed(reason: stopReason?.rawValue ?? "exited during start (\(exit))")
         case (.current, .ready) where runsRolloutRelease:
             return .newReleaseFailed(reason: "pid \(pid) exited after becoming ready (\(exit))")
         case (.current, .ready):
-            return .slotFailed(reason: stopReason ?? "crash", countsUptime: true)
+            return .slotFailed(reason: RestartCause(stopReason ?? .crash), countsUptime: true)
         case (.current, .starting):
-            return .slotFailed(reason: stopReason ?? "exited during start", countsUptime: false)
+            return .slotFailed(reason: stopReason.map { RestartCause($0) } ?? .exitedDuringStart, countsUptime: false)
         }
     }
 }
