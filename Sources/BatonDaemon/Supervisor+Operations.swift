@@ -184,6 +184,9 @@ extension Supervisor {
             config = Self.applying(newConfig, keepingRestartOnlyFrom: config)
             notifier.reloading(status: "reloading: rolling restart of \(slots.count) workers")
         } else {
+            // A rollback goes to the release before the one serving when it *runs*: one queued
+            // (--wait) behind a deploy undoes that deploy, not the one before it.
+            if op.kind == .rollback, let previous = releaseState.previous { op.target = previous }
             spec = try makeSpec(config, release: op.target!)
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()

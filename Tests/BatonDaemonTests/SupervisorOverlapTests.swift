@@ -57,10 +57,10 @@ import Testing
         let waiting = h.rollback(wait: true)
         h.finishOperations()
         #expect(waiting.reply?.ok == true)
-        // The rollback ran after the deploy of r2, onto the release that was the previous one
-        // when it was asked for (r0): its target is resolved at the request.
+        // The rollback ran after the deploy of r2 and undid it: its target is the release
+        // before the serving one when it runs (r1), not when it was asked for (r0).
         #expect(h.supervisor.history.map(\.kind) == ["deploy", "deploy", "rollback"])
-        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+        #expect(h.servingReleases == [r1, r1])
     }
 
     @Test func reloadDuringDeployQueuesAndASecondReloadJoinsIt() throws {
