@@ -84,6 +84,17 @@ extension Supervisor {
         }
     }
 
+    /// Replaces the worker of one slot for `reason` as a policy operation (the overlap rules
+    /// apply: refused while another operation runs), logged with `message`. The memory policy,
+    /// the request-count recycler and the OOM watch all restart this way.
+    func submitPolicyRestart(slot: Int, reason: RestartReason, log message: String) {
+        logger.info("\(message)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
+        let op = makeOperation(kind: .policy, options: nil, uid: nil)
+        op.slots = [slot]
+        op.reason = reason
+        submit(op)
+    }
+
     private func runPolicy(detailed: Bool) {
         let busy = operations.isBusy || upgradeInProgress
         let readings = try? host.memory.hostReadings()
@@ -105,11 +116,7 @@ extension Supervisor {
             guard !detailed, !memoryReadRunning else { return }
             sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
         case .replace(let slot, let reason, let detail)?:
-            logger.info("restart policy: \(detail)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
-            let op = makeOperation(kind: .policy, options: nil, uid: nil)
-            op.slots = [slot]
-            op.reason = reason
-            submit(op)
+            submitPolicyRestart(slot: slot, reason: reason, log: "restart policy: \(detail)")
         case nil:
             break
         }

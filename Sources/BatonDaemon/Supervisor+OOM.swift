@@ -129,11 +129,7 @@ extension Supervisor {
         oomWatch.pendingReplacements = oomWatch.pendingReplacements.filter { slots[$0.key].current?.pid == $0.value }
         guard !operations.isBusy, !upgradeInProgress, let slot = oomWatch.pendingReplacements.keys.min() else { return }
         oomWatch.pendingReplacements[slot] = nil
-        let op = makeOperation(kind: .policy, options: nil, uid: nil)
-        op.slots = [slot]
-        op.reason = .oom
-        logger.info("replacing slot \(slot) after an OOM kill in its process tree", metadata: ["slot": .stringConvertible(slot), "reason": "oom"])
-        submit(op)
+        submitPolicyRestart(slot: slot, reason: .oom, log: "replacing slot \(slot) after an OOM kill in its process tree")
     }
 
     /// Whether `worker`'s own exit (SIGKILL, not sent by baton) was an OOM kill: reads the counter

@@ -36,12 +36,6 @@ extension Supervisor {
         }
         let busy = operations.isBusy || upgradeInProgress
         guard let decision = requestRecycler.decide(now: loop.now(), workers: workers, operationRunning: busy) else { return }
-        logger.info(
-            "restart policy: \(decision.detail)",
-            metadata: ["slot": .stringConvertible(decision.slot), "reason": .string(RestartReason.maxRequests.rawValue)])
-        let op = makeOperation(kind: .policy, options: nil, uid: nil)
-        op.slots = [decision.slot]
-        op.reason = .maxRequests
-        submit(op)
+        submitPolicyRestart(slot: decision.slot, reason: .maxRequests, log: "restart policy: \(decision.detail)")
     }
 }

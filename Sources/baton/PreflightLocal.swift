@@ -1,6 +1,5 @@
 import BatonCore
 import BatonSystem
-import FoundationEssentials
 import Glibc
 
 /// `baton preflight --need SIZE --pid PID | --unit NAME`: the same question for a host whose app
@@ -54,9 +53,8 @@ struct PreflightLocal {
             ? ControlReply(ok: true, message: verdict.summary, details: details, preflight: report)
             : ControlReply(ok: false, error: verdict.summary, code: BatonExitCode.failure, details: details, preflight: report)
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(reply), as: UTF8.self))
+            // The line the daemon would send for the same reply.
+            print(String(decoding: ControlProtocol.encodeLine(reply).dropLast(), as: UTF8.self))
         } else {
             for line in details { print(line) }
         }

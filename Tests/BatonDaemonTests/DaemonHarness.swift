@@ -168,9 +168,6 @@ final class DaemonHarness {
 extension DaemonHarness {
     /// What the restart policy does when it orders a replacement (`Supervisor+Memory.swift`).
     func requestPolicyRestart(slot: Int, reason: RestartReason) {
-        let op = supervisor.makeOperation(kind: .policy, options: nil, uid: nil)
-        op.slots = [slot]
-        op.reason = reason
-        supervisor.submit(op)
+        supervisor.submitPolicyRestart(slot: slot, reason: reason, log: "test: policy restart of slot \(slot)")
     }
 }
