@@ -242,10 +242,11 @@ extension Supervisor {
         submit(op)
     }
 
-    /// Every serving worker's USS growth since ready, from the last sample.
-    func currentGrowth() -> [WorkerGrowth] {
+    /// Every serving worker's USS growth since ready, from the last sample (`readyOnly`: only
+    /// workers that are ready now).
+    func currentGrowth(readyOnly: Bool = false) -> [WorkerGrowth] {
         slots.compactMap { slot -> WorkerGrowth? in
-            guard let w = slot.current, let now = w.memory?.uss else { return nil }
+            guard let w = slot.current, !readyOnly || w.state == .ready, let now = w.memory?.uss else { return nil }
             return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
         }
     }

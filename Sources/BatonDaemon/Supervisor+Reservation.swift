@@ -44,10 +44,8 @@ extension Supervisor {
 
     /// Starts holding `bytes` for `hold` (replacing any reservation held before).
     func holdReservation(bytes: UInt64, hold: Duration, rolledAhead: Duration?) {
-        if let timer = reservation.timer { loop.cancel(timer) }
-        let previousTime = reservation.replacementTime
-        reservation = ReservationState()
-        reservation.replacementTime = rolledAhead ?? previousTime
+        resetReservation()
+        if let rolledAhead { reservation.replacementTime = rolledAhead }
         reservation.held = Reservation(bytes: bytes, margin: config.memory.reservationMargin, now: loop.now(), hold: hold)
         logger.info(
             "reservation: \(Units.formatSize(bytes)) held (+ \(Units.formatSize(config.memory.reservationMargin)) margin) for \(Units.formatDuration(hold))"
@@ -59,12 +57,16 @@ extension Supervisor {
     @discardableResult
     func releaseReservation(_ why: String) -> Reservation? {
         guard let held = reservation.held else { return nil }
-        if let timer = reservation.timer { loop.cancel(timer) }
-        let time = reservation.replacementTime
-        reservation = ReservationState()
-        reservation.replacementTime = time
+        resetReservation()
         logger.info("reservation: \(Units.formatSize(held.bytes)) released (\(why)); \(held.rolls) worker\(held.rolls == 1 ? "" : "s") rolled while held")
         return held
+    }
+
+    /// Cancels the sampling and forgets the reservation; the measured replacement time stays
+    /// (it describes the app, not the reservation).
+    private func resetReservation() {
+        if let timer = reservation.timer { loop.cancel(timer) }
+        reservation = ReservationState(replacementTime: reservation.replacementTime)
     }
 
     /// `baton preflight --release-reservation`.
@@ -113,11 +115,7 @@ extension Supervisor {
     /// Rolls the serving worker with the largest growth since ready, measured now.
     private func rollForReservation(available: Int64, trigger: UInt64) {
         sample(detailed: true)
-        let growth = slots.compactMap { slot -> WorkerGrowth? in
-            guard let w = slot.current, w.state == .ready, let now = w.memory?.uss else { return nil }
-            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
-        }
-        guard let next = RollAhead.order(growth).first, next.growth > 0 else {
+        guard let next = RollAhead.order(currentGrowth(readyOnly: true)).first, next.growth > 0 else {
             if !reservation.warnedNothingToRoll {
                 reservation.warnedNothingToRoll = true
                 logger.warning(
