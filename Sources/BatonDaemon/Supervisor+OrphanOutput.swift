@@ -62,10 +62,7 @@ extension Supervisor {
             if n <= 0 { break }
             total += n
         }
-        if !orphan.partialLine.isEmpty {
-            emitOrphanLine(orphan, orphan.partialLine[...])
-            orphan.partialLine.removeAll()
-        }
+        orphan.outputLines.flush { emitOrphanLine(orphan, $0) }
         loop.unregister(fd: orphan.outputFD)
         close(orphan.outputFD)
         orphan.outputFD = -1
@@ -76,17 +73,7 @@ extension Supervisor {
         var buffer = [UInt8](repeating: 0, count: 16384)
         let n = buffer.withUnsafeMutableBytes { read(orphan.outputFD, $0.baseAddress, $0.count) }
         guard n > 0 else { return n }
-        orphan.partialLine.append(contentsOf: buffer[0..<n])
-        var start = orphan.partialLine.startIndex
-        while let newline = orphan.partialLine[start...].firstIndex(of: 0x0A) {
-            emitOrphanLine(orphan, orphan.partialLine[start..<newline])
-            start = newline + 1
-        }
-        orphan.partialLine.removeSubrange(..<start)
-        if orphan.partialLine.count > 8192 {
-            emitOrphanLine(orphan, orphan.partialLine[...])
-            orphan.partialLine.removeAll()
-        }
+        orphan.outputLines.append(buffer[0..<n]) { emitOrphanLine(orphan, $0) }
         return n
     }
 

@@ -158,26 +158,14 @@ extension Supervisor {
                 return
             }
             total += n
-            worker.partialLine.append(contentsOf: buffer[0..<n])
-            // Lines are cut out by index and the consumed prefix removed once
-            // (removing line by line moved the rest of the chunk for every line).
-            var start = worker.partialLine.startIndex
-            while let newline = worker.partialLine[start...].firstIndex(of: 0x0A) {
-                emitOutputLine(worker, Array(worker.partialLine[start..<newline]))
-                start = newline + 1
-            }
-            worker.partialLine.removeSubrange(..<start)
-            if worker.partialLine.count > 8192 {
-                emitOutputLine(worker, worker.partialLine)
-                worker.partialLine.removeAll()
-            }
+            worker.outputLines.append(buffer[0..<n]) { emitOutputLine(worker, $0) }
         }
     }
 
     /// Bytes of one worker's output read per wakeup of the loop (64 KiB).
     static let outputBytesPerWakeup = 64 * 1024
 
-    private func emitOutputLine(_ worker: Worker, _ bytes: [UInt8]) {
+    private func emitOutputLine(_ worker: Worker, _ bytes: ArraySlice<UInt8>) {
         let line = String(decoding: bytes, as: UTF8.self)
         worker.recentOutput.append(line)
         logger.info("[slot \(worker.slot) pid \(worker.pid)] \(line)")
@@ -185,10 +173,7 @@ extension Supervisor {
 
     private func closeOutput(_ worker: Worker) {
         guard worker.outputFD >= 0 else { return }
-        if !worker.partialLine.isEmpty {
-            emitOutputLine(worker, worker.partialLine)
-            worker.partialLine.removeAll()
-        }
+        worker.outputLines.flush { emitOutputLine(worker, $0) }
         loop.unregister(fd: worker.outputFD)
         worker.outputFD = -1  // closes it
     }

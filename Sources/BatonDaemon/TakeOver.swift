@@ -47,7 +47,7 @@ final class OrphanWorker {
     /// The read end of its output pipe, taken from it (-1: none), relayed to baton's log.
     var outputFD: Int32 = -1
     /// Bytes of an unfinished output line.
-    var partialLine: [UInt8] = []
+    var outputLines = OutputLines()
 
     init(slot: Int, pid: pid_t, pidfd: Int32) {
         self.slot = slot

@@ -63,7 +63,7 @@ final class Worker {
         set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
     }
     /// Bytes of an unfinished output line.
-    var partialLine: [UInt8] = []
+    var outputLines = OutputLines()
     /// The last lines of output (for failure reports).
     var recentOutput = RingBuffer<String>(capacity: 20)
     /// Timers that belong to this worker (readiness timeout, delay, probe, kill).
