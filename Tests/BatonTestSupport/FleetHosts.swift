@@ -10,8 +10,8 @@ import Glibc
 /// test's temp directory) and its own `baton serve` listening on the host's
 /// address. The namespaces share the filesystem: each host has its own folder.
 ///
-/// `teardown()` stops every baton and sshd by pid, deletes the namespaces (the
-/// veth pairs go with them) and the temp directory; call it in a `defer`.
+/// `teardown()` stops every baton and sshd by pid, deletes the veth pairs and the
+/// namespaces and the temp directory; call it in a `defer`.
 public final class FleetHosts: @unchecked Sendable {
     // @unchecked: `hosts` is filled in init and only read afterwards; the
     // processes in it are themselves safe.
@@ -122,7 +122,7 @@ public final class FleetHosts: @unchecked Sendable {
         for host in hosts {
             host.baton.stop(timeout: .seconds(30))
             host.sshd.stop(timeout: .seconds(10))
-            _ = try? TestProcess.run(["ip", "netns", "del", host.namespace], timeout: .seconds(10))
+            Self.removeNetwork(namespace: host.namespace, veth: host.veth)
         }
         hosts.removeAll()
         TestPaths.remove(directory)
@@ -149,7 +149,7 @@ public final class FleetHosts: @unchecked Sendable {
         ]
         for argv in setup {
             do { try Self.run(argv) } catch {
-                _ = try? TestProcess.run(["ip", "netns", "del", namespace], timeout: .seconds(10))
+                Self.removeNetwork(namespace: namespace, veth: veth)
                 throw error
             }
         }
@@ -178,7 +178,7 @@ public final class FleetHosts: @unchecked Sendable {
             return Host(name: name, namespace: namespace, address: address, veth: veth, directory: folder, sshd: sshd, baton: baton)
         } catch {
             started.reversed().forEach { $0.stop(timeout: .seconds(10)) }
-            _ = try? TestProcess.run(["ip", "netns", "del", namespace], timeout: .seconds(10))
+            Self.removeNetwork(namespace: namespace, veth: veth)
             throw error
         }
     }
@@ -233,6 +233,15 @@ public final class FleetHosts: @unchecked Sendable {
             if !used.contains("10.213.\(k).") { return k }
         }
         throw HarnessError("no free 10.213.K.0/24")
+    }
+
+    /// Deletes a host's veth pair, then its namespace. Deleting the root end removes
+    /// the pair before `ip` returns; a deleted namespace's links go later, on the
+    /// kernel's cleanup worker, so `netns del` alone left the veth listed for a
+    /// moment after it returned.
+    private static func removeNetwork(namespace: String, veth: String) {
+        _ = try? TestProcess.run(["ip", "link", "del", veth], timeout: .seconds(10))
+        _ = try? TestProcess.run(["ip", "netns", "del", namespace], timeout: .seconds(10))
     }
 
     /// Deletes the namespaces of earlier runs of this suite whose test runner is gone
