@@ -50,7 +50,7 @@ extension Integration {
         @Test("silent connections are closed after the idle timeout; the client over the limit is told why and the CLI exits 3")
         func silentConnections() throws {
             let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
-            let daemon = try QuietDaemon(command: Self.sleeper, workers: 1, stderr: null, control: "idle_timeout = \"10s\"")
+            let daemon = try QuietDaemon(command: Self.sleeper, workers: 1, stderr: null, control: "idle_timeout = \"4s\"")
             close(null)
             defer { daemon.cleanUp() }
             try #require(try daemon.waitUntilReady(workers: 1, timeout: .seconds(60)) != nil)

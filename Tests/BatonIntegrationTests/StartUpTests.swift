@@ -55,7 +55,7 @@ extension Integration {
             let script = directory + "/slots.sh"
             TestPaths.write(
                 script,
-                "#!/bin/sh\ncase \"$BATON_SLOT\" in\n0) exec \(Self.worker) --fail-boot ;;\n1) exec \(Self.worker) --boot-delay 15 ;;\n*) exec \(Self.worker) ;;\nesac\n",
+                "#!/bin/sh\ncase \"$BATON_SLOT\" in\n0) exec \(Self.worker) --fail-boot ;;\n1) exec \(Self.worker) --boot-delay 5 ;;\n*) exec \(Self.worker) ;;\nesac\n",
                 mode: 0o755)
             let baton = try BatonHarness(
                 workers: 3, command: [script], extraApp: "start_concurrency = 1", waitReady: false, tag: "prfl", reuse: directory)
