@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""Conformance driver for molds (docs/MOLD.md): plays baton's side against a mold command.
+
+    mold_conformance.py [--directory DIR] [--timeout S] [--refork] -- COMMAND...
+
+It starts COMMAND as baton would start a mold (listening socket at fd 3,
+LISTEN_FDS/LISTEN_PID, NOTIFY_SOCKET, BATON_MOLD_FD, BATON_SLOT=mold,
+BATON_RELEASE), with real processes and sockets, and checks what the protocol
+promises: readiness, spawn replies, the double fork (the worker is the
+driver's child, which is a child subreaper, and no zombie is left under the
+mold), setsid, descriptor placement, LISTEN_PID, serving, graceful SIGTERM,
+copy-on-write sharing between two workers, the mold's exit on end of file, and
+with --refork the promotion of a worker to a mold.
+
+The mold must load an app with the routes of adapters/conformance/apps
+(config.ru or conformance_app.py): GET /env, GET /slow?ms=N.
+
+Each worker gets a listening socket of its own (not the mold's) so that every
+HTTP check reaches the worker it is about. One line per check on stdout; the
+mold's and workers' output on stderr, prefixed. Exit 0 when every check
+passed, 1 naming the first failed check, 2 on a usage error. Every wait is
+bounded by --timeout; on the way out it SIGKILLs, by pid, whatever it started
+that is still running, and reaps it.
+"""
+
+import argparse
+import array
+import ctypes
+import fcntl
+import http.client
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+LISTEN_TARGET = 3
+MOLD_FD_TARGET = 4
+PIPE_KEEP_TARGET = 1000
+
+
+class CheckFailed(Exception):
+    """A check did not hold: names the check and what was seen."""
+
+    def __init__(self, check, detail):
+        super().__init__("%s: %s" % (check, detail))
+        self.check = check
+
+
+def proc_stat(pid):
+    """(state, ppid, pgrp, session) of /proc/PID/stat, or None when gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def smaps_rollup(pid):
+    """The kB fields of /proc/PID/smaps_rollup."""
+    values = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                values[parts[0].rstrip(":")] = int(parts[1])
+    return values
+
+
+class Lines:
+    """Lines read from a pipe by a thread, echoed to stderr with a prefix, awaitable."""
+
+    def __init__(self, fd, prefix):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(fd, prefix), daemon=True)
+        self.thread.start()
+
+    def _read(self, fd, prefix):
+        partial = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            partial += chunk
+            while b"\n" in partial:
+                line, partial = partial.split(b"\n", 1)
+                text = line.decode("utf-8", "replace")
+                sys.stderr.write("%s| %s\n" % (prefix, text))
+                with self.cond:
+                    self.lines.append(text)
+                    self.cond.notify_all()
+
+    def wait_for(self, text, deadline):
+        """True when a line containing text was read before deadline."""
+        with self.cond:
+            while not any(text in line for line in self.lines):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+
+class Worker:
+    """What the driver holds for one spawned worker."""
+
+    def __init__(self, name, slot, listener, notify, notify_path, out_r, out_w):
+        self.name = name
+        self.slot = slot
+        self.listener = listener
+        self.port = listener.getsockname()[1]
+        self.notify = notify
+        self.notify_path = notify_path
+        self.out_r = out_r
+        self.out_w = out_w
+        self.output = Lines(out_r, name)
+        self.pid = None
+
+
+class Driver:
+    """Starts the mold, sends requests, runs the checks, cleans up."""
+
+    def __init__(self, command, directory, timeout):
+        self.command = command
+        self.directory = directory
+        self.timeout = timeout
+        self.temp = tempfile.mkdtemp(prefix="mold-conf-")
+        self.started = []  # pids to kill on the way out (all are our children)
+        self.passed = 0
+        self.next_id = 0
+        self.base_env = {k: v for k, v in os.environ.items()
+                         if k != "NOTIFY_SOCKET" and not k.startswith(("LISTEN_", "WATCHDOG_", "BATON_"))}
+
+    # -- reporting -----------------------------------------------------------
+
+    def ok(self, check, detail=""):
+        self.passed += 1
+        print("PASS %s%s" % (check, (": " + detail) if detail else ""), flush=True)
+
+    def deadline(self):
+        return time.monotonic() + self.timeout
+
+    # -- sockets -------------------------------------------------------------
+
+    def listener(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(128)
+        return s
+
+    def notify_socket(self, name):
+        path = os.path.join(self.temp, "notify-" + name)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        s.bind(path)
+        return s, path
+
+    def wait_ready(self, check, notify, pid):
+        """Waits for READY=1 sent by pid (SCM_CREDENTIALS) on notify."""
+        deadline = self.deadline()
+        seen = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([notify], [], [], left)[0]:
+                raise CheckFailed(check, "no READY=1 from pid %d within %ss (got %r)" % (pid, self.timeout, seen))
+            data, ancdata, _, _ = notify.recvmsg(4096, socket.CMSG_SPACE(12))
+            sender = None
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    sender = struct.unpack("iII", payload[:12])[0]
+            text = data.decode("utf-8", "replace")
+            seen.append((sender, text))
+            if "READY=1" in text.split("\n"):
+                if sender != pid:
+                    raise CheckFailed(check, "READY=1 came from pid %s, not %d" % (sender, pid))
+                return
+
+    # -- processes -----------------------------------------------------------
+
+    def start_mold(self):
+        self.mold_listener = self.listener()
+        self.channel, mold_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.mold_notify, notify_path = self.notify_socket("mold")
+        out_r, out_w = os.pipe()
+        env = dict(self.base_env)
+        env.update({"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http", "NOTIFY_SOCKET": notify_path,
+                    "BATON_MOLD_FD": str(MOLD_FD_TARGET), "BATON_SLOT": "mold", "BATON_RELEASE": self.directory})
+        sources = {LISTEN_TARGET: self.mold_listener.fileno(), MOLD_FD_TARGET: mold_end.fileno(), 1: out_w, 2: out_w}
+        # Forked before any thread of ours runs; the child only places descriptors and execs.
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                # above every target first, so that placing one never overwrites another's source
+                moved = {t: fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for t, fd in sources.items()}
+                null = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(null, 0)
+                for t, fd in moved.items():
+                    os.dup2(fd, t)
+                os.closerange(MOLD_FD_TARGET + 1, 65536)
+                env["LISTEN_PID"] = str(os.getpid())
+                os.chdir(self.directory)
+                os.execvpe(self.command[0], self.command, env)
+            except BaseException as error:  # noqa: B902: the child must never return into the driver
+                os.write(2, ("cannot start the mold: %s\n" % error).encode())
+            os._exit(127)
+        self.started.append(pid)
+        self.mold_pid = pid
+        mold_end.close()
+        os.close(out_w)
+        self.mold_output = Lines(out_r, "mold")
+        self.wait_ready("mold ready", self.mold_notify, pid)
+        self.ok("mold ready", "READY=1 from the mold (pid %d)" % pid)
+
+    def spawn(self, channel, name, slot, extra=None):
+        """Sends one spawn request on channel; returns the Worker with its pid (checks the reply)."""
+        listener = self.listener()
+        notify, notify_path = self.notify_socket(name)
+        out_r, out_w = os.pipe()
+        worker = Worker(name, slot, listener, notify, notify_path, out_r, out_w)
+        env = dict(self.base_env)
+        env.update({"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http", "NOTIFY_SOCKET": notify_path,
+                    "BATON_SLOT": slot, "BATON_RELEASE": self.directory})
+        fds = [listener.fileno(), out_w, out_w, out_r]
+        targets = [LISTEN_TARGET, 1, 2, PIPE_KEEP_TARGET]
+        if extra is not None:
+            fds.append(extra.fileno())
+            targets.append(MOLD_FD_TARGET)
+            env["BATON_MOLD_FD"] = str(MOLD_FD_TARGET)
+        self.next_id += 1
+        request = {"op": "spawn", "id": self.next_id, "env": ["%s=%s" % kv for kv in sorted(env.items())],
+                   "fds": targets, "listen_pid": True, "watchdog_pid": False}
+        check = "%s spawn reply" % name
+        channel.sendmsg([json.dumps(request).encode()],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+        reply = self.receive(channel, check)
+        if reply.get("id") != self.next_id or not isinstance(reply.get("pid"), int) or "error" in reply:
+            raise CheckFailed(check, "expected {\"id\": %d, \"pid\": N}, got %r" % (self.next_id, reply))
+        worker.pid = reply["pid"]
+        self.started.append(worker.pid)
+        self.ok(check, "pid %d" % worker.pid)
+        return worker
+
+    def receive(self, channel, check):
+        """One JSON datagram from channel, within the timeout."""
+        left = self.timeout
+        if not select.select([channel], [], [], left)[0]:
+            raise CheckFailed(check, "no reply within %ss" % self.timeout)
+        data = channel.recv(65536)
+        if not data:
+            raise CheckFailed(check, "the channel was closed (end of file) instead of a reply")
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise CheckFailed(check, "not JSON: %r" % data[:200])
+
+    def wait_exit(self, pid, check):
+        """The exit code of pid (our child), within the timeout."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None
+        if pidfd is not None:
+            ready = select.select([pidfd], [], [], self.timeout)[0]
+            os.close(pidfd)
+            if not ready:
+                raise CheckFailed(check, "pid %d did not exit within %ss" % (pid, self.timeout))
+        _, status = os.waitpid(pid, 0)
+        if pid in self.started:
+            self.started.remove(pid)
+        return os.waitstatus_to_exitcode(status)
+
+    # -- checks --------------------------------------------------------------
+
+    def http(self, worker, path, check):
+        conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=self.timeout)
+        try:
+            conn.request("GET", path, headers={"Connection": "close"})
+            response = conn.getresponse()
+            body = response.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as error:
+            raise CheckFailed(check, "GET %s: %s" % (path, error))
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise CheckFailed(check, "GET %s: status %d" % (path, response.status))
+        return body
+
+    def check_worker(self, worker, parent):
+        """Everything a freshly spawned worker must be (parent: the mold that forked it)."""
+        name, pid = worker.name, worker.pid
+        stat = proc_stat(pid)
+        if stat is None or stat[1] != os.getpid():
+            raise CheckFailed(name + " parent", "ppid of %d is %s, not the driver (%d): no double fork?"
+                              % (pid, stat and stat[1], os.getpid()))
+        self.ok(name + " parent", "ppid %d is the driver (a child subreaper)" % os.getpid())
+        zombies = [p for p in all_pids() if (s := proc_stat(p)) and s[1] == parent and s[0] == "Z"]
+        if zombies:
+            raise CheckFailed(name + " intermediate reaped", "zombies under mold %d: %s" % (parent, zombies))
+        self.ok(name + " intermediate reaped", "no zombie under %d" % parent)
+        self.wait_ready(name + " ready", worker.notify, pid)
+        self.ok(name + " ready", "READY=1 from pid %d on its own NOTIFY_SOCKET" % pid)
+        # before any request: a connection being closed would show as a stray socket
+        self.check_fds(worker)
+        seen = json.loads(self.http(worker, "/env", name + " serves"))
+        self.ok(name + " serves", "GET /env on its inherited socket")
+        if seen.get("pid") != pid or seen.get("listen_pid") != str(pid):
+            raise CheckFailed(name + " LISTEN_PID", "pid %s LISTEN_PID %s, expected %d" % (seen.get("pid"), seen.get("listen_pid"), pid))
+        if seen.get("listen_fds") != "1" or seen.get("baton_slot") != worker.slot:
+            raise CheckFailed(name + " environment", "LISTEN_FDS %r BATON_SLOT %r" % (seen.get("listen_fds"), seen.get("baton_slot")))
+        self.ok(name + " LISTEN_PID", "LISTEN_PID=%d, LISTEN_FDS=1, BATON_SLOT=%s" % (pid, worker.slot))
+        stat = proc_stat(pid)
+        if stat[2] != pid or stat[3] != pid:
+            raise CheckFailed(name + " setsid", "pgrp %d session %d, expected %d" % (stat[2], stat[3], pid))
+        self.ok(name + " setsid", "process group and session %d" % pid)
+
+    def check_fds(self, worker):
+        """The targets hold what was sent; nothing else is open but what a runtime opens itself."""
+        check = worker.name + " descriptors"
+        pid = worker.pid
+        links = {}
+        for entry in os.listdir("/proc/%d/fd" % pid):
+            try:
+                links[int(entry)] = os.readlink("/proc/%d/fd/%s" % (pid, entry))
+            except OSError:
+                pass
+        expected = {LISTEN_TARGET: "socket:[%d]" % os.fstat(worker.listener.fileno()).st_ino,
+                    1: "pipe:[%d]" % os.fstat(worker.out_w).st_ino, 2: "pipe:[%d]" % os.fstat(worker.out_w).st_ino,
+                    PIPE_KEEP_TARGET: "pipe:[%d]" % os.fstat(worker.out_r).st_ino}
+        for target, link in getattr(worker, "extra_expected", {}).items():
+            expected[target] = link
+        for target, link in expected.items():
+            if links.get(target) != link:
+                raise CheckFailed(check, "fd %d is %s, expected %s" % (target, links.get(target), link))
+        allowed, stray = [], []
+        counts = {}
+        for link in links.values():
+            counts[link] = counts.get(link, 0) + 1
+        for fd, link in sorted(links.items()):
+            if fd in expected:
+                continue
+            if fd == 0 and link == "/dev/null":
+                allowed.append("0=/dev/null")
+            elif link.startswith("anon_inode:"):
+                allowed.append("%d=%s" % (fd, link))  # eventfd/epoll the runtime makes itself
+            elif link.startswith("pipe:") and counts[link] >= 2 and link not in expected.values():
+                allowed.append("%d=%s (both ends here)" % (fd, link))  # a runtime's own self-pipe
+            else:
+                stray.append("%d=%s" % (fd, link))
+        if stray:
+            raise CheckFailed(check, "stray descriptors %s" % ", ".join(stray))
+        self.ok(check, "targets %s as sent%s" % (",".join(str(t) for t in sorted(expected)), (", runtime's own: " + " ".join(allowed)) if allowed else ""))
+
+    def check_sharing(self, a, b):
+        """Two workers forked from one mold share anonymous memory copy-on-write."""
+        check = "copy-on-write sharing"
+        parts = []
+        for w in (a, b):
+            m = smaps_rollup(w.pid)
+            parts.append("%s Rss %d kB Pss %d kB Anonymous %d kB Pss_Anon %s kB"
+                         % (w.name, m["Rss"], m["Pss"], m["Anonymous"], m.get("Pss_Anon", "?")))
+            if not m["Pss"] < m["Rss"]:
+                raise CheckFailed(check, "%s: Pss %d not below Rss %d" % (w.name, m["Pss"], m["Rss"]))
+            if "Pss_Anon" in m and not m["Pss_Anon"] * 4 < m["Anonymous"] * 3:
+                raise CheckFailed(check, "%s: Pss_Anon %d kB is over 3/4 of Anonymous %d kB: little is shared"
+                                  % (w.name, m["Pss_Anon"], m["Anonymous"]))
+        self.ok(check, "; ".join(parts))
+
+    def check_graceful_term(self, worker):
+        """SIGTERM to the worker's group during a request: the request completes, exit 0."""
+        check = worker.name + " SIGTERM"
+        result = {}
+
+        def slow():
+            try:
+                result["body"] = self.http(worker, "/slow?ms=1000", check)
+            except CheckFailed as error:
+                result["error"] = str(error)
+
+        thread = threading.Thread(target=slow, daemon=True)
+        thread.start()
+        if not worker.output.wait_for("slow-start %d" % worker.pid, self.deadline()):
+            raise CheckFailed(check, "the slow request did not start within %ss" % self.timeout)
+        os.killpg(worker.pid, signal.SIGTERM)
+        thread.join(self.timeout + 1)
+        if result.get("body") != "slow done":
+            raise CheckFailed(check, "the request in flight did not complete: %s" % result.get("error", result))
+        code = self.wait_exit(worker.pid, check)
+        if code != 0:
+            raise CheckFailed(check, "exit code %d, expected 0" % code)
+        self.ok(check, "the request in flight completed, exit 0")
+
+    def check_refork(self):
+        """Promotes a worker spawned with a channel, forks a worker from it, ends it."""
+        driver_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        promoted = self.spawn(self.channel, "w3", "3", extra=worker_end)
+        promoted.extra_expected = {MOLD_FD_TARGET: "socket:[%d]" % os.fstat(worker_end.fileno()).st_ino}
+        worker_end.close()
+        self.check_worker(promoted, self.mold_pid)
+        # promote during a request in flight: it completes, then the reply comes
+        result = {}
+
+        def slow():
+            try:
+                result["body"] = self.http(promoted, "/slow?ms=1000", "w3 promote")
+            except CheckFailed as error:
+                result["error"] = str(error)
+
+        thread = threading.Thread(target=slow, daemon=True)
+        thread.start()
+        if not promoted.output.wait_for("slow-start %d" % promoted.pid, self.deadline()):
+            raise CheckFailed("w3 promote", "the slow request did not start within %ss" % self.timeout)
+        driver_end.send(json.dumps({"op": "promote"}).encode())
+        reply = self.receive(driver_end, "w3 promote")
+        thread.join(self.timeout + 1)
+        if reply.get("op") != "promoted" or "error" in reply:
+            raise CheckFailed("w3 promote", "expected {\"op\": \"promoted\"}, got %r" % reply)
+        if result.get("body") != "slow done":
+            raise CheckFailed("w3 promote", "the request in flight did not complete: %s" % result.get("error", result))
+        self.ok("w3 promote", "promoted after its request in flight completed")
+        child = self.spawn(driver_end, "w4", "4")
+        self.check_worker(child, promoted.pid)
+        self.check_graceful_term(child)
+        driver_end.close()
+        code = self.wait_exit(promoted.pid, "w3 end of file")
+        if code != 0:
+            raise CheckFailed("w3 end of file", "the promoted mold exited %d, expected 0" % code)
+        self.ok("w3 end of file", "the promoted mold exited 0 on end of file")
+
+    def run(self, refork):
+        self.start_mold()
+        w1 = self.spawn(self.channel, "w1", "1")
+        self.check_worker(w1, self.mold_pid)
+        w2 = self.spawn(self.channel, "w2", "2")
+        self.check_worker(w2, self.mold_pid)
+        self.check_sharing(w1, w2)
+        self.check_graceful_term(w1)
+        if refork:
+            self.check_refork()
+        self.channel.close()
+        code = self.wait_exit(self.mold_pid, "mold end of file")
+        if code != 0:
+            raise CheckFailed("mold end of file", "the mold exited %d, expected 0" % code)
+        self.ok("mold end of file", "the mold exited 0")
+        self.http(w2, "/env", "w2 outlives the mold")
+        self.ok("w2 outlives the mold", "still serving after the mold exited")
+        self.check_graceful_term(w2)
+
+    def cleanup(self):
+        for pid in list(self.started):
+            try:
+                os.kill(pid, signal.SIGKILL)  # our children, not reaped yet: the pid is still theirs
+            except OSError:
+                pass
+        deadline = self.deadline()
+        for pid in list(self.started):
+            while time.monotonic() < deadline:
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                time.sleep(0.05)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def all_pids():
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Checks a mold command against docs/MOLD.md.")
+    parser.add_argument("--directory", default=os.getcwd(), help="the mold's working directory (BATON_RELEASE)")
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds every wait is bounded by")
+    parser.add_argument("--refork", action="store_true", help="also check promotion of a worker to a mold")
+    parser.add_argument("command", nargs="+", help="the mold command (after --)")
+    args = parser.parse_args()
+    if not os.path.isdir(args.directory):
+        print("mold_conformance: no such directory: %s" % args.directory, file=sys.stderr)
+        return 2
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("mold_conformance: prctl(PR_SET_CHILD_SUBREAPER): errno %d" % ctypes.get_errno(), file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    driver = Driver(args.command, os.path.abspath(args.directory), args.timeout)
+    try:
+        driver.run(args.refork)
+    except CheckFailed as error:
+        print("FAIL %s" % error, flush=True)
+        print("conformance: FAILED at %s (%d checks passed before)" % (error.check, driver.passed), flush=True)
+        return 1
+    finally:
+        driver.cleanup()
+    print("conformance: all %d checks passed" % driver.passed, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
