@@ -18,7 +18,7 @@ The mold must load an app with the routes of adapters/conformance/apps
 Each worker gets a listening socket of its own (not the mold's) so that every
 HTTP check reaches the worker it is about. One line per check on stdout; the
 mold's and workers' output on stderr, prefixed. Exit 0 when every check
-passed, 1 naming the first failed check, 2 on a usage error. Every wait is
+passed, 1 naming the first failed check, 2 on a usage error, 3 on SIGTERM. Every wait is
 bounded by --timeout; on the way out it SIGKILLs, by pid, whatever it started
 that is still running, and reaps it.
 """
@@ -497,6 +497,8 @@ def main():
         print("mold_conformance: prctl(PR_SET_CHILD_SUBREAPER): errno %d" % ctypes.get_errno(), file=sys.stderr)
         return 2
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # SIGTERM (a test runner giving up): still kill and reap what was started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     driver = Driver(args.command, os.path.abspath(args.directory), args.timeout)
     try:
         driver.run(args.refork)

@@ -105,7 +105,10 @@ module BatonMold
       options = {
         min_threads: Integer(ENV.fetch("PUMA_MIN_THREADS", "0")),
         max_threads: Integer(ENV.fetch("PUMA_MAX_THREADS", "5")),
+        queue_requests: ENV.fetch("PUMA_QUEUE_REQUESTS", "true") != "false",
       }
+      force = ENV["PUMA_FORCE_SHUTDOWN_AFTER"]
+      options[:force_shutdown_after] = Float(force) if force && !force.empty?
       @server = Puma::Server.new(@app, Puma::Events.stdio, options)
       listeners.each do |fd, unix, path|
         unix ? @server.binder.inherit_unix_listener(path, fd) : @server.binder.inherit_tcp_listener(nil, nil, fd)
