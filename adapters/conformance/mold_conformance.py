@@ -327,6 +327,10 @@ class Driver:
         if seen.get("listen_fds") != "1" or seen.get("baton_slot") != worker.slot:
             raise CheckFailed(name + " environment", "LISTEN_FDS %r BATON_SLOT %r" % (seen.get("listen_fds"), seen.get("baton_slot")))
         self.ok(name + " LISTEN_PID", "LISTEN_PID=%d, LISTEN_FDS=1, BATON_SLOT=%s" % (pid, worker.slot))
+        if "worker_boot_pid" in seen:  # an app that registered an adapter's after-fork hook
+            if seen["worker_boot_pid"] != pid:
+                raise CheckFailed(name + " worker boot hook", "ran in %r, not in the worker %d" % (seen["worker_boot_pid"], pid))
+            self.ok(name + " worker boot hook", "ran in the worker")
         stat = proc_stat(pid)
         if stat[2] != pid or stat[3] != pid:
             raise CheckFailed(name + " setsid", "pgrp %d session %d, expected %d" % (stat[2], stat[3], pid))

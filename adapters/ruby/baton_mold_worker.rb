@@ -28,6 +28,8 @@ module BatonMold
       ENV.replace(@env.to_h { |entry| entry.split("=", 2).then { |name, value| [name, value.to_s] } })
       ENV["LISTEN_PID"] = Process.pid.to_s if @request["listen_pid"]
       ENV["WATCHDOG_PID"] = Process.pid.to_s if @request["watchdog_pid"]
+      Process.setproctitle("baton-mold worker slot #{ENV.fetch("BATON_SLOT", "?")}")
+      BatonMold.run_worker_boot
       serve
     rescue StandardError => e
       warn "baton-mold: worker #{Process.pid}: #{e.class}: #{e.message}"
@@ -158,6 +160,7 @@ module BatonMold
       channel.sendmsg(JSON.generate({ "op" => "promoted" }))
       ENV["BATON_SLOT"] = "mold"
       ENV.delete("LISTEN_PID")
+      Process.setproctitle("baton-mold mold (promoted)")
       GC.start
       BatonMold.serve_channel(@app, channel)
     end

@@ -1,6 +1,7 @@
 # The conformance driver's Rack app (adapters/conformance/mold_conformance.py).
 # Loaded once by the mold; every worker forked from it serves:
-#   GET /env        JSON: this process's pid, LISTEN_PID, LISTEN_FDS, BATON_SLOT
+#   GET /env        JSON: this process's pid, LISTEN_PID, LISTEN_FDS, BATON_SLOT,
+#                   and the pid baton-mold's on_worker_boot hook ran in
 #   GET /slow?ms=N  prints "slow-start PID" on stdout, sleeps N ms, answers "slow done"
 #   anything else   "ok"
 # BALLAST is filled at load, in the mold, so that workers share it copy-on-write.
@@ -8,6 +9,9 @@ require "json"
 
 $stdout.sync = true
 BALLAST = ("\x01" * (Integer(ENV.fetch("CONFORMANCE_APP_MB", "16")) << 20)).freeze
+# baton-mold's hook, run in each worker after the fork: /env reports where it ran.
+$worker_boot_pid = nil
+BatonMold.on_worker_boot { $worker_boot_pid = Process.pid } if defined?(BatonMold)
 
 run lambda { |env|
   body =
@@ -15,7 +19,8 @@ run lambda { |env|
     when "/env"
       JSON.generate(
         "pid" => Process.pid, "listen_pid" => ENV["LISTEN_PID"], "listen_fds" => ENV["LISTEN_FDS"],
-        "baton_slot" => ENV["BATON_SLOT"], "ballast" => BALLAST.bytesize
+        "baton_slot" => ENV["BATON_SLOT"], "ballast" => BALLAST.bytesize,
+        "worker_boot_pid" => $worker_boot_pid
       )
     when "/slow"
       ms = Integer(env["QUERY_STRING"][/ms=(\d+)/, 1] || "1000")
