@@ -22,8 +22,9 @@ extension Integration {
 
         /// Runs the driver against `mold` (argv, run in the apps folder); returns its
         /// exit code and its check lines, with the mold's and workers' output on failure.
-        static func conform(_ mold: [String], refork: Bool) throws -> (code: Int32, report: String) {
-            let argv = ["python3", driver, "--directory", apps, "--timeout", "20"] + (refork ? ["--refork"] : []) + ["--"] + mold
+        static func conform(_ mold: [String], refork: Bool, unix: Bool = false) throws -> (code: Int32, report: String) {
+            let argv =
+                ["python3", driver, "--directory", apps, "--timeout", "20"] + (refork ? ["--refork"] : []) + (unix ? ["--unix"] : []) + ["--"] + mold
             let process = try TestProcess(argv, environment: TestPaths.cleanEnvironment(adding: ["PYTHONPATH": apps]))
             // Every wait of the driver is bounded by --timeout; SIGTERM makes it kill and reap what it started.
             let code = process.wait(timeout: .seconds(300)) ?? process.stop(timeout: .seconds(30))
@@ -39,6 +40,15 @@ extension Integration {
                 "copy-on-write sharing", "w1 SIGTERM", "w3 promote", "w4 parent", "w4 LISTEN_PID", "w3 end of file", "mold end of file",
                 "w2 outlives the mold",
             ] {
+                #expect(result.report.contains("PASS \(check)"), "no PASS \(check):\n\(result.report)")
+            }
+        }
+
+        @Test("Ruby/Rack with a TCP and a unix listener (LISTEN_FDS=2): workers serve on both, the refork channel above them")
+        func rubyAdapterTwoListeners() throws {
+            let result = try Self.conform(["ruby", adaptersFolder + "/ruby/baton-mold", "config.ru"], refork: true, unix: true)
+            #expect(result.code == 0, "\(result.report)")
+            for check in ["w1 serves on unix", "w2 serves on unix", "w3 promote", "w4 serves on unix", "mold end of file"] {
                 #expect(result.report.contains("PASS \(check)"), "no PASS \(check):\n\(result.report)")
             }
         }

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Conformance driver for molds (docs/MOLD.md): plays baton's side against a mold command.
 
-    mold_conformance.py [--directory DIR] [--timeout S] [--refork] -- COMMAND...
+    mold_conformance.py [--directory DIR] [--timeout S] [--refork] [--unix] -- COMMAND...
 
 It starts COMMAND as baton would start a mold (listening socket at fd 3,
+with --unix a unix stream listener at fd 4 too,
 LISTEN_FDS/LISTEN_PID, NOTIFY_SOCKET, BATON_MOLD_FD, BATON_SLOT=mold,
 BATON_RELEASE), with real processes and sockets, and checks what the protocol
 promises: readiness, spawn replies, the double fork (the worker is the
@@ -47,7 +48,7 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 LISTEN_TARGET = 3
-MOLD_FD_TARGET = 4
+UNIX_TARGET = 4  # the second listener, with --unix
 PIPE_KEEP_TARGET = 1000
 
 
@@ -119,6 +120,19 @@ class Lines:
             return True
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix stream socket."""
+
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
 class Worker:
     """What the driver holds for one spawned worker."""
 
@@ -126,6 +140,8 @@ class Worker:
         self.name = name
         self.slot = slot
         self.listener = listener
+        self.unix_listener = None
+        self.unix_path = None
         self.port = listener.getsockname()[1]
         self.notify = notify
         self.notify_path = notify_path
@@ -138,10 +154,15 @@ class Worker:
 class Driver:
     """Starts the mold, sends requests, runs the checks, cleans up."""
 
-    def __init__(self, command, directory, timeout):
+    def __init__(self, command, directory, timeout, unix=False):
         self.command = command
         self.directory = directory
         self.timeout = timeout
+        self.unix = unix
+        self.listen_count = 2 if unix else 1
+        # the channel right above the listening sockets, in the mold and in a worker that can be promoted
+        self.mold_fd_target = LISTEN_TARGET + self.listen_count
+        self.listen_names = "http:unix" if unix else "http"
         self.temp = tempfile.mkdtemp(prefix="mold-conf-")
         self.started = []  # pids to kill on the way out (all are our children)
         self.passed = 0
@@ -165,6 +186,13 @@ class Driver:
         s.bind(("127.0.0.1", 0))
         s.listen(128)
         return s
+
+    def unix_listener(self, name):
+        path = os.path.join(self.temp, "http-" + name)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.listen(128)
+        return s, path
 
     def notify_socket(self, name):
         path = os.path.join(self.temp, "notify-" + name)
@@ -201,9 +229,12 @@ class Driver:
         self.mold_notify, notify_path = self.notify_socket("mold")
         out_r, out_w = os.pipe()
         env = dict(self.base_env)
-        env.update({"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http", "NOTIFY_SOCKET": notify_path,
-                    "BATON_MOLD_FD": str(MOLD_FD_TARGET), "BATON_SLOT": "mold", "BATON_RELEASE": self.directory})
-        sources = {LISTEN_TARGET: self.mold_listener.fileno(), MOLD_FD_TARGET: mold_end.fileno(), 1: out_w, 2: out_w}
+        env.update({"LISTEN_FDS": str(self.listen_count), "LISTEN_FDNAMES": self.listen_names, "NOTIFY_SOCKET": notify_path,
+                    "BATON_MOLD_FD": str(self.mold_fd_target), "BATON_SLOT": "mold", "BATON_RELEASE": self.directory})
+        sources = {LISTEN_TARGET: self.mold_listener.fileno(), self.mold_fd_target: mold_end.fileno(), 1: out_w, 2: out_w}
+        if self.unix:
+            self.mold_unix, _ = self.unix_listener("mold")
+            sources[UNIX_TARGET] = self.mold_unix.fileno()
         # Forked before any thread of ours runs; the child only places descriptors and execs.
         pid = os.fork()
         if pid == 0:
@@ -215,7 +246,7 @@ class Driver:
                 os.dup2(null, 0)
                 for t, fd in moved.items():
                     os.dup2(fd, t)
-                os.closerange(MOLD_FD_TARGET + 1, 65536)
+                os.closerange(self.mold_fd_target + 1, 65536)
                 env["LISTEN_PID"] = str(os.getpid())
                 os.chdir(self.directory)
                 os.execvpe(self.command[0], self.command, env)
@@ -237,14 +268,18 @@ class Driver:
         out_r, out_w = os.pipe()
         worker = Worker(name, slot, listener, notify, notify_path, out_r, out_w)
         env = dict(self.base_env)
-        env.update({"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http", "NOTIFY_SOCKET": notify_path,
+        env.update({"LISTEN_FDS": str(self.listen_count), "LISTEN_FDNAMES": self.listen_names, "NOTIFY_SOCKET": notify_path,
                     "BATON_SLOT": slot, "BATON_RELEASE": self.directory})
         fds = [listener.fileno(), out_w, out_w, out_r]
         targets = [LISTEN_TARGET, 1, 2, PIPE_KEEP_TARGET]
+        if self.unix:
+            worker.unix_listener, worker.unix_path = self.unix_listener(name)
+            fds.append(worker.unix_listener.fileno())
+            targets.append(UNIX_TARGET)
         if extra is not None:
             fds.append(extra.fileno())
-            targets.append(MOLD_FD_TARGET)
-            env["BATON_MOLD_FD"] = str(MOLD_FD_TARGET)
+            targets.append(self.mold_fd_target)
+            env["BATON_MOLD_FD"] = str(self.mold_fd_target)
         self.next_id += 1
         request = {"op": "spawn", "id": self.next_id, "env": ["%s=%s" % kv for kv in sorted(env.items())],
                    "fds": targets, "listen_pid": True, "watchdog_pid": False}
@@ -290,8 +325,11 @@ class Driver:
 
     # -- checks --------------------------------------------------------------
 
-    def http(self, worker, path, check):
-        conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=self.timeout)
+    def http(self, worker, path, check, unix=False):
+        if unix:
+            conn = UnixHTTPConnection(worker.unix_path, self.timeout)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=self.timeout)
         try:
             conn.request("GET", path, headers={"Connection": "close"})
             response = conn.getresponse()
@@ -324,9 +362,14 @@ class Driver:
         self.ok(name + " serves", "GET /env on its inherited socket")
         if seen.get("pid") != pid or seen.get("listen_pid") != str(pid):
             raise CheckFailed(name + " LISTEN_PID", "pid %s LISTEN_PID %s, expected %d" % (seen.get("pid"), seen.get("listen_pid"), pid))
-        if seen.get("listen_fds") != "1" or seen.get("baton_slot") != worker.slot:
+        if seen.get("listen_fds") != str(self.listen_count) or seen.get("baton_slot") != worker.slot:
             raise CheckFailed(name + " environment", "LISTEN_FDS %r BATON_SLOT %r" % (seen.get("listen_fds"), seen.get("baton_slot")))
-        self.ok(name + " LISTEN_PID", "LISTEN_PID=%d, LISTEN_FDS=1, BATON_SLOT=%s" % (pid, worker.slot))
+        self.ok(name + " LISTEN_PID", "LISTEN_PID=%d, LISTEN_FDS=%d, BATON_SLOT=%s" % (pid, self.listen_count, worker.slot))
+        if self.unix:
+            seen = json.loads(self.http(worker, "/env", name + " serves on unix", unix=True))
+            if seen.get("pid") != pid:
+                raise CheckFailed(name + " serves on unix", "answered by pid %s, not %d" % (seen.get("pid"), pid))
+            self.ok(name + " serves on unix", "GET /env on its inherited unix listener (fd %d)" % UNIX_TARGET)
         if "worker_boot_pid" in seen:  # an app that registered an adapter's after-fork hook
             if seen["worker_boot_pid"] != pid:
                 raise CheckFailed(name + " worker boot hook", "ran in %r, not in the worker %d" % (seen["worker_boot_pid"], pid))
@@ -363,6 +406,8 @@ class Driver:
         expected = {LISTEN_TARGET: "socket:[%d]" % os.fstat(worker.listener.fileno()).st_ino,
                     1: "pipe:[%d]" % os.fstat(worker.out_w).st_ino, 2: "pipe:[%d]" % os.fstat(worker.out_w).st_ino,
                     PIPE_KEEP_TARGET: "pipe:[%d]" % os.fstat(worker.out_r).st_ino}
+        if worker.unix_listener is not None:
+            expected[UNIX_TARGET] = "socket:[%d]" % os.fstat(worker.unix_listener.fileno()).st_ino
         for target, link in getattr(worker, "extra_expected", {}).items():
             expected[target] = link
         for target, link in expected.items():
@@ -430,7 +475,7 @@ class Driver:
         """Promotes a worker spawned with a channel, forks a worker from it, ends it."""
         driver_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         promoted = self.spawn(self.channel, "w3", "3", extra=worker_end)
-        promoted.extra_expected = {MOLD_FD_TARGET: "socket:[%d]" % os.fstat(worker_end.fileno()).st_ino}
+        promoted.extra_expected = {self.mold_fd_target: "socket:[%d]" % os.fstat(worker_end.fileno()).st_ino}
         worker_end.close()
         self.check_worker(promoted, self.mold_pid)
         # promote during a request in flight: it completes, then the reply comes
@@ -510,6 +555,7 @@ def main():
     parser.add_argument("--directory", default=os.getcwd(), help="the mold's working directory (BATON_RELEASE)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds every wait is bounded by")
     parser.add_argument("--refork", action="store_true", help="also check promotion of a worker to a mold")
+    parser.add_argument("--unix", action="store_true", help="a second listening socket, unix stream, at fd 4")
     parser.add_argument("command", nargs="+", help="the mold command (after --)")
     args = parser.parse_args()
     if not os.path.isdir(args.directory):
@@ -522,7 +568,7 @@ def main():
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     # SIGTERM (a test runner giving up): still kill and reap what was started
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
-    driver = Driver(args.command, os.path.abspath(args.directory), args.timeout)
+    driver = Driver(args.command, os.path.abspath(args.directory), args.timeout, unix=args.unix)
     try:
         driver.run(args.refork)
     except CheckFailed as error:
