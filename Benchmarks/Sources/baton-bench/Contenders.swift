@@ -42,6 +42,8 @@ enum Contender: String, Codable, CaseIterable, Sendable {
     case pumaPreload = "puma preload"
 
     var isBaton: Bool { rawValue.hasPrefix("baton") }
+    /// baton's mold mode: the mold is baton's child too, and holds the app.
+    var isMold: Bool { rawValue.hasSuffix("(mold)") }
 
     /// What restarting every worker means for it.
     var trigger: String {
@@ -227,6 +229,10 @@ final class RunningContender {
 
     /// Worker pids as the supervisor sees them: its direct children.
     var children: [pid_t] { ProcFS.children(of: master.pid) }
+
+    /// Direct children holding the app once every worker has loaded it: in mold
+    /// mode the mold (loaded, a child of baton) is one more.
+    var loadedChildren: Int { contender.isMold ? workers + 1 : workers }
 
     /// Restarts every worker: trigger `n` (0: first, 1: second ≈7 s later).
     func trigger(_ n: Int) throws {
