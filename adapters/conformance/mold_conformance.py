@@ -10,8 +10,9 @@ BATON_RELEASE), with real processes and sockets, and checks what the protocol
 promises: readiness, spawn replies, the double fork (the worker is the
 driver's child, which is a child subreaper, and no zombie is left under the
 mold), setsid, descriptor placement, LISTEN_PID, serving, graceful SIGTERM,
-copy-on-write sharing between two workers, the mold's exit on end of file, and
-with --refork the promotion of a worker to a mold.
+copy-on-write sharing between two workers, the mold's exit 0 on end of file
+and on SIGTERM (a second mold), and with --refork the promotion of a worker
+to a mold.
 
 The mold must load an app with the routes of adapters/conformance/apps
 (config.ru or conformance_app.py): GET /env, GET /slow?ms=N.
@@ -165,6 +166,7 @@ class Driver:
         self.listen_names = "http:unix" if unix else "http"
         self.temp = tempfile.mkdtemp(prefix="mold-conf-")
         self.started = []  # pids to kill on the way out (all are our children)
+        self.keep = []  # the molds' listening sockets
         self.passed = 0
         self.next_id = 0
         self.base_env = {k: v for k, v in os.environ.items()
@@ -224,18 +226,26 @@ class Driver:
     # -- processes -----------------------------------------------------------
 
     def start_mold(self):
-        self.mold_listener = self.listener()
-        self.channel, mold_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.mold_notify, notify_path = self.notify_socket("mold")
+        self.mold_pid, self.channel, self.mold_notify = self.launch_mold("mold")
+        self.wait_ready("mold ready", self.mold_notify, self.mold_pid)
+        self.ok("mold ready", "READY=1 from the mold (pid %d)" % self.mold_pid)
+
+    def launch_mold(self, name):
+        """Starts the mold command as baton would; returns (pid, channel, notify socket)."""
+        listener = self.listener()
+        self.keep.append(listener)
+        channel, mold_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        notify, notify_path = self.notify_socket(name)
         out_r, out_w = os.pipe()
         env = dict(self.base_env)
         env.update({"LISTEN_FDS": str(self.listen_count), "LISTEN_FDNAMES": self.listen_names, "NOTIFY_SOCKET": notify_path,
                     "BATON_MOLD_FD": str(self.mold_fd_target), "BATON_SLOT": "mold", "BATON_RELEASE": self.directory})
-        sources = {LISTEN_TARGET: self.mold_listener.fileno(), self.mold_fd_target: mold_end.fileno(), 1: out_w, 2: out_w}
+        sources = {LISTEN_TARGET: listener.fileno(), self.mold_fd_target: mold_end.fileno(), 1: out_w, 2: out_w}
         if self.unix:
-            self.mold_unix, _ = self.unix_listener("mold")
-            sources[UNIX_TARGET] = self.mold_unix.fileno()
-        # Forked before any thread of ours runs; the child only places descriptors and execs.
+            unix_listener, _ = self.unix_listener(name)
+            self.keep.append(unix_listener)
+            sources[UNIX_TARGET] = unix_listener.fileno()
+        # The child only places descriptors and execs (no lock of ours is taken there).
         pid = os.fork()
         if pid == 0:
             try:
@@ -254,12 +264,21 @@ class Driver:
                 os.write(2, ("cannot start the mold: %s\n" % error).encode())
             os._exit(127)
         self.started.append(pid)
-        self.mold_pid = pid
         mold_end.close()
         os.close(out_w)
-        self.mold_output = Lines(out_r, "mold")
-        self.wait_ready("mold ready", self.mold_notify, pid)
-        self.ok("mold ready", "READY=1 from the mold (pid %d)" % pid)
+        Lines(out_r, name)
+        return pid, channel, notify
+
+    def check_mold_term(self):
+        """A second mold, once ready, exits 0 on SIGTERM."""
+        pid, channel, notify = self.launch_mold("mold2")
+        self.wait_ready("mold SIGTERM", notify, pid)
+        os.kill(pid, signal.SIGTERM)
+        code = self.wait_exit(pid, "mold SIGTERM")
+        channel.close()
+        if code != 0:
+            raise CheckFailed("mold SIGTERM", "a ready mold exited %d on SIGTERM, expected 0" % code)
+        self.ok("mold SIGTERM", "a second mold (pid %d) exited 0 on SIGTERM" % pid)
 
     def spawn(self, channel, name, slot, extra=None):
         """Sends one spawn request on channel; returns the Worker with its pid (checks the reply)."""
@@ -526,6 +545,7 @@ class Driver:
         self.http(w2, "/env", "w2 outlives the mold")
         self.ok("w2 outlives the mold", "still serving after the mold exited")
         self.check_graceful_term(w2)
+        self.check_mold_term()
 
     def cleanup(self):
         for pid in list(self.started):
