@@ -37,7 +37,8 @@ extension Integration {
             #expect(result.code == 0, "\(result.report)")
             for check in [
                 "mold ready", "w1 parent", "w1 intermediate reaped", "w1 ready", "w1 descriptors", "w1 LISTEN_PID", "w1 worker boot hook", "w1 setsid",
-                "copy-on-write sharing", "w1 SIGTERM", "w3 promote", "w4 parent", "w4 LISTEN_PID", "w3 end of file", "mold end of file",
+                "copy-on-write sharing", "w1 SIGTERM", "w3 promote", "w4 parent", "w4 forked from the warmed worker", "w4 LISTEN_PID", "w3 end of file",
+                "mold end of file",
                 "w2 outlives the mold", "mold SIGTERM",
             ] {
                 #expect(result.report.contains("PASS \(check)"), "no PASS \(check):\n\(result.report)")

@@ -199,6 +199,11 @@ class Driver(BatonSide):
         promoted.extra_expected = {self.mold_fd_target: "socket:[%d]" % os.fstat(worker_end.fileno()).st_ino}
         worker_end.close()
         self.check_worker(promoted, self.mold_pid)
+        # state warmed at run time (GET /warm) must be in the workers the promoted mold forks
+        try:
+            warmed = json.loads(self.http(promoted, "/warm", "w3 warm")).get("warmed")
+        except (ValueError, AttributeError):
+            warmed = None  # an app without the route: not checked
         # promote during a request in flight: it completes, then the reply comes
         result = {}
 
@@ -222,6 +227,11 @@ class Driver(BatonSide):
         self.ok("w3 promote", "promoted after its request in flight completed")
         child = self.spawn(driver_end, "w4", "4")
         self.check_worker(child, promoted.pid)
+        if warmed is not None:
+            seen = json.loads(self.http(child, "/env", "w4 forked from the warmed worker")).get("warmed")
+            if seen != warmed:
+                raise CheckFailed("w4 forked from the warmed worker", "warmed %r, the promoted worker had %r" % (seen, warmed))
+            self.ok("w4 forked from the warmed worker", "it has the %r the promoted worker warmed at run time" % warmed)
         self.check_graceful_term(child)
         driver_end.close()
         code = self.wait_exit(promoted.pid, "w3 end of file")

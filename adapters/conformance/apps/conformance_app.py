@@ -5,6 +5,7 @@ from it serves:
 
 - ``GET /env``: JSON with this process's pid, LISTEN_PID, LISTEN_FDS, BATON_SLOT
 - ``GET /slow?ms=N``: prints ``slow-start PID`` on stdout, sleeps N ms, answers ``slow done``
+- ``GET /warm``: fills ``_warm`` (run-time state, as a cache) once: ``{"warmed": "<pid that warmed it>"}``
 - anything else: ``ok``
 
 ``_ballast`` is filled at import, in the mold, so that workers share it copy-on-write.
@@ -16,6 +17,7 @@ import sys
 import time
 
 _ballast = b"\x01" * (int(os.environ.get("CONFORMANCE_APP_MB", "16")) << 20)
+_warm = []
 
 
 def application(environ, start_response):
@@ -28,7 +30,12 @@ def application(environ, start_response):
             "listen_fds": os.environ.get("LISTEN_FDS"),
             "baton_slot": os.environ.get("BATON_SLOT"),
             "ballast": len(_ballast),
+            "warmed": _warm[0][0] if _warm else None,
         })
+    elif path == "/warm":
+        if not _warm:
+            _warm.append((str(os.getpid()), b"\x03" * (4 << 20)))
+        body = json.dumps({"warmed": _warm[0][0]})
     elif path == "/slow":
         query = dict(p.split("=", 1) for p in environ.get("QUERY_STRING", "").split("&") if "=" in p)
         print("slow-start %d" % os.getpid(), flush=True)
