@@ -24,6 +24,10 @@ COLORS = {
     "gunicorn": "#ff7f0e",
     "uwsgi": "#9467bd",
     "puma": "#d62728",
+    "baton+puma(mold)": "#8c564b",
+    "baton+python(mold)": "#e377c2",
+    "gunicorn preload": "#bcbd22",
+    "puma preload": "#7f7f7f",
 }
 
 

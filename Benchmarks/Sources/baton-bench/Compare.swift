@@ -160,10 +160,14 @@ struct Compare {
         }
     }
 
-    /// BENCH_CONTENDERS=gunicorn,baton+gunicorn limits the run (development).
+    /// BENCH_CONTENDERS=gunicorn,baton+gunicorn limits the run (e.g. `BENCH_CONTENDERS='baton+puma(mold),puma preload'`).
     static func selected() -> [Contender] {
         guard let raw = environmentValue("BENCH_CONTENDERS") else { return Contender.allCases }
         let names = raw.split(separator: ",").map(String.init)
+        let unknown = names.filter { Contender(rawValue: $0) == nil }
+        if !unknown.isEmpty {
+            fail("BENCH_CONTENDERS: unknown \(unknown.joined(separator: ", ")) (known: \(Contender.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
         return Contender.allCases.filter { names.contains($0.rawValue) }
     }
 

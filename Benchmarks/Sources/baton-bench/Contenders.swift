@@ -29,19 +29,31 @@ enum Contender: String, Codable, CaseIterable, Sendable {
     case batonGunicorn = "baton+gunicorn"
     case batonPuma = "baton+puma"
     case batonDemo = "baton+demo-worker"
+    /// baton's mold mode with the Ruby adapter (adapters/ruby/baton-mold): puma single mode in forked workers.
+    case batonPumaMold = "baton+puma(mold)"
+    /// baton's mold mode with the Python adapter (adapters/python/baton_mold.py, waitress).
+    case batonPythonMold = "baton+python(mold)"
     case gunicorn
+    /// gunicorn --preload: the app loaded once in the master, workers forked from it.
+    case gunicornPreload = "gunicorn preload"
     case uwsgi
     case puma
+    /// puma cluster with preload_app!.
+    case pumaPreload = "puma preload"
 
     var isBaton: Bool { rawValue.hasPrefix("baton") }
+    /// baton's mold mode: the mold is baton's child too, and holds the app.
+    var isMold: Bool { rawValue.hasSuffix("(mold)") }
 
     /// What restarting every worker means for it.
     var trigger: String {
         switch self {
-        case .batonGunicorn, .batonPuma, .batonDemo: "baton deploy (surge, then replace --wait)"
-        case .gunicorn: "SIGHUP"
+        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold: "baton deploy (surge, then replace --wait)"
+        case .gunicorn, .gunicornPreload: "SIGHUP"
         case .uwsgi: "chain reload (master FIFO 'c')"
         case .puma: "phased restart (SIGUSR1)"
+        // puma refuses a phased restart with preload_app! and restarts the whole cluster instead.
+        case .pumaPreload: "SIGUSR1 (puma: no phased restart with preload_app!, a full restart)"
         }
     }
 }
@@ -54,6 +66,12 @@ enum Tools {
     static var python: String { which("python3") ?? "/usr/bin/python3" }
     static var puma: String { which("puma") ?? "/usr/bin/puma" }
     static var uwsgi: String { which("uwsgi") ?? "/usr/bin/uwsgi" }
+    /// A mold adapter of this repository (the bench runs from the repository's root).
+    static func adapter(_ relative: String) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let cwd = getcwd(&buffer, buffer.count).map { String(cString: $0) } ?? "."
+        return cwd + "/adapters/" + relative
+    }
     /// Whether puma can send READY=1 (Debian's ruby-sd-notify).
     static let pumaNotifies: Bool = (try? TestProcess.run(["/usr/bin/ruby", "-e", "require 'sd_notify'"], timeout: .seconds(20)).code) == 0
 
@@ -101,11 +119,25 @@ final class RunningContender {
         self.workers = workers
         let bootTimeout = Int(app.bootDelay * 2 + 30 + Double(workers) / 2)
         switch contender {
-        case .batonGunicorn, .batonPuma, .batonDemo:
+        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold:
             let command: [String]
             var pumaDirectory: String?
             var readiness = "mode = \"notify\""
+            var appLines = ""
+            var appEnvironment = app.environment
             switch contender {
+            case .batonPumaMold:
+                // The same puma settings as the single-mode rows (threads 2, 2, queue_requests false,
+                // force_shutdown_after), through the adapter's environment knobs.
+                appLines = "mode = \"mold\"\n"
+                command = ["/usr/bin/ruby", Tools.adapter("ruby/baton-mold"), "config.ru"]
+                appEnvironment.merge([
+                    "PUMA_MIN_THREADS": "2", "PUMA_MAX_THREADS": "2", "PUMA_QUEUE_REQUESTS": "false",
+                    "PUMA_FORCE_SHUTDOWN_AFTER": "\(Self.drainSeconds)",
+                ]) { $1 }
+            case .batonPythonMold:
+                appLines = "mode = \"mold\"\n"
+                command = [Tools.python, Tools.adapter("python/baton_mold.py"), "benchapp:application"]
             case .batonGunicorn:
                 // --preload: gunicorn sends READY=1 only after the app loaded (see the README's readiness table).
                 command = [
@@ -122,9 +154,9 @@ final class RunningContender {
                     [TestPaths.executable("baton-demo-worker"), "--boot-delay", fixed(app.bootDelay, 1), "--hold", "\(app.memoryMiB)"]
                     + (app.growKiB > 0 ? ["--grow-per-request", "\(app.growKiB)K"] : [])
             }
-            let env = app.environment.sorted { $0.key < $1.key }.map { "\($0.key) = \"\($0.value)\"" }.joined(separator: "\n")
+            let env = appEnvironment.sorted { $0.key < $1.key }.map { "\($0.key) = \"\($0.value)\"" }.joined(separator: "\n")
             let harness = try BatonHarness(
-                workers: workers, command: command, extraApp: "start_concurrency = \(min(workers, 8))\n[app.environment]\n\(env)",
+                workers: workers, command: command, extraApp: appLines + "start_concurrency = \(min(workers, 8))\n[app.environment]\n\(env)",
                 sections: """
                     [listen]
                     addresses = ["127.0.0.1:0"]
@@ -147,7 +179,7 @@ final class RunningContender {
             port = harness.port
             scratch = pumaDirectory
             fifo = nil
-        case .gunicorn, .uwsgi, .puma:
+        case .gunicorn, .gunicornPreload, .uwsgi, .puma, .pumaPreload:
             let dir = TestPaths.temporaryDirectory("bench-peer")
             let release = dir + "/r1"
             _ = mkdir(release, 0o755)
@@ -156,10 +188,10 @@ final class RunningContender {
             var fifoPath: String?
             let argv: [String]
             switch contender {
-            case .gunicorn:
+            case .gunicorn, .gunicornPreload:
                 argv =
-                    [
-                        Tools.python, "-m", "gunicorn", "-w", "\(workers)", "-k", "gthread", "--threads", "2", "-b", "127.0.0.1:\(port)",
+                    [Tools.python, "-m", "gunicorn"] + (contender == .gunicornPreload ? ["--preload"] : []) + [
+                        "-w", "\(workers)", "-k", "gthread", "--threads", "2", "-b", "127.0.0.1:\(port)",
                         "--backlog", "1024", "--timeout", "\(bootTimeout)", "--graceful-timeout", "\(Self.drainSeconds)", "benchapp:app",
                     ] + extraArgs
             case .uwsgi:
@@ -172,7 +204,8 @@ final class RunningContender {
                         "--listen", "1024", "--worker-reload-mercy", "\(Self.drainSeconds)",
                     ] + extraArgs
             default:
-                argv = [Tools.puma, "-C", Self.writePumaConfig(single: false, workers: workers, port: port, directory: dir), "config.ru"] + extraArgs
+                let config = Self.writePumaConfig(single: false, workers: workers, port: port, directory: dir, preload: contender == .pumaPreload)
+                argv = [Tools.puma, "-C", config, "config.ru"] + extraArgs
             }
             let env = TestPaths.cleanEnvironment(adding: app.environment)
             master = try TestProcess(argv, environment: env, directory: release)
@@ -197,18 +230,22 @@ final class RunningContender {
     /// Worker pids as the supervisor sees them: its direct children.
     var children: [pid_t] { ProcFS.children(of: master.pid) }
 
+    /// Direct children holding the app once every worker has loaded it: in mold
+    /// mode the mold (loaded, a child of baton) is one more.
+    var loadedChildren: Int { contender.isMold ? workers + 1 : workers }
+
     /// Restarts every worker: trigger `n` (0: first, 1: second ≈7 s later).
     func trigger(_ n: Int) throws {
         switch contender {
-        case .batonGunicorn, .batonPuma, .batonDemo:
+        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold:
             guard let baton else { return }
             releaseNumber += 1
             let release = baton.makeRelease("r\(releaseNumber)")
             try Tools.populate(release)
             let args = n == 0 ? ["deploy", "--release", release, "--strategy", "surge"] : ["deploy", "--release", release, "--strategy", "replace", "--wait"]
             deploys.append(try baton.startCLI(args))
-        case .gunicorn: master.signal(SIGHUP)
-        case .puma: master.signal(SIGUSR1)
+        case .gunicorn, .gunicornPreload: master.signal(SIGHUP)
+        case .puma, .pumaPreload: master.signal(SIGUSR1)
         case .uwsgi:
             let fd = open(fifo ?? "", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else { throw HarnessError("uwsgi master FIFO \(fifo ?? ""): errno \(errno)") }
@@ -263,14 +300,14 @@ final class RunningContender {
     /// sending, a SIGTERM'd worker never begins its graceful stop, the drain bound
     /// SIGKILLs it mid-response, and that is a failed request under any
     /// supervisor (measured: Benchmarks/README.md, "puma and keep-alive").
-    private static func writePumaConfig(single: Bool, workers: Int = 1, port: UInt16 = 0, directory: String) -> String {
+    private static func writePumaConfig(single: Bool, workers: Int = 1, port: UInt16 = 0, directory: String, preload: Bool = false) -> String {
         let path = directory + "/puma.rb"
         let common = "threads 2, 2\nqueue_requests false\nquiet\nforce_shutdown_after \(drainSeconds)\n"
         let text =
             single
             ? "bind_to_activated_sockets 'only'\n" + common
             : "workers \(workers)\nbind 'tcp://127.0.0.1:\(port)?backlog=1024'\nworker_timeout 60\nworker_boot_timeout 60\nworker_shutdown_timeout \(drainSeconds)\n"
-                + common
+                + common + (preload ? "preload_app!\n" : "")
         TestPaths.write(path, text)
         return path
     }

@@ -122,11 +122,11 @@ struct LoadRunDriver {
         while monotonicNow() < deadline, !triggerTimes.isEmpty {
             let now = TreeSampler.sample(root: running.master.pid, loadedBytes: loadedBytes)
             let children = Set(now.children)
-            if children != lastChildren || now.loaded.count < running.workers {
+            if children != lastChildren || now.loaded.count < running.loadedChildren {
                 lastChange = now.at
                 lastChildren = children
             }
-            let gone = oldChildren.allSatisfy { $0.isDisjoint(with: children) } && now.loaded.count >= running.workers
+            let gone = oldChildren.allSatisfy { $0.isDisjoint(with: children) } && now.loaded.count >= running.loadedChildren
             let codes = running.deployExitCodes(waitingUpTo: 0)
             for (k, code) in codes.enumerated() where code != nil && deployEnds[k] == nil { deployEnds[k] = now.at }
             if gone && codes.allSatisfy({ $0 != nil }) { break }
@@ -145,7 +145,7 @@ struct LoadRunDriver {
         let samples = report.samples
         var triggerSeconds: [Double?] = []
         for (k, at) in triggerTimes.enumerated() {
-            var done = Self.allNew(after: at, old: oldChildren[k], memory: memory, workers: running.workers)
+            var done = Self.allNew(after: at, old: oldChildren[k], memory: memory, workers: running.loadedChildren)
             if running.contender.isBaton {
                 // baton's own word: the deploy exited 0.
                 let ok = k < codes.count && codes[k] == 0

@@ -1,0 +1,92 @@
+import BatonTestSupport
+import Glibc
+import Testing
+
+/// The repository's adapters/ folder, found from this file's path.
+let adaptersFolder: String = {
+    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)  // Tests/BatonIntegrationTests/MoldAdapterTests.swift
+    return parts.joined(separator: "/") + "/adapters"
+}()
+
+extension Integration {
+    /// The mold adapters (docs/MOLD.md) against the conformance driver, as real
+    /// processes: the driver plays baton's side (child subreaper, channel,
+    /// notify sockets, output pipes) and checks every step of the protocol.
+    @Suite("mold adapters (conformance driver)")
+    struct MoldAdapterTests {
+        static let driver = adaptersFolder + "/conformance/mold_conformance.py"
+        static let apps = adaptersFolder + "/conformance/apps"
+        static let pythonAdapterPath = adaptersFolder + "/python/baton_mold.py"
+        static let hasPythonAdapter = access(pythonAdapterPath, R_OK) == 0
+
+        /// Runs the driver against `mold` (argv, run in the apps folder); returns its
+        /// exit code and its check lines, with the mold's and workers' output on failure.
+        static func conform(_ mold: [String], refork: Bool, unix: Bool = false) throws -> (code: Int32, report: String) {
+            let argv =
+                ["python3", driver, "--directory", apps, "--timeout", "20"] + (refork ? ["--refork"] : []) + (unix ? ["--unix"] : []) + ["--"] + mold
+            let process = try TestProcess(argv, environment: TestPaths.cleanEnvironment(adding: ["PYTHONPATH": apps]))
+            // Every wait of the driver is bounded by --timeout; SIGTERM makes it kill and reap what it started.
+            let code = process.wait(timeout: .seconds(300)) ?? process.stop(timeout: .seconds(30))
+            return (code, process.stdout + "\n" + process.stderrLines.suffix(40).joined(separator: "\n"))
+        }
+
+        @Test("Ruby/Rack (puma single mode): every check of docs/MOLD.md passes, refork included")
+        func rubyAdapterConforms() throws {
+            let result = try Self.conform(["ruby", adaptersFolder + "/ruby/baton-mold", "config.ru"], refork: true)
+            #expect(result.code == 0, "\(result.report)")
+            for check in [
+                "mold ready", "w1 parent", "w1 intermediate reaped", "w1 ready", "w1 descriptors", "w1 LISTEN_PID", "w1 worker boot hook", "w1 setsid",
+                "copy-on-write sharing", "w1 SIGTERM", "w3 promote", "w4 parent", "w4 forked from the warmed worker", "w4 LISTEN_PID", "w3 end of file",
+                "mold end of file",
+                "w2 outlives the mold", "mold SIGTERM",
+            ] {
+                #expect(result.report.contains("PASS \(check)"), "no PASS \(check):\n\(result.report)")
+            }
+        }
+
+        @Test("Ruby/Rack with a TCP and a unix listener (LISTEN_FDS=2): workers serve on both, the refork channel above them")
+        func rubyAdapterTwoListeners() throws {
+            let result = try Self.conform(["ruby", adaptersFolder + "/ruby/baton-mold", "config.ru"], refork: true, unix: true)
+            #expect(result.code == 0, "\(result.report)")
+            for check in ["w1 serves on unix", "w2 serves on unix", "w3 promote", "w4 serves on unix", "mold end of file"] {
+                #expect(result.report.contains("PASS \(check)"), "no PASS \(check):\n\(result.report)")
+            }
+        }
+
+        @Test(
+            "Python/WSGI (waitress): every check of docs/MOLD.md but refork passes",
+            .enabled(if: MoldAdapterTests.hasPythonAdapter, "adapters/python/baton_mold.py is not in this tree (it comes with the mold mode branch)"))
+        func pythonAdapterConforms() throws {
+            let result = try Self.conform(["python3", Self.pythonAdapterPath, "conformance_app:application"], refork: false)
+            #expect(result.code == 0, "\(result.report)")
+            #expect(result.report.contains("conformance: all"), "\(result.report)")
+        }
+
+        @Test("the driver fails a mold that never sends READY=1, naming the check, and leaves no process behind")
+        func driverCatchesNeverReady() throws {
+            // A "mold" that loads nothing and never notifies: the driver must fail at its first check.
+            let result = try TestProcess.run(
+                ["python3", Self.driver, "--directory", Self.apps, "--timeout", "2", "--", "sleep", "60"], timeout: .seconds(60))
+            #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
+            let line = try #require(result.stdout.split(separator: "\n").first { $0.hasPrefix("FAIL mold ready") }, "\(result.stdout)")
+            // "... no READY=1 from pid N within ...": that sleep was killed and reaped.
+            let pid = try #require(line.firstRange(of: "pid ").map { Int32(line[$0.upperBound...].prefix { $0.isNumber }) } ?? nil)
+            let cmdline = (try? TestProcess.run(["cat", "/proc/\(pid)/cmdline"], timeout: .seconds(10)).stdout) ?? ""
+            #expect(!cmdline.hasPrefix("sleep"), "the mold \(pid) is still there")
+        }
+
+        @Test("bad use of the driver and of the Ruby adapter: one line, exit 2")
+        func badUse() throws {
+            let noCommand = try TestProcess.run(["python3", Self.driver], timeout: .seconds(30))
+            #expect(noCommand.code == 2, "\(noCommand.stderr)")
+            let noDirectory = try TestProcess.run(["python3", Self.driver, "--directory", "/nonexistent/x", "--", "true"], timeout: .seconds(30))
+            #expect(noDirectory.code == 2 && noDirectory.stderr.contains("no such directory"), "\(noDirectory.stderr)")
+            let noChannel = try TestProcess.run(["ruby", adaptersFolder + "/ruby/baton-mold", "config.ru"], timeout: .seconds(30))
+            #expect(noChannel.code == 2, "\(noChannel.stderr)")
+            #expect(noChannel.stderr.split(separator: "\n").count == 1 && noChannel.stderr.contains("BATON_MOLD_FD is not set"), "\(noChannel.stderr)")
+            let noFile = try TestProcess.run(["ruby", adaptersFolder + "/ruby/baton-mold"], timeout: .seconds(30))
+            #expect(noFile.code == 2 && noFile.stderr.contains("usage: baton-mold"), "\(noFile.stderr)")
+        }
+    }
+}
