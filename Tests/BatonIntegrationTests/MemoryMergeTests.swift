@@ -79,6 +79,48 @@ extension Integration {
             #expect(body.contains("baton_worker_shared_bytes{") && !body.contains("baton_worker_ksm_profit_bytes"))
         }
 
+        /// A preload library whose prctl refuses PR_SET_MEMORY_MERGE with EINVAL, as a kernel
+        /// older than 6.4 does, and passes every other option to the kernel.
+        static let refusingPrctl = """
+            #define _GNU_SOURCE
+            #include <errno.h>
+            #include <stdarg.h>
+            #include <sys/syscall.h>
+            #include <unistd.h>
+            int prctl(int option, ...) {
+                va_list ap;
+                va_start(ap, option);
+                unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+                unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+                va_end(ap);
+                if (option == 67) { errno = EINVAL; return -1; }
+                return (int)syscall(SYS_prctl, option, a2, a3, a4, a5);
+            }
+            """
+
+        @Test("a kernel that refuses PR_SET_MEMORY_MERGE: workers still start unmarked, baton logs it once, status shows it")
+        func kernelRefuses() throws {
+            let dir = TestPaths.temporaryDirectory("ksmso")
+            defer { TestPaths.remove(dir) }
+            TestPaths.write(dir + "/refuse.c", Self.refusingPrctl)
+            let cc = try TestProcess.run(["/usr/bin/cc", "-shared", "-fPIC", "-o", dir + "/refuse.so", dir + "/refuse.c"], timeout: .seconds(60))
+            try #require(cc.code == 0, "cc: \(cc.stderr)")
+            let baton = try BatonHarness(
+                workers: 2, sections: Self.sections(mergeable: true), environment: ["LD_PRELOAD": dir + "/refuse.so"], tag: "ksmno")
+            defer { baton.stop() }
+            let line = MemoryMerge.refused(errno: EINVAL, errorText: "Invalid argument")
+            let status = try baton.status()
+            #expect(status.workers.count == 2 && status.workers.allSatisfy { $0.state == "ready" }, "\(status.workers)")
+            for w in status.workers {
+                #expect(ProcFS.ksmStat(of: w.pid)?.mergeAny == false, "worker \(w.pid)")
+            }
+            #expect(baton.process.stderrLines.filter { $0.contains(line) }.count == 1, "\(baton.process.stderrLines.suffix(20))")
+            #expect(status.ksm?.notes.first == line, "\(String(describing: status.ksm))")
+            // A restart spawns again and is refused again: still one line.
+            #expect(try baton.cli(["reload"]).code == 0)
+            #expect(baton.process.stderrLines.filter { $0.contains(line) }.count == 1)
+        }
+
         @Test("check-config accepts the key and refuses a non-boolean with exit 2")
         func checkConfig() throws {
             let dir = TestPaths.temporaryDirectory("ksmcfg")
