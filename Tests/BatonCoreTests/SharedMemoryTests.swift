@@ -48,8 +48,8 @@ private let mergeableUnmergedKSMStat = """
 
     """
 
-/// The same file of a process whose pages ksmd merged (the kernel's format; figures of a
-/// 50 MiB worker): profit = merging pages × 4096 − rmap items × 64.
+/// The same file of a process whose pages ksmd merged: written by hand in the kernel's format
+/// (not recorded), figures like a 50 MiB worker's: profit = merging pages × 4096 − rmap items × 64.
 private let mergedKSMStat = """
     ksm_rmap_items 12850
     ksm_zero_pages 0
