@@ -83,9 +83,10 @@ extension Supervisor {
                     m.ksm = previous.ksm
                 }
                 worker.memory = m
-                if detailed, let uss = m.uss {
+                // Growth counts from ready: a booting worker's readings are not a leak.
+                if detailed, let uss = m.uss, worker.state == .ready {
                     worker.history.append(MemoryPoint(at: now, bytes: uss))
-                    if worker.ussAtReady == nil, worker.state == .ready { worker.ussAtReady = uss }
+                    if worker.ussAtReady == nil { worker.ussAtReady = uss }
                 }
             }
         }
