@@ -170,6 +170,16 @@ final class MetricsServer {
                 gauge("baton_worker_rss_bytes", "Resident set size of the serving worker's process tree.", labels, Double(m.rss))
                 if let pss = m.pss { gauge("baton_worker_pss_bytes", "Proportional set size of the serving worker's process tree.", labels, Double(pss)) }
                 if let uss = m.uss { gauge("baton_worker_uss_bytes", "Unique set size of the serving worker's process tree.", labels, Double(uss)) }
+                if let shared = m.shared {
+                    gauge(
+                        "baton_worker_shared_bytes", "Shared resident memory (Shared_Clean + Shared_Dirty) of the serving worker's process tree.",
+                        labels, Double(shared))
+                }
+                if let ksm = m.ksm {
+                    gauge(
+                        "baton_worker_ksm_profit_bytes", "Bytes KSM merging saves in the serving worker's process tree (ksm_process_profit).",
+                        labels, Double(ksm.profit))
+                }
             }
             if let requests = worker.requestsServed {
                 gauge("baton_worker_requests", "Requests the serving worker reported serving (X_BATON_REQUESTS=).", labels, Double(requests))

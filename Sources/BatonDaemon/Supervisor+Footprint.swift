@@ -35,7 +35,13 @@ extension Supervisor {
             let now = self.loop.now()
             if let footprint = self.footprints.sampled(pid: worker.pid, pids: pids, pss: pss, now: now) {
                 // Growth since boot counts from the settled tree, not from the lone master at ready.
-                if let uss = m.uss { worker.ussAtReady = uss }
+                // So does the leak-rate history: the lone master's reading at ready would read
+                // as growth (copy-on-write erosion counts from here on).
+                if let uss = m.uss {
+                    worker.ussAtReady = uss
+                    worker.history = MemoryHistory()
+                    worker.history.append(MemoryPoint(at: now, bytes: uss))
+                }
                 let after = worker.readyAt.map { Units.formatElapsed(now - $0) } ?? "?"
                 self.logger.info(
                     "footprint settled: \(Units.formatSize(footprint)) PSS over \(pids.count) process(es), \(after) after ready",

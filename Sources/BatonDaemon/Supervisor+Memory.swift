@@ -14,6 +14,7 @@ extension Supervisor {
     func startMemoryChecks() {
         loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
         startOOMWatch()
+        announceMemoryMerge()
     }
 
     /// One periodic check: the workers are measured off the loop (a detailed
@@ -35,7 +36,7 @@ extension Supervisor {
     /// decision that needs the figures now: a preflight); with `detailed`,
     /// PSS/USS too, feeding the leak-rate history.
     func sample(detailed: Bool) {
-        apply(Self.readMemory(liveWorkerPIDs, detailed: detailed, with: host.memory), detailed: detailed)
+        apply(Self.readMemory(liveWorkerPIDs, detailed: detailed, ksm: config.memory.mergeable, with: host.memory), detailed: detailed)
     }
 
     /// The same read on a thread of its own; `then` runs on the loop once
@@ -43,7 +44,8 @@ extension Supervisor {
     private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
         memoryReadRunning = true
         let pids = liveWorkerPIDs
-        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: detailed, with: reader) }) { [unowned self] readings in
+        let ksm = config.memory.mergeable
+        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: detailed, ksm: ksm, with: reader) }) { [unowned self] readings in
             self.memoryReadRunning = false
             self.apply(readings, detailed: detailed)
             then()
@@ -55,11 +57,14 @@ extension Supervisor {
         slots.flatMap { $0.workers.filter { $0.state != .exited }.map(\.pid) }
     }
 
-    /// Each worker's tree memory by pid; safe on any thread (only /proc reads).
-    static func readMemory(_ pids: [pid_t], detailed: Bool, with reader: any MemoryReading) -> [pid_t: MemorySample] {
+    /// Each worker's tree memory by pid (with `ksm` and `detailed`, its KSM figures too); safe
+    /// on any thread (only /proc reads).
+    static func readMemory(_ pids: [pid_t], detailed: Bool, ksm: Bool = false, with reader: any MemoryReading) -> [pid_t: MemorySample] {
         var readings: [pid_t: MemorySample] = [:]
         for pid in pids {
-            if let m = reader.treeMemory(of: pid, detailed: detailed) { readings[pid] = m }
+            guard var m = reader.treeMemory(of: pid, detailed: detailed) else { continue }
+            if ksm, detailed { m.ksm = reader.treeKSM(of: pid) }
+            readings[pid] = m
         }
         return readings
     }
@@ -74,11 +79,14 @@ extension Supervisor {
                 if !detailed, let previous = worker.memory {
                     m.pss = previous.pss
                     m.uss = previous.uss
+                    m.shared = previous.shared
+                    m.ksm = previous.ksm
                 }
                 worker.memory = m
-                if detailed, let uss = m.uss {
+                // Growth counts from ready: a booting worker's readings are not a leak.
+                if detailed, let uss = m.uss, worker.state == .ready {
                     worker.history.append(MemoryPoint(at: now, bytes: uss))
-                    if worker.ussAtReady == nil, worker.state == .ready { worker.ussAtReady = uss }
+                    if worker.ussAtReady == nil { worker.ussAtReady = uss }
                 }
             }
         }

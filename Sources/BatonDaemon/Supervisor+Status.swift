@@ -9,7 +9,8 @@ extension Supervisor {
     /// without holding the loop.
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
         let pids = liveWorkerPIDs
-        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: true, with: reader) }) { [unowned self] readings in
+        let ksm = config.memory.mergeable
+        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: true, ksm: ksm, with: reader) }) { [unowned self] readings in
             reply(self.statusReport(memory: readings))
         }
     }
@@ -42,6 +43,11 @@ extension Supervisor {
                         lastRestartReason: slot.lastRestartReason?.text, consecutiveFailures: slot.backoff.consecutiveFailures,
                         crashLoop: slot.backoff.isCrashLooping, statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour,
                         secondsToLimit: toLimit.map(Self.seconds), limitBytes: config.memory.workerLimit))
+                rows[rows.count - 1].sharedBytes = memory?.shared
+                if config.memory.mergeable {
+                    rows[rows.count - 1].ksmProfitBytes = memory?.ksm?.profit
+                    rows[rows.count - 1].ksmMergingPages = memory?.ksm?.mergingPages
+                }
                 rows[rows.count - 1].requests = worker.requestsServed
                 if requestRecycler.maxRequests > 0 { rows[rows.count - 1].requestLimit = requestRecycler.limit(pid: worker.pid) }
             }
@@ -59,6 +65,7 @@ extension Supervisor {
         report.problems = stateProblems.isEmpty ? nil : stateProblems
         report.oom = oomStatus()
         report.reservation = reservationReport()
+        report.ksm = ksmStatus()
         if let readings = try? host.memory.hostReadings() {
             let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
             report.memory = MemoryStatus(

@@ -81,6 +81,7 @@ extension Supervisor {
         request.setWatchdogPID = config.readiness.watchdog != nil
         request.holdFD = output.read
         request.holdTarget = WorkerContract.outputReaderFD
+        request.memoryMerge = config.memory.mergeable
         let process: SpawnedProcess
         do {
             process = try host.spawn(request)
@@ -90,6 +91,7 @@ extension Supervisor {
             if let notifyPath { unlink(notifyPath) }
             throw error
         }
+        if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }
         let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
         worker.notifyFD = notifyFD
         worker.notifyPath = notifyPath

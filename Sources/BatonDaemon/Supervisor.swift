@@ -134,6 +134,8 @@ public final class Supervisor {
     var memoryTicks = 0
     /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
     var memoryReadRunning = false
+    /// `memory.mergeable`: what was logged once (a kernel's refusal, ksmd off).
+    var memoryMerge = MemoryMergeState()
     /// The memory reservation of `preflight --roll-ahead`, while one is held.
     var reservation = ReservationState()
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).

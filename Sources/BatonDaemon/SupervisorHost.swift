@@ -40,6 +40,17 @@ protocol MemoryReading: Sendable {
     func treeMembers(of pid: pid_t) -> (pids: Set<Int32>, memory: MemorySample?)
     /// The host's figures and baton's own cgroup.
     func hostReadings() throws(MemoryReadError) -> MemoryReadings
+    /// KSM figures summed over the tree rooted at `pid` (/proc/PID/ksm_stat), nil when gone.
+    func treeKSM(of pid: pid_t) -> KSMStat?
+    /// The content of /sys/kernel/mm/ksm/run, nil when the kernel has no KSM.
+    func ksmRun() -> String?
+}
+
+extension MemoryReading {
+    /// No KSM figures (the tests' fakes).
+    func treeKSM(of pid: pid_t) -> KSMStat? { nil }
+    /// No KSM (the tests' fakes).
+    func ksmRun() -> String? { nil }
 }
 
 /// The real figures: /proc and the cgroup filesystem.
@@ -56,6 +67,8 @@ struct ProcMemoryReader: MemoryReading {
         return (pids, total)
     }
     func hostReadings() throws(MemoryReadError) -> MemoryReadings { try HostMemoryReader().readings(cgroupOf: getpid()) }
+    func treeKSM(of pid: pid_t) -> KSMStat? { ProcFS.treeKSM(of: pid) }
+    func ksmRun() -> String? { ProcFS.ksmRun() }
 }
 
 /// What the supervisor tells the service manager: `ServiceNotifier` (sd_notify) in baton,

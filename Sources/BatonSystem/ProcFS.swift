@@ -71,7 +71,7 @@ public enum ProcFS {
         return false
     }
 
-    /// Memory of one process: RSS from statm (cheap), and PSS/USS from
+    /// Memory of one process: RSS from statm (cheap), and PSS/USS/shared from
     /// smaps_rollup when `detailed` (walks page tables: ≈4 µs per MiB).
     public static func memory(of pid: pid_t, detailed: Bool) -> MemorySample? {
         guard let statm = read("/proc/\(pid)/statm"), let rss = ProcParsers.statmRSS(statm, pageSize: pageSize) else {
@@ -81,7 +81,29 @@ public enum ProcFS {
         guard let rollup = read("/proc/\(pid)/smaps_rollup"), let s = ProcParsers.smapsRollup(rollup) else {
             return MemorySample(rss: rss, pss: nil, uss: nil)
         }
-        return MemorySample(rss: s.rss, pss: s.pss, uss: s.uss)
+        return MemorySample(rss: s.rss, pss: s.pss, uss: s.uss, shared: s.shared)
+    }
+
+    /// KSM figures of one process (/proc/PID/ksm_stat), nil when it is gone or the kernel has
+    /// no such file.
+    public static func ksmStat(of pid: pid_t) -> KSMStat? {
+        read("/proc/\(pid)/ksm_stat").flatMap(KSMStat.parse)
+    }
+
+    /// KSM figures summed over a worker's process tree.
+    public static func treeKSM(of pid: pid_t) -> KSMStat? {
+        var total: KSMStat?
+        for member in tree(of: pid) {
+            guard let k = ksmStat(of: member) else { continue }
+            total = total.map { $0 + k } ?? k
+        }
+        return total
+    }
+
+    /// The content of /sys/kernel/mm/ksm/run ("0", "1" or "2" and a newline), nil when the
+    /// kernel has no KSM.
+    public static func ksmRun() -> String? {
+        read(MemoryMerge.runPath)
     }
 
     /// Memory summed over a worker's process tree.

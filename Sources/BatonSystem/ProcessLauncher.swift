@@ -28,6 +28,10 @@ public struct SpawnRequest: Sendable, Equatable {
     public var holdFD: Int32 = -1
     /// See `holdFD`.
     public var holdTarget: Int32 = 0
+    /// Marks the child mergeable for KSM (prctl PR_SET_MEMORY_MERGE) before it execs
+    /// (`memory.mergeable`). A kernel's refusal does not fail the spawn: see
+    /// `SpawnedProcess.memoryMergeErrno`.
+    public var memoryMerge = false
 
     /// Creates a request; output goes to /dev/null unless set.
     public init(
@@ -68,6 +72,9 @@ public struct SpawnedProcess: Sendable, Equatable {
     public var pid: pid_t
     /// A pidfd for it (close-on-exec), owned by the caller.
     public var pidfd: Int32
+    /// With `SpawnRequest.memoryMerge`: the errno of a refused PR_SET_MEMORY_MERGE (EINVAL
+    /// before Linux 6.4), 0 when the child was marked.
+    public var memoryMergeErrno: Int32 = 0
 
     /// Creates a record.
     public init(pid: pid_t, pidfd: Int32) {
@@ -143,6 +150,9 @@ public struct LinuxProcessLauncher: ProcessLauncher {
         var pid: pid_t = 0
         var pidfd: Int32 = -1
         var step: Int32 = 0
+        let mergeErrno = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        mergeErrno.initialize(to: 0)
+        defer { mergeErrno.deallocate() }
         let result = argv.withUnsafeMutableBufferPointer { argvBuf in
             envp.withUnsafeMutableBufferPointer { envBuf in
                 request.passFDs.withUnsafeBufferPointer { fdBuf in
@@ -161,6 +171,8 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.stderr_fd = request.stderr
                         attr.hold_fd = request.holdFD
                         attr.hold_target = request.holdTarget
+                        attr.memory_merge = request.memoryMerge ? 1 : 0
+                        attr.memory_merge_errno = mergeErrno
                         if let cred = request.credentials {
                             attr.set_ids = 1
                             attr.uid = cred.uid
@@ -184,7 +196,9 @@ public struct LinuxProcessLauncher: ProcessLauncher {
             default: throw SpawnError(step: "exec \(path)", errno: e)
             }
         }
-        return SpawnedProcess(pid: pid, pidfd: pidfd)
+        var process = SpawnedProcess(pid: pid, pidfd: pidfd)
+        process.memoryMergeErrno = mergeErrno.pointee
+        return process
     }
 
     /// Resolves argv[0] like execvp, but against the child's PATH and

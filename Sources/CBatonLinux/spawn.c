@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -21,17 +22,24 @@
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
 
 int CBatonLinux_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-static void child_fail(int errfd, int step) {
-    int report[2] = {step, errno};
+static void child_report(int errfd, int step, int error) {
+    int report[2] = {step, error};
     ssize_t n;
     do {
         n = write(errfd, report, sizeof(report));
     } while (n < 0 && errno == EINTR);
+}
+
+static void child_fail(int errfd, int step) {
+    child_report(errfd, step, errno);
     _exit(127);
 }
 
@@ -142,17 +150,24 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     // dup2 cleared FD_CLOEXEC on 0..2 and 3..top-1; everything else goes.
     close_from(top, errfd, held);
 
-    // 4. Credentials.
+    // 4. KSM: before the credentials change, so that whatever limits the prctl judges
+    //    baton, not the worker's user. A refusal is reported, not fatal: the worker
+    //    runs unmerged.
+    if (a->memory_merge && prctl(PR_SET_MEMORY_MERGE, 1L, 0L, 0L, 0L) != 0) {
+        child_report(errfd, CBatonLinux_step_memory_merge, errno);
+    }
+
+    // 5. Credentials.
     if (a->set_ids) {
         if (setgroups((size_t)a->ngroups, a->groups) < 0) child_fail(errfd, CBatonLinux_step_ids);
         if (setgid(a->gid) < 0) child_fail(errfd, CBatonLinux_step_ids);
         if (setuid(a->uid) < 0) child_fail(errfd, CBatonLinux_step_ids);
     }
 
-    // 5. Working directory.
+    // 6. Working directory.
     if (a->cwd != NULL && chdir(a->cwd) < 0) child_fail(errfd, CBatonLinux_step_chdir);
 
-    // 6. LISTEN_PID must be this process's own pid (sd_listen_fds checks it);
+    // 7. LISTEN_PID must be this process's own pid (sd_listen_fds checks it);
     //    so must WATCHDOG_PID (sd_watchdog_enabled checks it).
     char listen_pid[40];
     char watchdog_pid[40];
@@ -196,14 +211,31 @@ int CBatonLinux_spawn(const CBatonLinux_spawn_attr *attr, pid_t *pid_out, int *p
     int pidfd = CBatonLinux_pidfd_open(pid);
     int pidfd_errno = errno;
 
-    int report[2] = {0, 0};
-    ssize_t n;
-    do {
-        n = read(errpipe[0], report, sizeof(report));
-    } while (n < 0 && errno == EINTR);
+    // Records until EOF (execve closes the pipe): at most a memory-merge refusal, then a
+    // failure. Each is one atomic 8-byte write.
+    if (attr->memory_merge_errno != NULL) *attr->memory_merge_errno = 0;
+    int records[4] = {0, 0, 0, 0};
+    size_t got = 0;
+    while (got < sizeof(records)) {
+        ssize_t n = read(errpipe[0], (char *)records + got, sizeof(records) - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
     close(errpipe[0]);
+    int report[2] = {0, 0};
+    int failed = 0;
+    for (size_t i = 0; (i + 2) * sizeof(int) <= got; i += 2) {
+        if (records[i] == CBatonLinux_step_memory_merge) {
+            if (attr->memory_merge_errno != NULL) *attr->memory_merge_errno = records[i + 1];
+        } else {
+            report[0] = records[i];
+            report[1] = records[i + 1];
+            failed = 1;
+        }
+    }
 
-    if (n == (ssize_t)sizeof(report)) {
+    if (failed) {
         // The child failed before execve: collect it and report the step.
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {

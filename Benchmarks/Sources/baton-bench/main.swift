@@ -27,7 +27,7 @@ while i < arguments.count {
     case "--quick": options.quick = true
     case "-h", "--help":
         print(
-            "usage: baton-bench [deploy-under-load] [compare] [systemd] [sampling-cost] [deploy-memory] [deploy-reservation] [control-latency] [take-over] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]"
+            "usage: baton-bench [deploy-under-load] [compare] [systemd] [sampling-cost] [deploy-memory] [deploy-reservation] [control-latency] [take-over] [ksm] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]"
         )
         exit(0)
     default:
@@ -56,9 +56,10 @@ for scenario in scenarios {
     case "compare": do { try Compare(options: options).run() } catch { fail("compare: \(error)") }
     case "control-latency": do { try ControlLatency(options: options).run() } catch { fail("control-latency: \(error)") }
     case "take-over": do { try TakeOverScenario(options: options).run() } catch { fail("take-over: \(error)") }
+    case "ksm": do { try KSMScenario(options: options).run() } catch { fail("ksm: \(error)") }
     default:
         fail(
-            "unknown scenario \(scenario) (known: deploy-under-load, compare, systemd, sampling-cost, deploy-memory, deploy-reservation, control-latency, take-over)"
+            "unknown scenario \(scenario) (known: deploy-under-load, compare, systemd, sampling-cost, deploy-memory, deploy-reservation, control-latency, take-over, ksm)"
         )
     }
 }

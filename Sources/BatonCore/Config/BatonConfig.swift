@@ -307,6 +307,10 @@ public struct MemoryConfig: Sendable, Equatable {
     /// the growth it expects, for what the figures miss (kernel memory, page tables, a
     /// replacement's first requests).
     public var reservationMargin: UInt64 = 64 << 20
+    /// `mergeable`: every worker is marked mergeable for KSM (PR_SET_MEMORY_MERGE) before it
+    /// execs, so the host's ksmd may merge identical pages across workers that cannot share
+    /// them by forking.
+    public var mergeable = false
 
     /// Creates a memory section with the config file's defaults.
     public init(

@@ -34,7 +34,7 @@ enum ConfigSchema {
             [
                 "budget", "reserve", "threshold", "worker_limit", "check_interval", "min_worker_age",
                 "smaps_every",
-                "reservation_margin",
+                "reservation_margin", "mergeable",
             ]
         ),
         ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter"]),

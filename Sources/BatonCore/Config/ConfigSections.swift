@@ -166,6 +166,7 @@ extension ConfigReader {
         memory.minWorkerAge = read(s, "min_worker_age", Convert.duration(positive: false)) ?? memory.minWorkerAge
         memory.smapsEvery = read(s, "smaps_every", Convert.integer(in: 1...1000)) ?? memory.smapsEvery
         memory.reservationMargin = read(s, "reservation_margin", Convert.size(positive: false)) ?? memory.reservationMargin
+        memory.mergeable = read(s, "mergeable", Convert.bool) ?? memory.mergeable
         return memory
     }
 

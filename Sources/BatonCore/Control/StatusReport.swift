@@ -32,10 +32,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var oom: OOMStatus?
     /// The memory reservation `preflight --roll-ahead` holds, if any.
     public var reservation: ReservationReport?
+    /// `memory.mergeable`: set only when it is on (the KSM column shows then).
+    public var ksm: KSMStatus?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
-        case reservation
+        case reservation, ksm
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -87,6 +89,23 @@ public struct MemoryStatus: Codable, Sendable, Equatable {
     }
 }
 
+/// KSM with `memory.mergeable` on: whether the host's ksmd runs, and why nothing merges when
+/// it cannot.
+public struct KSMStatus: Codable, Sendable, Equatable {
+    /// The content of /sys/kernel/mm/ksm/run ("0" off, "1" on, "2" unmerging); nil when the
+    /// kernel has no KSM.
+    public var run: String?
+    /// Why workers are not merged (ksmd off, a kernel without PR_SET_MEMORY_MERGE), one line
+    /// each; empty when merging works.
+    public var notes: [String]
+
+    /// Creates the KSM line.
+    public init(run: String?, notes: [String]) {
+        self.run = run
+        self.notes = notes
+    }
+}
+
 /// A deploy, reload or rollback in progress.
 public struct OperationStatus: Codable, Sendable, Equatable {
     /// deploy | reload | rollback.
@@ -133,8 +152,15 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var rssBytes: UInt64?
     /// See `rssBytes`.
     public var pssBytes: UInt64?
-    /// See `rssBytes`.
+    /// See `rssBytes`; the private part (Private_Clean + Private_Dirty).
     public var ussBytes: UInt64?
+    /// See `rssBytes`; the shared resident part (Shared_Clean + Shared_Dirty).
+    public var sharedBytes: UInt64?
+    /// KSM: bytes merging saves for this worker's tree (`ksm_process_profit`, may be < 0);
+    /// nil unless `memory.mergeable` is on.
+    public var ksmProfitBytes: Int64?
+    /// KSM: the tree's pages merged with an identical one (`ksm_merging_pages`).
+    public var ksmMergingPages: UInt64?
     /// Restarts of this slot since baton started.
     public var restarts: Int
     /// Why the slot last restarted (crash, reload, readiness-timeout, ...).
@@ -165,6 +191,9 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
         case rssBytes = "rss_bytes"
         case pssBytes = "pss_bytes"
         case ussBytes = "uss_bytes"
+        case sharedBytes = "shared_bytes"
+        case ksmProfitBytes = "ksm_profit_bytes"
+        case ksmMergingPages = "ksm_merging_pages"
         case lastRestartReason = "last_restart_reason"
         case requests
         case requestLimit = "request_limit"
@@ -226,11 +255,15 @@ extension StatusReport {
         }
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
         if let r = reservation { lines.append(r.line) }
+        for note in ksm?.notes ?? [] { lines.append("note: \(note)") }
         if let dropped = logDroppedBytes, dropped > 0 {
             lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
         }
         lines.append("")
-        let header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "MEM", "LEAK/h", "RESTARTS", "LAST REASON", "RELEASE"]
+        // USS is the private part, SHARED what other processes map too; KSM only with memory.mergeable.
+        var header = ["SLOT", "PID", "STATE", "AGE", "RSS", "PSS", "USS", "SHARED", "MEM", "LEAK/h", "RESTARTS", "LAST REASON", "RELEASE"]
+        let ksmColumn = ksm != nil
+        if ksmColumn { header.insert("KSM", at: 8) }
         // MEM: USS against the worker limit, else against the worker's share of the threshold.
         let scale = workers.compactMap { $0.limitBytes }.max() ?? memory?.share(workers: slots) ?? 0
         var rows: [[String]] = [header]
@@ -239,11 +272,13 @@ extension StatusReport {
             var state = w.state
             if w.crashLoop { state += " (crash-loop)" }
             if let next = w.nextStartIn { state += " (retry in \(Self.age(next)))" }
-            rows.append([
+            var row = [
                 String(w.slot), w.pid == 0 ? "-" : String(w.pid), state, age, Self.mib(w.rssBytes), Self.mib(w.pssBytes),
-                Self.mib(w.ussBytes), Self.bar(w.ussBytes, of: scale), w.leakMiBPerHour.map { Self.leak($0, w.secondsToLimit) } ?? "-",
-                String(w.restarts), w.lastRestartReason ?? "-", w.release,
-            ])
+                Self.mib(w.ussBytes), Self.mib(w.sharedBytes), Self.bar(w.ussBytes, of: scale),
+                w.leakMiBPerHour.map { Self.leak($0, w.secondsToLimit) } ?? "-", String(w.restarts), w.lastRestartReason ?? "-", w.release,
+            ]
+            if ksmColumn { row.insert(Self.signedMiB(w.ksmProfitBytes), at: 8) }
+            rows.append(row)
         }
         var widths = [Int](repeating: 0, count: header.count)
         for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
@@ -276,6 +311,12 @@ extension StatusReport {
         guard let bytes else { return "-" }
         let tenths = (bytes * 10 + 512 * 1024) / (1024 * 1024)
         return "\(tenths / 10).\(tenths % 10)M"
+    }
+
+    /// A KSM profit: "12.3M", "-0.1M" (the rmap items may cost more than merging saves).
+    static func signedMiB(_ bytes: Int64?) -> String {
+        guard let bytes else { return "-" }
+        return (bytes < 0 ? "-" : "") + mib(bytes.magnitude)
     }
 
     static func age(_ seconds: Double) -> String {

@@ -4,22 +4,33 @@ public struct MemorySample: Sendable, Equatable, Codable {
     public var rss: UInt64
     /// Proportional set size (shared pages divided among their users).
     public var pss: UInt64?
-    /// Unique set size: Private_Clean + Private_Dirty, what killing it frees.
+    /// Unique set size: Private_Clean + Private_Dirty, what killing it frees (the private part).
     public var uss: UInt64?
+    /// Shared resident memory: Shared_Clean + Shared_Dirty, pages some other process maps too
+    /// (copy-on-write pages of a fork, libraries, shared mappings). A forked worker's pages
+    /// move from here to `uss` as it writes them (copy-on-write erosion).
+    public var shared: UInt64?
+    /// KSM figures of the tree (`/proc/PID/ksm_stat`), read only when `memory.mergeable` is on.
+    public var ksm: KSMStat?
 
     /// Creates a sample.
-    public init(rss: UInt64, pss: UInt64?, uss: UInt64?) {
+    public init(rss: UInt64, pss: UInt64?, uss: UInt64?, shared: UInt64? = nil, ksm: KSMStat? = nil) {
         self.rss = rss
         self.pss = pss
         self.uss = uss
+        self.shared = shared
+        self.ksm = ksm
     }
 
-    /// Sums two samples; a missing PSS/USS on either side makes it missing.
+    /// Sums two samples; a missing PSS/USS/shared on either side makes it missing, KSM
+    /// figures add up where present.
     public static func + (a: MemorySample, b: MemorySample) -> MemorySample {
         MemorySample(
             rss: a.rss + b.rss,
             pss: a.pss.flatMap { x in b.pss.map { x + $0 } },
-            uss: a.uss.flatMap { x in b.uss.map { x + $0 } })
+            uss: a.uss.flatMap { x in b.uss.map { x + $0 } },
+            shared: a.shared.flatMap { x in b.shared.map { x + $0 } },
+            ksm: a.ksm.map { x in b.ksm.map { x + $0 } ?? x } ?? b.ksm)
     }
 }
 
@@ -56,12 +67,13 @@ public enum ProcParsers {
         return pages * pageSize
     }
 
-    /// RSS, PSS and USS in bytes from /proc/PID/smaps_rollup.
-    public static func smapsRollup(_ text: String) -> (rss: UInt64, pss: UInt64, uss: UInt64)? {
+    /// RSS, PSS, USS and shared resident bytes from /proc/PID/smaps_rollup.
+    public static func smapsRollup(_ text: String) -> (rss: UInt64, pss: UInt64, uss: UInt64, shared: UInt64)? {
         // Bytes, not Characters (see CommitCharge.privateWritable): "Key:   123 kB" lines.
         var rss: UInt64?
         var pss: UInt64?
         var uss: UInt64 = 0
+        var shared: UInt64 = 0
         for line in text.utf8.split(separator: ASCIIBytes.newline) {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
             let key = line[..<colon]
@@ -73,10 +85,12 @@ public enum ProcParsers {
                 pss = kb * 1024
             } else if key.elementsEqual("Private_Clean".utf8) || key.elementsEqual("Private_Dirty".utf8) {
                 uss += kb * 1024
+            } else if key.elementsEqual("Shared_Clean".utf8) || key.elementsEqual("Shared_Dirty".utf8) {
+                shared += kb * 1024
             }
         }
         guard let rss, let pss else { return nil }
-        return (rss, pss, uss)
+        return (rss, pss, uss, shared)
     }
 
     /// A hex signal mask field (SigBlk, SigIgn, ...) from /proc/PID/status.

@@ -43,6 +43,12 @@ typedef struct {
     /// above the child's RLIMIT_NOFILE is skipped, not a spawn failure.
     int hold_fd;
     int hold_target;
+    /// When non-zero, the child calls prctl(PR_SET_MEMORY_MERGE, 1) before it drops
+    /// privileges and execs (KSM may then merge its pages; the flag survives execve since
+    /// Linux 6.7). A refusal does not stop the spawn: its errno is stored in
+    /// *memory_merge_errno (when not NULL), which is 0 otherwise.
+    int memory_merge;
+    int *memory_merge_errno;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).
@@ -53,6 +59,8 @@ enum {
     CBatonLinux_step_ids = 3,
     CBatonLinux_step_chdir = 4,
     CBatonLinux_step_exec = 5,
+    /// Not a failure: prctl(PR_SET_MEMORY_MERGE) was refused, the child goes on.
+    CBatonLinux_step_memory_merge = 6,
 };
 
 /// fork + (in the child) reset every signal disposition to default, empty the

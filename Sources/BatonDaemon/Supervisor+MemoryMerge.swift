@@ -1,0 +1,37 @@
+import BatonCore
+import Glibc
+
+/// What `memory.mergeable` has told the operator, so that each problem is logged once.
+struct MemoryMergeState {
+    /// The kernel's refusal of PR_SET_MEMORY_MERGE, once a worker's spawn reported one.
+    var refusal: String?
+}
+
+/// `memory.mergeable`: workers are marked mergeable at spawn (SpawnRequest.memoryMerge);
+/// here, the one-time messages when that cannot save anything, and the status line.
+extension Supervisor {
+    /// At start: with `memory.mergeable` on and the host's ksmd not running, one warning
+    /// (marking still happens: ksmd may be switched on later).
+    func announceMemoryMerge() {
+        guard config.memory.mergeable, let note = MemoryMerge.daemonNote(run: host.memory.ksmRun()) else { return }
+        logger.warning("\(note)")
+    }
+
+    /// A worker's spawn reported that the kernel refused PR_SET_MEMORY_MERGE: the worker runs
+    /// unmerged; logged once (every later worker is refused the same way).
+    func memoryMergeRefused(errno code: Int32) {
+        guard memoryMerge.refusal == nil else { return }
+        let line = MemoryMerge.refused(errno: code, errorText: String(cString: strerror(code)))
+        memoryMerge.refusal = line
+        logger.warning("\(line)")
+    }
+
+    /// The status line of `memory.mergeable` (nil when it is off): ksmd's state read now, and
+    /// why nothing merges, if so.
+    func ksmStatus() -> KSMStatus? {
+        guard config.memory.mergeable else { return nil }
+        let run = host.memory.ksmRun()
+        let notes = [memoryMerge.refusal, MemoryMerge.daemonNote(run: run)].compactMap { $0 }
+        return KSMStatus(run: run?.split(whereSeparator: \.isWhitespace).first.map(String.init), notes: notes)
+    }
+}
