@@ -32,10 +32,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var oom: OOMStatus?
     /// The memory reservation `preflight --roll-ahead` holds, if any.
     public var reservation: ReservationReport?
+    /// The molds (mold mode): the current release's, and a deploy's new one; nil in exec mode.
+    public var molds: [MoldStatus]?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
         case reservation
+        case molds
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -226,6 +229,7 @@ extension StatusReport {
         }
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
         if let r = reservation { lines.append(r.line) }
+        for mold in molds ?? [] { lines.append(mold.line(now: now)) }
         if let dropped = logDroppedBytes, dropped > 0 {
             lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
         }

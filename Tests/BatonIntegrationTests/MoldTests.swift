@@ -1,0 +1,184 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+/// The Python mold adapter, found from this file's path.
+let pythonMoldAdapter: String = {
+    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)  // Tests/BatonIntegrationTests/MoldTests.swift
+    return parts.joined(separator: "/") + "/adapters/python/baton_mold.py"
+}()
+
+extension Integration {
+    /// Mold mode end to end: baton, the Python adapter (waitress) and a WSGI app, all real.
+    @Suite("mold mode", .serialized)
+    struct MoldTests {
+        /// A WSGI app that answers with its pid, LISTEN_PID and parent, and holds 32 MiB that
+        /// its mold touched before forking (shared copy-on-write by every worker).
+        static let app = """
+            import os
+            _shared = bytearray(b"\\x01" * (32 << 20))
+
+            def application(environ, start_response):
+                body = ("hello pid=%d release=%s listen_pid=%s ppid=%d\\n" % (
+                    os.getpid(), os.path.basename(os.getcwd()), os.environ.get("LISTEN_PID"), os.getppid())).encode()
+                start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+                return [body]
+            """
+
+        static let sections = """
+            [listen]
+            addresses = ["127.0.0.1:0"]
+            [readiness]
+            mode = "notify"
+            timeout = "20s"
+            [stop]
+            timeout = "10s"
+            [mold]
+            start_timeout = "20s"
+            """
+
+        /// A baton in mold mode whose release holds the app.
+        static func start(workers: Int, sections: String = sections, tag: String) throws -> BatonHarness {
+            let check = try TestProcess.run(["/usr/bin/env", "python3", "-c", "import waitress"], timeout: .seconds(30))
+            guard check.code == 0 else { throw HarnessError("python3 has no waitress: run scripts/install-deps (\(check.stderr))") }
+            return try BatonHarness(
+                workers: workers, command: ["python3", pythonMoldAdapter, "moldapp:application"], extraApp: "mode = \"mold\"",
+                sections: sections, tag: tag, beforeStart: { TestPaths.write($0 + "/releases/r1/moldapp.py", app) })
+        }
+
+        /// `name=value` from a response body.
+        static func field(_ body: String, _ name: String) -> String? {
+            body.split(whereSeparator: { $0 == " " || $0 == "\n" }).first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) }
+        }
+
+        /// Children of `parent` that are zombies (exited, not reaped).
+        static func zombieChildren(of parent: pid_t) -> [pid_t] {
+            guard let dir = opendir("/proc") else { return [] }
+            defer { closedir(dir) }
+            var zombies: [pid_t] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                guard let pid = pid_t(name), let text = ProcFS.read("/proc/\(pid)/stat"), let stat = ProcParsers.statFields(text) else { continue }
+                if stat.ppid == parent && stat.state == "Z" { zombies.append(pid) }
+            }
+            return zombies
+        }
+
+        /// Polls `status` until `condition` holds (at most `timeout`).
+        static func waitForStatus(_ baton: BatonHarness, timeout: Duration = .seconds(30), _ condition: (StatusReport) -> Bool) -> StatusReport? {
+            let deadline = monotonicNow() + timeout
+            while monotonicNow() < deadline {
+                if let status = try? baton.status(), condition(status) { return status }
+                usleep(100_000)
+            }
+            return nil
+        }
+
+        @Test("a worker forked from the mold serves with LISTEN_PID = its own pid, as baton's child")
+        func forkedWorkerServes() throws {
+            let baton = try Self.start(workers: 2, tag: "mold1")
+            defer { baton.stop() }
+            let status = try baton.status()
+            let mold = try #require(status.molds?.first, "status shows the mold")
+            #expect(mold.state == "ready")
+            #expect(mold.release == baton.releaseDirectory)
+            let workerPIDs = Set(status.workers.map(\.pid))
+            #expect(!workerPIDs.contains(mold.pid))
+            var answered = Set<Int32>()
+            for _ in 0..<20 {
+                let response = try #require(HTTP.get(port: baton.port, path: "/"))
+                #expect(response.status == 200)
+                let pid = try #require(Self.field(response.body, "pid").flatMap { Int32($0) })
+                #expect(Self.field(response.body, "listen_pid") == String(pid), "\(response.body)")
+                #expect(Self.field(response.body, "ppid") == String(baton.process.pid), "\(response.body)")
+                #expect(workerPIDs.contains(pid))
+                answered.insert(pid)
+            }
+            #expect(ProcFS.parentPID(of: mold.pid) == baton.process.pid)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty, "the double fork's intermediate left no zombie")
+            #expect(baton.stop(keepDirectory: false) == 0)
+            #expect(kill(mold.pid, 0) != 0, "the mold stopped with baton")
+        }
+
+        @Test("SIGKILL of the mold: workers keep serving (0 failed), a new mold comes up; SIGKILL of a worker: reaped, respawned from the mold")
+        func moldDeathAndReaping() throws {
+            let baton = try Self.start(workers: 2, tag: "mold2")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let firstMold = try #require(before.molds?.first)
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
+            #expect(load.waitForProgress(200))
+            #expect(kill(firstMold.pid, SIGKILL) == 0)
+            let replaced = Self.waitForStatus(baton) { s in s.molds?.contains { $0.pid != firstMold.pid && $0.state == "ready" } == true }
+            #expect(replaced != nil, "a new mold comes up")
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+            #expect(try baton.status().workers.map(\.pid) == before.workers.map(\.pid), "the workers were not touched")
+            #expect(try baton.status().molds?.first?.restarts == 1)
+
+            let victim = before.workers[0].pid
+            #expect(kill(victim, SIGKILL) == 0)
+            let respawned = Self.waitForStatus(baton) { s in
+                s.workers.count == 2 && s.workers.allSatisfy { $0.state == "ready" } && !s.workers.contains { $0.pid == victim }
+            }
+            let after = try #require(respawned, "slot 0 respawned")
+            let fresh = try #require(after.workers.first { $0.slot == 0 })
+            #expect(ProcFS.parentPID(of: fresh.pid) == baton.process.pid)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty, "no zombie: the killed worker was reaped")
+            #expect(ProcFS.startTime(of: victim) == nil)
+        }
+
+        @Test("a deploy onto a new mold under load: 0 failed, workers share memory (PSS < RSS), the old mold retired")
+        func deployOntoNewMold() throws {
+            let baton = try Self.start(workers: 3, tag: "mold3")
+            defer { baton.stop() }
+            let oldMold = try #require(try baton.status().molds?.first)
+            let release = baton.makeRelease("r2")
+            TestPaths.write(release + "/moldapp.py", Self.app)
+            let load = LoadClient(port: baton.port, connections: 12, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(300))
+            let result = try baton.cli(["deploy", "--release", release])
+            #expect(result.code == 0, "\(result.stdout)\(result.stderr)")
+            #expect(load.waitForProgress(300))
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+            #expect(report.releases == ["r1", "r2"], "\(report)")
+            let after = try #require(Self.waitForStatus(baton) { $0.molds?.count == 1 })
+            let newMold = try #require(after.molds?.first)
+            #expect(newMold.release == release && newMold.state == "ready" && newMold.pid != oldMold.pid)
+            #expect(ProcFS.startTime(of: oldMold.pid) == nil, "the old mold was retired and reaped")
+            #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" })
+            for worker in after.workers {
+                let rss = try #require(worker.rssBytes)
+                let pss = try #require(worker.pssBytes)
+                print("mold worker \(worker.pid): RSS \(rss >> 20) MiB, PSS \(pss >> 20) MiB")
+                #expect(pss < rss, "pages shared with the mold and the other workers")
+            }
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+
+        @Test("a deploy whose mold never becomes ready fails with a one-line reason; the old release keeps serving")
+        func moldNeverReady() throws {
+            let sections = Self.sections.replacing("start_timeout = \"20s\"", with: "start_timeout = \"2s\"")
+            let baton = try Self.start(workers: 2, sections: sections, tag: "mold4")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let release = baton.makeRelease("never")
+            let result = try baton.cli(["deploy", "--release", release, "--command", "python3", "-c", "import time; time.sleep(120)"])
+            #expect(result.code == 1)
+            #expect(result.stderr.contains("not ready within 2s ([mold] start_timeout)"), "\(result.stderr)")
+            #expect(result.stderr.contains("nothing changed"), "\(result.stderr)")
+            let after = try baton.status()
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(after.release == baton.releaseDirectory)
+            #expect(after.molds?.map(\.pid) == before.molds?.map(\.pid))
+            let response = try #require(HTTP.get(port: baton.port, path: "/"))
+            #expect(response.status == 200)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+    }
+}
