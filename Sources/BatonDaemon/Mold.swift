@@ -92,6 +92,8 @@ final class MoldBook {
     var molds: [Mold] = []
     /// Worker starts waiting for a mold.
     var waiters: [MoldWaiter] = []
+    /// The first actions of a rollout (by operation number) waiting for its release's mold.
+    var pendingRollout: (operation: Int, actions: [RollingRestart.Action])?
     /// Crash backoff of the molds of each release (a mold that dies after it was ready is
     /// restarted after this delay).
     var backoff: [String: CrashBackoff] = [:]

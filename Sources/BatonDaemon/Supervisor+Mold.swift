@@ -42,6 +42,34 @@ extension Supervisor {
         }
     }
 
+    /// The first actions of a rollout: in mold mode they wait until the mold of the rollout's
+    /// release is ready, so that nothing is drained or started before the new mold can fork
+    /// (a new mold that never becomes ready fails the operation with nothing changed).
+    func performAfterMold(_ actions: [RollingRestart.Action]) {
+        guard moldMode, let spec = rolloutSpec, let op = operation, moldBook.mold(for: spec)?.state != .ready else {
+            perform(actions)
+            return
+        }
+        moldBook.pendingRollout = (op.number, actions)
+        op.report("waiting for the mold of \(spec.release) to be ready")
+        if moldBook.mold(for: spec) == nil, moldBook.restartTimers[spec.release] == nil { startMold(spec) }
+    }
+
+    /// The rollout waiting for its mold goes on (`ready`), or fails with nothing changed.
+    private func resumeRollout(spec: WorkerSpec, failure: String?) {
+        guard let (number, actions) = moldBook.pendingRollout, rolloutSpec == spec else { return }
+        moldBook.pendingRollout = nil
+        guard let op = operation, op.number == number, rollout != nil else { return }
+        guard let failure else {
+            perform(actions)
+            return
+        }
+        // Nothing was performed yet: the operation ends with every old worker serving.
+        rollout = nil
+        rolloutPlanner = nil
+        rolloutFinished(.failed(slot: -1, reason: failure, replaced: []))
+    }
+
     // MARK: - Start
 
     /// Starts the mold of `spec`, as a worker is started plus its channel (`BATON_MOLD_FD`).
@@ -130,6 +158,7 @@ extension Supervisor {
         logger.info(
             "mold ready after \(Units.formatElapsed(loop.now() - mold.startedAt))",
             metadata: ["pid": .stringConvertible(mold.pid), "release": .string(mold.spec.release)])
+        resumeRollout(spec: mold.spec, failure: nil)
         let waiting = moldBook.waiters.filter { $0.spec == mold.spec }
         moldBook.waiters.removeAll { $0.spec == mold.spec }
         for waiter in waiting where stillWants(waiter) {
@@ -151,6 +180,7 @@ extension Supervisor {
 
     /// The starts waiting for the mold of `spec` fail (each as a failed start of its slot).
     private func failWaiters(_ spec: WorkerSpec, reason: String) {
+        resumeRollout(spec: spec, failure: reason)
         let failed = moldBook.waiters.filter { $0.spec == spec }
         moldBook.waiters.removeAll { $0.spec == spec }
         for waiter in failed where stillWants(waiter) {
@@ -239,6 +269,7 @@ extension Supervisor {
         for t in moldBook.restartTimers.values { loop.cancel(t) }
         moldBook.restartTimers.removeAll()
         moldBook.waiters.removeAll()
+        moldBook.pendingRollout = nil
         for mold in moldBook.molds { retireMold(mold) }
     }
 

@@ -117,6 +117,25 @@ import Testing
         #expect(h.supervisor.moldBook.molds.count == 1)
     }
 
+    @Test func replaceDeployDrainsNothingBeforeItsMoldIsReady() throws {
+        let h = try harness()
+        try h.start()
+        let serving = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        h.autoReadyMold = { $0.release != r1 }
+        let client = h.deploy(r1, strategy: "replace")
+        h.advance(by: .seconds(30))
+        // The new mold boots: every old worker still serves, none got a signal.
+        #expect(h.servingPIDs == serving)
+        #expect(serving.allSatisfy { h.host.child($0!)?.signals.isEmpty == true })
+        #expect(client.progress.contains { $0.contains("waiting for the mold of \(r1)") })
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.contains("nothing changed") == true, "\(reply)")
+        #expect(h.servingPIDs == serving)
+    }
+
     @Test func moldFailingASpawnIsKilledAndReplaced() throws {
         let h = try harness()
         try h.start()
