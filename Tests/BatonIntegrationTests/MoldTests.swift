@@ -180,5 +180,33 @@ extension Integration {
             #expect(response.status == 200)
             #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
         }
+
+        @Test("baton upgrade in mold mode: workers keep serving; the old mold exits, a new one forks the next worker")
+        func upgradeStartsANewMold() throws {
+            let baton = try Self.start(workers: 2, tag: "mold5")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let oldMold = try #require(before.molds?.first)
+            let upgraded = try baton.cli(["upgrade"])
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            let after = try baton.status()
+            #expect(after.pid == before.pid)
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            // The old image's end of the channel closed with the execve: the mold exits and is reaped.
+            let deadline = monotonicNow() + .seconds(20)
+            while ProcFS.parentPID(of: oldMold.pid) != nil, monotonicNow() < deadline { usleep(50_000) }
+            #expect(ProcFS.parentPID(of: oldMold.pid) == nil, "the old mold is gone, not a zombie")
+            let victim = before.workers[0].pid
+            #expect(kill(victim, SIGKILL) == 0)
+            let respawned = Self.waitForStatus(baton) { s in
+                s.workers.count == 2 && s.workers.allSatisfy { $0.state == "ready" } && !s.workers.contains { $0.pid == victim }
+                    && s.molds?.first?.state == "ready"
+            }
+            let status = try #require(respawned, "a new mold forks slot 0's worker")
+            #expect(status.molds?.first?.pid != oldMold.pid)
+            let response = try #require(HTTP.get(port: baton.port, path: "/"))
+            #expect(response.status == 200)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
     }
 }
