@@ -59,8 +59,6 @@ final class Mold {
     var recentOutput = RingBuffer<String>(capacity: 20)
     /// Its timers (start timeout, kill after the stop signal).
     var timers: [EventLoop.Token] = []
-    /// Latest memory of the mold alone (PSS from the last detailed sample).
-    var memory: MemorySample?
     /// Set when baton killed it for failing: a new one starts once it is reaped.
     var replaceOnExit = false
 

@@ -71,9 +71,11 @@ def serve_requests(app, channel):
             continue
         reply = {"id": request.get("id")}
         try:
+            if len(fds) != len(request.get("fds", [])):
+                raise OSError("%d descriptors attached for %d targets" % (len(fds), len(request.get("fds", []))))
             reply["pid"] = spawn(app, request, fds, channel)
         except OSError as error:
-            reply["error"] = "%s: %s" % (error.__class__.__name__, error.strerror or error)
+            reply["error"] = str(error.strerror or error)
         finally:
             for fd in fds:
                 try:
@@ -118,7 +120,15 @@ def spawn(app, request, fds, channel):
 
 
 def place_descriptors(fds, targets):
-    """Each attached descriptor at its target number; every other one closed."""
+    """Each attached descriptor at its target number; every other one closed. A target the
+    process cannot have (RLIMIT_NOFILE: baton's hold descriptor at 1000) is skipped, as
+    baton's own launcher does."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY:
+        pairs = [(fd, target) for fd, target in zip(fds, targets) if target < soft]
+        fds, targets = [fd for fd, _ in pairs], [target for _, target in pairs]
     high = max(targets + [2]) + 16
     moved = [os.dup(fd) if fd >= high else fcntl_dup_above(fd, high) for fd in fds]
     for fd, target in zip(moved, targets):
