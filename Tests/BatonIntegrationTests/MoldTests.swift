@@ -208,5 +208,54 @@ extension Integration {
             #expect(response.status == 200)
             #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
         }
+
+        /// A mold that sends READY=1 and then misbehaves: `silent` never answers a spawn,
+        /// `single-fork` answers with a child of its own (not re-parented to baton).
+        static let badMold = """
+            import json, os, socket, sys, time
+            mode = sys.argv[1]
+            channel = socket.socket(fileno=int(os.environ["BATON_MOLD_FD"]))
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+            while True:
+                data, fds, _, _ = socket.recv_fds(channel, 1 << 20, 250)
+                if not data:
+                    sys.exit(0)
+                for fd in fds:
+                    os.close(fd)
+                if mode == "silent":
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                channel.send(json.dumps({"id": json.loads(data)["id"], "pid": pid}).encode())
+            """
+
+        @Test(
+            "a mold that does not answer within spawn_timeout, or answers with a pid that is not baton's child, is killed and replaced; baton keeps running",
+            arguments: ["silent", "single-fork"])
+        func misbehavingMold(mode: String) throws {
+            let check = try TestProcess.run(["/usr/bin/env", "python3", "-c", "import socket; socket.recv_fds"], timeout: .seconds(30))
+            try #require(check.code == 0)
+            let sections = Self.sections + "\nspawn_timeout = \"1s\""
+            let baton = try BatonHarness(
+                workers: 1, command: ["python3", "badmold.py", mode], extraApp: "mode = \"mold\"", sections: sections, waitReady: false,
+                tag: "mold6", beforeStart: { TestPaths.write($0 + "/releases/r1/badmold.py", Self.badMold) })
+            defer { baton.stop() }
+            let expected = mode == "silent" ? "the mold did not answer within 1s" : "is not baton's child (its parent is"
+            let failed = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("failed a spawn") && $0.contains(expected) }
+            #expect(failed != nil, "\(baton.process.stderrLines.suffix(10))")
+            // A second mold starts (the slot's next attempt, after its backoff).
+            let deadline = monotonicNow() + .seconds(30)
+            while baton.process.stderrLines.filter({ $0.contains("mold started") }).count < 2, monotonicNow() < deadline {
+                _ = baton.process.waitForLine(timeout: .milliseconds(200)) { _ in false }
+            }
+            #expect(baton.process.stderrLines.filter { $0.contains("mold started") }.count >= 2)
+            #expect(baton.process.exitCode == nil, "baton keeps running")
+            let status = try baton.status()
+            #expect(status.workers.allSatisfy { $0.state != "ready" })
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
     }
 }
