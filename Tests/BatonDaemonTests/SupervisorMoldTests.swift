@@ -136,6 +136,40 @@ import Testing
         #expect(h.servingPIDs == serving)
     }
 
+    @Test func rollbackForksFromTheOldMoldAndRetiresTheNewOne() throws {
+        let h = try harness()
+        try h.start()
+        let oldMold = try #require(h.host.molds.first)
+        let r1 = h.makeRelease("r1")
+        var started = 0
+        h.host.onSpawn = { child in
+            guard child.release == r1, child.slot != nil else { return }
+            started += 1
+            if started == 2 { child.end(.exited(3)) }
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.contains("rolled back") == true, "\(reply)")
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease, h.initialRelease])
+        #expect(h.allReady)
+        #expect(oldMold.isRunning && oldMold.signals.isEmpty, "the old release's mold served the rollback")
+        #expect(h.host.molds.filter { $0.release == r1 }.allSatisfy { !$0.isRunning })
+        #expect(h.supervisor.moldBook.molds.map(\.pid) == [oldMold.pid])
+    }
+
+    @Test func shutdownStopsTheMold() throws {
+        let h = try harness()
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        h.supervisor.beginShutdown()
+        h.advance(by: .seconds(1))
+        #expect(mold.signals.first == SIGTERM)
+        #expect(mold.reaped)
+        #expect(h.supervisor.moldBook.molds.isEmpty)
+    }
+
     @Test func moldFailingASpawnIsKilledAndReplaced() throws {
         let h = try harness()
         try h.start()
