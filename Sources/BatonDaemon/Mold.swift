@@ -101,6 +101,14 @@ final class MoldBook {
     var restarts = 0
     /// Molds started so far (names their notify sockets).
     var started = 0
+    /// Refork: baton's end of each promotable worker's channel, by pid.
+    var promotable: [pid_t: MoldChannel] = [:]
+    /// Refork: releases whose mold was already promoted from a worker (once per release).
+    var reforked: Set<String> = []
+    /// Refork: the worker being promoted now.
+    var promoting: Promotion?
+    /// Refork: the next check.
+    var reforkTimer: EventLoop.Token?
 
     /// The live mold for `spec`, if any.
     func mold(for spec: WorkerSpec) -> Mold? {

@@ -33,8 +33,13 @@ extension Supervisor {
         guard let mold = moldBook.mold(for: spec), mold.state == .ready, let link = mold.link else {
             throw DaemonError("no ready mold for \(spec.release)")
         }
+        var request = request
+        let promotion = try addPromotionChannel(&request)
+        defer { if let promotion { close(promotion.workerEnd) } }
         do {
-            return try link.spawn(request, timeout: config.mold.spawnTimeout)
+            let process = try link.spawn(request, timeout: config.mold.spawnTimeout)
+            if let promotion { moldBook.promotable[process.pid] = promotion.channel }
+            return process
         } catch {
             logger.error("mold \(mold.pid) failed a spawn (\(error)): killing it; it is replaced", metadata: ["release": .string(spec.release)])
             killMold(mold, replace: true)
@@ -76,9 +81,6 @@ extension Supervisor {
     func startMold(_ spec: WorkerSpec) {
         if let t = moldBook.restartTimers.removeValue(forKey: spec.release) { loop.cancel(t) }
         moldBook.started += 1
-        if config.mold.reforkAfterRequests > 0 || config.mold.reforkAfter != nil {
-            logger.warning("[mold] refork_after_requests/refork_after: refork is not implemented yet; ignored")
-        }
         let path = "\(notifyDirectory)/mold-\(moldBook.started)-\(getpid()).sock"
         var notifyFD: Int32 = -1
         var outputRead: Int32 = -1
@@ -108,7 +110,7 @@ extension Supervisor {
             mold.outputFD = outputRead
             (notifyFD, outputRead) = (-1, -1)  // the mold owns them now
             moldBook.molds.append(mold)
-            try watch(mold)
+            try watchMold(mold)
             let timeout = config.mold.startTimeout
             mold.timers.append(
                 loop.schedule(after: timeout) { [unowned self, unowned mold] in
@@ -131,10 +133,15 @@ extension Supervisor {
         publishStatus()
     }
 
-    private func watch(_ mold: Mold) throws {
+    /// Registers a mold's pidfd, output and notify socket with the loop.
+    func watchMold(_ mold: Mold) throws {
         try loop.register(fd: mold.pidfd, events: .readable) { [unowned self, unowned mold] _ in self.moldPidfdReadable(mold) }
-        try loop.register(fd: mold.outputFD, events: .readable) { [unowned self, unowned mold] _ in self.readOutput(mold) }
-        try loop.register(fd: mold.notifyFD, events: .readable) { [unowned self, unowned mold] _ in self.readNotify(mold) }
+        if mold.outputFD >= 0 {
+            try loop.register(fd: mold.outputFD, events: .readable) { [unowned self, unowned mold] _ in self.readOutput(mold) }
+        }
+        if mold.notifyFD >= 0 {
+            try loop.register(fd: mold.notifyFD, events: .readable) { [unowned self, unowned mold] _ in self.readNotify(mold) }
+        }
     }
 
     private func readNotify(_ mold: Mold) {
@@ -159,6 +166,7 @@ extension Supervisor {
             "mold ready after \(Units.formatElapsed(loop.now() - mold.startedAt))",
             metadata: ["pid": .stringConvertible(mold.pid), "release": .string(mold.spec.release)])
         resumeRollout(spec: mold.spec, failure: nil)
+        scheduleReforkCheck()
         let waiting = moldBook.waiters.filter { $0.spec == mold.spec }
         moldBook.waiters.removeAll { $0.spec == mold.spec }
         for waiter in waiting where stillWants(waiter) {
@@ -270,14 +278,19 @@ extension Supervisor {
         moldBook.restartTimers.removeAll()
         moldBook.waiters.removeAll()
         moldBook.pendingRollout = nil
+        promotionFailed("baton is stopping")
         for mold in moldBook.molds { retireMold(mold) }
     }
 
     /// Pids of live molds (known children: not reaped as strays).
-    var moldPIDs: [pid_t] { moldBook.molds.map(\.pid) }
+    var moldPIDs: [pid_t] { moldBook.molds.map(\.pid) + (moldBook.promoting.map { [$0.worker.pid] } ?? []) }
 
     /// The mold with `pid` exited (seen through SIGCHLD before its pidfd).
     func moldExitedNow(_ pid: pid_t) -> Bool {
+        if moldBook.promoting?.worker.pid == pid {
+            promotionFailed("it exited")
+            return true
+        }
         guard let mold = moldBook.molds.first(where: { $0.pid == pid }) else { return false }
         moldPidfdReadable(mold)
         return true

@@ -27,6 +27,12 @@ struct MoldSpawnMessage: Codable, Equatable {
     }
 }
 
+/// `{"op": "promote"}` and its answer `{"op": "promoted"}` (with `error` when it cannot).
+struct MoldPromoteMessage: Codable, Equatable {
+    var op: String
+    var error: String?
+}
+
 /// A mold's reply: a pid, or an error.
 struct MoldReplyMessage: Codable, Equatable {
     var id: Int?
@@ -144,5 +150,33 @@ public final class MoldChannel {
             if let replyID = reply.id, replyID < id { continue }
             return reply
         }
+    }
+
+    // MARK: - Promotion (refork)
+
+    /// Asks the worker at the other end to become a mold (docs/MOLD.md, "Refork").
+    public func sendPromote() throws(MoldError) {
+        guard let body = try? JSONEncoder().encode(MoldPromoteMessage(op: "promote")) else { throw MoldError("cannot encode") }
+        let bytes = [UInt8](body)
+        let sent = bytes.withUnsafeBytes { CBatonLinux_send_with_fds(fd, $0.baseAddress, $0.count, nil, 0) }
+        if sent < 0 { throw MoldError("cannot send the promotion: \(String(cString: strerror(errno)))") }
+    }
+
+    /// The worker's answer to `sendPromote()` without waiting: true once it is a mold, nil
+    /// while no answer came; throws when it refused, closed the channel or answered nonsense.
+    public func receivePromoted() throws(MoldError) -> Bool? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var truncated: Int32 = 0
+        let n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_dropping_fds(fd, $0.baseAddress, $0.count, &truncated) }
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return nil }
+            throw MoldError("cannot read the promotion's answer: \(String(cString: strerror(errno)))")
+        }
+        if n == 0 { throw MoldError("the worker closed its channel") }
+        guard truncated == 0, let answer = try? JSONDecoder().decode(MoldPromoteMessage.self, from: Data(buffer[0..<n])),
+            answer.op == "promoted"
+        else { throw MoldError("the worker's answer is not {\"op\": \"promoted\"}") }
+        if let error = answer.error { throw MoldError("the worker cannot be promoted: \(error)") }
+        return true
     }
 }

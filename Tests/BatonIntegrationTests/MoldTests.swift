@@ -257,5 +257,33 @@ extension Integration {
             #expect(status.workers.allSatisfy { $0.state != "ready" })
             #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
         }
+
+        @Test("refork: a worker 1s old is promoted to be the next mold, every slot is rolled onto it, 0 failed requests")
+        func reforkPromotesAWorker() throws {
+            let baton = try Self.start(workers: 2, sections: Self.sections + "\nrefork_after = \"1s\"", tag: "mold7")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let firstMold = try #require(before.molds?.first)
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(90))
+            #expect(load.waitForProgress(200))
+            let promoted = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("is the mold now") }
+            let line = try #require(promoted, "\(baton.process.stderrLines.suffix(10))")
+            let tail = try #require(line.components(separatedBy: "refork: worker ").last)
+            let newMold = try #require(Int32(String(tail.prefix { $0.isNumber })))
+            #expect(before.workers.map(\.pid).contains(newMold), "a former worker is the mold")
+            #expect(baton.process.waitForLine(containing: "reload finished", timeout: .seconds(60)) != nil)
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+            let after = try #require(Self.waitForStatus(baton) { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
+            #expect(after.molds?.first?.pid == newMold)
+            #expect(ProcFS.startTime(of: firstMold.pid) == nil, "the first mold was retired")
+            for worker in after.workers {
+                #expect(ProcFS.parentPID(of: worker.pid) == baton.process.pid)
+                #expect(!before.workers.map(\.pid).contains(worker.pid))
+            }
+            #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
     }
 }

@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 
 def notify(message, path=None):
@@ -65,8 +66,6 @@ def serve_requests(app, channel):
             for fd in fds:
                 os.close(fd)
             reply = {"op": request.get("op"), "error": "this mold cannot do %r" % request.get("op")}
-            if request.get("op") == "promote":
-                reply = {"op": "promoted", "error": "refork is not supported by this adapter"}
             channel.send(json.dumps(reply).encode())
             continue
         reply = {"id": request.get("id")}
@@ -194,7 +193,9 @@ def become_worker(app, request, fds):
 
 
 def serve(app):
-    """waitress on the sockets at 3.. (LISTEN_FDS); READY=1 once serving; SIGTERM drains."""
+    """waitress on the sockets at 3.. (LISTEN_FDS); READY=1 once serving; SIGTERM drains.
+    `{"op": "promote"}` on BATON_MOLD_FD (refork) drains the same way, answers
+    `{"op": "promoted"}` and serves spawn requests as a mold from then on."""
     import waitress
     from waitress import wasyncore
     from waitress.channel import HTTPChannel
@@ -210,10 +211,30 @@ def serve(app):
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     start_watchdog()
+    # Refork: baton may promote this worker to be the next mold on this channel.
+    channel = None
+    if os.environ.get("BATON_MOLD_FD"):
+        channel = socket.socket(fileno=int(os.environ["BATON_MOLD_FD"]))
+        channel.setblocking(False)
+    promoted = False
     notify("READY=1\nSTATUS=serving")
     listening = True
     while True:
         wasyncore.loop(timeout=0.1, map=socket_map, use_poll=True, count=1)
+        if channel is not None and not promoted:
+            try:
+                data = channel.recv(4096)
+            except BlockingIOError:
+                data = None
+            if data == b"":
+                channel = None  # baton closed it: no promotion will come
+            elif data:
+                try:
+                    promoted = json.loads(data).get("op") == "promote"
+                except ValueError:
+                    promoted = False
+                if promoted:
+                    stopping.set()
         if not stopping.is_set():
             continue
         if listening:
@@ -222,17 +243,32 @@ def serve(app):
                 if isinstance(dispatcher, BaseWSGIServer):
                     dispatcher.close()
             listening = False
+            stopped_at = time.monotonic()
         busy = False
         for dispatcher in list(socket_map.values()):
             if not isinstance(dispatcher, HTTPChannel):
                 continue
             if dispatcher.requests or dispatcher.total_outbufs_len or dispatcher.request is not None:
                 busy = True
+            elif time.monotonic() - stopped_at < 0.5:
+                # A connection accepted just before the listeners closed may have its first
+                # request on the way: idle connections are closed only after this grace.
+                busy = True
             else:
                 dispatcher.handle_close()  # idle keep-alive connection
         if not busy:
             break
     server.task_dispatcher.shutdown()
+    if not promoted:
+        return 0
+    # The worker's threads are gone and its requests answered: it becomes a mold.
+    for dispatcher in list(socket_map.values()):
+        dispatcher.close()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    channel.setblocking(True)
+    notify("STATUS=mold (promoted)")
+    channel.send(json.dumps({"op": "promoted"}).encode())
+    serve_requests(app, channel)
     return 0
 
 
