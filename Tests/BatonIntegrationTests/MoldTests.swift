@@ -258,9 +258,11 @@ extension Integration {
             #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
         }
 
-        @Test("refork: a worker 1s old is promoted to be the next mold, every slot is rolled onto it, 0 failed requests")
-        func reforkPromotesAWorker() throws {
-            let baton = try Self.start(workers: 2, sections: Self.sections + "\nrefork_after = \"1s\"", tag: "mold7")
+        @Test(
+            "refork: a worker 1s old, or that served 300 requests, is promoted to be the next mold, every slot is rolled onto it, 0 failed requests",
+            arguments: ["refork_after = \"1s\"", "refork_after_requests = 300"])
+        func reforkPromotesAWorker(trigger: String) throws {
+            let baton = try Self.start(workers: 2, sections: Self.sections + "\n" + trigger, tag: "mold7")
             defer { baton.stop() }
             let before = try baton.status()
             let firstMold = try #require(before.molds?.first)

@@ -207,7 +207,13 @@ def serve(app):
     sockets = [socket.socket(fileno=3 + i) for i in range(count)]
     socket_map = {}
     threads = int(os.environ.get("WAITRESS_THREADS", "4"))
-    server = waitress.create_server(app, map=socket_map, sockets=sockets, threads=threads, ident="baton_mold")
+    served = [0]
+
+    def counted(environ, start_response):
+        served[0] += 1  # one writer per request; a lost increment only delays the report
+        return app(environ, start_response)
+
+    server = waitress.create_server(counted, map=socket_map, sockets=sockets, threads=threads, ident="baton_mold")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     start_watchdog()
@@ -219,8 +225,13 @@ def serve(app):
     promoted = False
     notify("READY=1\nSTATUS=serving")
     listening = True
+    reported, reported_at = 0, 0.0
     while True:
         wasyncore.loop(timeout=0.1, map=socket_map, use_poll=True, count=1)
+        if served[0] != reported and time.monotonic() - reported_at >= 0.5:
+            # baton's [rolling] max_requests and refork count these; at most twice a second.
+            reported, reported_at = served[0], time.monotonic()
+            notify("X_BATON_REQUESTS=%d" % reported)
         if channel is not None and not promoted:
             try:
                 data = channel.recv(4096)
