@@ -79,8 +79,12 @@ extension Integration {
 
         @Test("a worker forked from the mold serves with LISTEN_PID = its own pid, as baton's child")
         func forkedWorkerServes() throws {
-            let baton = try Self.start(workers: 2, tag: "mold1")
+            let baton = try Self.start(workers: 2, sections: Self.sections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "mold1")
             defer { baton.stop() }
+            let metricsPort = try #require(baton.metricsPort())
+            let metrics = try #require(HTTP.get(port: metricsPort, path: "/metrics")).body
+            #expect(metrics.contains("\nbaton_mold_up 1"), "\(metrics)")
+            #expect(metrics.contains("\nbaton_mold_restarts_total 0"), "\(metrics)")
             let status = try baton.status()
             let mold = try #require(status.molds?.first, "status shows the mold")
             #expect(mold.state == "ready")
