@@ -41,12 +41,12 @@ extension Integration {
             """
 
         /// A baton in mold mode whose release holds the app.
-        static func start(workers: Int, sections: String = sections, tag: String) throws -> BatonHarness {
+        static func start(workers: Int, sections: String = sections, tag: String, reuse: String? = nil) throws -> BatonHarness {
             let check = try TestProcess.run(["/usr/bin/env", "python3", "-c", "import waitress"], timeout: .seconds(30))
             guard check.code == 0 else { throw HarnessError("python3 has no waitress: run scripts/install-deps (\(check.stderr))") }
             return try BatonHarness(
                 workers: workers, command: ["python3", pythonMoldAdapter, "moldapp:application"], extraApp: "mode = \"mold\"",
-                sections: sections, tag: tag, beforeStart: { TestPaths.write($0 + "/releases/r1/moldapp.py", app) })
+                sections: sections, tag: tag, beforeStart: { TestPaths.write($0 + "/releases/r1/moldapp.py", app) }, reuse: reuse)
         }
 
         /// `name=value` from a response body.
@@ -290,6 +290,32 @@ extension Integration {
             }
             #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
             #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+
+        @Test("kill -9 baton in mold mode: the mold exits with its channel, the orphans keep serving; the next baton takes over and starts a new mold")
+        func takeOverAfterKill() throws {
+            let first = try Self.start(workers: 2, tag: "mold8")
+            let status = try first.status()
+            let orphans = status.workers.map(\.pid)
+            let mold = try #require(status.molds?.first?.pid)
+            let pidfds = (orphans + [mold]).map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            #expect(pidfds.allSatisfy { $0 >= 0 })
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+            #expect(ProcessWatch.waitExit(pidfds[2], timeout: .seconds(10)), "the mold exits once baton's end of the channel is gone")
+            #expect(HTTP.get(port: first.port, path: "/")?.status == 200, "the orphans keep serving")
+
+            let second = try Self.start(workers: 2, tag: "mold8", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == first.port)
+            #expect(second.process.stderrLines.contains { $0.contains("took over") }, "\(second.process.stderrLines.suffix(20))")
+            for fd in pidfds.prefix(2) { #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "the orphans are drained") }
+            let after = try second.status()
+            #expect(after.molds?.first?.state == "ready" && after.molds?.first?.pid != mold)
+            #expect(after.workers.allSatisfy { $0.state == "ready" && !orphans.contains($0.pid) })
+            #expect(after.workers.allSatisfy { ProcFS.parentPID(of: $0.pid) == second.process.pid })
+            #expect(HTTP.get(port: second.port, path: "/")?.status == 200)
         }
     }
 }
