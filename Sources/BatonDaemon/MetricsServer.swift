@@ -215,6 +215,11 @@ final class MetricsServer {
             gauge("baton_reservation_remaining_seconds", "Hold left on the memory reservation.", [], r.remainingSeconds)
             gauge("baton_reservation_rolls", "Workers rolled to keep the memory reservation while it is held.", [], Double(r.rolls))
         }
+        if s.moldMode {
+            let up = s.moldBook.molds.contains { $0.state == .ready && $0.spec == s.slots.first?.spec } ? 1.0 : 0.0
+            gauge("baton_mold_up", "1 when the current release's mold is ready (mold mode), else 0.", [], up)
+            counter("baton_mold_restarts", "Molds that died and were started again since baton started.", [], s.moldBook.restarts)
+        }
         counter(
             "baton_log_dropped_bytes", "Bytes of baton's own log dropped because stderr did not take them.", [],
             Int(LogWriter.standardError.droppedBytes))

@@ -121,6 +121,7 @@ extension Supervisor {
         // before the next operation (if any) takes over.
         operationTable[op.number] = nil
         refillEmptySlots()
+        retireUnusedMolds()
         // After one that pre-empted a failing start-up, the start-up goes on until every slot serves.
         let next = operations.finished(op.number)
         // READY=1 ends RELOADING=1 even when the reload failed: old workers serve.

@@ -62,11 +62,12 @@ extension Supervisor {
             for worker in slot.workers { stopWorker(worker, reason: .shutdown) }
         }
         drainOrphans()
+        stopMolds()
         finishShutdownIfDone()
     }
 
     func finishShutdownIfDone() {
-        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty else { return }
+        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty else { return }
         for listener in listeners {
             close(listener.fd)
         }

@@ -223,7 +223,7 @@ extension Supervisor {
         let actions = machine.start()
         rollout = machine
         publishStatus()
-        perform(actions)
+        performAfterMold(actions)
     }
 
     /// Worker count and app name need a restart of baton, not a reload.

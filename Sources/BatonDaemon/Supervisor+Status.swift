@@ -8,7 +8,7 @@ extension Supervisor {
     /// the loop. A status of hundreds of large workers walks their page tables
     /// without holding the loop.
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
-        let pids = liveWorkerPIDs
+        let pids = liveWorkerPIDs + moldPIDs
         let ksm = config.memory.mergeable
         loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: true, ksm: ksm, with: reader) }) { [unowned self] readings in
             reply(self.statusReport(memory: readings))
@@ -66,6 +66,13 @@ extension Supervisor {
         report.oom = oomStatus()
         report.reservation = reservationReport()
         report.ksm = ksmStatus()
+        if moldMode {
+            report.molds = moldBook.molds.map {
+                MoldStatus(
+                    pid: $0.pid, release: $0.spec.release, state: $0.state.rawValue, startedAt: $0.startedAtWall,
+                    pssBytes: trees[$0.pid]?.pss, restarts: moldBook.restarts)
+            }
+        }
         if let readings = try? host.memory.hostReadings() {
             let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
             report.memory = MemoryStatus(

@@ -28,6 +28,7 @@ extension Supervisor {
     func startWorker(_ slot: Slot, role: Role, reason: RestartCause?) {
         slot.respawnTimer = nil
         slot.respawnAt = nil
+        if waitsForMold(slot, role: role, reason: reason) { return }
         slot.generation += 1
         // A replacement counts as a restart only once it serves (`promoteReplacement`).
         if slot.generation > 1, role == .current {
@@ -84,7 +85,7 @@ extension Supervisor {
         request.memoryMerge = config.memory.mergeable
         let process: SpawnedProcess
         do {
-            process = try host.spawn(request)
+            process = try spawnProcess(request, spec: spec)
         } catch {
             close(output.read)
             if notifyFD >= 0 { close(notifyFD) }

@@ -144,6 +144,8 @@ public final class Supervisor {
     var deploysByOutcome: [OperationOutcome: Int] = [:]
     /// The worker watchdog and liveness check (started in `setUp`).
     lazy var liveness = WorkerLiveness(settings: .init(stoppedTimeout: config.readiness.stoppedTimeout), now: loop.now())
+    /// Molds and the starts waiting for them (mold mode).
+    let moldBook = MoldBook()
     /// The Prometheus endpoint, when `[metrics] address` is set.
     var metrics: MetricsServer?
     var control: ControlServer?
@@ -363,6 +365,7 @@ public final class Supervisor {
     private func reapStrays() {
         var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
         if let check = upgradeCheckPID { known.insert(check) }
+        known.formUnion(moldPIDs)
         var skipped = Set<pid_t>()
         // Under the registry's lock: a config parser spawned off the loop is
         // registered before it can show up here, and left to its spawner. (Safe:
@@ -388,6 +391,7 @@ public final class Supervisor {
     }
 
     private func handleKnownExitNow(_ pid: pid_t) {
+        if moldExitedNow(pid) { return }
         for slot in slots {
             for worker in slot.workers {
                 if worker.pid == pid {

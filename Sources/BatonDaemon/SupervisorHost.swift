@@ -16,6 +16,9 @@ import Glibc
 protocol SupervisorHost: AnyObject {
     /// Starts a process; its pidfd becomes readable when it exits.
     func spawn(_ request: SpawnRequest) throws -> SpawnedProcess
+    /// Starts a mold (mold mode): `request` plus the mold's end of its channel, placed after
+    /// `request.passFDs` (`BATON_MOLD_FD` in its environment names that number).
+    func startMold(_ request: SpawnRequest) throws -> (process: SpawnedProcess, link: any MoldLink)
     /// Signals a whole process group (a worker's tree).
     func signalGroup(_ group: pid_t, _ signal: Int32)
     /// Signals exactly the process behind `pidfd` (never a reused pid).

@@ -22,6 +22,8 @@ final class DaemonHarness {
     let initialRelease: String
     /// Whether a starting worker becomes ready when the clock moves (default: every one).
     var autoReady: (FakeChild) -> Bool = { _ in true }
+    /// Whether a starting mold (mold mode) becomes ready when the clock moves (default: every one).
+    var autoReadyMold: (FakeChild) -> Bool = { _ in true }
 
     init(workers: Int = 3, configure: (inout BatonConfig) -> Void = { _ in }) throws {
         var template = Array("/tmp/baton-daemon-XXXXXX".utf8CString)
@@ -117,10 +119,17 @@ final class DaemonHarness {
         return autoReady(child)
     }
 
-    private var hasWorkerToReady: Bool { startingWorkers.contains(where: willReady) }
+    private var startingMolds: [Mold] {
+        supervisor.moldBook.molds.filter { m in
+            m.state == .starting && (host.child(m.pid).map { $0.isRunning && autoReadyMold($0) } ?? false)
+        }
+    }
+
+    private var hasWorkerToReady: Bool { startingWorkers.contains(where: willReady) || !startingMolds.isEmpty }
 
     /// What READY=1 on a worker's notify socket does.
     private func readyStartingWorkers() {
+        for mold in startingMolds { supervisor.moldBecameReady(mold) }
         for worker in startingWorkers where willReady(worker) {
             supervisor.workerBecameReady(worker)
         }

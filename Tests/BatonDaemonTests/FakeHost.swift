@@ -31,6 +31,19 @@ final class FakeHost: SupervisorHost {
         return SpawnedProcess(pid: child.pid, pidfd: child.pidfd)
     }
 
+    /// When set, a mold's spawn requests fail with it (a mold that cannot fork, or times out).
+    var moldSpawnError: MoldError?
+
+    /// A mold is a child like a worker (BATON_SLOT=mold, so no slot), whose link forks more
+    /// children through this host while the mold runs.
+    func startMold(_ request: SpawnRequest) throws -> (process: SpawnedProcess, link: any MoldLink) {
+        let process = try spawn(request)
+        return (process, FakeMoldLink(host: self, mold: child(process.pid)!))
+    }
+
+    /// Molds ever started, oldest first.
+    var molds: [FakeChild] { children.filter { $0.environment("BATON_SLOT") == "mold" } }
+
     func signalGroup(_ group: pid_t, _ signal: Int32) {
         children.last { $0.pid == group }?.receive(signal, stopSignal: stopSignal)
     }
@@ -53,4 +66,28 @@ final class FakeHost: SupervisorHost {
 
     /// The child with `pid`.
     func child(_ pid: pid_t) -> FakeChild? { children.first { $0.pid == pid } }
+}
+
+/// A fake mold's channel: a spawn forks a `FakeChild` through the host while the mold runs.
+final class FakeMoldLink: MoldLink {
+    unowned let host: FakeHost
+    let mold: FakeChild
+    /// Spawn requests received, in order.
+    private(set) var requests: [SpawnRequest] = []
+
+    init(host: FakeHost, mold: FakeChild) {
+        self.host = host
+        self.mold = mold
+    }
+
+    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> SpawnedProcess {
+        requests.append(request)
+        guard mold.isRunning else { throw MoldError("the mold closed its channel") }
+        if let error = host.moldSpawnError { throw error }
+        do {
+            return try host.spawn(request)
+        } catch {
+            throw MoldError("the mold could not fork: \(error)")
+        }
+    }
 }

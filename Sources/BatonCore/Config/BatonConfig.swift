@@ -22,6 +22,8 @@ public struct BatonConfig: Sendable, Equatable {
     public var control: ControlConfig
     /// `[metrics]`: the Prometheus endpoint.
     public var metrics: MetricsConfig
+    /// `[mold]`: the mold process of `[app] mode = "mold"`.
+    public var mold = MoldConfig()
     /// Where the config came from (for messages); "" for an embedded config.
     public var sourcePath: String
 
@@ -86,6 +88,8 @@ public struct AppConfig: Sendable, Equatable {
     /// `start_attempts`: failed starts in a row of one slot before baton, never ready yet,
     /// gives up and exits 1 (so that systemd's `Restart=` and alerts act); 0 = never gives up.
     public var startAttempts: Int = 5
+    /// `mode`: `exec` (baton execs every worker) or `mold` (a mold per release forks them).
+    public var mode: AppMode = .exec
 
     /// Creates an app section; everything after `workers` has the config file's default.
     public init(

@@ -43,7 +43,7 @@ extension BatonConfig {
         // `max_surge` is checked against `workers` only when that is itself valid.
         let workersValid =
             appSection.value("workers")?.int != nil && !reader.errors.contains { $0.key == "app.workers" }
-        let config = BatonConfig(
+        var config = BatonConfig(
             app: app,
             listen: reader.readListen(section("listen")),
             readiness: reader.readReadiness(section("readiness")),
@@ -54,6 +54,7 @@ extension BatonConfig {
             control: reader.readControl(section("control"), appName: app.name),
             metrics: reader.readMetrics(section("metrics")),
             sourcePath: path)
+        config.mold = reader.readMold(section("mold"))
         reader.checkDirectories(config)
         reader.checkMetricsAddress(config)
         if let error = reader.firstError { throw error }

@@ -11,6 +11,7 @@ enum ConfigSchema {
             [
                 "name", "command", "directory", "workers", "user", "group", "environment_file",
                 "start_concurrency", "environment", "runtime_directory", "state_directory", "start_attempts",
+                "mode",
             ]
         ),
         ("listen", ["addresses", "socket_mode", "backlog"]),
@@ -40,6 +41,7 @@ enum ConfigSchema {
         ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter"]),
         ("control", ["socket", "group", "read_group", "idle_timeout"]),
         ("metrics", ["address"]),
+        ("mold", ["start_timeout", "spawn_timeout", "refork_after_requests", "refork_after"]),
     ]
 
     /// How much of an unknown key a message echoes: a key can be any length, a message is one

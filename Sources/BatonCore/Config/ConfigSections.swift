@@ -38,6 +38,7 @@ extension ConfigReader {
         app.runtimeDirectory = read(s, "runtime_directory", Convert.absolutePath)
         app.stateDirectory = read(s, "state_directory", Convert.absolutePath)
         app.startAttempts = read(s, "start_attempts", Convert.integer(in: 0...1000)) ?? app.startAttempts
+        app.mode = read(s, "mode", Convert.choice([AppMode.exec, .mold])) ?? app.mode
         return app
     }
 

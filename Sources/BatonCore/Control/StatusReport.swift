@@ -34,10 +34,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var reservation: ReservationReport?
     /// `memory.mergeable`: set only when it is on (the KSM column shows then).
     public var ksm: KSMStatus?
+    /// The molds (mold mode): the current release's, and a deploy's new one; nil in exec mode.
+    public var molds: [MoldStatus]?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
         case reservation, ksm
+        case molds
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -256,6 +259,7 @@ extension StatusReport {
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
         if let r = reservation { lines.append(r.line) }
         for note in ksm?.notes ?? [] { lines.append("note: \(note)") }
+        for mold in molds ?? [] { lines.append(mold.line(now: now)) }
         if let dropped = logDroppedBytes, dropped > 0 {
             lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
         }

@@ -145,3 +145,5 @@ int CBatonLinux_is_pipe_read_end(int fd);
 /// execveat(fd, "", argv, envp, AT_EMPTY_PATH): executes the open file itself,
 /// so what was checked is what runs. Returns only on failure.
 int CBatonLinux_execveat_fd(int fd, char *const argv[], char *const envp[]);
+
+#include "CBatonLinuxMold.h"

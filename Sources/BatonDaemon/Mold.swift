@@ -1,0 +1,117 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// A mold's channel as the supervisor uses it: one bounded spawn round trip. `MoldChannel`
+/// (BatonSystem) is the real one; the tests of BatonDaemon play a mold with a fake.
+protocol MoldLink: AnyObject {
+    /// Asks the mold for a worker; waits at most `timeout` for the reply.
+    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> SpawnedProcess
+}
+
+extension MoldChannel: MoldLink {}
+
+/// One mold process (mold mode): it loaded a release's app once and forks that release's
+/// workers on request (docs/MOLD.md). Lives on the event-loop thread only.
+final class Mold {
+    /// starting → ready → stopping → exited.
+    enum State: String {
+        case starting, ready, stopping, exited
+    }
+
+    /// What it runs: its release, argv and environment (the spec its workers run too).
+    let spec: WorkerSpec
+    /// Its pid (= its process group id).
+    let pid: pid_t
+    /// A pidfd naming exactly it, owned until it is reaped.
+    var ownedPidfd: OwnedDescriptor?
+    /// Its number; -1 once closed.
+    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
+    /// baton's end of its channel (nil once closed: the mold exits on end of file).
+    var link: (any MoldLink)?
+    /// Current state.
+    var state: State = .starting
+    /// Monotonic start time.
+    let startedAt: Duration
+    /// Wall-clock start time (seconds since the epoch), for status.
+    let startedAtWall: Double
+    /// Monotonic time it became ready.
+    var readyAt: Duration?
+    /// Its NOTIFY_SOCKET.
+    var ownedNotify: OwnedDescriptor?
+    /// Its number (-1: none); setting it closes the one held.
+    var notifyFD: Int32 {
+        get { ownedNotify?.rawValue ?? -1 }
+        set { ownedNotify = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
+    /// Path of that socket, removed when the mold is gone.
+    var notifyPath: String?
+    /// Read end of its stdout+stderr pipe.
+    var ownedOutput: OwnedDescriptor?
+    /// Its number (-1: closed); setting it closes the one held.
+    var outputFD: Int32 {
+        get { ownedOutput?.rawValue ?? -1 }
+        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
+    /// Bytes of an unfinished output line.
+    var outputLines = OutputLines()
+    /// The last lines of its output (for failure reports).
+    var recentOutput = RingBuffer<String>(capacity: 20)
+    /// Its timers (start timeout, kill after the stop signal).
+    var timers: [EventLoop.Token] = []
+    /// Set when baton killed it for failing: a new one starts once it is reaped.
+    var replaceOnExit = false
+
+    init(spec: WorkerSpec, process: SpawnedProcess, link: any MoldLink, startedAt: Duration) {
+        self.spec = spec
+        self.pid = process.pid
+        self.ownedPidfd = OwnedDescriptor(process.pidfd)
+        self.link = link
+        self.startedAt = startedAt
+        self.startedAtWall = wallClockNow()
+    }
+}
+
+/// A worker start waiting for its release's mold to be ready.
+struct MoldWaiter {
+    /// The slot.
+    var slot: Int
+    /// Its place in the slot.
+    var role: Supervisor.Role
+    /// Why it starts (a restart's cause).
+    var reason: RestartCause?
+    /// The spec (release) whose mold it waits for.
+    var spec: WorkerSpec
+}
+
+/// Everything the supervisor keeps about molds.
+final class MoldBook {
+    /// Live molds (at most one per spec), oldest first.
+    var molds: [Mold] = []
+    /// Worker starts waiting for a mold.
+    var waiters: [MoldWaiter] = []
+    /// The first actions of a rollout (by operation number) waiting for its release's mold.
+    var pendingRollout: (operation: Int, actions: [RollingRestart.Action])?
+    /// Crash backoff of the molds of each release (a mold that dies after it was ready is
+    /// restarted after this delay).
+    var backoff: [String: CrashBackoff] = [:]
+    /// Pending restarts of dead molds, by release.
+    var restartTimers: [String: EventLoop.Token] = [:]
+    /// Molds that died unexpectedly and were restarted (a Prometheus counter).
+    var restarts = 0
+    /// Molds started so far (names their notify sockets).
+    var started = 0
+    /// Refork: baton's end of each promotable worker's channel, by pid.
+    var promotable: [pid_t: MoldChannel] = [:]
+    /// Refork: releases whose mold was already promoted from a worker (once per release).
+    var reforked: Set<String> = []
+    /// Refork: the worker being promoted now.
+    var promoting: Promotion?
+    /// Refork: the next check.
+    var reforkTimer: EventLoop.Token?
+
+    /// The live mold for `spec`, if any.
+    func mold(for spec: WorkerSpec) -> Mold? {
+        molds.last { $0.spec == spec && ($0.state == .starting || $0.state == .ready) }
+    }
+}

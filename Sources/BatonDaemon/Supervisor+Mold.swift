@@ -1,0 +1,345 @@
+import BatonCore
+import BatonSystem
+import Glibc
+import Logging
+
+/// Mold mode (`[app] mode = "mold"`, docs/MOLD.md): one mold per release loads the app once and
+/// forks that release's workers on request. A forked worker is a `Worker` like an exec'd one
+/// (same sockets, readiness, drain, memory and deploy); only its spawn differs. A start whose
+/// mold is not ready waits for it; a mold that dies after it was ready is replaced with
+/// backoff, its workers untouched (they are baton's children); a mold that never becomes
+/// ready fails the starts that waited for it.
+extension Supervisor {
+    /// Whether workers are forked by a mold.
+    var moldMode: Bool { config.app.mode == .mold }
+
+    /// In mold mode, a start whose mold is not ready waits for it (the mold is started if
+    /// none is): returns true, and `startWorker` does nothing more now.
+    func waitsForMold(_ slot: Slot, role: Role, reason: RestartCause?) -> Bool {
+        guard moldMode else { return false }
+        let spec = role == .replacement ? rolloutSpec ?? slot.spec : slot.spec
+        if let mold = moldBook.mold(for: spec), mold.state == .ready { return false }
+        moldBook.waiters.removeAll { $0.slot == slot.index && $0.role == role }
+        moldBook.waiters.append(MoldWaiter(slot: slot.index, role: role, reason: reason, spec: spec))
+        if moldBook.mold(for: spec) == nil, moldBook.restartTimers[spec.release] == nil { startMold(spec) }
+        return true
+    }
+
+    /// Spawns a worker: exec'd by the host, or (mold mode) forked by its release's ready mold
+    /// in one bounded round trip on the loop, so its pidfd is open before any SIGCHLD is read.
+    /// A mold that fails the round trip is killed and replaced.
+    func spawnProcess(_ request: SpawnRequest, spec: WorkerSpec) throws -> SpawnedProcess {
+        guard moldMode else { return try host.spawn(request) }
+        guard let mold = moldBook.mold(for: spec), mold.state == .ready, let link = mold.link else {
+            throw DaemonError("no ready mold for \(spec.release)")
+        }
+        var request = request
+        let promotion = try addPromotionChannel(&request)
+        defer { if let promotion { close(promotion.workerEnd) } }
+        do {
+            let process = try link.spawn(request, timeout: config.mold.spawnTimeout)
+            if let promotion { moldBook.promotable[process.pid] = promotion.channel }
+            return process
+        } catch {
+            logger.error("mold \(mold.pid) failed a spawn (\(error)): killing it; it is replaced", metadata: ["release": .string(spec.release)])
+            killMold(mold, replace: true)
+            throw error
+        }
+    }
+
+    /// The first actions of a rollout: in mold mode they wait until the mold of the rollout's
+    /// release is ready, so that nothing is drained or started before the new mold can fork
+    /// (a new mold that never becomes ready fails the operation with nothing changed).
+    func performAfterMold(_ actions: [RollingRestart.Action]) {
+        guard moldMode, let spec = rolloutSpec, let op = operation, moldBook.mold(for: spec)?.state != .ready else {
+            perform(actions)
+            return
+        }
+        moldBook.pendingRollout = (op.number, actions)
+        op.report("waiting for the mold of \(spec.release) to be ready")
+        if moldBook.mold(for: spec) == nil, moldBook.restartTimers[spec.release] == nil { startMold(spec) }
+    }
+
+    /// The rollout waiting for its mold goes on (`ready`), or fails with nothing changed.
+    private func resumeRollout(spec: WorkerSpec, failure: String?) {
+        guard let (number, actions) = moldBook.pendingRollout, rolloutSpec == spec else { return }
+        moldBook.pendingRollout = nil
+        guard let op = operation, op.number == number, rollout != nil else { return }
+        guard let failure else {
+            perform(actions)
+            return
+        }
+        // Nothing was performed yet: the operation ends with every old worker serving.
+        rollout = nil
+        rolloutPlanner = nil
+        rolloutFinished(.failed(slot: -1, reason: failure, replaced: []))
+    }
+
+    // MARK: - Start
+
+    /// Starts the mold of `spec`, as a worker is started plus its channel (`BATON_MOLD_FD`).
+    func startMold(_ spec: WorkerSpec) {
+        if let t = moldBook.restartTimers.removeValue(forKey: spec.release) { loop.cancel(t) }
+        moldBook.started += 1
+        let path = "\(notifyDirectory)/mold-\(moldBook.started)-\(getpid()).sock"
+        var notifyFD: Int32 = -1
+        var outputRead: Int32 = -1
+        do {
+            notifyFD = try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600)
+            if let cred = spec.credentials { chown(path, cred.uid, cred.gid) }
+            try CBatonLinuxShim.setPassCredentials(notifyFD)
+            try setNonBlocking(notifyFD)
+            let output = try CBatonLinuxShim.outputPipe()
+            outputRead = output.read
+            defer { close(output.write) }
+            let environment = WorkerEnvironment.build(
+                inherited: options.environment, fileVariables: [], configVariables: spec.variables,
+                listenerNames: listeners.map(\.name), notifySocket: path,
+                extra: [
+                    EnvVar(name: "BATON_SLOT", value: "mold"), EnvVar(name: "BATON_RELEASE", value: spec.release),
+                    EnvVar(name: "BATON_MOLD_FD", value: String(3 + listeners.count)),
+                ],
+                watchdog: nil)
+            let request = SpawnRequest(
+                argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
+                setListenPID: !listeners.isEmpty, stdout: output.write, stderr: output.write, credentials: spec.credentials)
+            let (process, link) = try host.startMold(request)
+            let mold = Mold(spec: spec, process: process, link: link, startedAt: loop.now())
+            mold.notifyFD = notifyFD
+            mold.notifyPath = path
+            mold.outputFD = outputRead
+            (notifyFD, outputRead) = (-1, -1)  // the mold owns them now
+            moldBook.molds.append(mold)
+            try watchMold(mold)
+            let timeout = config.mold.startTimeout
+            mold.timers.append(
+                loop.schedule(after: timeout) { [unowned self, unowned mold] in
+                    guard mold.state == .starting else { return }
+                    let reason = "the mold of \(mold.spec.release) was not ready within \(Units.formatDuration(timeout)) ([mold] start_timeout)"
+                    self.logger.error("\(reason): killing pid \(mold.pid)")
+                    self.killMold(mold, replace: false)
+                    self.failWaiters(mold.spec, reason: reason + self.lastOutput(mold))
+                })
+            logger.info("mold started", metadata: ["pid": .stringConvertible(mold.pid), "release": .string(spec.release)])
+        } catch {
+            if notifyFD >= 0 {
+                close(notifyFD)
+                unlink(path)
+            }
+            if outputRead >= 0 { close(outputRead) }
+            logger.error("cannot start the mold of \(spec.release): \(error)")
+            failWaiters(spec, reason: "cannot start the mold: \(error)")
+        }
+        publishStatus()
+    }
+
+    /// Registers a mold's pidfd, output and notify socket with the loop.
+    func watchMold(_ mold: Mold) throws {
+        try loop.register(fd: mold.pidfd, events: .readable) { [unowned self, unowned mold] _ in self.moldPidfdReadable(mold) }
+        if mold.outputFD >= 0 {
+            try loop.register(fd: mold.outputFD, events: .readable) { [unowned self, unowned mold] _ in self.readOutput(mold) }
+        }
+        if mold.notifyFD >= 0 {
+            try loop.register(fd: mold.notifyFD, events: .readable) { [unowned self, unowned mold] _ in self.readNotify(mold) }
+        }
+    }
+
+    private func readNotify(_ mold: Mold) {
+        while let message = CBatonLinuxShim.receiveWithCredentials(mold.notifyFD) {
+            guard message.pid > 0, ProcFS.isInTree(message.pid, root: mold.pid) else {
+                logger.warning("notify message from pid \(message.pid) outside mold \(mold.pid)'s tree ignored")
+                continue
+            }
+            let text = String(decoding: message.bytes, as: UTF8.self)
+            if text.split(separator: "\n").contains("READY=1") { moldBecameReady(mold) }
+        }
+    }
+
+    /// READY=1 from the mold: the starts waiting for it go on.
+    func moldBecameReady(_ mold: Mold) {
+        guard mold.state == .starting else { return }
+        mold.state = .ready
+        mold.readyAt = loop.now()
+        for t in mold.timers { loop.cancel(t) }
+        mold.timers.removeAll()
+        logger.info(
+            "mold ready after \(Units.formatElapsed(loop.now() - mold.startedAt))",
+            metadata: ["pid": .stringConvertible(mold.pid), "release": .string(mold.spec.release)])
+        resumeRollout(spec: mold.spec, failure: nil)
+        scheduleReforkCheck()
+        let waiting = moldBook.waiters.filter { $0.spec == mold.spec }
+        moldBook.waiters.removeAll { $0.spec == mold.spec }
+        for waiter in waiting where stillWants(waiter) {
+            startWorker(slots[waiter.slot], role: waiter.role, reason: waiter.reason)
+        }
+        publishStatus()
+    }
+
+    /// Whether a waiting start is still wanted: its slot is still empty, or its rollout still
+    /// runs on that release.
+    private func stillWants(_ waiter: MoldWaiter) -> Bool {
+        guard phase != .stopping, slots.indices.contains(waiter.slot) else { return false }
+        let slot = slots[waiter.slot]
+        switch waiter.role {
+        case .current: return slot.current == nil && slot.replacement == nil && slot.spec == waiter.spec
+        case .replacement: return rollout != nil && rolloutSpec == waiter.spec && slot.replacement == nil
+        }
+    }
+
+    /// The starts waiting for the mold of `spec` fail (each as a failed start of its slot).
+    private func failWaiters(_ spec: WorkerSpec, reason: String) {
+        resumeRollout(spec: spec, failure: reason)
+        let failed = moldBook.waiters.filter { $0.spec == spec }
+        moldBook.waiters.removeAll { $0.spec == spec }
+        for waiter in failed where stillWants(waiter) {
+            startFailed(slot: slots[waiter.slot], role: waiter.role, worker: nil, reason: .spawnFailed(reason), uptime: nil)
+        }
+    }
+
+    private func lastOutput(_ mold: Mold) -> String {
+        mold.recentOutput.elements.last.map { " — last output: \($0)" } ?? ""
+    }
+
+    // MARK: - Output
+
+    private func readOutput(_ mold: Mold) {
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        var total = 0
+        while total < Self.outputBytesPerWakeup {
+            let n = buffer.withUnsafeMutableBytes { read(mold.outputFD, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                if n == 0 { closeOutput(mold) }
+                return
+            }
+            total += n
+            mold.outputLines.append(buffer[0..<n]) { emit(mold, $0) }
+        }
+    }
+
+    private func emit(_ mold: Mold, _ bytes: ArraySlice<UInt8>) {
+        let line = String(decoding: bytes, as: UTF8.self)
+        mold.recentOutput.append(line)
+        logger.info("[mold pid \(mold.pid)] \(line)")
+    }
+
+    private func closeOutput(_ mold: Mold) {
+        guard mold.outputFD >= 0 else { return }
+        mold.outputLines.flush { emit(mold, $0) }
+        loop.unregister(fd: mold.outputFD)
+        mold.outputFD = -1
+    }
+
+    // MARK: - Stop and exit
+
+    /// Ends a mold now (SIGKILL); `replace` restarts one for its release once it is reaped,
+    /// if that release still runs.
+    func killMold(_ mold: Mold, replace: Bool) {
+        guard mold.state != .exited else { return }
+        mold.state = .stopping
+        mold.replaceOnExit = replace
+        mold.link = nil
+        host.signal(pidfd: mold.pidfd, SIGKILL)
+    }
+
+    /// Retires a mold: its channel is closed (end of file: it exits 0), then the stop signal,
+    /// SIGKILL after `stop.timeout`. Its workers are not touched.
+    func retireMold(_ mold: Mold) {
+        guard mold.state == .starting || mold.state == .ready else { return }
+        logger.info("retiring mold", metadata: ["pid": .stringConvertible(mold.pid), "release": .string(mold.spec.release)])
+        mold.state = .stopping
+        mold.link = nil
+        host.signal(pidfd: mold.pidfd, SIGTERM)
+        let timeout = config.stop.timeout
+        mold.timers.append(
+            loop.schedule(after: timeout) { [unowned self, unowned mold] in
+                guard mold.state != .exited else { return }
+                self.host.signal(pidfd: mold.pidfd, SIGKILL)
+            })
+    }
+
+    /// Retires every mold whose release no slot, rollout or waiting start uses any more (after
+    /// an operation: the old release's mold once a deploy committed, the new one's after a
+    /// failed deploy).
+    func retireUnusedMolds() {
+        guard moldMode else { return }
+        for mold in moldBook.molds where !moldNeeded(mold.spec) { retireMold(mold) }
+    }
+
+    /// Whether a mold for `spec` is wanted.
+    func moldNeeded(_ spec: WorkerSpec) -> Bool {
+        phase != .stopping
+            && (slots.contains { $0.spec == spec } || rolloutSpec == spec || moldBook.waiters.contains { $0.spec == spec })
+    }
+
+    /// Stops every mold (shutdown).
+    func stopMolds() {
+        for t in moldBook.restartTimers.values { loop.cancel(t) }
+        moldBook.restartTimers.removeAll()
+        moldBook.waiters.removeAll()
+        moldBook.pendingRollout = nil
+        promotionFailed("baton is stopping")
+        for mold in moldBook.molds { retireMold(mold) }
+    }
+
+    /// Pids of live molds (known children: not reaped as strays).
+    var moldPIDs: [pid_t] { moldBook.molds.map(\.pid) + (moldBook.promoting.map { [$0.worker.pid] } ?? []) }
+
+    /// The mold with `pid` exited (seen through SIGCHLD before its pidfd).
+    func moldExitedNow(_ pid: pid_t) -> Bool {
+        if moldBook.promoting?.worker.pid == pid {
+            promotionFailed("it exited")
+            return true
+        }
+        guard let mold = moldBook.molds.first(where: { $0.pid == pid }) else { return false }
+        moldPidfdReadable(mold)
+        return true
+    }
+
+    /// The mold's pidfd became readable: reap it; a mold that was ready is replaced (with
+    /// backoff) while its release still runs; one that was starting fails its waiting starts.
+    func moldPidfdReadable(_ mold: Mold) {
+        guard mold.state != .exited, host.exitStatus(pidfd: mold.pidfd, reap: false) != nil else { return }
+        host.signalGroup(mold.pid, SIGKILL)  // what is left of its own group; its workers have their own
+        let exit = host.exitStatus(pidfd: mold.pidfd, reap: true) ?? .exited(-1)
+        let previous = mold.state
+        mold.state = .exited
+        for t in mold.timers { loop.cancel(t) }
+        mold.timers.removeAll()
+        loop.unregister(fd: mold.pidfd)
+        mold.ownedPidfd = nil
+        if mold.notifyFD >= 0 {
+            loop.unregister(fd: mold.notifyFD)
+            mold.notifyFD = -1
+        }
+        if let path = mold.notifyPath { unlink(path) }
+        if mold.outputFD >= 0 {
+            readOutput(mold)
+            closeOutput(mold)
+        }
+        mold.link = nil
+        moldBook.molds.removeAll { $0 === mold }
+        let uptime = loop.now() - mold.startedAt
+        let expected = previous == .stopping && !mold.replaceOnExit
+        logger.log(
+            level: expected ? .info : .warning, "mold exited (\(exit)) after \(Units.formatElapsed(uptime))",
+            metadata: ["pid": .stringConvertible(mold.pid), "release": .string(mold.spec.release), "was": .string(previous.rawValue)])
+        if previous == .starting {
+            failWaiters(mold.spec, reason: "the mold of \(mold.spec.release) exited (\(exit)) before it was ready" + lastOutput(mold))
+        } else if !expected, moldNeeded(mold.spec) {
+            var backoff = moldBook.backoff[mold.spec.release] ?? CrashBackoff()
+            let delay = backoff.workerFailed(uptime: mold.readyAt.map { _ in uptime })
+            moldBook.backoff[mold.spec.release] = backoff
+            moldBook.restarts += 1
+            logger.warning("mold of \(mold.spec.release) restarts in \(Units.formatDuration(delay)); its workers keep serving")
+            let spec = mold.spec
+            moldBook.restartTimers[spec.release] = loop.schedule(after: delay) { [unowned self] in
+                self.moldBook.restartTimers[spec.release] = nil
+                guard self.moldNeeded(spec), self.moldBook.mold(for: spec) == nil else { return }
+                self.startMold(spec)
+            }
+        }
+        publishStatus()
+        finishShutdownIfDone()
+    }
+}

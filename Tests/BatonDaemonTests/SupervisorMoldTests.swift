@@ -1,0 +1,187 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// Mold mode's lifecycle with a fake host playing the mold: workers wait for their mold and
+/// are forked through its channel; a dead mold is replaced without touching serving workers;
+/// a mold that never becomes ready fails the start-up (with backoff) or the deploy.
+@Suite struct SupervisorMoldTests {
+    private func harness(workers: Int = 3) throws -> DaemonHarness {
+        try DaemonHarness(workers: workers) { $0.app.mode = .mold }
+    }
+
+    private func link(_ h: DaemonHarness, release: String) -> FakeMoldLink? {
+        h.supervisor.moldBook.molds.first { $0.spec.release == release }?.link as? FakeMoldLink
+    }
+
+    @Test func workersAreForkedByTheReadyMold() throws {
+        let h = try harness()
+        try h.start()
+        #expect(h.allReady)
+        let molds = h.host.molds
+        #expect(molds.count == 1)
+        let mold = try #require(molds.first)
+        #expect(mold.environment("BATON_MOLD_FD") == "3")  // no listening socket in the fake: the channel is first
+        #expect(mold.environment("BATON_RELEASE") == h.initialRelease)
+        #expect(mold.environment("NOTIFY_SOCKET") != nil)
+        let requests = try #require(link(h, release: h.initialRelease)).requests
+        #expect(requests.map { $0.environment.first { $0.hasPrefix("BATON_SLOT=") } } == ["BATON_SLOT=0", "BATON_SLOT=1", "BATON_SLOT=2"])
+        #expect(h.host.children.count == 4)
+        #expect(h.supervisor.statusReport(memory: [:]).molds?.map(\.state) == ["ready"])
+    }
+
+    @Test func slotsWaitForTheirMold() throws {
+        let h = try harness()
+        h.autoReadyMold = { _ in false }
+        try h.start()
+        #expect(h.servingPIDs == [nil, nil, nil])
+        #expect(h.host.children.count == 1)
+        let mold = try #require(h.supervisor.moldBook.molds.first)
+        h.supervisor.moldBecameReady(mold)
+        h.advance(by: .zero)
+        #expect(h.allReady)
+    }
+
+    @Test func deadMoldIsReplacedWorkersUntouched() throws {
+        let h = try harness()
+        try h.start()
+        let serving = h.servingPIDs
+        let first = try #require(h.host.molds.first)
+        first.end(.signaled(SIGKILL))
+        h.advance(by: .seconds(10))
+        #expect(h.host.molds.count == 2)
+        #expect(h.host.molds.last?.isRunning == true)
+        #expect(first.reaped)
+        #expect(h.servingPIDs == serving)
+        #expect(h.allReady)
+        #expect(h.supervisor.moldBook.restarts == 1)
+        // A worker that dies now is forked by the new mold.
+        let victim = try #require(h.host.child(serving[1]!))
+        victim.end(.signaled(SIGKILL))
+        h.advance(by: .seconds(10))
+        #expect(h.allReady)
+        #expect(link(h, release: h.initialRelease)?.requests.count == 1)
+    }
+
+    @Test func moldNeverReadyFailsTheStartWithBackoff() throws {
+        let h = try harness(workers: 2)
+        h.autoReadyMold = { _ in false }
+        try h.start()
+        h.advance(by: .seconds(61))
+        let first = try #require(h.host.molds.first)
+        #expect(first.signals.contains(SIGKILL))
+        #expect(!first.isRunning)
+        #expect(h.servingPIDs == [nil, nil])
+        let slot = h.supervisor.slots[0]
+        #expect(slot.lastRestartReason?.text.contains("[mold] start_timeout") == true, "\(String(describing: slot.lastRestartReason))")
+        #expect(slot.backoff.consecutiveFailures == 1)
+        // The next attempt (after the backoff) starts a new mold.
+        h.advance(by: .seconds(5))
+        #expect(h.host.molds.count == 2)
+    }
+
+    @Test func deployStartsANewMoldAndRetiresTheOld() throws {
+        let h = try harness()
+        try h.start()
+        let oldMold = try #require(h.host.molds.first)
+        let r1 = h.makeRelease("r1")
+        let client = h.deploy(r1)
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(h.servingReleases == [r1, r1, r1])
+        let newMold = try #require(h.host.molds.last)
+        #expect(newMold.release == r1)
+        #expect(newMold.isRunning)
+        #expect(link(h, release: r1)?.requests.count == 3)
+        #expect(oldMold.signals.first == SIGTERM)
+        #expect(oldMold.reaped)
+        #expect(h.supervisor.moldBook.molds.count == 1)
+    }
+
+    @Test func deployWhoseMoldNeverBecomesReadyFailsAndOldKeepsServing() throws {
+        let h = try harness()
+        try h.start()
+        let serving = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        h.autoReadyMold = { $0.release != r1 }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.contains("[mold] start_timeout") == true, "\(reply)")
+        #expect(h.servingPIDs == serving)
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease, h.initialRelease])
+        #expect(h.host.molds.last?.isRunning == false)
+        #expect(h.supervisor.moldBook.molds.count == 1)
+    }
+
+    @Test func replaceDeployDrainsNothingBeforeItsMoldIsReady() throws {
+        let h = try harness()
+        try h.start()
+        let serving = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        h.autoReadyMold = { $0.release != r1 }
+        let client = h.deploy(r1, strategy: "replace")
+        h.advance(by: .seconds(30))
+        // The new mold boots: every old worker still serves, none got a signal.
+        #expect(h.servingPIDs == serving)
+        #expect(serving.allSatisfy { h.host.child($0!)?.signals.isEmpty == true })
+        #expect(client.progress.contains { $0.contains("waiting for the mold of \(r1)") })
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.contains("nothing changed") == true, "\(reply)")
+        #expect(h.servingPIDs == serving)
+    }
+
+    @Test func rollbackForksFromTheOldMoldAndRetiresTheNewOne() throws {
+        let h = try harness()
+        try h.start()
+        let oldMold = try #require(h.host.molds.first)
+        let r1 = h.makeRelease("r1")
+        var started = 0
+        h.host.onSpawn = { child in
+            guard child.release == r1, child.slot != nil else { return }
+            started += 1
+            if started == 2 { child.end(.exited(3)) }
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.contains("rolled back") == true, "\(reply)")
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease, h.initialRelease])
+        #expect(h.allReady)
+        #expect(oldMold.isRunning && oldMold.signals.isEmpty, "the old release's mold served the rollback")
+        #expect(h.host.molds.filter { $0.release == r1 }.allSatisfy { !$0.isRunning })
+        #expect(h.supervisor.moldBook.molds.map(\.pid) == [oldMold.pid])
+    }
+
+    @Test func shutdownStopsTheMold() throws {
+        let h = try harness()
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        h.supervisor.beginShutdown()
+        h.advance(by: .seconds(1))
+        #expect(mold.signals.first == SIGTERM)
+        #expect(mold.reaped)
+        #expect(h.supervisor.moldBook.molds.isEmpty)
+    }
+
+    @Test func moldFailingASpawnIsKilledAndReplaced() throws {
+        let h = try harness()
+        try h.start()
+        let first = try #require(h.host.molds.first)
+        h.host.moldSpawnError = MoldError("the mold did not answer within 10s")
+        let victim = try #require(h.host.child(h.servingPIDs[0]!))
+        victim.end(.signaled(SIGKILL))
+        h.advance(by: .seconds(1))
+        #expect(first.signals.contains(SIGKILL))
+        h.host.moldSpawnError = nil
+        h.advance(by: .seconds(30))
+        #expect(h.host.molds.count == 2)
+        #expect(h.allReady)
+    }
+}

@@ -1,0 +1,321 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+/// The Python mold adapter, found from this file's path.
+let pythonMoldAdapter: String = {
+    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)  // Tests/BatonIntegrationTests/MoldTests.swift
+    return parts.joined(separator: "/") + "/adapters/python/baton_mold.py"
+}()
+
+extension Integration {
+    /// Mold mode end to end: baton, the Python adapter (waitress) and a WSGI app, all real.
+    @Suite("mold mode", .serialized)
+    struct MoldTests {
+        /// A WSGI app that answers with its pid, LISTEN_PID and parent, and holds 32 MiB that
+        /// its mold touched before forking (shared copy-on-write by every worker).
+        static let app = """
+            import os
+            _shared = bytearray(b"\\x01" * (32 << 20))
+
+            def application(environ, start_response):
+                body = ("hello pid=%d release=%s listen_pid=%s ppid=%d\\n" % (
+                    os.getpid(), os.path.basename(os.getcwd()), os.environ.get("LISTEN_PID"), os.getppid())).encode()
+                start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+                return [body]
+            """
+
+        static let sections = """
+            [listen]
+            addresses = ["127.0.0.1:0"]
+            [readiness]
+            mode = "notify"
+            timeout = "20s"
+            [stop]
+            timeout = "10s"
+            [mold]
+            start_timeout = "20s"
+            """
+
+        /// A baton in mold mode whose release holds the app.
+        static func start(workers: Int, sections: String = sections, tag: String, reuse: String? = nil) throws -> BatonHarness {
+            let check = try TestProcess.run(["/usr/bin/env", "python3", "-c", "import waitress"], timeout: .seconds(30))
+            guard check.code == 0 else { throw HarnessError("python3 has no waitress: run scripts/install-deps (\(check.stderr))") }
+            return try BatonHarness(
+                workers: workers, command: ["python3", pythonMoldAdapter, "moldapp:application"], extraApp: "mode = \"mold\"",
+                sections: sections, tag: tag, beforeStart: { TestPaths.write($0 + "/releases/r1/moldapp.py", app) }, reuse: reuse)
+        }
+
+        /// `name=value` from a response body.
+        static func field(_ body: String, _ name: String) -> String? {
+            body.split(whereSeparator: { $0 == " " || $0 == "\n" }).first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) }
+        }
+
+        /// Children of `parent` that are zombies (exited, not reaped).
+        static func zombieChildren(of parent: pid_t) -> [pid_t] {
+            guard let dir = opendir("/proc") else { return [] }
+            defer { closedir(dir) }
+            var zombies: [pid_t] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                guard let pid = pid_t(name), let text = ProcFS.read("/proc/\(pid)/stat"), let stat = ProcParsers.statFields(text) else { continue }
+                if stat.ppid == parent && stat.state == "Z" { zombies.append(pid) }
+            }
+            return zombies
+        }
+
+        /// Polls `status` until `condition` holds (at most `timeout`).
+        static func waitForStatus(_ baton: BatonHarness, timeout: Duration = .seconds(30), _ condition: (StatusReport) -> Bool) -> StatusReport? {
+            let deadline = monotonicNow() + timeout
+            while monotonicNow() < deadline {
+                if let status = try? baton.status(), condition(status) { return status }
+                usleep(100_000)
+            }
+            return nil
+        }
+
+        @Test("a worker forked from the mold serves with LISTEN_PID = its own pid, as baton's child")
+        func forkedWorkerServes() throws {
+            let baton = try Self.start(workers: 2, sections: Self.sections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "mold1")
+            defer { baton.stop() }
+            let metricsPort = try #require(baton.metricsPort())
+            let metrics = try #require(HTTP.get(port: metricsPort, path: "/metrics")).body
+            #expect(metrics.contains("\nbaton_mold_up 1"), "\(metrics)")
+            #expect(metrics.contains("\nbaton_mold_restarts_total 0"), "\(metrics)")
+            let status = try baton.status()
+            let mold = try #require(status.molds?.first, "status shows the mold")
+            #expect(mold.state == "ready")
+            #expect(mold.release == baton.releaseDirectory)
+            let workerPIDs = Set(status.workers.map(\.pid))
+            #expect(!workerPIDs.contains(mold.pid))
+            var answered = Set<Int32>()
+            for _ in 0..<20 {
+                let response = try #require(HTTP.get(port: baton.port, path: "/"))
+                #expect(response.status == 200)
+                let pid = try #require(Self.field(response.body, "pid").flatMap { Int32($0) })
+                #expect(Self.field(response.body, "listen_pid") == String(pid), "\(response.body)")
+                #expect(Self.field(response.body, "ppid") == String(baton.process.pid), "\(response.body)")
+                #expect(workerPIDs.contains(pid))
+                answered.insert(pid)
+            }
+            #expect(ProcFS.parentPID(of: mold.pid) == baton.process.pid)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty, "the double fork's intermediate left no zombie")
+            #expect(baton.stop(keepDirectory: false) == 0)
+            #expect(kill(mold.pid, 0) != 0, "the mold stopped with baton")
+        }
+
+        @Test("SIGKILL of the mold: workers keep serving (0 failed), a new mold comes up; SIGKILL of a worker: reaped, respawned from the mold")
+        func moldDeathAndReaping() throws {
+            let baton = try Self.start(workers: 2, tag: "mold2")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let firstMold = try #require(before.molds?.first)
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
+            #expect(load.waitForProgress(200))
+            #expect(kill(firstMold.pid, SIGKILL) == 0)
+            let replaced = Self.waitForStatus(baton) { s in s.molds?.contains { $0.pid != firstMold.pid && $0.state == "ready" } == true }
+            #expect(replaced != nil, "a new mold comes up")
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+            #expect(try baton.status().workers.map(\.pid) == before.workers.map(\.pid), "the workers were not touched")
+            #expect(try baton.status().molds?.first?.restarts == 1)
+
+            let victim = before.workers[0].pid
+            #expect(kill(victim, SIGKILL) == 0)
+            let respawned = Self.waitForStatus(baton) { s in
+                s.workers.count == 2 && s.workers.allSatisfy { $0.state == "ready" } && !s.workers.contains { $0.pid == victim }
+            }
+            let after = try #require(respawned, "slot 0 respawned")
+            let fresh = try #require(after.workers.first { $0.slot == 0 })
+            #expect(ProcFS.parentPID(of: fresh.pid) == baton.process.pid)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty, "no zombie: the killed worker was reaped")
+            #expect(ProcFS.startTime(of: victim) == nil)
+        }
+
+        @Test("a deploy onto a new mold under load: 0 failed, workers share memory (PSS < RSS), the old mold retired")
+        func deployOntoNewMold() throws {
+            let baton = try Self.start(workers: 3, tag: "mold3")
+            defer { baton.stop() }
+            let oldMold = try #require(try baton.status().molds?.first)
+            let release = baton.makeRelease("r2")
+            TestPaths.write(release + "/moldapp.py", Self.app)
+            let load = LoadClient(port: baton.port, connections: 12, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(300))
+            let result = try baton.cli(["deploy", "--release", release])
+            #expect(result.code == 0, "\(result.stdout)\(result.stderr)")
+            #expect(load.waitForProgress(300))
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+            #expect(report.releases == ["r1", "r2"], "\(report)")
+            let after = try #require(Self.waitForStatus(baton) { $0.molds?.count == 1 })
+            let newMold = try #require(after.molds?.first)
+            #expect(newMold.release == release && newMold.state == "ready" && newMold.pid != oldMold.pid)
+            #expect(ProcFS.startTime(of: oldMold.pid) == nil, "the old mold was retired and reaped")
+            #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" })
+            for worker in after.workers {
+                let rss = try #require(worker.rssBytes)
+                let pss = try #require(worker.pssBytes)
+                print("mold worker \(worker.pid): RSS \(rss >> 20) MiB, PSS \(pss >> 20) MiB")
+                #expect(pss < rss, "pages shared with the mold and the other workers")
+            }
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+
+        @Test("a deploy whose mold never becomes ready fails with a one-line reason; the old release keeps serving")
+        func moldNeverReady() throws {
+            let sections = Self.sections.replacing("start_timeout = \"20s\"", with: "start_timeout = \"2s\"")
+            let baton = try Self.start(workers: 2, sections: sections, tag: "mold4")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let release = baton.makeRelease("never")
+            let result = try baton.cli(["deploy", "--release", release, "--command", "python3", "-c", "import time; time.sleep(120)"])
+            #expect(result.code == 1)
+            #expect(result.stderr.contains("not ready within 2s ([mold] start_timeout)"), "\(result.stderr)")
+            #expect(result.stderr.contains("nothing changed"), "\(result.stderr)")
+            let after = try baton.status()
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(after.release == baton.releaseDirectory)
+            #expect(after.molds?.map(\.pid) == before.molds?.map(\.pid))
+            let response = try #require(HTTP.get(port: baton.port, path: "/"))
+            #expect(response.status == 200)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+
+        @Test("baton upgrade in mold mode: workers keep serving; the old mold exits, a new one forks the next worker")
+        func upgradeStartsANewMold() throws {
+            let baton = try Self.start(workers: 2, tag: "mold5")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let oldMold = try #require(before.molds?.first)
+            let upgraded = try baton.cli(["upgrade"])
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            let after = try baton.status()
+            #expect(after.pid == before.pid)
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            // The old image's end of the channel closed with the execve: the mold exits and is reaped.
+            let deadline = monotonicNow() + .seconds(20)
+            while ProcFS.parentPID(of: oldMold.pid) != nil, monotonicNow() < deadline { usleep(50_000) }
+            #expect(ProcFS.parentPID(of: oldMold.pid) == nil, "the old mold is gone, not a zombie")
+            let victim = before.workers[0].pid
+            #expect(kill(victim, SIGKILL) == 0)
+            let respawned = Self.waitForStatus(baton) { s in
+                s.workers.count == 2 && s.workers.allSatisfy { $0.state == "ready" } && !s.workers.contains { $0.pid == victim }
+                    && s.molds?.first?.state == "ready"
+            }
+            let status = try #require(respawned, "a new mold forks slot 0's worker")
+            #expect(status.molds?.first?.pid != oldMold.pid)
+            let response = try #require(HTTP.get(port: baton.port, path: "/"))
+            #expect(response.status == 200)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+
+        /// A mold that sends READY=1 and then misbehaves: `silent` never answers a spawn,
+        /// `single-fork` answers with a child of its own (not re-parented to baton).
+        static let badMold = """
+            import json, os, socket, sys, time
+            mode = sys.argv[1]
+            channel = socket.socket(fileno=int(os.environ["BATON_MOLD_FD"]))
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+            while True:
+                data, fds, _, _ = socket.recv_fds(channel, 1 << 20, 250)
+                if not data:
+                    sys.exit(0)
+                for fd in fds:
+                    os.close(fd)
+                if mode == "silent":
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                channel.send(json.dumps({"id": json.loads(data)["id"], "pid": pid}).encode())
+            """
+
+        @Test(
+            "a mold that does not answer within spawn_timeout, or answers with a pid that is not baton's child, is killed and replaced; baton keeps running",
+            arguments: ["silent", "single-fork"])
+        func misbehavingMold(mode: String) throws {
+            let check = try TestProcess.run(["/usr/bin/env", "python3", "-c", "import socket; socket.recv_fds"], timeout: .seconds(30))
+            try #require(check.code == 0)
+            let sections = Self.sections + "\nspawn_timeout = \"1s\""
+            let baton = try BatonHarness(
+                workers: 1, command: ["python3", "badmold.py", mode], extraApp: "mode = \"mold\"", sections: sections, waitReady: false,
+                tag: "mold6", beforeStart: { TestPaths.write($0 + "/releases/r1/badmold.py", Self.badMold) })
+            defer { baton.stop() }
+            let expected = mode == "silent" ? "the mold did not answer within 1s" : "is not baton's child (its parent is"
+            let failed = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("failed a spawn") && $0.contains(expected) }
+            #expect(failed != nil, "\(baton.process.stderrLines.suffix(10))")
+            // A second mold starts (the slot's next attempt, after its backoff).
+            let deadline = monotonicNow() + .seconds(30)
+            while baton.process.stderrLines.filter({ $0.contains("mold started") }).count < 2, monotonicNow() < deadline {
+                _ = baton.process.waitForLine(timeout: .milliseconds(200)) { _ in false }
+            }
+            #expect(baton.process.stderrLines.filter { $0.contains("mold started") }.count >= 2)
+            #expect(baton.process.exitCode == nil, "baton keeps running")
+            let status = try baton.status()
+            #expect(status.workers.allSatisfy { $0.state != "ready" })
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+
+        @Test(
+            "refork: a worker 1s old, or that served 300 requests, is promoted to be the next mold, every slot is rolled onto it, 0 failed requests",
+            arguments: ["refork_after = \"1s\"", "refork_after_requests = 300"])
+        func reforkPromotesAWorker(trigger: String) throws {
+            let baton = try Self.start(workers: 2, sections: Self.sections + "\n" + trigger, tag: "mold7")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let firstMold = try #require(before.molds?.first)
+            let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(90))
+            #expect(load.waitForProgress(200))
+            let promoted = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("is the mold now") }
+            let line = try #require(promoted, "\(baton.process.stderrLines.suffix(10))")
+            let tail = try #require(line.components(separatedBy: "refork: worker ").last)
+            let newMold = try #require(Int32(String(tail.prefix { $0.isNumber })))
+            #expect(before.workers.map(\.pid).contains(newMold), "a former worker is the mold")
+            #expect(baton.process.waitForLine(containing: "reload finished", timeout: .seconds(60)) != nil)
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+            let after = try #require(Self.waitForStatus(baton) { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
+            #expect(after.molds?.first?.pid == newMold)
+            #expect(ProcFS.startTime(of: firstMold.pid) == nil, "the first mold was retired")
+            for worker in after.workers {
+                #expect(ProcFS.parentPID(of: worker.pid) == baton.process.pid)
+                #expect(!before.workers.map(\.pid).contains(worker.pid))
+            }
+            #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+        }
+
+        @Test("kill -9 baton in mold mode: the mold exits with its channel, the orphans keep serving; the next baton takes over and starts a new mold")
+        func takeOverAfterKill() throws {
+            let first = try Self.start(workers: 2, tag: "mold8")
+            let status = try first.status()
+            let orphans = status.workers.map(\.pid)
+            let mold = try #require(status.molds?.first?.pid)
+            let pidfds = (orphans + [mold]).map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            #expect(pidfds.allSatisfy { $0 >= 0 })
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+            #expect(ProcessWatch.waitExit(pidfds[2], timeout: .seconds(10)), "the mold exits once baton's end of the channel is gone")
+            #expect(HTTP.get(port: first.port, path: "/")?.status == 200, "the orphans keep serving")
+
+            let second = try Self.start(workers: 2, tag: "mold8", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == first.port)
+            #expect(second.process.stderrLines.contains { $0.contains("took over") }, "\(second.process.stderrLines.suffix(20))")
+            for fd in pidfds.prefix(2) { #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "the orphans are drained") }
+            let after = try second.status()
+            #expect(after.molds?.first?.state == "ready" && after.molds?.first?.pid != mold)
+            #expect(after.workers.allSatisfy { $0.state == "ready" && !orphans.contains($0.pid) })
+            #expect(after.workers.allSatisfy { ProcFS.parentPID(of: $0.pid) == second.process.pid })
+            #expect(HTTP.get(port: second.port, path: "/")?.status == 200)
+        }
+    }
+}
