@@ -367,14 +367,14 @@ extension Supervisor {
     /// `op`'s line in history.
     func historyEntry(_ op: Operation, outcome: OperationOutcome, detail: String?) -> HistoryEntry {
         HistoryEntry(
-            kind: op.kind.rawValue, release: op.target?.directory ?? op.options?.release ?? "?",
+            kind: op.kind, release: op.target?.directory ?? op.options?.release ?? "?",
             previousRelease: op.previous?.directory, outcome: outcome, detail: detail, startedAt: op.startedAtWall,
             duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)
     }
 
     /// Adds a line to history, in memory and in the state directory.
     func appendHistory(_ entry: HistoryEntry) {
-        if entry.kind == Operation.Kind.deploy.rawValue { deploysByOutcome[entry.outcome, default: 0] += 1 }
+        if entry.kind == .deploy { deploysByOutcome[entry.outcome, default: 0] += 1 }
         history.append(entry)
         if history.count > StateStore.historyLimit { history.removeFirst() }
         do {

@@ -79,7 +79,7 @@ extension Supervisor {
     func answerReleases(_ connection: ControlConnection, prune: Bool) {
         guard prune else {
             do {
-                connection.finish(ControlReply(ok: true, releases: try releasesReport()))
+                connection.finish(.success(payload: .releases(try releasesReport())))
             } catch {
                 connection.finish(.failure("cannot list releases: \(error)"))
             }
@@ -89,7 +89,7 @@ extension Supervisor {
             switch result {
             case .success(let report):
                 let n = report.removed?.count ?? 0
-                connection.finish(ControlReply(ok: true, message: "removed \(n) release folder\(n == 1 ? "" : "s")", releases: report))
+                connection.finish(.success("removed \(n) release folder\(n == 1 ? "" : "s")", payload: .releases(report)))
             case .failure(let error):
                 connection.finish(.failure("\(error)"))
             }
