@@ -182,15 +182,15 @@ extension Supervisor {
         for d in state.descriptors { try setCloseOnExec(d) }
         listeners = state.listeners.map { Listener(fd: $0.fd, name: $0.name, address: $0.address) }
         control = try ControlServer(adopting: state.controlFD, config: config, loop: loop, logger: logger, supervisor: self)
-        releaseState = state.releaseState
         degraded = state.degraded
         sentReady = state.sentReady
         createdNotifyDirectory = state.createdNotifyDirectory ?? true
         // By name; an older image counted a failed spawn under its error's text.
         restartsByReason = (state.restartsByReason ?? [:]).reduce(into: [:]) { $0[RestartCause(text: $1.key).reason, default: 0] += $1.value }
-        deploysByOutcome = (state.deploysByOutcome ?? [:]).reduce(into: [:]) { counts, entry in
+        let deploys: [OperationOutcome: Int] = (state.deploysByOutcome ?? [:]).reduce(into: [:]) { counts, entry in
             if let outcome = OperationOutcome(rawValue: entry.key) { counts[outcome, default: 0] += entry.value }
         }
+        releases.restore(state: state.releaseState, deploysByOutcome: deploys)
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let slot = Slot(index: s.index, spec: s.spec.spec)
             slot.generation = s.generation

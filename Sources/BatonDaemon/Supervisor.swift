@@ -96,22 +96,17 @@ public final class Supervisor {
     var operation: Operation? { operations.running.flatMap { operationTable[$0.id] } }
     /// Operations waiting behind it, in order.
     var queue: [Operation] { operations.queued.compactMap { operationTable[$0.id] } }
-    /// The current and previous release (persisted in the state directory).
-    var releaseState = ReleaseState(current: Release(directory: "/"), previous: nil)
-    /// The state directory, if it could be opened.
-    var store: (any ReleaseStore)?
-    /// Recent deploys, oldest first.
-    var history: [HistoryEntry] = []
-    /// Release folders being removed by retention now.
-    var pruning: Set<String> = []
-    /// Release folders baton deployed (persisted): the only ones retention removes.
-    var deployedReleases: [String] = []
+    /// The state directory's release, history and retention bookkeeping (its only owner).
+    let releases: ReleaseBook
+    /// The current and previous release (the book's).
+    var releaseState: ReleaseState { releases.state }
+    /// Recent operations, oldest first (the book's).
+    var history: [HistoryEntry] { releases.history }
     /// Set when a rollback failed.
     var degraded = false
-    /// Problems of the state directory found at start-up (unwritable, release.json unreadable,
-    /// the persisted release missing): ERROR lines in the log and in `baton status` until a
+    /// Problems of the state directory (the book's): ERROR lines in `baton status` until a
     /// release is persisted again.
-    var stateProblems: [String] = []
+    var stateProblems: [String] { releases.problems }
     /// The last lines of output of the last worker that failed to start.
     var lastFailureOutput: [String] = []
     /// Set while `baton upgrade` checks the new binary.
@@ -138,8 +133,8 @@ public final class Supervisor {
     var reservation = ReservationState()
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [RestartReason: Int] = [:]
-    /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
-    var deploysByOutcome: [OperationOutcome: Int] = [:]
+    /// Deploys by outcome since baton started (the book's; Prometheus counters).
+    var deploysByOutcome: [OperationOutcome: Int] { releases.deploysByOutcome }
     /// The worker watchdog and liveness check (started in `setUp`).
     lazy var liveness = WorkerLiveness(settings: .init(stoppedTimeout: config.readiness.stoppedTimeout), now: loop.now())
     /// The Prometheus endpoint, when `[metrics] address` is set.
@@ -165,6 +160,8 @@ public final class Supervisor {
         var logger = Logger(label: "baton")
         logger[metadataKey: "app"] = .string(options.config.app.name)
         self.logger = logger
+        self.releases = ReleaseBook(
+            directory: Self.stateDirectory(for: options.config), fallback: Release(directory: options.config.app.directory), logger: logger)
     }
 
     /// Opens sockets, starts workers and runs until stopped. Returns the
