@@ -109,10 +109,10 @@ public final class Supervisor {
     var stateProblems: [String] { releases.problems }
     /// The last lines of output of the last worker that failed to start.
     var lastFailureOutput: [String] = []
-    /// Set while `baton upgrade` checks the new binary.
-    var upgradeInProgress = false
-    /// The `upgrade --check` child while it runs: its pidfd handler reaps it, not `reapStrays`.
-    var upgradeCheckPID: pid_t?
+    /// `baton upgrade`: the check of the new binary and whether one is under way (its only owner).
+    let upgrade: UpgradeCoordinator
+    /// Whether an upgrade is under way (the coordinator's).
+    var upgradeInProgress: Bool { upgrade.inProgress }
     /// The previous baton's record and orphaned workers (take-over after a crash).
     var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
@@ -162,6 +162,7 @@ public final class Supervisor {
         self.logger = logger
         self.releases = ReleaseBook(
             directory: Self.stateDirectory(for: options.config), fallback: Release(directory: options.config.app.directory), logger: logger)
+        self.upgrade = UpgradeCoordinator(loop: loop, host: host, logger: logger)
     }
 
     /// Opens sockets, starts workers and runs until stopped. Returns the
@@ -357,7 +358,7 @@ public final class Supervisor {
     /// pidfd handlers, which still need the zombie to hold the pid.
     private func reapStrays() {
         var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
-        if let check = upgradeCheckPID { known.insert(check) }
+        if let check = upgrade.checkPID { known.insert(check) }
         var skipped = Set<pid_t>()
         // Under the registry's lock: a config parser spawned off the loop is
         // registered before it can show up here, and left to its spawner. (Safe:
