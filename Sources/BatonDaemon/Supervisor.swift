@@ -236,7 +236,7 @@ public final class Supervisor {
     private func startMetrics() throws {
         guard let text = config.metrics.address else { return }
         guard let address = ListenAddress.parse(text) else { throw DaemonError("metrics.address: cannot parse \(text)") }
-        let server = try MetricsServer(address: address, loop: loop, supervisor: self)
+        let server = try MetricsServer(address: address, loop: loop, source: self)
         metrics = server
         logger.info("metrics on \(server.address)/metrics")
     }
@@ -331,71 +331,6 @@ public final class Supervisor {
         }
         return WorkerSpec(
             argv: release.command ?? config.app.command, directory: release.directory, variables: variables, credentials: credentials)
-    }
-
-    // MARK: - Signals
-
-    private func handleSignals() {
-        while true {
-            var sender: pid_t = 0
-            let sig = CBatonLinuxShim.readSignal(signalFD, sender: &sender)
-            if sig <= 0 { return }
-            switch sig {
-            case SIGCHLD: reapStrays()
-            case SIGTERM, SIGINT:
-                logger.info("received \(sig == SIGTERM ? "SIGTERM" : "SIGINT"): stopping", metadata: ["from_pid": .stringConvertible(sender)])
-                beginShutdown()
-            case SIGHUP:
-                logger.info("received SIGHUP: reload", metadata: ["from_pid": .stringConvertible(sender)])
-                requestReload(waiter: nil)
-            default: break
-            }
-        }
-    }
-
-    /// Reaps exited children that are not workers or probes (grandchildren
-    /// re-parented to baton, the subreaper). Known children are left for their
-    /// pidfd handlers, which still need the zombie to hold the pid.
-    private func reapStrays() {
-        var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
-        if let check = upgrade.checkPID { known.insert(check) }
-        var skipped = Set<pid_t>()
-        // Under the registry's lock: a config parser spawned off the loop is
-        // registered before it can show up here, and left to its spawner. (Safe:
-        // nothing on the loop thread takes that lock again.)
-        SelfReapedChildren.withRegistered { others in
-            while true {
-                let pid = CBatonLinuxShim.peekExitedChild()
-                if pid <= 0 || skipped.contains(pid) { return }
-                if others.contains(pid) {
-                    skipped.insert(pid)
-                    continue
-                }
-                if known.contains(pid) {
-                    // Handled by its pidfd; peeking again would return it forever.
-                    skipped.insert(pid)
-                    handleKnownExitNow(pid)
-                    continue
-                }
-                CBatonLinuxShim.reap(pid)
-                logger.debug("reaped stray process", metadata: ["pid": .stringConvertible(pid)])
-            }
-        }
-    }
-
-    private func handleKnownExitNow(_ pid: pid_t) {
-        for slot in slots {
-            for worker in slot.workers {
-                if worker.pid == pid {
-                    workerPidfdReadable(worker)
-                    return
-                }
-                if let probe = worker.probe, probe.pid == pid {
-                    probeExited(worker)
-                    return
-                }
-            }
-        }
     }
 }
 
