@@ -101,4 +101,9 @@ import Testing
         let during = try book.listing(of: root, keep: 1, inUse: [], batonDirectories: [])
         #expect(during.releases.map(\.name).sorted() == ["r2", "r3"])
     }
+
+    @Test func aHistoryLineNamesTheKindAsTheWireDoes() {
+        // `baton deploy --attach` with nothing in progress prints the last entry this way.
+        #expect(Supervisor.describe(entry(.rollAhead, "/srv/app/r1", .rolledBack)) == "roll-ahead of /srv/app/r1 rolled-back")
+    }
 }
