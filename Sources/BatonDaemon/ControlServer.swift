@@ -153,7 +153,7 @@ final class ControlServer {
         case .ping:
             connection.finish(.success("pong"))
         case .status:
-            supervisor.requestStatus { connection.finish(.success(status: $0)) }
+            supervisor.requestStatus { connection.finish(.success(payload: .status($0))) }
         case .reload:
             supervisor.requestReload(waiter: connection, uid: connection.peer?.uid)
         case .deploy, .rollback:
@@ -169,7 +169,7 @@ final class ControlServer {
             let checkTimeout = (request.deploy?.timeout).flatMap(Units.parseDuration) ?? Supervisor.upgradeCheckTimeout
             supervisor.requestUpgrade(binary: request.binary, checkTimeout: checkTimeout, waiter: connection)
         case .history:
-            connection.finish(ControlReply(ok: true, history: supervisor.history))
+            connection.finish(.success(payload: .history(supervisor.history)))
         case .releases, .pruneReleases:
             supervisor.answerReleases(connection, prune: command == .pruneReleases)
         }

@@ -14,7 +14,8 @@ final class MetricsServer {
     /// Where it listens ("127.0.0.1:9187").
     let address: String
     unowned let loop: EventLoop
-    unowned let supervisor: Supervisor
+    /// Where each scrape's values come from (the supervisor, on the loop).
+    unowned let source: any MetricsSource
     let registry = PrometheusCollectorRegistry()
     /// The gauges and counters the last scrape exported (counters with the value they were
     /// brought to), by name and labels: a series the next scrape does not export is
@@ -33,12 +34,12 @@ final class MetricsServer {
         var timeout: EventLoop.Token?
     }
 
-    init(address: ListenAddress, loop: EventLoop, supervisor: Supervisor) throws {
+    init(address: ListenAddress, loop: EventLoop, source: any MetricsSource) throws {
         let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
         fd = listener.fd
         self.address = listener.address
         self.loop = loop
-        self.supervisor = supervisor
+        self.source = source
         try setNonBlocking(fd)
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
     }
@@ -124,14 +125,14 @@ final class MetricsServer {
         return nil
     }
 
-    /// The supervisor's state now, in the registry. The registry keeps every series it ever
+    /// A snapshot of the supervisor's state now, in the registry. The registry keeps every series it ever
     /// made, with its last value; the series of a worker, slot or label value that is gone are
     /// unregistered here. (A fresh registry per scrape would cost O(n²) a family: it copies a
     /// family's series for each one it adds.) Counters follow counts baton keeps in memory since
     /// it started (carried across `baton upgrade`) and only increments; Prometheus takes a
     /// restart of baton as a counter reset.
     private func render() -> [UInt8] {
-        let s = supervisor
+        let s = source.metricsSnapshot()
         var gauges: [String: Gauge] = [:]
         var counters: [String: (counter: Counter, value: Int)] = [:]
         func key(_ name: String, _ labels: [(String, String)]) -> String {
@@ -155,16 +156,16 @@ final class MetricsServer {
         gauge("baton_workers", "Worker slots (app.workers).", [], Double(s.slots.count))
         gauge("baton_workers_ready", "Slots whose serving worker is ready.", [], Double(s.readyCount))
         for slot in s.slots {
-            let ready = slot.current?.state == .ready ? 1.0 : 0.0
+            let ready = slot.ready ? 1.0 : 0.0
             gauge("baton_worker_ready", "1 when the slot's serving worker is ready, else 0.", [("slot", String(slot.index))], ready)
-            for worker in slot.workers {
+            for worker in slot.live {
                 let labels = [("slot", String(slot.index)), ("pid", String(worker.pid))]
                 gauge(
                     "baton_worker_info", "One series per live worker (serving, starting or draining) naming its release.",
-                    labels + [("release", worker.spec.release)], 1)
+                    labels + [("release", worker.release)], 1)
                 gauge("baton_worker_start_time_seconds", "When the worker was started, seconds since the epoch.", labels, worker.startedAtWall)
             }
-            guard let worker = slot.current else { continue }
+            guard let worker = slot.serving else { continue }
             let labels = [("slot", String(slot.index)), ("pid", String(worker.pid))]
             if let m = worker.memory {
                 gauge("baton_worker_rss_bytes", "Resident set size of the serving worker's process tree.", labels, Double(m.rss))
@@ -181,13 +182,13 @@ final class MetricsServer {
                         labels, Double(ksm.profit))
                 }
             }
-            if let requests = worker.requestsServed {
+            if let requests = worker.requests {
                 gauge("baton_worker_requests", "Requests the serving worker reported serving (X_BATON_REQUESTS=).", labels, Double(requests))
             }
-            if let leak = worker.history.leakRate {
+            if let leak = worker.leakMiBPerHour {
                 gauge(
                     "baton_worker_uss_growth_bytes_per_second", "Fitted USS growth of the serving worker (leak rate).", labels,
-                    leak.mibPerHour * 1_048_576 / 3600)
+                    leak * 1_048_576 / 3600)
             }
         }
 
@@ -196,33 +197,31 @@ final class MetricsServer {
         for (reason, count) in restarts.sorted(by: { $0.key < $1.key }) {
             counter("baton_restarts", "Worker restarts since baton started, by reason.", [("reason", reason)], count)
         }
-        let oom = s.oomWatch.tracker
         let oomHelp = "Kernel OOM kills in the slot's process tree since baton started (slot none: elsewhere in baton's cgroup)."
-        for slot in s.slots { counter("baton_oom_kills", oomHelp, [("slot", String(slot.index))], oom.bySlot[slot.index] ?? 0) }
-        counter("baton_oom_kills", oomHelp, [("slot", "none")], oom.total - oom.bySlot.values.reduce(0, +))
+        for slot in s.slots { counter("baton_oom_kills", oomHelp, [("slot", String(slot.index))], s.oomKillsBySlot[slot.index] ?? 0) }
+        counter("baton_oom_kills", oomHelp, [("slot", "none")], s.oomKillsTotal - s.oomKillsBySlot.values.reduce(0, +))
         var deploys = Dictionary(uniqueKeysWithValues: OperationOutcome.finished.map { ($0.rawValue, 0) })
         for (outcome, count) in s.deploysByOutcome { deploys[outcome.rawValue, default: 0] += count }
         for (outcome, count) in deploys.sorted(by: { $0.key < $1.key }) {
             counter("baton_deploys", "Deploys finished since baton started, by outcome.", [("outcome", outcome)], count)
         }
-        if let (verdict, _) = try? s.preflightFromLastSample(release: nil, need: 0) {
+        if let headroom = s.headroom {
             gauge(
                 "baton_memory_headroom_bytes", "Memory headroom under the binding limit, which the label names.",
-                [("binding", verdict.binding.kind.name)], Double(verdict.binding.available))
+                [("binding", headroom.binding)], Double(headroom.availableBytes))
         }
-        if let r = s.reservationReport() {
+        if let r = s.reservation {
             gauge("baton_reservation_bytes", "Memory held free by preflight --roll-ahead (--need), margin not included.", [], Double(r.bytes))
             gauge("baton_reservation_remaining_seconds", "Hold left on the memory reservation.", [], r.remainingSeconds)
             gauge("baton_reservation_rolls", "Workers rolled to keep the memory reservation while it is held.", [], Double(r.rolls))
         }
-        if s.moldMode {
-            let up = s.moldBook.molds.contains { $0.state == .ready && $0.spec == s.slots.first?.spec } ? 1.0 : 0.0
-            gauge("baton_mold_up", "1 when the current release's mold is ready (mold mode), else 0.", [], up)
-            counter("baton_mold_restarts", "Molds that died and were started again since baton started.", [], s.moldBook.restarts)
+        if let mold = s.mold {
+            gauge("baton_mold_up", "1 when the current release's mold is ready (mold mode), else 0.", [], mold.up ? 1 : 0)
+            counter("baton_mold_restarts", "Molds that died and were started again since baton started.", [], mold.restarts)
         }
         counter(
             "baton_log_dropped_bytes", "Bytes of baton's own log dropped because stderr did not take them.", [],
-            Int(LogWriter.standardError.droppedBytes))
+            Int(s.logDroppedBytes))
         for (k, gauge) in exportedGauges where gauges[k] == nil { registry.unregisterGauge(gauge) }
         for (k, entry) in exportedCounters where counters[k] == nil { registry.unregisterCounter(entry.counter) }
         exportedGauges = gauges

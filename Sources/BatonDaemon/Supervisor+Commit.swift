@@ -66,8 +66,7 @@ extension Supervisor {
         if op.kind.isDeploy, let target = op.target {
             let previous = op.previous
             do {
-                try commitReleaseState(
-                    ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous))
+                try releases.commit(ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous))
             } catch {
                 persistenceFailed(op, error: error)
                 return
@@ -82,7 +81,7 @@ extension Supervisor {
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
-        if op.kind.isDeploy, let target = op.target { recordDeployedRelease(target) }
+        if op.kind.isDeploy, let target = op.target { releases.recordDeployed(target) }
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
         if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
@@ -113,8 +112,8 @@ extension Supervisor {
             }
         }
         rolloutSpec = nil
-        appendHistory(historyEntry(op, outcome: outcome, detail: detail))
-        if op.kind.isDeploy { store?.finishDeploy() }
+        releases.append(historyEntry(op, outcome: outcome, detail: detail))
+        if op.kind.isDeploy { releases.finishDeploy() }
         if outcome == .succeeded { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
         op.finish(reply)
         // Out of the table first: `operation` is nil from here, so slots can be refilled
@@ -153,20 +152,6 @@ extension Supervisor {
     }
 
     // MARK: - Persistence
-
-    /// Persists `state` as the deploy's commit; throws (nothing changed in memory) when the
-    /// state directory cannot take it.
-    func commitReleaseState(_ state: ReleaseState) throws {
-        guard let store else {
-            throw DaemonError("the state directory \(Self.stateDirectory(for: config)) is unusable")
-        }
-        try store.save(state)
-        releaseState = state
-        if !stateProblems.isEmpty {
-            logger.info("release state persisted: the state directory's earlier problems are resolved")
-            stateProblems.removeAll()
-        }
-    }
 
     /// A deploy or rollback whose every slot serves the new release but whose release could
     /// not be persisted: it is not committed (a restarted baton would come back on the old

@@ -33,30 +33,4 @@ extension Supervisor {
         if let path = options.configPath, !path.isEmpty, let folder = DirectoryRules.folder(ofFile: path) { directories.append(folder) }
         return directories
     }
-
-    /// Records `release`'s folder as one baton deployed (persisted in the state
-    /// directory), so that retention may prune it once it is old.
-    func recordDeployedRelease(_ release: Release) {
-        let path = ReleaseRetention.normalize(release.directory)
-        guard !deployedReleases.contains(path) else { return }
-        deployedReleases.append(path)
-        saveDeployedReleases()
-    }
-
-    /// Forgets folders retention removed.
-    func forgetDeployedReleases(_ paths: [String]) {
-        let gone = Set(paths.map(ReleaseRetention.normalize))
-        let kept = deployedReleases.filter { !gone.contains($0) }
-        guard kept.count != deployedReleases.count else { return }
-        deployedReleases = kept
-        saveDeployedReleases()
-    }
-
-    private func saveDeployedReleases() {
-        do {
-            try store?.saveDeployedReleases(deployedReleases)
-        } catch {
-            logger.error("cannot persist the deployed release folders: \(error)")
-        }
-    }
 }

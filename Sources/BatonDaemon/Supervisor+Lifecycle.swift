@@ -50,8 +50,8 @@ extension Supervisor {
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
         if let op = operation, op.kind.isDeploy {
-            appendHistory(historyEntry(op, outcome: .interrupted, detail: "baton stopped before it finished"))
-            store?.finishDeploy()
+            releases.append(historyEntry(op, outcome: .interrupted, detail: "baton stopped before it finished"))
+            releases.finishDeploy()
         }
         performOperations(operations.stop())
         rollout = nil

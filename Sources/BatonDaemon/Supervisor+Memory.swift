@@ -218,8 +218,8 @@ extension Supervisor {
         guard options.rollAhead == true else {
             waiter.finish(
                 verdict.fits
-                    ? ControlReply(ok: true, message: verdict.summary, details: details, preflight: report)
-                    : ControlReply(ok: false, error: verdict.summary, code: 1, details: details, preflight: report))
+                    ? ControlReply.success(verdict.summary, details: details, payload: .preflight(report))
+                    : ControlReply.failure(verdict.summary, code: 1, details: details, preflight: report))
             return
         }
         let extra = config.memory.reservationMargin + expectedGrowth(hold: hold)
@@ -229,11 +229,11 @@ extension Supervisor {
             var r = report
             r.reservation = reservationReport()
             let line = "\(verdict.summary); \(Units.formatSize(extra)) to spare (margin + expected growth): no restart needed"
-            waiter.finish(ControlReply(ok: true, message: line, details: details + [r.reservation?.line ?? ""], preflight: r))
+            waiter.finish(.success(line, details: details + [r.reservation?.line ?? ""], payload: .preflight(r)))
             return
         }
         guard plan.canFit, let first = plan.slots.first else {
-            waiter.finish(ControlReply(ok: false, error: "\(verdict.summary); roll-ahead: \(plan.summary)", code: 1, details: details, preflight: report))
+            waiter.finish(.failure("\(verdict.summary); roll-ahead: \(plan.summary)", code: 1, details: details, preflight: report))
             return
         }
         let op = makeOperation(kind: .rollAhead, options: nil, uid: uid)
@@ -289,14 +289,14 @@ extension Supervisor {
             let message = "\(line); \(Units.formatSize(extra)) to spare (margin + expected growth)"
             finishOperation(
                 op, outcome: .succeeded, detail: nil,
-                reply: ControlReply(ok: true, message: message, details: Self.preflightDetails(r) + [r.reservation?.line ?? ""], preflight: r))
+                reply: .success(message, details: Self.preflightDetails(r) + [r.reservation?.line ?? ""], payload: .preflight(r)))
             return
         }
         guard plan.canFit, let next = plan.slots.first else {
             let why = plan.canFit ? "" : "; roll-ahead: \(plan.summary)"
             finishOperation(
                 op, outcome: .failed, detail: verdict.summary + why,
-                reply: ControlReply(ok: false, error: line + why, code: 1, details: Self.preflightDetails(r), preflight: r))
+                reply: .failure(line + why, code: 1, details: Self.preflightDetails(r), preflight: r))
             return
         }
         op.report(line)

@@ -87,7 +87,7 @@ extension Supervisor {
             guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
                 throw DaemonError("release \(directory) is not a directory")
             }
-            if pruning.contains(ReleaseRetention.normalize(directory)) {
+            if releases.isBeingPruned(directory) {
                 throw DaemonError("release \(directory) is being removed by retention ([deploy] keep_releases)")
             }
             if let command = options.command, command.isEmpty { throw DaemonError("--command must not be empty") }
@@ -146,8 +146,7 @@ extension Supervisor {
             // A state directory that cannot even record it could not commit it either: the
             // deploy fails before it touches a worker.
             do {
-                guard let store else { throw DaemonError("the state directory \(Self.stateDirectory(for: config)) is unusable") }
-                try store.beginDeploy(historyEntry(op, outcome: .inProgress, detail: nil))
+                try releases.beginDeploy(historyEntry(op, outcome: .inProgress, detail: nil))
             } catch {
                 let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
                 finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
@@ -367,34 +366,9 @@ extension Supervisor {
     /// `op`'s line in history.
     func historyEntry(_ op: Operation, outcome: OperationOutcome, detail: String?) -> HistoryEntry {
         HistoryEntry(
-            kind: op.kind.rawValue, release: op.target?.directory ?? op.options?.release ?? "?",
+            kind: op.kind, release: op.target?.directory ?? op.options?.release ?? "?",
             previousRelease: op.previous?.directory, outcome: outcome, detail: detail, startedAt: op.startedAtWall,
             duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)
-    }
-
-    /// Adds a line to history, in memory and in the state directory.
-    func appendHistory(_ entry: HistoryEntry) {
-        if entry.kind == Operation.Kind.deploy.rawValue { deploysByOutcome[entry.outcome, default: 0] += 1 }
-        history.append(entry)
-        if history.count > StateStore.historyLimit { history.removeFirst() }
-        do {
-            try store?.append(entry)
-        } catch {
-            logger.error("cannot write history: \(error)")
-        }
-    }
-
-    /// A deploy the previous baton started and never finished (killed, crashed):
-    /// it was never committed, so the workers start on the persisted release;
-    /// history says so.
-    func recordUnfinishedDeploy() {
-        guard var entry = store?.takeUnfinishedDeploy() else { return }
-        entry.outcome = .interrupted
-        entry.detail = "baton exited before it finished; restarted on \(releaseState.current.directory)"
-        entry.duration = max(0, wallClockNow() - entry.startedAt)
-        logger.warning(
-            "the \(entry.kind) of \(entry.release) did not finish (baton exited during it): starting on \(releaseState.current.directory)")
-        appendHistory(entry)
     }
 
     static func list(_ slots: [Int]) -> String { slots.map(String.init).joined(separator: ",") }

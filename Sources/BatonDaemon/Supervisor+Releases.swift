@@ -17,19 +17,13 @@ extension Supervisor {
 
     /// Every release folder with its mark, newest first.
     func releasesReport() throws(SystemError) -> ReleasesReport {
-        let directory = releasesDirectory
-        // Folders being removed now are gone already as far as listings go.
-        let folders = try ReleaseFolders.scan(directory).filter { !pruning.contains($0.path) }
         var inUse = Set(slots.flatMap { $0.workers.map(\.spec.directory) })
         // A queued deploy's folder is not the next prune's.
         for op in queue { if let r = op.options?.release { inUse.insert(r) } }
         if let r = operation?.target?.directory { inUse.insert(r) }
         let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
-        let listings = ReleaseRetention.plan(
-            folders: folders, current: releaseState.current.directory, previous: releaseState.previous?.directory, inUse: inUse,
-            lastDeployed: ReleaseRetention.lastDeployed(history), keep: keep, deployed: Set(deployedReleases),
-            batonDirectories: batonDirectories)
-        return ReleasesReport(directory: directory, keep: keep, releases: listings)
+        // Folders being removed now are gone already as far as listings go.
+        return try releases.listing(of: releasesDirectory, keep: keep, inUse: inUse, batonDirectories: batonDirectories)
     }
 
     /// Removes the folders marked `prune`; `report` gets a progress line
@@ -59,10 +53,9 @@ extension Supervisor {
             + doomed.map { ReleaseRetention.normalize($0).split(separator: "/").last.map(String.init) ?? $0 }.joined(separator: ", ")
         report(line)
         logger.info("\(line)")
-        pruning.formUnion(doomed)
+        releases.pruningStarted(doomed)
         ReleaseFolders.removeInBackground(doomed, loop: loop) { [unowned self] removed, failures in
-            self.pruning.subtract(doomed)
-            self.forgetDeployedReleases(removed)
+            self.releases.pruningFinished(doomed, removed: removed)
             for path in removed { self.logger.info("removed release folder \(path)") }
             for failure in failures { self.logger.error("\(failure)") }
             do {
@@ -79,7 +72,7 @@ extension Supervisor {
     func answerReleases(_ connection: ControlConnection, prune: Bool) {
         guard prune else {
             do {
-                connection.finish(ControlReply(ok: true, releases: try releasesReport()))
+                connection.finish(.success(payload: .releases(try releasesReport())))
             } catch {
                 connection.finish(.failure("cannot list releases: \(error)"))
             }
@@ -89,7 +82,7 @@ extension Supervisor {
             switch result {
             case .success(let report):
                 let n = report.removed?.count ?? 0
-                connection.finish(ControlReply(ok: true, message: "removed \(n) release folder\(n == 1 ? "" : "s")", releases: report))
+                connection.finish(.success("removed \(n) release folder\(n == 1 ? "" : "s")", payload: .releases(report)))
             case .failure(let error):
                 connection.finish(.failure("\(error)"))
             }

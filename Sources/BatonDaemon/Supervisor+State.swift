@@ -22,9 +22,7 @@ extension Supervisor {
     /// release.json.corrupt) until a deploy succeeds; a persisted release whose folder is gone
     /// falls back to `[app] directory`. A state directory others may write in is refused (thrown).
     func loadState() throws(DirectoryError) {
-        let fallback = Release(directory: config.app.directory)
-        releaseState = ReleaseState(current: fallback, previous: nil)
-        let directory = Self.stateDirectory(for: config)
+        let directory = releases.directory
         let store: any ReleaseStore
         do {
             store = try host.openStateStore(directory)
@@ -32,45 +30,15 @@ extension Supervisor {
             var error = error
             error.key = Self.directoryKey(config.app.stateDirectory, environment: "STATE_DIRECTORY", what: "state directory")
             if case .writableByOthers = error.reason { throw error }
-            stateProblem("state directory \(directory) unusable (\(error)): deploys cannot be committed")
+            releases.recordProblem("state directory \(directory) unusable (\(error)): deploys cannot be committed")
             return
         }
-        self.store = store
-        do {
-            try store.checkWritable()
-        } catch {
-            stateProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
-        }
-        do {
-            if let saved = try store.loadReleaseState() {
-                if Self.isDirectory(saved.current.directory) {
-                    releaseState = saved
-                    logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
-                } else {
-                    releaseState = ReleaseState(current: fallback, previous: saved.previous)
-                    stateProblem(
-                        "persisted release \(saved.current.directory) is missing: started on [app] directory \(fallback.directory)")
-                }
-            }
-        } catch {
-            let copy = (try? store.keepCorruptReleaseState()).map { "; a copy is kept as \($0)" } ?? ""
-            stateProblem("state unreadable: \(error)\(copy); started on [app] directory \(fallback.directory), no previous release")
-        }
-        history = store.loadHistory()
-        deployedReleases = store.loadDeployedReleases()
-        recordUnfinishedDeploy()
+        releases.load(from: store, fallback: Release(directory: config.app.directory), releaseExists: Self.isDirectory, now: wallClockNow())
     }
 
     /// Whether `path` is an existing directory.
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    /// Records a problem of the state directory: an ERROR line in the log and a line in
-    /// `baton status` until a release is persisted again.
-    func stateProblem(_ line: String) {
-        logger.error("\(line)")
-        stateProblems.append(line)
     }
 }

@@ -25,7 +25,7 @@ extension Supervisor {
                 rows.append(
                     WorkerStatus(
                         slot: slot.index, pid: 0, state: "exited", release: slot.spec.release, generation: slot.generation,
-                        restarts: slot.restarts, lastRestartReason: slot.lastRestartReason?.text,
+                        restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
                         consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.backoff.isCrashLooping,
                         nextStartIn: slot.respawnAt.map { Self.seconds($0 - now) }))
                 continue
@@ -40,7 +40,7 @@ extension Supervisor {
                         generation: worker.generation, startedAt: worker.startedAtWall,
                         readyAfter: worker.readyAt.map { Self.seconds($0 - worker.startedAt) }, rssBytes: memory?.rss,
                         pssBytes: memory?.pss, ussBytes: memory?.uss, restarts: slot.restarts,
-                        lastRestartReason: slot.lastRestartReason?.text, consecutiveFailures: slot.backoff.consecutiveFailures,
+                        lastRestartReason: slot.lastRestartReason, consecutiveFailures: slot.backoff.consecutiveFailures,
                         crashLoop: slot.backoff.isCrashLooping, statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour,
                         secondsToLimit: toLimit.map(Self.seconds), limitBytes: config.memory.workerLimit))
                 rows[rows.count - 1].sharedBytes = memory?.shared

@@ -96,28 +96,23 @@ public final class Supervisor {
     var operation: Operation? { operations.running.flatMap { operationTable[$0.id] } }
     /// Operations waiting behind it, in order.
     var queue: [Operation] { operations.queued.compactMap { operationTable[$0.id] } }
-    /// The current and previous release (persisted in the state directory).
-    var releaseState = ReleaseState(current: Release(directory: "/"), previous: nil)
-    /// The state directory, if it could be opened.
-    var store: (any ReleaseStore)?
-    /// Recent deploys, oldest first.
-    var history: [HistoryEntry] = []
-    /// Release folders being removed by retention now.
-    var pruning: Set<String> = []
-    /// Release folders baton deployed (persisted): the only ones retention removes.
-    var deployedReleases: [String] = []
+    /// The state directory's release, history and retention bookkeeping (its only owner).
+    let releases: ReleaseBook
+    /// The current and previous release (the book's).
+    var releaseState: ReleaseState { releases.state }
+    /// Recent operations, oldest first (the book's).
+    var history: [HistoryEntry] { releases.history }
     /// Set when a rollback failed.
     var degraded = false
-    /// Problems of the state directory found at start-up (unwritable, release.json unreadable,
-    /// the persisted release missing): ERROR lines in the log and in `baton status` until a
+    /// Problems of the state directory (the book's): ERROR lines in `baton status` until a
     /// release is persisted again.
-    var stateProblems: [String] = []
+    var stateProblems: [String] { releases.problems }
     /// The last lines of output of the last worker that failed to start.
     var lastFailureOutput: [String] = []
-    /// Set while `baton upgrade` checks the new binary.
-    var upgradeInProgress = false
-    /// The `upgrade --check` child while it runs: its pidfd handler reaps it, not `reapStrays`.
-    var upgradeCheckPID: pid_t?
+    /// `baton upgrade`: the check of the new binary and whether one is under way (its only owner).
+    let upgrade: UpgradeCoordinator
+    /// Whether an upgrade is under way (the coordinator's).
+    var upgradeInProgress: Bool { upgrade.inProgress }
     /// The previous baton's record and orphaned workers (take-over after a crash).
     var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
@@ -140,8 +135,8 @@ public final class Supervisor {
     var reservation = ReservationState()
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [RestartReason: Int] = [:]
-    /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
-    var deploysByOutcome: [OperationOutcome: Int] = [:]
+    /// Deploys by outcome since baton started (the book's; Prometheus counters).
+    var deploysByOutcome: [OperationOutcome: Int] { releases.deploysByOutcome }
     /// The worker watchdog and liveness check (started in `setUp`).
     lazy var liveness = WorkerLiveness(settings: .init(stoppedTimeout: config.readiness.stoppedTimeout), now: loop.now())
     /// Molds and the starts waiting for them (mold mode).
@@ -169,6 +164,9 @@ public final class Supervisor {
         var logger = Logger(label: "baton")
         logger[metadataKey: "app"] = .string(options.config.app.name)
         self.logger = logger
+        self.releases = ReleaseBook(
+            directory: Self.stateDirectory(for: options.config), fallback: Release(directory: options.config.app.directory), logger: logger)
+        self.upgrade = UpgradeCoordinator(loop: loop, host: host, logger: logger)
     }
 
     /// Opens sockets, starts workers and runs until stopped. Returns the
@@ -242,7 +240,7 @@ public final class Supervisor {
     private func startMetrics() throws {
         guard let text = config.metrics.address else { return }
         guard let address = ListenAddress.parse(text) else { throw DaemonError("metrics.address: cannot parse \(text)") }
-        let server = try MetricsServer(address: address, loop: loop, supervisor: self)
+        let server = try MetricsServer(address: address, loop: loop, source: self)
         metrics = server
         logger.info("metrics on \(server.address)/metrics")
     }
@@ -337,73 +335,6 @@ public final class Supervisor {
         }
         return WorkerSpec(
             argv: release.command ?? config.app.command, directory: release.directory, variables: variables, credentials: credentials)
-    }
-
-    // MARK: - Signals
-
-    private func handleSignals() {
-        while true {
-            var sender: pid_t = 0
-            let sig = CBatonLinuxShim.readSignal(signalFD, sender: &sender)
-            if sig <= 0 { return }
-            switch sig {
-            case SIGCHLD: reapStrays()
-            case SIGTERM, SIGINT:
-                logger.info("received \(sig == SIGTERM ? "SIGTERM" : "SIGINT"): stopping", metadata: ["from_pid": .stringConvertible(sender)])
-                beginShutdown()
-            case SIGHUP:
-                logger.info("received SIGHUP: reload", metadata: ["from_pid": .stringConvertible(sender)])
-                requestReload(waiter: nil)
-            default: break
-            }
-        }
-    }
-
-    /// Reaps exited children that are not workers or probes (grandchildren
-    /// re-parented to baton, the subreaper). Known children are left for their
-    /// pidfd handlers, which still need the zombie to hold the pid.
-    private func reapStrays() {
-        var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
-        if let check = upgradeCheckPID { known.insert(check) }
-        known.formUnion(moldPIDs)
-        var skipped = Set<pid_t>()
-        // Under the registry's lock: a config parser spawned off the loop is
-        // registered before it can show up here, and left to its spawner. (Safe:
-        // nothing on the loop thread takes that lock again.)
-        SelfReapedChildren.withRegistered { others in
-            while true {
-                let pid = CBatonLinuxShim.peekExitedChild()
-                if pid <= 0 || skipped.contains(pid) { return }
-                if others.contains(pid) {
-                    skipped.insert(pid)
-                    continue
-                }
-                if known.contains(pid) {
-                    // Handled by its pidfd; peeking again would return it forever.
-                    skipped.insert(pid)
-                    handleKnownExitNow(pid)
-                    continue
-                }
-                CBatonLinuxShim.reap(pid)
-                logger.debug("reaped stray process", metadata: ["pid": .stringConvertible(pid)])
-            }
-        }
-    }
-
-    private func handleKnownExitNow(_ pid: pid_t) {
-        if moldExitedNow(pid) { return }
-        for slot in slots {
-            for worker in slot.workers {
-                if worker.pid == pid {
-                    workerPidfdReadable(worker)
-                    return
-                }
-                if let probe = worker.probe, probe.pid == pid {
-                    probeExited(worker)
-                    return
-                }
-            }
-        }
     }
 }
 

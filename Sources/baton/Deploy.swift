@@ -156,7 +156,7 @@ struct History: ParsableCommand {
             let duration = String(format1(e.duration)) + "s"
             print(
                 [
-                    when, e.kind.padded(8), e.outcome.rawValue.padded(11), duration.padded(8), (e.uid.map(String.init) ?? "-").padded(5),
+                    when, e.kind.rawValue.padded(8), e.outcome.rawValue.padded(11), duration.padded(8), (e.uid.map(String.init) ?? "-").padded(5),
                     e.release + (e.detail.map { "  (\($0))" } ?? ""),
                 ].joined(separator: "  "))
         }

@@ -50,8 +50,8 @@ struct PreflightLocal {
         for limit in headroom.limits { details.append("headroom under \(limit.kind.name): \(Units.formatSignedSize(limit.available))") }
         let reply =
             verdict.fits
-            ? ControlReply(ok: true, message: verdict.summary, details: details, preflight: report)
-            : ControlReply(ok: false, error: verdict.summary, code: BatonExitCode.failure, details: details, preflight: report)
+            ? ControlReply.success(verdict.summary, details: details, payload: .preflight(report))
+            : ControlReply.failure(verdict.summary, code: BatonExitCode.failure, details: details, preflight: report)
         if json {
             // The line the daemon would send for the same reply.
             print(String(decoding: ControlProtocol.encodeLine(reply).dropLast(), as: UTF8.self))

@@ -145,14 +145,14 @@ struct ControlProtocolTests {
             listeners: ["unix:/run/shop/http.sock"],
             slots: 1, summary: "1/1 workers ready",
             workers: [WorkerStatus(slot: 0, pid: 4711, state: "ready", release: "/srv/shop/releases/2024-05-01", generation: 1)])
-        let line = ControlProtocol.encodeLine(ControlReply.success(status: status))
+        let line = ControlProtocol.encodeLine(ControlReply.success(payload: .status(status)))
         let text = String(decoding: line, as: UTF8.self)
         #expect(text.hasSuffix("}\n") && text.filter { $0 == "\n" }.count == 1)
         #expect(text.contains(#""release":"/srv/shop/releases/2024-05-01""#))
         #expect(!text.contains(#"\/"#))
         #expect(text.hasPrefix(#"{"ok":true,"status":{"app":"shop","listeners":["unix:/run/shop/http.sock"],"pid":812,"#))
         let back = try JSONDecoder().decode(ControlReply.self, from: Data(line.dropLast()))
-        #expect(back == ControlReply.success(status: status))
+        #expect(back == ControlReply.success(payload: .status(status)))
         // The client reads lines that still end in '\n': that decodes too.
         #expect(try JSONDecoder().decode(ControlReply.self, from: Data(line)) == back)
     }

@@ -50,12 +50,12 @@ struct ReleaseRetentionTests {
     func lastDeployedOrders() {
         let history = [
             HistoryEntry(
-                kind: "deploy", release: "/srv/shop/releases/r1", previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: 5000, duration: 2, uid: 0),
+                kind: .deploy, release: "/srv/shop/releases/r1", previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: 5000, duration: 2, uid: 0),
             HistoryEntry(
-                kind: "deploy", release: "/srv/shop/releases/r2", previousRelease: nil, outcome: .rolledBack, detail: "x", startedAt: 6000, duration: 1,
+                kind: .deploy, release: "/srv/shop/releases/r2", previousRelease: nil, outcome: .rolledBack, detail: "x", startedAt: 6000, duration: 1,
                 uid: 0),
             HistoryEntry(
-                kind: "reload", release: "/srv/shop/releases/r3", previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: 7000, duration: 1, uid: 0),
+                kind: .reload, release: "/srv/shop/releases/r3", previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: 7000, duration: 1, uid: 0),
         ]
         let times = ReleaseRetention.lastDeployed(history)
         #expect(times == ["/srv/shop/releases/r1": 5002])
@@ -99,7 +99,7 @@ struct ReleaseRetentionTests {
         let report = ReleasesReport(
             directory: "/srv/shop/releases", keep: 5,
             releases: [ReleaseListing(name: "r1", path: "/srv/shop/releases/r1", mark: .inUse, lastUsedAt: 1)], removed: ["/srv/shop/releases/r0"])
-        let line = ControlProtocol.encodeLine(ControlReply(ok: true, releases: report))
+        let line = ControlProtocol.encodeLine(ControlReply.success(payload: .releases(report)))
         #expect(String(decoding: line, as: UTF8.self).contains("\"mark\":\"in-use\""))
         let decoded = try JSONDecoder().decode(ControlReply.self, from: Data(line.dropLast()))
         #expect(decoded.releases == report)

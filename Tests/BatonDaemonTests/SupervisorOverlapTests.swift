@@ -59,7 +59,7 @@ import Testing
         #expect(waiting.reply?.ok == true)
         // The rollback ran after the deploy of r2 and undid it: its target is the release
         // before the serving one when it runs (r1), not when it was asked for (r0).
-        #expect(h.supervisor.history.map(\.kind) == ["deploy", "deploy", "rollback"])
+        #expect(h.supervisor.history.map(\.kind) == [.deploy, .deploy, .rollback])
         #expect(h.servingReleases == [r1, r1])
     }
 
@@ -78,7 +78,7 @@ import Testing
         #expect(reload.reply?.ok == true)
         #expect(joined.reply == reload.reply)
         // One reload pass after the deploy, not two: both slots restarted twice in all.
-        #expect(h.supervisor.history.map(\.kind) == ["deploy", "reload"])
+        #expect(h.supervisor.history.map(\.kind) == [.deploy, .reload])
         #expect(h.supervisor.slots.allSatisfy { $0.restarts == 2 && $0.lastRestartReason == RestartCause(.reload) })
         #expect(h.servingReleases == [r1, r1])
     }
@@ -94,7 +94,7 @@ import Testing
         h.finishOperations()
         #expect(reload.reply?.ok == true)
         #expect(deploy.reply?.ok == true)
-        #expect(h.supervisor.history.map(\.kind) == ["reload", "deploy"])
+        #expect(h.supervisor.history.map(\.kind) == [.reload, .deploy])
         #expect(h.servingReleases == [r1, r1])
     }
 
@@ -122,7 +122,7 @@ import Testing
         h.deploy(r1)
         h.requestPolicyRestart(slot: 1, reason: .age)
         h.finishOperations()
-        #expect(h.supervisor.history.map(\.kind) == ["deploy"])
+        #expect(h.supervisor.history.map(\.kind) == [.deploy])
         #expect(h.supervisor.operationTable.isEmpty)
     }
 

@@ -21,7 +21,7 @@ import Testing
         #expect(h.supervisor.restartsByReason[.startFailed] == 1)
         #expect(h.supervisor.restartsByReason[.crash] == 1)
         let row = try #require(h.supervisor.statusReport(memory: [:]).workers.first { $0.slot == 0 })
-        #expect(row.lastRestartReason == "\(error)")
+        #expect(row.lastRestartReason?.text == "\(error)")
     }
 
     @Test func crashLoopBacksOffDoublingAndResetsOnceStable() throws {
@@ -105,7 +105,7 @@ import Testing
         #expect(slot.restarts == 1)
         #expect(slot.lastRestartReason == RestartCause(.memoryThreshold))
         #expect(h.supervisor.restartsByReason[.memoryThreshold] == 1)
-        #expect(h.supervisor.history.last.map { [$0.kind, $0.outcome.rawValue] } == ["policy", "succeeded"])
+        #expect(h.supervisor.history.last.map { [$0.kind.rawValue, $0.outcome.rawValue] } == ["policy", "succeeded"])
         #expect(h.supervisor.phase == .running)
     }
 

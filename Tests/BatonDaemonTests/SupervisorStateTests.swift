@@ -54,7 +54,7 @@ import Testing
     @Test func deployAPreviousBatonNeverFinishedIsRecordedAsInterrupted() throws {
         let h = try DaemonHarness(workers: 1)
         h.host.store.inProgress = HistoryEntry(
-            kind: "deploy", release: "/srv/r9", previousRelease: nil, outcome: .inProgress, detail: nil, startedAt: wallClockNow() - 5,
+            kind: .deploy, release: "/srv/r9", previousRelease: nil, outcome: .inProgress, detail: nil, startedAt: wallClockNow() - 5,
             duration: 0, uid: 0)
         try h.start()
         let entry = try #require(h.supervisor.history.last)

@@ -71,7 +71,7 @@ extension Integration {
             var text = ""
             for i in 0..<200 {
                 let entry = HistoryEntry(
-                    kind: "deploy", release: "/srv/old/\(i)", previousRelease: nil, outcome: .succeeded, detail: nil,
+                    kind: .deploy, release: "/srv/old/\(i)", previousRelease: nil, outcome: .succeeded, detail: nil,
                     startedAt: 1_700_000_000 + Double(i), duration: 1, uid: 0)
                 text += String(decoding: try! encoder.encode(entry), as: UTF8.self) + "\n"
             }

@@ -8,7 +8,7 @@ import Testing
 @Suite("StateStore: deploy in progress")
 struct StateStoreTests {
     let entry = HistoryEntry(
-        kind: "deploy", release: "/srv/app/r2", previousRelease: "/srv/app/r1", outcome: .inProgress, detail: nil,
+        kind: .deploy, release: "/srv/app/r2", previousRelease: "/srv/app/r1", outcome: .inProgress, detail: nil,
         startedAt: 1_796_000_000, duration: 0, uid: 0)
 
     @Test("an unfinished deploy is found once, after a restart of the store")

@@ -30,7 +30,7 @@ extension RealSystemdTests {
         #expect(run["deploy_rc"] != "0", "the interrupted deploy's client exited 0\n\(run.transcript)")
         let history = try run.json([HistoryEntry].self, "history_after")
         #expect(!history.contains { $0.release == r2 && $0.outcome == .succeeded }, "\(history)")
-        #expect(history.last?.kind == "deploy" && history.last?.release == r2 && history.last?.outcome == .interrupted, "\(history)")
+        #expect(history.last?.kind == .deploy && history.last?.release == r2 && history.last?.outcome == .interrupted, "\(history)")
 
         // Under load: requests answered after the restart; at most one failure per open
         // connection at the kill (systemd SIGKILLs the cgroup), as in killNine.

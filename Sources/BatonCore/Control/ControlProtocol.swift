@@ -248,61 +248,6 @@ extension DeployOptions {
     }
 }
 
-/// One line from the daemon: a progress event (`event` set) or the final reply.
-public struct ControlReply: Codable, Sendable, Equatable {
-    /// Protocol version.
-    public var v: Int = ControlProtocol.version
-    /// Set on progress lines ("progress"); nil on the final reply.
-    public var event: String?
-    /// Final replies: whether the command succeeded.
-    public var ok: Bool?
-    /// One-line message (progress text, or the reason of a failure).
-    public var message: String?
-    /// A one-line error (final replies that failed).
-    public var error: String?
-    /// `status` payload.
-    public var status: StatusReport?
-    /// The exit code the CLI should use for a failure (1, 2 or 4).
-    public var code: Int32?
-    /// Lines of detail: a failing worker's last output, a plan, a slot table.
-    public var details: [String]?
-    /// `history` payload, oldest first.
-    public var history: [HistoryEntry]?
-    /// `preflight` payload.
-    public var preflight: PreflightReport?
-    /// `releases` and `prune-releases` payload.
-    public var releases: ReleasesReport?
-
-    /// Creates a line.
-    public init(
-        event: String? = nil, ok: Bool? = nil, message: String? = nil, error: String? = nil, status: StatusReport? = nil,
-        code: Int32? = nil, details: [String]? = nil, history: [HistoryEntry]? = nil, preflight: PreflightReport? = nil,
-        releases: ReleasesReport? = nil
-    ) {
-        self.preflight = preflight
-        self.releases = releases
-        self.event = event
-        self.ok = ok
-        self.message = message
-        self.error = error
-        self.status = status
-        self.code = code
-        self.details = details
-        self.history = history
-    }
-
-    /// A progress line.
-    public static func progress(_ message: String) -> ControlReply { ControlReply(event: "progress", message: message) }
-    /// A final failure; `code` is the CLI's exit code (1 by default).
-    public static func failure(_ error: String, code: Int32? = nil, details: [String]? = nil) -> ControlReply {
-        ControlReply(ok: false, error: error, code: code, details: details)
-    }
-    /// A final success.
-    public static func success(_ message: String? = nil, status: StatusReport? = nil, details: [String]? = nil) -> ControlReply {
-        ControlReply(ok: true, message: message, status: status, details: details)
-    }
-}
-
 /// A request the daemon refused to parse.
 public struct ControlProtocolError: Error, Sendable, Equatable {
     /// One-line reason.

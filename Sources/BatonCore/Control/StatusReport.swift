@@ -166,8 +166,9 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var ksmMergingPages: UInt64?
     /// Restarts of this slot since baton started.
     public var restarts: Int
-    /// Why the slot last restarted (crash, reload, readiness-timeout, ...).
-    public var lastRestartReason: String?
+    /// Why the slot last restarted (encoded as its text: crash, reload, readiness-timeout, a failed
+    /// start's words, ...).
+    public var lastRestartReason: RestartCause?
     /// Consecutive failed starts.
     public var consecutiveFailures: Int
     /// True when the slot keeps failing.
@@ -213,7 +214,7 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public init(
         slot: Int, pid: Int32, state: String, release: String, generation: Int, startedAt: Double? = nil,
         readyAfter: Double? = nil, rssBytes: UInt64? = nil, pssBytes: UInt64? = nil, ussBytes: UInt64? = nil,
-        restarts: Int = 0, lastRestartReason: String? = nil, consecutiveFailures: Int = 0, crashLoop: Bool = false,
+        restarts: Int = 0, lastRestartReason: RestartCause? = nil, consecutiveFailures: Int = 0, crashLoop: Bool = false,
         nextStartIn: Double? = nil, statusText: String? = nil, leakMiBPerHour: Double? = nil, secondsToLimit: Double? = nil,
         limitBytes: UInt64? = nil
     ) {
@@ -279,7 +280,7 @@ extension StatusReport {
             var row = [
                 String(w.slot), w.pid == 0 ? "-" : String(w.pid), state, age, Self.mib(w.rssBytes), Self.mib(w.pssBytes),
                 Self.mib(w.ussBytes), Self.mib(w.sharedBytes), Self.bar(w.ussBytes, of: scale),
-                w.leakMiBPerHour.map { Self.leak($0, w.secondsToLimit) } ?? "-", String(w.restarts), w.lastRestartReason ?? "-", w.release,
+                w.leakMiBPerHour.map { Self.leak($0, w.secondsToLimit) } ?? "-", String(w.restarts), w.lastRestartReason?.text ?? "-", w.release,
             ]
             if ksmColumn { row.insert(Self.signedMiB(w.ksmProfitBytes), at: 8) }
             rows.append(row)

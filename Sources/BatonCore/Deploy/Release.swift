@@ -50,8 +50,8 @@ public struct ReleaseState: Codable, Sendable, Equatable {
 
 /// One line of `baton history`.
 public struct HistoryEntry: Codable, Sendable, Equatable {
-    /// deploy | rollback | reload.
-    public var kind: String
+    /// What ran (encoded as its name: `deploy`, `rollback`, `reload`, `policy`, `roll-ahead`).
+    public var kind: OperationKind
     /// The release it went to.
     public var release: String
     /// The release before.
@@ -75,7 +75,7 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
 
     /// Creates an entry.
     public init(
-        kind: String, release: String, previousRelease: String?, outcome: OperationOutcome, detail: String?, startedAt: Double,
+        kind: OperationKind, release: String, previousRelease: String?, outcome: OperationOutcome, detail: String?, startedAt: Double,
         duration: Double, uid: UInt32?
     ) {
         self.kind = kind

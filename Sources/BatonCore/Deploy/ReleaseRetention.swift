@@ -119,7 +119,7 @@ public enum ReleaseRetention {
     /// (its end time), by normalized path.
     public static func lastDeployed(_ history: [HistoryEntry]) -> [String: Double] {
         var times: [String: Double] = [:]
-        for e in history where (e.kind == "deploy" || e.kind == "rollback") && e.outcome == .succeeded {
+        for e in history where e.kind.isDeploy && e.outcome == .succeeded {
             let path = normalize(e.release)
             times[path] = max(times[path] ?? 0, e.startedAt + e.duration)
         }

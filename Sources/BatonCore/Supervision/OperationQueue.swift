@@ -1,6 +1,6 @@
 /// What an operation is: a deploy, reload or rollback asked for by a client or a
 /// signal, or a replacement the memory side ordered.
-public enum OperationKind: String, Sendable, Hashable, CaseIterable, Codable {
+public enum OperationKind: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
     case deploy, reload, rollback
     /// The restart policy replacing one slot.
     case policy
@@ -9,6 +9,9 @@ public enum OperationKind: String, Sendable, Hashable, CaseIterable, Codable {
 
     /// Deploys and rollbacks refuse each other unless `--wait`; the rest queue.
     public var isDeploy: Bool { self == .deploy || self == .rollback }
+
+    /// Its name on the wire and in messages (`roll-ahead`, not the case name).
+    public var description: String { rawValue }
 }
 
 /// Which operation runs, which wait, and how a new request overlaps them, as a

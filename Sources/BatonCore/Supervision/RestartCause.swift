@@ -1,7 +1,7 @@
 /// Why a slot last restarted: the ``RestartReason`` it is counted under (metrics, logs) and,
 /// for a failed start, the text `baton status` shows in its place ("exited during start", the
 /// spawn error), so a failure keeps its words while the counter keeps a bounded label.
-public struct RestartCause: Sendable, Equatable {
+public struct RestartCause: Sendable, Equatable, Codable, ExpressibleByStringLiteral {
     /// What the restart counts as.
     public var reason: RestartReason
     /// Shown instead of the reason's name, if set.
@@ -32,5 +32,20 @@ public struct RestartCause: Sendable, Equatable {
         } else {
             self.init(.startFailed, detail: text)
         }
+    }
+
+    /// A cause written as its status text, as ``init(text:)`` reads it: `"crash"` is
+    /// `RestartCause(.crash)` (how tests compare a status row's reason with its wire text).
+    public init(stringLiteral text: String) { self.init(text: text) }
+
+    /// Encodes as its ``text`` (`last_restart_reason` in `baton status --json`).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(text)
+    }
+
+    /// Decodes a ``text`` back into its cause (``init(text:)``).
+    public init(from decoder: any Decoder) throws {
+        self.init(text: try decoder.singleValueContainer().decode(String.self))
     }
 }

@@ -1,0 +1,186 @@
+import BatonCore
+import BatonSystem
+import Logging
+
+/// The release book: the state directory as the supervisor keeps it — the current and previous
+/// release, history, the deploy in progress, the release folders baton deployed and the ones
+/// retention is removing, the deploys counted by outcome, and what is wrong with the state
+/// directory. It is the only owner of that state: the supervisor asks it and tells it, on the
+/// loop's thread, and never keeps a copy.
+///
+/// Its rules: a release is current only once it was persisted (``commit(_:)``); what cannot be
+/// used at start-up is said loudly (``problems``: ERROR lines and `baton status`) and never
+/// silently replaced; history keeps the last `StateStore.historyLimit` entries; retention only
+/// ever removes folders recorded here as deployed by baton.
+final class ReleaseBook {
+    /// The state directory's path (for messages).
+    let directory: String
+    /// The current and previous release: the persisted ones, or `[app] directory` with no
+    /// previous one until a deploy is committed.
+    private(set) var state: ReleaseState
+    /// Recent operations, oldest first.
+    private(set) var history: [HistoryEntry] = []
+    /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
+    private(set) var deployed: [String] = []
+    /// Release folders being removed by retention now.
+    private(set) var pruning: Set<String> = []
+    /// Problems of the state directory (unwritable, release.json unreadable, the persisted
+    /// release missing), until a release is persisted again.
+    private(set) var problems: [String] = []
+    /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
+    private(set) var deploysByOutcome: [OperationOutcome: Int] = [:]
+    /// The state directory, once opened.
+    private var store: (any ReleaseStore)?
+    private let logger: Logger
+
+    /// A book on `directory` that serves `fallback` until the persisted state is loaded.
+    init(directory: String, fallback: Release, logger: Logger) {
+        self.directory = directory
+        self.state = ReleaseState(current: fallback, previous: nil)
+        self.logger = logger
+    }
+
+    /// Whether the state directory could be opened (a deploy can only be committed then).
+    var isUsable: Bool { store != nil }
+
+    /// Loads the persisted release (it wins over `fallback`), history and the folders baton
+    /// deployed from `store`; a deploy the previous baton never finished is recorded as
+    /// interrupted. `releaseExists` says whether a persisted release's folder is still there.
+    func load(from store: any ReleaseStore, fallback: Release, releaseExists: (String) -> Bool, now: Double) {
+        self.store = store
+        state = ReleaseState(current: fallback, previous: nil)
+        do {
+            try store.checkWritable()
+        } catch {
+            recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+        }
+        do {
+            if let saved = try store.loadReleaseState() {
+                if releaseExists(saved.current.directory) {
+                    state = saved
+                    logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
+                } else {
+                    state = ReleaseState(current: fallback, previous: saved.previous)
+                    recordProblem(
+                        "persisted release \(saved.current.directory) is missing: started on [app] directory \(fallback.directory)")
+                }
+            }
+        } catch {
+            let copy = (try? store.keepCorruptReleaseState()).map { "; a copy is kept as \($0)" } ?? ""
+            recordProblem("state unreadable: \(error)\(copy); started on [app] directory \(fallback.directory), no previous release")
+        }
+        history = store.loadHistory()
+        deployed = store.loadDeployedReleases()
+        recordUnfinishedDeploy(now: now)
+    }
+
+    /// Records a problem of the state directory: an ERROR line in the log and a line in
+    /// `baton status` until a release is persisted again.
+    func recordProblem(_ line: String) {
+        logger.error("\(line)")
+        problems.append(line)
+    }
+
+    /// The state an older baton handed over across `baton upgrade` (nothing is read from disk).
+    func restore(state: ReleaseState, deploysByOutcome: [OperationOutcome: Int]) {
+        self.state = state
+        self.deploysByOutcome = deploysByOutcome
+    }
+
+    // MARK: - Commit
+
+    /// Persists `state` as a deploy's commit, and only then makes it current; throws (nothing
+    /// changed) when the state directory cannot take it.
+    func commit(_ state: ReleaseState) throws {
+        guard let store else { throw DaemonError("the state directory \(directory) is unusable") }
+        try store.save(state)
+        self.state = state
+        if !problems.isEmpty {
+            logger.info("release state persisted: the state directory's earlier problems are resolved")
+            problems.removeAll()
+        }
+    }
+
+    /// Records in the state directory that a deploy runs (`entry`), so that a baton killed
+    /// before it ends records it as interrupted; throws when it cannot (the deploy could not
+    /// be committed either).
+    func beginDeploy(_ entry: HistoryEntry) throws {
+        guard let store else { throw DaemonError("the state directory \(directory) is unusable") }
+        try store.beginDeploy(entry)
+    }
+
+    /// The deploy recorded by ``beginDeploy(_:)`` ended (whatever its outcome).
+    func finishDeploy() { store?.finishDeploy() }
+
+    // MARK: - History
+
+    /// Adds a line to history, in memory and in the state directory.
+    func append(_ entry: HistoryEntry) {
+        if entry.kind == .deploy { deploysByOutcome[entry.outcome, default: 0] += 1 }
+        history.append(entry)
+        if history.count > StateStore.historyLimit { history.removeFirst(history.count - StateStore.historyLimit) }
+        do {
+            try store?.append(entry)
+        } catch {
+            logger.error("cannot write history: \(error)")
+        }
+    }
+
+    /// A deploy the previous baton started and never finished (killed, crashed): it was never
+    /// committed, so the workers start on the persisted release; history says so.
+    private func recordUnfinishedDeploy(now: Double) {
+        guard var entry = store?.takeUnfinishedDeploy() else { return }
+        entry.outcome = .interrupted
+        entry.detail = "baton exited before it finished; restarted on \(state.current.directory)"
+        entry.duration = max(0, now - entry.startedAt)
+        logger.warning(
+            "the \(entry.kind.rawValue) of \(entry.release) did not finish (baton exited during it): starting on \(state.current.directory)")
+        append(entry)
+    }
+
+    // MARK: - Retention
+
+    /// Records `release`'s folder as one baton deployed (persisted), so that retention may
+    /// prune it once it is old.
+    func recordDeployed(_ release: Release) {
+        let path = ReleaseRetention.normalize(release.directory)
+        guard !deployed.contains(path) else { return }
+        deployed.append(path)
+        saveDeployed()
+    }
+
+    /// Whether retention is removing `path` now.
+    func isBeingPruned(_ path: String) -> Bool { pruning.contains(ReleaseRetention.normalize(path)) }
+
+    /// Every folder in `folder` with what retention does with it, newest first (folders being
+    /// removed now are left out). `inUse`: folders a worker or an operation still needs.
+    func listing(of folder: String, keep: Int?, inUse: Set<String>, batonDirectories: [String]) throws(SystemError) -> ReleasesReport {
+        let folders = try ReleaseFolders.scan(folder).filter { !pruning.contains($0.path) }
+        let listings = ReleaseRetention.plan(
+            folders: folders, current: state.current.directory, previous: state.previous?.directory, inUse: inUse,
+            lastDeployed: ReleaseRetention.lastDeployed(history), keep: keep, deployed: Set(deployed),
+            batonDirectories: batonDirectories)
+        return ReleasesReport(directory: folder, keep: keep, releases: listings)
+    }
+
+    /// Retention starts removing `paths`.
+    func pruningStarted(_ paths: [String]) { pruning.formUnion(paths) }
+
+    /// Retention is done with `paths`; `removed` are gone (and forgotten as deployed).
+    func pruningFinished(_ paths: [String], removed: [String]) {
+        pruning.subtract(paths)
+        let gone = Set(removed.map(ReleaseRetention.normalize))
+        let kept = deployed.filter { !gone.contains($0) }
+        guard kept.count != deployed.count else { return }
+        deployed = kept
+        saveDeployed()
+    }
+
+    private func saveDeployed() {
+        do {
+            try store?.saveDeployedReleases(deployed)
+        } catch {
+            logger.error("cannot persist the deployed release folders: \(error)")
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Foundation
+import Glibc
+import Logging
+import Testing
+
+/// The release book on its own, on the in-memory state directory: what it loads, what a commit
+/// persists before it counts, history and its counters, and the folders retention may remove.
+@Suite struct ReleaseBookTests {
+    let store = MemoryStore()
+    let fallback = Release(directory: "/srv/app/r0")
+    let book = ReleaseBook(
+        directory: "/var/lib/baton/app", fallback: Release(directory: "/srv/app/r0"),
+        logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+
+    func entry(_ kind: OperationKind, _ release: String, _ outcome: OperationOutcome) -> HistoryEntry {
+        HistoryEntry(kind: kind, release: release, previousRelease: nil, outcome: outcome, detail: nil, startedAt: 100, duration: 1, uid: 0)
+    }
+
+    @Test func servesTheFallbackUntilLoadedAndCannotCommitWithoutAStore() {
+        #expect(book.state.current == fallback && book.state.previous == nil)
+        #expect(!book.isUsable)
+        #expect(throws: DaemonError.self) { try book.commit(ReleaseState(current: Release(directory: "/srv/app/r1"), previous: nil)) }
+        #expect(throws: DaemonError.self) { try book.beginDeploy(entry(.deploy, "/srv/app/r1", .inProgress)) }
+        #expect(book.state.current == fallback)
+    }
+
+    @Test func thePersistedReleaseWinsWhenItsFolderExists() throws {
+        let saved = ReleaseState(current: Release(directory: "/srv/app/r2"), previous: Release(directory: "/srv/app/r1"))
+        try store.save(saved)
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        #expect(book.state == saved)
+        #expect(book.problems.isEmpty && book.isUsable)
+    }
+
+    @Test func aMissingPersistedReleaseFallsBackLoudlyAndKeepsThePrevious() throws {
+        try store.save(ReleaseState(current: Release(directory: "/srv/app/gone"), previous: Release(directory: "/srv/app/r1")))
+        book.load(from: store, fallback: fallback, releaseExists: { _ in false }, now: 200)
+        #expect(book.state.current == fallback && book.state.previous?.directory == "/srv/app/r1")
+        #expect(book.problems.count == 1 && book.problems[0].contains("/srv/app/gone is missing"))
+    }
+
+    @Test func aCommitIsPersistedBeforeItCountsAndClearsTheProblems() throws {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        book.recordProblem("state directory not writable")
+        let next = ReleaseState(current: Release(directory: "/srv/app/r1"), previous: fallback)
+        store.saveError = SystemError("rename", errno: ENOSPC)
+        #expect(throws: SystemError.self) { try book.commit(next) }
+        #expect(book.state.current == fallback && book.problems.count == 1, "a failed write changes nothing")
+        store.saveError = nil
+        try book.commit(next)
+        #expect(book.state == next && store.releaseState == next)
+        #expect(book.problems.isEmpty)
+    }
+
+    @Test func aDeployThePreviousBatonNeverFinishedIsRecordedAsInterrupted() throws {
+        store.inProgress = entry(.deploy, "/srv/app/r9", .inProgress)
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
+        let last = try #require(book.history.last)
+        #expect(last.release == "/srv/app/r9" && last.outcome == .interrupted && last.duration == 60)
+        #expect(last.detail == "baton exited before it finished; restarted on /srv/app/r0")
+        #expect(store.inProgress == nil && store.loadHistory().last == last)
+        #expect(book.deploysByOutcome == [.interrupted: 1])
+    }
+
+    @Test func historyIsBoundedAndOnlyDeploysAreCounted() {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        for i in 0..<(StateStore.historyLimit + 5) { book.append(entry(i.isMultiple(of: 2) ? .deploy : .reload, "/srv/app/r\(i)", .succeeded)) }
+        #expect(book.history.count == StateStore.historyLimit)
+        #expect(book.history.last?.release == "/srv/app/r\(StateStore.historyLimit + 4)")
+        #expect(book.deploysByOutcome == [.succeeded: (StateStore.historyLimit + 5 + 1) / 2])
+    }
+
+    @Test func deployedFoldersAreRecordedOnceAndForgottenWhenRemoved() {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        book.recordDeployed(Release(directory: "/srv/app/r1/"))
+        book.recordDeployed(Release(directory: "/srv/app/r1"))
+        book.recordDeployed(Release(directory: "/srv/app/r2"))
+        #expect(book.deployed == ["/srv/app/r1", "/srv/app/r2"] && store.loadDeployedReleases() == book.deployed)
+        book.pruningStarted(["/srv/app/r1", "/srv/app/r2"])
+        #expect(book.isBeingPruned("/srv/app/r1/"))
+        book.pruningFinished(["/srv/app/r1", "/srv/app/r2"], removed: ["/srv/app/r1"])
+        #expect(!book.isBeingPruned("/srv/app/r1") && !book.isBeingPruned("/srv/app/r2"))
+        #expect(book.deployed == ["/srv/app/r2"] && store.loadDeployedReleases() == ["/srv/app/r2"])
+    }
+
+    @Test func theListingLeavesOutFoldersBeingRemoved() throws {
+        var template = Array("/tmp/baton-book-XXXXXX".utf8CString)
+        let root = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for name in ["r1", "r2", "r3"] { mkdir(root + "/" + name, 0o755) }
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        try book.commit(ReleaseState(current: Release(directory: root + "/r3"), previous: Release(directory: root + "/r2")))
+        book.recordDeployed(Release(directory: root + "/r1"))
+        let before = try book.listing(of: root, keep: 1, inUse: [], batonDirectories: [])
+        #expect(before.releases.first { $0.name == "r1" }?.mark == .prune)
+        #expect(before.releases.first { $0.name == "r3" }?.mark == .current)
+        book.pruningStarted([root + "/r1"])
+        let during = try book.listing(of: root, keep: 1, inUse: [], batonDirectories: [])
+        #expect(during.releases.map(\.name).sorted() == ["r2", "r3"])
+    }
+
+    @Test func aHistoryLineNamesTheKindAsTheWireDoes() {
+        // `baton deploy --attach` with nothing in progress prints the last entry this way.
+        #expect(Supervisor.describe(entry(.rollAhead, "/srv/app/r1", .rolledBack)) == "roll-ahead of /srv/app/r1 rolled-back")
+    }
+}
