@@ -81,6 +81,7 @@ extension Supervisor {
         request.setWatchdogPID = config.readiness.watchdog != nil
         request.holdFD = output.read
         request.holdTarget = WorkerContract.outputReaderFD
+        request.nice = bootNice()
         let process: SpawnedProcess
         do {
             process = try host.spawn(request)
@@ -94,6 +95,7 @@ extension Supervisor {
         worker.notifyFD = notifyFD
         worker.notifyPath = notifyPath
         worker.outputFD = output.read
+        worker.bootNice = request.nice
         worker.watchdogInterval = config.readiness.watchdog
         try watch(worker)
         return worker

@@ -28,6 +28,9 @@ public struct SpawnRequest: Sendable, Equatable {
     public var holdFD: Int32 = -1
     /// See `holdFD`.
     public var holdTarget: Int32 = 0
+    /// Raise the child's nice value by this much (at most to 19) before execve; 0: keep
+    /// baton's. Best-effort.
+    public var nice: Int32 = 0
 
     /// Creates a request; output goes to /dev/null unless set.
     public init(
@@ -161,6 +164,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.stderr_fd = request.stderr
                         attr.hold_fd = request.holdFD
                         attr.hold_target = request.holdTarget
+                        attr.nice = request.nice
                         if let cred = request.credentials {
                             attr.set_ids = 1
                             attr.uid = cred.uid

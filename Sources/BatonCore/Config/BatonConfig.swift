@@ -176,6 +176,12 @@ public struct ReadinessConfig: Sendable, Equatable {
     /// `liveness_failures`: failed runs in a row (non-zero exit, or longer than
     /// `probe_timeout`) after which the worker is replaced.
     public var livenessFailures = 3
+    /// `boot_nice`: a new worker starts this much nicer (lower CPU priority, 0...19, 0 = off)
+    /// than baton, and every thread of its tree gets baton's priority back once it is ready,
+    /// so booting workers do not take CPU from the workers that serve.
+    public var bootNice = ReadinessConfig.defaultBootNice
+    /// `boot_nice` when the config does not set it.
+    public static let defaultBootNice = 0
 
     /// Creates a readiness section with the config file's defaults.
     public init(

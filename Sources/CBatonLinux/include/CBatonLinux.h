@@ -43,6 +43,10 @@ typedef struct {
     /// above the child's RLIMIT_NOFILE is skipped, not a spawn failure.
     int hold_fd;
     int hold_target;
+    /// When positive, the child raises its nice value by this much (at most to
+    /// 19) before execve: a booting worker yields the CPU to the ones that
+    /// serve. Best-effort: a failure is not a spawn failure.
+    int nice;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).
