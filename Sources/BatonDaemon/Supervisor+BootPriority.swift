@@ -14,7 +14,7 @@ extension Supervisor {
         guard ProcessPriority.canLower(to: ProcessPriority.current) else {
             if !bootNiceRefusalLogged {
                 bootNiceRefusalLogged = true
-                logger.warning("readiness.boot_nice = \(nice) ignored: baton may not give a worker its priority back (needs root or CAP_SYS_NICE)")
+                logger.info("readiness.boot_nice = \(nice) ignored: baton may not give a worker its priority back (needs root or CAP_SYS_NICE)")
             }
             return 0
         }
