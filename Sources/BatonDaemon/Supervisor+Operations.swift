@@ -296,8 +296,10 @@ extension Supervisor {
                     slots[index].replacement = nil
                     slots[index].draining.append(r)
                     r.stopReason = .abandoned
+                    // One that is ready (held while a canary settles) serves: it drains.
+                    let serving = r.state == .ready
                     stopWorker(r, reason: .abandoned)
-                    kill(r)
+                    if !serving { kill(r) }
                 }
             case .finished(let outcome):
                 rollout = nil

@@ -12,11 +12,11 @@ extension Supervisor {
     func rolloutPlanner(_ options: DeployOptions?, strategy: DeployStrategy?) -> RolloutPlanner {
         let strategy = strategy ?? config.deploy.strategy
         let width = options?.maxSurge.map { RolloutPlanner.Width.fixed(min($0, slots.count)) } ?? config.deploy.surgeWidth
-        return RolloutPlanner(strategy: strategy, maxSurge: width, maxUnavailable: config.deploy.maxUnavailable, bootBudget: Self.bootBudget)
+        return RolloutPlanner(strategy: strategy, maxSurge: width, maxUnavailable: config.deploy.maxUnavailable, bootBudget: bootBudget.boots)
     }
 
-    /// New workers booting at once at most: one per online CPU.
-    static var bootBudget: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+    /// Online CPUs: the boot budget is one boot per CPU until boots were measured.
+    static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// What the planner needs now: headroom from the host and cgroup figures read now and the
     /// workers' last PSS sample (no smaps walk), the new worker's footprint, and the slots in
@@ -47,7 +47,10 @@ extension Supervisor {
     /// may start; says so in the operation's progress when the strategy changes (the width
     /// follows the slots in flight).
     func replanRollout(_ machine: inout RollingRestart) -> [RollingRestart.Action] {
-        guard let planner = rolloutPlanner, !machine.isFinished else { return [] }
+        guard var planner = rolloutPlanner, !machine.isFinished else { return [] }
+        // Boots measured since the rollout began (its canary's, say) may widen or narrow it.
+        planner.bootBudget = max(1, bootBudget.boots)
+        rolloutPlanner = planner
         let step = planner.step(rolloutFigures(release: rolloutSpec?.release))
         let switched = step.strategy != machine.stepStrategy
         if switched { operation?.report("next: \(Self.describe(step)) (\(step.reason))") }

@@ -83,6 +83,7 @@ extension Supervisor {
         request.holdFD = output.read
         request.holdTarget = WorkerContract.outputReaderFD
         request.memoryMerge = config.memory.mergeable
+        request.nice = bootNice()
         let process: SpawnedProcess
         do {
             process = try spawnProcess(request, spec: spec)
@@ -97,6 +98,7 @@ extension Supervisor {
         worker.notifyFD = notifyFD
         worker.notifyPath = notifyPath
         worker.outputFD = output.read
+        worker.bootNice = request.nice
         worker.watchdogInterval = config.readiness.watchdog
         try watch(worker)
         return worker

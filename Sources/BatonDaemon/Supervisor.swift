@@ -123,6 +123,10 @@ public final class Supervisor {
     lazy var requestRecycler = Self.requestRecycler(config)
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
+    /// New workers booting at once, from the CPU share of the last boots measured.
+    var bootBudget = BootBudget(cpus: Supervisor.onlineCPUs)
+    /// Whether the log said once that `boot_nice` is off for want of privilege.
+    var bootNiceRefusalLogged = false
     /// Kernel OOM kills in baton's cgroup: counter, attribution, pending replacements.
     let oomWatch = OOMWatch()
     /// Memory checks so far (smaps_rollup every `smaps_every`-th).

@@ -32,6 +32,12 @@ protocol SupervisorHost: AnyObject {
     var memory: any MemoryReading { get }
     /// The state directory (created if needed; refused when others may write in it).
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore
+    /// CPU seconds the tree rooted at `pid` used so far (reaped children included); nil when
+    /// unknown.
+    func treeCPUSeconds(of pid: pid_t) -> Double?
+    /// Gives every thread of the tree rooted at `pid` the nice value `nice`; false when some
+    /// thread could not be set.
+    func setPriority(tree pid: pid_t, nice: Int32) -> Bool
 }
 
 /// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
@@ -120,4 +126,8 @@ final class LinuxSupervisorHost: SupervisorHost {
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
 
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { try StateStore(directory: directory) }
+
+    func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
+
+    func setPriority(tree pid: pid_t, nice: Int32) -> Bool { ProcessPriority.set(tree: pid, to: nice) == 0 }
 }

@@ -44,6 +44,8 @@ final class Worker {
     var state: State = .starting
     /// Monotonic time it became ready.
     var readyAt: Duration?
+    /// How much nicer than baton it started (`[readiness] boot_nice`): given back once ready.
+    var bootNice: Int32 = 0
     /// Its NOTIFY_SOCKET (notify mode), owned by baton.
     var ownedNotify: OwnedDescriptor?
     /// Its number (-1: none). Setting it hands that descriptor to the worker and closes the

@@ -32,6 +32,9 @@ public struct SpawnRequest: Sendable, Equatable {
     /// (`memory.mergeable`). A kernel's refusal does not fail the spawn: see
     /// `SpawnedProcess.memoryMergeErrno`.
     public var memoryMerge = false
+    /// Raise the child's nice value by this much (at most to 19) before execve; 0: keep
+    /// baton's. Best-effort.
+    public var nice: Int32 = 0
 
     /// Creates a request; output goes to /dev/null unless set.
     public init(
@@ -173,6 +176,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.hold_target = request.holdTarget
                         attr.memory_merge = request.memoryMerge ? 1 : 0
                         attr.memory_merge_errno = mergeErrno
+                        attr.nice = request.nice
                         if let cred = request.credentials {
                             attr.set_ids = 1
                             attr.uid = cred.uid

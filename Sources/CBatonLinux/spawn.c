@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -101,6 +102,17 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
 
     // 2. Own session and process group: stop signals go to the whole tree.
     if (setsid() < 0) child_fail(errfd, CBatonLinux_step_setsid);
+
+    // Lower CPU priority while it boots (baton restores it once the worker is
+    // ready). Raising one's own nice value needs no privilege.
+    if (a->nice > 0) {
+        errno = 0;
+        int current = getpriority(PRIO_PROCESS, 0);
+        if (!(current == -1 && errno != 0)) {
+            int target = current + a->nice;
+            (void)setpriority(PRIO_PROCESS, 0, target > 19 ? 19 : target);
+        }
+    }
 
     // 3. Descriptors. Move the error pipe and every source fd above the
     //    target range first, so dup2 into 0..2 and 3.. never clobbers a source.

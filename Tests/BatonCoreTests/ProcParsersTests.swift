@@ -100,6 +100,14 @@ struct ProcParsersTests {
         #expect(fields.state == "R" && fields.ppid == 6755 && fields.pgrp == 6755 && fields.startTicks == 399_931)
     }
 
+    @Test func statCPUTimeSumsOwnAndReapedChildrensTicks() throws {
+        // utime 7, stime 3, cutime 120, cstime 30 (fields 14-17).
+        let line = "42 (gunicorn: master) S 1 42 42 0 -1 4194560 900 0 0 0 7 3 120 30 20 0 1 0 5000 0 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0"
+        let fields = try #require(ProcParsers.statFields(line))
+        #expect(fields.cpuTicks == 160 && fields.startTicks == 5000)
+        #expect(try #require(ProcParsers.statFields(pythonStat)).cpuTicks == 0)
+    }
+
     @Test(arguments: ["my (weird) name", "a) S 1 2 3 (b", "x)", ") R 9 9 9 9 9", "(", "sp ace", "))))"])
     func statWithAHostileCommandName(comm: String) throws {
         let fields = try #require(ProcParsers.statFields(statLine(comm: comm)))

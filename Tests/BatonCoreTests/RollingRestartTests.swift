@@ -24,33 +24,42 @@ private struct Model {
     var newServing: Set<Int> = []
     /// Slots whose new worker passed its stability window.
     var stable: Set<Int> = []
+    /// surge + canary: slots whose new worker is ready (accepting beside the old one) while the
+    /// canary has not passed; promoted once it did.
+    var held: Set<Int> = []
 
     init(slots: [Int]) {
         self.slots = slots
         serving = Dictionary(uniqueKeysWithValues: slots.map { ($0, 1) })
     }
 
-    func inFlight(_ s: Int) -> Bool { starting[s, default: 0] + draining[s, default: 0] > 0 }
+    func inFlight(_ s: Int) -> Bool { starting[s, default: 0] + draining[s, default: 0] > 0 || held.contains(s) }
     var inReplacement: [Int] { slots.filter(inFlight) }
-    var alive: Int { slots.reduce(0) { $0 + serving[$1]! + starting[$1, default: 0] + draining[$1, default: 0] } }
+    var alive: Int { slots.reduce(0) { $0 + serving[$1]! + starting[$1, default: 0] + draining[$1, default: 0] } + held.count }
+
+    /// Whether the canary (the first slot) is done, and stable when windows are awaited.
+    func canaryPassed(awaitsStability: Bool) -> Bool {
+        guard let first = slots.first else { return true }
+        return phase(first, .surge) == .done && (!awaitsStability || stable.contains(first))
+    }
 
     /// The rollback rule (docs/ARCHITECTURE.md, *Operations*): after a failure, the slots needing the previous settings
     /// back are those a new worker serves and those nothing serves.
     func expectedFailure(slot: Int, reason: String) -> [Action] {
-        let abandon = slots.filter { starting[$0, default: 0] > 0 }.map { Action.abandonNew(slot: $0) }
+        let abandon = slots.filter { starting[$0, default: 0] > 0 || held.contains($0) }.map { Action.abandonNew(slot: $0) }
         let replaced = slots.filter { newServing.contains($0) || serving[$0] == 0 }
         return abandon + [.finished(.failed(slot: slot, reason: reason, replaced: replaced))]
     }
 
     /// The phase the machine must report for `s`.
     func phase(_ s: Int, _ strategy: RollingRestart.Strategy) -> RollingRestart.SlotPhase {
-        if starting[s, default: 0] > 0 { return strategy == .surge ? .startingNew : .startingAfterDrain }
+        if starting[s, default: 0] > 0 || held.contains(s) { return strategy == .surge ? .startingNew : .startingAfterDrain }
         if draining[s, default: 0] > 0 { return .drainingOld }
         return newServing.contains(s) ? .done : .pending
     }
 
     var key: String {
-        "\(slots.map { serving[$0]! })\(slots.map { starting[$0, default: 0] })\(slots.map { draining[$0, default: 0] })\(newServing.sorted())\(stable.sorted())"
+        "\(slots.map { serving[$0]! })\(slots.map { starting[$0, default: 0] })\(slots.map { draining[$0, default: 0] })\(newServing.sorted())\(stable.sorted())\(held.sorted())"
     }
 }
 
@@ -93,10 +102,19 @@ private struct World {
                 #expect(config.strategy == .replace, "\(config): drainOld is replace's")
                 drain(s)
             case .promote(let s):
+                // A held new worker (ready while the canary settled) now counts as the slot's.
+                if model.held.remove(s) != nil {
+                    model.serving[s]! += 1
+                    model.newServing.insert(s)
+                }
                 // surge: the new worker serves beside the old one, which drains now.
                 if config.strategy == .surge { drain(s) }
             case .abandonNew(let s):
-                model.starting[s, default: 0] -= 1
+                if model.held.remove(s) != nil {
+                    pending.removeAll { $0 == .stable(s) }
+                } else {
+                    model.starting[s, default: 0] -= 1
+                }
                 pending.removeAll { $0 == .newWorker(s) }
             case .finished:
                 #expect(i == actions.count - 1, "\(config): actions after finished: \(actions)")
@@ -113,6 +131,13 @@ private struct World {
 
     mutating func ready(_ s: Int) {
         model.starting[s]! -= 1
+        if config.canary, config.strategy == .surge, s != config.slots.first, !model.canaryPassed(awaitsStability: config.awaitsStability) {
+            // Not the slot's yet: it accepts beside the old worker until the canary passed.
+            model.held.insert(s)
+            if config.awaitsStability { pending.append(.stable(s)) }
+            apply(machine.newWorkerReady(slot: s))
+            return
+        }
         model.serving[s]! += 1
         model.newServing.insert(s)
         if config.awaitsStability { pending.append(.stable(s)) }
@@ -134,6 +159,8 @@ private struct World {
     mutating func fail(_ s: Int) {
         if model.starting[s, default: 0] > 0 {
             model.starting[s]! -= 1
+        } else if model.held.remove(s) != nil {
+            pending.removeAll { $0 == .stable(s) }
         } else {
             model.serving[s]! -= 1
             model.newServing.remove(s)
@@ -157,10 +184,11 @@ private struct World {
             #expect(unserved.isEmpty, "\(config): slots \(unserved) without a serving worker after \(trace)")
             #expect(inReplacement.count <= config.maxSurge, "\(config): \(inReplacement) in replacement")
             #expect(model.alive <= n + config.maxSurge, "\(config): \(model.alive) workers after \(trace)")
-            if config.canary, let first = config.slots.first,
-                model.phase(first, .surge) != .done || (config.awaitsStability && !model.stable.contains(first))
-            {
-                #expect(inReplacement.allSatisfy { $0 == first }, "\(config): \(inReplacement) beside the canary")
+            // Before the canary passed, other slots' new workers may boot (and be held ready)
+            // beside their old ones, but no other old worker drains.
+            if config.canary, let first = config.slots.first, !model.canaryPassed(awaitsStability: config.awaitsStability) {
+                let touched = config.slots.filter { $0 != first && (model.draining[$0, default: 0] > 0 || model.newServing.contains($0)) }
+                #expect(touched.isEmpty, "\(config): slots \(touched) drained beside the canary after \(trace)")
             }
         case .replace:
             #expect(unserved.count <= 1, "\(config): slots \(unserved) without a serving worker after \(trace)")
@@ -184,7 +212,7 @@ private struct World {
         #expect(m.workerStable(slot: foreign) == [])
         for s in config.slots {
             let phase = model.phase(s, config.strategy)
-            let newServes = phase == .done || (config.strategy == .surge && phase == .drainingOld)
+            let newServes = phase == .done || (config.strategy == .surge && phase == .drainingOld) || model.held.contains(s)
             if !config.awaitsStability || !newServes || model.stable.contains(s) { #expect(m.workerStable(slot: s) == []) }
             if phase != .drainingOld { #expect(m.oldWorkerExited(slot: s) == []) }
             if phase != .startingNew && phase != .startingAfterDrain { #expect(m.newWorkerReady(slot: s) == []) }
@@ -219,7 +247,7 @@ private func explore(_ config: RolloutConfig) -> Int {
         // Leaves: aborted from outside here; a ready new worker dies here.
         var aborted = w
         #expect(aborted.machine.abort(reason: "deadline") == w.model.expectedFailure(slot: -1, reason: "deadline"))
-        for s in config.slots where w.model.newServing.contains(s) {
+        for s in config.slots where w.model.newServing.contains(s) || w.model.held.contains(s) {
             var died = w
             died.fail(s)
             #expect(died.machine.isFinished)
@@ -318,9 +346,10 @@ struct RollingRestartTests {
 
     @Test func surgeOfTwoWithACanary() {
         var r = RollingRestart(slots: [0, 1, 2, 3], strategy: .surge, maxSurge: 2, canary: true)
-        #expect(r.start() == [.startNew(slot: 0)])
+        // Slot 1 boots beside its old worker while the canary does; neither waits for the other.
+        #expect(r.start() == [.startNew(slot: 0), .startNew(slot: 1)])
         #expect(r.newWorkerReady(slot: 0) == [.promote(slot: 0)])
-        #expect(r.oldWorkerExited(slot: 0) == [.startNew(slot: 1), .startNew(slot: 2)])
+        #expect(r.oldWorkerExited(slot: 0) == [.startNew(slot: 2)])
         #expect(r.inFlightSlots == [1, 2] && r.currentSlot == 1)
         #expect(r.newWorkerReady(slot: 2) == [.promote(slot: 2)])
         #expect(r.oldWorkerExited(slot: 2) == [.startNew(slot: 3)])

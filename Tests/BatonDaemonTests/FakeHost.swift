@@ -66,6 +66,16 @@ final class FakeHost: SupervisorHost {
 
     /// The child with `pid`.
     func child(_ pid: pid_t) -> FakeChild? { children.first { $0.pid == pid } }
+
+    /// No process, no CPU time: the boot budget stays one boot per CPU.
+    func treeCPUSeconds(of pid: pid_t) -> Double? { nil }
+
+    /// Trees whose priority the supervisor set, with the nice value.
+    private(set) var priorities: [(pid: pid_t, nice: Int32)] = []
+    func setPriority(tree pid: pid_t, nice: Int32) -> Bool {
+        priorities.append((pid, nice))
+        return true
+    }
 }
 
 /// A fake mold's channel: a spawn forks a `FakeChild` through the host while the mold runs.

@@ -41,7 +41,7 @@ extension Integration {
             #expect(history.stdout.components("\"outcome\" : \"succeeded\"") == 3)
         }
 
-        @Test("a release whose workers never become ready: the canary fails, nothing else is touched, exit 1 with its output")
+        @Test("a release whose workers never become ready: the canary fails, no old worker is touched, exit 1 with its output")
         func canaryNeverReady() throws {
             let baton = try BatonHarness(
                 workers: 3,
@@ -62,16 +62,11 @@ extension Integration {
             #expect(result.stderr.contains("readiness-timeout"), "\(result.stderr)")
             #expect(result.stderr.contains("nothing changed"))
             #expect(result.stderr.contains("  | baton-demo-worker["), "the worker's output is printed")
-            // The canary is the slot with the largest memory growth (any of them under load):
-            // it is the only slot the deploy touched.
+            // The canary is the slot with the largest memory growth (any of them under load).
+            // Other slots' new workers may boot beside it (surge), but no old worker is drained.
             let lines = result.stdout.split(separator: "\n")
             let canary = try #require(lines.first?.split(separator: "canary slot ").last?.prefix { $0.isNumber }, "\(result.stdout)")
-            let touched = Set(
-                lines.dropFirst().compactMap { line -> Substring? in
-                    guard line.hasPrefix("slot ") else { return nil }
-                    return line.dropFirst(5).prefix { $0.isNumber }
-                })
-            #expect(touched == [canary], "\(result.stdout)")
+            #expect(!lines.contains { $0.contains("draining") || $0.contains("drained") }, "\(result.stdout)")
             #expect(result.stdout.contains("slot \(canary): starting"), "\(result.stdout)")
             #expect(report.failed == 0, "\(report)")
             let after = try baton.status()

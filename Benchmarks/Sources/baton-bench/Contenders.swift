@@ -164,6 +164,7 @@ final class RunningContender {
                     [readiness]
                     \(readiness)
                     timeout = "\(bootTimeout)s"
+                    \(environmentValue("BENCH_BOOT_NICE").map { "boot_nice = \($0)" } ?? "")
                     [stop]
                     timeout = "\(Self.drainSeconds)s"
                     \(memory)

@@ -38,9 +38,13 @@ struct DeployUnderLoad {
 
     func run() throws {
         let worker = TestPaths.executable("baton-demo-worker")
+        // BENCH_BOOT_NICE=N: `[readiness] boot_nice = N`; BENCH_MAX_SURGE=N: `deploy --max-surge N`
+        // (A/B runs, development).
+        let bootNice = environmentValue("BENCH_BOOT_NICE").map { "\nboot_nice = \($0)" } ?? ""
         let baton = try BatonHarness(
             workers: options.workers, command: [worker, "--boot-delay", String(options.bootDelay)],
-            extraApp: "start_concurrency = \(options.workers)", tag: "bench")
+            extraApp: "start_concurrency = \(options.workers)",
+            sections: BatonHarness.defaultSections.replacing("[readiness]", with: "[readiness]" + bootNice, maxReplacements: 1), tag: "bench")
         defer { baton.stop() }
         let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(1800), recordLatencies: true)
         var windows:
@@ -51,7 +55,8 @@ struct DeployUnderLoad {
             waitFor(options.steadySeconds)
             let release = baton.makeRelease("r\(n + 2)")
             let start = monotonicNow()
-            let cli = try baton.startCLI(["deploy", "--release", release, "--strategy", strategy])
+            let surge = environmentValue("BENCH_MAX_SURGE").map { ["--max-surge", $0] } ?? []
+            let cli = try baton.startCLI(["deploy", "--release", release, "--strategy", strategy] + surge)
             var peak = 0
             while cli.exitCode == nil {
                 let live = ProcFS.children(of: baton.process.pid).count
@@ -63,6 +68,8 @@ struct DeployUnderLoad {
             let boot = (try? baton.status().workers.compactMap(\.readyAfter).reduce(0, +)) ?? 0
             windows.append((steadyStart, start, end, release, strategy, code, boot, peak))
             writeAll(2, Array("deploy \(n + 1)/\(options.deploys) (\(strategy)) exit \(code) in \(fixed(seconds(end - start)))s\n".utf8))
+            // The CLI's steps (ready after, drained in, stable for): where the deploy's time went.
+            if getenv("BENCH_DEBUG") != nil { writeAll(2, Array(cli.stdout.utf8)) }
         }
         waitFor(1)
         let report = load.stop()

@@ -19,7 +19,7 @@ enum ConfigSchema {
             "readiness",
             [
                 "mode", "timeout", "delay", "probe", "probe_interval", "probe_timeout", "watchdog", "stopped_timeout",
-                "liveness_probe", "liveness_interval", "liveness_failures",
+                "liveness_probe", "liveness_interval", "liveness_failures", "boot_nice",
             ]
         ),
         ("stop", ["signal", "timeout"]),

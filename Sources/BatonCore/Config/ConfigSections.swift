@@ -115,6 +115,7 @@ extension ConfigReader {
         if readiness.livenessProbe.first == "" { report(s.path("liveness_probe"), "the program (first element) must not be empty") }
         readiness.livenessInterval = read(s, "liveness_interval", Convert.duration(positive: true)) ?? readiness.livenessInterval
         readiness.livenessFailures = read(s, "liveness_failures", Convert.integer(in: 1...100)) ?? readiness.livenessFailures
+        readiness.bootNice = read(s, "boot_nice", Convert.integer(in: 0...19)) ?? readiness.bootNice
         if readiness.mode == .exec, s.value("probe") == nil || (s.value("probe")?.array?.isEmpty ?? false) {
             let line = index.exactLine(for: s.path("probe")) ?? index.line(for: s.path("mode"))
             report(s.path("probe"), "required (non-empty) when readiness.mode is \"exec\"", line: line)

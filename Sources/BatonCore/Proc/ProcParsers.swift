@@ -46,6 +46,9 @@ public enum ProcParsers {
         public var pgrp: Int32
         /// Start time in clock ticks after boot.
         public var startTicks: UInt64
+        /// CPU time in clock ticks: user and system, its own and its reaped children's
+        /// (utime, stime, cutime, cstime).
+        public var cpuTicks: UInt64 = 0
     }
 
     /// Parses /proc/PID/stat; the command name may hold spaces and parens,
@@ -53,11 +56,13 @@ public enum ProcParsers {
     public static func statFields(_ text: String) -> StatFields? {
         guard let close = text.lastIndex(of: ")") else { return nil }
         let rest = text[text.index(after: close)...].split(separator: " ")
-        // rest[0] = state (field 3), rest[1] = ppid, rest[2] = pgrp, rest[19] = starttime (field 22)
+        // rest[0] = state (field 3), rest[1] = ppid, rest[2] = pgrp, rest[11...14] = utime, stime,
+        // cutime, cstime (fields 14-17), rest[19] = starttime (field 22)
         guard rest.count > 19, let state = rest[0].first, let ppid = Int32(rest[1]), let pgrp = Int32(rest[2]),
             let start = UInt64(rest[19])
         else { return nil }
-        return StatFields(state: state, ppid: ppid, pgrp: pgrp, startTicks: start)
+        let cpu = rest[11...14].reduce(UInt64(0)) { $0 + (UInt64($1) ?? 0) }
+        return StatFields(state: state, ppid: ppid, pgrp: pgrp, startTicks: start, cpuTicks: cpu)
     }
 
     /// RSS in bytes from /proc/PID/statm (second field, in pages).

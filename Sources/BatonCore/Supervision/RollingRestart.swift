@@ -13,13 +13,16 @@
 /// - The strategy and width can change between steps (``replan(strategy:width:)``):
 ///   each slot keeps the strategy it started with; slots start only while fewer
 ///   than the current width are in replacement.
-/// - With `canary`, the first slot is replaced alone; the others start only
-///   after it is done.
+/// - With `canary`, the first slot starts first and no other slot's old worker is drained
+///   before the canary is done (and stable): under surge the other slots' new workers may
+///   boot beside their old ones meanwhile (within the width) and are promoted once the
+///   canary passed, so a rollout takes about one boot, not two; under replace the canary is
+///   replaced alone and the others start only after it is done.
 /// - The first failure ends the rollout: slots not reached are never touched,
 ///   and the outcome says which slots need the previous settings back.
 /// - With `awaitsStability`, a slot counts as done only once its new worker
 ///   also stayed up through its stability window (`workerStable`): the
-///   canary's window passes before any other slot starts, and the rollout
+///   canary's window passes before any other slot is promoted, and the rollout
 ///   succeeds only when every new worker passed its window. A new worker
 ///   that exits before then fails the rollout like a failed readiness.
 public struct RollingRestart: Sendable, Equatable {
@@ -95,6 +98,9 @@ public struct RollingRestart: Sendable, Equatable {
     private var outcome: Outcome?
     /// Slots whose new worker passed its stability window.
     private var stable: Set<Int> = []
+    /// surge with a canary: slots whose new worker is ready while the canary has not passed.
+    /// It serves beside the old one (same listening sockets) and is promoted once it passed.
+    private var held: Set<Int> = []
 
     /// Creates a rollout over `slots` (in that order); with `awaitsStability` each new worker
     /// must also be reported stable (`workerStable`) before its slot is done.
@@ -165,6 +171,10 @@ public struct RollingRestart: Sendable, Equatable {
         guard outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
         switch (strategies[i], phases[i]) {
         case (.surge, .startingNew):
+            if i != 0, !canaryPassed {
+                held.insert(slot)
+                return []
+            }
             phases[i] = .drainingOld
             return [.promote(slot: slot)] + advance()
         case (.replace, .startingAfterDrain):
@@ -193,7 +203,7 @@ public struct RollingRestart: Sendable, Equatable {
     public mutating func workerStable(slot: Int) -> [Action] {
         guard awaitsStability, outcome == nil, let i = slots.firstIndex(of: slot) else { return [] }
         // surge: the new worker serves from `drainingOld` on; replace: only once `done`.
-        let serving = phases[i] == .done || (strategies[i] == .surge && phases[i] == .drainingOld)
+        let serving = phases[i] == .done || (strategies[i] == .surge && phases[i] == .drainingOld) || held.contains(slot)
         guard serving, !stable.contains(slot) else { return [] }
         stable.insert(slot)
         return advance()
@@ -251,11 +261,21 @@ public struct RollingRestart: Sendable, Equatable {
             outcome = .succeeded
             return [.finished(.succeeded)]
         }
-        // The canary's new worker serves but its window has not passed: nothing else starts yet.
-        if canary, let first = slots.first, phases[0] == .done, !settled(first) { return [] }
-        // The canary is replaced alone.
-        let limit = canary && !slots.isEmpty && phases[0] != .done ? 1 : stepWidth
         var actions: [Action] = []
+        let passed = canaryPassed
+        if passed, !held.isEmpty {
+            for i in slots.indices where held.contains(slots[i]) && phases[i] == .startingNew {
+                phases[i] = .drainingOld
+                actions.append(.promote(slot: slots[i]))
+            }
+            held.removeAll()
+        }
+        // Until the canary passed: under surge the others boot beside their old workers (slot
+        // 0 is first in the loop); under replace the canary is replaced alone, and once it
+        // serves nothing else starts until its window passed.
+        let speculative = stepStrategy == .surge && (phases[0] == .pending || strategies[0] == .surge)
+        if canary, !passed, !speculative, phases[0] == .done { return actions }
+        let limit = canary && !passed && !speculative ? 1 : stepWidth
         var busy = inFlightSlots.count
         for i in phases.indices where phases[i] == .pending && busy < limit {
             busy += 1
@@ -270,6 +290,12 @@ public struct RollingRestart: Sendable, Equatable {
             }
         }
         return actions
+    }
+
+    /// Whether other slots may be promoted: no canary, or its slot is done and stable.
+    private var canaryPassed: Bool {
+        guard canary, let first = slots.first else { return true }
+        return phases[0] == .done && settled(first)
     }
 
     /// Whether `slot`'s new worker needs no more waiting (passed its window, or none is asked).

@@ -6,9 +6,10 @@
 ///   footprint fit under every limit (``PreflightCheck``), minus the new workers still
 ///   booting: a booting worker has not reached its footprint yet, so the headroom measured
 ///   now does not count it. Ready new workers are in the measured headroom already.
-/// - With `max_surge = "auto"`, at most `bootBudget` new workers boot at once (the CPU
-///   count): more boots than cores only slow every boot down and take CPU from the workers
-///   that serve. A number replaces that bound: at most that many slots at once.
+/// - With `max_surge = "auto"`, at most `bootBudget` new workers boot at once (``BootBudget``:
+///   the CPU count over the CPU share of a boot): more computing boots than cores only slow
+///   every boot down and take CPU from the workers that serve. A number replaces that bound:
+///   at most that many slots at once.
 /// - With room for at least one more new worker: surge, and the batch widens to what fits
 ///   within those bounds. With none while slots are in flight: start nothing until one is
 ///   done. With none and nothing in flight: replace, at most

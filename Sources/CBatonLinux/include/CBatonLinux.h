@@ -49,6 +49,10 @@ typedef struct {
     /// *memory_merge_errno (when not NULL), which is 0 otherwise.
     int memory_merge;
     int *memory_merge_errno;
+    /// When positive, the child raises its nice value by this much (at most to
+    /// 19) before execve: a booting worker yields the CPU to the ones that
+    /// serve. Best-effort: a failure is not a spawn failure.
+    int nice;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).

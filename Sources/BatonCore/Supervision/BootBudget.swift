@@ -1,0 +1,46 @@
+/// How many new workers may boot at once, from the CPU their boots were measured to use.
+///
+/// A boot that computes (an interpreter loading an app) takes a whole core: more such boots
+/// than cores only slow every boot down and take CPU from the workers that serve, so the
+/// budget is one per CPU. A boot that mostly waits (a sleep, a connection to a database, a
+/// cache warming over the network) takes a small share of a core: bounding those by the CPU
+/// count serialises a rollout for nothing. So the budget is the CPU count divided by the CPU
+/// share of a boot (CPU time over wall time from start to ready), the largest share of the
+/// last few boots measured, and never below one boot or above `maxPerCPU` boots per CPU.
+/// Until a boot was measured, one boot per CPU.
+public struct BootBudget: Sendable, Equatable {
+    /// Online CPUs.
+    public let cpus: Int
+    /// Boots at once per CPU, at most, however little CPU a boot takes.
+    public static let maxPerCPU = 16
+    /// Boots remembered: the budget follows the heaviest of them.
+    public static let remembered = 4
+    /// CPU shares of the last boots measured, newest last.
+    public private(set) var shares: [Double] = []
+
+    /// A budget for `cpus` online CPUs (at least 1), with no boot measured.
+    public init(cpus: Int) {
+        self.cpus = max(1, cpus)
+    }
+
+    /// Records one boot: `cpuSeconds` of CPU (the worker's whole tree, reaped children
+    /// included) over `bootSeconds` from start to ready. A boot of no measurable length is
+    /// ignored.
+    public mutating func record(cpuSeconds: Double, bootSeconds: Double) {
+        guard bootSeconds > 0, cpuSeconds >= 0, cpuSeconds.isFinite, bootSeconds.isFinite else { return }
+        shares.append(min(1, cpuSeconds / bootSeconds))
+        if shares.count > Self.remembered { shares.removeFirst(shares.count - Self.remembered) }
+    }
+
+    /// The CPU share the budget is computed from: the largest of the boots remembered.
+    public var share: Double? { shares.max() }
+
+    /// New workers that may boot at once.
+    public var boots: Int {
+        let most = cpus * Self.maxPerCPU
+        guard let share else { return cpus }
+        guard share > 0 else { return most }
+        let fit = Double(cpus) / share
+        return fit >= Double(most) ? most : max(1, Int(fit.rounded(.down)))
+    }
+}

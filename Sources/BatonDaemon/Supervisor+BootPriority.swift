@@ -1,0 +1,38 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// What a booting worker costs the ones that serve: its boot starts at a lower CPU priority
+/// (`[readiness] boot_nice`) and gets baton's back once it is ready, and the CPU its boot
+/// used sets how many may boot at once (`BootBudget`).
+extension Supervisor {
+    /// How much nicer than baton a worker spawned now starts: `boot_nice`, or 0 when baton
+    /// could not give the priority back (not root, RLIMIT_NICE too low); said once in the log.
+    func bootNice() -> Int32 {
+        let nice = Int32(config.readiness.bootNice)
+        guard nice > 0 else { return 0 }
+        guard ProcessPriority.canLower(to: ProcessPriority.current) else {
+            if !bootNiceRefusalLogged {
+                bootNiceRefusalLogged = true
+                logger.info("readiness.boot_nice = \(nice) ignored: baton may not give a worker its priority back (needs root or CAP_SYS_NICE)")
+            }
+            return 0
+        }
+        return nice
+    }
+
+    /// A worker became ready after `bootTime`: its boot's CPU share goes into the boot budget,
+    /// and a worker that started nicer gets baton's priority back on every thread of its tree.
+    func workerBooted(_ worker: Worker, bootTime: Duration) {
+        if let cpu = host.treeCPUSeconds(of: worker.pid) {
+            let (whole, atto) = bootTime.components
+            bootBudget.record(cpuSeconds: cpu, bootSeconds: Double(whole) + Double(atto) / 1e18)
+        }
+        guard worker.bootNice > 0 else { return }
+        if !host.setPriority(tree: worker.pid, nice: ProcessPriority.current) {
+            logger.warning(
+                "could not give every thread of the worker its priority back (boot_nice)",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import BatonCore
+import Glibc
+
+/// CPU priority and CPU time of a worker's process tree, from /proc.
+///
+/// Linux keeps a nice value per thread (setpriority on a pid changes that one thread), so
+/// giving a tree its priority back means every thread of every process in it: a worker that
+/// started threads or forked children while it booted passed its boot nice value to them.
+public enum ProcessPriority {
+    /// The calling thread's nice value (baton's event-loop thread: the priority workers get back).
+    public static var current: Int32 {
+        errno = 0
+        let value = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        return value == -1 && errno != 0 ? 0 : value
+    }
+
+    /// Whether baton may lower a nice value back (root, or an RLIMIT_NICE that allows
+    /// `nice`): raising a worker's nice value it could not undo would leave it slow for good.
+    public static func canLower(to nice: Int32) -> Bool {
+        if geteuid() == 0 { return true }
+        var limit = rlimit()
+        // RLIMIT_NICE (13 on Linux) is a macro Swift does not import.
+        guard getrlimit(__rlimit_resource_t(13), &limit) == 0 else { return false }
+        // RLIMIT_NICE is 20 - nice: a ceiling of 20 allows nice 0.
+        return limit.rlim_cur == rlim_t.max || Int64(limit.rlim_cur) >= 20 - Int64(nice)
+    }
+
+    /// Sets every thread of every process in the tree rooted at `root` to `nice`; returns how
+    /// many threads could not be set (gone meanwhile: not counted).
+    @discardableResult
+    public static func set(tree root: pid_t, to nice: Int32) -> Int {
+        var failed = 0
+        for member in ProcFS.tree(of: root) {
+            for tid in threads(of: member) where setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid), nice) != 0 {
+                if errno != ESRCH { failed += 1 }
+            }
+        }
+        return failed
+    }
+
+    /// The nice value of one thread, from /proc/PID/task/TID/stat (field 19); nil when gone.
+    public static func nice(of pid: pid_t, thread tid: pid_t? = nil) -> Int32? {
+        guard let stat = ProcFS.read("/proc/\(pid)/task/\(tid ?? pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let rest = stat[stat.index(after: close)...].split(separator: " ")
+        return rest.count > 16 ? Int32(rest[16]) : nil
+    }
+
+    /// CPU time (user and system, reaped children's included) of the tree rooted at `root`,
+    /// in seconds; nil when it is gone.
+    public static func cpuSeconds(tree root: pid_t) -> Double? {
+        var ticks: UInt64 = 0
+        var found = false
+        for member in ProcFS.tree(of: root) {
+            guard let stat = ProcFS.read("/proc/\(member)/stat"), let fields = ProcParsers.statFields(stat) else { continue }
+            ticks += fields.cpuTicks
+            found = true
+        }
+        let hertz = sysconf(Int32(_SC_CLK_TCK))
+        return found && hertz > 0 ? Double(ticks) / Double(hertz) : nil
+    }
+
+    /// The thread ids of `pid` (itself when /proc cannot list them).
+    public static func threads(of pid: pid_t) -> [pid_t] {
+        guard let dir = opendir("/proc/\(pid)/task") else { return [pid] }
+        defer { closedir(dir) }
+        var result: [pid_t] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let tid = Int32(name) { result.append(tid) }
+        }
+        return result.isEmpty ? [pid] : result
+    }
+}

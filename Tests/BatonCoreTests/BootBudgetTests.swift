@@ -1,0 +1,61 @@
+import BatonCore
+import Testing
+
+@Suite("BootBudget")
+struct BootBudgetTests {
+    @Test func oneBootPerCPUUntilABootWasMeasured() {
+        #expect(BootBudget(cpus: 2).boots == 2)
+        #expect(BootBudget(cpus: 0).boots == 1)
+    }
+
+    @Test func aBootThatComputesTakesAWholeCPU() {
+        // An interpreter loading an app: 190 ms of CPU in a 200 ms boot.
+        var budget = BootBudget(cpus: 2)
+        budget.record(cpuSeconds: 0.19, bootSeconds: 0.2)
+        #expect(budget.boots == 2)
+        // More CPU than wall time (threads on both cores) is still one CPU's worth.
+        budget.record(cpuSeconds: 0.6, bootSeconds: 0.3)
+        #expect(budget.boots == 2)
+    }
+
+    @Test func aBootThatMostlyWaitsLetsMoreBootAtOnce() {
+        // 190 ms of CPU in a 2.2 s boot (a sleep after loading): 2 / 0.086 = 23 boots.
+        var budget = BootBudget(cpus: 2)
+        budget.record(cpuSeconds: 0.19, bootSeconds: 2.2)
+        #expect(budget.boots == 23)
+        // A boot that took no measurable CPU: the per-CPU cap.
+        var idle = BootBudget(cpus: 2)
+        idle.record(cpuSeconds: 0, bootSeconds: 2)
+        #expect(idle.boots == 2 * BootBudget.maxPerCPU)
+    }
+
+    @Test func theHeaviestOfTheLastBootsDecides() {
+        var budget = BootBudget(cpus: 2)
+        budget.record(cpuSeconds: 0.02, bootSeconds: 2)
+        budget.record(cpuSeconds: 1, bootSeconds: 2)  // half a CPU: 4 boots
+        budget.record(cpuSeconds: 0.02, bootSeconds: 2)
+        #expect(budget.boots == 4)
+        // Once it is older than the boots remembered, it no longer counts.
+        for _ in 0..<BootBudget.remembered { budget.record(cpuSeconds: 0.2, bootSeconds: 2) }
+        #expect(budget.boots == 20)
+    }
+
+    @Test func aBootOfNoLengthOrGarbageIsIgnored() {
+        var budget = BootBudget(cpus: 4)
+        budget.record(cpuSeconds: 1, bootSeconds: 0)
+        budget.record(cpuSeconds: -1, bootSeconds: 1)
+        budget.record(cpuSeconds: .nan, bootSeconds: 1)
+        #expect(budget.shares.isEmpty && budget.boots == 4)
+    }
+
+    @Test func thePlannerWidensToTheMeasuredBudget() {
+        // 1 GiB free, 100 MiB per worker, 3 slots left: 2 CPUs allow 2 boots at once; boots
+        // that take 5 % of a CPU allow all three.
+        let headroom = Headroom(limits: [HeadroomLimit(kind: .hostAvailable, available: 1 << 30)])
+        let figures = RolloutPlanner.Figures(headroom: headroom, footprint: 100 << 20, pending: 3)
+        var budget = BootBudget(cpus: 2)
+        #expect(RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: budget.boots).step(figures).width == 2)
+        budget.record(cpuSeconds: 0.1, bootSeconds: 2)
+        #expect(RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: budget.boots).step(figures).width == 3)
+    }
+}
