@@ -336,6 +336,11 @@ public struct RollingConfig: Sendable, Equatable {
     public var maxRequests: Int = 0
     /// `max_requests_jitter`: each worker's limit is `max_requests` plus up to this much more.
     public var maxRequestsJitter: Int = 0
+    /// `recycle_concurrency`: recycles (every reason between deploys) at once, a number in
+    /// 1...workers or `auto` (the default: the surge width the rollout planner allows now).
+    public var recycleConcurrency: RecyclingEngine.Concurrency = .auto
+    /// `recycle_spacing`: the least time between two recycle starts (default 1 s, at most 1 h).
+    public var recycleSpacing: Duration = .seconds(1)
 
     /// Creates a rolling section with the config file's defaults (off).
     public init(maxAge: Duration? = nil, splay: Duration = .zero) {

@@ -37,7 +37,7 @@ enum ConfigSchema {
                 "reservation_margin",
             ]
         ),
-        ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter"]),
+        ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter", "recycle_concurrency", "recycle_spacing"]),
         ("control", ["socket", "group", "read_group", "idle_timeout"]),
         ("metrics", ["address"]),
     ]
