@@ -16,10 +16,15 @@ extension Integration {
         enum Event: Equatable {
             case started(Int)
             case done(Int)
+            /// A worker process started in the slot (`worker started`).
+            case spawned(Int)
         }
 
         static func events(_ lines: [String]) -> [Event] {
             lines.compactMap { line in
+                if line.contains("worker started"), let r = line.range(of: "slot=") {
+                    return Int(line[r.upperBound...].prefix { $0.isNumber }).map(Event.spawned)
+                }
                 guard let range = line.range(of: "recycle of slot ") else { return nil }
                 let rest = line[range.upperBound...]
                 guard let slot = Int(rest.prefix { $0.isNumber }) else { return nil }
@@ -75,6 +80,11 @@ extension Integration {
             #expect(firstDone != nil)
             let before = events[..<(firstDone ?? events.endIndex)]
             #expect(before.contains(.started(0)) && before.contains(.started(1)), "\(events)")
+            // And both new workers were running side by side: each slot's replacement started
+            // after the first recycle started and before the first was done.
+            let firstStart = events.firstIndex { if case .started = $0 { true } else { false } } ?? 0
+            let spawned = events[firstStart..<(firstDone ?? events.endIndex)]
+            #expect(spawned.contains(.spawned(0)) && spawned.contains(.spawned(1)), "\(events)")
         }
 
         @Test("budget 1: two workers over worker_limit are recycled one after the other, 0 failed requests")
@@ -89,6 +99,8 @@ extension Integration {
                     running.insert(slot)
                 case .done(let slot):
                     running.remove(slot)
+                case .spawned:
+                    break
                 }
             }
             let starts = events.compactMap { if case .started(let s) = $0 { s } else { nil } }
