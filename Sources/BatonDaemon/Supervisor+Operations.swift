@@ -195,7 +195,8 @@ extension Supervisor {
         // The restart policy and roll-ahead replace one slot: surge when one worker fits.
         let replacesOne = op.kind == .policy || op.kind == .rollAhead
         let options = replacesOne ? DeployOptions(maxSurge: op.kind == .policy ? op.recycleWidth : 1) : op.options
-        let strategy = replacesOne ? .auto : op.strategy
+        // Recycles follow `[deploy] strategy` (replace: no extra worker, as gunicorn's max-requests).
+        let strategy = op.kind == .policy ? config.deploy.strategy : replacesOne ? .auto : op.strategy
         let planner = rolloutPlanner(options, strategy: strategy)
         var planned = options ?? DeployOptions()
         planned.release = op.target?.directory

@@ -34,14 +34,15 @@ extension Supervisor {
         return phase != .running
     }
 
-    /// Recycles at once now: the configured number, or the surge width the rollout planner
-    /// allows from the memory headroom and the CPUs (auto).
+    /// Recycles at once now: the configured number, or (auto) the width the rollout planner
+    /// allows under `[deploy] strategy` from the memory headroom and the CPUs, at most one per
+    /// CPU (a slot whose old worker still drains counts too).
     func recycleBudget() -> Int {
         guard recycling.concurrency == .auto else { return recycling.budget(autoWidth: 1) }
         let planner = RolloutPlanner(
-            strategy: .auto, maxSurge: .auto, maxUnavailable: config.deploy.maxUnavailable, bootBudget: Self.bootBudget)
+            strategy: config.deploy.strategy, maxSurge: .auto, maxUnavailable: config.deploy.maxUnavailable, bootBudget: Self.bootBudget)
         let step = planner.step(rolloutFigures(release: nil))
-        return recycling.budget(autoWidth: min(step.width, slots.count))
+        return recycling.budget(autoWidth: min(step.width, Self.bootBudget, slots.count))
     }
 
     /// Frees the engine's place of `slot` once its recycle's rollout reached it, then starts what
@@ -57,7 +58,10 @@ extension Supervisor {
             }
         }
         guard !recycling.queued.isEmpty else { return }
-        let appendable = operation.map { $0.kind == .policy && $0.phase == .rollingOut && rollout?.isFinished == false } ?? true
+        // At most app.workers recycles per operation, so that one ends and shows in history.
+        let appendable =
+            operation.map { $0.kind == .policy && $0.phase == .rollingOut && rollout?.isFinished == false && ($0.slots?.count ?? 0) < slots.count }
+            ?? true
         let now = loop.now()
         let plan = recycling.next(now: now, blocked: recyclingBlocked || !appendable, autoWidth: recycleBudget()) { [slots] slot, pid in
             guard let w = slots[slot].current else { return false }
@@ -88,6 +92,9 @@ extension Supervisor {
             "recycle of slot \(c.slot) started (\(recycling.recycling.count) at once, budget \(recycleBudget()))",
             metadata: ["slot": .stringConvertible(c.slot), "pid": .stringConvertible(c.pid), "reason": .string(c.reason.rawValue)])
         if let op = operation, op.kind == .policy {
+            // Its reason is the slot's before the rollout starts (or drains) anything there.
+            let previousReason = op.slotReasons[c.slot]
+            op.slotReasons[c.slot] = c.reason
             var joined = false
             rolloutEvent { machine in
                 joined = machine.append(slot: c.slot)
@@ -95,9 +102,9 @@ extension Supervisor {
             }
             if joined {
                 op.slots = (op.slots ?? []) + [c.slot]
-                op.slotReasons[c.slot] = c.reason
                 op.report("slot \(c.slot) joins (\(c.reason.rawValue))")
             } else {
+                op.slotReasons[c.slot] = previousReason
                 // Its slot is still settling in this rollout: it waits for the next look.
                 recycling.finished(slot: c.slot)
                 _ = recycling.submit(slot: c.slot, pid: c.pid, reason: c.reason, detail: c.detail, now: c.since)

@@ -4,10 +4,10 @@ import Testing
 /// `[rolling] recycle_concurrency` and `recycle_spacing`.
 @Suite("config: recycling budget")
 struct ConfigRecyclingTests {
-    @Test func defaultsAreAutoAndOneSecond() throws {
+    @Test func defaultsAreAutoAnd100ms() throws {
         let config = try parseConfig(minimalApp)
         #expect(config.rolling.recycleConcurrency == .auto)
-        #expect(config.rolling.recycleSpacing == .seconds(1))
+        #expect(config.rolling.recycleSpacing == .milliseconds(100))
     }
 
     @Test func valuesAreRead() throws {

@@ -339,8 +339,10 @@ public struct RollingConfig: Sendable, Equatable {
     /// `recycle_concurrency`: recycles (every reason between deploys) at once, a number in
     /// 1...workers or `auto` (the default: the surge width the rollout planner allows now).
     public var recycleConcurrency: RecyclingEngine.Concurrency = .auto
-    /// `recycle_spacing`: the least time between two recycle starts (default 1 s, at most 1 h).
-    public var recycleSpacing: Duration = .seconds(1)
+    /// `recycle_spacing`: the least time between two recycle starts (default 100 ms, at most 1 h):
+    /// enough to keep a burst from forking every worker in one loop turn, short enough for a
+    /// fast leak.
+    public var recycleSpacing: Duration = .milliseconds(100)
 
     /// Creates a rolling section with the config file's defaults (off).
     public init(maxAge: Duration? = nil, splay: Duration = .zero) {
