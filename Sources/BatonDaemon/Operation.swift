@@ -60,6 +60,10 @@ final class Operation {
     /// policy / roll-ahead / max-requests / oom: the restart reason recorded on the slots
     /// (nil: the kind's, ``restartReason``).
     var reason: RestartReason?
+    /// policy: each slot's own restart reason (recycles of several reasons share one operation).
+    var slotReasons: [Int: RestartReason] = [:]
+    /// policy: the surge width its rollout may use (the recycling budget).
+    var recycleWidth = 1
     /// roll-ahead: the `--need` bytes to re-check.
     var need: UInt64 = 0
     /// reload: the config read and parsed off the loop (nil until then).
@@ -89,6 +93,9 @@ final class Operation {
         case .reload, .policy: return .reload
         }
     }
+
+    /// The restart reason recorded on `slot`: its own (a recycle), else the operation's.
+    func restartReason(slot: Int) -> RestartReason { slotReasons[slot] ?? restartReason }
 
     /// Sends a progress line to every waiter and keeps it.
     func report(_ line: String) {

@@ -22,8 +22,12 @@ extension Supervisor {
             let what = slot >= 0 ? "new worker for slot \(slot) failed: \(reason)" : reason
             op.report("\(op.kind.rawValue) failed: \(what)")
             if let previous = op.previousConfig { config = previous }
-            if replaced.isEmpty {
-                finishFailed(op, rolledBack: "nothing changed: the old workers keep serving")
+            // A recycle's slots that got their new worker keep it: it runs the same release.
+            if replaced.isEmpty || op.kind == .policy {
+                finishFailed(
+                    op,
+                    rolledBack: replaced.isEmpty
+                        ? "nothing changed: the old workers keep serving" : "slots \(Self.list(replaced)) keep their new workers (same release)")
             } else {
                 rollBack(op, slots: replaced)
             }
@@ -77,6 +81,7 @@ extension Supervisor {
             // The restart policy follows the reloaded [memory] and [rolling] (its per-slot state is kept).
             memoryPolicy.reconfigure(.init(config: config, hostname: Self.hostname()))
             requestRecycler = Self.requestRecycler(config)
+            recycling.reconfigure(concurrency: config.rolling.recycleConcurrency, spacing: config.rolling.recycleSpacing)
         }
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
@@ -103,14 +108,8 @@ extension Supervisor {
     /// Ends `op`: history, replies, READY=1 after a reload, next operation.
     func finishOperation(_ op: Operation, outcome: OperationOutcome, detail: String?, reply: ControlReply) {
         if let d = op.deadline { loop.cancel(d) }
-        // Every way a policy restart ends frees the policy: it never stays waiting.
-        if op.kind == .policy, let slot = op.slots?.first {
-            if outcome == .succeeded {
-                memoryPolicy.replacementFinished(slot: slot, now: loop.now())
-            } else {
-                memoryPolicy.replacementFailed(slot: slot, now: loop.now())
-            }
-        }
+        // Every way a policy restart ends frees the policy and the recycling budget: it never stays waiting.
+        if op.kind == .policy { for slot in op.slots ?? [] { recycleEnded(slot: slot, succeeded: outcome == .succeeded) } }
         rolloutSpec = nil
         releases.append(historyEntry(op, outcome: outcome, detail: detail))
         if op.kind.isDeploy { releases.finishDeploy() }
@@ -130,6 +129,7 @@ extension Supervisor {
         publishStatus()
         performOperations(next)
         reportFailingStartUp()
+        pumpRecycling()
     }
 
     // MARK: - Stability window

@@ -92,19 +92,9 @@ extension Supervisor {
         }
     }
 
-    /// Replaces the worker of one slot for `reason` as a policy operation (the overlap rules
-    /// apply: refused while another operation runs), logged with `message`. The memory policy,
-    /// the request-count recycler and the OOM watch all restart this way.
-    func submitPolicyRestart(slot: Int, reason: RestartReason, log message: String) {
-        logger.info("\(message)", metadata: ["slot": .stringConvertible(slot), "reason": .string(reason.rawValue)])
-        let op = makeOperation(kind: .policy, options: nil, uid: nil)
-        op.slots = [slot]
-        op.reason = reason
-        submit(op)
-    }
-
     private func runPolicy(detailed: Bool) {
-        let busy = operations.isBusy || upgradeInProgress
+        // A recycle running does not hold the policy back: the recycling budget does.
+        let busy = recyclingBlocked
         let readings = try? host.memory.hostReadings()
         var budget =
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
@@ -119,15 +109,24 @@ extension Supervisor {
         let tick = RestartPolicy.Tick(
             now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
             bootTime: slots.compactMap { $0.current.flatMap { w in w.readyAt.map { $0 - w.startedAt } } }.max())
-        switch memoryPolicy.tick(tick) {
-        case .measure?:
-            guard !detailed, !memoryReadRunning else { return }
-            sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
-        case .replace(let slot, let reason, let detail)?:
-            submitPolicyRestart(slot: slot, reason: reason, log: "restart policy: \(detail)")
-        case nil:
-            break
+        var settings = memoryPolicy.settings
+        settings.concurrency = busy ? 1 : recycleBudget()
+        memoryPolicy.reconfigure(settings)
+        // One tick may order up to the budget: each order takes its slot out of the next pick.
+        for _ in 0..<max(1, settings.concurrency) {
+            switch memoryPolicy.tick(tick) {
+            case .measure?:
+                guard !detailed, !memoryReadRunning else { return }
+                sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
+                return
+            case .replace(let slot, let reason, let detail)?:
+                submitPolicyRestart(slot: slot, reason: reason, log: "restart policy: \(detail)")
+            case nil:
+                pumpRecycling()
+                return
+            }
         }
+        pumpRecycling()
     }
 
     // MARK: - Preflight and roll-ahead

@@ -123,13 +123,14 @@ extension Supervisor {
         oomWatch.trees = trees
     }
 
-    /// Replaces the slots that lost a descendant to the OOM killer, one at a time, when no
-    /// operation runs (a deploy replaces them anyway).
+    /// Hands the slots that lost a descendant to the OOM killer to the recycling engine (first
+    /// in its queue; a deploy replaces them anyway).
     private func replacePendingOOMSlots() {
         oomWatch.pendingReplacements = oomWatch.pendingReplacements.filter { slots[$0.key].current?.pid == $0.value }
-        guard !operations.isBusy, !upgradeInProgress, let slot = oomWatch.pendingReplacements.keys.min() else { return }
-        oomWatch.pendingReplacements[slot] = nil
-        submitPolicyRestart(slot: slot, reason: .oom, log: "replacing slot \(slot) after an OOM kill in its process tree")
+        for slot in oomWatch.pendingReplacements.keys.sorted() {
+            oomWatch.pendingReplacements[slot] = nil
+            submitPolicyRestart(slot: slot, reason: .oom, log: "replacing slot \(slot) after an OOM kill in its process tree")
+        }
     }
 
     /// Whether `worker`'s own exit (SIGKILL, not sent by baton) was an OOM kill: reads the counter

@@ -193,8 +193,9 @@ extension Supervisor {
         }
         // The restart policy and roll-ahead replace one slot: surge when one worker fits.
         let replacesOne = op.kind == .policy || op.kind == .rollAhead
-        let options = replacesOne ? DeployOptions(maxSurge: 1) : op.options
-        let strategy = replacesOne ? .auto : op.strategy
+        let options = replacesOne ? DeployOptions(maxSurge: op.kind == .policy ? op.recycleWidth : 1) : op.options
+        // Recycles follow `[deploy] strategy` (replace: no extra worker, as gunicorn's max-requests).
+        let strategy = op.kind == .policy ? config.deploy.strategy : replacesOne ? .auto : op.strategy
         let planner = rolloutPlanner(options, strategy: strategy)
         var planned = options ?? DeployOptions()
         planned.release = op.target?.directory
@@ -278,6 +279,7 @@ extension Supervisor {
             rollout = machine
         }
         perform(actions)
+        if operation?.kind == .policy { pumpRecycling() }
         return !handled.isEmpty
     }
 
@@ -286,7 +288,7 @@ extension Supervisor {
             switch action {
             case .startNew(let index):
                 operation?.report("slot \(index): starting a new worker on \(rolloutSpec?.release ?? "?")")
-                startWorker(slots[index], role: .replacement, reason: RestartCause(operation?.restartReason ?? .reload))
+                startWorker(slots[index], role: .replacement, reason: RestartCause(operation?.restartReason(slot: index) ?? .reload))
             case .drainOld(let index):
                 drainOld(slots[index])
             case .promote(let index):
@@ -315,7 +317,7 @@ extension Supervisor {
             slot.current = nil
             slot.draining.append(old)
             operation?.report("slot \(slot.index): draining pid \(old.pid) before starting its replacement")
-            stopWorker(old, reason: .restart(operation?.restartReason ?? .reload))
+            stopWorker(old, reason: .restart(operation?.restartReason(slot: slot.index) ?? .reload))
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
@@ -344,7 +346,7 @@ extension Supervisor {
         slot.replacement = nil
         slot.current = replacement
         slot.spec = replacement.spec
-        let reason = operation?.restartReason ?? .reload
+        let reason = operation?.restartReason(slot: slot.index) ?? .reload
         slot.lastRestartReason = RestartCause(reason)
         // Only a replacement that serves counts as a restart (a failed one changed nothing).
         slot.restarts += 1

@@ -4,8 +4,8 @@ import Logging
 
 /// Recycling by served requests (`[rolling] max_requests`, `RequestRecycler` in BatonCore):
 /// workers report their count with `X_BATON_REQUESTS=<n>` on their notify socket; a worker
-/// past its limit is replaced by a restart-policy operation (reason `max-requests`), one at a
-/// time, never during another operation.
+/// past its limit is recycled (reason `max-requests`) through the recycling engine, under its
+/// budget and spacing, never during a deploy, reload or rollback.
 extension Supervisor {
     /// The notify field a worker reports its served requests with.
     static let requestsField = "X_BATON_REQUESTS="
@@ -27,15 +27,21 @@ extension Supervisor {
         recycleByRequestCount()
     }
 
-    /// Orders the replacement of the worker furthest past its limit, if any may go now.
+    /// Orders the recycle of every worker past its limit, furthest past first (a slot already
+    /// queued or recycling is left out).
     func recycleByRequestCount() {
-        guard requestRecycler.maxRequests > 0, phase == .running else { return }
-        let workers = slots.map { slot -> RequestRecycler.Worker in
+        guard requestRecycler.maxRequests > 0, phase == .running || phase == .restarting else { return }
+        var workers = slots.map { slot -> RequestRecycler.Worker in
             guard let w = slot.current else { return RequestRecycler.Worker(slot: slot.index, pid: 0, ready: false, requests: nil) }
-            return RequestRecycler.Worker(slot: slot.index, pid: w.pid, ready: w.state == .ready, requests: w.requestsServed)
+            // A slot the engine holds counts as serving, and not as due again.
+            let held = recycling.holds(slot: slot.index)
+            return RequestRecycler.Worker(slot: slot.index, pid: w.pid, ready: held || w.state == .ready, requests: held ? nil : w.requestsServed)
         }
-        let busy = operations.isBusy || upgradeInProgress
-        guard let decision = requestRecycler.decide(now: loop.now(), workers: workers, operationRunning: busy) else { return }
-        submitPolicyRestart(slot: decision.slot, reason: .maxRequests, log: "restart policy: \(decision.detail)")
+        let busy = recyclingBlocked
+        for _ in workers.indices {
+            guard let decision = requestRecycler.decide(now: loop.now(), workers: workers, operationRunning: busy) else { return }
+            workers[decision.slot].requests = nil
+            submitPolicyRestart(slot: decision.slot, reason: .maxRequests, log: "restart policy: \(decision.detail)")
+        }
     }
 }

@@ -121,6 +121,12 @@ public final class Supervisor {
     lazy var memoryPolicy = RestartPolicy(settings: .init(config: config, hostname: Self.hostname()))
     /// Recycling by served requests (`[rolling] max_requests`).
     lazy var requestRecycler = Self.requestRecycler(config)
+    /// Every recycle between deploys, under one budget (`Supervisor+Recycling.swift`).
+    lazy var recycling = RecyclingEngine(concurrency: config.rolling.recycleConcurrency, spacing: config.rolling.recycleSpacing)
+    /// The timer that asks the recycling engine again once the spacing passed.
+    var recycleWake: EventLoop.Token?
+    /// Set while the engine's starts are carried out (a start feeds events back).
+    var recyclePumping = false
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
     /// New workers booting at once, from the CPU share of the last boots measured.

@@ -81,10 +81,11 @@ struct Compare {
 
     static let leaky = AppVariant(name: "leaky", bootDelay: 0, memoryMiB: 50, growKiB: 8)
     static let recyclePolicies = [
-        "baton+gunicorn": "[memory] budget 1GiB, threshold 33% (total PSS > 338 MiB: restart the largest worker, surge), check 1s, smaps every check",
+        "baton+gunicorn":
+            "[memory] budget 1GiB, threshold 33% (total PSS > 338 MiB: recycle the largest workers), check 1s, smaps every check; [deploy] strategy replace, max_unavailable 2 (recycle_concurrency auto: 2 at once)",
         "gunicorn": "--max-requests 3000 --max-requests-jitter 300",
         "baton+demo-worker":
-            "[rolling] max_requests 3000, max_requests_jitter 300 (the demo worker reports X_BATON_REQUESTS=; another app than the gunicorn rows)",
+            "[rolling] max_requests 3000, max_requests_jitter 300 (the demo worker reports X_BATON_REQUESTS=; another app than the gunicorn rows); [deploy] strategy replace, max_unavailable 2 (no extra worker, like gunicorn; recycle_concurrency auto: 2 at once)",
     ]
 
     private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
@@ -93,7 +94,7 @@ struct Compare {
         for contender in [Contender.batonGunicorn, .gunicorn, .batonDemo] where contenders.contains(contender) {
             let memory =
                 contender == .batonDemo
-                ? "[rolling]\nmax_requests = 3000\nmax_requests_jitter = 300"
+                ? "[rolling]\nmax_requests = 3000\nmax_requests_jitter = 300\n[deploy]\nstrategy = \"replace\"\nmax_unavailable = 2"
                 : """
                 [memory]
                 budget = "1GiB"
@@ -101,6 +102,9 @@ struct Compare {
                 check_interval = "1s"
                 smaps_every = 1
                 min_worker_age = "2s"
+                [deploy]
+                strategy = "replace"
+                max_unavailable = 2
                 """
             if let r = measure(
                 "recycle \(contender.rawValue)",

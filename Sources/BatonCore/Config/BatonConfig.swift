@@ -353,6 +353,13 @@ public struct RollingConfig: Sendable, Equatable {
     public var maxRequests: Int = 0
     /// `max_requests_jitter`: each worker's limit is `max_requests` plus up to this much more.
     public var maxRequestsJitter: Int = 0
+    /// `recycle_concurrency`: recycles (every reason between deploys) at once, a number in
+    /// 1...workers or `auto` (the default: the surge width the rollout planner allows now).
+    public var recycleConcurrency: RecyclingEngine.Concurrency = .auto
+    /// `recycle_spacing`: the least time between two recycle starts (default 100 ms, at most 1 h):
+    /// enough to keep a burst from forking every worker in one loop turn, short enough for a
+    /// fast leak.
+    public var recycleSpacing: Duration = .milliseconds(100)
 
     /// Creates a rolling section with the config file's defaults (off).
     public init(maxAge: Duration? = nil, splay: Duration = .zero) {

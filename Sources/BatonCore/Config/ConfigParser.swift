@@ -50,7 +50,7 @@ extension BatonConfig {
             stop: reader.readStop(section("stop")),
             deploy: reader.readDeploy(section("deploy"), workers: workersValid ? app.workers : nil),
             memory: reader.readMemory(section("memory")),
-            rolling: reader.readRolling(section("rolling")),
+            rolling: reader.readRolling(section("rolling"), workers: workersValid ? app.workers : nil),
             control: reader.readControl(section("control"), appName: app.name),
             metrics: reader.readMetrics(section("metrics")),
             sourcePath: path)

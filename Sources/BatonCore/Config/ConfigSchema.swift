@@ -38,7 +38,7 @@ enum ConfigSchema {
                 "reservation_margin", "mergeable",
             ]
         ),
-        ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter"]),
+        ("rolling", ["max_age", "splay", "max_requests", "max_requests_jitter", "recycle_concurrency", "recycle_spacing"]),
         ("control", ["socket", "group", "read_group", "idle_timeout"]),
         ("metrics", ["address"]),
         ("mold", ["start_timeout", "spawn_timeout", "refork_after_requests", "refork_after"]),

@@ -172,13 +172,23 @@ extension ConfigReader {
         return memory
     }
 
-    /// Reads `[rolling]`.
-    mutating func readRolling(_ s: ConfigSection) -> RollingConfig {
+    /// Reads `[rolling]`; `workers` bounds `recycle_concurrency` (nil when `app.workers` is invalid).
+    mutating func readRolling(_ s: ConfigSection, workers: Int? = nil) -> RollingConfig {
         var rolling = RollingConfig()
         rolling.maxAge = read(s, "max_age", Convert.duration(positive: true))
         rolling.splay = read(s, "splay", Convert.duration(positive: false)) ?? rolling.splay
         rolling.maxRequests = read(s, "max_requests", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequests
         rolling.maxRequestsJitter = read(s, "max_requests_jitter", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequestsJitter
+        if let concurrency = read(s, "recycle_concurrency", Self.recycleConcurrency) {
+            if let workers, case .fixed(let n) = concurrency, n > workers {
+                report(s.path("recycle_concurrency"), "must be \"auto\" or between 1 and app.workers (\(workers)), got \(n)")
+            }
+            rolling.recycleConcurrency = concurrency
+        }
+        if let spacing = read(s, "recycle_spacing", Convert.duration(positive: false)) {
+            check(spacing <= .seconds(3600), s, "recycle_spacing", "must be at most 1h, got \(Units.formatDuration(spacing))")
+            rolling.recycleSpacing = spacing
+        }
         return rolling
     }
 
@@ -216,6 +226,13 @@ extension ConfigReader {
 
     /// `max_surge`: `"auto"` or a number of slots, at least 1.
     static func surgeWidth(_ raw: TOMLValueConvertible) -> Conversion<SurgeWidth> {
+        if raw.string == "auto" { return .value(.auto) }
+        guard let n = raw.int else { return .invalid(#"expected "auto" or an integer, got "# + Convert.describeValue(raw)) }
+        return n >= 1 ? .value(.fixed(n)) : .invalid("must be \"auto\" or at least 1, got \(n)")
+    }
+
+    /// `recycle_concurrency`: `"auto"` or a number of recycles at once, at least 1.
+    static func recycleConcurrency(_ raw: TOMLValueConvertible) -> Conversion<RecyclingEngine.Concurrency> {
         if raw.string == "auto" { return .value(.auto) }
         guard let n = raw.int else { return .invalid(#"expected "auto" or an integer, got "# + Convert.describeValue(raw)) }
         return n >= 1 ? .value(.fixed(n)) : .invalid("must be \"auto\" or at least 1, got \(n)")

@@ -18,9 +18,12 @@
 ///    overdue first.
 ///
 /// Invariants (the tests check each):
-/// - At most one decision per tick, and none while a replacement is in flight: after
-///   `.replace` nothing more until ``replacementFinished(slot:now:)`` or
-///   ``replacementFailed(slot:now:)``. Never two at once.
+/// - At most one decision per tick, and at most ``Settings/concurrency`` replacements ordered
+///   and not ended (``replacementFinished(slot:now:)`` or ``replacementFailed(slot:now:)``):
+///   with the default of 1, never two at once. A slot being replaced is never picked again,
+///   and the memory rules count the memory of the workers being replaced as coming back
+///   (the threshold is measured without them), so a second replacement is ordered only when
+///   the first will not be enough. The daemon ticks again at once while one more may go.
 /// - Nothing while a deploy or reload runs (``Tick/operationRunning``).
 /// - Nothing unless every slot has a ready worker, so a replacement (even with the replace
 ///   strategy) leaves at least N−1 serving.
@@ -50,6 +53,8 @@ public struct RestartPolicy: Sendable, Equatable {
         public var minWorkerAge: Duration
         /// `memory.check_interval`: the horizon of the leak prediction.
         public var checkInterval: Duration
+        /// Replacements ordered and not ended at once, at most (the recycling budget; at least 1).
+        public var concurrency: Int = 1
 
         /// Creates settings.
         public init(
@@ -171,8 +176,13 @@ public struct RestartPolicy: Sendable, Equatable {
 
     /// The configuration.
     public private(set) var settings: Settings
-    /// Idle, or waiting for a replacement.
-    public private(set) var state: State = .idle
+    /// Idle, or waiting for a replacement (the first ordered, when several are in flight).
+    public var state: State {
+        guard let first = replacing.min(by: { ($0.value, $0.key) < ($1.value, $1.key) }) else { return .idle }
+        return .replacing(slot: first.key, since: first.value)
+    }
+    /// Slots whose replacement was ordered and has not ended, with when it was ordered.
+    public private(set) var replacing: [Int: Duration] = [:]
     /// Slots left alone until the given time (their replacement failed).
     private var cooldown: [Int: Duration] = [:]
 
@@ -197,11 +207,11 @@ public struct RestartPolicy: Sendable, Equatable {
 
     /// Evaluates one check: at most one decision.
     public mutating func tick(_ tick: Tick) -> Decision? {
-        guard state == .idle, !tick.operationRunning else { return nil }
+        guard replacing.count < max(1, settings.concurrency), !tick.operationRunning else { return nil }
         let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot))
         guard readySlots.count >= settings.workers else { return nil }
         cooldown = cooldown.filter { $0.value > tick.now }
-        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil }
+        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil }
 
         if let pick = memoryRule(tick, eligible) {
             guard tick.detailed else { return .measure }
@@ -213,20 +223,19 @@ public struct RestartPolicy: Sendable, Equatable {
 
     /// The replacement ordered for `slot` is done: its new worker is ready.
     public mutating func replacementFinished(slot: Int, now: Duration) {
-        if case .replacing(slot, _) = state { state = .idle }
+        replacing[slot] = nil
     }
 
     /// The replacement ordered for `slot` failed (its new worker did not become ready); the
     /// slot is left alone for `min_worker_age`.
     public mutating func replacementFailed(slot: Int, now: Duration) {
-        guard case .replacing(slot, _) = state else { return }
-        state = .idle
+        guard replacing.removeValue(forKey: slot) != nil else { return }
         cooldown[slot] = now + max(settings.minWorkerAge, settings.checkInterval)
     }
 
     /// Records an order and returns it.
     private mutating func order(_ pick: (slot: Int, reason: RestartReason, detail: String), now: Duration) -> Decision {
-        state = .replacing(slot: pick.slot, since: now)
+        replacing[pick.slot] = now
         return .replace(slot: pick.slot, reason: pick.reason, detail: pick.detail)
     }
 
@@ -279,7 +288,7 @@ public struct RestartPolicy: Sendable, Equatable {
         let line = Double(tick.budget.bytes) * settings.threshold
         let pss = Double(tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) })
         let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { Double($0.workingSet) } : nil
-        let total = max(pss, cgroupTotal ?? 0)
+        let total = max(0, max(pss, cgroupTotal ?? 0) - Double(comingBack(tick)))
         let seconds = LeakRate.seconds(horizon)
         guard total + perSecond * seconds > line else { return nil }
         let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
@@ -293,13 +302,21 @@ public struct RestartPolicy: Sendable, Equatable {
         let line = Double(tick.budget.bytes) * settings.threshold
         let percent = "\(Int((settings.threshold * 100).rounded()))%"
         let budget = "\(percent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
-        let pss = tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
-        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup?.workingSet : nil
+        let back = comingBack(tick)
+        let all = tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
+        let pss = all - min(back, all)
+        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { $0.workingSet - min(back, $0.workingSet) } : nil
         if let cgroupTotal, cgroupTotal > pss, Double(cgroupTotal) > line {
             return "cgroup working set \(size(cgroupTotal)) > \(budget)"
         }
         if Double(pss) > line { return "workers' PSS \(size(pss)) > \(budget)" }
         return nil
+    }
+
+    /// The PSS of the workers being replaced: it comes back when their replacement ends, so a
+    /// further replacement is ordered only if the rest is still over the line.
+    private func comingBack(_ tick: Tick) -> UInt64 {
+        tick.workers.lazy.filter { replacing[$0.slot] != nil }.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
     }
 
     /// The most overdue worker by age, if any is due.

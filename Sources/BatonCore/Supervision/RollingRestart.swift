@@ -74,8 +74,8 @@ public struct RollingRestart: Sendable, Equatable {
         case done
     }
 
-    /// Slots in the order they are replaced.
-    public let slots: [Int]
+    /// Slots in the order they are replaced (``append(slot:)`` adds to them).
+    public private(set) var slots: [Int]
     /// The strategy the rollout started with.
     public let strategy: Strategy
     /// Slots in replacement at once under surge, as the rollout started.
@@ -164,6 +164,24 @@ public struct RollingRestart: Sendable, Equatable {
         stepWidth = max(0, width)
         guard started else { return [] }
         return advance()
+    }
+
+    /// Adds `slot` to a rollout still running (a recycle joining the restart policy's
+    /// operation): pending, it starts when the width allows (on the next ``replan(strategy:width:)``
+    /// or event). A slot already part of it may join again only once done (and stable, with
+    /// `awaitsStability`). Returns false, changing nothing, otherwise or once finished.
+    public mutating func append(slot: Int) -> Bool {
+        guard outcome == nil, started else { return false }
+        if let i = slots.firstIndex(of: slot) {
+            guard phases[i] == .done, settled(slot) else { return false }
+            phases[i] = .pending
+            stable.remove(slot)
+            return true
+        }
+        slots.append(slot)
+        phases.append(.pending)
+        strategies.append(stepStrategy)
+        return true
     }
 
     /// The new worker of `slot` is ready.

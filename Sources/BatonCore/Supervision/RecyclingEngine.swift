@@ -1,0 +1,191 @@
+/// One recycling engine for every reason a worker is replaced between deploys (OOM kill,
+/// `worker_limit`, memory threshold, leak prediction, `max_requests`, age), as a pure state
+/// machine: the reasons submit candidates, the engine says which recycles start now, and the
+/// daemon tells it when each one ended. Time is an explicit monotonic `now` (tests drive it with
+/// a fake clock).
+///
+/// Rules:
+/// - **Budget**: at most ``budget(autoWidth:)`` recycles at once (`[rolling] recycle_concurrency`:
+///   a number, or `auto`, the surge width the rollout planner allows now from the memory
+///   headroom and the CPUs; at least 1).
+/// - **Spacing**: two starts are at least `recycle_spacing` apart, so a burst of candidates
+///   does not fork a storm of workers at once; ``Plan/wakeAt`` says when the next may start.
+/// - **Priorities**: OOM and worker-limit before memory-threshold, before leak-prediction,
+///   before max-requests, before age; among equals, the one submitted first.
+/// - **De-duplication**: a slot recycling now is not queued again; a slot already queued keeps
+///   one entry, upgraded when a reason of higher priority comes (its time in the queue is kept).
+/// - **Never during a deploy, reload, rollback or roll-ahead** (`blocked`): they own the slots;
+///   nothing starts, and the queue resumes after them. A queued candidate whose worker is no
+///   longer the slot's serving one (a deploy replaced it) is dropped when it would start.
+public struct RecyclingEngine: Sendable, Equatable {
+    /// `recycle_concurrency`: a number of recycles at once, or `auto`.
+    public enum Concurrency: Sendable, Equatable {
+        /// The rollout planner's surge width now (memory headroom, CPUs), at least 1.
+        case auto
+        /// At most this many at once (at least 1).
+        case fixed(Int)
+    }
+
+    /// One worker to recycle, and why.
+    public struct Candidate: Sendable, Equatable {
+        /// The slot.
+        public var slot: Int
+        /// The worker it was submitted for (a different worker serving there makes it stale).
+        public var pid: Int32
+        /// Why.
+        public var reason: RestartReason
+        /// The line that says why, for the log.
+        public var detail: String
+        /// When it was first submitted (its place among candidates of the same priority).
+        public var since: Duration
+
+        /// Creates a candidate.
+        public init(slot: Int, pid: Int32, reason: RestartReason, detail: String, since: Duration) {
+            self.slot = slot
+            self.pid = pid
+            self.reason = reason
+            self.detail = detail
+            self.since = since
+        }
+    }
+
+    /// What a submission did.
+    public enum Submission: Sendable, Equatable {
+        /// A new entry in the queue.
+        case queued
+        /// The slot was queued for a reason of lower priority: it now carries this one.
+        case upgraded(from: RestartReason)
+        /// Already queued for a reason of the same or higher priority: nothing changed.
+        case alreadyQueued
+        /// The slot is recycling now: nothing changed.
+        case alreadyRecycling
+    }
+
+    /// What the daemon does now.
+    public struct Plan: Sendable, Equatable {
+        /// Recycles to start now, highest priority first.
+        public var starts: [Candidate] = []
+        /// Queued candidates dropped because their worker no longer serves the slot.
+        public var dropped: [Candidate] = []
+        /// When to ask again: the spacing lets the next queued candidate start then (nil: on
+        /// the next event).
+        public var wakeAt: Duration?
+
+        /// Creates a plan.
+        public init(starts: [Candidate] = [], dropped: [Candidate] = [], wakeAt: Duration? = nil) {
+            self.starts = starts
+            self.dropped = dropped
+            self.wakeAt = wakeAt
+        }
+    }
+
+    /// The order of the reasons: higher goes first. Reasons no recycle uses rank lowest.
+    public static func priority(_ reason: RestartReason) -> Int {
+        switch reason {
+        case .oom, .workerLimit: 5
+        case .memoryThreshold: 4
+        case .leakPrediction: 3
+        case .maxRequests: 2
+        case .age: 1
+        default: 0
+        }
+    }
+
+    /// `recycle_concurrency`.
+    public var concurrency: Concurrency
+    /// `recycle_spacing`: the least time between two starts.
+    public var spacing: Duration
+    /// Waiting, in the order they start.
+    public private(set) var queued: [Candidate] = []
+    /// Recycling now, by slot.
+    public private(set) var recycling: [Int: Candidate] = [:]
+    /// When the last recycle started.
+    public private(set) var lastStart: Duration?
+
+    /// Creates an idle engine; a fixed concurrency is at least 1, the spacing at least zero.
+    public init(concurrency: Concurrency, spacing: Duration) {
+        self.concurrency = .auto
+        self.spacing = .zero
+        reconfigure(concurrency: concurrency, spacing: spacing)
+    }
+
+    /// New settings (a reloaded config); the queue and the recycles in flight are kept.
+    public mutating func reconfigure(concurrency: Concurrency, spacing: Duration) {
+        if case .fixed(let n) = concurrency { self.concurrency = .fixed(max(1, n)) } else { self.concurrency = .auto }
+        self.spacing = max(.zero, spacing)
+    }
+
+    /// Recycles at once now: the fixed number, or `autoWidth` (the planner's width, at least 1).
+    public func budget(autoWidth: Int) -> Int {
+        if case .fixed(let n) = concurrency { return n }
+        return max(1, autoWidth)
+    }
+
+    /// Whether `slot` is queued or recycling.
+    public func holds(slot: Int) -> Bool { recycling[slot] != nil || queued.contains { $0.slot == slot } }
+
+    /// A reason asks for the recycle of `slot`'s worker `pid`.
+    public mutating func submit(slot: Int, pid: Int32, reason: RestartReason, detail: String, now: Duration) -> Submission {
+        if recycling[slot] != nil { return .alreadyRecycling }
+        if let i = queued.firstIndex(where: { $0.slot == slot }) {
+            let old = queued[i]
+            // A newer worker in the slot: the old entry was about a worker gone; this one replaces it.
+            guard old.pid == pid else {
+                queued.remove(at: i)
+                insert(Candidate(slot: slot, pid: pid, reason: reason, detail: detail, since: now))
+                return .queued
+            }
+            guard Self.priority(reason) > Self.priority(old.reason) else { return .alreadyQueued }
+            queued.remove(at: i)
+            insert(Candidate(slot: slot, pid: pid, reason: reason, detail: detail, since: old.since))
+            return .upgraded(from: old.reason)
+        }
+        insert(Candidate(slot: slot, pid: pid, reason: reason, detail: detail, since: now))
+        return .queued
+    }
+
+    /// What starts now. `blocked`: a deploy, reload, rollback or roll-ahead runs or waits (nothing
+    /// starts); `autoWidth`: the planner's width for `auto`; `serving(slot, pid)`: whether `pid`
+    /// still serves `slot` (a queued candidate for a worker gone is dropped).
+    public mutating func next(now: Duration, blocked: Bool, autoWidth: Int, serving: (Int, Int32) -> Bool) -> Plan {
+        var plan = Plan()
+        guard !blocked else { return plan }
+        let budget = budget(autoWidth: autoWidth)
+        while recycling.count < budget, !queued.isEmpty {
+            if let last = lastStart, now - last < spacing {
+                plan.wakeAt = last + spacing
+                break
+            }
+            let candidate = queued.removeFirst()
+            guard serving(candidate.slot, candidate.pid) else {
+                plan.dropped.append(candidate)
+                continue
+            }
+            recycling[candidate.slot] = candidate
+            lastStart = now
+            plan.starts.append(candidate)
+        }
+        return plan
+    }
+
+    /// The recycle of `slot` ended (its new worker serves, or it failed): its place in the budget
+    /// is free. Returns the candidate it was, nil when the slot was not recycling.
+    @discardableResult
+    public mutating func finished(slot: Int) -> Candidate? {
+        recycling.removeValue(forKey: slot)
+    }
+
+    /// Takes `slot` out of the queue (the reason that asked no longer holds); returns it.
+    @discardableResult
+    public mutating func withdraw(slot: Int) -> Candidate? {
+        guard let i = queued.firstIndex(where: { $0.slot == slot }) else { return nil }
+        return queued.remove(at: i)
+    }
+
+    /// Queues `candidate` after every one of higher or equal priority submitted before it.
+    private mutating func insert(_ candidate: Candidate) {
+        let p = Self.priority(candidate.reason)
+        let i = queued.firstIndex { Self.priority($0.reason) < p || (Self.priority($0.reason) == p && $0.since > candidate.since) }
+        queued.insert(candidate, at: i ?? queued.endIndex)
+    }
+}

@@ -1,0 +1,69 @@
+import BatonCore
+import Testing
+
+/// The restart policy under a recycling budget above 1 (`Settings.concurrency`).
+@Suite("RestartPolicy concurrency")
+struct RestartPolicyConcurrencyTests {
+    private static let mib: UInt64 = 1 << 20
+
+    /// Workers started at 0, all ready, with these PSS and USS (MiB).
+    private static func workers(pss: [UInt64], uss: [UInt64]) -> [RestartPolicy.Worker] {
+        zip(pss, uss).enumerated().map { slot, m in
+            RestartPolicy.Worker(
+                slot: slot, pid: Int32(100 + slot), startedAt: .zero, memory: MemorySample(rss: 2 * m.0 * mib, pss: m.0 * mib, uss: m.1 * mib))
+        }
+    }
+
+    private static func policy(workers: Int, concurrency: Int, workerLimit: UInt64? = nil) -> RestartPolicy {
+        var s = RestartPolicy.Settings(
+            workers: workers, threshold: 0.5, workerLimit: workerLimit, minWorkerAge: .seconds(10), checkInterval: .seconds(1))
+        s.concurrency = concurrency
+        return RestartPolicy(settings: s)
+    }
+
+    private static func tick(_ workers: [RestartPolicy.Worker], at seconds: Int = 60) -> RestartPolicy.Tick {
+        RestartPolicy.Tick(now: .seconds(seconds), workers: workers, budget: EffectiveBudget(bytes: 1000 * mib, source: .memTotal))
+    }
+
+    @Test func theDefaultOfOneNeverOrdersTwoAtOnce() {
+        var p = Self.policy(workers: 3, concurrency: 1, workerLimit: 50 * Self.mib)
+        let w = Self.workers(pss: [100, 100, 100], uss: [80, 90, 70])
+        #expect(p.tick(Self.tick(w))?.slot == 1)
+        #expect(p.tick(Self.tick(w)) == nil)
+        p.replacementFinished(slot: 1, now: .seconds(61))
+        // Slot 1's new worker is small; slot 0 is next.
+        let after = Self.workers(pss: [100, 100, 100], uss: [80, 30, 70])
+        #expect(p.tick(Self.tick(after, at: 62))?.slot == 0)
+    }
+
+    @Test func workerLimitOrdersUpToTheBudgetNeverTheSameSlotTwice() {
+        var p = Self.policy(workers: 4, concurrency: 2, workerLimit: 50 * Self.mib)
+        let w = Self.workers(pss: [60, 60, 60, 60], uss: [80, 90, 70, 40])
+        #expect(p.tick(Self.tick(w))?.slot == 1)
+        #expect(p.tick(Self.tick(w))?.slot == 0)
+        // The budget is used: slot 2 (over its limit too) waits for one to end.
+        #expect(p.tick(Self.tick(w)) == nil)
+        #expect(p.replacing.keys.sorted() == [0, 1])
+        #expect(p.state == .replacing(slot: 0, since: .seconds(60)))
+        p.replacementFailed(slot: 0, now: .seconds(61))
+        #expect(p.tick(Self.tick(w, at: 62))?.slot == 2)
+        p.replacementFinished(slot: 1, now: .seconds(63))
+        p.replacementFinished(slot: 2, now: .seconds(63))
+        #expect(p.state == .idle)
+    }
+
+    @Test func theThresholdOrdersASecondOnlyWhenTheFirstIsNotEnough() {
+        // Line: 50% of 1000 MiB = 500 MiB.
+        var p = Self.policy(workers: 4, concurrency: 3)
+        // 560 MiB: replacing the largest (200 MiB PSS) brings it to 360: one is enough.
+        let enough = Self.workers(pss: [200, 120, 120, 120], uss: [180, 100, 100, 100])
+        #expect(p.tick(Self.tick(enough))?.reason == .memoryThreshold)
+        #expect(p.tick(Self.tick(enough)) == nil)
+        // 800 MiB: without the first (200) it is 600, still over: a second goes; without both, 400: no third.
+        var q = Self.policy(workers: 4, concurrency: 3)
+        let far = Self.workers(pss: [200, 200, 200, 200], uss: [190, 180, 170, 160])
+        #expect(q.tick(Self.tick(far))?.slot == 0)
+        #expect(q.tick(Self.tick(far))?.slot == 1)
+        #expect(q.tick(Self.tick(far)) == nil)
+    }
+}

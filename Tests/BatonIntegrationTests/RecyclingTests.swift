@@ -1,0 +1,110 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// The recycling engine under real processes: two workers over `worker_limit` at once are
+    /// recycled side by side under a budget of 2, one after the other under a budget of 1; the
+    /// order is read from baton's own log events, never from the wall clock.
+    @Suite("recycling budget")
+    struct RecyclingTests {
+        static let worker = TestPaths.executable("baton-demo-worker")
+
+        /// One recycle event of baton's log, in the order logged.
+        enum Event: Equatable {
+            case started(Int)
+            case done(Int)
+            /// A worker process started in the slot (`worker started`).
+            case spawned(Int)
+        }
+
+        static func events(_ lines: [String]) -> [Event] {
+            lines.compactMap { line in
+                if line.contains("worker started"), let r = line.range(of: "slot=") {
+                    return Int(line[r.upperBound...].prefix { $0.isNumber }).map(Event.spawned)
+                }
+                guard let range = line.range(of: "recycle of slot ") else { return nil }
+                let rest = line[range.upperBound...]
+                guard let slot = Int(rest.prefix { $0.isNumber }) else { return nil }
+                if rest.contains(" started (") { return .started(slot) }
+                if rest.contains(" done") { return .done(slot) }
+                return nil
+            }
+        }
+
+        /// Two workers of 20 MiB against a 10 MiB `worker_limit`: both are over it at the first
+        /// check after `min_worker_age`; waits until both slots' recycles are done and returns the
+        /// events (0 failed requests checked).
+        func recycleTwo(concurrency: Int, spacing: String, tag: String) throws -> [Event] {
+            let baton = try BatonHarness(
+                workers: 2, command: [Self.worker, "--hold", "20", "--boot-delay", "1"],
+                sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [readiness]
+                    mode = "notify"
+                    timeout = "20s"
+                    [stop]
+                    timeout = "10s"
+                    [memory]
+                    worker_limit = "10MiB"
+                    check_interval = "300ms"
+                    smaps_every = 1
+                    min_worker_age = "3s"
+                    [rolling]
+                    recycle_concurrency = \(concurrency)
+                    recycle_spacing = "\(spacing)"
+                    """, tag: tag)
+            defer { baton.stop() }
+            let load = LoadClient(port: baton.port, connections: 4, maxDuration: .seconds(90))
+            var events: [Event] = []
+            let both = baton.process.waitForLine(timeout: .seconds(60)) { _ in
+                events = Self.events(baton.process.stderrLines)
+                return events.contains(.done(0)) && events.contains(.done(1))
+            }
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            #expect(both != nil, "\(baton.process.stderrLines.suffix(30))")
+            #expect(report.failed == 0, "\(report)")
+            #expect(baton.process.stderrLines.contains { $0.contains("reason=worker-limit") })
+            return events
+        }
+
+        @Test("budget 2: two workers over worker_limit are recycled at once, 0 failed requests")
+        func concurrentUnderABudgetOfTwo() throws {
+            let events = try recycleTwo(concurrency: 2, spacing: "0s", tag: "rc2")
+            // Both started before either was done.
+            let firstDone = events.firstIndex { if case .done = $0 { true } else { false } }
+            #expect(firstDone != nil)
+            let before = events[..<(firstDone ?? events.endIndex)]
+            #expect(before.contains(.started(0)) && before.contains(.started(1)), "\(events)")
+            // And both new workers were running side by side: each slot's replacement started
+            // after the first recycle started and before the first was done.
+            let firstStart = events.firstIndex { if case .started = $0 { true } else { false } } ?? 0
+            let spawned = events[firstStart..<(firstDone ?? events.endIndex)]
+            #expect(spawned.contains(.spawned(0)) && spawned.contains(.spawned(1)), "\(events)")
+        }
+
+        @Test("budget 1: two workers over worker_limit are recycled one after the other, 0 failed requests")
+        func oneAfterTheOtherUnderABudgetOfOne() throws {
+            let events = try recycleTwo(concurrency: 1, spacing: "1s", tag: "rc1")
+            // Never two at once: every start follows the end of the one before.
+            var running: Set<Int> = []
+            for event in events {
+                switch event {
+                case .started(let slot):
+                    #expect(running.isEmpty, "\(events)")
+                    running.insert(slot)
+                case .done(let slot):
+                    running.remove(slot)
+                case .spawned:
+                    break
+                }
+            }
+            let starts = events.compactMap { if case .started(let s) = $0 { s } else { nil } }
+            #expect(Set(starts.prefix(2)) == [0, 1], "\(events)")
+        }
+    }
+}
