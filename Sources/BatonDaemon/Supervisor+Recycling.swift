@@ -40,9 +40,9 @@ extension Supervisor {
     func recycleBudget() -> Int {
         guard recycling.concurrency == .auto else { return recycling.budget(autoWidth: 1) }
         let planner = RolloutPlanner(
-            strategy: config.deploy.strategy, maxSurge: .auto, maxUnavailable: config.deploy.maxUnavailable, bootBudget: Self.bootBudget)
+            strategy: config.deploy.strategy, maxSurge: .auto, maxUnavailable: config.deploy.maxUnavailable, bootBudget: bootBudget.boots)
         let step = planner.step(rolloutFigures(release: nil))
-        return recycling.budget(autoWidth: min(step.width, Self.bootBudget, slots.count))
+        return recycling.budget(autoWidth: min(step.width, Self.onlineCPUs, slots.count))
     }
 
     /// Frees the engine's place of `slot` once its recycle's rollout reached it, then starts what
