@@ -200,36 +200,6 @@ extension Supervisor {
         mold.recentOutput.elements.last.map { " — last output: \($0)" } ?? ""
     }
 
-    // MARK: - Output
-
-    private func readOutput(_ mold: Mold) {
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        var total = 0
-        while total < Self.outputBytesPerWakeup {
-            let n = buffer.withUnsafeMutableBytes { read(mold.outputFD, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 {
-                if n == 0 { closeOutput(mold) }
-                return
-            }
-            total += n
-            mold.outputLines.append(buffer[0..<n]) { emit(mold, $0) }
-        }
-    }
-
-    private func emit(_ mold: Mold, _ bytes: ArraySlice<UInt8>) {
-        let line = String(decoding: bytes, as: UTF8.self)
-        mold.recentOutput.append(line)
-        logger.info("[mold pid \(mold.pid)] \(line)")
-    }
-
-    private func closeOutput(_ mold: Mold) {
-        guard mold.outputFD >= 0 else { return }
-        mold.outputLines.flush { emit(mold, $0) }
-        loop.unregister(fd: mold.outputFD)
-        mold.outputFD = -1
-    }
-
     // MARK: - Stop and exit
 
     /// Ends a mold now (SIGKILL); `replace` restarts one for its release once it is reaped,

@@ -148,41 +148,6 @@ extension Supervisor {
         }
     }
 
-    /// Reads at most `outputBytesPerWakeup` of a worker's output, then yields:
-    /// the pipe is level-triggered, so the loop calls back after the other
-    /// descriptors (the control socket, signals, other workers) had their turn.
-    /// Reading until EAGAIN let one worker that prints without pause hold the loop.
-    func readOutput(_ worker: Worker) {
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        var total = 0
-        while total < Self.outputBytesPerWakeup {
-            let n = buffer.withUnsafeMutableBytes { read(worker.outputFD, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 {
-                if n == 0 { closeOutput(worker) }
-                return
-            }
-            total += n
-            worker.outputLines.append(buffer[0..<n]) { emitOutputLine(worker, $0) }
-        }
-    }
-
-    /// Bytes of one worker's output read per wakeup of the loop (64 KiB).
-    static let outputBytesPerWakeup = 64 * 1024
-
-    private func emitOutputLine(_ worker: Worker, _ bytes: ArraySlice<UInt8>) {
-        let line = String(decoding: bytes, as: UTF8.self)
-        worker.recentOutput.append(line)
-        logger.info("[slot \(worker.slot) pid \(worker.pid)] \(line)")
-    }
-
-    private func closeOutput(_ worker: Worker) {
-        guard worker.outputFD >= 0 else { return }
-        worker.outputLines.flush { emitOutputLine(worker, $0) }
-        loop.unregister(fd: worker.outputFD)
-        worker.outputFD = -1  // closes it
-    }
-
     // MARK: - Stopping
 
     /// Graceful stop: the stop signal to the group, SIGKILL after `stop.timeout`.

@@ -25,14 +25,17 @@ extension Integration {
             // one boot per CPU, and the other slots boot beside the canary, so all three start
             // before the canary is ready (before: after it passed, and one boot per CPU).
             #expect(result.stdout.contains("surge, 4 slots at once (auto: "), "\(result.stdout)")
-            #expect(result.stdout.contains("canary slot 0"))
+            // The canary is the slot whose worker grew most (deploy order): read which one it is.
+            let header = try #require(result.stdout.split(separator: "\n").first.map(String.init))
+            let marker = try #require(header.firstRange(of: "canary slot "), "\(header)")
+            let canary = "slot " + header[marker.upperBound...].prefix { $0.isNumber } + ":"
             let lines = result.stdout.split(separator: "\n").map { String($0.drop { $0 == " " }) }
-            let canaryReady = try #require(lines.firstIndex { $0.hasPrefix("slot 0:") && $0.contains(" ready after ") }, "\(result.stdout)")
-            let started = lines[..<canaryReady].filter { !$0.hasPrefix("slot 0:") && $0.contains("starting a new worker") }
+            let canaryReady = try #require(lines.firstIndex { $0.hasPrefix(canary) && $0.contains(" ready after ") }, "\(result.stdout)")
+            let started = lines[..<canaryReady].filter { !$0.hasPrefix(canary) && $0.contains("starting a new worker") }
             #expect(started.count == 3, "\(result.stdout)")
             // None of them drained its old worker before the canary passed its window.
-            let canaryStable = try #require(lines.firstIndex { $0.hasPrefix("slot 0:") && $0.contains(" stable for ") }, "\(result.stdout)")
-            #expect(!lines[..<canaryStable].contains { !$0.hasPrefix("slot 0:") && $0.contains("draining") }, "\(result.stdout)")
+            let canaryStable = try #require(lines.firstIndex { $0.hasPrefix(canary) && $0.contains(" stable for ") }, "\(result.stdout)")
+            #expect(!lines[..<canaryStable].contains { !$0.hasPrefix(canary) && $0.contains("draining") }, "\(result.stdout)")
             #expect(report.failed == 0, "\(report)")
             let after = try baton.status()
             #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(after.workers)")
