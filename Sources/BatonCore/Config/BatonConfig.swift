@@ -355,7 +355,7 @@ public struct RollingConfig: Sendable, Equatable {
     public var maxRequestsJitter: Int = 0
     /// `recycle_concurrency`: recycles (every reason between deploys) at once, a number in
     /// 1...workers or `auto` (the default: the surge width the rollout planner allows now).
-    public var recycleConcurrency: RecyclingEngine.Concurrency = .auto
+    public var recycleConcurrency: RecycleConcurrency = .auto
     /// `recycle_spacing`: the least time between two recycle starts (default 100 ms, at most 1 h):
     /// enough to keep a burst from forking every worker in one loop turn, short enough for a
     /// fast leak.

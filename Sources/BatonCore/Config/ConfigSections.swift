@@ -232,7 +232,7 @@ extension ConfigReader {
     }
 
     /// `recycle_concurrency`: `"auto"` or a number of recycles at once, at least 1.
-    static func recycleConcurrency(_ raw: TOMLValueConvertible) -> Conversion<RecyclingEngine.Concurrency> {
+    static func recycleConcurrency(_ raw: TOMLValueConvertible) -> Conversion<RecycleConcurrency> {
         if raw.string == "auto" { return .value(.auto) }
         guard let n = raw.int else { return .invalid(#"expected "auto" or an integer, got "# + Convert.describeValue(raw)) }
         return n >= 1 ? .value(.fixed(n)) : .invalid("must be \"auto\" or at least 1, got \(n)")

@@ -18,13 +18,8 @@
 ///   nothing starts, and the queue resumes after them. A queued candidate whose worker is no
 ///   longer the slot's serving one (a deploy replaced it) is dropped when it would start.
 public struct RecyclingEngine: Sendable, Equatable {
-    /// `recycle_concurrency`: a number of recycles at once, or `auto`.
-    public enum Concurrency: Sendable, Equatable {
-        /// The rollout planner's surge width now (memory headroom, CPUs), at least 1.
-        case auto
-        /// At most this many at once (at least 1).
-        case fixed(Int)
-    }
+    /// How many recycles may run at once (`[rolling] recycle_concurrency`).
+    public typealias Concurrency = RecycleConcurrency
 
     /// One worker to recycle, and why.
     public struct Candidate: Sendable, Equatable {
