@@ -100,9 +100,11 @@ extension Supervisor {
                     EnvVar(name: "BATON_MOLD_FD", value: String(3 + listeners.count)),
                 ],
                 watchdog: nil)
-            let request = SpawnRequest(
+            var request = SpawnRequest(
                 argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
                 setListenPID: !listeners.isEmpty, stdout: output.write, stderr: output.write, credentials: spec.credentials)
+            // `[memory] mergeable`: the mark survives fork, so the workers the mold forks carry it too.
+            request.memoryMerge = config.memory.mergeable
             let (process, link) = try host.startMold(request)
             let mold = Mold(spec: spec, process: process, link: link, startedAt: loop.now())
             mold.notifyFD = notifyFD

@@ -121,6 +121,19 @@ extension Integration {
             #expect(baton.process.stderrLines.filter { $0.contains(line) }.count == 1)
         }
 
+        @Test("mold mode: the mold is marked mergeable, and so is every worker it forks (the mark survives fork)")
+        func moldAndForkedWorkersAreMarked() throws {
+            let baton = try Integration.MoldTests.start(
+                workers: 2, sections: Integration.MoldTests.sections + "\n[memory]\nmergeable = true", tag: "ksmmold")
+            defer { baton.stop() }
+            let status = try baton.status()
+            let mold = try #require(status.molds?.first, "status shows the mold")
+            for pid in [mold.pid] + status.workers.map(\.pid) {
+                let stat = try #require(ProcFS.ksmStat(of: pid), "no ksm_stat for \(pid)")
+                #expect(stat.mergeAny, "pid \(pid): \(ProcFS.read("/proc/\(pid)/ksm_stat") ?? "-")")
+            }
+        }
+
         @Test("check-config accepts the key and refuses a non-boolean with exit 2")
         func checkConfig() throws {
             let dir = TestPaths.temporaryDirectory("ksmcfg")

@@ -28,17 +28,12 @@ extension Integration {
                 return [body]
             """
 
-        static let sections = """
-            [listen]
-            addresses = ["127.0.0.1:0"]
-            [readiness]
-            mode = "notify"
-            timeout = "20s"
-            [stop]
-            timeout = "10s"
-            [mold]
-            start_timeout = "20s"
-            """
+        static let sections =
+            BatonHarness.defaultSections + """
+
+                [mold]
+                start_timeout = "20s"
+                """
 
         /// A baton in mold mode whose release holds the app.
         static func start(workers: Int, sections: String = sections, tag: String, reuse: String? = nil) throws -> BatonHarness {

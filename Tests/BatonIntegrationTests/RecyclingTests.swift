@@ -40,14 +40,8 @@ extension Integration {
         func recycleTwo(concurrency: Int, spacing: String, tag: String) throws -> [Event] {
             let baton = try BatonHarness(
                 workers: 2, command: [Self.worker, "--hold", "20", "--boot-delay", "1"],
-                sections: """
-                    [listen]
-                    addresses = ["127.0.0.1:0"]
-                    [readiness]
-                    mode = "notify"
-                    timeout = "20s"
-                    [stop]
-                    timeout = "10s"
+                sections: BatonHarness.defaultSections + """
+
                     [memory]
                     worker_limit = "10MiB"
                     check_interval = "300ms"
