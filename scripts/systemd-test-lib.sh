@@ -76,6 +76,9 @@ timeout = "20s"
 timeout = "10s"
 [deploy]
 strategy = "surge"
+# One slot at a time, as these scenarios were written: their timings (a reload
+# lasts at least workers x boot) assume it; the auto width is tested elsewhere.
+max_surge = 1
 [control]
 socket = "$control"
 EOF

@@ -13,6 +13,8 @@ import Testing
                 let expected: WorkerExit
                 if place == .draining || (place == .current && stage == .draining) {
                     expected = .drained
+                } else if place == .replacement && stage == .ready {
+                    expected = .replacementFailed(reason: stopReason?.rawValue ?? "pid 42 exited after becoming ready (exit code 3)")
                 } else if place == .replacement {
                     expected = .replacementFailed(reason: stopReason?.rawValue ?? "exited during start (exit code 3)")
                 } else if stage == .ready && newRelease {
@@ -25,6 +27,14 @@ import Testing
                 #expect(verdict == expected, "\(place) \(stage) \(stopReason?.rawValue ?? "-") \(newRelease)")
             }
         }
+    }
+
+    @Test func aHeldNewWorkerThatWasReadyExitedAfterBecomingReady() {
+        // Under surge, the other slots' new workers are ready but held while the canary
+        // settles: one that crashes then did not exit "during start".
+        #expect(
+            WorkerExit.classify(place: .replacement, stage: .ready, stopReason: nil, exit: "exit code 70", pid: 9, runsRolloutRelease: true)
+                == .replacementFailed(reason: "pid 9 exited after becoming ready (exit code 70)"))
     }
 
     @Test func aCrashAfterReadyOnTheNewReleaseIgnoresAStopReason() {

@@ -2,7 +2,8 @@
 /// was doing: pure, so every case is tested without a process.
 ///
 /// - A worker baton was draining (stop signal sent) is gone as asked: `drained`.
-/// - A rollout's new worker that never served failed its start: `replacementFailed`.
+/// - A rollout's new worker that never served failed its start: `replacementFailed` (its
+///   reason says "exited after becoming ready" when it was ready but held back for the canary).
 /// - A rollout's new worker that became ready and serves exits while the rollout runs: the
 ///   release is bad (`newReleaseFailed`): the rollout fails and rolls back.
 /// - Any other serving or starting worker failed: `slotFailed`, respawned after the crash
@@ -46,6 +47,10 @@ public enum WorkerExit: Sendable, Equatable {
         switch (place, stage) {
         case (.draining, _), (.current, .draining):
             return .drained
+        case (.replacement, .ready):
+            // A new worker held beside its slot's old one while the canary settles: it was
+            // ready, so its exit says the release is bad, in the same words as a serving one's.
+            return .replacementFailed(reason: stopReason?.rawValue ?? "pid \(pid) exited after becoming ready (\(exit))")
         case (.replacement, _):
             return .replacementFailed(reason: stopReason?.rawValue ?? "exited during start (\(exit))")
         case (.current, .ready) where runsRolloutRelease:
