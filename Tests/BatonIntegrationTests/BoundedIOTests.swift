@@ -40,11 +40,17 @@ extension Integration {
             let port = text.range(of: "metrics on 127.0.0.1:").flatMap { UInt16(text[$0.upperBound...].prefix { $0.isNumber }) }
             try #require(port != nil, "no metrics line in the first page of the log: \(text)")
 
-            // The log cannot keep up: what did not fit was dropped and counted.
-            let later = try daemon.cli(["status", "--json"])
-            #expect(later.code == 0, "\(later.stderr)")
-            let report = try JSONDecoder().decode(StatusReport.self, from: Data(later.stdout.utf8))
-            #expect((report.logDroppedBytes ?? 0) > 0)
+            // The log cannot keep up: what did not fit is dropped and counted. The page read
+            // above made room again, so wait (bounded) until the flood has filled it once more.
+            var report: StatusReport?
+            for _ in 0..<100 {
+                let later = try daemon.cli(["status", "--json"])
+                #expect(later.code == 0, "\(later.stderr)")
+                report = try JSONDecoder().decode(StatusReport.self, from: Data(later.stdout.utf8))
+                if (report?.logDroppedBytes ?? 0) > 0 { break }
+                usleep(100_000)
+            }
+            #expect((report?.logDroppedBytes ?? 0) > 0)
             let dropped = try daemon.cli(["status"])
             #expect(dropped.stdout.contains("bytes of baton's log dropped"), "\(dropped.stdout)")
             let metrics = HTTP.get(port: port!, path: "/metrics")
