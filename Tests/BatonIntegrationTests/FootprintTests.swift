@@ -27,17 +27,7 @@ extension Integration {
                 """, mode: 0o755)
             let baton = try BatonHarness(
                 workers: 2, command: [script],
-                sections: """
-                    [listen]
-                    addresses = ["127.0.0.1:0"]
-                    [readiness]
-                    mode = "delay"
-                    delay = "300ms"
-                    [stop]
-                    timeout = "5s"
-                    [memory]
-                    check_interval = "1h"
-                    """, tag: "fp")
+                sections: Integration.OOMTests.sections, tag: "fp")
             defer {
                 baton.stop()
                 TestPaths.remove(marks)

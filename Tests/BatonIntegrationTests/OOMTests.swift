@@ -58,6 +58,27 @@ extension Integration {
     /// Kernel OOM kills in a real memory cgroup: a worker's child allocates past the limit.
     @Suite("oom kills")
     struct OOMTests {
+        /// Workers ready after a fixed delay and no periodic memory check: the kernel's OOM
+        /// killer, not baton's policy, decides (FootprintTests use them too).
+        static let sections = """
+            [listen]
+            addresses = ["127.0.0.1:0"]
+            [readiness]
+            mode = "delay"
+            delay = "300ms"
+            [stop]
+            timeout = "5s"
+            [memory]
+            check_interval = "1h"
+            """
+
+        /// Two workers of `script` under a baton that runs inside `cgroup` (its wrapper joins it).
+        static func start(_ script: String, in cgroup: TestMemoryCgroup, tag: String, extra: String = "") throws -> BatonHarness {
+            try BatonHarness(
+                workers: 2, command: [script], sections: sections + extra, tag: tag,
+                wrapper: ["/bin/sh", "-c", "echo $$ > \(cgroup.directory)/cgroup.procs && exec \"$@\"", "sh"])
+        }
+
         @Test(
             "an OOM-killed grandchild is logged with its pid, counted on its slot in status and metrics, and the slot is replaced",
             .enabled(if: TestMemoryCgroup.available, "needs a writable cgroup v1 memory hierarchy (root)"))
@@ -77,23 +98,7 @@ extension Integration {
                 fi
                 exec sleep 100000
                 """, mode: 0o755)
-            let baton = try BatonHarness(
-                workers: 2, command: [script],
-                sections: """
-                    [listen]
-                    addresses = ["127.0.0.1:0"]
-                    [readiness]
-                    mode = "delay"
-                    delay = "300ms"
-                    [stop]
-                    timeout = "5s"
-                    [memory]
-                    check_interval = "1h"
-                    [metrics]
-                    address = "127.0.0.1:0"
-                    """,
-                tag: "oom",
-                wrapper: ["/bin/sh", "-c", "echo $$ > \(cgroup.directory)/cgroup.procs && exec \"$@\"", "sh"])
+            let baton = try Self.start(script, in: cgroup, tag: "oom", extra: "\n[metrics]\naddress = \"127.0.0.1:0\"")
             defer {
                 baton.stop()
                 TestPaths.remove(marks)
@@ -150,21 +155,7 @@ extension Integration {
                 fi
                 exec sleep 100000
                 """, mode: 0o755)
-            let baton = try BatonHarness(
-                workers: 2, command: [script],
-                sections: """
-                    [listen]
-                    addresses = ["127.0.0.1:0"]
-                    [readiness]
-                    mode = "delay"
-                    delay = "300ms"
-                    [stop]
-                    timeout = "5s"
-                    [memory]
-                    check_interval = "1h"
-                    """,
-                tag: "oomtop",
-                wrapper: ["/bin/sh", "-c", "echo $$ > \(cgroup.directory)/cgroup.procs && exec \"$@\"", "sh"])
+            let baton = try Self.start(script, in: cgroup, tag: "oomtop")
             defer {
                 baton.stop()
                 TestPaths.remove(marks)
