@@ -10,7 +10,7 @@ extension Supervisor {
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
         let pids = liveWorkerPIDs + moldPIDs
         let ksm = config.memory.mergeable
-        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: true, ksm: ksm, with: reader) }) { [unowned self] readings in
+        loop.offload({ [reader = host.memory] in MemoryMonitor.read(pids, detailed: true, ksm: ksm, with: reader) }) { [unowned self] readings in
             reply(self.statusReport(memory: readings))
         }
     }

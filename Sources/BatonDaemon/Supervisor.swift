@@ -133,16 +133,10 @@ public final class Supervisor {
     var bootBudget = BootBudget(cpus: Supervisor.onlineCPUs)
     /// Whether the log said once that `boot_nice` is off for want of privilege.
     var bootNiceRefusalLogged = false
-    /// Kernel OOM kills in baton's cgroup: counter, attribution, pending replacements.
-    let oomWatch = OOMWatch()
-    /// Memory checks so far (smaps_rollup every `smaps_every`-th).
-    var memoryTicks = 0
-    /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
-    var memoryReadRunning = false
-    /// `memory.mergeable`: what was logged once (a kernel's refusal, ksmd off).
-    var memoryMerge = MemoryMergeState()
-    /// The memory reservation of `preflight --roll-ahead`, while one is held.
-    var reservation = ReservationState()
+    /// The memory monitor's state: sampling cadence, OOM watch, reservation, merge notes (its only owner).
+    let memoryMonitor = MemoryMonitor()
+    /// Kernel OOM kills in baton's cgroup (the monitor's).
+    var oomWatch: OOMWatch { memoryMonitor.oom }
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [RestartReason: Int] = [:]
     /// Deploys by outcome since baton started (the book's; Prometheus counters).
