@@ -84,9 +84,9 @@ extension Supervisor {
         var trees = oomWatch.trees
         // A victim forked after the last snapshot may still be a zombie: its ppid chain says where it was.
         for m in messages where trees[m.pid] == nil {
-            if let top = tops.first(where: { ProcFS.isInTree(m.pid, root: $0.key) }) { trees[m.pid] = top.value }
+            if let top = tops.first(where: { host.processes.isInTree(m.pid, root: $0.key) }) { trees[m.pid] = top.value }
         }
-        let vanished = oomWatch.trees.filter { tops[$0.key] == nil && Glibc.kill($0.key, 0) != 0 }
+        let vanished = oomWatch.trees.filter { tops[$0.key] == nil && !host.processes.exists($0.key) }
         let evidence = OOMTracker.Evidence(
             messages: messages, trees: trees, tops: tops, sigkilledTops: sigkilled.map { [$0.pid: $0.slot] } ?? [:],
             vanished: vanished)
@@ -117,7 +117,7 @@ extension Supervisor {
         var trees: [pid_t: Int] = [:]
         for slot in slots {
             for w in slot.workers where w.state != .exited {
-                for pid in ProcFS.tree(of: w.pid) { trees[pid] = slot.index }
+                for pid in host.processes.tree(of: w.pid) { trees[pid] = slot.index }
             }
         }
         oomWatch.trees = trees

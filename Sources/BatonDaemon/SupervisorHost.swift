@@ -5,7 +5,7 @@ import Glibc
 /// The one port through which the supervisor's worker and operation code acts on the system:
 /// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
 /// process groups and pidfds, reading a child's exit, telling the service manager, reading
-/// memory figures and opening the state directory.
+/// memory figures and the process table, and opening the state directory.
 ///
 /// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
 /// give the supervisor a fake whose children are descriptors without a process: the test
@@ -30,6 +30,8 @@ protocol SupervisorHost: AnyObject {
     var notifier: any ServiceNotifying { get }
     /// Memory figures of worker trees and of the host (callable off the loop).
     var memory: any MemoryReading { get }
+    /// Process trees, states and start times (callable off the loop).
+    var processes: any ProcessTable { get }
     /// The state directory (created if needed; refused when others may write in it).
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore
     /// CPU seconds the tree rooted at `pid` used so far (reaped children included); nil when
@@ -104,12 +106,13 @@ protocol ServiceNotifying {
 extension ServiceNotifier: ServiceNotifying {}
 
 /// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
-/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory from /proc,
-/// the state directory through `StateStore`.
+/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory and the
+/// process table from /proc, the state directory through `StateStore`.
 final class LinuxSupervisorHost: SupervisorHost {
     private let launcher: any ProcessLauncher
     let notifier: any ServiceNotifying
     let memory: any MemoryReading = ProcMemoryReader()
+    let processes: any ProcessTable = ProcProcessTable()
 
     /// A host spawning through `launcher`.
     init(launcher: any ProcessLauncher, notifier: any ServiceNotifying = ServiceNotifier()) {

@@ -11,6 +11,8 @@ final class FakeHost: SupervisorHost {
     var notifier: any ServiceNotifying { recorder }
     let fakeMemory = FakeMemory()
     var memory: any MemoryReading { fakeMemory }
+    let fakeProcesses = FakeProcessTable()
+    var processes: any ProcessTable { fakeProcesses }
     /// The state directory, in memory.
     let store = MemoryStore()
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { store }
