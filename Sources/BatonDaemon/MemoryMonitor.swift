@@ -2,14 +2,19 @@ import BatonCore
 import BatonSystem
 import Glibc
 
-/// The memory monitor's state, in one owner: the periodic sampling's cadence, the OOM watch,
-/// the held reservation's samples and baselines, and what `memory.mergeable` already told
-/// the operator. The supervisor's memory extensions (`Supervisor+Memory`, `+Reservation`,
+/// The memory monitor's state, in one owner: the restart policy and the footprint tracker
+/// (BatonCore machines that keep their own rules), the periodic sampling's cadence, the OOM
+/// watch, the held reservation's samples and baselines, and what `memory.mergeable` already
+/// told the operator. The supervisor's memory extensions (`Supervisor+Memory`, `+Reservation`,
 /// `+OOM`, `+MemoryMerge`) schedule, log and act; every change to this state goes through
 /// the narrow methods here, which decide without the loop, a process or /proc (unit-tested
 /// with readings the tests make up). Each worker's own readings are its ``WorkerMemory``,
 /// written through ``apply(_:detailed:to:now:)``. On the loop thread only.
 final class MemoryMonitor {
+    /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
+    var policy: RestartPolicy
+    /// Footprints of recently started workers, by release.
+    var footprints = FootprintTracker()
     /// Periodic checks so far (smaps_rollup every `smaps_every`-th).
     private(set) var ticks = 0
     /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
@@ -20,6 +25,9 @@ final class MemoryMonitor {
     private var reservation = ReservationState()
     /// The kernel's refusal of PR_SET_MEMORY_MERGE, once a worker's spawn reported one.
     private(set) var mergeRefusal: String?
+
+    /// A monitor starting with `policy`.
+    init(policy: RestartPolicy) { self.policy = policy }
 
     // MARK: - Sampling
 

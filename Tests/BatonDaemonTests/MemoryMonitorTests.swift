@@ -13,6 +13,11 @@ import Testing
         MemorySample(rss: rss * mib, pss: uss * mib, uss: uss * mib, shared: 0)
     }
 
+    static func monitor() -> MemoryMonitor {
+        let config = BatonConfig.make(app: AppConfig(name: "t", command: ["/w"], directory: "/r", workers: 1))
+        return MemoryMonitor(policy: RestartPolicy(settings: .init(config: config, hostname: "h")))
+    }
+
     /// A worker with no process behind it (its pidfd an eventfd, closed with it).
     static func worker(pid: pid_t, state: Worker.State) -> Worker {
         let w = Worker(
@@ -24,7 +29,7 @@ import Testing
 
     @Test("every smaps_every-th tick is detailed; a tick while a read runs is skipped and not counted")
     func tickCadence() {
-        let m = MemoryMonitor()
+        let m = Self.monitor()
         #expect(m.nextTick(smapsEvery: 3) == false)
         #expect(m.nextTick(smapsEvery: 3) == false)
         m.readStarted()
@@ -33,12 +38,12 @@ import Testing
         #expect(m.nextTick(smapsEvery: 3) == true)
         #expect(m.ticks == 3)
         // smaps_every = 0 counts as 1: every tick detailed.
-        #expect(MemoryMonitor().nextTick(smapsEvery: 0) == true)
+        #expect(Self.monitor().nextTick(smapsEvery: 0) == true)
     }
 
     @Test("a statm reading keeps the last PSS/USS; only a ready worker's detailed readings are growth")
     func applyKeepsDetailedFigures() {
-        let m = MemoryMonitor()
+        let m = Self.monitor()
         let booting = Self.worker(pid: 1_000_001, state: .starting)
         let ready = Self.worker(pid: 1_000_002, state: .ready)
         let gone = Self.worker(pid: 1_000_003, state: .exited)
@@ -62,7 +67,7 @@ import Testing
 
     @Test("the reservation's PSS is carried forward by RSS growth since that PSS was first seen")
     func carriedForwardPSS() {
-        let m = MemoryMonitor()
+        let m = Self.monitor()
         #expect(m.carriedForwardPSS([(pid: 7, pss: 100, rss: 200), (pid: 8, pss: 50, rss: 80)]) == 150)
         // RSS grew by 30 for pid 7: PSS counts it; pid 8 shrank: no negative growth.
         #expect(m.carriedForwardPSS([(pid: 7, pss: 100, rss: 230), (pid: 8, pss: 50, rss: 70)]) == 180)
@@ -73,7 +78,7 @@ import Testing
 
     @Test("holding, sampling, rolling and releasing a reservation; the measured replacement time outlives it")
     func reservationLifecycle() {
-        let m = MemoryMonitor()
+        let m = Self.monitor()
         #expect(m.reservedBytes == 0)
         #expect(m.reservationSampled(at: .zero, available: 0, fittedRate: 0, replacementTime: .seconds(1)) == nil)
         m.hold(Reservation(bytes: 100 * Self.mib, margin: 10 * Self.mib, now: .zero, hold: .seconds(60)), replacementTime: nil)
@@ -95,7 +100,7 @@ import Testing
 
     @Test("the kernel's refusal of merging is noted once and reported with ksmd's state")
     func mergeNotes() {
-        let m = MemoryMonitor()
+        let m = Self.monitor()
         #expect(m.mergeNotes(run: "1\n").isEmpty)
         #expect(m.mergeRefused("refused"))
         #expect(!m.mergeRefused("refused again"))
