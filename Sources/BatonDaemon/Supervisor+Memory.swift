@@ -122,7 +122,7 @@ extension Supervisor {
         // Never the running workers' PSS: grown workers would make a new one look as large.
         let footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         // The commit charge binds only under vm.overcommit_memory=2; reading it walks every worker's maps.
-        let commits = readings.overcommit == .strict ? workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted() : []
+        let commits = readings.overcommit == .strict ? workers.compactMap { host.memory.treeCommitCharge(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
             commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need + oomMargin(footprint: footprint?.bytes))

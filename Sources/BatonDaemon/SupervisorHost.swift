@@ -55,6 +55,9 @@ protocol MemoryReading: Sendable {
     func treeKSM(of pid: pid_t) -> KSMStat?
     /// The content of /sys/kernel/mm/ksm/run, nil when the kernel has no KSM.
     func ksmRun() -> String?
+    /// The commit charge of the tree rooted at `pid` (private writable mappings, from
+    /// /proc/PID/maps), nil when gone.
+    func treeCommitCharge(of pid: pid_t) -> UInt64?
 }
 
 extension MemoryReading {
@@ -62,6 +65,8 @@ extension MemoryReading {
     func treeKSM(of pid: pid_t) -> KSMStat? { nil }
     /// No KSM (the tests' fakes).
     func ksmRun() -> String? { nil }
+    /// No commit charge known (the tests' fakes).
+    func treeCommitCharge(of pid: pid_t) -> UInt64? { nil }
 }
 
 /// The real figures: /proc and the cgroup filesystem.
@@ -80,6 +85,7 @@ struct ProcMemoryReader: MemoryReading {
     func hostReadings() throws(MemoryReadError) -> MemoryReadings { try HostMemoryReader().readings(cgroupOf: getpid()) }
     func treeKSM(of pid: pid_t) -> KSMStat? { ProcFS.treeKSM(of: pid) }
     func ksmRun() -> String? { ProcFS.ksmRun() }
+    func treeCommitCharge(of pid: pid_t) -> UInt64? { CommitChargeReader().tree(of: pid) }
 }
 
 /// What the supervisor tells the service manager: `ServiceNotifier` (sd_notify) in baton,
