@@ -10,9 +10,9 @@ final class OOMWatch {
     /// Counts, attribution, the margin for later plans.
     var tracker = OOMTracker()
     /// The cgroup's `oom_kill` counter, nil when baton's memory cgroup has none.
-    var counter: OOMCounterReader?
+    var counter: (any OOMCounting)?
     /// The kernel log, for the victims' pids and names.
-    var kernelLog: KernelLogReader?
+    var kernelLog: (any OOMKillLog)?
     /// Every pid of every slot's tree at the last poll → slot.
     var trees: [pid_t: Int] = [:]
     /// Kills the counter showed whose kernel log record had not arrived yet (one poll of grace).
@@ -33,13 +33,13 @@ extension Supervisor {
     /// Opens the counter and the kernel log and starts the poll.
     func startOOMWatch() {
         do {
-            oomWatch.counter = try OOMCounterReader()
+            oomWatch.counter = try host.openOOMCounter()
             _ = oomWatch.tracker.observe(counter: try oomWatch.counter?.read() ?? 0)
         } catch {
             logger.info("OOM kills not watched: \(error)")
             return
         }
-        let log = KernelLogReader()
+        let log = host.openKernelLog()
         if let problem = log.openError {
             logger.info("kernel log not readable (\(problem)): OOM kills are counted, victims named only when a worker's own process dies")
         }

@@ -32,6 +32,10 @@ protocol SupervisorHost: AnyObject {
     var memory: any MemoryReading { get }
     /// Process trees, states and start times (callable off the loop).
     var processes: any ProcessTable { get }
+    /// The `oom_kill` counter of baton's memory cgroup; throws when baton's cgroup has none.
+    func openOOMCounter() throws(MemoryReadError) -> any OOMCounting
+    /// The kernel log, for the victims of OOM kills (not open when unreadable: `openError`).
+    func openKernelLog() -> any OOMKillLog
     /// The state directory (created if needed; refused when others may write in it).
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore
     /// CPU seconds the tree rooted at `pid` used so far (reaped children included); nil when
@@ -135,6 +139,10 @@ final class LinuxSupervisorHost: SupervisorHost {
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
 
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { try StateStore(directory: directory) }
+
+    func openOOMCounter() throws(MemoryReadError) -> any OOMCounting { try OOMCounterReader() }
+
+    func openKernelLog() -> any OOMKillLog { KernelLogReader() }
 
     func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
 
