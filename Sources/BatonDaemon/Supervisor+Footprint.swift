@@ -13,11 +13,7 @@ extension Supervisor {
     func recordReadyFootprint(_ worker: Worker) {
         let (pids, sample) = host.memory.treeMembers(of: worker.pid)
         guard let m = sample else { return }
-        worker.memory = m
-        if let uss = m.uss {
-            worker.ussAtReady = uss
-            worker.history.append(MemoryPoint(at: loop.now(), bytes: uss))
-        }
+        worker.memoryReadings.becameReady(m, at: loop.now())
         guard let pss = m.pss else { return }
         footprints.workerReady(pid: worker.pid, release: worker.spec.release, pids: pids, pss: pss, now: loop.now())
         scheduleFootprintSample(worker)
@@ -37,11 +33,7 @@ extension Supervisor {
                 // Growth since boot counts from the settled tree, not from the lone master at ready.
                 // So does the leak-rate history: the lone master's reading at ready would read
                 // as growth (copy-on-write erosion counts from here on).
-                if let uss = m.uss {
-                    worker.ussAtReady = uss
-                    worker.history = MemoryHistory()
-                    worker.history.append(MemoryPoint(at: now, bytes: uss))
-                }
+                if let uss = m.uss { worker.memoryReadings.settled(uss: uss, at: now) }
                 let after = worker.readyAt.map { Units.formatElapsed(now - $0) } ?? "?"
                 self.logger.info(
                     "footprint settled: \(Units.formatSize(footprint)) PSS over \(pids.count) process(es), \(after) after ready",

@@ -24,11 +24,9 @@ extension Supervisor {
     private func memoryTick() {
         guard phase != .stopping else { return }
         loop.schedule(after: config.memory.checkInterval) { [unowned self] in self.memoryTick() }
-        guard !memoryReadRunning else { return }
-        memoryTicks += 1
         // A detailed tick's figures are fresh PSS/USS: the policy may decide on them
         // without asking for another read.
-        let detailed = memoryTicks % max(1, config.memory.smapsEvery) == 0
+        guard let detailed = memoryMonitor.nextTick(smapsEvery: config.memory.smapsEvery) else { return }
         sampleOffLoop(detailed: detailed) { [unowned self] in self.runPolicy(detailed: detailed) }
     }
 
@@ -36,17 +34,17 @@ extension Supervisor {
     /// decision that needs the figures now: a preflight); with `detailed`,
     /// PSS/USS too, feeding the leak-rate history.
     func sample(detailed: Bool) {
-        apply(Self.readMemory(liveWorkerPIDs, detailed: detailed, ksm: config.memory.mergeable, with: host.memory), detailed: detailed)
+        apply(MemoryMonitor.read(liveWorkerPIDs, detailed: detailed, ksm: config.memory.mergeable, with: host.memory), detailed: detailed)
     }
 
     /// The same read on a thread of its own; `then` runs on the loop once
     /// the figures are in.
     private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
-        memoryReadRunning = true
+        memoryMonitor.readStarted()
         let pids = liveWorkerPIDs
         let ksm = config.memory.mergeable
-        loop.offload({ [reader = host.memory] in Self.readMemory(pids, detailed: detailed, ksm: ksm, with: reader) }) { [unowned self] readings in
-            self.memoryReadRunning = false
+        loop.offload({ [reader = host.memory] in MemoryMonitor.read(pids, detailed: detailed, ksm: ksm, with: reader) }) { [unowned self] readings in
+            self.memoryMonitor.readFinished()
             self.apply(readings, detailed: detailed)
             then()
         }
@@ -57,39 +55,9 @@ extension Supervisor {
         slots.flatMap { $0.workers.filter { $0.state != .exited }.map(\.pid) }
     }
 
-    /// Each worker's tree memory by pid (with `ksm` and `detailed`, its KSM figures too); safe
-    /// on any thread (only /proc reads).
-    static func readMemory(_ pids: [pid_t], detailed: Bool, ksm: Bool = false, with reader: any MemoryReading) -> [pid_t: MemorySample] {
-        var readings: [pid_t: MemorySample] = [:]
-        for pid in pids {
-            guard var m = reader.treeMemory(of: pid, detailed: detailed) else { continue }
-            if ksm, detailed { m.ksm = reader.treeKSM(of: pid) }
-            readings[pid] = m
-        }
-        return readings
-    }
-
-    /// Stores readings on the workers still alive (one that exited while
-    /// they were taken is left alone).
+    /// Stores readings on the workers still alive (the monitor's rules).
     private func apply(_ readings: [pid_t: MemorySample], detailed: Bool) {
-        let now = loop.now()
-        for slot in slots {
-            for worker in slot.workers where worker.state != .exited {
-                guard var m = readings[worker.pid] else { continue }
-                if !detailed, let previous = worker.memory {
-                    m.pss = previous.pss
-                    m.uss = previous.uss
-                    m.shared = previous.shared
-                    m.ksm = previous.ksm
-                }
-                worker.memory = m
-                // Growth counts from ready: a booting worker's readings are not a leak.
-                if detailed, let uss = m.uss, worker.state == .ready {
-                    worker.history.append(MemoryPoint(at: now, bytes: uss))
-                    if worker.ussAtReady == nil { worker.ussAtReady = uss }
-                }
-            }
-        }
+        memoryMonitor.apply(readings, detailed: detailed, to: slots.flatMap(\.workers), now: loop.now())
     }
 
     private func runPolicy(detailed: Bool) {
@@ -116,7 +84,7 @@ extension Supervisor {
         for _ in 0..<max(1, settings.concurrency) {
             switch memoryPolicy.tick(tick) {
             case .measure?:
-                guard !detailed, !memoryReadRunning else { return }
+                guard !detailed, !memoryMonitor.readRunning else { return }
                 sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
                 return
             case .replace(let slot, let reason, let detail)?:
@@ -154,7 +122,7 @@ extension Supervisor {
         // Never the running workers' PSS: grown workers would make a new one look as large.
         let footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         // The commit charge binds only under vm.overcommit_memory=2; reading it walks every worker's maps.
-        let commits = readings.overcommit == .strict ? workers.compactMap { CommitChargeReader().tree(of: $0.pid) }.sorted() : []
+        let commits = readings.overcommit == .strict ? workers.compactMap { host.memory.treeCommitCharge(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
             commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need + oomMargin(footprint: footprint?.bytes))

@@ -1,12 +1,6 @@
 import BatonCore
 import Glibc
 
-/// What `memory.mergeable` has told the operator, so that each problem is logged once.
-struct MemoryMergeState {
-    /// The kernel's refusal of PR_SET_MEMORY_MERGE, once a worker's spawn reported one.
-    var refusal: String?
-}
-
 /// `memory.mergeable`: workers are marked mergeable at spawn (SpawnRequest.memoryMerge);
 /// here, the one-time messages when that cannot save anything, and the status line.
 extension Supervisor {
@@ -20,9 +14,8 @@ extension Supervisor {
     /// A worker's spawn reported that the kernel refused PR_SET_MEMORY_MERGE: the worker runs
     /// unmerged; logged once (every later worker is refused the same way).
     func memoryMergeRefused(errno code: Int32) {
-        guard memoryMerge.refusal == nil else { return }
         let line = MemoryMerge.refused(errno: code, errorText: String(cString: strerror(code)))
-        memoryMerge.refusal = line
+        guard memoryMonitor.mergeRefused(line) else { return }
         logger.warning("\(line)")
     }
 
@@ -31,7 +24,7 @@ extension Supervisor {
     func ksmStatus() -> KSMStatus? {
         guard config.memory.mergeable else { return nil }
         let run = host.memory.ksmRun()
-        let notes = [memoryMerge.refusal, MemoryMerge.daemonNote(run: run)].compactMap { $0 }
+        let notes = memoryMonitor.mergeNotes(run: run)
         return KSMStatus(run: run?.split(whereSeparator: \.isWhitespace).first.map(String.init), notes: notes)
     }
 }

@@ -148,7 +148,7 @@ extension Supervisor {
 
     private func readNotify(_ mold: Mold) {
         while let message = CBatonLinuxShim.receiveWithCredentials(mold.notifyFD) {
-            guard message.pid > 0, ProcFS.isInTree(message.pid, root: mold.pid) else {
+            guard message.pid > 0, host.processes.isInTree(message.pid, root: mold.pid) else {
                 logger.warning("notify message from pid \(message.pid) outside mold \(mold.pid)'s tree ignored")
                 continue
             }

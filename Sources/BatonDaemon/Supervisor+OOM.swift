@@ -10,9 +10,9 @@ final class OOMWatch {
     /// Counts, attribution, the margin for later plans.
     var tracker = OOMTracker()
     /// The cgroup's `oom_kill` counter, nil when baton's memory cgroup has none.
-    var counter: OOMCounterReader?
+    var counter: (any OOMCounting)?
     /// The kernel log, for the victims' pids and names.
-    var kernelLog: KernelLogReader?
+    var kernelLog: (any OOMKillLog)?
     /// Every pid of every slot's tree at the last poll → slot.
     var trees: [pid_t: Int] = [:]
     /// Kills the counter showed whose kernel log record had not arrived yet (one poll of grace).
@@ -33,13 +33,13 @@ extension Supervisor {
     /// Opens the counter and the kernel log and starts the poll.
     func startOOMWatch() {
         do {
-            oomWatch.counter = try OOMCounterReader()
+            oomWatch.counter = try host.openOOMCounter()
             _ = oomWatch.tracker.observe(counter: try oomWatch.counter?.read() ?? 0)
         } catch {
             logger.info("OOM kills not watched: \(error)")
             return
         }
-        let log = KernelLogReader()
+        let log = host.openKernelLog()
         if let problem = log.openError {
             logger.info("kernel log not readable (\(problem)): OOM kills are counted, victims named only when a worker's own process dies")
         }
@@ -84,9 +84,9 @@ extension Supervisor {
         var trees = oomWatch.trees
         // A victim forked after the last snapshot may still be a zombie: its ppid chain says where it was.
         for m in messages where trees[m.pid] == nil {
-            if let top = tops.first(where: { ProcFS.isInTree(m.pid, root: $0.key) }) { trees[m.pid] = top.value }
+            if let top = tops.first(where: { host.processes.isInTree(m.pid, root: $0.key) }) { trees[m.pid] = top.value }
         }
-        let vanished = oomWatch.trees.filter { tops[$0.key] == nil && Glibc.kill($0.key, 0) != 0 }
+        let vanished = oomWatch.trees.filter { tops[$0.key] == nil && !host.processes.exists($0.key) }
         let evidence = OOMTracker.Evidence(
             messages: messages, trees: trees, tops: tops, sigkilledTops: sigkilled.map { [$0.pid: $0.slot] } ?? [:],
             vanished: vanished)
@@ -117,7 +117,7 @@ extension Supervisor {
         var trees: [pid_t: Int] = [:]
         for slot in slots {
             for w in slot.workers where w.state != .exited {
-                for pid in ProcFS.tree(of: w.pid) { trees[pid] = slot.index }
+                for pid in host.processes.tree(of: w.pid) { trees[pid] = slot.index }
             }
         }
         oomWatch.trees = trees

@@ -3,29 +3,6 @@ import BatonSystem
 import Glibc
 import Logging
 
-/// What the held reservation needs between its samples. One value on the supervisor, so that
-/// the reservation adds one stored property there.
-struct ReservationState {
-    /// The reservation held, if any.
-    var held: Reservation?
-    /// The sampling timer while one is held.
-    var timer: EventLoop.Token?
-    /// The headroom's course over the last samples.
-    var trend = HeadroomTrend()
-    /// How long the last replacement took (request to old worker gone); the trigger counts the
-    /// growth expected over one.
-    var replacementTime: Duration?
-    /// Per worker pid: its last PSS and the RSS read when that PSS was first seen. The
-    /// reservation reads only statm between smaps walks; PSS moves with RSS for the private
-    /// memory a leak adds.
-    var baselines: [pid_t: (pss: UInt64, rss: UInt64)] = [:]
-    /// The headroom and trigger of the last sample (for status and metrics).
-    var lastHeadroom: Int64?
-    var lastTrigger: UInt64?
-    /// Set once a "nothing left to roll" warning was logged for this reservation.
-    var warnedNothingToRoll = false
-}
-
 /// The memory reservation of `baton preflight --need SIZE --roll-ahead`: held in the daemon
 /// (lost when baton restarts) until a deploy starts, `--release-reservation` or the hold
 /// passes; sampled every 250 ms from cgroup/meminfo and statm figures; the next grown worker
@@ -37,16 +14,13 @@ extension Supervisor {
     static let reservationInterval: Duration = .milliseconds(250)
 
     /// Bytes the restart policy and surges must leave alone (0 when nothing is held).
-    var reservedBytes: UInt64 {
-        guard let held = reservation.held else { return 0 }
-        return held.bytes + held.margin
-    }
+    var reservedBytes: UInt64 { memoryMonitor.reservedBytes }
 
     /// Starts holding `bytes` for `hold` (replacing any reservation held before).
     func holdReservation(bytes: UInt64, hold: Duration, rolledAhead: Duration?) {
         resetReservation()
-        if let rolledAhead { reservation.replacementTime = rolledAhead }
-        reservation.held = Reservation(bytes: bytes, margin: config.memory.reservationMargin, now: loop.now(), hold: hold)
+        memoryMonitor.hold(
+            Reservation(bytes: bytes, margin: config.memory.reservationMargin, now: loop.now(), hold: hold), replacementTime: rolledAhead)
         logger.info(
             "reservation: \(Units.formatSize(bytes)) held (+ \(Units.formatSize(config.memory.reservationMargin)) margin) for \(Units.formatDuration(hold))"
         )
@@ -56,7 +30,7 @@ extension Supervisor {
     /// Stops holding; `why` goes to the log. Returns the reservation that was held.
     @discardableResult
     func releaseReservation(_ why: String) -> Reservation? {
-        guard let held = reservation.held else { return nil }
+        guard let held = memoryMonitor.heldReservation else { return nil }
         resetReservation()
         logger.info("reservation: \(Units.formatSize(held.bytes)) released (\(why)); \(held.rolls) worker\(held.rolls == 1 ? "" : "s") rolled while held")
         return held
@@ -65,8 +39,7 @@ extension Supervisor {
     /// Cancels the sampling and forgets the reservation; the measured replacement time stays
     /// (it describes the app, not the reservation).
     private func resetReservation() {
-        if let timer = reservation.timer { loop.cancel(timer) }
-        reservation = ReservationState(replacementTime: reservation.replacementTime)
+        if let timer = memoryMonitor.resetReservation() { loop.cancel(timer) }
     }
 
     /// `baton preflight --release-reservation`.
@@ -81,31 +54,24 @@ extension Supervisor {
     }
 
     /// The reservation for status, metrics and `preflight --json`.
-    func reservationReport() -> ReservationReport? {
-        guard let held = reservation.held else { return nil }
-        return ReservationReport(
-            bytes: held.bytes, marginBytes: held.margin, remainingSeconds: Self.seconds(held.remaining(now: loop.now())),
-            rolls: held.rolls, headroomBytes: reservation.lastHeadroom, triggerBytes: reservation.lastTrigger)
-    }
+    func reservationReport() -> ReservationReport? { memoryMonitor.reservationReport(now: loop.now()) }
 
     /// One sample: the headroom from cheap figures, its fall rate, and a roll when it comes
     /// near the reservation.
     private func sampleReservation() {
-        guard let held = reservation.held, phase != .stopping else { return }
+        guard let held = memoryMonitor.heldReservation, phase != .stopping else { return }
         let now = loop.now()
         if held.expired(now: now) {
             releaseReservation("the hold of \(Units.formatDuration(held.expiresAt - held.heldAt)) passed")
             return
         }
-        reservation.timer = loop.schedule(after: Self.reservationInterval) { [unowned self] in self.sampleReservation() }
-        guard let available = cheapHeadroom() else { return }
-        reservation.trend.append(at: now, available: available)
-        let rate = max(reservation.trend.fallRate, fittedGrowthRate())
-        let time = estimatedReplacementTime
-        let trigger = held.trigger(growthRate: rate, replacementTime: time)
-        reservation.lastHeadroom = available
-        reservation.lastTrigger = trigger
-        guard held.shouldRoll(available: available, growthRate: rate, replacementTime: time) else { return }
+        memoryMonitor.reservationScheduled(loop.schedule(after: Self.reservationInterval) { [unowned self] in self.sampleReservation() })
+        guard let available = cheapHeadroom(),
+            let sampled = memoryMonitor.reservationSampled(
+                at: now, available: available, fittedRate: fittedGrowthRate(), replacementTime: estimatedReplacementTime),
+            sampled.roll
+        else { return }
+        let trigger = sampled.trigger
         // One replacement at a time; a deploy, reload or policy restart in progress frees or
         // takes memory of its own: the next sample decides again.
         guard !operations.isBusy, !upgradeInProgress else { return }
@@ -116,8 +82,7 @@ extension Supervisor {
     private func rollForReservation(available: Int64, trigger: UInt64) {
         sample(detailed: true)
         guard let next = RollAhead.order(currentGrowth(readyOnly: true)).first, next.growth > 0 else {
-            if !reservation.warnedNothingToRoll {
-                reservation.warnedNothingToRoll = true
+            if memoryMonitor.warnNothingToRoll() {
                 logger.warning(
                     "reservation: headroom \(Units.formatSignedSize(available)) is under \(Units.formatSize(trigger)) and no worker has grown since it started: nothing to roll"
                 )
@@ -137,12 +102,7 @@ extension Supervisor {
     /// A roll made for the held reservation ended.
     func finishReservationRoll(_ op: Operation, replaced: Bool) {
         let took = loop.now() - op.startedAt
-        if replaced {
-            reservation.replacementTime = took
-            reservation.held?.rolls += 1
-            reservation.trend.reset()
-            reservation.warnedNothingToRoll = false
-        }
+        if replaced { memoryMonitor.reservationRolled(took: took) }
         let line = "reservation: slot \(Self.list(op.slots ?? [])) rolled in \(Units.formatElapsed(took))"
         finishOperation(
             op, outcome: replaced ? .succeeded : .failed, detail: replaced ? nil : op.failure?.reason,
@@ -155,14 +115,11 @@ extension Supervisor {
         guard let readings = try? host.memory.hostReadings() else { return nil }
         var pss: UInt64 = 0
         if case .bytes = config.memory.budget {
-            var baselines: [pid_t: (pss: UInt64, rss: UInt64)] = [:]
-            for worker in slots.compactMap(\.current) {
-                guard let last = worker.memory?.pss, let rss = host.memory.treeMemory(of: worker.pid, detailed: false)?.rss else { continue }
-                let base = reservation.baselines[worker.pid].flatMap { $0.pss == last ? $0 : nil } ?? (pss: last, rss: rss)
-                baselines[worker.pid] = base
-                pss += base.pss + (rss > base.rss ? rss - base.rss : 0)
-            }
-            reservation.baselines = baselines
+            pss = memoryMonitor.carriedForwardPSS(
+                slots.compactMap(\.current).compactMap { worker in
+                    guard let last = worker.memory?.pss, let rss = host.memory.treeMemory(of: worker.pid, detailed: false)?.rss else { return nil }
+                    return (worker.pid, last, rss)
+                })
         }
         return Headroom(readings: readings, memory: config.memory, workersPSS: pss).tightest.available
     }
@@ -181,7 +138,7 @@ extension Supervisor {
     /// How long one replacement takes: the last one measured, else the slowest serving
     /// worker's start-to-ready time plus a second (its drain), else 10 s.
     var estimatedReplacementTime: Duration {
-        if let measured = reservation.replacementTime { return measured }
+        if let measured = memoryMonitor.measuredReplacementTime { return measured }
         let boots = slots.compactMap(\.current).compactMap { w in w.readyAt.map { $0 - w.startedAt } }
         return boots.max().map { $0 + .seconds(1) } ?? Reservation.defaultReplacementTime
     }

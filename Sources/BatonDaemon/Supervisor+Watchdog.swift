@@ -46,7 +46,9 @@ extension Supervisor {
             evaluateLiveness(states: [:])
             return
         }
-        loop.offload({ Self.processStates(ofTrees: pids) }) { [unowned self] states in self.evaluateLiveness(states: states) }
+        loop.offload({ [table = host.processes] in Self.processStates(ofTrees: pids, in: table) }) { [unowned self] states in
+            self.evaluateLiveness(states: states)
+        }
     }
 
     /// Runs the checks on what is known now plus the process states just read (by pid; a
@@ -86,13 +88,11 @@ extension Supervisor {
         killAfterStopTimeout(worker)
     }
 
-    /// The state letters of the processes of each pid's tree (from /proc/PID/stat; a process
-    /// that is gone meanwhile is left out). Safe on any thread: only /proc reads.
-    static func processStates(ofTrees pids: [pid_t]) -> [pid_t: [Character]] {
+    /// The state letters of the processes of each pid's tree (a process that is gone meanwhile
+    /// is left out). Safe on any thread: only reads of `table`.
+    static func processStates(ofTrees pids: [pid_t], in table: any ProcessTable) -> [pid_t: [Character]] {
         var states: [pid_t: [Character]] = [:]
-        for pid in pids {
-            states[pid] = ProcFS.tree(of: pid).compactMap { p in ProcFS.read("/proc/\(p)/stat").flatMap(ProcParsers.statFields)?.state }
-        }
+        for pid in pids { states[pid] = table.processStates(ofTree: pid) }
         return states
     }
 }

@@ -123,7 +123,7 @@ extension Supervisor {
 
     func readNotify(_ worker: Worker) {
         while let message = CBatonLinuxShim.receiveWithCredentials(worker.notifyFD) {
-            guard message.pid > 0, ProcFS.isInTree(message.pid, root: worker.pid) else {
+            guard message.pid > 0, host.processes.isInTree(message.pid, root: worker.pid) else {
                 logger.warning(
                     "notify message from pid \(message.pid) outside worker \(worker.pid)'s tree ignored",
                     metadata: ["slot": .stringConvertible(worker.slot)])

@@ -117,8 +117,12 @@ public final class Supervisor {
     var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
     var ownedUnixPaths: [String] = []
-    /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
-    lazy var memoryPolicy = RestartPolicy(settings: .init(config: config, hostname: Self.hostname()))
+    /// The periodic restart policy (age, memory threshold, worker limit, leak prediction): the
+    /// memory monitor's, a BatonCore machine that keeps its own rules.
+    var memoryPolicy: RestartPolicy {
+        get { memoryMonitor.policy }
+        set { memoryMonitor.policy = newValue }
+    }
     /// Recycling by served requests (`[rolling] max_requests`).
     lazy var requestRecycler = Self.requestRecycler(config)
     /// Every recycle between deploys, under one budget (`Supervisor+Recycling.swift`).
@@ -127,22 +131,20 @@ public final class Supervisor {
     var recycleWake: EventLoop.Token?
     /// Set while the engine's starts are carried out (a start feeds events back).
     var recyclePumping = false
-    /// Footprints of recently started workers, by release.
-    var footprints = FootprintTracker()
+    /// Footprints of recently started workers, by release (the memory monitor's).
+    var footprints: FootprintTracker {
+        get { memoryMonitor.footprints }
+        set { memoryMonitor.footprints = newValue }
+    }
     /// New workers booting at once, from the CPU share of the last boots measured.
     var bootBudget = BootBudget(cpus: Supervisor.onlineCPUs)
     /// Whether the log said once that `boot_nice` is off for want of privilege.
     var bootNiceRefusalLogged = false
-    /// Kernel OOM kills in baton's cgroup: counter, attribution, pending replacements.
-    let oomWatch = OOMWatch()
-    /// Memory checks so far (smaps_rollup every `smaps_every`-th).
-    var memoryTicks = 0
-    /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
-    var memoryReadRunning = false
-    /// `memory.mergeable`: what was logged once (a kernel's refusal, ksmd off).
-    var memoryMerge = MemoryMergeState()
-    /// The memory reservation of `preflight --roll-ahead`, while one is held.
-    var reservation = ReservationState()
+    /// The memory monitor's state: restart policy, footprints, sampling cadence, OOM watch,
+    /// reservation, merge notes (its only owner).
+    let memoryMonitor: MemoryMonitor
+    /// Kernel OOM kills in baton's cgroup (the monitor's).
+    var oomWatch: OOMWatch { memoryMonitor.oom }
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [RestartReason: Int] = [:]
     /// Deploys by outcome since baton started (the book's; Prometheus counters).
@@ -177,6 +179,7 @@ public final class Supervisor {
         self.releases = ReleaseBook(
             directory: Self.stateDirectory(for: options.config), fallback: Release(directory: options.config.app.directory), logger: logger)
         self.upgrade = UpgradeCoordinator(loop: loop, host: host, logger: logger)
+        self.memoryMonitor = MemoryMonitor(policy: RestartPolicy(settings: .init(config: options.config, hostname: Self.hostname())))
     }
 
     /// Opens sockets, starts workers and runs until stopped. Returns the

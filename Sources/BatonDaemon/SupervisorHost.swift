@@ -5,7 +5,7 @@ import Glibc
 /// The one port through which the supervisor's worker and operation code acts on the system:
 /// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
 /// process groups and pidfds, reading a child's exit, telling the service manager, reading
-/// memory figures and opening the state directory.
+/// memory figures and the process table, and opening the state directory.
 ///
 /// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
 /// give the supervisor a fake whose children are descriptors without a process: the test
@@ -30,6 +30,12 @@ protocol SupervisorHost: AnyObject {
     var notifier: any ServiceNotifying { get }
     /// Memory figures of worker trees and of the host (callable off the loop).
     var memory: any MemoryReading { get }
+    /// Process trees, states and start times (callable off the loop).
+    var processes: any ProcessTable { get }
+    /// The `oom_kill` counter of baton's memory cgroup; throws when baton's cgroup has none.
+    func openOOMCounter() throws(MemoryReadError) -> any OOMCounting
+    /// The kernel log, for the victims of OOM kills (not open when unreadable: `openError`).
+    func openKernelLog() -> any OOMKillLog
     /// The state directory (created if needed; refused when others may write in it).
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore
     /// CPU seconds the tree rooted at `pid` used so far (reaped children included); nil when
@@ -53,6 +59,9 @@ protocol MemoryReading: Sendable {
     func treeKSM(of pid: pid_t) -> KSMStat?
     /// The content of /sys/kernel/mm/ksm/run, nil when the kernel has no KSM.
     func ksmRun() -> String?
+    /// The commit charge of the tree rooted at `pid` (private writable mappings, from
+    /// /proc/PID/maps), nil when gone.
+    func treeCommitCharge(of pid: pid_t) -> UInt64?
 }
 
 extension MemoryReading {
@@ -60,6 +69,8 @@ extension MemoryReading {
     func treeKSM(of pid: pid_t) -> KSMStat? { nil }
     /// No KSM (the tests' fakes).
     func ksmRun() -> String? { nil }
+    /// No commit charge known (the tests' fakes).
+    func treeCommitCharge(of pid: pid_t) -> UInt64? { nil }
 }
 
 /// The real figures: /proc and the cgroup filesystem.
@@ -78,6 +89,7 @@ struct ProcMemoryReader: MemoryReading {
     func hostReadings() throws(MemoryReadError) -> MemoryReadings { try HostMemoryReader().readings(cgroupOf: getpid()) }
     func treeKSM(of pid: pid_t) -> KSMStat? { ProcFS.treeKSM(of: pid) }
     func ksmRun() -> String? { ProcFS.ksmRun() }
+    func treeCommitCharge(of pid: pid_t) -> UInt64? { CommitChargeReader().tree(of: pid) }
 }
 
 /// What the supervisor tells the service manager: `ServiceNotifier` (sd_notify) in baton,
@@ -104,12 +116,13 @@ protocol ServiceNotifying {
 extension ServiceNotifier: ServiceNotifying {}
 
 /// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
-/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory from /proc,
-/// the state directory through `StateStore`.
+/// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory and the
+/// process table from /proc, the state directory through `StateStore`.
 final class LinuxSupervisorHost: SupervisorHost {
     private let launcher: any ProcessLauncher
     let notifier: any ServiceNotifying
     let memory: any MemoryReading = ProcMemoryReader()
+    let processes: any ProcessTable = ProcProcessTable()
 
     /// A host spawning through `launcher`.
     init(launcher: any ProcessLauncher, notifier: any ServiceNotifying = ServiceNotifier()) {
@@ -126,6 +139,10 @@ final class LinuxSupervisorHost: SupervisorHost {
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
 
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { try StateStore(directory: directory) }
+
+    func openOOMCounter() throws(MemoryReadError) -> any OOMCounting { try OOMCounterReader() }
+
+    func openKernelLog() -> any OOMKillLog { KernelLogReader() }
 
     func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
 

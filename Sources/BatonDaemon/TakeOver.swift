@@ -94,7 +94,7 @@ extension Supervisor {
         guard let text = ProcFS.read(instancePath),
             let record = try? JSONDecoder().decode(InstanceRecord.self, from: Data(text.utf8))
         else { return }
-        if record.pid != getpid(), let started = ProcFS.startTime(of: record.pid), started == record.startTime {
+        if record.pid != getpid(), let started = host.processes.startTime(of: record.pid), started == record.startTime {
             throw InstanceConflict(
                 description: "baton for app \(record.app) is already running as pid \(record.pid) (runtime directory \(runtimeDirectory)); stop it first")
         }
@@ -129,10 +129,10 @@ extension Supervisor {
     /// each verified to be a listening socket on the recorded address.
     func adoptOrphans() {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
-        for w in record.workers where ProcFS.startTime(of: w.pid) == w.startTime {
+        for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
             guard let pidfd = try? CBatonLinuxShim.pidfdOpen(w.pid) else { continue }
             // Checked again with the pidfd open: it names that same process, not a reused pid.
-            guard ProcFS.startTime(of: w.pid) == w.startTime else {
+            guard host.processes.startTime(of: w.pid) == w.startTime else {
                 close(pidfd)
                 continue
             }
@@ -238,7 +238,7 @@ extension Supervisor {
         var live: [pid_t: UInt64] = [:]
         for slot in slots {
             for w in slot.workers where w.state != .exited {
-                guard let started = takeOver.startTimes[w.pid] ?? ProcFS.startTime(of: w.pid) else { continue }
+                guard let started = takeOver.startTimes[w.pid] ?? host.processes.startTime(of: w.pid) else { continue }
                 live[w.pid] = started
                 workers.append(.init(slot: slot.index, pid: w.pid, startTime: started, outputFD: WorkerContract.outputReaderFD))
             }
@@ -249,7 +249,7 @@ extension Supervisor {
             if let previous = takeOver.previous?.workers.first(where: { $0.pid == o.pid }) { workers.append(previous) }
         }
         let record = InstanceRecord(
-            app: config.app.name, pid: getpid(), startTime: ProcFS.startTime(of: getpid()) ?? 0,
+            app: config.app.name, pid: getpid(), startTime: host.processes.startTime(of: getpid()) ?? 0,
             listeners: listeners.map { .init(name: $0.name, address: $0.address) }, workers: workers)
         guard let data = try? JSONEncoder().encode(record) else { return }
         let temporary = instancePath + ".tmp"

@@ -78,12 +78,14 @@ final class Worker {
     var requestsServed: Int?
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
     var stopReason: StopReason?
+    /// Its memory readings (written by the memory monitor and the footprint sampling).
+    var memoryReadings = WorkerMemory()
     /// Latest memory of its tree (PSS/USS from the last detailed sample).
-    var memory: MemorySample?
+    var memory: MemorySample? { memoryReadings.sample }
     /// USS when it became ready (growth since boot = now − this).
-    var ussAtReady: UInt64?
+    var ussAtReady: UInt64? { memoryReadings.ussAtReady }
     /// USS samples for the leak rate.
-    var history = MemoryHistory()
+    var history: MemoryHistory { memoryReadings.history }
     /// Monotonic time the drain began.
     var drainStartedAt: Duration?
     /// Monotonic time of the last WATCHDOG=1.

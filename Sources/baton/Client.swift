@@ -71,8 +71,8 @@ struct ControlClient {
     }
 
     private func refusal(_ reply: ControlReply) -> BatonExit? {
-        guard reply.ok == false, reply.code == BatonExitCode.unreachable else { return nil }
-        return BatonExit(code: BatonExitCode.unreachable, message: "the daemon at \(path) refused the connection: \(reply.error ?? "no reason given")")
+        guard case .failed(let failure) = reply, failure.code == BatonExitCode.unreachable else { return nil }
+        return BatonExit(code: BatonExitCode.unreachable, message: "the daemon at \(path) refused the connection: \(failure.error)")
     }
 
     private mutating func nextLine() throws -> ControlReply {
@@ -111,9 +111,15 @@ struct Status: ParsableCommand {
         var client = try ControlClient(path: try location.socketPath(), timeout: .seconds(10))
         defer { client.close() }
         try client.send(ControlRequest(cmd: "status"))
-        let reply = try client.next()
-        guard reply.ok == true, let status = reply.status else {
-            throw BatonExit(code: BatonExitCode.failure, message: reply.error ?? "status failed")
+        let status: StatusReport
+        switch try client.next() {
+        case .succeeded(let success):
+            guard case .status(let report)? = success.payload else { throw BatonExit(code: BatonExitCode.failure, message: "status failed") }
+            status = report
+        case .failed(let failure):
+            throw BatonExit(code: BatonExitCode.failure, message: failure.error)
+        case .progress:
+            throw BatonExit(code: BatonExitCode.failure, message: "status failed")
         }
         if json {
             let encoder = JSONEncoder()
@@ -144,16 +150,15 @@ struct Reload: ParsableCommand {
         defer { client.close() }
         try client.send(ControlRequest(cmd: "reload"))
         while true {
-            let reply = try client.next()
-            if reply.event != nil {
-                print(reply.message ?? "")
-                continue
-            }
-            if reply.ok == true {
-                print(reply.message ?? "reload finished")
+            switch try client.next() {
+            case .progress(let line):
+                print(line)
+            case .succeeded(let success):
+                print(success.message ?? "reload finished")
                 return
+            case .failed(let failure):
+                throw BatonExit(code: BatonExitCode.failure, message: failure.error)
             }
-            throw BatonExit(code: BatonExitCode.failure, message: reply.error ?? "reload failed")
         }
     }
 }

@@ -12,21 +12,21 @@ func followOperation(_ client: inout ControlClient, json: Bool) throws {
     while true {
         let reply = try client.next()
         if json { print(String(decoding: try encoder.encode(reply), as: UTF8.self)) }
-        if reply.event != nil {
-            if !json { print(reply.message ?? "") }
-            continue
-        }
-        if reply.ok == true {
+        switch reply {
+        case .progress(let line):
+            if !json { print(line) }
+        case .succeeded(let success):
             if !json {
-                for line in reply.details ?? [] { print(line) }
-                print(reply.message ?? "done")
+                for line in success.details ?? [] { print(line) }
+                print(success.message ?? "done")
             }
             return
+        case .failed(let failure):
+            if !json {
+                for line in failure.details ?? [] { writeAll(2, Array("  | \(line)\n".utf8)) }
+            }
+            throw BatonExit(code: failure.code ?? BatonExitCode.failure, message: json ? nil : failure.error)
         }
-        if !json {
-            for line in reply.details ?? [] { writeAll(2, Array("  | \(line)\n".utf8)) }
-        }
-        throw BatonExit(code: reply.code ?? BatonExitCode.failure, message: json ? nil : reply.error ?? "failed")
     }
 }
 
@@ -141,9 +141,15 @@ struct History: ParsableCommand {
         var client = try ControlClient(path: try location.socketPath(), timeout: .seconds(10))
         defer { client.close() }
         try client.send(ControlRequest(cmd: "history"))
-        let reply = try client.next()
-        guard reply.ok == true else { throw BatonExit(code: BatonExitCode.failure, message: reply.error ?? "history failed") }
-        let entries = reply.history ?? []
+        let entries: [HistoryEntry]
+        switch try client.next() {
+        case .succeeded(let success):
+            if case .history(let list)? = success.payload { entries = list } else { entries = [] }
+        case .failed(let failure):
+            throw BatonExit(code: BatonExitCode.failure, message: failure.error)
+        case .progress:
+            throw BatonExit(code: BatonExitCode.failure, message: "history failed")
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]

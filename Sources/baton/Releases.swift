@@ -24,14 +24,22 @@ struct Releases: ParsableCommand {
         var client = try ControlClient(path: try location.socketPath(), timeout: prune ? nil : .seconds(10))
         defer { client.close() }
         try client.send(ControlRequest(cmd: prune ? "prune-releases" : "releases"))
-        var reply = try client.next()
-        while reply.event != nil {
-            if !json { print(reply.message ?? "") }
-            reply = try client.next()
+        var answer: (report: ReleasesReport, message: String?)?
+        while answer == nil {
+            switch try client.next() {
+            case .progress(let line):
+                if !json { print(line) }
+            case .succeeded(let success):
+                guard case .releases(let report)? = success.payload else {
+                    throw BatonExit(code: BatonExitCode.failure, message: "releases failed")
+                }
+                answer = (report, success.message)
+            case .failed(let failure):
+                throw BatonExit(code: failure.code ?? BatonExitCode.failure, message: failure.error)
+            }
         }
-        guard reply.ok == true, let report = reply.releases else {
-            throw BatonExit(code: reply.code ?? BatonExitCode.failure, message: reply.error ?? "releases failed")
-        }
+        guard let answer else { return }
+        let (report, message) = answer
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
@@ -40,6 +48,6 @@ struct Releases: ParsableCommand {
         }
         for path in report.removed ?? [] { print("removed \(path)") }
         print(report.table(now: wallClockNow()))
-        if let message = reply.message { print(message) }
+        if let message { print(message) }
     }
 }

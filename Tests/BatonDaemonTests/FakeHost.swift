@@ -11,6 +11,16 @@ final class FakeHost: SupervisorHost {
     var notifier: any ServiceNotifying { recorder }
     let fakeMemory = FakeMemory()
     var memory: any MemoryReading { fakeMemory }
+    let fakeProcesses = FakeProcessTable()
+    var processes: any ProcessTable { fakeProcesses }
+    /// baton's memory cgroup's OOM counter and kernel log; nil: no counter (as in a cgroup
+    /// without one), so the OOM watch stays off.
+    var oom: FakeOOM?
+    func openOOMCounter() throws(MemoryReadError) -> any OOMCounting {
+        guard let oom else { throw .unreadable(path: "/fake/memory.events", errno: ENOENT) }
+        return oom
+    }
+    func openKernelLog() -> any OOMKillLog { oom ?? FakeOOM() }
     /// The state directory, in memory.
     let store = MemoryStore()
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { store }

@@ -7,7 +7,7 @@ import Synchronization
 /// Memory figures the test sets: every worker tree reads `worker`, the host reads `host`
 /// (unset: unreadable, as on a host without /proc/meminfo).
 final class FakeMemory: MemoryReading {
-    private let figures = Mutex<(host: MemoryReadings?, worker: MemorySample?)>((nil, nil))
+    private let figures = Mutex<(host: MemoryReadings?, worker: MemorySample?, commitCharge: UInt64?)>((nil, nil, nil))
     private let reads = Mutex<[pid_t: Int]>([:])
 
     /// How many detailed reads (smaps_rollup: a walk of the page tables) each pid had.
@@ -18,6 +18,14 @@ final class FakeMemory: MemoryReading {
         get { figures.withLock { $0.worker } }
         set { figures.withLock { $0.worker = newValue } }
     }
+
+    /// Every worker tree's commit charge (unset: unknown).
+    var commitCharge: UInt64? {
+        get { figures.withLock { $0.commitCharge } }
+        set { figures.withLock { $0.commitCharge = newValue } }
+    }
+
+    func treeCommitCharge(of pid: pid_t) -> UInt64? { commitCharge }
 
     /// What the host reads.
     var host: MemoryReadings? {

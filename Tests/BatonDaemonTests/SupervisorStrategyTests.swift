@@ -51,6 +51,26 @@ import Testing
         #expect(zip(during, before).map { $0 - $1 } == [1, 1])
     }
 
+    /// Under `vm.overcommit_memory = 2` preflight's surge must fit the commit limit with the
+    /// workers' commit charge (read through the port), not only their footprint.
+    @Test func preflightReplacesWhenTheWorkersCommitChargeDoesNotFitUnderStrictOvercommit() throws {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.deploy.strategy = .auto
+            config.deploy.workerFootprint = 200 * Self.mib
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: 180 * Self.mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 1324 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .strict, cgroup: nil)
+        try h.start()
+        // The footprint alone (200 MiB) fits the 300 MiB of commit headroom.
+        #expect(try h.supervisor.preflight(release: nil, need: 0).0.strategy == .surge)
+        // Each worker's tree has 900 MiB of commit charge: a new one would not fit.
+        h.host.fakeMemory.commitCharge = 900 * Self.mib
+        let (verdict, _) = try h.supervisor.preflight(release: nil, need: 0)
+        #expect(verdict.strategy == .replace, "\(verdict.summary)")
+    }
+
     @Test func autoSurgesWhenMemoryIsUnknown() throws {
         let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
         try h.start()

@@ -1,0 +1,34 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// The process table as the supervisor sees it: which processes make up a worker's tree, their
+/// states, a process's start time, whether a pid still exists. Part of the effects port
+/// (``SupervisorHost/processes``): /proc in baton, a table the test writes in the tests of
+/// BatonDaemon (the notify sender check, the liveness check, OOM attribution and take-over run
+/// on it without a process). Sendable: the liveness check reads it on the offload pool.
+protocol ProcessTable: Sendable {
+    /// `pid` and all its descendants, parents first (just `pid` when it has none or is gone).
+    func tree(of pid: pid_t) -> [pid_t]
+    /// Whether `candidate` is `root` or descends from it (or is still in root's process group).
+    func isInTree(_ candidate: pid_t, root: pid_t) -> Bool
+    /// The state letter of each process of the tree rooted at `pid` (R, S, T, Z...); a process
+    /// gone meanwhile is left out.
+    func processStates(ofTree pid: pid_t) -> [Character]
+    /// The start time of `pid` (clock ticks since boot), nil when it is gone or a zombie: with
+    /// the pid, it names one process across pid reuse.
+    func startTime(of pid: pid_t) -> UInt64?
+    /// Whether a process `pid` exists (a zombie included).
+    func exists(_ pid: pid_t) -> Bool
+}
+
+/// The real table: /proc, and kill(pid, 0).
+struct ProcProcessTable: ProcessTable {
+    func tree(of pid: pid_t) -> [pid_t] { ProcFS.tree(of: pid) }
+    func isInTree(_ candidate: pid_t, root: pid_t) -> Bool { ProcFS.isInTree(candidate, root: root) }
+    func processStates(ofTree pid: pid_t) -> [Character] {
+        ProcFS.tree(of: pid).compactMap { p in ProcFS.read("/proc/\(p)/stat").flatMap(ProcParsers.statFields)?.state }
+    }
+    func startTime(of pid: pid_t) -> UInt64? { ProcFS.startTime(of: pid) }
+    func exists(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 }
+}

@@ -1,0 +1,47 @@
+import BatonCore
+
+/// One worker's memory readings: its last sample, its USS baseline and the USS history its
+/// leak rate is fitted on. Written only through ``MemoryMonitor`` (the periodic samples) and
+/// the footprint sampling's baseline reset, so the rules of what counts as growth live here.
+struct WorkerMemory {
+    /// Latest memory of the tree (PSS/USS from the last detailed sample).
+    private(set) var sample: MemorySample?
+    /// USS when the worker became ready, or when its tree settled (growth since boot = now − this).
+    private(set) var ussAtReady: UInt64?
+    /// USS samples for the leak rate.
+    private(set) var history = MemoryHistory()
+
+    /// Stores a periodic reading. A statm-only (`detailed: false`) reading keeps the last
+    /// PSS/USS/shared/KSM figures; only a detailed reading of a `ready` worker is growth (a
+    /// booting worker's readings are not a leak).
+    mutating func record(_ reading: MemorySample, detailed: Bool, ready: Bool, at now: Duration) {
+        var m = reading
+        if !detailed, let previous = sample {
+            m.pss = previous.pss
+            m.uss = previous.uss
+            m.shared = previous.shared
+            m.ksm = previous.ksm
+        }
+        sample = m
+        if detailed, let uss = m.uss, ready {
+            history.append(MemoryPoint(at: now, bytes: uss))
+            if ussAtReady == nil { ussAtReady = uss }
+        }
+    }
+
+    /// The reading taken when the worker became ready: its first baseline and history point.
+    mutating func becameReady(_ reading: MemorySample, at now: Duration) {
+        sample = reading
+        guard let uss = reading.uss else { return }
+        ussAtReady = uss
+        history.append(MemoryPoint(at: now, bytes: uss))
+    }
+
+    /// The tree settled (a forking server's workers exist now): growth and the leak-rate
+    /// history count from here, not from the lone master at ready.
+    mutating func settled(uss: UInt64, at now: Duration) {
+        ussAtReady = uss
+        history = MemoryHistory()
+        history.append(MemoryPoint(at: now, bytes: uss))
+    }
+}

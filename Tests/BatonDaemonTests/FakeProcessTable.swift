@@ -1,0 +1,47 @@
+@testable import BatonDaemon
+import Glibc
+import Synchronization
+
+/// A process table the test writes: each fake worker's tree (its pid alone unless the test adds
+/// members), process states and start times. A pid the test never named does not exist.
+final class FakeProcessTable: ProcessTable {
+    private struct Table {
+        var members: [pid_t: [pid_t]] = [:]
+        var states: [pid_t: Character] = [:]
+        var startTimes: [pid_t: UInt64] = [:]
+        var known: Set<pid_t> = []
+    }
+    private let table = Mutex(Table())
+
+    /// Makes `members` part of `root`'s tree (after `root` itself), alive.
+    func add(_ members: [pid_t], to root: pid_t) {
+        table.withLock {
+            $0.members[root, default: []] += members
+            $0.known.formUnion(members + [root])
+        }
+    }
+
+    /// Sets the state letter of `pid` (R when unset).
+    func setState(_ state: Character, of pid: pid_t) { table.withLock { $0.states[pid] = state } }
+
+    /// Sets the start time of `pid` (nil: gone).
+    func setStartTime(_ ticks: UInt64?, of pid: pid_t) {
+        table.withLock {
+            $0.startTimes[pid] = ticks
+            if ticks != nil { $0.known.insert(pid) }
+        }
+    }
+
+    func tree(of pid: pid_t) -> [pid_t] { [pid] + table.withLock { $0.members[pid] ?? [] } }
+
+    func isInTree(_ candidate: pid_t, root: pid_t) -> Bool { tree(of: root).contains(candidate) }
+
+    func processStates(ofTree pid: pid_t) -> [Character] {
+        let pids = tree(of: pid)
+        return table.withLock { t in pids.map { t.states[$0] ?? "R" } }
+    }
+
+    func startTime(of pid: pid_t) -> UInt64? { table.withLock { $0.startTimes[pid] } }
+
+    func exists(_ pid: pid_t) -> Bool { table.withLock { $0.known.contains(pid) } }
+}

@@ -1,0 +1,110 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import CBatonLinux
+import Glibc
+import Testing
+
+/// The memory monitor's decisions on made-up readings: no process, no /proc, no loop.
+@Suite struct MemoryMonitorTests {
+    static let mib: UInt64 = 1 << 20
+
+    static func sample(rss: UInt64, uss: UInt64) -> MemorySample {
+        MemorySample(rss: rss * mib, pss: uss * mib, uss: uss * mib, shared: 0)
+    }
+
+    static func monitor() -> MemoryMonitor {
+        let config = BatonConfig.make(app: AppConfig(name: "t", command: ["/w"], directory: "/r", workers: 1))
+        return MemoryMonitor(policy: RestartPolicy(settings: .init(config: config, hostname: "h")))
+    }
+
+    /// A worker with no process behind it (its pidfd an eventfd, closed with it).
+    static func worker(pid: pid_t, state: Worker.State) -> Worker {
+        let w = Worker(
+            slot: 0, generation: 1, process: SpawnedProcess(pid: pid, pidfd: CBatonLinux_eventfd()),
+            spec: WorkerSpec(argv: ["/w"], directory: "/r", variables: [], credentials: nil), startedAt: .zero, startedAtWall: 0)
+        w.state = state
+        return w
+    }
+
+    @Test("every smaps_every-th tick is detailed; a tick while a read runs is skipped and not counted")
+    func tickCadence() {
+        let m = Self.monitor()
+        #expect(m.nextTick(smapsEvery: 3) == false)
+        #expect(m.nextTick(smapsEvery: 3) == false)
+        m.readStarted()
+        #expect(m.nextTick(smapsEvery: 3) == nil)
+        m.readFinished()
+        #expect(m.nextTick(smapsEvery: 3) == true)
+        #expect(m.ticks == 3)
+        // smaps_every = 0 counts as 1: every tick detailed.
+        #expect(Self.monitor().nextTick(smapsEvery: 0) == true)
+    }
+
+    @Test("a statm reading keeps the last PSS/USS; only a ready worker's detailed readings are growth")
+    func applyKeepsDetailedFigures() {
+        let m = Self.monitor()
+        let booting = Self.worker(pid: 1_000_001, state: .starting)
+        let ready = Self.worker(pid: 1_000_002, state: .ready)
+        let gone = Self.worker(pid: 1_000_003, state: .exited)
+        let workers = [booting, ready, gone]
+        let detailed = [booting.pid: Self.sample(rss: 20, uss: 10), ready.pid: Self.sample(rss: 20, uss: 10), gone.pid: Self.sample(rss: 1, uss: 1)]
+        m.apply(detailed, detailed: true, to: workers, now: .seconds(1))
+        #expect(booting.memory?.uss == 10 * Self.mib)
+        #expect(booting.history.count == 0 && booting.ussAtReady == nil)
+        #expect(ready.ussAtReady == 10 * Self.mib && ready.history.count == 1)
+        #expect(gone.memory == nil)
+        // statm only: RSS moves, PSS/USS stay from the detailed reading; no history point.
+        let statm = MemorySample(rss: 40 * Self.mib, pss: nil, uss: nil, shared: nil)
+        m.apply([ready.pid: statm], detailed: false, to: workers, now: .seconds(2))
+        #expect(ready.memory?.rss == 40 * Self.mib)
+        #expect(ready.memory?.uss == 10 * Self.mib)
+        #expect(ready.history.count == 1)
+        // A later detailed reading adds a point; the baseline stays the first one.
+        m.apply([ready.pid: Self.sample(rss: 40, uss: 30)], detailed: true, to: workers, now: .seconds(3))
+        #expect(ready.history.count == 2 && ready.ussAtReady == 10 * Self.mib)
+    }
+
+    @Test("the reservation's PSS is carried forward by RSS growth since that PSS was first seen")
+    func carriedForwardPSS() {
+        let m = Self.monitor()
+        #expect(m.carriedForwardPSS([(pid: 7, pss: 100, rss: 200), (pid: 8, pss: 50, rss: 80)]) == 150)
+        // RSS grew by 30 for pid 7: PSS counts it; pid 8 shrank: no negative growth.
+        #expect(m.carriedForwardPSS([(pid: 7, pss: 100, rss: 230), (pid: 8, pss: 50, rss: 70)]) == 180)
+        // A new PSS (a detailed read) is a new baseline at the RSS read with it.
+        #expect(m.carriedForwardPSS([(pid: 7, pss: 140, rss: 230)]) == 140)
+        #expect(m.carriedForwardPSS([(pid: 7, pss: 140, rss: 240)]) == 150)
+    }
+
+    @Test("holding, sampling, rolling and releasing a reservation; the measured replacement time outlives it")
+    func reservationLifecycle() {
+        let m = Self.monitor()
+        #expect(m.reservedBytes == 0)
+        #expect(m.reservationSampled(at: .zero, available: 0, fittedRate: 0, replacementTime: .seconds(1)) == nil)
+        m.hold(Reservation(bytes: 100 * Self.mib, margin: 10 * Self.mib, now: .zero, hold: .seconds(60)), replacementTime: nil)
+        #expect(m.reservedBytes == 110 * Self.mib)
+        let plenty = m.reservationSampled(at: .seconds(1), available: Int64(500 * Self.mib), fittedRate: 0, replacementTime: .seconds(1))
+        #expect(plenty?.roll == false)
+        let short = m.reservationSampled(at: .seconds(2), available: Int64(50 * Self.mib), fittedRate: 0, replacementTime: .seconds(1))
+        #expect(short?.roll == true)
+        #expect(m.reservationReport(now: .seconds(2))?.headroomBytes == Int64(50 * Self.mib))
+        #expect(m.reservationReport(now: .seconds(2))?.triggerBytes == short?.trigger)
+        #expect(m.warnNothingToRoll() && !m.warnNothingToRoll(), "warned once")
+        m.reservationRolled(took: .seconds(4))
+        #expect(m.heldReservation?.rolls == 1)
+        #expect(m.warnNothingToRoll(), "a roll re-arms the warning")
+        #expect(m.resetReservation() == nil, "no timer was scheduled")
+        #expect(m.heldReservation == nil && m.reservedBytes == 0)
+        #expect(m.measuredReplacementTime == .seconds(4))
+    }
+
+    @Test("the kernel's refusal of merging is noted once and reported with ksmd's state")
+    func mergeNotes() {
+        let m = Self.monitor()
+        #expect(m.mergeNotes(run: "1\n").isEmpty)
+        #expect(m.mergeRefused("refused"))
+        #expect(!m.mergeRefused("refused again"))
+        #expect(m.mergeNotes(run: "1\n") == ["refused"])
+        #expect(m.mergeNotes(run: "0\n").count == 2, "ksmd off adds its note")
+    }
+}

@@ -1,0 +1,70 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Foundation
+import Glibc
+import Testing
+
+/// The supervisor's reads of the process table go through the port: the notify sender check,
+/// the liveness check and the take-over check run here on a table the test writes, with no
+/// process behind it.
+@Suite struct ProcessTablePortTests {
+    /// Sends `text` as one datagram to `path` from this (test) process: the kernel attaches its
+    /// pid as the sender's credentials.
+    static func notify(_ path: String, _ text: String) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        try #require(Sockets.connectUnix(fd, path) == 0, "connect \(path): \(errno)")
+        let bytes = Array(text.utf8)
+        #expect(bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) } == bytes.count)
+    }
+
+    @Test func aNotifyMessageCountsOnlyFromAProcessTheTableSaysIsInTheWorkersTree() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.autoReady = { _ in false }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        let path = try #require(h.host.child(worker.pid)?.environment("NOTIFY_SOCKET"))
+        // This test process is not in the fake worker's tree: its READY=1 is ignored.
+        try Self.notify(path, "READY=1")
+        h.advance(by: .zero)
+        #expect(worker.state == .starting)
+        // Once the table says it is a member of the tree, the same message counts.
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        try Self.notify(path, "READY=1")
+        h.advance(by: .zero)
+        #expect(worker.state == .ready)
+    }
+
+    @Test func aWorkerWhoseTreeTheTableShowsStoppedIsReplacedForLiveness() throws {
+        let h = try DaemonHarness(workers: 2) { $0.readiness.stoppedTimeout = .seconds(4) }
+        try h.start()
+        h.supervisor.startLivenessChecks()
+        let slot = h.supervisor.slots[1]
+        let stopped = try #require(slot.current)
+        h.host.fakeProcesses.add([stopped.pid + 100_000], to: stopped.pid)
+        h.host.fakeProcesses.setState("T", of: stopped.pid + 100_000)
+        h.advance(by: .seconds(10))
+        #expect(stopped.state == .exited)
+        #expect(slot.lastRestartReason == RestartCause(.liveness))
+        #expect(h.supervisor.slots[0].restarts == 0, "the running tree is left alone")
+        #expect(h.supervisor.restartsByReason[.liveness] == 1)
+    }
+
+    @Test func aPreviousBatonIsRunningExactlyWhenTheTableHasItsPidWithTheRecordedStartTime() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let previous = InstanceRecord(app: "fake", pid: 4_242_424, startTime: 7, listeners: [], workers: [])
+        try JSONEncoder().encode(previous).write(to: URL(fileURLWithPath: h.supervisor.instancePath))
+        // Not in the table: that baton is gone; its record is remembered for the take-over.
+        try h.supervisor.checkPreviousInstance()
+        #expect(h.supervisor.takeOver.previous?.pid == previous.pid)
+        // Same pid, another start time: a reused pid, not that baton.
+        h.host.fakeProcesses.setStartTime(8, of: previous.pid)
+        try h.supervisor.checkPreviousInstance()
+        // The same process: refused.
+        h.host.fakeProcesses.setStartTime(7, of: previous.pid)
+        #expect(throws: InstanceConflict.self) { try h.supervisor.checkPreviousInstance() }
+    }
+}
