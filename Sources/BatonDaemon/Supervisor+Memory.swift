@@ -121,11 +121,9 @@ extension Supervisor {
         let target = release ?? releaseState.current.directory
         // Never the running workers' PSS: grown workers would make a new one look as large.
         let footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
-        // The commit charge binds only under vm.overcommit_memory=2; reading it walks every worker's maps.
-        let commits = readings.overcommit == .strict ? workers.compactMap { host.memory.treeCommitCharge(of: $0.pid) }.sorted() : []
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
-            commitPerWorker: commits.isEmpty ? nil : commits[commits.count / 2], tooling: need + oomMargin(footprint: footprint?.bytes))
+            commitPerWorker: commitPerWorker(readings), tooling: need + oomMargin(footprint: footprint?.bytes))
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
         var report = PreflightReport(

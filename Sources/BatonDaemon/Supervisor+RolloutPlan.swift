@@ -39,7 +39,17 @@ extension Supervisor {
         // A held reservation and the margin kept after a recent OOM kill are not the rollout's to spend.
         let kept = Int64(clamping: reservedBytes + oomMargin(footprint: footprint))
         if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
-        return RolloutPlanner.Figures(headroom: headroom, footprint: footprint, inFlight: inFlight, booting: booting, pending: pending)
+        return RolloutPlanner.Figures(
+            headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings), inFlight: inFlight, booting: booting,
+            pending: pending)
+    }
+
+    /// The serving workers' median commit charge, as preflight counts it: it binds only under
+    /// `vm.overcommit_memory = 2`, and reading it walks every worker's maps, so nil otherwise.
+    func commitPerWorker(_ readings: MemoryReadings) -> UInt64? {
+        guard readings.overcommit == .strict else { return nil }
+        let commits = slots.compactMap(\.current).compactMap { host.memory.treeCommitCharge(of: $0.pid) }.sorted()
+        return commits.isEmpty ? nil : commits[commits.count / 2]
     }
 
     /// Plans the running rollout's next step once an event was applied (`rollout` holds the

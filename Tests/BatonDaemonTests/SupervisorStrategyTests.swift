@@ -71,6 +71,25 @@ import Testing
         #expect(verdict.strategy == .replace, "\(verdict.summary)")
     }
 
+    /// The deploy's own plan (the rollout planner's figures) counted the workers' commit
+    /// charge nowhere: under strict overcommit it surged where `baton preflight` said replace.
+    @Test func autoReplacesWhenTheWorkersCommitChargeDoesNotFitUnderStrictOvercommit() throws {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.deploy.strategy = .auto
+            config.deploy.workerFootprint = 200 * Self.mib
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: 180 * Self.mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 1324 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .strict, cgroup: nil)
+        h.host.fakeMemory.commitCharge = 900 * Self.mib
+        try h.start()
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains(", replace, ") == true, "\(client.progress)")
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+    }
+
     @Test func autoSurgesWhenMemoryIsUnknown() throws {
         let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
         try h.start()
