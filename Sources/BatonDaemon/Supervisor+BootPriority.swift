@@ -21,6 +21,14 @@ extension Supervisor {
         return nice
     }
 
+    /// A worker spawned just now (it runs its own program) boots `nice` nicer than baton, its
+    /// whole tree (threads it started already included).
+    func startNicer(_ pid: pid_t, by nice: Int32) {
+        if !host.setPriority(tree: pid, nice: min(19, ProcessPriority.current + nice)) {
+            logger.warning("could not make the booting worker nicer (boot_nice)", metadata: ["pid": .stringConvertible(pid)])
+        }
+    }
+
     /// A worker became ready after `bootTime`: its boot's CPU share goes into the boot budget,
     /// and a worker that started nicer gets baton's priority back on every thread of its tree.
     func workerBooted(_ worker: Worker, bootTime: Duration) {

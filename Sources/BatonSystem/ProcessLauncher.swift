@@ -33,7 +33,8 @@ public struct SpawnRequest: Sendable, Equatable {
     /// `SpawnedProcess.memoryMergeErrno`.
     public var memoryMerge = false
     /// Raise the child's nice value by this much (at most to 19) before execve; 0: keep
-    /// baton's. Best-effort.
+    /// baton's. Best-effort. `spawn` waits for that execve, so a nicer child can keep the
+    /// caller waiting on a busy host: baton's workers get their boot priority after it.
     public var nice: Int32 = 0
 
     /// Creates a request; output goes to /dev/null unless set.

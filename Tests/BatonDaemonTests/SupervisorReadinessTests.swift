@@ -33,6 +33,21 @@ import Testing
         #expect(probe.environment("BATON_WORKER_PID") == h.servingPIDs[0].map { String($0) })
     }
 
+    /// `boot_nice` is applied once the worker runs its own program, not in the forked child: the
+    /// spawn waits for the child's execve on baton's event loop, and a child made nicer before
+    /// it waited for the CPU behind everything else (0.6 s for one spawn at load average 25).
+    @Test func bootNiceIsSetAfterExecNotInTheForkedChild() throws {
+        // Without the right to give the priority back, baton boots no worker nicer.
+        guard ProcessPriority.canLower(to: ProcessPriority.current) else { return }
+        let h = try DaemonHarness(workers: 1) { config in config.readiness.bootNice = 10 }
+        h.autoReady = { _ in false }
+        try h.start()
+        let worker = try #require(h.host.children.first)
+        #expect(worker.request.nice == 0, "the forked child runs to execve at baton's priority")
+        let nicer = min(19, ProcessPriority.current + 10)
+        #expect(h.host.priorities.map(\.pid) == [worker.pid] && h.host.priorities.map(\.nice) == [nicer], "\(h.host.priorities)")
+    }
+
     @Test func probeRunningPastItsTimeoutIsKilled() throws {
         let h = try DaemonHarness(workers: 1) { config in
             config.readiness = ReadinessConfig(

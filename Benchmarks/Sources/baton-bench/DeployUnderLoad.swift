@@ -22,6 +22,20 @@ struct DeployUnderLoad {
         var steady: LatencySummary
         var duringDeploy: LatencySummary
         var failedDuringDeploy: Int
+        /// Seconds from starting the CLI until it printed the deploy's first line (the
+        /// daemon accepted the request and planned it): the CLI's start-up and the request.
+        var firstLineSeconds: Double?
+        /// Seconds from starting the CLI until the last old worker was drained, as the CLI
+        /// printed it: every worker is new from then on (the rest is the last stability
+        /// windows and the reply).
+        var allNewSeconds: Double?
+        /// The slowest new worker's boot plus the slowest drain, from the CLI's lines
+        /// (`ready after`, `drained in`): what "one boot + drain" means in the ratio.
+        var bootPlusDrainSeconds: Double?
+        /// `allNewSeconds` over `bootPlusDrainSeconds` (issue #16's target: at most 1.3 for surge).
+        var allNewRatio: Double?
+        /// The CLI's lines, each prefixed with when the bench saw it (`+2.03s`), polled every 20 ms.
+        var steps: [String]
     }
 
     struct Result: Codable {
@@ -48,28 +62,54 @@ struct DeployUnderLoad {
         defer { baton.stop() }
         let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(1800), recordLatencies: true)
         var windows:
-            [(steadyStart: Duration, deployStart: Duration, deployEnd: Duration, release: String, strategy: String, code: Int32, boot: Double, peak: Int)] = []
+            [(
+                steadyStart: Duration, deployStart: Duration, deployEnd: Duration, release: String, strategy: String, code: Int32, boot: Double, peak: Int,
+                firstLine: Double?, allNew: Double?, steps: [String]
+            )] = []
         for n in 0..<options.deploys {
             let strategy = n % 2 == 0 ? "surge" : "replace"
             let steadyStart = monotonicNow()
             waitFor(options.steadySeconds)
             let release = baton.makeRelease("r\(n + 2)")
+            let logMark = baton.process.stderrLines.count
+            let startWall = wallClockText()
             let start = monotonicNow()
             let surge = environmentValue("BENCH_MAX_SURGE").map { ["--max-surge", $0] } ?? []
             let cli = try baton.startCLI(["deploy", "--release", release, "--strategy", strategy] + surge)
             var peak = 0
+            var steps: [(at: Double, line: String)] = []
+            // Time-stamps the CLI's lines as they come (every 20 ms): where the deploy's time went.
+            func collect() {
+                let lines = cli.stdout.split(separator: "\n", omittingEmptySubsequences: true)
+                let now = seconds(monotonicNow() - start)
+                for line in lines.dropFirst(steps.count) { steps.append((now, String(line))) }
+            }
             while cli.exitCode == nil {
                 let live = ProcFS.children(of: baton.process.pid).count
                 peak = max(peak, live - options.workers)
+                collect()
                 waitFor(0.02)
             }
             let end = monotonicNow()
+            collect()
             let code = cli.exitCode ?? -1
             let boot = (try? baton.status().workers.compactMap(\.readyAfter).reduce(0, +)) ?? 0
-            windows.append((steadyStart, start, end, release, strategy, code, boot, peak))
+            // Every worker is new once N old workers drained and N new ones were ready (surge: the
+            // last drain; replace: the last new worker's ready).
+            let drained = steps.filter { $0.line.contains(" drained in ") }
+            let ready = steps.filter { $0.line.contains(" ready after ") }
+            let allNew =
+                drained.count >= options.workers && ready.count >= options.workers ? max(drained[options.workers - 1].at, ready[options.workers - 1].at) : nil
+            windows.append(
+                (steadyStart, start, end, release, strategy, code, boot, peak, steps.first?.at, allNew, steps.map { "+\(fixed($0.at))s \($0.line)" }))
             writeAll(2, Array("deploy \(n + 1)/\(options.deploys) (\(strategy)) exit \(code) in \(fixed(seconds(end - start)))s\n".utf8))
             // The CLI's steps (ready after, drained in, stable for): where the deploy's time went.
-            if getenv("BENCH_DEBUG") != nil { writeAll(2, Array(cli.stdout.utf8)) }
+            if getenv("BENCH_DEBUG") != nil {
+                writeAll(2, Array(windows.last!.steps.joined(separator: "\n").utf8) + [10])
+                // baton's own log (wall-clock ms) beside the CLI's start: the daemon's side of each step.
+                let log = baton.process.stderrLines.dropFirst(logMark).filter { !$0.contains("[slot ") || $0.contains("ready") }
+                writeAll(2, Array("CLI started \(startWall)\n".utf8) + Array(log.joined(separator: "\n").utf8) + [10])
+            }
         }
         waitFor(1)
         let report = load.stop()
@@ -88,7 +128,9 @@ struct DeployUnderLoad {
                 DeployResult(
                     release: w.release, strategy: w.strategy, exitCode: w.code, durationSeconds: seconds(w.deployEnd - w.deployStart),
                     sumOfBootSeconds: w.boot, peakExtraWorkers: w.peak, steady: LatencySummary(steady),
-                    duringDeploy: LatencySummary(during), failedDuringDeploy: 0))
+                    duringDeploy: LatencySummary(during), failedDuringDeploy: 0, firstLineSeconds: w.firstLine, allNewSeconds: w.allNew,
+                    bootPlusDrainSeconds: Self.bootPlusDrain(w.steps), allNewRatio: Self.bootPlusDrain(w.steps).flatMap { b in w.allNew.map { $0 / b } },
+                    steps: w.steps))
         }
         let result = Result(
             workers: options.workers, connections: options.connections, bootDelaySeconds: options.bootDelay, deploys: deploys,
@@ -101,11 +143,15 @@ struct DeployUnderLoad {
     private func printTable(_ r: Result) {
         print("")
         print("deploy under load: \(r.workers) workers (boot \(fixed(r.bootDelaySeconds))s each), \(r.connections) keep-alive connections")
-        print("| # | strategy | exit | deploy s | sum of boots s | peak extra | steady p50/p99/max ms | deploy p50/p99/max ms |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| # | strategy | exit | deploy s | all new s | boot + drain s | ratio | first line s | sum of boots s | peak extra | steady p50/p99/max ms | deploy p50/p99/max ms |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (n, d) in r.deploys.enumerated() {
             print(
-                "| \(n + 1) | \(d.strategy) | \(d.exitCode) | \(fixed(d.durationSeconds)) | \(fixed(d.sumOfBootSeconds)) | \(d.peakExtraWorkers) | "
+                "| \(n + 1) | \(d.strategy) | \(d.exitCode) | \(fixed(d.durationSeconds)) | \(d.allNewSeconds.map { fixed($0) } ?? "–") | "
+                    + "\(d.bootPlusDrainSeconds.map { fixed($0) } ?? "–") | \(d.allNewRatio.map { fixed($0) } ?? "–") | "
+                    + "\(d.firstLineSeconds.map { fixed($0) } ?? "–") | \(fixed(d.sumOfBootSeconds)) | \(d.peakExtraWorkers) | "
                     + "\(fixed(d.steady.p50)) / \(fixed(d.steady.p99)) / \(fixed(d.steady.max)) | "
                     + "\(fixed(d.duringDeploy.p50)) / \(fixed(d.duringDeploy.p99)) / \(fixed(d.duringDeploy.max)) |")
         }
@@ -123,8 +169,35 @@ struct DeployUnderLoad {
         print("wrote \(path)")
     }
 
+    /// The slowest `ready after` plus the slowest `drained in` among the CLI's lines.
+    static func bootPlusDrain(_ steps: [String]) -> Double? {
+        func longest(after marker: String) -> Double? {
+            steps.compactMap { line -> Double? in
+                guard let range = line.range(of: marker) else { return nil }
+                let word = line[range.upperBound...].prefix { $0 != "," && $0 != " " }
+                if word.hasSuffix("ms") { return Double(word.dropLast(2)).map { $0 / 1000 } }
+                return word.hasSuffix("s") ? Double(word.dropLast()) : nil
+            }.max()
+        }
+        guard let boot = longest(after: " ready after "), let drain = longest(after: " drained in ") else { return nil }
+        return boot + drain
+    }
+
     private func waitFor(_ s: Double) {
         var pfd = pollfd(fd: -1, events: 0, revents: 0)
         _ = poll(&pfd, 0, Int32(s * 1000))
     }
+}
+
+/// The wall clock as baton's log prints it (UTC, milliseconds), to line the bench's
+/// moments up with baton's log.
+func wallClockText() -> String {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    var tmv = tm()
+    var t = ts.tv_sec
+    gmtime_r(&t, &tmv)
+    let ms = ts.tv_nsec / 1_000_000
+    func pad(_ v: Int, _ n: Int) -> String { String(repeating: "0", count: max(0, n - String(v).count)) + String(v) }
+    return "\(pad(Int(tmv.tm_hour), 2)):\(pad(Int(tmv.tm_min), 2)):\(pad(Int(tmv.tm_sec), 2)).\(pad(ms, 3))"
 }
