@@ -32,9 +32,10 @@ extension Supervisor {
     func recycleByRequestCount() {
         guard requestRecycler.maxRequests > 0, phase == .running || phase == .restarting else { return }
         var workers = slots.map { slot -> RequestRecycler.Worker in
-            guard let w = slot.current else { return RequestRecycler.Worker(slot: slot.index, pid: 0, ready: false, requests: nil) }
-            // A slot the engine holds counts as serving, and not as due again.
+            // A slot the engine holds counts as serving, and not as due again: under replace it
+            // has no worker until its new one is ready, and that gap is the budget's to bound.
             let held = recycling.holds(slot: slot.index)
+            guard let w = slot.current else { return RequestRecycler.Worker(slot: slot.index, pid: 0, ready: held, requests: nil) }
             return RequestRecycler.Worker(slot: slot.index, pid: w.pid, ready: held || w.state == .ready, requests: held ? nil : w.requestsServed)
         }
         let busy = recyclingBlocked

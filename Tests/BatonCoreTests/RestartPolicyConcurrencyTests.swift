@@ -66,4 +66,26 @@ struct RestartPolicyConcurrencyTests {
         #expect(q.tick(Self.tick(far))?.slot == 1)
         #expect(q.tick(Self.tick(far)) == nil)
     }
+
+    /// Under `strategy = "replace"` a slot being replaced has no serving worker until its new one
+    /// is ready: that gap is the budget's (at most `concurrency` at once), not a missing worker.
+    /// A second order may come during it; a slot without a worker that nobody replaces (a crash)
+    /// still holds everything back.
+    @Test func aSlotInItsReplaceGapDoesNotHoldTheNextOrderBack() {
+        var p = Self.policy(workers: 4, concurrency: 2, workerLimit: 50 * Self.mib)
+        let w = Self.workers(pss: [60, 60, 60, 60], uss: [80, 90, 40, 40])
+        #expect(p.tick(Self.tick(w))?.slot == 1)
+        // Slot 1's old worker drained; its new one is not ready yet.
+        let gap = w.filter { $0.slot != 1 }
+        #expect(p.tick(Self.tick(gap, at: 61))?.slot == 0)
+        p.replacementFinished(slot: 0, now: .seconds(62))
+        p.replacementFinished(slot: 1, now: .seconds(62))
+        // Slot 3 crashed (no worker, not being replaced): slot 2 over its limit waits.
+        var grown = w.filter { $0.slot != 3 }
+        grown[0].memory?.uss = 30 * Self.mib
+        grown[1].memory?.uss = 30 * Self.mib
+        grown[2].memory?.uss = 90 * Self.mib
+        #expect(p.tick(Self.tick(grown, at: 63)) == nil)
+        #expect(p.tick(Self.tick(grown + [w[3]], at: 64))?.slot == 2)
+    }
 }

@@ -37,5 +37,44 @@ extension Integration {
             // Every serving worker shows its count and its limit within max_requests + jitter.
             #expect(workers.allSatisfy { ($0.requestLimit ?? 0) >= 300 && ($0.requestLimit ?? 0) <= 350 }, "\(workers)")
         }
+
+        /// Under `strategy = "replace"` a slot being recycled has no serving worker until its new
+        /// one is ready. That slot is the engine's (queued or recycling): another worker past its
+        /// limit meanwhile is due at once, not only after the gap. It was not (every slot had to
+        /// have a ready worker), so under fast leaks the others ran far past their limits.
+        @Test("a worker past its limit while another slot's replace recycle is in its gap is queued then, not after the gap")
+        func dueDuringAnotherSlotsGap() throws {
+            let sections =
+                BatonHarness.defaultSections
+                + "\n[rolling]\nmax_requests = 200\nmax_requests_jitter = 0\nrecycle_concurrency = 1\n[deploy]\nstrategy = \"replace\"\n"
+            // The replacement boots 4 s (the gap): long against the few hundred requests the
+            // other worker needs to pass its limit, which all go to it (the only one accepting).
+            let baton = try BatonHarness(
+                workers: 2, command: [TestPaths.executable("baton-demo-worker"), "--boot-delay", "4"], sections: sections, tag: "mreqgap")
+            defer { baton.stop() }
+            // One keep-alive connection: one worker serves it and comes due first; once it drains,
+            // the client reconnects to the other one.
+            let load = LoadClient(port: baton.port, connections: 1, maxDuration: .seconds(120))
+            defer { _ = load.stop() }
+            let first = baton.process.waitForLine(timeout: .seconds(60)) { $0.contains("restart policy: worker") }
+            let firstSlot = first.flatMap(Self.slot)
+            try #require(firstSlot != nil, "\(baton.process.stderrLines.suffix(20))")
+            // The next policy order (the other slot) and the first slot's new worker ready, in log order.
+            let second = baton.process.waitForLine(timeout: .seconds(60)) { $0.contains("restart policy: worker") && Self.slot($0) != firstSlot }
+            #expect(second != nil, "\(baton.process.stderrLines.suffix(20))")
+            let lines = baton.process.stderrLines
+            let start = lines.firstIndex { $0 == first } ?? 0
+            let ordered = lines[start...].firstIndex { $0 == second }
+            let gapEnded = lines[start...].firstIndex { $0.contains("worker ready after") && Self.slot($0) == firstSlot }
+            #expect(ordered != nil && (gapEnded == nil || ordered! < gapEnded!), "\(lines[start...].prefix(40))")
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+        }
+
+        /// The `slot=N` of a log line.
+        static func slot(_ line: String) -> Int? {
+            guard let r = line.range(of: " slot=") else { return nil }
+            return Int(line[r.upperBound...].prefix { $0.isNumber })
+        }
     }
 }

@@ -80,38 +80,50 @@ struct Compare {
     // MARK: - Memory-driven recycling
 
     static let leaky = AppVariant(name: "leaky", bootDelay: 0, memoryMiB: 50, growKiB: 8)
+    /// Recycling by count, as gunicorn's `--max-requests 3000 --max-requests-jitter 300`.
+    static let maxRequests = "[rolling]\nmax_requests = 3000\nmax_requests_jitter = 300\n"
+    /// Replace recycles (no extra worker, like gunicorn's kill-then-fork), two slots at once.
+    static let replaceTwo = "[deploy]\nstrategy = \"replace\"\nmax_unavailable = 2"
     static let recyclePolicies = [
         "baton+gunicorn":
             "[memory] budget 1GiB, threshold 33% (total PSS > 338 MiB: recycle the largest workers), check 1s, smaps every check; [deploy] strategy replace, max_unavailable 2 (recycle_concurrency auto: 2 at once)",
         "gunicorn": "--max-requests 3000 --max-requests-jitter 300",
+        "gunicorn preload": "--preload --max-requests 3000 --max-requests-jitter 300 (a recycled worker is forked from the master, which holds the app)",
         "baton+demo-worker":
             "[rolling] max_requests 3000, max_requests_jitter 300 (the demo worker reports X_BATON_REQUESTS=; another app than the gunicorn rows); [deploy] strategy replace, max_unavailable 2 (no extra worker, like gunicorn; recycle_concurrency auto: 2 at once)",
+        "baton+python(mold)":
+            "the gunicorn rows' WSGI app in mold mode (adapters/python/baton_mold.py, waitress; each worker forked from the mold, which holds the app, and reports X_BATON_REQUESTS=); [rolling] max_requests 3000, max_requests_jitter 300; [deploy] strategy replace, max_unavailable 2 (recycle_concurrency auto: 2 at once)",
+    ]
+
+    /// The recycling contenders, in run order, with baton's config sections and the peer's arguments.
+    static let recycleSetups: [(contender: Contender, memory: String, extraArgs: [String])] = [
+        (
+            .batonGunicorn,
+            """
+            [memory]
+            budget = "1GiB"
+            threshold = "33%"
+            check_interval = "1s"
+            smaps_every = 1
+            min_worker_age = "2s"
+            \(replaceTwo)
+            """, []
+        ),
+        (.gunicorn, "", ["--max-requests", "3000", "--max-requests-jitter", "300"]),
+        (.gunicornPreload, "", ["--max-requests", "3000", "--max-requests-jitter", "300"]),
+        (.batonDemo, maxRequests + replaceTwo, []),
+        (.batonPythonMold, maxRequests + replaceTwo, []),
     ]
 
     private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
         let driver = LoadRunDriver(connections: connections, steadySeconds: 2, triggerGaps: [], maxWait: 0, duration: options.quick ? 10 : 20)
         var runs: [LoadRun] = []
-        for contender in [Contender.batonGunicorn, .gunicorn, .batonDemo] where contenders.contains(contender) {
-            let memory =
-                contender == .batonDemo
-                ? "[rolling]\nmax_requests = 3000\nmax_requests_jitter = 300\n[deploy]\nstrategy = \"replace\"\nmax_unavailable = 2"
-                : """
-                [memory]
-                budget = "1GiB"
-                threshold = "33%"
-                check_interval = "1s"
-                smaps_every = 1
-                min_worker_age = "2s"
-                [deploy]
-                strategy = "replace"
-                max_unavailable = 2
-                """
+        for setup in Self.recycleSetups where contenders.contains(setup.contender) {
+            let contender = setup.contender
             if let r = measure(
                 "recycle \(contender.rawValue)",
                 {
-                    let running = try RunningContender(
-                        contender, app: Self.leaky, workers: workers, memory: memory,
-                        extraArgs: contender == .gunicorn ? ["--max-requests", "3000", "--max-requests-jitter", "300"] : [])
+                    let running = try RunningContender(contender, app: Self.leaky, workers: workers, memory: setup.memory, extraArgs: setup.extraArgs)
                     defer { running.stop() }
                     return try driver.run(running, app: Self.leaky, repetition: repetition)
                 })
@@ -119,6 +131,7 @@ struct Compare {
                 runs.append(repetition == 0 ? r : r.withoutSeries())
                 progress(
                     "recycle \(contender.rawValue) #\(repetition + 1): replaced \(r.workersReplaced), failed \(r.failedTotal) \(r.failures), p99 \(fixed(r.window.p99)) ms, peak PSS \(fixed(r.peakPSSMiB, 0)) MiB"
+                        + " (\(r.peak?.summary ?? "?"); lowest \(r.lowest?.summary ?? "?"))"
                 )
             }
         }

@@ -225,6 +225,11 @@ struct CompareReport {
                 "| \(s.contender) | \(r.recyclePolicies[s.contender] ?? "") | \(t(s.workersReplaced, 0)) | **\(t(failedAll, 0))**\(kinds) | \(t(s.retried, 0)) | "
             out += "\(t(s.windowP99, 1)) | \(t(s.windowMax, 0)) | \(t(s.steadyPSSMiB, 0)) → \(t(s.peakPSSMiB, 0)) |\n"
         }
+        out += "\nWhat each peak was made of (total = supervisor + each direct child's tree, MiB; a mold is a child), "
+        out += "and the lowest total after the steady window began:\n\n"
+        for run in r.recycle {
+            out += "- \(run.contender) #\(run.repetition + 1): peak \(run.peak?.summary ?? "?"); lowest \(run.lowest?.summary ?? "?")\n"
+        }
         out += """
 
             ![recycling](recycle.png)

@@ -268,6 +268,10 @@ final class RunningContender {
     func stop() {
         for d in deploys where d.exitCode == nil { _ = d.stop(timeout: .seconds(5)) }
         if let baton {
+            // BENCH_LOG_DIR=DIR keeps baton's log of each run there (for finding what a peak was).
+            if let dir = environmentValue("BENCH_LOG_DIR") {
+                TestPaths.write("\(dir)/\(contender.rawValue)-\(master.pid).log", master.stderrLines.joined(separator: "\n") + "\n")
+            }
             baton.stop()
         } else {
             stopProcessGroup(master)

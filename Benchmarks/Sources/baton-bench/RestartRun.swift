@@ -70,9 +70,32 @@ struct LoadRun: Codable, Sendable {
     var workersReplaced: Int
     /// wrk's steady figures just before the load (restart runs; nil without wrk).
     var wrk: WrkStats?
+    /// What the peak total PSS was made of, and the lowest total after the steady window began
+    /// (the peak minus the lowest is what leaked and overlapped beyond the baseline).
+    var peak: TreeComposition?
+    var lowest: TreeComposition?
     var series: RunSeries
 
     var completed: [Bool] { triggerSeconds.map { $0 != nil } }
+}
+
+/// One sample of a supervisor's tree, broken down: the supervisor and each direct child's tree.
+struct TreeComposition: Codable, Sendable {
+    var totalMiB: Double
+    var supervisorMiB: Double
+    /// Each direct child's tree PSS, largest first (a mold is one of them).
+    var childrenMiB: [Double]
+
+    init(_ sample: TreeSample) {
+        totalMiB = round3(Double(sample.totalPSS) / 1_048_576)
+        supervisorMiB = round3(Double(sample.supervisorPSS) / 1_048_576)
+        childrenMiB = sample.parts.values.sorted(by: >).map { round3(Double($0) / 1_048_576) }
+    }
+
+    /// "398 = 6 + 4 children 120, 95, 90, 87".
+    var summary: String {
+        "\(fixed(totalMiB, 0)) = \(fixed(supervisorMiB, 0)) + \(childrenMiB.count) children \(childrenMiB.map { fixed($0, 0) }.joined(separator: ", "))"
+    }
 }
 
 /// Runs load against a started contender, fires `triggers` (seconds after the steady window
@@ -179,6 +202,8 @@ struct LoadRunDriver {
             steadyPSSMiB: steadyPSS.isEmpty ? 0 : steadyPSS.reduce(0, +) / Double(steadyPSS.count),
             peakPSSMiB: (memory.map(\.totalPSS).max()).map { Double($0) / 1_048_576 } ?? 0,
             workersReplaced: replaced.count, wrk: wrk,
+            peak: memory.max { $0.totalPSS < $1.totalPSS }.map(TreeComposition.init),
+            lowest: memory.filter { $0.at >= steadyStart }.min { $0.totalPSS < $1.totalPSS }.map(TreeComposition.init),
             series: Self.series(samples: samples, failures: report.failureEvents.map(\.at), memory: memory, start: loadStart, end: end, triggers: triggerTimes))
     }
 

@@ -14,6 +14,10 @@ struct TreeSample: Sendable {
     /// Those of `children` whose tree has a process holding the app's memory
     /// (RSS at least the sampler's `loadedBytes`): the app is loaded there.
     var loaded: Set<pid_t>
+    /// The supervisor's own PSS (bytes).
+    var supervisorPSS: UInt64 = 0
+    /// PSS of each direct child's tree (bytes): what makes up a peak.
+    var parts: [pid_t: UInt64] = [:]
 }
 
 /// Samples a supervisor's tree on its own thread every `interval` seconds:
@@ -39,17 +43,20 @@ final class TreeSampler: @unchecked Sendable {
 
     /// One look at `root`'s tree.
     static func sample(root: pid_t, loadedBytes: UInt64) -> TreeSample {
-        var pss = ProcFS.memory(of: root, detailed: true)?.pss ?? 0
+        let own = ProcFS.memory(of: root, detailed: true)?.pss ?? 0
+        var pss = own
         let children = ProcFS.children(of: root)
         var loaded = Set<pid_t>()
+        var parts: [pid_t: UInt64] = [:]
         for child in children {
             for pid in ProcFS.tree(of: child) {
                 guard let m = ProcFS.memory(of: pid, detailed: true) else { continue }
                 pss += m.pss ?? 0
+                parts[child, default: 0] += m.pss ?? 0
                 if m.rss >= loadedBytes { loaded.insert(child) }
             }
         }
-        return TreeSample(at: monotonicNow(), totalPSS: pss, children: children, loaded: loaded)
+        return TreeSample(at: monotonicNow(), totalPSS: pss, children: children, loaded: loaded, supervisorPSS: own, parts: parts)
     }
 
     /// Stops sampling and returns every sample.

@@ -25,8 +25,9 @@
 ///   (the threshold is measured without them), so a second replacement is ordered only when
 ///   the first will not be enough. The daemon ticks again at once while one more may go.
 /// - Nothing while a deploy or reload runs (``Tick/operationRunning``).
-/// - Nothing unless every slot has a ready worker, so a replacement (even with the replace
-///   strategy) leaves at least N−1 serving.
+/// - Nothing unless every slot has a ready worker or is being replaced by this policy: a slot
+///   without a worker that nobody replaces (a crash) holds everything back, and with the
+///   replace strategy at most ``Settings/concurrency`` slots are without one at once.
 /// - Memory rules only look at workers at least `min_worker_age` (and one check interval) old:
 ///   a young worker is never replaced for memory, so a slot cannot cycle.
 /// - Memory rules decide only on measured figures (``Tick/detailed``, PSS/USS read for this
@@ -208,7 +209,9 @@ public struct RestartPolicy: Sendable, Equatable {
     /// Evaluates one check: at most one decision.
     public mutating func tick(_ tick: Tick) -> Decision? {
         guard replacing.count < max(1, settings.concurrency), !tick.operationRunning else { return nil }
-        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot))
+        // A slot this policy is replacing counts: under replace it has no ready worker until its
+        // new one is, and that gap is the budget's (`concurrency`) to bound.
+        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(replacing.keys)
         guard readySlots.count >= settings.workers else { return nil }
         cooldown = cooldown.filter { $0.value > tick.now }
         let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil }

@@ -8,7 +8,8 @@
 /// do not all come due together.
 ///
 /// Budget: one recycle at a time (baton runs one operation at a time), at least `minSpacing`
-/// apart, only while every slot has a ready worker and no other operation runs; among workers
+/// apart, only while every slot has a ready worker (the daemon counts a slot being recycled as
+/// one) and no other operation runs; among workers
 /// past their limit, the one furthest past goes first.
 public struct RequestRecycler: Sendable, Equatable {
     /// What the recycler knows of one slot's serving worker.
