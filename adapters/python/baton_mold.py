@@ -200,6 +200,7 @@ def serve(app):
     from waitress import wasyncore
     from waitress.channel import HTTPChannel
     from waitress.server import BaseWSGIServer
+    from waitress.task import WSGITask
 
     count = int(os.environ.get("LISTEN_FDS", "0"))
     if count < 1:
@@ -215,6 +216,23 @@ def serve(app):
 
     server = waitress.create_server(counted, map=socket_map, sockets=sockets, threads=threads, ident="baton_mold")
     stopping = threading.Event()
+
+    class DrainingTask(WSGITask):
+        """A response sent once the drain began says `Connection: close` and closes its
+        connection when sent: a keep-alive client opens its next connection to another
+        worker instead of reusing one that this worker is about to close."""
+
+        def build_response_header(self):
+            if stopping.is_set():
+                self.set_close_on_finish()
+            return super().build_response_header()
+
+    class DrainingChannel(HTTPChannel):
+        task_class = DrainingTask
+
+    listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
+    for listener in listeners:
+        listener.channel_class = DrainingChannel
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     start_watchdog()
     # Refork: baton may promote this worker to be the next mold on this channel.
@@ -250,9 +268,13 @@ def serve(app):
             continue
         if listening:
             notify("STOPPING=1")
-            for dispatcher in list(socket_map.values()):
-                if isinstance(dispatcher, BaseWSGIServer):
-                    dispatcher.close()
+            for listener in listeners:
+                # wasyncore's close (the listening socket), not BaseWSGIServer.close(), which
+                # closes the server's trigger too: the pipe a task thread writes to when its
+                # response is ready, to wake this loop. A request finishing after that would
+                # write to a closed descriptor (a traceback on stderr) and its answer would
+                # wait for the loop's next timeout.
+                wasyncore.dispatcher.close(listener)
             listening = False
             stopped_at = time.monotonic()
         busy = False

@@ -1,0 +1,83 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// The Python mold adapter's drain (adapters/python/baton_mold.py, waitress) with
+    /// requests in flight at SIGTERM: a real baton, a real forked worker, real sockets.
+    @Suite("mold mode: Python worker drain", .serialized)
+    struct MoldDrainTests {
+        /// `/slow` records its start in `started` (one line per request, in the release
+        /// folder) and answers a second later, so the test knows the requests are in the
+        /// worker's threads before it sends SIGTERM.
+        static let app = """
+            import os, time
+
+            def application(environ, start_response):
+                if environ.get("PATH_INFO") == "/slow":
+                    with open("started", "a") as f:
+                        f.write("%d\\n" % os.getpid())
+                    time.sleep(1.0)
+                body = ("hello pid=%d\\n" % os.getpid()).encode()
+                start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+                return [body]
+            """
+
+        static func start(tag: String) throws -> BatonHarness {
+            let check = try TestProcess.run(["/usr/bin/env", "python3", "-c", "import waitress"], timeout: .seconds(30))
+            guard check.code == 0 else { throw HarnessError("python3 has no waitress: run scripts/install-deps (\(check.stderr))") }
+            return try BatonHarness(
+                workers: 1, command: ["python3", pythonMoldAdapter, "drainapp:application"], extraApp: "mode = \"mold\"",
+                sections: BatonHarness.defaultSections + "\n[mold]\nstart_timeout = \"20s\"", tag: tag,
+                beforeStart: { TestPaths.write($0 + "/releases/r1/drainapp.py", app) })
+        }
+
+        /// Opens `count` keep-alive connections, each with a `/slow` request in the worker's
+        /// threads (its `started` file says so), then SIGTERMs the worker; returns the
+        /// responses and baton's output after the worker exited and its output was read.
+        static func drainWithRequestsInFlight(_ baton: BatonHarness, count: Int) throws -> (responses: [HTTP.Response?], log: [String]) {
+            let worker = try #require(try baton.status().workers.first?.pid)
+            let pidfd = ProcessWatch.open(worker)
+            defer { close(pidfd) }
+            try #require(pidfd >= 0)
+            let connections = (0..<count).compactMap { _ in HTTP.connect(port: baton.port) }
+            defer { connections.forEach { close($0) } }
+            try #require(connections.count == count)
+            // Keep-alive requests (HTTP/1.1, no Connection header): the drain must say when it closes.
+            for fd in connections { HTTP.send(fd, "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") }
+            let started = baton.releaseDirectory + "/started"
+            let deadline = monotonicNow() + .seconds(20)
+            while (ProcFS.read(started)?.split(separator: "\n").count ?? 0) < count, monotonicNow() < deadline { usleep(20_000) }
+            try #require((ProcFS.read(started)?.split(separator: "\n").count ?? 0) == count, "the requests reached the worker")
+            #expect(kill(worker, SIGTERM) == 0)
+            let responses = connections.map { HTTP.readResponse($0) }
+            #expect(ProcessWatch.waitExit(pidfd, timeout: .seconds(20)), "the worker exits after its drain")
+            // baton logs the exit once it read the worker's pipe to its end: every line it printed is in.
+            #expect(baton.process.waitForLine(timeout: .seconds(20)) { $0.contains("\(worker)") && $0.contains("exited") } != nil)
+            return (responses, baton.process.stderrLines)
+        }
+
+        @Test("SIGTERM with requests in flight: every one is answered, and the worker prints no traceback (waitress's trigger stays open)")
+        func drainPrintsNoTraceback() throws {
+            let baton = try Self.start(tag: "molddrain1")
+            defer { baton.stop() }
+            let (responses, log) = try Self.drainWithRequestsInFlight(baton, count: 3)
+            for response in responses { #expect(response?.status == 200, "\(String(describing: response))") }
+            let traceback = log.filter { $0.contains("Traceback") || $0.contains("Exception when servicing") || $0.contains("Bad file descriptor") }
+            #expect(traceback.isEmpty, "\(log.suffix(40).joined(separator: "\n"))")
+        }
+
+        @Test("a keep-alive response sent during the drain says Connection: close, so the client never reuses a connection the worker is closing")
+        func drainAnswersConnectionClose() throws {
+            let baton = try Self.start(tag: "molddrain2")
+            defer { baton.stop() }
+            let (responses, _) = try Self.drainWithRequestsInFlight(baton, count: 2)
+            for response in responses {
+                #expect(response?.status == 200)
+                #expect(response?.header("connection")?.lowercased() == "close", "\(String(describing: response?.headers))")
+            }
+        }
+    }
+}
