@@ -70,6 +70,8 @@ struct LoadRun: Codable, Sendable {
     var workersReplaced: Int
     /// wrk's steady figures just before the load (restart runs; nil without wrk).
     var wrk: WrkStats?
+    /// Refork rows: seconds the run waited after the warm-up for the refork to complete.
+    var reforkWaitSeconds: Double?
     var series: RunSeries
 
     var completed: [Bool] { triggerSeconds.map { $0 != nil } }
@@ -99,6 +101,8 @@ struct LoadRunDriver {
         let load = LoadClient(port: running.port, connections: connections, maxDuration: .seconds(600), recordLatencies: true)
         let loadStart = monotonicNow()
         pause(wrkSeconds > 0 ? 0.5 : 1)  // warm-up: connections open, first requests served
+        // Refork rows: the steady window starts once every slot runs on the promoted mold.
+        let reforkWait = try running.awaitRefork()
         let steadyStart = monotonicNow()
         pause(steadySeconds)
         var triggerTimes: [Duration] = []
@@ -178,7 +182,7 @@ struct LoadRunDriver {
             deployExitCodes: running.contender.isBaton ? codes : [], allNewSeconds: allNew,
             steadyPSSMiB: steadyPSS.isEmpty ? 0 : steadyPSS.reduce(0, +) / Double(steadyPSS.count),
             peakPSSMiB: (memory.map(\.totalPSS).max()).map { Double($0) / 1_048_576 } ?? 0,
-            workersReplaced: replaced.count, wrk: wrk,
+            workersReplaced: replaced.count, wrk: wrk, reforkWaitSeconds: reforkWait,
             series: Self.series(samples: samples, failures: report.failureEvents.map(\.at), memory: memory, start: loadStart, end: end, triggers: triggerTimes))
     }
 
