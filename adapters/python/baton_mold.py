@@ -171,6 +171,11 @@ def become_worker(app, request, fds):
             except (OSError, ValueError):
                 pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # What the interpreter sets at its start-up, as an exec'd Python worker has it: with
+        # SIGPIPE at its default, a write to a connection the client closed (a load generator
+        # that stops with requests in flight) killed the worker and every request it held.
+        for name in ("SIGPIPE", "SIGXFSZ"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
         place_descriptors(fds, list(request.get("fds", [])))
         os.environ.clear()
         for entry in request.get("env", []):
