@@ -11,11 +11,34 @@ extension Integration {
     struct MoldDrainTests {
         /// `/slow` records its start in `started` (one line per request, in the release
         /// folder) and answers a second later, so the test knows the requests are in the
-        /// worker's threads before it sends SIGTERM.
+        /// worker's threads before it sends SIGTERM. `/big` writes 64 MiB once the test closed its
+        /// connection (`closed`), and records in `big-finished` that its body was closed.
         static let app = """
             import os, time
 
+            def big(start_response):
+                # The test closes its connection once this started, and says so with `closed`;
+                # the body is then written to a connection the client has closed.
+                with open("big-started", "a") as f:
+                    f.write("%d\\n" % os.getpid())
+                deadline = time.monotonic() + 20
+                while not os.path.exists("closed") and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(64 << 20))])
+
+                def body():
+                    try:
+                        for _ in range(1024):
+                            yield b"x" * 65536
+                    finally:
+                        with open("big-finished", "a") as f:
+                            f.write("%d\\n" % os.getpid())
+
+                return body()
+
             def application(environ, start_response):
+                if environ.get("PATH_INFO") == "/big":
+                    return big(start_response)
                 if environ.get("PATH_INFO") == "/slow":
                     with open("started", "a") as f:
                         f.write("%d\\n" % os.getpid())
@@ -67,6 +90,37 @@ extension Integration {
             for response in responses { #expect(response?.status == 200, "\(String(describing: response))") }
             let traceback = log.filter { $0.contains("Traceback") || $0.contains("Exception when servicing") || $0.contains("Bad file descriptor") }
             #expect(traceback.isEmpty, "\(log.suffix(40).joined(separator: "\n"))")
+        }
+
+        @Test("a client that closes its connection before its response is written does not kill the worker (SIGPIPE stays ignored, as in python3)")
+        func closedClientDoesNotKillTheWorker() throws {
+            let baton = try Self.start(tag: "molddrain3")
+            defer { baton.stop() }
+            let worker = try #require(try baton.status().workers.first?.pid)
+            let pidfd = ProcessWatch.open(worker)
+            defer { close(pidfd) }
+            try #require(pidfd >= 0)
+            let fd = try #require(HTTP.connect(port: baton.port))
+            HTTP.send(fd, "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let release = baton.releaseDirectory
+            let deadline = monotonicNow() + .seconds(20)
+            while ProcFS.read(release + "/big-started") == nil, monotonicNow() < deadline { usleep(20_000) }
+            try #require(ProcFS.read(release + "/big-started") != nil, "the request reached the worker")
+            close(fd)
+            TestPaths.write(release + "/closed", "")
+            // The body's iterator is closed when the write fails (the worker lives) or never (it died).
+            let end = monotonicNow() + .seconds(20)
+            while ProcFS.read(release + "/big-finished") == nil, !ProcessWatch.waitExit(pidfd, timeout: .milliseconds(20)), monotonicNow() < end {}
+            #expect(ProcFS.read(release + "/big-finished") != nil, "the app saw the client go away")
+            #expect(!ProcessWatch.waitExit(pidfd, timeout: .zero), "\(baton.process.stderrLines.suffix(10).joined(separator: "\n"))")
+            #expect(!baton.process.stderrLines.contains { $0.contains("signal 13") })
+            let response = try #require(HTTP.get(port: baton.port, path: "/"))
+            #expect(Self.field(response.body, "pid") == String(worker), "the same worker answers")
+        }
+
+        /// `name=value` from a response body.
+        static func field(_ body: String, _ name: String) -> String? {
+            body.split(whereSeparator: { $0 == " " || $0 == "\n" }).first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) }
         }
 
         @Test("a keep-alive response sent during the drain says Connection: close, so the client never reuses a connection the worker is closing")
