@@ -92,6 +92,16 @@ extension Integration {
             #expect(traceback.isEmpty, "\(log.suffix(40).joined(separator: "\n"))")
         }
 
+        @Test("more requests than threads: no waitress 'Task queue depth' line per queued request (under load each went through baton's log)")
+        func queuedRequestsAreNotLogged() throws {
+            let baton = try Self.start(tag: "molddrain4")
+            defer { baton.stop() }
+            // 6 requests on 4 threads (WAITRESS_THREADS' default): 2 wait in waitress's queue.
+            let (responses, log) = try Self.drainWithRequestsInFlight(baton, count: 6)
+            for response in responses { #expect(response?.status == 200) }
+            #expect(!log.contains { $0.contains("Task queue depth") }, "\(log.suffix(20).joined(separator: "\n"))")
+        }
+
         @Test("a client that closes its connection before its response is written does not kill the worker (SIGPIPE stays ignored, as in python3)")
         func closedClientDoesNotKillTheWorker() throws {
             let baton = try Self.start(tag: "molddrain3")

@@ -207,6 +207,11 @@ def serve(app):
     from waitress.server import BaseWSGIServer
     from waitress.task import WSGITask
 
+    import logging
+
+    # waitress warns "Task queue depth is N" each time a request waits for a thread: under
+    # load that is most requests, and every line goes through baton's log. Errors still show.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     count = int(os.environ.get("LISTEN_FDS", "0"))
     if count < 1:
         raise RuntimeError("no listening socket (LISTEN_FDS)")
