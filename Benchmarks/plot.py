@@ -26,6 +26,8 @@ COLORS = {
     "puma": "#d62728",
     "baton+puma(mold)": "#8c564b",
     "baton+python(mold)": "#e377c2",
+    "baton+puma(mold,refork)": "#c49c94",
+    "baton+python(mold,refork)": "#f7b6d2",
     "gunicorn preload": "#bcbd22",
     "puma preload": "#7f7f7f",
 }

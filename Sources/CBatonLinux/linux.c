@@ -1,6 +1,7 @@
 // Small wrappers: signals, epoll, eventfd/timerfd, unix socket credentials.
 #define _GNU_SOURCE
 #include "CBatonLinux.h"
+#include "recv_one.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -126,34 +127,14 @@ ssize_t CBatonLinux_recv_with_cred(int fd, void *buf, size_t len, pid_t *pid, ui
         char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 16)];
         struct cmsghdr align;
     } control;
-    struct iovec iov = {.iov_base = buf, .iov_len = len};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof(control.buf);
-    ssize_t n;
-    do {
-        n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    *pid = 0;
-    *truncated = (msg.msg_flags & MSG_TRUNC) ? 1 : 0;
-    if (n < 0) return -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
-            c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
-            struct ucred cred;
-            memcpy(&cred, CMSG_DATA(c), sizeof(cred));
-            *pid = cred.pid;
-            *uid = cred.uid;
-            *gid = cred.gid;
-        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            int *fds = (int *)CMSG_DATA(c);
-            for (size_t i = 0; i < nfds; i++) close(fds[i]);
-        }
-    }
+    // uid and gid stay as they were without credentials; pid is 0 then.
+    struct ucred cred = {.pid = 0, .uid = *uid, .gid = *gid};
+    int flags = 0;
+    ssize_t n = CBatonLinux_recv_one(fd, buf, len, control.buf, sizeof(control.buf), &cred, &flags);
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    *truncated = (flags & MSG_TRUNC) ? 1 : 0;
     return n;
 }
 

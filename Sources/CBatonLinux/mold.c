@@ -1,6 +1,7 @@
 // The channel between baton and a mold: see CBatonLinuxMold.h.
 #define _GNU_SOURCE
 #include "CBatonLinuxMold.h"
+#include "recv_one.h"
 
 #include <errno.h>
 #include <string.h>
@@ -42,28 +43,13 @@ ssize_t CBatonLinux_send_with_fds(int fd, const void *buf, size_t len, const int
 }
 
 ssize_t CBatonLinux_recv_dropping_fds(int fd, void *buf, size_t len, int *truncated) {
-    struct iovec iov = {.iov_base = buf, .iov_len = len};
     union {
         char bytes[CMSG_SPACE(sizeof(int) * 64)];
         struct cmsghdr align;
     } control;
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.bytes;
-    msg.msg_controllen = sizeof(control.bytes);
-    ssize_t n;
-    do {
-        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
+    int flags = 0;
+    ssize_t n = CBatonLinux_recv_one(fd, buf, len, control.bytes, sizeof(control.bytes), NULL, &flags);
     if (n < 0) return n;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            int *received = (int *)CMSG_DATA(c);
-            for (size_t i = 0; i < count; i++) close(received[i]);
-        }
-    }
-    *truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ? 1 : 0;
+    *truncated = (flags & (MSG_TRUNC | MSG_CTRUNC)) ? 1 : 0;
     return n;
 }

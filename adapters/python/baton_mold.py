@@ -171,6 +171,11 @@ def become_worker(app, request, fds):
             except (OSError, ValueError):
                 pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # What the interpreter sets at its start-up, as an exec'd Python worker has it: with
+        # SIGPIPE at its default, a write to a connection the client closed (a load generator
+        # that stops with requests in flight) killed the worker and every request it held.
+        for name in ("SIGPIPE", "SIGXFSZ"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
         place_descriptors(fds, list(request.get("fds", [])))
         os.environ.clear()
         for entry in request.get("env", []):
@@ -200,7 +205,13 @@ def serve(app):
     from waitress import wasyncore
     from waitress.channel import HTTPChannel
     from waitress.server import BaseWSGIServer
+    from waitress.task import WSGITask
 
+    import logging
+
+    # waitress warns "Task queue depth is N" each time a request waits for a thread: under
+    # load that is most requests, and every line goes through baton's log. Errors still show.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     count = int(os.environ.get("LISTEN_FDS", "0"))
     if count < 1:
         raise RuntimeError("no listening socket (LISTEN_FDS)")
@@ -215,6 +226,23 @@ def serve(app):
 
     server = waitress.create_server(counted, map=socket_map, sockets=sockets, threads=threads, ident="baton_mold")
     stopping = threading.Event()
+
+    class DrainingTask(WSGITask):
+        """A response sent once the drain began says `Connection: close` and closes its
+        connection when sent: a keep-alive client opens its next connection to another
+        worker instead of reusing one that this worker is about to close."""
+
+        def build_response_header(self):
+            if stopping.is_set():
+                self.set_close_on_finish()
+            return super().build_response_header()
+
+    class DrainingChannel(HTTPChannel):
+        task_class = DrainingTask
+
+    listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
+    for listener in listeners:
+        listener.channel_class = DrainingChannel
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     start_watchdog()
     # Refork: baton may promote this worker to be the next mold on this channel.
@@ -250,9 +278,13 @@ def serve(app):
             continue
         if listening:
             notify("STOPPING=1")
-            for dispatcher in list(socket_map.values()):
-                if isinstance(dispatcher, BaseWSGIServer):
-                    dispatcher.close()
+            for listener in listeners:
+                # wasyncore's close (the listening socket), not BaseWSGIServer.close(), which
+                # closes the server's trigger too: the pipe a task thread writes to when its
+                # response is ready, to wake this loop. A request finishing after that would
+                # write to a closed descriptor (a traceback on stderr) and its answer would
+                # wait for the loop's next timeout.
+                wasyncore.dispatcher.close(listener)
             listening = False
             stopped_at = time.monotonic()
         busy = False

@@ -18,6 +18,7 @@ module BatonMold
       @env = env
       @promote = false
       @terminated = false
+      @served = 0
     end
 
     # Never returns: exits 0 after a graceful stop, or serves as a mold.
@@ -111,7 +112,12 @@ module BatonMold
       }
       force = ENV["PUMA_FORCE_SHUTDOWN_AFTER"]
       options[:force_shutdown_after] = Float(force) if force && !force.empty?
-      @server = Puma::Server.new(@app, Puma::Events.stdio, options)
+      app = @app
+      counted = lambda do |env|
+        @served += 1 # puma's threads share one counter; a lost increment only delays the report
+        app.call(env)
+      end
+      @server = Puma::Server.new(counted, Puma::Events.stdio, options)
       listeners.each do |fd, unix, path|
         unix ? @server.binder.inherit_unix_listener(path, fd) : @server.binder.inherit_tcp_listener(nil, nil, fd)
       end
@@ -121,6 +127,7 @@ module BatonMold
       end
       thread = @server.run
       BatonMold.notify("READY=1")
+      @reporter = report_requests
       channel = watch_promotion
       thread.join
       if @promote && !@terminated
@@ -129,6 +136,21 @@ module BatonMold
         $stdout.flush
         $stderr.flush
         exit!(0)
+      end
+    end
+
+    # X_BATON_REQUESTS=N to baton (its [rolling] max_requests and refork's
+    # refork_after_requests count these), at most twice a second.
+    def report_requests
+      Thread.new do
+        reported = 0
+        loop do
+          sleep 0.5
+          next if @served == reported
+
+          reported = @served
+          BatonMold.notify("X_BATON_REQUESTS=#{reported}")
+        end
       end
     end
 
@@ -157,6 +179,7 @@ module BatonMold
     end
 
     def become_mold(channel)
+      @reporter&.kill # a mold serves no requests
       channel.sendmsg(JSON.generate({ "op" => "promoted" }))
       ENV["BATON_SLOT"] = "mold"
       ENV.delete("LISTEN_PID")

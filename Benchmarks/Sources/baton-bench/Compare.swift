@@ -62,7 +62,9 @@ struct Compare {
                         progress(
                             "restart \(contender.rawValue) \(variant.name) #\(rep + 1): failed \(r.failedInWindow) \(r.failures), completed \(r.completed), "
                                 + "all new \(r.allNewSeconds.map { fixed($0) } ?? "never")s, p99 \(fixed(r.steady.p99)) -> \(fixed(r.window.p99)) ms, "
-                                + "PSS \(fixed(r.steadyPSSMiB, 0)) -> \(fixed(r.peakPSSMiB, 0)) MiB [\(fixed(seconds(monotonicNow() - runStart), 0)) s]")
+                                + "PSS \(fixed(r.steadyPSSMiB, 0)) -> \(fixed(r.peakPSSMiB, 0)) MiB"
+                                + (r.reforkWaitSeconds.map { ", refork done \(fixed($0, 1)) s after warm-up" } ?? "")
+                                + " [\(fixed(seconds(monotonicNow() - runStart), 0)) s]")
                     }
                 }
             }
@@ -179,13 +181,38 @@ struct Compare {
 
     /// BENCH_CONTENDERS=gunicorn,baton+gunicorn limits the run (e.g. `BENCH_CONTENDERS='baton+puma(mold),puma preload'`).
     static func selected() -> [Contender] {
-        guard let raw = environmentValue("BENCH_CONTENDERS") else { return Contender.allCases }
-        let names = raw.split(separator: ",").map(String.init)
+        // The baseline row runs only with the adapter it compares against.
+        let baseline = environmentValue("BENCH_PYTHON_MOLD_BASELINE")
+        let known = Contender.allCases.filter { $0 != .batonPythonMoldBaseline || baseline != nil }
+        guard let raw = environmentValue("BENCH_CONTENDERS") else { return known }
+        let names = splitNames(raw)
+        if baseline == nil, names.contains(Contender.batonPythonMoldBaseline.rawValue) {
+            fail("BENCH_CONTENDERS: \(Contender.batonPythonMoldBaseline.rawValue) needs BENCH_PYTHON_MOLD_BASELINE=FILE (the adapter to compare with)")
+        }
         let unknown = names.filter { Contender(rawValue: $0) == nil }
         if !unknown.isEmpty {
             fail("BENCH_CONTENDERS: unknown \(unknown.joined(separator: ", ")) (known: \(Contender.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
-        return Contender.allCases.filter { names.contains($0.rawValue) }
+        return known.filter { names.contains($0.rawValue) }
+    }
+
+    /// Comma-separated names; a comma inside parentheses belongs to the name (`baton+puma(mold,refork)`).
+    static func splitNames(_ raw: String) -> [String] {
+        var names: [String] = []
+        var current = ""
+        var depth = 0
+        for c in raw {
+            if c == "," && depth == 0 {
+                names.append(current)
+                current = ""
+                continue
+            }
+            if c == "(" { depth += 1 }
+            if c == ")" { depth = max(0, depth - 1) }
+            current.append(c)
+        }
+        names.append(current)
+        return names.filter { !$0.isEmpty }
     }
 
     /// BENCH_VARIANTS=slow limits the restart runs (development).

@@ -204,6 +204,14 @@ struct CompareReport {
                 "\($0.contender)/\($0.variant)#\($0.repetition + 1) \($0.deployExitCodes.map { $0.map(String.init) ?? "running" }.joined(separator: ","))"
             }
             .joined(separator: "; ") + ".\n"
+        let reforked = r.restart.filter { $0.reforkWaitSeconds != nil }
+        if !reforked.isEmpty {
+            out += "\nRefork rows (`[mold] refork_after_requests = \(RunningContender.reforkAfterRequests)`): the steady window began once a warmed "
+            out += "worker was the mold and every slot ran a worker forked from it (baton's status, and its log: `is the mold now`, then "
+            out += "`reload finished`), that many seconds after the warm-up: "
+            out += reforked.map { "\($0.contender)/\($0.variant)#\($0.repetition + 1) \(fixed($0.reforkWaitSeconds ?? 0, 1))" }.joined(separator: "; ")
+            out += ". Each deploy's release is reforked once too, inside the restart window.\n"
+        }
         out += """
 
             ![latency, slow app](restart-latency-slow.png)

@@ -33,6 +33,14 @@ enum Contender: String, Codable, CaseIterable, Sendable {
     case batonPumaMold = "baton+puma(mold)"
     /// baton's mold mode with the Python adapter (adapters/python/baton_mold.py, waitress).
     case batonPythonMold = "baton+python(mold)"
+    /// The mold rows with refork: a worker warmed by `RunningContender.reforkAfterRequests`
+    /// requests becomes the next mold, and every slot is rolled onto it, before the steady window.
+    case batonPumaMoldRefork = "baton+puma(mold,refork)"
+    case batonPythonMoldRefork = "baton+python(mold,refork)"
+    /// The Python mold row with the adapter file named by `BENCH_PYTHON_MOLD_BASELINE` (say an
+    /// earlier revision of baton_mold.py), to measure an adapter change against its baseline in
+    /// one run; only with that variable set.
+    case batonPythonMoldBaseline = "baton+python(mold,baseline)"
     case gunicorn
     /// gunicorn --preload: the app loaded once in the master, workers forked from it.
     case gunicornPreload = "gunicorn preload"
@@ -43,12 +51,15 @@ enum Contender: String, Codable, CaseIterable, Sendable {
 
     var isBaton: Bool { rawValue.hasPrefix("baton") }
     /// baton's mold mode: the mold is baton's child too, and holds the app.
-    var isMold: Bool { rawValue.hasSuffix("(mold)") }
+    var isMold: Bool { rawValue.contains("(mold") }
+    /// A mold row with `[mold] refork_after_requests` set.
+    var isRefork: Bool { rawValue.hasSuffix(",refork)") }
 
     /// What restarting every worker means for it.
     var trigger: String {
         switch self {
-        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold: "baton deploy (surge, then replace --wait)"
+        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold, .batonPumaMoldRefork, .batonPythonMoldRefork, .batonPythonMoldBaseline:
+            "baton deploy (surge, then replace --wait)"
         case .gunicorn, .gunicornPreload: "SIGHUP"
         case .uwsgi: "chain reload (master FIFO 'c')"
         case .puma: "phased restart (SIGUSR1)"
@@ -106,7 +117,9 @@ final class RunningContender {
     let port: UInt16
     /// The supervisor (baton, or the peer's master).
     let master: TestProcess
-    private let baton: BatonHarness?
+    let baton: BatonHarness?
+    /// The workers serving once baton was ready (a refork promotes one of them).
+    private(set) var initialWorkers: Set<pid_t> = []
     private let scratch: String?
     private let fifo: String?
     private var deploys: [TestProcess] = []
@@ -119,14 +132,14 @@ final class RunningContender {
         self.workers = workers
         let bootTimeout = Int(app.bootDelay * 2 + 30 + Double(workers) / 2)
         switch contender {
-        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold:
+        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold, .batonPumaMoldRefork, .batonPythonMoldRefork, .batonPythonMoldBaseline:
             let command: [String]
             var pumaDirectory: String?
             var readiness = "mode = \"notify\""
             var appLines = ""
             var appEnvironment = app.environment
             switch contender {
-            case .batonPumaMold:
+            case .batonPumaMold, .batonPumaMoldRefork:
                 // The same puma settings as the single-mode rows (threads 2, 2, queue_requests false,
                 // force_shutdown_after), through the adapter's environment knobs.
                 appLines = "mode = \"mold\"\n"
@@ -135,9 +148,10 @@ final class RunningContender {
                     "PUMA_MIN_THREADS": "2", "PUMA_MAX_THREADS": "2", "PUMA_QUEUE_REQUESTS": "false",
                     "PUMA_FORCE_SHUTDOWN_AFTER": "\(Self.drainSeconds)",
                 ]) { $1 }
-            case .batonPythonMold:
+            case .batonPythonMold, .batonPythonMoldRefork, .batonPythonMoldBaseline:
                 appLines = "mode = \"mold\"\n"
-                command = [Tools.python, Tools.adapter("python/baton_mold.py"), "benchapp:application"]
+                let adapter = contender == .batonPythonMoldBaseline ? environmentValue("BENCH_PYTHON_MOLD_BASELINE") : nil
+                command = [Tools.python, adapter ?? Tools.adapter("python/baton_mold.py"), "benchapp:application"]
             case .batonGunicorn:
                 // --preload: gunicorn sends READY=1 only after the app loaded (see the README's readiness table).
                 command = [
@@ -167,6 +181,7 @@ final class RunningContender {
                     \(environmentValue("BENCH_BOOT_NICE").map { "boot_nice = \($0)" } ?? "")
                     [stop]
                     timeout = "\(Self.drainSeconds)s"
+                    \(contender.isRefork ? "[mold]\nrefork_after_requests = \(Self.reforkAfterRequests)" : "")
                     \(memory)
                     """, waitReady: false, tag: "bench", beforeStart: { dir in try? Tools.populate(dir + "/releases/r1") })
             guard harness.process.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(Int64(bootTimeout + 60))) != nil else {
@@ -176,6 +191,7 @@ final class RunningContender {
                 throw HarnessError("\(contender.rawValue) did not become ready:\n\(log)")
             }
             baton = harness
+            initialWorkers = Set((try? harness.status().workers.map(\.pid)) ?? [])
             master = harness.process
             port = harness.port
             scratch = pumaDirectory
@@ -238,7 +254,7 @@ final class RunningContender {
     /// Restarts every worker: trigger `n` (0: first, 1: second ≈7 s later).
     func trigger(_ n: Int) throws {
         switch contender {
-        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold:
+        case .batonGunicorn, .batonPuma, .batonDemo, .batonPumaMold, .batonPythonMold, .batonPumaMoldRefork, .batonPythonMoldRefork, .batonPythonMoldBaseline:
             guard let baton else { return }
             releaseNumber += 1
             let release = baton.makeRelease("r\(releaseNumber)")

@@ -74,6 +74,8 @@ struct LoadRun: Codable, Sendable {
     /// (the peak minus the lowest is what leaked and overlapped beyond the baseline).
     var peak: TreeComposition?
     var lowest: TreeComposition?
+    /// Refork rows: seconds the run waited after the warm-up for the refork to complete.
+    var reforkWaitSeconds: Double?
     var series: RunSeries
 
     var completed: [Bool] { triggerSeconds.map { $0 != nil } }
@@ -122,6 +124,8 @@ struct LoadRunDriver {
         let load = LoadClient(port: running.port, connections: connections, maxDuration: .seconds(600), recordLatencies: true)
         let loadStart = monotonicNow()
         pause(wrkSeconds > 0 ? 0.5 : 1)  // warm-up: connections open, first requests served
+        // Refork rows: the steady window starts once every slot runs on the promoted mold.
+        let reforkWait = try running.awaitRefork()
         let steadyStart = monotonicNow()
         pause(steadySeconds)
         var triggerTimes: [Duration] = []
@@ -204,6 +208,7 @@ struct LoadRunDriver {
             workersReplaced: replaced.count, wrk: wrk,
             peak: memory.max { $0.totalPSS < $1.totalPSS }.map(TreeComposition.init),
             lowest: memory.filter { $0.at >= steadyStart }.min { $0.totalPSS < $1.totalPSS }.map(TreeComposition.init),
+            reforkWaitSeconds: reforkWait,
             series: Self.series(samples: samples, failures: report.failureEvents.map(\.at), memory: memory, start: loadStart, end: end, triggers: triggerTimes))
     }
 

@@ -1,0 +1,78 @@
+import BatonSystem
+import CBatonLinux
+import Glibc
+import Testing
+
+/// The two datagram readers of CBatonLinux on real socket pairs: the notify socket's
+/// (`CBatonLinux_recv_with_cred`, with the sender's credentials) and the mold channel's
+/// (`CBatonLinux_recv_dropping_fds`). Both close every descriptor a datagram carries.
+@Suite("datagram receive (notify socket, mold channel)")
+struct DatagramReceiveTests {
+    /// Open descriptors of this process.
+    static func openDescriptors() -> Int {
+        guard let dir = opendir("/proc/self/fd") else { return -1 }
+        defer { closedir(dir) }
+        var count = 0
+        while readdir(dir) != nil { count += 1 }
+        return count
+    }
+
+    /// A socket pair of `type`, closed by the caller.
+    static func pair(_ type: Int32) throws -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        try #require(socketpair(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
+        return (fds[0], fds[1])
+    }
+
+    /// Sends `text` with `attached` descriptors (SCM_RIGHTS) on `fd`.
+    static func send(_ fd: Int32, _ text: String, attaching attached: [Int32]) -> Int {
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { buf in
+            attached.withUnsafeBufferPointer { CBatonLinux_send_with_fds(fd, buf.baseAddress, buf.count, $0.baseAddress, Int32(attached.count)) }
+        }
+    }
+
+    @Test("the notify reader returns the bytes with the sender's pid and uid, and closes the descriptors that came with them")
+    func notifyReaderCredentialsAndDescriptors() throws {
+        let (receiver, sender) = try Self.pair(Int32(SOCK_DGRAM.rawValue))
+        defer {
+            close(receiver)
+            close(sender)
+        }
+        try CBatonLinuxShim.setPassCredentials(receiver)
+        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(devnull) }
+        #expect(Self.send(sender, "READY=1", attaching: [devnull, devnull]) == 7)
+        let before = Self.openDescriptors()
+        let got = try #require(CBatonLinuxShim.receiveWithCredentials(receiver))
+        #expect(String(decoding: got.bytes, as: UTF8.self) == "READY=1")
+        #expect(got.pid == getpid())
+        #expect(got.uid == getuid())
+        #expect(Self.openDescriptors() == before, "the attached descriptors were closed, not leaked")
+        #expect(CBatonLinuxShim.receiveWithCredentials(receiver) == nil, "nothing more (EAGAIN: MSG_DONTWAIT)")
+    }
+
+    @Test("the mold channel's reader closes attached descriptors and says when a datagram did not fit")
+    func moldReaderDropsDescriptorsAndReportsTruncation() throws {
+        let (receiver, sender) = try Self.pair(Int32(SOCK_SEQPACKET.rawValue))
+        defer {
+            close(receiver)
+            close(sender)
+        }
+        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(devnull) }
+        #expect(Self.send(sender, "{\"op\":\"promoted\"}", attaching: [devnull, devnull, devnull]) == 17)
+        #expect(Self.send(sender, String(repeating: "x", count: 100), attaching: []) == 100)
+        let before = Self.openDescriptors()
+        var buffer = [UInt8](repeating: 0, count: 64)
+        var truncated: Int32 = -1
+        var n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_dropping_fds(receiver, $0.baseAddress, $0.count, &truncated) }
+        #expect(n == 17 && truncated == 0)
+        #expect(String(decoding: buffer[0..<max(0, n)], as: UTF8.self) == "{\"op\":\"promoted\"}")
+        #expect(Self.openDescriptors() == before, "the attached descriptors were closed, not leaked")
+        n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_dropping_fds(receiver, $0.baseAddress, $0.count, &truncated) }
+        #expect(n == 64 && truncated == 1)
+        n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_dropping_fds(receiver, $0.baseAddress, $0.count, &truncated) }
+        #expect(n == -1 && errno == EAGAIN)
+    }
+}
