@@ -8,13 +8,25 @@ import Testing
 /// (`CBatonLinux_recv_dropping_fds`). Both close every descriptor a datagram carries.
 @Suite("datagram receive (notify socket, mold channel)")
 struct DatagramReceiveTests {
-    /// Open descriptors of this process.
-    static func openDescriptors() -> Int {
-        guard let dir = opendir("/proc/self/fd") else { return -1 }
-        defer { closedir(dir) }
-        var count = 0
-        while readdir(dir) != nil { count += 1 }
-        return count
+    /// A pipe (read end, write end). The test attaches the write end to a datagram and closes
+    /// its own copy: the read end sees end-of-file once no copy of the write end is left, which
+    /// tells whether the reader closed the copies it received. (Counting this process's open
+    /// descriptors instead raced with the tests that run beside this one.)
+    static func pipeEnds() throws -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        try #require(pipe(&fds) == 0)
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return (fds[0], fds[1])
+    }
+
+    /// Whether every copy of the write end of the pipe whose read end is `fd` is closed: waits
+    /// (bounded, 10 s; a fork elsewhere in the test process holds a copy until its exec) for
+    /// end-of-file.
+    static func writeEndClosedEverywhere(_ fd: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&entry, 1, 10_000) == 1 else { return false }
+        var byte: UInt8 = 0
+        return read(fd, &byte, 1) == 0
     }
 
     /// A socket pair of `type`, closed by the caller.
@@ -40,15 +52,15 @@ struct DatagramReceiveTests {
             close(sender)
         }
         try CBatonLinuxShim.setPassCredentials(receiver)
-        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        defer { close(devnull) }
-        #expect(Self.send(sender, "READY=1", attaching: [devnull, devnull]) == 7)
-        let before = Self.openDescriptors()
+        let (readEnd, writeEnd) = try Self.pipeEnds()
+        defer { close(readEnd) }
+        #expect(Self.send(sender, "READY=1", attaching: [writeEnd, writeEnd]) == 7)
+        close(writeEnd)
         let got = try #require(CBatonLinuxShim.receiveWithCredentials(receiver))
         #expect(String(decoding: got.bytes, as: UTF8.self) == "READY=1")
         #expect(got.pid == getpid())
         #expect(got.uid == getuid())
-        #expect(Self.openDescriptors() == before, "the attached descriptors were closed, not leaked")
+        #expect(Self.writeEndClosedEverywhere(readEnd), "the attached descriptors were closed, not leaked")
         #expect(CBatonLinuxShim.receiveWithCredentials(receiver) == nil, "nothing more (EAGAIN: MSG_DONTWAIT)")
     }
 
@@ -59,17 +71,17 @@ struct DatagramReceiveTests {
             close(receiver)
             close(sender)
         }
-        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        defer { close(devnull) }
-        #expect(Self.send(sender, "{\"op\":\"promoted\"}", attaching: [devnull, devnull, devnull]) == 17)
+        let (readEnd, writeEnd) = try Self.pipeEnds()
+        defer { close(readEnd) }
+        #expect(Self.send(sender, "{\"op\":\"promoted\"}", attaching: [writeEnd, writeEnd, writeEnd]) == 17)
+        close(writeEnd)
         #expect(Self.send(sender, String(repeating: "x", count: 100), attaching: []) == 100)
-        let before = Self.openDescriptors()
         var buffer = [UInt8](repeating: 0, count: 64)
         var truncated: Int32 = -1
         var n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_dropping_fds(receiver, $0.baseAddress, $0.count, &truncated) }
         #expect(n == 17 && truncated == 0)
         #expect(String(decoding: buffer[0..<max(0, n)], as: UTF8.self) == "{\"op\":\"promoted\"}")
-        #expect(Self.openDescriptors() == before, "the attached descriptors were closed, not leaked")
+        #expect(Self.writeEndClosedEverywhere(readEnd), "the attached descriptors were closed, not leaked")
         n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_dropping_fds(receiver, $0.baseAddress, $0.count, &truncated) }
         #expect(n == 64 && truncated == 1)
         n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_dropping_fds(receiver, $0.baseAddress, $0.count, &truncated) }
