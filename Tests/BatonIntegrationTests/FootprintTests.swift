@@ -13,7 +13,8 @@ extension Integration {
         func preforkingServerSettledTree() throws {
             let marks = TestPaths.temporaryDirectory("prefork")
             // Ready after 300 ms as a lone shell; 1 s later it forks two children of 24 MiB each;
-            // 12 s after that each grows by 64 MiB more and says so on its output (baton logs it).
+            // once the test has seen both trees settle (it then creates `grow`), each child grows
+            // by 64 MiB more and says so on its output (baton logs it).
             let script = marks + "/server.sh"
             TestPaths.write(
                 script,
@@ -21,7 +22,7 @@ extension Integration {
                 #!/bin/sh
                 sleep 1
                 for n in 1 2; do
-                  perl -e 'my $a = "x" x (24 << 20); sleep 12; my $b = "y" x (64 << 20); $| = 1; print "grown-$$\\n"; sleep 100000' &
+                  perl -e 'my $a = "x" x (24 << 20); select(undef, undef, undef, 0.05) until -e "\(marks)/grow"; my $b = "y" x (64 << 20); $| = 1; print "grown-$$\\n"; sleep 100000' &
                 done
                 exec sleep 100000
                 """, mode: 0o755)
@@ -38,7 +39,8 @@ extension Integration {
                 settled.append(try #require(line, "\(baton.process.stderrLines.suffix(10))"))
             }
             #expect(settled.allSatisfy { $0.contains("over 3 process(es)") }, "\(settled)")
-            // Wait until the four children have grown.
+            // Both trees settled: let the four children grow, and wait until they have.
+            TestPaths.write(marks + "/grow", "")
             var grown: [String] = []
             for _ in 0..<4 {
                 let line = baton.process.waitForLine(timeout: .seconds(60)) { $0.contains("] grown-") && !grown.contains($0) }
