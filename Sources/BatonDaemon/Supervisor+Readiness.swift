@@ -116,6 +116,8 @@ extension Supervisor {
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("all \(slots.count) workers ready")
+        // Start-up is behind: give back the executable's pages only it used (ExecutablePages).
+        ExecutablePages.pageOut()
         drainOrphans()
         performOperations(next)
     }
