@@ -21,6 +21,11 @@ public enum ExecutablePages {
         public var start: UInt
         /// One past the last byte.
         public var end: UInt
+        /// A mapping of `start..<end`.
+        public init(start: UInt, end: UInt) {
+            self.start = start
+            self.end = end
+        }
     }
 
     /// The read-only (code and constant data) mappings of `executable` in a /proc/PID/maps text.
