@@ -31,7 +31,10 @@ BENCH_SCENARIOS ?= deploy-under-load compare systemd sampling-cost deploy-memory
 
 bench: deps
 	./scripts/install-bench-deps
-	$(SWIFT) build -c release   # every product in one build: 98 s here, 134 s as three --product builds
+	# every product in one build: 98 s here, 134 s as three --product builds. The Swift runtime
+	# and Foundation linked in statically, as a host should run baton, so its memory is
+	# counted in full (docs/ARCHITECTURE.md, "Footprint of the supervisor").
+	$(SWIFT) build -c release --static-swift-stdlib
 	.build/release/baton-bench $(BENCH_SCENARIOS) $(if $(QUICK),--quick,)
 
 # libFuzzer on the config text checks and the control-socket decoder (not part of `test`,
