@@ -51,9 +51,9 @@ import Testing
         #expect(zip(during, before).map { $0 - $1 } == [1, 1])
     }
 
-    /// Under `vm.overcommit_memory = 2` preflight's surge must fit the commit limit with the
-    /// workers' commit charge (read through the port), not only their footprint.
-    @Test func preflightReplacesWhenTheWorkersCommitChargeDoesNotFitUnderStrictOvercommit() throws {
+    /// Two workers of 200 MiB under `vm.overcommit_memory = 2` with 300 MiB of commit headroom
+    /// (not started).
+    func strictOvercommit() throws -> DaemonHarness {
         let h = try DaemonHarness(workers: 2) { config in
             config.deploy.strategy = .auto
             config.deploy.workerFootprint = 200 * Self.mib
@@ -62,6 +62,13 @@ import Testing
         h.host.fakeMemory.host = MemoryReadings(
             host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 1324 * Self.mib, committed: 1024 * Self.mib),
             overcommit: .strict, cgroup: nil)
+        return h
+    }
+
+    /// Under `vm.overcommit_memory = 2` preflight's surge must fit the commit limit with the
+    /// workers' commit charge (read through the port), not only their footprint.
+    @Test func preflightReplacesWhenTheWorkersCommitChargeDoesNotFitUnderStrictOvercommit() throws {
+        let h = try strictOvercommit()
         try h.start()
         // The footprint alone (200 MiB) fits the 300 MiB of commit headroom.
         #expect(try h.supervisor.preflight(release: nil, need: 0).0.strategy == .surge)
@@ -74,14 +81,7 @@ import Testing
     /// The deploy's own plan (the rollout planner's figures) counted the workers' commit
     /// charge nowhere: under strict overcommit it surged where `baton preflight` said replace.
     @Test func autoReplacesWhenTheWorkersCommitChargeDoesNotFitUnderStrictOvercommit() throws {
-        let h = try DaemonHarness(workers: 2) { config in
-            config.deploy.strategy = .auto
-            config.deploy.workerFootprint = 200 * Self.mib
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: 180 * Self.mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 1324 * Self.mib, committed: 1024 * Self.mib),
-            overcommit: .strict, cgroup: nil)
+        let h = try strictOvercommit()
         h.host.fakeMemory.commitCharge = 900 * Self.mib
         try h.start()
         let client = h.deploy(h.makeRelease("r1"))

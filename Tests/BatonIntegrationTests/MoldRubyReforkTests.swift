@@ -30,12 +30,7 @@ extension Integration {
             #expect(load.waitForProgress(200))
             let counted = Integration.MoldTests.waitForStatus(baton) { s in s.workers.contains { ($0.requests ?? 0) > 0 } }
             #expect(counted != nil, "status shows the requests a worker reported (X_BATON_REQUESTS=)")
-            let promoted = baton.process.waitForLine(timeout: .seconds(60)) { $0.contains("is the mold now") }
-            let line = try #require(promoted, "\(baton.process.stderrLines.suffix(10))")
-            let tail = try #require(line.components(separatedBy: "refork: worker ").last)
-            let newMold = try #require(Int32(String(tail.prefix { $0.isNumber })))
-            #expect(before.workers.map(\.pid).contains(newMold), "a former worker is the mold")
-            #expect(baton.process.waitForLine(containing: "reload finished", timeout: .seconds(60)) != nil)
+            let newMold = try Integration.MoldTests.awaitRefork(baton, before: before, promotion: .seconds(60))
             #expect(load.waitForProgress(200))
             let report = load.stop()
             #expect(report.failed == 0, "\(report)")

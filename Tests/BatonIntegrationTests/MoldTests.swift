@@ -63,6 +63,18 @@ extension Integration {
         }
 
         /// Polls `status` until `condition` holds (at most `timeout`).
+        /// Waits for a refork: the "is the mold now" line, whose worker must be one of `before`'s,
+        /// then the reload that rolls every slot onto it. Returns the new mold's pid.
+        static func awaitRefork(_ baton: BatonHarness, before: StatusReport, promotion: Duration) throws -> Int32 {
+            let promoted = baton.process.waitForLine(timeout: promotion) { $0.contains("is the mold now") }
+            let line = try #require(promoted, "\(baton.process.stderrLines.suffix(10))")
+            let tail = try #require(line.components(separatedBy: "refork: worker ").last)
+            let newMold = try #require(Int32(String(tail.prefix { $0.isNumber })))
+            #expect(before.workers.map(\.pid).contains(newMold), "a former worker is the mold")
+            #expect(baton.process.waitForLine(containing: "reload finished", timeout: .seconds(60)) != nil)
+            return newMold
+        }
+
         static func waitForStatus(_ baton: BatonHarness, timeout: Duration = .seconds(30), _ condition: (StatusReport) -> Bool) -> StatusReport? {
             let deadline = monotonicNow() + timeout
             while monotonicNow() < deadline {
@@ -267,12 +279,7 @@ extension Integration {
             let firstMold = try #require(before.molds?.first)
             let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(90))
             #expect(load.waitForProgress(200))
-            let promoted = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("is the mold now") }
-            let line = try #require(promoted, "\(baton.process.stderrLines.suffix(10))")
-            let tail = try #require(line.components(separatedBy: "refork: worker ").last)
-            let newMold = try #require(Int32(String(tail.prefix { $0.isNumber })))
-            #expect(before.workers.map(\.pid).contains(newMold), "a former worker is the mold")
-            #expect(baton.process.waitForLine(containing: "reload finished", timeout: .seconds(60)) != nil)
+            let newMold = try Self.awaitRefork(baton, before: before, promotion: .seconds(30))
             #expect(load.waitForProgress(200))
             let report = load.stop()
             #expect(report.failed == 0, "\(report)")
