@@ -37,6 +37,10 @@ extension Integration {
                     timeout = "30s"
                     """, tag: "py")
             defer { baton.stop() }
+            // Ready after a 300 ms delay is not yet python: `python3` may be a wrapper script
+            // (pyenv's shim is bash, which blocks SIGINT and ignores SIGQUIT while it runs its
+            // command substitutions) that execs python later. Read the state once python runs.
+            #expect(baton.process.waitForLine(containing: "python worker up", timeout: .seconds(30)) != nil)
             let worker = try #require(try baton.status().workers.first)
             let blocked = ProcFS.blockedSignals(of: worker.pid)
             #expect(blocked == 0, "SigBlk of the python worker: \(String(blocked ?? 0, radix: 16))")
