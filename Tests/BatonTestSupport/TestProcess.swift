@@ -86,6 +86,8 @@ public final class TestProcess: @unchecked Sendable {
         var stderrLines: [String] = []
         var stdoutBytes: [UInt8] = []
         var exit: Int32?
+        /// The stderr reader saw end-of-file: every line written is in `stderrLines`.
+        var stderrDrained = false
     }
 
     /// Starts `argv` with `environment`, stdout and stderr captured.
@@ -138,6 +140,7 @@ public final class TestProcess: @unchecked Sendable {
                     }
                     if !lines.isEmpty { box.withLock { $0.stderrLines += lines } }
                 }
+                box.withLock { $0.stderrDrained = true }
             },
         ]
     }
@@ -163,11 +166,23 @@ public final class TestProcess: @unchecked Sendable {
     public func waitForLine(timeout: Duration, _ match: (String) -> Bool) -> String? {
         let deadline = monotonicNow() + timeout
         var seen = 0
+        var exitedAt: Duration?
         while true {
             let lines = stderrLines
             if let hit = lines[seen...].first(where: match) { return hit }
             seen = lines.count
-            if monotonicNow() >= deadline || exitCode != nil && stderrLines.count == seen { return nil }
+            let now = monotonicNow()
+            if now >= deadline { return nil }
+            if exitCode != nil {
+                // The exit can be seen before the reader thread has read the last lines: give up
+                // once it reached end-of-file (or 2 s later, if a stray child holds the pipe).
+                let exited = exitedAt ?? now
+                exitedAt = exited
+                let drained = box.withLock { $0.stderrDrained }
+                if (drained || now - exited >= .seconds(2)) && stderrLines.count == seen { return nil }
+                _ = poll(nil, 0, 5)
+                continue
+            }
             // Wake on new output or exit: poll the pidfd briefly (an event, bounded).
             var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
             _ = poll(&pfd, 1, 20)
