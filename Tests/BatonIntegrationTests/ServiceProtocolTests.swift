@@ -31,7 +31,9 @@ extension Integration {
             #expect(!recorder.all.contains { $0.text.contains("READY=1") }, "READY=1 before slot 2 was ready")
             let ready = recorder.waitFor(line: "READY=1", timeout: .seconds(20))
             let readyIndex = try #require(ready)
-            #expect(baton.process.stderrLines.contains { $0.contains("worker ready") && $0.contains("slot=2") })
+            // baton logged slot 2 ready before it sent READY=1, but its log reaches stderr through
+            // a writer thread and the test's reader: the line may arrive after the datagram.
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("worker ready") && $0.contains("slot=2") } != nil)
             #expect(recorder.all[..<readyIndex].contains { $0.text.hasPrefix("EXTEND_TIMEOUT_USEC=") })
             #expect(recorder.all[readyIndex].text.contains("STATUS=3/3 workers ready"))
 
