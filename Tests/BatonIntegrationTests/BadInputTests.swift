@@ -111,7 +111,7 @@ extension Integration {
             let denied = try runAs(nobody, [TestPaths.executable("baton"), "reload", "--socket", second.controlSocket])
             #expect(denied.code == 1)
             #expect(denied.stderr.contains("permission denied: uid 65534"), "\(denied.stderr)")
-            #expect(second.process.stderrLines.contains { $0.contains("reload refused for uid 65534") })
+            #expect(second.process.waitForLine(timeout: .seconds(10)) { $0.contains("reload refused for uid 65534") } != nil)
             #expect(try second.status().state == "running")
         }
 

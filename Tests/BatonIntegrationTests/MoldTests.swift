@@ -311,7 +311,7 @@ extension Integration {
             let second = try Self.start(workers: 2, tag: "mold8", reuse: first.directory)
             defer { second.stop() }
             #expect(second.port == first.port)
-            #expect(second.process.stderrLines.contains { $0.contains("took over") }, "\(second.process.stderrLines.suffix(20))")
+            #expect(second.process.waitForLine(timeout: .seconds(10)) { $0.contains("took over") } != nil, "\(second.process.stderrLines.suffix(20))")
             for fd in pidfds.prefix(2) { #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "the orphans are drained") }
             let after = try second.status()
             #expect(after.molds?.first?.state == "ready" && after.molds?.first?.pid != mold)

@@ -62,7 +62,7 @@ extension Integration {
             let report = load.stop()
             #expect(both != nil, "\(baton.process.stderrLines.suffix(30))")
             #expect(report.failed == 0, "\(report)")
-            #expect(baton.process.stderrLines.contains { $0.contains("reason=worker-limit") })
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("reason=worker-limit") } != nil)
             return events
         }
 

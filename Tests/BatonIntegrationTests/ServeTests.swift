@@ -71,7 +71,7 @@ extension Integration {
             #expect(table.code == 0)
             #expect(table.stdout.contains("crash-loop"))
             // The output of the failing worker is forwarded with its slot and pid.
-            #expect(baton.process.stderrLines.contains { $0.contains("[slot 0 pid ") && $0.contains("boot failed: simulated") })
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("[slot 0 pid ") && $0.contains("boot failed: simulated") } != nil)
         }
 
         @Test("SIGHUP under keep-alive load replaces every worker with zero failed requests")

@@ -107,7 +107,7 @@ extension Integration {
                 #expect(vars[stripped] == nil, "\(stripped) leaked into the worker")
             }
             // The demo worker's own start line reports what sd_listen_fds() saw.
-            #expect(baton.process.stderrLines.contains { $0.contains("pid=\(pid)") && $0.contains("listen_fds=2 listen_pid=matched") })
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("pid=\(pid)") && $0.contains("listen_fds=2 listen_pid=matched") } != nil)
             // No descriptor of baton's leaks into a worker: the only objects a
             // worker shares with baton are its output pipe (1, 2, and the
             // pipe's read end at 1000, which outlives a crashed baton) and the

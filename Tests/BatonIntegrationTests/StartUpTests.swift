@@ -19,7 +19,7 @@ extension Integration {
             defer { baton.stop() }
             let code = baton.process.wait(timeout: .seconds(30))
             #expect(code == 1, "\(baton.process.stderrLines.suffix(10))")
-            #expect(baton.process.stderrLines.contains { $0.contains("start-up failed: slot 0 failed 2 starts in a row") })
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("start-up failed: slot 0 failed 2 starts in a row") } != nil)
         }
 
         @Test("a deploy of a good release pre-empts a crash-looping start-up: exit 0, every slot serves it, READY after")

@@ -30,7 +30,7 @@ extension Integration {
             let second = try BatonHarness(workers: 2, tag: "tko", reuse: first.directory)
             defer { second.stop() }
             #expect(second.port == port)
-            #expect(second.process.stderrLines.contains { $0.contains("took over") }, "\(second.process.stderrLines.suffix(20))")
+            #expect(second.process.waitForLine(timeout: .seconds(10)) { $0.contains("took over") } != nil, "\(second.process.stderrLines.suffix(20))")
             for (pid, fd) in zip(orphans, pidfds) {
                 #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "orphan \(pid) still running after the drain")
             }

@@ -213,7 +213,7 @@ extension Integration {
             #expect(Self.serving(after, slot: 0)?.lastRestartReason == "liveness-probe")
             #expect(Self.serving(after, slot: 1)?.pid == other.pid)
             #expect(Self.serving(after, slot: 1)?.restarts == 0)
-            #expect(baton.process.stderrLines.contains { $0.contains("failed its liveness probe 2 times in a row") })
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("failed its liveness probe 2 times in a row") } != nil)
         }
 
         @Test("WATCHDOG=trigger replaces the worker at once, reason watchdog")
@@ -245,7 +245,7 @@ extension Integration {
                 Self.waitForStatus(baton) { s in Self.serving(s, slot: 0)?.restarts == 1 },
                 "not replaced: \(baton.process.stderrLines.suffix(15))")
             #expect(Self.serving(after, slot: 0)?.lastRestartReason == "watchdog")
-            #expect(baton.process.stderrLines.contains { $0.contains("WATCHDOG=trigger") })
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("WATCHDOG=trigger") } != nil)
         }
     }
 }
