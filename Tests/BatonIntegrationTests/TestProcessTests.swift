@@ -22,5 +22,18 @@ extension Integration {
             #expect(process.waitForLine(containing: "late", timeout: .seconds(10)) == "late")
             process.wait(timeout: .seconds(10))
         }
+
+        /// The same for stdout: `waitForStdout` answered from what the reader had read when the
+        /// exit was seen.
+        @Test("waitForStdout after the exit still finds text written just before the pipe closed")
+        func stdoutAfterExit() throws {
+            let process = try TestProcess(["/bin/sh", "-c", "(sleep 0.3; echo late) & exit 0"])
+            let deadline = monotonicNow() + .seconds(10)
+            while process.exitCode == nil && monotonicNow() < deadline { _ = poll(nil, 0, 5) }
+            #expect(process.exitCode == 0)
+            #expect(process.stdout.isEmpty, "the text comes after the exit")
+            #expect(process.waitForStdout(containing: "late", timeout: .seconds(10)))
+            process.wait(timeout: .seconds(10))
+        }
     }
 }

@@ -88,6 +88,8 @@ public final class TestProcess: @unchecked Sendable {
         var exit: Int32?
         /// The stderr reader saw end-of-file: every line written is in `stderrLines`.
         var stderrDrained = false
+        /// The stdout reader saw end-of-file: every byte written is in `stdoutBytes`.
+        var stdoutDrained = false
     }
 
     /// Starts `argv` with `environment`, stdout and stderr captured.
@@ -128,6 +130,7 @@ public final class TestProcess: @unchecked Sendable {
         readers = [
             Thread {
                 TestProcess.readAll(outFD) { chunk in box.withLock { $0.stdoutBytes += chunk } }
+                box.withLock { $0.stdoutDrained = true }
             },
             Thread {
                 var partial: [UInt8] = []
@@ -192,9 +195,18 @@ public final class TestProcess: @unchecked Sendable {
     /// Waits until stdout contains `text`; false on timeout or exit.
     public func waitForStdout(containing text: String, timeout: Duration) -> Bool {
         let deadline = monotonicNow() + timeout
+        var exitedAt: Duration?
         while monotonicNow() < deadline {
             if stdout.contains(text) { return true }
-            if exitCode != nil { return stdout.contains(text) }
+            if exitCode != nil {
+                // As in `waitForLine`: the reader may not have read the last bytes yet.
+                let now = monotonicNow()
+                let exited = exitedAt ?? now
+                exitedAt = exited
+                if box.withLock({ $0.stdoutDrained }) || now - exited >= .seconds(2) { return stdout.contains(text) }
+                _ = poll(nil, 0, 5)
+                continue
+            }
             var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
             _ = poll(&pfd, 1, 20)
         }
