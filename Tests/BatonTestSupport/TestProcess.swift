@@ -167,50 +167,40 @@ public final class TestProcess: @unchecked Sendable {
     /// Waits until a stderr line satisfies `match`; returns it, or nil on timeout.
     @discardableResult
     public func waitForLine(timeout: Duration, _ match: (String) -> Bool) -> String? {
-        let deadline = monotonicNow() + timeout
         var seen = 0
-        var exitedAt: Duration?
-        while true {
+        return waitForOutput(timeout: timeout, drained: \.stderrDrained) {
             let lines = stderrLines
-            if let hit = lines[seen...].first(where: match) { return hit }
-            seen = lines.count
-            let now = monotonicNow()
-            if now >= deadline { return nil }
-            if exitCode != nil {
-                // The exit can be seen before the reader thread has read the last lines: give up
-                // once it reached end-of-file (or 2 s later, if a stray child holds the pipe).
-                let exited = exitedAt ?? now
-                exitedAt = exited
-                let drained = box.withLock { $0.stderrDrained }
-                if (drained || now - exited >= .seconds(2)) && stderrLines.count == seen { return nil }
-                _ = poll(nil, 0, 5)
-                continue
-            }
-            // Wake on new output or exit: poll the pidfd briefly (an event, bounded).
-            var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&pfd, 1, 20)
+            defer { seen = lines.count }
+            return lines[seen...].first(where: match)
         }
     }
 
     /// Waits until stdout contains `text`; false on timeout or exit.
     public func waitForStdout(containing text: String, timeout: Duration) -> Bool {
+        waitForOutput(timeout: timeout, drained: \.stdoutDrained) { stdout.contains(text) ? true : nil } ?? false
+    }
+
+    /// Asks `probe` until it answers, the deadline passes, or the process exited and its reader
+    /// reached end-of-file (`drained`): the exit can be seen before the reader thread has read
+    /// the last output. 2 s after the exit at most, if a stray child holds the pipe.
+    private func waitForOutput<T>(timeout: Duration, drained: KeyPath<State, Bool>, _ probe: () -> T?) -> T? {
         let deadline = monotonicNow() + timeout
         var exitedAt: Duration?
-        while monotonicNow() < deadline {
-            if stdout.contains(text) { return true }
+        while true {
+            if let hit = probe() { return hit }
+            let now = monotonicNow()
+            if now >= deadline { return nil }
             if exitCode != nil {
-                // As in `waitForLine`: the reader may not have read the last bytes yet.
-                let now = monotonicNow()
                 let exited = exitedAt ?? now
                 exitedAt = exited
-                if box.withLock({ $0.stdoutDrained }) || now - exited >= .seconds(2) { return stdout.contains(text) }
+                if box.withLock({ $0[keyPath: drained] }) || now - exited >= .seconds(2) { return probe() }
                 _ = poll(nil, 0, 5)
-                continue
+            } else {
+                // Wake on new output or exit: poll the pidfd briefly (an event, bounded).
+                var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+                _ = poll(&pfd, 1, 20)
             }
-            var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&pfd, 1, 20)
         }
-        return false
     }
 
     /// Waits until a stderr line contains `text`.
