@@ -154,9 +154,10 @@ public enum Sockets {
         removeStaleSocket(path)
         let fd = try syscall("socket", subject: path) { socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0) }
         do {
-            // bind creates the file with umask applied; restrict first, then chmod.
-            let old = umask(0o177)
-            defer { umask(old) }
+            // bind creates the file with the socket inode's mode minus the umask: restrict the
+            // inode first (never the umask: it is process-wide, and other threads create files
+            // and children meanwhile), then chmod to `mode`.
+            try syscall("fchmod", subject: path) { fchmod(fd, 0o600) }
             try withUnsafePointer(to: &addr) { p throws(SystemError) in
                 try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp throws(SystemError) in
                     _ = try syscall("bind", subject: path) { Glibc.bind(fd, sp, socklen_t(MemoryLayout<sockaddr_un>.size)) }

@@ -2,6 +2,7 @@ import BatonCore
 import BatonSystem
 import BatonTestSupport
 import Glibc
+import Synchronization
 import Testing
 
 /// True when this host can bind [::1] (containers often have no IPv6 loopback).
@@ -194,5 +195,31 @@ struct SocketsTests {
         #expect(Sockets.fdName(for: .tcp(host: "127.0.0.1", port: 8080)) == "bound-127.0.0.1_8080")
         #expect(Sockets.fdName(for: .tcp(host: "::1", port: 80)) == "bound-[__1]_80")
         #expect(Sockets.fdName(for: .unix(path: "/run/shop/http.sock")) == "bound-unix__run_shop_http.sock")
+    }
+
+    /// bindUnix restricted the socket file by setting the umask around bind: the umask is
+    /// process-wide, so a directory or file another thread created meanwhile (or a child it
+    /// spawned) lost its group/other and execute bits (seen as a 0600 mkdtemp directory and
+    /// "not executable" test binaries in CI). A thread here watches this process's umask
+    /// while sockets are bound.
+    @Test func bindingAUnixSocketLeavesTheUmaskAlone() throws {
+        let dir = TestPaths.temporaryDirectory("umask")
+        defer { TestPaths.remove(dir) }
+        let umaskLine: @Sendable () -> String? = { ProcFS.read("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("Umask:") }.map(String.init) }
+        let initial = umaskLine()
+        let done = Mutex(false)
+        let seen = Mutex(Set<String>())
+        let watcher = Thread {
+            while !done.withLock({ $0 }) { if let line = umaskLine() { seen.withLock { _ = $0.insert(line) } } }
+        }
+        for i in 0..<400 {
+            let fd = try Sockets.bindUnix(path: dir + "/s\(i).sock", type: Int32(SOCK_DGRAM.rawValue), mode: 0o600)
+            close(fd)
+        }
+        done.withLock { $0 = true }
+        watcher.join()
+        #expect(seen.withLock { $0 } == Set([initial].compactMap { $0 }), "the umask changed while sockets were bound")
+        var st = stat()
+        #expect(stat(dir + "/s0.sock", &st) == 0 && st.st_mode & 0o777 == 0o600)
     }
 }
