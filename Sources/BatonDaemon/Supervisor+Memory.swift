@@ -77,12 +77,12 @@ extension Supervisor {
         let tick = RestartPolicy.Tick(
             now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
             bootTime: slots.compactMap { $0.current.flatMap { w in w.readyAt.map { $0 - w.startedAt } } }.max())
-        var settings = memoryPolicy.settings
+        var settings = memoryMonitor.policy.settings
         settings.concurrency = busy ? 1 : recycleBudget()
-        memoryPolicy.reconfigure(settings)
+        memoryMonitor.policy.reconfigure(settings)
         // One tick may order up to the budget: each order takes its slot out of the next pick.
         for _ in 0..<max(1, settings.concurrency) {
-            switch memoryPolicy.tick(tick) {
+            switch memoryMonitor.policy.tick(tick) {
             case .measure?:
                 guard !detailed, !memoryMonitor.readRunning else { return }
                 sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
@@ -120,7 +120,7 @@ extension Supervisor {
         let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +))
         let target = release ?? releaseState.current.directory
         // Never the running workers' PSS: grown workers would make a new one look as large.
-        let footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
+        let footprint = memoryMonitor.footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
             commitPerWorker: commitPerWorker(readings), tooling: need + oomMargin(footprint: footprint?.bytes))

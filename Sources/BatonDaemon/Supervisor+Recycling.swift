@@ -68,7 +68,7 @@ extension Supervisor {
             return w.pid == pid && w.state == .ready && slots[slot].replacement == nil
         }
         for dropped in plan.dropped {
-            memoryPolicy.replacementFinished(slot: dropped.slot, now: now)
+            memoryMonitor.policy.replacementFinished(slot: dropped.slot, now: now)
             logger.info(
                 "recycle of slot \(dropped.slot) dropped: pid \(dropped.pid) no longer serves there",
                 metadata: ["slot": .stringConvertible(dropped.slot), "reason": .string(dropped.reason.rawValue)])
@@ -125,13 +125,13 @@ extension Supervisor {
     /// one leaves the slot alone for `min_worker_age`).
     func recycleEnded(slot: Int, succeeded: Bool) {
         guard let c = recycling.finished(slot: slot) else {
-            memoryPolicy.replacementFinished(slot: slot, now: loop.now())
+            memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
             return
         }
         if succeeded {
-            memoryPolicy.replacementFinished(slot: slot, now: loop.now())
+            memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
         } else {
-            memoryPolicy.replacementFailed(slot: slot, now: loop.now())
+            memoryMonitor.policy.replacementFailed(slot: slot, now: loop.now())
         }
         logger.info(
             "recycle of slot \(slot) \(succeeded ? "done" : "failed")",

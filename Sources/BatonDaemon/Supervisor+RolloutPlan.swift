@@ -30,7 +30,7 @@ extension Supervisor {
             return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting, pending: pending)
         }
         // Never the running workers' median: they have grown; unknown means replace.
-        let footprint = footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
+        let footprint = memoryMonitor.footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
         // Against `[memory] budget`, every live worker counts: draining ones still hold their
         // memory, and one not measured since it started (a replacement) counts as a footprint.
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }

@@ -117,12 +117,6 @@ public final class Supervisor {
     var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
     var ownedUnixPaths: [String] = []
-    /// The periodic restart policy (age, memory threshold, worker limit, leak prediction): the
-    /// memory monitor's, a BatonCore machine that keeps its own rules.
-    var memoryPolicy: RestartPolicy {
-        get { memoryMonitor.policy }
-        set { memoryMonitor.policy = newValue }
-    }
     /// Recycling by served requests (`[rolling] max_requests`).
     lazy var requestRecycler = Self.requestRecycler(config)
     /// Every recycle between deploys, under one budget (`Supervisor+Recycling.swift`).
@@ -131,11 +125,6 @@ public final class Supervisor {
     var recycleWake: EventLoop.Token?
     /// Set while the engine's starts are carried out (a start feeds events back).
     var recyclePumping = false
-    /// Footprints of recently started workers, by release (the memory monitor's).
-    var footprints: FootprintTracker {
-        get { memoryMonitor.footprints }
-        set { memoryMonitor.footprints = newValue }
-    }
     /// New workers booting at once, from the CPU share of the last boots measured.
     var bootBudget = BootBudget(cpus: Supervisor.onlineCPUs)
     /// Whether the log said once that `boot_nice` is off for want of privilege.
@@ -143,8 +132,6 @@ public final class Supervisor {
     /// The memory monitor's state: restart policy, footprints, sampling cadence, OOM watch,
     /// reservation, merge notes (its only owner).
     let memoryMonitor: MemoryMonitor
-    /// Kernel OOM kills in baton's cgroup (the monitor's).
-    var oomWatch: OOMWatch { memoryMonitor.oom }
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [RestartReason: Int] = [:]
     /// Deploys by outcome since baton started (the book's; Prometheus counters).
