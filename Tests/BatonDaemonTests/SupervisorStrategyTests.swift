@@ -90,6 +90,19 @@ import Testing
         #expect(client.reply?.ok == true)
     }
 
+    /// The planner runs again at every step of a rollout; the workers' commit charge (a walk
+    /// of every worker's maps each) is read once, when the deploy starts, not at every replan.
+    @Test func aDeployReadsTheWorkersCommitChargeOnceNotAtEveryReplan() throws {
+        let h = try strictOvercommit()
+        h.host.fakeMemory.commitCharge = 900 * Self.mib
+        try h.start()
+        let before = h.host.fakeMemory.commitChargeReads
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true && client.progress.count > 3, "\(client.progress)")
+        #expect(h.host.fakeMemory.commitChargeReads - before == 2, "one read per serving worker at the start")
+    }
+
     @Test func autoSurgesWhenMemoryIsUnknown() throws {
         let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
         try h.start()
