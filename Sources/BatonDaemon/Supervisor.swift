@@ -320,19 +320,17 @@ public final class Supervisor {
     func makeSpec(_ config: BatonConfig, release: Release) throws -> WorkerSpec {
         var variables: [EnvVar] = []
         if let path = config.app.environmentFile {
-            guard let text = ProcFS.read(path) else {
-                throw DaemonError("app.environment_file: cannot read \(path): \(String(cString: strerror(errno)))")
+            let text: String
+            do {
+                text = try host.readEnvironmentFile(path)
+            } catch {
+                throw DaemonError("app.environment_file: cannot read \(path): \(String(cString: strerror(error.errno)))")
             }
             variables = try EnvironmentFile.parse(text, path: path).map { EnvVar(name: $0.0, value: $0.1) }
         }
         variables += config.app.environment
         variables += release.environment
-        var credentials: Credentials?
-        if let user = config.app.user {
-            credentials = try Accounts.credentials(user: user, group: config.app.group)
-        } else if let group = config.app.group {
-            credentials = Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
-        }
+        let credentials = try host.credentials(user: config.app.user, group: config.app.group)
         return WorkerSpec(
             argv: release.command ?? config.app.command, directory: release.directory, variables: variables, credentials: credentials)
     }

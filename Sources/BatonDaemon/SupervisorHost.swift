@@ -5,7 +5,8 @@ import Glibc
 /// The one port through which the supervisor's worker and operation code acts on the system:
 /// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
 /// process groups and pidfds, reading a child's exit, telling the service manager, reading
-/// memory figures and the process table, and opening the state directory.
+/// memory figures and the process table, opening the state directory, and reading the files
+/// and accounts a worker's spec names.
 ///
 /// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
 /// give the supervisor a fake whose children are descriptors without a process: the test
@@ -44,6 +45,13 @@ protocol SupervisorHost: AnyObject {
     /// Gives every thread of the tree rooted at `pid` the nice value `nice`; false when some
     /// thread could not be set.
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool
+    /// The text of `[app] environment_file` (read at each spec: a deploy picks up its edits);
+    /// throws the failed call with its errno.
+    func readEnvironmentFile(_ path: String) throws(SystemError) -> String
+    /// The uid, gid and supplementary groups of `user` (with `group`, that group instead of
+    /// the user's), or baton's own uid with `group`'s gid when only a group is given; nil when
+    /// neither is (workers run as baton). Throws when the user or group does not exist.
+    func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials?
 }
 
 /// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
@@ -147,4 +155,15 @@ final class LinuxSupervisorHost: SupervisorHost {
     func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
 
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool { ProcessPriority.set(tree: pid, to: nice) == 0 }
+
+    func readEnvironmentFile(_ path: String) throws(SystemError) -> String {
+        guard let text = ProcFS.read(path) else { throw SystemError("read", subject: path) }
+        return text
+    }
+
+    func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
+        if let user { return try Accounts.credentials(user: user, group: group) }
+        guard let group else { return nil }
+        return Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
+    }
 }

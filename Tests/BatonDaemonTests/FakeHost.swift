@@ -80,6 +80,21 @@ final class FakeHost: SupervisorHost {
     /// No process, no CPU time: the boot budget stays one boot per CPU.
     func treeCPUSeconds(of pid: pid_t) -> Double? { nil }
 
+    /// Files the supervisor may read (`[app] environment_file`), by path; any other is missing.
+    var files: [String: String] = [:]
+    func readEnvironmentFile(_ path: String) throws(SystemError) -> String {
+        guard let text = files[path] else { throw SystemError("open", errno: ENOENT, subject: path) }
+        return text
+    }
+
+    /// Accounts by user name; none exists unless the test adds it.
+    var accounts: [String: Credentials] = [:]
+    func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
+        guard let user else { return nil }
+        guard let found = accounts[user] else { throw SpawnError(step: "getpwnam \(user): no such user", errno: 0) }
+        return found
+    }
+
     /// Trees whose priority the supervisor set, with the nice value.
     private(set) var priorities: [(pid: pid_t, nice: Int32)] = []
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool {
