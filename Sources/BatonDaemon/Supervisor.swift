@@ -322,7 +322,7 @@ public final class Supervisor {
         if let path = config.app.environmentFile {
             let text: String
             do {
-                text = try host.readEnvironmentFile(path)
+                text = try host.files.read(path)
             } catch {
                 throw DaemonError("app.environment_file: cannot read \(path): \(String(cString: strerror(error.errno)))")
             }

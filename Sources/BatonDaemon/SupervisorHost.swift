@@ -45,9 +45,9 @@ protocol SupervisorHost: AnyObject {
     /// Gives every thread of the tree rooted at `pid` the nice value `nice`; false when some
     /// thread could not be set.
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool
-    /// The text of `[app] environment_file` (read at each spec: a deploy picks up its edits);
-    /// throws the failed call with its errno.
-    func readEnvironmentFile(_ path: String) throws(SystemError) -> String
+    /// The files the supervisor reads and writes itself: `[app] environment_file` (read at each
+    /// spec: a deploy picks up its edits) and `instance.json`.
+    var files: any HostFiles { get }
     /// The uid, gid and supplementary groups of `user` (with `group`, that group instead of
     /// the user's), or baton's own uid with `group`'s gid when only a group is given; nil when
     /// neither is (workers run as baton). Throws when the user or group does not exist.
@@ -125,12 +125,13 @@ extension ServiceNotifier: ServiceNotifying {}
 
 /// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
 /// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory and the
-/// process table from /proc, the state directory through `StateStore`.
+/// process table from /proc, the state directory through `StateStore`, files from disk.
 final class LinuxSupervisorHost: SupervisorHost {
     private let launcher: any ProcessLauncher
     let notifier: any ServiceNotifying
     let memory: any MemoryReading = ProcMemoryReader()
     let processes: any ProcessTable = ProcProcessTable()
+    let files: any HostFiles = LinuxHostFiles()
 
     /// A host spawning through `launcher`.
     init(launcher: any ProcessLauncher, notifier: any ServiceNotifying = ServiceNotifier()) {
@@ -155,11 +156,6 @@ final class LinuxSupervisorHost: SupervisorHost {
     func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
 
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool { ProcessPriority.set(tree: pid, to: nice) == 0 }
-
-    func readEnvironmentFile(_ path: String) throws(SystemError) -> String {
-        guard let text = ProcFS.read(path) else { throw SystemError("read", subject: path) }
-        return text
-    }
 
     func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
         if let user { return try Accounts.credentials(user: user, group: group) }

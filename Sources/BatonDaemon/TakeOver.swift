@@ -91,7 +91,7 @@ extension Supervisor {
     /// pid and start time); remembers the record of a dead one. Runs before
     /// anything shared (state, sockets) is touched.
     func checkPreviousInstance() throws {
-        guard let text = ProcFS.read(instancePath),
+        guard let text = try? host.files.read(instancePath),
             let record = try? JSONDecoder().decode(InstanceRecord.self, from: Data(text.utf8))
         else { return }
         if record.pid != getpid(), let started = host.processes.startTime(of: record.pid), started == record.startTime {
@@ -228,9 +228,9 @@ extension Supervisor {
         loop.schedule(after: .zero) { [unowned self] in self.writeInstanceRecord() }
     }
 
-    /// Writes `instance.json` now (temp file + rename: a reader sees the old or
-    /// the new record, never half of one; no fsync: it only has to outlive
-    /// baton, not the host, and the runtime directory is usually tmpfs).
+    /// Writes `instance.json` now (replaced atomically through the port: a reader sees the
+    /// old or the new record, never half of one; no fsync: it only has to outlive baton, not
+    /// the host, and the runtime directory is usually tmpfs).
     func writeInstanceRecord() {
         takeOver.recordPending = false
         guard !takeOver.recordForgotten else { return }
@@ -252,20 +252,16 @@ extension Supervisor {
             app: config.app.name, pid: getpid(), startTime: host.processes.startTime(of: getpid()) ?? 0,
             listeners: listeners.map { .init(name: $0.name, address: $0.address) }, workers: workers)
         guard let data = try? JSONEncoder().encode(record) else { return }
-        let temporary = instancePath + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            logger.warning("cannot write \(temporary): \(String(cString: strerror(errno)))")
-            return
+        do {
+            try host.files.replace(instancePath, with: Array(data) + [0x0A])
+        } catch {
+            logger.warning("cannot write \(instancePath): \(error)")
         }
-        writeAll(fd, Array(data) + [0x0A])
-        close(fd)
-        if rename(temporary, instancePath) != 0 { logger.warning("cannot replace \(instancePath): \(String(cString: strerror(errno)))") }
     }
 
     /// A clean stop: nothing to take over.
     func forgetInstance() {
         takeOver.recordForgotten = true
-        unlink(instancePath)
+        host.files.remove(instancePath)
     }
 }

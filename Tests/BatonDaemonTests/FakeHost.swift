@@ -80,12 +80,9 @@ final class FakeHost: SupervisorHost {
     /// No process, no CPU time: the boot budget stays one boot per CPU.
     func treeCPUSeconds(of pid: pid_t) -> Double? { nil }
 
-    /// Files the supervisor may read (`[app] environment_file`), by path; any other is missing.
-    var files: [String: String] = [:]
-    func readEnvironmentFile(_ path: String) throws(SystemError) -> String {
-        guard let text = files[path] else { throw SystemError("open", errno: ENOENT, subject: path) }
-        return text
-    }
+    /// The files the supervisor reads and writes (the environment file, `instance.json`), in memory.
+    let fakeFiles = MemoryFiles()
+    var files: any HostFiles { fakeFiles }
 
     /// Accounts by user name; none exists unless the test adds it.
     var accounts: [String: Credentials] = [:]

@@ -11,7 +11,7 @@ import Testing
 
     func harness() throws -> DaemonHarness {
         let h = try DaemonHarness(workers: 2) { $0.app.environmentFile = Self.environmentFile }
-        h.host.files[Self.environmentFile] = "GREETING=hello\n"
+        h.host.fakeFiles[Self.environmentFile] = "GREETING=hello\n"
         try h.start()
         return h
     }
@@ -19,7 +19,7 @@ import Testing
     @Test func theEnvironmentFileIsReadAgainAtEachDeploy() throws {
         let h = try harness()
         #expect(h.host.workers(slot: 0).first?.environment("GREETING") == "hello")
-        h.host.files[Self.environmentFile] = "GREETING=bonjour\n"
+        h.host.fakeFiles[Self.environmentFile] = "GREETING=bonjour\n"
         let client = h.deploy(h.makeRelease("r1"))
         h.finishOperations()
         #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
@@ -30,7 +30,7 @@ import Testing
     @Test func aMissingEnvironmentFileRefusesTheDeployInOneLineAndTheWorkersKeepServing() throws {
         let h = try harness()
         let serving = h.servingPIDs
-        h.host.files[Self.environmentFile] = nil
+        h.host.fakeFiles[Self.environmentFile] = nil
         let client = h.deploy(h.makeRelease("r1"))
         h.finishOperations()
         let error = try #require(client.reply?.error)
