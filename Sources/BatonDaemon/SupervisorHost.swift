@@ -45,6 +45,11 @@ protocol SupervisorHost: AnyObject {
     /// Gives every thread of the tree rooted at `pid` the nice value `nice`; false when some
     /// thread could not be set.
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool
+    /// A pidfd naming `pid`, a process baton did not start (a crashed baton's orphaned worker).
+    func openPidfd(of pid: pid_t) throws(SystemError) -> Int32
+    /// A close-on-exec duplicate of descriptor `target` of the process behind `pidfd`
+    /// (pidfd_getfd: an orphan's listening socket or output pipe).
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32
     /// The files the supervisor reads and writes itself: `[app] environment_file` (read at each
     /// spec: a deploy picks up its edits) and `instance.json`.
     var files: any HostFiles { get }
@@ -156,6 +161,12 @@ final class LinuxSupervisorHost: SupervisorHost {
     func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
 
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool { ProcessPriority.set(tree: pid, to: nice) == 0 }
+
+    func openPidfd(of pid: pid_t) throws(SystemError) -> Int32 { try CBatonLinuxShim.pidfdOpen(pid) }
+
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32 {
+        try CBatonLinuxShim.takeDescriptor(pidfd: pidfd, target: target)
+    }
 
     func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
         if let user { return try Accounts.credentials(user: user, group: group) }

@@ -130,7 +130,7 @@ extension Supervisor {
     func adoptOrphans() {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
         for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
-            guard let pidfd = try? CBatonLinuxShim.pidfdOpen(w.pid) else { continue }
+            guard let pidfd = try? host.openPidfd(of: w.pid) else { continue }
             // Checked again with the pidfd open: it names that same process, not a reused pid.
             guard host.processes.startTime(of: w.pid) == w.startTime else {
                 close(pidfd)
@@ -147,7 +147,7 @@ extension Supervisor {
             for (i, l) in record.listeners.enumerated() where takeOver.taken[l.name] == nil {
                 let fd: Int32
                 do {
-                    fd = try CBatonLinuxShim.takeDescriptor(pidfd: orphan.pidfd, target: 3 + Int32(i))
+                    fd = try host.takeDescriptor(pidfd: orphan.pidfd, target: 3 + Int32(i))
                 } catch {
                     logger.warning("cannot take \(l.address) from orphaned worker pid \(orphan.pid): \(error)")
                     continue
@@ -203,8 +203,8 @@ extension Supervisor {
     /// group id is the leader's pid; once the leader is gone, only the pidfd).
     private func signalOrphan(_ orphan: OrphanWorker, _ sig: Int32) {
         guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
-        if getpgid(orphan.pid) == orphan.pid { CBatonLinuxShim.signalGroup(orphan.pid, sig) }
-        CBatonLinuxShim.signal(pidfd: orphan.pidfd, sig)
+        if getpgid(orphan.pid) == orphan.pid { host.signalGroup(orphan.pid, sig) }
+        host.signal(pidfd: orphan.pidfd, sig)
     }
 
     private func orphanExited(_ orphan: OrphanWorker) {
