@@ -36,12 +36,13 @@ extension Supervisor {
 
     /// Recycles at once now: the configured number, or (auto) the width the rollout planner
     /// allows under `[deploy] strategy` from the memory headroom and the CPUs, at most one per
-    /// CPU (a slot whose old worker still drains counts too).
+    /// CPU (a slot whose old worker still drains counts too). While a recycle's operation runs,
+    /// the planner gets that operation's commit charge (read once per operation).
     func recycleBudget() -> Int {
         guard recycling.concurrency == .auto else { return recycling.budget(autoWidth: 1) }
         let planner = RolloutPlanner(
             strategy: config.deploy.strategy, maxSurge: .auto, maxUnavailable: config.deploy.maxUnavailable, bootBudget: bootBudget.boots)
-        let step = planner.step(rolloutFigures(release: nil))
+        let step = planner.step(rolloutFigures(release: nil, for: operation.flatMap { $0.kind == .policy ? $0 : nil }))
         return recycling.budget(autoWidth: min(step.width, Self.onlineCPUs, slots.count))
     }
 
