@@ -8,8 +8,8 @@ protocol ControlRequestHandler: AnyObject {
     var workerUID: uid_t? { get }
     /// Recent deploys, oldest first.
     var history: [HistoryEntry] { get }
-    /// `baton status`: the snapshot to render, once the figures are in.
-    func requestStatus(_ reply: @escaping (StatusSnapshot) -> Void)
+    /// `baton status`: the report to render, once the figures are in.
+    func requestStatus(_ reply: @escaping (StatusReport) -> Void)
     /// `baton reload`.
     func requestReload(waiter: (any OperationWaiter)?, uid: uid_t?)
     /// `baton deploy` / `baton rollback`.

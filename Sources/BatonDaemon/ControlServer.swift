@@ -153,7 +153,7 @@ final class ControlServer {
         case .ping:
             connection.finish(.success("pong"))
         case .status:
-            supervisor.requestStatus { connection.finish(.success(payload: .status($0.report()))) }
+            supervisor.requestStatus { connection.finish(.success(payload: .status($0))) }
         case .reload:
             supervisor.requestReload(waiter: connection, uid: connection.peer?.uid)
         case .deploy, .rollback:

@@ -98,8 +98,8 @@ extension Supervisor: MetricsSource {
                         .init(pid: $0.pid, memory: $0.memory, requests: $0.requestsServed, leakMiBPerHour: $0.history.leakRate?.mibPerHour)
                     })
             },
-            restartsByReason: restartsByReason, deploysByOutcome: deploysByOutcome, oomKillsBySlot: oomWatch.tracker.bySlot,
-            oomKillsTotal: oomWatch.tracker.total, headroom: headroom, reservation: reservationReport(),
+            restartsByReason: restartsByReason, deploysByOutcome: deploysByOutcome, oomKillsBySlot: memoryMonitor.oom.tracker.bySlot,
+            oomKillsTotal: memoryMonitor.oom.tracker.total, headroom: headroom, reservation: reservationReport(),
             logDroppedBytes: LogWriter.standardError.droppedBytes,
             mold: moldMode
                 ? .init(up: moldBook.molds.contains { $0.state == .ready && $0.spec == slots.first?.spec }, restarts: moldBook.restarts) : nil)

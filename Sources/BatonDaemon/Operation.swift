@@ -74,6 +74,10 @@ final class Operation {
     var rolledAhead: [Int] = []
     /// A roll the held reservation asked for (no client waits for it).
     var keepsReservation = false
+    /// The serving workers' median commit charge (`vm.overcommit_memory = 2` only), read once
+    /// when its rollout was first planned (or by a roll-ahead's preflight) and reused at every
+    /// replan: reading it walks every worker's maps. nil: not read yet; `.some(nil)`: unknown.
+    var commitPerWorker: UInt64??
 
     init(number: Int, kind: Kind, options: DeployOptions?, uid: uid_t?) {
         self.number = number

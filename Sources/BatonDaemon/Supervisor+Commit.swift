@@ -79,7 +79,7 @@ extension Supervisor {
         if op.kind == .reload {
             for slot in slots { if let spec = rolloutSpec { slot.spec = spec } }
             // The restart policy follows the reloaded [memory] and [rolling] (its per-slot state is kept).
-            memoryPolicy.reconfigure(.init(config: config, hostname: Self.hostname()))
+            memoryMonitor.policy.reconfigure(.init(config: config, hostname: Self.hostname()))
             requestRecycler = Self.requestRecycler(config)
             recycling.reconfigure(concurrency: config.rolling.recycleConcurrency, spacing: config.rolling.recycleSpacing)
         }

@@ -15,7 +15,7 @@ extension Supervisor {
         guard let m = sample else { return }
         worker.memoryReadings.becameReady(m, at: loop.now())
         guard let pss = m.pss else { return }
-        footprints.workerReady(pid: worker.pid, release: worker.spec.release, pids: pids, pss: pss, now: loop.now())
+        memoryMonitor.footprints.workerReady(pid: worker.pid, release: worker.spec.release, pids: pids, pss: pss, now: loop.now())
         scheduleFootprintSample(worker)
     }
 
@@ -25,11 +25,11 @@ extension Supervisor {
             guard let worker, worker.state != .exited else { return }
             let (pids, sample) = self.host.memory.treeMembers(of: worker.pid)
             guard let m = sample, let pss = m.pss else {
-                self.footprints.workerExited(pid: worker.pid)
+                self.memoryMonitor.footprints.workerExited(pid: worker.pid)
                 return
             }
             let now = self.loop.now()
-            if let footprint = self.footprints.sampled(pid: worker.pid, pids: pids, pss: pss, now: now) {
+            if let footprint = self.memoryMonitor.footprints.sampled(pid: worker.pid, pids: pids, pss: pss, now: now) {
                 // Growth since boot counts from the settled tree, not from the lone master at ready.
                 // So does the leak-rate history: the lone master's reading at ready would read
                 // as growth (copy-on-write erosion counts from here on).
@@ -38,7 +38,7 @@ extension Supervisor {
                 self.logger.info(
                     "footprint settled: \(Units.formatSize(footprint)) PSS over \(pids.count) process(es), \(after) after ready",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-            } else if self.footprints.isSettling(pid: worker.pid) {
+            } else if self.memoryMonitor.footprints.isSettling(pid: worker.pid) {
                 self.scheduleFootprintSample(worker)
             }
         }

@@ -77,12 +77,12 @@ extension Supervisor {
         let tick = RestartPolicy.Tick(
             now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
             bootTime: slots.compactMap { $0.current.flatMap { w in w.readyAt.map { $0 - w.startedAt } } }.max())
-        var settings = memoryPolicy.settings
+        var settings = memoryMonitor.policy.settings
         settings.concurrency = busy ? 1 : recycleBudget()
-        memoryPolicy.reconfigure(settings)
+        memoryMonitor.policy.reconfigure(settings)
         // One tick may order up to the budget: each order takes its slot out of the next pick.
         for _ in 0..<max(1, settings.concurrency) {
-            switch memoryPolicy.tick(tick) {
+            switch memoryMonitor.policy.tick(tick) {
             case .measure?:
                 guard !detailed, !memoryMonitor.readRunning else { return }
                 sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
@@ -100,18 +100,21 @@ extension Supervisor {
     // MARK: - Preflight and roll-ahead
 
     /// The figures of a planned deploy against the headroom right now, with every worker
-    /// measured now (PSS/USS from smaps_rollup).
-    func preflight(release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil) throws -> (
+    /// measured now (PSS/USS from smaps_rollup). `op`: a roll-ahead, which keeps the commit
+    /// charge read now for the rollout it plans next.
+    func preflight(release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil, for op: Operation? = nil) throws -> (
         PreflightVerdict, PreflightReport
     ) {
         sample(detailed: true)
-        return try preflightFromLastSample(release: release, need: need, strategy: strategy, maxSurge: maxSurge)
+        return try preflightFromLastSample(release: release, need: need, strategy: strategy, maxSurge: maxSurge, for: op)
     }
 
     /// The same figures from the workers' last memory sample: what the metrics endpoint
     /// shows, so that a scrape neither walks every worker's page tables nor adds points to
     /// the leak-rate histories. `maxSurge`: the surge width planned (default `[deploy] max_surge`).
-    func preflightFromLastSample(release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil) throws -> (
+    func preflightFromLastSample(
+        release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil, for op: Operation? = nil
+    ) throws -> (
         PreflightVerdict, PreflightReport
     ) {
         let readings = try host.memory.hostReadings()
@@ -120,10 +123,10 @@ extension Supervisor {
         let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +))
         let target = release ?? releaseState.current.directory
         // Never the running workers' PSS: grown workers would make a new one look as large.
-        let footprint = footprints.estimate(release: target, configured: config.deploy.workerFootprint)
+        let footprint = memoryMonitor.footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
-            commitPerWorker: commitPerWorker(readings), tooling: need + oomMargin(footprint: footprint?.bytes))
+            commitPerWorker: commitPerWorker(readings, for: op, fresh: true), tooling: need + oomMargin(footprint: footprint?.bytes))
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
         var report = PreflightReport(
@@ -237,7 +240,7 @@ extension Supervisor {
             return
         }
         op.rolledAhead += op.slots ?? []
-        guard let (verdict, report) = try? preflight(release: nil, need: op.need) else {
+        guard let (verdict, report) = try? preflight(release: nil, need: op.need, for: op) else {
             finishOperation(op, outcome: .failed, detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
             return
         }
@@ -268,7 +271,7 @@ extension Supervisor {
         op.report("roll-ahead: still \(Units.formatSize(plan.short)) short with \(Units.formatSize(extra)) to spare: restarting slot \(next) next")
         op.slots = [next]
         let options = DeployOptions(maxSurge: 1)
-        let step = firstStep(options, strategy: .auto)
+        let step = firstStep(options, strategy: .auto, for: op)
         op.report("roll-ahead of slot \(next): \(Self.describe(step)) (\(step.reason))")
         var machine = RollingRestart(
             slots: [next], strategy: step.strategy, maxSurge: step.width, maxUnavailable: step.width, canary: false,

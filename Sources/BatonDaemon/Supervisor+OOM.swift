@@ -33,8 +33,8 @@ extension Supervisor {
     /// Opens the counter and the kernel log and starts the poll.
     func startOOMWatch() {
         do {
-            oomWatch.counter = try host.openOOMCounter()
-            _ = oomWatch.tracker.observe(counter: try oomWatch.counter?.read() ?? 0)
+            memoryMonitor.oom.counter = try host.openOOMCounter()
+            _ = memoryMonitor.oom.tracker.observe(counter: try memoryMonitor.oom.counter?.read() ?? 0)
         } catch {
             logger.info("OOM kills not watched: \(error)")
             return
@@ -43,7 +43,7 @@ extension Supervisor {
         if let problem = log.openError {
             logger.info("kernel log not readable (\(problem)): OOM kills are counted, victims named only when a worker's own process dies")
         }
-        oomWatch.kernelLog = log
+        memoryMonitor.oom.kernelLog = log
         snapshotTrees()
         scheduleOOMPoll()
     }
@@ -59,16 +59,16 @@ extension Supervisor {
     /// Reads the counter; attributes, logs and acts on new kills. `sigkilled`: a top process that
     /// just died of a SIGKILL baton did not send (its exit is being handled now).
     func pollOOM(sigkilled: Worker? = nil) {
-        guard let reader = oomWatch.counter, let value = try? reader.read() else { return }
-        let new = oomWatch.tracker.observe(counter: value)
-        let messages = oomWatch.kernelLog?.newOOMKills() ?? []
-        let waiting = oomWatch.pendingKills + new
+        guard let reader = memoryMonitor.oom.counter, let value = try? reader.read() else { return }
+        let new = memoryMonitor.oom.tracker.observe(counter: value)
+        let messages = memoryMonitor.oom.kernelLog?.newOOMKills() ?? []
+        let waiting = memoryMonitor.oom.pendingKills + new
         if waiting > 0 {
             // The counter rises just before the kernel logs the victim: give the record one poll.
-            if sigkilled == nil, oomWatch.pendingKills == 0, messages.count < waiting, oomWatch.kernelLog?.isOpen == true {
-                oomWatch.pendingKills = waiting
+            if sigkilled == nil, memoryMonitor.oom.pendingKills == 0, messages.count < waiting, memoryMonitor.oom.kernelLog?.isOpen == true {
+                memoryMonitor.oom.pendingKills = waiting
             } else {
-                oomWatch.pendingKills = 0
+                memoryMonitor.oom.pendingKills = 0
                 recordOOMKills(waiting, messages: messages, sigkilled: sigkilled)
             }
         }
@@ -81,16 +81,16 @@ extension Supervisor {
     private func recordOOMKills(_ count: Int, messages: [OOMKillMessage], sigkilled: Worker?) {
         var tops: [Int32: Int] = [:]
         for slot in slots { for w in slot.workers where w.state != .exited { tops[w.pid] = slot.index } }
-        var trees = oomWatch.trees
+        var trees = memoryMonitor.oom.trees
         // A victim forked after the last snapshot may still be a zombie: its ppid chain says where it was.
         for m in messages where trees[m.pid] == nil {
             if let top = tops.first(where: { host.processes.isInTree(m.pid, root: $0.key) }) { trees[m.pid] = top.value }
         }
-        let vanished = oomWatch.trees.filter { tops[$0.key] == nil && !host.processes.exists($0.key) }
+        let vanished = memoryMonitor.oom.trees.filter { tops[$0.key] == nil && !host.processes.exists($0.key) }
         let evidence = OOMTracker.Evidence(
             messages: messages, trees: trees, tops: tops, sigkilledTops: sigkilled.map { [$0.pid: $0.slot] } ?? [:],
             vanished: vanished)
-        let kills = oomWatch.tracker.record(count: count, evidence: evidence, now: loop.now(), wall: wallClockNow())
+        let kills = memoryMonitor.oom.tracker.record(count: count, evidence: evidence, now: loop.now(), wall: wallClockNow())
         for kill in kills {
             var metadata: Logger.Metadata = ["victim_pid": .string(kill.pid.map(String.init) ?? "?")]
             if let comm = kill.comm { metadata["comm"] = .string(comm) }
@@ -107,7 +107,7 @@ extension Supervisor {
                 logger.warning(
                     "OOM kill: the kernel killed \(kill.victim) in the process tree of slot \(slot) (worker pid \(top)); the slot will be replaced",
                     metadata: metadata)
-                if let current = slots[slot].current, current.state == Worker.State.ready { oomWatch.pendingReplacements[slot] = current.pid }
+                if let current = slots[slot].current, current.state == Worker.State.ready { memoryMonitor.oom.pendingReplacements[slot] = current.pid }
             }
         }
     }
@@ -120,15 +120,15 @@ extension Supervisor {
                 for pid in host.processes.tree(of: w.pid) { trees[pid] = slot.index }
             }
         }
-        oomWatch.trees = trees
+        memoryMonitor.oom.trees = trees
     }
 
     /// Hands the slots that lost a descendant to the OOM killer to the recycling engine (first
     /// in its queue; a deploy replaces them anyway).
     private func replacePendingOOMSlots() {
-        oomWatch.pendingReplacements = oomWatch.pendingReplacements.filter { slots[$0.key].current?.pid == $0.value }
-        for slot in oomWatch.pendingReplacements.keys.sorted() {
-            oomWatch.pendingReplacements[slot] = nil
+        memoryMonitor.oom.pendingReplacements = memoryMonitor.oom.pendingReplacements.filter { slots[$0.key].current?.pid == $0.value }
+        for slot in memoryMonitor.oom.pendingReplacements.keys.sorted() {
+            memoryMonitor.oom.pendingReplacements[slot] = nil
             submitPolicyRestart(slot: slot, reason: .oom, log: "replacing slot \(slot) after an OOM kill in its process tree")
         }
     }
@@ -138,18 +138,18 @@ extension Supervisor {
     func diedOfOOM(_ worker: Worker, exit: CBatonLinuxShim.Exit) -> Bool {
         guard worker.stopReason == nil, case .signaled(SIGKILL) = exit else { return false }
         pollOOM(sigkilled: worker)
-        return oomWatch.tracker.killed(pid: worker.pid)
+        return memoryMonitor.oom.tracker.killed(pid: worker.pid)
     }
 
     /// The margin memory plans add while an OOM kill is recent.
     func oomMargin(footprint: UInt64?) -> UInt64 {
-        oomWatch.tracker.marginBytes(now: loop.now(), footprint: footprint)
+        memoryMonitor.oom.tracker.marginBytes(now: loop.now(), footprint: footprint)
     }
 
     /// The preflight line that says the tooling figure includes the OOM margin, if it does.
     func oomMarginDetails(footprint: UInt64?) -> [String] {
         let margin = oomMargin(footprint: footprint)
-        guard margin > 0, let last = oomWatch.tracker.recent.last else { return [] }
+        guard margin > 0, let last = memoryMonitor.oom.tracker.recent.last else { return [] }
         return [
             "OOM kill seen \(Units.formatElapsed(.seconds(max(0, wallClockNow() - last.at)))) ago: the tooling figure includes a margin of \(Units.formatSize(margin))"
         ]
@@ -157,11 +157,12 @@ extension Supervisor {
 
     /// The status block: totals, per slot, the last kills.
     func oomStatus() -> OOMStatus? {
-        guard oomWatch.counter != nil else { return nil }
-        let t = oomWatch.tracker
-        let margin = oomMargin(footprint: footprints.estimate(release: releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes)
+        guard memoryMonitor.oom.counter != nil else { return nil }
+        let t = memoryMonitor.oom.tracker
+        let footprint = memoryMonitor.footprints.estimate(release: releaseState.current.directory, configured: config.deploy.workerFootprint)
+        let margin = oomMargin(footprint: footprint?.bytes)
         return OOMStatus(
             kills: t.total, bySlot: Dictionary(uniqueKeysWithValues: t.bySlot.map { (String($0.key), $0.value) }), recent: t.recent,
-            marginBytes: margin, counterPath: oomWatch.counter?.path)
+            marginBytes: margin, counterPath: memoryMonitor.oom.counter?.path)
     }
 }

@@ -116,9 +116,10 @@ extension Supervisor {
     /// and why (`RolloutPlanner`), from every worker measured now (PSS/USS from smaps_rollup).
     /// `measured`: every worker was just measured (a deploy ordering its slots by growth), so
     /// the plan uses those figures instead of walking every worker's page tables again on the loop.
-    func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, measured: Bool = false) -> RolloutPlanner.Step {
+    /// `op`: the operation the rollout belongs to, which keeps the commit charge read now.
+    func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, measured: Bool = false, for op: Operation? = nil) -> RolloutPlanner.Step {
         if !measured { sample(detailed: true) }
-        return rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release))
+        return rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release, for: op))
     }
 
     // MARK: - Running
@@ -199,7 +200,7 @@ extension Supervisor {
         let planner = rolloutPlanner(options, strategy: strategy)
         var planned = options ?? DeployOptions()
         planned.release = op.target?.directory
-        let step = firstStep(planned, strategy: strategy, measured: measured)
+        let step = firstStep(planned, strategy: strategy, measured: measured, for: op)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)

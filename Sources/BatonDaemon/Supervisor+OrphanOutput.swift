@@ -15,7 +15,7 @@ extension Supervisor {
     func relayOutput(of orphan: OrphanWorker, heldAt target: Int32) {
         let fd: Int32
         do {
-            fd = try CBatonLinuxShim.takeDescriptor(pidfd: orphan.pidfd, target: target)
+            fd = try host.takeDescriptor(pidfd: orphan.pidfd, target: target)
         } catch {
             logger.warning("cannot take the output pipe of orphaned worker pid \(orphan.pid): \(error)")
             return

@@ -36,12 +36,13 @@ extension Supervisor {
 
     /// Recycles at once now: the configured number, or (auto) the width the rollout planner
     /// allows under `[deploy] strategy` from the memory headroom and the CPUs, at most one per
-    /// CPU (a slot whose old worker still drains counts too).
+    /// CPU (a slot whose old worker still drains counts too). While a recycle's operation runs,
+    /// the planner gets that operation's commit charge (read once per operation).
     func recycleBudget() -> Int {
         guard recycling.concurrency == .auto else { return recycling.budget(autoWidth: 1) }
         let planner = RolloutPlanner(
             strategy: config.deploy.strategy, maxSurge: .auto, maxUnavailable: config.deploy.maxUnavailable, bootBudget: bootBudget.boots)
-        let step = planner.step(rolloutFigures(release: nil))
+        let step = planner.step(rolloutFigures(release: nil, for: operation.flatMap { $0.kind == .policy ? $0 : nil }))
         return recycling.budget(autoWidth: min(step.width, Self.onlineCPUs, slots.count))
     }
 
@@ -68,7 +69,7 @@ extension Supervisor {
             return w.pid == pid && w.state == .ready && slots[slot].replacement == nil
         }
         for dropped in plan.dropped {
-            memoryPolicy.replacementFinished(slot: dropped.slot, now: now)
+            memoryMonitor.policy.replacementFinished(slot: dropped.slot, now: now)
             logger.info(
                 "recycle of slot \(dropped.slot) dropped: pid \(dropped.pid) no longer serves there",
                 metadata: ["slot": .stringConvertible(dropped.slot), "reason": .string(dropped.reason.rawValue)])
@@ -125,13 +126,13 @@ extension Supervisor {
     /// one leaves the slot alone for `min_worker_age`).
     func recycleEnded(slot: Int, succeeded: Bool) {
         guard let c = recycling.finished(slot: slot) else {
-            memoryPolicy.replacementFinished(slot: slot, now: loop.now())
+            memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
             return
         }
         if succeeded {
-            memoryPolicy.replacementFinished(slot: slot, now: loop.now())
+            memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
         } else {
-            memoryPolicy.replacementFailed(slot: slot, now: loop.now())
+            memoryMonitor.policy.replacementFailed(slot: slot, now: loop.now())
         }
         logger.info(
             "recycle of slot \(slot) \(succeeded ? "done" : "failed")",

@@ -20,8 +20,9 @@ extension Supervisor {
 
     /// What the planner needs now: headroom from the host and cgroup figures read now and the
     /// workers' last PSS sample (no smaps walk), the new worker's footprint, and the slots in
-    /// replacement. Headroom nil when memory cannot be read.
-    func rolloutFigures(release: String?) -> RolloutPlanner.Figures {
+    /// replacement; the commit charge per worker is `op`'s, read once per operation (see
+    /// ``commitPerWorker(_:for:)``). Headroom nil when memory cannot be read.
+    func rolloutFigures(release: String?, for op: Operation? = nil) -> RolloutPlanner.Figures {
         let inFlight = rollout?.inFlightSlots.count ?? 0
         let pending = rollout.map { $0.phases.filter { $0 == .pending }.count } ?? slots.count
         // A new worker not ready yet has not reached its footprint: the headroom does not show it.
@@ -30,7 +31,7 @@ extension Supervisor {
             return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting, pending: pending)
         }
         // Never the running workers' median: they have grown; unknown means replace.
-        let footprint = footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
+        let footprint = memoryMonitor.footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
         // Against `[memory] budget`, every live worker counts: draining ones still hold their
         // memory, and one not measured since it started (a replacement) counts as a footprint.
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
@@ -40,16 +41,22 @@ extension Supervisor {
         let kept = Int64(clamping: reservedBytes + oomMargin(footprint: footprint))
         if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
         return RolloutPlanner.Figures(
-            headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings), inFlight: inFlight, booting: booting,
+            headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, for: op), inFlight: inFlight, booting: booting,
             pending: pending)
     }
 
     /// The serving workers' median commit charge, as preflight counts it: it binds only under
     /// `vm.overcommit_memory = 2`, and reading it walks every worker's maps, so nil otherwise.
-    func commitPerWorker(_ readings: MemoryReadings) -> UInt64? {
+    /// With `op`, read once per operation: the figure read first (at its start) is reused by
+    /// every replan, which would otherwise walk every worker's maps at each step of a rollout.
+    /// `fresh`: read it again and keep that (a roll-ahead's preflight after each roll).
+    func commitPerWorker(_ readings: MemoryReadings, for op: Operation? = nil, fresh: Bool = false) -> UInt64? {
         guard readings.overcommit == .strict else { return nil }
+        if let op, !fresh, let read = op.commitPerWorker { return read }
         let commits = slots.compactMap(\.current).compactMap { host.memory.treeCommitCharge(of: $0.pid) }.sorted()
-        return commits.isEmpty ? nil : commits[commits.count / 2]
+        let median: UInt64? = commits.isEmpty ? nil : commits[commits.count / 2]
+        op?.commitPerWorker = .some(median)
+        return median
     }
 
     /// Plans the running rollout's next step once an event was applied (`rollout` holds the
@@ -61,7 +68,7 @@ extension Supervisor {
         // Boots measured since the rollout began (its canary's, say) may widen or narrow it.
         planner.bootBudget = max(1, bootBudget.boots)
         rolloutPlanner = planner
-        let step = planner.step(rolloutFigures(release: rolloutSpec?.release))
+        let step = planner.step(rolloutFigures(release: rolloutSpec?.release, for: operation))
         let switched = step.strategy != machine.stepStrategy
         if switched { operation?.report("next: \(Self.describe(step)) (\(step.reason))") }
         return machine.replan(strategy: step.strategy, width: step.width)

@@ -4,63 +4,84 @@ import Glibc
 
 extension Supervisor {
     /// `baton status`: every worker's process tree measured now (PSS/USS from
-    /// smaps_rollup) on a thread of its own, then `reply` with the snapshot, on
-    /// the loop. A status of hundreds of large workers walks their page tables
-    /// without holding the loop.
-    func requestStatus(_ reply: @escaping (StatusSnapshot) -> Void) {
+    /// smaps_rollup) on a thread of its own, then `reply` with the report, built on the loop
+    /// from the supervisor's state and those figures. A status of hundreds of large workers
+    /// walks their page tables without holding the loop, and the control server renders an
+    /// immutable value, never the supervisor's slots, workers or counters.
+    func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
         let pids = liveWorkerPIDs + moldPIDs
         let ksm = config.memory.mergeable
         loop.offload({ [reader = host.memory] in MemoryMonitor.read(pids, detailed: true, ksm: ksm, with: reader) }) { [unowned self] readings in
-            reply(self.statusSnapshot(memory: readings))
+            reply(self.statusReport(memory: readings))
         }
     }
 
-    /// The status report with each worker's tree memory from `memory` (by pid).
+    /// The status report now, with each worker's tree memory from `memory` (by pid).
     func statusReport(memory trees: [pid_t: MemorySample]) -> StatusReport {
-        statusSnapshot(memory: trees).report()
-    }
-
-    /// The values of a status now, with each worker's tree memory from `memory` (by pid).
-    func statusSnapshot(memory trees: [pid_t: MemorySample]) -> StatusSnapshot {
         let now = loop.now()
-        let slotRows = slots.map { slot in
-            StatusSnapshot.Slot(
-                index: slot.index, release: slot.spec.release, generation: slot.generation, restarts: slot.restarts,
-                lastRestartReason: slot.lastRestartReason, consecutiveFailures: slot.backoff.consecutiveFailures,
-                crashLoop: slot.backoff.isCrashLooping, nextStartIn: slot.respawnAt.map { Self.seconds($0 - now) },
-                workers: slot.workers.map { worker in
-                    let leak = worker.history.leakRate
-                    let toLimit = config.memory.workerLimit.flatMap { limit in leak?.timeToReach(limit, from: now) }
-                    return StatusSnapshot.Worker(
-                        pid: worker.pid, state: worker.state.rawValue, release: worker.spec.release, generation: worker.generation,
-                        startedAtWall: worker.startedAtWall, readyAfter: worker.readyAt.map { Self.seconds($0 - worker.startedAt) },
-                        memory: trees[worker.pid], statusText: worker.statusText, requests: worker.requestsServed,
-                        requestLimit: requestRecycler.maxRequests > 0 ? requestRecycler.limit(pid: worker.pid) : nil,
-                        leakMiBPerHour: leak?.mibPerHour, secondsToLimit: toLimit.map(Self.seconds))
-                })
-        }
-        let operationStatus = operation.map { op in
+        var report = StatusReport(
+            app: config.app.name, pid: getpid(), state: phase.rawValue, release: releaseState.current.directory,
+            listeners: listeners.map(\.address), slots: slots.count, summary: summary,
+            workers: slots.flatMap { statusRows($0, memory: trees, now: now) })
+        report.operation = operation.map { op in
             OperationStatus(
                 kind: op.kind.rawValue, phase: op.phase.rawValue, release: op.target?.directory ?? "?",
                 elapsed: Self.seconds(now - op.startedAt), progress: Array(op.progress.suffix(20)), queued: queue.count)
         }
-        let budget = (try? host.memory.hostReadings()).map { readings in
-            let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
-            return StatusSnapshot.Budget(bytes: budget.bytes, source: budget.source.rawValue, threshold: config.memory.threshold)
+        report.degraded = degraded ? true : nil
+        report.logDroppedBytes = LogWriter.standardError.droppedBytes
+        report.problems = stateProblems.isEmpty ? nil : stateProblems
+        report.oom = oomStatus()
+        report.reservation = reservationReport()
+        report.ksm = ksmStatus()
+        if moldMode {
+            report.molds = moldBook.molds.map {
+                MoldStatus(
+                    pid: $0.pid, release: $0.spec.release, state: $0.state.rawValue, startedAt: $0.startedAtWall, pssBytes: trees[$0.pid]?.pss,
+                    restarts: moldBook.restarts)
+            }
         }
-        return StatusSnapshot(
-            app: config.app.name, pid: getpid(), state: phase.rawValue, release: releaseState.current.directory,
-            listeners: listeners.map(\.address), summary: summary, slots: slotRows, workerLimit: config.memory.workerLimit,
-            mergeable: config.memory.mergeable, operation: operationStatus, degraded: degraded,
-            logDroppedBytes: LogWriter.standardError.droppedBytes, problems: stateProblems, oom: oomStatus(),
-            reservation: reservationReport(), ksm: ksmStatus(),
-            molds: moldMode
-                ? moldBook.molds.map {
-                    StatusSnapshot.Mold(
-                        pid: $0.pid, release: $0.spec.release, state: $0.state.rawValue, startedAtWall: $0.startedAtWall,
-                        pssBytes: trees[$0.pid]?.pss)
-                } : nil,
-            moldRestarts: moldBook.restarts, budget: budget)
+        if let readings = try? host.memory.hostReadings() {
+            let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
+            report.memory = MemoryStatus(
+                budgetBytes: budget.bytes, budgetSource: budget.source.rawValue, threshold: config.memory.threshold,
+                workersPSSBytes: report.workers.compactMap(\.pssBytes).reduce(0, +))
+        }
+        return report
+    }
+
+    /// A slot's rows: one per live worker, or one "exited" row while it has none.
+    private func statusRows(_ slot: Slot, memory trees: [pid_t: MemorySample], now: Duration) -> [WorkerStatus] {
+        guard !slot.workers.isEmpty else {
+            return [
+                WorkerStatus(
+                    slot: slot.index, pid: 0, state: "exited", release: slot.spec.release, generation: slot.generation,
+                    restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
+                    consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.backoff.isCrashLooping,
+                    nextStartIn: slot.respawnAt.map { Self.seconds($0 - now) })
+            ]
+        }
+        return slot.workers.map { worker in
+            let memory = trees[worker.pid]
+            let leak = worker.history.leakRate
+            let toLimit = config.memory.workerLimit.flatMap { limit in leak?.timeToReach(limit, from: now) }
+            var row = WorkerStatus(
+                slot: slot.index, pid: worker.pid, state: worker.state.rawValue, release: worker.spec.release,
+                generation: worker.generation, startedAt: worker.startedAtWall,
+                readyAfter: worker.readyAt.map { Self.seconds($0 - worker.startedAt) }, rssBytes: memory?.rss, pssBytes: memory?.pss,
+                ussBytes: memory?.uss, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
+                consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.backoff.isCrashLooping,
+                statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour, secondsToLimit: toLimit.map(Self.seconds),
+                limitBytes: config.memory.workerLimit)
+            row.sharedBytes = memory?.shared
+            if config.memory.mergeable {
+                row.ksmProfitBytes = memory?.ksm?.profit
+                row.ksmMergingPages = memory?.ksm?.mergingPages
+            }
+            row.requests = worker.requestsServed
+            row.requestLimit = requestRecycler.maxRequests > 0 ? requestRecycler.limit(pid: worker.pid) : nil
+            return row
+        }
     }
 
     static func seconds(_ d: Duration) -> Double {

@@ -103,7 +103,7 @@ extension Supervisor {
 
     /// Rebuilds the supervisor from the state the previous image left in `fd`.
     func resume(from fd: Int32) throws {
-        guard let text = ProcFS.read("/proc/self/fd/\(fd)") else { throw DaemonError("upgrade: cannot read the state in fd \(fd)") }
+        guard let text = try? host.files.read("/proc/self/fd/\(fd)") else { throw DaemonError("upgrade: cannot read the state in fd \(fd)") }
         close(fd)
         let state = try JSONDecoder().decode(UpgradeState.self, from: Data(text.utf8))
         for d in state.descriptors { try setCloseOnExec(d) }

@@ -195,7 +195,7 @@ extension Supervisor {
         host.signalGroup(worker.pid, SIGKILL)
         let exit = host.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
         if diedOfOOM(worker, exit: exit) { worker.stopReason = .restart(.oom) }
-        footprints.workerExited(pid: worker.pid)
+        memoryMonitor.footprints.workerExited(pid: worker.pid)
         let previous = worker.state
         worker.state = .exited
         cleanUp(worker)

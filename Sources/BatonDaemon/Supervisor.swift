@@ -117,12 +117,6 @@ public final class Supervisor {
     var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.
     var ownedUnixPaths: [String] = []
-    /// The periodic restart policy (age, memory threshold, worker limit, leak prediction): the
-    /// memory monitor's, a BatonCore machine that keeps its own rules.
-    var memoryPolicy: RestartPolicy {
-        get { memoryMonitor.policy }
-        set { memoryMonitor.policy = newValue }
-    }
     /// Recycling by served requests (`[rolling] max_requests`).
     lazy var requestRecycler = Self.requestRecycler(config)
     /// Every recycle between deploys, under one budget (`Supervisor+Recycling.swift`).
@@ -131,11 +125,6 @@ public final class Supervisor {
     var recycleWake: EventLoop.Token?
     /// Set while the engine's starts are carried out (a start feeds events back).
     var recyclePumping = false
-    /// Footprints of recently started workers, by release (the memory monitor's).
-    var footprints: FootprintTracker {
-        get { memoryMonitor.footprints }
-        set { memoryMonitor.footprints = newValue }
-    }
     /// New workers booting at once, from the CPU share of the last boots measured.
     var bootBudget = BootBudget(cpus: Supervisor.onlineCPUs)
     /// Whether the log said once that `boot_nice` is off for want of privilege.
@@ -143,8 +132,6 @@ public final class Supervisor {
     /// The memory monitor's state: restart policy, footprints, sampling cadence, OOM watch,
     /// reservation, merge notes (its only owner).
     let memoryMonitor: MemoryMonitor
-    /// Kernel OOM kills in baton's cgroup (the monitor's).
-    var oomWatch: OOMWatch { memoryMonitor.oom }
     /// Restarts by reason since baton started (only ever incremented: Prometheus counters).
     var restartsByReason: [RestartReason: Int] = [:]
     /// Deploys by outcome since baton started (the book's; Prometheus counters).
@@ -333,19 +320,17 @@ public final class Supervisor {
     func makeSpec(_ config: BatonConfig, release: Release) throws -> WorkerSpec {
         var variables: [EnvVar] = []
         if let path = config.app.environmentFile {
-            guard let text = ProcFS.read(path) else {
-                throw DaemonError("app.environment_file: cannot read \(path): \(String(cString: strerror(errno)))")
+            let text: String
+            do {
+                text = try host.files.read(path)
+            } catch {
+                throw DaemonError("app.environment_file: cannot read \(path): \(String(cString: strerror(error.errno)))")
             }
             variables = try EnvironmentFile.parse(text, path: path).map { EnvVar(name: $0.0, value: $0.1) }
         }
         variables += config.app.environment
         variables += release.environment
-        var credentials: Credentials?
-        if let user = config.app.user {
-            credentials = try Accounts.credentials(user: user, group: config.app.group)
-        } else if let group = config.app.group {
-            credentials = Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
-        }
+        let credentials = try host.credentials(user: config.app.user, group: config.app.group)
         return WorkerSpec(
             argv: release.command ?? config.app.command, directory: release.directory, variables: variables, credentials: credentials)
     }

@@ -5,7 +5,8 @@ import Glibc
 /// The one port through which the supervisor's worker and operation code acts on the system:
 /// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
 /// process groups and pidfds, reading a child's exit, telling the service manager, reading
-/// memory figures and the process table, and opening the state directory.
+/// memory figures and the process table, opening the state directory, and reading the files
+/// and accounts a worker's spec names.
 ///
 /// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
 /// give the supervisor a fake whose children are descriptors without a process: the test
@@ -44,6 +45,18 @@ protocol SupervisorHost: AnyObject {
     /// Gives every thread of the tree rooted at `pid` the nice value `nice`; false when some
     /// thread could not be set.
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool
+    /// A pidfd naming `pid`, a process baton did not start (a crashed baton's orphaned worker).
+    func openPidfd(of pid: pid_t) throws(SystemError) -> Int32
+    /// A close-on-exec duplicate of descriptor `target` of the process behind `pidfd`
+    /// (pidfd_getfd: an orphan's listening socket or output pipe).
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32
+    /// The files the supervisor reads and writes itself: `[app] environment_file` (read at each
+    /// spec: a deploy picks up its edits) and `instance.json`.
+    var files: any HostFiles { get }
+    /// The uid, gid and supplementary groups of `user` (with `group`, that group instead of
+    /// the user's), or baton's own uid with `group`'s gid when only a group is given; nil when
+    /// neither is (workers run as baton). Throws when the user or group does not exist.
+    func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials?
 }
 
 /// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
@@ -117,12 +130,13 @@ extension ServiceNotifier: ServiceNotifying {}
 
 /// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
 /// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory and the
-/// process table from /proc, the state directory through `StateStore`.
+/// process table from /proc, the state directory through `StateStore`, files from disk.
 final class LinuxSupervisorHost: SupervisorHost {
     private let launcher: any ProcessLauncher
     let notifier: any ServiceNotifying
     let memory: any MemoryReading = ProcMemoryReader()
     let processes: any ProcessTable = ProcProcessTable()
+    let files: any HostFiles = LinuxHostFiles()
 
     /// A host spawning through `launcher`.
     init(launcher: any ProcessLauncher, notifier: any ServiceNotifying = ServiceNotifier()) {
@@ -147,4 +161,16 @@ final class LinuxSupervisorHost: SupervisorHost {
     func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
 
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool { ProcessPriority.set(tree: pid, to: nice) == 0 }
+
+    func openPidfd(of pid: pid_t) throws(SystemError) -> Int32 { try CBatonLinuxShim.pidfdOpen(pid) }
+
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32 {
+        try CBatonLinuxShim.takeDescriptor(pidfd: pidfd, target: target)
+    }
+
+    func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
+        if let user { return try Accounts.credentials(user: user, group: group) }
+        guard let group else { return nil }
+        return Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
+    }
 }

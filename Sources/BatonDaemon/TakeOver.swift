@@ -91,7 +91,7 @@ extension Supervisor {
     /// pid and start time); remembers the record of a dead one. Runs before
     /// anything shared (state, sockets) is touched.
     func checkPreviousInstance() throws {
-        guard let text = ProcFS.read(instancePath),
+        guard let text = try? host.files.read(instancePath),
             let record = try? JSONDecoder().decode(InstanceRecord.self, from: Data(text.utf8))
         else { return }
         if record.pid != getpid(), let started = host.processes.startTime(of: record.pid), started == record.startTime {
@@ -130,7 +130,7 @@ extension Supervisor {
     func adoptOrphans() {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
         for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
-            guard let pidfd = try? CBatonLinuxShim.pidfdOpen(w.pid) else { continue }
+            guard let pidfd = try? host.openPidfd(of: w.pid) else { continue }
             // Checked again with the pidfd open: it names that same process, not a reused pid.
             guard host.processes.startTime(of: w.pid) == w.startTime else {
                 close(pidfd)
@@ -147,7 +147,7 @@ extension Supervisor {
             for (i, l) in record.listeners.enumerated() where takeOver.taken[l.name] == nil {
                 let fd: Int32
                 do {
-                    fd = try CBatonLinuxShim.takeDescriptor(pidfd: orphan.pidfd, target: 3 + Int32(i))
+                    fd = try host.takeDescriptor(pidfd: orphan.pidfd, target: 3 + Int32(i))
                 } catch {
                     logger.warning("cannot take \(l.address) from orphaned worker pid \(orphan.pid): \(error)")
                     continue
@@ -203,8 +203,8 @@ extension Supervisor {
     /// group id is the leader's pid; once the leader is gone, only the pidfd).
     private func signalOrphan(_ orphan: OrphanWorker, _ sig: Int32) {
         guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
-        if getpgid(orphan.pid) == orphan.pid { CBatonLinuxShim.signalGroup(orphan.pid, sig) }
-        CBatonLinuxShim.signal(pidfd: orphan.pidfd, sig)
+        if getpgid(orphan.pid) == orphan.pid { host.signalGroup(orphan.pid, sig) }
+        host.signal(pidfd: orphan.pidfd, sig)
     }
 
     private func orphanExited(_ orphan: OrphanWorker) {
@@ -228,9 +228,9 @@ extension Supervisor {
         loop.schedule(after: .zero) { [unowned self] in self.writeInstanceRecord() }
     }
 
-    /// Writes `instance.json` now (temp file + rename: a reader sees the old or
-    /// the new record, never half of one; no fsync: it only has to outlive
-    /// baton, not the host, and the runtime directory is usually tmpfs).
+    /// Writes `instance.json` now (replaced atomically through the port: a reader sees the
+    /// old or the new record, never half of one; no fsync: it only has to outlive baton, not
+    /// the host, and the runtime directory is usually tmpfs).
     func writeInstanceRecord() {
         takeOver.recordPending = false
         guard !takeOver.recordForgotten else { return }
@@ -252,20 +252,16 @@ extension Supervisor {
             app: config.app.name, pid: getpid(), startTime: host.processes.startTime(of: getpid()) ?? 0,
             listeners: listeners.map { .init(name: $0.name, address: $0.address) }, workers: workers)
         guard let data = try? JSONEncoder().encode(record) else { return }
-        let temporary = instancePath + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            logger.warning("cannot write \(temporary): \(String(cString: strerror(errno)))")
-            return
+        do {
+            try host.files.replace(instancePath, with: Array(data) + [0x0A])
+        } catch {
+            logger.warning("cannot write \(instancePath): \(error)")
         }
-        writeAll(fd, Array(data) + [0x0A])
-        close(fd)
-        if rename(temporary, instancePath) != 0 { logger.warning("cannot replace \(instancePath): \(String(cString: strerror(errno)))") }
     }
 
     /// A clean stop: nothing to take over.
     func forgetInstance() {
         takeOver.recordForgotten = true
-        unlink(instancePath)
+        host.files.remove(instancePath)
     }
 }

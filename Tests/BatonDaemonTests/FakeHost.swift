@@ -80,6 +80,46 @@ final class FakeHost: SupervisorHost {
     /// No process, no CPU time: the boot budget stays one boot per CPU.
     func treeCPUSeconds(of pid: pid_t) -> Double? { nil }
 
+    /// The files the supervisor reads and writes (the environment file, `instance.json`), in memory.
+    let fakeFiles = MemoryFiles()
+    var files: any HostFiles { fakeFiles }
+
+    /// A process a previous baton left (take-over): a child this host did not spawn, whose
+    /// pidfd `openPidfd` hands over and whose descriptors (`descriptors`, by number) the
+    /// supervisor may take.
+    @discardableResult
+    func addOrphan(pid: pid_t, slot: Int, descriptors: [Int32: Int32] = [:]) -> FakeChild {
+        let child = FakeChild(pid: pid, request: SpawnRequest(argv: ["/srv/worker"], environment: ["BATON_SLOT=\(slot)"]))
+        children.append(child)
+        orphanDescriptors[pid] = descriptors
+        return child
+    }
+    private var orphanDescriptors: [pid_t: [Int32: Int32]] = [:]
+
+    /// The running child's own pidfd (the supervisor owns it from now on, as after a spawn).
+    func openPidfd(of pid: pid_t) throws(SystemError) -> Int32 {
+        guard let child = children.last(where: { $0.pid == pid && $0.isRunning }) else {
+            throw SystemError("pidfd_open", errno: ESRCH, subject: "pid \(pid)")
+        }
+        return child.pidfd
+    }
+
+    /// A duplicate of what the test put at `target` in that orphan.
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32 {
+        guard let child = live(pidfd: pidfd), let fd = orphanDescriptors[child.pid]?[target] else {
+            throw SystemError("pidfd_getfd", errno: EBADF, subject: "fd \(target)")
+        }
+        return fcntl(fd, F_DUPFD_CLOEXEC, 0)
+    }
+
+    /// Accounts by user name; none exists unless the test adds it.
+    var accounts: [String: Credentials] = [:]
+    func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
+        guard let user else { return nil }
+        guard let found = accounts[user] else { throw SpawnError(step: "getpwnam \(user): no such user", errno: 0) }
+        return found
+    }
+
     /// Trees whose priority the supervisor set, with the nice value.
     private(set) var priorities: [(pid: pid_t, nice: Int32)] = []
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool {

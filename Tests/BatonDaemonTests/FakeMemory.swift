@@ -9,6 +9,7 @@ import Synchronization
 final class FakeMemory: MemoryReading {
     private let figures = Mutex<(host: MemoryReadings?, worker: MemorySample?, commitCharge: UInt64?)>((nil, nil, nil))
     private let reads = Mutex<[pid_t: Int]>([:])
+    private let commitReads = Mutex(0)
 
     /// How many detailed reads (smaps_rollup: a walk of the page tables) each pid had.
     func detailedReads(of pid: pid_t) -> Int { reads.withLock { $0[pid, default: 0] } }
@@ -25,7 +26,13 @@ final class FakeMemory: MemoryReading {
         set { figures.withLock { $0.commitCharge = newValue } }
     }
 
-    func treeCommitCharge(of pid: pid_t) -> UInt64? { commitCharge }
+    /// How many tree commit charges were read (each walks a worker's maps on a real host).
+    var commitChargeReads: Int { commitReads.withLock { $0 } }
+
+    func treeCommitCharge(of pid: pid_t) -> UInt64? {
+        commitReads.withLock { $0 += 1 }
+        return commitCharge
+    }
 
     /// What the host reads.
     var host: MemoryReadings? {

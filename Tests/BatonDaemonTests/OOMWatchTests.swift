@@ -25,8 +25,8 @@ import Testing
         oom.kill(child, comm: "ruby")
         h.advance(by: OOMWatch.pollInterval)
         h.finishOperations()
-        #expect(h.supervisor.oomWatch.tracker.total == 1)
-        #expect(h.supervisor.oomWatch.tracker.bySlot == [1: 1])
+        #expect(h.supervisor.memoryMonitor.oom.tracker.total == 1)
+        #expect(h.supervisor.memoryMonitor.oom.tracker.bySlot == [1: 1])
         #expect(h.supervisor.restartsByReason[.oom] == 1)
         #expect(top.state == .exited && slot.current?.state == .ready && slot.current?.pid != top.pid)
         #expect(h.supervisor.slots[0].restarts == 0)
@@ -43,7 +43,7 @@ import Testing
         h.host.child(top.pid)?.end(.signaled(SIGKILL))
         h.advance(by: .zero)
         #expect(slot.lastRestartReason == RestartCause(.oom))
-        #expect(h.supervisor.oomWatch.tracker.bySlot == [0: 1])
+        #expect(h.supervisor.memoryMonitor.oom.tracker.bySlot == [0: 1])
         #expect(h.supervisor.restartsByReason[.oom] == 1 && h.supervisor.restartsByReason[.crash] == nil)
     }
 }

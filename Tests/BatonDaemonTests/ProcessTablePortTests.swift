@@ -56,7 +56,7 @@ import Testing
         let h = try DaemonHarness(workers: 1)
         try h.start()
         let previous = InstanceRecord(app: "fake", pid: 4_242_424, startTime: 7, listeners: [], workers: [])
-        try JSONEncoder().encode(previous).write(to: URL(fileURLWithPath: h.supervisor.instancePath))
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
         // Not in the table: that baton is gone; its record is remembered for the take-over.
         try h.supervisor.checkPreviousInstance()
         #expect(h.supervisor.takeOver.previous?.pid == previous.pid)

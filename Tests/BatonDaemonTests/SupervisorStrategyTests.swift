@@ -90,6 +90,36 @@ import Testing
         #expect(client.reply?.ok == true)
     }
 
+    /// The planner runs again at every step of a rollout; the workers' commit charge (a walk
+    /// of every worker's maps each) is read once, when the deploy starts, not at every replan.
+    @Test func aDeployReadsTheWorkersCommitChargeOnceNotAtEveryReplan() throws {
+        let h = try strictOvercommit()
+        h.host.fakeMemory.commitCharge = 900 * Self.mib
+        try h.start()
+        let before = h.host.fakeMemory.commitChargeReads
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true && client.progress.count > 3, "\(client.progress)")
+        #expect(h.host.fakeMemory.commitChargeReads - before == 2, "one read per serving worker at the start")
+    }
+
+    /// A policy restart's rollout (a recycle) is planned again at every step too, and the
+    /// recycling budget asks the planner at each of them: inside the operation the budget gets
+    /// the operation's commit charge. What is left: the submission's look (the engine's budget,
+    /// then its log line) and the operation's start, 3 reads of 2 workers per recycle
+    /// operation; 18 reads for these two before, 12 now.
+    @Test func aRecycleReadsTheWorkersCommitChargeOnceForItsOperation() throws {
+        let h = try strictOvercommit()
+        h.host.fakeMemory.commitCharge = 900 * Self.mib
+        try h.start()
+        let before = h.host.fakeMemory.commitChargeReads
+        h.requestPolicyRestart(slot: 0, reason: .age)
+        h.requestPolicyRestart(slot: 1, reason: .age)
+        h.finishOperations()
+        #expect(h.supervisor.slots.map(\.restarts) == [1, 1])
+        #expect(h.host.fakeMemory.commitChargeReads - before <= 12, "\(h.host.fakeMemory.commitChargeReads - before) reads")
+    }
+
     @Test func autoSurgesWhenMemoryIsUnknown() throws {
         let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
         try h.start()

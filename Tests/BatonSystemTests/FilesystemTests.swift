@@ -11,17 +11,48 @@ struct FilesystemTests {
         return stat(path, &info) == 0 ? info.st_mode & 0o7777 : nil
     }
 
-    @Test("creates missing parents (0755) and the directory with exactly its mode, whatever the umask; returns them outermost first")
+    /// The umask is process-wide: setting it here would race with the tests running beside
+    /// this one (their directories, files and children would get it). So the check runs in a
+    /// child process, this test binary run again for ``createsWithModeUnderUmask077()`` only,
+    /// under `sh -c 'umask 077; exec ...'`; the parent then checks what the child made.
+    @Test("creates missing parents (0755 minus the umask) and the directory with exactly its mode, whatever the umask (077, in a child process)")
     func createsWithMode() throws {
         let root = TestPaths.temporaryDirectory("fs")
         defer { TestPaths.remove(root) }
-        let old = umask(0o077)
-        defer { umask(old) }
+        let binary = try #require(Self.readLink("/proc/self/exe"))
+        let child = try TestProcess(
+            [
+                "/bin/sh", "-c", "umask 077; exec \"$0\" --testing-library swift-testing --filter 'FilesystemTests/createsWithModeUnderUmask077'",
+                binary,
+            ], environment: TestPaths.cleanEnvironment(adding: [Self.childRootVariable: root]))
+        let code = child.wait(timeout: .seconds(60)) ?? child.stop(timeout: .seconds(5))
+        #expect(code == 0, "\(child.stderrLines.suffix(20))")
+        #expect(mode(root + "/a") == 0o700 && mode(root + "/a/b") == 0o700, "parents: 0755 minus the umask 077")
+        #expect(mode(root + "/a/b/c") == 0o750, "the directory: exactly its mode")
+    }
+
+    /// Where the child run of ``createsWithModeUnderUmask077()`` works; unset in a normal run.
+    static let childRootVariable = "BATON_TEST_UMASK_CHILD_ROOT"
+
+    @Test(
+        "under umask 077, in the child process createsWithMode starts",
+        .enabled(if: getenv(FilesystemTests.childRootVariable) != nil, "run only in createsWithMode's child process"))
+    func createsWithModeUnderUmask077() throws {
+        let root = try #require(getenv(Self.childRootVariable).map { String(cString: $0) })
+        let umaskLine = ProcFS.read("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("Umask:") }
+        try #require(umaskLine?.hasSuffix("0077") == true, "the child's umask: \(String(describing: umaskLine))")
         let created = try Filesystem.makeDirectory(root + "/a/b/c", mode: 0o750)
         #expect(created == [root + "/a", root + "/a/b", root + "/a/b/c"])
         #expect(mode(root + "/a/b/c") == 0o750)
         #expect(try Filesystem.makeDirectory(root + "/a/b/c", mode: 0o700) == [], "existing: nothing created")
         #expect(mode(root + "/a/b/c") == 0o750, "and its mode is left alone")
+    }
+
+    static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     @Test("an existing directory keeps its mode; writable by others is refused only when asked; a file is not a directory")

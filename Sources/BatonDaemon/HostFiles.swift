@@ -1,0 +1,37 @@
+import BatonSystem
+import Glibc
+
+/// The files the supervisor reads and writes itself, through its port (`SupervisorHost.files`):
+/// `[app] environment_file` at each worker spec, and the runtime directory's `instance.json`
+/// (the take-over record). Real files in baton (``LinuxHostFiles``); in memory in the tests of
+/// BatonDaemon, so a missing environment file or a previous baton's record is a value the test
+/// sets.
+protocol HostFiles: AnyObject {
+    /// The text of `path`; throws the failed call with its errno.
+    func read(_ path: String) throws(SystemError) -> String
+    /// Replaces `path` with `bytes` atomically (a temp file beside it, then rename: a reader
+    /// sees the old or the new content, never half of one; no fsync: what is written here only
+    /// has to outlive baton, not the host).
+    func replace(_ path: String, with bytes: [UInt8]) throws(SystemError)
+    /// Removes `path` (nothing when it is absent).
+    func remove(_ path: String)
+}
+
+/// The real files.
+final class LinuxHostFiles: HostFiles {
+    func read(_ path: String) throws(SystemError) -> String {
+        guard let text = ProcFS.read(path) else { throw SystemError("read", subject: path) }
+        return text
+    }
+
+    func replace(_ path: String, with bytes: [UInt8]) throws(SystemError) {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SystemError("open", subject: temporary) }
+        writeAll(fd, bytes)
+        close(fd)
+        guard rename(temporary, path) == 0 else { throw SystemError("rename", subject: path) }
+    }
+
+    func remove(_ path: String) { unlink(path) }
+}

@@ -1,0 +1,65 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// What `baton status` renders: the wire type, made on the loop from the supervisor driven on
+/// the fake port (the same supervisor state a metrics scrape copies), which later events do not
+/// change.
+@Suite struct SupervisorStatusTests {
+    static let mib: UInt64 = 1 << 20
+
+    @Test func aReportHasTheMetricsWorkersAndTheirMeasuredTrees() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let pids = h.servingPIDs.compactMap { $0 }
+        let measured = MemorySample(rss: 30 * Self.mib, pss: 20 * Self.mib, uss: 10 * Self.mib, shared: 5 * Self.mib)
+        let report = h.supervisor.statusReport(memory: [pids[0]: measured])
+        // Status and metrics see the same workers.
+        #expect(report.workers.map(\.pid) == h.supervisor.metricsSnapshot().slots.flatMap { $0.live.map(\.pid) })
+        #expect(report.slots == 2 && report.workers.map(\.pid) == pids)
+        #expect(report.workers.map(\.state) == ["ready", "ready"])
+        #expect(report.workers[0].pssBytes == 20 * Self.mib && report.workers[0].sharedBytes == 5 * Self.mib)
+        #expect(report.workers[1].pssBytes == nil, "not measured: no figure")
+        #expect(report.workers[0].ksmProfitBytes == nil, "memory.mergeable off: no KSM columns")
+        #expect(report.degraded == nil && report.problems == nil && report.operation == nil && report.ksm == nil)
+        #expect(report.memory == nil, "the host's figures are unreadable on the fake")
+        // A deploy changes the supervisor, not the report already made.
+        let before = report
+        let r1 = h.makeRelease("r1")
+        _ = h.deploy(r1)
+        h.finishOperations()
+        #expect(report == before && report.workers.allSatisfy { $0.release == h.initialRelease })
+        #expect(h.supervisor.statusReport(memory: [:]).workers.allSatisfy { $0.release == r1 })
+    }
+
+    @Test func aSlotWithoutWorkersHasOneExitedRowAndTheBudgetSumsMeasuredPSS() throws {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.memory.workerLimit = 64 * Self.mib
+            config.memory.budget = .bytes(100 * Self.mib)
+            config.memory.threshold = 0.8
+        }
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .heuristic, cgroup: nil)
+        try h.start()
+        let serving = try #require(h.supervisor.slots[0].current)
+        let slot = h.supervisor.slots[1]
+        h.host.child(try #require(slot.current).pid)?.end(.exited(1))
+        h.advance(by: .zero)
+        #expect(slot.current == nil && slot.respawnAt != nil)
+
+        let report = h.supervisor.statusReport(memory: [serving.pid: MemorySample(rss: 3 * Self.mib, pss: 2 * Self.mib, uss: Self.mib)])
+        #expect(report.slots == 2 && report.workers.count == 2)
+        let row = report.workers[0]
+        #expect(row.pid == serving.pid && row.limitBytes == 64 * Self.mib && row.pssBytes == 2 * Self.mib)
+        #expect(row.requestLimit == nil, "max_requests off: no limit")
+        let exited = report.workers[1]
+        #expect(exited.slot == 1 && exited.pid == 0 && exited.state == "exited" && exited.release == h.initialRelease)
+        #expect(exited.lastRestartReason == RestartCause(.crash) && exited.restarts == slot.restarts)
+        #expect(exited.nextStartIn == 1 && exited.pssBytes == nil && exited.limitBytes == nil)
+        #expect(report.memory == MemoryStatus(budgetBytes: 100 * Self.mib, budgetSource: "configured", threshold: 0.8, workersPSSBytes: 2 * Self.mib))
+        #expect(report.molds == nil, "exec mode: no molds")
+    }
+}

@@ -1,0 +1,61 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Foundation
+import Glibc
+import Testing
+
+/// Take-over of a crashed baton's workers through the port: their pidfds opened, their
+/// listening sockets taken, their drain signalled, on fake orphans (a real socket stands for
+/// the one they hold; no process).
+@Suite struct SupervisorTakeOverTests {
+    static let previousPID: pid_t = 4_500_000
+    static let orphanPID: pid_t = 4_500_001
+
+    /// A harness whose runtime directory holds the record of a dead baton with one worker
+    /// (start time 11) listening on `address`.
+    func harness(address: String) throws -> DaemonHarness {
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.runtimeDirectory = h.root + "/run"
+        let previous = InstanceRecord(
+            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address)],
+            workers: [.init(slot: 0, pid: Self.orphanPID, startTime: 11, outputFD: nil)])
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        return h
+    }
+
+    @Test func theOrphansOfADeadBatonGiveUpTheirSocketAndAreDrained() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { close(socket.fd) }
+        let address = try #require(Sockets.localAddress(socket.fd))
+        let h = try harness(address: address)
+        let orphan = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
+        h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        #expect(h.supervisor.takeOver.orphans.map(\.pid) == [Self.orphanPID])
+        let taken = try #require(h.supervisor.takeOver.taken["http"], "its fd 3 checked as a socket listening on \(address)")
+        #expect(taken.address == address && taken.fd != socket.fd)
+        close(taken.fd)
+        h.supervisor.takeOver.taken = [:]
+
+        h.supervisor.drainOrphans()
+        #expect(orphan.signals == [SIGTERM], "the stop signal through its pidfd")
+        h.advance(by: .zero)
+        #expect(h.supervisor.takeOver.orphans.isEmpty, "gone once its pidfd turned readable")
+    }
+
+    @Test func aPidReusedSinceTheRecordIsNeitherAdoptedNorRobbed() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { close(socket.fd) }
+        let h = try harness(address: try #require(Sockets.localAddress(socket.fd)))
+        let stranger = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
+        h.host.fakeProcesses.setStartTime(12, of: Self.orphanPID)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        #expect(h.supervisor.takeOver.orphans.isEmpty && h.supervisor.takeOver.taken.isEmpty)
+        h.supervisor.drainOrphans()
+        #expect(stranger.signals.isEmpty && stranger.isRunning)
+        close(stranger.pidfd)
+    }
+}
