@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension FleetAndMemory {
     /// The fleet's failure cases over real ssh; each ends with a known release on
     /// every host and a non-zero exit naming the host and the reason.
     @Suite("fleet over real ssh: failures", FleetSSHFixture.needsRoot)
