@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension FleetAndMemory {
+extension MemoryIntegration {
     /// The new-worker footprint of a preforking server: its whole tree, once settled.
     @Suite("footprint")
     struct FootprintTests {
@@ -28,7 +28,7 @@ extension FleetAndMemory {
                 """, mode: 0o755)
             let baton = try BatonHarness(
                 workers: 2, command: [script],
-                sections: FleetAndMemory.OOMTests.sections, tag: "fp")
+                sections: MemoryIntegration.OOMTests.sections, tag: "fp")
             defer {
                 baton.stop()
                 TestPaths.remove(marks)
