@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// `baton-demo-worker --hold-shared PATH` (used by the sampling-cost benchmark).
     @Suite("demo worker --hold-shared")
     struct DemoWorkerHoldSharedTests {

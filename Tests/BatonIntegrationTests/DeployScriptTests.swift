@@ -14,10 +14,10 @@ let deployFolder: String = {
 
 /// Writes an executable `run` into `folder` that execs the demo worker with
 /// `flags`: the release's own content decides how it behaves (config command
-/// `["./run"]` resolves in the release folder).
-func writeRunScript(_ folder: String, flags: [String] = []) {
+/// `["./run"]` resolves in the release folder). `worker` is the demo worker to run.
+func writeRunScript(_ folder: String, flags: [String] = [], worker: String = TestPaths.executable("baton-demo-worker")) {
     _ = mkdir(folder, 0o755)
-    let args = ([TestPaths.executable("baton-demo-worker")] + flags).map { "'\($0)'" }.joined(separator: " ")
+    let args = ([worker] + flags).map { "'\($0)'" }.joined(separator: " ")
     TestPaths.write(folder + "/run", "#!/bin/sh\nexec \(args) \"$@\"\n", mode: 0o755)
 }
 

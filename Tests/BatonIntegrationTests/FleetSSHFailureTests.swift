@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension FleetIntegration {
     /// The fleet's failure cases over real ssh; each ends with a known release on
     /// every host and a non-zero exit naming the host and the reason.
     @Suite("fleet over real ssh: failures", FleetSSHFixture.needsRoot)
@@ -132,7 +132,7 @@ extension Integration {
             let run = try TestProcess.run(
                 [
                     deployFolder + "/baton-deploy", "--ssh", ssh, "--hosts", f.hosts.map { "root@" + $0.address }.joined(separator: ","),
-                    "--baton", TestPaths.executable("baton"), "--socket", FleetHosts.hostRoot + "/control.sock",
+                    "--baton", f.binaries.executable("baton"), "--socket", FleetHosts.hostRoot + "/control.sock",
                     "--releases-dir", FleetHosts.hostRoot + "/releases", "--release-id", "v2", f.good,
                 ], timeout: .seconds(180))
             let h2 = "root@" + f.hosts[1].address

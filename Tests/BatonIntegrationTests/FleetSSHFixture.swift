@@ -14,6 +14,10 @@ final class FleetSSHFixture {
     static let needsRoot = ConditionTrait.enabled(if: geteuid() == 0, "needs root: network namespaces, veth pairs, sshd")
 
     let fleet: FleetHosts
+    /// The copies of baton and the demo worker every host runs (see `PrivateBinaries`:
+    /// the fleet's processes would otherwise move the PSS of the memory suites'
+    /// workers, which run beside this chain).
+    let binaries: PrivateBinaries
     /// A release whose workers come up.
     let good: String
     /// A release whose workers fail readiness (`--fail-boot`).
@@ -21,31 +25,42 @@ final class FleetSSHFixture {
 
     /// `memoryBudget[i]`, when set, is host i's `[memory] budget` (reserve 0).
     init(memoryBudget: [Int: String] = [:]) throws {
-        fleet = try FleetHosts(
-            count: 3, workers: 2, command: ["./run"],
-            sections: { i in
-                var text = """
-                    [listen]
-                    addresses = ["ADDRESS:\(FleetHosts.appPort)"]
-                    [readiness]
-                    mode = "notify"
-                    timeout = "20s"
-                    [stop]
-                    timeout = "10s"
-                    [deploy]
-                    stability_window = "500ms"
-                    """
-                if let budget = memoryBudget[i] { text += "\n[memory]\nbudget = \"\(budget)\"\nreserve = \"0B\"" }
-                return text
-            },
-            beforeStart: { folder in writeRunScript(folder + "/releases/r1") })
+        let binaries = try PrivateBinaries()
+        self.binaries = binaries
+        let worker = binaries.executable("baton-demo-worker")
+        do {
+            fleet = try FleetHosts(
+                count: 3, workers: 2, command: ["./run"],
+                sections: { i in
+                    var text = """
+                        [listen]
+                        addresses = ["ADDRESS:\(FleetHosts.appPort)"]
+                        [readiness]
+                        mode = "notify"
+                        timeout = "20s"
+                        [stop]
+                        timeout = "10s"
+                        [deploy]
+                        stability_window = "200ms"
+                        """
+                    if let budget = memoryBudget[i] { text += "\n[memory]\nbudget = \"\(budget)\"\nreserve = \"0B\"" }
+                    return text
+                },
+                beforeStart: { folder in writeRunScript(folder + "/releases/r1", worker: worker) }, baton: binaries.executable("baton"))
+        } catch {
+            binaries.remove()
+            throw error
+        }
         good = fleet.directory + "/build-good"
         bad = fleet.directory + "/build-bad"
-        writeRunScript(good)
-        writeRunScript(bad, flags: ["--fail-boot"])
+        writeRunScript(good, worker: worker)
+        writeRunScript(bad, flags: ["--fail-boot"], worker: worker)
     }
 
-    func teardown() { fleet.teardown() }
+    func teardown() {
+        fleet.teardown()
+        binaries.remove()
+    }
 
     var hosts: [FleetHosts.Host] { fleet.hosts }
 
@@ -75,7 +90,7 @@ final class FleetSSHFixture {
             ansible_python_interpreter=/usr/bin/python3
             ansible_ssh_private_key_file=\(fleet.key)
             ansible_ssh_common_args='\(common)'
-            baton_bin=\(TestPaths.executable("baton"))
+            baton_bin=\(binaries.executable("baton"))
             baton_socket=\(FleetHosts.hostRoot)/control.sock
             baton_releases_dir=\(FleetHosts.hostRoot)/releases
             release_src=\(good)
@@ -108,7 +123,7 @@ final class FleetSSHFixture {
         let targets = hostIndices.map { "root@" + hosts[$0].address }.joined(separator: ",")
         return try TestProcess.run(
             [
-                deployFolder + "/baton-deploy", "--ssh", fleet.sshCommand, "--hosts", targets, "--baton", TestPaths.executable("baton"),
+                deployFolder + "/baton-deploy", "--ssh", fleet.sshCommand, "--hosts", targets, "--baton", binaries.executable("baton"),
                 "--socket", FleetHosts.hostRoot + "/control.sock", "--releases-dir", FleetHosts.hostRoot + "/releases",
             ] + args, timeout: .seconds(180))
     }

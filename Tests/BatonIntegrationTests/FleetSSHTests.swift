@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension FleetIntegration {
     /// deploy/ansible/deploy.yml and deploy/baton-deploy across three real hosts:
     /// network namespaces joined by veth pairs, each with its own OpenSSH server
     /// and baton, driven over real ssh with a key the test makes (`FleetHosts`).

@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// The new-worker footprint of a preforking server: its whole tree, once settled.
     @Suite("footprint")
     struct FootprintTests {
@@ -28,7 +28,7 @@ extension Integration {
                 """, mode: 0o755)
             let baton = try BatonHarness(
                 workers: 2, command: [script],
-                sections: Integration.OOMTests.sections, tag: "fp")
+                sections: MemoryIntegration.OOMTests.sections, tag: "fp")
             defer {
                 baton.stop()
                 TestPaths.remove(marks)

@@ -1,14 +1,35 @@
 import Testing
 
-/// Every suite that runs real baton processes, workers and load nests here:
-/// `.serialized` on the parent runs all of them one test at a time, so two
-/// load tests never share the two cores. The fleet suites stay in this chain
-/// too: run beside it (a second serialized parent) they cut `swift test` by a
-/// third, but their hosts' batons and workers map the same binaries and Swift
-/// libraries as the workers here, and PSS divides each shared page among every
-/// process mapping it, so a fleet starting or stopping moved the memory suites'
-/// PSS-against-budget figures by megabytes mid-test (a held reservation rolled
-/// ahead where it fitted); making those suites wait for each fleet test gave
-/// the time back.
+/// Every suite that runs real baton processes, workers and load nests under one
+/// of three parents, each `.serialized`: the tests of a parent run one at a time,
+/// and the three parents run beside each other. Most of a test's time is spent
+/// waiting (readiness, stability windows, drains, ssh), so three at once keep the
+/// two cores busy where one chain left them half idle; the chains are of similar
+/// length (move a suite when one grows much longer than the others).
+///
+/// This parent holds the suites not in `MemoryIntegration` or `FleetIntegration`.
 @Suite("integration (real processes)", .serialized)
 struct Integration {}
+
+/// The chain of every suite that measures workers' memory (PSS against a budget, a
+/// threshold, a reservation or a footprint), plus, to even the chains' lengths, the
+/// mold adapters, the deploy/ansible examples and the watchdog suites.
+///
+/// PSS divides each shared page among every process mapping it, so processes that
+/// map the same binaries and Swift libraries as the measured workers move their
+/// figures when they start or stop: a fleet (three batons and their workers) going
+/// away beside a memory test moved its PSS-against-budget figures by megabytes (a
+/// held reservation rolled ahead where it fitted). The fleet therefore runs on
+/// private copies (`PrivateBinaries`); a test of another chain runs one baton and a
+/// few workers at a time, as the systemd suites beside every chain do.
+@Suite("integration (real processes): memory", .serialized)
+struct MemoryIntegration {}
+
+/// The fleet suites over real ssh (network namespaces, sshd, Ansible): the longest
+/// tests, each with three hosts' batons and workers on `PrivateBinaries`; and the
+/// `baton deploy` suite, whose release that crashes 0.45 s after READY under load
+/// counts a failed request when a crash catches one in flight: beside a fleet's
+/// Ansible runs (CPU-bound, both cores) that happened twice in three runs, so it
+/// takes turns with them.
+@Suite("integration (real processes): fleet over ssh", .serialized)
+struct FleetIntegration {}

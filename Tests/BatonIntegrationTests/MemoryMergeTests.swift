@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// `[memory] mergeable`: real baton, real workers, the host's real KSM state (read, never
     /// changed: /sys/kernel/mm/ksm/run is shared by the whole host).
     @Suite("memory.mergeable", .serialized)

@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// Memory under real processes: the threshold policy, preflight, roll-ahead,
     /// deploys that do not fit, and a budget taken from a real cgroup limit.
     @Suite("memory")
@@ -149,7 +149,7 @@ extension Integration {
     }
 }
 
-extension Integration.MemoryTests {
+extension MemoryIntegration.MemoryTests {
     @Test("the Prometheus endpoint serves per-worker memory, restarts by reason, deploys by outcome and headroom")
     func metricsEndpoint() throws {
         let baton = try BatonHarness(

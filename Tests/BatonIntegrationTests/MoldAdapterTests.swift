@@ -9,7 +9,7 @@ let adaptersFolder: String = {
     return parts.joined(separator: "/") + "/adapters"
 }()
 
-extension Integration {
+extension MemoryIntegration {
     /// The mold adapters (docs/MOLD.md) against the conformance driver, as real
     /// processes: the driver plays baton's side (child subreaper, channel,
     /// notify sockets, output pipes) and checks every step of the protocol.

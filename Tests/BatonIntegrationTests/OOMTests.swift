@@ -54,7 +54,7 @@ struct TestMemoryCgroup {
     }
 }
 
-extension Integration {
+extension MemoryIntegration {
     /// Kernel OOM kills in a real memory cgroup: a worker's child allocates past the limit.
     @Suite("oom kills")
     struct OOMTests {

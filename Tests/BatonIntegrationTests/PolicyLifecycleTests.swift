@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// The restart policy never stays stuck, follows a reload, and its surge is honoured.
     @Suite("restart policy lifecycle")
     struct PolicyLifecycleTests {

@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// The recycling engine under real processes: two workers over `worker_limit` at once are
     /// recycled side by side under a budget of 2, one after the other under a budget of 1; the
     /// order is read from baton's own log events, never from the wall clock.

@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// The memory reservation of `preflight --roll-ahead` under real workers that leak, and
     /// `preflight --pid` on a process tree baton does not run.
     @Suite("memory reservation")

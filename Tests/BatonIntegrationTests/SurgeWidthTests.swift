@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// `[deploy] max_surge = "auto"` (the default): after the canary, a deploy replaces as many
     /// slots at once as memory and the boot budget (CPUs over the CPU share of a boot) allow.
     @Suite("surge width from headroom")

@@ -65,16 +65,21 @@ public final class FleetHosts: @unchecked Sendable {
     public let knownHosts: String
     /// The hosts, in order.
     public private(set) var hosts: [Host] = []
+    /// The `baton` every host serves with.
+    public let batonExecutable: String
 
     private static let prefix = "baton-t-"
 
     /// Creates `count` hosts. `sections(i)` is the TOML after `[app]` for host `i`
     /// (index from 0) with `ADDRESS` standing for its address; `beforeStart`
-    /// receives each host's folder before its baton starts (to write `releases/r1`).
+    /// receives each host's folder before its baton starts (to write `releases/r1`);
+    /// `baton` is the executable the hosts serve with.
     public init(
-        count: Int, workers: Int = 2, command: [String], sections: (Int) -> String, beforeStart: (String) -> Void
+        count: Int, workers: Int = 2, command: [String], sections: (Int) -> String, beforeStart: (String) -> Void,
+        baton: String = TestPaths.executable("baton")
     ) throws {
         Self.removeStale()
+        batonExecutable = baton
         directory = TestPaths.temporaryDirectory("fleet")
         key = directory + "/id_ed25519"
         knownHosts = directory + "/known_hosts"
@@ -169,7 +174,7 @@ public final class FleetHosts: @unchecked Sendable {
             let sshd = try startSSHD(name: name, namespace: namespace, address: address, folder: folder)
             started.append(sshd)
             let baton = try TestProcess(
-                Self.inHost(namespace, folder, [TestPaths.executable("baton"), "serve", "--config", root + "/baton.toml"]),
+                Self.inHost(namespace, folder, [batonExecutable, "serve", "--config", root + "/baton.toml"]),
                 environment: TestPaths.cleanEnvironment())
             started.append(baton)
             guard baton.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(60)) != nil else {

@@ -1,0 +1,65 @@
+import Glibc
+
+/// Copies of baton's executables and of the Swift libraries they load, in a temp
+/// directory of their own, each run through a wrapper script that points
+/// `LD_LIBRARY_PATH` at the copied libraries.
+///
+/// Why: PSS divides every shared page among the processes mapping it, so many
+/// processes starting or stopping on the same binaries and Swift libraries move
+/// the PSS of the workers another test measures (the memory suites run in another
+/// serialized chain, beside this one). Processes started from these copies share
+/// no file page with them but the system libraries (libc and the like), which
+/// every process of the machine maps. Call `remove()` when done.
+public struct PrivateBinaries: Sendable {
+    /// The temp directory: the wrappers, `real/` (the executables), `lib/` (the libraries).
+    public let directory: String
+
+    /// Copies `names` (executables of the build directory) and the libraries `ldd` finds
+    /// for them outside the system library folders.
+    public init(_ names: [String] = ["baton", "baton-demo-worker"]) throws {
+        directory = TestPaths.temporaryDirectory("bin")
+        let real = directory + "/real"
+        let lib = directory + "/lib"
+        _ = mkdir(real, 0o755)
+        _ = mkdir(lib, 0o755)
+        do {
+            var libraries: Set<String> = []
+            for name in names {
+                let source = TestPaths.executable(name)
+                try Self.run(["cp", source, real + "/" + name])
+                libraries.formUnion(try Self.swiftLibraries(of: source))
+                TestPaths.write(
+                    directory + "/" + name, "#!/bin/sh\nLD_LIBRARY_PATH='\(lib)' exec '\(real)/\(name)' \"$@\"\n", mode: 0o755)
+            }
+            if !libraries.isEmpty { try Self.run(["cp"] + libraries.sorted() + [lib]) }
+        } catch {
+            TestPaths.remove(directory)
+            throw error
+        }
+    }
+
+    /// The wrapper that runs the copy of `name` on the copied libraries.
+    public func executable(_ name: String) -> String { directory + "/" + name }
+
+    /// Deletes the copies.
+    public func remove() { TestPaths.remove(directory) }
+
+    /// The libraries `ldd` resolves for `path`, except the system's (`/lib`, `/usr/lib`):
+    /// the Swift runtime and Foundation of the toolchain.
+    private static func swiftLibraries(of path: String) throws -> [String] {
+        let result = try run(["ldd", path])
+        return result.stdout.split(separator: "\n").compactMap { line in
+            guard let arrow = line.range(of: "=> ") else { return nil }
+            guard let resolved = line[arrow.upperBound...].split(separator: " ").first.map(String.init) else { return nil }
+            let system = ["/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/"].contains { resolved.hasPrefix($0) }
+            return system || !resolved.hasPrefix("/") ? nil : resolved
+        }
+    }
+
+    @discardableResult
+    private static func run(_ argv: [String]) throws -> CommandResult {
+        let result = try TestProcess.run(argv, timeout: .seconds(60))
+        guard result.code == 0 else { throw HarnessError("\(argv.joined(separator: " ")) failed (\(result.code)): \(result.stderr)") }
+        return result
+    }
+}
