@@ -58,9 +58,9 @@ struct Acceptor: Sendable {
         // Glibc's module does not export accept4; this process never execs, so setting
         // FD_CLOEXEC afterwards is only hygiene. On Linux the accepted socket does not inherit
         // O_NONBLOCK from the listener: connection threads use blocking I/O.
-        let fd = accept(listener, nil, nil)
+        guard let (fd, acceptError) = server.state.accept(listener) else { return 0 }
         if fd < 0 {
-            switch errno {
+            switch acceptError {
             case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED, EPROTO: return 0  // another worker won, or the peer left
             case let error: return error
             }
@@ -69,18 +69,16 @@ struct Acceptor: Sendable {
         var one: Int32 = 1  // each response is one write: no reason to wait for a delayed ACK
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
 
-        // Counted before the thread exists, so the main thread never sees zero connections
-        // while one is being handed over.
-        server.state.connectionOpened()
         let server = self.server
         let result = spawnDetachedThread {
-            Connection(fd: fd, server: server).run()
+            let connection = Connection(fd: fd, server: server)
+            connection.run()
             close(fd)
-            server.state.connectionClosed()
+            server.state.connectionClosed(busy: connection.isBusy)
         }
         if result != 0 {
             close(fd)
-            server.state.connectionClosed()
+            server.state.connectionClosed(busy: true)
             return result
         }
         return 0

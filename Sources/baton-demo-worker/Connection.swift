@@ -31,6 +31,8 @@ final class Connection {
     private var end = 0
     /// When the connection was accepted or last answered (monotonic ns).
     private var lastActivity = monotonicNanos()
+    /// A request is in flight, or the first one is still to come (see `WorkerState.accept`).
+    private(set) var isBusy = true
 
     init(fd: Int32, server: Server) {
         self.fd = fd
@@ -50,6 +52,10 @@ final class Connection {
             if start == end {
                 guard waitForRequest(first: served == 0) else { return }
             }
+            if !isBusy {
+                isBusy = true
+                server.state.requestArrived()
+            }
             guard let head = readHead() else { return }
             if head.hasTransferEncoding {
                 reject(status: 501, reason: "Not Implemented", body: "Transfer-Encoding is not supported\n")
@@ -68,6 +74,8 @@ final class Connection {
             let sent = write(frame(response, keepAlive: keepAlive, withBody: head.method != "HEAD"))
             served += 1
             lastActivity = monotonicNanos()
+            isBusy = false
+            let goOn = server.state.requestAnswered()
             if server.options.logRequests { log("\(head.method) \(head.path) \(response.status) #\(number)") }
             // baton's max_requests counts what workers report: one datagram every
             // `requestsReportEvery` requests, at most one per 50 ms, keeps the cost off the
@@ -76,7 +84,7 @@ final class Connection {
                 _ = sd_notify(0, "X_BATON_REQUESTS=\(number)")
             }
             if let limit = server.options.crashAfterRequests, number >= limit { crash() }
-            guard sent && keepAlive else { return }
+            guard sent && keepAlive && goOn else { return }
         }
     }
 

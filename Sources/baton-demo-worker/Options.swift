@@ -15,7 +15,9 @@ struct Options: Sendable, Equatable {
     var neverReady = false
     /// `--crash-after-requests N`: `_exit(70)` once this process has answered N requests.
     var crashAfterRequests: Int?
-    /// `--crash-after SECONDS`: `_exit(70)` that long after the worker became ready.
+    /// `--crash-after SECONDS`: `_exit(70)` that long after the worker became ready, at the
+    /// first moment no request is in flight (at most 2 s later); connections accepted before
+    /// end after their current answer, and no new one is accepted.
     var crashAfter: Double?
     /// `--grow-per-request BYTES`: memory allocated, touched and never freed per request.
     var growPerRequest = 0
@@ -55,7 +57,7 @@ extension Options {
           --fail-boot                 after the boot delay, exit 3 instead of becoming ready
           --never-ready               serve but never send READY=1
           --crash-after-requests N    exit 70 after answering N requests
-          --crash-after SECONDS       exit 70 that long after READY=1
+          --crash-after SECONDS       exit 70 that long after READY=1, between requests
           --grow-per-request BYTES    leak this much memory per request (suffix K, M, G)
           --hold MIB                  allocate and touch this many MiB at boot
           --hold-shared PATH          map PATH shared and touch all of it at boot (resident

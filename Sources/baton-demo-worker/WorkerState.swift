@@ -32,6 +32,11 @@ final class WorkerState: @unchecked Sendable {
     private var requestsServed = 0
     /// Monotonic time of the last `X_BATON_REQUESTS=` report.
     private var lastReportAt: UInt64 = 0
+    /// Connections with a request in flight or a first request still to come.
+    private var busyConnections = 0
+    /// The `--crash-after` timer fired: accept nothing more, end every connection after its
+    /// current answer, and crash once no request is in flight.
+    private var crashing = false
 
     init() {
         var fds: [Int32] = [-1, -1]
@@ -91,14 +96,56 @@ final class WorkerState: @unchecked Sendable {
         }
     }
 
-    /// Called by the acceptor before it hands the connection to a thread.
-    func connectionOpened() { monitor.withLock { openConnections += 1 } }
+    /// Accepts one connection from `listener` unless the simulated crash has begun (then
+    /// returns nil: connections stay in the shared backlog for the other workers). Returns the
+    /// descriptor, or -1 and the errno. An accepted connection is counted before its thread
+    /// exists, so the main thread never sees zero connections while one is being handed over,
+    /// and busy until its first answer (its client connected to send a request). Listeners are
+    /// non-blocking, so the lock is never held across a wait.
+    func accept(_ listener: Int32) -> (fd: Int32, error: Int32)? {
+        monitor.withLock {
+            guard !crashing else { return nil }
+            let fd = Glibc.accept(listener, nil, nil)
+            guard fd >= 0 else { return (-1, errno) }
+            openConnections += 1
+            busyConnections += 1
+            return (fd, 0)
+        }
+    }
 
     /// Called by a connection's thread after it closed its socket.
-    func connectionClosed() {
+    func connectionClosed(busy: Bool) {
         monitor.withLock {
             openConnections -= 1
-            if openConnections == 0 { monitor.broadcast() }
+            if busy { busyConnections -= 1 }
+            monitor.broadcast()
+        }
+    }
+
+    /// An idle connection received the first bytes of its next request.
+    func requestArrived() {
+        monitor.withLock { busyConnections += 1 }
+    }
+
+    /// A connection wrote its answer and is idle. Returns false when the simulated crash has
+    /// begun: the connection then ends instead of waiting for another request.
+    func requestAnswered() -> Bool {
+        monitor.withLock {
+            busyConnections -= 1
+            monitor.broadcast()
+            return !crashing
+        }
+    }
+
+    /// Begins the simulated crash and waits, at most until `deadline`, until no request is in
+    /// flight; returns how many still were. A crash mid-request fails that request whatever a
+    /// supervisor does, so the simulation picks a moment between requests: what it tests is
+    /// the supervisor's handling of the exit.
+    func beginCrash(deadline: UInt64) -> Int {
+        monitor.withLock {
+            crashing = true
+            while busyConnections > 0 && monotonicNanos() < deadline { monitor.wait(until: deadline) }
+            return busyConnections
         }
     }
 

@@ -48,6 +48,10 @@ func runWorker() -> Never {
         // _exit: connection threads are still running, so skip exit-time cleanup.
         _exit(1)
     case .crashTimer:
+        log("crash timer: no new connection; each ends after its current answer")
+        // Bounded: a client that connected and never sends does not keep the worker alive.
+        let busy = state.beginCrash(deadline: monotonicNanos() + nanos(seconds: 2))
+        if busy > 0 { log("crash timer: \(busy) request(s) still in flight after 2 s") }
         crash()
     }
 }

@@ -26,10 +26,7 @@ struct Integration {}
 struct MemoryIntegration {}
 
 /// The fleet suites over real ssh (network namespaces, sshd, Ansible): the longest
-/// tests, each with three hosts' batons and workers on `PrivateBinaries`; and the
-/// `baton deploy` suite, whose release that crashes 0.45 s after READY under load
-/// counts a failed request when a crash catches one in flight: beside a fleet's
-/// Ansible runs (CPU-bound, both cores) that happened twice in three runs, so it
-/// takes turns with them.
+/// tests, each with three hosts' batons and workers on `PrivateBinaries`; and, to even
+/// the chains' lengths, the `baton deploy` suite.
 @Suite("integration (real processes): fleet over ssh", .serialized)
 struct FleetIntegration {}
