@@ -52,10 +52,7 @@ extension Supervisor {
         recyclePumping = true
         defer { recyclePumping = false }
         if let op = operation, op.kind == .policy, op.phase == .rollingOut, let machine = rollout {
-            let settling = Set(machine.settlingSlots)
-            for slot in recycling.recycling.keys where machine.phase(of: slot) == .done && !settling.contains(slot) {
-                recycleEnded(slot: slot, succeeded: true)
-            }
+            for c in recycling.rolloutProgressed(machine) { recycleEnded(c, succeeded: true) }
         }
         guard !recycling.queued.isEmpty else { return }
         // At most app.workers recycles per operation, so that one ends and shows in history.
@@ -128,6 +125,12 @@ extension Supervisor {
             memoryPolicy.replacementFinished(slot: slot, now: loop.now())
             return
         }
+        recycleEnded(c, succeeded: succeeded)
+    }
+
+    /// The recycle `c`, out of the engine, ended: the memory policy is freed and it is logged.
+    private func recycleEnded(_ c: RecyclingEngine.Candidate, succeeded: Bool) {
+        let slot = c.slot
         if succeeded {
             memoryPolicy.replacementFinished(slot: slot, now: loop.now())
         } else {

@@ -170,6 +170,15 @@ public struct RecyclingEngine: Sendable, Equatable {
         recycling.removeValue(forKey: slot)
     }
 
+    /// The rollout running the recycles moved on: every recycling slot it has replaced (`done`:
+    /// the new worker serves, the old one drained) and whose new worker passed its stability
+    /// window frees its place. Returns the candidates freed, by slot.
+    public mutating func rolloutProgressed(_ rollout: RollingRestart) -> [Candidate] {
+        let settling = Set(rollout.settlingSlots)
+        let freed = recycling.keys.filter { rollout.phase(of: $0) == .done && !settling.contains($0) }.sorted()
+        return freed.compactMap { recycling.removeValue(forKey: $0) }
+    }
+
     /// Takes `slot` out of the queue (the reason that asked no longer holds); returns it.
     @discardableResult
     public mutating func withdraw(slot: Int) -> Candidate? {
