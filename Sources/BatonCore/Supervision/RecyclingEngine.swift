@@ -171,11 +171,12 @@ public struct RecyclingEngine: Sendable, Equatable {
     }
 
     /// The rollout running the recycles moved on: every recycling slot it has replaced (`done`:
-    /// the new worker serves, the old one drained) and whose new worker passed its stability
-    /// window frees its place. Returns the candidates freed, by slot.
+    /// the new worker serves, the old one drained) frees its place now, while the new worker's
+    /// stability window may still run: the window holds the rollout (a worker that dies in it
+    /// fails it), not the budget, so the next recycle starts without waiting one window per
+    /// slot and recycling keeps up with a fast leak. Returns the candidates freed, by slot.
     public mutating func rolloutProgressed(_ rollout: RollingRestart) -> [Candidate] {
-        let settling = Set(rollout.settlingSlots)
-        let freed = recycling.keys.filter { rollout.phase(of: $0) == .done && !settling.contains($0) }.sorted()
+        let freed = recycling.keys.filter { rollout.phase(of: $0) == .done }.sorted()
         return freed.compactMap { recycling.removeValue(forKey: $0) }
     }
 
