@@ -60,7 +60,12 @@ extension Supervisor {
             operation.map { $0.kind == .policy && $0.phase == .rollingOut && rollout?.isFinished == false && ($0.slots?.count ?? 0) < slots.count }
             ?? true
         let now = loop.now()
-        let plan = recycling.next(now: now, blocked: recyclingBlocked || !appendable, autoWidth: recycleBudget()) { [slots] slot, pid in
+        // A slot whose new worker is still in its window cannot join the rollout again yet: its
+        // candidate waits for the window (the workerStable event pumps again).
+        let settling = Set(operation?.kind == .policy ? rollout?.settlingSlots ?? [] : [])
+        let plan = recycling.next(
+            now: now, blocked: recyclingBlocked || !appendable, autoWidth: recycleBudget(), settling: { settling.contains($0) }
+        ) { [slots] slot, pid in
             guard let w = slots[slot].current else { return false }
             return w.pid == pid && w.state == .ready && slots[slot].replacement == nil
         }

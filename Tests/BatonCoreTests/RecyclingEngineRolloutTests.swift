@@ -58,4 +58,25 @@ struct RecyclingEngineRolloutTests {
         #expect(engine.finished(slot: 0) == nil)
         #expect(engine.queued.map(\.slot) == [1])
     }
+
+    @Test("a slot queued again while its new worker settles waits for the window; the ones behind it start")
+    func settlingSlotWaits() {
+        var (engine, rollout) = recyclingSlotZero()
+        _ = rollout.newWorkerReady(slot: 0)
+        _ = rollout.oldWorkerExited(slot: 0)
+        #expect(engine.rolloutProgressed(rollout).map(\.slot) == [0])
+        // 12.5 s: slot 0's new worker (pid 2000) is over a limit at once, ahead of slot 1 by priority.
+        #expect(engine.submit(slot: 0, pid: 2000, reason: .workerLimit, detail: "over", now: .milliseconds(12_500)) == .queued)
+        let settling = Set(rollout.settlingSlots)
+        let serving: (Int, Int32) -> Bool = { slot, pid in pid == (slot == 0 ? 2000 : 1001) }
+        var plan = engine.next(now: .seconds(13), blocked: false, autoWidth: 1, settling: { settling.contains($0) }, serving: serving)
+        #expect(plan.starts.map(\.slot) == [1] && plan.dropped.isEmpty)
+        #expect(engine.queued.map(\.slot) == [0], "kept, not dropped")
+        // 14 s: its window passed and slot 1's recycle ended (budget 1); the spacing (1 s since
+        // 13 s) lets it start now.
+        #expect(rollout.workerStable(slot: 0) == [.finished(.succeeded)])
+        #expect(engine.finished(slot: 1)?.slot == 1)
+        plan = engine.next(now: .seconds(14), blocked: false, autoWidth: 1, settling: { _ in false }, serving: serving)
+        #expect(plan.starts.map(\.slot) == [0])
+    }
 }
