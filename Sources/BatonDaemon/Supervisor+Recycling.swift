@@ -53,10 +53,7 @@ extension Supervisor {
         recyclePumping = true
         defer { recyclePumping = false }
         if let op = operation, op.kind == .policy, op.phase == .rollingOut, let machine = rollout {
-            let settling = Set(machine.settlingSlots)
-            for slot in recycling.recycling.keys where machine.phase(of: slot) == .done && !settling.contains(slot) {
-                recycleEnded(slot: slot, succeeded: true)
-            }
+            for c in recycling.rolloutProgressed(machine) { recycleEnded(c, succeeded: true) }
         }
         guard !recycling.queued.isEmpty else { return }
         // At most app.workers recycles per operation, so that one ends and shows in history.
@@ -64,7 +61,12 @@ extension Supervisor {
             operation.map { $0.kind == .policy && $0.phase == .rollingOut && rollout?.isFinished == false && ($0.slots?.count ?? 0) < slots.count }
             ?? true
         let now = loop.now()
-        let plan = recycling.next(now: now, blocked: recyclingBlocked || !appendable, autoWidth: recycleBudget()) { [slots] slot, pid in
+        // A slot whose new worker is still in its window cannot join the rollout again yet: its
+        // candidate waits for the window (the workerStable event pumps again).
+        let settling = Set(operation?.kind == .policy ? rollout?.settlingSlots ?? [] : [])
+        let plan = recycling.next(
+            now: now, blocked: recyclingBlocked || !appendable, autoWidth: recycleBudget(), settling: { settling.contains($0) }
+        ) { [slots] slot, pid in
             guard let w = slots[slot].current else { return false }
             return w.pid == pid && w.state == .ready && slots[slot].replacement == nil
         }
@@ -129,6 +131,12 @@ extension Supervisor {
             memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
             return
         }
+        recycleEnded(c, succeeded: succeeded)
+    }
+
+    /// The recycle `c`, out of the engine, ended: the memory policy is freed and it is logged.
+    private func recycleEnded(_ c: RecyclingEngine.Candidate, succeeded: Bool) {
+        let slot = c.slot
         if succeeded {
             memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
         } else {

@@ -24,6 +24,20 @@ struct RollingRestartStabilityTests {
         #expect(m.workerStable(slot: 2) == [.finished(.succeeded)])
     }
 
+    @Test("surge + canary: the canary passes once its new worker is past its window, while its old worker still drains")
+    func canaryPassesWhileItsOldWorkerDrains() {
+        var m = RollingRestart(slots: [0, 1, 2], strategy: .surge, maxSurge: 3, canary: true, awaitsStability: true)
+        #expect(m.start() == [.startNew(slot: 0), .startNew(slot: 1), .startNew(slot: 2)])
+        #expect(m.newWorkerReady(slot: 1) == [] && m.newWorkerReady(slot: 2) == [], "held")
+        #expect(m.newWorkerReady(slot: 0) == [.promote(slot: 0)])
+        // The canary's old worker drains slowly (long requests): its window passes first.
+        #expect(m.workerStable(slot: 0) == [.promote(slot: 1), .promote(slot: 2)])
+        #expect(m.phase(of: 0) == .drainingOld)
+        #expect(m.workerStable(slot: 1) == [] && m.workerStable(slot: 2) == [])
+        #expect(m.oldWorkerExited(slot: 1) == [] && m.oldWorkerExited(slot: 2) == [])
+        #expect(m.oldWorkerExited(slot: 0) == [.finished(.succeeded)])
+    }
+
     @Test("surge + canary: a canary that fails abandons the held new workers and touched no other old worker")
     func failedCanaryAbandonsHeld() {
         var m = RollingRestart(slots: [0, 1, 2], strategy: .surge, maxSurge: 3, canary: true, awaitsStability: true)

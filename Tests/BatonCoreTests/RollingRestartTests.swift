@@ -37,10 +37,12 @@ private struct Model {
     var inReplacement: [Int] { slots.filter(inFlight) }
     var alive: Int { slots.reduce(0) { $0 + serving[$1]! + starting[$1, default: 0] + draining[$1, default: 0] } + held.count }
 
-    /// Whether the canary (the first slot) is done, and stable when windows are awaited.
+    /// Whether the canary (the first slot) passed: with windows awaited, its new worker serves
+    /// and is stable (its old worker may still drain); without, the slot is done.
     func canaryPassed(awaitsStability: Bool) -> Bool {
         guard let first = slots.first else { return true }
-        return phase(first, .surge) == .done && (!awaitsStability || stable.contains(first))
+        guard awaitsStability else { return phase(first, .surge) == .done }
+        return newServing.contains(first) && stable.contains(first)
     }
 
     /// The rollback rule (docs/ARCHITECTURE.md, *Operations*): after a failure, the slots needing the previous settings

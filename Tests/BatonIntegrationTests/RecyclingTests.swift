@@ -18,12 +18,17 @@ extension MemoryIntegration {
             case done(Int)
             /// A worker process started in the slot (`worker started`).
             case spawned(Int)
+            /// A new worker in the slot passed its stability window.
+            case stable(Int)
         }
 
         static func events(_ lines: [String]) -> [Event] {
             lines.compactMap { line in
                 if line.contains("worker started"), let r = line.range(of: "slot=") {
                     return Int(line[r.upperBound...].prefix { $0.isNumber }).map(Event.spawned)
+                }
+                if line.contains("worker stayed up"), let r = line.range(of: "slot=") {
+                    return Int(line[r.upperBound...].prefix { $0.isNumber }).map(Event.stable)
                 }
                 guard let range = line.range(of: "recycle of slot ") else { return nil }
                 let rest = line[range.upperBound...]
@@ -37,7 +42,7 @@ extension MemoryIntegration {
         /// Two workers of 20 MiB against a 10 MiB `worker_limit`: both are over it at the first
         /// check after `min_worker_age`; waits until both slots' recycles are done and returns the
         /// events (0 failed requests checked).
-        func recycleTwo(concurrency: Int, spacing: String, tag: String) throws -> [Event] {
+        func recycleTwo(concurrency: Int, spacing: String, tag: String, window: String? = nil) throws -> [Event] {
             let baton = try BatonHarness(
                 workers: 2, command: [Self.worker, "--hold", "20", "--boot-delay", "1"],
                 sections: BatonHarness.defaultSections + """
@@ -50,7 +55,7 @@ extension MemoryIntegration {
                     [rolling]
                     recycle_concurrency = \(concurrency)
                     recycle_spacing = "\(spacing)"
-                    """, tag: tag)
+                    """ + (window.map { "\n[deploy]\nstability_window = \"\($0)\"" } ?? ""), tag: tag)
             defer { baton.stop() }
             let load = LoadClient(port: baton.port, connections: 4, maxDuration: .seconds(90))
             var events: [Event] = []
@@ -93,12 +98,25 @@ extension MemoryIntegration {
                     running.insert(slot)
                 case .done(let slot):
                     running.remove(slot)
-                case .spawned:
+                case .spawned, .stable:
                     break
                 }
             }
             let starts = events.compactMap { if case .started(let s) = $0 { s } else { nil } }
             #expect(Set(starts.prefix(2)) == [0, 1], "\(events)")
+        }
+
+        @Test("budget 1: the next recycle starts once the first one's new worker serves, inside its stability window")
+        func nextStartsInsideTheWindow() throws {
+            let events = try recycleTwo(concurrency: 1, spacing: "0s", tag: "rcw", window: "3s")
+            let starts = events.enumerated().compactMap { i, e in if case .started(let s) = e { (i, s) } else { nil } }
+            #expect(starts.count >= 2, "\(events)")
+            guard starts.count >= 2 else { return }
+            let (first, second) = (starts[0], starts[1])
+            // The first recycle's new worker passes its 3 s window only after the second started.
+            let firstStable = events.indices.first { $0 > first.0 && events[$0] == .stable(first.1) }
+            #expect(second.1 != first.1, "\(events)")
+            #expect(firstStable.map { second.0 < $0 } ?? true, "the second recycle waited for the first one's window: \(events)")
         }
     }
 }

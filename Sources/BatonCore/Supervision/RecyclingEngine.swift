@@ -140,18 +140,27 @@ public struct RecyclingEngine: Sendable, Equatable {
     }
 
     /// What starts now. `blocked`: a deploy, reload, rollback or roll-ahead runs or waits (nothing
-    /// starts); `autoWidth`: the planner's width for `auto`; `serving(slot, pid)`: whether `pid`
+    /// starts); `autoWidth`: the planner's width for `auto`; `settling(slot)`: whether the slot's
+    /// new worker is still in its stability window in the rollout running the recycles (its
+    /// candidate stays queued, the ones behind it may start); `serving(slot, pid)`: whether `pid`
     /// still serves `slot` (a queued candidate for a worker gone is dropped).
-    public mutating func next(now: Duration, blocked: Bool, autoWidth: Int, serving: (Int, Int32) -> Bool) -> Plan {
+    public mutating func next(
+        now: Duration, blocked: Bool, autoWidth: Int, settling: (Int) -> Bool = { _ in false }, serving: (Int, Int32) -> Bool
+    ) -> Plan {
         var plan = Plan()
         guard !blocked else { return plan }
         let budget = budget(autoWidth: autoWidth)
-        while recycling.count < budget, !queued.isEmpty {
+        var i = 0
+        while recycling.count < budget, i < queued.count {
+            if settling(queued[i].slot) {
+                i += 1
+                continue
+            }
             if let last = lastStart, now - last < spacing {
                 plan.wakeAt = last + spacing
                 break
             }
-            let candidate = queued.removeFirst()
+            let candidate = queued.remove(at: i)
             guard serving(candidate.slot, candidate.pid) else {
                 plan.dropped.append(candidate)
                 continue
@@ -168,6 +177,16 @@ public struct RecyclingEngine: Sendable, Equatable {
     @discardableResult
     public mutating func finished(slot: Int) -> Candidate? {
         recycling.removeValue(forKey: slot)
+    }
+
+    /// The rollout running the recycles moved on: every recycling slot it has replaced (`done`:
+    /// the new worker serves, the old one drained) frees its place now, while the new worker's
+    /// stability window may still run: the window holds the rollout (a worker that dies in it
+    /// fails it), not the budget, so the next recycle starts without waiting one window per
+    /// slot and recycling keeps up with a fast leak. Returns the candidates freed, by slot.
+    public mutating func rolloutProgressed(_ rollout: RollingRestart) -> [Candidate] {
+        let freed = recycling.keys.filter { rollout.phase(of: $0) == .done }.sorted()
+        return freed.compactMap { recycling.removeValue(forKey: $0) }
     }
 
     /// Takes `slot` out of the queue (the reason that asked no longer holds); returns it.

@@ -14,7 +14,8 @@
 ///   each slot keeps the strategy it started with; slots start only while fewer
 ///   than the current width are in replacement.
 /// - With `canary`, the first slot starts first and no other slot's old worker is drained
-///   before the canary is done (and stable): under surge the other slots' new workers may
+///   before the canary is done, or with `awaitsStability` before its new worker serves and is
+///   stable (under surge its old worker may still drain): under surge the other slots' new workers may
 ///   boot beside their old ones meanwhile (within the width) and are promoted once the
 ///   canary passed, so a rollout takes about one boot, not two; under replace the canary is
 ///   replaced alone and the others start only after it is done.
@@ -310,10 +311,16 @@ public struct RollingRestart: Sendable, Equatable {
         return actions
     }
 
-    /// Whether other slots may be promoted: no canary, or its slot is done and stable.
+    /// Whether other slots may be promoted: no canary; or, with `awaitsStability`, its new
+    /// worker serves and passed its window (under surge its old worker may still drain: the drain
+    /// says nothing about the new release, and a slow one, long requests up to the stop timeout,
+    /// would hold every other slot); without, its slot is done (the drain is the only time the
+    /// new worker is watched alone).
     private var canaryPassed: Bool {
         guard canary, let first = slots.first else { return true }
-        return phases[0] == .done && settled(first)
+        guard awaitsStability else { return phases[0] == .done }
+        let serving = phases[0] == .done || (strategies[0] == .surge && phases[0] == .drainingOld)
+        return serving && settled(first)
     }
 
     /// Whether `slot`'s new worker needs no more waiting (passed its window, or none is asked).
