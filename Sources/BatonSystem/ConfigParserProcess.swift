@@ -149,7 +149,7 @@ public enum ConfigParserProcess {
         let text = String(decoding: output, as: UTF8.self)
         for line in text.split(whereSeparator: \.isNewline) {
             for marker in ["Assertion", "Fatal error"] {
-                if let range = line.range(of: marker) {
+                if let range = line.firstRange(of: marker) {
                     let detail = line[range.lowerBound...]
                     return detail.count > 300 ? String(detail.prefix(300)) + "…" : String(detail)
                 }

@@ -97,6 +97,6 @@ extension Logger.Level {
 
 extension String {
     fileprivate var replacingNewlines: String {
-        contains("\n") ? split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") : self
+        contains("\n" as Character) ? split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") : self
     }
 }

@@ -1,6 +1,6 @@
 import BatonCore
 import CBatonLinux
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// Why a mold could not give a worker, as one line (`mold did not answer within 10s`).

@@ -209,7 +209,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
     /// Resolves argv[0] like execvp, but against the child's PATH and
     /// directory, in the parent (nothing to allocate after fork).
     public static func resolve(_ name: String, directory: String?, environment: [String]) throws(SpawnError) -> String {
-        if name.contains("/") {
+        if name.contains("/" as Character) {
             if name.hasPrefix("/") { return name }
             return (directory.map { $0.hasSuffix("/") ? $0 : $0 + "/" } ?? "") + name
         }

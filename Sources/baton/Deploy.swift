@@ -79,7 +79,7 @@ struct Deploy: ParsableCommand {
         }
         guard let release else { throw ValidationError("--release DIR is required") }
         guard release.hasPrefix("/") else { throw ValidationError("--release must be an absolute path") }
-        for e in environment where !e.contains("=") || e.hasPrefix("=") {
+        for e in environment where !e.contains("=" as Character) || e.hasPrefix("=") {
             throw ValidationError("--env expects KEY=VALUE, got \"\(e)\"")
         }
         if let strategy, DeployStrategy(rawValue: strategy) == nil {

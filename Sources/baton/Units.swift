@@ -48,7 +48,7 @@ struct SystemdUnits: ParsableCommand {
     /// working); /proc/self/exe when neither works.
     static func invokedExecutable() -> String {
         let argv0 = CommandLine.arguments.first ?? "baton"
-        if argv0.contains("/") { return absolutePath(argv0) }
+        if argv0.contains("/" as Character) { return absolutePath(argv0) }
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"
         for directory in path.split(separator: ":") where directory.hasPrefix("/") {
             let candidate = "\(directory)/\(argv0)"

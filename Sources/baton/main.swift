@@ -38,6 +38,6 @@ do {
         exit(0)
     }
     lastWords("baton: \(message.split(separator: "\n").first.map(String.init) ?? message)\n")
-    if message.contains("\n") { lastWords("run 'baton help' for usage\n") }
+    if message.contains("\n" as Character) { lastWords("run 'baton help' for usage\n") }
     exit(BatonExitCode.usage)
 }

@@ -47,7 +47,7 @@ public enum ListenAddress: Sendable, Equatable, Hashable, CustomStringConvertibl
     public var description: String {
         switch self {
         case .tcp(let host, let port):
-            return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            return host.contains(":" as Character) ? "[\(host)]:\(port)" : "\(host):\(port)"
         case .unix(let path):
             return "unix:\(path)"
         }
@@ -98,7 +98,7 @@ enum IPAddressText {
     /// Parses an IPv6 address (with `::` compression and an optional trailing dotted quad) into
     /// its eight 16-bit groups. Zone indices (`%eth0`) are not accepted.
     static func parseIPv6(_ text: Substring) -> [UInt16]? {
-        guard !text.isEmpty, !text.contains("%") else { return nil }
+        guard !text.isEmpty, !text.contains("%" as Character) else { return nil }
         let compressions = text.ranges(of: "::")
         guard let gap = compressions.first else {
             guard let groups = parseGroups(text, allowIPv4Tail: true) else { return nil }
@@ -149,7 +149,7 @@ enum IPAddressText {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         var groups: [UInt16] = []
         for (offset, part) in parts.enumerated() {
-            if offset == parts.count - 1, allowIPv4Tail, part.contains(".") {
+            if offset == parts.count - 1, allowIPv4Tail, part.contains("." as Character) {
                 guard let octets = parseIPv4(part) else { return nil }
                 groups.append(UInt16(octets[0]) << 8 | UInt16(octets[1]))
                 groups.append(UInt16(octets[2]) << 8 | UInt16(octets[3]))

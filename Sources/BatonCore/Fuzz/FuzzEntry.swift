@@ -53,7 +53,7 @@ public enum FuzzEntry {
     public static func control(_ bytes: [UInt8]) -> String {
         switch ControlProtocol.decodeRequest(bytes) {
         case .failure(let error):
-            return error.message.contains("\n") ? bugMarker + "multi-line error" : error.message
+            return error.message.contains("\n" as Character) ? bugMarker + "multi-line error" : error.message
         case .success(let request):
             let line = ControlProtocol.encodeLine(request)
             guard case .success(let again) = ControlProtocol.decodeRequest(Array(line.dropLast())), again == request else {
