@@ -20,14 +20,17 @@ extension MemoryIntegration {
         static let pythonAdapterPath = adaptersFolder + "/python/baton_mold.py"
 
         /// Runs the driver against `mold` (argv, run in the apps folder); returns its
-        /// exit code and its check lines, with the mold's and workers' output on failure.
-        static func conform(_ mold: [String], refork: Bool, unix: Bool = false) throws -> (code: Int32, report: String) {
+        /// exit code and its check lines, with the mold's and workers' output on failure, and
+        /// the whole of that output (the driver echoes it on its stderr, prefixed).
+        static func conform(_ mold: [String], refork: Bool, unix: Bool = false) throws -> (code: Int32, report: String, output: String) {
             let argv =
                 ["python3", driver, "--directory", apps, "--timeout", "20"] + (refork ? ["--refork"] : []) + (unix ? ["--unix"] : []) + ["--"] + mold
             let process = try TestProcess(argv, environment: TestPaths.cleanEnvironment(adding: ["PYTHONPATH": apps]))
             // Every wait of the driver is bounded by --timeout; SIGTERM makes it kill and reap what it started.
             let code = process.wait(timeout: .seconds(300)) ?? process.stop(timeout: .seconds(30))
-            return (code, process.stdout + "\n" + process.stderrLines.suffix(40).joined(separator: "\n"))
+            // wait and stop join the output readers: stderrLines is the whole output here.
+            let output = process.stderrLines
+            return (code, process.stdout + "\n" + output.suffix(40).joined(separator: "\n"), output.joined(separator: "\n"))
         }
 
         @Test("Ruby/Rack (puma single mode): every check of docs/MOLD.md passes, refork included")
@@ -58,6 +61,9 @@ extension MemoryIntegration {
             let result = try Self.conform(["python3", Self.pythonAdapterPath, "conformance_app:application"], refork: true)
             #expect(result.code == 0, "\(result.report)")
             #expect(result.report.contains("conformance: all"), "\(result.report)")
+            // The whole output: a traceback early in the run is out of the report's last lines.
+            let tracebacks = result.output.split(separator: "\n").filter { $0.contains("Traceback") }
+            #expect(tracebacks.isEmpty, "\(tracebacks.count) traceback(s) in the mold's and workers' output:\n\(result.output)")
         }
 
         @Test("the driver fails a mold that never sends READY=1, naming the check, and leaves no process behind")

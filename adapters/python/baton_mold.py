@@ -15,6 +15,7 @@ serves, and on SIGTERM stops accepting, finishes the requests in flight and exit
 Standard library plus waitress (PyPI). WAITRESS_THREADS sets the worker's threads (4).
 """
 
+import gc
 import importlib
 import json
 import os
@@ -89,6 +90,9 @@ def spawn(app, request, fds, channel):
     the worker is re-parented to baton (the child subreaper) before the reply."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # Every object allocated so far goes to the permanent generation: the worker's collector
+    # never walks them, so it does not write into their headers and copy the mold's pages.
+    gc.freeze()
     read_end, write_end = os.pipe()
     intermediate = os.fork()
     if intermediate == 0:
@@ -177,16 +181,28 @@ def become_worker(app, request, fds):
         for name in ("SIGPIPE", "SIGXFSZ"):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
         place_descriptors(fds, list(request.get("fds", [])))
-        os.environ.clear()
-        for entry in request.get("env", []):
-            name, _, value = entry.partition("=")
-            os.environ[name] = value
+        # Only the variables that differ change: most of the worker's environment is the mold's,
+        # and replacing all of it would free and reallocate objects in pages it shares.
+        wanted = dict(entry.partition("=")[::2] for entry in request.get("env", []))
+        for name in [name for name in os.environ if name not in wanted]:
+            del os.environ[name]
+        for name, value in wanted.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
         if request.get("listen_pid"):
             os.environ["LISTEN_PID"] = str(os.getpid())
         if request.get("watchdog_pid"):
             os.environ["WATCHDOG_PID"] = str(os.getpid())
-        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        # The mold's streams write to 1 and 2, now the worker's own output (flushed before the
+        # fork): new ones would look up the locale's encoding and replace objects the worker
+        # shares with the mold, a few hundred KiB of copied pages per worker.
+        for number, name in ((1, "stdout"), (2, "stderr")):
+            try:
+                usable = getattr(sys, name).fileno() == number
+            except (AttributeError, OSError, ValueError):
+                usable = False
+            if not usable:
+                setattr(sys, name, os.fdopen(number, "w", buffering=1, closefd=False))
         code = serve(app)
     except BaseException as error:  # noqa: B036 - whatever happens, the worker must not return into the mold
         try:
@@ -207,11 +223,6 @@ def serve(app):
     from waitress.server import BaseWSGIServer
     from waitress.task import WSGITask
 
-    import logging
-
-    # waitress warns "Task queue depth is N" each time a request waits for a thread: under
-    # load that is most requests, and every line goes through baton's log. Errors still show.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     count = int(os.environ.get("LISTEN_FDS", "0"))
     if count < 1:
         raise RuntimeError("no listening socket (LISTEN_FDS)")
@@ -329,6 +340,72 @@ def start_watchdog():
     threading.Thread(target=ping, daemon=True).start()
 
 
+def prepare_workers():
+    """What every worker would otherwise do for itself as it starts, done once in the mold:
+    a module a worker imports, or a cache it fills, lands in pages of its own (and every
+    object it allocates meanwhile fills a hole in a page it shared with the mold, copying
+    that page too). Done here, the workers share it copy-on-write."""
+    import fcntl  # noqa: F401 - place_descriptors
+    import logging
+    import resource  # noqa: F401 - place_descriptors
+
+    import waitress  # noqa: F401
+    from waitress import channel, server, task, wasyncore  # noqa: F401 - serve
+
+    # waitress warns "Task queue depth is N" each time a request waits for a thread: under
+    # load that is most requests, and every line goes through baton's log. Errors still show.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # waitress resolves its default listen address with getaddrinfo even when it is handed
+    # sockets, and Python encodes the host name with the idna codec: its first use imports
+    # encodings.idna, stringprep and unicodedata, about 1 MiB per worker that imports them.
+    "0.0.0.0".encode("idna")
+
+
+def warm_waitress(requests=20):
+    """Serves `requests` requests to a throwaway app (never the user's) through waitress's
+    request path, on a unix socket in the abstract namespace with one task thread, joined
+    before it returns. Python 3.11 and later rewrite a function's code in place once it ran
+    a few times (the specializing interpreter): run here, waitress's request path is
+    rewritten once in pages every worker shares, instead of in a copy per worker."""
+    import waitress
+    from waitress import wasyncore
+
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    socket_map = {}
+    server = None
+    client = None
+    try:
+        listener.bind("\0baton_mold-warm-%d" % os.getpid())
+        server = waitress.create_server(hello, map=socket_map, sockets=[listener], threads=1, ident="baton_mold")
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(listener.getsockname())
+        client.setblocking(False)
+        deadline = time.monotonic() + 10
+        for _ in range(requests):
+            client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nok"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no answer within 10 s")
+                wasyncore.loop(timeout=0.05, map=socket_map, use_poll=True, count=1)
+                try:
+                    answer += client.recv(65536)
+                except BlockingIOError:
+                    pass
+    finally:
+        if client is not None:
+            client.close()
+        if server is not None:
+            server.task_dispatcher.shutdown()
+        for dispatcher in list(socket_map.values()):
+            dispatcher.close()
+        listener.close()
+
+
 def main():
     if len(sys.argv) != 2 or ":" not in sys.argv[1]:
         print("usage: baton_mold.py package.module:app", file=sys.stderr)
@@ -341,7 +418,11 @@ def main():
     sys.stdout.reconfigure(line_buffering=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     app = load_app(sys.argv[1])
-    import waitress  # noqa: F401 - loaded once here, shared by every worker
+    prepare_workers()
+    try:
+        warm_waitress()
+    except Exception as error:  # an optimisation: the mold serves its purpose without it
+        print("baton_mold: waitress warm-up skipped: %s" % error, file=sys.stderr)
     channel = socket.socket(fileno=channel_fd)
     notify("READY=1\nSTATUS=mold loaded %s" % sys.argv[1])
     serve_requests(app, channel)
