@@ -14,10 +14,8 @@ extension Integration {
         @Test("waitForLine after the exit still finds a line written just before the pipe closed")
         func lineAfterExit() throws {
             let process = try TestProcess(["/bin/sh", "-c", "(sleep 0.3; echo late >&2) & exit 0"])
-            // `wait` would join the reader threads; only the exit is awaited here (bounded).
-            let deadline = monotonicNow() + .seconds(10)
-            while process.exitCode == nil && monotonicNow() < deadline { _ = poll(nil, 0, 5) }
-            #expect(process.exitCode == 0)
+            // `wait` would join the reader threads; only the exit is awaited here.
+            #expect(process.waitForExit(timeout: .seconds(10)) == 0)
             #expect(process.stderrLines.isEmpty, "the line comes after the exit")
             #expect(process.waitForLine(containing: "late", timeout: .seconds(10)) == "late")
             process.wait(timeout: .seconds(10))
@@ -28,9 +26,7 @@ extension Integration {
         @Test("waitForStdout after the exit still finds text written just before the pipe closed")
         func stdoutAfterExit() throws {
             let process = try TestProcess(["/bin/sh", "-c", "(sleep 0.3; echo late) & exit 0"])
-            let deadline = monotonicNow() + .seconds(10)
-            while process.exitCode == nil && monotonicNow() < deadline { _ = poll(nil, 0, 5) }
-            #expect(process.exitCode == 0)
+            #expect(process.waitForExit(timeout: .seconds(10)) == 0)
             #expect(process.stdout.isEmpty, "the text comes after the exit")
             #expect(process.waitForStdout(containing: "late", timeout: .seconds(10)))
             process.wait(timeout: .seconds(10))

@@ -222,9 +222,11 @@ public final class TestProcess: @unchecked Sendable {
         }
     }
 
-    /// Waits for the exit (up to `timeout`); nil if still running.
+    /// Waits for the exit (up to `timeout`) on the pidfd, without joining the output readers:
+    /// what the process wrote may still be on its way to `stderrLines` and `stdout`. Nil if
+    /// still running.
     @discardableResult
-    public func wait(timeout: Duration) -> Int32? {
+    public func waitForExit(timeout: Duration) -> Int32? {
         let deadline = monotonicNow() + timeout
         while exitCode == nil {
             let left = deadline - monotonicNow()
@@ -233,6 +235,14 @@ public final class TestProcess: @unchecked Sendable {
             let ms = Int32(clamping: left.components.seconds * 1000 + 1)
             _ = poll(&pfd, 1, min(ms, 1000))
         }
+        return exitCode
+    }
+
+    /// Waits for the exit (up to `timeout`) and for the output readers to finish; nil if still
+    /// running.
+    @discardableResult
+    public func wait(timeout: Duration) -> Int32? {
+        guard waitForExit(timeout: timeout) != nil else { return nil }
         let first = joined.withLock { j in
             defer { j = true }
             return !j
