@@ -27,15 +27,19 @@ final class ControlServer {
     let idleTimeout: Duration
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
-    /// previous image listened on: it is never re-bound).
-    init(adopting existing: Int32? = nil, config: BatonConfig, loop: EventLoop, logger: Logger, supervisor: any ControlRequestHandler) throws {
+    /// previous image listened on: it is never re-bound). `lookUpGroup` finds
+    /// `[control] group` and `read_group` (the supervisor's port).
+    init(
+        adopting existing: Int32? = nil, config: BatonConfig, loop: EventLoop, logger: Logger, supervisor: any ControlRequestHandler,
+        lookUpGroup: (String) throws(SpawnError) -> gid_t
+    ) throws {
         path = config.control.socket
         self.loop = loop
         self.logger = logger
         self.supervisor = supervisor
         idleTimeout = config.control.idleTimeout
-        groupID = try config.control.group.map { name throws in try Accounts.groupID(name) }
-        readGroupID = try config.control.readGroup.map { name throws in try Accounts.groupID(name) }
+        groupID = try config.control.group.map { name throws(SpawnError) in try lookUpGroup(name) }
+        readGroupID = try config.control.readGroup.map { name throws(SpawnError) in try lookUpGroup(name) }
         if let existing {
             fd = existing
         } else {

@@ -9,9 +9,9 @@ import Glibc
 protocol HostFiles: AnyObject {
     /// The text of `path`; throws the failed call with its errno.
     func read(_ path: String) throws(SystemError) -> String
-    /// Replaces `path` with `bytes` atomically (a temp file beside it, then rename: a reader
-    /// sees the old or the new content, never half of one; no fsync: what is written here only
-    /// has to outlive baton, not the host).
+    /// Replaces `path` with `bytes` atomically (``AtomicFile``: a reader sees the old or the
+    /// new content, never half of one; not durable: what is written here only has to outlive
+    /// baton, not the host). Throws the failed call; `path` is left as it was then.
     func replace(_ path: String, with bytes: [UInt8]) throws(SystemError)
     /// Removes `path` (nothing when it is absent).
     func remove(_ path: String)
@@ -25,12 +25,7 @@ final class LinuxHostFiles: HostFiles {
     }
 
     func replace(_ path: String, with bytes: [UInt8]) throws(SystemError) {
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw SystemError("open", subject: temporary) }
-        writeAll(fd, bytes)
-        close(fd)
-        guard rename(temporary, path) == 0 else { throw SystemError("rename", subject: path) }
+        try AtomicFile.replace(path, with: bytes, mode: 0o644, durable: false)
     }
 
     func remove(_ path: String) { unlink(path) }

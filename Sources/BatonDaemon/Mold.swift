@@ -12,8 +12,9 @@ protocol MoldLink: AnyObject {
 extension MoldChannel: MoldLink {}
 
 /// One mold process (mold mode): it loaded a release's app once and forks that release's
-/// workers on request (docs/MOLD.md). Lives on the event-loop thread only.
-final class Mold {
+/// workers on request (docs/MOLD.md); its descriptors, output and timers are
+/// ``ChildChannels``'. Lives on the event-loop thread only.
+final class Mold: ChildChannels {
     /// starting → ready → stopping → exited.
     enum State: String {
         case starting, ready, stopping, exited
@@ -23,10 +24,6 @@ final class Mold {
     let spec: WorkerSpec
     /// Its pid (= its process group id).
     let pid: pid_t
-    /// A pidfd naming exactly it, owned until it is reaped.
-    var ownedPidfd: OwnedDescriptor?
-    /// Its number; -1 once closed.
-    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
     /// baton's end of its channel (nil once closed: the mold exits on end of file).
     var link: (any MoldLink)?
     /// Current state.
@@ -37,38 +34,16 @@ final class Mold {
     let startedAtWall: Double
     /// Monotonic time it became ready.
     var readyAt: Duration?
-    /// Its NOTIFY_SOCKET.
-    var ownedNotify: OwnedDescriptor?
-    /// Its number (-1: none); setting it closes the one held.
-    var notifyFD: Int32 {
-        get { ownedNotify?.rawValue ?? -1 }
-        set { ownedNotify = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
-    }
-    /// Path of that socket, removed when the mold is gone.
-    var notifyPath: String?
-    /// Read end of its stdout+stderr pipe.
-    var ownedOutput: OwnedDescriptor?
-    /// Its number (-1: closed); setting it closes the one held.
-    var outputFD: Int32 {
-        get { ownedOutput?.rawValue ?? -1 }
-        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
-    }
-    /// Bytes of an unfinished output line.
-    var outputLines = OutputLines()
-    /// The last lines of its output (for failure reports).
-    var recentOutput = RingBuffer<String>(capacity: 20)
-    /// Its timers (start timeout, kill after the stop signal).
-    var timers: [EventLoop.Token] = []
     /// Set when baton killed it for failing: a new one starts once it is reaped.
     var replaceOnExit = false
 
     init(spec: WorkerSpec, process: SpawnedProcess, link: any MoldLink, startedAt: Duration) {
         self.spec = spec
         self.pid = process.pid
-        self.ownedPidfd = OwnedDescriptor(process.pidfd)
         self.link = link
         self.startedAt = startedAt
         self.startedAtWall = wallClockNow()
+        super.init(pidfd: process.pidfd)
     }
 }
 

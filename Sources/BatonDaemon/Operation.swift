@@ -76,8 +76,23 @@ final class Operation {
     var keepsReservation = false
     /// The serving workers' median commit charge (`vm.overcommit_memory = 2` only), read once
     /// when its rollout was first planned (or by a roll-ahead's preflight) and reused at every
-    /// replan: reading it walks every worker's maps. nil: not read yet; `.some(nil)`: unknown.
-    var commitPerWorker: UInt64??
+    /// replan: reading it walks every worker's maps.
+    var commitPerWorker: CommitCharge = .notRead
+
+    /// What an operation knows of the workers' commit charge.
+    enum CommitCharge: Equatable {
+        /// Not read yet: the next plan reads it.
+        case notRead
+        /// Read, and no worker's could be (none serves, or their maps were unreadable).
+        case unknown
+        /// Read: the median, in bytes.
+        case known(UInt64)
+
+        /// The figure read (nil: not read, or unknown).
+        var bytes: UInt64? {
+            if case .known(let bytes) = self { bytes } else { nil }
+        }
+    }
 
     init(number: Int, kind: Kind, options: DeployOptions?, uid: uid_t?) {
         self.number = number

@@ -3,7 +3,7 @@ import BatonSystem
 import Glibc
 
 /// The process table as the supervisor sees it: which processes make up a worker's tree, their
-/// states, a process's start time, whether a pid still exists. Part of the effects port
+/// states, a process's start time and group, whether a pid still exists. Part of the effects port
 /// (``SupervisorHost/processes``): /proc in baton, a table the test writes in the tests of
 /// BatonDaemon (the notify sender check, the liveness check, OOM attribution and take-over run
 /// on it without a process). Sendable: the liveness check reads it on the offload pool.
@@ -20,6 +20,8 @@ protocol ProcessTable: Sendable {
     func startTime(of pid: pid_t) -> UInt64?
     /// Whether a process `pid` exists (a zombie included).
     func exists(_ pid: pid_t) -> Bool
+    /// The process group of `pid` (getpgid), nil when it is gone.
+    func processGroup(of pid: pid_t) -> pid_t?
 }
 
 /// The real table: /proc, and kill(pid, 0).
@@ -31,4 +33,8 @@ struct ProcProcessTable: ProcessTable {
     }
     func startTime(of pid: pid_t) -> UInt64? { ProcFS.startTime(of: pid) }
     func exists(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 }
+    func processGroup(of pid: pid_t) -> pid_t? {
+        let group = getpgid(pid)
+        return group >= 0 ? group : nil
+    }
 }

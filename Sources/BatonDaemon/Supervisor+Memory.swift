@@ -126,7 +126,7 @@ extension Supervisor {
         let footprint = memoryMonitor.footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
-            commitPerWorker: commitPerWorker(readings, for: op, fresh: true), tooling: need + oomMargin(footprint: footprint?.bytes))
+            commitPerWorker: commitPerWorker(readings, .again(op)), tooling: need + oomMargin(footprint: footprint?.bytes))
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
         var report = PreflightReport(

@@ -276,19 +276,7 @@ extension Supervisor {
         let exit = host.exitStatus(pidfd: mold.pidfd, reap: true) ?? .exited(-1)
         let previous = mold.state
         mold.state = .exited
-        for t in mold.timers { loop.cancel(t) }
-        mold.timers.removeAll()
-        loop.unregister(fd: mold.pidfd)
-        mold.ownedPidfd = nil
-        if mold.notifyFD >= 0 {
-            loop.unregister(fd: mold.notifyFD)
-            mold.notifyFD = -1
-        }
-        if let path = mold.notifyPath { unlink(path) }
-        if mold.outputFD >= 0 {
-            readOutput(mold)
-            closeOutput(mold)
-        }
+        releaseChannels(mold)
         mold.link = nil
         moldBook.molds.removeAll { $0 === mold }
         let uptime = loop.now() - mold.startedAt

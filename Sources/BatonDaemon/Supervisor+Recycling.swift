@@ -64,8 +64,11 @@ extension Supervisor {
         // A slot whose new worker is still in its window cannot join the rollout again yet: its
         // candidate waits for the window (the workerStable event pumps again).
         let settling = Set(operation?.kind == .policy ? rollout?.settlingSlots ?? [] : [])
+        // Planned once a pump: it reads the host's memory (and, in a recycle's operation, may walk
+        // every worker's maps once); the log line of each start quotes this figure.
+        let budget = recycleBudget()
         let plan = recycling.next(
-            now: now, blocked: recyclingBlocked || !appendable, autoWidth: recycleBudget(), settling: { settling.contains($0) }
+            now: now, blocked: recyclingBlocked || !appendable, autoWidth: budget, settling: { settling.contains($0) }
         ) { [slots] slot, pid in
             guard let w = slots[slot].current else { return false }
             return w.pid == pid && w.state == .ready && slots[slot].replacement == nil
@@ -76,7 +79,7 @@ extension Supervisor {
                 "recycle of slot \(dropped.slot) dropped: pid \(dropped.pid) no longer serves there",
                 metadata: ["slot": .stringConvertible(dropped.slot), "reason": .string(dropped.reason.rawValue)])
         }
-        for candidate in plan.starts { startRecycle(candidate) }
+        for candidate in plan.starts { startRecycle(candidate, budget: budget) }
         if let t = recycleWake {
             loop.cancel(t)
             recycleWake = nil
@@ -90,9 +93,10 @@ extension Supervisor {
     }
 
     /// Starts the recycle of one slot: it joins the recycle operation running, else starts one.
-    private func startRecycle(_ c: RecyclingEngine.Candidate) {
+    /// `budget`: the recycles allowed at once, as this pump planned it (for the log line).
+    private func startRecycle(_ c: RecyclingEngine.Candidate, budget: Int) {
         logger.info(
-            "recycle of slot \(c.slot) started (\(recycling.recycling.count) at once, budget \(recycleBudget()))",
+            "recycle of slot \(c.slot) started (\(recycling.recycling.count) at once, budget \(budget))",
             metadata: ["slot": .stringConvertible(c.slot), "pid": .stringConvertible(c.pid), "reason": .string(c.reason.rawValue)])
         if let op = operation, op.kind == .policy {
             // Its reason is the slot's before the rollout starts (or drains) anything there.

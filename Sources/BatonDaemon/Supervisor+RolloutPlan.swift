@@ -21,7 +21,7 @@ extension Supervisor {
     /// What the planner needs now: headroom from the host and cgroup figures read now and the
     /// workers' last PSS sample (no smaps walk), the new worker's footprint, and the slots in
     /// replacement; the commit charge per worker is `op`'s, read once per operation (see
-    /// ``commitPerWorker(_:for:)``). Headroom nil when memory cannot be read.
+    /// ``commitPerWorker(_:_:)``). Headroom nil when memory cannot be read.
     func rolloutFigures(release: String?, for op: Operation? = nil) -> RolloutPlanner.Figures {
         let inFlight = rollout?.inFlightSlots.count ?? 0
         let pending = rollout.map { $0.phases.filter { $0 == .pending }.count } ?? slots.count
@@ -41,21 +41,39 @@ extension Supervisor {
         let kept = Int64(clamping: reservedBytes + oomMargin(footprint: footprint))
         if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
         return RolloutPlanner.Figures(
-            headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, for: op), inFlight: inFlight, booting: booting,
+            headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight, booting: booting,
             pending: pending)
+    }
+
+    /// How ``commitPerWorker(_:_:)`` uses an operation's figure.
+    enum CommitChargeRead {
+        /// Read now and kept nowhere (no operation to keep it).
+        case now
+        /// The operation's figure: read at its first plan, reused by every replan, which would
+        /// otherwise walk every worker's maps at each step of a rollout.
+        case once(for: Operation)
+        /// Read again now and kept as the operation's figure (a roll-ahead's preflight after
+        /// each roll: the rolls changed the workers).
+        case again(for: Operation)
+
+        /// `.once(for: op)`, or `.now` without an operation.
+        static func once(_ op: Operation?) -> Self { op.map { .once(for: $0) } ?? .now }
+        /// `.again(for: op)`, or `.now` without an operation.
+        static func again(_ op: Operation?) -> Self { op.map { .again(for: $0) } ?? .now }
     }
 
     /// The serving workers' median commit charge, as preflight counts it: it binds only under
     /// `vm.overcommit_memory = 2`, and reading it walks every worker's maps, so nil otherwise.
-    /// With `op`, read once per operation: the figure read first (at its start) is reused by
-    /// every replan, which would otherwise walk every worker's maps at each step of a rollout.
-    /// `fresh`: read it again and keep that (a roll-ahead's preflight after each roll).
-    func commitPerWorker(_ readings: MemoryReadings, for op: Operation? = nil, fresh: Bool = false) -> UInt64? {
+    /// `read` says whether an operation's figure is reused, or read again and kept.
+    func commitPerWorker(_ readings: MemoryReadings, _ read: CommitChargeRead) -> UInt64? {
         guard readings.overcommit == .strict else { return nil }
-        if let op, !fresh, let read = op.commitPerWorker { return read }
+        if case .once(let op) = read, op.commitPerWorker != .notRead { return op.commitPerWorker.bytes }
         let commits = slots.compactMap(\.current).compactMap { host.memory.treeCommitCharge(of: $0.pid) }.sorted()
         let median: UInt64? = commits.isEmpty ? nil : commits[commits.count / 2]
-        op?.commitPerWorker = .some(median)
+        switch read {
+        case .now: break
+        case .once(let op), .again(let op): op.commitPerWorker = median.map { .known($0) } ?? .unknown
+        }
         return median
     }
 

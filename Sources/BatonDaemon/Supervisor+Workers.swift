@@ -248,15 +248,6 @@ extension Supervisor {
     }
 
     private func cleanUp(_ worker: Worker) {
-        for t in worker.timers { loop.cancel(t) }
-        worker.timers.removeAll()
-        loop.unregister(fd: worker.pidfd)
-        worker.ownedPidfd = nil  // closes it: the worker is reaped
-        if worker.notifyFD >= 0 {
-            loop.unregister(fd: worker.notifyFD)
-            worker.notifyFD = -1  // closes it
-        }
-        if let path = worker.notifyPath { unlink(path) }
         if let probe = worker.probe {
             host.signal(pidfd: probe.pidfd, SIGKILL)
             _ = host.exitStatus(pidfd: probe.pidfd, reap: true)
@@ -264,12 +255,7 @@ extension Supervisor {
             close(probe.pidfd)
             worker.probe = nil
         }
-        // Read what is left in the pipe; the write end may live on in strays
-        // (already killed with the group), so close it now.
-        if worker.outputFD >= 0 {
-            readOutput(worker)
-            closeOutput(worker)
-        }
+        releaseChannels(worker)
     }
 
     /// A start failed (spawn error, exit while starting, readiness timeout) or

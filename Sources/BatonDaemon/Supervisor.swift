@@ -212,7 +212,7 @@ public final class Supervisor {
         }
         listeners = try openListeners()
         logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
-        control = try ControlServer(config: config, loop: loop, logger: logger, supervisor: self)
+        control = try openControlServer()
         let spec = try makeSpec(config, release: releaseState.current)
         if let credentials = spec.credentials, createdNotifyDirectory {
             // Workers running as [app] user must reach their notify sockets;
@@ -235,6 +235,12 @@ public final class Supervisor {
         startQueue = Array(0..<config.app.workers)
         fillStartQueue()
         recordInstance()
+    }
+
+    /// The control socket, bound now (or adopted from the image before an upgrade), its
+    /// groups looked up through the port.
+    func openControlServer(adopting existing: Int32? = nil) throws -> ControlServer {
+        try ControlServer(adopting: existing, config: config, loop: loop, logger: logger, supervisor: self, lookUpGroup: host.groupID)
     }
 
     private func startMetrics() throws {

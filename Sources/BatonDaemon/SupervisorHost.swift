@@ -6,7 +6,7 @@ import Glibc
 /// spawning processes (workers, readiness and liveness probes, the upgrade check), signalling
 /// process groups and pidfds, reading a child's exit, telling the service manager, reading
 /// memory figures and the process table, opening the state directory, and reading the files
-/// and accounts a worker's spec names.
+/// and accounts a worker's spec and the control socket name.
 ///
 /// `LinuxSupervisorHost` is the real one (BatonSystem underneath). The tests of BatonDaemon
 /// give the supervisor a fake whose children are descriptors without a process: the test
@@ -57,6 +57,9 @@ protocol SupervisorHost: AnyObject {
     /// the user's), or baton's own uid with `group`'s gid when only a group is given; nil when
     /// neither is (workers run as baton). Throws when the user or group does not exist.
     func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials?
+    /// The id of group `name` (a number stands for itself): the control socket's `[control]
+    /// group` and `read_group`. Throws when no such group exists.
+    func groupID(_ name: String) throws(SpawnError) -> gid_t
 }
 
 /// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
@@ -173,4 +176,6 @@ final class LinuxSupervisorHost: SupervisorHost {
         guard let group else { return nil }
         return Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
     }
+
+    func groupID(_ name: String) throws(SpawnError) -> gid_t { try Accounts.groupID(name) }
 }

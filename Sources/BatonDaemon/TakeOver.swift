@@ -203,7 +203,7 @@ extension Supervisor {
     /// group id is the leader's pid; once the leader is gone, only the pidfd).
     private func signalOrphan(_ orphan: OrphanWorker, _ sig: Int32) {
         guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
-        if getpgid(orphan.pid) == orphan.pid { host.signalGroup(orphan.pid, sig) }
+        if host.processes.processGroup(of: orphan.pid) == orphan.pid { host.signalGroup(orphan.pid, sig) }
         host.signal(pidfd: orphan.pidfd, sig)
     }
 

@@ -17,8 +17,9 @@ struct WorkerSpec: Sendable, Equatable {
     var release: String { directory }
 }
 
-/// One worker process tree. Lives on the event-loop thread only.
-final class Worker {
+/// One worker process tree; its descriptors, output and timers are ``ChildChannels``'. Lives on
+/// the event-loop thread only.
+final class Worker: ChildChannels {
     /// starting → ready → draining → exited.
     enum State: String {
         case starting, ready, draining, exited
@@ -30,10 +31,6 @@ final class Worker {
     let generation: Int
     /// The leader's pid (= its process group id).
     let pid: pid_t
-    /// A pidfd naming exactly this process, owned until the worker is cleaned up after its exit.
-    var ownedPidfd: OwnedDescriptor?
-    /// Its number; -1 once closed, so nothing signals a number the kernel reused.
-    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
     /// What it runs.
     let spec: WorkerSpec
     /// Monotonic start time.
@@ -46,30 +43,6 @@ final class Worker {
     var readyAt: Duration?
     /// How much nicer than baton it started (`[readiness] boot_nice`): given back once ready.
     var bootNice: Int32 = 0
-    /// Its NOTIFY_SOCKET (notify mode), owned by baton.
-    var ownedNotify: OwnedDescriptor?
-    /// Its number (-1: none). Setting it hands that descriptor to the worker and closes the
-    /// one it held; -1 closes it.
-    var notifyFD: Int32 {
-        get { ownedNotify?.rawValue ?? -1 }
-        set { ownedNotify = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
-    }
-    /// Path of that socket, removed when the worker is gone.
-    var notifyPath: String?
-    /// Read end of the worker's stdout+stderr pipe.
-    var ownedOutput: OwnedDescriptor?
-    /// Its number (-1: closed). Setting it hands that descriptor to the worker and closes
-    /// the one it held; -1 closes it.
-    var outputFD: Int32 {
-        get { ownedOutput?.rawValue ?? -1 }
-        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
-    }
-    /// Bytes of an unfinished output line.
-    var outputLines = OutputLines()
-    /// The last lines of output (for failure reports).
-    var recentOutput = RingBuffer<String>(capacity: 20)
-    /// Timers that belong to this worker (readiness timeout, delay, probe, kill).
-    var timers: [EventLoop.Token] = []
     /// A running exec-mode readiness probe.
     var probe: SpawnedProcess?
     /// The last STATUS= it sent.
@@ -99,10 +72,10 @@ final class Worker {
         self.slot = slot
         self.generation = generation
         self.pid = process.pid
-        self.ownedPidfd = OwnedDescriptor(process.pidfd)
         self.spec = spec
         self.startedAt = startedAt
         self.startedAtWall = startedAtWall
+        super.init(pidfd: process.pidfd)
     }
 }
 

@@ -122,34 +122,10 @@ public struct StateStore: Sendable {
         try writeAtomically(directory + "/" + name, Array(data) + [0x0A])
     }
 
+    /// Replaces `path` durably (it says which release runs after a reboot), readable by
+    /// baton's group only.
     private func writeAtomically(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
-        let temporary = path + ".tmp.\(getpid())"
-        let fd = try syscall("open", subject: temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640) }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = SystemError("write", subject: temporary)
-                close(fd)
-                unlink(temporary)
-                throw e
-            }
-            offset += n
-        }
-        if fsync(fd) != 0 {
-            let e = SystemError("fsync", subject: temporary)
-            close(fd)
-            unlink(temporary)
-            throw e
-        }
-        close(fd)
-        try syscall("rename", subject: path) { rename(temporary, path) }
-        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            fsync(dir)
-            close(dir)
-        }
+        try AtomicFile.replace(path, with: bytes, mode: 0o640, durable: true)
     }
 }
 

@@ -54,7 +54,11 @@ final class FakeHost: SupervisorHost {
     /// Molds ever started, oldest first.
     var molds: [FakeChild] { children.filter { $0.environment("BATON_SLOT") == "mold" } }
 
+    /// Process groups signalled, in order.
+    private(set) var groupSignals: [(group: pid_t, signal: Int32)] = []
+
     func signalGroup(_ group: pid_t, _ signal: Int32) {
+        groupSignals.append((group, signal))
         children.last { $0.pid == group }?.receive(signal, stopSignal: stopSignal)
     }
 
@@ -118,6 +122,14 @@ final class FakeHost: SupervisorHost {
         guard let user else { return nil }
         guard let found = accounts[user] else { throw SpawnError(step: "getpwnam \(user): no such user", errno: 0) }
         return found
+    }
+
+    /// Groups by name; none exists unless the test adds it (a number stands for itself).
+    var groups: [String: gid_t] = [:]
+    func groupID(_ name: String) throws(SpawnError) -> gid_t {
+        if let numeric = gid_t(name) { return numeric }
+        guard let gid = groups[name] else { throw SpawnError(step: "unknown group \"\(name)\"", errno: 0) }
+        return gid
     }
 
     /// Trees whose priority the supervisor set, with the nice value.

@@ -9,6 +9,7 @@ final class FakeProcessTable: ProcessTable {
         var members: [pid_t: [pid_t]] = [:]
         var states: [pid_t: Character] = [:]
         var startTimes: [pid_t: UInt64] = [:]
+        var groups: [pid_t: pid_t] = [:]
         var known: Set<pid_t> = []
     }
     private let table = Mutex(Table())
@@ -32,6 +33,9 @@ final class FakeProcessTable: ProcessTable {
         }
     }
 
+    /// Sets the process group of `pid` (nil, the default: unknown, as for a pid gone).
+    func setProcessGroup(_ group: pid_t?, of pid: pid_t) { table.withLock { $0.groups[pid] = group } }
+
     func tree(of pid: pid_t) -> [pid_t] { [pid] + table.withLock { $0.members[pid] ?? [] } }
 
     func isInTree(_ candidate: pid_t, root: pid_t) -> Bool { tree(of: root).contains(candidate) }
@@ -44,4 +48,6 @@ final class FakeProcessTable: ProcessTable {
     func startTime(of pid: pid_t) -> UInt64? { table.withLock { $0.startTimes[pid] } }
 
     func exists(_ pid: pid_t) -> Bool { table.withLock { $0.known.contains(pid) } }
+
+    func processGroup(of pid: pid_t) -> pid_t? { table.withLock { $0.groups[pid] } }
 }

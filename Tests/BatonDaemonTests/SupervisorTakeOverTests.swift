@@ -45,6 +45,30 @@ import Testing
         #expect(h.supervisor.takeOver.orphans.isEmpty, "gone once its pidfd turned readable")
     }
 
+    /// An orphan's process group is signalled only while the orphan still leads it: once the
+    /// leader is gone, its number may name another group (the process table says; before, a
+    /// getpgid(2) outside the port that the fake could not answer).
+    @Test(arguments: [true, false])
+    func anOrphansGroupIsSignalledOnlyWhileItLeadsIt(leads: Bool) throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { close(socket.fd) }
+        let h = try harness(address: try #require(Sockets.localAddress(socket.fd)))
+        let orphan = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
+        h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
+        h.host.fakeProcesses.setProcessGroup(leads ? Self.orphanPID : Self.previousPID, of: Self.orphanPID)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        for (_, taken) in h.supervisor.takeOver.taken { close(taken.fd) }
+        h.supervisor.takeOver.taken = [:]
+
+        h.supervisor.drainOrphans()
+        let groups = h.host.groupSignals.map { [$0.group, $0.signal] }
+        #expect(groups == (leads ? [[Self.orphanPID, SIGTERM]] : []))
+        #expect(orphan.signals.last == SIGTERM, "its pidfd is signalled either way")
+        h.advance(by: .zero)
+        #expect(h.supervisor.takeOver.orphans.isEmpty)
+    }
+
     @Test func aPidReusedSinceTheRecordIsNeitherAdoptedNorRobbed() throws {
         let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
         defer { close(socket.fd) }

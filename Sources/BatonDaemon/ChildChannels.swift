@@ -1,0 +1,65 @@
+import BatonSystem
+import Glibc
+
+/// What baton holds of a child it started and watches, a worker or a mold: its pidfd, its
+/// notify socket and its output pipe, each owned (closed when replaced or dropped), what was
+/// read of its output, and the timers that belong to it. The base of ``Worker`` and ``Mold``,
+/// which both start, report and end through these; one teardown for both
+/// (`Supervisor.releaseChannels`). Lives on the event-loop thread only.
+class ChildChannels {
+    /// A pidfd naming exactly this process, owned until it is reaped.
+    var ownedPidfd: OwnedDescriptor?
+    /// Its number; -1 once closed, so nothing signals a number the kernel reused.
+    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
+    /// Its NOTIFY_SOCKET (notify mode), owned by baton.
+    var ownedNotify: OwnedDescriptor?
+    /// Its number (-1: none). Setting it hands that descriptor to the child and closes the one
+    /// it held; -1 closes it.
+    var notifyFD: Int32 {
+        get { ownedNotify?.rawValue ?? -1 }
+        set { ownedNotify = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
+    /// Path of that socket, removed when the child is gone.
+    var notifyPath: String?
+    /// Read end of its stdout+stderr pipe.
+    var ownedOutput: OwnedDescriptor?
+    /// Its number (-1: closed). Setting it hands that descriptor to the child and closes the
+    /// one it held; -1 closes it.
+    var outputFD: Int32 {
+        get { ownedOutput?.rawValue ?? -1 }
+        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
+    /// Bytes of an unfinished output line.
+    var outputLines = OutputLines()
+    /// The last lines of its output (for failure reports).
+    var recentOutput = RingBuffer<String>(capacity: 20)
+    /// Its timers (readiness or start timeout, delays, probes, the kill after the stop signal).
+    var timers: [EventLoop.Token] = []
+
+    /// Owns `pidfd`, the child's, from now on.
+    init(pidfd: Int32) {
+        ownedPidfd = OwnedDescriptor(pidfd)
+    }
+}
+
+extension Supervisor {
+    /// Lets go of what baton held of a child that exited and was reaped: its timers, its pidfd,
+    /// its notify socket (and the socket's path), and its output pipe once the rest of its
+    /// output was read and logged (the write end may live on in strays, already killed with the
+    /// group, so the pipe is closed now).
+    func releaseChannels(_ child: some ChildChannels & OutputSource) {
+        for t in child.timers { loop.cancel(t) }
+        child.timers.removeAll()
+        loop.unregister(fd: child.pidfd)
+        child.ownedPidfd = nil  // closes it: the child is reaped
+        if child.notifyFD >= 0 {
+            loop.unregister(fd: child.notifyFD)
+            child.notifyFD = -1  // closes it
+        }
+        if let path = child.notifyPath { unlink(path) }
+        if child.outputFD >= 0 {
+            readOutput(child)
+            closeOutput(child)
+        }
+    }
+}

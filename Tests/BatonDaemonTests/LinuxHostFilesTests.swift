@@ -1,0 +1,53 @@
+@testable import BatonDaemon
+import BatonSystem
+import BatonTestSupport
+import Foundation
+import Glibc
+import Testing
+
+/// `instance.json`'s writer on real files: a failed write or rename throws and leaves no temp
+/// file beside the record.
+@Suite struct LinuxHostFilesTests {
+    /// The names in `directory` other than those the test made.
+    static func leftovers(in directory: String, besides kept: Set<String>) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: directory).filter { !kept.contains($0) }.sorted()
+    }
+
+    @Test func aFailedRenameThrowsAndLeavesNoTempFile() throws {
+        let directory = TestPaths.temporaryDirectory("hostfiles")
+        defer { TestPaths.remove(directory) }
+        // The target is a directory: rename(2) of a file onto it fails (EISDIR).
+        let path = directory + "/instance.json"
+        #expect(mkdir(path, 0o755) == 0)
+        #expect(throws: SystemError.self) { try LinuxHostFiles().replace(path, with: Array("{}\n".utf8)) }
+        #expect(try Self.leftovers(in: directory, besides: ["instance.json"]) == [])
+    }
+
+    @Test func aFailedWriteThrowsAndLeavesTheRecordAndNoTempFile() throws {
+        let directory = TestPaths.temporaryDirectory("hostfiles")
+        defer { TestPaths.remove(directory) }
+        let path = directory + "/instance.json"
+        TestPaths.write(path, "old\n")
+        // The temp file's name leads to /dev/full, where every write fails (ENOSPC): a write
+        // that fails even as root, which permission bits would not stop.
+        #expect(symlink("/dev/full", AtomicFile.temporaryPath(for: path)) == 0)
+        #expect(throws: SystemError.self) { try LinuxHostFiles().replace(path, with: Array("{}\n".utf8)) }
+        // Before, the failed write went unseen and the temp file's link replaced the record.
+        var info = stat()
+        #expect(lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG, "the record is still a file")
+        if info.st_mode & S_IFMT == S_IFREG { #expect(ProcFS.read(path) == "old\n", "the record is untouched") }
+        #expect(try Self.leftovers(in: directory, besides: ["instance.json"]) == [])
+    }
+
+    @Test func aWrittenRecordReplacesTheOldOne() throws {
+        let directory = TestPaths.temporaryDirectory("hostfiles")
+        defer { TestPaths.remove(directory) }
+        let path = directory + "/instance.json"
+        TestPaths.write(path, "old\n", mode: 0o600)
+        try LinuxHostFiles().replace(path, with: Array("{}\n".utf8))
+        #expect(try LinuxHostFiles().read(path) == "{}\n")
+        var info = stat()
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o7777 & ~0o644 == 0, "at most rw-r--r-- (the umask may take more)")
+        #expect(try Self.leftovers(in: directory, besides: ["instance.json"]) == [])
+    }
+}
