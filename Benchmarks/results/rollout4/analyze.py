@@ -1,6 +1,7 @@
-"""Summarizes the deploy-under-load A/B runs in this folder (JSON results and BENCH_DEBUG logs)."""
-import json,os,re,statistics,datetime
-D=os.path.dirname(os.path.abspath(__file__))
+"""Summarizes the deploy-under-load A/B runs in a folder (this one, or the one given: JSON results
+and BENCH_DEBUG logs)."""
+import json,os,re,statistics,datetime,sys
+D=sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 def ts(s): return datetime.datetime.strptime(s,'%H:%M:%S.%f')
 out={}
 for side in ('before','after'):
