@@ -53,7 +53,17 @@ extension Supervisor {
         recyclePumping = true
         defer { recyclePumping = false }
         if let op = operation, op.kind == .policy, op.phase == .rollingOut, let machine = rollout {
-            for c in recycling.rolloutProgressed(machine) { recycleEnded(c, succeeded: true) }
+            for c in recycling.rolloutProgressed(machine) {
+                // Still in its window: the policy may order the next one, but a death in the
+                // window fails this recycle yet (`min_worker_age` cooldown).
+                if recycling.settling[c.slot] != nil {
+                    memoryMonitor.policy.replacementServing(slot: c.slot, now: loop.now())
+                    logRecycleEnd(c, "done")
+                } else {
+                    recycleEnded(c, succeeded: true)
+                }
+            }
+            for c in recycling.rolloutSettled(machine) { memoryMonitor.policy.replacementFinished(slot: c.slot, now: loop.now()) }
         }
         guard !recycling.queued.isEmpty else { return }
         // At most app.workers recycles per operation, so that one ends and shows in history.
@@ -131,7 +141,13 @@ extension Supervisor {
     /// The recycle of `slot` ended: the engine's place and the memory policy are freed (a failed
     /// one leaves the slot alone for `min_worker_age`).
     func recycleEnded(slot: Int, succeeded: Bool) {
+        let settled = recycling.settling[slot] != nil
         guard let c = recycling.finished(slot: slot) else {
+            memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
+            return
+        }
+        // Freed and logged "done" already: only a failure in its window is news.
+        if settled && succeeded {
             memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
             return
         }
@@ -146,8 +162,10 @@ extension Supervisor {
         } else {
             memoryMonitor.policy.replacementFailed(slot: slot, now: loop.now())
         }
-        logger.info(
-            "recycle of slot \(slot) \(succeeded ? "done" : "failed")",
-            metadata: ["slot": .stringConvertible(slot), "reason": .string(c.reason.rawValue)])
+        logRecycleEnd(c, succeeded ? "done" : "failed")
+    }
+
+    private func logRecycleEnd(_ c: RecyclingEngine.Candidate, _ how: String) {
+        logger.info("recycle of slot \(c.slot) \(how)", metadata: ["slot": .stringConvertible(c.slot), "reason": .string(c.reason.rawValue)])
     }
 }

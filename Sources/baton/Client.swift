@@ -100,7 +100,7 @@ struct ControlClient {
 }
 
 struct Status: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show workers, memory and what is in progress.")
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show workers, memory and what is in progress.")
 
     @OptionGroup var location: DaemonLocation
 
@@ -133,6 +133,7 @@ struct Status: ParsableCommand {
 
 struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "reload",
         abstract: "Re-read the config and restart every worker, one at a time; returns when finished (systemd's ExecReload=).")
 
     @OptionGroup var location: DaemonLocation

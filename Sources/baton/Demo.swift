@@ -5,6 +5,7 @@ import Glibc
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "demo",
         abstract: "Run the supervisor on an embedded config: demo workers on 127.0.0.1.")
 
     @Option(help: "Port on 127.0.0.1.")

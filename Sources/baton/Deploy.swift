@@ -32,6 +32,7 @@ func followOperation(_ client: inout ControlClient, json: Bool) throws {
 
 struct Deploy: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "deploy",
         abstract: "Roll every worker onto a new release, zero downtime; roll back if it does not come up.",
         discussion: """
             Prints one progress line per step for CI logs. Exit 0: every worker runs the release. \
@@ -111,6 +112,7 @@ struct Deploy: ParsableCommand {
 
 struct Rollback: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "rollback",
         abstract: "Go back to the previous release, with the same zero-downtime procedure as a deploy.")
 
     @OptionGroup var location: DaemonLocation
@@ -130,7 +132,8 @@ struct Rollback: ParsableCommand {
 }
 
 struct History: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Recent deploys, reloads and rollbacks with outcome, duration and who asked.")
+    static let configuration = CommandConfiguration(
+        commandName: "history", abstract: "Recent deploys, reloads and rollbacks with outcome, duration and who asked.")
 
     @OptionGroup var location: DaemonLocation
 

@@ -6,6 +6,7 @@ import Glibc
 
 struct Preflight: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "preflight",
         abstract: "Check that the next deploy fits in memory: one verdict with the figures and the limit that binds.",
         discussion: """
             Exit 0: it fits. 1: it does not (with --roll-ahead: not even after restarting the most bloated workers). \

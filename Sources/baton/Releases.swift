@@ -5,6 +5,7 @@ import FoundationEssentials
 
 struct Releases: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "releases",
         abstract: "List the release folders, newest first, with what retention does with each.",
         discussion: """
             Marks: current and previous (never removed), in-use (a worker runs there), kept (among the newest \

@@ -60,6 +60,7 @@ func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, rel
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Run the supervisor (systemd's ExecStart=).",
         discussion: "Takes the listening sockets from systemd socket activation, or binds [listen] addresses.")
 

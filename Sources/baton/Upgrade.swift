@@ -7,6 +7,7 @@ import Glibc
 
 struct Upgrade: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "upgrade",
         abstract: "Re-execute the daemon in place (same PID, workers keep serving), after checking the new binary.",
         discussion: """
             The daemon opens BINARY once (a regular file owned by root, or by baton's own uid when baton is not root, \

@@ -46,17 +46,33 @@ struct RecyclingEngineRolloutTests {
         #expect(engine.rolloutProgressed(rollout).isEmpty, "slot 1 is still starting")
     }
 
-    @Test("freed once: a later look at the rollout frees nothing more, and a failure in the window finds no place held")
+    @Test("freed once: a later look at the rollout frees nothing more, and a failure in the window still finds the recycle")
     func freedOnce() {
         var (engine, rollout) = recyclingSlotZero()
         _ = rollout.newWorkerReady(slot: 0)
         _ = rollout.oldWorkerExited(slot: 0)
         #expect(engine.rolloutProgressed(rollout).map(\.slot) == [0])
         #expect(engine.rolloutProgressed(rollout).isEmpty)
-        // The new worker exits inside its window: the rollout fails; the engine holds nothing of it.
+        #expect(engine.recycling.isEmpty && engine.settling.keys.sorted() == [0])
+        // The new worker exits inside its window: the rollout fails, and the recycle with it
+        // (its reason's cooldown applies), though its place was free already.
         #expect(rollout.newWorkerFailed(slot: 0, reason: "exited") == [.finished(.failed(slot: 0, reason: "exited", replaced: [0]))])
-        #expect(engine.finished(slot: 0) == nil)
+        #expect(engine.rolloutSettled(rollout).isEmpty, "it never passed its window")
+        #expect(engine.finished(slot: 0)?.slot == 0)
+        #expect(engine.finished(slot: 0) == nil && engine.settling.isEmpty)
         #expect(engine.queued.map(\.slot) == [1])
+    }
+
+    @Test("a freed recycle whose new worker passes its window has settled")
+    func settlesAfterTheWindow() {
+        var (engine, rollout) = recyclingSlotZero()
+        _ = rollout.newWorkerReady(slot: 0)
+        _ = rollout.oldWorkerExited(slot: 0)
+        #expect(engine.rolloutProgressed(rollout).map(\.slot) == [0])
+        #expect(engine.rolloutSettled(rollout).isEmpty, "the window still runs")
+        #expect(rollout.workerStable(slot: 0) == [.finished(.succeeded)])
+        #expect(engine.rolloutSettled(rollout).map(\.slot) == [0])
+        #expect(engine.settling.isEmpty && engine.finished(slot: 0) == nil)
     }
 
     @Test("a slot queued again while its new worker settles waits for the window; the ones behind it start")

@@ -88,4 +88,23 @@ struct RestartPolicyConcurrencyTests {
         #expect(p.tick(Self.tick(grown, at: 63)) == nil)
         #expect(p.tick(Self.tick(grown + [w[3]], at: 64))?.slot == 2)
     }
+
+    /// A replacement that serves frees the budget while its new worker's stability window runs;
+    /// when that worker dies in the window, the slot still gets the `min_worker_age` cooldown.
+    @Test func aReplacementThatFailsInItsWindowCoolsDownAfterServing() {
+        var p = Self.policy(workers: 2, concurrency: 1, workerLimit: 50 * Self.mib)
+        let w = Self.workers(pss: [100, 100], uss: [80, 70])
+        #expect(p.tick(Self.tick(w))?.slot == 0)
+        p.replacementServing(slot: 0, now: .seconds(61))
+        #expect(p.replacing.isEmpty && p.settling == [0])
+        #expect(p.tick(Self.tick(w, at: 61))?.slot == 1, "the budget is free while slot 0 settles")
+        #expect(p.tick(Self.tick(w, at: 61)) == nil, "one at a time; slot 0 is not picked while it settles")
+        p.replacementFailed(slot: 0, now: .seconds(62))
+        p.replacementFinished(slot: 1, now: .seconds(62))
+        // Slot 1's new worker is small; slot 0 still runs a worker over the limit.
+        let after = Self.workers(pss: [100, 100], uss: [80, 30])
+        #expect(p.tick(Self.tick(after, at: 63)) == nil, "slot 0 cools down for min_worker_age (10 s)")
+        #expect(p.settling.isEmpty)
+        #expect(p.tick(Self.tick(after, at: 73))?.slot == 0)
+    }
 }

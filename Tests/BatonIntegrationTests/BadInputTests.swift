@@ -57,6 +57,28 @@ extension Integration {
             #expect(unreachable.stderr.contains("cannot reach the daemon"))
         }
 
+        /// `baton deploy` is parsed on its own first (start-up); its errors and help must read as
+        /// the whole command line's: `baton deploy`, one line, the same exit codes.
+        @Test("baton deploy: usage errors, help and an unreachable daemon read as before")
+        func deployArguments() throws {
+            let baton = TestPaths.executable("baton")
+            let noRelease = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock"])
+            #expect(noRelease.code == 2)
+            #expect(noRelease.stderr == "baton: --release DIR is required\nrun 'baton help' for usage")
+            let relative = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--release", "x"])
+            #expect(relative.code == 2)
+            #expect(relative.stderr.hasPrefix("baton: --release must be an absolute path\n"))
+            let unknown = try TestProcess.run([baton, "deploy", "--frobnicate"])
+            #expect(unknown.code == 2)
+            #expect(unknown.stderr.hasPrefix("baton: "))
+            let help = try TestProcess.run([baton, "deploy", "--help"])
+            #expect(help.code == 0)
+            #expect(help.stdout.contains("USAGE: baton deploy"), "\(help.stdout)")
+            let unreachable = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--release", "/srv/r1"])
+            #expect(unreachable.code == 3)
+            #expect(unreachable.stderr.contains("cannot reach the daemon"))
+        }
+
         @Test("control-socket garbage gets an error reply and the daemon keeps serving")
         func controlGarbage() throws {
             let baton = try BatonHarness(workers: 1, tag: "junk")

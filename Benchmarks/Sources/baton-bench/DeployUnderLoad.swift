@@ -34,6 +34,12 @@ struct DeployUnderLoad {
         var bootPlusDrainSeconds: Double?
         /// `allNewSeconds` over `bootPlusDrainSeconds` (issue #16's target: at most 1.3 for surge).
         var allNewRatio: Double?
+        /// The same moment read from baton's own log (wall clock, ms): the N-th old worker's exit
+        /// and the N-th new worker's ready, from the CLI's start. The CLI's lines reach the bench
+        /// through a pipe and its 20 ms polling, which under load can add hundreds of ms.
+        var allNewDaemonSeconds: Double?
+        /// `allNewDaemonSeconds` over `bootPlusDrainSeconds`.
+        var allNewDaemonRatio: Double?
         /// The CLI's lines, each prefixed with when the bench saw it (`+2.03s`), polled every 20 ms.
         var steps: [String]
     }
@@ -64,7 +70,7 @@ struct DeployUnderLoad {
         var windows:
             [(
                 steadyStart: Duration, deployStart: Duration, deployEnd: Duration, release: String, strategy: String, code: Int32, boot: Double, peak: Int,
-                firstLine: Double?, allNew: Double?, steps: [String]
+                firstLine: Double?, allNew: Double?, steps: [String], daemonAllNew: Double?
             )] = []
         for n in 0..<options.deploys {
             let strategy = n % 2 == 0 ? "surge" : "replace"
@@ -100,8 +106,12 @@ struct DeployUnderLoad {
             let ready = steps.filter { $0.line.contains(" ready after ") }
             let allNew =
                 drained.count >= options.workers && ready.count >= options.workers ? max(drained[options.workers - 1].at, ready[options.workers - 1].at) : nil
+            let daemonAllNew = Self.allNewInLog(Array(baton.process.stderrLines.dropFirst(logMark)), since: startWall, workers: options.workers)
             windows.append(
-                (steadyStart, start, end, release, strategy, code, boot, peak, steps.first?.at, allNew, steps.map { "+\(fixed($0.at))s \($0.line)" }))
+                (
+                    steadyStart, start, end, release, strategy, code, boot, peak, steps.first?.at, allNew, steps.map { "+\(fixed($0.at))s \($0.line)" },
+                    daemonAllNew
+                ))
             writeAll(2, Array("deploy \(n + 1)/\(options.deploys) (\(strategy)) exit \(code) in \(fixed(seconds(end - start)))s\n".utf8))
             // The CLI's steps (ready after, drained in, stable for): where the deploy's time went.
             if getenv("BENCH_DEBUG") != nil {
@@ -130,7 +140,8 @@ struct DeployUnderLoad {
                     sumOfBootSeconds: w.boot, peakExtraWorkers: w.peak, steady: LatencySummary(steady),
                     duringDeploy: LatencySummary(during), failedDuringDeploy: 0, firstLineSeconds: w.firstLine, allNewSeconds: w.allNew,
                     bootPlusDrainSeconds: Self.bootPlusDrain(w.steps), allNewRatio: Self.bootPlusDrain(w.steps).flatMap { b in w.allNew.map { $0 / b } },
-                    steps: w.steps))
+                    allNewDaemonSeconds: w.daemonAllNew,
+                    allNewDaemonRatio: Self.bootPlusDrain(w.steps).flatMap { b in w.daemonAllNew.map { $0 / b } }, steps: w.steps))
         }
         let result = Result(
             workers: options.workers, connections: options.connections, bootDelaySeconds: options.bootDelay, deploys: deploys,
@@ -144,13 +155,14 @@ struct DeployUnderLoad {
         print("")
         print("deploy under load: \(r.workers) workers (boot \(fixed(r.bootDelaySeconds))s each), \(r.connections) keep-alive connections")
         print(
-            "| # | strategy | exit | deploy s | all new s | boot + drain s | ratio | first line s | sum of boots s | peak extra | steady p50/p99/max ms | deploy p50/p99/max ms |"
+            "| # | strategy | exit | deploy s | all new s | boot + drain s | ratio | ratio (baton's log) | first line s | sum of boots s | peak extra | steady p50/p99/max ms | deploy p50/p99/max ms |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (n, d) in r.deploys.enumerated() {
             print(
                 "| \(n + 1) | \(d.strategy) | \(d.exitCode) | \(fixed(d.durationSeconds)) | \(d.allNewSeconds.map { fixed($0) } ?? "–") | "
                     + "\(d.bootPlusDrainSeconds.map { fixed($0) } ?? "–") | \(d.allNewRatio.map { fixed($0) } ?? "–") | "
+                    + "\(d.allNewDaemonRatio.map { fixed($0) } ?? "–") | "
                     + "\(d.firstLineSeconds.map { fixed($0) } ?? "–") | \(fixed(d.sumOfBootSeconds)) | \(d.peakExtraWorkers) | "
                     + "\(fixed(d.steady.p50)) / \(fixed(d.steady.p99)) / \(fixed(d.steady.max)) | "
                     + "\(fixed(d.duringDeploy.p50)) / \(fixed(d.duringDeploy.p99)) / \(fixed(d.duringDeploy.max)) |")
@@ -167,6 +179,27 @@ struct DeployUnderLoad {
         let path = options.outputDirectory + "/deploy-under-load.json"
         TestPaths.write(path, String(decoding: try encoder.encode(r), as: UTF8.self) + "\n")
         print("wrote \(path)")
+    }
+
+    /// Seconds from `start` (`HH:MM:SS.mmm`, UTC) until `workers` old workers exited from draining
+    /// and `workers` new ones were ready, by baton's log lines (`2026-12-03T22:34:37.278Z ...`).
+    static func allNewInLog(_ lines: [String], since start: String, workers: Int) -> Double? {
+        func secondsOfDay(_ text: Substring) -> Double? {
+            let parts = text.split(separator: ":")
+            guard parts.count == 3, let h = Double(parts[0]), let m = Double(parts[1]), let s = Double(parts[2]) else { return nil }
+            return h * 3600 + m * 60 + s
+        }
+        func at(_ line: String) -> Double? {
+            guard line.count > 23, line.dropFirst(10).first == "T" else { return nil }
+            return secondsOfDay(line.dropFirst(11).prefix(12))
+        }
+        guard let t0 = secondsOfDay(Substring(start)) else { return nil }
+        let exits = lines.filter { $0.contains("worker exited") && $0.contains("was=draining") }.compactMap(at)
+        let ready = lines.filter { $0.contains("worker ready after") }.compactMap(at)
+        guard exits.count >= workers, ready.count >= workers else { return nil }
+        var t = max(exits[workers - 1], ready[workers - 1]) - t0
+        if t < 0 { t += 86_400 }  // past midnight
+        return t
     }
 
     /// The slowest `ready after` plus the slowest `drained in` among the CLI's lines.

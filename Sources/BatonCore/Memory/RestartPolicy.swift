@@ -184,6 +184,9 @@ public struct RestartPolicy: Sendable, Equatable {
     }
     /// Slots whose replacement was ordered and has not ended, with when it was ordered.
     public private(set) var replacing: [Int: Duration] = [:]
+    /// Slots whose replacement serves but whose new worker is still in its stability window: no
+    /// longer counted as replacing (the next may be ordered), and a failure still cools them down.
+    public private(set) var settling: Set<Int> = []
     /// Slots left alone until the given time (their replacement failed).
     private var cooldown: [Int: Duration] = [:]
 
@@ -214,7 +217,7 @@ public struct RestartPolicy: Sendable, Equatable {
         let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(replacing.keys)
         guard readySlots.count >= settings.workers else { return nil }
         cooldown = cooldown.filter { $0.value > tick.now }
-        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil }
+        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil && !settling.contains($0.slot) }
 
         if let pick = memoryRule(tick, eligible) {
             guard tick.detailed else { return .measure }
@@ -224,15 +227,25 @@ public struct RestartPolicy: Sendable, Equatable {
         return nil
     }
 
-    /// The replacement ordered for `slot` is done: its new worker is ready.
+    /// The replacement ordered for `slot` is done: its new worker is ready (and passed its
+    /// stability window, when one is awaited).
     public mutating func replacementFinished(slot: Int, now: Duration) {
         replacing[slot] = nil
+        settling.remove(slot)
     }
 
-    /// The replacement ordered for `slot` failed (its new worker did not become ready); the
-    /// slot is left alone for `min_worker_age`.
-    public mutating func replacementFailed(slot: Int, now: Duration) {
+    /// The replacement ordered for `slot` serves, its new worker still in its stability window:
+    /// it no longer counts against ``Settings/concurrency``, but ends later, with
+    /// ``replacementFinished(slot:now:)`` or ``replacementFailed(slot:now:)``.
+    public mutating func replacementServing(slot: Int, now: Duration) {
         guard replacing.removeValue(forKey: slot) != nil else { return }
+        settling.insert(slot)
+    }
+
+    /// The replacement ordered for `slot` failed (its new worker did not become ready, or died
+    /// inside its stability window); the slot is left alone for `min_worker_age`.
+    public mutating func replacementFailed(slot: Int, now: Duration) {
+        guard replacing.removeValue(forKey: slot) != nil || settling.remove(slot) != nil else { return }
         cooldown[slot] = now + max(settings.minWorkerAge, settings.checkInterval)
     }
 

@@ -94,6 +94,10 @@ public struct RecyclingEngine: Sendable, Equatable {
     public private(set) var queued: [Candidate] = []
     /// Recycling now, by slot.
     public private(set) var recycling: [Int: Candidate] = [:]
+    /// Recycles whose place was freed while their new worker's stability window still runs, by
+    /// slot: a worker that dies in it fails the recycle after all (``finished(slot:)`` returns
+    /// it), so the reason that asked can still treat it as failed.
+    public private(set) var settling: [Int: Candidate] = [:]
     /// When the last recycle started.
     public private(set) var lastStart: Duration?
 
@@ -166,6 +170,7 @@ public struct RecyclingEngine: Sendable, Equatable {
                 continue
             }
             recycling[candidate.slot] = candidate
+            self.settling[candidate.slot] = nil
             lastStart = now
             plan.starts.append(candidate)
         }
@@ -173,20 +178,35 @@ public struct RecyclingEngine: Sendable, Equatable {
     }
 
     /// The recycle of `slot` ended (its new worker serves, or it failed): its place in the budget
-    /// is free. Returns the candidate it was, nil when the slot was not recycling.
+    /// is free. Returns the candidate it was (recycling, or freed and still ``settling``), nil
+    /// when the slot was neither.
     @discardableResult
     public mutating func finished(slot: Int) -> Candidate? {
-        recycling.removeValue(forKey: slot)
+        recycling.removeValue(forKey: slot) ?? settling.removeValue(forKey: slot)
     }
 
     /// The rollout running the recycles moved on: every recycling slot it has replaced (`done`:
     /// the new worker serves, the old one drained) frees its place now, while the new worker's
     /// stability window may still run: the window holds the rollout (a worker that dies in it
     /// fails it), not the budget, so the next recycle starts without waiting one window per
-    /// slot and recycling keeps up with a fast leak. Returns the candidates freed, by slot.
+    /// slot and recycling keeps up with a fast leak. A freed slot whose window still runs is
+    /// kept as ``settling`` until ``rolloutSettled(_:)``. Returns the candidates freed, by slot.
     public mutating func rolloutProgressed(_ rollout: RollingRestart) -> [Candidate] {
         let freed = recycling.keys.filter { rollout.phase(of: $0) == .done }.sorted()
-        return freed.compactMap { recycling.removeValue(forKey: $0) }
+        let inWindow = Set(rollout.settlingSlots)
+        return freed.compactMap { slot in
+            guard let c = recycling.removeValue(forKey: slot) else { return nil }
+            if inWindow.contains(slot) { settling[slot] = c }
+            return c
+        }
+    }
+
+    /// The ``settling`` recycles whose new worker passed its stability window in `rollout`: the
+    /// recycle succeeded. Returns them, by slot.
+    public mutating func rolloutSettled(_ rollout: RollingRestart) -> [Candidate] {
+        let inWindow = Set(rollout.settlingSlots)
+        let passed = settling.keys.filter { rollout.phase(of: $0) == .done && !inWindow.contains($0) }.sorted()
+        return passed.compactMap { settling.removeValue(forKey: $0) }
     }
 
     /// Takes `slot` out of the queue (the reason that asked no longer holds); returns it.
