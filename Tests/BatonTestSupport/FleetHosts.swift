@@ -33,6 +33,9 @@ public final class FleetHosts: @unchecked Sendable {
         public var sshd: TestProcess
         /// Its `baton serve` (inside the namespace).
         public var baton: TestProcess
+        /// The `baton` executable it serves with, which `cli` runs too: a CLI started from
+        /// the build's own binary would share its pages with workers another chain measures.
+        public var batonExecutable: String
         /// The control socket, as the test reaches it.
         public var controlSocket: String { directory + "/control.sock" }
         /// The address as IPv4 in host byte order (for `LoadClient`).
@@ -40,7 +43,7 @@ public final class FleetHosts: @unchecked Sendable {
 
         /// Runs the `baton` CLI verb `args[0]` against this host's daemon (from the test).
         public func cli(_ args: [String]) throws -> CommandResult {
-            try TestProcess.run([TestPaths.executable("baton"), args[0], "--socket", controlSocket] + args.dropFirst(), timeout: .seconds(60))
+            try TestProcess.run([batonExecutable, args[0], "--socket", controlSocket] + args.dropFirst(), timeout: .seconds(60))
         }
 
         /// `baton status --json`, decoded.
@@ -180,7 +183,9 @@ public final class FleetHosts: @unchecked Sendable {
             guard baton.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(60)) != nil else {
                 throw HarnessError("baton of \(name) did not become ready:\n\(baton.stderrLines.suffix(30).joined(separator: "\n"))")
             }
-            return Host(name: name, namespace: namespace, address: address, veth: veth, directory: folder, sshd: sshd, baton: baton)
+            return Host(
+                name: name, namespace: namespace, address: address, veth: veth, directory: folder, sshd: sshd, baton: baton,
+                batonExecutable: batonExecutable)
         } catch {
             started.reversed().forEach { $0.stop(timeout: .seconds(10)) }
             Self.removeNetwork(namespace: namespace, veth: veth)
