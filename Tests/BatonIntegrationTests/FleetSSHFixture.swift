@@ -105,10 +105,13 @@ final class FleetSSHFixture {
     func playbook(_ inventory: String, _ extra: [String]) throws -> CommandResult {
         let home = fleet.directory + "/ansible-home"
         _ = mkdir(home, 0o700)
+        // Pipelining: a task on a host is one ssh connection (the module on its stdin)
+        // instead of one to make a temp folder, one to copy the module and one to run it.
         let environment = TestPaths.cleanEnvironment(adding: [
             "ANSIBLE_HOME": home, "ANSIBLE_LOCAL_TEMP": home + "/tmp", "ANSIBLE_REMOTE_TEMP": home + "/remote-tmp",
             "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_LOCALHOST_WARNING": "0",
             "ANSIBLE_GATHERING": "explicit", "ANSIBLE_SSH_ARGS": "-o ControlMaster=no", "ANSIBLE_FORKS": "5", "LC_ALL": "C.UTF-8",
+            "ANSIBLE_PIPELINING": "1",
         ])
         let began = monotonicNow()
         let result = try TestProcess.run(

@@ -1,8 +1,12 @@
+import FoundationEssentials
 import Glibc
 
 /// Copies of baton's executables and of the Swift libraries they load, in a temp
 /// directory of their own, each run through a wrapper script that points
-/// `LD_LIBRARY_PATH` at the copied libraries.
+/// `LD_LIBRARY_PATH` at the copied libraries. The copied executables' RUNPATH names the
+/// copied libraries too: baton re-executes itself (`/proc/self/exe __parse-config`) with
+/// an environment of its own, without `LD_LIBRARY_PATH`, and that child must not load
+/// the toolchain's libraries either.
 ///
 /// Why: PSS divides every shared page among the processes mapping it, so many
 /// processes starting or stopping on the same binaries and Swift libraries move
@@ -27,6 +31,7 @@ public struct PrivateBinaries: Sendable {
             for name in names {
                 let source = TestPaths.executable(name)
                 try Self.run(["cp", source, real + "/" + name])
+                try Self.pointRunpath(of: real + "/" + name, at: "$ORIGIN/../lib")
                 libraries.formUnion(try Self.swiftLibraries(of: source))
                 TestPaths.write(
                     directory + "/" + name, "#!/bin/sh\nLD_LIBRARY_PATH='\(lib)' exec '\(real)/\(name)' \"$@\"\n", mode: 0o755)
@@ -54,6 +59,37 @@ public struct PrivateBinaries: Sendable {
             let system = ["/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/"].contains { resolved.hasPrefix($0) }
             return system || !resolved.hasPrefix("/") ? nil : resolved
         }
+    }
+
+    /// Rewrites the executable's RUNPATH (`readelf -d`) to `runpath` in place: the new
+    /// string, padded with NULs, over the old one (which must be at least as long) in the
+    /// `.dynstr` section (`readelf -S`). The toolchain's path comes first in the build's
+    /// RUNPATH, so without this a child run without `LD_LIBRARY_PATH` maps the toolchain's
+    /// libraries.
+    private static func pointRunpath(of path: String, at runpath: String) throws {
+        let dynamic = try run(["readelf", "-d", path]).stdout
+        guard let start = dynamic.range(of: "Library runpath: ["),
+            let end = dynamic[start.upperBound...].firstIndex(of: "]")
+        else { return }
+        let old = Array(dynamic[start.upperBound..<end].utf8)
+        let new = Array(runpath.utf8)
+        let shown = String(decoding: old, as: UTF8.self)
+        guard new.count <= old.count else { throw HarnessError("\(path): RUNPATH \(shown) is shorter than \(runpath)") }
+        // `[ 6] .dynstr STRTAB ADDRESS OFFSET SIZE ...`: the fields after the name, in hex.
+        let sections = try run(["readelf", "-S", "-W", path]).stdout.split(separator: "\n")
+        guard let line = sections.first(where: { $0.contains(" .dynstr ") }),
+            case let fields = line.split(separator: "]").last?.split(separator: " ") ?? [], fields.count >= 5,
+            let offset = Int(fields[3], radix: 16), let size = Int(fields[4], radix: 16)
+        else { throw HarnessError("\(path): no .dynstr section in readelf -S") }
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        guard offset + size <= bytes.count else { throw HarnessError("\(path): .dynstr past the end of the file") }
+        let table = bytes[offset..<(offset + size)]
+        let strings = table.split(separator: 0, omittingEmptySubsequences: false)
+        guard let found = strings.first(where: { $0.elementsEqual(old) }) else {
+            throw HarnessError("\(path): RUNPATH \(shown) not found in .dynstr")
+        }
+        bytes.replaceSubrange(found.indices, with: new + [UInt8](repeating: 0, count: old.count - new.count))
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
     @discardableResult
