@@ -20,22 +20,8 @@ func lastWords(_ text: String) {
     LogWriter.standardError.append(Array(text.utf8))
 }
 
-/// The command line, parsed. `baton deploy` (what a pipeline runs for every deploy, on the
-/// deploy's critical path) is parsed as a command of its own first: argument-parser's tree of
-/// every subcommand (each one reflected on) is about a third of the CLI's start-up. Anything
-/// that throws there (a usage error) is parsed again the usual way, so its message and exit are
-/// the same; help is always asked of the whole tree (it names the command `baton deploy`).
-func parseCommandLine() throws -> ParsableCommand {
-    let arguments = CommandLine.arguments
-    let asksHelp = arguments.contains { ["-h", "--help", "help"].contains($0) || $0.hasPrefix("--experimental") }
-    if arguments.count > 1, arguments[1] == "deploy", !asksHelp, let deploy = try? Deploy.parseAsRoot(Array(arguments.dropFirst(2))) {
-        return deploy
-    }
-    return try Baton.parseAsRoot()
-}
-
 do {
-    var command = try parseCommandLine()
+    var command = try Baton.parseAsRoot()
     try command.run()
     exit(0)
 } catch let exit as BatonExit {
