@@ -22,9 +22,12 @@ extension Supervisor {
     }
 
     /// A worker spawned just now (it runs its own program) boots `nice` nicer than baton, its
-    /// whole tree (threads it started already included).
+    /// whole tree (threads it started already included), and so does its session: a worker
+    /// leads a session of its own, and the kernel weighs sessions against each other before
+    /// it weighs threads (docs/ARCHITECTURE.md, "Platform facts").
     func startNicer(_ pid: pid_t, by nice: Int32) {
-        if !host.setPriority(tree: pid, nice: min(19, ProcessPriority.current + nice)) {
+        let threads = host.setPriority(tree: pid, nice: min(19, ProcessPriority.current + nice))
+        if !threads || !host.setSessionPriority(leader: pid, nice: min(19, nice)) {
             logger.warning("could not make the booting worker nicer (boot_nice)", metadata: ["pid": .stringConvertible(pid)])
         }
     }
@@ -37,7 +40,8 @@ extension Supervisor {
             bootBudget.record(cpuSeconds: cpu, bootSeconds: Double(whole) + Double(atto) / 1e18)
         }
         guard worker.bootNice > 0 else { return }
-        if !host.setPriority(tree: worker.pid, nice: ProcessPriority.current) {
+        let threads = host.setPriority(tree: worker.pid, nice: ProcessPriority.current)
+        if !threads || !host.setSessionPriority(leader: worker.pid, nice: 0) {
             logger.warning(
                 "could not give every thread of the worker its priority back (boot_nice)",
                 metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])

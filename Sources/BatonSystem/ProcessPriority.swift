@@ -6,6 +6,12 @@ import Glibc
 /// Linux keeps a nice value per thread (setpriority on a pid changes that one thread), so
 /// giving a tree its priority back means every thread of every process in it: a worker that
 /// started threads or forked children while it booted passed its boot nice value to them.
+///
+/// A thread's nice value only weighs against threads of its own session, though, where the
+/// kernel groups each session for the scheduler (autogroup, `kernel.sched_autogroup_enabled`,
+/// on wherever the process sits in the root CPU cgroup): a worker calls setsid, so every
+/// worker is a session of its own, and the sessions share the CPU equally whatever their
+/// threads' nice values. Yielding to the other workers takes the session's nice value too.
 public enum ProcessPriority {
     /// The calling thread's nice value (baton's event-loop thread: the priority workers get back).
     public static var current: Int32 {
@@ -36,6 +42,27 @@ public enum ProcessPriority {
             }
         }
         return failed
+    }
+
+    /// Sets the nice value of the session `leader` leads (its autogroup, /proc/PID/autogroup),
+    /// which sets its CPU weight against other sessions; a new session starts at 0. True when
+    /// done or nothing to do: `leader` does not lead a session (or is gone), or the kernel has
+    /// no autogroups.
+    @discardableResult
+    public static func setSession(leader: pid_t, to nice: Int32) -> Bool {
+        guard getsid(leader) == leader else { return true }
+        let fd = open("/proc/\(leader)/autogroup", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return errno == ENOENT || errno == ESRCH }
+        defer { close(fd) }
+        let text = Array("\(nice)\n".utf8)
+        return text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == text.count || errno == ESRCH
+    }
+
+    /// The nice value of the session (autogroup) `pid` belongs to, from /proc/PID/autogroup
+    /// ("/autogroup-42 nice 10"); nil when gone or the kernel has no autogroups.
+    public static func sessionNice(of pid: pid_t) -> Int32? {
+        guard let text = ProcFS.read("/proc/\(pid)/autogroup"), let range = text.range(of: " nice ") else { return nil }
+        return Int32(text[range.upperBound...].prefix { $0 == "-" || $0.isNumber })
     }
 
     /// The nice value of one thread, from /proc/PID/task/TID/stat (field 19); nil when gone.

@@ -46,6 +46,12 @@ import Testing
         #expect(worker.request.nice == 0, "the forked child runs to execve at baton's priority")
         let nicer = min(19, ProcessPriority.current + 10)
         #expect(h.host.priorities.map(\.pid) == [worker.pid] && h.host.priorities.map(\.nice) == [nicer], "\(h.host.priorities)")
+        // Its session too (a new session starts at 0), and both come back once it is ready.
+        #expect(h.host.sessionPriorities.map(\.pid) == [worker.pid] && h.host.sessionPriorities.map(\.nice) == [10], "\(h.host.sessionPriorities)")
+        h.autoReady = { _ in true }
+        h.settle()
+        #expect(h.host.priorities.map(\.nice) == [nicer, ProcessPriority.current], "\(h.host.priorities)")
+        #expect(h.host.sessionPriorities.map(\.nice) == [10, 0], "\(h.host.sessionPriorities)")
     }
 
     @Test func probeRunningPastItsTimeoutIsKilled() throws {
