@@ -11,6 +11,8 @@ import Glibc
 /// and the peak number of extra workers.
 struct DeployUnderLoad {
     let options: BenchOptions
+    /// The JSON file it writes in the output directory.
+    var resultName = "deploy-under-load.json"
 
     struct DeployResult: Codable {
         var release: String
@@ -176,7 +178,7 @@ struct DeployUnderLoad {
         try Filesystem.makeDirectory(options.outputDirectory, mode: 0o755)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let path = options.outputDirectory + "/deploy-under-load.json"
+        let path = options.outputDirectory + "/" + resultName
         TestPaths.write(path, String(decoding: try encoder.encode(r), as: UTF8.self) + "\n")
         print("wrote \(path)")
     }
