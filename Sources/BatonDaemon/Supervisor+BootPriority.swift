@@ -39,7 +39,29 @@ extension Supervisor {
             let (whole, atto) = bootTime.components
             bootBudget.record(cpuSeconds: cpu, bootSeconds: Double(whole) + Double(atto) / 1e18)
         }
+        givePriorityBack(worker)
+    }
+
+    /// A boot that yields to every other session on the host may starve on a busy one: at half
+    /// its readiness timeout, a worker still booting gets baton's priority back, so `boot_nice`
+    /// alone never runs a boot into the timeout.
+    func limitBootNice(_ worker: Worker) {
         guard worker.bootNice > 0 else { return }
+        let half = config.readiness.timeout / 2
+        worker.timers.append(
+            loop.schedule(after: half) { [unowned self, unowned worker] in
+                guard worker.state == .starting, worker.bootNice > 0 else { return }
+                self.logger.info(
+                    "worker still booting after \(Units.formatDuration(half)) at boot_nice \(worker.bootNice): baton's priority back (half its readiness timeout)",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                self.givePriorityBack(worker)
+            })
+    }
+
+    /// Every thread of the worker's tree, and its session, back at baton's priority (once).
+    private func givePriorityBack(_ worker: Worker) {
+        guard worker.bootNice > 0 else { return }
+        worker.bootNice = 0
         let threads = host.setPriority(tree: worker.pid, nice: ProcessPriority.current)
         if !threads || !host.setSessionPriority(leader: worker.pid, nice: 0) {
             logger.warning(

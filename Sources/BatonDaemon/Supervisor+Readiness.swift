@@ -17,6 +17,7 @@ extension Supervisor {
             self.kill(worker)
         }
         worker.timers.append(timeout)
+        limitBootNice(worker)
         switch config.readiness.mode {
         case .notify:
             break

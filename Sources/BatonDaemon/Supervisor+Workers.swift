@@ -102,7 +102,7 @@ extension Supervisor {
         worker.notifyFD = notifyFD
         worker.notifyPath = notifyPath
         worker.outputFD = output.read
-        worker.bootNice = nice
+        worker.bootNice = moldMode ? 0 : nice
         worker.watchdogInterval = config.readiness.watchdog
         try watch(worker)
         return worker

@@ -41,7 +41,8 @@ final class Worker: ChildChannels {
     var state: State = .starting
     /// Monotonic time it became ready.
     var readyAt: Duration?
-    /// How much nicer than baton it started (`[readiness] boot_nice`): given back once ready.
+    /// How much nicer than baton it boots (`[readiness] boot_nice`; 0 once given back: at ready,
+    /// or at half the readiness timeout).
     var bootNice: Int32 = 0
     /// A running exec-mode readiness probe.
     var probe: SpawnedProcess?

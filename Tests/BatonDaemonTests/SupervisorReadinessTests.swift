@@ -54,6 +54,28 @@ import Testing
         #expect(h.host.sessionPriorities.map(\.nice) == [10, 0], "\(h.host.sessionPriorities)")
     }
 
+    /// A boot that yields to everything else on a busy host (its session too, so every other
+    /// session on the host comes first) gets baton's priority back at half its readiness
+    /// timeout, so boot_nice alone never starves it into the timeout; and once, not again when
+    /// it becomes ready.
+    @Test func aBootStillRunningAtHalfItsTimeoutGetsItsPriorityBack() throws {
+        guard ProcessPriority.canLower(to: ProcessPriority.current) else { return }
+        let h = try DaemonHarness(workers: 1) { config in config.readiness.bootNice = 10 }
+        h.autoReady = { _ in false }
+        try h.start()
+        let worker = try #require(h.host.children.first)
+        h.advance(by: .seconds(14))
+        #expect(h.host.sessionPriorities.map(\.nice) == [10], "\(h.host.sessionPriorities)")
+        h.advance(by: .seconds(1))
+        #expect(h.host.priorities.map(\.pid) == [worker.pid, worker.pid], "\(h.host.priorities)")
+        #expect(h.host.priorities.last?.nice == ProcessPriority.current)
+        #expect(h.host.sessionPriorities.map(\.nice) == [10, 0], "\(h.host.sessionPriorities)")
+        h.autoReady = { _ in true }
+        h.settle()
+        #expect(h.supervisor.phase == .running)
+        #expect(h.host.priorities.count == 2 && h.host.sessionPriorities.count == 2, "set back once")
+    }
+
     @Test func probeRunningPastItsTimeoutIsKilled() throws {
         let h = try DaemonHarness(workers: 1) { config in
             config.readiness = ReadinessConfig(
