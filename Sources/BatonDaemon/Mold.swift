@@ -36,6 +36,9 @@ final class Mold: ChildChannels {
     var readyAt: Duration?
     /// Set when baton killed it for failing: a new one starts once it is reaped.
     var replaceOnExit = false
+    /// How much nicer than baton it boots (`[readiness] boot_nice`; 0 once given back: at
+    /// ready, or at half its `start_timeout`).
+    var bootNice: Int32 = 0
 
     init(spec: WorkerSpec, process: SpawnedProcess, link: any MoldLink, startedAt: Duration) {
         self.spec = spec

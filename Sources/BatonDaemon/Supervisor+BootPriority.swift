@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import Glibc
+import Logging
 
 /// What a booting worker costs the ones that serve: its boot starts at a lower CPU priority
 /// (`[readiness] boot_nice`) and gets baton's back once it is ready, and the CPU its boot
@@ -43,30 +44,54 @@ extension Supervisor {
     }
 
     /// A boot that yields to every other session on the host may starve on a busy one: at half
-    /// its readiness timeout, a worker still booting gets baton's priority back, so `boot_nice`
-    /// alone never runs a boot into the timeout.
-    func limitBootNice(_ worker: Worker) {
-        guard worker.bootNice > 0 else { return }
-        let half = config.readiness.timeout / 2
-        worker.timers.append(
-            loop.schedule(after: half) { [unowned self, unowned worker] in
-                guard worker.state == .starting, worker.bootNice > 0 else { return }
+    /// `timeout` (its readiness timeout; a mold's `start_timeout`), a child still booting gets
+    /// baton's priority back, so `boot_nice` alone never runs a boot into its timeout.
+    func limitBootNice(_ child: some BootingChild, timeout: Duration) {
+        guard child.bootNice > 0 else { return }
+        let half = timeout / 2
+        child.timers.append(
+            loop.schedule(after: half) { [unowned self, unowned child] in
+                guard child.isBooting, child.bootNice > 0 else { return }
                 self.logger.info(
-                    "worker still booting after \(Units.formatDuration(half)) at boot_nice \(worker.bootNice): baton's priority back (half its readiness timeout)",
-                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-                self.givePriorityBack(worker)
+                    "\(child.kind) still booting after \(Units.formatDuration(half)) at boot_nice \(child.bootNice): baton's priority back (half its timeout)",
+                    metadata: child.logMetadata)
+                self.givePriorityBack(child)
             })
     }
 
-    /// Every thread of the worker's tree, and its session, back at baton's priority (once).
-    private func givePriorityBack(_ worker: Worker) {
-        guard worker.bootNice > 0 else { return }
-        worker.bootNice = 0
-        let threads = host.setPriority(tree: worker.pid, nice: ProcessPriority.current)
-        if !threads || !host.setSessionPriority(leader: worker.pid, nice: 0) {
-            logger.warning(
-                "could not give every thread of the worker its priority back (boot_nice)",
-                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+    /// Every thread of the child's tree, and its session, back at baton's priority (once).
+    func givePriorityBack(_ child: some BootingChild) {
+        guard child.bootNice > 0 else { return }
+        child.bootNice = 0
+        let threads = host.setPriority(tree: child.pid, nice: ProcessPriority.current)
+        if !threads || !host.setSessionPriority(leader: child.pid, nice: 0) {
+            logger.warning("could not give every thread of the \(child.kind) its priority back (boot_nice)", metadata: child.logMetadata)
         }
     }
+}
+
+/// A child that boots the app, a worker or a mold: what `boot_nice` acts on.
+protocol BootingChild: ChildChannels {
+    /// Its pid: it leads its process group and its session.
+    var pid: pid_t { get }
+    /// How much nicer than baton it boots; 0 once given back (or never made nicer).
+    var bootNice: Int32 { get set }
+    /// Whether it still boots (not ready yet, not stopping).
+    var isBooting: Bool { get }
+    /// "worker" or "mold", for the log.
+    var kind: String { get }
+    /// Its slot or release and pid, for the log.
+    var logMetadata: Logger.Metadata { get }
+}
+
+extension Worker: BootingChild {
+    var isBooting: Bool { state == .starting }
+    var kind: String { "worker" }
+    var logMetadata: Logger.Metadata { ["slot": .stringConvertible(slot), "pid": .stringConvertible(pid)] }
+}
+
+extension Mold: BootingChild {
+    var isBooting: Bool { state == .starting }
+    var kind: String { "mold" }
+    var logMetadata: Logger.Metadata { ["release": .string(spec.release), "pid": .stringConvertible(pid)] }
 }

@@ -114,6 +114,13 @@ extension Supervisor {
             moldBook.molds.append(mold)
             try watchMold(mold)
             let timeout = config.mold.startTimeout
+            // The mold boots the app (its workers are forks of it): it boots nicer, as a worker would.
+            let nice = bootNice()
+            if nice > 0 {
+                startNicer(mold.pid, by: nice)
+                mold.bootNice = nice
+                limitBootNice(mold, timeout: timeout)
+            }
             mold.timers.append(
                 loop.schedule(after: timeout) { [unowned self, unowned mold] in
                     guard mold.state == .starting else { return }
@@ -164,6 +171,7 @@ extension Supervisor {
         mold.readyAt = loop.now()
         for t in mold.timers { loop.cancel(t) }
         mold.timers.removeAll()
+        givePriorityBack(mold)  // before it forks a worker, which would inherit its nice value
         logger.info(
             "mold ready after \(Units.formatElapsed(loop.now() - mold.startedAt))",
             metadata: ["pid": .stringConvertible(mold.pid), "release": .string(mold.spec.release)])

@@ -17,7 +17,7 @@ extension Supervisor {
             self.kill(worker)
         }
         worker.timers.append(timeout)
-        limitBootNice(worker)
+        limitBootNice(worker, timeout: config.readiness.timeout)
         switch config.readiness.mode {
         case .notify:
             break

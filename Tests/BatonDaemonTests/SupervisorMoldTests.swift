@@ -44,6 +44,28 @@ import Testing
         #expect(h.allReady)
     }
 
+    /// `boot_nice` in mold mode: the mold is what boots the app (its workers are forks of a
+    /// loaded app), so the mold boots nicer, threads and session, and gets baton's priority
+    /// back once ready, before it forks a worker; the forked workers are left alone.
+    @Test func theMoldBootsNicerAndGetsItsPriorityBackBeforeItForks() throws {
+        guard ProcessPriority.canLower(to: ProcessPriority.current) else { return }
+        let h = try DaemonHarness(workers: 2) { config in
+            config.app.mode = .mold
+            config.readiness.bootNice = 10
+        }
+        h.autoReadyMold = { _ in false }
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        #expect(h.host.priorities.map(\.pid) == [mold.pid] && h.host.priorities.map(\.nice) == [min(19, ProcessPriority.current + 10)])
+        #expect(h.host.sessionPriorities.map(\.pid) == [mold.pid] && h.host.sessionPriorities.map(\.nice) == [10])
+        h.supervisor.moldBecameReady(try #require(h.supervisor.moldBook.molds.first))
+        h.advance(by: .zero)
+        #expect(h.allReady)
+        #expect(h.host.priorities.map(\.pid) == [mold.pid, mold.pid], "no forked worker's priority is touched: \(h.host.priorities)")
+        #expect(h.host.priorities.last?.nice == ProcessPriority.current)
+        #expect(h.host.sessionPriorities.map(\.nice) == [10, 0])
+    }
+
     @Test func deadMoldIsReplacedWorkersUntouched() throws {
         let h = try harness()
         try h.start()
