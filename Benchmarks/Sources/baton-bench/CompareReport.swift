@@ -46,6 +46,8 @@ struct RowSummary: Codable {
     var p50Ratio: Spread?
     var p99Ratio: Spread?
     var maxRatio: Spread?
+    /// Per trigger, its own window's p99 ÷ the steady p99.
+    var p99RatioPerTrigger: [Spread?]?
     var failed: Spread?
     var failuresByKind: [String: Int]
     /// Runs whose first / second trigger completed.
@@ -81,6 +83,10 @@ struct RowSummary: Codable {
         p50Ratio = s { ratio($0.window.p50, $0.steady.p50) }
         p99Ratio = s { ratio($0.window.p99, $0.steady.p99) }
         maxRatio = s { ratio($0.window.max, $0.steady.max) }
+        let triggerCount = r.map { $0.triggerWindows?.count ?? 0 }.max() ?? 0
+        p99RatioPerTrigger = (0..<triggerCount).map { k in
+            s { run in run.triggerWindows.flatMap { k < $0.count ? ratio($0[k].p99, run.steady.p99) : nil } }
+        }
         failed = s { Double($0.failedInWindow) }
         failuresByKind = r.reduce(into: [:]) { acc, run in run.failures.forEach { acc[$0.key, default: 0] += $0.value } }
         let triggers = r.map(\.triggerSeconds.count).max() ?? 0
@@ -185,8 +191,11 @@ struct CompareReport {
             sent on a reused keep-alive connection that the server closed before any byte of the answer, retried \
             once on a new connection as HTTP clients do (whole run; a failed retry counts as failed). Ratios (×, median) are to the same run's steady window (see the steady table).
 
-            | contender | app | completed 1st / 2nd | failed | retried | p50 ms | p99 ms | max ms | stall ms steady → restart | all new after s | total PSS steady → peak MiB |
-            |---|---|---|---|---|---|---|---|---|---|---|
+            *p99 per trigger*: the p99 from each trigger until the workers present at it were replaced, over steady \
+            (baton: the surge deploy, then the replace deploy).
+
+            | contender | app | completed 1st / 2nd | failed | retried | p50 ms | p99 ms | p99 per trigger 1st / 2nd | max ms | stall ms steady → restart | all new after s | total PSS steady → peak MiB |
+            |---|---|---|---|---|---|---|---|---|---|---|---|
 
             """
         for s in restart {
@@ -195,7 +204,7 @@ struct CompareReport {
                 s.failuresByKind.isEmpty ? "" : " " + s.failuresByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             out += "| \(s.contender) | \(s.app) | \(done) | **\(t(s.failed, 0))**\(kinds) | \(t(s.retried, 0)) | \(t(s.windowP50, 1)) \(x(s.p50Ratio)) | "
             out +=
-                "\(t(s.windowP99, 1)) \(x(s.p99Ratio)) | \(t(s.windowMax, 0)) \(x(s.maxRatio)) | \(t(s.steadyStall, 0)) → \(t(s.windowStall, 0)) | \(t(s.allNewSeconds, 1)) | "
+                "\(t(s.windowP99, 1)) \(x(s.p99Ratio)) | \((s.p99RatioPerTrigger ?? []).map { x($0) }.joined(separator: " / ")) | \(t(s.windowMax, 0)) \(x(s.maxRatio)) | \(t(s.steadyStall, 0)) → \(t(s.windowStall, 0)) | \(t(s.allNewSeconds, 1)) | "
             out += "\(t(s.steadyPSSMiB, 0)) → \(t(s.peakPSSMiB, 0)) ×\(s.pssRatio.map { fixed($0.median, 2) } ?? "") |\n"
         }
         out += "\nbaton deploy exit codes (first, second): "

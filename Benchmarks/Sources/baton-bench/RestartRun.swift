@@ -52,6 +52,10 @@ struct LoadRun: Codable, Sendable {
     var steady: WindowStats
     /// The restart window: first trigger until every worker is new after the last (or the deadline).
     var window: WindowStats
+    /// Per trigger: from it until every worker present at it was replaced (or the window's
+    /// end): which restart the window's latency came from (baton: the surge deploy, then the
+    /// replace deploy).
+    var triggerWindows: [WindowStats]?
     /// Failed requests inside the window and over the whole run, by kind.
     var failedInWindow: Int
     var failedTotal: Int
@@ -200,6 +204,9 @@ struct LoadRunDriver {
             contender: running.contender.rawValue, variant: variant, repetition: repetition,
             steady: WindowStats(samples, from: steadyStart, to: firstTrigger),
             window: WindowStats(samples, from: firstTrigger, to: windowEnd),
+            triggerWindows: zip(triggerTimes, triggerSeconds).map { at, done in
+                WindowStats(samples, from: at, to: done.map { at + .milliseconds(Int64($0 * 1000)) } ?? windowEnd)
+            },
             failedInWindow: failedInWindow, failedTotal: report.failed, failures: report.failures,
             idleCloseRetries: report.idleCloseRetries, triggerSeconds: triggerSeconds,
             deployExitCodes: running.contender.isBaton ? codes : [], allNewSeconds: allNew,
