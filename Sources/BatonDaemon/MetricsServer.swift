@@ -10,7 +10,10 @@ import Prometheus
 /// README's metrics section). A tiny HTTP/1.0
 /// responder on the event loop: one request a connection, then close.
 final class MetricsServer {
-    let fd: Int32
+    /// The listening socket, owned for the server's life.
+    private let listening: OwnedDescriptor
+    /// Its number.
+    var fd: Int32 { listening.rawValue }
     /// Where it listens ("127.0.0.1:9187").
     let address: String
     unowned let loop: EventLoop
@@ -36,7 +39,7 @@ final class MetricsServer {
 
     init(address: ListenAddress, loop: EventLoop, source: any MetricsSource) throws {
         let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
-        fd = listener.fd
+        listening = OwnedDescriptor(listener.fd)
         self.address = listener.address
         self.loop = loop
         self.source = source

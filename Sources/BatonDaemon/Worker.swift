@@ -43,8 +43,8 @@ final class Worker: ChildChannels {
     var readyAt: Duration?
     /// How much nicer than baton it started (`[readiness] boot_nice`): given back once ready.
     var bootNice: Int32 = 0
-    /// A running exec-mode readiness probe.
-    var probe: SpawnedProcess?
+    /// A running exec-mode readiness (or liveness) probe, which owns its pidfd.
+    var probe: ChildProcess?
     /// The last STATUS= it sent.
     var statusText: String?
     /// The last X_BATON_REQUESTS= it sent: requests served.
