@@ -75,7 +75,7 @@ final class Worker: ChildChannels {
         self.spec = spec
         self.startedAt = startedAt
         self.startedAtWall = startedAtWall
-        super.init(pidfd: process.pidfd)
+        super.init(process: process)
     }
 }
 
