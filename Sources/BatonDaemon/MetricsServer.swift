@@ -11,9 +11,9 @@ import Prometheus
 /// responder on the event loop: one request a connection, then close.
 final class MetricsServer {
     /// The listening socket, owned for the server's life.
-    private let listening: OwnedDescriptor
+    private let listener: Listener
     /// Its number.
-    var fd: Int32 { listening.rawValue }
+    var fd: Int32 { listener.fd }
     /// Where it listens ("127.0.0.1:9187").
     let address: String
     unowned let loop: EventLoop
@@ -39,7 +39,7 @@ final class MetricsServer {
 
     init(address: ListenAddress, loop: EventLoop, source: any MetricsSource) throws {
         let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
-        listening = OwnedDescriptor(listener.fd)
+        self.listener = listener
         self.address = listener.address
         self.loop = loop
         self.source = source
