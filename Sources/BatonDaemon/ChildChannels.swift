@@ -7,10 +7,10 @@ import Glibc
 /// which both start, report and end through these; one teardown for both
 /// (`Supervisor.releaseChannels`). Lives on the event-loop thread only.
 class ChildChannels {
-    /// A pidfd naming exactly this process, owned until it is reaped.
-    var ownedPidfd: OwnedDescriptor?
-    /// Its number; -1 once closed, so nothing signals a number the kernel reused.
-    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
+    /// The process, whose pidfd names exactly it: owned until it is reaped.
+    let process: ChildProcess
+    /// Its pidfd's number; -1 once closed, so nothing signals a number the kernel reused.
+    var pidfd: Int32 { process.pidfd }
     /// Its NOTIFY_SOCKET (notify mode), owned by baton.
     var ownedNotify: OwnedDescriptor?
     /// Its number (-1: none). Setting it hands that descriptor to the child and closes the one
@@ -36,9 +36,9 @@ class ChildChannels {
     /// Its timers (readiness or start timeout, delays, probes, the kill after the stop signal).
     var timers: [EventLoop.Token] = []
 
-    /// Owns `pidfd`, the child's, from now on.
-    init(pidfd: Int32) {
-        ownedPidfd = OwnedDescriptor(pidfd)
+    /// Owns `process`'s pidfd from now on.
+    init(process: SpawnedProcess) {
+        self.process = ChildProcess(process)
     }
 }
 
@@ -51,7 +51,7 @@ extension Supervisor {
         for t in child.timers { loop.cancel(t) }
         child.timers.removeAll()
         loop.unregister(fd: child.pidfd)
-        child.ownedPidfd = nil  // closes it: the child is reaped
+        child.process.close()  // the child is reaped
         if child.notifyFD >= 0 {
             loop.unregister(fd: child.notifyFD)
             child.notifyFD = -1  // closes it

@@ -11,7 +11,10 @@ import Logging
 /// is disconnected; one over `maxConnections` is told so and closed.
 final class ControlServer {
     let path: String
-    let fd: Int32
+    /// The listening socket, owned: closed by ``close()``, or when the server goes.
+    private var listening: OwnedDescriptor?
+    /// Its number; -1 once closed.
+    var fd: Int32 { listening?.rawValue ?? -1 }
     unowned let loop: EventLoop
     unowned let supervisor: any ControlRequestHandler
     let logger: Logger
@@ -41,13 +44,15 @@ final class ControlServer {
         groupID = try config.control.group.map { name throws(SpawnError) in try lookUpGroup(name) }
         readGroupID = try config.control.readGroup.map { name throws(SpawnError) in try lookUpGroup(name) }
         if let existing {
-            fd = existing
+            listening = OwnedDescriptor(existing)
         } else {
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
             if !directory.isEmpty { try Filesystem.makeDirectory(directory, mode: 0o755) }
-            fd = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID)
-            try setNonBlocking(fd)
-            try BatonSystem.syscall("listen", subject: path) { listen(fd, 64) }
+            let socket = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID)
+            // Owned at once: a failure below closes it.
+            listening = OwnedDescriptor(socket)
+            try setNonBlocking(socket)
+            try BatonSystem.syscall("listen", subject: path) { listen(socket, 64) }
         }
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
     }
@@ -64,8 +69,7 @@ final class ControlServer {
                     self.connectionEvent(connection, events)
                 })) != nil
         else {
-            Glibc.close(client)
-            return nil
+            return nil  // the connection owned the socket: dropping it closes it
         }
         connections[client] = connection
         return connection
@@ -74,7 +78,7 @@ final class ControlServer {
     /// Stops accepting (shutdown); open connections are finished by their owners.
     func close() {
         loop.unregister(fd: fd)
-        Glibc.close(fd)
+        listening = nil  // closes it
         unlink(path)
     }
 
@@ -94,11 +98,9 @@ final class ControlServer {
                 Glibc.close(client)
                 continue
             }
+            // Owns the socket from now on: a connection dropped below closes it.
             let connection = ControlConnection(fd: client, server: self)
-            guard let peer = CBatonLinuxShim.peerCredentials(client) else {
-                Glibc.close(client)
-                continue
-            }
+            guard let peer = CBatonLinuxShim.peerCredentials(client) else { continue }
             connection.peer = peer
             connection.groups = CBatonLinuxShim.peerGroups(client)
             do {
@@ -108,7 +110,7 @@ final class ControlServer {
                 connections[client] = connection
                 connection.armTimeout(.request)
             } catch {
-                Glibc.close(client)
+                continue  // dropping the connection closes its socket
             }
         }
     }
@@ -182,7 +184,7 @@ final class ControlServer {
     fileprivate func closed(_ connection: ControlConnection) {
         loop.unregister(fd: connection.fd)
         connections[connection.fd] = nil
-        Glibc.close(connection.fd)
+        connection.socket = nil  // closes it
     }
 }
 
@@ -191,7 +193,10 @@ final class ControlServer {
 /// does not cancel it; one that half-closes after its request still gets
 /// the whole reply.
 final class ControlConnection {
-    let fd: Int32
+    /// The client's socket, owned until the server lets the connection go (`closed`).
+    fileprivate var socket: OwnedDescriptor?
+    /// Its number; -1 once closed.
+    var fd: Int32 { socket?.rawValue ?? -1 }
     unowned let server: ControlServer
     var peer: (pid: pid_t, uid: uid_t, gid: gid_t)?
     var groups: [gid_t] = []
@@ -213,8 +218,9 @@ final class ControlConnection {
         case reply
     }
 
+    /// A connection that owns `fd` from now on.
     init(fd: Int32, server: ControlServer) {
-        self.fd = fd
+        socket = OwnedDescriptor(fd)
         self.server = server
     }
 

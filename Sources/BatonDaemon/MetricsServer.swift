@@ -10,7 +10,10 @@ import Prometheus
 /// README's metrics section). A tiny HTTP/1.0
 /// responder on the event loop: one request a connection, then close.
 final class MetricsServer {
-    let fd: Int32
+    /// The listening socket, owned for the server's life.
+    private let listener: Listener
+    /// Its number.
+    var fd: Int32 { listener.fd }
     /// Where it listens ("127.0.0.1:9187").
     let address: String
     unowned let loop: EventLoop
@@ -25,18 +28,22 @@ final class MetricsServer {
     /// Open scrapes by descriptor.
     private var connections: [Int32: Connection] = [:]
 
-    /// One scrape: the request read so far, then what is left of the response to send.
-    private struct Connection {
+    /// One scrape: its socket (owned: closed when the scrape is dropped), the request read so
+    /// far, then what is left of the response to send.
+    private final class Connection {
+        let socket: OwnedDescriptor
         var request: [UInt8] = []
         var response: [UInt8]?
         /// Closes a scrape that is not done within 5 s; cancelled when it closes, so it
         /// never touches a later connection that reuses the descriptor.
         var timeout: EventLoop.Token?
+
+        init(socket: Int32) { self.socket = OwnedDescriptor(socket) }
     }
 
     init(address: ListenAddress, loop: EventLoop, source: any MetricsSource) throws {
         let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
-        fd = listener.fd
+        self.listener = listener
         self.address = listener.address
         self.loop = loop
         self.source = source
@@ -48,17 +55,14 @@ final class MetricsServer {
         while true {
             let client = Sockets.acceptNonBlocking(fd)
             if client < 0 { return }
-            guard connections.count < 32 else {
-                close(client)
-                continue
-            }
+            // Owns the socket from now on: a scrape refused below closes it when dropped.
+            let connection = Connection(socket: client)
+            guard connections.count < 32 else { continue }
             do {
                 try loop.register(fd: client, events: .readable) { [unowned self] _ in self.service(client) }
             } catch {
-                close(client)
                 continue
             }
-            var connection = Connection()
             connection.timeout = loop.schedule(after: .seconds(5)) { [weak self] in self?.closeConnection(client) }
             connections[client] = connection
         }
@@ -113,8 +117,8 @@ final class MetricsServer {
     private func closeConnection(_ client: Int32) {
         guard let connection = connections.removeValue(forKey: client) else { return }
         if let timeout = connection.timeout { loop.cancel(timeout) }
-        loop.unregister(fd: client)
-        close(client)
+        // Unregistered first; dropping the connection then closes its socket.
+        withExtendedLifetime(connection) { loop.unregister(fd: client) }
     }
 
     private static func headerEnd(_ data: [UInt8]) -> Int? {

@@ -46,7 +46,7 @@ final class Mold: ChildChannels {
         self.link = link
         self.startedAt = startedAt
         self.startedAtWall = wallClockNow()
-        super.init(pidfd: process.pidfd)
+        super.init(process: process)
     }
 }
 

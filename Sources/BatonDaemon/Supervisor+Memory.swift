@@ -74,7 +74,7 @@ extension Supervisor {
             return RestartPolicy.Worker(
                 slot: slot.index, pid: w.pid, startedAt: w.startedAt, ready: w.state == .ready, memory: w.memory, history: w.history)
         }
-        let tick = RestartPolicy.Tick(
+        var tick = RestartPolicy.Tick(
             now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
             bootTime: slots.compactMap { $0.current.flatMap { w in w.readyAt.map { $0 - w.startedAt } } }.max())
         var settings = memoryMonitor.policy.settings
@@ -82,6 +82,8 @@ extension Supervisor {
         memoryMonitor.policy.reconfigure(settings)
         // One tick may order up to the budget: each order takes its slot out of the next pick.
         for _ in 0..<max(1, settings.concurrency) {
+            // The engine owns where each recycle is; the policy reads its settling slots afresh.
+            tick.settling = Set(recycling.settling.keys)
             switch memoryMonitor.policy.tick(tick) {
             case .measure?:
                 guard !detailed, !memoryMonitor.readRunning else { return }

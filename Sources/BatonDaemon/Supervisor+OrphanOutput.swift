@@ -64,8 +64,7 @@ extension Supervisor {
         }
         orphan.outputLines.flush { emitOrphanLine(orphan, $0) }
         loop.unregister(fd: orphan.outputFD)
-        close(orphan.outputFD)
-        orphan.outputFD = -1
+        orphan.outputFD = -1  // closes it
     }
 
     /// One read of up to 16 KiB, logged line by line; read(2)'s result.

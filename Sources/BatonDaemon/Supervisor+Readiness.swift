@@ -56,20 +56,20 @@ extension Supervisor {
             inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
             notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
         let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
-        let probe = try host.spawn(request)
+        let probe = ChildProcess(try host.spawn(request))
         worker.probe = probe
         try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
             self.probeExited(worker)
         }
-        return loop.schedule(after: config.readiness.probeTimeout) { [weak worker, host] in
-            if let running = worker?.probe, running.pid == probe.pid { host.signal(pidfd: running.pidfd, SIGKILL) }
+        return loop.schedule(after: config.readiness.probeTimeout) { [weak worker, host, pid = probe.pid] in
+            if let running = worker?.probe, running.pid == pid { host.signal(pidfd: running.pidfd, SIGKILL) }
         }
     }
 
     func probeExited(_ worker: Worker) {
         guard let probe = worker.probe, let exit = host.exitStatus(pidfd: probe.pidfd, reap: true) else { return }
         loop.unregister(fd: probe.pidfd)
-        close(probe.pidfd)
+        probe.close()
         worker.probe = nil
         guard worker.state == .starting else {
             livenessProbeExited(worker, exit: exit)

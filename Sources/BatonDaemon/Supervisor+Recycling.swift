@@ -54,10 +54,10 @@ extension Supervisor {
         defer { recyclePumping = false }
         if let op = operation, op.kind == .policy, op.phase == .rollingOut, let machine = rollout {
             for c in recycling.rolloutProgressed(machine) {
-                // Still in its window: the policy may order the next one, but a death in the
-                // window fails this recycle yet (`min_worker_age` cooldown).
+                // Still in its window (the engine's `settling`, which the policy's ticks read):
+                // the policy may order the next one, but a death in the window fails this
+                // recycle yet (`min_worker_age` cooldown).
                 if recycling.settling[c.slot] != nil {
-                    memoryMonitor.policy.replacementServing(slot: c.slot, now: loop.now())
                     logRecycleEnd(c, "done")
                 } else {
                     recycleEnded(c, succeeded: true)

@@ -252,7 +252,7 @@ extension Supervisor {
             host.signal(pidfd: probe.pidfd, SIGKILL)
             _ = host.exitStatus(pidfd: probe.pidfd, reap: true)
             loop.unregister(fd: probe.pidfd)
-            close(probe.pidfd)
+            probe.close()
             worker.probe = nil
         }
         releaseChannels(worker)

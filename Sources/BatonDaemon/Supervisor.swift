@@ -280,10 +280,8 @@ public final class Supervisor {
         let stored = activated.filter { $0.name.hasPrefix(Sockets.boundPrefix) }
         if !fromUnit.isEmpty {
             logger.info("received \(fromUnit.count) socket(s) from systemd")
-            for extra in stored {
-                notifier.removeStoredFD(name: extra.name)
-                close(extra.fd)
-            }
+            // Dropped with `activated` when this returns, which closes them.
+            for extra in stored { notifier.removeStoredFD(name: extra.name) }
             return fromUnit
         }
         guard !config.listen.addresses.isEmpty else {
@@ -308,12 +306,10 @@ public final class Supervisor {
                 ownedUnixPaths.append(path)
             }
         }
-        for unused in takeOver.taken.values { close(unused.fd) }  // its address left the config
-        takeOver.taken.removeAll()
+        takeOver.taken.removeAll()  // closes the unused ones: their address left the config
         for old in stored where !reused.contains(old.name) {
             logger.info("removing \(old.name) from the FD store: no longer in listen.addresses")
-            notifier.removeStoredFD(name: old.name)
-            close(old.fd)
+            notifier.removeStoredFD(name: old.name)  // closed when `stored` is dropped
         }
         if !reused.isEmpty {
             logger.info("received \(reused.count) socket(s) back from systemd's FD store")

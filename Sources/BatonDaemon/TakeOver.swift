@@ -41,18 +41,27 @@ struct InstanceRecord: Codable {
 final class OrphanWorker {
     let slot: Int
     let pid: pid_t
-    /// Opened by the new baton (it is not its child: readable when it exits, whoever reaps it).
-    let pidfd: Int32
+    /// Opened by the new baton (it is not its child: readable when it exits, whoever reaps it);
+    /// owned until it is drained.
+    var ownedPidfd: OwnedDescriptor?
+    /// Its number; -1 once closed, so nothing signals a number the kernel reused.
+    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
     var killTimer: EventLoop.Token?
-    /// The read end of its output pipe, taken from it (-1: none), relayed to baton's log.
-    var outputFD: Int32 = -1
+    /// The read end of its output pipe, taken from it, owned, relayed to baton's log.
+    var ownedOutput: OwnedDescriptor?
+    /// Its number (-1: none). Setting it takes that descriptor and closes the one held; -1
+    /// closes it.
+    var outputFD: Int32 {
+        get { ownedOutput?.rawValue ?? -1 }
+        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
     /// Bytes of an unfinished output line.
     var outputLines = OutputLines()
 
     init(slot: Int, pid: pid_t, pidfd: Int32) {
         self.slot = slot
         self.pid = pid
-        self.pidfd = pidfd
+        ownedPidfd = OwnedDescriptor(pidfd)
     }
 }
 
@@ -210,7 +219,7 @@ extension Supervisor {
     private func orphanExited(_ orphan: OrphanWorker) {
         closeOrphanOutput(orphan)
         loop.unregister(fd: orphan.pidfd)
-        close(orphan.pidfd)
+        orphan.ownedPidfd = nil  // closes it: the orphan is gone
         if let t = orphan.killTimer { loop.cancel(t) }
         takeOver.orphans.removeAll { $0 === orphan }
         logger.info("orphaned worker drained", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])

@@ -54,7 +54,7 @@ final class UpgradeCoordinator {
         logger.info("upgrade: checking the new binary", metadata: ["binary": .string(path)])
         let nonce = UpgradeHandshake.makeNonce()
         let pipe: (read: Int32, write: Int32)
-        let check: SpawnedProcess
+        let check: ChildProcess
         do {
             pipe = try CBatonLinuxShim.outputPipe()
         } catch {
@@ -69,7 +69,7 @@ final class UpgradeCoordinator {
         if let configPath { argv += ["--config", configPath] }
         let request = SpawnRequest(argv: argv, environment: environment, passFDs: [pipe.write, candidate.fd], stdout: 2, stderr: 2)
         do {
-            check = try host.spawn(request)
+            check = ChildProcess(try host.spawn(request))
             close(pipe.write)
         } catch {
             close(pipe.write)
@@ -89,7 +89,7 @@ final class UpgradeCoordinator {
                 self.checkPID = nil
                 self.loop.cancel(timer)
                 self.loop.unregister(fd: check.pidfd)
-                close(check.pidfd)
+                check.close()
                 // The child has exited: what it wrote is in the pipe (a grandchild
                 // keeping the write end open cannot make this read wait).
                 var answer = [UInt8](repeating: 0, count: UpgradeHandshake.maxAnswerBytes)

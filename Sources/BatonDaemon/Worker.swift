@@ -44,8 +44,8 @@ final class Worker: ChildChannels {
     /// How much nicer than baton it boots (`[readiness] boot_nice`; 0 once given back: at ready,
     /// or at half the readiness timeout).
     var bootNice: Int32 = 0
-    /// A running exec-mode readiness probe.
-    var probe: SpawnedProcess?
+    /// A running exec-mode readiness (or liveness) probe, which owns its pidfd.
+    var probe: ChildProcess?
     /// The last STATUS= it sent.
     var statusText: String?
     /// The last X_BATON_REQUESTS= it sent: requests served.
@@ -76,7 +76,7 @@ final class Worker: ChildChannels {
         self.spec = spec
         self.startedAt = startedAt
         self.startedAtWall = startedAtWall
-        super.init(pidfd: process.pidfd)
+        super.init(process: process)
     }
 }
 

@@ -58,21 +58,22 @@ public enum ConfigParserProcess {
             throw failure("\(error)")
         }
         defer { close(pipe.read) }
-        let child: SpawnedProcess
+        let child: ChildProcess
         do {
             // No backtracer in the child: its report is slow and many lines; the first line says it.
             // Registered: a daemon reaping its exited children on SIGCHLD leaves this one to us.
-            child = try SelfReapedChildren.spawn(
-                SpawnRequest(
-                    argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
-                    passFDs: [memfd], stdout: pipe.write, stderr: pipe.write))
+            child = ChildProcess(
+                try SelfReapedChildren.spawn(
+                    SpawnRequest(
+                        argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
+                        passFDs: [memfd], stdout: pipe.write, stderr: pipe.write)))
         } catch {
             close(pipe.write)
             throw failure("\(error)")
         }
         close(pipe.write)
         defer {
-            close(child.pidfd)
+            child.close()
             SelfReapedChildren.forget(child.pid)
         }
 

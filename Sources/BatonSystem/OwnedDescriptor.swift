@@ -4,7 +4,7 @@ import Glibc
 /// handed on with `release()`). Noncopyable, so two owners cannot both close it, and an
 /// owner that let go of it cannot use a number the kernel may already have given to
 /// another file.
-public struct OwnedDescriptor: ~Copyable {
+public struct OwnedDescriptor: ~Copyable, Sendable {
     /// The descriptor number.
     public let rawValue: Int32
 

@@ -3,18 +3,22 @@ import CBatonLinux
 import CSystemd
 import Glibc
 
-/// A listening socket baton hands to every worker.
-public struct Listener: Sendable, Equatable {
+/// A listening socket baton hands to every worker, owned: its descriptor is closed once, when
+/// the last holder lets it go (the supervisor at shutdown; a socket left out of the config, or
+/// received and not used, when its record is dropped).
+public final class Listener: Sendable {
+    /// The descriptor, owned.
+    private let socket: OwnedDescriptor
     /// The descriptor in baton (close-on-exec; the spawn path places it at 3..).
-    public var fd: Int32
+    public var fd: Int32 { socket.rawValue }
     /// The name passed in LISTEN_FDNAMES.
-    public var name: String
+    public let name: String
     /// Where it listens, for logs and status ("127.0.0.1:8080", "unix:/run/x").
-    public var address: String
+    public let address: String
 
-    /// Creates a listener record.
+    /// A listener that owns `fd` from now on.
     public init(fd: Int32, name: String, address: String) {
-        self.fd = fd
+        socket = OwnedDescriptor(fd)
         self.name = name
         self.address = address
     }

@@ -59,4 +59,27 @@ struct SupervisorRecycleCooldownTests {
         h.advance(by: .seconds(61))
         #expect(tick(h)?.slot == 0, "after min_worker_age it may be recycled again")
     }
+
+    @Test("while a recycled slot's new worker is in its window, the policy's next check orders the next slot: the engine's settling slots reach the policy")
+    func aSettlingRecycleFreesThePolicysBudget() throws {
+        let h = try DaemonHarness(workers: 2) {
+            $0.rolling.maxAge = .seconds(100)
+            $0.rolling.splay = .zero
+            $0.rolling.recycleConcurrency = .fixed(1)
+            $0.memory.checkInterval = .seconds(5)
+            $0.deploy.stabilityWindow = .seconds(60)
+        }
+        try h.start()
+        h.supervisor.startMemoryChecks()
+        let old = h.servingPIDs
+        // Both pass max_age at 100 s; the check then orders one of them (the budget is 1).
+        h.advance(by: .seconds(101))
+        #expect(h.servingPIDs[0] != old[0] && h.servingPIDs[1] == old[1], "\(old) -> \(h.servingPIDs)")
+        #expect(h.supervisor.recycling.recycling.isEmpty && h.supervisor.recycling.settling.keys.sorted() == [0])
+        #expect(h.supervisor.memoryMonitor.policy.replacing.keys.sorted() == [0], "slot 0's order has not ended")
+        // The next check (105 s): slot 0's window runs until 160 s, yet its order no longer
+        // counts against the budget, so slot 1 goes now.
+        h.advance(by: .seconds(5))
+        #expect(h.servingPIDs[1] != old[1], "slot 1 must be recycled while slot 0 settles")
+    }
 }

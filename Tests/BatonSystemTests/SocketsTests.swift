@@ -43,7 +43,7 @@ private func connectUnix(_ path: String) -> Int32 {
 struct SocketsTests {
     @Test func tcpLoopbackGetsAPortAndAccepts() throws {
         let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { close(listener.fd) }
+        defer { withExtendedLifetime(listener) {} }  // dropping it closes it
         let port = try port(of: listener)
         #expect(port != 0)
         #expect(listener.address == "127.0.0.1:\(port)")
@@ -67,7 +67,7 @@ struct SocketsTests {
     @Test(.enabled(if: ipv6LoopbackAvailable(), "IPv6 loopback [::1] is not available on this host"))
     func tcpIPv6Loopback() throws {
         let listener = try Sockets.bind(.tcp(host: "::1", port: 0), mode: 0o660, backlog: 16)
-        defer { close(listener.fd) }
+        defer { withExtendedLifetime(listener) {} }  // dropping it closes it
         let port = try port(of: listener)
         #expect(port != 0)
         #expect(listener.address == "[::1]:\(port)")
@@ -77,7 +77,7 @@ struct SocketsTests {
 
     @Test func tcpPortInUseAndBadHost() throws {
         let first = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { close(first.fd) }
+        defer { withExtendedLifetime(first) {} }  // dropping it closes it
         let port = try port(of: first)
         #expect(throws: SystemError("bind", errno: EADDRINUSE, subject: "127.0.0.1:\(port)")) {
             _ = try Sockets.bind(.tcp(host: "127.0.0.1", port: port), mode: 0o660, backlog: 16)
@@ -92,7 +92,7 @@ struct SocketsTests {
         try withTemporaryDirectory("sock") { dir in
             let path = dir + "/http.sock"
             let listener = try Sockets.bind(.unix(path: path), mode: mode, backlog: 16)
-            defer { close(listener.fd) }
+            defer { withExtendedLifetime(listener) {} }  // dropping it closes it
             let st = try #require(fileMode(path))
             #expect(st & S_IFMT == S_IFSOCK)
             #expect(UInt32(st & 0o7777) == mode)
@@ -130,12 +130,12 @@ struct SocketsTests {
     @Test func staleSocketFileIsReplaced() throws {
         try withTemporaryDirectory("stale") { dir in
             let path = dir + "/app.sock"
-            let old = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
-            close(old.fd)  // the file stays behind, nobody listens
+            // Dropped at once, which closes it: the file stays behind, nobody listens.
+            _ = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
             #expect(fileMode(path).map { $0 & S_IFMT } == S_IFSOCK)
             #expect(connectUnix(path) == -1)
             let fresh = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 16)
-            defer { close(fresh.fd) }
+            defer { withExtendedLifetime(fresh) {} }  // dropping it closes it
             #expect(fileMode(path).map { UInt32($0 & 0o7777) } == 0o600)
             let client = connectUnix(path)
             #expect(client >= 0)
@@ -147,7 +147,7 @@ struct SocketsTests {
         try withTemporaryDirectory("live") { dir in
             let path = dir + "/app.sock"
             let live = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
-            defer { close(live.fd) }
+            defer { withExtendedLifetime(live) {} }  // dropping it closes it
             #expect(throws: SystemError("bind", errno: EADDRINUSE, subject: path)) {
                 _ = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 16)
             }

@@ -19,8 +19,9 @@
 ///
 /// Invariants (the tests check each):
 /// - At most one decision per tick, and at most ``Settings/concurrency`` replacements ordered
-///   and not ended (``replacementFinished(slot:now:)`` or ``replacementFailed(slot:now:)``):
-///   with the default of 1, never two at once. A slot being replaced is never picked again,
+///   and neither serving (``Tick/settling``) nor ended (``replacementFinished(slot:now:)`` or
+///   ``replacementFailed(slot:now:)``): with the default of 1, never two at once. A slot whose
+///   replacement has not ended (settling in its window included) is never picked again,
 ///   and the memory rules count the memory of the workers being replaced as coming back
 ///   (the threshold is measured without them), so a second replacement is ordered only when
 ///   the first will not be enough. The daemon ticks again at once while one more may go.
@@ -128,13 +129,18 @@ public struct RestartPolicy: Sendable, Equatable {
         /// How long a new worker takes from start to ready (the slowest recent boot); nil until
         /// measured. Part of the prediction horizon.
         public var bootTime: Duration?
+        /// Slots whose recycle serves while its new worker is still in its stability window
+        /// (``RecyclingEngine/settling``, which owns that state): a replacement this policy
+        /// ordered there no longer counts against ``Settings/concurrency``, but has not ended.
+        public var settling: Set<Int>
 
         /// Creates a tick.
         public init(
             now: Duration, workers: [Worker], budget: EffectiveBudget, cgroup: CgroupMemory? = nil,
-            detailed: Bool = true, operationRunning: Bool = false, bootTime: Duration? = nil
+            detailed: Bool = true, operationRunning: Bool = false, bootTime: Duration? = nil, settling: Set<Int> = []
         ) {
             self.bootTime = bootTime
+            self.settling = settling
             self.now = now
             self.workers = workers
             self.budget = budget
@@ -177,16 +183,15 @@ public struct RestartPolicy: Sendable, Equatable {
 
     /// The configuration.
     public private(set) var settings: Settings
-    /// Idle, or waiting for a replacement (the first ordered, when several are in flight).
+    /// Idle, or waiting for a replacement to end (the first ordered, when several have not).
     public var state: State {
         guard let first = replacing.min(by: { ($0.value, $0.key) < ($1.value, $1.key) }) else { return .idle }
         return .replacing(slot: first.key, since: first.value)
     }
-    /// Slots whose replacement was ordered and has not ended, with when it was ordered.
+    /// Slots whose replacement was ordered and has not ended, with when it was ordered. The
+    /// policy owns only its orders: whether one is queued, running or settling in its window is
+    /// the recycling engine's, which each ``Tick`` carries (``Tick/settling``).
     public private(set) var replacing: [Int: Duration] = [:]
-    /// Slots whose replacement serves but whose new worker is still in its stability window: no
-    /// longer counted as replacing (the next may be ordered), and a failure still cools them down.
-    public private(set) var settling: Set<Int> = []
     /// Slots left alone until the given time (their replacement failed).
     private var cooldown: [Int: Duration] = [:]
 
@@ -211,13 +216,15 @@ public struct RestartPolicy: Sendable, Equatable {
 
     /// Evaluates one check: at most one decision.
     public mutating func tick(_ tick: Tick) -> Decision? {
-        guard replacing.count < max(1, settings.concurrency), !tick.operationRunning else { return nil }
+        let inFlight = inFlight(tick)
+        guard inFlight.count < max(1, settings.concurrency), !tick.operationRunning else { return nil }
         // A slot this policy is replacing counts: under replace it has no ready worker until its
         // new one is, and that gap is the budget's (`concurrency`) to bound.
-        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(replacing.keys)
+        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(inFlight)
         guard readySlots.count >= settings.workers else { return nil }
         cooldown = cooldown.filter { $0.value > tick.now }
-        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil && !settling.contains($0.slot) }
+        // A slot settling in its window is not picked either: its order has not ended.
+        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil }
 
         if let pick = memoryRule(tick, eligible) {
             guard tick.detailed else { return .measure }
@@ -231,22 +238,19 @@ public struct RestartPolicy: Sendable, Equatable {
     /// stability window, when one is awaited).
     public mutating func replacementFinished(slot: Int, now: Duration) {
         replacing[slot] = nil
-        settling.remove(slot)
-    }
-
-    /// The replacement ordered for `slot` serves, its new worker still in its stability window:
-    /// it no longer counts against ``Settings/concurrency``, but ends later, with
-    /// ``replacementFinished(slot:now:)`` or ``replacementFailed(slot:now:)``.
-    public mutating func replacementServing(slot: Int, now: Duration) {
-        guard replacing.removeValue(forKey: slot) != nil else { return }
-        settling.insert(slot)
     }
 
     /// The replacement ordered for `slot` failed (its new worker did not become ready, or died
-    /// inside its stability window); the slot is left alone for `min_worker_age`.
+    /// inside its stability window, after it served); the slot is left alone for `min_worker_age`.
     public mutating func replacementFailed(slot: Int, now: Duration) {
-        guard replacing.removeValue(forKey: slot) != nil || settling.remove(slot) != nil else { return }
+        guard replacing.removeValue(forKey: slot) != nil else { return }
         cooldown[slot] = now + max(settings.minWorkerAge, settings.checkInterval)
+    }
+
+    /// The slots whose replacement this policy ordered and that do not serve yet (not
+    /// ``Tick/settling``): the ones that count against ``Settings/concurrency``.
+    private func inFlight(_ tick: Tick) -> Set<Int> {
+        Set(replacing.keys).subtracting(tick.settling)
     }
 
     /// Records an order and returns it.
@@ -332,7 +336,8 @@ public struct RestartPolicy: Sendable, Equatable {
     /// The PSS of the workers being replaced: it comes back when their replacement ends, so a
     /// further replacement is ordered only if the rest is still over the line.
     private func comingBack(_ tick: Tick) -> UInt64 {
-        tick.workers.lazy.filter { replacing[$0.slot] != nil }.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
+        let inFlight = inFlight(tick)
+        return tick.workers.lazy.filter { inFlight.contains($0.slot) }.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
     }
 
     /// The most overdue worker by age, if any is due.
