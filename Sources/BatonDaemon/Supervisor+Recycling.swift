@@ -59,6 +59,7 @@ extension Supervisor {
                 if recycling.settling[c.slot] != nil {
                     memoryMonitor.policy.replacementServing(slot: c.slot, now: loop.now())
                     logRecycleEnd(c, "done")
+                    recheckMemorySoon()
                 } else {
                     recycleEnded(c, succeeded: true)
                 }
@@ -159,6 +160,7 @@ extension Supervisor {
         let slot = c.slot
         if succeeded {
             memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
+            recheckMemorySoon()
         } else {
             memoryMonitor.policy.replacementFailed(slot: slot, now: loop.now())
         }

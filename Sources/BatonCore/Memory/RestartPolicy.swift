@@ -293,13 +293,17 @@ public struct RestartPolicy: Sendable, Equatable {
         return nil
     }
 
-    /// A description when the workers' fitted growth takes the total past `threshold × budget`
-    /// within `horizon`, else nil. The growth is the sum of every fitted rate (shrinking workers
-    /// offset growing ones, so one worker's noise does not add up alone); a worker without a
-    /// fitted rate adds nothing.
+    /// A description when the workers' growth takes the total past `threshold × budget` within
+    /// `horizon`, else nil. The growth is the sum of every fitted rate (shrinking workers offset
+    /// growing ones, so one worker's noise does not add up alone); a worker without a fitted
+    /// rate adds its clear recent growth (``MemoryHistory/recentGrowth(within:minimumSamples:)``
+    /// over ``recentWindow``), if any: a worker leaking megabytes a second is recycled long before
+    /// minutes of samples exist. A worker being replaced adds nothing (its memory comes back).
     private func overThresholdSoon(_ tick: Tick, within horizon: Duration) -> String? {
-        let rates = tick.workers.compactMap { $0.history.leakRate }
-        let perSecond = rates.reduce(0.0) { $0 + $1.bytesPerSecond }
+        let rates = tick.workers.filter { replacing[$0.slot] == nil }.compactMap { w -> Double? in
+            w.history.leakRate?.bytesPerSecond ?? w.history.recentGrowth(within: recentWindow)
+        }
+        let perSecond = rates.reduce(0.0, +)
         guard !rates.isEmpty, perSecond > 0 else { return nil }
         let line = Double(tick.budget.bytes) * settings.threshold
         let pss = Double(tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) })
@@ -309,9 +313,13 @@ public struct RestartPolicy: Sendable, Equatable {
         guard total + perSecond * seconds > line else { return nil }
         let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
         let percent = "\(Int((settings.threshold * 100).rounded()))%"
-        let growth = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
-        return "total \(size(UInt64(total))) growing \(growth) MiB/h reaches \(percent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
+        let perHour = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
+        let growth = perHour >= 3600 ? "\((perSecond / 1_048_576 * 10).rounded() / 10) MiB/s" : "\(perHour) MiB/h"
+        return "total \(size(UInt64(total))) growing \(growth) reaches \(percent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
     }
+
+    /// How far back a worker's recent growth looks: ten checks.
+    var recentWindow: Duration { settings.checkInterval * 10 }
 
     /// A description of the excess when the total is over `threshold × budget`, else nil.
     private func overThreshold(_ tick: Tick) -> String? {
