@@ -111,4 +111,30 @@ struct FastLeakPolicyTests {
         #expect(second.slot == 3)
         #expect(policy.replacing.keys.sorted() == [0, 3])
     }
+
+    @Test("a recycle in flight frees its worker's USS, not its PSS: the shared part comes back with the new worker")
+    func whatComesBackIsTheUSS() throws {
+        // gunicorn trees (a master holding the app, one worker sharing it): PSS is the app plus
+        // the leak, USS the leak. Line: 38% of 1000 MiB = 380 MiB; total 460 MiB.
+        var s = RestartPolicy.Settings(workers: 4, threshold: 0.38, minWorkerAge: .seconds(2), checkInterval: .seconds(1))
+        s.concurrency = 2
+        var policy = RestartPolicy(settings: s)
+        let pss: [UInt64] = [130, 110, 110, 110]
+        let uss: [UInt64] = [60, 45, 40, 35]
+        let workers = (0..<4).map { slot in
+            RestartPolicy.Worker(
+                slot: slot, pid: Int32(100 + slot), startedAt: .zero,
+                memory: MemorySample(rss: pss[slot] * Self.mib, pss: pss[slot] * Self.mib, uss: uss[slot] * Self.mib))
+        }
+        let decided = policy.tick(Self.tick(workers, at: 10))
+        let first = try #require(decided)
+        #expect(first.slot == 0)
+        #expect(first.reason == .memoryThreshold)
+        // Slot 0's recycle frees its 60 MiB of USS; its new tree takes the app's 70 MiB again:
+        // 400 MiB stays over the line, so the second goes now (counting its PSS, 330 would not).
+        let again = policy.tick(Self.tick(workers, at: 10))
+        let second = try #require(again)
+        #expect(second.slot == 1)
+        #expect(second.reason == .memoryThreshold)
+    }
 }

@@ -95,26 +95,38 @@ struct Compare {
             "[rolling] max_requests 3000, max_requests_jitter 300 (the demo worker reports X_BATON_REQUESTS=; another app than the gunicorn rows); [deploy] strategy replace, max_unavailable 2 (no extra worker, like gunicorn; recycle_concurrency auto: 2 at once)",
         "baton+python(mold)":
             "the gunicorn rows' WSGI app in mold mode (adapters/python/baton_mold.py, waitress; each worker forked from the mold, which holds the app, and reports X_BATON_REQUESTS=); [rolling] max_requests 3000, max_requests_jitter 300; [deploy] strategy replace, max_unavailable 2 (recycle_concurrency auto: 2 at once)",
+        moldThresholdRow:
+            "the baton+python(mold) row's app and mold with baton+gunicorn's threshold policy scaled to its baseline: [memory] budget 1GiB, threshold 7.5% (the workers' PSS, the mold's not counted, > 77 MiB: recycle the largest workers), check 1s, smaps every check; no max_requests; [deploy] strategy replace, max_unavailable 2 (recycle_concurrency auto: 2 at once)",
     ]
 
-    /// The recycling contenders, in run order, with baton's config sections and the peer's arguments.
-    static let recycleSetups: [(contender: Contender, memory: String, extraArgs: [String])] = [
-        (
-            .batonGunicorn,
-            """
-            [memory]
-            budget = "1GiB"
-            threshold = "33%"
-            check_interval = "1s"
-            smaps_every = 1
-            min_worker_age = "2s"
-            \(replaceTwo)
-            """, []
-        ),
-        (.gunicorn, "", ["--max-requests", "3000", "--max-requests-jitter", "300"]),
-        (.gunicornPreload, "", ["--max-requests", "3000", "--max-requests-jitter", "300"]),
-        (.batonDemo, maxRequests + replaceTwo, []),
-        (.batonPythonMold, maxRequests + replaceTwo, []),
+    /// The threshold policy of the recycling rows: `threshold` of a 1 GiB budget, checked every
+    /// second with smaps every check, replace recycles two at once.
+    static func thresholdPolicy(_ threshold: String) -> String {
+        """
+        [memory]
+        budget = "1GiB"
+        threshold = "\(threshold)"
+        check_interval = "1s"
+        smaps_every = 1
+        min_worker_age = "2s"
+        \(replaceTwo)
+        """
+    }
+
+    /// The mold row with the threshold policy (its own row name in the report).
+    static let moldThresholdRow = "baton+python(mold) threshold"
+
+    /// The recycling rows, in run order: the contender, the row's name in the report, baton's
+    /// config sections and the peer's arguments.
+    static let recycleSetups: [(contender: Contender, row: String, memory: String, extraArgs: [String])] = [
+        (.batonGunicorn, Contender.batonGunicorn.rawValue, thresholdPolicy("33%"), []),
+        (.gunicorn, Contender.gunicorn.rawValue, "", ["--max-requests", "3000", "--max-requests-jitter", "300"]),
+        (.gunicornPreload, Contender.gunicornPreload.rawValue, "", ["--max-requests", "3000", "--max-requests-jitter", "300"]),
+        (.batonDemo, Contender.batonDemo.rawValue, maxRequests + replaceTwo, []),
+        (.batonPythonMold, Contender.batonPythonMold.rawValue, maxRequests + replaceTwo, []),
+        // The baton+gunicorn row's line is 1.2 × its 4 fresh trees' PSS (about 280 MiB); the mold's
+        // 4 fresh workers share the app with the mold and sum to about 64 MiB: 7.5 % of 1 GiB.
+        (.batonPythonMold, moldThresholdRow, thresholdPolicy("7.5%"), []),
     ]
 
     private func recycleRuns(_ contenders: [Contender], repetition: Int) -> [LoadRun] {
@@ -122,17 +134,18 @@ struct Compare {
         var runs: [LoadRun] = []
         for setup in Self.recycleSetups where contenders.contains(setup.contender) {
             let contender = setup.contender
-            if let r = measure(
-                "recycle \(contender.rawValue)",
+            if var r = measure(
+                "recycle \(setup.row)",
                 {
                     let running = try RunningContender(contender, app: Self.leaky, workers: workers, memory: setup.memory, extraArgs: setup.extraArgs)
                     defer { running.stop() }
                     return try driver.run(running, app: Self.leaky, repetition: repetition)
                 })
             {
+                r.contender = setup.row
                 runs.append(repetition == 0 ? r : r.withoutSeries())
                 progress(
-                    "recycle \(contender.rawValue) #\(repetition + 1): replaced \(r.workersReplaced), failed \(r.failedTotal) \(r.failures), p99 \(fixed(r.window.p99)) ms, peak PSS \(fixed(r.peakPSSMiB, 0)) MiB"
+                    "recycle \(setup.row) #\(repetition + 1): replaced \(r.workersReplaced), failed \(r.failedTotal) \(r.failures), p99 \(fixed(r.window.p99)) ms, peak PSS \(fixed(r.peakPSSMiB, 0)) MiB"
                         + " (\(r.peak?.summary ?? "?"); lowest \(r.lowest?.summary ?? "?"))"
                 )
             }

@@ -21,8 +21,8 @@
 /// - At most one decision per tick, and at most ``Settings/concurrency`` replacements ordered
 ///   and not ended (``replacementFinished(slot:now:)`` or ``replacementFailed(slot:now:)``):
 ///   with the default of 1, never two at once. A slot being replaced is never picked again,
-///   and the memory rules count the memory of the workers being replaced as coming back
-///   (the threshold is measured without them), so a second replacement is ordered only when
+///   and the memory rules count the USS of the workers being replaced as coming back
+///   (the threshold is measured without what they free), so a second replacement is ordered only when
 ///   the first will not be enough. The daemon ticks again at once while one more may go.
 /// - Nothing while a deploy or reload runs (``Tick/operationRunning``).
 /// - Nothing unless every slot has a ready worker or is being replaced by this policy: a slot
@@ -337,10 +337,16 @@ public struct RestartPolicy: Sendable, Equatable {
         return nil
     }
 
-    /// The PSS of the workers being replaced: it comes back when their replacement ends, so a
-    /// further replacement is ordered only if the rest is still over the line.
+    /// What the replacements in flight free: each old worker's USS (at most its PSS; its PSS
+    /// when no USS is known), so a further replacement is ordered only if the rest is still over
+    /// the line. Not its whole PSS: the shared part of a tree (a preloading master's app, the
+    /// pages a mold shares) comes back with the new worker, and counting it as freed would hold
+    /// the next replacement back while the total stays over the line.
     private func comingBack(_ tick: Tick) -> UInt64 {
-        tick.workers.lazy.filter { replacing[$0.slot] != nil }.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
+        tick.workers.lazy.filter { replacing[$0.slot] != nil }.reduce(UInt64(0)) { sum, w in
+            let pss = w.memory?.pss ?? 0
+            return sum + min(pss, w.memory?.uss ?? pss)
+        }
     }
 
     /// The most overdue worker by age, if any is due.
