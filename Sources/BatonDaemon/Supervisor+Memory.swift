@@ -30,11 +30,14 @@ extension Supervisor {
         sampleOffLoop(detailed: detailed) { [unowned self] in self.runPolicy(detailed: detailed) }
     }
 
-    /// A recycle is done: its place in the budget is free and the old worker's memory is back.
-    /// The workers are measured and the policy looks again now, not at the next periodic check:
-    /// under a fast leak that wait (up to `check_interval`) would be a large part of every
-    /// recycle. A read already running is followed by the policy anyway.
-    func recheckMemorySoon() {
+    /// A recycle for `reason` is done: its place in the budget is free and the old worker's
+    /// memory is back. After one a memory rule ordered, the workers are measured and the policy
+    /// looks again now, not at the next periodic check: under a fast leak that wait (up to
+    /// `check_interval`) would be a large part of every recycle. Other reasons (age, request
+    /// count) wait for the periodic check: a read walks every worker's page tables. A read
+    /// already running is followed by the policy anyway.
+    func recheckMemorySoon(after reason: RestartReason) {
+        guard [.memoryThreshold, .leakPrediction, .workerLimit].contains(reason) else { return }
         guard phase != .stopping, !memoryMonitor.readRunning else { return }
         sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
     }

@@ -59,7 +59,7 @@ extension Supervisor {
                 if recycling.settling[c.slot] != nil {
                     memoryMonitor.policy.replacementServing(slot: c.slot, now: loop.now())
                     logRecycleEnd(c, "done")
-                    recheckMemorySoon()
+                    recheckMemorySoon(after: c.reason)
                 } else {
                     recycleEnded(c, succeeded: true)
                 }
@@ -160,7 +160,7 @@ extension Supervisor {
         let slot = c.slot
         if succeeded {
             memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
-            recheckMemorySoon()
+            recheckMemorySoon(after: c.reason)
         } else {
             memoryMonitor.policy.replacementFailed(slot: slot, now: loop.now())
         }
