@@ -30,6 +30,18 @@ extension Supervisor {
         sampleOffLoop(detailed: detailed) { [unowned self] in self.runPolicy(detailed: detailed) }
     }
 
+    /// A recycle for `reason` is done: its place in the budget is free and the old worker's
+    /// memory is back. After one a memory rule ordered, the workers are measured and the policy
+    /// looks again now, not at the next periodic check: under a fast leak that wait (up to
+    /// `check_interval`) would be a large part of every recycle. Other reasons (age, request
+    /// count) wait for the periodic check: a read walks every worker's page tables. A read
+    /// already running is followed by the policy anyway.
+    func recheckMemorySoon(after reason: RestartReason) {
+        guard [.memoryThreshold, .leakPrediction, .workerLimit].contains(reason) else { return }
+        guard phase != .stopping, !memoryMonitor.readRunning else { return }
+        sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
+    }
+
     /// Measures every live worker's process tree, here on the loop (for a
     /// decision that needs the figures now: a preflight); with `detailed`,
     /// PSS/USS too, feeding the leak-rate history.

@@ -59,6 +59,7 @@ extension Supervisor {
                 // recycle yet (`min_worker_age` cooldown).
                 if recycling.settling[c.slot] != nil {
                     logRecycleEnd(c, "done")
+                    recheckMemorySoon(after: c.reason)
                 } else {
                     recycleEnded(c, succeeded: true)
                 }
@@ -159,6 +160,7 @@ extension Supervisor {
         let slot = c.slot
         if succeeded {
             memoryMonitor.policy.replacementFinished(slot: slot, now: loop.now())
+            recheckMemorySoon(after: c.reason)
         } else {
             memoryMonitor.policy.replacementFailed(slot: slot, now: loop.now())
         }

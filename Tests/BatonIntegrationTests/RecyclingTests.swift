@@ -106,6 +106,47 @@ extension MemoryIntegration {
             #expect(Set(starts.prefix(2)) == [0, 1], "\(events)")
         }
 
+        @Test("budget 1: the policy looks again as soon as a recycle is done, not at the next check")
+        func nextOrderedWhenOneIsDone() throws {
+            // Two workers of 20 MiB against a 10 MiB worker_limit, checked every 5 s: both are
+            // eligible at the check at about 10 s, which orders slot 0's recycle. Its new worker
+            // serves about a second later and stays in its 2 s stability window until about 13 s;
+            // the next check is at 15 s. The end of the recycle is a check of its own, so slot 1's
+            // recycle starts before the first new worker's window passed.
+            let baton = try BatonHarness(
+                workers: 2, command: [Self.worker, "--hold", "20"],
+                sections: BatonHarness.defaultSections + """
+
+                    [memory]
+                    worker_limit = "10MiB"
+                    check_interval = "5s"
+                    smaps_every = 1
+                    min_worker_age = "1s"
+                    [rolling]
+                    recycle_concurrency = 1
+                    recycle_spacing = "0s"
+                    [deploy]
+                    stability_window = "2s"
+                    """, tag: "rcd")
+            defer { baton.stop() }
+            var events: [Event] = []
+            let seen = baton.process.waitForLine(timeout: .seconds(60)) { _ in
+                events = Self.events(baton.process.stderrLines)
+                return events.filter { if case .started = $0 { true } else { false } }.count >= 2
+            }
+            #expect(seen != nil, "\(baton.process.stderrLines.suffix(30))")
+            let starts = events.enumerated().compactMap { i, e in if case .started(let s) = e { (i, s) } else { nil } }
+            guard let first = starts.first else {
+                Issue.record("no recycle started: \(events)")
+                return
+            }
+            let firstStable = events.indices.first { $0 > first.0 && events[$0] == .stable(first.1) }
+            #expect(starts.count >= 2 && starts[1].1 != first.1, "\(events)")
+            #expect(
+                starts.count >= 2 && firstStable.map { starts[1].0 < $0 } ?? true,
+                "the second recycle waited for the next periodic check: \(events)")
+        }
+
         @Test("budget 1: the next recycle starts once the first one's new worker serves, inside its stability window")
         func nextStartsInsideTheWindow() throws {
             let events = try recycleTwo(concurrency: 1, spacing: "0s", tag: "rcw", window: "3s")

@@ -162,6 +162,26 @@ public struct MemoryHistory: Sendable, Equatable {
         refit()
     }
 
+    /// The growth of the samples taken within `window` of the newest, in bytes per second, when
+    /// it is clear: the lower quartile of the slopes between every pair of them (at least
+    /// `minimumSamples`), nil unless positive. A fast leak shows in seconds, long before
+    /// ``leakRate`` (minutes of samples) exists; a worker that only wobbles has as many falling
+    /// pairs as rising ones, so its lower quartile is not positive and it counts as not growing.
+    public func recentGrowth(within window: Duration, minimumSamples: Int = 3) -> Double? {
+        guard let newest = latest?.at else { return nil }
+        let points = samples.filter { newest - $0.at <= window }
+        guard points.count >= max(2, minimumSamples) else { return nil }
+        var slopes: [Double] = []
+        for i in 0..<points.count {
+            for j in (i + 1)..<points.count where points[j].at != points[i].at {
+                slopes.append((Double(points[j].bytes) - Double(points[i].bytes)) / LeakRate.seconds(points[j].at - points[i].at))
+            }
+        }
+        guard !slopes.isEmpty else { return nil }
+        let quartile = LeakRate.select(&slopes, (slopes.count - 1) / 4)
+        return quartile > 0 ? quartile : nil
+    }
+
     /// Recomputes ``leakRate``.
     private mutating func refit() {
         let points = samples

@@ -22,8 +22,8 @@
 ///   and neither serving (``Tick/settling``) nor ended (``replacementFinished(slot:now:)`` or
 ///   ``replacementFailed(slot:now:)``): with the default of 1, never two at once. A slot whose
 ///   replacement has not ended (settling in its window included) is never picked again,
-///   and the memory rules count the memory of the workers being replaced as coming back
-///   (the threshold is measured without them), so a second replacement is ordered only when
+///   and the memory rules count the USS of the workers being replaced as coming back
+///   (the threshold is measured without what they free), so a second replacement is ordered only when
 ///   the first will not be enough. The daemon ticks again at once while one more may go.
 /// - Nothing while a deploy or reload runs (``Tick/operationRunning``).
 /// - Nothing unless every slot has a ready worker or is being replaced by this policy: a slot
@@ -297,13 +297,17 @@ public struct RestartPolicy: Sendable, Equatable {
         return nil
     }
 
-    /// A description when the workers' fitted growth takes the total past `threshold × budget`
-    /// within `horizon`, else nil. The growth is the sum of every fitted rate (shrinking workers
-    /// offset growing ones, so one worker's noise does not add up alone); a worker without a
-    /// fitted rate adds nothing.
+    /// A description when the workers' growth takes the total past `threshold × budget` within
+    /// `horizon`, else nil. The growth is the sum of every fitted rate (shrinking workers offset
+    /// growing ones, so one worker's noise does not add up alone); a worker without a fitted
+    /// rate adds its clear recent growth (``MemoryHistory/recentGrowth(within:minimumSamples:)``
+    /// over ``recentWindow``), if any: a worker leaking megabytes a second is recycled long before
+    /// minutes of samples exist. A worker being replaced adds nothing (its memory comes back).
     private func overThresholdSoon(_ tick: Tick, within horizon: Duration) -> String? {
-        let rates = tick.workers.compactMap { $0.history.leakRate }
-        let perSecond = rates.reduce(0.0) { $0 + $1.bytesPerSecond }
+        let rates = tick.workers.filter { replacing[$0.slot] == nil }.compactMap { w -> Double? in
+            w.history.leakRate?.bytesPerSecond ?? w.history.recentGrowth(within: recentWindow)
+        }
+        let perSecond = rates.reduce(0.0, +)
         guard !rates.isEmpty, perSecond > 0 else { return nil }
         let line = Double(tick.budget.bytes) * settings.threshold
         let pss = Double(tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) })
@@ -313,9 +317,13 @@ public struct RestartPolicy: Sendable, Equatable {
         guard total + perSecond * seconds > line else { return nil }
         let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
         let percent = "\(Int((settings.threshold * 100).rounded()))%"
-        let growth = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
-        return "total \(size(UInt64(total))) growing \(growth) MiB/h reaches \(percent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
+        let perHour = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
+        let growth = perHour >= 3600 ? "\((perSecond / 1_048_576 * 10).rounded() / 10) MiB/s" : "\(perHour) MiB/h"
+        return "total \(size(UInt64(total))) growing \(growth) reaches \(percent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
     }
+
+    /// How far back a worker's recent growth looks: ten checks.
+    var recentWindow: Duration { settings.checkInterval * 10 }
 
     /// A description of the excess when the total is over `threshold × budget`, else nil.
     private func overThreshold(_ tick: Tick) -> String? {
@@ -333,11 +341,17 @@ public struct RestartPolicy: Sendable, Equatable {
         return nil
     }
 
-    /// The PSS of the workers being replaced: it comes back when their replacement ends, so a
-    /// further replacement is ordered only if the rest is still over the line.
+    /// What the replacements in flight free: each old worker's USS (at most its PSS; its PSS
+    /// when no USS is known), so a further replacement is ordered only if the rest is still over
+    /// the line. Not its whole PSS: the shared part of a tree (a preloading master's app, the
+    /// pages a mold shares) comes back with the new worker, and counting it as freed would hold
+    /// the next replacement back while the total stays over the line.
     private func comingBack(_ tick: Tick) -> UInt64 {
         let inFlight = inFlight(tick)
-        return tick.workers.lazy.filter { inFlight.contains($0.slot) }.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
+        return tick.workers.lazy.filter { inFlight.contains($0.slot) }.reduce(UInt64(0)) { sum, w in
+            let pss = w.memory?.pss ?? 0
+            return sum + min(pss, w.memory?.uss ?? pss)
+        }
     }
 
     /// The most overdue worker by age, if any is due.
