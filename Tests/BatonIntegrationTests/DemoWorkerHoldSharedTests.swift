@@ -8,7 +8,7 @@ extension MemoryIntegration {
     /// `baton-demo-worker --hold-shared PATH` (used by the sampling-cost benchmark).
     @Suite("demo worker --hold-shared")
     struct DemoWorkerHoldSharedTests {
-        static let worker = TestPaths.executable("baton-demo-worker")
+        static var worker: String { TestPaths.executable("baton-demo-worker") }
 
         @Test("maps the whole file shared and touches it: resident in the worker")
         func holdsTheFile() throws {

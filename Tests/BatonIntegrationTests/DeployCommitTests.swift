@@ -46,10 +46,11 @@ extension Integration {
             let pid = try #require(try baton.status().workers.first?.pid)
             #expect(kill(pid, SIGKILL) == 0)
             #expect(baton.process.waitForLine(containing: "slot 0 restarts in 1s", timeout: .seconds(10)) != nil)
-            // The respawn comes due while the deploy's new worker boots (3 s).
+            // The respawn comes due while the deploy's new worker boots: at most 1 s after the line
+            // above, so before the deploy's worker has booted 1.5 s (the test waits the whole boot).
             let release = baton.makeRelease("r2")
             let result = try baton.cli([
-                "deploy", "--release", release, "--strategy", "replace", "--command", Self.worker, "--boot-delay", "3",
+                "deploy", "--release", release, "--strategy", "replace", "--command", Self.worker, "--boot-delay", "1.5",
             ])
             #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
             let status = try baton.status()

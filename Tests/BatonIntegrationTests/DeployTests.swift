@@ -102,7 +102,16 @@ extension Integration {
         func overlapsAndDetach() throws {
             let baton = try BatonHarness(workers: 2, tag: "ovl")
             defer { baton.stop() }
-            let slow = [Self.worker, "--boot-delay", "0.8"]
+            // r2's workers boot until the test opens the gate, once `--attach` is attached to r2's
+            // deploy: a fixed boot delay let that deploy finish first on a loaded machine, and
+            // `--attach` then attached to the queued r3 deploy. The wait is bounded (60 s).
+            let gate = baton.directory + "/open-r2"
+            let script = baton.directory + "/gated-worker.sh"
+            TestPaths.write(
+                script,
+                "#!/bin/sh\nn=0\nwhile [ ! -e '\(gate)' ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done\nexec '\(Self.worker)'\n",
+                mode: 0o755)
+            let slow = [script]
             let r2 = baton.makeRelease("r2")
             let r3 = baton.makeRelease("r3")
             let before = try baton.status().workers.map(\.pid)
@@ -122,8 +131,11 @@ extension Integration {
             // Ctrl-C / a dropped ssh: the first client dies, its deploy goes on.
             first.signal(SIGKILL)
             _ = first.wait(timeout: .seconds(5))
-            let attached = try baton.cli(["deploy", "--attach"])
-            #expect(attached.code == 0, "\(attached.stderr)")
+            let attached = try baton.startCLI(["deploy", "--attach"])
+            #expect(attached.waitForStdout(containing: "deploy of \(r2)", timeout: .seconds(10)), "\(attached.stdout)")
+            TestPaths.write(gate, "")
+            let attachedCode = attached.wait(timeout: .seconds(60)) ?? attached.stop()
+            #expect(attachedCode == 0, "\(attached.stderrLines)")
             #expect(attached.stdout.contains("deploy finished: 2 workers on \(r2)"), "\(attached.stdout)")
             #expect(queued.wait(timeout: .seconds(30)) == 0)
             #expect(queued.stdout.contains("deploy finished: 2 workers on \(r3)"))

@@ -1,24 +1,26 @@
 import Testing
 
-/// Every suite that runs real baton processes, workers and load, except the fleet, nests
-/// under this one `.serialized` parent: its tests run one at a time, on the two cores they
-/// share with baton, the workers and the load client.
-///
-/// The memory group stays in this chain: a split into three chains at once (main, memory,
-/// fleet) failed in CI (`reservationRollsWhenALeakEatsIntoIt` saw a roll-ahead surge where
-/// the reservation leaves no room). PSS divides each shared page among every process
-/// mapping it, so demo workers and batons of another chain, started from the same build,
-/// move the measured workers' PSS by megabytes between the test's preflight and the roll's
-/// decision. Only the fleet runs beside this chain (`FleetIntegration`), because every
-/// process it starts from the build runs on private copies.
+/// Every suite that runs real baton processes, workers and load, except the memory group
+/// and the fleet, nests under this one `.serialized` parent: its tests run one at a time,
+/// on the two cores they share with baton, the workers and the load client.
 @Suite("integration (real processes)", .serialized)
-struct Integration {
-    /// The suites that measure workers' memory (PSS against a budget, a threshold, a
-    /// reservation or a footprint), plus the mold adapters, the deploy/ansible examples and
-    /// the watchdog suites.
-    @Suite("memory")
-    struct Memory {}
-}
+struct Integration {}
+
+/// The suites that measure workers' memory (PSS against a budget, a threshold, a
+/// reservation or a footprint), plus the mold adapters, the deploy/ansible examples and
+/// the watchdog suites: a `.serialized` chain of its own, beside `Integration`, on
+/// `PrivateBinaries` (`.privateBinaries`: `TestPaths.executable` names the copies).
+///
+/// PSS divides each shared page among every process mapping it. A chain of their own on
+/// the build's binaries failed once (`reservationRollsWhenALeakEatsIntoIt` saw a roll-ahead
+/// surge where the reservation leaves no room): the main chain's demo workers and batons,
+/// started from the same build, moved the measured workers' PSS by megabytes between the
+/// test's preflight and the roll's decision. On the copies, the processes these suites start
+/// share no file page with the main chain's but the system libraries
+/// (`privateBinariesMapNothingOfTheBuild` checks it on /proc/PID/maps). A suite added here
+/// must start what it measures through `TestPaths.executable`.
+@Suite("memory", .serialized, .privateBinaries)
+struct MemoryIntegration {}
 
 /// The fleet suites over real ssh (network namespaces, sshd, Ansible): a `.serialized`
 /// chain of its own, beside `Integration`. Each test's three hosts run their batons and
@@ -27,6 +29,3 @@ struct Integration {
 /// PSS of the workers the memory group measures. A suite added here must do the same.
 @Suite("fleet over ssh", .serialized)
 struct FleetIntegration {}
-
-/// The memory group (see `Integration`).
-typealias MemoryIntegration = Integration.Memory

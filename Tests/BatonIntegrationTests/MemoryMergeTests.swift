@@ -10,7 +10,7 @@ extension MemoryIntegration {
     /// changed: /sys/kernel/mm/ksm/run is shared by the whole host).
     @Suite("memory.mergeable", .serialized)
     struct MemoryMergeTests {
-        static let worker = TestPaths.executable("baton-demo-worker")
+        static var worker: String { TestPaths.executable("baton-demo-worker") }
 
         static func sections(mergeable: Bool) -> String {
             """

@@ -10,7 +10,7 @@ extension MemoryIntegration {
     /// deploys that do not fit, and a budget taken from a real cgroup limit.
     @Suite("memory")
     struct MemoryTests {
-        static let worker = TestPaths.executable("baton-demo-worker")
+        static var worker: String { TestPaths.executable("baton-demo-worker") }
 
         static func sections(_ memory: String, deploy: String = "") -> String {
             """

@@ -8,7 +8,7 @@ extension MemoryIntegration {
     /// The restart policy never stays stuck, follows a reload, and its surge is honoured.
     @Suite("restart policy lifecycle")
     struct PolicyLifecycleTests {
-        static let worker = TestPaths.executable("baton-demo-worker")
+        static var worker: String { TestPaths.executable("baton-demo-worker") }
 
         static let sections = """
             [listen]

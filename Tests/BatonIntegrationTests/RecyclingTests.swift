@@ -10,7 +10,7 @@ extension MemoryIntegration {
     /// order is read from baton's own log events, never from the wall clock.
     @Suite("recycling budget")
     struct RecyclingTests {
-        static let worker = TestPaths.executable("baton-demo-worker")
+        static var worker: String { TestPaths.executable("baton-demo-worker") }
 
         /// One recycle event of baton's log, in the order logged.
         enum Event: Equatable {

@@ -10,7 +10,7 @@ extension MemoryIntegration {
     /// `preflight --pid` on a process tree baton does not run.
     @Suite("memory reservation")
     struct ReservationTests {
-        static let worker = TestPaths.executable("baton-demo-worker")
+        static var worker: String { TestPaths.executable("baton-demo-worker") }
         static let mib: Int64 = 1 << 20
 
         /// Workers that leak 1 MiB a request under a configured budget (the budget limit is the

@@ -52,10 +52,12 @@ extension Integration {
         func failedPreemptionRefillsSlots() throws {
             let directory = TestPaths.temporaryDirectory("prfl")
             // Slot 0 fails at once, slot 1 boots for long (holding the only start), slot 2 waits in the start queue.
+            // Slot 1's 3 s need only outlast the deploy's start (a CLI call after baton's first log
+            // lines); slot 2 then starts once slot 1 is ready, so the test waits the whole boot.
             let script = directory + "/slots.sh"
             TestPaths.write(
                 script,
-                "#!/bin/sh\ncase \"$BATON_SLOT\" in\n0) exec \(Self.worker) --fail-boot ;;\n1) exec \(Self.worker) --boot-delay 5 ;;\n*) exec \(Self.worker) ;;\nesac\n",
+                "#!/bin/sh\ncase \"$BATON_SLOT\" in\n0) exec \(Self.worker) --fail-boot ;;\n1) exec \(Self.worker) --boot-delay 3 ;;\n*) exec \(Self.worker) ;;\nesac\n",
                 mode: 0o755)
             let baton = try BatonHarness(
                 workers: 3, command: [script], extraApp: "start_concurrency = 1", waitReady: false, tag: "prfl", reuse: directory)

@@ -10,7 +10,7 @@ extension MemoryIntegration {
     /// frozen with SIGSTOP.
     @Suite("watchdog and liveness")
     struct WatchdogTests {
-        static let worker = TestPaths.executable("baton-demo-worker")
+        static var worker: String { TestPaths.executable("baton-demo-worker") }
 
         static func sections(_ readiness: String) -> String {
             """

@@ -10,8 +10,8 @@ import Glibc
 ///
 /// Why: PSS divides every shared page among the processes mapping it, so many
 /// processes starting or stopping on the same binaries and Swift libraries move
-/// the PSS of the workers another test measures (the memory suites run in another
-/// serialized chain, beside this one). Processes started from these copies share
+/// the PSS of the workers another test measures (the memory suites run in a serialized
+/// chain of their own, beside the main one). Processes started from these copies share
 /// no file page with them but the system libraries (libc and the like), which
 /// every process of the machine maps. Call `remove()` when done.
 public struct PrivateBinaries: Sendable {
@@ -29,7 +29,7 @@ public struct PrivateBinaries: Sendable {
         do {
             var libraries: Set<String> = []
             for name in names {
-                let source = TestPaths.executable(name)
+                let source = TestPaths.buildDirectory + "/" + name
                 try Self.run(["cp", source, real + "/" + name])
                 try Self.pointRunpath(of: real + "/" + name, at: "$ORIGIN/../lib")
                 libraries.formUnion(try Self.swiftLibraries(of: source))

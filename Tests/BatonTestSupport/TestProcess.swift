@@ -14,8 +14,13 @@ public enum TestPaths {
         return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)])
     }()
 
-    /// A built executable of this package.
-    public static func executable(_ name: String) -> String { buildDirectory + "/" + name }
+    /// The private copies the current test runs on, if its suite asked for them: then
+    /// `executable` names the copy, so the baton, workers and CLI calls the test starts map
+    /// no file of the build or of the toolchain (see `PrivateBinaries`).
+    @TaskLocal public static var binaries: PrivateBinaries?
+
+    /// A built executable of this package (its private copy inside a `binaries` scope).
+    public static func executable(_ name: String) -> String { binaries?.executable(name) ?? buildDirectory + "/" + name }
 
     /// A fresh private directory under /tmp (short: unix socket paths are limited to 107 bytes).
     public static func temporaryDirectory(_ tag: String = "t") -> String {
