@@ -61,8 +61,11 @@ public enum ProcessPriority {
     /// The nice value of the session (autogroup) `pid` belongs to, from /proc/PID/autogroup
     /// ("/autogroup-42 nice 10"); nil when gone or the kernel has no autogroups.
     public static func sessionNice(of pid: pid_t) -> Int32? {
-        guard let text = ProcFS.read("/proc/\(pid)/autogroup"), let range = text.range(of: " nice ") else { return nil }
-        return Int32(text[range.upperBound...].prefix { $0 == "-" || $0.isNumber })
+        // Split by hand: `range(of:)` on a String is Foundation's, which baton does not link.
+        guard let text = ProcFS.read("/proc/\(pid)/autogroup") else { return nil }
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard fields.count >= 3, fields[fields.count - 2] == "nice" else { return nil }
+        return Int32(fields[fields.count - 1])
     }
 
     /// The nice value of one thread, from /proc/PID/task/TID/stat (field 19); nil when gone.
