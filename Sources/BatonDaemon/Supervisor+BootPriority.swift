@@ -22,15 +22,17 @@ extension Supervisor {
         return nice
     }
 
-    /// A worker spawned just now (it runs its own program) boots `nice` nicer than baton, its
-    /// whole tree (threads it started already included), and so does its session: a worker
-    /// leads a session of its own, and the kernel weighs sessions against each other before
-    /// it weighs threads (docs/ARCHITECTURE.md, "Platform facts").
-    func startNicer(_ pid: pid_t, by nice: Int32) {
-        let threads = host.setPriority(tree: pid, nice: min(19, ProcessPriority.current + nice))
-        if !threads || !host.setSessionPriority(leader: pid, nice: min(19, nice)) {
-            logger.warning("could not make the booting worker nicer (boot_nice)", metadata: ["pid": .stringConvertible(pid)])
+    /// A worker or mold spawned just now (it runs its own program) boots `nice` nicer than
+    /// baton (nothing when 0), its whole tree (threads it started already included), and so
+    /// does its session: it leads a session of its own, and the kernel weighs sessions against
+    /// each other before it weighs threads (docs/ARCHITECTURE.md, "Platform facts").
+    func startNicer(_ child: some BootingChild, by nice: Int32) {
+        guard nice > 0 else { return }
+        let threads = host.setPriority(tree: child.pid, nice: min(19, ProcessPriority.current + nice))
+        if !threads || !host.setSessionPriority(leader: child.pid, nice: min(19, nice)) {
+            logger.warning("could not make the booting \(child.kind) nicer (boot_nice)", metadata: child.logMetadata)
         }
+        child.bootNice = nice
     }
 
     /// A worker became ready after `bootTime`: its boot's CPU share goes into the boot budget,

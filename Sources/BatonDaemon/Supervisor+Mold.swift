@@ -115,12 +115,8 @@ extension Supervisor {
             try watchMold(mold)
             let timeout = config.mold.startTimeout
             // The mold boots the app (its workers are forks of it): it boots nicer, as a worker would.
-            let nice = bootNice()
-            if nice > 0 {
-                startNicer(mold.pid, by: nice)
-                mold.bootNice = nice
-                limitBootNice(mold, timeout: timeout)
-            }
+            startNicer(mold, by: bootNice())
+            limitBootNice(mold, timeout: timeout)
             mold.timers.append(
                 loop.schedule(after: timeout) { [unowned self, unowned mold] in
                     guard mold.state == .starting else { return }

@@ -97,12 +97,11 @@ extension Supervisor {
             throw error
         }
         if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }
-        if nice > 0, !moldMode { startNicer(process.pid, by: nice) }
         let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
+        if !moldMode { startNicer(worker, by: nice) }
         worker.notifyFD = notifyFD
         worker.notifyPath = notifyPath
         worker.outputFD = output.read
-        worker.bootNice = moldMode ? 0 : nice
         worker.watchdogInterval = config.readiness.watchdog
         try watch(worker)
         return worker

@@ -41,13 +41,16 @@ extension Integration {
             #expect(booting == min(19, own + 10), "booting worker \(pid): nice \(booting), baton \(own)")
             // And its session (the worker leads one): the kernel weighs sessions against each
             // other before threads, so a nicer thread alone yields nothing to other workers.
-            let autogroups = Self.sessionNice(of: baton.process.pid) != nil
-            if autogroups { #expect(Self.sessionNice(of: pid) == 10, "booting worker \(pid): session nice \(Self.sessionNice(of: pid) as Any)") }
+            let autogroups = ProcessPriority.sessionNice(of: baton.process.pid) != nil
+            if autogroups {
+                let session = ProcessPriority.sessionNice(of: pid)
+                #expect(session == 10, "booting worker \(pid): session nice \(session as Any)")
+            }
             #expect(baton.process.waitForLine(containing: "all 2 workers ready", timeout: .seconds(30)) != nil)
             for worker in try baton.status().workers {
                 let nices = Self.treeNice(worker.pid)
                 #expect(!nices.isEmpty && nices.allSatisfy { $0 == own }, "worker \(worker.pid): \(nices), baton \(own)")
-                if autogroups { #expect(Self.sessionNice(of: worker.pid) == 0, "worker \(worker.pid): session nice back to 0") }
+                if autogroups { #expect(ProcessPriority.sessionNice(of: worker.pid) == 0, "worker \(worker.pid): session nice back to 0") }
             }
             // A deploy's new workers get the same: nicer while booting, back once ready.
             let load = LoadClient(port: baton.port, connections: 4, maxDuration: .seconds(120))
@@ -72,13 +75,6 @@ extension Integration {
             let result = try TestProcess.run([TestPaths.executable("baton"), "check-config", path], timeout: .seconds(30))
             #expect(result.code == 2)
             #expect(result.stderr.contains("readiness.boot_nice"), "\(result.stderr)")
-        }
-
-        /// The nice value of `pid`'s session (/proc/PID/autogroup: "/autogroup-42 nice 10"); nil
-        /// without autogroups.
-        static func sessionNice(of pid: pid_t) -> Int32? {
-            guard let text = ProcFS.read("/proc/\(pid)/autogroup"), let range = text.range(of: " nice ") else { return nil }
-            return Int32(text[range.upperBound...].prefix { $0 == "-" || $0.isNumber })
         }
 
         /// The pid of a "worker started" log line.
