@@ -26,7 +26,7 @@ import Testing
 
     @Test func theOrphansOfADeadBatonGiveUpTheirSocketAndAreDrained() throws {
         let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { close(socket.fd) }
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
         let address = try #require(Sockets.localAddress(socket.fd))
         let h = try harness(address: address)
         let orphan = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
@@ -36,8 +36,7 @@ import Testing
         #expect(h.supervisor.takeOver.orphans.map(\.pid) == [Self.orphanPID])
         let taken = try #require(h.supervisor.takeOver.taken["http"], "its fd 3 checked as a socket listening on \(address)")
         #expect(taken.address == address && taken.fd != socket.fd)
-        close(taken.fd)
-        h.supervisor.takeOver.taken = [:]
+        h.supervisor.takeOver.taken = [:]  // closes it: the Listener owns its socket
 
         h.supervisor.drainOrphans()
         #expect(orphan.signals == [SIGTERM], "the stop signal through its pidfd")
@@ -51,15 +50,14 @@ import Testing
     @Test(arguments: [true, false])
     func anOrphansGroupIsSignalledOnlyWhileItLeadsIt(leads: Bool) throws {
         let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { close(socket.fd) }
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
         let h = try harness(address: try #require(Sockets.localAddress(socket.fd)))
         let orphan = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
         h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
         h.host.fakeProcesses.setProcessGroup(leads ? Self.orphanPID : Self.previousPID, of: Self.orphanPID)
         try h.supervisor.checkPreviousInstance()
         h.supervisor.adoptOrphans()
-        for (_, taken) in h.supervisor.takeOver.taken { close(taken.fd) }
-        h.supervisor.takeOver.taken = [:]
+        h.supervisor.takeOver.taken = [:]  // closes them: each Listener owns its socket
 
         h.supervisor.drainOrphans()
         let groups = h.host.groupSignals.map { [$0.group, $0.signal] }
@@ -71,7 +69,7 @@ import Testing
 
     @Test func aPidReusedSinceTheRecordIsNeitherAdoptedNorRobbed() throws {
         let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { close(socket.fd) }
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
         let h = try harness(address: try #require(Sockets.localAddress(socket.fd)))
         let stranger = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
         h.host.fakeProcesses.setStartTime(12, of: Self.orphanPID)

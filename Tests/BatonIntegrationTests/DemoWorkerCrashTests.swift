@@ -17,7 +17,7 @@ extension Integration {
         @Test("a request in flight when the timer fires is answered, then the worker exits 70")
         func crashWaitsForTheRequestInFlight() throws {
             let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
-            defer { close(listener.fd) }
+            defer { withExtendedLifetime(listener) {} }  // the Listener owns its socket and closes it
             let port = try #require(listener.address.split(separator: ":").last.flatMap { UInt16($0) })
             let process = try TestProcess(
                 [Self.worker, "--crash-after", "1"], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1"],

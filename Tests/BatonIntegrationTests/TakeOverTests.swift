@@ -118,10 +118,9 @@ extension Integration {
         @Test("a fatal error after the workers were spawned: baton exits non-zero, its workers keep serving, the record names them, the next serve takes over")
         func fatalExitLeavesWorkersForTakeOver() throws {
             // The metrics port is taken: baton fails after spawning its workers (metrics come last).
-            let squatter = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 1)
-            var squatterOpen = true
-            defer { if squatterOpen { close(squatter.fd) } }
-            let metrics = try #require(Sockets.localAddress(squatter.fd))
+            // The Listener owns the socket: dropping it (nil) closes it.
+            var squatter: Listener? = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 1)
+            let metrics = try #require(squatter.flatMap { Sockets.localAddress($0.fd) })
             let sections = BatonHarness.defaultSections + "\n[metrics]\naddress = \"\(metrics)\""
             let first = try BatonHarness(workers: 2, sections: sections, waitReady: false, tag: "tkx")
             let code = first.process.wait(timeout: .seconds(30))
@@ -134,8 +133,7 @@ extension Integration {
             #expect(pidfds.allSatisfy { $0 >= 0 && !ProcessWatch.waitExit($0, timeout: .zero) }, "the workers died with baton")
             #expect(HTTP.get(port: first.port, path: "/")?.status == 200)
 
-            close(squatter.fd)
-            squatterOpen = false
+            squatter = nil
             let second = try BatonHarness(workers: 2, sections: sections, tag: "tkx", reuse: first.directory)
             defer { second.stop() }
             #expect(second.port == first.port)

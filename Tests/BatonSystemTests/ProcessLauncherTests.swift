@@ -49,7 +49,10 @@ struct ProcessLauncherTests {
             // A descriptor without close-on-exec: the spawn path must close it anyway.
             let leak = open(dir + "/leaked-fd", O_RDWR | O_CREAT, 0o600)
             try #require(leak >= 0)
-            defer { for fd in [a.read, a.write, b.read, b.write, listener.fd, leak] { close(fd) } }
+            defer {
+                for fd in [a.read, a.write, b.read, b.write, leak] { close(fd) }
+                withExtendedLifetime(listener) {}  // the Listener owns its socket and closes it
+            }
             let passed = [b.write, listener.fd, a.read]
             let p = try TestProcess([python3, "-c", listFDs], environment: childEnvironment, passFDs: passed)
             #expect(p.wait(timeout: .seconds(20)) == 0, "\(p.stderrLines)")
