@@ -34,8 +34,12 @@ extension MemoryIntegration {
 
         @Test("the threshold policy replaces the largest worker under load, with 0 failed requests")
         func thresholdPolicyUnderLoad() throws {
+            // Each worker holds 32 MiB from its start: the three are past the line (30% of
+            // 300 MiB) at the first check, so the threshold rule picks first. Growth alone
+            // would race leak-prediction, which recycles before the line when it sees the
+            // leak coming (under CI load it always won).
             let baton = try BatonHarness(
-                workers: 3, command: [Self.worker, "--grow-per-request", "8K"],
+                workers: 3, command: [Self.worker, "--hold", "32", "--grow-per-request", "8K"],
                 sections: Self.sections(
                     """
                     budget = "300MiB"
@@ -48,14 +52,21 @@ extension MemoryIntegration {
             let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
             let fired = baton.process.waitForLine(timeout: .seconds(40)) { $0.contains("restart policy:") && $0.contains("reason=memory-threshold") }
             #expect(fired != nil, "\(baton.process.stderrLines.suffix(10))")
-            let done = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("policy (memory-threshold)") || $0.contains("policy finished") }
-            #expect(done != nil)
+            let slot = fired.flatMap { $0.split(separator: " ").last { $0.hasPrefix("slot=") } }.map { String($0.dropFirst(5)) } ?? "?"
+            // This recycle's own end: an earlier operation's "policy finished" is no sign of it.
+            let done = baton.process.waitForLine(timeout: .seconds(30)) {
+                $0.contains("recycle of slot \(slot) done") && $0.contains("reason=memory-threshold")
+            }
+            #expect(done != nil, "\(baton.process.stderrLines.suffix(10))")
+            // At once: the new worker is younger than min_worker_age, so no rule picks it yet.
+            let status = try baton.status()
+            #expect(status.workers.contains { "\($0.slot)" == slot && $0.lastRestartReason == "memory-threshold" }, "\(status.workers)")
             #expect(load.waitForProgress(200))
             let report = load.stop()
             print("threshold policy under load: \(report); \(fired ?? "")")
             #expect(report.failed == 0, "\(report)")
-            let status = try baton.status()
-            #expect(status.workers.contains { $0.lastRestartReason == "memory-threshold" })
+            // The operation is written to history when it finished (after the stability window).
+            #expect(baton.process.waitForLine(containing: "policy finished", timeout: .seconds(30)) != nil)
             let history = try baton.cli(["history"])
             #expect(history.stdout.contains("policy"))
         }
