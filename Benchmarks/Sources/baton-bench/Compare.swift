@@ -69,9 +69,9 @@ struct Compare {
                     }
                 }
             }
-            recycle += recycleRuns(contenders, repetition: rep)
+            if !Self.restartOnly { recycle += recycleRuns(contenders, repetition: rep) }
         }
-        overhead = overheadRuns(contenders)
+        if !Self.restartOnly { overhead = overheadRuns(contenders) }
         let results = Results(
             generatedAt: Self.timestamp(), quick: options.quick, repetitions: repetitions, workers: workers, connections: connections,
             machine: Self.machine(), versions: Self.versions(), apps: [.instant, .slow, Self.leaky], restart: restart, recycle: recycle,
@@ -231,6 +231,10 @@ struct Compare {
         names.append(current)
         return names.filter { !$0.isEmpty }
     }
+
+    /// BENCH_RESTART_ONLY=1: the restart runs alone, no recycling or overhead runs (A/B runs of
+    /// a rollout change).
+    static var restartOnly: Bool { environmentValue("BENCH_RESTART_ONLY") == "1" }
 
     /// BENCH_VARIANTS=slow limits the restart runs (development).
     static func variantSelected(_ v: AppVariant) -> Bool {
