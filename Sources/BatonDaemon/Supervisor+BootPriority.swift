@@ -61,7 +61,12 @@ extension Supervisor {
             })
     }
 
-    /// Every thread of the child's tree, and its session, back at baton's priority (once).
+    /// Every thread of the child's tree, and its session, back at baton's priority (once),
+    /// and the tree's threads once more `priorityRecheck` later: a process that was forking
+    /// while the walk ran gave its child the boot value before the walk set the parent, and
+    /// the child shows in the tree only once its fork returns (gunicorn's master forks its
+    /// worker right after it sent READY=1: traced, the fork began 90 µs before the walk and
+    /// returned 2 ms after it), so no walk at that moment can see it.
     func givePriorityBack(_ child: some BootingChild) {
         guard child.bootNice > 0 else { return }
         child.bootNice = 0
@@ -69,7 +74,14 @@ extension Supervisor {
         if !threads || !host.setSessionPriority(leader: child.pid, nice: 0) {
             logger.warning("could not give every thread of the \(child.kind) its priority back (boot_nice)", metadata: child.logMetadata)
         }
+        child.timers.append(
+            loop.schedule(after: Self.priorityRecheck) { [unowned self, unowned child] in
+                _ = self.host.setPriority(tree: child.pid, nice: ProcessPriority.current)
+            })
     }
+
+    /// How long after giving a tree its priority back baton walks it again (`givePriorityBack`).
+    static let priorityRecheck: Duration = .seconds(1)
 }
 
 /// A child that boots the app, a worker or a mold: what `boot_nice` acts on.

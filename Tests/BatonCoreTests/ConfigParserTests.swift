@@ -238,8 +238,8 @@ struct ConfigParserTests {
         #expect(readiness.livenessProbe == ["curl", "-f", "http://127.0.0.1/"])
         #expect(readiness.livenessInterval == .seconds(2) && readiness.livenessFailures == 5)
         #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nliveness_failures = 0\n") }
-        #expect(defaults.bootNice == 10)
-        #expect(try parseConfig(minimalApp + "[readiness]\nboot_nice = 0\n").readiness.bootNice == 0)
+        #expect(defaults.bootNice == 0)
+        #expect(try parseConfig(minimalApp + "[readiness]\nboot_nice = 10\n").readiness.bootNice == 10)
         #expect(throws: ConfigError.self) { try parseConfig(minimalApp + "[readiness]\nliveness_probe = \"curl -f x\"\n") }
     }
 }

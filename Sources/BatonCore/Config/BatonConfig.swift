@@ -184,11 +184,11 @@ public struct ReadinessConfig: Sendable, Equatable {
     /// than baton, and every thread of its tree gets baton's priority back once it is ready,
     /// so booting workers do not take CPU from the workers that serve.
     public var bootNice = ReadinessConfig.defaultBootNice
-    /// `boot_nice` when the config does not set it.
-    /// 10: in A/B runs of baton+gunicorn (its boot takes ~190 ms of CPU) on 2 loaded cores,
-    /// the restart window's p99 over steady went from 1.55 to 1.22 (slow boot, medians of 3)
-    /// and 1.30 to 1.11 (instant boot), with no slower deploys.
-    public static let defaultBootNice = 10
+    /// `boot_nice` when the config does not set it: 0 (off). In interleaved A/B runs on an
+    /// otherwise idle 2-core machine (Benchmarks/README.md, *boot_nice*), 10 left the restart
+    /// window's p99 where it was (baton+gunicorn, baton+puma, baton+puma(mold), both apps) and
+    /// made every rollout 11-66 % longer: the yielding boots wait behind the serving workers.
+    public static let defaultBootNice = 0
 
     /// Creates a readiness section with the config file's defaults.
     public init(

@@ -1,0 +1,24 @@
+import Glibc
+import Testing
+
+@testable import BatonSystem
+
+/// `ProcessPriority.set(tree:to:)` on a real tree.
+@Suite("ProcessPriority: a tree's nice value")
+struct ProcessPriorityTests {
+    @Test("on a real tree (a shell and its two children): every thread gets the value, and back")
+    func aRealTree() throws {
+        let child = try LinuxProcessLauncher().spawn(
+            SpawnRequest(argv: ["/bin/sh", "-c", "sleep 30 & sleep 30 & wait"], environment: childEnvironment))
+        defer { _ = finish(child) }
+        // The shell has started both sleeps once it waits: three members.
+        let deadline = monotonicNow() + .seconds(10)
+        while ProcFS.tree(of: child.pid).count < 3, monotonicNow() < deadline { usleep(2000) }
+        let members = ProcFS.tree(of: child.pid)
+        #expect(members.count == 3)
+        #expect(ProcessPriority.set(tree: child.pid, to: 7) == 0)
+        #expect(members.map { ProcessPriority.nice(of: $0) } == Array(repeating: 7, count: members.count))
+        #expect(ProcessPriority.set(tree: child.pid, to: 0) == 0)
+        #expect(members.map { ProcessPriority.nice(of: $0) } == Array(repeating: 0, count: members.count))
+    }
+}
