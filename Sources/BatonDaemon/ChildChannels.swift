@@ -36,9 +36,9 @@ class ChildChannels {
     /// Its timers (readiness or start timeout, delays, probes, the kill after the stop signal).
     var timers: [EventLoop.Token] = []
 
-    /// Owns `process`'s pidfd from now on.
-    init(process: SpawnedProcess) {
-        self.process = ChildProcess(process)
+    /// Holds `process` (and so its pidfd) from now on.
+    init(process: ChildProcess) {
+        self.process = process
     }
 }
 

@@ -6,7 +6,7 @@ import Glibc
 /// (BatonSystem) is the real one; the tests of BatonDaemon play a mold with a fake.
 protocol MoldLink: AnyObject {
     /// Asks the mold for a worker; waits at most `timeout` for the reply.
-    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> SpawnedProcess
+    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> ChildProcess
 }
 
 extension MoldChannel: MoldLink {}
@@ -40,7 +40,7 @@ final class Mold: ChildChannels {
     /// ready, or at half its `start_timeout`).
     var bootNice: Int32 = 0
 
-    init(spec: WorkerSpec, process: SpawnedProcess, link: any MoldLink, startedAt: Duration) {
+    init(spec: WorkerSpec, process: ChildProcess, link: any MoldLink, startedAt: Duration) {
         self.spec = spec
         self.pid = process.pid
         self.link = link

@@ -125,7 +125,7 @@ extension Supervisor {
             slot.lastRestartReason = s.lastRestartReason.map(RestartCause.init(text:))
             let w = s.worker
             let worker = Worker(
-                slot: w.slot, generation: w.generation, process: SpawnedProcess(pid: w.pid, pidfd: w.pidfd), spec: w.spec.spec,
+                slot: w.slot, generation: w.generation, process: ChildProcess(pid: w.pid, pidfd: OwnedDescriptor(w.pidfd)), spec: w.spec.spec,
                 startedAt: .nanoseconds(w.startedAtNanos), startedAtWall: w.startedAtWall)
             worker.state = .ready
             worker.readyAt = w.readyAtNanos.map { .nanoseconds($0) }

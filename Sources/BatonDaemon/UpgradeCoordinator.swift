@@ -69,7 +69,7 @@ final class UpgradeCoordinator {
         if let configPath { argv += ["--config", configPath] }
         let request = SpawnRequest(argv: argv, environment: environment, passFDs: [pipe.write, candidate.fd], stdout: 2, stderr: 2)
         do {
-            check = ChildProcess(try host.spawn(request))
+            check = try host.spawn(request)
             close(pipe.write)
         } catch {
             close(pipe.write)

@@ -69,7 +69,7 @@ final class Worker: ChildChannels {
     /// Its liveness probe's runs since it became ready (nil until the first is scheduled).
     var livenessProbe: LivenessProbeRecord?
 
-    init(slot: Int, generation: Int, process: SpawnedProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
+    init(slot: Int, generation: Int, process: ChildProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot
         self.generation = generation
         self.pid = process.pid

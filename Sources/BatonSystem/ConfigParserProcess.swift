@@ -62,11 +62,10 @@ public enum ConfigParserProcess {
         do {
             // No backtracer in the child: its report is slow and many lines; the first line says it.
             // Registered: a daemon reaping its exited children on SIGCHLD leaves this one to us.
-            child = ChildProcess(
-                try SelfReapedChildren.spawn(
-                    SpawnRequest(
-                        argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
-                        passFDs: [memfd], stdout: pipe.write, stderr: pipe.write)))
+            child = try SelfReapedChildren.spawn(
+                SpawnRequest(
+                    argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
+                    passFDs: [memfd], stdout: pipe.write, stderr: pipe.write))
         } catch {
             close(pipe.write)
             throw failure("\(error)")
