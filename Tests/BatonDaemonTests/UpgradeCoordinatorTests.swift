@@ -144,6 +144,38 @@ import Testing
         #expect(!upgrade.inProgress && upgrade.checkPID == nil)
     }
 
+    /// This process's descriptors open on the pipe whose end `fd` is (by its inode: no other
+    /// test's pipe, whatever numbers the kernel reuses).
+    func descriptors(onThePipeOf fd: Int32) -> Int {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return -1 }
+        let target = "pipe:[\(st.st_ino)]"
+        let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return numbers.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == target }.count
+    }
+
+    /// The handshake pipe and the opened file are owned: once the check ended, none of the
+    /// pipe's descriptors is left (the write end went after the spawn, the read end once the
+    /// answer was read), and the file goes with the last owner.
+    @Test func theCheckLeavesNoDescriptorOfItsPipe() throws {
+        let (_, passed) = check()
+        let child = try #require(host.children.last)
+        let probe = fcntl(answer.fd, F_DUPFD_CLOEXEC, 0)
+        defer { close(probe) }
+        #expect(descriptors(onThePipeOf: probe) == 3, "the coordinator's read end, the test's dup and this probe")
+        answer.write(UpgradeHandshake.answer(nonce: nonce(child)))
+        child.end(.exited(0))
+        settle()
+        let file = try #require(passed.binary)
+        #expect(descriptors(onThePipeOf: probe) == 1, "only this probe")
+        let fd = file.fd
+        #expect(fcntl(fd, F_GETFD) != -1)
+        file.close()
+        #expect(file.fd == -1)
+        file.close()  // a second close does nothing
+        #expect(file.fd == -1)
+    }
+
     @Test func reexecutingAndFailedMarkTheUpgrade() {
         upgrade.reexecuting()
         #expect(upgrade.inProgress)
