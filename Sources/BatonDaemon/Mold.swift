@@ -22,8 +22,6 @@ final class Mold: ChildChannels {
 
     /// What it runs: its release, argv and environment (the spec its workers run too).
     let spec: WorkerSpec
-    /// Its pid (= its process group id).
-    let pid: pid_t
     /// baton's end of its channel (nil once closed: the mold exits on end of file).
     var link: (any MoldLink)?
     /// Current state.
@@ -42,7 +40,6 @@ final class Mold: ChildChannels {
 
     init(spec: WorkerSpec, process: ChildProcess, link: any MoldLink, startedAt: Duration) {
         self.spec = spec
-        self.pid = process.pid
         self.link = link
         self.startedAt = startedAt
         self.startedAtWall = wallClockNow()

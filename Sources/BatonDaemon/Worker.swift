@@ -29,8 +29,6 @@ final class Worker: ChildChannels {
     let slot: Int
     /// Increments with each start in the slot.
     let generation: Int
-    /// The leader's pid (= its process group id).
-    let pid: pid_t
     /// What it runs.
     let spec: WorkerSpec
     /// Monotonic start time.
@@ -72,7 +70,6 @@ final class Worker: ChildChannels {
     init(slot: Int, generation: Int, process: ChildProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot
         self.generation = generation
-        self.pid = process.pid
         self.spec = spec
         self.startedAt = startedAt
         self.startedAtWall = startedAtWall

@@ -1,8 +1,9 @@
 import Glibc
 
 /// A child that baton started and watches through its pidfd (a worker, a mold, a readiness or
-/// liveness probe, the upgrade's check, the config parser), as every launcher hands it out:
-/// its pid and its pidfd, owned. The pidfd is
+/// liveness probe, the upgrade's check, the config parser), as every launcher hands it out,
+/// or a crashed baton's orphaned worker whose pidfd baton opened: its pid and its pidfd,
+/// owned. The pidfd is
 /// closed exactly once, by ``close()`` once the child was reaped or when the last reference
 /// goes, so nothing signals or polls a number the kernel may since have given to another file.
 /// Used on one thread at a time (the event loop's, or the caller's).

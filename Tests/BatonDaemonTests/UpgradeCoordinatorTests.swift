@@ -144,16 +144,6 @@ import Testing
         #expect(!upgrade.inProgress && upgrade.checkPID == nil)
     }
 
-    /// This process's descriptors open on the pipe whose end `fd` is (by its inode: no other
-    /// test's pipe, whatever numbers the kernel reuses).
-    func descriptors(onThePipeOf fd: Int32) -> Int {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { return -1 }
-        let target = "pipe:[\(st.st_ino)]"
-        let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        return numbers.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == target }.count
-    }
-
     /// The handshake pipe and the opened file are owned: once the check ended, none of the
     /// pipe's descriptors is left (the write end went after the spawn, the read end once the
     /// answer was read), and the file goes with the last owner.
