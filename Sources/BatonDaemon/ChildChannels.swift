@@ -1,16 +1,41 @@
 import BatonSystem
 import Glibc
 
-/// What baton holds of a child it started and watches, a worker or a mold: its pidfd, its
-/// notify socket and its output pipe, each owned (closed when replaced or dropped), what was
-/// read of its output, and the timers that belong to it. The base of ``Worker`` and ``Mold``,
-/// which both start, report and end through these; one teardown for both
-/// (`Supervisor.releaseChannels`). Lives on the event-loop thread only.
-class ChildChannels {
-    /// The process, whose pidfd names exactly it: owned until it is reaped.
+/// What baton holds of a process it watches and whose output it reads: the process with its
+/// pidfd, and the read end of its output pipe, each owned (closed once: when replaced, closed
+/// or dropped), and the bytes of an unfinished output line. The base of ``ChildChannels`` (a
+/// worker or a mold) and of ``OrphanWorker`` (a crashed baton's worker). Lives on the
+/// event-loop thread only.
+class ProcessChannels {
+    /// The process, whose pidfd names exactly it: owned until it is reaped (or gone).
     let process: ChildProcess
+    /// Its pid (= its process group id).
+    var pid: pid_t { process.pid }
     /// Its pidfd's number; -1 once closed, so nothing signals a number the kernel reused.
     var pidfd: Int32 { process.pidfd }
+    /// Read end of its stdout+stderr pipe.
+    var ownedOutput: OwnedDescriptor?
+    /// Its number (-1: closed). Setting it hands that descriptor to the process's record and
+    /// closes the one it held; -1 closes it.
+    var outputFD: Int32 {
+        get { ownedOutput?.rawValue ?? -1 }
+        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
+    }
+    /// Bytes of an unfinished output line.
+    var outputLines = OutputLines()
+
+    /// Holds `process` (and so its pidfd) from now on.
+    init(process: ChildProcess) {
+        self.process = process
+    }
+}
+
+/// What baton holds of a child it started and watches, a worker or a mold: besides its pidfd
+/// and output pipe (``ProcessChannels``), its notify socket, owned too, what was read of its
+/// output, and the timers that belong to it. The base of ``Worker`` and ``Mold``, which both
+/// start, report and end through these; one teardown for both (`Supervisor.releaseChannels`).
+/// Lives on the event-loop thread only.
+class ChildChannels: ProcessChannels {
     /// Its NOTIFY_SOCKET (notify mode), owned by baton.
     var ownedNotify: OwnedDescriptor?
     /// Its number (-1: none). Setting it hands that descriptor to the child and closes the one
@@ -21,25 +46,10 @@ class ChildChannels {
     }
     /// Path of that socket, removed when the child is gone.
     var notifyPath: String?
-    /// Read end of its stdout+stderr pipe.
-    var ownedOutput: OwnedDescriptor?
-    /// Its number (-1: closed). Setting it hands that descriptor to the child and closes the
-    /// one it held; -1 closes it.
-    var outputFD: Int32 {
-        get { ownedOutput?.rawValue ?? -1 }
-        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
-    }
-    /// Bytes of an unfinished output line.
-    var outputLines = OutputLines()
     /// The last lines of its output (for failure reports).
     var recentOutput = RingBuffer<String>(capacity: 20)
     /// Its timers (readiness or start timeout, delays, probes, the kill after the stop signal).
     var timers: [EventLoop.Token] = []
-
-    /// Owns `process`'s pidfd from now on.
-    init(process: SpawnedProcess) {
-        self.process = ChildProcess(process)
-    }
 }
 
 extension Supervisor {

@@ -6,7 +6,7 @@ import Glibc
 /// (BatonSystem) is the real one; the tests of BatonDaemon play a mold with a fake.
 protocol MoldLink: AnyObject {
     /// Asks the mold for a worker; waits at most `timeout` for the reply.
-    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> SpawnedProcess
+    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> ChildProcess
 }
 
 extension MoldChannel: MoldLink {}
@@ -22,8 +22,6 @@ final class Mold: ChildChannels {
 
     /// What it runs: its release, argv and environment (the spec its workers run too).
     let spec: WorkerSpec
-    /// Its pid (= its process group id).
-    let pid: pid_t
     /// baton's end of its channel (nil once closed: the mold exits on end of file).
     var link: (any MoldLink)?
     /// Current state.
@@ -40,9 +38,8 @@ final class Mold: ChildChannels {
     /// ready, or at half its `start_timeout`).
     var bootNice: Int32 = 0
 
-    init(spec: WorkerSpec, process: SpawnedProcess, link: any MoldLink, startedAt: Duration) {
+    init(spec: WorkerSpec, process: ChildProcess, link: any MoldLink, startedAt: Duration) {
         self.spec = spec
-        self.pid = process.pid
         self.link = link
         self.startedAt = startedAt
         self.startedAtWall = wallClockNow()

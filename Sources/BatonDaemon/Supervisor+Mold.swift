@@ -28,7 +28,7 @@ extension Supervisor {
     /// Spawns a worker: exec'd by the host, or (mold mode) forked by its release's ready mold
     /// in one bounded round trip on the loop, so its pidfd is open before any SIGCHLD is read.
     /// A mold that fails the round trip is killed and replaced.
-    func spawnProcess(_ request: SpawnRequest, spec: WorkerSpec) throws -> SpawnedProcess {
+    func spawnProcess(_ request: SpawnRequest, spec: WorkerSpec) throws -> ChildProcess {
         guard moldMode else { return try host.spawn(request) }
         guard let mold = moldBook.mold(for: spec), mold.state == .ready, let link = mold.link else {
             throw DaemonError("no ready mold for \(spec.release)")

@@ -56,7 +56,7 @@ extension Supervisor {
             inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
             notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
         let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
-        let probe = ChildProcess(try host.spawn(request))
+        let probe = try host.spawn(request)
         worker.probe = probe
         try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
             self.probeExited(worker)

@@ -115,7 +115,8 @@ extension Supervisor {
             host.signal(pidfd: worker.pidfd, SIGKILL)
             return
         }
-        let mold = Mold(spec: worker.spec, process: SpawnedProcess(pid: worker.pid, pidfd: pidfd), link: promotion.channel, startedAt: loop.now())
+        let process = ChildProcess(pid: worker.pid, pidfd: OwnedDescriptor(pidfd))
+        let mold = Mold(spec: worker.spec, process: process, link: promotion.channel, startedAt: loop.now())
         mold.state = .ready
         mold.readyAt = loop.now()
         if worker.notifyFD >= 0 { mold.notifyFD = fcntl(worker.notifyFD, F_DUPFD_CLOEXEC, 0) }

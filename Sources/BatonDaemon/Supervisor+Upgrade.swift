@@ -72,10 +72,11 @@ extension Supervisor {
             // By name: the handoff is read by whichever image comes next.
             restartsByReason: Dictionary(uniqueKeysWithValues: restartsByReason.map { ($0.key.rawValue, $0.value) }),
             deploysByOutcome: Dictionary(uniqueKeysWithValues: deploysByOutcome.map { ($0.key.rawValue, $0.value) }))
-        let memfd: Int32
+        // Owned: closed once, after the execve failed (a new image gets it across the execve).
+        let memfd: OwnedDescriptor
         do {
             let encoder = JSONEncoder()
-            memfd = try CBatonLinuxShim.memoryFile(name: "baton-upgrade", bytes: Array(try encoder.encode(state)))
+            memfd = OwnedDescriptor(try CBatonLinuxShim.memoryFile(name: "baton-upgrade", bytes: Array(try encoder.encode(state))))
         } catch {
             upgrade.failed()
             waiter.finish(.failure("upgrade failed before execve: \(error); nothing changed", code: 1))
@@ -86,7 +87,7 @@ extension Supervisor {
         var arguments = options.arguments.filter { !$0.hasPrefix("--resume=") }
         if arguments.isEmpty { arguments = [path] }
         arguments[0] = path
-        arguments.append("--resume=\(memfd)")
+        arguments.append("--resume=\(memfd.rawValue)")
         logger.info("upgrade: execve \(path)")
         // The log writer's thread does not survive the execve: give what it holds a bounded chance.
         LogWriter.standardError.flush(timeout: .seconds(1))
@@ -94,7 +95,7 @@ extension Supervisor {
         let error = CBatonLinuxShim.execute(fd: binary.fd, path: path, arguments: arguments, environment: options.environment)
         // Still here: the execve failed. Put everything back.
         for fd in state.descriptors { try? setCloseOnExec(fd) }
-        close(memfd)
+        _ = consume memfd  // closes it: no new image reads it
         upgrade.failed()
         notifier.ready(status: summary)
         logger.error("upgrade: \(error); still running the old image")
@@ -103,8 +104,7 @@ extension Supervisor {
 
     /// Rebuilds the supervisor from the state the previous image left in `fd`.
     func resume(from fd: Int32) throws {
-        guard let text = try? host.files.read("/proc/self/fd/\(fd)") else { throw DaemonError("upgrade: cannot read the state in fd \(fd)") }
-        close(fd)
+        guard let text = fd >= 0 ? readState(OwnedDescriptor(fd)) : nil else { throw DaemonError("upgrade: cannot read the state in fd \(fd)") }
         let state = try JSONDecoder().decode(UpgradeState.self, from: Data(text.utf8))
         for d in state.descriptors { try setCloseOnExec(d) }
         listeners = state.listeners.map { Listener(fd: $0.fd, name: $0.name, address: $0.address) }
@@ -125,7 +125,7 @@ extension Supervisor {
             slot.lastRestartReason = s.lastRestartReason.map(RestartCause.init(text:))
             let w = s.worker
             let worker = Worker(
-                slot: w.slot, generation: w.generation, process: SpawnedProcess(pid: w.pid, pidfd: w.pidfd), spec: w.spec.spec,
+                slot: w.slot, generation: w.generation, process: ChildProcess(pid: w.pid, pidfd: OwnedDescriptor(w.pidfd)), spec: w.spec.spec,
                 startedAt: .nanoseconds(w.startedAtNanos), startedAtWall: w.startedAtWall)
             worker.state = .ready
             worker.readyAt = w.readyAtNanos.map { .nanoseconds($0) }
@@ -147,5 +147,11 @@ extension Supervisor {
         }
         // A worker that exited during the execve is still a zombie: handle it now.
         for slot in slots { if let w = slot.current { workerPidfdReadable(w) } }
+    }
+
+    /// The state the previous image wrote in `memfd`, which this image owns from now on: closed
+    /// once read, whether or not the read worked.
+    private func readState(_ memfd: consuming OwnedDescriptor) -> String? {
+        try? host.files.read("/proc/self/fd/\(memfd.rawValue)")
     }
 }

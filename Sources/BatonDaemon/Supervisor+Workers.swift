@@ -87,7 +87,7 @@ extension Supervisor {
         // made nicer before it waits for the CPU behind everything else (0.6 s for one spawn
         // at load average 25 on 2 cores). It gets its boot priority once it runs its program.
         let nice = bootNice()
-        let process: SpawnedProcess
+        let process: ChildProcess
         do {
             process = try spawnProcess(request, spec: spec)
         } catch {

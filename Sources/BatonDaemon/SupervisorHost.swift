@@ -15,11 +15,11 @@ import Glibc
 /// rollbacks, crash loops and the overlap rules run in milliseconds with no process.
 /// See docs/ARCHITECTURE.md, "Test layers".
 protocol SupervisorHost: AnyObject {
-    /// Starts a process; its pidfd becomes readable when it exits.
-    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess
+    /// Starts a process; its pidfd (owned by what is returned) becomes readable when it exits.
+    func spawn(_ request: SpawnRequest) throws -> ChildProcess
     /// Starts a mold (mold mode): `request` plus the mold's end of its channel, placed after
     /// `request.passFDs` (`BATON_MOLD_FD` in its environment names that number).
-    func startMold(_ request: SpawnRequest) throws -> (process: SpawnedProcess, link: any MoldLink)
+    func startMold(_ request: SpawnRequest) throws -> (process: ChildProcess, link: any MoldLink)
     /// Signals a whole process group (a worker's tree).
     func signalGroup(_ group: pid_t, _ signal: Int32)
     /// Signals exactly the process behind `pidfd` (never a reused pid).
@@ -150,7 +150,7 @@ final class LinuxSupervisorHost: SupervisorHost {
         self.notifier = notifier
     }
 
-    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess { try launcher.spawn(request) }
+    func spawn(_ request: SpawnRequest) throws -> ChildProcess { try launcher.spawn(request) }
 
     func signalGroup(_ group: pid_t, _ signal: Int32) { CBatonLinuxShim.signalGroup(group, signal) }
 

@@ -38,30 +38,17 @@ struct InstanceRecord: Codable {
 
 /// A worker a crashed baton left behind: it keeps serving on the shared
 /// socket until the new baton's own workers are ready, then it is drained.
-final class OrphanWorker {
+/// Its pidfd was opened by the new baton (it is not its child: readable when
+/// it exits, whoever reaps it) and is owned until it is drained; the read end
+/// of its output pipe, taken from it, is owned and relayed to baton's log
+/// (``ProcessChannels``, as a worker's).
+final class OrphanWorker: ProcessChannels {
     let slot: Int
-    let pid: pid_t
-    /// Opened by the new baton (it is not its child: readable when it exits, whoever reaps it);
-    /// owned until it is drained.
-    var ownedPidfd: OwnedDescriptor?
-    /// Its number; -1 once closed, so nothing signals a number the kernel reused.
-    var pidfd: Int32 { ownedPidfd?.rawValue ?? -1 }
     var killTimer: EventLoop.Token?
-    /// The read end of its output pipe, taken from it, owned, relayed to baton's log.
-    var ownedOutput: OwnedDescriptor?
-    /// Its number (-1: none). Setting it takes that descriptor and closes the one held; -1
-    /// closes it.
-    var outputFD: Int32 {
-        get { ownedOutput?.rawValue ?? -1 }
-        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
-    }
-    /// Bytes of an unfinished output line.
-    var outputLines = OutputLines()
 
-    init(slot: Int, pid: pid_t, pidfd: Int32) {
+    init(slot: Int, process: ChildProcess) {
         self.slot = slot
-        self.pid = pid
-        ownedPidfd = OwnedDescriptor(pidfd)
+        super.init(process: process)
     }
 }
 
@@ -140,12 +127,11 @@ extension Supervisor {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
         for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
             guard let pidfd = try? host.openPidfd(of: w.pid) else { continue }
+            // Owned from here: closed once the orphan is drained, or now if it is not adopted.
+            let process = ChildProcess(pid: w.pid, pidfd: OwnedDescriptor(pidfd))
             // Checked again with the pidfd open: it names that same process, not a reused pid.
-            guard host.processes.startTime(of: w.pid) == w.startTime else {
-                close(pidfd)
-                continue
-            }
-            let orphan = OrphanWorker(slot: w.slot, pid: w.pid, pidfd: pidfd)
+            guard host.processes.startTime(of: w.pid) == w.startTime else { continue }
+            let orphan = OrphanWorker(slot: w.slot, process: process)
             takeOver.orphans.append(orphan)
             if let fd = w.outputFD { relayOutput(of: orphan, heldAt: fd) }
         }
@@ -219,7 +205,7 @@ extension Supervisor {
     private func orphanExited(_ orphan: OrphanWorker) {
         closeOrphanOutput(orphan)
         loop.unregister(fd: orphan.pidfd)
-        orphan.ownedPidfd = nil  // closes it: the orphan is gone
+        orphan.process.close()  // the orphan is gone
         if let t = orphan.killTimer { loop.cancel(t) }
         takeOver.orphans.removeAll { $0 === orphan }
         logger.info("orphaned worker drained", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])

@@ -4,12 +4,20 @@ import Glibc
 /// The binary `baton upgrade` is asked to run, opened once: its checks are
 /// made on the open descriptor (fstat), the check child runs that descriptor
 /// and the execve executes it (execveat), so a file swapped in at the path
-/// between the check and the exec is never run.
-struct UpgradeBinary {
+/// between the check and the exec is never run. It owns that descriptor: closed once, by
+/// ``close()`` or with the last reference.
+final class UpgradeBinary {
     /// The path asked for (messages and the new image's argv[0]).
     let path: String
-    /// O_RDONLY|O_CLOEXEC descriptor of the file.
-    let fd: Int32
+    /// The O_RDONLY|O_CLOEXEC descriptor of the file, until closed.
+    private var file: OwnedDescriptor?
+    /// Its number; -1 once closed.
+    var fd: Int32 { file?.rawValue ?? -1 }
+
+    private init(path: String, file: consuming OwnedDescriptor) {
+        self.path = path
+        self.file = consume file
+    }
 
     /// Why a binary cannot be upgraded to, in one line.
     struct Refusal: Error, CustomStringConvertible {
@@ -26,12 +34,9 @@ struct UpgradeBinary {
         guard path.hasPrefix("/") else { throw Refusal("\(path) is not an absolute path") }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw Refusal("cannot open \(path): \(String(cString: strerror(errno)))") }
+        let file = OwnedDescriptor(fd)  // closed on every refusal below
         var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            let e = String(cString: strerror(errno))
-            Glibc.close(fd)
-            throw Refusal("cannot fstat \(path): \(e)")
-        }
+        guard fstat(file.rawValue, &st) == 0 else { throw Refusal("cannot fstat \(path): \(String(cString: strerror(errno)))") }
         let directory = path[..<(path.lastIndex(of: "/") ?? path.startIndex)]
         var dir = stat()
         let dirOK = stat(directory.isEmpty ? "/" : String(directory), &dir) == 0
@@ -49,13 +54,10 @@ struct UpgradeBinary {
         } else if dir.st_mode & 0o002 != 0 {
             problem = "the directory of \(path) is writable by others (mode \(String(dir.st_mode & 0o7777, radix: 8)))"
         }
-        if let problem {
-            Glibc.close(fd)
-            throw Refusal(problem)
-        }
-        return UpgradeBinary(path: path, fd: fd)
+        if let problem { throw Refusal(problem) }
+        return UpgradeBinary(path: path, file: file)
     }
 
-    /// Closes the descriptor.
-    func close() { _ = Glibc.close(fd) }
+    /// Closes the descriptor now; later calls do nothing.
+    func close() { file = nil }
 }

@@ -21,6 +21,9 @@ final class UpgradeCoordinator {
     private(set) var inProgress = false
     /// The `upgrade --check` child while it runs.
     private(set) var checkPID: pid_t?
+    /// The read end of the check's handshake pipe while it runs, owned: closed once, when the
+    /// answer was read (or the check could not be watched).
+    private var handshake: OwnedDescriptor?
     private let loop: EventLoop
     private let host: any SupervisorHost
     private let logger: Logger
@@ -53,10 +56,13 @@ final class UpgradeCoordinator {
         waiter.send(.progress("checking \(path): upgrade --check, handshake protocol \(UpgradeHandshake.version)"))
         logger.info("upgrade: checking the new binary", metadata: ["binary": .string(path)])
         let nonce = UpgradeHandshake.makeNonce()
-        let pipe: (read: Int32, write: Int32)
+        // The write end is the child's (fd 3): this copy is closed once the spawn is done.
+        var childEnd: OwnedDescriptor? = nil
         let check: ChildProcess
         do {
-            pipe = try CBatonLinuxShim.outputPipe()
+            let pipe = try CBatonLinuxShim.outputPipe()
+            handshake = OwnedDescriptor(pipe.read)
+            childEnd = OwnedDescriptor(pipe.write)
         } catch {
             candidate.close()
             inProgress = false
@@ -67,13 +73,14 @@ final class UpgradeCoordinator {
         // that very file through /proc/self/fd/4 (a script's interpreter finds it there too).
         var argv = ["/proc/self/fd/4", "upgrade", "--check", "--handshake-fd", "3", "--nonce", nonce]
         if let configPath { argv += ["--config", configPath] }
-        let request = SpawnRequest(argv: argv, environment: environment, passFDs: [pipe.write, candidate.fd], stdout: 2, stderr: 2)
+        let request = SpawnRequest(
+            argv: argv, environment: environment, passFDs: [childEnd?.rawValue ?? -1, candidate.fd], stdout: 2, stderr: 2)
         do {
-            check = ChildProcess(try host.spawn(request))
-            close(pipe.write)
+            check = try host.spawn(request)
+            childEnd = nil
         } catch {
-            close(pipe.write)
-            close(pipe.read)
+            childEnd = nil
+            handshake = nil
             candidate.close()
             inProgress = false
             waiter.finish(.failure("upgrade refused: the check of \(path) could not start: \(error); nothing changed", code: 1))
@@ -93,8 +100,8 @@ final class UpgradeCoordinator {
                 // The child has exited: what it wrote is in the pipe (a grandchild
                 // keeping the write end open cannot make this read wait).
                 var answer = [UInt8](repeating: 0, count: UpgradeHandshake.maxAnswerBytes)
-                let n = answer.withUnsafeMutableBytes { read(pipe.read, $0.baseAddress, $0.count) }
-                close(pipe.read)
+                let n = answer.withUnsafeMutableBytes { read(self.handshake?.rawValue ?? -1, $0.baseAddress, $0.count) }
+                self.handshake = nil  // closes it
                 self.inProgress = false
                 let refusal =
                     UpgradeHandshake.refusal(output: Array(answer.prefix(max(n, 0))), nonce: nonce)
@@ -113,7 +120,7 @@ final class UpgradeCoordinator {
             }
         } catch {
             host.signal(pidfd: check.pidfd, SIGKILL)
-            close(pipe.read)
+            handshake = nil
             candidate.close()
             inProgress = false
             checkPID = nil

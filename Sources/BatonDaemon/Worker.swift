@@ -29,8 +29,6 @@ final class Worker: ChildChannels {
     let slot: Int
     /// Increments with each start in the slot.
     let generation: Int
-    /// The leader's pid (= its process group id).
-    let pid: pid_t
     /// What it runs.
     let spec: WorkerSpec
     /// Monotonic start time.
@@ -69,10 +67,9 @@ final class Worker: ChildChannels {
     /// Its liveness probe's runs since it became ready (nil until the first is scheduled).
     var livenessProbe: LivenessProbeRecord?
 
-    init(slot: Int, generation: Int, process: SpawnedProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
+    init(slot: Int, generation: Int, process: ChildProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot
         self.generation = generation
-        self.pid = process.pid
         self.spec = spec
         self.startedAt = startedAt
         self.startedAtWall = startedAtWall

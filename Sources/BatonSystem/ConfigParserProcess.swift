@@ -44,41 +44,50 @@ public enum ConfigParserProcess {
         func failure(_ message: String) -> ConfigError {
             ConfigError(path: path, message: "cannot run the config parser: \(message)")
         }
-        let memfd: Int32
-        let pipe: (read: Int32, write: Int32)
+        // Owned: each closed once, on every way out (the pipe's write end as soon as the child
+        // has its copy, so the read end sees end of file once the child is gone).
+        let memfd: OwnedDescriptor
         do {
-            memfd = try CBatonLinuxShim.memoryFile(name: "baton-config", bytes: Array(text.utf8))
+            memfd = OwnedDescriptor(try CBatonLinuxShim.memoryFile(name: "baton-config", bytes: Array(text.utf8)))
         } catch {
             throw failure("\(error)")
         }
-        defer { close(memfd) }
+        let output: OwnedDescriptor
+        var input: OwnedDescriptor? = nil
         do {
-            pipe = try CBatonLinuxShim.outputPipe()
+            let pipe = try CBatonLinuxShim.outputPipe()
+            output = OwnedDescriptor(pipe.read)
+            input = OwnedDescriptor(pipe.write)
         } catch {
             throw failure("\(error)")
         }
-        defer { close(pipe.read) }
         let child: ChildProcess
         do {
             // No backtracer in the child: its report is slow and many lines; the first line says it.
             // Registered: a daemon reaping its exited children on SIGCHLD leaves this one to us.
-            child = ChildProcess(
-                try SelfReapedChildren.spawn(
-                    SpawnRequest(
-                        argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
-                        passFDs: [memfd], stdout: pipe.write, stderr: pipe.write)))
+            let write = input?.rawValue ?? -1
+            child = try SelfReapedChildren.spawn(
+                SpawnRequest(
+                    argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
+                    passFDs: [memfd.rawValue], stdout: write, stderr: write))
         } catch {
-            close(pipe.write)
             throw failure("\(error)")
         }
-        close(pipe.write)
+        input = nil  // closes it: the child holds the write end now
         defer {
             child.close()
             SelfReapedChildren.forget(child.pid)
         }
+        try verdict(of: child, output: output, path: path, timeout: timeout)
+    }
 
+    /// Reads what `child` writes to `pipe` and waits for its exit (killed at `timeout`);
+    /// returns when it accepted the text.
+    private static func verdict(
+        of child: ChildProcess, output pipe: borrowing OwnedDescriptor, path: String, timeout: Duration
+    ) throws(ConfigError) {
         let deadline = ContinuousClock.now + timeout
-        let output = collect(pipe.read, pidfd: child.pidfd, until: deadline)
+        let output = collect(pipe.rawValue, pidfd: child.pidfd, until: deadline)
         guard let exit = waitForExit(child.pidfd, until: deadline) else {
             CBatonLinuxShim.signal(pidfd: child.pidfd, SIGKILL)
             _ = waitForExit(child.pidfd, until: ContinuousClock.now + .seconds(5))

@@ -93,7 +93,7 @@ public final class MoldChannel {
 
     /// Asks the mold for a worker and waits at most `timeout` for its reply; returns the
     /// worker with a pidfd, checked to be baton's own child (the mold double-forked).
-    public func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> SpawnedProcess {
+    public func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> ChildProcess {
         let id = nextID
         nextID += 1
         let (message, fds) = Self.message(for: request, id: id)
@@ -106,19 +106,18 @@ public final class MoldChannel {
         let reply = try receiveReply(id: id, timeout: timeout)
         if let error = reply.error { throw MoldError("the mold could not fork: \(error)") }
         guard let pid = reply.pid, pid > 0 else { throw MoldError("the mold's reply has no pid") }
-        let pidfd: Int32
+        let child: ChildProcess
         do {
-            pidfd = try CBatonLinuxShim.pidfdOpen(pid)
+            child = ChildProcess(pid: pid, pidfd: OwnedDescriptor(try CBatonLinuxShim.pidfdOpen(pid)))
         } catch {
             throw MoldError("the mold's worker \(pid) is gone: \(error)")
         }
         // Only baton's own children can be reaped (and their exit read) through the pidfd.
         let parent = ProcFS.parentPID(of: pid)
         guard parent == getpid() else {
-            close(pidfd)
             throw MoldError("the mold's worker \(pid) is not baton's child (its parent is \(parent.map(String.init) ?? "unknown"))")
         }
-        return SpawnedProcess(pid: pid, pidfd: pidfd)
+        return child
     }
 
     /// The reply to request `id`, waiting at most `timeout` in all.

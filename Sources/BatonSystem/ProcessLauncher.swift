@@ -30,7 +30,7 @@ public struct SpawnRequest: Sendable, Equatable {
     public var holdTarget: Int32 = 0
     /// Marks the child mergeable for KSM (prctl PR_SET_MEMORY_MERGE) before it execs
     /// (`memory.mergeable`). A kernel's refusal does not fail the spawn: see
-    /// `SpawnedProcess.memoryMergeErrno`.
+    /// `ChildProcess.memoryMergeErrno`.
     public var memoryMerge = false
     /// Raise the child's nice value by this much (at most to 19) before execve; 0: keep
     /// baton's. Best-effort. `spawn` waits for that execve, so a nicer child can keep the
@@ -70,23 +70,6 @@ public struct Credentials: Sendable, Equatable {
     }
 }
 
-/// A started process: its pid and a pidfd naming exactly it.
-public struct SpawnedProcess: Sendable, Equatable {
-    /// Process id (also its process group id: the child called setsid).
-    public var pid: pid_t
-    /// A pidfd for it (close-on-exec), owned by the caller.
-    public var pidfd: Int32
-    /// With `SpawnRequest.memoryMerge`: the errno of a refused PR_SET_MEMORY_MERGE (EINVAL
-    /// before Linux 6.4), 0 when the child was marked.
-    public var memoryMergeErrno: Int32 = 0
-
-    /// Creates a record.
-    public init(pid: pid_t, pidfd: Int32) {
-        self.pid = pid
-        self.pidfd = pidfd
-    }
-}
-
 /// Why a spawn failed, as one line: `exec /srv/app/bin/web: No such file or directory`.
 public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The step that failed ("fork", "setsid", "fds", "setuid", "chdir /srv/x", "exec /bin/x", "lookup").
@@ -109,8 +92,9 @@ public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
 /// Starts processes. The real one forks; tests of pure logic use a fake.
 public protocol ProcessLauncher: Sendable {
     /// Starts a process in its own session, with exactly the descriptors and
-    /// environment requested, and returns its pid and pidfd.
-    func spawn(_ request: SpawnRequest) throws(SpawnError) -> SpawnedProcess
+    /// environment requested, and returns it with its pidfd, owned: the caller holds the
+    /// only reference, and the pidfd is closed once, with it or by `ChildProcess.close()`.
+    func spawn(_ request: SpawnRequest) throws(SpawnError) -> ChildProcess
 }
 
 /// fork/execve through CBatonLinux_spawn: resets signal dispositions and the
@@ -122,7 +106,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
     public init() {}
 
     /// See `ProcessLauncher.spawn`.
-    public func spawn(_ request: SpawnRequest) throws(SpawnError) -> SpawnedProcess {
+    public func spawn(_ request: SpawnRequest) throws(SpawnError) -> ChildProcess {
         guard let first = request.argv.first, !first.isEmpty else { throw SpawnError(step: "empty command", errno: 0) }
         let path = try Self.resolve(first, directory: request.directory, environment: request.environment)
 
@@ -201,9 +185,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
             default: throw SpawnError(step: "exec \(path)", errno: e)
             }
         }
-        var process = SpawnedProcess(pid: pid, pidfd: pidfd)
-        process.memoryMergeErrno = mergeErrno.pointee
-        return process
+        return ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd), memoryMergeErrno: mergeErrno.pointee)
     }
 
     /// Resolves argv[0] like execvp, but against the child's PATH and

@@ -11,8 +11,8 @@ public enum SelfReapedChildren {
     private static let pids = Mutex(Set<pid_t>())
 
     /// Spawns `request` and registers the child, under the lock.
-    public static func spawn(_ request: SpawnRequest) throws(SpawnError) -> SpawnedProcess {
-        try pids.withLock { (set: inout Set<pid_t>) throws(SpawnError) -> SpawnedProcess in
+    public static func spawn(_ request: SpawnRequest) throws(SpawnError) -> ChildProcess {
+        try pids.withLock { (set: inout Set<pid_t>) throws(SpawnError) -> ChildProcess in
             let child = try LinuxProcessLauncher().spawn(request)
             set.insert(child.pid)
             return child

@@ -109,4 +109,26 @@ struct RestartPolicyConcurrencyTests {
         #expect(p.replacing.isEmpty)
         #expect(p.tick(Self.tick(after, at: 73))?.slot == 0)
     }
+
+    /// The threshold rules take one view of the replacements in flight. A slot whose recycle
+    /// serves and settles in its window runs its new worker: its memory stays (it is not coming
+    /// back) and its growth counts like any other worker's. The prediction used to leave a
+    /// settling slot's growth out while the threshold counted its memory as staying, so a new
+    /// worker leaking in its window went unseen until the total crossed the line.
+    @Test func aSettlingSlotsNewWorkerGrowsLikeAnyOther() {
+        var p = Self.policy(workers: 2, concurrency: 1)
+        // 550 MiB, over the 500 MiB line: slot 0 (the largest USS) goes.
+        #expect(p.tick(Self.tick(Self.workers(pss: [300, 250], uss: [280, 240])))?.reason == .memoryThreshold)
+        // Slot 0's recycle serves, its new worker in its window, growing 15 MiB/s since its start
+        // at 55 s; slot 1 is flat. 450 MiB now, past the line within the next check plus a boot
+        // (5 s): slot 1 goes, the only one that may.
+        var workers = Self.workers(pss: [100, 350], uss: [90, 330])
+        workers[0].startedAt = .seconds(55)
+        for t in 56...61 { workers[0].history.append(MemoryPoint(at: .seconds(t), bytes: (90 - 15 * UInt64(61 - t)) * Self.mib)) }
+        let tick = RestartPolicy.Tick(
+            now: .seconds(61), workers: workers, budget: EffectiveBudget(bytes: 1000 * Self.mib, source: .memTotal), bootTime: .seconds(4),
+            settling: [0])
+        let decision = p.tick(tick)
+        #expect(decision?.slot == 1 && decision?.reason == .leakPrediction, "\(String(describing: decision))")
+    }
 }

@@ -32,13 +32,13 @@ final class FakeHost: SupervisorHost {
     var onSpawn: ((FakeChild) -> Void)?
     private var nextPID: pid_t = 5_000_000
 
-    func spawn(_ request: SpawnRequest) throws -> SpawnedProcess {
+    func spawn(_ request: SpawnRequest) throws -> ChildProcess {
         if let spawnError { throw spawnError }
         nextPID += 1
         let child = FakeChild(pid: nextPID, request: request)
         children.append(child)
         onSpawn?(child)
-        return SpawnedProcess(pid: child.pid, pidfd: child.pidfd)
+        return ChildProcess(pid: child.pid, pidfd: OwnedDescriptor(child.pidfd))
     }
 
     /// When set, a mold's spawn requests fail with it (a mold that cannot fork, or times out).
@@ -46,7 +46,7 @@ final class FakeHost: SupervisorHost {
 
     /// A mold is a child like a worker (BATON_SLOT=mold, so no slot), whose link forks more
     /// children through this host while the mold runs.
-    func startMold(_ request: SpawnRequest) throws -> (process: SpawnedProcess, link: any MoldLink) {
+    func startMold(_ request: SpawnRequest) throws -> (process: ChildProcess, link: any MoldLink) {
         let process = try spawn(request)
         return (process, FakeMoldLink(host: self, mold: child(process.pid)!))
     }
@@ -159,7 +159,7 @@ final class FakeMoldLink: MoldLink {
         self.mold = mold
     }
 
-    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> SpawnedProcess {
+    func spawn(_ request: SpawnRequest, timeout: Duration) throws(MoldError) -> ChildProcess {
         requests.append(request)
         guard mold.isRunning else { throw MoldError("the mold closed its channel") }
         if let error = host.moldSpawnError { throw error }

@@ -21,7 +21,7 @@ import Testing
     /// A worker with no process behind it (its pidfd an eventfd, closed with it).
     static func worker(pid: pid_t, state: Worker.State) -> Worker {
         let w = Worker(
-            slot: 0, generation: 1, process: SpawnedProcess(pid: pid, pidfd: CBatonLinux_eventfd()),
+            slot: 0, generation: 1, process: ChildProcess(pid: pid, pidfd: OwnedDescriptor(CBatonLinux_eventfd())),
             spec: WorkerSpec(argv: ["/w"], directory: "/r", variables: [], credentials: nil), startedAt: .zero, startedAtWall: 0)
         w.state = state
         return w

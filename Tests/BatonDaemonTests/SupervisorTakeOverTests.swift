@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import CBatonLinux
 import Foundation
 import Glibc
 import Testing
@@ -13,13 +14,13 @@ import Testing
     static let orphanPID: pid_t = 4_500_001
 
     /// A harness whose runtime directory holds the record of a dead baton with one worker
-    /// (start time 11) listening on `address`.
-    func harness(address: String) throws -> DaemonHarness {
+    /// (start time 11) listening on `address`, holding a reader of its output at `outputFD`.
+    func harness(address: String, outputFD: Int32? = nil) throws -> DaemonHarness {
         let h = try DaemonHarness(workers: 1)
         h.supervisor.runtimeDirectory = h.root + "/run"
         let previous = InstanceRecord(
             app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address)],
-            workers: [.init(slot: 0, pid: Self.orphanPID, startTime: 11, outputFD: nil)])
+            workers: [.init(slot: 0, pid: Self.orphanPID, startTime: 11, outputFD: outputFD)])
         h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
         return h
     }
@@ -65,6 +66,33 @@ import Testing
         #expect(orphan.signals.last == SIGTERM, "its pidfd is signalled either way")
         h.advance(by: .zero)
         #expect(h.supervisor.takeOver.orphans.isEmpty)
+    }
+
+    /// An orphan's record owns what was taken from it as a worker's does (``ProcessChannels``):
+    /// the reader of its output pipe is relayed while it drains and closed once it is gone, so
+    /// no descriptor of that pipe is left in baton.
+    @Test func anOrphansOutputReaderIsClosedOnceItIsDrained() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
+        var output: [Int32] = [-1, -1]
+        try #require(CBatonLinux_pipe_cloexec(&output) == 0)
+        defer { output.forEach { close($0) } }
+        let h = try harness(address: try #require(Sockets.localAddress(socket.fd)), outputFD: WorkerContract.outputReaderFD)
+        let orphan = h.host.addOrphan(
+            pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd, WorkerContract.outputReaderFD: output[0]])
+        h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        h.supervisor.takeOver.taken = [:]  // closes them: each Listener owns its socket
+        let adopted = try #require(h.supervisor.takeOver.orphans.first)
+        #expect(adopted.outputFD >= 0 && adopted.pidfd == orphan.pidfd)
+        #expect(descriptors(onThePipeOf: output[1]) == 3, "the test's two ends and baton's reader")
+
+        h.supervisor.drainOrphans()
+        h.advance(by: .zero)
+        #expect(h.supervisor.takeOver.orphans.isEmpty)
+        #expect(adopted.outputFD == -1 && adopted.pidfd == -1)
+        #expect(descriptors(onThePipeOf: output[1]) == 2, "baton's reader is closed")
     }
 
     @Test func aPidReusedSinceTheRecordIsNeitherAdoptedNorRobbed() throws {

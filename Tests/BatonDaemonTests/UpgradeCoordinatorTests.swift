@@ -144,6 +144,28 @@ import Testing
         #expect(!upgrade.inProgress && upgrade.checkPID == nil)
     }
 
+    /// The handshake pipe and the opened file are owned: once the check ended, none of the
+    /// pipe's descriptors is left (the write end went after the spawn, the read end once the
+    /// answer was read), and the file goes with the last owner.
+    @Test func theCheckLeavesNoDescriptorOfItsPipe() throws {
+        let (_, passed) = check()
+        let child = try #require(host.children.last)
+        let probe = fcntl(answer.fd, F_DUPFD_CLOEXEC, 0)
+        defer { close(probe) }
+        #expect(descriptors(onThePipeOf: probe) == 3, "the coordinator's read end, the test's dup and this probe")
+        answer.write(UpgradeHandshake.answer(nonce: nonce(child)))
+        child.end(.exited(0))
+        settle()
+        let file = try #require(passed.binary)
+        #expect(descriptors(onThePipeOf: probe) == 1, "only this probe")
+        let fd = file.fd
+        #expect(fcntl(fd, F_GETFD) != -1)
+        file.close()
+        #expect(file.fd == -1)
+        file.close()  // a second close does nothing
+        #expect(file.fd == -1)
+    }
+
     @Test func reexecutingAndFailedMarkTheUpgrade() {
         upgrade.reexecuting()
         #expect(upgrade.inProgress)

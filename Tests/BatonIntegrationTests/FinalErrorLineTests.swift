@@ -28,7 +28,7 @@ extension Integration {
                 environment: TestPaths.cleanEnvironment(), stderr: fds[1])
             let child = try LinuxProcessLauncher().spawn(request)
             close(fds[1])
-            defer { close(child.pidfd) }
+            defer { child.close() }
             var pfd = pollfd(fd: child.pidfd, events: Int16(POLLIN), revents: 0)
             let exited = poll(&pfd, 1, 20_000) == 1
             if !exited { CBatonLinuxShim.signal(pidfd: child.pidfd, SIGKILL) }

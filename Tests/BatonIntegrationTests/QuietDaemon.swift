@@ -14,7 +14,7 @@ final class QuietDaemon {
     /// The control socket.
     let controlSocket: String
     /// The daemon.
-    let process: SpawnedProcess
+    let process: ChildProcess
     private var exit: Int32?
     /// Worker pids (= their process groups) seen by `waitUntilReady`, killed by
     /// `cleanUp` if baton had to be SIGKILLed and could not stop them itself.
@@ -102,7 +102,7 @@ final class QuietDaemon {
             _ = wait(timeout: .seconds(10))
             for pid in workerPIDs where pid > 0 { _ = CBatonLinuxShim.signalGroup(pid, SIGKILL) }
         }
-        close(process.pidfd)
+        process.close()
         TestPaths.remove(directory)
     }
 

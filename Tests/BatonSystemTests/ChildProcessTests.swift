@@ -17,9 +17,9 @@ import Testing
     private func waitingChild() throws -> (ChildProcess, Int32) {
         let gate = try makeBlockingPipe()
         defer { close(gate.read) }
-        let spawned = try LinuxProcessLauncher().spawn(
+        let child = try LinuxProcessLauncher().spawn(
             SpawnRequest(argv: ["/bin/sh", "-c", "read line <&3"], environment: childEnvironment, passFDs: [gate.read]))
-        return (ChildProcess(spawned), gate.write)
+        return (child, gate.write)
     }
 
     /// Lets the child exit and reaps it by pid (its pidfd is closed by then).

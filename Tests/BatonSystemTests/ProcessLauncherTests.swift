@@ -214,6 +214,6 @@ struct ProcessLauncherTests {
         #expect(waitForExit(pidfd: child.pidfd, timeout: .seconds(20)))
         #expect(CBatonLinuxShim.exitStatus(pidfd: child.pidfd, reap: true) == .exited(0))
         #expect(!CBatonLinuxShim.signal(pidfd: child.pidfd, SIGTERM))
-        close(child.pidfd)
+        child.close()
     }
 }

@@ -15,42 +15,54 @@ private let blockedByCaller: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGCHLD]
 /// Signals 1...31 (32 and 33 are glibc's own).
 private let standardSignals: UInt64 = 0x7FFF_FFFF
 
-/// Spawns `sleep 30` from a fresh thread that blocked `blockedByCaller`,
-/// while this process ignores SIGPIPE; returns the child and its status text.
-private func spawnSleepFromABlockingThread() throws -> (child: SpawnedProcess, status: String, parentIgnored: UInt64) {
+/// What a `sleep 30` spawned from a blocking thread showed of its signal state.
+private struct SpawnedSleep: Sendable {
+    /// Its /proc/PID/status.
+    var status: String
+    /// Its blocked mask, as ProcFS reads it.
+    var blocked: UInt64?
+}
+
+/// Spawns `sleep 30` from a fresh thread that blocked `blockedByCaller`, while this process
+/// ignores SIGPIPE; reads the child's signal state and ends it on that thread (the child, which
+/// owns its pidfd, does not leave it). Returns what it read and this process's ignored mask.
+private func spawnSleepFromABlockingThread() throws -> (spawned: SpawnedSleep, parentIgnored: UInt64) {
     // Ignoring SIGPIPE is harmless to the runner (writes get EPIPE instead); restored after.
     let previous = signal(SIGPIPE, SIG_IGN)
     defer { signal(SIGPIPE, previous) }
     let ownStatus = try #require(ProcFS.read("/proc/self/status"))
     let parentIgnored = ProcParsers.statusMask(ownStatus, field: "SigIgn") ?? 0
     #expect(parentIgnored & bit(SIGPIPE) != 0)
-    let (result, callerMask) = onDedicatedThread { () -> (Result<SpawnedProcess, SpawnError>, UInt64) in
+    let (result, callerMask) = onDedicatedThread { () -> (Result<SpawnedSleep, any Error>, UInt64) in
         CBatonLinuxShim.blockSignals(blockedByCaller)
         let mask = CBatonLinuxShim.blockedMask()
         let request = SpawnRequest(argv: ["/bin/sleep", "30"], environment: childEnvironment)
-        return (Result { () throws(SpawnError) in try LinuxProcessLauncher().spawn(request) }, mask)
+        return (
+            Result { () throws -> SpawnedSleep in
+                let child = try LinuxProcessLauncher().spawn(request)
+                defer { finish(child) }
+                // spawn returns after execve succeeded (the error pipe closed on exec): this is sleep's own state.
+                guard let status = ProcFS.read("/proc/\(child.pid)/status") else {
+                    throw SystemError("read /proc/\(child.pid)/status", errno: ENOENT)
+                }
+                return SpawnedSleep(status: status, blocked: ProcFS.blockedSignals(of: child.pid))
+            }, mask
+        )
     }
     for sig in blockedByCaller { #expect(callerMask & bit(sig) != 0, "the spawning thread did not block \(sig)") }
-    let child = try result.get()
-    // spawn returns after execve succeeded (the error pipe closed on exec): this is sleep's own state.
-    guard let status = ProcFS.read("/proc/\(child.pid)/status") else {
-        finish(child)
-        throw SystemError("read /proc/\(child.pid)/status", errno: ENOENT)
-    }
-    return (child, status, parentIgnored)
+    return (try result.get(), parentIgnored)
 }
 
 @Suite("Spawn resets the signal state", .serialized)
 struct SpawnSignalStateTests {
     @Test func childHasEmptyMaskAndDefaultDispositions() throws {
-        let spawned = try spawnSleepFromABlockingThread()
-        defer { finish(spawned.child) }
+        let spawned = try spawnSleepFromABlockingThread().spawned
         #expect(spawned.status.contains("Name:\tsleep"))
         #expect(ProcParsers.statusMask(spawned.status, field: "SigBlk") == 0)
         // Signals 1...31 (SIGPIPE included, which this process ignores) are back to default.
         #expect((ProcParsers.statusMask(spawned.status, field: "SigIgn") ?? 1) & standardSignals == 0)
         #expect(ProcParsers.statusMask(spawned.status, field: "SigCgt") == 0)
-        #expect(ProcFS.blockedSignals(of: spawned.child.pid) == 0)
+        #expect(spawned.blocked == 0)
     }
 
     /// `swift test` starts the test runner with signal 32 (glibc's SIGCANCEL)
@@ -59,12 +71,11 @@ struct SpawnSignalStateTests {
     /// it through execve. Passes when the runner is started without it.
     @Test
     func childHasNoIgnoredSignalAtAll() throws {
-        let spawned = try spawnSleepFromABlockingThread()
-        defer { finish(spawned.child) }
+        let (spawned, parentIgnored) = try spawnSleepFromABlockingThread()
         let ignored = ProcParsers.statusMask(spawned.status, field: "SigIgn")
         #expect(
             ignored == 0,
-            "child SigIgn \(String(ignored ?? 0, radix: 16)), parent SigIgn \(String(spawned.parentIgnored, radix: 16))")
+            "child SigIgn \(String(ignored ?? 0, radix: 16)), parent SigIgn \(String(parentIgnored, radix: 16))")
     }
 
     @Test func grandchildOfAShellAlsoStartsClean() throws {

@@ -79,8 +79,8 @@ func waitForExit(pidfd: Int32, timeout: Duration) -> Bool {
 
 /// Kills (if still running), reaps and closes a process spawned by a test; returns how it ended.
 @discardableResult
-func finish(_ process: SpawnedProcess, signal: Int32 = SIGKILL) -> CBatonLinuxShim.Exit? {
-    defer { close(process.pidfd) }
+func finish(_ process: ChildProcess, signal: Int32 = SIGKILL) -> CBatonLinuxShim.Exit? {
+    defer { process.close() }
     if CBatonLinuxShim.exitStatus(pidfd: process.pidfd, reap: false) == nil {
         CBatonLinuxShim.signal(pidfd: process.pidfd, signal)
     }

@@ -82,7 +82,9 @@ public final class TestProcess: @unchecked Sendable {
     // @unchecked: `lines`/`stdoutBytes`/`exit` are guarded by `state`; the
     // rest is immutable after init.
     public let pid: pid_t
-    let pidfd: Int32
+    /// The child and its pidfd (closed with this object).
+    private let process: ChildProcess
+    var pidfd: Int32 { process.pidfd }
     private let box = Protected(State())
     private let readers: [Thread]
     private let joined = Mutex(false)
@@ -117,7 +119,6 @@ public final class TestProcess: @unchecked Sendable {
         let request = SpawnRequest(
             argv: argv, environment: environment, directory: directory, passFDs: passFDs,
             setListenPID: setListenPID, stdout: outPipe[1], stderr: errPipe[1], credentials: credentials)
-        let process: SpawnedProcess
         do {
             process = try LinuxProcessLauncher().spawn(request)
         } catch {
@@ -128,7 +129,6 @@ public final class TestProcess: @unchecked Sendable {
         close(outPipe[1])
         close(errPipe[1])
         pid = process.pid
-        pidfd = process.pidfd
         let outFD = outPipe[0]
         let errFD = errPipe[0]
         let box = self.box
@@ -273,7 +273,6 @@ public final class TestProcess: @unchecked Sendable {
             signal(SIGKILL)
             _ = wait(timeout: .seconds(5))
         }
-        close(pidfd)
     }
 
     /// Runs a command to completion.

@@ -9,7 +9,8 @@ import Glibc
 final class WorkerPool {
     /// Process ids (each also its process group id).
     private(set) var pids: [pid_t] = []
-    private var pidfds: [Int32] = []
+    /// The workers, each owning its pidfd.
+    private var children: [ChildProcess] = []
     /// Where every worker's stderr goes (one file, read back when something fails).
     private let logPath: String
 
@@ -27,7 +28,7 @@ final class WorkerPool {
                 let p = try LinuxProcessLauncher().spawn(
                     SpawnRequest(argv: argv, environment: TestPaths.cleanEnvironment(), passFDs: passFDs, stdout: log, stderr: log))
                 pids.append(p.pid)
-                pidfds.append(p.pidfd)
+                children.append(p)
                 ChildGuard.add(p.pid)
             }
         } catch {
@@ -43,7 +44,7 @@ final class WorkerPool {
         var pending = Set(pids.indices)
         while !pending.isEmpty {
             for index in pending.sorted() {
-                if let exit = CBatonLinuxShim.exitStatus(pidfd: pidfds[index], reap: false) {
+                if let exit = CBatonLinuxShim.exitStatus(pidfd: children[index].pidfd, reap: false) {
                     throw BenchError("demo worker \(pids[index]) exited (\(exit)) before holding its memory:\n\(logTail())")
                 }
                 if let m = ProcFS.memory(of: pids[index], detailed: false), m.rss >= bytes { pending.remove(index) }
@@ -59,22 +60,22 @@ final class WorkerPool {
 
     /// SIGKILL to every worker's group, then reaps each one (bounded wait per child).
     func stop() {
-        for (pid, pidfd) in zip(pids, pidfds) {
-            CBatonLinuxShim.signal(pidfd: pidfd, SIGKILL)
+        for (pid, child) in zip(pids, children) {
+            CBatonLinuxShim.signal(pidfd: child.pidfd, SIGKILL)
             // Safe while unreaped: the zombie keeps the pid (and group id) reserved.
             CBatonLinuxShim.signalGroup(pid, SIGKILL)
         }
-        for (pid, pidfd) in zip(pids, pidfds) {
+        for (pid, child) in zip(pids, children) {
             let deadline = monotonicNow() + .seconds(10)
-            while CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: true) == nil, monotonicNow() < deadline {
-                var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            while CBatonLinuxShim.exitStatus(pidfd: child.pidfd, reap: true) == nil, monotonicNow() < deadline {
+                var pfd = pollfd(fd: child.pidfd, events: Int16(POLLIN), revents: 0)
                 _ = poll(&pfd, 1, 100)
             }
-            close(pidfd)
+            child.close()
             ChildGuard.remove(pid)
         }
         pids = []
-        pidfds = []
+        children = []
     }
 
     deinit { stop() }

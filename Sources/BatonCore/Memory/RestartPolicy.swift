@@ -216,17 +216,17 @@ public struct RestartPolicy: Sendable, Equatable {
 
     /// Evaluates one check: at most one decision.
     public mutating func tick(_ tick: Tick) -> Decision? {
-        let inFlight = inFlight(tick)
-        guard inFlight.count < max(1, settings.concurrency), !tick.operationRunning else { return nil }
+        let inFlight = InFlight(tick, replacing: replacing)
+        guard inFlight.slots.count < max(1, settings.concurrency), !tick.operationRunning else { return nil }
         // A slot this policy is replacing counts: under replace it has no ready worker until its
         // new one is, and that gap is the budget's (`concurrency`) to bound.
-        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(inFlight)
+        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(inFlight.slots)
         guard readySlots.count >= settings.workers else { return nil }
         cooldown = cooldown.filter { $0.value > tick.now }
         // A slot settling in its window is not picked either: its order has not ended.
         let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil }
 
-        if let pick = memoryRule(tick, eligible) {
+        if let pick = memoryRule(tick, eligible, inFlight) {
             guard tick.detailed else { return .measure }
             return order(pick, now: tick.now)
         }
@@ -247,10 +247,29 @@ public struct RestartPolicy: Sendable, Equatable {
         cooldown[slot] = now + max(settings.minWorkerAge, settings.checkInterval)
     }
 
-    /// The slots whose replacement this policy ordered and that do not serve yet (not
-    /// ``Tick/settling``): the ones that count against ``Settings/concurrency``.
-    private func inFlight(_ tick: Tick) -> Set<Int> {
-        Set(replacing.keys).subtracting(tick.settling)
+    /// The one view of the replacements in flight that every rule takes: the slots whose
+    /// replacement this policy ordered and that do not serve yet (not ``Tick/settling``). They
+    /// count against ``Settings/concurrency``; their workers' memory is on its way out, so the
+    /// threshold rules count it as coming back and their growth not at all. A settling slot's
+    /// worker is its new one, serving: its memory stays and its growth counts, as any other's.
+    private struct InFlight {
+        /// The slots.
+        let slots: Set<Int>
+        /// What they free: each old worker's USS (at most its PSS; its PSS when no USS is
+        /// known), so a further replacement is ordered only if the rest is still over the line.
+        /// Not its whole PSS: the shared part of a tree (a preloading master's app, the pages a
+        /// mold shares) comes back with the new worker, and counting it as freed would hold the
+        /// next replacement back while the total stays over the line.
+        let comingBack: UInt64
+
+        init(_ tick: Tick, replacing: [Int: Duration]) {
+            let slots = Set(replacing.keys).subtracting(tick.settling)
+            self.slots = slots
+            comingBack = tick.workers.lazy.filter { slots.contains($0.slot) }.reduce(UInt64(0)) { sum, w in
+                let pss = w.memory?.pss ?? 0
+                return sum + min(pss, w.memory?.uss ?? pss)
+            }
+        }
     }
 
     /// Records an order and returns it.
@@ -263,14 +282,14 @@ public struct RestartPolicy: Sendable, Equatable {
 
     /// The first memory rule that picks a worker (worker-limit, threshold, leak), on whatever
     /// figures the tick carries.
-    private func memoryRule(_ tick: Tick, _ eligible: [Worker]) -> (slot: Int, reason: RestartReason, detail: String)? {
+    private func memoryRule(_ tick: Tick, _ eligible: [Worker], _ inFlight: InFlight) -> (slot: Int, reason: RestartReason, detail: String)? {
         let floor = max(settings.minWorkerAge, settings.checkInterval)
         let grown = eligible.filter { tick.now - $0.startedAt >= floor && $0.memory?.uss != nil }
         let byUSS = grown.sorted { ($0.memory?.uss ?? 0, -$0.slot) > ($1.memory?.uss ?? 0, -$1.slot) }
         if let limit = settings.workerLimit, let w = byUSS.first, let uss = w.memory?.uss, uss > limit {
             return (w.slot, .workerLimit, "USS \(size(uss)) > worker_limit \(size(limit)) (pid \(w.pid))")
         }
-        if let over = overThreshold(tick), let w = byUSS.first {
+        if let over = overThreshold(tick, inFlight), let w = byUSS.first {
             return (w.slot, .memoryThreshold, "\(over); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
         }
         let horizon = settings.checkInterval + (tick.bootTime ?? .zero)
@@ -291,7 +310,7 @@ public struct RestartPolicy: Sendable, Equatable {
                 )
             }
         }
-        if let over = overThresholdSoon(tick, within: horizon), let w = byUSS.first {
+        if let over = overThresholdSoon(tick, inFlight, within: horizon), let w = byUSS.first {
             return (w.slot, .leakPrediction, "\(over), \(within); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
         }
         return nil
@@ -302,9 +321,9 @@ public struct RestartPolicy: Sendable, Equatable {
     /// growing ones, so one worker's noise does not add up alone); a worker without a fitted
     /// rate adds its clear recent growth (``MemoryHistory/recentGrowth(within:minimumSamples:)``
     /// over ``recentWindow``), if any: a worker leaking megabytes a second is recycled long before
-    /// minutes of samples exist. A worker being replaced adds nothing (its memory comes back).
-    private func overThresholdSoon(_ tick: Tick, within horizon: Duration) -> String? {
-        let rates = tick.workers.filter { replacing[$0.slot] == nil }.compactMap { w -> Double? in
+    /// minutes of samples exist. A worker in flight adds nothing: its memory comes back.
+    private func overThresholdSoon(_ tick: Tick, _ inFlight: InFlight, within horizon: Duration) -> String? {
+        let rates = tick.workers.filter { !inFlight.slots.contains($0.slot) }.compactMap { w -> Double? in
             w.history.leakRate?.bytesPerSecond ?? w.history.recentGrowth(within: recentWindow)
         }
         let perSecond = rates.reduce(0.0, +)
@@ -312,7 +331,7 @@ public struct RestartPolicy: Sendable, Equatable {
         let line = Double(tick.budget.bytes) * settings.threshold
         let pss = Double(tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) })
         let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { Double($0.workingSet) } : nil
-        let total = max(0, max(pss, cgroupTotal ?? 0) - Double(comingBack(tick)))
+        let total = max(0, max(pss, cgroupTotal ?? 0) - Double(inFlight.comingBack))
         let seconds = LeakRate.seconds(horizon)
         guard total + perSecond * seconds > line else { return nil }
         let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
@@ -325,12 +344,13 @@ public struct RestartPolicy: Sendable, Equatable {
     /// How far back a worker's recent growth looks: ten checks.
     var recentWindow: Duration { settings.checkInterval * 10 }
 
-    /// A description of the excess when the total is over `threshold × budget`, else nil.
-    private func overThreshold(_ tick: Tick) -> String? {
+    /// A description of the excess when the total, less what the replacements in flight free,
+    /// is over `threshold × budget`, else nil.
+    private func overThreshold(_ tick: Tick, _ inFlight: InFlight) -> String? {
         let line = Double(tick.budget.bytes) * settings.threshold
         let percent = "\(Int((settings.threshold * 100).rounded()))%"
         let budget = "\(percent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
-        let back = comingBack(tick)
+        let back = inFlight.comingBack
         let all = tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
         let pss = all - min(back, all)
         let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { $0.workingSet - min(back, $0.workingSet) } : nil
@@ -339,19 +359,6 @@ public struct RestartPolicy: Sendable, Equatable {
         }
         if Double(pss) > line { return "workers' PSS \(size(pss)) > \(budget)" }
         return nil
-    }
-
-    /// What the replacements in flight free: each old worker's USS (at most its PSS; its PSS
-    /// when no USS is known), so a further replacement is ordered only if the rest is still over
-    /// the line. Not its whole PSS: the shared part of a tree (a preloading master's app, the
-    /// pages a mold shares) comes back with the new worker, and counting it as freed would hold
-    /// the next replacement back while the total stays over the line.
-    private func comingBack(_ tick: Tick) -> UInt64 {
-        let inFlight = inFlight(tick)
-        return tick.workers.lazy.filter { inFlight.contains($0.slot) }.reduce(UInt64(0)) { sum, w in
-            let pss = w.memory?.pss ?? 0
-            return sum + min(pss, w.memory?.uss ?? pss)
-        }
     }
 
     /// The most overdue worker by age, if any is due.
