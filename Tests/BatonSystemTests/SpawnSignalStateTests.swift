@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import BatonTestTraits
 import Glibc
 import Testing
 
@@ -40,7 +41,7 @@ private func spawnSleepFromABlockingThread() throws -> (child: SpawnedProcess, s
     return (child, status, parentIgnored)
 }
 
-@Suite("Spawn resets the signal state", .serialized)
+@Suite("Spawn resets the signal state", .serialized, .ownThread)
 struct SpawnSignalStateTests {
     @Test func childHasEmptyMaskAndDefaultDispositions() throws {
         let spawned = try spawnSleepFromABlockingThread()
