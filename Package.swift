@@ -70,10 +70,17 @@ let package = Package(
             dependencies: ["BatonCore", "BatonSystem", "CBatonLinux"],
             path: "Tests/BatonTestSupport"
         ),
+        // Swift Testing traits shared by the suites (imports Testing, so apart from
+        // BatonTestSupport, which baton-bench links).
+        .target(
+            name: "BatonTestTraits",
+            dependencies: ["BatonTestSupport"],
+            path: "Tests/BatonTestTraits"
+        ),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonTestSupport"]),
         .testTarget(
             name: "BatonSystemTests",
-            dependencies: ["BatonCore", "BatonSystem", "CBatonLinux", "BatonTestSupport"]
+            dependencies: ["BatonCore", "BatonSystem", "CBatonLinux", "BatonTestSupport", "BatonTestTraits"]
         ),
         // The supervisor driven through a fake SupervisorHost and a manual clock: no process, no sleep.
         .testTarget(
@@ -82,12 +89,12 @@ let package = Package(
         ),
         .testTarget(
             name: "BatonIntegrationTests",
-            dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport"]
+            dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport", "BatonTestTraits"]
         ),
         // Real systemd (252) in a private namespace sandbox: units, socket activation, reload.
         .testTarget(
             name: "BatonSystemdTests",
-            dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport"]
+            dependencies: ["BatonCore", "BatonSystem", "BatonTestSupport", "BatonTestTraits"]
         ),
         // The benchmark harness (`make bench`): prints a table, writes JSON. Not a test.
         .executableTarget(

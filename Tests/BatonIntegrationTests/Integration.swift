@@ -1,9 +1,12 @@
+import BatonTestTraits
 import Testing
 
 /// Every suite that runs real baton processes, workers and load, except the memory group
 /// and the fleet, nests under this one `.serialized` parent: its tests run one at a time,
-/// on the two cores they share with baton, the workers and the load client.
-@Suite("integration (real processes)", .serialized)
+/// on the two cores they share with baton, the workers and the load client. Like the other
+/// chains, `.ownThread`: each test runs on a thread of its own, not on Swift's cooperative
+/// pool (as wide as the cores), where its waits would stop the other chains.
+@Suite("integration (real processes)", .serialized, .ownThread)
 struct Integration {}
 
 /// The suites that measure workers' memory (PSS against a budget, a threshold, a
@@ -19,7 +22,7 @@ struct Integration {}
 /// share no file page with the main chain's but the system libraries
 /// (`privateBinariesMapNothingOfTheBuild` checks it on /proc/PID/maps). A suite added here
 /// must start what it measures through `TestPaths.executable`.
-@Suite("memory", .serialized, .privateBinaries)
+@Suite("memory", .serialized, .ownThread, .privateBinaries)
 struct MemoryIntegration {}
 
 /// The fleet suites over real ssh (network namespaces, sshd, Ansible): a `.serialized`
@@ -27,5 +30,5 @@ struct MemoryIntegration {}
 /// workers, and the test its `baton` CLI calls, on `PrivateBinaries`, so no process of this
 /// chain maps a file page of the build's binaries or Swift libraries, and none moves the
 /// PSS of the workers the memory group measures. A suite added here must do the same.
-@Suite("fleet over ssh", .serialized)
+@Suite("fleet over ssh", .serialized, .ownThread)
 struct FleetIntegration {}

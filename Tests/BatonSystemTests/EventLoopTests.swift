@@ -1,5 +1,6 @@
 @testable import BatonSystem
 import BatonTestSupport
+import BatonTestTraits
 import Glibc
 import Testing
 
@@ -68,7 +69,7 @@ private final class RunningLoop: Sendable {
     }
 }
 
-@Suite("EventLoop", .serialized)
+@Suite("EventLoop", .serialized, .ownThread)
 struct EventLoopTests {
     @Test func executeRunsOnTheLoopThreadInOrder() throws {
         let running = try RunningLoop()

@@ -1,12 +1,13 @@
 import BatonCore
 import BatonSystem
+import BatonTestTraits
 import Glibc
 import Testing
 
 /// `SpawnRequest.holdFD`: the worker's own output pipe's read end, placed at
 /// `WorkerContract.outputReaderFD`, so a worker's log line finds a reader
 /// after baton's death instead of raising SIGPIPE.
-@Suite("LinuxProcessLauncher: held descriptor", .serialized)
+@Suite("LinuxProcessLauncher: held descriptor", .serialized, .ownThread)
 struct HeldDescriptorTests {
     /// Prints the child's fds as "N TARGET", waits for a byte (or end of file) on
     /// fd 3, then writes to stdout, whose only reader left is its own held fd:

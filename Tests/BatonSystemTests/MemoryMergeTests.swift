@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import BatonTestTraits
 import CBatonLinux
 import Glibc
 import Testing
@@ -18,7 +19,7 @@ private let forkSharing = """
     os.waitpid(pid, 0)
     """
 
-@Suite("Shared pages and PR_SET_MEMORY_MERGE on real processes", .serialized)
+@Suite("Shared pages and PR_SET_MEMORY_MERGE on real processes", .serialized, .ownThread)
 struct MemoryMergeTests {
     @Test("a forked child's copy-on-write pages count as shared, not private")
     func forkedChildSharesItsParentsPages() throws {

@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import BatonTestTraits
 import CBatonLinux
 import Glibc
 import Testing
@@ -46,7 +47,7 @@ private final class SleepTree {
     }
 }
 
-@Suite("ProcFS", .serialized)
+@Suite("ProcFS", .serialized, .ownThread)
 struct ProcFSTests {
     @Test func treeFindsGrandchildrenIncludingOnesThatLeftTheGroup() throws {
         let tree = try SleepTree()

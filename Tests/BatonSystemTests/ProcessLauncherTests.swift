@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import BatonTestTraits
 import CBatonLinux
 import Glibc
 import Testing
@@ -19,7 +20,7 @@ private let listFDs = """
             print(n, t)
     """
 
-@Suite("LinuxProcessLauncher", .serialized)
+@Suite("LinuxProcessLauncher", .serialized, .ownThread)
 struct ProcessLauncherTests {
     @Test func listenPIDIsTheChildsOwnPID() throws {
         let env = childEnvironment + ["LISTEN_PID=1", "LISTEN_FDS=1"]

@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import BatonTestTraits
 import Glibc
 import Synchronization
 import Testing
@@ -39,7 +40,7 @@ private func connectUnix(_ path: String) -> Int32 {
     return fd
 }
 
-@Suite("Sockets", .serialized)
+@Suite("Sockets", .serialized, .ownThread)
 struct SocketsTests {
     @Test func tcpLoopbackGetsAPortAndAccepts() throws {
         let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)

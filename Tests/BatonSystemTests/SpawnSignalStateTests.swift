@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import BatonTestTraits
 import Glibc
 import Testing
 
@@ -53,7 +54,7 @@ private func spawnSleepFromABlockingThread() throws -> (spawned: SpawnedSleep, p
     return (try result.get(), parentIgnored)
 }
 
-@Suite("Spawn resets the signal state", .serialized)
+@Suite("Spawn resets the signal state", .serialized, .ownThread)
 struct SpawnSignalStateTests {
     @Test func childHasEmptyMaskAndDefaultDispositions() throws {
         let spawned = try spawnSleepFromABlockingThread().spawned

@@ -1,5 +1,6 @@
 import BatonCore
 import BatonTestSupport
+import BatonTestTraits
 import FoundationEssentials
 import Testing
 
@@ -7,7 +8,7 @@ import Testing
 /// of the sandbox's private user manager (`scripts/systemd-preflight-driver.sh`), whose python3
 /// tree touches 32 MiB in the parent and 16 MiB in a forked child.
 @Suite(
-    "preflight --unit on a real systemd unit (sandboxed user manager)", .serialized,
+    "preflight --unit on a real systemd unit (sandboxed user manager)", .serialized, .ownThread,
     .enabled(
         if: SystemdSandbox.isAvailable,
         "needs root, systemd, and ../shared/tools/systemd-sandbox (or $BATON_SYSTEMD_SANDBOX)"))

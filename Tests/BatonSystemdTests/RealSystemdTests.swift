@@ -1,5 +1,6 @@
 import BatonCore
 import BatonTestSupport
+import BatonTestTraits
 import Testing
 
 /// baton under a real systemd (252 here) through the units `baton units` prints: socket
@@ -9,7 +10,7 @@ import Testing
 /// Each test runs one scenario of `scripts/systemd-test-driver.sh` in a fresh
 /// `systemd-sandbox`; the driver reports `RESULT key=value` lines and the assertions are here.
 @Suite(
-    "real systemd (sandboxed user manager)", .serialized,
+    "real systemd (sandboxed user manager)", .serialized, .ownThread,
     .enabled(
         if: SystemdSandbox.isAvailable,
         "needs root, systemd, and ../shared/tools/systemd-sandbox (or $BATON_SYSTEMD_SANDBOX)"))

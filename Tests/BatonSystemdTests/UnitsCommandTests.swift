@@ -1,10 +1,11 @@
 import BatonTestSupport
+import BatonTestTraits
 import Glibc
 import Testing
 
 /// `baton units` end to end (the built binary, whole outputs), and the shipped templates read as
 /// files. No systemd needed: these run everywhere.
-@Suite("baton units and the shipped templates", .serialized)
+@Suite("baton units and the shipped templates", .serialized, .ownThread)
 struct UnitsCommandTests {
     static let config = """
         [app]
