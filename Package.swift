@@ -71,7 +71,8 @@ let package = Package(
             path: "Tests/BatonTestSupport"
         ),
         // Swift Testing traits shared by the suites (imports Testing, so apart from
-        // BatonTestSupport, which baton-bench links).
+        // BatonTestSupport, which baton-bench links; empty where Testing cannot be imported:
+        // the release build with --static-swift-stdlib).
         .target(
             name: "BatonTestTraits",
             dependencies: ["BatonTestSupport"],
