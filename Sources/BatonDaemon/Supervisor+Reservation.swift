@@ -6,8 +6,9 @@ import Logging
 /// The memory reservation of `baton preflight --need SIZE --roll-ahead`: held in the daemon
 /// (lost when baton restarts) until a deploy starts, `--release-reservation` or the hold
 /// passes; sampled every 250 ms from cgroup/meminfo and statm figures; the next grown worker
-/// is rolled before the headroom falls under the reservation. The restart policy and surges
-/// see the headroom minus the reservation (``reservedBytes``).
+/// is rolled before the headroom falls under the reservation. The restart policy sees the
+/// headroom minus the reservation (``reservedBytes``); surges also leave alone the growth
+/// expected while one replacement runs (`MemoryMonitor.surgeKeptBytes`).
 extension Supervisor {
     /// How often the headroom is sampled while a reservation is held: meminfo, the cgroup's
     /// usage and each worker tree's statm, a few hundred microseconds of CPU.

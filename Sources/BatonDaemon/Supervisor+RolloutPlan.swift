@@ -37,8 +37,9 @@ extension Supervisor {
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
         let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) }
         var headroom = Headroom(readings: readings, memory: config.memory, workersPSS: used)
-        // A held reservation and the margin kept after a recent OOM kill are not the rollout's to spend.
-        let kept = Int64(clamping: reservedBytes + oomMargin(footprint: footprint))
+        // A held reservation (with the growth expected while one replacement runs) and the
+        // margin kept after a recent OOM kill are not the rollout's to spend.
+        let kept = Int64(clamping: memoryMonitor.surgeKeptBytes + oomMargin(footprint: footprint))
         if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
         return RolloutPlanner.Figures(
             headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight, booting: booting,

@@ -1,0 +1,62 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Testing
+
+/// The held reservation of `baton preflight --roll-ahead` on the fake host and manual clock.
+@Suite struct SupervisorReservationTests {
+    static let mib: UInt64 = 1 << 20
+
+    /// Two workers of 20 MiB (their footprint once settled), 0 B reserve.
+    func harness() throws -> DaemonHarness {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.deploy.strategy = .auto
+            config.deploy.workerFootprint = 20 * Self.mib
+            config.memory.reserve = 0
+            config.memory.reservationMargin = 10 * Self.mib
+            config.memory.checkInterval = .seconds(1)
+            config.memory.smapsEvery = 1
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 20 * Self.mib, pss: 20 * Self.mib, uss: 20 * Self.mib)
+        h.host.fakeMemory.host = Self.readings(available: 600 * Self.mib)
+        try h.start()
+        return h
+    }
+
+    static func readings(available: UInt64) -> MemoryReadings {
+        MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: available, commitLimit: 16384 * mib, committed: 1024 * mib),
+            overcommit: .heuristic, cgroup: nil)
+    }
+
+    /// The defect (CI, `ReservationTests.reservationRollsWhenALeakEatsIntoIt`): the held
+    /// reservation rolls a worker once the headroom falls under reservation + margin + the
+    /// growth expected while one replacement runs, but the roll's surge check left only
+    /// reservation + margin alone. With the headroom falling fast, the roll surged a new
+    /// worker into memory the workers' growth was about to take, and the reservation with it.
+    @Test func aReservationRollLeavesTheExpectedGrowthAloneAndReplaces() throws {
+        let h = try harness()
+        h.advance(by: .seconds(3))
+        // The workers grew 50 MiB each since they became ready: both are candidates.
+        h.host.fakeMemory.worker = MemorySample(rss: 70 * Self.mib, pss: 70 * Self.mib, uss: 70 * Self.mib)
+        h.advance(by: .seconds(1))
+        h.supervisor.holdReservation(bytes: 100 * Self.mib, hold: .seconds(600), rolledAhead: nil)
+        // The headroom falls 100 MiB a second (25 MiB per 250 ms sample) until a roll starts.
+        var available = 600 * Self.mib
+        var strategy: RollingRestart.Strategy?
+        for _ in 0..<40 where strategy == nil {
+            available -= 25 * Self.mib
+            h.host.fakeMemory.host = Self.readings(available: available)
+            h.advance(by: Supervisor.reservationInterval)
+            if h.supervisor.operation?.kind == .rollAhead { strategy = h.supervisor.rollout?.stepStrategy }
+        }
+        let trigger = try #require(h.supervisor.reservationReport()?.triggerBytes)
+        // It rolled ahead of the reservation: 110 MiB held, the rest is the growth expected.
+        #expect(available > 110 * Self.mib && available < trigger, "available \(available >> 20) MiB, trigger \(trigger >> 20) MiB")
+        // One 20 MiB worker fits over reservation + margin, not over the trigger: replace.
+        #expect(available - 110 * Self.mib > 20 * Self.mib)
+        #expect(strategy == .replace)
+        h.finishOperations()
+        #expect(h.supervisor.reservationReport()?.rolls == 1)
+    }
+}
