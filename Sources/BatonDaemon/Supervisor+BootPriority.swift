@@ -38,9 +38,9 @@ extension Supervisor {
     /// A worker became ready after `bootTime`: its boot's CPU share goes into the boot budget,
     /// and a worker that started nicer gets baton's priority back on every thread of its tree.
     func workerBooted(_ worker: Worker, bootTime: Duration) {
-        if let cpu = host.treeCPUSeconds(of: worker.pid) {
+        if let cpu = host.treeCPUTime(of: worker.pid) {
             let (whole, atto) = bootTime.components
-            bootBudget.record(cpuSeconds: cpu, bootSeconds: Double(whole) + Double(atto) / 1e18)
+            bootBudget.record(cpuSeconds: cpu.seconds, bootSeconds: Double(whole) + Double(atto) / 1e18, waitedSeconds: cpu.waitedSeconds)
         }
         givePriorityBack(worker)
     }

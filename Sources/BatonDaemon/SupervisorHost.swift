@@ -39,9 +39,9 @@ protocol SupervisorHost: AnyObject {
     func openKernelLog() -> any OOMKillLog
     /// The state directory (created if needed; refused when others may write in it).
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore
-    /// CPU seconds the tree rooted at `pid` used so far (reaped children included); nil when
-    /// unknown.
-    func treeCPUSeconds(of pid: pid_t) -> Double?
+    /// CPU time the tree rooted at `pid` used so far (reaped children included), and the time
+    /// its threads waited for a CPU; nil when unknown.
+    func treeCPUTime(of pid: pid_t) -> ProcessPriority.CPUTime?
     /// Gives every thread of the tree rooted at `pid` the nice value `nice`; false when some
     /// thread could not be set.
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool
@@ -164,7 +164,7 @@ final class LinuxSupervisorHost: SupervisorHost {
 
     func openKernelLog() -> any OOMKillLog { KernelLogReader() }
 
-    func treeCPUSeconds(of pid: pid_t) -> Double? { ProcessPriority.cpuSeconds(tree: pid) }
+    func treeCPUTime(of pid: pid_t) -> ProcessPriority.CPUTime? { ProcessPriority.cpuTime(tree: pid) }
 
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool { ProcessPriority.set(tree: pid, to: nice) == 0 }
 

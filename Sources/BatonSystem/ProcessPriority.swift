@@ -75,18 +75,41 @@ public enum ProcessPriority {
         return rest.count > 16 ? Int32(rest[16]) : nil
     }
 
-    /// CPU time (user and system, reaped children's included) of the tree rooted at `root`,
-    /// in seconds; nil when it is gone.
-    public static func cpuSeconds(tree root: pid_t) -> Double? {
+    /// The CPU a process tree used and the time its threads waited for one.
+    public struct CPUTime: Sendable, Equatable {
+        /// CPU time (user and system, reaped children's included), in seconds.
+        public var seconds: Double
+        /// Time the tree's live threads spent runnable on a run queue, waiting for a CPU
+        /// (/proc/PID/task/TID/schedstat, second field), in seconds; 0 where the kernel does
+        /// not report it. Threads that exited are not counted.
+        public var waitedSeconds: Double
+
+        /// Creates a figure.
+        public init(seconds: Double, waitedSeconds: Double) {
+            self.seconds = seconds
+            self.waitedSeconds = waitedSeconds
+        }
+    }
+
+    /// The CPU time of the tree rooted at `root` and its threads' wait for a CPU; nil when
+    /// it is gone.
+    public static func cpuTime(tree root: pid_t) -> CPUTime? {
         var ticks: UInt64 = 0
+        var waitedNanoseconds: UInt64 = 0
         var found = false
         for member in ProcFS.tree(of: root) {
             guard let stat = ProcFS.read("/proc/\(member)/stat"), let fields = ProcParsers.statFields(stat) else { continue }
             ticks += fields.cpuTicks
             found = true
+            for tid in threads(of: member) {
+                // "cpu_ns wait_ns timeslices"
+                let schedstat = ProcFS.read("/proc/\(member)/task/\(tid)/schedstat")?.split(separator: " ")
+                if let schedstat, schedstat.count >= 2, let waited = UInt64(schedstat[1]) { waitedNanoseconds += waited }
+            }
         }
         let hertz = sysconf(Int32(_SC_CLK_TCK))
-        return found && hertz > 0 ? Double(ticks) / Double(hertz) : nil
+        guard found, hertz > 0 else { return nil }
+        return CPUTime(seconds: Double(ticks) / Double(hertz), waitedSeconds: Double(waitedNanoseconds) / 1e9)
     }
 
     /// The thread ids of `pid` (itself when /proc cannot list them).

@@ -18,6 +18,23 @@ struct BootBudgetTests {
         #expect(budget.boots == 2)
     }
 
+    /// The defect (bench, baton+puma instant, four boots at once on two cores): each boot used
+    /// 0.7 s of CPU in 1.7 s, the rest queued for a CPU behind the others, so its share looked
+    /// like 0.42 and the next rollout booted 2 / 0.42 = 4 at once again.
+    @Test func timeQueuedForACPUIsNotTheBootsOwn() {
+        var budget = BootBudget(cpus: 2)
+        budget.record(cpuSeconds: 0.7, bootSeconds: 1.67, waitedSeconds: 0.95)
+        #expect(budget.boots == 2)
+        // A boot that sleeps after loading still lets many boot at once: it queued little.
+        var sleeper = BootBudget(cpus: 2)
+        sleeper.record(cpuSeconds: 0.19, bootSeconds: 2.2, waitedSeconds: 0.01)
+        #expect(sleeper.boots == 23)
+        // Waits summed over threads can exceed the boot: a whole CPU, never a division by zero.
+        var threads = BootBudget(cpus: 2)
+        threads.record(cpuSeconds: 0.5, bootSeconds: 1, waitedSeconds: 3)
+        #expect(threads.shares == [1] && threads.boots == 2)
+    }
+
     @Test func aBootThatMostlyWaitsLetsMoreBootAtOnce() {
         // 190 ms of CPU in a 2.2 s boot (a sleep after loading): 2 / 0.086 = 23 boots.
         var budget = BootBudget(cpus: 2)

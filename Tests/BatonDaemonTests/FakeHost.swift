@@ -82,7 +82,7 @@ final class FakeHost: SupervisorHost {
     func child(_ pid: pid_t) -> FakeChild? { children.first { $0.pid == pid } }
 
     /// No process, no CPU time: the boot budget stays one boot per CPU.
-    func treeCPUSeconds(of pid: pid_t) -> Double? { nil }
+    func treeCPUTime(of pid: pid_t) -> ProcessPriority.CPUTime? { nil }
 
     /// The files the supervisor reads and writes (the environment file, `instance.json`), in memory.
     let fakeFiles = MemoryFiles()

@@ -21,4 +21,23 @@ struct ProcessPriorityTests {
         #expect(ProcessPriority.set(tree: child.pid, to: 0) == 0)
         #expect(members.map { ProcessPriority.nice(of: $0) } == Array(repeating: 0, count: members.count))
     }
+
+    @Test("a busy tree's CPU time and its wait for a CPU, from /proc (stat and schedstat)")
+    func cpuTimeOfABusyTree() throws {
+        // More busy loops than CPUs, all in one tree: some of them queue for a CPU.
+        let loops = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) + 1
+        let script = Array(repeating: "(while :; do :; done) &", count: loops).joined(separator: " ") + " wait"
+        let child = try LinuxProcessLauncher().spawn(SpawnRequest(argv: ["/bin/sh", "-c", script], environment: childEnvironment))
+        defer { _ = finish(child) }
+        let deadline = monotonicNow() + .seconds(10)
+        var time: ProcessPriority.CPUTime?
+        while monotonicNow() < deadline {
+            time = ProcessPriority.cpuTime(tree: child.pid)
+            if let time, time.seconds >= 0.2, time.waitedSeconds > 0 { break }
+            usleep(20_000)
+        }
+        let measured = try #require(time)
+        #expect(measured.seconds >= 0.2 && measured.waitedSeconds > 0, "\(measured)")
+        #expect(ProcessPriority.cpuTime(tree: -1) == nil)
+    }
 }

@@ -5,9 +5,14 @@
 /// budget is one per CPU. A boot that mostly waits (a sleep, a connection to a database, a
 /// cache warming over the network) takes a small share of a core: bounding those by the CPU
 /// count serialises a rollout for nothing. So the budget is the CPU count divided by the CPU
-/// share of a boot (CPU time over wall time from start to ready), the largest share of the
-/// last few boots measured, and never below one boot or above `maxPerCPU` boots per CPU.
-/// Until a boot was measured, one boot per CPU.
+/// share of a boot, the largest share of the last few boots measured, and never below one
+/// boot or above `maxPerCPU` boots per CPU. Until a boot was measured, one boot per CPU.
+///
+/// The share is CPU time over the boot's wall time *less the time it waited for a CPU*: four
+/// interpreters loading an app at once on two cores each use half a core because they queue
+/// for one, not because they wait for anything else. Counted over the whole wall time, such a
+/// boot looked like half a core's worth, so the next rollout booted four at once again
+/// (measured: puma boots of 0.7 s took 1.7 s each, four at once beside the serving workers).
 public struct BootBudget: Sendable, Equatable {
     /// Online CPUs.
     public let cpus: Int
@@ -24,11 +29,14 @@ public struct BootBudget: Sendable, Equatable {
     }
 
     /// Records one boot: `cpuSeconds` of CPU (the worker's whole tree, reaped children
-    /// included) over `bootSeconds` from start to ready. A boot of no measurable length is
-    /// ignored.
-    public mutating func record(cpuSeconds: Double, bootSeconds: Double) {
+    /// included) over `bootSeconds` from start to ready, of which its threads spent
+    /// `waitedSeconds` queued for a CPU. A boot of no measurable length is ignored.
+    public mutating func record(cpuSeconds: Double, bootSeconds: Double, waitedSeconds: Double = 0) {
         guard bootSeconds > 0, cpuSeconds >= 0, cpuSeconds.isFinite, bootSeconds.isFinite else { return }
-        shares.append(min(1, cpuSeconds / bootSeconds))
+        // Queued time is not the boot's own: it would have computed then, had a CPU been free.
+        let waited = waitedSeconds.isFinite ? min(max(0, waitedSeconds), bootSeconds) : 0
+        let running = bootSeconds - waited
+        shares.append(running > 0 ? min(1, cpuSeconds / running) : 1)
         if shares.count > Self.remembered { shares.removeFirst(shares.count - Self.remembered) }
     }
 
