@@ -11,29 +11,28 @@ import Logging
 extension Supervisor {
     /// Takes fd `target` of the orphan and relays what comes out of it, if it
     /// is a pipe's read end (a worker that closed it, or reused the number,
-    /// is left as it is: then it may die of SIGPIPE as before).
+    /// is left as it is: then it may die of SIGPIPE as before). The descriptor
+    /// is owned from the take: one that fails a check closes when this returns.
     func relayOutput(of orphan: OrphanWorker, heldAt target: Int32) {
-        let fd: Int32
+        let reader: OwnedDescriptor
         do {
-            fd = try host.takeDescriptor(pidfd: orphan.pidfd, target: target)
+            reader = try host.takeDescriptor(pidfd: orphan.pidfd, target: target)
         } catch {
             logger.warning("cannot take the output pipe of orphaned worker pid \(orphan.pid): \(error)")
             return
         }
-        guard CBatonLinuxShim.isPipeReadEnd(fd) else {
+        guard CBatonLinuxShim.isPipeReadEnd(reader.rawValue) else {
             logger.warning("fd \(target) of orphaned worker pid \(orphan.pid) is not the read end of a pipe: its output is not relayed")
-            close(fd)
             return
         }
         do {
-            try setNonBlocking(fd)
-            try loop.register(fd: fd, events: .readable) { [unowned self, unowned orphan] _ in self.readOrphanOutput(orphan) }
+            try setNonBlocking(reader.rawValue)
+            try loop.register(fd: reader.rawValue, events: .readable) { [unowned self, unowned orphan] _ in self.readOrphanOutput(orphan) }
         } catch {
             logger.warning("cannot relay the output of orphaned worker pid \(orphan.pid): \(error)")
-            close(fd)
             return
         }
-        orphan.outputFD = fd
+        orphan.ownedOutput = consume reader
     }
 
     /// Reads at most `outputBytesPerWakeup` per wakeup, like a worker's output.
