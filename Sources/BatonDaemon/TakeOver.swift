@@ -203,7 +203,9 @@ extension Supervisor {
     }
 
     private func orphanExited(_ orphan: OrphanWorker) {
-        closeOrphanOutput(orphan)
+        // What its pipe still holds, up to its capacity (a backlog from the gap between the
+        // two batons ends with its drain lines), then the reader goes.
+        closeOutput(orphan, draining: WorkerContract.outputPipeCapacity)
         loop.unregister(fd: orphan.pidfd)
         orphan.process.close()  // the orphan is gone
         if let t = orphan.killTimer { loop.cancel(t) }
