@@ -3,7 +3,8 @@ import Glibc
 
 /// What baton holds of a process it watches and whose output it reads: the process with its
 /// pidfd, and the read end of its output pipe, each owned (closed once: when replaced, closed
-/// or dropped), and the bytes of an unfinished output line. The base of ``ChildChannels`` (a
+/// or dropped), the bytes of an unfinished output line and its last lines (all read and
+/// logged by one reader, `Supervisor.readOutput`). The base of ``ChildChannels`` (a
 /// worker or a mold) and of ``OrphanWorker`` (a crashed baton's worker). Lives on the
 /// event-loop thread only.
 class ProcessChannels {
@@ -23,6 +24,8 @@ class ProcessChannels {
     }
     /// Bytes of an unfinished output line.
     var outputLines = OutputLines()
+    /// The last lines of its output (a worker's or mold's failure reports quote them).
+    var recentOutput = RingBuffer<String>(capacity: 20)
 
     /// Holds `process` (and so its pidfd) from now on.
     init(process: ChildProcess) {
@@ -31,8 +34,8 @@ class ProcessChannels {
 }
 
 /// What baton holds of a child it started and watches, a worker or a mold: besides its pidfd
-/// and output pipe (``ProcessChannels``), its notify socket, owned too, what was read of its
-/// output, and the timers that belong to it. The base of ``Worker`` and ``Mold``, which both
+/// and output pipe (``ProcessChannels``), its notify socket, owned too, and the timers that
+/// belong to it. The base of ``Worker`` and ``Mold``, which both
 /// start, report and end through these; one teardown for both (`Supervisor.releaseChannels`).
 /// Lives on the event-loop thread only.
 class ChildChannels: ProcessChannels {
@@ -46,8 +49,6 @@ class ChildChannels: ProcessChannels {
     }
     /// Path of that socket, removed when the child is gone.
     var notifyPath: String?
-    /// The last lines of its output (for failure reports).
-    var recentOutput = RingBuffer<String>(capacity: 20)
     /// Its timers (readiness or start timeout, delays, probes, the kill after the stop signal).
     var timers: [EventLoop.Token] = []
 }
@@ -67,9 +68,6 @@ extension Supervisor {
             child.notifyFD = -1  // closes it
         }
         if let path = child.notifyPath { unlink(path) }
-        if child.outputFD >= 0 {
-            readOutput(child)
-            closeOutput(child)
-        }
+        closeOutput(child, draining: Self.outputBytesPerWakeup)
     }
 }

@@ -87,6 +87,8 @@ final class ControlServer {
             let client = Sockets.acceptNonBlocking(fd)
             if client < 0 { return }
             guard connections.count < Self.maxConnections else {
+                // Owned: closed once the refusal is sent, when this block is left.
+                let refused = OwnedDescriptor(client)
                 // The reply fits an empty socket buffer: one non-blocking send. It
                 // stays readable after the close even if the client's request
                 // never arrives (its send then fails with EPIPE; the CLI reads on).
@@ -94,8 +96,7 @@ final class ControlServer {
                     ControlReply.failure(
                         "too many control connections (\(Self.maxConnections) open); try again later",
                         code: 3))  // the CLI's exit code for "could not reach the daemon"
-                _ = Sockets.sendAvailable(client, &reply)
-                Glibc.close(client)
+                _ = Sockets.sendAvailable(refused.rawValue, &reply)
                 continue
             }
             // Owns the socket from now on: a connection dropped below closes it.

@@ -34,11 +34,14 @@ extension Supervisor {
             throw DaemonError("no ready mold for \(spec.release)")
         }
         var request = request
-        let promotion = try addPromotionChannel(&request)
-        defer { if let promotion { close(promotion.workerEnd) } }
+        // The worker's end of its promotion channel, if any: closed when this returns (the
+        // worker has its copy by then, or there is no worker).
+        var workerEnd: OwnedDescriptor? = nil
+        let promotion = try addPromotionChannel(&request, workerEnd: &workerEnd)
+        defer { workerEnd = nil }
         do {
             let process = try link.spawn(request, timeout: config.mold.spawnTimeout)
-            if let promotion { moldBook.promotable[process.pid] = promotion.channel }
+            if let promotion { moldBook.promotable[process.pid] = promotion }
             return process
         } catch {
             logger.error("mold \(mold.pid) failed a spawn (\(error)): killing it; it is replaced", metadata: ["release": .string(spec.release)])
@@ -82,16 +85,17 @@ extension Supervisor {
         if let t = moldBook.restartTimers.removeValue(forKey: spec.release) { loop.cancel(t) }
         moldBook.started += 1
         let path = "\(notifyDirectory)/mold-\(moldBook.started)-\(getpid()).sock"
-        var notifyFD: Int32 = -1
-        var outputRead: Int32 = -1
+        var bound = false
         do {
-            notifyFD = try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600)
+            // Owned from the start: closed on every failure below, handed to the mold once it runs.
+            let notify = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600))
+            bound = true
+            let notifyFD = notify.rawValue
             if let cred = spec.credentials { chown(path, cred.uid, cred.gid) }
             try CBatonLinuxShim.setPassCredentials(notifyFD)
             try setNonBlocking(notifyFD)
+            // The write end closes when this block ends: the mold has its copy by then.
             let output = try CBatonLinuxShim.outputPipe()
-            outputRead = output.read
-            defer { close(output.write) }
             let environment = WorkerEnvironment.build(
                 inherited: options.environment, fileVariables: [], configVariables: spec.variables,
                 listenerNames: listeners.map(\.name), notifySocket: path,
@@ -102,15 +106,15 @@ extension Supervisor {
                 watchdog: nil)
             var request = SpawnRequest(
                 argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
-                setListenPID: !listeners.isEmpty, stdout: output.write, stderr: output.write, credentials: spec.credentials)
+                setListenPID: !listeners.isEmpty, stdout: output.write.rawValue, stderr: output.write.rawValue,
+                credentials: spec.credentials)
             // `[memory] mergeable`: the mark survives fork, so the workers the mold forks carry it too.
             request.memoryMerge = config.memory.mergeable
             let (process, link) = try host.startMold(request)
             let mold = Mold(spec: spec, process: process, link: link, startedAt: loop.now())
-            mold.notifyFD = notifyFD
+            mold.ownedNotify = consume notify
             mold.notifyPath = path
-            mold.outputFD = outputRead
-            (notifyFD, outputRead) = (-1, -1)  // the mold owns them now
+            mold.ownedOutput = consume output.read
             moldBook.molds.append(mold)
             try watchMold(mold)
             let timeout = config.mold.startTimeout
@@ -127,11 +131,7 @@ extension Supervisor {
                 })
             logger.info("mold started", metadata: ["pid": .stringConvertible(mold.pid), "release": .string(spec.release)])
         } catch {
-            if notifyFD >= 0 {
-                close(notifyFD)
-                unlink(path)
-            }
-            if outputRead >= 0 { close(outputRead) }
+            if bound { unlink(path) }
             logger.error("cannot start the mold of \(spec.release): \(error)")
             failWaiters(spec, reason: "cannot start the mold: \(error)")
         }

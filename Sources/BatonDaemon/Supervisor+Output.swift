@@ -2,8 +2,9 @@ import BatonCore
 import Glibc
 import Logging
 
-/// A child whose stdout and stderr baton reads through a pipe and logs line by line: a
-/// worker or a mold. (An orphan's relayed output has its own reader: Supervisor+OrphanOutput.)
+/// A process whose stdout and stderr baton reads through a pipe and logs line by line: a
+/// worker, a mold, or a crashed baton's orphan whose pipe baton took over
+/// (Supervisor+OrphanOutput). One reader for all of them.
 protocol OutputSource: AnyObject {
     /// Read end of its stdout+stderr pipe (-1: closed); setting -1 closes it.
     var outputFD: Int32 { get set }
@@ -23,35 +24,47 @@ extension Mold: OutputSource {
     var outputPrefix: String { "[mold pid \(pid)]" }
 }
 
+extension OrphanWorker: OutputSource {
+    var outputPrefix: String { "[orphan slot \(slot) pid \(pid)]" }
+}
+
 extension Supervisor {
     /// Reads at most `outputBytesPerWakeup` of a child's output, then yields:
     /// the pipe is level-triggered, so the loop calls back after the other
     /// descriptors (the control socket, signals, other workers) had their turn.
     /// Reading until EAGAIN let one worker that prints without pause hold the loop.
     func readOutput(_ source: some OutputSource) {
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        var total = 0
-        while total < Self.outputBytesPerWakeup {
-            let n = buffer.withUnsafeMutableBytes { read(source.outputFD, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 {
-                if n == 0 { closeOutput(source) }
-                return
-            }
-            total += n
-            source.outputLines.append(buffer[0..<n]) { emitOutputLine(source, $0) }
-        }
+        if readAvailable(source, upTo: Self.outputBytesPerWakeup) { closeOutput(source) }
     }
 
     /// Bytes of one child's output read per wakeup of the loop (64 KiB).
     static let outputBytesPerWakeup = 64 * 1024
 
-    /// Logs the rest of an unfinished line and closes the pipe.
-    func closeOutput(_ source: some OutputSource) {
+    /// Logs what the pipe still holds, up to `limit` bytes (a process that is gone: up to
+    /// one wakeup's worth for a child, the pipe's whole capacity for an orphan, whose backlog
+    /// from the gap between the two batons ends with its drain lines), and the rest of an
+    /// unfinished line, then closes the pipe.
+    func closeOutput(_ source: some OutputSource, draining limit: Int = 0) {
         guard source.outputFD >= 0 else { return }
+        _ = readAvailable(source, upTo: limit)
         source.outputLines.flush { emitOutputLine(source, $0) }
         loop.unregister(fd: source.outputFD)
         source.outputFD = -1  // closes it
+    }
+
+    /// Reads and logs what the pipe holds now, at most about `limit` bytes (16 KiB reads);
+    /// true at end of file (every writer gone).
+    private func readAvailable(_ source: some OutputSource, upTo limit: Int) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        var total = 0
+        while total < limit {
+            let n = buffer.withUnsafeMutableBytes { read(source.outputFD, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return n == 0 }
+            total += n
+            source.outputLines.append(buffer[0..<n]) { emitOutputLine(source, $0) }
+        }
+        return false
     }
 
     private func emitOutputLine(_ source: some OutputSource, _ bytes: ArraySlice<UInt8>) {

@@ -30,14 +30,16 @@ extension Supervisor {
     var reforkEnabled: Bool { moldMode && (config.mold.reforkAfterRequests > 0 || config.mold.reforkAfter != nil) }
 
     /// With refork on, a forked worker gets the worker's end of a channel of its own, right
-    /// after the listening sockets (`BATON_MOLD_FD`); baton keeps its end until the worker is
-    /// promoted or gone.
-    func addPromotionChannel(_ request: inout SpawnRequest) throws -> (channel: MoldChannel, workerEnd: Int32)? {
+    /// after the listening sockets (`BATON_MOLD_FD`); baton keeps its end (returned) until the
+    /// worker is promoted or gone. The worker's end goes to `workerEnd`, whose owner closes it
+    /// once the spawn is done.
+    func addPromotionChannel(_ request: inout SpawnRequest, workerEnd: inout OwnedDescriptor?) throws -> MoldChannel? {
         guard reforkEnabled, let spec = slots.first?.spec, !moldBook.reforked.contains(spec.release) else { return nil }
-        let (channel, workerEnd) = try MoldChannel.pair()
-        request.passFDs.append(workerEnd)
+        let pair = try MoldChannel.pair()
+        request.passFDs.append(pair.otherEnd.rawValue)
         request.environment.append("BATON_MOLD_FD=\(3 + listeners.count)")
-        return (channel, workerEnd)
+        workerEnd = consume pair.otherEnd
+        return pair.channel
     }
 
     /// Checks once a second whether a worker is due for promotion.
@@ -108,20 +110,14 @@ extension Supervisor {
         }
         endPromotion(promotion)
         let worker = promotion.worker
-        // Its descriptors move to the mold (duplicates; the worker's close with it).
-        let pidfd = fcntl(worker.pidfd, F_DUPFD_CLOEXEC, 0)
-        guard pidfd >= 0 else {
-            logger.error("refork: cannot keep worker \(worker.pid)'s pidfd: \(String(cString: strerror(errno)))")
-            host.signal(pidfd: worker.pidfd, SIGKILL)
-            return
-        }
-        let process = ChildProcess(pid: worker.pid, pidfd: OwnedDescriptor(pidfd))
-        let mold = Mold(spec: worker.spec, process: process, link: promotion.channel, startedAt: loop.now())
+        // What the worker held moves to the mold, each still owned once: the process (its
+        // pidfd), the notify socket and its path, the output pipe's reader.
+        let mold = Mold(spec: worker.spec, process: worker.process, link: promotion.channel, startedAt: loop.now())
         mold.state = .ready
         mold.readyAt = loop.now()
-        if worker.notifyFD >= 0 { mold.notifyFD = fcntl(worker.notifyFD, F_DUPFD_CLOEXEC, 0) }
+        mold.ownedNotify = worker.ownedNotify.take()
         mold.notifyPath = worker.notifyPath
-        if worker.outputFD >= 0 { mold.outputFD = fcntl(worker.outputFD, F_DUPFD_CLOEXEC, 0) }
+        mold.ownedOutput = worker.ownedOutput.take()
         worker.notifyPath = nil
         for old in moldBook.molds where old.spec == mold.spec { retireMold(old) }
         moldBook.molds.append(mold)

@@ -56,55 +56,60 @@ extension Supervisor {
         publishStatus()
     }
 
+    /// Spawns one worker with its notify socket (notify mode or a watchdog) and its output pipe.
+    /// Both are owned from the moment they exist: a failure anywhere before the worker's record
+    /// takes them closes them (and removes the socket's path), and the pipe's write end closes
+    /// once the worker has its copy.
     private func spawn(slot: Int, generation: Int, spec: WorkerSpec) throws -> Worker {
-        var notifyFD: Int32 = -1
+        var notify: OwnedDescriptor? = nil
         var notifyPath: String?
-        if config.readiness.mode == .notify || config.readiness.watchdog != nil {
-            let path = "\(notifyDirectory)/w\(slot)-\(generation)-\(getpid()).sock"
-            notifyFD = try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600)
-            if let cred = spec.credentials { chown(path, cred.uid, cred.gid) }
-            try CBatonLinuxShim.setPassCredentials(notifyFD)
-            try setNonBlocking(notifyFD)
-            notifyPath = path
-        }
-        let output = try CBatonLinuxShim.outputPipe()
-        defer { close(output.write) }
-        // Room for what an orphan writes until the next baton reads it (see WorkerContract).
-        CBatonLinuxShim.enlargePipe(output.read, to: WorkerContract.outputPipeCapacity)
-        let environment = WorkerEnvironment.build(
-            inherited: options.environment, fileVariables: [], configVariables: spec.variables,
-            listenerNames: listeners.map(\.name), notifySocket: notifyPath,
-            extra: [EnvVar(name: "BATON_SLOT", value: String(slot)), EnvVar(name: "BATON_RELEASE", value: spec.release)],
-            watchdog: config.readiness.watchdog)
-        var request = SpawnRequest(
-            argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
-            setListenPID: !listeners.isEmpty, stdout: output.write, stderr: output.write, credentials: spec.credentials)
-        request.setWatchdogPID = config.readiness.watchdog != nil
-        request.holdFD = output.read
-        request.holdTarget = WorkerContract.outputReaderFD
-        request.memoryMerge = config.memory.mergeable
-        // Not `request.nice`: the spawn waits on this loop for the child's execve, and a child
-        // made nicer before it waits for the CPU behind everything else (0.6 s for one spawn
-        // at load average 25 on 2 cores). It gets its boot priority once it runs its program.
-        let nice = bootNice()
-        let process: ChildProcess
+        var recorded = false  // the worker's record holds the socket and its path
         do {
-            process = try spawnProcess(request, spec: spec)
+            if config.readiness.mode == .notify || config.readiness.watchdog != nil {
+                let path = "\(notifyDirectory)/w\(slot)-\(generation)-\(getpid()).sock"
+                let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600))
+                notifyPath = path
+                if let cred = spec.credentials { chown(path, cred.uid, cred.gid) }
+                try CBatonLinuxShim.setPassCredentials(socket.rawValue)
+                try setNonBlocking(socket.rawValue)
+                notify = consume socket
+            }
+            let output = try CBatonLinuxShim.outputPipe()
+            // Room for what an orphan writes until the next baton reads it (see WorkerContract).
+            CBatonLinuxShim.enlargePipe(output.read.rawValue, to: WorkerContract.outputPipeCapacity)
+            let environment = WorkerEnvironment.build(
+                inherited: options.environment, fileVariables: [], configVariables: spec.variables,
+                listenerNames: listeners.map(\.name), notifySocket: notifyPath,
+                extra: [EnvVar(name: "BATON_SLOT", value: String(slot)), EnvVar(name: "BATON_RELEASE", value: spec.release)],
+                watchdog: config.readiness.watchdog)
+            var request = SpawnRequest(
+                argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
+                setListenPID: !listeners.isEmpty, stdout: output.write.rawValue, stderr: output.write.rawValue,
+                credentials: spec.credentials)
+            request.setWatchdogPID = config.readiness.watchdog != nil
+            request.holdFD = output.read.rawValue
+            request.holdTarget = WorkerContract.outputReaderFD
+            request.memoryMerge = config.memory.mergeable
+            // Not `request.nice`: the spawn waits on this loop for the child's execve, and a child
+            // made nicer before it waits for the CPU behind everything else (0.6 s for one spawn
+            // at load average 25 on 2 cores). It gets its boot priority once it runs its program.
+            let nice = bootNice()
+            let process = try spawnProcess(request, spec: spec)
+            if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }
+            let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
+            if !moldMode { startNicer(worker, by: nice) }
+            worker.ownedNotify = notify.take()
+            worker.notifyPath = notifyPath
+            worker.ownedOutput = consume output.read
+            recorded = true
+            worker.watchdogInterval = config.readiness.watchdog
+            try watch(worker)
+            return worker
         } catch {
-            close(output.read)
-            if notifyFD >= 0 { close(notifyFD) }
-            if let notifyPath { unlink(notifyPath) }
+            // The descriptors are closed already (or close with the record that took them).
+            if !recorded, let notifyPath { unlink(notifyPath) }
             throw error
         }
-        if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }
-        let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
-        if !moldMode { startNicer(worker, by: nice) }
-        worker.notifyFD = notifyFD
-        worker.notifyPath = notifyPath
-        worker.outputFD = output.read
-        worker.watchdogInterval = config.readiness.watchdog
-        try watch(worker)
-        return worker
     }
 
     /// Registers a worker's pidfd, output pipe and notify socket with the loop.

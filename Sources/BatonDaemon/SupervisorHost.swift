@@ -51,8 +51,9 @@ protocol SupervisorHost: AnyObject {
     /// A pidfd naming `pid`, a process baton did not start (a crashed baton's orphaned worker).
     func openPidfd(of pid: pid_t) throws(SystemError) -> Int32
     /// A close-on-exec duplicate of descriptor `target` of the process behind `pidfd`
-    /// (pidfd_getfd: an orphan's listening socket or output pipe).
-    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32
+    /// (pidfd_getfd: an orphan's listening socket or output pipe), owned: closed when dropped,
+    /// so a descriptor that fails its check is closed on every way out.
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> OwnedDescriptor
     /// The files the supervisor reads and writes itself: `[app] environment_file` (read at each
     /// spec: a deploy picks up its edits) and `instance.json`.
     var files: any HostFiles { get }
@@ -172,7 +173,7 @@ final class LinuxSupervisorHost: SupervisorHost {
 
     func openPidfd(of pid: pid_t) throws(SystemError) -> Int32 { try CBatonLinuxShim.pidfdOpen(pid) }
 
-    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32 {
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> OwnedDescriptor {
         try CBatonLinuxShim.takeDescriptor(pidfd: pidfd, target: target)
     }
 

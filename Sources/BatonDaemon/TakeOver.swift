@@ -140,19 +140,19 @@ extension Supervisor {
             "previous baton pid \(record.pid) is gone; its workers \(takeOver.orphans.map { String($0.pid) }.joined(separator: ",")) still run")
         for orphan in takeOver.orphans {
             for (i, l) in record.listeners.enumerated() where takeOver.taken[l.name] == nil {
-                let fd: Int32
+                // Owned from the take: one that fails the check closes when the loop goes on.
+                let socket: OwnedDescriptor
                 do {
-                    fd = try host.takeDescriptor(pidfd: orphan.pidfd, target: 3 + Int32(i))
+                    socket = try host.takeDescriptor(pidfd: orphan.pidfd, target: 3 + Int32(i))
                 } catch {
                     logger.warning("cannot take \(l.address) from orphaned worker pid \(orphan.pid): \(error)")
                     continue
                 }
-                guard Sockets.isListeningStream(fd), Sockets.localAddress(fd) == l.address else {
+                guard Sockets.isListeningStream(socket.rawValue), Sockets.localAddress(socket.rawValue) == l.address else {
                     logger.warning("fd \(3 + i) of orphaned worker pid \(orphan.pid) is not a socket listening on \(l.address)")
-                    close(fd)
                     continue
                 }
-                takeOver.taken[l.name] = Listener(fd: fd, name: l.name, address: l.address)
+                takeOver.taken[l.name] = Listener(socket: socket, name: l.name, address: l.address)
                 logger.info("took over \(l.address) from orphaned worker pid \(orphan.pid) of baton pid \(record.pid)")
             }
         }
@@ -203,7 +203,9 @@ extension Supervisor {
     }
 
     private func orphanExited(_ orphan: OrphanWorker) {
-        closeOrphanOutput(orphan)
+        // What its pipe still holds, up to its capacity (a backlog from the gap between the
+        // two batons ends with its drain lines), then the reader goes.
+        closeOutput(orphan, draining: WorkerContract.outputPipeCapacity)
         loop.unregister(fd: orphan.pidfd)
         orphan.process.close()  // the orphan is gone
         if let t = orphan.killTimer { loop.cancel(t) }

@@ -61,8 +61,8 @@ final class UpgradeCoordinator {
         let check: ChildProcess
         do {
             let pipe = try CBatonLinuxShim.outputPipe()
-            handshake = OwnedDescriptor(pipe.read)
-            childEnd = OwnedDescriptor(pipe.write)
+            handshake = consume pipe.read
+            childEnd = consume pipe.write
         } catch {
             candidate.close()
             inProgress = false

@@ -12,9 +12,10 @@ extension CBatonLinuxShim {
     }
 
     /// pidfd_getfd: a close-on-exec duplicate of descriptor `target` of the
-    /// process behind `pidfd`.
-    public static func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32 {
-        try syscall("pidfd_getfd", subject: "fd \(target)") { CBatonLinux_pidfd_getfd(pidfd, target) }
+    /// process behind `pidfd`, owned by the caller from the start (closed if it is dropped
+    /// after a failed check).
+    public static func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> OwnedDescriptor {
+        OwnedDescriptor(try syscall("pidfd_getfd", subject: "fd \(target)") { CBatonLinux_pidfd_getfd(pidfd, target) })
     }
 
     /// True once the process behind `pidfd` has exited (a zombie counts),

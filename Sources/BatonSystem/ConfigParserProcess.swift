@@ -56,8 +56,8 @@ public enum ConfigParserProcess {
         var input: OwnedDescriptor? = nil
         do {
             let pipe = try CBatonLinuxShim.outputPipe()
-            output = OwnedDescriptor(pipe.read)
-            input = OwnedDescriptor(pipe.write)
+            output = pipe.read
+            input = consume pipe.write
         } catch {
             throw failure("\(error)")
         }

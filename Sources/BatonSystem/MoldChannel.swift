@@ -40,28 +40,38 @@ struct MoldReplyMessage: Codable, Equatable {
     var error: String?
 }
 
+/// A new channel (``MoldChannel/pair()``): baton's end, and the end for the child (a mold, or
+/// a worker that may be promoted to one), owned until a caller consumes it or lets the pair go.
+@frozen public struct MoldChannelPair: ~Copyable {
+    /// baton's end.
+    public let channel: MoldChannel
+    /// The child's end (close-on-exec: the launcher places it in the child).
+    public var otherEnd: OwnedDescriptor
+}
+
 /// baton's end of the channel to a mold (a `SOCK_SEQPACKET` unix socket pair, docs/MOLD.md):
 /// one JSON object per datagram, descriptors as `SCM_RIGHTS`. A spawn is one synchronous round
 /// trip, bounded by a timeout: the caller (the event loop) opens the worker's pidfd before it
 /// handles any SIGCHLD, so that a forked worker is known before anything could reap it as a
 /// stray.
 public final class MoldChannel {
-    /// baton's end, owned (closed with the channel).
-    public let fd: Int32
+    /// baton's end, owned (closed once, with the channel).
+    private let end: OwnedDescriptor
+    /// Its number.
+    public var fd: Int32 { end.rawValue }
     private var nextID = 1
 
-    /// A new socket pair: `channel` for baton, `moldEnd` to hand to the mold (both
-    /// close-on-exec; the launcher places `moldEnd` in the child).
-    public static func pair() throws(SystemError) -> (channel: MoldChannel, moldEnd: Int32) {
+    /// A new socket pair, both ends close-on-exec and owned from the start: the channel for
+    /// baton, and the other end, which the launcher places in the child and which closes with
+    /// the pair once the child has its copy (or the spawn failed).
+    public static func pair() throws(SystemError) -> MoldChannelPair {
         var fds: [Int32] = [-1, -1]
         try syscall("socketpair(SOCK_SEQPACKET)") { CBatonLinux_seqpacket_pair(&fds) }
-        return (MoldChannel(fd: fds[0]), fds[1])
+        return MoldChannelPair(channel: MoldChannel(end: OwnedDescriptor(fds[0])), otherEnd: OwnedDescriptor(fds[1]))
     }
 
-    /// Takes ownership of `fd`.
-    public init(fd: Int32) { self.fd = fd }
-
-    deinit { close(fd) }
+    /// Owns `end`, baton's end of a channel, from now on.
+    public init(end: consuming OwnedDescriptor) { self.end = end }
 
     /// The datagram and descriptors of `request`: the worker's environment (without
     /// LISTEN_PID/WATCHDOG_PID), its listening sockets at 3.., its output at 1 and 2, and the

@@ -23,3 +23,19 @@ public struct OwnedDescriptor: ~Copyable, Sendable {
 
     deinit { close(rawValue) }
 }
+
+/// Both ends of a pipe, each owned from the moment the pipe is made: whatever way a caller
+/// leaves (a throw included), an end it did not hand on is closed once. A caller keeps an end
+/// by consuming it (`let reader = pipe.read`); the other closes with the rest of the pipe.
+@frozen public struct OwnedPipe: ~Copyable, Sendable {
+    /// The read end.
+    public var read: OwnedDescriptor
+    /// The write end.
+    public var write: OwnedDescriptor
+
+    /// Owns `read` and `write`, the two ends of one pipe.
+    public init(read: Int32, write: Int32) {
+        self.read = OwnedDescriptor(read)
+        self.write = OwnedDescriptor(write)
+    }
+}

@@ -134,11 +134,13 @@ public enum CBatonLinuxShim {
         try syscall("setsockopt(SO_PASSCRED)") { CBatonLinux_set_passcred(fd) }
     }
 
-    /// A pipe with both ends close-on-exec; the read end non-blocking.
-    public static func outputPipe() throws(SystemError) -> (read: Int32, write: Int32) {
+    /// A pipe with both ends close-on-exec; the read end non-blocking. Both ends are owned from
+    /// here (closed if making the read end non-blocking fails).
+    public static func outputPipe() throws(SystemError) -> OwnedPipe {
         var fds: [Int32] = [-1, -1]
         try syscall("pipe2") { CBatonLinux_pipe_cloexec(&fds) }
-        try setNonBlocking(fds[0])
-        return (fds[0], fds[1])
+        let pipe = OwnedPipe(read: fds[0], write: fds[1])
+        try setNonBlocking(pipe.read.rawValue)
+        return pipe
     }
 }

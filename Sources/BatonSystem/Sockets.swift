@@ -17,8 +17,13 @@ public final class Listener: Sendable {
     public let address: String
 
     /// A listener that owns `fd` from now on.
-    public init(fd: Int32, name: String, address: String) {
-        socket = OwnedDescriptor(fd)
+    public convenience init(fd: Int32, name: String, address: String) {
+        self.init(socket: OwnedDescriptor(fd), name: name, address: address)
+    }
+
+    /// A listener that owns `socket` from now on.
+    public init(socket: consuming OwnedDescriptor, name: String, address: String) {
+        self.socket = socket
         self.name = name
         self.address = address
     }

@@ -32,8 +32,18 @@ final class FakeHost: SupervisorHost {
     var onSpawn: ((FakeChild) -> Void)?
     private var nextPID: pid_t = 5_000_000
 
+    /// What each spawn that failed with `spawnError` was handed, as open files
+    /// (`openFile(of:)`), read before the spawn failed: its output pipe (stdout) and its
+    /// notify socket (the one bound at its NOTIFY_SOCKET), nil where it had none.
+    private(set) var failedSpawns: [(output: String?, notify: String?)] = []
+
     func spawn(_ request: SpawnRequest) throws -> ChildProcess {
-        if let spawnError { throw spawnError }
+        if let spawnError {
+            let notifyPath = request.environment.first { $0.hasPrefix("NOTIFY_SOCKET=") }?.dropFirst("NOTIFY_SOCKET=".count)
+            failedSpawns.append(
+                (output: request.stdout >= 0 ? openFile(of: request.stdout) : nil, notify: notifyPath.flatMap { unixSocketFile(boundAt: String($0)) }))
+            throw spawnError
+        }
         nextPID += 1
         let child = FakeChild(pid: nextPID, request: request)
         children.append(child)
@@ -109,11 +119,11 @@ final class FakeHost: SupervisorHost {
     }
 
     /// A duplicate of what the test put at `target` in that orphan.
-    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> Int32 {
+    func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> OwnedDescriptor {
         guard let child = live(pidfd: pidfd), let fd = orphanDescriptors[child.pid]?[target] else {
             throw SystemError("pidfd_getfd", errno: EBADF, subject: "fd \(target)")
         }
-        return fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        return OwnedDescriptor(try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, 0) })
     }
 
     /// Accounts by user name; none exists unless the test adds it.

@@ -95,6 +95,26 @@ import Testing
         #expect(descriptors(onThePipeOf: output[1]) == 2, "baton's reader is closed")
     }
 
+    /// What is taken from an orphan is owned from the take: a descriptor that fails its check
+    /// (fd 3 not a listening socket, the output fd not a pipe's read end) is closed at once.
+    @Test func aTakenDescriptorThatFailsItsCheckIsClosed() throws {
+        var pipe: [Int32] = [-1, -1]
+        try #require(CBatonLinux_pipe_cloexec(&pipe) == 0)
+        defer { pipe.forEach { close($0) } }
+        let h = try harness(address: "127.0.0.1:1", outputFD: WorkerContract.outputReaderFD)
+        _ = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: pipe[0], WorkerContract.outputReaderFD: pipe[1]])
+        h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        let adopted = try #require(h.supervisor.takeOver.orphans.first)
+        #expect(h.supervisor.takeOver.taken.isEmpty, "a pipe is not the socket listening on the recorded address")
+        #expect(adopted.outputFD == -1, "a pipe's write end is not relayed")
+        #expect(descriptors(onThePipeOf: pipe[0]) == 2, "only the test's two ends: both taken copies are closed")
+        h.supervisor.drainOrphans()
+        h.advance(by: .zero)
+        #expect(h.supervisor.takeOver.orphans.isEmpty)
+    }
+
     @Test func aPidReusedSinceTheRecordIsNeitherAdoptedNorRobbed() throws {
         let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
         defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it

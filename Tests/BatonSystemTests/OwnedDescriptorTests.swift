@@ -46,4 +46,36 @@ import Testing
         var byte: UInt8 = 0
         #expect(read(ends.read, &byte, 1) == 0)
     }
+
+    /// `outputPipe()` owns both ends from the start: an end a caller keeps stays open, the
+    /// other closes with the pipe.
+    @Test func anOutputPipeClosesTheEndItStillOwns() throws {
+        var reader: OwnedDescriptor? = nil
+        do {
+            let pipe = try CBatonLinuxShim.outputPipe()
+            reader = consume pipe.read
+        }
+        let fd = reader?.rawValue ?? -1
+        var byte: UInt8 = 0
+        #expect(read(fd, &byte, 1) == 0, "the write end is closed: end of file, not EAGAIN")
+    }
+
+    /// `MoldChannel.pair()`: the child's end closes with the pair unless taken, and baton's
+    /// end closes with its channel (the peer then reads end of file).
+    @Test func aMoldChannelPairClosesEachEndWithItsOwner() throws {
+        let channel: MoldChannel
+        do {
+            let pair = try MoldChannel.pair()
+            channel = pair.channel
+        }
+        #expect(throws: MoldError("the worker closed its channel")) { try channel.receivePromoted() }
+
+        var otherEnd: OwnedDescriptor? = nil
+        do {
+            let pair = try MoldChannel.pair()
+            otherEnd = consume pair.otherEnd
+        }
+        var byte: UInt8 = 0
+        #expect(recv(otherEnd?.rawValue ?? -1, &byte, 1, Int32(MSG_DONTWAIT)) == 0, "baton's end went with its channel")
+    }
 }

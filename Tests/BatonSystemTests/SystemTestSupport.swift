@@ -94,7 +94,8 @@ func finish(_ process: ChildProcess, signal: Int32 = SIGKILL) -> CBatonLinuxShim
 
 /// A pipe with both ends close-on-exec (the read end non-blocking).
 func makePipe() throws -> (read: Int32, write: Int32) {
-    try CBatonLinuxShim.outputPipe()
+    let pipe = try CBatonLinuxShim.outputPipe()
+    return (pipe.read.release(), pipe.write.release())  // the caller closes them
 }
 
 /// A blocking pipe with both ends close-on-exec (a child's `read` waits on it).
