@@ -10,7 +10,10 @@ struct ProcessPriorityTests {
     func aRealTree() throws {
         let child = try LinuxProcessLauncher().spawn(
             SpawnRequest(argv: ["/bin/sh", "-c", "sleep 30 & sleep 30 & wait"], environment: childEnvironment))
-        defer { _ = finish(child) }
+        defer {
+            kill(-child.pid, SIGKILL)  // the sleeps too: the shell leads their process group
+            _ = finish(child)
+        }
         // The shell has started both sleeps once it waits: three members.
         let deadline = monotonicNow() + .seconds(10)
         while ProcFS.tree(of: child.pid).count < 3, monotonicNow() < deadline { usleep(2000) }
@@ -24,11 +27,18 @@ struct ProcessPriorityTests {
 
     @Test("a busy tree's CPU time and its wait for a CPU, from /proc (stat and schedstat)")
     func cpuTimeOfABusyTree() throws {
-        // More busy loops than CPUs, all in one tree: some of them queue for a CPU.
+        // More busy loops than CPUs, all in one tree: some of them queue for a CPU. Each loop
+        // ends by itself (about 1 s of CPU here), and the whole process group is killed at the
+        // end: killing the shell alone would leave its loops spinning.
         let loops = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) + 1
-        let script = Array(repeating: "(while :; do :; done) &", count: loops).joined(separator: " ") + " wait"
+        let loop = "(i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done) &"
+        let script = Array(repeating: loop, count: loops).joined(separator: " ") + " wait"
         let child = try LinuxProcessLauncher().spawn(SpawnRequest(argv: ["/bin/sh", "-c", script], environment: childEnvironment))
-        defer { _ = finish(child) }
+        defer {
+            // The launcher made the shell a session (and process group) leader.
+            kill(-child.pid, SIGKILL)
+            _ = finish(child)
+        }
         let deadline = monotonicNow() + .seconds(10)
         var time: ProcessPriority.CPUTime?
         while monotonicNow() < deadline {
