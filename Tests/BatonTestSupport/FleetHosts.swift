@@ -90,9 +90,12 @@ public final class FleetHosts: @unchecked Sendable {
             try Self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "baton-fleet-test", "-f", key])
             try Self.run(["cp", key + ".pub", directory + "/authorized_keys"])
             let subnet = try Self.freeSubnet()
+            // Every host's sshd and baton start before the first is waited for: the hosts
+            // boot beside each other, not one after the other.
             for i in 0..<count {
-                hosts.append(try makeHost(i, subnet: subnet, workers: workers, command: command, sections: sections(i), beforeStart: beforeStart))
+                hosts.append(try startHost(i, subnet: subnet, workers: workers, command: command, sections: sections(i), beforeStart: beforeStart))
             }
+            for host in hosts { try Self.waitUntilUp(host, workers: workers) }
         } catch {
             teardown()
             throw error
@@ -103,11 +106,14 @@ public final class FleetHosts: @unchecked Sendable {
     /// known_hosts, no user config, bounded connect.
     public var sshCommand: String { "ssh " + sshOptions.joined(separator: " ") }
 
-    /// The options of `sshCommand` (no spaces inside any of them).
+    /// The options of `sshCommand` (no spaces inside any of them). The key exchange is
+    /// curve25519 alone: OpenSSH 9's default, sntrup761x25519, costs the client ~70 ms of
+    /// CPU per connection (measured here), and a fleet test opens over a hundred of them
+    /// on two cores the other chains share. What the tests check does not depend on it.
     public var sshOptions: [String] {
         [
             "-F", "/dev/null", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile=" + knownHosts,
-            "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+            "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-o", "KexAlgorithms=curve25519-sha256",
         ]
     }
 
@@ -126,17 +132,24 @@ public final class FleetHosts: @unchecked Sendable {
     }
 
     /// Stops everything this fleet started (by pid) and deletes its namespaces and folders.
+    /// Every baton and sshd gets its SIGTERM before the first is waited for, so the hosts
+    /// drain their workers beside each other; one still running after its bound is killed.
     public func teardown() {
+        for host in hosts where host.baton.exitCode == nil { host.baton.signal(SIGTERM) }
+        for host in hosts where host.sshd.exitCode == nil { host.sshd.signal(SIGTERM) }
         for host in hosts {
-            host.baton.stop(timeout: .seconds(30))
-            host.sshd.stop(timeout: .seconds(10))
+            if host.baton.wait(timeout: .seconds(30)) == nil { host.baton.stop(timeout: .seconds(1)) }
+            if host.sshd.wait(timeout: .seconds(10)) == nil { host.sshd.stop(timeout: .seconds(1)) }
             Self.removeNetwork(namespace: host.namespace, veth: host.veth)
         }
         hosts.removeAll()
         TestPaths.remove(directory)
     }
 
-    private func makeHost(
+    /// Makes host `i`'s namespace, veth pair and folder and starts its sshd and baton,
+    /// waiting for neither (`waitUntilUp`). On failure it stops what it started and
+    /// removes its network; the hosts started before it are `init`'s to tear down.
+    private func startHost(
         _ i: Int, subnet: Int, workers: Int, command: [String], sections: String, beforeStart: (String) -> Void
     ) throws -> Host {
         let name = "h\(i + 1)"
@@ -184,9 +197,6 @@ public final class FleetHosts: @unchecked Sendable {
                 Self.inHost(namespace, folder, [batonExecutable, "serve", "--config", root + "/baton.toml"]),
                 environment: TestPaths.cleanEnvironment())
             started.append(baton)
-            guard baton.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(60)) != nil else {
-                throw HarnessError("baton of \(name) did not become ready:\n\(baton.stderrLines.suffix(30).joined(separator: "\n"))")
-            }
             return Host(
                 name: name, namespace: namespace, address: address, veth: veth, directory: folder, sshd: sshd, baton: baton,
                 batonExecutable: batonExecutable)
@@ -197,18 +207,37 @@ public final class FleetHosts: @unchecked Sendable {
         }
     }
 
+    /// Waits until `host`'s sshd listens and its baton has `workers` workers ready.
+    private static func waitUntilUp(_ host: Host, workers: Int) throws {
+        guard host.sshd.waitForLine(containing: "Server listening on", timeout: .seconds(20)) != nil else {
+            throw HarnessError("sshd of \(host.name) did not start:\n\(host.sshd.stderrLines.joined(separator: "\n"))")
+        }
+        guard host.baton.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(60)) != nil else {
+            throw HarnessError("baton of \(host.name) did not become ready:\n\(host.baton.stderrLines.suffix(30).joined(separator: "\n"))")
+        }
+    }
+
     /// argv running `command` in host `namespace`: `ip netns exec` gives it a mount
     /// namespace of its own (slave to ours), where a tmpfs on /run holds sshd's
     /// privilege separation folder /run/sshd (nothing is created under the machine's
     /// /run) and `folder` is bound at `hostRoot`.
+    ///
+    /// The runner's /root/.bashrc is hidden there (/dev/null bound over it): bash runs it
+    /// for every command sshd starts, so the hosts ran the test machine's dotfiles on each
+    /// ssh of a deploy (0.2 s and 0.1 s of CPU each with pyenv's init here; one that prints
+    /// would break `baton status --json` over ssh). The hosts run none of the runner's
+    /// dotfiles.
     private static func inHost(_ namespace: String, _ folder: String, _ command: [String]) -> [String] {
         [
             "/usr/sbin/ip", "netns", "exec", namespace, "/bin/sh", "-c",
-            "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir /run/sshd \(hostRoot) && mount --bind \"$0\" \(hostRoot) && exec \"$@\"",
+            "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir /run/sshd \(hostRoot) && mount --bind \"$0\" \(hostRoot)"
+                + " && { [ ! -f /root/.bashrc ] || mount --bind /dev/null /root/.bashrc; } && exec \"$@\"",
             folder,
         ] + command
     }
-    /// sshd inside the namespace, on the host's address only, root login by the test's key.
+
+    /// sshd inside the namespace, on the host's address only, root login by the test's key
+    /// (started; `waitUntilUp` waits for it to listen).
     private func startSSHD(name: String, namespace: String, address: String, folder: String) throws -> TestProcess {
         let hostKey = directory + "/\(name)-host-key"
         try Self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", hostKey])
@@ -229,13 +258,7 @@ public final class FleetHosts: @unchecked Sendable {
             LogLevel INFO
 
             """)
-        let sshd = try TestProcess(Self.inHost(namespace, folder, ["/usr/sbin/sshd", "-D", "-e", "-f", config]))
-        guard sshd.waitForLine(containing: "Server listening on", timeout: .seconds(20)) != nil else {
-            let log = sshd.stderrLines.joined(separator: "\n")
-            sshd.stop(timeout: .seconds(5))
-            throw HarnessError("sshd of \(name) did not start:\n\(log)")
-        }
-        return sshd
+        return try TestProcess(Self.inHost(namespace, folder, ["/usr/sbin/sshd", "-D", "-e", "-f", config]))
     }
 
     /// A 10.213.K.0/24 no address or route of this machine uses.
