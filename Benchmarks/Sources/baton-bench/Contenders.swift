@@ -284,11 +284,14 @@ final class RunningContender {
     func stop() {
         for d in deploys where d.exitCode == nil { _ = d.stop(timeout: .seconds(5)) }
         if let baton {
-            // BENCH_LOG_DIR=DIR keeps baton's log of each run there (for finding what a peak was).
+            baton.stop()
+            // BENCH_LOG_DIR=DIR keeps baton's log of each run there (for finding what a peak was),
+            // made if missing and written once baton has stopped: a log that cannot be written
+            // stops the harness, and it used to leave that run's baton and workers running.
             if let dir = environmentValue("BENCH_LOG_DIR") {
+                _ = try? TestProcess.run(["mkdir", "-p", dir])
                 TestPaths.write("\(dir)/\(contender.rawValue)-\(master.pid).log", master.stderrLines.joined(separator: "\n") + "\n")
             }
-            baton.stop()
         } else {
             stopProcessGroup(master)
         }
