@@ -29,7 +29,6 @@ final class QuietDaemon {
     ) throws {
         directory = TestPaths.temporaryDirectory("q")
         controlSocket = directory + "/control.sock"
-        let releaseDirectory = release ?? directory
         let config = BatonHarness.configText(
             name: "quiet", command: command, release: release ?? directory, workers: workers, directory: directory, extraApp: extraApp,
             sections: "[listen]\naddresses = [\"127.0.0.1:0\"]\n" + sections, controlSocket: controlSocket, control: control)
