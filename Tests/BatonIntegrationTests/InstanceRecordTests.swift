@@ -23,16 +23,34 @@ extension Integration {
             let fd = watch.withLock { $0 }
             try #require(fd >= 0, "cannot watch the runtime directory")
             defer { close(fd) }
-            let renames = Self.renames(of: "instance.json", fd)
+            // The write comes at the end of the turn the workers started in; the harness may see
+            // "all 4 workers ready" first (a loop turn that handles the READY=1s before its
+            // timers, after the loop thread waited for a CPU): wait for the rename, then let one
+            // control round trip pass (later turns) before counting every rename queued.
+            var renames = Self.renames(of: "instance.json", fd, waitingUpTo: .seconds(10))
+            _ = try baton.status()
+            renames += Self.renames(of: "instance.json", fd)
             #expect(renames == 1, "instance.json replaced \(renames) times while 4 workers started")
             let text = try #require(ProcFS.read(baton.directory + "/run/instance.json"))
             let pids = try baton.status().workers.map(\.pid)
             #expect(pids.count == 4 && pids.allSatisfy { text.contains("\"pid\":\($0)") }, "\(text)")
         }
 
-        /// IN_MOVED_TO events for `name` queued on the inotify `fd` (non-blocking). The watch
-        /// also takes IN_CREATE (of the temporary file): the kernel merges an event identical
-        /// to the one queued just before it, so renames alone would count as one.
+        /// IN_MOVED_TO events for `name` on the inotify `fd`, waiting up to `timeout` for the
+        /// first. The watch also takes IN_CREATE (of the temporary file): the kernel merges an
+        /// event identical to the one queued just before it, so renames alone would count as one.
+        static func renames(of name: String, _ fd: Int32, waitingUpTo timeout: Duration) -> Int {
+            let deadline = monotonicNow() + timeout
+            var count = 0
+            while count == 0, monotonicNow() < deadline {
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                _ = poll(&pfd, 1, 100)
+                count += renames(of: name, fd)
+            }
+            return count
+        }
+
+        /// IN_MOVED_TO events for `name` queued now on the inotify `fd` (non-blocking).
         static func renames(of name: String, _ fd: Int32) -> Int {
             var count = 0
             var buffer = [UInt8](repeating: 0, count: 65536)
