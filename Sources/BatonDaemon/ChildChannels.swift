@@ -54,6 +54,22 @@ class ChildChannels: ProcessChannels {
 }
 
 extension Supervisor {
+    /// A worker's or mold's notify socket bound at `path`: a datagram socket, mode 0600, given
+    /// to the child's user when it runs as another, passing credentials, non-blocking. Owned
+    /// from the bind: a failure after it closes the socket and removes `path`.
+    func bindNotifySocket(at path: String, credentials: Credentials?) throws -> OwnedDescriptor {
+        let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600))
+        do {
+            if let credentials { chown(path, credentials.uid, credentials.gid) }
+            try CBatonLinuxShim.setPassCredentials(socket.rawValue)
+            try setNonBlocking(socket.rawValue)
+        } catch {
+            unlink(path)
+            throw error
+        }
+        return socket
+    }
+
     /// Lets go of what baton held of a child that exited and was reaped: its timers, its pidfd,
     /// its notify socket (and the socket's path), and its output pipe once the rest of its
     /// output was read and logged (the write end may live on in strays, already killed with the

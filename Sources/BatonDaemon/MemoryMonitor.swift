@@ -96,8 +96,9 @@ final class MemoryMonitor {
     /// Bytes a surge must leave alone while a reservation is held: the last sample's trigger
     /// (reservation + margin + the growth expected while one replacement runs), at least the
     /// reservation and margin. A roll starts because that growth is coming; a surge that
-    /// spends it takes the reservation (0 when nothing is held).
-    var surgeKeptBytes: UInt64 { max(reservedBytes, reservation.held == nil ? 0 : reservation.lastTrigger ?? 0) }
+    /// spends it takes the reservation (0 when nothing is held: releasing a reservation resets
+    /// its state, the last trigger with it).
+    var surgeKeptBytes: UInt64 { max(reservedBytes, reservation.lastTrigger ?? 0) }
 
     /// How long the last replacement took, when one was measured.
     var measuredReplacementTime: Duration? { reservation.replacementTime }

@@ -88,12 +88,8 @@ extension Supervisor {
         var bound = false
         do {
             // Owned from the start: closed on every failure below, handed to the mold once it runs.
-            let notify = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600))
+            let notify = try bindNotifySocket(at: path, credentials: spec.credentials)
             bound = true
-            let notifyFD = notify.rawValue
-            if let cred = spec.credentials { chown(path, cred.uid, cred.gid) }
-            try CBatonLinuxShim.setPassCredentials(notifyFD)
-            try setNonBlocking(notifyFD)
             // The write end closes when this block ends: the mold has its copy by then.
             let output = try CBatonLinuxShim.outputPipe()
             let environment = WorkerEnvironment.build(

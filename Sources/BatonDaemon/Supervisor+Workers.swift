@@ -67,12 +67,8 @@ extension Supervisor {
         do {
             if config.readiness.mode == .notify || config.readiness.watchdog != nil {
                 let path = "\(notifyDirectory)/w\(slot)-\(generation)-\(getpid()).sock"
-                let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600))
+                notify = try bindNotifySocket(at: path, credentials: spec.credentials)
                 notifyPath = path
-                if let cred = spec.credentials { chown(path, cred.uid, cred.gid) }
-                try CBatonLinuxShim.setPassCredentials(socket.rawValue)
-                try setNonBlocking(socket.rawValue)
-                notify = consume socket
             }
             let output = try CBatonLinuxShim.outputPipe()
             // Room for what an orphan writes until the next baton reads it (see WorkerContract).
