@@ -66,6 +66,45 @@ extension MemoryIntegration {
             #expect(tracebacks.isEmpty, "\(tracebacks.count) traceback(s) in the mold's and workers' output:\n\(result.output)")
         }
 
+        /// A signal can trip Python's handler while the main thread is not in a call the signal
+        /// interrupts: it lands on another thread (a waitress thread of the warm-up still exiting),
+        /// or between the interpreter's last check and the blocking call. The mold waiting for
+        /// spawn requests must still run the handler (SIGTERM: exit 0). Here the handler trips on
+        /// a thread of the script's own once the main thread sleeps in serve_requests' wait; a
+        /// mold blocked in recvmsg alone slept on (CI: "mold SIGTERM: pid … did not exit").
+        @Test("the Python mold waiting for spawn requests exits 0 on a SIGTERM another thread took")
+        func pythonMoldTakesSIGTERMFromAnyThread() throws {
+            let script = """
+                import os, platform, signal, socket, sys, threading, time
+                sys.path.insert(0, os.path.dirname(sys.argv[1]))
+                import baton_mold
+                baton_mold.exit_zero_on_sigterm()
+                channel, baton_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                main = threading.get_native_id()
+                futex = {"x86_64": 202, "aarch64": 98}[platform.machine()]
+                def trip():
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline:
+                        with open("/proc/self/task/%d/stat" % main) as f:
+                            state = f.read().rsplit(")", 1)[1].split()[0]
+                        with open("/proc/self/task/%d/syscall" % main) as f:
+                            call = f.read().split()[0]
+                        if state == "S" and call not in ("running", str(futex)):
+                            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+                            return
+                        time.sleep(0.01)
+                    os._exit(3)
+                threading.Thread(target=trip, daemon=True).start()
+                baton_mold.serve_requests(None, channel)
+                os._exit(4)
+                """
+            let process = try TestProcess(["python3", "-c", script, Self.pythonAdapterPath])
+            // Stopping it sends a SIGTERM of its own, which would end the wait: only an exit within the bound counts.
+            let code = process.wait(timeout: .seconds(10))
+            if code == nil { _ = process.stop(timeout: .seconds(5)) }
+            #expect(code == 0, "exit \(code.map(String.init) ?? "none within 10 s"): \(process.stderrLines.joined(separator: "\n"))")
+        }
+
         @Test("the driver fails a mold that never sends READY=1, naming the check, and leaves no process behind")
         func driverCatchesNeverReady() throws {
             // A "mold" that loads nothing and never notifies: the driver must fail at its first check.

@@ -19,6 +19,7 @@ import gc
 import importlib
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -48,9 +49,37 @@ def load_app(spec):
 # MARK: - The mold
 
 
+def exit_zero_on_sigterm():
+    """A mold's SIGTERM: exit 0 at once (it serves no request of its own)."""
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+
 def serve_requests(app, channel):
-    """Answers spawn requests until baton closes the channel (end of file)."""
+    """Answers spawn requests until baton closes the channel (end of file).
+
+    It waits on the channel and on a signal wakeup pipe: Python runs a signal's handler on the
+    main thread, at its next bytecode, and a blocking recvmsg alone returns for a signal only
+    when it interrupts that very call. A SIGTERM that lands on another thread (a warm-up thread
+    still exiting) or just before the call would leave the mold asleep until the next request."""
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    try:
+        answer_requests(app, channel, wake_read)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(wake_read)
+        os.close(wake_write)
+
+
+def answer_requests(app, channel, wake_read):
     while True:
+        # The handler of a signal that woke the wait runs as this returns (PEP 475).
+        if wake_read in select.select([channel, wake_read], [], [])[0]:
+            try:
+                os.read(wake_read, 64)
+            except BlockingIOError:
+                pass
+            continue
         try:
             data, fds, _, _ = socket.recv_fds(channel, 1 << 20, 250)
         except InterruptedError:
@@ -166,6 +195,9 @@ def become_worker(app, request, fds):
     the app served on the inherited sockets. Never returns."""
     code = 1
     try:
+        # The mold's signal wakeup pipe is closed below: a signal must not write into whatever
+        # the worker opens at its number.
+        signal.set_wakeup_fd(-1)
         os.setsid()
         for number in signal.valid_signals():
             if number in (signal.SIGKILL, signal.SIGSTOP):
@@ -318,7 +350,7 @@ def serve(app):
     # The worker's threads are gone and its requests answered: it becomes a mold.
     for dispatcher in list(socket_map.values()):
         dispatcher.close()
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    exit_zero_on_sigterm()
     channel.setblocking(True)
     notify("STATUS=mold (promoted)")
     channel.send(json.dumps({"op": "promoted"}).encode())
@@ -416,7 +448,7 @@ def main():
         print("baton_mold: BATON_MOLD_FD is not set: run me as baton's [app] command with [app] mode = \"mold\"", file=sys.stderr)
         return 2
     sys.stdout.reconfigure(line_buffering=True)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    exit_zero_on_sigterm()
     app = load_app(sys.argv[1])
     prepare_workers()
     try:
