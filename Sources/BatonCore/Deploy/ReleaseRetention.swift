@@ -151,9 +151,13 @@ public enum ReleaseRetention {
         let previous = previous.map(normalize)
         let inUse = Set(inUse.map(normalize))
         let deployed = deployed.map { Set($0.map(normalize)) }
-        let sorted = folders.map { f -> (ReleaseFolder, Double) in
-            (f, max(f.modifiedAt, lastDeployed[normalize(f.path)] ?? 0))
-        }.sorted { a, b in a.1 != b.1 ? a.1 > b.1 : a.0.name > b.0.name }
+        let dated: [(ReleaseFolder, Double)] = folders.map { f in
+            let deployedAt: Double = lastDeployed[normalize(f.path)] ?? 0
+            return (f, max(f.modifiedAt, deployedAt))
+        }
+        let sorted = dated.sorted { (a: (ReleaseFolder, Double), b: (ReleaseFolder, Double)) -> Bool in
+            a.1 != b.1 ? a.1 > b.1 : a.0.name > b.0.name
+        }
         func protectedMark(_ path: String) -> ReleaseListing.Mark? {
             if path == current { return .current }
             if path == previous { return .previous }
