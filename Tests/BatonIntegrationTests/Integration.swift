@@ -10,8 +10,8 @@ import Testing
 struct Integration {}
 
 /// The suites that measure workers' memory (PSS against a budget, a threshold, a
-/// reservation or a footprint), plus the mold adapters, the deploy/ansible examples and
-/// the watchdog suites: a `.serialized` chain of its own, beside `Integration`, on
+/// reservation or a footprint), plus the mold adapters, the watchdog suites and the boot
+/// priority suite (moved from `Integration` to even the chains out): a `.serialized` chain of its own, beside `Integration`, on
 /// `PrivateBinaries` (`.privateBinaries`: `TestPaths.executable` names the copies).
 ///
 /// PSS divides each shared page among every process mapping it. A chain of their own on
@@ -30,10 +30,10 @@ struct MemoryIntegration {}
 /// workers, and the test its `baton` CLI calls, on `PrivateBinaries`, so no process of the
 /// fleet maps a file page of the build's binaries or Swift libraries.
 ///
-/// The `baton deploy` and `deploy commit` suites run here too, on the build's binaries as
-/// in `Integration` (the memory group runs on copies of its own, so neither chain moves the
-/// PSS it measures): the integration chain set the test run's length (174 s in CI against
-/// the fleet's 104 s), and a suite moved between chains adds no parallel load, the chains
-/// running beside each other either way.
+/// The `baton deploy` and `deploy commit` suites and the deploy/ansible examples (Ansible's
+/// local connection against two batons here) run here too, on the build's binaries as in
+/// `Integration` (the memory group runs on copies of its own, so neither chain moves the
+/// PSS it measures): the test run lasts as long as its longest chain, and a suite moved
+/// between chains adds no parallel load, the chains running beside each other either way.
 @Suite("fleet over ssh", .serialized, .ownThread)
 struct FleetIntegration {}
