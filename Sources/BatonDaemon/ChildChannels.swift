@@ -70,6 +70,14 @@ extension Supervisor {
         return socket
     }
 
+    /// Takes a worker's or mold's pidfd, output pipe and notify socket off the loop (one that
+    /// is not registered is left alone).
+    func unwatch(_ child: ChildChannels) {
+        loop.unregister(fd: child.pidfd)
+        if child.outputFD >= 0 { loop.unregister(fd: child.outputFD) }
+        if child.notifyFD >= 0 { loop.unregister(fd: child.notifyFD) }
+    }
+
     /// Lets go of what baton held of a child that exited and was reaped: its timers, its pidfd,
     /// its notify socket (and the socket's path), and its output pipe once the rest of its
     /// output was read and logged (the write end may live on in strays, already killed with the

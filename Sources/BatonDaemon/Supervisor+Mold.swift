@@ -111,8 +111,15 @@ extension Supervisor {
             mold.ownedNotify = consume notify
             mold.notifyPath = path
             mold.ownedOutput = consume output.read
+            do {
+                try watchMold(mold)
+            } catch {
+                // As a worker the loop cannot watch (`spawn`): it would boot unseen, never ready
+                // and never timed out; killed (reaped as a stray on SIGCHLD), its record dropped.
+                host.signalGroup(mold.pid, SIGKILL)
+                throw error
+            }
             moldBook.molds.append(mold)
-            try watchMold(mold)
             let timeout = config.mold.startTimeout
             // The mold boots the app (its workers are forks of it): it boots nicer, as a worker would.
             startNicer(mold, by: bootNice())
@@ -134,14 +141,20 @@ extension Supervisor {
         publishStatus()
     }
 
-    /// Registers a mold's pidfd, output and notify socket with the loop.
+    /// Registers a mold's pidfd, output and notify socket with the loop, all or none (as
+    /// `watch` does a worker's).
     func watchMold(_ mold: Mold) throws {
-        try loop.register(fd: mold.pidfd, events: .readable) { [unowned self, unowned mold] _ in self.moldPidfdReadable(mold) }
-        if mold.outputFD >= 0 {
-            try loop.register(fd: mold.outputFD, events: .readable) { [unowned self, unowned mold] _ in self.readOutput(mold) }
-        }
-        if mold.notifyFD >= 0 {
-            try loop.register(fd: mold.notifyFD, events: .readable) { [unowned self, unowned mold] _ in self.readNotify(mold) }
+        do {
+            try loop.register(fd: mold.pidfd, events: .readable) { [unowned self, unowned mold] _ in self.moldPidfdReadable(mold) }
+            if mold.outputFD >= 0 {
+                try loop.register(fd: mold.outputFD, events: .readable) { [unowned self, unowned mold] _ in self.readOutput(mold) }
+            }
+            if mold.notifyFD >= 0 {
+                try loop.register(fd: mold.notifyFD, events: .readable) { [unowned self, unowned mold] _ in self.readNotify(mold) }
+            }
+        } catch {
+            unwatch(mold)
+            throw error
         }
     }
 

@@ -57,10 +57,17 @@ extension Supervisor {
             notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
         let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
         let probe = try host.spawn(request)
-        worker.probe = probe
-        try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
-            self.probeExited(worker)
+        do {
+            try loop.register(fd: probe.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+                self.probeExited(worker)
+            }
+        } catch {
+            // Unwatched, it would hold `worker.probe` for good (no next run, no probe timeout):
+            // killed, reaped as a stray on SIGCHLD, and the caller runs the next one later.
+            host.signal(pidfd: probe.pidfd, SIGKILL)
+            throw error
         }
+        worker.probe = probe
         return loop.schedule(after: config.readiness.probeTimeout) { [weak worker, host, pid = probe.pid] in
             if let running = worker?.probe, running.pid == pid { host.signal(pidfd: running.pidfd, SIGKILL) }
         }

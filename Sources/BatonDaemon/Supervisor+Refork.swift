@@ -80,9 +80,7 @@ extension Supervisor {
         slot.current = nil
         for t in worker.timers { loop.cancel(t) }
         worker.timers.removeAll()
-        loop.unregister(fd: worker.pidfd)
-        if worker.outputFD >= 0 { loop.unregister(fd: worker.outputFD) }
-        if worker.notifyFD >= 0 { loop.unregister(fd: worker.notifyFD) }
+        unwatch(worker)
         let promotion = Promotion(worker: worker, channel: channel)
         moldBook.promoting = promotion
         do {

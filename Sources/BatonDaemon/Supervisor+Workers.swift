@@ -99,7 +99,16 @@ extension Supervisor {
             worker.ownedOutput = consume output.read
             recorded = true
             worker.watchdogInterval = config.readiness.watchdog
-            try watch(worker)
+            do {
+                try watch(worker)
+            } catch {
+                // Running but unwatched, it would serve on the listening socket with nobody to
+                // reap, stop or replace it: killed (reaped as a stray on SIGCHLD), and the slot
+                // retries as after a failed spawn. Its record closes its descriptors.
+                host.signalGroup(worker.pid, SIGKILL)
+                if let notifyPath { unlink(notifyPath) }
+                throw error
+            }
             return worker
         } catch {
             // The descriptors are closed already (or close with the record that took them).
@@ -108,18 +117,24 @@ extension Supervisor {
         }
     }
 
-    /// Registers a worker's pidfd, output pipe and notify socket with the loop.
+    /// Registers a worker's pidfd, output pipe and notify socket with the loop, all or none: a
+    /// handler left registered for a record baton then lets go of would run on a freed worker.
     func watch(_ worker: Worker) throws {
-        try loop.register(fd: worker.pidfd, events: .readable) { [unowned self, unowned worker] _ in
-            self.workerPidfdReadable(worker)
-        }
-        try loop.register(fd: worker.outputFD, events: .readable) { [unowned self, unowned worker] _ in
-            self.readOutput(worker)
-        }
-        if worker.notifyFD >= 0 {
-            try loop.register(fd: worker.notifyFD, events: .readable) { [unowned self, unowned worker] _ in
-                self.readNotify(worker)
+        do {
+            try loop.register(fd: worker.pidfd, events: .readable) { [unowned self, unowned worker] _ in
+                self.workerPidfdReadable(worker)
             }
+            try loop.register(fd: worker.outputFD, events: .readable) { [unowned self, unowned worker] _ in
+                self.readOutput(worker)
+            }
+            if worker.notifyFD >= 0 {
+                try loop.register(fd: worker.notifyFD, events: .readable) { [unowned self, unowned worker] _ in
+                    self.readNotify(worker)
+                }
+            }
+        } catch {
+            unwatch(worker)
+            throw error
         }
     }
 

@@ -24,9 +24,11 @@ final class FakeChild {
     var ignoresStopSignal = false
     private var output: Int32
 
-    init(pid: pid_t, request: SpawnRequest) {
+    /// `watchable: false` hands over /dev/null as its pidfd, which epoll refuses (EPERM), as it
+    /// may refuse a real pidfd (ENOMEM, ENOSPC at max_user_watches): the loop cannot watch it.
+    init(pid: pid_t, request: SpawnRequest, watchable: Bool = true) {
         self.pid = pid
-        self.pidfd = CBatonLinux_eventfd()
+        self.pidfd = watchable ? CBatonLinux_eventfd() : open("/dev/null", O_RDONLY | O_CLOEXEC)
         precondition(pidfd >= 0, "eventfd: \(errno)")
         self.request = request
         self.output = request.stdout >= 0 ? fcntl(request.stdout, F_DUPFD_CLOEXEC, 0) : -1

@@ -28,6 +28,8 @@ final class FakeHost: SupervisorHost {
     var stopSignal: Int32 = SIGTERM
     /// When set, spawns fail with it (a missing executable, say).
     var spawnError: SpawnError?
+    /// When true, each new child's pidfd is one the loop cannot watch (`FakeChild`).
+    var unwatchablePidfds = false
     /// Called with each new child: a test makes a release's workers crash here.
     var onSpawn: ((FakeChild) -> Void)?
     private var nextPID: pid_t = 5_000_000
@@ -45,7 +47,7 @@ final class FakeHost: SupervisorHost {
             throw spawnError
         }
         nextPID += 1
-        let child = FakeChild(pid: nextPID, request: request)
+        let child = FakeChild(pid: nextPID, request: request, watchable: !unwatchablePidfds)
         children.append(child)
         onSpawn?(child)
         return ChildProcess(pid: child.pid, pidfd: OwnedDescriptor(child.pidfd))
