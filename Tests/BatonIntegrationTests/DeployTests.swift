@@ -9,6 +9,9 @@ extension FleetIntegration {
     @Suite("baton deploy")
     struct DeployTests {
         static let worker = TestPaths.executable("baton-demo-worker")
+        /// The default sections with a 500 ms stability window, for the tests timed against it:
+        /// workers that crash 0.45 s after READY (`--crash-after 0.45`), a 1 s deadline.
+        static let halfSecondWindow = BatonHarness.defaultSections + "\n[deploy]\nstability_window = \"500ms\""
 
         @Test("three consecutive deploys under 16 keep-alive connections: 0 failed, every worker replaced, responses switch releases")
         func threeDeploysUnderLoad() throws {
@@ -76,7 +79,8 @@ extension FleetIntegration {
 
         @Test("a release that crashes after becoming ready, mid-rollout: every slot rolled back, 0 failed requests, exit 1")
         func crashAfterReadyRollsBack() throws {
-            let baton = try BatonHarness(workers: 4, tag: "crash")
+            // Workers that crash 0.45 s after READY: inside a 500 ms window, past the tests' default.
+            let baton = try BatonHarness(workers: 4, sections: Self.halfSecondWindow, tag: "crash")
             defer { baton.stop() }
             let load = LoadClient(port: baton.port, connections: 16, maxDuration: .seconds(60))
             #expect(load.waitForProgress(200))
@@ -147,7 +151,8 @@ extension FleetIntegration {
 
         @Test("--timeout aborts, rolls back and exits 4")
         func timeoutRollsBack() throws {
-            let baton = try BatonHarness(workers: 2, tag: "tmo")
+            // A 0.6 s canary boot and a 500 ms window: the 1 s deadline passes inside the window.
+            let baton = try BatonHarness(workers: 2, sections: Self.halfSecondWindow, tag: "tmo")
             defer { baton.stop() }
             let release = baton.makeRelease("slow")
             let result = try baton.cli(["deploy", "--release", release, "--timeout", "1s", "--command", Self.worker, "--boot-delay", "0.6"])
@@ -217,7 +222,7 @@ extension FleetIntegration {
 
         @Test("a rollback that fails leaves serving slots serving and reports the app degraded")
         func failedRollbackIsDegraded() throws {
-            let baton = try BatonHarness(workers: 4, tag: "degr")
+            let baton = try BatonHarness(workers: 4, sections: Self.halfSecondWindow, tag: "degr")
             defer { baton.stop() }
             let release = baton.makeRelease("crashy")
             // The old release folder disappears: rolling back to it cannot start workers.
