@@ -179,7 +179,10 @@ extension Supervisor {
             do {
                 try loop.register(fd: orphan.pidfd, events: .readable) { [unowned self] _ in self.orphanExited(orphan) }
             } catch {
-                logger.error("cannot watch orphaned worker pid \(orphan.pid): \(error)")
+                logger.error(
+                    "cannot watch orphaned worker pid \(orphan.pid): \(error); its exit is looked for every \(Units.formatDuration(Self.orphanExitPoll))"
+                )
+                pollOrphanExit(orphan)
             }
             logger.info("draining orphaned worker", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
             signalOrphan(orphan, config.stop.signal)
@@ -200,6 +203,19 @@ extension Supervisor {
         guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
         if host.processes.processGroup(of: orphan.pid) == orphan.pid { host.signalGroup(orphan.pid, sig) }
         host.signal(pidfd: orphan.pidfd, sig)
+    }
+
+    /// How often baton looks for the exit of an orphan whose pidfd the loop could not watch.
+    static let orphanExitPoll: Duration = .milliseconds(100)
+
+    /// An orphan whose pidfd the loop could not watch: its exit is looked for every
+    /// `orphanExitPoll` instead, so that it leaves the take-over (and a shutdown waiting for
+    /// the orphans ends) as if its pidfd had turned readable.
+    private func pollOrphanExit(_ orphan: OrphanWorker) {
+        loop.schedule(after: Self.orphanExitPoll) { [unowned self] in
+            guard self.takeOver.orphans.contains(where: { $0 === orphan }) else { return }
+            if CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) { self.orphanExited(orphan) } else { self.pollOrphanExit(orphan) }
+        }
     }
 
     private func orphanExited(_ orphan: OrphanWorker) {

@@ -104,8 +104,8 @@ final class FakeHost: SupervisorHost {
     /// pidfd `openPidfd` hands over and whose descriptors (`descriptors`, by number) the
     /// supervisor may take.
     @discardableResult
-    func addOrphan(pid: pid_t, slot: Int, descriptors: [Int32: Int32] = [:]) -> FakeChild {
-        let child = FakeChild(pid: pid, request: SpawnRequest(argv: ["/srv/worker"], environment: ["BATON_SLOT=\(slot)"]))
+    func addOrphan(pid: pid_t, slot: Int, descriptors: [Int32: Int32] = [:], watchable: Bool = true) -> FakeChild {
+        let child = FakeChild(pid: pid, request: SpawnRequest(argv: ["/srv/worker"], environment: ["BATON_SLOT=\(slot)"]), watchable: watchable)
         children.append(child)
         orphanDescriptors[pid] = descriptors
         return child

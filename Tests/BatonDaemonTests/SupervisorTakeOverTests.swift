@@ -45,6 +45,24 @@ import Testing
         #expect(h.supervisor.takeOver.orphans.isEmpty, "gone once its pidfd turned readable")
     }
 
+    /// An orphan whose pidfd the loop cannot watch (epoll refuses it) still leaves the take-over
+    /// once it exited, found by a poll: a shutdown waits for every orphan to be gone, and would
+    /// have waited for good. (The fake's unwatchable pidfd, /dev/null, polls as exited at once.)
+    @Test func anOrphanTheLoopCannotWatchIsFoundGoneByAPoll() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
+        let h = try harness(address: try #require(Sockets.localAddress(socket.fd)))
+        _ = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd], watchable: false)
+        h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        #expect(h.supervisor.takeOver.orphans.map(\.pid) == [Self.orphanPID])
+        h.supervisor.takeOver.taken = [:]
+        h.supervisor.drainOrphans()
+        h.advance(by: .seconds(1))
+        #expect(h.supervisor.takeOver.orphans.isEmpty, "found gone by the poll")
+    }
+
     /// An orphan's process group is signalled only while the orphan still leads it: once the
     /// leader is gone, its number may name another group (the process table says; before, a
     /// getpgid(2) outside the port that the fake could not answer).
