@@ -103,7 +103,7 @@ enum Tools {
 
     /// Copies the apps into a release folder.
     static func populate(_ directory: String) throws {
-        for file in ["benchapp.py", "config.ru"] {
+        for file in ["benchapp.py", "config.ru", "gunicorn_ready.py"] {
             let r = try TestProcess.run(["/bin/cp", "\(appsDirectory)/\(file)", "\(directory)/\(file)"], timeout: .seconds(10))
             guard r.code == 0 else { throw HarnessError("cp \(file) to \(directory): \(r.stderr)") }
         }
@@ -154,10 +154,15 @@ final class RunningContender {
                 command = [Tools.python, adapter ?? Tools.adapter("python/baton_mold.py"), "benchapp:application"]
             case .batonGunicorn:
                 // --preload: gunicorn sends READY=1 only after the app loaded (see the README's readiness table).
-                command = [
-                    Tools.python, "-m", "gunicorn", "--preload", "-w", "1", "-k", "gthread", "--threads", "2", "--graceful-timeout", "\(Self.drainSeconds)",
-                    "benchapp:app",
-                ]
+                // BENCH_GUNICORN_READY=worker: READY=1 from the worker once it accepts, not from the
+                // master before it forks (apps/gunicorn_ready.py; an A/B in Benchmarks/README.md found
+                // no restart-window p99 gained by it).
+                let hooks = environmentValue("BENCH_GUNICORN_READY") == "worker" ? ["-c", "gunicorn_ready.py"] : []
+                command =
+                    [
+                        Tools.python, "-m", "gunicorn", "--preload", "-w", "1", "-k", "gthread", "--threads", "2", "--graceful-timeout",
+                        "\(Self.drainSeconds)",
+                    ] + hooks + ["benchapp:app"]
             case .batonPuma:
                 let dir = TestPaths.temporaryDirectory("bench-puma")
                 pumaDirectory = dir
