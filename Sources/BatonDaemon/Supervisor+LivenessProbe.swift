@@ -9,8 +9,9 @@ import Logging
 /// exit, or killed after `probe_timeout`) replace the worker, reason `liveness-probe`. It sees
 /// what the stopped-process check cannot: a worker that runs but no longer answers.
 extension Supervisor {
-    /// Arms the probe of every checked worker that has none yet (called by the liveness check,
-    /// so a worker's first run comes `liveness_interval` after the first check that saw it ready).
+    /// Arms the probe of each worker that has none yet: a worker's first run comes
+    /// `liveness_interval` after it became ready (called then), or, for workers already ready
+    /// when a reload turned the probe on, after the first liveness check that saw them.
     func armLivenessProbes(_ workers: [Worker]) {
         guard !config.readiness.livenessProbe.isEmpty else { return }
         for worker in workers where worker.livenessProbe == nil {

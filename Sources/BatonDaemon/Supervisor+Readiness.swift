@@ -99,6 +99,7 @@ extension Supervisor {
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
         recordReadyFootprint(worker)
         workerBooted(worker, bootTime: bootTime)
+        armLivenessProbes([worker])
         let slot = slots[worker.slot]
         if let t = slot.stableTimer { loop.cancel(t) }
         slot.stableTimer = loop.schedule(after: slot.backoff.stableAfter) { [unowned self, unowned slot, weak worker] in

@@ -33,6 +33,30 @@ import Testing
         #expect(probe.environment("BATON_WORKER_PID") == h.servingPIDs[0].map { String($0) })
     }
 
+    /// A worker's first liveness probe runs `liveness_interval` after it became ready. It used to
+    /// be armed by the next liveness check, which without a watchdog or a stopped check ran only
+    /// every `[memory] check_interval` (5 s): the first run came up to 5 s late, every time a worker
+    /// was replaced too.
+    @Test func theFirstLivenessProbeRunsAnIntervalAfterReady() throws {
+        let h = try DaemonHarness(workers: 1) { config in
+            config.readiness = ReadinessConfig(mode: .notify, timeout: .seconds(30), stoppedTimeout: nil)
+            config.readiness.livenessProbe = ["/srv/alive"]
+            config.readiness.livenessInterval = .seconds(1)
+        }
+        var probes: [pid_t] = []
+        h.host.onSpawn = { child in
+            guard child.environment("BATON_WORKER_PID") != nil else { return }
+            probes.append(child.pid)
+            child.end(.exited(0))
+        }
+        try h.start()
+        #expect(probes.isEmpty)
+        h.advance(by: .seconds(1))
+        #expect(probes.count == 1, "one run, an interval after ready")
+        h.advance(by: .seconds(1))
+        #expect(probes.count == 2)
+    }
+
     /// `boot_nice` is applied once the worker runs its own program, not in the forked child: the
     /// spawn waits for the child's execve on baton's event loop, and a child made nicer before
     /// it waited for the CPU behind everything else (0.6 s for one spawn at load average 25).
