@@ -70,6 +70,27 @@ extension Supervisor {
         return socket
     }
 
+    /// Registers a worker's or mold's pidfd, output pipe and notify socket with the loop, all
+    /// or none: a handler left registered for a record baton then lets go of would run on a
+    /// freed child. `exited` runs when the pidfd turns readable, `notified` when a datagram
+    /// arrives; both on the loop, the supervisor and the child held unowned.
+    func watchChannels<Child: ChildChannels & OutputSource>(
+        _ child: Child, exited: @escaping (Supervisor, Child) -> Void, notified: @escaping (Supervisor, Child) -> Void
+    ) throws {
+        do {
+            try loop.register(fd: child.pidfd, events: .readable) { [unowned self, unowned child] _ in exited(self, child) }
+            if child.outputFD >= 0 {
+                try loop.register(fd: child.outputFD, events: .readable) { [unowned self, unowned child] _ in self.readOutput(child) }
+            }
+            if child.notifyFD >= 0 {
+                try loop.register(fd: child.notifyFD, events: .readable) { [unowned self, unowned child] _ in notified(self, child) }
+            }
+        } catch {
+            unwatch(child)
+            throw error
+        }
+    }
+
     /// Takes a worker's or mold's pidfd, output pipe and notify socket off the loop (one that
     /// is not registered is left alone).
     func unwatch(_ child: ChildChannels) {

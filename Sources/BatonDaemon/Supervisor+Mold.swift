@@ -141,21 +141,10 @@ extension Supervisor {
         publishStatus()
     }
 
-    /// Registers a mold's pidfd, output and notify socket with the loop, all or none (as
-    /// `watch` does a worker's).
+    /// Registers a mold's pidfd, output and notify socket with the loop, all or none
+    /// (`watchChannels`).
     func watchMold(_ mold: Mold) throws {
-        do {
-            try loop.register(fd: mold.pidfd, events: .readable) { [unowned self, unowned mold] _ in self.moldPidfdReadable(mold) }
-            if mold.outputFD >= 0 {
-                try loop.register(fd: mold.outputFD, events: .readable) { [unowned self, unowned mold] _ in self.readOutput(mold) }
-            }
-            if mold.notifyFD >= 0 {
-                try loop.register(fd: mold.notifyFD, events: .readable) { [unowned self, unowned mold] _ in self.readNotify(mold) }
-            }
-        } catch {
-            unwatch(mold)
-            throw error
-        }
+        try watchChannels(mold, exited: { $0.moldPidfdReadable($1) }, notified: { $0.readNotify($1) })
     }
 
     private func readNotify(_ mold: Mold) {

@@ -57,13 +57,12 @@ extension Supervisor {
     }
 
     /// Spawns one worker with its notify socket (notify mode or a watchdog) and its output pipe.
-    /// Both are owned from the moment they exist: a failure anywhere before the worker's record
-    /// takes them closes them (and removes the socket's path), and the pipe's write end closes
-    /// once the worker has its copy.
+    /// Both are owned from the moment they exist: a failure anywhere closes them (with the
+    /// worker's record, once it took them) and removes the socket's path, and the pipe's write
+    /// end closes once the worker has its copy.
     private func spawn(slot: Int, generation: Int, spec: WorkerSpec) throws -> Worker {
         var notify: OwnedDescriptor? = nil
-        var notifyPath: String?
-        var recorded = false  // the worker's record holds the socket and its path
+        var notifyPath: String?  // set once the socket is bound there
         do {
             if config.readiness.mode == .notify || config.readiness.watchdog != nil {
                 let path = "\(notifyDirectory)/w\(slot)-\(generation)-\(getpid()).sock"
@@ -97,7 +96,6 @@ extension Supervisor {
             worker.ownedNotify = notify.take()
             worker.notifyPath = notifyPath
             worker.ownedOutput = consume output.read
-            recorded = true
             worker.watchdogInterval = config.readiness.watchdog
             do {
                 try watch(worker)
@@ -106,36 +104,21 @@ extension Supervisor {
                 // reap, stop or replace it: killed (reaped as a stray on SIGCHLD), and the slot
                 // retries as after a failed spawn. Its record closes its descriptors.
                 host.signalGroup(worker.pid, SIGKILL)
-                if let notifyPath { unlink(notifyPath) }
                 throw error
             }
             return worker
         } catch {
-            // The descriptors are closed already (or close with the record that took them).
-            if !recorded, let notifyPath { unlink(notifyPath) }
+            // The descriptors are closed already (or close with the record that took them); the
+            // socket's file goes on every failure, a worker's record not removing it.
+            if let notifyPath { unlink(notifyPath) }
             throw error
         }
     }
 
-    /// Registers a worker's pidfd, output pipe and notify socket with the loop, all or none: a
-    /// handler left registered for a record baton then lets go of would run on a freed worker.
+    /// Registers a worker's pidfd, output pipe and notify socket with the loop, all or none
+    /// (`watchChannels`).
     func watch(_ worker: Worker) throws {
-        do {
-            try loop.register(fd: worker.pidfd, events: .readable) { [unowned self, unowned worker] _ in
-                self.workerPidfdReadable(worker)
-            }
-            try loop.register(fd: worker.outputFD, events: .readable) { [unowned self, unowned worker] _ in
-                self.readOutput(worker)
-            }
-            if worker.notifyFD >= 0 {
-                try loop.register(fd: worker.notifyFD, events: .readable) { [unowned self, unowned worker] _ in
-                    self.readNotify(worker)
-                }
-            }
-        } catch {
-            unwatch(worker)
-            throw error
-        }
+        try watchChannels(worker, exited: { $0.workerPidfdReadable($1) }, notified: { $0.readNotify($1) })
     }
 
     // MARK: - Notify messages and output
