@@ -23,13 +23,12 @@ extension Supervisor {
     }
 
     /// A worker or mold spawned just now (it runs its own program) boots `nice` nicer than
-    /// baton (nothing when 0), its whole tree (threads it started already included), and so
-    /// does its session: it leads a session of its own, and the kernel weighs sessions against
-    /// each other before it weighs threads (docs/ARCHITECTURE.md, "Platform facts").
+    /// baton (nothing when 0), its whole tree (threads it started already included). It stays
+    /// in baton's session, so its threads weigh against the serving workers' (the kernel
+    /// weighs sessions against each other first: docs/ARCHITECTURE.md, "Platform facts").
     func startNicer(_ child: some BootingChild, by nice: Int32) {
         guard nice > 0 else { return }
-        let threads = host.setPriority(tree: child.pid, nice: min(19, ProcessPriority.current + nice))
-        if !threads || !host.setSessionPriority(leader: child.pid, nice: min(19, nice)) {
+        if !host.setPriority(tree: child.pid, nice: min(19, ProcessPriority.current + nice)) {
             logger.warning("could not make the booting \(child.kind) nicer (boot_nice)", metadata: child.logMetadata)
         }
         child.bootNice = nice
@@ -45,7 +44,7 @@ extension Supervisor {
         givePriorityBack(worker)
     }
 
-    /// A boot that yields to every other session on the host may starve on a busy one: at half
+    /// A boot that yields to everything else on the host may starve on a busy one: at half
     /// `timeout` (its readiness timeout; a mold's `start_timeout`), a child still booting gets
     /// baton's priority back, so `boot_nice` alone never runs a boot into its timeout.
     func limitBootNice(_ child: some BootingChild, timeout: Duration) {
@@ -61,7 +60,7 @@ extension Supervisor {
             })
     }
 
-    /// Every thread of the child's tree, and its session, back at baton's priority (once),
+    /// Every thread of the child's tree back at baton's priority (once),
     /// and the tree's threads once more `priorityRecheck` later: a process that was forking
     /// while the walk ran gave its child the boot value before the walk set the parent, and
     /// the child shows in the tree only once its fork returns (gunicorn's master forks its
@@ -70,8 +69,7 @@ extension Supervisor {
     func givePriorityBack(_ child: some BootingChild) {
         guard child.bootNice > 0 else { return }
         child.bootNice = 0
-        let threads = host.setPriority(tree: child.pid, nice: ProcessPriority.current)
-        if !threads || !host.setSessionPriority(leader: child.pid, nice: 0) {
+        if !host.setPriority(tree: child.pid, nice: ProcessPriority.current) {
             logger.warning("could not give every thread of the \(child.kind) its priority back (boot_nice)", metadata: child.logMetadata)
         }
         child.timers.append(
@@ -86,7 +84,7 @@ extension Supervisor {
 
 /// A child that boots the app, a worker or a mold: what `boot_nice` acts on.
 protocol BootingChild: ChildChannels {
-    /// Its pid: it leads its process group and its session.
+    /// Its pid: it leads its process group (in baton's session).
     var pid: pid_t { get }
     /// How much nicer than baton it boots; 0 once given back (or never made nicer).
     var bootNice: Int32 { get set }

@@ -45,9 +45,6 @@ protocol SupervisorHost: AnyObject {
     /// Gives every thread of the tree rooted at `pid` the nice value `nice`; false when some
     /// thread could not be set.
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool
-    /// Gives the session `leader` leads the nice value `nice` against other sessions (the
-    /// kernel's autogroup; a new session starts at 0); true when done or nothing to do.
-    func setSessionPriority(leader pid: pid_t, nice: Int32) -> Bool
     /// A pidfd naming `pid`, a process baton did not start (a crashed baton's orphaned worker).
     func openPidfd(of pid: pid_t) throws(SystemError) -> Int32
     /// A close-on-exec duplicate of descriptor `target` of the process behind `pidfd`
@@ -168,8 +165,6 @@ final class LinuxSupervisorHost: SupervisorHost {
     func treeCPUTime(of pid: pid_t) -> ProcessPriority.CPUTime? { ProcessPriority.cpuTime(tree: pid) }
 
     func setPriority(tree pid: pid_t, nice: Int32) -> Bool { ProcessPriority.set(tree: pid, to: nice) == 0 }
-
-    func setSessionPriority(leader pid: pid_t, nice: Int32) -> Bool { ProcessPriority.setSession(leader: pid, to: nice) }
 
     func openPidfd(of pid: pid_t) throws(SystemError) -> Int32 { try CBatonLinuxShim.pidfdOpen(pid) }
 

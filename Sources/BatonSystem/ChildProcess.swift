@@ -8,7 +8,7 @@ import Glibc
 /// goes, so nothing signals or polls a number the kernel may since have given to another file.
 /// Used on one thread at a time (the event loop's, or the caller's).
 public final class ChildProcess {
-    /// Process id (also its process group id: the child called setsid).
+    /// Process id (also its process group id: the child called setpgid).
     public let pid: pid_t
     /// With `SpawnRequest.memoryMerge`: the errno of a refused PR_SET_MEMORY_MERGE (EINVAL
     /// before Linux 6.4), 0 when the child was marked (or not asked to be).

@@ -36,6 +36,12 @@ public struct SpawnRequest: Sendable, Equatable {
     /// baton's. Best-effort. `spawn` waits for that execve, so a nicer child can keep the
     /// caller waiting on a busy host: baton's workers get their boot priority after it.
     public var nice: Int32 = 0
+    /// Start the child in a session of its own (setsid) instead of a process group of its own
+    /// in the caller's session. baton's workers, molds and probes never do (a session is a
+    /// scheduling group of its own: docs/ARCHITECTURE.md, "Platform facts"); the test and
+    /// benchmark harnesses start baton, peers and tools this way, as systemd or an ssh
+    /// login starts baton: in a session apart from the load client's.
+    public var ownSession = false
 
     /// Creates a request; output goes to /dev/null unless set.
     public init(
@@ -72,7 +78,7 @@ public struct Credentials: Sendable, Equatable {
 
 /// Why a spawn failed, as one line: `exec /srv/app/bin/web: No such file or directory`.
 public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The step that failed ("fork", "setsid", "fds", "setuid", "chdir /srv/x", "exec /bin/x", "lookup").
+    /// The step that failed ("fork", "setpgid" or "setsid", "fds", "setuid", "chdir /srv/x", "exec /bin/x", "lookup").
     public var step: String
     /// errno, or 0 for a lookup failure.
     public var errno: Int32
@@ -91,14 +97,14 @@ public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Starts processes. The real one forks; tests of pure logic use a fake.
 public protocol ProcessLauncher: Sendable {
-    /// Starts a process in its own session, with exactly the descriptors and
+    /// Starts a process in a process group of its own (in baton's session), with exactly the descriptors and
     /// environment requested, and returns it with its pidfd, owned: the caller holds the
     /// only reference, and the pidfd is closed once, with it or by `ChildProcess.close()`.
     func spawn(_ request: SpawnRequest) throws(SpawnError) -> ChildProcess
 }
 
 /// fork/execve through CBatonLinux_spawn: resets signal dispositions and the
-/// mask, setsid, places fds, closes the rest, sets LISTEN_PID to the child's
+/// mask, setpgid (its own process group), places fds, closes the rest, sets LISTEN_PID to the child's
 /// own pid. Call it off the Swift cooperative pool (baton calls it from its
 /// event-loop thread).
 public struct LinuxProcessLauncher: ProcessLauncher {
@@ -162,6 +168,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.memory_merge = request.memoryMerge ? 1 : 0
                         attr.memory_merge_errno = mergeErrno
                         attr.nice = request.nice
+                        attr.own_session = request.ownSession ? 1 : 0
                         if let cred = request.credentials {
                             attr.set_ids = 1
                             attr.uid = cred.uid
@@ -178,7 +185,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
             let e = Glibc.errno
             switch step {
             case 0: throw SpawnError(step: "fork", errno: e)
-            case 1: throw SpawnError(step: "setsid", errno: e)
+            case 1: throw SpawnError(step: request.ownSession ? "setsid" : "setpgid", errno: e)
             case 2: throw SpawnError(step: "placing descriptors", errno: e)
             case 3: throw SpawnError(step: "switching user", errno: e)
             case 4: throw SpawnError(step: "chdir \(request.directory ?? "")", errno: e)

@@ -7,11 +7,10 @@ import Glibc
 /// giving a tree its priority back means every thread of every process in it: a worker that
 /// started threads or forked children while it booted passed its boot nice value to them.
 ///
-/// A thread's nice value only weighs against threads of its own session, though, where the
-/// kernel groups each session for the scheduler (autogroup, `kernel.sched_autogroup_enabled`,
-/// on wherever the process sits in the root CPU cgroup): a worker calls setsid, so every
-/// worker is a session of its own, and the sessions share the CPU equally whatever their
-/// threads' nice values. Yielding to the other workers takes the session's nice value too.
+/// A thread's nice value weighs against the threads of its own session (where the kernel
+/// groups each session for the scheduler: autogroup, `kernel.sched_autogroup_enabled`, in the
+/// root CPU cgroup). Workers stay in baton's session, in process groups of their own, so a
+/// booting worker's nice value weighs against the workers that serve.
 public enum ProcessPriority {
     /// The calling thread's nice value (baton's event-loop thread: the priority workers get back).
     public static var current: Int32 {
@@ -42,30 +41,6 @@ public enum ProcessPriority {
             }
         }
         return failed
-    }
-
-    /// Sets the nice value of the session `leader` leads (its autogroup, /proc/PID/autogroup),
-    /// which sets its CPU weight against other sessions; a new session starts at 0. True when
-    /// done or nothing to do: `leader` does not lead a session (or is gone), or the kernel has
-    /// no autogroups.
-    @discardableResult
-    public static func setSession(leader: pid_t, to nice: Int32) -> Bool {
-        guard getsid(leader) == leader else { return true }
-        let fd = open("/proc/\(leader)/autogroup", O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { return errno == ENOENT || errno == ESRCH }
-        defer { close(fd) }
-        let text = Array("\(nice)\n".utf8)
-        return text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == text.count || errno == ESRCH
-    }
-
-    /// The nice value of the session (autogroup) `pid` belongs to, from /proc/PID/autogroup
-    /// ("/autogroup-42 nice 10"); nil when gone or the kernel has no autogroups.
-    public static func sessionNice(of pid: pid_t) -> Int32? {
-        // Split by hand: `range(of:)` on a String is Foundation's, which baton does not link.
-        guard let text = ProcFS.read("/proc/\(pid)/autogroup") else { return nil }
-        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
-        guard fields.count >= 3, fields[fields.count - 2] == "nice" else { return nil }
-        return Int32(fields[fields.count - 1])
     }
 
     /// The nice value of one thread, from /proc/PID/task/TID/stat (field 19); nil when gone.

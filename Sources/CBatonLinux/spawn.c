@@ -100,8 +100,12 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     sigemptyset(&empty);
     (void)sigprocmask(SIG_SETMASK, &empty, NULL);
 
-    // 2. Own session and process group: stop signals go to the whole tree.
-    if (setsid() < 0) child_fail(errfd, CBatonLinux_step_setsid);
+    // 2. Own process group, in baton's session: stop signals go to the whole
+    //    tree. Not setsid (unless asked: the test harness's tools): the kernel
+    //    schedules each session as a group of its own (autogroup), and a session
+    //    per worker cost the serving workers tens of milliseconds of latency
+    //    under load (docs/ARCHITECTURE.md, "Platform facts").
+    if ((a->own_session ? setsid() : setpgid(0, 0)) < 0) child_fail(errfd, CBatonLinux_step_setpgid);
 
     // Lower CPU priority while it boots (baton restores it once the worker is
     // ready). Raising one's own nice value needs no privilege.

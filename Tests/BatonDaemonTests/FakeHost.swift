@@ -150,13 +150,6 @@ final class FakeHost: SupervisorHost {
         priorities.append((pid, nice))
         return true
     }
-
-    /// Sessions whose priority the supervisor set, with the nice value.
-    private(set) var sessionPriorities: [(pid: pid_t, nice: Int32)] = []
-    func setSessionPriority(leader pid: pid_t, nice: Int32) -> Bool {
-        sessionPriorities.append((pid, nice))
-        return true
-    }
 }
 
 /// A fake mold's channel: a spawn forks a `FakeChild` through the host while the mold runs.

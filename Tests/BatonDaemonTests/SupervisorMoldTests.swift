@@ -57,13 +57,11 @@ import Testing
         try h.start()
         let mold = try #require(h.host.molds.first)
         #expect(h.host.priorities.map(\.pid) == [mold.pid] && h.host.priorities.map(\.nice) == [min(19, ProcessPriority.current + 10)])
-        #expect(h.host.sessionPriorities.map(\.pid) == [mold.pid] && h.host.sessionPriorities.map(\.nice) == [10])
         h.supervisor.moldBecameReady(try #require(h.supervisor.moldBook.molds.first))
         h.advance(by: .zero)
         #expect(h.allReady)
         #expect(h.host.priorities.map(\.pid) == [mold.pid, mold.pid], "no forked worker's priority is touched: \(h.host.priorities)")
         #expect(h.host.priorities.last?.nice == ProcessPriority.current)
-        #expect(h.host.sessionPriorities.map(\.nice) == [10, 0])
     }
 
     @Test func deadMoldIsReplacedWorkersUntouched() throws {

@@ -70,18 +70,16 @@ import Testing
         #expect(worker.request.nice == 0, "the forked child runs to execve at baton's priority")
         let nicer = min(19, ProcessPriority.current + 10)
         #expect(h.host.priorities.map(\.pid) == [worker.pid] && h.host.priorities.map(\.nice) == [nicer], "\(h.host.priorities)")
-        // Its session too (a new session starts at 0), and both come back once it is ready.
-        #expect(h.host.sessionPriorities.map(\.pid) == [worker.pid] && h.host.sessionPriorities.map(\.nice) == [10], "\(h.host.sessionPriorities)")
+        // It comes back once the worker is ready.
         h.autoReady = { _ in true }
         h.settle()
         #expect(h.host.priorities.map(\.nice) == [nicer, ProcessPriority.current], "\(h.host.priorities)")
-        #expect(h.host.sessionPriorities.map(\.nice) == [10, 0], "\(h.host.sessionPriorities)")
     }
 
     /// A process of the tree that was forking while baton gave the tree its priority back
     /// gave its child the boot value, and the child is not in the tree until the fork returns
     /// (gunicorn's master forks its worker right after READY=1): baton walks the tree's
-    /// threads again a moment later (its session, which the child shares, was set already).
+    /// threads again a moment later.
     @Test func theTreeIsWalkedAgainAfterItsPriorityCameBack() throws {
         guard ProcessPriority.canLower(to: ProcessPriority.current) else { return }
         let h = try DaemonHarness(workers: 1) { config in config.readiness.bootNice = 10 }
@@ -93,13 +91,11 @@ import Testing
         h.advance(by: .seconds(1))
         #expect(h.host.priorities.map(\.pid) == [worker.pid, worker.pid, worker.pid], "\(h.host.priorities)")
         #expect(h.host.priorities.map(\.nice) == [nicer, ProcessPriority.current, ProcessPriority.current], "\(h.host.priorities)")
-        #expect(h.host.sessionPriorities.map(\.nice) == [10, 0], "\(h.host.sessionPriorities)")
         h.advance(by: .seconds(10))
         #expect(h.host.priorities.count == 3, "once: \(h.host.priorities)")
     }
 
-    /// A boot that yields to everything else on a busy host (its session too, so every other
-    /// session on the host comes first) gets baton's priority back at half its readiness
+    /// A boot that yields to everything else on a busy host gets baton's priority back at half its readiness
     /// timeout, so boot_nice alone never starves it into the timeout; and once, not again when
     /// it becomes ready.
     @Test func aBootStillRunningAtHalfItsTimeoutGetsItsPriorityBack() throws {
@@ -109,15 +105,14 @@ import Testing
         try h.start()
         let worker = try #require(h.host.children.first)
         h.advance(by: .seconds(14))
-        #expect(h.host.sessionPriorities.map(\.nice) == [10], "\(h.host.sessionPriorities)")
+        #expect(h.host.priorities.count == 1, "\(h.host.priorities)")
         h.advance(by: .seconds(1))
         #expect(h.host.priorities.map(\.pid) == [worker.pid, worker.pid], "\(h.host.priorities)")
         #expect(h.host.priorities.last?.nice == ProcessPriority.current)
-        #expect(h.host.sessionPriorities.map(\.nice) == [10, 0], "\(h.host.sessionPriorities)")
         h.autoReady = { _ in true }
         h.settle()
         #expect(h.supervisor.phase == .running)
-        #expect(h.host.sessionPriorities.count == 2, "set back once")
+        #expect(h.host.priorities.count == 2, "set back once, not again when ready: \(h.host.priorities)")
         #expect(h.host.priorities.map(\.nice).filter { $0 != ProcessPriority.current }.count == 1, "\(h.host.priorities)")
     }
 

@@ -38,7 +38,7 @@ extension MemoryIntegration {
             let result = try Self.conform(["ruby", adaptersFolder + "/ruby/baton-mold", "config.ru"], refork: true)
             #expect(result.code == 0, "\(result.report)")
             for check in [
-                "mold ready", "w1 parent", "w1 intermediate reaped", "w1 ready", "w1 descriptors", "w1 LISTEN_PID", "w1 worker boot hook", "w1 setsid",
+                "mold ready", "w1 parent", "w1 intermediate reaped", "w1 ready", "w1 descriptors", "w1 LISTEN_PID", "w1 worker boot hook", "w1 process group",
                 "copy-on-write sharing", "w1 SIGTERM", "w3 promote", "w4 parent", "w4 forked from the warmed worker", "w4 LISTEN_PID", "w3 end of file",
                 "mold end of file",
                 "w2 outlives the mold", "mold SIGTERM",

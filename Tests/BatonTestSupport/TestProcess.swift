@@ -116,9 +116,12 @@ public final class TestProcess: @unchecked Sendable {
             fstat(errPipe[1], &st)
             environment.append("JOURNAL_STREAM=\(st.st_dev):\(st.st_ino)")
         }
-        let request = SpawnRequest(
+        var request = SpawnRequest(
             argv: argv, environment: environment, directory: directory, passFDs: passFDs,
             setListenPID: setListenPID, stdout: outPipe[1], stderr: errPipe[1], credentials: credentials)
+        // A session of its own, as systemd or an ssh login starts baton: apart from the test's
+        // load clients (the kernel schedules each session as a group).
+        request.ownSession = true
         do {
             process = try LinuxProcessLauncher().spawn(request)
         } catch {

@@ -219,7 +219,7 @@ class BatonSide:
         pid = os.fork()
         if pid == 0:
             try:
-                os.setsid()
+                os.setpgid(0, 0)  # as baton's spawn: its own process group, in baton's session
                 # above every target first, so that placing one never overwrites another's source
                 moved = {t: fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for t, fd in sources.items()}
                 null = os.open("/dev/null", os.O_RDONLY)

@@ -9,7 +9,7 @@ LISTEN_FDS/LISTEN_PID, NOTIFY_SOCKET, BATON_MOLD_FD, BATON_SLOT=mold,
 BATON_RELEASE), with real processes and sockets, and checks what the protocol
 promises: readiness, spawn replies, the double fork (the worker is the
 driver's child, which is a child subreaper, and no zombie is left under the
-mold), setsid, descriptor placement, LISTEN_PID, serving, graceful SIGTERM,
+mold), its own process group in the mold's session, descriptor placement, LISTEN_PID, serving, graceful SIGTERM,
 copy-on-write sharing between two workers, the mold's exit 0 on end of file
 and on SIGTERM (a second mold), and with --refork the promotion of a worker
 to a mold.
@@ -96,9 +96,10 @@ class Driver(BatonSide):
                 raise CheckFailed(name + " worker boot hook", "ran in %r, not in the worker %d" % (seen["worker_boot_pid"], pid))
             self.ok(name + " worker boot hook", "ran in the worker")
         stat = proc_stat(pid)
-        if stat[2] != pid or stat[3] != pid:
-            raise CheckFailed(name + " setsid", "pgrp %d session %d, expected %d" % (stat[2], stat[3], pid))
-        self.ok(name + " setsid", "process group and session %d" % pid)
+        session = os.getsid(0)
+        if stat[2] != pid or stat[3] != session:
+            raise CheckFailed(name + " process group", "pgrp %d session %d, expected pgrp %d in session %d" % (stat[2], stat[3], pid, session))
+        self.ok(name + " process group", "process group %d, in the mold's session %d" % (pid, session))
 
     def check_fds(self, worker):
         """The targets hold what was sent; nothing else is open but what a runtime opens itself.

@@ -6,7 +6,7 @@
 baton starts this as `[app] command` with `[app] mode = "mold"`. It imports the app
 (everything the workers share copy-on-write), sends READY=1 to NOTIFY_SOCKET, and then
 answers baton's spawn requests on the channel named by BATON_MOLD_FD, exactly as
-docs/MOLD.md says: double fork (the worker becomes baton's child), setsid, default
+docs/MOLD.md says: double fork (the worker becomes baton's child), own process group, default
 signals, the attached descriptors at their target numbers, every other descriptor
 closed, the worker's environment plus LISTEN_PID (and WATCHDOG_PID). The worker serves
 the already-loaded app with waitress on the inherited sockets, sends READY=1 when it
@@ -191,14 +191,14 @@ def fcntl_dup_above(fd, low):
 
 
 def become_worker(app, request, fds):
-    """The worker: its own session, default signals, its descriptors and environment, then
+    """The worker: its own process group (in the mold's session), default signals, its descriptors and environment, then
     the app served on the inherited sockets. Never returns."""
     code = 1
     try:
         # The mold's signal wakeup pipe is closed below: a signal must not write into whatever
         # the worker opens at its number.
         signal.set_wakeup_fd(-1)
-        os.setsid()
+        os.setpgid(0, 0)
         for number in signal.valid_signals():
             if number in (signal.SIGKILL, signal.SIGSTOP):
                 continue

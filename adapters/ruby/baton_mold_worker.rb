@@ -23,7 +23,7 @@ module BatonMold
 
     # Never returns: exits 0 after a graceful stop, or serves as a mold.
     def run
-      Process.setsid
+      Process.setpgid(0, 0)
       %w[TERM INT HUP QUIT USR1 USR2 CHLD].each { |sig| Signal.trap(sig, "DEFAULT") }
       place_descriptors
       ENV.replace(@env.to_h { |entry| entry.split("=", 2).then { |name, value| [name, value.to_s] } })

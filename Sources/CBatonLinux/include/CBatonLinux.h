@@ -53,12 +53,15 @@ typedef struct {
     /// 19) before execve: a booting worker yields the CPU to the ones that
     /// serve. Best-effort: a failure is not a spawn failure.
     int nice;
+    /// When non-zero, the child calls setsid (a session of its own) instead of
+    /// setpgid(0, 0) (a process group of its own in the caller's session).
+    int own_session;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).
 enum {
     CBatonLinux_step_none = 0,
-    CBatonLinux_step_setsid = 1,
+    CBatonLinux_step_setpgid = 1,
     CBatonLinux_step_fds = 2,
     CBatonLinux_step_ids = 3,
     CBatonLinux_step_chdir = 4,
@@ -68,7 +71,7 @@ enum {
 };
 
 /// fork + (in the child) reset every signal disposition to default, empty the
-/// signal mask, setsid, place fds at 0..2 and 3.., close every other fd,
+/// signal mask, setpgid (own process group), place fds at 0..2 and 3.., close every other fd,
 /// drop privileges, chdir, set LISTEN_PID to its own pid, execve.
 /// On success returns 0 and sets *pid and *pidfd (a pidfd opened before the
 /// child can be reaped, so it names exactly this process).
