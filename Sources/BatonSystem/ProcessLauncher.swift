@@ -97,15 +97,16 @@ public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Starts processes. The real one forks; tests of pure logic use a fake.
 public protocol ProcessLauncher: Sendable {
-    /// Starts a process in a process group of its own (in baton's session), with exactly the descriptors and
-    /// environment requested, and returns it with its pidfd, owned: the caller holds the
+    /// Starts a process in a process group of its own, in the caller's session (a session of
+    /// its own with `SpawnRequest.ownSession`), with exactly the descriptors and environment
+    /// requested, and returns it with its pidfd, owned: the caller holds the
     /// only reference, and the pidfd is closed once, with it or by `ChildProcess.close()`.
     func spawn(_ request: SpawnRequest) throws(SpawnError) -> ChildProcess
 }
 
 /// fork/execve through CBatonLinux_spawn: resets signal dispositions and the
-/// mask, setpgid (its own process group), places fds, closes the rest, sets LISTEN_PID to the child's
-/// own pid. Call it off the Swift cooperative pool (baton calls it from its
+/// mask, setpgid (its own process group; setsid with `ownSession`), places fds, closes the
+/// rest, sets LISTEN_PID to the child's own pid. Call it off the Swift cooperative pool (baton calls it from its
 /// event-loop thread).
 public struct LinuxProcessLauncher: ProcessLauncher {
     /// Creates the launcher.

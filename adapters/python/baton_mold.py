@@ -191,8 +191,8 @@ def fcntl_dup_above(fd, low):
 
 
 def become_worker(app, request, fds):
-    """The worker: its own process group (in the mold's session), default signals, its descriptors and environment, then
-    the app served on the inherited sockets. Never returns."""
+    """The worker: its own process group (in the mold's session), default signals, its
+    descriptors and environment, then the app served on the inherited sockets. Never returns."""
     code = 1
     try:
         # The mold's signal wakeup pipe is closed below: a signal must not write into whatever

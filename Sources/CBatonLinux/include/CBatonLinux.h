@@ -71,7 +71,8 @@ enum {
 };
 
 /// fork + (in the child) reset every signal disposition to default, empty the
-/// signal mask, setpgid (own process group), place fds at 0..2 and 3.., close every other fd,
+/// signal mask, setpgid (own process group; setsid with own_session), place fds
+/// at 0..2 and 3.., close every other fd,
 /// drop privileges, chdir, set LISTEN_PID to its own pid, execve.
 /// On success returns 0 and sets *pid and *pidfd (a pidfd opened before the
 /// child can be reaped, so it names exactly this process).
