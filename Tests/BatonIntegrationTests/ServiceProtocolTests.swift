@@ -64,12 +64,17 @@ extension Integration {
             #expect(pings.count >= 3)
             let gaps = zip(pings.dropFirst(), pings).map { $0 - $1 }
             let worst = gaps.max() ?? .zero
-            print("watchdog: \(pings.count) pings while 8 workers booted, longest gap \(worst)")
+            let stall = pings.count < 2 ? .zero : recorder.longestPause(from: pings[0], to: pings[pings.count - 1])
+            print("watchdog: \(pings.count) pings while 8 workers booted, longest gap \(worst), the recorder's longest pause \(stall)")
             // What matters is that systemd would not kill baton: no gap reaches WATCHDOG_USEC.
             // baton pings every WATCHDOG_USEC/4 (0.25 s here, measured 0.251 s on an idle
             // machine); the margin absorbs a loaded machine (0.61 s and 1.6 s were seen at
             // load average 9-12 with six builds running, which only the second would fail).
-            #expect(worst < .microseconds(usec), "longest gap between WATCHDOG=1: \(worst)")
+            // A stall of the whole machine is not baton's: a CI host once held every process
+            // for 5 s in this window (one gap of 5.0 s, every test of that run 2-30 times slower
+            // than here). The recorder's reader thread, which wakes every 100 ms, sees such a
+            // stall too and it is allowed for; a loop blocked in baton alone is not.
+            #expect(worst < .microseconds(usec) + stall, "longest gap between WATCHDOG=1: \(worst); the recorder paused \(stall)")
         }
 
         @Test("workers get LISTEN_PID = their own pid, every socket at 3.., and a clean environment")
