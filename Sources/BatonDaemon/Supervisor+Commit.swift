@@ -136,13 +136,17 @@ extension Supervisor {
 
     /// A new worker of the rollout became ready: once it has stayed up `[deploy]
     /// stability_window`, the rollout hears that its slot is stable. The timer dies with the
-    /// worker (its exit before then fails the rollout instead).
+    /// worker (its exit before then fails the rollout instead). A worker baton is stopping by
+    /// then (its watchdog, a liveness check) is not stable however slowly it exits: its exit
+    /// fails the rollout.
     func watchStability(_ worker: Worker) {
         guard let op = operation, op.phase == .rollingOut, rollout?.awaitsStability == true else { return }
         let window = config.deploy.stabilityWindow
         worker.timers.append(
             loop.schedule(after: window) { [unowned self, unowned worker, weak op] in
-                guard let op, self.operation === op, op.phase == .rollingOut, worker.state == .ready else { return }
+                guard let op, self.operation === op, op.phase == .rollingOut, worker.state == .ready, worker.stopReason == nil else {
+                    return
+                }
                 self.logger.info(
                     "worker stayed up \(Units.formatDuration(window)) after ready: stable",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])

@@ -78,6 +78,31 @@ import Testing
         #expect(!h.supervisor.degraded)
     }
 
+    /// A new worker that baton replaces (its watchdog, a liveness check) inside its stability
+    /// window and that takes longer than the window to exit (a server draining on SIGTERM) is
+    /// not stable: its exit fails the deploy. It used to be declared stable at the window's
+    /// end, and the deploy committed the release whose workers baton was stopping.
+    @Test func aNewWorkerBatonStopsInItsWindowIsNotStableHoweverSlowlyItExits() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.host.onSpawn = { child in if child.release == r1 { child.ignoresStopSignal = true } }
+        let client = h.deploy(r1)
+        h.settle()
+        let canary = try #require(h.supervisor.slots[0].current)
+        #expect(canary.spec.release == r1 && canary.state == .ready)
+        h.supervisor.replaceUnresponsive(canary, reason: .watchdog, detail: "sent WATCHDOG=trigger")
+        h.advance(by: h.supervisor.config.deploy.stabilityWindow + .milliseconds(1))
+        #expect(client.reply == nil, "the canary is not stable while baton stops it")
+        #expect(!client.progress.contains { $0.hasPrefix("slot 0: pid \(canary.pid) stable") }, "\(client.progress.joined(separator: " / "))")
+        // It exits at the stop timeout's SIGKILL: the deploy fails and nothing changed.
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false, "\(reply)")
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
+    }
+
     @Test func canaryFailingChangesNothing() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()

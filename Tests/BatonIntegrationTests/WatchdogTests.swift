@@ -170,7 +170,9 @@ extension MemoryIntegration {
             TestPaths.write(
                 script,
                 """
-                import os, socket, time
+                import os, signal, socket, time
+                # Stopped, it takes a moment to exit, as a real server draining does.
+                signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), os._exit(0)))
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 s.connect(os.environ["NOTIFY_SOCKET"])
                 s.send(b"READY=1\\nWATCHDOG=trigger")
@@ -182,7 +184,17 @@ extension MemoryIntegration {
             #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
             #expect(result.stdout.contains("WATCHDOG=trigger: replacing it"), "\(result.stdout)")
             #expect(result.stderr.contains("rolled back") || result.stderr.contains("nothing changed"), "\(result.stderr)")
-            let after = try baton.status()
+            let rolledBack = try baton.status()
+            for slot in 0..<2 { #expect(Self.serving(rolledBack, slot: slot)?.release == baton.releaseDirectory, "\(rolledBack.workers)") }
+            // The failed release's other worker may still be exiting (as after any rollout, a
+            // stopped worker's exit is not awaited): then it goes.
+            var after = rolledBack
+            let deadline = monotonicNow() + .seconds(10)
+            while after.workers.count > 2, monotonicNow() < deadline {
+                var pfd = pollfd(fd: -1, events: 0, revents: 0)
+                _ = poll(&pfd, 0, 20)
+                after = try baton.status()
+            }
             #expect(after.workers.count == 2)
             #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
         }
@@ -225,7 +237,9 @@ extension MemoryIntegration {
             TestPaths.write(
                 script,
                 """
-                import os, socket, time
+                import os, signal, socket, time
+                # Stopped, it takes a moment to exit, as a real server draining does.
+                signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), os._exit(0)))
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 s.connect(os.environ["NOTIFY_SOCKET"])
                 s.send(b"READY=1")
