@@ -66,7 +66,7 @@ struct DeployMemory {
         do {
             let baton = try BatonHarness(workers: options.workers, command: command, extraApp: "start_concurrency = \(options.workers)", tag: "bench")
             defer { baton.stop() }
-            let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(600))
+            let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(600), pace: .zero)
             for (n, strategy) in ["surge", "replace", "auto"].enumerated() {
                 deploys.append(try deploy(baton, label: "default budget", strategy: strategy, release: "r\(n + 2)"))
             }
@@ -85,7 +85,7 @@ struct DeployMemory {
                 """
             let baton = try BatonHarness(workers: options.workers, command: command, extraApp: memory, tag: "bench")
             defer { baton.stop() }
-            let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(600))
+            let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(600), pace: .zero)
             deploys.append(try deploy(baton, label: "budget \(Int(tight)) MiB", strategy: "auto", release: "r2"))
             reports.append(load.stop())
         }

@@ -116,7 +116,7 @@ struct DeployReservation {
             throw BenchError("baton+gunicorn did not become ready: \(baton.process.stderrLines.suffix(10).joined(separator: "\n"))")
         }
         let oomBefore = Self.oomKills(dir)
-        let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(600))
+        let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(600), pace: .zero)
         // Leak up to 90 % of the limit.
         let fillStart = monotonicNow()
         while usage(dir) < limit / 10 * 9, monotonicNow() - fillStart < .seconds(300) { pause(0.05) }

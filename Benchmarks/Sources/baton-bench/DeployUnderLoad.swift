@@ -68,7 +68,7 @@ struct DeployUnderLoad {
             extraApp: "start_concurrency = \(options.workers)",
             sections: BatonHarness.defaultSections.replacing("[readiness]", with: "[readiness]" + bootNice, maxReplacements: 1), tag: "bench")
         defer { baton.stop() }
-        let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(1800), recordLatencies: true)
+        let load = LoadClient(port: baton.port, connections: options.connections, maxDuration: .seconds(1800), recordLatencies: true, pace: .zero)
         var windows:
             [(
                 steadyStart: Duration, deployStart: Duration, deployEnd: Duration, release: String, strategy: String, code: Int32, boot: Double, peak: Int,

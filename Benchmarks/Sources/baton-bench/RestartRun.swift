@@ -125,7 +125,7 @@ struct LoadRunDriver {
         let sampler = TreeSampler(root: running.master.pid, loadedBytes: loadedBytes)
         // wrk first: a second opinion on the steady figures, and the workers' warm-up.
         let wrk = wrkSeconds > 0 ? WrkStats.measure(port: running.port, connections: connections, seconds: wrkSeconds) : nil
-        let load = LoadClient(port: running.port, connections: connections, maxDuration: .seconds(600), recordLatencies: true)
+        let load = LoadClient(port: running.port, connections: connections, maxDuration: .seconds(600), recordLatencies: true, pace: .zero)
         let loadStart = monotonicNow()
         pause(wrkSeconds > 0 ? 0.5 : 1)  // warm-up: connections open, first requests served
         // Refork rows: the steady window starts once every slot runs on the promoted mold.

@@ -61,7 +61,7 @@ struct TakeOverScenario {
         let orphans = try first.status().workers.map(\.pid)
         let pidfds = orphans.map { ProcessWatch.open($0) }
         defer { pidfds.forEach { close($0) } }
-        let load = LoadClient(port: first.port, connections: options.connections, maxDuration: .seconds(600), recordLatencies: true)
+        let load = LoadClient(port: first.port, connections: options.connections, maxDuration: .seconds(600), recordLatencies: true, pace: .zero)
         let steadyStart = monotonicNow()
         pause(options.steadySeconds)
         let killed = monotonicNow()
