@@ -70,10 +70,10 @@ extension Integration {
             // baton pings every WATCHDOG_USEC/4 (0.25 s here, measured 0.251 s on an idle
             // machine); the margin absorbs a loaded machine (0.61 s and 1.6 s were seen at
             // load average 9-12 with six builds running, which only the second would fail).
-            // A stall of the whole machine is not baton's: a CI host once held every process
-            // for 5 s in this window (one gap of 5.0 s, every test of that run 2-30 times slower
-            // than here). The recorder's reader thread, which wakes every 100 ms, sees such a
-            // stall too and it is allowed for; a loop blocked in baton alone is not.
+            // A stall of the whole machine is not baton's: one CI run had a gap of 5.0 s here
+            // while every test of that run was 2-30 times slower than on an idle machine. The
+            // recorder's reader thread, which wakes every 100 ms, sees such a stall too and it
+            // is allowed for; a loop blocked in baton alone is not.
             #expect(worst < .microseconds(usec) + stall, "longest gap between WATCHDOG=1: \(worst); the recorder paused \(stall)")
         }
 
