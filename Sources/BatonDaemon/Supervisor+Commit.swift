@@ -144,9 +144,7 @@ extension Supervisor {
         let window = config.deploy.stabilityWindow
         worker.timers.append(
             loop.schedule(after: window) { [unowned self, unowned worker, weak op] in
-                guard let op, self.operation === op, op.phase == .rollingOut, worker.state == .ready, worker.stopReason == nil else {
-                    return
-                }
+                guard let op, self.operation === op, op.phase == .rollingOut, worker.isReadyAndNotStopping else { return }
                 self.logger.info(
                     "worker stayed up \(Units.formatDuration(window)) after ready: stable",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])

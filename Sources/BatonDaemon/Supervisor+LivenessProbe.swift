@@ -29,7 +29,7 @@ extension Supervisor {
     }
 
     private func runLivenessProbe(_ worker: Worker) {
-        guard phase != .stopping, worker.state == .ready, worker.stopReason == nil, worker.probe == nil else { return }
+        guard phase != .stopping, worker.isReadyAndNotStopping, worker.probe == nil else { return }
         let argv = config.readiness.livenessProbe
         guard !argv.isEmpty else {
             worker.livenessProbe = nil  // turned off by a reload; armed again if it comes back
@@ -50,7 +50,7 @@ extension Supervisor {
 
     /// A liveness probe run ended (`probeExited` reaped it).
     func livenessProbeExited(_ worker: Worker, exit: CBatonLinuxShim.Exit) {
-        guard worker.state == .ready, worker.stopReason == nil, var record = worker.livenessProbe else { return }
+        guard worker.isReadyAndNotStopping, var record = worker.livenessProbe else { return }
         let succeeded = exit == .exited(0)
         let replace = record.record(succeeded: succeeded)
         worker.livenessProbe = record

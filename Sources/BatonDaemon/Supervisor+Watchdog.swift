@@ -18,7 +18,7 @@ extension Supervisor {
 
     /// The ready workers the checks look at: not those baton already stops.
     private var checkedWorkers: [Worker] {
-        slots.flatMap(\.workers).filter { $0.state == .ready && $0.stopReason == nil }
+        slots.flatMap(\.workers).filter(\.isReadyAndNotStopping)
     }
 
     private func record(_ worker: Worker, states: [Character]) -> WorkerLiveness.Worker {

@@ -50,6 +50,9 @@ final class Worker: ChildChannels {
     var requestsServed: Int?
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
     var stopReason: StopReason?
+    /// Ready, and baton is not stopping it: what the liveness checks judge and what a
+    /// stability window can count as stable.
+    var isReadyAndNotStopping: Bool { state == .ready && stopReason == nil }
     /// Its memory readings (written by the memory monitor and the footprint sampling).
     var memoryReadings = WorkerMemory()
     /// Latest memory of its tree (PSS/USS from the last detailed sample).

@@ -188,13 +188,7 @@ extension MemoryIntegration {
             for slot in 0..<2 { #expect(Self.serving(rolledBack, slot: slot)?.release == baton.releaseDirectory, "\(rolledBack.workers)") }
             // The failed release's other worker may still be exiting (as after any rollout, a
             // stopped worker's exit is not awaited): then it goes.
-            var after = rolledBack
-            let deadline = monotonicNow() + .seconds(10)
-            while after.workers.count > 2, monotonicNow() < deadline {
-                var pfd = pollfd(fd: -1, events: 0, revents: 0)
-                _ = poll(&pfd, 0, 20)
-                after = try baton.status()
-            }
+            let after = try Self.waitForStatus(baton, timeout: .seconds(10)) { $0.workers.count <= 2 } ?? baton.status()
             #expect(after.workers.count == 2)
             #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
         }
