@@ -245,7 +245,7 @@ crash-mid-deploy)
   result history_final "$(timeout 20 "$baton" history --socket "$control" --json 2>&1 | tr -d '\n')"
   ;;
 bench)
-  connections=${6:-4} boot_delay=${7:-0.5} steady=${8:-1}
+  connections=${6:-4} boot_delay=${7:-0.5} steady=${8:-1} kload_rate=
   result connections "$connections"
   result systemd_version "$(systemctl --version | awk 'NR == 1 { print $2 }')"
   result boot_delay "$boot_delay"
