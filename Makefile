@@ -18,10 +18,11 @@ build: deps
 demo: build
 	.build/debug/baton demo --port $(PORT) --workers $(WORKERS)
 
+# BATON_WMO_TESTS=1: each test target compiles as one whole module (Package.swift).
 test: deps
-	$(SWIFT) build --build-tests
+	BATON_WMO_TESTS=1 $(SWIFT) build --build-tests
 	FUZZ_TYPECHECK_ONLY=1 ./scripts/fuzz
-	$(SWIFT) test --skip-build
+	BATON_WMO_TESTS=1 $(SWIFT) test --skip-build
 
 # The benchmark harness (not tests): every scenario in one go, each printing a
 # table; `compare` (baton vs gunicorn, uWSGI, puma) writes
