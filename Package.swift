@@ -4,7 +4,7 @@ import PackageDescription
 // With BATON_WMO_TESTS=1 (`make test`) every test target compiles as one whole module:
 // -num-threads 1 gives each file its own object, as the index store of test discovery
 // wants; -disable-batch-mode overrides SwiftPM's batch mode without a warning. A clean
-// build then takes about 30 s less CPU, 8 s less time on 2 cores (docs/ARCHITECTURE.md,
+// build then takes 28 s less CPU, about 6 s less time on 2 cores (docs/ARCHITECTURE.md,
 // "Test layers"). Without it, an edit to one test file recompiles its batch: 6 s, not 28.
 let testSettings: [SwiftSetting] =
     Context.environment["BATON_WMO_TESTS"] == "1" ? [.unsafeFlags(["-wmo", "-num-threads", "1", "-disable-batch-mode"])] : []
