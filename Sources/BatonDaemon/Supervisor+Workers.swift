@@ -85,9 +85,10 @@ extension Supervisor {
             request.holdFD = output.read.rawValue
             request.holdTarget = WorkerContract.outputReaderFD
             request.memoryMerge = config.memory.mergeable
-            // Not `request.nice`: the spawn waits on this loop for the child's execve, and a child
-            // made nicer before it waits for the CPU behind everything else (0.6 s for one spawn
-            // at load average 25 on 2 cores). It gets its boot priority once it runs its program.
+            // Not in the forked child (the spawn has no nice value): the spawn waits on this loop
+            // for the child's execve, and a child made nicer before it waits for the CPU behind
+            // everything else (0.6 s for one spawn at load average 25 on 2 cores). It gets its
+            // boot priority once it runs its program.
             let nice = bootNice()
             let process = try spawnProcess(request, spec: spec)
             if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }

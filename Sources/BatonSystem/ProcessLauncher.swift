@@ -32,10 +32,6 @@ public struct SpawnRequest: Sendable, Equatable {
     /// (`memory.mergeable`). A kernel's refusal does not fail the spawn: see
     /// `ChildProcess.memoryMergeErrno`.
     public var memoryMerge = false
-    /// Raise the child's nice value by this much (at most to 19) before execve; 0: keep
-    /// baton's. Best-effort. `spawn` waits for that execve, so a nicer child can keep the
-    /// caller waiting on a busy host: baton's workers get their boot priority after it.
-    public var nice: Int32 = 0
     /// Start the child in a session of its own (setsid) instead of a process group of its own
     /// in the caller's session. baton's workers, molds and probes never do (a session is a
     /// scheduling group of its own: docs/ARCHITECTURE.md, "Platform facts"); the test and
@@ -168,7 +164,6 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.hold_target = request.holdTarget
                         attr.memory_merge = request.memoryMerge ? 1 : 0
                         attr.memory_merge_errno = mergeErrno
-                        attr.nice = request.nice
                         attr.own_session = request.ownSession ? 1 : 0
                         if let cred = request.credentials {
                             attr.set_ids = 1

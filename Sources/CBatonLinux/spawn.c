@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -107,16 +106,9 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     //    under load (docs/ARCHITECTURE.md, "Platform facts").
     if ((a->own_session ? setsid() : setpgid(0, 0)) < 0) child_fail(errfd, CBatonLinux_step_setpgid);
 
-    // Lower CPU priority while it boots (baton restores it once the worker is
-    // ready). Raising one's own nice value needs no privilege.
-    if (a->nice > 0) {
-        errno = 0;
-        int current = getpriority(PRIO_PROCESS, 0);
-        if (!(current == -1 && errno != 0)) {
-            int target = current + a->nice;
-            (void)setpriority(PRIO_PROCESS, 0, target > 19 ? 19 : target);
-        }
-    }
+    // The child runs to execve at baton's priority: `spawn` waits for that
+    // execve on baton's loop, so boot_nice is set once the program runs
+    // (Supervisor+BootPriority.swift), never here.
 
     // 3. Descriptors. Move the error pipe and every source fd above the
     //    target range first, so dup2 into 0..2 and 3.. never clobbers a source.

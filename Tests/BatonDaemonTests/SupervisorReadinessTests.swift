@@ -67,7 +67,6 @@ import Testing
         h.autoReady = { _ in false }
         try h.start()
         let worker = try #require(h.host.children.first)
-        #expect(worker.request.nice == 0, "the forked child runs to execve at baton's priority")
         let nicer = min(19, ProcessPriority.current + 10)
         #expect(h.host.priorities.map(\.pid) == [worker.pid] && h.host.priorities.map(\.nice) == [nicer], "\(h.host.priorities)")
         // It comes back once the worker is ready.

@@ -49,10 +49,6 @@ typedef struct {
     /// *memory_merge_errno (when not NULL), which is 0 otherwise.
     int memory_merge;
     int *memory_merge_errno;
-    /// When positive, the child raises its nice value by this much (at most to
-    /// 19) before execve: a booting worker yields the CPU to the ones that
-    /// serve. Best-effort: a failure is not a spawn failure.
-    int nice;
     /// When non-zero, the child calls setsid (a session of its own) instead of
     /// setpgid(0, 0) (a process group of its own in the caller's session).
     int own_session;
