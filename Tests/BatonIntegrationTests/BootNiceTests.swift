@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension MemoryIntegration {
+extension SecondIntegration {
     /// `[readiness] boot_nice`: a new worker boots at a lower CPU priority and every thread of
     /// its tree gets baton's priority back once it is ready.
     @Suite("boot priority")

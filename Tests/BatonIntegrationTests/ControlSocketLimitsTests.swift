@@ -5,7 +5,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension SecondIntegration {
     /// The control socket's slots always come back: silent clients time out,
     /// half-closed clients get their reply (or are dropped when they stop
     /// reading), and a client over the limit is told why.

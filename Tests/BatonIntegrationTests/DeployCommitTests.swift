@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension FleetIntegration {
+extension SecondIntegration {
     /// A deploy is committed only when it is true: its new workers stayed up through the
     /// stability window and the release was persisted. A state directory that cannot be
     /// used is said loudly, never silently replaced.

@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension FleetIntegration {
+extension SecondIntegration {
     /// `baton deploy` end to end: real daemon, real workers, bounded load.
     @Suite("baton deploy")
     struct DeployTests {

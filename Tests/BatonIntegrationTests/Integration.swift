@@ -1,8 +1,8 @@
 import BatonTestTraits
 import Testing
 
-/// Every suite that runs real baton processes, workers and load, except the memory group
-/// and the fleet, nests under this one `.serialized` parent: its tests run one at a time,
+/// Every suite that runs real baton processes, workers and load, except the memory group,
+/// the fleet and the second chain, nests under this one `.serialized` parent: its tests run one at a time,
 /// on the two cores they share with baton, the workers and the load client. Like the other
 /// chains, `.ownThread`: each test runs on a thread of its own, not on Swift's cooperative
 /// pool (as wide as the cores), where its waits would stop the other chains.
@@ -10,8 +10,8 @@ import Testing
 struct Integration {}
 
 /// The suites that measure workers' memory (PSS against a budget, a threshold, a
-/// reservation or a footprint), plus the mold adapters, the watchdog suites and the boot
-/// priority suite (moved from `Integration` to even the chains out): a `.serialized` chain of its own, beside `Integration`, on
+/// reservation or a footprint), plus the mold adapters (moved from `Integration` to even
+/// the chains out): a `.serialized` chain of its own, beside `Integration`, on
 /// `PrivateBinaries` (`.privateBinaries`: `TestPaths.executable` names the copies).
 ///
 /// PSS divides each shared page among every process mapping it. A chain of their own on
@@ -30,10 +30,17 @@ struct MemoryIntegration {}
 /// workers, and the test its `baton` CLI calls, on `PrivateBinaries`, so no process of the
 /// fleet maps a file page of the build's binaries or Swift libraries.
 ///
-/// The `baton deploy` and `deploy commit` suites and the deploy/ansible examples (Ansible's
-/// local connection against two batons here) run here too, on the build's binaries as in
-/// `Integration` (the memory group runs on copies of its own, so neither chain moves the
-/// PSS it measures): the test run lasts as long as its longest chain, and a suite moved
-/// between chains adds no parallel load, the chains running beside each other either way.
+/// The deploy/ansible examples (Ansible's local connection against two batons here) run
+/// here too, on the build's binaries as in `Integration` (the memory group runs on copies
+/// of its own, so neither chain moves the PSS it measures), to even the chains out.
 @Suite("fleet over ssh", .serialized, .ownThread)
 struct FleetIntegration {}
+
+/// A fourth chain, on the build's binaries, of suites taken from the other three: the
+/// watchdog and boot priority suites (from the memory chain), mold mode and the control
+/// socket limits (from `Integration`), `baton deploy` and `deploy commit` (from the fleet
+/// chain). The test phase lasts as long as its longest chain: with three chains of
+/// 103-110 s, the cores were idle a quarter of the time (perf), and with this one the
+/// longest is 86-96 s (the phase 91-96 s against 110 s, the same tree back to back).
+@Suite("integration, second chain", .serialized, .ownThread)
+struct SecondIntegration {}

@@ -123,8 +123,8 @@ extension MemoryIntegration {
 
         @Test("mold mode: the mold is marked mergeable, and so is every worker it forks (the mark survives fork)")
         func moldAndForkedWorkersAreMarked() throws {
-            let baton = try Integration.MoldTests.start(
-                workers: 2, sections: Integration.MoldTests.sections + "\n[memory]\nmergeable = true", tag: "ksmmold")
+            let baton = try SecondIntegration.MoldTests.start(
+                workers: 2, sections: SecondIntegration.MoldTests.sections + "\n[memory]\nmergeable = true", tag: "ksmmold")
             defer { baton.stop() }
             let status = try baton.status()
             let mold = try #require(status.molds?.first, "status shows the mold")

@@ -48,7 +48,7 @@ extension Integration {
             guard check.code == 0 else { throw HarnessError("python3 has no waitress: run scripts/install-deps (\(check.stderr))") }
             let baton = try BatonHarness(
                 workers: 1, command: ["python3", pythonMoldAdapter, "sharingapp:application"], extraApp: "mode = \"mold\"",
-                sections: MoldTests.sections, tag: tag, beforeStart: { TestPaths.write($0 + "/releases/r1/sharingapp.py", app) })
+                sections: SecondIntegration.MoldTests.sections, tag: tag, beforeStart: { TestPaths.write($0 + "/releases/r1/sharingapp.py", app) })
             defer { baton.stop() }
             var bodies: [String] = []
             for _ in 0..<2 {
@@ -64,14 +64,14 @@ extension Integration {
             for body in try Self.answers(tag: "share1") {
                 // Each module a worker loads is about 1 MiB (encodings.idna with stringprep and
                 // unicodedata) or a few pages of objects it could have shared with the mold.
-                #expect(MoldTests.field(body, "loaded") == "-", "\(body)")
+                #expect(SecondIntegration.MoldTests.field(body, "loaded") == "-", "\(body)")
             }
         }
 
         @Test("the mold freezes its objects before forking (gc.freeze): the worker's collector leaves the shared ones alone")
         func workerInheritsFrozenObjects() throws {
             let body = try #require(try Self.answers(tag: "share2").last)
-            let frozen = try #require(MoldTests.field(body, "frozen").flatMap { Int($0) }, "\(body)")
+            let frozen = try #require(SecondIntegration.MoldTests.field(body, "frozen").flatMap { Int($0) }, "\(body)")
             #expect(frozen > 1000, "\(body)")
         }
 
@@ -80,7 +80,7 @@ extension Integration {
             // The first answer: the worker's parser has parsed one request, too few for Python to
             // specialize it (it does so after a few runs); specialized, it was in the mold.
             let body = try #require(try Self.answers(tag: "share3").first)
-            let specialized = MoldTests.field(body, "specialized")
+            let specialized = SecondIntegration.MoldTests.field(body, "specialized")
             #expect(specialized == "yes" || specialized == "n/a", "\(body)")
         }
     }

@@ -11,7 +11,7 @@ let pythonMoldAdapter: String = {
     return parts.joined(separator: "/") + "/adapters/python/baton_mold.py"
 }()
 
-extension Integration {
+extension SecondIntegration {
     /// Mold mode end to end: baton, the Python adapter (waitress) and a WSGI app, all real.
     @Suite("mold mode", .serialized)
     struct MoldTests {
