@@ -2,9 +2,9 @@ import BatonTestTraits
 import Testing
 
 /// Every suite that runs real baton processes, workers and load, except the memory group,
-/// the fleet and the second chain, nests under this one `.serialized` parent: its tests run one at a time,
-/// on the two cores they share with baton, the workers and the load client. Like the other
-/// chains, `.ownThread`: each test runs on a thread of its own, not on Swift's cooperative
+/// the fleet and the second chain, nests under this one `.serialized` parent: its tests run
+/// one at a time, on the two cores they share with baton, the workers and the load client.
+/// Like the other chains, `.ownThread`: each test runs on a thread of its own, not on Swift's cooperative
 /// pool (as wide as the cores), where its waits would stop the other chains.
 @Suite("integration (real processes)", .serialized, .ownThread)
 struct Integration {}
