@@ -66,7 +66,7 @@ public final class LoadClient: @unchecked Sendable {
     }
 
     /// The tests' pace: each connection sends at most one request per 2 ms (8 connections: up
-    /// to 4,000 requests a second). The suite's three chains share two cores with baton and the
+    /// to 4,000 requests a second). The suite's chains share two cores with baton and the
     /// workers; unpaced, the clients took most of them (the playbook's load sent 381,144
     /// requests to one host). Paced, the same suite took 107 s of CPU-bound test phase where it
     /// took 133 s (user+sys 156 s against 238 s), and every handover still sees traffic. The
@@ -136,14 +136,7 @@ public final class LoadClient: @unchecked Sendable {
                 let end = monotonicNow()
                 samples.append(LatencySample(end: end, latency: end - began, pid: pid, newConnection: !reused))
             }
-            if pace > .zero {
-                let wait = began + pace - monotonicNow()
-                if wait > .zero {
-                    let (s, atto) = wait.components
-                    var ts = timespec(tv_sec: Int(s), tv_nsec: Int(atto / 1_000_000_000))
-                    _ = nanosleep(&ts, nil)
-                }
-            }
+            if pace > .zero { pause(began + pace - monotonicNow()) }
             switch outcome {
             case .ok(let pid, let release, let keepAlive):
                 record {

@@ -331,9 +331,18 @@ public final class Thread: @unchecked Sendable {
     }
 }
 
-/// Sleeps `seconds` without the cooperative pool (poll on nothing): for waiting out a
-/// time span itself (a timeout under test, a benchmark's window), never for an event.
+/// Sleeps `seconds` without the cooperative pool: for waiting out a time span itself (a
+/// timeout under test, a benchmark's window, a load client's pace), never for an event.
 public func pause(_ seconds: Double) {
-    var none = pollfd(fd: -1, events: 0, revents: 0)
-    _ = poll(&none, 0, Int32(seconds * 1000))
+    pause(.seconds(seconds))
+}
+
+/// Sleeps `duration` (nothing when it is not positive) without the cooperative pool
+/// (nanosleep, to the nanosecond: a load client's 2 ms pace often has less than a
+/// millisecond left to wait).
+public func pause(_ duration: Duration) {
+    guard duration > .zero else { return }
+    let (s, atto) = duration.components
+    var ts = timespec(tv_sec: Int(s), tv_nsec: Int(atto / 1_000_000_000))
+    _ = nanosleep(&ts, nil)
 }
