@@ -74,7 +74,7 @@ public struct Credentials: Sendable, Equatable {
 
 /// Why a spawn failed, as one line: `exec /srv/app/bin/web: No such file or directory`.
 public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The step that failed ("fork", "setpgid" or "setsid", "fds", "setuid", "chdir /srv/x", "exec /bin/x", "lookup").
+    /// The step that failed ("clone", or "fork" for a spawn with `memoryMerge`; "setpgid" or "setsid", "fds", "setuid", "chdir /srv/x", "exec /bin/x", "lookup").
     public var step: String
     /// errno, or 0 for a lookup failure.
     public var errno: Int32
@@ -91,7 +91,7 @@ public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Starts processes. The real one forks; tests of pure logic use a fake.
+/// Starts processes. The real one clones (forks with `memoryMerge`); tests of pure logic use a fake.
 public protocol ProcessLauncher: Sendable {
     /// Starts a process in a process group of its own, in the caller's session (a session of
     /// its own with `SpawnRequest.ownSession`), with exactly the descriptors and environment
@@ -100,10 +100,11 @@ public protocol ProcessLauncher: Sendable {
     func spawn(_ request: SpawnRequest) throws(SpawnError) -> ChildProcess
 }
 
-/// fork/execve through CBatonLinux_spawn: resets signal dispositions and the
-/// mask, setpgid (its own process group; setsid with `ownSession`), places fds, closes the
-/// rest, sets LISTEN_PID to the child's own pid. Call it off the Swift cooperative pool (baton calls it from its
-/// event-loop thread).
+/// clone/execve through CBatonLinux_spawn: the child shares this process's memory until
+/// execve (a fork with `memoryMerge`; docs/ARCHITECTURE.md, "Process model"), resets signal
+/// dispositions and the mask, setpgid (its own process group; setsid with `ownSession`),
+/// places fds, closes the rest, sets LISTEN_PID to its own pid. Call it off the Swift
+/// cooperative pool (baton calls it from its event-loop thread).
 public struct LinuxProcessLauncher: ProcessLauncher {
     /// Creates the launcher.
     public init() {}
@@ -180,7 +181,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
         if result != 0 {
             let e = Glibc.errno
             switch step {
-            case 0: throw SpawnError(step: "fork", errno: e)
+            case 0: throw SpawnError(step: request.memoryMerge ? "fork" : "clone", errno: e)
             case 1: throw SpawnError(step: request.ownSession ? "setsid" : "setpgid", errno: e)
             case 2: throw SpawnError(step: "placing descriptors", errno: e)
             case 3: throw SpawnError(step: "switching user", errno: e)
@@ -192,7 +193,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
     }
 
     /// Resolves argv[0] like execvp, but against the child's PATH and
-    /// directory, in the parent (nothing to allocate after fork).
+    /// directory, in the parent (nothing to allocate in the child).
     public static func resolve(_ name: String, directory: String?, environment: [String]) throws(SpawnError) -> String {
         if name.contains("/" as Character) {
             if name.hasPrefix("/") { return name }

@@ -1,15 +1,32 @@
-// The spawn path. Everything between fork and execve runs in a child of a
+// The spawn path. Everything between the clone and execve runs in a child of a
 // multi-threaded process, so it uses only async-signal-safe calls and memory
 // the parent prepared.
+//
+// The child shares the spawner's memory until execve (CLONE_VM | CLONE_VFORK, as
+// glibc's posix_spawn and Go's os/exec do): fork would copy the spawner's page
+// tables, write-protect every page it has touched (each later write in the
+// spawner then faults) and, under vm.overcommit_memory=2, charge a copy of all its
+// private writable mappings, thread stacks included, against the commit limit: on
+// a host near that limit the spawn itself failed with ENOMEM. Sharing the memory
+// sets four rules for the child (docs/ARCHITECTURE.md, "Process model"):
+// - it runs on a stack of its own and writes only there (and into the argv/envp
+//   arrays the parent handed over for that);
+// - no glibc call that keeps process-wide state: set*id through raw syscalls
+//   (glibc's wrappers would signal every thread of the spawner to change theirs);
+// - every signal is blocked around the clone, so no handler of the spawner ever
+//   runs in the child before the child resets them all;
+// - PR_SET_MEMORY_MERGE marks the memory itself, which is the spawner's until
+//   execve: a spawn that asks for it forks, as before.
 #define _GNU_SOURCE
 #include "CBatonLinux.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -165,11 +182,12 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
         child_report(errfd, CBatonLinux_step_memory_merge, errno);
     }
 
-    // 5. Credentials.
+    // 5. Credentials, through the raw syscalls: they change this task's alone, which is
+    //    the whole child (see the top of this file).
     if (a->set_ids) {
-        if (setgroups((size_t)a->ngroups, a->groups) < 0) child_fail(errfd, CBatonLinux_step_ids);
-        if (setgid(a->gid) < 0) child_fail(errfd, CBatonLinux_step_ids);
-        if (setuid(a->uid) < 0) child_fail(errfd, CBatonLinux_step_ids);
+        if (syscall(SYS_setgroups, (size_t)a->ngroups, a->groups) < 0) child_fail(errfd, CBatonLinux_step_ids);
+        if (syscall(SYS_setgid, a->gid) < 0) child_fail(errfd, CBatonLinux_step_ids);
+        if (syscall(SYS_setuid, a->uid) < 0) child_fail(errfd, CBatonLinux_step_ids);
     }
 
     // 6. Working directory.
@@ -193,23 +211,65 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     child_fail(errfd, CBatonLinux_step_exec);
 }
 
+struct child_start {
+    const CBatonLinux_spawn_attr *attr;
+    int errfd;
+};
+
+static int child_entry(void *arg) {
+    const struct child_start *start = arg;
+    child_main(start->attr, start->errfd);
+    _exit(127);
+}
+
+// The child's stack when it shares the spawner's memory: child_main needs a few KiB
+// (its arrays are sized by the descriptors passed); mapped, so only touched pages count.
+#define CHILD_STACK_SIZE (256 * 1024)
+
+// Starts the child (see the top of this file): 0 in neither, the child's pid in the
+// parent, which resumes once the child has called execve or exited.
+static pid_t start_child(const CBatonLinux_spawn_attr *attr, int errfd) {
+    // Every signal blocked, glibc's own (32, 33) too, hence the raw call; the child
+    // inherits this mask and empties it once its dispositions are reset.
+    uint64_t all = ~(uint64_t)0, saved_mask;
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &saved_mask, sizeof(all)) != 0) return -1;
+    pid_t pid;
+    int saved_errno;
+    if (attr->memory_merge) {
+        pid = fork();
+        if (pid == 0) {
+            child_main(attr, errfd);
+            _exit(127);
+        }
+        saved_errno = errno;
+    } else {
+        void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+            pid = -1;
+        } else {
+            struct child_start start = {attr, errfd};
+            pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+        }
+        saved_errno = errno;
+        if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
+    }
+    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &saved_mask, NULL, sizeof(saved_mask));
+    errno = saved_errno;
+    return pid;
+}
+
 int CBatonLinux_spawn(const CBatonLinux_spawn_attr *attr, pid_t *pid_out, int *pidfd_out, int *child_step) {
     *child_step = CBatonLinux_step_none;
     int errpipe[2];
     if (pipe2(errpipe, O_CLOEXEC) < 0) return -1;
 
-    pid_t pid = fork();
+    pid_t pid = start_child(attr, errpipe[1]);
     if (pid < 0) {
         int saved = errno;
         close(errpipe[0]);
         close(errpipe[1]);
         errno = saved;
         return -1;
-    }
-    if (pid == 0) {
-        close(errpipe[0]);
-        child_main(attr, errpipe[1]);
-        _exit(127);
     }
     close(errpipe[1]);
 

@@ -218,6 +218,49 @@ struct ProcessLauncherTests {
         #expect(exit?.description == "signal 9 (Killed)")
     }
 
+    /// The child shares the spawner's memory until execve (spawn.c): a fork write-protected
+    /// every page the spawner had touched, so its next write to each one faulted, and under
+    /// vm.overcommit_memory=2 the copy was charged against the commit limit.
+    @Test("a spawn leaves the spawner's memory as it was: no copy-on-write fault after it")
+    func noCopyOnWriteAfterASpawn() throws {
+        let size = 16 << 20
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let memory = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+        try #require(memory != MAP_FAILED)
+        defer { munmap(memory, size) }
+        _ = madvise(memory, size, MADV_NOHUGEPAGE)  // a fault per 4 KiB page, not per 2 MiB
+        let bytes = memory.assumingMemoryBound(to: UInt8.self)
+        func writeEveryPage(_ value: UInt8) {
+            for offset in stride(from: 0, to: size, by: page) { bytes[offset] = value }
+        }
+        writeEveryPage(1)
+        // This test's own thread (.ownThread): its faults alone.
+        func minorFaults() -> Int {
+            var usage = rusage()
+            _ = getrusage(__rusage_who_t(1) /* RUSAGE_THREAD */, &usage)
+            return usage.ru_minflt
+        }
+        let child = try LinuxProcessLauncher().spawn(SpawnRequest(argv: ["/bin/true"], environment: childEnvironment))
+        #expect(finish(child, signal: 0) == .exited(0))
+        let before = minorFaults()
+        writeEveryPage(2)
+        let faults = minorFaults() - before
+        // fork: one per page written (4,096); shared memory: none.
+        #expect(faults < 64, "\(faults) faults writing \(size / page) pages after the spawn")
+    }
+
+    @Test("a user switch in the child changes the child's ids alone")
+    func credentialsAreTheChildsAlone() throws {
+        try #require(getuid() == 0, "needs root to switch users")
+        let p = try TestProcess(
+            ["/bin/sh", "-c", "id -u; id -g; id -G"], environment: childEnvironment,
+            credentials: Credentials(uid: 65534, gid: 65534, groups: [65534, 4]))
+        #expect(p.wait(timeout: .seconds(20)) == 0)
+        #expect(p.stdout == "65534\n65534\n65534 4\n")
+        #expect(getuid() == 0 && geteuid() == 0 && getgid() == 0)
+        #expect(ProcFS.read("/proc/self/status").map { $0.contains("Uid:\t0\t0\t0\t0") } == true)
+    }
+
     @Test func signalingAReapedProcessFails() throws {
         let child = try LinuxProcessLauncher().spawn(SpawnRequest(argv: ["/bin/true"], environment: childEnvironment))
         #expect(waitForExit(pidfd: child.pidfd, timeout: .seconds(20)))

@@ -1,5 +1,5 @@
 // CBatonLinux: the few Linux calls Glibc does not expose to Swift in a usable
-// form (fork/exec with LISTEN_PID, pidfds, SCM_CREDENTIALS, peer credentials,
+// form (spawning with LISTEN_PID, pidfds, SCM_CREDENTIALS, peer credentials,
 // signalfd, epoll with packed events). Every function is prefixed CBatonLinux_
 // and returns -1 with errno set on failure, like the syscalls it wraps.
 #pragma once
@@ -7,8 +7,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/// What the child does between fork and execve. Prepared completely by the
-/// parent: the child only calls async-signal-safe functions.
+/// What the child does between its start and execve. Prepared completely by the
+/// parent: the child only calls async-signal-safe functions, and writes nothing of
+/// the parent's memory, which it shares (spawn.c).
 typedef struct {
     /// Absolute path of the executable (PATH resolution happens in the parent).
     const char *path;
@@ -66,10 +67,10 @@ enum {
     CBatonLinux_step_memory_merge = 6,
 };
 
-/// fork + (in the child) reset every signal disposition to default, empty the
-/// signal mask, setpgid (own process group; setsid with own_session), place fds
-/// at 0..2 and 3.., close every other fd,
-/// drop privileges, chdir, set LISTEN_PID to its own pid, execve.
+/// clone(CLONE_VM | CLONE_VFORK) (fork when memory_merge is set), then in the child:
+/// reset every signal disposition to default, empty the signal mask, setpgid (own
+/// process group; setsid with own_session), place fds at 0..2 and 3.., close every
+/// other fd, drop privileges, chdir, set LISTEN_PID to its own pid, execve.
 /// On success returns 0 and sets *pid and *pidfd (a pidfd opened before the
 /// child can be reaped, so it names exactly this process).
 /// On failure returns -1: *child_step says which step failed in the child
