@@ -28,7 +28,7 @@ test: deps
 # table; `compare` (baton vs gunicorn, uWSGI, puma) writes
 # Benchmarks/results/latest.{json,md} and PNG plots. QUICK=1: one repetition.
 # scripts/install-bench-deps installs the peers, wrk and matplotlib (bench only).
-BENCH_SCENARIOS ?= deploy-under-load deploy-under-load-boot2 compare systemd sampling-cost deploy-memory deploy-reservation control-latency
+BENCH_SCENARIOS ?= deploy-under-load deploy-under-load-boot2 compare systemd sampling-cost deploy-memory deploy-reservation control-latency spawn-cost
 
 bench: deps
 	./scripts/install-bench-deps

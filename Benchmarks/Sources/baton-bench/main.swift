@@ -30,7 +30,7 @@ while i < arguments.count {
     case "--quick": options.quick = true
     case "-h", "--help":
         print(
-            "usage: baton-bench [deploy-under-load] [deploy-under-load-boot2] [compare] [systemd] [sampling-cost] [deploy-memory] [deploy-reservation] [control-latency] [take-over] [ksm] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]"
+            "usage: baton-bench [deploy-under-load] [deploy-under-load-boot2] [compare] [systemd] [sampling-cost] [deploy-memory] [deploy-reservation] [control-latency] [take-over] [ksm] [spawn-cost] [--workers N] [--connections N] [--deploys N] [--boot-delay S] [--steady S] [--out DIR] [--quick]"
         )
         exit(0)
     default:
@@ -71,6 +71,7 @@ for scenario in scenarios {
     case "control-latency": do { try ControlLatency(options: options).run() } catch { fail("control-latency: \(error)") }
     case "take-over": do { try TakeOverScenario(options: options).run() } catch { fail("take-over: \(error)") }
     case "ksm": do { try KSMScenario(options: options).run() } catch { fail("ksm: \(error)") }
+    case "spawn-cost": do { try SpawnCost(options: options).run() } catch { fail("spawn-cost: \(error)") }
     default:
         fail(
             "unknown scenario \(scenario) (known: deploy-under-load, deploy-under-load-boot2, compare, systemd, sampling-cost, deploy-memory, deploy-reservation, control-latency, take-over, ksm)"
