@@ -1,3 +1,5 @@
+import Glibc
+
 /// Knobs shared by the scenarios.
 struct BenchOptions {
     /// Worker slots.
@@ -37,6 +39,16 @@ struct LatencySummary: Codable {
         p99 = pct(0.99)
         max = ms.last ?? 0
     }
+}
+
+/// RUSAGE_THREAD (a GNU extension the Glibc module does not export).
+let rusageThread = __rusage_who_t(1)
+
+/// This thread's CPU time in seconds (the scheduler's precise clock, not rusage's ticks).
+func threadCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }
 
 func seconds(_ d: Duration) -> Double {

@@ -173,28 +173,19 @@ struct CPUSample {
     var user: Double
     var system: Double
 
-    /// RUSAGE_THREAD (a GNU extension the Glibc module does not export).
-    private static let rusageThread = __rusage_who_t(1)
-
     static func measure(_ body: () -> Void) -> CPUSample {
         let wall0 = monotonicNow()
-        let cpu0 = threadCPU()
+        let cpu0 = threadCPUSeconds()
         var ru0 = rusage()
-        getrusage(Self.rusageThread, &ru0)
+        getrusage(rusageThread, &ru0)
         body()
         var ru1 = rusage()
-        getrusage(Self.rusageThread, &ru1)
-        let cpu1 = threadCPU()
+        getrusage(rusageThread, &ru1)
+        let cpu1 = threadCPUSeconds()
         let wall1 = monotonicNow()
         func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
         return CPUSample(
             wall: seconds(wall1 - wall0), cpu: cpu1 - cpu0, user: s(ru1.ru_utime) - s(ru0.ru_utime), system: s(ru1.ru_stime) - s(ru0.ru_stime))
-    }
-
-    private static func threadCPU() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 }
 

@@ -28,9 +28,6 @@ struct SpawnCost {
         var rows: [Row]
     }
 
-    /// RUSAGE_THREAD (a GNU extension the Glibc module does not export).
-    private static let rusageThread = __rusage_who_t(1)
-
     func run() throws {
         let rounds = options.quick ? 10 : 50
         var rows: [Row] = []
@@ -97,12 +94,10 @@ struct SpawnCost {
             rewriteMicros: median(rewrites))
     }
 
-    /// This thread's CPU time (seconds, the scheduler's precise clock) and minor faults so far.
+    /// This thread's CPU time (seconds) and minor faults so far.
     private static func threadUsage() -> (cpu: Double, minorFaults: Int) {
-        var t = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
         var usage = rusage()
         getrusage(rusageThread, &usage)
-        return (Double(t.tv_sec) + Double(t.tv_nsec) / 1e9, usage.ru_minflt)
+        return (threadCPUSeconds(), usage.ru_minflt)
     }
 }
