@@ -7,12 +7,14 @@
 // tables, write-protect every page it has touched (each later write in the
 // spawner then faults) and, under vm.overcommit_memory=2, charge a copy of all its
 // private writable mappings, thread stacks included, against the commit limit: on
-// a host near that limit the spawn itself failed with ENOMEM. Sharing the memory
+// a host near that limit the spawn itself could fail with ENOMEM. Sharing the memory
 // sets four rules for the child (docs/ARCHITECTURE.md, "Process model"):
 // - it runs on a stack of its own and writes only there (and into the argv/envp
 //   arrays the parent handed over for that);
-// - no glibc call that keeps process-wide state: set*id through raw syscalls
-//   (glibc's wrappers would signal every thread of the spawner to change theirs);
+// - no glibc call that keeps process-wide or per-thread state: set*id through raw
+//   syscalls (glibc's wrappers would signal every thread of the spawner to change
+//   theirs), and open, write and close too (glibc's mark the calling thread, which
+//   is the spawner's, as cancellable around the call);
 // - every signal is blocked around the clone, so no handler of the spawner ever
 //   runs in the child before the child resets them all;
 // - PR_SET_MEMORY_MERGE marks the memory itself, which is the spawner's until
@@ -51,7 +53,7 @@ static void child_report(int errfd, int step, int error) {
     int report[2] = {step, error};
     ssize_t n;
     do {
-        n = write(errfd, report, sizeof(report));
+        n = syscall(SYS_write, errfd, report, sizeof(report));
     } while (n < 0 && errno == EINTR);
 }
 
@@ -73,7 +75,7 @@ static void close_from(int lowfd, int a, int b) {
     }
     if (ok && syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
     for (int fd = lowfd; fd < 65536; fd++) {
-        if (fd != a && fd != b) close(fd);
+        if (fd != a && fd != b) syscall(SYS_close, fd);
     }
 }
 
@@ -144,7 +146,7 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     int stdio_high[3];
     for (int i = 0; i < 3; i++) {
         if (stdio[i] < 0) {
-            stdio_high[i] = open("/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+            stdio_high[i] = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
         } else {
             stdio_high[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, top + 1);
         }
@@ -226,8 +228,9 @@ static int child_entry(void *arg) {
 // (its arrays are sized by the descriptors passed); mapped, so only touched pages count.
 #define CHILD_STACK_SIZE (256 * 1024)
 
-// Starts the child (see the top of this file): 0 in neither, the child's pid in the
-// parent, which resumes once the child has called execve or exited.
+// Starts the child (see the top of this file) and returns its pid, or -1 with errno.
+// When the child shares the memory, this returns once the child has called execve or
+// exited; a forked child runs on beside the caller.
 static pid_t start_child(const CBatonLinux_spawn_attr *attr, int errfd) {
     // Every signal blocked, glibc's own (32, 33) too, hence the raw call; the child
     // inherits this mask and empties it once its dispositions are reset.
