@@ -162,6 +162,15 @@ extension SecondIntegration {
             #expect(Self.serving(after, slot: 1)?.restarts == 0)
         }
 
+        /// The start of the Python workers below: exits 0.5 s after SIGTERM, as a real server
+        /// draining does, and holds `s`, a datagram socket connected to NOTIFY_SOCKET.
+        static let notifyingWorkerPreamble = """
+            import os, signal, socket, time
+            signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), os._exit(0)))
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.connect(os.environ["NOTIFY_SOCKET"])
+            """
+
         @Test("a deploy whose new workers fail their watchdog fails and leaves the old release serving")
         func deployFailsOnWatchdog() throws {
             let scratch = TestPaths.temporaryDirectory("wddep")
@@ -170,11 +179,7 @@ extension SecondIntegration {
             TestPaths.write(
                 script,
                 """
-                import os, signal, socket, time
-                # Stopped, it takes a moment to exit, as a real server draining does.
-                signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), os._exit(0)))
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                s.connect(os.environ["NOTIFY_SOCKET"])
+                \(Self.notifyingWorkerPreamble)
                 s.send(b"READY=1\\nWATCHDOG=trigger")
                 time.sleep(60)
                 """)
@@ -231,11 +236,7 @@ extension SecondIntegration {
             TestPaths.write(
                 script,
                 """
-                import os, signal, socket, time
-                # Stopped, it takes a moment to exit, as a real server draining does.
-                signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), os._exit(0)))
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                s.connect(os.environ["NOTIFY_SOCKET"])
+                \(Self.notifyingWorkerPreamble)
                 s.send(b"READY=1")
                 marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triggered")
                 if not os.path.exists(marker):
