@@ -42,10 +42,19 @@ private func spawnSleepFromABlockingThread() throws -> (spawned: SpawnedSleep, p
             Result { () throws -> SpawnedSleep in
                 let child = try LinuxProcessLauncher().spawn(request)
                 defer { finish(child) }
-                // spawn returns after execve succeeded (the error pipe closed on exec): this is sleep's own state.
-                guard let status = ProcFS.read("/proc/\(child.pid)/status") else {
-                    throw SystemError("read /proc/\(child.pid)/status", errno: ENOENT)
+                // spawn returns once the error pipe closed, which the kernel does inside execve
+                // before it renames the task and resets its handlers (do_close_on_exec comes
+                // before __set_task_comm in begin_new_exec): wait, bounded, for sleep itself,
+                // asleep in its nanosleep.
+                let deadline = monotonicNow() + .seconds(10)
+                var status = ProcFS.read("/proc/\(child.pid)/status")
+                while let current = status, !(current.contains("Name:\tsleep") && current.contains("State:\tS")),
+                    monotonicNow() < deadline
+                {
+                    pause(.milliseconds(5))
+                    status = ProcFS.read("/proc/\(child.pid)/status")
                 }
+                guard let status else { throw SystemError("read /proc/\(child.pid)/status", errno: ENOENT) }
                 return SpawnedSleep(status: status, blocked: ProcFS.blockedSignals(of: child.pid))
             }, mask
         )
