@@ -85,7 +85,7 @@ extension Supervisor {
             request.holdFD = output.read.rawValue
             request.holdTarget = WorkerContract.outputReaderFD
             request.memoryMerge = config.memory.mergeable
-            // Not in the forked child (the spawn has no nice value): the spawn waits on this loop
+            // Not in the child before execve (the spawn has no nice value): the spawn waits on this loop
             // for the child's execve, and a child made nicer before it waits for the CPU behind
             // everything else (0.6 s for one spawn at load average 25 on 2 cores). It gets its
             // boot priority once it runs its program.

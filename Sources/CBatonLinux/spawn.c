@@ -236,21 +236,18 @@ static pid_t start_child(const CBatonLinux_spawn_attr *attr, int errfd) {
     // inherits this mask and empties it once its dispositions are reset.
     uint64_t all = ~(uint64_t)0, saved_mask;
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &saved_mask, sizeof(all)) != 0) return -1;
+    struct child_start start = {attr, errfd};
     pid_t pid;
     int saved_errno;
     if (attr->memory_merge) {
         pid = fork();
-        if (pid == 0) {
-            child_main(attr, errfd);
-            _exit(127);
-        }
+        if (pid == 0) child_entry(&start);
         saved_errno = errno;
     } else {
         void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (stack == MAP_FAILED) {
             pid = -1;
         } else {
-            struct child_start start = {attr, errfd};
             pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
         }
         saved_errno = errno;
