@@ -1,14 +1,14 @@
 import BatonCore
+import BatonTestSupport
 import Foundation
 import Testing
 
 /// The README's metrics table names every restart reason the daemon counts (each is exported
 /// from 0), and nothing else: a reason added to the code without its row fails here.
 @Suite struct RestartReasonReadmeTests {
-    /// The README at the repository's root (this file is Tests/BatonCoreMemoryTests/…).
-    static func readme(filePath: String = #filePath) throws -> String {
-        let root = URL(fileURLWithPath: filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        return try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+    /// The README at the repository's root.
+    static func readme() throws -> String {
+        try String(contentsOf: URL(fileURLWithPath: TestPaths.packageRoot + "/README.md"), encoding: .utf8)
     }
 
     /// The backquoted names in the labels cell of `metric`'s row, but the label's own name.

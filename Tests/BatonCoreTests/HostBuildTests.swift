@@ -1,3 +1,4 @@
+import BatonTestSupport
 import Foundation
 import Testing
 
@@ -7,9 +8,8 @@ import Testing
 /// (The release build failed with "no such module 'Testing'" when BatonTestTraits did not.)
 @Suite("The host build")
 struct HostBuildTests {
-    /// The package's root (this file is Tests/BatonCoreTests/HostBuildTests.swift).
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+    /// The package's root.
+    static let root = URL(fileURLWithPath: TestPaths.packageRoot)
 
     /// The regular (non-test) targets whose sources live under Tests/, as the package says:
     /// every folder under Tests/ that is not a test target's (`.testTarget(name: "X"` keeps

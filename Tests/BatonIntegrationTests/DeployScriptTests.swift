@@ -5,12 +5,8 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-/// The repository's deploy/ folder, found from this file's path.
-let deployFolder: String = {
-    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
-    parts.removeLast(3)  // Tests/BatonIntegrationTests/DeployScriptTests.swift
-    return parts.joined(separator: "/") + "/deploy"
-}()
+/// The repository's deploy/ folder.
+let deployFolder = TestPaths.packageRoot + "/deploy"
 
 /// Writes an executable `run` into `folder` that execs the demo worker with
 /// `flags`: the release's own content decides how it behaves (config command

@@ -2,12 +2,8 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-/// The repository's adapters/ folder, found from this file's path.
-let adaptersFolder: String = {
-    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
-    parts.removeLast(3)  // Tests/BatonIntegrationTests/MoldAdapterTests.swift
-    return parts.joined(separator: "/") + "/adapters"
-}()
+/// The repository's adapters/ folder.
+let adaptersFolder = TestPaths.packageRoot + "/adapters"
 
 extension MemoryIntegration {
     /// The mold adapters (docs/MOLD.md) against the conformance driver, as real

@@ -4,12 +4,8 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-/// The Python mold adapter, found from this file's path.
-let pythonMoldAdapter: String = {
-    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
-    parts.removeLast(3)  // Tests/BatonIntegrationTests/MoldTests.swift
-    return parts.joined(separator: "/") + "/adapters/python/baton_mold.py"
-}()
+/// The Python mold adapter.
+let pythonMoldAdapter = TestPaths.packageRoot + "/adapters/python/baton_mold.py"
 
 extension SecondIntegration {
     /// Mold mode end to end: baton, the Python adapter (waitress) and a WSGI app, all real.

@@ -9,18 +9,11 @@ import Glibc
 /// and `baton-bench systemd`. Never starts systemd any other way: outside its own cgroup
 /// namespace it would adopt every process on the machine.
 public enum SystemdSandbox {
-    /// The package root: this file is `Tests/BatonSystemdTests/SystemdSandbox.swift`.
-    public static let packageRoot: String = {
-        var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
-        parts.removeLast(3)
-        return parts.joined(separator: "/")
-    }()
-
     /// `$BATON_SYSTEMD_SANDBOX`, else `../shared/tools/systemd-sandbox` beside the package
     /// (CI clones the repository with `shared/` next to it).
     public static let script: String = {
         if let env = getenv("BATON_SYSTEMD_SANDBOX"), env.pointee != 0 { return String(cString: env) }
-        return absolute(packageRoot + "/../shared/tools/systemd-sandbox")
+        return absolute(TestPaths.packageRoot + "/../shared/tools/systemd-sandbox")
     }()
 
     /// The drivers the sandbox runs: unit, activation and reload scenarios, and the load,
@@ -34,11 +27,11 @@ public enum SystemdSandbox {
         case preflight = "systemd-preflight-driver.sh"
 
         /// The script's path.
-        public var path: String { packageRoot + "/scripts/" + rawValue }
+        public var path: String { TestPaths.packageRoot + "/scripts/" + rawValue }
     }
 
     /// The shipped unit templates.
-    public static let unitsDirectory = packageRoot + "/systemd"
+    public static let unitsDirectory = TestPaths.packageRoot + "/systemd"
 
     /// Why the systemd tests cannot run here, or nil when they can.
     public static let unavailableReason: String? = {

@@ -5,6 +5,13 @@ import Synchronization
 
 /// Paths and small helpers shared by the suites.
 public enum TestPaths {
+    /// The package's root folder, found from this file's path (Tests/BatonTestSupport/TestProcess.swift).
+    public static let packageRoot: String = {
+        var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+        parts.removeLast(3)
+        return parts.joined(separator: "/")
+    }()
+
     /// The folder holding the built products (the test runner lives there too).
     public static let buildDirectory: String = {
         var buffer = [CChar](repeating: 0, count: 4096)
