@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # systemd-load-driver.sh: the load, crash and upgrade scenarios of
 # Tests/BatonSystemdTests (and of `baton-bench systemd`), run inside
-# ../shared/tools/systemd-sandbox like systemd-test-driver.sh:
+# scripts/systemd-sandbox like systemd-test-driver.sh:
 #
 #   systemd-sandbox -- timeout -k 10 240 bash systemd-load-driver.sh SCENARIO BATON DEMO_WORKER WORK_DIR UNITS_DIR [ARGS]
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # systemd-preflight-driver.sh: the half of Tests/BatonSystemdTests/PreflightUnitTests that runs
-# inside ../shared/tools/systemd-sandbox, next to a private systemd user manager:
+# inside scripts/systemd-sandbox, next to a private systemd user manager:
 #
 #   systemd-sandbox -- timeout -k 10 240 bash systemd-preflight-driver.sh SCENARIO BATON DEMO_WORKER WORK_DIR UNITS_DIR
 #

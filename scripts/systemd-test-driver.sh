@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # systemd-test-driver.sh: the half of Tests/BatonSystemdTests that runs inside
-# ../shared/tools/systemd-sandbox, next to a private systemd user manager:
+# scripts/systemd-sandbox, next to a private systemd user manager:
 #
 #   systemd-sandbox -- timeout -k 10 240 bash systemd-test-driver.sh SCENARIO BATON DEMO_WORKER WORK_DIR UNITS_DIR
 #

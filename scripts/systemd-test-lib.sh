@@ -1,6 +1,6 @@
 # systemd-test-lib.sh: what the drivers of Tests/BatonSystemdTests share
 # (systemd-test-driver.sh, systemd-load-driver.sh). Sourced inside
-# ../shared/tools/systemd-sandbox with the driver's arguments:
+# scripts/systemd-sandbox with the driver's arguments:
 #   SCENARIO BATON DEMO_WORKER WORK_DIR UNITS_DIR
 # Every wait is bounded; RESULT lines go to stdout, diagnostics to stderr.
 

@@ -11,7 +11,7 @@ import Testing
     "preflight --unit on a real systemd unit (sandboxed user manager)", .serialized, .ownThread,
     .enabled(
         if: SystemdSandbox.isAvailable,
-        "needs root, systemd, and ../shared/tools/systemd-sandbox (or $BATON_SYSTEMD_SANDBOX)"))
+        "needs root, systemd and unshare (scripts/systemd-sandbox, or $BATON_SYSTEMD_SANDBOX)"))
 struct PreflightUnitTests {
     @Test("measures a user unit's cgroup: names it, counts its processes, PSS at least what they touched; a unit not running is exit 2")
     func userUnit() throws {

@@ -13,7 +13,7 @@ import Testing
     "real systemd (sandboxed user manager)", .serialized, .ownThread,
     .enabled(
         if: SystemdSandbox.isAvailable,
-        "needs root, systemd, and ../shared/tools/systemd-sandbox (or $BATON_SYSTEMD_SANDBOX)"))
+        "needs root, systemd and unshare (scripts/systemd-sandbox, or $BATON_SYSTEMD_SANDBOX)"))
 struct RealSystemdTests {
     @Test("the socket unit activates baton; workers serve on its socket with its FileDescriptorName")
     func socketActivation() throws {

@@ -4,16 +4,15 @@ import FoundationEssentials
 import Glibc
 
 /// Runs a scenario of `scripts/systemd-test-driver.sh` or `scripts/systemd-load-driver.sh`
-/// inside `../shared/tools/systemd-sandbox` (a private systemd user manager in its own cgroup,
+/// inside `scripts/systemd-sandbox` (a private systemd user manager in its own cgroup,
 /// pid and mount namespaces) and collects what it reports; used by `Tests/BatonSystemdTests`
 /// and `baton-bench systemd`. Never starts systemd any other way: outside its own cgroup
 /// namespace it would adopt every process on the machine.
 public enum SystemdSandbox {
-    /// `$BATON_SYSTEMD_SANDBOX`, else `../shared/tools/systemd-sandbox` beside the package
-    /// (CI clones the repository with `shared/` next to it).
+    /// `$BATON_SYSTEMD_SANDBOX`, else the package's own `scripts/systemd-sandbox`.
     public static let script: String = {
         if let env = getenv("BATON_SYSTEMD_SANDBOX"), env.pointee != 0 { return String(cString: env) }
-        return absolute(TestPaths.packageRoot + "/../shared/tools/systemd-sandbox")
+        return TestPaths.packageRoot + "/scripts/systemd-sandbox"
     }()
 
     /// The drivers the sandbox runs: unit, activation and reload scenarios, and the load,
@@ -77,15 +76,6 @@ public enum SystemdSandbox {
             elapsed: monotonicNow() - start)
         print("systemd scenario \(scenario): exit \(code) in \(Units.formatElapsed(run.elapsed))")
         return run
-    }
-
-    private static func absolute(_ path: String) -> String {
-        var parts: [Substring] = []
-        for part in path.split(separator: "/") {
-            if part == "." { continue }
-            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
-        }
-        return "/" + parts.joined(separator: "/")
     }
 }
 

@@ -4,7 +4,7 @@ import FoundationEssentials
 import Glibc
 
 /// "systemd": baton under a real systemd 252 (the sandboxed user manager of
-/// `../shared/tools/systemd-sandbox`, socket unit + service from `baton units`), with
+/// `scripts/systemd-sandbox`, socket unit + service from `baton units`), with
 /// concurrent keep-alive curl clients on the unix socket, then `systemctl restart`,
 /// `baton upgrade` and `systemctl reload` one after another. For each: failed and refused
 /// requests and the latency gap (largest latency) against a steady window. Runs the
