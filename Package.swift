@@ -30,7 +30,7 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
-        // What Glibc does not expose to Swift: fork/exec with LISTEN_PID, pidfd, CMSG, peer credentials.
+        // What Glibc does not expose to Swift: clone/execve with LISTEN_PID, pidfd, CMSG, peer credentials.
         .target(name: "CBatonLinux"),
         // Pure logic, no I/O: config model, policies, state machines.
         .target(

@@ -8,8 +8,9 @@ import Logging
 /// Invariants (what every change must keep):
 /// - baton is never in the data path: workers accept on the sockets directly.
 /// - A slot has at most one serving worker; during a rolling replacement it
-///   may briefly have a new one starting and an old one draining, and at most
-///   one slot is being replaced at a time.
+///   may briefly have a new one starting and an old one draining; at most
+///   `max_surge` extra workers run (surge) and at most `max_unavailable` slots
+///   are without a serving worker (replace).
 /// - A worker is a process tree in its own process group; signals go to the
 ///   group, and what is left of a group is killed when its leader exits.
 /// - A drain always ends: `stop.timeout` after the stop signal comes SIGKILL.

@@ -132,7 +132,7 @@ protocol ServiceNotifying {
 
 extension ServiceNotifier: ServiceNotifying {}
 
-/// The real port: processes through a `ProcessLauncher` (fork/exec in the C shim), signals
+/// The real port: processes through a `ProcessLauncher` (clone/execve in the C shim), signals
 /// and exits through pidfds and kill(2), sd_notify through `ServiceNotifier`, memory and the
 /// process table from /proc, the state directory through `StateStore`, files from disk.
 final class LinuxSupervisorHost: SupervisorHost {

@@ -25,6 +25,16 @@ import Testing
         #expect(documented == RestartReason.allCases.map(\.rawValue))
     }
 
+    /// The prose list after "counted with its reason (" names every reason too (it had left
+    /// out `rollback`, `manual`, `readiness-timeout` and `start-failed`).
+    @Test func theRestartListInProseNamesEveryReason() throws {
+        let readme = try Self.readme().replacingOccurrences(of: "\n", with: " ")
+        let start = try #require(readme.range(of: "counted with its reason ("))
+        let list = readme[start.upperBound...].prefix { $0 != ")" }
+        let named = list.split(separator: "`", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) }
+        #expect(named.sorted() == RestartReason.allCases.map(\.rawValue).sorted())
+    }
+
     @Test func theMetricsTableListsEveryFinishedOutcome() throws {
         let documented = Self.documentedValues(try Self.readme(), metric: "baton_deploys_total", label: "outcome")
         #expect(documented == OperationOutcome.finished.map(\.rawValue))
