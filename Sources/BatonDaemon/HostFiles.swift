@@ -19,9 +19,15 @@ protocol HostFiles: AnyObject {
 
 /// The real files.
 final class LinuxHostFiles: HostFiles {
+    /// A regular file only, opened without blocking (a FIFO at an environment file's path would
+    /// stop the loop); anything else fails as EINVAL.
     func read(_ path: String) throws(SystemError) -> String {
-        guard let text = ProcFS.read(path) else { throw SystemError("read", subject: path) }
-        return text
+        do {
+            return String(decoding: try RegularFile.read(path), as: UTF8.self)
+        } catch {
+            if error.systemError != nil { throw SystemError("read", subject: path) }
+            throw SystemError("read", errno: EINVAL, subject: path)
+        }
     }
 
     func replace(_ path: String, with bytes: [UInt8]) throws(SystemError) {

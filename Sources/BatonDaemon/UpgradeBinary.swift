@@ -9,7 +9,7 @@ import Glibc
 final class UpgradeBinary {
     /// The path asked for (messages and the new image's argv[0]).
     let path: String
-    /// The O_RDONLY|O_CLOEXEC descriptor of the file, until closed.
+    /// The read-only, close-on-exec descriptor of the file, until closed.
     private var file: OwnedDescriptor?
     /// Its number; -1 once closed.
     var fd: Int32 { file?.rawValue ?? -1 }
@@ -32,7 +32,9 @@ final class UpgradeBinary {
     /// directory others cannot write to (where it could be renamed over).
     static func open(_ path: String, owner: uid_t) throws(Refusal) -> UpgradeBinary {
         guard path.hasPrefix("/") else { throw Refusal("\(path) is not an absolute path") }
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO for reading would block the event loop until a writer came
+        // (a regular file ignores the flag); O_NOCTTY: a terminal does not become baton's.
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { throw Refusal("cannot open \(path): \(String(cString: strerror(errno)))") }
         let file = OwnedDescriptor(fd)  // closed on every refusal below
         var st = stat()

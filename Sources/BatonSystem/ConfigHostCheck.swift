@@ -32,10 +32,14 @@ public enum ConfigHostCheck {
             }
         }
         if let path = config.app.environmentFile {
-            guard let text = ProcFS.read(path) else {
-                throw problem(["app", "environment_file"], "cannot read \(path): \(String(cString: strerror(errno)))")
+            let bytes: [UInt8]
+            do {
+                bytes = try RegularFile.read(path, maxBytes: ConfigPrecheck.maxBytes)
+            } catch {
+                throw problem(["app", "environment_file"], error.description)
             }
-            _ = try EnvironmentFile.parse(text, path: path)
+            if let error = ConfigPrecheck.check(bytes, path: path) { throw error }
+            _ = try EnvironmentFile.parse(String(decoding: bytes, as: UTF8.self), path: path)
         }
     }
 }

@@ -10,9 +10,15 @@ public enum ConfigLoader {
     /// - Throws: ``ConfigError``, one line: `path: cannot read: ...`, the first problem with its
     ///   line, or `config parser crashed (signal N) on PATH: ...`.
     public static func load(_ path: String, hostChecks: Bool) throws(ConfigError) -> BatonConfig {
-        guard let text = ProcFS.read(path) else {
-            throw ConfigError(path: path, message: "cannot read: \(String(cString: strerror(errno)))")
+        let bytes: [UInt8]
+        do {
+            bytes = try RegularFile.read(path, maxBytes: ConfigPrecheck.maxBytes)
+        } catch {
+            throw ConfigError(path: path, message: error.problem)
         }
+        // Invalid UTF-8 would be decoded into U+FFFD silently: refused before decoding.
+        if let error = ConfigPrecheck.check(bytes, path: path) { throw error }
+        let text = String(decoding: bytes, as: UTF8.self)
         let config = try ConfigParserProcess.parse(text, path: path)
         if hostChecks { try ConfigHostCheck.check(config, text: text) }
         return config

@@ -12,6 +12,27 @@ struct ConfigHardeningTests {
         #expect(configFailure(text) == "/etc/baton/shop.toml:6: contains a NUL byte (a config is text)")
     }
 
+    /// `A = "a\u0000b"` was accepted and the worker got `A=a`: the parser hands strings over cut
+    /// at a NUL. The escape is refused with its line; in a comment, or after an escaped
+    /// backslash, it is text.
+    @Test("a \\u0000 escape is refused with its line; in a comment or as \\\\u0000 it is text")
+    func nulEscape() {
+        #expect(
+            configFailure(minimalApp + "[app.environment]\nA = \"a\\u0000b\"\n")
+                == #"/etc/baton/shop.toml:7: contains the escape "\u0000" (a NUL character), which no path, argument or environment value can hold"#)
+        #expect(configFailure(minimalApp + "[app.environment]\nA = \"\\U00000000\"\n")?.hasPrefix("/etc/baton/shop.toml:7: contains the escape") == true)
+        #expect(configFailure(minimalApp + "# not \\u0000 a value\n[app.environment]\nA = \"a\\\\u0000b\"\n") == nil)
+    }
+
+    /// Invalid UTF-8 was decoded into U+FFFD and accepted (a worker's argument or environment
+    /// value changed without a word).
+    @Test("bytes that are not UTF-8 are refused before decoding, with their line")
+    func invalidUTF8() {
+        let bytes = Array((minimalApp + "[app.environment]\nA = \"").utf8) + [0xFF, 0xFE] + Array("\"\n".utf8)
+        #expect(ConfigPrecheck.check(bytes, path: "shop.toml")?.description == "shop.toml:7: is not valid UTF-8 text (TOML is UTF-8)")
+        #expect(ConfigPrecheck.check(Array(minimalApp.utf8), path: "shop.toml") == nil)
+    }
+
     @Test("sizes past 1 PiB are refused at parse time with the key and line (no overflow later)")
     func absurdSize() {
         let text = minimalApp + "[deploy]\nmax_surge = 2\nworker_footprint = \"9223372036854775808B\"\n"

@@ -32,4 +32,16 @@ struct ConfigRecyclingTests {
                 == "/etc/baton/shop.toml:7: rolling.recycle_spacing: must be at most 1h, got 2h")
         #expect(configFailure(minimalApp + "[rolling]\nrecycle_spacing = 5\n")?.contains("rolling.recycle_spacing") == true)
     }
+
+    /// Both were accepted up to Int.max, and a status report of such a daemon trapped on
+    /// `jitter + 1` (arithmetic overflow: the daemon died with SIGILL).
+    @Test func requestCountsAreBoundedTo10To12() throws {
+        let most = try parseConfig(minimalApp + "[rolling]\nmax_requests = 1000000000000\nmax_requests_jitter = 1000000000000\n")
+        #expect(most.rolling.maxRequests == RollingConfig.requestCountLimit)
+        for key in ["max_requests", "max_requests_jitter"] {
+            let failure = configFailure(minimalApp + "[rolling]\n\(key) = 9223372036854775807\n")
+            #expect(failure?.hasPrefix("/etc/baton/shop.toml:7: rolling.\(key): ") == true, "\(failure ?? "accepted")")
+            #expect(failure?.contains("\n") == false)
+        }
+    }
 }

@@ -40,4 +40,12 @@ struct RequestRecyclerTests {
         #expect(r.limit(pid: 4242) == r.limit(pid: 4242))
         #expect(RequestRecycler(maxRequests: 3000).limit(pid: 4242) == 3000)
     }
+
+    /// `jitter + 1` trapped at Int.max (the daemon died rendering its status); the sum saturates.
+    @Test func limitsAtTheExtremesDoNotOverflow() {
+        let r = RequestRecycler(maxRequests: Int.max, jitter: Int.max)
+        for pid: Int32 in [1, 4242, Int32.max] { #expect(r.limit(pid: pid) == Int.max) }
+        let jitterOnly = RequestRecycler(maxRequests: 1, jitter: Int.max)
+        #expect(jitterOnly.limit(pid: 4242) >= 1)
+    }
 }

@@ -41,6 +41,32 @@ extension Integration {
             #expect(missing.stderr.contains("nope.toml: cannot read: No such file or directory"))
         }
 
+        /// A FIFO as the config made `check-config` and `serve` wait for a writer forever (only
+        /// SIGKILL stopped `serve`), and /dev/zero was read without end: now each is refused
+        /// before a byte is read. A CLI still running after 10 s is killed and fails the test.
+        @Test("a config that is a FIFO, a device or a directory: one line, exit 2, no hang")
+        func configNotARegularFile() throws {
+            let baton = TestPaths.executable("baton")
+            let directory = TestPaths.temporaryDirectory("badfile")
+            defer { TestPaths.remove(directory) }
+            let fifo = directory + "/shop.toml"
+            #expect(mkfifo(fifo, 0o644) == 0)
+            let cases: [([String], String)] = [
+                (["check-config", fifo], "baton: \(fifo): is not a regular file (a FIFO)"),
+                (["serve", "--config", fifo], "baton: \(fifo): is not a regular file (a FIFO)"),
+                (["status", "--config", fifo], "baton: \(fifo): is not a regular file (a FIFO)"),
+                (["check-config", "/dev/null"], "baton: /dev/null: is not a regular file (a character device)"),
+                (["check-config", directory], "baton: \(directory): is not a regular file (a directory)"),
+            ]
+            for (arguments, message) in cases {
+                let process = try TestProcess([baton] + arguments)
+                let code = process.wait(timeout: .seconds(10))
+                if code == nil { _ = process.stop(timeout: .seconds(5)) }
+                #expect(code == 2, "\(arguments) still running after 10 s, or exit \(String(describing: code))")
+                #expect(process.stderrLines == [message], "\(arguments)")
+            }
+        }
+
         @Test("bad CLI arguments: one line, exit 2")
         func badArguments() throws {
             let baton = TestPaths.executable("baton")

@@ -236,6 +236,9 @@ public struct RollingConfig: Sendable, Equatable {
     public var maxRequests: Int = 0
     /// `max_requests_jitter`: each worker's limit is `max_requests` plus up to this much more.
     public var maxRequestsJitter: Int = 0
+    /// The largest `max_requests` and `max_requests_jitter` (10^12: far past any worker's life,
+    /// and their sum still fits an Int).
+    public static let requestCountLimit = 1_000_000_000_000
     /// `recycle_concurrency`: recycles (every reason between deploys) at once, a number in
     /// 1...workers or `auto` (the default: the surge width the rollout planner allows now).
     public var recycleConcurrency: RecycleConcurrency = .auto

@@ -17,6 +17,11 @@ extension BatonConfig {
     public static func parse(_ text: String, path: String) throws(ConfigError) -> BatonConfig {
         // A NUL would end the parser's C string silently; refuse it (and absurd sizes) first.
         if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
+        if let line = ConfigPrecheck.nulEscapeLine(text.utf8) {
+            throw ConfigError(
+                path: path, line: line,
+                message: #"contains the escape "\u0000" (a NUL character), which no path, argument or environment value can hold"#)
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)

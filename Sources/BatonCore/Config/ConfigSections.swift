@@ -177,8 +177,9 @@ extension ConfigReader {
         var rolling = RollingConfig()
         rolling.maxAge = read(s, "max_age", Convert.duration(positive: true))
         rolling.splay = read(s, "splay", Convert.duration(positive: false)) ?? rolling.splay
-        rolling.maxRequests = read(s, "max_requests", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequests
-        rolling.maxRequestsJitter = read(s, "max_requests_jitter", Convert.integer(in: 0...Int.max)) ?? rolling.maxRequestsJitter
+        rolling.maxRequests = read(s, "max_requests", Convert.integer(in: 0...RollingConfig.requestCountLimit)) ?? rolling.maxRequests
+        rolling.maxRequestsJitter =
+            read(s, "max_requests_jitter", Convert.integer(in: 0...RollingConfig.requestCountLimit)) ?? rolling.maxRequestsJitter
         if let concurrency = read(s, "recycle_concurrency", Self.recycleConcurrency) {
             if let workers, case .fixed(let n) = concurrency, n > workers {
                 report(s.path("recycle_concurrency"), "must be \"auto\" or between 1 and app.workers (\(workers)), got \(n)")

@@ -61,7 +61,10 @@ public struct RequestRecycler: Sendable, Equatable {
         guard jitter > 0 else { return maxRequests }
         // A multiplicative hash spreads consecutive pids over the range.
         let mixed = (UInt64(UInt32(bitPattern: pid)) &* 0x9E37_79B9_7F4A_7C15) >> 32
-        return maxRequests + Int(mixed % UInt64(jitter + 1))
+        // In UInt64 and saturating: `jitter + 1` and the sum overflow an Int at Int.max.
+        let offset = Int(mixed % (UInt64(jitter) + 1))
+        let (sum, overflow) = maxRequests.addingReportingOverflow(offset)
+        return overflow ? Int.max : sum
     }
 
     /// The slot to recycle now, if any; records the order (for the spacing).
