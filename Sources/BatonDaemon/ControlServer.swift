@@ -136,7 +136,8 @@ final class ControlServer {
         switch ControlProtocol.decodeRequest(line) {
         case .failure(let error):
             logger.warning("control: rejected request: \(error.message)", metadata: ["peer_uid": .stringConvertible(connection.peer?.uid ?? 0)])
-            connection.finish(.failure(error.message))
+            // A request that is not one baton can take is bad input, as a usage error is: exit 2.
+            connection.finish(.failure(error.message, code: 2))
             return
         case .success(let r):
             request = r
@@ -287,7 +288,7 @@ final class ControlConnection {
             } else if input.count > ControlProtocol.maxRequestBytes {
                 gotRequest = true
                 cancelTimeout()
-                finish(.failure("request too large (over \(ControlProtocol.maxRequestBytes) bytes without a newline)"))
+                finish(.failure("request too large (over \(ControlProtocol.maxRequestBytes) bytes without a newline)", code: 2))
             }
         }
     }

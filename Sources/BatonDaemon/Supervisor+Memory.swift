@@ -186,6 +186,12 @@ extension Supervisor {
             }
             hold = d
         }
+        // The release the next deploy will run names its footprint. Its folder need not exist
+        // yet (baton-deploy asks before it copies anything), but it is a path as a deploy's is.
+        if let release = options.release, !release.hasPrefix("/") {
+            waiter.finish(.failure("--release must be an absolute path, got \"\(ControlProtocol.printable(release))\"", code: 2))
+            return
+        }
         // A new roll-ahead plans from scratch: the reservation it replaces must not count twice.
         if options.rollAhead == true, operations.isBusy == false { releaseReservation("a new preflight --roll-ahead replaces it") }
         let verdict: PreflightVerdict

@@ -87,10 +87,13 @@ extension Supervisor {
             guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
                 throw DaemonError("release \(directory) is not a directory")
             }
+            // A new release only: a reload or policy restart runs the current one, which may be
+            // `app.directory` (a folder the config accepted as it is).
+            if kind == .deploy, let problem = releaseDirectoryProblem(directory) { throw DaemonError("release \(directory) \(problem)") }
             if releases.isBeingPruned(directory) {
                 throw DaemonError("release \(directory) is being removed by retention ([deploy] keep_releases)")
             }
-            if let command = options.command, command.isEmpty { throw DaemonError("--command must not be empty") }
+            if let command = options.command, command.first?.isEmpty ?? true { throw DaemonError("--command must not be empty") }
             return Release(
                 directory: directory, command: options.command ?? releaseState.current.command,
                 environment: options.environment ?? [])

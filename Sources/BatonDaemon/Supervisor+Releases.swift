@@ -89,3 +89,24 @@ extension Supervisor {
         }
     }
 }
+
+extension Supervisor {
+    /// Why `directory` cannot be a release, as the config's rules for `app.directory` say (see
+    /// ``DirectoryRules``): `/` or a system directory, or a folder inside baton's own state or
+    /// runtime directory, or the releases directory itself (retention deletes inside it). A
+    /// careless `--release /` ran the workers in `/`.
+    func releaseDirectoryProblem(_ directory: String) -> String? {
+        let path = DirectoryRules.normalize(directory)
+        if DirectoryRules.systemDirectories.contains(path) { return "is a system directory, not a release folder" }
+        let own = [
+            ("app.state_directory", Self.stateDirectory(for: config)), ("app.runtime_directory", runtimeDirectory),
+        ]
+        for (key, folder) in own where DirectoryRules.isWithin(path, folder) {
+            return "is inside baton's \(key) (\(folder))"
+        }
+        if let releases = config.deploy.releasesDirectory, DirectoryRules.normalize(releases) == path {
+            return "is deploy.releases_directory itself; a release is a folder inside it"
+        }
+        return nil
+    }
+}

@@ -12,7 +12,8 @@ public enum ConfigLoader {
     public static func load(_ path: String, hostChecks: Bool) throws(ConfigError) -> BatonConfig {
         let bytes: [UInt8]
         do {
-            bytes = try RegularFile.read(path, maxBytes: ConfigPrecheck.maxBytes)
+            // A pipe (`check-config /dev/stdin`, `<(generate)`, a FIFO) gets as long as the parser.
+            bytes = try RegularFile.read(path, maxBytes: ConfigPrecheck.maxBytes, pipeDeadline: ConfigParserProcess.defaultTimeout)
         } catch {
             throw ConfigError(path: path, message: error.problem)
         }

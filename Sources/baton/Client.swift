@@ -19,6 +19,9 @@ struct DaemonLocation: ParsableArguments {
         let given = [app, config, socket].compactMap { $0 }.count
         if given == 0 { throw ValidationError("say which daemon: --app NAME, --config FILE or --socket PATH") }
         if given > 1 { throw ValidationError("give only one of --app, --config, --socket") }
+        if let app, !BatonConfig.isValidAppName(app) { throw ValidationError("--app \(BatonConfig.appNameRule), got \"\(app.prefix(64))\"") }
+        if socket?.isEmpty == true { throw ValidationError("--socket must not be empty") }
+        if config?.isEmpty == true { throw ValidationError("--config must not be empty") }
     }
 
     func socketPath() throws -> String {

@@ -80,8 +80,8 @@ struct Deploy: ParsableCommand {
         }
         guard let release else { throw ValidationError("--release DIR is required") }
         guard release.hasPrefix("/") else { throw ValidationError("--release must be an absolute path") }
-        for e in environment where !e.contains("=" as Character) || e.hasPrefix("=") {
-            throw ValidationError("--env expects KEY=VALUE, got \"\(e)\"")
+        for e in environment where !e.contains("=" as Character) || !EnvironmentFile.isValidName(String(e.prefix { $0 != "=" })) {
+            throw ValidationError("--env expects KEY=VALUE with KEY a variable name ([A-Za-z_][A-Za-z0-9_]*), got \"\(e.prefix(64))\"")
         }
         if let strategy, DeployStrategy(rawValue: strategy) == nil {
             throw ValidationError("--strategy must be auto, surge or replace")

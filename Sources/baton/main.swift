@@ -37,7 +37,8 @@ do {
         if !message.isEmpty { print(message) }
         exit(0)
     }
-    lastWords("baton: \(message.split(separator: "\n").first.map(String.init) ?? message)\n")
-    if message.contains("\n" as Character) { lastWords("run 'baton help' for usage\n") }
+    // One line: argument-parser's first (the usage text after it goes), and the hint.
+    let first = message.split(separator: "\n").first.map(String.init) ?? message
+    lastWords("baton: \(first)\(message.contains("\n" as Character) ? "; run 'baton help' for usage" : "")\n")
     exit(BatonExitCode.usage)
 }

@@ -107,7 +107,14 @@ struct ConfigParserErrorTests {
         let badName = minimalApp.replacing("\"shop\"", with: "\"my shop\"")
         #expect(
             configFailure(badName)
-                == #"/etc/baton/shop.toml:2: app.name: must be 1 to 64 characters of A-Z a-z 0-9 _ . -, got "my shop""#)
+                == #"/etc/baton/shop.toml:2: app.name: must be 1 to 64 characters of A-Z a-z 0-9 _ . -, and not . or .., got "my shop""#)
+        // ".." was accepted: the runtime directory /run/baton/.. and the control socket
+        // /run/baton/../control.sock are outside /run/baton.
+        for name in [".", ".."] {
+            #expect(
+                configFailure(minimalApp.replacing("\"shop\"", with: "\"\(name)\""))
+                    == #"/etc/baton/shop.toml:2: app.name: must be 1 to 64 characters of A-Z a-z 0-9 _ . -, and not . or .., got "\#(name)""#)
+        }
         #expect(
             configFailure(minimalApp + "[readiness]\nmode = \"http\"\n")
                 == #"/etc/baton/shop.toml:7: readiness.mode: must be one of "notify", "delay", "exec", got "http""#)

@@ -174,6 +174,10 @@ struct ControlProtocolTests {
         #expect(
             failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"max_surge":-9223372036854775808}}"#))
                 == "invalid request: deploy.max_surge must be between 1 and 1024, got -9223372036854775808")
+        // An environment name no shell or systemd takes reached the workers' environment.
+        #expect(
+            failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"release":"/srv/r","environment":[{"name":"1A","value":"v"}]}}"#))
+                == #"invalid request: deploy.environment: "1A" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"#)
         #expect(try decode(#"{"v":1,"cmd":"preflight","preflight":{"need":"1GiB"}}"#).get().preflight?.need == "1GiB")
     }
 

@@ -16,6 +16,32 @@ import Testing
         #expect(h.host.recorder.messages.filter { $0.hasPrefix("READY=1") }.count == 1)
     }
 
+    /// `deploy --release /` ran the workers in `/`, and a folder inside baton's own state
+    /// directory was taken as a release too: both are refused as the config's directory rules
+    /// refuse them (exit 2), and the serving workers are untouched. So is an empty argv[0].
+    @Test func aSystemOrBatonsOwnDirectoryIsNoRelease() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let before = h.servingPIDs
+        let insideState = h.root + "/state/r9"
+        #expect(mkdir(h.root + "/state", 0o755) == 0 || errno == EEXIST)
+        #expect(mkdir(insideState, 0o755) == 0)
+        let cases: [(String, String)] = [
+            ("/", "release / is a system directory, not a release folder"),
+            ("/etc/", "release /etc/ is a system directory, not a release folder"),
+            (insideState, "release \(insideState) is inside baton's app.state_directory (\(h.root)/state)"),
+            (h.root + "/run", "release \(h.root)/run is inside baton's app.runtime_directory (\(h.root)/run)"),
+        ]
+        for (release, message) in cases {
+            let client = h.deploy(release)
+            #expect(client.reply?.code == 2 && client.reply?.error == message, "\(String(describing: client.reply))")
+        }
+        let waiter = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1"), command: [""]), waiter: waiter, uid: 0)
+        #expect(waiter.reply?.code == 2 && waiter.reply?.error == "--command must not be empty", "\(String(describing: waiter.reply))")
+        #expect(h.servingPIDs == before && h.supervisor.phase == .running)
+    }
+
     @Test func deployReplacesEverySlotAndCommits() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()

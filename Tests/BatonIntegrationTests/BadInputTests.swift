@@ -41,21 +41,19 @@ extension Integration {
             #expect(missing.stderr.contains("nope.toml: cannot read: No such file or directory"))
         }
 
-        /// A FIFO as the config made `check-config` and `serve` wait for a writer forever (only
-        /// SIGKILL stopped `serve`), and /dev/zero was read without end: now each is refused
-        /// before a byte is read. A CLI still running after 10 s is killed and fails the test.
-        @Test("a config that is a FIFO, a device or a directory: one line, exit 2, no hang")
+        /// /dev/zero as the config was read without end, and a FIFO made `check-config` and
+        /// `serve` wait for a writer forever (SIGTERM did not stop `serve`): a device or a
+        /// directory is refused before a byte is read, and a pipe is read within 10 s
+        /// (RegularFileTests: a FIFO nobody writes to fails then). A CLI still running after
+        /// 10 s is killed and fails the test.
+        @Test("a config that is a device or a directory: one line, exit 2; one from a pipe is read")
         func configNotARegularFile() throws {
             let baton = TestPaths.executable("baton")
             let directory = TestPaths.temporaryDirectory("badfile")
             defer { TestPaths.remove(directory) }
-            let fifo = directory + "/shop.toml"
-            #expect(mkfifo(fifo, 0o644) == 0)
             let cases: [([String], String)] = [
-                (["check-config", fifo], "baton: \(fifo): is not a regular file (a FIFO)"),
-                (["serve", "--config", fifo], "baton: \(fifo): is not a regular file (a FIFO)"),
-                (["status", "--config", fifo], "baton: \(fifo): is not a regular file (a FIFO)"),
                 (["check-config", "/dev/null"], "baton: /dev/null: is not a regular file (a character device)"),
+                (["serve", "--config", "/dev/null"], "baton: /dev/null: is not a regular file (a character device)"),
                 (["check-config", directory], "baton: \(directory): is not a regular file (a directory)"),
             ]
             for (arguments, message) in cases {
@@ -65,6 +63,10 @@ extension Integration {
                 #expect(code == 2, "\(arguments) still running after 10 s, or exit \(String(describing: code))")
                 #expect(process.stderrLines == [message], "\(arguments)")
             }
+            let config = directory + "/shop.toml"
+            TestPaths.write(config, "[app]\nname = \"shop\"\ncommand = [\"/bin/true\"]\ndirectory = \"/tmp\"\nworkers = 1\n")
+            let piped = try TestProcess.run(["/bin/sh", "-c", "cat \"$0\" | \"$1\" check-config /dev/stdin", config, baton], timeout: .seconds(20))
+            #expect(piped.code == 0 && piped.stdout.hasPrefix("/dev/stdin: ok"), "\(piped.stdout) \(piped.stderr)")
         }
 
         @Test("bad CLI arguments: one line, exit 2")
@@ -78,6 +80,18 @@ extension Integration {
             #expect(noTarget.stderr.contains("--app NAME, --config FILE or --socket PATH"))
             let badTimeout = try TestProcess.run([baton, "reload", "--socket", "/nonexistent", "--timeout", "soon"])
             #expect(badTimeout.code == 2)
+            // Usage errors were two lines (the hint on a second); an app name with a path in it,
+            // or an empty --socket, was exit 3 ("cannot reach the daemon at /run/baton/../..").
+            let unknownOption = try TestProcess.run([baton, "status", "--app", "shop", "--bogus"])
+            #expect(unknownOption.code == 2)
+            #expect(unknownOption.stderr == "baton: Unknown option '--bogus'; run 'baton help' for usage")
+            for app in ["../../etc", "a/b", "", ".."] {
+                let bad = try TestProcess.run([baton, "status", "--app", app])
+                #expect(bad.code == 2, "--app \(app)")
+                #expect(bad.stderr.hasPrefix("baton: --app must be 1 to 64 characters") && !bad.stderr.contains("\n"), "\(bad.stderr)")
+            }
+            let emptySocket = try TestProcess.run([baton, "status", "--socket", ""])
+            #expect(emptySocket.code == 2 && emptySocket.stderr.hasPrefix("baton: --socket must not be empty"), "\(emptySocket.stderr)")
             let unreachable = try TestProcess.run([baton, "status", "--socket", "/tmp/baton-no-such.sock"])
             #expect(unreachable.code == 3)
             #expect(unreachable.stderr.contains("cannot reach the daemon"))
@@ -90,10 +104,10 @@ extension Integration {
             let baton = TestPaths.executable("baton")
             let noRelease = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock"])
             #expect(noRelease.code == 2)
-            #expect(noRelease.stderr == "baton: --release DIR is required\nrun 'baton help' for usage")
+            #expect(noRelease.stderr == "baton: --release DIR is required; run 'baton help' for usage")
             let relative = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--release", "x"])
             #expect(relative.code == 2)
-            #expect(relative.stderr.hasPrefix("baton: --release must be an absolute path\n"))
+            #expect(relative.stderr == "baton: --release must be an absolute path; run 'baton help' for usage")
             let unknown = try TestProcess.run([baton, "deploy", "--frobnicate"])
             #expect(unknown.code == 2)
             #expect(unknown.stderr.hasPrefix("baton: "))
@@ -122,6 +136,22 @@ extension Integration {
             #expect(huge?.contains("request too large") == true)
             // Connect and vanish without a request.
             _ = baton.rawControl([], readTimeout: .seconds(1))
+
+            // Refused requests are bad input, exit 2 (an out-of-range --max-surge, an --env name
+            // no shell takes, an empty --command and --release / ran, or failed, with exit 0 or 1).
+            let release = baton.directory + "/r-bad-input"
+            mkdir(release, 0o755)
+            let refusals: [([String], String)] = [
+                (["deploy", "--release", release, "--max-surge", "1000000"], "deploy.max_surge must be between 1 and"),
+                (["deploy", "--release", "/"], "release / is a system directory, not a release folder"),
+                (["deploy", "--release", release, "--command", ""], "--command must not be empty"),
+                (["deploy", "--release", release, "--env", "1A=v"], "--env expects KEY=VALUE with KEY a variable name"),
+            ]
+            for (arguments, message) in refusals {
+                let result = try baton.cli(arguments)
+                #expect(result.code == 2, "\(arguments): exit \(result.code), \(result.stderr)")
+                #expect(result.stderr.contains(message) && !result.stderr.contains("\n"), "\(arguments): \(result.stderr)")
+            }
             let status = try baton.status()
             #expect(status.workers.first?.state == "ready")
             #expect(baton.process.exitCode == nil)

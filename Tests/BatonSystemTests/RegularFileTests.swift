@@ -30,9 +30,9 @@ struct RegularFileTests {
         return blocked.withLock { $0 }
     }
 
-    static func failure(_ path: String, maxBytes: Int? = nil) -> RegularFile.Failure? {
+    static func failure(_ path: String, maxBytes: Int? = nil, pipeDeadline: Duration? = nil) -> RegularFile.Failure? {
         do {
-            _ = try RegularFile.read(path, maxBytes: maxBytes)
+            _ = try RegularFile.read(path, maxBytes: maxBytes, pipeDeadline: pipeDeadline)
             return nil
         } catch {
             return error
@@ -53,6 +53,39 @@ struct RegularFileTests {
         #expect(Self.failure(directory)?.description == "\(directory) is not a regular file (a directory)")
         #expect(Self.failure(directory + "/nope")?.description == "cannot read \(directory)/nope: No such file or directory")
         #expect(Self.failure(directory + "/nope")?.problem == "cannot read: No such file or directory")
+    }
+
+    /// A config may come from a pipe (`check-config /dev/stdin`, `<(generate)`): read until its
+    /// writer closes it, within the deadline; a FIFO nobody writes to fails at the deadline.
+    @Test("a pipe is read to its end within the deadline; a FIFO nobody writes to fails at it")
+    func pipes() throws {
+        let directory = TestPaths.temporaryDirectory("regular")
+        defer { TestPaths.remove(directory) }
+        let fifo = directory + "/fifo"
+        #expect(mkfifo(fifo, 0o644) == 0)
+        var failure: RegularFile.Failure?
+        #expect(!Self.blocksOn(fifo) { failure = Self.failure(fifo, pipeDeadline: .milliseconds(200)) })
+        #expect(failure?.description == "\(fifo) is a pipe that no writer finished within 200ms")
+
+        var fds: [Int32] = [-1, -1]
+        #expect(pipe(&fds) == 0)
+        let text = Array(String(repeating: "line\n", count: 30_000).utf8)  // more than a pipe holds
+        let writer = DispatchSemaphore(value: 0)
+        let writeEnd = fds[1]
+        DispatchQueue.global().async {
+            var offset = 0
+            while offset < text.count {
+                let n = text[offset...].withUnsafeBytes { write(writeEnd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                offset += n
+            }
+            close(writeEnd)
+            writer.signal()
+        }
+        let read = try RegularFile.read("/proc/self/fd/\(fds[0])", maxBytes: 1 << 20, pipeDeadline: .seconds(10))
+        writer.wait()
+        close(fds[0])
+        #expect(read == text)
     }
 
     @Test("a regular file is read whole, and refused past maxBytes with its size")

@@ -51,6 +51,16 @@ public struct BatonConfig: Sendable, Equatable {
         "/run/baton/\(appName)/control.sock"
     }
 
+    /// What ``isValidAppName(_:)`` accepts, for messages.
+    public static let appNameRule = "must be 1 to 64 characters of A-Z a-z 0-9 _ . -, and not . or .."
+
+    /// Whether `name` may name an app: it becomes a path component (`/run/baton/NAME`), so
+    /// `[A-Za-z0-9_.-]{1,64}` and neither `.` nor `..`.
+    public static func isValidAppName(_ name: String) -> Bool {
+        (1...64).contains(name.utf8.count) && name != "." && name != ".."
+            && name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) || $0 == UInt8(ascii: ".") }
+    }
+
     /// A config for `app` with every other section at its defaults (no embedded source path).
     public static func make(app: AppConfig) -> BatonConfig {
         BatonConfig(

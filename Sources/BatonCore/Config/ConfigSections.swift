@@ -16,8 +16,8 @@ extension ConfigReader {
         var app = AppConfig(name: "", command: [], directory: "/", workers: 1)
         if let name = read(s, "name", Convert.string) {
             check(
-                Self.isValidAppName(name), s, "name",
-                "must be 1 to 64 characters of A-Z a-z 0-9 _ . -, got \(Convert.quote(name))")
+                BatonConfig.isValidAppName(name), s, "name",
+                "\(BatonConfig.appNameRule), got \(Convert.quote(name))")
             app.name = name
         }
         if let command = read(s, "command", Convert.stringArray(shellHint: true)) {
@@ -270,11 +270,6 @@ extension ConfigReader {
     }
 
     /// `[A-Za-z0-9_.-]{1,64}`.
-    static func isValidAppName(_ name: String) -> Bool {
-        (1...64).contains(name.utf8.count)
-            && name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) || $0 == UInt8(ascii: ".") }
-    }
-
     /// `[A-Za-z_][A-Za-z0-9_]*`.
     static func isValidEnvironmentName(_ name: String) -> Bool {
         EnvironmentFile.isValidName(name)

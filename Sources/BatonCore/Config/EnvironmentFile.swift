@@ -23,7 +23,7 @@ public enum EnvironmentFile {
     }
 
     /// `[A-Za-z_][A-Za-z0-9_]*`: a name both a shell and systemd accept.
-    static func isValidName(_ name: String) -> Bool {
+    public static func isValidName(_ name: String) -> Bool {
         guard let first = name.utf8.first, !(0x30...0x39).contains(first) else { return false }
         return name.utf8.allSatisfy { KeyPath.isBareKeyByte($0) && $0 != UInt8(ascii: "-") }
     }

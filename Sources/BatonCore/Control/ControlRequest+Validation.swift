@@ -27,6 +27,10 @@ extension DeployOptions {
         if let environment, environment.contains(where: { $0.name.utf8.contains(0) || $0.value.utf8.contains(0) }) {
             return "deploy.environment contains a NUL byte"
         }
+        // As `[app.environment]` and an environment file refuse them (`--env 1A=v` was taken).
+        if let bad = environment?.first(where: { !EnvironmentFile.isValidName($0.name) }) {
+            return "deploy.environment: \"\(ControlProtocol.printable(bad.name))\" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+        }
         if let maxSurge, !(1...ControlRequest.maxSurgeBound).contains(maxSurge) {
             return "deploy.max_surge must be between 1 and \(ControlRequest.maxSurgeBound), got \(maxSurge)"
         }
