@@ -265,6 +265,18 @@ final class ControlConnection {
                 return
             }
             if n == 0 {
+                // A request whose end is the half-close, without a newline: still one request
+                // (it was dropped with no reply), answered as the client waits for it.
+                if !gotRequest, !input.isEmpty, !peerGone {
+                    gotRequest = true
+                    cancelTimeout()
+                    let line = input
+                    input.removeAll()
+                    peerShutWrite = true
+                    watch()
+                    server.handle(self, line: line)
+                    return
+                }
                 // The client went away, or half-closed after a request it still
                 // waits for: keep the connection for the reply (and stop
                 // watching a readable EOF, which would fire forever). Either

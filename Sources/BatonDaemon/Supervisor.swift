@@ -286,7 +286,7 @@ public final class Supervisor {
             return fromUnit
         }
         guard !config.listen.addresses.isEmpty else {
-            throw DaemonError("no listening socket: not socket-activated and listen.addresses is empty")
+            throw DaemonError("no listening socket: not socket-activated and listen.addresses is empty", exitCode: 2)
         }
         // Under systemd the sockets come back from the FD store and the cgroup kill took the old workers.
         if stored.isEmpty { adoptOrphans() }
@@ -343,6 +343,12 @@ public final class Supervisor {
 public struct DaemonError: Error, CustomStringConvertible {
     /// The message.
     public var description: String
+    /// The exit code of `baton serve` when start-up fails with it: 1, or 2 when the config
+    /// cannot work on this host as it is.
+    public var exitCode: Int32
     /// Creates an error.
-    public init(_ message: String) { description = message }
+    public init(_ message: String, exitCode: Int32 = 1) {
+        description = message
+        self.exitCode = exitCode
+    }
 }

@@ -106,6 +106,8 @@ public enum RegularFile {
         case S_IFCHR: "a character device"
         case S_IFBLK: "a block device"
         case S_IFSOCK: "a socket"
+        case S_IFREG: "a regular file"
+        case S_IFLNK: "a symbolic link"
         default: "type \(String(type, radix: 8))"
         }
     }

@@ -35,10 +35,15 @@ struct DaemonLocation: ParsableArguments {
 struct ControlClient {
     let path: String
     let fd: Int32
+    /// How long one reply line may take in all (each read is bounded by it too); nil: no limit.
+    let timeout: Duration?
     private var buffer: [UInt8] = []
+    /// The longest reply line taken (a status of hundreds of workers is well under 1 MiB).
+    static let maxLineBytes = 64 << 20
 
     init(path: String, timeout: Duration?) throws {
         self.path = path
+        self.timeout = timeout
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw BatonExit(code: BatonExitCode.unreachable, message: "socket: \(String(cString: strerror(errno)))") }
         if Sockets.connectUnix(fd, path) != 0 {
@@ -79,8 +84,10 @@ struct ControlClient {
     }
 
     private mutating func nextLine() throws -> ControlReply {
+        let began = monotonicNow()
+        var searched = 0  // bytes of `buffer` known to hold no newline: each byte is looked at once
         while true {
-            if let newline = buffer.firstIndex(of: 0x0A) {
+            if let newline = Self.newline(in: buffer, from: searched) {
                 let line = Array(buffer[..<newline])
                 buffer.removeSubrange(...newline)
                 guard let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(line)) else {
@@ -88,6 +95,7 @@ struct ControlClient {
                 }
                 return reply
             }
+            searched = buffer.count
             var chunk = [UInt8](repeating: 0, count: 65536)
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
@@ -96,10 +104,30 @@ struct ControlClient {
             }
             if n <= 0 { throw BatonExit(code: BatonExitCode.unreachable, message: "the daemon at \(path) closed the connection") }
             buffer += chunk[0..<n]
+            // A peer that trickles bytes without a newline was waited for one read at a time,
+            // without end, and kept in memory without bound. (The buffer held no newline before
+            // this chunk, or the line would have been taken above.)
+            let lineEnded = Self.newline(in: buffer, from: searched) != nil
+            if let timeout, !lineEnded, monotonicNow() - began > timeout {
+                throw BatonExit(code: BatonExitCode.timeout, message: "timed out waiting for the daemon at \(path)")
+            }
+            if !lineEnded, buffer.count > Self.maxLineBytes {
+                throw BatonExit(code: BatonExitCode.failure, message: "the daemon at \(path) sent a reply line over 64 MiB")
+            }
         }
     }
 
     func close() { Glibc.close(fd) }
+
+    /// The index of the first newline in `bytes` at or after `start` (memchr: a status reply of
+    /// hundreds of workers, or a 64 MiB line, is scanned at memory speed in a debug build too).
+    static func newline(in bytes: [UInt8], from start: Int) -> Int? {
+        guard start < bytes.count else { return nil }
+        return bytes.withUnsafeBytes { raw -> Int? in
+            guard let base = raw.baseAddress, let found = memchr(base + start, 0x0A, raw.count - start) else { return nil }
+            return UnsafeRawPointer(found) - base
+        }
+    }
 }
 
 struct Status: ParsableCommand {

@@ -22,6 +22,13 @@ struct Demo: ParsableCommand {
 
     func validate() throws {
         guard (1...64).contains(workers) else { throw ValidationError("--workers must be between 1 and 64") }
+        // "" or "/" made the demo use /releases, /state and /run: a folder of its own only, short
+        // enough for its control socket's path (sun_path holds 107 bytes).
+        let folder = DirectoryRules.normalize(directory)
+        guard directory.hasPrefix("/"), !DirectoryRules.systemDirectories.contains(folder) else {
+            throw ValidationError("--directory must be an absolute path to a folder of the demo's own, not \"\(directory.prefix(64))\"")
+        }
+        guard folder.utf8.count <= 80 else { throw ValidationError("--directory must be at most 80 bytes (its sockets' paths are limited)") }
     }
 
     func run() throws {
@@ -30,7 +37,7 @@ struct Demo: ParsableCommand {
         do {
             try Filesystem.makeDirectory(release, mode: 0o755)
         } catch {
-            throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
+            throw BatonExit(code: BatonExitCode.usage, message: "\(error)")
         }
         let socket = directory + "/control.sock"
         var config = BatonConfig.make(

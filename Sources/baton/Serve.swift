@@ -52,6 +52,8 @@ func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, rel
         throw BatonExit(code: BatonExitCode.usage, message: "\(error)")
     } catch let conflict as InstanceConflict {
         throw BatonExit(code: BatonExitCode.usage, message: "\(conflict)")
+    } catch let error as DaemonError {
+        throw BatonExit(code: error.exitCode, message: "\(error)")
     } catch {
         throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
     }

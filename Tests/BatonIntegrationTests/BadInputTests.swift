@@ -69,6 +69,100 @@ extension Integration {
             #expect(piped.code == 0 && piped.stdout.hasPrefix("/dev/stdin: ok"), "\(piped.stdout) \(piped.stderr)")
         }
 
+        /// A control socket path that is a directory or a file failed `serve` with "Address
+        /// already in use" after check-config said ok; no listen address (and no socket
+        /// activation) was exit 1; `demo --directory ""` or `/` put the demo's folders in /.
+        @Test("setup mistakes: a socket path taken by a file, no listen address, a demo in /: one line, exit 2")
+        func setupMistakes() throws {
+            let baton = TestPaths.executable("baton")
+            let directory = TestPaths.temporaryDirectory("setup")
+            defer { TestPaths.remove(directory) }
+            let base = """
+                [app]
+                name = "shop"
+                command = ["/bin/true"]
+                directory = "/tmp"
+                workers = 1
+                state_directory = "\(directory)/state"
+                runtime_directory = "\(directory)/run"
+
+                """
+            let taken = directory + "/taken"
+            #expect(mkdir(taken, 0o755) == 0)
+            let path = directory + "/shop.toml"
+            TestPaths.write(path, base + "[control]\nsocket = \"\(taken)\"\n")
+            for verb in [["check-config", path], ["serve", "--config", path]] {
+                let result = try TestProcess.run([baton] + verb, timeout: .seconds(20))
+                #expect(result.code == 2, "\(verb): exit \(result.code)")
+                #expect(result.stderr == "baton: \(path):9: control.socket: \(taken) exists and is a directory, not a socket", "\(result.stderr)")
+            }
+            TestPaths.write(path, base + "[listen]\naddresses = []\n[control]\nsocket = \"\(directory)/control.sock\"\n")
+            let noListener = try TestProcess.run([baton, "serve", "--config", path], environment: TestPaths.cleanEnvironment(), timeout: .seconds(20))
+            #expect(noListener.code == 2, "exit \(noListener.code): \(noListener.stderr)")
+            #expect(noListener.stderr.hasSuffix("baton: no listening socket: not socket-activated and listen.addresses is empty"), "\(noListener.stderr)")
+            for folder in ["", "/", "relative", "/tmp"] {
+                let demo = try TestProcess.run([baton, "demo", "--port", "0", "--directory", folder], timeout: .seconds(20))
+                #expect(demo.code == 2 && demo.stderr.hasPrefix("baton: --directory must be an absolute path"), "\(folder): \(demo.stderr)")
+            }
+        }
+
+        /// A peer at the control socket that never ends its reply line: the CLI waited one read
+        /// at a time without end (each byte restarting the read timeout) and buffered without
+        /// bound. Now a line has the client's whole timeout, and at most 64 MiB.
+        @Test("a reply line that never ends: the client's timeout holds for the whole line (exit 4), and 64 MiB at most (exit 1)")
+        func endlessReplyLine() throws {
+            let directory = TestPaths.temporaryDirectory("peer")
+            defer { TestPaths.remove(directory) }
+            let baton = TestPaths.executable("baton")
+
+            /// Serves one client: reads its request, then `reply` writes to it until it returns.
+            func fakeDaemon(_ name: String, reply: @escaping @Sendable (Int32) -> Void) throws -> (String, BatonTestSupport.Thread) {
+                let path = directory + "/" + name
+                let listener = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o600)
+                try #require(listen(listener, 1) == 0)
+                let thread = BatonTestSupport.Thread {
+                    // At most 20 s for the CLI to connect, so the thread always ends.
+                    var entry = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+                    let client = poll(&entry, 1, 20_000) == 1 ? accept(listener, nil, nil) : -1
+                    close(listener)
+                    guard client >= 0 else { return }
+                    var byte: UInt8 = 0
+                    while read(client, &byte, 1) == 1, byte != 0x0A {}
+                    reply(client)
+                    close(client)
+                }
+                return (path, thread)
+            }
+
+            // One byte every 100 ms for at most 5 s; `reload --timeout 1s` gives the line 1 s.
+            let (slow, trickler) = try fakeDaemon("slow.sock") { client in
+                for _ in 0..<50 {
+                    var x = UInt8(ascii: "x")
+                    guard send(client, &x, 1, Int32(MSG_NOSIGNAL)) == 1 else { return }
+                    var none = pollfd(fd: -1, events: 0, revents: 0)
+                    _ = poll(&none, 0, 100)
+                }
+            }
+            let timedOut = try TestProcess.run([baton, "reload", "--socket", slow, "--timeout", "1s"], timeout: .seconds(20))
+            trickler.join()
+            #expect(timedOut.code == 4, "exit \(timedOut.code): \(timedOut.stderr)")
+            #expect(timedOut.stderr == "baton: timed out waiting for the daemon at \(slow)")
+
+            // 65 MiB without a newline, then silence until the client hangs up.
+            let (huge, flooder) = try fakeDaemon("huge.sock") { client in
+                let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 20)
+                for _ in 0..<65 {
+                    guard chunk.withUnsafeBytes({ send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == chunk.count else { return }
+                }
+                var byte: UInt8 = 0
+                _ = read(client, &byte, 1)
+            }
+            let capped = try TestProcess.run([baton, "status", "--socket", huge], timeout: .seconds(30))
+            flooder.join()
+            #expect(capped.code == 1, "exit \(capped.code): \(capped.stderr)")
+            #expect(capped.stderr == "baton: the daemon at \(huge) sent a reply line over 64 MiB")
+        }
+
         @Test("bad CLI arguments: one line, exit 2")
         func badArguments() throws {
             let baton = TestPaths.executable("baton")
@@ -136,6 +230,23 @@ extension Integration {
             #expect(huge?.contains("request too large") == true)
             // Connect and vanish without a request.
             _ = baton.rawControl([], readTimeout: .seconds(1))
+            // A whole request ended by a half-close, no newline: it got no reply at all.
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            try #require(fd >= 0 && Sockets.connectUnix(fd, baton.controlSocket) == 0)
+            var tv = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            let request = Array(#"{"v":1,"cmd":"status"}"#.utf8)
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            shutdown(fd, Int32(SHUT_WR))
+            var reply: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                reply += buffer[0..<n]
+            }
+            close(fd)
+            #expect(String(decoding: reply, as: UTF8.self).contains(#""ok":true"#), "\(String(decoding: reply, as: UTF8.self))")
 
             // Refused requests are bad input, exit 2 (an out-of-range --max-surge, an --env name
             // no shell takes, an empty --command and --release / ran, or failed, with exit 0 or 1).
