@@ -1,10 +1,10 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import BatonTestSupport
 import Foundation
 import Glibc
 import Logging
-import Synchronization
 import Testing
 
 /// The upgrade coordinator's check of a new binary on the fake port: the check child is a
@@ -141,23 +141,11 @@ import Testing
     /// (the daemon stopped answering anything). Now it is refused at once as not a regular file.
     /// If the open blocks, a writer releases it after 10 s and the test fails.
     @Test func aFIFOIsRefusedWithoutBlockingTheLoop() throws {
-        let fifo = root + "/fifo"
-        #expect(mkfifo(fifo, 0o755) == 0)
-        let finished = DispatchSemaphore(value: 0)
-        let released = DispatchSemaphore(value: 0)
-        let blocked = Mutex(false)
-        DispatchQueue.global().async {
-            if finished.wait(timeout: .now() + 10) == .timedOut {
-                blocked.withLock { $0 = true }
-                let writer = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-                if writer >= 0 { close(writer) }
-            }
-            released.signal()
-        }
-        let (waiter, passed) = check(fifo)
-        finished.signal()
-        released.wait()
-        #expect(!blocked.withLock { $0 }, "opening the FIFO blocked until a writer came")
+        let fifo = FIFOProbe.make(in: root)
+        var result: (RecordingWaiter, Passed)?
+        let blocked = FIFOProbe.blocks(on: fifo) { result = check(fifo) }
+        let (waiter, passed) = try #require(result)
+        #expect(!blocked, "opening the FIFO blocked until a writer came")
         #expect(host.children.isEmpty && passed.binary == nil)
         #expect(waiter.reply?.code == 2)
         #expect(waiter.reply?.error?.contains("is not a regular file") == true, "\(String(describing: waiter.reply))")

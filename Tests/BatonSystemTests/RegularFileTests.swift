@@ -3,33 +3,12 @@ import BatonSystem
 import BatonTestSupport
 import Dispatch
 import Glibc
-import Synchronization
 import Testing
 
 /// Files an operator names (a config, an environment file) are read only when they are regular
 /// files, never waiting on a FIFO and never reading a device without end.
 @Suite("RegularFile")
 struct RegularFileTests {
-    /// Runs `body` on this thread; if it has not returned within 10 s, a writer opens `fifo` so
-    /// that a blocked open returns. Whether that was needed.
-    static func blocksOn(_ fifo: String, _ body: () -> Void) -> Bool {
-        let finished = DispatchSemaphore(value: 0)
-        let released = DispatchSemaphore(value: 0)
-        let blocked = Mutex(false)
-        DispatchQueue.global().async {
-            if finished.wait(timeout: .now() + 10) == .timedOut {
-                blocked.withLock { $0 = true }
-                let writer = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-                if writer >= 0 { close(writer) }
-            }
-            released.signal()
-        }
-        body()
-        finished.signal()
-        released.wait()
-        return blocked.withLock { $0 }
-    }
-
     static func failure(_ path: String, maxBytes: Int? = nil, pipeDeadline: Duration? = nil) -> RegularFile.Failure? {
         do {
             _ = try RegularFile.read(path, maxBytes: maxBytes, pipeDeadline: pipeDeadline)
@@ -43,10 +22,9 @@ struct RegularFileTests {
     func notRegular() {
         let directory = TestPaths.temporaryDirectory("regular")
         defer { TestPaths.remove(directory) }
-        let fifo = directory + "/fifo"
-        #expect(mkfifo(fifo, 0o644) == 0)
+        let fifo = FIFOProbe.make(in: directory)
         var failure: RegularFile.Failure?
-        #expect(!Self.blocksOn(fifo) { failure = Self.failure(fifo) }, "opening the FIFO waited for a writer")
+        #expect(!FIFOProbe.blocks(on: fifo) { failure = Self.failure(fifo) }, "opening the FIFO waited for a writer")
         #expect(failure?.description == "\(fifo) is not a regular file (a FIFO)")
         #expect(failure?.problem == "is not a regular file (a FIFO)")
         #expect(Self.failure("/dev/zero")?.description == "/dev/zero is not a regular file (a character device)")
@@ -61,10 +39,9 @@ struct RegularFileTests {
     func pipes() throws {
         let directory = TestPaths.temporaryDirectory("regular")
         defer { TestPaths.remove(directory) }
-        let fifo = directory + "/fifo"
-        #expect(mkfifo(fifo, 0o644) == 0)
+        let fifo = FIFOProbe.make(in: directory)
         var failure: RegularFile.Failure?
-        #expect(!Self.blocksOn(fifo) { failure = Self.failure(fifo, pipeDeadline: .milliseconds(200)) })
+        #expect(!FIFOProbe.blocks(on: fifo) { failure = Self.failure(fifo, pipeDeadline: .milliseconds(200)) })
         #expect(failure?.description == "\(fifo) is a pipe that no writer finished within 200ms")
 
         var fds: [Int32] = [-1, -1]
@@ -105,8 +82,7 @@ struct RegularFileTests {
     func environmentFileFIFO() throws {
         let directory = TestPaths.temporaryDirectory("regular")
         defer { TestPaths.remove(directory) }
-        let fifo = directory + "/shop.env"
-        #expect(mkfifo(fifo, 0o644) == 0)
+        let fifo = FIFOProbe.make(in: directory, name: "shop.env")
         let text = """
             [app]
             name = "shop"
@@ -118,7 +94,7 @@ struct RegularFileTests {
             """
         let config = try BatonConfig.parse(text, path: "shop.toml")
         var message: String?
-        let blocked = Self.blocksOn(fifo) {
+        let blocked = FIFOProbe.blocks(on: fifo) {
             do { try ConfigHostCheck.check(config, text: text) } catch { message = "\(error)" }
         }
         #expect(!blocked, "reading the environment file waited for a writer")
