@@ -51,7 +51,7 @@ public enum ConfigHostCheck {
             }
         for (keyPath, path) in socketPaths {
             var st = stat()
-            guard lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFSOCK else { continue }
+            guard stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFSOCK else { continue }
             throw problem(keyPath, "\(path) exists and is \(RegularFile.describe(st.st_mode & S_IFMT)), not a socket")
         }
     }
