@@ -34,6 +34,13 @@ struct Upgrade: ParsableCommand {
     @Option(help: .hidden)
     var nonce: String?
 
+    func validate() throws {
+        // Before any connection: a bad value is a usage error (exit 2), not an unreachable daemon.
+        if let timeout, Units.parseDuration(timeout) == nil {
+            throw ValidationError("--timeout: expected a duration like \"10s\", got \"\(timeout.prefix(64))\"")
+        }
+    }
+
     func run() throws {
         if check {
             if let path = location.config {
@@ -56,9 +63,6 @@ struct Upgrade: ParsableCommand {
         let socket = try location.resolved().socketPath()
         var client = try ControlClient(path: socket, timeout: .seconds(120))
         defer { client.close() }
-        if let timeout, Units.parseDuration(timeout) == nil {
-            throw BatonExit(code: BatonExitCode.usage, message: "--timeout: expected a duration like \"10s\", got \"\(timeout)\"")
-        }
         try client.send(ControlRequest(cmd: "upgrade", deploy: timeout.map { DeployOptions(timeout: $0) }, binary: binary))
         try followOperation(&client, json: false)
     }

@@ -174,6 +174,9 @@ extension Integration {
             #expect(noTarget.stderr.contains("--app NAME, --config FILE or --socket PATH"))
             let badTimeout = try TestProcess.run([baton, "reload", "--socket", "/nonexistent", "--timeout", "soon"])
             #expect(badTimeout.code == 2)
+            // Checked only after connecting, so with no daemon it was exit 3.
+            let badUpgradeTimeout = try TestProcess.run([baton, "upgrade", "--socket", "/nonexistent", "--timeout", "5"])
+            #expect(badUpgradeTimeout.code == 2 && badUpgradeTimeout.stderr.hasPrefix("baton: --timeout: expected a duration"), "\(badUpgradeTimeout.stderr)")
             // Usage errors were two lines (the hint on a second); an app name with a path in it,
             // or an empty --socket, was exit 3 ("cannot reach the daemon at /run/baton/../..").
             let unknownOption = try TestProcess.run([baton, "status", "--app", "shop", "--bogus"])
