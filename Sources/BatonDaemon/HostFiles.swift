@@ -20,14 +20,18 @@ protocol HostFiles: AnyObject {
 /// The real files.
 final class LinuxHostFiles: HostFiles {
     /// A regular file only, opened without blocking (a FIFO at an environment file's path would
-    /// stop the loop); anything else fails as EINVAL.
+    /// stop the loop), anything else failing as EINVAL; text that is not UTF-8 fails as EILSEQ
+    /// (decoded, it became U+FFFD in a worker's environment).
     func read(_ path: String) throws(SystemError) -> String {
+        let bytes: [UInt8]
         do {
-            return String(decoding: try RegularFile.read(path), as: UTF8.self)
+            bytes = try RegularFile.read(path)
         } catch {
             if error.systemError != nil { throw SystemError("read", subject: path) }
             throw SystemError("read", errno: EINVAL, subject: path)
         }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw SystemError("read", errno: EILSEQ, subject: path) }
+        return text
     }
 
     func replace(_ path: String, with bytes: [UInt8]) throws(SystemError) {

@@ -96,17 +96,31 @@ extension Supervisor {
     /// runtime directory, or the releases directory itself (retention deletes inside it). A
     /// careless `--release /` ran the workers in `/`.
     func releaseDirectoryProblem(_ directory: String) -> String? {
-        let path = DirectoryRules.normalize(directory)
-        if DirectoryRules.systemDirectories.contains(path) { return "is a system directory, not a release folder" }
-        let own = [
-            ("app.state_directory", Self.stateDirectory(for: config)), ("app.runtime_directory", runtimeDirectory),
-        ]
-        for (key, folder) in own where DirectoryRules.isWithin(path, folder) {
-            return "is inside baton's \(key) (\(folder))"
-        }
-        if let releases = config.deploy.releasesDirectory, DirectoryRules.normalize(releases) == path {
-            return "is deploy.releases_directory itself; a release is a folder inside it"
+        // As written, then with its symlinks resolved: a link to `/` is `/`.
+        let written = DirectoryRules.normalize(directory)
+        let resolved = Self.resolved(directory)
+        for path in resolved == written ? [written] : [written, resolved] {
+            let shown = path == written ? "" : " (\(path))"
+            if DirectoryRules.systemDirectories.contains(path) { return "is a system directory\(shown), not a release folder" }
+            let own = [
+                ("app.state_directory", Self.stateDirectory(for: config)), ("app.runtime_directory", runtimeDirectory),
+            ]
+            for (key, folder) in own where DirectoryRules.isWithin(path, folder) || DirectoryRules.isWithin(path, Self.resolved(folder)) {
+                return "is inside baton's \(key) (\(folder))\(shown)"
+            }
+            if let releases = config.deploy.releasesDirectory,
+                [DirectoryRules.normalize(releases), Self.resolved(releases)].contains(path)
+            {
+                return "is deploy.releases_directory itself\(shown); a release is a folder inside it"
+            }
         }
         return nil
+    }
+
+    /// `path` with its symlinks resolved, or as written when it cannot be.
+    static func resolved(_ path: String) -> String {
+        guard let pointer = realpath(path, nil) else { return DirectoryRules.normalize(path) }
+        defer { free(pointer) }
+        return DirectoryRules.normalize(String(cString: pointer))
     }
 }

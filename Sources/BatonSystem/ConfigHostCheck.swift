@@ -41,8 +41,9 @@ public enum ConfigHostCheck {
             if let error = ConfigPrecheck.check(bytes, path: path) { throw error }
             _ = try EnvironmentFile.parse(String(decoding: bytes, as: UTF8.self), path: path)
         }
-        // A socket path that is already a file or a directory fails the bind at start-up with
-        // "Address already in use", which reads as another baton: say what is there instead.
+        // A socket path that is already a file, a directory or a symlink (bind never follows
+        // one) fails the bind at start-up with "Address already in use", which reads as
+        // another baton: say what is there instead.
         let socketPaths: [([String], String)] =
             [(["control", "socket"], config.control.socket)]
             + config.listen.addresses.compactMap { address in
@@ -51,7 +52,7 @@ public enum ConfigHostCheck {
             }
         for (keyPath, path) in socketPaths {
             var st = stat()
-            guard stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFSOCK else { continue }
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFSOCK else { continue }
             throw problem(keyPath, "\(path) exists and is \(RegularFile.describe(st.st_mode & S_IFMT)), not a socket")
         }
     }

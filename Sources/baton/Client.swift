@@ -60,12 +60,22 @@ struct ControlClient {
 
     mutating func send(_ request: ControlRequest) throws {
         let line = ControlProtocol.encodeLine(request)
-        let n = line.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        if n != line.count {
-            let e = errno
-            // A daemon that refused the connection (too many clients) wrote why
-            // before closing: that reason, not "Broken pipe", is the error.
-            if e == EPIPE || e == ECONNRESET, let reply = try? nextLine(), let refusal = refusal(reply) { throw refusal }
+        var sent = 0
+        while sent < line.count {
+            // A large request (hundreds of KB of --env) goes in several sends.
+            let n = line[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                sent += n
+                continue
+            }
+            let e = n < 0 ? errno : EPIPE
+            if e == EINTR { continue }
+            // A daemon that refused the connection (too many clients) or the request (too
+            // large) wrote why before closing: that reason, not "Broken pipe", is the error.
+            if e == EPIPE || e == ECONNRESET, let reply = try? nextLine() {
+                if let refusal = refusal(reply) { throw refusal }
+                if case .failed(let failure) = reply { throw BatonExit(code: failure.code ?? BatonExitCode.failure, message: failure.error) }
+            }
             throw BatonExit(code: BatonExitCode.unreachable, message: "cannot send to the daemon at \(path): \(String(cString: strerror(e)))")
         }
     }

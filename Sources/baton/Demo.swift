@@ -32,6 +32,8 @@ struct Demo: ParsableCommand {
     }
 
     func run() throws {
+        // The folder as validated: `/tmp//x/./` is `/tmp/x` (its sockets' paths stay short).
+        let directory = DirectoryRules.normalize(self.directory)
         let worker = Self.siblingExecutable("baton-demo-worker")
         let release = directory + "/releases/demo-1"
         do {

@@ -79,6 +79,10 @@ struct Deploy: ParsableCommand {
             return
         }
         guard let release else { throw ValidationError("--release DIR is required") }
+        // `--command` at the end with nothing after it silently kept [app] command.
+        if command.isEmpty, CommandLine.arguments.dropFirst().contains("--command") {
+            throw ValidationError("--command needs the release's argv after it")
+        }
         guard release.hasPrefix("/") else { throw ValidationError("--release must be an absolute path") }
         for e in environment where !e.contains("=" as Character) || !EnvironmentFile.isValidName(String(e.prefix { $0 != "=" })) {
             throw ValidationError("--env expects KEY=VALUE with KEY a variable name ([A-Za-z_][A-Za-z0-9_]*), got \"\(e.prefix(64))\"")

@@ -22,6 +22,35 @@ struct ConfigHardeningTests {
                 == #"/etc/baton/shop.toml:7: contains the escape "\u0000" (a NUL character), which no path, argument or environment value can hold"#)
         #expect(configFailure(minimalApp + "[app.environment]\nA = \"\\U00000000\"\n")?.hasPrefix("/etc/baton/shop.toml:7: contains the escape") == true)
         #expect(configFailure(minimalApp + "# not \\u0000 a value\n[app.environment]\nA = \"a\\\\u0000b\"\n") == nil)
+        // A comment after a value, and a literal string, have no escapes; a multi-line basic
+        // string does, on a line that starts with "#" too, and after a line-ending backslash.
+        let notEscapes =
+            minimalApp + #"""
+                [app.environment]
+                A = "v" # see \u0000
+                B = 'C:\u0000'
+                C = '''x
+                \u0000'''
+
+                """#
+        #expect(configFailure(notEscapes) == nil)
+        let inMultiline =
+            minimalApp + #"""
+                [app.environment]
+                A = """
+                # \u0000
+                z"""
+
+                """#
+        #expect(configFailure(inMultiline)?.hasPrefix("/etc/baton/shop.toml:8: contains the escape") == true)
+        let afterLineEnd =
+            minimalApp + #"""
+                [app.environment]
+                A = """a \
+                  \u0000"""
+
+                """#
+        #expect(configFailure(afterLineEnd)?.hasPrefix("/etc/baton/shop.toml:8: contains the escape") == true)
     }
 
     /// Invalid UTF-8 was decoded into U+FFFD and accepted (a worker's argument or environment
@@ -29,7 +58,7 @@ struct ConfigHardeningTests {
     @Test("bytes that are not UTF-8 are refused before decoding, with their line")
     func invalidUTF8() {
         let bytes = Array((minimalApp + "[app.environment]\nA = \"").utf8) + [0xFF, 0xFE] + Array("\"\n".utf8)
-        #expect(ConfigPrecheck.check(bytes, path: "shop.toml")?.description == "shop.toml:7: is not valid UTF-8 text (TOML is UTF-8)")
+        #expect(ConfigPrecheck.check(bytes, path: "shop.toml")?.description == "shop.toml:7: is not valid UTF-8 text")
         #expect(ConfigPrecheck.check(Array(minimalApp.utf8), path: "shop.toml") == nil)
     }
 

@@ -13,6 +13,22 @@ import Testing
         try FileManager.default.contentsOfDirectory(atPath: directory).filter { !kept.contains($0) }.sorted()
     }
 
+    /// An environment file changed to bytes that are not UTF-8 after the config's check was
+    /// decoded into U+FFFD at the next spawn; a FIFO there would have held the loop.
+    @Test func anEnvironmentFileThatIsNotUTF8OrNotAFileFails() throws {
+        let directory = TestPaths.temporaryDirectory("hostfiles")
+        defer { TestPaths.remove(directory) }
+        let path = directory + "/shop.env"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data([0x41, 0x3D, 0xFF, 0x0A])))
+        #expect(throws: SystemError("read", errno: EILSEQ, subject: path)) { try LinuxHostFiles().read(path) }
+        let fifo = FIFOProbe.make(in: directory)
+        var failed = false
+        #expect(!FIFOProbe.blocks(on: fifo) { failed = (try? LinuxHostFiles().read(fifo)) == nil })
+        #expect(failed)
+        TestPaths.write(path, "A=é\n")
+        #expect(try LinuxHostFiles().read(path) == "A=é\n")
+    }
+
     @Test func aFailedRenameThrowsAndLeavesNoTempFile() throws {
         let directory = TestPaths.temporaryDirectory("hostfiles")
         defer { TestPaths.remove(directory) }

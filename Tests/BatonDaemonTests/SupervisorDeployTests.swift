@@ -31,7 +31,15 @@ import Testing
             ("/etc/", "release /etc/ is a system directory, not a release folder"),
             (insideState, "release \(insideState) is inside baton's app.state_directory (\(h.root)/state)"),
             (h.root + "/run", "release \(h.root)/run is inside baton's app.runtime_directory (\(h.root)/run)"),
+            // Symlinks were not followed: a link to / ran the workers in /.
+            (h.root + "/to-root", "release \(h.root)/to-root is a system directory (/), not a release folder"),
+            (
+                h.root + "/to-state",
+                "release \(h.root)/to-state is inside baton's app.state_directory (\(h.root)/state) (\(Supervisor.resolved(h.root + "/state")))"
+            ),
         ]
+        #expect(symlink("/", h.root + "/to-root") == 0)
+        #expect(symlink(h.root + "/state", h.root + "/to-state") == 0)
         for (release, message) in cases {
             let client = h.deploy(release)
             #expect(client.reply?.code == 2 && client.reply?.error == message, "\(String(describing: client.reply))")

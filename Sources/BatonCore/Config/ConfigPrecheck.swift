@@ -29,30 +29,78 @@ public enum ConfigPrecheck {
             switch decoder.decode(&iterator) {
             case .scalarValue(let scalar): if scalar == "\n" { line += 1 }
             case .emptyInput: return nil
-            case .error: return ConfigError(path: path, line: line, message: "is not valid UTF-8 text (TOML is UTF-8)")
+            case .error: return ConfigError(path: path, line: line, message: "is not valid UTF-8 text")
             }
         }
     }
 
-    /// The line of the first `\u0000` or `\U00000000` escape outside a comment line: TOML allows
-    /// it in a basic string, and the parser hands such a string over cut at the NUL (a worker's
-    /// `A = "a\u0000b"` became `A=a`). An escaped backslash before it (`\\u0000`) is text.
+    /// Where ``nulEscapeLine(_:)`` is in the text.
+    private enum EscapeContext { case code, comment, basic, multilineBasic, literal, multilineLiteral }
+
+    /// The line of the first `\u0000` or `\U00000000` escape in a basic string (`"..."` or
+    /// `"""..."""`): TOML allows it, and the parser hands such a string over cut at the NUL (a
+    /// worker's `A = "a\u0000b"` became `A=a`). A literal string (`'...'`, `'''...'''`) has
+    /// no escapes and a comment is text, so the same characters there are not one; neither is
+    /// an escaped backslash before them (`\\u0000`).
     public static func nulEscapeLine(_ bytes: some Collection<UInt8>) -> Int? {
-        let backslash = UInt8(ascii: "\\")
-        for (index, text) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
-            let line = Array(text)
-            if line.first(where: { $0 != 0x20 && $0 != 0x09 }) == UInt8(ascii: "#") { continue }
-            var run = 0  // backslashes in a row before this byte
-            for (i, byte) in line.enumerated() {
+        let text = Array(bytes)
+        let quote = UInt8(ascii: "\""), apostrophe = UInt8(ascii: "'"), backslash = UInt8(ascii: "\\")
+        func starts(_ pattern: String, at i: Int) -> Bool {
+            let p = Array(pattern.utf8)
+            return i + p.count <= text.count && Array(text[i..<(i + p.count)]) == p
+        }
+        var context = EscapeContext.code
+        var line = 1
+        var i = 0
+        while i < text.count {
+            let byte = text[i]
+            if byte == 0x0A {
+                line += 1
+                // A comment and a one-line string end with the line.
+                if context == .comment || context == .basic || context == .literal { context = .code }
+                i += 1
+                continue
+            }
+            switch context {
+            case .code:
+                if byte == UInt8(ascii: "#") {
+                    context = .comment
+                } else if starts("\"\"\"", at: i) {
+                    context = .multilineBasic
+                    i += 2
+                } else if starts("'''", at: i) {
+                    context = .multilineLiteral
+                    i += 2
+                } else if byte == quote {
+                    context = .basic
+                } else if byte == apostrophe {
+                    context = .literal
+                }
+            case .comment:
+                break
+            case .literal:
+                if byte == apostrophe { context = .code }
+            case .multilineLiteral:
+                if starts("'''", at: i) {
+                    context = .code
+                    i += 2
+                }
+            case .basic, .multilineBasic:
                 if byte == backslash {
-                    run += 1
+                    // An escape: `\\` is a backslash; `\u0000` and `\U00000000` are the NUL.
+                    if starts("\\u0000", at: i) || starts("\\U00000000", at: i) { return line }
+                    // Skip the escaped character, but not a line end (a line-ending backslash).
+                    i += i + 1 < text.count && text[i + 1] != 0x0A ? 2 : 1
                     continue
                 }
-                defer { run = 0 }
-                guard run % 2 == 1 else { continue }
-                let rest = line[i...]
-                if rest.starts(with: Array("u0000".utf8)) || rest.starts(with: Array("U00000000".utf8)) { return index + 1 }
+                if context == .basic, byte == quote {
+                    context = .code
+                } else if context == .multilineBasic, starts("\"\"\"", at: i) {
+                    context = .code
+                    i += 2
+                }
             }
+            i += 1
         }
         return nil
     }
