@@ -37,8 +37,10 @@ do {
         if !message.isEmpty { print(message) }
         exit(0)
     }
-    // One line: argument-parser's first (the usage text after it goes), and the hint.
-    let first = message.split(separator: "\n").first.map(String.init) ?? message
-    lastWords("baton: \(first)\(message.contains("\n" as Character) ? "; run 'baton help' for usage" : "")\n")
+    // One line: argument-parser's message without the usage text after it (a newline in a
+    // value the message quotes is shown as \n), and the hint.
+    let usage = message.range(of: "\nUsage:") ?? message.range(of: "\n  See '")
+    let first = String(message[..<(usage?.lowerBound ?? message.endIndex)]).replacingOccurrences(of: "\n", with: "\\n")
+    lastWords("baton: \(first)\(usage != nil ? "; run 'baton help' for usage" : "")\n")
     exit(BatonExitCode.usage)
 }

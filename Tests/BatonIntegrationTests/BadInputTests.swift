@@ -195,6 +195,9 @@ extension Integration {
                 #expect(bad.code == 2, "--app \(app)")
                 #expect(bad.stderr.hasPrefix("baton: --app must be 1 to 64 characters") && !bad.stderr.contains("\n"), "\(bad.stderr)")
             }
+            // A newline in the value cut the line at it (and the quote and the rest went).
+            let newline = try TestProcess.run([baton, "status", "--app", "a\nb"])
+            #expect(newline.stderr.hasSuffix(#"got "a\nb"; run 'baton help' for usage"#) && !newline.stderr.contains("\n"), "\(newline.stderr)")
             let emptySocket = try TestProcess.run([baton, "status", "--socket", ""])
             #expect(emptySocket.code == 2 && emptySocket.stderr.hasPrefix("baton: --socket must not be empty"), "\(emptySocket.stderr)")
             let unreachable = try TestProcess.run([baton, "status", "--socket", "/tmp/baton-no-such.sock"])
