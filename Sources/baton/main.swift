@@ -39,8 +39,9 @@ do {
     }
     // One line: argument-parser's message without the usage text after it (a newline in a
     // value the message quotes is shown as \n), and the hint.
-    let usage = message.range(of: "\nUsage:") ?? message.range(of: "\n  See '")
-    let first = String(message[..<(usage?.lowerBound ?? message.endIndex)]).replacingOccurrences(of: "\n", with: "\\n")
+    // (Standard library only: Foundation's string search would link libFoundation into baton.)
+    let usage = message.indices.first { message[$0...].hasPrefix("\nUsage:") || message[$0...].hasPrefix("\n  See '") }
+    let first = String(message[..<(usage ?? message.endIndex)].flatMap { $0 == "\n" ? ["\\", "n"] : [$0] })
     lastWords("baton: \(first)\(usage != nil ? "; run 'baton help' for usage" : "")\n")
     exit(BatonExitCode.usage)
 }
