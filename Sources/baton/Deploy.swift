@@ -75,7 +75,11 @@ struct Deploy: ParsableCommand {
 
     func validate() throws {
         if attach {
-            guard release == nil else { throw ValidationError("--attach follows the deploy in progress: no --release") }
+            // It follows what runs: options of a new deploy were ignored without a word.
+            guard release == nil, command.isEmpty, environment.isEmpty, strategy == nil, maxSurge == nil, timeout == nil, !dryRun, !wait
+            else {
+                throw ValidationError("--attach follows the deploy in progress: only --json goes with it")
+            }
             return
         }
         guard let release else { throw ValidationError("--release DIR is required") }

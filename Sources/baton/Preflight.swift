@@ -60,6 +60,10 @@ struct Preflight: ParsableCommand {
             if rollAhead || releaseReservation || release != nil {
                 throw ValidationError("--pid and --unit measure processes baton does not run: no --roll-ahead, --release-reservation or --release")
             }
+            // They ask no daemon: a daemon named beside them was ignored without a word.
+            if daemon.app != nil || daemon.config != nil || daemon.socket != nil {
+                throw ValidationError("--pid and --unit ask no daemon: no --app, --config or --socket")
+            }
         }
         if releaseReservation && (rollAhead || need != nil) {
             throw ValidationError("--release-reservation takes no --need or --roll-ahead")

@@ -216,6 +216,13 @@ extension Integration {
             let relative = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--release", "x"])
             #expect(relative.code == 2)
             #expect(relative.stderr == "baton: --release must be an absolute path; run 'baton help' for usage")
+            // Flags that do not apply were dropped without a word.
+            for arguments in [
+                ["deploy", "--socket", "/tmp/baton-no-such.sock", "--attach", "--dry-run"], ["preflight", "--pid", "1", "--socket", "/tmp/x.sock"],
+            ] {
+                let ignored = try TestProcess.run([baton] + arguments)
+                #expect(ignored.code == 2 && !ignored.stderr.contains("\n"), "\(arguments): exit \(ignored.code), \(ignored.stderr)")
+            }
             // `--command` with nothing after it kept [app] command without a word.
             let bareCommand = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--release", "/srv/r1", "--command"])
             #expect(bareCommand.code == 2 && bareCommand.stderr.hasPrefix("baton: --command needs the release's argv after it"), "\(bareCommand.stderr)")
