@@ -22,14 +22,25 @@ func descriptors(openOn file: String) -> Int {
     return numbers.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == file }.count
 }
 
-/// The open file ("socket:[456]") of the unix socket bound at `path`, from /proc/net/unix
-/// (whose lines end with the inode and the path); nil when no socket is bound there.
+/// The open file ("socket:[456]") of the unix socket bound at `path` that this process holds
+/// (the in-process supervisor's), found among /proc/self/fd by `getsockname`; nil when none.
+///
+/// It read /proc/net/unix before, which the kernel renders a page at a time: with other tests
+/// making and closing sockets between two reads, a line could be skipped, and the socket was
+/// "not bound" (seen twice in one CI run, under the systemd and integration suites' churn).
 func unixSocketFile(boundAt path: String) -> String? {
-    guard let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return nil }
-    for line in table.split(separator: "\n") {
-        let fields = line.split(separator: " ")
-        guard fields.count >= 8, fields.last.map(String.init) == path else { continue }
-        return "socket:[\(fields[6])]"
+    let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    for number in numbers {
+        guard let fd = Int32(number), let file = openFile(of: fd), file.hasPrefix("socket:[") else { continue }
+        var address = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        guard named, address.sun_family == sa_family_t(AF_UNIX) else { continue }
+        let bound = withUnsafeBytes(of: address.sun_path) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        // The number may have been closed and reused meanwhile: the file must still be the same.
+        if bound == path, openFile(of: fd) == file { return file }
     }
     return nil
 }
