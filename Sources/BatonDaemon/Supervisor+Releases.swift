@@ -99,20 +99,18 @@ extension Supervisor {
         // As written, then with its symlinks resolved: a link to `/` is `/`.
         let written = DirectoryRules.normalize(directory)
         let resolved = Self.resolved(directory)
+        // baton's own folders, each as written and resolved (once, not per form of `directory`).
+        let own = [("app.state_directory", Self.stateDirectory(for: config)), ("app.runtime_directory", runtimeDirectory)].map {
+            (key: $0.0, folder: $0.1, forms: [$0.1, Self.resolved($0.1)])
+        }
+        let releasesForms = config.deploy.releasesDirectory.map { [DirectoryRules.normalize($0), Self.resolved($0)] } ?? []
         for path in resolved == written ? [written] : [written, resolved] {
             let shown = path == written ? "" : " (\(path))"
             if DirectoryRules.systemDirectories.contains(path) { return "is a system directory\(shown), not a release folder" }
-            let own = [
-                ("app.state_directory", Self.stateDirectory(for: config)), ("app.runtime_directory", runtimeDirectory),
-            ]
-            for (key, folder) in own where DirectoryRules.isWithin(path, folder) || DirectoryRules.isWithin(path, Self.resolved(folder)) {
-                return "is inside baton's \(key) (\(folder))\(shown)"
+            for entry in own where entry.forms.contains(where: { DirectoryRules.isWithin(path, $0) }) {
+                return "is inside baton's \(entry.key) (\(entry.folder))\(shown)"
             }
-            if let releases = config.deploy.releasesDirectory,
-                [DirectoryRules.normalize(releases), Self.resolved(releases)].contains(path)
-            {
-                return "is deploy.releases_directory itself\(shown); a release is a folder inside it"
-            }
+            if releasesForms.contains(path) { return "is deploy.releases_directory itself\(shown); a release is a folder inside it" }
         }
         return nil
     }

@@ -39,7 +39,7 @@ public enum ConfigHostCheck {
                 throw problem(["app", "environment_file"], error.description)
             }
             if let error = ConfigPrecheck.check(bytes, path: path) { throw error }
-            _ = try EnvironmentFile.parse(String(decoding: bytes, as: UTF8.self), path: path)
+            _ = try EnvironmentFile.parse(try ConfigPrecheck.decode(bytes, path: path), path: path)
         }
         // A socket path that is already a file, a directory or a symlink (bind never follows
         // one) fails the bind at start-up with "Address already in use", which reads as

@@ -17,9 +17,8 @@ public enum ConfigLoader {
         } catch {
             throw ConfigError(path: path, message: error.problem)
         }
-        // Invalid UTF-8 would be decoded into U+FFFD silently: refused before decoding.
         if let error = ConfigPrecheck.check(bytes, path: path) { throw error }
-        let text = String(decoding: bytes, as: UTF8.self)
+        let text = try ConfigPrecheck.decode(bytes, path: path)
         let config = try ConfigParserProcess.parse(text, path: path)
         if hostChecks { try ConfigHostCheck.check(config, text: text) }
         return config

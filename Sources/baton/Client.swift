@@ -106,6 +106,14 @@ struct ControlClient {
                 return reply
             }
             searched = buffer.count
+            // A peer that trickles bytes without a newline was waited for one read at a time,
+            // without end, and kept in memory without bound: the line so far has none.
+            if let timeout, monotonicNow() - began > timeout {
+                throw BatonExit(code: BatonExitCode.timeout, message: "timed out waiting for the daemon at \(path)")
+            }
+            if buffer.count > Self.maxLineBytes {
+                throw BatonExit(code: BatonExitCode.failure, message: "the daemon at \(path) sent a reply line over 64 MiB")
+            }
             var chunk = [UInt8](repeating: 0, count: 65536)
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
@@ -114,16 +122,6 @@ struct ControlClient {
             }
             if n <= 0 { throw BatonExit(code: BatonExitCode.unreachable, message: "the daemon at \(path) closed the connection") }
             buffer += chunk[0..<n]
-            // A peer that trickles bytes without a newline was waited for one read at a time,
-            // without end, and kept in memory without bound. (The buffer held no newline before
-            // this chunk, or the line would have been taken above.)
-            let lineEnded = Self.newline(in: buffer, from: searched) != nil
-            if let timeout, !lineEnded, monotonicNow() - began > timeout {
-                throw BatonExit(code: BatonExitCode.timeout, message: "timed out waiting for the daemon at \(path)")
-            }
-            if !lineEnded, buffer.count > Self.maxLineBytes {
-                throw BatonExit(code: BatonExitCode.failure, message: "the daemon at \(path) sent a reply line over 64 MiB")
-            }
         }
     }
 

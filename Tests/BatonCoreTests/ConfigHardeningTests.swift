@@ -56,10 +56,12 @@ struct ConfigHardeningTests {
     /// Invalid UTF-8 was decoded into U+FFFD and accepted (a worker's argument or environment
     /// value changed without a word).
     @Test("bytes that are not UTF-8 are refused before decoding, with their line")
-    func invalidUTF8() {
+    func invalidUTF8() throws {
         let bytes = Array((minimalApp + "[app.environment]\nA = \"").utf8) + [0xFF, 0xFE] + Array("\"\n".utf8)
-        #expect(ConfigPrecheck.check(bytes, path: "shop.toml")?.description == "shop.toml:7: is not valid UTF-8 text")
-        #expect(ConfigPrecheck.check(Array(minimalApp.utf8), path: "shop.toml") == nil)
+        #expect(throws: ConfigError(path: "shop.toml", line: 7, message: "is not valid UTF-8 text")) {
+            try ConfigPrecheck.decode(bytes, path: "shop.toml")
+        }
+        #expect(try ConfigPrecheck.decode(Array(minimalApp.utf8), path: "shop.toml") == minimalApp)
     }
 
     @Test("sizes past 1 PiB are refused at parse time with the key and line (no overflow later)")

@@ -1,3 +1,5 @@
+import BatonCore
+import BatonSystem
 import BatonTestSupport
 import BatonTestTraits
 import FoundationEssentials
@@ -35,10 +37,7 @@ struct SystemdSandboxTests {
 
     /// The test's own memory cgroup (hybrid machines: the v1 memory hierarchy).
     static var ownMemoryCgroup: String? {
-        let text = (try? TestProcess.run(["/bin/cat", "/proc/self/cgroup"]).stdout) ?? ""
-        guard let line = text.split(separator: "\n").first(where: { $0.split(separator: ":", omittingEmptySubsequences: false).dropFirst().first == "memory" })
-        else { return nil }
-        let path = line.split(separator: ":", omittingEmptySubsequences: false).dropFirst(2).joined(separator: ":")
+        guard let text = ProcFS.read("/proc/self/cgroup"), let path = (try? CgroupMembership.parse(text))?.v1MemoryPath else { return nil }
         return "/sys/fs/cgroup/memory" + (path == "/" ? "" : path)
     }
 
@@ -89,7 +88,6 @@ struct SystemdSandboxTests {
     }
 
     static func isZombie(_ pid: pid_t) -> Bool {
-        let stat = (try? TestProcess.run(["/bin/cat", "/proc/\(pid)/stat"]).stdout) ?? ""
-        return stat.split(separator: ")").last?.dropFirst().first == "Z"
+        ProcFS.read("/proc/\(pid)/stat").flatMap(ProcParsers.statFields)?.state == "Z"
     }
 }

@@ -124,8 +124,9 @@ public final class BatonHarness: @unchecked Sendable {
         return try JSONDecoder().decode(StatusReport.self, from: Data(result.stdout.utf8))
     }
 
-    /// Sends a raw line to the control socket and returns the reply line.
-    public func rawControl(_ bytes: [UInt8], readTimeout: Duration = .seconds(10)) -> String? {
+    /// Sends raw bytes to the control socket and returns the reply line; with `halfClose`, shuts
+    /// the writing half after them (as a client that sends its request and waits).
+    public func rawControl(_ bytes: [UInt8], readTimeout: Duration = .seconds(10), halfClose: Bool = false) -> String? {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -133,6 +134,7 @@ public final class BatonHarness: @unchecked Sendable {
         var tv = timeval(tv_sec: Int(readTimeout.components.seconds), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if halfClose { shutdown(fd, Int32(SHUT_WR)) }
         var reply: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !reply.contains(0x0A) {

@@ -1,8 +1,8 @@
 /// Checks on a config's raw bytes that run before any TOML parser sees them.
 ///
 /// The TOML parser reads a C string, so a NUL byte would silently end the document there; a
-/// config larger than ``maxBytes`` is refused rather than parsed (no real config comes near),
-/// and so is text that is not valid UTF-8.
+/// config larger than ``maxBytes`` is refused rather than parsed (no real config comes near);
+/// ``decode(_:path:)`` turns a file's bytes into text, refusing what is not UTF-8.
 public enum ConfigPrecheck {
     /// The largest config accepted, 1 MiB.
     public static let maxBytes = 1 << 20
@@ -21,17 +21,23 @@ public enum ConfigPrecheck {
             if byte == 0 { return ConfigError(path: path, line: line, message: "contains a NUL byte (a config is text)") }
             if byte == 0x0A { line += 1 }
         }
-        // TOML is UTF-8; decoding would turn a bad sequence into U+FFFD without a word.
+        return nil
+    }
+
+    /// A file's bytes as text (a config, an environment file): both are UTF-8, and decoding
+    /// would turn a bad sequence into U+FFFD without a word, so one is an error with its line.
+    public static func decode(_ bytes: [UInt8], path: String) throws(ConfigError) -> String {
+        if let text = String(validating: bytes, as: UTF8.self) { return text }
         var iterator = bytes.makeIterator()
         var decoder = UTF8()
-        line = 1
-        while true {
+        var line = 1
+        scan: while true {
             switch decoder.decode(&iterator) {
             case .scalarValue(let scalar): if scalar == "\n" { line += 1 }
-            case .emptyInput: return nil
-            case .error: return ConfigError(path: path, line: line, message: "is not valid UTF-8 text")
+            case .emptyInput, .error: break scan
             }
         }
+        throw ConfigError(path: path, line: line, message: "is not valid UTF-8 text")
     }
 
     /// Where ``nulEscapeLine(_:)`` is in the text.

@@ -269,7 +269,6 @@ extension ConfigReader {
         return .value(address.description)
     }
 
-    /// `[A-Za-z0-9_.-]{1,64}`.
     /// `[A-Za-z_][A-Za-z0-9_]*`.
     static func isValidEnvironmentName(_ name: String) -> Bool {
         EnvironmentFile.isValidName(name)
