@@ -57,8 +57,7 @@ extension Supervisor {
         rollout = nil
         control?.close()
         for slot in slots {
-            if let t = slot.respawnTimer { loop.cancel(t) }
-            slot.respawnTimer = nil
+            cancelRespawn(slot)
             for worker in slot.workers { stopWorker(worker, reason: .shutdown) }
         }
         drainOrphans()

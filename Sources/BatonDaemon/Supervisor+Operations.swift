@@ -351,9 +351,8 @@ extension Supervisor {
         slot.current = replacement
         slot.spec = replacement.spec
         let reason = operation?.restartReason(slot: slot.index) ?? .reload
-        slot.lastRestartReason = RestartCause(reason)
         // Only a replacement that serves counts as a restart (a failed one changed nothing).
-        slot.restarts += 1
+        slot.life.promoted(reason: reason)
         restartsByReason[reason, default: 0] += 1
         return (replacement, old)
     }

@@ -102,9 +102,11 @@ extension Supervisor {
         armLivenessProbes([worker])
         let slot = slots[worker.slot]
         if let t = slot.stableTimer { loop.cancel(t) }
-        slot.stableTimer = loop.schedule(after: slot.backoff.stableAfter) { [unowned self, unowned slot, weak worker] in
+        let window = slot.life.ready(generation: worker.generation, now: loop.now())
+        slot.stableTimer = loop.schedule(after: window) { [unowned self, unowned slot, generation = worker.generation] in
             slot.stableTimer = nil
-            if let worker, slot.current === worker, worker.state == .ready { slot.backoff.workerStable() }
+            let serving = slot.current.flatMap { $0.state == .ready ? $0.generation : nil }
+            slot.life.stabilityWindowEnded(generation: generation, serving: serving)
             self.publishStatus()
         }
         if slot.replacement === worker {

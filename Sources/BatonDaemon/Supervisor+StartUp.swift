@@ -10,19 +10,17 @@ extension Supervisor {
         !sentReady && slots.contains { $0.backoff.consecutiveFailures > 0 && $0.current?.state != .ready }
     }
 
-    /// A start-up that keeps failing ends: `[app] start_attempts` failures in a row of one
-    /// slot before READY=1 was ever sent, and no deploy running to rescue it.
-    func startUpExhausted(_ slot: Slot) -> Bool {
-        config.app.startAttempts > 0 && !sentReady && phase == .starting && operation == nil
-            && slot.backoff.consecutiveFailures >= config.app.startAttempts
-    }
+    /// A start-up that keeps failing ends (`SlotLifecycle.failed`): `[app] start_attempts`
+    /// failures in a row of one slot, while READY=1 was never sent and no deploy runs to
+    /// rescue it; this says when that limit applies.
+    var startUpLimitApplies: Bool { !sentReady && phase == .starting && operation == nil }
 
     /// After an operation: a slot left with no worker at all (its respawn skipped while the
     /// operation's new worker started there and then failed or was abandoned, or never
     /// started because a deploy pre-empted the start-up) gets one again.
     func refillEmptySlots() {
         guard phase != .stopping, operation == nil else { return }
-        for slot in slots where slot.current == nil && slot.replacement == nil && slot.respawnTimer == nil {
+        for slot in slots where slot.current == nil && slot.replacement == nil && slot.life.respawn == nil {
             guard !startQueue.contains(slot.index) else { continue }
             logger.info("slot \(slot.index) has no worker after the operation: starting one")
             startWorker(slot, role: .current, reason: RestartCause(.crash))

@@ -119,10 +119,9 @@ extension Supervisor {
         }
         releases.restore(state: state.releaseState, deploysByOutcome: deploys)
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
-            let slot = Slot(index: s.index, spec: s.spec.spec)
-            slot.generation = s.generation
-            slot.restarts = s.restarts
-            slot.lastRestartReason = s.lastRestartReason.map(RestartCause.init(text:))
+            let life = SlotLifecycle(
+                index: s.index, generation: s.generation, restarts: s.restarts, lastRestartReason: s.lastRestartReason.map(RestartCause.init(text:)))
+            let slot = Slot(index: s.index, spec: s.spec.spec, life: life)
             let w = s.worker
             let worker = Worker(
                 slot: w.slot, generation: w.generation, process: ChildProcess(pid: w.pid, pidfd: OwnedDescriptor(w.pidfd)), spec: w.spec.spec,

@@ -5,13 +5,8 @@ import Logging
 
 /// Starting, readiness, output, exits and stops of workers.
 extension Supervisor {
-    /// Which place in the slot a new worker takes.
-    enum Role {
-        /// The slot's serving worker (first start, or respawn after a crash).
-        case current
-        /// A new worker of a rolling replacement.
-        case replacement
-    }
+    /// Which place in the slot a new worker takes (`SlotLifecycle.Role`).
+    typealias Role = SlotLifecycle.Role
 
     /// Starts queued first starts while fewer than `start_concurrency` are booting.
     func fillStartQueue() {
@@ -26,16 +21,10 @@ extension Supervisor {
 
     /// Spawns a worker for `slot`. A failure to spawn counts as a failed start.
     func startWorker(_ slot: Slot, role: Role, reason: RestartCause?) {
-        slot.respawnTimer = nil
-        slot.respawnAt = nil
+        cancelRespawn(slot)
         if waitsForMold(slot, role: role, reason: reason) { return }
-        slot.generation += 1
         // A replacement counts as a restart only once it serves (`promoteReplacement`).
-        if slot.generation > 1, role == .current {
-            slot.restarts += 1
-            if let reason { slot.lastRestartReason = reason }
-        }
-        let generation = slot.generation
+        let generation = slot.life.start(role: role, reason: reason)
         let spec = role == .replacement ? rolloutSpec ?? slot.spec : slot.spec
         extendTimeout()
         do {
@@ -233,7 +222,7 @@ extension Supervisor {
             case .newReleaseFailed(let reason):
                 // The release is bad; the rollout fails and rolls back.
                 lastFailureOutput = worker.recentOutput.elements
-                slot.lastRestartReason = RestartCause(.crash)
+                slot.life.rolloutWorkerCrashed()
                 if !rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
                     startFailed(slot: slot, role: .current, worker: worker, reason: RestartCause(.crash), uptime: uptime)
                 }
@@ -244,6 +233,13 @@ extension Supervisor {
         recordInstance()
         publishStatus()
         finishShutdownIfDone()
+    }
+
+    /// Drops the slot's pending respawn and its timer.
+    func cancelRespawn(_ slot: Slot) {
+        if let t = slot.respawnTimer { loop.cancel(t) }
+        slot.respawnTimer = nil
+        slot.life.cancelRespawn()
     }
 
     private func cleanUp(_ worker: Worker) {
@@ -267,34 +263,31 @@ extension Supervisor {
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }
-        let delay = slot.backoff.workerFailed(uptime: uptime)
-        slot.lastRestartReason = reason
         restartsByReason[reason.reason, default: 0] += 1
-        if startUpExhausted(slot) {
+        cancelRespawn(slot)
+        switch slot.life.failed(reason, uptime: uptime, now: loop.now(), startAttempts: startUpLimitApplies ? config.app.startAttempts : nil) {
+        case .giveUp:
             logger.critical(
                 "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason.text)) and no worker ever served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"
             )
             exitCode = 1
             beginShutdown()
             return
-        }
-        if slot.backoff.isCrashLooping {
-            logger.error(
-                "slot \(slot.index) is crash-looping (\(slot.backoff.consecutiveFailures) failures in a row); next start in \(Units.formatDuration(delay))")
-        } else {
-            logger.info("slot \(slot.index) restarts in \(Units.formatDuration(delay))")
-        }
-        slot.respawnAt = loop.now() + delay
-        slot.respawnTimer = loop.schedule(after: delay) { [unowned self, unowned slot] in
-            slot.respawnTimer = nil
-            guard self.phase != .stopping, slot.current == nil else { return }
-            // A rollout's new worker is starting in this slot: it takes the slot (and if it
-            // fails, the end of the operation refills the slot: `refillEmptySlots`).
-            guard slot.replacement == nil else {
-                slot.respawnAt = nil
-                return
+        case .respawn(let delay, let crashLooping):
+            if crashLooping {
+                logger.error(
+                    "slot \(slot.index) is crash-looping (\(slot.backoff.consecutiveFailures) failures in a row); next start in \(Units.formatDuration(delay))")
+            } else {
+                logger.info("slot \(slot.index) restarts in \(Units.formatDuration(delay))")
             }
-            self.startWorker(slot, role: .current, reason: reason)
+            slot.respawnTimer = loop.schedule(after: delay) { [unowned self, unowned slot] in
+                slot.respawnTimer = nil
+                guard self.phase != .stopping else { return }
+                // A rollout's new worker starting in this slot takes it (and if it fails, the
+                // end of the operation refills the slot: `refillEmptySlots`).
+                guard let reason = slot.life.respawnDue(empty: slot.current == nil && slot.replacement == nil) else { return }
+                self.startWorker(slot, role: .current, reason: reason)
+            }
         }
         fillStartQueue()
         reportFailingStartUp()

@@ -108,24 +108,28 @@ final class Slot {
     var draining: [Worker] = []
     /// Spec for the next start of this slot.
     var spec: WorkerSpec
-    /// Crash backoff.
-    var backoff = CrashBackoff()
-    /// Starts after the first.
-    var restarts = 0
-    /// Why it last restarted.
-    var lastRestartReason: RestartCause?
-    /// Generation counter.
-    var generation = 0
-    /// A scheduled respawn (backoff), and when it fires.
+    /// Its generations, restarts, backoff, respawn and stability window (BatonCore decides).
+    var life: SlotLifecycle
+    /// The timers that carry out `life`'s respawn and stability window.
     var respawnTimer: EventLoop.Token?
-    var respawnAt: Duration?
-    /// Timer that marks the current worker stable (resets backoff).
     var stableTimer: EventLoop.Token?
 
-    init(index: Int, spec: WorkerSpec) {
+    init(index: Int, spec: WorkerSpec, life: SlotLifecycle? = nil) {
         self.index = index
         self.spec = spec
+        self.life = life ?? SlotLifecycle(index: index)
     }
+
+    /// Generation of the latest start.
+    var generation: Int { life.generation }
+    /// Restarts counted.
+    var restarts: Int { life.restarts }
+    /// Why it last restarted.
+    var lastRestartReason: RestartCause? { life.lastRestartReason }
+    /// Crash backoff.
+    var backoff: CrashBackoff { life.backoff }
+    /// When the pending respawn is due.
+    var respawnAt: Duration? { life.respawn?.at }
 
     /// Every live worker of the slot.
     var workers: [Worker] { [current, replacement].compactMap { $0 } + draining }
