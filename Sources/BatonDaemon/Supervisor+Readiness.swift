@@ -7,44 +7,53 @@ import Logging
 /// `exec` probe; a worker not ready within `readiness.timeout` is killed. The first time every
 /// slot serves, READY=1 goes to systemd and the start-up ends.
 extension Supervisor {
+    /// The worker was spawned: its readiness gate (`ReadinessGate`, BatonCore) starts.
     func beginReadiness(_ worker: Worker) {
-        let timeout = loop.schedule(after: config.readiness.timeout) { [unowned self, unowned worker] in
-            guard worker.state == .starting else { return }
-            self.logger.warning(
-                "worker not ready after \(Units.formatDuration(self.config.readiness.timeout)): killing it",
-                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-            worker.stopReason = .restart(.readinessTimeout)
-            self.kill(worker)
-        }
-        worker.timers.append(timeout)
+        worker.readiness = ReadinessGate(config.readiness)
         limitBootNice(worker, timeout: config.readiness.timeout)
-        switch config.readiness.mode {
-        case .notify:
-            break
-        case .delay:
-            worker.timers.append(
-                loop.schedule(after: config.readiness.delay) { [unowned self, unowned worker] in
-                    self.workerBecameReady(worker)
-                })
-        case .exec:
-            scheduleProbe(worker, after: .zero)
+        readinessEvent(worker, .began)
+    }
+
+    /// Feeds one event to the gate of a worker that is starting, and carries out its answer.
+    func readinessEvent(_ worker: Worker, _ event: ReadinessGate.Event) {
+        guard worker.state == .starting, var gate = worker.readiness else { return }
+        let actions = gate.handle(event)
+        worker.readiness = gate
+        for action in actions {
+            switch action {
+            case .armTimeout(let timeout):
+                readinessTimer(worker, after: timeout, .timeoutPassed)
+            case .armDelay(let delay):
+                readinessTimer(worker, after: delay, .delayPassed)
+            case .scheduleProbe(let delay):
+                readinessTimer(worker, after: delay, .probeDue)
+            case .runProbe:
+                runProbe(worker)
+            case .ready:
+                workerBecameReady(worker)
+            case .kill(let reason):
+                logger.warning(
+                    "worker not ready after \(Units.formatDuration(gate.timeout)): killing it",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                worker.stopReason = .restart(reason)
+                kill(worker)
+            }
         }
     }
 
-    private func scheduleProbe(_ worker: Worker, after delay: Duration) {
+    private func readinessTimer(_ worker: Worker, after delay: Duration, _ event: ReadinessGate.Event) {
         worker.timers.append(
             loop.schedule(after: delay) { [unowned self, unowned worker] in
-                self.runProbe(worker)
+                self.readinessEvent(worker, event)
             })
     }
 
     private func runProbe(_ worker: Worker) {
-        guard worker.state == .starting, worker.probe == nil else { return }
         do {
             worker.timers.append(try spawnProbe(config.readiness.probe, for: worker))
         } catch {
             logger.warning("readiness probe could not start: \(error)", metadata: ["slot": .stringConvertible(worker.slot)])
-            scheduleProbe(worker, after: config.readiness.probeInterval)
+            readinessEvent(worker, .probeCouldNotStart)
         }
     }
 
@@ -82,14 +91,11 @@ extension Supervisor {
             livenessProbeExited(worker, exit: exit)
             return
         }
-        if exit == .exited(0) {
-            workerBecameReady(worker)
-        } else {
-            scheduleProbe(worker, after: config.readiness.probeInterval)
-        }
+        readinessEvent(worker, .probeExited(succeeded: exit == .exited(0)))
     }
 
-    func workerBecameReady(_ worker: Worker) {
+    /// The gate said ready.
+    private func workerBecameReady(_ worker: Worker) {
         guard worker.state == .starting else { return }
         worker.state = .ready
         worker.readyAt = loop.now()

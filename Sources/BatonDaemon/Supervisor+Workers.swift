@@ -123,8 +123,8 @@ extension Supervisor {
             }
             let text = String(decoding: message.bytes, as: UTF8.self)
             for line in text.split(separator: "\n") {
-                if line == "READY=1", config.readiness.mode == .notify {
-                    workerBecameReady(worker)
+                if line == "READY=1" {
+                    readinessEvent(worker, .notified)
                 } else if line.hasPrefix("STATUS=") {
                     worker.statusText = String(line.dropFirst(7))
                 } else if line.hasPrefix(Self.requestsField) {

@@ -42,6 +42,8 @@ final class Worker: ChildChannels {
     /// How much nicer than baton it boots (`[readiness] boot_nice`; 0 once given back: at ready,
     /// or at half the readiness timeout).
     var bootNice: Int32 = 0
+    /// Its way to ready (BatonCore decides; nil for a worker adopted ready from an earlier baton).
+    var readiness: ReadinessGate?
     /// A running exec-mode readiness (or liveness) probe, which owns its pidfd.
     var probe: ChildProcess?
     /// The last STATUS= it sent.

@@ -131,7 +131,7 @@ final class DaemonHarness {
     private func readyStartingWorkers() {
         for mold in startingMolds { supervisor.moldBecameReady(mold) }
         for worker in startingWorkers where willReady(worker) {
-            supervisor.workerBecameReady(worker)
+            supervisor.readinessEvent(worker, .notified)
         }
     }
 
