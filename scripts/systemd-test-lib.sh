@@ -96,16 +96,23 @@ get() {
   echo "${status:-0} ${pid:--}"
 }
 
-# Sequential requests until $work/load.stop exists (at most 120 s); counts to $work/load.out.
+# Sequential requests, each on a new connection (Connection: close), until
+# $work/load.stop exists (at most 120 s); counts to $work/load.out ("ok failed":
+# a 2xx answer, or anything else). One curl sends `load_batch` of them, paced at
+# `load_rate`, and the next batch follows: a curl process per request took about
+# 8 ms of CPU each (540 requests in a 5 s reload), the requests themselves far less.
+load_batch=25
+load_rate=200/s
 load() {
-  local ok=0 failed=0 deadline=$(( $(date +%s) + 120 ))
+  local deadline=$(( $(date +%s) + 120 ))
+  : >"$work/load.log"
   while [[ ! -e "$work/load.stop" && $(date +%s) -lt $deadline ]]; do
-    if timeout 15 curl -sf -o /dev/null --max-time 10 --unix-socket "$listen" http://localhost/; then
-      ok=$((ok + 1))
-    else
-      failed=$((failed + 1))
-    fi
+    timeout 70 curl -s -o /dev/null --max-time 10 --unix-socket "$listen" --rate "$load_rate" -H 'Connection: close' \
+      -w '%{stderr}%{http_code} %{exitcode}\n' "http://localhost/?n=[1-$load_batch]" 2>>"$work/load.log" >/dev/null
   done
+  local ok failed
+  ok=$(awk '$2 == 0 && $1 ~ /^2/' "$work/load.log" | grep -c .)
+  failed=$(awk '!($2 == 0 && $1 ~ /^2/)' "$work/load.log" | grep -c .)
   echo "$ok $failed" >"$work/load.out"
 }
 
