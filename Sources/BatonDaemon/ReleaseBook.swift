@@ -126,15 +126,32 @@ final class ReleaseBook {
         }
     }
 
-    /// A deploy the previous baton started and never finished (killed, crashed): it was never
-    /// committed, so the workers start on the persisted release; history says so.
+    /// A deploy (or rollback) the previous baton started and never finished (killed,
+    /// crashed). Not committed, the workers start on the persisted release and history says
+    /// it was interrupted. Committed (the persisted release is its release, which was not
+    /// current before it), baton was killed between the commit and its last writes: the
+    /// deploy succeeded, recorded so once, and its folder is one baton deployed. A redeploy
+    /// of the release already current cannot tell the two apart: interrupted.
     private func recordUnfinishedDeploy(now: Double) {
         guard var entry = store?.takeUnfinishedDeploy() else { return }
-        entry.outcome = .interrupted
-        entry.detail = "baton exited before it finished; restarted on \(state.current.directory)"
         entry.duration = max(0, now - entry.startedAt)
-        logger.warning(
-            "the \(entry.kind.rawValue) of \(entry.release) did not finish (baton exited during it): starting on \(state.current.directory)")
+        let committed = entry.release == state.current.directory && entry.previousRelease != entry.release
+        guard committed else {
+            entry.outcome = .interrupted
+            entry.detail = "baton exited before it finished; restarted on \(state.current.directory)"
+            logger.warning(
+                "the \(entry.kind.rawValue) of \(entry.release) did not finish (baton exited during it): starting on \(state.current.directory)")
+            append(entry)
+            return
+        }
+        logger.warning("the \(entry.kind.rawValue) of \(entry.release) was committed before baton exited: starting on it")
+        recordDeployed(state.current)
+        let written = history.contains {
+            $0.kind == entry.kind && $0.release == entry.release && $0.startedAt == entry.startedAt && $0.outcome == .succeeded
+        }
+        guard !written else { return }
+        entry.outcome = .succeeded
+        entry.detail = "committed; baton exited before it finished"
         append(entry)
     }
 

@@ -65,6 +65,47 @@ import Testing
         #expect(book.deploysByOutcome == [.interrupted: 1])
     }
 
+    /// A baton killed after the deploy's commit (release.json names the new release) but
+    /// before it removed deploy.json: the deploy succeeded, and history says so once.
+    @Test func aDeployKilledAfterItsCommitIsRecordedAsSucceeded() throws {
+        try store.save(ReleaseState(current: Release(directory: "/srv/app/r9"), previous: Release(directory: "/srv/app/r1")))
+        var running = entry(.deploy, "/srv/app/r9", .inProgress)
+        running.previousRelease = "/srv/app/r1"
+        store.inProgress = running
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
+        #expect(book.state.current.directory == "/srv/app/r9")
+        let last = try #require(book.history.last)
+        #expect(last.release == "/srv/app/r9" && last.outcome == .succeeded && last.duration == 60, "\(last)")
+        #expect(last.detail == "committed; baton exited before it finished")
+        #expect(book.history.count == 1 && store.inProgress == nil)
+        #expect(book.deploysByOutcome == [.succeeded: 1])
+        #expect(book.deployed == ["/srv/app/r9"], "retention may prune it once it is old")
+    }
+
+    /// Killed after the success was written to history too: nothing more is added.
+    @Test func aDeployKilledAfterItsSuccessWasWrittenIsNotRecordedTwice() throws {
+        try store.save(ReleaseState(current: Release(directory: "/srv/app/r9"), previous: Release(directory: "/srv/app/r1")))
+        var running = entry(.deploy, "/srv/app/r9", .inProgress)
+        running.previousRelease = "/srv/app/r1"
+        var done = running
+        done.outcome = .succeeded
+        try store.append(done)
+        store.inProgress = running
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
+        #expect(book.history.map(\.outcome) == [.succeeded], "\(book.history)")
+        #expect(store.inProgress == nil)
+    }
+
+    /// A deploy of the release already current cannot tell a commit from none: interrupted.
+    @Test func aRedeployOfTheCurrentReleaseKilledIsInterrupted() throws {
+        try store.save(ReleaseState(current: Release(directory: "/srv/app/r9"), previous: Release(directory: "/srv/app/r1")))
+        var running = entry(.deploy, "/srv/app/r9", .inProgress)
+        running.previousRelease = "/srv/app/r9"
+        store.inProgress = running
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
+        #expect(book.history.last?.outcome == .interrupted)
+    }
+
     @Test func historyIsBoundedAndOnlyDeploysAreCounted() {
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
         for i in 0..<(StateStore.historyLimit + 5) { book.append(entry(i.isMultiple(of: 2) ? .deploy : .reload, "/srv/app/r\(i)", .succeeded)) }
