@@ -22,6 +22,9 @@ protocol ProcessTable: Sendable {
     func exists(_ pid: pid_t) -> Bool
     /// The process group of `pid` (getpgid), nil when it is gone.
     func processGroup(of pid: pid_t) -> pid_t?
+    /// The processes that hold the socket of inode `inode` (take-over: the workers a dead
+    /// baton did not record still share its listening sockets).
+    func socketHolders(inode: UInt64) -> [pid_t]
 }
 
 /// The real table: /proc, and kill(pid, 0).
@@ -37,4 +40,5 @@ struct ProcProcessTable: ProcessTable {
         let group = getpgid(pid)
         return group >= 0 ? group : nil
     }
+    func socketHolders(inode: UInt64) -> [pid_t] { ProcFS.socketHolders(inode: inode) }
 }

@@ -213,6 +213,9 @@ public final class Supervisor {
         }
         listeners = try openListeners()
         logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
+        // Recorded before any worker exists: a baton killed from here on leaves its sockets'
+        // inodes, by which the next one finds even workers it had no time to record.
+        writeInstanceRecord()
         control = try openControlServer()
         let spec = try makeSpec(config, release: releaseState.current)
         if let credentials = spec.credentials, createdNotifyDirectory {

@@ -15,6 +15,9 @@ struct InstanceRecord: Codable {
     struct ListenerRecord: Codable {
         var name: String
         var address: String
+        /// The socket's inode: every process holding it shares the listening socket (nil in
+        /// records of older batons).
+        var inode: UInt64?
     }
 
     /// A live worker.
@@ -135,6 +138,7 @@ extension Supervisor {
             takeOver.orphans.append(orphan)
             if let fd = w.outputFD { relayOutput(of: orphan, heldAt: fd) }
         }
+        adoptUnrecordedWorkers(of: record)
         guard !takeOver.orphans.isEmpty else { return }
         logger.info(
             "previous baton pid \(record.pid) is gone; its workers \(takeOver.orphans.map { String($0.pid) }.joined(separator: ",")) still run")
@@ -154,6 +158,33 @@ extension Supervisor {
                 }
                 takeOver.taken[l.name] = Listener(socket: socket, name: l.name, address: l.address)
                 logger.info("took over \(l.address) from orphaned worker pid \(orphan.pid) of baton pid \(record.pid)")
+            }
+        }
+    }
+
+    /// Workers the dead baton spawned but had not written into its record yet (it died
+    /// between the spawn and the write at the end of that loop turn) still share its
+    /// listening sockets: every process holding one (by the recorded inode) that leads its
+    /// own process group, as each worker does, was started after that baton, and is neither
+    /// a recorded orphan nor inside one's tree, is adopted as an orphan (of no known slot).
+    private func adoptUnrecordedWorkers(of record: InstanceRecord) {
+        var seen = Set(takeOver.orphans.map(\.pid))
+        for inode in record.listeners.compactMap(\.inode) {
+            for pid in host.processes.socketHolders(inode: inode) where pid != getpid() && !seen.contains(pid) {
+                seen.insert(pid)
+                guard host.processes.processGroup(of: pid) == pid,
+                    !takeOver.orphans.contains(where: { host.processes.isInTree(pid, root: $0.pid) }),
+                    let started = host.processes.startTime(of: pid), started >= record.startTime,
+                    let pidfd = try? host.openPidfd(of: pid)
+                else { continue }
+                let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
+                guard host.processes.startTime(of: pid) == started else { continue }
+                let orphan = OrphanWorker(slot: -1, process: process)
+                takeOver.orphans.append(orphan)
+                relayOutput(of: orphan, heldAt: WorkerContract.outputReaderFD)
+                logger.warning(
+                    "pid \(pid) holds a socket the previous baton pid \(record.pid) listened on, but its record does not name it (spawned just before that baton died): taken over as an orphaned worker"
+                )
             }
         }
     }
@@ -263,7 +294,7 @@ extension Supervisor {
         }
         let record = InstanceRecord(
             app: config.app.name, pid: getpid(), startTime: host.processes.startTime(of: getpid()) ?? 0,
-            listeners: listeners.map { .init(name: $0.name, address: $0.address) }, workers: workers)
+            listeners: listeners.map { .init(name: $0.name, address: $0.address, inode: Self.inode(of: $0.fd)) }, workers: workers)
         guard let data = try? JSONEncoder().encode(record) else { return }
         do {
             try host.files.replace(instancePath, with: Array(data) + [0x0A])
@@ -276,5 +307,13 @@ extension Supervisor {
     func forgetInstance() {
         takeOver.recordForgotten = true
         host.files.remove(instancePath)
+    }
+}
+
+extension Supervisor {
+    /// The inode of descriptor `fd` (nil when fstat fails).
+    static func inode(of fd: Int32) -> UInt64? {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? UInt64(st.st_ino) : nil
     }
 }

@@ -41,6 +41,42 @@ public enum ProcFS {
         return result
     }
 
+    /// The processes holding the socket of inode `inode` (a descriptor of theirs links to
+    /// `socket:[INODE]`), by a walk of every /proc/PID/fd: one readlink per open descriptor on
+    /// the host, so for rare moments only (a take-over after a crash).
+    public static func socketHolders(inode: UInt64) -> [pid_t] {
+        let target = "socket:[\(inode)]"
+        var holders: [pid_t] = []
+        var link = [CChar](repeating: 0, count: 64)
+        for pid in numericEntries(of: "/proc") {
+            let fdDirectory = "/proc/\(pid)/fd"
+            for fd in numericEntries(of: fdDirectory) {
+                let n = readlink("\(fdDirectory)/\(fd)", &link, link.count - 1)
+                guard n > 0 else { continue }
+                let text = link.prefix(n).withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
+                if text == target {
+                    holders.append(pid)
+                    break
+                }
+            }
+        }
+        return holders
+    }
+
+    /// The names of `directory` that are decimal numbers (pids in /proc, descriptors in fd/).
+    private static func numericEntries(of directory: String) -> [Int32] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var result: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let number = Int32(name) { result.append(number) }
+        }
+        return result
+    }
+
     /// `pid` and all its descendants, parents first.
     public static func tree(of pid: pid_t) -> [pid_t] {
         var result: [pid_t] = [pid]

@@ -11,6 +11,7 @@ final class FakeProcessTable: ProcessTable {
         var startTimes: [pid_t: UInt64] = [:]
         var groups: [pid_t: pid_t] = [:]
         var known: Set<pid_t> = []
+        var socketHolders: [UInt64: [pid_t]] = [:]
     }
     private let table = Mutex(Table())
 
@@ -50,4 +51,9 @@ final class FakeProcessTable: ProcessTable {
     func exists(_ pid: pid_t) -> Bool { table.withLock { $0.known.contains(pid) } }
 
     func processGroup(of pid: pid_t) -> pid_t? { table.withLock { $0.groups[pid] } }
+
+    /// Makes `pids` the holders of the socket of inode `inode`.
+    func setSocketHolders(_ pids: [pid_t], inode: UInt64) { table.withLock { $0.socketHolders[inode] = pids } }
+
+    func socketHolders(inode: UInt64) -> [pid_t] { table.withLock { $0.socketHolders[inode] ?? [] } }
 }

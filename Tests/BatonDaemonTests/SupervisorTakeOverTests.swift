@@ -45,6 +45,56 @@ import Testing
         #expect(h.supervisor.takeOver.orphans.isEmpty, "gone once its pidfd turned readable")
     }
 
+    /// Workers the dead baton spawned but had not recorded hold its listening socket (the
+    /// recorded inode): each that leads its own group and started after that baton is adopted,
+    /// and gives up the socket when no recorded orphan could; a holder inside a recorded
+    /// orphan's tree, one that is not a group leader, and one older than that baton are not.
+    @Test(arguments: [true, false])
+    func unrecordedHoldersOfTheSocketAreAdopted(recordedOrphan: Bool) throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
+        let address = try #require(Sockets.localAddress(socket.fd))
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.runtimeDirectory = h.root + "/run"
+        let inode: UInt64 = 7_777
+        let previous = InstanceRecord(
+            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address, inode: inode)],
+            workers: recordedOrphan ? [.init(slot: 0, pid: Self.orphanPID, startTime: 11)] : [])
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        let (stray, child, notLeader, older) = (Self.orphanPID + 1, Self.orphanPID + 2, Self.orphanPID + 3, Self.orphanPID + 4)
+        if recordedOrphan {
+            _ = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
+            h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
+            h.host.fakeProcesses.add([child], to: Self.orphanPID)
+        }
+        for pid in [stray, child, notLeader, older] {
+            _ = h.host.addOrphan(pid: pid, slot: 0, descriptors: [3: socket.fd])
+            h.host.fakeProcesses.setStartTime(pid == older ? 9 : 12, of: pid)
+            h.host.fakeProcesses.setProcessGroup(pid == notLeader ? stray : pid, of: pid)
+        }
+        let holders = recordedOrphan ? [Self.orphanPID, stray, child, notLeader, older, getpid()] : [stray, notLeader, older, getpid()]
+        h.host.fakeProcesses.setSocketHolders(holders, inode: inode)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        #expect(h.supervisor.takeOver.orphans.map(\.pid) == (recordedOrphan ? [Self.orphanPID, stray] : [stray]))
+        #expect(h.supervisor.takeOver.orphans.last?.slot == -1)
+        let taken = try #require(h.supervisor.takeOver.taken["http"], "taken from an orphan's fd 3")
+        #expect(taken.address == address)
+        h.supervisor.takeOver.taken = [:]
+    }
+
+    /// The record names the inode of each listening socket, from the first write on.
+    @Test func theRecordNamesEachListeningSocketsInode() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.runtimeDirectory = h.root + "/run"
+        h.supervisor.writeInstanceRecord()
+        let record = try JSONDecoder().decode(InstanceRecord.self, from: Data(try #require(h.host.fakeFiles[h.supervisor.instancePath]).utf8))
+        #expect(record.listeners.count == h.supervisor.listeners.count)
+        for (recorded, listener) in zip(record.listeners, h.supervisor.listeners) {
+            #expect(recorded.inode != nil && recorded.inode == Supervisor.inode(of: listener.fd))
+        }
+    }
+
     /// An orphan whose pidfd the loop cannot watch (epoll refuses it) still leaves the take-over
     /// once it exited, found by a poll: a shutdown waits for every orphan to be gone, and would
     /// have waited for good. (The fake's unwatchable pidfd, /dev/null, polls as exited at once.)

@@ -141,6 +141,71 @@ extension Integration {
             #expect(second.stop(keepDirectory: true) == 0)
         }
 
+        /// `instance.json` in full, to write back what a baton killed before it recorded its
+        /// workers would have left.
+        struct InstanceRecordEdit: Codable {
+            struct ListenerRecord: Codable {
+                var name: String
+                var address: String
+                var inode: UInt64?
+            }
+            struct WorkerRecord: Codable {
+                var slot: Int
+                var pid: Int32
+                var startTime: UInt64
+                var outputFD: Int32?
+            }
+            var version: Int
+            var app: String
+            var pid: Int32
+            var startTime: UInt64
+            var listeners: [ListenerRecord]
+            var workers: [WorkerRecord]
+        }
+
+        /// A baton killed between spawning workers and writing them into `instance.json`
+        /// (found by a crash audit: a SIGKILL as the first worker appeared made every later
+        /// `baton serve` fail with EADDRINUSE; one during a deploy left a worker of the new,
+        /// uncommitted release serving beside the next baton's for good).
+        @Test(
+            "workers left out of the record of a killed baton: the next serve finds them by the listening socket they share, takes it over and drains them",
+            arguments: [1, 2])
+        func unrecordedWorkersAreTakenOver(leftOut: Int) throws {
+            let first = try BatonHarness(workers: 2, tag: "tku\(leftOut)")
+            let port = first.port
+            let orphans = try first.status().workers.map(\.pid)
+            let pidfds = orphans.map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            #expect(pidfds.allSatisfy { $0 >= 0 })
+            let load = LoadClient(port: port, connections: 4, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(100))
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+
+            let path = first.directory + "/run/instance.json"
+            var record = try JSONDecoder().decode(InstanceRecordEdit.self, from: Data(try #require(ProcFS.read(path)).utf8))
+            #expect(record.workers.count == 2)
+            record.workers.removeFirst(leftOut)
+            let fd = open(path, O_WRONLY | O_TRUNC)
+            try #require(fd >= 0)
+            let data = try JSONEncoder().encode(record)
+            #expect(data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == data.count)
+            close(fd)
+            #expect(load.waitForProgress(100), "the orphaned workers keep serving")
+
+            let second = try BatonHarness(workers: 2, tag: "tku\(leftOut)", reuse: first.directory)
+            defer { second.stop() }
+            #expect(second.port == port, "\(second.process.stderrLines.suffix(30))")
+            for (pid, fd) in zip(orphans, pidfds) {
+                #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "orphan \(pid) still running: \(second.process.stderrLines.suffix(20))")
+            }
+            #expect(load.waitForProgress(100))
+            let report = load.stop()
+            #expect(report.failed == 0, "\(report)")
+            #expect(Set(try second.status().workers.map(\.pid)).isDisjoint(with: orphans))
+            #expect(second.stop(keepDirectory: true) == 0)
+        }
+
         /// The part of `instance.json` the tests read.
         struct InstanceRecordView: Decodable {
             struct Worker: Decodable { var pid: Int32 }

@@ -103,6 +103,18 @@ struct ProcFSTests {
         #expect(ProcFS.treeMemory(of: 0x3FFF_FFFF, detailed: false) == nil)
     }
 
+    /// The holders of a socket, by inode: this process holds the one it bound; a socket
+    /// nobody holds has none.
+    @Test func socketHoldersFindTheProcessesHoldingASocket() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 1)
+        var st = stat()
+        try #require(fstat(socket.fd, &st) == 0)
+        // Contains, not equals: a child another test spawns holds a copy until its execve.
+        #expect(ProcFS.socketHolders(inode: UInt64(st.st_ino)).contains(getpid()))
+        withExtendedLifetime(socket) {}
+        #expect(ProcFS.socketHolders(inode: UInt64.max).isEmpty)
+    }
+
     @Test func treeMemorySumsTheTree() throws {
         let tree = try SleepTree()
         defer { tree.stop() }
