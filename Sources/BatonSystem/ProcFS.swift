@@ -26,14 +26,8 @@ public enum ProcFS {
 
     /// Direct children of `pid` (over all its threads).
     public static func children(of pid: pid_t) -> [pid_t] {
-        guard let dir = opendir("/proc/\(pid)/task") else { return [] }
-        defer { closedir(dir) }
         var result: [pid_t] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard let tid = Int32(name) else { continue }
+        for tid in numericEntries(of: "/proc/\(pid)/task") {
             if let text = read("/proc/\(pid)/task/\(tid)/children") {
                 result += text.split(separator: " ").compactMap { Int32($0.trimmingWhitespace) }
             }
@@ -63,8 +57,9 @@ public enum ProcFS {
         return holders
     }
 
-    /// The names of `directory` that are decimal numbers (pids in /proc, descriptors in fd/).
-    private static func numericEntries(of directory: String) -> [Int32] {
+    /// The names of `directory` that are decimal numbers (pids in /proc, threads in task/,
+    /// descriptors in fd/); none when it cannot be listed.
+    static func numericEntries(of directory: String) -> [Int32] {
         guard let dir = opendir(directory) else { return [] }
         defer { closedir(dir) }
         var result: [Int32] = []

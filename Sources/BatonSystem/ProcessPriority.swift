@@ -89,15 +89,7 @@ public enum ProcessPriority {
 
     /// The thread ids of `pid` (itself when /proc cannot list them).
     public static func threads(of pid: pid_t) -> [pid_t] {
-        guard let dir = opendir("/proc/\(pid)/task") else { return [pid] }
-        defer { closedir(dir) }
-        var result: [pid_t] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if let tid = Int32(name) { result.append(tid) }
-        }
+        let result = ProcFS.numericEntries(of: "/proc/\(pid)/task")
         return result.isEmpty ? [pid] : result
     }
 }

@@ -9,7 +9,8 @@ extension Integration {
     /// worker start or exit, and always by rename (a reader never sees half of it).
     @Suite("instance record")
     struct InstanceRecordTests {
-        @Test("4 workers started in one turn: one rename of instance.json for them, not one per worker (after the one before any worker); the record names all 4")
+        @Test(
+            "4 workers started in one turn: one rename of instance.json for them, not one per worker (after the one before any worker); the record names all 4")
         func coalescedWrites() throws {
             let watch = Protected<Int32>(-1)
             let baton = try BatonHarness(
