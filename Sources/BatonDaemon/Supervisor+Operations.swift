@@ -288,7 +288,16 @@ extension Supervisor {
     }
 
     func perform(_ actions: [RollingRestart.Action]) {
+        // The actions belong to the rollout that returned them. One of them may end it, or
+        // turn it into a rollback, before the rest run (a start that fails at once ends the
+        // operation inside `startWorker`): the rest are then stale, and a stale start would
+        // spawn a worker of the current release as a new one beside the serving one.
+        let owner = operation.map { RolloutOwner(number: $0.number, phase: $0.phase) }
         for action in actions {
+            guard operation.map({ RolloutOwner(number: $0.number, phase: $0.phase) }) == owner else {
+                logger.debug("rollout ended while its actions ran: \(action) and the ones after it dropped")
+                return
+            }
             switch action {
             case .startNew(let index):
                 operation?.report("slot \(index): starting a new worker on \(rolloutSpec?.release ?? "?")")
@@ -379,4 +388,10 @@ extension Supervisor {
     }
 
     static func list(_ slots: [Int]) -> String { slots.map(String.init).joined(separator: ",") }
+}
+
+/// The operation and phase whose rollout returned a batch of actions (`perform`).
+private struct RolloutOwner: Equatable {
+    let number: Int
+    let phase: Operation.Phase
 }

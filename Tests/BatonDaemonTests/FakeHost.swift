@@ -28,6 +28,8 @@ final class FakeHost: SupervisorHost {
     var stopSignal: Int32 = SIGTERM
     /// When set, spawns fail with it (a missing executable, say).
     var spawnError: SpawnError?
+    /// Spawns in these folders fail with their error (a release folder that is gone).
+    var spawnErrorsByDirectory: [String: SpawnError] = [:]
     /// When true, each new child's pidfd is one the loop cannot watch (`FakeChild`).
     var unwatchablePidfds = false
     /// Called with each new child: a test makes a release's workers crash here.
@@ -40,7 +42,7 @@ final class FakeHost: SupervisorHost {
     private(set) var failedSpawns: [(output: String?, notify: String?)] = []
 
     func spawn(_ request: SpawnRequest) throws -> ChildProcess {
-        if let spawnError {
+        if let spawnError = spawnError ?? spawnErrorsByDirectory[request.directory ?? ""] {
             let notifyPath = request.environment.first { $0.hasPrefix("NOTIFY_SOCKET=") }?.dropFirst("NOTIFY_SOCKET=".count)
             failedSpawns.append(
                 (output: request.stdout >= 0 ? openFile(of: request.stdout) : nil, notify: notifyPath.flatMap { unixSocketFile(boundAt: String($0)) }))

@@ -50,6 +50,35 @@ import Testing
         #expect(h.servingPIDs == before && h.supervisor.phase == .running)
     }
 
+    /// A rollback (no canary: its first step starts several slots) whose first new worker
+    /// cannot even be spawned (the previous release's folder is gone) ends at once, inside the
+    /// loop that starts that step's slots: the starts still queued in that loop started
+    /// workers of the current release as "new" ones beside the serving ones (found by an
+    /// operator audit: 4 workers for 3 slots, and a later deploy that lost the extra one,
+    /// still serving the old release, or crashed baton on a freed worker).
+    @Test func aRollbackWhoseFirstSpawnFailsStartsNothingElse() throws {
+        let h = try DaemonHarness(workers: 3) { $0.deploy.maxSurge = 3 }
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        _ = h.deploy(r1)
+        h.finishOperations()
+        let before = h.servingPIDs
+        // Only the previous release's folder is gone: a worker of the current one still starts.
+        h.host.spawnErrorsByDirectory[h.initialRelease] = SpawnError(step: "chdir \(h.initialRelease)", errno: ENOENT)
+        let client = h.rollback()
+        h.finishOperations()
+        #expect(client.reply?.code == 1, "\(String(describing: client.reply))")
+        #expect(h.servingPIDs == before)
+        #expect(h.supervisor.slots.allSatisfy { $0.replacement == nil && $0.draining.isEmpty })
+        #expect(h.host.children.filter(\.isRunning).count == 3, "\(h.host.children.filter(\.isRunning).map(\.pid))")
+        // The next deploy replaces exactly the serving workers.
+        let next = h.deploy(h.makeRelease("r2"))
+        h.finishOperations()
+        #expect(next.reply?.error == nil, "\(String(describing: next.reply))")
+        #expect(h.host.children.filter(\.isRunning).count == 3)
+        #expect(h.supervisor.slots.allSatisfy { $0.current?.spec.release.hasSuffix("/r2") == true })
+    }
+
     @Test func deployReplacesEverySlotAndCommits() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()
