@@ -41,7 +41,27 @@ public enum TestPaths {
     }
 
     /// Writes a file (creating or truncating it).
+    ///
+    /// An executable (a mode with an x bit) is never open for writing in this process: a child
+    /// that another test spawns copies every descriptor this process holds at that instant and
+    /// keeps the copy until its execve, and an execve of a file some process holds open for
+    /// writing fails with ETXTBSY ("Text file busy": a config parser script failed so, once in
+    /// a whole suite). The text goes to a side file, and `cp`, a process of its own, makes the
+    /// executable from it.
     public static func write(_ path: String, _ text: String, mode: mode_t = 0o644) {
+        guard mode & 0o111 != 0 else {
+            writeFile(path, text, mode: mode)
+            return
+        }
+        let side = path + ".text"
+        writeFile(side, text, mode: 0o600)
+        let copied = try? TestProcess.run(["/bin/cp", side, path], timeout: .seconds(30))
+        precondition(copied?.code == 0, "cannot write \(path): \(copied?.stderr ?? "cp did not run")")
+        unlink(side)
+        precondition(chmod(path, mode) == 0, "cannot chmod \(path)")
+    }
+
+    private static func writeFile(_ path: String, _ text: String, mode: mode_t) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         precondition(fd >= 0, "cannot write \(path)")
         writeAll(fd, Array(text.utf8))
