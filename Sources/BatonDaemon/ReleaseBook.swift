@@ -78,7 +78,7 @@ final class ReleaseBook {
     /// `baton status` until a release is persisted again.
     func recordProblem(_ line: String) {
         logger.error("\(line)")
-        problems.append(line)
+        if !problems.contains(line) { problems.append(line) }
     }
 
     /// The state an older baton handed over across `baton upgrade` (nothing is read from disk).
@@ -93,7 +93,12 @@ final class ReleaseBook {
     /// changed) when the state directory cannot take it.
     func commit(_ state: ReleaseState) throws {
         guard let store else { throw DaemonError("the state directory \(directory) is unusable") }
-        try store.save(state)
+        do {
+            try store.save(state)
+        } catch {
+            recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+            throw error
+        }
         self.state = state
         if !problems.isEmpty {
             logger.info("release state persisted: the state directory's earlier problems are resolved")
@@ -106,7 +111,12 @@ final class ReleaseBook {
     /// be committed either).
     func beginDeploy(_ entry: HistoryEntry) throws {
         guard let store else { throw DaemonError("the state directory \(directory) is unusable") }
-        try store.beginDeploy(entry)
+        do {
+            try store.beginDeploy(entry)
+        } catch {
+            recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+            throw error
+        }
     }
 
     /// The deploy recorded by ``beginDeploy(_:)`` ended (whatever its outcome).

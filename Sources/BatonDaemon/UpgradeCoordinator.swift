@@ -89,9 +89,17 @@ final class UpgradeCoordinator {
         // Reaped by the pidfd handler below: reapStrays (SIGCHLD) must leave it, or the
         // handler would never see its exit status and the upgrade would hang.
         checkPID = check.pid
-        let timer = loop.schedule(after: timeout) { [host] in host.signal(pidfd: check.pidfd, SIGKILL) }
+        // The check leads its own process group (every spawn does): SIGKILL goes to the group,
+        // so what it started (a script's `sleep`, holding the handshake pipe) goes with it.
+        let timer = loop.schedule(after: timeout) { [host] in
+            host.signalGroup(check.pid, SIGKILL)
+            host.signal(pidfd: check.pidfd, SIGKILL)
+        }
         do {
             try loop.register(fd: check.pidfd, events: .readable) { [unowned self] _ in
+                // What is left of its group goes while the zombie still holds the group's id.
+                guard self.host.exitStatus(pidfd: check.pidfd, reap: false) != nil else { return }
+                self.host.signalGroup(check.pid, SIGKILL)
                 guard let exit = self.host.exitStatus(pidfd: check.pidfd, reap: true) else { return }
                 self.checkPID = nil
                 self.loop.cancel(timer)
