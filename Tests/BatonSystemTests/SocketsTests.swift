@@ -131,8 +131,14 @@ struct SocketsTests {
     @Test func staleSocketFileIsReplaced() throws {
         try withTemporaryDirectory("stale") { dir in
             let path = dir + "/app.sock"
-            // Dropped at once, which closes it: the file stays behind, nobody listens.
-            _ = try Sockets.bind(.unix(path: path), mode: 0o660, backlog: 16)
+            // Bound by a process that then exits: the file stays behind, nobody listens. Not
+            // bound and closed here: a child another test spawns at that instant keeps a copy
+            // of the socket until its execve, and the "stale" socket answered (seen once, in
+            // a run under CPU hogs).
+            let stale = try TestProcess.run(
+                ["/usr/bin/python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)", path],
+                timeout: .seconds(30))
+            try #require(stale.code == 0, "\(stale.stderr)")
             #expect(fileMode(path).map { $0 & S_IFMT } == S_IFSOCK)
             #expect(connectUnix(path) == -1)
             let fresh = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 16)
