@@ -42,6 +42,7 @@ extension Supervisor {
             logger.error("cannot start worker: \(error)", metadata: ["slot": .stringConvertible(slot.index)])
             startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed("\(error)"), uptime: nil)
         }
+        feedWatchdogIfDue()
         publishStatus()
     }
 

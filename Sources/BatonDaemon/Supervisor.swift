@@ -130,6 +130,8 @@ public final class Supervisor {
     var bootBudget = BootBudget(cpus: Supervisor.onlineCPUs)
     /// Whether the log said once that `boot_nice` is off for want of privilege.
     var bootNiceRefusalLogged = false
+    /// When baton last sent WATCHDOG=1 (loop time), once the watchdog is on.
+    var lastWatchdogPing: Duration?
     /// The memory monitor's state: restart policy, footprints, sampling cadence, OOM watch,
     /// reservation, merge notes (its only owner).
     let memoryMonitor: MemoryMonitor

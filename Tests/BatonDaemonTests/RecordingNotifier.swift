@@ -5,7 +5,8 @@ final class RecordingNotifier: ServiceNotifying {
     /// Every message, in order.
     private(set) var messages: [String] = []
     let isEnabled = true
-    let watchdogPingInterval: Duration? = nil
+    /// WATCHDOG_USEC/4, as systemd would set it (nil: no watchdog).
+    var watchdogPingInterval: Duration? = nil
     func notify(_ message: String) { messages.append(message) }
     func ready(status: String) { notify("READY=1\nSTATUS=\(status)") }
     func reloading(status: String) { notify("RELOADING=1\nSTATUS=\(status)") }

@@ -16,6 +16,22 @@ import Testing
         #expect(h.host.recorder.messages.filter { $0.hasPrefix("READY=1") }.count == 1)
     }
 
+    /// Starting many workers in one turn of the loop waits for each one's execve (the spawn's
+    /// vfork); on a host short of CPU that outlasted WATCHDOG_USEC (a 7.6 s gap between pings
+    /// while 8 workers started, in a run under CPU hogs). Each finished spawn feeds the
+    /// watchdog when a ping is due.
+    @Test func theWatchdogIsFedBetweenSlowSpawns() throws {
+        let h = try DaemonHarness(workers: 8)
+        h.host.recorder.watchdogPingInterval = .milliseconds(250)
+        var pingsAtSpawn: [Int] = []
+        h.host.onSpawn = { [unowned h] _ in
+            pingsAtSpawn.append(h.host.recorder.messages.filter { $0 == "WATCHDOG=1" }.count)
+            h.clock.set(h.clock.now + .seconds(1))  // this spawn waited 1 s for its child's execve
+        }
+        try h.start()
+        #expect(pingsAtSpawn == Array(1...8), "WATCHDOG=1 sent before each spawn: \(pingsAtSpawn)")
+    }
+
     /// `deploy --release /` ran the workers in `/`, and a folder inside baton's own state
     /// directory was taken as a release too: both are refused as the config's directory rules
     /// refuse them (exit 2), and the serving workers are untouched. So is an empty argv[0].
