@@ -52,7 +52,7 @@ final class ReleaseBook {
         do {
             try store.checkWritable()
         } catch {
-            recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+            recordUnwritable(error)
         }
         do {
             if let saved = try store.loadReleaseState() {
@@ -81,6 +81,11 @@ final class ReleaseBook {
         if !problems.contains(line) { problems.append(line) }
     }
 
+    /// The state directory refused a write (`error`): deploys cannot be committed.
+    private func recordUnwritable(_ error: any Error) {
+        recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+    }
+
     /// The state an older baton handed over across `baton upgrade` (nothing is read from disk).
     func restore(state: ReleaseState, deploysByOutcome: [OperationOutcome: Int]) {
         self.state = state
@@ -96,7 +101,7 @@ final class ReleaseBook {
         do {
             try store.save(state)
         } catch {
-            recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+            recordUnwritable(error)
             throw error
         }
         self.state = state
@@ -114,7 +119,7 @@ final class ReleaseBook {
         do {
             try store.beginDeploy(entry)
         } catch {
-            recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+            recordUnwritable(error)
             throw error
         }
     }

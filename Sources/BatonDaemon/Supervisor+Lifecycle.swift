@@ -9,8 +9,7 @@ extension Supervisor {
     // MARK: - Watchdog and status
 
     func scheduleWatchdog(_ interval: Duration) {
-        notifier.notify("WATCHDOG=1")
-        lastWatchdogPing = loop.now()
+        pingWatchdog()
         loop.schedule(after: interval) { [unowned self] in self.scheduleWatchdog(interval) }
     }
 
@@ -20,6 +19,10 @@ extension Supervisor {
     /// started, under CPU hogs). Each finished spawn is progress: it feeds the watchdog.
     func feedWatchdogIfDue() {
         guard let interval = notifier.watchdogPingInterval, let last = lastWatchdogPing, loop.now() - last >= interval else { return }
+        pingWatchdog()
+    }
+
+    private func pingWatchdog() {
         notifier.notify("WATCHDOG=1")
         lastWatchdogPing = loop.now()
     }

@@ -273,8 +273,8 @@ extension Supervisor {
     /// The mold's pidfd became readable: reap it; a mold that was ready is replaced (with
     /// backoff) while its release still runs; one that was starting fails its waiting starts.
     func moldPidfdReadable(_ mold: Mold) {
-        guard mold.state != .exited, host.exitStatus(pidfd: mold.pidfd, reap: false) != nil else { return }
-        host.signalGroup(mold.pid, SIGKILL)  // what is left of its own group; its workers have their own
+        // What is left of its own group goes; its workers have their own.
+        guard mold.state != .exited, host.killGroupIfLeaderExited(pid: mold.pid, pidfd: mold.pidfd) else { return }
         let exit = host.exitStatus(pidfd: mold.pidfd, reap: true) ?? .exited(-1)
         let previous = mold.state
         mold.state = .exited

@@ -180,8 +180,7 @@ extension Supervisor {
     /// group while the zombie still holds the pid (so the group id cannot be
     /// reused), then reap it.
     func workerPidfdReadable(_ worker: Worker) {
-        guard worker.state != .exited, host.exitStatus(pidfd: worker.pidfd, reap: false) != nil else { return }
-        host.signalGroup(worker.pid, SIGKILL)
+        guard worker.state != .exited, host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
         let exit = host.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
         if diedOfOOM(worker, exit: exit) { worker.stopReason = .restart(.oom) }
         memoryMonitor.footprints.workerExited(pid: worker.pid)

@@ -180,3 +180,14 @@ final class LinuxSupervisorHost: SupervisorHost {
 
     func groupID(_ name: String) throws(SpawnError) -> gid_t { try Accounts.groupID(name) }
 }
+
+extension SupervisorHost {
+    /// Whether the group leader `pid` behind `pidfd` has exited. If it has, what is left of
+    /// its process group gets SIGKILL first, while its zombie still holds the pid (so the
+    /// group id cannot name another group yet); the caller then reaps it.
+    func killGroupIfLeaderExited(pid: pid_t, pidfd: Int32) -> Bool {
+        guard exitStatus(pidfd: pidfd, reap: false) != nil else { return false }
+        signalGroup(pid, SIGKILL)
+        return true
+    }
+}

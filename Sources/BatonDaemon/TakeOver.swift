@@ -129,14 +129,7 @@ extension Supervisor {
     func adoptOrphans() {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
         for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
-            guard let pidfd = try? host.openPidfd(of: w.pid) else { continue }
-            // Owned from here: closed once the orphan is drained, or now if it is not adopted.
-            let process = ChildProcess(pid: w.pid, pidfd: OwnedDescriptor(pidfd))
-            // Checked again with the pidfd open: it names that same process, not a reused pid.
-            guard host.processes.startTime(of: w.pid) == w.startTime else { continue }
-            let orphan = OrphanWorker(slot: w.slot, process: process)
-            takeOver.orphans.append(orphan)
-            if let fd = w.outputFD { relayOutput(of: orphan, heldAt: fd) }
+            adoptOrphan(pid: w.pid, startTime: w.startTime, slot: w.slot, outputFD: w.outputFD)
         }
         adoptUnrecordedWorkers(of: record)
         guard !takeOver.orphans.isEmpty else { return }
@@ -175,18 +168,28 @@ extension Supervisor {
                 guard host.processes.processGroup(of: pid) == pid,
                     !takeOver.orphans.contains(where: { host.processes.isInTree(pid, root: $0.pid) }),
                     let started = host.processes.startTime(of: pid), started >= record.startTime,
-                    let pidfd = try? host.openPidfd(of: pid)
+                    adoptOrphan(pid: pid, startTime: started, slot: -1, outputFD: WorkerContract.outputReaderFD)
                 else { continue }
-                let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
-                guard host.processes.startTime(of: pid) == started else { continue }
-                let orphan = OrphanWorker(slot: -1, process: process)
-                takeOver.orphans.append(orphan)
-                relayOutput(of: orphan, heldAt: WorkerContract.outputReaderFD)
                 logger.warning(
                     "pid \(pid) holds a socket the previous baton pid \(record.pid) listened on, but its record does not name it (spawned just before that baton died): taken over as an orphaned worker"
                 )
             }
         }
+    }
+
+    /// Adopts `pid` as an orphan of `slot` if it is still the process that started at
+    /// `startTime`, relaying its output from its `outputFD`; returns whether it did.
+    @discardableResult
+    private func adoptOrphan(pid: pid_t, startTime: UInt64, slot: Int, outputFD: Int32?) -> Bool {
+        guard let pidfd = try? host.openPidfd(of: pid) else { return false }
+        // Owned from here: closed once the orphan is drained, or now if it is not adopted.
+        let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
+        // Checked again with the pidfd open: it names that same process, not a reused pid.
+        guard host.processes.startTime(of: pid) == startTime else { return false }
+        let orphan = OrphanWorker(slot: slot, process: process)
+        takeOver.orphans.append(orphan)
+        if let outputFD { relayOutput(of: orphan, heldAt: outputFD) }
+        return true
     }
 
     /// Binds `address`; when workers of the previous baton still hold it and

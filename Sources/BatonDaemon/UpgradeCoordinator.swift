@@ -97,9 +97,7 @@ final class UpgradeCoordinator {
         }
         do {
             try loop.register(fd: check.pidfd, events: .readable) { [unowned self] _ in
-                // What is left of its group goes while the zombie still holds the group's id.
-                guard self.host.exitStatus(pidfd: check.pidfd, reap: false) != nil else { return }
-                self.host.signalGroup(check.pid, SIGKILL)
+                guard self.host.killGroupIfLeaderExited(pid: check.pid, pidfd: check.pidfd) else { return }
                 guard let exit = self.host.exitStatus(pidfd: check.pidfd, reap: true) else { return }
                 self.checkPID = nil
                 self.loop.cancel(timer)
