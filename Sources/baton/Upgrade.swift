@@ -43,12 +43,14 @@ struct Upgrade: ParsableCommand {
 
     func run() throws {
         if check {
-            if let path = location.config {
-                let config = try loadConfig(path, hostChecks: true)
-                let state = Supervisor.stateDirectory(for: config) + "/release.json"
-                if let text = ProcFS.read(state), (try? JSONDecoder().decode(ReleaseState.self, from: Data(text.utf8))) == nil {
-                    throw BatonExit(code: BatonExitCode.failure, message: "\(state): not a release state this baton can read")
+            do {
+                try checkUsable()
+            } catch let exit as BatonExit {
+                // The daemon shows this reason in its refusal (not only "exit code 2").
+                if let fd = handshakeFD, let message = exit.message {
+                    writeAll(fd, Array(UpgradeHandshake.refusalAnswer(reason: message).utf8))
                 }
+                throw exit
             }
             // Only now, with the config and the state loaded: the daemon execs this
             // binary on this line alone (an exit code proves nothing).
@@ -65,6 +67,17 @@ struct Upgrade: ParsableCommand {
         defer { client.close() }
         try client.send(ControlRequest(cmd: "upgrade", deploy: timeout.map { DeployOptions(timeout: $0) }, binary: binary))
         try followOperation(&client, json: false)
+    }
+
+    /// Check mode: the config loads (with the host checks) and the state directory's
+    /// `release.json`, if there is one, is a release state this build can read.
+    private func checkUsable() throws {
+        guard let path = location.config else { return }
+        let config = try loadConfig(path, hostChecks: true)
+        let state = Supervisor.stateDirectory(for: config) + "/release.json"
+        if let text = ProcFS.read(state), (try? JSONDecoder().decode(ReleaseState.self, from: Data(text.utf8))) == nil {
+            throw BatonExit(code: BatonExitCode.failure, message: "\(state): not a release state this baton can read")
+        }
     }
 }
 

@@ -71,6 +71,23 @@ extension Integration {
             #expect(after.state == "running")
         }
 
+        @Test("a check that cannot read the state says why: the refusal names the unreadable release.json; the daemon keeps serving")
+        func checkRefusalCarriesItsReason() throws {
+            let baton = try BatonHarness(workers: 1, tag: "upgstate")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let state = baton.directory + "/state/release.json"
+            TestPaths.write(state, "{ not json")
+            let refused = try baton.cli(["upgrade"], timeout: .seconds(90))
+            #expect(refused.code == 1)
+            #expect(
+                refused.stderr.contains("upgrade refused") && refused.stderr.contains("\(state): not a release state this baton can read"), "\(refused.stderr)")
+            #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+            #expect(baton.process.exitCode == nil)
+            #expect(try baton.status().workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+        }
+
         @Test("a check that never answers is killed after --timeout (30 s by default); the upgrade is refused and the daemon keeps serving")
         func silentCheckTimesOut() throws {
             let baton = try BatonHarness(workers: 1, tag: "upgslow")
