@@ -20,6 +20,8 @@ final class ReleaseBook {
     private(set) var state: ReleaseState
     /// Recent operations, oldest first.
     private(set) var history: [HistoryEntry] = []
+    /// History lines the state directory did not take yet, oldest first.
+    private var unwrittenHistory: [HistoryEntry] = []
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
     private(set) var deployed: [String] = []
     /// Release folders being removed by retention now.
@@ -129,15 +131,20 @@ final class ReleaseBook {
 
     // MARK: - History
 
-    /// Adds a line to history, in memory and in the state directory.
+    /// Adds a line to history, in memory and in the state directory. Lines that could not be
+    /// written (a full disk) are kept and written before the next one, so `history.jsonl`
+    /// gets them all, in order, once there is room again.
     func append(_ entry: HistoryEntry) {
         if entry.kind == .deploy { deploysByOutcome[entry.outcome, default: 0] += 1 }
         history.append(entry)
         if history.count > StateStore.historyLimit { history.removeFirst(history.count - StateStore.historyLimit) }
+        unwrittenHistory.append(entry)
+        if unwrittenHistory.count > StateStore.historyLimit { unwrittenHistory.removeFirst(unwrittenHistory.count - StateStore.historyLimit) }
         do {
-            try store?.append(entry)
+            try store?.append(unwrittenHistory)
+            unwrittenHistory = []
         } catch {
-            logger.error("cannot write history: \(error)")
+            logger.error("cannot write history (\(unwrittenHistory.count) line(s) kept to write with the next one): \(error)")
         }
     }
 

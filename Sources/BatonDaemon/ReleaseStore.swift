@@ -18,8 +18,8 @@ protocol ReleaseStore: Sendable {
     func checkWritable() throws(SystemError)
     /// Persists the release state (a deploy's commit).
     func save(_ state: ReleaseState) throws(SystemError)
-    /// Appends a history entry.
-    func append(_ entry: HistoryEntry) throws(SystemError)
+    /// Appends history entries (oldest first) in one write: all of them, or none.
+    func append(_ entries: [HistoryEntry]) throws(SystemError)
     /// History, oldest first.
     func loadHistory() -> [HistoryEntry]
     /// Records the deploy that starts now.

@@ -72,11 +72,9 @@ public struct StateStore: Sendable {
         try writeJSON(state, to: "release.json", pretty: true, what: "release state")
     }
 
-    /// Appends one history entry, trimming the file to the last `historyLimit`.
-    public func append(_ entry: HistoryEntry) throws(SystemError) {
-        var entries = loadHistory()
-        entries.append(entry)
-        let kept = entries.suffix(Self.historyLimit)
+    /// Appends history entries, oldest first, in one write, trimming the file to the last `historyLimit`.
+    public func append(_ new: [HistoryEntry]) throws(SystemError) {
+        let kept = (loadHistory() + new).suffix(Self.historyLimit)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var bytes: [UInt8] = []

@@ -12,6 +12,7 @@ final class MemoryStore: ReleaseStore {
         var inProgress: HistoryEntry?
         var saveError: SystemError?
         var beginError: SystemError?
+        var appendError: SystemError?
     }
     private let contents = Mutex(Contents())
 
@@ -26,6 +27,11 @@ final class MemoryStore: ReleaseStore {
     var saveError: SystemError? {
         get { contents.withLock { $0.saveError } }
         set { contents.withLock { $0.saveError = newValue } }
+    }
+    /// When set, `append` (history) fails with it.
+    var appendError: SystemError? {
+        get { contents.withLock { $0.appendError } }
+        set { contents.withLock { $0.appendError = newValue } }
     }
     /// When set, `beginDeploy` fails with it.
     var beginError: SystemError? {
@@ -42,7 +48,10 @@ final class MemoryStore: ReleaseStore {
         if let error = saveError { throw error }
         contents.withLock { $0.releaseState = state }
     }
-    func append(_ entry: HistoryEntry) throws(SystemError) { contents.withLock { $0.history.append(entry) } }
+    func append(_ entries: [HistoryEntry]) throws(SystemError) {
+        if let error = appendError { throw error }
+        contents.withLock { $0.history += entries }
+    }
     func loadHistory() -> [HistoryEntry] { contents.withLock { $0.history } }
     func beginDeploy(_ entry: HistoryEntry) throws(SystemError) {
         if let error = beginError { throw error }

@@ -90,7 +90,7 @@ import Testing
         running.previousRelease = "/srv/app/r1"
         var done = running
         done.outcome = .succeeded
-        try store.append(done)
+        try store.append([done])
         store.inProgress = running
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
         #expect(book.history.map(\.outcome) == [.succeeded], "\(book.history)")
@@ -113,6 +113,23 @@ import Testing
         #expect(book.history.count == StateStore.historyLimit)
         #expect(book.history.last?.release == "/srv/app/r\(StateStore.historyLimit + 4)")
         #expect(book.deploysByOutcome == [.succeeded: (StateStore.historyLimit + 5 + 1) / 2])
+    }
+
+    /// A full state directory: the lines it refused are written, in order, with the next one.
+    @Test func historyLinesAFullDiskRefusedAreWrittenWithTheNextOne() {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        book.append(entry(.deploy, "/srv/app/r1", .succeeded))
+        store.appendError = SystemError("write", errno: ENOSPC)
+        book.append(entry(.deploy, "/srv/app/r2", .failed))
+        book.append(entry(.reload, "/srv/app/r2", .succeeded))
+        #expect(store.loadHistory().map(\.release) == ["/srv/app/r1"])
+        #expect(book.history.count == 3)
+        store.appendError = nil
+        book.append(entry(.deploy, "/srv/app/r3", .succeeded))
+        #expect(store.loadHistory().map(\.release) == ["/srv/app/r1", "/srv/app/r2", "/srv/app/r2", "/srv/app/r3"])
+        #expect(store.loadHistory().map(\.kind) == [.deploy, .deploy, .reload, .deploy])
+        book.append(entry(.deploy, "/srv/app/r4", .succeeded))
+        #expect(store.loadHistory().count == 5, "written once each")
     }
 
     @Test func deployedFoldersAreRecordedOnceAndForgottenWhenRemoved() {

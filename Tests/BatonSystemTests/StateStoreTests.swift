@@ -32,6 +32,23 @@ struct StateStoreTests {
         store.finishDeploy()
         #expect(store.takeUnfinishedDeploy() == nil)
     }
+
+    @Test("history lines appended together land in order, and the file keeps the last historyLimit")
+    func historyAppendsInOrder() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        let store = try StateStore(directory: directory)
+        let lines = (0..<(StateStore.historyLimit + 2)).map { i in
+            var e = entry
+            e.release = "/srv/app/r\(i)"
+            return e
+        }
+        try store.append([lines[0]])
+        try store.append(Array(lines[1...]))
+        let history = try StateStore(directory: directory).loadHistory()
+        #expect(history.count == StateStore.historyLimit)
+        #expect(history.first?.release == "/srv/app/r2" && history.last?.release == "/srv/app/r\(StateStore.historyLimit + 1)")
+    }
 }
 
 /// The release folders baton deployed (`deployed.json`): what retention may remove.
