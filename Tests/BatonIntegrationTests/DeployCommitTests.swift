@@ -28,11 +28,15 @@ extension SecondIntegration {
             #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
             #expect(result.stderr.contains("exited after becoming ready"), "\(result.stderr)")
             #expect(result.stderr.contains("rolled back"), "\(result.stderr)")
-            let after = try baton.status()
+            // A new worker the rollback abandoned may still be draining when the reply comes.
+            let after = try #require(baton.waitForStatus(timeout: .seconds(20)) { $0.workers.count == 2 }, "workers never settled at 2")
             #expect(after.release == baton.releaseDirectory)
-            #expect(after.workers.count == 2)
             #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
-            #expect(Set(after.workers.map(\.pid)).intersection(before).count == 1, "the canary alone was replaced and rolled back")
+            // On a host short of CPU the 0.3 s can outlast the 2 s window (seen under two CPU hogs):
+            // the canary then passed, the rollout went on, and the crash rolled back every slot.
+            if !result.stdout.contains("stable for") {
+                #expect(Set(after.workers.map(\.pid)).intersection(before).count == 1, "the canary alone was replaced and rolled back")
+            }
             #expect(!Self.savedState(baton).contains(release), "the release must not be persisted")
             let good = try baton.cli(["deploy", "--release", baton.makeRelease("good")])
             #expect(good.code == 0, "\(good.stderr)")

@@ -28,13 +28,13 @@ extension Integration {
             let firstMold = try #require(before.molds?.first)
             let load = LoadClient(port: baton.port, connections: 4, maxDuration: .seconds(120))
             #expect(load.waitForProgress(200))
-            let counted = SecondIntegration.MoldTests.waitForStatus(baton) { s in s.workers.contains { ($0.requests ?? 0) > 0 } }
+            let counted = baton.waitForStatus { s in s.workers.contains { ($0.requests ?? 0) > 0 } }
             #expect(counted != nil, "status shows the requests a worker reported (X_BATON_REQUESTS=)")
             let newMold = try SecondIntegration.MoldTests.awaitRefork(baton, before: before, promotion: .seconds(60))
             #expect(load.waitForProgress(200))
             let report = load.stop()
             #expect(report.failed == 0, "\(report)")
-            let after = try #require(SecondIntegration.MoldTests.waitForStatus(baton) { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
+            let after = try #require(baton.waitForStatus { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
             #expect(after.molds?.first?.pid == newMold)
             #expect(ProcFS.startTime(of: firstMold.pid) == nil, "the first mold was retired")
             #expect(after.workers.allSatisfy { !before.workers.map(\.pid).contains($0.pid) })

@@ -71,15 +71,6 @@ extension SecondIntegration {
             return newMold
         }
 
-        static func waitForStatus(_ baton: BatonHarness, timeout: Duration = .seconds(30), _ condition: (StatusReport) -> Bool) -> StatusReport? {
-            let deadline = monotonicNow() + timeout
-            while monotonicNow() < deadline {
-                if let status = try? baton.status(), condition(status) { return status }
-                usleep(100_000)
-            }
-            return nil
-        }
-
         @Test("a worker forked from the mold serves with LISTEN_PID = its own pid, as baton's child")
         func forkedWorkerServes() throws {
             let baton = try Self.start(workers: 2, sections: Self.sections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "mold1")
@@ -119,7 +110,7 @@ extension SecondIntegration {
             let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
             #expect(load.waitForProgress(200))
             #expect(kill(firstMold.pid, SIGKILL) == 0)
-            let replaced = Self.waitForStatus(baton) { s in s.molds?.contains { $0.pid != firstMold.pid && $0.state == "ready" } == true }
+            let replaced = baton.waitForStatus { s in s.molds?.contains { $0.pid != firstMold.pid && $0.state == "ready" } == true }
             #expect(replaced != nil, "a new mold comes up")
             #expect(load.waitForProgress(200))
             let report = load.stop()
@@ -129,7 +120,7 @@ extension SecondIntegration {
 
             let victim = before.workers[0].pid
             #expect(kill(victim, SIGKILL) == 0)
-            let respawned = Self.waitForStatus(baton) { s in
+            let respawned = baton.waitForStatus { s in
                 s.workers.count == 2 && s.workers.allSatisfy { $0.state == "ready" } && !s.workers.contains { $0.pid == victim }
             }
             let after = try #require(respawned, "slot 0 respawned")
@@ -154,7 +145,7 @@ extension SecondIntegration {
             let report = load.stop()
             #expect(report.failed == 0, "\(report)")
             #expect(report.releases == ["r1", "r2"], "\(report)")
-            let after = try #require(Self.waitForStatus(baton) { $0.molds?.count == 1 })
+            let after = try #require(baton.waitForStatus { $0.molds?.count == 1 })
             let newMold = try #require(after.molds?.first)
             #expect(newMold.release == release && newMold.state == "ready" && newMold.pid != oldMold.pid)
             #expect(ProcFS.startTime(of: oldMold.pid) == nil, "the old mold was retired and reaped")
@@ -205,7 +196,7 @@ extension SecondIntegration {
             #expect(ProcFS.parentPID(of: oldMold.pid) == nil, "the old mold is gone, not a zombie")
             let victim = before.workers[0].pid
             #expect(kill(victim, SIGKILL) == 0)
-            let respawned = Self.waitForStatus(baton) { s in
+            let respawned = baton.waitForStatus { s in
                 s.workers.count == 2 && s.workers.allSatisfy { $0.state == "ready" } && !s.workers.contains { $0.pid == victim }
                     && s.molds?.first?.state == "ready"
             }
@@ -279,7 +270,7 @@ extension SecondIntegration {
             #expect(load.waitForProgress(200))
             let report = load.stop()
             #expect(report.failed == 0, "\(report)")
-            let after = try #require(Self.waitForStatus(baton) { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
+            let after = try #require(baton.waitForStatus { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
             #expect(after.molds?.first?.pid == newMold)
             #expect(ProcFS.startTime(of: firstMold.pid) == nil, "the first mold was retired")
             for worker in after.workers {

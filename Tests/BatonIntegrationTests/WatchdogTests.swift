@@ -25,17 +25,6 @@ extension SecondIntegration {
             """
         }
 
-        /// Polls `baton status --json` (bounded) until `done` holds; nil when it never did.
-        static func waitForStatus(_ baton: BatonHarness, timeout: Duration = .seconds(30), _ done: (StatusReport) -> Bool) -> StatusReport? {
-            let clock = ContinuousClock()
-            let end = clock.now + timeout
-            while clock.now < end {
-                if let status = try? baton.status(), done(status) { return status }
-                pause(0.1)
-            }
-            return nil
-        }
-
         /// The serving worker of `slot`.
         static func serving(_ status: StatusReport, slot: Int) -> WorkerStatus? {
             status.workers.first { $0.slot == slot && $0.state == "ready" }
@@ -106,7 +95,7 @@ extension SecondIntegration {
             let pinnedBody = Self.readOneBody(pinned)
             #expect(pinnedBody?.hasPrefix("pid=\(victim.pid) ") == true, "\(pinnedBody ?? "no answer")")
             let after = try #require(
-                Self.waitForStatus(baton) { s in Self.serving(s, slot: victim.slot).map { $0.pid != victim.pid } ?? false },
+                baton.waitForStatus { s in Self.serving(s, slot: victim.slot).map { $0.pid != victim.pid } ?? false },
                 "slot \(victim.slot) was not replaced: \(baton.process.stderrLines.suffix(15))")
             let replacement = try #require(Self.serving(after, slot: victim.slot))
             #expect(replacement.lastRestartReason == "watchdog")
@@ -135,7 +124,7 @@ extension SecondIntegration {
             let seen = baton.process.waitForLine(timeout: .seconds(15)) { $0.contains("liveness") && $0.contains("pid=\(victim.pid)") }
             #expect(seen != nil, "no liveness line: \(baton.process.stderrLines.suffix(10))")
             let after = try #require(
-                Self.waitForStatus(baton) { s in Self.serving(s, slot: 1).map { $0.pid != victim.pid } ?? false },
+                baton.waitForStatus { s in Self.serving(s, slot: 1).map { $0.pid != victim.pid } ?? false },
                 "slot 1 was not replaced: \(baton.process.stderrLines.suffix(15))")
             #expect(Self.serving(after, slot: 1)?.lastRestartReason == "liveness")
             #expect(Self.serving(after, slot: 0)?.restarts == 0)
@@ -155,7 +144,7 @@ extension SecondIntegration {
             let other = try #require(Self.serving(before, slot: 1))
             #expect(kill(victim.pid, SIGSTOP) == 0)
             let after = try #require(
-                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
+                baton.waitForStatus { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
                 "slot 0 was not replaced after the upgrade: \(baton.process.stderrLines.suffix(15))")
             #expect(Self.serving(after, slot: 0)?.lastRestartReason == "watchdog")
             #expect(Self.serving(after, slot: 1)?.pid == other.pid)
@@ -193,7 +182,7 @@ extension SecondIntegration {
             for slot in 0..<2 { #expect(Self.serving(rolledBack, slot: slot)?.release == baton.releaseDirectory, "\(rolledBack.workers)") }
             // The failed release's other worker may still be exiting (as after any rollout, a
             // stopped worker's exit is not awaited): then it goes.
-            let after = try Self.waitForStatus(baton, timeout: .seconds(10)) { $0.workers.count <= 2 } ?? baton.status()
+            let after = try baton.waitForStatus(timeout: .seconds(10)) { $0.workers.count <= 2 } ?? baton.status()
             #expect(after.workers.count == 2)
             #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
         }
@@ -219,7 +208,7 @@ extension SecondIntegration {
             let failed = baton.process.waitForLine(timeout: .seconds(15)) { $0.contains("liveness probe failed") && $0.contains("pid=\(victim.pid)") }
             #expect(failed != nil, "\(baton.process.stderrLines.suffix(10))")
             let after = try #require(
-                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
+                baton.waitForStatus { s in Self.serving(s, slot: 0).map { $0.pid != victim.pid } ?? false },
                 "slot 0 was not replaced: \(baton.process.stderrLines.suffix(15))")
             #expect(Self.serving(after, slot: 0)?.lastRestartReason == "liveness-probe")
             #expect(Self.serving(after, slot: 1)?.pid == other.pid)
@@ -251,7 +240,7 @@ extension SecondIntegration {
                 workers: 1, command: ["/usr/bin/python3", script], sections: Self.sections("watchdog = \"30s\""), tag: "wtrg")
             defer { baton.stop() }
             let after = try #require(
-                Self.waitForStatus(baton) { s in Self.serving(s, slot: 0)?.restarts == 1 },
+                baton.waitForStatus { s in Self.serving(s, slot: 0)?.restarts == 1 },
                 "not replaced: \(baton.process.stderrLines.suffix(15))")
             #expect(Self.serving(after, slot: 0)?.lastRestartReason == "watchdog")
             #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("WATCHDOG=trigger") } != nil)

@@ -124,6 +124,17 @@ public final class BatonHarness: @unchecked Sendable {
         return try JSONDecoder().decode(StatusReport.self, from: Data(result.stdout.utf8))
     }
 
+    /// Polls `baton status --json` every 0.1 s (bounded) until `done` holds; nil when it never did.
+    public func waitForStatus(timeout: Duration = .seconds(30), _ done: (StatusReport) -> Bool) -> StatusReport? {
+        let clock = ContinuousClock()
+        let end = clock.now + timeout
+        while clock.now < end {
+            if let status = try? status(), done(status) { return status }
+            pause(0.1)
+        }
+        return nil
+    }
+
     /// Sends raw bytes to the control socket and returns the reply line; with `halfClose`, shuts
     /// the writing half after them (as a client that sends its request and waits).
     public func rawControl(_ bytes: [UInt8], readTimeout: Duration = .seconds(10), halfClose: Bool = false) -> String? {
