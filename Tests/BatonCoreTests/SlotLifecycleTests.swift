@@ -32,6 +32,19 @@ struct SlotLifecycleTests {
             life.failed(RestartCause(.crash), uptime: .seconds(31), now: .seconds(90), startAttempts: nil) == .respawn(after: .seconds(1), crashLooping: false))
     }
 
+    @Test func aNewReleasePromotedStartsTheBackoffAfreshAPolicyRestartDoesNot() {
+        for (reason, afresh) in [(RestartReason.deploy, true), (.rollback, true), (.reload, true), (.age, false), (.memoryThreshold, false)] {
+            var life = Life(index: 1)
+            _ = life.start(role: .current, reason: nil)
+            for n in 1...3 { _ = life.failed(RestartCause(.crash), uptime: nil, now: .seconds(n), startAttempts: nil) }
+            #expect(life.isCrashLooping)
+            _ = life.start(role: .replacement, reason: RestartCause(reason))
+            life.promoted(reason: reason)
+            #expect(life.isCrashLooping != afresh, "\(reason)")
+            #expect(life.consecutiveFailures == (afresh ? 0 : 3), "\(reason)")
+        }
+    }
+
     @Test(arguments: [1, 3])
     func theStartUpGivesUpAtItsLimitAndOnlyWhenOneApplies(limit: Int) {
         var limited = Life(index: 0)
@@ -157,6 +170,7 @@ struct SlotLifecycleTests {
                 case .promote:
                     life.promoted(reason: .deploy)
                     e.restarts += 1
+                    e.failures = 0
                     check(life.lastRestartReason == RestartCause(.deploy), path, "promotion's reason")
                 case .failStarting, .failAfterLongUptime:
                     let long = event == .failAfterLongUptime

@@ -61,6 +61,29 @@ import Testing
         #expect(!h.supervisor.summary.contains("crash loop"))
     }
 
+    /// A deploy that fixes a crash loop clears it at once: the loop was the old release's
+    /// (before, "crash loop in slot 0" stayed in STATUS= until the new worker had been up 30 s).
+    @Test func aDeployThatReplacesACrashLoopingSlotEndsTheCrashLoop() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let slot = h.supervisor.slots[0]
+        h.host.onSpawn = { child in if child.slot == 0 { child.end(.exited(1)) } }
+        h.host.child(try #require(slot.current).pid)?.end(.exited(1))
+        h.advance(by: .zero)
+        for _ in 0..<3 { h.advance(by: try #require(slot.respawnAt) - h.clock.now) }
+        #expect(h.supervisor.summary.contains("crash loop in slot 0"))
+        h.host.onSpawn = nil
+        let began = h.clock.now
+        let release = h.makeRelease("r2")
+        let client = h.deploy(release)
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(h.servingReleases == [release, release] && h.allReady)
+        #expect(h.clock.now - began < slot.backoff.stableAfter, "checked before the new worker's own stability time")
+        #expect(slot.backoff.consecutiveFailures == 0)
+        #expect(!h.supervisor.summary.contains("crash loop"), "\(h.supervisor.summary)")
+    }
+
     @Test func startUpThatNeverServesGivesUpAfterStartAttempts() throws {
         let h = try DaemonHarness(workers: 2)
         h.host.onSpawn = { child in if child.slot == 1 { child.end(.exited(127)) } }

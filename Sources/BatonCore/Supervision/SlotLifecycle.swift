@@ -110,10 +110,14 @@ public struct SlotLifecycle: Sendable, Equatable {
     /// Drops the pending respawn (a start that waits for something else, or a shutdown).
     public mutating func cancelRespawn() { respawn = nil }
 
-    /// The rollout's new worker serves in the slot from now on: a restart for `reason`.
+    /// The rollout's new worker serves in the slot from now on: a restart for `reason`. A worker
+    /// of a new release or spec (a deploy, rollback or reload) starts the crash backoff afresh:
+    /// the failures counted were the old one's (as a new pod starts without its predecessor's
+    /// CrashLoopBackOff), so a crash loop the deploy fixed no longer shows in the status.
     public mutating func promoted(reason: RestartReason) {
         lastRestartReason = RestartCause(reason)
         restarts += 1
+        if [.deploy, .rollback, .reload].contains(reason) { backoff.workerStable() }
     }
 
     /// The slot's worker on a running rollout's new release exited after it became ready: the
