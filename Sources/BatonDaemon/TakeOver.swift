@@ -71,6 +71,9 @@ struct TakeOverState {
     var recordPending = false
     /// Removed at a clean stop: no later write may bring it back.
     var recordForgotten = false
+    /// This baton's own record reached the file once: until then the file (if any) is the
+    /// previous baton's.
+    var recordWritten = false
 }
 
 /// `baton serve` found the baton of the same runtime directory still running.
@@ -87,16 +90,23 @@ extension Supervisor {
     var instancePath: String { runtimeDirectory + "/instance.json" }
 
     /// Refuses to start when the baton that wrote the record still runs (same
-    /// pid and start time); remembers the record of a dead one. Runs before
-    /// anything shared (state, sockets) is touched.
+    /// pid and start time), or when a baton answers on the control socket (it runs, but
+    /// its record is missing or stale: a runtime directory it could not write to);
+    /// remembers the record of a dead one. Runs before anything shared (state, sockets)
+    /// is touched: a dead baton's record names the listening sockets' inodes, and the live
+    /// one's workers hold those too, so they must never be taken for its orphans.
     func checkPreviousInstance() throws {
-        guard let text = try? host.files.read(instancePath),
-            let record = try? JSONDecoder().decode(InstanceRecord.self, from: Data(text.utf8))
-        else { return }
-        if record.pid != getpid(), let started = host.processes.startTime(of: record.pid), started == record.startTime {
+        let record = (try? host.files.read(instancePath)).flatMap { try? JSONDecoder().decode(InstanceRecord.self, from: Data($0.utf8)) }
+        if let record, record.pid != getpid(), let started = host.processes.startTime(of: record.pid), started == record.startTime {
             throw InstanceConflict(
                 description: "baton for app \(record.app) is already running as pid \(record.pid) (runtime directory \(runtimeDirectory)); stop it first")
         }
+        if Sockets.unixSocketAnswers(config.control.socket) {
+            throw InstanceConflict(
+                description:
+                    "baton for app \(config.app.name) is already running: its control socket \(config.control.socket) answers; stop it first")
+        }
+        guard let record else { return }
         takeOver.previous = record
         removeNotifySockets(of: record.pid)
     }
@@ -301,8 +311,13 @@ extension Supervisor {
         guard let data = try? JSONEncoder().encode(record) else { return }
         do {
             try host.files.replace(instancePath, with: Array(data) + [0x0A])
+            takeOver.recordWritten = true
         } catch {
             logger.warning("cannot write \(instancePath): \(error)")
+            // The file still holds the previous baton's record, which this one has taken over
+            // from: left there, it would make a later baton take this one's workers for that
+            // dead baton's orphans. (This baton's own last record stays: older, but its own.)
+            if !takeOver.recordWritten { host.files.remove(instancePath) }
         }
     }
 

@@ -185,10 +185,19 @@ public enum Sockets {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return }
         // Connect-probe it: a live socket (another baton) is left alone.
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard probe >= 0 else { return }
+        if !unixSocketAnswers(path) { unlink(path) }
+    }
+
+    /// Whether a process accepts connections on the unix stream socket at `path` (a connect
+    /// probe, closed at once); false for no file, a file that is not a socket, or a stale one.
+    /// Non-blocking: a live socket whose backlog is full (EAGAIN) answers too, without a wait.
+    public static func unixSocketAnswers(_ path: String) -> Bool {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return false }
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard probe >= 0 else { return false }
         defer { close(probe) }
-        if connectUnix(probe, path) != 0 { unlink(path) }
+        return connectUnix(probe, path) == 0 || errno == EAGAIN
     }
 
     /// How far `sendAvailable` got.

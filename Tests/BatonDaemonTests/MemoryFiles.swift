@@ -8,6 +8,8 @@ final class MemoryFiles: HostFiles {
     private var contents: [String: String] = [:]
     /// Replacements so far, by path.
     private(set) var writes: [String: Int] = [:]
+    /// When set, `replace` fails with it (a full runtime directory) and changes nothing.
+    var replaceError: SystemError?
 
     /// The text at `path` (nil: missing); the test sets or removes one.
     subscript(path: String) -> String? {
@@ -21,6 +23,7 @@ final class MemoryFiles: HostFiles {
     }
 
     func replace(_ path: String, with bytes: [UInt8]) throws(SystemError) {
+        if let replaceError { throw replaceError }
         contents[path] = String(decoding: bytes, as: UTF8.self)
         writes[path, default: 0] += 1
     }

@@ -22,4 +22,30 @@ import Testing
         h.supervisor.forgetInstance()
         #expect(h.host.fakeFiles[path] == nil)
     }
+
+    /// A runtime directory that takes no write (full): the previous baton's record, already
+    /// taken over, must not stay there naming the listening sockets this baton's workers now
+    /// hold (a later baton took them for that dead baton's orphans). This baton's own record,
+    /// once written, stays even when a later write fails: older, but still its own.
+    @Test func aRecordThatCannotBeWrittenTakesThePreviousBatonsAwayButNotItsOwn() throws {
+        let h = try DaemonHarness(workers: 2)
+        let path = h.root + "/run/instance.json"
+        let previous = InstanceRecord(app: "fake", pid: 4_242_424, startTime: 7, listeners: [], workers: [])
+        h.host.fakeFiles[path] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        h.host.fakeFiles.replaceError = SystemError("write", errno: ENOSPC)
+        try h.start()
+        #expect(h.host.fakeFiles[path] == nil, "the previous baton's record is gone")
+
+        h.host.fakeFiles.replaceError = nil
+        h.host.child(try #require(h.servingPIDs[0]))?.end(.exited(1))
+        h.advance(by: .zero)
+        let own = try JSONDecoder().decode(InstanceRecord.self, from: Data(try #require(h.host.fakeFiles[path]).utf8))
+        #expect(own.pid == getpid())
+
+        h.host.fakeFiles.replaceError = SystemError("write", errno: ENOSPC)
+        h.host.child(try #require(h.servingPIDs[1]))?.end(.exited(1))
+        h.advance(by: .zero)
+        let kept = try JSONDecoder().decode(InstanceRecord.self, from: Data(try #require(h.host.fakeFiles[path]).utf8))
+        #expect(kept.pid == getpid(), "its own older record stays")
+    }
 }

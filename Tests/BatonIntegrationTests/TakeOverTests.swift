@@ -248,6 +248,31 @@ extension Integration {
             for fd in pidfds { #expect(ProcessWatch.waitExit(fd, timeout: .seconds(5)), "an orphan outlived baton") }
         }
 
+        /// The first baton could not write its record (a full runtime directory), so the file
+        /// still names the dead baton it took over from, and that record's socket inode is the
+        /// one its own workers hold: the second serve took them for that baton's orphans
+        /// (found by last stop's operator audit; reproduced on a 64 KiB tmpfs).
+        @Test("a second baton serve while the first runs, with a stale record of a dead baton: refused by the control socket, nothing taken over")
+        func refusedByTheControlSocketWhenTheRecordIsStale() throws {
+            let first = try BatonHarness(workers: 2, tag: "tks")
+            defer { first.stop() }
+            let before = try first.status()
+            let path = first.directory + "/run/instance.json"
+            var record = try JSONDecoder().decode(InstanceRecordEdit.self, from: Data(try #require(ProcFS.read(path)).utf8))
+            let dead = try TestProcess.run(["/bin/sh", "-c", "echo $$"])
+            record.pid = try #require(Int32(dead.stdout.split(separator: "\n").first ?? ""))
+            record.startTime = 1
+            record.workers = []
+            TestPaths.write(path, String(decoding: try JSONEncoder().encode(record), as: UTF8.self))
+            let second = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", first.configPath], timeout: .seconds(30))
+            #expect(second.code == 2, "\(second.stderr)")
+            #expect(second.stderr.contains("already running") && second.stderr.contains("control socket"), "\(second.stderr)")
+            #expect(!second.stderr.contains("taken over") && !second.stderr.contains("took over"), "\(second.stderr)")
+            let after = try first.status()
+            #expect(after.workers.map(\.pid) == before.workers.map(\.pid))
+            #expect(HTTP.get(port: first.port, path: "/")?.status == 200)
+        }
+
         @Test("a second baton serve while the first runs: one line, exit 2, the first untouched")
         func refusedWhileAlive() throws {
             let first = try BatonHarness(workers: 1, tag: "tka")
