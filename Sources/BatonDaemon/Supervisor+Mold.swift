@@ -41,6 +41,13 @@ extension Supervisor {
         defer { workerEnd = nil }
         do {
             let process = try link.spawn(request, timeout: config.mold.spawnTimeout)
+            // A mold's answer is checked to be baton's child, which the mold itself and every
+            // worker also are: a pid baton already watches would get a second record, reaped
+            // by the first, and its pidfd left readable forever (the loop spun on it).
+            if supervisedPIDs.contains(process.pid) {
+                process.close()
+                throw MoldError("the mold answered with pid \(process.pid), a process baton already supervises")
+            }
             if let promotion { moldBook.promotable[process.pid] = promotion }
             return process
         } catch {

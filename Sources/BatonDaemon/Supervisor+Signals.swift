@@ -28,9 +28,7 @@ extension Supervisor {
     /// re-parented to baton, the subreaper). Known children are left for their
     /// pidfd handlers, which still need the zombie to hold the pid.
     func reapStrays() {
-        var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
-        if let check = upgrade.checkPID { known.insert(check) }
-        known.formUnion(moldPIDs)
+        let known = supervisedPIDs
         var skipped = Set<pid_t>()
         // Under the registry's lock: a config parser spawned off the loop is
         // registered before it can show up here, and left to its spawner. (Safe:
@@ -53,6 +51,15 @@ extension Supervisor {
                 logger.debug("reaped stray process", metadata: ["pid": .stringConvertible(pid)])
             }
         }
+    }
+
+    /// The children baton watches through their pidfds: every worker (whatever its role) and
+    /// its probe, the molds, the upgrade check.
+    var supervisedPIDs: Set<pid_t> {
+        var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
+        if let check = upgrade.checkPID { known.insert(check) }
+        known.formUnion(moldPIDs)
+        return known
     }
 
     private func handleKnownExitNow(_ pid: pid_t) {

@@ -57,6 +57,9 @@ final class FakeHost: SupervisorHost {
 
     /// When set, a mold's spawn requests fail with it (a mold that cannot fork, or times out).
     var moldSpawnError: MoldError?
+    /// When it gives a pid, a mold answers a spawn request with that existing child (a lying
+    /// or broken mold: its own pid, or a worker's) instead of forking one.
+    var moldAnswer: ((_ mold: FakeChild) -> pid_t?)?
 
     /// A mold is a child like a worker (BATON_SLOT=mold, so no slot), whose link forks more
     /// children through this host while the mold runs.
@@ -170,6 +173,9 @@ final class FakeMoldLink: MoldLink {
         requests.append(request)
         guard mold.isRunning else { throw MoldError("the mold closed its channel") }
         if let error = host.moldSpawnError { throw error }
+        if let pid = host.moldAnswer?(mold), let existing = host.child(pid) {
+            return ChildProcess(pid: pid, pidfd: OwnedDescriptor(dup(existing.pidfd)))
+        }
         do {
             return try host.spawn(request)
         } catch {

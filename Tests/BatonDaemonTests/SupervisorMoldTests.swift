@@ -32,6 +32,29 @@ import Testing
         #expect(h.supervisor.statusReport(memory: [:]).molds?.map(\.state) == ["ready"])
     }
 
+    /// A mold that answers a spawn with a pid baton already supervises (its own, or a serving
+    /// worker's: both are baton's children, the only check the channel can make). Found by a
+    /// hostile-input audit: the second record of that pid was never marked exited once the
+    /// first reaped it, the loop spun on its pidfd at 100 % CPU, and no later deploy or
+    /// SIGTERM finished; in the worker case a readiness timeout killed the healthy worker.
+    @Test(arguments: ["its own pid", "a serving worker's pid"])
+    func aMoldAnsweringWithAPidBatonSupervisesIsReplacedAndTheSpawnRetried(answer: String) throws {
+        let h = try harness(workers: 2)
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        let healthy = try #require(h.servingPIDs[1])
+        h.host.moldAnswer = { lying in lying.pid == mold.pid ? (answer == "its own pid" ? mold.pid : healthy) : nil }
+        h.host.child(try #require(h.servingPIDs[0]))?.end(.exited(1))
+        h.advance(by: .seconds(2))
+        let pids = h.supervisor.slots.flatMap(\.workers).map(\.pid)
+        #expect(Set(pids).count == pids.count && !pids.contains(mold.pid), "one record per process: \(pids)")
+        #expect(!mold.isRunning, "the mold that lied was killed, to be replaced")
+        h.advance(by: .seconds(120))
+        #expect(h.allReady)
+        #expect(h.servingPIDs[1] == healthy, "the serving worker was left alone")
+        #expect(h.host.molds.filter(\.isRunning).count == 1)
+    }
+
     @Test func slotsWaitForTheirMold() throws {
         let h = try harness()
         h.autoReadyMold = { _ in false }
