@@ -1,4 +1,5 @@
 import BatonCore
+import BatonSystem
 import Glibc
 import Logging
 
@@ -68,7 +69,8 @@ extension Supervisor {
     }
 
     private func emitOutputLine(_ source: some OutputSource, _ bytes: ArraySlice<UInt8>) {
-        let line = String(decoding: bytes, as: UTF8.self)
+        // Escaped once here: the log and the failure report a deploy prints show the same text.
+        let line = LogText.escaped(String(decoding: bytes, as: UTF8.self))
         source.recentOutput.append(line)
         logger.info("\(source.outputPrefix) \(line)")
     }

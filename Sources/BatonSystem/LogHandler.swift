@@ -37,7 +37,7 @@ public struct BatonLogHandler: LogHandler {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
         let suffix = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let text = "\(event.message)\(suffix)".replacingNewlines
+        let text = LogText.escaped("\(event.message)\(suffix)")
         let line: String
         if Self.stderrIsJournal {
             line = "<\(Self.priority(event.level))>\(text)\n"
@@ -95,8 +95,35 @@ extension Logger.Level {
     }
 }
 
-extension String {
-    fileprivate var replacingNewlines: String {
-        contains("\n" as Character) ? split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") : self
+/// Text made safe for one log line: a newline is `\n` and a carriage return `\r`, and every
+/// other control character (C0 but the tab, DEL, C1) is `\xNN`, so nothing a worker prints or a
+/// client sends (a path with "\r\n", a NUL, an escape sequence) can forge a line of its own,
+/// in a file, on a terminal or in the journal (where a NUL would start a new entry).
+public enum LogText {
+    /// `text` with its control characters escaped (itself when it has none).
+    public static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: needsEscape) else { return text }
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            guard needsEscape(scalar) else {
+                out.append(scalar)
+                continue
+            }
+            let escape: String
+            switch scalar {
+            case "\n": escape = "\\n"
+            case "\r": escape = "\\r"
+            default:
+                let hex = String(scalar.value, radix: 16)
+                escape = "\\x" + (hex.count < 2 ? "0" : "") + hex
+            }
+            out.append(contentsOf: escape.unicodeScalars)
+        }
+        return String(out)
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        let v = scalar.value
+        return (v < 0x20 && v != 0x09) || (v >= 0x7F && v <= 0x9F)
     }
 }

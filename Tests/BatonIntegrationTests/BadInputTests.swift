@@ -237,6 +237,29 @@ extension Integration {
             #expect(unreachable.stderr.contains("cannot reach the daemon"))
         }
 
+        /// Found by a hostile-input audit: "\r\n" in a release path forged a log line (Swift's
+        /// "\r\n" is one Character, so a search for "\n" missed it), and a worker's escape
+        /// sequences and NULs reached the log raw.
+        @Test("control characters from a client or a worker are escaped in baton's log: no forged line")
+        func logLinesCannotBeForged() throws {
+            let script = TestPaths.temporaryDirectory("logesc") + "/worker"
+            defer { TestPaths.remove(String(script.dropLast("/worker".count))) }
+            TestPaths.write(
+                script, "#!/bin/sh\nprintf 'esc\\033[31m nul\\000 cr\\r end\\n' >&2\nexec \(TestPaths.executable("baton-demo-worker"))\n", mode: 0o755)
+            let baton = try BatonHarness(workers: 1, command: [script], tag: "logesc")
+            defer { baton.stop() }
+            let output = baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("esc") && $0.contains("end") }
+            #expect(output?.contains("esc\\x1b[31m nul\\x00 cr\\r end") == true, "\(output ?? "no line")")
+            let release = baton.directory + "/crlf\r\nFORGED ERROR line"
+            #expect(mkdir(release, 0o755) == 0)
+            let deployed = try baton.cli(["deploy", "--release", release])
+            #expect(deployed.code == 0, "\(deployed.stderr)")
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("crlf\\r\\nFORGED") } != nil)
+            let lines = baton.process.stderrLines
+            #expect(!lines.contains { $0.hasPrefix("FORGED") }, "\(lines.suffix(20))")
+            #expect(!lines.contains { $0.unicodeScalars.contains { $0.value < 0x20 && $0 != "\t" } })
+        }
+
         @Test("control-socket garbage gets an error reply and the daemon keeps serving")
         func controlGarbage() throws {
             let baton = try BatonHarness(workers: 1, tag: "junk")
