@@ -26,9 +26,16 @@ extension Supervisor {
         let inFlight = rollout?.inFlightSlots.count ?? 0
         let pending = rollout.map { $0.phases.filter { $0 == .pending }.count } ?? slots.count
         // A new worker not ready yet has not reached its footprint: the headroom does not show it.
-        let booting = slots.filter { $0.replacement.map { $0.state != .ready } ?? false }.count
+        // Nor does one not spawned yet: a replace slot whose old worker just drained is planned
+        // again before its start runs, and the memory the drain gave back is that worker's.
+        var booting = Set(slots.filter { $0.replacement.map { $0.state != .ready } ?? false }.map(\.index))
+        if let rollout {
+            for (slot, phase) in zip(rollout.slots, rollout.phases) where phase == .startingAfterDrain && slots[slot].replacement == nil {
+                booting.insert(slot)
+            }
+        }
         guard let readings = try? host.memory.hostReadings() else {
-            return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting, pending: pending)
+            return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting.count, pending: pending)
         }
         // Never the running workers' median: they have grown; unknown means replace.
         let footprint = memoryMonitor.footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
@@ -42,7 +49,8 @@ extension Supervisor {
         let kept = Int64(clamping: memoryMonitor.surgeKeptBytes + oomMargin(footprint: footprint))
         if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
         return RolloutPlanner.Figures(
-            headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight, booting: booting,
+            headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight,
+            booting: booting.count,
             pending: pending)
     }
 

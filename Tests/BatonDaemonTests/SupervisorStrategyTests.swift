@@ -28,6 +28,32 @@ import Testing
         #expect(client.reply?.ok == true)
     }
 
+    /// Found by a memory-pressure audit (a 1 GiB cgroup at 96 %): once a replace slot's old
+    /// worker drained, the plan made before its new worker was spawned saw that worker's
+    /// memory free, did not count it as booting, and surged one more slot into the same room:
+    /// two new workers where one fit, and the kernel killed another process.
+    @Test func aDrainedReplaceSlotsNewWorkerCountsAsBootingBeforeItIsSpawned() throws {
+        let h = try DaemonHarness(workers: 4) { config in
+            config.deploy.strategy = .auto
+            config.deploy.workerFootprint = 80 * Self.mib
+            config.memory.reserve = 0
+            // 4 workers of 80 MiB under a 380 MiB budget: no room for a fifth until one drains,
+            // then room for one new worker (140 MiB), not two.
+            config.memory.budget = .bytes(380 * Self.mib)
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 80 * Self.mib, pss: 80 * Self.mib, uss: 80 * Self.mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .heuristic, cgroup: nil)
+        try h.start()
+        var mostRunning = 0
+        h.host.onSpawn = { [unowned host = h.host] _ in mostRunning = max(mostRunning, host.children.filter(\.isRunning).count) }
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(client.progress)")
+        #expect(mostRunning <= 4, "workers of 80 MiB alive at once under a budget for 4: \(mostRunning); \(client.progress)")
+    }
+
     @Test func autoReplacesWhenNoExtraWorkerFits() throws {
         let h = try harness(available: 100 * Self.mib)
         let client = h.deploy(h.makeRelease("r1"))
