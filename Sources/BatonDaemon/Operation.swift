@@ -101,9 +101,12 @@ final class Operation {
         self.uid = uid
     }
 
-    /// The restart reason recorded on the slots it replaces: its own, else its kind's (a
-    /// policy operation always names its own; `reload` stands in, as for no operation).
+    /// The restart reason recorded on the slots it replaces: `rollback` while it rolls back
+    /// (the slots go back to the previous settings, whatever the operation was), else its
+    /// own, else its kind's (a policy operation always names its own; `reload` stands in, as
+    /// for no operation).
     var restartReason: RestartReason {
+        if phase == .rollingBack { return .rollback }
         if let reason { return reason }
         switch kind {
         case .deploy: return .deploy
@@ -114,7 +117,7 @@ final class Operation {
     }
 
     /// The restart reason recorded on `slot`: its own (a recycle), else the operation's.
-    func restartReason(slot: Int) -> RestartReason { slotReasons[slot] ?? restartReason }
+    func restartReason(slot: Int) -> RestartReason { phase == .rollingBack ? .rollback : slotReasons[slot] ?? restartReason }
 
     /// Sends a progress line to every waiter and keeps it.
     func report(_ line: String) {

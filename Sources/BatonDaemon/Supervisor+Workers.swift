@@ -219,12 +219,13 @@ extension Supervisor {
                 drainedWorkerExited(worker, slot: slot)
             case .replacementFailed(let reason):
                 startFailed(slot: slot, role: .replacement, worker: worker, reason: RestartCause(.startFailed, detail: reason), uptime: nil)
-            case .newReleaseFailed(let reason):
+            case .newReleaseFailed(let reason, let otherwise):
                 // The release is bad; the rollout fails and rolls back.
                 lastFailureOutput = worker.recentOutput.elements
-                slot.life.rolloutWorkerCrashed()
+                slot.life.rolloutWorkerCrashed(otherwise)
                 if !rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
-                    startFailed(slot: slot, role: .current, worker: worker, reason: RestartCause(.crash), uptime: uptime)
+                    // Not the rollout's worker (a policy restart or reload keeps the release).
+                    startFailed(slot: slot, role: .current, worker: worker, reason: otherwise, uptime: uptime)
                 }
             case .slotFailed(let reason, let countsUptime):
                 startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: countsUptime ? uptime : nil)

@@ -18,7 +18,8 @@ import Testing
                 } else if place == .replacement {
                     expected = .replacementFailed(reason: stopReason?.rawValue ?? "exited during start (exit code 3)")
                 } else if stage == .ready && newRelease {
-                    expected = .newReleaseFailed(reason: "pid 42 exited after becoming ready (exit code 3)")
+                    expected = .newReleaseFailed(
+                        reason: "pid 42 exited after becoming ready (exit code 3)", otherwise: RestartCause(stopReason ?? .crash))
                 } else if stage == .ready {
                     expected = .slotFailed(reason: RestartCause(stopReason ?? .crash), countsUptime: true)
                 } else {
@@ -41,7 +42,26 @@ import Testing
         // The release is bad whatever baton was about to do with the worker.
         #expect(
             WorkerExit.classify(place: .current, stage: .ready, stopReason: .watchdog, exit: "signal 11", pid: 7, runsRolloutRelease: true)
-                == .newReleaseFailed(reason: "pid 7 exited after becoming ready (signal 11)"))
+                == .newReleaseFailed(reason: "pid 7 exited after becoming ready (signal 11)", otherwise: RestartCause(.watchdog)))
+    }
+
+    /// Found by a memory-pressure audit: a canary the kernel OOM-killed after its window failed
+    /// the deploy as "exited after becoming ready (signal 9)", which blames the release; and a
+    /// serving worker OOM-killed while a policy restart of the same release ran was counted a crash.
+    @Test func anOOMKillIsCalledOneWhereverTheWorkerWas() {
+        func verdict(_ place: WorkerExit.Place, _ stage: WorkerExit.Stage, newRelease: Bool) -> WorkerExit {
+            WorkerExit.classify(place: place, stage: stage, stopReason: .oom, exit: "signal 9", pid: 5, runsRolloutRelease: newRelease)
+        }
+        #expect(
+            verdict(.current, .ready, newRelease: true)
+                == .newReleaseFailed(reason: "pid 5 was killed by the kernel's OOM killer after becoming ready (signal 9)", otherwise: RestartCause(.oom)))
+        #expect(
+            verdict(.replacement, .ready, newRelease: true)
+                == .replacementFailed(reason: "pid 5 was killed by the kernel's OOM killer after becoming ready (signal 9)"))
+        #expect(
+            verdict(.replacement, .starting, newRelease: true)
+                == .replacementFailed(reason: "pid 5 was killed by the kernel's OOM killer during start (signal 9)"))
+        #expect(verdict(.current, .ready, newRelease: false) == .slotFailed(reason: RestartCause(.oom), countsUptime: true))
     }
 
     @Test func onlyAWorkerThatWasReadyCountsItsUptime() {

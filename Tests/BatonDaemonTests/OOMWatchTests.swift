@@ -46,4 +46,42 @@ import Testing
         #expect(h.supervisor.memoryMonitor.oom.tracker.bySlot == [0: 1])
         #expect(h.supervisor.restartsByReason[.oom] == 1 && h.supervisor.restartsByReason[.crash] == nil)
     }
+
+    /// Found by a memory-pressure audit: a new release's worker the kernel killed failed the
+    /// deploy as "exited after becoming ready (signal 9)", which blames the release.
+    @Test func aNewReleasesWorkerTheKernelKilledFailsTheDeployAsAnOOMKill() throws {
+        let h = try harness()
+        let oom = try #require(h.host.oom)
+        h.supervisor.startOOMWatch()
+        let release = h.makeRelease("r1")
+        let client = h.deploy(release)
+        h.advance(by: .zero)
+        let canary = try #require(h.supervisor.slots.compactMap(\.current).first { $0.spec.release == release && $0.state == .ready })
+        oom.kill(canary.pid, comm: "ruby")
+        h.host.child(canary.pid)?.end(.signaled(SIGKILL))
+        h.finishOperations()
+        #expect(client.reply?.ok == false)
+        #expect(
+            client.reply?.error?.contains("pid \(canary.pid) was killed by the kernel's OOM killer after becoming ready") == true,
+            "\(String(describing: client.reply))")
+    }
+
+    /// Found by the same audit: a serving worker the kernel killed while a rollout of its own
+    /// release ran (a reload, a policy restart) was restarted and counted as a crash.
+    @Test func aServingWorkerKilledDuringARolloutOfItsOwnReleaseRestartsWithReasonOOM() throws {
+        let h = try harness()
+        let oom = try #require(h.host.oom)
+        h.supervisor.startOOMWatch()
+        h.autoReady = { _ in false }
+        h.reload()
+        h.advance(by: .zero)
+        #expect(h.supervisor.operation != nil)
+        let waiting = try #require(h.supervisor.slots.first { $0.replacement == nil })
+        let victim = try #require(waiting.current)
+        oom.kill(victim.pid, comm: "ruby")
+        h.host.child(victim.pid)?.end(.signaled(SIGKILL))
+        h.advance(by: .zero)
+        #expect(waiting.lastRestartReason == RestartCause(.oom))
+        #expect(h.supervisor.restartsByReason[.oom] == 1 && h.supervisor.restartsByReason[.crash] == nil)
+    }
 }

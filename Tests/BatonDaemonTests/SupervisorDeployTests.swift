@@ -95,6 +95,25 @@ import Testing
         #expect(h.supervisor.slots.allSatisfy { $0.current?.spec.release.hasSuffix("/r2") == true })
     }
 
+    /// Found by a memory-pressure audit: the slots an automatic rollback moved back were
+    /// counted as `deploy` restarts (LAST REASON deploy, rollback 0), unlike `baton rollback`'s.
+    @Test func slotsAFailedDeployRollsBackAreRestartsForRollback() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.maxSurge = 2 }
+        try h.start()
+        let release = h.makeRelease("r1")
+        let client = h.deploy(release)
+        h.advance(by: .zero)
+        let replaced = h.supervisor.slots.filter { $0.current?.spec.release == release && $0.current?.state == .ready }
+        #expect(!replaced.isEmpty)
+        let crashed = try #require(replaced.first?.current)
+        h.host.child(crashed.pid)?.end(.exited(1))
+        h.finishOperations()
+        #expect(client.reply?.code == 1, "\(String(describing: client.reply))")
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+        for slot in replaced { #expect(slot.lastRestartReason == RestartCause(.rollback), "slot \(slot.index)") }
+        #expect(h.supervisor.restartsByReason[.rollback] == replaced.count, "\(h.supervisor.restartsByReason)")
+    }
+
     @Test func deployReplacesEverySlotAndCommits() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()

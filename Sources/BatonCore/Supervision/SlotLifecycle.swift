@@ -121,9 +121,9 @@ public struct SlotLifecycle: Sendable, Equatable {
     }
 
     /// The slot's worker on a running rollout's new release exited after it became ready: the
-    /// rollout answers that (it fails and rolls back); the slot records a crash as its last
-    /// reason, without backoff or respawn.
-    public mutating func rolloutWorkerCrashed() { lastRestartReason = RestartCause(.crash) }
+    /// rollout answers that (it fails and rolls back); the slot records `cause` (a crash, or
+    /// an OOM kill) as its last reason, without backoff or respawn.
+    public mutating func rolloutWorkerCrashed(_ cause: RestartCause = RestartCause(.crash)) { lastRestartReason = cause }
 
     /// The slot's own worker failed to start or crashed after `uptime` (nil: it never became
     /// ready) at `now`. `startAttempts`: the start-up's limit of failures in a row, when it

@@ -5,7 +5,11 @@
 /// - A rollout's new worker that never served failed its start: `replacementFailed` (its
 ///   reason says "exited after becoming ready" when it was ready but held back for the canary).
 /// - A rollout's new worker that became ready and serves exits while the rollout runs: the
-///   release is bad (`newReleaseFailed`): the rollout fails and rolls back.
+///   release is bad (`newReleaseFailed`): the rollout fails and rolls back. A worker of that
+///   same release that is not the rollout's (a policy restart or reload keeps the release) is
+///   the slot's failure instead, for the reason `otherwise` gives.
+/// - A worker the kernel's OOM killer killed (`stopReason` `.oom`) is said to be one, not to
+///   have "exited", wherever it was: CI must not blame the release for the host's memory.
 /// - Any other serving or starting worker failed: `slotFailed`, respawned after the crash
 ///   backoff; its uptime counts (to reset the backoff) only if it had become ready.
 public enum WorkerExit: Sendable, Equatable {
@@ -13,8 +17,9 @@ public enum WorkerExit: Sendable, Equatable {
     case drained
     /// A rollout's new worker failed before serving.
     case replacementFailed(reason: String)
-    /// A new worker of the running rollout exited after it became ready.
-    case newReleaseFailed(reason: String)
+    /// A new worker of the running rollout exited after it became ready; `otherwise`: the
+    /// slot's restart reason when the worker was not the rollout's.
+    case newReleaseFailed(reason: String, otherwise: RestartCause)
     /// The slot's worker failed; `countsUptime`: it had become ready.
     case slotFailed(reason: RestartCause, countsUptime: Bool)
 
@@ -44,17 +49,22 @@ public enum WorkerExit: Sendable, Equatable {
     public static func classify(
         place: Place, stage: Stage, stopReason: RestartReason?, exit: String, pid: Int32, runsRolloutRelease: Bool
     ) -> WorkerExit {
+        let oomKilled = stopReason == .oom ? "pid \(pid) was killed by the kernel's OOM killer" : nil
         switch (place, stage) {
         case (.draining, _), (.current, .draining):
             return .drained
         case (.replacement, .ready):
             // A new worker held beside its slot's old one while the canary settles: it was
             // ready, so its exit says the release is bad, in the same words as a serving one's.
-            return .replacementFailed(reason: stopReason?.rawValue ?? "pid \(pid) exited after becoming ready (\(exit))")
+            return .replacementFailed(
+                reason: oomKilled.map { "\($0) after becoming ready (\(exit))" } ?? stopReason?.rawValue
+                    ?? "pid \(pid) exited after becoming ready (\(exit))")
         case (.replacement, _):
-            return .replacementFailed(reason: stopReason?.rawValue ?? "exited during start (\(exit))")
+            return .replacementFailed(
+                reason: oomKilled.map { "\($0) during start (\(exit))" } ?? stopReason?.rawValue ?? "exited during start (\(exit))")
         case (.current, .ready) where runsRolloutRelease:
-            return .newReleaseFailed(reason: "pid \(pid) exited after becoming ready (\(exit))")
+            return .newReleaseFailed(
+                reason: "\(oomKilled ?? "pid \(pid) exited") after becoming ready (\(exit))", otherwise: RestartCause(stopReason ?? .crash))
         case (.current, .ready):
             return .slotFailed(reason: RestartCause(stopReason ?? .crash), countsUptime: true)
         case (.current, .starting):
