@@ -280,6 +280,34 @@ struct MemoryRestartPolicyTests {
         #expect(other.tick(fleet.tick()) == nil)
     }
 
+    /// Found by a memory-pressure audit: another process in the cgroup held it over the line,
+    /// and the policy restarted the workers one after another (8 in a minute) although none
+    /// had grown: each new worker was the size of the one it replaced.
+    @Test func theTotalsRulesReplaceOnlyAWorkerThatGrew() throws {
+        var policy = RestartPolicy(settings: settings(workers: 2))
+        var fleet = Fleet(now: .seconds(3600), pss: [80, 80], uss: [80, 80])
+        for i in fleet.workers.indices { fleet.workers[i].ussAtReady = 80 * mib }
+        fleet.budget = EffectiveBudget(bytes: 1000 * mib, source: .cgroup)
+        fleet.cgroup = CgroupMemory(version: .v1, path: "/s", limit: 1000 * mib, usage: 960 * mib, reclaimable: 0)
+        #expect(policy.tick(fleet.tick()) == nil, "no worker grew: a restart frees nothing")
+        // Growth under 5 % (and 1 MiB) is the same size.
+        fleet.workers[0].memory?.uss = 83 * mib
+        #expect(policy.tick(fleet.tick()) == nil)
+        // One that grew is replaced, even if it is not the largest worker.
+        fleet.workers[1].memory?.uss = 90 * mib
+        fleet.workers[1].ussAtReady = 60 * mib
+        fleet.workers[0].memory?.uss = 95 * mib
+        fleet.workers[0].ussAtReady = 95 * mib
+        let decided = policy.tick(fleet.tick())
+        let decision = try #require(decided)
+        #expect(decision.slot == 1 && decision.reason == .memoryThreshold)
+        // A worker whose fresh size is unknown may go, as before.
+        var unknown = RestartPolicy(settings: settings(workers: 2))
+        for i in fleet.workers.indices { fleet.workers[i].ussAtReady = nil }
+        let again = unknown.tick(fleet.tick())
+        #expect(again?.slot == 0)
+    }
+
     @Test func silentDuringDeploysAndReloads() throws {
         var policy = RestartPolicy(settings: settings(workers: 2, maxAge: .seconds(3600), workerLimit: 100 * mib))
         let fleet = Fleet(now: .seconds(7200), pss: [600, 600], uss: [500, 550])

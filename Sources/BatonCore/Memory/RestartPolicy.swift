@@ -7,10 +7,11 @@
 /// 1. **worker-limit**: a worker whose USS passed `memory.worker_limit`; the largest first.
 /// 2. **memory-threshold**: the total passed `threshold × budget` — the workers' summed PSS, or
 ///    the cgroup's working set when the budget is the cgroup's limit, whichever is higher —
-///    and the worker with the largest USS goes.
+///    and the worker with the largest USS among those that grew since ready goes
+///    (``Worker/hasGrown``: one at its fresh size frees nothing; none grown, none goes).
 /// 3. **leak-prediction**: a worker whose fitted growth reaches `worker_limit` within the
 ///    horizon; the soonest first. Then the total: when the workers' fitted growth takes it past
-///    `threshold × budget` within the horizon, the worker with the largest USS goes. The
+///    `threshold × budget` within the horizon, the largest grown worker goes. The
 ///    horizon is the time until the policy could act again (one check interval) plus the time
 ///    a replacement takes to be ready (``Tick/bootTime``, measured): a replacement ordered
 ///    later would come too late.
@@ -97,11 +98,13 @@ public struct RestartPolicy: Sendable, Equatable {
         public var memory: MemorySample?
         /// Its USS samples, for the leak rate.
         public var history: MemoryHistory
+        /// Its USS when it became ready (or its tree settled); nil when not measured.
+        public var ussAtReady: UInt64?
 
         /// Creates a worker record.
         public init(
             slot: Int, pid: Int32, startedAt: Duration, ready: Bool = true, memory: MemorySample? = nil,
-            history: MemoryHistory = MemoryHistory()
+            history: MemoryHistory = MemoryHistory(), ussAtReady: UInt64? = nil
         ) {
             self.slot = slot
             self.pid = pid
@@ -109,6 +112,16 @@ public struct RestartPolicy: Sendable, Equatable {
             self.ready = ready
             self.memory = memory
             self.history = history
+            self.ussAtReady = ussAtReady
+        }
+
+        /// Whether replacing it would give memory back: its USS grew since ready by at least
+        /// 1 MiB and 5 % (true when either figure is unknown). A worker at its fresh size is
+        /// replaced by one of the same size: the total does not move, and a threshold crossed
+        /// by memory outside the workers would have them restarted one after another for nothing.
+        public var hasGrown: Bool {
+            guard let start = ussAtReady, let now = memory?.uss else { return true }
+            return now >= start && now - start >= max(1 << 20, start / 20)
         }
     }
 
@@ -289,7 +302,9 @@ public struct RestartPolicy: Sendable, Equatable {
         if let limit = settings.workerLimit, let w = byUSS.first, let uss = w.memory?.uss, uss > limit {
             return (w.slot, .workerLimit, "USS \(size(uss)) > worker_limit \(size(limit)) (pid \(w.pid))")
         }
-        if let over = overThreshold(tick, inFlight), let w = byUSS.first {
+        // The total's rules replace only a worker whose growth is part of the total.
+        let grownByUSS = byUSS.filter(\.hasGrown)
+        if let over = overThreshold(tick, inFlight), let w = grownByUSS.first {
             return (w.slot, .memoryThreshold, "\(over); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
         }
         let horizon = settings.checkInterval + (tick.bootTime ?? .zero)
@@ -310,7 +325,7 @@ public struct RestartPolicy: Sendable, Equatable {
                 )
             }
         }
-        if let over = overThresholdSoon(tick, inFlight, within: horizon), let w = byUSS.first {
+        if let over = overThresholdSoon(tick, inFlight, within: horizon), let w = grownByUSS.first {
             return (w.slot, .leakPrediction, "\(over), \(within); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
         }
         return nil
