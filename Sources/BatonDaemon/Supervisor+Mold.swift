@@ -160,6 +160,10 @@ extension Supervisor {
                 logger.warning("notify message from pid \(message.pid) outside mold \(mold.pid)'s tree ignored")
                 continue
             }
+            guard !message.truncated else {
+                logger.warning("notify message of over 4096 bytes from mold \(mold.pid) ignored")
+                continue
+            }
             let text = String(decoding: message.bytes, as: UTF8.self)
             if text.split(separator: "\n").contains("READY=1") { moldBecameReady(mold) }
         }

@@ -122,6 +122,13 @@ extension Supervisor {
                     metadata: ["slot": .stringConvertible(worker.slot)])
                 continue
             }
+            // Its start alone could read as something else ("X_BATON_REQUESTS=12" cut from 123456789):
+            // dropped whole, as systemd drops a notify message that does not fit.
+            guard !message.truncated else {
+                logger.warning(
+                    "notify message of over 4096 bytes from pid \(message.pid) ignored", metadata: ["slot": .stringConvertible(worker.slot)])
+                continue
+            }
             let text = String(decoding: message.bytes, as: UTF8.self)
             for line in text.split(separator: "\n") {
                 if line == "READY=1" {

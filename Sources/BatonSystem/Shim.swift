@@ -117,8 +117,11 @@ public enum CBatonLinuxShim {
         return Array(groups.prefix(Int(count)))
     }
 
-    /// A datagram with its sender's credentials (SO_PASSCRED must be set).
-    public static func receiveWithCredentials(_ fd: Int32, maxBytes: Int = 4096) -> (bytes: [UInt8], pid: pid_t, uid: uid_t)? {
+    /// A datagram with its sender's credentials (SO_PASSCRED must be set); `truncated`: it was
+    /// longer than `maxBytes`, and `bytes` holds only its start.
+    public static func receiveWithCredentials(
+        _ fd: Int32, maxBytes: Int = 4096
+    ) -> (bytes: [UInt8], pid: pid_t, uid: uid_t, truncated: Bool)? {
         var buffer = [UInt8](repeating: 0, count: maxBytes)
         var pid: pid_t = 0
         var uid: uid_t = 0
@@ -126,7 +129,7 @@ public enum CBatonLinuxShim {
         var truncated: Int32 = 0
         let n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_with_cred(fd, $0.baseAddress, $0.count, &pid, &uid, &gid, &truncated) }
         guard n >= 0 else { return nil }
-        return (Array(buffer[0..<n]), pid, uid)
+        return (Array(buffer[0..<n]), pid, uid, truncated != 0)
     }
 
     /// Turns on SO_PASSCRED.

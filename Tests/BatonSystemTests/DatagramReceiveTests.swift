@@ -61,7 +61,12 @@ struct DatagramReceiveTests {
         #expect(got.pid == getpid())
         #expect(got.uid == getuid())
         #expect(Self.writeEndClosedEverywhere(readEnd), "the attached descriptors were closed, not leaked")
+        #expect(!got.truncated)
         #expect(CBatonLinuxShim.receiveWithCredentials(receiver) == nil, "nothing more (EAGAIN: MSG_DONTWAIT)")
+        // One that does not fit says so.
+        #expect(Self.send(sender, String(repeating: "s", count: 5000), attaching: []) == 5000)
+        let long = try #require(CBatonLinuxShim.receiveWithCredentials(receiver))
+        #expect(long.truncated && long.bytes.count == 4096)
     }
 
     @Test("the mold channel's reader closes attached descriptors and says when a datagram did not fit")

@@ -1,0 +1,35 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// A worker's notify socket, with real datagrams from the test process (the fake process table
+/// puts it in the worker's tree).
+@Suite struct SupervisorNotifyTests {
+    /// Sends `text` as one datagram to the unix socket at `path`.
+    static func send(_ text: String, to path: String) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        try #require(Sockets.connectUnix(fd, path) == 0)
+        let bytes = Array(text.utf8)
+        #expect(Glibc.send(fd, bytes, bytes.count, 0) == bytes.count)
+    }
+
+    /// Found by a hostile-input audit: a datagram over the 4096 bytes read was cut short and
+    /// still acted on: "STATUS=<4069 bytes>\nX_BATON_REQUESTS=123456789" counted 12 requests.
+    @Test func aMessageThatDidNotFitIsIgnoredWhole() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        let path = try #require(worker.notifyPath)
+        try Self.send("STATUS=" + String(repeating: "s", count: 4069) + "\nX_BATON_REQUESTS=123456789", to: path)
+        h.advance(by: .zero)
+        #expect(worker.requestsServed == nil, "counted from a cut message: \(String(describing: worker.requestsServed))")
+        try Self.send("X_BATON_REQUESTS=7", to: path)
+        h.advance(by: .zero)
+        #expect(worker.requestsServed == 7)
+    }
+}
