@@ -332,7 +332,7 @@ public final class Supervisor {
             do {
                 text = try host.files.read(path)
             } catch {
-                throw DaemonError("app.environment_file: cannot read \(path): \(String(cString: strerror(error.errno)))")
+                throw DaemonError("app.environment_file: \(error)")
             }
             variables = try EnvironmentFile.parse(text, path: path).map { EnvVar(name: $0.0, value: $0.1) }
         }

@@ -22,6 +22,13 @@ public enum RegularFile {
         /// With the path: `cannot read /x: No such file or directory`, `/x is not a regular
         /// file (a FIFO)`.
         public var description: String { systemError.map { "cannot read \(path): \($0)" } ?? "\(path) \(fileProblem ?? "")" }
+
+        /// A failure of `path`: a failed call's errno text, or what is wrong with the file.
+        public init(path: String, systemError: String? = nil, fileProblem: String? = nil) {
+            self.path = path
+            self.systemError = systemError
+            self.fileProblem = fileProblem
+        }
     }
 
     /// The whole content of the regular file at `path`.

@@ -14,17 +14,27 @@ import Testing
     }
 
     /// An environment file changed to bytes that are not UTF-8 after the config's check was
-    /// decoded into U+FFFD at the next spawn; a FIFO there would have held the loop.
-    @Test func anEnvironmentFileThatIsNotUTF8OrNotAFileFails() throws {
+    /// decoded into U+FFFD at the next spawn; a FIFO there would have held the loop; one of
+    /// 60 MiB was read whole before its size was refused (a hostile-input audit: baton's memory
+    /// went from 30 to 152 MB, the message said "a config is a small text file").
+    @Test func anEnvironmentFileThatIsNotUTF8OrNotAFileOrTooLargeFails() throws {
         let directory = TestPaths.temporaryDirectory("hostfiles")
         defer { TestPaths.remove(directory) }
         let path = directory + "/shop.env"
         #expect(FileManager.default.createFile(atPath: path, contents: Data([0x41, 0x3D, 0xFF, 0x0A])))
-        #expect(throws: SystemError("read", errno: EILSEQ, subject: path)) { try LinuxHostFiles().read(path) }
+        #expect(throws: RegularFile.Failure(path: path, fileProblem: "is not valid UTF-8 text")) { try LinuxHostFiles().read(path) }
         let fifo = FIFOProbe.make(in: directory)
-        var failed = false
-        #expect(!FIFOProbe.blocks(on: fifo) { failed = (try? LinuxHostFiles().read(fifo)) == nil })
-        #expect(failed)
+        var failure: RegularFile.Failure?
+        #expect(
+            !FIFOProbe.blocks(on: fifo) {
+                do { _ = try LinuxHostFiles().read(fifo) } catch { failure = error as? RegularFile.Failure }
+            })
+        #expect(failure?.description == "\(fifo) is not a regular file (a FIFO)")
+        let large = directory + "/large.env"
+        #expect(FileManager.default.createFile(atPath: large, contents: Data(count: hostFilesMaxBytes + 1)))
+        #expect(throws: RegularFile.Failure(path: large, fileProblem: "is larger than 1.0 MiB (\(hostFilesMaxBytes + 1) bytes)")) {
+            try LinuxHostFiles().read(large)
+        }
         TestPaths.write(path, "A=é\n")
         #expect(try LinuxHostFiles().read(path) == "A=é\n")
     }

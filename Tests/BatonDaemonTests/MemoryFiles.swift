@@ -17,8 +17,8 @@ final class MemoryFiles: HostFiles {
         set { contents[path] = newValue }
     }
 
-    func read(_ path: String) throws(SystemError) -> String {
-        guard let text = contents[path] else { throw SystemError("open", errno: ENOENT, subject: path) }
+    func read(_ path: String) throws(RegularFile.Failure) -> String {
+        guard let text = contents[path] else { throw RegularFile.Failure(path: path, systemError: String(cString: strerror(ENOENT))) }
         return text
     }
 
