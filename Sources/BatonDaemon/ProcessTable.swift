@@ -25,6 +25,8 @@ protocol ProcessTable: Sendable {
     /// The processes that hold the socket of inode `inode` (take-over: the workers a dead
     /// baton did not record still share its listening sockets).
     func socketHolders(inode: UInt64) -> [pid_t]
+    /// The children of `pid` (zombies included), from every one of its threads.
+    func children(of pid: pid_t) -> [pid_t]
 }
 
 /// The real table: /proc, and kill(pid, 0).
@@ -41,4 +43,5 @@ struct ProcProcessTable: ProcessTable {
         return group >= 0 ? group : nil
     }
     func socketHolders(inode: UInt64) -> [pid_t] { ProcFS.socketHolders(inode: inode) }
+    func children(of pid: pid_t) -> [pid_t] { ProcFS.children(of: pid) }
 }

@@ -81,6 +81,7 @@ extension Supervisor {
 
     func finishShutdownIfDone() {
         guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty else { return }
+        killEscapedChildren()
         listeners.removeAll()  // closes them: the supervisor was their owner
         // Only paths baton bound and kept for itself: a socket unit's path,
         // or one in systemd's FD store, must outlive this process.

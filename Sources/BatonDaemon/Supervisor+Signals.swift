@@ -30,9 +30,11 @@ extension Supervisor {
     func reapStrays() {
         let known = supervisedPIDs
         var skipped = Set<pid_t>()
+        var knownExited: [pid_t] = []
         // Under the registry's lock: a config parser spawned off the loop is
-        // registered before it can show up here, and left to its spawner. (Safe:
-        // nothing on the loop thread takes that lock again.)
+        // registered before it can show up here, and left to its spawner. Nothing
+        // else runs under it: the exits of known children are handled once it is let go
+        // (their handlers read the registry too: `escapedChildren`).
         SelfReapedChildren.withRegistered { others in
             while true {
                 let pid = CBatonLinuxShim.peekExitedChild()
@@ -44,12 +46,53 @@ extension Supervisor {
                 if known.contains(pid) {
                     // Handled by its pidfd; peeking again would return it forever.
                     skipped.insert(pid)
-                    handleKnownExitNow(pid)
+                    knownExited.append(pid)
                     continue
                 }
                 CBatonLinuxShim.reap(pid)
                 logger.debug("reaped stray process", metadata: ["pid": .stringConvertible(pid)])
             }
+        }
+        for pid in knownExited { handleKnownExitNow(pid) }
+    }
+
+    /// Live children of baton that it does not supervise: processes a worker (or its probe, or
+    /// a mold) started that left its process group (`setsid`, `setpgid`) and were handed to
+    /// baton, the subreaper, when their parent exited. The group signals that stop a worker
+    /// miss them; left alone they would outlive baton holding the listening sockets, and the
+    /// next `baton serve` would fail on "Address already in use".
+    func escapedChildren() -> [pid_t] {
+        let known = supervisedPIDs
+        return SelfReapedChildren.withRegistered { others in
+            host.processes.children(of: getpid()).filter { pid in
+                !known.contains(pid) && !others.contains(pid) && host.processes.startTime(of: pid) != nil
+            }
+        }
+    }
+
+    /// Logs each escaped child once, when it is first seen (after a worker exited): it runs on
+    /// until baton stops, as a process of a service's cgroup does under systemd.
+    func reportEscapedChildren() {
+        let escaped = escapedChildren()
+        reportedEscapees.formIntersection(escaped)
+        for pid in escaped where !reportedEscapees.contains(pid) {
+            reportedEscapees.insert(pid)
+            logger.warning(
+                "pid \(pid) left its worker's process group and outlived it: it keeps running (it may hold the listening sockets) until baton stops, which kills it"
+            )
+        }
+    }
+
+    /// At the end of a stop, once every worker is gone: SIGKILL each escaped child (and its
+    /// group, if it leads one), as systemd's final kill does to what is left of a service.
+    func killEscapedChildren() {
+        for pid in escapedChildren() {
+            logger.warning("pid \(pid) left its worker's process group and is still running at stop: SIGKILL")
+            if host.processes.processGroup(of: pid) == pid { host.signalGroup(pid, SIGKILL) }
+            guard let pidfd = try? host.openPidfd(of: pid) else { continue }
+            let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
+            host.signal(pidfd: process.pidfd, SIGKILL)
+            process.close()
         }
     }
 

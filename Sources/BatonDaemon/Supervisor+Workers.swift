@@ -238,6 +238,7 @@ extension Supervisor {
                 startFailed(slot: slot, role: .current, worker: worker, reason: reason, uptime: countsUptime ? uptime : nil)
             }
         }
+        reportEscapedChildren()
         recordInstance()
         publishStatus()
         finishShutdownIfDone()

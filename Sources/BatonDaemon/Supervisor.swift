@@ -149,6 +149,9 @@ public final class Supervisor {
     var signalFD: Int32 = -1
     /// The last STATUS= sent, to avoid repeating it.
     var lastStatusLine = ""
+    /// Processes that left a worker's process group and outlived it (``escapedChildren()``)
+    /// already logged.
+    var reportedEscapees: Set<pid_t> = []
     /// Exit code `run()` returns.
     var exitCode: Int32 = 0
 

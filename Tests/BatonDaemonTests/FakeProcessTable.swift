@@ -12,6 +12,7 @@ final class FakeProcessTable: ProcessTable {
         var groups: [pid_t: pid_t] = [:]
         var known: Set<pid_t> = []
         var socketHolders: [UInt64: [pid_t]] = [:]
+        var children: [pid_t: [pid_t]] = [:]
     }
     private let table = Mutex(Table())
 
@@ -56,4 +57,9 @@ final class FakeProcessTable: ProcessTable {
     func setSocketHolders(_ pids: [pid_t], inode: UInt64) { table.withLock { $0.socketHolders[inode] = pids } }
 
     func socketHolders(inode: UInt64) -> [pid_t] { table.withLock { $0.socketHolders[inode] ?? [] } }
+
+    /// Makes `pids` the children of `parent`, beyond the host's own children (none unless set).
+    func setChildren(_ pids: [pid_t], of parent: pid_t) { table.withLock { $0.children[parent] = pids } }
+
+    func children(of pid: pid_t) -> [pid_t] { table.withLock { $0.children[pid] ?? [] } }
 }

@@ -88,6 +88,34 @@ extension Integration {
             #expect(waitGone(secondChild, timeout: .seconds(5)))
         }
 
+        /// Found by a hostile-input audit: a worker's child that called setsid() left the group
+        /// the stop signals go to, was handed to baton when its worker exited, and outlived
+        /// baton holding the listening socket: the next `baton serve` failed with "Address
+        /// already in use".
+        @Test("a worker's child that left its process group is reported once its worker is gone, and killed when baton stops")
+        func escapedChildIsKilledAtStop() throws {
+            let directory = TestPaths.temporaryDirectory("escape")
+            defer { TestPaths.remove(directory) }
+            let script = directory + "/escape.sh"
+            TestPaths.write(
+                script, "#!/bin/sh\nsetsid sleep 300 &\necho $! > \(directory)/escapee\nexec \(TestPaths.executable("baton-demo-worker"))\n",
+                mode: 0o755)
+            let baton = try BatonHarness(workers: 1, command: [script], tag: "escape")
+            defer { baton.stop() }
+            func escapee() throws -> pid_t { try #require(ProcFS.read(directory + "/escapee").flatMap { Int32($0.split(separator: "\n").first ?? "") }) }
+            let first = try escapee()
+            #expect(readlinkText("/proc/\(first)/fd/3")?.hasPrefix("socket:") == true, "it holds the listening socket")
+            let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
+            #expect(deployed.code == 0, "\(deployed.stderr)")
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("pid \(first) left its worker's process group and outlived it") } != nil)
+            #expect(!waitGone(first, timeout: .zero), "it runs on until baton stops")
+            let second = try escapee()
+            #expect(second != first)
+            #expect(baton.process.stop() == 0)
+            #expect(waitGone(first, timeout: .seconds(5)), "pid \(first) outlived baton")
+            #expect(waitGone(second, timeout: .seconds(5)), "pid \(second) outlived baton")
+        }
+
         /// True once `pid` no longer exists (zombies of other parents count as gone).
         private func waitGone(_ pid: pid_t, timeout: Duration) -> Bool {
             let deadline = monotonicNow() + timeout
