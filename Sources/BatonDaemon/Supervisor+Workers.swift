@@ -12,6 +12,7 @@ extension Supervisor {
     func fillStartQueue() {
         let booting = slots.filter { $0.current?.state == .starting }.count
         var free = config.app.startConcurrency - booting
+        if let allowed = paceTakeOver() { free = min(free, allowed) }
         while free > 0, !startQueue.isEmpty, phase != .stopping {
             let index = startQueue.removeFirst()
             startWorker(slots[index], role: .current, reason: nil)

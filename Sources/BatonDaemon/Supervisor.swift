@@ -242,6 +242,7 @@ public final class Supervisor {
         if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
         notifier.notify("STATUS=starting \(config.app.workers) workers")
         startQueue = Array(0..<config.app.workers)
+        planTakeOverPace()
         fillStartQueue()
         recordInstance()
     }

@@ -65,6 +65,10 @@ struct TakeOverState {
     var taken: [String: Listener] = [:]
     /// Whether the orphans were told to stop.
     var draining = false
+    /// The pace of a take-over that would not fit twice the workers (nil: no limit).
+    var pace: TakeOverPace?
+    /// Orphans gone since the take-over began.
+    var orphansGone = 0
     /// Start times of live workers (read once per worker).
     var startTimes: [pid_t: UInt64] = [:]
     /// A write of `instance.json` is scheduled for the end of this loop turn.
@@ -219,25 +223,28 @@ extension Supervisor {
     func drainOrphans() {
         guard !takeOver.orphans.isEmpty, !takeOver.draining else { return }
         takeOver.draining = true
-        for orphan in takeOver.orphans {
-            do {
-                try loop.register(fd: orphan.pidfd, events: .readable) { [unowned self] _ in self.orphanExited(orphan) }
-            } catch {
-                logger.error(
-                    "cannot watch orphaned worker pid \(orphan.pid): \(error); its exit is looked for every \(Units.formatDuration(Self.orphanExitPoll))"
-                )
-                pollOrphanExit(orphan)
-            }
-            logger.info("draining orphaned worker", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
-            signalOrphan(orphan, config.stop.signal)
-            let timeout = config.stop.timeout
-            orphan.killTimer = loop.schedule(after: timeout) { [unowned self] in
-                guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
-                self.logger.warning(
-                    "orphaned worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
-                    metadata: ["pid": .stringConvertible(orphan.pid)])
-                self.signalOrphan(orphan, SIGKILL)
-            }
+        for orphan in takeOver.orphans where orphan.killTimer == nil { drainOrphan(orphan) }
+    }
+
+    /// Tells one orphan to stop (its exit watched, SIGKILL after `stop.timeout`).
+    func drainOrphan(_ orphan: OrphanWorker) {
+        do {
+            try loop.register(fd: orphan.pidfd, events: .readable) { [unowned self] _ in self.orphanExited(orphan) }
+        } catch {
+            logger.error(
+                "cannot watch orphaned worker pid \(orphan.pid): \(error); its exit is looked for every \(Units.formatDuration(Self.orphanExitPoll))"
+            )
+            pollOrphanExit(orphan)
+        }
+        logger.info("draining orphaned worker", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
+        signalOrphan(orphan, config.stop.signal)
+        let timeout = config.stop.timeout
+        orphan.killTimer = loop.schedule(after: timeout) { [unowned self] in
+            guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
+            self.logger.warning(
+                "orphaned worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                metadata: ["pid": .stringConvertible(orphan.pid)])
+            self.signalOrphan(orphan, SIGKILL)
         }
     }
 
@@ -270,9 +277,12 @@ extension Supervisor {
         orphan.process.close()  // the orphan is gone
         if let t = orphan.killTimer { loop.cancel(t) }
         takeOver.orphans.removeAll { $0 === orphan }
+        takeOver.orphansGone += 1
         logger.info("orphaned worker drained", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
         if takeOver.orphans.isEmpty { logger.info("take-over finished: every orphaned worker of the previous baton is gone") }
         recordInstance()
+        // Its memory is free: a paced take-over starts the next slot.
+        if takeOver.pace != nil { fillStartQueue() }
         finishShutdownIfDone()
     }
 

@@ -140,7 +140,7 @@ public struct RolloutPlanner: Sendable, Equatable {
 
     /// How many more new workers fit beside the running ones now (booting ones deducted);
     /// nil when the footprint or the headroom is unknown.
-    func fitting(_ figures: Figures) -> Int? {
+    public func fitting(_ figures: Figures) -> Int? {
         guard let headroom = figures.headroom, let footprint = figures.footprint else { return nil }
         // The largest k that fits, by doubling then bisecting; no more than the slots left need.
         let cap = figures.booting + max(1, figures.pending)

@@ -1,0 +1,46 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// A take-over that would not fit twice the workers is paced (`TakeOverPace`, BatonCore): the
+/// new workers start only as far as memory allows beside the orphans, and orphans are drained
+/// as the new ones serve, or one first when nothing else can move.
+extension Supervisor {
+    /// At start-up with orphans: how many new workers fit beside them now. Their footprint is
+    /// `[deploy] worker_footprint`, else the orphans' median PSS (the same app, most likely);
+    /// with memory or footprint unknown, or room for every slot, no pace (all start at once).
+    func planTakeOverPace() {
+        guard !takeOver.orphans.isEmpty, let readings = try? host.memory.hostReadings() else { return }
+        let orphanPSS = takeOver.orphans.compactMap { host.memory.treeMemory(of: $0.pid, detailed: true)?.pss }.sorted()
+        guard let footprint = config.deploy.workerFootprint ?? (orphanPSS.isEmpty ? nil : orphanPSS[orphanPSS.count / 2]) else { return }
+        var headroom = Headroom(readings: readings, memory: config.memory, workersPSS: orphanPSS.reduce(0, +))
+        let kept = Int64(clamping: memoryMonitor.surgeKeptBytes + oomMargin(footprint: footprint))
+        if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
+        let planner = RolloutPlanner(strategy: .auto, maxSurge: .auto, maxUnavailable: 1, bootBudget: slots.count)
+        let figures = RolloutPlanner.Figures(headroom: headroom, footprint: footprint, pending: slots.count)
+        guard let fit = planner.fitting(figures), fit < slots.count else { return }
+        takeOver.pace = TakeOverPace(extra: fit)
+        logger.warning(
+            "take-over: \(slots.count) new workers of \(Units.formatSize(footprint)) do not fit beside the \(takeOver.orphans.count) orphaned ones (room for \(fit)): they replace them as memory allows, an orphan drained as each new worker serves"
+        )
+    }
+
+    /// The pace's step now: drains the orphans it says, returns how many new workers may
+    /// start (nil: no pace, or the take-over is over).
+    func paceTakeOver() -> Int? {
+        guard let pace = takeOver.pace, phase == .starting, !takeOver.draining else { return nil }
+        let serving = takeOver.orphans.filter { $0.killTimer == nil }
+        let newWorkers = slots.compactMap(\.current).filter { $0.state == .starting || $0.state == .ready }
+        let state = TakeOverPace.State(
+            slots: slots.count, newRunning: newWorkers.count, newReady: newWorkers.filter { $0.state == .ready }.count,
+            orphansServing: serving.count, orphansDraining: takeOver.orphans.count - serving.count, orphansGone: takeOver.orphansGone)
+        let step = pace.step(state)
+        // Orphans of slots whose new worker serves first, then those of no known slot, then by slot.
+        let readySlots = Set(newWorkers.filter { $0.state == .ready }.map(\.slot))
+        let order = serving.sorted { a, b in
+            (readySlots.contains(a.slot) ? 0 : a.slot < 0 ? 1 : 2, a.slot) < (readySlots.contains(b.slot) ? 0 : b.slot < 0 ? 1 : 2, b.slot)
+        }
+        for orphan in order.prefix(step.drain) { drainOrphan(orphan) }
+        return step.start
+    }
+}
