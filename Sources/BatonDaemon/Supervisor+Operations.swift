@@ -374,7 +374,12 @@ extension Supervisor {
     /// An old worker finished draining.
     func drainedWorkerExited(_ worker: Worker, slot: Slot) {
         if let op = operation, worker.stopReason != .abandoned {
-            op.report("slot \(slot.index): pid \(worker.pid) drained in \(Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now())))")
+            let took = Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now()))
+            // A drain cut short by SIGKILL is not a drain: the client's log must say requests may have been cut.
+            op.report(
+                worker.drainCutShort
+                    ? "slot \(slot.index): pid \(worker.pid) still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight were cut)"
+                    : "slot \(slot.index): pid \(worker.pid) drained in \(took)")
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }

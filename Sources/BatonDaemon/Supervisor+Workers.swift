@@ -172,6 +172,7 @@ extension Supervisor {
                 self.logger.warning(
                     "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                worker.drainCutShort = true
                 self.kill(worker)
             })
     }

@@ -65,6 +65,8 @@ final class Worker: ChildChannels {
     var history: MemoryHistory { memoryReadings.history }
     /// Monotonic time the drain began.
     var drainStartedAt: Duration?
+    /// Its drain outlasted `stop.timeout` and ended with SIGKILL (requests in flight were cut).
+    var drainCutShort = false
     /// Monotonic time of the last WATCHDOG=1.
     var lastWatchdog: Duration?
     /// The interval it was given in WATCHDOG_USEC (`readiness.watchdog` when it started).

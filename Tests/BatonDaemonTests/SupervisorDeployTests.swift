@@ -114,6 +114,24 @@ import Testing
         #expect(h.supervisor.restartsByReason[.rollback] == replaced.count, "\(h.supervisor.restartsByReason)")
     }
 
+    /// Found by a memory-pressure audit: an old worker SIGKILLed at `stop.timeout` (two
+    /// requests of 12 s cut) was reported to the deploy's client as "drained in 10.02s".
+    @Test func anOldWorkerKilledAtTheStopTimeoutIsNotReportedAsDrained() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.host.onSpawn = { child in if child.release == h.initialRelease { child.ignoresStopSignal = true } }
+        try h.start()
+        let old = try #require(h.servingPIDs[0])
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(!client.progress.contains { $0.contains("pid \(old) drained in") }, "\(client.progress)")
+        #expect(
+            client.progress.contains {
+                $0.contains("pid \(old) still running 30s after SIGTERM: SIGKILLed after 30.0") && $0.contains("requests in flight were cut")
+            },
+            "\(client.progress.filter { $0.contains("\(old)") })")
+    }
+
     @Test func deployReplacesEverySlotAndCommits() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()
