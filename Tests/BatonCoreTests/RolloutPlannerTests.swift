@@ -60,10 +60,16 @@ struct RolloutPlannerTests {
         #expect(two.step(.init(headroom: free(150), footprint: 100 * mib)).width == 1)
         #expect(two.step(.init(headroom: free(10), footprint: 100 * mib)).strategy == .replace)
         let surge = RolloutPlanner(strategy: .surge, maxSurge: .fixed(3), bootBudget: 1)
-        #expect(surge.step(.init(headroom: free(10), footprint: 100 * mib)) == .init(strategy: .surge, width: 3, reason: "requested"))
+        #expect(surge.step(.init(headroom: free(1024), footprint: 100 * mib)) == .init(strategy: .surge, width: 3, reason: "requested"))
+        // Surge asked for where it does not fit: it runs as asked, and the line says so (a
+        // memory-pressure audit: "surge, 1 slot at once (requested, as wide as fits)" with no
+        // word of the room, after preflight had said it does not fit; 6 OOM kills followed).
+        let tight = surge.step(.init(headroom: free(10), footprint: 100 * mib))
+        #expect(tight.width == 3 && tight.reason.hasPrefix("requested; memory has room for 0 more: 3 more does not fit: need "), "\(tight.reason)")
         // Surge asked for, width auto: at least one even when nothing fits.
         let surgeAuto = RolloutPlanner(strategy: .surge, maxSurge: .auto, bootBudget: 4)
-        #expect(surgeAuto.step(.init(headroom: free(10), footprint: 100 * mib)).width == 1)
+        let one = surgeAuto.step(.init(headroom: free(10), footprint: 100 * mib))
+        #expect(one.width == 1 && one.reason.hasPrefix("requested, as wide as fits; memory has room for 0 more: 1 more does not fit: "), "\(one.reason)")
         #expect(surgeAuto.step(.init(headroom: free(1024), footprint: 100 * mib)).width == 4)
         let replace = RolloutPlanner(strategy: .replace, maxSurge: .auto, maxUnavailable: 3, bootBudget: 1)
         #expect(replace.step(.init(headroom: free(1024), footprint: 100 * mib)) == .init(strategy: .replace, width: 3, reason: "requested"))

@@ -97,9 +97,14 @@ public struct RolloutPlanner: Sendable, Equatable {
         case .replace:
             return Step(strategy: .replace, width: maxUnavailable, reason: "requested")
         case .surge:
-            if case .fixed(let n) = maxSurge { return Step(strategy: .surge, width: n, reason: "requested") }
-            let more = startable(figures, fitting: fitting(figures) ?? 1)
-            return Step(strategy: .surge, width: max(1, figures.inFlight + more), reason: "requested, as wide as fits")
+            // Surge was asked for: it runs as asked, and the line says when memory has no room.
+            let fit = fitting(figures)
+            if case .fixed(let n) = maxSurge {
+                return Step(strategy: .surge, width: n, reason: "requested" + beyondRoom(figures, fit: fit, starting: n - figures.inFlight))
+            }
+            let width = max(1, figures.inFlight + startable(figures, fitting: fit ?? 1))
+            return Step(
+                strategy: .surge, width: width, reason: "requested, as wide as fits" + beyondRoom(figures, fit: fit, starting: width - figures.inFlight))
         case .auto:
             guard figures.headroom != nil else {
                 let width: Int
@@ -129,6 +134,15 @@ public struct RolloutPlanner: Sendable, Equatable {
     private func startable(_ figures: Figures, fitting fit: Int) -> Int {
         if case .fixed(let n) = maxSurge { return max(0, min(fit, n - figures.inFlight)) }
         return max(0, min(fit, bootBudget - figures.booting))
+    }
+
+    /// For a surge asked for: "" when the `starting` new workers fit, else what the pre-deploy
+    /// check says of them ("; memory has room for 0 more: 1 more does not fit: need …").
+    private func beyondRoom(_ figures: Figures, fit: Int?, starting: Int) -> String {
+        guard let fit, let headroom = figures.headroom, starting > fit else { return "" }
+        let plan = DeployPlan(
+            strategy: .surge, maxSurge: figures.booting + starting, footprint: figures.footprint, commitPerWorker: figures.commitPerWorker)
+        return "; memory has room for \(fit) more: \(starting) more " + PreflightCheck.verdict(plan, strategy: .surge, headroom: headroom).summary
     }
 
     /// The pre-deploy check's verdict on one more new worker beside the booting ones.
