@@ -45,7 +45,8 @@ extension Supervisor {
             let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
             report.memory = MemoryStatus(
                 budgetBytes: budget.bytes, budgetSource: budget.source.rawValue, threshold: config.memory.threshold,
-                workersPSSBytes: report.workers.compactMap(\.pssBytes).reduce(0, +))
+                workersPSSBytes: report.workers.compactMap(\.pssBytes).reduce(0, +),
+                cgroupWorkingSetBytes: budget.source == .cgroup ? readings.cgroup?.workingSet : nil)
         }
         return report
     }

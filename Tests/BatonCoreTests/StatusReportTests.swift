@@ -88,6 +88,13 @@ struct StatusReportTests {
         let json = String(decoding: try! JSONEncoder().encode(r), as: UTF8.self)
         #expect(json.contains("\"budget_source\":\"cgroup\""))
         #expect(json.contains("\"workers_pss_bytes\":\(80 * mib)"))
+        // A cgroup budget: the cgroup's working set too, which the threshold rule measures when
+        // it is the higher (found by a memory-pressure audit: the line read 45 % at 97 %).
+        r.memory?.cgroupWorkingSetBytes = 194 * mib
+        let cgroup = r.table(now: now).split(separator: "\n").map(String.init)
+        #expect(
+            cgroup[3] == "memory: workers' PSS 80.0 MiB = 40% of the 200.0 MiB budget (cgroup); cgroup working set 194.0 MiB = 97%; restart threshold 40%")
+        #expect(String(decoding: try! JSONEncoder().encode(r), as: UTF8.self).contains("\"cgroup_working_set_bytes\":\(194 * mib)"))
     }
 
     @Test func tableWithoutWorkers() {

@@ -68,21 +68,29 @@ public struct MemoryStatus: Codable, Sendable, Equatable {
     public var threshold: Double
     /// The workers' summed PSS (shared pages counted once).
     public var workersPSSBytes: UInt64
+    /// The cgroup's working set, when the budget is the cgroup's limit: the threshold rule
+    /// measures the higher of it and the workers' PSS (other processes of the cgroup count).
+    public var cgroupWorkingSetBytes: UInt64?
 
     enum CodingKeys: String, CodingKey {
         case threshold
         case budgetBytes = "budget_bytes"
         case budgetSource = "budget_source"
         case workersPSSBytes = "workers_pss_bytes"
+        case cgroupWorkingSetBytes = "cgroup_working_set_bytes"
     }
 
     /// Creates the memory line.
-    public init(budgetBytes: UInt64, budgetSource: String, threshold: Double, workersPSSBytes: UInt64) {
+    public init(budgetBytes: UInt64, budgetSource: String, threshold: Double, workersPSSBytes: UInt64, cgroupWorkingSetBytes: UInt64? = nil) {
         self.budgetBytes = budgetBytes
         self.budgetSource = budgetSource
         self.threshold = threshold
         self.workersPSSBytes = workersPSSBytes
+        self.cgroupWorkingSetBytes = cgroupWorkingSetBytes
     }
+
+    /// `bytes` as a whole percentage of the budget.
+    func percent(_ bytes: UInt64) -> Int { budgetBytes > 0 ? Int((Double(bytes) / Double(budgetBytes) * 100).rounded()) : 0 }
 
     /// One worker's share of the threshold: what a MEM bar is measured against when there is
     /// no `memory.worker_limit`.
@@ -252,9 +260,11 @@ extension StatusReport {
         for problem in problems ?? [] { lines.append("ERROR: \(problem)") }
         if let m = memory {
             let percent = Int((m.threshold * 100).rounded())
-            let used = m.budgetBytes > 0 ? Int((Double(m.workersPSSBytes) / Double(m.budgetBytes) * 100).rounded()) : 0
+            // The cgroup's figure when the threshold rule may act on it (a memory-pressure audit: the
+            // line showed 45 % while the cgroup stood at 97 % and the policy restarted a worker).
+            let cgroup = m.cgroupWorkingSetBytes.map { "; cgroup working set \(Units.formatSize($0)) = \(m.percent($0))%" } ?? ""
             lines.append(
-                "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(used)% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource)); restart threshold \(percent)%"
+                "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(m.percent(m.workersPSSBytes))% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource))\(cgroup); restart threshold \(percent)%"
             )
         }
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
