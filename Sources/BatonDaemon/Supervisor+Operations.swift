@@ -33,7 +33,7 @@ extension Supervisor {
             target = try resolveTarget(kind: kind, options: options)
             _ = try makeSpec(config, release: target)
             timeout = try options.timeout.map { t in
-                guard let d = Units.parseDuration(t) else { throw DaemonError("--timeout: expected a duration like \"10m\", got \"\(t)\"") }
+                guard let d = Units.parseDuration(t), d > .zero else { throw DaemonError(Units.timeoutProblem(t, option: "--timeout") ?? "--timeout: \(t)") }
                 return d
             }
             strategy = try options.parsedStrategy()

@@ -177,15 +177,16 @@ struct Reload: ParsableCommand {
 
     @OptionGroup var location: DaemonLocation
 
-    @Option(help: "Give up waiting after this long (e.g. 10m); exit 4. The reload goes on.")
+    // .unconditional: "-1s" is this option's (refused) value, not an unknown flag.
+    @Option(parsing: .unconditional, help: "Give up waiting after this long (e.g. 10m); exit 4. The reload goes on.")
     var timeout: String?
 
+    func validate() throws {
+        if let timeout, let problem = Units.timeoutProblem(timeout, option: "--timeout") { throw ValidationError(problem) }
+    }
+
     func run() throws {
-        var limit: Duration?
-        if let timeout {
-            guard let d = Units.parseDuration(timeout) else { throw ValidationError("--timeout: expected a duration like \"10m\"") }
-            limit = d
-        }
+        let limit = timeout.flatMap(Units.parseDuration)
         var client = try ControlClient(path: try location.socketPath(), timeout: limit)
         defer { client.close() }
         try client.send(ControlRequest(cmd: "reload"))

@@ -58,7 +58,8 @@ struct Deploy: ParsableCommand {
     @Option(help: "Slots replaced at once with surge (default: [deploy] max_surge).")
     var maxSurge: Int?
 
-    @Option(help: "Abort and roll back after this long, e.g. 10m (exit 4).")
+    // .unconditional: "-1s" is this option's (refused) value, not an unknown flag.
+    @Option(parsing: .unconditional, help: "Abort and roll back after this long, e.g. 10m (exit 4).")
     var timeout: String?
 
     @Flag(help: "Print the plan and change nothing.")
@@ -94,9 +95,7 @@ struct Deploy: ParsableCommand {
         if let strategy, DeployStrategy(rawValue: strategy) == nil {
             throw ValidationError("--strategy must be auto, surge or replace")
         }
-        if let timeout, Units.parseDuration(timeout) == nil {
-            throw ValidationError("--timeout expects a duration like \"10m\", got \"\(timeout)\"")
-        }
+        if let timeout, let problem = Units.timeoutProblem(timeout, option: "--timeout") { throw ValidationError(problem) }
         if let maxSurge, maxSurge < 1 { throw ValidationError("--max-surge must be at least 1") }
     }
 

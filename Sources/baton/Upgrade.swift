@@ -22,7 +22,8 @@ struct Upgrade: ParsableCommand {
     @Option(help: "The binary to run (default: the daemon's own executable path).")
     var binary: String?
 
-    @Option(help: "How long the new binary's check may take, e.g. \"10s\" (default 30s).")
+    // .unconditional: "-1s" is this option's (refused) value, not an unknown flag.
+    @Option(parsing: .unconditional, help: "How long the new binary's check may take, e.g. \"10s\" (default 30s).")
     var timeout: String?
 
     @Flag(help: "Check mode (what the daemon runs): load the config and state, answer the handshake, exit 0 if usable.")
@@ -36,9 +37,7 @@ struct Upgrade: ParsableCommand {
 
     func validate() throws {
         // Before any connection: a bad value is a usage error (exit 2), not an unreachable daemon.
-        if let timeout, Units.parseDuration(timeout) == nil {
-            throw ValidationError("--timeout: expected a duration like \"10s\", got \"\(timeout.prefix(64))\"")
-        }
+        if let timeout, let problem = Units.timeoutProblem(timeout, option: "--timeout") { throw ValidationError(problem) }
     }
 
     func run() throws {

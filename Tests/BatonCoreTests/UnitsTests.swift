@@ -69,9 +69,29 @@ struct UnitsTests {
         #expect(Units.parseSize(text) == expected)
     }
 
-    @Test(arguments: ["", "512", "MiB", "512mib", "512 MiB extra", "-1GiB", "1.GiB", "1PiB", "20000000000TiB"])
+    @Test(arguments: ["", "512", "MiB", "512mib", "512 MiB extra", "-1GiB", "1.GiB", "1EiB", "20000000000TiB"])
     func rejectsSizes(text: String) {
         #expect(Units.parseSize(text) == nil)
+    }
+
+    /// The limit of a size baton takes is 1 PiB, and it says so: "PiB" is a unit it reads (a
+    /// hostile-input audit: "--need 1PiB" was refused with "at most 1 PiB").
+    @Test func petabytesAreAUnitUpToTheBound() {
+        #expect(Units.parseBoundedSize("1PiB") == Units.maxSize && Units.parseBoundedSize("1P") == Units.maxSize)
+        #expect(Units.parseBoundedSize("1.5PiB") == nil && Units.parseSize("2PB") == 2_000_000_000_000_000)
+        #expect(Units.formatSize(Units.maxSize) == "1.0 PiB")
+    }
+
+    /// One line for each way a timeout can be wrong (a hostile-input audit: an overflowing or
+    /// negative one said "expected a duration", and "0s" was taken).
+    @Test func timeoutProblemsSayWhatIsWrong() {
+        #expect(Units.timeoutProblem("10m", option: "--timeout") == nil)
+        #expect(Units.timeoutProblem("0s", option: "--timeout") == #"--timeout: must be more than 0s, got "0s""#)
+        #expect(Units.timeoutProblem("-1s", option: "--timeout") == #"--timeout: must not be negative, got "-1s""#)
+        #expect(Units.timeoutProblem("2562048h", option: "deploy.timeout") == #"deploy.timeout: too large, got "2562048h""#)
+        #expect(Units.timeoutProblem("soon", option: "--timeout") == #"--timeout: expected a duration like "10m", got "soon""#)
+        let long = Units.timeoutProblem(String(repeating: "x", count: 10_000) + "\n", option: "--timeout")
+        #expect(long?.hasSuffix(String(repeating: "x", count: 64) + #"…""#) == true && long?.count ?? 0 < 120)
     }
 
     @Test(arguments: [("90%", 0.9), ("100%", 1.0), ("12.5%", 0.125), ("0%", 0.0), ("150%", 1.5), ("90 %", 0.9)])

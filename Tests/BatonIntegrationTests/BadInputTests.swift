@@ -185,6 +185,17 @@ extension Integration {
             // Checked only after connecting, so with no daemon it was exit 3.
             let badUpgradeTimeout = try TestProcess.run([baton, "upgrade", "--socket", "/nonexistent", "--timeout", "5"])
             #expect(badUpgradeTimeout.code == 2 && badUpgradeTimeout.stderr.hasPrefix("baton: --timeout: expected a duration"), "\(badUpgradeTimeout.stderr)")
+            // Found by a hostile-input audit: "-1s" read as an unknown flag ("Missing value for
+            // '--timeout <timeout>'" and a literal "\n Help:"), "0s" was accepted and failed the
+            // deploy at once (exit 4), and an overflowing one said "expected a duration".
+            let timeouts = [("-1s", "must not be negative"), ("0s", "must be more than 0s"), ("3000000h", "too large")]
+            for verb in [["deploy", "--release", "/srv/app/r1"], ["reload"], ["upgrade"]] {
+                for (value, problem) in timeouts {
+                    let bad = try TestProcess.run([baton, verb[0], "--socket", "/nonexistent"] + verb.dropFirst() + ["--timeout", value])
+                    #expect(bad.code == 2, "\(verb[0]) \(value): \(bad.stderr)")
+                    #expect(bad.stderr.hasPrefix("baton: --timeout: \(problem), got \"\(value)\"") && !bad.stderr.contains("\n"), "\(verb[0]): \(bad.stderr)")
+                }
+            }
             // Usage errors were two lines (the hint on a second); an app name with a path in it,
             // or an empty --socket, was exit 3 ("cannot reach the daemon at /run/baton/../..").
             let unknownOption = try TestProcess.run([baton, "status", "--app", "shop", "--bogus"])

@@ -22,6 +22,7 @@ public enum Units {
         "M": 1 << 20, "MiB": 1 << 20, "MB": 1_000_000,
         "G": 1 << 30, "GiB": 1 << 30, "GB": 1_000_000_000,
         "T": 1 << 40, "TiB": 1 << 40, "TB": 1_000_000_000_000,
+        "P": 1 << 50, "PiB": 1 << 50, "PB": 1_000_000_000_000_000,
     ]
 
     /// Parses a duration such as `"30s"`, `"500ms"`, `"1.5s"`, `"5m"`, `"5min"`, `"1h30m"` or
@@ -30,6 +31,12 @@ public enum Units {
     /// - Returns: nil for a number without a unit, an unknown unit, a negative or malformed value,
     ///   or one too large to represent in nanoseconds.
     public static func parseDuration(_ s: String) -> Duration? {
+        guard let total = durationNanoseconds(s), total <= UInt128(Int64.max) else { return nil }
+        return .nanoseconds(Int64(total))
+    }
+
+    /// A duration's nanoseconds, unbounded (nil when malformed).
+    private static func durationNanoseconds(_ s: String) -> UInt128? {
         var scanner = NumberScanner(s)
         var total: UInt128 = 0
         var components = 0
@@ -39,12 +46,31 @@ public enum Units {
             guard let number = scanner.decimal() else { return nil }
             let unit = scanner.letters()
             guard let factor = durationUnits[unit] else { return nil }
-            total += number.scaled(by: factor)
-            guard total <= UInt128(Int64.max) else { return nil }
+            let (sum, overflow) = total.addingReportingOverflow(number.scaled(by: factor))
+            // Past Int64 nanoseconds is past any limit: kept there, so the caller can say "too large".
+            total = overflow ? UInt128(Int64.max) + 1 : min(sum, UInt128(Int64.max) + 1)
             components += 1
         }
-        guard components > 0 else { return nil }
-        return .nanoseconds(Int64(total))
+        return components > 0 ? total : nil
+    }
+
+    /// The one-line refusal of a `--timeout`-like `option` given `text`, nil when it is a
+    /// duration over zero: negative, zero, too large (past 292 years of nanoseconds) and
+    /// malformed each say so, and the value shown is cut to 64 characters.
+    public static func timeoutProblem(_ text: String, option: String) -> String? {
+        let problem: String
+        if let d = parseDuration(text) {
+            guard d <= .zero else { return nil }
+            problem = "must be more than 0s"
+        } else if text.drop(while: { $0 == " " }).hasPrefix("-") {
+            problem = "must not be negative"
+        } else if durationNanoseconds(text) != nil {
+            problem = "too large"
+        } else {
+            problem = "expected a duration like \"10m\""
+        }
+        let shown = String(text.unicodeScalars.prefix(64).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+        return "\(option): \(problem), got \"\(shown)\(text.unicodeScalars.count > 64 ? "…" : "")\""
     }
 
     /// The largest size a config or a request may give, 1 PiB: far above any real host, and

@@ -34,9 +34,7 @@ extension DeployOptions {
         if let maxSurge, !(1...ControlRequest.maxSurgeBound).contains(maxSurge) {
             return "deploy.max_surge must be between 1 and \(ControlRequest.maxSurgeBound), got \(maxSurge)"
         }
-        if let timeout, Units.parseDuration(timeout) == nil {
-            return "deploy.timeout: expected a duration like \"10m\", got \"\(ControlProtocol.printable(timeout))\""
-        }
+        if let timeout, let problem = Units.timeoutProblem(timeout, option: "deploy.timeout") { return problem }
         return nil
     }
 }
