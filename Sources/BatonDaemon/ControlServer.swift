@@ -300,7 +300,10 @@ final class ControlConnection {
             } else if input.count > ControlProtocol.maxRequestBytes {
                 gotRequest = true
                 cancelTimeout()
-                finish(.failure("request too large (over \(ControlProtocol.maxRequestBytes) bytes without a newline)", code: 2))
+                let refusal = "request too large (over \(ControlProtocol.maxRequestBytes) bytes without a newline)"
+                // Logged like every other rejected request (it was the only one that left no line).
+                server.logger.warning("control: rejected request: \(refusal)", metadata: ["peer_uid": .stringConvertible(peer?.uid ?? 0)])
+                finish(.failure(refusal, code: 2))
             }
         }
     }

@@ -88,7 +88,8 @@ final class MetricsServer {
             if request.count > 8192 { respond(client, status: "431 Request Header Fields Too Large") }
             return
         }
-        let line = String(decoding: request[..<end], as: UTF8.self).split(separator: "\r\n").first ?? ""
+        // The request line, its CR (if any) dropped: bare LF line ends are taken, as HTTP asks.
+        let line = String(decoding: request[..<end].prefix { $0 != 10 }.filter { $0 != 13 }, as: UTF8.self)
         if line.hasPrefix("GET /metrics ") || line.hasPrefix("GET / ") {
             respond(client, status: "200 OK", body: render())
         } else {
@@ -121,10 +122,13 @@ final class MetricsServer {
         withExtendedLifetime(connection) { loop.unregister(fd: client) }
     }
 
-    private static func headerEnd(_ data: [UInt8]) -> Int? {
-        guard data.count >= 4 else { return nil }
-        for i in 0...(data.count - 4) where data[i] == 13 && data[i + 1] == 10 && data[i + 2] == 13 && data[i + 3] == 10 {
-            return i
+    /// Where the header ends: the empty line, `\r\n\r\n` or a bare `\n\n` (RFC 9112 lets a
+    /// server take a lone LF as a line end; a request sent so was closed with no reply).
+    static func headerEnd(_ data: [UInt8]) -> Int? {
+        guard data.count >= 2 else { return nil }
+        for i in 0...(data.count - 2) where data[i] == 10 {
+            if data[i + 1] == 10 { return i }
+            if i + 2 < data.count, data[i + 1] == 13, data[i + 2] == 10 { return i }
         }
         return nil
     }

@@ -286,6 +286,8 @@ extension Integration {
             #expect(binary?.contains("malformed request") == true)
             let huge = baton.rawControl([UInt8](repeating: 0x41, count: 70 * 1024))
             #expect(huge?.contains("request too large") == true)
+            // Logged like the other rejected requests (a hostile-input audit: it left no line).
+            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("control: rejected request: request too large") } != nil)
             // Connect and vanish without a request.
             _ = baton.rawControl([], readTimeout: .seconds(1))
             // A whole request ended by a half-close, no newline: it got no reply at all.

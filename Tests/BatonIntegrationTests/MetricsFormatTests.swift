@@ -78,6 +78,23 @@ extension Integration {
             TestPaths.write(directory + "/state/history.jsonl", text)
         }
 
+        /// Found by a hostile-input audit: a request whose lines end in a bare LF was closed
+        /// with no reply (RFC 9112 lets a server take LF alone as a line end).
+        @Test("the metrics endpoint answers a request whose lines end in a bare LF")
+        func bareLineFeeds() throws {
+            let baton = try BatonHarness(workers: 1, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "lfmet")
+            defer { baton.stop() }
+            let port = try #require(baton.metricsPort())
+            for request in ["GET /metrics HTTP/1.0\n\n", "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", "GET /metrics HTTP/1.0\nHost: x\n\n"] {
+                let fd = try #require(HTTP.connect(port: port))
+                defer { close(fd) }
+                HTTP.send(fd, request)
+                let reply = HTTP.readResponse(fd)
+                #expect(
+                    reply?.status == 200 && reply?.body.contains("baton_workers") == true, "\(request.debugDescription): \(String(describing: reply?.status))")
+            }
+        }
+
         @Test("prometheus_client parses every family with a real type; counters are _total and never decrease; dead workers' series go")
         func prometheusConventions() throws {
             let baton = try BatonHarness(
