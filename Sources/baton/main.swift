@@ -41,7 +41,13 @@ do {
     // value the message quotes is shown as \n), and the hint.
     // (Standard library only: Foundation's string search would link libFoundation into baton.)
     let usage = message.indices.first { message[$0...].hasPrefix("\nUsage:") || message[$0...].hasPrefix("\n  See '") }
-    let first = String(message[..<(usage ?? message.endIndex)].flatMap { $0 == "\n" ? ["\\", "n"] : [$0] })
+    var first = String(message[..<(usage ?? message.endIndex)].flatMap { $0 == "\n" ? ["\\", "n"] : [$0] })
+    // A mistyped verb: say so, not what argument-parser made of the rest ("Unknown option
+    // '--socket'" for `baton statuss --socket X`).
+    let names = Baton.configuration.subcommands.map { $0.configuration.commandName ?? "" } + ["help"]
+    if let verb = CommandLine.arguments.dropFirst().first, !verb.hasPrefix("-"), !names.contains(verb) {
+        first = "unknown command '\(LogText.escaped(String(verb.prefix(64))))' (one of: \(names.filter { !$0.hasPrefix("__") }.joined(separator: ", ")))"
+    }
     lastWords("baton: \(first)\(usage != nil ? "; run 'baton help' for usage" : "")\n")
     exit(BatonExitCode.usage)
 }

@@ -176,7 +176,11 @@ extension Integration {
             let baton = TestPaths.executable("baton")
             let unknown = try TestProcess.run([baton, "frobnicate"])
             #expect(unknown.code == 2)
-            #expect(unknown.stderr.hasPrefix("baton: "))
+            #expect(unknown.stderr.hasPrefix("baton: unknown command 'frobnicate' (one of: serve, demo, "), "\(unknown.stderr)")
+            // A mistyped verb was reported as its first option (a hostile-input audit:
+            // `baton statuss --socket X` said "Unknown option '--socket'").
+            let typo = try TestProcess.run([baton, "statuss", "--socket", "/x"])
+            #expect(typo.code == 2 && typo.stderr.hasPrefix("baton: unknown command 'statuss'") && !typo.stderr.contains("\n"), "\(typo.stderr)")
             let noTarget = try TestProcess.run([baton, "status"])
             #expect(noTarget.code == 2)
             #expect(noTarget.stderr.contains("--app NAME, --config FILE or --socket PATH"))
