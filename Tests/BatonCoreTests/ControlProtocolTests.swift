@@ -179,6 +179,10 @@ struct ControlProtocolTests {
             failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"release":"/srv/r","environment":[{"name":"1A","value":"v"}]}}"#))
                 == #"invalid request: deploy.environment: "1A" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"#)
         #expect(try decode(#"{"v":1,"cmd":"preflight","preflight":{"need":"1GiB"}}"#).get().preflight?.need == "1GiB")
+        // A path no call can open was echoed whole in a 10,000-character error (a hostile-input audit).
+        let long = "/" + String(repeating: "a", count: 10_000)
+        let message = failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"release":"\#(long)"}}"#))
+        #expect(message?.hasPrefix("invalid request: deploy.release is longer than 4095 bytes (10001): \"/aaa") == true && (message?.count ?? 0) < 200)
     }
 
     @Test("every input in Fuzz/crashes/control decodes to a request or one error line, never a crash")

@@ -4,10 +4,17 @@
 extension ControlRequest {
     /// The most workers a config may have, so the most a surge can be.
     static let maxSurgeBound = 1024
+    /// The longest path taken (Linux's PATH_MAX, 4096 with its NUL): a longer one cannot be
+    /// opened, and whole, it made a 10,000-character error line.
+    static let maxPathBytes = 4095
 
     /// The first problem with this request's values, as one line naming the field; nil if none.
     func problem() -> String? {
         if let binary, binary.utf8.contains(0) { return "binary contains a NUL byte" }
+        if let binary, binary.utf8.count > ControlRequest.maxPathBytes { return ControlRequest.tooLong("binary", binary) }
+        if let release = preflight?.release ?? deploy?.release, release.utf8.count > ControlRequest.maxPathBytes {
+            return ControlRequest.tooLong(preflight?.release != nil ? "preflight.release" : "deploy.release", release)
+        }
         if let preflight {
             if let release = preflight.release, release.utf8.contains(0) { return "preflight.release contains a NUL byte" }
             if let need = preflight.need, Units.parseBoundedSize(need) == nil {
@@ -16,6 +23,11 @@ extension ControlRequest {
         }
         if let deploy { return deploy.problem() }
         return nil
+    }
+
+    /// "`field` is longer than 4095 bytes (N): "<its start>…"".
+    static func tooLong(_ field: String, _ path: String) -> String {
+        "\(field) is longer than \(maxPathBytes) bytes (\(path.utf8.count)): \"\(ControlProtocol.printable(path))\""
     }
 }
 
