@@ -22,6 +22,9 @@ protocol ProcessTable: Sendable {
     func exists(_ pid: pid_t) -> Bool
     /// The process group of `pid` (getpgid), nil when it is gone.
     func processGroup(of pid: pid_t) -> pid_t?
+    /// The session of `pid` (getsid), nil when it is gone. A worker never leads one (it is a
+    /// group of its own in baton's session); a process that called setsid() does.
+    func session(of pid: pid_t) -> pid_t?
     /// The processes that hold the socket of inode `inode` (take-over: the workers a dead
     /// baton did not record still share its listening sockets).
     func socketHolders(inode: UInt64) -> [pid_t]
@@ -41,6 +44,10 @@ struct ProcProcessTable: ProcessTable {
     func processGroup(of pid: pid_t) -> pid_t? {
         let group = getpgid(pid)
         return group >= 0 ? group : nil
+    }
+    func session(of pid: pid_t) -> pid_t? {
+        let session = getsid(pid)
+        return session >= 0 ? session : nil
     }
     func socketHolders(inode: UInt64) -> [pid_t] { ProcFS.socketHolders(inode: inode) }
     func children(of pid: pid_t) -> [pid_t] { ProcFS.children(of: pid) }

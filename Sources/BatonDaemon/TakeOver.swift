@@ -37,6 +37,9 @@ struct InstanceRecord: Codable {
     var startTime: UInt64
     var listeners: [ListenerRecord]
     var workers: [WorkerRecord]
+    /// Strays it took over and had not killed yet (`TakeOverState/strays`; slot -1, no output
+    /// reader); nil in records of older batons.
+    var strays: [WorkerRecord]? = nil
 }
 
 /// A worker a crashed baton left behind: it keeps serving on the shared
@@ -47,10 +50,13 @@ struct InstanceRecord: Codable {
 /// (``ProcessChannels``, as a worker's).
 final class OrphanWorker: ProcessChannels {
     let slot: Int
+    /// Its start time (with the pid, it names the process in this baton's own record).
+    let startTime: UInt64
     var killTimer: EventLoop.Token?
 
-    init(slot: Int, process: ChildProcess) {
+    init(slot: Int, startTime: UInt64, process: ChildProcess) {
         self.slot = slot
+        self.startTime = startTime
         super.init(process: process)
     }
 }
@@ -69,6 +75,12 @@ struct TakeOverState {
     var pace: TakeOverPace?
     /// Orphans gone since the take-over began.
     var orphansGone = 0
+    /// Processes of the dead baton's that hold its listening socket but are no workers: they
+    /// left a worker's process group (a session of their own, or a group no orphan leads).
+    /// Their pidfds, owned; SIGKILLed at the end of a stop, as baton's own escaped children.
+    var strays: [ChildProcess] = []
+    /// Their start times (for this baton's own record).
+    var strayStartTimes: [pid_t: UInt64] = [:]
     /// Start times of live workers (read once per worker).
     var startTimes: [pid_t: UInt64] = [:]
     /// A write of `instance.json` is scheduled for the end of this loop turn.
@@ -172,14 +184,21 @@ extension Supervisor {
     /// Workers the dead baton spawned but had not written into its record yet (it died
     /// between the spawn and the write at the end of that loop turn) still share its
     /// listening sockets: every process holding one (by the recorded inode) that leads its
-    /// own process group, as each worker does, was started after that baton, and is neither
-    /// a recorded orphan nor inside one's tree, is adopted as an orphan (of no known slot).
+    /// own process group but not a session, as each worker does, was started after that
+    /// baton, and is neither a recorded orphan nor inside one's tree, is adopted as an orphan
+    /// (of no known slot). The other holders started after that baton and outside every
+    /// orphan's process group left a worker's group (`setsid`): no workers, they are strays,
+    /// killed when this baton stops (a crash audit: adopted, 8 `setsid sleep`s counted as
+    /// orphans and let the take-over start every new worker at 95 % of a cgroup; left alone,
+    /// they outlived every baton holding the port).
     private func adoptUnrecordedWorkers(of record: InstanceRecord) {
         var seen = Set(takeOver.orphans.map(\.pid))
+        var holders: [pid_t] = []
         for inode in record.listeners.compactMap(\.inode) {
             for pid in host.processes.socketHolders(inode: inode) where pid != getpid() && !seen.contains(pid) {
                 seen.insert(pid)
-                guard host.processes.processGroup(of: pid) == pid,
+                holders.append(pid)
+                guard host.processes.processGroup(of: pid) == pid, host.processes.session(of: pid) != pid,
                     !takeOver.orphans.contains(where: { host.processes.isInTree(pid, root: $0.pid) }),
                     let started = host.processes.startTime(of: pid), started >= record.startTime,
                     adoptOrphan(pid: pid, startTime: started, slot: -1, outputFD: WorkerContract.outputReaderFD)
@@ -189,6 +208,30 @@ extension Supervisor {
                 )
             }
         }
+        let groups = Set(takeOver.orphans.map(\.pid))
+        for pid in holders where !takeOver.orphans.contains(where: { $0.pid == pid }) {
+            guard let group = host.processes.processGroup(of: pid), !groups.contains(group),
+                let started = host.processes.startTime(of: pid), started >= record.startTime
+            else { continue }
+            adoptStray(pid: pid, startTime: started, of: record)
+        }
+        // The dead baton's own strays, taken over from a baton before it (they started before it).
+        for s in record.strays ?? [] where !takeOver.orphans.contains(where: { $0.pid == s.pid }) {
+            guard !takeOver.strays.contains(where: { $0.pid == s.pid }), host.processes.startTime(of: s.pid) == s.startTime else { continue }
+            adoptStray(pid: s.pid, startTime: s.startTime, of: record)
+        }
+    }
+
+    /// Keeps a pidfd of the stray `pid` (still the process started at `startTime`), to kill at stop.
+    private func adoptStray(pid: pid_t, startTime: UInt64, of record: InstanceRecord) {
+        guard let pidfd = try? host.openPidfd(of: pid) else { return }
+        let stray = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
+        guard host.processes.startTime(of: pid) == startTime else { return }
+        takeOver.strays.append(stray)
+        takeOver.strayStartTimes[pid] = startTime
+        logger.warning(
+            "pid \(pid) holds a socket the previous baton pid \(record.pid) listened on, outside every worker's process group (it left its worker's): not a worker; killed when baton stops"
+        )
     }
 
     /// Adopts `pid` as an orphan of `slot` if it is still the process that started at
@@ -200,7 +243,7 @@ extension Supervisor {
         let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
         // Checked again with the pidfd open: it names that same process, not a reused pid.
         guard host.processes.startTime(of: pid) == startTime else { return false }
-        let orphan = OrphanWorker(slot: slot, process: process)
+        let orphan = OrphanWorker(slot: slot, startTime: startTime, process: process)
         takeOver.orphans.append(orphan)
         if let outputFD { relayOutput(of: orphan, heldAt: outputFD) }
         return true
@@ -311,13 +354,19 @@ extension Supervisor {
             }
         }
         takeOver.startTimes = live
-        // Orphans not yet drained still hold the sockets: a baton crashing now leaves them too.
+        // Orphans not yet drained still hold the sockets: a baton crashing now leaves them too,
+        // those of no known slot included (left out, a crash audit saw one serve for good).
         for o in takeOver.orphans {
-            if let previous = takeOver.previous?.workers.first(where: { $0.pid == o.pid }) { workers.append(previous) }
+            workers.append(
+                takeOver.previous?.workers.first(where: { $0.pid == o.pid })
+                    ?? .init(slot: o.slot, pid: o.pid, startTime: o.startTime, outputFD: WorkerContract.outputReaderFD))
+        }
+        let strays = takeOver.strays.compactMap { s in takeOver.strayStartTimes[s.pid].map { InstanceRecord.WorkerRecord(slot: -1, pid: s.pid, startTime: $0) }
         }
         let record = InstanceRecord(
             app: config.app.name, pid: getpid(), startTime: host.processes.startTime(of: getpid()) ?? 0,
-            listeners: listeners.map { .init(name: $0.name, address: $0.address, inode: Self.inode(of: $0.fd)) }, workers: workers)
+            listeners: listeners.map { .init(name: $0.name, address: $0.address, inode: Self.inode(of: $0.fd)) }, workers: workers,
+            strays: strays.isEmpty ? nil : strays)
         guard let data = try? JSONEncoder().encode(record) else { return }
         do {
             try host.files.replace(instancePath, with: Array(data) + [0x0A])

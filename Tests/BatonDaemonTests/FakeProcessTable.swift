@@ -10,6 +10,7 @@ final class FakeProcessTable: ProcessTable {
         var states: [pid_t: Character] = [:]
         var startTimes: [pid_t: UInt64] = [:]
         var groups: [pid_t: pid_t] = [:]
+        var sessions: [pid_t: pid_t] = [:]
         var known: Set<pid_t> = []
         var socketHolders: [UInt64: [pid_t]] = [:]
         var children: [pid_t: [pid_t]] = [:]
@@ -52,6 +53,11 @@ final class FakeProcessTable: ProcessTable {
     func exists(_ pid: pid_t) -> Bool { table.withLock { $0.known.contains(pid) } }
 
     func processGroup(of pid: pid_t) -> pid_t? { table.withLock { $0.groups[pid] } }
+
+    /// Sets the session of `pid` (nil, the default: unknown, as for a pid gone).
+    func setSession(_ session: pid_t?, of pid: pid_t) { table.withLock { $0.sessions[pid] = session } }
+
+    func session(of pid: pid_t) -> pid_t? { table.withLock { $0.sessions[pid] } }
 
     /// Makes `pids` the holders of the socket of inode `inode`.
     func setSocketHolders(_ pids: [pid_t], inode: UInt64) { table.withLock { $0.socketHolders[inode] = pids } }

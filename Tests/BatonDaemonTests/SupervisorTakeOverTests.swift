@@ -83,6 +83,44 @@ import Testing
         h.supervisor.takeOver.taken = [:]
     }
 
+    /// Found by a crash audit: a worker's `setsid sleep` holding the dead baton's socket was
+    /// adopted as an unrecorded worker (8 of them counted as orphans, and the take-over's pace
+    /// let every new worker start at 95 % of a cgroup); one left out of this baton's own record
+    /// (a worker of no known slot) served for good after this baton was killed in turn.
+    @Test func aHolderThatLeadsASessionIsAStrayAndEveryOrphanIsRecorded() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
+        let address = try #require(Sockets.localAddress(socket.fd))
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.runtimeDirectory = h.root + "/run"
+        let inode: UInt64 = 8_888
+        let previous = InstanceRecord(
+            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address, inode: inode)], workers: [])
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        let (unrecorded, escapee) = (Self.orphanPID + 1, Self.orphanPID + 2)
+        let escapeeChild = h.host.addOrphan(pid: escapee, slot: 0, descriptors: [3: socket.fd])
+        _ = h.host.addOrphan(pid: unrecorded, slot: 0, descriptors: [3: socket.fd])
+        for pid in [unrecorded, escapee] {
+            h.host.fakeProcesses.setStartTime(12, of: pid)
+            h.host.fakeProcesses.setProcessGroup(pid, of: pid)
+        }
+        h.host.fakeProcesses.setSession(escapee, of: escapee)
+        h.host.fakeProcesses.setSocketHolders([unrecorded, escapee, getpid()], inode: inode)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        #expect(h.supervisor.takeOver.orphans.map(\.pid) == [unrecorded])
+        #expect(h.supervisor.takeOver.strays.map(\.pid) == [escapee])
+        h.supervisor.takeOver.taken = [:]
+        h.supervisor.writeInstanceRecord()
+        let record = try JSONDecoder().decode(InstanceRecord.self, from: Data(try #require(h.host.fakeFiles[h.supervisor.instancePath]).utf8))
+        #expect(record.workers.map(\.pid) == [unrecorded] && record.workers.first?.slot == -1 && record.workers.first?.startTime == 12)
+        #expect(record.strays?.map(\.pid) == [escapee])
+        // At the end of a stop the stray goes too.
+        h.supervisor.beginShutdown()
+        h.advance(by: .seconds(60))
+        #expect(escapeeChild.signals.contains(SIGKILL), "\(escapeeChild.signals)")
+    }
+
     /// The record names the inode of each listening socket, from the first write on.
     @Test func theRecordNamesEachListeningSocketsInode() throws {
         let h = try DaemonHarness(workers: 1)

@@ -206,6 +206,42 @@ extension Integration {
             #expect(second.stop(keepDirectory: true) == 0)
         }
 
+        /// Found by a crash audit: a worker's child that called setsid() and holds the listening
+        /// socket was taken over as an "unrecorded worker" of the killed baton, or, inside an
+        /// orphan's tree, left alone: it outlived every baton and the next serve failed on
+        /// "Address already in use".
+        @Test("a worker's child that left its group is no orphan after a crash: the next baton names it a stray and kills it at its stop")
+        func anEscapedChildOfADeadBatonIsAStray() throws {
+            let directory = TestPaths.temporaryDirectory("tkstray")
+            defer { TestPaths.remove(directory) }
+            let script = directory + "/worker.sh"
+            TestPaths.write(
+                script, "#!/bin/sh\nsetsid sleep 300 &\necho $! >> \(directory)/escapees\nexec \(TestPaths.executable("baton-demo-worker"))\n",
+                mode: 0o755)
+            func escapees() -> [pid_t] { (ProcFS.read(directory + "/escapees") ?? "").split(separator: "\n").compactMap { Int32($0) } }
+            let first = try BatonHarness(workers: 1, command: [script], tag: "tkstray")
+            let escapee = try #require(escapees().first)
+            let watch = ProcessWatch.open(escapee)
+            defer { close(watch) }
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+
+            let second = try BatonHarness(workers: 1, command: [script], tag: "tkstray", reuse: first.directory)
+            defer { second.stop() }
+            let named = second.process.waitForLine(timeout: .seconds(10)) { $0.contains("pid \(escapee) holds a socket") }
+            #expect(named?.contains("not a worker; killed when baton stops") == true, "\(named ?? "no line")")
+            #expect(!second.process.stderrLines.contains { $0.contains("pid \(escapee) ") && $0.contains("taken over as an orphaned worker") })
+            #expect(second.process.waitForLine(timeout: .seconds(20)) { $0.contains("take-over finished") } != nil)
+            #expect(!ProcessWatch.waitExit(watch, timeout: .zero), "it runs on until baton stops")
+            #expect(second.stop(keepDirectory: true) == 0)
+            #expect(ProcessWatch.waitExit(watch, timeout: .seconds(5)), "pid \(escapee) outlived the baton that took it over")
+            for pid in escapees().dropFirst() {
+                let w = ProcessWatch.open(pid)
+                #expect(w < 0 || ProcessWatch.waitExit(w, timeout: .seconds(5)), "pid \(pid) outlived baton")
+                if w >= 0 { close(w) }
+            }
+        }
+
         /// The part of `instance.json` the tests read.
         struct InstanceRecordView: Decodable {
             struct Worker: Decodable { var pid: Int32 }
