@@ -193,11 +193,18 @@ final class ReleaseBook {
 
     /// Every folder in `folder` with what retention does with it, newest first (folders being
     /// removed now are left out). `inUse`: folders a worker or an operation still needs.
+    /// Every path is compared as the folder it names (`realpath`), not as text: a release
+    /// deployed as `releases//r9`, through a symlinked folder or a symlinked releases directory
+    /// is the folder it runs in (an operator audit: retention removed the current release, and
+    /// the previous one a rollback then needed, spelled otherwise).
     func listing(of folder: String, keep: Int?, inUse: Set<String>, batonDirectories: [String]) throws(SystemError) -> ReleasesReport {
-        let folders = try ReleaseFolders.scan(folder).filter { !pruning.contains($0.path) }
+        let resolve = Supervisor.resolved
+        let folders = try ReleaseFolders.scan(folder).map { ReleaseFolder(name: $0.name, path: resolve($0.path), modifiedAt: $0.modifiedAt) }
+            .filter { !pruning.contains($0.path) }
+        let lastDeployed = Dictionary(ReleaseRetention.lastDeployed(history).map { (resolve($0.key), $0.value) }, uniquingKeysWith: max)
         let listings = ReleaseRetention.plan(
-            folders: folders, current: state.current.directory, previous: state.previous?.directory, inUse: inUse,
-            lastDeployed: ReleaseRetention.lastDeployed(history), keep: keep, deployed: Set(deployed),
+            folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
+            inUse: Set(inUse.map(resolve)), lastDeployed: lastDeployed, keep: keep, deployed: Set(deployed.map(resolve)),
             batonDirectories: batonDirectories)
         return ReleasesReport(directory: folder, keep: keep, releases: listings)
     }

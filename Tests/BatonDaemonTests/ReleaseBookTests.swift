@@ -161,6 +161,29 @@ import Testing
         #expect(during.releases.map(\.name).sorted() == ["r2", "r3"])
     }
 
+    /// Found by an operator audit: retention compared release paths as text, and removed the
+    /// current release deployed as `releases//r9`, and the previous one deployed through a
+    /// symlinked folder (`rM` → `r5`) or a symlinked releases directory.
+    @Test func retentionKnowsAReleaseByItsFolderNotItsSpelling() throws {
+        var template = Array("/tmp/baton-book-XXXXXX".utf8CString)
+        let root = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let releases = root + "/releases"
+        mkdir(releases, 0o755)
+        for name in ["r5", "r9", "r10", "r11"] { mkdir(releases + "/" + name, 0o755) }
+        #expect(symlink(releases + "/r5", releases + "/rM") == 0)
+        #expect(symlink(releases, root + "/link") == 0)
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        try book.commit(ReleaseState(current: Release(directory: releases + "//r9"), previous: Release(directory: releases + "/rM")))
+        for name in ["r5", "r9", "r10", "r11"] { book.recordDeployed(Release(directory: root + "/link/" + name)) }
+        for listed in [releases, root + "/link"] {
+            let marks = Dictionary(
+                uniqueKeysWithValues: try book.listing(of: listed, keep: 1, inUse: [], batonDirectories: []).releases.map { ($0.name, $0.mark) })
+            #expect(marks["r9"] == .current && marks["r5"] == .previous, "\(listed): \(marks)")
+            #expect(marks["r10"] == .prune && marks["r11"] == .prune, "\(listed): \(marks)")
+        }
+    }
+
     @Test func aHistoryLineNamesTheKindAsTheWireDoes() {
         // `baton deploy --attach` with nothing in progress prints the last entry this way.
         #expect(Supervisor.describe(entry(.rollAhead, "/srv/app/r1", .rolledBack)) == "roll-ahead of /srv/app/r1 rolled-back")
