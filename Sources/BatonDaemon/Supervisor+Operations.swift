@@ -231,14 +231,14 @@ extension Supervisor {
     }
 
     /// Worker count and app name need a restart of baton, not a reload.
-    private func checkReloadable(_ newConfig: BatonConfig) throws {
+    func checkReloadable(_ newConfig: BatonConfig) throws {
         if newConfig.app.workers != config.app.workers {
             throw DaemonError("app.workers changed from \(config.app.workers) to \(newConfig.app.workers): restart baton to change the number of workers")
         }
         if newConfig.app.name != config.app.name { throw DaemonError("app.name changed: restart baton to rename the app") }
     }
 
-    private func restartOnlyChanges(_ newConfig: BatonConfig) -> [String] {
+    func restartOnlyChanges(_ newConfig: BatonConfig) -> [String] {
         var changes: [String] = []
         if newConfig.listen != config.listen { changes.append("[listen]") }
         if newConfig.control != config.control { changes.append("[control]") }

@@ -44,11 +44,31 @@ extension Supervisor {
         return nil
     }
 
+    /// Why the config file, as the new image would load it, cannot run the workers and sockets
+    /// this image hands over: what a reload refuses (`app.workers`, `app.name`), and what only a
+    /// restart applies (`[listen]`, `[control]`, `[metrics]`, the state and runtime directories),
+    /// which the new image would otherwise take as running (an operator audit: an upgrade with
+    /// `workers` edited said "3 workers kept" under a config of 2; one with `state_directory`
+    /// edited came back with an empty history). Read here, on the loop, once the check passed:
+    /// the check child has just parsed the same file.
+    private func configBlocker() -> String? {
+        guard let load = options.reloadConfig, let fresh = try? load() else { return nil }
+        do {
+            try checkReloadable(fresh)
+        } catch {
+            return "\(error)"
+        }
+        let changes = restartOnlyChanges(fresh)
+        guard !changes.isEmpty else { return nil }
+        return
+            "\(changes.joined(separator: ", ")) changed in the config: an upgrade keeps the running sockets and directories, so only a restart applies that (or put the running values back)"
+    }
+
     private func reexecute(_ binary: UpgradeBinary, waiter: ControlConnection) {
         defer { binary.close() }  // reached only when the execve did not happen
         let path = binary.path
-        if let reason = upgradeBlocker() {
-            // Something changed while the check ran (a worker crashed, ...).
+        if let reason = upgradeBlocker() ?? configBlocker() {
+            // Something changed while the check ran (a worker crashed, ...), or the config did.
             waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
             return
         }

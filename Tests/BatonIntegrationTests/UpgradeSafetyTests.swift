@@ -88,6 +88,31 @@ extension Integration {
             #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
         }
 
+        /// Found by an operator audit: the new image took the edited config as running, with
+        /// `workers` changed ("3 workers kept" under a config of 2) or `[metrics]` moved.
+        @Test("a config edited in what only a restart applies refuses the upgrade in one line; the daemon keeps serving")
+        func aConfigOnlyARestartAppliesRefusesTheUpgrade() throws {
+            let baton = try BatonHarness(workers: 1, tag: "upgcfg")
+            defer { baton.stop() }
+            let before = try baton.status()
+            let original = try #require(ProcFS.read(baton.configPath))
+            for (edit, reason) in [
+                (original.replacingOccurrences("workers = 1", with: "workers = 2"), "app.workers changed from 1 to 2"),
+                (original + "\n[metrics]\naddress = \"127.0.0.1:0\"\n", "[metrics] changed in the config"),
+            ] {
+                TestPaths.write(baton.configPath, edit)
+                let refused = try baton.cli(["upgrade"], timeout: .seconds(90))
+                #expect(refused.code == 1, "\(refused.stderr)")
+                #expect(refused.stderr.contains("upgrade refused") && refused.stderr.contains(reason), "\(refused.stderr)")
+                #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+                #expect(try baton.status().pid == before.pid && baton.process.exitCode == nil)
+            }
+            TestPaths.write(baton.configPath, original)
+            let upgraded = try baton.cli(["upgrade"], timeout: .seconds(90))
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            #expect(try baton.status().workers.map(\.pid) == before.workers.map(\.pid))
+        }
+
         @Test("a check that never answers is killed after --timeout (30 s by default); the upgrade is refused and the daemon keeps serving")
         func silentCheckTimesOut() throws {
             let baton = try BatonHarness(workers: 1, tag: "upgslow")
