@@ -94,9 +94,9 @@ extension Supervisor {
                 throw DaemonError("release \(directory) is being removed by retention ([deploy] keep_releases)")
             }
             if let command = options.command, command.first?.isEmpty ?? true { throw DaemonError("--command must not be empty") }
-            return Release(
-                directory: directory, command: options.command ?? releaseState.current.command,
-                environment: options.environment ?? [])
+            // Without --command, `[app] command` (as `baton deploy --help` says), as without --env
+            // no environment: a release is what its deploy gave, not what the one before had.
+            return Release(directory: directory, command: options.command, environment: options.environment ?? [])
         }
     }
 

@@ -132,6 +132,23 @@ import Testing
             "\(client.progress.filter { $0.contains("\(old)") })")
     }
 
+    /// Found by an operator audit: a deploy without --command ran the command the current
+    /// release was deployed with, not `[app] command` as `baton deploy --help` says (and an
+    /// edited `[app] command` never took effect until a deploy named it).
+    @Test func aDeployWithoutACommandRunsTheConfigsCommand() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let waiter = RecordingWaiter()
+        h.supervisor.requestDeploy(
+            kind: .deploy, options: DeployOptions(release: h.makeRelease("r1"), command: ["/srv/other", "--flag"]), waiter: waiter, uid: 0)
+        h.finishOperations()
+        #expect(waiter.reply?.ok == true && h.supervisor.slots[0].current?.spec.argv == ["/srv/other", "--flag"])
+        let plain = h.deploy(h.makeRelease("r2"))
+        h.finishOperations()
+        #expect(plain.reply?.ok == true)
+        #expect(h.supervisor.slots[0].current?.spec.argv == h.supervisor.config.app.command, "\(String(describing: h.supervisor.slots[0].current?.spec.argv))")
+    }
+
     @Test func deployReplacesEverySlotAndCommits() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()
