@@ -55,5 +55,22 @@ public enum ConfigHostCheck {
             guard lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFSOCK else { continue }
             throw problem(keyPath, "\(path) exists and is \(RegularFile.describe(st.st_mode & S_IFMT)), not a socket")
         }
+        // What `serve` refuses at start-up, found here too (an operator audit found each passing
+        // check-config): one path for a listening socket and the control socket, a listening
+        // socket whose folder is missing (baton creates only the control socket's), and a state
+        // or runtime directory others may write in.
+        for case .unix(let path) in config.listen.addresses {
+            if path == config.control.socket { throw problem(["listen", "addresses"], "\(path) is also [control] socket") }
+            let folder = path[..<(path.lastIndex(of: "/") ?? path.startIndex)]
+            var st = stat()
+            if !folder.isEmpty, stat(String(folder), &st) != 0 || st.st_mode & S_IFMT != S_IFDIR {
+                throw problem(["listen", "addresses"], "\(path): its folder \(folder) does not exist")
+            }
+        }
+        for (keyPath, directory) in [(["app", "state_directory"], config.app.stateDirectory), (["app", "runtime_directory"], config.app.runtimeDirectory)] {
+            var st = stat()
+            guard let directory, stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_mode & S_IWOTH != 0 else { continue }
+            throw problem(keyPath, "\(DirectoryError(path: directory, reason: .writableByOthers(mode: UInt32(st.st_mode))))")
+        }
     }
 }

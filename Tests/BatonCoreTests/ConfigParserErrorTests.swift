@@ -129,6 +129,15 @@ struct ConfigParserErrorTests {
         #expect(
             configFailure(minimalApp + "[listen]\naddresses = [\"127.0.0.1:80\", \"127.0.0.1:80\"]\n")
                 == #"/etc/baton/shop.toml:7: listen.addresses: address "127.0.0.1:80" is listed twice"#)
+        // A wildcard and an address of its family on one port: check-config passed it, serve failed
+        // with "Address already in use" (an operator audit).
+        #expect(
+            configFailure(minimalApp + "[listen]\naddresses = [\"0.0.0.0:80\", \"127.0.0.1:80\"]\n")
+                == #"/etc/baton/shop.toml:7: listen.addresses: address "127.0.0.1:80" overlaps "0.0.0.0:80" (a wildcard address takes its port on every address)"#
+        )
+        #expect(
+            configFailure(minimalApp + "[listen]\naddresses = [\"[::1]:80\", \"[::]:80\"]\n")?.contains("overlaps") == true)
+        #expect(configFailure(minimalApp + "[listen]\naddresses = [\"0.0.0.0:80\", \"[::1]:80\", \"127.0.0.1:81\"]\n") == nil)
         #expect(
             configFailure(minimalApp + "[listen]\nsocket_mode = 660\n")
                 == #"/etc/baton/shop.toml:7: listen.socket_mode: expected a file mode as a string of octal digits, like "0660", got 660"#

@@ -107,10 +107,14 @@ extension Integration {
                 """)
             let serve = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", path], timeout: .seconds(20))
             #expect(serve.code == 2, "\(serve.stderr)")
+            // Refused by the config's host check (as check-config does), with the config's line.
             #expect(
-                serve.stderr.split(separator: "\n").last
-                    == "baton: app.state_directory: \(directory)/state is writable by others (mode 777): refusing to use it; baton never changes a directory it did not create (chmod o-w \(directory)/state, or let baton create a new one)",
+                serve.stderr.split(separator: "\n").last?.hasSuffix(
+                    ":7: app.state_directory: \(directory)/state is writable by others (mode 777): refusing to use it; baton never changes a directory it did not create (chmod o-w \(directory)/state, or let baton create a new one)"
+                ) == true,
                 "\(serve.stderr)")
+            let check = try TestProcess.run([TestPaths.executable("baton"), "check-config", path], timeout: .seconds(20))
+            #expect(check.code == 2 && check.stderr.contains("app.state_directory: \(directory)/state is writable by others"), "\(check.stderr)")
             #expect(modeAndOwner(directory + "/state")?.mode == 0o777)
         }
 

@@ -100,4 +100,43 @@ struct RegularFileTests {
         #expect(!blocked, "reading the environment file waited for a writer")
         #expect(message == "shop.toml:6: app.environment_file: \(fifo) is not a regular file (a FIFO)")
     }
+
+    /// Found by an operator audit: each passed check-config and failed `serve` at start-up.
+    @Test(
+        "the host check refuses what serve would: a listening socket at the control socket's path or in a missing folder, a state or runtime directory others may write in"
+    )
+    func whatServeRefusesAtStartUp() throws {
+        let directory = TestPaths.temporaryDirectory("hostcheck")
+        defer { TestPaths.remove(directory) }
+        func problem(_ extraApp: String, _ sections: String) throws -> String? {
+            let text = """
+                [app]
+                name = "shop"
+                command = ["/bin/true"]
+                directory = "/tmp"
+                workers = 1
+                \(extraApp)
+                \(sections)
+                [control]
+                socket = "\(directory)/control.sock"
+
+                """
+            let config = try BatonConfig.parse(text, path: "shop.toml")
+            do {
+                try ConfigHostCheck.check(config, text: text)
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(try problem("", "[listen]\naddresses = [\"unix:\(directory)/control.sock\"]")?.contains("is also [control] socket") == true)
+        #expect(
+            try problem("", "[listen]\naddresses = [\"unix:\(directory)/missing/http.sock\"]")?.contains("its folder \(directory)/missing does not exist")
+                == true)
+        #expect(try problem("", "[listen]\naddresses = [\"unix:\(directory)/http.sock\"]") == nil)
+        let open = directory + "/open"
+        #expect(mkdir(open, 0o755) == 0 && chmod(open, 0o777) == 0)
+        #expect(try problem("state_directory = \"\(open)\"", "")?.contains("app.state_directory: \(open) is writable by others (mode 777)") == true)
+        #expect(try problem("runtime_directory = \"\(open)\"", "")?.contains("app.runtime_directory: \(open) is writable by others") == true)
+    }
 }

@@ -88,6 +88,13 @@ extension ConfigReader {
                 check(
                     seen.insert(address).inserted, s, "addresses",
                     "address \(Convert.quote(address.description)) is listed twice")
+                // A wildcard takes its port on every address of its family: binding both fails at start.
+                if let other = listen.addresses.first(where: { $0 != address && ListenAddress.overlap($0, address) }) {
+                    report(
+                        s.path("addresses"),
+                        "address \(Convert.quote(address.description)) overlaps \(Convert.quote(other.description)) (a wildcard address takes its port on every address)"
+                    )
+                }
                 listen.addresses.append(address)
             }
         }

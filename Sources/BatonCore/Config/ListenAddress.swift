@@ -44,6 +44,17 @@ public enum ListenAddress: Sendable, Equatable, Hashable, CustomStringConvertibl
 
     /// The canonical form: `"127.0.0.1:8080"`, `"[::1]:8080"`, `"unix:/path"`;
     /// ``parse(_:)`` reads it back to an equal value.
+    /// Whether `a` and `b` cannot both be bound: TCP on the same non-zero port where one is the
+    /// wildcard of the other's family (`0.0.0.0`, `::`).
+    public static func overlap(_ a: ListenAddress, _ b: ListenAddress) -> Bool {
+        guard case .tcp(let hostA, let portA) = a, case .tcp(let hostB, let portB) = b, portA == portB, portA != 0 else { return false }
+        let v6A = hostA.contains(":")
+        let v6B = hostB.contains(":")
+        guard v6A == v6B else { return false }
+        let wildcard = v6A ? "::" : "0.0.0.0"
+        return hostA == wildcard || hostB == wildcard
+    }
+
     public var description: String {
         switch self {
         case .tcp(let host, let port):
