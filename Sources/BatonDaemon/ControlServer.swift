@@ -11,6 +11,8 @@ import Logging
 /// is disconnected; one over `maxConnections` is told so and closed.
 final class ControlServer {
     let path: String
+    /// The folders created for the socket, outermost first (none when they existed).
+    private var createdDirectories: [String] = []
     /// The listening socket, owned: closed by ``close()``, or when the server goes.
     private var listening: OwnedDescriptor?
     /// Its number; -1 once closed.
@@ -47,7 +49,7 @@ final class ControlServer {
             listening = OwnedDescriptor(existing)
         } else {
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-            if !directory.isEmpty { try Filesystem.makeDirectory(directory, mode: 0o755) }
+            if !directory.isEmpty { createdDirectories = try Filesystem.makeDirectory(directory, mode: 0o755) }
             let socket = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID)
             // Owned at once: a failure below closes it.
             listening = OwnedDescriptor(socket)
@@ -80,6 +82,10 @@ final class ControlServer {
         loop.unregister(fd: fd)
         listening = nil  // closes it
         unlink(path)
+        // Only the folders this server made for its socket, innermost first, and only if empty
+        // (an operator audit found /run/baton/NAME, made for the default socket, left behind).
+        for directory in createdDirectories.reversed() { rmdir(directory) }
+        createdDirectories = []
     }
 
     private func acceptAll() {

@@ -84,6 +84,36 @@ extension Integration {
             #expect(modeAndOwner(fresh.directory + "/run") != nil)
         }
 
+        /// Found by an operator audit: `/run/baton/NAME`, made for the default control socket of a
+        /// config with its own runtime directory, was left behind at stop.
+        @Test("the folders baton made for its control socket go at stop, the ones that existed stay")
+        func controlSocketFoldersGoAtStop() throws {
+            let directory = TestPaths.temporaryDirectory("dir-ctl")
+            defer { TestPaths.remove(directory) }
+            let path = directory + "/baton.toml"
+            TestPaths.write(
+                path,
+                """
+                [app]
+                name = "test"
+                command = ["\(TestPaths.executable("baton-demo-worker"))"]
+                directory = "\(directory)"
+                workers = 1
+                runtime_directory = "\(directory)/run"
+                state_directory = "\(directory)/state"
+                [listen]
+                addresses = ["127.0.0.1:0"]
+                [control]
+                socket = "\(directory)/made/by/baton/control.sock"
+                """)
+            let serve = try TestProcess([TestPaths.executable("baton"), "serve", "--config", path])
+            #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
+            #expect(modeAndOwner(directory + "/made/by/baton") != nil)
+            #expect(serve.stop() == 0)
+            #expect(modeAndOwner(directory + "/made") == nil, "the folders baton made for its control socket are gone")
+            #expect(modeAndOwner(directory) != nil)
+        }
+
         @Test("a state directory others may write in is refused at start: one line naming the key, exit 2, mode untouched")
         func worldWritableStateRefused() throws {
             let directory = TestPaths.temporaryDirectory("dir-ww")
