@@ -28,6 +28,13 @@ extension Supervisor {
         sampleReservation()
     }
 
+    /// Holds `held` again, as the image before an upgrade held it (its times, its rolls).
+    func resumeReservation(_ held: Reservation) {
+        memoryMonitor.hold(held, replacementTime: nil)
+        logger.info("reservation: \(Units.formatSize(held.bytes)) still held after the upgrade, until its hold passes")
+        sampleReservation()
+    }
+
     /// Stops holding; `why` goes to the log. Returns the reservation that was held.
     @discardableResult
     func releaseReservation(_ why: String) -> Reservation? {

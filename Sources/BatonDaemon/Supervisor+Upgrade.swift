@@ -91,7 +91,14 @@ extension Supervisor {
             createdNotifyDirectory: createdNotifyDirectory,
             // By name: the handoff is read by whichever image comes next.
             restartsByReason: Dictionary(uniqueKeysWithValues: restartsByReason.map { ($0.key.rawValue, $0.value) }),
-            deploysByOutcome: Dictionary(uniqueKeysWithValues: deploysByOutcome.map { ($0.key.rawValue, $0.value) }))
+            deploysByOutcome: Dictionary(uniqueKeysWithValues: deploysByOutcome.map { ($0.key.rawValue, $0.value) }),
+            oomTotal: memoryMonitor.oom.tracker.total,
+            oomBySlot: Dictionary(uniqueKeysWithValues: memoryMonitor.oom.tracker.bySlot.map { (String($0.key), $0.value) }),
+            logDroppedBytes: LogWriter.standardError.droppedBytes,
+            footprints: memoryMonitor.footprints.remembered.footprints, footprintOrder: memoryMonitor.footprints.remembered.order,
+            reservation: memoryMonitor.heldReservation.map {
+                .init(bytes: $0.bytes, margin: $0.margin, heldAtNanos: $0.heldAt.nanoseconds, expiresAtNanos: $0.expiresAt.nanoseconds, rolls: $0.rolls)
+            })
         // Owned: closed once, after the execve failed (a new image gets it across the execve).
         let memfd: OwnedDescriptor
         do {
@@ -122,6 +129,23 @@ extension Supervisor {
         waiter.finish(.failure("upgrade failed: \(error); nothing changed", code: 1))
     }
 
+    /// What the previous image knew of memory and counted (an operator audit found each lost
+    /// across an upgrade: the reservation vanished with no line, the next deploy knew no
+    /// footprint and replaced one slot at a time, and two counters that never decrease reset).
+    private func resumeCarriedMemory(_ state: UpgradeState) {
+        memoryMonitor.oom.tracker.carry(
+            total: state.oomTotal ?? 0, bySlot: (state.oomBySlot ?? [:]).reduce(into: [:]) { $0[Int($1.key) ?? -1, default: 0] += $1.value })
+        LogWriter.standardError.carryDropped(state.logDroppedBytes ?? 0)
+        if let footprints = state.footprints {
+            memoryMonitor.footprints.remember(footprints: footprints, order: state.footprintOrder ?? Array(footprints.keys))
+        }
+        if let r = state.reservation {
+            var held = Reservation(bytes: r.bytes, margin: r.margin, now: .nanoseconds(r.heldAtNanos), hold: .nanoseconds(r.expiresAtNanos - r.heldAtNanos))
+            held.rolls = r.rolls
+            resumeReservation(held)
+        }
+    }
+
     /// Rebuilds the supervisor from the state the previous image left in `fd`.
     func resume(from fd: Int32) throws {
         guard let text = fd >= 0 ? readState(OwnedDescriptor(fd)) : nil else { throw DaemonError("upgrade: cannot read the state in fd \(fd)") }
@@ -138,6 +162,7 @@ extension Supervisor {
             if let outcome = OperationOutcome(rawValue: entry.key) { counts[outcome, default: 0] += entry.value }
         }
         releases.restore(state: state.releaseState, deploysByOutcome: deploys)
+        resumeCarriedMemory(state)
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let life = SlotLifecycle(
                 index: s.index, generation: s.generation, restarts: s.restarts, lastRestartReason: s.lastRestartReason.map(RestartCause.init(text:)))

@@ -64,6 +64,26 @@ struct UpgradeState: Codable {
     /// (absent from an older image).
     var restartsByReason: [String: Int]?
     var deploysByOutcome: [String: Int]?
+    /// OOM kills counted (total, and by slot as strings), and log bytes dropped: counters that
+    /// never decrease (absent from an older image).
+    var oomTotal: Int?
+    var oomBySlot: [String: Int]?
+    var logDroppedBytes: UInt64?
+    /// Settled worker footprints per release and the releases' order: without them the next
+    /// deploy's auto strategy knew no footprint and replaced one slot at a time.
+    var footprints: [String: [UInt64]]?
+    var footprintOrder: [String]?
+    /// The reservation held by `preflight --roll-ahead --hold` (monotonic times: the clock
+    /// carries on across the execve).
+    var reservation: ReservationState?
+
+    struct ReservationState: Codable {
+        var bytes: UInt64
+        var margin: UInt64
+        var heldAtNanos: Int64
+        var expiresAtNanos: Int64
+        var rolls: Int
+    }
 
     /// Every descriptor that must survive the execve.
     var descriptors: [Int32] {

@@ -84,8 +84,12 @@ public final class LogWriter: Sendable {
         }
     }
 
-    /// Bytes dropped so far because the queue was full.
+    /// Bytes dropped so far because the queue was full (those an earlier image of this
+    /// process counted included, ``carryDropped(_:)``).
     public var droppedBytes: UInt64 { dropped.load(ordering: .relaxed) }
+
+    /// Adds what the image before a `baton upgrade` had dropped: the count never decreases.
+    public func carryDropped(_ bytes: UInt64) { dropped.add(bytes, ordering: .relaxed) }
 
     /// Writes or queues `line` (one whole line, newline included); never waits for the fd.
     public func append(_ line: [UInt8]) {

@@ -21,6 +21,15 @@ struct MemoryOOMTrackerTests {
         #expect(t.observe(counter: 2) == 1)
     }
 
+    /// A `baton upgrade` hands the counts over: `baton_oom_kills_total` never decreases.
+    @Test func countsCarriedFromAnEarlierImageAddUp() {
+        var t = OOMTracker()
+        t.carry(total: 3, bySlot: [0: 2, 1: 1])
+        t.carry(total: 1, bySlot: [1: 1])
+        #expect(t.total == 4 && t.bySlot == [0: 2, 1: 2])
+        #expect(t.observe(counter: 9) == 0, "the new image's first reading is its baseline")
+    }
+
     @Test func aGrandchildNamedByTheKernelLogIsCountedOnItsSlot() {
         var t = OOMTracker()
         let e = OOMTracker.Evidence(

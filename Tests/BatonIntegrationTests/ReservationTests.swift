@@ -40,6 +40,35 @@ extension MemoryIntegration {
 
         func size(_ bytes: Int64) -> String { "\(max(0, bytes) >> 20)MiB" }
 
+        /// Found by an operator audit: after `baton upgrade` the reservation was gone without a
+        /// line, and the settled footprint too (the next deploy replaced one slot at a time).
+        @Test("baton upgrade carries the held reservation and the settled worker footprint over")
+        func upgradeKeepsTheReservationAndTheFootprint() throws {
+            let baton = try BatonHarness(
+                workers: 2, command: [Self.worker, "--hold", "8"],
+                sections: """
+                    [listen]
+                    addresses = ["127.0.0.1:0"]
+                    [memory]
+                    budget = "1GiB"
+                    reserve = "0B"
+                    check_interval = "1h"
+                    """, tag: "rsvupg")
+            defer { baton.stop() }
+            let settled = baton.process.waitForLine(timeout: .seconds(20)) { _ in
+                baton.process.stderrLines.filter { $0.contains("footprint settled") }.count >= 2
+            }
+            #expect(settled != nil)
+            let (held, before) = try preflight(baton, ["--need", "50MiB", "--roll-ahead", "--hold", "10m"])
+            #expect(held.code == 0 && before?.reservation != nil && before?.footprintBytes != nil, "\(held.stdout)\n\(held.stderr)")
+            let upgraded = try baton.cli(["upgrade"], timeout: .seconds(90))
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            let after = try baton.status()
+            #expect(after.reservation?.bytes == before?.reservation?.bytes, "\(String(describing: after.reservation))")
+            let (_, report) = try preflight(baton, ["--need", "1MiB"])
+            #expect(report?.footprintBytes == before?.footprintBytes, "\(String(describing: report))")
+        }
+
         // The defect: a verdict that fit by less than any margin rolled nothing and promised the
         // memory, which the workers then took back.
         @Test("--roll-ahead restarts grown workers until the need fits with the margin to spare, then holds it")

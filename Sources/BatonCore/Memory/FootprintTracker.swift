@@ -58,6 +58,16 @@ public struct FootprintTracker: Sendable, Equatable {
 
     /// Releases whose footprints are remembered.
     public static let releasesKept = 8
+
+    /// The finished footprints per release and the releases' order, as an earlier image hands
+    /// them to the next (`baton upgrade`).
+    public var remembered: (footprints: [String: [UInt64]], order: [String]) { (finished, releaseOrder) }
+
+    /// Takes over what an earlier image remembered (boots still settling are not carried).
+    public mutating func remember(footprints: [String: [UInt64]], order: [String]) {
+        finished = footprints.mapValues { Array($0.suffix(keep)) }
+        releaseOrder = Array(order.filter { footprints[$0] != nil }.suffix(Self.releasesKept))
+    }
     /// How often the supervisor samples a settling tree.
     public static let sampleInterval: Duration = .seconds(1)
 

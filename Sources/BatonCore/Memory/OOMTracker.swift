@@ -39,6 +39,12 @@ public struct OOMTracker: Sendable, Equatable {
         self.marginWindow = marginWindow
     }
 
+    /// The kills an earlier image counted (a `baton upgrade`): the totals carry on.
+    public mutating func carry(total: Int, bySlot: [Int: Int]) {
+        self.total += total
+        self.bySlot.merge(bySlot, uniquingKeysWith: +)
+    }
+
     /// A counter reading: how many kills are new since the previous one (0 for the first).
     public mutating func observe(counter value: UInt64) -> Int {
         defer { counter = value }
