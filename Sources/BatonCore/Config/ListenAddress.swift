@@ -48,8 +48,8 @@ public enum ListenAddress: Sendable, Equatable, Hashable, CustomStringConvertibl
     /// wildcard of the other's family (`0.0.0.0`, `::`).
     public static func overlap(_ a: ListenAddress, _ b: ListenAddress) -> Bool {
         guard case .tcp(let hostA, let portA) = a, case .tcp(let hostB, let portB) = b, portA == portB, portA != 0 else { return false }
-        let v6A = hostA.contains(":")
-        let v6B = hostB.contains(":")
+        let v6A = hostA.contains(":" as Character)
+        let v6B = hostB.contains(":" as Character)
         guard v6A == v6B else { return false }
         let wildcard = v6A ? "::" : "0.0.0.0"
         return hostA == wildcard || hostB == wildcard
