@@ -44,7 +44,10 @@ extension Supervisor {
             case .refused(let number, let why):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 if let d = op.deadline { loop.cancel(d) }
-                op.finish(.failure(refusal(op, why), code: 1))
+                let reason = refusal(op, why)
+                // In history and `baton_deploys_total{outcome="refused"}`, which never moved before.
+                if op.kind.isDeploy { releases.append(historyEntry(op, outcome: .refused, detail: reason)) }
+                op.finish(.failure(reason, code: 1))
             case .expired(let number):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 let waited = Units.formatDuration(op.clientTimeout ?? .zero)

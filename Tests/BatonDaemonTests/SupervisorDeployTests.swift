@@ -149,6 +149,19 @@ import Testing
         #expect(h.supervisor.slots[0].current?.spec.argv == h.supervisor.config.app.command, "\(String(describing: h.supervisor.slots[0].current?.spec.argv))")
     }
 
+    /// Found by an operator audit: `baton_deploys_total{outcome="refused"}` never moved, and a
+    /// refused deploy left no line in history.
+    @Test func aDeployRefusedForOneInProgressIsCountedAndInHistory() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        _ = h.deploy(h.makeRelease("r1"))
+        let refused = h.deploy(h.makeRelease("r2"))
+        #expect(refused.reply?.code == 1, "\(String(describing: refused.reply))")
+        #expect(h.supervisor.deploysByOutcome[.refused] == 1)
+        #expect(h.supervisor.history.last?.outcome == .refused && h.supervisor.history.last?.release.hasSuffix("/r2") == true)
+        h.finishOperations()
+    }
+
     @Test func deployReplacesEverySlotAndCommits() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()
