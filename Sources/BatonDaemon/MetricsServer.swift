@@ -90,16 +90,21 @@ final class MetricsServer {
         }
         // The request line, its CR (if any) dropped: bare LF line ends are taken, as HTTP asks.
         let line = String(decoding: request[..<end].prefix { $0 != 10 }.filter { $0 != 13 }, as: UTF8.self)
-        if line.hasPrefix("GET /metrics ") || line.hasPrefix("GET / ") {
-            respond(client, status: "200 OK", body: render())
+        // GET or HEAD of /metrics or /, a query string (a scrape's `params`) and a trailing slash
+        // taken (an operator audit: `/metrics?x=1`, `/metrics/` and HEAD were 404).
+        let words = line.split(separator: " ", omittingEmptySubsequences: true)
+        let method = words.first ?? ""
+        let target = words.count > 1 ? words[1].prefix { $0 != "?" } : ""
+        if method == "GET" || method == "HEAD", ["/", "/metrics", "/metrics/"].contains(target) {
+            respond(client, status: "200 OK", body: render(), headOnly: method == "HEAD")
         } else {
             respond(client, status: "404 Not Found", body: Array("try GET /metrics\n".utf8))
         }
     }
 
-    private func respond(_ client: Int32, status: String, body: [UInt8] = []) {
+    private func respond(_ client: Int32, status: String, body: [UInt8] = [], headOnly: Bool = false) {
         let head = "HTTP/1.0 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-        connections[client]?.response = Array(head.utf8) + body
+        connections[client]?.response = Array(head.utf8) + (headOnly ? [] : body)
         flush(client)
     }
 

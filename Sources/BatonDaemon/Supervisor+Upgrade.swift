@@ -73,6 +73,9 @@ extension Supervisor {
             return
         }
         guard let control else { return }
+        // Said only now: a blocker found above refuses after "check passed", never after "re-executing"
+        // (an operator audit saw "re-executing …" followed by "upgrade refused").
+        waiter.send(.progress("re-executing \(path) as pid \(getpid())"))
         upgrade.reexecuting()
         let state = UpgradeState(
             listeners: listeners.map { .init(fd: $0.fd, name: $0.name, address: $0.address) }, controlFD: control.fd,

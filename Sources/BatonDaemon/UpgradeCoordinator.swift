@@ -121,7 +121,7 @@ final class UpgradeCoordinator {
                     waiter.finish(.failure("upgrade refused: \(path) upgrade --check: \(why); nothing changed", code: 1))
                     return
                 }
-                waiter.send(.progress("check passed (upgrade protocol \(UpgradeHandshake.version)): re-executing \(path) as pid \(getpid())"))
+                waiter.send(.progress("check passed (upgrade protocol \(UpgradeHandshake.version))"))
                 passed(candidate)
             }
         } catch {

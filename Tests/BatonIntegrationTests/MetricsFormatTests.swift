@@ -85,7 +85,11 @@ extension Integration {
             let baton = try BatonHarness(workers: 1, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "lfmet")
             defer { baton.stop() }
             let port = try #require(baton.metricsPort())
-            for request in ["GET /metrics HTTP/1.0\n\n", "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", "GET /metrics HTTP/1.0\nHost: x\n\n"] {
+            // And what a scrape config may send (an operator audit: these were 404).
+            for request in [
+                "GET /metrics HTTP/1.0\n\n", "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", "GET /metrics HTTP/1.0\nHost: x\n\n",
+                "GET /metrics?module=baton HTTP/1.1\r\n\r\n", "GET /metrics/ HTTP/1.1\r\n\r\n",
+            ] {
                 let fd = try #require(HTTP.connect(port: port))
                 defer { close(fd) }
                 HTTP.send(fd, request)
