@@ -84,12 +84,9 @@ extension Integration {
             #expect(modeAndOwner(fresh.directory + "/run") != nil)
         }
 
-        /// Found by an operator audit: `/run/baton/NAME`, made for the default control socket of a
-        /// config with its own runtime directory, was left behind at stop.
-        @Test("the folders baton made for its control socket go at stop, the ones that existed stay")
-        func controlSocketFoldersGoAtStop() throws {
-            let directory = TestPaths.temporaryDirectory("dir-ctl")
-            defer { TestPaths.remove(directory) }
+        /// Writes `DIRECTORY/baton.toml`: one demo worker, runtime and state directories in
+        /// `directory`, `controlSocket`; returns its path.
+        static func writeConfig(in directory: String, controlSocket: String) -> String {
             let path = directory + "/baton.toml"
             TestPaths.write(
                 path,
@@ -104,8 +101,18 @@ extension Integration {
                 [listen]
                 addresses = ["127.0.0.1:0"]
                 [control]
-                socket = "\(directory)/made/by/baton/control.sock"
+                socket = "\(controlSocket)"
                 """)
+            return path
+        }
+
+        /// Found by an operator audit: `/run/baton/NAME`, made for the default control socket of a
+        /// config with its own runtime directory, was left behind at stop.
+        @Test("the folders baton made for its control socket go at stop, the ones that existed stay")
+        func controlSocketFoldersGoAtStop() throws {
+            let directory = TestPaths.temporaryDirectory("dir-ctl")
+            defer { TestPaths.remove(directory) }
+            let path = Self.writeConfig(in: directory, controlSocket: directory + "/made/by/baton/control.sock")
             let serve = try TestProcess([TestPaths.executable("baton"), "serve", "--config", path])
             #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
             #expect(modeAndOwner(directory + "/made/by/baton") != nil)
@@ -119,22 +126,7 @@ extension Integration {
             let directory = TestPaths.temporaryDirectory("dir-ww")
             defer { TestPaths.remove(directory) }
             makeDirectory(directory + "/state", mode: 0o777)
-            let path = directory + "/baton.toml"
-            TestPaths.write(
-                path,
-                """
-                [app]
-                name = "test"
-                command = ["\(TestPaths.executable("baton-demo-worker"))"]
-                directory = "\(directory)"
-                workers = 1
-                runtime_directory = "\(directory)/run"
-                state_directory = "\(directory)/state"
-                [listen]
-                addresses = ["127.0.0.1:0"]
-                [control]
-                socket = "\(directory)/control.sock"
-                """)
+            let path = Self.writeConfig(in: directory, controlSocket: directory + "/control.sock")
             let serve = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", path], timeout: .seconds(20))
             #expect(serve.code == 2, "\(serve.stderr)")
             // Refused by the config's host check (as check-config does), with the config's line.
