@@ -118,7 +118,10 @@ import Testing
     /// requests of 12 s cut) was reported to the deploy's client as "drained in 10.02s".
     @Test func anOldWorkerKilledAtTheStopTimeoutIsNotReportedAsDrained() throws {
         let h = try DaemonHarness(workers: 1)
-        h.host.onSpawn = { child in if child.release == h.initialRelease { child.ignoresStopSignal = true } }
+        // The release, not the harness: a closure the host keeps must not keep the harness (whose
+        // deinit removes its folder) alive.
+        let initial = h.initialRelease
+        h.host.onSpawn = { child in if child.release == initial { child.ignoresStopSignal = true } }
         try h.start()
         let old = try #require(h.servingPIDs[0])
         let client = h.deploy(h.makeRelease("r1"))
