@@ -29,10 +29,15 @@ struct BootBudgetTests {
         var sleeper = BootBudget(cpus: 2)
         sleeper.record(cpuSeconds: 0.19, bootSeconds: 2.2, waitedSeconds: 0.01)
         #expect(sleeper.boots == 23)
-        // Waits summed over threads can exceed the boot: a whole CPU, never a division by zero.
+        // Waits summed over threads can exceed the boot: it ran a tenth of it at least (never a
+        // division by zero). A busy boot is then a whole CPU; a sleeping one is not (it counted
+        // as a whole CPU too, and one such boot under CPU hogs cut a rollout to 2 at once).
         var threads = BootBudget(cpus: 2)
         threads.record(cpuSeconds: 0.5, bootSeconds: 1, waitedSeconds: 3)
         #expect(threads.shares == [1] && threads.boots == 2)
+        var starved = BootBudget(cpus: 2)
+        starved.record(cpuSeconds: 0.02, bootSeconds: 1.5, waitedSeconds: 1.6)
+        #expect(starved.boots == 15, "\(starved.shares)")
     }
 
     @Test func aBootThatMostlyWaitsLetsMoreBootAtOnce() {

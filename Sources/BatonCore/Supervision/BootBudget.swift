@@ -18,6 +18,8 @@ public struct BootBudget: Sendable, Equatable {
     public let cpus: Int
     /// Boots at once per CPU, at most, however little CPU a boot takes.
     public static let maxPerCPU = 16
+    /// The least part of a boot taken as running, whatever its threads' summed waits say.
+    public static let leastRunningShare = 0.1
     /// Boots remembered: the budget follows the heaviest of them.
     public static let remembered = 4
     /// CPU shares of the last boots measured, newest last.
@@ -34,9 +36,13 @@ public struct BootBudget: Sendable, Equatable {
     public mutating func record(cpuSeconds: Double, bootSeconds: Double, waitedSeconds: Double = 0) {
         guard bootSeconds > 0, cpuSeconds >= 0, cpuSeconds.isFinite, bootSeconds.isFinite else { return }
         // Queued time is not the boot's own: it would have computed then, had a CPU been free.
-        let waited = waitedSeconds.isFinite ? min(max(0, waitedSeconds), bootSeconds) : 0
-        let running = bootSeconds - waited
-        shares.append(running > 0 ? min(1, cpuSeconds / running) : 1)
+        // But the waits are summed over the tree's threads, and on a host short of CPU they can
+        // cover the whole boot: its running time is then taken as at least a tenth of the boot.
+        // (It was taken as none, the boot as a whole CPU: one such boot of a worker that sleeps
+        // through its boot cut the next rollout to one boot per CPU, a flaky surge test.)
+        let waited = waitedSeconds.isFinite ? max(0, waitedSeconds) : 0
+        let running = max(bootSeconds - waited, bootSeconds * Self.leastRunningShare)
+        shares.append(min(1, cpuSeconds / running))
         if shares.count > Self.remembered { shares.removeFirst(shares.count - Self.remembered) }
     }
 
