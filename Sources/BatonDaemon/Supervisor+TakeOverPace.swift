@@ -35,11 +35,14 @@ extension Supervisor {
             slots: slots.count, newRunning: newWorkers.count, newReady: newWorkers.filter { $0.state == .ready }.count,
             orphansServing: serving.count, orphansDraining: takeOver.orphans.count - serving.count, orphansGone: takeOver.orphansGone)
         let step = pace.step(state)
-        // Orphans of slots whose new worker serves first, then those of no known slot, then by slot.
+        // Orphans the dead baton was already stopping first (a crash audit saw a serving one
+        // drained before them), then those of slots whose new worker serves, then those of no
+        // known slot, then by slot.
         let readySlots = Set(newWorkers.filter { $0.state == .ready }.map(\.slot))
-        let order = serving.sorted { a, b in
-            (readySlots.contains(a.slot) ? 0 : a.slot < 0 ? 1 : 2, a.slot) < (readySlots.contains(b.slot) ? 0 : b.slot < 0 ? 1 : 2, b.slot)
+        func rank(_ o: OrphanWorker) -> (Int, Int) {
+            (o.wasDraining ? 0 : readySlots.contains(o.slot) ? 1 : o.slot < 0 ? 2 : 3, o.slot)
         }
+        let order = serving.sorted { rank($0) < rank($1) }
         for orphan in order.prefix(step.drain) { drainOrphan(orphan) }
         return step.start
     }

@@ -4,44 +4,6 @@ import FoundationEssentials
 import Glibc
 import Logging
 
-/// What a running baton keeps in its runtime directory (`instance.json`,
-/// replaced atomically whenever its workers change), so that the next
-/// `baton serve` after a crash outside systemd can tell whether it still
-/// runs and, if it does not, take the listening sockets over from the
-/// workers it left behind. A pid alone could have been reused: each comes
-/// with its start time (/proc/PID/stat field 22).
-struct InstanceRecord: Codable {
-    /// A listening socket, in the order workers received them (fd 3, 4, ...).
-    struct ListenerRecord: Codable {
-        var name: String
-        var address: String
-        /// The socket's inode: every process holding it shares the listening socket (nil in
-        /// records of older batons).
-        var inode: UInt64?
-    }
-
-    /// A live worker.
-    struct WorkerRecord: Codable {
-        var slot: Int
-        var pid: Int32
-        var startTime: UInt64
-        /// Where the worker holds a reader of its own output pipe
-        /// (`WorkerContract.outputReaderFD`); nil in records of older batons.
-        var outputFD: Int32?
-    }
-
-    /// Format version of this record.
-    var version = 1
-    var app: String
-    var pid: Int32
-    var startTime: UInt64
-    var listeners: [ListenerRecord]
-    var workers: [WorkerRecord]
-    /// Strays it took over and had not killed yet (`TakeOverState/strays`; slot -1, no output
-    /// reader); nil in records of older batons.
-    var strays: [WorkerRecord]? = nil
-}
-
 /// A worker a crashed baton left behind: it keeps serving on the shared
 /// socket until the new baton's own workers are ready, then it is drained.
 /// Its pidfd was opened by the new baton (it is not its child: readable when
@@ -52,6 +14,8 @@ final class OrphanWorker: ProcessChannels {
     let slot: Int
     /// Its start time (with the pid, it names the process in this baton's own record).
     let startTime: UInt64
+    /// The dead baton had told it to stop: a paced take-over drains it first.
+    var wasDraining = false
     var killTimer: EventLoop.Token?
 
     init(slot: Int, startTime: UInt64, process: ChildProcess) {
@@ -156,6 +120,7 @@ extension Supervisor {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
         for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
             adoptOrphan(pid: w.pid, startTime: w.startTime, slot: w.slot, outputFD: w.outputFD)
+            if w.draining == true { takeOver.orphans.last(where: { $0.pid == w.pid })?.wasDraining = true }
         }
         adoptUnrecordedWorkers(of: record)
         guard !takeOver.orphans.isEmpty else { return }
@@ -350,16 +315,21 @@ extension Supervisor {
             for w in slot.workers where w.state != .exited {
                 guard let started = takeOver.startTimes[w.pid] ?? host.processes.startTime(of: w.pid) else { continue }
                 live[w.pid] = started
-                workers.append(.init(slot: slot.index, pid: w.pid, startTime: started, outputFD: WorkerContract.outputReaderFD))
+                workers.append(
+                    .init(
+                        slot: slot.index, pid: w.pid, startTime: started, outputFD: WorkerContract.outputReaderFD,
+                        draining: w.state == .draining ? true : nil))
             }
         }
         takeOver.startTimes = live
         // Orphans not yet drained still hold the sockets: a baton crashing now leaves them too,
         // those of no known slot included (left out, a crash audit saw one serve for good).
         for o in takeOver.orphans {
-            workers.append(
+            var recorded =
                 takeOver.previous?.workers.first(where: { $0.pid == o.pid })
-                    ?? .init(slot: o.slot, pid: o.pid, startTime: o.startTime, outputFD: WorkerContract.outputReaderFD))
+                ?? .init(slot: o.slot, pid: o.pid, startTime: o.startTime, outputFD: WorkerContract.outputReaderFD)
+            if o.killTimer != nil || o.wasDraining { recorded.draining = true }
+            workers.append(recorded)
         }
         let strays = takeOver.strays.compactMap { s in takeOver.strayStartTimes[s.pid].map { InstanceRecord.WorkerRecord(slot: -1, pid: s.pid, startTime: $0) }
         }

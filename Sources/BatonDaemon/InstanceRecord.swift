@@ -1,0 +1,39 @@
+/// What a running baton keeps in its runtime directory (`instance.json`,
+/// replaced atomically whenever its workers change), so that the next
+/// `baton serve` after a crash outside systemd can tell whether it still
+/// runs and, if it does not, take the listening sockets over from the
+/// workers it left behind. A pid alone could have been reused: each comes
+/// with its start time (/proc/PID/stat field 22).
+struct InstanceRecord: Codable {
+    /// A listening socket, in the order workers received them (fd 3, 4, ...).
+    struct ListenerRecord: Codable {
+        var name: String
+        var address: String
+        /// The socket's inode: every process holding it shares the listening socket (nil in
+        /// records of older batons).
+        var inode: UInt64?
+    }
+
+    /// A live worker.
+    struct WorkerRecord: Codable {
+        var slot: Int
+        var pid: Int32
+        var startTime: UInt64
+        /// Where the worker holds a reader of its own output pipe
+        /// (`WorkerContract.outputReaderFD`); nil in records of older batons.
+        var outputFD: Int32?
+        /// It was told to stop (draining) when the record was written; nil: no.
+        var draining: Bool? = nil
+    }
+
+    /// Format version of this record.
+    var version = 1
+    var app: String
+    var pid: Int32
+    var startTime: UInt64
+    var listeners: [ListenerRecord]
+    var workers: [WorkerRecord]
+    /// Strays it took over and had not killed yet (`TakeOverState/strays`; slot -1, no output
+    /// reader); nil in records of older batons.
+    var strays: [WorkerRecord]? = nil
+}
