@@ -43,15 +43,21 @@ extension Supervisor {
         // memory, and one not measured since it started (a replacement) counts as a footprint.
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
         let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) }
-        var headroom = Headroom(readings: readings, memory: config.memory, workersPSS: used)
-        // A held reservation (with the growth expected while one replacement runs) and the
-        // margin kept after a recent OOM kill are not the rollout's to spend.
-        let kept = Int64(clamping: memoryMonitor.surgeKeptBytes + oomMargin(footprint: footprint))
-        if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
+        let headroom = surgeHeadroom(readings, workersPSS: used, footprint: footprint)
         return RolloutPlanner.Figures(
             headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight,
             booting: booting.count,
             pending: pending)
+    }
+
+    /// The headroom new workers may take beside workers of `workersPSS`: a held reservation
+    /// (with the growth expected while one replacement runs) and the margin kept after a
+    /// recent OOM kill are not theirs to spend (a rollout's, a paced take-over's).
+    func surgeHeadroom(_ readings: MemoryReadings, workersPSS: UInt64, footprint: UInt64?) -> Headroom {
+        var headroom = Headroom(readings: readings, memory: config.memory, workersPSS: workersPSS)
+        let kept = Int64(clamping: memoryMonitor.surgeKeptBytes + oomMargin(footprint: footprint))
+        if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
+        return headroom
     }
 
     /// How ``commitPerWorker(_:_:)`` uses an operation's figure.

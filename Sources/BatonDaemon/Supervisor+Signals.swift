@@ -86,10 +86,9 @@ extension Supervisor {
     /// At the end of a stop, once every worker is gone: SIGKILL each escaped child (and its
     /// group, if it leads one), as systemd's final kill does to what is left of a service.
     func killEscapedChildren() {
-        for stray in takeOver.strays where !CBatonLinuxShim.hasExited(pidfd: stray.pidfd) {
+        for (stray, _) in takeOver.strays where !CBatonLinuxShim.hasExited(pidfd: stray.pidfd) {
             logger.warning("pid \(stray.pid), a stray of the previous baton holding its socket, is still running at stop: SIGKILL")
-            if host.processes.processGroup(of: stray.pid) == stray.pid { host.signalGroup(stray.pid, SIGKILL) }
-            host.signal(pidfd: stray.pidfd, SIGKILL)
+            host.signalProcessAndGroup(pid: stray.pid, pidfd: stray.pidfd, SIGKILL)
         }
         takeOver.strays = []
         for pid in escapedChildren() {

@@ -13,9 +13,7 @@ extension Supervisor {
         guard !takeOver.orphans.isEmpty, let readings = try? host.memory.hostReadings() else { return }
         let orphanPSS = takeOver.orphans.compactMap { host.memory.treeMemory(of: $0.pid, detailed: true)?.pss }.sorted()
         guard let footprint = config.deploy.workerFootprint ?? (orphanPSS.isEmpty ? nil : orphanPSS[orphanPSS.count / 2]) else { return }
-        var headroom = Headroom(readings: readings, memory: config.memory, workersPSS: orphanPSS.reduce(0, +))
-        let kept = Int64(clamping: memoryMonitor.surgeKeptBytes + oomMargin(footprint: footprint))
-        if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
+        let headroom = surgeHeadroom(readings, workersPSS: orphanPSS.reduce(0, +), footprint: footprint)
         let planner = RolloutPlanner(strategy: .auto, maxSurge: .auto, maxUnavailable: 1, bootBudget: slots.count)
         let figures = RolloutPlanner.Figures(headroom: headroom, footprint: footprint, pending: slots.count)
         guard let fit = planner.fitting(figures), fit < slots.count else { return }

@@ -190,4 +190,12 @@ extension SupervisorHost {
         signalGroup(pid, SIGKILL)
         return true
     }
+
+    /// Signals the process group `pid` leads, if it leads one (its pid is the group id while it
+    /// runs), then the process itself through `pidfd`: a process baton did not start (an
+    /// orphan, a stray) or one that left its worker's group.
+    func signalProcessAndGroup(pid: pid_t, pidfd: Int32, _ sig: Int32) {
+        if processes.processGroup(of: pid) == pid { signalGroup(pid, sig) }
+        signal(pidfd: pidfd, sig)
+    }
 }

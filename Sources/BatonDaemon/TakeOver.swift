@@ -42,9 +42,7 @@ struct TakeOverState {
     /// Processes of the dead baton's that hold its listening socket but are no workers: they
     /// left a worker's process group (a session of their own, or a group no orphan leads).
     /// Their pidfds, owned; SIGKILLed at the end of a stop, as baton's own escaped children.
-    var strays: [ChildProcess] = []
-    /// Their start times (for this baton's own record).
-    var strayStartTimes: [pid_t: UInt64] = [:]
+    var strays: [(process: ChildProcess, startTime: UInt64)] = []
     /// Start times of live workers (read once per worker).
     var startTimes: [pid_t: UInt64] = [:]
     /// A write of `instance.json` is scheduled for the end of this loop turn.
@@ -119,8 +117,7 @@ extension Supervisor {
     func adoptOrphans() {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
         for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
-            adoptOrphan(pid: w.pid, startTime: w.startTime, slot: w.slot, outputFD: w.outputFD)
-            if w.draining == true { takeOver.orphans.last(where: { $0.pid == w.pid })?.wasDraining = true }
+            adoptOrphan(pid: w.pid, startTime: w.startTime, slot: w.slot, outputFD: w.outputFD)?.wasDraining = w.draining == true
         }
         adoptUnrecordedWorkers(of: record)
         guard !takeOver.orphans.isEmpty else { return }
@@ -166,7 +163,7 @@ extension Supervisor {
                 guard host.processes.processGroup(of: pid) == pid, host.processes.session(of: pid) != pid,
                     !takeOver.orphans.contains(where: { host.processes.isInTree(pid, root: $0.pid) }),
                     let started = host.processes.startTime(of: pid), started >= record.startTime,
-                    adoptOrphan(pid: pid, startTime: started, slot: -1, outputFD: WorkerContract.outputReaderFD)
+                    adoptOrphan(pid: pid, startTime: started, slot: -1, outputFD: WorkerContract.outputReaderFD) != nil
                 else { continue }
                 logger.warning(
                     "pid \(pid) holds a socket the previous baton pid \(record.pid) listened on, but its record does not name it (spawned just before that baton died): taken over as an orphaned worker"
@@ -182,36 +179,40 @@ extension Supervisor {
         }
         // The dead baton's own strays, taken over from a baton before it (they started before it).
         for s in record.strays ?? [] where !takeOver.orphans.contains(where: { $0.pid == s.pid }) {
-            guard !takeOver.strays.contains(where: { $0.pid == s.pid }), host.processes.startTime(of: s.pid) == s.startTime else { continue }
+            guard !takeOver.strays.contains(where: { $0.process.pid == s.pid }), host.processes.startTime(of: s.pid) == s.startTime else {
+                continue
+            }
             adoptStray(pid: s.pid, startTime: s.startTime, of: record)
         }
     }
 
     /// Keeps a pidfd of the stray `pid` (still the process started at `startTime`), to kill at stop.
     private func adoptStray(pid: pid_t, startTime: UInt64, of record: InstanceRecord) {
-        guard let pidfd = try? host.openPidfd(of: pid) else { return }
-        let stray = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
-        guard host.processes.startTime(of: pid) == startTime else { return }
-        takeOver.strays.append(stray)
-        takeOver.strayStartTimes[pid] = startTime
+        guard let stray = openStillRunning(pid: pid, startTime: startTime) else { return }
+        takeOver.strays.append((stray, startTime))
         logger.warning(
             "pid \(pid) holds a socket the previous baton pid \(record.pid) listened on, outside every worker's process group (it left its worker's): not a worker; killed when baton stops"
         )
     }
 
     /// Adopts `pid` as an orphan of `slot` if it is still the process that started at
-    /// `startTime`, relaying its output from its `outputFD`; returns whether it did.
+    /// `startTime`, relaying its output from its `outputFD`; returns it, or nil when it did not.
     @discardableResult
-    private func adoptOrphan(pid: pid_t, startTime: UInt64, slot: Int, outputFD: Int32?) -> Bool {
-        guard let pidfd = try? host.openPidfd(of: pid) else { return false }
-        // Owned from here: closed once the orphan is drained, or now if it is not adopted.
-        let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
-        // Checked again with the pidfd open: it names that same process, not a reused pid.
-        guard host.processes.startTime(of: pid) == startTime else { return false }
+    private func adoptOrphan(pid: pid_t, startTime: UInt64, slot: Int, outputFD: Int32?) -> OrphanWorker? {
+        guard let process = openStillRunning(pid: pid, startTime: startTime) else { return nil }
         let orphan = OrphanWorker(slot: slot, startTime: startTime, process: process)
         takeOver.orphans.append(orphan)
         if let outputFD { relayOutput(of: orphan, heldAt: outputFD) }
-        return true
+        return orphan
+    }
+
+    /// A pidfd of `pid`, owned from here (closed when dropped), if it is still the process
+    /// that started at `startTime`: checked again with the pidfd open, so it names that same
+    /// process, not a reused pid.
+    private func openStillRunning(pid: pid_t, startTime: UInt64) -> ChildProcess? {
+        guard let pidfd = try? host.openPidfd(of: pid) else { return nil }
+        let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
+        return host.processes.startTime(of: pid) == startTime ? process : nil
     }
 
     /// Binds `address`; when workers of the previous baton still hold it and
@@ -260,8 +261,7 @@ extension Supervisor {
     /// group id is the leader's pid; once the leader is gone, only the pidfd).
     private func signalOrphan(_ orphan: OrphanWorker, _ sig: Int32) {
         guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
-        if host.processes.processGroup(of: orphan.pid) == orphan.pid { host.signalGroup(orphan.pid, sig) }
-        host.signal(pidfd: orphan.pidfd, sig)
+        host.signalProcessAndGroup(pid: orphan.pid, pidfd: orphan.pidfd, sig)
     }
 
     /// How often baton looks for the exit of an orphan whose pidfd the loop could not watch.
@@ -331,8 +331,7 @@ extension Supervisor {
             if o.killTimer != nil || o.wasDraining { recorded.draining = true }
             workers.append(recorded)
         }
-        let strays = takeOver.strays.compactMap { s in takeOver.strayStartTimes[s.pid].map { InstanceRecord.WorkerRecord(slot: -1, pid: s.pid, startTime: $0) }
-        }
+        let strays = takeOver.strays.map { InstanceRecord.WorkerRecord(slot: -1, pid: $0.process.pid, startTime: $0.startTime) }
         let record = InstanceRecord(
             app: config.app.name, pid: getpid(), startTime: host.processes.startTime(of: getpid()) ?? 0,
             listeners: listeners.map { .init(name: $0.name, address: $0.address, inode: Self.inode(of: $0.fd)) }, workers: workers,

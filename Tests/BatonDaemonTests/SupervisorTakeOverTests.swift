@@ -109,7 +109,7 @@ import Testing
         try h.supervisor.checkPreviousInstance()
         h.supervisor.adoptOrphans()
         #expect(h.supervisor.takeOver.orphans.map(\.pid) == [unrecorded])
-        #expect(h.supervisor.takeOver.strays.map(\.pid) == [escapee])
+        #expect(h.supervisor.takeOver.strays.map(\.process.pid) == [escapee])
         h.supervisor.takeOver.taken = [:]
         h.supervisor.writeInstanceRecord()
         let record = try JSONDecoder().decode(InstanceRecord.self, from: Data(try #require(h.host.fakeFiles[h.supervisor.instancePath]).utf8))

@@ -69,8 +69,7 @@ public enum Units {
         } else {
             problem = "expected a duration like \"10m\""
         }
-        let shown = String(text.unicodeScalars.prefix(64).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
-        return "\(option): \(problem), got \"\(shown)\(text.unicodeScalars.count > 64 ? "…" : "")\""
+        return "\(option): \(problem), got \"\(ControlProtocol.printable(text))\""
     }
 
     /// The largest size a config or a request may give, 1 PiB: far above any real host, and
