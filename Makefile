@@ -19,10 +19,16 @@ demo: build
 	.build/debug/baton demo --port $(PORT) --workers $(WORKERS)
 
 # BATON_WMO_TESTS=1: each test target compiles as one whole module (Package.swift).
+# TEST_BUILD_FLAGS: no DWARF in the test build, which nobody steps through (clean builds
+# here, two each: 115.4 and 113.3 s with it, 97.8 and 107.2 s without; 21 s less CPU). A failing #expect still names its file and line
+# (the macro records them); a crash's backtrace names functions, without lines. The index
+# store stays: test discovery reads it (without it the build fails, "index store path does
+# not exist").
+TEST_BUILD_FLAGS ?= -debug-info-format none
 test: deps
-	BATON_WMO_TESTS=1 $(SWIFT) build --build-tests
+	BATON_WMO_TESTS=1 $(SWIFT) build --build-tests $(TEST_BUILD_FLAGS)
 	FUZZ_TYPECHECK_ONLY=1 ./scripts/fuzz
-	BATON_WMO_TESTS=1 $(SWIFT) test --skip-build
+	BATON_WMO_TESTS=1 $(SWIFT) test --skip-build $(TEST_BUILD_FLAGS)
 
 # The benchmark harness (not tests): every scenario in one go, each printing a
 # table; `compare` (baton vs gunicorn, uWSGI, puma) writes
