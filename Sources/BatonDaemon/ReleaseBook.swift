@@ -113,21 +113,25 @@ final class ReleaseBook {
         }
     }
 
-    /// Records in the state directory that a deploy runs (`entry`), so that a baton killed
-    /// before it ends records it as interrupted; throws when it cannot (the deploy could not
-    /// be committed either).
-    func beginDeploy(_ entry: HistoryEntry) throws {
-        guard let store else { throw DaemonError("the state directory \(directory) is unusable") }
+    /// Records in the state directory that an operation runs (`entry`), so that a baton killed
+    /// before it ends records it as interrupted. A deploy or rollback throws when it cannot (it
+    /// could not be committed either); any other operation commits nothing and goes on, with
+    /// the state directory's problem in the log and in `baton status`.
+    func beginOperation(_ entry: HistoryEntry) throws {
+        guard let store else {
+            if entry.kind.isDeploy { throw DaemonError("the state directory \(directory) is unusable") }
+            return
+        }
         do {
             try store.beginDeploy(entry)
         } catch {
             recordUnwritable(error)
-            throw error
+            if entry.kind.isDeploy { throw error }
         }
     }
 
-    /// The deploy recorded by ``beginDeploy(_:)`` ended (whatever its outcome).
-    func finishDeploy() { store?.finishDeploy() }
+    /// The operation recorded by ``beginOperation(_:)`` ended (whatever its outcome).
+    func finishOperation() { store?.finishDeploy() }
 
     // MARK: - History
 
@@ -148,21 +152,22 @@ final class ReleaseBook {
         }
     }
 
-    /// A deploy (or rollback) the previous baton started and never finished (killed,
-    /// crashed). Not committed, the workers start on the persisted release and history says
-    /// it was interrupted. Committed (the persisted release is its release, which was not
+    /// An operation the previous baton started and never finished (killed, crashed). A
+    /// reload, policy restart or roll-ahead commits nothing: interrupted. A deploy or rollback
+    /// not committed: the workers start on the persisted release and history says it was
+    /// interrupted. Committed (the persisted release is its release, which was not
     /// current before it), baton was killed between the commit and its last writes: the
     /// deploy succeeded, recorded so once, and its folder is one baton deployed. A redeploy
     /// of the release already current cannot tell the two apart: interrupted.
     private func recordUnfinishedDeploy(now: Double) {
         guard var entry = store?.takeUnfinishedDeploy() else { return }
         entry.duration = max(0, now - entry.startedAt)
-        let committed = entry.release == state.current.directory && entry.previousRelease != entry.release
+        let committed = entry.kind.isDeploy && entry.release == state.current.directory && entry.previousRelease != entry.release
         guard committed else {
             entry.outcome = .interrupted
             entry.detail = "baton exited before it finished; restarted on \(state.current.directory)"
-            logger.warning(
-                "the \(entry.kind.rawValue) of \(entry.release) did not finish (baton exited during it): starting on \(state.current.directory)")
+            let what = entry.kind.isDeploy ? "the \(entry.kind.rawValue) of \(entry.release)" : "a \(entry.kind.rawValue) on \(entry.release)"
+            logger.warning("\(what) did not finish (baton exited during it): starting on \(state.current.directory)")
             append(entry)
             return
         }

@@ -112,7 +112,7 @@ extension Supervisor {
         if op.kind == .policy { for slot in op.slots ?? [] { recycleEnded(slot: slot, succeeded: outcome == .succeeded) } }
         rolloutSpec = nil
         releases.append(historyEntry(op, outcome: outcome, detail: detail))
-        if op.kind.isDeploy { releases.finishDeploy() }
+        releases.finishOperation()
         if outcome == .succeeded { logger.info("\(reply.message ?? "")") } else { logger.error("\(reply.error ?? "")") }
         op.finish(reply)
         // Out of the table first: `operation` is nil from here, so slots can be refilled

@@ -63,9 +63,9 @@ extension Supervisor {
         guard phase != .stopping else { return }
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
-        if let op = operation, op.kind.isDeploy {
+        if let op = operation {
             releases.append(historyEntry(op, outcome: .interrupted, detail: "baton stopped before it finished"))
-            releases.finishDeploy()
+            releases.finishOperation()
         }
         performOperations(operations.stop())
         rollout = nil

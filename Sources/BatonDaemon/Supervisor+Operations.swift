@@ -144,18 +144,16 @@ extension Supervisor {
         if op.kind.isDeploy { releaseReservation("a \(op.kind.rawValue) started") }
         op.previous = releaseState.current
         op.previousSpec = slots.first?.spec
-        if op.kind.isDeploy {
-            // Until it ends, the state directory says a deploy runs: a baton killed
-            // mid-deploy finds it at start-up and records it as interrupted.
-            // A state directory that cannot even record it could not commit it either: the
-            // deploy fails before it touches a worker.
-            do {
-                try releases.beginDeploy(historyEntry(op, outcome: .inProgress, detail: nil))
-            } catch {
-                let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
-                finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
-                return
-            }
+        // Until it ends, the state directory says which operation runs: a baton killed during
+        // it finds it at start-up and records it as interrupted. A state directory that cannot
+        // even record a deploy could not commit it either: the deploy fails before it touches
+        // a worker (the other operations go on).
+        do {
+            try releases.beginOperation(historyEntry(op, outcome: .inProgress, detail: nil))
+        } catch {
+            let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
+            finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
+            return
         }
         do {
             try begin(op)

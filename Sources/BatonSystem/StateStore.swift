@@ -4,9 +4,10 @@ import Glibc
 
 /// The app's state directory (e.g. /var/lib/baton/APP): the current and
 /// previous release (`release.json`, replaced atomically), the deploy
-/// history (`history.jsonl`, one entry a line) and the deploy in progress
-/// (`deploy.json`, present only while one runs: a baton that finds it at
-/// start-up was killed mid-deploy) and the release folders baton deployed
+/// history (`history.jsonl`, one entry a line) and the operation in progress
+/// (`deploy.json`, present only while a deploy, rollback, reload, policy
+/// restart or roll-ahead runs: a baton that finds it at start-up was killed
+/// during one) and the release folders baton deployed
 /// (`deployed.json`: retention prunes only those).
 public struct StateStore: Sendable {
     /// The directory.

@@ -23,7 +23,9 @@ import Testing
         #expect(book.state.current == fallback && book.state.previous == nil)
         #expect(!book.isUsable)
         #expect(throws: DaemonError.self) { try book.commit(ReleaseState(current: Release(directory: "/srv/app/r1"), previous: nil)) }
-        #expect(throws: DaemonError.self) { try book.beginDeploy(entry(.deploy, "/srv/app/r1", .inProgress)) }
+        #expect(throws: DaemonError.self) { try book.beginOperation(entry(.deploy, "/srv/app/r1", .inProgress)) }
+        // A reload commits nothing: it goes on without a store.
+        #expect(throws: Never.self) { try book.beginOperation(entry(.reload, "/srv/app/r0", .inProgress)) }
         #expect(book.state.current == fallback)
     }
 

@@ -5,7 +5,7 @@ import Glibc
 import Testing
 
 /// What the state directory does to operations (in memory, through the port): a deploy that
-/// cannot be recorded or committed, and a deploy a previous baton never finished.
+/// cannot be recorded or committed, and an operation a previous baton never finished.
 @Suite struct SupervisorStateTests {
     @Test func deployThatCannotBeRecordedFailsBeforeTouchingAWorker() throws {
         let h = try DaemonHarness(workers: 2)
@@ -72,5 +72,61 @@ import Testing
         #expect(entry.release == "/srv/r9")
         #expect(entry.detail == "baton exited before it finished; restarted on \(h.initialRelease)")
         #expect(h.servingReleases == [h.initialRelease])
+    }
+
+    /// An audit killed baton (SIGKILL) during a reload, three times: history had no line for it,
+    /// where a deploy's says `interrupted`. Every operation is recorded while it runs now.
+    @Test func aReloadOrPolicyRestartIsRecordedWhileItRuns() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let reload = h.reload()
+        #expect(h.host.store.inProgress?.kind == .reload)
+        #expect(h.host.store.inProgress?.release == h.initialRelease)
+        #expect(h.host.store.inProgress?.outcome == .inProgress)
+        h.finishOperations()
+        #expect(reload.reply?.ok == true)
+        #expect(h.host.store.inProgress == nil)
+        #expect(h.host.store.loadHistory().map(\.kind) == [.reload])
+
+        h.requestPolicyRestart(slot: 1, reason: .age)
+        #expect(h.host.store.inProgress?.kind == .policy)
+        h.finishOperations()
+        #expect(h.host.store.inProgress == nil)
+        #expect(h.host.store.loadHistory().map(\.kind) == [.reload, .policy])
+    }
+
+    @Test func aReloadGoesOnWhenTheStateDirectoryCannotRecordIt() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        h.host.store.beginError = SystemError("write", errno: ENOSPC, subject: "deploy.json")
+        let reload = h.reload()
+        h.finishOperations()
+        #expect(reload.reply?.ok == true, "\(String(describing: reload.reply))")
+        #expect(h.supervisor.slots.allSatisfy { $0.lastRestartReason == RestartCause(.reload) })
+        #expect(h.supervisor.stateProblems.count == 1 && h.supervisor.stateProblems[0].contains("No space left"), "\(h.supervisor.stateProblems)")
+    }
+
+    @Test func aReloadCutShortByAStopIsInterrupted() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let reload = h.reload()
+        h.supervisor.beginShutdown()
+        h.advance(by: .zero)
+        #expect(reload.reply?.error == "baton is stopping: reload not finished")
+        let entry = try #require(h.host.store.loadHistory().last)
+        #expect(entry.kind == .reload && entry.outcome == .interrupted && entry.detail == "baton stopped before it finished")
+        #expect(h.host.store.inProgress == nil)
+    }
+
+    @Test func aReloadAPreviousBatonNeverFinishedIsRecordedAsInterrupted() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.host.store.inProgress = HistoryEntry(
+            kind: .reload, release: h.initialRelease, previousRelease: h.initialRelease, outcome: .inProgress, detail: nil,
+            startedAt: wallClockNow() - 5, duration: 0, uid: 0)
+        try h.start()
+        let entry = try #require(h.supervisor.history.last)
+        #expect(entry.kind == .reload && entry.outcome == .interrupted)
+        #expect(entry.detail == "baton exited before it finished; restarted on \(h.initialRelease)")
+        #expect(h.supervisor.deploysByOutcome.isEmpty)
     }
 }
