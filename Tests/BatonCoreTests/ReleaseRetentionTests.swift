@@ -150,4 +150,30 @@ struct ReleaseRetentionDeployedTests {
             batonDirectories: ["/srv/shop/state/", "/srv/shop/run/app", "/etc/baton"])
         #expect(plan.map { "\($0.name):\($0.mark.rawValue)" } == ["r3:current", "r2:previous", "r1:prune", "run:baton-dir", "state:baton-dir"])
     }
+
+    /// An operator audit: `not-deployed` (12 letters) pushed its rows' AGE and RELEASE out of line.
+    @Test("baton releases' table lines up, not-deployed rows too; without them it is 10 columns wide as before")
+    func tableLinesUp() {
+        func listing(_ name: String, _ mark: ReleaseListing.Mark, _ age: Double) -> ReleaseListing {
+            ReleaseListing(name: name, path: "/srv/shop/" + name, mark: mark, lastUsedAt: 100_000 - age)
+        }
+        let report = ReleasesReport(
+            directory: "/srv/shop", keep: 3,
+            releases: [listing("r5", .current, 10), listing("data", .notDeployed, 7200), listing("r1", .prune, 3 * 86400)])
+        #expect(
+            report.table(now: 100_000).split(separator: "\n").map(String.init) == [
+                "/srv/shop: 3 releases, keep_releases = 3",
+                "MARK          AGE       RELEASE",
+                "current       10s       r5",
+                "not-deployed  2h0m      data",
+                "prune         3d0h      r1",
+            ])
+        let short = ReleasesReport(directory: "/srv/shop", keep: nil, releases: [listing("r5", .current, 10)])
+        #expect(
+            short.table(now: 100_000).split(separator: "\n").map(String.init) == [
+                "/srv/shop: 1 release, retention off (no [deploy] releases_directory)",
+                "MARK      AGE       RELEASE",
+                "current   10s       r5",
+            ])
+    }
 }

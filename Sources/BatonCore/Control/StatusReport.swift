@@ -295,14 +295,7 @@ extension StatusReport {
             if ksmColumn { row.insert(Self.signedMiB(w.ksmProfitBytes), at: 8) }
             rows.append(row)
         }
-        var widths = [Int](repeating: 0, count: header.count)
-        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
-        for row in rows {
-            let cells = row.enumerated().map { i, cell in
-                i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
-            }
-            lines.append(cells.joined(separator: "  "))
-        }
+        lines += TextColumns.lines(rows)
         return lines.joined(separator: "\n")
     }
 

@@ -81,18 +81,14 @@ public struct ReleasesReport: Codable, Sendable, Equatable {
 
 extension ReleasesReport {
     /// The table `baton releases` prints: a header line, then one line per
-    /// folder, newest first, with its mark and how long ago it was last used.
+    /// folder, newest first, with its mark and how long ago it was last used. The columns
+    /// are 10 wide, or wider when a value needs it (`not-deployed`; an operator audit found
+    /// those rows out of line).
     public func table(now: Double) -> String {
         let retention = keep.map { "keep_releases = \($0)" } ?? "retention off (no [deploy] releases_directory)"
-        var lines = [
-            "\(directory): \(releases.count) release\(releases.count == 1 ? "" : "s"), \(retention)", "MARK      AGE       RELEASE",
-        ]
-        for r in releases {
-            let mark = r.mark.rawValue
-            let age = StatusReport.age(now - r.lastUsedAt)
-            lines.append(mark + String(repeating: " ", count: max(1, 10 - mark.count)) + age + String(repeating: " ", count: max(1, 10 - age.count)) + r.name)
-        }
-        return lines.joined(separator: "\n")
+        let rows = releases.map { [$0.mark.rawValue, StatusReport.age(now - $0.lastUsedAt), $0.name] }
+        let header = "\(directory): \(releases.count) release\(releases.count == 1 ? "" : "s"), \(retention)"
+        return ([header] + TextColumns.lines([["MARK", "AGE", "RELEASE"]] + rows, minimumWidths: [8, 8])).joined(separator: "\n")
     }
 }
 
