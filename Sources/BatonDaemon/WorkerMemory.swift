@@ -6,7 +6,11 @@ import BatonCore
 struct WorkerMemory {
     /// Latest memory of the tree (PSS/USS from the last detailed sample).
     private(set) var sample: MemorySample?
-    /// USS when the worker became ready, or when its tree settled (growth since boot = now − this).
+    /// USS when the worker became ready, or when its tree settled, or the lowest reading since
+    /// (growth since boot = now − this). The lowest: a tree whose private memory falls after
+    /// ready grows from there (a preloading master at READY=1 whose worker, forked next, shares
+    /// the app's pages with it: gunicorn `--preload -w 1`; under a steady leak that tree never
+    /// settles, and growth counted from the lone master hid ~60 MiB of it from the memory rules).
     private(set) var ussAtReady: UInt64?
     /// USS samples for the leak rate.
     private(set) var history = MemoryHistory()
@@ -25,7 +29,7 @@ struct WorkerMemory {
         sample = m
         if detailed, let uss = m.uss, ready {
             history.append(MemoryPoint(at: now, bytes: uss))
-            if ussAtReady == nil { ussAtReady = uss }
+            if ussAtReady.map({ uss < $0 }) ?? true { ussAtReady = uss }
         }
     }
 

@@ -44,4 +44,27 @@ import Testing
         #expect(worker.history.samples.map(\.bytes).allSatisfy { $0 == 50 * Self.mib }, "\(worker.history.samples)")
         #expect(worker.history.count >= 1)
     }
+
+    /// The recycling bench (baton+gunicorn, `--preload -w 1`, 8 KiB leaked a request) after the
+    /// threshold rules began to replace only grown workers: 18 recycles and a 492 MiB peak, against
+    /// 25 and 425 MiB before. The master's USS at READY=1 holds the app; the worker it forks next
+    /// shares those pages, so the tree's USS falls by about the app's size, and under the leak the
+    /// tree never settles: counted from ready, a worker had to leak ~60 MiB to count as grown.
+    @Test("a tree whose USS falls after ready and never settles grows from its lowest reading")
+    func growthCountsFromTheLowestReading() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.host.fakeMemory.worker = Self.sample(uss: 60)
+        try h.start()
+        let worker = try #require(h.supervisor.slots.first?.current)
+        #expect(worker.ussAtReady == 60 * Self.mib)
+        // Forked: 40 MiB private, then the leak, a few MiB between samples (never settles).
+        for uss: UInt64 in [40, 43, 46, 49] {
+            h.host.fakeMemory.worker = Self.sample(uss: uss)
+            h.advance(by: FootprintTracker.sampleInterval)
+            h.supervisor.sample(detailed: true)
+        }
+        #expect(worker.ussAtReady == 40 * Self.mib)
+        let record = RestartPolicy.Worker(slot: 0, pid: worker.pid, startedAt: .zero, memory: worker.memory, ussAtReady: worker.ussAtReady)
+        #expect(record.hasGrown)
+    }
 }

@@ -98,7 +98,7 @@ public struct RestartPolicy: Sendable, Equatable {
         public var memory: MemorySample?
         /// Its USS samples, for the leak rate.
         public var history: MemoryHistory
-        /// Its USS when it became ready (or its tree settled); nil when not measured.
+        /// Its USS when it became ready (or its tree settled), or its lowest since; nil when not measured.
         public var ussAtReady: UInt64?
 
         /// Creates a worker record.
