@@ -129,9 +129,14 @@ extension Integration {
             #expect(result.stderr.contains("exited during start (exit code 3)"), "\(result.stderr)")
             #expect(result.stderr.contains("boot failed: simulated"))
             #expect(result.stderr.contains("nothing changed"))
+            // The old workers serve throughout. A new worker started beside the canary (the surge
+            // starts several) is stopped when the canary fails and may still be exiting when the
+            // reply comes: under two CPU hogs the status listed it once. It goes, bounded.
             let status = try baton.status()
-            #expect(Set(status.workers.map(\.pid)) == pids)
+            #expect(pids.isSubset(of: Set(status.workers.filter { $0.state == "ready" }.map(\.pid))), "\(status.workers)")
             #expect(status.state == "running")
+            let settled = baton.waitForStatus(timeout: .seconds(10)) { Set($0.workers.map(\.pid)) == pids }
+            #expect(settled != nil, "\((try? baton.status().workers) ?? [])")
             TestPaths.write(baton.configPath, good)
         }
     }
