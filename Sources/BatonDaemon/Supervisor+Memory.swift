@@ -217,7 +217,7 @@ extension Supervisor {
             holdReservation(bytes: need, hold: hold, rolledAhead: nil)
             var r = report
             r.reservation = reservationReport()
-            let line = "\(verdict.summary); \(Units.formatSize(extra)) to spare (margin + expected growth): no restart needed"
+            let line = "\(verdict.summary); with \(Units.formatSize(extra)) kept free beyond the need (margin + expected growth): no restart needed"
             waiter.finish(.success(line, details: details + [r.reservation?.line ?? ""], payload: .preflight(r)))
             return
         }
@@ -275,7 +275,7 @@ extension Supervisor {
         if plan.canFit, plan.slots.isEmpty, verdict.fits {
             holdReservation(bytes: op.need, hold: op.hold, rolledAhead: perRoll)
             r.reservation = reservationReport()
-            let message = "\(line); \(Units.formatSize(extra)) to spare (margin + expected growth)"
+            let message = "\(line); with \(Units.formatSize(extra)) kept free beyond the need (margin + expected growth)"
             finishOperation(
                 op, outcome: .succeeded, detail: nil,
                 reply: .success(message, details: Self.preflightDetails(r) + [r.reservation?.line ?? ""], payload: .preflight(r)))
@@ -289,7 +289,7 @@ extension Supervisor {
             return
         }
         op.report(line)
-        op.report("roll-ahead: still \(Units.formatSize(plan.short)) short with \(Units.formatSize(extra)) to spare: restarting slot \(next) next")
+        op.report("roll-ahead: still \(Units.formatSize(plan.short)) short of the need plus \(Units.formatSize(extra)) kept free: restarting slot \(next) next")
         op.slots = [next]
         let options = DeployOptions(maxSurge: 1)
         let step = firstStep(options, strategy: .auto, for: op)

@@ -26,7 +26,7 @@ struct MemoryReservationTests {
         let plan = RollAhead.plan(for: v, workers: workers, extra: 64 * mib)
         #expect(plan.canFit && plan.short == 46 * mib)
         #expect(plan.slots == [0, 1, 2] && plan.expectedCount == 1)
-        #expect(plan.summary.contains("(with 64.0 MiB to spare)"))
+        #expect(plan.summary.contains("(the need plus 64.0 MiB kept free)"))
     }
 
     @Test func theMarginAndTheExpectedGrowthAreAddedToTheShortfall() {
@@ -46,7 +46,7 @@ struct MemoryReservationTests {
         // Every worker fresh and still short: refused with the figures.
         let none = RollAhead.plan(for: v, workers: workers, extra: 64 * mib, exclude: [0, 1, 2])
         #expect(!none.canFit && none.slots.isEmpty)
-        #expect(none.summary.hasPrefix("cannot fit: 164.0 MiB short under cgroup memory.limit_in_bytes (v1) (with 64.0 MiB to spare)"))
+        #expect(none.summary.hasPrefix("cannot fit: 164.0 MiB short under cgroup memory.limit_in_bytes (v1) (the need plus 64.0 MiB kept free)"))
         #expect(none.summary.contains("restarting every worker not yet restarted would free about 0 B"))
     }
 

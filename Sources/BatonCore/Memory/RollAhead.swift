@@ -92,7 +92,9 @@ public enum RollAhead {
         }
         let missing = Units.formatSize(short)
         let name = verdict.binding.kind.name
-        let spare = extra > 0 ? " (with \(Units.formatSize(extra)) to spare)" : ""
+        // Said as what the plan keeps free beyond the need, not as headroom left over (an operator
+        // audit read "64 MiB to spare" as the whole headroom).
+        let spare = extra > 0 ? " (the need plus \(Units.formatSize(extra)) kept free)" : ""
         guard reclaim >= short else {
             let total = Units.formatSize(reclaim)
             let which = exclude.isEmpty ? "every worker" : "every worker not yet restarted"
