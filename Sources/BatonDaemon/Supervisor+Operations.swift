@@ -83,10 +83,7 @@ extension Supervisor {
             guard let directory = options.release, directory.hasPrefix("/") else {
                 throw DaemonError("--release must be an absolute path, got \"\(options.release ?? "")\"")
             }
-            var st = stat()
-            guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-                throw DaemonError("release \(directory) is not a directory")
-            }
+            guard Filesystem.isDirectory(directory) else { throw DaemonError("release \(directory) is not a directory") }
             // A new release only: a reload or policy restart runs the current one, which may be
             // `app.directory` (a folder the config accepted as it is).
             if kind == .deploy, let problem = releaseDirectoryProblem(directory) { throw DaemonError("release \(directory) \(problem)") }

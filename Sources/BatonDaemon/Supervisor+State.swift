@@ -33,12 +33,6 @@ extension Supervisor {
             releases.recordProblem("state directory \(directory) unusable (\(error)): deploys cannot be committed")
             return
         }
-        releases.load(from: store, fallback: Release(directory: config.app.directory), releaseExists: Self.isDirectory, now: wallClockNow())
-    }
-
-    /// Whether `path` is an existing directory.
-    static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        releases.load(from: store, fallback: Release(directory: config.app.directory), releaseExists: Filesystem.isDirectory, now: wallClockNow())
     }
 }

@@ -62,8 +62,7 @@ public enum ConfigHostCheck {
         for case .unix(let path) in config.listen.addresses {
             if path == config.control.socket { throw problem(["listen", "addresses"], "\(path) is also [control] socket") }
             let folder = path[..<(path.lastIndex(of: "/") ?? path.startIndex)]
-            var st = stat()
-            if !folder.isEmpty, stat(String(folder), &st) != 0 || st.st_mode & S_IFMT != S_IFDIR {
+            if !folder.isEmpty, !Filesystem.isDirectory(String(folder)) {
                 throw problem(["listen", "addresses"], "\(path): its folder \(folder) does not exist")
             }
         }

@@ -45,6 +45,12 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
 
 /// Directories baton creates, or finds and uses as they are.
 public enum Filesystem {
+    /// Whether `path` is an existing directory (symlinks followed).
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
     /// mkdir -p: creates the missing components of `path`, the last with `mode` and the
     /// parents with 0755 (umask applied). An existing directory keeps its owner and mode:
     /// baton never chmods or chowns what it did not create; it only checks that it can write

@@ -11,12 +11,9 @@ import Testing
     static let mib: UInt64 = 1 << 20
     static let orphanPIDs: [pid_t] = [4_600_001, 4_600_002]
 
-    /// Starts baton on the dead baton's record (its two orphans adopted); returns the harness
-    /// and the most processes (orphans and new workers) that ran at once.
-    func takeOver(budget: UInt64) throws -> (h: DaemonHarness, most: Int) {
-        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { withExtendedLifetime(socket) {} }
-        let address = try #require(Sockets.localAddress(socket.fd))
+    /// Two slots of 80 MiB workers under `budget` (no reserve) on a host with memory to spare,
+    /// and a runtime directory for the dead baton's record.
+    static func harness(budget: UInt64) throws -> DaemonHarness {
         let h = try DaemonHarness(workers: 2) { config in
             config.memory.budget = .bytes(budget)
             config.memory.reserve = 0
@@ -26,6 +23,16 @@ import Testing
             host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
             overcommit: .heuristic, cgroup: nil)
         h.supervisor.runtimeDirectory = h.root + "/run"
+        return h
+    }
+
+    /// Starts baton on the dead baton's record (its two orphans adopted); returns the harness
+    /// and the most processes (orphans and new workers) that ran at once.
+    func takeOver(budget: UInt64) throws -> (h: DaemonHarness, most: Int) {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(socket) {} }
+        let address = try #require(Sockets.localAddress(socket.fd))
+        let h = try Self.harness(budget: budget)
         let previous = InstanceRecord(
             app: "fake", pid: 4_600_000, startTime: 10, listeners: [.init(name: "http", address: address)],
             workers: Self.orphanPIDs.enumerated().map { .init(slot: $0.offset, pid: $0.element, startTime: 11) })
@@ -73,15 +80,7 @@ import Testing
         let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
         defer { withExtendedLifetime(socket) {} }
         let address = try #require(Sockets.localAddress(socket.fd))
-        let h = try DaemonHarness(workers: 2) { config in
-            config.memory.budget = .bytes(260 * Self.mib)
-            config.memory.reserve = 0
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 80 * Self.mib, pss: 80 * Self.mib, uss: 80 * Self.mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
-            overcommit: .heuristic, cgroup: nil)
-        h.supervisor.runtimeDirectory = h.root + "/run"
+        let h = try Self.harness(budget: 260 * Self.mib)
         let pids: [pid_t] = [4_600_011, 4_600_012, 4_600_013]
         let previous = InstanceRecord(
             app: "fake", pid: 4_600_000, startTime: 10, listeners: [.init(name: "http", address: address)],
