@@ -57,10 +57,22 @@ extension Supervisor {
         submit(op, wait: options.wait == true, timeout: timeout ?? config.deploy.timeout)
     }
 
-    /// `baton deploy --attach`: follow the operation in progress.
+    /// `baton deploy --attach`: follow the operation in progress. With none, it answers with
+    /// the last deploy or rollback that ran (a refused one never did) and exits as that one's
+    /// own client did: a CI step that attaches again after a cancel must not pass on a
+    /// deploy that failed, nor on a policy restart that came after it.
     func attach(_ waiter: any OperationWaiter) {
         guard let op = operation else {
-            waiter.finish(.success("nothing in progress; last: \(history.last.map(Self.describe) ?? "no deploy yet")"))
+            guard let last = history.last(where: { $0.kind.isDeploy && $0.outcome != .refused }) else {
+                waiter.finish(.success("nothing in progress; last: no deploy yet"))
+                return
+            }
+            let line = "nothing in progress; last: \(Self.describe(last))"
+            switch last.outcome {
+            case .succeeded: waiter.finish(.success(line))
+            case .timedOut: waiter.finish(.failure(line, code: 4))
+            default: waiter.finish(.failure(line, code: 1))
+            }
             return
         }
         for line in op.progress { waiter.send(.progress(line)) }

@@ -45,6 +45,9 @@ extension Supervisor {
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 if let d = op.deadline { loop.cancel(d) }
                 let reason = refusal(op, why)
+                // It never started: its history line is dated at the refusal, which took no time.
+                op.startedAt = loop.now()
+                op.startedAtWall = wallClockNow()
                 // In history and `baton_deploys_total{outcome="refused"}`, which never moved before.
                 if op.kind.isDeploy { releases.append(historyEntry(op, outcome: .refused, detail: reason)) }
                 op.finish(.failure(reason, code: 1))

@@ -162,6 +162,11 @@ import Testing
         #expect(refused.reply?.code == 1, "\(String(describing: refused.reply))")
         #expect(h.supervisor.deploysByOutcome[.refused] == 1)
         #expect(h.supervisor.history.last?.outcome == .refused && h.supervisor.history.last?.release.hasSuffix("/r2") == true)
+        // A systemd/CI audit: the refused line was dated 1970 with the host's uptime as duration
+        // (the operation never started, so its start times were never set).
+        let line = try #require(h.supervisor.history.last)
+        #expect(abs(line.startedAt - wallClockNow()) < 60, "\(line.startedAt)")
+        #expect(line.duration == 0)
         h.finishOperations()
     }
 

@@ -168,6 +168,36 @@ import Testing
         #expect(follower.reply?.ok == true)
     }
 
+    /// A systemd/CI audit: `--attach` after the deploy had ended said "last: deploy … failed"
+    /// and exited 0, so a CI step attaching again after a cancel passed on a failed deploy.
+    /// It now exits as the last deploy's own client did, whatever ran or was refused after it.
+    @Test func attachAfterTheDeployEndedExitsWithItsOutcome() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.host.onSpawn = { child in if child.release == r1 { child.end(.exited(3)) } }
+        let failed = h.deploy(r1)
+        h.finishOperations()
+        #expect(failed.reply?.ok == false)
+        h.host.onSpawn = nil
+        // A reload after it succeeds and a deploy refused meanwhile leave the answer alone.
+        let reload = RecordingWaiter()
+        h.supervisor.requestReload(waiter: reload, uid: 0)
+        h.finishOperations()
+        #expect(reload.reply?.ok == true)
+        let late = RecordingWaiter()
+        h.supervisor.attach(late)
+        #expect(late.reply?.ok == false && late.reply?.code == 1, "\(String(describing: late.reply))")
+        #expect(late.reply?.error?.hasPrefix("nothing in progress; last: deploy of \(r1) ") == true, "\(String(describing: late.reply))")
+
+        let r2 = h.makeRelease("r2")
+        _ = h.deploy(r2)
+        h.finishOperations()
+        let afterGood = RecordingWaiter()
+        h.supervisor.attach(afterGood)
+        #expect(afterGood.reply?.ok == true && afterGood.reply?.message?.hasPrefix("nothing in progress; last: deploy of \(r2) succeeded") == true)
+    }
+
     @Test func dryRunDuringADeployChangesNothingAndIsNotRefused() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
