@@ -50,9 +50,12 @@ extension Supervisor {
         notifier.notify("STATUS=\(line)")
     }
 
-    /// Tells systemd a step is under way so TimeoutStartSec= does not cut it.
+    /// Tells systemd a step is under way so TimeoutStartSec= does not cut it: a start-up, a
+    /// reload, and a reload that waits behind another operation (`systemctl reload` during a
+    /// deploy: its ExecReload= runs `baton reload`, which systemd times out as a start).
     func extendTimeout() {
-        guard phase == .starting || phase == .reloading else { return }
+        let reloadWaits = operations.queued.contains { $0.kind == .reload }
+        guard phase == .starting || phase == .reloading || reloadWaits else { return }
         notifier.extendTimeout(config.readiness.timeout + config.stop.timeout + .seconds(10))
     }
 

@@ -31,6 +31,7 @@ extension Supervisor {
                 guard let op = operationTable[number] else { continue }
                 startOperation(op)
             case .waiting(let number, let blocker):
+                if operationTable[number]?.kind == .reload { extendTimeout() }
                 guard let op = operationTable[number], op.kind.isDeploy else { continue }
                 for w in op.waiters { w.send(.progress("waiting: a \(Self.describe(blocker)) is in progress; this \(op.kind.rawValue) runs after it")) }
             case .joined(let number, let into):

@@ -12,5 +12,5 @@ final class RecordingNotifier: ServiceNotifying {
     func reloading(status: String) { notify("RELOADING=1\nSTATUS=\(status)") }
     func storeFD(_ fd: Int32, name: String) -> Bool { false }
     func removeStoredFD(name: String) {}
-    func extendTimeout(_ extra: Duration) {}
+    func extendTimeout(_ extra: Duration) { notify("EXTEND_TIMEOUT_USEC=\(extra.components.seconds * 1_000_000)") }
 }

@@ -43,6 +43,27 @@ import Testing
         #expect(h.supervisor.releaseState.previous?.directory == r1)
     }
 
+    /// A systemd/CI audit: `systemctl reload` during a deploy failed with ReloadResult=timeout
+    /// (TimeoutStartSec=5s), then the reload ran and succeeded. While it waited, nothing
+    /// extended systemd's timeout: only a running start-up or reload did.
+    @Test func aReloadWaitingBehindADeployKeepsExtendingSystemdsTimeout() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let extensions = { h.host.recorder.messages.filter { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") }.count }
+        h.deploy(h.makeRelease("r1"))
+        let during = extensions()
+        let reload = RecordingWaiter()
+        h.supervisor.requestReload(waiter: reload, uid: 0)
+        #expect(reload.reply == nil)
+        #expect(extensions() == during + 1, "extended when it was queued")
+        // The deploy's next steps (each worker start) extend it again until the reload runs.
+        h.advance(by: .seconds(1))
+        let queuedSteps = extensions()
+        #expect(queuedSteps > during + 1)
+        h.finishOperations()
+        #expect(reload.reply?.ok == true)
+    }
+
     @Test func rollbackDuringDeployIsRefusedUnlessWait() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
