@@ -148,7 +148,10 @@ extension Supervisor {
                 self.logger.info(
                     "worker stayed up \(Units.formatDuration(window)) after ready: stable",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-                op.report("slot \(worker.slot): pid \(worker.pid) stable for \(Units.formatDuration(window))")
+                let line = "slot \(worker.slot): pid \(worker.pid) stable for \(Units.formatDuration(window))"
+                // Said in the order it means: a worker still waiting for its promotion is stable
+                // once it serves (the CLI printed "stable" before "→ … ready after …, draining").
+                if self.slots[worker.slot].replacement === worker { worker.heldStableLine = line } else { op.report(line) }
                 self.rolloutEvent { $0.workerStable(slot: worker.slot) }
             })
     }

@@ -353,6 +353,10 @@ extension Supervisor {
         } else {
             operation?.report("slot \(slot.index): pid \(replacement.pid) ready after \(Self.bootTime(replacement))")
         }
+        if let held = replacement.heldStableLine {
+            replacement.heldStableLine = nil
+            operation?.report(held)
+        }
         // Ignored by the rollout unless the slot waits for an old worker (surge).
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }

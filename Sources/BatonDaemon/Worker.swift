@@ -73,6 +73,9 @@ final class Worker: ChildChannels {
     var watchdogInterval: Duration?
     /// Its liveness probe's runs since it became ready (nil until the first is scheduled).
     var livenessProbe: LivenessProbeRecord?
+    /// A rollout's "stable for" line for a new worker that passed its stability window while
+    /// it waited to be promoted (the canary had not passed yet): reported after its promotion.
+    var heldStableLine: String?
 
     init(slot: Int, generation: Int, process: ChildProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot

@@ -200,6 +200,29 @@ import Testing
         #expect(client.progress.contains { $0.contains("canary slot 0") })
     }
 
+    /// A systemd/CI audit (2 of 4 runs): under surge with a canary, a slot's new worker that
+    /// was ready before the canary passed its own stability window while it waited, and the
+    /// CLI printed `slot 1: pid N stable for 2s` before `slot 1: pid O → N ready after …,
+    /// draining O`. The stable line now follows its promotion.
+    @Test func aWorkerStableBeforeItsPromotionIsReportedAfterIt() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.maxSurge = 2 }
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        var canaryMayReady = false
+        h.autoReady = { child in child.release != r1 || child.slot != 0 || canaryMayReady }
+        let client = h.deploy(r1)
+        h.advance(by: .seconds(1))
+        canaryMayReady = true
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        let ready = try #require(client.progress.firstIndex { $0.hasPrefix("slot 1: ") && $0.contains(" ready after ") })
+        let stable = try #require(client.progress.firstIndex { $0.hasPrefix("slot 1: ") && $0.contains(" stable for 2s") })
+        #expect(ready < stable, "\(client.progress)")
+        // The canary's lines come first: slot 1 was promoted once the canary had passed.
+        let canaryStable = try #require(client.progress.firstIndex { $0.hasPrefix("slot 0: ") && $0.contains(" stable for ") })
+        #expect(canaryStable < ready, "\(client.progress)")
+    }
+
     @Test func newWorkerCrashingRollsBackTheSlotsAlreadyReplaced() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()
