@@ -110,7 +110,9 @@ public enum ProcFS {
         }
         guard detailed else { return MemorySample(rss: rss, pss: nil, uss: nil) }
         guard let rollup = read("/proc/\(pid)/smaps_rollup"), let s = ProcParsers.smapsRollup(rollup) else {
-            return MemorySample(rss: rss, pss: nil, uss: nil)
+            // A process without an address space (a zombie: statm all 0, smaps_rollup ESRCH)
+            // holds no memory; unknown would make its whole tree's PSS unknown.
+            return rss == 0 ? MemorySample(rss: 0, pss: 0, uss: 0, shared: 0) : MemorySample(rss: rss, pss: nil, uss: nil)
         }
         return MemorySample(rss: s.rss, pss: s.pss, uss: s.uss, shared: s.shared)
     }

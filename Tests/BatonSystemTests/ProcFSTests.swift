@@ -128,6 +128,27 @@ struct ProcFSTests {
         #expect(cheap.pss == nil)
     }
 
+    /// An audit of misbehaving workers (3 of 3): one zombie in a worker's tree (a child it
+    /// never waited for: Python's `Popen` without `wait`, a double fork) made the tree's PSS and
+    /// USS unknown, so every memory rule, the footprint and the surge plan skipped the worker,
+    /// and status said "workers' PSS 0 B". A zombie has no memory: it counts as none.
+    @Test func aZombieInTheTreeHoldsNoMemory() throws {
+        let p = try TestProcess(["/bin/sh", "-c", #"true & echo "zombie $!" >&2; exec sleep 30"#], environment: childEnvironment)
+        defer { CBatonLinuxShim.signalGroup(p.pid, SIGKILL); _ = p.stop(timeout: .seconds(10)) }
+        let line = try #require(p.waitForLine(containing: "zombie ", timeout: .seconds(20)))
+        let zombie = try #require(line.split(separator: " ").last.flatMap { Int32($0) })
+        // `true` exits at once and the exec'd sleep never waits for it (bounded: 10 s).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ProcFS.read("/proc/\(zombie)/stat").flatMap(ProcParsers.statFields)?.state != "Z", ContinuousClock.now < deadline {
+            pause(0.01)
+        }
+        try #require(ProcFS.read("/proc/\(zombie)/stat").flatMap(ProcParsers.statFields)?.state == "Z")
+        #expect(ProcFS.tree(of: p.pid).contains(zombie))
+        #expect(ProcFS.memory(of: zombie, detailed: true) == MemorySample(rss: 0, pss: 0, uss: 0, shared: 0))
+        let whole = try #require(ProcFS.treeMemory(of: p.pid, detailed: true))
+        #expect(whole.pss != nil && whole.uss != nil, "\(whole)")
+    }
+
     @Test func readsAndSignalMasks() throws {
         // This thread is running; the process's main thread may well be asleep.
         #expect(ProcFS.read("/proc/thread-self/stat").flatMap(ProcParsers.statFields)?.state == "R")
