@@ -1,3 +1,4 @@
+import BatonCore
 import BatonSystem
 import Glibc
 
@@ -101,8 +102,10 @@ extension Supervisor {
 
     /// Lets go of what baton held of a child that exited and was reaped: its timers, its pidfd,
     /// its notify socket (and the socket's path), and its output pipe once the rest of its
-    /// output was read and logged (the write end may live on in strays, already killed with the
-    /// group, so the pipe is closed now).
+    /// output was read and logged: up to the pipe's capacity, so the last lines a crashing
+    /// worker printed (its error, after a backlog) reach the log and the failure report (the
+    /// write end may live on in strays, already killed with the group, so the pipe is closed
+    /// now).
     func releaseChannels(_ child: some ChildChannels & OutputSource) {
         for t in child.timers { loop.cancel(t) }
         child.timers.removeAll()
@@ -113,6 +116,6 @@ extension Supervisor {
             child.notifyFD = -1  // closes it
         }
         if let path = child.notifyPath { unlink(path) }
-        closeOutput(child, draining: Self.outputBytesPerWakeup)
+        closeOutput(child, draining: WorkerContract.outputPipeCapacity)
     }
 }

@@ -41,10 +41,10 @@ extension Supervisor {
     /// Bytes of one child's output read per wakeup of the loop (64 KiB).
     static let outputBytesPerWakeup = 64 * 1024
 
-    /// Logs what the pipe still holds, up to `limit` bytes (a process that is gone: up to
-    /// one wakeup's worth for a child, the pipe's whole capacity for an orphan, whose backlog
-    /// from the gap between the two batons ends with its drain lines), and the rest of an
-    /// unfinished line, then closes the pipe.
+    /// Logs what the pipe still holds, up to `limit` bytes (a process that is gone: the pipe's
+    /// whole capacity, whose end holds a crashing worker's error, or an orphan's drain lines
+    /// after the gap between the two batons), and the rest of an unfinished line, then closes
+    /// the pipe.
     func closeOutput(_ source: some OutputSource, draining limit: Int = 0) {
         guard source.outputFD >= 0 else { return }
         _ = readAvailable(source, upTo: limit)

@@ -223,6 +223,28 @@ import Testing
         #expect(canaryStable < ready, "\(client.progress)")
     }
 
+    /// An audit of misbehaving workers (4 of 4, and 3 of 3 with a flood then `FATAL: …`): a
+    /// worker that printed 233 KB and then its error before it exited had only the first 64 KiB
+    /// of that backlog read; the error reached neither the log nor the deploy's report, which
+    /// quoted a fragment cut mid-line ("last output: do_s").
+    @Test func aCrashingWorkersLastLinesAreReadBehindALargeBacklog() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.host.onSpawn = { child in
+            guard child.release == r1 else { return }
+            for i in 0..<3000 { child.print(#"  File "/srv/app/lib/module\#(i).py", line \#(i), in func\#(i)"#) }
+            child.print("RuntimeError: DATABASE_URL is not set")
+            child.end(.exited(1))
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.details?.last == "RuntimeError: DATABASE_URL is not set", "\(String(describing: reply.details?.suffix(2)))")
+        #expect(reply.details?.dropLast().last == #"  File "/srv/app/lib/module2999.py", line 2999, in func2999"#)
+    }
+
     @Test func newWorkerCrashingRollsBackTheSlotsAlreadyReplaced() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()
