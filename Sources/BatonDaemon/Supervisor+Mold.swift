@@ -155,7 +155,8 @@ extension Supervisor {
     }
 
     private func readNotify(_ mold: Mold) {
-        while let message = CBatonLinuxShim.receiveWithCredentials(mold.notifyFD) {
+        for _ in 0..<notifyMessagesPerWakeup {
+            guard let message = CBatonLinuxShim.receiveWithCredentials(mold.notifyFD) else { return }
             guard message.pid > 0, host.processes.isInTree(message.pid, root: mold.pid) else {
                 logger.warning("notify message from pid \(message.pid) outside mold \(mold.pid)'s tree ignored")
                 continue

@@ -18,9 +18,7 @@ extension Supervisor {
     /// A worker reported its count (`text`: the field's value).
     func requestsReported(_ worker: Worker, _ text: String) {
         guard let count = Int(text), count >= 0 else {
-            logger.warning(
-                "\(Self.requestsField)\(ControlProtocol.printable(String(text.prefix(32)))) ignored: not a non-negative integer",
-                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+            warnNotify(worker, "\(Self.requestsField)\(ControlProtocol.printable(String(text.prefix(32)))) ignored: not a non-negative integer")
             return
         }
         worker.requestsServed = count

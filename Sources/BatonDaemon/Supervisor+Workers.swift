@@ -116,18 +116,16 @@ extension Supervisor {
     // MARK: - Notify messages and output
 
     func readNotify(_ worker: Worker) {
-        while let message = CBatonLinuxShim.receiveWithCredentials(worker.notifyFD) {
+        for _ in 0..<notifyMessagesPerWakeup {
+            guard let message = CBatonLinuxShim.receiveWithCredentials(worker.notifyFD) else { return }
             guard message.pid > 0, host.processes.isInTree(message.pid, root: worker.pid) else {
-                logger.warning(
-                    "notify message from pid \(message.pid) outside worker \(worker.pid)'s tree ignored",
-                    metadata: ["slot": .stringConvertible(worker.slot)])
+                warnNotify(worker, "notify message from pid \(message.pid) outside worker \(worker.pid)'s tree ignored")
                 continue
             }
             // Its start alone could read as something else ("X_BATON_REQUESTS=12" cut from 123456789):
             // dropped whole, as systemd drops a notify message that does not fit.
             guard !message.truncated else {
-                logger.warning(
-                    "notify message of over 4096 bytes from pid \(message.pid) ignored", metadata: ["slot": .stringConvertible(worker.slot)])
+                warnNotify(worker, "notify message of over 4096 bytes from pid \(message.pid) ignored")
                 continue
             }
             let text = String(decoding: message.bytes, as: UTF8.self)
@@ -147,6 +145,16 @@ extension Supervisor {
                 }
             }
         }
+    }
+
+    /// A warning about a worker's notify messages, at most one per 10 s per worker, with how
+    /// many were held back since the last one.
+    func warnNotify(_ worker: Worker, _ text: String) {
+        guard let held = worker.notifyWarnings.admit(now: loop.now()) else { return }
+        let more = held > 0 ? " (\(held) more notify warnings held back since the last one)" : ""
+        logger.warning(
+            "\(text)\(more)",
+            metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
     }
 
     // MARK: - Stopping

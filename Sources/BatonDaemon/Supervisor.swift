@@ -80,6 +80,13 @@ public final class Supervisor {
     var slots: [Slot] = []
     /// Directory of per-worker notify sockets (0700).
     var notifyDirectory: String = ""
+    /// Notify messages read from one socket per wakeup of the loop (64; tests set fewer, as
+    /// a socket queues only `net.unix.max_dgram_qlen`, 10, before its senders block). The
+    /// socket is level-triggered, so the loop calls back after the control socket, signals,
+    /// timers and the other workers had their turn: reading until EAGAIN let a worker tree of
+    /// 40 processes sending in a loop hold the loop for seconds (an audit: `baton status` took
+    /// up to 3.9 s, a crash was seen 1.3 s late), as output once did (`outputBytesPerWakeup`).
+    var notifyMessagesPerWakeup = 64
     /// Whether baton created `notifyDirectory` (only then is it chowned and removed at exit).
     var createdNotifyDirectory = false
     var runtimeDirectory: String = ""

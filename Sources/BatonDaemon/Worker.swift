@@ -76,6 +76,8 @@ final class Worker: ChildChannels {
     /// A rollout's "stable for" line for a new worker that passed its stability window while
     /// it waited to be promoted (the canary had not passed yet): reported after its promotion.
     var heldStableLine: String?
+    /// Warnings about its notify messages: at most one per 10 s (`warnNotify`).
+    var notifyWarnings = WarningThrottle()
 
     init(slot: Int, generation: Int, process: ChildProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot

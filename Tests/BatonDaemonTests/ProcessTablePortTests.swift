@@ -37,6 +37,34 @@ import Testing
         #expect(worker.state == .ready)
     }
 
+    /// An audit of misbehaving workers: a worker tree sending notify messages in a loop held
+    /// baton's loop (every message was read until EAGAIN, and the senders refilled the socket
+    /// meanwhile), and each bad message was its own WARN line (110,960 in 6 s). One wakeup now
+    /// reads a bounded number of messages of one socket (64; 4 here, as a socket queues only
+    /// 10 before its senders block), and a worker gets at most one notify warning per 10 s.
+    @Test func aWakeupReadsABoundedNumberOfNotifyMessagesAndWarningsAreThrottled() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.supervisor.notifyMessagesPerWakeup = 4
+        let worker = try #require(h.supervisor.slots[0].current)
+        let path = try #require(h.host.child(worker.pid)?.environment("NOTIFY_SOCKET"))
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        for n in 1...8 { try Self.notify(path, "STATUS=\(n)") }
+        _ = h.loop.pump()
+        #expect(worker.statusText == "4")
+        h.advance(by: .zero)
+        #expect(worker.statusText == "8")
+        for _ in 1...6 {
+            for _ in 1...8 { try Self.notify(path, "X_BATON_REQUESTS=abc") }
+            h.advance(by: .zero)
+        }
+        #expect(worker.notifyWarnings.held == 47)
+        h.advance(by: .seconds(10))
+        try Self.notify(path, "X_BATON_REQUESTS=-1")
+        h.advance(by: .zero)
+        #expect(worker.notifyWarnings.held == 0)
+    }
+
     @Test func aWorkerWhoseTreeTheTableShowsStoppedIsReplacedForLiveness() throws {
         let h = try DaemonHarness(workers: 2) { $0.readiness.stoppedTimeout = .seconds(4) }
         try h.start()
