@@ -80,6 +80,54 @@ extension Integration {
             #expect(try baton.status().workers.map(\.pid) == status.workers.map(\.pid))
         }
 
+        @Test("a re-run after a cancel never copies over the release a deploy in flight runs: it follows that deploy; another id is refused, nothing copied")
+        func rerunWhileTheDeployIsInFlight() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "bd-rerun", extra: "[deploy]\nstability_window = \"5s\"")
+            defer { baton.stop() }
+            let release = baton.directory + "/releases/abc"
+            let build = Self.source(baton, "build")
+            TestPaths.write(build + "/VERSION", "v1\n")
+            let argv = [
+                Self.script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                "--releases-dir", baton.directory + "/releases",
+            ]
+            // The first run: its deploy stays in flight (the stability window), then the CI job is
+            // cancelled: its process group (the script, baton's CLI) gets SIGTERM.
+            let first = try TestProcess(argv + ["--release-id", "abc", build])
+            let inFlight = baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == release }
+            #expect(inFlight != nil, "the first run's deploy started")
+            kill(-first.pid, SIGTERM)
+            #expect(first.wait(timeout: .seconds(10)) != nil)
+            #expect(try baton.status().operation?.release == release, "killing the CLI does not stop the deploy")
+            // CI rebuilt (a different build under the same id) and runs the same command again.
+            TestPaths.write(build + "/VERSION", "v2, rebuilt\n")
+            TestPaths.write(build + "/extra", "new\n")
+            // Another release while it runs: refused before anything is copied.
+            let other = try TestProcess.run(argv + ["--release-id", "def", build], timeout: .seconds(10))
+            #expect(other.code == 1, "\(other.stdout)\n\(other.stderr)")
+            #expect(other.stderr.contains("baton-deploy: localhost: a deploy of \(release) is in progress: nothing was copied"), "\(other.stderr)")
+            #expect(access(baton.directory + "/releases/def", F_OK) != 0, "nothing copied")
+            // The re-run follows the deploy in flight: nothing copied over the folder it runs in.
+            let rerun = try TestProcess.run(argv + ["--release-id", "abc", build], timeout: .seconds(10))
+            #expect(rerun.code == 0, "\(rerun.stdout)\n\(rerun.stderr)")
+            #expect(rerun.stdout.contains("==> localhost: a deploy of \(release) is in progress (an earlier run's): following it"), "\(rerun.stdout)")
+            #expect(!rerun.stdout.contains("==> localhost: ship"), "\(rerun.stdout)")
+            #expect(rerun.stdout.contains("baton-deploy: abc deployed on: localhost"), "\(rerun.stdout)")
+            #expect(ProcFS.read(release + "/VERSION") == "v1\n", "the folder the deploy runs from is untouched")
+            #expect(access(release + "/extra", F_OK) != 0, "nothing copied")
+            let after = try baton.status()
+            #expect(after.operation == nil && after.release == release)
+            #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" })
+            // A folder a cancelled copy left half done (not served, not in flight) is copied over, then deployed.
+            let half = baton.directory + "/releases/half"
+            _ = mkdir(half, 0o755)
+            TestPaths.write(half + "/partial", "x")
+            let fresh = try TestProcess.run(argv + ["--release-id", "half", build], timeout: .seconds(10))
+            #expect(fresh.code == 0, "\(fresh.stdout)\n\(fresh.stderr)")
+            #expect(access(half + "/partial", F_OK) != 0 && ProcFS.read(half + "/VERSION") == "v2, rebuilt\n", "rsync --delete made it the build")
+            #expect(try baton.status().release == half)
+        }
+
         @Test("a release that does not fit in memory: preflight says no with the figures, nothing is copied or changed, exit 1")
         func preflightStops() throws {
             let baton = try scriptedBaton(workers: 2, tag: "bd-pre", extra: "[memory]\nbudget = \"100MiB\"\nreserve = \"0B\"")
