@@ -30,6 +30,8 @@ final class ControlServer {
     static let maxConnections = 64
     /// `[control] idle_timeout`.
     let idleTimeout: Duration
+    /// Pauses accepting while descriptors run out (set once the socket is watched).
+    private var acceptPause: AcceptPause?
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
     /// previous image listened on: it is never re-bound). `lookUpGroup` finds
@@ -57,6 +59,7 @@ final class ControlServer {
             try BatonSystem.syscall("listen", subject: path) { listen(socket, 64) }
         }
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
+        acceptPause = AcceptPause(loop: loop, fd: fd) { [logger] in logger.error("control socket: \($0)") }
     }
 
     /// Takes over a client connection the previous image handed across the
@@ -79,6 +82,7 @@ final class ControlServer {
 
     /// Stops accepting (shutdown); open connections are finished by their owners.
     func close() {
+        acceptPause?.cancel()
         loop.unregister(fd: fd)
         listening = nil  // closes it
         unlink(path)
@@ -91,7 +95,11 @@ final class ControlServer {
     private func acceptAll() {
         while true {
             let client = Sockets.acceptNonBlocking(fd)
-            if client < 0 { return }
+            if client < 0 {
+                acceptPause?.failed(errno)
+                return
+            }
+            acceptPause?.accepted()
             guard connections.count < Self.maxConnections else {
                 // Owned: closed once the refusal is sent, when this block is left.
                 let refused = OwnedDescriptor(client)

@@ -41,7 +41,10 @@ final class MetricsServer {
         init(socket: Int32) { self.socket = OwnedDescriptor(socket) }
     }
 
-    init(address: ListenAddress, loop: EventLoop, source: any MetricsSource) throws {
+    /// Pauses accepting while descriptors run out.
+    private var acceptPause: AcceptPause?
+
+    init(address: ListenAddress, loop: EventLoop, source: any MetricsSource, report: @escaping (String) -> Void = { _ in }) throws {
         let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
         self.listener = listener
         self.address = listener.address
@@ -49,12 +52,17 @@ final class MetricsServer {
         self.source = source
         try setNonBlocking(fd)
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
+        acceptPause = AcceptPause(loop: loop, fd: fd, report: report)
     }
 
     private func acceptAll() {
         while true {
             let client = Sockets.acceptNonBlocking(fd)
-            if client < 0 { return }
+            if client < 0 {
+                acceptPause?.failed(errno)
+                return
+            }
+            acceptPause?.accepted()
             // Owns the socket from now on: a scrape refused below closes it when dropped.
             let connection = Connection(socket: client)
             guard connections.count < 32 else { continue }

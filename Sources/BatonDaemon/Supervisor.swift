@@ -263,7 +263,7 @@ public final class Supervisor {
     private func startMetrics() throws {
         guard let text = config.metrics.address else { return }
         guard let address = ListenAddress.parse(text) else { throw DaemonError("metrics.address: cannot parse \(text)") }
-        let server = try MetricsServer(address: address, loop: loop, source: self)
+        let server = try MetricsServer(address: address, loop: loop, source: self) { [logger] in logger.error("metrics: \($0)") }
         metrics = server
         logger.info("metrics on \(server.address)/metrics")
     }
