@@ -186,10 +186,7 @@ extension Supervisor {
             try checkReloadable(newConfig)
             spec = try makeSpec(newConfig, release: releaseState.current)
             op.target = releaseState.current
-            for change in restartOnlyChanges(newConfig) {
-                logger.warning("\(change) changed: takes effect only after a restart of baton (systemctl restart)")
-                op.report("\(change) changed: needs a restart of baton, not a reload")
-            }
+            reportRestartOnlyChanges(newConfig, op)
             op.previousConfig = config
             config = Self.applying(newConfig, keepingRestartOnlyFrom: config)
             notifier.reloading(status: "reloading: rolling restart of \(slots.count) workers")
@@ -243,27 +240,6 @@ extension Supervisor {
             throw DaemonError("app.workers changed from \(config.app.workers) to \(newConfig.app.workers): restart baton to change the number of workers")
         }
         if newConfig.app.name != config.app.name { throw DaemonError("app.name changed: restart baton to rename the app") }
-    }
-
-    func restartOnlyChanges(_ newConfig: BatonConfig) -> [String] {
-        var changes: [String] = []
-        if newConfig.listen != config.listen { changes.append("[listen]") }
-        if newConfig.control != config.control { changes.append("[control]") }
-        // Opened once at start: the metrics endpoint and the state and runtime directories.
-        if newConfig.metrics != config.metrics { changes.append("[metrics]") }
-        if newConfig.app.stateDirectory != config.app.stateDirectory { changes.append("[app] state_directory") }
-        if newConfig.app.runtimeDirectory != config.app.runtimeDirectory { changes.append("[app] runtime_directory") }
-        return changes
-    }
-
-    static func applying(_ newConfig: BatonConfig, keepingRestartOnlyFrom old: BatonConfig) -> BatonConfig {
-        var merged = newConfig
-        merged.listen = old.listen
-        merged.control = old.control
-        merged.metrics = old.metrics
-        merged.app.stateDirectory = old.app.stateDirectory
-        merged.app.runtimeDirectory = old.app.runtimeDirectory
-        return merged
     }
 
     func deadlinePassed(_ op: Operation, _ timeout: Duration) {

@@ -80,6 +80,8 @@ public final class Supervisor {
     var slots: [Slot] = []
     /// Directory of per-worker notify sockets (0700).
     var notifyDirectory: String = ""
+    /// The listening sockets came from a socket unit (`[listen]` is not used then).
+    var socketsFromUnit = false
     /// Notify messages read from one socket per wakeup of the loop (64; tests set fewer, as
     /// a socket queues only `net.unix.max_dgram_qlen`, 10, before its senders block). The
     /// socket is level-triggered, so the loop calls back after the control socket, signals,
@@ -297,6 +299,10 @@ public final class Supervisor {
         let stored = activated.filter { $0.name.hasPrefix(Sockets.boundPrefix) }
         if !fromUnit.isEmpty {
             logger.info("received \(fromUnit.count) socket(s) from systemd")
+            socketsFromUnit = true
+            if let mismatch = Self.listenMismatch(configured: config.listen.addresses, passed: fromUnit.map(\.address)) {
+                logger.warning("\(mismatch)")
+            }
             // Dropped with `activated` when this returns, which closes them.
             for extra in stored { notifier.removeStoredFD(name: extra.name) }
             return fromUnit
@@ -332,6 +338,17 @@ public final class Supervisor {
             logger.info("received \(reused.count) socket(s) back from systemd's FD store")
         }
         return result
+    }
+
+    /// Under socket activation, a `[listen]` that names other sockets than the socket unit
+    /// passed (nil when they agree, or `[listen]` names none): a systemd/CI audit added an
+    /// address to `[listen]`, and baton went on listening on the unit's sockets alone without a
+    /// word.
+    static func listenMismatch(configured: [ListenAddress], passed: [String]) -> String? {
+        let named = configured.map(\.description)
+        guard !named.isEmpty, Set(named) != Set(passed) else { return nil }
+        return "[listen] addresses (\(named.joined(separator: ", "))) are not the sockets systemd passed (\(passed.joined(separator: ", "))): "
+            + "under socket activation the socket unit's ListenStream= decides, and baton listens on what it received"
     }
 
     /// The spec for new workers from a config and a release (resolves the

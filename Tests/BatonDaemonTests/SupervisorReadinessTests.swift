@@ -178,6 +178,34 @@ import Testing
         #expect(h.supervisor.slots.count == 2)
     }
 
+    /// A systemd/CI audit: under socket activation, a reload that changed `[listen]` advised
+    /// "takes effect only after a restart of baton (systemctl restart)", but a restarted baton
+    /// gets the same sockets from the socket unit again; and baton never said that `[listen]`
+    /// named other sockets than the unit passed.
+    @Test func aListenChangeUnderSocketActivationPointsAtTheSocketUnit() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.supervisor.socketsFromUnit = true
+        var config = h.supervisor.config
+        config.listen.addresses = [.tcp(host: "127.0.0.1", port: 18432)]
+        let changed = config
+        h.supervisor.options.reloadConfig = { changed }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(client.progress.contains("[listen] changed: not used under socket activation (the socket unit's ListenStream= is)"), "\(client.progress)")
+        #expect(!client.progress.contains { $0.contains("needs a restart of baton") })
+
+        let unit = ["127.0.0.1:18431"]
+        #expect(Supervisor.listenMismatch(configured: [.tcp(host: "127.0.0.1", port: 18431)], passed: unit) == nil)
+        #expect(Supervisor.listenMismatch(configured: [], passed: unit) == nil, "[listen] may name nothing under socket activation")
+        let both: [ListenAddress] = [.tcp(host: "127.0.0.1", port: 18431), .tcp(host: "127.0.0.1", port: 18432)]
+        #expect(
+            Supervisor.listenMismatch(configured: both, passed: unit)
+                == "[listen] addresses (127.0.0.1:18431, 127.0.0.1:18432) are not the sockets systemd passed (127.0.0.1:18431): "
+                + "under socket activation the socket unit's ListenStream= decides, and baton listens on what it received")
+    }
+
     @Test func deployQueuedBehindAStartUpThatNeverFinishesExpires() throws {
         let h = try DaemonHarness(workers: 2)
         h.autoReady = { $0.slot != 1 }

@@ -1,0 +1,42 @@
+import BatonCore
+
+/// What a reload cannot change in place: the sockets, the control socket, the metrics
+/// endpoint and the state and runtime directories are opened once, at start.
+extension Supervisor {
+    func restartOnlyChanges(_ newConfig: BatonConfig) -> [String] {
+        var changes: [String] = []
+        if newConfig.listen != config.listen { changes.append("[listen]") }
+        if newConfig.control != config.control { changes.append("[control]") }
+        // Opened once at start: the metrics endpoint and the state and runtime directories.
+        if newConfig.metrics != config.metrics { changes.append("[metrics]") }
+        if newConfig.app.stateDirectory != config.app.stateDirectory { changes.append("[app] state_directory") }
+        if newConfig.app.runtimeDirectory != config.app.runtimeDirectory { changes.append("[app] runtime_directory") }
+        return changes
+    }
+
+    static func applying(_ newConfig: BatonConfig, keepingRestartOnlyFrom old: BatonConfig) -> BatonConfig {
+        var merged = newConfig
+        merged.listen = old.listen
+        merged.control = old.control
+        merged.metrics = old.metrics
+        merged.app.stateDirectory = old.app.stateDirectory
+        merged.app.runtimeDirectory = old.app.runtimeDirectory
+        return merged
+    }
+
+    /// Logs and reports each restart-only change of a reload, with what does apply it.
+    func reportRestartOnlyChanges(_ newConfig: BatonConfig, _ op: Operation) {
+        for change in restartOnlyChanges(newConfig) {
+            if change == "[listen]" && socketsFromUnit {
+                // A restart of baton gets the same sockets from the unit again.
+                logger.warning(
+                    "[listen] changed: not used under socket activation; change the socket unit's ListenStream= (systemctl daemon-reload, then a restart of the socket unit, which closes the port meanwhile)"
+                )
+                op.report("[listen] changed: not used under socket activation (the socket unit's ListenStream= is)")
+                continue
+            }
+            logger.warning("\(change) changed: takes effect only after a restart of baton (systemctl restart)")
+            op.report("\(change) changed: needs a restart of baton, not a reload")
+        }
+    }
+}
