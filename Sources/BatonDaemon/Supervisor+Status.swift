@@ -16,6 +16,17 @@ extension Supervisor {
         }
     }
 
+    /// Listening sockets that accept no connection any more: a process holding one called
+    /// shutdown(2) on it, which disconnects it for every holder (an audit: a worker's
+    /// `shutdown(SHUT_RD)` on its inherited socket refused every new connection while status
+    /// said 3/3 ready). baton cannot listen on it again at its address, which it no longer
+    /// holds: only a new socket can (a restart of the socket unit, or of baton without one).
+    var deadListeners: [String] { listeners.filter { Sockets.isListening($0.fd) == false }.map(\.address) }
+
+    static func deadListenerProblem(_ address: String) -> String {
+        "listening socket \(address) accepts no connections: a process holding it shut it down (shutdown(2)); restart the socket unit (or baton, without one)"
+    }
+
     /// The status report now, with each worker's tree memory from `memory` (by pid).
     func statusReport(memory trees: [pid_t: MemorySample]) -> StatusReport {
         let now = loop.now()
@@ -30,7 +41,8 @@ extension Supervisor {
         }
         report.degraded = degraded ? true : nil
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
-        report.problems = stateProblems.isEmpty ? nil : stateProblems
+        let problems = stateProblems + deadListeners.map(Self.deadListenerProblem)
+        report.problems = problems.isEmpty ? nil : problems
         report.oom = oomStatus()
         report.reservation = reservationReport()
         report.ksm = ksmStatus()

@@ -40,6 +40,9 @@ extension Supervisor {
 
     private func livenessCheck() {
         guard phase != .stopping else { return }
+        for address in deadListeners where reportedDeadListeners.insert(address).inserted {
+            logger.error("\(Self.deadListenerProblem(address))")
+        }
         liveness.settings = .init(stoppedTimeout: config.readiness.stoppedTimeout)
         let pids = checkedWorkers.map(\.pid)
         guard liveness.wantsProcessStates, !pids.isEmpty else {

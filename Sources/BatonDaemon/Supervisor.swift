@@ -80,6 +80,8 @@ public final class Supervisor {
     var slots: [Slot] = []
     /// Directory of per-worker notify sockets (0700).
     var notifyDirectory: String = ""
+    /// Listening sockets found shut down and logged (`deadListeners`), each once.
+    var reportedDeadListeners: Set<String> = []
     /// The listening sockets came from a socket unit (`[listen]` is not used then).
     var socketsFromUnit = false
     /// Notify messages read from one socket per wakeup of the loop (64; tests set fewer, as

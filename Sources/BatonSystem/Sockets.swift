@@ -243,6 +243,16 @@ public enum Sockets {
         }
     }
 
+    /// Whether a stream socket is listening (SO_ACCEPTCONN): false once a process holding it
+    /// called shutdown(2) on it, which disconnects it for every holder and frees its address;
+    /// nil when it cannot be read.
+    public static func isListening(_ fd: Int32) -> Bool? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &length) == 0 else { return nil }
+        return value != 0
+    }
+
     /// "127.0.0.1:8080", "[::1]:8080" or "unix:/path" for a bound socket.
     public static func localAddress(_ fd: Int32) -> String? {
         var storage = sockaddr_storage()

@@ -206,6 +206,30 @@ import Testing
                 + "under socket activation the socket unit's ListenStream= decides, and baton listens on what it received")
     }
 
+    /// An audit of misbehaving workers: one worker's `shutdown(SHUT_RD)` on the inherited
+    /// listening socket refused every new connection, for every worker, while `baton status`
+    /// said 3/3 ready and listed the socket. Status now names it as a problem, and the liveness
+    /// check logs it once.
+    @Test func aListeningSocketShutDownByAWorkerIsAProblemInStatus() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 4)
+        let address = listener.address
+        h.supervisor.listeners = [listener]
+        #expect(Sockets.isListening(listener.fd) == true)
+        #expect(h.supervisor.statusReport(memory: [:]).problems == nil)
+        #expect(shutdown(listener.fd, Int32(SHUT_RD)) == 0)
+        #expect(Sockets.isListening(listener.fd) == false)
+        let problems = h.supervisor.statusReport(memory: [:]).problems ?? []
+        #expect(
+            problems == [
+                "listening socket \(address) accepts no connections: a process holding it shut it down (shutdown(2)); restart the socket unit (or baton, without one)"
+            ])
+        h.supervisor.startLivenessChecks()
+        h.advance(by: h.supervisor.config.memory.checkInterval + .seconds(1))
+        #expect(h.supervisor.reportedDeadListeners == [address])
+    }
+
     @Test func deployQueuedBehindAStartUpThatNeverFinishesExpires() throws {
         let h = try DaemonHarness(workers: 2)
         h.autoReady = { $0.slot != 1 }
