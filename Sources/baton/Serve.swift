@@ -74,12 +74,19 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let path = config
-        // Resuming after `baton upgrade` (whose --check ran the host checks), the workers are
-        // already running: a user deleted since must not make the new image exit.
-        let loaded = try loadConfig(path, hostChecks: resume == nil)
-        try runSupervisor(config: loaded, configPath: path, resume: resume) {
-            // The same crash-proof path: a config that aborts the parser fails the reload only.
-            try ConfigLoader.load(path, hostChecks: true)
+        do {
+            // Resuming after `baton upgrade` (whose --check ran the host checks), the workers are
+            // already running: a user deleted since must not make the new image exit.
+            let loaded = try loadConfig(path, hostChecks: resume == nil)
+            try runSupervisor(config: loaded, configPath: path, resume: resume) {
+                // The same crash-proof path: a config that aborts the parser fails the reload only.
+                try ConfigLoader.load(path, hostChecks: true)
+            }
+        } catch let exit as BatonExit {
+            // Under systemd, `systemctl status` shows why it failed, not only "status=2" (a
+            // systemd/CI audit): the error line is the last STATUS=.
+            if let message = exit.message, exit.code != 0 { ServiceNotifier().notify("STATUS=\(message.prefix(1024))") }
+            throw exit
         }
     }
 }
