@@ -167,8 +167,8 @@ extension Supervisor {
         do {
             try begin(op)
         } catch {
+            // Logged once, by finishOperation (a systemd/CI audit saw this line twice).
             let message = "\(op.kind.rawValue) failed, nothing changed: \(error)"
-            logger.error("\(message)")
             finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
         }
     }

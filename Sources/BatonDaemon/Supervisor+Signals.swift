@@ -70,15 +70,18 @@ extension Supervisor {
         }
     }
 
-    /// Logs each escaped child once, when it is first seen (after a worker exited): it runs on
-    /// until baton stops, as a process of a service's cgroup does under systemd.
+    /// Logs each escaped child once, when it is first seen (after a process exited): it runs on
+    /// until baton stops, as a process of a service's cgroup does under systemd. It is not
+    /// said to be the exiting worker's: its parent, not its worker, is what exited (an audit
+    /// saw "outlived it" for strays of workers that were alive and ready). `baton status`
+    /// lists them.
     func reportEscapedChildren() {
         let escaped = escapedChildren()
         reportedEscapees.formIntersection(escaped)
         for pid in escaped where !reportedEscapees.contains(pid) {
             reportedEscapees.insert(pid)
             logger.warning(
-                "pid \(pid) left its worker's process group and outlived it: it keeps running (it may hold the listening sockets) until baton stops, which kills it"
+                "pid \(pid) left its worker's process group and its parent exited, so baton adopted it: it is not supervised and keeps running (it may hold the listening sockets) until baton stops, which kills it"
             )
         }
     }

@@ -64,6 +64,41 @@ import Testing
         #expect(reload.reply?.ok == true)
     }
 
+    /// A systemd/CI audit: a `--wait` deploy queued behind another showed in `baton status`
+    /// only as "1 queued", so nobody could see which release would go out next (its CI job had
+    /// been cancelled, and it still ran, as a detached deploy does). Status now names each.
+    @Test func statusNamesTheOperationsQueuedBehindTheRunningOne() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let r2 = h.makeRelease("r2")
+        h.deploy(r1)
+        h.deploy(r2, wait: true)
+        h.supervisor.requestReload(waiter: nil, uid: 0)
+        let status = h.supervisor.statusReport(memory: [:])
+        #expect(status.operation?.queued == 2)
+        #expect(status.operation?.queuedOperations == ["deploy of \(r2)", "reload"])
+        let table = status.table(now: 0)
+        #expect(table.contains("\n  queued: deploy of \(r2)\n  queued: reload"), "\(table)")
+        h.finishOperations()
+        #expect(h.supervisor.statusReport(memory: [:]).operation == nil)
+    }
+
+    /// An audit of misbehaving workers: a daemonizing worker's grandchild (setsid, its parent
+    /// gone) was adopted by baton and never shown in `baton status`, although it held the
+    /// listening socket and answered with the old code after a reload.
+    @Test func statusListsTheStraysBatonAdopted() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        #expect(h.supervisor.statusReport(memory: [:]).strays == nil)
+        let stray: pid_t = 7_777_777
+        h.host.fakeProcesses.setChildren([stray], of: getpid())
+        h.host.fakeProcesses.setStartTime(42, of: stray)
+        let status = h.supervisor.statusReport(memory: [:])
+        #expect(status.strays == [stray])
+        #expect(status.table(now: 0).contains("strays: pid 7777777 (left their workers' process groups; not supervised, killed when baton stops)"))
+    }
+
     @Test func rollbackDuringDeployIsRefusedUnlessWait() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()

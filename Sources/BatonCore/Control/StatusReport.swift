@@ -36,11 +36,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var ksm: KSMStatus?
     /// The molds (mold mode): the current release's, and a deploy's new one; nil in exec mode.
     public var molds: [MoldStatus]?
+    /// Processes baton adopted that are no worker: they left their worker's process group
+    /// and their parent exited (a daemonizing worker). They run on, maybe holding the
+    /// listening sockets, until baton stops and kills them; nil when there are none.
+    public var strays: [Int32]?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
         case reservation, ksm
-        case molds
+        case molds, strays
         case logDroppedBytes = "log_dropped_bytes"
     }
 
@@ -131,6 +135,10 @@ public struct OperationStatus: Codable, Sendable, Equatable {
     public var progress: [String]
     /// Operations queued behind it.
     public var queued: Int
+    /// What each queued one is, in order: `deploy of DIR`, `rollback`, `reload` (nil: none,
+    /// or a baton before it was reported). A systemd/CI audit found `1 queued` and no way to
+    /// see that it was a deploy of a release whose CI job had been cancelled.
+    public var queuedOperations: [String]?
 
     /// Creates a status.
     public init(kind: String, phase: String, release: String, elapsed: Double, progress: [String], queued: Int) {
@@ -255,9 +263,14 @@ extension StatusReport {
         if let op = operation {
             lines.append("in progress: \(op.kind) of \(op.release), \(op.phase), \(Self.age(op.elapsed))" + (op.queued > 0 ? ", \(op.queued) queued" : ""))
             if let last = op.progress.last { lines.append("  last step: \(last)") }
+            for queued in op.queuedOperations ?? [] { lines.append("  queued: \(queued)") }
         }
         if degraded == true { lines.append("DEGRADED: a rollback failed; slots may run different releases (see RELEASE below)") }
         for problem in problems ?? [] { lines.append("ERROR: \(problem)") }
+        if let strays, !strays.isEmpty {
+            lines.append(
+                "strays: pid \(strays.map(String.init).joined(separator: ", ")) (left their workers' process groups; not supervised, killed when baton stops)")
+        }
         if let m = memory {
             let percent = Int((m.threshold * 100).rounded())
             // The cgroup's figure when the threshold rule may act on it (a memory-pressure audit: the
