@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonCore", "BatonSystem", "BatonDaemon",
+                "BatonCore", "BatonSystem", "BatonDaemon", "CBatonLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

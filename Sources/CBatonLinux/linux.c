@@ -153,3 +153,29 @@ void CBatonLinux_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
 int CBatonLinux_memfd(const char *name) { return (int)syscall(SYS_memfd_create, name, 0); }
 
 int CBatonLinux_execve(const char *path, char *const argv[], char *const envp[]) { return execve(path, argv, envp); }
+
+/* The CLI following a deploy: SIGINT, SIGTERM or SIGHUP (a cancelled CI job, Ctrl-C, a
+ * dropped ssh) write `message` to stderr and exit 128 + the signal, as the default action's
+ * status reads. Only write(2) and _exit(2) run in the handler. */
+static char *interrupt_message;
+static size_t interrupt_length;
+
+static void interrupt_handler(int sig) {
+    if (interrupt_message) {
+        ssize_t r = write(2, interrupt_message, interrupt_length);
+        (void)r;
+    }
+    _exit(128 + sig);
+}
+
+void CBatonLinux_say_on_interrupt(const char *message) {
+    interrupt_message = strdup(message);
+    interrupt_length = interrupt_message ? strlen(interrupt_message) : 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = interrupt_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}

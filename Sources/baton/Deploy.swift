@@ -1,8 +1,17 @@
 import ArgumentParser
 import BatonCore
 import BatonSystem
+import CBatonLinux
 import FoundationEssentials
 import Glibc
+
+/// A deploy or rollback followed by the CLI goes on in baton when the CLI is stopped (Ctrl-C, a
+/// cancelled CI job, a dropped ssh): the CLI says so on its way out, where it ended silently
+/// with 130 or 143 (a systemd/CI audit).
+func sayOnInterrupt(_ kind: String) {
+    CBatonLinux_say_on_interrupt(
+        "\nbaton: interrupted: the \(kind) goes on in baton; follow it with `baton deploy --attach`, see it with `baton status`\n")
+}
 
 /// Streams an operation's progress lines and turns its final reply into an
 /// exit code: the same for deploy, rollback and attach.
@@ -113,6 +122,7 @@ struct Deploy: ParsableCommand {
                 strategy: strategy, maxSurge: maxSurge, timeout: timeout, dryRun: dryRun ? true : nil, wait: wait ? true : nil)
             try client.send(ControlRequest(cmd: "deploy", deploy: options))
         }
+        if !dryRun { sayOnInterrupt(attach ? "operation" : "deploy") }
         try followOperation(&client, json: json)
     }
 }
@@ -134,6 +144,7 @@ struct Rollback: ParsableCommand {
         var client = try ControlClient(path: try location.socketPath(), timeout: nil)
         defer { client.close() }
         try client.send(ControlRequest(cmd: "rollback", deploy: DeployOptions(wait: wait ? true : nil)))
+        sayOnInterrupt("rollback")
         try followOperation(&client, json: json)
     }
 }

@@ -132,9 +132,14 @@ extension SecondIntegration {
             #expect(refused.stderr.contains("deploy in progress"))
             let queued = try baton.startCLI(["deploy", "--wait", "--release", r3])
             #expect(queued.waitForStdout(containing: "waiting: a deploy is in progress", timeout: .seconds(10)))
-            // Ctrl-C / a dropped ssh: the first client dies, its deploy goes on.
-            first.signal(SIGKILL)
-            _ = first.wait(timeout: .seconds(5))
+            // Ctrl-C / a dropped ssh: the first client dies, its deploy goes on; it says so on
+            // its way out (a systemd/CI audit: it ended silently with 130).
+            first.signal(SIGINT)
+            #expect(first.wait(timeout: .seconds(5)) == 130)
+            #expect(
+                first.stderrLines.contains(
+                    "baton: interrupted: the deploy goes on in baton; follow it with `baton deploy --attach`, see it with `baton status`"),
+                "\(first.stderrLines)")
             let attached = try baton.startCLI(["deploy", "--attach"])
             #expect(attached.waitForStdout(containing: "deploy of \(r2)", timeout: .seconds(10)), "\(attached.stdout)")
             TestPaths.write(gate, "")

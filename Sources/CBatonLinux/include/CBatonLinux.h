@@ -132,6 +132,9 @@ int CBatonLinux_errno(void);
 int CBatonLinux_pipe_cloexec(int fds[2]);
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK|SOCK_CLOEXEC), retrying EINTR.
 int CBatonLinux_accept_nonblocking(int fd);
+
+/* SIGINT, SIGTERM and SIGHUP write `message` to stderr and exit 128 + the signal. */
+void CBatonLinux_say_on_interrupt(const char *message);
 /// setvbuf(stdout, NULL, _IOLBF, 0): progress lines reach pipes as they happen.
 void CBatonLinux_line_buffer_stdout(void);
 /// memfd_create(name, 0): an anonymous file (no close-on-exec: it is meant
