@@ -68,11 +68,18 @@ extension Supervisor {
             return
         }
         if op.kind.isDeploy, let target = op.target {
+            // A release folder removed while its workers started (they run on in the deleted
+            // folder) is not committed: a restarted baton or the next respawn could not start
+            // it (a systemd/CI audit found it committed, release.json naming a folder gone).
+            guard Filesystem.isDirectory(target.directory) else {
+                notCommitted(op, reason: "the release folder \(target.directory) is gone: not committed")
+                return
+            }
             let previous = op.previous
             do {
                 try releases.commit(ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous))
             } catch {
-                persistenceFailed(op, error: error)
+                notCommitted(op, reason: "cannot persist the release in the state directory (\(error)): not committed")
                 return
             }
         }
@@ -159,10 +166,10 @@ extension Supervisor {
     // MARK: - Persistence
 
     /// A deploy or rollback whose every slot serves the new release but whose release could
-    /// not be persisted: it is not committed (a restarted baton would come back on the old
-    /// release), so it fails and every slot goes back to the previous release.
-    func persistenceFailed(_ op: Operation, error: any Error) {
-        let reason = "cannot persist the release in the state directory (\(error)): not committed"
+    /// not be persisted, or whose folder is gone: it is not committed (a restarted baton would
+    /// come back on the old release), so it fails and every slot goes back to the previous
+    /// release.
+    func notCommitted(_ op: Operation, reason: String) {
         logger.error("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason)")
         op.failure = Operation.Failure(reason: reason, output: [], code: 1)
         op.report("\(op.kind.rawValue) failed: \(reason)")

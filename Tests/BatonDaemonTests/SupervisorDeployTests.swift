@@ -245,6 +245,30 @@ import Testing
         #expect(reply.details?.dropLast().last == #"  File "/srv/app/lib/module2999.py", line 2999, in func2999"#)
     }
 
+    /// A systemd/CI audit: a release folder deleted after its workers had started was
+    /// committed as succeeded; release.json named a folder that was gone, and status showed no
+    /// error until baton restarted (and could not start it). It is not committed now: the
+    /// slots go back to the previous release and the deploy fails.
+    @Test func aReleaseFolderGoneBeforeTheCommitIsNotCommitted() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        var started = 0
+        h.host.onSpawn = { child in
+            guard child.release == r1 else { return }
+            started += 1
+            if started == 2 { rmdir(r1) }
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false && reply.code == 1)
+        #expect(reply.error?.contains("the release folder \(r1) is gone: not committed") == true, "\(reply)")
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
+        #expect(h.servingReleases == [h.initialRelease, h.initialRelease])
+        #expect(h.supervisor.history.last?.outcome == .rolledBack)
+    }
+
     @Test func newWorkerCrashingRollsBackTheSlotsAlreadyReplaced() throws {
         let h = try DaemonHarness(workers: 3)
         try h.start()
