@@ -107,7 +107,10 @@ extension Integration {
             #expect(readlinkText("/proc/\(first)/fd/3")?.hasPrefix("socket:") == true, "it holds the listening socket")
             let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2")])
             #expect(deployed.code == 0, "\(deployed.stderr)")
-            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("pid \(first) left its worker's process group and its parent exited, so baton adopted it") } != nil)
+            #expect(
+                baton.process.waitForLine(timeout: .seconds(10)) {
+                    $0.contains("pid \(first) left its worker's process group and its parent exited, so baton adopted it")
+                } != nil)
             #expect(!waitGone(first, timeout: .zero), "it runs on until baton stops")
             let second = try escapee()
             #expect(second != first)
