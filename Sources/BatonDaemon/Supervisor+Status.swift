@@ -65,6 +65,8 @@ extension Supervisor {
                 budgetBytes: budget.bytes, budgetSource: budget.source.rawValue, threshold: config.memory.threshold,
                 workersPSSBytes: report.workers.compactMap(\.pssBytes).reduce(0, +),
                 cgroupWorkingSetBytes: budget.source == .cgroup ? readings.cgroup?.workingSet : nil)
+            let unmeasured = report.workers.filter { $0.pid > 0 && $0.pssBytes == nil }.count
+            report.memory?.workersUnmeasured = unmeasured > 0 ? unmeasured : nil
         }
         return report
     }

@@ -61,5 +61,11 @@ import Testing
         #expect(exited.nextStartIn == 1 && exited.pssBytes == nil && exited.limitBytes == nil)
         #expect(report.memory == MemoryStatus(budgetBytes: 100 * Self.mib, budgetSource: "configured", threshold: 0.8, workersPSSBytes: 2 * Self.mib))
         #expect(report.molds == nil, "exec mode: no molds")
+
+        // A worker whose tree could not be measured is left out of the sum, and said to be
+        // (an audit: "workers' PSS 0 B = 0%" for workers of 164 MiB).
+        let unread = h.supervisor.statusReport(memory: [serving.pid: MemorySample(rss: 3 * Self.mib, pss: nil, uss: nil)])
+        #expect(unread.memory?.workersPSSBytes == 0 && unread.memory?.workersUnmeasured == 1)
+        #expect(unread.table(now: 0).contains("memory: workers' PSS 0 B (1 worker not measured: left out) = 0% of the 100.0 MiB budget"), "\(unread.table(now: 0))")
     }
 }

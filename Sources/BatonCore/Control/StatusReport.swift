@@ -75,6 +75,10 @@ public struct MemoryStatus: Codable, Sendable, Equatable {
     /// The cgroup's working set, when the budget is the cgroup's limit: the threshold rule
     /// measures the higher of it and the workers' PSS (other processes of the cgroup count).
     public var cgroupWorkingSetBytes: UInt64?
+    /// Live workers whose PSS could not be read, left out of `workersPSSBytes` (nil: none). An
+    /// audit saw "workers' PSS 0 B = 0%" for workers of 164 MiB whose trees could not be
+    /// measured (a zombie in each, since counted as 0).
+    public var workersUnmeasured: Int?
 
     enum CodingKeys: String, CodingKey {
         case threshold
@@ -82,6 +86,7 @@ public struct MemoryStatus: Codable, Sendable, Equatable {
         case budgetSource = "budget_source"
         case workersPSSBytes = "workers_pss_bytes"
         case cgroupWorkingSetBytes = "cgroup_working_set_bytes"
+        case workersUnmeasured = "workers_unmeasured"
     }
 
     /// Creates the memory line.
@@ -276,8 +281,9 @@ extension StatusReport {
             // The cgroup's figure when the threshold rule may act on it (a memory-pressure audit: the
             // line showed 45 % while the cgroup stood at 97 % and the policy restarted a worker).
             let cgroup = m.cgroupWorkingSetBytes.map { "; cgroup working set \(Units.formatSize($0)) = \(m.percent($0))%" } ?? ""
+            let unmeasured = m.workersUnmeasured.map { " (\($0) worker\($0 == 1 ? "" : "s") not measured: left out)" } ?? ""
             lines.append(
-                "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes)) = \(m.percent(m.workersPSSBytes))% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource))\(cgroup); restart threshold \(percent)%"
+                "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes))\(unmeasured) = \(m.percent(m.workersPSSBytes))% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource))\(cgroup); restart threshold \(percent)%"
             )
         }
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
