@@ -38,6 +38,9 @@ public struct SpawnRequest: Sendable, Equatable {
     /// benchmark harnesses start baton, peers and tools this way, as systemd or an ssh
     /// login starts baton: in a session apart from the load client's.
     public var ownSession = false
+    /// The child's RLIMIT_NOFILE soft limit, set just before execve (nil: the one baton was
+    /// started with when `DescriptorLimit.raise()` raised baton's, else baton's own).
+    public var descriptorSoftLimit: UInt64?
 
     /// Creates a request; output goes to /dev/null unless set.
     public init(
@@ -166,6 +169,10 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.memory_merge = request.memoryMerge ? 1 : 0
                         attr.memory_merge_errno = mergeErrno
                         attr.own_session = request.ownSession ? 1 : 0
+                        if let soft = request.descriptorSoftLimit ?? DescriptorLimit.original {
+                            attr.set_nofile_soft = 1
+                            attr.nofile_soft = soft
+                        }
                         if let cred = request.credentials {
                             attr.set_ids = 1
                             attr.uid = cred.uid

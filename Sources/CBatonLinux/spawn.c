@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -207,6 +208,14 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
     if (a->watchdog_pid_slot > 0) {
         format_pid_variable(watchdog_pid, sizeof(watchdog_pid), "WATCHDOG_PID=", getpid());
         envp[a->watchdog_pid_slot - 1] = watchdog_pid;
+    }
+
+    if (a->set_nofile_soft) {
+        struct rlimit limit;
+        if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && a->nofile_soft <= limit.rlim_max) {
+            limit.rlim_cur = (rlim_t)a->nofile_soft;
+            (void)setrlimit(RLIMIT_NOFILE, &limit);
+        }
     }
 
     execve(a->path, a->argv, envp);

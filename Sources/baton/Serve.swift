@@ -40,6 +40,8 @@ func executablePath() -> String {
 /// Runs the supervisor on this (main) thread until SIGTERM.
 func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, reload: (@Sendable () throws -> BatonConfig)?) throws {
     BatonLogHandler.bootstrap()
+    // Descriptors for every worker and client; the workers get the soft limit baton got.
+    DescriptorLimit.raise()
     let options = Supervisor.Options(
         config: config, reloadConfig: reload, launcher: LinuxProcessLauncher(), environment: currentEnvironment(),
         executable: executablePath(), arguments: CommandLine.arguments, configPath: configPath, resumeFD: resume)

@@ -132,5 +132,37 @@ extension SecondIntegration {
             }
             #expect(last.code == 0, "baton status still refused: \(last.stderr)")
         }
+
+        /// An audit of resource exhaustion: baton kept the soft RLIMIT_NOFILE it was started
+        /// with (each worker and client costs it descriptors; systemd's default soft limit is
+        /// 1,024). `baton serve` raises its soft limit to the hard one, and its workers get the
+        /// one baton was started with (a program using select(2) breaks above 1,023).
+        @Test("baton raises its descriptor soft limit to the hard one; its workers keep the one it was started with")
+        func descriptorLimits() throws {
+            let baton = try BatonHarness(workers: 1, tag: "nofile", wrapper: ["/bin/sh", "-c", "ulimit -Sn 256 && exec \"$@\"", "sh"])
+            defer { baton.stop() }
+            func softLimit(_ pid: Int32) -> String? {
+                ProcFS.read("/proc/\(pid)/limits")?.split(separator: "\n").first { $0.hasPrefix("Max open files") }
+                    .map { String($0.split(separator: " ", omittingEmptySubsequences: true)[3]) }
+            }
+            func hardLimit(_ pid: Int32) -> String? {
+                ProcFS.read("/proc/\(pid)/limits")?.split(separator: "\n").first { $0.hasPrefix("Max open files") }
+                    .map { String($0.split(separator: " ", omittingEmptySubsequences: true)[4]) }
+            }
+            let worker = try #require(try baton.status().workers.first?.pid)
+            #expect(softLimit(worker) == "256")
+            let hard = try #require(hardLimit(baton.process.pid))
+            #expect(softLimit(baton.process.pid) == hard, "baton's soft limit is its hard one")
+            // After `baton upgrade` (an execve at the raised limit), new workers still get the
+            // limit the first image was started with.
+            let upgraded = try baton.cli(["upgrade"])
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            let reloaded = try baton.cli(["reload"])
+            #expect(reloaded.code == 0, "\(reloaded.stderr)")
+            let fresh = try #require(try baton.status().workers.first?.pid)
+            #expect(fresh != worker)
+            #expect(softLimit(fresh) == "256")
+            #expect(softLimit(baton.process.pid) == hard)
+        }
     }
 }

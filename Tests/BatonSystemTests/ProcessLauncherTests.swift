@@ -29,6 +29,22 @@ struct ProcessLauncherTests {
         #expect(p.stdout == "\(p.pid) \(p.pid) 1\n")
     }
 
+    /// An audit of resource exhaustion: baton kept the soft RLIMIT_NOFILE it was started with.
+    /// `baton serve` now raises its own to the hard limit (`DescriptorLimit.raise`), and each
+    /// child gets a soft limit of baton's choosing (the one baton was started with), set just
+    /// before execve.
+    @Test func theChildGetsTheDescriptorSoftLimitAsked() throws {
+        var request = SpawnRequest(argv: ["/bin/sleep", "30"], environment: childEnvironment)
+        request.descriptorSoftLimit = 777
+        let child = try LinuxProcessLauncher().spawn(request)
+        defer { finish(child) }
+        let limits = try #require(ProcFS.read("/proc/\(child.pid)/limits"))
+        let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(fields.count >= 5 && fields[3] == "777", "\(line)")
+        #expect(DescriptorLimit.original == nil, "the test process never raised its own")
+    }
+
     @Test func noListenPIDUnlessAsked() throws {
         let p = try TestProcess(
             ["/bin/sh", "-c", #"echo "[${LISTEN_PID-unset}]""#], environment: childEnvironment + ["LISTEN_PID=77"])

@@ -1,13 +1,15 @@
 /// Builds a worker's environment explicitly (docs/ARCHITECTURE.md, *Process model*):
 /// baton's environment minus what belongs to baton's own relation with
 /// systemd, plus the environment file, `[app.environment]`, and the worker's
-/// own LISTEN_*, NOTIFY_SOCKET and WATCHDOG_USEC. baton's own environment is never modified:
-/// it needs NOTIFY_SOCKET and LISTEN_* again after re-executing itself.
+/// own LISTEN_*, NOTIFY_SOCKET and WATCHDOG_USEC. baton's own environment is never modified
+/// (it needs NOTIFY_SOCKET and LISTEN_* again after re-executing itself), but for
+/// BATON_NOFILE_SOFT, which carries the descriptor limit baton was started with across that
+/// execve (`DescriptorLimit`).
 public enum WorkerEnvironment {
     /// Names removed from baton's environment.
     public static let strippedNames: Set<String> = [
         "NOTIFY_SOCKET", "SYSTEMD_EXEC_PID", "MANAGERPID", "JOURNAL_STREAM", "INVOCATION_ID",
-        "CREDENTIALS_DIRECTORY",
+        "CREDENTIALS_DIRECTORY", "BATON_NOFILE_SOFT",
     ]
     /// Prefixes removed from baton's environment.
     public static let strippedPrefixes = ["WATCHDOG_", "LISTEN_"]

@@ -53,6 +53,11 @@ typedef struct {
     /// When non-zero, the child calls setsid (a session of its own) instead of
     /// setpgid(0, 0) (a process group of its own in the caller's session).
     int own_session;
+    /// When non-zero, the child sets its RLIMIT_NOFILE soft limit to nofile_soft just
+    /// before execve (after its descriptors are placed): baton raises its own soft limit
+    /// to the hard one, and its workers get the one baton was started with.
+    int set_nofile_soft;
+    unsigned long long nofile_soft;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).

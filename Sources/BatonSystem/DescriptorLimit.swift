@@ -1,0 +1,52 @@
+import Glibc
+import Synchronization
+
+/// baton's RLIMIT_NOFILE. `baton serve` raises its soft limit to the hard one: each worker
+/// costs baton descriptors (its pidfd, output pipe, notify socket), as each control or metrics
+/// client does, and systemd's default soft limit is 1,024 (an audit of resource exhaustion:
+/// the soft limit stayed where baton was started, and with `ulimit -n 64` a surge deploy of 12
+/// workers failed on "Too many open files"). The processes baton starts get the soft limit
+/// baton was started with (`SpawnRequest.descriptorSoftLimit`): a program that uses select(2)
+/// breaks on descriptors above 1,023. Go's runtime does the same.
+public enum DescriptorLimit {
+    private static let startedWith = Mutex<UInt64?>(nil)
+
+    /// The soft limit baton was started with, once `raise()` raised it (nil: not raised).
+    public static var original: UInt64? { startedWith.withLock { $0 } }
+
+    /// Carries the limit baton was started with across `baton upgrade`'s execve.
+    private static let variable = "BATON_NOFILE_SOFT"
+
+    /// RLIMIT_NOFILE (7 on Linux; Swift imports the enum case, not a plain number).
+    private static let resource = __rlimit_resource_t(7)
+
+    /// Raises the soft limit to the hard one (at most /proc/sys/fs/nr_open when the hard one is
+    /// unlimited); the two limits when it did, nil when the soft one already was the hard one
+    /// or the kernel refused.
+    @discardableResult
+    public static func raise() -> (from: UInt64, to: UInt64)? {
+        // An image re-executed by `baton upgrade` starts with the raised limit: the one the
+        // first image was started with came along in its environment.
+        if let first = getenv(variable).flatMap({ UInt64(String(cString: $0)) }) { startedWith.withLock { $0 = first } }
+        var limit = rlimit()
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return nil }
+        let from = UInt64(limit.rlim_cur)
+        var to = UInt64(limit.rlim_max)
+        if limit.rlim_max == rlim_t.max {
+            let open = ProcFS.read("/proc/sys/fs/nr_open").flatMap { UInt64(Substring($0).trimmingWhitespace) } ?? 1 << 20
+            to = max(from, open)
+        }
+        limit.rlim_cur = rlim_t(to)
+        guard setrlimit(resource, &limit) == 0 else { return nil }
+        startedWith.withLock { $0 = from }
+        setenv(variable, String(from), 1)
+        return (from, to)
+    }
+
+    /// The soft limit now.
+    public static var current: UInt64? {
+        var limit = rlimit()
+        guard getrlimit(resource, &limit) == 0 else { return nil }
+        return UInt64(limit.rlim_cur)
+    }
+}
