@@ -66,6 +66,7 @@ import Testing
         // (an audit: "workers' PSS 0 B = 0%" for workers of 164 MiB).
         let unread = h.supervisor.statusReport(memory: [serving.pid: MemorySample(rss: 3 * Self.mib, pss: nil, uss: nil)])
         #expect(unread.memory?.workersPSSBytes == 0 && unread.memory?.workersUnmeasured == 1)
-        #expect(unread.table(now: 0).contains("memory: workers' PSS 0 B (1 worker not measured: left out) = 0% of the 100.0 MiB budget"), "\(unread.table(now: 0))")
+        #expect(
+            unread.table(now: 0).contains("memory: workers' PSS 0 B (1 worker not measured: left out) = 0% of the 100.0 MiB budget"), "\(unread.table(now: 0))")
     }
 }
