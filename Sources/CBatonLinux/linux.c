@@ -155,8 +155,11 @@ int CBatonLinux_memfd(const char *name) { return (int)syscall(SYS_memfd_create, 
 int CBatonLinux_execve(const char *path, char *const argv[], char *const envp[]) { return execve(path, argv, envp); }
 
 /* The CLI following a deploy: SIGINT, SIGTERM or SIGHUP (a cancelled CI job, Ctrl-C, a
- * dropped ssh) write `message` to stderr and exit 128 + the signal, as the default action's
- * status reads. Only write(2) and _exit(2) run in the handler. */
+ * dropped ssh) write `message` to stderr, then the CLI dies of that signal, as it would have
+ * without the handler: a shell stops its script on Ctrl-C only when the child died of SIGINT
+ * (an exit status of 130 does not count: a CI audit saw baton-deploy go on and print that the
+ * deploy had failed). Only write(2), signal(2) and raise(3) run in the handler; the signal,
+ * blocked while it runs, is delivered again when it returns, to the default action. */
 static char *interrupt_message;
 static size_t interrupt_length;
 
@@ -165,7 +168,8 @@ static void interrupt_handler(int sig) {
         ssize_t r = write(2, interrupt_message, interrupt_length);
         (void)r;
     }
-    _exit(128 + sig);
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 void CBatonLinux_say_on_interrupt(const char *message) {

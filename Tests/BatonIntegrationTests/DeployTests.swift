@@ -133,9 +133,12 @@ extension SecondIntegration {
             let queued = try baton.startCLI(["deploy", "--wait", "--release", r3])
             #expect(queued.waitForStdout(containing: "waiting: a deploy is in progress", timeout: .seconds(10)))
             // Ctrl-C / a dropped ssh: the first client dies, its deploy goes on; it says so on
-            // its way out (a systemd/CI audit: it ended silently with 130).
+            // its way out (a systemd/CI audit: it ended silently with 130), and dies of the
+            // signal, so that a shell running it stops too (a CI audit: with exit 130 the
+            // script went on and said the deploy had failed).
             first.signal(SIGINT)
             #expect(first.wait(timeout: .seconds(5)) == 130)
+            #expect(first.killedBy == SIGINT)
             #expect(
                 first.stderrLines.contains(
                     "baton: interrupted: the deploy goes on in baton; follow it with `baton deploy --attach`, see it with `baton status`"),

@@ -120,6 +120,8 @@ public final class TestProcess: @unchecked Sendable {
         var stderrLines: [String] = []
         var stdoutBytes: [UInt8] = []
         var exit: Int32?
+        /// The signal that killed it (nil: it exited, or runs).
+        var signal: Int32?
         /// The stderr reader saw end-of-file: every line written is in `stderrLines`.
         var stderrDrained = false
         /// The stdout reader saw end-of-file: every byte written is in `stdoutBytes`.
@@ -251,10 +253,19 @@ public final class TestProcess: @unchecked Sendable {
             guard let exit = CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: true) else { return nil }
             switch exit {
             case .exited(let c): s.exit = c
-            case .signaled(let sig): s.exit = 128 + sig
+            case .signaled(let sig):
+                s.exit = 128 + sig
+                s.signal = sig
             }
             return s.exit
         }
+    }
+
+    /// The signal that killed it once it is gone (nil: it exited with a code, or runs); its
+    /// `exitCode` reads 128 + that signal.
+    public var killedBy: Int32? {
+        _ = exitCode
+        return box.withLock { $0.signal }
     }
 
     /// Waits for the exit (up to `timeout`) on the pidfd, without joining the output readers:

@@ -138,7 +138,8 @@ int CBatonLinux_pipe_cloexec(int fds[2]);
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK|SOCK_CLOEXEC), retrying EINTR.
 int CBatonLinux_accept_nonblocking(int fd);
 
-/* SIGINT, SIGTERM and SIGHUP write `message` to stderr and exit 128 + the signal. */
+/* SIGINT, SIGTERM and SIGHUP write `message` to stderr, then kill the process with that
+ * signal (its default action). */
 void CBatonLinux_say_on_interrupt(const char *message);
 /// setvbuf(stdout, NULL, _IOLBF, 0): progress lines reach pipes as they happen.
 void CBatonLinux_line_buffer_stdout(void);
