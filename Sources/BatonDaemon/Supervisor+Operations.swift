@@ -57,17 +57,25 @@ extension Supervisor {
         submit(op, wait: options.wait == true, timeout: timeout ?? config.deploy.timeout)
     }
 
-    /// `baton deploy --attach`: follow the operation in progress. With none, it answers with
-    /// the last deploy or rollback that ran (a refused one never did) and exits as that one's
-    /// own client did: a CI step that attaches again after a cancel must not pass on a
-    /// deploy that failed, nor on a policy restart that came after it.
+    /// `baton deploy --attach`: follow the deploy or rollback in progress, or the first one
+    /// queued (behind a reload, say). With none, it answers with the last deploy or rollback
+    /// that ran (a refused one never did) and exits as that one's own client did: a CI step
+    /// that attaches again after a cancel must not pass on a deploy that failed, nor take a
+    /// reload or policy restart that began after it for its outcome (a CI audit: a reload that
+    /// failed after the deploy had succeeded failed the re-run).
     func attach(_ waiter: any OperationWaiter) {
-        guard let op = operation else {
+        if operation?.kind.isDeploy != true, let queued = queue.first(where: { $0.kind.isDeploy }) {
+            waiter.send(.progress("waiting: a \(operation?.kind.rawValue ?? "start-up") is in progress; this \(queued.kind.rawValue) runs after it"))
+            queued.waiters.append(waiter)
+            return
+        }
+        guard let op = operation, op.kind.isDeploy else {
+            let now = operation.map { "no deploy in progress (a \($0.kind.rawValue) is)" } ?? "nothing in progress"
             guard let last = history.last(where: { $0.kind.isDeploy && $0.outcome != .refused }) else {
-                waiter.finish(.success("nothing in progress; last: no deploy yet"))
+                waiter.finish(.success("\(now); last: no deploy yet"))
                 return
             }
-            let line = "nothing in progress; last: \(Self.describe(last))"
+            let line = "\(now); last: \(Self.describe(last))"
             switch last.outcome {
             case .succeeded: waiter.finish(.success(line))
             case .timedOut: waiter.finish(.failure(line, code: 4))

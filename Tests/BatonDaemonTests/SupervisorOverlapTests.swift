@@ -252,6 +252,28 @@ import Testing
         let afterGood = RecordingWaiter()
         h.supervisor.attach(afterGood)
         #expect(afterGood.reply?.ok == true && afterGood.reply?.message?.hasPrefix("nothing in progress; last: deploy of \(r2) succeeded") == true)
+
+        // A CI audit: attached while a reload ran (begun after the deploy had succeeded), it
+        // followed the reload and failed with it. It answers with the deploy now; and one
+        // attached while a deploy waits behind the reload follows that deploy.
+        h.autoReady = { _ in false }
+        let reloading = RecordingWaiter()
+        h.supervisor.requestReload(waiter: reloading, uid: 0)
+        #expect(h.supervisor.operation?.kind == .reload)
+        let duringReload = RecordingWaiter()
+        h.supervisor.attach(duringReload)
+        #expect(duringReload.reply?.ok == true, "\(String(describing: duringReload.reply))")
+        #expect(duringReload.reply?.message?.hasPrefix("no deploy in progress (a reload is); last: deploy of \(r2) succeeded") == true)
+        let r3 = h.makeRelease("r3")
+        let queued = h.deploy(r3, wait: true)
+        let follower = RecordingWaiter()
+        h.supervisor.attach(follower)
+        #expect(follower.reply == nil)
+        #expect(follower.progress == ["waiting: a reload is in progress; this deploy runs after it"])
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        #expect(queued.reply?.ok == true, "\(String(describing: queued.reply))")
+        #expect(follower.reply == queued.reply)
     }
 
     @Test func dryRunDuringADeployChangesNothingAndIsNotRefused() throws {
