@@ -126,6 +126,39 @@ extension Integration {
             #expect(fresh.code == 0, "\(fresh.stdout)\n\(fresh.stderr)")
             #expect(access(half + "/partial", F_OK) != 0 && ProcFS.read(half + "/VERSION") == "v2, rebuilt\n", "rsync --delete made it the build")
             #expect(try baton.status().release == half)
+
+            // A CI audit of baton-deploy, three ways a re-run of a release the host serves said
+            // "already on DEST: skipped" (exit 0) where it must not. (1) The releases folder
+            // spelled with a double slash named another folder to the old check: it rsynced
+            // over the one the workers run in. Skipped now, nothing copied.
+            TestPaths.write(build + "/VERSION", "v3\n")
+            let doubled = [
+                Self.script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                "--releases-dir", baton.directory + "//releases",
+            ]
+            let spelled = try TestProcess.run(doubled + ["--release-id", "half", build], timeout: .seconds(10))
+            #expect(spelled.code == 0 && spelled.stdout.contains("==> localhost: already on"), "\(spelled.stdout)\n\(spelled.stderr)")
+            #expect(ProcFS.read(half + "/VERSION") == "v2, rebuilt\n", "nothing copied over the folder the workers run in")
+            // (2) A deploy of another release in flight moves the host off DEST: refused, not skipped.
+            let moving = try baton.startCLI(["deploy", "--release", release])
+            #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == release } != nil)
+            let during = try TestProcess.run(argv + ["--release-id", "half", build], timeout: .seconds(10))
+            #expect(during.code == 1, "\(during.stdout)\n\(during.stderr)")
+            #expect(during.stderr.contains("a deploy of \(release) is in progress: nothing was copied"), "\(during.stderr)")
+            #expect(moving.wait(timeout: .seconds(20)) == 0)
+            // (3) A DEGRADED host (a rollback failed: the folder of the release it names is gone)
+            // still names DEST as its release: refused, not skipped.
+            let crash = baton.directory + "/releases/crash"
+            _ = mkdir(crash, 0o755)
+            let failing = try baton.startCLI(["deploy", "--release", crash, "--command", TestPaths.executable("baton-demo-worker"), "--crash-after", "1"])
+            #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == crash } != nil)
+            TestPaths.remove(release)
+            #expect(failing.wait(timeout: .seconds(20)) == 1, "\(failing.stdout)")
+            #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.degraded == true && $0.release == release } != nil)
+            let broken = try TestProcess.run(argv + ["--release-id", "abc", build], timeout: .seconds(10))
+            #expect(broken.code == 1, "\(broken.stdout)\n\(broken.stderr)")
+            #expect(broken.stderr.contains("baton-deploy: localhost: DEGRADED"), "\(broken.stderr)")
+            #expect(!broken.stdout.contains("already on"), "\(broken.stdout)")
         }
 
         @Test("a release that does not fit in memory: preflight says no with the figures, nothing is copied or changed, exit 1")

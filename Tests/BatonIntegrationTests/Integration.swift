@@ -38,8 +38,8 @@ struct FleetIntegration {}
 
 /// A fourth chain, on the build's binaries, of suites taken from the other three: the
 /// watchdog and boot priority suites (from the memory chain), mold mode, the control
-/// socket limits and bad input (from `Integration`, the last when baton-deploy's tests grew
-/// it to 105 s against 77 s here), `baton deploy` and `deploy commit` (from the fleet
+/// socket limits, bad input and the Python worker drain (from `Integration`, the last two
+/// when baton-deploy's tests grew it to 105 s against 77 s here), `baton deploy` and `deploy commit` (from the fleet
 /// chain). The test phase lasts as long as its longest chain: with three chains of
 /// 103-110 s, the cores were idle a quarter of the time (perf), and with this one the
 /// longest is 86-96 s (the phase 91-96 s against 110 s, the same tree back to back).

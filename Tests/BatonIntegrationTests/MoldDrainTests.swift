@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension Integration {
+extension SecondIntegration {
     /// The Python mold adapter's drain (adapters/python/baton_mold.py, waitress) with
     /// requests in flight at SIGTERM: a real baton, a real forked worker, real sockets.
     @Suite("mold mode: Python worker drain", .serialized)
