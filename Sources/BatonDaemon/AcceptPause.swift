@@ -7,7 +7,7 @@ import Glibc
 /// baton at 100 % of a core, and `baton status` answered after 8 s. After such a failure the
 /// listener is not watched for a pause that doubles from 50 ms up to 1 s while the failures
 /// go on (as Go's net/http backs off), and the first failure of a run is logged. The control
-/// socket and the metrics listener each have one.
+/// socket and the metrics listener each accept through one (`next()`).
 final class AcceptPause {
     private let loop: EventLoop
     private let fd: Int32
@@ -22,6 +22,18 @@ final class AcceptPause {
         self.loop = loop
         self.fd = fd
         self.report = report
+    }
+
+    /// The next client waiting on the listener (non-blocking, close-on-exec), nil when none
+    /// waits now or the accept failed (for want of descriptors or memory: the listener pauses).
+    func next() -> Int32? {
+        let client = Sockets.acceptNonBlocking(fd)
+        guard client >= 0 else {
+            failed(errno)
+            return nil
+        }
+        accepted()
+        return client
     }
 
     /// After an accept that failed with `error`: true when the listener is paused for it (the

@@ -30,8 +30,8 @@ final class ControlServer {
     static let maxConnections = 64
     /// `[control] idle_timeout`.
     let idleTimeout: Duration
-    /// Pauses accepting while descriptors run out (set once the socket is watched).
-    private var acceptPause: AcceptPause?
+    /// Accepts the clients, pausing while descriptors run out.
+    private let acceptPause: AcceptPause
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
     /// previous image listened on: it is never re-bound). `lookUpGroup` finds
@@ -47,8 +47,10 @@ final class ControlServer {
         idleTimeout = config.control.idleTimeout
         groupID = try config.control.group.map { name throws(SpawnError) in try lookUpGroup(name) }
         readGroupID = try config.control.readGroup.map { name throws(SpawnError) in try lookUpGroup(name) }
+        let socketFD: Int32
         if let existing {
             listening = OwnedDescriptor(existing)
+            socketFD = existing
         } else {
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
             if !directory.isEmpty { createdDirectories = try Filesystem.makeDirectory(directory, mode: 0o755) }
@@ -57,9 +59,10 @@ final class ControlServer {
             listening = OwnedDescriptor(socket)
             try setNonBlocking(socket)
             try BatonSystem.syscall("listen", subject: path) { listen(socket, 64) }
+            socketFD = socket
         }
+        acceptPause = AcceptPause(loop: loop, fd: socketFD) { [logger] in logger.error("control socket: \($0)") }
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
-        acceptPause = AcceptPause(loop: loop, fd: fd) { [logger] in logger.error("control socket: \($0)") }
     }
 
     /// Takes over a client connection the previous image handed across the
@@ -82,7 +85,7 @@ final class ControlServer {
 
     /// Stops accepting (shutdown); open connections are finished by their owners.
     func close() {
-        acceptPause?.cancel()
+        acceptPause.cancel()
         loop.unregister(fd: fd)
         listening = nil  // closes it
         unlink(path)
@@ -93,13 +96,7 @@ final class ControlServer {
     }
 
     private func acceptAll() {
-        while true {
-            let client = Sockets.acceptNonBlocking(fd)
-            if client < 0 {
-                acceptPause?.failed(errno)
-                return
-            }
-            acceptPause?.accepted()
+        while let client = acceptPause.next() {
             guard connections.count < Self.maxConnections else {
                 // Owned: closed once the refusal is sent, when this block is left.
                 let refused = OwnedDescriptor(client)

@@ -41,8 +41,8 @@ final class MetricsServer {
         init(socket: Int32) { self.socket = OwnedDescriptor(socket) }
     }
 
-    /// Pauses accepting while descriptors run out.
-    private var acceptPause: AcceptPause?
+    /// Accepts the scrapes, pausing while descriptors run out.
+    private let acceptPause: AcceptPause
 
     init(address: ListenAddress, loop: EventLoop, source: any MetricsSource, report: @escaping (String) -> Void = { _ in }) throws {
         let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
@@ -50,19 +50,13 @@ final class MetricsServer {
         self.address = listener.address
         self.loop = loop
         self.source = source
+        acceptPause = AcceptPause(loop: loop, fd: listener.fd, report: report)
         try setNonBlocking(fd)
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
-        acceptPause = AcceptPause(loop: loop, fd: fd, report: report)
     }
 
     private func acceptAll() {
-        while true {
-            let client = Sockets.acceptNonBlocking(fd)
-            if client < 0 {
-                acceptPause?.failed(errno)
-                return
-            }
-            acceptPause?.accepted()
+        while let client = acceptPause.next() {
             // Owns the socket from now on: a scrape refused below closes it when dropped.
             let connection = Connection(socket: client)
             guard connections.count < 32 else { continue }
