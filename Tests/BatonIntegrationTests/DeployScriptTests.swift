@@ -145,6 +145,13 @@ extension Integration {
             let during = try TestProcess.run(argv + ["--release-id", "half", build], timeout: .seconds(10))
             #expect(during.code == 1, "\(during.stdout)\n\(during.stderr)")
             #expect(during.stderr.contains("a deploy of \(release) is in progress: nothing was copied"), "\(during.stderr)")
+            // A re-run of that release spelling the releases folder with a double slash follows
+            // it as the same release, and the check after it compares paths the same way (the
+            // review of this change: it compared strings, and failed a deploy that succeeded).
+            let follows = try TestProcess.run(doubled + ["--release-id", "abc", build], timeout: .seconds(10))
+            #expect(follows.code == 0, "\(follows.stdout)\n\(follows.stderr)")
+            #expect(follows.stdout.contains("is in progress (an earlier run's): following it"), "\(follows.stdout)")
+            #expect(!follows.stdout.contains("==> localhost: ship"), "\(follows.stdout)")
             #expect(moving.wait(timeout: .seconds(20)) == 0)
             // (3) A DEGRADED host (a rollback failed: the folder of the release it names is gone)
             // still names DEST as its release: refused, not skipped.
