@@ -21,15 +21,13 @@ public enum DescriptorLimit {
     private static let resource = __rlimit_resource_t(7)
 
     /// Raises the soft limit to the hard one (at most /proc/sys/fs/nr_open when the hard one is
-    /// unlimited); the two limits when it did, nil when the soft one already was the hard one
-    /// or the kernel refused.
-    @discardableResult
-    public static func raise() -> (from: UInt64, to: UInt64)? {
+    /// unlimited); nothing when the soft one already is the hard one or the kernel refuses.
+    public static func raise() {
         // An image re-executed by `baton upgrade` starts with the raised limit: the one the
         // first image was started with came along in its environment.
         if let first = getenv(variable).flatMap({ UInt64(String(cString: $0)) }) { startedWith.withLock { $0 = first } }
         var limit = rlimit()
-        guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return nil }
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
         let from = UInt64(limit.rlim_cur)
         var to = UInt64(limit.rlim_max)
         if limit.rlim_max == rlim_t.max {
@@ -37,16 +35,8 @@ public enum DescriptorLimit {
             to = max(from, open)
         }
         limit.rlim_cur = rlim_t(to)
-        guard setrlimit(resource, &limit) == 0 else { return nil }
+        guard setrlimit(resource, &limit) == 0 else { return }
         startedWith.withLock { $0 = from }
         setenv(variable, String(from), 1)
-        return (from, to)
-    }
-
-    /// The soft limit now.
-    public static var current: UInt64? {
-        var limit = rlimit()
-        guard getrlimit(resource, &limit) == 0 else { return nil }
-        return UInt64(limit.rlim_cur)
     }
 }
