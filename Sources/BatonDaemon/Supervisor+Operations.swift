@@ -65,7 +65,7 @@ extension Supervisor {
     /// failed after the deploy had succeeded failed the re-run).
     func attach(_ waiter: any OperationWaiter) {
         if operation?.kind.isDeploy != true, let queued = queue.first(where: { $0.kind.isDeploy }) {
-            waiter.send(.progress("waiting: a \(operation?.kind.rawValue ?? "start-up") is in progress; this \(queued.kind.rawValue) runs after it"))
+            waiter.send(.progress(Self.waitingLine(ahead: operation?.kind.rawValue ?? "start-up", queued.kind)))
             queued.waiters.append(waiter)
             return
         }

@@ -33,7 +33,7 @@ extension Supervisor {
             case .waiting(let number, let blocker):
                 if operationTable[number]?.kind == .reload { extendTimeout() }
                 guard let op = operationTable[number], op.kind.isDeploy else { continue }
-                for w in op.waiters { w.send(.progress("waiting: a \(Self.describe(blocker)) is in progress; this \(op.kind.rawValue) runs after it")) }
+                for w in op.waiters { w.send(.progress(Self.waitingLine(ahead: Self.describe(blocker), op.kind))) }
             case .joined(let number, let into):
                 guard let op = operationTable.removeValue(forKey: number), let queued = operationTable[into] else { continue }
                 if let d = op.deadline { loop.cancel(d) }
@@ -95,6 +95,11 @@ extension Supervisor {
         case .busy(let blocker):
             return "\(op.kind.rawValue) refused: a \(Self.describe(blocker)) is in progress"
         }
+    }
+
+    /// What a client of a queued deploy or rollback hears, and `--attach` when it follows one.
+    static func waitingLine(ahead: String, _ kind: Operation.Kind) -> String {
+        "waiting: a \(ahead) is in progress; this \(kind.rawValue) runs after it"
     }
 
     private static func describe(_ blocker: OperationQueue<Int>.Blocker) -> String {
