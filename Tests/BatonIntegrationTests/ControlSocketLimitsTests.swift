@@ -141,17 +141,15 @@ extension SecondIntegration {
         func descriptorLimits() throws {
             let baton = try BatonHarness(workers: 1, tag: "nofile", wrapper: ["/bin/sh", "-c", "ulimit -Sn 256 && exec \"$@\"", "sh"])
             defer { baton.stop() }
-            func softLimit(_ pid: Int32) -> String? {
+            /// /proc/PID/limits' "Max open files" line: field 3 is the soft limit, 4 the hard one.
+            func openFilesLimit(_ pid: Int32, field: Int) -> String? {
                 ProcFS.read("/proc/\(pid)/limits")?.split(separator: "\n").first { $0.hasPrefix("Max open files") }
-                    .map { String($0.split(separator: " ", omittingEmptySubsequences: true)[3]) }
+                    .map { String($0.split(separator: " ", omittingEmptySubsequences: true)[field]) }
             }
-            func hardLimit(_ pid: Int32) -> String? {
-                ProcFS.read("/proc/\(pid)/limits")?.split(separator: "\n").first { $0.hasPrefix("Max open files") }
-                    .map { String($0.split(separator: " ", omittingEmptySubsequences: true)[4]) }
-            }
+            func softLimit(_ pid: Int32) -> String? { openFilesLimit(pid, field: 3) }
             let worker = try #require(try baton.status().workers.first?.pid)
             #expect(softLimit(worker) == "256")
-            let hard = try #require(hardLimit(baton.process.pid))
+            let hard = try #require(openFilesLimit(baton.process.pid, field: 4))
             #expect(softLimit(baton.process.pid) == hard, "baton's soft limit is its hard one")
             // After `baton upgrade` (an execve at the raised limit), new workers still get the
             // limit the first image was started with.
