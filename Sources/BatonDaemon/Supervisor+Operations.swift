@@ -88,7 +88,7 @@ extension Supervisor {
     }
 
     static func describe(_ e: HistoryEntry) -> String {
-        "\(e.kind) of \(e.release) \(e.outcome)" + (e.detail.map { ": \($0)" } ?? "")
+        "\(e.kind) of \(e.release) \(e.outcome.words)" + (e.detail.map { ": \($0)" } ?? "")
     }
 
     private func resolveTarget(kind: Operation.Kind, options: DeployOptions) throws -> Release {

@@ -186,8 +186,12 @@ import Testing
         }
     }
 
-    @Test func aHistoryLineNamesTheKindAsTheWireDoes() {
-        // `baton deploy --attach` with nothing in progress prints the last entry this way.
-        #expect(Supervisor.describe(entry(.rollAhead, "/srv/app/r1", .rolledBack)) == "roll-ahead of /srv/app/r1 rolled-back")
+    /// `baton deploy --attach` with nothing in progress prints the last entry this way: the
+    /// kind as the wire names it, the outcome in words (a CI audit: it read `rolled-back`, the
+    /// history column's name; README writes `failed:`).
+    @Test func aHistoryLineNamesTheKindAsTheWireDoesAndTheOutcomeInWords() {
+        #expect(Supervisor.describe(entry(.rollAhead, "/srv/app/r1", .rolledBack)) == "roll-ahead of /srv/app/r1 rolled back")
+        #expect(Supervisor.describe(entry(.deploy, "/srv/app/r2", .timedOut)) == "deploy of /srv/app/r2 timed out")
+        #expect(Supervisor.describe(entry(.deploy, "/srv/app/r2", .failed)) == "deploy of /srv/app/r2 failed")
     }
 }

@@ -23,4 +23,7 @@ public enum OperationOutcome: String, Sendable, Hashable, Codable, CaseIterable,
 
     /// Its name (the raw value), so interpolating it writes what the wire carries.
     public var description: String { rawValue }
+
+    /// In a sentence (`deploy of DIR rolled back: …`): the name with spaces for hyphens.
+    public var words: String { String(rawValue.map { $0 == "-" ? " " : $0 }) }
 }
