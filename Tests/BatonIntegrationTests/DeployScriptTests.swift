@@ -248,6 +248,8 @@ extension Integration {
                 ([baton.directory + "/missing"], "is not a directory"),
                 ([], "RELEASE_DIR is required"),
                 (["--transport", "ftp", src], "--transport must be ssh or local"),
+                // Each "host" would be this machine's one baton, deployed to again and again.
+                (["--hosts", "web1,web2", src], "--transport local deploys on this machine: one --host at most, got 2"),
                 (["--bogus", src], "unknown option --bogus"),
             ]
             for (args, message) in bad {
