@@ -84,6 +84,9 @@ final class MoldBook {
     var promoting: Promotion?
     /// Refork: the next check.
     var reforkTimer: EventLoop.Token?
+    /// The output pipes (inodes) of spawns a mold failed, newest last (at most 16): a worker
+    /// the mold forked for one of them anyway is baton's child, and nobody's worker.
+    var abandonedOutputs: [UInt64] = []
 
     /// The live mold for `spec`, if any.
     func mold(for spec: WorkerSpec) -> Mold? {

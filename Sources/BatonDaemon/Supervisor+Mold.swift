@@ -53,7 +53,28 @@ extension Supervisor {
         } catch {
             logger.error("mold \(mold.pid) failed a spawn (\(error)): killing it; it is replaced", metadata: ["release": .string(spec.release)])
             killMold(mold, replace: true)
+            if request.stdout >= 0, let pipe = Self.inode(of: request.stdout) {
+                moldBook.abandonedOutputs = Array((moldBook.abandonedOutputs + [pipe]).suffix(16))
+            }
+            stopAbandonedSpawns()
             throw error
+        }
+    }
+
+    /// Stops each child of baton that a mold forked for a spawn baton gave up on (its reply
+    /// came too late, or could not be read): it would serve the listening sockets unsupervised,
+    /// a previous release after a deploy included (a mold audit: 19 of 60 requests after a
+    /// deploy that said every slot was new). It writes to that spawn's output pipe. Run when
+    /// the spawn fails (the mold replies once the worker is baton's child) and on each SIGCHLD
+    /// (a late one is handed to baton when the mold's intermediate child exits).
+    func stopAbandonedSpawns() {
+        guard !moldBook.abandonedOutputs.isEmpty else { return }
+        for pid in escapedChildren() {
+            guard let pipe = host.processes.outputPipe(of: pid), let i = moldBook.abandonedOutputs.firstIndex(of: pipe) else { continue }
+            moldBook.abandonedOutputs.remove(at: i)
+            reportedEscapees.insert(pid)
+            logger.warning("pid \(pid) was forked by a mold for a spawn that failed: it is no worker of baton's; SIGKILL")
+            killUnsupervised(pid)
         }
     }
 

@@ -54,6 +54,7 @@ extension Supervisor {
             }
         }
         for pid in knownExited { handleKnownExitNow(pid) }
+        stopAbandonedSpawns()
     }
 
     /// Live children of baton that it does not supervise: processes a worker (or its probe, or
@@ -96,12 +97,18 @@ extension Supervisor {
         takeOver.strays = []
         for pid in escapedChildren() {
             logger.warning("pid \(pid) left its worker's process group and is still running at stop: SIGKILL")
-            if host.processes.processGroup(of: pid) == pid { host.signalGroup(pid, SIGKILL) }
-            guard let pidfd = try? host.openPidfd(of: pid) else { continue }
-            let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
-            host.signal(pidfd: process.pidfd, SIGKILL)
-            process.close()
+            killUnsupervised(pid)
         }
+    }
+
+    /// SIGKILL to `pid`, a child of baton that it does not supervise (unreaped, so the pid
+    /// names it), and to the process group it leads, if it leads one.
+    func killUnsupervised(_ pid: pid_t) {
+        if host.processes.processGroup(of: pid) == pid { host.signalGroup(pid, SIGKILL) }
+        guard let pidfd = try? host.openPidfd(of: pid) else { return }
+        let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
+        host.signal(pidfd: process.pidfd, SIGKILL)
+        process.close()
     }
 
     /// The children baton watches through their pidfds: every worker (whatever its role) and

@@ -35,6 +35,17 @@ public enum ProcFS {
         return result
     }
 
+    /// The inode of the pipe at descriptor `fd` of `pid` (its /proc link reads `pipe:[INODE]`),
+    /// nil when that descriptor is not a pipe or the process is gone.
+    public static func pipeInode(of pid: pid_t, fd: Int32) -> UInt64? {
+        var link = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/\(pid)/fd/\(fd)", &link, link.count - 1)
+        guard n > 0 else { return nil }
+        let text = link.prefix(n).withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
+        guard text.hasPrefix("pipe:["), text.hasSuffix("]") else { return nil }
+        return UInt64(text.dropFirst(6).dropLast())
+    }
+
     /// The processes holding the socket of inode `inode` (a descriptor of theirs links to
     /// `socket:[INODE]`), by a walk of every /proc/PID/fd: one readlink per open descriptor on
     /// the host, so for rare moments only (a take-over after a crash).

@@ -14,6 +14,7 @@ final class FakeProcessTable: ProcessTable {
         var known: Set<pid_t> = []
         var socketHolders: [UInt64: [pid_t]] = [:]
         var children: [pid_t: [pid_t]] = [:]
+        var outputPipes: [pid_t: UInt64] = [:]
     }
     private let table = Mutex(Table())
 
@@ -68,4 +69,9 @@ final class FakeProcessTable: ProcessTable {
     func setChildren(_ pids: [pid_t], of parent: pid_t) { table.withLock { $0.children[parent] = pids } }
 
     func children(of pid: pid_t) -> [pid_t] { table.withLock { $0.children[pid] ?? [] } }
+
+    /// Makes the pipe of inode `inode` the output of `pid` (nil: none).
+    func setOutputPipe(_ inode: UInt64?, of pid: pid_t) { table.withLock { $0.outputPipes[pid] = inode } }
+
+    func outputPipe(of pid: pid_t) -> UInt64? { table.withLock { $0.outputPipes[pid] } }
 }

@@ -208,7 +208,9 @@ extension SecondIntegration {
         }
 
         /// A mold that sends READY=1 and then misbehaves: `silent` never answers a spawn,
-        /// `single-fork` answers with a child of its own (not re-parented to baton).
+        /// `single-fork` answers with a child of its own (not re-parented to baton), `late`
+        /// double-forks a worker as it should (its pid appended to `late.pids`) and answers 2 s
+        /// later.
         static let badMold = """
             import json, os, socket, sys, time
             mode = sys.argv[1]
@@ -219,9 +221,25 @@ extension SecondIntegration {
                 data, fds, _, _ = socket.recv_fds(channel, 1 << 20, 250)
                 if not data:
                     sys.exit(0)
+                if mode == "late":
+                    request = json.loads(data)
+                    pid = os.fork()
+                    if pid == 0:
+                        if os.fork() == 0:
+                            os.setpgid(0, 0)
+                            os.dup2(fds[request["fds"].index(1)], 1)
+                            with open("late.pids", "a") as f:
+                                f.write("%d\\n" % os.getpid())
+                            time.sleep(60)
+                            os._exit(0)
+                        os._exit(0)
+                    os.waitpid(pid, 0)
+                    time.sleep(2)
+                    pid = json.loads(open("late.pids").read().split()[-1])
+                    channel.send(json.dumps({"id": request["id"], "pid": pid}).encode())
                 for fd in fds:
                     os.close(fd)
-                if mode == "silent":
+                if mode in ("silent", "late"):
                     continue
                 pid = os.fork()
                 if pid == 0:
@@ -232,7 +250,7 @@ extension SecondIntegration {
 
         @Test(
             "a mold that does not answer within spawn_timeout, or answers with a pid that is not baton's child, is killed and replaced; baton keeps running",
-            arguments: ["silent", "single-fork"])
+            arguments: ["silent", "single-fork", "late"])
         func misbehavingMold(mode: String) throws {
             let check = try TestProcess.run(["/usr/bin/env", "python3", "-c", "import socket; socket.recv_fds"], timeout: .seconds(30))
             try #require(check.code == 0)
@@ -241,9 +259,19 @@ extension SecondIntegration {
                 workers: 1, command: ["python3", "badmold.py", mode], extraApp: "mode = \"mold\"", sections: sections, waitReady: false,
                 tag: "mold6", beforeStart: { TestPaths.write($0 + "/releases/r1/badmold.py", Self.badMold) })
             defer { baton.stop() }
-            let expected = mode == "silent" ? "the mold did not answer within 1s" : "is not baton's child (its parent is"
+            let expected = mode == "single-fork" ? "is not baton's child (its parent is" : "the mold did not answer within 1s"
             let failed = baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("failed a spawn") && $0.contains(expected) }
             #expect(failed != nil, "\(baton.process.stderrLines.suffix(10))")
+            if mode == "late" {
+                // A mold audit: the worker forked for the spawn baton gave up on served the
+                // sockets unsupervised (a previous release after a deploy) until baton stopped.
+                let pids = (ProcFS.read(baton.directory + "/releases/r1/late.pids") ?? "").split(separator: "\n").compactMap { pid_t($0) }
+                let forked = try #require(pids.first, "the mold forked a worker")
+                let pidfd = ProcessWatch.open(forked)
+                defer { if pidfd >= 0 { close(pidfd) } }
+                #expect(pidfd < 0 || ProcessWatch.waitExit(pidfd, timeout: .seconds(10)), "pid \(forked) is stopped while baton runs")
+                #expect(baton.process.waitForLine(containing: "pid \(forked) was forked by a mold for a spawn that failed", timeout: .seconds(5)) != nil)
+            }
             // A second mold starts (the slot's next attempt, after its backoff).
             let deadline = monotonicNow() + .seconds(30)
             while baton.process.stderrLines.filter({ $0.contains("mold started") }).count < 2, monotonicNow() < deadline {
