@@ -37,7 +37,7 @@ extension Supervisor {
         // The worker's end of its promotion channel, if any: closed when this returns (the
         // worker has its copy by then, or there is no worker).
         var workerEnd: OwnedDescriptor? = nil
-        let promotion = try addPromotionChannel(&request, workerEnd: &workerEnd)
+        let promotion = try addPromotionChannel(&request, spec: spec, workerEnd: &workerEnd)
         defer { workerEnd = nil }
         do {
             let process = try link.spawn(request, timeout: config.mold.spawnTimeout)
@@ -270,7 +270,12 @@ extension Supervisor {
     /// failed deploy).
     func retireUnusedMolds() {
         guard moldMode else { return }
-        for mold in moldBook.molds where !moldNeeded(mold.spec) { retireMold(mold) }
+        for mold in moldBook.molds where !moldNeeded(mold.spec) {
+            retireMold(mold)
+            // Its release may come back (a rollback, a deploy of the same folder): with a fresh
+            // mold, which refork promotes a warmed worker over again.
+            moldBook.reforked.remove(mold.spec.release)
+        }
     }
 
     /// Whether a mold for `spec` is wanted.

@@ -197,6 +197,7 @@ extension Supervisor {
             reportRestartOnlyChanges(newConfig, op)
             op.previousConfig = config
             config = Self.applying(newConfig, keepingRestartOnlyFrom: config)
+            scheduleReforkCheck()
             notifier.reloading(status: "reloading: rolling restart of \(slots.count) workers")
         } else {
             // A rollback goes to the release before the one serving when it *runs*: one queued

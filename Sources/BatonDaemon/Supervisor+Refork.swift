@@ -29,12 +29,14 @@ extension Supervisor {
     /// Whether refork is configured (mold mode only).
     var reforkEnabled: Bool { moldMode && (config.mold.reforkAfterRequests > 0 || config.mold.reforkAfter != nil) }
 
-    /// With refork on, a forked worker gets the worker's end of a channel of its own, right
-    /// after the listening sockets (`BATON_MOLD_FD`); baton keeps its end (returned) until the
-    /// worker is promoted or gone. The worker's end goes to `workerEnd`, whose owner closes it
-    /// once the spawn is done.
-    func addPromotionChannel(_ request: inout SpawnRequest, workerEnd: inout OwnedDescriptor?) throws -> MoldChannel? {
-        guard reforkEnabled, let spec = slots.first?.spec, !moldBook.reforked.contains(spec.release) else { return nil }
+    /// With refork on, a forked worker of `spec`'s release (until that release was reforked)
+    /// gets the worker's end of a channel of its own, right after the listening sockets
+    /// (`BATON_MOLD_FD`); baton keeps its end (returned) until the worker is promoted or gone.
+    /// The worker's end goes to `workerEnd`, whose owner closes it once the spawn is done. The
+    /// spawned worker's release, not the serving one's: a deploy from a release already
+    /// reforked gave the new release's workers none, and it never reforked (a mold audit).
+    func addPromotionChannel(_ request: inout SpawnRequest, spec: WorkerSpec, workerEnd: inout OwnedDescriptor?) throws -> MoldChannel? {
+        guard reforkEnabled, !moldBook.reforked.contains(spec.release) else { return nil }
         let pair = try MoldChannel.pair()
         request.passFDs.append(pair.otherEnd.rawValue)
         request.environment.append("BATON_MOLD_FD=\(3 + listeners.count)")
@@ -42,11 +44,14 @@ extension Supervisor {
         return pair.channel
     }
 
-    /// Checks once a second whether a worker is due for promotion.
+    /// Checks once a second whether a worker is due for promotion: from when a mold is ready,
+    /// and from a reload that turns refork on (a mold audit: the ready mold was kept, and
+    /// nothing started the checks).
     func scheduleReforkCheck() {
         guard reforkEnabled, moldBook.reforkTimer == nil else { return }
         moldBook.reforkTimer = loop.schedule(after: .seconds(1)) { [unowned self] in
             self.moldBook.reforkTimer = nil
+            guard self.reforkEnabled else { return }
             self.checkRefork()
             if self.phase != .stopping { self.scheduleReforkCheck() }
         }

@@ -309,6 +309,36 @@ extension SecondIntegration {
             #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
         }
 
+        /// A mold audit: refork turned on by `baton reload` never promoted a worker (nothing
+        /// started the checks while the ready mold was kept), and a deploy from a release
+        /// already reforked gave the new release's workers no channel, so it never reforked.
+        @Test("refork turned on by a reload promotes a worker; the release a deploy brings is reforked too")
+        func reforkAfterAReloadAndAfterADeploy() throws {
+            let baton = try Self.start(workers: 2, tag: "mold12")
+            defer { baton.stop() }
+            func promotions() -> [String] { baton.process.stderrLines.filter { $0.contains("is the mold now") } }
+            func promoted(_ count: Int) -> Bool {
+                let deadline = monotonicNow() + .seconds(30)
+                while promotions().count < count, monotonicNow() < deadline { _ = baton.process.waitForLine(timeout: .milliseconds(200)) { _ in false } }
+                return promotions().count >= count
+            }
+            let config = try #require(ProcFS.read(baton.configPath))
+            TestPaths.write(
+                baton.configPath, config.replacingOccurrences(of: "start_timeout = \"20s\"", with: "start_timeout = \"20s\"\nrefork_after = \"1s\""))
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            #expect(promoted(1), "\(baton.process.stderrLines.suffix(10))")
+            let r2 = baton.makeRelease("r2")
+            TestPaths.write(r2 + "/moldapp.py", Self.app)
+            let deploy = try baton.cli(["deploy", "--release", r2, "--wait"])
+            #expect(deploy.code == 0, "\(deploy.stderr)")
+            #expect(promoted(2), "\(baton.process.stderrLines.suffix(10))")
+            #expect(promotions().last?.contains("releases/r2") == true, "\(promotions())")
+            let settled = baton.waitForStatus { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } }
+            #expect(settled?.molds?.first?.release.hasSuffix("/r2") == true)
+            #expect(HTTP.get(port: baton.port, path: "/")?.status == 200)
+        }
+
         @Test("kill -9 baton in mold mode: the mold exits with its channel, the orphans keep serving; the next baton takes over and starts a new mold")
         func takeOverAfterKill() throws {
             let first = try Self.start(workers: 2, tag: "mold8")
