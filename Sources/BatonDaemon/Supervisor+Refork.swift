@@ -129,9 +129,19 @@ extension Supervisor {
         } catch {
             logger.error("refork: cannot watch the new mold \(mold.pid): \(error)")
         }
-        logger.info(
-            "refork: worker \(mold.pid) is the mold now; rolling every slot onto it", metadata: ["release": .string(mold.spec.release)])
-        requestReload(waiter: nil)
+        // A deploy or rollback begun while the worker drained replaces every slot anyway (its
+        // own release's workers come from this mold if it goes back to this release): a reload
+        // queued behind it restarted every worker of the release it brought once more, for
+        // nothing (a mold audit).
+        if operation?.kind.isDeploy == true || queue.contains(where: { $0.kind.isDeploy }) {
+            logger.info(
+                "refork: worker \(mold.pid) is the mold now; the deploy in progress replaces every slot, so no reload follows",
+                metadata: ["release": .string(mold.spec.release)])
+        } else {
+            logger.info(
+                "refork: worker \(mold.pid) is the mold now; rolling every slot onto it", metadata: ["release": .string(mold.spec.release)])
+            requestReload(waiter: nil)
+        }
         publishStatus()
     }
 

@@ -143,6 +143,38 @@ import Testing
         #expect(h.supervisor.moldBook.molds.count == 1)
     }
 
+    /// A mold audit: a worker promoted before a deploy began answered `promoted` while the
+    /// deploy ran, and the refork's reload, queued behind the deploy, then restarted every
+    /// worker of the new release once more for nothing.
+    @Test func aPromotionAnsweredDuringADeployQueuesNoReloadBehindIt() throws {
+        let h = try DaemonHarness(workers: 2) {
+            $0.app.mode = .mold
+            $0.mold.reforkAfter = .seconds(1)
+        }
+        // Each forked worker's end of its promotion channel, kept open to answer for it.
+        var channels: [pid_t: Int32] = [:]
+        h.host.onSpawn = { child in
+            guard child.environment("BATON_SLOT") != "mold", let target = child.environment("BATON_MOLD_FD").flatMap(Int.init) else { return }
+            channels[child.pid] = dup(child.request.passFDs[target - 3])
+        }
+        defer { channels.values.forEach { close($0) } }
+        try h.start()
+        h.advance(by: .seconds(2))
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let asked = channels.filter { recv($0.value, &buffer, buffer.count, Int32(MSG_DONTWAIT)) > 0 }
+        let promoted = try #require(asked.first, "a worker was asked to be the next mold")
+        #expect(String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self).contains("promote"))
+        let r1 = h.makeRelease("r1")
+        let deploy = h.deploy(r1)
+        #expect(h.supervisor.operation?.kind == .deploy)
+        let answer = Array(#"{"op": "promoted"}"#.utf8)
+        #expect(send(promoted.value, answer, answer.count, 0) == answer.count)
+        h.finishOperations()
+        #expect(deploy.reply?.ok == true, "\(String(describing: deploy.reply))")
+        #expect(h.servingReleases == [r1, r1])
+        #expect(h.supervisor.history.map(\.kind) == [.deploy], "\(h.supervisor.history)")
+    }
+
     @Test func deployWhoseMoldNeverBecomesReadyFailsAndOldKeepsServing() throws {
         let h = try harness()
         try h.start()
