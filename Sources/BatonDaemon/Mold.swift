@@ -84,6 +84,8 @@ final class MoldBook {
     var promoting: Promotion?
     /// Refork: the next check.
     var reforkTimer: EventLoop.Token?
+    /// Each mold's last memory sample (by pid), taken with the workers'.
+    var memory: [pid_t: MemorySample] = [:]
     /// The output pipes (inodes) of spawns a mold failed, newest last (at most 16): a worker
     /// the mold forked for one of them anyway is baton's child, and nobody's worker.
     var abandonedOutputs: [UInt64] = []

@@ -46,14 +46,14 @@ extension Supervisor {
     /// decision that needs the figures now: a preflight); with `detailed`,
     /// PSS/USS too, feeding the leak-rate history.
     func sample(detailed: Bool) {
-        apply(MemoryMonitor.read(liveWorkerPIDs, detailed: detailed, ksm: config.memory.mergeable, with: host.memory), detailed: detailed)
+        apply(MemoryMonitor.read(liveWorkerPIDs + moldPIDs, detailed: detailed, ksm: config.memory.mergeable, with: host.memory), detailed: detailed)
     }
 
     /// The same read on a thread of its own; `then` runs on the loop once
     /// the figures are in.
     private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
         memoryMonitor.readStarted()
-        let pids = liveWorkerPIDs
+        let pids = liveWorkerPIDs + moldPIDs
         let ksm = config.memory.mergeable
         loop.offload({ [reader = host.memory] in MemoryMonitor.read(pids, detailed: detailed, ksm: ksm, with: reader) }) { [unowned self] readings in
             self.memoryMonitor.readFinished()
@@ -67,9 +67,10 @@ extension Supervisor {
         slots.flatMap { $0.workers.filter { $0.state != .exited }.map(\.pid) }
     }
 
-    /// Stores readings on the workers still alive (the monitor's rules).
+    /// Stores readings on the workers still alive (the monitor's rules), and the molds'.
     private func apply(_ readings: [pid_t: MemorySample], detailed: Bool) {
         memoryMonitor.apply(readings, detailed: detailed, to: slots.flatMap(\.workers), now: loop.now())
+        if moldMode { moldBook.memory = readings.filter { pid, _ in moldBook.molds.contains { $0.pid == pid && $0.state != .exited } } }
     }
 
     private func runPolicy(detailed: Bool) {
@@ -135,13 +136,15 @@ extension Supervisor {
         let readings = try host.memory.hostReadings()
         let workers = slots.compactMap(\.current)
         let pss = workers.compactMap { $0.memory?.pss }
-        let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +))
+        // The molds hold memory of the budget's that no worker's PSS counts.
+        let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +) + moldsPSS)
         let target = release ?? releaseState.current.directory
         // Never the running workers' PSS: grown workers would make a new one look as large.
         let footprint = memoryMonitor.footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
-            commitPerWorker: commitPerWorker(readings, .again(op)), tooling: need + oomMargin(footprint: footprint?.bytes))
+            commitPerWorker: commitPerWorker(readings, .again(op)), tooling: need + oomMargin(footprint: footprint?.bytes),
+            mold: newMoldBytes(release: release))
         let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
         var report = PreflightReport(

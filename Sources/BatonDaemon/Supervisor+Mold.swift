@@ -294,6 +294,23 @@ extension Supervisor {
         for mold in moldBook.molds { retireMold(mold) }
     }
 
+    /// The molds' PSS from their last sample: memory of the service's that no worker's PSS
+    /// counts (a forked worker's PSS holds only its share of the pages it shares).
+    var moldsPSS: UInt64 { moldBook.molds.filter { $0.state != .exited }.compactMap { moldBook.memory[$0.pid]?.pss }.reduce(0, +) }
+
+    /// What a deploy to `release` (nil: a release not named, a new one) needs for its mold
+    /// before any worker moves: nothing outside mold mode or when that release's mold is
+    /// starting or ready; else the serving mold's RSS, the application as loaded, every page
+    /// it shares with its workers counted (a mold audit: a mold of 200 MiB planned as a 54.8 MiB
+    /// surge).
+    func newMoldBytes(release: String?) -> UInt64 {
+        guard moldMode else { return 0 }
+        if let release, moldBook.molds.contains(where: { $0.spec.release == release && ($0.state == .starting || $0.state == .ready) }) {
+            return 0
+        }
+        return moldBook.molds.filter { $0.state == .ready }.compactMap { moldBook.memory[$0.pid]?.rss }.max() ?? 0
+    }
+
     /// Pids of live molds (known children: not reaped as strays).
     var moldPIDs: [pid_t] { moldBook.molds.map(\.pid) + (moldBook.promoting.map { [$0.worker.pid] } ?? []) }
 

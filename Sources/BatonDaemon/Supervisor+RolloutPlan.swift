@@ -42,8 +42,12 @@ extension Supervisor {
         // Against `[memory] budget`, every live worker counts: draining ones still hold their
         // memory, and one not measured since it started (a replacement) counts as a footprint.
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
-        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) }
-        let headroom = surgeHeadroom(readings, workersPSS: used, footprint: footprint)
+        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + moldsPSS
+        var headroom = surgeHeadroom(readings, workersPSS: used, footprint: footprint)
+        // A release whose mold has not started yet: it loads the application before the first
+        // new worker (the plan of a deploy's first step).
+        let mold = Int64(clamping: newMoldBytes(release: release ?? releaseState.current.directory))
+        if mold > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - mold) } }
         return RolloutPlanner.Figures(
             headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight,
             booting: booting.count,

@@ -10,6 +10,10 @@ final class FakeMemory: MemoryReading {
     private let figures = Mutex<(host: MemoryReadings?, worker: MemorySample?, commitCharge: UInt64?)>((nil, nil, nil))
     private let reads = Mutex<[pid_t: Int]>([:])
     private let commitReads = Mutex(0)
+    private let overrides = Mutex<[pid_t: MemorySample]>([:])
+
+    /// What the tree of `pid` reads instead of `worker` (a mold, say).
+    func setTree(_ sample: MemorySample?, of pid: pid_t) { overrides.withLock { $0[pid] = sample } }
 
     /// How many detailed reads (smaps_rollup: a walk of the page tables) each pid had.
     func detailedReads(of pid: pid_t) -> Int { reads.withLock { $0[pid, default: 0] } }
@@ -42,7 +46,7 @@ final class FakeMemory: MemoryReading {
 
     func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? {
         if detailed { reads.withLock { $0[pid, default: 0] += 1 } }
-        return worker
+        return overrides.withLock { $0[pid] } ?? worker
     }
 
     func treeMembers(of pid: pid_t) -> (pids: Set<Int32>, memory: MemorySample?) {

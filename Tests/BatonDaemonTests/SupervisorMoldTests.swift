@@ -175,6 +175,38 @@ import Testing
         #expect(h.supervisor.history.map(\.kind) == [.deploy], "\(h.supervisor.history)")
     }
 
+    /// A mold audit: with 200 MiB preloaded, preflight said `need 54.8 MiB (1 × 54.8 MiB
+    /// surge)` while the new release's mold alone reached 210 MiB before its first fork, and
+    /// the budget's headroom left the mold's own PSS out. A deploy to a release without a mold
+    /// now plans the serving mold's RSS for it, and the budget counts the molds.
+    @Test func aDeployPlansTheNewReleasesMold() throws {
+        let mib: UInt64 = 1 << 20
+        let h = try DaemonHarness(workers: 3) {
+            $0.app.mode = .mold
+            $0.deploy.workerFootprint = 50 * mib
+            $0.memory.budget = .bytes(600 * mib)
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 55 * mib, uss: 10 * mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
+            cgroup: nil)
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        h.host.fakeMemory.setTree(MemorySample(rss: 200 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
+        let (verdict, report) = try h.supervisor.preflight(release: nil, need: 0)
+        #expect(verdict.summary.hasPrefix("fits: need 250.0 MiB (1 × 50.0 MiB surge + 200.0 MiB new mold)"), "\(verdict.summary)")
+        // The budget's headroom: 600 MiB less 3 × 55 MiB of workers and 40 MiB of mold.
+        #expect(report.limits.first { $0.kind == "memory.budget" }?.availableBytes == Int64(395 * mib), "\(report.limits)")
+        // The serving release has its mold: nothing more to load.
+        #expect(try h.supervisor.preflight(release: h.initialRelease, need: 0).0.summary.contains("mold") == false)
+        // A mold of 400 MiB does not fit the budget's 395 MiB, whatever the strategy.
+        h.host.fakeMemory.setTree(MemorySample(rss: 400 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
+        for strategy in [DeployStrategy.surge, .replace] {
+            let tight = try h.supervisor.preflight(release: nil, need: 0, strategy: strategy).0
+            #expect(!tight.fits && tight.summary.contains("400.0 MiB new mold"), "\(tight.summary)")
+        }
+    }
+
     @Test func deployWhoseMoldNeverBecomesReadyFailsAndOldKeepsServing() throws {
         let h = try harness()
         try h.start()

@@ -7,6 +7,8 @@
 /// - `auto`: surge when that fits, else replace (the deploy can always fall back).
 /// - `tooling` (`--need`) is the CI's own tooling on the host (unpacking, migrations ...); it is
 ///   counted in memory and in commit charge alike.
+/// - `mold` (mold mode): the new release's mold, which loads the application before any old
+///   worker is touched, whatever the strategy; counted in memory and commit charge alike.
 public struct DeployPlan: Sendable, Equatable {
     /// The configured or requested strategy.
     public var strategy: DeployStrategy
@@ -18,17 +20,20 @@ public struct DeployPlan: Sendable, Equatable {
     public var commitPerWorker: UInt64?
     /// Bytes the CI's own tooling needs (`--need`).
     public var tooling: UInt64
+    /// Bytes of the new release's mold (mold mode; 0: none to start).
+    public var mold: UInt64
 
     /// Creates a plan.
     public init(
         strategy: DeployStrategy, maxSurge: Int = 1, footprint: UInt64?, commitPerWorker: UInt64? = nil,
-        tooling: UInt64 = 0
+        tooling: UInt64 = 0, mold: UInt64 = 0
     ) {
         self.strategy = strategy
         self.maxSurge = max(1, maxSurge)
         self.footprint = footprint
         self.commitPerWorker = commitPerWorker
         self.tooling = tooling
+        self.mold = mold
     }
 }
 
@@ -46,6 +51,8 @@ public struct PreflightVerdict: Sendable, Equatable {
     public var perWorkerCommit: UInt64
     /// Bytes for the CI's tooling.
     public var tooling: UInt64
+    /// Bytes for the new release's mold.
+    public var mold: UInt64 = 0
     /// The limit with the least slack (the one that fails when it does not fit).
     public var binding: HeadroomLimit
     /// Bytes missing under the binding limit; 0 when it fits.
@@ -54,9 +61,9 @@ public struct PreflightVerdict: Sendable, Equatable {
     public var summary: String
 
     /// The peak need against memory limits.
-    public var memoryNeed: UInt64 { UInt64(extraWorkers) * perWorker + tooling }
+    public var memoryNeed: UInt64 { UInt64(extraWorkers) * perWorker + tooling + mold }
     /// The peak need against the commit limit.
-    public var commitNeed: UInt64 { UInt64(extraWorkers) * perWorkerCommit + tooling }
+    public var commitNeed: UInt64 { UInt64(extraWorkers) * perWorkerCommit + tooling + mold }
     /// The need the binding limit counts.
     public var bindingNeed: UInt64 { binding.kind.countsCommitCharge ? commitNeed : memoryNeed }
 }
@@ -95,14 +102,14 @@ public enum PreflightCheck {
         let extra = strategy == .surge ? plan.maxSurge : 0
         let perWorker = strategy == .surge ? plan.footprint ?? 0 : 0
         let perWorkerCommit = strategy == .surge ? plan.commitPerWorker ?? perWorker : 0
-        let memoryNeed = UInt64(extra) * perWorker + plan.tooling
-        let commitNeed = UInt64(extra) * perWorkerCommit + plan.tooling
+        let memoryNeed = UInt64(extra) * perWorker + plan.tooling + plan.mold
+        let commitNeed = UInt64(extra) * perWorkerCommit + plan.tooling + plan.mold
         let binding = headroom.binding(memoryNeed: memoryNeed, commitNeed: commitNeed)
         let slack = headroom.slack(binding, memoryNeed: memoryNeed, commitNeed: commitNeed)
         let unknownFootprint = strategy == .surge && plan.footprint == nil
         var verdict = PreflightVerdict(
             fits: slack >= 0 && !unknownFootprint, strategy: strategy, extraWorkers: extra, perWorker: perWorker,
-            perWorkerCommit: perWorkerCommit, tooling: plan.tooling, binding: binding,
+            perWorkerCommit: perWorkerCommit, tooling: plan.tooling, mold: plan.mold, binding: binding,
             shortfall: slack < 0 ? slack.magnitude : 0, summary: "")
         verdict.summary =
             unknownFootprint
@@ -120,6 +127,7 @@ public enum PreflightCheck {
         case .surge: parts.append("\(v.extraWorkers) × \(Units.formatSize(per)) surge")
         case .replace: parts.append("replace: no extra worker")
         }
+        if v.mold > 0 { parts.append("\(Units.formatSize(v.mold)) new mold") }
         if v.tooling > 0 { parts.append("\(Units.formatSize(v.tooling)) tooling") }
         let need = Units.formatSize(v.bindingNeed) + (commit ? " of commit charge" : "")
         let have = Units.formatSignedSize(v.binding.available)
