@@ -235,6 +235,55 @@ extension Integration {
                     "--releases-dir", baton.directory + "/releases", "--preflight-only",
                 ])
             #expect(unreachable.code == 3, "baton's own code: \(unreachable.stderr)")
+
+            // A fleet audit: a connection dropped while rsync copied (ssh's 255, passed on by
+            // rsync) exited 1, "copying failed"; README gives 3 for a host ssh cannot reach.
+            let drops = baton.directory + "/ssh-drops-rsync"
+            TestPaths.write(drops, "#!/bin/sh\ncase \"$*\" in *rsync*) exit 255 ;; esac\nshift\nexec sh -c \"$*\"\n", mode: 0o755)
+            var dropped = common
+            dropped[2] = drops
+            let copy = try TestProcess.run(dropped + ["--release-id", "s4", Self.source(baton, "s4")], timeout: .seconds(120))
+            #expect(copy.code == 3, "\(copy.stdout)\n\(copy.stderr)")
+            #expect(copy.stderr.contains("baton-deploy: web1: unreachable over ssh while copying the release (ssh exit 255)"), "\(copy.stderr)")
+            #expect(try baton.status().release == baton.directory + "/releases/s2")
+            // An IPv6 address: ssh takes it bare, rsync only in brackets (`root@::1:DIR` names
+            // the host `root@`; an audit saw rsync fail after the preflight passed).
+            let six = baton.directory + "/ssh-v6"
+            TestPaths.write(
+                six, "#!/bin/sh\n[ \"$1\" = -l ] && shift 2\nprintf '%s: %s\\n' \"$1\" \"$2\" >> '\(log)'\nshift\nexec sh -c \"$*\"\n", mode: 0o755)
+            var v6 = common
+            v6[2] = six
+            v6[4] = "root@::1"
+            let literal = try TestProcess.run(v6 + ["--release-id", "s5", Self.source(baton, "s5")], timeout: .seconds(120))
+            #expect(literal.code == 0, "\(literal.stdout)\n\(literal.stderr)")
+            #expect((ProcFS.read(log) ?? "").contains("::1: rsync"), "rsync reached ::1 over the ssh command")
+            #expect(try baton.status().release == baton.directory + "/releases/s5")
+        }
+
+        /// A fleet audit: a re-run while the deploy of its release ran with a rollback or another
+        /// deploy queued behind it followed the deploy, said deployed and exited 0; the queued
+        /// one then moved the host off the release. One waiting stops the run (deploy/README).
+        @Test("a re-run while its release's deploy runs with another deploy queued behind it stops, exit 1, nothing copied")
+        func rerunWithADeployQueuedBehindTheDeploy() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "bd-queue", extra: "[deploy]\nstability_window = \"3s\"")
+            defer { baton.stop() }
+            let release = baton.directory + "/releases/abc"
+            let build = Self.source(baton, "build")
+            let argv = [
+                Self.script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                "--releases-dir", baton.directory + "/releases",
+            ]
+            let first = try TestProcess(argv + ["--release-id", "abc", build])
+            #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == release } != nil, "the first run's deploy started")
+            let queued = try baton.startCLI(["deploy", "--release", baton.releaseDirectory, "--wait"])
+            #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.queued == 1 } != nil, "the second deploy waits behind it")
+            let rerun = try TestProcess.run(argv + ["--release-id", "abc", build], timeout: .seconds(10))
+            #expect(rerun.code == 1, "\(rerun.stdout)\n\(rerun.stderr)")
+            #expect(rerun.stderr.contains("a deploy of \(release) is in progress, with 1 deploy(s) or rollback(s) queued behind it"), "\(rerun.stderr)")
+            #expect(!rerun.stdout.contains("following it") && !rerun.stdout.contains("deployed on"), "\(rerun.stdout)")
+            #expect(first.wait(timeout: .seconds(30)) == 0)
+            #expect(queued.wait(timeout: .seconds(30)) == 0, "\(queued.stdout)\n\(queued.stderrLines)")
+            #expect(try baton.status().release == baton.releaseDirectory)
         }
 
         @Test("bad arguments: one line on stderr, exit 2, the service untouched; --dry-run changes nothing")
