@@ -280,6 +280,78 @@ struct MemoryRestartPolicyTests {
         #expect(other.tick(fleet.tick()) == nil)
     }
 
+    /// A policy audit: 320 MiB outside the workers held the cgroup over the line, and every
+    /// worker that grew by 1 MiB and 5 % was restarted (every 12 s each), freeing 2 to 3 MiB
+    /// each time: the line was never reached. The total's rules now act only while the
+    /// workers' growth could bring the total under the line.
+    @Test func memoryOutsideTheWorkersRestartsNoneOfThemEvenWhenTheyGrew() throws {
+        var policy = RestartPolicy(settings: settings(workers: 4))
+        var fleet = Fleet(now: .seconds(3600), pss: [43, 43, 43, 43], uss: [43, 43, 43, 43])
+        for i in fleet.workers.indices { fleet.workers[i].ussAtReady = 40 * mib }
+        fleet.budget = EffectiveBudget(bytes: 1000 * mib, source: .cgroup)
+        // 490 MiB used against a line of 300 MiB (30 %): 12 MiB of growth cannot free 190.
+        var lower = settings(workers: 4)
+        lower.threshold = 0.3
+        policy.reconfigure(lower)
+        fleet.cgroup = CgroupMemory(version: .v1, path: "/s", limit: 1000 * mib, usage: 490 * mib, reclaimable: 0)
+        #expect(policy.tick(fleet.tick()) == nil, "restarts would free 12 MiB of a 190 MiB excess")
+        // Once the workers' growth is what holds the total over the line, they go.
+        for i in fleet.workers.indices { fleet.workers[i].memory?.uss = 100 * mib }
+        fleet.cgroup = CgroupMemory(version: .v1, path: "/s", limit: 1000 * mib, usage: 420 * mib, reclaimable: 0)
+        #expect(policy.tick(fleet.tick())?.reason == .memoryThreshold)
+    }
+
+    /// A policy audit: a worker born over `worker_limit` was restarted every `min_worker_age`
+    /// for ever (one as large replaced it); and one that leaked past the limit was left alone
+    /// until it was `min_worker_age` old, 3.2 × the limit and an OOM kill later.
+    @Test func workerLimitTakesAWorkerThatGrewPastItAtAnyAgeAndOneBornOverItOnce() throws {
+        var policy = RestartPolicy(settings: settings(workers: 2, workerLimit: 100 * mib))
+        var fleet = Fleet(now: .seconds(3600), startedAt: .seconds(3600 - 10), pss: [130, 50], uss: [120, 40])
+        fleet.workers[0].ussAtReady = 30 * mib
+        fleet.workers[1].ussAtReady = 30 * mib
+        let decided = policy.tick(fleet.tick())
+        let young = try #require(decided, "10 s old, past the limit by its growth")
+        #expect(young.slot == 0 && young.reason == .workerLimit)
+        // Born over the limit: replaced once it is min_worker_age old, as before; its
+        // replacement, born over it too, is left alone for good.
+        var born = RestartPolicy(settings: settings(workers: 1, workerLimit: 50 * mib))
+        var big = Fleet(now: .seconds(7200), startedAt: .seconds(7200 - 10), pss: [70], uss: [61])
+        big.workers[0].ussAtReady = 60 * mib
+        #expect(born.tick(big.tick()) == nil, "10 s old: not yet min_worker_age")
+        big.now = .seconds(7200 + 300)
+        #expect(born.tick(big.tick())?.slot == 0)
+        born.replacementFinished(slot: 0, now: big.now)
+        big.restart(slot: 0, pss: 70, uss: 61)
+        big.workers[0].ussAtReady = 60 * mib
+        big.now = big.now + .seconds(3600)
+        #expect(born.tick(big.tick()) == nil, "born over the limit again: a restart frees nothing")
+        // One born under it resets the slot.
+        big.workers[0].ussAtReady = 30 * mib
+        #expect(born.tick(big.tick())?.reason == .workerLimit)
+    }
+
+    /// A policy audit: fresh PSS/USS come every `smaps_every` checks (6 by default), but the
+    /// prediction looked one check ahead: it ordered after the line was crossed.
+    @Test func thePredictionLooksAsFarAheadAsTheNextFreshFigures() throws {
+        var s = settings(workers: 1, workerLimit: 200 * mib, checkInterval: .seconds(5))
+        var fleet = Fleet(now: .seconds(3600), pss: [195], uss: [190])
+        fleet.workers[0].ussAtReady = 60 * mib
+        // 0.4 MiB/s for 5 minutes, at 190 MiB now: 200 MiB in 25 s, past one check (5 s),
+        // within six (30 s).
+        var history = MemoryHistory()
+        for t in stride(from: 0, through: 300, by: 5) {
+            history.append(MemoryPoint(at: .seconds(3600 - 300 + t), bytes: UInt64(Double(mib) * (70 + 0.4 * Double(t)))))
+        }
+        fleet.workers[0].history = history
+        var everyCheck = RestartPolicy(settings: s)
+        #expect(everyCheck.tick(fleet.tick()) == nil, "with smaps_every 1 the next check comes in time")
+        s.smapsEvery = 6
+        var policy = RestartPolicy(settings: s)
+        let decided = policy.tick(fleet.tick())
+        let decision = try #require(decided)
+        #expect(decision.reason == .leakPrediction, "\(decision)")
+    }
+
     /// Found by a memory-pressure audit: another process in the cgroup held it over the line,
     /// and the policy restarted the workers one after another (8 in a minute) although none
     /// had grown: each new worker was the size of the one it replaced.
@@ -288,7 +360,7 @@ struct MemoryRestartPolicyTests {
         var fleet = Fleet(now: .seconds(3600), pss: [80, 80], uss: [80, 80])
         for i in fleet.workers.indices { fleet.workers[i].ussAtReady = 80 * mib }
         fleet.budget = EffectiveBudget(bytes: 1000 * mib, source: .cgroup)
-        fleet.cgroup = CgroupMemory(version: .v1, path: "/s", limit: 1000 * mib, usage: 960 * mib, reclaimable: 0)
+        fleet.cgroup = CgroupMemory(version: .v1, path: "/s", limit: 1000 * mib, usage: 920 * mib, reclaimable: 0)
         #expect(policy.tick(fleet.tick()) == nil, "no worker grew: a restart frees nothing")
         // Growth under 5 % (and 1 MiB) is the same size.
         fleet.workers[0].memory?.uss = 83 * mib

@@ -4,17 +4,23 @@
 /// with a fake clock.
 ///
 /// Rules, in the order they are tried (the first that picks a worker wins):
-/// 1. **worker-limit**: a worker whose USS passed `memory.worker_limit`; the largest first.
+/// 1. **worker-limit**: a worker whose USS passed `memory.worker_limit` by its growth (under
+///    it when fresh), at least one check interval old, `min_worker_age` or not; one born over
+///    it (or whose fresh size is unknown) once it is `min_worker_age` old, and in a slot whose
+///    last such replacement was born over it too, never (one as large replaces it); the largest
+///    first.
 /// 2. **memory-threshold**: the total passed `threshold × budget` — the workers' summed PSS, or
 ///    the cgroup's working set when the budget is the cgroup's limit, whichever is higher —
 ///    and the worker with the largest USS among those that grew since ready goes
-///    (``Worker/hasGrown``: one at its fresh size frees nothing; none grown, none goes).
+///    (``Worker/hasGrown``: one at its fresh size frees nothing; none grown, none goes), while
+///    the workers' growth could bring the total under the line (memory outside them, which
+///    restarts cannot free, holds the rule back).
 /// 3. **leak-prediction**: a worker whose fitted growth reaches `worker_limit` within the
 ///    horizon; the soonest first. Then the total: when the workers' fitted growth takes it past
 ///    `threshold × budget` within the horizon, the largest grown worker goes. The
-///    horizon is the time until the policy could act again (one check interval) plus the time
-///    a replacement takes to be ready (``Tick/bootTime``, measured): a replacement ordered
-///    later would come too late.
+///    horizon is the time until the policy sees fresh figures again (`smaps_every` check
+///    intervals: PSS/USS are read that often) plus the time a replacement takes to be ready
+///    (``Tick/bootTime``, measured): a replacement ordered later would come too late.
 /// 4. **age**: a worker older than `rolling.max_age` plus its slot's ``Splay`` offset; the most
 ///    overdue first.
 ///
@@ -31,7 +37,9 @@
 ///   without a worker that nobody replaces (a crash) holds everything back, and with the
 ///   replace strategy at most ``Settings/concurrency`` slots are without one at once.
 /// - Memory rules only look at workers at least `min_worker_age` (and one check interval) old:
-///   a young worker is never replaced for memory, so a slot cannot cycle.
+///   a young worker is never replaced for the total, so a slot cannot cycle. Only
+///   worker-limit takes a younger one (one check interval old), and only past the limit by
+///   its growth: its replacement starts under it.
 /// - Memory rules decide only on measured figures (``Tick/detailed``, PSS/USS read for this
 ///   tick). On a cheap tick where they would fire on older figures, the decision is
 ///   ``Decision/measure``: read smaps now and tick again. Since that read follows the end of
@@ -58,6 +66,8 @@ public struct RestartPolicy: Sendable, Equatable {
         public var checkInterval: Duration
         /// Replacements ordered and not ended at once, at most (the recycling budget; at least 1).
         public var concurrency: Int = 1
+        /// `memory.smaps_every`: PSS/USS are read every this many checks (at least 1).
+        public var smapsEvery: Int = 1
 
         /// Creates settings.
         public init(
@@ -81,6 +91,7 @@ public struct RestartPolicy: Sendable, Equatable {
                 workers: config.app.workers, maxAge: config.rolling.maxAge, splay: config.rolling.splay,
                 hostname: hostname, threshold: config.memory.threshold, workerLimit: config.memory.workerLimit,
                 minWorkerAge: config.memory.minWorkerAge, checkInterval: config.memory.checkInterval)
+            smapsEvery = max(1, config.memory.smapsEvery)
         }
     }
 
@@ -122,6 +133,14 @@ public struct RestartPolicy: Sendable, Equatable {
         public var hasGrown: Bool {
             guard let start = ussAtReady, let now = memory?.uss else { return true }
             return now >= start && now - start >= max(1 << 20, start / 20)
+        }
+
+        /// What replacing it gives back at most: its USS growth since ready (its whole USS when
+        /// either figure is unknown).
+        var growth: UInt64 {
+            guard let now = memory?.uss else { return 0 }
+            guard let start = ussAtReady else { return now }
+            return now - min(start, now)
         }
     }
 
@@ -207,6 +226,9 @@ public struct RestartPolicy: Sendable, Equatable {
     public private(set) var replacing: [Int: Duration] = [:]
     /// Slots left alone until the given time (their replacement failed).
     private var cooldown: [Int: Duration] = [:]
+    /// Slots whose worker was replaced for `worker_limit` while over it from birth: a worker
+    /// born over it there again is left alone (until one is born under it).
+    private var bornOverLimit: Set<Int> = []
 
     /// Creates an idle policy.
     public init(settings: Settings) {
@@ -239,8 +261,17 @@ public struct RestartPolicy: Sendable, Equatable {
         // A slot settling in its window is not picked either: its order has not ended.
         let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil }
 
+        // A slot whose worker is born under `worker_limit` again may be replaced for it again.
+        if let limit = settings.workerLimit {
+            for w in tick.workers where (w.ussAtReady ?? .max) < limit { bornOverLimit.remove(w.slot) }
+        }
         if let pick = memoryRule(tick, eligible, inFlight) {
             guard tick.detailed else { return .measure }
+            if pick.reason == .workerLimit, let limit = settings.workerLimit,
+                let fresh = tick.workers.first(where: { $0.slot == pick.slot })?.ussAtReady, fresh >= limit
+            {
+                bornOverLimit.insert(pick.slot)
+            }
             return order(pick, now: tick.now)
         }
         if let pick = ageRule(tick, eligible) { return order(pick, now: tick.now) }
@@ -296,18 +327,37 @@ public struct RestartPolicy: Sendable, Equatable {
     /// The first memory rule that picks a worker (worker-limit, threshold, leak), on whatever
     /// figures the tick carries.
     private func memoryRule(_ tick: Tick, _ eligible: [Worker], _ inFlight: InFlight) -> (slot: Int, reason: RestartReason, detail: String)? {
-        let floor = max(settings.minWorkerAge, settings.checkInterval)
-        let grown = eligible.filter { tick.now - $0.startedAt >= floor && $0.memory?.uss != nil }
-        let byUSS = grown.sorted { ($0.memory?.uss ?? 0, -$0.slot) > ($1.memory?.uss ?? 0, -$1.slot) }
-        if let limit = settings.workerLimit, let w = byUSS.first, let uss = w.memory?.uss, uss > limit {
-            return (w.slot, .workerLimit, "USS \(size(uss)) > worker_limit \(size(limit)) (pid \(w.pid))")
+        // A worker past `worker_limit` by its growth goes whatever its age (a policy audit: one
+        // leaking 512 KiB a request reached 3.2 × the limit, and an OOM kill, before it was
+        // `min_worker_age` old); one born over the limit never (one as large replaces it: an
+        // audit saw it restarted every 6 s).
+        let measured = eligible.filter { tick.now - $0.startedAt >= settings.checkInterval && $0.memory?.uss != nil }
+        if let limit = settings.workerLimit {
+            let over = measured.filter { w in
+                guard let uss = w.memory?.uss, uss > limit else { return false }
+                if let fresh = w.ussAtReady, fresh < limit { return true }
+                return tick.now - w.startedAt >= settings.minWorkerAge && !(w.ussAtReady != nil && bornOverLimit.contains(w.slot))
+            }
+            if let w = over.max(by: { ($0.memory?.uss ?? 0, -$0.slot) < ($1.memory?.uss ?? 0, -$1.slot) }), let uss = w.memory?.uss {
+                return (w.slot, .workerLimit, "USS \(size(uss)) > worker_limit \(size(limit)) (pid \(w.pid))")
+            }
         }
-        // The total's rules replace only a worker whose growth is part of the total.
+        let floor = max(settings.minWorkerAge, settings.checkInterval)
+        let grown = measured.filter { tick.now - $0.startedAt >= floor }
+        let byUSS = grown.sorted { ($0.memory?.uss ?? 0, -$0.slot) > ($1.memory?.uss ?? 0, -$1.slot) }
+        // The total's rules replace only a worker whose growth is part of the total, and only
+        // while the growth of all of them could bring the total under the line: memory outside
+        // the workers (or their fresh size) over it alone restarts none (a policy audit: 320 MiB
+        // outside them had every worker restarted every 12 s, each freeing 2 to 3 MiB).
         let grownByUSS = byUSS.filter(\.hasGrown)
-        if let over = overThreshold(tick, inFlight), let w = grownByUSS.first {
+        let reclaimable = grownByUSS.reduce(UInt64(0)) { $0 + $1.growth }
+        if let over = overThreshold(tick, inFlight, reclaimable: reclaimable), let w = grownByUSS.first {
             return (w.slot, .memoryThreshold, "\(over); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
         }
-        let horizon = settings.checkInterval + (tick.bootTime ?? .zero)
+        // Fresh PSS/USS come every `smaps_every` checks: a replacement ordered on the figures
+        // after this one's would come that much later (an audit: with the default 6 the prediction
+        // ordered after the line was crossed).
+        let horizon = settings.checkInterval * settings.smapsEvery + (tick.bootTime ?? .zero)
         let within = tick.bootTime.map { "before the next check plus a replacement's boot (\(Units.formatElapsed($0)))" } ?? "before the next check"
         if let limit = settings.workerLimit {
             let soon = grown.compactMap { w -> (Worker, Duration, LeakRate)? in
@@ -325,7 +375,7 @@ public struct RestartPolicy: Sendable, Equatable {
                 )
             }
         }
-        if let over = overThresholdSoon(tick, inFlight, within: horizon), let w = grownByUSS.first {
+        if let over = overThresholdSoon(tick, inFlight, within: horizon, reclaimable: reclaimable), let w = grownByUSS.first {
             return (w.slot, .leakPrediction, "\(over), \(within); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
         }
         return nil
@@ -337,7 +387,7 @@ public struct RestartPolicy: Sendable, Equatable {
     /// rate adds its clear recent growth (``MemoryHistory/recentGrowth(within:minimumSamples:)``
     /// over ``recentWindow``), if any: a worker leaking megabytes a second is recycled long before
     /// minutes of samples exist. A worker in flight adds nothing: its memory comes back.
-    private func overThresholdSoon(_ tick: Tick, _ inFlight: InFlight, within horizon: Duration) -> String? {
+    private func overThresholdSoon(_ tick: Tick, _ inFlight: InFlight, within horizon: Duration, reclaimable: UInt64) -> String? {
         let rates = tick.workers.filter { !inFlight.slots.contains($0.slot) }.compactMap { w -> Double? in
             w.history.leakRate?.bytesPerSecond ?? w.history.recentGrowth(within: recentWindow)
         }
@@ -348,7 +398,7 @@ public struct RestartPolicy: Sendable, Equatable {
         let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { Double($0.workingSet) } : nil
         let total = max(0, max(pss, cgroupTotal ?? 0) - Double(inFlight.comingBack))
         let seconds = LeakRate.seconds(horizon)
-        guard total + perSecond * seconds > line else { return nil }
+        guard total + perSecond * seconds > line, total - Double(reclaimable) < line else { return nil }
         let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
         let percent = "\(Int((settings.threshold * 100).rounded()))%"
         let perHour = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
@@ -360,8 +410,9 @@ public struct RestartPolicy: Sendable, Equatable {
     var recentWindow: Duration { settings.checkInterval * 10 }
 
     /// A description of the excess when the total, less what the replacements in flight free,
-    /// is over `threshold × budget`, else nil.
-    private func overThreshold(_ tick: Tick, _ inFlight: InFlight) -> String? {
+    /// is over `threshold × budget` and `reclaimable` (what restarting the grown workers frees)
+    /// could bring it under, else nil.
+    private func overThreshold(_ tick: Tick, _ inFlight: InFlight, reclaimable: UInt64) -> String? {
         let line = Double(tick.budget.bytes) * settings.threshold
         let percent = "\(Int((settings.threshold * 100).rounded()))%"
         let budget = "\(percent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
@@ -369,11 +420,10 @@ public struct RestartPolicy: Sendable, Equatable {
         let all = tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
         let pss = all - min(back, all)
         let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { $0.workingSet - min(back, $0.workingSet) } : nil
-        if let cgroupTotal, cgroupTotal > pss, Double(cgroupTotal) > line {
-            return "cgroup working set \(size(cgroupTotal)) > \(budget)"
-        }
-        if Double(pss) > line { return "workers' PSS \(size(pss)) > \(budget)" }
-        return nil
+        let total = max(pss, cgroupTotal ?? 0)
+        guard Double(total) > line, Double(total - min(reclaimable, total)) < line else { return nil }
+        if let cgroupTotal, cgroupTotal > pss { return "cgroup working set \(size(cgroupTotal)) > \(budget)" }
+        return "workers' PSS \(size(pss)) > \(budget)"
     }
 
     /// The most overdue worker by age, if any is due.
