@@ -140,8 +140,7 @@ final class ReleaseBook {
     /// gets them all, in order, once there is room again.
     func append(_ entry: HistoryEntry) {
         if entry.kind == .deploy { deploysByOutcome[entry.outcome, default: 0] += 1 }
-        history.append(entry)
-        if history.count > StateStore.historyLimit { history.removeFirst(history.count - StateStore.historyLimit) }
+        history = HistoryEntry.kept(history + [entry], limit: StateStore.historyLimit)
         unwrittenHistory.append(entry)
         if unwrittenHistory.count > StateStore.historyLimit { unwrittenHistory.removeFirst(unwrittenHistory.count - StateStore.historyLimit) }
         do {

@@ -73,9 +73,10 @@ public struct StateStore: Sendable {
         try writeJSON(state, to: "release.json", pretty: true, what: "release state")
     }
 
-    /// Appends history entries, oldest first, in one write, trimming the file to the last `historyLimit`.
+    /// Appends history entries, oldest first, in one write, trimming the file to the last
+    /// `historyLimit` (the last deploy or rollback kept: ``HistoryEntry/kept(_:limit:)``).
     public func append(_ new: [HistoryEntry]) throws(SystemError) {
-        let kept = (loadHistory() + new).suffix(Self.historyLimit)
+        let kept = HistoryEntry.kept(loadHistory() + new, limit: Self.historyLimit)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var bytes: [UInt8] = []

@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import BatonTestSupport
 import Foundation
 import Glibc
 import Logging
@@ -115,6 +116,28 @@ import Testing
         #expect(book.history.count == StateStore.historyLimit)
         #expect(book.history.last?.release == "/srv/app/r\(StateStore.historyLimit + 4)")
         #expect(book.deploysByOutcome == [.succeeded: (StateStore.historyLimit + 5 + 1) / 2])
+    }
+
+    /// A policy audit: 200 policy restarts after a failed deploy pushed it out of history, and
+    /// `baton deploy --attach` answered `no deploy yet`, exit 0. The last deploy or rollback
+    /// stays, in the oldest line's place.
+    @Test func historyKeepsTheLastDeployBehindAnyNumberOfPolicyRestarts() throws {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        book.append(entry(.deploy, "/srv/app/r0", .succeeded))
+        book.append(entry(.deploy, "/srv/app/r1", .failed))
+        book.append(entry(.deploy, "/srv/app/r2", .refused))
+        for _ in 0..<(StateStore.historyLimit + 5) { book.append(entry(.policy, "/srv/app/r0", .succeeded)) }
+        #expect(book.history.count == StateStore.historyLimit)
+        #expect(book.history.first == entry(.deploy, "/srv/app/r1", .failed))
+        #expect(book.history.dropFirst().allSatisfy { $0.kind == .policy })
+        // The state directory's file is trimmed the same way.
+        let directory = TestPaths.temporaryDirectory("history")
+        defer { TestPaths.remove(directory) }
+        let disk = try StateStore(directory: directory)
+        try disk.append([entry(.rollback, "/srv/app/r9", .rolledBack)])
+        for _ in 0..<3 { try disk.append(Array(repeating: entry(.policy, "/srv/app/r9", .succeeded), count: StateStore.historyLimit)) }
+        let lines = disk.loadHistory()
+        #expect(lines.count == StateStore.historyLimit && lines.first?.kind == .rollback)
     }
 
     /// A full state directory: the lines it refused are written, in order, with the next one.

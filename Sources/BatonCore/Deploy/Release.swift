@@ -50,6 +50,17 @@ public struct ReleaseState: Codable, Sendable, Equatable {
 
 /// One line of `baton history`.
 public struct HistoryEntry: Codable, Sendable, Equatable {
+    /// The last `limit` of `entries` (oldest first), but never without the newest deploy or
+    /// rollback that ran (not refused) when `entries` has one: `baton deploy --attach` answers
+    /// with its outcome. It takes the place of the oldest kept line (a policy audit: 200
+    /// policy restarts pushed a failed deploy out, and `--attach` said `no deploy yet`, exit 0).
+    public static func kept(_ entries: [HistoryEntry], limit: Int) -> [HistoryEntry] {
+        let kept = Array(entries.suffix(max(1, limit)))
+        func ran(_ e: HistoryEntry) -> Bool { e.kind.isDeploy && e.outcome != .refused }
+        guard entries.count > kept.count, !kept.contains(where: ran), let last = entries.last(where: ran) else { return kept }
+        return [last] + kept.dropFirst()
+    }
+
     /// What ran (encoded as its name: `deploy`, `rollback`, `reload`, `policy`, `roll-ahead`).
     public var kind: OperationKind
     /// The release it went to.
