@@ -240,7 +240,9 @@ extension Supervisor {
                 // The release is bad; the rollout fails and rolls back.
                 lastFailureOutput = worker.recentOutput.elements
                 slot.life.rolloutWorkerCrashed(otherwise)
-                if !rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
+                if rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
+                    restartsByReason[.startFailed, default: 0] += 1
+                } else {
                     // Not the rollout's worker (a policy restart or reload keeps the release).
                     startFailed(slot: slot, role: .current, worker: worker, reason: otherwise, uptime: uptime)
                 }
@@ -277,6 +279,8 @@ extension Supervisor {
     func startFailed(slot: Slot, role: Role, worker: Worker?, reason: RestartCause, uptime: Duration?) {
         guard phase != .stopping else { return }
         if role == .replacement {
+            // A rollout's new worker that failed counts too (README's start-failed).
+            restartsByReason[.startFailed, default: 0] += 1
             lastFailureOutput = worker?.recentOutput.elements ?? []
             let full = reason.text + (lastFailureOutput.last.map { " — last output: \($0)" } ?? "")
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }

@@ -299,6 +299,9 @@ import Testing
         #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
         #expect(h.supervisor.history.last?.outcome == .rolledBack)
         #expect(!h.supervisor.degraded)
+        // A policy audit: `baton_restarts_total{reason="start-failed"}` stayed at 0 for failed
+        // new workers, which README says it counts.
+        #expect(h.supervisor.restartsByReason[.startFailed] == 1)
     }
 
     /// A new worker that baton replaces (its watchdog, a liveness check) inside its stability
