@@ -95,6 +95,7 @@ extension Supervisor {
                 statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour, secondsToLimit: toLimit.map(Self.seconds),
                 limitBytes: config.memory.workerLimit)
             row.sharedBytes = memory?.shared
+            row.ussAtReadyBytes = worker.ussAtReady
             if config.memory.mergeable {
                 row.ksmProfitBytes = memory?.ksm?.profit
                 row.ksmMergingPages = memory?.ksm?.mergingPages

@@ -88,7 +88,7 @@ extension Supervisor {
                         slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
                         notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
                         startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
-                        watchdogNanos: w.watchdogInterval?.nanoseconds))
+                        watchdogNanos: w.watchdogInterval?.nanoseconds, ussAtReady: w.ussAtReady, memoryHistory: w.history.samples))
             },
             releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd,
             createdNotifyDirectory: createdNotifyDirectory,
@@ -101,7 +101,7 @@ extension Supervisor {
             footprints: memoryMonitor.footprints.remembered.footprints, footprintOrder: memoryMonitor.footprints.remembered.order,
             reservation: memoryMonitor.heldReservation.map {
                 .init(bytes: $0.bytes, margin: $0.margin, heldAtNanos: $0.heldAt.nanoseconds, expiresAtNanos: $0.expiresAt.nanoseconds, rolls: $0.rolls)
-            })
+            }, lastRecycleStartNanos: recycling.lastStart?.nanoseconds)
         // Owned: closed once, after the execve failed (a new image gets it across the execve).
         let memfd: OwnedDescriptor
         do {
@@ -142,6 +142,8 @@ extension Supervisor {
         if let footprints = state.footprints {
             memoryMonitor.footprints.remember(footprints: footprints, order: state.footprintOrder ?? Array(footprints.keys))
         }
+        // A policy audit: recycles 2.5 s apart across an upgrade, with recycle_spacing 8 s.
+        if let last = state.lastRecycleStartNanos { recycling.resume(lastStart: .nanoseconds(last)) }
         if let r = state.reservation {
             var held = Reservation(bytes: r.bytes, margin: r.margin, now: .nanoseconds(r.heldAtNanos), hold: .nanoseconds(r.expiresAtNanos - r.heldAtNanos))
             held.rolls = r.rolls
@@ -181,6 +183,9 @@ extension Supervisor {
             worker.outputFD = w.outputFD
             worker.statusText = w.statusText
             worker.watchdogInterval = w.watchdogNanos.map { .nanoseconds($0) }
+            // A policy audit: the new image measured grown workers afresh, as new ones, and the
+            // memory-threshold rule passed them over (52 % against a 40 % line, for minutes).
+            worker.memoryReadings.resume(ussAtReady: w.ussAtReady, history: w.memoryHistory ?? [])
             try watch(worker)
             slot.current = worker
             return slot

@@ -36,6 +36,10 @@ struct UpgradeState: Codable {
         var statusText: String?
         /// Its WATCHDOG_USEC interval (absent from an older image: no watchdog).
         var watchdogNanos: Int64?
+        /// Its USS at ready and its USS samples (monotonic times), from which the memory rules
+        /// measure its growth (absent from an older image: measured afresh, as a new worker's).
+        var ussAtReady: UInt64?
+        var memoryHistory: [MemoryPoint]?
     }
 
     struct SlotState: Codable {
@@ -76,6 +80,8 @@ struct UpgradeState: Codable {
     /// The reservation held by `preflight --roll-ahead --hold` (monotonic times: the clock
     /// carries on across the execve).
     var reservation: ReservationState?
+    /// The last recycle's start (monotonic): the next keeps `recycle_spacing` from it.
+    var lastRecycleStartNanos: Int64?
 
     struct ReservationState: Codable {
         var bytes: UInt64

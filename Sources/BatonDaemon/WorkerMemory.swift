@@ -41,6 +41,12 @@ struct WorkerMemory {
         history.append(MemoryPoint(at: now, bytes: uss))
     }
 
+    /// What a previous image of baton measured (`baton upgrade`): the baseline and samples.
+    mutating func resume(ussAtReady: UInt64?, history points: [MemoryPoint]) {
+        self.ussAtReady = ussAtReady
+        for point in points { history.append(point) }
+    }
+
     /// The tree settled (a forking server's workers exist now): growth and the leak-rate
     /// history count from here, not from the lone master at ready.
     mutating func settled(uss: UInt64, at now: Duration) {

@@ -39,6 +39,17 @@ struct RecyclingEngineTests {
         #expect(plan.wakeAt == nil)
     }
 
+    /// A policy audit: across `baton upgrade` two recycles started 2.5 s apart with
+    /// `recycle_spacing` 8 s: the new image's engine knew no last start.
+    @Test func aResumedLastStartKeepsTheSpacing() {
+        var e = RecyclingEngine(concurrency: .fixed(1), spacing: .seconds(8))
+        e.resume(lastStart: .seconds(100))
+        _ = submit(&e, 0, .age, at: 101)
+        let early = next(&e, at: .seconds(102))
+        #expect(early.starts.isEmpty && early.wakeAt == .seconds(108))
+        #expect(next(&e, at: .seconds(108)).starts.map(\.slot) == [0])
+    }
+
     @Test func theBudgetBoundsRecyclesAtOnceAndAFinishedOneFreesItsPlace() {
         var e = RecyclingEngine(concurrency: .fixed(2), spacing: .zero)
         for slot in 0..<4 { _ = submit(&e, slot, .memoryThreshold, at: slot) }

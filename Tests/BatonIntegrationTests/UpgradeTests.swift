@@ -53,5 +53,26 @@ extension Integration {
             #expect(baton.process.signal(SIGTERM) == ())
             #expect(baton.process.wait(timeout: .seconds(30)) == 0)
         }
+
+        /// A policy audit: the new image measured each worker's growth afresh, from its size
+        /// after the upgrade, and the memory-threshold rule passed over workers that had grown
+        /// (52 % against a 40 % line, for minutes).
+        @Test("upgrade carries each worker's USS at ready over: the memory rules measure its growth from the same point")
+        func upgradeKeepsTheWorkersMemoryBaseline() throws {
+            let baton = try BatonHarness(
+                workers: 1, command: [TestPaths.executable("baton-demo-worker"), "--grow-per-request", "256K"],
+                sections: BatonHarness.defaultSections + "\n[memory]\ncheck_interval = \"1s\"\nsmaps_every = 1\n", tag: "upg-mem")
+            defer { baton.stop() }
+            let measured = try #require(baton.waitForStatus(timeout: .seconds(20)) { $0.workers.first?.ussAtReadyBytes != nil })
+            let baseline = try #require(measured.workers.first?.ussAtReadyBytes)
+            for _ in 0..<80 { _ = HTTP.get(port: baton.port, path: "/") }
+            let grown = baton.waitForStatus(timeout: .seconds(20)) { ($0.workers.first?.ussBytes ?? 0) > baseline + (10 << 20) }
+            #expect(grown != nil, "20 MiB leaked")
+            let upgraded = try baton.cli(["upgrade"])
+            #expect(upgraded.code == 0, "\(upgraded.stderr)")
+            let after = try #require(baton.waitForStatus(timeout: .seconds(20)) { $0.workers.first?.ussBytes != nil })
+            #expect(after.workers.first?.pid == measured.workers.first?.pid)
+            #expect(after.workers.first?.ussAtReadyBytes == baseline, "\(String(describing: after.workers.first))")
+        }
     }
 }

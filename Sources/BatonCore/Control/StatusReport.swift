@@ -180,6 +180,9 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var ussBytes: UInt64?
     /// See `rssBytes`; the shared resident part (Shared_Clean + Shared_Dirty).
     public var sharedBytes: UInt64?
+    /// Its USS when it became ready (or its tree settled, or its lowest since): the memory
+    /// rules measure its growth from here.
+    public var ussAtReadyBytes: UInt64?
     /// KSM: bytes merging saves for this worker's tree (`ksm_process_profit`, may be < 0);
     /// nil unless `memory.mergeable` is on.
     public var ksmProfitBytes: Int64?
@@ -217,6 +220,7 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
         case pssBytes = "pss_bytes"
         case ussBytes = "uss_bytes"
         case sharedBytes = "shared_bytes"
+        case ussAtReadyBytes = "uss_at_ready_bytes"
         case ksmProfitBytes = "ksm_profit_bytes"
         case ksmMergingPages = "ksm_merging_pages"
         case lastRestartReason = "last_restart_reason"

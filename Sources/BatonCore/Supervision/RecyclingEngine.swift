@@ -101,6 +101,12 @@ public struct RecyclingEngine: Sendable, Equatable {
     /// When the last recycle started.
     public private(set) var lastStart: Duration?
 
+    /// The last start as a previous image of baton recorded it (`baton upgrade`: the monotonic
+    /// clock carries on), so that the next start keeps the spacing from it.
+    public mutating func resume(lastStart: Duration) {
+        self.lastStart = max(lastStart, self.lastStart ?? lastStart)
+    }
+
     /// Creates an idle engine; a fixed concurrency is at least 1, the spacing at least zero.
     public init(concurrency: Concurrency, spacing: Duration) {
         self.concurrency = .auto
