@@ -121,6 +121,8 @@ extension Supervisor {
         } else {
             fillStartQueue()
             checkAllReady()
+            // Every slot may serve again: a count past its limit reported meanwhile is due.
+            recycleByRequestCount()
         }
         publishStatus()
     }

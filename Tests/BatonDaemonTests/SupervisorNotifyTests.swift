@@ -32,4 +32,23 @@ import Testing
         h.advance(by: .zero)
         #expect(worker.requestsServed == 7)
     }
+
+    /// A policy audit: a count past `max_requests` reported while another slot restarted was
+    /// dropped (nothing recycles while a slot does not serve) and looked at again only at the
+    /// worker's next report: 22,208 against 3,000 for as long as no request came.
+    @Test func aCountPastTheLimitReportedWhileASlotRestartsIsRecycledOnceItServes() throws {
+        let h = try DaemonHarness(workers: 2) { $0.rolling.maxRequests = 1000 }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.child(try #require(h.supervisor.slots[1].current).pid)?.end(.exited(1))
+        h.advance(by: .zero)
+        #expect(h.supervisor.slots[1].current == nil, "slot 1 waits out its backoff")
+        h.supervisor.requestsReported(worker, "2000")
+        #expect(h.supervisor.restartsByReason[.maxRequests] == nil)
+        h.advance(by: .seconds(5))
+        h.finishOperations()
+        #expect(h.supervisor.restartsByReason[.maxRequests] == 1)
+        #expect(h.supervisor.slots[0].current?.pid != worker.pid)
+        #expect(h.allReady)
+    }
 }

@@ -7,10 +7,11 @@
 /// from its pid (stable for the worker, different between workers), so workers started together
 /// do not all come due together.
 ///
-/// Budget: one recycle at a time (baton runs one operation at a time), at least `minSpacing`
-/// apart, only while every slot has a ready worker (the daemon counts a slot being recycled as
-/// one) and no other operation runs; among workers
-/// past their limit, the one furthest past goes first.
+/// Budget: the recycling engine's (`recycle_concurrency`, `recycle_spacing`), at least
+/// `minSpacing` apart, only while every slot has a ready worker (the daemon counts a slot being
+/// recycled as one) and no other operation runs; among workers past their limit, the one
+/// furthest past goes first. The daemon asks on each report, at each memory check and when a
+/// slot serves again, so a count reported while a slot did not serve is not dropped.
 public struct RequestRecycler: Sendable, Equatable {
     /// What the recycler knows of one slot's serving worker.
     public struct Worker: Sendable, Equatable {
