@@ -144,6 +144,63 @@ extension FleetIntegration {
             #expect(access(f.hosts[2].directory + "/releases/v2", F_OK) != 0, "h3 was not touched")
         }
 
+        /// A fleet audit, three ways `rollback_on_failure=true` went wrong. (1) A host skipped as
+        /// already on the release was rolled back off it. (2) One rollback that failed (its
+        /// host unreachable) ended the rescue: no table, no JSON report, no final line. (3) ssh
+        /// dropped while `baton deploy` ran: baton went on and deployed the host, which the run
+        /// reported "not changed" and left on the new release while it rolled the others back.
+        @Test(
+            "rollback_on_failure: a host already on the release stays; a failed rollback is a row; a host ssh lost at its deploy step is followed and rolled back"
+        )
+        func rollbackOnFailureEdges() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            let h1 = try f.batonDeploy([0], ["--release-id", "v3", f.good])
+            #expect(h1.code == 0, "\(h1.stdout)\n\(h1.stderr)")
+            // h2: its link goes down once it is deployed (its rollback cannot reach it).
+            let h2 = f.fleet.directory + "/baton-deploy-h2"
+            TestPaths.write(
+                h2,
+                """
+                #!/bin/sh
+                \(deployFolder)/baton-deploy "$@"
+                code=$?
+                case " $* " in *" --preflight-only "*) ;; *) [ "$code" -eq 0 ] && /usr/sbin/ip -n \(f.hosts[1].namespace) link set eth0 down ;; esac
+                exit $code
+
+                """, mode: 0o755)
+            // h3: the ssh running `baton deploy` is killed after 1 s, as a dropped connection.
+            let bin = f.fleet.directory + "/h3-bin"
+            _ = mkdir(bin, 0o755)
+            TestPaths.write(
+                bin + "/ssh",
+                """
+                #!/bin/sh
+                case "$*" in
+                *" deploy "*--release*) /usr/bin/ssh "$@" & pid=$!; sleep 1; kill -9 $pid 2>/dev/null; wait $pid; exit 255 ;;
+                esac
+                exec /usr/bin/ssh "$@"
+
+                """, mode: 0o755)
+            let h3 = f.fleet.directory + "/baton-deploy-h3"
+            TestPaths.write(h3, "#!/bin/sh\nPATH=\(bin):$PATH exec \(deployFolder)/baton-deploy \"$@\"\n", mode: 0o755)
+            let reportPath = f.fleet.directory + "/report.json"
+            let run = try f.playbook(
+                f.inventory("edges", hostVars: ["h2": "baton_deploy_script=\(h2)", "h3": "baton_deploy_script=\(h3)"]),
+                ["-e", "release_id=v3", "-e", "deploy_batch=2", "-e", "rollback_on_failure=true", "-e", "baton_report_file=\(reportPath)"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            #expect(run.stdout.contains("h1  \(Self.release("v3"))  2/2  already on the release (skipped)"), "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("h2  unreachable over ssh  0/0  deployed, rollback FAILED"), "\(run.stdout.suffix(4000))")
+            #expect(
+                run.stdout.contains("h3  \(Self.start)  2/2  FAILED (ssh lost at its deploy step; baton deployed it), rolled back"),
+                "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("; rolled back: h3; rollback FAILED on: h2"), "\(run.stdout.suffix(4000))")
+            let report = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
+            #expect(report.failedHost == "h3" && report.rolledBack)
+            try f.fleet.setLink(1, up: true)
+            #expect(try f.releases() == [Self.release("v3"), Self.release("v3"), Self.start])
+        }
+
         @Test("an unreachable host (its sshd stopped): nothing changes on any host; the exit names it (playbook and baton-deploy)")
         func unreachableHost() throws {
             // A namespace a crashed run of this suite left (its runner pid is gone) is deleted at start.
