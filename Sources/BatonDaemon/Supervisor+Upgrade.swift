@@ -19,6 +19,16 @@ extension Supervisor {
     /// this image hands its state over and re-executes it.
     func requestUpgrade(binary: String?, checkTimeout: Duration = upgradeCheckTimeout, waiter: ControlConnection) {
         if let reason = upgradeBlocker() {
+            // A policy restart (and only that) runs: wait for it, up to the timeout, holding the
+            // next recycles back.
+            if phase == .running || phase == .restarting, takeOver.orphans.isEmpty, upgrade.waiting == nil, !upgrade.inProgress, operation?.kind == .policy,
+                queue.allSatisfy({ $0.kind == .policy })
+            {
+                waiter.send(.progress("waiting: a policy restart is in progress; the upgrade runs after it (no recycle starts meanwhile)"))
+                upgrade.waiting = .init(binary: binary, timeout: checkTimeout, waiter: waiter, deadline: loop.now() + checkTimeout)
+                awaitPolicyForUpgrade()
+                return
+            }
             waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
             return
         }
@@ -30,9 +40,30 @@ extension Supervisor {
         }
     }
 
-    /// Why an upgrade cannot happen now, if it cannot.
-    private func upgradeBlocker() -> String? {
-        if upgrade.inProgress { return "an upgrade is in progress" }
+    /// Looks every 100 ms whether the upgrade waiting can run (the policy restart ended and its
+    /// slots serve), until its deadline.
+    private func awaitPolicyForUpgrade() {
+        loop.schedule(after: .milliseconds(100)) { [unowned self] in
+            guard let waiting = self.upgrade.waiting else { return }
+            if self.upgradeBlocker(waited: true) == nil {
+                self.upgrade.waiting = nil
+                self.requestUpgrade(binary: waiting.binary, checkTimeout: waiting.timeout, waiter: waiting.waiter)
+            } else if self.loop.now() >= waiting.deadline || self.phase == .stopping {
+                self.upgrade.waiting = nil
+                waiting.waiter.finish(
+                    .failure(
+                        "upgrade refused: the policy restart in progress did not end within \(Units.formatDuration(waiting.timeout)); nothing changed",
+                        code: 1))
+                self.pumpRecycling()
+            } else {
+                self.awaitPolicyForUpgrade()
+            }
+        }
+    }
+
+    /// Why an upgrade cannot happen now, if it cannot (`waited`: for the upgrade waiting itself).
+    private func upgradeBlocker(waited: Bool = false) -> String? {
+        if upgrade.inProgress || (upgrade.waiting != nil && !waited) { return "an upgrade is in progress" }
         // Their pidfds and kill timers would not cross the execve.
         if !takeOver.orphans.isEmpty { return "workers of the previous baton are still draining (take-over)" }
         if phase != .running || operation != nil || !queue.isEmpty { return "a \(operation?.kind.rawValue ?? phase.rawValue) is in progress" }

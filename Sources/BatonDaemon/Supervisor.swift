@@ -124,7 +124,7 @@ public final class Supervisor {
     /// `baton upgrade`: the check of the new binary and whether one is under way (its only owner).
     let upgrade: UpgradeCoordinator
     /// Whether an upgrade is under way (the coordinator's).
-    var upgradeInProgress: Bool { upgrade.inProgress }
+    var upgradeInProgress: Bool { upgrade.inProgress || upgrade.waiting != nil }
     /// The previous baton's record and orphaned workers (take-over after a crash).
     var takeOver = TakeOverState()
     /// Unix socket paths baton bound and did not hand to the FD store: removed at exit.

@@ -54,6 +54,25 @@ extension Integration {
             #expect(baton.process.wait(timeout: .seconds(30)) == 0)
         }
 
+        /// A policy audit: under steady recycling (max_requests under load) 11 of 11 upgrades
+        /// were refused, "a policy is in progress". An upgrade now waits for the recycle running
+        /// (up to its --timeout), and no recycle starts meanwhile.
+        @Test("an upgrade asked while a policy restart runs waits for it, then runs")
+        func upgradeWaitsForAPolicyRestart() throws {
+            let baton = try BatonHarness(
+                workers: 2, command: [TestPaths.executable("baton-demo-worker"), "--boot-delay", "1"],
+                sections: BatonHarness.defaultSections + "\n[rolling]\nmax_age = \"1s\"\n", tag: "upg-pol")
+            defer { baton.stop() }
+            #expect(baton.process.waitForLine(containing: "recycle of slot", timeout: .seconds(30)) != nil)
+            let before = try baton.status()
+            #expect(before.operation?.kind == "policy", "\(String(describing: before.operation))")
+            let upgraded = try baton.cli(["upgrade"], timeout: .seconds(90))
+            #expect(upgraded.code == 0, "\(upgraded.stdout)\n\(upgraded.stderr)")
+            #expect(upgraded.stdout.contains("waiting: a policy restart is in progress; the upgrade runs after it"), "\(upgraded.stdout)")
+            #expect(upgraded.stdout.contains("upgrade finished: pid \(before.pid)"), "\(upgraded.stdout)")
+            #expect(baton.process.waitForLine(timeout: .seconds(30)) { $0.contains("upgrade: resumed 2 workers") } != nil)
+        }
+
         /// A policy audit: the new image measured each worker's growth afresh, from its size
         /// after the upgrade, and the memory-threshold rule passed over workers that had grown
         /// (52 % against a 40 % line, for minutes).
