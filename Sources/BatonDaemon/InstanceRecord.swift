@@ -36,4 +36,8 @@ struct InstanceRecord: Codable {
     /// Strays it took over and had not killed yet (`TakeOverState/strays`; slot -1, no output
     /// reader); nil in records of older batons.
     var strays: [WorkerRecord]? = nil
+    /// Its molds (slot -1): one still loading the application when baton died does not read
+    /// its channel yet, so it does not see the end of it; the next baton stops it (nil in
+    /// records of older batons).
+    var molds: [WorkerRecord]? = nil
 }

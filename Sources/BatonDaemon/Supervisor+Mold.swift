@@ -148,6 +148,7 @@ extension Supervisor {
                 throw error
             }
             moldBook.molds.append(mold)
+            recordInstance()
             let timeout = config.mold.startTimeout
             // The mold boots the app (its workers are forks of it): it boots nicer, as a worker would.
             startNicer(mold, by: bootNice())

@@ -116,6 +116,15 @@ extension Supervisor {
     /// each verified to be a listening socket on the recorded address.
     func adoptOrphans() {
         guard let record = takeOver.previous, takeOver.orphans.isEmpty else { return }
+        // A mold of the dead baton still running was loading (a ready one exits at the end of
+        // its channel): no worker, though it holds the sockets (a mold audit saw one taken over
+        // as an orphaned worker, with a warning about its output pipe). This baton starts its own.
+        for m in record.molds ?? [] {
+            guard let mold = openStillRunning(pid: m.pid, startTime: m.startTime) else { continue }
+            logger.warning("pid \(m.pid), a mold of the previous baton pid \(record.pid), still runs: SIGKILL (a new one starts when a worker must)")
+            host.signalProcessAndGroup(pid: m.pid, pidfd: mold.pidfd, SIGKILL)
+            mold.close()
+        }
         for w in record.workers where host.processes.startTime(of: w.pid) == w.startTime {
             adoptOrphan(pid: w.pid, startTime: w.startTime, slot: w.slot, outputFD: w.outputFD)?.wasDraining = w.draining == true
         }
@@ -154,7 +163,7 @@ extension Supervisor {
     /// orphans and let the take-over start every new worker at 95 % of a cgroup; left alone,
     /// they outlived every baton holding the port).
     private func adoptUnrecordedWorkers(of record: InstanceRecord) {
-        var seen = Set(takeOver.orphans.map(\.pid))
+        var seen = Set(takeOver.orphans.map(\.pid) + (record.molds ?? []).map(\.pid))
         var holders: [pid_t] = []
         for inode in record.listeners.compactMap(\.inode) {
             for pid in host.processes.socketHolders(inode: inode) where pid != getpid() && !seen.contains(pid) {
@@ -332,10 +341,14 @@ extension Supervisor {
             workers.append(recorded)
         }
         let strays = takeOver.strays.map { InstanceRecord.WorkerRecord(slot: -1, pid: $0.process.pid, startTime: $0.startTime) }
-        let record = InstanceRecord(
+        let molds = moldBook.molds.filter { $0.state != .exited }.compactMap { m in
+            host.processes.startTime(of: m.pid).map { InstanceRecord.WorkerRecord(slot: -1, pid: m.pid, startTime: $0) }
+        }
+        var record = InstanceRecord(
             app: config.app.name, pid: getpid(), startTime: host.processes.startTime(of: getpid()) ?? 0,
             listeners: listeners.map { .init(name: $0.name, address: $0.address, inode: Self.inode(of: $0.fd)) }, workers: workers,
             strays: strays.isEmpty ? nil : strays)
+        record.molds = molds.isEmpty ? nil : molds
         guard let data = try? JSONEncoder().encode(record) else { return }
         do {
             try host.files.replace(instancePath, with: Array(data) + [0x0A])

@@ -121,6 +121,43 @@ import Testing
         #expect(escapeeChild.signals.contains(SIGKILL), "\(escapeeChild.signals)")
     }
 
+    /// A mold audit: a mold still loading when baton was killed (a ready one exits at the end of
+    /// its channel) was taken over as an orphaned worker of no slot. The record names the molds
+    /// now, and the next baton kills one still running instead.
+    @Test func aMoldOfTheDeadBatonIsStoppedNotTakenOverAsAWorker() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
+        let address = try #require(Sockets.localAddress(socket.fd))
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.runtimeDirectory = h.root + "/run"
+        let inode: UInt64 = 9_999
+        let mold = Self.orphanPID + 5
+        var previous = InstanceRecord(
+            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address, inode: inode)], workers: [])
+        previous.molds = [.init(slot: -1, pid: mold, startTime: 12)]
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        let child = h.host.addOrphan(pid: mold, slot: 0, descriptors: [3: socket.fd])
+        h.host.fakeProcesses.setStartTime(12, of: mold)
+        h.host.fakeProcesses.setProcessGroup(mold, of: mold)
+        h.host.fakeProcesses.setSocketHolders([mold, getpid()], inode: inode)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        #expect(h.supervisor.takeOver.orphans.isEmpty && h.supervisor.takeOver.strays.isEmpty)
+        #expect(child.signals.contains(SIGKILL), "\(child.signals)")
+    }
+
+    /// A mold a baton starts is in its record from then on.
+    @Test func theRecordNamesTheMolds() throws {
+        let h = try DaemonHarness(workers: 1) { $0.app.mode = .mold }
+        h.supervisor.runtimeDirectory = h.root + "/run"
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        h.host.fakeProcesses.setStartTime(20, of: mold.pid)
+        h.supervisor.writeInstanceRecord()
+        let record = try JSONDecoder().decode(InstanceRecord.self, from: Data(try #require(h.host.fakeFiles[h.supervisor.instancePath]).utf8))
+        #expect(record.molds?.map(\.pid) == [mold.pid] && record.molds?.first?.startTime == 20)
+    }
+
     /// The record names the inode of each listening socket, from the first write on.
     @Test func theRecordNamesEachListeningSocketsInode() throws {
         let h = try DaemonHarness(workers: 1)
