@@ -33,6 +33,15 @@ struct ConfigRecyclingTests {
         #expect(configFailure(minimalApp + "[rolling]\nrecycle_spacing = 5\n")?.contains("rolling.recycle_spacing") == true)
     }
 
+    /// A policy audit: `check_interval = "1ms"` passed check-config, and baton then used 88 %
+    /// of a core reading every worker's memory.
+    @Test func theMemoryCheckIntervalIsAtLeast100ms() throws {
+        #expect(
+            configFailure(minimalApp + "[memory]\ncheck_interval = \"1ms\"\n")
+                == "/etc/baton/shop.toml:7: memory.check_interval: must be at least 100ms (each check reads every worker's memory), got 1ms")
+        #expect(try parseConfig(minimalApp + "[memory]\ncheck_interval = \"100ms\"\n").memory.checkInterval == .milliseconds(100))
+    }
+
     /// Both were accepted up to Int.max, and a status report of such a daemon trapped on
     /// `jitter + 1` (arithmetic overflow: the daemon died with SIGILL).
     @Test func requestCountsAreBoundedTo10To12() throws {
