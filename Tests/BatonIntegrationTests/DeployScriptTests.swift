@@ -235,6 +235,16 @@ extension Integration {
                     "--releases-dir", baton.directory + "/releases", "--preflight-only",
                 ])
             #expect(unreachable.code == 3, "baton's own code: \(unreachable.stderr)")
+            // A host named twice is checked (and deployed to) once.
+            let before = (ProcFS.read(log) ?? "").split(separator: "\n").count
+            let twice = try TestProcess.run(
+                [
+                    Self.script, "--ssh", fake, "--hosts", "web1,web1", "--host", "web1", "--baton", TestPaths.executable("baton"), "--socket",
+                    baton.controlSocket, "--releases-dir", baton.directory + "/releases", "--preflight-only",
+                ])
+            #expect(twice.code == 0, "\(twice.stdout)\n\(twice.stderr)")
+            #expect((ProcFS.read(log) ?? "").split(separator: "\n").count == before + 1, "one preflight")
+            #expect(twice.stdout.contains("preflight passed on: web1\n"), "\(twice.stdout)")
 
             // A fleet audit: a connection dropped while rsync copied (ssh's 255, passed on by
             // rsync) exited 1, "copying failed"; README gives 3 for a host ssh cannot reach.
