@@ -165,7 +165,7 @@ final class ReleaseBook {
         guard committed else {
             entry.outcome = .interrupted
             entry.detail = "baton exited before it finished; restarted on \(state.current.directory)"
-            let what = entry.kind.isDeploy ? "the \(entry.kind.rawValue) of \(entry.release)" : "a \(entry.kind.rawValue) on \(entry.release)"
+            let what = entry.kind.isDeploy ? "the \(entry.kind.rawValue) of \(entry.release)" : "a \(entry.kind.noun) on \(entry.release)"
             logger.warning("\(what) did not finish (baton exited during it): starting on \(state.current.directory)")
             append(entry)
             return

@@ -65,12 +65,12 @@ extension Supervisor {
     /// failed after the deploy had succeeded failed the re-run).
     func attach(_ waiter: any OperationWaiter) {
         if operation?.kind.isDeploy != true, let queued = queue.first(where: { $0.kind.isDeploy }) {
-            waiter.send(.progress(Self.waitingLine(ahead: operation?.kind.rawValue ?? "start-up", queued.kind)))
+            waiter.send(.progress(Self.waitingLine(ahead: operation?.kind.noun ?? "start-up", queued.kind)))
             queued.waiters.append(waiter)
             return
         }
         guard let op = operation, op.kind.isDeploy else {
-            let now = operation.map { "no deploy in progress (a \($0.kind.rawValue) is)" } ?? "nothing in progress"
+            let now = operation.map { "no deploy in progress (a \($0.kind.noun) is)" } ?? "nothing in progress"
             guard let last = history.last(where: { $0.kind.isDeploy && $0.outcome != .refused }) else {
                 waiter.finish(.success("\(now); last: no deploy yet"))
                 return
@@ -230,7 +230,7 @@ extension Supervisor {
         logger.info(
             "\(op.kind.rawValue) started",
             metadata: [
-                "release": .string(op.target!.directory), "peer_uid": .stringConvertible(op.uid ?? 0), "strategy": .string(step.strategy.rawValue),
+                "release": .string(op.target!.directory), "peer_uid": .string(op.uid.map(String.init) ?? "-"), "strategy": .string(step.strategy.rawValue),
             ])
         extendTimeout()
         var machine = RollingRestart(

@@ -105,7 +105,7 @@ extension Supervisor {
     private static func describe(_ blocker: OperationQueue<Int>.Blocker) -> String {
         switch blocker {
         case .startUp: return "start-up"
-        case .operation(let kind): return kind.rawValue
+        case .operation(let kind): return kind.noun
         }
     }
 }

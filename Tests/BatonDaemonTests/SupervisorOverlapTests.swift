@@ -184,6 +184,20 @@ import Testing
         #expect(h.supervisor.operationTable.isEmpty)
     }
 
+    /// A policy audit read "a policy is in progress": in a sentence it is a policy restart.
+    @Test func aDeployWaitingBehindAPolicyRestartIsToldSoInWords() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        h.autoReady = { _ in false }
+        h.requestPolicyRestart(slot: 1, reason: .age)
+        #expect(h.supervisor.operation?.kind == .policy)
+        let deploy = h.deploy(h.makeRelease("r1"), wait: true)
+        #expect(deploy.progress == ["waiting: a policy restart is in progress; this deploy runs after it"], "\(deploy.progress)")
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        #expect(deploy.reply?.ok == true)
+    }
+
     @Test func queuedDeployExpiresAtItsClientDeadline() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()

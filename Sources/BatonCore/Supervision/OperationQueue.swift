@@ -12,6 +12,9 @@ public enum OperationKind: String, Sendable, Hashable, CaseIterable, Codable, Cu
 
     /// Its name on the wire and in messages (`roll-ahead`, not the case name).
     public var description: String { rawValue }
+
+    /// In a sentence: `a policy restart is in progress` (an audit read "a policy is").
+    public var noun: String { self == .policy ? "policy restart" : rawValue }
 }
 
 /// Which operation runs, which wait, and how a new request overlaps them, as a
