@@ -25,6 +25,22 @@ import Testing
         return h
     }
 
+    /// A real listening socket standing for the dead baton's, and a harness whose runtime
+    /// directory holds that baton's record: its socket with `inode`, `workers` and `molds`.
+    func deadBaton(inode: UInt64, workers: [InstanceRecord.WorkerRecord] = [], molds: [InstanceRecord.WorkerRecord]? = nil) throws -> (
+        h: DaemonHarness, socket: Listener, address: String
+    ) {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        let address = try #require(Sockets.localAddress(socket.fd))
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.runtimeDirectory = h.root + "/run"
+        var previous = InstanceRecord(
+            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address, inode: inode)], workers: workers)
+        previous.molds = molds
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        return (h, socket, address)
+    }
+
     @Test func theOrphansOfADeadBatonGiveUpTheirSocketAndAreDrained() throws {
         let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
         defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
@@ -51,16 +67,9 @@ import Testing
     /// orphan's tree, one that is not a group leader, and one older than that baton are not.
     @Test(arguments: [true, false])
     func unrecordedHoldersOfTheSocketAreAdopted(recordedOrphan: Bool) throws {
-        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
-        let address = try #require(Sockets.localAddress(socket.fd))
-        let h = try DaemonHarness(workers: 1)
-        h.supervisor.runtimeDirectory = h.root + "/run"
         let inode: UInt64 = 7_777
-        let previous = InstanceRecord(
-            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address, inode: inode)],
-            workers: recordedOrphan ? [.init(slot: 0, pid: Self.orphanPID, startTime: 11)] : [])
-        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        let (h, socket, address) = try deadBaton(inode: inode, workers: recordedOrphan ? [.init(slot: 0, pid: Self.orphanPID, startTime: 11)] : [])
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
         let (stray, child, notLeader, older) = (Self.orphanPID + 1, Self.orphanPID + 2, Self.orphanPID + 3, Self.orphanPID + 4)
         if recordedOrphan {
             _ = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
@@ -88,15 +97,9 @@ import Testing
     /// let every new worker start at 95 % of a cgroup); one left out of this baton's own record
     /// (a worker of no known slot) served for good after this baton was killed in turn.
     @Test func aHolderThatLeadsASessionIsAStrayAndEveryOrphanIsRecorded() throws {
-        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
-        let address = try #require(Sockets.localAddress(socket.fd))
-        let h = try DaemonHarness(workers: 1)
-        h.supervisor.runtimeDirectory = h.root + "/run"
         let inode: UInt64 = 8_888
-        let previous = InstanceRecord(
-            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address, inode: inode)], workers: [])
-        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        let (h, socket, _) = try deadBaton(inode: inode)
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
         let (unrecorded, escapee) = (Self.orphanPID + 1, Self.orphanPID + 2)
         let escapeeChild = h.host.addOrphan(pid: escapee, slot: 0, descriptors: [3: socket.fd])
         _ = h.host.addOrphan(pid: unrecorded, slot: 0, descriptors: [3: socket.fd])
@@ -125,17 +128,10 @@ import Testing
     /// its channel) was taken over as an orphaned worker of no slot. The record names the molds
     /// now, and the next baton kills one still running instead.
     @Test func aMoldOfTheDeadBatonIsStoppedNotTakenOverAsAWorker() throws {
-        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
-        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
-        let address = try #require(Sockets.localAddress(socket.fd))
-        let h = try DaemonHarness(workers: 1)
-        h.supervisor.runtimeDirectory = h.root + "/run"
         let inode: UInt64 = 9_999
         let mold = Self.orphanPID + 5
-        var previous = InstanceRecord(
-            app: "fake", pid: Self.previousPID, startTime: 10, listeners: [.init(name: "http", address: address, inode: inode)], workers: [])
-        previous.molds = [.init(slot: -1, pid: mold, startTime: 12)]
-        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        let (h, socket, _) = try deadBaton(inode: inode, molds: [.init(slot: -1, pid: mold, startTime: 12)])
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
         let child = h.host.addOrphan(pid: mold, slot: 0, descriptors: [3: socket.fd])
         h.host.fakeProcesses.setStartTime(12, of: mold)
         h.host.fakeProcesses.setProcessGroup(mold, of: mold)

@@ -36,11 +36,15 @@ extension Integration {
 
         /// Runs baton-deploy (local transport) against `baton`.
         static func deploy(_ baton: BatonHarness, _ args: [String]) throws -> CommandResult {
-            try TestProcess.run(
-                [
-                    script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
-                    "--releases-dir", baton.directory + "/releases",
-                ] + args, timeout: .seconds(120))
+            try TestProcess.run(local(baton) + args, timeout: .seconds(120))
+        }
+
+        /// baton-deploy on this machine against `baton` (its socket, its releases folder).
+        static func local(_ baton: BatonHarness) -> [String] {
+            [
+                script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
+                "--releases-dir", baton.directory + "/releases",
+            ]
         }
 
         /// A source folder (what CI built) holding a `run` with `flags`.
@@ -87,10 +91,7 @@ extension Integration {
             let release = baton.directory + "/releases/abc"
             let build = Self.source(baton, "build")
             TestPaths.write(build + "/VERSION", "v1\n")
-            let argv = [
-                Self.script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
-                "--releases-dir", baton.directory + "/releases",
-            ]
+            let argv = Self.local(baton)
             // The first run: its deploy stays in flight (the stability window), then the CI job is
             // cancelled: its process group (the script, baton's CLI) gets SIGTERM.
             let first = try TestProcess(argv + ["--release-id", "abc", build])
@@ -279,10 +280,7 @@ extension Integration {
             defer { baton.stop() }
             let release = baton.directory + "/releases/abc"
             let build = Self.source(baton, "build")
-            let argv = [
-                Self.script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
-                "--releases-dir", baton.directory + "/releases",
-            ]
+            let argv = Self.local(baton)
             let first = try TestProcess(argv + ["--release-id", "abc", build])
             #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == release } != nil, "the first run's deploy started")
             let queued = try baton.startCLI(["deploy", "--release", baton.releaseDirectory, "--wait"])

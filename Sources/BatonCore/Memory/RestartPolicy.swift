@@ -228,7 +228,7 @@ public struct RestartPolicy: Sendable, Equatable {
     private var cooldown: [Int: Duration] = [:]
     /// Slots whose worker was replaced for `worker_limit` while over it from birth: a worker
     /// born over it there again is left alone (until one is born under it).
-    private var bornOverLimit: Set<Int> = []
+    private(set) var bornOverLimit: Set<Int> = []
 
     /// Creates an idle policy.
     public init(settings: Settings) {
@@ -296,7 +296,7 @@ public struct RestartPolicy: Sendable, Equatable {
     /// count against ``Settings/concurrency``; their workers' memory is on its way out, so the
     /// threshold rules count it as coming back and their growth not at all. A settling slot's
     /// worker is its new one, serving: its memory stays and its growth counts, as any other's.
-    private struct InFlight {
+    struct InFlight {
         /// The slots.
         let slots: Set<Int>
         /// What they free: each old worker's USS (at most its PSS; its PSS when no USS is
@@ -321,131 +321,4 @@ public struct RestartPolicy: Sendable, Equatable {
         replacing[pick.slot] = now
         return .replace(slot: pick.slot, reason: pick.reason, detail: pick.detail)
     }
-
-    // MARK: - Rules
-
-    /// The first memory rule that picks a worker (worker-limit, threshold, leak), on whatever
-    /// figures the tick carries.
-    private func memoryRule(_ tick: Tick, _ eligible: [Worker], _ inFlight: InFlight) -> (slot: Int, reason: RestartReason, detail: String)? {
-        // A worker past `worker_limit` by its growth goes whatever its age (a policy audit: one
-        // leaking 512 KiB a request reached 3.2 × the limit, and an OOM kill, before it was
-        // `min_worker_age` old); one born over the limit never (one as large replaces it: an
-        // audit saw it restarted every 6 s).
-        let measured = eligible.filter { tick.now - $0.startedAt >= settings.checkInterval && $0.memory?.uss != nil }
-        if let limit = settings.workerLimit {
-            let over = measured.filter { w in
-                guard let uss = w.memory?.uss, uss > limit else { return false }
-                if let fresh = w.ussAtReady, fresh < limit { return true }
-                return tick.now - w.startedAt >= settings.minWorkerAge && !(w.ussAtReady != nil && bornOverLimit.contains(w.slot))
-            }
-            if let w = over.max(by: { ($0.memory?.uss ?? 0, -$0.slot) < ($1.memory?.uss ?? 0, -$1.slot) }), let uss = w.memory?.uss {
-                return (w.slot, .workerLimit, "USS \(size(uss)) > worker_limit \(size(limit)) (pid \(w.pid))")
-            }
-        }
-        let floor = max(settings.minWorkerAge, settings.checkInterval)
-        let grown = measured.filter { tick.now - $0.startedAt >= floor }
-        let byUSS = grown.sorted { ($0.memory?.uss ?? 0, -$0.slot) > ($1.memory?.uss ?? 0, -$1.slot) }
-        // The total's rules replace only a worker whose growth is part of the total, and only
-        // while the growth of all of them could bring the total under the line: memory outside
-        // the workers (or their fresh size) over it alone restarts none (a policy audit: 320 MiB
-        // outside them had every worker restarted every 12 s, each freeing 2 to 3 MiB).
-        let grownByUSS = byUSS.filter(\.hasGrown)
-        let reclaimable = grownByUSS.reduce(UInt64(0)) { $0 + $1.growth }
-        if let over = overThreshold(tick, inFlight, reclaimable: reclaimable), let w = grownByUSS.first {
-            return (w.slot, .memoryThreshold, "\(over); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
-        }
-        // Fresh PSS/USS come every `smaps_every` checks: a replacement ordered on the figures
-        // after this one's would come that much later (an audit: with the default 6 the prediction
-        // ordered after the line was crossed).
-        let horizon = settings.checkInterval * settings.smapsEvery + (tick.bootTime ?? .zero)
-        let within = tick.bootTime.map { "before the next check plus a replacement's boot (\(Units.formatElapsed($0)))" } ?? "before the next check"
-        if let limit = settings.workerLimit {
-            let soon = grown.compactMap { w -> (Worker, Duration, LeakRate)? in
-                guard let rate = w.history.leakRate, let eta = rate.timeToReach(limit, from: tick.now),
-                    eta <= horizon
-                else { return nil }
-                return (w, eta, rate)
-            }
-            if let first = soon.min(by: { ($0.1, $0.0.slot) < ($1.1, $1.0.slot) }) {
-                let (w, eta, rate) = first
-                let growth = (rate.mibPerHour * 10).rounded() / 10
-                return (
-                    w.slot, .leakPrediction,
-                    "USS \(size(w.memory?.uss ?? 0)) growing \(growth) MiB/h reaches worker_limit \(size(limit)) in \(Units.formatElapsed(eta)), \(within) (pid \(w.pid))"
-                )
-            }
-        }
-        if let over = overThresholdSoon(tick, inFlight, within: horizon, reclaimable: reclaimable), let w = grownByUSS.first {
-            return (w.slot, .leakPrediction, "\(over), \(within); largest USS \(size(w.memory?.uss ?? 0)) (pid \(w.pid))")
-        }
-        return nil
-    }
-
-    /// A description when the workers' growth takes the total past `threshold × budget` within
-    /// `horizon`, else nil. The growth is the sum of every fitted rate (shrinking workers offset
-    /// growing ones, so one worker's noise does not add up alone); a worker without a fitted
-    /// rate adds its clear recent growth (``MemoryHistory/recentGrowth(within:minimumSamples:)``
-    /// over ``recentWindow``), if any: a worker leaking megabytes a second is recycled long before
-    /// minutes of samples exist. A worker in flight adds nothing: its memory comes back.
-    private func overThresholdSoon(_ tick: Tick, _ inFlight: InFlight, within horizon: Duration, reclaimable: UInt64) -> String? {
-        let rates = tick.workers.filter { !inFlight.slots.contains($0.slot) }.compactMap { w -> Double? in
-            w.history.leakRate?.bytesPerSecond ?? w.history.recentGrowth(within: recentWindow)
-        }
-        let perSecond = rates.reduce(0.0, +)
-        guard !rates.isEmpty, perSecond > 0 else { return nil }
-        let line = Double(tick.budget.bytes) * settings.threshold
-        let pss = Double(tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) })
-        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { Double($0.workingSet) } : nil
-        let total = max(0, max(pss, cgroupTotal ?? 0) - Double(inFlight.comingBack))
-        let seconds = LeakRate.seconds(horizon)
-        guard total + perSecond * seconds > line, total - Double(reclaimable) < line else { return nil }
-        let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
-        let percent = "\(Int((settings.threshold * 100).rounded()))%"
-        let perHour = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
-        let growth = perHour >= 3600 ? "\((perSecond / 1_048_576 * 10).rounded() / 10) MiB/s" : "\(perHour) MiB/h"
-        return "total \(size(UInt64(total))) growing \(growth) reaches \(percent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
-    }
-
-    /// How far back a worker's recent growth looks: ten checks.
-    var recentWindow: Duration { settings.checkInterval * 10 }
-
-    /// A description of the excess when the total, less what the replacements in flight free,
-    /// is over `threshold × budget` and `reclaimable` (what restarting the grown workers frees)
-    /// could bring it under, else nil.
-    private func overThreshold(_ tick: Tick, _ inFlight: InFlight, reclaimable: UInt64) -> String? {
-        let line = Double(tick.budget.bytes) * settings.threshold
-        let percent = "\(Int((settings.threshold * 100).rounded()))%"
-        let budget = "\(percent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
-        let back = inFlight.comingBack
-        let all = tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
-        let pss = all - min(back, all)
-        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { $0.workingSet - min(back, $0.workingSet) } : nil
-        let total = max(pss, cgroupTotal ?? 0)
-        guard Double(total) > line, Double(total - min(reclaimable, total)) < line else { return nil }
-        if let cgroupTotal, cgroupTotal > pss { return "cgroup working set \(size(cgroupTotal)) > \(budget)" }
-        return "workers' PSS \(size(pss)) > \(budget)"
-    }
-
-    /// The most overdue worker by age, if any is due.
-    private func ageRule(_ tick: Tick, _ eligible: [Worker]) -> (slot: Int, reason: RestartReason, detail: String)? {
-        let due = eligible.compactMap { w -> (Worker, Duration, Duration)? in
-            guard let limit = ageLimit(slot: w.slot) else { return nil }
-            let age = tick.now - w.startedAt
-            return age >= limit ? (w, age - limit, limit) : nil
-        }
-        guard let most = due.max(by: { ($0.1, -$0.0.slot) < ($1.1, -$1.0.slot) }) else { return nil }
-        let (w, overdue, limit) = most
-        let age = rounded(overdue + limit)
-        let offset = rounded(limit - (settings.maxAge ?? .zero))
-        return (
-            w.slot, .age,
-            "age \(Units.formatDuration(age)) ≥ max_age \(Units.formatDuration(settings.maxAge ?? .zero)) + splay offset \(Units.formatDuration(offset)) (pid \(w.pid))"
-        )
-    }
-
-    /// A size for messages.
-    private func size(_ bytes: UInt64) -> String { Units.formatSize(bytes) }
-
-    /// A duration rounded down to whole seconds, for messages.
-    private func rounded(_ d: Duration) -> Duration { .seconds(d.components.seconds) }
 }
