@@ -247,10 +247,13 @@ extension Integration {
             #expect((ProcFS.read(log) ?? "").split(separator: "\n").count == before + 1, "one preflight")
             #expect(twice.stdout.contains("preflight passed on: web1\n"), "\(twice.stdout)")
 
-            // A fleet audit: a connection dropped while rsync copied (ssh's 255, passed on by
-            // rsync) exited 1, "copying failed"; README gives 3 for a host ssh cannot reach.
+            // A fleet audit: the host lost while rsync copied (rsync exits 255 or 12, as it sees
+            // ssh's end) exited 1, "copying failed"; README gives 3 for a host ssh cannot reach.
             let drops = baton.directory + "/ssh-drops-rsync"
-            TestPaths.write(drops, "#!/bin/sh\ncase \"$*\" in *rsync*) exit 255 ;; esac\nshift\nexec sh -c \"$*\"\n", mode: 0o755)
+            let gone = baton.directory + "/host-gone"
+            TestPaths.write(
+                drops, "#!/bin/sh\ncase \"$*\" in *rsync*) touch '\(gone)'; exit 255 ;; esac\n[ -e '\(gone)' ] && exit 255\nshift\nexec sh -c \"$*\"\n",
+                mode: 0o755)
             var dropped = common
             dropped[2] = drops
             let copy = try TestProcess.run(dropped + ["--release-id", "s4", Self.source(baton, "s4")], timeout: .seconds(120))
