@@ -279,7 +279,7 @@ extension Integration {
         /// one then moved the host off the release. One waiting stops the run (deploy/README).
         @Test("a re-run while its release's deploy runs with another deploy queued behind it stops, exit 1, nothing copied")
         func rerunWithADeployQueuedBehindTheDeploy() throws {
-            let baton = try scriptedBaton(workers: 1, tag: "bd-queue", extra: "[deploy]\nstability_window = \"3s\"")
+            let baton = try scriptedBaton(workers: 1, tag: "bd-queue", extra: "[deploy]\nstability_window = \"5s\"")
             defer { baton.stop() }
             let release = baton.directory + "/releases/abc"
             let build = Self.source(baton, "build")

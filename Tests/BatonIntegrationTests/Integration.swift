@@ -10,8 +10,8 @@ import Testing
 struct Integration {}
 
 /// The suites that measure workers' memory (PSS against a budget, a threshold, a
-/// reservation or a footprint), plus the mold adapters (moved from `Integration` to even
-/// the chains out): a `.serialized` chain of its own, beside `Integration`, on
+/// reservation or a footprint), plus the mold adapters and `baton upgrade` (moved from
+/// `Integration` to even the chains out): a `.serialized` chain of its own, beside `Integration`, on
 /// `PrivateBinaries` (`.privateBinaries`: `TestPaths.executable` names the copies).
 ///
 /// PSS divides each shared page among every process mapping it. A chain of their own on

@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension Integration {
+extension MemoryIntegration {
     /// `baton upgrade`: execve in place, same PID, workers keep serving.
     @Suite("baton upgrade")
     struct UpgradeTests {
@@ -59,13 +59,14 @@ extension Integration {
         /// (up to its --timeout), and no recycle starts meanwhile.
         @Test("an upgrade asked while a policy restart runs waits for it, then runs")
         func upgradeWaitsForAPolicyRestart() throws {
+            // Each recycle boots a worker for 3 s: one seen less than a second old still runs
+            // when the upgrade's request comes.
             let baton = try BatonHarness(
-                workers: 2, command: [TestPaths.executable("baton-demo-worker"), "--boot-delay", "1"],
+                workers: 2, command: [TestPaths.executable("baton-demo-worker"), "--boot-delay", "3"],
                 sections: BatonHarness.defaultSections + "\n[rolling]\nmax_age = \"1s\"\n", tag: "upg-pol")
             defer { baton.stop() }
-            #expect(baton.process.waitForLine(containing: "recycle of slot", timeout: .seconds(30)) != nil)
-            let before = try baton.status()
-            #expect(before.operation?.kind == "policy", "\(String(describing: before.operation))")
+            let running = baton.waitForStatus(timeout: .seconds(60)) { $0.operation?.kind == "policy" && ($0.operation?.elapsed ?? 9) < 1 }
+            let before = try #require(running, "a policy restart under way")
             let upgraded = try baton.cli(["upgrade"], timeout: .seconds(90))
             #expect(upgraded.code == 0, "\(upgraded.stdout)\n\(upgraded.stderr)")
             #expect(upgraded.stdout.contains("waiting: a policy restart is in progress; the upgrade runs after it"), "\(upgraded.stdout)")
