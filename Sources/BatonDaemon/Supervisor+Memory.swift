@@ -102,6 +102,7 @@ extension Supervisor {
         for _ in 0..<max(1, settings.concurrency) {
             // The engine owns where each recycle is; the policy reads its settling slots afresh.
             tick.settling = Set(recycling.settling.keys)
+            tick.recycling = Set(recycling.recycling.keys)
             switch memoryMonitor.policy.tick(tick) {
             case .measure?:
                 guard !detailed, !memoryMonitor.readRunning else { return }

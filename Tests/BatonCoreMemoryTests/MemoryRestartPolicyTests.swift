@@ -330,6 +330,21 @@ struct MemoryRestartPolicyTests {
         #expect(born.tick(big.tick())?.reason == .workerLimit)
     }
 
+    /// A policy audit: under replace, a max-requests recycle in flight (its slot without a ready
+    /// worker until the new one is) held the memory rules back: the first worker-limit order
+    /// came at 133.8 MiB under that churn against 104.7 MiB without it.
+    @Test func aRecycleAnotherReasonRunsDoesNotHoldTheMemoryRulesBack() throws {
+        var policy = RestartPolicy(settings: settings(workers: 2, workerLimit: 100 * mib))
+        var fleet = Fleet(now: .seconds(3600), pss: [130, 40], uss: [120, 30])
+        fleet.workers[0].ussAtReady = 30 * mib
+        fleet.workers[1].ready = false  // slot 1's new worker boots (a max-requests recycle)
+        #expect(policy.tick(fleet.tick()) == nil, "a slot without a ready worker that nobody recycles holds the rules back")
+        var tick = fleet.tick()
+        tick.recycling = [1]
+        let decided = policy.tick(tick)
+        #expect(decided?.slot == 0 && decided?.reason == .workerLimit, "\(String(describing: decided))")
+    }
+
     /// A policy audit: fresh PSS/USS come every `smaps_every` checks (6 by default), but the
     /// prediction looked one check ahead: it ordered after the line was crossed.
     @Test func thePredictionLooksAsFarAheadAsTheNextFreshFigures() throws {

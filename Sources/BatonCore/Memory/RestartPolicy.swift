@@ -33,9 +33,10 @@
 ///   (the threshold is measured without what they free), so a second replacement is ordered only when
 ///   the first will not be enough. The daemon ticks again at once while one more may go.
 /// - Nothing while a deploy or reload runs (``Tick/operationRunning``).
-/// - Nothing unless every slot has a ready worker or is being replaced by this policy: a slot
-///   without a worker that nobody replaces (a crash) holds everything back, and with the
-///   replace strategy at most ``Settings/concurrency`` slots are without one at once.
+/// - Nothing unless every slot has a ready worker or is being recycled (by this policy, or by
+///   another reason through the recycling engine: ``Tick/recycling``): a slot without a worker
+///   that nobody replaces (a crash) holds everything back, and with the replace strategy the
+///   engine's budget bounds the slots without one at once.
 /// - Memory rules only look at workers at least `min_worker_age` (and one check interval) old:
 ///   a young worker is never replaced for the total, so a slot cannot cycle. Only
 ///   worker-limit takes a younger one (one check interval old), and only past the limit by
@@ -165,6 +166,10 @@ public struct RestartPolicy: Sendable, Equatable {
         /// (``RecyclingEngine/settling``, which owns that state): a replacement this policy
         /// ordered there no longer counts against ``Settings/concurrency``, but has not ended.
         public var settling: Set<Int>
+        /// Slots the recycling engine is recycling now, for any reason (a `max_requests` recycle
+        /// too): like the policy's own, they count as serving (under replace one has no ready
+        /// worker until its new one is), and their worker is not picked.
+        public var recycling: Set<Int> = []
 
         /// Creates a tick.
         public init(
@@ -255,11 +260,16 @@ public struct RestartPolicy: Sendable, Equatable {
         guard inFlight.slots.count < max(1, settings.concurrency), !tick.operationRunning else { return nil }
         // A slot this policy is replacing counts: under replace it has no ready worker until its
         // new one is, and that gap is the budget's (`concurrency`) to bound.
-        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(inFlight.slots)
+        // A recycle another reason runs counts too (a policy audit: under replace, max-requests
+        // recycles held the memory rules back: the first worker-limit order at 133.8 MiB against
+        // 104.7 MiB without them).
+        let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(inFlight.slots).union(tick.recycling)
         guard readySlots.count >= settings.workers else { return nil }
         cooldown = cooldown.filter { $0.value > tick.now }
         // A slot settling in its window is not picked either: its order has not ended.
-        let eligible = tick.workers.filter { $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil }
+        let eligible = tick.workers.filter {
+            $0.ready && cooldown[$0.slot] == nil && replacing[$0.slot] == nil && !tick.recycling.contains($0.slot)
+        }
 
         // A slot whose worker is born under `worker_limit` again may be replaced for it again.
         if let limit = settings.workerLimit {
