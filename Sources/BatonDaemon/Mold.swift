@@ -86,9 +86,12 @@ final class MoldBook {
     var reforkTimer: EventLoop.Token?
     /// Each mold's last memory sample (by pid), taken with the workers'.
     var memory: [pid_t: MemorySample] = [:]
-    /// The output pipes (inodes) of spawns a mold failed, newest last (at most 16): a worker
-    /// the mold forked for one of them anyway is baton's child, and nobody's worker.
-    var abandonedOutputs: [UInt64] = []
+    /// The output pipes (inodes) of spawns a mold failed, with until when they are looked for,
+    /// newest last (at most 16): a worker the mold forked for one of them anyway is baton's
+    /// child, and nobody's worker.
+    var abandonedOutputs: [(pipe: UInt64, until: Duration)] = []
+    /// The next look for them while any is kept.
+    var abandonedTimer: EventLoop.Token?
 
     /// The live mold for `spec`, if any.
     func mold(for spec: WorkerSpec) -> Mold? {

@@ -30,9 +30,9 @@ protocol ProcessTable: Sendable {
     func socketHolders(inode: UInt64) -> [pid_t]
     /// The children of `pid` (zombies included), from every one of its threads.
     func children(of pid: pid_t) -> [pid_t]
-    /// The inode of the pipe `pid` writes its output to (its descriptor 1), nil when that is
-    /// not a pipe or `pid` is gone: a worker's output pipe names the spawn it came from.
-    func outputPipe(of pid: pid_t) -> UInt64?
+    /// The inodes of the pipes `pid` holds, at any descriptor (none when it is gone): a
+    /// worker's output pipe names the spawn it came from, wherever the worker put it.
+    func pipes(of pid: pid_t) -> Set<UInt64>
 }
 
 /// The real table: /proc, and kill(pid, 0).
@@ -54,5 +54,5 @@ struct ProcProcessTable: ProcessTable {
     }
     func socketHolders(inode: UInt64) -> [pid_t] { ProcFS.socketHolders(inode: inode) }
     func children(of pid: pid_t) -> [pid_t] { ProcFS.children(of: pid) }
-    func outputPipe(of pid: pid_t) -> UInt64? { ProcFS.pipeInode(of: pid, fd: 1) }
+    func pipes(of pid: pid_t) -> Set<UInt64> { ProcFS.pipeInodes(of: pid) }
 }

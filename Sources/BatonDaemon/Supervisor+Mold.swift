@@ -54,27 +54,41 @@ extension Supervisor {
             logger.error("mold \(mold.pid) failed a spawn (\(error)): killing it; it is replaced", metadata: ["release": .string(spec.release)])
             killMold(mold, replace: true)
             if request.stdout >= 0, let pipe = Self.inode(of: request.stdout) {
-                moldBook.abandonedOutputs = Array((moldBook.abandonedOutputs + [pipe]).suffix(16))
+                let until = loop.now() + Self.abandonedSpawnWatch
+                moldBook.abandonedOutputs = Array((moldBook.abandonedOutputs + [(pipe, until)]).suffix(16))
             }
             stopAbandonedSpawns()
             throw error
         }
     }
 
+    /// How long a failed spawn's pipe is looked for: a mold's intermediate child may fork the
+    /// worker seconds after the mold was killed (a second audit: 4 to 6 s).
+    static let abandonedSpawnWatch: Duration = .seconds(30)
+
     /// Stops each child of baton that a mold forked for a spawn baton gave up on (its reply
     /// came too late, or could not be read): it would serve the listening sockets unsupervised,
     /// a previous release after a deploy included (a mold audit: 19 of 60 requests after a
-    /// deploy that said every slot was new). It writes to that spawn's output pipe. Run when
-    /// the spawn fails (the mold replies once the worker is baton's child) and on each SIGCHLD
-    /// (a late one is handed to baton when the mold's intermediate child exits).
+    /// deploy that said every slot was new). It holds that spawn's output pipe, at 1 and 2 once
+    /// it placed its descriptors, else where the mold received it, and whatever it did with
+    /// them after (a second audit: one that sent its output to a log file escaped a check of
+    /// its descriptor 1 alone). Run when the spawn fails (the mold replies once the worker is
+    /// baton's child), on each SIGCHLD, and every 250 ms while a pipe is looked for (an
+    /// intermediate child that outlives the mold forks the worker later).
     func stopAbandonedSpawns() {
+        let now = loop.now()
+        moldBook.abandonedOutputs.removeAll { $0.until <= now }
         guard !moldBook.abandonedOutputs.isEmpty else { return }
-        for pid in escapedChildren() {
-            guard let pipe = host.processes.outputPipe(of: pid), let i = moldBook.abandonedOutputs.firstIndex(of: pipe) else { continue }
-            moldBook.abandonedOutputs.remove(at: i)
+        let pipes = Set(moldBook.abandonedOutputs.map(\.pipe))
+        for pid in escapedChildren() where !host.processes.pipes(of: pid).isDisjoint(with: pipes) {
             reportedEscapees.insert(pid)
             logger.warning("pid \(pid) was forked by a mold for a spawn that failed: it is no worker of baton's; SIGKILL")
             killUnsupervised(pid)
+        }
+        guard moldBook.abandonedTimer == nil, phase != .stopping else { return }
+        moldBook.abandonedTimer = loop.schedule(after: .milliseconds(250)) { [unowned self] in
+            self.moldBook.abandonedTimer = nil
+            self.stopAbandonedSpawns()
         }
     }
 

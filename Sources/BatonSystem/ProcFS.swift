@@ -35,6 +35,11 @@ public enum ProcFS {
         return result
     }
 
+    /// The inodes of the pipes `pid` holds, at any descriptor (none when it is gone).
+    public static func pipeInodes(of pid: pid_t) -> Set<UInt64> {
+        Set(numericEntries(of: "/proc/\(pid)/fd").compactMap { pipeInode(of: pid, fd: $0) })
+    }
+
     /// The inode of the pipe at descriptor `fd` of `pid` (its /proc link reads `pipe:[INODE]`),
     /// nil when that descriptor is not a pipe or the process is gone.
     public static func pipeInode(of pid: pid_t, fd: Int32) -> UInt64? {

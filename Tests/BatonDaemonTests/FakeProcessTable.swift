@@ -70,8 +70,8 @@ final class FakeProcessTable: ProcessTable {
 
     func children(of pid: pid_t) -> [pid_t] { table.withLock { $0.children[pid] ?? [] } }
 
-    /// Makes the pipe of inode `inode` the output of `pid` (nil: none).
+    /// Makes the pipe of inode `inode` one `pid` holds (nil: none).
     func setOutputPipe(_ inode: UInt64?, of pid: pid_t) { table.withLock { $0.outputPipes[pid] = inode } }
 
-    func outputPipe(of pid: pid_t) -> UInt64? { table.withLock { $0.outputPipes[pid] } }
+    func pipes(of pid: pid_t) -> Set<UInt64> { table.withLock { $0.outputPipes[pid].map { [$0] } ?? [] } }
 }

@@ -209,8 +209,8 @@ extension SecondIntegration {
 
         /// A mold that sends READY=1 and then misbehaves: `silent` never answers a spawn,
         /// `single-fork` answers with a child of its own (not re-parented to baton), `late`
-        /// double-forks a worker as it should (its pid appended to `late.pids`) and answers 2 s
-        /// later.
+        /// double-forks a worker as it should (its pid appended to `late.pids`; it sends its
+        /// output to a log file, as servers may: the pipe only at 2) and answers 2 s later.
         static let badMold = """
             import json, os, socket, sys, time
             mode = sys.argv[1]
@@ -227,7 +227,8 @@ extension SecondIntegration {
                     if pid == 0:
                         if os.fork() == 0:
                             os.setpgid(0, 0)
-                            os.dup2(fds[request["fds"].index(1)], 1)
+                            os.dup2(fds[request["fds"].index(1)], 2)
+                            os.dup2(os.open("late.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND), 1)
                             with open("late.pids", "a") as f:
                                 f.write("%d\\n" % os.getpid())
                             time.sleep(60)
