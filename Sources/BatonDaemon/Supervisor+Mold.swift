@@ -125,6 +125,10 @@ extension Supervisor {
     /// Starts the mold of `spec`, as a worker is started plus its channel (`BATON_MOLD_FD`).
     func startMold(_ spec: WorkerSpec) {
         if let t = moldBook.restartTimers.removeValue(forKey: spec.release) { loop.cancel(t) }
+        // A fresh mold, cold: refork may promote a warmed worker over it again (a second audit:
+        // once a promoted mold had crashed, its release never reforked again; nor a release
+        // coming back after its mold was retired, a rollback or a deploy of the same folder).
+        moldBook.reforked.remove(spec.release)
         moldBook.started += 1
         let path = "\(notifyDirectory)/mold-\(moldBook.started)-\(getpid()).sock"
         var bound = false
@@ -285,12 +289,7 @@ extension Supervisor {
     /// failed deploy).
     func retireUnusedMolds() {
         guard moldMode else { return }
-        for mold in moldBook.molds where !moldNeeded(mold.spec) {
-            retireMold(mold)
-            // Its release may come back (a rollback, a deploy of the same folder): with a fresh
-            // mold, which refork promotes a warmed worker over again.
-            moldBook.reforked.remove(mold.spec.release)
-        }
+        for mold in moldBook.molds where !moldNeeded(mold.spec) { retireMold(mold) }
     }
 
     /// Whether a mold for `spec` is wanted.

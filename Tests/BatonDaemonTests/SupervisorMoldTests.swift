@@ -207,6 +207,22 @@ import Testing
         }
     }
 
+    /// A second audit: once a promoted mold had crashed, the fresh mold started for its release
+    /// was never reforked: the release stayed marked as reforked. A fresh mold clears the mark.
+    @Test func aFreshMoldLetsItsReleaseBeReforkedAgain() throws {
+        let h = try DaemonHarness(workers: 2) {
+            $0.app.mode = .mold
+            $0.mold.reforkAfter = .seconds(60)
+        }
+        try h.start()
+        let mold = try #require(h.host.molds.last)
+        h.supervisor.moldBook.reforked.insert(h.initialRelease)  // as after a promotion
+        mold.end(.signaled(SIGKILL))
+        h.advance(by: .seconds(5))
+        #expect(h.host.molds.count == 2 && h.host.molds.last?.isRunning == true, "a fresh mold")
+        #expect(!h.supervisor.moldBook.reforked.contains(h.initialRelease))
+    }
+
     @Test func deployWhoseMoldNeverBecomesReadyFailsAndOldKeepsServing() throws {
         let h = try harness()
         try h.start()
