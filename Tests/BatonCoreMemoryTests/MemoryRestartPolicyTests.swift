@@ -325,6 +325,14 @@ struct MemoryRestartPolicyTests {
         big.workers[0].ussAtReady = 60 * mib
         big.now = big.now + .seconds(3600)
         #expect(born.tick(big.tick()) == nil, "born over the limit again: a restart frees nothing")
+        // A second audit: one born over it that grows (40 MiB born, 101 MiB against 30 MiB)
+        // goes when it grew, as any grown worker would.
+        big.workers[0].memory?.uss = 70 * mib
+        #expect(born.tick(big.tick())?.reason == .workerLimit, "it grew by 9 MiB past its fresh 61")
+        born.replacementFinished(slot: 0, now: big.now)
+        big.restart(slot: 0, pss: 70, uss: 61)
+        big.workers[0].ussAtReady = 60 * mib
+        big.now = big.now + .seconds(3600)
         // One born under it resets the slot.
         big.workers[0].ussAtReady = 30 * mib
         #expect(born.tick(big.tick())?.reason == .workerLimit)

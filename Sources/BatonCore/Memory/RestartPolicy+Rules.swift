@@ -8,13 +8,16 @@ extension RestartPolicy {
         // A worker past `worker_limit` by its growth goes whatever its age (a policy audit: one
         // leaking 512 KiB a request reached 3.2 × the limit, and an OOM kill, before it was
         // `min_worker_age` old); one born over the limit once per slot (one as large replaces
-        // it: an audit saw it restarted every 6 s for ever).
+        // it: an audit saw it restarted every 6 s for ever), then only when it grew too.
         let measured = eligible.filter { tick.now - $0.startedAt >= settings.checkInterval && $0.memory?.uss != nil }
         if let limit = settings.workerLimit {
             let over = measured.filter { w in
                 guard let uss = w.memory?.uss, uss > limit else { return false }
                 if let fresh = w.ussAtReady, fresh < limit { return true }
-                return tick.now - w.startedAt >= settings.minWorkerAge && !(w.ussAtReady != nil && bornOverLimit.contains(w.slot))
+                // Born over it: once per slot, and again in that slot only when it also grew (a
+                // second audit: one born at 40 MiB sat at 101 MiB against a 30 MiB limit).
+                return tick.now - w.startedAt >= settings.minWorkerAge
+                    && (w.ussAtReady == nil || !bornOverLimit.contains(w.slot) || w.hasGrown)
             }
             if let w = over.max(by: { ($0.memory?.uss ?? 0, -$0.slot) < ($1.memory?.uss ?? 0, -$1.slot) }), let uss = w.memory?.uss {
                 return (w.slot, .workerLimit, "USS \(size(uss)) > worker_limit \(size(limit)) (pid \(w.pid))")

@@ -7,8 +7,8 @@
 /// 1. **worker-limit**: a worker whose USS passed `memory.worker_limit` by its growth (under
 ///    it when fresh), at least one check interval old, `min_worker_age` or not; one born over
 ///    it (or whose fresh size is unknown) once it is `min_worker_age` old, and in a slot whose
-///    last such replacement was born over it too, never (one as large replaces it); the largest
-///    first.
+///    last such replacement was born over it too, only once it grew as well (``Worker/hasGrown``;
+///    one as large replaces it); the largest first.
 /// 2. **memory-threshold**: the total passed `threshold × budget` — the workers' summed PSS, or
 ///    the cgroup's working set when the budget is the cgroup's limit, whichever is higher —
 ///    and the worker with the largest USS among those that grew since ready goes
