@@ -35,20 +35,23 @@ public enum ProcFS {
         return result
     }
 
-    /// The inodes of the pipes `pid` holds, at any descriptor (none when it is gone).
+    /// The inodes of the pipes `pid` holds, at any descriptor (its /proc link reads
+    /// `pipe:[INODE]`; none when it is gone).
     public static func pipeInodes(of pid: pid_t) -> Set<UInt64> {
-        Set(numericEntries(of: "/proc/\(pid)/fd").compactMap { pipeInode(of: pid, fd: $0) })
+        Set(
+            numericEntries(of: "/proc/\(pid)/fd").compactMap { fd in
+                guard let text = descriptorLink(of: pid, fd: fd), text.hasPrefix("pipe:["), text.hasSuffix("]") else { return nil }
+                return UInt64(text.dropFirst(6).dropLast())
+            })
     }
 
-    /// The inode of the pipe at descriptor `fd` of `pid` (its /proc link reads `pipe:[INODE]`),
-    /// nil when that descriptor is not a pipe or the process is gone.
-    public static func pipeInode(of pid: pid_t, fd: Int32) -> UInt64? {
+    /// What descriptor `fd` of `pid` links to in /proc (`pipe:[7]`, `socket:[9]`, a path cut at
+    /// 63 bytes), nil when it is closed or the process is gone.
+    static func descriptorLink(of pid: pid_t, fd: Int32) -> String? {
         var link = [CChar](repeating: 0, count: 64)
         let n = readlink("/proc/\(pid)/fd/\(fd)", &link, link.count - 1)
         guard n > 0 else { return nil }
-        let text = link.prefix(n).withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
-        guard text.hasPrefix("pipe:["), text.hasSuffix("]") else { return nil }
-        return UInt64(text.dropFirst(6).dropLast())
+        return link.prefix(n).withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
     }
 
     /// The processes holding the socket of inode `inode` (a descriptor of theirs links to
@@ -56,21 +59,9 @@ public enum ProcFS {
     /// the host, so for rare moments only (a take-over after a crash).
     public static func socketHolders(inode: UInt64) -> [pid_t] {
         let target = "socket:[\(inode)]"
-        var holders: [pid_t] = []
-        var link = [CChar](repeating: 0, count: 64)
-        for pid in numericEntries(of: "/proc") {
-            let fdDirectory = "/proc/\(pid)/fd"
-            for fd in numericEntries(of: fdDirectory) {
-                let n = readlink("\(fdDirectory)/\(fd)", &link, link.count - 1)
-                guard n > 0 else { continue }
-                let text = link.prefix(n).withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
-                if text == target {
-                    holders.append(pid)
-                    break
-                }
-            }
+        return numericEntries(of: "/proc").filter { pid in
+            numericEntries(of: "/proc/\(pid)/fd").contains { descriptorLink(of: pid, fd: $0) == target }
         }
-        return holders
     }
 
     /// The names of `directory` that are decimal numbers (pids in /proc, threads in task/,
