@@ -141,8 +141,8 @@ final class ReleaseBook {
     func append(_ entry: HistoryEntry) {
         if entry.kind == .deploy { deploysByOutcome[entry.outcome, default: 0] += 1 }
         history = HistoryEntry.kept(history + [entry], limit: StateStore.historyLimit)
-        unwrittenHistory.append(entry)
-        if unwrittenHistory.count > StateStore.historyLimit { unwrittenHistory.removeFirst(unwrittenHistory.count - StateStore.historyLimit) }
+        // Trimmed as history is: more lines refused than the file keeps never lose the last deploy.
+        unwrittenHistory = HistoryEntry.kept(unwrittenHistory + [entry], limit: StateStore.historyLimit)
         do {
             try store?.append(unwrittenHistory)
             unwrittenHistory = []

@@ -157,6 +157,21 @@ import Testing
         #expect(store.loadHistory().count == 5, "written once each")
     }
 
+    /// Left by the last review: the lines a full state directory refused were trimmed oldest
+    /// first, so after more than 200 of them the last deploy's line was dropped before it was
+    /// ever written, while history in memory kept it. The same rule trims both.
+    @Test func linesAFullDiskRefusedKeepTheLastDeployBehindAnyNumberOfPolicyRestarts() {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        store.appendError = SystemError("write", errno: ENOSPC)
+        book.append(entry(.deploy, "/srv/app/r1", .failed))
+        for _ in 0..<(StateStore.historyLimit + 5) { book.append(entry(.policy, "/srv/app/r0", .succeeded)) }
+        store.appendError = nil
+        book.append(entry(.policy, "/srv/app/r0", .succeeded))
+        let written = store.loadHistory()
+        #expect(written.first == entry(.deploy, "/srv/app/r1", .failed), "the deploy's line is written")
+        #expect(written.count == StateStore.historyLimit)
+    }
+
     @Test func deployedFoldersAreRecordedOnceAndForgottenWhenRemoved() {
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
         book.recordDeployed(Release(directory: "/srv/app/r1/"))
