@@ -13,6 +13,8 @@ import Glibc
 final class MemoryMonitor {
     /// The periodic restart policy (age, memory threshold, worker limit, leak prediction).
     var policy: RestartPolicy
+    /// The policy's ``RestartPolicy/heldOverTheLine`` was logged (it is said once, when it begins).
+    var saidHeldOverTheLine = false
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
     /// Periodic checks so far (smaps_rollup every `smaps_every`-th).

@@ -78,6 +78,7 @@ extension Supervisor {
     }
 
     private func runPolicy(detailed: Bool) {
+        defer { sayHeldOverTheLine() }
         // A recycle running does not hold the policy back: the recycling budget does.
         let busy = recyclingBlocked
         let readings = try? host.memory.hostReadings()
@@ -116,6 +117,19 @@ extension Supervisor {
             }
         }
         pumpRecycling()
+    }
+
+    /// Logs once when the total stays over the threshold by more than restarts could free (the
+    /// rules restart no worker for it), and once when that ends; `baton status` shows it meanwhile.
+    private func sayHeldOverTheLine() {
+        let held = memoryMonitor.policy.heldOverTheLine
+        guard (held != nil) != memoryMonitor.saidHeldOverTheLine else { return }
+        memoryMonitor.saidHeldOverTheLine = held != nil
+        if let held {
+            logger.warning("restart policy: \(held); no worker is restarted for the threshold")
+        } else {
+            logger.info("restart policy: the total is no longer over the threshold by more than the workers' growth")
+        }
     }
 
     // MARK: - Preflight and roll-ahead

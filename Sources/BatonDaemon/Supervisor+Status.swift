@@ -67,6 +67,7 @@ extension Supervisor {
                 cgroupWorkingSetBytes: budget.source == .cgroup ? readings.cgroup?.workingSet : nil)
             let unmeasured = report.workers.filter { $0.pid > 0 && $0.pssBytes == nil }.count
             report.memory?.workersUnmeasured = unmeasured > 0 ? unmeasured : nil
+            report.memory?.thresholdHeld = memoryMonitor.policy.heldOverTheLine
         }
         return report
     }

@@ -251,7 +251,7 @@ struct MemoryRestartPolicyTests {
         if case .replace(_, _, let detail) = decision {
             #expect(
                 detail
-                    == "USS 1018.0 MiB growing 120.0 MiB/h reaches worker_limit 1.0 GiB in 3m00s, before the next check (pid 100)"
+                    == "USS 1018.0 MiB growing 120.0 MiB/h reaches worker_limit 1.0 GiB in 3m00s, before the next PSS/USS figures, in 5m00s (pid 100)"
             )
         }
         // Checked every minute, there is time: wait.
@@ -295,10 +295,19 @@ struct MemoryRestartPolicyTests {
         policy.reconfigure(lower)
         fleet.cgroup = CgroupMemory(version: .v1, path: "/s", limit: 1000 * mib, usage: 490 * mib, reclaimable: 0)
         #expect(policy.tick(fleet.tick()) == nil, "restarts would free 12 MiB of a 190 MiB excess")
+        // Said, not silent (left by the last review: the operator saw the total over the line
+        // and no restart, and no word why).
+        #expect(
+            policy.heldOverTheLine
+                == "cgroup working set 490.0 MiB > 30% of the 1000.0 MiB budget (cgroup), and restarting the workers would free at most 12.0 MiB (their growth since ready): the rest is memory outside the workers or their fresh size"
+        )
+        #expect(policy.tick(fleet.tick(detailed: false)) == nil)
+        #expect(policy.heldOverTheLine != nil, "a tick without fresh figures changes nothing")
         // Once the workers' growth is what holds the total over the line, they go.
         for i in fleet.workers.indices { fleet.workers[i].memory?.uss = 100 * mib }
         fleet.cgroup = CgroupMemory(version: .v1, path: "/s", limit: 1000 * mib, usage: 420 * mib, reclaimable: 0)
         #expect(policy.tick(fleet.tick())?.reason == .memoryThreshold)
+        #expect(policy.heldOverTheLine == nil)
     }
 
     /// A policy audit: a worker born over `worker_limit` was restarted every `min_worker_age`

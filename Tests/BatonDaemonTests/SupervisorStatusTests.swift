@@ -69,4 +69,35 @@ import Testing
         #expect(
             unread.table(now: 0).contains("memory: workers' PSS 0 B (1 worker not measured: left out) = 0% of the 100.0 MiB budget"), "\(unread.table(now: 0))")
     }
+
+    /// Left by the last review: memory the workers' restarts cannot free (outside them, or their
+    /// fresh size) held the total over the threshold, and nothing said why no worker restarted.
+    @Test func aTotalOverTheThresholdThatNoRestartCanFreeIsShown() throws {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.memory.budget = .bytes(100 * Self.mib)
+            config.memory.threshold = 0.5
+            config.memory.checkInterval = .seconds(1)
+            config.memory.smapsEvery = 1
+            config.memory.minWorkerAge = .seconds(1)
+        }
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .heuristic, cgroup: nil)
+        // Two workers of 40 MiB PSS against a line of 50 MiB, neither grown since ready.
+        h.host.fakeMemory.worker = MemorySample(rss: 60 * Self.mib, pss: 40 * Self.mib, uss: 30 * Self.mib, shared: 10 * Self.mib)
+        try h.start()
+        h.supervisor.startMemoryChecks()
+        let pids = h.supervisor.slots.compactMap(\.current?.pid)
+        h.advance(by: .seconds(30))
+        #expect(h.supervisor.slots.compactMap(\.current?.pid) == pids, "no worker restarted")
+        let report = h.supervisor.statusReport(memory: [:])
+        let held = try #require(report.memory?.thresholdHeld)
+        #expect(
+            held.hasPrefix("workers' PSS 80.0 MiB > 50% of the 100.0 MiB budget (configured), and restarting the workers would free at most 0 B"), "\(held)")
+        #expect(report.table(now: 0).contains("memory: no restart for the threshold: workers' PSS 80.0 MiB"), "\(report.table(now: 0))")
+        // Under the line again: nothing to say.
+        h.host.fakeMemory.worker = MemorySample(rss: 30 * Self.mib, pss: 20 * Self.mib, uss: 15 * Self.mib, shared: 5 * Self.mib)
+        h.advance(by: .seconds(5))
+        #expect(h.supervisor.statusReport(memory: [:]).memory?.thresholdHeld == nil)
+    }
 }

@@ -79,9 +79,13 @@ public struct MemoryStatus: Codable, Sendable, Equatable {
     /// audit saw "workers' PSS 0 B = 0%" for workers of 164 MiB whose trees could not be
     /// measured (a zombie in each, since counted as 0).
     public var workersUnmeasured: Int?
+    /// Set while the total is over the threshold by more than the workers' growth since ready,
+    /// so no restart could bring it under and none is ordered for it (the words say why).
+    public var thresholdHeld: String?
 
     enum CodingKeys: String, CodingKey {
         case threshold
+        case thresholdHeld = "threshold_held"
         case budgetBytes = "budget_bytes"
         case budgetSource = "budget_source"
         case workersPSSBytes = "workers_pss_bytes"
@@ -289,6 +293,7 @@ extension StatusReport {
             lines.append(
                 "memory: workers' PSS \(Units.formatSize(m.workersPSSBytes))\(unmeasured) = \(m.percent(m.workersPSSBytes))% of the \(Units.formatSize(m.budgetBytes)) budget (\(m.budgetSource))\(cgroup); restart threshold \(percent)%"
             )
+            if let held = m.thresholdHeld { lines.append("memory: no restart for the threshold: \(held)") }
         }
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
         if let r = reservation { lines.append(r.line) }

@@ -39,7 +39,9 @@ extension RestartPolicy {
         // after this one's would come that much later (an audit: with the default 6 the prediction
         // ordered after the line was crossed).
         let horizon = settings.checkInterval * settings.smapsEvery + (tick.bootTime ?? .zero)
-        let within = tick.bootTime.map { "before the next check plus a replacement's boot (\(Units.formatElapsed($0)))" } ?? "before the next check"
+        // Said as the horizon is (a review: "before the next check" was right only with `smaps_every = 1`).
+        let within =
+            "before the next PSS/USS figures\(tick.bootTime == nil ? "" : " plus a replacement's boot"), in \(Units.formatElapsed(horizon))"
         if let limit = settings.workerLimit {
             let soon = grown.compactMap { w -> (Worker, Duration, LeakRate)? in
                 guard let rate = w.history.leakRate, let eta = rate.timeToReach(limit, from: tick.now),
@@ -90,10 +92,10 @@ extension RestartPolicy {
     /// How far back a worker's recent growth looks: ten checks.
     var recentWindow: Duration { settings.checkInterval * 10 }
 
-    /// A description of the excess when the total, less what the replacements in flight free,
-    /// is over `threshold × budget` and `reclaimable` (what restarting the grown workers frees)
-    /// could bring it under, else nil.
-    func overThreshold(_ tick: Tick, _ inFlight: InFlight, reclaimable: UInt64) -> String? {
+    /// The total the threshold is measured on (the workers' PSS, or the cgroup's working set when
+    /// the budget is the cgroup's limit and it is higher), less what the replacements in flight
+    /// free, with its words, when it is over `threshold × budget`; else nil.
+    private func totalOverLine(_ tick: Tick, _ inFlight: InFlight) -> (bytes: UInt64, words: String)? {
         let line = Double(tick.budget.bytes) * settings.threshold
         let percent = "\(Int((settings.threshold * 100).rounded()))%"
         let budget = "\(percent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
@@ -102,9 +104,31 @@ extension RestartPolicy {
         let pss = all - min(back, all)
         let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { $0.workingSet - min(back, $0.workingSet) } : nil
         let total = max(pss, cgroupTotal ?? 0)
-        guard Double(total) > line, Double(total - min(reclaimable, total)) < line else { return nil }
-        if let cgroupTotal, cgroupTotal > pss { return "cgroup working set \(size(cgroupTotal)) > \(budget)" }
-        return "workers' PSS \(size(pss)) > \(budget)"
+        guard Double(total) > line else { return nil }
+        if let cgroupTotal, cgroupTotal > pss { return (total, "cgroup working set \(size(cgroupTotal)) > \(budget)") }
+        return (total, "workers' PSS \(size(pss)) > \(budget)")
+    }
+
+    /// A description of the excess when the total, less what the replacements in flight free,
+    /// is over `threshold × budget` and `reclaimable` (what restarting the grown workers frees)
+    /// could bring it under, else nil.
+    func overThreshold(_ tick: Tick, _ inFlight: InFlight, reclaimable: UInt64) -> String? {
+        guard let over = totalOverLine(tick, inFlight),
+            Double(over.bytes - min(reclaimable, over.bytes)) < Double(tick.budget.bytes) * settings.threshold
+        else { return nil }
+        return over.words
+    }
+
+    /// A description when the total is over `threshold × budget` by more than every worker's
+    /// growth since ready, so that no restart could bring it under: the total's rules restart
+    /// none, and the supervisor says why (``RestartPolicy/heldOverTheLine``). Else nil.
+    func overThresholdBeyondGrowth(_ tick: Tick, _ inFlight: InFlight) -> String? {
+        let growth = tick.workers.filter { !inFlight.slots.contains($0.slot) && $0.hasGrown }.reduce(UInt64(0)) { $0 + $1.growth }
+        guard let over = totalOverLine(tick, inFlight),
+            Double(over.bytes - min(growth, over.bytes)) >= Double(tick.budget.bytes) * settings.threshold
+        else { return nil }
+        return
+            "\(over.words), and restarting the workers would free at most \(size(growth)) (their growth since ready): the rest is memory outside the workers or their fresh size"
     }
 
     /// The most overdue worker by age, if any is due.

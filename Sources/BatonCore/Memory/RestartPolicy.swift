@@ -231,6 +231,12 @@ public struct RestartPolicy: Sendable, Equatable {
     public private(set) var replacing: [Int: Duration] = [:]
     /// Slots left alone until the given time (their replacement failed).
     private var cooldown: [Int: Duration] = [:]
+    /// From the last tick with fresh figures: the total over `threshold × budget` by more than
+    /// the workers' growth since ready, so no restart could bring it under (memory outside the
+    /// workers, or their fresh size), in words; else nil. The total's rules restart none then,
+    /// which the supervisor says (a review: the rules were silent, and the operator saw the
+    /// total over the line and no restart).
+    public private(set) var heldOverTheLine: String?
     /// Slots whose worker was replaced for `worker_limit` while over it from birth: a worker
     /// born over it there again is left alone (until one is born under it).
     private(set) var bornOverLimit: Set<Int> = []
@@ -275,6 +281,7 @@ public struct RestartPolicy: Sendable, Equatable {
         if let limit = settings.workerLimit {
             for w in tick.workers where (w.ussAtReady ?? .max) < limit { bornOverLimit.remove(w.slot) }
         }
+        if tick.detailed { heldOverTheLine = overThresholdBeyondGrowth(tick, inFlight) }
         if let pick = memoryRule(tick, eligible, inFlight) {
             guard tick.detailed else { return .measure }
             if pick.reason == .workerLimit, let limit = settings.workerLimit,
