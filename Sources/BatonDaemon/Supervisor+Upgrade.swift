@@ -108,31 +108,7 @@ extension Supervisor {
         // (an operator audit saw "re-executing …" followed by "upgrade refused").
         waiter.send(.progress("re-executing \(path) as pid \(getpid())"))
         upgrade.reexecuting()
-        let state = UpgradeState(
-            listeners: listeners.map { .init(fd: $0.fd, name: $0.name, address: $0.address) }, controlFD: control.fd,
-            slots: slots.compactMap { slot in
-                guard let w = slot.current else { return nil }
-                return UpgradeState.SlotState(
-                    index: slot.index, generation: slot.generation, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason?.text,
-                    spec: .init(slot.spec),
-                    worker: .init(
-                        slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
-                        notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
-                        startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
-                        watchdogNanos: w.watchdogInterval?.nanoseconds, ussAtReady: w.ussAtReady, memoryHistory: w.history.samples))
-            },
-            releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: waiter.fd,
-            createdNotifyDirectory: createdNotifyDirectory,
-            // By name: the handoff is read by whichever image comes next.
-            restartsByReason: Dictionary(uniqueKeysWithValues: restartsByReason.map { ($0.key.rawValue, $0.value) }),
-            deploysByOutcome: Dictionary(uniqueKeysWithValues: deploysByOutcome.map { ($0.key.rawValue, $0.value) }),
-            oomTotal: memoryMonitor.oom.tracker.total,
-            oomBySlot: Dictionary(uniqueKeysWithValues: memoryMonitor.oom.tracker.bySlot.map { (String($0.key), $0.value) }),
-            logDroppedBytes: LogWriter.standardError.droppedBytes,
-            footprints: memoryMonitor.footprints.remembered.footprints, footprintOrder: memoryMonitor.footprints.remembered.order,
-            reservation: memoryMonitor.heldReservation.map {
-                .init(bytes: $0.bytes, margin: $0.margin, heldAtNanos: $0.heldAt.nanoseconds, expiresAtNanos: $0.expiresAt.nanoseconds, rolls: $0.rolls)
-            }, lastRecycleStartNanos: recycling.lastStart?.nanoseconds)
+        let state = upgradeState(controlFD: control.fd, clientFD: waiter.fd)
         // Owned: closed once, after the execve failed (a new image gets it across the execve).
         let memfd: OwnedDescriptor
         do {
@@ -163,16 +139,51 @@ extension Supervisor {
         waiter.finish(.failure("upgrade failed: \(error); nothing changed", code: 1))
     }
 
-    /// What the previous image knew of memory and counted (an operator audit found each lost
-    /// across an upgrade: the reservation vanished with no line, the next deploy knew no
-    /// footprint and replaced one slot at a time, and two counters that never decrease reset).
-    private func resumeCarriedMemory(_ state: UpgradeState) {
+    /// What this image hands the next: the descriptors that stay open and the state around them.
+    /// `clientFD`: the `baton upgrade` client's connection, answered by the next image.
+    func upgradeState(controlFD: Int32, clientFD: Int32?) -> UpgradeState {
+        UpgradeState(
+            listeners: listeners.map { .init(fd: $0.fd, name: $0.name, address: $0.address) }, controlFD: controlFD,
+            slots: slots.compactMap { slot in
+                guard let w = slot.current else { return nil }
+                return UpgradeState.SlotState(
+                    index: slot.index, generation: slot.generation, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason?.text,
+                    spec: .init(slot.spec),
+                    worker: .init(
+                        slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
+                        notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
+                        startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
+                        watchdogNanos: w.watchdogInterval?.nanoseconds, ussAtReady: w.ussAtReady, memoryHistory: w.history.samples))
+            },
+            releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: clientFD,
+            createdNotifyDirectory: createdNotifyDirectory,
+            // By name: the handoff is read by whichever image comes next.
+            restartsByReason: Dictionary(uniqueKeysWithValues: restartsByReason.map { ($0.key.rawValue, $0.value) }),
+            deploysByOutcome: Dictionary(uniqueKeysWithValues: deploysByOutcome.map { ($0.key.rawValue, $0.value) }),
+            oomTotal: memoryMonitor.oom.tracker.total,
+            oomBySlot: Dictionary(uniqueKeysWithValues: memoryMonitor.oom.tracker.bySlot.map { (String($0.key), $0.value) }),
+            logDroppedBytes: LogWriter.standardError.droppedBytes,
+            footprints: memoryMonitor.footprints.remembered.footprints, footprintOrder: memoryMonitor.footprints.remembered.order,
+            reservation: memoryMonitor.heldReservation.map {
+                .init(bytes: $0.bytes, margin: $0.margin, heldAtNanos: $0.heldAt.nanoseconds, expiresAtNanos: $0.expiresAt.nanoseconds, rolls: $0.rolls)
+            }, lastRecycleStartNanos: recycling.lastStart?.nanoseconds,
+            abandonedSpawns: moldBook.abandonedOutputs.map { .init(pipe: $0.pipe, untilNanos: $0.until.nanoseconds) })
+    }
+
+    /// What the previous image knew of memory and counted, and the failed spawns it looked for
+    /// (an operator audit found the first lost across an upgrade: the reservation vanished with
+    /// no line, the next deploy knew no footprint and replaced one slot at a time, and two
+    /// counters that never decrease reset).
+    func resumeCarried(_ state: UpgradeState) {
         memoryMonitor.oom.tracker.carry(
             total: state.oomTotal ?? 0, bySlot: (state.oomBySlot ?? [:]).reduce(into: [:]) { $0[Int($1.key) ?? -1, default: 0] += $1.value })
         LogWriter.standardError.carryDropped(state.logDroppedBytes ?? 0)
         if let footprints = state.footprints {
             memoryMonitor.footprints.remember(footprints: footprints, order: state.footprintOrder ?? Array(footprints.keys))
         }
+        // A mold audit: a worker a mold forked for a failed spawn is looked for across the execve
+        // too (it may be forked seconds later); looked for once the workers are known.
+        moldBook.abandonedOutputs = (state.abandonedSpawns ?? []).map { ($0.pipe, .nanoseconds($0.untilNanos)) }
         // A policy audit: recycles 2.5 s apart across an upgrade, with recycle_spacing 8 s.
         if let last = state.lastRecycleStartNanos { recycling.resume(lastStart: .nanoseconds(last)) }
         if let r = state.reservation {
@@ -198,7 +209,7 @@ extension Supervisor {
             if let outcome = OperationOutcome(rawValue: entry.key) { counts[outcome, default: 0] += entry.value }
         }
         releases.restore(state: state.releaseState, deploysByOutcome: deploys)
-        resumeCarriedMemory(state)
+        resumeCarried(state)
         slots = try state.slots.sorted { $0.index < $1.index }.map { s in
             let life = SlotLifecycle(
                 index: s.index, generation: s.generation, restarts: s.restarts, lastRestartReason: s.lastRestartReason.map(RestartCause.init(text:)))
@@ -222,6 +233,7 @@ extension Supervisor {
             return slot
         }
         performOperations(operations.startUpFinished())
+        stopAbandonedSpawns()
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("upgrade: resumed \(slots.count) workers in the new image", metadata: ["pid": .stringConvertible(getpid())])

@@ -83,6 +83,16 @@ struct UpgradeState: Codable {
     /// The last recycle's start (monotonic): the next keeps `recycle_spacing` from it.
     var lastRecycleStartNanos: Int64?
 
+    /// The output pipes (inodes) of spawns a mold failed, with until when (monotonic) each is
+    /// looked for: a worker forked for one is killed by the next image too (absent from an
+    /// older image: none).
+    var abandonedSpawns: [AbandonedSpawn]?
+
+    struct AbandonedSpawn: Codable, Equatable {
+        var pipe: UInt64
+        var untilNanos: Int64
+    }
+
     struct ReservationState: Codable {
         var bytes: UInt64
         var margin: UInt64

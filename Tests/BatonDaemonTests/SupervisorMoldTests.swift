@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 @testable import BatonDaemon
 import BatonSystem
 import Glibc
@@ -306,5 +307,26 @@ import Testing
         h.advance(by: .seconds(30))
         #expect(h.host.molds.count == 2)
         #expect(h.allReady)
+    }
+
+    /// Left by the second mold audit: the pipes of failed spawns did not cross `baton upgrade`,
+    /// so a worker the mold forked for one after an upgrade ran unsupervised until baton stopped.
+    /// The next image gets each pipe with its deadline (monotonic: it carries across execve).
+    @Test func theFailedSpawnsLookedForCrossAnUpgrade() throws {
+        let h = try harness()
+        try h.start()
+        h.host.moldSpawnError = MoldError("the mold did not answer within 10s")
+        try #require(h.host.child(h.servingPIDs[0]!)).end(.signaled(SIGKILL))
+        h.advance(by: .seconds(1))
+        let looked = h.supervisor.moldBook.abandonedOutputs
+        try #require(looked.count == 1, "the failed spawn's pipe is looked for")
+        let state = try JSONDecoder().decode(
+            UpgradeState.self, from: JSONEncoder().encode(h.supervisor.upgradeState(controlFD: -1, clientFD: nil)))
+        #expect(state.abandonedSpawns == [.init(pipe: looked[0].pipe, untilNanos: looked[0].until.nanoseconds)])
+        let next = try harness()
+        try next.start()
+        next.supervisor.resumeCarried(state)
+        #expect(next.supervisor.moldBook.abandonedOutputs.map(\.pipe) == [looked[0].pipe])
+        #expect(next.supervisor.moldBook.abandonedOutputs.map(\.until) == [looked[0].until])
     }
 }
