@@ -112,6 +112,20 @@ extension Supervisor {
             reply: .failure(message, code: failure.code, details: failure.output))
     }
 
+    /// `op`'s line in history. A policy restart or roll-ahead names its slots and why each
+    /// (a policy audit: its lines said neither), before any failure.
+    func historyEntry(_ op: Operation, outcome: OperationOutcome, detail: String?) -> HistoryEntry {
+        let slots =
+            op.kind == .policy || op.kind == .rollAhead
+            ? (op.slots ?? []).sorted().map { "slot \($0): \((op.slotReasons[$0] ?? op.restartReason).rawValue)" }.joined(separator: ", ") : ""
+        return HistoryEntry(
+            // A reload or policy restart has no target of its own: it runs the current release.
+            kind: op.kind, release: op.target?.directory ?? op.options?.release ?? releaseState.current.directory,
+            previousRelease: op.previous?.directory, outcome: outcome,
+            detail: slots.isEmpty ? detail : detail.map { "\(slots); \($0)" } ?? slots, startedAt: op.startedAtWall,
+            duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)
+    }
+
     /// Ends `op`: history, replies, READY=1 after a reload, next operation.
     func finishOperation(_ op: Operation, outcome: OperationOutcome, detail: String?, reply: ControlReply) {
         if let d = op.deadline { loop.cancel(d) }

@@ -380,15 +380,6 @@ extension Supervisor {
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
-    /// `op`'s line in history.
-    func historyEntry(_ op: Operation, outcome: OperationOutcome, detail: String?) -> HistoryEntry {
-        HistoryEntry(
-            // A reload or policy restart has no target of its own: it runs the current release.
-            kind: op.kind, release: op.target?.directory ?? op.options?.release ?? releaseState.current.directory,
-            previousRelease: op.previous?.directory, outcome: outcome, detail: detail, startedAt: op.startedAtWall,
-            duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)
-    }
-
     static func list(_ slots: [Int]) -> String { slots.map(String.init).joined(separator: ",") }
 }
 

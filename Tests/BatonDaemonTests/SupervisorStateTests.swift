@@ -93,6 +93,9 @@ import Testing
         h.finishOperations()
         #expect(h.host.store.inProgress == nil)
         #expect(h.host.store.loadHistory().map(\.kind) == [.reload, .policy])
+        // A policy audit: the line named neither the slot nor why.
+        #expect(h.host.store.loadHistory().last?.detail == "slot 1: age")
+        #expect(h.host.store.loadHistory().first?.detail == nil, "a reload names no slot")
     }
 
     @Test func aReloadGoesOnWhenTheStateDirectoryCannotRecordIt() throws {
