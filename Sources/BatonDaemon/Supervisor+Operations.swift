@@ -120,12 +120,15 @@ extension Supervisor {
     /// The plan `--dry-run` prints.
     private func plan(kind: Operation.Kind, target: Release, options: DeployOptions, strategy: DeployStrategy?) -> [String] {
         let step = firstStep(options, strategy: strategy)
+        // The order the deploy would take now, the most grown worker first (a docs audit: the
+        // plan named slot 0 as the canary, and the deploy then began with slot 1 or 2).
+        let order = slotsByGrowth()
         var lines = [
             "\(kind.rawValue): \(releaseState.current.directory) → \(target.directory)",
             "command: \((target.command ?? config.app.command).joined(separator: " "))",
-            "strategy: \(Self.describe(step)) (\(step.reason)), planned again at every step, canary \(config.deploy.canary ? "slot \(slots.first?.index ?? 0) first" : "off")",
+            "strategy: \(Self.describe(step)) (\(step.reason)), planned again at every step, canary \(config.deploy.canary ? "slot \(order.first ?? 0) first" : "off")",
         ]
-        for slot in slots {
+        for slot in order.compactMap({ i in slots.first { $0.index == i } }) {
             let pid = slot.current.map { String($0.pid) } ?? "-"
             lines.append("slot \(slot.index): pid \(pid) on \(slot.spec.release) → new worker on \(target.directory)")
         }

@@ -307,6 +307,26 @@ import Testing
         #expect(h.supervisor.history.map(\.release) == [r1])
     }
 
+    /// A docs audit: the dry run named slot 0 as the canary while the deploy began with the
+    /// worker that grew most (slot 1 or 2 in 2 of 5 deploys). Both take the same order now.
+    @Test func theDryRunNamesTheCanaryTheDeployReplacesFirst() throws {
+        let h = try DaemonHarness(workers: 3)
+        h.host.fakeMemory.worker = MemorySample(rss: 60 << 20, pss: 40 << 20, uss: 30 << 20, shared: 10 << 20)
+        try h.start()
+        let grown = try #require(h.supervisor.slots[1].current)
+        let fresh = try #require(grown.ussAtReady)
+        h.host.fakeMemory.setTree(MemorySample(rss: 2 * fresh + (64 << 20), pss: fresh + (32 << 20), uss: fresh + (32 << 20)), of: grown.pid)
+        let r1 = h.makeRelease("r1")
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: r1, dryRun: true), waiter: client, uid: 0)
+        let plan = try #require(client.reply?.details)
+        #expect(plan.contains { $0.contains("canary slot 1 first") }, "\(plan)")
+        #expect(plan.filter { $0.hasPrefix("slot ") }.map { $0.prefix(6) } == ["slot 1", "slot 0", "slot 2"], "\(plan)")
+        let deploy = h.deploy(r1)
+        h.finishOperations()
+        #expect(deploy.progress.contains { $0.contains("canary slot 1") }, "\(deploy.progress)")
+    }
+
     @Test func shutdownDuringDeployAnswersEveryClientAndStopsEveryWorker() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
