@@ -101,6 +101,41 @@ import Testing
         guard pipe(&fds) == 0 else { throw SystemError("pipe") }
         return (fds[0], fds[1])
     }
+
+    /// A stall audit: baton stopped (SIGSTOP, or starved of CPU) while it handled a descriptor;
+    /// meanwhile a worker sent READY=1 and its readiness timeout passed. The timeout fired before
+    /// the loop looked at the worker's notify socket again: a good release was rolled back (3 of
+    /// 7 deploys). Descriptors ready by the time a timer is run for are handled first.
+    @Test func aTimerDueAfterAStallRunsOnlyOnceTheDescriptorsReadyBeforeItAreHandled() throws {
+        let clock = ManualClock()
+        let loop = try EventLoop(now: clock.now)
+        let handled = try makePipe()
+        let notify = try makePipe()
+        defer { for fd in [handled.read, handled.write, notify.read, notify.write] { close(fd) } }
+        var order: [String] = []
+        var timeout: EventLoop.Token = 0
+        timeout = loop.schedule(after: .seconds(10)) { order.append("readiness timeout") }
+        try loop.register(fd: notify.read, events: .readable) { _ in
+            var byte: UInt8 = 0
+            _ = read(notify.read, &byte, 1)
+            order.append("READY=1")
+            loop.cancel(timeout)
+        }
+        try loop.register(fd: handled.read, events: .readable) { _ in
+            var byte: UInt8 = 0
+            _ = read(handled.read, &byte, 1)
+            // The loop stalls here for longer than the timeout, and the worker's READY=1 arrives.
+            var ready: UInt8 = 1
+            _ = write(notify.write, &ready, 1)
+            clock.value.withLock { $0 += .seconds(15) }
+        }
+        var byte: UInt8 = 1
+        _ = write(handled.write, &byte, 1)
+        #expect(loop.pump() != nil)
+        #expect(order == ["READY=1"])
+        #expect(loop.pump() == 0, "nothing else is due")
+        #expect(order == ["READY=1"])
+    }
 }
 
 /// The bounded pool behind `EventLoop.offload`.
@@ -136,4 +171,5 @@ import Testing
         #expect(order.withLock { $0 } == Array(0..<50))
         #expect(pool.threadCount == 1)
     }
+
 }
