@@ -44,8 +44,16 @@ final class MetricsServer {
     /// Accepts the scrapes, pausing while descriptors run out.
     private let acceptPause: AcceptPause
 
-    init(address: ListenAddress, loop: EventLoop, source: any MetricsSource, report: @escaping (String) -> Void = { _ in }) throws {
-        let listener = try Sockets.bind(address, mode: 0o660, backlog: 64)
+    /// A server on `address`, bound now, or on `existing`, the listening socket an image before
+    /// `baton upgrade` bound (closed and bound again, the port refused scrapes for the execve, and
+    /// a port taken meanwhile ended the new image after the upgrade had said it finished).
+    init(
+        address: ListenAddress, adopting existing: Int32? = nil, loop: EventLoop, source: any MetricsSource,
+        report: @escaping (String) -> Void = { _ in }
+    ) throws {
+        let listener =
+            try existing.map { Listener(fd: $0, name: "metrics", address: Sockets.localAddress($0) ?? address.description) }
+            ?? Sockets.bind(address, mode: 0o660, backlog: 64)
         self.listener = listener
         self.address = listener.address
         self.loop = loop

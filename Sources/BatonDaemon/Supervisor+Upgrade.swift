@@ -143,7 +143,7 @@ extension Supervisor {
     /// `clientFD`: the `baton upgrade` client's connection, answered by the next image.
     func upgradeState(controlFD: Int32, clientFD: Int32?) -> UpgradeState {
         UpgradeState(
-            listeners: listeners.map { .init(fd: $0.fd, name: $0.name, address: $0.address) }, controlFD: controlFD,
+            listeners: listeners.map { .init(fd: $0.fd, name: $0.name, address: $0.address) }, controlFD: controlFD, metricsFD: metrics?.fd,
             slots: slots.compactMap { slot in
                 guard let w = slot.current else { return nil }
                 return UpgradeState.SlotState(
@@ -232,13 +232,25 @@ extension Supervisor {
             slot.current = worker
             return slot
         }
+        // Before the upgrade says it finished (a soak audit: bound after it, a port taken during the
+        // execve ended the new image once the CLI had printed "upgrade finished", exit 0, and left
+        // the workers without a supervisor). Adopted, it cannot fail; bound (from an older image),
+        // a failure is said and baton goes on without it.
+        var metricsFailure = ""
+        do {
+            try startMetrics(adopting: state.metricsFD)
+        } catch {
+            logger.error("metrics: \(error); baton runs on without its metrics endpoint until it is restarted")
+            metricsFailure = "; the metrics endpoint did not start: \(error)"
+        }
         performOperations(operations.startUpFinished())
         stopAbandonedSpawns()
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("upgrade: resumed \(slots.count) workers in the new image", metadata: ["pid": .stringConvertible(getpid())])
         if let client = state.clientFD {
-            control?.adoptClient(client)?.finish(.success("upgrade finished: pid \(getpid()) now runs \(options.executable); \(slots.count) workers kept"))
+            control?.adoptClient(client)?.finish(
+                .success("upgrade finished: pid \(getpid()) now runs \(options.executable); \(slots.count) workers kept\(metricsFailure)"))
         }
         // A worker that exited during the execve is still a zombie: handle it now.
         for slot in slots { if let w = slot.current { workerPidfdReadable(w) } }

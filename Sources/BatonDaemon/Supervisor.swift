@@ -224,7 +224,6 @@ public final class Supervisor {
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
             startMemoryChecks()
             startLivenessChecks()
-            try startMetrics()
             return
         }
         listeners = try openListeners()
@@ -264,10 +263,13 @@ public final class Supervisor {
         try ControlServer(adopting: existing, config: config, loop: loop, logger: logger, supervisor: self, lookUpGroup: host.groupID)
     }
 
-    private func startMetrics() throws {
+    /// The metrics endpoint, bound now or (`existing`) adopted from the image before an upgrade.
+    func startMetrics(adopting existing: Int32? = nil) throws {
         guard let text = config.metrics.address else { return }
         guard let address = ListenAddress.parse(text) else { throw DaemonError("metrics.address: cannot parse \(text)") }
-        let server = try MetricsServer(address: address, loop: loop, source: self) { [logger] in logger.error("metrics: \($0)") }
+        let server = try MetricsServer(address: address, adopting: existing, loop: loop, source: self) { [logger] in
+            logger.error("metrics: \($0)")
+        }
         metrics = server
         logger.info("metrics on \(server.address)/metrics")
     }

@@ -55,6 +55,9 @@ struct UpgradeState: Codable {
     var version = 1
     var listeners: [ListenerState]
     var controlFD: Int32
+    /// The metrics endpoint's listening socket (absent from an older image, which closed it:
+    /// bound again).
+    var metricsFD: Int32?
     var slots: [SlotState]
     var releaseState: ReleaseState
     var sentReady: Bool
@@ -104,6 +107,7 @@ struct UpgradeState: Codable {
     /// Every descriptor that must survive the execve.
     var descriptors: [Int32] {
         var fds = listeners.map(\.fd) + [controlFD]
+        if let metricsFD { fds.append(metricsFD) }
         for s in slots {
             fds += [s.worker.pidfd, s.worker.outputFD]
             if s.worker.notifyFD >= 0 { fds.append(s.worker.notifyFD) }

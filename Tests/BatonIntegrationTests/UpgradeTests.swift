@@ -14,9 +14,12 @@ extension MemoryIntegration {
             defer { TestPaths.remove(directory) }
             let recorder = try NotifyRecorder(path: directory + "/notify.sock")
             defer { recorder.close() }
-            let baton = try BatonHarness(workers: 3, environment: ["NOTIFY_SOCKET": recorder.path], tag: "upg")
+            let baton = try BatonHarness(
+                workers: 3, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"",
+                environment: ["NOTIFY_SOCKET": recorder.path], tag: "upg")
             defer { baton.stop() }
             let before = try baton.status()
+            let metricsPort = try #require(baton.metricsPort())
             let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(60))
             #expect(load.waitForProgress(200))
             let marker = recorder.all.count
@@ -25,6 +28,10 @@ extension MemoryIntegration {
             #expect(upgraded.code == 0, "\(upgraded.stderr)")
             #expect(upgraded.stdout.contains("check passed"))
             #expect(upgraded.stdout.contains("upgrade finished: pid \(before.pid)"))
+            // A soak audit: the metrics socket was closed and bound again after the reply (scrapes
+            // refused meanwhile; a port taken in the gap ended the new image). It crosses the
+            // execve as the listening sockets do: the same port (0 in the config) answers.
+            #expect(HTTP.get(port: metricsPort, path: "/metrics")?.status == 200)
             #expect(load.waitForProgress(200))
             let after = try baton.status()
             #expect(after.pid == before.pid)
