@@ -24,7 +24,8 @@ extension Supervisor {
         let token = loop.schedule(after: FootprintTracker.sampleInterval) { [unowned self, weak worker] in
             guard let worker, worker.state != .exited else { return }
             let (pids, sample) = self.host.memory.treeMembers(of: worker.pid)
-            guard let m = sample, let pss = m.pss else {
+            // A worker being stopped is going away: its tree is no footprint (a soak audit).
+            guard worker.state == .ready, let m = sample, let pss = m.pss else {
                 self.memoryMonitor.footprints.workerExited(pid: worker.pid)
                 return
             }

@@ -154,6 +154,21 @@ struct MemoryFootprintTests {
         #expect(tracker.footprints(release: "r1") == [60 * mib, 100 * mib])
     }
 
+    /// A soak audit: a worker stopped before its footprint settled (its leader a zombie with
+    /// live threads) read 0 B three times in a row, and "footprint settled: 0 B" made preflight
+    /// plan the release at 0 B. A tree that reads 0 B cannot be measured: it is not counted.
+    @Test func aTreeThatReadsZeroIsNotCounted() {
+        var tracker = FootprintTracker(maxWait: .seconds(5))
+        let zeros = boot(&tracker, pid: 1, [([1], 8), ([1], 0), ([1], 0), ([1], 0)])
+        #expect(zeros == [nil, nil, nil])
+        #expect(!tracker.isSettling(pid: 1))
+        #expect(tracker.footprints(release: "r1").isEmpty)
+        // Zero from ready on, to the end of the wait: not counted either.
+        let never = boot(&tracker, pid: 2, [([2], 0), ([2], 0), ([2], 0), ([2], 0), ([2], 0), ([2], 0)])
+        #expect(never.allSatisfy { $0 == nil })
+        #expect(tracker.footprints(release: "r1").isEmpty)
+    }
+
     @Test func theMedianOfTheLastBoots() {
         var tracker = FootprintTracker(keep: 5)
         for (pid, size) in [(1, 100), (2, 90), (3, 110), (4, 400), (5, 95)] as [(Int32, UInt64)] {

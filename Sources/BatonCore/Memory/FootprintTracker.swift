@@ -98,6 +98,7 @@ public struct FootprintTracker: Sendable, Equatable {
 
     /// A worker became ready; `pids` is its tree, `pss` the tree's PSS, at `now`.
     public mutating func workerReady(pid: Int32, release: String, pids: Set<Int32>, pss: UInt64, now: Duration) {
+        guard pss > 0 else { return }
         open[pid] = OpenBoot(release: release, readyAt: now, pids: pids, run: [pss], peak: pss)
     }
 
@@ -106,6 +107,12 @@ public struct FootprintTracker: Sendable, Equatable {
     @discardableResult
     public mutating func sampled(pid: Int32, pids: Set<Int32>, pss: UInt64, now: Duration) -> UInt64? {
         guard var boot = open[pid] else { return nil }
+        // A tree that reads 0 B cannot be measured (a zombie leader: it is going away): not
+        // counted (a soak audit: "footprint settled: 0 B", and preflight planned with 0 B).
+        guard pss > 0 else {
+            workerExited(pid: pid)
+            return nil
+        }
         boot.peak = max(boot.peak, pss)
         if pids != boot.pids {
             // A fork or an exit: the tree is still changing; a new run starts here.
