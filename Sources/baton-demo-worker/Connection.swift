@@ -80,9 +80,10 @@ final class Connection {
             if server.options.logRequests { log("\(head.method) \(head.path) \(response.status) #\(number)") }
             // baton's max_requests counts what workers report: one datagram every
             // `requestsReportEvery` requests, at most one per 50 ms, keeps the cost off the
-            // request path and off baton's loop (20k requests/s would be 300 datagrams/s).
+            // request path and off baton's loop (20k requests/s would be 300 datagrams/s);
+            // never blocking (``Notify``).
             if number % Self.requestsReportEvery == 0, server.state.reportDue(now: lastActivity, interval: 50_000_000) {
-                _ = sd_notify(0, "X_BATON_REQUESTS=\(number)")
+                Notify.withoutBlocking("X_BATON_REQUESTS=\(number)")
             }
             if let limit = server.options.crashAfterRequests, number >= limit { crash() }
             guard sent && keepAlive && goOn else { return }

@@ -36,7 +36,7 @@ enum Signals {
                 guard sigwait(&set, &signal) == 0 else { continue }
                 let name = signal == SIGTERM ? "SIGTERM" : "SIGINT"
                 let started = state.beginDrain {
-                    _ = sd_notify(0, "STOPPING=1\nSTATUS=draining")
+                    Notify.withoutBlocking("STOPPING=1\nSTATUS=draining")
                 }
                 if started {
                     log("\(name): draining")

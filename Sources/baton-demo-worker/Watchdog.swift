@@ -14,7 +14,7 @@ enum Watchdog {
         log("watchdog: WATCHDOG=1 every \(period / 1_000_000) ms")
         let result = spawnDetachedThread(stackSize: 128 * 1024) {
             while true {
-                _ = sd_notify(0, "WATCHDOG=1")
+                Notify.withoutBlocking("WATCHDOG=1")
                 sleepNanos(period)
             }
         }

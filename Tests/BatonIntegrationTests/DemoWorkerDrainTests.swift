@@ -4,8 +4,8 @@ import Glibc
 import Testing
 
 extension Integration {
-    /// `baton-demo-worker`'s drain of kept-alive connections.
-    @Suite("demo worker drain")
+    /// `baton-demo-worker`'s kept-alive connections: the drain, the request reports.
+    @Suite("demo worker connections")
     struct DemoWorkerDrainTests {
         /// A docs audit: under keep-alive load on a busy host (load average 30 on 2 cores), the
         /// demo worker failed 8 to 19 requests over 3 deploys and a reload, where README promises
@@ -35,6 +35,47 @@ extension Integration {
             #expect(response?.status == 200, "\(process.stderrLines)")
             #expect(response?.header("connection")?.lowercased() == "close", "the draining worker ends the connection after it")
             #expect(process.wait(timeout: .seconds(10)) == 0)
+        }
+
+        /// A stall audit: with baton stopped, the demo worker's `X_BATON_REQUESTS=` reports
+        /// filled its notify socket's queue (10 datagrams), and `sd_notify` then blocked each
+        /// connection thread that reached its report: kept-alive clients made no progress for
+        /// as long as baton did not read. Reports that find the queue full are dropped.
+        @Test("requests on a kept-alive connection go on while nobody reads the notify socket")
+        func reportsNeverBlockRequests() throws {
+            let directory = TestPaths.temporaryDirectory("unread")
+            defer { TestPaths.remove(directory) }
+            let path = directory + "/notify.sock"
+            let unread = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            defer { close(unread) }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { for (i, byte) in path.utf8.enumerated() { $0[i] = byte } }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(unread, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            try #require(bound == 0)
+            let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
+            defer { withExtendedLifetime(listener) {} }  // the Listener owns its socket and closes it
+            let port = try #require(listener.address.split(separator: ":").last.flatMap { UInt16($0) })
+            let process = try TestProcess(
+                [DemoWorkerCrashTests.worker], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1", "NOTIFY_SOCKET=\(path)"],
+                passFDs: [listener.fd], setListenPID: true)
+            defer { _ = process.stop() }
+            #expect(process.waitForLine(containing: "ready", timeout: .seconds(10)) != nil, "\(process.stderrLines)")
+            let client = try #require(HTTP.connect(port: port))
+            defer { close(client) }
+            // A report at most every 64 requests and 50 ms: 1.5 s of requests makes far more
+            // than the queue holds.
+            let end = monotonicNow() + .milliseconds(1500)
+            var answered = 0
+            while monotonicNow() < end {
+                HTTP.send(client, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                guard Self.readKeptAliveResponse(client)?.hasPrefix("HTTP/1.1 200") == true else { break }
+                answered += 1
+            }
+            #expect(monotonicNow() < end + .seconds(5), "a request waited: \(answered) answered")
+            #expect(answered > 64 * 11, "\(answered) requests answered")
         }
 
         /// One response on a kept-alive connection: its head and `Content-Length` bytes of body.
