@@ -8,12 +8,39 @@ extension Supervisor {
     /// from the supervisor's state and those figures. A status of hundreds of large workers
     /// walks their page tables without holding the loop, and the control server renders an
     /// immutable value, never the supervisor's slots, workers or counters.
+    ///
+    /// A read not done within ``statusReadWait`` is not waited for: the report takes each
+    /// worker's last sample and says so (a soak audit: reads of smaps_rollup stuck in
+    /// uninterruptible sleep while the host stalled held status for 21 s, and the CLI gave up,
+    /// exit 4, as if baton hung).
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
         let pids = liveWorkerPIDs + moldPIDs
         let ksm = config.memory.mergeable
+        var pending: ((StatusReport) -> Void)? = reply
+        let late = loop.schedule(after: Self.statusReadWait) { [unowned self] in
+            guard let reply = pending else { return }
+            pending = nil
+            var report = self.statusReport(memory: self.lastMemorySamples)
+            report.memoryNote =
+                "memory figures from the last check: this status's read of the workers' memory did not finish within \(Units.formatDuration(Self.statusReadWait)) (the host is stalled, or a process is in uninterruptible sleep)"
+            reply(report)
+        }
         loop.offload({ [reader = host.memory] in MemoryMonitor.read(pids, detailed: true, ksm: ksm, with: reader) }) { [unowned self] readings in
+            self.loop.cancel(late)
+            guard let reply = pending else { return }
+            pending = nil
             reply(self.statusReport(memory: readings))
         }
+    }
+
+    /// How long `baton status` waits for its read of the workers' memory.
+    static let statusReadWait: Duration = .seconds(2)
+
+    /// Each live worker's and mold's last memory sample, by pid.
+    var lastMemorySamples: [pid_t: MemorySample] {
+        var samples = moldBook.memory
+        for slot in slots { for w in slot.workers { if let m = w.memory { samples[w.pid] = m } } }
+        return samples
     }
 
     /// Listening sockets that accept no connection any more: a process holding one called

@@ -44,7 +44,12 @@ final class FakeMemory: MemoryReading {
         set { figures.withLock { $0.host = newValue } }
     }
 
+    /// While set, detailed reads wait until it is cleared (a read stuck in the kernel); the
+    /// loop's own reads (footprints, preflight) too, so a test sets it only when none is due.
+    let stuck = Mutex(false)
+
     func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? {
+        while detailed && stuck.withLock({ $0 }) { usleep(1000) }
         if detailed { reads.withLock { $0[pid, default: 0] += 1 } }
         return overrides.withLock { $0[pid] } ?? worker
     }

@@ -100,4 +100,33 @@ import Testing
         h.advance(by: .seconds(5))
         #expect(h.supervisor.statusReport(memory: [:]).memory?.thresholdHeld == nil)
     }
+
+    /// A soak audit: the reads of smaps_rollup a status waits for were stuck in uninterruptible
+    /// sleep while the host stalled, and status took 21 s (the CLI gave up, exit 4). Past 2 s
+    /// the report takes each worker's last sample, and says so.
+    @Test func aStatusWhoseMemoryReadIsStuckAnswersWithTheLastSamples() throws {
+        let h = try DaemonHarness(workers: 2)
+        h.host.fakeMemory.worker = MemorySample(rss: 30 * Self.mib, pss: 20 * Self.mib, uss: 10 * Self.mib, shared: 5 * Self.mib)
+        try h.start()
+        // The footprints settle first: their samples are read on the loop, and would wait too.
+        h.advance(by: FootprintTracker.sampleInterval * 20)
+        h.host.fakeMemory.stuck.withLock { $0 = true }
+        var replies: [StatusReport] = []
+        h.supervisor.requestStatus { replies.append($0) }
+        #expect(h.loop.pump() != nil)
+        #expect(replies.isEmpty, "the read is waited for first")
+        h.clock.set(h.clock.now + Supervisor.statusReadWait)
+        #expect(h.loop.pump() != nil)
+        let report = try #require(replies.first)
+        #expect(report.workers.map(\.pssBytes) == [20 * Self.mib, 20 * Self.mib])
+        #expect(report.memoryNote?.hasPrefix("memory figures from the last check: this status's read of the workers' memory did not finish within 2s") == true)
+        #expect(report.table(now: 0).contains("note: memory figures from the last check"))
+        h.host.fakeMemory.stuck.withLock { $0 = false }
+        h.settle()
+        #expect(replies.count == 1, "answered once")
+        // A read that finishes in time is the report's, with no note.
+        h.supervisor.requestStatus { replies.append($0) }
+        h.settle()
+        #expect(replies.count == 2 && replies[1].memoryNote == nil)
+    }
 }

@@ -40,12 +40,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// and their parent exited (a daemonizing worker). They run on, maybe holding the
     /// listening sockets, until baton stops and kills them; nil when there are none.
     public var strays: [Int32]?
+    /// Set when this report's memory figures are each worker's last sample, not a read made
+    /// for it (that read did not finish in time): why, in words.
+    public var memoryNote: String?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
         case reservation, ksm
         case molds, strays
         case logDroppedBytes = "log_dropped_bytes"
+        case memoryNote = "memory_note"
     }
 
     /// Creates a report.
@@ -297,6 +301,7 @@ extension StatusReport {
         }
         if let oom, oom.kills > 0 { lines.append(oom.line(now: now)) }
         if let r = reservation { lines.append(r.line) }
+        if let memoryNote { lines.append("note: \(memoryNote)") }
         for note in ksm?.notes ?? [] { lines.append("note: \(note)") }
         for mold in molds ?? [] { lines.append(mold.line(now: now)) }
         if let dropped = logDroppedBytes, dropped > 0 {
