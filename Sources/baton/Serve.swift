@@ -103,5 +103,9 @@ struct CheckConfig: ParsableCommand {
     func run() throws {
         let config = try loadConfig(file, hostChecks: true)
         print("\(file): ok (app \(config.app.name), \(config.app.workers) workers, readiness \(config.readiness.mode.rawValue))")
+        // A docs audit: "ok", then `serve` exited 2 outside socket activation.
+        if config.listen.addresses.isEmpty {
+            print("note: no [listen] addresses: baton serve takes its sockets from systemd socket activation (outside it, it exits 2)")
+        }
     }
 }

@@ -112,6 +112,13 @@ extension SecondIntegration {
             let noListener = try TestProcess.run([baton, "serve", "--config", path], environment: TestPaths.cleanEnvironment(), timeout: .seconds(20))
             #expect(noListener.code == 2, "exit \(noListener.code): \(noListener.stderr)")
             #expect(noListener.stderr.hasSuffix("baton: no listening socket: not socket-activated and listen.addresses is empty"), "\(noListener.stderr)")
+            // check-config passes it (socket activation gives the sockets), and says what serve needs.
+            let checked = try TestProcess.run([baton, "check-config", path], timeout: .seconds(20))
+            #expect(checked.code == 0, "\(checked.stderr)")
+            #expect(
+                checked.stdout.hasSuffix(
+                    "note: no [listen] addresses: baton serve takes its sockets from systemd socket activation (outside it, it exits 2)\n"),
+                "\(checked.stdout)")
             for folder in ["", "/", "relative", "/tmp", "//tmp/./", directory + "/../" + String(repeating: "x", count: 90)] {
                 let demo = try TestProcess.run([baton, "demo", "--port", "0", "--directory", folder], timeout: .seconds(20))
                 #expect(demo.code == 2 && demo.stderr.hasPrefix("baton: --directory must be "), "\(folder): \(demo.stderr)")
