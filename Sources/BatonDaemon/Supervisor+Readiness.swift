@@ -32,8 +32,16 @@ extension Supervisor {
             case .ready:
                 workerBecameReady(worker)
             case .kill(let reason):
+                // What was awaited (a docs audit: an app that never notifies was "not ready" with
+                // no word of READY=1 or [readiness] mode).
+                let awaited =
+                    switch config.readiness.mode {
+                    case .notify: " (no READY=1 on its NOTIFY_SOCKET; for an app that sends none, [readiness] mode = \"delay\" or \"exec\")"
+                    case .exec: " (its readiness probe never exited 0)"
+                    case .delay: ""
+                    }
                 logger.warning(
-                    "worker not ready after \(Units.formatDuration(gate.timeout)): killing it",
+                    "worker not ready after \(Units.formatDuration(gate.timeout))\(awaited): killing it",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
                 worker.stopReason = .restart(reason)
                 kill(worker)

@@ -84,7 +84,10 @@ extension Integration {
                     timeout = "500ms"
                     """, waitReady: false, tag: "never")
             defer { never.stop() }
-            #expect(never.process.waitForLine(containing: "worker not ready after 500ms: killing it", timeout: .seconds(10)) != nil)
+            // A docs audit: the line named neither READY=1 nor the mode to choose instead.
+            let line =
+                "worker not ready after 500ms (no READY=1 on its NOTIFY_SOCKET; for an app that sends none, [readiness] mode = \"delay\" or \"exec\"): killing it"
+            #expect(never.process.waitForLine(containing: line, timeout: .seconds(10)) != nil)
             #expect(never.process.waitForLine(containing: "restarts in", timeout: .seconds(10)) != nil)
             let slot = try #require(try never.status().workers.first)
             #expect(slot.lastRestartReason == "readiness-timeout")
