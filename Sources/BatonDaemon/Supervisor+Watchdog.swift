@@ -62,7 +62,12 @@ extension Supervisor {
         // before the notify sockets' events) count: read them first.
         for worker in checkedWorkers where worker.watchdogInterval != nil && worker.notifyFD >= 0 { readNotify(worker) }
         let workers = checkedWorkers
-        for verdict in liveness.check(now: loop.now(), workers: workers.map { record($0, states: states[$0.pid] ?? []) }) {
+        let verdicts = liveness.check(now: loop.now(), workers: workers.map { record($0, states: states[$0.pid] ?? []) })
+        if let stalled = liveness.stalled {
+            logger.warning(
+                "watchdog: baton itself did not run for \(Units.formatElapsed(stalled)) (stopped, or starved of CPU): every worker's watchdog counts from now")
+        }
+        for verdict in verdicts {
             guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }
             replaceUnresponsive(worker, reason: verdict.reason, detail: verdict.detail)
         }

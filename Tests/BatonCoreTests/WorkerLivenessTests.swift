@@ -34,6 +34,29 @@ struct WorkerLivenessTests {
         #expect(tracker.check(now: ms(2500), workers: [worker]).first?.detail.contains("no WATCHDOG=1 since ready") == true)
     }
 
+    /// A re-audit: baton stopped 15 to 31 s under load; its workers' pings sent meanwhile were
+    /// dropped (their notify queues were full of request reports), and the first check after
+    /// the stop replaced healthy workers (5 of 7 stops; one rolled a good deploy back). A check
+    /// more than 1.5 intervals after the last one is baton's stall: the watchdog counts anew.
+    @Test func aCheckAfterBatonItselfStalledGivesEveryWorkerAFreshInterval() {
+        var tracker = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
+        let worker = WorkerLiveness.Worker(pid: 10, readyAt: ms(100), watchdog: .seconds(4), lastPing: ms(2000))
+        #expect(tracker.check(now: ms(3000), workers: [worker]).isEmpty)
+        #expect(tracker.stalled == nil)
+        // baton stopped from 3 s to 30 s.
+        #expect(tracker.check(now: ms(30_000), workers: [worker]).isEmpty, "the missed pings are baton's stall")
+        #expect(tracker.stalled == ms(27_000))
+        #expect(tracker.watchdogDeadline(worker) == ms(34_000))
+        // A worker that still does not ping goes one interval later.
+        #expect(tracker.check(now: ms(33_999), workers: [worker]).isEmpty)
+        #expect(tracker.stalled == nil)
+        #expect(tracker.check(now: ms(34_000), workers: [worker]).map(\.reason) == [.watchdog])
+        // Checks at their usual pace (at most one interval apart) judge as before.
+        var steady = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
+        #expect(steady.check(now: ms(3000), workers: [worker]).isEmpty)
+        #expect(steady.check(now: ms(6000), workers: [worker]).map(\.reason) == [.watchdog])
+    }
+
     @Test func aPingBeforeReadyDoesNotShortenTheFirstInterval() {
         let tracker = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
         let worker = WorkerLiveness.Worker(pid: 10, readyAt: ms(5000), watchdog: .seconds(1), lastPing: ms(100))

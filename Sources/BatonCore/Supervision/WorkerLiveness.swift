@@ -68,11 +68,23 @@ public struct WorkerLiveness: Sendable, Equatable {
     public let startedAt: Duration
     /// Since when each worker was seen stopped, by pid.
     public private(set) var stoppedSince: [Int32: Duration] = [:]
+    /// The last check's time (nil before the first).
+    public private(set) var lastCheck: Duration?
+    /// Set by a check that came more than 1.5 watchdog intervals after the one before: how long
+    /// baton itself did not run (stopped, or starved of CPU). Pings sent meanwhile may be lost
+    /// (a worker that does not block drops them while its notify socket's queue is full), so
+    /// every watchdog counts from that check (a re-audit: 5 of 7 stops of 15 to 31 s under
+    /// load replaced healthy workers, and one rolled a good deploy back).
+    public private(set) var stalled: Duration?
+    /// No watchdog deadline falls before this plus the interval: the tracker's start, or the
+    /// check that found baton stalled.
+    private var deadlinesFrom: Duration
 
     /// A tracker started at `now`.
     public init(settings: Settings, now: Duration) {
         self.settings = settings
         self.startedAt = now
+        deadlinesFrom = now
     }
 
     /// A process state that means the process is not running and will not by itself.
@@ -81,7 +93,7 @@ public struct WorkerLiveness: Sendable, Equatable {
     /// The moment `worker` misses its watchdog, nil without one.
     public func watchdogDeadline(_ worker: Worker) -> Duration? {
         guard let interval = worker.watchdog else { return nil }
-        return max(worker.readyAt, worker.lastPing ?? worker.readyAt, startedAt) + interval
+        return max(worker.readyAt, worker.lastPing ?? worker.readyAt, deadlinesFrom) + interval
     }
 
     /// True when the liveness check wants the workers' process states on this check.
@@ -90,6 +102,14 @@ public struct WorkerLiveness: Sendable, Equatable {
     /// One check of the ready workers at `now`; returns those to replace, at most one verdict each
     /// (the watchdog first). Workers not in `workers` are forgotten.
     public mutating func check(now: Duration, workers: [Worker]) -> [Verdict] {
+        // Checks come at least once per interval (``nextCheck(now:workers:fallback:)``): a longer
+        // gap is baton's own stall, not the workers'.
+        stalled = nil
+        if let last = lastCheck, let interval = workers.compactMap(\.watchdog).min(), now - last > interval * 3 / 2 {
+            stalled = now - last
+            deadlinesFrom = now
+        }
+        lastCheck = now
         let present = Set(workers.map(\.pid))
         stoppedSince = stoppedSince.filter { present.contains($0.key) }
         var verdicts: [Verdict] = []
