@@ -32,7 +32,11 @@ extension Supervisor {
                 rollBack(op, slots: replaced)
             }
         case (.rollingBack, .succeeded):
-            finishFailed(op, rolledBack: "rolled back: slots \(Self.list(op.rolledBackSlots)) are on \(op.previous?.directory ?? "?") again")
+            finishFailed(
+                op,
+                rolledBack: op.rolledBackSlots.count == 1
+                    ? "rolled back: slot \(Self.list(op.rolledBackSlots)) is on \(op.previous?.directory ?? "?") again"
+                    : "rolled back: slots \(Self.list(op.rolledBackSlots)) are on \(op.previous?.directory ?? "?") again")
         case (.rollingBack, .failed(let slot, let reason, _)):
             degraded = true
             let table = slots.map { s in

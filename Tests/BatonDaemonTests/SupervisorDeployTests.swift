@@ -289,7 +289,7 @@ import Testing
         let reply = try #require(client.reply)
         #expect(reply.ok == false)
         #expect(reply.code == 1)
-        #expect(reply.error?.contains("rolled back: slots 0 are on \(h.initialRelease) again") == true, "\(reply)")
+        #expect(reply.error?.contains("rolled back: slot 0 is on \(h.initialRelease) again") == true, "\(reply)")
         #expect(reply.details == ["boom: cannot connect to the database"])
         #expect(h.servingReleases == [h.initialRelease, h.initialRelease, h.initialRelease])
         // Slots 1 and 2 never changed; slot 0 has a new worker on the old release.

@@ -99,7 +99,7 @@ extension SecondIntegration {
             let result = try baton.cli(["deploy", "--release", release])
             #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
             #expect(result.stderr.contains("cannot persist the release"), "\(result.stderr)")
-            #expect(result.stderr.contains("rolled back: slots"), "\(result.stderr)")
+            #expect(result.stderr.contains("rolled back: slot"), "\(result.stderr)")
             let after = try baton.status()
             #expect(after.release == baton.releaseDirectory)
             #expect(after.workers.allSatisfy { $0.release == baton.releaseDirectory && $0.state == "ready" }, "\(after.workers)")
