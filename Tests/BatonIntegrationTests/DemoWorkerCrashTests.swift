@@ -9,6 +9,20 @@ extension Integration {
     struct DemoWorkerCrashTests {
         static let worker = TestPaths.executable("baton-demo-worker")
 
+        /// A demo worker on a listening socket of its own (127.0.0.1:0) passed as fd 3, once it
+        /// said it is ready. The caller keeps `listener` alive and stops `process`.
+        static func start(_ arguments: [String] = [], environment: [String] = []) throws -> (
+            process: TestProcess, port: UInt16, listener: Listener
+        ) {
+            let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
+            let port = try #require(listener.address.split(separator: ":").last.flatMap { UInt16($0) })
+            let process = try TestProcess(
+                [worker] + arguments, environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1"] + environment, passFDs: [listener.fd],
+                setListenPID: true)
+            #expect(process.waitForLine(containing: "ready", timeout: .seconds(10)) != nil, "\(process.stderrLines)")
+            return (process, port, listener)
+        }
+
         /// The crash used to `_exit` at its deadline whatever was in flight, so a rollback
         /// test under load failed a request whenever the crash caught one (1 in 3 runs beside
         /// the fleet's Ansible runs): a failure of the simulated app, not of baton. It now
@@ -16,14 +30,9 @@ extension Integration {
         /// answer and accepts nothing more.
         @Test("a request in flight when the timer fires is answered, then the worker exits 70")
         func crashWaitsForTheRequestInFlight() throws {
-            let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
+            let (process, port, listener) = try Self.start(["--crash-after", "1"])
             defer { withExtendedLifetime(listener) {} }  // the Listener owns its socket and closes it
-            let port = try #require(listener.address.split(separator: ":").last.flatMap { UInt16($0) })
-            let process = try TestProcess(
-                [Self.worker, "--crash-after", "1"], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1"],
-                passFDs: [listener.fd], setListenPID: true)
             defer { _ = process.stop() }
-            #expect(process.waitForLine(containing: "ready", timeout: .seconds(10)) != nil, "\(process.stderrLines)")
             let client = try #require(HTTP.connect(port: port))
             defer { close(client) }
             // In flight from well before the timer (1 s after READY) to well after it.

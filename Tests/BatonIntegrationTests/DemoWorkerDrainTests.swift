@@ -13,14 +13,9 @@ extension Integration {
         /// and the draining worker had closed the connection under it. The grace is 1 s now.
         @Test("a kept-alive client whose next request comes 400 ms after its last response, once the drain began, is answered")
         func aSlowKeptAliveClientIsAnsweredDuringTheDrain() throws {
-            let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
+            let (process, port, listener) = try DemoWorkerCrashTests.start()
             defer { withExtendedLifetime(listener) {} }  // the Listener owns its socket and closes it
-            let port = try #require(listener.address.split(separator: ":").last.flatMap { UInt16($0) })
-            let process = try TestProcess(
-                [DemoWorkerCrashTests.worker], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1"], passFDs: [listener.fd],
-                setListenPID: true)
             defer { _ = process.stop() }
-            #expect(process.waitForLine(containing: "ready", timeout: .seconds(10)) != nil, "\(process.stderrLines)")
             let client = try #require(HTTP.connect(port: port))
             defer { close(client) }
             HTTP.send(client, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -55,14 +50,9 @@ extension Integration {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(unread, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
             try #require(bound == 0)
-            let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
+            let (process, port, listener) = try DemoWorkerCrashTests.start(environment: ["NOTIFY_SOCKET=\(path)"])
             defer { withExtendedLifetime(listener) {} }  // the Listener owns its socket and closes it
-            let port = try #require(listener.address.split(separator: ":").last.flatMap { UInt16($0) })
-            let process = try TestProcess(
-                [DemoWorkerCrashTests.worker], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1", "NOTIFY_SOCKET=\(path)"],
-                passFDs: [listener.fd], setListenPID: true)
             defer { _ = process.stop() }
-            #expect(process.waitForLine(containing: "ready", timeout: .seconds(10)) != nil, "\(process.stderrLines)")
             let client = try #require(HTTP.connect(port: port))
             defer { close(client) }
             // A report at most every 64 requests and 50 ms: 1.5 s of requests makes far more
