@@ -105,6 +105,8 @@ public final class BatonHarness: @unchecked Sendable {
             guard process.waitForLine(containing: "all \(workers) workers ready", timeout: .seconds(60)) != nil else {
                 let log = process.stderrLines.suffix(30).joined(separator: "\n")
                 process.stop()
+                // No stop() follows a harness that did not start: its folder goes here.
+                if reuse == nil { TestPaths.remove(directory) }
                 throw HarnessError("baton did not become ready:\n\(log)")
             }
         }
