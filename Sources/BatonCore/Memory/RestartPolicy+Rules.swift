@@ -76,46 +76,53 @@ extension RestartPolicy {
         }
         let perSecond = rates.reduce(0.0, +)
         guard !rates.isEmpty, perSecond > 0 else { return nil }
-        let line = Double(tick.budget.bytes) * settings.threshold
-        let pss = Double(tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) })
-        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { Double($0.workingSet) } : nil
-        let total = max(0, max(pss, cgroupTotal ?? 0) - Double(inFlight.comingBack))
+        let line = thresholdLine(tick)
+        let total = Double(thresholdTotal(tick, inFlight).bytes)
         let seconds = LeakRate.seconds(horizon)
         guard total + perSecond * seconds > line, total - Double(reclaimable) < line else { return nil }
         let eta = Duration.seconds(max(0, (line - total) / perSecond).rounded())
-        let percent = "\(Int((settings.threshold * 100).rounded()))%"
         let perHour = (perSecond * 3600 / 1_048_576 * 10).rounded() / 10
         let growth = perHour >= 3600 ? "\((perSecond / 1_048_576 * 10).rounded() / 10) MiB/s" : "\(perHour) MiB/h"
-        return "total \(size(UInt64(total))) growing \(growth) reaches \(percent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
+        return
+            "total \(size(UInt64(total))) growing \(growth) reaches \(thresholdPercent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
     }
 
     /// How far back a worker's recent growth looks: ten checks.
     var recentWindow: Duration { settings.checkInterval * 10 }
 
-    /// The total the threshold is measured on (the workers' PSS, or the cgroup's working set when
-    /// the budget is the cgroup's limit and it is higher), less what the replacements in flight
-    /// free, with its words, when it is over `threshold × budget`; else nil.
-    private func totalOverLine(_ tick: Tick, _ inFlight: InFlight) -> (bytes: UInt64, words: String)? {
-        let line = Double(tick.budget.bytes) * settings.threshold
-        let percent = "\(Int((settings.threshold * 100).rounded()))%"
-        let budget = "\(percent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
+    /// `threshold × budget`, in bytes.
+    private func thresholdLine(_ tick: Tick) -> Double { Double(tick.budget.bytes) * settings.threshold }
+
+    /// `threshold` as a whole percentage, for messages.
+    private var thresholdPercent: String { "\(Int((settings.threshold * 100).rounded()))%" }
+
+    /// The total the threshold rules measure: the workers' PSS, or the cgroup's working set when
+    /// the budget is the cgroup's limit and it is higher, each less what the replacements in
+    /// flight free; with both figures, for the words.
+    private func thresholdTotal(_ tick: Tick, _ inFlight: InFlight) -> (bytes: UInt64, pss: UInt64, cgroup: UInt64?) {
         let back = inFlight.comingBack
         let all = tick.workers.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? 0) }
         let pss = all - min(back, all)
-        let cgroupTotal = tick.budget.source == .cgroup ? tick.cgroup.map { $0.workingSet - min(back, $0.workingSet) } : nil
-        let total = max(pss, cgroupTotal ?? 0)
-        guard Double(total) > line else { return nil }
-        if let cgroupTotal, cgroupTotal > pss { return (total, "cgroup working set \(size(cgroupTotal)) > \(budget)") }
-        return (total, "workers' PSS \(size(pss)) > \(budget)")
+        let cgroup = tick.budget.source == .cgroup ? tick.cgroup.map { $0.workingSet - min(back, $0.workingSet) } : nil
+        return (max(pss, cgroup ?? 0), pss, cgroup)
+    }
+
+    /// ``thresholdTotal(_:_:)`` with its words, when it is over `threshold × budget`; else nil.
+    private func totalOverLine(_ tick: Tick, _ inFlight: InFlight) -> (bytes: UInt64, words: String)? {
+        let total = thresholdTotal(tick, inFlight)
+        guard Double(total.bytes) > thresholdLine(tick) else { return nil }
+        let budget = "\(thresholdPercent) of the \(size(tick.budget.bytes)) budget (\(tick.budget.source.rawValue))"
+        if let cgroup = total.cgroup, cgroup > total.pss { return (total.bytes, "cgroup working set \(size(cgroup)) > \(budget)") }
+        return (total.bytes, "workers' PSS \(size(total.pss)) > \(budget)")
     }
 
     /// A description of the excess when the total, less what the replacements in flight free,
     /// is over `threshold × budget` and `reclaimable` (what restarting the grown workers frees)
     /// could bring it under, else nil.
     func overThreshold(_ tick: Tick, _ inFlight: InFlight, reclaimable: UInt64) -> String? {
-        guard let over = totalOverLine(tick, inFlight),
-            Double(over.bytes - min(reclaimable, over.bytes)) < Double(tick.budget.bytes) * settings.threshold
-        else { return nil }
+        guard let over = totalOverLine(tick, inFlight), Double(over.bytes - min(reclaimable, over.bytes)) < thresholdLine(tick) else {
+            return nil
+        }
         return over.words
     }
 
@@ -124,9 +131,9 @@ extension RestartPolicy {
     /// none, and the supervisor says why (``RestartPolicy/heldOverTheLine``). Else nil.
     func overThresholdBeyondGrowth(_ tick: Tick, _ inFlight: InFlight) -> String? {
         let growth = tick.workers.filter { !inFlight.slots.contains($0.slot) && $0.hasGrown }.reduce(UInt64(0)) { $0 + $1.growth }
-        guard let over = totalOverLine(tick, inFlight),
-            Double(over.bytes - min(growth, over.bytes)) >= Double(tick.budget.bytes) * settings.threshold
-        else { return nil }
+        guard let over = totalOverLine(tick, inFlight), Double(over.bytes - min(growth, over.bytes)) >= thresholdLine(tick) else {
+            return nil
+        }
         return
             "\(over.words), and restarting the workers would free at most \(size(growth)) (their growth since ready): the rest is memory outside the workers or their fresh size"
     }
