@@ -32,11 +32,9 @@ extension Supervisor {
                 rollBack(op, slots: replaced)
             }
         case (.rollingBack, .succeeded):
-            finishFailed(
-                op,
-                rolledBack: op.rolledBackSlots.count == 1
-                    ? "rolled back: slot \(Self.list(op.rolledBackSlots)) is on \(op.previous?.directory ?? "?") again"
-                    : "rolled back: slots \(Self.list(op.rolledBackSlots)) are on \(op.previous?.directory ?? "?") again")
+            let slots = Self.list(op.rolledBackSlots)
+            let which = op.rolledBackSlots.count == 1 ? "slot \(slots) is" : "slots \(slots) are"
+            finishFailed(op, rolledBack: "rolled back: \(which) on \(op.previous?.directory ?? "?") again")
         case (.rollingBack, .failed(let slot, let reason, _)):
             degraded = true
             let table = slots.map { s in
