@@ -19,8 +19,10 @@ final class MemoryMonitor {
     var footprints = FootprintTracker()
     /// Periodic checks so far (smaps_rollup every `smaps_every`-th).
     private(set) var ticks = 0
-    /// A memory read is running off the loop (periodic checks skip a turn meanwhile).
-    private(set) var readRunning = false
+    /// Whether a memory read is running off the loop (periodic checks skip a turn meanwhile):
+    /// a periodic one, or one an operation, a preflight or a dry run waits for.
+    var readRunning: Bool { readsRunning > 0 }
+    private var readsRunning = 0
     /// Kernel OOM kills in baton's cgroup: counter, attribution, pending replacements.
     let oom = OOMWatch()
     /// The reservation of `preflight --roll-ahead`, while one is held.
@@ -42,10 +44,10 @@ final class MemoryMonitor {
     }
 
     /// A read went off the loop.
-    func readStarted() { readRunning = true }
+    func readStarted() { readsRunning += 1 }
 
     /// That read is back.
-    func readFinished() { readRunning = false }
+    func readFinished() { readsRunning -= 1 }
 
     /// Each worker's tree memory by pid (with `ksm` and `detailed`, its KSM figures too); safe
     /// on any thread (only reads through `reader`).

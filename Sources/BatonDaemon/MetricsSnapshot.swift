@@ -86,7 +86,7 @@ protocol MetricsSource: AnyObject {
 
 extension Supervisor: MetricsSource {
     func metricsSnapshot() -> MetricsSnapshot {
-        let headroom = (try? preflightFromLastSample(release: nil, need: 0)).map { verdict, _ in
+        let headroom = (try? preflight(release: nil, need: 0)).map { verdict, _ in
             MetricsSnapshot.Headroom(binding: verdict.binding.kind.name, availableBytes: verdict.binding.available)
         }
         return MetricsSnapshot(

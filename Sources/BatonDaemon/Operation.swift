@@ -35,6 +35,8 @@ final class Operation {
     /// Clients waiting for the result (and streaming progress).
     var waiters: [any OperationWaiter] = []
     var phase: Phase = .queued
+    /// Every worker was measured for its start (`Supervisor.measureThen`).
+    var measured = false
     /// The release rolled out (set when it starts).
     var target: Release?
     /// The release before (rollback goes back there).

@@ -46,14 +46,35 @@ extension Supervisor {
         sampleOffLoop(detailed: true) { [unowned self] in self.runPolicy(detailed: true) }
     }
 
-    /// Measures every live worker's process tree, here on the loop (for a
-    /// decision that needs the figures now: a preflight); with `detailed`,
-    /// PSS/USS too, feeding the leak-rate history.
-    func sample(detailed: Bool) {
-        apply(MemoryMonitor.read(liveWorkerPIDs + moldPIDs, detailed: detailed, ksm: config.memory.mergeable, with: host.memory), detailed: detailed)
+    /// Measures every live worker's process tree (PSS/USS, feeding the leak-rate history) for
+    /// a decision that needs the figures now: an operation's start (a deploy's order, the
+    /// first step's width), a preflight, a dry run, a roll for the reservation. The read runs
+    /// off the loop (a detailed read walks every page table: about 1 s of CPU for 256 workers
+    /// of 60 MiB, which held the loop at every deploy's start before); `then` runs on the loop
+    /// with the figures stored. A read not back within ``measureWait`` (smaps_rollup stuck in
+    /// uninterruptible sleep while the host stalls) is not waited for: `then` runs on the last
+    /// samples, and the read's figures are stored when it ends.
+    func measureThen(_ purpose: String, _ then: @escaping () -> Void) {
+        var pending: (() -> Void)? = then
+        let late = loop.schedule(after: Self.measureWait) { [unowned self] in
+            guard let then = pending else { return }
+            pending = nil
+            logger.warning(
+                "the workers' memory read for \(purpose) did not finish within \(Units.formatDuration(Self.measureWait)): going on with the last samples")
+            then()
+        }
+        sampleOffLoop(detailed: true) { [unowned self] in
+            self.loop.cancel(late)
+            guard let then = pending else { return }
+            pending = nil
+            then()
+        }
     }
 
-    /// The same read on a thread of its own; `then` runs on the loop once
+    /// How long a decision waits for its read of the workers' memory (as `baton status` does).
+    static var measureWait: Duration { statusReadWait }
+
+    /// Every worker's tree read on a thread of its own; `then` runs on the loop once
     /// the figures are in.
     private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
         memoryMonitor.readStarted()
@@ -134,20 +155,13 @@ extension Supervisor {
 
     // MARK: - Preflight and roll-ahead
 
-    /// The figures of a planned deploy against the headroom right now, with every worker
-    /// measured now (PSS/USS from smaps_rollup). `op`: a roll-ahead, which keeps the commit
-    /// charge read now for the rollout it plans next.
-    func preflight(release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil, for op: Operation? = nil) throws -> (
-        PreflightVerdict, PreflightReport
-    ) {
-        sample(detailed: true)
-        return try preflightFromLastSample(release: release, need: need, strategy: strategy, maxSurge: maxSurge, for: op)
-    }
-
-    /// The same figures from the workers' last memory sample: what the metrics endpoint
-    /// shows, so that a scrape neither walks every worker's page tables nor adds points to
-    /// the leak-rate histories. `maxSurge`: the surge width planned (default `[deploy] max_surge`).
-    func preflightFromLastSample(
+    /// The figures of a planned deploy against the headroom right now, from the workers' last
+    /// memory sample: `baton preflight` and a roll-ahead measure them first
+    /// (``measureThen(_:_:)``); the metrics endpoint shows them as they are, so that a scrape
+    /// neither walks every worker's page tables nor adds points to the leak-rate histories.
+    /// `maxSurge`: the surge width planned (default `[deploy] max_surge`). `op`: a roll-ahead,
+    /// which keeps the commit charge read now for the rollout it plans next.
+    func preflight(
         release: String?, need: UInt64, strategy: DeployStrategy? = nil, maxSurge: Int? = nil, for op: Operation? = nil
     ) throws -> (
         PreflightVerdict, PreflightReport
@@ -215,6 +229,14 @@ extension Supervisor {
             waiter.finish(.failure("--release must be an absolute path, got \"\(ControlProtocol.printable(release))\"", code: 2))
             return
         }
+        // Every worker measured first, off the loop.
+        measureThen("a preflight") { [unowned self] in
+            self.answerPreflight(options, need: need, hold: hold, waiter: waiter, uid: uid)
+        }
+    }
+
+    /// `baton preflight`, once the workers were measured.
+    private func answerPreflight(_ options: PreflightOptions, need: UInt64, hold: Duration, waiter: ControlConnection, uid: uid_t) {
         // A new roll-ahead plans from scratch: the reservation it replaces must not count twice.
         if options.rollAhead == true, operations.isBusy == false { releaseReservation("a new preflight --roll-ahead replaces it") }
         let verdict: PreflightVerdict
@@ -283,6 +305,12 @@ extension Supervisor {
             return
         }
         op.rolledAhead += op.slots ?? []
+        measureThen("the roll-ahead's next step") { [unowned self] in self.continueRollAhead(op) }
+    }
+
+    /// A roll-ahead's next step, once the workers were measured after its last restart.
+    private func continueRollAhead(_ op: Operation) {
+        guard operation === op, phase != .stopping else { return }
         guard let (verdict, report) = try? preflight(release: nil, need: op.need, for: op) else {
             finishOperation(op, outcome: .failed, detail: "cannot measure", reply: .failure("roll-ahead: cannot measure memory", code: 1))
             return
@@ -336,10 +364,9 @@ extension Supervisor {
         return lines
     }
 
-    /// Slots of the serving workers, largest USS growth since ready first
-    /// (a deploy restarts the most bloated workers first).
+    /// Slots of the serving workers, largest USS growth since ready first (a deploy restarts
+    /// the most bloated workers first), from the last sample (``measureThen(_:_:)``).
     func slotsByGrowth() -> [Int] {
-        sample(detailed: true)
         let ordered = RollAhead.order(currentGrowth()).map(\.slot)
         return ordered + slots.map(\.index).filter { !ordered.contains($0) }
     }

@@ -46,7 +46,9 @@ extension Supervisor {
             return
         }
         if options.dryRun == true {
-            waiter.finish(.success("dry run: nothing changed", details: plan(kind: kind, target: target, options: options, strategy: strategy)))
+            measureThen("a dry run") { [unowned self] in
+                waiter.finish(.success("dry run: nothing changed", details: self.plan(kind: kind, target: target, options: options, strategy: strategy)))
+            }
             return
         }
         let op = makeOperation(kind: kind, options: options, uid: uid)
@@ -117,40 +119,26 @@ extension Supervisor {
         }
     }
 
-    /// The plan `--dry-run` prints.
-    private func plan(kind: Operation.Kind, target: Release, options: DeployOptions, strategy: DeployStrategy?) -> [String] {
-        let step = firstStep(options, strategy: strategy)
-        // The order the deploy would take now, the most grown worker first (a docs audit: the
-        // plan named slot 0 as the canary, and the deploy then began with slot 1 or 2).
-        let order = slotsByGrowth()
-        var lines = [
-            "\(kind.rawValue): \(releaseState.current.directory) → \(target.directory)",
-            "command: \((target.command ?? config.app.command).joined(separator: " "))",
-            "strategy: \(Self.describe(step)) (\(step.reason)), planned again at every step, canary \(config.deploy.canary ? "slot \(order.first ?? 0) first" : "off")",
-        ]
-        for slot in order.compactMap({ i in slots.first { $0.index == i } }) {
-            let pid = slot.current.map { String($0.pid) } ?? "-"
-            lines.append("slot \(slot.index): pid \(pid) on \(slot.spec.release) → new worker on \(target.directory)")
-        }
-        return lines
-    }
-
-    /// The first step of a rollout with `options`: surge or replace, how many slots at once,
-    /// and why (`RolloutPlanner`), from every worker measured now (PSS/USS from smaps_rollup).
-    /// `measured`: every worker was just measured (a deploy ordering its slots by growth), so
-    /// the plan uses those figures instead of walking every worker's page tables again on the loop.
-    /// `op`: the operation the rollout belongs to, which keeps the commit charge read now.
-    func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, measured: Bool = false, for op: Operation? = nil) -> RolloutPlanner.Step {
-        if !measured { sample(detailed: true) }
-        return rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release, for: op))
-    }
-
     // MARK: - Running
 
     /// The overlap rules said `op` starts now.
     func startOperation(_ op: Operation) {
         if op.kind == .reload, op.loadedConfig == nil, let load = options.reloadConfig {
             loadThenStart(op, load)
+            return
+        }
+        // Every operation plans its first step (and a deploy orders its slots) on the workers
+        // measured now, off the loop (docs/ARCHITECTURE.md, invariant 9).
+        if !op.measured {
+            measureThen("the \(op.kind.noun)'s start") { [unowned self] in
+                op.measured = true
+                guard self.operation === op else { return }
+                guard self.phase != .stopping else {
+                    op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
+                    return
+                }
+                self.startOperation(op)
+            }
             return
         }
         if operations.preemptsStartUp {
@@ -187,7 +175,6 @@ extension Supervisor {
     private func begin(_ op: Operation) throws {
         let spec: WorkerSpec
         var order = slots.map(\.index)
-        var measured = false
         if op.kind == .policy || op.kind == .rollAhead {
             op.target = releaseState.current
             spec = try makeSpec(config, release: releaseState.current)
@@ -209,7 +196,6 @@ extension Supervisor {
             spec = try makeSpec(config, release: op.target!)
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()
-            measured = true
         }
         // The restart policy and roll-ahead replace one slot: surge when one worker fits.
         let replacesOne = op.kind == .policy || op.kind == .rollAhead
@@ -219,7 +205,7 @@ extension Supervisor {
         let planner = rolloutPlanner(options, strategy: strategy)
         var planned = options ?? DeployOptions()
         planned.release = op.target?.directory
-        let step = firstStep(planned, strategy: strategy, measured: measured, for: op)
+        let step = firstStep(planned, strategy: strategy, for: op)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)
@@ -255,8 +241,20 @@ extension Supervisor {
     }
 
     func deadlinePassed(_ op: Operation, _ timeout: Duration) {
-        guard operation === op, op.phase == .rollingOut else { return }
+        guard operation === op else { return }
         let reason = "deadline of \(Units.formatDuration(timeout)) passed"
+        if op.phase == .queued {
+            // Its turn came, but it waited for its workers' memory read (or a reload for its
+            // config): no worker was touched yet.
+            if op.startedAtWall == 0 {
+                op.startedAt = loop.now()
+                op.startedAtWall = wallClockNow()
+            }
+            let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason) before it started: nothing changed"
+            finishOperation(op, outcome: .failed, detail: "\(reason) before it started", reply: .failure(message, code: 4))
+            return
+        }
+        guard op.phase == .rollingOut else { return }
         logger.error("\(op.kind.rawValue): \(reason): aborting")
         op.failure = Operation.Failure(reason: reason, output: [], code: 4)
         rolloutEvent { $0.abort(reason: reason) }

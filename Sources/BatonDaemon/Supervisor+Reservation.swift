@@ -88,7 +88,11 @@ extension Supervisor {
 
     /// Rolls the serving worker with the largest growth since ready, measured now.
     private func rollForReservation(available: Int64, trigger: UInt64) {
-        sample(detailed: true)
+        measureThen("a roll for the reservation") { [unowned self] in self.roll(available: available, trigger: trigger) }
+    }
+
+    private func roll(available: Int64, trigger: UInt64) {
+        guard !operations.isBusy, !upgradeInProgress, phase != .stopping else { return }
         guard let next = RollAhead.order(currentGrowth(readyOnly: true)).first, next.growth > 0 else {
             if memoryMonitor.warnNothingToRoll() {
                 logger.warning(
@@ -104,6 +108,7 @@ extension Supervisor {
         op.slots = [next.slot]
         op.reason = .rollAhead
         op.keepsReservation = true
+        op.measured = true
         submit(op)
     }
 

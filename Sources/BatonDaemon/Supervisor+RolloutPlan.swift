@@ -115,4 +115,30 @@ extension Supervisor {
     static func describe(_ step: RolloutPlanner.Step) -> String {
         "\(step.strategy.rawValue), \(step.width) slot\(step.width == 1 ? "" : "s") at once"
     }
+
+    /// The plan `--dry-run` prints.
+    func plan(kind: Operation.Kind, target: Release, options: DeployOptions, strategy: DeployStrategy?) -> [String] {
+        let step = firstStep(options, strategy: strategy)
+        // The order the deploy would take now, the most grown worker first (a docs audit: the
+        // plan named slot 0 as the canary, and the deploy then began with slot 1 or 2).
+        let order = slotsByGrowth()
+        var lines = [
+            "\(kind.rawValue): \(releaseState.current.directory) → \(target.directory)",
+            "command: \((target.command ?? config.app.command).joined(separator: " "))",
+            "strategy: \(Self.describe(step)) (\(step.reason)), planned again at every step, canary \(config.deploy.canary ? "slot \(order.first ?? 0) first" : "off")",
+        ]
+        for slot in order.compactMap({ i in slots.first { $0.index == i } }) {
+            let pid = slot.current.map { String($0.pid) } ?? "-"
+            lines.append("slot \(slot.index): pid \(pid) on \(slot.spec.release) → new worker on \(target.directory)")
+        }
+        return lines
+    }
+
+    /// The first step of a rollout with `options`: surge or replace, how many slots at once,
+    /// and why (`RolloutPlanner`), from the workers' last sample: every caller measured them
+    /// just before (``measureThen(_:_:)``). `op`: the operation the rollout belongs to, which
+    /// keeps the commit charge read now.
+    func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, for op: Operation? = nil) -> RolloutPlanner.Step {
+        rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release, for: op))
+    }
 }

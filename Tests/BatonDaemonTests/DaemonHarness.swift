@@ -40,6 +40,7 @@ final class DaemonHarness {
         configure(&config)
         let clock = self.clock
         loop = try EventLoop(now: { clock.now })
+        host.fakeMemory.loopThread.withLock { $0 = pthread_self() }
         supervisor = Supervisor(
             options: .init(config: config, reloadConfig: nil, launcher: LinuxProcessLauncher(), environment: ["PATH=/usr/bin:/bin"]),
             loop: loop, host: host)
@@ -85,6 +86,19 @@ final class DaemonHarness {
             }
         }
         Issue.record("the loop never settled")
+    }
+
+    /// Waits for the reads off the loop to come back (an operation's start waits for its
+    /// workers' memory read), bounded, and pumps their completions; no worker becomes ready
+    /// and the clock stays: what a request does before the next event, as when the read
+    /// was made on the loop.
+    func awaitReads() {
+        for _ in 0..<100 where loop.pendingOffloads > 0 {
+            guard let woke = loop.pump(waitingUpTo: 10_000), woke > 0 else {
+                Issue.record("an offloaded job did not finish within 10 s")
+                return
+            }
+        }
     }
 
     /// Moves the clock by `delta`, firing every timer at its deadline on the way, in order.
@@ -143,6 +157,7 @@ final class DaemonHarness {
         let waiter = RecordingWaiter()
         supervisor.requestDeploy(
             kind: .deploy, options: DeployOptions(release: release, strategy: strategy, timeout: timeout, wait: wait), waiter: waiter, uid: 0)
+        awaitReads()
         return waiter
     }
 
@@ -151,6 +166,7 @@ final class DaemonHarness {
     func rollback(wait: Bool = false) -> RecordingWaiter {
         let waiter = RecordingWaiter()
         supervisor.requestDeploy(kind: .rollback, options: DeployOptions(wait: wait), waiter: waiter, uid: 0)
+        awaitReads()
         return waiter
     }
 
@@ -159,7 +175,20 @@ final class DaemonHarness {
     func reload() -> RecordingWaiter {
         let waiter = RecordingWaiter()
         supervisor.requestReload(waiter: waiter, uid: 0)
+        awaitReads()
         return waiter
+    }
+
+    /// Every worker measured (PSS/USS) as an operation's start measures them, off the loop.
+    func measure() {
+        supervisor.measureThen("a test") {}
+        settle()
+    }
+
+    /// `preflight`'s figures with every worker measured first, as `baton preflight` takes them.
+    func preflight(release: String? = nil, need: UInt64 = 0, strategy: DeployStrategy? = nil) throws -> (PreflightVerdict, PreflightReport) {
+        measure()
+        return try supervisor.preflight(release: release, need: need, strategy: strategy)
     }
 
     // MARK: - What the test looks at
@@ -178,5 +207,6 @@ extension DaemonHarness {
     /// What the restart policy does when it orders a replacement (`Supervisor+Memory.swift`).
     func requestPolicyRestart(slot: Int, reason: RestartReason) {
         supervisor.submitPolicyRestart(slot: slot, reason: reason, log: "test: policy restart of slot \(slot)")
+        awaitReads()
     }
 }

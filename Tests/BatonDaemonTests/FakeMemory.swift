@@ -44,6 +44,14 @@ final class FakeMemory: MemoryReading {
         set { figures.withLock { $0.host = newValue } }
     }
 
+    /// The thread the test drives the loop on (`DaemonHarness` sets it): a detailed read made
+    /// there held the loop, and is counted by pid (`detailedReadsOnLoop(of:)`).
+    let loopThread = Mutex<pthread_t?>(nil)
+    private let loopReads = Mutex<[pid_t: Int]>([:])
+
+    /// How many detailed reads of `pid` held the loop.
+    func detailedReadsOnLoop(of pid: pid_t) -> Int { loopReads.withLock { $0[pid, default: 0] } }
+
     /// While set, detailed reads wait until it is cleared (a read stuck in the kernel); the
     /// loop's own reads (footprints, preflight) too, so a test sets it only when none is due.
     let stuck = Mutex(false)
@@ -51,6 +59,9 @@ final class FakeMemory: MemoryReading {
     func treeMemory(of pid: pid_t, detailed: Bool) -> MemorySample? {
         while detailed && stuck.withLock({ $0 }) { usleep(1000) }
         if detailed { reads.withLock { $0[pid, default: 0] += 1 } }
+        if detailed, let loop = loopThread.withLock({ $0 }), pthread_equal(loop, pthread_self()) != 0 {
+            loopReads.withLock { $0[pid, default: 0] += 1 }
+        }
         return overrides.withLock { $0[pid] } ?? worker
     }
 

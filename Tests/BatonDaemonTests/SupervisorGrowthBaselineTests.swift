@@ -21,10 +21,10 @@ import Testing
         try h.start()
         let worker = try #require(h.supervisor.slots.first?.current)
         #expect(worker.state == .starting)
-        h.supervisor.sample(detailed: true)
+        h.measure()
         h.host.fakeMemory.worker = Self.sample(uss: 30)
         h.advance(by: .seconds(1))
-        h.supervisor.sample(detailed: true)
+        h.measure()
         #expect(worker.history.count == 0, "\(worker.history.samples)")
         #expect(worker.memory?.uss == 30 * Self.mib)
     }
@@ -61,7 +61,7 @@ import Testing
         for uss: UInt64 in [40, 43, 46, 49] {
             h.host.fakeMemory.worker = Self.sample(uss: uss)
             h.advance(by: FootprintTracker.sampleInterval)
-            h.supervisor.sample(detailed: true)
+            h.measure()
         }
         #expect(worker.ussAtReady == 40 * Self.mib)
         let record = RestartPolicy.Worker(slot: 0, pid: worker.pid, startedAt: .zero, memory: worker.memory, ussAtReady: worker.ussAtReady)

@@ -194,16 +194,16 @@ import Testing
         try h.start()
         let mold = try #require(h.host.molds.first)
         h.host.fakeMemory.setTree(MemorySample(rss: 200 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
-        let (verdict, report) = try h.supervisor.preflight(release: nil, need: 0)
+        let (verdict, report) = try h.preflight(release: nil, need: 0)
         #expect(verdict.summary.hasPrefix("fits: need 250.0 MiB (1 × 50.0 MiB surge + 200.0 MiB new mold)"), "\(verdict.summary)")
         // The budget's headroom: 600 MiB less 3 × 55 MiB of workers and 40 MiB of mold.
         #expect(report.limits.first { $0.kind == "memory.budget" }?.availableBytes == Int64(395 * mib), "\(report.limits)")
         // The serving release has its mold: nothing more to load.
-        #expect(try h.supervisor.preflight(release: h.initialRelease, need: 0).0.summary.contains("mold") == false)
+        #expect(try h.preflight(release: h.initialRelease, need: 0).0.summary.contains("mold") == false)
         // A mold of 400 MiB does not fit the budget's 395 MiB, whatever the strategy.
         h.host.fakeMemory.setTree(MemorySample(rss: 400 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
         for strategy in [DeployStrategy.surge, .replace] {
-            let tight = try h.supervisor.preflight(release: nil, need: 0, strategy: strategy).0
+            let tight = try h.preflight(release: nil, need: 0, strategy: strategy).0
             #expect(!tight.fits && tight.summary.contains("400.0 MiB new mold"), "\(tight.summary)")
         }
     }

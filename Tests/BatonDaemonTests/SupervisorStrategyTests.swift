@@ -97,10 +97,10 @@ import Testing
         let h = try strictOvercommit()
         try h.start()
         // The footprint alone (200 MiB) fits the 300 MiB of commit headroom.
-        #expect(try h.supervisor.preflight(release: nil, need: 0).0.strategy == .surge)
+        #expect(try h.preflight(release: nil, need: 0).0.strategy == .surge)
         // Each worker's tree has 900 MiB of commit charge: a new one would not fit.
         h.host.fakeMemory.commitCharge = 900 * Self.mib
-        let (verdict, _) = try h.supervisor.preflight(release: nil, need: 0)
+        let (verdict, _) = try h.preflight(release: nil, need: 0)
         #expect(verdict.strategy == .replace, "\(verdict.summary)")
     }
 

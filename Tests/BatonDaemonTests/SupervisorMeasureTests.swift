@@ -1,0 +1,121 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// Invariant 9 (docs/ARCHITECTURE.md): the loop never walks the workers' page tables. Every
+/// operation's start read every worker's smaps_rollup on the loop (a deploy ordering its
+/// slots by growth, the first step's width; a dry run twice, a roll for the reservation and
+/// its operation twice): about 1 s of CPU for 256 workers of 60 MiB, during which no control
+/// request, signal or worker event was handled.
+@Suite struct SupervisorMeasureTests {
+    static let mib: UInt64 = 1 << 20
+
+    /// Three workers whose footprints settled (the footprint tracker reads a new worker's
+    /// tree on the loop until then: one tree, not every worker's).
+    func started() throws -> DaemonHarness {
+        let h = try DaemonHarness(workers: 3) { $0.deploy.strategy = .auto }
+        h.host.fakeMemory.worker = MemorySample(rss: 30 * Self.mib, pss: 20 * Self.mib, uss: 10 * Self.mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .heuristic, cgroup: nil)
+        try h.start()
+        h.advance(by: FootprintTracker.sampleInterval * 20)
+        return h
+    }
+
+    /// Detailed reads of the serving workers' trees made on the loop since `baseline`.
+    func readsOnLoop(_ h: DaemonHarness, since baseline: [pid_t: Int]) -> Int {
+        baseline.map { pid, before in h.host.fakeMemory.detailedReadsOnLoop(of: pid) - before }.reduce(0, +)
+    }
+
+    func baseline(_ h: DaemonHarness) -> [pid_t: Int] {
+        Dictionary(uniqueKeysWithValues: h.servingPIDs.compactMap { $0 }.map { ($0, h.host.fakeMemory.detailedReadsOnLoop(of: $0)) })
+    }
+
+    @Test(arguments: ["deploy", "rollback", "reload", "dry run", "preflight", "policy restart"])
+    func anOperationsStartReadsNoWorkersMemoryOnTheLoop(_ request: String) throws {
+        let h = try started()
+        if request == "rollback" {
+            h.deploy(h.makeRelease("r1"))
+            h.finishOperations()
+            h.advance(by: FootprintTracker.sampleInterval * 20)
+        }
+        let before = baseline(h)
+        let measured = before.keys.map { h.host.fakeMemory.detailedReads(of: $0) }.reduce(0, +)
+        var reply: ControlReply?
+        switch request {
+        case "deploy": reply = h.deploy(h.makeRelease("r2")).replyAfter(h)
+        case "rollback": reply = h.rollback().replyAfter(h)
+        case "reload": reply = h.reload().replyAfter(h)
+        case "dry run":
+            let client = RecordingWaiter()
+            h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r2"), dryRun: true), waiter: client, uid: 0)
+            h.awaitReads()
+            reply = client.reply
+        case "preflight":
+            _ = try h.preflight()
+        default:
+            h.requestPolicyRestart(slot: 1, reason: .age)
+            h.finishOperations()
+        }
+        #expect(reply.map { $0.ok == true } ?? true, "\(String(describing: reply))")
+        #expect(readsOnLoop(h, since: before) == 0, "the loop read the workers' smaps_rollup")
+        // They were measured all the same, off the loop.
+        #expect(before.keys.map { h.host.fakeMemory.detailedReads(of: $0) }.reduce(0, +) >= measured + before.count)
+    }
+
+    /// A read that does not come back (smaps_rollup stuck while the host stalls) holds the
+    /// deploy back for ``Supervisor/measureWait`` at most: it then starts on the last samples.
+    @Test func aDeployWhoseMemoryReadIsStuckStartsOnTheLastSamples() throws {
+        let h = try started()
+        h.host.fakeMemory.stuck.withLock { $0 = true }
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1")), waiter: client, uid: 0)
+        #expect(h.loop.pump() != nil)
+        #expect(h.supervisor.operation?.phase == .queued, "it waits for the read first")
+        h.clock.set(h.clock.now + Supervisor.measureWait)
+        #expect(h.loop.pump() != nil)
+        #expect(h.supervisor.operation?.phase == .rollingOut)
+        #expect(client.progress.first?.hasPrefix("deploy of ") == true, "\(client.progress)")
+        h.host.fakeMemory.stuck.withLock { $0 = false }
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+    }
+
+    /// A client deadline that passes while the deploy waits for its read ends it with exit 4
+    /// and nothing changed; it never starts later without a deadline.
+    @Test func aDeadlineThatPassesWhileTheReadRunsEndsTheDeployUnstarted() throws {
+        let h = try started()
+        let serving = h.servingPIDs
+        h.host.fakeMemory.stuck.withLock { $0 = true }
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1"), timeout: "1s"), waiter: client, uid: 0)
+        #expect(h.loop.pump() != nil)
+        h.clock.set(h.clock.now + .seconds(1))
+        #expect(h.loop.pump() != nil)
+        let reply = try #require(client.reply)
+        #expect(reply.code == 4)
+        #expect(reply.error?.hasSuffix("deadline of 1s passed before it started: nothing changed") == true, "\(String(describing: reply.error))")
+        h.host.fakeMemory.stuck.withLock { $0 = false }
+        h.settle()
+        h.finishOperations()
+        #expect(h.servingPIDs == serving)
+        #expect(h.supervisor.operation == nil)
+        #expect(h.supervisor.history.last?.outcome == .failed)
+        // The next deploy runs.
+        let next = h.deploy(h.makeRelease("r2"))
+        h.finishOperations()
+        #expect(next.reply?.ok == true)
+    }
+}
+
+extension RecordingWaiter {
+    /// The reply once `h` ran every operation to its end.
+    func replyAfter(_ h: DaemonHarness) -> ControlReply? {
+        h.finishOperations()
+        h.settle()
+        return reply
+    }
+}
