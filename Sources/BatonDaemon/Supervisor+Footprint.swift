@@ -13,7 +13,7 @@ extension Supervisor {
     func recordReadyFootprint(_ worker: Worker) {
         let (pids, sample) = host.memory.treeMembers(of: worker.pid)
         guard let m = sample else { return }
-        worker.memoryReadings.becameReady(m, at: loop.now())
+        worker.memoryReadings.becameReady(m, pids: pids, at: loop.now())
         guard let pss = m.pss else { return }
         memoryMonitor.footprints.workerReady(pid: worker.pid, release: worker.spec.release, pids: pids, pss: pss, now: loop.now())
         scheduleFootprintSample(worker)
@@ -30,6 +30,7 @@ extension Supervisor {
                 return
             }
             let now = self.loop.now()
+            worker.memoryReadings.footprintSampled(pids: pids, uss: m.uss)
             if let footprint = self.memoryMonitor.footprints.sampled(pid: worker.pid, pids: pids, pss: pss, now: now) {
                 // Growth since boot counts from the settled tree, not from the lone master at ready.
                 // So does the leak-rate history: the lone master's reading at ready would read

@@ -14,6 +14,9 @@ struct WorkerMemory {
     private(set) var ussAtReady: UInt64?
     /// USS samples for the leak rate.
     private(set) var history = MemoryHistory()
+    /// The tree's pids at the last footprint sample, and its USS when that set of pids was
+    /// first seen: the settled baseline (``settled(pids:uss:at:)``).
+    private var treeSince: (pids: Set<Int32>, uss: UInt64)?
 
     /// Stores a periodic reading. A statm-only (`detailed: false`) reading keeps the last
     /// PSS/USS/shared/KSM figures; only a detailed reading of a `ready` worker is growth (a
@@ -33,12 +36,21 @@ struct WorkerMemory {
         }
     }
 
-    /// The reading taken when the worker became ready: its first baseline and history point.
-    mutating func becameReady(_ reading: MemorySample, at now: Duration) {
+    /// The reading taken when the worker became ready (of a tree of `pids`): its first
+    /// baseline and history point.
+    mutating func becameReady(_ reading: MemorySample, pids: Set<Int32>, at now: Duration) {
         sample = reading
         guard let uss = reading.uss else { return }
         ussAtReady = uss
+        treeSince = (pids, uss)
         history.append(MemoryPoint(at: now, bytes: uss))
+    }
+
+    /// A footprint sample of the settling tree: a new set of pids (a fork, an exit) starts a
+    /// new baseline candidate.
+    mutating func footprintSampled(pids: Set<Int32>, uss: UInt64?) {
+        guard let uss, treeSince?.pids != pids else { return }
+        treeSince = (pids, uss)
     }
 
     /// What a previous image of baton measured (`baton upgrade`): the baseline and samples.
@@ -48,9 +60,14 @@ struct WorkerMemory {
     }
 
     /// The tree settled (a forking server's workers exist now): growth and the leak-rate
-    /// history count from here, not from the lone master at ready.
+    /// history count from the tree as it was when its pids were first what they are now, not
+    /// from the lone master at ready, nor from the tree at the sample that settled it: a
+    /// worker leaking under load settles too (its samples agree within the tolerance), and
+    /// counted from there its leak since ready was forgotten (a memory audit: baselines of
+    /// 87 to 93 MiB where the workers had started at 0.1 to 22 MiB, and a roll-ahead refused
+    /// as freeing too little that freed 395 MiB).
     mutating func settled(uss: UInt64, at now: Duration) {
-        ussAtReady = uss
+        ussAtReady = min(uss, treeSince?.uss ?? uss)
         history = MemoryHistory()
         history.append(MemoryPoint(at: now, bytes: uss))
     }

@@ -65,9 +65,14 @@ final class FakeMemory: MemoryReading {
         return overrides.withLock { $0[pid] } ?? worker
     }
 
+    private let members = Mutex<[pid_t: Set<Int32>]>([:])
+
+    /// The pids the tree of `pid` has (unset: `pid` alone), as a server that forks its workers.
+    func setMembers(_ pids: Set<Int32>?, of pid: pid_t) { members.withLock { $0[pid] = pids } }
+
     func treeMembers(of pid: pid_t) -> (pids: Set<Int32>, memory: MemorySample?) {
         let memory = treeMemory(of: pid, detailed: true)
-        return (memory == nil ? [] : [pid], memory)
+        return (memory == nil ? [] : members.withLock { $0[pid] } ?? [pid], memory)
     }
 
     func hostReadings() throws(MemoryReadError) -> MemoryReadings {

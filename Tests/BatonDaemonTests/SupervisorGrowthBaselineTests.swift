@@ -37,6 +37,7 @@ import Testing
         let worker = try #require(h.supervisor.slots.first?.current)
         #expect(worker.state == .ready)
         // The server forks its workers after READY=1: the tree grows, then holds still.
+        h.host.fakeMemory.setMembers([worker.pid, 90_001, 90_002], of: worker.pid)
         h.host.fakeMemory.worker = Self.sample(uss: 50)
         // Samples every second until a few in a row agree.
         h.advance(by: FootprintTracker.sampleInterval * 20)
@@ -66,5 +67,41 @@ import Testing
         #expect(worker.ussAtReady == 40 * Self.mib)
         let record = RestartPolicy.Worker(slot: 0, pid: worker.pid, startedAt: .zero, memory: worker.memory, ussAtReady: worker.ussAtReady)
         #expect(record.hasGrown)
+    }
+
+    /// A memory audit (gunicorn, puma, mold workers under load with a leak): a tree whose pids
+    /// never change settles too while it leaks (its samples agree within the tolerance), and
+    /// the baseline jumped to the leaked size (3.1, 0.9, 0.1 and 22.2 MiB became 87 to 93 MiB,
+    /// the USS then): growth since ready was forgotten.
+    @Test("a tree that settles while it leaks keeps the baseline its pids had first")
+    func aTreeThatSettlesWhileItLeaksKeepsItsBaseline() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.host.fakeMemory.worker = Self.sample(uss: 100)
+        try h.start()
+        let worker = try #require(h.supervisor.slots.first?.current)
+        #expect(worker.ussAtReady == 100 * Self.mib)
+        // 1 MiB more each second: within the tracker's tolerance (2 %), so the tree settles.
+        var uss: UInt64 = 100
+        for _ in 0..<6 {
+            uss += 1
+            h.host.fakeMemory.worker = Self.sample(uss: uss)
+            h.advance(by: FootprintTracker.sampleInterval)
+        }
+        #expect(!h.supervisor.memoryMonitor.footprints.isSettling(pid: worker.pid), "settled")
+        #expect(worker.ussAtReady == 100 * Self.mib, "\((worker.ussAtReady ?? 0) >> 20) MiB")
+        // After a fork, the new tree's first reading is the baseline.
+        let h2 = try DaemonHarness(workers: 1)
+        h2.host.fakeMemory.worker = Self.sample(uss: 10)
+        try h2.start()
+        let forking = try #require(h2.supervisor.slots.first?.current)
+        h2.host.fakeMemory.setMembers([forking.pid, 90_001], of: forking.pid)
+        uss = 100
+        for _ in 0..<6 {
+            h2.host.fakeMemory.worker = Self.sample(uss: uss)
+            h2.advance(by: FootprintTracker.sampleInterval)
+            uss += 1
+        }
+        #expect(!h2.supervisor.memoryMonitor.footprints.isSettling(pid: forking.pid), "settled")
+        #expect(forking.ussAtReady == 100 * Self.mib, "\((forking.ussAtReady ?? 0) >> 20) MiB")
     }
 }
