@@ -86,7 +86,9 @@ extension Integration {
 
         @Test("a re-run after a cancel never copies over the release a deploy in flight runs: it follows that deploy; another id is refused, nothing copied")
         func rerunWhileTheDeployIsInFlight() throws {
-            let baton = try scriptedBaton(workers: 1, tag: "bd-rerun", extra: "[deploy]\nstability_window = \"5s\"")
+            // The window holds the deploy in flight through two more runs of the script (5 s did
+            // not, once, at a load average of 25: the re-run found it finished and skipped).
+            let baton = try scriptedBaton(workers: 1, tag: "bd-rerun", extra: "[deploy]\nstability_window = \"10s\"")
             defer { baton.stop() }
             let release = baton.directory + "/releases/abc"
             let build = Self.source(baton, "build")
