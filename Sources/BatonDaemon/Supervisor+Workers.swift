@@ -32,7 +32,9 @@ extension Supervisor {
             let worker = try spawn(slot: slot.index, generation: generation, spec: spec)
             switch role {
             case .current: slot.current = worker
-            case .replacement: slot.replacement = worker
+            case .replacement:
+                slot.replacement = worker
+                worker.startedByOperation = operation?.number
             }
             logger.info(
                 "worker started",
@@ -226,7 +228,13 @@ extension Supervisor {
             place = nil
         }
         let stage: WorkerExit.Stage = previous == .starting ? .starting : previous == .ready ? .ready : .draining
-        let runsRolloutRelease = worker.spec == rolloutSpec && operation?.phase == .rollingOut
+        // The rollout's own worker: one of the same release that it did not start (a policy
+        // restart's or reload's old worker) failing is its slot's failure, not the release's (a
+        // memory audit: an old worker killed while its replacement booted failed the restart,
+        // and the replacement was left serving unsupervised).
+        let runsRolloutRelease =
+            worker.spec == rolloutSpec && operation?.phase == .rollingOut && worker.startedByOperation != nil
+            && worker.startedByOperation == operation?.number
         if let place {
             switch WorkerExit.classify(
                 place: place, stage: stage, stopReason: worker.stopReason?.restartReason, exit: "\(exit)", pid: worker.pid,

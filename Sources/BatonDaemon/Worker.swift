@@ -37,6 +37,8 @@ final class Worker: ChildChannels {
     let startedAtWall: Double
     /// Current state.
     var state: State = .starting
+    /// The operation whose rollout started it (a replacement), if one did.
+    var startedByOperation: Int?
     /// Monotonic time it became ready.
     var readyAt: Duration?
     /// How much nicer than baton it boots (`[readiness] boot_nice`; 0 once given back: at ready,
