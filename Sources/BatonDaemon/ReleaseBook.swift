@@ -97,7 +97,8 @@ final class ReleaseBook {
     // MARK: - Commit
 
     /// Persists `state` as a deploy's commit, and only then makes it current; throws (nothing
-    /// changed) when the state directory cannot take it.
+    /// changed) when the state directory cannot take it. Here, on the caller's thread: the
+    /// supervisor commits with ``commit(_:on:then:)``.
     func commit(_ state: ReleaseState) throws {
         guard let store else { throw DaemonError("the state directory \(directory) is unusable") }
         do {
@@ -106,6 +107,35 @@ final class ReleaseBook {
             recordUnwritable(error)
             throw error
         }
+        committed(state)
+    }
+
+    /// The same commit, written on the state writer's thread (`save` fsyncs twice: seconds on
+    /// a busy disk, during which the loop answered no control request, no metrics scrape and
+    /// no worker, and systemd's watchdog killed baton as a deploy finished: a scale audit).
+    /// `then` runs on the loop with nil once `state` is persisted and current, or with the
+    /// error (nothing changed).
+    func commit(_ state: ReleaseState, on loop: EventLoop, then: @escaping ((any Error)?) -> Void) {
+        guard let store else {
+            then(DaemonError("the state directory \(directory) is unusable"))
+            return
+        }
+        loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
+            switch result {
+            case .success:
+                committed(state)
+                then(nil)
+            case .failure(let error):
+                recordUnwritable(error)
+                then(error)
+            }
+        }
+    }
+
+    /// The one thread the commits are written on, in order.
+    static let writer = OffloadPool(maxThreads: 1)
+
+    private func committed(_ state: ReleaseState) {
         self.state = state
         if !problems.isEmpty {
             logger.info("release state persisted: the state directory's earlier problems are resolved")

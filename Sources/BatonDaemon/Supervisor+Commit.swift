@@ -78,13 +78,23 @@ extension Supervisor {
                 return
             }
             let previous = op.previous
-            do {
-                try releases.commit(ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous))
-            } catch {
-                notCommitted(op, reason: "cannot persist the release in the state directory (\(error)): not committed")
-                return
+            releases.commit(ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous), on: loop) {
+                [unowned self] error in
+                // Stopped meanwhile: beginShutdown answered the clients.
+                guard self.operation === op, self.phase != .stopping else { return }
+                if let error {
+                    self.notCommitted(op, reason: "cannot persist the release in the state directory (\(error)): not committed")
+                } else {
+                    self.committed(op)
+                }
             }
+            return
         }
+        committed(op)
+    }
+
+    /// `op` succeeded (a deploy's release persisted and current): what follows, then the reply.
+    private func committed(_ op: Operation) {
         if op.kind == .reload {
             for slot in slots { if let spec = rolloutSpec { slot.spec = spec } }
             // The restart policy follows the reloaded [memory] and [rolling] (its per-slot state is kept).

@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import Glibc
 import Synchronization
 
 /// The state directory in memory; a test makes a write fail by setting its error.
@@ -44,7 +45,14 @@ final class MemoryStore: ReleaseStore {
     func loadReleaseState() throws(SystemError) -> ReleaseState? { releaseState }
     func keepCorruptReleaseState() throws(SystemError) -> String { "release.json.corrupt" }
     func checkWritable() throws(SystemError) {}
+    /// The thread the test drives the loop on (`DaemonHarness` sets it).
+    let loopThread = Mutex<pthread_t?>(nil)
+    private let savesOnLoopCount = Mutex(0)
+    /// Commits written on the loop's thread (each one fsyncs twice on a real disk).
+    var savesOnLoop: Int { savesOnLoopCount.withLock { $0 } }
+
     func save(_ state: ReleaseState) throws(SystemError) {
+        if let loop = loopThread.withLock({ $0 }), pthread_equal(loop, pthread_self()) != 0 { savesOnLoopCount.withLock { $0 += 1 } }
         if let error = saveError { throw error }
         contents.withLock { $0.releaseState = state }
     }
