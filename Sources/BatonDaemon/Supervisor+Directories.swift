@@ -11,7 +11,10 @@ extension Supervisor {
     func prepareRuntimeDirectory() throws(DirectoryError) {
         do {
             try Filesystem.makeDirectory(runtimeDirectory, mode: 0o755, refuseWritableByOthers: true)
-            createdNotifyDirectory = !(try Filesystem.makeDirectory(notifyDirectory, mode: 0o700, refuseWritableByOthers: true)).isEmpty
+            // 0711: any worker user may reach its own socket, which is 0600 and its user's
+            // (`bindNotifySocket`), and none may list the others. Chowned to `[app] user` as it
+            // was, a reload to another user failed every new worker's READY=1 (EACCES).
+            createdNotifyDirectory = !(try Filesystem.makeDirectory(notifyDirectory, mode: 0o711, refuseWritableByOthers: true)).isEmpty
         } catch {
             var error = error
             error.key = Self.directoryKey(config.app.runtimeDirectory, environment: "RUNTIME_DIRECTORY", what: "runtime directory")

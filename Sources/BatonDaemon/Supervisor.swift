@@ -233,11 +233,7 @@ public final class Supervisor {
         writeInstanceRecord()
         control = try openControlServer()
         let spec = try makeSpec(config, release: releaseState.current)
-        if let credentials = spec.credentials, createdNotifyDirectory {
-            // Workers running as [app] user must reach their notify sockets;
-            // the directory stays private to that user (0700).
-            chown(notifyDirectory, credentials.uid, credentials.gid)
-        } else if let user = config.app.user, !createdNotifyDirectory {
+        if let user = config.app.user, !createdNotifyDirectory {
             logger.warning("\(notifyDirectory) existed: left with its owner and mode; workers running as \(user) must be able to reach it")
         }
         startSlots(spec: spec)

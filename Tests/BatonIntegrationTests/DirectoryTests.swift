@@ -56,7 +56,7 @@ extension Integration {
             #expect(ProcFS.read(run + "/mine.txt") == "not baton's\n")
         }
 
-        @Test("an existing empty notify dir survives stop; one baton created gets 0700 and goes at stop (also after an in-place upgrade)")
+        @Test("an existing empty notify dir survives stop; one baton created gets 0711 and goes at stop (also after an in-place upgrade)")
         func notifyDirectoryOwnership() throws {
             let existing = TestPaths.temporaryDirectory("dir-ntf")
             defer { TestPaths.remove(existing) }
@@ -75,7 +75,7 @@ extension Integration {
             let fresh = try BatonHarness(workers: 1, tag: "dir-new")
             defer { TestPaths.remove(fresh.directory) }
             #expect(modeAndOwner(fresh.directory + "/run")?.mode == 0o755)
-            #expect(modeAndOwner(fresh.directory + "/run/notify")?.mode == 0o700)
+            #expect(modeAndOwner(fresh.directory + "/run/notify")?.mode == 0o711)
             #expect(modeAndOwner(fresh.directory + "/state")?.mode == 0o750)
             let freshUpgrade = try fresh.cli(["upgrade"])
             #expect(freshUpgrade.code == 0, "\(freshUpgrade.stderr)")

@@ -38,6 +38,22 @@ extension Integration {
             #expect(env.contains("SHARED=config wins\n"))
         }
 
+        /// An operator audit (2 of 2: root to nobody, nobody to daemon): a reload that changed
+        /// `[app] user` failed with a readiness timeout, "sd_notify failed: Permission denied":
+        /// the notify directory was 0700 and the first user's.
+        @Test("a reload may change [app] user: the new workers reach their notify sockets")
+        func reloadChangesTheUser() throws {
+            let baton = try BatonHarness(workers: 1, tag: "userrl", beforeStart: { directory in chmod(directory, 0o755) })
+            defer { baton.stop() }
+            let good = try #require(ProcFS.read(baton.configPath))
+            TestPaths.write(baton.configPath, good.replacingOccurrences("[app]\n", with: "[app]\nuser = \"nobody\"\n"))
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            let worker = try #require(try baton.status().workers.first)
+            let uidLine = (ProcFS.read("/proc/\(worker.pid)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
+            #expect(uidLine.split(separator: "\t").dropFirst().allSatisfy { $0 == "65534" }, "\(uidLine)")
+        }
+
         @Test("exec readiness: ready when the probe exits 0, probed again until then")
         func execReadiness() throws {
             let directory = TestPaths.temporaryDirectory("exec")
