@@ -61,15 +61,16 @@ extension Supervisor {
             app: config.app.name, pid: getpid(), state: phase.rawValue, release: releaseState.current.directory,
             listeners: listeners.map(\.address), slots: slots.count, summary: summary,
             workers: slots.flatMap { statusRows($0, memory: trees, now: now) })
+        // A queued operation has no target yet: a deploy names the release it asked for.
+        let queued = queue.map { q in q.kind == .deploy ? "deploy of \(q.options?.release ?? "?")" : q.kind.rawValue }
         report.operation = operation.map { op in
             var status = OperationStatus(
                 kind: op.kind.rawValue, phase: op.phase.rawValue, release: op.target?.directory ?? "?",
                 elapsed: Self.seconds(now - op.startedAt), progress: Array(op.progress.suffix(20)), queued: queue.count)
-            // A queued operation has no target yet: a deploy names the release it asked for.
-            let queued = queue.map { q in q.kind == .deploy ? "deploy of \(q.options?.release ?? "?")" : q.kind.rawValue }
             status.queuedOperations = queued.isEmpty ? nil : queued
             return status
         }
+        if operation == nil, !queued.isEmpty { report.queuedOperations = queued }
         report.degraded = degraded ? true : nil
         let strays = escapedChildren().sorted()
         report.strays = strays.isEmpty ? nil : strays

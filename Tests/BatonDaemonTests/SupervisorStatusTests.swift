@@ -129,4 +129,21 @@ import Testing
         h.settle()
         #expect(replies.count == 2 && replies[1].memoryNote == nil)
     }
+
+    /// An operator audit (2 of 2): a SIGHUP or a deploy sent while the workers started was
+    /// queued ("waiting: a start-up is in progress"), but `baton status` showed nothing queued.
+    @Test func whatWaitsForTheStartUpIsShown() throws {
+        let h = try DaemonHarness(workers: 2)
+        h.autoReady = { _ in false }
+        try h.start()
+        #expect(h.supervisor.phase == .starting)
+        let r1 = h.makeRelease("r1")
+        h.deploy(r1)
+        h.reload()
+        let report = h.supervisor.statusReport(memory: [:])
+        #expect(report.operation == nil)
+        #expect(report.queuedOperations == ["deploy of \(r1)", "reload"], "\(String(describing: report.queuedOperations))")
+        let table = report.table(now: 0)
+        #expect(table.contains("waiting for the start-up: 2 queued\n  queued: deploy of \(r1)\n  queued: reload"), "\(table)")
+    }
 }

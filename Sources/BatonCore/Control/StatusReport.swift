@@ -18,6 +18,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var workers: [WorkerStatus]
     /// The deploy, reload or rollback in progress, if any.
     public var operation: OperationStatus?
+    /// What waits while no operation runs (behind the start-up), as
+    /// ``OperationStatus/queuedOperations`` names it (nil: nothing, or an operation runs and
+    /// names its queue). An operator audit: a deploy or SIGHUP queued during start-up was
+    /// not shown anywhere.
+    public var queuedOperations: [String]?
     /// Set when a rollback failed: some slots may run another release.
     public var degraded: Bool?
     /// Problems of the state directory (unwritable, release.json unreadable, the persisted
@@ -281,6 +286,9 @@ extension StatusReport {
             lines.append("in progress: \(op.kind) of \(op.release), \(op.phase), \(Self.age(op.elapsed))" + (op.queued > 0 ? ", \(op.queued) queued" : ""))
             if let last = op.progress.last { lines.append("  last step: \(last)") }
             for queued in op.queuedOperations ?? [] { lines.append("  queued: \(queued)") }
+        } else if let waiting = queuedOperations, !waiting.isEmpty {
+            lines.append("waiting for the start-up: \(waiting.count) queued")
+            for queued in waiting { lines.append("  queued: \(queued)") }
         }
         if degraded == true { lines.append("DEGRADED: a rollback failed; slots may run different releases (see RELEASE below)") }
         for problem in problems ?? [] { lines.append("ERROR: \(problem)") }
