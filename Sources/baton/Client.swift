@@ -35,7 +35,7 @@ struct DaemonLocation: ParsableArguments {
 struct ControlClient {
     let path: String
     let fd: Int32
-    /// How long one reply line may take in all (each read is bounded by it too); nil: no limit.
+    /// How long one reply line may take in all (each read is bounded by what is left of it); nil: no limit.
     let timeout: Duration?
     private var buffer: [UInt8] = []
     /// The longest reply line taken (a status of hundreds of workers is well under 1 MiB).
@@ -51,11 +51,14 @@ struct ControlClient {
             Glibc.close(fd)
             throw BatonExit(code: BatonExitCode.unreachable, message: "cannot reach the daemon at \(path): \(String(cString: strerror(e)))")
         }
-        if let timeout {
-            let (s, atto) = timeout.components
-            var tv = timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        }
+        if let timeout { setReceiveTimeout(timeout) }
+    }
+
+    /// Bounds the next reads by `limit` (at least 1 ms: 0 would mean no limit).
+    private func setReceiveTimeout(_ limit: Duration) {
+        let (s, atto) = max(limit, .milliseconds(1)).components
+        var tv = timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
     mutating func send(_ request: ControlRequest) throws {
@@ -114,6 +117,9 @@ struct ControlClient {
             if buffer.count > Self.maxLineBytes {
                 throw BatonExit(code: BatonExitCode.failure, message: "the daemon at \(path) sent a reply line over 64 MiB")
             }
+            // Each read waits at most what is left of the line's time (a scale audit: a peer
+            // sending a byte every 9.5 s held `status`, 10 s, for 19 s).
+            if let timeout { setReceiveTimeout(timeout - (monotonicNow() - began)) }
             var chunk = [UInt8](repeating: 0, count: 65536)
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
