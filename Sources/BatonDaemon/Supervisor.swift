@@ -294,7 +294,10 @@ public final class Supervisor {
     /// and clients queue in the backlog meanwhile. Stored sockets whose
     /// address left the config are removed from the store.
     private func openListeners() throws -> [Listener] {
-        let activated = try Sockets.activated()
+        // A unit passing what baton cannot serve is a setup mistake: exit 2 (the shipped unit
+        // does not restart on it), not 1 (a scale audit: ListenDatagram= beside ListenStream=).
+        let activated: [Listener]
+        do { activated = try Sockets.activated() } catch { throw DaemonError("\(error)", exitCode: 2) }
         let fromUnit = activated.filter { !$0.name.hasPrefix(Sockets.boundPrefix) }
         let stored = activated.filter { $0.name.hasPrefix(Sockets.boundPrefix) }
         if !fromUnit.isEmpty {

@@ -34,12 +34,18 @@ public enum Sockets {
     /// Sockets passed by systemd socket activation (LISTEN_FDS/LISTEN_PID/
     /// LISTEN_FDNAMES), or an empty array when baton was not activated.
     /// Each must be a listening stream socket.
-    public static func activated() throws(SystemError) -> [Listener] {
+    public static func activated() throws(ActivationError) -> [Listener] {
         var namesPointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
         // unset_environment = 0: baton's own environment stays as systemd set
         // it (worker environments are built explicitly, without LISTEN_*).
         let n = sd_listen_fds_with_names(0, &namesPointer)
-        if n < 0 { throw SystemError("sd_listen_fds_with_names", errno: -n) }
+        if n < 0 {
+            // EINVAL: LISTEN_FDNAMES names more or fewer descriptors than LISTEN_FDS passes.
+            throw ActivationError(
+                -n == EINVAL
+                    ? "LISTEN_FDS and LISTEN_FDNAMES do not agree (\(getenv("LISTEN_FDS").map { String(cString: $0) } ?? "-") descriptors, names \"\(getenv("LISTEN_FDNAMES").map { String(cString: $0) } ?? "")\")"
+                    : "\(SystemError("sd_listen_fds_with_names", errno: -n))")
+        }
         defer {
             if let names = namesPointer {
                 for i in 0..<Int(n) { free(names[i]) }
@@ -52,12 +58,25 @@ public enum Sockets {
             var name = "fd\(fd)"
             if let names = namesPointer, let c = names[i] { name = String(cString: c) }
             guard isListeningStream(fd) else {
-                throw SystemError("socket activation", errno: ENOTSOCK, subject: "fd \(fd) (\(name)) is not a listening stream socket")
+                throw ActivationError("fd \(fd) (\(name)) is \(describe(fd)), not a listening stream socket: baton serves ListenStream= sockets only")
             }
-            try setCloseOnExec(fd)
+            do { try setCloseOnExec(fd) } catch { throw ActivationError("fd \(fd) (\(name)): \(error)") }
             result.append(Listener(fd: fd, name: name, address: localAddress(fd) ?? name))
         }
         return result
+    }
+
+    /// What a passed descriptor that is no listening stream socket is instead.
+    static func describe(_ fd: Int32) -> String {
+        var type: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 else { return "not a socket" }
+        switch type {
+        case Int32(SOCK_DGRAM.rawValue): return "a datagram socket"
+        case Int32(SOCK_SEQPACKET.rawValue): return "a sequential packet socket"
+        case Int32(SOCK_STREAM.rawValue): return "a stream socket that does not listen"
+        default: return "a socket of type \(type)"
+        }
     }
 
     /// True when `fd` is a stream socket in the listening state.
@@ -293,4 +312,10 @@ public enum Sockets {
             return nil
         }
     }
+}
+
+/// What systemd passed cannot be served: one line for the operator.
+public struct ActivationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = "socket activation: " + description }
 }

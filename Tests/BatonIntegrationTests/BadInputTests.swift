@@ -125,6 +125,46 @@ extension SecondIntegration {
             }
         }
 
+        /// A scale audit (3 of 3): a socket unit passing a datagram socket (ListenDatagram=
+        /// beside ListenStream=) or a stream socket that does not listen made `baton serve`
+        /// exit 1, the shipped unit's restart case, with "Socket operation on non-socket".
+        @Test("socket activation with a socket baton cannot serve: one line naming it, exit 2")
+        func activationWithASocketBatonCannotServe() throws {
+            let baton = TestPaths.executable("baton")
+            let directory = TestPaths.temporaryDirectory("activ")
+            defer { TestPaths.remove(directory) }
+            let path = directory + "/shop.toml"
+            TestPaths.write(
+                path,
+                """
+                [app]
+                name = "shop"
+                command = ["/bin/true"]
+                directory = "/tmp"
+                workers = 1
+                state_directory = "\(directory)/state"
+                runtime_directory = "\(directory)/run"
+                [control]
+                socket = "\(directory)/control.sock"
+
+                """)
+            for (type, what) in [(Int32(SOCK_DGRAM.rawValue), "a datagram socket"), (Int32(SOCK_STREAM.rawValue), "a stream socket that does not listen")] {
+                let fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+                try #require(fd >= 0)
+                defer { close(fd) }
+                let serve = try TestProcess(
+                    [baton, "serve", "--config", path], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1", "LISTEN_FDNAMES=web"], passFDs: [fd],
+                    setListenPID: true)
+                let code = serve.wait(timeout: .seconds(20))
+                if code == nil { _ = serve.stop() }
+                #expect(code == 2, "exit \(String(describing: code)): \(serve.stderrLines)")
+                #expect(
+                    serve.stderrLines.last
+                        == "baton: socket activation: fd 3 (web) is \(what), not a listening stream socket: baton serves ListenStream= sockets only",
+                    "\(serve.stderrLines)")
+            }
+        }
+
         /// A peer at the control socket that never ends its reply line: the CLI waited one read
         /// at a time without end (each byte restarting the read timeout) and buffered without
         /// bound. Now a line has the client's whole timeout, and at most 64 MiB.
