@@ -15,6 +15,8 @@ final class OOMWatch {
     var kernelLog: (any OOMKillLog)?
     /// Every pid of every slot's tree at the last poll → slot.
     var trees: [pid_t: Int] = [:]
+    /// The same pids → the worker whose tree held them (a slot's draining workers too).
+    var owners: [pid_t: pid_t] = [:]
     /// Kills the counter showed whose kernel log record had not arrived yet (one poll of grace).
     var pendingKills = 0
     /// Slots whose top process survived the kill of a descendant → that top process: replaced
@@ -82,9 +84,13 @@ extension Supervisor {
         var tops: [Int32: Int] = [:]
         for slot in slots { for w in slot.workers where w.state != .exited { tops[w.pid] = slot.index } }
         var trees = memoryMonitor.oom.trees
+        var owners = memoryMonitor.oom.owners
         // A victim forked after the last snapshot may still be a zombie: its ppid chain says where it was.
         for m in messages where trees[m.pid] == nil {
-            if let top = tops.first(where: { host.processes.isInTree(m.pid, root: $0.key) }) { trees[m.pid] = top.value }
+            if let top = tops.first(where: { host.processes.isInTree(m.pid, root: $0.key) }) {
+                trees[m.pid] = top.value
+                owners[m.pid] = top.key
+            }
         }
         let vanished = memoryMonitor.oom.trees.filter { tops[$0.key] == nil && !host.processes.exists($0.key) }
         let evidence = OOMTracker.Evidence(
@@ -100,14 +106,22 @@ extension Supervisor {
                 continue
             }
             metadata["slot"] = .stringConvertible(slot)
+            let current = slots[slot].current
             if kill.topProcess {
                 logger.warning("OOM kill: the kernel killed worker \(kill.victim) of slot \(slot)", metadata: metadata)
-            } else {
-                let top = slots[slot].current.map { String($0.pid) } ?? "?"
+            } else if let owner = kill.pid.flatMap({ owners[$0] }), owner != current?.pid {
+                // The tree of a worker that is going away (draining, or replaced since): the
+                // slot's worker lost nothing (a memory audit: the fresh worker was recycled).
                 logger.warning(
-                    "OOM kill: the kernel killed \(kill.victim) in the process tree of slot \(slot) (worker pid \(top)); the slot will be replaced",
+                    "OOM kill: the kernel killed \(kill.victim) in the process tree of slot \(slot)'s old worker pid \(owner), which is going away: nothing to replace",
                     metadata: metadata)
-                if let current = slots[slot].current, current.state == Worker.State.ready { memoryMonitor.oom.pendingReplacements[slot] = current.pid }
+            } else if let current {
+                logger.warning(
+                    "OOM kill: the kernel killed \(kill.victim) in the process tree of slot \(slot) (worker pid \(current.pid)); the slot will be replaced",
+                    metadata: metadata)
+                if current.state == Worker.State.ready { memoryMonitor.oom.pendingReplacements[slot] = current.pid }
+            } else {
+                logger.warning("OOM kill: the kernel killed \(kill.victim) in the process tree of slot \(slot), which has no worker now", metadata: metadata)
             }
         }
     }
@@ -115,12 +129,17 @@ extension Supervisor {
     /// Every live worker's tree, pid → slot.
     private func snapshotTrees() {
         var trees: [pid_t: Int] = [:]
+        var owners: [pid_t: pid_t] = [:]
         for slot in slots {
             for w in slot.workers where w.state != .exited {
-                for pid in host.processes.tree(of: w.pid) { trees[pid] = slot.index }
+                for pid in host.processes.tree(of: w.pid) {
+                    trees[pid] = slot.index
+                    owners[pid] = w.pid
+                }
             }
         }
         memoryMonitor.oom.trees = trees
+        memoryMonitor.oom.owners = owners
     }
 
     /// Hands the slots that lost a descendant to the OOM killer to the recycling engine (first

@@ -84,4 +84,31 @@ import Testing
         #expect(waiting.lastRestartReason == RestartCause(.oom))
         #expect(h.supervisor.restartsByReason[.oom] == 1 && h.supervisor.restartsByReason[.crash] == nil)
     }
+
+    /// A memory audit (5 times in 3 runs): a process the kernel killed in the tree of a slot's
+    /// *draining* worker (a gunicorn master's worker, forked as it drained) was blamed on the
+    /// slot's fresh worker ("(worker pid N); the slot will be replaced"), which was then
+    /// recycled for nothing.
+    @Test func aKillInADrainingWorkersTreeReplacesNothing() throws {
+        let h = try harness()
+        let oom = try #require(h.host.oom)
+        h.supervisor.startOOMWatch()
+        let old = try #require(h.supervisor.slots[1].current)
+        h.host.child(old.pid)?.ignoresStopSignal = true
+        let child = old.pid + 100_000
+        h.host.fakeProcesses.add([child], to: old.pid)
+        h.deploy(h.makeRelease("r1"))
+        for _ in 0..<200 where old.state != .draining { h.advance(by: .milliseconds(50)) }
+        #expect(old.state == .draining)
+        let fresh = try #require(h.supervisor.slots[1].current)
+        #expect(fresh.pid != old.pid && fresh.state == .ready)
+        h.advance(by: OOMWatch.pollInterval)
+        oom.kill(child, comm: "python3")
+        h.advance(by: OOMWatch.pollInterval)
+        h.advance(by: OOMWatch.pollInterval)
+        h.finishOperations()
+        #expect(h.supervisor.memoryMonitor.oom.tracker.total == 1)
+        #expect(h.supervisor.restartsByReason[.oom] == nil)
+        #expect(h.supervisor.slots[1].current?.pid == fresh.pid, "the fresh worker was replaced")
+    }
 }
