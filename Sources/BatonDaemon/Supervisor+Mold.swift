@@ -286,15 +286,16 @@ extension Supervisor {
 
     /// Retires every mold whose release no slot, rollout or waiting start uses any more (after
     /// an operation: the old release's mold once a deploy committed, the new one's after a
-    /// failed deploy).
+    /// failed deploy), and every mold once a reload put the app in exec mode.
     func retireUnusedMolds() {
-        guard moldMode else { return }
         for mold in moldBook.molds where !moldNeeded(mold.spec) { retireMold(mold) }
     }
 
-    /// Whether a mold for `spec` is wanted.
+    /// Whether a mold for `spec` is wanted: in mold mode only (a spec does not say how its
+    /// workers start; an operator audit: after a reload to exec mode the mold ran on, was
+    /// restarted when it died, and its workers' spec kept it "needed").
     func moldNeeded(_ spec: WorkerSpec) -> Bool {
-        phase != .stopping
+        phase != .stopping && moldMode
             && (slots.contains { $0.spec == spec } || rolloutSpec == spec || moldBook.waiters.contains { $0.spec == spec })
     }
 

@@ -329,4 +329,26 @@ import Testing
         #expect(next.supervisor.moldBook.abandonedOutputs.map(\.pipe) == [looked[0].pipe])
         #expect(next.supervisor.moldBook.abandonedOutputs.map(\.until) == [looked[0].until])
     }
+
+    /// An operator audit (2 of 2, and 2 of 2 after a reload to mold mode that failed): once a
+    /// reload put the app back in exec mode, the mold was never stopped. It kept running,
+    /// status did not show it, it was restarted when it died, and a demo worker as the mold
+    /// answered requests with a stale environment.
+    @Test func aReloadToExecModeRetiresTheMold() throws {
+        let h = try harness(workers: 2)
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        var config = h.supervisor.config
+        config.app.mode = .exec
+        let exec = config
+        h.supervisor.options.reloadConfig = { exec }
+        let client = h.reload()
+        h.finishOperations()
+        h.advance(by: .seconds(30))
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(!mold.isRunning, "the mold still runs")
+        #expect(h.supervisor.moldBook.molds.isEmpty)
+        #expect(h.host.molds.filter(\.isRunning).isEmpty, "a mold was started again")
+        #expect(h.allReady && h.host.children.filter(\.isRunning).count == 2)
+    }
 }
