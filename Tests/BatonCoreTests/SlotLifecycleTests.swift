@@ -32,6 +32,22 @@ struct SlotLifecycleTests {
             life.failed(RestartCause(.crash), uptime: .seconds(31), now: .seconds(90), startAttempts: nil) == .respawn(after: .seconds(1), crashLooping: false))
     }
 
+    /// A memory audit: 18 OOM kills in 90 s under a fast leak left every slot crash-looping
+    /// (backoff 4 s, 11 s), and the memory rules, which wait for every slot to serve, never ran.
+    @Test func anOOMKillOfAWorkerThatServedIsReplacedAtOnceAndIsNoCrashLoop() {
+        var life = Life(index: 0)
+        _ = life.start(role: .current, reason: nil)
+        for n in 1...6 {
+            #expect(
+                life.failed(RestartCause(.oom), uptime: .seconds(3), now: .seconds(10 * n), startAttempts: nil)
+                    == .respawn(after: .seconds(1), crashLooping: false))
+        }
+        #expect(life.consecutiveFailures == 0 && life.lastRestartReason == RestartCause(.oom))
+        // Killed while it started (it never served): the backoff, as any failed start.
+        _ = life.failed(RestartCause(.oom), uptime: nil, now: .seconds(100), startAttempts: nil)
+        #expect(life.failed(RestartCause(.oom), uptime: nil, now: .seconds(101), startAttempts: nil) == .respawn(after: .seconds(2), crashLooping: false))
+    }
+
     @Test func aNewReleasePromotedStartsTheBackoffAfreshAPolicyRestartDoesNot() {
         for (reason, afresh) in [(RestartReason.deploy, true), (.rollback, true), (.reload, true), (.age, false), (.memoryThreshold, false)] {
             var life = Life(index: 1)
