@@ -42,8 +42,9 @@ extension Supervisor {
             beginReadiness(worker)
             recordInstance()
         } catch {
-            logger.error("cannot start worker: \(error)", metadata: ["slot": .stringConvertible(slot.index)])
-            startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed("\(error)"), uptime: nil)
+            let text = "\(error)" + Self.descriptorLimitHint(error)
+            logger.error("cannot start worker: \(text)", metadata: ["slot": .stringConvertible(slot.index)])
+            startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed(text), uptime: nil)
         }
         feedWatchdogIfDue()
         publishStatus()
@@ -264,6 +265,17 @@ extension Supervisor {
         finishShutdownIfDone()
     }
 
+    /// What to do when a start failed for want of descriptors (EMFILE): baton holds about
+    /// three per worker (its pidfd, output pipe and notify socket), more while it spawns one
+    /// (a scale audit: 128 workers under `ulimit -n 256` said only "Too many open files").
+    static func descriptorLimitHint(_ error: any Error) -> String {
+        let errno = (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno
+        guard errno == EMFILE else { return "" }
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        return " (baton's open descriptors reached its limit of \(limit.rlim_cur); it holds about 3 per worker: raise LimitNOFILE= or ulimit -n)"
+    }
+
     /// Drops the slot's pending respawn and its timer.
     func cancelRespawn(_ slot: Slot) {
         if let t = slot.respawnTimer { loop.cancel(t) }
@@ -299,7 +311,7 @@ extension Supervisor {
         switch slot.life.failed(reason, uptime: uptime, now: loop.now(), startAttempts: startUpLimitApplies ? config.app.startAttempts : nil) {
         case .giveUp:
             logger.critical(
-                "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason.text)) and no worker ever served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"
+                "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason.text)) before every slot served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"
             )
             exitCode = 1
             beginShutdown()

@@ -101,4 +101,19 @@ import Testing
         #expect(h.supervisor.moldBook.molds.isEmpty && h.host.failedSpawns.count == 1)
         try expectNothingLeft(h)
     }
+
+    /// A scale audit: 128 workers under `ulimit -n 256` failed their starts with "placing
+    /// descriptors: Too many open files" and nothing said what to raise.
+    @Test func aStartThatFailsForWantOfDescriptorsSaysWhatToRaise() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.host.spawnError = SpawnError(step: "placing descriptors", errno: EMFILE)
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == false)
+        #expect(
+            client.reply?.error?.contains("placing descriptors: Too many open files (baton's open descriptors reached its limit of ") == true,
+            "\(String(describing: client.reply))")
+        #expect(client.reply?.error?.contains("it holds about 3 per worker: raise LimitNOFILE= or ulimit -n)") == true)
+    }
 }
