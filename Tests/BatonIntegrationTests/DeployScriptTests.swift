@@ -87,8 +87,9 @@ extension Integration {
         @Test("a re-run after a cancel never copies over the release a deploy in flight runs: it follows that deploy; another id is refused, nothing copied")
         func rerunWhileTheDeployIsInFlight() throws {
             // The window holds the deploy in flight through two more runs of the script (5 s did
-            // not, once, at a load average of 25: the re-run found it finished and skipped).
-            let baton = try scriptedBaton(workers: 1, tag: "bd-rerun", extra: "[deploy]\nstability_window = \"10s\"")
+            // not, once, at a load average of 25: the re-run found it finished and skipped); the
+            // deploys after it take that long too, so the runs below have 20 s, not 10.
+            let baton = try scriptedBaton(workers: 1, tag: "bd-rerun", extra: "[deploy]\nstability_window = \"8s\"")
             defer { baton.stop() }
             let release = baton.directory + "/releases/abc"
             let build = Self.source(baton, "build")
@@ -106,12 +107,12 @@ extension Integration {
             TestPaths.write(build + "/VERSION", "v2, rebuilt\n")
             TestPaths.write(build + "/extra", "new\n")
             // Another release while it runs: refused before anything is copied.
-            let other = try TestProcess.run(argv + ["--release-id", "def", build], timeout: .seconds(10))
+            let other = try TestProcess.run(argv + ["--release-id", "def", build], timeout: .seconds(20))
             #expect(other.code == 1, "\(other.stdout)\n\(other.stderr)")
             #expect(other.stderr.contains("baton-deploy: localhost: a deploy of \(release) is in progress: nothing was copied"), "\(other.stderr)")
             #expect(access(baton.directory + "/releases/def", F_OK) != 0, "nothing copied")
             // The re-run follows the deploy in flight: nothing copied over the folder it runs in.
-            let rerun = try TestProcess.run(argv + ["--release-id", "abc", build], timeout: .seconds(10))
+            let rerun = try TestProcess.run(argv + ["--release-id", "abc", build], timeout: .seconds(20))
             #expect(rerun.code == 0, "\(rerun.stdout)\n\(rerun.stderr)")
             #expect(rerun.stdout.contains("==> localhost: a deploy of \(release) is in progress (an earlier run's): following it"), "\(rerun.stdout)")
             #expect(!rerun.stdout.contains("==> localhost: ship"), "\(rerun.stdout)")
@@ -125,7 +126,7 @@ extension Integration {
             let half = baton.directory + "/releases/half"
             _ = mkdir(half, 0o755)
             TestPaths.write(half + "/partial", "x")
-            let fresh = try TestProcess.run(argv + ["--release-id", "half", build], timeout: .seconds(10))
+            let fresh = try TestProcess.run(argv + ["--release-id", "half", build], timeout: .seconds(20))
             #expect(fresh.code == 0, "\(fresh.stdout)\n\(fresh.stderr)")
             #expect(access(half + "/partial", F_OK) != 0 && ProcFS.read(half + "/VERSION") == "v2, rebuilt\n", "rsync --delete made it the build")
             #expect(try baton.status().release == half)
@@ -139,19 +140,19 @@ extension Integration {
                 Self.script, "--transport", "local", "--baton", TestPaths.executable("baton"), "--socket", baton.controlSocket,
                 "--releases-dir", baton.directory + "//releases",
             ]
-            let spelled = try TestProcess.run(doubled + ["--release-id", "half", build], timeout: .seconds(10))
+            let spelled = try TestProcess.run(doubled + ["--release-id", "half", build], timeout: .seconds(20))
             #expect(spelled.code == 0 && spelled.stdout.contains("==> localhost: already on"), "\(spelled.stdout)\n\(spelled.stderr)")
             #expect(ProcFS.read(half + "/VERSION") == "v2, rebuilt\n", "nothing copied over the folder the workers run in")
             // (2) A deploy of another release in flight moves the host off DEST: refused, not skipped.
             let moving = try baton.startCLI(["deploy", "--release", release])
             #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == release } != nil)
-            let during = try TestProcess.run(argv + ["--release-id", "half", build], timeout: .seconds(10))
+            let during = try TestProcess.run(argv + ["--release-id", "half", build], timeout: .seconds(20))
             #expect(during.code == 1, "\(during.stdout)\n\(during.stderr)")
             #expect(during.stderr.contains("a deploy of \(release) is in progress: nothing was copied"), "\(during.stderr)")
             // A re-run of that release spelling the releases folder with a double slash follows
             // it as the same release, and the check after it compares paths the same way (the
             // review of this change: it compared strings, and failed a deploy that succeeded).
-            let follows = try TestProcess.run(doubled + ["--release-id", "abc", build], timeout: .seconds(10))
+            let follows = try TestProcess.run(doubled + ["--release-id", "abc", build], timeout: .seconds(20))
             #expect(follows.code == 0, "\(follows.stdout)\n\(follows.stderr)")
             #expect(follows.stdout.contains("is in progress (an earlier run's): following it"), "\(follows.stdout)")
             #expect(!follows.stdout.contains("==> localhost: ship"), "\(follows.stdout)")
@@ -165,7 +166,7 @@ extension Integration {
             TestPaths.remove(release)
             #expect(failing.wait(timeout: .seconds(20)) == 1, "\(failing.stdout)")
             #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.degraded == true && $0.release == release } != nil)
-            let broken = try TestProcess.run(argv + ["--release-id", "abc", build], timeout: .seconds(10))
+            let broken = try TestProcess.run(argv + ["--release-id", "abc", build], timeout: .seconds(20))
             #expect(broken.code == 1, "\(broken.stdout)\n\(broken.stderr)")
             #expect(broken.stderr.contains("baton-deploy: localhost: DEGRADED"), "\(broken.stderr)")
             #expect(!broken.stdout.contains("already on"), "\(broken.stdout)")
