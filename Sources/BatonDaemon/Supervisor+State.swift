@@ -29,7 +29,10 @@ extension Supervisor {
         } catch {
             var error = error
             error.key = Self.directoryKey(config.app.stateDirectory, environment: "STATE_DIRECTORY", what: "state directory")
-            if case .writableByOthers = error.reason { throw error }
+            switch error.reason {
+            case .writableByOthers, .inUse: throw error
+            default: break
+            }
             releases.recordProblem("state directory \(directory) unusable (\(error)): deploys cannot be committed")
             return
         }

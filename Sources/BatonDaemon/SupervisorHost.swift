@@ -156,7 +156,11 @@ final class LinuxSupervisorHost: SupervisorHost {
 
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
 
-    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { try StateStore(directory: directory) }
+    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore {
+        let store = try StateStore(directory: directory)
+        try store.lock()
+        return store
+    }
 
     func openOOMCounter() throws(MemoryReadError) -> any OOMCounting { try OOMCounterReader() }
 

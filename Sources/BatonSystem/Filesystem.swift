@@ -11,6 +11,8 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
         case notADirectory
         /// It already existed and others may write in it (its mode, untouched).
         case writableByOthers(mode: UInt32)
+        /// Another process holds its lock (another baton uses it); its pid, if it wrote it.
+        case inUse(pid: Int32?)
     }
 
     /// The directory.
@@ -39,6 +41,9 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
             return prefix
                 + "\(path) is writable by others (mode \(String(mode & 0o7777, radix: 8))): refusing to use it; "
                 + "baton never changes a directory it did not create (chmod o-w \(path), or let baton create a new one)"
+        case .inUse(let pid):
+            return prefix
+                + "\(path) is in use by another baton\(pid.map { " (pid \($0))" } ?? ""): two batons must not share a state directory (each writes which release runs)"
         }
     }
 }

@@ -59,6 +59,27 @@ public struct StateStore: Sendable {
         return path + ".corrupt"
     }
 
+    /// Takes the directory's lock (`.lock`, flock) for the rest of this process's life, its pid
+    /// written in it; throws `inUse` when another process holds it (an operator audit: two
+    /// batons given one state directory both started, each overwrote the other's
+    /// `release.json`, and one's retention removed the other's previous release). A lock file
+    /// that cannot be made (a read-only directory) is no refusal: the directory's own problem
+    /// is reported where it is used. The descriptor is close-on-exec: `baton upgrade`'s new
+    /// image takes the lock again.
+    public func lock() throws(DirectoryError) {
+        let path = directory + "/.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = ProcFS.read(path).flatMap { Int32($0.filter { !$0.isWhitespace }) }
+            close(fd)
+            throw DirectoryError(path: directory, reason: .inUse(pid: holder))
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        if ftruncate(fd, 0) == 0 { _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
+        // Never closed: the lock lasts as long as this process (or until its execve).
+    }
+
     /// Throws unless a file can be created in the directory (a read-only mount, a directory
     /// owned by someone else): deploys could not be committed.
     public func checkWritable() throws(SystemError) {

@@ -140,6 +140,36 @@ extension Integration {
             #expect(modeAndOwner(directory + "/state")?.mode == 0o777)
         }
 
+        /// An operator audit: two batons given one state directory (other ports, runtime
+        /// directories and control sockets) both started; each overwrote the other's
+        /// release.json, and one's retention removed the other's previous release.
+        @Test("a second baton on a state directory in use is refused: one line naming the holder, exit 2, the first one untouched")
+        func sharedStateDirectoryRefused() throws {
+            let directory = TestPaths.temporaryDirectory("dir-lock")
+            defer { TestPaths.remove(directory) }
+            let first = Self.writeConfig(in: directory, controlSocket: directory + "/one.sock")
+            let serve = try TestProcess([TestPaths.executable("baton"), "serve", "--config", first])
+            defer { _ = serve.stop() }
+            #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
+            let second = directory + "/two.toml"
+            TestPaths.write(
+                second,
+                (ProcFS.read(first) ?? "").replacingOccurrences("\(directory)/run", with: "\(directory)/run2")
+                    .replacingOccurrences("one.sock", with: "two.sock"))
+            let refused = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", second], timeout: .seconds(20))
+            #expect(refused.code == 2, "exit \(refused.code): \(refused.stderr)")
+            #expect(
+                refused.stderr.split(separator: "\n").last?.hasSuffix(
+                    "app.state_directory: \(directory)/state is in use by another baton (pid \(serve.pid)): two batons must not share a state directory (each writes which release runs)"
+                ) == true, "\(refused.stderr)")
+            #expect(serve.exitCode == nil)
+            #expect(serve.stop() == 0)
+            // Once the first one stopped, the directory is free.
+            let next = try TestProcess([TestPaths.executable("baton"), "serve", "--config", second])
+            #expect(next.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil, "\(next.stderrLines)")
+            #expect(next.stop() == 0)
+        }
+
         @Test("check-config refuses /, system directories and overlapping directories with exit 2 and one line naming the key; serve and reload too")
         func checkConfigRefuses() throws {
             let directory = TestPaths.temporaryDirectory("dir-cfg")
