@@ -231,7 +231,9 @@ final class ReleaseBook {
     /// deployed as `releases//r9`, through a symlinked folder or a symlinked releases directory
     /// is the folder it runs in (an operator audit: retention removed the current release, and
     /// the previous one a rollback then needed, spelled otherwise).
-    func listing(of folder: String, keep: Int?, inUse: Set<String>, batonDirectories: [String]) throws(SystemError) -> ReleasesReport {
+    func listing(of folder: String, keep: Int?, inUse: Set<String>, batonDirectories: [String], appDirectory: String? = nil) throws(SystemError)
+        -> ReleasesReport
+    {
         let resolve = Supervisor.resolved
         let folders = try ReleaseFolders.scan(folder).map { ReleaseFolder(name: $0.name, path: resolve($0.path), modifiedAt: $0.modifiedAt) }
             .filter { !pruning.contains($0.path) }
@@ -239,7 +241,7 @@ final class ReleaseBook {
         let listings = ReleaseRetention.plan(
             folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
             inUse: Set(inUse.map(resolve)), lastDeployed: lastDeployed, keep: keep, deployed: Set(deployed.map(resolve)),
-            batonDirectories: batonDirectories)
+            batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))
         return ReleasesReport(directory: folder, keep: keep, releases: listings)
     }
 

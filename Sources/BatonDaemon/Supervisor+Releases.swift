@@ -23,7 +23,8 @@ extension Supervisor {
         if let r = operation?.target?.directory { inUse.insert(r) }
         let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
         // Folders being removed now are gone already as far as listings go.
-        return try releases.listing(of: releasesDirectory, keep: keep, inUse: inUse, batonDirectories: batonDirectories)
+        return try releases.listing(
+            of: releasesDirectory, keep: keep, inUse: inUse, batonDirectories: batonDirectories, appDirectory: config.app.directory)
     }
 
     /// Removes the folders marked `prune`; `report` gets a progress line

@@ -151,6 +151,18 @@ struct ReleaseRetentionDeployedTests {
         #expect(plan.map { "\($0.name):\($0.mark.rawValue)" } == ["r3:current", "r2:previous", "r1:prune", "run:baton-dir", "state:baton-dir"])
     }
 
+    /// An operator audit: with `[app] directory` in the releases folder, deploys of four other
+    /// releases pruned it once a deploy had gone back to it; a baton whose release.json was then
+    /// unreadable failed to start ("chdir …: No such file or directory").
+    @Test("[app] directory is never pruned, deployed or not, and does not count towards keep")
+    func appDirectoryKept() {
+        let folders = [folder("a", 1), folder("b", 2), folder("c", 3), folder("d", 4)]
+        let plan = ReleaseRetention.plan(
+            folders: folders, current: "/srv/shop/d", previous: "/srv/shop/c", inUse: [], lastDeployed: [:], keep: 2,
+            deployed: ["/srv/shop/a", "/srv/shop/b", "/srv/shop/c", "/srv/shop/d"], appDirectory: "/srv/shop/a/")
+        #expect(plan.map { "\($0.name):\($0.mark.rawValue)" } == ["d:current", "c:previous", "b:prune", "a:app-dir"])
+    }
+
     /// An operator audit: `not-deployed` (12 letters) pushed its rows' AGE and RELEASE out of line.
     @Test("baton releases' table lines up, not-deployed rows too; without them it is 10 columns wide as before")
     func tableLinesUp() {

@@ -385,7 +385,7 @@ extension Integration {
             #expect(report.directory == releases)
             #expect(report.keep == 2)
             #expect(report.releases.map(\.name) == ["r5", "r4", "r1"], "\(report.releases)")
-            #expect(report.releases.map(\.mark) == [.current, .previous, .notDeployed])
+            #expect(report.releases.map(\.mark) == [.current, .previous, .appDirectory])
             let table = try baton.cli(["releases"])
             #expect(table.stdout.contains("\(releases): 3 releases, keep_releases = 2"), "\(table.stdout)")
             #expect(table.stdout.contains("current "))
@@ -393,7 +393,7 @@ extension Integration {
             let rollback = try baton.cli(["rollback"])
             #expect(rollback.code == 0, "\(rollback.stderr)")
             let after = try JSONDecoder().decode(ReleasesReport.self, from: Data(try baton.cli(["releases", "--json"]).stdout.utf8))
-            #expect(Set(after.releases.map { "\($0.name):\($0.mark.rawValue)" }) == ["r4:current", "r5:previous", "r1:not-deployed"])
+            #expect(Set(after.releases.map { "\($0.name):\($0.mark.rawValue)" }) == ["r4:current", "r5:previous", "r1:app-dir"])
         }
 
         @Test("retention off (no releases_directory): releases lists the current release's folder, --prune refuses, exit 1")

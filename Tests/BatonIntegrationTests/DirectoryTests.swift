@@ -264,7 +264,7 @@ extension Integration {
             let report = try JSONDecoder().decode(ReleasesReport.self, from: Data(try baton.cli(["releases", "--json"]).stdout.utf8))
             #expect(
                 Set(report.releases.map { "\($0.name):\($0.mark.rawValue)" })
-                    == ["r5:current", "r4:previous", "r0:not-deployed", "r1:not-deployed", "data:not-deployed"], "\(report.releases)")
+                    == ["r5:current", "r4:previous", "r0:not-deployed", "r1:app-dir", "data:not-deployed"], "\(report.releases)")
             // The record: what baton deployed and has not pruned.
             let recorded = ProcFS.read(baton.directory + "/state/deployed.json") ?? ""
             #expect(recorded.contains("\(releases)/r4") && recorded.contains("\(releases)/r5") && !recorded.contains("\(releases)/r2"), "\(recorded)")

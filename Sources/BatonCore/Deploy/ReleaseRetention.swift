@@ -30,6 +30,10 @@ public struct ReleaseListing: Codable, Sendable, Equatable {
         case notDeployed = "not-deployed"
         /// It is, or holds, baton's state, runtime or config directory: never removed.
         case batonDirectory = "baton-dir"
+        /// `[app] directory`, which baton starts on when no release is persisted: never
+        /// removed, deployed or not (an operator audit: once pruned, a baton whose
+        /// release.json was unreadable could not start).
+        case appDirectory = "app-dir"
         /// Among the newest `keep_releases` (or retention is off).
         case kept
         /// Older than the newest `keep_releases`: the next prune removes it.
@@ -138,11 +142,13 @@ public enum ReleaseRetention {
     ///     every folder is eligible.
     ///   - batonDirectories: baton's state, runtime and config directories: a folder
     ///     that is one of them or holds one is marked `.batonDirectory`.
+    ///   - appDirectory: `[app] directory`, marked `.appDirectory`.
     /// - Returns: One listing per folder; those marked `.prune` may be removed.
     public static func plan(
         folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, lastDeployed: [String: Double], keep: Int?,
-        deployed: Set<String>? = nil, batonDirectories: [String] = []
+        deployed: Set<String>? = nil, batonDirectories: [String] = [], appDirectory: String? = nil
     ) -> [ReleaseListing] {
+        let appDirectory = appDirectory.map(normalize)
         let current = normalize(current)
         let previous = previous.map(normalize)
         let inUse = Set(inUse.map(normalize))
@@ -160,6 +166,7 @@ public enum ReleaseRetention {
             return inUse.contains(path) ? .inUse : nil
         }
         func untouchableMark(_ path: String) -> ReleaseListing.Mark? {
+            if path == appDirectory { return .appDirectory }
             if batonDirectories.contains(where: { DirectoryRules.isWithin($0, path) }) { return .batonDirectory }
             if let deployed, !deployed.contains(path) { return .notDeployed }
             return nil
