@@ -38,5 +38,13 @@ extension Supervisor {
             logger.warning("\(change) changed: takes effect only after a restart of baton (systemctl restart)")
             op.report("\(change) changed: needs a restart of baton, not a reload")
         }
+        // Not a restart-only setting, and no release of its own either: the workers run the
+        // current release whatever it says (an operator audit: the reload said nothing).
+        if newConfig.app.directory != config.app.directory, newConfig.app.directory != releaseState.current.directory {
+            let line =
+                "[app] directory changed: the workers stay on the current release \(releaseState.current.directory); it is the release baton starts on when none is persisted (baton deploy --release \(newConfig.app.directory) runs it now)"
+            logger.warning("\(line)")
+            op.report(line)
+        }
     }
 }

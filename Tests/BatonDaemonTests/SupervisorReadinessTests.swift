@@ -165,6 +165,25 @@ import Testing
         #expect(h.host.recorder.messages.last { $0.hasPrefix("READY=1") || $0.hasPrefix("RELOADING=1") }?.hasPrefix("READY=1") == true)
     }
 
+    /// An operator audit: a reload that changed `[app] directory` said "finished" and nothing
+    /// else; the workers stayed on the current release, and a restart later came up elsewhere.
+    @Test func reloadChangingTheAppDirectorySaysTheWorkersStay() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        var config = h.supervisor.config
+        config.app.directory = h.makeRelease("r5")
+        let changed = config
+        h.supervisor.options.reloadConfig = { changed }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(
+            client.progress.contains(
+                "[app] directory changed: the workers stay on the current release \(h.initialRelease); it is the release baton starts on when none is persisted (baton deploy --release \(changed.app.directory) runs it now)"
+            ), "\(client.progress)")
+        #expect(h.servingReleases == [h.initialRelease])
+    }
+
     @Test func reloadChangingTheWorkerCountIsRefused() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
