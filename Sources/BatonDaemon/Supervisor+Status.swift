@@ -103,9 +103,12 @@ extension Supervisor {
     /// A slot's rows: one per live worker, or one "exited" row while it has none.
     private func statusRows(_ slot: Slot, memory trees: [pid_t: MemorySample], now: Duration) -> [WorkerStatus] {
         guard !slot.workers.isEmpty else {
+            // A slot whose first worker has not started yet (start_concurrency, a mold not ready)
+            // is not "exited" (an operator audit).
             return [
                 WorkerStatus(
-                    slot: slot.index, pid: 0, state: "exited", release: slot.spec.release, generation: slot.generation,
+                    slot: slot.index, pid: 0, state: slot.generation == 0 ? "not-started" : "exited", release: slot.spec.release,
+                    generation: slot.generation,
                     restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
                     consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.backoff.isCrashLooping,
                     nextStartIn: slot.respawnAt.map { Self.seconds($0 - now) })

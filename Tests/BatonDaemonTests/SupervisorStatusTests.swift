@@ -130,6 +130,16 @@ import Testing
         #expect(replies.count == 2 && replies[1].memoryNote == nil)
     }
 
+    /// An operator audit: during the start-up, slots whose first worker had not started yet
+    /// (start_concurrency) were listed as `exited`.
+    @Test func aSlotNotStartedYetIsNotExited() throws {
+        let h = try DaemonHarness(workers: 3) { $0.app.startConcurrency = 1 }
+        h.autoReady = { _ in false }
+        try h.start()
+        let states = h.supervisor.statusReport(memory: [:]).workers.map(\.state)
+        #expect(states == ["starting", "not-started", "not-started"], "\(states)")
+    }
+
     /// An operator audit (2 of 2): a SIGHUP or a deploy sent while the workers started was
     /// queued ("waiting: a start-up is in progress"), but `baton status` showed nothing queued.
     @Test func whatWaitsForTheStartUpIsShown() throws {
