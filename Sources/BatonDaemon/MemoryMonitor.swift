@@ -19,6 +19,9 @@ final class MemoryMonitor {
     var footprints = FootprintTracker()
     /// Periodic checks so far (smaps_rollup every `smaps_every`-th).
     private(set) var ticks = 0
+    /// The serving workers' median commit charge at the last measurement before a decision
+    /// (`Supervisor.measureThen`), read under `vm.overcommit_memory = 2` only; nil otherwise.
+    var commitPerWorker: UInt64?
     /// Whether a memory read is running off the loop (periodic checks skip a turn meanwhile):
     /// a periodic one, or one an operation, a preflight or a dry run waits for.
     var readRunning: Bool { readsRunning > 0 }

@@ -63,7 +63,22 @@ extension Supervisor {
                 "the workers' memory read for \(purpose) did not finish within \(Units.formatDuration(Self.measureWait)): going on with the last samples")
             then()
         }
-        sampleOffLoop(detailed: true) { [unowned self] in
+        // Under vm.overcommit_memory = 2 the serving workers' median commit charge too (a walk
+        // of each one's maps): it was read on the loop at each operation's start, preflight
+        // and metrics scrape.
+        memoryMonitor.readStarted()
+        let pids = liveWorkerPIDs + moldPIDs
+        let serving = slots.compactMap { $0.current?.pid }
+        let ksm = config.memory.mergeable
+        loop.offload({ [reader = host.memory] in
+            let trees = MemoryMonitor.read(pids, detailed: true, ksm: ksm, with: reader)
+            guard (try? reader.hostReadings())?.overcommit == .strict else { return (trees, UInt64?.none) }
+            let commits = serving.compactMap { reader.treeCommitCharge(of: $0) }.sorted()
+            return (trees, commits.isEmpty ? nil : commits[commits.count / 2])
+        }) { [unowned self] (readings: [pid_t: MemorySample], commit: UInt64?) in
+            self.memoryMonitor.readFinished()
+            self.apply(readings, detailed: true)
+            self.memoryMonitor.commitPerWorker = commit
             self.loop.cancel(late)
             guard let then = pending else { return }
             pending = nil

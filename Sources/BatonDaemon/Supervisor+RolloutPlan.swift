@@ -82,13 +82,13 @@ extension Supervisor {
     }
 
     /// The serving workers' median commit charge, as preflight counts it: it binds only under
-    /// `vm.overcommit_memory = 2`, and reading it walks every worker's maps, so nil otherwise.
-    /// `read` says whether an operation's figure is reused, or read again and kept.
+    /// `vm.overcommit_memory = 2`, so nil otherwise. Read off the loop with the workers' memory
+    /// before each decision (``measureThen(_:_:)``: reading it walks every worker's maps); `read`
+    /// says whether an operation's figure is reused, or taken from that reading and kept.
     func commitPerWorker(_ readings: MemoryReadings, _ read: CommitChargeRead) -> UInt64? {
         guard readings.overcommit == .strict else { return nil }
         if case .once(let op) = read, op.commitPerWorker != .notRead { return op.commitPerWorker.bytes }
-        let commits = slots.compactMap(\.current).compactMap { host.memory.treeCommitCharge(of: $0.pid) }.sorted()
-        let median: UInt64? = commits.isEmpty ? nil : commits[commits.count / 2]
+        let median = memoryMonitor.commitPerWorker
         switch read {
         case .now: break
         case .once(let op), .again(let op): op.commitPerWorker = median.map { .known($0) } ?? .unknown

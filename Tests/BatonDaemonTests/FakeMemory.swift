@@ -33,8 +33,13 @@ final class FakeMemory: MemoryReading {
     /// How many tree commit charges were read (each walks a worker's maps on a real host).
     var commitChargeReads: Int { commitReads.withLock { $0 } }
 
+    private let commitReadsOnLoopCount = Mutex(0)
+    /// Commit charges read on the loop's thread (each walks a worker's maps on a real host).
+    var commitChargeReadsOnLoop: Int { commitReadsOnLoopCount.withLock { $0 } }
+
     func treeCommitCharge(of pid: pid_t) -> UInt64? {
         commitReads.withLock { $0 += 1 }
+        if let loop = loopThread.withLock({ $0 }), pthread_equal(loop, pthread_self()) != 0 { commitReadsOnLoopCount.withLock { $0 += 1 } }
         return commitCharge
     }
 

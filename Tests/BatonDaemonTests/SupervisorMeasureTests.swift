@@ -66,6 +66,26 @@ import Testing
         #expect(before.keys.map { h.host.fakeMemory.detailedReads(of: $0) }.reduce(0, +) >= measured + before.count)
     }
 
+    /// Under `vm.overcommit_memory = 2` the workers' commit charge (a walk of each one's maps)
+    /// was read on the loop at each operation's start, preflight and metrics scrape.
+    @Test func theCommitChargeIsReadOffTheLoop() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
+        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: 180 * Self.mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 2048 * Self.mib, committed: 1748 * Self.mib),
+            overcommit: .strict, cgroup: nil)
+        h.host.fakeMemory.commitCharge = 900 * Self.mib
+        try h.start()
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(client.progress.first?.contains(", replace, ") == true, "the commit charge was used: \(client.progress)")
+        _ = try h.preflight()
+        _ = h.supervisor.metricsSnapshot()
+        #expect(h.host.fakeMemory.commitChargeReads > 0)
+        #expect(h.host.fakeMemory.commitChargeReadsOnLoop == 0)
+    }
+
     /// A read that does not come back (smaps_rollup stuck while the host stalls) holds the
     /// deploy back for ``Supervisor/measureWait`` at most: it then starts on the last samples.
     @Test func aDeployWhoseMemoryReadIsStuckStartsOnTheLastSamples() throws {
