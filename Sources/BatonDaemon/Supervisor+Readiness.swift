@@ -44,6 +44,8 @@ extension Supervisor {
                     "worker not ready after \(Units.formatDuration(gate.timeout))\(awaited): killing it",
                     metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
                 worker.stopReason = .restart(reason)
+                // The deploy's reply says it too, not only the log.
+                worker.stopText = "\(reason.rawValue): not ready after \(Units.formatDuration(gate.timeout))\(awaited)"
                 kill(worker)
             }
         }

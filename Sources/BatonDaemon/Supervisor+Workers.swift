@@ -239,7 +239,7 @@ extension Supervisor {
         if let place {
             switch WorkerExit.classify(
                 place: place, stage: stage, stopReason: worker.stopReason?.restartReason, exit: "\(exit)", pid: worker.pid,
-                runsRolloutRelease: runsRolloutRelease)
+                runsRolloutRelease: runsRolloutRelease, stopText: worker.stopText)
             {
             case .drained:
                 drainedWorkerExited(worker, slot: slot)

@@ -54,6 +54,8 @@ final class Worker: ChildChannels {
     var requestsServed: Int?
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
     var stopReason: StopReason?
+    /// What baton said when it stopped it, for a failed start's reason (a readiness timeout).
+    var stopText: String?
     /// Ready, and baton is not stopping it: what the liveness checks judge and what a
     /// stability window can count as stable.
     var isReadyAndNotStopping: Bool { state == .ready && stopReason == nil }

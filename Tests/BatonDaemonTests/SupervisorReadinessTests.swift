@@ -145,6 +145,12 @@ import Testing
         #expect(canary.signals.contains(SIGKILL))
         let reply = try #require(client.reply)
         #expect(reply.error?.contains("readiness-timeout") == true, "\(reply)")
+        // What was awaited, in the reply too (only the log said it: the last stop's note).
+        #expect(
+            reply.error?.contains(
+                "readiness-timeout: not ready after 30s (no READY=1 on its NOTIFY_SOCKET; for an app that sends none, [readiness] mode = \"delay\" or \"exec\")"
+            )
+                == true, "\(reply)")
         #expect(reply.error?.contains("nothing changed") == true)
         #expect(h.servingPIDs == old)
     }

@@ -46,9 +46,12 @@ public enum WorkerExit: Sendable, Equatable {
     /// The verdict for a worker that exited (`exit`: how, e.g. "exit code 1"). `stopReason`:
     /// why baton was stopping it, if it was (readiness timeout, watchdog, liveness);
     /// `runsRolloutRelease`: it runs the release the running rollout rolls out.
+    /// `stopText`: what baton said when it stopped the worker, in place of `stopReason`'s name
+    /// in a failed start's reason (a readiness timeout names what was awaited).
     public static func classify(
-        place: Place, stage: Stage, stopReason: RestartReason?, exit: String, pid: Int32, runsRolloutRelease: Bool
+        place: Place, stage: Stage, stopReason: RestartReason?, exit: String, pid: Int32, runsRolloutRelease: Bool, stopText: String? = nil
     ) -> WorkerExit {
+        let stopText = stopText ?? stopReason?.rawValue
         let oomKilled = stopReason == .oom ? "pid \(pid) was killed by the kernel's OOM killer" : nil
         switch (place, stage) {
         case (.draining, _), (.current, .draining):
@@ -57,11 +60,11 @@ public enum WorkerExit: Sendable, Equatable {
             // A new worker held beside its slot's old one while the canary settles: it was
             // ready, so its exit says the release is bad, in the same words as a serving one's.
             return .replacementFailed(
-                reason: oomKilled.map { "\($0) after becoming ready (\(exit))" } ?? stopReason?.rawValue
+                reason: oomKilled.map { "\($0) after becoming ready (\(exit))" } ?? stopText
                     ?? "pid \(pid) exited after becoming ready (\(exit))")
         case (.replacement, _):
             return .replacementFailed(
-                reason: oomKilled.map { "\($0) during start (\(exit))" } ?? stopReason?.rawValue ?? "exited during start (\(exit))")
+                reason: oomKilled.map { "\($0) during start (\(exit))" } ?? stopText ?? "exited during start (\(exit))")
         case (.current, .ready) where runsRolloutRelease:
             return .newReleaseFailed(
                 reason: "\(oomKilled ?? "pid \(pid) exited") after becoming ready (\(exit))", otherwise: RestartCause(stopReason ?? .crash))
