@@ -2,6 +2,7 @@ import BatonCore
 @testable import BatonDaemon
 import BatonSystem
 import Glibc
+import Foundation
 import Testing
 
 /// What `baton status` renders: the wire type, made on the loop from the supervisor driven on
@@ -153,7 +154,10 @@ import Testing
         let report = h.supervisor.statusReport(memory: [:])
         #expect(report.operation == nil)
         #expect(report.queuedOperations == ["deploy of \(r1)", "reload"], "\(String(describing: report.queuedOperations))")
-        let table = report.table(now: 0)
+        // Over the wire too (a re-audit: the field was left out of the JSON).
+        let wire = try JSONDecoder().decode(StatusReport.self, from: JSONEncoder().encode(report))
+        #expect(wire.queuedOperations == report.queuedOperations)
+        let table = wire.table(now: 0)
         #expect(table.contains("waiting for the start-up: 2 queued\n  queued: deploy of \(r1)\n  queued: reload"), "\(table)")
     }
 }

@@ -50,7 +50,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var memoryNote: String?
 
     enum CodingKeys: String, CodingKey {
-        case app, pid, state, release, listeners, slots, summary, workers, operation, degraded, problems, memory, oom
+        case app, pid, state, release, listeners, slots, summary, workers, operation, queuedOperations, degraded, problems, memory, oom
         case reservation, ksm
         case molds, strays
         case logDroppedBytes = "log_dropped_bytes"
