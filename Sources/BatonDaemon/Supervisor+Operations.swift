@@ -123,6 +123,13 @@ extension Supervisor {
 
     /// The overlap rules said `op` starts now.
     func startOperation(_ op: Operation) {
+        // From its turn on: a reload's config read and the workers' memory read count in its
+        // time, and a stop during either records a real start (a re-audit: history said
+        // 1970-01-01 and baton's uptime as its duration).
+        if op.startedAtWall == 0 {
+            op.startedAt = loop.now()
+            op.startedAtWall = wallClockNow()
+        }
         if op.kind == .reload, op.loadedConfig == nil, let load = options.reloadConfig {
             loadThenStart(op, load)
             return
@@ -146,8 +153,6 @@ extension Supervisor {
             logger.warning("\(op.kind.rawValue) pre-empts the failing start-up")
             startQueue.removeAll()
         }
-        op.startedAt = loop.now()
-        op.startedAtWall = wallClockNow()
         // The memory was kept for the deploy's tooling until the deploy itself: it is the deploy's now.
         if op.kind.isDeploy { releaseReservation("a \(op.kind.rawValue) started") }
         op.previous = releaseState.current
@@ -246,12 +251,9 @@ extension Supervisor {
         if op.phase == .queued {
             // Its turn came, but it waited for its workers' memory read (or a reload for its
             // config): no worker was touched yet.
-            if op.startedAtWall == 0 {
-                op.startedAt = loop.now()
-                op.startedAtWall = wallClockNow()
-            }
             let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason) before it started: nothing changed"
-            finishOperation(op, outcome: .failed, detail: "\(reason) before it started", reply: .failure(message, code: 4))
+            // timed-out, as a deadline that passes later: `deploy --attach` exits 4 for it too.
+            finishOperation(op, outcome: .timedOut, detail: "\(reason) before it started", reply: .failure(message, code: 4))
             return
         }
         guard op.phase == .rollingOut else { return }

@@ -123,11 +123,32 @@ import Testing
         h.finishOperations()
         #expect(h.servingPIDs == serving)
         #expect(h.supervisor.operation == nil)
-        #expect(h.supervisor.history.last?.outcome == .failed)
+        // timed-out (a re-audit: recorded failed, `deploy --attach` then exited 1, not 4).
+        #expect(h.supervisor.history.last?.outcome == .timedOut)
+        let attach = RecordingWaiter()
+        h.supervisor.attach(attach)
+        #expect(attach.reply?.code == 4, "\(String(describing: attach.reply))")
         // The next deploy runs.
         let next = h.deploy(h.makeRelease("r2"))
         h.finishOperations()
         #expect(next.reply?.ok == true)
+    }
+
+    /// A re-audit (2 of 2): SIGTERM while a deploy waited for its memory read wrote its history
+    /// line with a start at 1970-01-01 and baton's uptime as its duration.
+    @Test func aStopWhileTheReadRunsRecordsWhenTheDeployBegan() throws {
+        let h = try started()
+        h.host.fakeMemory.stuck.withLock { $0 = true }
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1")), waiter: client, uid: 0)
+        #expect(h.loop.pump() != nil)
+        h.supervisor.beginShutdown()
+        h.host.fakeMemory.stuck.withLock { $0 = false }
+        let entry = try #require(h.supervisor.history.last)
+        #expect(entry.outcome == .interrupted)
+        #expect(entry.startedAt > 1_000_000_000, "started at \(entry.startedAt)")
+        #expect(entry.duration < 1, "\(entry.duration) s")
+        #expect(client.reply?.ok == false)
     }
 }
 
