@@ -78,10 +78,16 @@ extension Supervisor {
                 return
             }
             let previous = op.previous
+            committingOperation = op
             releases.commit(ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous), on: loop) {
                 [unowned self] error in
-                // Stopped meanwhile: beginShutdown answered the clients.
-                guard self.operation === op, self.phase != .stopping else { return }
+                self.committingOperation = nil
+                // Stopped meanwhile: the stop left this operation to its commit.
+                if self.phase == .stopping {
+                    self.commitEndedAtStop(op, target: target, error: error)
+                    return
+                }
+                guard self.operation === op else { return }
                 if let error {
                     self.notCommitted(op, reason: "cannot persist the release in the state directory (\(error)): not committed")
                 } else {
@@ -91,6 +97,26 @@ extension Supervisor {
             return
         }
         committed(op)
+    }
+
+    /// A deploy's commit ended after baton began to stop (the stop waited for it): the release
+    /// was persisted or not, and the client and history say which (a re-audit: SIGTERM during
+    /// a slow commit answered "not finished" and recorded interrupted, and the restarted
+    /// baton came up on the new release).
+    private func commitEndedAtStop(_ op: Operation, target: Release, error: (any Error)?) {
+        if let error {
+            let reason = "baton stopped; the release could not be persisted (\(error)): not committed"
+            releases.append(historyEntry(op, outcome: .interrupted, detail: reason))
+            op.finish(.failure("baton is stopping: \(op.kind.rawValue) of \(target.directory) not committed (\(error))"))
+        } else {
+            releases.recordDeployed(target)
+            releases.append(historyEntry(op, outcome: .succeeded, detail: "committed as baton stopped"))
+            op.finish(
+                .success(
+                    "\(op.kind.rawValue) finished: \(target.directory) is persisted as the current release; baton is stopping, and starts on it again"))
+        }
+        releases.finishOperation()
+        finishShutdownIfDone()
     }
 
     /// `op` succeeded (a deploy's release persisted and current): what follows, then the reply.

@@ -66,7 +66,8 @@ extension Supervisor {
         guard phase != .stopping else { return }
         notifier.notify("STOPPING=1\nSTATUS=stopping")
         startQueue.removeAll()
-        if let op = operation {
+        // A deploy whose commit is being written ends as that write does (commitEndedAtStop).
+        if let op = operation, op !== committingOperation {
             releases.append(historyEntry(op, outcome: .interrupted, detail: "baton stopped before it finished"))
             releases.finishOperation()
         }
@@ -83,7 +84,9 @@ extension Supervisor {
     }
 
     func finishShutdownIfDone() {
-        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty else { return }
+        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty,
+            committingOperation == nil
+        else { return }
         killEscapedChildren()
         listeners.removeAll()  // closes them: the supervisor was their owner
         // Only paths baton bound and kept for itself: a socket unit's path,

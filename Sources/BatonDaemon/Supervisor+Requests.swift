@@ -62,6 +62,8 @@ extension Supervisor {
             case .rejected(let number):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 if let d = op.deadline { loop.cancel(d) }
+                // Its commit answers it (commitEndedAtStop).
+                if op === committingOperation { continue }
                 op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
             }
         }

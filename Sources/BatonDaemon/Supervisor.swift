@@ -104,6 +104,9 @@ public final class Supervisor {
     var rolloutPlanner: RolloutPlanner?
     /// The spec new workers of that rollout get.
     var rolloutSpec: WorkerSpec?
+    /// The deploy or rollback whose commit (release.json) is being written now, off the loop:
+    /// a stop waits for it, and its outcome is the write's.
+    var committingOperation: Operation?
     /// The deploy, reload or rollback running now.
     var operation: Operation? { operations.running.flatMap { operationTable[$0.id] } }
     /// Operations waiting behind it, in order.

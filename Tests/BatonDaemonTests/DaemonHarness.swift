@@ -22,6 +22,9 @@ final class DaemonHarness {
     let initialRelease: String
     /// Whether a starting worker becomes ready when the clock moves (default: every one).
     var autoReady: (FakeChild) -> Bool = { _ in true }
+    /// Whether `settle` waits for jobs off the loop (default); a test that holds one back on
+    /// purpose (a commit whose write is blocked) turns it off meanwhile.
+    var awaitsOffloads = true
     /// Whether a starting mold (mold mode) becomes ready when the clock moves (default: every one).
     var autoReadyMold: (FakeChild) -> Bool = { _ in true }
 
@@ -77,7 +80,7 @@ final class DaemonHarness {
                 return
             }
             if ran == 0 && !hasWorkerToReady {
-                guard loop.pendingOffloads > 0 else { return }
+                guard loop.pendingOffloads > 0, awaitsOffloads else { return }
                 // A job off the loop (a reload's config read): wait for its completion, bounded,
                 // before the clock moves, as it would finish long before any timer in real life.
                 guard let woke = loop.pump(waitingUpTo: 10_000), woke > 0 else {

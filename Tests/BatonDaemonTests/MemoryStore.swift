@@ -51,7 +51,11 @@ final class MemoryStore: ReleaseStore {
     /// Commits written on the loop's thread (each one fsyncs twice on a real disk).
     var savesOnLoop: Int { savesOnLoopCount.withLock { $0 } }
 
+    /// While set, `save` waits (a commit whose fsync takes long).
+    let saveBlocked = Mutex(false)
+
     func save(_ state: ReleaseState) throws(SystemError) {
+        while saveBlocked.withLock({ $0 }) { usleep(1000) }
         if let loop = loopThread.withLock({ $0 }), pthread_equal(loop, pthread_self()) != 0 { savesOnLoopCount.withLock { $0 += 1 } }
         if let error = saveError { throw error }
         contents.withLock { $0.releaseState = state }

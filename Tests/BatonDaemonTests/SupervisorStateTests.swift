@@ -136,4 +136,41 @@ import Testing
         #expect(entry.detail == "baton exited before it finished; restarted on \(h.initialRelease)")
         #expect(h.supervisor.deploysByOutcome.isEmpty)
     }
+
+    /// A re-audit (2 of 2): SIGTERM while a deploy's commit was being written (its fsync slow)
+    /// answered "baton is stopping: deploy not finished" and recorded it interrupted, but the
+    /// write went on, and the restarted baton came up on the new release. The stop waits for
+    /// the commit now, and the client and history say what it did.
+    @Test(arguments: [true, false])
+    func aStopDuringTheCommitEndsAsTheCommitDid(_ writes: Bool) throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.host.store.saveBlocked.withLock { $0 = true }
+        if !writes { h.host.store.saveError = SystemError("rename", errno: EROFS, subject: "release.json") }
+        h.awaitsOffloads = false
+        let client = h.deploy(r1)
+        for _ in 0..<400 where h.supervisor.committingOperation == nil { h.advance(by: .milliseconds(50)) }
+        #expect(h.supervisor.committingOperation != nil, "the commit is being written")
+        h.supervisor.beginShutdown()
+        h.advance(by: .seconds(30))
+        #expect(client.reply == nil, "answered by its commit, not by the stop")
+        #expect(h.supervisor.committingOperation != nil && h.supervisor.slots.allSatisfy { $0.workers.isEmpty })
+        h.host.store.saveBlocked.withLock { $0 = false }
+        h.awaitsOffloads = true
+        h.settle()
+        #expect(h.supervisor.committingOperation == nil)
+        let entry = try #require(h.supervisor.history.last)
+        if writes {
+            #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+            #expect(h.host.store.releaseState?.current.directory == r1)
+            #expect(entry.outcome == .succeeded && entry.detail == "committed as baton stopped")
+        } else {
+            #expect(client.reply?.ok == false)
+            #expect(client.reply?.error?.contains("not committed") == true, "\(String(describing: client.reply))")
+            #expect(h.host.store.releaseState?.current.directory != r1)
+            #expect(entry.outcome == .interrupted)
+        }
+        #expect(h.host.store.inProgress == nil)
+    }
 }
