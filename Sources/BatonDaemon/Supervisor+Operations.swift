@@ -371,14 +371,20 @@ extension Supervisor {
     }
 
     /// An old worker finished draining.
-    func drainedWorkerExited(_ worker: Worker, slot: Slot) {
+    func drainedWorkerExited(_ worker: Worker, slot: Slot, exit: CBatonLinuxShim.Exit = .exited(0)) {
         if let op = operation, worker.stopReason != .abandoned {
             let took = Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now()))
             // A drain cut short by SIGKILL is not a drain: the client's log must say requests may have been cut.
-            op.report(
-                worker.drainCutShort
-                    ? "slot \(slot.index): pid \(worker.pid) still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight were cut)"
-                    : "slot \(slot.index): pid \(worker.pid) drained in \(took)")
+            if worker.drainCutShort {
+                op.report(
+                    "slot \(slot.index): pid \(worker.pid) still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight were cut)"
+                )
+            } else if case .signaled(let signal) = exit, signal != config.stop.signal {
+                // Nor is a kill from elsewhere (kill -9, the OOM killer: a re-audit saw "drained").
+                op.report("slot \(slot.index): pid \(worker.pid) was killed while it drained (\(exit), after \(took); requests in flight were cut)")
+            } else {
+                op.report("slot \(slot.index): pid \(worker.pid) drained in \(took)")
+            }
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }

@@ -242,7 +242,7 @@ extension Supervisor {
                 runsRolloutRelease: runsRolloutRelease, stopText: worker.stopText)
             {
             case .drained:
-                drainedWorkerExited(worker, slot: slot)
+                drainedWorkerExited(worker, slot: slot, exit: exit)
             case .replacementFailed(let reason):
                 startFailed(slot: slot, role: .replacement, worker: worker, reason: RestartCause(.startFailed, detail: reason), uptime: nil)
             case .newReleaseFailed(let reason, let otherwise):

@@ -451,4 +451,21 @@ import Testing
         #expect(h.supervisor.slots.compactMap { $0.current?.pid } == pids)
         #expect(h.supervisor.history.isEmpty)
     }
+
+    /// A re-audit (2 of 2, kill -9 and the OOM killer): an old worker killed while it drained
+    /// was reported "drained in 1.47s" while the request in flight was cut.
+    @Test func anOldWorkerKilledWhileItDrainsIsNotReportedDrained() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let old = try #require(h.supervisor.slots[0].current)
+        h.host.child(old.pid)?.ignoresStopSignal = true
+        let client = h.deploy(h.makeRelease("r1"))
+        for _ in 0..<200 where old.state != .draining { h.advance(by: .milliseconds(50)) }
+        #expect(old.state == .draining)
+        h.host.child(old.pid)?.end(.signaled(SIGKILL))
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(client.progress.contains { $0.hasPrefix("slot 0: pid \(old.pid) was killed while it drained (signal 9") }, "\(client.progress)")
+        #expect(!client.progress.contains { $0.contains("pid \(old.pid) drained in") })
+    }
 }
