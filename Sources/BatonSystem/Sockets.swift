@@ -43,7 +43,7 @@ public enum Sockets {
             // EINVAL: LISTEN_FDNAMES names more or fewer descriptors than LISTEN_FDS passes.
             throw ActivationError(
                 -n == EINVAL
-                    ? "LISTEN_FDS and LISTEN_FDNAMES do not agree (\(getenv("LISTEN_FDS").map { String(cString: $0) } ?? "-") descriptors, names \"\(getenv("LISTEN_FDNAMES").map { String(cString: $0) } ?? "")\")"
+                    ? "LISTEN_FDS and LISTEN_FDNAMES do not agree (LISTEN_FDS=\(getenv("LISTEN_FDS").map { String(cString: $0) } ?? "-"), LISTEN_FDNAMES=\(getenv("LISTEN_FDNAMES").map { String(cString: $0) } ?? ""))"
                     : "\(SystemError("sd_listen_fds_with_names", errno: -n))")
         }
         defer {

@@ -78,6 +78,25 @@ public struct StateStore: Sendable {
         let pid = Array("\(getpid())\n".utf8)
         if ftruncate(fd, 0) == 0 { _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
         // Never closed: the lock lasts as long as this process (or until its execve).
+        removeStaleTemporaries()
+    }
+
+    /// Removes what `AtomicFile.replace` of another process left half written (a baton killed
+    /// during a write: `release.json.tmp.PID`, a re-audit). Only under the lock: no other
+    /// baton writes here, and this process's own are kept (an upgrade's image is the same pid).
+    private func removeStaleTemporaries() {
+        guard let dir = opendir(directory) else { return }
+        defer { closedir(dir) }
+        let own = ".tmp.\(getpid())"
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // NAME.tmp.PID (no Foundation here: the baton executable links none of it).
+            let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+            guard parts.count >= 3, parts[parts.count - 2] == "tmp", let last = parts.last, !last.isEmpty, last.allSatisfy(\.isNumber),
+                !name.hasSuffix(own)
+            else { continue }
+            unlink(directory + "/" + name)
+        }
     }
 
     /// Throws unless a file can be created in the directory (a read-only mount, a directory

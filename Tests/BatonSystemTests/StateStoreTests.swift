@@ -1,6 +1,7 @@
 import BatonCore
 import BatonSystem
 import BatonTestSupport
+import Glibc
 import Testing
 
 /// The state directory's deploy-in-progress record: what a baton killed mid-deploy leaves
@@ -84,5 +85,21 @@ struct StateStoreCorruptTests {
         #expect(copy == directory + "/release.json.corrupt")
         #expect(ProcFS.read(copy) == String(text.prefix(20)))
         try store.checkWritable()
+    }
+
+    /// A re-audit: a baton killed during the commit's fsync left `release.json.tmp.PID` in the
+    /// state directory for good.
+    @Test("the lock's holder removes the temp files a killed baton left, never its own")
+    func staleTemporariesRemoved() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        let store = try StateStore(directory: directory)
+        TestPaths.write(directory + "/release.json.tmp.999999", "{")
+        TestPaths.write(directory + "/history.jsonl.tmp.\(getpid())", "mine")
+        TestPaths.write(directory + "/notes.tmp.txt", "not ours")
+        try store.lock()
+        #expect(access(directory + "/release.json.tmp.999999", F_OK) != 0)
+        #expect(access(directory + "/history.jsonl.tmp.\(getpid())", F_OK) == 0)
+        #expect(access(directory + "/notes.tmp.txt", F_OK) == 0)
     }
 }
