@@ -9,6 +9,20 @@ extension SecondIntegration {
     /// get one clear line and a non-zero exit; the running daemon keeps running.
     @Suite("bad input")
     struct BadInputTests {
+        /// One worker of /bin/true with its state and runtime directories in `directory`.
+        static func shop(in directory: String) -> String {
+            """
+            [app]
+            name = "shop"
+            command = ["/bin/true"]
+            directory = "/tmp"
+            workers = 1
+            state_directory = "\(directory)/state"
+            runtime_directory = "\(directory)/run"
+
+            """
+        }
+
         @Test("check-config names the key and line; serve refuses a bad config with exit 2")
         func badConfig() throws {
             let directory = TestPaths.temporaryDirectory("cfg")
@@ -81,16 +95,7 @@ extension SecondIntegration {
             let baton = TestPaths.executable("baton")
             let directory = TestPaths.temporaryDirectory("setup")
             defer { TestPaths.remove(directory) }
-            let base = """
-                [app]
-                name = "shop"
-                command = ["/bin/true"]
-                directory = "/tmp"
-                workers = 1
-                state_directory = "\(directory)/state"
-                runtime_directory = "\(directory)/run"
-
-                """
+            let base = Self.shop(in: directory)
             let taken = directory + "/taken"
             #expect(mkdir(taken, 0o755) == 0)
             let path = directory + "/shop.toml"
@@ -134,20 +139,7 @@ extension SecondIntegration {
             let directory = TestPaths.temporaryDirectory("activ")
             defer { TestPaths.remove(directory) }
             let path = directory + "/shop.toml"
-            TestPaths.write(
-                path,
-                """
-                [app]
-                name = "shop"
-                command = ["/bin/true"]
-                directory = "/tmp"
-                workers = 1
-                state_directory = "\(directory)/state"
-                runtime_directory = "\(directory)/run"
-                [control]
-                socket = "\(directory)/control.sock"
-
-                """)
+            TestPaths.write(path, Self.shop(in: directory) + "[control]\nsocket = \"\(directory)/control.sock\"\n")
             for (type, what) in [(Int32(SOCK_DGRAM.rawValue), "a datagram socket"), (Int32(SOCK_STREAM.rawValue), "a stream socket that does not listen")] {
                 let fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue), 0)
                 try #require(fd >= 0)
