@@ -17,6 +17,8 @@ final class OOMWatch {
     var trees: [pid_t: Int] = [:]
     /// The same pids → the worker whose tree held them (a slot's draining workers too).
     var owners: [pid_t: pid_t] = [:]
+    /// A walk of the trees runs off the loop.
+    var walking = false
     /// Kills the counter showed whose kernel log record had not arrived yet (one poll of grace).
     var pendingKills = 0
     /// Slots whose top process survived the kill of a descendant → that top process: replaced
@@ -26,7 +28,7 @@ final class OOMWatch {
 
 /// OOM kills: the memory cgroup's `oom_kill` counter (v1 `memory.oom_control`, v2
 /// `memory.events`) polled every second, the victims' pids from the kernel log, each attributed
-/// to the slot whose process tree held it (a snapshot of every tree taken at each poll; baton
+/// to the slot whose process tree held it (a snapshot of every tree walked off the loop at each poll; baton
 /// is the child subreaper, so orphans stay in it). A kill is logged at WARN with the victim,
 /// counted per slot (status, metrics); a slot whose top process survived is replaced (reason
 /// `oom`); a top process killed is a crash with reason `oom`; and plans keep a margin for a
@@ -126,20 +128,29 @@ extension Supervisor {
         }
     }
 
-    /// Every live worker's tree, pid → slot.
+    /// Every live worker's tree, pid → slot (and → the worker), walked off the loop: it reads
+    /// `/proc/N/task/N/children` of every process of every tree, each second (a re-audit saw
+    /// it on the loop: 256 workers, 256 reads or more a second). A walk still running when the
+    /// next poll comes is not doubled.
     private func snapshotTrees() {
-        var trees: [pid_t: Int] = [:]
-        var owners: [pid_t: pid_t] = [:]
-        for slot in slots {
-            for w in slot.workers where w.state != .exited {
-                for pid in host.processes.tree(of: w.pid) {
-                    trees[pid] = slot.index
-                    owners[pid] = w.pid
+        guard !memoryMonitor.oom.walking else { return }
+        let tops = slots.flatMap { slot in slot.workers.filter { $0.state != .exited }.map { (pid: $0.pid, slot: slot.index) } }
+        memoryMonitor.oom.walking = true
+        loop.offload({ [processes = host.processes] in
+            var trees: [pid_t: Int] = [:]
+            var owners: [pid_t: pid_t] = [:]
+            for top in tops {
+                for pid in processes.tree(of: top.pid) {
+                    trees[pid] = top.slot
+                    owners[pid] = top.pid
                 }
             }
+            return (trees, owners)
+        }) { [unowned self] (trees: [pid_t: Int], owners: [pid_t: pid_t]) in
+            self.memoryMonitor.oom.walking = false
+            self.memoryMonitor.oom.trees = trees
+            self.memoryMonitor.oom.owners = owners
         }
-        memoryMonitor.oom.trees = trees
-        memoryMonitor.oom.owners = owners
     }
 
     /// Hands the slots that lost a descendant to the OOM killer to the recycling engine (first

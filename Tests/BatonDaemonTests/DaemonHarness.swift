@@ -45,6 +45,7 @@ final class DaemonHarness {
         loop = try EventLoop(now: { clock.now })
         host.fakeMemory.loopThread.withLock { $0 = pthread_self() }
         host.store.loopThread.withLock { $0 = pthread_self() }
+        host.fakeProcesses.loopThread.withLock { $0 = pthread_self() }
         supervisor = Supervisor(
             options: .init(config: config, reloadConfig: nil, launcher: LinuxProcessLauncher(), environment: ["PATH=/usr/bin:/bin"]),
             loop: loop, host: host)

@@ -39,7 +39,16 @@ final class FakeProcessTable: ProcessTable {
     /// Sets the process group of `pid` (nil, the default: unknown, as for a pid gone).
     func setProcessGroup(_ group: pid_t?, of pid: pid_t) { table.withLock { $0.groups[pid] = group } }
 
-    func tree(of pid: pid_t) -> [pid_t] { [pid] + table.withLock { $0.members[pid] ?? [] } }
+    /// The thread the test drives the loop on (`DaemonHarness` sets it).
+    let loopThread = Mutex<pthread_t?>(nil)
+    private let walksOnLoopCount = Mutex(0)
+    /// Trees walked on the loop's thread (each reads /proc of every member on a real host).
+    var treeWalksOnLoop: Int { walksOnLoopCount.withLock { $0 } }
+
+    func tree(of pid: pid_t) -> [pid_t] {
+        if let loop = loopThread.withLock({ $0 }), pthread_equal(loop, pthread_self()) != 0 { walksOnLoopCount.withLock { $0 += 1 } }
+        return [pid] + table.withLock { $0.members[pid] ?? [] }
+    }
 
     func isInTree(_ candidate: pid_t, root: pid_t) -> Bool { tree(of: root).contains(candidate) }
 

@@ -111,4 +111,14 @@ import Testing
         #expect(h.supervisor.restartsByReason[.oom] == nil)
         #expect(h.supervisor.slots[1].current?.pid == fresh.pid, "the fresh worker was replaced")
     }
+
+    /// A re-audit saw the poll read `/proc/N/task/N/children` of every worker's tree on the
+    /// loop, every second.
+    @Test func theTreesAreWalkedOffTheLoop() throws {
+        let h = try harness()
+        h.supervisor.startOOMWatch()
+        for _ in 0..<3 { h.advance(by: OOMWatch.pollInterval) }
+        #expect(h.host.fakeProcesses.treeWalksOnLoop == 0)
+        #expect(h.supervisor.memoryMonitor.oom.trees.count == 2, "\(h.supervisor.memoryMonitor.oom.trees)")
+    }
 }
