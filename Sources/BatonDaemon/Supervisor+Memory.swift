@@ -55,10 +55,7 @@ extension Supervisor {
     /// uninterruptible sleep while the host stalls) is not waited for: `then` runs on the last
     /// samples, and the read's figures are stored when it ends.
     func measureThen(_ purpose: String, _ then: @escaping () -> Void) {
-        var pending: (() -> Void)? = then
-        let late = loop.schedule(after: Self.measureWait) { [unowned self] in
-            guard let then = pending else { return }
-            pending = nil
+        let onTime = boundedWait(Self.measureWait) { [unowned self] in
             logger.warning(
                 "the workers' memory read for \(purpose) did not finish within \(Units.formatDuration(Self.measureWait)): going on with the last samples")
             then()
@@ -66,38 +63,47 @@ extension Supervisor {
         // Under vm.overcommit_memory = 2 the serving workers' median commit charge too (a walk
         // of each one's maps): it was read on the loop at each operation's start, preflight
         // and metrics scrape.
-        memoryMonitor.readStarted()
-        let pids = liveWorkerPIDs + moldPIDs
-        let serving = slots.compactMap { $0.current?.pid }
-        let ksm = config.memory.mergeable
-        loop.offload({ [reader = host.memory] in
-            let trees = MemoryMonitor.read(pids, detailed: true, ksm: ksm, with: reader)
-            guard (try? reader.hostReadings())?.overcommit == .strict else { return (trees, UInt64?.none) }
-            let commits = serving.compactMap { reader.treeCommitCharge(of: $0) }.sorted()
-            return (trees, commits.isEmpty ? nil : commits[commits.count / 2])
-        }) { [unowned self] (readings: [pid_t: MemorySample], commit: UInt64?) in
-            self.memoryMonitor.readFinished()
-            self.apply(readings, detailed: true)
-            self.memoryMonitor.commitPerWorker = commit
-            self.loop.cancel(late)
-            guard let then = pending else { return }
-            pending = nil
-            then()
-        }
+        sampleOffLoop(detailed: true, commitCharge: true) { onTime(then) }
     }
 
     /// How long a decision waits for its read of the workers' memory (as `baton status` does).
     static var measureWait: Duration { statusReadWait }
 
+    /// A wait of at most `wait` for a job off the loop: `late` runs if it is not back by then.
+    /// The job calls the returned function when it is back, with what to do then: that runs
+    /// only if `late` has not (its timer is cancelled), so exactly one of the two runs.
+    func boundedWait(_ wait: Duration, late: @escaping () -> Void) -> (_ onTime: () -> Void) -> Void {
+        var settled = false
+        let timer = loop.schedule(after: wait) {
+            guard !settled else { return }
+            settled = true
+            late()
+        }
+        return { [unowned self] onTime in
+            guard !settled else { return }
+            settled = true
+            self.loop.cancel(timer)
+            onTime()
+        }
+    }
+
     /// Every worker's tree read on a thread of its own; `then` runs on the loop once
-    /// the figures are in.
-    private func sampleOffLoop(detailed: Bool, then: @escaping () -> Void) {
+    /// the figures are in. `commitCharge`: under `vm.overcommit_memory = 2`, the serving
+    /// workers' median commit charge too (`MemoryMonitor.commitPerWorker`).
+    private func sampleOffLoop(detailed: Bool, commitCharge: Bool = false, then: @escaping () -> Void) {
         memoryMonitor.readStarted()
         let pids = liveWorkerPIDs + moldPIDs
+        let serving = commitCharge ? slots.compactMap { $0.current?.pid } : []
         let ksm = config.memory.mergeable
-        loop.offload({ [reader = host.memory] in MemoryMonitor.read(pids, detailed: detailed, ksm: ksm, with: reader) }) { [unowned self] readings in
+        loop.offload({ [reader = host.memory] in
+            let trees = MemoryMonitor.read(pids, detailed: detailed, ksm: ksm, with: reader)
+            guard commitCharge, (try? reader.hostReadings())?.overcommit == .strict else { return (trees, UInt64?.none) }
+            let commits = serving.compactMap { reader.treeCommitCharge(of: $0) }.sorted()
+            return (trees, commits.isEmpty ? nil : commits[commits.count / 2])
+        }) { [unowned self] (readings: [pid_t: MemorySample], commit: UInt64?) in
             self.memoryMonitor.readFinished()
             self.apply(readings, detailed: detailed)
+            if commitCharge { self.memoryMonitor.commitPerWorker = commit }
             then()
         }
     }

@@ -16,20 +16,14 @@ extension Supervisor {
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
         let pids = liveWorkerPIDs + moldPIDs
         let ksm = config.memory.mergeable
-        var pending: ((StatusReport) -> Void)? = reply
-        let late = loop.schedule(after: Self.statusReadWait) { [unowned self] in
-            guard let reply = pending else { return }
-            pending = nil
+        let onTime = boundedWait(Self.statusReadWait) { [unowned self] in
             var report = self.statusReport(memory: self.lastMemorySamples)
             report.memoryNote =
                 "memory figures from the last check: this status's read of the workers' memory did not finish within \(Units.formatDuration(Self.statusReadWait)) (the host is stalled, or a process is in uninterruptible sleep)"
             reply(report)
         }
         loop.offload({ [reader = host.memory] in MemoryMonitor.read(pids, detailed: true, ksm: ksm, with: reader) }) { [unowned self] readings in
-            self.loop.cancel(late)
-            guard let reply = pending else { return }
-            pending = nil
-            reply(self.statusReport(memory: readings))
+            onTime { reply(self.statusReport(memory: readings)) }
         }
     }
 
