@@ -92,15 +92,10 @@ extension Supervisor {
     /// Removes the notify sockets a dead baton left (`w<slot>-<generation>-<its pid>.sock`,
     /// sockets only): nobody reads them any more, and nothing else in the directory is touched.
     private func removeNotifySockets(of pid: pid_t) {
-        guard let dir = opendir(notifyDirectory) else { return }
-        defer { closedir(dir) }
-        var doomed: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name.hasPrefix("w"), name.hasSuffix("-\(pid).sock") else { continue }
+        let doomed = (Filesystem.entryNames(of: notifyDirectory) ?? []).filter { name in
+            guard name.hasPrefix("w"), name.hasSuffix("-\(pid).sock") else { return false }
             let middle = name.dropFirst().dropLast("-\(pid).sock".count).split(separator: "-", omittingEmptySubsequences: false)
-            guard middle.count == 2, middle.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) else { continue }
-            doomed.append(name)
+            return middle.count == 2 && middle.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) })
         }
         for name in doomed {
             let path = notifyDirectory + "/" + name

@@ -10,6 +10,13 @@ public enum AtomicFile {
     /// same file (an upgrade's old and new) never write into one temp file.
     public static func temporaryPath(for path: String) -> String { path + ".tmp.\(getpid())" }
 
+    /// The pid whose temp file (`temporaryPath`) the file `name` is, nil for any other name.
+    public static func writer(ofTemporary name: String) -> pid_t? {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 3, parts[parts.count - 2] == "tmp", let last = parts.last, last.allSatisfy(\.isNumber) else { return nil }
+        return pid_t(last)
+    }
+
     /// Replaces `path` with `bytes`. `mode`: the new file's permission bits (the umask
     /// applies). `durable`: the data and the rename survive a crash of the host (fsync of the
     /// file before the rename, of the directory after), for what must outlive a reboot; without

@@ -50,6 +50,18 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
 
 /// Directories baton creates, or finds and uses as they are.
 public enum Filesystem {
+    /// The names in `directory` (`.` and `..` included, as readdir gives them); nil when it
+    /// cannot be opened (errno says why).
+    public static func entryNames(of directory: String) -> [String]? {
+        guard let dir = opendir(directory) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            names.append(withUnsafeBytes(of: entry.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) })
+        }
+        return names
+    }
+
     /// Whether `path` is an existing directory (symlinks followed).
     public static func isDirectory(_ path: String) -> Bool {
         var st = stat()

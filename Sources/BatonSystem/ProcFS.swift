@@ -67,16 +67,7 @@ public enum ProcFS {
     /// The names of `directory` that are decimal numbers (pids in /proc, threads in task/,
     /// descriptors in fd/); none when it cannot be listed.
     static func numericEntries(of directory: String) -> [Int32] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var result: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if let number = Int32(name) { result.append(number) }
-        }
-        return result
+        (Filesystem.entryNames(of: directory) ?? []).compactMap { Int32($0) }
     }
 
     /// `pid` and all its descendants, parents first.

@@ -9,13 +9,9 @@ public enum ReleaseFolders {
     /// The real subfolders of `directory` (no symlinks, no dot-names such as
     /// rsync's temporaries), unsorted.
     public static func scan(_ directory: String) throws(SystemError) -> [ReleaseFolder] {
-        guard let dir = opendir(directory) else { throw SystemError("opendir", subject: directory) }
-        defer { closedir(dir) }
+        guard let names = Filesystem.entryNames(of: directory) else { throw SystemError("opendir", subject: directory) }
         var folders: [ReleaseFolder] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+        for name in names {
             if name.hasPrefix(".") { continue }
             let path = directory == "/" ? "/" + name : directory + "/" + name
             var info = stat()

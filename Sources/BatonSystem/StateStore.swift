@@ -85,16 +85,8 @@ public struct StateStore: Sendable {
     /// during a write: `release.json.tmp.PID`, a re-audit). Only under the lock: no other
     /// baton writes here, and this process's own are kept (an upgrade's image is the same pid).
     private func removeStaleTemporaries() {
-        guard let dir = opendir(directory) else { return }
-        defer { closedir(dir) }
-        let own = ".tmp.\(getpid())"
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            // NAME.tmp.PID (no Foundation here: the baton executable links none of it).
-            let parts = name.split(separator: ".", omittingEmptySubsequences: false)
-            guard parts.count >= 3, parts[parts.count - 2] == "tmp", let last = parts.last, !last.isEmpty, last.allSatisfy(\.isNumber),
-                !name.hasSuffix(own)
-            else { continue }
+        for name in Filesystem.entryNames(of: directory) ?? [] {
+            guard let writer = AtomicFile.writer(ofTemporary: name), writer != getpid() else { continue }
             unlink(directory + "/" + name)
         }
     }
