@@ -40,12 +40,12 @@ extension Supervisor {
                     case .exec: " (its readiness probe never exited 0)"
                     case .delay: ""
                     }
+                let notReady = "not ready after \(Units.formatDuration(gate.timeout))\(awaited)"
                 logger.warning(
-                    "worker not ready after \(Units.formatDuration(gate.timeout))\(awaited): killing it",
-                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                    "worker \(notReady): killing it", metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
                 worker.stopReason = .restart(reason)
                 // The deploy's reply says it too, not only the log.
-                worker.stopText = "\(reason.rawValue): not ready after \(Units.formatDuration(gate.timeout))\(awaited)"
+                worker.stopText = "\(reason.rawValue): \(notReady)"
                 kill(worker)
             }
         }

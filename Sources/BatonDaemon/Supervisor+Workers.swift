@@ -229,13 +229,11 @@ extension Supervisor {
             place = nil
         }
         let stage: WorkerExit.Stage = previous == .starting ? .starting : previous == .ready ? .ready : .draining
-        // The rollout's own worker: one of the same release that it did not start (a policy
+        // The rollout's own worker (which runs its release): one of the same release that it did not start (a policy
         // restart's or reload's old worker) failing is its slot's failure, not the release's (a
         // memory audit: an old worker killed while its replacement booted failed the restart,
         // and the replacement was left serving unsupervised).
-        let runsRolloutRelease =
-            worker.spec == rolloutSpec && operation?.phase == .rollingOut && worker.startedByOperation != nil
-            && worker.startedByOperation == operation?.number
+        let runsRolloutRelease = operation.map { $0.phase == .rollingOut && worker.startedByOperation == $0.number } ?? false
         if let place {
             switch WorkerExit.classify(
                 place: place, stage: stage, stopReason: worker.stopReason?.restartReason, exit: "\(exit)", pid: worker.pid,
