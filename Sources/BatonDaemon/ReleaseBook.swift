@@ -96,25 +96,11 @@ final class ReleaseBook {
 
     // MARK: - Commit
 
-    /// Persists `state` as a deploy's commit, and only then makes it current; throws (nothing
-    /// changed) when the state directory cannot take it. Here, on the caller's thread: the
-    /// supervisor commits with ``commit(_:on:then:)``.
-    func commit(_ state: ReleaseState) throws {
-        guard let store else { throw DaemonError("the state directory \(directory) is unusable") }
-        do {
-            try store.save(state)
-        } catch {
-            recordUnwritable(error)
-            throw error
-        }
-        committed(state)
-    }
-
-    /// The same commit, written on the state writer's thread (`save` fsyncs twice: seconds on
-    /// a busy disk, during which the loop answered no control request, no metrics scrape and
-    /// no worker, and systemd's watchdog killed baton as a deploy finished: a scale audit).
-    /// `then` runs on the loop with nil once `state` is persisted and current, or with the
-    /// error (nothing changed).
+    /// Persists `state` as a deploy's commit, and only then makes it current. Written on the
+    /// state writer's thread (`save` fsyncs twice: seconds on a busy disk, during which the loop
+    /// answered no control request, no metrics scrape and no worker, and systemd's watchdog
+    /// killed baton as a deploy finished: a scale audit). `then` runs on the loop with nil once
+    /// `state` is persisted and current, or with the error (nothing changed).
     func commit(_ state: ReleaseState, on loop: EventLoop, then: @escaping ((any Error)?) -> Void) {
         guard let store else {
             then(DaemonError("the state directory \(directory) is unusable"))
@@ -123,7 +109,11 @@ final class ReleaseBook {
         loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
             switch result {
             case .success:
-                committed(state)
+                self.state = state
+                if !problems.isEmpty {
+                    logger.info("release state persisted: the state directory's earlier problems are resolved")
+                    problems.removeAll()
+                }
                 then(nil)
             case .failure(let error):
                 recordUnwritable(error)
@@ -134,14 +124,6 @@ final class ReleaseBook {
 
     /// The one thread the commits are written on, in order.
     static let writer = OffloadPool(maxThreads: 1)
-
-    private func committed(_ state: ReleaseState) {
-        self.state = state
-        if !problems.isEmpty {
-            logger.info("release state persisted: the state directory's earlier problems are resolved")
-            problems.removeAll()
-        }
-    }
 
     /// Records in the state directory that an operation runs (`entry`), so that a baton killed
     /// before it ends records it as interrupted. A deploy or rollback throws when it cannot (it

@@ -16,6 +16,17 @@ import Testing
         directory: "/var/lib/baton/app", fallback: Release(directory: "/srv/app/r0"),
         logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
 
+    /// `book.commit(_:on:then:)` as the supervisor calls it (the write off the loop), waited
+    /// for: throws what it reported.
+    func commit(_ state: ReleaseState) throws {
+        let loop = try EventLoop()
+        var reported: (any Error)??
+        book.commit(state, on: loop) { reported = .some($0) }
+        for _ in 0..<1000 where reported == nil { _ = loop.pump(waitingUpTo: 10) }
+        let outcome = try #require(reported, "the commit never answered")
+        if let error = outcome { throw error }
+    }
+
     func entry(_ kind: OperationKind, _ release: String, _ outcome: OperationOutcome) -> HistoryEntry {
         HistoryEntry(kind: kind, release: release, previousRelease: nil, outcome: outcome, detail: nil, startedAt: 100, duration: 1, uid: 0)
     }
@@ -23,7 +34,7 @@ import Testing
     @Test func servesTheFallbackUntilLoadedAndCannotCommitWithoutAStore() {
         #expect(book.state.current == fallback && book.state.previous == nil)
         #expect(!book.isUsable)
-        #expect(throws: DaemonError.self) { try book.commit(ReleaseState(current: Release(directory: "/srv/app/r1"), previous: nil)) }
+        #expect(throws: DaemonError.self) { try commit(ReleaseState(current: Release(directory: "/srv/app/r1"), previous: nil)) }
         #expect(throws: DaemonError.self) { try book.beginOperation(entry(.deploy, "/srv/app/r1", .inProgress)) }
         // A reload commits nothing: it goes on without a store.
         #expect(throws: Never.self) { try book.beginOperation(entry(.reload, "/srv/app/r0", .inProgress)) }
@@ -50,11 +61,11 @@ import Testing
         book.recordProblem("state directory not writable")
         let next = ReleaseState(current: Release(directory: "/srv/app/r1"), previous: fallback)
         store.saveError = SystemError("rename", errno: ENOSPC)
-        #expect(throws: SystemError.self) { try book.commit(next) }
+        #expect(throws: SystemError.self) { try commit(next) }
         #expect(book.state.current == fallback, "a failed write changes nothing")
         #expect(book.problems.count == 2 && book.problems[1].contains("No space left on device"), "and is a problem of its own: \(book.problems)")
         store.saveError = nil
-        try book.commit(next)
+        try commit(next)
         #expect(book.state == next && store.releaseState == next)
         #expect(book.problems.isEmpty)
     }
@@ -191,7 +202,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: root) }
         for name in ["r1", "r2", "r3"] { mkdir(root + "/" + name, 0o755) }
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
-        try book.commit(ReleaseState(current: Release(directory: root + "/r3"), previous: Release(directory: root + "/r2")))
+        try commit(ReleaseState(current: Release(directory: root + "/r3"), previous: Release(directory: root + "/r2")))
         book.recordDeployed(Release(directory: root + "/r1"))
         let before = try book.listing(of: root, keep: 1, inUse: [], batonDirectories: [])
         #expect(before.releases.first { $0.name == "r1" }?.mark == .prune)
@@ -214,7 +225,7 @@ import Testing
         #expect(symlink(releases + "/r5", releases + "/rM") == 0)
         #expect(symlink(releases, root + "/link") == 0)
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
-        try book.commit(ReleaseState(current: Release(directory: releases + "//r9"), previous: Release(directory: releases + "/rM")))
+        try commit(ReleaseState(current: Release(directory: releases + "//r9"), previous: Release(directory: releases + "/rM")))
         for name in ["r5", "r9", "r10", "r11"] { book.recordDeployed(Release(directory: root + "/link/" + name)) }
         for listed in [releases, root + "/link"] {
             let marks = Dictionary(
