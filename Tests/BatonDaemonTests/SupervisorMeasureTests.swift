@@ -86,14 +86,21 @@ import Testing
         #expect(h.host.fakeMemory.commitChargeReadsOnLoop == 0)
     }
 
+    /// A deploy of a new release requested while every memory read is stuck (the test clears
+    /// `stuck`), its request handled: it waits for its read.
+    func deployWhileTheReadIsStuck(_ h: DaemonHarness, timeout: String? = nil) -> RecordingWaiter {
+        h.host.fakeMemory.stuck.withLock { $0 = true }
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1"), timeout: timeout), waiter: client, uid: 0)
+        #expect(h.loop.pump() != nil)
+        return client
+    }
+
     /// A read that does not come back (smaps_rollup stuck while the host stalls) holds the
     /// deploy back for ``Supervisor/measureWait`` at most: it then starts on the last samples.
     @Test func aDeployWhoseMemoryReadIsStuckStartsOnTheLastSamples() throws {
         let h = try started()
-        h.host.fakeMemory.stuck.withLock { $0 = true }
-        let client = RecordingWaiter()
-        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1")), waiter: client, uid: 0)
-        #expect(h.loop.pump() != nil)
+        let client = deployWhileTheReadIsStuck(h)
         #expect(h.supervisor.operation?.phase == .queued, "it waits for the read first")
         h.clock.set(h.clock.now + Supervisor.measureWait)
         #expect(h.loop.pump() != nil)
@@ -109,10 +116,7 @@ import Testing
     @Test func aDeadlineThatPassesWhileTheReadRunsEndsTheDeployUnstarted() throws {
         let h = try started()
         let serving = h.servingPIDs
-        h.host.fakeMemory.stuck.withLock { $0 = true }
-        let client = RecordingWaiter()
-        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1"), timeout: "1s"), waiter: client, uid: 0)
-        #expect(h.loop.pump() != nil)
+        let client = deployWhileTheReadIsStuck(h, timeout: "1s")
         h.clock.set(h.clock.now + .seconds(1))
         #expect(h.loop.pump() != nil)
         let reply = try #require(client.reply)
@@ -138,10 +142,7 @@ import Testing
     /// line with a start at 1970-01-01 and baton's uptime as its duration.
     @Test func aStopWhileTheReadRunsRecordsWhenTheDeployBegan() throws {
         let h = try started()
-        h.host.fakeMemory.stuck.withLock { $0 = true }
-        let client = RecordingWaiter()
-        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: h.makeRelease("r1")), waiter: client, uid: 0)
-        #expect(h.loop.pump() != nil)
+        let client = deployWhileTheReadIsStuck(h)
         h.supervisor.beginShutdown()
         h.host.fakeMemory.stuck.withLock { $0 = false }
         let entry = try #require(h.supervisor.history.last)
