@@ -47,15 +47,10 @@ extension SecondIntegration {
 
         /// Children of `parent` that are zombies (exited, not reaped).
         static func zombieChildren(of parent: pid_t) -> [pid_t] {
-            guard let dir = opendir("/proc") else { return [] }
-            defer { closedir(dir) }
-            var zombies: [pid_t] = []
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                guard let pid = pid_t(name), let text = ProcFS.read("/proc/\(pid)/stat"), let stat = ProcParsers.statFields(text) else { continue }
-                if stat.ppid == parent && stat.state == "Z" { zombies.append(pid) }
+            (Filesystem.entryNames(of: "/proc") ?? []).compactMap { name in
+                guard let pid = pid_t(name), let text = ProcFS.read("/proc/\(pid)/stat"), let stat = ProcParsers.statFields(text) else { return nil }
+                return stat.ppid == parent && stat.state == "Z" ? pid : nil
             }
-            return zombies
         }
 
         /// Polls `status` until `condition` holds (at most `timeout`).
@@ -282,7 +277,16 @@ extension SecondIntegration {
             #expect(baton.process.exitCode == nil, "baton keeps running")
             let status = try baton.status()
             #expect(status.workers.allSatisfy { $0.state != "ready" })
-            #expect(Self.zombieChildren(of: baton.process.pid).isEmpty)
+            // Molds are still being killed and replaced here (the slot's backoff): one may be a
+            // zombie for the instant before baton reaps it (seen once in a full run: [23003]);
+            // none may stay one.
+            var zombies = Self.zombieChildren(of: baton.process.pid)
+            let until = monotonicNow() + .seconds(5)
+            while !zombies.isEmpty, monotonicNow() < until {
+                pause(0.05)
+                zombies = zombies.filter(Self.zombieChildren(of: baton.process.pid).contains)
+            }
+            #expect(zombies.isEmpty, "zombies baton did not reap: \(zombies)")
         }
 
         @Test(
