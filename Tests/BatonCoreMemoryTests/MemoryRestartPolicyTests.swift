@@ -426,8 +426,27 @@ struct MemoryRestartPolicyTests {
         var fleet = Fleet(now: .seconds(7200), pss: [400, 400, 400], uss: [300, 300, 300])
         fleet.workers[1].ready = false  // slot 1 is (re)starting
         #expect(policy.tick(fleet.tick()) == nil)
-        fleet.workers.remove(at: 1)  // or has no worker at all
-        #expect(policy.tick(fleet.tick()) == nil)
+        // Or has no worker at all (a crash in backoff): the age rule still waits.
+        var aged = RestartPolicy(settings: settings(workers: 3, maxAge: .seconds(60)))
+        let small = Fleet(now: .seconds(7200), pss: [100, 100, 100], uss: [80, 80, 80])
+        var missing = small
+        missing.workers.remove(at: 1)
+        #expect(aged.tick(missing.tick()) == nil)
+        #expect(aged.tick(small.tick())?.reason == .age)
+    }
+
+    /// A memory-pressure audit: one OOM kill chained into every slot in backoff, and the memory
+    /// rules, which waited for every slot to serve, ordered 2 restarts against 23 kills.
+    @Test func aSlotWithoutAWorkerHoldsBackOnlyTheAgeRule() throws {
+        var policy = RestartPolicy(settings: settings(workers: 3, maxAge: .seconds(60)))
+        var fleet = Fleet(now: .seconds(7200), pss: [500, 500, 500], uss: [400, 400, 400])
+        fleet.workers.remove(at: 1)  // slot 1 crashed and waits out its backoff
+        #expect(policy.tick(fleet.tick())?.reason == .memoryThreshold)
+        // Never the last serving worker (1000 MiB of 1000: over the line).
+        var last = RestartPolicy(settings: settings(workers: 3, maxAge: .seconds(60)))
+        fleet.workers.remove(at: 1)
+        fleet.workers[0].memory = MemorySample(rss: 2000 * mib, pss: 1000 * mib, uss: 900 * mib)
+        #expect(last.tick(fleet.tick()) == nil)
     }
 
     @Test func cheapTicksAskForAMeasurementOnlyForMemoryRules() {

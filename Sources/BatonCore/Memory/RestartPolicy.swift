@@ -34,9 +34,12 @@
 ///   the first will not be enough. The daemon ticks again at once while one more may go.
 /// - Nothing while a deploy or reload runs (``Tick/operationRunning``).
 /// - Nothing unless every slot has a ready worker or is being recycled (by this policy, or by
-///   another reason through the recycling engine: ``Tick/recycling``): a slot without a worker
-///   that nobody replaces (a crash) holds everything back, and with the replace strategy the
-///   engine's budget bounds the slots without one at once.
+///   another reason through the recycling engine: ``Tick/recycling``), with one exception: a
+///   slot without any worker that nobody replaces (a crash in its backoff, a spawn that
+///   failed) holds back the age rule only. The memory rules go on then (they head off the OOM
+///   killer, which takes a worker without a drain and may put more slots in backoff), while
+///   no other worker is starting and never on the last serving worker. With the replace
+///   strategy the engine's budget bounds the slots it empties at once.
 /// - Memory rules only look at workers at least `min_worker_age` (and one check interval) old:
 ///   a young worker is never replaced for the total, so a slot cannot cycle. Only
 ///   worker-limit takes a younger one (one check interval old), and only past the limit by
@@ -49,7 +52,7 @@
 public struct RestartPolicy: Sendable, Equatable {
     /// The policy's configuration.
     public struct Settings: Sendable, Equatable {
-        /// `app.workers`: N, the slots that must all be serving before anything is replaced.
+        /// `app.workers`: N, the slots that must all be serving before a worker is replaced by age.
         public var workers: Int
         /// `rolling.max_age`; nil = no restarts by age.
         public var maxAge: Duration?
@@ -270,7 +273,7 @@ public struct RestartPolicy: Sendable, Equatable {
         // recycles held the memory rules back: the first worker-limit order at 133.8 MiB against
         // 104.7 MiB without them).
         let readySlots = Set(tick.workers.lazy.filter(\.ready).map(\.slot)).union(inFlight.slots).union(tick.recycling)
-        guard readySlots.count >= settings.workers else { return nil }
+        let everySlotServes = readySlots.count >= settings.workers
         cooldown = cooldown.filter { $0.value > tick.now }
         // A slot settling in its window is not picked either: its order has not ended.
         let eligible = tick.workers.filter {
@@ -282,7 +285,18 @@ public struct RestartPolicy: Sendable, Equatable {
             for w in tick.workers where (w.ussAtReady ?? .max) < limit { bornOverLimit.remove(w.slot) }
         }
         if tick.detailed { heldOverTheLine = overThresholdBeyondGrowth(tick, inFlight) }
-        if let pick = memoryRule(tick, eligible, inFlight) {
+        // A worker starting holds every rule back (it serves soon: the readiness timeout bounds
+        // its boot). A slot without any worker (a crash in backoff, a spawn that failed) holds
+        // back only the age rule: the memory rules head off the OOM killer, which takes a worker
+        // without a drain (and, killing one that starts, puts its slot in backoff), but they
+        // never take the last serving worker.
+        let othersServe = { (pick: Int) in
+            tick.workers.contains { w in
+                w.ready && w.slot != pick && !inFlight.slots.contains(w.slot) && !tick.recycling.contains(w.slot)
+            }
+        }
+        let starting = tick.workers.contains { !$0.ready && !inFlight.slots.contains($0.slot) && !tick.recycling.contains($0.slot) }
+        if let pick = memoryRule(tick, eligible, inFlight), everySlotServes || (!starting && othersServe(pick.slot)) {
             guard tick.detailed else { return .measure }
             if pick.reason == .workerLimit, let limit = settings.workerLimit,
                 let fresh = tick.workers.first(where: { $0.slot == pick.slot })?.ussAtReady, fresh >= limit
@@ -291,7 +305,7 @@ public struct RestartPolicy: Sendable, Equatable {
             }
             return order(pick, now: tick.now)
         }
-        if let pick = ageRule(tick, eligible) { return order(pick, now: tick.now) }
+        if everySlotServes, let pick = ageRule(tick, eligible) { return order(pick, now: tick.now) }
         return nil
     }
 
