@@ -15,6 +15,8 @@ final class MemoryMonitor {
     var policy: RestartPolicy
     /// The policy's ``RestartPolicy/heldOverTheLine`` was logged (it is said once, when it begins).
     var saidHeldOverTheLine = false
+    /// The configured budget last said to be over the limit the kernel enforces (nil: none).
+    var saidBudgetOver: UInt64?
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
     /// Periodic checks so far (smaps_rollup every `smaps_every`-th).

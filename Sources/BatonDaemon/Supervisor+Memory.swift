@@ -127,6 +127,7 @@ extension Supervisor {
         var budget =
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
             ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)
+        sayBudgetOverTheLimit(budget)
         // A held reservation is not the workers' to spend: the policy measures against the rest.
         budget.bytes -= min(budget.bytes, reservedBytes)
         let workers = slots.compactMap { slot -> RestartPolicy.Worker? in
@@ -159,6 +160,14 @@ extension Supervisor {
             }
         }
         pumpRecycling()
+    }
+
+    /// Logs once (again after a reload or a new limit) that `[memory] budget` is over the limit
+    /// the kernel enforces, which the rules then measure against.
+    private func sayBudgetOverTheLimit(_ budget: EffectiveBudget) {
+        guard budget.configuredOver != memoryMonitor.saidBudgetOver else { return }
+        memoryMonitor.saidBudgetOver = budget.configuredOver
+        if let warning = budget.overTheLimitWarning { logger.warning("\(warning)") }
     }
 
     /// Logs once when the total stays over the threshold by more than restarts could free (the

@@ -47,6 +47,20 @@ struct MemoryHeadroomTests {
         #expect(EffectiveBudget.resolve(.auto, readings: limited).source == .memTotal)
     }
 
+    /// `threshold` × a budget over the limit the kernel enforces is never reached before the OOM
+    /// killer acts: the limit is the budget then, and the figure configured is kept for a warning.
+    @Test func aConfiguredBudgetOverTheLimitIsTheLimit() throws {
+        var limited = try realReadings()
+        limited.cgroup = try v2Service()
+        let budget = EffectiveBudget.resolve(.bytes(4 * gib), readings: limited)
+        #expect(budget == EffectiveBudget(bytes: gib, source: .cgroup, configuredOver: 4 * gib))
+        #expect(budget.overTheLimitWarning?.hasPrefix("[memory] budget 4.0 GiB is over the cgroup's memory limit, 1.0 GiB") == true)
+        limited.cgroup = nil
+        let host = EffectiveBudget.resolve(.bytes(64 * gib), readings: limited)
+        #expect(host.source == .memTotal && host.bytes == 24_683_656 * 1024 && host.configuredOver == 64 * gib)
+        #expect(EffectiveBudget.resolve(.bytes(gib / 2), readings: limited).overTheLimitWarning == nil)
+    }
+
     @Test func hostBindsOnTheBuildMachine() throws {
         let headroom = Headroom(readings: try realReadings(), memory: MemoryConfig(), workersPSS: 0)
         #expect(headroom.limits.map(\.kind) == [.hostAvailable])

@@ -109,3 +109,40 @@ import Testing
         #expect(h.servingPIDs[0] == old[0] && h.servingPIDs[1] == old[1], "age is no emergency: \(old) -> \(h.servingPIDs)")
     }
 }
+
+/// A `[memory] budget` over the limit the kernel enforces (a careless operator's 16 GiB on a
+/// 1000 MiB host): `threshold` × budget was never reached, so the threshold rules never fired
+/// before the OOM killer did. The limit is the budget then, with a warning.
+@Suite struct SupervisorBudgetOverTheLimitTests {
+    static let mib: UInt64 = 1 << 20
+
+    @Test func theThresholdFiresAgainstTheLimitWhenTheBudgetIsOverIt() throws {
+        let h = try DaemonHarness(workers: 3) {
+            $0.memory.budget = .bytes(16 * 1024 * Self.mib)
+            $0.memory.threshold = 0.5
+            $0.memory.minWorkerAge = .seconds(10)
+            $0.memory.checkInterval = .seconds(1)
+            $0.memory.smapsEvery = 1
+            $0.deploy.stabilityWindow = .zero
+        }
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 1000 * Self.mib, available: 300 * Self.mib, commitLimit: 2000 * Self.mib, committed: 700 * Self.mib),
+            overcommit: .heuristic, cgroup: nil)
+        h.host.fakeMemory.worker = MemorySample(rss: 100 * Self.mib, pss: 100 * Self.mib, uss: 100 * Self.mib)
+        try h.start()
+        h.supervisor.startMemoryChecks()
+        h.advance(by: .seconds(20))
+        let before = h.servingPIDs
+        // 3 × 200 MiB: over half of the host's 1000 MiB, far under half of 16 GiB.
+        let bloated = try #require(before[0])
+        h.host.fakeMemory.setTree(MemorySample(rss: 250 * Self.mib, pss: 250 * Self.mib, uss: 250 * Self.mib), of: bloated)
+        for pid in before.dropFirst().compactMap({ $0 }) {
+            h.host.fakeMemory.setTree(MemorySample(rss: 150 * Self.mib, pss: 150 * Self.mib, uss: 150 * Self.mib), of: pid)
+        }
+        h.advance(by: .seconds(5))
+        h.finishOperations(limit: .seconds(10))
+        #expect(h.servingPIDs[0] != bloated, "the largest grown worker must be recycled for the threshold")
+        #expect(h.supervisor.slots[0].lastRestartReason?.reason == .memoryThreshold)
+        #expect(h.supervisor.memoryMonitor.saidBudgetOver == 16 * 1024 * Self.mib)
+    }
+}

@@ -61,7 +61,9 @@ public struct HeadroomLimit: Sendable, Equatable, Codable {
 }
 
 /// The memory budget the restart policy measures against: `memory.budget` when configured,
-/// else the cgroup's effective limit, else `MemTotal`.
+/// else the cgroup's effective limit, else `MemTotal`. A configured budget over that limit is
+/// the limit: the kernel's OOM killer acts there, so `threshold` × a larger budget could
+/// never be reached first (``configuredOver`` keeps the figure, for a warning).
 public struct EffectiveBudget: Sendable, Equatable, Codable {
     /// Where the figure comes from.
     public enum Source: String, Sendable, Equatable, Codable {
@@ -77,18 +79,32 @@ public struct EffectiveBudget: Sendable, Equatable, Codable {
     public var bytes: UInt64
     /// Where it comes from.
     public var source: Source
+    /// The configured `memory.budget` when it was over the cgroup's limit (or `MemTotal`), which
+    /// is the budget instead.
+    public var configuredOver: UInt64?
 
     /// Creates a budget.
-    public init(bytes: UInt64, source: Source) {
+    public init(bytes: UInt64, source: Source, configuredOver: UInt64? = nil) {
         self.bytes = bytes
         self.source = source
+        self.configuredOver = configuredOver
     }
 
     /// Resolves `memory.budget` against a reading.
     public static func resolve(_ configured: MemoryBudget, readings: MemoryReadings) -> EffectiveBudget {
-        if case .bytes(let bytes) = configured { return EffectiveBudget(bytes: bytes, source: .configured) }
-        if let limit = readings.cgroup?.limit { return EffectiveBudget(bytes: limit, source: .cgroup) }
-        return EffectiveBudget(bytes: readings.host.total, source: .memTotal)
+        let ceiling =
+            readings.cgroup?.limit.map { EffectiveBudget(bytes: $0, source: .cgroup) } ?? EffectiveBudget(bytes: readings.host.total, source: .memTotal)
+        guard case .bytes(let bytes) = configured else { return ceiling }
+        guard bytes > ceiling.bytes, ceiling.bytes > 0 else { return EffectiveBudget(bytes: bytes, source: .configured) }
+        return EffectiveBudget(bytes: ceiling.bytes, source: ceiling.source, configuredOver: bytes)
+    }
+
+    /// The warning a budget over the limit gets (nil when it is not).
+    public var overTheLimitWarning: String? {
+        guard let configuredOver else { return nil }
+        let limit = source == .cgroup ? "the cgroup's memory limit" : "the host's MemTotal"
+        return
+            "[memory] budget \(Units.formatSize(configuredOver)) is over \(limit), \(Units.formatSize(bytes)), where the kernel's OOM killer acts: the memory rules measure against \(Units.formatSize(bytes)) instead"
     }
 }
 
