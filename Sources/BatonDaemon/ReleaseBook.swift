@@ -22,6 +22,12 @@ final class ReleaseBook {
     private(set) var history: [HistoryEntry] = []
     /// History lines the state directory did not take yet, oldest first.
     private var unwrittenHistory: [HistoryEntry] = []
+    /// The previous baton's unfinished operation is still in `deploy.json`: its history line is
+    /// among the unwritten ones, and the record is removed only once that line is written (a
+    /// crash audit: a baton killed again while the disk was full lost the deploy from history).
+    private var unfinishedKept = false
+    /// The problem line of history that could not be written, while it could not.
+    private var historyProblem: String?
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
     private(set) var deployed: [String] = []
     /// Release folders being removed by retention now.
@@ -135,6 +141,9 @@ final class ReleaseBook {
             return
         }
         do {
+            // The previous baton's unfinished operation is recorded in history before this one
+            // takes its place in deploy.json.
+            if unfinishedKept { try writeHistory() }
             try store.beginDeploy(entry)
         } catch {
             recordUnwritable(error)
@@ -155,11 +164,34 @@ final class ReleaseBook {
         history = HistoryEntry.kept(history + [entry], limit: StateStore.historyLimit)
         // Trimmed as history is: more lines refused than the file keeps never lose the last deploy.
         unwrittenHistory = HistoryEntry.kept(unwrittenHistory + [entry], limit: StateStore.historyLimit)
-        do {
-            try store?.append(unwrittenHistory)
+        try? writeHistory()
+    }
+
+    /// Writes the lines not written yet. A failure is a problem of the state directory (the
+    /// log and `baton status`) until they are written; once they are, the previous baton's
+    /// record of its unfinished operation goes.
+    private func writeHistory() throws(SystemError) {
+        guard let store else { return }
+        if !unwrittenHistory.isEmpty {
+            do {
+                try store.append(unwrittenHistory)
+            } catch {
+                let line = "cannot write history (\(unwrittenHistory.count) line(s) kept to write with the next one): \(error)"
+                if let historyProblem { problems.removeAll { $0 == historyProblem } }
+                historyProblem = line
+                recordProblem(line)
+                throw error
+            }
             unwrittenHistory = []
-        } catch {
-            logger.error("cannot write history (\(unwrittenHistory.count) line(s) kept to write with the next one): \(error)")
+        }
+        if let historyProblem {
+            problems.removeAll { $0 == historyProblem }
+            self.historyProblem = nil
+            logger.info("history written: the lines a full state directory refused are in it")
+        }
+        if unfinishedKept {
+            unfinishedKept = false
+            store.finishDeploy()
         }
     }
 
@@ -169,11 +201,17 @@ final class ReleaseBook {
     /// interrupted. Committed (the persisted release is its release, which was not
     /// current before it), baton was killed between the commit and its last writes: the
     /// deploy succeeded, recorded so once, and its folder is one baton deployed. A redeploy
-    /// of the release already current cannot tell the two apart: interrupted.
+    /// of the release already current is told by the state's `committedBy` (a state written
+    /// before it existed cannot tell: interrupted).
     private func recordUnfinishedDeploy(now: Double) {
-        guard var entry = store?.takeUnfinishedDeploy() else { return }
+        guard var entry = store?.unfinishedDeploy() else { return }
+        // Removed once its line is in history (`writeHistory`), not before.
+        unfinishedKept = true
+        defer { if unfinishedKept, unwrittenHistory.isEmpty { try? writeHistory() } }
         entry.duration = max(0, now - entry.startedAt)
-        let committed = entry.kind.isDeploy && entry.release == state.current.directory && entry.previousRelease != entry.release
+        let committed =
+            entry.kind.isDeploy && entry.release == state.current.directory
+            && (entry.previousRelease != entry.release || state.committedBy == entry.startedAt)
         guard committed else {
             entry.outcome = .interrupted
             entry.detail = "baton exited before it finished; restarted on \(state.current.directory)"

@@ -26,8 +26,9 @@ protocol ReleaseStore: Sendable {
     func beginDeploy(_ entry: HistoryEntry) throws(SystemError)
     /// The deploy ended.
     func finishDeploy()
-    /// The deploy a previous baton never finished, removed; nil when none.
-    func takeUnfinishedDeploy() -> HistoryEntry?
+    /// The deploy a previous baton never finished (left in place: `finishDeploy` removes it);
+    /// nil when none.
+    func unfinishedDeploy() -> HistoryEntry?
 }
 
 extension StateStore: ReleaseStore {}

@@ -79,7 +79,9 @@ extension Supervisor {
             }
             let previous = op.previous
             committingOperation = op
-            releases.commit(ReleaseState(current: target, previous: previous == target ? releaseState.previous : previous), on: loop) {
+            let state = ReleaseState(
+                current: target, previous: previous == target ? releaseState.previous : previous, committedBy: op.startedAtWall)
+            releases.commit(state, on: loop) {
                 [unowned self] error in
                 self.committingOperation = nil
                 // Stopped meanwhile: the stop left this operation to its commit.

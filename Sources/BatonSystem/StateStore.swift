@@ -139,12 +139,11 @@ public struct StateStore: Sendable {
         unlink(directory + "/deploy.json")
     }
 
-    /// The deploy a previous baton started and never finished (it crashed or
-    /// was killed), removed from the directory; nil when there is none.
-    public func takeUnfinishedDeploy() -> HistoryEntry? {
-        let path = directory + "/deploy.json"
-        guard let text = ProcFS.read(path) else { return nil }
-        unlink(path)
+    /// The deploy a previous baton started and never finished (it crashed or was killed); nil
+    /// when there is none. It stays in the directory until `finishDeploy()`: the caller removes
+    /// it once history records it.
+    public func unfinishedDeploy() -> HistoryEntry? {
+        guard let text = ProcFS.read(directory + "/deploy.json") else { return nil }
         return try? JSONDecoder().decode(HistoryEntry.self, from: Data(text.utf8))
     }
 

@@ -70,10 +70,5 @@ final class MemoryStore: ReleaseStore {
         contents.withLock { $0.inProgress = entry }
     }
     func finishDeploy() { contents.withLock { $0.inProgress = nil } }
-    func takeUnfinishedDeploy() -> HistoryEntry? {
-        contents.withLock { c in
-            defer { c.inProgress = nil }
-            return c.inProgress
-        }
-    }
+    func unfinishedDeploy() -> HistoryEntry? { inProgress }
 }

@@ -80,6 +80,33 @@ import Testing
         #expect(book.deploysByOutcome == [.interrupted: 1])
     }
 
+    /// A crash audit: a deploy interrupted while the state directory was full. The restarted
+    /// baton took deploy.json, could not write the history line, and was killed again: the deploy
+    /// was in no history, and `baton status` showed no problem. The record now stays until its
+    /// line is written, and a history that cannot be written is a problem of the directory.
+    @Test func anInterruptedDeployAFullDiskCannotRecordStaysUntilItsLineIsWritten() throws {
+        store.inProgress = entry(.deploy, "/srv/app/r9", .inProgress)
+        store.appendError = SystemError("write", errno: ENOSPC)
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
+        #expect(book.history.last?.outcome == .interrupted)
+        #expect(store.inProgress?.release == "/srv/app/r9", "the record must stay while its line is not written")
+        #expect(book.problems.contains { $0.hasPrefix("cannot write history (1 line(s)") }, "\(book.problems)")
+        // Killed again, still full: the next baton finds it again.
+        let again = ReleaseBook(
+            directory: "/var/lib/baton/app", fallback: fallback, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        again.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 170)
+        #expect(store.inProgress?.release == "/srv/app/r9")
+        // A deploy cannot take the record's place while its line cannot be written.
+        #expect(throws: SystemError.self) { try again.beginOperation(entry(.deploy, "/srv/app/r10", .inProgress)) }
+        #expect(store.inProgress?.release == "/srv/app/r9")
+        // Room again: the next line writes it, and the record goes.
+        store.appendError = nil
+        again.append(entry(.reload, "/srv/app/r0", .succeeded))
+        #expect(store.loadHistory().map(\.outcome) == [.interrupted, .succeeded])
+        #expect(store.inProgress == nil)
+        #expect(!again.problems.contains { $0.hasPrefix("cannot write history") }, "\(again.problems)")
+    }
+
     /// A baton killed after the deploy's commit (release.json names the new release) but
     /// before it removed deploy.json: the deploy succeeded, and history says so once.
     @Test func aDeployKilledAfterItsCommitIsRecordedAsSucceeded() throws {
@@ -111,14 +138,28 @@ import Testing
         #expect(store.inProgress == nil)
     }
 
-    /// A deploy of the release already current cannot tell a commit from none: interrupted.
+    /// A deploy of the release already current, killed before its commit: interrupted (the
+    /// state was committed by an earlier deploy, or by a baton that did not say which).
     @Test func aRedeployOfTheCurrentReleaseKilledIsInterrupted() throws {
-        try store.save(ReleaseState(current: Release(directory: "/srv/app/r9"), previous: Release(directory: "/srv/app/r1")))
+        try store.save(ReleaseState(current: Release(directory: "/srv/app/r9"), previous: Release(directory: "/srv/app/r1"), committedBy: 50))
         var running = entry(.deploy, "/srv/app/r9", .inProgress)
         running.previousRelease = "/srv/app/r9"
         store.inProgress = running
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
         #expect(book.history.last?.outcome == .interrupted)
+    }
+
+    /// A crash audit: a redeploy of the current release killed just after release.json was
+    /// written was recorded as interrupted (2 of 2), though it was committed.
+    @Test func aRedeployOfTheCurrentReleaseKilledAfterItsCommitSucceeded() throws {
+        var running = entry(.deploy, "/srv/app/r9", .inProgress)
+        running.previousRelease = "/srv/app/r9"
+        try store.save(
+            ReleaseState(current: Release(directory: "/srv/app/r9"), previous: Release(directory: "/srv/app/r1"), committedBy: running.startedAt))
+        store.inProgress = running
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
+        #expect(book.history.last?.outcome == .succeeded)
+        #expect(book.history.last?.detail == "committed; baton exited before it finished")
     }
 
     @Test func historyIsBoundedAndOnlyDeploysAreCounted() {

@@ -40,11 +40,16 @@ public struct ReleaseState: Codable, Sendable, Equatable {
     public var current: Release
     /// The one before it (`baton rollback` goes there).
     public var previous: Release?
+    /// When the deploy or rollback that committed this state started (wall clock, as its
+    /// history line's `startedAt`): a baton killed after the commit tells it from one killed
+    /// before, a redeploy of the release already current included. Nil in older files.
+    public var committedBy: Double?
 
     /// Creates a state.
-    public init(current: Release, previous: Release?) {
+    public init(current: Release, previous: Release?, committedBy: Double? = nil) {
         self.current = current
         self.previous = previous
+        self.committedBy = committedBy
     }
 }
 
