@@ -1,16 +1,19 @@
 import BatonCore
 import CBatonLinux
+import FoundationEssentials
 import Glibc
 
-/// Runs the TOML parser on untrusted config text in a child process first.
+/// Runs the TOML parser on untrusted config text in a child process, and only there.
 ///
 /// TOMLKit's C++ parser (toml++) aborts the whole process on some malformed input (a
 /// one-character typo such as `[.deploy]` trips an `assert`), and no Swift error handling can
 /// catch that. So the text is handed to `baton __parse-config PATH` (the same binary, run as
-/// `/proc/self/exe`, the text on fd 3); only once that child has parsed and validated exactly
-/// these bytes are they parsed again in this process. A crash of the child becomes the one-line
-/// error `config parser crashed (signal N) on FILE: ...`; the caller (a reloading daemon, say)
-/// keeps running.
+/// `/proc/self/exe`, the text on fd 3), which parses and validates exactly these bytes and
+/// writes the config it read as JSON (``resultLine(_:)``); this process decodes that. A crash
+/// of the child becomes the one-line error `config parser crashed (signal N) on FILE: ...`; the
+/// caller (a reloading daemon, say) keeps running. TOMLKit also frees nothing it parsed (the
+/// document's tree, its key lists): parsed in the daemon, every reload kept a few KiB for good
+/// (a soak audit: baton's memory grew with every reload).
 public enum ConfigParserProcess {
     /// The hidden subcommand the child runs.
     public static let subcommand = "__parse-config"
@@ -18,10 +21,11 @@ public enum ConfigParserProcess {
     public static let textFD: Int32 = 3
     /// How long the child may take before it is killed and the parse fails.
     public static let defaultTimeout: Duration = .seconds(10)
-    /// The longest child output kept: a message is one line, a crash report is cut.
-    static let maxOutput = 16 * 1024
+    /// The longest child output kept: a message is one line, a crash report is cut; the
+    /// config's JSON is at most a few times the largest config text.
+    static let maxOutput = 16 * 1024 + 8 * ConfigPrecheck.maxBytes
 
-    /// Parses and validates `text` (the config at `path`) in a child, then in this process.
+    /// Parses and validates `text` (the config at `path`) in a child, whose answer is the config.
     ///
     /// - Parameters:
     ///   - text: The config, read once by the caller; the child parses exactly these bytes.
@@ -35,12 +39,30 @@ public enum ConfigParserProcess {
     ) throws(ConfigError) -> BatonConfig {
         // Cheap checks first, in process: they need no parser.
         if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
-        try check(text, path: path, executable: executable, timeout: timeout)
-        return try BatonConfig.parse(text, path: path)
+        let output = try check(text, path: path, executable: executable, timeout: timeout)
+        guard let config = decodeResult(output) else {
+            throw ConfigError(path: path, message: "config parser answered without the config: \(firstLine(output) ?? "no output")")
+        }
+        return config
     }
 
-    /// Runs the child on `text`; returns when it accepted it.
-    static func check(_ text: String, path: String, executable: String, timeout: Duration) throws(ConfigError) {
+    /// What the child writes on success: `ok ` and the config as JSON, on one line.
+    public static func resultLine(_ config: BatonConfig) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(config) else { return "ok" }
+        return "ok " + String(decoding: data, as: UTF8.self)
+    }
+
+    /// The config in the child's output (its `ok ` line), nil when there is none.
+    static func decodeResult(_ output: [UInt8]) -> BatonConfig? {
+        let text = String(decoding: output, as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("ok {") }) else { return nil }
+        return try? JSONDecoder().decode(BatonConfig.self, from: Data(line.dropFirst(3).utf8))
+    }
+
+    /// Runs the child on `text`; returns its output when it accepted it.
+    static func check(_ text: String, path: String, executable: String, timeout: Duration) throws(ConfigError) -> [UInt8] {
         func failure(_ message: String) -> ConfigError {
             ConfigError(path: path, message: "cannot run the config parser: \(message)")
         }
@@ -78,14 +100,14 @@ public enum ConfigParserProcess {
             child.close()
             SelfReapedChildren.forget(child.pid)
         }
-        try verdict(of: child, output: output, path: path, timeout: timeout)
+        return try verdict(of: child, output: output, path: path, timeout: timeout)
     }
 
     /// Reads what `child` writes to `pipe` and waits for its exit (killed at `timeout`);
-    /// returns when it accepted the text.
+    /// returns its output when it accepted the text.
     private static func verdict(
         of child: ChildProcess, output pipe: borrowing OwnedDescriptor, path: String, timeout: Duration
-    ) throws(ConfigError) {
+    ) throws(ConfigError) -> [UInt8] {
         let deadline = ContinuousClock.now + timeout
         let output = collect(pipe.rawValue, pidfd: child.pidfd, until: deadline)
         guard let exit = waitForExit(child.pidfd, until: deadline) else {
@@ -95,7 +117,7 @@ public enum ConfigParserProcess {
         }
         switch exit {
         case .exited(0):
-            return
+            return output
         case .exited(2):
             // The child's own one-line ConfigError, already located.
             throw ConfigError(path: "", message: firstLine(output) ?? "\(path): invalid config")

@@ -4,8 +4,9 @@ import BatonSystem
 import Glibc
 
 /// `baton __parse-config PATH` (hidden): the child ``ConfigParserProcess`` runs. Reads the
-/// config text from fd 3, parses and validates it, and writes `ok` (exit 0) or the one-line
-/// error (exit 2) to stdout. If the TOML parser aborts, only this process dies.
+/// config text from fd 3, parses and validates it, and writes `ok` with the config as JSON
+/// (exit 0) or the one-line error (exit 2) to stdout. If the TOML parser aborts, only this
+/// process dies.
 struct ParseConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: ConfigParserProcess.subcommand, abstract: "Parse a config read from fd 3 (internal).",
@@ -24,8 +25,7 @@ struct ParseConfig: ParsableCommand {
             bytes += buffer[0..<n]
         }
         do {
-            _ = try BatonConfig.parse(String(decoding: bytes, as: UTF8.self), path: path)
-            print("ok")
+            print(ConfigParserProcess.resultLine(try BatonConfig.parse(String(decoding: bytes, as: UTF8.self), path: path)))
         } catch {
             print(error.description)
             throw BatonExit(code: BatonExitCode.usage, message: nil)

@@ -55,6 +55,33 @@ struct ConfigParserProcessTests {
         #expect(Self.failure(Self.app, executable: fail) == "shop.toml: config parser failed (exit code 1): nope")
     }
 
+    /// A soak audit: baton's memory grew with every reload. TOMLKit frees nothing it parsed, and
+    /// the daemon parsed each reloaded config again after its child had: the config is now the
+    /// child's answer, and the TOML parser never runs in the caller.
+    @Test("the config is the child's answer: the caller does not parse the text again")
+    func theConfigIsTheChildsAnswer() throws {
+        let directory = TestPaths.temporaryDirectory("cpp")
+        defer { TestPaths.remove(directory) }
+        var other = try BatonConfig.parse(Self.app, path: "shop.toml")
+        other.app.workers = 7
+        let line = ConfigParserProcess.resultLine(other)
+        #expect(line.hasPrefix("ok {") && !line.contains("\n"))
+        let stand = directory + "/answer"
+        TestPaths.write(stand, "#!/bin/sh\ncat <<'EOF'\n\(line)\nEOF\n", mode: 0o755)
+        let config = try ConfigParserProcess.parse(Self.app, path: "shop.toml", executable: stand)
+        #expect(config.app.workers == 7, "the text says 2: the caller parsed it itself")
+        let silent = directory + "/ok"
+        TestPaths.write(silent, "#!/bin/sh\necho ok\n", mode: 0o755)
+        #expect(Self.failure(Self.app, executable: silent) == "shop.toml: config parser answered without the config: ok")
+    }
+
+    @Test("every section of a full config comes back from the child as parsed")
+    func aFullConfigRoundTrips() throws {
+        let text = try String(decoding: RegularFile.read(TestPaths.packageRoot + "/Fuzz/corpus/config/full.toml", maxBytes: 1 << 20), as: UTF8.self)
+        let parsed = try BatonConfig.parse(text, path: "full.toml")
+        #expect(try ConfigParserProcess.parse(text, path: "full.toml", executable: TestPaths.executable("baton")) == parsed)
+    }
+
     @Test("a NUL byte is refused before any child runs")
     func nulBeforeChild() {
         #expect(Self.failure(Self.app + "\u{0}", executable: "/nonexistent") == "shop.toml:6: contains a NUL byte (a config is text)")

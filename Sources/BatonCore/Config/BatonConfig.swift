@@ -3,7 +3,7 @@
 /// Read from TOML with ``parse(_:path:)``; every value has been validated by then, so the rest
 /// of baton never re-checks ranges. Each section's initializer defaults match the config file's
 /// defaults.
-public struct BatonConfig: Sendable, Equatable {
+public struct BatonConfig: Sendable, Equatable, Codable {
     /// `[app]`: the workers' command, directory, count and environment.
     public var app: AppConfig
     /// `[listen]`: the addresses to bind when not socket-activated.
@@ -72,7 +72,7 @@ public struct BatonConfig: Sendable, Equatable {
 }
 
 /// `[app]`: what a worker runs and how many of them.
-public struct AppConfig: Sendable, Equatable {
+public struct AppConfig: Sendable, Equatable, Codable {
     /// The app's name, `[A-Za-z0-9_.-]{1,64}`; names the control socket and runtime directories.
     public var name: String
     /// The worker's argv (never a shell string); `command[0]` is looked up in `PATH`.
@@ -136,7 +136,7 @@ public struct EnvVar: Sendable, Equatable {
 }
 
 /// `[listen]`: the sockets baton binds itself when systemd does not pass any.
-public struct ListenConfig: Sendable, Equatable {
+public struct ListenConfig: Sendable, Equatable, Codable {
     /// `addresses`; may be empty here: whether that is an error depends on socket activation,
     /// which only the runtime knows.
     public var addresses: [ListenAddress]
@@ -154,7 +154,7 @@ public struct ListenConfig: Sendable, Equatable {
 }
 
 /// How baton decides a new worker is ready to serve.
-public enum ReadinessMode: String, Sendable, Equatable {
+public enum ReadinessMode: String, Sendable, Equatable, Codable {
     /// The worker sends `READY=1` to its own `NOTIFY_SOCKET`.
     case notify
     /// The worker is ready once it has stayed alive for `readiness.delay`.
@@ -164,7 +164,7 @@ public enum ReadinessMode: String, Sendable, Equatable {
 }
 
 /// `[readiness]`: the gate every new worker passes before an old one is drained.
-public struct ReadinessConfig: Sendable, Equatable {
+public struct ReadinessConfig: Sendable, Equatable, Codable {
     /// `mode`: notify, delay or exec.
     public var mode: ReadinessMode
     /// `timeout`: a worker not ready by then has failed to start (> 0).
@@ -218,7 +218,7 @@ public struct ReadinessConfig: Sendable, Equatable {
 }
 
 /// `[stop]`: how a worker is stopped.
-public struct StopConfig: Sendable, Equatable {
+public struct StopConfig: Sendable, Equatable, Codable {
     /// `signal`'s number (Linux numbering) sent to the worker's process group.
     public var signal: Int32
     /// The signal's canonical name, `"SIGTERM"`.
@@ -235,7 +235,7 @@ public struct StopConfig: Sendable, Equatable {
 }
 
 /// `[rolling]`: periodic restarts by age.
-public struct RollingConfig: Sendable, Equatable {
+public struct RollingConfig: Sendable, Equatable, Codable {
     /// `max_age`: workers older than this are restarted one at a time; nil = off.
     public var maxAge: Duration?
     /// `splay`: each worker's age limit is spread over up to this much more, so they do not
@@ -265,7 +265,7 @@ public struct RollingConfig: Sendable, Equatable {
 }
 
 /// `[control]`: the control socket.
-public struct ControlConfig: Sendable, Equatable {
+public struct ControlConfig: Sendable, Equatable, Codable {
     /// `socket`: its absolute path; defaults to ``BatonConfig/defaultControlSocket(appName:)``.
     public var socket: String
     /// `group`: members may use every verb (besides root and baton's own user); nil = nobody else.
@@ -286,7 +286,7 @@ public struct ControlConfig: Sendable, Equatable {
 }
 
 /// `[metrics]`: the Prometheus endpoint.
-public struct MetricsConfig: Sendable, Equatable {
+public struct MetricsConfig: Sendable, Equatable, Codable {
     /// `address`: where to serve `/metrics`, an IP literal and port (`"127.0.0.1:9187"`); nil = off.
     public var address: String?
 

@@ -1,5 +1,5 @@
 /// How a worker is replaced.
-public enum DeployStrategy: String, Sendable, Equatable {
+public enum DeployStrategy: String, Sendable, Equatable, Codable {
     /// Surge when the measured headroom allows, replace otherwise.
     case auto
     /// Start the new worker, wait until it is ready, then drain the old one.
@@ -9,7 +9,7 @@ public enum DeployStrategy: String, Sendable, Equatable {
 }
 
 /// `max_surge`: a number of slots, or `auto` (as many as memory and the boot budget allow).
-public enum SurgeWidth: Sendable, Equatable {
+public enum SurgeWidth: Sendable, Equatable, Codable {
     /// As wide as memory and the boot budget allow.
     case auto
     /// At most this many slots at once (at least 1).
@@ -17,7 +17,7 @@ public enum SurgeWidth: Sendable, Equatable {
 }
 
 /// `[deploy]`: how rollouts proceed.
-public struct DeployConfig: Sendable, Equatable {
+public struct DeployConfig: Sendable, Equatable, Codable {
     /// `strategy`: auto, surge or replace.
     public var strategy: DeployStrategy
     /// `max_surge`: `"auto"` (the default: as many slots at once as memory and the boot

@@ -4,7 +4,7 @@
 /// Hosts are IP literals only: resolving names at start-up would make listening depend on DNS.
 /// Parsed hosts are kept in canonical form (IPv6 as RFC 5952 writes it), so two spellings of
 /// one address compare equal.
-public enum ListenAddress: Sendable, Equatable, Hashable, CustomStringConvertible {
+public enum ListenAddress: Sendable, Equatable, Hashable, Codable, CustomStringConvertible {
     /// A TCP socket. `host` is an IPv4 dotted quad or an IPv6 address without brackets; port 0
     /// asks the kernel for a free port (tests use it).
     case tcp(host: String, port: UInt16)

@@ -1,5 +1,5 @@
 /// `memory.budget`: the memory the app may use.
-public enum MemoryBudget: Sendable, Equatable {
+public enum MemoryBudget: Sendable, Equatable, Codable {
     /// The effective cgroup limit, else `MemTotal`.
     case auto
     /// A fixed number of bytes.
@@ -7,7 +7,7 @@ public enum MemoryBudget: Sendable, Equatable {
 }
 
 /// `[memory]`: the budget, the pre-deploy reserve and the threshold restart policy.
-public struct MemoryConfig: Sendable, Equatable {
+public struct MemoryConfig: Sendable, Equatable, Codable {
     /// `budget`: `"auto"` or a size.
     public var budget: MemoryBudget
     /// `reserve`: kept free for the deploy's own tooling.

@@ -1,5 +1,5 @@
 /// `[app] mode`: how a worker comes to be.
-public enum AppMode: String, Sendable, Equatable {
+public enum AppMode: String, Sendable, Equatable, Codable {
     /// Every worker is `[app] command`, fork/exec'd by baton.
     case exec
     /// `[app] command` starts one mold per release, which loads the app once and forks the
@@ -8,7 +8,7 @@ public enum AppMode: String, Sendable, Equatable {
 }
 
 /// `[mold]`: the mold process of mold mode.
-public struct MoldConfig: Sendable, Equatable {
+public struct MoldConfig: Sendable, Equatable, Codable {
     /// `start_timeout`: a mold not ready (READY=1) this long after it started is killed.
     public var startTimeout: Duration = .seconds(60)
     /// `spawn_timeout`: a mold that has not answered a spawn request this long is killed and
