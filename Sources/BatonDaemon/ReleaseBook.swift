@@ -28,6 +28,10 @@ final class ReleaseBook {
     private var unfinishedKept = false
     /// The problem line of history that could not be written, while it could not.
     private var historyProblem: String?
+    /// `deploy.json` holds the running operation's record (``beginOperation(_:)`` wrote it):
+    /// only then does ``finishOperation()`` remove it (a re-audit: a reload or a refused deploy
+    /// on a full disk removed the previous baton's record, whose line was not written yet).
+    private var recordsRunningOperation = false
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
     private(set) var deployed: [String] = []
     /// Release folders being removed by retention now.
@@ -145,14 +149,20 @@ final class ReleaseBook {
             // takes its place in deploy.json.
             if unfinishedKept { try writeHistory() }
             try store.beginDeploy(entry)
+            recordsRunningOperation = true
         } catch {
             recordUnwritable(error)
             if entry.kind.isDeploy { throw error }
         }
     }
 
-    /// The operation recorded by ``beginOperation(_:)`` ended (whatever its outcome).
-    func finishOperation() { store?.finishDeploy() }
+    /// The operation recorded by ``beginOperation(_:)`` ended (whatever its outcome): its record
+    /// goes, if it was written.
+    func finishOperation() {
+        guard recordsRunningOperation else { return }
+        recordsRunningOperation = false
+        store?.finishDeploy()
+    }
 
     // MARK: - History
 

@@ -59,6 +59,12 @@ struct MemoryHeadroomTests {
         let host = EffectiveBudget.resolve(.bytes(64 * gib), readings: limited)
         #expect(host.source == .memTotal && host.bytes == 24_683_656 * 1024 && host.configuredOver == 64 * gib)
         #expect(EffectiveBudget.resolve(.bytes(gib / 2), readings: limited).overTheLimitWarning == nil)
+        // A re-audit: preflight's memory.budget headroom still counted from the configured figure.
+        var memory = MemoryConfig()
+        memory.budget = .bytes(64 * gib)
+        let headroom = Headroom(readings: limited, memory: memory, workersPSS: gib)
+        let budgetLimit = try #require(headroom.limits.first { $0.kind == .configuredBudget })
+        #expect(budgetLimit.available == Int64(24_683_656 * 1024) - Int64(gib))
     }
 
     @Test func hostBindsOnTheBuildMachine() throws {

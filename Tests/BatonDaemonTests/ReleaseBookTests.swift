@@ -99,6 +99,12 @@ import Testing
         // A deploy cannot take the record's place while its line cannot be written.
         #expect(throws: SystemError.self) { try again.beginOperation(entry(.deploy, "/srv/app/r10", .inProgress)) }
         #expect(store.inProgress?.release == "/srv/app/r9")
+        // A re-audit: the refused deploy's end, or a reload that ran unrecorded, removed it.
+        again.finishOperation()
+        #expect(store.inProgress?.release == "/srv/app/r9", "a refused deploy's end must leave the record")
+        #expect(throws: Never.self) { try again.beginOperation(entry(.reload, "/srv/app/r0", .inProgress)) }
+        again.finishOperation()
+        #expect(store.inProgress?.release == "/srv/app/r9", "a reload that ran unrecorded must leave the record")
         // Room again: the next line writes it, and the record goes.
         store.appendError = nil
         again.append(entry(.reload, "/srv/app/r0", .succeeded))

@@ -148,8 +148,10 @@ public struct Headroom: Sendable, Equatable, Codable {
         if readings.overcommit == .strict {
             limits.append(HeadroomLimit(kind: .commitLimit, available: readings.host.commitHeadroom))
         }
-        if case .bytes(let budget) = memory.budget {
-            limits.append(HeadroomLimit(kind: .configuredBudget, available: Self.difference(budget, workersPSS)))
+        // A configured budget over the cgroup's limit (or MemTotal) is that limit.
+        if case .bytes = memory.budget {
+            let budget = EffectiveBudget.resolve(memory.budget, readings: readings)
+            limits.append(HeadroomLimit(kind: .configuredBudget, available: Self.difference(budget.bytes, workersPSS)))
         }
         self.init(limits: limits)
     }
