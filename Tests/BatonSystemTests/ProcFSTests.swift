@@ -133,11 +133,16 @@ struct ProcFSTests {
     /// USS unknown, so every memory rule, the footprint and the surge plan skipped the worker,
     /// and status said "workers' PSS 0 B". A zombie has no memory: it counts as none.
     @Test func aZombieInTheTreeHoldsNoMemory() throws {
-        let p = try TestProcess(["/bin/sh", "-c", #"true & echo "zombie $!" >&2; exec sleep 30"#], environment: childEnvironment)
+        // The child exits only once its parent has exec'd sleep, which never waits for it: a
+        // child that exited before the exec could be reaped by the shell (a fresh-clone CI run
+        // saw no zombie for 10 s).
+        let child = #"while [ "$(cat /proc/$PPID/comm)" != sleep ]; do sleep 0.01; done"#
+        let p = try TestProcess(
+            ["/bin/sh", "-c", #"sh -c '"# + child + #"' & echo "zombie $!" >&2; exec sleep 30"#], environment: childEnvironment)
         defer { CBatonLinuxShim.signalGroup(p.pid, SIGKILL); _ = p.stop(timeout: .seconds(10)) }
         let line = try #require(p.waitForLine(containing: "zombie ", timeout: .seconds(20)))
         let zombie = try #require(line.split(separator: " ").last.flatMap { Int32($0) })
-        // `true` exits at once and the exec'd sleep never waits for it (bounded: 10 s).
+        // The exec'd sleep never waits for it (bounded: 10 s).
         let deadline = ContinuousClock.now + .seconds(10)
         while ProcFS.read("/proc/\(zombie)/stat").flatMap(ProcParsers.statFields)?.state != "Z", ContinuousClock.now < deadline {
             pause(0.01)
