@@ -14,8 +14,8 @@ protocol ControlRequestHandler: AnyObject {
     func requestReload(waiter: (any OperationWaiter)?, uid: uid_t?)
     /// `baton deploy` / `baton rollback`.
     func requestDeploy(kind: Operation.Kind, options: DeployOptions, waiter: any OperationWaiter, uid: uid_t)
-    /// `baton deploy --attach`.
-    func attach(_ waiter: any OperationWaiter)
+    /// `baton deploy --attach [--release DIR]`.
+    func attach(_ waiter: any OperationWaiter, release: String?)
     /// `baton preflight`.
     func requestPreflight(_ options: PreflightOptions, waiter: ControlConnection, uid: uid_t)
     /// `baton upgrade` (the connection is handed to the new image).

@@ -180,7 +180,7 @@ final class ControlServer {
                 kind: command == .deploy ? .deploy : .rollback, options: request.deploy ?? DeployOptions(),
                 waiter: connection, uid: connection.peer?.uid ?? 0)
         case .attach:
-            supervisor.attach(connection)
+            supervisor.attach(connection, release: request.deploy?.release)
         case .preflight:
             supervisor.requestPreflight(request.preflight ?? PreflightOptions(), waiter: connection, uid: connection.peer?.uid ?? 0)
         case .upgrade:

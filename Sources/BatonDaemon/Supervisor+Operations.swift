@@ -59,40 +59,6 @@ extension Supervisor {
         submit(op, wait: options.wait == true, timeout: timeout ?? config.deploy.timeout)
     }
 
-    /// `baton deploy --attach`: follow the deploy or rollback in progress, or the first one
-    /// queued (behind a reload, say). With none, it answers with the last deploy or rollback
-    /// that ran (a refused one never did) and exits as that one's own client did: a CI step
-    /// that attaches again after a cancel must not pass on a deploy that failed, nor take a
-    /// reload or policy restart that began after it for its outcome (a CI audit: a reload that
-    /// failed after the deploy had succeeded failed the re-run).
-    func attach(_ waiter: any OperationWaiter) {
-        if operation?.kind.isDeploy != true, let queued = queue.first(where: { $0.kind.isDeploy }) {
-            waiter.send(.progress(Self.waitingLine(ahead: operation?.kind.noun ?? "start-up", queued.kind)))
-            queued.waiters.append(waiter)
-            return
-        }
-        guard let op = operation, op.kind.isDeploy else {
-            let now = operation.map { "no deploy in progress (a \($0.kind.noun) is)" } ?? "nothing in progress"
-            guard let last = history.last(where: { $0.kind.isDeploy && $0.outcome != .refused }) else {
-                waiter.finish(.success("\(now); last: no deploy yet"))
-                return
-            }
-            let line = "\(now); last: \(Self.describe(last))"
-            switch last.outcome {
-            case .succeeded: waiter.finish(.success(line))
-            case .timedOut: waiter.finish(.failure(line, code: 4))
-            default: waiter.finish(.failure(line, code: 1))
-            }
-            return
-        }
-        for line in op.progress { waiter.send(.progress(line)) }
-        op.waiters.append(waiter)
-    }
-
-    static func describe(_ e: HistoryEntry) -> String {
-        "\(e.kind) of \(e.release) \(e.outcome.words)" + (e.detail.map { ": \($0)" } ?? "")
-    }
-
     private func resolveTarget(kind: Operation.Kind, options: DeployOptions) throws -> Release {
         switch kind {
         case .rollback:

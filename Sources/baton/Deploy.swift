@@ -77,7 +77,7 @@ struct Deploy: ParsableCommand {
     @Flag(help: "If a deploy is in progress, queue behind it instead of failing.")
     var wait = false
 
-    @Flag(help: "Follow the deploy in progress instead of starting one.")
+    @Flag(help: "Follow the deploy in progress instead of starting one (with --release DIR: that release's deploy).")
     var attach = false
 
     @Flag(help: "One JSON object per line (progress events, then the result).")
@@ -86,10 +86,10 @@ struct Deploy: ParsableCommand {
     func validate() throws {
         if attach {
             // It follows what runs: options of a new deploy were ignored without a word.
-            guard release == nil, command.isEmpty, environment.isEmpty, strategy == nil, maxSurge == nil, timeout == nil, !dryRun, !wait
-            else {
-                throw ValidationError("--attach follows the deploy in progress: only --json goes with it")
+            guard command.isEmpty, environment.isEmpty, strategy == nil, maxSurge == nil, timeout == nil, !dryRun, !wait else {
+                throw ValidationError("--attach follows the deploy in progress: only --release and --json go with it")
             }
+            if let release, !release.hasPrefix("/") { throw ValidationError("--release must be an absolute path") }
             return
         }
         guard let release else { throw ValidationError("--release DIR is required") }
@@ -112,7 +112,7 @@ struct Deploy: ParsableCommand {
         var client = try ControlClient(path: try location.socketPath(), timeout: nil)
         defer { client.close() }
         if attach {
-            try client.send(ControlRequest(cmd: "attach"))
+            try client.send(ControlRequest(cmd: "attach", deploy: release.map { DeployOptions(release: $0) }))
         } else {
             let env = environment.map { e in
                 EnvVar(name: String(e.prefix { $0 != "=" }), value: String(e.drop { $0 != "=" }.dropFirst()))

@@ -238,6 +238,44 @@ import Testing
         #expect(follower.reply?.ok == true)
     }
 
+    /// A CI audit (2 of 2): job B's deploy waited behind job A's; B was cancelled and re-run as
+    /// `--attach`, which followed A's deploy and exited 0, and B's own deploy then failed.
+    /// `--attach --release DIR` follows that release's deploy: running, queued, or last in history.
+    @Test func attachWithAReleaseFollowsThatReleasesDeploy() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let a = h.makeRelease("a")
+        let b = h.makeRelease("b")
+        h.host.onSpawn = { child in if child.release == b { child.end(.exited(3)) } }
+        h.autoReady = { $0.release != a }
+        let jobA = h.deploy(a)
+        h.advance(by: .milliseconds(100))
+        let jobB = h.deploy(b, wait: true)
+        h.advance(by: .milliseconds(100))
+        let rerunB = RecordingWaiter()
+        h.supervisor.attach(rerunB, release: b)
+        let rerunA = RecordingWaiter()
+        h.supervisor.attach(rerunA, release: a)
+        let plain = RecordingWaiter()
+        h.supervisor.attach(plain)
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        #expect(jobA.reply?.ok == true && jobB.reply?.ok == false)
+        #expect(rerunA.reply == jobA.reply, "\(String(describing: rerunA.reply))")
+        #expect(rerunB.reply?.ok == false && rerunB.reply?.code == jobB.reply?.code, "\(String(describing: rerunB.reply))")
+        #expect(plain.reply == jobA.reply, "without --release it follows the deploy in progress, as before")
+        // Afterwards: each release's last deploy, and none for a release never deployed.
+        let lateA = RecordingWaiter()
+        h.supervisor.attach(lateA, release: a)
+        #expect(lateA.reply?.ok == true && lateA.reply?.message?.hasPrefix("no deploy of \(a) in progress; last: deploy of \(a) succeeded") == true)
+        let lateB = RecordingWaiter()
+        h.supervisor.attach(lateB, release: b)
+        #expect(lateB.reply?.ok == false && lateB.reply?.code == 1)
+        let never = RecordingWaiter()
+        h.supervisor.attach(never, release: "/srv/never")
+        #expect(never.reply?.ok == false && never.reply?.error == "no deploy of /srv/never in progress, queued or in history")
+    }
+
     /// A systemd/CI audit: `--attach` after the deploy had ended said "last: deploy … failed"
     /// and exited 0, so a CI step attaching again after a cancel passed on a failed deploy.
     /// It now exits as the last deploy's own client did, whatever ran or was refused after it.

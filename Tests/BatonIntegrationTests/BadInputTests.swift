@@ -281,6 +281,11 @@ extension SecondIntegration {
                 let ignored = try TestProcess.run([baton] + arguments)
                 #expect(ignored.code == 2 && !ignored.stderr.contains("\n"), "\(arguments): exit \(ignored.code), \(ignored.stderr)")
             }
+            // `--attach --release DIR` follows that release's deploy: DIR is absolute, as a deploy's.
+            let attachRelative = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--attach", "--release", "x"])
+            #expect(attachRelative.code == 2 && attachRelative.stderr.hasPrefix("baton: --release must be an absolute path"), "\(attachRelative.stderr)")
+            let attachRelease = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--attach", "--release", "/srv/r1"])
+            #expect(attachRelease.code == 3 && attachRelease.stderr.contains("cannot reach the daemon"), "\(attachRelease.stderr)")
             // `--command` with nothing after it kept [app] command without a word.
             let bareCommand = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--release", "/srv/r1", "--command"])
             #expect(bareCommand.code == 2 && bareCommand.stderr.hasPrefix("baton: --command needs the release's argv after it"), "\(bareCommand.stderr)")

@@ -1,0 +1,76 @@
+import BatonCore
+import BatonSystem
+
+/// `baton deploy --attach [--release DIR]`: a client that follows a deploy it did not start (a
+/// CI job re-run after a cancel), and exits as that deploy's own client does.
+extension Supervisor {
+    /// `baton deploy --attach`: follow the deploy or rollback in progress, or the first one
+    /// queued (behind a reload, say). With none, it answers with the last deploy or rollback
+    /// that ran (a refused one never did) and exits as that one's own client did: a CI step
+    /// that attaches again after a cancel must not pass on a deploy that failed, nor take a
+    /// reload or policy restart that began after it for its outcome (a CI audit: a reload that
+    /// failed after the deploy had succeeded failed the re-run).
+    ///
+    /// With `release` (`--attach --release DIR`) it follows that release's deploy: the one
+    /// running, else the first one queued, else it answers with the last one that ran. A CI
+    /// job whose own deploy waited behind another job's followed the other one, exited 0, and
+    /// its own then failed (a CI audit, 2 of 2).
+    func attach(_ waiter: any OperationWaiter, release: String? = nil) {
+        if let release {
+            attach(waiter, to: release)
+            return
+        }
+        if operation?.kind.isDeploy != true, let queued = queue.first(where: { $0.kind.isDeploy }) {
+            waiter.send(.progress(Self.waitingLine(ahead: operation?.kind.noun ?? "start-up", queued.kind)))
+            queued.waiters.append(waiter)
+            return
+        }
+        guard let op = operation, op.kind.isDeploy else {
+            let now = operation.map { "no deploy in progress (a \($0.kind.noun) is)" } ?? "nothing in progress"
+            guard let last = history.last(where: { $0.kind.isDeploy && $0.outcome != .refused }) else {
+                waiter.finish(.success("\(now); last: no deploy yet"))
+                return
+            }
+            let line = "\(now); last: \(Self.describe(last))"
+            switch last.outcome {
+            case .succeeded: waiter.finish(.success(line))
+            case .timedOut: waiter.finish(.failure(line, code: 4))
+            default: waiter.finish(.failure(line, code: 1))
+            }
+            return
+        }
+        for line in op.progress { waiter.send(.progress(line)) }
+        op.waiters.append(waiter)
+    }
+
+    /// `--attach --release DIR`: the deploy of `release`, running, queued or last in history.
+    private func attach(_ waiter: any OperationWaiter, to release: String) {
+        let resolved = Self.resolved(release)
+        func isOf(_ directory: String?) -> Bool { directory.map { $0 == release || Self.resolved($0) == resolved } ?? false }
+        if let op = operation, op.kind == .deploy, isOf(op.target?.directory ?? op.options?.release) {
+            for line in op.progress { waiter.send(.progress(line)) }
+            op.waiters.append(waiter)
+            return
+        }
+        if let queued = queue.first(where: { $0.kind == .deploy && isOf($0.target?.directory ?? $0.options?.release) }) {
+            waiter.send(.progress(Self.waitingLine(ahead: operation?.kind.noun ?? "start-up", queued.kind)))
+            queued.waiters.append(waiter)
+            return
+        }
+        let now = operation.map { "no deploy of \(release) in progress (a \($0.kind.noun) is)" } ?? "no deploy of \(release) in progress"
+        guard let last = history.last(where: { $0.kind == .deploy && $0.outcome != .refused && isOf($0.release) }) else {
+            waiter.finish(.failure("\(now), queued or in history", code: 1))
+            return
+        }
+        let line = "\(now); last: \(Self.describe(last))"
+        switch last.outcome {
+        case .succeeded: waiter.finish(.success(line))
+        case .timedOut: waiter.finish(.failure(line, code: 4))
+        default: waiter.finish(.failure(line, code: 1))
+        }
+    }
+
+    static func describe(_ e: HistoryEntry) -> String {
+        "\(e.kind) of \(e.release) \(e.outcome.words)" + (e.detail.map { ": \($0)" } ?? "")
+    }
+}
