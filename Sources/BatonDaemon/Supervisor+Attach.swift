@@ -31,16 +31,25 @@ extension Supervisor {
                 waiter.finish(.success("\(now); last: no deploy yet"))
                 return
             }
-            let line = "\(now); last: \(Self.describe(last))"
-            switch last.outcome {
-            case .succeeded: waiter.finish(.success(line))
-            case .timedOut: waiter.finish(.failure(line, code: 4))
-            default: waiter.finish(.failure(line, code: 1))
-            }
+            Self.answer(waiter, "\(now); last: \(Self.describe(last))", as: last)
             return
         }
+        follow(op, waiter)
+    }
+
+    /// `waiter` follows `op` from its first line.
+    private func follow(_ op: Operation, _ waiter: any OperationWaiter) {
         for line in op.progress { waiter.send(.progress(line)) }
         op.waiters.append(waiter)
+    }
+
+    /// Answers `waiter` with `line` and the exit the client of `last` got.
+    private static func answer(_ waiter: any OperationWaiter, _ line: String, as last: HistoryEntry) {
+        switch last.outcome {
+        case .succeeded: waiter.finish(.success(line))
+        case .timedOut: waiter.finish(.failure(line, code: 4))
+        default: waiter.finish(.failure(line, code: 1))
+        }
     }
 
     /// `--attach --release DIR`: the deploy of `release`, running, queued or last in history.
@@ -48,8 +57,7 @@ extension Supervisor {
         let resolved = Self.resolved(release)
         func isOf(_ directory: String?) -> Bool { directory.map { $0 == release || Self.resolved($0) == resolved } ?? false }
         if let op = operation, op.kind == .deploy, isOf(op.target?.directory ?? op.options?.release) {
-            for line in op.progress { waiter.send(.progress(line)) }
-            op.waiters.append(waiter)
+            follow(op, waiter)
             return
         }
         if let queued = queue.first(where: { $0.kind == .deploy && isOf($0.target?.directory ?? $0.options?.release) }) {
@@ -62,12 +70,7 @@ extension Supervisor {
             waiter.finish(.failure("\(now), queued or in history", code: 1))
             return
         }
-        let line = "\(now); last: \(Self.describe(last))"
-        switch last.outcome {
-        case .succeeded: waiter.finish(.success(line))
-        case .timedOut: waiter.finish(.failure(line, code: 4))
-        default: waiter.finish(.failure(line, code: 1))
-        }
+        Self.answer(waiter, "\(now); last: \(Self.describe(last))", as: last)
     }
 
     static func describe(_ e: HistoryEntry) -> String {
