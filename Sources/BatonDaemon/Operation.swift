@@ -55,6 +55,9 @@ final class Operation {
     var clientTimeout: Duration?
     var startedAtWall: Double = 0
     var deadline: EventLoop.Token?
+    /// When the client's deadline passes (loop time): a rollout that finishes later fails for
+    /// it, though its timer has not run yet (the loop or the host stalled past both).
+    var deadlineAt: (at: Duration, after: Duration)?
     /// Slots the rollback covers.
     var rolledBackSlots: [Int] = []
     /// policy / roll-ahead: the slots to replace (nil: every slot).

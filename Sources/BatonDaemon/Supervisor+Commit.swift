@@ -14,6 +14,17 @@ extension Supervisor {
         guard let op = operation else { return }
         switch (op.phase, outcome) {
         case (.rollingOut, .succeeded):
+            // Finished after its deadline, whose timer had not run yet (a CI audit: the loop or the
+            // host stalled 3.4 s past both, and the deploy exited 0 after its --timeout): it
+            // fails for the deadline, as it would had the timer run first.
+            if let deadline = op.deadlineAt, loop.now() >= deadline.at {
+                let reason = "deadline of \(Units.formatDuration(deadline.after)) passed"
+                logger.error("\(op.kind.rawValue): \(reason) before it finished: rolling back")
+                op.failure = Operation.Failure(reason: reason, output: [], code: 4)
+                // Every slot of the rollout serves the new release now.
+                rolloutFinished(.failed(slot: -1, reason: reason, replaced: op.slots ?? slots.map(\.index)))
+                return
+            }
             succeed(op)
         case (.rollingOut, .failed(let slot, let reason, let replaced)):
             if op.failure == nil {

@@ -178,6 +178,7 @@ extension Supervisor {
         planned.release = op.target?.directory
         let step = firstStep(planned, strategy: strategy, for: op)
         if op.deadline == nil, let timeout = (op.options?.timeout).flatMap(Units.parseDuration) ?? config.deploy.timeout {
+            op.deadlineAt = (loop.now() + timeout, timeout)
             op.deadline = loop.schedule(after: timeout) { [unowned self, unowned op] in
                 self.deadlinePassed(op, timeout)
             }

@@ -78,6 +78,7 @@ extension Supervisor {
     /// is dropped and answered with exit 4; a running one is aborted and rolled back.
     private func startDeadline(_ op: Operation, _ timeout: Duration) {
         op.clientTimeout = timeout
+        op.deadlineAt = (loop.now() + timeout, timeout)
         op.deadline = loop.schedule(after: timeout) { [unowned self, weak op] in
             guard let op else { return }
             let actions = self.operations.deadlinePassed(op.number)

@@ -382,6 +382,33 @@ import Testing
         #expect(!h.supervisor.degraded)
     }
 
+    /// A CI audit (2 of 4): baton's loop, or the host, stalled 3.4 s past a deploy's deadline
+    /// and its last events; the rollout finished before the deadline's timer ran, whose abort
+    /// was then ignored, and the deploy exited 0 after its --timeout. It fails for the deadline
+    /// now, as it does when the timer runs first.
+    @Test func aRolloutThatFinishesPastItsDeadlineFailsForIt() throws {
+        let h = try DaemonHarness(workers: 1) {
+            $0.deploy.strategy = .replace
+            $0.deploy.stabilityWindow = .zero
+        }
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.autoReady = { $0.release != r1 }
+        let client = h.deploy(r1, timeout: "5s")
+        h.advance(by: .seconds(1))
+        #expect(h.supervisor.operation != nil)
+        // The stall: the clock jumps past the deadline, and the new worker's READY=1 is handled
+        // before the deadline's timer.
+        h.autoReady = { _ in true }
+        h.clock.set(h.clock.now + .seconds(6))
+        h.settle()
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.code == 4 && reply.error?.contains("deadline of 5s passed") == true, "\(reply)")
+        #expect(h.servingReleases == [h.initialRelease], "rolled back")
+        #expect(h.supervisor.history.last?.outcome != .succeeded)
+    }
+
     @Test func clientDeadlineAbortsTheDeployWithExitFour() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()

@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import Glibc
 import Testing
 
 /// What an operation or a worker leaves behind once it is over: nothing that grows with them (a
@@ -24,6 +25,12 @@ import Testing
             #expect(reload.reply?.ok == true)
         }
         h.advance(by: .seconds(120))
+        // An offload pool thread drops the job it ran (a reload's config read, which holds its
+        // operation) just after the completion ran on the loop: give it a moment (bounded: 2 s;
+        // a full parallel run saw one operation still held when checked at once).
+        for _ in 0..<200 where workers.contains(where: { $0.value != nil }) || ops.contains(where: { $0.value != nil }) {
+            usleep(10_000)
+        }
         let alive = workers.filter { $0.value != nil }.count
         let opsAlive = ops.filter { $0.value != nil }.count
         #expect(alive == 0, "\(alive) old workers still referenced")
