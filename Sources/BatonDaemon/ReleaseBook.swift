@@ -22,16 +22,20 @@ final class ReleaseBook {
     private(set) var history: [HistoryEntry] = []
     /// History lines the state directory did not take yet, oldest first.
     private var unwrittenHistory: [HistoryEntry] = []
-    /// The previous baton's unfinished operation is still in `deploy.json`: its history line is
-    /// among the unwritten ones, and the record is removed only once that line is written (a
-    /// crash audit: a baton killed again while the disk was full lost the deploy from history).
-    private var unfinishedKept = false
+    /// Whose record `deploy.json` holds, when baton knows it holds one.
+    private enum DeployRecord {
+        /// The previous baton's unfinished operation: its history line is among the unwritten
+        /// ones, and the record is removed only once that line is written (a crash audit: a baton
+        /// killed again while the disk was full lost the deploy from history).
+        case previousBaton
+        /// The running operation's (``beginOperation(_:)`` wrote it): ``finishOperation()``
+        /// removes it (a re-audit: a reload or a refused deploy on a full disk removed the
+        /// previous baton's record, whose line was not written yet).
+        case runningOperation
+    }
+    private var deployRecord: DeployRecord?
     /// The problem line of history that could not be written, while it could not.
     private var historyProblem: String?
-    /// `deploy.json` holds the running operation's record (``beginOperation(_:)`` wrote it):
-    /// only then does ``finishOperation()`` remove it (a re-audit: a reload or a refused deploy
-    /// on a full disk removed the previous baton's record, whose line was not written yet).
-    private var recordsRunningOperation = false
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
     private(set) var deployed: [String] = []
     /// Release folders being removed by retention now.
@@ -147,9 +151,9 @@ final class ReleaseBook {
         do {
             // The previous baton's unfinished operation is recorded in history before this one
             // takes its place in deploy.json.
-            if unfinishedKept { try writeHistory() }
+            if deployRecord == .previousBaton { try writeHistory() }
             try store.beginDeploy(entry)
-            recordsRunningOperation = true
+            deployRecord = .runningOperation
         } catch {
             recordUnwritable(error)
             if entry.kind.isDeploy { throw error }
@@ -159,8 +163,8 @@ final class ReleaseBook {
     /// The operation recorded by ``beginOperation(_:)`` ended (whatever its outcome): its record
     /// goes, if it was written.
     func finishOperation() {
-        guard recordsRunningOperation else { return }
-        recordsRunningOperation = false
+        guard deployRecord == .runningOperation else { return }
+        deployRecord = nil
         store?.finishDeploy()
     }
 
@@ -199,8 +203,8 @@ final class ReleaseBook {
             self.historyProblem = nil
             logger.info("history written: the lines a full state directory refused are in it")
         }
-        if unfinishedKept {
-            unfinishedKept = false
+        if deployRecord == .previousBaton {
+            deployRecord = nil
             store.finishDeploy()
         }
     }
@@ -216,8 +220,8 @@ final class ReleaseBook {
     private func recordUnfinishedDeploy(now: Double) {
         guard var entry = store?.unfinishedDeploy() else { return }
         // Removed once its line is in history (`writeHistory`), not before.
-        unfinishedKept = true
-        defer { if unfinishedKept, unwrittenHistory.isEmpty { try? writeHistory() } }
+        deployRecord = .previousBaton
+        defer { if deployRecord == .previousBaton, unwrittenHistory.isEmpty { try? writeHistory() } }
         entry.duration = max(0, now - entry.startedAt)
         let committed =
             entry.kind.isDeploy && entry.release == state.current.directory
