@@ -51,11 +51,10 @@ final class Operation {
     var startedAt: Duration = .zero
     /// deploy/rollback: `options.strategy`, parsed (nil: `[deploy] strategy`).
     var strategy: DeployStrategy?
-    /// The client's `--timeout` (else `[deploy] timeout`), counted from the request.
-    var clientTimeout: Duration?
     var startedAtWall: Double = 0
     var deadline: EventLoop.Token?
-    /// When the client's deadline passes (loop time): a rollout that finishes later fails for
+    /// When the deadline passes (loop time) and after how long: the client's `--timeout` (else
+    /// `[deploy] timeout`), counted from the request. A rollout that finishes later fails for
     /// it, though its timer has not run yet (the loop or the host stalled past both).
     var deadlineAt: (at: Duration, after: Duration)?
     /// Slots the rollback covers.

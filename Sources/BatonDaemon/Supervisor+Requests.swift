@@ -54,7 +54,7 @@ extension Supervisor {
                 op.finish(.failure(reason, code: 1))
             case .expired(let number):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
-                let waited = Units.formatDuration(op.clientTimeout ?? .zero)
+                let waited = Units.formatDuration(op.deadlineAt?.after ?? .zero)
                 let ahead = operations.running.map { $0.kind.rawValue } ?? (phase == .starting ? "start-up" : "operation")
                 let reason = "deadline of \(waited) passed while it waited for a \(ahead): not started, nothing changed"
                 logger.error("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason)")
@@ -77,7 +77,6 @@ extension Supervisor {
     /// Starts `op`'s client deadline at its request: an operation still queued when it passes
     /// is dropped and answered with exit 4; a running one is aborted and rolled back.
     private func startDeadline(_ op: Operation, _ timeout: Duration) {
-        op.clientTimeout = timeout
         op.deadlineAt = (loop.now() + timeout, timeout)
         op.deadline = loop.schedule(after: timeout) { [unowned self, weak op] in
             guard let op else { return }
