@@ -13,6 +13,20 @@ import Testing
         MemorySample(rss: 2 * uss * mib, pss: uss * mib, uss: uss * mib, shared: uss * mib)
     }
 
+    /// One worker started on a tree of `uss` MiB, and its harness.
+    private func oneWorker(at uss: UInt64) throws -> (DaemonHarness, Worker) {
+        let h = try DaemonHarness(workers: 1)
+        h.host.fakeMemory.worker = Self.sample(uss: uss)
+        try h.start()
+        return (h, try #require(h.supervisor.slots.first?.current))
+    }
+
+    /// The tree reads `uss` MiB from now on, and one footprint sample interval passes.
+    private func reading(_ uss: UInt64, in h: DaemonHarness) {
+        h.host.fakeMemory.worker = Self.sample(uss: uss)
+        h.advance(by: FootprintTracker.sampleInterval)
+    }
+
     @Test("readings of a worker still starting are not growth")
     func bootReadingsAreNotHistory() throws {
         let h = try DaemonHarness(workers: 1)
@@ -31,10 +45,7 @@ import Testing
 
     @Test("the baseline and the history restart from the settled tree, not from the lone master at ready")
     func historyStartsAtTheSettledTree() throws {
-        let h = try DaemonHarness(workers: 1)
-        h.host.fakeMemory.worker = Self.sample(uss: 10)
-        try h.start()
-        let worker = try #require(h.supervisor.slots.first?.current)
+        let (h, worker) = try oneWorker(at: 10)
         #expect(worker.state == .ready)
         // The server forks its workers after READY=1: the tree grows, then holds still.
         h.host.fakeMemory.setMembers([worker.pid, 90_001, 90_002], of: worker.pid)
@@ -53,15 +64,11 @@ import Testing
     /// tree never settles: counted from ready, a worker had to leak ~60 MiB to count as grown.
     @Test("a tree whose USS falls after ready and never settles grows from its lowest reading")
     func growthCountsFromTheLowestReading() throws {
-        let h = try DaemonHarness(workers: 1)
-        h.host.fakeMemory.worker = Self.sample(uss: 60)
-        try h.start()
-        let worker = try #require(h.supervisor.slots.first?.current)
+        let (h, worker) = try oneWorker(at: 60)
         #expect(worker.ussAtReady == 60 * Self.mib)
         // Forked: 40 MiB private, then the leak, a few MiB between samples (never settles).
         for uss: UInt64 in [40, 43, 46, 49] {
-            h.host.fakeMemory.worker = Self.sample(uss: uss)
-            h.advance(by: FootprintTracker.sampleInterval)
+            reading(uss, in: h)
             h.measure()
         }
         #expect(worker.ussAtReady == 40 * Self.mib)
@@ -75,32 +82,16 @@ import Testing
     /// the USS then): growth since ready was forgotten.
     @Test("a tree that settles while it leaks keeps the baseline its pids had first")
     func aTreeThatSettlesWhileItLeaksKeepsItsBaseline() throws {
-        let h = try DaemonHarness(workers: 1)
-        h.host.fakeMemory.worker = Self.sample(uss: 100)
-        try h.start()
-        let worker = try #require(h.supervisor.slots.first?.current)
+        let (h, worker) = try oneWorker(at: 100)
         #expect(worker.ussAtReady == 100 * Self.mib)
         // 1 MiB more each second: within the tracker's tolerance (2 %), so the tree settles.
-        var uss: UInt64 = 100
-        for _ in 0..<6 {
-            uss += 1
-            h.host.fakeMemory.worker = Self.sample(uss: uss)
-            h.advance(by: FootprintTracker.sampleInterval)
-        }
+        for uss: UInt64 in 101...106 { reading(uss, in: h) }
         #expect(!h.supervisor.memoryMonitor.footprints.isSettling(pid: worker.pid), "settled")
         #expect(worker.ussAtReady == 100 * Self.mib, "\((worker.ussAtReady ?? 0) >> 20) MiB")
         // After a fork, the new tree's first reading is the baseline.
-        let h2 = try DaemonHarness(workers: 1)
-        h2.host.fakeMemory.worker = Self.sample(uss: 10)
-        try h2.start()
-        let forking = try #require(h2.supervisor.slots.first?.current)
+        let (h2, forking) = try oneWorker(at: 10)
         h2.host.fakeMemory.setMembers([forking.pid, 90_001], of: forking.pid)
-        uss = 100
-        for _ in 0..<6 {
-            h2.host.fakeMemory.worker = Self.sample(uss: uss)
-            h2.advance(by: FootprintTracker.sampleInterval)
-            uss += 1
-        }
+        for uss: UInt64 in 100...105 { reading(uss, in: h2) }
         #expect(!h2.supervisor.memoryMonitor.footprints.isSettling(pid: forking.pid), "settled")
         #expect(forking.ussAtReady == 100 * Self.mib, "\((forking.ussAtReady ?? 0) >> 20) MiB")
     }
