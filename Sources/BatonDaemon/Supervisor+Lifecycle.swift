@@ -36,7 +36,7 @@ extension Supervisor {
         if degraded { text += ", DEGRADED" }
         // Also in systemd's STATUS= (systemctl status), not only in `baton status`.
         if !stateProblems.isEmpty { text += ", STATE ERROR (see baton status)" }
-        let looping = slots.filter { $0.backoff.isCrashLooping }.map { String($0.index) }
+        let looping = slots.filter(\.isCrashLooping).map { String($0.index) }
         if !looping.isEmpty { text += ", crash loop in slot \(looping.joined(separator: ","))" }
         if phase != .running { text += " (\(phase.rawValue))" }
         return text

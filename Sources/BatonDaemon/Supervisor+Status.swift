@@ -104,7 +104,7 @@ extension Supervisor {
                     slot: slot.index, pid: 0, state: slot.generation == 0 ? "not-started" : "exited", release: slot.spec.release,
                     generation: slot.generation,
                     restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
-                    consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.backoff.isCrashLooping,
+                    consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.isCrashLooping,
                     nextStartIn: slot.respawnAt.map { Self.seconds($0 - now) })
             ]
         }
@@ -117,7 +117,7 @@ extension Supervisor {
                 generation: worker.generation, startedAt: worker.startedAtWall,
                 readyAfter: worker.readyAt.map { Self.seconds($0 - worker.startedAt) }, rssBytes: memory?.rss, pssBytes: memory?.pss,
                 ussBytes: memory?.uss, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
-                consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.backoff.isCrashLooping,
+                consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.isCrashLooping,
                 statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour, secondsToLimit: toLimit.map(Self.seconds),
                 limitBytes: config.memory.workerLimit)
             row.sharedBytes = memory?.shared

@@ -141,6 +141,11 @@ final class Slot {
     var lastRestartReason: RestartCause? { life.lastRestartReason }
     /// Crash backoff.
     var backoff: CrashBackoff { life.backoff }
+    /// Shown as crash-looping (status, `STATUS=`): failures in a row over the threshold and no
+    /// ready worker serving. A worker that came back ready clears the label at once, as a
+    /// restarted pod is `Running` again; the count itself stays until it has been up
+    /// `stableAfter`, so a crash soon after goes on with the backoff where it was.
+    var isCrashLooping: Bool { backoff.isCrashLooping && current?.state != .ready }
     /// When the pending respawn is due.
     var respawnAt: Duration? { life.respawn?.at }
 

@@ -46,6 +46,7 @@ import Testing
         #expect(delays == [.seconds(1), .seconds(2), .seconds(4), .seconds(8)])
         #expect(slot.backoff.isCrashLooping)
         #expect(h.supervisor.summary.contains("crash loop in slot 0"))
+        #expect(h.supervisor.statusReport(memory: [:]).workers.first { $0.slot == 0 }?.crashLoop == true)
         #expect(slot.lastRestartReason?.text == "exited during start")
         #expect(h.supervisor.restartsByReason[.crash] == 5)
         // The other slot is left alone.
@@ -56,6 +57,12 @@ import Testing
         h.advance(by: try #require(slot.respawnAt) - h.clock.now)
         #expect(slot.current?.state == .ready)
         #expect(slot.backoff.consecutiveFailures == 5)
+        // Serving again, the slot is no longer shown as crash-looping (an audit: "crash
+        // loop in slot 0" beside "4/4 workers ready" for 30 s); its count stays, so a crash now
+        // goes on with the backoff where it was.
+        #expect(!h.supervisor.summary.contains("crash loop"), "\(h.supervisor.summary)")
+        let row = try #require(h.supervisor.statusReport(memory: [:]).workers.first { $0.slot == 0 })
+        #expect(!row.crashLoop && row.consecutiveFailures == 5)
         h.advance(by: slot.backoff.stableAfter)
         #expect(slot.backoff.consecutiveFailures == 0)
         #expect(!h.supervisor.summary.contains("crash loop"))
