@@ -47,7 +47,9 @@ extension Supervisor {
         }
         if options.dryRun == true {
             measureThen("a dry run") { [unowned self] in
-                waiter.finish(.success("dry run: nothing changed", details: self.plan(kind: kind, target: target, options: options, strategy: strategy)))
+                var lines = self.plan(kind: kind, target: target, options: options, strategy: strategy)
+                lines.insert(self.overlapVerdict(kind, wait: options.wait == true), at: 1)
+                waiter.finish(.success("dry run: nothing changed", details: lines))
             }
             return
         }

@@ -89,14 +89,35 @@ extension Supervisor {
         }
     }
 
-    private func refusal(_ op: Operation, _ why: OperationQueue<Int>.Refusal) -> String {
+    private func refusal(_ op: Operation, _ why: OperationQueue<Int>.Refusal) -> String { refusal(op.kind, why) }
+
+    private func refusal(_ kind: Operation.Kind, _ why: OperationQueue<Int>.Refusal) -> String {
         switch why {
         case .deployInProgress(let of):
             let current = operationTable[of].map { $0.target?.directory ?? $0.options?.release ?? "?" } ?? "?"
             return "deploy in progress (of \(current)): refused; use --wait to queue behind it"
         case .busy(let blocker):
-            return "\(op.kind.rawValue) refused: a \(Self.describe(blocker)) is in progress"
+            return "\(kind.rawValue) refused: a \(Self.describe(blocker)) is in progress"
         }
+    }
+
+    /// What the overlap rules would answer a `kind` request now, asked of a copy of the queue
+    /// (nothing changes): a dry run's second line. An audit: a dry run during a deploy printed
+    /// its plan as if nothing ran, and the real request was then refused.
+    func overlapVerdict(_ kind: Operation.Kind, wait: Bool) -> String {
+        var probe = operations
+        for action in probe.request(Int.max, kind: kind, wait: wait) {
+            switch action {
+            case .start: return "now: nothing else runs or waits: it would start at once"
+            case .waiting(_, let blocker):
+                let ahead = probe.queued.count - 1 + (probe.running == nil ? 0 : 1)
+                return "now: it would wait: a \(Self.describe(blocker)) is in progress (\(ahead) ahead of it), and be planned again when it starts"
+            case .joined: return "now: it would join the reload already queued"
+            case .refused(_, let why): return "now: it would be refused: \(refusal(kind, why))"
+            case .expired, .rejected: return "now: it would be rejected: baton is stopping"
+            }
+        }
+        return "now: it would start at once"
     }
 
     /// What a client of a queued deploy or rollback hears, and `--attach` when it follows one.

@@ -71,7 +71,7 @@ struct Deploy: ParsableCommand {
     @Option(parsing: .unconditional, help: "Abort and roll back after this long, e.g. 10m (exit 4).")
     var timeout: String?
 
-    @Flag(help: "Print the plan and change nothing.")
+    @Flag(help: "Print the plan and what the deploy would meet now (start, wait or refusal); change nothing.")
     var dryRun = false
 
     @Flag(help: "If a deploy is in progress, queue behind it instead of failing.")

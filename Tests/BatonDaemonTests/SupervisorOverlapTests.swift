@@ -341,9 +341,23 @@ import Testing
         #expect(reply.ok == true)
         #expect(reply.message == "dry run: nothing changed")
         #expect(reply.details?.first == "deploy: \(h.initialRelease) → \(r2)")
+        // It says what the real request would meet now (an audit: the plan read as if nothing
+        // ran, and the deploy was then refused).
+        #expect(reply.details?.dropFirst().first == "now: it would be refused: deploy in progress (of \(r1)): refused; use --wait to queue behind it")
+        let waiting = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: r2, dryRun: true, wait: true), waiter: waiting, uid: 0)
+        h.awaitReads()
+        #expect(
+            waiting.reply?.details?.dropFirst().first?.hasPrefix("now: it would wait: a deploy is in progress (1 ahead of it)") == true,
+            "\(String(describing: waiting.reply))")
         h.finishOperations()
         #expect(h.host.children.allSatisfy { $0.release != r2 })
         #expect(h.supervisor.history.map(\.release) == [r1])
+        let idle = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: r2, dryRun: true), waiter: idle, uid: 0)
+        h.awaitReads()
+        #expect(idle.reply?.details?.dropFirst().first == "now: nothing else runs or waits: it would start at once")
+        #expect(h.supervisor.history.map(\.release) == [r1] && h.supervisor.operation == nil)
     }
 
     /// A docs audit: the dry run named slot 0 as the canary while the deploy began with the
