@@ -345,7 +345,7 @@ extension Supervisor {
     func moldPidfdReadable(_ mold: Mold) {
         // What is left of its own group goes; its workers have their own.
         guard mold.state != .exited, host.killGroupIfLeaderExited(pid: mold.pid, pidfd: mold.pidfd) else { return }
-        let exit = host.exitStatus(pidfd: mold.pidfd, reap: true) ?? .exited(-1)
+        let exit = collectExit(pid: mold.pid, pidfd: mold.pidfd) ?? .exited(-1)
         let previous = mold.state
         mold.state = .exited
         releaseChannels(mold)

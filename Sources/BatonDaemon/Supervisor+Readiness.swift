@@ -93,7 +93,7 @@ extension Supervisor {
     }
 
     func probeExited(_ worker: Worker) {
-        guard let probe = worker.probe, let exit = host.exitStatus(pidfd: probe.pidfd, reap: true) else { return }
+        guard let probe = worker.probe, let exit = collectExit(pid: probe.pid, pidfd: probe.pidfd) else { return }
         loop.unregister(fd: probe.pidfd)
         probe.close()
         worker.probe = nil

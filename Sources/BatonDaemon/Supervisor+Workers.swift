@@ -201,7 +201,7 @@ extension Supervisor {
     /// reused), then reap it.
     func workerPidfdReadable(_ worker: Worker) {
         guard worker.state != .exited, host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
-        let exit = host.exitStatus(pidfd: worker.pidfd, reap: true) ?? .exited(-1)
+        let exit = collectExit(pid: worker.pid, pidfd: worker.pidfd) ?? .exited(-1)
         if diedOfOOM(worker, exit: exit) { worker.stopReason = .restart(.oom) }
         memoryMonitor.footprints.workerExited(pid: worker.pid)
         let previous = worker.state
@@ -284,7 +284,7 @@ extension Supervisor {
     private func cleanUp(_ worker: Worker) {
         if let probe = worker.probe {
             host.signal(pidfd: probe.pidfd, SIGKILL)
-            _ = host.exitStatus(pidfd: probe.pidfd, reap: true)
+            _ = collectExit(pid: probe.pid, pidfd: probe.pidfd)
             loop.unregister(fd: probe.pidfd)
             probe.close()
             worker.probe = nil

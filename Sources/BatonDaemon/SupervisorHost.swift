@@ -27,6 +27,12 @@ protocol SupervisorHost: AnyObject {
     /// How the process behind `pidfd` ended, or nil while it runs; `reap: false` leaves the
     /// zombie (its pid, and so its process group id, stays reserved).
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit?
+    /// The reap of the exited child `pid` (its status already read, `reap: false`), to run on
+    /// a thread other than the loop's: the kernel frees an exited process's `/proc` entries in
+    /// the `waitid` that reaps it, which took up to 18 s on a busy host (docs/ARCHITECTURE.md,
+    /// *The event loop*). Until it ran, the stray reaping on SIGCHLD leaves the zombie
+    /// alone. nil: nothing to reap (the fake host).
+    func reaper(of pid: pid_t) -> (@Sendable () -> Void)?
     /// sd_notify to the service manager (a no-op outside systemd).
     var notifier: any ServiceNotifying { get }
     /// Memory figures of worker trees and of the host (callable off the loop).
@@ -155,6 +161,14 @@ final class LinuxSupervisorHost: SupervisorHost {
     func signal(pidfd: Int32, _ signal: Int32) { CBatonLinuxShim.signal(pidfd: pidfd, signal) }
 
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? { CBatonLinuxShim.exitStatus(pidfd: pidfd, reap: reap) }
+
+    func reaper(of pid: pid_t) -> (@Sendable () -> Void)? {
+        SelfReapedChildren.register(pid)
+        return {
+            CBatonLinuxShim.reap(pid)
+            SelfReapedChildren.forget(pid)
+        }
+    }
 
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore {
         let store = try StateStore(directory: directory)

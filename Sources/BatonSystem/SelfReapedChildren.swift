@@ -19,6 +19,12 @@ public enum SelfReapedChildren {
         }
     }
 
+    /// Registers an exited child whose zombie another thread reaps (the daemon's reaper
+    /// thread): the peek-and-reap leaves it alone until `forget`.
+    public static func register(_ pid: pid_t) {
+        _ = pids.withLock { $0.insert(pid) }
+    }
+
     /// The child was reaped by its spawner: its pid may be reused from now on.
     public static func forget(_ pid: pid_t) {
         _ = pids.withLock { $0.remove(pid) }

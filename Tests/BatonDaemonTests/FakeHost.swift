@@ -83,10 +83,26 @@ final class FakeHost: SupervisorHost {
         live(pidfd: pidfd)?.receive(signal, stopSignal: stopSignal)
     }
 
+    /// Children reaped in `exitStatus(pidfd:reap: true)`, on the loop (a slow reap there
+    /// holds everything: `SupervisorReapTests`).
+    private(set) var reapedOnTheLoop: [pid_t] = []
+    /// Children whose reap the supervisor asked for off the loop (`reaper(of:)`).
+    private(set) var reapedOffTheLoop: [pid_t] = []
+
     func exitStatus(pidfd: Int32, reap: Bool) -> CBatonLinuxShim.Exit? {
         guard let child = live(pidfd: pidfd), let exit = child.exit else { return nil }
-        if reap { child.reaped = true }
+        if reap {
+            child.reaped = true
+            reapedOnTheLoop.append(child.pid)
+        }
         return exit
+    }
+
+    /// Nothing to reap (no process): marks the child reaped, as the reaper thread would.
+    func reaper(of pid: pid_t) -> (@Sendable () -> Void)? {
+        children.last { $0.pid == pid && !$0.reaped }?.reaped = true
+        reapedOffTheLoop.append(pid)
+        return nil
     }
 
     /// The child behind an open pidfd (descriptor numbers are reused once the supervisor closes one).

@@ -36,7 +36,7 @@ extension Integration {
             #expect(report.failed == 0, "\(report)")
             let after = try #require(baton.waitForStatus { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
             #expect(after.molds?.first?.pid == newMold)
-            #expect(ProcFS.startTime(of: firstMold.pid) == nil, "the first mold was retired")
+            #expect(ProcessWatch.waitReaped(firstMold.pid, timeout: .seconds(10)), "the first mold was retired")
             #expect(after.workers.allSatisfy { !before.workers.map(\.pid).contains($0.pid) })
             #expect(SecondIntegration.MoldTests.zombieChildren(of: baton.process.pid).isEmpty)
         }

@@ -45,12 +45,22 @@ extension SecondIntegration {
             body.split(whereSeparator: { $0 == " " || $0 == "\n" }).first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) }
         }
 
-        /// Children of `parent` that are zombies (exited, not reaped).
+        /// Children of `parent` that are zombies (exited, not reaped) and stay so for 10 s: baton
+        /// reaps on a thread of its own, so a child that just exited may wait a moment for it.
         static func zombieChildren(of parent: pid_t) -> [pid_t] {
-            (Filesystem.entryNames(of: "/proc") ?? []).compactMap { name in
-                guard let pid = pid_t(name), let text = ProcFS.read("/proc/\(pid)/stat"), let stat = ProcParsers.statFields(text) else { return nil }
-                return stat.ppid == parent && stat.state == "Z" ? pid : nil
+            func zombies() -> [pid_t] {
+                (Filesystem.entryNames(of: "/proc") ?? []).compactMap { name in
+                    guard let pid = pid_t(name), let text = ProcFS.read("/proc/\(pid)/stat"), let stat = ProcParsers.statFields(text) else { return nil }
+                    return stat.ppid == parent && stat.state == "Z" ? pid : nil
+                }
             }
+            let deadline = monotonicNow() + .seconds(10)
+            var found = zombies()
+            while !found.isEmpty, monotonicNow() < deadline {
+                pause(.milliseconds(20))
+                found = zombies()
+            }
+            return found
         }
 
         /// Polls `status` until `condition` holds (at most `timeout`).
@@ -122,7 +132,7 @@ extension SecondIntegration {
             let fresh = try #require(after.workers.first { $0.slot == 0 })
             #expect(ProcFS.parentPID(of: fresh.pid) == baton.process.pid)
             #expect(Self.zombieChildren(of: baton.process.pid).isEmpty, "no zombie: the killed worker was reaped")
-            #expect(ProcFS.startTime(of: victim) == nil)
+            #expect(ProcessWatch.waitReaped(victim, timeout: .seconds(10)))
         }
 
         @Test("a deploy onto a new mold under load: 0 failed, workers share memory (PSS < RSS), the old mold retired")
@@ -143,7 +153,7 @@ extension SecondIntegration {
             let after = try #require(baton.waitForStatus { $0.molds?.count == 1 })
             let newMold = try #require(after.molds?.first)
             #expect(newMold.release == release && newMold.state == "ready" && newMold.pid != oldMold.pid)
-            #expect(ProcFS.startTime(of: oldMold.pid) == nil, "the old mold was retired and reaped")
+            #expect(ProcessWatch.waitReaped(oldMold.pid, timeout: .seconds(10)), "the old mold was retired and reaped")
             #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" })
             for worker in after.workers {
                 let rss = try #require(worker.rssBytes)
@@ -305,7 +315,7 @@ extension SecondIntegration {
             #expect(report.failed == 0, "\(report)")
             let after = try #require(baton.waitForStatus { $0.molds?.count == 1 && $0.workers.allSatisfy { $0.state == "ready" } })
             #expect(after.molds?.first?.pid == newMold)
-            #expect(ProcFS.startTime(of: firstMold.pid) == nil, "the first mold was retired")
+            #expect(ProcessWatch.waitReaped(firstMold.pid, timeout: .seconds(10)), "the first mold was retired")
             for worker in after.workers {
                 #expect(ProcFS.parentPID(of: worker.pid) == baton.process.pid)
                 #expect(!before.workers.map(\.pid).contains(worker.pid))

@@ -27,7 +27,7 @@ extension Integration {
                 #expect(Set(after.workers.map(\.pid)).isDisjoint(with: before), "\(strategy)")
                 #expect(after.workers.allSatisfy { $0.lastRestartReason == "deploy" }, "\(strategy): \(after.workers)")
                 // The old workers are gone: only the two new ones are baton's children.
-                #expect(Set(ProcFS.children(of: baton.process.pid)) == Set(after.workers.map(\.pid)), "\(strategy)")
+                #expect(Set(ProcessWatch.liveChildren(of: baton.process.pid)) == Set(after.workers.map(\.pid)), "\(strategy)")
                 #expect(load.waitForProgress(50))
             }
             let report = load.stop()

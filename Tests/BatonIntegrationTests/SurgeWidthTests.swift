@@ -39,7 +39,7 @@ extension MemoryIntegration {
             #expect(report.failed == 0, "\(report)")
             let after = try baton.status()
             #expect(after.workers.allSatisfy { $0.release == release && $0.state == "ready" }, "\(after.workers)")
-            #expect(Set(ProcFS.children(of: baton.process.pid)) == Set(after.workers.map(\.pid)))
+            #expect(Set(ProcessWatch.liveChildren(of: baton.process.pid)) == Set(after.workers.map(\.pid)))
         }
 
         @Test("a budget with room for one more worker, not two: the auto width narrows to one slot at a time, 0 failed requests")

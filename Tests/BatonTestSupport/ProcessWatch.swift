@@ -1,3 +1,5 @@
+import BatonCore
+import BatonSystem
 import CBatonLinux
 import Glibc
 
@@ -16,5 +18,25 @@ public enum ProcessWatch {
             if r < 0 && errno == EINTR { continue }
             return r == 1
         }
+    }
+
+    /// The children of `pid` that run: a zombie is left out (baton reaps on a thread of its own,
+    /// a moment after it handled an exit).
+    public static func liveChildren(of pid: pid_t) -> [pid_t] {
+        ProcFS.children(of: pid).filter { child in
+            guard let text = ProcFS.read("/proc/\(child)/stat"), let stat = ProcParsers.statFields(text) else { return false }
+            return stat.state != "Z"
+        }
+    }
+
+    /// Waits up to `timeout` until `pid` is gone from `/proc`, reaped (a zombie is not: baton
+    /// reaps on a thread of its own, a moment after it handled the exit); true once it is.
+    public static func waitReaped(_ pid: pid_t, timeout: Duration) -> Bool {
+        let deadline = monotonicNow() + timeout
+        while ProcFS.startTime(of: pid) != nil {
+            if monotonicNow() >= deadline { return false }
+            pause(.milliseconds(20))
+        }
+        return true
     }
 }
