@@ -106,6 +106,40 @@ extension SecondIntegration {
             #expect(kill(mold.pid, 0) != 0, "the mold stopped with baton")
         }
 
+        /// A mold audit: 5 of 5 workers died within 3 s of baton's SIGKILL under load. The
+        /// adapter's notify raised once baton's notify socket was gone (its first request count
+        /// report), and the worker exited 1 with requests in flight; a next baton's take-over
+        /// saw each drained orphan exit 1 on "[Errno 2]" (the socket removed).
+        @Test("kill -9 baton under load: the Python mold's workers keep serving, and the next baton drains them cleanly")
+        func workersOutliveAKilledBaton() throws {
+            let first = try Self.start(workers: 2, tag: "moldk")
+            let orphans = try first.status().workers.map(\.pid)
+            let pidfds = orphans.map { ProcessWatch.open($0) }
+            defer { pidfds.forEach { close($0) } }
+            #expect(pidfds.allSatisfy { $0 >= 0 })
+            let load = LoadClient(port: first.port, connections: 6, maxDuration: .seconds(120))
+            #expect(load.waitForProgress(200))
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+            // Each worker reports its request count at most twice a second: 2 s of load is 4 reports.
+            #expect(load.waitForProgress(200), "the orphaned workers keep serving")
+            #expect(!ProcessWatch.waitExit(pidfds[0], timeout: .seconds(2)), "orphan \(orphans[0]) exited after baton's kill")
+            for (pid, fd) in zip(orphans, pidfds) { #expect(!ProcessWatch.waitExit(fd, timeout: .zero), "orphan \(pid) exited") }
+            #expect(load.waitForProgress(200))
+
+            let second = try Self.start(workers: 2, tag: "moldk", reuse: first.directory)
+            defer { second.stop() }
+            for (pid, fd) in zip(orphans, pidfds) {
+                #expect(ProcessWatch.waitExit(fd, timeout: .seconds(30)), "orphan \(pid) still running after the drain")
+            }
+            #expect(load.waitForProgress(200))
+            let report = load.stop()
+            #expect(report.failures["refused"] == nil && report.failures["reset"] == nil, "\(report)")
+            let complaints = second.process.stderrLines.filter { $0.contains("baton_mold worker:") }
+            #expect(complaints.isEmpty, "\(complaints)")
+            #expect(second.stop(keepDirectory: true) == 0)
+        }
+
         @Test("SIGKILL of the mold: workers keep serving (0 failed), a new mold comes up; SIGKILL of a worker: reaped, respawned from the mold")
         func moldDeathAndReaping() throws {
             let baton = try Self.start(workers: 2, tag: "mold2")

@@ -34,8 +34,13 @@ def notify(message, path=None):
         return
     if path.startswith("@"):
         path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message.encode(), path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode(), path)
+    except OSError:
+        # baton is gone (killed: its workers keep serving until the next baton takes them
+        # over) or replaced the socket (that take-over): best effort, as sd_notify is.
+        pass
 
 
 def load_app(spec):
