@@ -86,6 +86,10 @@ final class MoldBook {
     var reforkTimer: EventLoop.Token?
     /// Each mold's last memory sample (by pid), taken with the workers'.
     var memory: [pid_t: MemorySample] = [:]
+    /// The RSS of the largest ready mold last measured: what a new mold is planned with while
+    /// none is ready (one killed and crash-looping: a mold audit's preflight said "fits" with
+    /// no mold counted, and every new mold was OOM-killed as it loaded).
+    var lastReadyRSS: UInt64?
     /// The output pipes (inodes) of spawns a mold failed, with until when they are looked for,
     /// newest last (at most 16): a worker the mold forked for one of them anyway is baton's
     /// child, and nobody's worker.

@@ -116,7 +116,11 @@ extension Supervisor {
     /// Stores readings on the workers still alive (the monitor's rules), and the molds'.
     private func apply(_ readings: [pid_t: MemorySample], detailed: Bool) {
         memoryMonitor.apply(readings, detailed: detailed, to: slots.flatMap(\.workers), now: loop.now())
-        if moldMode { moldBook.memory = readings.filter { pid, _ in moldBook.molds.contains { $0.pid == pid && $0.state != .exited } } }
+        guard moldMode else { return }
+        moldBook.memory = readings.filter { pid, _ in moldBook.molds.contains { $0.pid == pid && $0.state != .exited } }
+        if let ready = moldBook.molds.filter({ $0.state == .ready }).compactMap({ moldBook.memory[$0.pid]?.rss }).max() {
+            moldBook.lastReadyRSS = ready
+        }
     }
 
     private func runPolicy(detailed: Bool) {

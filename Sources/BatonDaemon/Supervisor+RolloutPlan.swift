@@ -37,13 +37,8 @@ extension Supervisor {
         guard let readings = try? host.memory.hostReadings() else {
             return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting.count, pending: pending)
         }
-        // Never the running workers' median: they have grown; unknown means replace.
-        let footprint = memoryMonitor.footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
-        // Against `[memory] budget`, every live worker counts: draining ones still hold their
-        // memory, and one not measured since it started (a replacement) counts as a footprint.
-        let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
-        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + moldsPSS
-        var headroom = surgeHeadroom(readings, workersPSS: used, footprint: footprint)
+        let (headroomNow, footprint) = workersHeadroom(readings, release: release)
+        var headroom = headroomNow
         // A release whose mold has not started yet: it loads the application before the first
         // new worker (the plan of a deploy's first step).
         let mold = Int64(clamping: newMoldBytes(release: release ?? releaseState.current.directory))
@@ -52,6 +47,32 @@ extension Supervisor {
             headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight,
             booting: booting.count,
             pending: pending)
+    }
+
+    /// The headroom new workers of `release` may take beside the live workers and molds, and
+    /// their footprint (never the running workers' median: they have grown; unknown means
+    /// replace). Against `[memory] budget` every live worker counts: draining ones still hold
+    /// their memory, and one not measured since it started (a replacement) counts as a footprint.
+    private func workersHeadroom(_ readings: MemoryReadings, release: String?) -> (Headroom, footprint: UInt64?) {
+        let footprint = memoryMonitor.footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
+        let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
+        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + moldsPSS
+        return (surgeHeadroom(readings, workersPSS: used, footprint: footprint), footprint)
+    }
+
+    /// In mold mode, why a deploy or rollback to `release` must not start: a release without a
+    /// ready mold loads the application in a new mold before its first worker, whatever the
+    /// strategy, and that mold does not fit. A mold audit: the deploy went on where preflight
+    /// said "does not fit", the new mold's load OOM-killed the serving mold and workers, and
+    /// the rollback failed too (degraded). nil when it fits, or memory cannot be read.
+    func newMoldProblem(release: String) -> String? {
+        let mold = newMoldBytes(release: release)
+        guard mold > 0, let readings = try? host.memory.hostReadings() else { return nil }
+        let headroom = workersHeadroom(readings, release: release).0
+        let binding = headroom.binding(memoryNeed: mold, commitNeed: mold)
+        guard binding.available < Int64(clamping: mold) else { return nil }
+        return "its mold does not fit: need \(Units.formatSize(mold)) (new mold), have \(Units.formatSignedSize(binding.available)) "
+            + "(binding: \(binding.kind.name)); free memory first (baton preflight --roll-ahead)"
     }
 
     /// The headroom new workers may take beside workers of `workersPSS`: a held reservation

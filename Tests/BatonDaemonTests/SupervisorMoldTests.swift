@@ -208,6 +208,74 @@ import Testing
         }
     }
 
+    /// A mold audit (2 of 2): in a cgroup with room for less than one more mold, the deploy went
+    /// on where preflight said "does not fit", its new mold's load OOM-killed the serving mold
+    /// and 3 workers, and the rollback failed too (degraded). It is refused before it starts
+    /// anything now, nothing changed; with room for the mold it runs.
+    @Test func aDeployWhoseMoldDoesNotFitIsRefusedBeforeItStartsAnything() throws {
+        let mib: UInt64 = 1 << 20
+        let h = try DaemonHarness(workers: 3) {
+            $0.app.mode = .mold
+            $0.deploy.workerFootprint = 50 * mib
+            $0.memory.budget = .bytes(600 * mib)
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 55 * mib, uss: 10 * mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
+            cgroup: nil)
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        // The budget's headroom: 600 MiB less 3 × 55 MiB of workers and 40 MiB of mold = 395 MiB.
+        h.host.fakeMemory.setTree(MemorySample(rss: 400 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
+        h.awaitReads()
+        let serving = h.servingPIDs
+        let r1 = h.makeRelease("r1")
+        for strategy in ["surge", "replace"] {
+            let client = h.deploy(r1, strategy: strategy)
+            h.finishOperations()
+            let reply = try #require(client.reply)
+            #expect(reply.ok == false)
+            #expect(
+                reply.error?.contains("nothing changed: its mold does not fit: need 400.0 MiB (new mold), have 395.0 MiB (binding: memory.budget)")
+                    == true, "\(reply)")
+            #expect(h.host.molds.count == 1, "no new mold started")
+            #expect(h.servingPIDs == serving && h.servingReleases.allSatisfy { $0 == h.initialRelease })
+        }
+        #expect(h.supervisor.history.map(\.outcome) == [.failed, .failed])
+        #expect(!h.supervisor.degraded)
+        // A mold that fits: the deploy runs.
+        h.host.fakeMemory.setTree(MemorySample(rss: 300 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
+        h.awaitReads()
+        let client = h.deploy(r1)
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(h.servingReleases.allSatisfy { $0 == r1 })
+    }
+
+    /// A mold audit: with the serving mold killed and every new one OOM-killed as it loaded
+    /// (no mold ready), preflight counted no mold and said "fits". The last ready mold's size
+    /// is planned for until a mold is ready again.
+    @Test func aMoldThatDiedIsStillPlannedFor() throws {
+        let mib: UInt64 = 1 << 20
+        let h = try DaemonHarness(workers: 2) {
+            $0.app.mode = .mold
+            $0.deploy.workerFootprint = 50 * mib
+        }
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
+            cgroup: nil)
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        h.host.fakeMemory.setTree(MemorySample(rss: 200 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
+        #expect(try h.preflight(release: nil, need: 0).0.summary.contains("200.0 MiB new mold"))
+        h.autoReadyMold = { _ in false }
+        mold.end(.signaled(SIGKILL))
+        h.advance(by: .seconds(2))
+        #expect(h.supervisor.moldBook.molds.allSatisfy { $0.state != .ready })
+        let verdict = try h.preflight(release: nil, need: 0).0
+        #expect(verdict.summary.contains("200.0 MiB new mold"), "\(verdict.summary)")
+    }
+
     /// A second audit: once a promoted mold had crashed, the fresh mold started for its release
     /// was never reforked: the release stayed marked as reforked. A fresh mold clears the mark.
     @Test func aFreshMoldLetsItsReleaseBeReforkedAgain() throws {
