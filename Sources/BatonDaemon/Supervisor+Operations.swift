@@ -345,7 +345,10 @@ extension Supervisor {
         if let op = operation, worker.stopReason != .abandoned {
             let took = Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now()))
             // A drain cut short by SIGKILL is not a drain: the client's log must say requests may have been cut.
-            if worker.drainCutShort {
+            if config.stop.signal == SIGKILL {
+                // `[stop] signal = "SIGKILL"` drains nothing (a reload audit read "drained in 1ms").
+                op.report("slot \(slot.index): pid \(worker.pid) stopped with SIGKILL ([stop] signal: no drain; requests in flight were cut)")
+            } else if worker.drainCutShort {
                 op.report(
                     "slot \(slot.index): pid \(worker.pid) still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight were cut)"
                 )

@@ -114,6 +114,24 @@ import Testing
         #expect(h.supervisor.restartsByReason[.rollback] == replaced.count, "\(h.supervisor.restartsByReason)")
     }
 
+    /// A reload audit: with `[stop] signal = "SIGKILL"` every old worker was reported
+    /// "drained in 1ms" while the load client saw 23 requests cut.
+    @Test func aStopSignalOfSIGKILLIsNotReportedAsADrain() throws {
+        let h = try DaemonHarness(workers: 1) { config in
+            config.stop.signal = SIGKILL
+            config.stop.signalName = "SIGKILL"
+        }
+        try h.start()
+        let old = try #require(h.servingPIDs[0])
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(!client.progress.contains { $0.contains("pid \(old) drained in") }, "\(client.progress)")
+        #expect(
+            client.progress.contains { $0.contains("pid \(old) stopped with SIGKILL ([stop] signal: no drain; requests in flight were cut)") },
+            "\(client.progress)")
+    }
+
     /// Found by a memory-pressure audit: an old worker SIGKILLed at `stop.timeout` (two
     /// requests of 12 s cut) was reported to the deploy's client as "drained in 10.02s".
     @Test func anOldWorkerKilledAtTheStopTimeoutIsNotReportedAsDrained() throws {
