@@ -199,6 +199,17 @@ struct StatusReportTests {
     }
 }
 
+/// A mold audit: `oom kills: 12 (slot 0: 2, slot 1: 1, slot 2: 1, slot 3: 2)`, whose parts add
+/// up to 6; the other 6 were molds. The kills outside the workers are counted in the line too.
+@Test func theOOMLineCountsKillsOutsideTheWorkers() {
+    let status = OOMStatus(kills: 12, bySlot: ["0": 2, "1": 1, "2": 1, "3": 2], recent: [], marginBytes: 0, counterPath: nil)
+    #expect(status.line(now: 0) == "oom kills: 12 (slot 0: 2, slot 1: 1, slot 2: 1, slot 3: 2, outside the workers: 6)")
+    let molds = OOMStatus(kills: 2, bySlot: [:], recent: [], marginBytes: 0, counterPath: nil)
+    #expect(molds.line(now: 0) == "oom kills: 2 (outside the workers: 2)")
+    let workers = OOMStatus(kills: 2, bySlot: ["0": 2], recent: [], marginBytes: 0, counterPath: nil)
+    #expect(workers.line(now: 0) == "oom kills: 2 (slot 0: 2)")
+}
+
 extension WorkerStatus {
     fileprivate func with(_ change: (inout WorkerStatus) -> Void) -> WorkerStatus {
         var copy = self

@@ -28,10 +28,14 @@ public struct OOMStatus: Codable, Sendable, Equatable {
         self.counterPath = counterPath
     }
 
-    /// `oom kills: 2 (slot 0: 2); last: pid 123 (perl) in slot 0, 12s ago; plans keep +64.0 MiB`.
+    /// `oom kills: 2 (slot 0: 2); last: pid 123 (perl) in slot 0, 12s ago; plans keep +64.0 MiB`;
+    /// kills in no worker's tree (a mold, a tool) as `outside the workers: N`, so the parts add
+    /// up to the total (a mold audit read 12 kills listed as 6).
     public func line(now: Double) -> String {
-        let perSlot = bySlot.sorted { (Int($0.key) ?? 0) < (Int($1.key) ?? 0) }.map { "slot \($0.key): \($0.value)" }
-        var text = "oom kills: \(kills)" + (perSlot.isEmpty ? "" : " (\(perSlot.joined(separator: ", ")))")
+        var parts = bySlot.sorted { (Int($0.key) ?? 0) < (Int($1.key) ?? 0) }.map { "slot \($0.key): \($0.value)" }
+        let outside = kills - bySlot.values.reduce(0, +)
+        if outside > 0 { parts.append("outside the workers: \(outside)") }
+        var text = "oom kills: \(kills)" + (parts.isEmpty ? "" : " (\(parts.joined(separator: ", ")))")
         if let last = recent.last {
             let place = last.slot.map { "in slot \($0)" } ?? "outside the workers"
             text += "; last: \(last.victim) \(place), \(StatusReport.age(now - last.at)) ago"
