@@ -158,6 +158,16 @@ struct ConfigParserErrorTests {
             """
         #expect(configFailure(text) == "/etc/baton/shop.toml:2: app.command: required key is missing")
         #expect(configFailure("[listen]\nbacklog = 10\n") == "/etc/baton/shop.toml: app: required table is missing")
+        // A misspelled required key is named where it is, with the key it stands for (a reload
+        // audit: "shop.toml:1: app.workers: required key is missing" for `workres = 4`).
+        let misspelled = """
+            [app]
+            name = "shop"
+            command = ["bin/server"]
+            directory = "/srv/shop"
+            workres = 4
+            """
+        #expect(configFailure(misspelled) == #"/etc/baton/shop.toml:5: unknown key "app.workres" (did you mean "app.workers"?)"#)
     }
 
     @Test func commandAsAShellString() {

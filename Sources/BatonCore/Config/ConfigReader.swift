@@ -80,7 +80,12 @@ struct ConfigReader {
 
     /// Records `section.key` as missing when it is; located at the section's header.
     mutating func require(_ section: ConfigSection, _ key: String) {
-        guard section.table != nil, section.value(key) == nil else { return }
+        guard let table = section.table, section.value(key) == nil else { return }
+        // A misspelling of it is the error, where it is and with its suggestion (checkKeys), not
+        // a missing key at the section's header (a reload audit: `workres = 4` gave
+        // "cfg.toml:1: app.workers: required key is missing").
+        let wanted = KeyPath.join(section.path(key))
+        for (name, _) in table where Self.suggestion(for: section.path(name)) == wanted { return }
         report(section.path(key), "required key is missing", line: index.line(for: section.path))
     }
 
