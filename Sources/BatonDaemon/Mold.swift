@@ -74,6 +74,9 @@ final class MoldBook {
     var restartTimers: [String: EventLoop.Token] = [:]
     /// Molds that died unexpectedly and were restarted (a Prometheus counter).
     var restarts = 0
+    /// The same, per release: what `baton status` shows for that release's mold (a mold audit
+    /// saw the serving release's mold with the restart of a failed deploy's).
+    var restartsByRelease: [String: Int] = [:]
     /// Molds started so far (names their notify sockets).
     var started = 0
     /// Refork: baton's end of each promotable worker's channel, by pid.

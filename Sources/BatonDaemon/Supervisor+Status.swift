@@ -78,7 +78,7 @@ extension Supervisor {
             report.molds = moldBook.molds.map {
                 MoldStatus(
                     pid: $0.pid, release: $0.spec.release, state: $0.state.rawValue, startedAt: $0.startedAtWall, pssBytes: trees[$0.pid]?.pss,
-                    restarts: moldBook.restarts)
+                    restarts: moldBook.restartsByRelease[$0.spec.release] ?? 0)
             }
         }
         if let readings = try? host.memory.hostReadings() {

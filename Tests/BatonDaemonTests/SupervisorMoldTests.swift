@@ -276,6 +276,35 @@ import Testing
         #expect(verdict.summary.contains("200.0 MiB new mold"), "\(verdict.summary)")
     }
 
+    /// A mold audit: after a deploy whose new mold was killed was rolled back, `baton status`
+    /// showed the serving release's mold with 1 restart, and the log said the failed release's
+    /// mold "restarts in 1s" though it never did. Restarts count per release, when they happen.
+    @Test func moldRestartsCountPerReleaseWhenTheyHappen() throws {
+        let h = try harness(workers: 2)
+        try h.start()
+        let first = try #require(h.host.molds.first)
+        first.end(.signaled(SIGKILL))
+        h.advance(by: .seconds(10))
+        #expect(h.supervisor.moldBook.restarts == 1)
+        #expect(h.supervisor.statusReport(memory: [:]).molds?.map(\.restarts) == [1])
+        // A deploy's mold dies once ready, before any worker of its release serves: the deploy
+        // fails, and that mold is not restarted (nor counted).
+        let r1 = h.makeRelease("r1")
+        var killed = false
+        h.host.onSpawn = { child in
+            guard !killed, child.release == r1, child.environment("BATON_SLOT") != "mold" else { return }
+            killed = true
+            h.host.molds.last?.end(.signaled(SIGKILL))
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        h.advance(by: .seconds(10))
+        #expect(client.reply?.ok == false, "\(String(describing: client.reply))")
+        #expect(h.supervisor.moldBook.restarts == 1)
+        #expect(h.supervisor.statusReport(memory: [:]).molds?.map(\.restarts) == [1])
+        #expect(h.host.molds.filter { $0.release == r1 }.count == 1, "the failed release's mold was not started again")
+    }
+
     /// A second audit: once a promoted mold had crashed, the fresh mold started for its release
     /// was never reforked: the release stayed marked as reforked. A fresh mold clears the mark.
     @Test func aFreshMoldLetsItsReleaseBeReforkedAgain() throws {
