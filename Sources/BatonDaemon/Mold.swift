@@ -77,6 +77,8 @@ final class MoldBook {
     /// The same, per release: what `baton status` shows for that release's mold (a mold audit
     /// saw the serving release's mold with the restart of a failed deploy's).
     var restartsByRelease: [String: Int] = [:]
+    /// Releases whose mold restart waits for memory (said once in the log).
+    var heldRestarts: Set<String> = []
     /// Molds started so far (names their notify sockets).
     var started = 0
     /// Refork: baton's end of each promotable worker's channel, by pid.

@@ -363,19 +363,7 @@ extension Supervisor {
             let delay = backoff.workerFailed(uptime: mold.readyAt.map { _ in uptime })
             moldBook.backoff[mold.spec.release] = backoff
             logger.warning("mold of \(mold.spec.release) restarts in \(Units.formatDuration(delay)); its workers keep serving")
-            let spec = mold.spec
-            moldBook.restartTimers[spec.release] = loop.schedule(after: delay) { [unowned self] in
-                self.moldBook.restartTimers[spec.release] = nil
-                guard self.moldBook.mold(for: spec) == nil else { return }
-                guard self.moldNeeded(spec) else {
-                    // A mold audit read "restarts in 1s" of a failed deploy's mold, never restarted.
-                    self.logger.info("mold of \(spec.release) not restarted: no worker runs on that release any more")
-                    return
-                }
-                self.moldBook.restarts += 1
-                self.moldBook.restartsByRelease[spec.release, default: 0] += 1
-                self.startMold(spec)
-            }
+            scheduleMoldRestart(mold.spec, after: delay)
         }
         publishStatus()
         finishShutdownIfDone()

@@ -167,7 +167,9 @@ extension Supervisor {
             // (--wait) behind a deploy undoes that deploy, not the one before it.
             if op.kind == .rollback, let previous = releaseState.previous { op.target = previous }
             spec = try makeSpec(config, release: op.target!)
-            if moldMode, let problem = newMoldProblem(release: op.target!.directory) { throw DaemonError(problem) }
+            if moldMode, let problem = newMoldProblem(release: op.target!.directory) {
+                throw DaemonError("its mold does not fit: \(problem); free memory first (baton preflight --roll-ahead)")
+            }
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()
         }

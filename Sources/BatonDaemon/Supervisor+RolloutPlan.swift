@@ -60,19 +60,18 @@ extension Supervisor {
         return (surgeHeadroom(readings, workersPSS: used, footprint: footprint), footprint)
     }
 
-    /// In mold mode, why a deploy or rollback to `release` must not start: a release without a
-    /// ready mold loads the application in a new mold before its first worker, whatever the
-    /// strategy, and that mold does not fit. A mold audit: the deploy went on where preflight
-    /// said "does not fit", the new mold's load OOM-killed the serving mold and workers, and
-    /// the rollback failed too (degraded). nil when it fits, or memory cannot be read.
+    /// In mold mode, why a new mold for `release` must not start now (`need …, have … (binding:
+    /// …)`); nil when it fits, or memory cannot be read. A release without a ready mold loads
+    /// the application in a new mold before its first worker, whatever the strategy. A mold
+    /// audit: a deploy went on where preflight said "does not fit", the new mold's load
+    /// OOM-killed the serving mold and workers, and the rollback failed too (degraded).
     func newMoldProblem(release: String) -> String? {
         let mold = newMoldBytes(release: release)
         guard mold > 0, let readings = try? host.memory.hostReadings() else { return nil }
         let headroom = workersHeadroom(readings, release: release).0
         let binding = headroom.binding(memoryNeed: mold, commitNeed: mold)
         guard binding.available < Int64(clamping: mold) else { return nil }
-        return "its mold does not fit: need \(Units.formatSize(mold)) (new mold), have \(Units.formatSignedSize(binding.available)) "
-            + "(binding: \(binding.kind.name)); free memory first (baton preflight --roll-ahead)"
+        return "need \(Units.formatSize(mold)) (new mold), have \(Units.formatSignedSize(binding.available)) (binding: \(binding.kind.name))"
     }
 
     /// The headroom new workers may take beside workers of `workersPSS`: a held reservation

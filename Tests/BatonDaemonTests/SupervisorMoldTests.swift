@@ -276,6 +276,40 @@ import Testing
         #expect(verdict.summary.contains("200.0 MiB new mold"), "\(verdict.summary)")
     }
 
+    /// A re-audit (3 of 3): a mold killed in a nearly full cgroup was started again after 1 s
+    /// whatever the memory, and its load made the kernel kill all 4 serving workers (about 1.2 s
+    /// without a worker each time). The restart waits until the mold fits; the workers serve.
+    @Test func aKilledMoldThatDoesNotFitWaitsForMemoryWhileItsWorkersServe() throws {
+        let mib: UInt64 = 1 << 20
+        let h = try DaemonHarness(workers: 3) {
+            $0.app.mode = .mold
+            $0.deploy.workerFootprint = 50 * mib
+            $0.memory.budget = .bytes(600 * mib)
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 55 * mib, uss: 10 * mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
+            cgroup: nil)
+        try h.start()
+        let mold = try #require(h.host.molds.first)
+        h.host.fakeMemory.setTree(MemorySample(rss: 450 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
+        h.measure()
+        let serving = h.servingPIDs
+        // Without the mold: 600 MiB less 3 × 55 MiB of workers = 435 MiB, under its 450 MiB.
+        mold.end(.signaled(SIGKILL))
+        h.advance(by: .seconds(30))
+        #expect(h.host.molds.count == 1, "no mold started while it does not fit")
+        #expect(h.servingPIDs == serving && h.allReady)
+        #expect(h.supervisor.moldBook.restarts == 0)
+        // The workers shrink (a recycle elsewhere, say): 600 − 3 × 40 = 480 MiB, and it fits.
+        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 40 * mib, uss: 10 * mib)
+        h.measure()
+        h.advance(by: .seconds(10))
+        #expect(h.host.molds.count == 2 && h.host.molds.last?.isRunning == true, "the mold restarts once it fits")
+        #expect(h.supervisor.moldBook.restarts == 1)
+        #expect(h.servingPIDs == serving)
+    }
+
     /// A mold audit: after a deploy whose new mold was killed was rolled back, `baton status`
     /// showed the serving release's mold with 1 restart, and the log said the failed release's
     /// mold "restarts in 1s" though it never did. Restarts count per release, when they happen.
