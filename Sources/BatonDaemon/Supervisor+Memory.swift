@@ -317,15 +317,6 @@ extension Supervisor {
         submit(op)
     }
 
-    /// Every serving worker's USS growth since ready, from the last sample (`readyOnly`: only
-    /// workers that are ready now).
-    func currentGrowth(readyOnly: Bool = false) -> [WorkerGrowth] {
-        slots.compactMap { slot -> WorkerGrowth? in
-            guard let w = slot.current, !readyOnly || w.state == .ready, let now = w.memory?.uss else { return nil }
-            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
-        }
-    }
-
     /// After each roll-ahead restart: measure again; hold the reservation once it fits with the
     /// margin and the expected growth to spare, else restart the next grown worker, until none
     /// is left (then exit 1 with the figures).
@@ -396,13 +387,6 @@ extension Supervisor {
             lines.append("headroom under \(limit.kind): \(Units.formatSignedSize(limit.availableBytes))")
         }
         return lines
-    }
-
-    /// Slots of the serving workers, largest USS growth since ready first (a deploy restarts
-    /// the most bloated workers first), from the last sample (``measureThen(_:_:)``).
-    func slotsByGrowth() -> [Int] {
-        let ordered = RollAhead.order(currentGrowth()).map(\.slot)
-        return ordered + slots.map(\.index).filter { !ordered.contains($0) }
     }
 }
 

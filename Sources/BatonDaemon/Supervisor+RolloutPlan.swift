@@ -161,4 +161,20 @@ extension Supervisor {
     func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, for op: Operation? = nil) -> RolloutPlanner.Step {
         rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release, for: op))
     }
+
+    /// Every serving worker's USS growth since ready, from the last sample (`readyOnly`: only
+    /// workers that are ready now).
+    func currentGrowth(readyOnly: Bool = false) -> [WorkerGrowth] {
+        slots.compactMap { slot -> WorkerGrowth? in
+            guard let w = slot.current, !readyOnly || w.state == .ready, let now = w.memory?.uss else { return nil }
+            return WorkerGrowth(slot: slot.index, pid: w.pid, ussAtReady: w.ussAtReady ?? now, ussNow: now)
+        }
+    }
+
+    /// Slots of the serving workers, largest USS growth since ready first (a deploy restarts
+    /// the most bloated workers first), from the last sample (``measureThen(_:_:)``).
+    func slotsByGrowth() -> [Int] {
+        let ordered = RollAhead.order(currentGrowth()).map(\.slot)
+        return ordered + slots.map(\.index).filter { !ordered.contains($0) }
+    }
 }
