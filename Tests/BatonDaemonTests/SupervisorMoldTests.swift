@@ -13,6 +13,23 @@ import Testing
         try DaemonHarness(workers: workers) { $0.app.mode = .mold }
     }
 
+    /// Mold mode on a `[memory] budget` of 600 MiB: 3 workers of 55 MiB PSS (210 MiB RSS), a
+    /// new worker's footprint of 50 MiB, a roomy host; started.
+    private func budgetHarness() throws -> DaemonHarness {
+        let mib: UInt64 = 1 << 20
+        let h = try DaemonHarness(workers: 3) {
+            $0.app.mode = .mold
+            $0.deploy.workerFootprint = 50 * mib
+            $0.memory.budget = .bytes(600 * mib)
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 55 * mib, uss: 10 * mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
+            cgroup: nil)
+        try h.start()
+        return h
+    }
+
     private func link(_ h: DaemonHarness, release: String) -> FakeMoldLink? {
         h.supervisor.moldBook.molds.first { $0.spec.release == release }?.link as? FakeMoldLink
     }
@@ -182,16 +199,7 @@ import Testing
     /// now plans the serving mold's RSS for it, and the budget counts the molds.
     @Test func aDeployPlansTheNewReleasesMold() throws {
         let mib: UInt64 = 1 << 20
-        let h = try DaemonHarness(workers: 3) {
-            $0.app.mode = .mold
-            $0.deploy.workerFootprint = 50 * mib
-            $0.memory.budget = .bytes(600 * mib)
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 55 * mib, uss: 10 * mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
-            cgroup: nil)
-        try h.start()
+        let h = try budgetHarness()
         let mold = try #require(h.host.molds.first)
         h.host.fakeMemory.setTree(MemorySample(rss: 200 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
         let (verdict, report) = try h.preflight(release: nil, need: 0)
@@ -214,16 +222,7 @@ import Testing
     /// anything now, nothing changed; with room for the mold it runs.
     @Test func aDeployWhoseMoldDoesNotFitIsRefusedBeforeItStartsAnything() throws {
         let mib: UInt64 = 1 << 20
-        let h = try DaemonHarness(workers: 3) {
-            $0.app.mode = .mold
-            $0.deploy.workerFootprint = 50 * mib
-            $0.memory.budget = .bytes(600 * mib)
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 55 * mib, uss: 10 * mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
-            cgroup: nil)
-        try h.start()
+        let h = try budgetHarness()
         let mold = try #require(h.host.molds.first)
         // The budget's headroom: 600 MiB less 3 × 55 MiB of workers and 40 MiB of mold = 395 MiB.
         h.host.fakeMemory.setTree(MemorySample(rss: 400 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
@@ -281,16 +280,7 @@ import Testing
     /// without a worker each time). The restart waits until the mold fits; the workers serve.
     @Test func aKilledMoldThatDoesNotFitWaitsForMemoryWhileItsWorkersServe() throws {
         let mib: UInt64 = 1 << 20
-        let h = try DaemonHarness(workers: 3) {
-            $0.app.mode = .mold
-            $0.deploy.workerFootprint = 50 * mib
-            $0.memory.budget = .bytes(600 * mib)
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 210 * mib, pss: 55 * mib, uss: 10 * mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
-            cgroup: nil)
-        try h.start()
+        let h = try budgetHarness()
         let mold = try #require(h.host.molds.first)
         h.host.fakeMemory.setTree(MemorySample(rss: 450 * mib, pss: 40 * mib, uss: 5 * mib), of: mold.pid)
         h.measure()
