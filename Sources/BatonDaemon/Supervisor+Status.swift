@@ -71,6 +71,7 @@ extension Supervisor {
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
         let problems = stateProblems + deadListeners.map(Self.deadListenerProblem)
         report.problems = problems.isEmpty ? nil : problems
+        report.restartNeeded = restartNeeded.isEmpty ? nil : restartNeeded
         report.oom = oomStatus()
         report.reservation = reservationReport()
         report.ksm = ksmStatus()

@@ -84,6 +84,8 @@ public final class Supervisor {
     var reportedDeadListeners: Set<String> = []
     /// The listening sockets came from a socket unit (`[listen]` is not used then).
     var socketsFromUnit = false
+    /// Sections the last reload's config changed that only a restart applies (status shows them).
+    var restartNeeded: [String] = []
     /// Notify messages read from one socket per wakeup of the loop (64; tests set fewer, as
     /// a socket queues only `net.unix.max_dgram_qlen`, 10, before its senders block). The
     /// socket is level-triggered, so the loop calls back after the control socket, signals,

@@ -203,6 +203,31 @@ import Testing
         #expect(h.supervisor.slots.count == 2)
     }
 
+    /// A reload audit: after a reload that changed `[listen]`, only the reload's reply and the
+    /// log said a restart was needed; `baton status` showed nothing. It says so until the next
+    /// reload's config no longer asks for one.
+    @Test func statusShowsARestartNeededAfterAReloadThatChangedListen() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        #expect(h.supervisor.statusReport(memory: [:]).restartNeeded == nil)
+        let original = h.supervisor.config
+        var config = original
+        config.listen.addresses = [.tcp(host: "127.0.0.1", port: 18433)]
+        let changed = config
+        h.supervisor.options.reloadConfig = { changed }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        let report = h.supervisor.statusReport(memory: [:])
+        #expect(report.restartNeeded == ["[listen]"])
+        #expect(report.table(now: 0).contains("restart needed: [listen] changed at the last reload (a reload cannot apply them)"))
+        // The file back as it was: nothing waits for a restart any more.
+        h.supervisor.options.reloadConfig = { original }
+        _ = h.reload()
+        h.finishOperations()
+        #expect(h.supervisor.statusReport(memory: [:]).restartNeeded == nil)
+    }
+
     /// A systemd/CI audit: under socket activation, a reload that changed `[listen]` advised
     /// "takes effect only after a restart of baton (systemctl restart)", but a restarted baton
     /// gets the same sockets from the socket unit again; and baton never said that `[listen]`

@@ -48,6 +48,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Set when this report's memory figures are each worker's last sample, not a read made
     /// for it (that read did not finish in time): why, in words.
     public var memoryNote: String?
+    /// Sections the config changed at the last reload that only a restart of baton applies
+    /// (`[listen]`, `[control]` …); nil when none waits.
+    public var restartNeeded: [String]?
 
     enum CodingKeys: String, CodingKey {
         case app, pid, state, release, listeners, slots, summary, workers, operation, queuedOperations, degraded, problems, memory, oom
@@ -55,6 +58,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case molds, strays
         case logDroppedBytes = "log_dropped_bytes"
         case memoryNote = "memory_note"
+        case restartNeeded = "restart_needed"
     }
 
     /// Creates a report.
@@ -292,6 +296,9 @@ extension StatusReport {
         }
         if degraded == true { lines.append("DEGRADED: a rollback failed; slots may run different releases (see RELEASE below)") }
         for problem in problems ?? [] { lines.append("ERROR: \(problem)") }
+        if let restartNeeded, !restartNeeded.isEmpty {
+            lines.append("restart needed: \(restartNeeded.joined(separator: ", ")) changed at the last reload (a reload cannot apply them)")
+        }
         if let strays, !strays.isEmpty {
             lines.append(
                 "strays: pid \(strays.map(String.init).joined(separator: ", ")) (left their workers' process groups; not supervised, killed when baton stops)")
