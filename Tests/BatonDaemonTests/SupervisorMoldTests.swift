@@ -315,10 +315,12 @@ import Testing
         // fails, and that mold is not restarted (nor counted).
         let r1 = h.makeRelease("r1")
         var killed = false
-        h.host.onSpawn = { child in
+        // The host, weakly: a closure the host keeps must not keep the harness (whose deinit
+        // removes its folder) or the host alive.
+        h.host.onSpawn = { [weak host = h.host] child in
             guard !killed, child.release == r1, child.environment("BATON_SLOT") != "mold" else { return }
             killed = true
-            h.host.molds.last?.end(.signaled(SIGKILL))
+            host?.molds.last?.end(.signaled(SIGKILL))
         }
         let client = h.deploy(r1)
         h.finishOperations()
