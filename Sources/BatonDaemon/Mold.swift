@@ -72,11 +72,12 @@ final class MoldBook {
     var backoff: [String: CrashBackoff] = [:]
     /// Pending restarts of dead molds, by release.
     var restartTimers: [String: EventLoop.Token] = [:]
-    /// Molds that died unexpectedly and were restarted (a Prometheus counter).
-    var restarts = 0
-    /// The same, per release: what `baton status` shows for that release's mold (a mold audit
-    /// saw the serving release's mold with the restart of a failed deploy's).
+    /// Molds that died unexpectedly and were restarted, per release: what `baton status` shows
+    /// for that release's mold (a mold audit saw the serving release's mold with the restart of
+    /// a failed deploy's). Entries are never removed.
     var restartsByRelease: [String: Int] = [:]
+    /// All of them (a Prometheus counter).
+    var restarts: Int { restartsByRelease.values.reduce(0, +) }
     /// Releases whose mold restart waits for memory (said once in the log).
     var heldRestarts: Set<String> = []
     /// Molds started so far (names their notify sockets).

@@ -118,9 +118,7 @@ extension Supervisor {
         memoryMonitor.apply(readings, detailed: detailed, to: slots.flatMap(\.workers), now: loop.now())
         guard moldMode else { return }
         moldBook.memory = readings.filter { pid, _ in moldBook.molds.contains { $0.pid == pid && $0.state != .exited } }
-        if let ready = moldBook.molds.filter({ $0.state == .ready }).compactMap({ moldBook.memory[$0.pid]?.rss }).max() {
-            moldBook.lastReadyRSS = ready
-        }
+        if let ready = largestReadyMoldRSS { moldBook.lastReadyRSS = ready }
     }
 
     private func runPolicy(detailed: Bool) {

@@ -323,7 +323,12 @@ extension Supervisor {
         if let release, moldBook.molds.contains(where: { $0.spec.release == release && ($0.state == .starting || $0.state == .ready) }) {
             return 0
         }
-        return moldBook.molds.filter { $0.state == .ready }.compactMap { moldBook.memory[$0.pid]?.rss }.max() ?? moldBook.lastReadyRSS ?? 0
+        return largestReadyMoldRSS ?? moldBook.lastReadyRSS ?? 0
+    }
+
+    /// The RSS of the largest ready mold, from the last sample; nil when none is measured.
+    var largestReadyMoldRSS: UInt64? {
+        moldBook.molds.filter { $0.state == .ready }.compactMap { moldBook.memory[$0.pid]?.rss }.max()
     }
 
     /// Pids of live molds (known children: not reaped as strays).

@@ -28,7 +28,6 @@ extension Supervisor {
                 return
             }
             if self.moldBook.heldRestarts.remove(spec.release) != nil { self.logger.info("mold of \(spec.release) fits again: restarting it") }
-            self.moldBook.restarts += 1
             self.moldBook.restartsByRelease[spec.release, default: 0] += 1
             self.startMold(spec)
         }

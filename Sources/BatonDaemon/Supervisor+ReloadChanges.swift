@@ -28,8 +28,9 @@ extension Supervisor {
     func reportRestartOnlyChanges(_ newConfig: BatonConfig, _ op: Operation) {
         // Also in `baton status` until baton restarts (a reload audit: only the reload's reply
         // and the log said so). Each reload's config replaces the last one's list.
-        restartNeeded = restartOnlyChanges(newConfig).filter { !($0 == "[listen]" && socketsFromUnit) }
-        for change in restartOnlyChanges(newConfig) {
+        let changes = restartOnlyChanges(newConfig)
+        restartNeeded = changes.filter { !($0 == "[listen]" && socketsFromUnit) }
+        for change in changes {
             if change == "[listen]" && socketsFromUnit {
                 // A restart of baton gets the same sockets from the unit again.
                 logger.warning(

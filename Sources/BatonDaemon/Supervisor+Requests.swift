@@ -45,7 +45,7 @@ extension Supervisor {
             case .refused(let number, let why):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 if let d = op.deadline { loop.cancel(d) }
-                let reason = refusal(op, why)
+                let reason = refusal(op.kind, why)
                 // It never started: its history line is dated at the refusal, which took no time.
                 op.startedAt = loop.now()
                 op.startedAtWall = wallClockNow()
@@ -88,8 +88,6 @@ extension Supervisor {
             }
         }
     }
-
-    private func refusal(_ op: Operation, _ why: OperationQueue<Int>.Refusal) -> String { refusal(op.kind, why) }
 
     private func refusal(_ kind: Operation.Kind, _ why: OperationQueue<Int>.Refusal) -> String {
         switch why {
