@@ -121,15 +121,22 @@ import Testing
             config.stop.signal = SIGKILL
             config.stop.signalName = "SIGKILL"
         }
+        let (old, progress) = try deployOverTheOneWorkerNotDrained(h)
+        #expect(
+            progress.contains { $0.contains("pid \(old) stopped with SIGKILL ([stop] signal: no drain; requests in flight were cut)") },
+            "\(progress)")
+    }
+
+    /// Starts `h` (one worker), deploys a new release over it and checks that the deploy
+    /// succeeded and never said the old worker "drained in": returns its pid and the progress.
+    private func deployOverTheOneWorkerNotDrained(_ h: DaemonHarness) throws -> (old: pid_t, progress: [String]) {
         try h.start()
         let old = try #require(h.servingPIDs[0])
         let client = h.deploy(h.makeRelease("r1"))
         h.finishOperations()
         #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
         #expect(!client.progress.contains { $0.contains("pid \(old) drained in") }, "\(client.progress)")
-        #expect(
-            client.progress.contains { $0.contains("pid \(old) stopped with SIGKILL ([stop] signal: no drain; requests in flight were cut)") },
-            "\(client.progress)")
+        return (old, client.progress)
     }
 
     /// Found by a memory-pressure audit: an old worker SIGKILLed at `stop.timeout` (two
@@ -140,17 +147,12 @@ import Testing
         // deinit removes its folder) alive.
         let initial = h.initialRelease
         h.host.onSpawn = { child in if child.release == initial { child.ignoresStopSignal = true } }
-        try h.start()
-        let old = try #require(h.servingPIDs[0])
-        let client = h.deploy(h.makeRelease("r1"))
-        h.finishOperations()
-        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
-        #expect(!client.progress.contains { $0.contains("pid \(old) drained in") }, "\(client.progress)")
+        let (old, progress) = try deployOverTheOneWorkerNotDrained(h)
         #expect(
-            client.progress.contains {
+            progress.contains {
                 $0.contains("pid \(old) still running 30s after SIGTERM: SIGKILLed after 30.0") && $0.contains("requests in flight were cut")
             },
-            "\(client.progress.filter { $0.contains("\(old)") })")
+            "\(progress.filter { $0.contains("\(old)") })")
     }
 
     /// Found by an operator audit: a deploy without --command ran the command the current
