@@ -6,7 +6,7 @@ import FoundationEssentials
 import Glibc
 import Testing
 
-extension Integration {
+extension ThirdIntegration {
     /// Workers that print without pause and a stderr nobody reads never stall
     /// baton's event loop: `baton status` answers and SIGTERM stops it.
     @Suite("bounded I/O")

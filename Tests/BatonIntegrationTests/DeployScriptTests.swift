@@ -27,7 +27,7 @@ func scriptedBaton(workers: Int, tag: String, extra: String = "") throws -> Bato
         beforeStart: { dir in writeRunScript(dir + "/releases/r1") }, reuse: directory)
 }
 
-extension Integration {
+extension ThirdIntegration {
     /// deploy/baton-deploy end to end with its local transport: a real daemon,
     /// real workers, real rsync, bounded load.
     @Suite("deploy/baton-deploy")

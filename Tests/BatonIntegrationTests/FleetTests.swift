@@ -26,7 +26,7 @@ struct FleetReport: Decodable {
     }
 }
 
-extension FleetIntegration {
+extension Integration {
     /// deploy/ansible/deploy.yml with Ansible's local connection against two
     /// real baton instances on this machine, and the CI examples.
     @Suite("deploy/ansible and CI examples")

@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension MemoryIntegration {
+extension ThirdIntegration {
     /// `baton upgrade`: execve in place, same PID, workers keep serving.
     @Suite("baton upgrade")
     struct UpgradeTests {

@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension SecondIntegration {
+extension ThirdIntegration {
     /// The worker watchdog (`[readiness] watchdog`, systemd's WatchdogSec semantics) and the
     /// liveness check (`[readiness] stopped_timeout`), on real `baton serve` and real workers
     /// frozen with SIGSTOP.
