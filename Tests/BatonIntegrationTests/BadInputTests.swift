@@ -157,6 +157,46 @@ extension SecondIntegration {
             }
         }
 
+        /// A systemd audit (2 of 2): a socket unit with `FileDescriptorName=bound-foo` on the
+        /// address `[listen]` names. baton took the socket for a stale one of its own FD store,
+        /// closed it and bound `[listen]` itself, on the port the unit still held: `bind …:
+        /// Address already in use`, exit 1, restarted by `Restart=on-failure` until systemd gave
+        /// up with the port closed, and no line named the socket. Without `[listen]` the line
+        /// said "not socket-activated".
+        @Test("socket activation with a unit's socket named bound-…: one line naming it, exit 2, with or without [listen]")
+        func activationWithAUnitSocketNamedLikeAStoredOne() throws {
+            let baton = TestPaths.executable("baton")
+            let directory = TestPaths.temporaryDirectory("bound")
+            defer { TestPaths.remove(directory) }
+            let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
+            let control = "[control]\nsocket = \"\(directory)/control.sock\"\n"
+            let cases = [
+                (
+                    "listen", "[listen]\naddresses = [\"\(listener.address)\"]\n",
+                    "baton: systemd passed a socket named \"bound-foo\" on \(listener.address), an address of [listen]: names that begin with \"bound-\" "
+                        + "are baton's own, for the sockets it binds itself and keeps in systemd's FD store; give the socket unit another FileDescriptorName="
+                ),
+                (
+                    "none", "",
+                    "baton: no listening socket: listen.addresses is empty, and systemd passed only sockets named like the ones baton keeps in its FD store "
+                        + "(bound-foo): a socket unit's FileDescriptorName= must not begin with \"bound-\""
+                ),
+            ]
+            for (tag, listen, line) in cases {
+                let path = directory + "/\(tag).toml"
+                TestPaths.write(path, Self.shop(in: directory + "/" + tag) + listen + control)
+                let serve = try TestProcess(
+                    [baton, "serve", "--config", path], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1", "LISTEN_FDNAMES=bound-foo"],
+                    passFDs: [listener.fd], setListenPID: true)
+                let code = serve.wait(timeout: .seconds(20))
+                if code == nil { _ = serve.stop() }
+                #expect(code == 2, "\(tag): exit \(String(describing: code)): \(serve.stderrLines)")
+                #expect(serve.stderrLines.last == line, "\(tag): \(serve.stderrLines)")
+            }
+            // The socket is the test's still, listening.
+            #expect(Sockets.isListeningStream(listener.fd))
+        }
+
         /// A peer at the control socket that never ends its reply line: the CLI waited one read
         /// at a time without end (each byte restarting the read timeout) and buffered without
         /// bound. Now a line has the client's whole timeout, and at most 64 MiB.

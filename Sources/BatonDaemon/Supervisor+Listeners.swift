@@ -1,0 +1,91 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// The listening sockets at start-up: a socket unit's, systemd's FD store's, or bound here.
+extension Supervisor {
+    /// Sockets from a socket unit are used as they are. Without one, baton
+    /// binds `[listen] addresses` and hands them to systemd's FD store, so a
+    /// restart (or a crash with Restart=on-failure) gets the same sockets back
+    /// and clients queue in the backlog meanwhile. Stored sockets whose
+    /// address left the config are removed from the store.
+    func openListeners() throws -> [Listener] {
+        // A unit passing what baton cannot serve is a setup mistake: exit 2 (the shipped unit
+        // does not restart on it), not 1 (a scale audit: ListenDatagram= beside ListenStream=).
+        let activated: [Listener]
+        do { activated = try Sockets.activated() } catch { throw DaemonError("\(error)", exitCode: 2) }
+        let fromUnit = activated.filter { !$0.name.hasPrefix(Sockets.boundPrefix) }
+        let stored = activated.filter { $0.name.hasPrefix(Sockets.boundPrefix) }
+        if !fromUnit.isEmpty {
+            logger.info("received \(fromUnit.count) socket(s) from systemd")
+            socketsFromUnit = true
+            if let mismatch = Self.listenMismatch(configured: config.listen.addresses, passed: fromUnit.map(\.address)) {
+                logger.warning("\(mismatch)")
+            }
+            // Dropped with `activated` when this returns, which closes them.
+            for extra in stored { notifier.removeStoredFD(name: extra.name) }
+            return fromUnit
+        }
+        guard !config.listen.addresses.isEmpty else {
+            guard stored.isEmpty else {
+                throw DaemonError(
+                    "no listening socket: listen.addresses is empty, and systemd passed only sockets named like the ones baton keeps in its FD store "
+                        + "(\(stored.map(\.name).joined(separator: ", "))): a socket unit's FileDescriptorName= must not begin with \"\(Sockets.boundPrefix)\"",
+                    exitCode: 2)
+            }
+            throw DaemonError("no listening socket: not socket-activated and listen.addresses is empty", exitCode: 2)
+        }
+        // A systemd audit: a socket unit's socket named bound-… on an address of [listen] was
+        // taken for a stale stored one and closed, and the bind of that address then failed
+        // while the unit held it (exit 1, restarted until systemd gave up). baton stores each
+        // socket under its own address's name, so this one is the unit's.
+        for socket in stored {
+            guard let address = config.listen.addresses.first(where: { $0.description == socket.address }),
+                Sockets.fdName(for: address) != socket.name
+            else { continue }
+            throw DaemonError(
+                "systemd passed a socket named \"\(socket.name)\" on \(socket.address), an address of [listen]: names that begin with \"\(Sockets.boundPrefix)\" "
+                    + "are baton's own, for the sockets it binds itself and keeps in systemd's FD store; give the socket unit another FileDescriptorName=",
+                exitCode: 2)
+        }
+        // Under systemd the sockets come back from the FD store and the cgroup kill took the old workers.
+        if stored.isEmpty { adoptOrphans() }
+        var result: [Listener] = []
+        var reused = Set<String>()
+        for address in config.listen.addresses {
+            let name = Sockets.fdName(for: address)
+            if let kept = stored.first(where: { $0.name == name }), !reused.contains(name) {
+                reused.insert(name)
+                result.append(kept)
+                continue
+            }
+            let listener = try takeOver.taken.removeValue(forKey: name) ?? bindListener(address)
+            result.append(listener)
+            if notifier.storeFD(listener.fd, name: listener.name) {
+                logger.info("stored \(listener.address) in systemd's FD store as \(listener.name)")
+            } else if case .unix(let path) = address {
+                ownedUnixPaths.append(path)
+            }
+        }
+        takeOver.taken.removeAll()  // closes the unused ones: their address left the config
+        for old in stored where !reused.contains(old.name) {
+            logger.info("removing \(old.name) from the FD store: no longer in listen.addresses")
+            notifier.removeStoredFD(name: old.name)  // closed when `stored` is dropped
+        }
+        if !reused.isEmpty {
+            logger.info("received \(reused.count) socket(s) back from systemd's FD store")
+        }
+        return result
+    }
+
+    /// Under socket activation, a `[listen]` that names other sockets than the socket unit
+    /// passed (nil when they agree, or `[listen]` names none): a systemd/CI audit added an
+    /// address to `[listen]`, and baton went on listening on the unit's sockets alone without a
+    /// word.
+    static func listenMismatch(configured: [ListenAddress], passed: [String]) -> String? {
+        let named = configured.map(\.description)
+        guard !named.isEmpty, Set(named) != Set(passed) else { return nil }
+        return "[listen] addresses (\(named.joined(separator: ", "))) are not the sockets systemd passed (\(passed.joined(separator: ", "))): "
+            + "under socket activation the socket unit's ListenStream= decides, and baton listens on what it received"
+    }
+}
