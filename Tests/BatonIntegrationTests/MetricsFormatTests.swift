@@ -99,6 +99,34 @@ extension Integration {
             }
         }
 
+        /// A limits audit (20 of 20 scrapes failed): 32 connections that each sent half a request
+        /// filled the endpoint's 32 places, and every scrape beyond them was closed unanswered
+        /// (curl: "Empty reply from server") for as long as they were held. The oldest connection
+        /// now makes room for the newest.
+        @Test("40 connections that never finish their request do not keep a scrape out; the endpoint closes the oldest")
+        func halfSentConnectionsDoNotBlockAScrape() throws {
+            let baton = try BatonHarness(workers: 1, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "slowmet")
+            defer { baton.stop() }
+            let port = try #require(baton.metricsPort())
+            var held: [Int32] = []
+            defer { for fd in held { close(fd) } }
+            for _ in 0..<40 {
+                let fd = try #require(HTTP.connect(port: port))
+                held.append(fd)
+                HTTP.send(fd, "GET /met")
+            }
+            for attempt in 0..<3 {
+                let reply = HTTP.get(port: port, path: "/metrics")
+                #expect(reply?.status == 200 && reply?.body.contains("baton_workers") == true, "scrape \(attempt): \(String(describing: reply?.status))")
+            }
+            // The first connection was closed to make room: a read sees the end of the stream, or
+            // a reset where baton had not read its half request (not the 10 s receive timeout).
+            var byte: UInt8 = 0
+            let n = recv(held[0], &byte, 1, 0)
+            let error = errno
+            #expect(n == 0 || (n < 0 && error == ECONNRESET), "recv \(n), errno \(error)")
+        }
+
         @Test("prometheus_client parses every family with a real type; counters are _total and never decrease; dead workers' series go")
         func prometheusConventions() throws {
             let baton = try BatonHarness(
