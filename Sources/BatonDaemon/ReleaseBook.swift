@@ -209,6 +209,18 @@ final class ReleaseBook {
         }
     }
 
+    /// At a stop: writes the history lines a full state directory refused, or says they are
+    /// lost (a limits audit: they vanished without a word at a SIGTERM).
+    func writeHistoryAtStop() {
+        guard !unwrittenHistory.isEmpty else { return }
+        let count = unwrittenHistory.count
+        do {
+            try writeHistory()
+        } catch {
+            logger.error("\(count) history line(s) the state directory refused are lost (baton stops): \(error)")
+        }
+    }
+
     /// An operation the previous baton started and never finished (killed, crashed). A
     /// reload, policy restart or roll-ahead commits nothing: interrupted. A deploy or rollback
     /// not committed: the workers start on the persisted release and history says it was

@@ -95,6 +95,7 @@ extension Supervisor {
         forgetInstance()
         // Every notify socket went with its worker; the directory goes only if baton made it.
         if createdNotifyDirectory { rmdir(notifyDirectory) }
+        releases.writeHistoryAtStop()
         logger.info("stopped")
         loop.stop()
     }

@@ -91,13 +91,19 @@ public struct StateStore: Sendable {
         }
     }
 
-    /// Throws unless a file can be created in the directory (a read-only mount, a directory
-    /// owned by someone else): deploys could not be committed.
+    /// Throws unless a file can be created in the directory and written (a read-only mount, a
+    /// directory owned by someone else, a full disk): deploys could not be committed. A limits
+    /// audit: a full tmpfs still takes an empty file, so the check writes a few bytes too.
     public func checkWritable() throws(SystemError) {
         let probe = directory + "/.write-check.\(getpid())"
         let fd = try syscall("open", subject: directory) { open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
-        close(fd)
-        unlink(probe)
+        defer {
+            close(fd)
+            unlink(probe)
+        }
+        let bytes = Array("baton: can this directory take a write?\n".utf8)
+        let written = try syscall("write", subject: directory) { bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+        if written < bytes.count { throw SystemError("write", errno: ENOSPC, subject: directory) }
     }
 
     /// Writes the release state atomically and durably (temp file, fsync, rename, fsync dir):

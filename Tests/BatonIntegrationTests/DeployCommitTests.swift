@@ -132,6 +132,45 @@ extension SecondIntegration {
             #expect(try baton.status().workers.allSatisfy { $0.release == baton.releaseDirectory })
         }
 
+        /// A limits audit (1 of 1), on a 2 MiB tmpfs filled with `dd`: the start-up check made an
+        /// empty file, which a full tmpfs still takes, so baton started with no state problem
+        /// shown; and the history lines the full directory refused vanished at a SIGTERM without
+        /// a word. Now the check writes a few bytes, and the stop names the lines it loses.
+        @Test("a full state directory: ERROR in status from the start; history lines it refused are named as lost when baton stops")
+        func fullStateDirectoryAtStartAndAtStop() throws {
+            var state = ""
+            let baton: BatonHarness
+            do {
+                baton = try BatonHarness(
+                    workers: 1, tag: "full",
+                    beforeStart: { directory in
+                        state = directory + "/state"
+                        _ = mkdir(state, 0o750)
+                        _ = try? TestProcess.run(["/bin/mount", "-t", "tmpfs", "-o", "size=64k,mode=0750", "tmpfs", state], timeout: .seconds(10))
+                        // dd ends with "No space left on device" once the tmpfs is full.
+                        _ = try? TestProcess.run(["/bin/dd", "if=/dev/zero", "of=\(state)/fill", "bs=4096"], timeout: .seconds(10))
+                    })
+            } catch {
+                _ = try? TestProcess.run(["/bin/umount", "-l", state], timeout: .seconds(10))
+                throw error
+            }
+            defer { TestPaths.remove(baton.directory) }
+            defer { _ = try? TestProcess.run(["/bin/umount", "-l", state], timeout: .seconds(10)) }
+            defer { _ = baton.stop(keepDirectory: true) }
+            let problems = try baton.status().problems ?? []
+            #expect(problems.contains { $0.contains("state directory") && $0.contains("No space left on device") }, "\(problems)")
+            // A reload is not held back by it; its history line is kept in memory.
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            #expect(try baton.status().problems?.contains { $0.hasPrefix("cannot write history (1 line(s) kept") } == true)
+            baton.process.signal(SIGTERM)
+            #expect(baton.process.wait(timeout: .seconds(30)) == 0)
+            #expect(
+                baton.process.stderrLines.contains {
+                    $0.contains(" ERROR ") && $0.contains("1 history line(s) the state directory refused are lost") && $0.contains("No space left on device")
+                }, "\(baton.process.stderrLines.suffix(8))")
+        }
+
         @Test("a truncated release.json: ERROR, status says state unreadable, kept as .corrupt, not replaced until a deploy succeeds")
         func truncatedReleaseState() throws {
             let first = try BatonHarness(workers: 1, tag: "trnc")
