@@ -29,13 +29,17 @@ extension Supervisor {
         // Nor does one not spawned yet: a replace slot whose old worker just drained is planned
         // again before its start runs, and the memory the drain gave back is that worker's.
         var booting = Set(slots.filter { $0.replacement.map { $0.state != .ready } ?? false }.map(\.index))
+        var unstarted = 0
         if let rollout {
             for (slot, phase) in zip(rollout.slots, rollout.phases) where phase == .startingAfterDrain && slots[slot].replacement == nil {
                 booting.insert(slot)
+                unstarted += 1
             }
         }
+        let descriptors = host.descriptorUse().map { DescriptorRoom(open: $0.open, limit: $0.limit, listeners: listeners.count, unstarted: unstarted) }
         guard let readings = try? host.memory.hostReadings() else {
-            return RolloutPlanner.Figures(headroom: nil, footprint: nil, inFlight: inFlight, booting: booting.count, pending: pending)
+            return RolloutPlanner.Figures(
+                headroom: nil, footprint: nil, inFlight: inFlight, booting: booting.count, pending: pending, descriptors: descriptors)
         }
         let (headroomNow, footprint) = workersHeadroom(readings, release: release)
         var headroom = headroomNow
@@ -45,8 +49,7 @@ extension Supervisor {
         if mold > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - mold) } }
         return RolloutPlanner.Figures(
             headroom: headroom, footprint: footprint, commitPerWorker: commitPerWorker(readings, .once(op)), inFlight: inFlight,
-            booting: booting.count,
-            pending: pending)
+            booting: booting.count, pending: pending, descriptors: descriptors)
     }
 
     /// The headroom new workers of `release` may take beside the live workers and molds, and
@@ -126,6 +129,9 @@ extension Supervisor {
         planner.bootBudget = max(1, bootBudget.boots)
         rolloutPlanner = planner
         let step = planner.step(rolloutFigures(release: rolloutSpec?.release, for: operation))
+        // A hold starts nothing: the strategy stays (a descriptors check under replace said
+        // "next: surge", then "next: replace", at every slot).
+        if step.holds { return machine.replan(strategy: machine.stepStrategy, width: step.width) }
         let switched = step.strategy != machine.stepStrategy
         if switched { operation?.report("next: \(Self.describe(step)) (\(step.reason))") }
         return machine.replan(strategy: step.strategy, width: step.width)

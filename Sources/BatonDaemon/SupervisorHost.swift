@@ -57,6 +57,9 @@ protocol SupervisorHost: AnyObject {
     /// (pidfd_getfd: an orphan's listening socket or output pipe), owned: closed when dropped,
     /// so a descriptor that fails its check is closed on every way out.
     func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> OwnedDescriptor
+    /// Descriptors baton has open now and its `RLIMIT_NOFILE` soft limit (nil when unknown or
+    /// unlimited): how wide a rollout's batch may be (``DescriptorRoom``).
+    func descriptorUse() -> (open: Int, limit: Int)?
     /// The files the supervisor reads and writes itself: `[app] environment_file` (read at each
     /// spec: a deploy picks up its edits) and `instance.json`.
     var files: any HostFiles { get }
@@ -188,6 +191,15 @@ final class LinuxSupervisorHost: SupervisorHost {
 
     func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> OwnedDescriptor {
         try CBatonLinuxShim.takeDescriptor(pidfd: pidfd, target: target)
+    }
+
+    func descriptorUse() -> (open: Int, limit: Int)? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur <= UInt64(Int32.max),
+            let names = Filesystem.entryNames(of: "/proc/self/fd")
+        else { return nil }
+        // Less "." and "..", and the descriptor that listed them.
+        return (max(0, names.count - 3), Int(limit.rlim_cur))
     }
 
     func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {

@@ -25,6 +25,36 @@ struct RolloutPlannerTests {
         #expect(auto.step(.init(headroom: free(1024), footprint: mib, pending: 3)).reason == "auto: 3 more fit, 2 boots at once")
     }
 
+    /// A limits audit: `LimitNOFILE=48`, 6 workers, 32 descriptors open, one listening socket:
+    /// `--max-surge 2` succeeded and 3 failed at the third spawn.
+    @Test func batonsDescriptorsBoundTheWidth() {
+        let audit = DescriptorRoom(open: 32, limit: 48, listeners: 1)
+        #expect(audit.workers == 2)
+        #expect(DescriptorRoom(open: 32, limit: 48, listeners: 1, unstarted: 1).workers == 1)
+        #expect(DescriptorRoom(open: 37, limit: 48, listeners: 1).workers == 1)
+        #expect(DescriptorRoom(open: 38, limit: 48, listeners: 1).workers == 0)
+        #expect(DescriptorRoom(open: 100, limit: 48, listeners: 1).workers == 0)
+        let wide = RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: 8)
+        let bound = wide.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: audit))
+        #expect(bound.strategy == .surge && bound.width == 2)
+        #expect(bound.reason == "auto: 10 more fit, 8 boots at once, descriptors for 2 more (32 of 48 descriptors open)", "\(bound.reason)")
+        // Room to spare: the reason does not mention them.
+        let roomy = wide.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: DescriptorRoom(open: 32, limit: 1024, listeners: 1)))
+        #expect(roomy.width == 8 && roomy.reason == "auto: 10 more fit, 8 boots at once")
+        // A fixed width in auto is a bound too; "surge" as wide as fits follows them as well.
+        let fixed = RolloutPlanner(strategy: .auto, maxSurge: .fixed(6), bootBudget: 8)
+        #expect(fixed.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: audit)).width == 2)
+        let surge = RolloutPlanner(strategy: .surge, maxSurge: .auto, bootBudget: 8)
+        #expect(surge.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: audit)).width == 2)
+        // None: replace, or hold while slots are in flight.
+        let full = DescriptorRoom(open: 38, limit: 48, listeners: 1)
+        let none = wide.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: full))
+        #expect(none.strategy == .replace && none.width == 1)
+        #expect(none.reason == "auto: baton's descriptors leave no room for an extra worker (38 of 48 descriptors open)")
+        let held = wide.step(.init(headroom: free(1024), footprint: 100 * mib, inFlight: 2, booting: 2, descriptors: full))
+        #expect(held.holds && held.width == 2, "\(held)")
+    }
+
     @Test func autoFallsBackToReplaceWhenNoWorkerFits() {
         let step = auto.step(.init(headroom: free(99), footprint: 100 * mib))
         #expect(step.strategy == .replace && step.width == 1)
@@ -44,7 +74,7 @@ struct RolloutPlannerTests {
         #expect(full.strategy == .surge && full.width == 2)
         // Memory gone while two slots are in flight: hold them (start nothing) until one is done.
         let gone = auto.step(.init(headroom: free(150), footprint: 100 * mib, inFlight: 2, booting: 2))
-        #expect(gone.strategy == .surge && gone.width == 2 && gone.reason == "auto: no more fit until a slot in flight is done")
+        #expect(gone.holds && gone.width == 2 && gone.reason == "auto: no more fit until a slot in flight is done")
     }
 
     @Test func replaceUntilTheReclaimedHeadroomAllowsSurge() {

@@ -141,6 +141,11 @@ final class FakeHost: SupervisorHost {
         return child.pidfd
     }
 
+    /// What `descriptorUse()` answers, asked each time (nil: unknown, no bound).
+    var descriptors: (() -> (open: Int, limit: Int))?
+
+    func descriptorUse() -> (open: Int, limit: Int)? { descriptors?() }
+
     /// A duplicate of what the test put at `target` in that orphan.
     func takeDescriptor(pidfd: Int32, target: Int32) throws(SystemError) -> OwnedDescriptor {
         guard let child = live(pidfd: pidfd), let fd = orphanDescriptors[child.pid]?[target] else {

@@ -54,6 +54,47 @@ import Testing
         #expect(mostRunning <= 4, "workers of 80 MiB alive at once under a budget for 4: \(mostRunning); \(client.progress)")
     }
 
+    /// A limits audit: under `LimitNOFILE=48`, with 6 workers and 32 descriptors open, an auto
+    /// surge of 6 failed at its third spawn ("placing descriptors: Too many open files"), 1 of 1,
+    /// where 2 at once succeeded. The width counts baton's descriptors now, 3 a worker and 11
+    /// more for a start (and one per listening socket); with room for none, the deploy replaces.
+    @Test func autoSurgesNoWiderThanBatonsDescriptorsAllow() throws {
+        let h = try DaemonHarness(workers: 6) { config in
+            config.deploy.strategy = .auto
+            config.deploy.workerFootprint = 20 * Self.mib
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 20 * Self.mib, pss: 20 * Self.mib, uss: 18 * Self.mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
+            overcommit: .heuristic, cgroup: nil)
+        try h.start()
+        var limit = 43
+        // 14 of baton's own and 3 per live worker: 32 with the 6 serving.
+        h.host.descriptors = { [weak host = h.host] in (14 + 3 * (host?.children.filter(\.isRunning).count ?? 0), limit) }
+        var mostRunning = 0
+        h.host.onSpawn = { [weak host = h.host] _ in mostRunning = max(mostRunning, host?.children.filter(\.isRunning).count ?? 0) }
+        let client = h.deploy(h.makeRelease("r1"))
+        let first = client.progress.first ?? ""
+        #expect(first.contains(", surge, 1 slot at once (auto: ") && first.contains("descriptors for 1 more (32 of 43 descriptors open)"), "\(client.progress)")
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(client.progress)")
+        #expect(mostRunning <= 7, "workers alive at a spawn: \(mostRunning); \(client.progress)")
+
+        limit = 41
+        mostRunning = 0
+        let second = h.deploy(h.makeRelease("r2"))
+        let line = second.progress.first ?? ""
+        #expect(
+            line.contains(", replace, ") && line.contains("(auto: baton's descriptors leave no room for an extra worker (32 of 41 descriptors open))"),
+            "\(second.progress)")
+        h.finishOperations()
+        #expect(second.reply?.ok == true, "\(second.progress)")
+        #expect(mostRunning <= 6, "workers alive at a spawn: \(mostRunning); \(second.progress)")
+        // Waiting for a slot in flight keeps the strategy: no "next: surge" then "next: replace"
+        // at every slot.
+        #expect(!second.progress.contains { $0.hasPrefix("next: ") }, "\(second.progress)")
+    }
+
     @Test func autoReplacesWhenNoExtraWorkerFits() throws {
         let h = try harness(available: 100 * Self.mib)
         let client = h.deploy(h.makeRelease("r1"))

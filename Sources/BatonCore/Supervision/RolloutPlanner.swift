@@ -16,6 +16,8 @@
 ///   `max_unavailable` slots without a serving worker. Since the plan is made again at every
 ///   step, a deploy that starts with replace switches to surge once the memory its drained
 ///   workers gave back allows it, and back to replace if memory gets tight.
+/// - baton's descriptors bound it too (``DescriptorRoom``): no more new workers at once than
+///   its descriptor table can start; with room for none, the same as no memory for one.
 /// - Memory that cannot be read: surge one slot at a time (nothing known says it does not
 ///   fit). A footprint that is unknown (no worker measured, `worker_footprint` not set):
 ///   replace, as the pre-deploy check says.
@@ -39,10 +41,13 @@ public struct RolloutPlanner: Sendable, Equatable {
         public var booting: Int
         /// Slots not started yet (bounds how many more are looked for).
         public var pending: Int
+        /// baton's descriptor table now; nil when unknown (no bound from it).
+        public var descriptors: DescriptorRoom?
 
         /// Creates figures.
         public init(
-            headroom: Headroom?, footprint: UInt64?, commitPerWorker: UInt64? = nil, inFlight: Int = 0, booting: Int = 0, pending: Int = 1024
+            headroom: Headroom?, footprint: UInt64?, commitPerWorker: UInt64? = nil, inFlight: Int = 0, booting: Int = 0, pending: Int = 1024,
+            descriptors: DescriptorRoom? = nil
         ) {
             self.headroom = headroom
             self.footprint = footprint
@@ -50,6 +55,7 @@ public struct RolloutPlanner: Sendable, Equatable {
             self.inFlight = inFlight
             self.booting = booting
             self.pending = max(0, pending)
+            self.descriptors = descriptors
         }
     }
 
@@ -61,12 +67,15 @@ public struct RolloutPlanner: Sendable, Equatable {
         public var width: Int
         /// Why, for progress lines.
         public var reason: String
+        /// Starts nothing until a slot in flight is done: the rollout keeps the strategy it has.
+        public var holds: Bool
 
         /// Creates a step.
-        public init(strategy: RollingRestart.Strategy, width: Int, reason: String) {
+        public init(strategy: RollingRestart.Strategy, width: Int, reason: String, holds: Bool = false) {
             self.strategy = strategy
             self.width = width
             self.reason = reason
+            self.holds = holds
         }
     }
 
@@ -117,23 +126,41 @@ public struct RolloutPlanner: Sendable, Equatable {
             // Nothing more fits while slots are in flight: hold (start nothing) until one is done,
             // then plan again with the memory it gave back.
             if fit == 0, figures.inFlight > 0 {
-                return Step(strategy: .surge, width: figures.inFlight, reason: "auto: no more fit until a slot in flight is done")
+                return Step(strategy: .surge, width: figures.inFlight, reason: "auto: no more fit until a slot in flight is done", holds: true)
             }
             guard fit > 0 else {
                 return Step(strategy: .replace, width: maxUnavailable, reason: "auto: a surge of one " + oneMore(figures).summary)
             }
+            // The same for baton's descriptors: a replace slot gives its old worker's back first.
+            if let descriptors = figures.descriptors, descriptors.workers == 0 {
+                if figures.inFlight > 0 {
+                    return Step(
+                        strategy: .surge, width: figures.inFlight,
+                        reason: "auto: baton's descriptors leave no room for another new worker until a slot in flight is done (\(descriptors.summary))",
+                        holds: true)
+                }
+                return Step(
+                    strategy: .replace, width: maxUnavailable, reason: "auto: baton's descriptors leave no room for an extra worker (\(descriptors.summary))")
+            }
             // Width 0 more (the boot budget is in use) keeps the in-flight slots going, starts none.
             let more = startable(figures, fitting: fit)
+            let bound = figures.descriptors.flatMap { $0.workers < widthBound(figures, fitting: fit) ? $0 : nil }
+            let room = bound.map { ", descriptors for \($0.workers) more (\($0.summary))" } ?? ""
             return Step(
-                strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(bootBudget) boots at once")
+                strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(bootBudget) boots at once" + room)
         }
     }
 
     /// New workers that may start now: what fits, within a fixed width (the user's choice)
     /// or else the boot budget.
     private func startable(_ figures: Figures, fitting fit: Int) -> Int {
-        if case .fixed(let n) = maxSurge { return max(0, min(fit, n - figures.inFlight)) }
-        return max(0, min(fit, bootBudget - figures.booting))
+        max(0, min(widthBound(figures, fitting: fit), figures.descriptors?.workers ?? Int.max))
+    }
+
+    /// New workers that may start now before baton's descriptors are counted.
+    private func widthBound(_ figures: Figures, fitting fit: Int) -> Int {
+        if case .fixed(let n) = maxSurge { return min(fit, n - figures.inFlight) }
+        return min(fit, bootBudget - figures.booting)
     }
 
     /// For a surge asked for: "" when the `starting` new workers fit, else what the pre-deploy
