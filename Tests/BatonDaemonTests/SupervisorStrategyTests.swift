@@ -8,15 +8,24 @@ import Testing
     static let mib: UInt64 = 1 << 20
 
     func harness(available: UInt64) throws -> DaemonHarness {
-        let h = try DaemonHarness(workers: 2) { config in
-            config.deploy.strategy = .auto
-            config.deploy.workerFootprint = 200 * Self.mib
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: 180 * Self.mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * Self.mib, available: available, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
-            overcommit: .heuristic, cgroup: nil)
+        let h = try unstarted(available: available)
         try h.start()
+        return h
+    }
+
+    /// `workers` workers of `footprint` MiB under the auto strategy, on a host of 8 GiB with
+    /// `available` free and a commit limit of `commitLimit` (not started).
+    func unstarted(
+        workers: Int = 2, footprint: UInt64 = 200, available: UInt64, commitLimit: UInt64 = 16384 << 20, overcommit: OvercommitMode = .heuristic
+    ) throws -> DaemonHarness {
+        let h = try DaemonHarness(workers: workers) { config in
+            config.deploy.strategy = .auto
+            config.deploy.workerFootprint = footprint * Self.mib
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: footprint * Self.mib, pss: footprint * Self.mib, uss: footprint * Self.mib * 9 / 10)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * Self.mib, available: available, commitLimit: commitLimit, committed: 1024 * Self.mib),
+            overcommit: overcommit, cgroup: nil)
         return h
     }
 
@@ -59,14 +68,7 @@ import Testing
     /// where 2 at once succeeded. The width counts baton's descriptors now, 3 a worker and 11
     /// more for a start (and one per listening socket); with room for none, the deploy replaces.
     @Test func autoSurgesNoWiderThanBatonsDescriptorsAllow() throws {
-        let h = try DaemonHarness(workers: 6) { config in
-            config.deploy.strategy = .auto
-            config.deploy.workerFootprint = 20 * Self.mib
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 20 * Self.mib, pss: 20 * Self.mib, uss: 18 * Self.mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 16384 * Self.mib, committed: 1024 * Self.mib),
-            overcommit: .heuristic, cgroup: nil)
+        let h = try unstarted(workers: 6, footprint: 20, available: 4096 * Self.mib)
         try h.start()
         var limit = 43
         // 14 of baton's own and 3 per live worker: 32 with the 6 serving.
@@ -121,15 +123,7 @@ import Testing
     /// Two workers of 200 MiB under `vm.overcommit_memory = 2` with 300 MiB of commit headroom
     /// (not started).
     func strictOvercommit() throws -> DaemonHarness {
-        let h = try DaemonHarness(workers: 2) { config in
-            config.deploy.strategy = .auto
-            config.deploy.workerFootprint = 200 * Self.mib
-        }
-        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: 180 * Self.mib)
-        h.host.fakeMemory.host = MemoryReadings(
-            host: HostMemoryInfo(total: 8192 * Self.mib, available: 4096 * Self.mib, commitLimit: 1324 * Self.mib, committed: 1024 * Self.mib),
-            overcommit: .strict, cgroup: nil)
-        return h
+        try unstarted(available: 4096 * Self.mib, commitLimit: 1324 * Self.mib, overcommit: .strict)
     }
 
     /// Under `vm.overcommit_memory = 2` preflight's surge must fit the commit limit with the
