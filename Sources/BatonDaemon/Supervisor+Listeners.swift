@@ -39,14 +39,22 @@ extension Supervisor {
         // taken for a stale stored one and closed, and the bind of that address then failed
         // while the unit held it (exit 1, restarted until systemd gave up). baton stores each
         // socket under its own address's name, so this one is the unit's.
+        let ours =
+            "names that begin with \"\(Sockets.boundPrefix)\" are baton's own, for the sockets it binds itself and keeps in systemd's FD store; "
+            + "give the socket unit another FileDescriptorName="
         for socket in stored {
-            guard let address = config.listen.addresses.first(where: { $0.description == socket.address }),
-                Sockets.fdName(for: address) != socket.name
-            else { continue }
-            throw DaemonError(
-                "systemd passed a socket named \"\(socket.name)\" on \(socket.address), an address of [listen]: names that begin with \"\(Sockets.boundPrefix)\" "
-                    + "are baton's own, for the sockets it binds itself and keeps in systemd's FD store; give the socket unit another FileDescriptorName=",
-                exitCode: 2)
+            if let address = config.listen.addresses.first(where: { $0.description == socket.address }), Sockets.fdName(for: address) != socket.name {
+                throw DaemonError("systemd passed a socket named \"\(socket.name)\" on \(socket.address), an address of [listen]: \(ours)", exitCode: 2)
+            }
+            // A re-audit: the stored name of a [listen] address on another port was served
+            // silently, and the configured port refused connections.
+            if let address = config.listen.addresses.first(where: { Sockets.fdName(for: $0) == socket.name }), socket.address != address.description,
+                address.fixedPort
+            {
+                throw DaemonError(
+                    "systemd passed a socket named \"\(socket.name)\" on \(socket.address), not on \(address), the address that name stands for: \(ours)",
+                    exitCode: 2)
+            }
         }
         // Under systemd the sockets come back from the FD store and the cgroup kill took the old workers.
         if stored.isEmpty { adoptOrphans() }

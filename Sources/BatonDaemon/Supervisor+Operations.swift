@@ -173,6 +173,15 @@ extension Supervisor {
             // The most bloated workers go first: their memory comes back first.
             order = slotsByGrowth()
         }
+        // A limits re-audit (7 of 7): with idle control clients holding descriptors, a replace
+        // drained a worker, could not start its successor nor the old release again, and left
+        // the slot empty (degraded). A start that cannot happen even after a drain changes nothing.
+        if let room = descriptorRoom(), !room.canReplace {
+            throw DaemonError(
+                "baton's descriptors leave no room to start a worker (\(room.summary); a start needs \(room.startNeed) free, "
+                    + "a drained worker gives back \(DescriptorRoom.perWorker)): try again once control clients have closed, or raise LimitNOFILE= or ulimit -n"
+            )
+        }
         // The restart policy and roll-ahead replace one slot: surge when one worker fits.
         let replacesOne = op.kind == .policy || op.kind == .rollAhead
         let options = replacesOne ? DeployOptions(maxSurge: op.kind == .policy ? op.recycleWidth : 1) : op.options

@@ -36,7 +36,7 @@ extension Supervisor {
                 unstarted += 1
             }
         }
-        let descriptors = host.descriptorUse().map { DescriptorRoom(open: $0.open, limit: $0.limit, listeners: listeners.count, unstarted: unstarted) }
+        let descriptors = descriptorRoom(unstarted: unstarted)
         guard let readings = try? host.memory.hostReadings() else {
             return RolloutPlanner.Figures(
                 headroom: nil, footprint: nil, inFlight: inFlight, booting: booting.count, pending: pending, descriptors: descriptors)
@@ -61,6 +61,11 @@ extension Supervisor {
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
         let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + moldsPSS
         return (surgeHeadroom(readings, workersPSS: used, footprint: footprint), footprint)
+    }
+
+    /// baton's descriptor table now (nil when unknown), `unstarted` new workers planned.
+    func descriptorRoom(unstarted: Int = 0) -> DescriptorRoom? {
+        host.descriptorUse().map { DescriptorRoom(open: $0.open, limit: $0.limit, listeners: listeners.count, unstarted: unstarted) }
     }
 
     /// In mold mode, why a new mold for `release` must not start now (`need …, have … (binding:

@@ -42,7 +42,7 @@ extension Supervisor {
             beginReadiness(worker)
             recordInstance()
         } catch {
-            let text = "\(error)" + Self.descriptorLimitHint(error)
+            let text = "\(error)" + DescriptorLimit.hint(error)
             logger.error("cannot start worker: \(text)", metadata: ["slot": .stringConvertible(slot.index)])
             startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed(text), uptime: nil)
         }
@@ -261,19 +261,6 @@ extension Supervisor {
         recordInstance()
         publishStatus()
         finishShutdownIfDone()
-    }
-
-    /// What to do when a start failed for want of descriptors (EMFILE): baton holds about
-    /// three per worker (its pidfd, output pipe and notify socket), more while it spawns one
-    /// (``DescriptorRoom``; a scale audit: 128 workers under `ulimit -n 256` said only "Too
-    /// many open files").
-    static func descriptorLimitHint(_ error: any Error) -> String {
-        let errno = (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno
-        guard errno == EMFILE else { return "" }
-        var limit = rlimit()
-        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        let need = "about \(DescriptorRoom.perWorker) per worker, and \(DescriptorRoom.perStart) more plus one per listening socket while one starts"
-        return " (baton's open descriptors reached its limit of \(limit.rlim_cur); it holds \(need): raise LimitNOFILE= or ulimit -n)"
     }
 
     /// Drops the slot's pending respawn and its timer.

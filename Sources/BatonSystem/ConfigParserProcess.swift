@@ -72,7 +72,7 @@ public enum ConfigParserProcess {
         do {
             memfd = OwnedDescriptor(try CBatonLinuxShim.memoryFile(name: "baton-config", bytes: Array(text.utf8)))
         } catch {
-            throw failure("\(error)")
+            throw failure("\(error)" + DescriptorLimit.hint(error))
         }
         let output: OwnedDescriptor
         var input: OwnedDescriptor? = nil
@@ -81,7 +81,7 @@ public enum ConfigParserProcess {
             output = pipe.read
             input = consume pipe.write
         } catch {
-            throw failure("\(error)")
+            throw failure("\(error)" + DescriptorLimit.hint(error))
         }
         let child: ChildProcess
         do {
@@ -93,7 +93,7 @@ public enum ConfigParserProcess {
                     argv: [executable, subcommand, path], environment: ["SWIFT_BACKTRACE=enable=no"],
                     passFDs: [memfd.rawValue], stdout: write, stderr: write))
         } catch {
-            throw failure("\(error)")
+            throw failure("\(error)" + DescriptorLimit.hint(error))
         }
         input = nil  // closes it: the child holds the write end now
         defer {

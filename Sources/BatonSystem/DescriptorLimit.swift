@@ -1,3 +1,4 @@
+import BatonCore
 import Glibc
 import Synchronization
 
@@ -18,7 +19,7 @@ public enum DescriptorLimit {
     private static let variable = "BATON_NOFILE_SOFT"
 
     /// RLIMIT_NOFILE (7 on Linux; Swift imports the enum case, not a plain number).
-    private static let resource = __rlimit_resource_t(7)
+    static let resource = __rlimit_resource_t(7)
 
     /// Raises the soft limit to the hard one (at most /proc/sys/fs/nr_open when the hard one is
     /// unlimited); nothing when the soft one already is the hard one or the kernel refuses.
@@ -38,5 +39,24 @@ public enum DescriptorLimit {
         guard setrlimit(resource, &limit) == 0 else { return }
         startedWith.withLock { $0 = from }
         setenv(variable, String(from), 1)
+    }
+}
+
+extension DescriptorLimit {
+    /// The soft limit now.
+    public static var soft: UInt64 {
+        var limit = rlimit()
+        getrlimit(resource, &limit)
+        return UInt64(limit.rlim_cur)
+    }
+
+    /// " (baton's open descriptors reached its limit of N; …: raise LimitNOFILE= or ulimit -n)"
+    /// when `error` is EMFILE, else "" (a scale audit: 128 workers under `ulimit -n 256` said
+    /// only "Too many open files"; a limits re-audit: a reload's config parser said the same).
+    public static func hint(_ error: any Error) -> String {
+        let errno = (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno
+        guard errno == EMFILE else { return "" }
+        let need = "about \(DescriptorRoom.perWorker) per worker, and \(DescriptorRoom.perStart) more plus one per listening socket while one starts"
+        return " (baton's open descriptors reached its limit of \(soft); it holds \(need): raise LimitNOFILE= or ulimit -n)"
     }
 }

@@ -34,6 +34,9 @@ struct RolloutPlannerTests {
         #expect(DescriptorRoom(open: 37, limit: 48, listeners: 1).workers == 1)
         #expect(DescriptorRoom(open: 38, limit: 48, listeners: 1).workers == 0)
         #expect(DescriptorRoom(open: 100, limit: 48, listeners: 1).workers == 0)
+        // A replace gives a drained worker's 3 back first: 40 open of 48 still starts one; 41 not.
+        #expect(DescriptorRoom(open: 40, limit: 48, listeners: 1).canReplace)
+        #expect(!DescriptorRoom(open: 41, limit: 48, listeners: 1).canReplace)
         let wide = RolloutPlanner(strategy: .auto, maxSurge: .auto, bootBudget: 8)
         let bound = wide.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: audit))
         #expect(bound.strategy == .surge && bound.width == 2)

@@ -97,6 +97,32 @@ import Testing
         #expect(!second.progress.contains { $0.hasPrefix("next: ") }, "\(second.progress)")
     }
 
+    /// A limits re-audit (7 of 7): with idle control clients holding baton's descriptors, the
+    /// auto deploy replaced (no room for an extra worker), drained a worker, and could start
+    /// neither its successor nor the old release again ("placing descriptors: Too many open
+    /// files"): degraded, the slot empty for 17 s. A deploy no worker could start for, even after
+    /// a drain, is refused before it touches one.
+    @Test func aDeployNoWorkerCouldStartForIsRefusedBeforeItDrainsOne() throws {
+        let h = try unstarted(workers: 6, footprint: 20, available: 4096 * Self.mib)
+        try h.start()
+        let before = h.host.children.count
+        h.host.descriptors = { (45, 48) }
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        let error = client.reply?.error ?? ""
+        #expect(
+            error.hasPrefix(
+                "deploy failed, nothing changed: baton's descriptors leave no room to start a worker (45 of 48 descriptors open; a start needs 10 free, "
+                    + "a drained worker gives back 3): try again once control clients have closed, or raise LimitNOFILE= or ulimit -n"),
+            "\(client.progress) \(error)")
+        #expect(h.host.children.count == before, "no worker started")
+        #expect(h.host.children.filter(\.isRunning).count == 6, "none drained")
+        h.host.descriptors = { (38, 48) }
+        let again = h.deploy(h.makeRelease("r2"))
+        h.finishOperations()
+        #expect(again.reply?.ok == true, "\(again.progress)")
+    }
+
     @Test func autoReplacesWhenNoExtraWorkerFits() throws {
         let h = try harness(available: 100 * Self.mib)
         let client = h.deploy(h.makeRelease("r1"))

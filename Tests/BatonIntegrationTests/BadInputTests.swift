@@ -170,23 +170,33 @@ extension SecondIntegration {
             defer { TestPaths.remove(directory) }
             let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
             let control = "[control]\nsocket = \"\(directory)/control.sock\"\n"
+            let other = "127.0.0.1:\(HTTP.freePort())"
+            let ours =
+                "names that begin with \"bound-\" are baton's own, for the sockets it binds itself and keeps in systemd's FD store; "
+                + "give the socket unit another FileDescriptorName="
             let cases = [
                 (
-                    "listen", "[listen]\naddresses = [\"\(listener.address)\"]\n",
-                    "baton: systemd passed a socket named \"bound-foo\" on \(listener.address), an address of [listen]: names that begin with \"bound-\" "
-                        + "are baton's own, for the sockets it binds itself and keeps in systemd's FD store; give the socket unit another FileDescriptorName="
+                    "listen", "bound-foo", "[listen]\naddresses = [\"\(listener.address)\"]\n",
+                    "baton: systemd passed a socket named \"bound-foo\" on \(listener.address), an address of [listen]: " + ours
                 ),
                 (
-                    "none", "",
+                    "none", "bound-foo", "",
                     "baton: no listening socket: listen.addresses is empty, and systemd passed only sockets named like the ones baton keeps in its FD store "
                         + "(bound-foo): a socket unit's FileDescriptorName= must not begin with \"bound-\""
                 ),
+                // A re-audit (2 of 2): the stored name of a [listen] address on another port was
+                // served silently; the configured port refused connections.
+                (
+                    "elsewhere", Sockets.fdName(for: ListenAddress.parse(other)!), "[listen]\naddresses = [\"\(other)\"]\n",
+                    "baton: systemd passed a socket named \"\(Sockets.fdName(for: ListenAddress.parse(other)!))\" on \(listener.address), not on \(other), "
+                        + "the address that name stands for: " + ours
+                ),
             ]
-            for (tag, listen, line) in cases {
+            for (tag, name, listen, line) in cases {
                 let path = directory + "/\(tag).toml"
                 TestPaths.write(path, Self.shop(in: directory + "/" + tag) + listen + control)
                 let serve = try TestProcess(
-                    [baton, "serve", "--config", path], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1", "LISTEN_FDNAMES=bound-foo"],
+                    [baton, "serve", "--config", path], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1", "LISTEN_FDNAMES=\(name)"],
                     passFDs: [listener.fd], setListenPID: true)
                 let code = serve.wait(timeout: .seconds(20))
                 if code == nil { _ = serve.stop() }

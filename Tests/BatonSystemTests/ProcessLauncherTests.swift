@@ -45,6 +45,16 @@ struct ProcessLauncherTests {
         #expect(DescriptorLimit.original == nil, "the test process never raised its own")
     }
 
+    /// A limits re-audit: a reload under a low `LimitNOFILE=` failed with "cannot run the config
+    /// parser: placing descriptors: Too many open files" and no word of the limit.
+    @Test func anEMFILESaysWhatToRaiseAndNothingElseDoes() {
+        let hint = DescriptorLimit.hint(SpawnError(step: "placing descriptors", errno: EMFILE))
+        #expect(hint.hasPrefix(" (baton's open descriptors reached its limit of \(DescriptorLimit.soft); it holds about 3 per worker"), "\(hint)")
+        #expect(hint.hasSuffix(": raise LimitNOFILE= or ulimit -n)"))
+        #expect(DescriptorLimit.hint(SystemError("pipe2", errno: EMFILE)) == hint)
+        #expect(DescriptorLimit.hint(SpawnError(step: "exec", errno: ENOENT)).isEmpty)
+    }
+
     @Test func noListenPIDUnlessAsked() throws {
         let p = try TestProcess(
             ["/bin/sh", "-c", #"echo "[${LISTEN_PID-unset}]""#], environment: childEnvironment + ["LISTEN_PID=77"])

@@ -64,6 +64,13 @@ public enum ListenAddress: Sendable, Equatable, Hashable, Codable, CustomStringC
         }
     }
 
+    /// Whether a socket bound to it is at exactly this address: a unix path or a TCP port
+    /// other than 0 (which the kernel picks).
+    public var fixedPort: Bool {
+        if case .tcp(_, 0) = self { return false }
+        return true
+    }
+
     /// Whether this is a unix socket (whose file mode `listen.socket_mode` sets).
     public var isUnix: Bool {
         if case .unix = self { return true }

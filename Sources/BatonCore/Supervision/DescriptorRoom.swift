@@ -35,9 +35,16 @@ public struct DescriptorRoom: Sendable, Equatable {
     /// More new workers that can start one after another now, each keeping its descriptors
     /// (the last start needs its own room on top of the ones before it), beside the unstarted.
     public var workers: Int {
-        let spare = limit - open - Self.perStart - listeners
+        let spare = limit - open - startNeed
         return spare < 0 ? 0 : max(0, spare / Self.perWorker + 1 - unstarted)
     }
+
+    /// Free descriptors one start needs.
+    public var startNeed: Int { Self.perStart + listeners }
+
+    /// Whether one worker can start once a drained one gave its descriptors back (a replace
+    /// step); when not, no worker can start at all.
+    public var canReplace: Bool { limit - open + Self.perWorker >= startNeed }
 
     /// "32 of 48 descriptors open".
     public var summary: String { "\(open) of \(limit) descriptors open" }
