@@ -43,6 +43,9 @@ final class ReleaseBook {
     /// Problems of the state directory (unwritable, release.json unreadable, the persisted
     /// release missing), until a release is persisted again.
     private(set) var problems: [String] = []
+    /// What the start-up check found, until a write of history or a commit succeeds (a failed
+    /// commit's problem may be its file's alone, and stays until a commit succeeds).
+    private var startUpProblem: String?
     /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
     private(set) var deploysByOutcome: [OperationOutcome: Int] = [:]
     /// The state directory, once opened.
@@ -68,7 +71,7 @@ final class ReleaseBook {
         do {
             try store.checkWritable()
         } catch {
-            recordUnwritable(error)
+            recordUnwritable(error, atStartUp: true)
         }
         do {
             if let saved = try store.loadReleaseState() {
@@ -98,8 +101,10 @@ final class ReleaseBook {
     }
 
     /// The state directory refused a write (`error`): deploys cannot be committed.
-    private func recordUnwritable(_ error: any Error) {
-        recordProblem("state directory \(directory) not writable (\(error)): deploys cannot be committed")
+    private func recordUnwritable(_ error: any Error, atStartUp: Bool = false) {
+        let line = "state directory \(directory) not writable (\(error)): deploys cannot be committed"
+        if atStartUp { startUpProblem = line }
+        recordProblem(line)
     }
 
     /// The state an older baton handed over across `baton upgrade` (nothing is read from disk).
@@ -128,6 +133,7 @@ final class ReleaseBook {
                     logger.info("release state persisted: the state directory's earlier problems are resolved")
                     problems.removeAll()
                 }
+                startUpProblem = nil
                 then(nil)
             case .failure(let error):
                 recordUnwritable(error)
@@ -197,6 +203,13 @@ final class ReleaseBook {
                 throw error
             }
             unwrittenHistory = []
+            // A limits re-audit: a full disk found at start-up stayed shown until a deploy, although
+            // space was freed and history written since.
+            if let startUpProblem {
+                problems.removeAll { $0 == startUpProblem }
+                self.startUpProblem = nil
+                logger.info("history written: the state directory takes writes again")
+            }
         }
         if let historyProblem {
             problems.removeAll { $0 == historyProblem }

@@ -14,6 +14,7 @@ final class MemoryStore: ReleaseStore {
         var saveError: SystemError?
         var beginError: SystemError?
         var appendError: SystemError?
+        var checkError: SystemError?
     }
     private let contents = Mutex(Contents())
 
@@ -44,7 +45,12 @@ final class MemoryStore: ReleaseStore {
     func saveDeployedReleases(_ folders: [String]) throws(SystemError) { contents.withLock { $0.deployed = folders } }
     func loadReleaseState() throws(SystemError) -> ReleaseState? { releaseState }
     func keepCorruptReleaseState() throws(SystemError) -> String { "release.json.corrupt" }
-    func checkWritable() throws(SystemError) {}
+    /// When set, `checkWritable` (the start-up check) fails with it.
+    var checkError: SystemError? {
+        get { contents.withLock { $0.checkError } }
+        set { contents.withLock { $0.checkError = newValue } }
+    }
+    func checkWritable() throws(SystemError) { if let error = checkError { throw error } }
     /// The thread the test drives the loop on (`DaemonHarness` sets it).
     let loopThread = Mutex<pthread_t?>(nil)
     private let savesOnLoopCount = Mutex(0)

@@ -230,6 +230,21 @@ import Testing
         #expect(written.count == StateStore.historyLimit)
     }
 
+    /// A limits re-audit: a state directory found full at start-up was shown as not writable
+    /// until a deploy succeeded, although space was freed and a reload wrote history since.
+    @Test func aStartUpFindingOfAFullDiskGoesOnceHistoryIsWritten() {
+        store.checkError = SystemError("write", errno: ENOSPC, subject: "/var/lib/baton/app")
+        store.appendError = SystemError("write", errno: ENOSPC)
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        #expect(book.problems.count == 1 && book.problems[0].hasPrefix("state directory /var/lib/baton/app not writable ("), "\(book.problems)")
+        book.append(entry(.reload, "/srv/app/r0", .succeeded))
+        #expect(book.problems.count == 2, "still full: \(book.problems)")
+        store.appendError = nil
+        book.append(entry(.reload, "/srv/app/r0", .succeeded))
+        #expect(book.problems.isEmpty, "\(book.problems)")
+        #expect(store.loadHistory().count == 2)
+    }
+
     @Test func deployedFoldersAreRecordedOnceAndForgottenWhenRemoved() {
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
         book.recordDeployed(Release(directory: "/srv/app/r1/"))
