@@ -67,6 +67,10 @@ extension Supervisor {
             logger.warning(
                 "watchdog: baton itself did not run for \(Units.formatElapsed(stalled)) (stopped, or starved of CPU): every worker's watchdog counts from now")
         }
+        if liveness.allMissed {
+            logger.warning(
+                "watchdog: every worker missed its watchdog at once (the host stalled?): their watchdogs count from now, once; missed again, they are replaced")
+        }
         for verdict in verdicts {
             guard let worker = workers.first(where: { $0.pid == verdict.pid }) else { continue }
             replaceUnresponsive(worker, reason: verdict.reason, detail: verdict.detail)

@@ -57,6 +57,32 @@ struct WorkerLivenessTests {
         #expect(steady.check(now: ms(6000), workers: [worker]).map(\.reason) == [.watchdog])
     }
 
+    /// A crash audit (1 occurrence): the host stalled under other load (baton itself late by
+    /// 4.49 s and 5.90 s), then all 4 workers missed their 2 s watchdog and were replaced at
+    /// once: about 4 s without a worker. Every worker missing at once gets one more interval;
+    /// missed again, they go. One worker alone, or some of several, go at once as before.
+    @Test func everyWorkerMissingAtOnceGetsOneMoreIntervalThenGoes() {
+        var tracker = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
+        let workers = (10...13).map { WorkerLiveness.Worker(pid: $0, readyAt: ms(100), watchdog: .seconds(2), lastPing: ms(1000)) }
+        #expect(tracker.check(now: ms(2000), workers: workers).isEmpty)
+        #expect(tracker.check(now: ms(3000), workers: workers).isEmpty, "all four missed at once: one more interval")
+        #expect(tracker.allMissed)
+        #expect(tracker.watchdogDeadline(workers[0]) == ms(5000))
+        #expect(tracker.check(now: ms(5000), workers: workers).map(\.pid) == [10, 11, 12, 13], "missed again: replaced")
+        #expect(!tracker.allMissed)
+        // After the grace, pings came back: the next time all miss at once, the grace again.
+        var back = workers
+        for i in back.indices { back[i].lastPing = ms(5500) }
+        #expect(tracker.check(now: ms(6000), workers: back).isEmpty)
+        #expect(tracker.check(now: ms(7500), workers: back).isEmpty && tracker.allMissed)
+        // Some missing while others ping: those go at once.
+        back[0].lastPing = ms(9000)
+        #expect(tracker.check(now: ms(9500), workers: back).map(\.pid) == [11, 12, 13])
+        // A single worker has no grace.
+        var single = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
+        #expect(single.check(now: ms(3000), workers: [workers[0]]).map(\.pid) == [10])
+    }
+
     @Test func aPingBeforeReadyDoesNotShortenTheFirstInterval() {
         let tracker = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
         let worker = WorkerLiveness.Worker(pid: 10, readyAt: ms(5000), watchdog: .seconds(1), lastPing: ms(100))

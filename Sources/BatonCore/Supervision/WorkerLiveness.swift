@@ -76,6 +76,13 @@ public struct WorkerLiveness: Sendable, Equatable {
     /// every watchdog counts from that check (a re-audit: 5 of 7 stops of 15 to 31 s under
     /// load replaced healthy workers, and one rolled a good deploy back).
     public private(set) var stalled: Duration?
+    /// Set by a check at which every worker with a watchdog (two or more) had missed it: the
+    /// host, not each worker, likely stalled (a crash audit: a host stalled by other load,
+    /// baton itself late by 4.49 s and 5.90 s, then all 4 workers replaced at once, about 4 s
+    /// without one). Their watchdogs count from that check once more; missed again, they go.
+    public private(set) var allMissed = false
+    /// The grace of ``allMissed`` was given and no watchdog was kept since.
+    private var allMissedGraceGiven = false
     /// No watchdog deadline falls before this plus the interval: the tracker's start, or the
     /// check that found baton stalled.
     private var deadlinesFrom: Duration
@@ -110,6 +117,18 @@ public struct WorkerLiveness: Sendable, Equatable {
             deadlinesFrom = now
         }
         lastCheck = now
+        let watched = workers.filter { $0.watchdog != nil }
+        let missed = watched.filter { watchdogDeadline($0).map { now >= $0 } ?? false }
+        allMissed = false
+        if watched.count >= 2, missed.count == watched.count {
+            if !allMissedGraceGiven {
+                allMissedGraceGiven = true
+                allMissed = true
+                deadlinesFrom = now
+            }
+        } else {
+            allMissedGraceGiven = false
+        }
         let present = Set(workers.map(\.pid))
         stoppedSince = stoppedSince.filter { present.contains($0.key) }
         var verdicts: [Verdict] = []
