@@ -78,6 +78,17 @@ struct WorkerLivenessTests {
         // Some missing while others ping: those go at once.
         back[0].lastPing = ms(9000)
         #expect(tracker.check(now: ms(9500), workers: back).map(\.pid) == [11, 12, 13])
+        // Deadlines a few milliseconds apart (workers made ready one after another): the first
+        // due does not go alone (a real SIGSTOP of 4 workers for 3.2 s replaced slot 0, 11 ms
+        // before the others were due).
+        var staggered = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
+        let apart = (0..<4).map { WorkerLiveness.Worker(pid: Int32(20 + $0), readyAt: ms(100), watchdog: .seconds(2), lastPing: ms(1000 + 3 * $0)) }
+        #expect(staggered.check(now: ms(3000), workers: apart).isEmpty && staggered.allMissed)
+        // Others pinging at half the interval are due 1 s later at the soonest: the late one goes.
+        var healthy = apart
+        for i in 1..<4 { healthy[i].lastPing = ms(2000) }
+        var one = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
+        #expect(one.check(now: ms(3000), workers: healthy).map(\.pid) == [20])
         // A single worker has no grace.
         var single = WorkerLiveness(settings: .init(stoppedTimeout: nil), now: .zero)
         #expect(single.check(now: ms(3000), workers: [workers[0]]).map(\.pid) == [10])

@@ -76,7 +76,8 @@ public struct WorkerLiveness: Sendable, Equatable {
     /// every watchdog counts from that check (a re-audit: 5 of 7 stops of 15 to 31 s under
     /// load replaced healthy workers, and one rolled a good deploy back).
     public private(set) var stalled: Duration?
-    /// Set by a check at which every worker with a watchdog (two or more) had missed it: the
+    /// Set by a check at which every worker with a watchdog (two or more) had missed it, or was
+    /// due within a quarter interval, one at least late: the
     /// host, not each worker, likely stalled (a crash audit: a host stalled by other load,
     /// baton itself late by 4.49 s and 5.90 s, then all 4 workers replaced at once, about 4 s
     /// without one). Their watchdogs count from that check once more; missed again, they go.
@@ -117,10 +118,15 @@ public struct WorkerLiveness: Sendable, Equatable {
             deadlinesFrom = now
         }
         lastCheck = now
+        // Late by now, or due within a quarter interval: deadlines a few milliseconds apart
+        // (workers made ready one after another) fall on successive checks, and the first to
+        // come due would go alone (a real SIGSTOP of 4 workers: slot 0 replaced, then the grace).
+        // A worker that pings at half the interval, as `sd_watchdog_enabled()` users do, is due
+        // half an interval later at the soonest.
         let watched = workers.filter { $0.watchdog != nil }
-        let missed = watched.filter { watchdogDeadline($0).map { now >= $0 } ?? false }
+        let missed = watched.filter { w in watchdogDeadline(w).map { now + (w.watchdog ?? .zero) / 4 >= $0 } ?? false }
         allMissed = false
-        if watched.count >= 2, missed.count == watched.count {
+        if watched.count >= 2, missed.count == watched.count, watched.contains(where: { watchdogDeadline($0).map { now >= $0 } ?? false }) {
             if !allMissedGraceGiven {
                 allMissedGraceGiven = true
                 allMissed = true
