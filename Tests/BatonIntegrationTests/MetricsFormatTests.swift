@@ -127,6 +127,34 @@ extension Integration {
             #expect(n == 0 || (n < 0 && error == ECONNRESET), "recv \(n), errno \(error)")
         }
 
+        /// A re-audit (16 of 20 scrapes with 64 connections that reopen as soon as they are
+        /// closed): a scrape accepted in one batch with more than 32 connections behind it was
+        /// closed for them before it was read. baton stopped, 20 half requests, a scrape and 40
+        /// more wait in the backlog; it then accepts all 61 at once.
+        @Test("a scrape accepted in one batch with 40 connections behind it is answered, not closed for them")
+        func aScrapeInABatchOfConnectionsIsAnswered() throws {
+            let baton = try BatonHarness(workers: 1, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "batchmet")
+            defer { baton.stop() }
+            let port = try #require(baton.metricsPort())
+            var held: [Int32] = []
+            defer { for fd in held { close(fd) } }
+            baton.process.signal(SIGSTOP)
+            defer { baton.process.signal(SIGCONT) }
+            func half() throws {
+                let fd = try #require(HTTP.connect(port: port))
+                held.append(fd)
+                HTTP.send(fd, "GET /met")
+            }
+            for _ in 0..<20 { try half() }
+            let scrape = try #require(HTTP.connect(port: port))
+            defer { close(scrape) }
+            HTTP.send(scrape, "GET /metrics HTTP/1.0\r\n\r\n")
+            for _ in 0..<40 { try half() }
+            baton.process.signal(SIGCONT)
+            let reply = HTTP.readResponse(scrape)
+            #expect(reply?.status == 200 && reply?.body.contains("baton_workers") == true, "\(String(describing: reply?.status))")
+        }
+
         @Test("prometheus_client parses every family with a real type; counters are _total and never decrease; dead workers' series go")
         func prometheusConventions() throws {
             let baton = try BatonHarness(
