@@ -105,24 +105,17 @@ extension Integration {
         /// now makes room for the newest.
         @Test("40 connections that never finish their request do not keep a scrape out; the endpoint closes the oldest")
         func halfSentConnectionsDoNotBlockAScrape() throws {
-            let baton = try BatonHarness(workers: 1, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "slowmet")
+            let (baton, held) = try HalfRequests.baton(tag: "slowmet")
             defer { baton.stop() }
-            let port = try #require(baton.metricsPort())
-            var held: [Int32] = []
-            defer { for fd in held { close(fd) } }
-            for _ in 0..<40 {
-                let fd = try #require(HTTP.connect(port: port))
-                held.append(fd)
-                HTTP.send(fd, "GET /met")
-            }
+            try held.open(40)
             for attempt in 0..<3 {
-                let reply = HTTP.get(port: port, path: "/metrics")
+                let reply = HTTP.get(port: held.port, path: "/metrics")
                 #expect(reply?.status == 200 && reply?.body.contains("baton_workers") == true, "scrape \(attempt): \(String(describing: reply?.status))")
             }
             // The first connection was closed to make room: a read sees the end of the stream, or
             // a reset where baton had not read its half request (not the 10 s receive timeout).
             var byte: UInt8 = 0
-            let n = recv(held[0], &byte, 1, 0)
+            let n = recv(held.descriptors[0], &byte, 1, 0)
             let error = errno
             #expect(n == 0 || (n < 0 && error == ECONNRESET), "recv \(n), errno \(error)")
         }
@@ -133,23 +126,15 @@ extension Integration {
         /// more wait in the backlog; it then accepts all 61 at once.
         @Test("a scrape accepted in one batch with 40 connections behind it is answered, not closed for them")
         func aScrapeInABatchOfConnectionsIsAnswered() throws {
-            let baton = try BatonHarness(workers: 1, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: "batchmet")
+            let (baton, held) = try HalfRequests.baton(tag: "batchmet")
             defer { baton.stop() }
-            let port = try #require(baton.metricsPort())
-            var held: [Int32] = []
-            defer { for fd in held { close(fd) } }
             baton.process.signal(SIGSTOP)
             defer { baton.process.signal(SIGCONT) }
-            func half() throws {
-                let fd = try #require(HTTP.connect(port: port))
-                held.append(fd)
-                HTTP.send(fd, "GET /met")
-            }
-            for _ in 0..<20 { try half() }
-            let scrape = try #require(HTTP.connect(port: port))
+            try held.open(20)
+            let scrape = try #require(HTTP.connect(port: held.port))
             defer { close(scrape) }
             HTTP.send(scrape, "GET /metrics HTTP/1.0\r\n\r\n")
-            for _ in 0..<40 { try half() }
+            try held.open(40)
             baton.process.signal(SIGCONT)
             let reply = HTTP.readResponse(scrape)
             #expect(reply?.status == 200 && reply?.body.contains("baton_workers") == true, "\(String(describing: reply?.status))")
@@ -215,6 +200,34 @@ extension Integration {
                 if let pid = s.labels["pid"] { #expect(live.contains(pid), "\(s.name) still has dead pid \(pid)") }
                 if let release = s.labels["release"] { #expect(release.hasSuffix("/r2"), "\(s.name) still has release \(release)") }
             }
+        }
+    }
+}
+
+/// Connections to the metrics endpoint that each sent half a request, closed with it.
+private final class HalfRequests {
+    let port: UInt16
+    private(set) var descriptors: [Int32] = []
+
+    init(port: UInt16) { self.port = port }
+
+    /// A baton of one worker with its metrics endpoint, and none opened yet.
+    static func baton(tag: String) throws -> (BatonHarness, HalfRequests) {
+        let baton = try BatonHarness(workers: 1, sections: BatonHarness.defaultSections + "\n[metrics]\naddress = \"127.0.0.1:0\"", tag: tag)
+        guard let port = baton.metricsPort() else {
+            baton.stop()
+            throw HarnessError("no metrics line in baton's log")
+        }
+        return (baton, HalfRequests(port: port))
+    }
+    deinit { for fd in descriptors { close(fd) } }
+
+    /// Opens `count` more.
+    func open(_ count: Int) throws {
+        for _ in 0..<count {
+            let fd = try #require(HTTP.connect(port: port))
+            descriptors.append(fd)
+            HTTP.send(fd, "GET /met")
         }
     }
 }
