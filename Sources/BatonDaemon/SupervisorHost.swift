@@ -194,12 +194,10 @@ final class LinuxSupervisorHost: SupervisorHost {
     }
 
     func descriptorUse() -> (open: Int, limit: Int)? {
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur <= UInt64(Int32.max),
-            let names = Filesystem.entryNames(of: "/proc/self/fd")
-        else { return nil }
+        let limit = DescriptorLimit.soft
+        guard limit > 0, limit <= UInt64(Int32.max), let names = Filesystem.entryNames(of: "/proc/self/fd") else { return nil }
         // Less "." and "..", and the descriptor that listed them.
-        return (max(0, names.count - 3), Int(limit.rlim_cur))
+        return (max(0, names.count - 3), Int(limit))
     }
 
     func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {

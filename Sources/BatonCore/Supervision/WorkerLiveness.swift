@@ -123,10 +123,9 @@ public struct WorkerLiveness: Sendable, Equatable {
         // come due would go alone (a real SIGSTOP of 4 workers: slot 0 replaced, then the grace).
         // A worker that pings at half the interval, as `sd_watchdog_enabled()` users do, is due
         // half an interval later at the soonest.
-        let watched = workers.filter { $0.watchdog != nil }
-        let missed = watched.filter { w in watchdogDeadline(w).map { now + (w.watchdog ?? .zero) / 4 >= $0 } ?? false }
+        let due = workers.compactMap { w in watchdogDeadline(w).map { (deadline: $0, quarter: (w.watchdog ?? .zero) / 4) } }
         allMissed = false
-        if watched.count >= 2, missed.count == watched.count, watched.contains(where: { watchdogDeadline($0).map { now >= $0 } ?? false }) {
+        if due.count >= 2, due.allSatisfy({ now + $0.quarter >= $0.deadline }), due.contains(where: { now >= $0.deadline }) {
             if !allMissedGraceGiven {
                 allMissedGraceGiven = true
                 allMissed = true
