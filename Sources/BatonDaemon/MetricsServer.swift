@@ -77,12 +77,7 @@ final class MetricsServer {
             // Owns the socket from now on: a scrape refused below closes it when dropped.
             accepted += 1
             let connection = Connection(socket: client, sequence: accepted)
-            // A limits audit (20 of 20 scrapes failed): 32 connections that each sent half a
-            // request kept every later scrape out, closed unanswered. The oldest goes instead: a
-            // scrape is done within milliseconds, so only a flood faster than that outruns it.
-            if connections.count >= Self.maxConnections, let oldest = connections.min(by: { $0.value.sequence < $1.value.sequence })?.key {
-                closeConnection(oldest)
-            }
+            if connections.count >= Self.maxConnections { makeRoom() }
             do {
                 try loop.register(fd: client, events: .readable) { [unowned self] _ in self.service(client) }
             } catch {
@@ -94,6 +89,25 @@ final class MetricsServer {
             // with more than 32 connections behind it is not closed for them before it is read
             // (a re-audit: 16 of 20 scrapes with 64 connections reopened as soon as closed).
             service(client)
+        }
+    }
+
+    /// Closes the oldest scrape for a new one. A limits audit (20 of 20 scrapes failed): 32
+    /// connections that each sent half a request kept every later scrape out, closed unanswered;
+    /// a scrape is done within milliseconds, so only a flood faster than that outruns the oldest.
+    /// Each gets a last read first, and one whose request came since it was accepted is answered
+    /// instead (a re-audit, 64 connections reopened as soon as closed: 4 of 20 scrapes were
+    /// closed with their request unread). One still sending its answer is passed over, unless
+    /// every one is.
+    private func makeRoom() {
+        let byAge = connections.sorted { $0.value.sequence < $1.value.sequence }.map(\.key)
+        for client in byAge where connections.count >= Self.maxConnections {
+            guard connections[client]?.response == nil else { continue }
+            service(client)
+            if let connection = connections[client], connection.response == nil { closeConnection(client) }
+        }
+        if connections.count >= Self.maxConnections, let oldest = byAge.first(where: { connections[$0] != nil }) {
+            closeConnection(oldest)
         }
     }
 

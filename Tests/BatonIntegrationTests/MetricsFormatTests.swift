@@ -140,6 +140,28 @@ extension Integration {
             #expect(reply?.status == 200 && reply?.body.contains("baton_workers") == true, "\(String(describing: reply?.status))")
         }
 
+        /// A second re-audit (4 of 20 scrapes with 64 connections that reopen as soon as they are
+        /// closed): a scrape whose request came after its accept was closed as the oldest before
+        /// it was read. The scrape and 20 half requests are accepted (a whole scrape answered
+        /// behind them shows it), baton is stopped, 40 more connect, then the scrape sends its
+        /// request: woken, baton sees the listener before the scrape.
+        @Test("a scrape whose request comes after its accept is read before the connections behind it close it")
+        func aScrapeReadLateIsAnsweredBeforeItIsClosed() throws {
+            let (baton, held) = try HalfRequests.baton(tag: "latemet")
+            defer { baton.stop() }
+            let scrape = try #require(HTTP.connect(port: held.port))
+            defer { close(scrape) }
+            try held.open(20)
+            #expect(HTTP.get(port: held.port, path: "/metrics")?.status == 200)
+            baton.process.signal(SIGSTOP)
+            defer { baton.process.signal(SIGCONT) }
+            try held.open(40)
+            HTTP.send(scrape, "GET /metrics HTTP/1.0\r\n\r\n")
+            baton.process.signal(SIGCONT)
+            let reply = HTTP.readResponse(scrape)
+            #expect(reply?.status == 200 && reply?.body.contains("baton_workers") == true, "\(String(describing: reply?.status))")
+        }
+
         @Test("prometheus_client parses every family with a real type; counters are _total and never decrease; dead workers' series go")
         func prometheusConventions() throws {
             let baton = try BatonHarness(
