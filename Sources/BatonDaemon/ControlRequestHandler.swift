@@ -17,7 +17,7 @@ protocol ControlRequestHandler: AnyObject {
     /// `baton deploy --attach [--release DIR]`.
     func attach(_ waiter: any OperationWaiter, release: String?)
     /// `baton preflight`.
-    func requestPreflight(_ options: PreflightOptions, waiter: ControlConnection, uid: uid_t)
+    func requestPreflight(_ options: PreflightOptions, waiter: any OperationWaiter, uid: uid_t)
     /// `baton upgrade` (the connection is handed to the new image).
     func requestUpgrade(binary: String?, checkTimeout: Duration, waiter: ControlConnection)
     /// `baton releases` / `baton prune-releases`.

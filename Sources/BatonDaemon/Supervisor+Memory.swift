@@ -222,7 +222,7 @@ extension Supervisor {
     }
 
     /// `baton preflight [--release DIR] [--need SIZE] [--roll-ahead [--hold D]] [--release-reservation]`.
-    func requestPreflight(_ options: PreflightOptions, waiter: ControlConnection, uid: uid_t) {
+    func requestPreflight(_ options: PreflightOptions, waiter: any OperationWaiter, uid: uid_t) {
         if options.releaseReservation == true {
             requestReleaseReservation(waiter: waiter)
             return
@@ -268,7 +268,7 @@ extension Supervisor {
     }
 
     /// `baton preflight`, once the workers were measured.
-    private func answerPreflight(_ options: PreflightOptions, need: UInt64, hold: Duration, waiter: ControlConnection, uid: uid_t) {
+    private func answerPreflight(_ options: PreflightOptions, need: UInt64, hold: Duration, waiter: any OperationWaiter, uid: uid_t) {
         // A new roll-ahead plans from scratch: the reservation it replaces must not count twice.
         if options.rollAhead == true, operations.isBusy == false { releaseReservation("a new preflight --roll-ahead replaces it") }
         let verdict: PreflightVerdict
@@ -298,7 +298,7 @@ extension Supervisor {
             return
         }
         guard plan.canFit, let first = plan.slots.first else {
-            waiter.finish(.failure("\(verdict.summary); roll-ahead: \(plan.summary)", code: 1, details: details, preflight: report))
+            waiter.finish(.failure(Self.rollAheadRefusal(verdict, plan), code: 1, details: details, preflight: report))
             return
         }
         let op = makeOperation(kind: .rollAhead, options: nil, uid: uid)
@@ -313,6 +313,12 @@ extension Supervisor {
         }
         // Refused ("roll-ahead refused: a deploy is in progress") while any operation runs or waits.
         submit(op)
+    }
+
+    /// A roll-ahead refused: the verdict first. A memory audit: a deploy that fit without the
+    /// margin kept free read "fits: need …; roll-ahead: cannot fit: …", exit 1.
+    static func rollAheadRefusal(_ verdict: PreflightVerdict, _ plan: RollAheadPlan) -> String {
+        verdict.fits ? "roll-ahead \(plan.summary); the deploy alone \(verdict.summary)" : "\(verdict.summary); roll-ahead: \(plan.summary)"
     }
 
     /// After each roll-ahead restart: measure again; hold the reservation once it fits with the
@@ -344,7 +350,8 @@ extension Supervisor {
         let plan = RollAhead.plan(for: verdict, workers: currentGrowth(), extra: extra, exclude: Set(op.rolledAhead))
         var r = report
         r.rolledAhead = op.rolledAhead
-        let line = "after restarting slot\(count == 1 ? "" : "s") \(Self.list(op.rolledAhead)): \(verdict.summary)"
+        let after = "after restarting slot\(count == 1 ? "" : "s") \(Self.list(op.rolledAhead))"
+        let line = "\(after): \(verdict.summary)"
         if plan.canFit, plan.slots.isEmpty, verdict.fits {
             holdReservation(bytes: op.need, hold: op.hold, rolledAhead: perRoll)
             r.reservation = reservationReport()
@@ -355,10 +362,10 @@ extension Supervisor {
             return
         }
         guard plan.canFit, let next = plan.slots.first else {
-            let why = plan.canFit ? "" : "; roll-ahead: \(plan.summary)"
+            let refusal = plan.canFit ? verdict.summary : Self.rollAheadRefusal(verdict, plan)
             finishOperation(
-                op, outcome: .failed, detail: verdict.summary + why,
-                reply: .failure(line + why, code: 1, details: Self.preflightDetails(r), preflight: r))
+                op, outcome: .failed, detail: refusal,
+                reply: .failure("\(after): \(refusal)", code: 1, details: Self.preflightDetails(r), preflight: r))
             return
         }
         op.report(line)

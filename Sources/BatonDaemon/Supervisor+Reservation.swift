@@ -51,7 +51,7 @@ extension Supervisor {
     }
 
     /// `baton preflight --release-reservation`.
-    func requestReleaseReservation(waiter: ControlConnection) {
+    func requestReleaseReservation(waiter: any OperationWaiter) {
         guard let held = releaseReservation("released by baton preflight --release-reservation") else {
             waiter.finish(.success("no reservation held"))
             return

@@ -247,7 +247,10 @@ extension Supervisor {
                 // The release is bad; the rollout fails and rolls back.
                 lastFailureOutput = worker.recentOutput.elements
                 slot.life.rolloutWorkerCrashed(otherwise)
-                if rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: reason) }) {
+                // With its last output, as a new worker's failure says (a CI-door audit: a canary
+                // that crashed once promoted failed the deploy without it, in its line and history).
+                let full = reason + (lastFailureOutput.last.map { " — last output: \($0)" } ?? "")
+                if rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: full) }) {
                     restartsByReason[.startFailed, default: 0] += 1
                 } else {
                     // Not the rollout's worker (a policy restart or reload keeps the release).

@@ -8,10 +8,11 @@ struct Demo: ParsableCommand {
         commandName: "demo",
         abstract: "Run the supervisor on an embedded config: demo workers on 127.0.0.1.")
 
-    @Option(help: "Port on 127.0.0.1.")
+    // .unconditional: "-1" is the option's (refused) value, not an unknown flag.
+    @Option(parsing: .unconditional, help: "Port on 127.0.0.1.")
     var port: UInt16 = 8080
 
-    @Option(help: "Number of workers.")
+    @Option(parsing: .unconditional, help: "Number of workers.")
     var workers: Int = 4
 
     @Option(help: "Directory for the demo's release folder, runtime files and control socket.")

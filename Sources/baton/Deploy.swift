@@ -64,7 +64,9 @@ struct Deploy: ParsableCommand {
     @Option(help: "auto, surge or replace (default: [deploy] strategy).")
     var strategy: String?
 
-    @Option(help: "Slots replaced at once with surge (default: [deploy] max_surge).")
+    // .unconditional: "-1" is this option's (refused) value, not an unknown flag (an audit: it
+    // said "Missing value for '--max-surge'").
+    @Option(parsing: .unconditional, help: "Slots replaced at once with surge (default: [deploy] max_surge).")
     var maxSurge: Int?
 
     // .unconditional: "-1s" is this option's (refused) value, not an unknown flag.
@@ -106,6 +108,10 @@ struct Deploy: ParsableCommand {
         }
         if let timeout, let problem = Units.timeoutProblem(timeout, option: "--timeout") { throw ValidationError(problem) }
         if let maxSurge, maxSurge < 1 { throw ValidationError("--max-surge must be at least 1") }
+        // An audit: the two together planned "replace, 1 slot at once", --max-surge dropped unsaid.
+        if maxSurge != nil, strategy == DeployStrategy.replace.rawValue {
+            throw ValidationError("--max-surge is for surge and auto; replace drains first, [deploy] max_unavailable slots at once")
+        }
     }
 
     func run() throws {

@@ -40,7 +40,10 @@ do {
     // One line: argument-parser's message without the usage text after it (a newline in a
     // value the message quotes is shown as \n), and the hint.
     // (Standard library only: Foundation's string search would link libFoundation into baton.)
-    let usage = message.indices.first { message[$0...].hasPrefix("\nUsage:") || message[$0...].hasPrefix("\n  See '") }
+    // (argument-parser adds "\nHelp:  --option …" after a bad value: an audit saw it as a literal \n.)
+    let usage = message.indices.first {
+        message[$0...].hasPrefix("\nUsage:") || message[$0...].hasPrefix("\n  See '") || message[$0...].hasPrefix("\nHelp:")
+    }
     var first = String(message[..<(usage ?? message.endIndex)].flatMap { $0 == "\n" ? ["\\", "n"] : [$0] })
     // A mistyped verb: say so, not what argument-parser made of the rest ("Unknown option
     // '--socket'" for `baton statuss --socket X`).

@@ -60,3 +60,24 @@ import Testing
         #expect(h.supervisor.reservationReport()?.rolls == 1)
     }
 }
+
+extension SupervisorReservationTests {
+    /// A memory audit (3 of 3): a roll-ahead refused where the deploy alone fit began with the
+    /// deploy's verdict, "fits: need …; roll-ahead: cannot fit: …", and exited 1.
+    @Test func aRefusedRollAheadSaysSoFirst() throws {
+        let h = try harness()
+        h.advance(by: .seconds(3))
+        // The deploy alone fits with 5 MiB to spare; the 10 MiB margin does not, and the workers
+        // grew nothing that restarting them could free.
+        let (alone, _) = try h.preflight(need: 30 * Self.mib)
+        h.host.fakeMemory.host = Self.readings(available: alone.bindingNeed + 5 * Self.mib)
+        let waiter = RecordingWaiter()
+        h.supervisor.requestPreflight(PreflightOptions(need: "30MiB", rollAhead: true), waiter: waiter, uid: 0)
+        h.settle()
+        let reply = try #require(waiter.reply)
+        #expect(reply.code == 1)
+        let message = reply.error ?? ""
+        #expect(message.hasPrefix("roll-ahead cannot fit: "), "\(message)")
+        #expect(message.contains("; the deploy alone fits: need "), "\(message)")
+    }
+}

@@ -331,6 +331,26 @@ extension SecondIntegration {
                 let ignored = try TestProcess.run([baton] + arguments)
                 #expect(ignored.code == 2 && !ignored.stderr.contains("\n"), "\(arguments): exit \(ignored.code), \(ignored.stderr)")
             }
+            // A CI-door audit: "-1" was read as a flag ("Missing value for '--max-surge
+            // <max-surge>'\nHelp: …", the \n literal), and with --strategy replace --max-surge
+            // was dropped without a word.
+            let deploy = [baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--release", "/srv/r1"]
+            let cases: [([String], String)] = [
+                (deploy + ["--max-surge", "-1"], "baton: --max-surge must be at least 1; run 'baton help' for usage"),
+                (
+                    deploy + ["--max-surge", "99999999999999999999"],
+                    "baton: The value '99999999999999999999' is invalid for '--max-surge <max-surge>'; run 'baton help' for usage"
+                ),
+                (
+                    deploy + ["--strategy", "replace", "--max-surge", "2"],
+                    "baton: --max-surge is for surge and auto; replace drains first, [deploy] max_unavailable slots at once; run 'baton help' for usage"
+                ),
+                ([baton, "demo", "--workers", "-1"], "baton: --workers must be between 1 and 64; run 'baton help' for usage"),
+            ]
+            for (arguments, line) in cases {
+                let bad = try TestProcess.run(arguments)
+                #expect(bad.code == 2 && bad.stderr == line, "\(arguments.dropFirst()): exit \(bad.code), \(bad.stderr)")
+            }
             // `--attach --release DIR` follows that release's deploy: DIR is absolute, as a deploy's.
             let attachRelative = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--attach", "--release", "x"])
             #expect(attachRelative.code == 2 && attachRelative.stderr.hasPrefix("baton: --release must be an absolute path"), "\(attachRelative.stderr)")

@@ -28,6 +28,11 @@ extension SecondIntegration {
             #expect(result.code == 1, "\(result.stdout)\n\(result.stderr)")
             #expect(result.stderr.contains("exited after becoming ready"), "\(result.stderr)")
             #expect(result.stderr.contains("rolled back"), "\(result.stderr)")
+            // The worker's last output, whichever slot failed (a CI-door audit: a canary that
+            // crashed once it served failed the deploy without it, in its line and in history).
+            #expect(result.stderr.contains("— last output: baton-demo-worker["), "\(result.stderr)")
+            let history = try baton.cli(["history"])
+            #expect(history.stdout.contains("— last output: baton-demo-worker["), "\(history.stdout)")
             // A new worker the rollback abandoned may still be draining when the reply comes.
             let after = try #require(baton.waitForStatus(timeout: .seconds(20)) { $0.workers.count == 2 }, "workers never settled at 2")
             #expect(after.release == baton.releaseDirectory)

@@ -314,6 +314,12 @@ extension ThirdIntegration {
                 // Each "host" would be this machine's one baton, deployed to again and again.
                 (["--hosts", "web1,web2", src], "--transport local deploys on this machine: one --host at most, got 2"),
                 (["--bogus", src], "unknown option --bogus"),
+                // Checked before any host is contacted (an audit: baton deploy refused it on the
+                // first host, after the preflights and that host's copy).
+                (["--timeout", "5x", src], "--timeout expects a duration like 10m or 1m30s, got \"5x\""),
+                (["--timeout", "-5s", src], "--timeout expects a duration like 10m or 1m30s, got \"-5s\""),
+                (["--timeout", "10", src], "--timeout expects a duration like 10m or 1m30s, got \"10\""),
+                (["--timeout", "0s", src], "--timeout must be more than 0s, got \"0s\""),
             ]
             for (args, message) in bad {
                 let result = try Self.deploy(baton, args)
