@@ -70,6 +70,15 @@ extension Supervisor {
             waiter.finish(.failure("\(now), queued or in history", code: 1))
             return
         }
+        // A deploy of it that succeeded before another release took over is not this run's: a CI
+        // job re-run with --attach after a cancel took that old success for its own, exit 0, with
+        // the host on another release (a CI-door audit).
+        let current = releaseState.current.directory
+        if last.outcome == .succeeded, !isOf(current) {
+            waiter.finish(
+                .failure("\(now); last: \(Self.describe(last)), but the workers run \(current) since: deploy \(release) again", code: 1))
+            return
+        }
         Self.answer(waiter, "\(now); last: \(Self.describe(last))", as: last)
     }
 

@@ -173,8 +173,17 @@ static void interrupt_handler(int sig) {
 }
 
 void CBatonLinux_say_on_interrupt(const char *message) {
+    /* Called again once baton answered (another message): the handler must not see the new
+     * text with the old length. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    sigprocmask(SIG_BLOCK, &block, &old);
     interrupt_message = strdup(message);
     interrupt_length = interrupt_message ? strlen(interrupt_message) : 0;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = interrupt_handler;

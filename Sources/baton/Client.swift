@@ -36,7 +36,7 @@ struct ControlClient {
     let path: String
     let fd: Int32
     /// How long one reply line may take in all (each read is bounded by what is left of it); nil: no limit.
-    let timeout: Duration?
+    private(set) var timeout: Duration?
     private var buffer: [UInt8] = []
     /// The longest reply line taken (a status of hundreds of workers is well under 1 MiB).
     static let maxLineBytes = 64 << 20
@@ -54,8 +54,19 @@ struct ControlClient {
         if let timeout { setReceiveTimeout(timeout) }
     }
 
-    /// Bounds the next reads by `limit` (at least 1 ms: 0 would mean no limit).
-    private func setReceiveTimeout(_ limit: Duration) {
+    /// Bounds each later reply line by `limit` (nil: no limit).
+    mutating func setTimeout(_ limit: Duration?) {
+        timeout = limit
+        if let limit { setReceiveTimeout(limit) } else { setReceiveTimeout(nil) }
+    }
+
+    /// Bounds the next reads by `limit` (at least 1 ms: 0 would mean no limit; nil: none).
+    private func setReceiveTimeout(_ limit: Duration?) {
+        guard let limit else {
+            var none = timeval(tv_sec: 0, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
+            return
+        }
         let (s, atto) = max(limit, .milliseconds(1)).components
         var tv = timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

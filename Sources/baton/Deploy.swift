@@ -13,13 +13,44 @@ func sayOnInterrupt(_ kind: String) {
         "\nbaton: interrupted: the \(kind) goes on in baton; follow it with `baton deploy --attach`, see it with `baton status`\n")
 }
 
+/// The line a signal prints before baton answered (set before the request is sent).
+func sayOnInterruptBeforeAnswer(_ kind: String) {
+    CBatonLinux_say_on_interrupt(
+        "\nbaton: interrupted before baton answered: the \(kind) may run or not; see `baton status`, follow it with `baton deploy --attach`\n")
+}
+
+/// How long a deploy, rollback or attach waits for baton's first answer (a plan, a
+/// "waiting:" line, a refusal). An operator audit: with baton stopped (SIGSTOP), or another
+/// program on the socket, `deploy --timeout 3s` waited without end, and its Ctrl-C line said
+/// the deploy went on in baton, which had never answered.
+let firstAnswerTimeout: Duration = .seconds(30)
+
 /// Streams an operation's progress lines and turns its final reply into an
-/// exit code: the same for deploy, rollback and attach.
-func followOperation(_ client: inout ControlClient, json: Bool) throws {
+/// exit code: the same for deploy, rollback and attach. `interrupted`: what the operation is
+/// called in the line a signal prints once baton answered (nil: no line, a dry run).
+func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind: String? = nil) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    // A client with its own bound per line (upgrade's) keeps it.
+    let boundsFirstAnswer = client.timeout == nil
+    if boundsFirstAnswer { client.setTimeout(firstAnswerTimeout) }
+    var answered = false
     while true {
-        let reply = try client.next()
+        let reply: ControlReply
+        do {
+            reply = try client.next()
+        } catch let exit as BatonExit where boundsFirstAnswer && !answered && exit.code == BatonExitCode.timeout {
+            throw BatonExit(
+                code: BatonExitCode.timeout,
+                message:
+                    "the daemon at \(client.path) did not answer within \(Units.formatDuration(firstAnswerTimeout)): the \(kind ?? "operation") may still run if it wakes; see `baton status`"
+            )
+        }
+        if !answered {
+            answered = true
+            if boundsFirstAnswer { client.setTimeout(nil) }
+            if let kind { sayOnInterrupt(kind) }
+        }
         if json { print(String(decoding: try encoder.encode(reply), as: UTF8.self)) }
         switch reply {
         case .progress(let line):
@@ -117,6 +148,8 @@ struct Deploy: ParsableCommand {
     func run() throws {
         var client = try ControlClient(path: try location.socketPath(), timeout: nil)
         defer { client.close() }
+        let kind = dryRun ? nil : attach ? "operation" : "deploy"
+        if let kind { sayOnInterruptBeforeAnswer(kind) }
         if attach {
             try client.send(ControlRequest(cmd: "attach", deploy: release.map { DeployOptions(release: $0) }))
         } else {
@@ -128,8 +161,7 @@ struct Deploy: ParsableCommand {
                 strategy: strategy, maxSurge: maxSurge, timeout: timeout, dryRun: dryRun ? true : nil, wait: wait ? true : nil)
             try client.send(ControlRequest(cmd: "deploy", deploy: options))
         }
-        if !dryRun { sayOnInterrupt(attach ? "operation" : "deploy") }
-        try followOperation(&client, json: json)
+        try followOperation(&client, json: json, interrupted: kind)
     }
 }
 
@@ -149,9 +181,9 @@ struct Rollback: ParsableCommand {
     func run() throws {
         var client = try ControlClient(path: try location.socketPath(), timeout: nil)
         defer { client.close() }
+        sayOnInterruptBeforeAnswer("rollback")
         try client.send(ControlRequest(cmd: "rollback", deploy: DeployOptions(wait: wait ? true : nil)))
-        sayOnInterrupt("rollback")
-        try followOperation(&client, json: json)
+        try followOperation(&client, json: json, interrupted: "rollback")
     }
 }
 

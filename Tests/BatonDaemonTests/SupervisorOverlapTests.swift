@@ -274,6 +274,15 @@ import Testing
         let never = RecordingWaiter()
         h.supervisor.attach(never, release: "/srv/never")
         #expect(never.reply?.ok == false && never.reply?.error == "no deploy of /srv/never in progress, queued or in history")
+        // A CI-door audit: once another release took over, a's old success was still exit 0 for
+        // a re-run that attached to a (its own request had never reached baton).
+        let c = h.makeRelease("c")
+        h.deploy(c)
+        h.finishOperations()
+        let afterC = RecordingWaiter()
+        h.supervisor.attach(afterC, release: a)
+        #expect(afterC.reply?.ok == false && afterC.reply?.code == 1, "\(String(describing: afterC.reply))")
+        #expect(afterC.reply?.error?.hasSuffix("succeeded, but the workers run \(c) since: deploy \(a) again") == true, "\(String(describing: afterC.reply))")
     }
 
     /// A systemd/CI audit: `--attach` after the deploy had ended said "last: deploy … failed"

@@ -262,6 +262,26 @@ extension SecondIntegration {
             flooder.join()
             #expect(capped.code == 1, "exit \(capped.code): \(capped.stderr)")
             #expect(capped.stderr == "baton: the daemon at \(huge) sent a reply line over 64 MiB")
+
+            // An operator audit: a daemon that never answers (SIGSTOPped, or another program on
+            // the socket) held `deploy --timeout 3s` without end, and its interrupt line said the
+            // deploy went on in baton, which had never answered. (The 30 s bound on the first
+            // answer is checked by hand: a test would wait it out.)
+            let received = Protected(false)
+            let (mute, listener) = try fakeDaemon("mute.sock") { client in
+                received.withLock { $0 = true }
+                var byte: UInt8 = 0
+                _ = read(client, &byte, 1)
+            }
+            let cli = try TestProcess([baton, "deploy", "--socket", mute, "--release", "/srv/r1", "--timeout", "3s"])
+            for _ in 0..<1000 where !received.withLock({ $0 }) { pause(0.01) }
+            cli.signal(SIGTERM)
+            #expect(cli.wait(timeout: .seconds(10)) != nil && cli.killedBy == SIGTERM)
+            listener.join()
+            #expect(
+                cli.stderrLines.contains(
+                    "baton: interrupted before baton answered: the deploy may run or not; see `baton status`, follow it with `baton deploy --attach`"),
+                "\(cli.stderrLines)")
         }
 
         @Test("bad CLI arguments: one line, exit 2")

@@ -139,7 +139,7 @@ int CBatonLinux_pipe_cloexec(int fds[2]);
 int CBatonLinux_accept_nonblocking(int fd);
 
 /* SIGINT, SIGTERM and SIGHUP write `message` to stderr, then kill the process with that
- * signal (its default action). */
+ * signal (its default action). A later call replaces the message. */
 void CBatonLinux_say_on_interrupt(const char *message);
 /// setvbuf(stdout, NULL, _IOLBF, 0): progress lines reach pipes as they happen.
 void CBatonLinux_line_buffer_stdout(void);
