@@ -139,7 +139,7 @@ extension Supervisor {
 
     /// The serving workers' summed growth rate: fitted leak rates, else each one's average
     /// since it became ready.
-    private func fittedGrowthRate() -> Double {
+    func fittedGrowthRate() -> Double {
         let now = loop.now()
         return slots.compactMap(\.current).reduce(0) { total, w in
             total

@@ -63,6 +63,15 @@ extension Supervisor {
         return (surgeHeadroom(readings, workersPSS: used, footprint: footprint), footprint)
     }
 
+    /// What the serving workers are expected to grow while one step of a rollout runs (a
+    /// replacement, then the stability window): their summed growth rate over that time. A
+    /// memory audit (2 of 2, workers leaking 30-40 MiB/s in all): an auto surge sized without
+    /// it started 3 new workers beside 3 old ones that kept growing, and the kernel killed
+    /// two serving workers.
+    func growthDuringStep() -> UInt64 {
+        GrowthForecast.growth(rate: fittedGrowthRate(), over: estimatedReplacementTime + config.deploy.stabilityWindow)
+    }
+
     /// baton's descriptor table now (nil when unknown), `unstarted` new workers planned.
     func descriptorRoom(unstarted: Int = 0) -> DescriptorRoom? {
         host.descriptorUse().map { DescriptorRoom(open: $0.open, limit: $0.limit, listeners: listeners.count, unstarted: unstarted) }
@@ -82,12 +91,14 @@ extension Supervisor {
         return "need \(Units.formatSize(mold)) (new mold), have \(Units.formatSignedSize(binding.available)) (binding: \(binding.kind.name))"
     }
 
-    /// The headroom new workers may take beside workers of `workersPSS`: a held reservation
-    /// (with the growth expected while one replacement runs) and the margin kept after a
-    /// recent OOM kill are not theirs to spend (a rollout's, a paced take-over's).
+    /// The headroom new workers may take beside workers of `workersPSS`: a held reservation,
+    /// the growth the serving workers are expected to add while one step runs, and the margin
+    /// kept after a recent OOM kill are not theirs to spend (a rollout's, a paced take-over's).
     func surgeHeadroom(_ readings: MemoryReadings, workersPSS: UInt64, footprint: UInt64?) -> Headroom {
         var headroom = Headroom(readings: readings, memory: config.memory, workersPSS: workersPSS)
-        let kept = Int64(clamping: memoryMonitor.surgeKeptBytes + oomMargin(footprint: footprint))
+        // A held reservation's trigger counts that growth already.
+        let reserved = max(memoryMonitor.surgeKeptBytes, memoryMonitor.reservedBytes + growthDuringStep())
+        let kept = Int64(clamping: reserved + oomMargin(footprint: footprint))
         if kept > 0 { headroom.limits = headroom.limits.map { HeadroomLimit(kind: $0.kind, available: $0.available - kept) } }
         return headroom
     }

@@ -123,6 +123,28 @@ import Testing
         #expect(again.reply?.ok == true, "\(again.progress)")
     }
 
+    /// A memory audit (2 of 2, workers leaking 30-40 MiB/s in all): the auto width counted the
+    /// new workers' footprint but not what the serving workers would grow while they booted;
+    /// 3 new workers started beside 3 old ones that kept growing, and the kernel killed two
+    /// serving workers. 450 MiB over the reserve: two 200 MiB workers fit beside flat workers,
+    /// one beside workers growing 15 MiB/s each (90 MiB over a 1 s replacement and the 2 s window).
+    @Test func autoLeavesRoomForTheServingWorkersGrowthDuringAStep() throws {
+        let flat = try harness(available: (512 + 450) * Self.mib)
+        flat.advance(by: .seconds(20))
+        let wide = flat.deploy(flat.makeRelease("r1"))
+        #expect(wide.progress.first?.contains("surge, 2 slots at once") == true, "\(wide.progress)")
+        flat.finishOperations()
+
+        let h = try harness(available: (512 + 450) * Self.mib)
+        h.advance(by: .seconds(20))
+        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: (180 + 300) * Self.mib)
+        h.measure()
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains("surge, 1 slot at once") == true, "\(client.progress)")
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+    }
+
     @Test func autoReplacesWhenNoExtraWorkerFits() throws {
         let h = try harness(available: 100 * Self.mib)
         let client = h.deploy(h.makeRelease("r1"))
