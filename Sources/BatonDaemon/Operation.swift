@@ -47,6 +47,15 @@ final class Operation {
     var previousConfig: BatonConfig?
     /// Progress lines so far (replayed to `--attach`).
     var progress: [String] = []
+    /// Workers (or processes of their trees) the kernel's OOM killer took while it ran, other
+    /// than its own new workers (whose failure says so): "slot 1: pid 14771".
+    var oomKills: [String] = []
+    /// What its final line and history add for ``oomKills`` (nil: none).
+    var oomSummary: String? {
+        guard !oomKills.isEmpty else { return nil }
+        let n = oomKills.count
+        return "the kernel's OOM killer killed \(n) of the serving workers' processes meanwhile (\(oomKills.joined(separator: ", ")))"
+    }
     var failure: Failure?
     var startedAt: Duration = .zero
     /// deploy/rollback: `options.strategy`, parsed (nil: `[deploy] strategy`).

@@ -143,12 +143,13 @@ extension Supervisor {
         }
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
-        let message = "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)"
+        let message =
+            "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + (op.oomSummary.map { "; \($0)" } ?? "")
         if op.kind.isDeploy, let target = op.target { releases.recordDeployed(target) }
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
         if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
-        finishOperation(op, outcome: .succeeded, detail: nil, reply: .success(message))
+        finishOperation(op, outcome: .succeeded, detail: op.oomSummary, reply: .success(message))
     }
 
     private func finishFailed(_ op: Operation, rolledBack: String) {
@@ -157,7 +158,9 @@ extension Supervisor {
             finishRollAhead(op, replaced: false)
             return
         }
-        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)"
+        // "Nothing changed" is not so where the OOM killer took a serving worker meanwhile.
+        let outcome = op.oomSummary.map { rolledBack.replacing("nothing changed: ", with: "") + "; \($0)" } ?? rolledBack
+        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(outcome)"
         finishOperation(
             op, outcome: failure.code == 4 ? .timedOut : op.rolledBackSlots.isEmpty ? .failed : .rolledBack, detail: failure.reason,
             reply: .failure(message, code: failure.code, details: failure.output))

@@ -108,6 +108,7 @@ extension Supervisor {
                 continue
             }
             metadata["slot"] = .stringConvertible(slot)
+            noteOOMKillInOperation(kill, slot: slot, owner: kill.pid.flatMap { owners[$0] }, sigkilled: sigkilled)
             let current = slots[slot].current
             if kill.topProcess {
                 logger.warning("OOM kill: the kernel killed worker \(kill.victim) of slot \(slot)", metadata: metadata)
@@ -126,6 +127,21 @@ extension Supervisor {
                 logger.warning("OOM kill: the kernel killed \(kill.victim) in the process tree of slot \(slot), which has no worker now", metadata: metadata)
             }
         }
+    }
+
+    /// A kill in a slot while an operation runs is in its progress, final line and history,
+    /// unless it took one of the operation's own new workers (whose failure says so). A memory
+    /// audit: two serving workers OOM-killed during a deploy (25 failed requests) left no trace
+    /// in its output, which said "deploy finished", or "… nothing changed".
+    private func noteOOMKillInOperation(_ kill: OOMKill, slot: Int, owner: Int32?, sigkilled: Worker?) {
+        guard let op = operation, op.phase == .rollingOut || op.phase == .rollingBack, let pid = kill.pid else { return }
+        let top = owner ?? pid
+        let worker = sigkilled?.pid == top ? sigkilled : slots[slot].workers.first { $0.pid == top }
+        guard worker?.startedByOperation != op.number else { return }
+        let what = top == pid ? "pid \(pid)" : "pid \(pid) in worker pid \(top)'s tree"
+        op.oomKills.append("slot \(slot): \(what)")
+        let whose = top == pid ? ", a worker this \(op.kind.rawValue) did not start" : " in the tree of worker pid \(top)"
+        op.report("slot \(slot): the kernel's OOM killer killed \(kill.victim)\(whose)")
     }
 
     /// Every live worker's tree, pid → slot (and → the worker), walked off the loop: it reads

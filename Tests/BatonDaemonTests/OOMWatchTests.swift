@@ -122,3 +122,46 @@ import Testing
         #expect(h.supervisor.memoryMonitor.oom.trees.count == 2, "\(h.supervisor.memoryMonitor.oom.trees)")
     }
 }
+
+extension OOMWatchTests {
+    /// A memory audit (2 of 2): serving workers the kernel killed while a deploy ran (25 failed
+    /// requests) left no trace in its output, which said "deploy finished: 4 workers …" (exit
+    /// 0, history "succeeded"), or, for a deploy that failed, "nothing changed: the old
+    /// workers keep serving". Now its progress, its final line and history name them.
+    @Test func aServingWorkerKilledDuringADeployIsInItsOutputAndHistory() throws {
+        let h = try harness()
+        let oom = try #require(h.host.oom)
+        h.supervisor.startOOMWatch()
+        h.autoReady = { _ in false }
+        let client = h.deploy(h.makeRelease("r1"), strategy: "replace")
+        h.advance(by: .zero)
+        let waiting = try #require(h.supervisor.slots.first { $0.replacement == nil && $0.current?.state == .ready })
+        let victim = try #require(waiting.current)
+        oom.kill(victim.pid, comm: "ruby")
+        h.host.child(victim.pid)?.end(.signaled(SIGKILL))
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == true)
+        let line = "the kernel's OOM killer killed 1 of the serving workers' processes meanwhile (slot \(waiting.index): pid \(victim.pid))"
+        #expect(reply.message?.hasSuffix("; " + line) == true, "\(reply)")
+        #expect(client.progress.contains { $0.contains("killed pid \(victim.pid) (ruby), a worker this deploy did not start") }, "\(client.progress)")
+        #expect(h.supervisor.history.last?.detail == line)
+
+        // A deploy that fails: not "nothing changed".
+        let bad = h.makeRelease("bad")
+        var canary: FakeChild?
+        h.host.onSpawn = { child in if child.release == bad { canary = child } }
+        h.autoReady = { $0.release != bad }
+        let failing = h.deploy(bad, strategy: "surge")
+        h.advance(by: .zero)
+        let other = try #require(h.supervisor.slots.compactMap(\.current).first { $0.state == .ready && $0.spec.release != bad })
+        oom.kill(other.pid, comm: "ruby")
+        h.host.child(other.pid)?.end(.signaled(SIGKILL))
+        h.advance(by: .zero)
+        try #require(canary).end(.exited(3))
+        h.finishOperations()
+        let error = failing.reply?.error ?? ""
+        #expect(!error.contains("nothing changed") && error.contains("the old workers keep serving; the kernel's OOM killer killed 1"), "\(error)")
+    }
+}
