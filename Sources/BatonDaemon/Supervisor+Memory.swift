@@ -210,7 +210,10 @@ extension Supervisor {
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
             commitPerWorker: commitPerWorker(readings, .again(op)), tooling: need + oomMargin(footprint: footprint?.bytes),
             mold: newMoldBytes(release: release))
-        let verdict = PreflightCheck.evaluate(plan, headroom: headroom)
+        var verdict = PreflightCheck.evaluate(plan, headroom: headroom)
+        if memoryMonitor.footprints.killedUnsettled.contains(target) {
+            verdict.summary += " (the kernel's OOM killer took a new worker of \(target) before its footprint settled)"
+        }
         let budget = EffectiveBudget.resolve(config.memory.budget, readings: readings)
         var report = PreflightReport(
             fits: verdict.fits, summary: verdict.summary, strategy: verdict.strategy.rawValue, needBytes: verdict.bindingNeed,

@@ -202,7 +202,13 @@ extension Supervisor {
     func workerPidfdReadable(_ worker: Worker) {
         guard worker.state != .exited, host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
         let exit = collectExit(pid: worker.pid, pidfd: worker.pidfd) ?? .exited(-1)
-        if diedOfOOM(worker, exit: exit) { worker.stopReason = .restart(.oom) }
+        if diedOfOOM(worker, exit: exit) {
+            worker.stopReason = .restart(.oom)
+            // Before its tree settled: what its release's workers take is not known.
+            if worker.state == .starting || memoryMonitor.footprints.isSettling(pid: worker.pid) {
+                memoryMonitor.footprints.killedBeforeSettling(release: worker.spec.release)
+            }
+        }
         memoryMonitor.footprints.workerExited(pid: worker.pid)
         let previous = worker.state
         worker.state = .exited

@@ -154,6 +154,21 @@ struct MemoryFootprintTests {
         #expect(tracker.footprints(release: "r1") == [60 * mib, 100 * mib])
     }
 
+    /// A memory audit (4 of 4): a release whose new workers the kernel killed during start was
+    /// planned with another release's figure. After such a kill nothing stands for it (not its
+    /// earlier boots, not the configured figure, not another release's) until a boot settles.
+    @Test func aReleaseKilledBeforeItsBootSettledIsUnknownUntilOneSettles() {
+        var tracker = FootprintTracker()
+        _ = boot(&tracker, pid: 1, release: "old", [([1], 60), ([1], 60), ([1], 60)])
+        _ = boot(&tracker, pid: 2, release: "big", [([2], 61), ([2], 61), ([2], 61)])
+        tracker.killedBeforeSettling(release: "big")
+        #expect(tracker.estimate(release: "big", configured: 61 * mib) == nil)
+        #expect(tracker.footprints(release: "big").isEmpty)
+        #expect(tracker.estimate(release: "old", configured: nil) == FootprintEstimate(bytes: 60 * mib, source: .measured(workers: 1)))
+        _ = boot(&tracker, pid: 3, release: "big", [([3], 250), ([3], 250), ([3], 250)])
+        #expect(tracker.estimate(release: "big", configured: 61 * mib) == FootprintEstimate(bytes: 250 * mib, source: .measured(workers: 1)))
+    }
+
     /// A soak audit: a worker stopped before its footprint settled (its leader a zombie with
     /// live threads) read 0 B three times in a row, and "footprint settled: 0 B" made preflight
     /// plan the release at 0 B. A tree that reads 0 B cannot be measured: it is not counted.

@@ -165,3 +165,46 @@ extension OOMWatchTests {
         #expect(!error.contains("nothing changed") && error.contains("the old workers keep serving; the kernel's OOM killer killed 1"), "\(error)")
     }
 }
+
+extension OOMWatchTests {
+    /// A memory audit (4 of 4): a release whose new workers the kernel killed during start was
+    /// planned again with the old release's footprint (61 MiB for workers of 250 MiB), a surge
+    /// of 3 at every attempt, and preflight said it fit. Its footprint is unknown now, so the
+    /// next deploy of it replaces, until one of its boots settles.
+    @Test func aReleaseWhoseNewWorkerWasKilledDuringStartReplacesNextTime() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .auto }
+        let oom = FakeOOM()
+        h.host.oom = oom
+        let mib: UInt64 = 1 << 20
+        h.host.fakeMemory.worker = MemorySample(rss: 20 * mib, pss: 20 * mib, uss: 18 * mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 16384 * mib, committed: 1024 * mib),
+            overcommit: .heuristic, cgroup: nil)
+        try h.start()
+        h.advance(by: .seconds(5))
+        h.supervisor.startOOMWatch()
+        let big = h.makeRelease("big")
+        #expect(try h.preflight(release: big).0.strategy == .surge)
+        h.autoReady = { $0.release != big }
+        let first = h.deploy(big)
+        h.advance(by: .zero)
+        #expect(first.progress.first?.contains(", surge, ") == true, "\(first.progress)")
+        let starting = try #require(h.supervisor.slots.compactMap(\.replacement).first { $0.state == .starting })
+        oom.kill(starting.pid, comm: "big")
+        h.host.child(starting.pid)?.end(.signaled(SIGKILL))
+        h.finishOperations()
+        #expect(first.reply?.ok == false)
+
+        let (verdict, report) = try h.preflight(release: big)
+        #expect(verdict.strategy == .replace && report.footprintBytes == nil)
+        #expect(verdict.summary.hasSuffix("(the kernel's OOM killer took a new worker of \(big) before its footprint settled)"), "\(verdict.summary)")
+        h.autoReady = { _ in true }
+        let second = h.deploy(big)
+        h.finishOperations()
+        #expect(second.progress.first?.contains(", replace, ") == true, "\(second.progress)")
+        #expect(second.reply?.ok == true)
+        // Its boots settled since: known again.
+        h.advance(by: .seconds(5))
+        #expect(try h.preflight(release: big).1.footprintBytes == 20 * mib)
+    }
+}

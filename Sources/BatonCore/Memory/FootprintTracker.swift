@@ -56,6 +56,10 @@ public struct FootprintTracker: Sendable, Equatable {
     /// ``releasesKept``; the last one feeds ``FootprintEstimate/Source/otherRelease(workers:)``).
     private var releaseOrder: [String] = []
 
+    /// Releases a worker of which the kernel's OOM killer took before its tree settled, and no
+    /// boot of which settled since: their footprint is unknown (see ``killedBeforeSettling(release:)``).
+    public private(set) var killedUnsettled: Set<String> = []
+
     /// Releases whose footprints are remembered.
     public static let releasesKept = 8
 
@@ -140,6 +144,18 @@ public struct FootprintTracker: Sendable, Equatable {
     /// Whether `pid`'s boot is still settling.
     public func isSettling(pid: Int32) -> Bool { open[pid] != nil }
 
+    /// The kernel's OOM killer took a worker of `release` before its tree settled: the figures
+    /// of its earlier boots, the configured one and another release's are too small for it, so
+    /// its footprint is unknown (a deploy of it replaces) until one of its boots settles. A
+    /// memory audit (4 of 4): a release of 250 MiB workers was planned with the old release's
+    /// 61 MiB after each attempt's new workers were killed, a surge of 3 every time, and once
+    /// the kernel took a serving worker.
+    public mutating func killedBeforeSettling(release: String) {
+        killedUnsettled.insert(release)
+        finished[release] = nil
+        releaseOrder.removeAll { $0 == release }
+    }
+
     /// A worker exited (or was replaced) before its tree settled: it is not counted.
     public mutating func workerExited(pid: Int32) {
         open[pid] = nil
@@ -151,11 +167,13 @@ public struct FootprintTracker: Sendable, Equatable {
         return high - low <= max(toleranceFloor, UInt64(Double(high) * tolerance))
     }
 
-    /// The footprint for a new worker of `release`: settled boots of that release, else
+    /// The footprint for a new worker of `release`: nil while it is unknown after an OOM kill
+    /// (``killedBeforeSettling(release:)``), else settled boots of that release, else
     /// `configured`, else the largest tree so far of its boots still settling, else settled
     /// boots of the release measured last, else the largest tree so far of any boot still
     /// settling, else nil.
     public func estimate(release: String, configured: UInt64?) -> FootprintEstimate? {
+        if killedUnsettled.contains(release) { return nil }
         if let own = finished[release], !own.isEmpty {
             return FootprintEstimate(bytes: Self.median(own), source: .measured(workers: own.count))
         }
@@ -174,6 +192,7 @@ public struct FootprintTracker: Sendable, Equatable {
 
     /// Adds a footprint of `release`.
     private mutating func record(_ footprint: UInt64, release: String) {
+        killedUnsettled.remove(release)
         var list = finished[release] ?? []
         list.append(footprint)
         if list.count > keep { list.removeFirst(list.count - keep) }
