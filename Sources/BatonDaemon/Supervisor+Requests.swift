@@ -32,7 +32,8 @@ extension Supervisor {
                 startOperation(op)
             case .waiting(let number, let blocker):
                 if operationTable[number]?.kind == .reload { extendTimeout() }
-                guard let op = operationTable[number], op.kind.isDeploy else { continue }
+                // A reload says so too (an operator audit: it was silent while a deploy ran).
+                guard let op = operationTable[number], op.kind.isDeploy || op.kind == .reload else { continue }
                 for w in op.waiters { w.send(.progress(Self.waitingLine(ahead: Self.describe(blocker), op.kind))) }
             case .joined(let number, let into):
                 guard let op = operationTable.removeValue(forKey: number), let queued = operationTable[into] else { continue }

@@ -115,7 +115,10 @@ struct ControlClient {
                 let line = Array(buffer[..<newline])
                 buffer.removeSubrange(...newline)
                 guard let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(line)) else {
-                    throw BatonExit(code: BatonExitCode.failure, message: "the daemon sent an unreadable reply")
+                    // Not baton's protocol: no daemon of baton's was reached (an operator audit:
+                    // exit 1, "the operation failed", named neither the socket nor that).
+                    throw BatonExit(
+                        code: BatonExitCode.unreachable, message: "the daemon at \(path) sent a reply that is not baton's control protocol")
                 }
                 return reply
             }

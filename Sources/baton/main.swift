@@ -50,7 +50,34 @@ do {
     let names = Baton.configuration.subcommands.map { $0.configuration.commandName ?? "" } + ["help"]
     if let verb = CommandLine.arguments.dropFirst().first, !verb.hasPrefix("-"), !names.contains(verb) {
         first = "unknown command '\(LogText.escaped(String(verb.prefix(64))))' (one of: \(names.filter { !$0.hasPrefix("__") }.joined(separator: ", ")))"
+    } else if let verb = CommandLine.arguments.dropFirst().first,
+        let command = Baton.configuration.subcommands.first(where: { $0.configuration.commandName == verb }),
+        let unlisted = unlistedOption(CommandLine.arguments.dropFirst(2), help: Baton.helpMessage(for: command))
+    {
+        // argument-parser looks for unknown options only once the command's own checks passed,
+        // so a mistyped one read as the option missing (an operator audit: `status --control
+        // X` said "say which daemon: --app NAME, --config FILE or --socket PATH").
+        first = "Unknown option '\(LogText.escaped(String(unlisted.prefix(64))))'"
     }
     lastWords("baton: \(first)\(usage != nil ? "; run 'baton help' for usage" : "")\n")
     exit(BatonExitCode.usage)
+}
+
+/// The first `--name` in `arguments` that `help` does not list (nil: none); what follows
+/// `--command` or `--` is the app's.
+func unlistedOption(_ arguments: ArraySlice<String>, help: String) -> String? {
+    for argument in arguments {
+        if argument == "--" || argument == "--command" { return nil }
+        guard argument.hasPrefix("--"), argument.count > 2 else { continue }
+        let name = String(argument.prefix { $0 != "=" })
+        var rest = help[...]
+        var listed = false
+        while !listed, let found = rest.firstRange(of: name) {
+            let next = rest[found.upperBound...].first
+            listed = next.map { !($0.isLetter || $0.isNumber || $0 == "-") } ?? true
+            rest = rest[found.upperBound...]
+        }
+        if !listed { return name }
+    }
+    return nil
 }

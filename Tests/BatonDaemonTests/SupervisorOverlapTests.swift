@@ -55,6 +55,8 @@ import Testing
         let reload = RecordingWaiter()
         h.supervisor.requestReload(waiter: reload, uid: 0)
         #expect(reload.reply == nil)
+        // It says why it waits, as a queued deploy does (an operator audit: it was silent).
+        #expect(reload.progress == ["waiting: a deploy is in progress; this reload runs after it"], "\(reload.progress)")
         #expect(extensions() == during + 1, "extended when it was queued")
         // The deploy's next steps (each worker start) extend it again until the reload runs.
         h.advance(by: .seconds(1))

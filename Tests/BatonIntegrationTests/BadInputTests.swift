@@ -258,6 +258,17 @@ extension SecondIntegration {
                 var byte: UInt8 = 0
                 _ = read(client, &byte, 1)
             }
+            // Not baton's protocol: exit 3 (no daemon of baton's reached), naming the socket
+            // (an operator audit: exit 1, "the daemon sent an unreadable reply").
+            let (garbled, writer) = try fakeDaemon("garbled.sock") { client in
+                _ = "HTTP/1.1 400 Bad Request\r\n\r\n".withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            }
+            let notBaton = try TestProcess.run([baton, "deploy", "--socket", garbled, "--release", "/srv/r1"], timeout: .seconds(30))
+            writer.join()
+            #expect(
+                notBaton.code == 3 && notBaton.stderr == "baton: the daemon at \(garbled) sent a reply that is not baton's control protocol",
+                "\(notBaton.stderr)")
+
             let capped = try TestProcess.run([baton, "status", "--socket", huge], timeout: .seconds(30))
             flooder.join()
             #expect(capped.code == 1, "exit \(capped.code): \(capped.stderr)")
@@ -326,6 +337,18 @@ extension SecondIntegration {
             // A newline in the value cut the line at it (and the quote and the rest went).
             let newline = try TestProcess.run([baton, "status", "--app", "a\nb"])
             #expect(newline.stderr.hasSuffix(#"got "a\nb"; run 'baton help' for usage"#) && !newline.stderr.contains("\n"), "\(newline.stderr)")
+            // An operator audit: a mistyped option read as the option missing ("say which
+            // daemon: …" for `status --control X`, "--release DIR is required" for --relase).
+            for (arguments, option) in [
+                (["status", "--control", "/x"], "--control"), (["deploy", "--relase", "/x", "--socket", "/s"], "--relase"),
+                (["history", "--sock=/x"], "--sock"),
+            ] {
+                let typo = try TestProcess.run([baton] + arguments)
+                #expect(typo.code == 2 && typo.stderr == "baton: Unknown option '\(option)'; run 'baton help' for usage", "\(arguments): \(typo.stderr)")
+            }
+            // The app's own options after --command are the app's.
+            let appOptions = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--command", "x", "--workers", "2"])
+            #expect(appOptions.code == 2 && appOptions.stderr == "baton: --release DIR is required; run 'baton help' for usage", "\(appOptions.stderr)")
             let emptySocket = try TestProcess.run([baton, "status", "--socket", ""])
             #expect(emptySocket.code == 2 && emptySocket.stderr.hasPrefix("baton: --socket must not be empty"), "\(emptySocket.stderr)")
             let unreachable = try TestProcess.run([baton, "status", "--socket", "/tmp/baton-no-such.sock"])
