@@ -54,7 +54,7 @@ final class Operation {
     var oomSummary: String? {
         guard !oomKills.isEmpty else { return nil }
         let n = oomKills.count
-        return "the kernel's OOM killer killed \(n) of the serving workers' processes meanwhile (\(oomKills.joined(separator: ", ")))"
+        return "the kernel's OOM killer killed \(n) worker process\(n == 1 ? "" : "es") meanwhile (\(oomKills.joined(separator: ", ")))"
     }
     var failure: Failure?
     var startedAt: Duration = .zero

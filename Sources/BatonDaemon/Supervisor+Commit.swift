@@ -162,8 +162,8 @@ extension Supervisor {
         let outcome = op.oomSummary.map { rolledBack.replacing("nothing changed: ", with: "") + "; \($0)" } ?? rolledBack
         let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(outcome)"
         finishOperation(
-            op, outcome: failure.code == 4 ? .timedOut : op.rolledBackSlots.isEmpty ? .failed : .rolledBack, detail: failure.reason,
-            reply: .failure(message, code: failure.code, details: failure.output))
+            op, outcome: failure.code == 4 ? .timedOut : op.rolledBackSlots.isEmpty ? .failed : .rolledBack,
+            detail: failure.reason + (op.oomSummary.map { "; \($0)" } ?? ""), reply: .failure(message, code: failure.code, details: failure.output))
     }
 
     /// `op`'s line in history. A policy restart or roll-ahead names its slots and why each

@@ -27,8 +27,9 @@ let firstAnswerTimeout: Duration = .seconds(30)
 
 /// Streams an operation's progress lines and turns its final reply into an
 /// exit code: the same for deploy, rollback and attach. `interrupted`: what the operation is
-/// called in the line a signal prints once baton answered (nil: no line, a dry run).
-func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind: String? = nil) throws {
+/// called in the line a signal prints once baton answered (nil: no line, a dry run);
+/// `starts`: the request starts one (not an attach or a dry run, which start nothing).
+func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind: String? = nil, starts: Bool = false) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     // A client with its own bound per line (upgrade's) keeps it.
@@ -43,7 +44,8 @@ func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind
             throw BatonExit(
                 code: BatonExitCode.timeout,
                 message:
-                    "the daemon at \(client.path) did not answer within \(Units.formatDuration(firstAnswerTimeout)): the \(kind ?? "operation") may still run if it wakes; see `baton status`"
+                    "the daemon at \(client.path) did not answer within \(Units.formatDuration(firstAnswerTimeout))"
+                    + (starts ? ": the \(kind ?? "operation") may still run if it wakes; see `baton status`" : "; see `baton status`")
             )
         }
         if !answered {
@@ -149,7 +151,8 @@ struct Deploy: ParsableCommand {
         var client = try ControlClient(path: try location.socketPath(), timeout: nil)
         defer { client.close() }
         let kind = dryRun ? nil : attach ? "operation" : "deploy"
-        if let kind { sayOnInterruptBeforeAnswer(kind) }
+        // An attach or a dry run starts nothing: no "may run" (a re-audit).
+        if !attach && !dryRun { sayOnInterruptBeforeAnswer("deploy") }
         if attach {
             try client.send(ControlRequest(cmd: "attach", deploy: release.map { DeployOptions(release: $0) }))
         } else {
@@ -161,7 +164,7 @@ struct Deploy: ParsableCommand {
                 strategy: strategy, maxSurge: maxSurge, timeout: timeout, dryRun: dryRun ? true : nil, wait: wait ? true : nil)
             try client.send(ControlRequest(cmd: "deploy", deploy: options))
         }
-        try followOperation(&client, json: json, interrupted: kind)
+        try followOperation(&client, json: json, interrupted: kind, starts: !attach && !dryRun)
     }
 }
 
@@ -183,7 +186,7 @@ struct Rollback: ParsableCommand {
         defer { client.close() }
         sayOnInterruptBeforeAnswer("rollback")
         try client.send(ControlRequest(cmd: "rollback", deploy: DeployOptions(wait: wait ? true : nil)))
-        try followOperation(&client, json: json, interrupted: "rollback")
+        try followOperation(&client, json: json, interrupted: "rollback", starts: true)
     }
 }
 

@@ -143,7 +143,7 @@ extension OOMWatchTests {
         h.finishOperations()
         let reply = try #require(client.reply)
         #expect(reply.ok == true)
-        let line = "the kernel's OOM killer killed 1 of the serving workers' processes meanwhile (slot \(waiting.index): pid \(victim.pid))"
+        let line = "the kernel's OOM killer killed 1 worker process meanwhile (slot \(waiting.index): pid \(victim.pid))"
         #expect(reply.message?.hasSuffix("; " + line) == true, "\(reply)")
         #expect(client.progress.contains { $0.contains("killed pid \(victim.pid) (ruby), a worker this deploy did not start") }, "\(client.progress)")
         #expect(h.supervisor.history.last?.detail == line)
@@ -163,6 +163,10 @@ extension OOMWatchTests {
         h.finishOperations()
         let error = failing.reply?.error ?? ""
         #expect(!error.contains("nothing changed") && error.contains("the old workers keep serving; the kernel's OOM killer killed 1"), "\(error)")
+        // In history too (a re-audit: 4 of 4 failed operations had it in their line only).
+        #expect(
+            h.supervisor.history.last?.detail?.hasSuffix("; the kernel's OOM killer killed 1 worker process meanwhile (slot \(other.slot): pid \(other.pid))")
+                == true, "\(String(describing: h.supervisor.history.last?.detail))")
     }
 }
 

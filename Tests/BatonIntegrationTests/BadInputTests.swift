@@ -293,6 +293,19 @@ extension SecondIntegration {
                 cli.stderrLines.contains(
                     "baton: interrupted before baton answered: the deploy may run or not; see `baton status`, follow it with `baton deploy --attach`"),
                 "\(cli.stderrLines)")
+            // An attach starts nothing: no "may run" for it (a re-audit).
+            let heard = Protected(false)
+            let (quiet, quietListener) = try fakeDaemon("quiet.sock") { client in
+                heard.withLock { $0 = true }
+                var byte: UInt8 = 0
+                _ = read(client, &byte, 1)
+            }
+            let attach = try TestProcess([baton, "deploy", "--socket", quiet, "--attach"])
+            for _ in 0..<1000 where !heard.withLock({ $0 }) { pause(0.01) }
+            attach.signal(SIGTERM)
+            #expect(attach.wait(timeout: .seconds(10)) != nil && attach.killedBy == SIGTERM)
+            quietListener.join()
+            #expect(!attach.stderrLines.contains { $0.contains("may run") }, "\(attach.stderrLines)")
         }
 
         @Test("bad CLI arguments: one line, exit 2")

@@ -319,6 +319,10 @@ extension ThirdIntegration {
                 (["--timeout", "5x", src], "--timeout expects a duration like 10m or 1m30s, got \"5x\""),
                 (["--timeout", "-5s", src], "--timeout expects a duration like 10m or 1m30s, got \"-5s\""),
                 (["--timeout", "10", src], "--timeout expects a duration like 10m or 1m30s, got \"10\""),
+                // What baton refuses, the script refuses (a re-audit: these were copied first).
+                (["--timeout", "5 s", src], "--timeout expects a duration like 10m or 1m30s, got \"5 s\""),
+                (["--timeout", ".5s", src], "--timeout expects a duration like 10m or 1m30s, got \".5s\""),
+                (["--timeout", "1.s", src], "--timeout expects a duration like 10m or 1m30s, got \"1.s\""),
                 (["--timeout", "0s", src], "--timeout must be more than 0s, got \"0s\""),
             ]
             for (args, message) in bad {
