@@ -138,13 +138,14 @@ extension Supervisor {
     }
 
     /// The serving workers' summed growth rate: fitted leak rates, else each one's average
-    /// since it became ready.
-    func fittedGrowthRate() -> Double {
+    /// since it became ready (over at least `ageFloor`).
+    func fittedGrowthRate(ageFloor: Duration = .seconds(10)) -> Double {
         let now = loop.now()
         return slots.compactMap(\.current).reduce(0) { total, w in
             total
                 + GrowthForecast.rate(
-                    leak: w.history.leakRate, ussAtReady: w.ussAtReady, ussNow: w.memory?.uss, age: now - (w.readyAt ?? w.startedAt))
+                    leak: w.history.leakRate, ussAtReady: w.ussAtReady, ussNow: w.memory?.uss, age: now - (w.readyAt ?? w.startedAt),
+                    floor: ageFloor)
         }
     }
 

@@ -68,8 +68,12 @@ extension Supervisor {
     /// memory audit (2 of 2, workers leaking 30-40 MiB/s in all): an auto surge sized without
     /// it started 3 new workers beside 3 old ones that kept growing, and the kernel killed
     /// two serving workers.
+    ///
+    /// A young worker's average since ready counts from 2 s, not 10: a re-audit's deploy right
+    /// after a policy restart met workers 2-6 s old leaking 15 MiB/s each, counted at a fifth
+    /// of that. Warm-up growth read as a leak only narrows the width (the safe side).
     func growthDuringStep() -> UInt64 {
-        GrowthForecast.growth(rate: fittedGrowthRate(), over: estimatedReplacementTime + config.deploy.stabilityWindow)
+        GrowthForecast.growth(rate: fittedGrowthRate(ageFloor: .seconds(2)), over: estimatedReplacementTime + config.deploy.stabilityWindow)
     }
 
     /// baton's descriptor table now (nil when unknown), `unstarted` new workers planned.

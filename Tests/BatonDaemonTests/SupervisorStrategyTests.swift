@@ -145,6 +145,22 @@ import Testing
         #expect(client.reply?.ok == true)
     }
 
+    /// The re-audit after it: a deploy right after a policy restart met workers 2-6 s old
+    /// leaking 15 MiB/s each, whose average since ready counted at least 10 s (a fifth of it).
+    /// For the width it counts from 2 s: workers 4 s old that grew 24 MiB grow 6 MiB/s, not 2.4.
+    @Test func autoCountsAYoungWorkersGrowthAtItsAge() throws {
+        let h = try harness(available: (512 + 430) * Self.mib)
+        // Settled (at 2 s) at 180 MiB of USS; 24 MiB more by 4 s.
+        h.advance(by: .seconds(3))
+        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: (180 + 24) * Self.mib)
+        h.advance(by: .seconds(1))
+        h.measure()
+        let client = h.deploy(h.makeRelease("r1"))
+        #expect(client.progress.first?.contains("surge, 1 slot at once") == true, "\(client.progress)")
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+    }
+
     @Test func autoReplacesWhenNoExtraWorkerFits() throws {
         let h = try harness(available: 100 * Self.mib)
         let client = h.deploy(h.makeRelease("r1"))

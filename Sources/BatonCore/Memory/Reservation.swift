@@ -64,13 +64,14 @@ public enum GrowthForecast {
     }
 
     /// One worker's growth rate in bytes per second: its fitted leak rate when there is one,
-    /// else its average since it became ready (`ussNow − ussAtReady` over `age`, at least 10 s), else 0.
-    public static func rate(leak: LeakRate?, ussAtReady: UInt64?, ussNow: UInt64?, age: Duration) -> Double {
+    /// else its average since it became ready (`ussNow − ussAtReady` over `age`, at least
+    /// `floor`, 10 s unless told), else 0.
+    public static func rate(leak: LeakRate?, ussAtReady: UInt64?, ussNow: UInt64?, age: Duration, floor: Duration = .seconds(10)) -> Double {
         if let leak { return max(0, leak.bytesPerSecond) }
         guard let start = ussAtReady, let now = ussNow, now > start else { return 0 }
         // At least 10 s: a worker ready for half a second that took its first requests would
         // otherwise look like it grows megabytes a second.
-        let seconds = max(10, LeakRate.seconds(age))
+        let seconds = max(LeakRate.seconds(floor), LeakRate.seconds(age))
         return Double(now - start) / seconds
     }
 
