@@ -139,6 +139,14 @@ struct ControlProtocolTests {
         #expect(try JSONDecoder().decode(ControlReply.self, from: Data(line)) == reply)
     }
 
+    /// A re-audit: a peer answering `{"ok": true}` made `baton deploy` print "done", exit 0.
+    /// Every baton has sent `v` since its first version; a line without it is not a reply.
+    @Test func aReplyLineWithoutAVersionIsNoReply() {
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(ControlReply.self, from: Data(#"{"ok": true}"#.utf8)) }
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(ControlReply.self, from: Data(#"{"event": "progress", "message": "x"}"#.utf8)) }
+        #expect(throws: Never.self) { try JSONDecoder().decode(ControlReply.self, from: Data(#"{"ok": true, "v": 1}"#.utf8)) }
+    }
+
     @Test func statusReplyRoundTripsThroughOneLine() throws {
         let status = StatusReport(
             app: "shop", pid: 812, state: "running", release: "/srv/shop/releases/2024-05-01",

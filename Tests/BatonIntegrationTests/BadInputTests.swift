@@ -268,6 +268,13 @@ extension SecondIntegration {
             #expect(
                 notBaton.code == 3 && notBaton.stderr == "baton: the daemon at \(garbled) sent a reply that is not baton's control protocol",
                 "\(notBaton.stderr)")
+            // JSON that is not baton's either (a re-audit: `{"ok": true}` printed "done", exit 0).
+            let (json, answerer) = try fakeDaemon("json.sock") { client in
+                _ = "{\"ok\": true}\n".withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            }
+            let notBatonJSON = try TestProcess.run([baton, "deploy", "--socket", json, "--release", "/srv/r1"], timeout: .seconds(30))
+            answerer.join()
+            #expect(notBatonJSON.code == 3 && notBatonJSON.stderr.hasSuffix("not baton's control protocol"), "\(notBatonJSON.stderr)")
 
             let capped = try TestProcess.run([baton, "status", "--socket", huge], timeout: .seconds(30))
             flooder.join()

@@ -174,9 +174,14 @@ extension ControlReply: Codable {
     }
 
     /// Reads a reply line: `event` makes a progress line, else `ok` says which final reply it
-    /// is; a line with neither is not a reply.
+    /// is; a line with neither is not a reply, nor is one without `v`, which every baton has
+    /// sent since its first version (a re-audit: a peer answering `{"ok": true}` made `baton
+    /// deploy` print "done" and exit 0).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        guard c.contains(.v) else {
+            throw DecodingError.keyNotFound(CodingKeys.v, .init(codingPath: [], debugDescription: "a reply line has no \"v\""))
+        }
         if try c.decodeIfPresent(String.self, forKey: .event) != nil {
             self = .progress(try c.decodeIfPresent(String.self, forKey: .message) ?? "")
             return
