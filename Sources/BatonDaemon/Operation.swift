@@ -56,6 +56,8 @@ final class Operation {
         let n = oomKills.count
         return "the kernel's OOM killer killed \(n) worker process\(n == 1 ? "" : "es") meanwhile (\(oomKills.joined(separator: ", ")))"
     }
+    /// ``oomSummary`` as the end of a line ("" when none).
+    var oomSuffix: String { oomSummary.map { "; \($0)" } ?? "" }
     var failure: Failure?
     var startedAt: Duration = .zero
     /// deploy/rollback: `options.strategy`, parsed (nil: `[deploy] strategy`).

@@ -37,8 +37,10 @@ extension Supervisor {
             if replaced.isEmpty || op.kind == .policy {
                 finishFailed(
                     op,
-                    rolledBack: replaced.isEmpty
-                        ? "nothing changed: the old workers keep serving" : "slots \(Self.list(replaced)) keep their new workers (same release)")
+                    // "Nothing changed" is not so where the OOM killer took a worker meanwhile.
+                    rolledBack: !replaced.isEmpty
+                        ? "slots \(Self.list(replaced)) keep their new workers (same release)"
+                        : op.oomKills.isEmpty ? "nothing changed: the old workers keep serving" : "the old workers keep serving")
             } else {
                 rollBack(op, slots: replaced)
             }
@@ -144,7 +146,7 @@ extension Supervisor {
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message =
-            "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + (op.oomSummary.map { "; \($0)" } ?? "")
+            "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + op.oomSuffix
         if op.kind.isDeploy, let target = op.target { releases.recordDeployed(target) }
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
@@ -158,12 +160,10 @@ extension Supervisor {
             finishRollAhead(op, replaced: false)
             return
         }
-        // "Nothing changed" is not so where the OOM killer took a serving worker meanwhile.
-        let outcome = op.oomSummary.map { rolledBack.replacing("nothing changed: ", with: "") + "; \($0)" } ?? rolledBack
-        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(outcome)"
+        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)" + op.oomSuffix
         finishOperation(
             op, outcome: failure.code == 4 ? .timedOut : op.rolledBackSlots.isEmpty ? .failed : .rolledBack,
-            detail: failure.reason + (op.oomSummary.map { "; \($0)" } ?? ""), reply: .failure(message, code: failure.code, details: failure.output))
+            detail: failure.reason + op.oomSuffix, reply: .failure(message, code: failure.code, details: failure.output))
     }
 
     /// `op`'s line in history. A policy restart or roll-ahead names its slots and why each

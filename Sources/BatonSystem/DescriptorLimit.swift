@@ -19,7 +19,7 @@ public enum DescriptorLimit {
     private static let variable = "BATON_NOFILE_SOFT"
 
     /// RLIMIT_NOFILE (7 on Linux; Swift imports the enum case, not a plain number).
-    static let resource = __rlimit_resource_t(7)
+    private static let resource = __rlimit_resource_t(7)
 
     /// Raises the soft limit to the hard one (at most /proc/sys/fs/nr_open when the hard one is
     /// unlimited); nothing when the soft one already is the hard one or the kernel refuses.

@@ -69,7 +69,7 @@ public enum GrowthForecast {
     public static func rate(leak: LeakRate?, ussAtReady: UInt64?, ussNow: UInt64?, age: Duration, floor: Duration = .seconds(10)) -> Double {
         if let leak { return max(0, leak.bytesPerSecond) }
         guard let start = ussAtReady, let now = ussNow, now > start else { return 0 }
-        // At least 10 s: a worker ready for half a second that took its first requests would
+        // At least `floor`: a worker ready for half a second that took its first requests would
         // otherwise look like it grows megabytes a second.
         let seconds = max(LeakRate.seconds(floor), LeakRate.seconds(age))
         return Double(now - start) / seconds
