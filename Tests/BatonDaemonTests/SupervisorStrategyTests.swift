@@ -129,19 +129,10 @@ import Testing
     /// serving workers. 450 MiB over the reserve: two 200 MiB workers fit beside flat workers,
     /// one beside workers growing 15 MiB/s each (90 MiB over a 1 s replacement and the 2 s window).
     @Test func autoLeavesRoomForTheServingWorkersGrowthDuringAStep() throws {
-        let flat = try harness(available: (512 + 450) * Self.mib)
-        flat.advance(by: .seconds(20))
-        let wide = flat.deploy(flat.makeRelease("r1"))
-        #expect(wide.progress.first?.contains("surge, 2 slots at once") == true, "\(wide.progress)")
-        flat.finishOperations()
-
-        let h = try harness(available: (512 + 450) * Self.mib)
-        h.advance(by: .seconds(20))
-        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: (180 + 300) * Self.mib)
-        h.measure()
-        let client = h.deploy(h.makeRelease("r1"))
+        let flat = try deployGrown(available: 450, grown: 0, grewAt: .seconds(20), age: .seconds(20))
+        #expect(flat.progress.first?.contains("surge, 2 slots at once") == true, "\(flat.progress)")
+        let client = try deployGrown(available: 450, grown: 300, grewAt: .seconds(20), age: .seconds(20))
         #expect(client.progress.first?.contains("surge, 1 slot at once") == true, "\(client.progress)")
-        h.finishOperations()
         #expect(client.reply?.ok == true)
     }
 
@@ -149,16 +140,24 @@ import Testing
     /// leaking 15 MiB/s each, whose average since ready counted at least 10 s (a fifth of it).
     /// For the width it counts from 2 s: workers 4 s old that grew 24 MiB grow 6 MiB/s, not 2.4.
     @Test func autoCountsAYoungWorkersGrowthAtItsAge() throws {
-        let h = try harness(available: (512 + 430) * Self.mib)
         // Settled (at 2 s) at 180 MiB of USS; 24 MiB more by 4 s.
-        h.advance(by: .seconds(3))
-        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: (180 + 24) * Self.mib)
-        h.advance(by: .seconds(1))
+        let client = try deployGrown(available: 430, grown: 24, grewAt: .seconds(3), age: .seconds(4))
+        #expect(client.progress.first?.contains("surge, 1 slot at once") == true, "\(client.progress)")
+        #expect(client.reply?.ok == true)
+    }
+
+    /// Two workers of 200 MiB (180 MiB of USS at ready) with `available` MiB free over the
+    /// reserve, whose USS is `grown` MiB more from `grewAt` after start on; a deploy at `age`,
+    /// finished.
+    func deployGrown(available: UInt64, grown: UInt64, grewAt: Duration, age: Duration) throws -> RecordingWaiter {
+        let h = try harness(available: (512 + available) * Self.mib)
+        h.advance(by: grewAt)
+        h.host.fakeMemory.worker = MemorySample(rss: 200 * Self.mib, pss: 200 * Self.mib, uss: (180 + grown) * Self.mib)
+        h.advance(by: age - grewAt)
         h.measure()
         let client = h.deploy(h.makeRelease("r1"))
-        #expect(client.progress.first?.contains("surge, 1 slot at once") == true, "\(client.progress)")
         h.finishOperations()
-        #expect(client.reply?.ok == true)
+        return client
     }
 
     @Test func autoReplacesWhenNoExtraWorkerFits() throws {
