@@ -48,8 +48,15 @@ extension Supervisor {
         if options.dryRun == true {
             measureThen("a dry run") { [unowned self] in
                 var lines = self.plan(kind: kind, target: target, options: options, strategy: strategy)
-                lines.insert(self.overlapVerdict(kind, wait: options.wait == true), at: 1)
-                waiter.finish(.success("dry run: nothing changed", details: lines))
+                let verdict = self.overlapVerdict(kind, wait: options.wait == true)
+                lines.insert(verdict.line, at: 1)
+                // The real request would be turned away: the dry run fails as it would (exit 1),
+                // as a server-side dry run does, so that a CI gate on it does not pass.
+                if let reason = verdict.turnedAway {
+                    waiter.finish(.failure("dry run: nothing changed; the \(kind.rawValue) would be refused: \(reason)", details: lines))
+                } else {
+                    waiter.finish(.success("dry run: nothing changed", details: lines))
+                }
             }
             return
         }

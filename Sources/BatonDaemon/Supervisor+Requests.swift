@@ -101,22 +101,25 @@ extension Supervisor {
     }
 
     /// What the overlap rules would answer a `kind` request now, asked of a copy of the queue
-    /// (nothing changes): a dry run's second line. An audit: a dry run during a deploy printed
-    /// its plan as if nothing ran, and the real request was then refused.
-    func overlapVerdict(_ kind: Operation.Kind, wait: Bool) -> String {
+    /// (nothing changes): a dry run's second line, and why the real request would be turned
+    /// away (nil: it would run). An audit: a dry run during a deploy printed its plan as if
+    /// nothing ran, and the real request was then refused.
+    func overlapVerdict(_ kind: Operation.Kind, wait: Bool) -> (line: String, turnedAway: String?) {
         var probe = operations
         for action in probe.request(Int.max, kind: kind, wait: wait) {
             switch action {
-            case .start: return "now: nothing else runs or waits: it would start at once"
+            case .start: return ("now: nothing else runs or waits: it would start at once", nil)
             case .waiting(_, let blocker):
                 let ahead = probe.queued.count - 1 + (probe.running == nil ? 0 : 1)
-                return "now: it would wait: a \(Self.describe(blocker)) is in progress (\(ahead) ahead of it), and be planned again when it starts"
-            case .joined: return "now: it would join the reload already queued"
-            case .refused(_, let why): return "now: it would be refused: \(refusal(kind, why))"
-            case .expired, .rejected: return "now: it would be rejected: baton is stopping"
+                return ("now: it would wait: a \(Self.describe(blocker)) is in progress (\(ahead) ahead of it), and be planned again when it starts", nil)
+            case .joined: return ("now: it would join the reload already queued", nil)
+            case .refused(_, let why):
+                let reason = refusal(kind, why)
+                return ("now: it would be refused: \(reason)", reason)
+            case .expired, .rejected: return ("now: it would be rejected: baton is stopping", "baton is stopping")
             }
         }
-        return "now: it would start at once"
+        return ("now: it would start at once", nil)
     }
 
     /// What a client of a queued deploy or rollback hears, and `--attach` when it follows one.

@@ -28,8 +28,9 @@ let firstAnswerTimeout: Duration = .seconds(30)
 /// Streams an operation's progress lines and turns its final reply into an
 /// exit code: the same for deploy, rollback and attach. `interrupted`: what the operation is
 /// called in the line a signal prints once baton answered (nil: no line, a dry run);
-/// `starts`: the request starts one (not an attach or a dry run, which start nothing).
-func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind: String? = nil, starts: Bool = false) throws {
+/// `starts`: the request starts one (not an attach or a dry run, which start nothing);
+/// `plan`: a dry run, whose details are its plan (stdout) even when it says no.
+func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind: String? = nil, starts: Bool = false, plan: Bool = false) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     // A client with its own bound per line (upgrade's) keeps it.
@@ -65,7 +66,9 @@ func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind
             return
         case .failed(let failure):
             if !json {
-                for line in failure.details ?? [] { writeAll(2, Array("  | \(line)\n".utf8)) }
+                for line in failure.details ?? [] {
+                    if plan { print(line) } else { writeAll(2, Array("  | \(line)\n".utf8)) }
+                }
             }
             throw BatonExit(code: failure.code ?? BatonExitCode.failure, message: json ? nil : failure.error)
         }
@@ -164,7 +167,7 @@ struct Deploy: ParsableCommand {
                 strategy: strategy, maxSurge: maxSurge, timeout: timeout, dryRun: dryRun ? true : nil, wait: wait ? true : nil)
             try client.send(ControlRequest(cmd: "deploy", deploy: options))
         }
-        try followOperation(&client, json: json, interrupted: kind, starts: !attach && !dryRun)
+        try followOperation(&client, json: json, interrupted: kind, starts: !attach && !dryRun, plan: dryRun)
     }
 }
 

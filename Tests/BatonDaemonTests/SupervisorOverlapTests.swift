@@ -339,7 +339,9 @@ import Testing
         #expect(follower.reply == queued.reply)
     }
 
-    @Test func dryRunDuringADeployChangesNothingAndIsNotRefused() throws {
+    /// A dry run the real request would be refused for fails as that request would (exit 1), its
+    /// plan in the details: an audit's CI gate on `--dry-run` passed (exit 0) during a deploy.
+    @Test func dryRunDuringADeployChangesNothingAndFailsAsTheRequestWould() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
         let r1 = h.makeRelease("r1")
@@ -349,8 +351,9 @@ import Testing
         h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: r2, dryRun: true), waiter: client, uid: 0)
         h.awaitReads()
         let reply = try #require(client.reply)
-        #expect(reply.ok == true)
-        #expect(reply.message == "dry run: nothing changed")
+        #expect(reply.ok == false)
+        #expect(reply.code == nil, "exit 1, as the refused deploy")
+        #expect(reply.error == "dry run: nothing changed; the deploy would be refused: deploy in progress (of \(r1)): refused; use --wait to queue behind it")
         #expect(reply.details?.first == "deploy: \(h.initialRelease) → \(r2)")
         // It says what the real request would meet now (an audit: the plan read as if nothing
         // ran, and the deploy was then refused).
@@ -358,6 +361,7 @@ import Testing
         let waiting = RecordingWaiter()
         h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: r2, dryRun: true, wait: true), waiter: waiting, uid: 0)
         h.awaitReads()
+        #expect(waiting.reply?.ok == true && waiting.reply?.message == "dry run: nothing changed")
         #expect(
             waiting.reply?.details?.dropFirst().first?.hasPrefix("now: it would wait: a deploy is in progress (1 ahead of it)") == true,
             "\(String(describing: waiting.reply))")

@@ -130,6 +130,14 @@ extension SecondIntegration {
             let refused = try baton.cli(["deploy", "--release", r3])
             #expect(refused.code == 1)
             #expect(refused.stderr.contains("deploy in progress"))
+            // A dry run of it fails as it would (a CI gate on the dry run passed with exit 0):
+            // the plan on stdout, the refusal as its error line.
+            let dryRefused = try baton.cli(["deploy", "--release", r3, "--dry-run"])
+            #expect(dryRefused.code == 1)
+            #expect(dryRefused.stdout.contains("now: it would be refused: deploy in progress"), "\(dryRefused.stdout)")
+            #expect(
+                dryRefused.stderr.contains("dry run: nothing changed; the deploy would be refused: deploy in progress (of \(r2))"),
+                "\(dryRefused.stderr)")
             let queued = try baton.startCLI(["deploy", "--wait", "--release", r3])
             #expect(queued.waitForStdout(containing: "waiting: a deploy is in progress", timeout: .seconds(10)))
             // Ctrl-C / a dropped ssh: the first client dies, its deploy goes on; it says so on
