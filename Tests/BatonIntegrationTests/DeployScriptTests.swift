@@ -324,6 +324,9 @@ extension ThirdIntegration {
                 (["--timeout", ".5s", src], "--timeout expects a duration like 10m or 1m30s, got \".5s\""),
                 (["--timeout", "1.s", src], "--timeout expects a duration like 10m or 1m30s, got \"1.s\""),
                 (["--timeout", "0s", src], "--timeout must be more than 0s, got \"0s\""),
+                // Past baton's bound (2^63-1 ns), which baton refused only after the copy.
+                (["--timeout", "99999999999h", src], "--timeout: too large, got \"99999999999h\""),
+                (["--timeout", "106752d", src], "--timeout: too large, got \"106752d\""),
             ]
             for (args, message) in bad {
                 let result = try Self.deploy(baton, args)
