@@ -56,8 +56,26 @@ final class Operation {
         let n = oomKills.count
         return "the kernel's OOM killer killed \(n) worker process\(n == 1 ? "" : "es") meanwhile (\(oomKills.joined(separator: ", ")))"
     }
-    /// ``oomSummary`` as the end of a line ("" when none).
-    var oomSuffix: String { oomSummary.map { "; \($0)" } ?? "" }
+    /// Old workers whose drain did not end cleanly (SIGKILLed at the stop timeout, killed,
+    /// or exited non-zero): "slot 1: pid 14771 SIGKILLed at the stop timeout".
+    var cutDrains: [String] = []
+    /// What its final line and history add: OOM kills and drains that did not end cleanly
+    /// (nil: none). A drain audit: a deploy whose old workers were SIGKILLed with requests in
+    /// flight said only "deploy finished", and history "succeeded".
+    var endNotes: String? {
+        var notes = oomSummary.map { [$0] } ?? []
+        if !cutDrains.isEmpty {
+            let n = cutDrains.count
+            notes.append(
+                "requests in flight may have been cut: \(n) old worker\(n == 1 ? "" : "s") did not drain cleanly (\(cutDrains.joined(separator: ", ")))")
+        }
+        return notes.isEmpty ? nil : notes.joined(separator: "; ")
+    }
+    /// ``endNotes`` as the end of a line ("" when none).
+    var endSuffix: String { endNotes.map { "; \($0)" } ?? "" }
+    /// When every slot's new worker first served and passed its window, only old workers'
+    /// drains left (nil: not yet): a deadline passing after it does not roll a proven release back.
+    var newWorkersServedAt: Duration?
     var failure: Failure?
     var startedAt: Duration = .zero
     /// deploy/rollback: `options.strategy`, parsed (nil: `[deploy] strategy`).

@@ -17,7 +17,9 @@ extension Supervisor {
             // Finished after its deadline, whose timer had not run yet (a CI audit: the loop or the
             // host stalled 3.4 s past both, and the deploy exited 0 after its --timeout): it
             // fails for the deadline, as it would had the timer run first.
-            if let deadline = op.deadlineAt, loop.now() >= deadline.at {
+            // Not when every new worker served before it, only drains left (a drain audit: a
+            // 5 s --timeout rolled a healthy release back while old workers finished 20 s requests).
+            if let deadline = op.deadlineAt, loop.now() >= deadline.at, op.newWorkersServedAt.map({ $0 >= deadline.at }) ?? true {
                 let reason = "deadline of \(Units.formatDuration(deadline.after)) passed"
                 logger.error("\(op.kind.rawValue): \(reason) before it finished: rolling back")
                 op.failure = Operation.Failure(reason: reason, output: [], code: 4)
@@ -146,12 +148,12 @@ extension Supervisor {
         degraded = false
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message =
-            "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + op.oomSuffix
+            "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + op.endSuffix
         if op.kind.isDeploy, let target = op.target { releases.recordDeployed(target) }
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
         if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
-        finishOperation(op, outcome: .succeeded, detail: op.oomSummary, reply: .success(message))
+        finishOperation(op, outcome: .succeeded, detail: op.endNotes, reply: .success(message))
     }
 
     private func finishFailed(_ op: Operation, rolledBack: String) {
@@ -160,10 +162,10 @@ extension Supervisor {
             finishRollAhead(op, replaced: false)
             return
         }
-        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)" + op.oomSuffix
+        let message = "\(op.kind.rawValue) of \(op.target?.directory ?? "?") failed: \(failure.reason); \(rolledBack)" + op.endSuffix
         finishOperation(
             op, outcome: failure.code == 4 ? .timedOut : op.rolledBackSlots.isEmpty ? .failed : .rolledBack,
-            detail: failure.reason + op.oomSuffix, reply: .failure(message, code: failure.code, details: failure.output))
+            detail: failure.reason + op.endSuffix, reply: .failure(message, code: failure.code, details: failure.output))
     }
 
     /// `op`'s line in history. A policy restart or roll-ahead names its slots and why each

@@ -92,7 +92,7 @@ extension Supervisor {
     /// workers' median commit charge too (`MemoryMonitor.commitPerWorker`).
     private func sampleOffLoop(detailed: Bool, commitCharge: Bool = false, then: @escaping () -> Void) {
         memoryMonitor.readStarted()
-        let pids = liveWorkerPIDs + moldPIDs
+        let pids = liveWorkerPIDs + moldPIDs + orphanPIDs
         let serving = commitCharge ? slots.compactMap { $0.current?.pid } : []
         let ksm = config.memory.mergeable
         loop.offload({ [reader = host.memory] in
@@ -116,6 +116,7 @@ extension Supervisor {
     /// Stores readings on the workers still alive (the monitor's rules), and the molds'.
     private func apply(_ readings: [pid_t: MemorySample], detailed: Bool) {
         memoryMonitor.apply(readings, detailed: detailed, to: slots.flatMap(\.workers), now: loop.now())
+        for pid in orphanPIDs { if let m = readings[pid] { takeOver.memory[pid] = m } }
         guard moldMode else { return }
         moldBook.memory = readings.filter { pid, _ in moldBook.molds.contains { $0.pid == pid && $0.state != .exited } }
         if let ready = largestReadyMoldRSS { moldBook.lastReadyRSS = ready }
@@ -199,13 +200,16 @@ extension Supervisor {
         PreflightVerdict, PreflightReport
     ) {
         let readings = try host.memory.hostReadings()
-        let workers = slots.compactMap(\.current)
-        let pss = workers.compactMap { $0.memory?.pss }
-        // The molds hold memory of the budget's that no worker's PSS counts.
-        let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss.reduce(0, +) + moldsPSS)
         let target = release ?? releaseState.current.directory
         // Never the running workers' PSS: grown workers would make a new one look as large.
         let footprint = memoryMonitor.footprints.estimate(release: target, configured: config.deploy.workerFootprint)
+        // Every worker not gone holds memory, as a rollout's plan counts them: a draining one
+        // and a previous baton's orphan too (a drain audit: preflight said `fits` with 84 MiB of
+        // headroom while draining workers held 44 MiB of it), one not measured yet as a footprint.
+        let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
+        let pss = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint?.bytes ?? 0) } + orphansPSS
+        // The molds hold memory of the budget's that no worker's PSS counts.
+        let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss + moldsPSS)
         let plan = DeployPlan(
             strategy: strategy ?? config.deploy.strategy, maxSurge: min(maxSurge ?? config.deploy.maxSurge, slots.count), footprint: footprint?.bytes,
             commitPerWorker: commitPerWorker(readings, .again(op)), tooling: need + oomMargin(footprint: footprint?.bytes),
@@ -218,7 +222,7 @@ extension Supervisor {
         var report = PreflightReport(
             fits: verdict.fits, summary: verdict.summary, strategy: verdict.strategy.rawValue, needBytes: verdict.bindingNeed,
             haveBytes: verdict.binding.available, binding: verdict.binding.kind.name, budgetBytes: budget.bytes,
-            budgetSource: budget.source.rawValue, workersPSSBytes: pss.reduce(0, +), footprintBytes: footprint?.bytes,
+            budgetSource: budget.source.rawValue, workersPSSBytes: pss, footprintBytes: footprint?.bytes,
             limits: headroom.limits.map { PreflightReport.Limit(kind: $0.kind.name, availableBytes: $0.available) }, rolledAhead: nil)
         report.reservation = reservationReport()
         return (verdict, report)

@@ -245,6 +245,15 @@ extension Supervisor {
             return
         }
         guard op.phase == .rollingOut else { return }
+        // Every slot's new worker serves and passed its window: only old workers' drains are
+        // left, bounded by `[stop] timeout`. A proven release is not rolled back for them.
+        if rollout?.onlyDrainsLeft == true {
+            op.newWorkersServedAt = op.newWorkersServedAt ?? loop.now()
+            op.report(
+                "\(reason) while only old workers drain (every slot's new worker serves): the \(op.kind.rawValue) ends when they are gone, at most [stop] timeout (\(Units.formatDuration(config.stop.timeout)))"
+            )
+            return
+        }
         logger.error("\(op.kind.rawValue): \(reason): aborting")
         op.failure = Operation.Failure(reason: reason, output: [], code: 4)
         rolloutEvent { $0.abort(reason: reason) }
@@ -260,6 +269,7 @@ extension Supervisor {
         if rolloutPlanner != nil { machine.replan(strategy: machine.stepStrategy, width: 0) }
         let handled = event(&machine)
         rollout = machine
+        if let op = operation, op.phase == .rollingOut, op.newWorkersServedAt == nil, machine.onlyDrainsLeft { op.newWorkersServedAt = loop.now() }
         var actions = handled
         if !handled.contains(where: { if case .finished = $0 { true } else { false } }) {
             actions += replanRollout(&machine)
@@ -356,28 +366,6 @@ extension Supervisor {
     /// How long `worker` took to become ready, for progress lines.
     static func bootTime(_ worker: Worker) -> String {
         worker.readyAt.map { Units.formatElapsed($0 - worker.startedAt) } ?? "?"
-    }
-
-    /// An old worker finished draining.
-    func drainedWorkerExited(_ worker: Worker, slot: Slot, exit: CBatonLinuxShim.Exit = .exited(0)) {
-        if let op = operation, worker.stopReason != .abandoned {
-            let took = Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now()))
-            // A drain cut short by SIGKILL is not a drain: the client's log must say requests may have been cut.
-            if config.stop.signal == SIGKILL {
-                // `[stop] signal = "SIGKILL"` drains nothing (a reload audit read "drained in 1ms").
-                op.report("slot \(slot.index): pid \(worker.pid) stopped with SIGKILL ([stop] signal: no drain; requests in flight were cut)")
-            } else if worker.drainCutShort {
-                op.report(
-                    "slot \(slot.index): pid \(worker.pid) still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight were cut)"
-                )
-            } else if case .signaled(let signal) = exit, signal != config.stop.signal {
-                // Nor is a kill from elsewhere (kill -9, the OOM killer: a re-audit saw "drained").
-                op.report("slot \(slot.index): pid \(worker.pid) was killed while it drained (\(exit), after \(took); requests in flight were cut)")
-            } else {
-                op.report("slot \(slot.index): pid \(worker.pid) drained in \(took)")
-            }
-        }
-        if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
     static func list(_ slots: [Int]) -> String { slots.map(String.init).joined(separator: ",") }

@@ -21,17 +21,21 @@ extension Supervisor {
     /// What the planner needs now: headroom from the host and cgroup figures read now and the
     /// workers' last PSS sample (no smaps walk), the new worker's footprint, and the slots in
     /// replacement; the commit charge per worker is `op`'s, read once per operation (see
-    /// ``commitPerWorker(_:_:)``). Headroom nil when memory cannot be read.
-    func rolloutFigures(release: String?, for op: Operation? = nil) -> RolloutPlanner.Figures {
-        let inFlight = rollout?.inFlightSlots.count ?? 0
-        let pending = rollout.map { $0.phases.filter { $0 == .pending }.count } ?? slots.count
+    /// ``commitPerWorker(_:_:)``). Headroom nil when memory cannot be read. `fresh`: the first
+    /// step of a rollout not begun, which a running one's slots in flight and pending do not
+    /// concern (a drain audit: a dry run during a deploy of 3 workers said "4 slots at once",
+    /// its 3 slots in flight plus the 1 more that fit).
+    func rolloutFigures(release: String?, for op: Operation? = nil, fresh: Bool = false) -> RolloutPlanner.Figures {
+        let running = fresh ? nil : rollout
+        let inFlight = running?.inFlightSlots.count ?? 0
+        let pending = running.map { $0.phases.filter { $0 == .pending }.count } ?? slots.count
         // A new worker not ready yet has not reached its footprint: the headroom does not show it.
         // Nor does one not spawned yet: a replace slot whose old worker just drained is planned
         // again before its start runs, and the memory the drain gave back is that worker's.
         var booting = Set(slots.filter { $0.replacement.map { $0.state != .ready } ?? false }.map(\.index))
         var unstarted = 0
-        if let rollout {
-            for (slot, phase) in zip(rollout.slots, rollout.phases) where phase == .startingAfterDrain && slots[slot].replacement == nil {
+        if let running {
+            for (slot, phase) in zip(running.slots, running.phases) where phase == .startingAfterDrain && slots[slot].replacement == nil {
                 booting.insert(slot)
                 unstarted += 1
             }
@@ -54,12 +58,13 @@ extension Supervisor {
 
     /// The headroom new workers of `release` may take beside the live workers and molds, and
     /// their footprint (never the running workers' median: they have grown; unknown means
-    /// replace). Against `[memory] budget` every live worker counts: draining ones still hold
-    /// their memory, and one not measured since it started (a replacement) counts as a footprint.
+    /// replace). Against `[memory] budget` every live worker counts: draining ones and a
+    /// previous baton's orphans still hold their memory, and one not measured since it started
+    /// (a replacement) counts as a footprint.
     private func workersHeadroom(_ readings: MemoryReadings, release: String?) -> (Headroom, footprint: UInt64?) {
         let footprint = memoryMonitor.footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
-        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + moldsPSS
+        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + moldsPSS + orphansPSS
         return (surgeHeadroom(readings, workersPSS: used, footprint: footprint), footprint)
     }
 
@@ -185,7 +190,7 @@ extension Supervisor {
     /// just before (``measureThen(_:_:)``). `op`: the operation the rollout belongs to, which
     /// keeps the commit charge read now.
     func firstStep(_ options: DeployOptions?, strategy: DeployStrategy?, for op: Operation? = nil) -> RolloutPlanner.Step {
-        rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release, for: op))
+        rolloutPlanner(options, strategy: strategy).step(rolloutFigures(release: options?.release, for: op, fresh: true))
     }
 
     /// Every serving worker's USS growth since ready, from the last sample (`readyOnly`: only

@@ -14,7 +14,7 @@ extension Supervisor {
     /// uninterruptible sleep while the host stalled held status for 21 s, and the CLI gave up,
     /// exit 4, as if baton hung).
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
-        let pids = liveWorkerPIDs + moldPIDs
+        let pids = liveWorkerPIDs + moldPIDs + orphanPIDs
         let ksm = config.memory.mergeable
         let onTime = boundedWait(Self.statusReadWait) { [unowned self] in
             var report = self.statusReport(memory: self.lastMemorySamples)
@@ -32,7 +32,7 @@ extension Supervisor {
 
     /// Each live worker's and mold's last memory sample, by pid.
     var lastMemorySamples: [pid_t: MemorySample] {
-        var samples = moldBook.memory
+        var samples = moldBook.memory.merging(takeOver.memory) { a, _ in a }
         for slot in slots { for w in slot.workers { if let m = w.memory { samples[w.pid] = m } } }
         return samples
     }
@@ -54,7 +54,7 @@ extension Supervisor {
         var report = StatusReport(
             app: config.app.name, pid: getpid(), state: phase.rawValue, release: releaseState.current.directory,
             listeners: listeners.map(\.address), slots: slots.count, summary: summary,
-            workers: slots.flatMap { statusRows($0, memory: trees, now: now) })
+            workers: slots.flatMap { statusRows($0, memory: trees, now: now) } + orphanRows(memory: trees))
         // A queued operation has no target yet: a deploy names the release it asked for.
         let queued = queue.map { q in q.kind == .deploy ? "deploy of \(q.options?.release ?? "?")" : q.kind.rawValue }
         report.operation = operation.map { op in

@@ -39,6 +39,9 @@ struct TakeOverState {
     var pace: TakeOverPace?
     /// Orphans gone since the take-over began.
     var orphansGone = 0
+    /// The orphans' last memory samples (their trees), by pid: they hold memory of the
+    /// budget's until they are gone.
+    var memory: [pid_t: MemorySample] = [:]
     /// Processes of the dead baton's that hold its listening socket but are no workers: they
     /// left a worker's process group (a session of their own, or a group no orphan leads).
     /// Their pidfds, owned; SIGKILLed at the end of a stop, as baton's own escaped children.
@@ -289,6 +292,7 @@ extension Supervisor {
         orphan.process.close()  // the orphan is gone
         if let t = orphan.killTimer { loop.cancel(t) }
         takeOver.orphans.removeAll { $0 === orphan }
+        takeOver.memory[orphan.pid] = nil
         takeOver.orphansGone += 1
         logger.info("orphaned worker drained", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
         if takeOver.orphans.isEmpty { logger.info("take-over finished: every orphaned worker of the previous baton is gone") }
@@ -365,6 +369,26 @@ extension Supervisor {
 }
 
 extension Supervisor {
+    /// The orphans still running, measured with the workers.
+    var orphanPIDs: [pid_t] { takeOver.orphans.map(\.pid) }
+
+    /// What the orphans hold of the budget, from their last samples: a take-over audit saw a
+    /// deploy planned `surge, 2 slots at once` beside three orphans that preflight and status
+    /// left out, and the workers' PSS reach 174 MiB of a 150 MiB budget.
+    var orphansPSS: UInt64 { takeOver.orphans.compactMap { takeOver.memory[$0.pid]?.pss }.reduce(0, +) }
+
+    /// `baton status` rows of the orphans: state `orphaned`, their slot in the previous
+    /// baton (-1: one its record did not name), whose pid the release column names.
+    func orphanRows(memory trees: [pid_t: MemorySample]) -> [WorkerStatus] {
+        let previous = takeOver.previous.map { "previous baton pid \($0.pid)" } ?? "previous baton"
+        return takeOver.orphans.map { orphan in
+            let m = trees[orphan.pid]
+            return WorkerStatus(
+                slot: orphan.slot, pid: orphan.pid, state: orphan.killTimer == nil ? "orphaned" : "orphaned-draining", release: previous,
+                generation: 0, rssBytes: m?.rss, pssBytes: m?.pss, ussBytes: m?.uss)
+        }
+    }
+
     /// The inode of descriptor `fd` (nil when fstat fails).
     static func inode(of fd: Int32) -> UInt64? {
         var st = stat()

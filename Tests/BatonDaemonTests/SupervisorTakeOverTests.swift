@@ -61,6 +61,38 @@ import Testing
         #expect(h.supervisor.takeOver.orphans.isEmpty, "gone once its pidfd turned readable")
     }
 
+    /// A drain audit (2 of 2): while a take-over's orphans drained 20 s requests, `status`
+    /// listed only the new workers, `preflight` said "fits" and a deploy planned a surge of 2
+    /// beside them: the workers' PSS reached 174 MiB of a 150 MiB budget. The orphans are
+    /// measured with the workers, shown by `status` and counted against the budget.
+    @Test func theOrphansMemoryCountsUntilTheyAreGone() throws {
+        let mib: UInt64 = 1 << 20
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(socket) {} }  // the Listener owns its socket and closes it
+        let h = try harness(address: try #require(Sockets.localAddress(socket.fd)))
+        h.host.fakeMemory.worker = MemorySample(rss: 30 * mib, pss: 20 * mib, uss: 15 * mib)
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 4096 * mib, commitLimit: 8192 * mib, committed: 1024 * mib), overcommit: .heuristic,
+            cgroup: nil)
+        let orphan = h.host.addOrphan(pid: Self.orphanPID, slot: 0, descriptors: [3: socket.fd])
+        orphan.ignoresStopSignal = true
+        h.host.fakeProcesses.setStartTime(11, of: Self.orphanPID)
+        try h.supervisor.checkPreviousInstance()
+        h.supervisor.adoptOrphans()
+        h.supervisor.takeOver.taken = [:]
+        try h.start()
+        h.supervisor.drainOrphans()
+        let (_, report) = try h.preflight()
+        #expect(report.workersPSSBytes == 40 * mib, "the new worker and the orphan, 20 MiB each")
+        let status = h.supervisor.statusReport(memory: h.supervisor.lastMemorySamples)
+        let row = try #require(status.workers.first { $0.pid == Self.orphanPID }, "\(status.workers)")
+        #expect(row.state == "orphaned-draining" && row.pssBytes == 20 * mib && row.release == "previous baton pid \(Self.previousPID)")
+        #expect(status.memory?.workersPSSBytes == 40 * mib)
+        orphan.end(.exited(0))
+        h.advance(by: .zero)
+        #expect(try h.preflight().1.workersPSSBytes == 20 * mib, "gone: only the new worker")
+    }
+
     /// Workers the dead baton spawned but had not recorded hold its listening socket (the
     /// recorded inode): each that leads its own group and started after that baton is adopted,
     /// and gives up the socket when no recorded orphan could; a holder inside a recorded

@@ -138,6 +138,12 @@ public struct RollingRestart: Sendable, Equatable {
         slots.indices.filter { phases[$0] == .done || (strategies[$0] == .surge && phases[$0] == .drainingOld) }.map { slots[$0] }
     }
 
+    /// Whether every slot's new worker serves and passed its window (when one is asked), so that
+    /// only old workers' drains are left: they say nothing about the new release.
+    public var onlyDrainsLeft: Bool {
+        outcome == nil && replacedSlots.count == slots.count && slots.allSatisfy(settled)
+    }
+
     /// Slots whose new worker serves and still waits for its stability window to pass.
     public var settlingSlots: [Int] {
         zip(slots, phases).filter { $0.1 == .done && !settled($0.0) }.map(\.0)

@@ -1,0 +1,39 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// An old worker's drain, as an operation reports it: a clean drain, or one that did not end
+/// cleanly (SIGKILLed at `[stop] timeout`, killed from elsewhere, exited non-zero), which the
+/// operation's final line and history name too.
+extension Supervisor {
+    /// An old worker finished draining.
+    func drainedWorkerExited(_ worker: Worker, slot: Slot, exit: CBatonLinuxShim.Exit = .exited(0)) {
+        if let op = operation, worker.stopReason != .abandoned {
+            let took = Units.formatElapsed(loop.now() - (worker.drainStartedAt ?? loop.now()))
+            // A drain cut short by SIGKILL is not a drain: the client's log must say requests may have been cut.
+            if config.stop.signal == SIGKILL {
+                // `[stop] signal = "SIGKILL"` drains nothing (a reload audit read "drained in 1ms").
+                op.report("slot \(slot.index): pid \(worker.pid) stopped with SIGKILL ([stop] signal: no drain; requests in flight were cut)")
+            } else if worker.drainCutShort {
+                op.report(
+                    "slot \(slot.index): pid \(worker.pid) still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight were cut)"
+                )
+                op.cutDrains.append("slot \(slot.index): pid \(worker.pid) SIGKILLed at the stop timeout")
+            } else if case .signaled(let signal) = exit, signal != config.stop.signal {
+                // Nor is a kill from elsewhere (kill -9, the OOM killer: a re-audit saw "drained").
+                op.report("slot \(slot.index): pid \(worker.pid) was killed while it drained (\(exit), after \(took); requests in flight were cut)")
+                op.cutDrains.append("slot \(slot.index): pid \(worker.pid) \(exit)")
+            } else if case .exited(let code) = exit, code != 0 {
+                // Nor is a non-zero exit: the app says its drain failed (a drain audit: the demo
+                // worker's exit 1 at its own drain timeout, 20 s requests cut, read "drained in 3.01s").
+                op.report(
+                    "slot \(slot.index): pid \(worker.pid) exited with code \(code) while it drained, after \(took): not a clean drain (requests in flight may have been cut)"
+                )
+                op.cutDrains.append("slot \(slot.index): pid \(worker.pid) exited with code \(code)")
+            } else {
+                op.report("slot \(slot.index): pid \(worker.pid) drained in \(took)")
+            }
+        }
+        if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
+    }
+}
