@@ -73,9 +73,9 @@ final class Operation {
     }
     /// ``endNotes`` as the end of a line ("" when none).
     var endSuffix: String { endNotes.map { "; \($0)" } ?? "" }
-    /// When every slot's new worker first served and passed its window, only old workers'
-    /// drains left (nil: not yet): a deadline passing after it does not roll a proven release back.
-    var newWorkersServedAt: Duration?
+    /// Every slot's new worker served and passed its window, only old workers' drains left,
+    /// before its deadline passed (or when its timer ran): the deadline then rolls nothing back.
+    var servedBeforeDeadline = false
     var failure: Failure?
     var startedAt: Duration = .zero
     /// deploy/rollback: `options.strategy`, parsed (nil: `[deploy] strategy`).

@@ -19,7 +19,7 @@ extension Supervisor {
             // fails for the deadline, as it would had the timer run first.
             // Not when every new worker served before it, only drains left (a drain audit: a
             // 5 s --timeout rolled a healthy release back while old workers finished 20 s requests).
-            if let deadline = op.deadlineAt, loop.now() >= deadline.at, op.newWorkersServedAt.map({ $0 >= deadline.at }) ?? true {
+            if let deadline = op.deadlineAt, loop.now() >= deadline.at, !op.servedBeforeDeadline {
                 let reason = "deadline of \(Units.formatDuration(deadline.after)) passed"
                 logger.error("\(op.kind.rawValue): \(reason) before it finished: rolling back")
                 op.failure = Operation.Failure(reason: reason, output: [], code: 4)

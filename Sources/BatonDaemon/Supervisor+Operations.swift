@@ -248,7 +248,7 @@ extension Supervisor {
         // Every slot's new worker serves and passed its window: only old workers' drains are
         // left, bounded by `[stop] timeout`. A proven release is not rolled back for them.
         if rollout?.onlyDrainsLeft == true {
-            op.newWorkersServedAt = op.newWorkersServedAt ?? loop.now()
+            op.servedBeforeDeadline = true
             op.report(
                 "\(reason) while only old workers drain (every slot's new worker serves): the \(op.kind.rawValue) ends when they are gone, at most [stop] timeout (\(Units.formatDuration(config.stop.timeout)))"
             )
@@ -269,7 +269,11 @@ extension Supervisor {
         if rolloutPlanner != nil { machine.replan(strategy: machine.stepStrategy, width: 0) }
         let handled = event(&machine)
         rollout = machine
-        if let op = operation, op.phase == .rollingOut, op.newWorkersServedAt == nil, machine.onlyDrainsLeft { op.newWorkersServedAt = loop.now() }
+        if let op = operation, op.phase == .rollingOut, !op.servedBeforeDeadline, machine.onlyDrainsLeft,
+            op.deadlineAt.map({ loop.now() < $0.at }) ?? true
+        {
+            op.servedBeforeDeadline = true
+        }
         var actions = handled
         if !handled.contains(where: { if case .finished = $0 { true } else { false } }) {
             actions += replanRollout(&machine)
