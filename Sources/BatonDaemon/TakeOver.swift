@@ -17,6 +17,8 @@ final class OrphanWorker: ProcessChannels {
     /// The dead baton had told it to stop: a paced take-over drains it first.
     var wasDraining = false
     var killTimer: EventLoop.Token?
+    /// SIGKILLed at the stop timeout: its exit is no drain.
+    var killed = false
 
     init(slot: Int, startTime: UInt64, process: ChildProcess) {
         self.slot = slot
@@ -260,6 +262,7 @@ extension Supervisor {
             self.logger.warning(
                 "orphaned worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
                 metadata: ["pid": .stringConvertible(orphan.pid)])
+            orphan.killed = true
             self.signalOrphan(orphan, SIGKILL)
         }
     }
@@ -294,7 +297,10 @@ extension Supervisor {
         takeOver.orphans.removeAll { $0 === orphan }
         takeOver.memory[orphan.pid] = nil
         takeOver.orphansGone += 1
-        logger.info("orphaned worker drained", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
+        // One SIGKILLed at the stop timeout did not drain (a drain audit read "drained" after the SIGKILL).
+        logger.info(
+            orphan.killed ? "orphaned worker gone after its SIGKILL (requests in flight were cut)" : "orphaned worker drained",
+            metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
         if takeOver.orphans.isEmpty { logger.info("take-over finished: every orphaned worker of the previous baton is gone") }
         recordInstance()
         // Its memory is free: a paced take-over starts the next slot.

@@ -163,6 +163,40 @@ extension Integration {
             var workers: [WorkerRecord]
         }
 
+        /// Found by a drain audit: an orphan SIGKILLed at the next baton's stop timeout (its long
+        /// requests cut) was logged "orphaned worker drained".
+        @Test("an orphan that does not stop at SIGTERM is SIGKILLed at the stop timeout, and not logged as drained")
+        func anOrphanKilledAtTheStopTimeoutDidNotDrain() throws {
+            // Ignores SIGTERM, holds the inherited socket: ready once alive 200 ms.
+            let app = [
+                "/usr/bin/python3", "-c",
+                "import signal, socket, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); s = socket.socket(fileno=3); time.sleep(600)",
+            ]
+            let sections = """
+                [listen]
+                addresses = ["127.0.0.1:0"]
+                [readiness]
+                mode = "delay"
+                delay = "200ms"
+                [stop]
+                timeout = "1s"
+                """
+            let first = try BatonHarness(workers: 1, command: app, sections: sections, tag: "tkk")
+            let orphan = try #require(try first.status().workers.first?.pid)
+            let pidfd = ProcessWatch.open(orphan)
+            defer { close(pidfd) }
+            first.process.signal(SIGKILL)
+            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
+            let second = try BatonHarness(workers: 1, command: app, sections: sections, tag: "tkk", reuse: first.directory)
+            defer { second.stop() }
+            #expect(ProcessWatch.waitExit(pidfd, timeout: .seconds(30)), "orphan \(orphan) still running")
+            let gone = second.process.waitForLine(timeout: .seconds(10)) {
+                $0.contains("orphaned worker") && $0.contains("pid=\(orphan)") && !$0.contains("draining") && !$0.contains("still running")
+            }
+            #expect(gone?.contains("orphaned worker gone after its SIGKILL (requests in flight were cut)") == true, "\(second.process.stderrLines.suffix(20))")
+            #expect(second.stop(keepDirectory: true) == 0)
+        }
+
         /// A baton killed between spawning workers and writing them into `instance.json`
         /// (found by a crash audit: a SIGKILL as the first worker appeared made every later
         /// `baton serve` fail with EADDRINUSE; one during a deploy left a worker of the new,
