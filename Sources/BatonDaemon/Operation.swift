@@ -74,7 +74,7 @@ final class Operation {
     /// ``endNotes`` as the end of a line ("" when none).
     var endSuffix: String { endNotes.map { "; \($0)" } ?? "" }
     /// Every slot's new worker served and passed its window, only old workers' drains left,
-    /// before its deadline passed (or when its timer ran): the deadline then rolls nothing back.
+    /// before its deadline passed: the deadline then rolls nothing back.
     var servedBeforeDeadline = false
     var failure: Failure?
     var startedAt: Duration = .zero

@@ -245,10 +245,11 @@ extension Supervisor {
             return
         }
         guard op.phase == .rollingOut else { return }
-        // Every slot's new worker serves and passed its window: only old workers' drains are
-        // left, bounded by `[stop] timeout`. A proven release is not rolled back for them.
-        if rollout?.onlyDrainsLeft == true {
-            op.servedBeforeDeadline = true
+        // Every slot's new worker served and passed its window before the deadline: only old
+        // workers' drains are left, bounded by `[stop] timeout`. A proven release is not rolled
+        // back for them. Proven after it (the timer ran late) counts as late, as a rollout that
+        // finished after it: a re-audit saw this line, then a rollback (1 of 21).
+        if op.servedBeforeDeadline, rollout?.onlyDrainsLeft == true {
             op.report(
                 "\(reason) while only old workers drain (every slot's new worker serves): the \(op.kind.rawValue) ends when they are gone, at most [stop] timeout (\(Units.formatDuration(config.stop.timeout)))"
             )
