@@ -49,22 +49,42 @@ extension Supervisor {
     }
 
     /// A liveness probe run ended (`probeExited` reaped it).
+    ///
+    /// A CPU audit (12 busy loops on 2 cores): every worker's probe timed out while it waited for
+    /// a CPU, all 6 workers were replaced within 1.8 s, and their replacements, as starved, never
+    /// became ready: nothing served for 25 s. So a run killed at `probe_timeout` that spent half
+    /// of it waiting for a CPU is not counted, and the probe never replaces the last worker
+    /// serving (it is once another serves).
     func livenessProbeExited(_ worker: Worker, exit: CBatonLinuxShim.Exit) {
         guard worker.isReadyAndNotStopping, var record = worker.livenessProbe else { return }
+        let metadata: Logger.Metadata = ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)]
+        let timeout = config.readiness.probeTimeout
+        let outcome = worker.probeTimeoutWait == nil ? "\(exit)" : "timed out after \(Units.formatDuration(timeout))"
+        if let waited = worker.probeTimeoutWait, waited >= Self.seconds(timeout) / 2 {
+            logger.warning(
+                "liveness probe \(outcome), \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) of it waiting for a CPU (the host is busy): not counted",
+                metadata: metadata)
+            scheduleLivenessProbe(worker)
+            return
+        }
         let succeeded = exit == .exited(0)
         let replace = record.record(succeeded: succeeded)
         worker.livenessProbe = record
         if !succeeded {
-            logger.warning(
-                "liveness probe failed (\(exit)): \(record.failures) of \(record.threshold) in a row",
-                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+            logger.warning("liveness probe failed (\(outcome)): \(record.failures) of \(record.threshold) in a row", metadata: metadata)
         }
-        if replace {
-            replaceUnresponsive(
-                worker, reason: .livenessProbe,
-                detail: "failed its liveness probe \(record.failures) times in a row (last: \(exit))")
-        } else {
+        guard replace else {
             scheduleLivenessProbe(worker)
+            return
         }
+        let othersServing = slots.contains { $0.index != worker.slot && $0.current?.isReadyAndNotStopping == true }
+        guard othersServing else {
+            logger.warning(
+                "liveness probe: not replacing the only worker serving; it is replaced once another serves and its probe fails again",
+                metadata: metadata)
+            scheduleLivenessProbe(worker)
+            return
+        }
+        replaceUnresponsive(worker, reason: .livenessProbe, detail: "failed its liveness probe \(record.failures) times in a row (last: \(outcome))")
     }
 }

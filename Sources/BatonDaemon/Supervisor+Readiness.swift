@@ -34,12 +34,18 @@ extension Supervisor {
             case .kill(let reason):
                 // What was awaited (a docs audit: an app that never notifies was "not ready" with
                 // no word of READY=1 or [readiness] mode).
-                let awaited =
+                var awaited =
                     switch config.readiness.mode {
                     case .notify: " (no READY=1 on its NOTIFY_SOCKET; for an app that sends none, [readiness] mode = \"delay\" or \"exec\")"
                     case .exec: " (its readiness probe never exited 0)"
                     case .delay: ""
                     }
+                // A boot that spent half its time waiting for a CPU was starved, not silent (a CPU
+                // audit: the READY=1 hint for an app that sends it, under a busy host's load).
+                if let waited = host.treeCPUTime(of: worker.pid)?.waitedSeconds, waited >= Self.seconds(gate.timeout) / 2 {
+                    awaited =
+                        " (it waited \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) of them for a CPU: the host is busy; a longer [readiness] timeout gives its boots room)"
+                }
                 let notReady = "not ready after \(Units.formatDuration(gate.timeout))\(awaited)"
                 logger.warning(
                     "worker \(notReady): killing it", metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
@@ -87,8 +93,12 @@ extension Supervisor {
             throw error
         }
         worker.probe = probe
+        worker.probeTimeoutWait = nil
         return loop.schedule(after: config.readiness.probeTimeout) { [weak worker, host, pid = probe.pid] in
-            if let running = worker?.probe, running.pid == pid { host.signal(pidfd: running.pidfd, SIGKILL) }
+            guard let worker, let running = worker.probe, running.pid == pid else { return }
+            // How long it waited for a CPU: a probe starved by a busy host is not the worker's failure.
+            worker.probeTimeoutWait = host.treeCPUTime(of: pid)?.waitedSeconds ?? 0
+            host.signal(pidfd: running.pidfd, SIGKILL)
         }
     }
 

@@ -140,6 +140,7 @@ extension Supervisor {
     /// its probe, the molds, the upgrade check.
     var supervisedPIDs: Set<pid_t> {
         var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
+        known.formUnion(dyingProbes.map(\.pid))
         if let check = upgrade.checkPID { known.insert(check) }
         known.formUnion(moldPIDs)
         return known
@@ -147,6 +148,8 @@ extension Supervisor {
 
     private func handleKnownExitNow(_ pid: pid_t) {
         if moldExitedNow(pid) { return }
+        // A dying probe's pidfd handler collects it.
+        if dyingProbes.contains(where: { $0.pid == pid }) { return }
         for slot in slots {
             for worker in slot.workers {
                 if worker.pid == pid {

@@ -282,12 +282,31 @@ extension Supervisor {
     private func cleanUp(_ worker: Worker) {
         if let probe = worker.probe {
             host.signal(pidfd: probe.pidfd, SIGKILL)
-            _ = collectExit(pid: probe.pid, pidfd: probe.pidfd)
             loop.unregister(fd: probe.pidfd)
-            probe.close()
             worker.probe = nil
+            if collectExit(pid: probe.pid, pidfd: probe.pidfd) == nil { watchDyingProbe(probe) } else { probe.close() }
         }
         releaseChannels(worker)
+    }
+
+    /// A probe SIGKILLed with its worker that has not exited yet stays baton's own until it has:
+    /// a CPU audit saw it reported, alive for a moment after the SIGKILL, as a process that "left
+    /// its worker's process group … may hold the listening sockets" (4 of 4 deploys).
+    private func watchDyingProbe(_ probe: ChildProcess) {
+        dyingProbes.append(probe)
+        let gone = { [unowned self] in
+            guard self.collectExit(pid: probe.pid, pidfd: probe.pidfd) != nil else { return }
+            self.loop.unregister(fd: probe.pidfd)
+            self.dyingProbes.removeAll { $0 === probe }
+            probe.close()
+        }
+        do {
+            try loop.register(fd: probe.pidfd, events: .readable) { _ in gone() }
+        } catch {
+            // Unwatched: reaped as a stray when it exits.
+            dyingProbes.removeAll { $0 === probe }
+            probe.close()
+        }
     }
 
     /// A start failed (spawn error, exit while starting, readiness timeout) or

@@ -168,6 +168,8 @@ public final class Supervisor {
     /// Processes that left a worker's process group and outlived it (``escapedChildren()``)
     /// already logged.
     var reportedEscapees: Set<pid_t> = []
+    /// Probes SIGKILLed with their exited worker and not gone yet, watched until they are.
+    var dyingProbes: [ChildProcess] = []
     /// Exit code `run()` returns.
     var exitCode: Int32 = 0
 

@@ -77,6 +77,9 @@ final class Worker: ChildChannels {
     var watchdogInterval: Duration?
     /// Its liveness probe's runs since it became ready (nil until the first is scheduled).
     var livenessProbe: LivenessProbeRecord?
+    /// The running probe was killed at `probe_timeout`: the seconds its tree had waited for a
+    /// CPU by then (0 when unknown; nil: not killed for its timeout).
+    var probeTimeoutWait: Double?
     /// A rollout's "stable for" line for a new worker that passed its stability window while
     /// it waited to be promoted (the canary had not passed yet): reported after its promotion.
     var heldStableLine: String?

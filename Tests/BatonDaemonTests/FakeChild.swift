@@ -22,6 +22,9 @@ final class FakeChild {
     var signals: [Int32] = []
     /// When true, the stop signal does not end it (only SIGKILL does).
     var ignoresStopSignal = false
+    /// When true, not even SIGKILL ends it at once (the test ends it): a process the kernel
+    /// has not finished killing yet.
+    var diesLate = false
     private var output: Int32
 
     /// `watchable: false` hands over /dev/null as its pidfd, which epoll refuses (EPERM), as it
@@ -73,7 +76,7 @@ final class FakeChild {
         signals.append(signal)
         guard exit == nil else { return }
         if signal == SIGKILL {
-            end(.signaled(SIGKILL))
+            if !diesLate { end(.signaled(SIGKILL)) }
         } else if signal == stopSignal, !ignoresStopSignal {
             end(.exited(0))
         }

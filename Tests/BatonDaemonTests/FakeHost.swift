@@ -114,8 +114,10 @@ final class FakeHost: SupervisorHost {
     /// The child with `pid`.
     func child(_ pid: pid_t) -> FakeChild? { children.first { $0.pid == pid } }
 
-    /// No process, no CPU time: the boot budget stays one boot per CPU.
-    func treeCPUTime(of pid: pid_t) -> ProcessPriority.CPUTime? { nil }
+    /// What `treeCPUTime` reads (unset: nothing, no process and no CPU time, so the boot
+    /// budget stays one boot per CPU).
+    var cpuTime: ((pid_t) -> ProcessPriority.CPUTime?)?
+    func treeCPUTime(of pid: pid_t) -> ProcessPriority.CPUTime? { cpuTime?(pid) }
 
     /// The files the supervisor reads and writes (the environment file, `instance.json`), in memory.
     let fakeFiles = MemoryFiles()
