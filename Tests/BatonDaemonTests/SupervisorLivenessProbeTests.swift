@@ -26,31 +26,32 @@ import Testing
         return h
     }
 
-    /// A probe's tree waited `waited` seconds for a CPU; workers none.
-    static func waiting(_ waited: Double, probes: @escaping () -> Set<pid_t>) -> (pid_t) -> ProcessPriority.CPUTime? {
-        { pid in probes().contains(pid) ? ProcessPriority.CPUTime(seconds: 0.01, waitedSeconds: waited) : nil }
+    /// 2 workers whose probe runs never end by themselves and whose trees waited `waited`
+    /// seconds for a CPU each (the workers' trees read nothing); started, then 15 s of probes.
+    /// Returns the harness and the workers serving before those 15 s.
+    func probesStarved(waited: Double) throws -> (DaemonHarness, before: [pid_t?]) {
+        let h = try harness(workers: 2)
+        let host = h.host
+        host.cpuTime = { pid in
+            host.children.contains { $0.pid == pid && $0.environment("BATON_WORKER_PID") != nil }
+                ? ProcessPriority.CPUTime(seconds: 0.01, waitedSeconds: waited) : nil
+        }
+        try h.start()
+        let before = h.servingPIDs
+        h.advance(by: .seconds(15))
+        return (h, before)
     }
 
     @Test func aProbeTimedOutWhileItWaitedForACPUIsNotCounted() throws {
-        let h = try harness(workers: 2)
-        let host = h.host
-        host.cpuTime = Self.waiting(0.4) { Set(host.children.filter { $0.environment("BATON_WORKER_PID") != nil }.map(\.pid)) }
-        try h.start()
-        let serving = h.servingPIDs
-        h.advance(by: .seconds(15))
-        #expect(h.servingPIDs == serving, "no worker replaced for probes starved of CPU")
+        let (h, before) = try probesStarved(waited: 0.4)
+        #expect(h.servingPIDs == before, "no worker replaced for probes starved of CPU")
         let probes = h.host.children.filter { $0.environment("BATON_WORKER_PID") != nil }
         #expect(probes.count >= 8 && probes.allSatisfy { $0.signals == [SIGKILL] }, "each run killed at its timeout: \(probes.count)")
     }
 
     @Test func aProbeTimedOutWithoutWaitingForACPUCounts() throws {
-        let h = try harness(workers: 2)
-        let host = h.host
-        host.cpuTime = Self.waiting(0.1) { Set(host.children.filter { $0.environment("BATON_WORKER_PID") != nil }.map(\.pid)) }
-        try h.start()
-        let serving = h.servingPIDs
-        h.advance(by: .seconds(15))
-        #expect(h.servingPIDs != serving, "a hung worker is still replaced")
+        let (h, before) = try probesStarved(waited: 0.1)
+        #expect(h.servingPIDs != before, "a hung worker is still replaced")
         #expect(h.supervisor.slots.contains { $0.lastRestartReason?.reason == .livenessProbe })
     }
 
