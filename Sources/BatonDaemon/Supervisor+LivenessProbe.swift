@@ -53,21 +53,24 @@ extension Supervisor {
     /// A CPU audit (12 busy loops on 2 cores): every worker's probe timed out while it waited for
     /// a CPU, all 6 workers were replaced within 1.8 s, and their replacements, as starved, never
     /// became ready: nothing served for 25 s. So a run killed at `probe_timeout` that spent half
-    /// of it waiting for a CPU is not counted, and the probe never replaces the last worker
-    /// serving (it is once another serves).
+    /// of it waiting for a CPU is not counted, and the only worker serving gets its failures
+    /// counted once more before it is replaced (a re-audit: never replacing it left one stopped
+    /// worker unreplaced for good).
     func livenessProbeExited(_ worker: Worker, exit: CBatonLinuxShim.Exit) {
         guard worker.isReadyAndNotStopping, var record = worker.livenessProbe else { return }
         let metadata: Logger.Metadata = ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)]
         let timeout = config.readiness.probeTimeout
         let outcome = worker.probeTimeoutWait == nil ? "\(exit)" : "timed out after \(Units.formatDuration(timeout))"
         if let waited = worker.probeTimeoutWait, waited >= Self.seconds(timeout) / 2 {
+            // Summed over its processes' threads, and up to when it was killed: may pass the timeout.
             logger.warning(
-                "liveness probe \(outcome), \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) of it waiting for a CPU (the host is busy): not counted",
+                "liveness probe \(outcome); its processes waited \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) in all for a CPU (the host is busy): not counted",
                 metadata: metadata)
             scheduleLivenessProbe(worker)
             return
         }
         let succeeded = exit == .exited(0)
+        if succeeded { worker.livenessGraceGiven = false }
         let replace = record.record(succeeded: succeeded)
         worker.livenessProbe = record
         if !succeeded {
@@ -78,9 +81,11 @@ extension Supervisor {
             return
         }
         let othersServing = slots.contains { $0.index != worker.slot && $0.current?.isReadyAndNotStopping == true }
-        guard othersServing else {
+        guard othersServing || worker.livenessGraceGiven else {
+            worker.livenessGraceGiven = true
+            worker.livenessProbe = LivenessProbeRecord(threshold: record.threshold)
             logger.warning(
-                "liveness probe: not replacing the only worker serving; it is replaced once another serves and its probe fails again",
+                "liveness probe: the only worker serving failed \(record.failures) in a row (the host stalled?): its failures count from now, once; failed again, it is replaced",
                 metadata: metadata)
             scheduleLivenessProbe(worker)
             return

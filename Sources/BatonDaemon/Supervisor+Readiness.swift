@@ -98,7 +98,9 @@ extension Supervisor {
             guard let worker, let running = worker.probe, running.pid == pid else { return }
             // How long it waited for a CPU: a probe starved by a busy host is not the worker's failure.
             worker.probeTimeoutWait = host.treeCPUTime(of: pid)?.waitedSeconds ?? 0
-            host.signal(pidfd: running.pidfd, SIGKILL)
+            // Its whole group: a probe's children (`sh -c 'sleep …'`) outlived it, handed to baton
+            // and reported as strays (a CPU re-audit: 28 of them after 30 s).
+            host.signalProcessAndGroup(pid: pid, pidfd: running.pidfd, SIGKILL)
         }
     }
 

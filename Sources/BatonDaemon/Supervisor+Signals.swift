@@ -89,9 +89,12 @@ extension Supervisor {
     /// next `baton serve` would fail on "Address already in use".
     func escapedChildren() -> [pid_t] {
         let known = supervisedPIDs
+        // A dying probe's children die with its group.
+        let dying = Set(dyingProbes.map(\.pid))
         return SelfReapedChildren.withRegistered { others in
             host.processes.children(of: getpid()).filter { pid in
                 !known.contains(pid) && !others.contains(pid) && host.processes.startTime(of: pid) != nil
+                    && (dying.isEmpty || !dying.contains(host.processes.processGroup(of: pid) ?? -1))
             }
         }
     }

@@ -281,7 +281,7 @@ extension Supervisor {
 
     private func cleanUp(_ worker: Worker) {
         if let probe = worker.probe {
-            host.signal(pidfd: probe.pidfd, SIGKILL)
+            host.signalProcessAndGroup(pid: probe.pid, pidfd: probe.pidfd, SIGKILL)
             loop.unregister(fd: probe.pidfd)
             worker.probe = nil
             if collectExit(pid: probe.pid, pidfd: probe.pidfd) == nil { watchDyingProbe(probe) } else { probe.close() }

@@ -80,6 +80,9 @@ final class Worker: ChildChannels {
     /// The running probe was killed at `probe_timeout`: the seconds its tree had waited for a
     /// CPU by then (0 when unknown; nil: not killed for its timeout).
     var probeTimeoutWait: Double?
+    /// The liveness probe's grace for the only worker serving was given (its failures counted
+    /// once more before it is replaced).
+    var livenessGraceGiven = false
     /// A rollout's "stable for" line for a new worker that passed its stability window while
     /// it waited to be promoted (the canary had not passed yet): reported after its promotion.
     var heldStableLine: String?
