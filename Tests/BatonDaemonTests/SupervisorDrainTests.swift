@@ -68,6 +68,24 @@ import Testing
         #expect(h.supervisor.history.last?.detail?.contains("SIGKILLed at the stop timeout") == true)
     }
 
+    /// A re-audit (1 of 21): the deadline's timer ran late, after the last new worker became
+    /// ready (15 ms past the deadline); it printed "deadline of 5s passed while only old workers
+    /// drain …: the deploy ends when they are gone", and the deploy then rolled back. Proven
+    /// after the deadline is late: it rolls back, and says nothing else.
+    @Test func aReleaseProvenAfterTheDeadlineRollsBackWithoutSayingOtherwise() throws {
+        let h = try harness(workers: 1) { $0.deploy.stabilityWindow = .zero }
+        h.autoReady = { _ in false }
+        let deploy = h.deploy(h.makeRelease("r1"), timeout: "5s")
+        h.advance(by: .milliseconds(4900))
+        // The loop wakes late: the new worker's READY=1 is handled before the deadline's timer.
+        h.clock.set(h.clock.now + .milliseconds(115))
+        h.autoReady = { _ in true }
+        h.settle()
+        h.finishOperations()
+        #expect(deploy.reply?.code == 4, "\(String(describing: deploy.reply))")
+        #expect(!deploy.progress.contains { $0.contains("while only old workers drain") }, "\(deploy.progress)")
+    }
+
     /// A deadline that passes before every new worker served still rolls back.
     @Test func aDeadlineBeforeEveryNewWorkerServedRollsBack() throws {
         let h = try harness(workers: 2)
