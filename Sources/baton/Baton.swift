@@ -1,4 +1,6 @@
 import ArgumentParser
+import BatonCore
+import FoundationEssentials
 
 /// The stable exit codes of the CLI (README documents them).
 enum BatonExitCode {
@@ -18,6 +20,22 @@ enum BatonExitCode {
 struct BatonExit: Error {
     var code: Int32
     var message: String?
+}
+
+/// Whether the command line asks for JSON (`--json` before `--command`, whose arguments are
+/// the app's).
+var asksForJSON: Bool {
+    CommandLine.arguments.dropFirst().prefix { $0 != "--command" && $0 != "--" }.contains("--json")
+}
+
+/// With `--json`, the CLI's own error (no daemon reached, a usage error, a reply cut short) as
+/// one reply line on stdout, as the daemon's failures are: a `jq` after `baton … --json` read
+/// nothing where the daemon was not reached (left over from a CI-door audit). The line on
+/// stderr stays.
+func printJSONError(_ message: String, code: Int32) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    if let data = try? encoder.encode(ControlReply.failure(message, code: code)) { print(String(decoding: data, as: UTF8.self)) }
 }
 
 struct Baton: ParsableCommand {

@@ -25,7 +25,10 @@ do {
     try command.run()
     exit(0)
 } catch let exit as BatonExit {
-    if let message = exit.message { lastWords("baton: \(message)\n") }
+    if let message = exit.message {
+        if asksForJSON { printJSONError(message, code: exit.code) }
+        lastWords("baton: \(message)\n")
+    }
     Glibc.exit(exit.code)
 } catch {
     // Usage errors, --help and --version come here. Help and version exit 0;
@@ -59,6 +62,7 @@ do {
         // X` said "say which daemon: --app NAME, --config FILE or --socket PATH").
         first = "Unknown option '\(LogText.escaped(String(unlisted.prefix(64))))'"
     }
+    if asksForJSON { printJSONError(first, code: BatonExitCode.usage) }
     lastWords("baton: \(first)\(usage != nil ? "; run 'baton help' for usage" : "")\n")
     exit(BatonExitCode.usage)
 }

@@ -374,6 +374,20 @@ extension SecondIntegration {
             let unreachable = try TestProcess.run([baton, "status", "--socket", "/tmp/baton-no-such.sock"])
             #expect(unreachable.code == 3)
             #expect(unreachable.stderr.contains("cannot reach the daemon"))
+            #expect(unreachable.stdout.isEmpty)
+            // With --json the CLI's own errors are a reply line on stdout too, as the daemon's
+            // failures are (left over from a CI-door audit: `… --json | jq` read nothing).
+            let json = try TestProcess.run([baton, "status", "--json", "--socket", "/tmp/baton-no-such.sock"])
+            #expect(json.code == 3 && json.stderr.contains("cannot reach the daemon"))
+            #expect(
+                json.stdout == #"{"code":3,"error":"cannot reach the daemon at /tmp/baton-no-such.sock: No such file or directory","ok":false,"v":1}"# + "\n",
+                "\(json.stdout)")
+            let jsonUsage = try TestProcess.run([baton, "deploy", "--json", "--socket", "/tmp/baton-no-such.sock", "--relase", "/srv/r1"])
+            #expect(
+                jsonUsage.code == 2 && jsonUsage.stdout == #"{"code":2,"error":"Unknown option '--relase'","ok":false,"v":1}"# + "\n", "\(jsonUsage.stdout)")
+            // After --command, --json is the app's.
+            let appJSON = try TestProcess.run([baton, "deploy", "--socket", "/tmp/baton-no-such.sock", "--command", "x", "--json"])
+            #expect(appJSON.code == 2 && appJSON.stdout.isEmpty, "\(appJSON.stdout)")
         }
 
         /// `baton deploy` is parsed on its own first (start-up); its errors and help must read as
