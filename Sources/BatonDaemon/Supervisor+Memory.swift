@@ -92,7 +92,7 @@ extension Supervisor {
     /// workers' median commit charge too (`MemoryMonitor.commitPerWorker`).
     private func sampleOffLoop(detailed: Bool, commitCharge: Bool = false, then: @escaping () -> Void) {
         memoryMonitor.readStarted()
-        let pids = liveWorkerPIDs + moldPIDs + orphanPIDs
+        let pids = measuredPIDs
         let serving = commitCharge ? slots.compactMap { $0.current?.pid } : []
         let ksm = config.memory.mergeable
         loop.offload({ [reader = host.memory] in
@@ -112,6 +112,10 @@ extension Supervisor {
     var liveWorkerPIDs: [pid_t] {
         slots.flatMap { $0.workers.filter { $0.state != .exited }.map(\.pid) }
     }
+
+    /// The process trees each memory read measures: live workers, molds, a previous baton's
+    /// orphans.
+    var measuredPIDs: [pid_t] { liveWorkerPIDs + moldPIDs + orphanPIDs }
 
     /// Stores readings on the workers still alive (the monitor's rules), and the molds'.
     private func apply(_ readings: [pid_t: MemorySample], detailed: Bool) {
@@ -205,9 +209,8 @@ extension Supervisor {
         let footprint = memoryMonitor.footprints.estimate(release: target, configured: config.deploy.workerFootprint)
         // Every worker not gone holds memory, as a rollout's plan counts them: a draining one
         // and a previous baton's orphan too (a drain audit: preflight said `fits` with 84 MiB of
-        // headroom while draining workers held 44 MiB of it), one not measured yet as a footprint.
-        let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
-        let pss = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint?.bytes ?? 0) } + orphansPSS
+        // headroom while draining workers held 44 MiB of it).
+        let pss = liveWorkersPSS(footprint: footprint?.bytes)
         // The molds hold memory of the budget's that no worker's PSS counts.
         let headroom = Headroom(readings: readings, memory: config.memory, workersPSS: pss + moldsPSS)
         let plan = DeployPlan(

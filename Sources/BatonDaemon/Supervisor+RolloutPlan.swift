@@ -63,9 +63,15 @@ extension Supervisor {
     /// (a replacement) counts as a footprint.
     private func workersHeadroom(_ readings: MemoryReadings, release: String?) -> (Headroom, footprint: UInt64?) {
         let footprint = memoryMonitor.footprints.estimate(release: release ?? releaseState.current.directory, configured: config.deploy.workerFootprint)?.bytes
+        return (surgeHeadroom(readings, workersPSS: liveWorkersPSS(footprint: footprint) + moldsPSS, footprint: footprint), footprint)
+    }
+
+    /// The PSS of every worker not gone (serving, starting, draining) and of a previous baton's
+    /// orphans, from their last samples: all hold memory of the budget's. One not measured
+    /// since it started (a replacement) counts as `footprint`. Molds are not in it.
+    func liveWorkersPSS(footprint: UInt64?) -> UInt64 {
         let live = slots.flatMap { [$0.current, $0.replacement].compactMap { $0 } + $0.draining }
-        let used = live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + moldsPSS + orphansPSS
-        return (surgeHeadroom(readings, workersPSS: used, footprint: footprint), footprint)
+        return live.reduce(UInt64(0)) { $0 + ($1.memory?.pss ?? footprint ?? 0) } + orphansPSS
     }
 
     /// What the serving workers are expected to grow while one step of a rollout runs (a

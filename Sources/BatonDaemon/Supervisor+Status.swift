@@ -14,7 +14,7 @@ extension Supervisor {
     /// uninterruptible sleep while the host stalled held status for 21 s, and the CLI gave up,
     /// exit 4, as if baton hung).
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
-        let pids = liveWorkerPIDs + moldPIDs + orphanPIDs
+        let pids = measuredPIDs
         let ksm = config.memory.mergeable
         let onTime = boundedWait(Self.statusReadWait) { [unowned self] in
             var report = self.statusReport(memory: self.lastMemorySamples)

@@ -33,9 +33,14 @@ var asksForJSON: Bool {
 /// nothing where the daemon was not reached (left over from a CI-door audit). The line on
 /// stderr stays.
 func printJSONError(_ message: String, code: Int32) {
+    try? printReplyLine(.failure(message, code: code))
+}
+
+/// One reply as a JSON line on stdout (`--json`), as the daemon sent it.
+func printReplyLine(_ reply: ControlReply) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    if let data = try? encoder.encode(ControlReply.failure(message, code: code)) { print(String(decoding: data, as: UTF8.self)) }
+    print(String(decoding: try encoder.encode(reply), as: UTF8.self))
 }
 
 struct Baton: ParsableCommand {

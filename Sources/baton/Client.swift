@@ -57,7 +57,7 @@ struct ControlClient {
     /// Bounds each later reply line by `limit` (nil: no limit).
     mutating func setTimeout(_ limit: Duration?) {
         timeout = limit
-        if let limit { setReceiveTimeout(limit) } else { setReceiveTimeout(nil) }
+        setReceiveTimeout(limit)
     }
 
     /// Bounds the next reads by `limit` (at least 1 ms: 0 would mean no limit; nil: none).

@@ -31,8 +31,6 @@ let firstAnswerTimeout: Duration = .seconds(30)
 /// `starts`: the request starts one (not an attach or a dry run, which start nothing);
 /// `plan`: a dry run, whose details are its plan (stdout) even when it says no.
 func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind: String? = nil, starts: Bool = false, plan: Bool = false) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     // A client with its own bound per line (upgrade's) keeps it.
     let boundsFirstAnswer = client.timeout == nil
     if boundsFirstAnswer { client.setTimeout(firstAnswerTimeout) }
@@ -54,7 +52,7 @@ func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind
             if boundsFirstAnswer { client.setTimeout(nil) }
             if let kind { sayOnInterrupt(kind) }
         }
-        if json { print(String(decoding: try encoder.encode(reply), as: UTF8.self)) }
+        if json { try printReplyLine(reply) }
         switch reply {
         case .progress(let line):
             if !json { print(line) }
