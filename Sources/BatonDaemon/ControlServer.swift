@@ -31,7 +31,11 @@ final class ControlServer {
     /// `[control] idle_timeout`.
     let idleTimeout: Duration
     /// Accepts the clients, pausing while descriptors run out.
-    private let acceptPause: AcceptPause
+    private var acceptPause: AcceptPause
+    /// The file baton bound at `path` (device, inode), to tell it from one put there since.
+    private var boundFile: (dev: UInt, ino: UInt)?
+    /// What the last look found wrong, said once until it changes.
+    private var pathTrouble: String?
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
     /// previous image listened on: it is never re-bound). `lookUpGroup` finds
@@ -63,6 +67,60 @@ final class ControlServer {
         }
         acceptPause = AcceptPause(loop: loop, fd: socketFD) { [logger] in logger.error("control socket: \($0)") }
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
+        boundFile = Self.fileIdentity(path)
+    }
+
+    private static func fileIdentity(_ path: String) -> (dev: UInt, ino: UInt)? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        return (UInt(info.st_dev), UInt(info.st_ino))
+    }
+
+    /// Binds the socket again when its file is gone (as tmux does for its own), in its folder if
+    /// that is there (the supervisor makes its runtime directory again; another folder removed
+    /// may be a test's, or the operator's, on its way out); a different file at `path` (another
+    /// process's) is left alone. What stays wrong is said once. A socket removed from under a
+    /// running baton (`rm`, a tmpfiles clean-up) left every CLI command unable to reach it until
+    /// a restart. Called every `Supervisor.runtimeCheckInterval`.
+    func checkPath() {
+        guard listening != nil else { return }
+        var trouble: String?
+        if let now = Self.fileIdentity(path) {
+            if let bound = boundFile, now == bound {
+                trouble = nil
+            } else {
+                trouble = "\(path) is no longer the socket baton bound (another file is there): the CLI cannot reach this baton; left alone"
+            }
+        } else {
+            do {
+                try rebind()
+                logger.warning("control socket \(path) was removed: bound it again")
+            } catch {
+                trouble =
+                    "\(path) was removed and cannot be bound again (\(error)); the next try is in \(Units.formatDuration(Supervisor.runtimeCheckInterval))"
+            }
+        }
+        if let trouble, trouble != pathTrouble { logger.error("control socket: \(trouble)") }
+        pathTrouble = trouble
+    }
+
+    /// A new listening socket at `path` in place of the one whose file is gone.
+    private func rebind() throws {
+        let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID))
+        do {
+            try setNonBlocking(socket.rawValue)
+            try BatonSystem.syscall("listen", subject: path) { listen(socket.rawValue, 64) }
+        } catch {
+            unlink(path)
+            throw error
+        }
+        acceptPause.cancel()
+        loop.unregister(fd: fd)
+        let socketFD = socket.rawValue
+        listening = consume socket  // closes the old one
+        acceptPause = AcceptPause(loop: loop, fd: socketFD) { [logger] in logger.error("control socket: \($0)") }
+        boundFile = Self.fileIdentity(path)
+        try loop.register(fd: socketFD, events: .readable) { [unowned self] _ in self.acceptAll() }
     }
 
     /// Takes over a client connection the previous image handed across the
@@ -88,7 +146,8 @@ final class ControlServer {
         acceptPause.cancel()
         loop.unregister(fd: fd)
         listening = nil  // closes it
-        unlink(path)
+        // Only baton's own file: another process's socket put there since stays.
+        if let bound = boundFile, let now = Self.fileIdentity(path), now == bound { unlink(path) }
         // Only the folders this server made for its socket, innermost first, and only if empty
         // (an operator audit found /run/baton/NAME, made for the default socket, left behind).
         for directory in createdDirectories.reversed() { rmdir(directory) }
@@ -142,7 +201,7 @@ final class ControlServer {
         }
     }
 
-    fileprivate func handle(_ connection: ControlConnection, line: [UInt8]) {
+    func handle(_ connection: ControlConnection, line: [UInt8]) {
         let request: ControlRequest
         switch ControlProtocol.decodeRequest(line) {
         case .failure(let error):
@@ -194,176 +253,9 @@ final class ControlServer {
         }
     }
 
-    fileprivate func closed(_ connection: ControlConnection) {
+    func closed(_ connection: ControlConnection) {
         loop.unregister(fd: connection.fd)
         connections[connection.fd] = nil
         connection.socket = nil  // closes it
-    }
-}
-
-/// One client of the control socket: reads one request line, then receives
-/// progress lines and one final reply. A client that goes away mid-command
-/// does not cancel it; one that half-closes after its request still gets
-/// the whole reply.
-final class ControlConnection {
-    /// The client's socket, owned until the server lets the connection go (`closed`).
-    fileprivate var socket: OwnedDescriptor?
-    /// Its number; -1 once closed.
-    var fd: Int32 { socket?.rawValue ?? -1 }
-    unowned let server: ControlServer
-    var peer: (pid: pid_t, uid: uid_t, gid: gid_t)?
-    var groups: [gid_t] = []
-    private var input: [UInt8] = []
-    private var output: [UInt8] = []
-    private var gotRequest = false
-    private var closeAfterFlush = false
-    /// The peer shut its writing half (EOF read): stop watching for input.
-    private var peerShutWrite = false
-    /// The idle or write timeout, when one runs.
-    private var timer: EventLoop.Token?
-    private(set) var isClosed = false
-
-    /// What a running timeout waits for.
-    enum Timeout {
-        /// A whole request line, from the connect on.
-        case request
-        /// Any progress on a pending reply (the peer stopped reading).
-        case reply
-    }
-
-    /// A connection that owns `fd` from now on.
-    init(fd: Int32, server: ControlServer) {
-        socket = OwnedDescriptor(fd)
-        self.server = server
-    }
-
-    /// For an adopted connection whose request the previous image read.
-    func markRequestReceived() { gotRequest = true }
-
-    /// (Re)starts the timeout: at `idle_timeout` from now the connection closes,
-    /// after a one-line reason when it was waiting for the request.
-    func armTimeout(_ kind: Timeout) {
-        if let timer { server.loop.cancel(timer) }
-        timer = server.loop.schedule(after: server.idleTimeout) { [weak self] in
-            guard let self, !self.isClosed else { return }
-            self.timer = nil
-            if kind == .request {
-                var reason = ControlProtocol.encodeLine(
-                    ControlReply.failure("no request within \(Units.formatDuration(self.server.idleTimeout)) ([control] idle_timeout)"))
-                _ = Sockets.sendAvailable(self.fd, &reason)
-            }
-            self.server.logger.warning(
-                kind == .request ? "control: client sent no request in time; closed" : "control: client stopped reading its reply; closed",
-                metadata: ["peer_uid": .stringConvertible(self.peer?.uid ?? 0), "peer_pid": .stringConvertible(self.peer?.pid ?? 0)])
-            self.close()
-        }
-    }
-
-    private func cancelTimeout() {
-        if let timer { server.loop.cancel(timer) }
-        timer = nil
-    }
-
-    /// Reads what the peer sent; `peerGone` when epoll reported a hangup or an
-    /// error (the peer closed both halves: nobody reads a reply any more).
-    func readAvailable(peerGone: Bool = false) {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while !isClosed {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 {
-                if errno != EAGAIN || peerGone { close() }
-                return
-            }
-            if n == 0 {
-                // A request whose end is the half-close, without a newline: still one request
-                // (it was dropped with no reply), answered as the client waits for it.
-                if !gotRequest, !input.isEmpty, !peerGone {
-                    gotRequest = true
-                    cancelTimeout()
-                    let line = input
-                    input.removeAll()
-                    peerShutWrite = true
-                    watch()
-                    server.handle(self, line: line)
-                    return
-                }
-                // The client went away, or half-closed after a request it still
-                // waits for: keep the connection for the reply (and stop
-                // watching a readable EOF, which would fire forever). Either
-                // way a running command goes on.
-                if peerGone || !gotRequest || (closeAfterFlush && output.isEmpty) {
-                    close()
-                } else {
-                    peerShutWrite = true
-                    watch()
-                }
-                return
-            }
-            guard !gotRequest else { continue }  // one request per connection
-            input.append(contentsOf: buffer[0..<n])
-            if let newline = input.firstIndex(of: 0x0A) {
-                gotRequest = true
-                cancelTimeout()
-                let line = Array(input[..<newline])
-                input.removeAll()
-                server.handle(self, line: line)
-            } else if input.count > ControlProtocol.maxRequestBytes {
-                gotRequest = true
-                cancelTimeout()
-                let refusal = "request too large (over \(ControlProtocol.maxRequestBytes) bytes without a newline)"
-                // Logged like every other rejected request (it was the only one that left no line).
-                server.logger.warning("control: rejected request: \(refusal)", metadata: ["peer_uid": .stringConvertible(peer?.uid ?? 0)])
-                finish(.failure(refusal, code: 2))
-            }
-        }
-    }
-
-    /// Queues a progress line.
-    func send(_ reply: ControlReply) {
-        guard !isClosed else { return }
-        output += ControlProtocol.encodeLine(reply)
-        flush()
-    }
-
-    /// Queues the final reply and closes once it is written.
-    func finish(_ reply: ControlReply) {
-        guard !isClosed else { return }
-        closeAfterFlush = true
-        send(reply)
-    }
-
-    func flush() {
-        guard !isClosed else { return }
-        let before = output.count
-        switch Sockets.sendAvailable(fd, &output) {
-        case .drained:
-            cancelTimeout()
-            if closeAfterFlush {
-                close()
-                return
-            }
-        case .wouldBlock:
-            // A peer that takes nothing for idle_timeout is dropped.
-            if timer == nil || output.count < before { armTimeout(.reply) }
-        case .failed:
-            close()
-            return
-        }
-        watch()
-    }
-
-    /// Watches for input until the peer half-closed, and for writability while a reply is pending.
-    private func watch() {
-        var events: EventLoop.Events = peerShutWrite ? [] : .readable
-        if !output.isEmpty { events.insert(.writable) }
-        server.loop.modify(fd: fd, events: events)
-    }
-
-    private func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        cancelTimeout()
-        server.closed(self)
     }
 }

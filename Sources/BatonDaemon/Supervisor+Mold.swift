@@ -134,6 +134,7 @@ extension Supervisor {
         var bound = false
         do {
             // Owned from the start: closed on every failure below, handed to the mold once it runs.
+            restoreNotifyDirectory()
             let notify = try bindNotifySocket(at: path, credentials: spec.credentials)
             bound = true
             // The write end closes when this block ends: the mold has its copy by then.
@@ -194,7 +195,7 @@ extension Supervisor {
         try watchChannels(mold, exited: { $0.moldPidfdReadable($1) }, notified: { $0.readNotify($1) })
     }
 
-    private func readNotify(_ mold: Mold) {
+    func readNotify(_ mold: Mold) {
         for _ in 0..<notifyMessagesPerWakeup {
             guard let message = CBatonLinuxShim.receiveWithCredentials(mold.notifyFD) else { return }
             guard message.pid > 0, host.processes.isInTree(message.pid, root: mold.pid) else {

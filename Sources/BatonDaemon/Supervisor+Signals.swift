@@ -3,7 +3,8 @@ import BatonSystem
 import Glibc
 
 /// baton's signals, read from its signalfd on the loop: SIGCHLD reaps what no pidfd handler
-/// owns, SIGTERM/SIGINT stop, SIGHUP reloads.
+/// owns, SIGTERM/SIGINT stop, SIGHUP reloads; the others it reads are logged and ignored
+/// (`CBatonLinuxShim.supervisorSignals`).
 extension Supervisor {
     /// Reads every pending signal from the signalfd and acts on it.
     func handleSignals() {
@@ -19,7 +20,12 @@ extension Supervisor {
             case SIGHUP:
                 logger.info("received SIGHUP: reload", metadata: ["from_pid": .stringConvertible(sender)])
                 requestReload(waiter: nil)
-            default: break
+            default:
+                guard let held = ignoredSignalWarnings.admit(now: loop.now()) else { continue }
+                let more = held > 0 ? " (\(held) more ignored signals held back since the last one)" : ""
+                logger.warning(
+                    "received \(CBatonLinuxShim.ignoredSignalName(sig)): ignored (baton stops on SIGTERM or SIGINT and reloads on SIGHUP)\(more)",
+                    metadata: ["from_pid": .stringConvertible(sender)])
             }
         }
     }

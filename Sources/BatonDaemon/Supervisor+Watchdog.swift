@@ -95,8 +95,8 @@ extension Supervisor {
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid), "reason": .string(reason.rawValue)])
         worker.stopReason = .restart(reason)
         operation?.report("slot \(worker.slot): pid \(worker.pid) \(detail): replacing it")
-        host.signalGroup(worker.pid, config.stop.signal)
-        host.signalGroup(worker.pid, SIGCONT)
+        host.signalWorker(pid: worker.pid, pidfd: worker.pidfd, config.stop.signal)
+        host.signalWorker(pid: worker.pid, pidfd: worker.pidfd, SIGCONT)
         killAfterStopTimeout(worker)
     }
 

@@ -59,6 +59,7 @@ extension Supervisor {
         var notifyPath: String?  // set once the socket is bound there
         do {
             if config.readiness.mode == .notify || config.readiness.watchdog != nil {
+                restoreNotifyDirectory()
                 let path = "\(notifyDirectory)/w\(slot)-\(generation)-\(getpid()).sock"
                 notify = try bindNotifySocket(at: path, credentials: spec.credentials)
                 notifyPath = path
@@ -162,14 +163,15 @@ extension Supervisor {
 
     // MARK: - Stopping
 
-    /// Graceful stop: the stop signal to the group, SIGKILL after `stop.timeout`.
+    /// Graceful stop: the stop signal to the group (and to the worker if it left it),
+    /// SIGKILL after `stop.timeout`.
     func stopWorker(_ worker: Worker, reason: StopReason) {
         guard worker.state != .exited else { return }
         if worker.state == .draining { return }
         worker.state = .draining
         worker.drainStartedAt = loop.now()
         worker.stopReason = worker.stopReason ?? reason
-        host.signalGroup(worker.pid, config.stop.signal)
+        host.signalWorker(pid: worker.pid, pidfd: worker.pidfd, config.stop.signal)
         killAfterStopTimeout(worker)
     }
 

@@ -95,6 +95,8 @@ public final class Supervisor {
     var notifyMessagesPerWakeup = 64
     /// Whether baton created `notifyDirectory` (only then is it chowned and removed at exit).
     var createdNotifyDirectory = false
+    /// What stops the runtime directory from being made again, said once (`restoreNotifyDirectory`).
+    var runtimeTrouble: String?
     var runtimeDirectory: String = ""
     /// Slots waiting for their first start (start_concurrency).
     var startQueue: [Int] = []
@@ -163,6 +165,8 @@ public final class Supervisor {
     var metrics: MetricsServer?
     var control: ControlServer?
     var signalFD: Int32 = -1
+    /// Warnings of signals baton ignores, at most one per 10 s (`handleSignals`).
+    var ignoredSignalWarnings = WarningThrottle()
     /// The last STATUS= sent, to avoid repeating it.
     var lastStatusLine = ""
     /// Processes that left a worker's process group and outlived it (``escapedChildren()``)
@@ -222,8 +226,9 @@ public final class Supervisor {
         notifyDirectory = runtimeDirectory + "/notify"
         try prepareRuntimeDirectory()
         if options.resumeFD == nil { try checkPreviousInstance() }
-        signalFD = try CBatonLinuxShim.signalFD([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+        signalFD = try CBatonLinuxShim.signalFD(CBatonLinuxShim.supervisorSignals)
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
+        scheduleRuntimeCheck()
         try loadState()
         if let resumeFD = options.resumeFD {
             try resume(from: resumeFD)

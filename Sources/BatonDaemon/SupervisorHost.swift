@@ -219,11 +219,24 @@ extension SupervisorHost {
         return true
     }
 
+    /// A worker's signal: to the process group it made (its children are in it; while the
+    /// worker's pid is held, that group id can name no other group) and, through `pidfd`, to
+    /// the worker itself when it moved to another group (setpgid): a hostile-app audit saw
+    /// such a worker miss every stop signal and SIGKILLed at the stop timeout, its requests cut
+    /// (3 of 3 reloads and stops). A worker in its group gets the signal once: a second
+    /// SIGTERM or SIGINT means "now" to some apps.
+    func signalWorker(pid: pid_t, pidfd: Int32, _ sig: Int32) {
+        signalGroup(pid, sig)
+        if let group = processes.processGroup(of: pid), group != pid { signal(pidfd: pidfd, sig) }
+    }
+
     /// Signals the process group `pid` leads, if it leads one (its pid is the group id while it
-    /// runs), then the process itself through `pidfd`: a process baton did not start (an
-    /// orphan, a stray) or one that left its worker's group.
+    /// runs), else the process itself through `pidfd` (SIGKILL goes both ways): a process baton
+    /// did not start (an orphan, a stray) or one that left its worker's group. A stop signal
+    /// reaches the process once (an orphan leading its group got two SIGTERMs).
     func signalProcessAndGroup(pid: pid_t, pidfd: Int32, _ sig: Int32) {
-        if processes.processGroup(of: pid) == pid { signalGroup(pid, sig) }
-        signal(pidfd: pidfd, sig)
+        let leads = processes.processGroup(of: pid) == pid
+        if leads { signalGroup(pid, sig) }
+        if !leads || sig == SIGKILL { signal(pidfd: pidfd, sig) }
     }
 }

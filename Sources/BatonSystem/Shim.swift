@@ -42,6 +42,28 @@ public enum CBatonLinuxShim {
     /// Makes stdout line-buffered even when it is a pipe (CI logs).
     public static func lineBufferStdout() { CBatonLinux_line_buffer_stdout() }
 
+    /// The signals `baton serve` reads from its signalfd (blocked in its first thread, so every
+    /// thread inherits the mask): SIGCHLD, SIGTERM, SIGINT and SIGHUP act; the others are those
+    /// whose default action ends or dumps a process and that nothing sends synchronously, which
+    /// baton logs and ignores (``ignoredSignalName(_:)``). A hostile-app audit: `kill -USR1` of
+    /// baton (a worker's, or the "reopen your logs" habit of a logrotate script) ended it
+    /// silently and orphaned its workers, as did USR2, ALRM, VTALRM, PROF, IO, PWR, XCPU and the
+    /// real-time signals. A worker gets every signal's default back (spawn.c).
+    public static let supervisorSignals: [Int32] =
+        [SIGCHLD, SIGTERM, SIGINT, SIGHUP] + ignoredSignals.map(\.number) + Array(CBatonLinux_sigrtmin()...CBatonLinux_sigrtmax())
+
+    private static let ignoredSignals: [(number: Int32, name: String)] = [
+        (SIGQUIT, "SIGQUIT"), (SIGUSR1, "SIGUSR1"), (SIGUSR2, "SIGUSR2"), (SIGALRM, "SIGALRM"), (SIGVTALRM, "SIGVTALRM"),
+        (SIGPROF, "SIGPROF"), (SIGIO, "SIGIO"), (SIGPWR, "SIGPWR"), (16, "SIGSTKFLT"), (SIGXCPU, "SIGXCPU"), (SIGXFSZ, "SIGXFSZ"),
+    ]
+
+    /// The name of a signal baton ignores (`SIGUSR1`, `SIGRTMIN+3`).
+    public static func ignoredSignalName(_ sig: Int32) -> String {
+        if let known = ignoredSignals.first(where: { $0.number == sig }) { return known.name }
+        let rtmin = CBatonLinux_sigrtmin()
+        return sig >= rtmin ? "SIGRTMIN+\(sig - rtmin)" : "signal \(sig)"
+    }
+
     /// Blocks `signals` in the calling thread (threads created later inherit it).
     public static func blockSignals(_ signals: [Int32]) {
         _ = signals.withUnsafeBufferPointer { CBatonLinux_block_signals($0.baseAddress, Int32($0.count)) }

@@ -39,6 +39,9 @@ int CBatonLinux_block_signals(const int *signals, int count) {
     return 0;
 }
 
+int CBatonLinux_sigrtmin(void) { return SIGRTMIN; }
+int CBatonLinux_sigrtmax(void) { return SIGRTMAX; }
+
 int CBatonLinux_signalfd(const int *signals, int count) {
     if (CBatonLinux_block_signals(signals, count) < 0) return -1;
     sigset_t set;

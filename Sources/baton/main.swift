@@ -7,7 +7,7 @@ import Glibc
 // takes a SIGTERM with the default action. Client verbs keep the defaults
 // (Ctrl-C ends a `baton deploy` client; the deploy goes on in the daemon).
 if CommandLine.arguments.count > 1, ["serve", "demo"].contains(CommandLine.arguments[1]) {
-    CBatonLinuxShim.blockSignals([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+    CBatonLinuxShim.blockSignals(CBatonLinuxShim.supervisorSignals)
 }
 signal(SIGPIPE, SIG_IGN)
 // Progress lines reach CI logs (pipes) as they happen, not at exit.

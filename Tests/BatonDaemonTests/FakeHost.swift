@@ -76,7 +76,9 @@ final class FakeHost: SupervisorHost {
 
     func signalGroup(_ group: pid_t, _ signal: Int32) {
         groupSignals.append((group, signal))
-        children.last { $0.pid == group }?.receive(signal, stopSignal: stopSignal)
+        // A child that moved to another group (`fakeProcesses.setProcessGroup`) is not in it.
+        guard let leader = children.last(where: { $0.pid == group }), (fakeProcesses.processGroup(of: group) ?? group) == group else { return }
+        leader.receive(signal, stopSignal: stopSignal)
     }
 
     func signal(pidfd: Int32, _ signal: Int32) {

@@ -5,7 +5,8 @@ import Glibc
 import Testing
 
 /// The control socket's groups come from the port's accounts: `[control] group` owns the
-/// socket, and a group that does not exist fails the start with its name.
+/// socket, and a group that does not exist fails the start with its name. A socket file
+/// removed from under a running baton is bound again; another file put there is left alone.
 @Suite struct SupervisorControlSocketTests {
     @Test func theControlGroupIsLookedUpThroughThePort() throws {
         let h = try DaemonHarness(workers: 1)
@@ -27,5 +28,55 @@ import Testing
         let error = #expect(throws: SpawnError.self) { try h.supervisor.openControlServer() }
         #expect("\(error.map { "\($0)" } ?? "")".contains("unknown group \"nosuchgroup\""))
         #expect(access(h.root + "/control.sock", F_OK) != 0)
+    }
+
+    /// A careless-operator case: `rm /run/baton/app/control.sock` (or a tmpfiles clean-up) left
+    /// every CLI command unable to reach the running baton until it restarted.
+    @Test func aRemovedSocketFileIsBoundAgain() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.config.control.socket = h.root + "/control.sock"
+        let server = try h.supervisor.openControlServer()
+        defer { server.close() }
+        #expect(Sockets.unixSocketAnswers(server.path))
+        unlink(server.path)
+        #expect(!Sockets.unixSocketAnswers(server.path))
+        server.checkPath()
+        #expect(Sockets.unixSocketAnswers(server.path), "bound again at the next check")
+        var info = stat()
+        #expect(stat(server.path, &info) == 0 && info.st_mode & 0o777 == 0o660)
+        // And the new socket is served: a ping gets its reply.
+        let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(client) }
+        #expect(Sockets.connectUnix(client, server.path) == 0)
+        let request = Array(#"{"v":1,"cmd":"ping"}"#.utf8) + [10]
+        #expect(write(client, request, request.count) == request.count)
+        h.settle()
+        var reply = [UInt8](repeating: 0, count: 256)
+        let n = recv(client, &reply, reply.count, Int32(MSG_DONTWAIT))
+        #expect(n > 0 && String(decoding: reply.prefix(max(n, 0)), as: UTF8.self).contains("pong"))
+    }
+
+    @Test func anotherFileAtThePathIsLeftAloneAndTheFolderIsNotMadeAgain() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.config.control.socket = h.root + "/ctl/control.sock"
+        mkdir(h.root + "/ctl", 0o755)
+        let server = try h.supervisor.openControlServer()
+        unlink(server.path)
+        let other = open(server.path, O_CREAT | O_WRONLY, 0o600)
+        close(other)
+        server.checkPath()
+        server.checkPath()
+        var info = stat()
+        #expect(lstat(server.path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG, "another file stays")
+        server.close()
+        #expect(lstat(server.path, &info) == 0, "and outlives baton's close")
+        // A folder removed is not made again.
+        unlink(server.path)
+        let again = try h.supervisor.openControlServer()
+        defer { again.close() }
+        unlink(again.path)
+        rmdir(h.root + "/ctl")
+        again.checkPath()
+        #expect(access(h.root + "/ctl", F_OK) != 0)
     }
 }

@@ -60,3 +60,36 @@ import Testing
         #expect(h.host.reapedOffTheLoop == probes)
     }
 }
+
+/// A hostile-app audit: a worker that moved to another process group (setpgid) never got its
+/// stop signal, sent only to the group it had left, and was SIGKILLed at the stop timeout with
+/// its requests cut (3 of 3 reloads and stops). Fake host and clock.
+@Suite struct SupervisorProcessGroupTests {
+    @Test func aWorkerThatLeftItsGroupGetsItsStopSignalOnce() throws {
+        let h = try DaemonHarness(workers: 1) { $0.stop.timeout = .seconds(8) }
+        try h.start()
+        let old = try #require(h.supervisor.slots[0].current)
+        let child = try #require(h.host.child(old.pid))
+        h.host.fakeProcesses.setProcessGroup(getpgrp(), of: old.pid)
+        let deploy = h.deploy(h.makeRelease("r1"))
+        h.advance(by: .seconds(3))
+        #expect(child.exit == .exited(0), "it took the stop signal: \(child.signals)")
+        #expect(child.signals.filter { $0 == SIGTERM }.count == 1, "once: \(child.signals)")
+        h.finishOperations()
+        #expect(deploy.reply?.ok == true)
+        let message = deploy.reply?.message ?? ""
+        #expect(!message.contains("SIGKILL"), "\(message)")
+    }
+
+    @Test func aWorkerInItsGroupGetsItThroughTheGroupOnly() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let old = try #require(h.supervisor.slots[0].current)
+        let child = try #require(h.host.child(old.pid))
+        h.host.fakeProcesses.setProcessGroup(old.pid, of: old.pid)
+        _ = h.deploy(h.makeRelease("r1"))
+        h.advance(by: .seconds(3))
+        #expect(child.signals.first == SIGTERM && child.signals.filter { $0 == SIGTERM }.count == 1, "once: \(child.signals)")
+        #expect(h.host.groupSignals.contains { $0.group == old.pid && $0.signal == SIGTERM })
+    }
+}

@@ -94,6 +94,49 @@ extension Integration {
             #expect(Set(after.workers.map(\.pid)).isDisjoint(with: before))
         }
 
+        /// A hostile-app audit: `kill -USR1` of baton (a worker's, or a logrotate script's
+        /// "reopen your logs") ended it silently and orphaned its workers; so did USR2, ALRM,
+        /// VTALRM, PROF, IO, PWR, XCPU and the real-time signals.
+        @Test("signals baton has no use for are logged and ignored; its workers get them back")
+        func unusedSignalsAreIgnored() throws {
+            let baton = try BatonHarness(workers: 1, tag: "sig")
+            defer { baton.stop() }
+            let pids = Set(try baton.status().workers.map(\.pid))
+            // 37 is SIGRTMIN+3 with glibc (SIGRTMIN is 34).
+            for sig in [SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGXCPU, SIGQUIT, 37] {
+                baton.process.signal(sig)
+            }
+            // Pending signals are read lowest first (SIGQUIT); the rest within 10 s are counted.
+            #expect(baton.process.waitForLine(containing: "received SIGQUIT: ignored (baton stops on SIGTERM", timeout: .seconds(10)) != nil)
+            let status = try baton.status()
+            #expect(Set(status.workers.map(\.pid)) == pids, "nothing restarted")
+            // A worker gets every signal's default: none blocked or ignored from baton's mask.
+            let worker = try #require(pids.first)
+            let procStatus = ProcFS.read("/proc/\(worker)/status") ?? ""
+            for field in ["SigBlk:", "SigIgn:"] {
+                let line = procStatus.split(separator: "\n").first { $0.hasPrefix(field) }
+                let mask = line.flatMap { UInt64(String($0.dropFirst(field.count).filter { !$0.isWhitespace }), radix: 16) }
+                #expect(mask.map { $0 & (1 << (UInt64(SIGUSR1) - 1)) } == 0, "\(field) \(String(describing: line))")
+            }
+        }
+
+        /// A disk audit: `rm -rf` of the runtime directory's `notify/` made every later start
+        /// fail (a deploy refused, a crash loop) until the folder was made again by hand; a
+        /// control socket removed left the CLI unable to reach baton until it restarted.
+        @Test("the runtime directory's folder and sockets removed from under baton come back")
+        func removedRuntimeFilesComeBack() throws {
+            let baton = try BatonHarness(workers: 2, tag: "rtd")
+            defer { baton.stop() }
+            unlink(baton.controlSocket)
+            TestPaths.remove(baton.directory + "/run/notify")
+            #expect(baton.process.waitForLine(containing: "/run/notify was removed while baton ran: made it again", timeout: .seconds(20)) != nil)
+            #expect(baton.process.waitForLine(containing: "control socket \(baton.controlSocket) was removed: bound it again", timeout: .seconds(20)) != nil)
+            #expect(baton.process.waitForLine(timeout: .seconds(20)) { $0.contains("notify socket") && $0.contains("was removed: bound it again") } != nil)
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            #expect(try baton.status().workers.allSatisfy { $0.state == "ready" })
+        }
+
         @Test("baton reload returns when finished and reports progress; a reload with a bad config changes nothing")
         func reloadCommand() throws {
             let baton = try BatonHarness(workers: 2, tag: "rel")

@@ -108,6 +108,9 @@ int CBatonLinux_signalfd(const int *signals, int count);
 int CBatonLinux_signalfd_read(int fd, pid_t *sender);
 /// Blocks the given signals in the calling thread only.
 int CBatonLinux_block_signals(const int *signals, int count);
+/// The real-time signals an application may use (glibc keeps the first two for itself).
+int CBatonLinux_sigrtmin(void);
+int CBatonLinux_sigrtmax(void);
 /// The calling thread's blocked-signal mask as a 64-bit set (bit n-1 = signal n).
 uint64_t CBatonLinux_blocked_mask(void);
 
