@@ -219,6 +219,7 @@ extension Supervisor {
     func watchStability(_ worker: Worker) {
         guard let op = operation, op.phase == .rollingOut, rollout?.awaitsStability == true else { return }
         let window = config.deploy.stabilityWindow
+        let due = loop.now() + window
         worker.timers.append(
             loop.schedule(after: window) { [unowned self, unowned worker, weak op] in
                 guard let op, self.operation === op, op.phase == .rollingOut, worker.isReadyAndNotStopping else { return }
@@ -229,7 +230,7 @@ extension Supervisor {
                 // Said in the order it means: a worker still waiting for its promotion is stable
                 // once it serves (the CLI printed "stable" before "→ … ready after …, draining").
                 if self.slots[worker.slot].replacement === worker { worker.heldStableLine = line } else { op.report(line) }
-                self.rolloutEvent { $0.workerStable(slot: worker.slot) }
+                self.rolloutEvent(at: due) { $0.workerStable(slot: worker.slot) }
             })
     }
 

@@ -263,15 +263,19 @@ extension Supervisor {
     /// Feeds an event to the rollout and performs what it says. Returns false
     /// when no rollout runs or it ignored the event.
     @discardableResult
-    func rolloutEvent(_ event: (inout RollingRestart) -> [RollingRestart.Action]) -> Bool {
+    func rolloutEvent(at moment: Duration? = nil, _ event: (inout RollingRestart) -> [RollingRestart.Action]) -> Bool {
         guard var machine = rollout else { return false }
         // A planned rollout starts nothing while the event is applied: the event may take a slot
         // out of flight, and the width planned before it would then let one slot too many start.
         if rolloutPlanner != nil { machine.replan(strategy: machine.stepStrategy, width: 0) }
         let handled = event(&machine)
         rollout = machine
-        if let op = operation, op.phase == .rollingOut, !op.servedBeforeDeadline, machine.onlyDrainsLeft,
-            op.deadlineAt.map({ loop.now() < $0.at }) ?? true
+        // `moment`: when the event happened, for a timer that ran late (a stability window that
+        // ended before the deadline while baton was stopped: a pause audit saw a release proven
+        // 3 s before its deadline rolled back, 2 of 2, when baton ran again after it).
+        if let op = operation, op.phase == .rollingOut, !op.servedBeforeDeadline,
+            machine.onlyDrainsLeft || machine.result == .succeeded,
+            op.deadlineAt.map({ (moment ?? loop.now()) < $0.at }) ?? true
         {
             op.servedBeforeDeadline = true
         }

@@ -86,6 +86,23 @@ import Testing
         #expect(!deploy.progress.contains { $0.contains("while only old workers drain") }, "\(deploy.progress)")
     }
 
+    /// A pause audit (2 of 2): baton stopped (`kill -STOP`) 1.5 s into `deploy --timeout 5s` for
+    /// 8 s, its new workers' stability windows over at 2 s (here: at 1 s, stopped at 0.5 s): when it ran again, the windows' timers
+    /// ran late, after the deadline, and the proven release was rolled back (exit 4).
+    @Test func aReleaseProvenBeforeTheDeadlineWhileBatonWasStoppedIsKept() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.stabilityWindow = .seconds(1) }
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let deploy = h.deploy(r1, timeout: "5s")
+        h.advance(by: .milliseconds(500))
+        #expect(deploy.reply == nil, "a window is still to pass: \(deploy.progress)")
+        h.clock.set(h.clock.now + .seconds(8))  // baton was stopped: every timer is late at once
+        h.settle()
+        h.finishOperations()
+        #expect(deploy.reply?.ok == true, "\(String(describing: deploy.reply))")
+        #expect(h.supervisor.releaseState.current.directory == r1)
+    }
+
     /// A deadline that passes before every new worker served still rolls back.
     @Test func aDeadlineBeforeEveryNewWorkerServedRollsBack() throws {
         let h = try harness(workers: 2)

@@ -51,4 +51,25 @@ import Testing
         #expect(h.supervisor.slots[0].current?.pid != worker.pid)
         #expect(h.allReady)
     }
+
+    /// A pause audit: baton stopped for 1.9 to 2.6 s (a 2 s watchdog) under load replaced 1 to 3
+    /// healthy workers (4 of 14 runs): their request reports filled the notify queue while baton
+    /// did not read, so their WATCHDOG=1 were dropped. A queue found full counts as a ping; a
+    /// worker that then sends nothing is still replaced.
+    @Test func aNotifyQueueFoundFullCountsAsAWatchdogPing() throws {
+        let h = try DaemonHarness(workers: 1) { $0.readiness.watchdog = .seconds(2) }
+        try h.start()
+        h.supervisor.startLivenessChecks()
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        let path = try #require(worker.notifyPath)
+        h.advance(by: .milliseconds(1900))
+        for n in 1...Supervisor.notifyQueueLength { try Self.send("X_BATON_REQUESTS=\(n * 64)", to: path) }
+        h.advance(by: .zero)
+        h.advance(by: .milliseconds(1500))
+        #expect(worker.state == .ready, "its pings may have been dropped: it counts from the full queue")
+        h.advance(by: .seconds(2))
+        #expect(worker.state != .ready, "then nothing: replaced")
+        #expect(h.supervisor.restartsByReason[.watchdog] == 1)
+    }
 }
