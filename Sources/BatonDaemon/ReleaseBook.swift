@@ -88,6 +88,7 @@ final class ReleaseBook {
             let copy = (try? store.keepCorruptReleaseState()).map { "; a copy is kept as \($0)" } ?? ""
             recordProblem("state unreadable: \(error)\(copy); started on [app] directory \(fallback.directory), no previous release")
         }
+        for problem in store.unreadableStateFiles() { logger.warning("\(problem)") }
         history = store.loadHistory()
         deployed = store.loadDeployedReleases()
         recordUnfinishedDeploy(now: now)
@@ -247,6 +248,17 @@ final class ReleaseBook {
         // Removed once its line is in history (`writeHistory`), not before.
         deployRecord = .previousBaton
         defer { if deployRecord == .previousBaton, unwrittenHistory.isEmpty { try? writeHistory() } }
+        // Its end is in history already: the record outlived it because the state directory
+        // would not let it go (read-only; a disk audit saw such a rolled-back deploy recorded a
+        // second time, `interrupted`, after a restart, and `deploy --attach` report it so).
+        if let recorded = history.last(where: {
+            $0.kind == entry.kind && $0.release == entry.release && $0.startedAt == entry.startedAt && $0.outcome != .inProgress
+        }) {
+            logger.info(
+                "the \(entry.kind.rawValue) of \(entry.release) ended before baton exited (\(recorded.outcome.rawValue)): its leftover deploy.json goes")
+            if entry.kind.isDeploy, recorded.outcome == .succeeded, entry.release == state.current.directory { recordDeployed(state.current) }
+            return
+        }
         entry.duration = max(0, now - entry.startedAt)
         let committed =
             entry.kind.isDeploy && entry.release == state.current.directory

@@ -29,6 +29,13 @@ protocol ReleaseStore: Sendable {
     /// The deploy a previous baton never finished (left in place: `finishDeploy` removes it);
     /// nil when none.
     func unfinishedDeploy() -> HistoryEntry?
+    /// What of the state directory's history and records could not be read (a write cut short
+    /// by a full disk or a crash), one line each; the loads above skip it.
+    func unreadableStateFiles() -> [String]
+}
+
+extension ReleaseStore {
+    func unreadableStateFiles() -> [String] { [] }
 }
 
 extension StateStore: ReleaseStore {}

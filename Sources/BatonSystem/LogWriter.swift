@@ -171,7 +171,8 @@ public final class LogWriter: Sendable {
     }
 
     /// Writes all of `bytes`, waiting for POLLOUT when the fd is full; gives up on
-    /// an error (a closed stderr).
+    /// an error (a closed stderr, a full disk), counting what it gave up as dropped: a disk
+    /// audit lost thousands of lines to a log file on a full disk with `log_dropped_bytes` 0.
     private func writeWaiting(_ bytes: [UInt8]) {
         var offset = 0
         let target: Int32
@@ -185,6 +186,7 @@ public final class LogWriter: Sendable {
                     var pfd = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
                     _ = poll(&pfd, 1, -1)
                 } else if errno != EINTR {
+                    dropped.add(UInt64(raw.count - offset), ordering: .relaxed)
                     return
                 }
             }

@@ -134,6 +134,26 @@ public struct StateStore: Sendable {
         return text.split(separator: "\n").compactMap { try? decoder.decode(HistoryEntry.self, from: Data($0.utf8)) }
     }
 
+    /// What of history.jsonl, deployed.json and deploy.json could not be read, one line each
+    /// (`loadHistory`, `loadDeployedReleases` and `unfinishedDeploy` skip it): a disk audit cut
+    /// history's last line short, and baton started without a word, `deploy --attach` then
+    /// answering with an older deploy.
+    public func unreadableStateFiles() -> [String] {
+        let decoder = JSONDecoder()
+        var found: [String] = []
+        if let text = ProcFS.read(directory + "/history.jsonl") {
+            let bad = text.split(separator: "\n").filter { (try? decoder.decode(HistoryEntry.self, from: Data($0.utf8))) == nil }.count
+            if bad > 0 { found.append("\(directory)/history.jsonl: \(bad) unreadable line(s) skipped (a write cut short?); they go at its next rewrite") }
+        }
+        if let text = ProcFS.read(directory + "/deployed.json"), (try? decoder.decode(DeployedReleases.self, from: Data(text.utf8))) == nil {
+            found.append("\(directory)/deployed.json is unreadable: taken as empty (retention keeps every release folder it does not know)")
+        }
+        if let text = ProcFS.read(directory + "/deploy.json"), (try? decoder.decode(HistoryEntry.self, from: Data(text.utf8))) == nil {
+            found.append("\(directory)/deploy.json is unreadable: the operation it recorded gets no history line")
+        }
+        return found
+    }
+
     /// Records the deploy that starts now (its history entry, outcome
     /// "in-progress"); `finishDeploy()` removes it when the deploy ends.
     public func beginDeploy(_ entry: HistoryEntry) throws(SystemError) {

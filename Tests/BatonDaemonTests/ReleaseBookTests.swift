@@ -113,6 +113,20 @@ import Testing
         #expect(!again.problems.contains { $0.hasPrefix("cannot write history") }, "\(again.problems)")
     }
 
+    /// A disk audit (2 of 2): a deploy that rolled back because the state directory turned
+    /// read-only could not remove its deploy.json; after a restart it was recorded a second
+    /// time, `interrupted … baton exited before it finished`.
+    @Test func anOperationWhoseEndIsInHistoryIsNotRecordedAgain() throws {
+        var ended = entry(.deploy, "/srv/app/r9", .rolledBack)
+        ended.detail = "cannot persist the release: Read-only file system"
+        try store.append([ended])
+        store.inProgress = entry(.deploy, "/srv/app/r9", .inProgress)
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 160)
+        #expect(book.history.map(\.outcome) == [.rolledBack], "\(book.history)")
+        #expect(store.inProgress == nil, "the leftover record goes")
+        #expect(store.loadHistory().count == 1)
+    }
+
     /// A baton killed after the deploy's commit (release.json names the new release) but
     /// before it removed deploy.json: the deploy succeeded, and history says so once.
     @Test func aDeployKilledAfterItsCommitIsRecordedAsSucceeded() throws {

@@ -25,6 +25,26 @@ struct StateStoreTests {
         #expect(try restarted.loadReleaseState() == nil, "beginning a deploy must not commit its release")
     }
 
+    /// A disk audit cut history.jsonl's last line short and wrote garbage into deployed.json and
+    /// deploy.json (as a write on a full disk or a crash may leave them): baton started without
+    /// a word, and `deploy --attach` answered with an older deploy.
+    @Test("unreadable history lines and records are named, one line each")
+    func unreadableFilesAreNamed() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        let store = try StateStore(directory: directory)
+        #expect(store.unreadableStateFiles().isEmpty)
+        try store.append([entry])
+        let history = ProcFS.read(directory + "/history.jsonl") ?? ""
+        TestPaths.write(directory + "/history.jsonl", history + String(history.dropLast(30)) + "\n")
+        TestPaths.write(directory + "/deployed.json", "{\"folders\": [\"/srv/app/r")
+        TestPaths.write(directory + "/deploy.json", "\u{1}garbage")
+        let problems = store.unreadableStateFiles()
+        #expect(problems.count == 3, "\(problems)")
+        #expect(problems.first?.hasSuffix("history.jsonl: 1 unreadable line(s) skipped (a write cut short?); they go at its next rewrite") == true)
+        #expect(store.loadHistory() == [entry], "the readable line stays")
+    }
+
     @Test("a finished deploy leaves nothing to find")
     func finishedLeavesNothing() throws {
         let directory = TestPaths.temporaryDirectory("state")
