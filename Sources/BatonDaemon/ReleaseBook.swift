@@ -1,5 +1,6 @@
 import BatonCore
 import BatonSystem
+import Glibc
 import Logging
 
 /// The release book: the state directory as the supervisor keeps it — the current and previous
@@ -287,7 +288,10 @@ final class ReleaseBook {
     /// Records `release`'s folder as one baton deployed (persisted), so that retention may
     /// prune it once it is old.
     func recordDeployed(_ release: Release) {
-        let path = ReleaseRetention.normalize(release.directory)
+        // The folder it names now, not the name: a link (Capistrano's `current`) later flipped to
+        // a fresh upload made that upload "deployed", and retention removed it (a layout audit,
+        // 2 of 2).
+        let path = ReleaseRetention.normalize(Supervisor.resolved(release.directory))
         guard !deployed.contains(path) else { return }
         deployed.append(path)
         saveDeployed()
@@ -308,12 +312,21 @@ final class ReleaseBook {
         let resolve = Supervisor.resolved
         let folders = try ReleaseFolders.scan(folder).map { ReleaseFolder(name: $0.name, path: resolve($0.path), modifiedAt: $0.modifiedAt) }
             .filter { !pruning.contains($0.path) }
-        let lastDeployed = Dictionary(ReleaseRetention.lastDeployed(history).map { (resolve($0.key), $0.value) }, uniquingKeysWith: max)
+        // A path that is itself a link names whatever it points to now, not what was deployed
+        // through it (recorded so before baton recorded the folder): it counts for nothing.
+        let lastDeployed = Dictionary(
+            ReleaseRetention.lastDeployed(history).filter { !Self.isLink($0.key) }.map { (resolve($0.key), $0.value) }, uniquingKeysWith: max)
         let listings = ReleaseRetention.plan(
             folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
-            inUse: Set(inUse.map(resolve)), lastDeployed: lastDeployed, keep: keep, deployed: Set(deployed.map(resolve)),
+            inUse: Set(inUse.map(resolve)), lastDeployed: lastDeployed, keep: keep, deployed: Set(deployed.filter { !Self.isLink($0) }.map(resolve)),
             batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))
         return ReleasesReport(directory: folder, keep: keep, releases: listings)
+    }
+
+    /// Whether `path` is a symbolic link (its last component).
+    static func isLink(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFLNK
     }
 
     /// Retention starts removing `paths`.

@@ -94,8 +94,11 @@ extension Supervisor {
             }
             let previous = op.previous
             committingOperation = op
-            let state = ReleaseState(
-                current: target, previous: previous == target ? releaseState.previous : previous, committedBy: op.startedAtWall)
+            // A redeploy of the folder already current keeps the previous release, however the
+            // folder is spelled (`B/`, `./B`, a link to B: a layout audit saw the real previous
+            // release lost to a trailing slash, 3 of 3).
+            let redeploy = previous.map { Self.sameRelease($0, target) } ?? false
+            let state = ReleaseState(current: target, previous: redeploy ? releaseState.previous : previous, committedBy: op.startedAtWall)
             releases.commit(state, on: loop) {
                 [unowned self] error in
                 self.committingOperation = nil
@@ -207,6 +210,11 @@ extension Supervisor {
         performOperations(next)
         reportFailingStartUp()
         pumpRecycling()
+    }
+
+    /// Whether `a` and `b` run the same folder (symlinks resolved now) the same way.
+    static func sameRelease(_ a: Release, _ b: Release) -> Bool {
+        a.command == b.command && a.environment == b.environment && resolved(a.directory) == resolved(b.directory)
     }
 
     // MARK: - Stability window

@@ -17,7 +17,10 @@ extension Supervisor {
 
     /// Every release folder with its mark, newest first.
     func releasesReport() throws(SystemError) -> ReleasesReport {
-        var inUse = Set(slots.flatMap { $0.workers.map(\.spec.directory) })
+        // Each worker's folder as it was when it started, and as named: a link flipped since
+        // names another folder now (a layout audit: retention removed the folder 3 workers ran
+        // in after `ln -sfn` of the link they were deployed through).
+        var inUse = Set(slots.flatMap { $0.workers.flatMap { [$0.spec.directory] + ($0.folder.map { [$0] } ?? []) } })
         // A queued deploy's folder is not the next prune's.
         for op in queue { if let r = op.options?.release { inUse.insert(r) } }
         if let r = operation?.target?.directory { inUse.insert(r) }

@@ -88,6 +88,7 @@ extension Supervisor {
             let process = try spawnProcess(request, spec: spec)
             if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }
             let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
+            worker.folder = Self.resolved(spec.directory)
             if !moldMode { startNicer(worker, by: nice) }
             worker.ownedNotify = notify.take()
             worker.notifyPath = notifyPath

@@ -71,6 +71,8 @@ final class Worker: ChildChannels {
     var drainStartedAt: Duration?
     /// Its drain outlasted `stop.timeout` and ended with SIGKILL (requests in flight were cut).
     var drainCutShort = false
+    /// The folder it was started in, its symlinks resolved then (retention keeps it).
+    var folder: String?
     /// Monotonic time of the last WATCHDOG=1.
     var lastWatchdog: Duration?
     /// The interval it was given in WATCHDOG_USEC (`readiness.watchdog` when it started).

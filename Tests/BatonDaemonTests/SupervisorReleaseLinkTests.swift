@@ -1,0 +1,98 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// Release folders deployed through symbolic links (Capistrano's `current`) and spelled in
+/// more than one way, found by a layout audit. Fake host and clock, real folders and links.
+@Suite struct SupervisorReleaseLinkTests {
+    /// Retention on, keeping 1 release besides the current and previous ones.
+    func harness() throws -> DaemonHarness {
+        let h = try DaemonHarness(workers: 1) {
+            $0.deploy.keepReleases = 1
+            $0.deploy.stabilityWindow = .zero
+        }
+        mkdir(h.root + "/releases", 0o755)
+        h.supervisor.config.deploy.releasesDirectory = h.root + "/releases"
+        try h.start()
+        return h
+    }
+
+    func deploy(_ h: DaemonHarness, _ path: String) {
+        let deploy = h.deploy(path)
+        h.finishOperations()
+        h.awaitReads()
+        #expect(deploy.reply?.ok == true, "\(path): \(String(describing: deploy.reply))")
+    }
+
+    func flip(_ link: String, to target: String) {
+        unlink(link)
+        #expect(symlink(target, link) == 0)
+    }
+
+    /// The audit (2 of 2): a release deployed through a link was recorded as the link; once the
+    /// link was flipped to a fresh upload, retention took that upload for a deployed release
+    /// and removed it.
+    @Test func aFolderALinkNamesLaterIsNotDeployedThroughIt() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["r10", "r11", "r13"] { mkdir(releases + "/" + name, 0o755) }
+        let link = h.root + "/cur2"
+        flip(link, to: releases + "/r10")
+        deploy(h, link)
+        deploy(h, releases + "/r11")
+        mkdir(releases + "/r12", 0o755)  // a fresh upload, never deployed
+        flip(link, to: releases + "/r12")
+        deploy(h, releases + "/r13")
+        #expect(access(releases + "/r12", F_OK) == 0, "the upload is not baton's to remove")
+        #expect(access(releases + "/r10", F_OK) != 0, "the folder deployed through the link is, once old")
+    }
+
+    /// The audit (1 of 1): after `ln -sfn` of the link the workers were deployed through,
+    /// `baton releases --prune` removed the folder all of them ran in.
+    @Test func theFolderWorkersRunInIsKeptAfterTheirLinkFlips() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["r10", "r11", "r12"] { mkdir(releases + "/" + name, 0o755) }
+        deploy(h, releases + "/r10")
+        deploy(h, releases + "/r11")
+        let link = h.root + "/cur"
+        flip(link, to: releases + "/r10")
+        deploy(h, link)
+        flip(link, to: releases + "/r12")
+        let report = try h.supervisor.releasesReport()
+        #expect(report.releases.first { $0.name == "r10" }?.mark == .inUse, "\(report.releases.map { ($0.name, $0.mark) })")
+        h.supervisor.pruneReleases()
+        h.awaitReads()
+        h.settle()
+        #expect(access(releases + "/r10", F_OK) == 0)
+    }
+
+    /// The audit (3 of 3): deploy A, deploy B, deploy B again as `B/` (tab completion), `./B`
+    /// or a link to B: rollback went to B, A was lost.
+    @Test func aRedeployOfTheCurrentFolderSpelledOtherwiseKeepsThePrevious() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["A", "B"] { mkdir(releases + "/" + name, 0o755) }
+        #expect(symlink(releases + "/B", h.root + "/Blink") == 0)
+        deploy(h, releases + "/A")
+        deploy(h, releases + "/B")
+        for spelling in [releases + "/B/", releases + "/./B", h.root + "/Blink"] {
+            deploy(h, spelling)
+            #expect(h.supervisor.releaseState.previous?.directory == releases + "/A", "\(spelling)")
+        }
+    }
+
+    /// The audit: a release named with a newline split every line naming it (status, history,
+    /// the refusal itself); an escape sequence coloured the operator's terminal.
+    @Test func aReleasePathWithAControlCharacterIsRefused() throws {
+        let h = try harness()
+        let odd = h.makeRelease("new\nline")
+        let deploy = h.deploy(odd)
+        h.finishOperations()
+        let message = deploy.reply?.error ?? ""
+        #expect(message.contains("has a control character in its path") && !message.contains("\n"), "\(message)")
+        #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
+    }
+}
