@@ -59,6 +59,9 @@ final class Operation {
     /// Old workers whose drain did not end cleanly (SIGKILLed at the stop timeout, killed,
     /// or exited non-zero): "slot 1: pid 14771 SIGKILLed at the stop timeout".
     var cutDrains: [String] = []
+    /// Processes that left their workers' groups and still run when it ends (strays): one
+    /// holding the listening socket answers with the release it started on.
+    var strays: [pid_t] = []
     /// What its final line and history add: OOM kills and drains that did not end cleanly
     /// (nil: none). A drain audit: a deploy whose old workers were SIGKILLed with requests in
     /// flight said only "deploy finished", and history "succeeded".
@@ -68,6 +71,12 @@ final class Operation {
             let n = cutDrains.count
             notes.append(
                 "requests in flight may have been cut: \(n) old worker\(n == 1 ? "" : "s") did not drain cleanly (\(cutDrains.joined(separator: ", ")))")
+        }
+        if !strays.isEmpty {
+            let n = strays.count
+            notes.append(
+                "\(n) process\(n == 1 ? "" : "es") that left \(n == 1 ? "its worker's" : "their workers'") process group still run\(n == 1 ? "s" : "") unsupervised (pid \(strays.map(String.init).joined(separator: ", "))): one holding the listening socket answers with the release it started on until it exits or baton stops"
+            )
         }
         return notes.isEmpty ? nil : notes.joined(separator: "; ")
     }

@@ -149,6 +149,9 @@ extension Supervisor {
             recycling.reconfigure(concurrency: config.rolling.recycleConcurrency, spacing: config.rolling.recycleSpacing)
         }
         degraded = false
+        // A hostile-app audit: a deploy said "finished" while 5 strays of the old release (a
+        // worker that double-forked a daemon keeping the socket) still answered 145 of 200 requests.
+        op.strays = escapedChildren().sorted()
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message =
             "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + op.endSuffix

@@ -101,6 +101,22 @@ import Testing
         #expect(status.table(now: 0).contains("strays: pid 7777777 (left their workers' process groups; not supervised, killed when baton stops)"))
     }
 
+    /// A hostile-app audit (1 of 1): a deploy said "deploy finished", exit 0, while 5 strays of
+    /// the old release (a worker's double-forked daemon keeping the listening socket) answered
+    /// 145 of 200 requests; neither its lines nor history named them.
+    @Test func aDeployThatEndsWithStraysRunningSaysSo() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let stray: pid_t = 7_777_777
+        h.host.fakeProcesses.setChildren([stray], of: getpid())
+        h.host.fakeProcesses.setStartTime(42, of: stray)
+        let deploy = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        let message = deploy.reply?.message ?? ""
+        #expect(message.contains("1 process that left its worker's process group still runs unsupervised (pid 7777777)"), "\(message)")
+        #expect(h.supervisor.history.last?.detail?.contains("pid 7777777") == true)
+    }
+
     @Test func rollbackDuringDeployIsRefusedUnlessWait() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
