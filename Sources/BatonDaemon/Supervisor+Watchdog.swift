@@ -61,6 +61,7 @@ extension Supervisor {
         // Pings that arrived but were not read yet (a loop that woke late may run this timer
         // before the notify sockets' events) count: read them first.
         for worker in checkedWorkers where worker.watchdogInterval != nil && worker.notifyFD >= 0 { readNotify(worker) }
+        repairNotifySocketsBeforeTheWatchdog(checkedWorkers)
         let workers = checkedWorkers
         let verdicts = liveness.check(now: loop.now(), workers: workers.map { record($0, states: states[$0.pid] ?? []) })
         if let stalled = liveness.stalled {

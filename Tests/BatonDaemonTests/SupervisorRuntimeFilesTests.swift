@@ -45,4 +45,39 @@ import Testing
         h.finishOperations()
         #expect(h.allReady)
     }
+
+    /// A re-audit: with a 2 s watchdog, healthy workers whose sockets were removed were replaced
+    /// (10 of 17 runs) before the next check bound them again: their pings could not arrive.
+    @Test func theWatchdogWaitsForASocketBatonLost() throws {
+        let h = try DaemonHarness(workers: 1) { $0.readiness.watchdog = .seconds(2) }
+        try h.start()
+        h.supervisor.startLivenessChecks()
+        let worker = try #require(h.supervisor.slots[0].current)
+        let path = try #require(worker.notifyPath)
+        unlink(path)
+        #expect(rmdir(h.supervisor.notifyDirectory) == 0)
+        h.advance(by: .milliseconds(2500))
+        #expect(worker.state == .ready, "not the worker's fault")
+        #expect(access(path, F_OK) == 0, "bound again before it was judged")
+        h.advance(by: .seconds(3))
+        #expect(worker.state != .ready, "then it must ping again, or go")
+    }
+
+    /// A re-audit (1 of 1): `notify` made a regular file: every worker was replaced for its
+    /// watchdog, then every start failed on "Not a directory" (`0/2 workers ready`).
+    @Test func aFileInPlaceOfTheNotifyFolderIsSaidAndNoWorkerPaysForIt() throws {
+        let h = try DaemonHarness(workers: 2) { $0.readiness.watchdog = .seconds(2) }
+        try h.start()
+        h.supervisor.startLivenessChecks()
+        let workers = h.supervisor.slots.compactMap(\.current)
+        for worker in workers { if let path = worker.notifyPath { unlink(path) } }
+        let notify = h.supervisor.notifyDirectory
+        #expect(rmdir(notify) == 0)
+        close(open(notify, O_CREAT | O_WRONLY, 0o600))
+        h.advance(by: .seconds(10))
+        #expect(workers.allSatisfy { $0.state == .ready })
+        let problems = h.supervisor.statusReport(memory: [:]).problems ?? []
+        #expect(problems.contains { $0.contains("/notify is not a folder (another file is there)") }, "\(problems)")
+        unlink(notify)
+    }
 }
