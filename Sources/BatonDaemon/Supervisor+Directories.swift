@@ -9,7 +9,16 @@ extension Supervisor {
     /// Creates (or checks) the runtime directory and its notify subdirectory;
     /// `createdNotifyDirectory` says whether baton made the latter.
     func prepareRuntimeDirectory() throws(DirectoryError) {
-        do {
+        do throws(DirectoryError) {
+            // Room for the longest notify socket path (a `$RUNTIME_DIRECTORY` check-config never saw).
+            guard runtimeDirectory.utf8.count <= WorkerContract.maxRuntimeDirectoryLength else {
+                throw DirectoryError(
+                    path: runtimeDirectory,
+                    reason: .system(
+                        SystemError(
+                            "longer than \(WorkerContract.maxRuntimeDirectoryLength) bytes, no room for the notify sockets in", errno: ENAMETOOLONG,
+                            subject: runtimeDirectory)))
+            }
             try Filesystem.makeDirectory(runtimeDirectory, mode: 0o755, refuseWritableByOthers: true)
             // 0711: any worker user may reach its own socket, which is 0600 and its user's
             // (`bindNotifySocket`), and none may list the others. Chowned to `[app] user` as it

@@ -130,7 +130,7 @@ extension Supervisor {
         // coming back after its mold was retired, a rollback or a deploy of the same folder).
         moldBook.reforked.remove(spec.release)
         moldBook.started += 1
-        let path = "\(notifyDirectory)/mold-\(moldBook.started)-\(getpid()).sock"
+        let path = notifyDirectory + "/" + WorkerContract.moldSocketName(started: moldBook.started, batonPID: getpid())
         var bound = false
         do {
             // Owned from the start: closed on every failure below, handed to the mold once it runs.

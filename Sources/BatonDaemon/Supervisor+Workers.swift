@@ -60,7 +60,7 @@ extension Supervisor {
         do {
             if config.readiness.mode == .notify || config.readiness.watchdog != nil {
                 restoreNotifyDirectory()
-                let path = "\(notifyDirectory)/w\(slot)-\(generation)-\(getpid()).sock"
+                let path = notifyDirectory + "/" + WorkerContract.notifySocketName(slot: slot, generation: generation, batonPID: getpid())
                 notify = try bindNotifySocket(at: path, credentials: spec.credentials)
                 notifyPath = path
             }

@@ -6,6 +6,23 @@ import Testing
 /// and must now be one clear error naming the key (or what is wrong) and the line.
 @Suite("BatonConfig.parse hardening")
 struct ConfigHardeningTests {
+    /// A re-audit: `runtime_directory` of 86 and 92 bytes passed `check-config`, then every start
+    /// failed binding its notify socket ("File name too long"); one of 84 bytes failed at the 10th
+    /// deploy, when the generation in the socket's name grew a digit.
+    @Test("a runtime directory with no room for the notify sockets' paths is refused")
+    func runtimeDirectoryLength() {
+        let longest = "/" + String(repeating: "r", count: WorkerContract.maxRuntimeDirectoryLength - 1)
+        let text = { (dir: String) in minimalApp.replacing("workers = 4", with: "workers = 4\nruntime_directory = \"\(dir)\"") }
+        #expect(configFailure(text(longest)) == nil)
+        #expect(
+            configFailure(text(longest + "r"))?.hasSuffix(
+                "app.runtime_directory: must be at most 75 bytes long (workers' notify sockets are bound in its notify folder, and a unix socket path is at most 107 bytes)"
+            ) == true)
+        // The longest name it leaves room for: slot 1023, generation 36^7 - 1, pid 36^5 - 1.
+        let name = WorkerContract.notifySocketName(slot: 1023, generation: 78_364_164_095, batonPID: 60_466_175)
+        #expect((longest + "/notify/" + name).utf8.count == ListenAddress.maxUnixPathLength)
+    }
+
     @Test("a NUL byte is an error naming its line, not the silent end of the file")
     func nulByte() {
         let text = minimalApp + "\u{0}[deploy]\nmax_surge = \"not a number\"\n"

@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import Foundation
 import Glibc
 import Testing
 
@@ -79,5 +80,32 @@ import Testing
         let problems = h.supervisor.statusReport(memory: [:]).problems ?? []
         #expect(problems.contains { $0.contains("/notify is not a folder (another file is there)") }, "\(problems)")
         unlink(notify)
+    }
+
+    /// The names are base 36 now (a runtime directory of 75 bytes leaves room for the longest):
+    /// a dead baton's sockets, so named or in an older baton's decimal names, still go at the
+    /// next start; anything else stays.
+    @Test func aDeadBatonsNotifySocketsGoInEitherNaming() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let notify = h.supervisor.notifyDirectory
+        let dead: pid_t = 4_242_424
+        let names = [
+            WorkerContract.notifySocketName(slot: 0, generation: 40, batonPID: dead), "w1-12-\(dead).sock",
+            WorkerContract.notifySocketName(slot: 2, generation: 3, batonPID: dead + 1),
+        ]
+        var sockets: [Int32] = []
+        defer { for fd in sockets { close(fd) } }
+        for name in names { sockets.append(try Sockets.bindUnix(path: notify + "/" + name, type: Int32(SOCK_DGRAM.rawValue), mode: 0o600)) }
+        let plainFile = notify + "/" + WorkerContract.notifySocketName(slot: 3, generation: 1, batonPID: dead)
+        close(open(plainFile, O_CREAT | O_WRONLY, 0o600))
+        let previous = InstanceRecord(app: "fake", pid: dead, startTime: 7, listeners: [], workers: [])
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        try h.supervisor.checkPreviousInstance()
+        #expect(access(notify + "/" + names[0], F_OK) != 0 && access(notify + "/" + names[1], F_OK) != 0, "the dead baton's go")
+        #expect(access(notify + "/" + names[2], F_OK) == 0, "another baton's stays")
+        #expect(access(plainFile, F_OK) == 0, "a file that is not a socket stays")
+        unlink(notify + "/" + names[2])
+        unlink(plainFile)
     }
 }

@@ -36,6 +36,12 @@ extension ConfigReader {
         app.startConcurrency = read(s, "start_concurrency", Convert.integer(in: 1...1024)) ?? app.startConcurrency
         app.environment = readEnvironment(s)
         app.runtimeDirectory = read(s, "runtime_directory", Convert.absolutePath)
+        if let runtime = app.runtimeDirectory {
+            check(
+                runtime.utf8.count <= WorkerContract.maxRuntimeDirectoryLength, s, "runtime_directory",
+                "must be at most \(WorkerContract.maxRuntimeDirectoryLength) bytes long (workers' notify sockets are bound in its notify folder, and a unix socket path is at most \(ListenAddress.maxUnixPathLength) bytes)"
+            )
+        }
         app.stateDirectory = read(s, "state_directory", Convert.absolutePath)
         app.startAttempts = read(s, "start_attempts", Convert.integer(in: 0...1000)) ?? app.startAttempts
         app.mode = read(s, "mode", Convert.choice([AppMode.exec, .mold])) ?? app.mode

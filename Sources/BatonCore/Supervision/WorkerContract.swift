@@ -15,4 +15,23 @@ public enum WorkerContract {
     /// baton drains it without blocking (the default 64 KiB is a few hundred
     /// log lines).
     public static let outputPipeCapacity = 1 << 20
+
+    /// The file name of a worker's notify socket in `RUNTIME/notify`: its slot, then its
+    /// generation and baton's pid in base 36 (`w3-1z-2hxuo.sock`), short enough that the longest
+    /// (slot 1023, generation up to 36^7, pid up to 36^5) fits ``maxRuntimeDirectoryLength``.
+    public static func notifySocketName(slot: Int, generation: Int, batonPID: Int32) -> String {
+        "w\(slot)-\(String(generation, radix: 36))-\(String(batonPID, radix: 36)).sock"
+    }
+
+    /// A mold's notify socket's file name (`mold-…`, counted as for workers).
+    public static func moldSocketName(started: Int, batonPID: Int32) -> String {
+        "mold-\(String(started, radix: 36))-\(String(batonPID, radix: 36)).sock"
+    }
+
+    /// The runtime directory's longest path, in bytes: `/notify/` and the longest socket name
+    /// (`w1023-` + 7 + `-` + 5 + `.sock`, 24 bytes) must fit in a unix socket path (107 bytes).
+    /// A re-audit: a runtime directory of 86 bytes passed `check-config`, then every start
+    /// failed with "File name too long"; one of 84 bytes failed at the 10th deploy, when the
+    /// generation in the name (then decimal) grew a digit.
+    public static let maxRuntimeDirectoryLength = ListenAddress.maxUnixPathLength - "/notify/".utf8.count - 24
 }
