@@ -29,7 +29,11 @@ struct Demo: ParsableCommand {
         guard directory.hasPrefix("/"), !DirectoryRules.systemDirectories.contains(folder) else {
             throw ValidationError("--directory must be an absolute path to a folder of the demo's own, not \"\(directory.prefix(64))\"")
         }
-        guard folder.utf8.count <= 80 else { throw ValidationError("--directory must be at most 80 bytes (its sockets' paths are limited)") }
+        // Its runtime directory, `/run` in it, holds the workers' notify sockets.
+        let longest = WorkerContract.maxRuntimeDirectoryLength - "/run".utf8.count
+        guard folder.utf8.count <= longest else {
+            throw ValidationError("--directory must be at most \(longest) bytes (its sockets' paths are limited)")
+        }
     }
 
     func run() throws {

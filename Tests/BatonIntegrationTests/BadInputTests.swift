@@ -423,6 +423,11 @@ extension SecondIntegration {
                     "baton: --max-surge is for surge and auto; replace drains first, [deploy] max_unavailable slots at once; run 'baton help' for usage"
                 ),
                 ([baton, "demo", "--workers", "-1"], "baton: --workers must be between 1 and 64; run 'baton help' for usage"),
+                // Its runtime directory (`/run` in it) holds the notify sockets: 75 bytes at most.
+                (
+                    [baton, "demo", "--directory", "/tmp/" + String(repeating: "d", count: 67)],
+                    "baton: --directory must be at most 71 bytes (its sockets' paths are limited); run 'baton help' for usage"
+                ),
             ]
             for (arguments, line) in cases {
                 let bad = try TestProcess.run(arguments)
