@@ -75,7 +75,7 @@ final class Operation {
         if !strays.isEmpty {
             let n = strays.count
             notes.append(
-                "\(n) process\(n == 1 ? "" : "es") that left \(n == 1 ? "its worker's" : "their workers'") process group still run\(n == 1 ? "s" : "") unsupervised (pid \(strays.map(String.init).joined(separator: ", "))): one holding the listening socket answers with the release it started on until it exits or baton stops"
+                "\(n) process\(n == 1 ? "" : "es") that left \(n == 1 ? "its worker's" : "their workers'") process group still run\(n == 1 ? "s" : "") unsupervised (pid \(strays.prefix(10).map(String.init).joined(separator: ", "))\(n > 10 ? " and \(n - 10) more" : "")): one holding the listening socket answers with the release it started on until it exits or baton stops"
             )
         }
         return notes.isEmpty ? nil : notes.joined(separator: "; ")

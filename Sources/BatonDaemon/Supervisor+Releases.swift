@@ -112,7 +112,8 @@ extension Supervisor {
             let shown = path == written ? "" : " (\(path))"
             if DirectoryRules.systemDirectories.contains(path) { return "is a system directory\(shown), not a release folder" }
             for entry in own where entry.forms.contains(where: { DirectoryRules.isWithin(path, $0) }) {
-                return "is inside baton's \(entry.key) (\(entry.folder))\(shown)"
+                // A link to the folder itself named it twice (a layout audit: "(…/st1) (…/st1)").
+                return "is inside baton's \(entry.key) (\(entry.folder))\(path == entry.folder ? "" : shown)"
             }
             if releasesForms.contains(path) { return "is deploy.releases_directory itself\(shown); a release is a folder inside it" }
         }

@@ -42,7 +42,9 @@ extension Supervisor {
             beginReadiness(worker)
             recordInstance()
         } catch {
-            let text = "\(error)" + DescriptorLimit.hint(error)
+            // What keeps the notify folder from being made, when that is why (a re-audit: a
+            // deploy failed on "bind …: Not a directory" without the status's reason).
+            let text = "\(error)" + DescriptorLimit.hint(error) + (runtimeTrouble.map { " (\($0))" } ?? "")
             logger.error("cannot start worker: \(text)", metadata: ["slot": .stringConvertible(slot.index)])
             startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed(text), uptime: nil)
         }

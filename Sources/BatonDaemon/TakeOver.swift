@@ -87,7 +87,8 @@ extension Supervisor {
         if Sockets.unixSocketAnswers(config.control.socket) {
             throw InstanceConflict(
                 description:
-                    "baton for app \(config.app.name) is already running: its control socket \(config.control.socket) answers; stop it first")
+                    "a baton is already running on control socket \(config.control.socket) (it answers): stop it first, or give this app a [control] socket of its own"
+            )
         }
         guard let record else { return }
         takeOver.previous = record

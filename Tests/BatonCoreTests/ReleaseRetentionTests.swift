@@ -188,4 +188,14 @@ struct ReleaseRetentionDeployedTests {
                 "current   10s       r5",
             ])
     }
+
+    /// A re-audit: a folder named `X<newline>Y` split its row in two (it became current through
+    /// a link), and `X ESC[31m Y` coloured the terminal. Control characters show as `?`.
+    @Test("a folder named with control characters is one row, shown with ?")
+    func controlCharactersInANameAreShownAsQuestionMarks() {
+        let report = ReleasesReport(
+            directory: "/srv/shop", keep: 3,
+            releases: [ReleaseListing(name: "X\nY\u{1B}[31m", path: "/srv/shop/X\nY\u{1B}[31m", mark: .current, lastUsedAt: 99_990)])
+        #expect(report.table(now: 100_000).split(separator: "\n").last == "current   10s       X?Y?[31m")
+    }
 }

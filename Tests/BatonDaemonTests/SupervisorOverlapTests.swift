@@ -115,6 +115,15 @@ import Testing
         let message = deploy.reply?.message ?? ""
         #expect(message.contains("1 process that left its worker's process group still runs unsupervised (pid 7777777)"), "\(message)")
         #expect(h.supervisor.history.last?.detail?.contains("pid 7777777") == true)
+        // 40 strays (a re-audit's line was 494 bytes): the first 10 and a count.
+        let many = (0..<40).map { pid_t(7_000_000 + $0) }
+        h.host.fakeProcesses.setChildren(many, of: getpid())
+        for pid in many { h.host.fakeProcesses.setStartTime(42, of: pid) }
+        let again = h.deploy(h.makeRelease("r2"))
+        h.finishOperations()
+        #expect(
+            again.reply?.message?.contains("(pid 7000000, 7000001, 7000002, 7000003, 7000004, 7000005, 7000006, 7000007, 7000008, 7000009 and 30 more)")
+                == true, "\(String(describing: again.reply?.message))")
     }
 
     @Test func rollbackDuringDeployIsRefusedUnlessWait() throws {

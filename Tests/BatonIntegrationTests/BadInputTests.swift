@@ -467,9 +467,11 @@ extension SecondIntegration {
             #expect(output?.contains("esc\\x1b[31m nul\\x00 cr\\r end") == true, "\(output ?? "no line")")
             let release = baton.directory + "/crlf\r\nFORGED ERROR line"
             #expect(mkdir(release, 0o755) == 0)
+            // Refused now (a layout audit: such a name split every line naming it), in one line.
             let deployed = try baton.cli(["deploy", "--release", release])
-            #expect(deployed.code == 0, "\(deployed.stderr)")
-            #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("crlf\\r\\nFORGED") } != nil)
+            #expect(deployed.code == 2, "\(deployed.stderr)")
+            #expect(deployed.stderr.contains("crlf??FORGED ERROR line\" has a control character in its path (shown as ?)"), "\(deployed.stderr)")
+            #expect(deployed.stderr.split(separator: "\n").count == 1, "\(deployed.stderr)")
             let lines = baton.process.stderrLines
             #expect(!lines.contains { $0.hasPrefix("FORGED") }, "\(lines.suffix(20))")
             #expect(!lines.contains { $0.unicodeScalars.contains { $0.value < 0x20 && $0 != "\t" } })

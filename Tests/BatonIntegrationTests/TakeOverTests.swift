@@ -100,7 +100,9 @@ extension Integration {
             let notify = first.directory + "/run/notify"
             let firstPID = try first.status().pid
             let before = Self.entries(notify)
-            #expect(before.count == 2 && before.allSatisfy { $0.hasSuffix("-\(firstPID).sock") }, "\(before)")
+            // Named with baton's pid in base 36 (`WorkerContract.notifySocketName`).
+            let firstSuffix = "-\(String(firstPID, radix: 36)).sock"
+            #expect(before.count == 2 && before.allSatisfy { $0.hasSuffix(firstSuffix) }, "\(before)")
             TestPaths.write(notify + "/operator-note-\(firstPID).sock", "not a socket\n")
             first.process.signal(SIGKILL)
             #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
@@ -109,8 +111,8 @@ extension Integration {
             defer { second.stop() }
             let secondPID = try second.status().pid
             let after = Self.entries(notify)
-            #expect(!after.contains { $0.hasPrefix("w") && $0.hasSuffix("-\(firstPID).sock") }, "\(after)")
-            #expect(after.filter { $0.hasSuffix("-\(secondPID).sock") }.count == 2, "\(after)")
+            #expect(!after.contains { $0.hasPrefix("w") && $0.hasSuffix(firstSuffix) }, "\(after)")
+            #expect(after.filter { $0.hasSuffix("-\(String(secondPID, radix: 36)).sock") }.count == 2, "\(after)")
             #expect(after.contains("operator-note-\(firstPID).sock"))
             #expect(second.stop(keepDirectory: true) == 0)
         }
