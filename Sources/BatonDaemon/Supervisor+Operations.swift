@@ -251,6 +251,9 @@ extension Supervisor {
             return
         }
         guard op.phase == .rollingOut else { return }
+        // Finished in time, its commit being written (off the loop): the commit decides, and a
+        // line saying "aborting" would be false (a chaos audit saw it, then "deploy finished").
+        if committingOperation === op || rollout?.isFinished == true { return }
         // Every slot's new worker served and passed its window before the deadline: only old
         // workers' drains are left, bounded by `[stop] timeout`. A proven release is not rolled
         // back for them. Proven after it (the timer ran late) counts as late, as a rollout that

@@ -93,8 +93,18 @@ extension Supervisor {
     private func refusal(_ kind: Operation.Kind, _ why: OperationQueue<Int>.Refusal) -> String {
         switch why {
         case .deployInProgress(let of):
-            let current = operationTable[of].map { $0.target?.directory ?? $0.options?.release ?? "?" } ?? "?"
-            return "deploy in progress (of \(current)): refused; use --wait to queue behind it"
+            // The blocker as it is: a rollback, or one still queued (a chaos audit saw "deploy in
+            // progress (of R6)" while a reload ran and a rollback, to R1 in the end, waited).
+            let blocker = operationTable[of]
+            let release = blocker.map { $0.target?.directory ?? $0.options?.release ?? "?" } ?? "?"
+            let isRollback = blocker?.kind == .rollback
+            if let running = operations.running, running.id != of {
+                let what = isRollback ? "a rollback is queued" : "a deploy of \(release) is queued"
+                return "\(what) (behind a \(running.kind.noun) in progress): refused; use --wait to queue behind it"
+            }
+            return isRollback
+                ? "rollback in progress (to \(release)): refused; use --wait to queue behind it"
+                : "deploy in progress (of \(release)): refused; use --wait to queue behind it"
         case .busy(let blocker):
             return "\(kind.rawValue) refused: a \(Self.describe(blocker)) is in progress"
         }

@@ -439,4 +439,28 @@ import Testing
         let late = h.deploy(r2)
         #expect(late.reply?.error == "baton is stopping")
     }
+
+    /// A chaos audit (3 of 3 runs): with a reload running and a `rollback --wait` queued, a
+    /// deploy was refused as "deploy in progress (of R6)": no deploy ran, and the rollback went
+    /// to R1 in the end. The refusal names the blocker as it is.
+    @Test func aRefusalNamesAQueuedRollbackAsSuch() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        var spawned = 0
+        h.host.onSpawn = { _ in spawned += 1 }
+        h.autoReady = { _ in spawned < 2 }  // the deploy's worker serves; the reload's never does
+        let first = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(first.reply?.ok == true)
+        let reload = h.reload()
+        let rollback = h.rollback(wait: true)
+        h.advance(by: .seconds(1))
+        #expect(reload.reply == nil && rollback.reply == nil, "\(String(describing: rollback.reply))")
+        let refused = h.deploy(h.makeRelease("r2"))
+        #expect(
+            refused.reply?.error == "a rollback is queued (behind a reload in progress): refused; use --wait to queue behind it",
+            "\(String(describing: refused.reply))")
+        h.autoReady = { _ in true }
+        h.finishOperations()
+    }
 }

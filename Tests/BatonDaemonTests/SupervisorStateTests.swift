@@ -173,4 +173,23 @@ import Testing
         }
         #expect(h.host.store.inProgress == nil)
     }
+
+    /// A chaos audit (1 of 3 runs): a deploy whose rollout finished before its deadline, its
+    /// commit still being written when the deadline's timer ran, logged "deadline of 7s passed:
+    /// aborting", then finished. The commit decides; nothing is aborted or said meanwhile.
+    @Test func aDeadlineWhileTheCommitIsWrittenAbortsNothing() throws {
+        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .zero }
+        try h.start()
+        h.host.store.saveBlocked.withLock { $0 = true }
+        h.awaitsOffloads = false
+        let client = h.deploy(h.makeRelease("r1"), timeout: "3s")
+        for _ in 0..<40 where h.supervisor.committingOperation == nil { h.advance(by: .milliseconds(50)) }
+        let op = try #require(h.supervisor.committingOperation, "the commit is being written")
+        h.advance(by: .seconds(5))
+        #expect(op.failure == nil, "\(String(describing: op.failure))")
+        h.host.store.saveBlocked.withLock { $0 = false }
+        h.awaitsOffloads = true
+        h.settle()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+    }
 }
