@@ -75,6 +75,10 @@ extension Supervisor {
                 let unreadable = stateProblems.first { $0.hasPrefix("state unreadable") }
                 throw DaemonError("no previous release to roll back to" + (unreadable.map { " (\($0))" } ?? ""))
             }
+            // Up front, as for a deploy (a layout audit: a canary failed on chdir, exit 1).
+            guard Filesystem.isDirectory(previous.directory) else {
+                throw DaemonError("the previous release \(previous.directory) is not a directory (removed or renamed?): nothing to roll back to")
+            }
             return previous
         case .deploy, .reload, .policy, .rollAhead:
             guard let directory = options.release, directory.hasPrefix("/") else {

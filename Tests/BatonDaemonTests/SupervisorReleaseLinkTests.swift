@@ -95,4 +95,22 @@ import Testing
         #expect(message.contains("has a control character in its path") && !message.contains("\n"), "\(message)")
         #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
     }
+
+    /// A layout audit: a rollback to a previous release whose folder was removed or renamed
+    /// started a canary that failed on chdir (exit 1), where a deploy to a missing folder is
+    /// refused up front (exit 2).
+    @Test func aRollbackToAFolderThatIsGoneIsRefusedUpFront() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["r1", "r2"] { mkdir(releases + "/" + name, 0o755) }
+        deploy(h, releases + "/r1")
+        deploy(h, releases + "/r2")
+        let before = h.servingPIDs
+        #expect(rename(releases + "/r1", releases + "/r1-old") == 0)
+        let rollback = h.rollback()
+        h.finishOperations()
+        #expect(rollback.reply?.code == 2, "\(String(describing: rollback.reply))")
+        #expect(rollback.reply?.error == "the previous release \(releases)/r1 is not a directory (removed or renamed?): nothing to roll back to")
+        #expect(h.servingPIDs == before)
+    }
 }
