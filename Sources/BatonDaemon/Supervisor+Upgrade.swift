@@ -153,7 +153,8 @@ extension Supervisor {
                         slot: w.slot, generation: w.generation, pid: w.pid, pidfd: w.pidfd, notifyFD: w.notifyFD,
                         notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
                         startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
-                        watchdogNanos: w.watchdogInterval?.nanoseconds, ussAtReady: w.ussAtReady, memoryHistory: w.history.samples))
+                        watchdogNanos: w.watchdogInterval?.nanoseconds, ussAtReady: w.ussAtReady, memoryHistory: w.history.samples,
+                        folder: w.folder))
             },
             releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: clientFD,
             createdNotifyDirectory: createdNotifyDirectory,
@@ -222,6 +223,7 @@ extension Supervisor {
             worker.readyAt = w.readyAtNanos.map { .nanoseconds($0) }
             worker.notifyFD = w.notifyFD
             worker.notifyPath = w.notifyPath
+            worker.folder = w.folder
             worker.outputFD = w.outputFD
             worker.statusText = w.statusText
             worker.watchdogInterval = w.watchdogNanos.map { .nanoseconds($0) }

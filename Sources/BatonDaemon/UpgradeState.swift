@@ -40,6 +40,9 @@ struct UpgradeState: Codable {
         /// measure its growth (absent from an older image: measured afresh, as a new worker's).
         var ussAtReady: UInt64?
         var memoryHistory: [MemoryPoint]?
+        /// The folder it started in, symlinks resolved then (absent from an older image:
+        /// retention knows it by its path only).
+        var folder: String? = nil
     }
 
     struct SlotState: Codable {

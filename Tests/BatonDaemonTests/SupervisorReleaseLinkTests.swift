@@ -67,6 +67,9 @@ import Testing
         h.awaitReads()
         h.settle()
         #expect(access(releases + "/r10", F_OK) == 0)
+        // And across `baton upgrade`: the next image is handed each worker's folder.
+        let state = h.supervisor.upgradeState(controlFD: -1, clientFD: nil)
+        #expect(state.slots.map(\.worker.folder) == [Supervisor.resolved(releases + "/r10")])
     }
 
     /// The audit (3 of 3): deploy A, deploy B, deploy B again as `B/` (tab completion), `./B`
