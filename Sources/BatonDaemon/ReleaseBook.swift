@@ -306,7 +306,9 @@ final class ReleaseBook {
     /// deployed as `releases//r9`, through a symlinked folder or a symlinked releases directory
     /// is the folder it runs in (an operator audit: retention removed the current release, and
     /// the previous one a rollback then needed, spelled otherwise).
-    func listing(of folder: String, keep: Int?, inUse: Set<String>, batonDirectories: [String], appDirectory: String? = nil) throws(SystemError)
+    func listing(
+        of folder: String, keep: Int?, inUse: Set<String>, waiting: Set<String> = [], batonDirectories: [String], appDirectory: String? = nil
+    ) throws(SystemError)
         -> ReleasesReport
     {
         let resolve = Supervisor.resolved
@@ -318,7 +320,8 @@ final class ReleaseBook {
             ReleaseRetention.lastDeployed(history).filter { !Self.isLink($0.key) }.map { (resolve($0.key), $0.value) }, uniquingKeysWith: max)
         let listings = ReleaseRetention.plan(
             folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
-            inUse: Set(inUse.map(resolve)), lastDeployed: lastDeployed, keep: keep, deployed: Set(deployed.filter { !Self.isLink($0) }.map(resolve)),
+            inUse: Set(inUse.map(resolve)), waiting: Set(waiting.map(resolve)), lastDeployed: lastDeployed, keep: keep,
+            deployed: Set(deployed.filter { !Self.isLink($0) }.map(resolve)),
             batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))
         return ReleasesReport(directory: folder, keep: keep, releases: listings)
     }

@@ -20,14 +20,15 @@ extension Supervisor {
         // Each worker's folder as it was when it started, and as named: a link flipped since
         // names another folder now (a layout audit: retention removed the folder 3 workers ran
         // in after `ln -sfn` of the link they were deployed through).
-        var inUse = Set(slots.flatMap { $0.workers.flatMap { [$0.spec.directory] + ($0.folder.map { [$0] } ?? []) } })
-        // A queued deploy's folder is not the next prune's.
-        for op in queue { if let r = op.options?.release { inUse.insert(r) } }
-        if let r = operation?.target?.directory { inUse.insert(r) }
+        let inUse = Set(slots.flatMap { $0.workers.flatMap { [$0.spec.directory] + ($0.folder.map { [$0] } ?? []) } })
+        // A queued deploy's folder is not the next prune's (kept, not counted towards keep).
+        var waiting = Set(queue.compactMap { $0.options?.release })
+        if let r = operation?.target?.directory { waiting.insert(r) }
         let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
         // Folders being removed now are gone already as far as listings go.
         return try releases.listing(
-            of: releasesDirectory, keep: keep, inUse: inUse, batonDirectories: batonDirectories, appDirectory: config.app.directory)
+            of: releasesDirectory, keep: keep, inUse: inUse, waiting: waiting, batonDirectories: batonDirectories,
+            appDirectory: config.app.directory)
     }
 
     /// Removes the folders marked `prune`; `report` gets a progress line

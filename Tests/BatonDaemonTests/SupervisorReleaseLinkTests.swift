@@ -116,4 +116,25 @@ import Testing
         #expect(rollback.reply?.error == "the previous release \(releases)/r1 is not a directory (removed or renamed?): nothing to roll back to")
         #expect(h.servingPIDs == before)
     }
+
+    /// A chaos audit (1 of 3 runs): a queued deploy's folder counted towards `keep_releases`,
+    /// and R3, deployed 4.3 s before, was pruned in its place. A folder an operation waits to
+    /// run is kept, but keep counts releases that ran.
+    @Test func aQueuedDeploysFolderIsKeptWithoutTakingAReleasesPlace() throws {
+        let h = try harness()
+        h.supervisor.config.deploy.keepReleases = 4
+        let releases = h.root + "/releases"
+        for name in ["r1", "r2", "r3", "r4", "r5"] { mkdir(releases + "/" + name, 0o755) }
+        for name in ["r2", "r3", "r4"] { deploy(h, releases + "/" + name) }
+        h.autoReady = { _ in false }
+        let running = h.deploy(releases + "/r5")
+        let queued = h.deploy(releases + "/r1", wait: true)
+        h.advance(by: .milliseconds(100))
+        let marks = Dictionary(uniqueKeysWithValues: try h.supervisor.releasesReport().releases.map { ($0.name, $0.mark) })
+        #expect(marks["r1"] == .inUse, "the queued deploy's folder is kept: \(marks)")
+        #expect(marks["r2"] == .kept, "r4, r3, r5 (its new worker) and r2 are the 4 kept: \(marks)")
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        #expect(running.reply?.ok == true && queued.reply?.ok == true)
+    }
 }

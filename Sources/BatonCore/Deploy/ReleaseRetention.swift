@@ -138,6 +138,9 @@ public enum ReleaseRetention {
     ///   - current: The current release's directory.
     ///   - previous: The previous release's directory, if any.
     ///   - inUse: Directories workers run in now.
+    ///   - waiting: Directories a running or queued operation will start workers in: kept
+    ///     (marked in use) but not counted towards `keep`, which is about releases that ran (a
+    ///     chaos audit: a queued deploy's folder took the place of one deployed 4 s before).
     ///   - lastDeployed: From ``lastDeployed(_:)``; a folder's age is its last
     ///     deploy or its modification time, whichever is later.
     ///   - keep: How many folders to keep, the protected ones (current, previous,
@@ -150,13 +153,14 @@ public enum ReleaseRetention {
     ///   - appDirectory: `[app] directory`, marked `.appDirectory`.
     /// - Returns: One listing per folder; those marked `.prune` may be removed.
     public static func plan(
-        folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, lastDeployed: [String: Double], keep: Int?,
-        deployed: Set<String>? = nil, batonDirectories: [String] = [], appDirectory: String? = nil
+        folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, waiting: Set<String> = [],
+        lastDeployed: [String: Double], keep: Int?, deployed: Set<String>? = nil, batonDirectories: [String] = [], appDirectory: String? = nil
     ) -> [ReleaseListing] {
         let appDirectory = appDirectory.map(normalize)
         let current = normalize(current)
         let previous = previous.map(normalize)
         let inUse = Set(inUse.map(normalize))
+        let waiting = Set(waiting.map(normalize)).subtracting(inUse)
         let deployed = deployed.map { Set($0.map(normalize)) }
         let dated: [(ReleaseFolder, Double)] = folders.map { f in
             let deployedAt: Double = lastDeployed[normalize(f.path)] ?? 0
@@ -182,7 +186,7 @@ public enum ReleaseRetention {
         var listings: [ReleaseListing] = []
         for (folder, time) in sorted {
             let path = normalize(folder.path)
-            var mark = protectedMark(path) ?? untouchableMark(path) ?? .kept
+            var mark = protectedMark(path) ?? (waiting.contains(path) ? .inUse : nil) ?? untouchableMark(path) ?? .kept
             if mark == .kept {
                 if let keep, kept >= keep { mark = .prune } else { kept += 1 }
             }
