@@ -58,16 +58,32 @@ final class ControlServer {
         } else {
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
             if !directory.isEmpty { createdDirectories = try Filesystem.makeDirectory(directory, mode: 0o755) }
-            let socket = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID)
-            // Owned at once: a failure below closes it.
-            listening = OwnedDescriptor(socket)
-            try setNonBlocking(socket)
-            try BatonSystem.syscall("listen", subject: path) { listen(socket, 64) }
-            socketFD = socket
+            let socket = try Self.bindListening(at: path, group: groupID, removingOnFailure: false)
+            socketFD = socket.rawValue
+            listening = consume socket
         }
-        acceptPause = AcceptPause(loop: loop, fd: socketFD) { [logger] in logger.error("control socket: \($0)") }
+        acceptPause = Self.acceptPause(loop: loop, fd: socketFD, logger: logger)
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
         boundFile = Self.fileIdentity(path)
+    }
+
+    /// The listening socket at `path`: mode 0660, `[control] group`, non-blocking. Owned from
+    /// the bind: a failure after it closes it (and, `removingOnFailure`, removes its file).
+    private static func bindListening(at path: String, group: gid_t?, removingOnFailure: Bool) throws -> OwnedDescriptor {
+        let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: group))
+        do {
+            try setNonBlocking(socket.rawValue)
+            try BatonSystem.syscall("listen", subject: path) { listen(socket.rawValue, 64) }
+        } catch {
+            if removingOnFailure { unlink(path) }
+            throw error
+        }
+        return socket
+    }
+
+    /// Accepts on `fd`, pausing while descriptors run out.
+    private static func acceptPause(loop: EventLoop, fd: Int32, logger: Logger) -> AcceptPause {
+        AcceptPause(loop: loop, fd: fd) { [logger] in logger.error("control socket: \($0)") }
     }
 
     private static func fileIdentity(_ path: String) -> (dev: UInt, ino: UInt)? {
@@ -106,19 +122,12 @@ final class ControlServer {
 
     /// A new listening socket at `path` in place of the one whose file is gone.
     private func rebind() throws {
-        let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: groupID))
-        do {
-            try setNonBlocking(socket.rawValue)
-            try BatonSystem.syscall("listen", subject: path) { listen(socket.rawValue, 64) }
-        } catch {
-            unlink(path)
-            throw error
-        }
+        let socket = try Self.bindListening(at: path, group: groupID, removingOnFailure: true)
         acceptPause.cancel()
         loop.unregister(fd: fd)
         let socketFD = socket.rawValue
         listening = consume socket  // closes the old one
-        acceptPause = AcceptPause(loop: loop, fd: socketFD) { [logger] in logger.error("control socket: \($0)") }
+        acceptPause = Self.acceptPause(loop: loop, fd: socketFD, logger: logger)
         boundFile = Self.fileIdentity(path)
         try loop.register(fd: socketFD, events: .readable) { [unowned self] _ in self.acceptAll() }
     }

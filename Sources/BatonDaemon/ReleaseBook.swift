@@ -1,6 +1,5 @@
 import BatonCore
 import BatonSystem
-import Glibc
 import Logging
 
 /// The release book: the state directory as the supervisor keeps it — the current and previous
@@ -317,19 +316,13 @@ final class ReleaseBook {
         // A path that is itself a link names whatever it points to now, not what was deployed
         // through it (recorded so before baton recorded the folder): it counts for nothing.
         let lastDeployed = Dictionary(
-            ReleaseRetention.lastDeployed(history).filter { !Self.isLink($0.key) }.map { (resolve($0.key), $0.value) }, uniquingKeysWith: max)
+            ReleaseRetention.lastDeployed(history).filter { !Filesystem.isSymbolicLink($0.key) }.map { (resolve($0.key), $0.value) }, uniquingKeysWith: max)
         let listings = ReleaseRetention.plan(
             folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
             inUse: Set(inUse.map(resolve)), waiting: Set(waiting.map(resolve)), lastDeployed: lastDeployed, keep: keep,
-            deployed: Set(deployed.filter { !Self.isLink($0) }.map(resolve)),
+            deployed: Set(deployed.filter { !Filesystem.isSymbolicLink($0) }.map(resolve)),
             batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))
         return ReleasesReport(directory: folder, keep: keep, releases: listings)
-    }
-
-    /// Whether `path` is a symbolic link (its last component).
-    static func isLink(_ path: String) -> Bool {
-        var info = stat()
-        return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFLNK
     }
 
     /// Retention starts removing `paths`.

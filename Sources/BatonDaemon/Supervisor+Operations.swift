@@ -87,8 +87,8 @@ extension Supervisor {
             // A newline or an escape in the path would split or colour every line that names it
             // (status, history, the deploy's own lines: a layout audit).
             guard !directory.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-                let shown = String(String.UnicodeScalarView(directory.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : $0 }))
-                throw DaemonError("release \"\(shown)\" has a control character in its path (shown as ?): rename the folder")
+                throw DaemonError(
+                    "release \"\(ControlProtocol.withControlsShown(directory))\" has a control character in its path (shown as ?): rename the folder")
             }
             guard Filesystem.isDirectory(directory) else { throw DaemonError("release \(directory) is not a directory") }
             // A new release only: a reload or policy restart runs the current one, which may be

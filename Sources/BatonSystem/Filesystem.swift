@@ -68,6 +68,12 @@ public enum Filesystem {
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
+    /// Whether `path` itself (its last component) is a symbolic link.
+    public static func isSymbolicLink(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
+    }
+
     /// mkdir -p: creates the missing components of `path`, the last with `mode` and the
     /// parents with 0755 (umask applied). An existing directory keeps its owner and mode:
     /// baton never chmods or chowns what it did not create; it only checks that it can write

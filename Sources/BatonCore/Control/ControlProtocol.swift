@@ -32,6 +32,12 @@ public enum ControlProtocol {
         return .success(request)
     }
 
+    /// `s` whole, each control character (C0, DEL, C1) shown as `?`: a path in a line that must
+    /// stay one line and leave the terminal alone (a release refused for one, a folder listed).
+    public static func withControlsShown(_ s: String) -> String {
+        String(String.UnicodeScalarView(s.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : $0 }))
+    }
+
     /// A client-supplied string made safe for a one-line message: control
     /// characters become '?', and it is cut at 64 characters.
     public static func printable(_ s: String) -> String {

@@ -92,10 +92,7 @@ extension ReleasesReport {
         let retention = keep.map { "keep_releases = \($0)" } ?? "retention off (no [deploy] releases_directory)"
         // A folder named with a newline or an escape split its row or coloured the terminal (a
         // re-audit): control characters show as `?`, as in a deploy's refusal.
-        let printable = { (name: String) in
-            String(String.UnicodeScalarView(name.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : $0 }))
-        }
-        let rows = releases.map { [$0.mark.rawValue, StatusReport.age(now - $0.lastUsedAt), printable($0.name)] }
+        let rows = releases.map { [$0.mark.rawValue, StatusReport.age(now - $0.lastUsedAt), ControlProtocol.withControlsShown($0.name)] }
         let header = "\(directory): \(releases.count) release\(releases.count == 1 ? "" : "s"), \(retention)"
         return ([header] + TextColumns.lines([["MARK", "AGE", "RELEASE"]] + rows, minimumWidths: [8, 8])).joined(separator: "\n")
     }
