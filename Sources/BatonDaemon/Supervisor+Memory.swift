@@ -145,7 +145,7 @@ extension Supervisor {
         }
         var tick = RestartPolicy.Tick(
             now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
-            bootTime: slots.compactMap { $0.current.flatMap { w in w.readyAt.map { $0 - w.startedAt } } }.max())
+            bootTime: slots.compactMap { $0.current?.bootTime }.max())
         var settings = memoryMonitor.policy.settings
         settings.concurrency = busy ? 1 : recycleBudget()
         memoryMonitor.policy.reconfigure(settings)

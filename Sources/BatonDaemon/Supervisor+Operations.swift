@@ -387,7 +387,7 @@ extension Supervisor {
 
     /// How long `worker` took to become ready, for progress lines.
     static func bootTime(_ worker: Worker) -> String {
-        worker.readyAt.map { Units.formatElapsed($0 - worker.startedAt) } ?? "?"
+        worker.bootTime.map { Units.formatElapsed($0) } ?? "?"
     }
 
     static func list(_ slots: [Int]) -> String { slots.map(String.init).joined(separator: ",") }

@@ -121,7 +121,8 @@ extension Supervisor {
         guard worker.state == .starting else { return }
         worker.state = .ready
         worker.readyAt = loop.now()
-        let bootTime = worker.readyAt! - worker.startedAt
+        let bootTime = max(.zero, loop.now() - worker.startedAt - (worker.readyReadLate ?? .zero))
+        worker.measuredBoot = bootTime
         logger.info(
             "worker ready after \(Units.formatElapsed(bootTime))",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])

@@ -153,7 +153,7 @@ extension Supervisor {
     /// worker's start-to-ready time plus a second (its drain), else 10 s.
     var estimatedReplacementTime: Duration {
         if let measured = memoryMonitor.measuredReplacementTime { return measured }
-        let boots = slots.compactMap(\.current).compactMap { w in w.readyAt.map { $0 - w.startedAt } }
+        let boots = slots.compactMap(\.current).compactMap(\.bootTime)
         return boots.max().map { $0 + .seconds(1) } ?? Reservation.defaultReplacementTime
     }
 

@@ -116,7 +116,7 @@ extension Supervisor {
             var row = WorkerStatus(
                 slot: slot.index, pid: worker.pid, state: worker.state.rawValue, release: worker.spec.release,
                 generation: worker.generation, startedAt: worker.startedAtWall,
-                readyAfter: worker.readyAt.map { Self.seconds($0 - worker.startedAt) }, rssBytes: memory?.rss, pssBytes: memory?.pss,
+                readyAfter: worker.bootTime.map { Self.seconds($0) }, rssBytes: memory?.rss, pssBytes: memory?.pss,
                 ussBytes: memory?.uss, restarts: slot.restarts, lastRestartReason: slot.lastRestartReason,
                 consecutiveFailures: slot.backoff.consecutiveFailures, crashLoop: slot.isCrashLooping,
                 statusText: worker.statusText, leakMiBPerHour: leak?.mibPerHour, secondsToLimit: toLimit.map(Self.seconds),

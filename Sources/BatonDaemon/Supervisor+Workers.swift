@@ -154,7 +154,11 @@ extension Supervisor {
             let text = String(decoding: message.bytes, as: UTF8.self)
             for line in text.split(separator: "\n") {
                 if line == "READY=1" {
+                    // Its boot ends when it sent READY=1, not when baton read it (a pause audit:
+                    // `ready after 8.40s` for a 1 s boot read after baton was stopped for 8 s).
+                    worker.readyReadLate = message.sentAt.map { .seconds(max(0, host.wallTime - $0)) }
                     readinessEvent(worker, .notified)
+                    worker.readyReadLate = nil
                 } else if line.hasPrefix("STATUS=") {
                     worker.statusText = String(line.dropFirst(7))
                 } else if line.hasPrefix(Self.requestsField) {

@@ -70,6 +70,9 @@ protocol SupervisorHost: AnyObject {
     /// The id of group `name` (a number stands for itself): the control socket's `[control]
     /// group` and `read_group`. Throws when no such group exists.
     func groupID(_ name: String) throws(SpawnError) -> gid_t
+    /// The wall clock (seconds since the epoch): what the kernel's receive times of notify
+    /// datagrams are compared with.
+    var wallTime: Double { get }
 }
 
 /// Memory figures: a worker tree's (statm, smaps_rollup) and the host's (meminfo, overcommit,
@@ -207,6 +210,8 @@ final class LinuxSupervisorHost: SupervisorHost {
     }
 
     func groupID(_ name: String) throws(SpawnError) -> gid_t { try Accounts.groupID(name) }
+
+    var wallTime: Double { wallClockNow() }
 }
 
 extension SupervisorHost {

@@ -39,8 +39,15 @@ final class Worker: ChildChannels {
     var state: State = .starting
     /// The operation whose rollout started it (a replacement), if one did.
     var startedByOperation: Int?
-    /// Monotonic time it became ready.
+    /// Monotonic time it became ready (when baton learnt it).
     var readyAt: Duration?
+    /// How long it took to become ready: until it sent its READY=1 (the datagram's kernel time),
+    /// not until baton read it; nil for a worker adopted from an earlier baton.
+    var measuredBoot: Duration?
+    /// How long ago the READY=1 being handled was sent (set only while it is handled).
+    var readyReadLate: Duration?
+    /// Its boot time: `measuredBoot`, or for an adopted worker from its start to `readyAt`.
+    var bootTime: Duration? { measuredBoot ?? readyAt.map { $0 - startedAt } }
     /// How much nicer than baton it boots (`[readiness] boot_nice`; 0 once given back: at ready,
     /// or at half the readiness timeout).
     var bootNice: Int32 = 0

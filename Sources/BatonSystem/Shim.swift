@@ -139,24 +139,29 @@ public enum CBatonLinuxShim {
         return Array(groups.prefix(Int(count)))
     }
 
-    /// A datagram with its sender's credentials (SO_PASSCRED must be set); `truncated`: it was
-    /// longer than `maxBytes`, and `bytes` holds only its start.
+    /// A datagram with its sender's credentials (``setPassCredentials(_:)`` must have run);
+    /// `truncated`: it was longer than `maxBytes`, and `bytes` holds only its start. `sentAt`:
+    /// when the kernel queued it (wall clock, seconds since the epoch), nil when it does not say.
     public static func receiveWithCredentials(
         _ fd: Int32, maxBytes: Int = 4096
-    ) -> (bytes: [UInt8], pid: pid_t, uid: uid_t, truncated: Bool)? {
+    ) -> (bytes: [UInt8], pid: pid_t, uid: uid_t, truncated: Bool, sentAt: Double?)? {
         var buffer = [UInt8](repeating: 0, count: maxBytes)
         var pid: pid_t = 0
         var uid: uid_t = 0
         var gid: gid_t = 0
         var truncated: Int32 = 0
-        let n = buffer.withUnsafeMutableBytes { CBatonLinux_recv_with_cred(fd, $0.baseAddress, $0.count, &pid, &uid, &gid, &truncated) }
+        var sent: Int64 = 0
+        let n = buffer.withUnsafeMutableBytes {
+            CBatonLinux_recv_with_cred(fd, $0.baseAddress, $0.count, &pid, &uid, &gid, &truncated, &sent)
+        }
         guard n >= 0 else { return nil }
-        return (Array(buffer[0..<n]), pid, uid, truncated != 0)
+        return (Array(buffer[0..<n]), pid, uid, truncated != 0, sent > 0 ? Double(sent) / 1e9 : nil)
     }
 
-    /// Turns on SO_PASSCRED.
+    /// Turns on SO_PASSCRED and SO_TIMESTAMPNS: each datagram comes with its sender's
+    /// credentials and the time it was queued.
     public static func setPassCredentials(_ fd: Int32) throws(SystemError) {
-        try syscall("setsockopt(SO_PASSCRED)") { CBatonLinux_set_passcred(fd) }
+        try syscall("setsockopt(SO_PASSCRED, SO_TIMESTAMPNS)") { CBatonLinux_set_passcred(fd) }
     }
 
     /// A pipe with both ends close-on-exec; the read end non-blocking. Both ends are owned from

@@ -122,22 +122,26 @@ int CBatonLinux_peer_groups(int fd, gid_t *groups, int *count) {
 
 int CBatonLinux_set_passcred(int fd) {
     int one = 1;
-    return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0) return -1;
+    return setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
 }
 
-ssize_t CBatonLinux_recv_with_cred(int fd, void *buf, size_t len, pid_t *pid, uid_t *uid, gid_t *gid, int *truncated) {
+ssize_t CBatonLinux_recv_with_cred(int fd, void *buf, size_t len, pid_t *pid, uid_t *uid, gid_t *gid, int *truncated,
+                                   int64_t *sent_ns) {
     union {
-        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(struct timespec)) + CMSG_SPACE(sizeof(int) * 16)];
         struct cmsghdr align;
     } control;
     // uid and gid stay as they were without credentials; pid is 0 then.
     struct ucred cred = {.pid = 0, .uid = *uid, .gid = *gid};
+    struct timespec stamp = {0, 0};
     int flags = 0;
-    ssize_t n = CBatonLinux_recv_one(fd, buf, len, control.buf, sizeof(control.buf), &cred, &flags);
+    ssize_t n = CBatonLinux_recv_one(fd, buf, len, control.buf, sizeof(control.buf), &cred, &stamp, &flags);
     *pid = cred.pid;
     *uid = cred.uid;
     *gid = cred.gid;
     *truncated = (flags & MSG_TRUNC) ? 1 : 0;
+    *sent_ns = (int64_t)stamp.tv_sec * 1000000000 + stamp.tv_nsec;
     return n;
 }
 

@@ -48,7 +48,7 @@ ssize_t CBatonLinux_recv_dropping_fds(int fd, void *buf, size_t len, int *trunca
         struct cmsghdr align;
     } control;
     int flags = 0;
-    ssize_t n = CBatonLinux_recv_one(fd, buf, len, control.bytes, sizeof(control.bytes), NULL, &flags);
+    ssize_t n = CBatonLinux_recv_one(fd, buf, len, control.bytes, sizeof(control.bytes), NULL, NULL, &flags);
     if (n < 0) return n;
     *truncated = (flags & (MSG_TRUNC | MSG_CTRUNC)) ? 1 : 0;
     return n;

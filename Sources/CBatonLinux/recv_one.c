@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 ssize_t CBatonLinux_recv_one(int fd, void *buf, size_t len, void *control, size_t controllen, struct ucred *cred,
-                             int *flags) {
+                             struct timespec *stamp, int *flags) {
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));
@@ -25,6 +25,8 @@ ssize_t CBatonLinux_recv_one(int fd, void *buf, size_t len, void *control, size_
         if (c->cmsg_level != SOL_SOCKET) continue;
         if (cred != NULL && c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
             memcpy(cred, CMSG_DATA(c), sizeof(*cred));
+        } else if (stamp != NULL && c->cmsg_type == SCM_TIMESTAMPNS && c->cmsg_len == CMSG_LEN(sizeof(struct timespec))) {
+            memcpy(stamp, CMSG_DATA(c), sizeof(*stamp));
         } else if (c->cmsg_type == SCM_RIGHTS) {
             size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             int *received = (int *)CMSG_DATA(c);

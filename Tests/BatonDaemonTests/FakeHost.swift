@@ -168,6 +168,10 @@ final class FakeHost: SupervisorHost {
 
     /// Groups by name; none exists unless the test adds it (a number stands for itself).
     var groups: [String: gid_t] = [:]
+    /// Added to the real wall clock: a test makes a notify datagram look sent that long ago.
+    var wallClockAhead: Double = 0
+    var wallTime: Double { wallClockNow() + wallClockAhead }
+
     func groupID(_ name: String) throws(SpawnError) -> gid_t {
         if let numeric = gid_t(name) { return numeric }
         guard let gid = groups[name] else { throw SpawnError(step: "unknown group \"\(name)\"", errno: 0) }

@@ -72,4 +72,36 @@ import Testing
         #expect(worker.state != .ready, "then nothing: replaced")
         #expect(h.supervisor.restartsByReason[.watchdog] == 1)
     }
+
+    /// A pause audit: a READY=1 that baton read 8 s late (baton stopped) made a 1 s boot
+    /// `ready after 8.40s`, the boot time the boot budget, the reservation and status go by. The
+    /// boot ends when the worker sent it: the kernel's time of the datagram.
+    @Test func aReadyReadLateCountsFromWhenItWasSent() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.autoReady = { _ in false }
+        var budgetBoots: [Double] = []
+        h.host.cpuTime = { _ in ProcessPriority.CPUTime(seconds: 0.5, waitedSeconds: 0) }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        h.advance(by: .seconds(9))
+        // Sent at 1 s, read now: the wall clock is 8 s past the datagram's time.
+        let sending = wallClockNow()
+        try Self.send("READY=1", to: try #require(worker.notifyPath))
+        h.host.wallClockAhead = 8
+        h.advance(by: .zero)
+        // Less the real time from the send to the read (the datagram is that much older).
+        let readLate = Duration.seconds(wallClockNow() - sending)
+        #expect(worker.state == .ready)
+        let boot = try #require(worker.bootTime)
+        #expect(boot >= .seconds(1) - readLate && boot <= .seconds(1), "\(boot)")
+        budgetBoots = h.supervisor.bootBudget.shares
+        #expect(budgetBoots.count == 1 && budgetBoots[0] >= 0.49, "CPU 0.5 s over a 1 s boot, not over 9 s: \(budgetBoots)")
+        // A READY=1 read at once counts as before.
+        h.host.wallClockAhead = 0
+        h.autoReady = { _ in true }
+        h.host.child(worker.pid)?.end(.exited(1))
+        h.advance(by: .seconds(1))
+        #expect(h.supervisor.slots[0].current?.bootTime == .zero)
+    }
 }

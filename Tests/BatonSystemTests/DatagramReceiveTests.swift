@@ -54,9 +54,13 @@ struct DatagramReceiveTests {
         try CBatonLinuxShim.setPassCredentials(receiver)
         let (readEnd, writeEnd) = try Self.pipeEnds()
         defer { close(readEnd) }
+        let before = wallClockNow()
         #expect(Self.send(sender, "READY=1", attaching: [writeEnd, writeEnd]) == 7)
+        let after = wallClockNow()
         close(writeEnd)
         let got = try #require(CBatonLinuxShim.receiveWithCredentials(receiver))
+        let sentAt = try #require(got.sentAt, "the kernel's time of the datagram (SO_TIMESTAMPNS)")
+        #expect(sentAt >= before - 0.001 && sentAt <= after + 0.001, "\(before) ≤ \(sentAt) ≤ \(after)")
         #expect(String(decoding: got.bytes, as: UTF8.self) == "READY=1")
         #expect(got.pid == getpid())
         #expect(got.uid == getuid())

@@ -126,11 +126,15 @@ int CBatonLinux_timerfd(void);
 int CBatonLinux_peer_cred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 /// SO_PEERGROUPS: fills at most *count gids; sets *count to how many the peer has.
 int CBatonLinux_peer_groups(int fd, gid_t *groups, int *count);
+/// SO_PASSCRED and SO_TIMESTAMPNS: each datagram carries its sender's credentials and the
+/// time it was queued.
 int CBatonLinux_set_passcred(int fd);
 /// recvmsg of one datagram with SCM_CREDENTIALS; *pid = 0 when the datagram
 /// carried none. Returns the byte count; truncated datagrams set *truncated.
-/// Any passed fds (SCM_RIGHTS) are closed.
-ssize_t CBatonLinux_recv_with_cred(int fd, void *buf, size_t len, pid_t *pid, uid_t *uid, gid_t *gid, int *truncated);
+/// *sent_ns: when the datagram was queued (SCM_TIMESTAMPNS, CLOCK_REALTIME, ns
+/// since the epoch), 0 without one. Any passed fds (SCM_RIGHTS) are closed.
+ssize_t CBatonLinux_recv_with_cred(int fd, void *buf, size_t len, pid_t *pid, uid_t *uid, gid_t *gid, int *truncated,
+                                   int64_t *sent_ns);
 
 /// The errno value of the calling thread (Swift's errno is fine too; this is
 /// for symmetry in C-returned paths).
