@@ -31,6 +31,17 @@ extension Supervisor {
         }
     }
 
+    /// A start that failed before any worker ran (its port in use, a control socket it could
+    /// not bind): what it made under the runtime directory goes, as at a stop. An audit found
+    /// an empty `notify` folder left by a `serve` that exited 1 on `Address already in use`.
+    func removeRuntimeFilesIfNothingRuns() {
+        guard slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty else { return }
+        control?.close()
+        listeners.removeAll()  // closes them
+        for path in ownedUnixPaths { unlink(path) }
+        if createdNotifyDirectory { rmdir(notifyDirectory) }
+    }
+
     /// `app.X_directory` when set, else `$VARIABLE` when systemd set it, else `what`:
     /// which setting a directory error is about.
     static func directoryKey(_ configured: String?, environment: String, what: String) -> String {

@@ -209,6 +209,7 @@ public final class Supervisor {
             try setUp()
         } catch {
             if takeOver.recordPending { writeInstanceRecord() }
+            removeRuntimeFilesIfNothingRuns()
             throw error
         }
         loop.run()

@@ -170,6 +170,26 @@ extension Integration {
             #expect(next.stop() == 0)
         }
 
+        /// A careless-operator audit: `serve` on a port in use exited 1 and left its empty
+        /// `notify` folder (and a unix listener's socket file bound before the failure).
+        @Test("a serve that fails on a port in use leaves nothing it made under its runtime directory")
+        func failedStartLeavesNoRuntimeFiles() throws {
+            let directory = TestPaths.temporaryDirectory("dir-busy")
+            defer { TestPaths.remove(directory) }
+            let taken = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 4)
+            let path = Self.writeConfig(in: directory, controlSocket: directory + "/run/control.sock")
+            TestPaths.write(
+                path,
+                (ProcFS.read(path) ?? "").replacingOccurrences(
+                    #"addresses = ["127.0.0.1:0"]"#, with: #"addresses = ["unix:\#(directory)/web.sock", "\#(taken.address)"]"#))
+            let result = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", path], timeout: .seconds(20))
+            #expect(result.code == 1, "exit \(result.code): \(result.stderr)")
+            #expect(result.stderr.contains("Address already in use"), "\(result.stderr)")
+            let left = (Filesystem.entryNames(of: directory + "/run") ?? []).filter { $0 != "." && $0 != ".." }
+            #expect(left.isEmpty, "left: \(left)")
+            #expect(access(directory + "/web.sock", F_OK) != 0, "the unix listener bound before the failure is left")
+        }
+
         @Test("check-config refuses /, system directories and overlapping directories with exit 2 and one line naming the key; serve and reload too")
         func checkConfigRefuses() throws {
             let directory = TestPaths.temporaryDirectory("dir-cfg")
