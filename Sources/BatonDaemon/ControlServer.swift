@@ -36,6 +36,9 @@ final class ControlServer {
     private var boundFile: (dev: UInt, ino: UInt)?
     /// What the last look found wrong, said once until it changes.
     private var pathTrouble: String?
+    /// Peers refused at connect, logged at most once per 10 s (any local user may connect
+    /// when there is a `read_group`).
+    private var connectRefusals = WarningThrottle()
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
     /// previous image listened on: it is never re-bound). `lookUpGroup` finds
@@ -58,7 +61,7 @@ final class ControlServer {
         } else {
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
             if !directory.isEmpty { createdDirectories = try Filesystem.makeDirectory(directory, mode: 0o755) }
-            let socket = try Self.bindListening(at: path, group: groupID, removingOnFailure: false)
+            let socket = try Self.bindListening(at: path, group: groupID, openToAll: readGroupID != nil, removingOnFailure: false)
             socketFD = socket.rawValue
             listening = consume socket
         }
@@ -67,10 +70,14 @@ final class ControlServer {
         boundFile = Self.fileIdentity(path)
     }
 
-    /// The listening socket at `path`: mode 0660, `[control] group`, non-blocking. Owned from
-    /// the bind: a failure after it closes it (and, `removingOnFailure`, removes its file).
-    private static func bindListening(at path: String, group: gid_t?, removingOnFailure: Bool) throws -> OwnedDescriptor {
-        let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660, group: group))
+    /// The listening socket at `path`: mode 0660, `[control] group`, non-blocking; with
+    /// `openToAll` (a `read_group`, whose members a file's one group cannot let in) 0666, and a
+    /// peer that may run nothing is refused at connect, before it sends a byte (as the D-Bus
+    /// system bus's 0666 socket leaves the decision to its policy). Owned from the bind: a
+    /// failure after it closes it (and, `removingOnFailure`, removes its file).
+    private static func bindListening(at path: String, group: gid_t?, openToAll: Bool, removingOnFailure: Bool) throws -> OwnedDescriptor {
+        let mode: UInt32 = openToAll ? 0o666 : 0o660
+        let socket = OwnedDescriptor(try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: mode, group: group))
         do {
             try setNonBlocking(socket.rawValue)
             try BatonSystem.syscall("listen", subject: path) { listen(socket.rawValue, 64) }
@@ -122,7 +129,7 @@ final class ControlServer {
 
     /// A new listening socket at `path` in place of the one whose file is gone.
     private func rebind() throws {
-        let socket = try Self.bindListening(at: path, group: groupID, removingOnFailure: true)
+        let socket = try Self.bindListening(at: path, group: groupID, openToAll: readGroupID != nil, removingOnFailure: true)
         acceptPause.cancel()
         loop.unregister(fd: fd)
         let socketFD = socket.rawValue
@@ -183,6 +190,15 @@ final class ControlServer {
             guard let peer = CBatonLinuxShim.peerCredentials(client) else { continue }
             connection.peer = peer
             connection.groups = CBatonLinuxShim.peerGroups(client)
+            if let refusal = policy.connectRefusal(from: .init(uid: peer.uid, groups: [peer.gid] + connection.groups)) {
+                if let held = connectRefusals.admit(now: loop.now()) {
+                    let more = held > 0 ? " (\(held) more refused since the last line)" : ""
+                    logger.warning("control: connection refused for uid \(peer.uid): \(refusal)\(more)")
+                }
+                var reply = ControlProtocol.encodeLine(ControlReply.failure(refusal))
+                _ = Sockets.sendAvailable(client, &reply)
+                continue  // dropping the connection closes its socket
+            }
             do {
                 try loop.register(fd: client, events: .readable) { [unowned self, unowned connection] events in
                     self.connectionEvent(connection, events)
@@ -198,9 +214,12 @@ final class ControlServer {
     /// Why the peer may not run `request` (`ControlPolicy`), or nil when it may.
     func refusal(_ connection: ControlConnection, _ request: ControlRequest) -> String? {
         guard let peer = connection.peer else { return "permission denied: no peer credentials" }
-        let policy = ControlPolicy(
-            daemonUID: geteuid(), controlGroup: groupID, readGroup: readGroupID, workerUID: supervisor.workerUID ?? geteuid())
         return policy.refusal(request, from: .init(uid: peer.uid, groups: [peer.gid] + connection.groups))
+    }
+
+    /// Who may do what (README, "Who may do what").
+    private var policy: ControlPolicy {
+        ControlPolicy(daemonUID: geteuid(), controlGroup: groupID, readGroup: readGroupID, workerUID: supervisor.workerUID ?? geteuid())
     }
 
     private func connectionEvent(_ connection: ControlConnection, _ events: EventLoop.Events) {

@@ -48,4 +48,18 @@ struct ControlPolicyTests {
         let refused = policy().refusal(ControlRequest(cmd: "status"), from: stranger)
         #expect(refused == "permission denied: uid 1002 is not root, baton's user, or in the control group")
     }
+
+    /// The socket is open to every user when there is a read group: a peer that may run nothing
+    /// is refused at connect; anyone who may run something is not.
+    @Test("at connect, only a peer that may run nothing is refused")
+    func connectRefusal() {
+        for peer in [member, reader, .init(uid: 0, groups: [0]), .init(uid: 990, groups: [990])] {
+            #expect(policy(daemonUID: 990).connectRefusal(from: peer) == nil, "\(peer.uid)")
+        }
+        #expect(
+            policy().connectRefusal(from: stranger)
+                == "permission denied: uid 1002 is not root, baton's user, or in the control group or the read group")
+        let noReadGroup = ControlPolicy(daemonUID: 0, controlGroup: 50, readGroup: nil, workerUID: 0)
+        #expect(noReadGroup.connectRefusal(from: reader) == "permission denied: uid 1001 is not root, baton's user, or in the control group")
+    }
 }

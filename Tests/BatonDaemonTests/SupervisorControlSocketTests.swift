@@ -19,6 +19,12 @@ import Testing
         #expect(server.groupID == 4242 && server.readGroupID == 4343)
         var info = stat()
         #expect(stat(server.path, &info) == 0 && info.st_gid == 4242, "the socket belongs to [control] group")
+        // A docs audit: read_group members could not connect to the 0660 socket (exit 3,
+        // "Permission denied"): with a read group it is 0666, peers checked at connect.
+        #expect(info.st_mode & 0o777 == 0o666)
+        unlink(server.path)
+        server.checkPath()
+        #expect(stat(server.path, &info) == 0 && info.st_mode & 0o777 == 0o666, "bound again the same way")
     }
 
     @Test func anUnknownControlGroupFailsWithItsNameAndBindsNothing() throws {

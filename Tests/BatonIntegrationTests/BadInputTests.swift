@@ -524,9 +524,12 @@ extension SecondIntegration {
             #expect(baton.process.exitCode == nil)
         }
 
-        @Test("an unauthorised peer is refused; a member of the control group only as a supplementary group is allowed")
+        /// A docs audit: `[control] read_group` members could not connect to the 0660 socket at
+        /// all (`Permission denied`, exit 3, "daemon down"). With a read group the socket is 0666
+        /// and a peer that may run nothing is refused at connect.
+        @Test("an unauthorised peer is refused; a control group member as a supplementary group is allowed; the read group reads")
         func peerCredentials() throws {
-            // gid 50 ("staff" on Debian) as the control group; "nobody" is not in it.
+            // gid 50 ("staff" on Debian) as the control group, 60 as the read group; "nobody" is in neither.
             let second = try BatonHarness(
                 workers: 1,
                 sections: """
@@ -535,28 +538,38 @@ extension SecondIntegration {
                     [readiness]
                     timeout = "20s"
                     """,
-                tag: "auth2", controlGroup: "50")
+                tag: "auth2", controlGroup: "50", readGroup: "60")
             defer { second.stop() }
             chmod(second.directory, 0o755)
+            let baton = TestPaths.executable("baton")
             let nobody = Credentials(uid: 65534, gid: 65534, groups: [65534])
             let withStaff = Credentials(uid: 65534, gid: 65534, groups: [65534, 50])
+            let reader = Credentials(uid: 65534, gid: 65534, groups: [65534, 60])
 
             // Supplementary member of the control group: allowed.
-            let allowed = try runAs(withStaff, [TestPaths.executable("baton"), "status", "--json", "--socket", second.controlSocket])
+            let allowed = try runAs(withStaff, [baton, "status", "--json", "--socket", second.controlSocket])
             #expect(allowed.code == 0, "\(allowed.stderr)")
             #expect(allowed.stdout.contains("\"workers\""))
 
-            // Not in the group: the socket's 0660 mode refuses the connection.
-            let refused = try runAs(nobody, [TestPaths.executable("baton"), "status", "--socket", second.controlSocket])
-            #expect(refused.code == 3)
-            #expect(refused.stderr.contains("Permission denied"))
+            // The read group reads, and only reads.
+            for verb in ["status", "history", "releases"] {
+                let read = try runAs(reader, [baton, verb, "--socket", second.controlSocket])
+                #expect(read.code == 0, "\(verb): exit \(read.code): \(read.stderr)")
+            }
+            let reload = try runAs(reader, [baton, "reload", "--socket", second.controlSocket])
+            #expect(
+                reload.code == 1 && reload.stderr.contains("permission denied: uid 65534 is not root, baton's user, or in the control group"),
+                "\(reload.stderr)")
 
-            // Even if the file mode were opened up by mistake, SO_PEERCRED refuses.
-            chmod(second.controlSocket, 0o666)
-            let denied = try runAs(nobody, [TestPaths.executable("baton"), "reload", "--socket", second.controlSocket])
-            #expect(denied.code == 1)
-            #expect(denied.stderr.contains("permission denied: uid 65534"), "\(denied.stderr)")
-            #expect(second.process.waitForLine(timeout: .seconds(10)) { $0.contains("reload refused for uid 65534") } != nil)
+            // In neither group: refused at connect, one line, exit 1, whatever it asks.
+            for verb in ["status", "reload"] {
+                let refused = try runAs(nobody, [baton, verb, "--socket", second.controlSocket])
+                #expect(refused.code == 1, "\(verb): exit \(refused.code)")
+                #expect(
+                    refused.stderr.hasSuffix("permission denied: uid 65534 is not root, baton's user, or in the control group or the read group"),
+                    "\(refused.stderr)")
+            }
+            #expect(second.process.waitForLine(timeout: .seconds(10)) { $0.contains("connection refused for uid 65534") } != nil)
             #expect(try second.status().state == "running")
         }
 

@@ -70,7 +70,7 @@ public final class BatonHarness: @unchecked Sendable {
     ///   - waitReady: wait for "all N workers ready".
     public init(
         workers: Int = 2, command: [String]? = nil, extraApp: String = "", sections: String? = nil,
-        environment: [String: String] = [:], waitReady: Bool = true, tag: String = "h", controlGroup: String? = nil,
+        environment: [String: String] = [:], waitReady: Bool = true, tag: String = "h", controlGroup: String? = nil, readGroup: String? = nil,
         journalStream: Bool = false, beforeStart: (String) -> Void = { _ in }, reuse: String? = nil,
         wrapper: [String] = []
     ) throws {
@@ -90,7 +90,8 @@ public final class BatonHarness: @unchecked Sendable {
         }
         let text = Self.configText(
             name: "test", command: argv, release: releaseDirectory, workers: workers, directory: directory, extraApp: extraApp,
-            sections: rest, controlSocket: controlSocket, control: controlGroup.map { "group = \"\($0)\"" } ?? "")
+            sections: rest, controlSocket: controlSocket,
+            control: [controlGroup.map { "group = \"\($0)\"" }, readGroup.map { "read_group = \"\($0)\"" }].compactMap { $0 }.joined(separator: "\n"))
         TestPaths.write(configPath, text)
         beforeStart(directory)
         process = try TestProcess(

@@ -37,6 +37,16 @@ public struct ControlPolicy: Sendable {
         self.workerUID = workerUID
     }
 
+    /// The one-line refusal of a peer that may run no request at all (told at connect: with a
+    /// `read_group` the socket is open to every user), or nil.
+    public func connectRefusal(from peer: Peer) -> String? {
+        if peer.uid == 0 || peer.uid == daemonUID { return nil }
+        let groups = Set(peer.groups)
+        if [controlGroup, readGroup].contains(where: { $0.map(groups.contains) == true }) { return nil }
+        return "permission denied: uid \(peer.uid) is not root, baton's user, or in the control group"
+            + (readGroup == nil ? "" : " or the read group")
+    }
+
     /// The one-line refusal for `request` from `peer`, or nil when allowed.
     public func refusal(_ request: ControlRequest, from peer: Peer) -> String? {
         if peer.uid == 0 || peer.uid == daemonUID { return nil }
