@@ -218,7 +218,7 @@ extension Supervisor {
         rolloutSpec = spec
         op.report(
             "\(op.kind.rawValue)\(op.reason.map { " (\($0.rawValue))" } ?? "") of \(op.target!.directory): \(order.count) of \(slots.count) workers, \(Self.describe(step)) (\(step.reason))"
-                + (config.deploy.canary && op.kind.isDeploy ? ", canary slot \(order.first ?? 0)" : ""))
+                + (config.deploy.canary && op.kind.hasCanary ? ", canary slot \(order.first ?? 0)" : ""))
         logger.info(
             "\(op.kind.rawValue) started",
             metadata: [
@@ -227,7 +227,7 @@ extension Supervisor {
         extendTimeout()
         var machine = RollingRestart(
             slots: order, strategy: step.strategy, maxSurge: step.width, maxUnavailable: step.width,
-            canary: config.deploy.canary && op.kind.isDeploy, awaitsStability: config.deploy.stabilityWindow > .zero)
+            canary: config.deploy.canary && op.kind.hasCanary, awaitsStability: config.deploy.stabilityWindow > .zero)
         rolloutPlanner = planner
         let actions = machine.start()
         rollout = machine

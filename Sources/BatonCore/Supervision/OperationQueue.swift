@@ -10,6 +10,12 @@ public enum OperationKind: String, Sendable, Hashable, CaseIterable, Codable, Cu
     /// Deploys and rollbacks refuse each other unless `--wait`; the rest queue.
     public var isDeploy: Bool { self == .deploy || self == .rollback }
 
+    /// Whether `[deploy] canary` gates it: every operation that may start workers another way
+    /// (a release, or a reload's re-read config). A docs audit: a reload drained two of three
+    /// slots 50 ms in, before the canary's window passed, so a config that breaks the app took
+    /// every slot before anything failed.
+    public var hasCanary: Bool { isDeploy || self == .reload }
+
     /// Its name on the wire and in messages (`roll-ahead`, not the case name).
     public var description: String { rawValue }
 

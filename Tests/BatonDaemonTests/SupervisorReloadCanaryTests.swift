@@ -1,0 +1,51 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// A docs audit: a reload (SIGHUP, `systemctl reload`, `baton reload`) had no canary: under
+/// surge it drained two of three old workers 50 ms in, before its first new worker had passed
+/// its stability window, so a re-read config that breaks the app took every slot before
+/// anything failed. A reload starts workers on a changed config as a deploy does on a changed
+/// release: `[deploy] canary` gates it too.
+@Suite struct SupervisorReloadCanaryTests {
+    /// Three workers surged at once; the reload re-reads a config with one more variable.
+    private func reloading() throws -> (DaemonHarness, [pid_t]) {
+        let h = try DaemonHarness(workers: 3) { $0.deploy.maxSurge = 3 }
+        try h.start()
+        var config = h.supervisor.config
+        config.app.environment.append(EnvVar(name: "FEATURE", value: "on"))
+        let changed = config
+        h.supervisor.options.reloadConfig = { changed }
+        return (h, h.servingPIDs.compactMap { $0 })
+    }
+
+    @Test func noOtherSlotIsDrainedBeforeTheCanaryPassed() throws {
+        let (h, old) = try reloading()
+        let client = h.reload()
+        h.advance(by: .seconds(1))
+        #expect(client.progress.first?.hasSuffix(", canary slot 0") == true, "\(client.progress)")
+        for pid in old.dropFirst() {
+            #expect(h.host.child(pid)?.signals.isEmpty == true, "pid \(pid) drained before the canary passed: \(client.progress)")
+        }
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(Set(h.servingPIDs.compactMap { $0 }).isDisjoint(with: old))
+        #expect(h.allReady)
+    }
+
+    @Test func aCanaryThatDiesInItsWindowLeavesTheOtherSlotsAlone() throws {
+        let (h, old) = try reloading()
+        let client = h.reload()
+        h.advance(by: .seconds(1))
+        let canary = try #require(h.supervisor.slots[0].current)
+        #expect(!old.contains(canary.pid) && canary.state == .ready)
+        h.host.child(canary.pid)?.end(.exited(1))
+        h.finishOperations()
+        #expect(client.reply?.ok == false, "\(String(describing: client.reply))")
+        #expect(Array(h.servingPIDs.dropFirst()) == Array(old.dropFirst()))
+        for pid in old.dropFirst() { #expect(h.host.child(pid)?.signals.isEmpty == true) }
+        #expect(h.allReady)
+    }
+}
