@@ -307,6 +307,11 @@ extension ThirdIntegration {
             let src = Self.source(baton, "v2")
             let bad: [([String], String)] = [
                 (["--need", "lots", src], "--need expects a size like 512MiB, got \"lots\""),
+                // baton's size grammar and bound (a docs audit: "50%" passed here and was refused
+                // by baton preflight on the host).
+                (["--need", "50%", src], "--need expects a size like 512MiB, got \"50%\""),
+                (["--need", "10", src], "--need expects a size like 512MiB, got \"10\""),
+                (["--need", "2PiB", src], "--need: at most 1PiB, got \"2PiB\""),
                 (["--release-id", "../x", src], "--release-id: letters, digits"),
                 ([baton.directory + "/missing"], "is not a directory"),
                 ([], "RELEASE_DIR is required"),
