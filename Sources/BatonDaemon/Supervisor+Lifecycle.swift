@@ -84,9 +84,10 @@ extension Supervisor {
     }
 
     func finishShutdownIfDone() {
-        guard phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty,
+        guard !stopFinished, phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty,
             committingOperation == nil
         else { return }
+        stopFinished = true
         killEscapedChildren()
         listeners.removeAll()  // closes them: the supervisor was their owner
         // Only paths baton bound and kept for itself: a socket unit's path,

@@ -95,6 +95,8 @@ public final class Supervisor {
     var notifyMessagesPerWakeup = 64
     /// Whether baton created `notifyDirectory` (only then is it chowned and removed at exit).
     var createdNotifyDirectory = false
+    /// Whether the stop's last step ran (it runs once: start-up giving up reached it twice).
+    var stopFinished = false
     /// What stops the runtime directory from being made again, said once (`restoreNotifyDirectory`).
     var runtimeTrouble: String?
     var runtimeDirectory: String = ""

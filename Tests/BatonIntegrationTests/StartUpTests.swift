@@ -20,6 +20,9 @@ extension Integration {
             let code = baton.process.wait(timeout: .seconds(30))
             #expect(code == 1, "\(baton.process.stderrLines.suffix(10))")
             #expect(baton.process.waitForLine(timeout: .seconds(10)) { $0.contains("start-up failed: slot 0 failed 2 starts in a row") } != nil)
+            // Its stop runs once (a docs audit: `INFO stopped` twice, so the history written twice).
+            let stopped = baton.process.stderrLines.filter { $0.contains(" INFO stopped") }
+            #expect(stopped.count == 1, "\(baton.process.stderrLines.suffix(10))")
         }
 
         @Test("a deploy of a good release pre-empts a crash-looping start-up: exit 0, every slot serves it, READY after")
