@@ -28,6 +28,10 @@ protocol ProcessTable: Sendable {
     /// The processes that hold the socket of inode `inode` (take-over: the workers a dead
     /// baton did not record still share its listening sockets).
     func socketHolders(inode: UInt64) -> [pid_t]
+    /// The inodes of the TCP sockets listening on `port` in baton's network namespace.
+    func tcpListenerInodes(port: UInt16) -> [UInt64]
+    /// The command name of `pid` (`comm`), nil when it is gone.
+    func commandName(of pid: pid_t) -> String?
     /// The children of `pid` (zombies included), from every one of its threads.
     func children(of pid: pid_t) -> [pid_t]
     /// The inodes of the pipes `pid` holds, at any descriptor (none when it is gone): a
@@ -53,6 +57,10 @@ struct ProcProcessTable: ProcessTable {
         return session >= 0 ? session : nil
     }
     func socketHolders(inode: UInt64) -> [pid_t] { ProcFS.socketHolders(inode: inode) }
+    func tcpListenerInodes(port: UInt16) -> [UInt64] {
+        ["/proc/net/tcp", "/proc/net/tcp6"].flatMap { ProcFS.read($0).map { ProcParsers.listeningInodes($0, port: port) } ?? [] }
+    }
+    func commandName(of pid: pid_t) -> String? { ProcFS.read("/proc/\(pid)/comm").map { $0.filter { $0 != "\n" } } }
     func children(of pid: pid_t) -> [pid_t] { ProcFS.children(of: pid) }
     func pipes(of pid: pid_t) -> Set<UInt64> { ProcFS.pipeInodes(of: pid) }
 }

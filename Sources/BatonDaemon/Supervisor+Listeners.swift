@@ -96,4 +96,18 @@ extension Supervisor {
         return "[listen] addresses (\(named.joined(separator: ", "))) are not the sockets systemd passed (\(passed.joined(separator: ", "))): "
             + "under socket activation the socket unit's ListenStream= decides, and baton listens on what it received"
     }
+
+    /// `error` from binding `address`, with the processes that hold its port when it is in use
+    /// (the first 5, with their command names): what baton cannot take over and the operator
+    /// must stop. A version audit: after `kill -9` of a baton that kept no record, `serve` said
+    /// only `Address already in use` while its 3 orphaned workers served on.
+    func namingHolders(_ error: any Error, of address: ListenAddress) -> any Error {
+        guard let failure = error as? SystemError, failure.errno == EADDRINUSE, case .tcp(_, let port) = address, port != 0 else { return error }
+        let table = host.processes
+        let pids = Set(table.tcpListenerInodes(port: port).flatMap { table.socketHolders(inode: $0) }).sorted()
+        guard !pids.isEmpty else { return error }
+        let named = pids.prefix(5).map { pid in "\(pid)" + (table.commandName(of: pid).map { " (\(ControlProtocol.withControlsShown($0)))" } ?? "") }
+        let more = pids.count > 5 ? " and \(pids.count - 5) more" : ""
+        return DaemonError("\(error); held by pid \(named.joined(separator: ", "))\(more)")
+    }
 }

@@ -233,7 +233,7 @@ extension Supervisor {
         do {
             return try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog)
         } catch {
-            guard !takeOver.orphans.isEmpty else { throw error }
+            guard !takeOver.orphans.isEmpty else { throw namingHolders(error, of: address) }
             let pids = takeOver.orphans.map { String($0.pid) }.joined(separator: ",")
             throw DaemonError("\(error): workers of the previous baton (pids \(pids)) still hold it, and taking it over failed")
         }

@@ -72,6 +72,8 @@ final class FakeProcessTable: ProcessTable {
     func setSocketHolders(_ pids: [pid_t], inode: UInt64) { table.withLock { $0.socketHolders[inode] = pids } }
 
     func socketHolders(inode: UInt64) -> [pid_t] { table.withLock { $0.socketHolders[inode] ?? [] } }
+    func tcpListenerInodes(port: UInt16) -> [UInt64] { [] }
+    func commandName(of pid: pid_t) -> String? { nil }
 
     /// Makes `pids` the children of `parent`, beyond the host's own children (none unless set).
     func setChildren(_ pids: [pid_t], of parent: pid_t) { table.withLock { $0.children[parent] = pids } }

@@ -185,6 +185,9 @@ extension Integration {
             let result = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", path], timeout: .seconds(20))
             #expect(result.code == 1, "exit \(result.code): \(result.stderr)")
             #expect(result.stderr.contains("Address already in use"), "\(result.stderr)")
+            // Who holds the port (a version audit: only "Address already in use" while the
+            // orphaned workers of a baton that kept no record served on it).
+            #expect(result.stderr.contains("; held by pid \(getpid()) ("), "\(result.stderr)")
             let left = (Filesystem.entryNames(of: directory + "/run") ?? []).filter { $0 != "." && $0 != ".." }
             #expect(left.isEmpty, "left: \(left)")
             #expect(access(directory + "/web.sock", F_OK) != 0, "the unix listener bound before the failure is left")

@@ -115,6 +115,26 @@ struct ProcFSTests {
         #expect(ProcFS.socketHolders(inode: UInt64.max).isEmpty)
     }
 
+    /// The listening sockets on a port, from /proc/net/tcp: what names the holders of a port in use.
+    @Test func listeningInodesOfAPort() throws {
+        let socket = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 1)
+        var st = stat()
+        try #require(fstat(socket.fd, &st) == 0)
+        let port = try #require(UInt16(socket.address.split(separator: ":").last ?? ""))
+        let text = try #require(ProcFS.read("/proc/net/tcp"))
+        #expect(ProcParsers.listeningInodes(text, port: port) == [UInt64(st.st_ino)])
+        withExtendedLifetime(socket) {}
+        let sample = """
+              sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+               0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4711 1 0 100 0 0 10 0
+               1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4712 1 0 20 4 30 10 -1
+               2: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4713 1 0 100 0 0 10 0
+            """
+        #expect(ProcParsers.listeningInodes(sample, port: 8080) == [4711], "listening only, on that port")
+        #expect(ProcParsers.listeningInodes(sample, port: 8081) == [4713])
+        #expect(ProcParsers.listeningInodes("garbage\nmore garbage", port: 8080).isEmpty)
+    }
+
     @Test func treeMemorySumsTheTree() throws {
         let tree = try SleepTree()
         defer { tree.stop() }

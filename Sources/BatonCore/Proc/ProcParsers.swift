@@ -98,6 +98,18 @@ public enum ProcParsers {
         return (rss, pss, uss, shared)
     }
 
+    /// The inodes of the TCP sockets listening on `port` (state `0A`), from the text of
+    /// /proc/net/tcp or /proc/net/tcp6 (`sl local_address rem_address st … uid timeout inode`).
+    public static func listeningInodes(_ text: String, port: UInt16) -> [UInt64] {
+        text.split(separator: "\n").dropFirst().compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count > 9, fields[3] == "0A", let colon = fields[1].lastIndex(of: ":"),
+                UInt16(fields[1][fields[1].index(after: colon)...], radix: 16) == port, let inode = UInt64(fields[9]), inode > 0
+            else { return nil }
+            return inode
+        }
+    }
+
     /// A hex signal mask field (SigBlk, SigIgn, ...) from /proc/PID/status.
     public static func statusMask(_ text: String, field: String) -> UInt64? {
         for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
