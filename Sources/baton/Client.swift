@@ -76,7 +76,7 @@ struct ControlClient {
         let line = ControlProtocol.encodeLine(request)
         var sent = 0
         while sent < line.count {
-            // A large request (hundreds of KB of --env) goes in several sends.
+            // A large request (up to ControlProtocol.maxRequestBytes of --env) may take several sends.
             let n = line[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n > 0 {
                 sent += n

@@ -58,12 +58,15 @@ struct Demo: ParsableCommand {
         config.stop.timeout = .seconds(10)
         let me = Self.siblingExecutable("baton")
         if resume == nil {
+            // --port 0: the kernel's choice, known once bound (a numeric audit: `curl …:0/`).
+            let shown = port == 0 ? "PORT" : "\(port)"
+            let place = port == 0 ? "a free port of 127.0.0.1 (the \"listening\" line below names it)" : "127.0.0.1:\(port)"
             writeAll(
                 2,
                 Array(
                     """
-                    baton demo: \(workers) demo workers on 127.0.0.1:\(port) (pid \(getpid())). From a second terminal:
-                      curl -s http://127.0.0.1:\(port)/            # answered by one of the workers (pid=...)
+                    baton demo: \(workers) demo workers on \(place) (pid \(getpid())). From a second terminal:
+                      curl -s http://127.0.0.1:\(shown)/            # answered by one of the workers (pid=...)
                       \(me) status --socket \(socket)
                       \(me) reload --socket \(socket)   # rolling restart, zero failed requests
                       kill -9 <a worker pid>; \(me) status --socket \(socket)

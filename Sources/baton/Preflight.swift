@@ -23,13 +23,14 @@ struct Preflight: ParsableCommand {
     @Option(help: "The release about to be deployed.")
     var release: String?
 
-    @Option(help: "Memory the CI's own tooling needs on the host, e.g. 512MiB.")
+    // .unconditional: "-1B" is this option's (refused) value, not an unknown flag.
+    @Option(parsing: .unconditional, help: "Memory the CI's own tooling needs on the host, e.g. 512MiB.")
     var need: String?
 
     @Flag(help: "Restart the most bloated workers (zero downtime) until the deploy fits.")
     var rollAhead = false
 
-    @Option(help: "With --roll-ahead: keep --need free this long, unless a deploy starts first (default 15m, at most 2h).")
+    @Option(parsing: .unconditional, help: "With --roll-ahead: keep --need free this long, unless a deploy starts first (default 15m, at most 2h).")
     var hold: String?
 
     @Flag(help: "Release the memory reservation a --roll-ahead left held.")

@@ -99,6 +99,31 @@ struct ConfigParserErrorTests {
                 == "/etc/baton/shop.toml:6: app.start_concurrency: must be between 1 and 1024, got 0")
     }
 
+    /// A numeric audit: accepted, these broke what they configure. A watchdog of 1ms was never
+    /// judged (a frozen worker stayed `ready`, 100 log lines a second); probe intervals of 1ns
+    /// forked about 700 probes a second; an idle timeout of 1ns failed 15 of 20 `baton status`;
+    /// `max_unavailable` had no upper bound (`9223372036854775807 slots at once`).
+    @Test func floorsOfTimersAndWidths() {
+        let cases: [(String, String)] = [
+            ("[readiness]\nwatchdog = \"1ms\"\n", #"readiness.watchdog: must be at least 100ms (baton's own checks run that often), got "1ms""#),
+            ("[readiness]\nprobe_interval = \"99ms\"\n", #"readiness.probe_interval: must be at least 100ms (each probe is a process), got "99ms""#),
+            (
+                "[readiness]\nliveness_interval = \"0.000001ms\"\n",
+                #"readiness.liveness_interval: must be at least 100ms (each probe is a process), got "0.000001ms""#
+            ),
+            (
+                "[control]\nidle_timeout = \"500ms\"\n",
+                #"control.idle_timeout: must be at least 1s (a client on a busy host needs that long to send its request), got "500ms""#
+            ),
+            ("[deploy]\nmax_unavailable = 5\n", "deploy.max_unavailable: must be between 1 and app.workers (4), got 5"),
+        ]
+        for (section, message) in cases {
+            #expect(configFailure(minimalApp + section) == "/etc/baton/shop.toml:7: " + message)
+        }
+        let floors = "[readiness]\nwatchdog = \"100ms\"\nprobe_interval = \"100ms\"\nliveness_interval = \"100ms\"\n"
+        #expect(configFailure(minimalApp + floors + "[control]\nidle_timeout = \"1s\"\n[deploy]\nmax_unavailable = 4\n") == nil)
+    }
+
     @Test func invalidValues() {
         let relative = minimalApp.replacing("\"/srv/shop/current\"", with: "\"srv/shop\"")
         #expect(

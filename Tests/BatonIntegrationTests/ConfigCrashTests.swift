@@ -66,6 +66,15 @@ extension Integration {
             let cli = try baton.cli(["preflight", "--need", "18446744073709551615B"])
             #expect(cli.code == 2, "\(cli.stderr)")
             #expect(cli.stderr.contains("--need"), "\(cli.stderr)")
+            // A negative value is the option's, refused as such (a numeric audit: "Missing value
+            // for '--need <need>'").
+            for (option, value, message) in [
+                ("--need", "-1B", #"--need expects a size like "512MiB", at most 1 PiB, got "-1B""#),
+                ("--hold", "-1s", #"--hold expects a duration like "15m", more than 0 and at most 2h, got "-1s""#),
+            ] {
+                let negative = try baton.cli(["preflight", "--roll-ahead", "--need", "1MiB", option, value])
+                #expect(negative.code == 2 && negative.stderr.contains(message), "\(negative.stderr)")
+            }
             let raw = baton.rawControl(Array(#"{"v":1,"cmd":"preflight","preflight":{"need":"18446744073709551615B"}}"#.utf8 + [0x0A]))
             #expect(raw?.contains("\"ok\":false") == true, "\(raw ?? "no reply")")
             #expect(raw?.contains("at most 1 PiB") == true, "\(raw ?? "no reply")")

@@ -174,6 +174,18 @@ enum Convert {
         }
     }
 
+    /// A duration of at least `floor`; `because` says what a shorter one would do. A numeric
+    /// audit: a watchdog of 1ms was never judged (baton checks at most every 10 ms, and a gap
+    /// over 1.5 watchdogs reads as baton's own stall), probe intervals of 1ns forked 700
+    /// probes a second, and an idle timeout of 1ns failed 15 of 20 `baton status`.
+    static func duration(atLeast floor: Duration, because: String) -> (TOMLValueConvertible) -> Conversion<Duration> {
+        { raw in
+            let converted = duration(positive: true)(raw)
+            guard case .value(let value) = converted, value < floor else { return converted }
+            return .invalid("must be at least \(Units.formatDuration(floor)) (\(because)), got \(quote(raw.string ?? ""))")
+        }
+    }
+
     /// A size with a unit; `positive` rejects zero.
     static func size(positive: Bool) -> (TOMLValueConvertible) -> Conversion<UInt64> {
         { raw in

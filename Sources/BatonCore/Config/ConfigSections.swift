@@ -118,15 +118,18 @@ extension ConfigReader {
         readiness.timeout = read(s, "timeout", Convert.duration(positive: true)) ?? readiness.timeout
         readiness.delay = read(s, "delay", Convert.duration(positive: false)) ?? readiness.delay
         readiness.probe = read(s, "probe", Convert.stringArray(shellHint: true)) ?? readiness.probe
-        readiness.probeInterval = read(s, "probe_interval", Convert.duration(positive: true)) ?? readiness.probeInterval
+        readiness.probeInterval =
+            read(s, "probe_interval", Convert.duration(atLeast: .milliseconds(100), because: "each probe is a process")) ?? readiness.probeInterval
         readiness.probeTimeout = read(s, "probe_timeout", Convert.duration(positive: true)) ?? readiness.probeTimeout
-        readiness.watchdog = read(s, "watchdog", Convert.duration(positive: true))
+        readiness.watchdog = read(s, "watchdog", Convert.duration(atLeast: .milliseconds(100), because: "baton's own checks run that often"))
         if let stopped = read(s, "stopped_timeout", Convert.duration(positive: false)) {
             readiness.stoppedTimeout = stopped == .zero ? nil : stopped
         }
         readiness.livenessProbe = read(s, "liveness_probe", Convert.stringArray(shellHint: true)) ?? readiness.livenessProbe
         if readiness.livenessProbe.first == "" { report(s.path("liveness_probe"), "the program (first element) must not be empty") }
-        readiness.livenessInterval = read(s, "liveness_interval", Convert.duration(positive: true)) ?? readiness.livenessInterval
+        readiness.livenessInterval =
+            read(s, "liveness_interval", Convert.duration(atLeast: .milliseconds(100), because: "each probe is a process"))
+            ?? readiness.livenessInterval
         readiness.livenessFailures = read(s, "liveness_failures", Convert.integer(in: 1...100)) ?? readiness.livenessFailures
         readiness.bootNice = read(s, "boot_nice", Convert.integer(in: 0...19)) ?? readiness.bootNice
         if readiness.mode == .exec, s.value("probe") == nil || (s.value("probe")?.array?.isEmpty ?? false) {
@@ -160,7 +163,13 @@ extension ConfigReader {
             }
             deploy.surgeWidth = surge
         }
-        deploy.maxUnavailable = read(s, "max_unavailable", Convert.integer(in: 1...Int.max)) ?? deploy.maxUnavailable
+        if let unavailable = read(s, "max_unavailable", Convert.integer(in: 1...Int.max)) {
+            // As `max_surge` (a numeric audit: 2 workers, `9223372036854775807 slots at once`).
+            if let workers, unavailable > workers {
+                report(s.path("max_unavailable"), "must be between 1 and app.workers (\(workers)), got \(unavailable)")
+            }
+            deploy.maxUnavailable = unavailable
+        }
         deploy.canary = read(s, "canary", Convert.bool) ?? deploy.canary
         deploy.workerFootprint = read(s, "worker_footprint", Convert.size(positive: true))
         deploy.timeout = read(s, "timeout", Convert.duration(positive: true))
@@ -221,7 +230,9 @@ extension ConfigReader {
             "must be at most \(ListenAddress.maxUnixPathLength) bytes long (a unix socket path)")
         control.group = read(s, "group", Convert.nonEmptyString)
         control.readGroup = read(s, "read_group", Convert.nonEmptyString)
-        control.idleTimeout = read(s, "idle_timeout", Convert.duration(positive: true)) ?? control.idleTimeout
+        control.idleTimeout =
+            read(s, "idle_timeout", Convert.duration(atLeast: .seconds(1), because: "a client on a busy host needs that long to send its request"))
+            ?? control.idleTimeout
         return control
     }
 
