@@ -34,6 +34,10 @@ final class ReleaseBook {
         case runningOperation
     }
     private var deployRecord: DeployRecord?
+    /// The running operation's record (``beginOperation(_:)``), to write again with the rest.
+    private var runningEntry: HistoryEntry?
+    /// Why the removed state directory cannot be made again, said once until it changes.
+    private var restoreTrouble: String?
     /// The problem line of history that could not be written, while it could not.
     private var historyProblem: String?
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
@@ -161,6 +165,7 @@ final class ReleaseBook {
             if deployRecord == .previousBaton { try writeHistory() }
             try store.beginDeploy(entry)
             deployRecord = .runningOperation
+            runningEntry = entry
         } catch {
             recordUnwritable(error)
             if entry.kind.isDeploy { throw error }
@@ -170,6 +175,7 @@ final class ReleaseBook {
     /// The operation recorded by ``beginOperation(_:)`` ended (whatever its outcome): its record
     /// goes, if it was written.
     func finishOperation() {
+        runningEntry = nil
         guard deployRecord == .runningOperation else { return }
         deployRecord = nil
         store?.finishDeploy()
@@ -280,6 +286,50 @@ final class ReleaseBook {
         entry.outcome = .succeeded
         entry.detail = "committed; baton exited before it finished"
         append(entry)
+    }
+
+    /// The state directory removed while baton runs (`rm -rf`, a clean-up of /var/lib) is made
+    /// again through `reopen` (which takes its lock), and what baton knows is written back: the
+    /// current and previous release, the folders it deployed, history and the running
+    /// operation's record, so that a restart comes up on the same release. Another baton that
+    /// took the directory meanwhile keeps it: this one stops writing there (deploys cannot be
+    /// committed) and says so. Until then, every write failed and a restart lost the release.
+    func restoreIfGone(reopen: () throws(DirectoryError) -> any ReleaseStore, on loop: EventLoop) {
+        guard let gone = store, gone.isGone() else { return }
+        let fresh: any ReleaseStore
+        do {
+            fresh = try reopen()
+        } catch {
+            let line = "state directory \(directory) was removed while baton ran and cannot be made again (\(error)): deploys cannot be committed"
+            if case .inUse = error.reason { store = nil }
+            if line != restoreTrouble { recordProblem(line) }
+            restoreTrouble = line
+            return
+        }
+        restoreTrouble = nil
+        store = fresh
+        let (state, deployed, history, running) = (state, deployed, history, runningEntry)
+        loop.offload(
+            on: Self.writer,
+            {
+                Result<Void, any Error> {
+                    try fresh.save(state)
+                    try fresh.saveDeployedReleases(deployed)
+                    try fresh.append(history)
+                    if let running { try fresh.beginDeploy(running) }
+                }
+            }
+        ) { [self] result in
+            switch result {
+            case .success:
+                unwrittenHistory.removeAll { line in history.contains { $0.startedAt == line.startedAt && $0.kind == line.kind } }
+                if deployRecord == .previousBaton { deployRecord = nil }
+                let what = "the current release \(state.current.directory), \(history.count) history line(s) and \(deployed.count) deployed folder(s)"
+                logger.warning("state directory \(directory) was removed while baton ran: made it again and wrote back \(what)")
+            case .failure(let error):
+                recordUnwritable(error)
+            }
+        }
     }
 
     // MARK: - Retention

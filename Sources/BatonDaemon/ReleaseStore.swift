@@ -1,5 +1,6 @@
 import BatonCore
 import BatonSystem
+import Glibc
 
 /// The state directory as the supervisor uses it: the current and previous release, history,
 /// the deploy in progress and the release folders baton deployed. `StateStore` (files under
@@ -32,10 +33,17 @@ protocol ReleaseStore: Sendable {
     /// What of the state directory's history and records could not be read (a write cut short
     /// by a full disk or a crash), one line each; the loads above skip it.
     func unreadableStateFiles() -> [String]
+    /// Whether the directory was removed since it was opened.
+    func isGone() -> Bool
 }
 
 extension ReleaseStore {
     func unreadableStateFiles() -> [String] { [] }
 }
 
-extension StateStore: ReleaseStore {}
+extension StateStore: ReleaseStore {
+    func isGone() -> Bool {
+        var info = stat()
+        return stat(directory, &info) != 0 && errno == ENOENT
+    }
+}

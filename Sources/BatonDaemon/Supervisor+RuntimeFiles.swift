@@ -21,8 +21,10 @@ extension Supervisor {
         }
     }
 
-    /// Makes the folders again, then binds again the sockets whose files are gone.
+    /// Makes the folders again, then binds again the sockets whose files are gone; a removed
+    /// state directory is made again with what baton knows (``ReleaseBook/restoreIfGone``).
     func checkRuntimeFiles() {
+        releases.restoreIfGone(reopen: { [host, directory = releases.directory] () throws(DirectoryError) in try host.openStateStore(directory) }, on: loop)
         guard restoreNotifyDirectory() else { return }
         control?.checkPath()
         for worker in slots.flatMap(\.workers) {

@@ -23,7 +23,13 @@ final class FakeHost: SupervisorHost {
     func openKernelLog() -> any OOMKillLog { oom ?? FakeOOM() }
     /// The state directory, in memory.
     let store = MemoryStore()
-    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore { store }
+    /// When set, opening the state directory fails with it (another baton holds it).
+    var openStateStoreError: DirectoryError?
+    func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore {
+        if let openStateStoreError { throw openStateStoreError }
+        store.reopen()
+        return store
+    }
     /// The stop signal cooperative children exit on.
     var stopSignal: Int32 = SIGTERM
     /// When set, spawns fail with it (a missing executable, say).

@@ -77,4 +77,14 @@ final class MemoryStore: ReleaseStore {
     }
     func finishDeploy() { contents.withLock { $0.inProgress = nil } }
     func unfinishedDeploy() -> HistoryEntry? { inProgress }
+
+    private let removed = Mutex(false)
+    /// What `rm -rf` of the state directory does: every file gone, until it is opened again.
+    func remove() {
+        contents.withLock { $0 = Contents() }
+        removed.withLock { $0 = true }
+    }
+    func isGone() -> Bool { removed.withLock { $0 } }
+    /// Opened again (the supervisor made the directory again).
+    func reopen() { removed.withLock { $0 = false } }
 }

@@ -176,6 +176,28 @@ extension SecondIntegration {
                 }, "\(baton.process.stderrLines.suffix(8))")
         }
 
+        /// A careless-operator case: `rm -rf` of the state directory while baton ran. Every later
+        /// write failed, and a restart came up on `[app] directory`, its deploys forgotten.
+        @Test("a state directory removed while baton runs is made again with the current release, history and lock; a restart comes up on it")
+        func removedStateDirectoryComesBack() throws {
+            let first = try BatonHarness(workers: 1, tag: "stgone")
+            let r2 = first.makeRelease("r2")
+            #expect(try first.cli(["deploy", "--release", r2]).code == 0)
+            TestPaths.remove(first.directory + "/state")
+            #expect(
+                first.process.waitForLine(
+                    containing: "/state was removed while baton ran: made it again and wrote back the current release \(r2)", timeout: .seconds(20))
+                    != nil, "\(first.process.stderrLines.suffix(5))")
+            #expect(Self.savedState(first).contains(r2))
+            #expect(ProcFS.read(first.directory + "/state/history.jsonl")?.contains(r2) == true)
+            #expect(ProcFS.read(first.directory + "/state/.lock")?.hasPrefix("\(first.process.pid)") == true, "locked again")
+            first.stop(keepDirectory: true)
+            let second = try BatonHarness(workers: 1, tag: "stgone", reuse: first.directory)
+            defer { second.stop() }
+            #expect(try second.status().release == r2)
+            #expect(try second.cli(["rollback"]).code == 0, "its previous release came back too")
+        }
+
         @Test("a truncated release.json: ERROR, status says state unreadable, kept as .corrupt, not replaced until a deploy succeeds")
         func truncatedReleaseState() throws {
             let first = try BatonHarness(workers: 1, tag: "trnc")

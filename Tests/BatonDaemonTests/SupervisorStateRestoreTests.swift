@@ -1,0 +1,51 @@
+import BatonCore
+@testable import BatonDaemon
+import BatonSystem
+import Glibc
+import Testing
+
+/// A state directory removed while baton runs (`rm -rf /var/lib/baton/APP`, a clean-up of
+/// /var/lib): every later write failed, and a restart came up on `[app] directory`, the deploys
+/// forgotten. The runtime check makes it again with what baton knows.
+@Suite struct SupervisorStateRestoreTests {
+    @Test func aRemovedStateDirectoryIsWrittenBackFromMemory() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        let first = h.deploy(r1)
+        h.finishOperations()
+        #expect(first.reply?.ok == true, "\(String(describing: first.reply))")
+        let lines = h.supervisor.history.count
+        h.host.store.remove()
+        h.supervisor.checkRuntimeFiles()
+        h.settle()
+        let state = try #require(h.host.store.releaseState, "release.json written back")
+        #expect(state.current.directory == r1 && state.previous?.directory == h.initialRelease)
+        #expect(h.host.store.loadHistory().count == lines)
+        #expect(h.host.store.loadDeployedReleases().contains(ReleaseRetention.normalize(r1)))
+        // It takes writes again: the next deploy is committed there, its line after the others.
+        let r2 = h.makeRelease("r2")
+        let second = h.deploy(r2)
+        h.finishOperations()
+        #expect(second.reply?.ok == true, "\(String(describing: second.reply))")
+        #expect(h.host.store.releaseState?.current.directory == r2)
+        #expect(h.host.store.loadHistory().count == lines + 1)
+        #expect(h.supervisor.releases.problems.isEmpty, "\(h.supervisor.releases.problems)")
+    }
+
+    @Test func anotherBatonThatTookTheDirectoryKeepsIt() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.host.store.remove()
+        h.host.openStateStoreError = DirectoryError(path: h.root + "/state", reason: .inUse(pid: 4242))
+        h.supervisor.checkRuntimeFiles()
+        h.settle()
+        let problem = h.supervisor.releases.problems.first { $0.contains("was removed while baton ran and cannot be made again") }
+        #expect(problem?.contains("4242") == true, "\(h.supervisor.releases.problems)")
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == false, "nothing is committed into the other baton's directory")
+        #expect(h.host.store.releaseState == nil)
+        #expect(h.supervisor.slots[0].current?.spec.release == h.initialRelease)
+    }
+}
