@@ -131,18 +131,24 @@ final class MemoryMonitor {
     func reservationScheduled(_ timer: EventLoop.Token) { reservation.timer = timer }
 
     /// One reservation sample: records the headroom, its fall rate (at least `fittedRate`, the
-    /// workers' growth), and the trigger for `replacementTime`. Returns the trigger and whether
-    /// to roll a worker now; nil when nothing is held.
+    /// workers' growth), and the trigger for `replacementTime`. The memory the tooling took of
+    /// the reservation (``Reservation/toolingUse(available:workers:)``, from `workers`, the
+    /// workers' memory) is neither a shortage nor a fall. Returns the trigger (of the headroom
+    /// as it is), what the tooling took, and whether to roll a worker now; nil when nothing is held.
     func reservationSampled(
-        at now: Duration, available: Int64, fittedRate: Double, replacementTime: Duration
-    ) -> (trigger: UInt64, roll: Bool)? {
-        guard let held = reservation.held else { return nil }
-        reservation.trend.append(at: now, available: available)
+        at now: Duration, available: Int64, workers: UInt64, fittedRate: Double, replacementTime: Duration
+    ) -> (trigger: UInt64, tooling: UInt64, roll: Bool)? {
+        guard var held = reservation.held else { return nil }
+        let tooling = held.toolingUse(available: available, workers: workers)
+        reservation.held = held
+        let counted = available.addingReportingOverflow(Int64(clamping: tooling)).partialValue
+        reservation.trend.append(at: now, available: counted)
         let rate = max(reservation.trend.fallRate, fittedRate)
-        let trigger = held.trigger(growthRate: rate, replacementTime: replacementTime)
+        let full = held.trigger(growthRate: rate, replacementTime: replacementTime)
+        let trigger = full > tooling ? full - tooling : 0
         reservation.lastHeadroom = available
         reservation.lastTrigger = trigger
-        return (trigger, held.shouldRoll(available: available, growthRate: rate, replacementTime: replacementTime))
+        return (trigger, tooling, held.shouldRoll(available: counted, growthRate: rate, replacementTime: replacementTime))
     }
 
     /// Whether to warn that no worker has grown (once per reservation, until a roll).

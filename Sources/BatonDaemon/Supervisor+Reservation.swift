@@ -74,24 +74,24 @@ extension Supervisor {
             return
         }
         memoryMonitor.reservationScheduled(loop.schedule(after: Self.reservationInterval) { [unowned self] in self.sampleReservation() })
-        guard let available = cheapHeadroom(),
+        guard let (available, workers) = cheapHeadroom(),
             let sampled = memoryMonitor.reservationSampled(
-                at: now, available: available, fittedRate: fittedGrowthRate(), replacementTime: estimatedReplacementTime),
+                at: now, available: available, workers: workers, fittedRate: fittedGrowthRate(), replacementTime: estimatedReplacementTime),
             sampled.roll
         else { return }
-        let trigger = sampled.trigger
+        let (trigger, tooling) = (sampled.trigger, sampled.tooling)
         // One replacement at a time; a deploy, reload or policy restart in progress frees or
         // takes memory of its own: the next sample decides again.
         guard !operations.isBusy, !upgradeInProgress else { return }
-        rollForReservation(available: available, trigger: trigger)
+        rollForReservation(available: available, trigger: trigger, tooling: tooling)
     }
 
     /// Rolls the serving worker with the largest growth since ready, measured now.
-    private func rollForReservation(available: Int64, trigger: UInt64) {
-        measureThen("a roll for the reservation") { [unowned self] in self.roll(available: available, trigger: trigger) }
+    private func rollForReservation(available: Int64, trigger: UInt64, tooling: UInt64) {
+        measureThen("a roll for the reservation") { [unowned self] in self.roll(available: available, trigger: trigger, tooling: tooling) }
     }
 
-    private func roll(available: Int64, trigger: UInt64) {
+    private func roll(available: Int64, trigger: UInt64, tooling: UInt64) {
         guard !operations.isBusy, !upgradeInProgress, phase != .stopping else { return }
         guard let next = RollAhead.order(currentGrowth(readyOnly: true)).first, next.growth > 0 else {
             if memoryMonitor.warnNothingToRoll() {
@@ -101,8 +101,9 @@ extension Supervisor {
             }
             return
         }
+        let spent = tooling > 0 ? ", less the \(Units.formatSize(tooling)) of it the tooling took" : ""
         logger.info(
-            "reservation: headroom \(Units.formatSignedSize(available)) under \(Units.formatSize(trigger)) (reservation + margin + growth over one replacement): rolling slot \(next.slot) (+\(Units.formatSize(next.growth)) since ready)"
+            "reservation: headroom \(Units.formatSignedSize(available)) under \(Units.formatSize(trigger)) (reservation + margin + growth over one replacement\(spent)): rolling slot \(next.slot) (+\(Units.formatSize(next.growth)) since ready)"
         )
         let op = makeOperation(kind: .rollAhead, options: nil, uid: nil)
         op.slots = [next.slot]
@@ -122,19 +123,24 @@ extension Supervisor {
             reply: replaced ? .success(line) : .failure("reservation roll failed: \(op.failure?.reason ?? "?")", code: 1))
     }
 
-    /// The tightest headroom from cheap reads: meminfo, the cgroup's usage and limit, and the
-    /// workers' PSS carried forward by their statm RSS (no smaps walk).
-    private func cheapHeadroom() -> Int64? {
+    /// The tightest headroom from cheap reads (meminfo, the cgroup's usage and limit, and the
+    /// workers' PSS carried forward by their statm RSS: no smaps walk), and every worker's
+    /// tree's RSS summed (the tooling's use of the reservation is told from the workers' own).
+    private func cheapHeadroom() -> (available: Int64, workers: UInt64)? {
         guard let readings = try? host.memory.hostReadings() else { return nil }
+        let rss = Dictionary(
+            slots.flatMap(\.workers).compactMap { w in host.memory.treeMemory(of: w.pid, detailed: false).map { (w.pid, $0.rss) } },
+            uniquingKeysWith: { a, _ in a })
         var pss: UInt64 = 0
         if case .bytes = config.memory.budget {
             pss = memoryMonitor.carriedForwardPSS(
                 slots.compactMap(\.current).compactMap { worker in
-                    guard let last = worker.memory?.pss, let rss = host.memory.treeMemory(of: worker.pid, detailed: false)?.rss else { return nil }
-                    return (worker.pid, last, rss)
+                    guard let last = worker.memory?.pss, let now = rss[worker.pid] else { return nil }
+                    return (worker.pid, last, now)
                 })
         }
-        return Headroom(readings: readings, memory: config.memory, workersPSS: pss).tightest.available
+        let available = Headroom(readings: readings, memory: config.memory, workersPSS: pss).tightest.available
+        return (available, rss.values.reduce(0) { $0.addingReportingOverflow($1).partialValue })
     }
 
     /// The serving workers' summed growth rate: fitted leak rates, else each one's average

@@ -80,13 +80,16 @@ import Testing
     func reservationLifecycle() {
         let m = Self.monitor()
         #expect(m.reservedBytes == 0)
-        #expect(m.reservationSampled(at: .zero, available: 0, fittedRate: 0, replacementTime: .seconds(1)) == nil)
+        #expect(m.reservationSampled(at: .zero, available: 0, workers: 0, fittedRate: 0, replacementTime: .seconds(1)) == nil)
         m.hold(Reservation(bytes: 100 * Self.mib, margin: 10 * Self.mib, now: .zero, hold: .seconds(60)), replacementTime: nil)
         #expect(m.reservedBytes == 110 * Self.mib)
-        let plenty = m.reservationSampled(at: .seconds(1), available: Int64(500 * Self.mib), fittedRate: 0, replacementTime: .seconds(1))
+        let plenty = m.reservationSampled(
+            at: .seconds(1), available: Int64(500 * Self.mib), workers: 400 * Self.mib, fittedRate: 0, replacementTime: .seconds(1))
         #expect(plenty?.roll == false)
-        let short = m.reservationSampled(at: .seconds(2), available: Int64(50 * Self.mib), fittedRate: 0, replacementTime: .seconds(1))
-        #expect(short?.roll == true)
+        // The workers grew 450 MiB.
+        let short = m.reservationSampled(
+            at: .seconds(2), available: Int64(50 * Self.mib), workers: 850 * Self.mib, fittedRate: 0, replacementTime: .seconds(1))
+        #expect(short?.roll == true && short?.tooling == 0)
         #expect(m.reservationReport(now: .seconds(2))?.headroomBytes == Int64(50 * Self.mib))
         #expect(m.reservationReport(now: .seconds(2))?.triggerBytes == short?.trigger)
         #expect(m.warnNothingToRoll() && !m.warnNothingToRoll(), "warned once")
@@ -96,6 +99,44 @@ import Testing
         #expect(m.resetReservation() == nil, "no timer was scheduled")
         #expect(m.heldReservation == nil && m.reservedBytes == 0)
         #expect(m.measuredReplacementTime == .seconds(4))
+    }
+
+    /// A headline audit: `preflight --need 250MiB --roll-ahead --hold 2m`, then the CI build
+    /// allocated its 250 MiB: baton rolled 6 workers in 14 s (some twice, +4 KiB since ready),
+    /// the build's allocation read as a shortage and as a fall of the headroom (triggers over
+    /// 900 MiB on a 400 MiB host). What the tooling takes of its reservation is neither; the
+    /// workers' growth still is.
+    @Test("the tooling spending its reservation rolls nothing; the workers growing into it still do")
+    func toolingSpendsItsReservation() {
+        let m = Self.monitor()
+        m.hold(Reservation(bytes: 250 * Self.mib, margin: 16 * Self.mib, now: .zero, hold: .seconds(120)), replacementTime: nil)
+        let workers = 160 * Self.mib
+        var available = Int64(333 * Self.mib)
+        var at = Duration.zero
+        func sample(_ grown: UInt64 = 0) -> (trigger: UInt64, tooling: UInt64, roll: Bool)? {
+            at += .milliseconds(250)
+            return m.reservationSampled(at: at, available: available, workers: workers + grown, fittedRate: 0, replacementTime: .seconds(3))
+        }
+        #expect(sample()?.roll == false)
+        // The build takes its 250 MiB over 2 s.
+        for _ in 0..<8 {
+            available -= Int64(250 * Self.mib / 8)
+            let s = sample()
+            #expect(s?.roll == false, "rolled for the tooling's own memory: \(String(describing: s))")
+        }
+        let spent = sample()
+        #expect(spent?.tooling == 250 * Self.mib)
+        #expect(m.reservationReport(now: at)?.headroomBytes == Int64(83 * Self.mib))
+        #expect(spent.map { $0.trigger < 83 * Self.mib } == true, "the trigger is of the headroom as it is: \(String(describing: spent))")
+        // Then the workers grow 80 MiB into what is left: that is a shortage.
+        available -= Int64(80 * Self.mib)
+        #expect(sample(80 * Self.mib)?.roll == true)
+        // A build that takes more than it reserved: the rest counts.
+        let m2 = Self.monitor()
+        m2.hold(Reservation(bytes: 100 * Self.mib, margin: 16 * Self.mib, now: .zero, hold: .seconds(120)), replacementTime: nil)
+        _ = m2.reservationSampled(at: .zero, available: Int64(300 * Self.mib), workers: workers, fittedRate: 0, replacementTime: .seconds(3))
+        let over = m2.reservationSampled(at: .seconds(1), available: Int64(90 * Self.mib), workers: workers, fittedRate: 0, replacementTime: .seconds(3))
+        #expect(over?.tooling == 100 * Self.mib && over?.roll == true)
     }
 
     @Test("the kernel's refusal of merging is noted once and reported with ksmd's state")

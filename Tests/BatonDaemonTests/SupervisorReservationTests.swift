@@ -41,11 +41,15 @@ import Testing
         h.host.fakeMemory.worker = MemorySample(rss: 70 * Self.mib, pss: 70 * Self.mib, uss: 70 * Self.mib)
         h.advance(by: .seconds(1))
         h.supervisor.holdReservation(bytes: 100 * Self.mib, hold: .seconds(600), rolledAhead: nil)
-        // The headroom falls 100 MiB a second (25 MiB per 250 ms sample) until a roll starts.
+        // The workers grow and the headroom falls 100 MiB a second (25 MiB per 250 ms sample, 12.5
+        // MiB each) until a roll starts.
         var available = 600 * Self.mib
+        var worker = 70 * Self.mib
         var strategy: RollingRestart.Strategy?
         for _ in 0..<40 where strategy == nil {
             available -= 25 * Self.mib
+            worker += 25 * Self.mib / 2
+            h.host.fakeMemory.worker = MemorySample(rss: worker, pss: worker, uss: worker)
             h.host.fakeMemory.host = Self.readings(available: available)
             h.advance(by: Supervisor.reservationInterval)
             if h.supervisor.operation?.kind == .rollAhead { strategy = h.supervisor.rollout?.stepStrategy }

@@ -18,6 +18,17 @@ public struct Reservation: Sendable, Equatable {
     public var expiresAt: Duration
     /// Workers rolled while it was held (not counting the roll-ahead that made the room).
     public var rolls: Int = 0
+    /// The headroom and the workers' memory at the first sample: what the tooling's use of the
+    /// reservation is measured from (nil until then).
+    public var baseline: Baseline?
+
+    /// The figures ``toolingUse(available:workers:)`` starts from.
+    public struct Baseline: Sendable, Equatable {
+        /// The headroom, in bytes.
+        public var available: Int64
+        /// The workers' memory (their trees' RSS, every worker's), in bytes.
+        public var workers: UInt64
+    }
 
     /// The hold when `--hold` is not given: long enough for a CI build step between
     /// `preflight` and `deploy` (bundle install, asset compilation).
@@ -40,6 +51,24 @@ public struct Reservation: Sendable, Equatable {
 
     /// The hold left (zero once expired).
     public func remaining(now: Duration) -> Duration { now >= expiresAt ? .zero : expiresAt - now }
+
+    /// What the tooling it is held for has taken of it: the headroom lost since the first sample
+    /// (which this one becomes, when there is none) that the workers' memory does not account
+    /// for, at most `bytes`. A headline audit: a CI build that allocated the 250 MiB it had
+    /// reserved read as a shortage, and as growth, and every worker was rolled (triggers of
+    /// 936 MiB on a 400 MiB host). Memory the workers free counts for the headroom, as their
+    /// growth counts against it.
+    public mutating func toolingUse(available: Int64, workers: UInt64) -> UInt64 {
+        guard let baseline else {
+            baseline = Baseline(available: available, workers: workers)
+            return 0
+        }
+        let lost = baseline.available.subtractingReportingOverflow(available).partialValue
+        let grown = Int64(clamping: workers).subtractingReportingOverflow(Int64(clamping: baseline.workers)).partialValue
+        let others = lost.subtractingReportingOverflow(grown)
+        guard !others.overflow, others.partialValue > 0 else { return 0 }
+        return min(bytes, UInt64(others.partialValue))
+    }
 
     /// The headroom under which the next worker is rolled: reservation + margin + the growth
     /// expected over one replacement at `growthRate` bytes per second.
