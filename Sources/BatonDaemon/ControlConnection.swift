@@ -115,7 +115,7 @@ final class ControlConnection {
                 cancelTimeout()
                 let refusal = "request too large (over \(ControlProtocol.maxRequestBytes) bytes without a newline)"
                 // Logged like every other rejected request (it was the only one that left no line).
-                server.logger.warning("control: rejected request: \(refusal)", metadata: ["peer_uid": .stringConvertible(peer?.uid ?? 0)])
+                server.warnRefused("control: rejected request: \(refusal)", uid: peer?.uid)
                 finish(.failure(refusal, code: 2))
             }
         }

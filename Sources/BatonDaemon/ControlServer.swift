@@ -28,6 +28,12 @@ final class ControlServer {
     var connections: [Int32: ControlConnection] = [:]
     /// Clients at once; more are refused.
     static let maxConnections = 64
+    /// Held back from the others for root and baton's own uid: the operator always gets in.
+    static let reservedForRoot = 8
+    /// Clients at once of one uid other than root and baton's. A sockets audit: a read_group
+    /// member holding the 64 connections (reopening each one closed at the idle timeout) locked
+    /// root and the control group out, 25 of 25 `baton status` exit 3.
+    static let maxPerPeer = 16
     /// `[control] idle_timeout`.
     let idleTimeout: Duration
     /// Accepts the clients, pausing while descriptors run out.
@@ -39,6 +45,10 @@ final class ControlServer {
     /// Peers refused at connect, logged at most once per 10 s (any local user may connect
     /// when there is a `read_group`).
     private var connectRefusals = WarningThrottle()
+    /// Requests refused or rejected of peers other than root and baton's uid, logged at most
+    /// once per 10 s: a read_group member could write a line per request (a sockets audit: 40,038 refused
+    /// reloads in 8 s, 6.5 MB of log).
+    private var requestRefusals = WarningThrottle()
 
     /// Binds the socket (or, after an in-place upgrade, adopts the one the
     /// previous image listened on: it is never re-bound). `lookUpGroup` finds
@@ -58,6 +68,10 @@ final class ControlServer {
         if let existing {
             listening = OwnedDescriptor(existing)
             socketFD = existing
+            // The mode and group this image binds with (a sockets audit: after `baton upgrade` to
+            // an image that opens the socket to a read_group, it stayed 0660 and the group got
+            // "Permission denied" until a restart).
+            Self.setModeAndGroup(path, openToAll: readGroupID != nil, group: groupID)
         } else {
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
             if !directory.isEmpty { createdDirectories = try Filesystem.makeDirectory(directory, mode: 0o755) }
@@ -86,6 +100,14 @@ final class ControlServer {
             throw error
         }
         return socket
+    }
+
+    /// Gives the socket file at `path` the mode and group ``bindListening`` gives a new one.
+    private static func setModeAndGroup(_ path: String, openToAll: Bool, group: gid_t?) {
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { return }
+        if let group, info.st_gid != group { _ = chown(path, uid_t.max, group) }
+        _ = chmod(path, openToAll ? 0o666 : 0o660)
     }
 
     /// Accepts on `fd`, pausing while descriptors run out.
@@ -172,30 +194,21 @@ final class ControlServer {
 
     private func acceptAll() {
         while let client = acceptPause.next() {
-            guard connections.count < Self.maxConnections else {
-                // Owned: closed once the refusal is sent, when this block is left.
-                let refused = OwnedDescriptor(client)
-                // The reply fits an empty socket buffer: one non-blocking send. It
-                // stays readable after the close even if the client's request
-                // never arrives (its send then fails with EPIPE; the CLI reads on).
-                var reply = ControlProtocol.encodeLine(
-                    ControlReply.failure(
-                        "too many control connections (\(Self.maxConnections) open); try again later",
-                        code: 3))  // the CLI's exit code for "could not reach the daemon"
-                _ = Sockets.sendAvailable(refused.rawValue, &reply)
-                continue
-            }
             // Owns the socket from now on: a connection dropped below closes it.
             let connection = ControlConnection(fd: client, server: self)
             guard let peer = CBatonLinuxShim.peerCredentials(client) else { continue }
             connection.peer = peer
             connection.groups = CBatonLinuxShim.peerGroups(client)
-            if let refusal = policy.connectRefusal(from: .init(uid: peer.uid, groups: [peer.gid] + connection.groups)) {
+            let peerPolicy = ControlPolicy.Peer(uid: peer.uid, groups: [peer.gid] + connection.groups)
+            if let refusal = policy.connectRefusal(from: peerPolicy).map({ (message: $0, code: Int32?.none) }) ?? roomRefusal(for: peer.uid) {
                 if let held = connectRefusals.admit(now: loop.now()) {
                     let more = held > 0 ? " (\(held) more refused since the last line)" : ""
-                    logger.warning("control: connection refused for uid \(peer.uid): \(refusal)\(more)")
+                    logger.warning("control: connection refused for uid \(peer.uid): \(refusal.message)\(more)")
                 }
-                var reply = ControlProtocol.encodeLine(ControlReply.failure(refusal))
+                // The reply fits an empty socket buffer: one non-blocking send. It stays
+                // readable after the close even if the client's request never arrives (its
+                // send then fails with EPIPE; the CLI reads on).
+                var reply = ControlProtocol.encodeLine(ControlReply.failure(refusal.message, code: refusal.code))
                 _ = Sockets.sendAvailable(client, &reply)
                 continue  // dropping the connection closes its socket
             }
@@ -209,6 +222,27 @@ final class ControlServer {
                 continue  // dropping the connection closes its socket
             }
         }
+    }
+
+    /// Why a client of `uid` finds no room (exit 3, the CLI's "could not reach the daemon"), or
+    /// nil: `maxConnections` at once, `reservedForRoot` more for root and baton's uid, at most
+    /// `maxPerPeer` of any other uid.
+    private func roomRefusal(for uid: uid_t) -> (message: String, code: Int32?)? {
+        let privileged = uid == 0 || uid == geteuid()
+        if !privileged, connections.values.count(where: { $0.peer?.uid == uid }) >= Self.maxPerPeer {
+            return ("too many control connections of uid \(uid) (\(Self.maxPerPeer) open); try again later", 3)
+        }
+        guard connections.count >= Self.maxConnections + (privileged ? Self.reservedForRoot : 0) else { return nil }
+        return ("too many control connections (\(connections.count) open); try again later", 3)
+    }
+
+    /// A refused or rejected request's WARN line: root's and baton's own uid's each, anyone
+    /// else's at most one per 10 s, with how many were held back.
+    func warnRefused(_ text: String, uid: uid_t?) {
+        let privileged = uid == 0 || uid == geteuid()
+        guard let held = privileged ? 0 : requestRefusals.admit(now: loop.now()) else { return }
+        let more = held > 0 ? " (\(held) more refused since the last line)" : ""
+        logger.warning("\(text)\(more)", metadata: ["peer_uid": .stringConvertible(uid ?? 0)])
     }
 
     /// Why the peer may not run `request` (`ControlPolicy`), or nil when it may.
@@ -233,7 +267,7 @@ final class ControlServer {
         let request: ControlRequest
         switch ControlProtocol.decodeRequest(line) {
         case .failure(let error):
-            logger.warning("control: rejected request: \(error.message)", metadata: ["peer_uid": .stringConvertible(connection.peer?.uid ?? 0)])
+            warnRefused("control: rejected request: \(error.message)", uid: connection.peer?.uid)
             // A request that is not one baton can take is bad input, as a usage error is: exit 2.
             connection.finish(.failure(error.message, code: 2))
             return
@@ -246,7 +280,7 @@ final class ControlServer {
             return
         }
         if let refusal = refusal(connection, request) {
-            logger.warning("control: \(request.cmd) refused for uid \(connection.peer?.uid ?? 0): \(refusal)")
+            warnRefused("control: \(request.cmd) refused for uid \(connection.peer?.uid ?? 0): \(refusal)", uid: connection.peer?.uid)
             connection.finish(.failure(refusal))
             return
         }

@@ -27,6 +27,24 @@ import Testing
         #expect(stat(server.path, &info) == 0 && info.st_mode & 0o777 == 0o666, "bound again the same way")
     }
 
+    /// A sockets audit: after `baton upgrade` to an image that opens the socket to a read_group,
+    /// the adopted socket stayed 0660 and the group's members got "Permission denied" (exit 3)
+    /// until a restart. The image that adopts it gives it its own mode and group.
+    @Test func anAdoptedSocketGetsTheModeAndGroupOfTheImageThatAdoptsIt() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.host.groups = ["batonctl": 4242, "batonread": 4343]
+        let path = h.root + "/control.sock"
+        let fd = try Sockets.bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: 0o660)
+        #expect(listen(fd, 8) == 0)
+        h.supervisor.config.control.socket = path
+        h.supervisor.config.control.group = "batonctl"
+        h.supervisor.config.control.readGroup = "batonread"
+        let server = try h.supervisor.openControlServer(adopting: fd)
+        defer { server.close() }
+        var info = stat()
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o666 && info.st_gid == 4242, "mode \(String(info.st_mode & 0o777, radix: 8))")
+    }
+
     @Test func anUnknownControlGroupFailsWithItsNameAndBindsNothing() throws {
         let h = try DaemonHarness(workers: 1)
         h.supervisor.config.control.socket = h.root + "/control.sock"

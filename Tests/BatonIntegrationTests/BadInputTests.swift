@@ -556,7 +556,11 @@ extension SecondIntegration {
                 let read = try runAs(reader, [baton, verb, "--socket", second.controlSocket])
                 #expect(read.code == 0, "\(verb): exit \(read.code): \(read.stderr)")
             }
+            // Refused requests of anyone but root and baton's uid: one line per 10 s (a sockets
+            // audit: a read_group member's loop of reloads wrote 40,038 lines in 8 s).
+            for _ in 0..<3 { _ = try runAs(reader, [baton, "reload", "--socket", second.controlSocket]) }
             let reload = try runAs(reader, [baton, "reload", "--socket", second.controlSocket])
+            #expect(second.process.stderrLines.filter { $0.contains("reload refused for uid 65534") }.count == 1, "\(second.process.stderrLines.suffix(6))")
             #expect(
                 reload.code == 1 && reload.stderr.contains("permission denied: uid 65534 is not root, baton's user, or in the control group"),
                 "\(reload.stderr)")

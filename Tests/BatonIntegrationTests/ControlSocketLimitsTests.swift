@@ -40,6 +40,20 @@ extension SecondIntegration {
             }
         }
 
+        /// A daemon of one `sleep` worker, quiet, ready, with `control` in its `[control]`.
+        static func oneSleeper(control: String) throws -> QuietDaemon {
+            let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+            let daemon = try QuietDaemon(command: sleeper, workers: 1, stderr: null, control: control)
+            close(null)
+            guard try daemon.waitUntilReady(workers: 1, timeout: .seconds(60)) != nil else {
+                daemon.cleanUp()
+                throw DaemonNotReady()
+            }
+            return daemon
+        }
+
+        struct DaemonNotReady: Error {}
+
         /// Sends `{"cmd":"status"}` and shuts the writing half.
         static func requestStatusAndHalfClose(_ fd: Int32) {
             let line = ControlProtocol.encodeLine(ControlRequest(cmd: "status"))
@@ -49,16 +63,14 @@ extension SecondIntegration {
 
         @Test("silent connections are closed after the idle timeout; the client over the limit is told why and the CLI exits 3")
         func silentConnections() throws {
-            let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
-            let daemon = try QuietDaemon(command: Self.sleeper, workers: 1, stderr: null, control: "idle_timeout = \"4s\"")
-            close(null)
+            let daemon = try Self.oneSleeper(control: "idle_timeout = \"4s\"")
             defer { daemon.cleanUp() }
-            try #require(try daemon.waitUntilReady(workers: 1, timeout: .seconds(60)) != nil)
 
-            // Every slot taken by a client that never sends a request.
+            // Every slot taken by a client that never sends a request: 64, and the 8 more held
+            // back for root (this test runs as root).
             var silent: [Int32] = []
             defer { silent.forEach { close($0) } }
-            for _ in 0..<64 {
+            for _ in 0..<72 {
                 let fd = Self.connect(daemon.controlSocket)
                 try #require(fd >= 0)
                 silent.append(fd)
@@ -161,6 +173,40 @@ extension SecondIntegration {
             #expect(fresh != worker)
             #expect(softLimit(fresh) == "256")
             #expect(softLimit(baton.process.pid) == hard)
+        }
+
+        /// A sockets audit: a read_group member holding the 64 connections (each one reopened
+        /// as the idle timeout closed it) locked root and the control group out: 25 of 25
+        /// `baton status` exit 3, "too many control connections". One uid other than root and
+        /// baton's has 16 at most, and root 8 more than everyone.
+        @Test("one user holds 16 control connections at most; root still gets in")
+        func oneUserCannotTakeEverySlot() throws {
+            let daemon = try Self.oneSleeper(control: "read_group = \"60\"\nidle_timeout = \"30s\"")
+            defer { daemon.cleanUp() }
+            chmod(daemon.directory, 0o755)
+            // A read_group member (gid 60) opens 20 and holds them: the server's refusal comes at
+            // once, an accepted one says nothing (it waits for a request).
+            let script = """
+                import socket, sys, time
+                held, refused = [], 0
+                for _ in range(20):
+                    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(0.5)
+                    try:
+                        data = s.recv(4096)
+                        refused += b"too many control connections of uid 65534 (16 open)" in data
+                    except socket.timeout:
+                        held.append(s)
+                print(f"held={len(held)} refused={refused}", flush=True)
+                time.sleep(60)
+                """
+            let holder = try TestProcess(
+                ["/usr/bin/python3", "-c", script, daemon.controlSocket], environment: TestPaths.cleanEnvironment(),
+                credentials: Credentials(uid: 65534, gid: 65534, groups: [65534, 60]))
+            defer { _ = holder.stop(timeout: .seconds(5)) }
+            #expect(holder.waitForStdout(containing: "\n", timeout: .seconds(30)), "\(holder.stderrLines)")
+            #expect(holder.stdout == "held=16 refused=4\n", "\(holder.stdout) \(holder.stderrLines)")
+            let status = try daemon.cli(["status"])
+            #expect(status.code == 0, "root is not locked out: \(status.stderr)")
         }
     }
 }
