@@ -175,11 +175,13 @@ extension Supervisor {
     }
 
     /// `op`'s line in history. A policy restart or roll-ahead names its slots and why each
-    /// (a policy audit: its lines said neither), before any failure.
+    /// (a policy audit: its lines said neither), before any failure; a roll-ahead every slot it
+    /// restarted (a headline audit: only the last of 2 or 3).
     func historyEntry(_ op: Operation, outcome: OperationOutcome, detail: String?) -> HistoryEntry {
+        let restarted = Set(op.rolledAhead + (op.slots ?? []))
         let slots =
             op.kind == .policy || op.kind == .rollAhead
-            ? (op.slots ?? []).sorted().map { "slot \($0): \((op.slotReasons[$0] ?? op.restartReason).rawValue)" }.joined(separator: ", ") : ""
+            ? restarted.sorted().map { "slot \($0): \((op.slotReasons[$0] ?? op.restartReason).rawValue)" }.joined(separator: ", ") : ""
         return HistoryEntry(
             // A reload or policy restart has no target of its own: it runs the current release.
             kind: op.kind, release: op.target?.directory ?? op.options?.release ?? releaseState.current.directory,

@@ -85,3 +85,17 @@ extension SupervisorReservationTests {
         #expect(message.contains("; the deploy alone fits: need "), "\(message)")
     }
 }
+
+extension SupervisorReservationTests {
+    /// A headline audit (3 of 3): a roll-ahead that restarted slots 3 and 1 was in history as
+    /// `slot 1: roll-ahead`, the last one only.
+    @Test func aRollAheadNamesEverySlotItRestartedInHistory() throws {
+        let h = try harness()
+        let op = h.supervisor.makeOperation(kind: .rollAhead, options: nil, uid: 0)
+        op.reason = .rollAhead
+        op.rolledAhead = [1]
+        op.slots = [0]
+        let entry = h.supervisor.historyEntry(op, outcome: .succeeded, detail: nil)
+        #expect(entry.detail == "slot 0: roll-ahead, slot 1: roll-ahead", "\(entry.detail ?? "none")")
+    }
+}

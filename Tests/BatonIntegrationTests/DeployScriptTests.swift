@@ -60,13 +60,14 @@ extension ThirdIntegration {
             defer { baton.stop() }
             let load = LoadClient(port: baton.port, connections: 8, maxDuration: .seconds(120))
             #expect(load.waitForProgress(200))
-            let result = try Self.deploy(baton, ["--release-id", "v2", "--need", "64MiB", Self.source(baton, "v2")])
+            let result = try Self.deploy(baton, ["--release-id", "v2", "--need", "64MiB", "--roll-ahead", Self.source(baton, "v2")])
             #expect(load.waitForProgress(200))
             let report = load.stop()
             print("baton-deploy under load: \(report)")
             let release = baton.directory + "/releases/v2"
             #expect(result.code == 0, "\(result.stdout)\n\(result.stderr)")
-            #expect(result.stdout.contains("==> localhost: preflight"))
+            // What runs, as it runs (a headline audit: --roll-ahead was passed, not shown).
+            #expect(result.stdout.contains("==> localhost: preflight (baton preflight --need 64MiB --roll-ahead)"), "\(result.stdout)")
             #expect(result.stdout.contains("fits: need"), "baton's figures are streamed")
             #expect(result.stdout.contains("deploy finished: 3 workers on \(release)"))
             #expect(result.stdout.contains("baton-deploy: v2 deployed on: localhost"))
