@@ -295,18 +295,22 @@ final class ReleaseBook {
     /// took the directory meanwhile keeps it: this one stops writing there (deploys cannot be
     /// committed) and says so. Until then, every write failed and a restart lost the release.
     func restoreIfGone(reopen: () throws(DirectoryError) -> any ReleaseStore, on loop: EventLoop) {
-        guard let gone = store, gone.isGone() else { return }
+        guard let lost = store, lost.lockLost() else { return }
         let fresh: any ReleaseStore
         do {
             fresh = try reopen()
         } catch {
-            let line = "state directory \(directory) was removed while baton ran and cannot be made again (\(error)): deploys cannot be committed"
-            if case .inUse = error.reason { store = nil }
+            let line = "state directory \(directory) was removed or replaced while baton ran and cannot be made again (\(error)): deploys cannot be committed"
+            if case .inUse = error.reason {
+                lost.unlock()
+                store = nil
+            }
             if line != restoreTrouble { recordProblem(line) }
             restoreTrouble = line
             return
         }
         restoreTrouble = nil
+        lost.unlock()
         store = fresh
         let (state, deployed, history, running) = (state, deployed, history, runningEntry)
         loop.offload(
@@ -325,7 +329,7 @@ final class ReleaseBook {
                 unwrittenHistory.removeAll { line in history.contains { $0.startedAt == line.startedAt && $0.kind == line.kind } }
                 if deployRecord == .previousBaton { deployRecord = nil }
                 let what = "the current release \(state.current.directory), \(history.count) history line(s) and \(deployed.count) deployed folder(s)"
-                logger.warning("state directory \(directory) was removed while baton ran: made it again and wrote back \(what)")
+                logger.warning("state directory \(directory) (or its lock) was removed while baton ran: made it again and wrote back \(what)")
             case .failure(let error):
                 recordUnwritable(error)
             }

@@ -1,6 +1,5 @@
 import BatonCore
 import BatonSystem
-import Glibc
 
 /// The state directory as the supervisor uses it: the current and previous release, history,
 /// the deploy in progress and the release folders baton deployed. `StateStore` (files under
@@ -33,17 +32,15 @@ protocol ReleaseStore: Sendable {
     /// What of the state directory's history and records could not be read (a write cut short
     /// by a full disk or a crash), one line each; the loads above skip it.
     func unreadableStateFiles() -> [String]
-    /// Whether the directory was removed since it was opened.
-    func isGone() -> Bool
+    /// Whether the directory's lock is no longer this store's (the directory, or its lock,
+    /// removed or replaced since it was opened).
+    func lockLost() -> Bool
+    /// Lets go of the lock (the store is replaced).
+    func unlock()
 }
 
 extension ReleaseStore {
     func unreadableStateFiles() -> [String] { [] }
 }
 
-extension StateStore: ReleaseStore {
-    func isGone() -> Bool {
-        var info = stat()
-        return stat(directory, &info) != 0 && errno == ENOENT
-    }
-}
+extension StateStore: ReleaseStore {}

@@ -1,6 +1,7 @@
 import BatonCore
 import FoundationEssentials
 import Glibc
+import Synchronization
 
 /// The app's state directory (e.g. /var/lib/baton/APP): the current and
 /// previous release (`release.json`, replaced atomically), the deploy
@@ -12,6 +13,13 @@ import Glibc
 public struct StateStore: Sendable {
     /// The directory.
     public let directory: String
+    /// The descriptor of the lock ``lock()`` took (-1 before, or when none could be made).
+    private let lockFD = LockDescriptor()
+
+    /// Where the lock's descriptor is kept: a store is a value, its lock one per open.
+    private final class LockDescriptor: Sendable {
+        let fd = Mutex<Int32>(-1)
+    }
     /// Entries kept in history.jsonl.
     public static let historyLimit = 200
 
@@ -77,8 +85,32 @@ public struct StateStore: Sendable {
         }
         let pid = Array("\(getpid())\n".utf8)
         if ftruncate(fd, 0) == 0 { _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
-        // Never closed: the lock lasts as long as this process (or until its execve).
+        // Kept open: the lock lasts as long as this process (or until its execve), or until
+        // `unlock` (a store replaced by the one of a directory made again).
+        lockFD.fd.withLock { $0 = fd }
         removeStaleTemporaries()
+    }
+
+    /// Closes the lock's descriptor (the directory it was taken in was removed, or replaced).
+    public func unlock() {
+        lockFD.fd.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+    }
+
+    /// Whether the directory's lock is no longer this store's: the directory (or `.lock`) was
+    /// removed, or replaced, possibly by another baton that made it again and locked it (a
+    /// re-audit: a second baton started within the seconds after `rm -rf`, and both committed
+    /// into it). Without a lock of its own (a read-only directory), only a removal counts.
+    public func lockLost() -> Bool {
+        let fd = lockFD.fd.withLock { $0 }
+        var here = stat()
+        guard fd >= 0 else { return stat(directory, &here) != 0 && errno == ENOENT }
+        var held = stat()
+        guard fstat(fd, &held) == 0 else { return false }
+        guard stat(directory + "/.lock", &here) == 0 else { return true }
+        return held.st_dev != here.st_dev || held.st_ino != here.st_ino
     }
 
     /// Removes what `AtomicFile.replace` of another process left half written (a baton killed

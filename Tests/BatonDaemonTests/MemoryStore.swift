@@ -84,7 +84,8 @@ final class MemoryStore: ReleaseStore {
         contents.withLock { $0 = Contents() }
         removed.withLock { $0 = true }
     }
-    func isGone() -> Bool { removed.withLock { $0 } }
+    func lockLost() -> Bool { removed.withLock { $0 } }
+    func unlock() {}
     /// Opened again (the supervisor made the directory again).
     func reopen() { removed.withLock { $0 = false } }
 }

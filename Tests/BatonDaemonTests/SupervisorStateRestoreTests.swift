@@ -40,7 +40,7 @@ import Testing
         h.host.openStateStoreError = DirectoryError(path: h.root + "/state", reason: .inUse(pid: 4242))
         h.supervisor.checkRuntimeFiles()
         h.settle()
-        let problem = h.supervisor.releases.problems.first { $0.contains("was removed while baton ran and cannot be made again") }
+        let problem = h.supervisor.releases.problems.first { $0.contains("was removed or replaced while baton ran and cannot be made again") }
         #expect(problem?.contains("4242") == true, "\(h.supervisor.releases.problems)")
         let client = h.deploy(h.makeRelease("r1"))
         h.finishOperations()

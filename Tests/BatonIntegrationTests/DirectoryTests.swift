@@ -193,6 +193,37 @@ extension Integration {
             #expect(access(directory + "/web.sock", F_OK) != 0, "the unix listener bound before the failure is left")
         }
 
+        /// A re-audit (3 of 3): a second baton started within the seconds after `rm -rf` of the
+        /// first one's state directory made it again and locked it; the first never noticed
+        /// (the directory existed at its check) and both committed into it.
+        @Test("a baton whose state directory another baton took after an rm -rf says so and commits nothing")
+        func stateDirectoryTakenAfterItsRemoval() throws {
+            let directory = TestPaths.temporaryDirectory("dir-took")
+            defer { TestPaths.remove(directory) }
+            let first = Self.writeConfig(in: directory, controlSocket: directory + "/one.sock")
+            let serve = try TestProcess([TestPaths.executable("baton"), "serve", "--config", first])
+            defer { _ = serve.stop() }
+            #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
+            let second = directory + "/two.toml"
+            TestPaths.write(
+                second,
+                (ProcFS.read(first) ?? "").replacingOccurrences("\(directory)/run", with: "\(directory)/run2")
+                    .replacingOccurrences("one.sock", with: "two.sock"))
+            TestPaths.remove(directory + "/state")
+            let other = try TestProcess([TestPaths.executable("baton"), "serve", "--config", second])
+            defer { _ = other.stop() }
+            #expect(other.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil, "\(other.stderrLines.suffix(5))")
+            #expect(
+                serve.waitForLine(containing: "was removed or replaced while baton ran and cannot be made again", timeout: .seconds(20))?
+                    .contains("in use by another baton (pid \(other.pid))") == true, "\(serve.stderrLines.suffix(5))")
+            let stateBefore = ProcFS.read(directory + "/state/release.json")
+            let deploy = try TestProcess.run(
+                [TestPaths.executable("baton"), "deploy", "--socket", directory + "/one.sock", "--release", directory], timeout: .seconds(30))
+            #expect(deploy.code != 0, "committed into the other baton's directory: \(deploy.stdout)")
+            #expect(ProcFS.read(directory + "/state/release.json") == stateBefore)
+            #expect(serve.exitCode == nil && other.exitCode == nil)
+        }
+
         @Test("check-config refuses /, system directories and overlapping directories with exit 2 and one line naming the key; serve and reload too")
         func checkConfigRefuses() throws {
             let directory = TestPaths.temporaryDirectory("dir-cfg")
