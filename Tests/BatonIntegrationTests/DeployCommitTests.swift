@@ -186,7 +186,8 @@ extension SecondIntegration {
             TestPaths.remove(first.directory + "/state")
             #expect(
                 first.process.waitForLine(
-                    containing: "/state (or its lock) was removed while baton ran: made it again and wrote back the current release \(r2)", timeout: .seconds(20))
+                    containing: "/state (or its lock) was removed while baton ran: made it again and wrote back the current release \(r2)",
+                    timeout: .seconds(20))
                     != nil, "\(first.process.stderrLines.suffix(5))")
             #expect(Self.savedState(first).contains(r2))
             #expect(ProcFS.read(first.directory + "/state/history.jsonl")?.contains(r2) == true)

@@ -147,15 +147,8 @@ extension Integration {
         func sharedStateDirectoryRefused() throws {
             let directory = TestPaths.temporaryDirectory("dir-lock")
             defer { TestPaths.remove(directory) }
-            let first = Self.writeConfig(in: directory, controlSocket: directory + "/one.sock")
-            let serve = try TestProcess([TestPaths.executable("baton"), "serve", "--config", first])
+            let (serve, second) = try Self.batonAndASecondConfig(in: directory)
             defer { _ = serve.stop() }
-            #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
-            let second = directory + "/two.toml"
-            TestPaths.write(
-                second,
-                (ProcFS.read(first) ?? "").replacingOccurrences("\(directory)/run", with: "\(directory)/run2")
-                    .replacingOccurrences("one.sock", with: "two.sock"))
             let refused = try TestProcess.run([TestPaths.executable("baton"), "serve", "--config", second], timeout: .seconds(20))
             #expect(refused.code == 2, "exit \(refused.code): \(refused.stderr)")
             #expect(
@@ -168,6 +161,20 @@ extension Integration {
             let next = try TestProcess([TestPaths.executable("baton"), "serve", "--config", second])
             #expect(next.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil, "\(next.stderrLines)")
             #expect(next.stop() == 0)
+        }
+
+        /// A baton serving (`one.sock`, its workers ready) and the config of a second one on the
+        /// same state directory (its own runtime directory and control socket `two.sock`).
+        static func batonAndASecondConfig(in directory: String) throws -> (TestProcess, String) {
+            let first = writeConfig(in: directory, controlSocket: directory + "/one.sock")
+            let serve = try TestProcess([TestPaths.executable("baton"), "serve", "--config", first])
+            #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
+            let second = directory + "/two.toml"
+            TestPaths.write(
+                second,
+                (ProcFS.read(first) ?? "").replacingOccurrences("\(directory)/run", with: "\(directory)/run2")
+                    .replacingOccurrences("one.sock", with: "two.sock"))
+            return (serve, second)
         }
 
         /// A careless-operator audit: `serve` on a port in use exited 1 and left its empty
@@ -200,15 +207,8 @@ extension Integration {
         func stateDirectoryTakenAfterItsRemoval() throws {
             let directory = TestPaths.temporaryDirectory("dir-took")
             defer { TestPaths.remove(directory) }
-            let first = Self.writeConfig(in: directory, controlSocket: directory + "/one.sock")
-            let serve = try TestProcess([TestPaths.executable("baton"), "serve", "--config", first])
+            let (serve, second) = try Self.batonAndASecondConfig(in: directory)
             defer { _ = serve.stop() }
-            #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil)
-            let second = directory + "/two.toml"
-            TestPaths.write(
-                second,
-                (ProcFS.read(first) ?? "").replacingOccurrences("\(directory)/run", with: "\(directory)/run2")
-                    .replacingOccurrences("one.sock", with: "two.sock"))
             TestPaths.remove(directory + "/state")
             let other = try TestProcess([TestPaths.executable("baton"), "serve", "--config", second])
             defer { _ = other.stop() }
