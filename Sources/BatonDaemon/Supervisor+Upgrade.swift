@@ -166,7 +166,9 @@ extension Supervisor {
             logDroppedBytes: LogWriter.standardError.droppedBytes,
             footprints: memoryMonitor.footprints.remembered.footprints, footprintOrder: memoryMonitor.footprints.remembered.order,
             reservation: memoryMonitor.heldReservation.map {
-                .init(bytes: $0.bytes, margin: $0.margin, heldAtNanos: $0.heldAt.nanoseconds, expiresAtNanos: $0.expiresAt.nanoseconds, rolls: $0.rolls)
+                .init(
+                    bytes: $0.bytes, margin: $0.margin, heldAtNanos: $0.heldAt.nanoseconds, expiresAtNanos: $0.expiresAt.nanoseconds, rolls: $0.rolls,
+                    baselineAvailable: $0.baseline?.available, baselineWorkers: $0.baseline?.workers)
             }, lastRecycleStartNanos: recycling.lastStart?.nanoseconds,
             abandonedSpawns: moldBook.abandonedOutputs.map { .init(pipe: $0.pipe, untilNanos: $0.until.nanoseconds) })
     }
@@ -190,6 +192,7 @@ extension Supervisor {
         if let r = state.reservation {
             var held = Reservation(bytes: r.bytes, margin: r.margin, now: .nanoseconds(r.heldAtNanos), hold: .nanoseconds(r.expiresAtNanos - r.heldAtNanos))
             held.rolls = r.rolls
+            if let available = r.baselineAvailable, let workers = r.baselineWorkers { held.baseline = .init(available: available, workers: workers) }
             resumeReservation(held)
         }
     }

@@ -105,6 +105,10 @@ struct UpgradeState: Codable {
         var heldAtNanos: Int64
         var expiresAtNanos: Int64
         var rolls: Int
+        /// What the tooling's use of it is measured from (nil from an older image: the new
+        /// image's first sample; a re-audit saw a build under way counted as a shortage then).
+        var baselineAvailable: Int64?
+        var baselineWorkers: UInt64?
     }
 
     /// Every descriptor that must survive the execve.

@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import FoundationEssentials
 import Testing
 
 /// The held reservation of `baton preflight --roll-ahead` on the fake host and manual clock.
@@ -97,5 +98,28 @@ extension SupervisorReservationTests {
         op.slots = [0]
         let entry = h.supervisor.historyEntry(op, outcome: .succeeded, detail: nil)
         #expect(entry.detail == "slot 0: roll-ahead, slot 1: roll-ahead", "\(entry.detail ?? "none")")
+    }
+}
+
+extension SupervisorReservationTests {
+    /// A re-audit (2 of 2): after `baton upgrade` during a CI build inside its reservation, the
+    /// new image measured the tooling's use from its own first sample, the build already
+    /// allocated: it counted as a shortage again and every grown worker was rolled. What it is
+    /// measured from crosses the execve.
+    @Test func theToolingsBaselineCrossesAnUpgrade() throws {
+        let h = try harness()
+        h.advance(by: .seconds(3))
+        h.supervisor.holdReservation(bytes: 100 * Self.mib, hold: .seconds(600), rolledAhead: nil)
+        h.advance(by: Supervisor.reservationInterval)
+        let baseline = try #require(h.supervisor.memoryMonitor.heldReservation?.baseline)
+        let state = try JSONDecoder().decode(
+            UpgradeState.self, from: JSONEncoder().encode(h.supervisor.upgradeState(controlFD: -1, clientFD: nil)))
+        let next = try harness()
+        // The build has 100 MiB by the time the new image samples.
+        next.host.fakeMemory.host = Self.readings(available: 500 * Self.mib)
+        next.supervisor.resumeCarried(state)
+        #expect(next.supervisor.memoryMonitor.heldReservation?.baseline == baseline)
+        next.advance(by: Supervisor.reservationInterval)
+        #expect(next.supervisor.reservationReport()?.triggerBytes.map { $0 < 20 * Self.mib } == true, "the tooling's 100 MiB are counted as spent")
     }
 }

@@ -28,6 +28,12 @@ public struct Reservation: Sendable, Equatable {
         public var available: Int64
         /// The workers' memory (their trees' RSS, every worker's), in bytes.
         public var workers: UInt64
+
+        /// Creates a baseline.
+        public init(available: Int64, workers: UInt64) {
+            self.available = available
+            self.workers = workers
+        }
     }
 
     /// The hold when `--hold` is not given: long enough for a CI build step between
