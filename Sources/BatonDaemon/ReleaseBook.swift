@@ -38,6 +38,9 @@ final class ReleaseBook {
     private var runningEntry: HistoryEntry?
     /// Why the removed state directory cannot be made again, said once until it changes.
     private var restoreTrouble: String?
+    /// Whether `state` is in release.json (loaded from it, or committed): then a release.json
+    /// removed from under baton is written back.
+    private var persisted = false
     /// The problem line of history that could not be written, while it could not.
     private var historyProblem: String?
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
@@ -81,6 +84,7 @@ final class ReleaseBook {
             if let saved = try store.loadReleaseState() {
                 if releaseExists(saved.current.directory) {
                     state = saved
+                    persisted = true
                     logger.info("release from the state directory", metadata: ["release": .string(saved.current.directory)])
                 } else {
                     state = ReleaseState(current: fallback, previous: saved.previous)
@@ -134,6 +138,7 @@ final class ReleaseBook {
             switch result {
             case .success:
                 self.state = state
+                persisted = true
                 if !problems.isEmpty {
                     logger.info("release state persisted: the state directory's earlier problems are resolved")
                     problems.removeAll()
@@ -295,7 +300,10 @@ final class ReleaseBook {
     /// took the directory meanwhile keeps it: this one stops writing there (deploys cannot be
     /// committed) and says so. Until then, every write failed and a restart lost the release.
     func restoreIfGone(reopen: () throws(DirectoryError) -> any ReleaseStore, on loop: EventLoop) {
-        guard let lost = store, lost.lockLost() else { return }
+        guard let lost = store, lost.lockLost() else {
+            writeBackReleaseStateIfRemoved(on: loop)
+            return
+        }
         let fresh: any ReleaseStore
         do {
             fresh = try reopen()
@@ -332,6 +340,22 @@ final class ReleaseBook {
                 logger.warning("state directory \(directory) (or its lock) was removed while baton ran: made it again and wrote back \(what)")
             case .failure(let error):
                 recordUnwritable(error)
+            }
+        }
+    }
+
+    /// release.json alone removed (a re-audit: a restart then came up on `[app] directory`, and
+    /// the previous release was lost): the state baton runs is written back.
+    private func writeBackReleaseStateIfRemoved(on loop: EventLoop) {
+        guard persisted, let store, !store.hasReleaseState() else { return }
+        persisted = false  // until written: one write at a time
+        let state = state
+        loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
+            switch result {
+            case .success:
+                persisted = true
+                logger.warning("\(directory)/release.json was removed while baton ran: wrote back the current release \(state.current.directory)")
+            case .failure(let error): recordUnwritable(error)
             }
         }
     }

@@ -37,6 +37,8 @@ protocol ReleaseStore: Sendable {
     func lockLost() -> Bool
     /// Lets go of the lock (the store is replaced).
     func unlock()
+    /// Whether a release state is persisted (release.json is there).
+    func hasReleaseState() -> Bool
 }
 
 extension ReleaseStore {

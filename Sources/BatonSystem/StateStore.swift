@@ -91,6 +91,9 @@ public struct StateStore: Sendable {
         removeStaleTemporaries()
     }
 
+    /// Whether release.json is there.
+    public func hasReleaseState() -> Bool { access(directory + "/release.json", F_OK) == 0 }
+
     /// Closes the lock's descriptor (the directory it was taken in was removed, or replaced).
     public func unlock() {
         lockFD.fd.withLock { fd in

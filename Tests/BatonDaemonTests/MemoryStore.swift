@@ -85,6 +85,9 @@ final class MemoryStore: ReleaseStore {
         removed.withLock { $0 = true }
     }
     func lockLost() -> Bool { removed.withLock { $0 } }
+    func hasReleaseState() -> Bool { releaseState != nil }
+    /// What `rm release.json` does.
+    func removeReleaseState() { contents.withLock { $0.releaseState = nil } }
     func unlock() {}
     /// Opened again (the supervisor made the directory again).
     func reopen() { removed.withLock { $0 = false } }

@@ -48,4 +48,24 @@ import Testing
         #expect(h.host.store.releaseState == nil)
         #expect(h.supervisor.slots[0].current?.spec.release == h.initialRelease)
     }
+
+    /// A re-audit: release.json alone removed while baton ran was not noticed; a restart came up
+    /// on `[app] directory` and the previous release was lost.
+    @Test func aRemovedReleaseStateIsWrittenBack() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.host.store.removeReleaseState()
+        h.supervisor.checkRuntimeFiles()
+        h.settle()
+        #expect(h.host.store.releaseState == nil, "nothing was persisted yet: [app] directory stays a fallback")
+        let r1 = h.makeRelease("r1")
+        let client = h.deploy(r1)
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        h.host.store.removeReleaseState()
+        h.supervisor.checkRuntimeFiles()
+        h.settle()
+        let state = try #require(h.host.store.releaseState)
+        #expect(state.current.directory == r1 && state.previous?.directory == h.initialRelease)
+    }
 }

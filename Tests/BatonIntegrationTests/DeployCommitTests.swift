@@ -197,6 +197,12 @@ extension SecondIntegration {
             defer { second.stop() }
             #expect(try second.status().release == r2)
             #expect(try second.cli(["rollback"]).code == 0, "its previous release came back too")
+            // release.json alone removed (a re-audit: not noticed, and a restart lost the release).
+            unlink(first.directory + "/state/release.json")
+            #expect(
+                second.process.waitForLine(containing: "release.json was removed while baton ran: wrote back the current release", timeout: .seconds(20)) != nil
+            )
+            #expect(Self.savedState(second).contains(second.releaseDirectory))
         }
 
         @Test("a truncated release.json: ERROR, status says state unreadable, kept as .corrupt, not replaced until a deploy succeeds")
