@@ -21,9 +21,9 @@ final class ReleaseBook {
     /// Recent operations, oldest first.
     private(set) var history: [HistoryEntry] = []
     /// History lines the state directory did not take yet, oldest first.
-    private var unwrittenHistory: [HistoryEntry] = []
+    var unwrittenHistory: [HistoryEntry] = []
     /// Whose record `deploy.json` holds, when baton knows it holds one.
-    private enum DeployRecord {
+    enum DeployRecord {
         /// The previous baton's unfinished operation: its history line is among the unwritten
         /// ones, and the record is removed only once that line is written (a crash audit: a baton
         /// killed again while the disk was full lost the deploy from history).
@@ -33,14 +33,14 @@ final class ReleaseBook {
         /// previous baton's record, whose line was not written yet).
         case runningOperation
     }
-    private var deployRecord: DeployRecord?
+    var deployRecord: DeployRecord?
     /// The running operation's record (``beginOperation(_:)``), to write again with the rest.
-    private var runningEntry: HistoryEntry?
+    var runningEntry: HistoryEntry?
     /// Why the removed state directory cannot be made again, said once until it changes.
-    private var restoreTrouble: String?
+    var restoreTrouble: String?
     /// Whether `state` is in release.json (loaded from it, or committed): then a release.json
     /// removed from under baton is written back.
-    private var persisted = false
+    var persisted = false
     /// The problem line of history that could not be written, while it could not.
     private var historyProblem: String?
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
@@ -56,8 +56,8 @@ final class ReleaseBook {
     /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
     private(set) var deploysByOutcome: [OperationOutcome: Int] = [:]
     /// The state directory, once opened.
-    private var store: (any ReleaseStore)?
-    private let logger: Logger
+    var store: (any ReleaseStore)?
+    let logger: Logger
 
     /// A book on `directory` that serves `fallback` until the persisted state is loaded.
     init(directory: String, fallback: Release, logger: Logger) {
@@ -110,7 +110,7 @@ final class ReleaseBook {
     }
 
     /// The state directory refused a write (`error`): deploys cannot be committed.
-    private func recordUnwritable(_ error: any Error, atStartUp: Bool = false) {
+    func recordUnwritable(_ error: any Error, atStartUp: Bool = false) {
         let line = "state directory \(directory) not writable (\(error)): deploys cannot be committed"
         if atStartUp { startUpProblem = line }
         recordProblem(line)
@@ -291,73 +291,6 @@ final class ReleaseBook {
         entry.outcome = .succeeded
         entry.detail = "committed; baton exited before it finished"
         append(entry)
-    }
-
-    /// The state directory removed while baton runs (`rm -rf`, a clean-up of /var/lib) is made
-    /// again through `reopen` (which takes its lock), and what baton knows is written back: the
-    /// current and previous release, the folders it deployed, history and the running
-    /// operation's record, so that a restart comes up on the same release. Another baton that
-    /// took the directory meanwhile keeps it: this one stops writing there (deploys cannot be
-    /// committed) and says so. Until then, every write failed and a restart lost the release.
-    func restoreIfGone(reopen: () throws(DirectoryError) -> any ReleaseStore, on loop: EventLoop) {
-        guard let lost = store, lost.lockLost() else {
-            writeBackReleaseStateIfRemoved(on: loop)
-            return
-        }
-        let fresh: any ReleaseStore
-        do {
-            fresh = try reopen()
-        } catch {
-            let line = "state directory \(directory) was removed or replaced while baton ran and cannot be made again (\(error)): deploys cannot be committed"
-            if case .inUse = error.reason {
-                lost.unlock()
-                store = nil
-            }
-            if line != restoreTrouble { recordProblem(line) }
-            restoreTrouble = line
-            return
-        }
-        restoreTrouble = nil
-        lost.unlock()
-        store = fresh
-        let (state, deployed, history, running) = (state, deployed, history, runningEntry)
-        loop.offload(
-            on: Self.writer,
-            {
-                Result<Void, any Error> {
-                    try fresh.save(state)
-                    try fresh.saveDeployedReleases(deployed)
-                    try fresh.append(history)
-                    if let running { try fresh.beginDeploy(running) }
-                }
-            }
-        ) { [self] result in
-            switch result {
-            case .success:
-                unwrittenHistory.removeAll { line in history.contains { $0.startedAt == line.startedAt && $0.kind == line.kind } }
-                if deployRecord == .previousBaton { deployRecord = nil }
-                let what = "the current release \(state.current.directory), \(history.count) history line(s) and \(deployed.count) deployed folder(s)"
-                logger.warning("state directory \(directory) (or its lock) was removed while baton ran: made it again and wrote back \(what)")
-            case .failure(let error):
-                recordUnwritable(error)
-            }
-        }
-    }
-
-    /// release.json alone removed (a re-audit: a restart then came up on `[app] directory`, and
-    /// the previous release was lost): the state baton runs is written back.
-    private func writeBackReleaseStateIfRemoved(on loop: EventLoop) {
-        guard persisted, let store, !store.hasReleaseState() else { return }
-        persisted = false  // until written: one write at a time
-        let state = state
-        loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
-            switch result {
-            case .success:
-                persisted = true
-                logger.warning("\(directory)/release.json was removed while baton ran: wrote back the current release \(state.current.directory)")
-            case .failure(let error): recordUnwritable(error)
-            }
-        }
     }
 
     // MARK: - Retention

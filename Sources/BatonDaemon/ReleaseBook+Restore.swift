@@ -1,0 +1,74 @@
+import BatonCore
+import BatonSystem
+import Logging
+
+/// The state directory, or its release.json, removed or replaced from under a running baton:
+/// what the release book knows is written back (looked at with the runtime files, every 5 s).
+extension ReleaseBook {
+    /// The state directory removed while baton runs (`rm -rf`, a clean-up of /var/lib) is made
+    /// again through `reopen` (which takes its lock), and what baton knows is written back: the
+    /// current and previous release, the folders it deployed, history and the running
+    /// operation's record, so that a restart comes up on the same release. Another baton that
+    /// took the directory meanwhile keeps it: this one stops writing there (deploys cannot be
+    /// committed) and says so. Until then, every write failed and a restart lost the release.
+    func restoreIfGone(reopen: () throws(DirectoryError) -> any ReleaseStore, on loop: EventLoop) {
+        guard let lost = store, lost.lockLost() else {
+            writeBackReleaseStateIfRemoved(on: loop)
+            return
+        }
+        let fresh: any ReleaseStore
+        do {
+            fresh = try reopen()
+        } catch {
+            let line = "state directory \(directory) was removed or replaced while baton ran and cannot be made again (\(error)): deploys cannot be committed"
+            if case .inUse = error.reason {
+                lost.unlock()
+                store = nil
+            }
+            if line != restoreTrouble { recordProblem(line) }
+            restoreTrouble = line
+            return
+        }
+        restoreTrouble = nil
+        lost.unlock()
+        store = fresh
+        let (state, deployed, history, running) = (state, deployed, history, runningEntry)
+        loop.offload(
+            on: Self.writer,
+            {
+                Result<Void, any Error> {
+                    try fresh.save(state)
+                    try fresh.saveDeployedReleases(deployed)
+                    try fresh.append(history)
+                    if let running { try fresh.beginDeploy(running) }
+                }
+            }
+        ) { [self] result in
+            switch result {
+            case .success:
+                unwrittenHistory.removeAll { line in history.contains { $0.startedAt == line.startedAt && $0.kind == line.kind } }
+                if deployRecord == .previousBaton { deployRecord = nil }
+                let what = "the current release \(state.current.directory), \(history.count) history line(s) and \(deployed.count) deployed folder(s)"
+                logger.warning("state directory \(directory) (or its lock) was removed while baton ran: made it again and wrote back \(what)")
+            case .failure(let error):
+                recordUnwritable(error)
+            }
+        }
+    }
+
+    /// release.json alone removed (a re-audit: a restart then came up on `[app] directory`, and
+    /// the previous release was lost): the state baton runs is written back.
+    private func writeBackReleaseStateIfRemoved(on loop: EventLoop) {
+        guard persisted, let store, !store.hasReleaseState() else { return }
+        persisted = false  // until written: one write at a time
+        let state = state
+        loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
+            switch result {
+            case .success:
+                persisted = true
+                logger.warning("\(directory)/release.json was removed while baton ran: wrote back the current release \(state.current.directory)")
+            case .failure(let error): recordUnwritable(error)
+            }
+        }
+    }
+}
