@@ -187,9 +187,9 @@ extension Supervisor {
             if moldMode, let problem = newMoldProblem(release: op.target!.directory) {
                 throw DaemonError("its mold does not fit: \(problem); free memory first (baton preflight --roll-ahead)")
             }
-            // The most bloated workers go first: their memory comes back first.
-            order = slotsByGrowth()
         }
+        // The most bloated first (their memory comes back first): a deploy's, rollback's or reload's canary.
+        if op.kind.hasCanary { order = slotsByGrowth() }
         // A limits re-audit (7 of 7): with idle control clients holding descriptors, a replace
         // drained a worker, could not start its successor nor the old release again, and left
         // the slot empty (degraded). A start that cannot happen even after a drain changes nothing.

@@ -48,4 +48,23 @@ import Testing
         for pid in old.dropFirst() { #expect(h.host.child(pid)?.signals.isEmpty == true) }
         #expect(h.allReady)
     }
+
+    /// The README's canary is the slot whose worker grew most: a reload took slot 0 whatever
+    /// had grown (a headline audit saw slot 0 chosen while slot 3 had grown most).
+    @Test func theCanaryIsTheSlotThatGrewMost() throws {
+        let h = try DaemonHarness(workers: 3) { $0.deploy.maxSurge = 3 }
+        h.host.fakeMemory.worker = MemorySample(rss: 60 << 20, pss: 40 << 20, uss: 30 << 20, shared: 10 << 20)
+        try h.start()
+        let grown = try #require(h.supervisor.slots[2].current)
+        let fresh = try #require(grown.ussAtReady)
+        h.host.fakeMemory.setTree(MemorySample(rss: 2 * fresh + (64 << 20), pss: fresh + (32 << 20), uss: fresh + (32 << 20)), of: grown.pid)
+        var config = h.supervisor.config
+        config.app.environment.append(EnvVar(name: "FEATURE", value: "on"))
+        let changed = config
+        h.supervisor.options.reloadConfig = { changed }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(client.progress.first?.hasSuffix(", canary slot 2") == true, "\(client.progress)")
+        #expect(client.reply?.ok == true)
+    }
 }
