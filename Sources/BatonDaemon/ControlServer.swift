@@ -201,10 +201,7 @@ final class ControlServer {
             connection.groups = CBatonLinuxShim.peerGroups(client)
             let peerPolicy = ControlPolicy.Peer(uid: peer.uid, groups: [peer.gid] + connection.groups)
             if let refusal = policy.connectRefusal(from: peerPolicy).map({ (message: $0, code: Int32?.none) }) ?? roomRefusal(for: peer.uid) {
-                if let held = connectRefusals.admit(now: loop.now()) {
-                    let more = held > 0 ? " (\(held) more refused since the last line)" : ""
-                    logger.warning("control: connection refused for uid \(peer.uid): \(refusal.message)\(more)")
-                }
+                warn("control: connection refused for uid \(peer.uid): \(refusal.message)", metadata: nil, throttle: &connectRefusals)
                 // The reply fits an empty socket buffer: one non-blocking send. It stays
                 // readable after the close even if the client's request never arrives (its
                 // send then fails with EPIPE; the CLI reads on).
@@ -228,7 +225,7 @@ final class ControlServer {
     /// nil: `maxConnections` at once, `reservedForRoot` more for root and baton's uid, at most
     /// `maxPerPeer` of any other uid.
     private func roomRefusal(for uid: uid_t) -> (message: String, code: Int32?)? {
-        let privileged = uid == 0 || uid == geteuid()
+        let privileged = policy.isPrivileged(uid)
         if !privileged, connections.values.count(where: { $0.peer?.uid == uid }) >= Self.maxPerPeer {
             return ("too many control connections of uid \(uid) (\(Self.maxPerPeer) open); try again later", 3)
         }
@@ -239,10 +236,19 @@ final class ControlServer {
     /// A refused or rejected request's WARN line: root's and baton's own uid's each, anyone
     /// else's at most one per 10 s, with how many were held back.
     func warnRefused(_ text: String, uid: uid_t?) {
-        let privileged = uid == 0 || uid == geteuid()
-        guard let held = privileged ? 0 : requestRefusals.admit(now: loop.now()) else { return }
+        let metadata: Logger.Metadata = ["peer_uid": .stringConvertible(uid ?? 0)]
+        if let uid, policy.isPrivileged(uid) {
+            logger.warning("\(text)", metadata: metadata)
+        } else {
+            warn(text, metadata: metadata, throttle: &requestRefusals)
+        }
+    }
+
+    /// `text` as a WARN line if `throttle` lets it through, with how many it held back.
+    private func warn(_ text: String, metadata: Logger.Metadata?, throttle: inout WarningThrottle) {
+        guard let held = throttle.admit(now: loop.now()) else { return }
         let more = held > 0 ? " (\(held) more refused since the last line)" : ""
-        logger.warning("\(text)\(more)", metadata: ["peer_uid": .stringConvertible(uid ?? 0)])
+        logger.warning("\(text)\(more)", metadata: metadata)
     }
 
     /// Why the peer may not run `request` (`ControlPolicy`), or nil when it may.

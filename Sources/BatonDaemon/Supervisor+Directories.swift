@@ -35,9 +35,20 @@ extension Supervisor {
     /// not bind): what it made under the runtime directory goes, as at a stop. An audit found
     /// an empty `notify` folder left by a `serve` that exited 1 on `Address already in use`.
     func removeRuntimeFilesIfNothingRuns() {
-        guard slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty else { return }
+        guard nothingRuns else { return }
         control?.close()
-        listeners.removeAll()  // closes them
+        removeOwnListeningFiles()
+    }
+
+    /// No worker, orphan of a dead baton, or mold runs.
+    var nothingRuns: Bool { slots.allSatisfy({ $0.workers.isEmpty }) && takeOver.orphans.isEmpty && moldBook.molds.isEmpty }
+
+    /// Closes the listening sockets (the supervisor owns them) and removes what baton made for
+    /// itself: the unix sockets it bound and kept (a socket unit's path, or one in systemd's FD
+    /// store, must outlive this process) and the notify folder, if baton made it (every notify
+    /// socket went with its worker).
+    func removeOwnListeningFiles() {
+        listeners.removeAll()
         for path in ownedUnixPaths { unlink(path) }
         if createdNotifyDirectory { rmdir(notifyDirectory) }
     }

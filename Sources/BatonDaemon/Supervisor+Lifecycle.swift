@@ -84,18 +84,11 @@ extension Supervisor {
     }
 
     func finishShutdownIfDone() {
-        guard !stopFinished, phase == .stopping, slots.allSatisfy({ $0.workers.isEmpty }), takeOver.orphans.isEmpty, moldBook.molds.isEmpty,
-            committingOperation == nil
-        else { return }
+        guard !stopFinished, phase == .stopping, nothingRuns, committingOperation == nil else { return }
         stopFinished = true
         killEscapedChildren()
-        listeners.removeAll()  // closes them: the supervisor was their owner
-        // Only paths baton bound and kept for itself: a socket unit's path,
-        // or one in systemd's FD store, must outlive this process.
-        for path in ownedUnixPaths { unlink(path) }
+        removeOwnListeningFiles()
         forgetInstance()
-        // Every notify socket went with its worker; the directory goes only if baton made it.
-        if createdNotifyDirectory { rmdir(notifyDirectory) }
         releases.writeHistoryAtStop()
         logger.info("stopped")
         loop.stop()

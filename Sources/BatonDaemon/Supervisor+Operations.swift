@@ -86,7 +86,7 @@ extension Supervisor {
             }
             // A newline or an escape in the path would split or colour every line that names it
             // (status, history, the deploy's own lines: a layout audit).
-            guard !directory.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            guard !ControlProtocol.hasControls(directory) else {
                 throw DaemonError(
                     "release \"\(ControlProtocol.withControlsShown(directory))\" has a control character in its path (shown as ?): rename the folder")
             }

@@ -98,13 +98,7 @@ extension Supervisor {
     /// Removes the notify sockets a dead baton left (`WorkerContract.notifySocketName`, or
     /// decimal from an older baton; sockets only): nothing else in the directory is touched.
     private func removeNotifySockets(of pid: pid_t) {
-        let suffixes = ["-\(String(pid, radix: 36)).sock", "-\(pid).sock"]
-        let doomed = (Filesystem.entryNames(of: notifyDirectory) ?? []).filter { name in
-            guard name.hasPrefix("w"), let suffix = suffixes.first(where: { name.hasSuffix($0) }) else { return false }
-            let middle = name.dropFirst().dropLast(suffix.count).split(separator: "-", omittingEmptySubsequences: false)
-            return middle.count == 2
-                && middle.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isNumber || $0.isLowercase) } })
-        }
+        let doomed = (Filesystem.entryNames(of: notifyDirectory) ?? []).filter { WorkerContract.isNotifySocketName($0, batonPID: pid) }
         for name in doomed {
             let path = notifyDirectory + "/" + name
             var st = stat()

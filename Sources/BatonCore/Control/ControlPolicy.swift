@@ -37,10 +37,13 @@ public struct ControlPolicy: Sendable {
         self.workerUID = workerUID
     }
 
+    /// Whether `uid` is root or baton's own: it may run every verb.
+    public func isPrivileged(_ uid: UInt32) -> Bool { uid == 0 || uid == daemonUID }
+
     /// The one-line refusal of a peer that may run no request at all (told at connect: with a
     /// `read_group` the socket is open to every user), or nil.
     public func connectRefusal(from peer: Peer) -> String? {
-        if peer.uid == 0 || peer.uid == daemonUID { return nil }
+        if isPrivileged(peer.uid) { return nil }
         let groups = Set(peer.groups)
         if [controlGroup, readGroup].contains(where: { $0.map(groups.contains) == true }) { return nil }
         return "permission denied: uid \(peer.uid) is not root, baton's user, or in the control group"
@@ -49,7 +52,7 @@ public struct ControlPolicy: Sendable {
 
     /// The one-line refusal for `request` from `peer`, or nil when allowed.
     public func refusal(_ request: ControlRequest, from peer: Peer) -> String? {
-        if peer.uid == 0 || peer.uid == daemonUID { return nil }
+        if isPrivileged(peer.uid) { return nil }
         let groups = Set(peer.groups)
         if let g = controlGroup, groups.contains(g) {
             if request.command == .upgrade {

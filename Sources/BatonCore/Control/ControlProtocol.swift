@@ -35,8 +35,13 @@ public enum ControlProtocol {
     /// `s` whole, each control character (C0, DEL, C1) shown as `?`: a path in a line that must
     /// stay one line and leave the terminal alone (a release refused for one, a folder listed).
     public static func withControlsShown(_ s: String) -> String {
-        String(String.UnicodeScalarView(s.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : $0 }))
+        String(String.UnicodeScalarView(s.unicodeScalars.map { isControl($0) ? "?" : $0 }))
     }
+
+    /// Whether `s` holds a control character (C0, DEL, C1): what ``withControlsShown(_:)`` shows as `?`.
+    public static func hasControls(_ s: String) -> Bool { s.unicodeScalars.contains(where: isControl) }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool { scalar.properties.generalCategory == .control }
 
     /// A client-supplied string made safe for a one-line message: control
     /// characters become '?', and it is cut at 64 characters.

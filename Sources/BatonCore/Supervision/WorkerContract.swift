@@ -23,6 +23,16 @@ public enum WorkerContract {
         "w\(slot)-\(String(generation, radix: 36))-\(String(batonPID, radix: 36)).sock"
     }
 
+    /// Whether `name` is a worker's notify socket of the baton of pid `batonPID`, as
+    /// ``notifySocketName(slot:generation:batonPID:)`` names it, or in decimal as an older
+    /// baton did (`w3-12-4711.sock`): what a take-over removes of a dead baton's.
+    public static func isNotifySocketName(_ name: String, batonPID: Int32) -> Bool {
+        let suffixes = ["-\(String(batonPID, radix: 36)).sock", "-\(batonPID).sock"]
+        guard name.hasPrefix("w"), let suffix = suffixes.first(where: { name.hasSuffix($0) }) else { return false }
+        let middle = name.dropFirst().dropLast(suffix.count).split(separator: "-", omittingEmptySubsequences: false)
+        return middle.count == 2 && middle.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isNumber || $0.isLowercase) } })
+    }
+
     /// A mold's notify socket's file name (`mold-…`, counted as for workers).
     public static func moldSocketName(started: Int, batonPID: Int32) -> String {
         "mold-\(String(started, radix: 36))-\(String(batonPID, radix: 36)).sock"
