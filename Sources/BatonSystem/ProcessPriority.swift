@@ -1,4 +1,5 @@
 import BatonCore
+import CBatonLinux
 import Glibc
 
 /// CPU priority and CPU time of a worker's process tree, from /proc.
@@ -19,15 +20,13 @@ public enum ProcessPriority {
         return value == -1 && errno != 0 ? 0 : value
     }
 
-    /// Whether baton may lower a nice value back (root, or an RLIMIT_NICE that allows
-    /// `nice`): raising a worker's nice value it could not undo would leave it slow for good.
+    /// Whether baton may lower a nice value back to `nice` (CAP_SYS_NICE in the initial user
+    /// namespace, or an RLIMIT_NICE that allows it): raising a worker's nice value it could not
+    /// undo would leave it slow for good. Tried, not inferred: a pid-1 audit found root without
+    /// CAP_SYS_NICE (a default container) and root of a user namespace (rootless) taken for
+    /// able, and every serving worker left at its boot nice value.
     public static func canLower(to nice: Int32) -> Bool {
-        if geteuid() == 0 { return true }
-        var limit = rlimit()
-        // RLIMIT_NICE (13 on Linux) is a macro Swift does not import.
-        guard getrlimit(__rlimit_resource_t(13), &limit) == 0 else { return false }
-        // RLIMIT_NICE is 20 - nice: a ceiling of 20 allows nice 0.
-        return limit.rlim_cur == rlim_t.max || Int64(limit.rlim_cur) >= 20 - Int64(nice)
+        CBatonLinux_may_lower_nice(nice) == 1
     }
 
     /// Sets every thread of every process in the tree rooted at `root` to `nice`; returns how

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -22,6 +23,32 @@
 int CBatonLinux_errno(void) { return errno; }
 
 int CBatonLinux_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+struct nice_probe { int target; int result; };
+
+static void *probe_lowering(void *arg) {
+    struct nice_probe *probe = arg;
+    id_t tid = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int now = getpriority(PRIO_PROCESS, tid);
+    if (now == -1 && errno != 0) return NULL;
+    int above = (now > probe->target ? now : probe->target) + 1;
+    if (above > 19) {  // nothing is nicer than 19: no boot could be raised above the target
+        probe->result = 1;
+        return NULL;
+    }
+    if (setpriority(PRIO_PROCESS, tid, above) != 0) return NULL;
+    probe->result = setpriority(PRIO_PROCESS, tid, probe->target) == 0 ? 1 : 0;
+    return NULL;
+}
+
+int CBatonLinux_may_lower_nice(int nice) {
+    struct nice_probe probe = { nice, -1 };
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, probe_lowering, &probe) != 0) return -1;
+    pthread_join(thread, NULL);
+    return probe.result;
+}
 
 static void fill_set(sigset_t *set, const int *signals, int count) {
     sigemptyset(set);

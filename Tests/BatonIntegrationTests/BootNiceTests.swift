@@ -61,6 +61,22 @@ extension SecondIntegration {
             }
         }
 
+        /// A pid-1 audit: root without CAP_SYS_NICE (a default container) was taken for able to
+        /// give the priority back, and both serving workers stayed at nice 10 for good.
+        @Test("root without CAP_SYS_NICE: boot_nice is ignored, said once, and workers serve at baton's priority")
+        func rootWithoutSysNice() throws {
+            let baton = try BatonHarness(
+                workers: 2, sections: Self.sections(10), tag: "bnr",
+                wrapper: ["/usr/bin/setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--"])
+            defer { baton.stop() }
+            let own = try #require(ProcessPriority.nice(of: baton.process.pid))
+            #expect(baton.process.waitForLine(containing: "boot_nice = 10 ignored", timeout: .seconds(5)) != nil)
+            for worker in try baton.status().workers {
+                let nices = Self.treeNice(worker.pid)
+                #expect(!nices.isEmpty && nices.allSatisfy { $0 == own }, "worker \(worker.pid): \(nices), baton \(own)")
+            }
+        }
+
         @Test("boot_nice outside 0...19 is a config error naming the key (exit 2)", arguments: ["20", "-1", "\"10\""])
         func outOfRange(value: String) throws {
             let directory = TestPaths.temporaryDirectory("bnc")

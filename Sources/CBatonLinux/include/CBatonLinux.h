@@ -100,6 +100,12 @@ pid_t CBatonLinux_reap(pid_t pid, int *code, int *status);
 
 int CBatonLinux_set_child_subreaper(void);
 
+/// Whether this process may lower a thread's nice value to `nice` (CAP_SYS_NICE in the initial
+/// user namespace, or an RLIMIT_NICE that allows it): tried on a thread made for the purpose,
+/// which raises its own nice value above `nice` and sets it back. 1 yes, 0 no, -1 the probe
+/// could not run.
+int CBatonLinux_may_lower_nice(int nice);
+
 /// Blocks the given signals in the calling thread (threads created later
 /// inherit the mask) and returns a non-blocking CLOEXEC signalfd for them.
 int CBatonLinux_signalfd(const int *signals, int count);
