@@ -24,6 +24,20 @@ public enum ProcFS {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Why /proc cannot be baton's view of its processes, or nil: not mounted, or the /proc of
+    /// another pid namespace (`unshare --pid --fork` without `--mount-proc`), where every pid
+    /// baton knows names another process. A pid-1 audit: status listed 17 host processes as
+    /// strays, workers measured 0 B, and the stop sent SIGKILL to each of those pids.
+    public static func ownNamespaceProblem() -> String? {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/self", &buffer, buffer.count - 1)
+        guard n > 0 else { return "/proc is not mounted (\(SystemError("readlink", subject: "/proc/self"))): baton reads its processes there" }
+        let seen = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard seen != String(getpid()) else { return nil }
+        return
+            "/proc is another pid namespace's (it shows baton as pid \(seen), baton is pid \(getpid())): mount a /proc of baton's own (unshare --mount-proc, a container's /proc)"
+    }
+
     /// Direct children of `pid` (over all its threads).
     public static func children(of pid: pid_t) -> [pid_t] {
         var result: [pid_t] = []

@@ -40,6 +40,7 @@ func executablePath() -> String {
 /// Runs the supervisor on this (main) thread until SIGTERM.
 func runSupervisor(config: BatonConfig, configPath: String?, resume: Int32?, reload: (@Sendable () throws -> BatonConfig)?) throws {
     BatonLogHandler.bootstrap()
+    if let problem = ProcFS.ownNamespaceProblem() { throw BatonExit(code: BatonExitCode.usage, message: problem) }
     // Descriptors for every worker and client; the workers get the soft limit baton got.
     DescriptorLimit.raise()
     let options = Supervisor.Options(

@@ -200,6 +200,22 @@ extension Integration {
             #expect(access(directory + "/web.sock", F_OK) != 0, "the unix listener bound before the failure is left")
         }
 
+        /// A pid-1 audit: `unshare --pid --fork` without `--mount-proc` left baton reading the
+        /// host's /proc: 17 host processes listed as strays (and sent SIGKILL at stop), workers
+        /// measured at 0 B.
+        @Test("serve in a pid namespace whose /proc is the host's exits 2 naming the cause, starting nothing")
+        func procOfAnotherPidNamespace() throws {
+            let directory = TestPaths.temporaryDirectory("dir-pidns")
+            defer { TestPaths.remove(directory) }
+            let path = Self.writeConfig(in: directory, controlSocket: directory + "/run/control.sock")
+            let result = try TestProcess.run(
+                ["/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--", TestPaths.executable("baton"), "serve", "--config", path], timeout: .seconds(20))
+            #expect(result.code == 2, "exit \(result.code): \(result.stderr)")
+            #expect(result.stderr.contains("/proc is another pid namespace's (it shows baton as pid "), "\(result.stderr)")
+            #expect(result.stderr.contains("baton is pid 1)"), "\(result.stderr)")
+            #expect(!result.stderr.contains("worker started"), "\(result.stderr)")
+        }
+
         /// A re-audit (3 of 3): a second baton started within the seconds after `rm -rf` of the
         /// first one's state directory made it again and locked it; the first never noticed
         /// (the directory existed at its check) and both committed into it.
