@@ -92,15 +92,16 @@ extension Supervisor {
     /// a mold) started that left its process group (`setsid`, `setpgid`) and were handed to
     /// baton, the subreaper, when their parent exited. The group signals that stop a worker
     /// miss them; left alone they would outlive baton holding the listening sockets, and the
-    /// next `baton serve` would fail on "Address already in use".
+    /// next `baton serve` would fail on "Address already in use". One still in the group of a
+    /// live worker, probe (a dying one's included) or mold is not: it dies with that group (a
+    /// pid-1 audit: an orphan that never left its worker's group was listed as a stray, and a
+    /// deploy's last line counted 4 where 2 had called `setsid`).
     func escapedChildren() -> [pid_t] {
         let known = supervisedPIDs
-        // A dying probe's children die with its group.
-        let dying = Set(dyingProbes.map(\.pid))
         return SelfReapedChildren.withRegistered { others in
             host.processes.children(of: getpid()).filter { pid in
-                !known.contains(pid) && !others.contains(pid) && host.processes.startTime(of: pid) != nil
-                    && (dying.isEmpty || !dying.contains(host.processes.processGroup(of: pid) ?? -1))
+                guard !known.contains(pid), !others.contains(pid), host.processes.startTime(of: pid) != nil else { return false }
+                return host.processes.processGroup(of: pid).map { !known.contains($0) } ?? true
             }
         }
     }

@@ -101,6 +101,21 @@ import Testing
         #expect(status.table(now: 0).contains("strays: pid 7777777 (left their workers' process groups; not supervised, killed when baton stops)"))
     }
 
+    /// A pid-1 audit: an orphan handed to baton that never left its worker's process group
+    /// (it dies with that group) was listed as a stray that left it.
+    @Test func anOrphanInItsWorkersGroupIsNoStray() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current?.pid)
+        let (inGroup, escaped): (pid_t, pid_t) = (7_777_777, 7_777_778)
+        h.host.fakeProcesses.setChildren([inGroup, escaped], of: getpid())
+        h.host.fakeProcesses.setStartTime(42, of: inGroup)
+        h.host.fakeProcesses.setStartTime(43, of: escaped)
+        h.host.fakeProcesses.setProcessGroup(worker, of: inGroup)
+        h.host.fakeProcesses.setProcessGroup(escaped, of: escaped)
+        #expect(h.supervisor.statusReport(memory: [:]).strays == [escaped])
+    }
+
     /// A hostile-app audit (1 of 1): a deploy said "deploy finished", exit 0, while 5 strays of
     /// the old release (a worker's double-forked daemon keeping the listening socket) answered
     /// 145 of 200 requests; neither its lines nor history named them.
