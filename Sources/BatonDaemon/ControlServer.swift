@@ -193,7 +193,8 @@ final class ControlServer {
     }
 
     private func acceptAll() {
-        while let client = acceptPause.next() {
+        for _ in 0..<AcceptPause.perWakeup {
+            guard let client = acceptPause.next() else { return }
             // Owns the socket from now on: a connection dropped below closes it.
             let connection = ControlConnection(fd: client, server: self)
             guard let peer = CBatonLinuxShim.peerCredentials(client) else { continue }

@@ -73,7 +73,8 @@ final class MetricsServer {
     }
 
     private func acceptAll() {
-        while let client = acceptPause.next() {
+        for _ in 0..<AcceptPause.perWakeup {
+            guard let client = acceptPause.next() else { return }
             // Owns the socket from now on: a scrape refused below closes it when dropped.
             accepted += 1
             let connection = Connection(socket: client, sequence: accepted)
