@@ -140,7 +140,7 @@ extension Supervisor {
             // The write end closes when this block ends: the mold has its copy by then.
             let output = try CBatonLinuxShim.outputPipe()
             let environment = WorkerEnvironment.build(
-                inherited: options.environment, fileVariables: [], configVariables: spec.variables,
+                inherited: options.environment, account: spec.credentials?.account ?? [], fileVariables: [], configVariables: spec.variables,
                 listenerNames: listeners.map(\.name), notifySocket: path,
                 extra: [
                     EnvVar(name: "BATON_SLOT", value: "mold"), EnvVar(name: "BATON_RELEASE", value: spec.release),

@@ -78,7 +78,8 @@ extension Supervisor {
     /// Returns that timer (the readiness probe keeps it with the worker's timers).
     func spawnProbe(_ argv: [String], for worker: Worker) throws -> EventLoop.Token {
         let environment = WorkerEnvironment.build(
-            inherited: options.environment, fileVariables: [], configVariables: worker.spec.variables, listenerNames: [],
+            inherited: options.environment, account: worker.spec.credentials?.account ?? [], fileVariables: [],
+            configVariables: worker.spec.variables, listenerNames: [],
             notifySocket: nil, extra: [EnvVar(name: "BATON_WORKER_PID", value: String(worker.pid))])
         let request = SpawnRequest(argv: argv, environment: environment, directory: worker.spec.directory, credentials: worker.spec.credentials)
         let probe = try host.spawn(request)

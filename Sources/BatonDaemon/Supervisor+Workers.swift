@@ -70,7 +70,7 @@ extension Supervisor {
             // Room for what an orphan writes until the next baton reads it (see WorkerContract).
             CBatonLinuxShim.enlargePipe(output.read.rawValue, to: WorkerContract.outputPipeCapacity)
             let environment = WorkerEnvironment.build(
-                inherited: options.environment, fileVariables: [], configVariables: spec.variables,
+                inherited: options.environment, account: spec.credentials?.account ?? [], fileVariables: [], configVariables: spec.variables,
                 listenerNames: listeners.map(\.name), notifySocket: notifyPath,
                 extra: [EnvVar(name: "BATON_SLOT", value: String(slot)), EnvVar(name: "BATON_RELEASE", value: spec.release)],
                 watchdog: config.readiness.watchdog)

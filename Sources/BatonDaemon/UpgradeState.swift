@@ -19,6 +19,9 @@ struct UpgradeState: Codable {
         var uid: UInt32?
         var gid: UInt32?
         var groups: [UInt32]?
+        /// `Credentials.account` (nil from an older image: its workers' user's passwd entry is
+        /// read again).
+        var account: [EnvVar]?
     }
 
     struct WorkerState: Codable {
@@ -128,11 +131,11 @@ extension UpgradeState.SpecState {
     init(_ spec: WorkerSpec) {
         self.init(
             argv: spec.argv, directory: spec.directory, variables: spec.variables, uid: spec.credentials?.uid,
-            gid: spec.credentials?.gid, groups: spec.credentials?.groups)
+            gid: spec.credentials?.gid, groups: spec.credentials?.groups, account: spec.credentials?.account)
     }
 
     var spec: WorkerSpec {
-        let credentials = uid.map { Credentials(uid: $0, gid: gid ?? 0, groups: groups ?? []) }
+        let credentials = uid.map { Credentials(uid: $0, gid: gid ?? 0, groups: groups ?? [], account: account ?? Accounts.account(uid: $0)) }
         return WorkerSpec(argv: argv, directory: directory, variables: variables, credentials: credentials)
     }
 }

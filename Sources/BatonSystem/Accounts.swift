@@ -1,3 +1,4 @@
+import BatonCore
 import Glibc
 
 /// Users and groups by name (getpwnam_r / getgrnam_r / getgrouplist).
@@ -19,7 +20,24 @@ public enum Accounts {
             groups = [gid_t](repeating: 0, count: Int(count))
             _ = getgrouplist(user, gid, &groups, &count)
         }
-        return Credentials(uid: pw.pw_uid, gid: gid, groups: Array(groups.prefix(Int(max(count, 0)))))
+        return Credentials(uid: pw.pw_uid, gid: gid, groups: Array(groups.prefix(Int(max(count, 0)))), account: account(of: pw))
+    }
+
+    /// HOME, USER, LOGNAME and SHELL of `uid`'s passwd entry (none without one).
+    public static func account(uid: uid_t) -> [EnvVar] {
+        var pw = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwuid_r(uid, &pw, &buffer, buffer.count, &result) == 0, result != nil else { return [] }
+        return account(of: pw)
+    }
+
+    /// HOME, USER, LOGNAME and SHELL (when set) of a passwd entry, as systemd's `User=` gives them.
+    private static func account(of pw: passwd) -> [EnvVar] {
+        let name = String(cString: pw.pw_name)
+        var account = [EnvVar(name: "HOME", value: String(cString: pw.pw_dir)), EnvVar(name: "USER", value: name), EnvVar(name: "LOGNAME", value: name)]
+        if let shell = pw.pw_shell, shell.pointee != 0 { account.append(EnvVar(name: "SHELL", value: String(cString: shell))) }
+        return account
     }
 
     /// A group id by name (or a numeric string).

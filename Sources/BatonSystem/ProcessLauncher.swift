@@ -1,4 +1,5 @@
 import CBatonLinux
+import BatonCore
 import Glibc
 
 /// Everything needed to start one worker (or probe) process.
@@ -66,12 +67,17 @@ public struct Credentials: Sendable, Equatable {
     public var gid: gid_t
     /// Supplementary groups.
     public var groups: [gid_t]
+    /// HOME, USER, LOGNAME and SHELL of the user, from its passwd entry, as systemd's `User=`
+    /// sets them (empty for a uid without one): a contract audit found workers of `[app] user`
+    /// with baton's HOME=/root, and gunicorn failing to make its control socket there.
+    public var account: [EnvVar]
 
     /// Creates credentials.
-    public init(uid: uid_t, gid: gid_t, groups: [gid_t]) {
+    public init(uid: uid_t, gid: gid_t, groups: [gid_t], account: [EnvVar] = []) {
         self.uid = uid
         self.gid = gid
         self.groups = groups
+        self.account = account
     }
 }
 

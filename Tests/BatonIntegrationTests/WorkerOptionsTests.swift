@@ -36,6 +36,10 @@ extension Integration {
             #expect(env.contains("FROM_FILE=file\n"))
             #expect(env.contains("FROM_CONFIG=config\n"))
             #expect(env.contains("SHARED=config wins\n"))
+            // The user's own, as systemd's User= gives (a contract audit: baton's HOME=/root).
+            for line in ["HOME=/nonexistent", "USER=nobody", "LOGNAME=nobody", "SHELL=/usr/sbin/nologin"] {
+                #expect(env.contains(line + "\n"), "\(line) in \(env)")
+            }
         }
 
         /// An operator audit (2 of 2: root to nobody, nobody to daemon): a reload that changed

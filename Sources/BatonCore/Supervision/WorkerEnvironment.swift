@@ -21,9 +21,12 @@ public enum WorkerEnvironment {
 
     /// The environment as "KEY=VALUE" entries; later sources win.
     /// LISTEN_PID (and WATCHDOG_PID) are not included: the spawn path sets them to the child's
-    /// own pid. `watchdog` is the worker watchdog's interval, passed as WATCHDOG_USEC.
+    /// own pid. `watchdog` is the worker watchdog's interval, passed as WATCHDOG_USEC. `account`:
+    /// HOME, USER, LOGNAME and SHELL of `[app] user`, over baton's own (the environment file
+    /// and `[app.environment]` may still set them).
     public static func build(
         inherited: [String],
+        account: [EnvVar] = [],
         fileVariables: [EnvVar],
         configVariables: [EnvVar],
         listenerNames: [String],
@@ -43,6 +46,7 @@ public enum WorkerEnvironment {
             guard !isStripped(name) else { continue }
             set(name, String(entry[entry.index(after: eq)...]))
         }
+        for v in account { set(v.name, v.value) }
         for v in fileVariables { set(v.name, v.value) }
         for v in configVariables { set(v.name, v.value) }
         for v in extra { set(v.name, v.value) }
