@@ -18,7 +18,15 @@ struct OutputLines {
             start = newline + 1
         }
         partial.removeSubrange(..<start)
-        if partial.count > Self.maxLine { flush(emit: emit) }
+        // In pieces of `maxLine` exactly (a logs audit: pieces of up to 16 KiB, a read's worth
+        // past the limit).
+        guard partial.count > Self.maxLine else { return }
+        var piece = partial.startIndex
+        while partial.endIndex - piece > Self.maxLine {
+            emit(partial[piece..<piece + Self.maxLine])
+            piece += Self.maxLine
+        }
+        partial.removeSubrange(..<piece)
     }
 
     /// Emits what is left without a newline (the child's output ended).

@@ -30,40 +30,71 @@ extension OrphanWorker: OutputSource {
 }
 
 extension Supervisor {
-    /// Reads at most `outputBytesPerWakeup` of a child's output, then yields:
-    /// the pipe is level-triggered, so the loop calls back after the other
-    /// descriptors (the control socket, signals, other workers) had their turn.
-    /// Reading until EAGAIN let one worker that prints without pause hold the loop.
+    /// Reads at most `outputBytesPerWakeup` of a child's output, or about `outputLinesPerWakeup`
+    /// lines, then yields: the pipe is level-triggered, so the loop calls back after the other
+    /// descriptors (the control socket, signals, other workers) had their turn. Reading until
+    /// EAGAIN let one worker that prints without pause hold the loop; so did 64 KiB of short
+    /// lines (a logs audit: a worker running `yes` made `baton status` take 0.5-2 s: a line
+    /// costs what its log line costs, and 64 KiB of `y` is 32,768 of them).
     func readOutput(_ source: some OutputSource) {
-        if readAvailable(source, upTo: Self.outputBytesPerWakeup) { closeOutput(source) }
+        if readAvailable(source, upTo: Self.outputBytesPerWakeup, lines: Self.outputLinesPerWakeup) { closeOutput(source) }
     }
 
     /// Bytes of one child's output read per wakeup of the loop (64 KiB).
     static let outputBytesPerWakeup = 64 * 1024
+    /// Lines after which a wakeup reads no more (the read that passes it is logged whole: at
+    /// most `outputReadSize` more lines).
+    static let outputLinesPerWakeup = 512
+    /// One read of a child's output.
+    static let outputReadSize = 4096
+    /// Lines logged of what a gone child's pipe still held: its last ones, after a line that
+    /// says how many were left out (a logs audit: draining the 1 MiB pipe of a worker killed
+    /// while it printed `y` lines held the loop 3.3 s; 4.9 s for an orphan's at a take-over).
+    static let drainLinesLogged = 1000
 
     /// Logs what the pipe still holds, up to `limit` bytes (a process that is gone: the pipe's
     /// whole capacity, whose end holds a crashing worker's error, or an orphan's drain lines
     /// after the gap between the two batons), and the rest of an unfinished line, then closes
-    /// the pipe.
+    /// the pipe. Of more than `drainLinesLogged` lines, the last ones are logged.
     func closeOutput(_ source: some OutputSource, draining limit: Int = 0) {
         guard source.outputFD >= 0 else { return }
-        _ = readAvailable(source, upTo: limit)
-        source.outputLines.flush { emitOutputLine(source, $0) }
+        var tail = RingBuffer<[UInt8]>(capacity: Self.drainLinesLogged)
+        var (lines, bytes) = (0, 0)
+        func keep(_ line: ArraySlice<UInt8>) {
+            lines += 1
+            bytes += line.count + 1
+            tail.append(Array(line))
+        }
+        _ = readAvailable(source, upTo: limit, lines: Int.max, emit: keep)
+        source.outputLines.flush(emit: keep)
+        if lines > Self.drainLinesLogged {
+            let left = tail.elements.reduce(0) { $0 + $1.count + 1 }
+            logger.warning(
+                "\(source.outputPrefix) \(lines - Self.drainLinesLogged) lines (\(Units.formatSize(UInt64(bytes - left)))) of output left in its pipe not logged; its last \(Self.drainLinesLogged) follow"
+            )
+        }
+        for line in tail.elements { emitOutputLine(source, line[...]) }
         loop.unregister(fd: source.outputFD)
         source.outputFD = -1  // closes it
     }
 
-    /// Reads and logs what the pipe holds now, at most about `limit` bytes (16 KiB reads);
-    /// true at end of file (every writer gone).
-    private func readAvailable(_ source: some OutputSource, upTo limit: Int) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        var total = 0
-        while total < limit {
+    /// Reads what the pipe holds now, at most about `limit` bytes or `lines` lines (reads of
+    /// `outputReadSize`), and logs each line (or hands it to `emit`); true at end of file
+    /// (every writer gone).
+    private func readAvailable(
+        _ source: some OutputSource, upTo limit: Int, lines: Int, emit: ((ArraySlice<UInt8>) -> Void)? = nil
+    ) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: Self.outputReadSize)
+        var (total, count) = (0, 0)
+        while total < limit, count < lines {
             let n = buffer.withUnsafeMutableBytes { read(source.outputFD, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return n == 0 }
             total += n
-            source.outputLines.append(buffer[0..<n]) { emitOutputLine(source, $0) }
+            source.outputLines.append(buffer[0..<n]) { line in
+                count += 1
+                if let emit { emit(line) } else { emitOutputLine(source, line) }
+            }
         }
         return false
     }

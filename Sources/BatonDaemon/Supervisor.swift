@@ -184,13 +184,14 @@ public final class Supervisor {
         self.init(options: options, loop: loop, host: LinuxSupervisorHost(launcher: options.launcher))
     }
 
-    /// Creates the supervisor acting through `host` (a fake in the tests of BatonDaemon).
-    init(options: Options, loop: EventLoop, host: any SupervisorHost) {
+    /// Creates the supervisor acting through `host` (a fake in the tests of BatonDaemon), logging
+    /// through `logHandler` (the tests' capture; default: the process's bootstrapped handler).
+    init(options: Options, loop: EventLoop, host: any SupervisorHost, logHandler: (any LogHandler)? = nil) {
         self.options = options
         self.config = options.config
         self.host = host
         self.loop = loop
-        var logger = Logger(label: "baton")
+        var logger = logHandler.map { handler in Logger(label: "baton", factory: { _ in handler }) } ?? Logger(label: "baton")
         logger[metadataKey: "app"] = .string(options.config.app.name)
         self.logger = logger
         self.releases = ReleaseBook(

@@ -16,6 +16,8 @@ final class DaemonHarness {
     let loop: EventLoop
     let host = FakeHost()
     let supervisor: Supervisor
+    /// What the supervisor logged.
+    let log = LogCapture()
     /// The temp folder holding everything.
     let root: String
     /// The release folder the workers start on.
@@ -48,7 +50,7 @@ final class DaemonHarness {
         host.fakeProcesses.loopThread.withLock { $0 = pthread_self() }
         supervisor = Supervisor(
             options: .init(config: config, reloadConfig: nil, launcher: LinuxProcessLauncher(), environment: ["PATH=/usr/bin:/bin"]),
-            loop: loop, host: host)
+            loop: loop, host: host, logHandler: LogCapture.Handler(capture: log))
     }
 
     deinit { try? FileManager.default.removeItem(atPath: root) }

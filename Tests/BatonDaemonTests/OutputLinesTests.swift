@@ -15,9 +15,13 @@ import Testing
         #expect(lines(["one\ntw", "o\nthr", "ee"], flush: true) == ["one", "two", "three"])
     }
 
+    /// In pieces of `maxLine` exactly (a logs audit: pieces of up to 16 KiB, the read that
+    /// passed the limit emitted whole).
     @Test func aLineLongerThanTheLimitIsEmittedInPieces() {
-        let long = String(repeating: "x", count: OutputLines.maxLine + 1)
-        #expect(lines([long], flush: false) == [long])
+        let piece = String(repeating: "x", count: OutputLines.maxLine)
+        #expect(lines([piece + "x"], flush: false) == [piece])
+        #expect(lines([piece + "x"], flush: true) == [piece, "x"])
+        #expect(lines([String(repeating: "x", count: 3 * OutputLines.maxLine + 5)], flush: true) == [piece, piece, piece, "xxxxx"])
         #expect(lines([String(repeating: "y", count: OutputLines.maxLine)], flush: false) == [])
     }
 }
