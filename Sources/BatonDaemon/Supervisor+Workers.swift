@@ -226,6 +226,7 @@ extension Supervisor {
     /// reused), then reap it.
     func workerPidfdReadable(_ worker: Worker) {
         guard worker.state != .exited, host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
+        dyingGroups[worker.pid] = loop.now()
         let exit = collectExit(pid: worker.pid, pidfd: worker.pidfd) ?? .exited(-1)
         if diedOfOOM(worker, exit: exit) {
             worker.stopReason = .restart(.oom)

@@ -174,6 +174,9 @@ public final class Supervisor {
     /// Processes that left a worker's process group and outlived it (``escapedChildren()``)
     /// already logged.
     var reportedEscapees: Set<pid_t> = []
+    /// Worker groups SIGKILLed as their leader exited, and when: their members still alive
+    /// within `Supervisor.dyingGroupGrace` are dying, not strays.
+    var dyingGroups: [pid_t: Duration] = [:]
     /// Probes SIGKILLed with their exited worker and not gone yet, watched until they are.
     var dyingProbes: [ChildProcess] = []
     /// Exit code `run()` returns.

@@ -116,6 +116,25 @@ import Testing
         #expect(h.supervisor.statusReport(memory: [:]).strays == [escaped])
     }
 
+    /// A logs audit (3 of 10 crashes): a child of a crashed worker, dying with the group
+    /// baton SIGKILLed, was logged as having left its worker's process group.
+    @Test func aChildDyingWithItsCrashedWorkersGroupIsNoStray() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current?.pid)
+        let child: pid_t = 7_777_777
+        h.host.fakeProcesses.setChildren([child], of: getpid())
+        h.host.fakeProcesses.setStartTime(42, of: child)
+        h.host.fakeProcesses.setProcessGroup(worker, of: child)
+        try #require(h.host.child(worker)).end(.signaled(SIGKILL))
+        h.settle()
+        #expect(h.log.lines(containing: "left its worker's process group").isEmpty, "\(h.log.lines(containing: "left its"))")
+        #expect(h.supervisor.statusReport(memory: [:]).strays == nil)
+        // Still there once the group had time to die: it is one.
+        h.advance(by: Supervisor.dyingGroupGrace)
+        #expect(h.supervisor.statusReport(memory: [:]).strays == [child])
+    }
+
     /// A hostile-app audit (1 of 1): a deploy said "deploy finished", exit 0, while 5 strays of
     /// the old release (a worker's double-forked daemon keeping the listening socket) answered
     /// 145 of 200 requests; neither its lines nor history named them.
