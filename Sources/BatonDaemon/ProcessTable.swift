@@ -47,7 +47,7 @@ struct ProcProcessTable: ProcessTable {
         ProcFS.tree(of: pid).compactMap { p in ProcFS.read("/proc/\(p)/stat").flatMap(ProcParsers.statFields)?.state }
     }
     func startTime(of pid: pid_t) -> UInt64? { ProcFS.startTime(of: pid) }
-    func exists(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 }
+    func exists(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 || errno == EPERM }
     func processGroup(of pid: pid_t) -> pid_t? {
         let group = getpgid(pid)
         return group >= 0 ? group : nil

@@ -60,8 +60,33 @@ extension Supervisor {
     private func readinessTimer(_ worker: Worker, after delay: Duration, _ event: ReadinessGate.Event) {
         worker.timers.append(
             loop.schedule(after: delay) { [unowned self, unowned worker] in
+                // A timeout a worker extended (`EXTEND_TIMEOUT_USEC=`) waits until then.
+                if event == .timeoutPassed, let until = worker.readinessExtendedUntil, until > self.loop.now() {
+                    self.readinessTimer(worker, after: until - self.loop.now(), event)
+                    return
+                }
                 self.readinessEvent(worker, event)
             })
+    }
+
+    /// `EXTEND_TIMEOUT_USEC=N` from a starting worker: its readiness timeout passes no sooner
+    /// than N µs from now, as systemd extends a `Type=notify` unit's start timeout (an app that
+    /// migrates at boot keeps sending it). Ignored once it is ready, and when `text` is no
+    /// number.
+    func extendReadiness(_ worker: Worker, _ text: String) {
+        guard worker.state == .starting else { return }
+        guard let micros = UInt64(text), micros <= UInt64(Int64.max / 1000) else {
+            warnNotify(worker, "\(Self.extendTimeoutField)\(ControlProtocol.printable(String(text.prefix(32)))) ignored: not a number of microseconds")
+            return
+        }
+        let until = loop.now() + .microseconds(Int64(micros))
+        guard until > (worker.readinessExtendedUntil ?? .zero) else { return }
+        if worker.readinessExtendedUntil == nil {
+            logger.info(
+                "worker extended its readiness timeout by \(Units.formatDuration(.microseconds(Int64(micros)))) from now (EXTEND_TIMEOUT_USEC)",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+        }
+        worker.readinessExtendedUntil = until
     }
 
     private func runProbe(_ worker: Worker) {

@@ -9,6 +9,8 @@ import Logging
 extension Supervisor {
     /// The notify field a worker reports its served requests with.
     static let requestsField = "X_BATON_REQUESTS="
+    /// sd_notify's field that extends a starting worker's readiness timeout.
+    static let extendTimeoutField = "EXTEND_TIMEOUT_USEC="
 
     /// The recycler `config` asks for.
     static func requestRecycler(_ config: BatonConfig) -> RequestRecycler {

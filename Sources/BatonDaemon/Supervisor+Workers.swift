@@ -140,8 +140,9 @@ extension Supervisor {
         }
         for _ in 0..<notifyMessagesPerWakeup {
             guard let message = CBatonLinuxShim.receiveWithCredentials(worker.notifyFD) else { return }
-            guard message.pid > 0, host.processes.isInTree(message.pid, root: worker.pid) else {
-                warnNotify(worker, "notify message from pid \(message.pid) outside worker \(worker.pid)'s tree ignored")
+            guard message.pid > 0, fromWorkersTree(worker, pid: message.pid, uid: message.uid) else {
+                let said = LogText.escaped(String(decoding: message.bytes.prefix(64), as: UTF8.self))
+                warnNotify(worker, "notify message from pid \(message.pid) outside worker \(worker.pid)'s tree ignored (\(said))")
                 continue
             }
             received += 1
@@ -169,9 +170,28 @@ extension Supervisor {
                     worker.lastWatchdog = loop.now()
                 } else if line == "WATCHDOG=trigger" {
                     watchdogTriggered(worker)
+                } else if line.hasPrefix(Self.extendTimeoutField) {
+                    extendReadiness(worker, String(line.dropFirst(Self.extendTimeoutField.count)))
+                } else if let name = line.split(separator: "=", maxSplits: 1).first.map(String.init),
+                    WorkerContract.unsupportedNotifyFields.contains(name), worker.unsupportedNotifySeen.insert(name).inserted
+                {
+                    logger.info(
+                        "worker sent \(name)=, which baton does not act on (ignored; it acts on \(WorkerContract.supportedNotifyFields))",
+                        metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
                 }
             }
         }
+    }
+
+    /// Whether a notify message from `pid` (of `uid`) is the worker's: from its tree, or from a
+    /// process gone already with the worker's uid or root's, which only a process of the
+    /// worker's could send (the socket is the worker user's, 0600). A contract audit: a child
+    /// that sent READY=1 and exited at once was gone before baton looked it up in /proc, and 8
+    /// of 29 starts failed on "not ready" (systemd-notify's BARRIER=1 was warned about too).
+    private func fromWorkersTree(_ worker: Worker, pid: pid_t, uid: uid_t) -> Bool {
+        if host.processes.isInTree(pid, root: worker.pid) { return true }
+        guard !host.processes.exists(pid) else { return false }
+        return uid == 0 || uid == (worker.spec.credentials?.uid ?? getuid())
     }
 
     /// A warning about a worker's notify messages, at most one per 10 s per worker, with how

@@ -97,6 +97,10 @@ final class Worker: ChildChannels {
     var heldStableLine: String?
     /// Warnings about its notify messages: at most one per 10 s (`warnNotify`).
     var notifyWarnings = WarningThrottle()
+    /// Notify fields baton does not act on that it said once it got (`MAINPID`, `FDSTORE`, …).
+    var unsupportedNotifySeen: Set<String> = []
+    /// Until when `EXTEND_TIMEOUT_USEC=` extended its readiness timeout.
+    var readinessExtendedUntil: Duration?
 
     init(slot: Int, generation: Int, process: ChildProcess, spec: WorkerSpec, startedAt: Duration, startedAtWall: Double = wallClockNow()) {
         self.slot = slot

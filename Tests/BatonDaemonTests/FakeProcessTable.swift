@@ -25,6 +25,14 @@ final class FakeProcessTable: ProcessTable {
         }
     }
 
+    /// Makes `pid` gone: no longer alive, in no tree.
+    func forget(_ pid: pid_t) {
+        table.withLock {
+            $0.known.remove(pid)
+            for root in $0.members.keys { $0.members[root]?.removeAll { $0 == pid } }
+        }
+    }
+
     /// Sets the state letter of `pid` (R when unset).
     func setState(_ state: Character, of pid: pid_t) { table.withLock { $0.states[pid] = state } }
 

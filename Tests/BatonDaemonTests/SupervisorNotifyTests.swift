@@ -104,4 +104,72 @@ import Testing
         h.advance(by: .seconds(1))
         #expect(h.supervisor.slots[0].current?.bootTime == .zero)
     }
+
+    /// A contract audit (8 of 29 starts): a child that sent READY=1 and exited at once was gone
+    /// before baton looked it up, and its READY=1 was dropped ("outside worker's tree"), so
+    /// the start failed on "not ready". A sender gone with the worker's uid (or root's) counts;
+    /// one alive outside the tree still does not, and the warning says what it sent.
+    @Test func aReadyFromAChildGoneAlreadyCounts() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.autoReady = { _ in false }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        let path = try #require(worker.notifyPath)
+        // Alive, outside the tree: ignored, and said.
+        h.host.fakeProcesses.setStartTime(42, of: getpid())
+        try Self.send("READY=1", to: path)
+        h.advance(by: .zero)
+        #expect(worker.state == .starting)
+        #expect(h.log.lines(containing: "outside worker \(worker.pid)'s tree ignored (READY=1)").count == 1, "\(h.log.lines)")
+        // Gone (this test's pid is not a process of the fake host's): taken.
+        h.host.fakeProcesses.setStartTime(nil, of: getpid())
+        h.host.fakeProcesses.forget(getpid())
+        try Self.send("READY=1", to: path)
+        h.advance(by: .zero)
+        #expect(worker.state == .ready)
+    }
+
+    /// A contract audit: EXTEND_TIMEOUT_USEC= (an app migrating at boot) was dropped, and the
+    /// worker killed at its readiness timeout where systemd would have waited.
+    @Test func extendTimeoutHoldsTheReadinessTimeout() throws {
+        let h = try DaemonHarness(workers: 1) { $0.readiness.timeout = .seconds(4) }
+        h.autoReady = { _ in false }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        let path = try #require(worker.notifyPath)
+        h.advance(by: .seconds(3))
+        try Self.send("EXTEND_TIMEOUT_USEC=20000000\nSTATUS=migrating", to: path)
+        h.advance(by: .zero)
+        h.advance(by: .seconds(10))
+        #expect(worker.state == .starting, "killed at the 4 s timeout")
+        #expect(h.log.lines(containing: "extended its readiness timeout by 20s from now").count == 1)
+        try Self.send("READY=1", to: path)
+        h.advance(by: .zero)
+        #expect(worker.state == .ready)
+        // Another worker that extends by less than its timeout is killed at the timeout.
+        h.host.child(worker.pid)?.end(.exited(1))
+        h.advance(by: .seconds(1))
+        let next = try #require(h.supervisor.slots[0].current)
+        h.host.fakeProcesses.add([getpid()], to: next.pid)
+        try Self.send("EXTEND_TIMEOUT_USEC=1000000", to: try #require(next.notifyPath))
+        h.advance(by: .zero)
+        h.advance(by: .seconds(4))
+        #expect(next.state != .starting && next.state != .ready)
+    }
+
+    /// A contract audit: MAINPID=, FDSTORE=1 and the like were dropped with no word.
+    @Test func aFieldBatonDoesNotActOnIsSaidOnce() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        let path = try #require(worker.notifyPath)
+        try Self.send("MAINPID=4711", to: path)
+        try Self.send("MAINPID=4712\nBARRIER=1", to: path)
+        h.advance(by: .zero)
+        let said = h.log.lines(containing: "worker sent MAINPID=, which baton does not act on")
+        #expect(said.count == 1, "\(h.log.lines)")
+        #expect(h.log.lines(containing: "BARRIER").isEmpty)
+    }
 }

@@ -10,6 +10,19 @@ public enum WorkerContract {
     /// the usual RLIMIT_NOFILE soft limit (above the limit it is left out).
     public static let outputReaderFD: Int32 = 1000
 
+    /// The notify fields baton acts on, as its log names them.
+    public static let supportedNotifyFields =
+        "READY=1, STATUS=, STOPPING=1, WATCHDOG=1, WATCHDOG=trigger, EXTEND_TIMEOUT_USEC= while starting, X_BATON_REQUESTS="
+
+    /// Fields of sd_notify(3) baton does not act on: a worker that sends one is told so once in
+    /// the log (a contract audit: an app moved from a `Type=notify` unit that sent `MAINPID=` or
+    /// `FDSTORE=1` got nothing, with no word). BARRIER=1 is not here: its descriptor closed is
+    /// the answer it waits for.
+    public static let unsupportedNotifyFields: Set<String> = [
+        "MAINPID", "RELOADING", "ERRNO", "BUSERROR", "VARLINKERROR", "EXIT_STATUS", "MONOTONIC_USEC", "WATCHDOG_USEC",
+        "FDSTORE", "FDSTOREREMOVE", "FDNAME", "FDPOLL", "NOTIFYACCESS",
+    ]
+
     /// Capacity asked for each worker's output pipe (F_SETPIPE_SZ, capped by
     /// /proc/sys/fs/pipe-max-size): what an orphan can write before the next
     /// baton drains it without blocking (the default 64 KiB is a few hundred
