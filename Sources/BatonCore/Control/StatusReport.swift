@@ -177,8 +177,14 @@ public struct OperationStatus: Codable, Sendable, Equatable {
 public struct WorkerStatus: Codable, Sendable, Equatable {
     /// Slot 0..N-1.
     public var slot: Int
-    /// Process id (0 while the slot waits to respawn).
-    public var pid: Int32
+    /// Process id (0 while the slot has no worker: waiting to respawn, not started).
+    public var pid: Int32 {
+        get { encodedPID ?? 0 }
+        set { encodedPID = newValue == 0 ? nil : newValue }
+    }
+    /// What `--json` carries: no `pid` for a slot without a worker (a metrics audit: `"pid": 0`,
+    /// which `kill` takes for the caller's own process group).
+    private var encodedPID: Int32?
     /// starting | ready | draining | exited.
     public var state: String
     /// Release (working directory) it runs.
@@ -230,7 +236,9 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var requestLimit: Int?
 
     enum CodingKeys: String, CodingKey {
-        case slot, pid, state, release, generation, restarts
+        case slot
+        case encodedPID = "pid"
+        case state, release, generation, restarts
         case startedAt = "started_at"
         case readyAfter = "ready_after"
         case rssBytes = "rss_bytes"
@@ -264,7 +272,7 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
         self.secondsToLimit = secondsToLimit
         self.limitBytes = limitBytes
         self.slot = slot
-        self.pid = pid
+        self.encodedPID = pid == 0 ? nil : pid
         self.state = state
         self.release = release
         self.generation = generation
