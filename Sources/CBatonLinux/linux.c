@@ -184,6 +184,15 @@ int CBatonLinux_accept_nonblocking(int fd) {
 
 void CBatonLinux_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
 
+int CBatonLinux_flush_stdout(int *error) {
+    errno = 0;
+    int flushed = fflush(stdout);
+    int e = errno;
+    if (flushed == 0 && !ferror(stdout)) return 0;
+    *error = flushed == 0 ? 0 : e;
+    return 1;
+}
+
 int CBatonLinux_memfd(const char *name) { return (int)syscall(SYS_memfd_create, name, 0); }
 
 int CBatonLinux_execve(const char *path, char *const argv[], char *const envp[]) { return execve(path, argv, envp); }

@@ -2,6 +2,9 @@ import ArgumentParser
 import BatonSystem
 import Glibc
 
+// Before anything opens a descriptor: a closed 0, 1 or 2 gets /dev/null.
+StandardStreams.openClosed()
+
 // The supervisor handles these through its signalfd: block them before any
 // thread exists, so every later thread inherits the mask and none of them
 // takes a SIGTERM with the default action. Client verbs keep the defaults
@@ -23,6 +26,10 @@ func lastWords(_ text: String) {
 do {
     var command = try Baton.parseAsRoot()
     try command.run()
+    if let failure = StandardStreams.outputFailure() {
+        lastWords("baton: \(failure)\n")
+        exit(1)
+    }
     exit(0)
 } catch let exit as BatonExit {
     if let message = exit.message {

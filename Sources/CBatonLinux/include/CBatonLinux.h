@@ -156,6 +156,10 @@ int CBatonLinux_accept_nonblocking(int fd);
 void CBatonLinux_say_on_interrupt(const char *message);
 /// setvbuf(stdout, NULL, _IOLBF, 0): progress lines reach pipes as they happen.
 void CBatonLinux_line_buffer_stdout(void);
+
+/// Flushes stdout: 0 when everything it was given was written, else 1 with the flush's errno in
+/// `*error` (0 when an earlier write failed and the flush itself did not).
+int CBatonLinux_flush_stdout(int *error);
 /// memfd_create(name, 0): an anonymous file (no close-on-exec: it is meant
 /// to cross an execve).
 int CBatonLinux_memfd(const char *name);

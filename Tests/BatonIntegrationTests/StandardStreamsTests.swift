@@ -1,0 +1,40 @@
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension ThirdIntegration {
+    /// baton's own descriptors 0-2 and what a CLI prints (a pid-1 and a logs audit).
+    @Suite("standard streams")
+    struct StandardStreamsTests {
+        /// `sh -c SCRIPT` with `$0` the baton binary and `$1` a valid config.
+        static func shell(_ script: String, config: String) throws -> CommandResult {
+            try TestProcess.run(["/bin/sh", "-c", script, TestPaths.executable("baton"), config], timeout: .seconds(30))
+        }
+
+        @Test("a CLI whose stdout cannot be written exits 1 saying so; a reader gone is no error")
+        func outputThatCannotBeWritten() throws {
+            let directory = TestPaths.temporaryDirectory("std-out")
+            defer { TestPaths.remove(directory) }
+            let config = Integration.DirectoryTests.writeConfig(in: directory, controlSocket: directory + "/c.sock")
+            let full = try Self.shell(#""$0" check-config "$1" > /dev/full"#, config: config)
+            #expect(full.code == 1, "exit \(full.code): \(full.stderr)")
+            #expect(full.stderr.hasPrefix("baton: could not write to stdout"), "\(full.stderr)")
+            let gone = try Self.shell(#""$0" check-config "$1" | true"#, config: config)
+            #expect(gone.code == 0 && gone.stderr.isEmpty, "exit \(gone.code): \(gone.stderr)")
+        }
+
+        @Test("serve started with stdin and stdout closed has /dev/null there, not its own descriptors")
+        func closedDescriptorsGetDevNull() throws {
+            let baton = try BatonHarness(workers: 1, tag: "std-in", wrapper: ["/bin/sh", "-c", #"exec "$@" <&- >&-"#, "sh"])
+            defer { baton.stop() }
+            for fd in 0...1 {
+                var target = [CChar](repeating: 0, count: 256)
+                let n = readlink("/proc/\(baton.process.pid)/fd/\(fd)", &target, 255)
+                let name = n > 0 ? String(decoding: target[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "closed"
+                #expect(name == "/dev/null", "fd \(fd): \(name)")
+            }
+            #expect(try baton.status().workers.count == 1)
+        }
+    }
+}
