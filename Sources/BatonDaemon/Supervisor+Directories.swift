@@ -55,9 +55,12 @@ extension Supervisor {
 
     /// `app.X_directory` when set, else `$VARIABLE` when systemd set it, else `what`:
     /// which setting a directory error is about.
+    /// The default named as such, with the key that sets it (a pid-1 audit: a user not root
+    /// got `runtime directory: mkdir /run/baton: Permission denied`, no key named).
     static func directoryKey(_ configured: String?, environment: String, what: String) -> String {
-        if configured != nil { return "app." + what.replacing(" ", with: "_") }
-        return getenv(environment) != nil ? "$" + environment : what
+        let name = what.replacing(" ", with: "_")
+        if configured != nil { return "app." + name }
+        return getenv(environment) != nil ? "$" + environment : "\(what) (the default; [app] \(name) sets it)"
     }
 
     /// baton's state and runtime directories and the config file's folder: never

@@ -275,7 +275,22 @@ public final class Supervisor {
     /// The control socket, bound now (or adopted from the image before an upgrade), its
     /// groups looked up through the port.
     func openControlServer(adopting existing: Int32? = nil) throws -> ControlServer {
-        try ControlServer(adopting: existing, config: config, loop: loop, logger: logger, supervisor: self, lookUpGroup: host.groupID)
+        do {
+            return try ControlServer(adopting: existing, config: config, loop: loop, logger: logger, supervisor: self, lookUpGroup: host.groupID)
+        } catch var error as DirectoryError {
+            // Which key (a pid-1 audit: a user not root got `mkdir /run/baton: Permission denied`
+            // for the default socket, no key named).
+            error.key = controlSocketKey
+            throw error
+        } catch let error as SystemError {
+            throw DaemonError("\(controlSocketKey): \(error)", exitCode: 2)
+        }
+    }
+
+    /// `[control] socket` in messages, and its path when it is the default.
+    private var controlSocketKey: String {
+        config.control.socket == BatonConfig.defaultControlSocket(appName: config.app.name)
+            ? "[control] socket (the default \(config.control.socket))" : "[control] socket"
     }
 
     /// The metrics endpoint, bound now or (`existing`) adopted from the image before an upgrade.

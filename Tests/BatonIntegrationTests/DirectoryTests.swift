@@ -200,6 +200,28 @@ extension Integration {
             #expect(access(directory + "/web.sock", F_OK) != 0, "the unix listener bound before the failure is left")
         }
 
+        /// A pid-1 audit: a user not root whose config left the runtime directory or the control
+        /// socket at its default got `mkdir /run/baton: Permission denied`, no key named.
+        @Test("a default directory or control socket a user cannot make is named as the default, with its key")
+        func defaultPathsNamedWithTheirKeys() throws {
+            let directory = TestPaths.temporaryDirectory("dir-dflt")
+            defer { TestPaths.remove(directory) }
+            chmod(directory, 0o777)
+            let configured = Self.writeConfig(in: directory, controlSocket: directory + "/c.sock")
+            let text = ProcFS.read(configured) ?? ""
+            let nobody = ["/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", TestPaths.executable("baton"), "serve", "--config"]
+            let noRuntime = directory + "/no-runtime.toml"
+            TestPaths.write(noRuntime, text.replacingOccurrences("runtime_directory = \"\(directory)/run\"\n", with: ""))
+            let runtime = try TestProcess.run(nobody + [noRuntime], timeout: .seconds(20))
+            #expect(runtime.code == 2, "exit \(runtime.code): \(runtime.stderr)")
+            #expect(runtime.stderr.contains("runtime directory (the default; [app] runtime_directory sets it): "), "\(runtime.stderr)")
+            let noSocket = directory + "/no-socket.toml"
+            TestPaths.write(noSocket, text.replacingOccurrences("[control]\nsocket = \"\(directory)/c.sock\"", with: ""))
+            let socket = try TestProcess.run(nobody + [noSocket], timeout: .seconds(20))
+            #expect(socket.code == 2, "exit \(socket.code): \(socket.stderr)")
+            #expect(socket.stderr.contains("baton: [control] socket (the default /run/baton/test/control.sock): "), "\(socket.stderr)")
+        }
+
         /// A pid-1 audit: `unshare --pid --fork` without `--mount-proc` left baton reading the
         /// host's /proc: 17 host processes listed as strays (and sent SIGKILL at stop), workers
         /// measured at 0 B.
