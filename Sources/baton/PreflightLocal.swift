@@ -21,9 +21,18 @@ struct PreflightLocal {
     func run() throws {
         let (pids, what) = try processes()
         guard let charged = pids.first else { throw BatonExit(code: BatonExitCode.usage, message: "\(what): no process to measure") }
-        var total = MemorySample(rss: 0, pss: 0, uss: 0)
+        // A process whose smaps_rollup this user may not read (another user's) counts at its RSS,
+        // which is no less than its PSS: a pid-1 audit saw `PSS 0 B` and "fits" for 44 processes
+        // of other users measured as a user not root.
+        var (rss, pss, uss, unreadable) = (UInt64(0), UInt64(0), UInt64(0), 0)
         for pid in pids {
-            if let m = ProcFS.memory(of: pid, detailed: true) { total = total + m }
+            guard let m = ProcFS.memory(of: pid, detailed: true) else { continue }
+            rss += m.rss
+            if let p = m.pss, let u = m.uss {
+                (pss, uss) = (pss + p, uss + u)
+            } else {
+                (pss, uss, unreadable) = (pss + m.rss, uss + m.rss, unreadable + 1)
+            }
         }
         let readings: MemoryReadings
         do {
@@ -32,7 +41,6 @@ struct PreflightLocal {
             throw BatonExit(code: BatonExitCode.failure, message: "preflight: cannot measure memory: \(error)")
         }
         let memory = MemoryConfig()
-        let pss = total.pss ?? 0
         let headroom = Headroom(readings: readings, memory: memory, workersPSS: pss)
         let verdict = PreflightCheck.evaluate(DeployPlan(strategy: .replace, footprint: nil, tooling: need), headroom: headroom)
         let budget = EffectiveBudget.resolve(memory.budget, readings: readings)
@@ -42,8 +50,13 @@ struct PreflightLocal {
             budgetSource: budget.source.rawValue, workersPSSBytes: pss, footprintBytes: nil,
             limits: headroom.limits.map { PreflightReport.Limit(kind: $0.kind.name, availableBytes: $0.available) }, rolledAhead: nil)
         var details = [
-            "\(what): \(pids.count) process\(pids.count == 1 ? "" : "es"), PSS \(Units.formatSize(pss)), USS \(Units.formatSize(total.uss ?? 0)), RSS \(Units.formatSize(total.rss))"
+            "\(what): \(pids.count) process\(pids.count == 1 ? "" : "es"), PSS \(Units.formatSize(pss)), USS \(Units.formatSize(uss)), RSS \(Units.formatSize(rss))"
         ]
+        if unreadable > 0 {
+            details.append(
+                "PSS and USS of \(unreadable) of them unreadable (smaps_rollup of another user's process; run as root or their user): counted at their RSS"
+            )
+        }
         if let cgroup = readings.cgroup {
             details.append("charged to cgroup \(cgroup.path) (\(cgroup.version.rawValue)): usage \(Units.formatSize(cgroup.usage))")
         }

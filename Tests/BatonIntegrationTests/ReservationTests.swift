@@ -219,6 +219,17 @@ extension MemoryIntegration {
             #expect(short.stderr.contains("does not fit: need 1.0 TiB"), "\(short.stderr)")
             let none = try TestProcess.run([baton, "preflight", "--pid", "2147483647", "--need", "1MiB"])
             #expect(none.code == 2 && none.stderr.contains("no such process"), "\(none.stderr)")
+            // As a user who may not read these processes' smaps_rollup (a pid-1 audit: PSS 0 B,
+            // and "fits" on nothing measured): their RSS counts, and it is said.
+            // (The build's binary: the suite's private copy is in a folder only root may enter.)
+            let other = try TestProcess.run(
+                [
+                    "/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", TestPaths.buildDirectory + "/baton", "preflight", "--pid",
+                    String(shell.pid), "--need", "1MiB", "--json",
+                ])
+            let measured = try #require(try JSONDecoder().decode(ControlReply.self, from: Data(other.stdout.utf8)).preflight, "\(other.stdout)\(other.stderr)")
+            #expect(measured.workersPSSBytes >= 50 << 20, "\(other.stdout)")
+            #expect(other.stdout.contains("PSS and USS of 3 of them unreadable"), "\(other.stdout)")
         }
     }
 }
