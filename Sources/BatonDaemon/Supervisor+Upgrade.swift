@@ -108,6 +108,11 @@ extension Supervisor {
         // (an operator audit saw "re-executing …" followed by "upgrade refused").
         waiter.send(.progress("re-executing \(path) as pid \(getpid())"))
         upgrade.reexecuting()
+        logger.info("upgrade: execve \(path)")
+        // The log writer's thread does not survive the execve: give what it holds a bounded
+        // chance, then count the rest as dropped before the count goes into the handoff.
+        LogWriter.standardError.flush(timeout: .seconds(1))
+        LogWriter.standardError.abandonUnwritten()
         let state = upgradeState(controlFD: control.fd, clientFD: waiter.fd)
         // Owned: closed once, after the execve failed (a new image gets it across the execve).
         let memfd: OwnedDescriptor
@@ -115,6 +120,7 @@ extension Supervisor {
             let encoder = JSONEncoder()
             memfd = OwnedDescriptor(try CBatonLinuxShim.memoryFile(name: "baton-upgrade", bytes: Array(try encoder.encode(state))))
         } catch {
+            LogWriter.standardError.resumeWriting()
             upgrade.failed()
             waiter.finish(.failure("upgrade failed before execve: \(error); nothing changed", code: 1))
             return
@@ -125,12 +131,10 @@ extension Supervisor {
         if arguments.isEmpty { arguments = [path] }
         arguments[0] = path
         arguments.append("--resume=\(memfd.rawValue)")
-        logger.info("upgrade: execve \(path)")
-        // The log writer's thread does not survive the execve: give what it holds a bounded chance.
-        LogWriter.standardError.flush(timeout: .seconds(1))
         // The checked file itself, not the path: nothing swapped in since runs.
         let error = CBatonLinuxShim.execute(fd: binary.fd, path: path, arguments: arguments, environment: options.environment)
         // Still here: the execve failed. Put everything back.
+        LogWriter.standardError.resumeWriting()
         for fd in state.descriptors { try? setCloseOnExec(fd) }
         _ = consume memfd  // closes it: no new image reads it
         upgrade.failed()

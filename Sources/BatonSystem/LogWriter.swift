@@ -40,6 +40,10 @@ public final class LogWriter: Sendable {
     private let sink: Sink
     private let queue = Mutex(Queue())
     private let dropped = Atomic<UInt64>(0)
+    /// Bytes of the batch the writer thread holds that are not written yet.
+    private let unwritten = Atomic<Int>(0)
+    /// Set by ``abandonUnwritten()``: the writer thread writes no more.
+    private let abandoned = Atomic<Bool>(false)
     /// Wakes the writer thread (an eventfd).
     private let wake: Int32
     /// Whether the writer thread runs (else every line is written inline, blocking).
@@ -90,6 +94,26 @@ public final class LogWriter: Sendable {
 
     /// Adds what the image before a `baton upgrade` had dropped: the count never decreases.
     public func carryDropped(_ bytes: UInt64) { dropped.add(bytes, ordering: .relaxed) }
+
+    /// Counts what is still queued or being written as dropped, and writes no more of it: the
+    /// writer thread does not survive the execve of `baton upgrade`, and the next image carries
+    /// the count (a logs audit: about 1 MiB of queued lines lost at an upgrade, 203 bytes
+    /// counted). At most one write in progress meanwhile is counted although it was written.
+    public func abandonUnwritten() {
+        guard running.load(ordering: .acquiring) else { return }
+        abandoned.store(true, ordering: .sequentiallyConsistent)
+        let queued = queue.withLock { q -> Int in
+            let n = q.pending.count
+            q.pending.removeAll()
+            return n
+        }
+        dropped.add(UInt64(queued + unwritten.exchange(0, ordering: .sequentiallyConsistent)), ordering: .relaxed)
+    }
+
+    /// Writes again after ``abandonUnwritten()`` (the execve failed: the old image runs on).
+    public func resumeWriting() {
+        abandoned.store(false, ordering: .sequentiallyConsistent)
+    }
 
     /// Writes or queues `line` (one whole line, newline included); never waits for the fd.
     public func append(_ line: [UInt8]) {
@@ -177,16 +201,20 @@ public final class LogWriter: Sendable {
         var offset = 0
         let target: Int32
         if case .nonBlocking(let twin) = sink { target = twin } else { target = fd }
+        unwritten.store(bytes.count, ordering: .sequentiallyConsistent)
+        defer { unwritten.store(0, ordering: .sequentiallyConsistent) }
         bytes.withUnsafeBytes { raw in
-            while offset < raw.count {
+            while offset < raw.count, !abandoned.load(ordering: .sequentiallyConsistent) {
                 let n = write(target, raw.baseAddress! + offset, raw.count - offset)
                 if n >= 0 {
                     offset += n
+                    unwritten.subtract(n, ordering: .sequentiallyConsistent)
                 } else if errno == EAGAIN {
                     var pfd = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
                     _ = poll(&pfd, 1, -1)
                 } else if errno != EINTR {
                     dropped.add(UInt64(raw.count - offset), ordering: .relaxed)
+                    unwritten.store(0, ordering: .sequentiallyConsistent)
                     return
                 }
             }

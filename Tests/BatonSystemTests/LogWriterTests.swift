@@ -18,3 +18,24 @@ import Testing
         #expect(writer.droppedBytes == 32)
     }
 }
+
+extension LogWriterTests {
+    /// A logs audit: about 1 MiB of lines queued for a stderr nobody read were lost at
+    /// `baton upgrade` (the writer thread dies with the execve) and 203 bytes counted.
+    @Test func linesAbandonedAtAnExecveAreCounted() throws {
+        var fds: [Int32] = [-1, -1]
+        try #require(pipe(&fds) == 0)
+        defer { fds.forEach { close($0) } }
+        _ = fcntl(fds[1], 1031, 4096)  // F_SETPIPE_SZ
+        let writer = LogWriter(fd: fds[1], capacity: 1 << 20)
+        let line = Array((String(repeating: "x", count: 99) + "\n").utf8)
+        for _ in 0..<1000 { writer.append(line) }
+        writer.flush(timeout: .milliseconds(50))
+        writer.abandonUnwritten()
+        // Nobody read the pipe: what it took is written, the rest dropped.
+        var waiting: Int32 = 0
+        _ = ioctl(fds[0], UInt(FIONREAD), &waiting)
+        #expect(writer.droppedBytes + UInt64(waiting) >= 100_000, "dropped \(writer.droppedBytes), in the pipe \(waiting)")
+        #expect(writer.droppedBytes + UInt64(waiting) <= 100_000 + 4096)
+    }
+}
