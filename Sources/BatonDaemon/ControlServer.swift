@@ -181,6 +181,7 @@ final class ControlServer {
 
     /// Stops accepting (shutdown); open connections are finished by their owners.
     func close() {
+        guard listening != nil else { return }
         acceptPause.cancel()
         loop.unregister(fd: fd)
         listening = nil  // closes it

@@ -73,7 +73,10 @@ extension Supervisor {
         }
         performOperations(operations.stop())
         rollout = nil
-        control?.close()
+        // The control socket stays open until the stop ends: `baton status` says "stopping"
+        // while workers drain, and operations are refused ("baton is stopping"); closed at once,
+        // a draining baton could not be told from a dead one (a metrics audit: exit 3 "cannot
+        // reach the daemon" six times in a row while three 4 s requests drained).
         for slot in slots {
             cancelRespawn(slot)
             for worker in slot.workers { stopWorker(worker, reason: .shutdown) }
@@ -87,6 +90,7 @@ extension Supervisor {
         guard !stopFinished, phase == .stopping, nothingRuns, committingOperation == nil else { return }
         stopFinished = true
         killEscapedChildren()
+        control?.close()
         removeOwnListeningFiles()
         forgetInstance()
         releases.writeHistoryAtStop()

@@ -104,3 +104,40 @@ import Testing
         #expect(access(h.root + "/ctl", F_OK) != 0)
     }
 }
+
+extension SupervisorControlSocketTests {
+    /// The reply to one request line on a new connection to `path`, once the loop ran.
+    static func ask(_ request: String, at path: String, _ h: DaemonHarness) throws -> String {
+        let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(client) }
+        try #require(Sockets.connectUnix(client, path) == 0)
+        let bytes = Array(request.utf8) + [10]
+        #expect(write(client, bytes, bytes.count) == bytes.count)
+        h.settle()
+        var reply = [UInt8](repeating: 0, count: 1 << 16)
+        let n = recv(client, &reply, reply.count, Int32(MSG_DONTWAIT))
+        return String(decoding: reply.prefix(max(n, 0)), as: UTF8.self)
+    }
+
+    /// A metrics audit: the control socket closed as soon as a stop began, so while workers
+    /// drained `baton status` said "cannot reach the daemon" (exit 3), as for a dead baton.
+    @Test func aStoppingBatonAnswersStatusUntilItsStopEnds() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.config.control.socket = h.root + "/control.sock"
+        try h.start()
+        let server = try h.supervisor.openControlServer()
+        h.supervisor.control = server
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.child(worker.pid)?.ignoresStopSignal = true
+        h.supervisor.beginShutdown()
+        h.settle()
+        let status = try Self.ask(#"{"v":1,"cmd":"status"}"#, at: server.path, h)
+        #expect(status.contains(#""state":"stopping""#), "\(status)")
+        let deploy = try Self.ask(#"{"v":1,"cmd":"deploy","release":"\#(h.makeRelease("r1"))"}"#, at: server.path, h)
+        #expect(deploy.contains("baton is stopping"), "\(deploy)")
+        h.host.child(worker.pid)?.end(.exited(0))
+        h.settle()
+        #expect(!Sockets.unixSocketAnswers(server.path))
+        #expect(access(server.path, F_OK) != 0, "the socket file goes when the stop ends")
+    }
+}
