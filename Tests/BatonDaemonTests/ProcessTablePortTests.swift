@@ -26,7 +26,9 @@ import Testing
         try h.start()
         let worker = try #require(h.supervisor.slots[0].current)
         let path = try #require(h.host.child(worker.pid)?.environment("NOTIFY_SOCKET"))
-        // This test process is not in the fake worker's tree: its READY=1 is ignored.
+        // This test process, alive, is not in the fake worker's tree: its READY=1 is ignored.
+        // (One gone already counts: `SupervisorNotifyTests.aReadyFromAChildGoneAlreadyCounts`.)
+        h.host.fakeProcesses.setStartTime(42, of: getpid())
         try Self.notify(path, "READY=1")
         h.advance(by: .zero)
         #expect(worker.state == .starting)
