@@ -132,22 +132,39 @@ final class MetricsServer {
             if request.count > 8192 { respond(client, status: "431 Request Header Fields Too Large") }
             return
         }
-        // The request line, its CR (if any) dropped: bare LF line ends are taken, as HTTP asks.
-        let line = String(decoding: request[..<end].prefix { $0 != 10 }.filter { $0 != 13 }, as: UTF8.self)
+        // The request line, its CR (if any) dropped: bare LF line ends are taken, as HTTP asks,
+        // and empty lines before it skipped (RFC 9112, 2.2; a metrics audit: 404).
+        let line = String(decoding: request[..<end].drop { $0 == 10 || $0 == 13 }.prefix { $0 != 10 }.filter { $0 != 13 }, as: UTF8.self)
         // GET or HEAD of /metrics or /, a query string (a scrape's `params`) and a trailing slash
-        // taken (an operator audit: `/metrics?x=1`, `/metrics/` and HEAD were 404).
+        // taken (an operator audit: `/metrics?x=1`, `/metrics/` and HEAD were 404), in origin or
+        // absolute form (`GET http://host:9187/metrics`: a metrics audit, 404).
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
         let method = words.first ?? ""
-        let target = words.count > 1 ? words[1].prefix { $0 != "?" } : ""
-        if method == "GET" || method == "HEAD", ["/", "/metrics", "/metrics/"].contains(target) {
+        let target = words.count > 1 ? Self.path(of: words[1]) : ""
+        if method != "GET" && method != "HEAD" {
+            respond(client, status: "405 Method Not Allowed", body: Array("only GET and HEAD /metrics\n".utf8), extra: "Allow: GET, HEAD\r\n")
+        } else if ["/", "/metrics", "/metrics/"].contains(target) {
             respond(client, status: "200 OK", body: render(), headOnly: method == "HEAD")
         } else {
             respond(client, status: "404 Not Found", body: Array("try GET /metrics\n".utf8))
         }
     }
 
-    private func respond(_ client: Int32, status: String, body: [UInt8] = [], headOnly: Bool = false) {
-        let head = "HTTP/1.0 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+    /// The path of a request target: its query dropped, and the scheme and authority of an
+    /// absolute-form one.
+    static func path(of target: Substring) -> Substring {
+        var rest = target.prefix { $0 != "?" }
+        if let scheme = rest.range(of: "://"), rest[..<scheme.lowerBound].allSatisfy(\.isLetter) {
+            let afterAuthority = rest[scheme.upperBound...]
+            rest = afterAuthority.firstIndex(of: "/").map { afterAuthority[$0...] } ?? "/"
+        }
+        return rest
+    }
+
+    private func respond(_ client: Int32, status: String, body: [UInt8] = [], headOnly: Bool = false, extra: String = "") {
+        // The exposition format's type for the metrics; plain text for an error.
+        let type = status.hasPrefix("200") ? "text/plain; version=0.0.4" : "text/plain; charset=utf-8"
+        let head = "HTTP/1.0 \(status)\r\nContent-Type: \(type)\r\n\(extra)Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         connections[client]?.response = Array(head.utf8) + (headOnly ? [] : body)
         flush(client)
     }

@@ -89,6 +89,8 @@ extension Integration {
             for request in [
                 "GET /metrics HTTP/1.0\n\n", "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", "GET /metrics HTTP/1.0\nHost: x\n\n",
                 "GET /metrics?module=baton HTTP/1.1\r\n\r\n", "GET /metrics/ HTTP/1.1\r\n\r\n",
+                // A metrics audit: an empty line before the request line, an absolute-form target.
+                "\r\nGET /metrics HTTP/1.1\r\n\r\n", "GET http://127.0.0.1:\(port)/metrics HTTP/1.1\r\n\r\n",
             ] {
                 let fd = try #require(HTTP.connect(port: port))
                 defer { close(fd) }
@@ -97,6 +99,12 @@ extension Integration {
                 #expect(
                     reply?.status == 200 && reply?.body.contains("baton_workers") == true, "\(request.debugDescription): \(String(describing: reply?.status))")
             }
+            // Another method is 405 with Allow (a metrics audit: 404).
+            let fd = try #require(HTTP.connect(port: port))
+            defer { close(fd) }
+            HTTP.send(fd, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            let refused = HTTP.readResponse(fd)
+            #expect(refused?.status == 405 && refused?.header("allow") == "GET, HEAD", "\(String(describing: refused?.status))")
         }
 
         /// A limits audit (20 of 20 scrapes failed): 32 connections that each sent half a request
