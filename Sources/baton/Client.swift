@@ -49,6 +49,15 @@ struct ControlClient {
         if Sockets.connectUnix(fd, path) != 0 {
             let e = errno
             Glibc.close(fd)
+            // The socket's mode keeps this user out: a refusal, as the daemon's own (exit 1), not
+            // "daemon down" (a pid-1 audit: exit 3 for a user outside [control] group).
+            if e == EACCES || e == EPERM {
+                throw BatonExit(
+                    code: BatonExitCode.failure,
+                    message:
+                        "permission denied: cannot connect to \(path): \(String(cString: strerror(e))) (the socket lets in root, baton's user and [control] group)"
+                )
+            }
             throw BatonExit(code: BatonExitCode.unreachable, message: "cannot reach the daemon at \(path): \(String(cString: strerror(e)))")
         }
         if let timeout { setReceiveTimeout(timeout) }

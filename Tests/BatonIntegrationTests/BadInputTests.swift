@@ -524,6 +524,19 @@ extension SecondIntegration {
             #expect(baton.process.exitCode == nil)
         }
 
+        /// A pid-1 audit: a user the socket's mode keeps out got "cannot reach the daemon …:
+        /// Permission denied", exit 3, as if baton were down; a refusal is exit 1.
+        @Test("a user the control socket's mode keeps out is refused with exit 1, not told the daemon is down")
+        func socketModeRefusal() throws {
+            let baton = try BatonHarness(workers: 1, tag: "auth3")
+            defer { baton.stop() }
+            chmod(baton.directory, 0o755)
+            let nobody = Credentials(uid: 65534, gid: 65534, groups: [65534])
+            let refused = try runAs(nobody, [TestPaths.executable("baton"), "status", "--socket", baton.controlSocket])
+            #expect(refused.code == 1, "exit \(refused.code): \(refused.stderr)")
+            #expect(refused.stderr.hasPrefix("baton: permission denied: cannot connect to \(baton.controlSocket)"), "\(refused.stderr)")
+        }
+
         /// A docs audit: `[control] read_group` members could not connect to the 0660 socket at
         /// all (`Permission denied`, exit 3, "daemon down"). With a read group the socket is 0666
         /// and a peer that may run nothing is refused at connect.
