@@ -229,6 +229,12 @@ final class MetricsServer {
 
         gauge("baton_workers", "Worker slots (app.workers).", [], Double(s.slots.count))
         gauge("baton_workers_ready", "Slots whose serving worker is ready.", [], Double(s.readyCount))
+        // Trouble now, not only once in a counter (a metrics audit: nothing in /metrics showed a
+        // crash loop or a degraded baton while it lasted).
+        gauge(
+            "baton_slots_crash_looping", "Slots whose worker keeps failing to start or to stay up (crash_loop in status).", [],
+            Double(s.slots.filter(\.crashLooping).count))
+        gauge("baton_degraded", "1 when a rollback failed and the slots run a mix of releases (degraded in status), else 0.", [], s.degraded ? 1 : 0)
         for slot in s.slots {
             let ready = slot.ready ? 1.0 : 0.0
             gauge("baton_worker_ready", "1 when the slot's serving worker is ready, else 0.", [("slot", String(slot.index))], ready)

@@ -37,6 +37,8 @@ struct MetricsSnapshot: Sendable, Equatable {
         var live: [LiveWorker]
         /// Its serving worker, if it has one.
         var serving: Serving?
+        /// Whether it keeps failing to start (`crash_loop` in status).
+        var crashLooping = false
     }
 
     /// The memory headroom under the binding limit.
@@ -73,6 +75,8 @@ struct MetricsSnapshot: Sendable, Equatable {
     var logDroppedBytes: UInt64
     /// Mold mode's figures; nil in exec mode.
     var mold: Mold? = nil
+    /// Whether a rollback failed and slots run a mix of releases (`degraded` in status).
+    var degraded = false
 
     /// Slots whose serving worker is ready.
     var readyCount: Int { slots.filter(\.ready).count }
@@ -96,12 +100,13 @@ extension Supervisor: MetricsSource {
                     live: slot.workers.map { .init(pid: $0.pid, release: $0.spec.release, startedAtWall: $0.startedAtWall) },
                     serving: slot.current.map {
                         .init(pid: $0.pid, memory: $0.memory, requests: $0.requestsServed, leakMiBPerHour: $0.history.leakRate?.mibPerHour)
-                    })
+                    }, crashLooping: slot.isCrashLooping)
             },
             restartsByReason: restartsByReason, deploysByOutcome: deploysByOutcome, oomKillsBySlot: memoryMonitor.oom.tracker.bySlot,
             oomKillsTotal: memoryMonitor.oom.tracker.total, headroom: headroom, reservation: reservationReport(),
             logDroppedBytes: LogWriter.standardError.droppedBytes,
             mold: moldMode
-                ? .init(up: moldBook.molds.contains { $0.state == .ready && $0.spec == slots.first?.spec }, restarts: moldBook.restarts) : nil)
+                ? .init(up: moldBook.molds.contains { $0.state == .ready && $0.spec == slots.first?.spec }, restarts: moldBook.restarts) : nil,
+            degraded: degraded)
     }
 }
