@@ -120,6 +120,27 @@ struct UnitsCommandTests {
         #expect(lines.contains("FileDescriptorStoreMax=16") && lines.contains("Restart=on-failure"))
     }
 
+    /// A pid-1 audit: under a user's manager, `systemctl --user enable` warned that
+    /// multi-user.target does not exist, and the default control socket under /run/baton
+    /// cannot be made by a user's service.
+    @Test("--user: the service is wanted by default.target; a default control socket is noted")
+    func userManager() throws {
+        let directory = TestPaths.temporaryDirectory("units")
+        defer { TestPaths.remove(directory) }
+        let path = directory + "/shop.toml"
+        TestPaths.write(path, Self.config)
+        let result = try TestProcess.run([TestPaths.executable("baton"), "units", "--config", path, "--user"])
+        #expect(result.code == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("WantedBy=default.target") && !lines.contains("WantedBy=multi-user.target"), "\(result.stdout)")
+        #expect(lines.contains("WantedBy=sockets.target"))
+        #expect(result.stderr.hasPrefix("note: [control] socket is the default /run/baton/shop/control.sock"), "\(result.stderr)")
+        let own = directory + "/own.toml"
+        TestPaths.write(own, Self.config.replacingOccurrences(of: "socket = \"/run/baton/shop/control.sock\"", with: "socket = \"/run/user/1000/shop.sock\""))
+        let quiet = try TestProcess.run([TestPaths.executable("baton"), "units", "--config", own, "--user"])
+        #expect(quiet.code == 0 && quiet.stderr.isEmpty, "\(quiet.stderr)")
+    }
+
     @Test("a bad config: the same one line and exit 2 as check-config; no addresses and a relative --binary: exit 2")
     func badInput() throws {
         let directory = TestPaths.temporaryDirectory("units")
