@@ -38,13 +38,12 @@ public struct BatonLogHandler: LogHandler {
         if let extra = event.metadata { merged.merge(extra) { $1 } }
         let suffix = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         let text = LogText.escaped("\(event.message)\(suffix)")
-        let line: String
-        if Self.stderrIsJournal {
-            line = "<\(Self.priority(event.level))>\(text)\n"
-        } else {
-            line = "\(Self.timestamp()) \(event.level.short) \(text)\n"
-        }
-        LogWriter.standardError.append(Array(line.utf8))
+        LogWriter.standardError.append(Array(Self.line(event.level, text).utf8))
+    }
+
+    /// One line of baton's log: `TIMESTAMP LEVEL text`, or `<PRIORITY>text` to the journal.
+    static func line(_ level: Logger.Level, _ text: String) -> String {
+        Self.stderrIsJournal ? "<\(Self.priority(level))>\(text)\n" : "\(Self.timestamp()) \(level.short) \(text)\n"
     }
 
     /// syslog priority of a level.

@@ -44,6 +44,8 @@ public final class LogWriter: Sendable {
     private let unwritten = Atomic<Int>(0)
     /// Set by ``abandonUnwritten()``: the writer thread writes no more.
     private let abandoned = Atomic<Bool>(false)
+    /// Of `dropped`, what a line in the log has said (``sayWhatWasDropped()``).
+    private let reported = Atomic<UInt64>(0)
     /// Wakes the writer thread (an eventfd).
     private let wake: Int32
     /// Whether the writer thread runs (else every line is written inline, blocking).
@@ -93,7 +95,10 @@ public final class LogWriter: Sendable {
     public var droppedBytes: UInt64 { dropped.load(ordering: .relaxed) }
 
     /// Adds what the image before a `baton upgrade` had dropped: the count never decreases.
-    public func carryDropped(_ bytes: UInt64) { dropped.add(bytes, ordering: .relaxed) }
+    public func carryDropped(_ bytes: UInt64) {
+        dropped.add(bytes, ordering: .relaxed)
+        reported.add(bytes, ordering: .relaxed)
+    }
 
     /// Counts what is still queued or being written as dropped, and writes no more of it: the
     /// writer thread does not survive the execve of `baton upgrade`, and the next image carries
@@ -191,13 +196,26 @@ public final class LogWriter: Sendable {
                 writeWaiting(batch)
                 queue.withLock { $0.writing = false }
             }
+            sayWhatWasDropped()
         }
+    }
+
+    /// Once the writer caught up, a line that says how much was dropped since the last such
+    /// line (a logs audit: nothing in the log marked the gap where a stalled reader lost the
+    /// deploy, crash and respawn lines; only `baton status` counted them).
+    private func sayWhatWasDropped() {
+        let lost = dropped.load(ordering: .relaxed) &- reported.load(ordering: .relaxed)
+        guard lost > 0, lost < UInt64(Int64.max), !abandoned.load(ordering: .sequentiallyConsistent) else { return }
+        reported.add(lost, ordering: .relaxed)
+        let text = "log: \(lost) bytes of baton's log were dropped while stderr did not keep up (\(dropped.load(ordering: .relaxed)) since baton started)"
+        // Not counted when it cannot be written itself (a full disk): the count is of log lines.
+        writeWaiting(Array(BatonLogHandler.line(.warning, text).utf8), counting: false)
     }
 
     /// Writes all of `bytes`, waiting for POLLOUT when the fd is full; gives up on
     /// an error (a closed stderr, a full disk), counting what it gave up as dropped: a disk
     /// audit lost thousands of lines to a log file on a full disk with `log_dropped_bytes` 0.
-    private func writeWaiting(_ bytes: [UInt8]) {
+    private func writeWaiting(_ bytes: [UInt8], counting: Bool = true) {
         var offset = 0
         let target: Int32
         if case .nonBlocking(let twin) = sink { target = twin } else { target = fd }
@@ -213,7 +231,7 @@ public final class LogWriter: Sendable {
                     var pfd = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
                     _ = poll(&pfd, 1, -1)
                 } else if errno != EINTR {
-                    dropped.add(UInt64(raw.count - offset), ordering: .relaxed)
+                    if counting { dropped.add(UInt64(raw.count - offset), ordering: .relaxed) }
                     unwritten.store(0, ordering: .sequentiallyConsistent)
                     return
                 }

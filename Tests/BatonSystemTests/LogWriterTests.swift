@@ -39,3 +39,27 @@ extension LogWriterTests {
         #expect(writer.droppedBytes + UInt64(waiting) <= 100_000 + 4096)
     }
 }
+
+extension LogWriterTests {
+    /// A logs audit: once a stalled stderr drained, nothing in the log marked the gap.
+    @Test func aLineSaysWhatWasDroppedOnceTheReaderCaughtUp() throws {
+        var fds: [Int32] = [-1, -1]
+        try #require(pipe(&fds) == 0)
+        defer { fds.forEach { close($0) } }
+        _ = fcntl(fds[1], 1031, 4096)  // F_SETPIPE_SZ
+        let writer = LogWriter(fd: fds[1], capacity: 1024)
+        let line = Array((String(repeating: "x", count: 99) + "\n").utf8)
+        for _ in 0..<200 { writer.append(line) }
+        #expect(writer.droppedBytes > 0)
+        // The reader catches up: the lines that fitted, then the note.
+        _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
+        var text = ""
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        for _ in 0..<1000 where !text.contains("bytes of baton's log were dropped") {
+            let n = read(fds[0], &buffer, buffer.count)
+            if n > 0 { text += String(decoding: buffer[0..<n], as: UTF8.self) } else { usleep(5000) }
+        }
+        let note = text.split(separator: "\n").first { $0.contains("bytes of baton's log were dropped") } ?? ""
+        #expect(note.contains("WARN log: \(writer.droppedBytes) bytes of baton's log were dropped while stderr did not keep up"), "\(note)")
+    }
+}
