@@ -1,3 +1,5 @@
+import Glibc
+
 /// A child's output cut into lines as it arrives in chunks: a worker's pipe and an orphaned
 /// worker's pipe relayed after a take-over. A line longer than `maxLine` bytes is emitted in
 /// pieces, so a child that never prints a newline cannot grow it without bound.
@@ -14,6 +16,12 @@ struct OutputLines {
         partial.append(contentsOf: chunk)
         var start = partial.startIndex
         while let newline = partial[start...].firstIndex(of: 0x0A) {
+            // A whole line longer than `maxLine` in pieces too (a re-audit: an 8,193-byte line
+            // whose newline came in the next read was one piece).
+            while newline - start > Self.maxLine {
+                emit(partial[start..<start + Self.maxLine])
+                start += Self.maxLine
+            }
             emit(partial[start..<newline])
             start = newline + 1
         }
@@ -27,6 +35,42 @@ struct OutputLines {
             piece += Self.maxLine
         }
         partial.removeSubrange(..<piece)
+    }
+
+    /// Forgets the unfinished line (its start was left out of the log).
+    mutating func discard() { partial.removeAll() }
+
+    /// Where the last `count` lines of `bytes` begin (a last piece without a newline is one),
+    /// and how many whole lines come before that: what a drain leaves out of the log. The lines
+    /// before it are counted with memchr: a 1 MiB pipe of short lines is half a million.
+    static func tail(of bytes: [UInt8], lines count: Int) -> (skipped: Int, start: Int) {
+        bytes.withUnsafeBytes { raw -> (Int, Int) in
+            guard let base = raw.baseAddress, raw.count > 0 else { return (0, 0) }
+            // Backwards (over the tail only): the start of the last `count` lines.
+            var i = raw.count - 1
+            if raw[i] == 0x0A { i -= 1 }  // the last line's own newline
+            var found = 0
+            var start = 0
+            while i >= 0 {
+                if raw[i] == 0x0A {
+                    found += 1
+                    if found == count {
+                        start = i + 1
+                        break
+                    }
+                }
+                i -= 1
+            }
+            if found < count { return (0, 0) }
+            // Forwards: the whole lines before it.
+            var skipped = 0
+            var at = 0
+            while at < start, let hit = memchr(base + at, 0x0A, start - at) {
+                skipped += 1
+                at = base.distance(to: hit) + 1
+            }
+            return (skipped, start)
+        }
     }
 
     /// Emits what is left without a newline (the child's output ended).

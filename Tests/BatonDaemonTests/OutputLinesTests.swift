@@ -23,5 +23,24 @@ import Testing
         #expect(lines([piece + "x"], flush: true) == [piece, "x"])
         #expect(lines([String(repeating: "x", count: 3 * OutputLines.maxLine + 5)], flush: true) == [piece, piece, piece, "xxxxx"])
         #expect(lines([String(repeating: "y", count: OutputLines.maxLine)], flush: false) == [])
+        // A whole line too, when its newline comes in a later chunk (a re-audit: one piece of
+        // 8,193 bytes; 8192 + 11808 for 20,000).
+        #expect(lines([piece, "x\n"], flush: false) == [piece, "x"])
+        let long = String(repeating: "b", count: 20_000)
+        #expect(lines([String(long.prefix(8000)), String(long.dropFirst(8000)) + "\n"], flush: false).map(\.count) == [8192, 8192, 3616])
+    }
+
+    @Test func theTailOfADrainedPipe() {
+        func tail(_ text: String, _ count: Int) -> (Int, String) {
+            let bytes = Array(text.utf8)
+            let (skipped, start) = OutputLines.tail(of: bytes, lines: count)
+            return (skipped, String(decoding: bytes[start...], as: UTF8.self))
+        }
+        #expect(tail("a\nb\nc\n", 2) == (1, "b\nc\n"))
+        #expect(tail("a\nb\nc", 2) == (1, "b\nc"))
+        #expect(tail("a\nb\n", 2) == (0, "a\nb\n"))
+        #expect(tail("a\n", 5) == (0, "a\n"))
+        #expect(tail("", 5) == (0, ""))
+        #expect(tail("a\n\n\nb\n", 1) == (3, "b\n"))
     }
 }

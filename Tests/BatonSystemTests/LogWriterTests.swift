@@ -20,13 +20,19 @@ import Testing
 }
 
 extension LogWriterTests {
+    /// A pipe of 4 KiB (read end, write end) that nobody reads yet.
+    static func smallPipe() throws -> [Int32] {
+        var fds: [Int32] = [-1, -1]
+        try #require(pipe(&fds) == 0)
+        _ = fcntl(fds[1], 1031, 4096)  // F_SETPIPE_SZ
+        return fds
+    }
+
     /// A logs audit: about 1 MiB of lines queued for a stderr nobody read were lost at
     /// `baton upgrade` (the writer thread dies with the execve) and 203 bytes counted.
     @Test func linesAbandonedAtAnExecveAreCounted() throws {
-        var fds: [Int32] = [-1, -1]
-        try #require(pipe(&fds) == 0)
+        let fds = try Self.smallPipe()
         defer { fds.forEach { close($0) } }
-        _ = fcntl(fds[1], 1031, 4096)  // F_SETPIPE_SZ
         let writer = LogWriter(fd: fds[1], capacity: 1 << 20)
         let line = Array((String(repeating: "x", count: 99) + "\n").utf8)
         for _ in 0..<1000 { writer.append(line) }
@@ -38,15 +44,11 @@ extension LogWriterTests {
         #expect(writer.droppedBytes + UInt64(waiting) >= 100_000, "dropped \(writer.droppedBytes), in the pipe \(waiting)")
         #expect(writer.droppedBytes + UInt64(waiting) <= 100_000 + 4096)
     }
-}
 
-extension LogWriterTests {
     /// A logs audit: once a stalled stderr drained, nothing in the log marked the gap.
     @Test func aLineSaysWhatWasDroppedOnceTheReaderCaughtUp() throws {
-        var fds: [Int32] = [-1, -1]
-        try #require(pipe(&fds) == 0)
+        let fds = try Self.smallPipe()
         defer { fds.forEach { close($0) } }
-        _ = fcntl(fds[1], 1031, 4096)  // F_SETPIPE_SZ
         let writer = LogWriter(fd: fds[1], capacity: 1024)
         let line = Array((String(repeating: "x", count: 99) + "\n").utf8)
         for _ in 0..<200 { writer.append(line) }
