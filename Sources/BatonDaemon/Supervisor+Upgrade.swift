@@ -66,6 +66,8 @@ extension Supervisor {
         if upgrade.inProgress || (upgrade.waiting != nil && !waited) { return "an upgrade is in progress" }
         // Their pidfds and kill timers would not cross the execve.
         if !takeOver.orphans.isEmpty { return "workers of the previous baton are still draining (take-over)" }
+        // (A re-audit: "a stopping is in progress".)
+        if phase == .stopping { return "baton is stopping" }
         if phase != .running || operation != nil || !queue.isEmpty { return "a \(operation?.kind.noun ?? phase.rawValue) is in progress" }
         for slot in slots {
             guard let w = slot.current, w.state == .ready, slot.replacement == nil, slot.draining.isEmpty else {
