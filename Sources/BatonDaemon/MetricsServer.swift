@@ -153,12 +153,11 @@ final class MetricsServer {
     /// The path of a request target: its query dropped, and the scheme and authority of an
     /// absolute-form one.
     static func path(of target: Substring) -> Substring {
-        var rest = target.prefix { $0 != "?" }
-        if let scheme = rest.range(of: "://"), rest[..<scheme.lowerBound].allSatisfy(\.isLetter) {
-            let afterAuthority = rest[scheme.upperBound...]
-            rest = afterAuthority.firstIndex(of: "/").map { afterAuthority[$0...] } ?? "/"
-        }
-        return rest
+        let rest = target.prefix { $0 != "?" }
+        // (The standard library's only: Foundation's range(of:) would link it into baton.)
+        guard let colon = rest.firstIndex(of: ":"), rest[..<colon].allSatisfy(\.isLetter), rest[colon...].hasPrefix("://") else { return rest }
+        let authority = rest[rest.index(colon, offsetBy: 3)...]
+        return authority.firstIndex(of: "/").map { authority[$0...] } ?? "/"
     }
 
     private func respond(_ client: Int32, status: String, body: [UInt8] = [], headOnly: Bool = false, extra: String = "") {
