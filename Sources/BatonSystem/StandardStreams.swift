@@ -7,11 +7,16 @@ public enum StandardStreams {
     /// lowest free number: the one found closed). Started with them closed (`>&- 2>&-`), baton's
     /// own epoll, eventfd and signalfd took those numbers, and its log lines were written into
     /// them (a pid-1 and a logs audit).
-    public static func openClosed() {
+    /// Returns the ones it found closed.
+    @discardableResult
+    public static func openClosed() -> Set<Int32> {
+        var closed: Set<Int32> = []
         for fd in Int32(0)...2 where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
+            closed.insert(fd)
             let opened = open("/dev/null", O_RDWR)
             if opened >= 0 && opened != fd { close(opened) }  // a lower one is free: not ours to take
         }
+        return closed
     }
 
     /// Why what a command printed on stdout was not all written (a full disk, an I/O error), or

@@ -2,8 +2,16 @@ import ArgumentParser
 import BatonSystem
 import Glibc
 
-// Before anything opens a descriptor: a closed 0, 1 or 2 gets /dev/null.
-StandardStreams.openClosed()
+// Before anything opens a descriptor: a closed 0, 1 or 2 gets /dev/null (a command's closed
+// stdout is still an error at its end).
+let closedAtStart = StandardStreams.openClosed()
+
+// Swift reads a process's arguments from /proc/self/cmdline: without /proc they are empty,
+// and `baton serve` printed the help and exited 0 (a re-audit).
+if CommandLine.arguments.isEmpty {
+    LogWriter.standardError.append(Array("baton: /proc is not mounted: baton reads its arguments and its processes there\n".utf8))
+    exit(2)
+}
 
 // The supervisor handles these through its signalfd: block them before any
 // thread exists, so every later thread inherits the mask and none of them
@@ -26,7 +34,8 @@ func lastWords(_ text: String) {
 do {
     var command = try Baton.parseAsRoot()
     try command.run()
-    if let failure = StandardStreams.outputFailure() {
+    // (A re-audit: `baton status >&-` exited 0, its output gone.)
+    if let failure = closedAtStart.contains(1) ? "could not write to stdout: it was closed" : StandardStreams.outputFailure() {
         lastWords("baton: \(failure)\n")
         exit(1)
     }

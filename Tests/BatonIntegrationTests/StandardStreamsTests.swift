@@ -22,6 +22,26 @@ extension ThirdIntegration {
             #expect(full.stderr.hasPrefix("baton: could not write to stdout"), "\(full.stderr)")
             let gone = try Self.shell(#""$0" check-config "$1" | true"#, config: config)
             #expect(gone.code == 0 && gone.stderr.isEmpty, "exit \(gone.code): \(gone.stderr)")
+            // Closed (a re-audit: exit 0, the output gone).
+            let closed = try Self.shell(#""$0" check-config "$1" >&-"#, config: config)
+            #expect(closed.code == 1 && closed.stderr.hasPrefix("baton: could not write to stdout: it was closed"), "exit \(closed.code): \(closed.stderr)")
+        }
+
+        /// A re-audit: with no /proc, Swift found no arguments, and `baton serve` printed the help
+        /// and exited 0.
+        @Test("without /proc, baton exits 2 saying so")
+        func withoutProc() throws {
+            let directory = TestPaths.temporaryDirectory("std-proc")
+            defer { TestPaths.remove(directory) }
+            let config = Integration.DirectoryTests.writeConfig(in: directory, controlSocket: directory + "/c.sock")
+            let result = try TestProcess.run(
+                [
+                    "/usr/bin/unshare", "--mount", "--", "/bin/sh", "-c", #"umount -l /proc && exec "$0" serve --config "$1""#, TestPaths.executable("baton"),
+                    config,
+                ],
+                timeout: .seconds(20))
+            #expect(result.code == 2, "exit \(result.code): \(result.stderr)")
+            #expect(result.stderr.contains("baton: /proc is not mounted"), "\(result.stderr)")
         }
 
         @Test("serve started with stdin and stdout closed has /dev/null there, not its own descriptors")
