@@ -24,6 +24,10 @@ extension Supervisor {
     /// Makes the folders again, then binds again the sockets whose files are gone; a removed
     /// state directory is made again with what baton knows (``ReleaseBook/restoreIfGone``).
     func checkRuntimeFiles() {
+        // A process handed to baton while every worker lives raises no event: said here (a
+        // re-audit: a `setsid` grandchild listed in status was logged only when some worker
+        // exited, never if none did).
+        reportEscapedChildren()
         releases.restoreIfGone(reopen: { [host, directory = releases.directory] () throws(DirectoryError) in try host.openStateStore(directory) }, on: loop)
         guard restoreNotifyDirectory() else { return }
         control?.checkPath()

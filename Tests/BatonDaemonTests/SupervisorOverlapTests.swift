@@ -135,6 +135,20 @@ import Testing
         #expect(h.supervisor.statusReport(memory: [:]).strays == [child])
     }
 
+    /// A re-audit: a `setsid` grandchild handed to baton while every worker lived was listed in
+    /// status but logged only when some worker exited (never, if none did).
+    @Test func aStrayIsLoggedAtTheNextCheckWithoutAnyWorkerExiting() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let stray: pid_t = 7_777_777
+        h.host.fakeProcesses.setChildren([stray], of: getpid())
+        h.host.fakeProcesses.setStartTime(42, of: stray)
+        h.host.fakeProcesses.setProcessGroup(stray, of: stray)
+        h.supervisor.checkRuntimeFiles()
+        h.supervisor.checkRuntimeFiles()
+        #expect(h.log.lines(containing: "pid 7777777 left its worker's process group").count == 1, "\(h.log.lines)")
+    }
+
     /// A hostile-app audit (1 of 1): a deploy said "deploy finished", exit 0, while 5 strays of
     /// the old release (a worker's double-forked daemon keeping the listening socket) answered
     /// 145 of 200 requests; neither its lines nor history named them.
