@@ -15,7 +15,9 @@ extension Supervisor {
         guard ProcessPriority.canLower(to: ProcessPriority.current) else {
             if !bootNiceRefusalLogged {
                 bootNiceRefusalLogged = true
-                logger.info("readiness.boot_nice = \(nice) ignored: baton may not give a worker its priority back (needs root or CAP_SYS_NICE)")
+                logger.info(
+                    "readiness.boot_nice = \(nice) ignored: baton may not give a worker its priority back (needs CAP_SYS_NICE, or an RLIMIT_NICE that allows it)"
+                )
             }
             return 0
         }
