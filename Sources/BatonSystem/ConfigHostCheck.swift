@@ -6,6 +6,17 @@ import Glibc
 /// parses. `check-config`, `serve`, `reload` and `upgrade --check` run them, so a config that
 /// passes check-config starts.
 public enum ConfigHostCheck {
+    /// Whether this process may change its uid and groups (CAP_SETUID and CAP_SETGID in its
+    /// effective set, as root has them).
+    static func mayChangeUser() -> Bool {
+        guard let status = ProcFS.read("/proc/self/status"),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+            let mask = UInt64(line.dropFirst(7).filter { !$0.isWhitespace }, radix: 16)
+        else { return geteuid() == 0 }
+        let (setgid, setuid): (UInt64, UInt64) = (1 << 6, 1 << 7)
+        return mask & setgid != 0 && mask & setuid != 0
+    }
+
     /// Throws the first problem, located at the key's line in `text` (the config's source).
     public static func check(_ config: BatonConfig, text: String) throws(ConfigError) {
         func problem(_ keyPath: [String], _ message: String) -> ConfigError {
@@ -14,10 +25,19 @@ public enum ConfigHostCheck {
                 key: keyPath.joined(separator: "."), message: message)
         }
         if let user = config.app.user {
+            let credentials: Credentials
             do {
-                _ = try Accounts.credentials(user: user, group: nil)
+                credentials = try Accounts.credentials(user: user, group: nil)
             } catch {
                 throw problem(["app", "user"], "\(error)")
+            }
+            // A re-audit: a baton not root passed check-config, then every start failed on
+            // "switching user: Operation not permitted" until start_attempts, no key named.
+            if credentials.uid != geteuid(), !mayChangeUser() {
+                throw problem(
+                    ["app", "user"],
+                    "baton runs as uid \(geteuid()) without CAP_SETUID and CAP_SETGID: it cannot start workers as \(user) (uid \(credentials.uid)); run baton as root, or as that user without [app] user"
+                )
             }
         }
         let groups: [([String], String?)] = [

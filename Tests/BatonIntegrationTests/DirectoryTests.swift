@@ -222,6 +222,30 @@ extension Integration {
             #expect(socket.stderr.contains("baton: [control] socket (the default /run/baton/test/control.sock): "), "\(socket.stderr)")
         }
 
+        /// A re-audit: a baton not root with `[app] user` another user passed check-config, then
+        /// every start failed on "switching user: Operation not permitted", no key named.
+        @Test("[app] user another than baton's own, without the capabilities to switch: check-config and serve exit 2 naming the key")
+        func userBatonCannotBecome() throws {
+            let directory = TestPaths.temporaryDirectory("dir-user")
+            defer { TestPaths.remove(directory) }
+            chmod(directory, 0o777)
+            let config = Self.writeConfig(in: directory, controlSocket: directory + "/c.sock")
+            let text = ProcFS.read(config) ?? ""
+            let asRoot = directory + "/as-root.toml"
+            TestPaths.write(asRoot, text.replacingOccurrences("[app]\n", with: "[app]\nuser = \"root\"\n"))
+            let nobody = ["/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", TestPaths.buildDirectory + "/baton"]
+            for verb in [["check-config"], ["serve", "--config"]] {
+                let result = try TestProcess.run(nobody + verb + [asRoot], timeout: .seconds(20))
+                #expect(result.code == 2, "\(verb): exit \(result.code): \(result.stderr)")
+                #expect(result.stderr.contains("app.user: baton runs as uid 65534 without CAP_SETUID and CAP_SETGID"), "\(result.stderr)")
+            }
+            // Its own user is fine.
+            let own = directory + "/own.toml"
+            TestPaths.write(own, text.replacingOccurrences("[app]\n", with: "[app]\nuser = \"nobody\"\n"))
+            let fine = try TestProcess.run(nobody + ["check-config", own], timeout: .seconds(20))
+            #expect(fine.code == 0, "\(fine.stderr)")
+        }
+
         /// A pid-1 audit: `unshare --pid --fork` without `--mount-proc` left baton reading the
         /// host's /proc: 17 host processes listed as strays (and sent SIGKILL at stop), workers
         /// measured at 0 B.
