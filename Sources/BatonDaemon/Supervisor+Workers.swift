@@ -301,7 +301,7 @@ extension Supervisor {
                 slot.life.rolloutWorkerCrashed(otherwise)
                 // With its last output, as a new worker's failure says (a CI-door audit: a canary
                 // that crashed once promoted failed the deploy without it, in its line and history).
-                let full = reason + (lastFailureOutput.last.map { " — last output: \($0)" } ?? "")
+                let full = reason + (FailureOutput.summary(lastFailureOutput) ?? "")
                 if rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: full) }) {
                     restartsByReason[.startFailed, default: 0] += 1
                 } else {
@@ -363,7 +363,7 @@ extension Supervisor {
             // A rollout's new worker that failed counts too (README's start-failed).
             restartsByReason[.startFailed, default: 0] += 1
             lastFailureOutput = worker?.recentOutput.elements ?? []
-            let full = reason.text + (lastFailureOutput.last.map { " — last output: \($0)" } ?? "")
+            let full = reason.text + (FailureOutput.summary(lastFailureOutput) ?? "")
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }

@@ -1,0 +1,33 @@
+import BatonCore
+import Testing
+
+/// An apps audit: the one line of a failed deploy quoted puma's `from /usr/bin/puma:25:in
+/// <main>` and gunicorn's `[ERROR] Reason: Worker failed to boot.`, not the error above them.
+@Suite struct FailureOutputTests {
+    @Test func theErrorAboveALastLineThatIsNone() {
+        let puma = [
+            "/usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb:85:in `require': cannot load such file -- missing_gem (LoadError)",
+            "\tfrom /usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb:85:in `require'",
+            "\tfrom /usr/bin/puma:25:in `<main>'",
+        ]
+        #expect(
+            FailureOutput.summary(puma)
+                == " — error: /usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb:85:in `require': cannot load such file -- missing_gem (LoadError) (last output: from /usr/bin/puma:25:in `<main>')"
+        )
+        let gunicorn = [
+            "[2026-12-07 07:30:01 +0000] [17] [ERROR] Exception in worker process", "Traceback (most recent call last):",
+            "ModuleNotFoundError: No module named 'missing_module_xyz'", "[2026-12-07 07:30:01 +0000] [17] [INFO] Worker exiting (pid: 17)",
+            "[2026-12-07 07:30:01 +0000] [16] [ERROR] Reason: Worker failed to boot.",
+        ]
+        #expect(FailureOutput.summary(gunicorn)?.hasPrefix(" — error: ModuleNotFoundError: No module named 'missing_module_xyz' (last output: [") == true)
+    }
+
+    @Test func theLastLineWhenItIsTheErrorOrNoneIs() {
+        #expect(
+            FailureOutput.summary(["Traceback (most recent call last):", "RuntimeError: DATABASE_URL is not set"])
+                == " — last output: RuntimeError: DATABASE_URL is not set")
+        #expect(FailureOutput.summary(["starting", "boom: cannot connect to the database"]) == " — last output: boom: cannot connect to the database")
+        #expect(FailureOutput.summary([]) == nil)
+        #expect(FailureOutput.summary(["warning: x: y", "done"]) == " — last output: done")
+    }
+}
