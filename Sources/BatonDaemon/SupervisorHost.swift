@@ -204,9 +204,7 @@ final class LinuxSupervisorHost: SupervisorHost {
     }
 
     func credentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
-        if let user { return try Accounts.credentials(user: user, group: group) }
-        guard let group else { return nil }
-        return Credentials(uid: getuid(), gid: try Accounts.groupID(group), groups: [])
+        try Accounts.workerCredentials(user: user, group: group)
     }
 
     func groupID(_ name: String) throws(SpawnError) -> gid_t { try Accounts.groupID(name) }

@@ -23,6 +23,14 @@ public enum Accounts {
         return Credentials(uid: pw.pw_uid, gid: gid, groups: Array(groups.prefix(Int(max(count, 0)))), account: account(of: pw))
     }
 
+    /// What workers of `[app] user` and `group` run as: the user's credentials, or baton's own
+    /// uid with `group` and no supplementary group; nil when neither is set.
+    public static func workerCredentials(user: String?, group: String?) throws(SpawnError) -> Credentials? {
+        if let user { return try credentials(user: user, group: group) }
+        guard let group else { return nil }
+        return Credentials(uid: getuid(), gid: try groupID(group), groups: [])
+    }
+
     /// HOME, USER, LOGNAME and SHELL of `uid`'s passwd entry (none without one).
     public static func account(uid: uid_t) -> [EnvVar] {
         var pw = passwd()

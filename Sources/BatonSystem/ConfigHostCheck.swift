@@ -25,19 +25,10 @@ public enum ConfigHostCheck {
                 key: keyPath.joined(separator: "."), message: message)
         }
         if let user = config.app.user {
-            let credentials: Credentials
             do {
-                credentials = try Accounts.credentials(user: user, group: nil)
+                _ = try Accounts.credentials(user: user, group: nil)
             } catch {
                 throw problem(["app", "user"], "\(error)")
-            }
-            // A re-audit: a baton not root passed check-config, then every start failed on
-            // "switching user: Operation not permitted" until start_attempts, no key named.
-            if credentials.uid != geteuid(), !mayChangeUser() {
-                throw problem(
-                    ["app", "user"],
-                    "baton runs as uid \(geteuid()) without CAP_SETUID and CAP_SETGID: it cannot start workers as \(user) (uid \(credentials.uid)); run baton as root, or as that user without [app] user"
-                )
             }
         }
         let groups: [([String], String?)] = [
@@ -50,6 +41,18 @@ public enum ConfigHostCheck {
             } catch {
                 throw problem(keyPath, "\(error)")
             }
+        }
+        // A re-audit: a baton without CAP_SETUID and CAP_SETGID (not root) passed check-config
+        // with `[app] user` or `group`, then every start failed on "switching user: Operation
+        // not permitted" until start_attempts, no key named. Its own identity needs no switch.
+        if config.app.user != nil || config.app.group != nil, !mayChangeUser(),
+            let wanted = try? Accounts.workerCredentials(user: config.app.user, group: config.app.group), !wanted.isCurrentIdentity
+        {
+            let key = config.app.user != nil ? ["app", "user"] : ["app", "group"]
+            throw problem(
+                key,
+                "baton (uid \(geteuid())) lacks CAP_SETUID and CAP_SETGID: it cannot start workers as \(config.app.user ?? "its own user") with group \(config.app.group ?? "the user's"); give it those capabilities (root has them), or run it as that user and group without [app] user and group"
+            )
         }
         if let path = config.app.environmentFile {
             let bytes: [UInt8]

@@ -72,6 +72,17 @@ public struct Credentials: Sendable, Equatable {
     /// with baton's HOME=/root, and gunicorn failing to make its control socket there.
     public var account: [EnvVar]
 
+    /// Whether this process runs as them already: its effective uid and gid, and the same
+    /// supplementary groups.
+    public var isCurrentIdentity: Bool {
+        guard uid == geteuid(), gid == getegid() else { return false }
+        let count = getgroups(0, nil)
+        guard count >= 0 else { return false }
+        var current = [gid_t](repeating: 0, count: Int(count))
+        let read = getgroups(count, &current)
+        return read == count && Set(current.prefix(Int(read))).subtracting([gid]) == Set(groups).subtracting([gid])
+    }
+
     /// Creates credentials.
     public init(uid: uid_t, gid: gid_t, groups: [gid_t], account: [EnvVar] = []) {
         self.uid = uid
@@ -179,7 +190,9 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                             attr.set_nofile_soft = 1
                             attr.nofile_soft = soft
                         }
-                        if let cred = request.credentials {
+                        // Already this identity (a baton not root running as `[app] user`): no
+                        // switch, which would need CAP_SETGID for setgroups (a re-audit).
+                        if let cred = request.credentials, !cred.isCurrentIdentity {
                             attr.set_ids = 1
                             attr.uid = cred.uid
                             attr.gid = cred.gid

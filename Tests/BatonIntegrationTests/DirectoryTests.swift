@@ -237,13 +237,21 @@ extension Integration {
             for verb in [["check-config"], ["serve", "--config"]] {
                 let result = try TestProcess.run(nobody + verb + [asRoot], timeout: .seconds(20))
                 #expect(result.code == 2, "\(verb): exit \(result.code): \(result.stderr)")
-                #expect(result.stderr.contains("app.user: baton runs as uid 65534 without CAP_SETUID and CAP_SETGID"), "\(result.stderr)")
+                #expect(result.stderr.contains("app.user: baton (uid 65534) lacks CAP_SETUID and CAP_SETGID"), "\(result.stderr)")
             }
-            // Its own user is fine.
+            // A group alone needs the switch too (a re-audit: passed, then every start failed).
+            let group = directory + "/group.toml"
+            TestPaths.write(group, text.replacingOccurrences("[app]\n", with: "[app]\ngroup = \"root\"\n"))
+            let grouped = try TestProcess.run(nobody + ["check-config", group], timeout: .seconds(20))
+            #expect(grouped.code == 2 && grouped.stderr.contains("app.group: baton (uid 65534) lacks"), "\(grouped.stderr)")
+            // Its own user is fine, and serves: no switch is made (a re-audit: setgroups failed).
             let own = directory + "/own.toml"
             TestPaths.write(own, text.replacingOccurrences("[app]\n", with: "[app]\nuser = \"nobody\"\n"))
             let fine = try TestProcess.run(nobody + ["check-config", own], timeout: .seconds(20))
             #expect(fine.code == 0, "\(fine.stderr)")
+            let serving = try TestProcess(nobody + ["serve", "--config", own])
+            defer { _ = serving.stop() }
+            #expect(serving.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil, "\(serving.stderrLines.suffix(5))")
         }
 
         /// A pid-1 audit: `unshare --pid --fork` without `--mount-proc` left baton reading the
