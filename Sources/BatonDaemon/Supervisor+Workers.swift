@@ -248,6 +248,7 @@ extension Supervisor {
         guard worker.state != .exited, host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
         dyingGroups[worker.pid] = loop.now()
         let exit = collectExit(pid: worker.pid, pidfd: worker.pidfd) ?? .exited(-1)
+        worker.exit = exit
         if diedOfOOM(worker, exit: exit) {
             worker.stopReason = .restart(.oom)
             // Before its tree settled: what its release's workers take is not known.
@@ -301,7 +302,7 @@ extension Supervisor {
                 slot.life.rolloutWorkerCrashed(otherwise)
                 // With its last output, as a new worker's failure says (a CI-door audit: a canary
                 // that crashed once promoted failed the deploy without it, in its line and history).
-                let full = reason + (FailureOutput.summary(lastFailureOutput) ?? "")
+                let full = reason + (FailureOutput.summary(lastFailureOutput, lookAbove: Self.failedOnItsOwn(worker, exit)) ?? "")
                 if rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: full) }) {
                     restartsByReason[.startFailed, default: 0] += 1
                 } else {
@@ -355,6 +356,13 @@ extension Supervisor {
         }
     }
 
+    /// Whether `worker` exited with a failure of its own (a non-zero code, not a signal) before
+    /// it was ready: then an error it printed above its last line says why.
+    static func failedOnItsOwn(_ worker: Worker, _ exit: CBatonLinuxShim.Exit?) -> Bool {
+        guard worker.readyAt == nil, case .exited(let code) = exit else { return false }
+        return code != 0
+    }
+
     /// A start failed (spawn error, exit while starting, readiness timeout) or
     /// a serving worker crashed.
     func startFailed(slot: Slot, role: Role, worker: Worker?, reason: RestartCause, uptime: Duration?) {
@@ -363,7 +371,7 @@ extension Supervisor {
             // A rollout's new worker that failed counts too (README's start-failed).
             restartsByReason[.startFailed, default: 0] += 1
             lastFailureOutput = worker?.recentOutput.elements ?? []
-            let full = reason.text + (FailureOutput.summary(lastFailureOutput) ?? "")
+            let full = reason.text + (FailureOutput.summary(lastFailureOutput, lookAbove: worker.map { Self.failedOnItsOwn($0, $0.exit) } ?? false) ?? "")
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }

@@ -99,6 +99,8 @@ final class Worker: ChildChannels {
     var notifyWarnings = WarningThrottle()
     /// Notify fields baton does not act on that it said once it got (`MAINPID`, `FDSTORE`, …).
     var unsupportedNotifySeen: Set<String> = []
+    /// How it exited, once it did.
+    var exit: CBatonLinuxShim.Exit?
     /// Until when `EXTEND_TIMEOUT_USEC=` extended its readiness timeout.
     var readinessExtendedUntil: Duration?
 

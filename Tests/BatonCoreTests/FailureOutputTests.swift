@@ -29,5 +29,9 @@ import Testing
         #expect(FailureOutput.summary(["starting", "boom: cannot connect to the database"]) == " — last output: boom: cannot connect to the database")
         #expect(FailureOutput.summary([]) == nil)
         #expect(FailureOutput.summary(["warning: x: y", "done"]) == " — last output: done")
+        // A worker that did not fail on its own before ready (a re-audit: SIGKILLed after ready,
+        // blamed on a handled `ValueError` it logged at boot).
+        let handled = ["ValueError: bad header from 10.0.0.7 (request ignored)", "serving on :18700", "GET /health 200"]
+        #expect(FailureOutput.summary(handled, lookAbove: false) == " — last output: GET /health 200")
     }
 }

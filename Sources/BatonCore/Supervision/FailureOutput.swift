@@ -4,9 +4,12 @@
 /// with the `LoadError` and `ModuleNotFoundError` that say why further up.
 public enum FailureOutput {
     /// ` — last output: LINE`, or ` — error: ERROR (last output: LINE)`; nil without output.
-    public static func summary(_ lines: [String]) -> String? {
+    /// `lookAbove`: the worker exited on its own with a failure before it was ready, so an error
+    /// it printed above its last line is why (a re-audit: a worker SIGKILLed after ready, and
+    /// one that logged a handled exception at boot, were blamed on those lines).
+    public static func summary(_ lines: [String], lookAbove: Bool = true) -> String? {
         guard let last = lines.last else { return nil }
-        if !looksLikeError(trimmed(last)), let error = lines.dropLast().last(where: { looksLikeError(trimmed($0)) }) {
+        if lookAbove, !looksLikeError(trimmed(last)), let error = lines.dropLast().last(where: { looksLikeError(trimmed($0)) }) {
             return " — error: \(trimmed(error)) (last output: \(trimmed(last)))"
         }
         return " — last output: \(last)"
