@@ -126,22 +126,27 @@ final class MetricsServer {
             closeConnection(client)
             return
         }
-        let request = connection.request + buffer[0..<n]
+        var request = connection.request + buffer[0..<n]
+        // Empty lines before the request line are skipped (RFC 9112, 2.2; a re-audit: two of
+        // them ended the header before it, and the empty request line got a 405).
+        if let first = request.firstIndex(where: { $0 != 10 && $0 != 13 }) { request.removeFirst(first) } else { request.removeAll() }
         connections[client]?.request = request
         guard let end = Self.headerEnd(request) else {
             if request.count > 8192 { respond(client, status: "431 Request Header Fields Too Large") }
             return
         }
-        // The request line, its CR (if any) dropped: bare LF line ends are taken, as HTTP asks,
-        // and empty lines before it skipped (RFC 9112, 2.2; a metrics audit: 404).
-        let line = String(decoding: request[..<end].drop { $0 == 10 || $0 == 13 }.prefix { $0 != 10 }.filter { $0 != 13 }, as: UTF8.self)
+        // The request line, its CR (if any) dropped: bare LF line ends are taken, as HTTP asks.
+        let line = String(decoding: request[..<end].prefix { $0 != 10 }.filter { $0 != 13 }, as: UTF8.self)
         // GET or HEAD of /metrics or /, a query string (a scrape's `params`) and a trailing slash
         // taken (an operator audit: `/metrics?x=1`, `/metrics/` and HEAD were 404), in origin or
         // absolute form (`GET http://host:9187/metrics`: a metrics audit, 404).
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
         let method = words.first ?? ""
         let target = words.count > 1 ? Self.path(of: words[1]) : ""
-        if method != "GET" && method != "HEAD" {
+        // A request line that is not `METHOD TARGET HTTP/x` (a re-audit: spaces alone got 405).
+        if words.count != 3 || method.isEmpty || !method.allSatisfy({ $0.isUppercase && $0.isLetter }) || !words[2].hasPrefix("HTTP/") {
+            respond(client, status: "400 Bad Request", body: Array("try GET /metrics\n".utf8))
+        } else if method != "GET" && method != "HEAD" {
             respond(client, status: "405 Method Not Allowed", body: Array("only GET and HEAD /metrics\n".utf8), extra: "Allow: GET, HEAD\r\n")
         } else if ["/", "/metrics", "/metrics/"].contains(target) {
             respond(client, status: "200 OK", body: render(), headOnly: method == "HEAD")

@@ -91,6 +91,8 @@ extension Integration {
                 "GET /metrics?module=baton HTTP/1.1\r\n\r\n", "GET /metrics/ HTTP/1.1\r\n\r\n",
                 // A metrics audit: an empty line before the request line, an absolute-form target.
                 "\r\nGET /metrics HTTP/1.1\r\n\r\n", "GET http://127.0.0.1:\(port)/metrics HTTP/1.1\r\n\r\n",
+                // A re-audit: two or more (405).
+                "\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n", "\n\n\nGET /metrics HTTP/1.0\n\n",
             ] {
                 let fd = try #require(HTTP.connect(port: port))
                 defer { close(fd) }
@@ -105,6 +107,11 @@ extension Integration {
             HTTP.send(fd, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
             let refused = HTTP.readResponse(fd)
             #expect(refused?.status == 405 && refused?.header("allow") == "GET, HEAD", "\(String(describing: refused?.status))")
+            // A request line of spaces is a bad request, not a method (a re-audit: 405).
+            let garbled = try #require(HTTP.connect(port: port))
+            defer { close(garbled) }
+            HTTP.send(garbled, "     \r\nHost: x\r\n\r\n")
+            #expect(HTTP.readResponse(garbled)?.status == 400)
         }
 
         /// A limits audit (20 of 20 scrapes failed): 32 connections that each sent half a request
