@@ -25,6 +25,16 @@ final class FakeProcessTable: ProcessTable {
         }
     }
 
+    /// Makes `pids` children of this (test) process, alive, as processes handed to baton are;
+    /// each in `groups[pid]`'s process group where given.
+    func adopt(_ pids: [pid_t], groups: [pid_t: pid_t] = [:]) {
+        setChildren(pids, of: getpid())
+        for (i, pid) in pids.enumerated() {
+            setStartTime(42 + UInt64(i), of: pid)
+            if let group = groups[pid] { setProcessGroup(group, of: pid) }
+        }
+    }
+
     /// Makes `pid` gone: no longer alive, in no tree.
     func forget(_ pid: pid_t) {
         table.withLock {

@@ -108,11 +108,7 @@ import Testing
         try h.start()
         let worker = try #require(h.supervisor.slots[0].current?.pid)
         let (inGroup, escaped): (pid_t, pid_t) = (7_777_777, 7_777_778)
-        h.host.fakeProcesses.setChildren([inGroup, escaped], of: getpid())
-        h.host.fakeProcesses.setStartTime(42, of: inGroup)
-        h.host.fakeProcesses.setStartTime(43, of: escaped)
-        h.host.fakeProcesses.setProcessGroup(worker, of: inGroup)
-        h.host.fakeProcesses.setProcessGroup(escaped, of: escaped)
+        h.host.fakeProcesses.adopt([inGroup, escaped], groups: [inGroup: worker, escaped: escaped])
         #expect(h.supervisor.statusReport(memory: [:]).strays == [escaped])
     }
 
@@ -123,9 +119,7 @@ import Testing
         try h.start()
         let worker = try #require(h.supervisor.slots[0].current?.pid)
         let child: pid_t = 7_777_777
-        h.host.fakeProcesses.setChildren([child], of: getpid())
-        h.host.fakeProcesses.setStartTime(42, of: child)
-        h.host.fakeProcesses.setProcessGroup(worker, of: child)
+        h.host.fakeProcesses.adopt([child], groups: [child: worker])
         try #require(h.host.child(worker)).end(.signaled(SIGKILL))
         h.settle()
         #expect(h.log.lines(containing: "left its worker's process group").isEmpty, "\(h.log.lines(containing: "left its"))")
@@ -141,9 +135,7 @@ import Testing
         let h = try DaemonHarness(workers: 1)
         try h.start()
         let stray: pid_t = 7_777_777
-        h.host.fakeProcesses.setChildren([stray], of: getpid())
-        h.host.fakeProcesses.setStartTime(42, of: stray)
-        h.host.fakeProcesses.setProcessGroup(stray, of: stray)
+        h.host.fakeProcesses.adopt([stray], groups: [stray: stray])
         h.supervisor.checkRuntimeFiles()
         h.supervisor.checkRuntimeFiles()
         #expect(h.log.lines(containing: "pid 7777777 left its worker's process group").count == 1, "\(h.log.lines)")

@@ -200,15 +200,20 @@ extension Integration {
             #expect(access(directory + "/web.sock", F_OK) != 0, "the unix listener bound before the failure is left")
         }
 
+        /// A temp folder anyone may write in, and the text of `writeConfig`'s config there (for
+        /// baton run as nobody).
+        static func folderForNobody(_ tag: String) -> (directory: String, config: String) {
+            let directory = TestPaths.temporaryDirectory(tag)
+            chmod(directory, 0o777)
+            return (directory, ProcFS.read(writeConfig(in: directory, controlSocket: directory + "/c.sock")) ?? "")
+        }
+
         /// A pid-1 audit: a user not root whose config left the runtime directory or the control
         /// socket at its default got `mkdir /run/baton: Permission denied`, no key named.
         @Test("a default directory or control socket a user cannot make is named as the default, with its key")
         func defaultPathsNamedWithTheirKeys() throws {
-            let directory = TestPaths.temporaryDirectory("dir-dflt")
+            let (directory, text) = Self.folderForNobody("dir-dflt")
             defer { TestPaths.remove(directory) }
-            chmod(directory, 0o777)
-            let configured = Self.writeConfig(in: directory, controlSocket: directory + "/c.sock")
-            let text = ProcFS.read(configured) ?? ""
             let nobody = ["/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", TestPaths.executable("baton"), "serve", "--config"]
             let noRuntime = directory + "/no-runtime.toml"
             TestPaths.write(noRuntime, text.replacingOccurrences("runtime_directory = \"\(directory)/run\"\n", with: ""))
@@ -226,11 +231,8 @@ extension Integration {
         /// every start failed on "switching user: Operation not permitted", no key named.
         @Test("[app] user another than baton's own, without the capabilities to switch: check-config and serve exit 2 naming the key")
         func userBatonCannotBecome() throws {
-            let directory = TestPaths.temporaryDirectory("dir-user")
+            let (directory, text) = Self.folderForNobody("dir-user")
             defer { TestPaths.remove(directory) }
-            chmod(directory, 0o777)
-            let config = Self.writeConfig(in: directory, controlSocket: directory + "/c.sock")
-            let text = ProcFS.read(config) ?? ""
             let asRoot = directory + "/as-root.toml"
             TestPaths.write(asRoot, text.replacingOccurrences("[app]\n", with: "[app]\nuser = \"root\"\n"))
             let nobody = ["/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", TestPaths.buildDirectory + "/baton"]
