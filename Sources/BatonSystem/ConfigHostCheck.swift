@@ -6,15 +6,17 @@ import Glibc
 /// parses. `check-config`, `serve`, `reload` and `upgrade --check` run them, so a config that
 /// passes check-config starts.
 public enum ConfigHostCheck {
-    /// Whether this process may change its uid and groups (CAP_SETUID and CAP_SETGID in its
-    /// effective set, as root has them).
+    /// Whether this process may run workers as another user: change its uid and groups
+    /// (CAP_SETUID, CAP_SETGID), give their notify sockets to them (CAP_CHOWN) and signal them
+    /// (CAP_KILL), as root may (a re-audit: a baton given only the first two started workers
+    /// that could not notify, and hung at stop unable to kill them).
     static func mayChangeUser() -> Bool {
         guard let status = ProcFS.read("/proc/self/status"),
             let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
             let mask = UInt64(line.dropFirst(7).filter { !$0.isWhitespace }, radix: 16)
         else { return geteuid() == 0 }
-        let (setgid, setuid): (UInt64, UInt64) = (1 << 6, 1 << 7)
-        return mask & setgid != 0 && mask & setuid != 0
+        let needed: UInt64 = 1 << 0 | 1 << 5 | 1 << 6 | 1 << 7  // CHOWN, KILL, SETGID, SETUID
+        return mask & needed == needed
     }
 
     /// Throws the first problem, located at the key's line in `text` (the config's source).
@@ -48,10 +50,13 @@ public enum ConfigHostCheck {
         if config.app.user != nil || config.app.group != nil, !mayChangeUser(),
             let wanted = try? Accounts.workerCredentials(user: config.app.user, group: config.app.group), !wanted.isCurrentIdentity
         {
-            let key = config.app.user != nil ? ["app", "user"] : ["app", "group"]
+            // The group's key when the user alone would need no switch.
+            let userAlone = config.app.user.flatMap { try? Accounts.credentials(user: $0, group: nil) }
+            let key = config.app.group != nil && (config.app.user == nil || userAlone?.isCurrentIdentity == true) ? ["app", "group"] : ["app", "user"]
+            let who = (config.app.user ?? "baton's own user") + (config.app.group.map { " with group \($0)" } ?? "")
             throw problem(
                 key,
-                "baton (uid \(geteuid())) lacks CAP_SETUID and CAP_SETGID: it cannot start workers as \(config.app.user ?? "its own user") with group \(config.app.group ?? "the user's"); give it those capabilities (root has them), or run it as that user and group without [app] user and group"
+                "baton (uid \(geteuid())) lacks CAP_SETUID, CAP_SETGID, CAP_KILL and CAP_CHOWN: it cannot run workers as \(who) (another identity than its own, its supplementary groups included); run baton as root with them, or as that identity without [app] user and group"
             )
         }
         if let path = config.app.environmentFile {

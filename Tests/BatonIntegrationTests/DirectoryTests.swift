@@ -239,8 +239,16 @@ extension Integration {
             for verb in [["check-config"], ["serve", "--config"]] {
                 let result = try TestProcess.run(nobody + verb + [asRoot], timeout: .seconds(20))
                 #expect(result.code == 2, "\(verb): exit \(result.code): \(result.stderr)")
-                #expect(result.stderr.contains("app.user: baton (uid 65534) lacks CAP_SETUID and CAP_SETGID"), "\(result.stderr)")
+                #expect(result.stderr.contains("app.user: baton (uid 65534) lacks CAP_SETUID, CAP_SETGID, CAP_KILL and CAP_CHOWN"), "\(result.stderr)")
             }
+            // CAP_SETUID and CAP_SETGID alone are not enough (a re-audit: workers could not
+            // notify, and baton hung at stop unable to kill them).
+            let halfCapable = [
+                "/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=+setuid,+setgid",
+                "--ambient-caps=+setuid,+setgid", TestPaths.buildDirectory + "/baton", "check-config", asRoot,
+            ]
+            let half = try TestProcess.run(halfCapable, timeout: .seconds(20))
+            #expect(half.code == 2 && half.stderr.contains("lacks CAP_SETUID, CAP_SETGID, CAP_KILL and CAP_CHOWN"), "exit \(half.code): \(half.stderr)")
             // A group alone needs the switch too (a re-audit: passed, then every start failed).
             let group = directory + "/group.toml"
             TestPaths.write(group, text.replacingOccurrences("[app]\n", with: "[app]\ngroup = \"root\"\n"))
