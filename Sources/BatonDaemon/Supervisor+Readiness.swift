@@ -147,6 +147,7 @@ extension Supervisor {
         guard worker.state == .starting else { return }
         worker.state = .ready
         worker.readyAt = loop.now()
+        worker.outputAtReady = worker.recentOutput.appended
         let bootTime = max(.zero, loop.now() - worker.startedAt - (worker.readyReadLate ?? .zero))
         worker.measuredBoot = bootTime
         logger.info(

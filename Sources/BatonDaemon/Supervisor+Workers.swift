@@ -302,7 +302,7 @@ extension Supervisor {
                 slot.life.rolloutWorkerCrashed(otherwise)
                 // With its last output, as a new worker's failure says (a CI-door audit: a canary
                 // that crashed once promoted failed the deploy without it, in its line and history).
-                let full = reason + (FailureOutput.summary(lastFailureOutput, lookAbove: Self.failedOnItsOwn(worker, exit)) ?? "")
+                let full = reason + (FailureOutput.summary(lastFailureOutput, searchable: Self.ownFailureLines(worker, exit)) ?? "")
                 if rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: full) }) {
                     restartsByReason[.startFailed, default: 0] += 1
                 } else {
@@ -356,11 +356,13 @@ extension Supervisor {
         }
     }
 
-    /// Whether `worker` exited with a failure of its own (a non-zero code, not a signal) before
-    /// it was ready: then an error it printed above its last line says why.
-    static func failedOnItsOwn(_ worker: Worker, _ exit: CBatonLinuxShim.Exit?) -> Bool {
-        guard worker.readyAt == nil, case .exited(let code) = exit else { return false }
-        return code != 0
+    /// Of `worker`'s recent output, how many last lines may say why it failed: none unless it
+    /// exited with a failure of its own (a non-zero code, not a signal); those since it was ready
+    /// if it was (its boot's lines, a handled exception among them, are not why).
+    static func ownFailureLines(_ worker: Worker, _ exit: CBatonLinuxShim.Exit?) -> Int {
+        guard case .exited(let code) = exit, code != 0 else { return 0 }
+        guard let atReady = worker.outputAtReady else { return .max }
+        return worker.recentOutput.appended - atReady
     }
 
     /// A start failed (spawn error, exit while starting, readiness timeout) or
@@ -371,7 +373,7 @@ extension Supervisor {
             // A rollout's new worker that failed counts too (README's start-failed).
             restartsByReason[.startFailed, default: 0] += 1
             lastFailureOutput = worker?.recentOutput.elements ?? []
-            let full = reason.text + (FailureOutput.summary(lastFailureOutput, lookAbove: worker.map { Self.failedOnItsOwn($0, $0.exit) } ?? false) ?? "")
+            let full = reason.text + (FailureOutput.summary(lastFailureOutput, searchable: worker.map { Self.ownFailureLines($0, $0.exit) } ?? 0) ?? "")
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }

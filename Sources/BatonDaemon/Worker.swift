@@ -101,6 +101,9 @@ final class Worker: ChildChannels {
     var unsupportedNotifySeen: Set<String> = []
     /// How it exited, once it did.
     var exit: CBatonLinuxShim.Exit?
+    /// `recentOutput.appended` when it became ready: the lines it printed since are its own
+    /// failure's, the ones before its boot's.
+    var outputAtReady: Int?
     /// Until when `EXTEND_TIMEOUT_USEC=` extended its readiness timeout.
     var readinessExtendedUntil: Duration?
 
@@ -179,10 +182,13 @@ struct RingBuffer<Element> {
     private var items: [Element] = []
     private var head = 0
     let capacity: Int
+    /// Items appended since it was made (evicted ones included).
+    private(set) var appended = 0
 
     init(capacity: Int) { self.capacity = capacity }
 
     mutating func append(_ item: Element) {
+        appended += 1
         if items.count < capacity {
             items.append(item)
         } else {

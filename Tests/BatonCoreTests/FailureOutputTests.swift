@@ -32,6 +32,10 @@ import Testing
         // A worker that did not fail on its own before ready (a re-audit: SIGKILLed after ready,
         // blamed on a handled `ValueError` it logged at boot).
         let handled = ["ValueError: bad header from 10.0.0.7 (request ignored)", "serving on :18700", "GET /health 200"]
-        #expect(FailureOutput.summary(handled, lookAbove: false) == " — last output: GET /health 200")
+        #expect(FailureOutput.summary(handled, searchable: 0) == " — last output: GET /health 200")
+        // Only the lines since ready (a re-audit: a canary's KeyError after ready was lost).
+        let canary = ["ValueError: handled at boot", "serving", "KeyError: 'db_url'", "worker exiting"]
+        #expect(FailureOutput.summary(canary, searchable: 2) == " — error: KeyError: 'db_url' (last output: worker exiting)")
+        #expect(FailureOutput.summary(Array(canary.prefix(2)) + ["worker exiting"], searchable: 1) == " — last output: worker exiting")
     }
 }

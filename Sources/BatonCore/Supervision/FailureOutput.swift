@@ -4,12 +4,14 @@
 /// with the `LoadError` and `ModuleNotFoundError` that say why further up.
 public enum FailureOutput {
     /// ` — last output: LINE`, or ` — error: ERROR (last output: LINE)`; nil without output.
-    /// `lookAbove`: the worker exited on its own with a failure before it was ready, so an error
-    /// it printed above its last line is why (a re-audit: a worker SIGKILLed after ready, and
-    /// one that logged a handled exception at boot, were blamed on those lines).
-    public static func summary(_ lines: [String], lookAbove: Bool = true) -> String? {
+    /// `searchable`: how many of the last lines may hold the error: those the worker printed
+    /// since it was ready, when it exited with a failure of its own (a re-audit: a worker
+    /// SIGKILLed after ready, and one that logged a handled exception at boot, were blamed on
+    /// those lines; another, a canary's `KeyError` after ready, was then lost).
+    public static func summary(_ lines: [String], searchable: Int = .max) -> String? {
         guard let last = lines.last else { return nil }
-        if lookAbove, !looksLikeError(trimmed(last)), let error = lines.dropLast().last(where: { looksLikeError(trimmed($0)) }) {
+        let above = lines.dropLast().suffix(max(0, min(searchable, lines.count) - 1))
+        if !looksLikeError(trimmed(last)), let error = above.last(where: { looksLikeError(trimmed($0)) }) {
             return " — error: \(trimmed(error)) (last output: \(trimmed(last)))"
         }
         return " — last output: \(last)"
