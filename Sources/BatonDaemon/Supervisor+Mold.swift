@@ -253,8 +253,10 @@ extension Supervisor {
         }
     }
 
-    private func lastOutput(_ mold: Mold) -> String {
-        mold.recentOutput.elements.last.map { " — last output: \($0)" } ?? ""
+    /// Its last output line, and the error above it when it failed on its own (`searchable`:
+    /// its last lines that may hold it; `FailureOutput`, as for a worker).
+    private func lastOutput(_ mold: Mold, searchable: Int = 0) -> String {
+        FailureOutput.summary(mold.recentOutput.elements, searchable: searchable) ?? ""
     }
 
     // MARK: - Stop and exit
@@ -363,7 +365,10 @@ extension Supervisor {
             level: expected ? .info : .warning, "mold exited (\(exit)) after \(Units.formatElapsed(uptime))",
             metadata: ["pid": .stringConvertible(mold.pid), "release": .string(mold.spec.release), "was": .string(previous.rawValue)])
         if previous == .starting {
-            failWaiters(mold.spec, reason: "the mold of \(mold.spec.release) exited (\(exit)) before it was ready" + lastOutput(mold))
+            // A mold that failed on its own: the error above its last line is why (a re-audit:
+            // only workers' lines looked for it).
+            let own: Int = if case .exited(let code) = exit, code != 0 { .max } else { 0 }
+            failWaiters(mold.spec, reason: "the mold of \(mold.spec.release) exited (\(exit)) before it was ready" + lastOutput(mold, searchable: own))
         } else if !expected, moldNeeded(mold.spec) {
             var backoff = moldBook.backoff[mold.spec.release] ?? CrashBackoff()
             let delay = backoff.workerFailed(uptime: mold.readyAt.map { _ in uptime })

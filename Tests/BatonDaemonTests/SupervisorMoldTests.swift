@@ -347,6 +347,27 @@ import Testing
         #expect(!h.supervisor.moldBook.reforked.contains(h.initialRelease))
     }
 
+    /// A re-audit: a mold's failure quoted its last line only, where a worker's names the error
+    /// above a last line that is none (`FailureOutput`).
+    @Test func aMoldThatFailsAtImportNamesItsError() throws {
+        let h = try harness()
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.autoReadyMold = { $0.release != r1 }
+        h.host.onSpawn = { child in
+            guard child.release == r1, child.environment("BATON_SLOT") == "mold" else { return }
+            child.print("Traceback (most recent call last):")
+            child.print("ModuleNotFoundError: No module named 'missing'")
+            child.print("mold exiting")
+            child.end(.exited(1))
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(reply.error?.contains("— error: ModuleNotFoundError: No module named 'missing' (last output: mold exiting)") == true, "\(reply)")
+    }
+
     @Test func deployWhoseMoldNeverBecomesReadyFailsAndOldKeepsServing() throws {
         let h = try harness()
         try h.start()
