@@ -10,7 +10,14 @@ public enum Accounts {
         var result: UnsafeMutablePointer<passwd>?
         var buffer = [CChar](repeating: 0, count: 16384)
         guard getpwnam_r(user, &pw, &buffer, buffer.count, &result) == 0, result != nil else {
-            throw SpawnError(step: "unknown user \"\(user)\"", errno: 0)
+            // A numeric uid, as systemd's User= takes one (a re-audit: `unknown user "999"`):
+            // its passwd entry if it has one, else that uid with its number as group.
+            guard let uid = uid_t(user) else { throw SpawnError(step: "unknown user \"\(user)\"", errno: 0) }
+            if getpwuid_r(uid, &pw, &buffer, buffer.count, &result) == 0, result != nil {
+                return try credentials(user: String(cString: pw.pw_name), group: group)
+            }
+            let gid = try group.map { name throws(SpawnError) in try groupID(name) } ?? uid
+            return Credentials(uid: uid, gid: gid, groups: [gid])
         }
         var gid = pw.pw_gid
         if let group { gid = try groupID(group) }

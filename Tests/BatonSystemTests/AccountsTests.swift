@@ -1,0 +1,21 @@
+import BatonCore
+import BatonSystem
+import Testing
+
+/// `[app] user` by name or, as systemd's `User=` takes it, by number (a re-audit: `user =
+/// "999"` was refused as an unknown user).
+@Suite struct AccountsTests {
+    @Test func aNumericUserIsTheUserOfThatUID() throws {
+        let byNumber = try Accounts.credentials(user: "65534", group: nil)
+        let byName = try Accounts.credentials(user: "nobody", group: nil)
+        #expect(byNumber == byName)
+        #expect(byNumber.account.contains(EnvVar(name: "USER", value: "nobody")))
+    }
+
+    @Test func aNumericUserWithoutAnEntryRunsAsThatNumber() throws {
+        let loose = try Accounts.credentials(user: "3999999", group: nil)
+        #expect(loose.uid == 3_999_999 && loose.gid == 3_999_999 && loose.groups == [3_999_999] && loose.account.isEmpty)
+        #expect(try Accounts.credentials(user: "3999999", group: "0").gid == 0)
+        #expect(throws: SpawnError.self) { try Accounts.credentials(user: "no-such-user-here", group: nil) }
+    }
+}
