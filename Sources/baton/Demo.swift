@@ -57,6 +57,8 @@ struct Demo: ParsableCommand {
         config.readiness.timeout = .seconds(10)
         config.stop.timeout = .seconds(10)
         let me = Self.siblingExecutable("baton")
+        // Before the banner (a re-audit: printed, then the refusal).
+        if let problem = ProcFS.ownNamespaceProblem() { throw BatonExit(code: BatonExitCode.usage, message: problem) }
         if resume == nil {
             // --port 0: the kernel's choice, known once bound (a numeric audit: `curl …:0/`).
             let shown = port == 0 ? "PORT" : "\(port)"

@@ -278,6 +278,14 @@ extension Integration {
             #expect(result.stderr.contains("/proc is another pid namespace's (it shows baton as pid "), "\(result.stderr)")
             #expect(result.stderr.contains("baton is pid 1)"), "\(result.stderr)")
             #expect(!result.stderr.contains("worker started"), "\(result.stderr)")
+            // The demo too, before its banner (a re-audit: the banner, then the refusal).
+            let demo = try TestProcess.run(
+                [
+                    "/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--", TestPaths.executable("baton"), "demo", "--port", "0", "--directory",
+                    directory + "/demo",
+                ],
+                timeout: .seconds(20))
+            #expect(demo.code == 2 && demo.stderr.hasPrefix("baton: /proc is another pid namespace's"), "exit \(demo.code): \(demo.stderr)")
         }
 
         /// A re-audit (3 of 3): a second baton started within the seconds after `rm -rf` of the
