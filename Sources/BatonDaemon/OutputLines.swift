@@ -18,23 +18,25 @@ struct OutputLines {
         while let newline = partial[start...].firstIndex(of: 0x0A) {
             // A whole line longer than `maxLine` in pieces too (a re-audit: an 8,193-byte line
             // whose newline came in the next read was one piece).
-            while newline - start > Self.maxLine {
-                emit(partial[start..<start + Self.maxLine])
-                start += Self.maxLine
-            }
+            start = emitPieces(from: start, before: newline, emit: emit)
             emit(partial[start..<newline])
             start = newline + 1
         }
+        // The unfinished line's whole pieces (a logs audit: pieces of up to 16 KiB, a read's
+        // worth past the limit); its rest waits for more.
+        start = emitPieces(from: start, before: partial.endIndex, emit: emit)
         partial.removeSubrange(..<start)
-        // In pieces of `maxLine` exactly (a logs audit: pieces of up to 16 KiB, a read's worth
-        // past the limit).
-        guard partial.count > Self.maxLine else { return }
-        var piece = partial.startIndex
-        while partial.endIndex - piece > Self.maxLine {
-            emit(partial[piece..<piece + Self.maxLine])
-            piece += Self.maxLine
+    }
+
+    /// Emits `partial[start..<end]` in pieces of `maxLine` while more than `maxLine` is left;
+    /// returns where the rest begins.
+    private func emitPieces(from start: Int, before end: Int, emit: (ArraySlice<UInt8>) -> Void) -> Int {
+        var start = start
+        while end - start > Self.maxLine {
+            emit(partial[start..<start + Self.maxLine])
+            start += Self.maxLine
         }
-        partial.removeSubrange(..<piece)
+        return start
     }
 
     /// Forgets the unfinished line (its start was left out of the log).

@@ -13,9 +13,7 @@ public enum Accounts {
             // A numeric uid, as systemd's User= takes one (a re-audit: `unknown user "999"`):
             // its passwd entry if it has one, else that uid with its number as group.
             guard let uid = uid_t(user) else { throw SpawnError(step: "unknown user \"\(user)\"", errno: 0) }
-            if getpwuid_r(uid, &pw, &buffer, buffer.count, &result) == 0, result != nil {
-                return try credentials(user: String(cString: pw.pw_name), group: group)
-            }
+            if let entry = entry(uid: uid) { return try credentials(user: entry.name, group: group) }
             let gid = try group.map { name throws(SpawnError) in try groupID(name) } ?? uid
             return Credentials(uid: uid, gid: gid, groups: [gid])
         }
@@ -39,12 +37,15 @@ public enum Accounts {
     }
 
     /// HOME, USER, LOGNAME and SHELL of `uid`'s passwd entry (none without one).
-    public static func account(uid: uid_t) -> [EnvVar] {
+    public static func account(uid: uid_t) -> [EnvVar] { entry(uid: uid)?.account ?? [] }
+
+    /// The name and account variables of `uid`'s passwd entry, nil without one.
+    private static func entry(uid: uid_t) -> (name: String, account: [EnvVar])? {
         var pw = passwd()
         var result: UnsafeMutablePointer<passwd>?
         var buffer = [CChar](repeating: 0, count: 16384)
-        guard getpwuid_r(uid, &pw, &buffer, buffer.count, &result) == 0, result != nil else { return [] }
-        return account(of: pw)
+        guard getpwuid_r(uid, &pw, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return (String(cString: pw.pw_name), account(of: pw))
     }
 
     /// HOME, USER, LOGNAME and SHELL (when set) of a passwd entry, as systemd's `User=` gives them.

@@ -11,10 +11,9 @@ public enum ConfigHostCheck {
     /// (CAP_KILL), as root may (a re-audit: a baton given only the first two started workers
     /// that could not notify, and hung at stop unable to kill them).
     static func mayChangeUser() -> Bool {
-        guard let status = ProcFS.read("/proc/self/status"),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-            let mask = UInt64(line.dropFirst(7).filter { !$0.isWhitespace }, radix: 16)
-        else { return geteuid() == 0 }
+        guard let status = ProcFS.read("/proc/self/status"), let mask = ProcParsers.statusMask(status, field: "CapEff") else {
+            return geteuid() == 0
+        }
         let needed: UInt64 = 1 << 0 | 1 << 5 | 1 << 6 | 1 << 7  // CHOWN, KILL, SETGID, SETUID
         return mask & needed == needed
     }
@@ -26,9 +25,10 @@ public enum ConfigHostCheck {
                 path: config.sourcePath, line: BatonConfig.line(of: keyPath, in: text),
                 key: keyPath.joined(separator: "."), message: message)
         }
+        var userAlone: Credentials?  // `[app] user` without `[app] group`
         if let user = config.app.user {
             do {
-                _ = try Accounts.credentials(user: user, group: nil)
+                userAlone = try Accounts.credentials(user: user, group: nil)
             } catch {
                 throw problem(["app", "user"], "\(error)")
             }
@@ -51,7 +51,6 @@ public enum ConfigHostCheck {
             let wanted = try? Accounts.workerCredentials(user: config.app.user, group: config.app.group), !wanted.isCurrentIdentity
         {
             // The group's key when the user alone would need no switch.
-            let userAlone = config.app.user.flatMap { try? Accounts.credentials(user: $0, group: nil) }
             let key = config.app.group != nil && (config.app.user == nil || userAlone?.isCurrentIdentity == true) ? ["app", "group"] : ["app", "user"]
             let who = (config.app.user ?? "baton's own user") + (config.app.group.map { " with group \($0)" } ?? "")
             throw problem(
