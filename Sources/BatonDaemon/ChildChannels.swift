@@ -27,6 +27,14 @@ class ProcessChannels {
     var outputLines = OutputLines()
     /// The last lines of its output (a worker's or mold's failure reports quote them).
     var recentOutput = RingBuffer<String>(capacity: 20)
+    /// The last of its lines that looked like an error, and its number (`recentOutput.appended`
+    /// once it was appended): a failure report names it when it scrolled out of `recentOutput`.
+    var lastErrorLine: (line: String, number: Int)?
+
+    /// `lastErrorLine`, counted back from its last line, for `FailureOutput.summary`.
+    var earlierError: FailureOutput.EarlierError? {
+        lastErrorLine.map { FailureOutput.EarlierError(line: $0.line, linesAgo: recentOutput.appended - $0.number) }
+    }
 
     /// Holds `process` (and so its pidfd) from now on.
     init(process: ChildProcess) {

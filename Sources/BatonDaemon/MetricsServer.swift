@@ -62,7 +62,7 @@ final class MetricsServer {
     ) throws {
         let listener =
             try existing.map { Listener(fd: $0, name: "metrics", address: Sockets.localAddress($0) ?? address.description) }
-            ?? Sockets.bind(address, mode: 0o660, backlog: 64)
+            ?? Sockets.bind(address, mode: 0o660, backlog: Self.backlog)
         self.listener = listener
         self.address = listener.address
         self.loop = loop
@@ -136,16 +136,25 @@ final class MetricsServer {
             return
         }
         // The request line, its CR (if any) dropped: bare LF line ends are taken, as HTTP asks.
-        let line = String(decoding: request[..<end].prefix { $0 != 10 }.filter { $0 != 13 }, as: UTF8.self)
+        var lineBytes = request[..<end].prefix { $0 != 10 }
+        if lineBytes.last == 13 { lineBytes.removeLast() }
+        let line = String(decoding: lineBytes, as: UTF8.self)
         // GET or HEAD of /metrics or /, a query string (a scrape's `params`) and a trailing slash
         // taken (an operator audit: `/metrics?x=1`, `/metrics/` and HEAD were 404), in origin or
         // absolute form (`GET http://host:9187/metrics`: a metrics audit, 404).
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
         let method = words.first ?? ""
         let target = words.count > 1 ? Self.path(of: words[1]) : ""
-        // A request line that is not `METHOD TARGET HTTP/x` (a re-audit: spaces alone got 405).
-        if words.count != 3 || method.isEmpty || !method.allSatisfy({ $0.isUppercase && $0.isLetter }) || !words[2].hasPrefix("HTTP/") {
+        // A request line that is not `METHOD TARGET HTTP/d.d` (a re-audit: spaces alone got 405; a
+        // metrics audit: `HTTP/` and a bare CR were taken).
+        let version = words.count == 3 ? Self.version(words[2]) : nil
+        if version == nil || lineBytes.contains(13) || method.isEmpty || !method.allSatisfy(Self.isTokenCharacter) {
             respond(client, status: "400 Bad Request", body: Array("try GET /metrics\n".utf8))
+        } else if version?.major != 1 {
+            respond(client, status: "505 HTTP Version Not Supported", body: Array("HTTP/1.0 or HTTP/1.1\n".utf8))
+        } else if !Self.knownMethods.contains(method) {
+            // HTTP's answer to a method the server does not know (RFC 9110, 15.6.2).
+            respond(client, status: "501 Not Implemented", body: Array("only GET and HEAD /metrics\n".utf8), extra: "Allow: GET, HEAD\r\n")
         } else if method != "GET" && method != "HEAD" {
             respond(client, status: "405 Method Not Allowed", body: Array("only GET and HEAD /metrics\n".utf8), extra: "Allow: GET, HEAD\r\n")
         } else if ["/", "/metrics", "/metrics/"].contains(target) {
@@ -153,6 +162,30 @@ final class MetricsServer {
         } else {
             respond(client, status: "404 Not Found", body: Array("try GET /metrics\n".utf8))
         }
+    }
+
+    /// Its listen backlog: connections that wait while the loop is busy (a metrics audit: with
+    /// 64, 131 of 1,000 simultaneous scrapes were unanswered after 20 s, their SYNs dropped).
+    static let backlog: Int32 = 1024
+
+    /// The methods HTTP defines (RFC 9110, 9.3; PATCH, RFC 5789): refused with 405, any other
+    /// token with 501.
+    static let knownMethods: Set<Substring> = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+    /// A character of a method token: letters, digits and `!#$%&'*+-.^_`|~` (RFC 9110, 5.6.2).
+    static func isTokenCharacter(_ c: Character) -> Bool {
+        guard c.isASCII else { return false }
+        return c.isLetter || c.isNumber || "!#$%&'*+-.^_`|~".contains(c)
+    }
+
+    /// The version of `HTTP/d.d`; nil for anything else.
+    static func version(_ word: Substring) -> (major: Int, minor: Int)? {
+        let digits = Array(word.utf8.dropFirst(5))
+        guard word.hasPrefix("HTTP/"), digits.count == 3, digits[1] == UInt8(ascii: "."),
+            let major = digits.first.flatMap({ $0 >= 48 && $0 <= 57 ? Int($0 - 48) : nil }),
+            let minor = digits.last.flatMap({ $0 >= 48 && $0 <= 57 ? Int($0 - 48) : nil })
+        else { return nil }
+        return (major, minor)
     }
 
     /// The path of a request target: its query dropped, and the scheme and authority of an

@@ -256,7 +256,7 @@ extension Supervisor {
     /// Its last output line, and the error above it when it failed on its own (`searchable`:
     /// its last lines that may hold it; `FailureOutput`, as for a worker).
     private func lastOutput(_ mold: Mold, searchable: Int = 0) -> String {
-        FailureOutput.summary(mold.recentOutput.elements, searchable: searchable) ?? ""
+        FailureOutput.summary(mold.recentOutput.elements, searchable: searchable, earlier: mold.earlierError) ?? ""
     }
 
     // MARK: - Stop and exit

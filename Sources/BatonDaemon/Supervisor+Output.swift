@@ -13,6 +13,8 @@ protocol OutputSource: AnyObject {
     var outputLines: OutputLines { get set }
     /// Its last lines, for failure reports.
     var recentOutput: RingBuffer<String> { get set }
+    /// Its last line that looked like an error, with its number.
+    var lastErrorLine: (line: String, number: Int)? { get set }
     /// What each of its lines starts with in baton's log, e.g. `[slot 0 pid 42]`.
     var outputPrefix: String { get }
 }
@@ -109,6 +111,7 @@ extension Supervisor {
         // Escaped once here: the log and the failure report a deploy prints show the same text.
         let line = LogText.escaped(String(decoding: bytes, as: UTF8.self))
         source.recentOutput.append(line)
+        if FailureOutput.looksLikeError(FailureOutput.trimmed(line)) { source.lastErrorLine = (line, source.recentOutput.appended) }
         logger.info("\(source.outputPrefix) \(line)")
     }
 }

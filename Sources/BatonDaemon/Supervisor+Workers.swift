@@ -302,7 +302,8 @@ extension Supervisor {
                 slot.life.rolloutWorkerCrashed(otherwise)
                 // With its last output, as a new worker's failure says (a CI-door audit: a canary
                 // that crashed once promoted failed the deploy without it, in its line and history).
-                let full = reason + (FailureOutput.summary(lastFailureOutput, searchable: Self.ownFailureLines(worker, exit)) ?? "")
+                let full =
+                    reason + (FailureOutput.summary(lastFailureOutput, searchable: Self.ownFailureLines(worker, exit), earlier: worker.earlierError) ?? "")
                 if rolloutEvent({ $0.newWorkerFailed(slot: slot.index, reason: full) }) {
                     restartsByReason[.startFailed, default: 0] += 1
                 } else {
@@ -373,7 +374,10 @@ extension Supervisor {
             // A rollout's new worker that failed counts too (README's start-failed).
             restartsByReason[.startFailed, default: 0] += 1
             lastFailureOutput = worker?.recentOutput.elements ?? []
-            let full = reason.text + (FailureOutput.summary(lastFailureOutput, searchable: worker.map { Self.ownFailureLines($0, $0.exit) } ?? 0) ?? "")
+            let full =
+                reason.text
+                + (FailureOutput.summary(lastFailureOutput, searchable: worker.map { Self.ownFailureLines($0, $0.exit) } ?? 0, earlier: worker?.earlierError)
+                    ?? "")
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }

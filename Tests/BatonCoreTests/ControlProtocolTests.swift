@@ -181,7 +181,7 @@ struct ControlProtocolTests {
                 == "invalid request: deploy.release contains a NUL byte")
         #expect(
             failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"max_surge":-9223372036854775808}}"#))
-                == "invalid request: deploy.max_surge must be between 1 and 1024, got -9223372036854775808")
+                == "invalid request: deploy.max_surge must be between 1 and [app] workers (at most 1024), got -9223372036854775808")
         // An environment name no shell or systemd takes reached the workers' environment.
         #expect(
             failureMessage(decode(#"{"v":1,"cmd":"deploy","deploy":{"release":"/srv/r","environment":[{"name":"1A","value":"v"}]}}"#))

@@ -38,4 +38,19 @@ import Testing
         #expect(FailureOutput.summary(canary, searchable: 2) == " — error: KeyError: 'db_url' (last output: worker exiting)")
         #expect(FailureOutput.summary(Array(canary.prefix(2)) + ["worker exiting"], searchable: 1) == " — last output: worker exiting")
     }
+
+    /// An error older than the lines kept (`earlier`, counted back from the last line) is named
+    /// when it is among the searchable lines, as one still kept would be.
+    @Test func anEarlierErrorOutsideTheLinesKept() {
+        let frames = (0..<20).map { "\tfrom /srv/app/frame\($0).rb:1:in `x'" }
+        let earlier = FailureOutput.EarlierError(line: "x.rb:1: cannot load such file -- y (LoadError)", linesAgo: 25)
+        #expect(
+            FailureOutput.summary(frames, earlier: earlier)
+                == " — error: x.rb:1: cannot load such file -- y (LoadError) (last output: from /srv/app/frame19.rb:1:in `x')")
+        #expect(FailureOutput.summary(frames, searchable: 25, earlier: earlier) == " — last output: \tfrom /srv/app/frame19.rb:1:in `x'")
+        #expect(FailureOutput.summary(frames, searchable: 26, earlier: earlier)?.hasPrefix(" — error: x.rb:1") == true)
+        // One still kept is found among them; the earlier one is never the last line itself.
+        #expect(FailureOutput.summary(["KeyError: 'a'", "exiting"], earlier: earlier) == " — error: KeyError: 'a' (last output: exiting)")
+        #expect(FailureOutput.summary(["exiting"], earlier: FailureOutput.EarlierError(line: "KeyError: 'a'", linesAgo: 0)) == " — last output: exiting")
+    }
 }

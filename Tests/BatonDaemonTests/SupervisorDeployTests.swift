@@ -267,6 +267,28 @@ import Testing
         #expect(reply.details?.dropLast().last == #"  File "/srv/app/lib/module2999.py", line 2999, in func2999"#)
     }
 
+    /// An apps audit (left from stop 45): a Rails app's `LoadError` with more `from` lines under
+    /// it than baton kept (20) was not named; the line quoted a `from` line.
+    @Test func anErrorDeeperThanTheLastLinesKeptIsNamed() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        h.host.onSpawn = { child in
+            guard child.release == r1 else { return }
+            child.print("/srv/app/config/application.rb:7:in `require': cannot load such file -- missing_gem (LoadError)")
+            for i in 0..<40 { child.print("\tfrom /srv/app/vendor/bundle/lib/frame\(i).rb:\(i):in `block'") }
+            child.end(.exited(1))
+        }
+        let client = h.deploy(r1)
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == false)
+        #expect(
+            reply.error?.contains(
+                " — error: /srv/app/config/application.rb:7:in `require': cannot load such file -- missing_gem (LoadError) (last output: from /srv/app/vendor/bundle/lib/frame39.rb:39:in `block')"
+            ) == true, "\(reply)")
+    }
+
     /// A systemd/CI audit: a release folder deleted after its workers had started was
     /// committed as succeeded; release.json named a folder that was gone, and status showed no
     /// error until baton restarted (and could not start it). It is not committed now: the

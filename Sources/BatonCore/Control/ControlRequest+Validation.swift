@@ -44,7 +44,9 @@ extension DeployOptions {
             return "deploy.environment: \"\(ControlProtocol.printable(bad.name))\" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
         }
         if let maxSurge, !(1...ControlRequest.maxSurgeBound).contains(maxSurge) {
-            return "deploy.max_surge must be between 1 and \(ControlRequest.maxSurgeBound), got \(maxSurge)"
+            // The daemon bounds it by `[app] workers` (at most this); a numerics audit: the message
+            // said 1...1024 where the bound was 4.
+            return "deploy.max_surge must be between 1 and [app] workers (at most \(ControlRequest.maxSurgeBound)), got \(maxSurge)"
         }
         if let timeout, let problem = Units.timeoutProblem(timeout, option: "deploy.timeout") { return problem }
         return nil

@@ -8,18 +8,32 @@ public enum FailureOutput {
     /// since it was ready, when it exited with a failure of its own (a re-audit: a worker
     /// SIGKILLed after ready, and one that logged a handled exception at boot, were blamed on
     /// those lines; another, a canary's `KeyError` after ready, was then lost).
-    public static func summary(_ lines: [String], searchable: Int = .max) -> String? {
+    /// `earlier`: the last line that looked like an error, which may be older than `lines` (an
+    /// apps audit: a Rails `LoadError` with more `from` lines under it than baton keeps).
+    public static func summary(_ lines: [String], searchable: Int = .max, earlier: EarlierError? = nil) -> String? {
         guard let last = lines.last else { return nil }
+        guard !looksLikeError(trimmed(last)) else { return " — last output: \(last)" }
         let above = lines.dropLast().suffix(max(0, min(searchable, lines.count) - 1))
-        if !looksLikeError(trimmed(last)), let error = above.last(where: { looksLikeError(trimmed($0)) }) {
-            return " — error: \(trimmed(error)) (last output: \(trimmed(last)))"
+        let error =
+            above.last(where: { looksLikeError(trimmed($0)) })
+            ?? earlier.flatMap { $0.linesAgo >= 1 && $0.linesAgo < searchable ? $0.line : nil }
+        guard let error else { return " — last output: \(last)" }
+        return " — error: \(trimmed(error)) (last output: \(trimmed(last)))"
+    }
+
+    /// A line that looked like an error, and how many lines came after it (0: the last line).
+    public struct EarlierError: Sendable, Equatable {
+        public let line: String
+        public let linesAgo: Int
+        public init(line: String, linesAgo: Int) {
+            self.line = line
+            self.linesAgo = linesAgo
         }
-        return " — last output: \(last)"
     }
 
     /// A line that names an exception: Python's and Java's `NameError: …` (a dotted name ending
     /// in Error or Exception before the colon), Ruby's `… (LoadError)`.
-    static func looksLikeError(_ line: String) -> Bool {
+    public static func looksLikeError(_ line: String) -> Bool {
         if line.hasSuffix("Error)") || line.hasSuffix("Exception)") { return true }
         guard let colon = line.firstIndex(of: ":") else { return false }
         let name = line[..<colon]
@@ -28,7 +42,9 @@ public enum FailureOutput {
     }
 
     /// `line` without the whitespace around it.
-    private static func trimmed(_ line: String) -> String {
-        String(String(line.drop(while: \.isWhitespace).reversed()).drop(while: \.isWhitespace).reversed())
+    public static func trimmed(_ line: String) -> String {
+        let start = line.drop(while: \.isWhitespace)
+        guard let end = start.lastIndex(where: { !$0.isWhitespace }) else { return "" }
+        return String(start[...end])
     }
 }
