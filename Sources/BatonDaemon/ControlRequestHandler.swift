@@ -4,6 +4,8 @@ import Glibc
 /// What the control server asks of the daemon, and nothing else: it hands each decoded,
 /// authorized request over and never reads the supervisor's state itself.
 protocol ControlRequestHandler: AnyObject {
+    /// `[app] name`: a request naming another app is refused.
+    var appName: String { get }
     /// The uid workers run as (`[app] user`), nil when they run as baton: allowed to read status.
     var workerUID: uid_t? { get }
     /// Recent deploys, oldest first.
@@ -26,4 +28,5 @@ protocol ControlRequestHandler: AnyObject {
 
 extension Supervisor: ControlRequestHandler {
     var workerUID: uid_t? { slots.first?.spec.credentials?.uid }
+    var appName: String { config.app.name }
 }

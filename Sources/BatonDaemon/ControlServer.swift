@@ -282,6 +282,16 @@ final class ControlServer {
         case .success(let r):
             request = r
         }
+        // A client whose config names another app reached this socket (a day-2 audit: a config
+        // with another app's [control] socket deployed into that app, exit 0): refused as a
+        // config error, before anything is done.
+        if let app = request.app, app != supervisor.appName {
+            let problem =
+                "this control socket (\(path)) is app \"\(ControlProtocol.printable(supervisor.appName))\"'s, not \"\(ControlProtocol.printable(app))\"'s: give each app a [control] socket of its own"
+            warnRefused("control: \(request.cmd) refused: \(problem)", uid: connection.peer?.uid)
+            connection.finish(.failure(problem, code: 2))
+            return
+        }
         guard let command = request.command else {
             // decodeRequest refuses these already.
             connection.finish(.failure("unknown command \"\(ControlProtocol.printable(request.cmd))\""))

@@ -32,7 +32,7 @@ extension ReleaseBook {
         restoreTrouble = nil
         lost.unlock()
         store = fresh
-        let (state, deployed, history, running) = (state, deployed, history, runningEntry)
+        let (state, deployed, history, running) = (stamped(state), deployed, history, runningEntry)
         loop.offload(
             on: Self.writer,
             {
@@ -61,7 +61,7 @@ extension ReleaseBook {
     private func writeBackReleaseStateIfRemoved(on loop: EventLoop) {
         guard persisted, let store, !store.hasReleaseState() else { return }
         persisted = false  // until written: one write at a time
-        let state = state
+        let state = stamped(state)
         loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
             switch result {
             case .success:

@@ -58,12 +58,22 @@ final class ReleaseBook {
     /// The state directory, once opened.
     var store: (any ReleaseStore)?
     let logger: Logger
+    /// `[app] name`, written into every release.json (``stamped(_:)``).
+    let app: String?
 
     /// A book on `directory` that serves `fallback` until the persisted state is loaded.
-    init(directory: String, fallback: Release, logger: Logger) {
+    init(directory: String, fallback: Release, logger: Logger, app: String? = nil) {
         self.directory = directory
         self.state = ReleaseState(current: fallback, previous: nil)
         self.logger = logger
+        self.app = app
+    }
+
+    /// `state` as it is written: with this book's app.
+    func stamped(_ state: ReleaseState) -> ReleaseState {
+        var state = state
+        if let app { state.app = app }
+        return state
     }
 
     /// Whether the state directory could be opened (a deploy can only be committed then).
@@ -134,7 +144,8 @@ final class ReleaseBook {
             then(DaemonError("the state directory \(directory) is unusable"))
             return
         }
-        loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
+        let written = stamped(state)
+        loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(written) } }) { [self] result in
             switch result {
             case .success:
                 self.state = state

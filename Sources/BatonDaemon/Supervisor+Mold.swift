@@ -206,8 +206,7 @@ extension Supervisor {
                 logger.warning("notify message of over 4096 bytes from mold \(mold.pid) ignored")
                 continue
             }
-            let text = String(decoding: message.bytes, as: UTF8.self)
-            if text.split(separator: "\n").contains("READY=1") { moldBecameReady(mold) }
+            if WorkerContract.notifyFields(message.bytes).contains("READY=1") { moldBecameReady(mold) }
         }
     }
 

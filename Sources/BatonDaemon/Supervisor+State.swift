@@ -36,6 +36,13 @@ extension Supervisor {
             releases.recordProblem("state directory \(directory) unusable (\(error)): deploys cannot be committed")
             return
         }
+        // Another app's release.json: refused before anything of it is used or written over.
+        if let other = (try? store.loadReleaseState())??.app, other != config.app.name {
+            store.unlock()
+            throw DirectoryError(
+                path: directory, reason: .otherApp(other),
+                key: Self.directoryKey(config.app.stateDirectory, environment: "STATE_DIRECTORY", what: "state directory"))
+        }
         releases.load(from: store, fallback: Release(directory: config.app.directory), releaseExists: Filesystem.isDirectory, now: wallClockNow())
     }
 }

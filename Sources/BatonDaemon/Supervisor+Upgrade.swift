@@ -29,7 +29,7 @@ extension Supervisor {
                 awaitPolicyForUpgrade()
                 return
             }
-            waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
+            refuseUpgrade("\(reason)", waiter)
             return
         }
         upgrade.check(
@@ -50,15 +50,20 @@ extension Supervisor {
                 self.requestUpgrade(binary: waiting.binary, checkTimeout: waiting.timeout, waiter: waiting.waiter)
             } else if self.loop.now() >= waiting.deadline || self.phase == .stopping {
                 self.upgrade.waiting = nil
-                waiting.waiter.finish(
-                    .failure(
-                        "upgrade refused: the policy restart in progress did not end within \(Units.formatDuration(waiting.timeout)); nothing changed",
-                        code: 1))
+                self.refuseUpgrade(
+                    "the policy restart in progress did not end within \(Units.formatDuration(waiting.timeout))", waiting.waiter)
                 self.pumpRecycling()
             } else {
                 self.awaitPolicyForUpgrade()
             }
         }
+    }
+
+    /// Refuses the upgrade for `reason`, in the log too (a day-2 audit: a refusal for the config
+    /// or a running operation reached only the client; the log said "checking the new binary").
+    private func refuseUpgrade(_ reason: String, _ waiter: ControlConnection) {
+        logger.warning("upgrade refused: \(reason); nothing changed")
+        waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
     }
 
     /// Why an upgrade cannot happen now, if it cannot (`waited`: for the upgrade waiting itself).
@@ -102,7 +107,7 @@ extension Supervisor {
         let path = binary.path
         if let reason = upgradeBlocker() ?? configBlocker() {
             // Something changed while the check ran (a worker crashed, ...), or the config did.
-            waiter.finish(.failure("upgrade refused: \(reason); nothing changed", code: 1))
+            refuseUpgrade("\(reason)", waiter)
             return
         }
         guard let control else { return }
@@ -176,7 +181,8 @@ extension Supervisor {
                     bytes: $0.bytes, margin: $0.margin, heldAtNanos: $0.heldAt.nanoseconds, expiresAtNanos: $0.expiresAt.nanoseconds, rolls: $0.rolls,
                     baselineAvailable: $0.baseline?.available, baselineWorkers: $0.baseline?.workers)
             }, lastRecycleStartNanos: recycling.lastStart?.nanoseconds,
-            abandonedSpawns: moldBook.abandonedOutputs.map { .init(pipe: $0.pipe, untilNanos: $0.until.nanoseconds) })
+            abandonedSpawns: moldBook.abandonedOutputs.map { .init(pipe: $0.pipe, untilNanos: $0.until.nanoseconds) },
+            ownedUnixPaths: ownedUnixPaths)
     }
 
     /// What the previous image knew of memory and counted, and the failed spawns it looked for
@@ -187,6 +193,7 @@ extension Supervisor {
         memoryMonitor.oom.tracker.carry(
             total: state.oomTotal ?? 0, bySlot: (state.oomBySlot ?? [:]).reduce(into: [:]) { $0[Int($1.key) ?? -1, default: 0] += $1.value })
         LogWriter.standardError.carryDropped(state.logDroppedBytes ?? 0)
+        ownedUnixPaths = state.ownedUnixPaths ?? []
         if let footprints = state.footprints {
             memoryMonitor.footprints.remember(footprints: footprints, order: state.footprintOrder ?? Array(footprints.keys))
         }

@@ -152,8 +152,7 @@ extension Supervisor {
                 warnNotify(worker, "notify message of over 4096 bytes from pid \(message.pid) ignored")
                 continue
             }
-            let text = String(decoding: message.bytes, as: UTF8.self)
-            for line in text.split(separator: "\n") {
+            for line in WorkerContract.notifyFields(message.bytes) {
                 if line == "READY=1" {
                     // Its boot ends when it sent READY=1, not when baton read it (a pause audit:
                     // `ready after 8.40s` for a 1 s boot read after baton was stopped for 8 s).

@@ -198,7 +198,8 @@ public final class Supervisor {
         logger[metadataKey: "app"] = .string(options.config.app.name)
         self.logger = logger
         self.releases = ReleaseBook(
-            directory: Self.stateDirectory(for: options.config), fallback: Release(directory: options.config.app.directory), logger: logger)
+            directory: Self.stateDirectory(for: options.config), fallback: Release(directory: options.config.app.directory), logger: logger,
+            app: options.config.app.name)
         self.upgrade = UpgradeCoordinator(loop: loop, host: host, logger: logger)
         self.memoryMonitor = MemoryMonitor(policy: RestartPolicy(settings: .init(config: options.config, hostname: Self.hostname())))
     }

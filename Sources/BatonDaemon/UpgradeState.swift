@@ -96,6 +96,9 @@ struct UpgradeState: Codable {
     /// looked for: a worker forked for one is killed by the next image too (absent from an
     /// older image: none).
     var abandonedSpawns: [AbandonedSpawn]?
+    /// The unix listen sockets baton bound or took over (not systemd's), removed at the stop
+    /// (a proxy audit: after an upgrade the socket file stayed; absent from an older image).
+    var ownedUnixPaths: [String]? = nil
 
     struct AbandonedSpawn: Codable, Equatable {
         var pipe: UInt64

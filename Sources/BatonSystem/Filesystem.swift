@@ -13,6 +13,8 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
         case writableByOthers(mode: UInt32)
         /// Another process holds its lock (another baton uses it); its pid, if it wrote it.
         case inUse(pid: Int32?)
+        /// Its release.json is another app's (that `[app] name`).
+        case otherApp(String)
     }
 
     /// The directory.
@@ -44,6 +46,10 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
         case .inUse(let pid):
             return prefix
                 + "\(path) is in use by another baton\(pid.map { " (pid \($0))" } ?? ""): two batons must not share a state directory (each writes which release runs)"
+        case .otherApp(let app):
+            return prefix
+                + "\(path) holds the release state of app \"\(app)\" (its release.json): two apps must not share a state directory; "
+                + "give this one a state_directory of its own (renamed the app? name it back, or move that release.json away)"
         }
     }
 }

@@ -24,10 +24,18 @@ struct DaemonLocation: ParsableArguments {
         if config?.isEmpty == true { throw ValidationError("--config must not be empty") }
     }
 
-    func socketPath() throws -> String {
-        if let socket { return socket }
-        if let config { return try loadConfig(config).control.socket }
-        return BatonConfig.defaultControlSocket(appName: app ?? "")
+    func socketPath() throws -> String { try endpoint().socket }
+
+    /// The control socket, and the app whose daemon must answer on it: the config's `[app]
+    /// name` or `--app`; nil with `--socket` (a day-2 audit: a config naming another app's
+    /// socket deployed into that app, exit 0).
+    func endpoint() throws -> (socket: String, app: String?) {
+        if let socket { return (socket, nil) }
+        if let config {
+            let loaded = try loadConfig(config)
+            return (loaded.control.socket, loaded.app.name)
+        }
+        return (BatonConfig.defaultControlSocket(appName: app ?? ""), app)
     }
 }
 
@@ -41,8 +49,17 @@ struct ControlClient {
     /// The longest reply line taken (a status of hundreds of workers is well under 1 MiB).
     static let maxLineBytes = 64 << 20
 
-    init(path: String, timeout: Duration?) throws {
+    /// The app each request names (`ControlRequest.app`): a daemon of another app refuses it.
+    let app: String?
+
+    /// A client of `endpoint`'s socket whose requests name its app.
+    init(_ endpoint: (socket: String, app: String?), timeout: Duration?) throws {
+        try self.init(path: endpoint.socket, app: endpoint.app, timeout: timeout)
+    }
+
+    init(path: String, app: String? = nil, timeout: Duration?) throws {
         self.path = path
+        self.app = app
         self.timeout = timeout
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw BatonExit(code: BatonExitCode.unreachable, message: "socket: \(String(cString: strerror(errno)))") }
@@ -82,6 +99,8 @@ struct ControlClient {
     }
 
     mutating func send(_ request: ControlRequest) throws {
+        var request = request
+        if request.app == nil { request.app = app }
         let line = ControlProtocol.encodeLine(request)
         var sent = 0
         while sent < line.count {
@@ -176,7 +195,7 @@ struct Status: ParsableCommand {
     var json = false
 
     func run() throws {
-        var client = try ControlClient(path: try location.socketPath(), timeout: .seconds(10))
+        var client = try ControlClient(try location.endpoint(), timeout: .seconds(10))
         defer { client.close() }
         try client.send(ControlRequest(cmd: "status"))
         let status: StatusReport
@@ -216,7 +235,7 @@ struct Reload: ParsableCommand {
 
     func run() throws {
         let limit = timeout.flatMap(Units.parseDuration)
-        var client = try ControlClient(path: try location.socketPath(), timeout: limit)
+        var client = try ControlClient(try location.endpoint(), timeout: limit)
         defer { client.close() }
         try client.send(ControlRequest(cmd: "reload"))
         while true {

@@ -149,7 +149,7 @@ struct Deploy: ParsableCommand {
     }
 
     func run() throws {
-        var client = try ControlClient(path: try location.socketPath(), timeout: nil)
+        var client = try ControlClient(try location.endpoint(), timeout: nil)
         defer { client.close() }
         let kind = dryRun ? nil : attach ? "operation" : "deploy"
         // An attach or a dry run starts nothing: no "may run" (a re-audit).
@@ -183,7 +183,7 @@ struct Rollback: ParsableCommand {
     var json = false
 
     func run() throws {
-        var client = try ControlClient(path: try location.socketPath(), timeout: nil)
+        var client = try ControlClient(try location.endpoint(), timeout: nil)
         defer { client.close() }
         sayOnInterruptBeforeAnswer("rollback")
         try client.send(ControlRequest(cmd: "rollback", deploy: DeployOptions(wait: wait ? true : nil)))
@@ -201,7 +201,7 @@ struct History: ParsableCommand {
     var json = false
 
     func run() throws {
-        var client = try ControlClient(path: try location.socketPath(), timeout: .seconds(10))
+        var client = try ControlClient(try location.endpoint(), timeout: .seconds(10))
         defer { client.close() }
         try client.send(ControlRequest(cmd: "history"))
         let entries: [HistoryEntry]

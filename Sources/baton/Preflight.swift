@@ -78,7 +78,7 @@ struct Preflight: ParsableCommand {
         if let unit {
             return try PreflightLocal(target: .unit(unit), need: need.flatMap(Units.parseBoundedSize) ?? 0, json: json).run()
         }
-        var client = try ControlClient(path: try daemon.resolved().socketPath(), timeout: nil)
+        var client = try ControlClient(try daemon.resolved().endpoint(), timeout: nil)
         defer { client.close() }
         let options = PreflightOptions(
             release: release, need: need, rollAhead: rollAhead ? true : nil, hold: hold, releaseReservation: releaseReservation ? true : nil)

@@ -22,7 +22,7 @@ struct Releases: ParsableCommand {
     var json = false
 
     func run() throws {
-        var client = try ControlClient(path: try location.socketPath(), timeout: prune ? nil : .seconds(10))
+        var client = try ControlClient(try location.endpoint(), timeout: prune ? nil : .seconds(10))
         defer { client.close() }
         try client.send(ControlRequest(cmd: prune ? "prune-releases" : "releases"))
         var answer: (report: ReleasesReport, message: String?)?

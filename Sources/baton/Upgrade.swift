@@ -63,8 +63,7 @@ struct Upgrade: ParsableCommand {
             if handshakeFD == nil { print("upgrade check: ok") }
             return
         }
-        let socket = try location.resolved().socketPath()
-        var client = try ControlClient(path: socket, timeout: .seconds(120))
+        var client = try ControlClient(try location.resolved().endpoint(), timeout: .seconds(120))
         defer { client.close() }
         try client.send(ControlRequest(cmd: "upgrade", deploy: timeout.map { DeployOptions(timeout: $0) }, binary: binary))
         try followOperation(&client, json: false)

@@ -184,4 +184,19 @@ struct ProcParsersTests {
         #expect(a + b == MemorySample(rss: 30, pss: 12, uss: 5))
         #expect(a + MemorySample(rss: 1, pss: nil, uss: nil) == MemorySample(rss: 11, pss: nil, uss: nil))
     }
+
+    /// A fuzz audit: numbers near 2^64 in /proc figures trapped on overflow (SIGILL: baton
+    /// aborted); they stop at UInt64.max now.
+    @Test func figuresThatWouldOverflowStopAtTheMaximum() throws {
+        #expect(ProcParsers.smapsRollup("Rss: 18014398509481984 kB\nPss: 1 kB\nPrivate_Dirty: 18014398509481984 kB\n")?.rss == .max)
+        #expect(ProcParsers.statmRSS(" 1 4503599627370496 0", pageSize: 4096) == .max)
+        let stat = " 1 (x) S 1 1 1 0 0 0 0 0 0 0 18446744073709551615 1 0 0 0 0 0 0 5 0"
+        #expect(ProcParsers.statFields(stat)?.cpuTicks == .max)
+        #expect(CommitCharge.privateWritable(maps: "0-ffffffffffffffff rw-p\n0-ffffffffffffffff rw-p\n") == .max)
+        let meminfo = try HostMemoryInfo.parse(
+            "MemTotal: 18014398509481984 kB\nMemAvailable: 1 kB\nMemFree: 1 kB\nCommitLimit: 1 kB\nCommitted_AS: 1 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+        #expect(meminfo.total == .max)
+        let big = MemorySample(rss: .max, pss: .max, uss: 1, shared: nil)
+        #expect((big + big).rss == .max && (big + big).pss == .max)
+    }
 }

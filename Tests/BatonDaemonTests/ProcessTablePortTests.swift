@@ -97,4 +97,25 @@ import Testing
         h.host.fakeProcesses.setStartTime(7, of: previous.pid)
         #expect(throws: InstanceConflict.self) { try h.supervisor.checkPreviousInstance() }
     }
+
+    /// A day-2 audit: an app whose config shared another app's runtime directory, started after
+    /// that app's baton was killed, took over and drained its orphaned workers (that app went
+    /// down). Refused while any of them runs; a record whose workers are all gone is ignored.
+    @Test func anotherAppsRecordIsNeverTakenOver() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let previous = InstanceRecord(
+            app: "appa", pid: 4_242_424, startTime: 7, listeners: [], workers: [.init(slot: 0, pid: 4_242_425, startTime: 9)])
+        h.host.fakeFiles[h.supervisor.instancePath] = String(decoding: try JSONEncoder().encode(previous), as: UTF8.self)
+        h.host.fakeProcesses.setStartTime(9, of: 4_242_425)
+        let error = #expect(throws: InstanceConflict.self) { try h.supervisor.checkPreviousInstance() }
+        #expect(
+            error?.description.contains(
+                "holds the record of app appa, whose baton (pid 4242424) is gone and whose workers 4242425 still run: this config is app fake")
+                == true, "\(String(describing: error))")
+        #expect(h.supervisor.takeOver.previous == nil)
+        h.host.fakeProcesses.setStartTime(10, of: 4_242_425)  // gone (its pid reused)
+        try h.supervisor.checkPreviousInstance()
+        #expect(h.supervisor.takeOver.previous == nil, "nothing of it is taken over")
+    }
 }

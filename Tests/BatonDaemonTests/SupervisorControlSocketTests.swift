@@ -138,9 +138,33 @@ extension SupervisorControlSocketTests {
         // (A re-audit: "upgrade refused: a stopping is in progress".)
         let upgrade = try Self.ask(#"{"v":1,"cmd":"upgrade"}"#, at: server.path, h)
         #expect(upgrade.contains("upgrade refused: baton is stopping; nothing changed"), "\(upgrade)")
+        // In the log too (a day-2 audit: refusals for the config or a running operation were not).
+        #expect(h.log.lines(containing: "upgrade refused: baton is stopping; nothing changed").count == 1, "\(h.log.lines)")
         h.host.child(worker.pid)?.end(.exited(0))
         h.settle()
         #expect(!Sockets.unixSocketAnswers(server.path))
         #expect(access(server.path, F_OK) != 0, "the socket file goes when the stop ends")
+    }
+
+    /// A day-2 audit: a config of app "appd" whose [control] socket was app "appa"'s deployed a
+    /// release into appa (`baton deploy --config d.toml`, exit 0), and its reload re-read appa's
+    /// config. A request names its client's app now; another app's daemon refuses it (exit 2).
+    @Test func aRequestForAnotherAppIsRefusedBeforeAnythingIsDone() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.config.control.socket = h.root + "/control.sock"
+        try h.start()
+        let server = try h.supervisor.openControlServer()
+        h.supervisor.control = server
+        let before = h.servingPIDs
+        let deploy = try Self.ask(#"{"v":1,"cmd":"deploy","app":"appd","deploy":{"release":"\#(h.makeRelease("r1"))"}}"#, at: server.path, h)
+        #expect(deploy.contains(#""code":2"#) && deploy.contains(#"is app \"fake\"'s, not \"appd\"'s"#), "\(deploy)")
+        h.finishOperations()
+        #expect(h.servingPIDs == before && h.supervisor.releaseState.current.directory == h.initialRelease)
+        let status = try Self.ask(#"{"v":1,"cmd":"status","app":"appd"}"#, at: server.path, h)
+        #expect(status.contains(#""code":2"#), "\(status)")
+        // Its own name, or none (`--socket`), is answered.
+        for request in [#"{"v":1,"cmd":"status","app":"fake"}"#, #"{"v":1,"cmd":"status"}"#] {
+            #expect(try Self.ask(request, at: server.path, h).contains(#""state":"running""#))
+        }
     }
 }

@@ -172,4 +172,20 @@ import Testing
         #expect(said.count == 1, "\(h.log.lines)")
         #expect(h.log.lines(containing: "BARRIER").isEmpty)
     }
+
+    /// A fuzz audit: a worker sending `STATUS=booting\r\nREADY=1\r\n` was never ready and was
+    /// killed at its timeout (Swift splitting the text at "\n" keeps "\r\n" whole), where
+    /// systemd splits a message at LF and CR.
+    @Test func crlfAndCRSeparateFieldsAsLF() throws {
+        let h = try DaemonHarness(workers: 1) { $0.readiness.timeout = .seconds(4) }
+        h.autoReady = { _ in false }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        try Self.send("STATUS=booting\r\nREADY=1\r\n", to: try #require(worker.notifyPath))
+        h.advance(by: .zero)
+        #expect(worker.state == .ready)
+        #expect(worker.statusText == "booting")
+        #expect(WorkerContract.notifyFields(Array("A=1\rB=2\n\nC=3".utf8)) == ["A=1", "B=2", "C=3"])
+    }
 }

@@ -122,4 +122,17 @@ extension SupervisorReservationTests {
         next.advance(by: Supervisor.reservationInterval)
         #expect(next.supervisor.reservationReport()?.triggerBytes.map { $0 < 20 * Self.mib } == true, "the tooling's 100 MiB are counted as spent")
     }
+
+    /// A proxy audit: after `baton upgrade` a clean stop left the unix listen socket's file (the
+    /// new image did not know baton had bound it), so nginx got "Connection refused" where it
+    /// gets "No such file" from a baton that is down.
+    @Test func theUnixSocketsBatonBoundCrossAnUpgrade() throws {
+        let h = try harness()
+        h.supervisor.ownedUnixPaths = [h.root + "/app.sock"]
+        let state = try JSONDecoder().decode(
+            UpgradeState.self, from: JSONEncoder().encode(h.supervisor.upgradeState(controlFD: -1, clientFD: nil)))
+        let next = try harness()
+        next.supervisor.resumeCarried(state)
+        #expect(next.supervisor.ownedUnixPaths == [h.root + "/app.sock"])
+    }
 }

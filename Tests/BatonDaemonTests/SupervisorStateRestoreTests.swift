@@ -68,4 +68,31 @@ import Testing
         let state = try #require(h.host.store.releaseState)
         #expect(state.current.directory == r1 && state.previous?.directory == h.initialRelease)
     }
+
+    /// A day-2 audit: app "appe" started on the state directory app "appb" had used ran appb's
+    /// release and command (`release from the state directory`), and its deploy then moved appb
+    /// onto appe's release. release.json names its app now; another app's is refused.
+    @Test func anotherAppsStateDirectoryIsRefused() throws {
+        let h = try DaemonHarness(workers: 1)
+        let theirs = h.makeRelease("theirs")
+        try h.host.store.save(ReleaseState(current: Release(directory: theirs), previous: nil, app: "appb"))
+        let error = #expect(throws: DirectoryError.self) { try h.start() }
+        #expect(error?.reason == .otherApp("appb"))
+        #expect(error?.description.contains("holds the release state of app \"appb\" (its release.json): two apps must not share a state directory") == true)
+        #expect(h.host.store.releaseState?.current.directory == theirs, "left as it was")
+        #expect(h.host.children.isEmpty, "no worker started on it")
+    }
+
+    /// What a commit writes names the app; a file of an older baton (no app) is taken.
+    @Test func releaseJSONNamesItsApp() throws {
+        let h = try DaemonHarness(workers: 1)
+        let older = h.makeRelease("older")
+        try h.host.store.save(ReleaseState(current: Release(directory: older), previous: nil))
+        try h.start()
+        #expect(h.supervisor.releaseState.current.directory == older)
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(h.host.store.releaseState?.app == "fake")
+    }
 }

@@ -519,8 +519,20 @@ extension SecondIntegration {
             let big = String(repeating: "v", count: 100_000)
             let tooLarge = try baton.cli(["deploy", "--release", release, "--env", "A1=\(big)", "--env", "A2=\(big)", "--env", "A3=\(big)"])
             #expect(tooLarge.code == 2 && tooLarge.stderr.hasPrefix("baton: request too large"), "exit \(tooLarge.code): \(tooLarge.stderr.prefix(200))")
+            // A config of another app naming this one's control socket (a day-2 audit: its
+            // deploy went into this app, exit 0): the daemon refuses it, exit 2.
+            let configText = try #require(ProcFS.read(baton.configPath))
+            let otherConfig = baton.directory + "/other-app.toml"
+            TestPaths.write(
+                otherConfig,
+                configText.split(separator: "\n", omittingEmptySubsequences: false).map {
+                    $0.hasPrefix("name = ") ? "name = \"other-app\"" : String($0)
+                }.joined(separator: "\n"))
+            let other = try baton.cli(["deploy", "--config", otherConfig, "--release", release], socket: false)
+            #expect(other.code == 2 && other.stderr.contains(#"is app "test"'s, not "other-app"'s"#), "exit \(other.code): \(other.stderr)")
             let status = try baton.status()
             #expect(status.workers.first?.state == "ready")
+            #expect(status.release != release)
             #expect(baton.process.exitCode == nil)
         }
 

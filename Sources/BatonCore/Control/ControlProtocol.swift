@@ -74,14 +74,19 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var binary: String?
     /// preflight: the options.
     public var preflight: PreflightOptions?
+    /// The app the client meant (its config's `[app] name`, or `--app`): a daemon of another app
+    /// refuses the request. nil: any (`--socket`; clients before it, which older daemons'
+    /// decoders ignore in turn).
+    public var app: String?
 
     /// Creates a request.
     public init(
-        cmd: String, deploy: DeployOptions? = nil, binary: String? = nil, preflight: PreflightOptions? = nil,
+        cmd: String, deploy: DeployOptions? = nil, binary: String? = nil, preflight: PreflightOptions? = nil, app: String? = nil,
         v: Int = ControlProtocol.version
     ) {
         self.v = v
         self.cmd = cmd
+        self.app = app
         self.deploy = deploy
         self.binary = binary
         self.preflight = preflight

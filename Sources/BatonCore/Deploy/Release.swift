@@ -44,12 +44,17 @@ public struct ReleaseState: Codable, Sendable, Equatable {
     /// history line's `startedAt`): a baton killed after the commit tells it from one killed
     /// before, a redeploy of the release already current included. Nil in older files.
     public var committedBy: Double?
+    /// The `[app] name` of the baton that wrote it: another app's baton refuses the directory
+    /// (a day-2 audit: an app started on a state directory another app had used ran that app's
+    /// release and command). Nil in older files.
+    public var app: String?
 
     /// Creates a state.
-    public init(current: Release, previous: Release?, committedBy: Double? = nil) {
+    public init(current: Release, previous: Release?, committedBy: Double? = nil, app: String? = nil) {
         self.current = current
         self.previous = previous
         self.committedBy = committedBy
+        self.app = app
     }
 }
 

@@ -27,7 +27,7 @@ public enum CommitCharge {
                 let start = ASCIIBytes.number(range[..<dash], radix: 16),
                 let end = ASCIIBytes.number(range[range.index(after: dash)...], radix: 16), end > start
             else { continue }
-            total += end - start
+            total = total.saturatingAdd(end - start)
         }
         return total
     }

@@ -64,7 +64,7 @@ public struct HostMemoryInfo: Sendable, Equatable, Codable {
             let parts = line.split(separator: " ", omittingEmptySubsequences: true)
             guard parts.count >= 2, parts[0].hasSuffix(":"), let number = UInt64(parts[1]) else { continue }
             let kilobytes = parts.count >= 3 && parts[2] == "kB"
-            values[parts[0].dropLast()] = kilobytes ? number * 1024 : number
+            values[parts[0].dropLast()] = kilobytes ? number.saturatingMultiply(1024) : number
         }
         func field(_ name: Substring) throws(MemoryParseError) -> UInt64 {
             guard let value = values[name] else { throw MemoryParseError("missing field \"\(name)\"") }

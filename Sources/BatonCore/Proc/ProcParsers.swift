@@ -26,10 +26,10 @@ public struct MemorySample: Sendable, Equatable, Codable {
     /// figures add up where present.
     public static func + (a: MemorySample, b: MemorySample) -> MemorySample {
         MemorySample(
-            rss: a.rss + b.rss,
-            pss: a.pss.flatMap { x in b.pss.map { x + $0 } },
-            uss: a.uss.flatMap { x in b.uss.map { x + $0 } },
-            shared: a.shared.flatMap { x in b.shared.map { x + $0 } },
+            rss: a.rss.saturatingAdd(b.rss),
+            pss: a.pss.flatMap { x in b.pss.map { x.saturatingAdd($0) } },
+            uss: a.uss.flatMap { x in b.uss.map { x.saturatingAdd($0) } },
+            shared: a.shared.flatMap { x in b.shared.map { x.saturatingAdd($0) } },
             ksm: a.ksm.map { x in b.ksm.map { x + $0 } ?? x } ?? b.ksm)
     }
 }
@@ -61,7 +61,7 @@ public enum ProcParsers {
         guard rest.count > 19, let state = rest[0].first, let ppid = Int32(rest[1]), let pgrp = Int32(rest[2]),
             let start = UInt64(rest[19])
         else { return nil }
-        let cpu = rest[11...14].reduce(UInt64(0)) { $0 + (UInt64($1) ?? 0) }
+        let cpu = rest[11...14].reduce(UInt64(0)) { $0.saturatingAdd(UInt64($1) ?? 0) }
         return StatFields(state: state, ppid: ppid, pgrp: pgrp, startTicks: start, cpuTicks: cpu)
     }
 
@@ -69,7 +69,7 @@ public enum ProcParsers {
     public static func statmRSS(_ text: String, pageSize: UInt64) -> UInt64? {
         let fields = text.split(separator: " ")
         guard fields.count >= 2, let pages = UInt64(fields[1]) else { return nil }
-        return pages * pageSize
+        return pages.saturatingMultiply(pageSize)
     }
 
     /// RSS, PSS, USS and shared resident bytes from /proc/PID/smaps_rollup.
@@ -85,13 +85,13 @@ public enum ProcParsers {
             let number = line[line.index(after: colon)...].drop { $0 == ASCIIBytes.space }.prefix { $0 != ASCIIBytes.space }
             guard let kb = ASCIIBytes.number(number, radix: 10) else { continue }
             if key.elementsEqual("Rss".utf8) {
-                rss = kb * 1024
+                rss = kb.saturatingMultiply(1024)
             } else if key.elementsEqual("Pss".utf8) {
-                pss = kb * 1024
+                pss = kb.saturatingMultiply(1024)
             } else if key.elementsEqual("Private_Clean".utf8) || key.elementsEqual("Private_Dirty".utf8) {
-                uss += kb * 1024
+                uss = uss.saturatingAdd(kb.saturatingMultiply(1024))
             } else if key.elementsEqual("Shared_Clean".utf8) || key.elementsEqual("Shared_Dirty".utf8) {
-                shared += kb * 1024
+                shared = shared.saturatingAdd(kb.saturatingMultiply(1024))
             }
         }
         guard let rss, let pss else { return nil }
@@ -145,5 +145,20 @@ enum ASCIIBytes {
             value = sum
         }
         return value
+    }
+}
+
+/// Sums and products of figures read from /proc that stop at `UInt64.max` instead of trapping
+/// (a fuzz audit: `Rss: 18014398509481984 kB` made `kb * 1024` abort baton; only a kernel
+/// writes these files, but a wrong number must not end the supervisor).
+extension UInt64 {
+    func saturatingAdd(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
+
+    func saturatingMultiply(_ other: UInt64) -> UInt64 {
+        let (product, overflow) = multipliedReportingOverflow(by: other)
+        return overflow ? .max : product
     }
 }

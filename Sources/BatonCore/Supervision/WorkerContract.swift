@@ -23,6 +23,13 @@ public enum WorkerContract {
         "FDSTORE", "FDSTOREREMOVE", "FDNAME", "FDPOLL", "NOTIFYACCESS",
     ]
 
+    /// The fields of one notify datagram: split at every LF and CR, empty ones dropped, as
+    /// systemd splits them (a fuzz audit: a worker sending `READY=1\r\n` was never ready; Swift
+    /// splitting a String at "\n" keeps a "\r\n" whole).
+    public static func notifyFields(_ bytes: [UInt8]) -> [Substring] {
+        String(decoding: bytes, as: UTF8.self).utf8.split(whereSeparator: { $0 == 0x0A || $0 == 0x0D }).compactMap(Substring.init)
+    }
+
     /// Capacity asked for each worker's output pipe (F_SETPIPE_SZ, capped by
     /// /proc/sys/fs/pipe-max-size): what an orphan can write before the next
     /// baton drains it without blocking (the default 64 KiB is a few hundred
