@@ -1,4 +1,5 @@
 import BatonCore
+import Glibc
 
 /// What a reload cannot change in place: the sockets, the control socket, the metrics
 /// endpoint and the state and runtime directories are opened once, at start.
@@ -41,6 +42,10 @@ extension Supervisor {
             }
             logger.warning("\(change) changed: takes effect only after a restart of baton (systemctl restart)")
             op.report("\(change) changed: needs a restart of baton, not a reload")
+            if change == "[app] state_directory", let line = movedStateDirectoryWarning(newConfig) {
+                logger.warning("\(line)")
+                op.report(line)
+            }
         }
         // Not a restart-only setting, and no release of its own either: the workers run the
         // current release whatever it says (an operator audit: the reload said nothing).
@@ -50,5 +55,15 @@ extension Supervisor {
             logger.warning("\(line)")
             op.report(line)
         }
+    }
+
+    /// What a restart onto `newConfig`'s state directory would lose, when it holds no release
+    /// state (a day-2 audit: moving `state_directory` rolled the app back to `[app] directory`
+    /// at the restart, with an empty history, and no line said why).
+    func movedStateDirectoryWarning(_ newConfig: BatonConfig) -> String? {
+        let new = Self.stateDirectory(for: newConfig)
+        guard access(new + "/release.json", F_OK) != 0 else { return nil }
+        return
+            "the new state directory \(new) holds no release state: a restart would start on [app] directory \(newConfig.app.directory), not on the current release \(releaseState.current.directory), with no history; copy release.json, history.jsonl and deployed.json from \(releases.directory) into it first"
     }
 }

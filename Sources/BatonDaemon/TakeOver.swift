@@ -238,7 +238,10 @@ extension Supervisor {
     /// taking it from them failed, the error says so.
     func bindListener(_ address: ListenAddress) throws -> Listener {
         do {
-            return try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog)
+            let group = try config.listen.socketGroup.map { name in
+                do { return try host.groupID(name) } catch { throw DaemonError("[listen] socket_group: \(error)") }
+            }
+            return try Sockets.bind(address, mode: config.listen.socketMode, backlog: config.listen.backlog, group: group)
         } catch {
             guard !takeOver.orphans.isEmpty else { throw namingHolders(error, of: address) }
             let pids = takeOver.orphans.map { String($0.pid) }.joined(separator: ",")

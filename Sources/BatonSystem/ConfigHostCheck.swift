@@ -35,7 +35,7 @@ public enum ConfigHostCheck {
         }
         let groups: [([String], String?)] = [
             (["app", "group"], config.app.group), (["control", "group"], config.control.group),
-            (["control", "read_group"], config.control.readGroup),
+            (["control", "read_group"], config.control.readGroup), (["listen", "socket_group"], config.listen.socketGroup),
         ]
         for case (let keyPath, let group?) in groups {
             do {

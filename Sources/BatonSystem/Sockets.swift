@@ -106,14 +106,14 @@ public enum Sockets {
 
     /// Binds and listens on one address. Unix sockets get `mode`; a stale
     /// socket file at the path is replaced.
-    public static func bind(_ address: ListenAddress, mode: UInt32, backlog: Int32) throws(SystemError) -> Listener {
+    public static func bind(_ address: ListenAddress, mode: UInt32, backlog: Int32, group: gid_t? = nil) throws(SystemError) -> Listener {
         switch address {
         case .tcp(let host, let port):
             let fd = try bindTCP(host: host, port: port, backlog: backlog, subject: address.description)
             let actual = localAddress(fd) ?? address.description
             return Listener(fd: fd, name: fdName(for: address), address: actual)
         case .unix(let path):
-            let fd = try bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: mode)
+            let fd = try bindUnix(path: path, type: Int32(SOCK_STREAM.rawValue), mode: mode, group: group)
             do {
                 try syscall("listen", subject: path) { listen(fd, backlog) }
             } catch {

@@ -140,6 +140,7 @@ struct UnitFiles {
         }
         if config.listen.addresses.contains(where: \.isUnix) {
             lines.append("SocketMode=\(octal(config.listen.socketMode))")
+            if let group = config.listen.socketGroup { lines.append("SocketGroup=\(escapeSpecifiers(group))") }
         }
         lines += ["Backlog=\(config.listen.backlog)", "FileDescriptorName=\(fileDescriptorName)", "Service=\(name).service"]
         return """

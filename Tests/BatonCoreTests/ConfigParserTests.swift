@@ -53,6 +53,7 @@ struct ConfigParserTests {
             [listen]                 # only when not socket-activated (dev, demo)
             addresses = ["127.0.0.1:8080", "[::1]:8080", "unix:/run/shop/http.sock"]
             socket_mode = "0600"
+            socket_group = "www-data"
             backlog = 2048
 
             [readiness]
@@ -113,7 +114,7 @@ struct ConfigParserTests {
                     .tcp(host: "127.0.0.1", port: 8080), .tcp(host: "::1", port: 8080),
                     .unix(path: "/run/shop/http.sock"),
                 ],
-                socketMode: 0o600, backlog: 2048),
+                socketMode: 0o600, backlog: 2048, socketGroup: "www-data"),
             readiness: ReadinessConfig(
                 mode: .exec, timeout: .seconds(90), delay: .seconds(3),
                 probe: ["bin/healthcheck", "--quick"], probeInterval: .milliseconds(250),

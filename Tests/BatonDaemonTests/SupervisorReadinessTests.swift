@@ -190,6 +190,31 @@ import Testing
         #expect(h.servingReleases == [h.initialRelease])
     }
 
+    /// A day-2 audit: `state_directory` moved, a reload said only that it needed a restart; the
+    /// restart then ran `[app] directory` with an empty history. It says what a restart would
+    /// lose when the new directory holds no release state, and nothing when it does.
+    @Test func reloadMovingTheStateDirectorySaysWhatARestartWouldLose() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        var config = h.supervisor.config
+        config.app.stateDirectory = h.root + "/moved"
+        mkdir(h.root + "/moved", 0o750)
+        let changed = config
+        h.supervisor.options.reloadConfig = { changed }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(
+            client.progress.contains {
+                $0.hasPrefix("the new state directory \(h.root)/moved holds no release state: a restart would start on [app] directory")
+                    && $0.hasSuffix("into it first")
+            }, "\(client.progress)")
+        _ = creat(h.root + "/moved/release.json", 0o640)
+        let again = h.reload()
+        h.finishOperations()
+        #expect(!again.progress.contains { $0.hasPrefix("the new state directory") }, "\(again.progress)")
+    }
+
     @Test func reloadChangingTheWorkerCountIsRefused() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()

@@ -105,6 +105,10 @@ extension SecondIntegration {
                 #expect(result.code == 2, "\(verb): exit \(result.code)")
                 #expect(result.stderr == "baton: \(path):9: control.socket: \(taken) exists and is a directory, not a socket", "\(result.stderr)")
             }
+            // An unknown `[listen] socket_group`: named, as the other groups are.
+            TestPaths.write(path, base + "[listen]\nsocket_group = \"nosuchgroup\"\n")
+            let group = try TestProcess.run([baton, "check-config", path], timeout: .seconds(20))
+            #expect(group.code == 2 && group.stderr.contains("listen.socket_group: unknown group \"nosuchgroup\""), "\(group.stderr)")
             // A symlink there, even a dangling one: bind never follows it.
             let link = directory + "/link.sock"
             #expect(symlink(directory + "/nowhere", link) == 0)

@@ -87,6 +87,7 @@ extension Integration {
                 sections: """
                     [listen]
                     addresses = ["127.0.0.1:0", "unix:\(unixPath)"]
+                    socket_group = "daemon"
                     [readiness]
                     mode = "notify"
                     timeout = "20s"
@@ -105,6 +106,9 @@ extension Integration {
                 }, uniquingKeysWith: { $1 })
             #expect(vars["LISTEN_PID"] == pid)
             #expect(vars["LISTEN_FDS"] == "2")
+            // `[listen] socket_group` (a proxy audit: nginx as www-data could not reach the socket).
+            var st = stat()
+            #expect(stat(unixPath, &st) == 0 && st.st_gid == 1 && st.st_mode & 0o777 == 0o660, "gid \(st.st_gid)")
             #expect(vars["LISTEN_FDNAMES"] == "bound-127.0.0.1_0:bound-unix__" + unixPath.dropFirst().map { $0 == "/" ? "_" : String($0) }.joined())
             #expect(vars["NOTIFY_SOCKET"]?.hasPrefix(baton.directory + "/run/notify/") == true)
             #expect(vars["KEEP_ME"] == "yes")

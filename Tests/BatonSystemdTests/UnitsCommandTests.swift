@@ -16,6 +16,7 @@ struct UnitsCommandTests {
         [listen]
         addresses = ["127.0.0.1:8080", "[::1]:8080", "unix:/run/shop/http.sock"]
         socket_mode = "0666"
+        socket_group = "www-data"
         backlog = 512
         [stop]
         timeout = "20s"
@@ -45,6 +46,7 @@ struct UnitsCommandTests {
                 ListenStream=[::1]:8080
                 ListenStream=/run/shop/http.sock
                 SocketMode=0666
+                SocketGroup=www-data
                 Backlog=512
                 FileDescriptorName=web
                 Service=baton-shop.service
@@ -205,7 +207,7 @@ struct UnitsCommandTests {
             + (Self.directives(SystemdSandbox.unitsDirectory + "/baton@.socket") ?? [])
         let appSpecific = [
             "Description=", "Requires=", "After=", "ExecStart=", "ExecReload=", "RuntimeDirectory=", "StateDirectory=",
-            "ListenStream=", "SocketMode=", "Service=",
+            "ListenStream=", "SocketMode=", "SocketGroup=", "Service=",
         ]
         let generic = { (lines: [String]) in Set(lines.filter { line in !appSpecific.contains { line.hasPrefix($0) } }) }
         #expect(

@@ -144,12 +144,16 @@ public struct ListenConfig: Sendable, Equatable, Codable {
     public var socketMode: UInt32
     /// `backlog`: the `listen(2)` backlog, 1...65535.
     public var backlog: Int32
+    /// `socket_group`: the group of unix sockets (a name or a gid; systemd's `SocketGroup=`);
+    /// nil: baton's own (a proxy audit: nginx as www-data could not reach a 0660 socket).
+    public var socketGroup: String?
 
     /// Creates a listen section with the config file's defaults.
-    public init(addresses: [ListenAddress] = [], socketMode: UInt32 = 0o660, backlog: Int32 = 1024) {
+    public init(addresses: [ListenAddress] = [], socketMode: UInt32 = 0o660, backlog: Int32 = 1024, socketGroup: String? = nil) {
         self.addresses = addresses
         self.socketMode = socketMode
         self.backlog = backlog
+        self.socketGroup = socketGroup
     }
 }
 

@@ -14,7 +14,7 @@ enum ConfigSchema {
                 "mode",
             ]
         ),
-        ("listen", ["addresses", "socket_mode", "backlog"]),
+        ("listen", ["addresses", "socket_mode", "socket_group", "backlog"]),
         (
             "readiness",
             [

@@ -105,6 +105,7 @@ extension ConfigReader {
             }
         }
         listen.socketMode = read(s, "socket_mode", Self.fileMode) ?? listen.socketMode
+        listen.socketGroup = read(s, "socket_group", Convert.nonEmptyString)
         if let backlog = read(s, "backlog", Convert.integer(in: 1...65_535)) {
             listen.backlog = Int32(backlog)
         }
