@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonCore
+import BatonDaemon
 import BatonSystem
 import CBatonLinux
 import FoundationEssentials
@@ -201,17 +202,11 @@ struct History: ParsableCommand {
     var json = false
 
     func run() throws {
-        var client = try ControlClient(try location.endpoint(), timeout: .seconds(10))
-        defer { client.close() }
-        try client.send(ControlRequest(cmd: "history"))
         let entries: [HistoryEntry]
-        switch try client.next() {
-        case .succeeded(let success):
-            if case .history(let list)? = success.payload { entries = list } else { entries = [] }
-        case .failed(let failure):
-            throw BatonExit(code: BatonExitCode.failure, message: failure.error)
-        case .progress:
-            throw BatonExit(code: BatonExitCode.failure, message: "history failed")
+        do {
+            entries = try ask()
+        } catch let exit as BatonExit where exit.code == BatonExitCode.unreachable {
+            entries = try Self.stored(location, unreachable: exit)
         }
         if json {
             let encoder = JSONEncoder()
@@ -229,6 +224,47 @@ struct History: ParsableCommand {
                     e.release + (e.detail.map { "  (\($0))" } ?? ""),
                 ].joined(separator: "  "))
         }
+    }
+
+    /// The daemon's history (the 200 kept, and the one it runs).
+    private func ask() throws -> [HistoryEntry] {
+        var client = try ControlClient(try location.endpoint(), timeout: .seconds(10))
+        defer { client.close() }
+        try client.send(ControlRequest(cmd: "history"))
+        switch try client.next() {
+        case .succeeded(let success):
+            if case .history(let list)? = success.payload { return list }
+            return []
+        case .failed(let failure):
+            throw BatonExit(code: BatonExitCode.failure, message: failure.error)
+        case .progress:
+            throw BatonExit(code: BatonExitCode.failure, message: "history failed")
+        }
+    }
+
+    /// With no daemon to ask, the history its state directory keeps (a day-2 audit: after a
+    /// crash, or with baton stopped, `history` said only "cannot reach the daemon", exit 3, and
+    /// the record was left to `history.jsonl` read by hand). Said on stderr; `--socket` names no
+    /// state directory, so it stays exit 3.
+    static func stored(_ location: DaemonLocation, unreachable: BatonExit) throws -> [HistoryEntry] {
+        let directory: String
+        if let config = location.config {
+            directory = Supervisor.stateDirectory(for: try loadConfig(config))
+        } else if let app = location.app {
+            directory = "/var/lib/baton/\(app)"
+        } else {
+            throw unreachable
+        }
+        let path = directory + "/history.jsonl"
+        guard access(path, R_OK) == 0 else {
+            let why = access(directory, F_OK) == 0 ? String(cString: strerror(errno)) : "no state directory"
+            throw BatonExit(code: BatonExitCode.unreachable, message: "\(unreachable.message ?? ""); \(path): \(why)")
+        }
+        let entries = (try? StateStore(directory: directory))?.loadHistory() ?? []
+        let note =
+            "baton: \(unreachable.message ?? "cannot reach the daemon"): its history as \(path) keeps it (an operation baton ran when it stopped is in it once baton starts again)\n"
+        writeAll(2, Array(note.utf8))
+        return entries
     }
 
     static func utc(_ t: Double) -> String {
