@@ -313,7 +313,7 @@ public final class Supervisor {
 
     /// The runtime directory: `[app] runtime_directory`, else systemd's
     /// $RUNTIME_DIRECTORY, else /run/baton/NAME.
-    static func runtimeDirectory(for config: BatonConfig) -> String {
+    public static func runtimeDirectory(for config: BatonConfig) -> String {
         if let dir = config.app.runtimeDirectory { return dir }
         if let env = getenv("RUNTIME_DIRECTORY") {
             // systemd may list several, separated by ':'.

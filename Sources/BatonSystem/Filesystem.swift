@@ -56,6 +56,18 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
 
 /// Directories baton creates, or finds and uses as they are.
 public enum Filesystem {
+    /// Why this process could not make `path` (as `mkdir -p`) or write in it: the folder that
+    /// refuses (`path`, or its nearest existing ancestor) and errno's text; nil when it can.
+    public static func whyNotWritable(_ path: String) -> (folder: String, reason: String)? {
+        var folder = path
+        while access(folder, F_OK) != 0 {
+            guard let slash = folder.lastIndex(of: "/") else { return nil }
+            folder = slash == folder.startIndex ? "/" : String(folder[..<slash])
+        }
+        guard access(folder, W_OK | X_OK) != 0 else { return nil }
+        return (folder, String(cString: strerror(errno)))
+    }
+
     /// The names in `directory` (`.` and `..` included, as readdir gives them); nil when it
     /// cannot be opened (errno says why).
     public static func entryNames(of directory: String) -> [String]? {

@@ -108,5 +108,25 @@ struct CheckConfig: ParsableCommand {
         if config.listen.addresses.isEmpty {
             print("note: no [listen] addresses: baton serve takes its sockets from systemd socket activation (outside it, it exits 2)")
         }
+        for note in Self.directoryNotes(config) { print("note: \(note)") }
+    }
+
+    /// The folders `serve` makes or writes in that this user cannot: a note each, not an error
+    /// (a pid-1 audit: a user not root passed check-config, then `serve` exited 2 on
+    /// /run/baton; the config may be checked by one user, a CI job, for a root service).
+    static func directoryNotes(_ config: BatonConfig) -> [String] {
+        guard geteuid() != 0 else { return [] }
+        let socketFolder = String(config.control.socket[..<(config.control.socket.lastIndex(of: "/") ?? config.control.socket.startIndex)])
+        let folders: [(String, String, Bool)] = [
+            ("runtime directory", Supervisor.runtimeDirectory(for: config), config.app.runtimeDirectory == nil),
+            ("state directory", Supervisor.stateDirectory(for: config), config.app.stateDirectory == nil),
+            ("[control] socket's folder", socketFolder, false),
+        ]
+        var seen = Set<String>()
+        return folders.compactMap { what, folder, isDefault in
+            guard !folder.isEmpty, seen.insert(folder).inserted, let (place, reason) = Filesystem.whyNotWritable(folder) else { return nil }
+            return
+                "the \(what) \(folder)\(isDefault ? " (the default)" : "") cannot be made or written by uid \(geteuid()) (\(place): \(reason)): baton serve as this user exits 2; root, or systemd's RuntimeDirectory=/StateDirectory=, can"
+        }
     }
 }

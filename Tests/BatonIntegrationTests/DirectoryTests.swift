@@ -225,6 +225,14 @@ extension Integration {
             let socket = try TestProcess.run(nobody + [noSocket], timeout: .seconds(20))
             #expect(socket.code == 2, "exit \(socket.code): \(socket.stderr)")
             #expect(socket.stderr.contains("baton: [control] socket (the default /run/baton/test/control.sock): "), "\(socket.stderr)")
+            // check-config says so as a note, exit 0: the config may be checked by one user for
+            // a root service (a pid-1 audit: it said only "ok").
+            let checked = try TestProcess.run(Array(nobody.dropLast(2)) + ["check-config", noRuntime], timeout: .seconds(20))
+            #expect(checked.code == 0, "exit \(checked.code): \(checked.stderr)")
+            #expect(
+                checked.stdout.contains("note: the runtime directory /run/baton/test (the default) cannot be made or written by uid 65534 (/run"),
+                "\(checked.stdout)")
+            #expect(!checked.stdout.contains("state directory"), "its own, set and writable: \(checked.stdout)")
         }
 
         /// A re-audit: a baton not root with `[app] user` another user passed check-config, then
