@@ -46,7 +46,7 @@ final class ReleaseBook {
     /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
     private(set) var deployed: [String] = []
     /// Release folders being removed by retention now.
-    private(set) var pruning: Set<String> = []
+    private(set) var pruning: Set<PathKey> = []
     /// Problems of the state directory (unwritable, release.json unreadable, the persisted
     /// release missing), until a release is persisted again.
     private(set) var problems: [String] = []
@@ -278,12 +278,14 @@ final class ReleaseBook {
         }) {
             logger.info(
                 "the \(entry.kind.rawValue) of \(entry.release) ended before baton exited (\(recorded.outcome.rawValue)): its leftover deploy.json goes")
-            if entry.kind.isDeploy, recorded.outcome == .succeeded, entry.release == state.current.directory { recordDeployed(state.current) }
+            if entry.kind.isDeploy, recorded.outcome == .succeeded, PathKey(entry.release) == PathKey(state.current.directory) {
+                recordDeployed(state.current)
+            }
             return
         }
         entry.duration = max(0, now - entry.startedAt)
         let committed =
-            entry.kind.isDeploy && entry.release == state.current.directory
+            entry.kind.isDeploy && PathKey(entry.release) == PathKey(state.current.directory)
             && (entry.previousRelease != entry.release || state.committedBy == entry.startedAt)
         guard committed else {
             entry.outcome = .interrupted
@@ -313,13 +315,13 @@ final class ReleaseBook {
         // a fresh upload made that upload "deployed", and retention removed it (a layout audit,
         // 2 of 2).
         let path = ReleaseRetention.normalize(Supervisor.resolved(release.directory))
-        guard !deployed.contains(path) else { return }
+        guard !deployed.contains(where: { PathKey($0) == PathKey(path) }) else { return }
         deployed.append(path)
         saveDeployed()
     }
 
     /// Whether retention is removing `path` now.
-    func isBeingPruned(_ path: String) -> Bool { pruning.contains(ReleaseRetention.normalize(path)) }
+    func isBeingPruned(_ path: String) -> Bool { pruning.contains(PathKey(path)) }
 
     /// Every folder in `folder` with what retention does with it, newest first (folders being
     /// removed now are left out). `inUse`: folders a worker or an operation still needs.
@@ -328,33 +330,34 @@ final class ReleaseBook {
     /// is the folder it runs in (an operator audit: retention removed the current release, and
     /// the previous one a rollback then needed, spelled otherwise).
     func listing(
-        of folder: String, keep: Int?, inUse: Set<String>, waiting: Set<String> = [], batonDirectories: [String], appDirectory: String? = nil
+        of folder: String, keep: Int?, inUse: [String], waiting: [String] = [], batonDirectories: [String], appDirectory: String? = nil
     ) throws(SystemError)
         -> ReleasesReport
     {
         let resolve = Supervisor.resolved
         let folders = try ReleaseFolders.scan(folder).map { ReleaseFolder(name: $0.name, path: resolve($0.path), modifiedAt: $0.modifiedAt) }
-            .filter { !pruning.contains($0.path) }
+            .filter { !pruning.contains(PathKey($0.path)) }
         // A path that is itself a link names whatever it points to now, not what was deployed
         // through it (recorded so before baton recorded the folder): it counts for nothing.
         let lastDeployed = Dictionary(
-            ReleaseRetention.lastDeployed(history).filter { !Filesystem.isSymbolicLink($0.key) }.map { (resolve($0.key), $0.value) }, uniquingKeysWith: max)
+            ReleaseRetention.lastDeployed(history).filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) },
+            uniquingKeysWith: max)
         let listings = ReleaseRetention.plan(
             folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
-            inUse: Set(inUse.map(resolve)), waiting: Set(waiting.map(resolve)), lastDeployed: lastDeployed, keep: keep,
-            deployed: Set(deployed.filter { !Filesystem.isSymbolicLink($0) }.map(resolve)),
+            inUse: inUse.map(resolve), waiting: waiting.map(resolve), lastDeployed: lastDeployed, keep: keep,
+            deployed: deployed.filter { !Filesystem.isSymbolicLink($0) }.map(resolve),
             batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))
         return ReleasesReport(directory: folder, keep: keep, releases: listings)
     }
 
     /// Retention starts removing `paths`.
-    func pruningStarted(_ paths: [String]) { pruning.formUnion(paths) }
+    func pruningStarted(_ paths: [String]) { pruning.formUnion(paths.map(PathKey.init)) }
 
     /// Retention is done with `paths`; `removed` are gone (and forgotten as deployed).
     func pruningFinished(_ paths: [String], removed: [String]) {
-        pruning.subtract(paths)
-        let gone = Set(removed.map(ReleaseRetention.normalize))
-        let kept = deployed.filter { !gone.contains($0) }
+        pruning.subtract(paths.map(PathKey.init))
+        let gone = Set(removed.map(PathKey.init))
+        let kept = deployed.filter { !gone.contains(PathKey($0)) }
         guard kept.count != deployed.count else { return }
         deployed = kept
         saveDeployed()

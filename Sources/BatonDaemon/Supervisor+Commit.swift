@@ -219,7 +219,10 @@ extension Supervisor {
 
     /// Whether `a` and `b` run the same folder (symlinks resolved now) the same way.
     static func sameRelease(_ a: Release, _ b: Release) -> Bool {
-        a.command == b.command && a.environment == b.environment && resolved(a.directory) == resolved(b.directory)
+        // Compared as bytes: `café` in NFC and in NFD are two folders (a names audit: a deploy of
+        // one was taken for a redeploy of the other, and rollback skipped it).
+        a.command?.map { Array($0.utf8) } == b.command?.map { Array($0.utf8) } && a.environment == b.environment
+            && PathKey(resolved(a.directory)) == PathKey(resolved(b.directory))
     }
 
     // MARK: - Stability window

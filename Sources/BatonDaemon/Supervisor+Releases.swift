@@ -20,10 +20,11 @@ extension Supervisor {
         // Each worker's folder as it was when it started, and as named: a link flipped since
         // names another folder now (a layout audit: retention removed the folder 3 workers ran
         // in after `ln -sfn` of the link they were deployed through).
-        let inUse = Set(slots.flatMap { $0.workers.flatMap { [$0.spec.directory] + ($0.folder.map { [$0] } ?? []) } })
+        // Lists, not Sets: a Set of Strings takes `café` in NFC and in NFD for one (`PathKey`).
+        let inUse = slots.flatMap { $0.workers.flatMap { [$0.spec.directory] + ($0.folder.map { [$0] } ?? []) } }
         // A queued deploy's folder is not the next prune's (kept, not counted towards keep).
-        var waiting = Set(queue.compactMap { $0.options?.release })
-        if let r = operation?.target?.directory { waiting.insert(r) }
+        var waiting = queue.compactMap { $0.options?.release }
+        if let r = operation?.target?.directory { waiting.append(r) }
         let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
         // Folders being removed now are gone already as far as listings go.
         return try releases.listing(

@@ -298,8 +298,15 @@ public final class Supervisor {
     func startMetrics(adopting existing: Int32? = nil) throws {
         guard let text = config.metrics.address else { return }
         guard let address = ListenAddress.parse(text) else { throw DaemonError("metrics.address: cannot parse \(text)") }
-        let server = try MetricsServer(address: address, adopting: existing, loop: loop, source: self) { [logger] in
-            logger.error("metrics: \($0)")
+        let server: MetricsServer
+        do {
+            server = try MetricsServer(address: address, adopting: existing, loop: loop, source: self) { [logger] in
+                logger.error("metrics: \($0)")
+            }
+        } catch {
+            // Named (a multi-app audit: `bind 127.0.0.1:18511: Address already in use` read as a
+            // listen address's).
+            throw DaemonError("[metrics] address: \(error)")
         }
         metrics = server
         logger.info("metrics on \(server.address)/metrics")

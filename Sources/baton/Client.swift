@@ -18,7 +18,12 @@ struct DaemonLocation: ParsableArguments {
     func validate() throws {
         let given = [app, config, socket].compactMap { $0 }.count
         if given == 0 { throw ValidationError("say which daemon: --app NAME, --config FILE or --socket PATH") }
-        if given > 1 { throw ValidationError("give only one of --app, --config, --socket") }
+        // `--socket PATH --app NAME`: that socket, whose daemon must be that app's (the units
+        // `baton units` writes reload so: a multi-app audit saw a `--socket` reload, which names
+        // no app, restart another app's workers through a socket path both configs named).
+        if given > 1, !(given == 2 && socket != nil && app != nil) {
+            throw ValidationError("give only one of --app, --config, --socket (or --socket with the --app it must be)")
+        }
         if let app, !BatonConfig.isValidAppName(app) { throw ValidationError("--app \(BatonConfig.appNameRule), got \"\(app.prefix(64))\"") }
         if socket?.isEmpty == true { throw ValidationError("--socket must not be empty") }
         if config?.isEmpty == true { throw ValidationError("--config must not be empty") }
@@ -30,7 +35,7 @@ struct DaemonLocation: ParsableArguments {
     /// name` or `--app`; nil with `--socket` (a day-2 audit: a config naming another app's
     /// socket deployed into that app, exit 0).
     func endpoint() throws -> (socket: String, app: String?) {
-        if let socket { return (socket, nil) }
+        if let socket { return (socket, app) }
         if let config {
             let loaded = try loadConfig(config)
             return (loaded.control.socket, loaded.app.name)
@@ -204,7 +209,7 @@ struct Status: ParsableCommand {
             guard case .status(let report)? = success.payload else { throw BatonExit(code: BatonExitCode.failure, message: "status failed") }
             status = report
         case .failed(let failure):
-            throw BatonExit(code: BatonExitCode.failure, message: failure.error)
+            throw BatonExit(code: failure.code ?? BatonExitCode.failure, message: failure.error)
         case .progress:
             throw BatonExit(code: BatonExitCode.failure, message: "status failed")
         }
@@ -246,7 +251,7 @@ struct Reload: ParsableCommand {
                 print(success.message ?? "reload finished")
                 return
             case .failed(let failure):
-                throw BatonExit(code: BatonExitCode.failure, message: failure.error)
+                throw BatonExit(code: failure.code ?? BatonExitCode.failure, message: failure.error)
             }
         }
     }

@@ -236,7 +236,7 @@ struct History: ParsableCommand {
             if case .history(let list)? = success.payload { return list }
             return []
         case .failed(let failure):
-            throw BatonExit(code: BatonExitCode.failure, message: failure.error)
+            throw BatonExit(code: failure.code ?? BatonExitCode.failure, message: failure.error)
         case .progress:
             throw BatonExit(code: BatonExitCode.failure, message: "history failed")
         }

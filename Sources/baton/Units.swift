@@ -177,7 +177,7 @@ struct UnitFiles {
             Type=notify
             NotifyAccess=main
             ExecStart=\(command([binary, "serve", "--config", configPath]))
-            ExecReload=\(command([binary, "reload", "--socket", config.control.socket]))
+            ExecReload=\(command([binary, "reload", "--socket", config.control.socket, "--app", config.app.name]))
             KillMode=mixed
             TimeoutStartSec=90s
             TimeoutStopSec=\(seconds(config.stop.timeout + stopMargin))

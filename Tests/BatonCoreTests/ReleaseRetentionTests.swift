@@ -58,7 +58,7 @@ struct ReleaseRetentionTests {
                 kind: .reload, release: "/srv/shop/releases/r3", previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: 7000, duration: 1, uid: 0),
         ]
         let times = ReleaseRetention.lastDeployed(history)
-        #expect(times == ["/srv/shop/releases/r1": 5002])
+        #expect(times == [PathKey("/srv/shop/releases/r1"): 5002])
         let plan = ReleaseRetention.plan(
             folders: folders(4), current: "/srv/shop/releases/r4", previous: nil, inUse: [], lastDeployed: times, keep: 2)
         #expect(marks(plan) == ["r1:kept", "r4:current", "r3:prune", "r2:prune"])
@@ -197,5 +197,30 @@ struct ReleaseRetentionDeployedTests {
             directory: "/srv/shop", keep: 3,
             releases: [ReleaseListing(name: "X\nY\u{1B}[31m", path: "/srv/shop/X\nY\u{1B}[31m", mark: .current, lastUsedAt: 99_990)])
         #expect(report.table(now: 100_000).split(separator: "\n").last == "current   10s       X?Y?[31m")
+    }
+
+    /// A names audit: `noël` in NFC (deployed) and in NFD (copied in by hand, never deployed)
+    /// are two folders on Linux; Swift's String equality took them for one, and retention
+    /// pruned both ("pruning 2 old releases: noël, noël").
+    @Test("folders whose names differ only in Unicode normalization are told apart")
+    func unicodeNormalizationTwins() {
+        let nfc = "/srv/shop/no\u{EB}l"
+        let nfd = "/srv/shop/noe\u{308}l"
+        #expect(nfc == nfd, "Swift's String equality, which retention must not use")
+        #expect(PathKey(nfc) != PathKey(nfd) && PathKey(nfc + "/") == PathKey(nfc))
+        let folders = [
+            ReleaseFolder(name: "no\u{EB}l", path: nfc, modifiedAt: 100), ReleaseFolder(name: "noe\u{308}l", path: nfd, modifiedAt: 101),
+            ReleaseFolder(name: "r2", path: "/srv/shop/r2", modifiedAt: 200), ReleaseFolder(name: "r3", path: "/srv/shop/r3", modifiedAt: 300),
+            ReleaseFolder(name: "r4", path: "/srv/shop/r4", modifiedAt: 400),
+        ]
+        let plan = ReleaseRetention.plan(
+            folders: folders, current: "/srv/shop/r4", previous: "/srv/shop/r3", inUse: [], lastDeployed: [:], keep: 2,
+            deployed: [nfc, "/srv/shop/r2", "/srv/shop/r3", "/srv/shop/r4"])
+        let marks = Dictionary(uniqueKeysWithValues: plan.map { (Array($0.path.utf8), $0.mark) })
+        #expect(marks[Array(nfc.utf8)] == .prune)
+        #expect(marks[Array(nfd.utf8)] == .notDeployed, "never deployed: never removed")
+        // The current one's twin is not current.
+        let twin = ReleaseRetention.plan(folders: Array(folders.prefix(2)), current: nfc, previous: nil, inUse: [], lastDeployed: [:], keep: nil)
+        #expect(twin.map(\.mark).sorted { $0.rawValue < $1.rawValue } == [.current, .kept])
     }
 }

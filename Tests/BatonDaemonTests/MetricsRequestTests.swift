@@ -73,4 +73,15 @@ struct MetricsRequestTests {
         h.settle()
         _ = server
     }
+
+    /// A multi-app audit: a `[metrics] address` another app had taken ended the start with
+    /// `bind 127.0.0.1:18511: Address already in use`, which reads as a listen address's.
+    @Test func aMetricsAddressInUseIsNamedWithItsKey() throws {
+        let taken = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 1)
+        defer { withExtendedLifetime(taken) {} }
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.config.metrics.address = taken.address
+        let error = #expect(throws: DaemonError.self) { try h.supervisor.startMetrics() }
+        #expect(error?.description.hasPrefix("[metrics] address: bind \(taken.address): Address already in use") == true, "\(String(describing: error))")
+    }
 }

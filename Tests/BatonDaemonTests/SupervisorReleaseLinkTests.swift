@@ -137,4 +137,21 @@ import Testing
         h.finishOperations()
         #expect(running.reply?.ok == true && queued.reply?.ok == true)
     }
+
+    /// A names audit: a deploy of `cafe\u{301}` (NFD) after `café` (NFC), two folders, was taken
+    /// for a redeploy of the current one: release.json kept the release before as previous,
+    /// and `baton rollback` skipped café.
+    @Test func aFolderNamedAsTheCurrentOneInAnotherNormalizationIsAnotherRelease() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let nfc = h.makeRelease("caf\u{E9}")
+        let nfd = h.makeRelease("cafe\u{301}")
+        for release in [nfc, nfd] {
+            let client = h.deploy(release)
+            h.finishOperations()
+            #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        }
+        #expect(Array(h.supervisor.releaseState.current.directory.utf8) == Array(nfd.utf8))
+        #expect(h.supervisor.releaseState.previous.map { Array($0.directory.utf8) } == Array(nfc.utf8))
+    }
 }

@@ -534,6 +534,14 @@ extension SecondIntegration {
                 }.joined(separator: "\n"))
             let other = try baton.cli(["deploy", "--config", otherConfig, "--release", release], socket: false)
             #expect(other.code == 2 && other.stderr.contains(#"is app "test"'s, not "other-app"'s"#), "exit \(other.code): \(other.stderr)")
+            // Every verb exits 2 on it (a multi-app audit: status, history and reload exited 1), and
+            // `--socket PATH --app NAME`, as the generated unit's ExecReload, is checked too.
+            for verb in [["status"], ["history"], ["reload"], ["status", "--json"]] {
+                let refused = try baton.cli(verb + ["--config", otherConfig], socket: false)
+                #expect(refused.code == 2, "\(verb): exit \(refused.code): \(refused.stderr)")
+            }
+            let unitReload = try baton.cli(["reload", "--socket", baton.controlSocket, "--app", "other-app"], socket: false)
+            #expect(unitReload.code == 2 && unitReload.stderr.contains("not \"other-app\"'s"), "exit \(unitReload.code): \(unitReload.stderr)")
             let status = try baton.status()
             #expect(status.workers.first?.state == "ready")
             #expect(status.release != release)

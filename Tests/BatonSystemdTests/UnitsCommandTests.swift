@@ -65,7 +65,7 @@ struct UnitsCommandTests {
                 Type=notify
                 NotifyAccess=main
                 ExecStart=/usr/local/bin/baton serve --config \(path)
-                ExecReload=/usr/local/bin/baton reload --socket /run/baton/shop/control.sock
+                ExecReload=/usr/local/bin/baton reload --socket /run/baton/shop/control.sock --app shop
                 KillMode=mixed
                 TimeoutStartSec=90s
                 TimeoutStopSec=35s
@@ -100,7 +100,7 @@ struct UnitsCommandTests {
         #expect(result.code == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(lines.contains("ExecStart=\"/opt/baton 1%%/baton\" serve --config \"\(directory)/my conf/a.toml\""), "\(result.stdout)")
-        #expect(lines.contains("ExecReload=\"/opt/baton 1%%/baton\" reload --socket /run/baton/a/control.sock"))
+        #expect(lines.contains("ExecReload=\"/opt/baton 1%%/baton\" reload --socket /run/baton/a/control.sock --app a"))
         #expect(lines.contains("TimeoutStopSec=45s"))
         #expect(lines.contains("ListenStream=0.0.0.0:80"))
         #expect(!lines.contains { $0.hasPrefix("SocketMode=") })

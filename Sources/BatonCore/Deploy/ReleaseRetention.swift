@@ -98,6 +98,26 @@ extension ReleasesReport {
     }
 }
 
+/// A path as the kernel compares it, byte for byte (trailing slashes dropped): Swift's String
+/// equality, and so a Set or Dictionary of Strings, takes canonically equivalent Unicode as
+/// equal, `café` in NFC and in NFD, two different folders on Linux (a names audit: retention
+/// removed a folder baton never deployed, the NFD twin of one it had, and a redeploy was
+/// taken for the other's).
+public struct PathKey: Hashable, Sendable {
+    /// The path, normalized (``ReleaseRetention/normalize(_:)``).
+    public let path: String
+    private let bytes: [UInt8]
+
+    /// The key of `path`.
+    public init(_ path: String) {
+        self.path = ReleaseRetention.normalize(path)
+        bytes = Array(self.path.utf8)
+    }
+
+    public static func == (a: PathKey, b: PathKey) -> Bool { a.bytes == b.bytes }
+    public func hash(into hasher: inout Hasher) { hasher.combine(bytes) }
+}
+
 /// Which release folders to keep: the newest `keep` by last use, and always
 /// the current release, the previous one and any folder a worker still runs in.
 /// Only folders baton deployed are ever removed.
@@ -119,10 +139,10 @@ public enum ReleaseRetention {
 
     /// When each release was last the goal of a successful deploy or rollback
     /// (its end time), by normalized path.
-    public static func lastDeployed(_ history: [HistoryEntry]) -> [String: Double] {
-        var times: [String: Double] = [:]
+    public static func lastDeployed(_ history: [HistoryEntry]) -> [PathKey: Double] {
+        var times: [PathKey: Double] = [:]
         for e in history where e.kind.isDeploy && e.outcome == .succeeded {
-            let path = normalize(e.release)
+            let path = PathKey(e.release)
             times[path] = max(times[path] ?? 0, e.startedAt + e.duration)
         }
         return times
@@ -150,44 +170,44 @@ public enum ReleaseRetention {
     ///   - appDirectory: `[app] directory`, marked `.appDirectory`.
     /// - Returns: One listing per folder; those marked `.prune` may be removed.
     public static func plan(
-        folders: [ReleaseFolder], current: String, previous: String?, inUse: Set<String>, waiting: Set<String> = [],
-        lastDeployed: [String: Double], keep: Int?, deployed: Set<String>? = nil, batonDirectories: [String] = [], appDirectory: String? = nil
+        folders: [ReleaseFolder], current: String, previous: String?, inUse: [String], waiting: [String] = [],
+        lastDeployed: [PathKey: Double], keep: Int?, deployed: [String]? = nil, batonDirectories: [String] = [], appDirectory: String? = nil
     ) -> [ReleaseListing] {
-        let appDirectory = appDirectory.map(normalize)
-        let current = normalize(current)
-        let previous = previous.map(normalize)
-        let inUse = Set(inUse.map(normalize))
-        let waiting = Set(waiting.map(normalize)).subtracting(inUse)
-        let deployed = deployed.map { Set($0.map(normalize)) }
+        let appDirectory = appDirectory.map(PathKey.init)
+        let current = PathKey(current)
+        let previous = previous.map(PathKey.init)
+        let inUse = Set(inUse.map(PathKey.init))
+        let waiting = Set(waiting.map(PathKey.init)).subtracting(inUse)
+        let deployed = deployed.map { Set($0.map(PathKey.init)) }
         let dated: [(ReleaseFolder, Double)] = folders.map { f in
-            let deployedAt: Double = lastDeployed[normalize(f.path)] ?? 0
+            let deployedAt: Double = lastDeployed[PathKey(f.path)] ?? 0
             return (f, max(f.modifiedAt, deployedAt))
         }
         let sorted = dated.sorted { (a: (ReleaseFolder, Double), b: (ReleaseFolder, Double)) -> Bool in
             a.1 != b.1 ? a.1 > b.1 : a.0.name > b.0.name
         }
-        func protectedMark(_ path: String) -> ReleaseListing.Mark? {
+        func protectedMark(_ path: PathKey) -> ReleaseListing.Mark? {
             if path == current { return .current }
             if path == previous { return .previous }
             return inUse.contains(path) ? .inUse : nil
         }
-        func untouchableMark(_ path: String) -> ReleaseListing.Mark? {
+        func untouchableMark(_ path: PathKey) -> ReleaseListing.Mark? {
             if path == appDirectory { return .appDirectory }
-            if batonDirectories.contains(where: { DirectoryRules.isWithin($0, path) }) { return .batonDirectory }
+            if batonDirectories.contains(where: { DirectoryRules.isWithin($0, path.path) }) { return .batonDirectory }
             if let deployed, !deployed.contains(path) { return .notDeployed }
             return nil
         }
         // Protected folders count towards `keep` whatever their age; the
         // newest of the others fill what is left.
-        var kept = sorted.filter { protectedMark(normalize($0.0.path)) != nil }.count
+        var kept = sorted.filter { protectedMark(PathKey($0.0.path)) != nil }.count
         var listings: [ReleaseListing] = []
         for (folder, time) in sorted {
-            let path = normalize(folder.path)
+            let path = PathKey(folder.path)
             var mark = protectedMark(path) ?? (waiting.contains(path) ? .inUse : nil) ?? untouchableMark(path) ?? .kept
             if mark == .kept {
                 if let keep, kept >= keep { mark = .prune } else { kept += 1 }
             }
-            listings.append(ReleaseListing(name: folder.name, path: path, mark: mark, lastUsedAt: time))
+            listings.append(ReleaseListing(name: folder.name, path: path.path, mark: mark, lastUsedAt: time))
         }
         return listings
     }
