@@ -33,8 +33,17 @@ struct OutputLines {
     private func emitPieces(from start: Int, before end: Int, emit: (ArraySlice<UInt8>) -> Void) -> Int {
         var start = start
         while end - start > Self.maxLine {
-            emit(partial[start..<start + Self.maxLine])
-            start += Self.maxLine
+            // Cut before a UTF-8 continuation byte's character, not inside it (a names audit: each
+            // cut of a line of `é` left a U+FFFD at the end of one piece and the start of the next).
+            var cut = start + Self.maxLine
+            var back = 0
+            while back < 3, partial[cut] & 0xC0 == 0x80 {
+                cut -= 1
+                back += 1
+            }
+            if partial[cut] & 0xC0 == 0x80 { cut = start + Self.maxLine }  // not UTF-8: cut anywhere
+            emit(partial[start..<cut])
+            start = cut
         }
         return start
     }

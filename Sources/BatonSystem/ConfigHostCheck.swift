@@ -66,7 +66,11 @@ public enum ConfigHostCheck {
                 throw problem(["app", "environment_file"], error.description)
             }
             if let error = ConfigPrecheck.check(bytes, path: path) { throw error }
-            _ = try EnvironmentFile.parse(try ConfigPrecheck.decode(bytes, path: path), path: path)
+            for (name, value) in try EnvironmentFile.parse(try ConfigPrecheck.decode(bytes, path: path), path: path) {
+                if let trouble = WorkerContract.argumentProblem(name + "=" + value) {
+                    throw problem(["app", "environment_file"], "\(path): \(name)=… \(trouble)")
+                }
+            }
         }
         // A socket path that is already a file, a directory or a symlink (bind never follows
         // one) fails the bind at start-up with "Address already in use", which reads as

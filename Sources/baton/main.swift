@@ -13,6 +13,17 @@ if CommandLine.arguments.isEmpty {
     exit(2)
 }
 
+// Swift reads arguments that are not UTF-8 with U+FFFD in place of their bytes: a path or an
+// `--env` value would silently name something else (a names audit: a worker got
+// `T_B=a\357\277\275b` for `a\xffb`, and `--release …/bad\xff` said "is not a directory").
+for i in 1..<Int(CommandLine.argc) {
+    guard let raw = CommandLine.unsafeArgv[i], String(validatingCString: raw) == nil else { continue }
+    let shown = LogText.escaped(String(decoding: UnsafeRawBufferPointer(start: raw, count: strlen(raw)).map { $0 < 0x80 ? $0 : 0x3F }, as: UTF8.self))
+    LogWriter.standardError.append(
+        Array("baton: argument \(i) (\(shown), ASCII shown, ? for any other byte) is not UTF-8: baton takes paths, names and values in UTF-8\n".utf8))
+    exit(2)
+}
+
 // The supervisor handles these through its signalfd: block them before any
 // thread exists, so every later thread inherits the mask and none of them
 // takes a SIGTERM with the default action. Client verbs keep the defaults

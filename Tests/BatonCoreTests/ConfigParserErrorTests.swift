@@ -163,6 +163,17 @@ struct ConfigParserErrorTests {
         #expect(
             configFailure(minimalApp + "[listen]\naddresses = [\"[::1]:80\", \"[::]:80\"]\n")?.contains("overlaps") == true)
         #expect(configFailure(minimalApp + "[listen]\naddresses = [\"0.0.0.0:80\", \"[::1]:80\", \"127.0.0.1:81\"]\n") == nil)
+        // A names audit: a 200,000-byte value passed, then every start failed with "Argument list
+        // too long" (Linux takes 131,071 bytes per argument or variable).
+        let big = String(repeating: "v", count: 200_000)
+        #expect(
+            configFailure(minimalApp + "[app.environment]\nBIG = \"\(big)\"\n")
+                == "/etc/baton/shop.toml:7: app.environment.BIG: BIG=… is 200004 bytes: an execve takes at most 131071 per argument or variable (Linux's MAX_ARG_STRLEN)"
+        )
+        #expect(
+            configFailure("[app]\nname = \"shop\"\ncommand = [\"bin/server\", \"\(big)\"]\ndirectory = \"/srv/shop\"\nworkers = 1\n")?.contains(
+                "app.command: element 2 is 200000 bytes: an execve takes at most 131071") == true)
+        #expect(configFailure(minimalApp + "[app.environment]\nOK = \"\(String(repeating: "v", count: 131_068))\"\n") == nil)
         #expect(
             configFailure(minimalApp + "[listen]\nsocket_mode = 660\n")
                 == #"/etc/baton/shop.toml:7: listen.socket_mode: expected a file mode as a string of octal digits, like "0660", got 660"#

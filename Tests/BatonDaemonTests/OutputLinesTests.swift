@@ -30,6 +30,21 @@ import Testing
         #expect(lines([String(long.prefix(8000)), String(long.dropFirst(8000)) + "\n"], flush: false).map(\.count) == [8192, 8192, 3616])
     }
 
+    /// A names audit: `x` then 10,000 `é` was cut inside a character at each 8 KiB, a U+FFFD
+    /// at the end of one piece and the start of the next. Cut before the character now.
+    @Test func piecesAreCutBetweenUTF8Characters() {
+        let line = "x" + String(repeating: "\u{E9}", count: 10_000) + "\n"
+        let pieces = lines([line], flush: false)
+        #expect(pieces.joined() == String(line.dropLast()), "nothing lost")
+        #expect(!pieces.joined().contains("\u{FFFD}"))
+        #expect(pieces.allSatisfy { $0.utf8.count <= OutputLines.maxLine })
+        // Bytes that are not UTF-8 are cut at the limit as before.
+        var buffer = OutputLines()
+        var sizes: [Int] = []
+        buffer.append([UInt8](repeating: 0x80, count: OutputLines.maxLine + 10)[...] + [0x0A]) { sizes.append($0.count) }
+        #expect(sizes == [OutputLines.maxLine, 10])
+    }
+
     @Test func theTailOfADrainedPipe() {
         func tail(_ text: String, _ count: Int) -> (Int, String) {
             let bytes = Array(text.utf8)

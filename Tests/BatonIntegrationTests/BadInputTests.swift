@@ -329,6 +329,12 @@ extension SecondIntegration {
             // `baton statuss --socket X` said "Unknown option '--socket'").
             let typo = try TestProcess.run([baton, "statuss", "--socket", "/x"])
             #expect(typo.code == 2 && typo.stderr.hasPrefix("baton: unknown command 'statuss'") && !typo.stderr.contains("\n"), "\(typo.stderr)")
+            // An argument that is not UTF-8 (a names audit: Swift read it with U+FFFD, a worker got
+            // those bytes in its `--env`, a folder "is not a directory").
+            let notUTF8 = try TestProcess.run(["/bin/sh", "-c", #"exec "$0" deploy --socket /x --release "$(printf '/srv/a\377b')""#, baton])
+            #expect(notUTF8.code == 2, "exit \(notUTF8.code): \(notUTF8.stderr)")
+            #expect(
+                notUTF8.stderr == "baton: argument 5 (/srv/a?b, ASCII shown, ? for any other byte) is not UTF-8: baton takes paths, names and values in UTF-8")
             let noTarget = try TestProcess.run([baton, "status"])
             #expect(noTarget.code == 2)
             #expect(noTarget.stderr.contains("--app NAME, --config FILE or --socket PATH"))

@@ -26,6 +26,9 @@ extension ConfigReader {
             } else {
                 check(!command[0].isEmpty, s, "command", "the program (first element) must not be empty")
             }
+            for (i, element) in command.enumerated() {
+                if let problem = WorkerContract.argumentProblem(element) { report(s.path("command"), "element \(i + 1) \(problem)") }
+            }
             app.command = command
         }
         app.directory = read(s, "directory", Convert.absolutePath) ?? app.directory
@@ -72,6 +75,8 @@ extension ConfigReader {
                     "not a valid environment variable name (letters, digits and _, not starting with a digit)")
             } else if Self.reservedEnvironment.contains(name) {
                 report(path + [name], "is set by baton for each worker and cannot be configured")
+            } else if let problem = WorkerContract.argumentProblem(name + "=" + string) {
+                report(path + [name], "\(name)=… \(problem)")
             }
             variables.append(EnvVar(name: name, value: string))
         }

@@ -23,6 +23,18 @@ public enum WorkerContract {
         "FDSTORE", "FDSTOREREMOVE", "FDNAME", "FDPOLL", "NOTIFYACCESS",
     ]
 
+    /// The longest argument or `NAME=value` an `execve` takes (Linux's MAX_ARG_STRLEN, 32
+    /// pages, less its NUL): a longer one fails every start with "Argument list too long" (a
+    /// names audit: a 200,000-byte `[app.environment]` value passed check-config).
+    public static let maxArgumentBytes = 131_071
+
+    /// Why `argument` (a command element, or `NAME=value`) cannot reach a worker; nil if it can.
+    public static func argumentProblem(_ argument: String) -> String? {
+        let bytes = argument.utf8.count
+        guard bytes > maxArgumentBytes else { return nil }
+        return "is \(bytes) bytes: an execve takes at most \(maxArgumentBytes) per argument or variable (Linux's MAX_ARG_STRLEN)"
+    }
+
     /// The fields of one notify datagram: split at every LF and CR, empty ones dropped, as
     /// systemd splits them (a fuzz audit: a worker sending `READY=1\r\n` was never ready; Swift
     /// splitting a String at "\n" keeps a "\r\n" whole).
