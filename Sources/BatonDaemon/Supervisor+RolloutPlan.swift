@@ -7,6 +7,16 @@ import Glibc
 /// surges once the workers it drained gave their memory back, and narrows when memory gets
 /// tight.
 extension Supervisor {
+    /// `word` as a shell would need it to be one argument: itself when it is made of
+    /// `A-Za-z0-9_@%+=:,./-`, else in single quotes; its hidden characters escaped.
+    static func shellWord(_ word: String) -> String {
+        let plain = "_@%+=:,./-".utf8
+        if !word.isEmpty, word.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || plain.contains($0) }) {
+            return word
+        }
+        return "'" + LogText.escaped(word).split(separator: "'", omittingEmptySubsequences: false).joined(separator: #"'\''"#) + "'"
+    }
+
     /// The planner for a rollout with `options` and `strategy`, parsed from them when the
     /// request came in (nil: the config's settings).
     func rolloutPlanner(_ options: DeployOptions?, strategy: DeployStrategy?) -> RolloutPlanner {
@@ -181,7 +191,10 @@ extension Supervisor {
         let order = slotsByGrowth()
         var lines = [
             "\(kind.rawValue): \(releaseState.current.directory) → \(target.directory)",
-            "command: \((target.command ?? config.app.command).joined(separator: " "))",
+            // Each argument quoted when it needs it, its hidden characters escaped (a names audit:
+            // a newline in one printed a line of its own, an ESC reached the terminal, and where
+            // one argument ended could not be told).
+            "command: \((target.command ?? config.app.command).map(Self.shellWord).joined(separator: " "))",
             "strategy: \(Self.describe(step)) (\(step.reason)), planned again at every step, canary \(config.deploy.canary ? "slot \(order.first ?? 0) first" : "off")",
         ]
         for slot in order.compactMap({ i in slots.first { $0.index == i } }) {

@@ -1,3 +1,4 @@
+import BatonCore
 import Glibc
 import Logging
 
@@ -114,15 +115,16 @@ public enum LogText {
             case "\r": escape = "\\r"
             default:
                 let hex = String(scalar.value, radix: 16)
-                escape = "\\x" + (hex.count < 2 ? "0" : "") + hex
+                escape = scalar.value > 0xFF ? "\\u" + hex : "\\x" + (hex.count < 2 ? "0" : "") + hex
             }
             out.append(contentsOf: escape.unicodeScalars)
         }
         return String(out)
     }
 
+    /// A control character but tab, a line separator or a bidirectional formatting character
+    /// (a names audit: a worker's U+202E reversed the rest of its log line).
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        let v = scalar.value
-        return (v < 0x20 && v != 0x09) || (v >= 0x7F && v <= 0x9F)
+        scalar != "\t" && ControlProtocol.isHidden(scalar)
     }
 }

@@ -163,6 +163,10 @@ struct ConfigParserErrorTests {
         #expect(
             configFailure(minimalApp + "[listen]\naddresses = [\"[::1]:80\", \"[::]:80\"]\n")?.contains("overlaps") == true)
         #expect(configFailure(minimalApp + "[listen]\naddresses = [\"0.0.0.0:80\", \"[::1]:80\", \"127.0.0.1:81\"]\n") == nil)
+        // A names audit: check-config echoed an ESC raw (`\u001b[2J` in a key cleared the terminal).
+        #expect(
+            configFailure("[app]\nname = \"x\\u001b[31m\\u202e\"\ncommand = [\"a\"]\ndirectory = \"/srv\"\nworkers = 1\n")?.hasSuffix(
+                #"got "x\u001B[31m\u202E""#) == true)
         // A names audit: a 200,000-byte value passed, then every start failed with "Argument list
         // too long" (Linux takes 131,071 bytes per argument or variable).
         let big = String(repeating: "v", count: 200_000)

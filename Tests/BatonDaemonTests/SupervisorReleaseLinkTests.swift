@@ -154,4 +154,20 @@ import Testing
         #expect(Array(h.supervisor.releaseState.current.directory.utf8) == Array(nfd.utf8))
         #expect(h.supervisor.releaseState.previous.map { Array($0.directory.utf8) } == Array(nfc.utf8))
     }
+
+    /// A names audit: `deploy --dry-run --command /x $'a\e[31m' "b c" "" $'n\nl'` printed
+    /// `command: /x a^[[31m b c  n` and a line `l`: a newline faked a plan line, an ESC reached
+    /// the terminal, and where one argument ended could not be told.
+    @Test func aDryRunShowsEachArgumentOfTheCommandAsOne() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let client = RecordingWaiter()
+        let options = DeployOptions(release: h.makeRelease("r2"), command: ["/x", "a\u{1B}[31m", "b c", "", "n\nl", "it's"], dryRun: true)
+        h.supervisor.requestDeploy(kind: .deploy, options: options, waiter: client, uid: 0)
+        h.awaitReads()
+        let lines = (client.reply?.details ?? []) + [client.reply?.message ?? ""] + client.progress
+        #expect(lines.contains { $0 == #"command: /x 'a\x1b[31m' 'b c' '' 'n\nl' 'it'\''s'"# }, "\(lines)")
+        #expect(Supervisor.shellWord("/srv/app-1.2/bin/puma") == "/srv/app-1.2/bin/puma")
+        #expect(Supervisor.shellWord("caf\u{E9} \u{202E}x") == "'caf\u{E9} \\u202ex'")
+    }
 }

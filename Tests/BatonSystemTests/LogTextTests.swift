@@ -11,4 +11,12 @@ import Testing
         #expect(LogText.escaped("/x/crlf\r\n2026-12-05T00:00:00.000Z ERROR forged") == "/x/crlf\\r\\n2026-12-05T00:00:00.000Z ERROR forged")
         #expect(LogText.escaped("\u{1B}[31mred\u{0}<2>x\u{7F}\u{85}") == "\\x1b[31mred\\x00<2>x\\x7f\\x85")
     }
+
+    /// A names audit: U+202E (right-to-left override) and U+2028 (line separator) passed
+    /// through: a worker's output could reverse the rest of its line or break it in a viewer.
+    @Test func bidirectionalAndLineSeparatorCharactersAreEscaped() {
+        #expect(LogText.escaped("release \u{202E}gpj.exe") == "release \\u202egpj.exe")
+        #expect(LogText.escaped("a\u{2028}b\u{2029}c\u{2066}d\u{200F}") == "a\\u2028b\\u2029c\\u2066d\\u200f")
+        #expect(LogText.escaped("日本 🚀") == "日本 🚀")
+    }
 }

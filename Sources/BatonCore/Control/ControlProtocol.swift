@@ -41,12 +41,23 @@ public enum ControlProtocol {
     /// Whether `s` holds a control character (C0, DEL, C1): what ``withControlsShown(_:)`` shows as `?`.
     public static func hasControls(_ s: String) -> Bool { s.unicodeScalars.contains(where: isControl) }
 
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool { scalar.properties.generalCategory == .control }
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool { isHidden(scalar) }
+
+    /// A character that changes how the text around it reads rather than showing itself: a
+    /// control character (C0, DEL, C1), a line or paragraph separator (U+2028, U+2029) or a
+    /// bidirectional formatting character (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F,
+    /// U+061C; a names audit: U+202E reversed a release name in status and in the log).
+    public static func isHidden(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0..<0x20, 0x7F...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C: return true
+        default: return false
+        }
+    }
 
     /// A client-supplied string made safe for a one-line message: control
     /// characters become '?', and it is cut at 64 characters.
     public static func printable(_ s: String) -> String {
-        let cleaned = String(s.unicodeScalars.prefix(64).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+        let cleaned = String(s.unicodeScalars.prefix(64).map { isHidden($0) ? "?" : Character($0) })
         return s.unicodeScalars.count > 64 ? cleaned + "…" : cleaned
     }
 
