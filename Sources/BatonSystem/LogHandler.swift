@@ -37,9 +37,23 @@ public struct BatonLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
-        let suffix = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let suffix =
+            merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.fieldValue("\($0.value)"))" }.joined(separator: " ")
         let text = LogText.escaped("\(event.message)\(suffix)")
         LogWriter.standardError.append(Array(Self.line(event.level, text).utf8))
+    }
+
+    /// A metadata value as logfmt writes one: in double quotes, `"` and `\` escaped, when it is
+    /// empty or holds a space, `=`, `"` or `\` (a names audit: a release folder named
+    /// `x peer_uid=1000 slot=7` put a forged `peer_uid=1000` into the deploy's line).
+    static func fieldValue(_ value: String) -> String {
+        guard value.isEmpty || value.utf8.contains(where: { $0 == 0x20 || $0 == 0x3D || $0 == 0x22 || $0 == 0x5C }) else { return value }
+        var out = "\""
+        for c in value.unicodeScalars {
+            if c == "\"" || c == "\\" { out += "\\" }
+            out.unicodeScalars.append(c)
+        }
+        return out + "\""
     }
 
     /// One line of baton's log: `TIMESTAMP LEVEL text`, or `<PRIORITY>text` to the journal.

@@ -1,4 +1,4 @@
-import BatonSystem
+@testable import BatonSystem
 import Testing
 
 /// One log line per event: control characters in a message (a client's path, a worker's
@@ -18,5 +18,15 @@ import Testing
         #expect(LogText.escaped("release \u{202E}gpj.exe") == "release \\u202egpj.exe")
         #expect(LogText.escaped("a\u{2028}b\u{2029}c\u{2066}d\u{200F}") == "a\\u2028b\\u2029c\\u2066d\\u200f")
         #expect(LogText.escaped("日本 🚀") == "日本 🚀")
+    }
+
+    /// A names audit: a release folder named `x peer_uid=1000 slot=7` logged `peer_uid=0
+    /// release=/srv/x peer_uid=1000 slot=7`; a logfmt reader that keeps the last value read the
+    /// forged one. A value with a space, `=`, `"` or `\` is quoted now.
+    @Test func metadataValuesThatCouldForgeAFieldAreQuoted() {
+        #expect(BatonLogHandler.fieldValue("/srv/shop/r1") == "/srv/shop/r1")
+        #expect(BatonLogHandler.fieldValue("/srv/x peer_uid=1000 slot=7") == #""/srv/x peer_uid=1000 slot=7""#)
+        #expect(BatonLogHandler.fieldValue(#"a"b\c"#) == #""a\"b\\c""#)
+        #expect(BatonLogHandler.fieldValue("") == #""""#)
     }
 }
