@@ -1,13 +1,20 @@
 /// The syntax of systemd's `EnvironmentFile=`, which `app.environment_file` uses, so one file
 /// can serve both a unit and baton.
 ///
-/// - `KEY=VALUE` lines; spaces around `=` are ignored, as is an `export ` prefix.
+/// - `KEY=VALUE` lines; spaces around `=` are ignored.
 /// - Blank lines and lines starting with `#` or `;` are ignored (a `#` later in a line is part
-///   of an unquoted value).
-/// - `'single quoted'` values are literal; `"double quoted"` values understand `\"`, `\\`,
-///   `\n`, `\$` and `` \` ``. Quoted values may span lines.
-/// - In unquoted values a backslash escapes the next character, and one at the end of a line
-///   continues the value on the next line; surrounding spaces are trimmed.
+///   of the value; a comment line ending in a backslash goes on to the next line).
+/// - A value is made of parts, as in systemd's parser: `'single quoted'` (literal),
+///   `"double quoted"` (`\"`, `\\`, `\$` and `` \` `` stand for the character, a backslash
+///   before anything else stays: `"a\nb"` is `a\nb`), both of which may span lines, and after
+///   them the rest of the line unquoted; spaces between quoted parts are dropped
+///   (`'a' "b"c` is `abc`; `"x" # c` is `x# c`, a names audit found).
+/// - In unquoted text a backslash escapes the next character, and one at the end of a line
+///   continues the value on the next line; spaces around it are trimmed.
+/// - Where systemd 252 would skip a line with a warning in its journal, baton refuses the
+///   file naming the line (a line without `=`, a name that is not `[A-Za-z_][A-Za-z0-9_]*`),
+///   but for one: `export KEY=VALUE` sets KEY (a file a shell also sources), where systemd
+///   ignores it.
 public enum EnvironmentFile {
     /// Parses an environment file's text into its variables, in file order (a later duplicate
     /// wins when applied).
@@ -49,7 +56,7 @@ struct EnvironmentFileParser {
             } else if character.isNewline {
                 advanceLine()
             } else if character == "#" || character == ";" {
-                skipLine()
+                skipComment()
             } else {
                 variables.append(try assignment())
             }
@@ -76,20 +83,24 @@ struct EnvironmentFileParser {
         guard EnvironmentFile.isValidName(key) else {
             throw error(startLine, "invalid variable name \(KeyPath.quote(key))")
         }
-        while peek() == " " || peek() == "\t" { position += 1 }
-        let value: String
-        switch peek() {
-        case "\"":
-            value = try quoted(startLine: startLine, double: true)
-        case "'":
-            value = try quoted(startLine: startLine, double: false)
-        default:
-            value = unquoted()
+        // Quoted parts, spaces between them dropped, then the rest of the line unquoted.
+        var value = ""
+        while true {
+            while peek() == " " || peek() == "\t" { position += 1 }
+            switch peek() {
+            case "\"":
+                value += try quoted(startLine: startLine, double: true)
+            case "'":
+                value += try quoted(startLine: startLine, double: false)
+            default:
+                value += unquoted()
+                if peek() != nil { advanceLine() }
+                return (key, value)
+            }
         }
-        return (key, value)
     }
 
-    /// Reads a quoted value and checks that nothing but a comment follows it on its line.
+    /// Reads a quoted part of a value, up to its closing quote.
     private mutating func quoted(startLine: Int, double: Bool) throws(ConfigError) -> String {
         let quote: Character = double ? "\"" : "'"
         position += 1
@@ -118,16 +129,10 @@ struct EnvironmentFileParser {
             }
             position += 1
             switch escaped {
-            case "n": value.append("\n")
             case "\"", "\\", "$", "`": value.append(escaped)
             default: value += "\\\(escaped)"
             }
         }
-        while peek() == " " || peek() == "\t" { position += 1 }
-        if let next = peek(), !next.isNewline, next != "#" {
-            throw error(line, "unexpected text after the closing quote")
-        }
-        skipLine()
         return value
     }
 
@@ -160,9 +165,15 @@ struct EnvironmentFileParser {
         ConfigError(path: path, line: line, message: message)
     }
 
-    /// Skips to the start of the next line.
-    private mutating func skipLine() {
-        while let character = peek(), !character.isNewline { position += 1 }
+    /// Skips a comment to the start of the next line; a backslash before its end goes on to
+    /// the line after (systemd's COMMENT_ESCAPE).
+    private mutating func skipComment() {
+        while let character = peek(), !character.isNewline {
+            position += 1
+            if character == "\\", let next = peek() {
+                if next.isNewline { advanceLine() } else { position += 1 }
+            }
+        }
         if peek() != nil { advanceLine() }
     }
 
