@@ -41,3 +41,25 @@ struct InstanceRecord: Codable {
     /// records of older batons).
     var molds: [WorkerRecord]? = nil
 }
+
+/// `baton serve` found the baton of the same runtime directory still running.
+public struct InstanceConflict: Error, CustomStringConvertible {
+    /// One line.
+    public var description: String
+}
+
+extension Supervisor {
+    /// Another app's dead baton left `record` in this runtime directory: refused while any of
+    /// its workers runs, else ignored (a day-2 audit: an app whose config shared the runtime
+    /// directory took over and drained that app's orphaned workers, and took it down).
+    func ignoreOtherAppsRecord(_ record: InstanceRecord) throws {
+        let running = record.workers.filter { host.processes.startTime(of: $0.pid) == $0.startTime }.map { String($0.pid) }
+        guard running.isEmpty else {
+            throw InstanceConflict(
+                description:
+                    "runtime directory \(runtimeDirectory) holds the record of app \(record.app), whose baton (pid \(record.pid)) is gone and whose workers \(running.joined(separator: ",")) still run: this config is app \(config.app.name); give it a runtime_directory of its own, or start app \(record.app) to take them over"
+            )
+        }
+        logger.info("runtime directory \(runtimeDirectory) held the record of app \(record.app), none of whose workers runs: ignored")
+    }
+}

@@ -240,7 +240,7 @@ extension Supervisor {
         if newConfig.app.workers != config.app.workers {
             throw DaemonError("app.workers changed from \(config.app.workers) to \(newConfig.app.workers): restart baton to change the number of workers")
         }
-        if newConfig.app.name != config.app.name { throw DaemonError("app.name changed: restart baton to rename the app") }
+        if newConfig.app.name != config.app.name { throw DaemonError(renameProblem(newConfig)) }
     }
 
     func deadlinePassed(_ op: Operation, _ timeout: Duration) {

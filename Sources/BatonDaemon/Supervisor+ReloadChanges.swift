@@ -1,4 +1,5 @@
 import BatonCore
+import BatonSystem
 import Glibc
 
 /// What a reload cannot change in place: the sockets, the control socket, the metrics
@@ -62,8 +63,21 @@ extension Supervisor {
     /// at the restart, with an empty history, and no line said why).
     func movedStateDirectoryWarning(_ newConfig: BatonConfig) -> String? {
         let new = Self.stateDirectory(for: newConfig)
+        if let other = StateStore.recordedApp(in: new), other != newConfig.app.name {
+            // (A re-audit: only "needs a restart" was said; the restart then exited 2.)
+            return "the new state directory \(new) holds app \"\(other)\"'s release state: a restart would exit 2 (give this app a state_directory of its own)"
+        }
         guard access(new + "/release.json", F_OK) != 0 else { return nil }
         return
             "the new state directory \(new) holds no release state: a restart would start on [app] directory \(newConfig.app.directory), not on the current release \(releaseState.current.directory), with no history; copy release.json, history.jsonl and deployed.json from \(releases.directory) into it first"
+    }
+
+    /// Why a reload cannot rename the app; with its own state directory, whose release.json
+    /// names the old app, that a baton of the new name refuses (a re-audit: the restart this
+    /// advised exited 2).
+    func renameProblem(_ newConfig: BatonConfig) -> String {
+        let kept = newConfig.app.stateDirectory.map { access($0 + "/release.json", F_OK) == 0 } ?? false
+        return "app.name changed: restart baton to rename the app"
+            + (kept ? " (its state_directory's release.json names \"\(config.app.name)\": move it away first, or the restart exits 2)" : "")
     }
 }

@@ -193,7 +193,12 @@ extension Supervisor {
         memoryMonitor.oom.tracker.carry(
             total: state.oomTotal ?? 0, bySlot: (state.oomBySlot ?? [:]).reduce(into: [:]) { $0[Int($1.key) ?? -1, default: 0] += $1.value })
         LogWriter.standardError.carryDropped(state.logDroppedBytes ?? 0)
-        ownedUnixPaths = state.ownedUnixPaths ?? []
+        // An older image did not say (a re-audit: the upgrade that brings this in left the file):
+        // outside a service manager it bound them itself; under one they are the unit's or the
+        // FD store's.
+        ownedUnixPaths =
+            state.ownedUnixPaths
+            ?? (notifier.isEnabled ? [] : config.listen.addresses.compactMap { if case .unix(let path) = $0 { path } else { nil } })
         if let footprints = state.footprints {
             memoryMonitor.footprints.remember(footprints: footprints, order: state.footprintOrder ?? Array(footprints.keys))
         }

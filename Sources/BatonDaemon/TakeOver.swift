@@ -59,12 +59,6 @@ struct TakeOverState {
     var recordWritten = false
 }
 
-/// `baton serve` found the baton of the same runtime directory still running.
-public struct InstanceConflict: Error, CustomStringConvertible {
-    /// One line.
-    public var description: String
-}
-
 /// Take-over after a crash outside systemd. Under systemd the sockets come
 /// back from the socket unit or the FD store, and the cgroup kill stops the
 /// old workers, so only the record (and the refusal of a second instance)
@@ -91,17 +85,8 @@ extension Supervisor {
             )
         }
         guard let record else { return }
-        // Another app's dead baton (a day-2 audit: an app whose config shared the runtime
-        // directory took over and drained that app's orphaned workers, and took it down).
         if record.app != config.app.name {
-            let running = record.workers.filter { host.processes.startTime(of: $0.pid) == $0.startTime }.map { String($0.pid) }
-            guard running.isEmpty else {
-                throw InstanceConflict(
-                    description:
-                        "runtime directory \(runtimeDirectory) holds the record of app \(record.app), whose baton (pid \(record.pid)) is gone and whose workers \(running.joined(separator: ",")) still run: this config is app \(config.app.name); give it a runtime_directory of its own, or start app \(record.app) to take them over"
-                )
-            }
-            logger.info("runtime directory \(runtimeDirectory) held the record of app \(record.app), none of whose workers runs: ignored")
+            try ignoreOtherAppsRecord(record)
             return
         }
         takeOver.previous = record

@@ -13,6 +13,7 @@ public enum Accounts {
             // A numeric uid, as systemd's User= takes one (a re-audit: `unknown user "999"`):
             // its passwd entry if it has one, else that uid with its number as group.
             guard let uid = uid_t(user) else { throw SpawnError(step: "unknown user \"\(user)\"", errno: 0) }
+            try checkNumericID(uid, user)
             if let entry = entry(uid: uid) { return try credentials(user: entry.name, group: group) }
             let gid = try group.map { name throws(SpawnError) in try groupID(name) } ?? uid
             return Credentials(uid: uid, gid: gid, groups: [gid])
@@ -26,6 +27,15 @@ public enum Accounts {
             _ = getgrouplist(user, gid, &groups, &count)
         }
         return Credentials(uid: pw.pw_uid, gid: gid, groups: Array(groups.prefix(Int(max(count, 0)))), account: account(of: pw))
+    }
+
+    /// Refuses the ids that are no user or group: 4294967295 is (uid_t)-1, which setresuid,
+    /// setresgid and chown take as "leave it unchanged" (a re-audit: `socket_group =
+    /// "4294967295"` left the socket root's; a worker of `user = "4294967295"` would have kept
+    /// baton's uid), and 65535 its 16-bit form; systemd refuses both.
+    static func checkNumericID(_ id: UInt32, _ text: String) throws(SpawnError) {
+        guard id == UInt32.max || id == 65535 else { return }
+        throw SpawnError(step: "\"\(text)\" is not a valid uid or gid (4294967295 and 65535 mean \"none\")", errno: 0)
     }
 
     /// What workers of `[app] user` and `group` run as: the user's credentials, or baton's own
@@ -58,7 +68,10 @@ public enum Accounts {
 
     /// A group id by name (or a numeric string).
     public static func groupID(_ name: String) throws(SpawnError) -> gid_t {
-        if let numeric = UInt32(name) { return numeric }
+        if let numeric = UInt32(name) {
+            try checkNumericID(numeric, name)
+            return numeric
+        }
         var gr = group()
         var result: UnsafeMutablePointer<group>?
         var buffer = [CChar](repeating: 0, count: 16384)

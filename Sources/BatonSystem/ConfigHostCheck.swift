@@ -97,6 +97,10 @@ public enum ConfigHostCheck {
                 throw problem(["listen", "addresses"], "\(path): its folder \(folder) does not exist")
             }
         }
+        // Another app's state, which `serve` refuses (a re-audit: check-config passed it).
+        if let directory = config.app.stateDirectory, let other = StateStore.recordedApp(in: directory), other != config.app.name {
+            throw problem(["app", "state_directory"], "\(DirectoryError(path: directory, reason: .otherApp(other)))")
+        }
         for (keyPath, directory) in [(["app", "state_directory"], config.app.stateDirectory), (["app", "runtime_directory"], config.app.runtimeDirectory)] {
             var st = stat()
             guard let directory, stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_mode & S_IWOTH != 0 else { continue }

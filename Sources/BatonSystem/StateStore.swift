@@ -58,6 +58,15 @@ public struct StateStore: Sendable {
         }
     }
 
+    /// The `[app] name` the release.json in `directory` records: nil when there is none, it
+    /// cannot be read, or an older baton wrote it (nothing is made or locked: a read for
+    /// check-config and a reload's warning).
+    public static func recordedApp(in directory: String) -> String? {
+        struct Recorded: Decodable { var app: String? }
+        guard let text = ProcFS.read(directory + "/release.json") else { return nil }
+        return (try? JSONDecoder().decode(Recorded.self, from: Data(text.utf8)))?.app
+    }
+
     /// Keeps a copy of an unreadable release.json as release.json.corrupt (for whoever
     /// investigates; the next successful deploy replaces release.json itself).
     public func keepCorruptReleaseState() throws(SystemError) -> String {

@@ -4,7 +4,7 @@
 final class RecordingNotifier: ServiceNotifying {
     /// Every message, in order.
     private(set) var messages: [String] = []
-    let isEnabled = true
+    var isEnabled = true
     /// WATCHDOG_USEC/4, as systemd would set it (nil: no watchdog).
     var watchdogPingInterval: Duration? = nil
     func notify(_ message: String) { messages.append(message) }

@@ -1,6 +1,7 @@
 import BatonCore
 @testable import BatonDaemon
 import BatonSystem
+import Foundation
 import Glibc
 import Testing
 
@@ -213,6 +214,40 @@ import Testing
         let again = h.reload()
         h.finishOperations()
         #expect(!again.progress.contains { $0.hasPrefix("the new state directory") }, "\(again.progress)")
+        // Another app's (a re-audit: only "needs a restart" was said; the restart exited 2).
+        let other = ReleaseState(current: Release(directory: h.initialRelease), previous: nil, app: "zzz")
+        let text = String(decoding: try JSONEncoder().encode(other), as: UTF8.self)
+        let fd = open(h.root + "/moved/release.json", O_WRONLY | O_TRUNC)
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        let third = h.reload()
+        h.finishOperations()
+        #expect(
+            third.progress.contains(
+                "the new state directory \(h.root)/moved holds app \"zzz\"'s release state: a restart would exit 2 (give this app a state_directory of its own)"
+            ),
+            "\(third.progress)")
+    }
+
+    /// A re-audit: a reload that renamed the app said "restart baton to rename the app"; with
+    /// its own state_directory, whose release.json names the old app, that restart exited 2.
+    @Test func reloadRenamingTheAppSaysTheStateDirectoryNamesTheOldOne() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        var config = h.supervisor.config
+        config.app.name = "renamed"
+        config.app.stateDirectory = h.root + "/own-state"
+        mkdir(h.root + "/own-state", 0o750)
+        _ = creat(h.root + "/own-state/release.json", 0o640)
+        let changed = config
+        h.supervisor.options.reloadConfig = { changed }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(
+            client.reply?.error?.contains(
+                "app.name changed: restart baton to rename the app (its state_directory's release.json names \"fake\": move it away first, or the restart exits 2)"
+            )
+                == true, "\(String(describing: client.reply))")
     }
 
     @Test func reloadChangingTheWorkerCountIsRefused() throws {

@@ -134,5 +134,19 @@ extension SupervisorReservationTests {
         let next = try harness()
         next.supervisor.resumeCarried(state)
         #expect(next.supervisor.ownedUnixPaths == [h.root + "/app.sock"])
+        // From an image that did not say (a re-audit: the upgrade that brings this in left the
+        // file): the config's unix listeners, outside a service manager.
+        var older = state
+        older.ownedUnixPaths = nil
+        let third = try harness()
+        third.supervisor.config.listen.addresses = [.tcp(host: "127.0.0.1", port: 0), .unix(path: h.root + "/web.sock")]
+        third.host.recorder.isEnabled = false
+        third.supervisor.resumeCarried(older)
+        #expect(third.supervisor.ownedUnixPaths == [h.root + "/web.sock"])
+        // Under a service manager they are the unit's or the FD store's.
+        let fourth = try harness()
+        fourth.supervisor.config.listen.addresses = third.supervisor.config.listen.addresses
+        fourth.supervisor.resumeCarried(older)
+        #expect(fourth.supervisor.ownedUnixPaths == [])
     }
 }

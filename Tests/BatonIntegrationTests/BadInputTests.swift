@@ -109,6 +109,13 @@ extension SecondIntegration {
             TestPaths.write(path, base + "[listen]\nsocket_group = \"nosuchgroup\"\n")
             let group = try TestProcess.run([baton, "check-config", path], timeout: .seconds(20))
             #expect(group.code == 2 && group.stderr.contains("listen.socket_group: unknown group \"nosuchgroup\""), "\(group.stderr)")
+            // Another app's state directory, which serve refuses (a re-audit: check-config passed).
+            let state = directory + "/others-state"
+            #expect(mkdir(state, 0o750) == 0)
+            TestPaths.write(state + "/release.json", #"{"app":"other","current":{"directory":"/srv/x"}}"#)
+            TestPaths.write(path, base.replacingOccurrences("state_directory = \"\(directory)/state\"", with: "state_directory = \"\(state)\""))
+            let others = try TestProcess.run([baton, "check-config", path], timeout: .seconds(20))
+            #expect(others.code == 2 && others.stderr.contains("holds the release state of app \"other\""), "exit \(others.code): \(others.stderr)")
             // A symlink there, even a dangling one: bind never follows it.
             let link = directory + "/link.sock"
             #expect(symlink(directory + "/nowhere", link) == 0)

@@ -18,4 +18,16 @@ import Testing
         #expect(try Accounts.credentials(user: "3999999", group: "0").gid == 0)
         #expect(throws: SpawnError.self) { try Accounts.credentials(user: "no-such-user-here", group: nil) }
     }
+
+    /// A re-audit: `socket_group = "4294967295"` passed and left the socket root's (chown takes
+    /// (gid_t)-1 as "unchanged"); `user = "4294967295"` would have left a worker baton's uid
+    /// (setresuid likewise). Refused, with 65535, as systemd refuses them.
+    @Test func theIDsThatMeanNoneAreRefused() {
+        for id in ["4294967295", "65535"] {
+            #expect(throws: SpawnError.self) { try Accounts.credentials(user: id, group: nil) }
+            #expect(throws: SpawnError.self) { try Accounts.groupID(id) }
+            #expect(throws: SpawnError.self) { try Accounts.credentials(user: "nobody", group: id) }
+        }
+        #expect((try? Accounts.groupID("65534")) == 65534)
+    }
 }
