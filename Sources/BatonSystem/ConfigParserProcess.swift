@@ -64,7 +64,9 @@ public enum ConfigParserProcess {
     /// Runs the child on `text`; returns its output when it accepted it.
     static func check(_ text: String, path: String, executable: String, timeout: Duration) throws(ConfigError) -> [UInt8] {
         func failure(_ message: String) -> ConfigError {
-            ConfigError(path: path, message: "cannot run the config parser: \(message)")
+            var error = ConfigError(path: path, message: "cannot run the config parser: \(message)")
+            error.isTransient = true
+            return error
         }
         // Owned: each closed once, on every way out (the pipe's write end as soon as the child
         // has its copy, so the read end sees end of file once the child is gone).
@@ -113,7 +115,9 @@ public enum ConfigParserProcess {
         guard let exit = waitForExit(child.pidfd, until: deadline) else {
             CBatonLinuxShim.signal(pidfd: child.pidfd, SIGKILL)
             _ = waitForExit(child.pidfd, until: ContinuousClock.now + .seconds(5))
-            throw ConfigError(path: path, message: "config parser timed out after \(Units.formatDuration(timeout))")
+            var error = ConfigError(path: path, message: "config parser timed out after \(Units.formatDuration(timeout))")
+            error.isTransient = true
+            throw error
         }
         switch exit {
         case .exited(0):
@@ -125,9 +129,12 @@ public enum ConfigParserProcess {
             throw ConfigError(
                 path: path, message: "config parser failed (exit code \(code)): \(firstLine(output) ?? "no output")")
         case .signaled(let signal):
-            throw ConfigError(
+            var error = ConfigError(
                 path: "",
                 message: "config parser crashed (signal \(signal)) on \(path): \(crashDetail(output))")
+            // SIGKILL is the OOM killer's or an operator's, not the text's.
+            error.isTransient = signal == SIGKILL
+            throw error
         }
     }
 

@@ -10,6 +10,8 @@ import Glibc
 func loadConfig(_ path: String, hostChecks: Bool = false) throws -> BatonConfig {
     do {
         return try ConfigLoader.load(path, hostChecks: hostChecks)
+    } catch let error as ConfigError where error.isTransient {
+        throw BatonExit(code: BatonExitCode.failure, message: "\(error)")
     } catch {
         throw BatonExit(code: BatonExitCode.usage, message: "\(error)")
     }

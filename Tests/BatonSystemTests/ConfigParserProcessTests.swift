@@ -55,6 +55,34 @@ struct ConfigParserProcessTests {
         #expect(Self.failure(Self.app, executable: fail) == "shop.toml: config parser failed (exit code 1): nope")
     }
 
+    /// A names audit saw `config parser timed out after 10s` at load 23: `serve` exited 2, which
+    /// the shipped unit's RestartPreventExitStatus=2 does not restart. A parser that could not
+    /// run, timed out or was SIGKILLed is no config error: transient (serve exits 1).
+    @Test("a parser that timed out, could not run or was killed is transient; a crash on the text is not")
+    func transientFailures() {
+        let directory = TestPaths.temporaryDirectory("cpp")
+        defer { TestPaths.remove(directory) }
+        func error(_ executable: String, timeout: Duration = .seconds(30)) -> ConfigError? {
+            do {
+                _ = try ConfigParserProcess.parse(Self.app, path: "shop.toml", executable: executable, timeout: timeout)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let hang = directory + "/hang"
+        TestPaths.write(hang, "#!/bin/sh\nexec sleep 30\n", mode: 0o755)
+        #expect(error(hang, timeout: .milliseconds(300))?.isTransient == true)
+        #expect(error(directory + "/missing")?.isTransient == true)
+        let killed = directory + "/killed"
+        TestPaths.write(killed, "#!/bin/sh\nkill -9 $$\n", mode: 0o755)
+        #expect(error(killed)?.isTransient == true)
+        let fail = directory + "/fail"
+        TestPaths.write(fail, "#!/bin/sh\necho nope\nexit 1\n", mode: 0o755)
+        #expect(error(fail)?.isTransient == false)
+        #expect(error(TestPaths.executable("baton")) == nil)
+    }
+
     /// A soak audit: baton's memory grew with every reload. TOMLKit frees nothing it parsed, and
     /// the daemon parsed each reloaded config again after its child had: the config is now the
     /// child's answer, and the TOML parser never runs in the caller.

@@ -14,6 +14,11 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
     public var key: String?
     /// What is wrong, without the location.
     public var message: String
+    /// Not the config's fault: its parser could not run, timed out or was killed (SIGKILL,
+    /// the OOM killer). `serve` exits 1 on it, which systemd restarts, not 2 (a names audit
+    /// saw `config parser timed out after 10s` on a host at load 23, and the shipped unit's
+    /// `RestartPreventExitStatus=2` would have left such a baton down).
+    public var isTransient = false
 
     /// Creates an error from its parts.
     public init(path: String, line: Int? = nil, column: Int? = nil, key: String? = nil, message: String) {
