@@ -69,23 +69,23 @@ final class MoldBook {
     var pendingRollout: (operation: Int, actions: [RollingRestart.Action])?
     /// Crash backoff of the molds of each release (a mold that dies after it was ready is
     /// restarted after this delay).
-    var backoff: [String: CrashBackoff] = [:]
+    var backoff: [PathKey: CrashBackoff] = [:]
     /// Pending restarts of dead molds, by release.
-    var restartTimers: [String: EventLoop.Token] = [:]
+    var restartTimers: [PathKey: EventLoop.Token] = [:]
     /// Molds that died unexpectedly and were restarted, per release: what `baton status` shows
     /// for that release's mold (a mold audit saw the serving release's mold with the restart of
     /// a failed deploy's). Entries are never removed.
-    var restartsByRelease: [String: Int] = [:]
+    var restartsByRelease: [PathKey: Int] = [:]
     /// All of them (a Prometheus counter).
     var restarts: Int { restartsByRelease.values.reduce(0, +) }
     /// Releases whose mold restart waits for memory (said once in the log).
-    var heldRestarts: Set<String> = []
+    var heldRestarts: Set<PathKey> = []
     /// Molds started so far (names their notify sockets).
     var started = 0
     /// Refork: baton's end of each promotable worker's channel, by pid.
     var promotable: [pid_t: MoldChannel] = [:]
     /// Refork: releases whose mold was already promoted from a worker (once per release).
-    var reforked: Set<String> = []
+    var reforked: Set<PathKey> = []
     /// Refork: the worker being promoted now.
     var promoting: Promotion?
     /// Refork: the next check.

@@ -21,7 +21,7 @@ extension Supervisor {
         if let mold = moldBook.mold(for: spec), mold.state == .ready { return false }
         moldBook.waiters.removeAll { $0.slot == slot.index && $0.role == role }
         moldBook.waiters.append(MoldWaiter(slot: slot.index, role: role, reason: reason, spec: spec))
-        if moldBook.mold(for: spec) == nil, moldBook.restartTimers[spec.release] == nil { startMold(spec) }
+        if moldBook.mold(for: spec) == nil, moldBook.restartTimers[spec.releaseKey] == nil { startMold(spec) }
         return true
     }
 
@@ -102,7 +102,7 @@ extension Supervisor {
         }
         moldBook.pendingRollout = (op.number, actions)
         op.report("waiting for the mold of \(spec.release) to be ready")
-        if moldBook.mold(for: spec) == nil, moldBook.restartTimers[spec.release] == nil { startMold(spec) }
+        if moldBook.mold(for: spec) == nil, moldBook.restartTimers[spec.releaseKey] == nil { startMold(spec) }
     }
 
     /// The rollout waiting for its mold goes on (`ready`), or fails with nothing changed.
@@ -124,11 +124,11 @@ extension Supervisor {
 
     /// Starts the mold of `spec`, as a worker is started plus its channel (`BATON_MOLD_FD`).
     func startMold(_ spec: WorkerSpec) {
-        if let t = moldBook.restartTimers.removeValue(forKey: spec.release) { loop.cancel(t) }
+        if let t = moldBook.restartTimers.removeValue(forKey: spec.releaseKey) { loop.cancel(t) }
         // A fresh mold, cold: refork may promote a warmed worker over it again (a second audit:
         // once a promoted mold had crashed, its release never reforked again; nor a release
         // coming back after its mold was retired, a rollback or a deploy of the same folder).
-        moldBook.reforked.remove(spec.release)
+        moldBook.reforked.remove(spec.releaseKey)
         moldBook.started += 1
         let path = notifyDirectory + "/" + WorkerContract.moldSocketName(started: moldBook.started, batonPID: getpid())
         var bound = false
@@ -369,9 +369,9 @@ extension Supervisor {
             let own: Int = if case .exited(let code) = exit, code != 0 { .max } else { 0 }
             failWaiters(mold.spec, reason: "the mold of \(mold.spec.release) exited (\(exit)) before it was ready" + lastOutput(mold, searchable: own))
         } else if !expected, moldNeeded(mold.spec) {
-            var backoff = moldBook.backoff[mold.spec.release] ?? CrashBackoff()
+            var backoff = moldBook.backoff[mold.spec.releaseKey] ?? CrashBackoff()
             let delay = backoff.workerFailed(uptime: mold.readyAt.map { _ in uptime })
-            moldBook.backoff[mold.spec.release] = backoff
+            moldBook.backoff[mold.spec.releaseKey] = backoff
             logger.warning("mold of \(mold.spec.release) restarts in \(Units.formatDuration(delay)); its workers keep serving")
             scheduleMoldRestart(mold.spec, after: delay)
         }

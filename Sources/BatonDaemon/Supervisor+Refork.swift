@@ -36,7 +36,7 @@ extension Supervisor {
     /// spawned worker's release, not the serving one's: a deploy from a release already
     /// reforked gave the new release's workers none, and it never reforked (a mold audit).
     func addPromotionChannel(_ request: inout SpawnRequest, spec: WorkerSpec, workerEnd: inout OwnedDescriptor?) throws -> MoldChannel? {
-        guard reforkEnabled, !moldBook.reforked.contains(spec.release) else { return nil }
+        guard reforkEnabled, !moldBook.reforked.contains(spec.releaseKey) else { return nil }
         let pair = try MoldChannel.pair()
         request.passFDs.append(pair.otherEnd.rawValue)
         request.environment.append("BATON_MOLD_FD=\(3 + listeners.count)")
@@ -61,7 +61,7 @@ extension Supervisor {
         let live = Set(slots.flatMap(\.workers).map(\.pid))
         for pid in moldBook.promotable.keys where !live.contains(pid) { moldBook.promotable[pid] = nil }
         guard phase == .running, operation == nil, moldBook.promoting == nil, let spec = slots.first?.spec,
-            !moldBook.reforked.contains(spec.release), moldBook.mold(for: spec)?.state == .ready,
+            !moldBook.reforked.contains(spec.releaseKey), moldBook.mold(for: spec)?.state == .ready,
             slots.allSatisfy({ $0.current?.state == .ready })
         else { return }
         let now = loop.now()
@@ -76,7 +76,7 @@ extension Supervisor {
     }
 
     private func promote(_ worker: Worker, channel: MoldChannel) {
-        moldBook.reforked.insert(worker.spec.release)
+        moldBook.reforked.insert(worker.spec.releaseKey)
         let slot = slots[worker.slot]
         logger.info(
             "refork: promoting worker \(worker.pid) to be the next mold; slot \(slot.index) gets a new worker",

@@ -8,13 +8,31 @@ import Glibc
 /// tight.
 extension Supervisor {
     /// `word` as a shell would need it to be one argument: itself when it is made of
-    /// `A-Za-z0-9_@%+=:,./-`, else in single quotes; its hidden characters escaped.
+    /// `A-Za-z0-9_@%+=:,./-`, else in single quotes, or, when it holds hidden characters, in
+    /// bash's `$'…'` with them escaped (a re-audit: `'a\nb'` stood for a newline and for a
+    /// backslash and an n alike).
     static func shellWord(_ word: String) -> String {
         let plain = "_@%+=:,./-".utf8
         if !word.isEmpty, word.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || plain.contains($0) }) {
             return word
         }
-        return "'" + LogText.escaped(word).split(separator: "'", omittingEmptySubsequences: false).joined(separator: #"'\''"#) + "'"
+        guard word.unicodeScalars.contains(where: ControlProtocol.isHidden) else {
+            return "'" + word.split(separator: "'", omittingEmptySubsequences: false).joined(separator: #"'\''"#) + "'"
+        }
+        var out = "$'"
+        for scalar in word.unicodeScalars {
+            switch scalar {
+            case "\\": out += #"\\"#
+            case "'": out += #"\'"#
+            case "\n": out += #"\n"#
+            case "\t": out += #"\t"#
+            case _ where ControlProtocol.isHidden(scalar):
+                let hex = String(scalar.value, radix: 16)
+                out += scalar.value > 0xFF ? #"\u"# + String(repeating: "0", count: max(0, 4 - hex.count)) + hex : #"\x"# + (hex.count < 2 ? "0" : "") + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "'"
     }
 
     /// The planner for a rollout with `options` and `strategy`, parsed from them when the

@@ -79,7 +79,7 @@ extension Supervisor {
             report.molds = moldBook.molds.map {
                 MoldStatus(
                     pid: $0.pid, release: $0.spec.release, state: $0.state.rawValue, startedAt: $0.startedAtWall, pssBytes: trees[$0.pid]?.pss,
-                    restarts: moldBook.restartsByRelease[$0.spec.release] ?? 0)
+                    restarts: moldBook.restartsByRelease[$0.spec.releaseKey] ?? 0)
             }
         }
         if let readings = try? host.memory.hostReadings() {

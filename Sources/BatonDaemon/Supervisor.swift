@@ -252,6 +252,9 @@ public final class Supervisor {
         // inodes, by which the next one finds even workers it had no time to record.
         writeInstanceRecord()
         control = try openControlServer()
+        // Before any worker: a metrics address in use fails the start with nothing left running
+        // (a re-audit: serve exited 1 and its workers served on, orphaned).
+        try startMetrics()
         let spec = try makeSpec(config, release: releaseState.current)
         if let user = config.app.user, !createdNotifyDirectory {
             logger.warning("\(notifyDirectory) existed: left with its owner and mode; workers running as \(user) must be able to reach it")
@@ -259,7 +262,6 @@ public final class Supervisor {
         startSlots(spec: spec)
         startMemoryChecks()
         startLivenessChecks()
-        try startMetrics()
     }
 
     /// Makes the slots and starts their first workers, `start_concurrency` at a time.

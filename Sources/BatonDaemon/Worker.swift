@@ -15,6 +15,19 @@ struct WorkerSpec: Sendable, Equatable {
     var credentials: Credentials?
     /// The release name shown in status (the directory).
     var release: String { directory }
+    /// The release folder as the kernel tells folders apart (``PathKey``): what a release's mold,
+    /// its backoff and its refork are kept by.
+    var releaseKey: PathKey { PathKey(directory) }
+
+    /// Byte for byte: Swift's String equality takes `café` in NFC and in NFD for one, and a
+    /// deploy of one twin in mold mode was forked from the other's mold (a re-audit: the old
+    /// code kept serving, "deploy finished").
+    static func == (a: WorkerSpec, b: WorkerSpec) -> Bool {
+        func bytes(_ strings: [String]) -> [[UInt8]] { strings.map { Array($0.utf8) } }
+        return bytes(a.argv) == bytes(b.argv) && Array(a.directory.utf8) == Array(b.directory.utf8)
+            && bytes(a.variables.map { $0.name + "=" + $0.value }) == bytes(b.variables.map { $0.name + "=" + $0.value })
+            && a.credentials == b.credentials
+    }
 }
 
 /// One worker process tree; its descriptors, output and timers are ``ChildChannels``'. Lives on

@@ -12,7 +12,7 @@ public enum Accounts {
         guard getpwnam_r(user, &pw, &buffer, buffer.count, &result) == 0, result != nil else {
             // A numeric uid, as systemd's User= takes one (a re-audit: `unknown user "999"`):
             // its passwd entry if it has one, else that uid with its number as group.
-            guard let uid = uid_t(user) else { throw SpawnError(step: "unknown user \"\(user)\"", errno: 0) }
+            guard isDecimal(user), let uid = uid_t(user) else { throw SpawnError(step: "unknown user \"\(user)\"", errno: 0) }
             try checkNumericID(uid, user)
             if let entry = entry(uid: uid) { return try credentials(user: entry.name, group: group) }
             let gid = try group.map { name throws(SpawnError) in try groupID(name) } ?? uid
@@ -28,6 +28,10 @@ public enum Accounts {
         }
         return Credentials(uid: pw.pw_uid, gid: gid, groups: Array(groups.prefix(Int(max(count, 0)))), account: account(of: pw))
     }
+
+    /// Digits only: Swift's integer parsing takes `+0` and `-0` for 0 (a re-audit: `user =
+    /// "+0"` ran workers as root).
+    static func isDecimal(_ text: String) -> Bool { !text.isEmpty && text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
 
     /// Refuses the ids that are no user or group: 4294967295 is (uid_t)-1, which setresuid,
     /// setresgid and chown take as "leave it unchanged" (a re-audit: `socket_group =
@@ -68,7 +72,7 @@ public enum Accounts {
 
     /// A group id by name (or a numeric string).
     public static func groupID(_ name: String) throws(SpawnError) -> gid_t {
-        if let numeric = UInt32(name) {
+        if isDecimal(name), let numeric = UInt32(name) {
             try checkNumericID(numeric, name)
             return numeric
         }

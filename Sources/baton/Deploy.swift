@@ -256,7 +256,9 @@ struct History: ParsableCommand {
             throw unreachable
         }
         let path = directory + "/history.jsonl"
-        guard access(path, R_OK) == 0 else {
+        // A baton that ran but recorded nothing yet: none (a re-audit: exit 3).
+        let none = access(path, F_OK) != 0 && errno == ENOENT && access(directory, R_OK | X_OK) == 0
+        guard none || access(path, R_OK) == 0 else {
             let why = access(directory, F_OK) == 0 ? String(cString: strerror(errno)) : "no state directory"
             throw BatonExit(code: BatonExitCode.unreachable, message: "\(unreachable.message ?? ""); \(path): \(why)")
         }

@@ -19,8 +19,10 @@ if CommandLine.arguments.isEmpty {
 for i in 1..<Int(CommandLine.argc) {
     guard let raw = CommandLine.unsafeArgv[i], String(validatingCString: raw) == nil else { continue }
     let shown = LogText.escaped(String(decoding: UnsafeRawBufferPointer(start: raw, count: strlen(raw)).map { $0 < 0x80 ? $0 : 0x3F }, as: UTF8.self))
-    LogWriter.standardError.append(
-        Array("baton: argument \(i) (\(shown), ASCII shown, ? for any other byte) is not UTF-8: baton takes paths, names and values in UTF-8\n".utf8))
+    let message = "argument \(i) (\(shown), ASCII shown, ? for any other byte) is not UTF-8: baton takes paths, names and values in UTF-8"
+    // With --json, stdout carries the error too (a re-audit: nothing on stdout).
+    if asksForJSON { printJSONError(message, code: 2) }
+    LogWriter.standardError.append(Array("baton: \(message)\n".utf8))
     exit(2)
 }
 

@@ -87,5 +87,9 @@ struct EnvironmentFileTests {
             T_E="\$x\`y\z"
             """#
         #expect(try parse(text) == [#"T_N=one\ntwo"#, "T_J=x# c", "T_C=abc", "T_S=ab", #"T_E=$x`y\z"#])
+        // CR and LF are each a line end, as systemd's NEWLINE (a re-audit: with CRLF, a
+        // backslash before it joined or hid the next line; systemd 252 gives A24=a and sets A26).
+        #expect(try parse("A24=a\\\r\nA25=b\r\n# c2 \\\r\nA26=hidden2\r\n") == ["A24=a", "A25=b", "A26=hidden2"])
+        #expect(failure("A=1\r\nB=2\r\nJUSTAWORD\r\n") == #"/etc/baton/shop.env:3: expected KEY=VALUE, got "JUSTAWORD""#)
     }
 }

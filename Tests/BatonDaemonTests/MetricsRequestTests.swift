@@ -82,6 +82,7 @@ struct MetricsRequestTests {
         let h = try DaemonHarness(workers: 1)
         h.supervisor.config.metrics.address = taken.address
         let error = #expect(throws: DaemonError.self) { try h.supervisor.startMetrics() }
+        #expect(h.host.children.isEmpty)
         #expect(error?.description.hasPrefix("[metrics] address: bind \(taken.address): Address already in use") == true, "\(String(describing: error))")
     }
 }

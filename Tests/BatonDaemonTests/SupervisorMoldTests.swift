@@ -161,6 +161,25 @@ import Testing
         #expect(h.supervisor.moldBook.molds.count == 1)
     }
 
+    /// A re-audit: in mold mode a deploy of `cafe\u{301}` (NFD) after `café` (NFC), two
+    /// folders, forked its workers from café's mold (WorkerSpec compared paths as Strings):
+    /// "deploy finished" while the old code served. A mold of its own now.
+    @Test func aReleaseNamedAsTheCurrentOneInAnotherNormalizationGetsAMoldOfItsOwn() throws {
+        let h = try harness()
+        try h.start()
+        let nfc = h.makeRelease("caf\u{E9}")
+        let nfd = h.makeRelease("cafe\u{301}")
+        for release in [nfc, nfd] {
+            let client = h.deploy(release)
+            h.finishOperations()
+            #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        }
+        let mold = try #require(h.host.molds.last)
+        #expect(mold.release.map { Array($0.utf8) } == Array(nfd.utf8))
+        #expect(h.supervisor.moldBook.molds.map { Array($0.spec.directory.utf8) } == [Array(nfd.utf8)])
+        #expect(h.supervisor.slots.allSatisfy { $0.current.map { Array($0.spec.directory.utf8) } == Array(nfd.utf8) })
+    }
+
     /// A mold audit: a worker promoted before a deploy began answered `promoted` while the
     /// deploy ran, and the refork's reload, queued behind the deploy, then restarted every
     /// worker of the new release once more for nothing.
@@ -340,11 +359,11 @@ import Testing
         }
         try h.start()
         let mold = try #require(h.host.molds.last)
-        h.supervisor.moldBook.reforked.insert(h.initialRelease)  // as after a promotion
+        h.supervisor.moldBook.reforked.insert(PathKey(h.initialRelease))  // as after a promotion
         mold.end(.signaled(SIGKILL))
         h.advance(by: .seconds(5))
         #expect(h.host.molds.count == 2 && h.host.molds.last?.isRunning == true, "a fresh mold")
-        #expect(!h.supervisor.moldBook.reforked.contains(h.initialRelease))
+        #expect(!h.supervisor.moldBook.reforked.contains(PathKey(h.initialRelease)))
     }
 
     /// A re-audit: a mold's failure quoted its last line only, where a worker's names the error

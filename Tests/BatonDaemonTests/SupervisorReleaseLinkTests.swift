@@ -166,8 +166,12 @@ import Testing
         h.supervisor.requestDeploy(kind: .deploy, options: options, waiter: client, uid: 0)
         h.awaitReads()
         let lines = (client.reply?.details ?? []) + [client.reply?.message ?? ""] + client.progress
-        #expect(lines.contains { $0 == #"command: /x 'a\x1b[31m' 'b c' '' 'n\nl' 'it'\''s'"# }, "\(lines)")
+        #expect(lines.contains { $0 == #"command: /x $'a\x1b[31m' 'b c' '' $'n\nl' 'it'\''s'"# }, "\(lines)")
         #expect(Supervisor.shellWord("/srv/app-1.2/bin/puma") == "/srv/app-1.2/bin/puma")
-        #expect(Supervisor.shellWord("caf\u{E9} \u{202E}x") == "'caf\u{E9} \\u202ex'")
+        #expect(Supervisor.shellWord("caf\u{E9} \u{202E}x") == "$'caf\u{E9} \\u202ex'")
+        // A backslash and an n, and a newline, read apart (a re-audit: both were 'a\nb').
+        #expect(Supervisor.shellWord(#"a\nb"#) == #"'a\nb'"#)
+        #expect(Supervisor.shellWord("a\nb") == #"$'a\nb'"#)
+        #expect(Supervisor.shellWord("it's\n") == #"$'it\'s\n'"#)
     }
 }

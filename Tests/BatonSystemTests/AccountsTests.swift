@@ -29,5 +29,10 @@ import Testing
             #expect(throws: SpawnError.self) { try Accounts.credentials(user: "nobody", group: id) }
         }
         #expect((try? Accounts.groupID("65534")) == 65534)
+        // Digits only (a re-audit: "+0" and "-0" were taken for root).
+        for text in ["+0", "-0", "+65534"] {
+            #expect(throws: SpawnError.self) { try Accounts.credentials(user: text, group: nil) }
+            #expect(throws: SpawnError.self) { try Accounts.groupID(text) }
+        }
     }
 }

@@ -40,6 +40,23 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
         if !location.isEmpty { parts.append(location) }
         if let key, !key.isEmpty { parts.append(key) }
         parts.append(message)
-        return parts.joined(separator: ": ")
+        return Self.withHiddenEscaped(parts.joined(separator: ": "))
+    }
+
+    /// `text` with its hidden characters (``ControlProtocol/isHidden(_:)``) as `\uXXXX`, as
+    /// TOML writes them; tabs stay (a re-audit: an ESC in `environment_file`'s path, and a
+    /// U+202E in a TOML syntax error, reached the terminal raw).
+    static func withHiddenEscaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0 != "\t" && ControlProtocol.isHidden($0) }) else { return text }
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            guard scalar != "\t", ControlProtocol.isHidden(scalar) else {
+                out.append(scalar)
+                continue
+            }
+            let hex = String(scalar.value, radix: 16, uppercase: true)
+            out.append(contentsOf: ("\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex).unicodeScalars)
+        }
+        return String(out)
     }
 }

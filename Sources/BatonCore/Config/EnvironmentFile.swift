@@ -25,7 +25,7 @@ public enum EnvironmentFile {
     public static func parse(_ text: String, path: String) throws(ConfigError) -> [(String, String)] {
         // A NUL would silently cut a value short in the worker's environment block.
         if let error = ConfigPrecheck.check(text.utf8, path: path) { throw error }
-        var parser = EnvironmentFileParser(characters: Array(text), path: path)
+        var parser = EnvironmentFileParser(characters: Array(text.unicodeScalars), path: path)
         return try parser.parse()
     }
 
@@ -38,8 +38,10 @@ public enum EnvironmentFile {
 
 /// The cursor behind ``EnvironmentFile/parse(_:path:)``.
 struct EnvironmentFileParser {
-    /// The text, as characters (so `\r\n` is one newline).
-    let characters: [Character]
+    /// The text, as Unicode scalars: a CR and an LF are each a line end, as systemd's parser
+    /// takes them (a re-audit: read as Characters, `\r\n` was one, and a backslash before it
+    /// joined the next line into the value, or hid it in a comment, where systemd does not).
+    let characters: [Unicode.Scalar]
     /// The file's path, for errors.
     let path: String
     /// The next character to read.
@@ -53,7 +55,7 @@ struct EnvironmentFileParser {
         while let character = peek() {
             if character == " " || character == "\t" {
                 position += 1
-            } else if character.isNewline {
+            } else if character.isLineEnd {
                 advanceLine()
             } else if character == "#" || character == ";" {
                 skipComment()
@@ -68,8 +70,8 @@ struct EnvironmentFileParser {
     private mutating func assignment() throws(ConfigError) -> (String, String) {
         let startLine = line
         var key = ""
-        while let character = peek(), character != "=", !character.isNewline {
-            key.append(character)
+        while let character = peek(), character != "=", !character.isLineEnd {
+            key.unicodeScalars.append(character)
             position += 1
         }
         guard peek() == "=" else {
@@ -102,7 +104,7 @@ struct EnvironmentFileParser {
 
     /// Reads a quoted part of a value, up to its closing quote.
     private mutating func quoted(startLine: Int, double: Bool) throws(ConfigError) -> String {
-        let quote: Character = double ? "\"" : "'"
+        let quote: Unicode.Scalar = double ? "\"" : "'"
         position += 1
         var value = ""
         while true {
@@ -113,23 +115,23 @@ struct EnvironmentFileParser {
                 position += 1
                 break
             }
-            if character.isNewline {
+            if character.isLineEnd {
                 advanceLine()
-                value.append("\n")
+                value.unicodeScalars.append(character)
                 continue
             }
             position += 1
             guard double, character == "\\", let escaped = peek() else {
-                value.append(character)
+                value.unicodeScalars.append(character)
                 continue
             }
-            if escaped.isNewline {
+            if escaped.isLineEnd {
                 advanceLine()  // A line continuation: neither the backslash nor the newline stays.
                 continue
             }
             position += 1
             switch escaped {
-            case "\"", "\\", "$", "`": value.append(escaped)
+            case "\"", "\\", "$", "`": value.unicodeScalars.append(escaped)
             default: value += "\\\(escaped)"
             }
         }
@@ -138,14 +140,14 @@ struct EnvironmentFileParser {
 
     /// Reads an unquoted value up to the end of its (possibly continued) line.
     private mutating func unquoted() -> String {
-        var value: [Character] = []
+        var value: [Unicode.Scalar] = []
         // Trailing spaces are trimmed, but not ones written escaped (`\ `).
         var keptLength = 0
-        while let character = peek(), !character.isNewline {
+        while let character = peek(), !character.isLineEnd {
             position += 1
             if character == "\\" {
                 guard let escaped = peek() else { break }
-                if escaped.isNewline {
+                if escaped.isLineEnd {
                     advanceLine()
                     continue
                 }
@@ -157,7 +159,7 @@ struct EnvironmentFileParser {
             value.append(character)
             if character != " " && character != "\t" { keptLength = value.count }
         }
-        return String(value[..<keptLength])
+        return String(String.UnicodeScalarView(value[..<keptLength]))
     }
 
     /// A ``ConfigError`` at `line` of this file.
@@ -168,23 +170,23 @@ struct EnvironmentFileParser {
     /// Skips a comment to the start of the next line; a backslash before its end goes on to
     /// the line after (systemd's COMMENT_ESCAPE).
     private mutating func skipComment() {
-        while let character = peek(), !character.isNewline {
+        while let character = peek(), !character.isLineEnd {
             position += 1
             if character == "\\", let next = peek() {
-                if next.isNewline { advanceLine() } else { position += 1 }
+                if next.isLineEnd { advanceLine() } else { position += 1 }
             }
         }
         if peek() != nil { advanceLine() }
     }
 
-    /// Consumes a newline character.
+    /// Consumes a line end (CR LF counts as one line in messages).
     private mutating func advanceLine() {
+        if !(characters[position] == "\n" && position > 0 && characters[position - 1] == "\r") { line += 1 }
         position += 1
-        line += 1
     }
 
     /// The current character, if any.
-    private func peek() -> Character? {
+    private func peek() -> Unicode.Scalar? {
         position < characters.count ? characters[position] : nil
     }
 
@@ -195,4 +197,9 @@ struct EnvironmentFileParser {
         while slice.last == " " || slice.last == "\t" { slice.removeLast() }
         return String(slice)
     }
+}
+
+extension Unicode.Scalar {
+    /// LF or CR: systemd's NEWLINE.
+    fileprivate var isLineEnd: Bool { self == "\n" || self == "\r" }
 }
