@@ -167,6 +167,10 @@ struct ConfigParserErrorTests {
         #expect(
             configFailure("[app]\nname = \"x\\u001b[31m\\u202e\"\ncommand = [\"a\"]\ndirectory = \"/srv\"\nworkers = 1\n")?.hasSuffix(
                 #"got "x\u001B[31m\u202E""#) == true)
+        // Every config error, a path or a parser's text included (a re-audit: an ESC in
+        // environment_file's path, a U+202E in a TOML syntax error, reached the terminal raw).
+        #expect(
+            ConfigError(path: "/etc/x\u{1B}[2J", line: 3, message: "saw '\u{202E}'\tx").description == #"/etc/x\u001B[2J:3: saw '\u202E'"# + "\tx")
         // A names audit: a 200,000-byte value passed, then every start failed with "Argument list
         // too long" (Linux takes 131,071 bytes per argument or variable).
         let big = String(repeating: "v", count: 200_000)

@@ -193,6 +193,12 @@ extension SecondIntegration {
             #expect(stopped.stderr.contains("cannot reach the daemon at"))
             #expect(stopped.stderr.contains("its history as \(first.directory)/state/history.jsonl keeps it"))
             #expect(try first.cli(["history"]).code == 3)
+            // One that recorded nothing yet: an empty list (a re-audit: exit 3).
+            let history = first.directory + "/state/history.jsonl"
+            #expect(rename(history, history + ".kept") == 0)
+            let none = try first.cli(["history", "--config", first.configPath], socket: false)
+            #expect(none.code == 0 && none.stdout.hasPrefix("WHEN (UTC)") && !none.stdout.contains("deploy"), "exit \(none.code): \(none.stdout)")
+            #expect(rename(history + ".kept", history) == 0)
             let second = try BatonHarness(workers: 2, tag: "pers", reuse: first.directory)
             defer { second.stop() }
             #expect(try second.status().workers.allSatisfy { $0.release == r2 })
