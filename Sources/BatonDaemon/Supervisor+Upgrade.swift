@@ -146,7 +146,7 @@ extension Supervisor {
         _ = consume memfd  // closes it: no new image reads it
         upgrade.failed()
         notifier.ready(status: summary)
-        logger.error("upgrade: \(error); still running the old image")
+        logger.error("upgrade: \(error); this image keeps running")
         waiter.finish(.failure("upgrade failed: \(error); nothing changed", code: 1))
     }
 

@@ -136,7 +136,7 @@ final class UpgradeCoordinator {
                     let why =
                         exit == .signaled(SIGKILL)
                         ? "no answer within \(Units.formatDuration(timeout)) (\(refusal))" : refusal + (exit == .exited(0) ? "" : ", \(exit)")
-                    self.logger.error("upgrade refused: \(path) upgrade --check: \(why); still running the old image")
+                    self.logger.error("upgrade refused: \(path) upgrade --check: \(why); this image keeps running")
                     waiter.finish(.failure("upgrade refused: \(path) upgrade --check: \(why); nothing changed", code: 1))
                     return
                 }
