@@ -206,8 +206,8 @@ public final class Supervisor {
 
     /// Opens sockets, starts workers and runs until stopped. Returns the
     /// process exit code. Must run on the thread that owns `loop`.
-    /// A fatal error (start-up failing after workers were spawned, the event
-    /// loop failing) leaves the workers running: outside systemd they keep
+    /// A fatal error (the event loop failing; every start-up check runs before the first
+    /// worker) leaves the workers running: outside systemd they keep
     /// serving, and the next `baton serve` takes them over, so `instance.json`
     /// is written first if a write was pending. (Under systemd the cgroup
     /// kill stops them.)

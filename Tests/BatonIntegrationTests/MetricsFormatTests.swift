@@ -1,5 +1,4 @@
 import BatonCore
-import BatonSystem
 import BatonTestSupport
 import FoundationEssentials
 import Glibc
@@ -113,29 +112,6 @@ extension Integration {
             defer { close(garbled) }
             HTTP.send(garbled, "     \r\nHost: x\r\n\r\n")
             #expect(HTTP.readResponse(garbled)?.status == 400)
-            // Another baton whose [metrics] address this one holds fails its start naming the key,
-            // with no worker started (a re-audit: exit 1, and its workers served on, orphaned).
-            let other = TestPaths.temporaryDirectory("metused")
-            defer { TestPaths.remove(other) }
-            let config = other + "/baton.toml"
-            TestPaths.write(
-                config,
-                BatonHarness.configText(
-                    name: "metused", command: [TestPaths.executable("baton-demo-worker")], release: other, workers: 1, directory: other, extraApp: "",
-                    sections: "[listen]\naddresses = [\"127.0.0.1:0\"]\n[metrics]\naddress = \"127.0.0.1:\(port)\"", controlSocket: other + "/c.sock",
-                    control: ""))
-            let failed = try TestProcess.run(
-                [TestPaths.executable("baton"), "serve", "--config", config], environment: TestPaths.cleanEnvironment(), timeout: .seconds(20))
-            #expect(failed.code == 1 && failed.stderr.contains("baton: [metrics] address: bind 127.0.0.1:\(port): Address already in use"), "\(failed.stderr)")
-            // No worker was left serving: the record the failed start leaves names none.
-            struct Recorded: Decodable {
-                struct Worker: Decodable { var pid: Int32 }
-                var workers: [Worker]
-            }
-            let left = ProcFS.read(other + "/run/instance.json").flatMap { try? JSONDecoder().decode(Recorded.self, from: Data($0.utf8)) }?.workers ?? []
-            #expect(left.isEmpty, "workers left: \(left.map(\.pid))")
-            // The old code's orphans, by the pids its record names: stopped, not leaked.
-            for worker in left where worker.pid > 1 { kill(worker.pid, SIGKILL) }
         }
 
         /// A limits audit (20 of 20 scrapes failed): 32 connections that each sent half a request
