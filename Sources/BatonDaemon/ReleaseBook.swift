@@ -286,7 +286,7 @@ final class ReleaseBook {
         entry.duration = max(0, now - entry.startedAt)
         let committed =
             entry.kind.isDeploy && PathKey(entry.release) == PathKey(state.current.directory)
-            && (entry.previousRelease != entry.release || state.committedBy == entry.startedAt)
+            && (entry.previousRelease.map(PathKey.init) != PathKey(entry.release) || state.committedBy == entry.startedAt)
         guard committed else {
             entry.outcome = .interrupted
             entry.detail = "baton exited before it finished; restarted on \(state.current.directory)"

@@ -322,7 +322,8 @@ extension Supervisor {
     /// surge).
     func newMoldBytes(release: String?) -> UInt64 {
         guard moldMode else { return 0 }
-        if let release, moldBook.molds.contains(where: { $0.spec.release == release && ($0.state == .starting || $0.state == .ready) }) {
+        // As bytes: an NFD twin of the serving release needs a mold of its own (a re-audit).
+        if let release, moldBook.molds.contains(where: { $0.spec.releaseKey == PathKey(release) && ($0.state == .starting || $0.state == .ready) }) {
             return 0
         }
         return largestReadyMoldRSS ?? moldBook.lastReadyRSS ?? 0

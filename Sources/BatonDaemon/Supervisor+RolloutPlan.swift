@@ -26,9 +26,11 @@ extension Supervisor {
             case "'": out += #"\'"#
             case "\n": out += #"\n"#
             case "\t": out += #"\t"#
+            // `\xHH` is a byte in bash: only below 0x80 is it the character (a re-audit: U+0085
+            // came back as the byte 0x85).
             case _ where ControlProtocol.isHidden(scalar):
                 let hex = String(scalar.value, radix: 16)
-                out += scalar.value > 0xFF ? #"\u"# + String(repeating: "0", count: max(0, 4 - hex.count)) + hex : #"\x"# + (hex.count < 2 ? "0" : "") + hex
+                out += scalar.value >= 0x80 ? #"\u"# + String(repeating: "0", count: max(0, 4 - hex.count)) + hex : #"\x"# + (hex.count < 2 ? "0" : "") + hex
             default: out.unicodeScalars.append(scalar)
             }
         }

@@ -90,6 +90,9 @@ struct EnvironmentFileTests {
         // CR and LF are each a line end, as systemd's NEWLINE (a re-audit: with CRLF, a
         // backslash before it joined or hid the next line; systemd 252 gives A24=a and sets A26).
         #expect(try parse("A24=a\\\r\nA25=b\r\n# c2 \\\r\nA26=hidden2\r\n") == ["A24=a", "A25=b", "A26=hidden2"])
+        // In double quotes only LF continues a line; spaces before a continuation stay (a
+        // re-audit, against systemd 252: `q1\`, CR, LF, `q2`; `"two "`).
+        #expect(try parse("E=\"q1\\\r\nq2\"\nF=\"q1\\\rq2\"\nB=two \\\r\nC=x \\\n\n") == ["E=q1\\\r\nq2", "F=q1\\\rq2", "B=two ", "C=x "])
         #expect(failure("A=1\r\nB=2\r\nJUSTAWORD\r\n") == #"/etc/baton/shop.env:3: expected KEY=VALUE, got "JUSTAWORD""#)
     }
 }

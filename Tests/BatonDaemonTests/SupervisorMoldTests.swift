@@ -180,6 +180,21 @@ import Testing
         #expect(h.supervisor.slots.allSatisfy { $0.current.map { Array($0.spec.directory.utf8) } == Array(nfd.utf8) })
     }
 
+    /// A re-audit: preflight of the NFD twin of the serving release planned no new mold (the
+    /// real deploy starts one).
+    @Test func aTwinOfTheServingReleaseIsPlannedWithANewMold() throws {
+        let h = try budgetHarness()
+        let nfc = h.makeRelease("th\u{E9}")
+        let client = h.deploy(nfc)
+        h.finishOperations()
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        let mold = try #require(h.host.molds.last)
+        h.host.fakeMemory.setTree(MemorySample(rss: 200 << 20, pss: 40 << 20, uss: 5 << 20), of: mold.pid)
+        h.measure()
+        #expect(h.supervisor.newMoldBytes(release: nfc) == 0)
+        #expect(h.supervisor.newMoldBytes(release: h.makeRelease("the\u{301}")) > 0)
+    }
+
     /// A mold audit: a worker promoted before a deploy began answered `promoted` while the
     /// deploy ran, and the refork's reload, queued behind the deploy, then restarted every
     /// worker of the new release once more for nothing.

@@ -173,5 +173,7 @@ import Testing
         #expect(Supervisor.shellWord(#"a\nb"#) == #"'a\nb'"#)
         #expect(Supervisor.shellWord("a\nb") == #"$'a\nb'"#)
         #expect(Supervisor.shellWord("it's\n") == #"$'it\'s\n'"#)
+        // A C1 control as \u: bash's \x85 is a byte, not U+0085 (a re-audit).
+        #expect(Supervisor.shellWord("a\u{85}") == #"$'a\u0085'"#)
     }
 }

@@ -125,8 +125,14 @@ struct EnvironmentFileParser {
                 value.unicodeScalars.append(character)
                 continue
             }
-            if escaped.isLineEnd {
+            if escaped == "\n" {
                 advanceLine()  // A line continuation: neither the backslash nor the newline stays.
+                continue
+            }
+            if escaped == "\r" {
+                // In double quotes only LF continues a line, as in systemd 252 (a re-audit):
+                // the backslash stays, and the CR with it.
+                value.unicodeScalars.append("\\")
                 continue
             }
             position += 1
@@ -149,6 +155,8 @@ struct EnvironmentFileParser {
                 guard let escaped = peek() else { break }
                 if escaped.isLineEnd {
                     advanceLine()
+                    // Spaces before the backslash stay (systemd's parser: a re-audit, `B=two \`).
+                    keptLength = value.count
                     continue
                 }
                 position += 1
