@@ -138,7 +138,9 @@ extension Integration {
             #expect(HTTP.get(port: first.port, path: "/") == nil, "nothing serves the port")
 
             squatter = nil
-            let second = try BatonHarness(workers: 2, sections: sections, tag: "tkx", reuse: first.directory)
+            // Without [metrics]: its freed port may be the one the kernel gives the next listener
+            // on port 0 (a full run saw exactly that), which the metrics bind would then find taken.
+            let second = try BatonHarness(workers: 2, tag: "tkx", reuse: first.directory)
             defer { second.stop() }
             #expect(try second.status().workers.count == 2)
             #expect(second.stop(keepDirectory: true) == 0)
