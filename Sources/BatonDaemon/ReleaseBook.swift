@@ -314,9 +314,9 @@ final class ReleaseBook {
         // The folder it names now, not the name: a link (Capistrano's `current`) later flipped to
         // a fresh upload made that upload "deployed", and retention removed it (a layout audit,
         // 2 of 2).
-        let path = ReleaseRetention.normalize(Supervisor.resolved(release.directory))
-        guard !deployed.contains(where: { PathKey($0) == PathKey(path) }) else { return }
-        deployed.append(path)
+        let key = PathKey(Supervisor.resolved(release.directory))
+        guard !deployed.contains(where: { PathKey($0) == key }) else { return }
+        deployed.append(key.path)
         saveDeployed()
     }
 

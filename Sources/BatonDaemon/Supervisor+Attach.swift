@@ -55,10 +55,8 @@ extension Supervisor {
     /// `--attach --release DIR`: the deploy of `release`, running, queued or last in history.
     private func attach(_ waiter: any OperationWaiter, to release: String) {
         // As bytes (`PathKey`): a deploy of `café` is not one of its NFD twin (a re-audit).
-        let resolved = PathKey(Self.resolved(release))
-        func isOf(_ directory: String?) -> Bool {
-            directory.map { PathKey($0) == PathKey(release) || PathKey(Self.resolved($0)) == resolved } ?? false
-        }
+        let (named, resolved) = (PathKey(release), PathKey(Self.resolved(release)))
+        func isOf(_ directory: String?) -> Bool { directory.map { PathKey($0) == named || PathKey(Self.resolved($0)) == resolved } ?? false }
         if let op = operation, op.kind == .deploy, isOf(op.target?.directory ?? op.options?.release) {
             follow(op, waiter)
             return

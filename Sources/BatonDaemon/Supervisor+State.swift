@@ -13,7 +13,7 @@ extension Supervisor {
         if let env = getenv("STATE_DIRECTORY"), let first = String(cString: env).split(separator: ":").first {
             return String(first)
         }
-        return "/var/lib/baton/\(config.app.name)"
+        return BatonConfig.defaultStateDirectory(appName: config.app.name)
     }
 
     /// Loads the persisted release (it wins over `app.directory`), history and the release

@@ -29,7 +29,7 @@ extension Supervisor {
                 awaitPolicyForUpgrade()
                 return
             }
-            refuseUpgrade("\(reason)", waiter)
+            refuseUpgrade(reason, waiter)
             return
         }
         upgrade.check(
@@ -107,7 +107,7 @@ extension Supervisor {
         let path = binary.path
         if let reason = upgradeBlocker() ?? configBlocker() {
             // Something changed while the check ran (a worker crashed, ...), or the config did.
-            refuseUpgrade("\(reason)", waiter)
+            refuseUpgrade(reason, waiter)
             return
         }
         guard let control else { return }

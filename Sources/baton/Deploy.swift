@@ -251,7 +251,7 @@ struct History: ParsableCommand {
         if let config = location.config {
             directory = Supervisor.stateDirectory(for: try loadConfig(config))
         } else if let app = location.app {
-            directory = "/var/lib/baton/\(app)"
+            directory = BatonConfig.defaultStateDirectory(appName: app)
         } else {
             throw unreachable
         }

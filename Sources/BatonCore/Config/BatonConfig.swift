@@ -45,6 +45,10 @@ public struct BatonConfig: Sendable, Equatable, Codable {
         self.sourcePath = sourcePath
     }
 
+    /// The state directory when neither `[app] state_directory` nor systemd's `$STATE_DIRECTORY`
+    /// sets it: `/var/lib/baton/NAME`.
+    public static func defaultStateDirectory(appName: String) -> String { "/var/lib/baton/\(appName)" }
+
     /// The control socket path when `[control] socket` is not set: `/run/baton/NAME/control.sock`.
     /// Clients given `--app NAME` look there.
     public static func defaultControlSocket(appName: String) -> String {

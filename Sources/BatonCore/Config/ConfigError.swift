@@ -54,8 +54,7 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
                 out.append(scalar)
                 continue
             }
-            let hex = String(scalar.value, radix: 16, uppercase: true)
-            out.append(contentsOf: ("\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex).unicodeScalars)
+            out.append(contentsOf: ControlProtocol.unicodeEscape(scalar).unicodeScalars)
         }
         return String(out)
     }

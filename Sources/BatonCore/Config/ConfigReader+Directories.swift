@@ -5,7 +5,8 @@ extension ConfigReader {
     mutating func checkDirectories(_ config: BatonConfig) {
         let app = config.app
         let state = DirectoryRules.Entry(
-            key: ["app", "state_directory"], path: app.stateDirectory ?? "/var/lib/baton/\(app.name)", isDefault: app.stateDirectory == nil)
+            key: ["app", "state_directory"], path: app.stateDirectory ?? BatonConfig.defaultStateDirectory(appName: app.name),
+            isDefault: app.stateDirectory == nil)
         let runtime = DirectoryRules.Entry(
             key: ["app", "runtime_directory"], path: app.runtimeDirectory ?? "/run/baton/\(app.name)",
             isDefault: app.runtimeDirectory == nil)

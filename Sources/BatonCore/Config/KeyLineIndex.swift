@@ -69,9 +69,7 @@ enum KeyPath {
             case "\t": out += "\\t"
             case "\r": out += "\\r"
             // TOML's escape: an ESC cleared the terminal `check-config` wrote to (a names audit).
-            case _ where ControlProtocol.isHidden(scalar):
-                let hex = String(scalar.value, radix: 16, uppercase: true)
-                out += "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            case _ where ControlProtocol.isHidden(scalar): out += ControlProtocol.unicodeEscape(scalar)
             default: out.unicodeScalars.append(scalar)
             }
         }

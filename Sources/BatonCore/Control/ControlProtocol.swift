@@ -32,16 +32,14 @@ public enum ControlProtocol {
         return .success(request)
     }
 
-    /// `s` whole, each control character (C0, DEL, C1) shown as `?`: a path in a line that must
-    /// stay one line and leave the terminal alone (a release refused for one, a folder listed).
+    /// `s` whole, each hidden character (``isHidden(_:)``) shown as `?`: a path in a line that
+    /// must stay one line and leave the terminal alone (a release refused for one, a folder listed).
     public static func withControlsShown(_ s: String) -> String {
-        String(String.UnicodeScalarView(s.unicodeScalars.map { isControl($0) ? "?" : $0 }))
+        String(String.UnicodeScalarView(s.unicodeScalars.map { isHidden($0) ? "?" : $0 }))
     }
 
-    /// Whether `s` holds a control character (C0, DEL, C1): what ``withControlsShown(_:)`` shows as `?`.
-    public static func hasControls(_ s: String) -> Bool { s.unicodeScalars.contains(where: isControl) }
-
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool { isHidden(scalar) }
+    /// Whether `s` holds a hidden character: what ``withControlsShown(_:)`` shows as `?`.
+    public static func hasControls(_ s: String) -> Bool { s.unicodeScalars.contains(where: isHidden) }
 
     /// A character that changes how the text around it reads rather than showing itself: a
     /// control character (C0, DEL, C1), a line or paragraph separator (U+2028, U+2029) or a
@@ -52,6 +50,13 @@ public enum ControlProtocol {
         case 0..<0x20, 0x7F...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C: return true
         default: return false
         }
+    }
+
+    /// `scalar` as TOML escapes it, `\uXXXX` (uppercase, four digits at least): how config
+    /// errors show a hidden character.
+    public static func unicodeEscape(_ scalar: Unicode.Scalar) -> String {
+        let hex = String(scalar.value, radix: 16, uppercase: true)
+        return "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
     }
 
     /// A client-supplied string made safe for a one-line message: control

@@ -33,7 +33,7 @@ public enum FailureOutput {
 
     /// A line that names an exception: Python's and Java's `NameError: …` (a dotted name ending
     /// in Error or Exception before the colon), Ruby's `… (LoadError)`.
-    public static func looksLikeError(_ line: String) -> Bool {
+    public static func looksLikeError(_ line: Substring) -> Bool {
         if line.hasSuffix("Error)") || line.hasSuffix("Exception)") { return true }
         guard let colon = line.firstIndex(of: ":") else { return false }
         let name = line[..<colon]
@@ -41,10 +41,10 @@ public enum FailureOutput {
             && (name.hasSuffix("Error") || name.hasSuffix("Exception"))
     }
 
-    /// `line` without the whitespace around it.
-    public static func trimmed(_ line: String) -> String {
+    /// `line` without the whitespace around it (a slice: every output line is looked at).
+    public static func trimmed(_ line: String) -> Substring {
         let start = line.drop(while: \.isWhitespace)
         guard let end = start.lastIndex(where: { !$0.isWhitespace }) else { return "" }
-        return String(start[...end])
+        return start[...end]
     }
 }
