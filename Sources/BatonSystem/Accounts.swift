@@ -18,8 +18,9 @@ public enum Accounts {
             let gid = try group.map { name throws(SpawnError) in try groupID(name) } ?? uid
             return Credentials(uid: uid, gid: gid, groups: [gid])
         }
+        try checkResolvedID(pw.pw_uid, "user \"\(user)\" has uid")
         var gid = pw.pw_gid
-        if let group { gid = try groupID(group) }
+        if let group { gid = try groupID(group) } else { try checkResolvedID(gid, "user \"\(user)\"'s primary group has gid") }
         var count: Int32 = 64
         var groups = [gid_t](repeating: 0, count: Int(count))
         if getgrouplist(user, gid, &groups, &count) < 0 {
@@ -40,6 +41,13 @@ public enum Accounts {
     static func checkNumericID(_ id: UInt32, _ text: String) throws(SpawnError) {
         guard id == UInt32.max || id == 65535 else { return }
         throw SpawnError(step: "\"\(text)\" is not a valid uid or gid (4294967295 and 65535 mean \"none\")", errno: 0)
+    }
+
+    /// The same for an id a name resolved to (a re-audit: a passwd entry of uid 4294967295
+    /// passed check-config, then every start failed; a group of gid 65535 was set on the socket).
+    static func checkResolvedID(_ id: UInt32, _ what: String) throws(SpawnError) {
+        guard id == UInt32.max || id == 65535 else { return }
+        throw SpawnError(step: "\(what) \(id), which means \"none\" to setresuid, setresgid and chown", errno: 0)
     }
 
     /// What workers of `[app] user` and `group` run as: the user's credentials, or baton's own
@@ -82,6 +90,7 @@ public enum Accounts {
         guard getgrnam_r(name, &gr, &buffer, buffer.count, &result) == 0, result != nil else {
             throw SpawnError(step: "unknown group \"\(name)\"", errno: 0)
         }
+        try checkResolvedID(gr.gr_gid, "group \"\(name)\" has gid")
         return gr.gr_gid
     }
 }

@@ -272,6 +272,40 @@ extension Integration {
             #expect(serving.waitForLine(containing: "all 1 workers ready", timeout: .seconds(20)) != nil, "\(serving.stderrLines.suffix(5))")
         }
 
+        /// Stop 46's audit, left then: a user or group *name* whose passwd or group entry has id
+        /// 4294967295 or 65535 passed check-config (numbers were refused), then every start
+        /// failed or the socket kept root's group. In a mount namespace of the test's own, over
+        /// a passwd and group file of its own.
+        @Test("a user or group name whose entry has id 4294967295 or 65535 is refused by check-config, naming the key")
+        func namesOfTheIDsThatMeanNone() throws {
+            let directory = TestPaths.temporaryDirectory("dir-noneid")
+            defer { TestPaths.remove(directory) }
+            TestPaths.write(
+                directory + "/passwd",
+                "root:x:0:0:root:/root:/bin/bash\nghost:x:4294967295:100::/:/bin/false\nshort:x:65535:100::/:/bin/false\nnogroup:x:1000:65535::/:/bin/false\n")
+            TestPaths.write(directory + "/group", "root:x:0:\nusers:x:100:\nwide:x:4294967295:\nhalf:x:65535:\n")
+            let cases: [(key: String, line: String, says: String)] = [
+                ("app.user", "[app]\nuser = \"ghost\"", "user \"ghost\" has uid 4294967295"),
+                ("app.user", "[app]\nuser = \"short\"", "user \"short\" has uid 65535"),
+                ("app.user", "[app]\nuser = \"nogroup\"", "user \"nogroup\"'s primary group has gid 65535"),
+                ("app.group", "[app]\ngroup = \"wide\"", "group \"wide\" has gid 4294967295"),
+                ("listen.socket_group", "[listen]\nsocket_group = \"half\"", "group \"half\" has gid 65535"),
+            ]
+            for (index, item) in cases.enumerated() {
+                let path = directory + "/c\(index).toml"
+                let base = ProcFS.read(Self.writeConfig(in: directory, controlSocket: directory + "/control.sock")) ?? ""
+                // The case's key goes into its table (the base config has [app] and [listen]).
+                let table = String(item.line.prefix { $0 != "\n" })
+                TestPaths.write(path, base.replacingOccurrences(table + "\n", with: item.line + "\n"))
+                let script = "mount --bind \(directory)/passwd /etc/passwd && mount --bind \(directory)/group /etc/group && exec \"$0\" check-config \"$1\""
+                let result = try TestProcess.run(
+                    ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, TestPaths.executable("baton"), path],
+                    timeout: .seconds(20))
+                #expect(result.code == 2, "\(item.key): exit \(result.code): \(result.stderr)")
+                #expect(result.stderr.contains(item.key) && result.stderr.contains(item.says), "\(item.key): \(result.stderr)")
+            }
+        }
+
         /// A pid-1 audit: `unshare --pid --fork` without `--mount-proc` left baton reading the
         /// host's /proc: 17 host processes listed as strays (and sent SIGKILL at stop), workers
         /// measured at 0 B.
