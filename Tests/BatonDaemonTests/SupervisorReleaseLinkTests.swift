@@ -155,6 +155,26 @@ import Testing
         #expect(h.supervisor.releaseState.previous.map { Array($0.directory.utf8) } == Array(nfc.utf8))
     }
 
+    /// Stop 46's names audit, left then: the release's environment was compared as Strings, so
+    /// `--env GREETING=café` in NFC and then in NFD (two byte strings a worker tells apart) was
+    /// taken for a redeploy of the same release, and the previous release was lost.
+    @Test func anEnvironmentValueInAnotherNormalizationIsAnotherRelease() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let folder = h.makeRelease("r2")
+        for value in ["caf\u{E9}", "cafe\u{301}"] {
+            let client = RecordingWaiter()
+            let options = DeployOptions(release: folder, environment: [EnvVar(name: "GREETING", value: value)])
+            h.supervisor.requestDeploy(kind: .deploy, options: options, waiter: client, uid: 0)
+            h.awaitReads()
+            h.finishOperations()
+            #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        }
+        #expect(h.supervisor.releaseState.current.environment.map { Array($0.value.utf8) } == [Array("cafe\u{301}".utf8)])
+        #expect(h.supervisor.releaseState.previous?.environment.map { Array($0.value.utf8) } == [Array("caf\u{E9}".utf8)])
+        #expect(EnvVar(name: "A", value: "caf\u{E9}") != EnvVar(name: "A", value: "cafe\u{301}"))
+    }
+
     /// A names audit: `deploy --dry-run --command /x $'a\e[31m' "b c" "" $'n\nl'` printed
     /// `command: /x a^[[31m b c  n` and a line `l`: a newline faked a plan line, an ESC reached
     /// the terminal, and where one argument ended could not be told.

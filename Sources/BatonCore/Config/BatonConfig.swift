@@ -137,6 +137,11 @@ public struct EnvVar: Sendable, Equatable {
         self.name = name
         self.value = value
     }
+
+    /// Byte for byte: Swift's String equality takes `café` in NFC and in NFD for one, and a
+    /// worker reads two values (a names audit: a release whose only change was the value's
+    /// normalization was taken for a redeploy of the current one).
+    public static func == (a: EnvVar, b: EnvVar) -> Bool { a.name.utf8.elementsEqual(b.name.utf8) && a.value.utf8.elementsEqual(b.value.utf8) }
 }
 
 /// `[listen]`: the sockets baton binds itself when systemd does not pass any.
