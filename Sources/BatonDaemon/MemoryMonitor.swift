@@ -17,6 +17,8 @@ final class MemoryMonitor {
     var saidHeldOverTheLine = false
     /// The configured budget last said to be over the limit the kernel enforces (nil: none).
     var saidBudgetOver: UInt64?
+    /// Why the host's memory figures could not be read at the last check, as said (nil: read).
+    var hostMemoryProblem: String?
     /// Footprints of recently started workers, by release.
     var footprints = FootprintTracker()
     /// Periodic checks so far (smaps_rollup every `smaps_every`-th).

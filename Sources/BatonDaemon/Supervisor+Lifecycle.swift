@@ -48,6 +48,12 @@ extension Supervisor {
         guard line != lastStatusLine else { return }
         lastStatusLine = line
         notifier.notify("STATUS=\(line)")
+        sayNotifyFailure()
+    }
+
+    /// Logs once when messages to the service manager begin to fail.
+    func sayNotifyFailure() {
+        if let failure = notifier.takeFailure() { logger.warning("\(failure)") }
     }
 
     /// Tells systemd a step is under way so TimeoutStartSec= does not cut it: a start-up, a

@@ -130,7 +130,14 @@ extension Supervisor {
         defer { sayHeldOverTheLine() }
         // A recycle running does not hold the policy back: the recycling budget does.
         let busy = recyclingBlocked
-        let readings = try? host.memory.hostReadings()
+        let readings: MemoryReadings?
+        do {
+            readings = try host.memory.hostReadings()
+        } catch {
+            readings = nil
+            sayHostMemory(unreadable: error)
+        }
+        if readings != nil { sayHostMemory(unreadable: nil) }
         var budget =
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
             ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)
@@ -175,6 +182,27 @@ extension Supervisor {
         guard budget.configuredOver != memoryMonitor.saidBudgetOver else { return }
         memoryMonitor.saidBudgetOver = budget.configuredOver
         if let warning = budget.overTheLimitWarning { logger.warning("\(warning)") }
+    }
+
+    /// Logs once when the host's memory figures cannot be read, and once when they can again;
+    /// `baton status` shows it meanwhile (a hardening audit: under systemd's `ProcSubset=pid`,
+    /// which hides /proc/meminfo, the threshold rules and the cgroup's limit were off and
+    /// nothing said so but `memory unknown` in a deploy's plan).
+    private func sayHostMemory(unreadable error: MemoryReadError?) {
+        let problem = error.map(Self.hostMemoryProblem)
+        guard problem != memoryMonitor.hostMemoryProblem else { return }
+        memoryMonitor.hostMemoryProblem = problem
+        if let problem {
+            logger.warning("\(problem)")
+        } else {
+            logger.info("the host's memory figures are readable again: the memory rules use them")
+        }
+    }
+
+    /// What a failed read of the host's figures takes away, and the likely cause when /proc
+    /// hides the file.
+    static func hostMemoryProblem(_ error: MemoryReadError) -> String {
+        "cannot read the host's memory figures: \(error)\(error.hint); the memory rules, the cgroup's limit and the deploy's memory checks run without them"
     }
 
     /// Logs once when the total stays over the threshold by more than restarts could free (the
@@ -286,7 +314,7 @@ extension Supervisor {
         do {
             (verdict, report) = try preflight(release: options.release, need: need)
         } catch {
-            waiter.finish(.failure("preflight: cannot measure memory: \(error)", code: 1))
+            waiter.finish(.failure("preflight: cannot measure memory: \(error)\((error as? MemoryReadError)?.hint ?? "")", code: 1))
             return
         }
         let details = Self.preflightDetails(report) + oomMarginDetails(footprint: report.footprintBytes)

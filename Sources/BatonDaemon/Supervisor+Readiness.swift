@@ -185,6 +185,7 @@ extension Supervisor {
         notifier.ready(status: summary)
         lastStatusLine = summary
         logger.info("all \(slots.count) workers ready")
+        sayNotifyFailure()
         drainOrphans()
         performOperations(next)
     }

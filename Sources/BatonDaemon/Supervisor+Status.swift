@@ -69,7 +69,9 @@ extension Supervisor {
         let strays = escapedChildren().sorted()
         report.strays = strays.isEmpty ? nil : strays
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
-        let problems = stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? [])
+        let problems =
+            stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? [])
+            + (memoryMonitor.hostMemoryProblem.map { [$0] } ?? [])
         report.problems = problems.isEmpty ? nil : problems
         report.restartNeeded = restartNeeded.isEmpty ? nil : restartNeeded
         report.oom = oomStatus()

@@ -140,6 +140,13 @@ protocol ServiceNotifying {
     func removeStoredFD(name: String)
     /// EXTEND_TIMEOUT_USEC= for a start or reload step under way.
     func extendTimeout(_ extra: Duration)
+    /// Why messages began to fail, once (nil: nothing new).
+    func takeFailure() -> String?
+}
+
+extension ServiceNotifying {
+    /// Nothing fails (the tests' recorders).
+    func takeFailure() -> String? { nil }
 }
 
 extension ServiceNotifier: ServiceNotifying {}

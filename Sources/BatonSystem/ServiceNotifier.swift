@@ -1,5 +1,6 @@
 import CSystemd
 import Glibc
+import Synchronization
 
 /// Talks to the service manager through $NOTIFY_SOCKET (READY=1, STATUS=,
 /// RELOADING=1, EXTEND_TIMEOUT_USEC=, WATCHDOG=1, STOPPING=1). A no-op when
@@ -9,6 +10,12 @@ public struct ServiceNotifier: Sendable {
     public let isEnabled: Bool
     /// How often baton feeds the watchdog (WATCHDOG_USEC/4), if the manager asks.
     public let watchdogPingInterval: Duration?
+    /// Whether the last message failed, and the errno of a failure not yet taken.
+    private let failures = Latch()
+
+    private final class Latch: Sendable {
+        let state = Mutex<(failing: Bool, unsaid: Int32?)>((false, nil))
+    }
 
     /// Reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID from the environment.
     public init() {
@@ -26,7 +33,26 @@ public struct ServiceNotifier: Sendable {
     /// Sends one notification message (newline-separated assignments).
     public func notify(_ message: String) {
         guard isEnabled else { return }
-        _ = sd_notify(0, message)
+        let result = sd_notify(0, message)
+        failures.state.withLock {
+            if result < 0, !$0.failing { $0.unsaid = -result }
+            $0.failing = result < 0
+        }
+    }
+
+    /// What went wrong when messages began to fail, once each time they do (nil: nothing new).
+    /// A hardening audit: with the socket hidden (a private /tmp or /run) every message was
+    /// lost, systemd waited for READY=1 until its start timeout, and baton said nothing.
+    public func takeFailure() -> String? {
+        let unsaid = failures.state.withLock { state in
+            let code = state.unsaid
+            state.unsaid = nil
+            return code
+        }
+        guard let code = unsaid else { return nil }
+        let path = getenv("NOTIFY_SOCKET").map { String(cString: $0) } ?? "?"
+        return "cannot notify the service manager at NOTIFY_SOCKET=\(path): \(String(cString: strerror(code))) (errno \(code)); "
+            + "it sees neither READY=1 nor the status (a private /tmp or /run, or InaccessiblePaths=, can hide the socket)"
     }
 
     /// READY=1 with a status line.

@@ -38,7 +38,7 @@ struct PreflightLocal {
         do {
             readings = try HostMemoryReader().readings(cgroupOf: charged)
         } catch {
-            throw BatonExit(code: BatonExitCode.failure, message: "preflight: cannot measure memory: \(error)")
+            throw BatonExit(code: BatonExitCode.failure, message: "preflight: cannot measure memory: \(error)\(error.hint)")
         }
         let memory = MemoryConfig()
         let headroom = Headroom(readings: readings, memory: memory, workersPSS: pss)

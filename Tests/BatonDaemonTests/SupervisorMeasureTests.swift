@@ -161,3 +161,27 @@ extension RecordingWaiter {
         return reply
     }
 }
+
+/// A hardening audit: under systemd's `ProcSubset=pid` /proc/meminfo is hidden; the threshold
+/// rules and the cgroup's limit were off, `baton status` lost its memory line, and nothing
+/// said why.
+@Suite struct HostMemoryUnreadableTests {
+    @Test func anUnreadableMeminfoIsSaidOnceAndShownInStatusUntilItIsReadable() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.supervisor.startMemoryChecks()
+        h.advance(by: .seconds(12))
+        let said = h.log.lines(containing: "cannot read the host's memory figures")
+        #expect(said.count == 1, "\(said)")
+        #expect(said.first?.contains("/proc/meminfo: No such file or directory (errno 2) (systemd's ProcSubset=pid hides it") == true, "\(said)")
+        let problems = h.supervisor.statusReport(memory: [:]).problems ?? []
+        #expect(problems.contains { $0.hasPrefix("cannot read the host's memory figures: /proc/meminfo") }, "\(problems)")
+        h.host.fakeMemory.host = MemoryReadings(
+            host: HostMemoryInfo(total: 8192 << 20, available: 4096 << 20, commitLimit: 16384 << 20, committed: 1024 << 20), overcommit: .heuristic,
+            cgroup: nil)
+        h.advance(by: .seconds(12))
+        #expect(h.log.lines(containing: "the host's memory figures are readable again").count == 1)
+        #expect(h.supervisor.statusReport(memory: [:]).problems == nil)
+        #expect(MemoryReadError.unreadable(path: "/proc/meminfo", errno: EACCES).hint.isEmpty)
+    }
+}

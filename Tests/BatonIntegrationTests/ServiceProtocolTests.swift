@@ -48,6 +48,23 @@ extension Integration {
             #expect(baton.process.wait(timeout: .seconds(30)) == 0)
         }
 
+        /// A hardening audit: with the notify socket hidden from baton (`PrivateTmp=yes` where
+        /// it lives under /tmp) every message was lost and the unit hung in "activating" until
+        /// its start timeout, while baton logged `all 2 workers ready` and nothing else.
+        @Test("a NOTIFY_SOCKET baton cannot reach is said once, naming it")
+        func unreachableNotifySocket() throws {
+            let directory = TestPaths.temporaryDirectory("ntf-gone")
+            defer { TestPaths.remove(directory) }
+            let gone = directory + "/hidden/notify.sock"
+            let baton = try BatonHarness(workers: 2, environment: ["NOTIFY_SOCKET": gone], tag: "ntfgone")
+            defer { baton.stop() }
+            let line = baton.process.waitForLine(containing: "cannot notify the service manager", timeout: .seconds(20))
+            #expect(line?.contains("NOTIFY_SOCKET=\(gone): No such file or directory (errno 2)") == true, "\(String(describing: line))")
+            baton.process.signal(SIGHUP)
+            #expect(baton.process.waitForLine(containing: "reload finished", timeout: .seconds(30)) != nil)
+            #expect(baton.process.stderrLines.filter { $0.contains("cannot notify the service manager") }.count == 1)
+        }
+
         @Test("the watchdog is fed within WATCHDOG_USEC while 8 workers boot")
         func watchdogWhileBooting() throws {
             let directory = TestPaths.temporaryDirectory("wd")

@@ -22,6 +22,12 @@ public enum MemoryReadError: Error, Sendable, Equatable, CustomStringConvertible
             "no memory cgroup for process \(pid): \(reason)"
         }
     }
+
+    /// The likely cause, when /proc hides the host's figures (a hardening audit: systemd's
+    /// `ProcSubset=pid` leaves only the processes' folders); empty otherwise.
+    public var hint: String {
+        self == .unreadable(path: "/proc/meminfo", errno: ENOENT) ? " (systemd's ProcSubset=pid hides it: remove that from the unit)" : ""
+    }
 }
 
 /// File access for the memory readers: whole small files with errno kept, under a root
