@@ -36,4 +36,40 @@ extension Supervisor {
         }
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
+
+    /// Whether `worker`, draining, exited while other processes of its group still run, and
+    /// baton waits for them (polled every 100 ms) before it handles the exit: the group got the
+    /// stop signal too, and those processes may be what serves. A habits audit: a command
+    /// behind a shell without `exec` (`sh -c "python3 app.py"`, a wrapper script, a pipeline)
+    /// lost its drain: the shell died of SIGTERM at once, baton SIGKILLed the rest of its group
+    /// (the app, still answering requests: 2 of 6 failed) and said "drained in 2ms". systemd
+    /// waits for every process of the unit the same way. The stop timeout still ends the wait
+    /// (SIGKILL to the group).
+    func awaitsItsGroup(_ worker: Worker) -> Bool {
+        guard worker.state == .draining, !worker.drainCutShort, config.stop.signal != SIGKILL,
+            host.exitStatus(pidfd: worker.pidfd, reap: false) != nil
+        else { return false }
+        // Its children were handed to baton (the subreaper) as it exited; the zombie holds the
+        // group id, so no other group can take it meanwhile.
+        let others = host.processes.children(of: getpid()).filter {
+            $0 != worker.pid && host.processes.processGroup(of: $0) == worker.pid && host.processes.startTime(of: $0) != nil
+        }
+        guard !others.isEmpty else { return false }
+        if !worker.awaitingGroup {
+            worker.awaitingGroup = true
+            loop.unregister(fd: worker.pidfd)
+            logger.info(
+                "worker's own process exited while draining; waiting for the rest of its group (pids \(others.map(String.init).joined(separator: ", ")))",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+        }
+        // One poll at a time (a stray's exit calls this too).
+        guard worker.groupPoll == nil else { return true }
+        let poll = loop.schedule(after: .milliseconds(100)) { [unowned self, unowned worker] in
+            worker.groupPoll = nil
+            self.workerPidfdReadable(worker)
+        }
+        worker.groupPoll = poll
+        worker.timers.append(poll)
+        return true
+    }
 }

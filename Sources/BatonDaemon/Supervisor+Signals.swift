@@ -15,7 +15,10 @@ extension Supervisor {
             switch sig {
             case SIGCHLD: reapStrays()
             case SIGTERM, SIGINT:
-                logger.info("received \(sig == SIGTERM ? "SIGTERM" : "SIGINT"): stopping", metadata: ["from_pid": .stringConvertible(sender)])
+                let name = sig == SIGTERM ? "SIGTERM" : "SIGINT"
+                // A habits audit: a second Ctrl-C logged "stopping" again and changed nothing.
+                let again = phase == .stopping ? ": already stopping, \(stoppingWorkersLine)" : ": stopping"
+                logger.info("received \(name)\(again)", metadata: ["from_pid": .stringConvertible(sender)])
                 beginShutdown()
             case SIGHUP:
                 logger.info("received SIGHUP: reload", metadata: ["from_pid": .stringConvertible(sender)])
@@ -23,11 +26,20 @@ extension Supervisor {
             default:
                 guard let held = ignoredSignalWarnings.admit(now: loop.now()) else { continue }
                 let more = held > 0 ? " (\(held) more ignored signals held back since the last one)" : ""
+                let scale = sig == SIGTTIN || sig == SIGTTOU ? "; the number of workers is [app] workers" : ""
                 logger.warning(
-                    "received \(CBatonLinuxShim.ignoredSignalName(sig)): ignored (baton stops on SIGTERM or SIGINT and reloads on SIGHUP)\(more)",
+                    "received \(CBatonLinuxShim.ignoredSignalName(sig)): ignored (baton stops on SIGTERM or SIGINT and reloads on SIGHUP\(scale))\(more)",
                     metadata: ["from_pid": .stringConvertible(sender)])
             }
         }
+    }
+
+    /// What a stop under way still waits for, and when it ends it: the workers' stop timeout
+    /// (SIGKILL), counted from each one's stop.
+    var stoppingWorkersLine: String {
+        let draining = slots.flatMap(\.workers).filter { $0.state != .exited }.count
+        guard draining > 0 else { return "nothing left to drain" }
+        return "\(draining) workers draining (SIGKILL after [stop] timeout \(Units.formatDuration(config.stop.timeout)) from each one's stop)"
     }
 
     /// The threads that reap exited children (one: reaps are rare, and each may be slow).

@@ -244,7 +244,7 @@ extension Supervisor {
     /// group while the zombie still holds the pid (so the group id cannot be
     /// reused), then reap it.
     func workerPidfdReadable(_ worker: Worker) {
-        guard worker.state != .exited, host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
+        guard worker.state != .exited, !awaitsItsGroup(worker), host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
         dyingGroups[worker.pid] = loop.now()
         let exit = collectExit(pid: worker.pid, pidfd: worker.pidfd) ?? .exited(-1)
         worker.exit = exit

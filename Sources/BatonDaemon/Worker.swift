@@ -91,6 +91,11 @@ final class Worker: ChildChannels {
     var drainStartedAt: Duration?
     /// Its drain outlasted `stop.timeout` and ended with SIGKILL (requests in flight were cut).
     var drainCutShort = false
+    /// Draining, its own process exited while others of its group still ran: baton waits for
+    /// them (``Supervisor/awaitsItsGroup(_:)``).
+    var awaitingGroup = false
+    /// The next look at that group, while one is scheduled.
+    var groupPoll: EventLoop.Token?
     /// The folder it was started in, its symlinks resolved then (retention keeps it).
     var folder: String?
     /// Monotonic time of the last WATCHDOG=1.

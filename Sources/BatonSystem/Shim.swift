@@ -48,13 +48,18 @@ public enum CBatonLinuxShim {
     /// baton logs and ignores (``ignoredSignalName(_:)``). A hostile-app audit: `kill -USR1` of
     /// baton (a worker's, or the "reopen your logs" habit of a logrotate script) ended it
     /// silently and orphaned its workers, as did USR2, ALRM, VTALRM, PROF, IO, PWR, XCPU and the
-    /// real-time signals. A worker gets every signal's default back (spawn.c).
+    /// real-time signals; TTIN and TTOU stopped it. A worker gets every signal's default back
+    /// (spawn.c).
     public static let supervisorSignals: [Int32] =
         [SIGCHLD, SIGTERM, SIGINT, SIGHUP] + ignoredSignals.map(\.number) + Array(CBatonLinux_sigrtmin()...CBatonLinux_sigrtmax())
 
     private static let ignoredSignals: [(number: Int32, name: String)] = [
         (SIGQUIT, "SIGQUIT"), (SIGUSR1, "SIGUSR1"), (SIGUSR2, "SIGUSR2"), (SIGALRM, "SIGALRM"), (SIGVTALRM, "SIGVTALRM"),
         (SIGPROF, "SIGPROF"), (SIGIO, "SIGIO"), (SIGPWR, "SIGPWR"), (16, "SIGSTKFLT"), (SIGXCPU, "SIGXCPU"), (SIGXFSZ, "SIGXFSZ"),
+        // Stop by default (a habits audit: `kill -TTIN`, gunicorn's and unicorn's "one worker
+        // more", stopped a baton run from a terminal, workers left unsupervised, nothing logged).
+        // SIGTSTP (Ctrl-Z) keeps its default.
+        (SIGTTIN, "SIGTTIN"), (SIGTTOU, "SIGTTOU"),
     ]
 
     /// The name of a signal baton ignores (`SIGUSR1`, `SIGRTMIN+3`).

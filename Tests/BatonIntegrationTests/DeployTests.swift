@@ -13,6 +13,39 @@ extension SecondIntegration {
         /// workers that crash 0.45 s after READY (`--crash-after 0.45`), a 1 s deadline.
         static let halfSecondWindow = BatonHarness.defaultSections + "\n[deploy]\nstability_window = \"500ms\""
 
+        /// A habits audit: a command behind a shell without `exec` (a wrapper script, `sh -c`, a
+        /// pipeline) lost its drain: the shell died of SIGTERM at once, baton SIGKILLed the rest
+        /// of its group, the app among them with requests in flight (2 of 6 failed), and said
+        /// "drained in 2ms".
+        @Test("a worker behind a shell without exec drains: its group is waited for, the request in flight is answered")
+        func aShellWithoutExecDrains() throws {
+            // The shell is the worker; the app, its child, is given its own LISTEN_PID (as a
+            // wrapper that sets it does; apps that do not check it need none).
+            let scripts = TestPaths.temporaryDirectory("noexec-script")
+            defer { TestPaths.remove(scripts) }
+            TestPaths.write(scripts + "/run.sh", "#!/bin/sh\nsh -c 'LISTEN_PID=$$ exec \"$0\"' \(Self.worker) &\nwait $!\nexit $?\n", mode: 0o755)
+            let baton = try BatonHarness(workers: 1, command: [scripts + "/run.sh"], tag: "noexec")
+            defer { baton.stop() }
+            let shell = try #require(try baton.status().workers.first?.pid)
+            let app = try #require(ProcFS.children(of: shell).first)
+            func threads() -> Int {
+                let line = (ProcFS.read("/proc/\(app)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Threads:") }
+                return line.flatMap { Int($0.dropFirst(8).filter { !$0.isWhitespace }) } ?? 0
+            }
+            let before = threads()
+            let client = try #require(HTTP.connect(port: baton.port))
+            defer { close(client) }
+            HTTP.send(client, "GET /slow?ms=3000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            // In flight: the app's thread for the connection runs (the demo worker starts one per connection).
+            let deadline = monotonicNow() + .seconds(10)
+            while threads() <= before, monotonicNow() < deadline { usleep(5000) }
+            #expect(threads() > before, "the app never took the connection")
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            #expect(HTTP.readResponse(client)?.status == 200, "\(baton.process.stderrLines.suffix(8))")
+            #expect(baton.process.waitForLine(containing: "waiting for the rest of its group", timeout: .seconds(10)) != nil)
+        }
+
         @Test("three consecutive deploys under 16 keep-alive connections: 0 failed, every worker replaced, responses switch releases")
         func threeDeploysUnderLoad() throws {
             let baton = try BatonHarness(workers: 4, tag: "dep3")
