@@ -111,7 +111,7 @@ extension Supervisor {
     /// Nor is one of a group SIGKILLed as its leader exited, for `dyingGroupGrace` (a logs
     /// audit, 3 of 10 crashes: "left its worker's process group" for a child dying with it).
     func escapedChildren() -> [pid_t] {
-        let known = supervisedPIDs
+        let known = supervisedPIDs.union(liveKilledStrays())
         let now = loop.now()
         dyingGroups = dyingGroups.filter { now - $0.value < Self.dyingGroupGrace }
         return SelfReapedChildren.withRegistered { others in
@@ -131,6 +131,9 @@ extension Supervisor {
     /// saw "outlived it" for strays of workers that were alive and ready). `baton status`
     /// lists them.
     func reportEscapedChildren() {
+        // Nothing after `stopped`: every stray was killed before it (a daemonize audit saw
+        // "adopted … until baton stops" logged after it).
+        guard !stopFinished else { return }
         let escaped = escapedChildren()
         reportedEscapees.formIntersection(escaped)
         for pid in escaped where !reportedEscapees.contains(pid) {
@@ -139,30 +142,6 @@ extension Supervisor {
                 "pid \(pid) left its worker's process group and its parent exited, so baton adopted it: it is not supervised and keeps running (it may hold the listening sockets) until baton stops, which kills it"
             )
         }
-    }
-
-    /// At the end of a stop, once every worker is gone: SIGKILL each escaped child (and its
-    /// group, if it leads one), as systemd's final kill does to what is left of a service.
-    func killEscapedChildren() {
-        for (stray, _) in takeOver.strays where !CBatonLinuxShim.hasExited(pidfd: stray.pidfd) {
-            logger.warning("pid \(stray.pid), a stray of the previous baton holding its socket, is still running at stop: SIGKILL")
-            host.signalProcessAndGroup(pid: stray.pid, pidfd: stray.pidfd, SIGKILL)
-        }
-        takeOver.strays = []
-        for pid in escapedChildren() {
-            logger.warning("pid \(pid) left its worker's process group and is still running at stop: SIGKILL")
-            killUnsupervised(pid)
-        }
-    }
-
-    /// SIGKILL to `pid`, a child of baton that it does not supervise (unreaped, so the pid
-    /// names it), and to the process group it leads, if it leads one.
-    func killUnsupervised(_ pid: pid_t) {
-        if host.processes.processGroup(of: pid) == pid { host.signalGroup(pid, SIGKILL) }
-        guard let pidfd = try? host.openPidfd(of: pid) else { return }
-        let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
-        host.signal(pidfd: process.pidfd, SIGKILL)
-        process.close()
     }
 
     /// The children baton watches through their pidfds: every worker (whatever its role) and

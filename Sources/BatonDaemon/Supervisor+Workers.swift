@@ -91,6 +91,7 @@ extension Supervisor {
             if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }
             let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
             worker.folder = Self.resolved(spec.directory)
+            worker.startTicks = host.processes.startTime(of: worker.pid)
             if !moldMode { startNicer(worker, by: nice) }
             worker.ownedNotify = notify.take()
             worker.notifyPath = notifyPath
@@ -244,7 +245,10 @@ extension Supervisor {
     /// group while the zombie still holds the pid (so the group id cannot be
     /// reused), then reap it.
     func workerPidfdReadable(_ worker: Worker) {
-        guard worker.state != .exited, !awaitsItsGroup(worker), host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
+        guard worker.state != .exited, !awaitsItsGroup(worker) else { return }
+        // Its children left in its group, handed to baton as it exited, before the group's SIGKILL.
+        let leftInGroup = worker.readyAt == nil ? orphansInGroup(of: worker) : []
+        guard host.killGroupIfLeaderExited(pid: worker.pid, pidfd: worker.pidfd) else { return }
         dyingGroups[worker.pid] = loop.now()
         let exit = collectExit(pid: worker.pid, pidfd: worker.pidfd) ?? .exited(-1)
         worker.exit = exit
@@ -286,11 +290,13 @@ extension Supervisor {
         // memory audit: an old worker killed while its replacement booted failed the restart,
         // and the replacement was left serving unsupervised).
         let runsRolloutRelease = operation.map { $0.phase == .rollingOut && worker.startedByOperation == $0.number } ?? false
+        // One that never got ready gives its slot up, and what escaped from it goes too.
+        let escapees = leftInGroup + (worker.readyAt == nil && phase != .stopping ? killEscapees(ofFailedStart: worker) : [])
         if let place {
-            switch WorkerExit.classify(
+            let verdict = WorkerExit.classify(
                 place: place, stage: stage, stopReason: worker.stopReason?.restartReason, exit: "\(exit)", pid: worker.pid,
                 runsRolloutRelease: runsRolloutRelease, stopText: worker.stopText)
-            {
+            switch Self.sayingDaemonized(verdict, exit: exit, escapees: escapees) {
             case .drained:
                 drainedWorkerExited(worker, slot: slot, exit: exit)
             case .replacementFailed(let reason):

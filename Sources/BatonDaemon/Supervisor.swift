@@ -177,6 +177,9 @@ public final class Supervisor {
     /// Worker groups SIGKILLed as their leader exited, and when: their members still alive
     /// within `Supervisor.dyingGroupGrace` are dying, not strays.
     var dyingGroups: [pid_t: Duration] = [:]
+    /// Strays baton SIGKILLed (``killUnsupervised(_:)``), held by their pidfds until they are
+    /// gone: no strays meanwhile, and waited for at the end of a stop.
+    var killedStrays: [ChildProcess] = []
     /// Probes SIGKILLed with their exited worker and not gone yet, watched until they are.
     var dyingProbes: [ChildProcess] = []
     /// Exit code `run()` returns.

@@ -117,6 +117,9 @@ final class Worker: ChildChannels {
     var notifyWarnings = WarningThrottle()
     /// Notify fields baton does not act on that it said once it got (`MAINPID`, `FDSTORE`, …).
     var unsupportedNotifySeen: Set<String> = []
+    /// Its start time in clock ticks since boot (/proc), read as it was spawned: the processes
+    /// that escaped from it started after it (nil when unknown).
+    var startTicks: UInt64?
     /// How it exited, once it did.
     var exit: CBatonLinuxShim.Exit?
     /// `recentOutput.appended` when it became ready: the lines it printed since are its own

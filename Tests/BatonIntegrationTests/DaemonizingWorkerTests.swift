@@ -1,0 +1,140 @@
+import BatonCore
+import BatonSystem
+import BatonTestSupport
+import Glibc
+import Testing
+
+extension Integration {
+    /// Found by a daemonize audit: a worker command that daemonizes (`gunicorn --daemon`: its
+    /// process exits 0 at once, a grandchild in a session of its own keeps the listening socket
+    /// and forks workers) failed its start, but baton SIGKILLed only the daemon's first process:
+    /// its children held the listening socket after baton stopped (start-up) or ran on beside
+    /// the old workers (a failed deploy), and no line said the command daemonized.
+    @Suite("daemonizing workers")
+    struct DaemonizingWorkerTests {
+        /// Double-forks like a daemon: the command's process waits until the daemon (setsid, its
+        /// stdio on /dev/null, holding the inherited fd 3) forked 2 children and wrote their pids
+        /// and what its fd 3 is to `DIR/pids.PID`, then exits 0.
+        static let script = """
+            import os, sys, time
+            d = sys.argv[1]
+            r, w = os.pipe()
+            if os.fork() > 0:
+                os.close(w)
+                os.read(r, 1)
+                os._exit(0)
+            os.close(r)
+            os.setsid()
+            if os.fork() > 0:
+                os._exit(0)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            pids = [os.getpid()]
+            for _ in range(2):
+                p = os.fork()
+                if p == 0:
+                    os.close(w)
+                    time.sleep(300)
+                    os._exit(0)
+                pids.append(p)
+            name = d + "/pids.%d" % os.getpid()
+            with open(name + ".tmp", "w") as f:
+                f.write(" ".join(map(str, pids)) + "\\n" + os.readlink("/proc/self/fd/3") + "\\n")
+            os.rename(name + ".tmp", name)
+            os.write(w, b"x")
+            os.close(w)
+            time.sleep(300)
+            """
+
+        /// The daemons' records: each one's pids (daemon first) and what its fd 3 was.
+        static func daemons(in directory: String) -> [(pids: [pid_t], fd3: String)] {
+            (Filesystem.entryNames(of: directory) ?? []).filter { $0.hasPrefix("pids.") && !$0.hasSuffix(".tmp") }.compactMap { name in
+                guard let text = ProcFS.read(directory + "/" + name) else { return nil }
+                let lines = text.split(separator: "\n").map(String.init)
+                guard lines.count == 2 else { return nil }
+                return (lines[0].split(separator: " ").compactMap { Int32($0) }, lines[1])
+            }
+        }
+
+        /// SIGKILL to what the test's daemons left running (the script's processes only).
+        static func reap(_ directory: String, script: String) {
+            for daemon in daemons(in: directory) {
+                for pid in daemon.pids where ProcFS.read("/proc/\(pid)/cmdline")?.contains(script) == true { kill(pid, SIGKILL) }
+            }
+        }
+
+        @Test("a start-up whose command daemonizes fails saying so, and no process of the daemon outlives baton's stopped line")
+        func daemonizingStartUp() throws {
+            let directory = TestPaths.temporaryDirectory("dmns")
+            let script = directory + "/daemon.py"
+            TestPaths.write(script, Self.script)
+            defer {
+                Self.reap(directory, script: script)
+                TestPaths.remove(directory)
+            }
+            let baton = try BatonHarness(
+                workers: 1, command: ["python3", script, directory], extraApp: "start_attempts = 2", waitReady: false, tag: "dmns", reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let code = baton.process.wait(timeout: .seconds(40))
+            let log = baton.process.stderrLines
+            #expect(code == 1, "\(log.suffix(15))")
+            let daemons = Self.daemons(in: directory)
+            #expect(daemons.count == 2, "one daemon per start: \(daemons.map(\.pids))")
+            for daemon in daemons {
+                #expect(daemon.pids.count == 3 && daemon.fd3.hasPrefix("socket:"), "\(daemon)")
+                for pid in daemon.pids {
+                    #expect(waitGone(pid, timeout: .milliseconds(300)), "pid \(pid) of a daemon (\(daemon.pids)) outlived baton")
+                }
+            }
+            #expect(
+                log.contains { $0.contains("start-up failed") && $0.contains("did it daemonize") },
+                "the failure does not say it daemonized: \(log.suffix(15))")
+            let stopped = try #require(log.lastIndex { $0.contains(" INFO stopped") }, "\(log.suffix(15))")
+            #expect(!log[stopped...].contains { $0.contains("adopted") }, "lines after stopped: \(log[stopped...])")
+        }
+
+        @Test("a deploy whose command daemonizes fails saying so, and the daemon's whole tree is killed with it")
+        func daemonizingDeploy() throws {
+            let directory = TestPaths.temporaryDirectory("dmnd")
+            let script = directory + "/daemon.py"
+            TestPaths.write(script, Self.script)
+            defer {
+                Self.reap(directory, script: script)
+                TestPaths.remove(directory)
+            }
+            let baton = try BatonHarness(workers: 1, tag: "dmnd", reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let old = try #require(try baton.status().workers.first)
+            let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", script, directory])
+            let said = deployed.stdout + deployed.stderr
+            #expect(deployed.code != 0, "\(said)")
+            #expect(said.contains("nothing changed"), "\(said)")
+            #expect(said.contains("did it daemonize"), "the failure does not say it daemonized: \(said)")
+            let daemons = Self.daemons(in: directory)
+            #expect(daemons.count == 1, "\(daemons.map(\.pids))")
+            for daemon in daemons {
+                #expect(daemon.pids.count == 3 && daemon.fd3.hasPrefix("socket:"), "\(daemon)")
+                for pid in daemon.pids {
+                    #expect(waitGone(pid, timeout: .seconds(5)), "pid \(pid) of the daemon (\(daemon.pids)) runs on after the failed deploy")
+                }
+            }
+            let status = try baton.status()
+            #expect((status.strays ?? []).isEmpty, "strays: \(status.strays ?? [])")
+            #expect(status.workers.map(\.pid) == [old.pid], "the old worker keeps serving: \(status.workers)")
+            #expect(baton.process.stop() == 0)
+        }
+
+        /// True once `pid` no longer exists (zombies of other parents count as gone).
+        private func waitGone(_ pid: pid_t, timeout: Duration) -> Bool {
+            let deadline = monotonicNow() + timeout
+            repeat {
+                guard let stat = ProcFS.read("/proc/\(pid)/stat"), let fields = ProcParsers.statFields(stat) else { return true }
+                if fields.state == "Z" { return true }
+                var pfd = pollfd(fd: -1, events: 0, revents: 0)
+                _ = poll(&pfd, 0, 20)
+            } while monotonicNow() < deadline
+            return false
+        }
+    }
+}
