@@ -97,7 +97,7 @@ extension Supervisor: MetricsSource {
             slots: slots.map { slot in
                 MetricsSnapshot.Slot(
                     index: slot.index, ready: slot.current?.state == .ready,
-                    live: slot.workers.map { .init(pid: $0.pid, release: $0.spec.release, startedAtWall: $0.startedAtWall) },
+                    live: slot.workers.map { .init(pid: $0.pid, release: $0.spec.release, startedAtWall: wallTime(of: $0.startedAt)) },
                     serving: slot.current.map {
                         .init(pid: $0.pid, memory: $0.memory, requests: $0.requestsServed, leakMiBPerHour: $0.history.leakRate?.mibPerHour)
                     }, crashLooping: slot.isCrashLooping)

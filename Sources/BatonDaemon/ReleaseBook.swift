@@ -342,9 +342,12 @@ final class ReleaseBook {
         let lastDeployed = Dictionary(
             ReleaseRetention.lastDeployed(history).filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) },
             uniquingKeysWith: max)
+        let deployOrder = Dictionary(
+            ReleaseRetention.deployOrder(history).filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) },
+            uniquingKeysWith: max)
         let listings = ReleaseRetention.plan(
             folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
-            inUse: inUse.map(resolve), waiting: waiting.map(resolve), lastDeployed: lastDeployed, keep: keep,
+            inUse: inUse.map(resolve), waiting: waiting.map(resolve), lastDeployed: lastDeployed, deployOrder: deployOrder, keep: keep,
             deployed: deployed.filter { !Filesystem.isSymbolicLink($0) }.map(resolve),
             batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))
         return ReleasesReport(directory: folder, keep: keep, releases: listings)

@@ -2,9 +2,10 @@ import BatonCore
 import BatonSystem
 import Glibc
 
-/// An old worker's drain, as an operation reports it: a clean drain, or one that did not end
-/// cleanly (SIGKILLed at `[stop] timeout`, killed from elsewhere, exited non-zero), which the
-/// operation's final line and history name too.
+/// A worker's stop and drain: the stop signal, the SIGKILL at `[stop] timeout`, the wait for
+/// the rest of its group; and the drain as an operation reports it: a clean drain, or one that
+/// did not end cleanly (SIGKILLed at `[stop] timeout`, killed from elsewhere, exited non-zero),
+/// which the operation's final line and history name too.
 extension Supervisor {
     /// An old worker finished draining.
     func drainedWorkerExited(_ worker: Worker, slot: Slot, exit: CBatonLinuxShim.Exit = .exited(0)) {
@@ -71,5 +72,40 @@ extension Supervisor {
         worker.groupPoll = poll
         worker.timers.append(poll)
         return true
+    }
+
+    // MARK: - Stopping
+
+    /// Graceful stop: the stop signal to the group (and to the worker if it left it),
+    /// SIGKILL after `stop.timeout`.
+    func stopWorker(_ worker: Worker, reason: StopReason) {
+        guard worker.state != .exited else { return }
+        if worker.state == .draining { return }
+        worker.state = .draining
+        worker.drainStartedAt = loop.now()
+        worker.stopReason = worker.stopReason ?? reason
+        host.signalWorker(pid: worker.pid, pidfd: worker.pidfd, config.stop.signal)
+        killAfterStopTimeout(worker)
+    }
+
+    /// A drain always ends: SIGKILL to the group `stop.timeout` after the stop signal,
+    /// unless the worker exited by then.
+    func killAfterStopTimeout(_ worker: Worker) {
+        let timeout = config.stop.timeout
+        worker.timers.append(
+            loop.schedule(after: timeout) { [unowned self, unowned worker] in
+                guard worker.state != .exited else { return }
+                self.logger.warning(
+                    "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                worker.drainCutShort = true
+                self.kill(worker)
+            })
+    }
+
+    /// SIGKILL to the worker's whole group.
+    func kill(_ worker: Worker) {
+        host.signalGroup(worker.pid, SIGKILL)
+        host.signal(pidfd: worker.pidfd, SIGKILL)
     }
 }

@@ -204,41 +204,6 @@ extension Supervisor {
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
     }
 
-    // MARK: - Stopping
-
-    /// Graceful stop: the stop signal to the group (and to the worker if it left it),
-    /// SIGKILL after `stop.timeout`.
-    func stopWorker(_ worker: Worker, reason: StopReason) {
-        guard worker.state != .exited else { return }
-        if worker.state == .draining { return }
-        worker.state = .draining
-        worker.drainStartedAt = loop.now()
-        worker.stopReason = worker.stopReason ?? reason
-        host.signalWorker(pid: worker.pid, pidfd: worker.pidfd, config.stop.signal)
-        killAfterStopTimeout(worker)
-    }
-
-    /// A drain always ends: SIGKILL to the group `stop.timeout` after the stop signal,
-    /// unless the worker exited by then.
-    func killAfterStopTimeout(_ worker: Worker) {
-        let timeout = config.stop.timeout
-        worker.timers.append(
-            loop.schedule(after: timeout) { [unowned self, unowned worker] in
-                guard worker.state != .exited else { return }
-                self.logger.warning(
-                    "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
-                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-                worker.drainCutShort = true
-                self.kill(worker)
-            })
-    }
-
-    /// SIGKILL to the worker's whole group.
-    func kill(_ worker: Worker) {
-        host.signalGroup(worker.pid, SIGKILL)
-        host.signal(pidfd: worker.pidfd, SIGKILL)
-    }
-
     // MARK: - Exits
 
     /// The worker's pidfd became readable: it exited. Kill what is left of its

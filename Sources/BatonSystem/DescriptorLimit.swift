@@ -53,7 +53,13 @@ extension DescriptorLimit {
     /// " (baton's open descriptors reached its limit of N; …: raise LimitNOFILE= or ulimit -n)"
     /// when `error` is EMFILE, else "" (a scale audit: 128 workers under `ulimit -n 256` said
     /// only "Too many open files"; a limits re-audit: a reload's config parser said the same).
+    /// " (a limit on processes or threads was reached: …)" when a spawn's clone or fork failed
+    /// with EAGAIN (a hardening audit: under `TasksMax=20` a deploy failed on `clone: Resource
+    /// temporarily unavailable`, no limit named).
     public static func hint(_ error: any Error) -> String {
+        if let spawn = error as? SpawnError, spawn.errno == EAGAIN, spawn.step == "clone" || spawn.step == "fork" {
+            return " (a limit on processes or threads was reached: the unit's TasksMax= (the cgroup's pids.max), ulimit -u or kernel.threads-max)"
+        }
         let errno = (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno
         guard errno == EMFILE else { return "" }
         let need = "about \(DescriptorRoom.perWorker) per worker, and \(DescriptorRoom.perStart) more plus one per listening socket while one starts"

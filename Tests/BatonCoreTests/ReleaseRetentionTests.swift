@@ -65,6 +65,24 @@ struct ReleaseRetentionTests {
         #expect(plan.first?.lastUsedAt == 5002)
     }
 
+    /// A time audit: r2 deployed while the clock was a day ahead, then r3, r4, r5 with the
+    /// clock right: retention ranked r2 newest (its deploy's time) and removed r3, deployed
+    /// 10 s before r5.
+    @Test("the folders deployed are ranked by the order of their deploys, not by the clock's times")
+    func deployOrderOverTheClock() {
+        let day = 86_400.0
+        let deploys = [("r2", 5000 + day), ("r3", 5010), ("r4", 5020), ("r5", 5030)]
+        let history = deploys.map { name, time in
+            HistoryEntry(
+                kind: .deploy, release: "/srv/shop/releases/" + name, previousRelease: nil, outcome: .succeeded, detail: nil, startedAt: time, duration: 1,
+                uid: 0)
+        }
+        let plan = ReleaseRetention.plan(
+            folders: folders(5), current: "/srv/shop/releases/r5", previous: "/srv/shop/releases/r4", inUse: [],
+            lastDeployed: ReleaseRetention.lastDeployed(history), deployOrder: ReleaseRetention.deployOrder(history), keep: 3)
+        #expect(marks(plan) == ["r5:current", "r4:previous", "r3:kept", "r2:prune", "r1:prune"])
+    }
+
     @Test("no keep (retention off): every folder is kept")
     func retentionOff() {
         let plan = ReleaseRetention.plan(

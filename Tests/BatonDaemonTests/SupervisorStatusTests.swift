@@ -11,6 +11,21 @@ import Testing
 @Suite struct SupervisorStatusTests {
     static let mib: UInt64 = 1 << 20
 
+    /// A time audit: ages were the wall clock now minus the wall clock at start, so a step of
+    /// the wall clock (+3 days) showed a worker 58 s old as `3d0h`, and two workers started 63 s
+    /// apart were 6 days apart in the metrics. The manual clock moves as the monotonic clock
+    /// does while the wall clock stands still: a step of the wall clock back by as much.
+    @Test func startTimesFollowTheMonotonicClock() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.advance(by: .seconds(3600))
+        let wall = wallClockNow()
+        let started = try #require(h.supervisor.statusReport(memory: [:]).workers.first?.startedAt)
+        #expect(abs(wall - 3600 - started) < 60, "started \(wall - started) s ago")
+        let live = try #require(h.supervisor.metricsSnapshot().slots.first?.live.first)
+        #expect(abs(wall - 3600 - live.startedAtWall) < 60, "started \(wall - live.startedAtWall) s ago")
+    }
+
     @Test func aReportHasTheMetricsWorkersAndTheirMeasuredTrees() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()

@@ -53,6 +53,12 @@ struct ProcessLauncherTests {
         #expect(hint.hasSuffix(": raise LimitNOFILE= or ulimit -n)"))
         #expect(DescriptorLimit.hint(SystemError("pipe2", errno: EMFILE)) == hint)
         #expect(DescriptorLimit.hint(SpawnError(step: "exec", errno: ENOENT)).isEmpty)
+        // A hardening audit: under `TasksMax=20` a deploy failed on "clone: Resource temporarily
+        // unavailable", no limit named.
+        for step in ["clone", "fork"] {
+            #expect(DescriptorLimit.hint(SpawnError(step: step, errno: EAGAIN)).contains("the unit's TasksMax= (the cgroup's pids.max), ulimit -u"))
+        }
+        #expect(DescriptorLimit.hint(SpawnError(step: "exec /bin/x", errno: EAGAIN)).isEmpty)
     }
 
     @Test func noListenPIDUnlessAsked() throws {

@@ -148,6 +148,17 @@ public enum ReleaseRetention {
         return times
     }
 
+    /// The rank of each release's last successful deploy or rollback in `history` (written in
+    /// the order they happened; higher is later), by normalized path: what "newest" means for
+    /// the folders deployed, whatever the wall clock said then (a time audit: a deploy made
+    /// while the clock was a day ahead stayed "newest" for that day, and retention removed a
+    /// folder deployed 10 s before the current one).
+    public static func deployOrder(_ history: [HistoryEntry]) -> [PathKey: Int] {
+        var order: [PathKey: Int] = [:]
+        for (rank, e) in history.enumerated() where e.kind.isDeploy && e.outcome == .succeeded { order[PathKey(e.release)] = rank }
+        return order
+    }
+
     /// Marks every folder, newest first.
     ///
     /// - Parameters:
@@ -159,7 +170,9 @@ public enum ReleaseRetention {
     ///     (marked in use) but not counted towards `keep`, which is about releases that ran (a
     ///     chaos audit: a queued deploy's folder took the place of one deployed 4 s before).
     ///   - lastDeployed: From ``lastDeployed(_:)``; a folder's age is its last
-    ///     deploy or its modification time, whichever is later.
+    ///     deploy or its modification time, whichever is later (shown).
+    ///   - deployOrder: From ``deployOrder(_:)``: folders in it are newer than those not in
+    ///     it, and ordered by it; the others by age.
     ///   - keep: How many folders to keep, the protected ones (current, previous,
     ///     in use) counted first whatever their age; nil keeps all.
     ///   - deployed: The folders baton deployed (recorded in its state); the
@@ -171,7 +184,8 @@ public enum ReleaseRetention {
     /// - Returns: One listing per folder; those marked `.prune` may be removed.
     public static func plan(
         folders: [ReleaseFolder], current: String, previous: String?, inUse: [String], waiting: [String] = [],
-        lastDeployed: [PathKey: Double], keep: Int?, deployed: [String]? = nil, batonDirectories: [String] = [], appDirectory: String? = nil
+        lastDeployed: [PathKey: Double], deployOrder: [PathKey: Int] = [:], keep: Int?, deployed: [String]? = nil, batonDirectories: [String] = [],
+        appDirectory: String? = nil
     ) -> [ReleaseListing] {
         let appDirectory = appDirectory.map(PathKey.init)
         let current = PathKey(current)
@@ -179,13 +193,14 @@ public enum ReleaseRetention {
         let inUse = Set(inUse.map(PathKey.init))
         let waiting = Set(waiting.map(PathKey.init)).subtracting(inUse)
         let deployed = deployed.map { Set($0.map(PathKey.init)) }
-        let dated: [(ReleaseFolder, Double)] = folders.map { f in
+        let dated: [(folder: ReleaseFolder, time: Double, rank: Int)] = folders.map { f in
             let deployedAt: Double = lastDeployed[PathKey(f.path)] ?? 0
-            return (f, max(f.modifiedAt, deployedAt))
+            return (f, max(f.modifiedAt, deployedAt), deployOrder[PathKey(f.path)] ?? -1)
         }
-        let sorted = dated.sorted { (a: (ReleaseFolder, Double), b: (ReleaseFolder, Double)) -> Bool in
-            a.1 != b.1 ? a.1 > b.1 : a.0.name > b.0.name
-        }
+        let sorted = dated.sorted { a, b in
+            if a.rank != b.rank { return a.rank > b.rank }
+            return a.time != b.time ? a.time > b.time : a.folder.name > b.folder.name
+        }.map { ($0.folder, $0.time) }
         func protectedMark(_ path: PathKey) -> ReleaseListing.Mark? {
             if path == current { return .current }
             if path == previous { return .previous }
