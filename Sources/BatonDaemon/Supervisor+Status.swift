@@ -71,7 +71,7 @@ extension Supervisor {
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
         let problems =
             stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? [])
-            + (memoryMonitor.hostMemoryProblem.map { [$0] } ?? [])
+            + (memoryMonitor.hostMemoryProblem.map { [$0] } ?? []) + unacceptedListeners.values.sorted()
         report.problems = problems.isEmpty ? nil : problems
         report.restartNeeded = restartNeeded.isEmpty ? nil : restartNeeded
         report.oom = oomStatus()

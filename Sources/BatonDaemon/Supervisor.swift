@@ -82,6 +82,10 @@ public final class Supervisor {
     var notifyDirectory: String = ""
     /// Listening sockets found shut down and logged (`deadListeners`), each once.
     var reportedDeadListeners: Set<String> = []
+    /// Looks in a row at each TCP listener's non-empty accept queue (``checkAcceptQueues()``).
+    var acceptQueueLooks: [String: Int] = [:]
+    /// Listeners whose accept queue stayed non-empty while workers were ready, with the line said.
+    var unacceptedListeners: [String: String] = [:]
     /// The listening sockets came from a socket unit (`[listen]` is not used then).
     var socketsFromUnit = false
     /// Sections the last reload's config changed that only a restart applies (status shows them).
@@ -243,6 +247,7 @@ public final class Supervisor {
         try loadState()
         if let resumeFD = options.resumeFD {
             try resume(from: resumeFD)
+            scheduleAcceptQueueCheck()
             recordInstance()
             if let interval = notifier.watchdogPingInterval { scheduleWatchdog(interval) }
             startMemoryChecks()
@@ -251,6 +256,7 @@ public final class Supervisor {
         }
         listeners = try openListeners()
         logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
+        scheduleAcceptQueueCheck()
         // Recorded before any worker exists: a baton killed from here on leaves its sockets'
         // inodes, by which the next one finds even workers it had no time to record.
         writeInstanceRecord()

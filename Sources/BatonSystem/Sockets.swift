@@ -262,6 +262,16 @@ public enum Sockets {
         }
     }
 
+    /// The connections waiting in the accept queue of a listening TCP socket (TCP_INFO's
+    /// `tcpi_unacked`, which is that queue's length for a socket in LISTEN); nil for another
+    /// kind of socket.
+    public static func acceptQueueLength(_ fd: Int32) -> UInt32? {
+        var info = tcp_info()
+        var length = socklen_t(MemoryLayout<tcp_info>.size)
+        guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0, info.tcpi_state == 10 else { return nil }  // TCP_LISTEN
+        return info.tcpi_unacked
+    }
+
     /// Whether a stream socket is listening (SO_ACCEPTCONN): false once a process holding it
     /// called shutdown(2) on it, which disconnects it for every holder and frees its address;
     /// nil when it cannot be read.

@@ -94,6 +94,30 @@ extension Integration {
             #expect(Set(after.workers.map(\.pid)).isDisjoint(with: before))
         }
 
+        /// A habits audit: an app serving on a port of its own (Node's `listen(PORT)`, gunicorn
+        /// behind a shell without `exec`) said READY=1: status `3/3 workers ready`, `deploy
+        /// finished` exit 0, while every connection to baton's port waited unaccepted.
+        @Test("connections left in the accept queue while workers are ready are said, and shown in status")
+        func connectionsNoWorkerAccepts() throws {
+            let scripts = TestPaths.temporaryDirectory("noaccept")
+            defer { TestPaths.remove(scripts) }
+            // Ready by its word, and never accepts (it would serve elsewhere).
+            TestPaths.write(
+                scripts + "/ready.py",
+                "import os, signal, socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\nsignal.pause()\n"
+            )
+            let baton = try BatonHarness(workers: 1, command: ["/usr/bin/python3", scripts + "/ready.py"], tag: "noacc")
+            defer { baton.stop() }
+            let client = try #require(HTTP.connect(port: baton.port))
+            defer { close(client) }
+            let line = baton.process.waitForLine(containing: "connections have waited in its accept queue", timeout: .seconds(20))
+            #expect(
+                line?.contains("listening socket 127.0.0.1:\(baton.port): ") == true && line?.contains("while 1 workers are ready") == true,
+                "\(String(describing: line))")
+            let problems = try baton.status().problems ?? []
+            #expect(problems.contains { $0.contains("none accepts them, or they do not keep up") }, "\(problems)")
+        }
+
         /// A habits audit: a second Ctrl-C (or SIGTERM) during a stop logged "received SIGINT:
         /// stopping" again, as if it did something.
         @Test("a stop signal during a stop says the stop is under way and what it waits for")

@@ -88,6 +88,27 @@ struct SocketsTests {
         }
     }
 
+    /// What ``Supervisor/checkAcceptQueues()`` reads: the connections no process accepted yet.
+    @Test func theAcceptQueueOfATCPListenerIsCounted() throws {
+        let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o660, backlog: 16)
+        defer { withExtendedLifetime(listener) {} }  // dropping it closes it
+        #expect(Sockets.acceptQueueLength(listener.fd) == 0)
+        let clients = (0..<2).map { _ in (try? port(of: listener)).map { HTTP.connectLoopback(port: $0).fd } ?? -1 }
+        defer { clients.forEach { close($0) } }
+        try #require(clients.allSatisfy { $0 >= 0 })
+        // The handshake ends in the kernel; the connection is queued by the time connect returns.
+        #expect(Sockets.acceptQueueLength(listener.fd) == 2)
+        let accepted = Sockets.acceptNonBlocking(listener.fd)
+        defer { close(accepted) }
+        #expect(Sockets.acceptQueueLength(listener.fd) == 1)
+        #expect(Sockets.acceptQueueLength(accepted) == nil, "connected, not listening")
+        try withTemporaryDirectory("queue") { dir in
+            let unix = try Sockets.bind(.unix(path: dir + "/q.sock"), mode: 0o600, backlog: 16)
+            defer { withExtendedLifetime(unix) {} }
+            #expect(Sockets.acceptQueueLength(unix.fd) == nil, "not TCP")
+        }
+    }
+
     @Test(arguments: [0o660 as UInt32, 0o600, 0o666])
     func unixSocketGetsItsMode(mode: UInt32) throws {
         try withTemporaryDirectory("sock") { dir in
