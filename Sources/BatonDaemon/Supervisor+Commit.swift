@@ -146,6 +146,7 @@ extension Supervisor {
             // The restart policy follows the reloaded [memory] and [rolling] (its per-slot state is kept).
             memoryMonitor.policy.reconfigure(.init(config: config, hostname: Self.hostname()))
             requestRecycler = Self.requestRecycler(config)
+            saidNoRequestCounts = false
             recycling.reconfigure(concurrency: config.rolling.recycleConcurrency, spacing: config.rolling.recycleSpacing)
         }
         degraded = false

@@ -31,6 +31,7 @@ extension Supervisor {
     /// queued or recycling is left out).
     func recycleByRequestCount() {
         guard requestRecycler.maxRequests > 0, phase == .running || phase == .restarting else { return }
+        sayNoRequestCounts()
         var workers = slots.map { slot -> RequestRecycler.Worker in
             // A slot the engine holds counts as serving, and not as due again: under replace it
             // has no worker until its new one is ready, and that gap is the budget's to bound.
@@ -44,5 +45,24 @@ extension Supervisor {
             workers[decision.slot].requests = nil
             submitPolicyRestart(slot: decision.slot, reason: .maxRequests, log: "restart policy: \(decision.detail)")
         }
+    }
+
+    /// How long ready workers may go without reporting a count before that is said.
+    static let requestCountGrace = Duration.seconds(60)
+
+    /// Says once that `max_requests` is set and no ready worker reported a count within
+    /// ``requestCountGrace`` of becoming ready (a habits audit: `max_requests = 100` with
+    /// gunicorn, 73,564 requests later no restart and no line; check-config said ok). Again
+    /// after a reload, which may change the command.
+    private func sayNoRequestCounts() {
+        guard !saidNoRequestCounts else { return }
+        let ready = slots.compactMap(\.current).filter { $0.state == .ready }
+        guard !ready.isEmpty, ready.allSatisfy({ $0.requestsServed == nil }),
+            let first = ready.compactMap(\.readyAt).min(), loop.now() - first >= Self.requestCountGrace
+        else { return }
+        saidNoRequestCounts = true
+        logger.warning(
+            "[rolling] max_requests = \(requestRecycler.maxRequests), but no worker reported its served requests (\(Self.requestsField)N on its notify socket) \(Units.formatDuration(Self.requestCountGrace)) after it was ready: no worker is recycled by count (the app must send it)"
+        )
     }
 }

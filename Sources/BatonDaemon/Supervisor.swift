@@ -82,6 +82,8 @@ public final class Supervisor {
     var notifyDirectory: String = ""
     /// Listening sockets found shut down and logged (`deadListeners`), each once.
     var reportedDeadListeners: Set<String> = []
+    /// `[rolling] max_requests` without any worker's count was said (``recycleByRequestCount()``).
+    var saidNoRequestCounts = false
     /// Looks in a row at each TCP listener's non-empty accept queue (``checkAcceptQueues()``).
     var acceptQueueLooks: [String: Int] = [:]
     /// Listeners whose accept queue stayed non-empty while workers were ready, with the line said.

@@ -86,6 +86,13 @@ struct ConfigKeyLineIndexTests {
         #expect(ConfigReader.suggestion(for: ["memroy"]) == "memory")
         #expect(ConfigReader.suggestion(for: ["deploy", "max_age"]) == "rolling.max_age")
         #expect(ConfigReader.suggestion(for: ["app", "zzzzzz"]) == nil)
+        // A habits audit: a peer's names, and keys put at the top, got no suggestion.
+        #expect(ConfigReader.suggestion(for: ["bind"]) == "listen.addresses")
+        #expect(ConfigReader.suggestion(for: ["listen", "bind"]) == "listen.addresses")
+        #expect(ConfigReader.suggestion(for: ["stop", "graceful_timeout"]) == "stop.timeout")
+        #expect(ConfigReader.suggestion(for: ["max_requests"]) == "rolling.max_requests")
+        #expect(ConfigReader.suggestion(for: ["workers"]) == "app.workers")
+        #expect(ConfigReader.suggestion(for: ["timeout"]) == nil, "readiness, stop or deploy: not one")
         #expect(ConfigReader.editDistance("abc", "acb") == 1)
         #expect(ConfigReader.editDistance("", "abc") == 3)
         #expect(ConfigReader.editDistance("kitten", "sitting") == 3)

@@ -44,6 +44,10 @@ struct ConfigParserErrorTests {
     }
 
     @Test func wrongType() {
+        // A habits audit: systemd's Environment= habit, with no word of the right form.
+        #expect(
+            configFailure(minimalApp + "environment = [\"RAILS_ENV=production\"]\n")
+                == #"/etc/baton/shop.toml:6: app.environment: expected a table ([app.environment] with NAME = "value" lines), got an array"#)
         let text = minimalApp.replacing("workers = 4", with: "workers = \"4\"")
         #expect(configFailure(text) == "/etc/baton/shop.toml:5: app.workers: expected an integer, got a string")
         #expect(

@@ -52,6 +52,28 @@ import Testing
         #expect(h.allReady)
     }
 
+    /// A habits audit: `max_requests = 100` with gunicorn (which reports nothing): 73,564
+    /// requests later no worker was recycled and no line said why.
+    @Test func maxRequestsWithoutAnyCountIsSaidOnce() throws {
+        let h = try DaemonHarness(workers: 2) { $0.rolling.maxRequests = 100 }
+        try h.start()
+        h.supervisor.startMemoryChecks()
+        h.advance(by: .seconds(50))
+        #expect(h.log.lines(containing: "but no worker reported its served requests").isEmpty, "not before 60 s")
+        h.advance(by: .seconds(30))
+        let said = h.log.lines(containing: "[rolling] max_requests = 100, but no worker reported its served requests (X_BATON_REQUESTS=N")
+        #expect(said.count == 1, "\(said)")
+        h.advance(by: .seconds(60))
+        #expect(h.log.lines(containing: "but no worker reported its served requests").count == 1, "once")
+        // A worker that reports: nothing said.
+        let other = try DaemonHarness(workers: 1) { $0.rolling.maxRequests = 100 }
+        try other.start()
+        other.supervisor.startMemoryChecks()
+        other.supervisor.requestsReported(try #require(other.supervisor.slots[0].current), "5")
+        other.advance(by: .seconds(90))
+        #expect(other.log.lines(containing: "but no worker reported its served requests").isEmpty)
+    }
+
     /// A pause audit: baton stopped for 1.9 to 2.6 s (a 2 s watchdog) under load replaced 1 to 3
     /// healthy workers (4 of 14 runs): their request reports filled the notify queue while baton
     /// did not read, so their WATCHDOG=1 were dropped. A queue found full counts as a ping; a

@@ -80,9 +80,19 @@ enum ConfigSchema {
             }
         }
         if let best { return best.path }
-        guard path.count == 2 else { return nil }
-        return candidates.first { $0.key == path[1] }?.path
+        // Another supervisor's name for a key (a habits audit: `bind`, `graceful_timeout`).
+        if let last = path.last, let key = peerNames[last] { return key }
+        // A key put outside its section: `max_requests` at the top, `deploy.max_age`.
+        let matches = known.filter { $0.key != nil && $0.key == path.last }
+        guard path.count == 2 || matches.count == 1 else { return nil }
+        return matches.first?.path
     }
+
+    /// What gunicorn, puma, unicorn and systemd call some of baton's keys.
+    static let peerNames: [String: String] = [
+        "bind": "listen.addresses", "listen": "listen.addresses", "graceful_timeout": "stop.timeout", "worker_shutdown_timeout": "stop.timeout",
+        "kill_signal": "stop.signal", "kill_timeout": "stop.timeout", "max_requests_per_worker": "rolling.max_requests",
+    ]
 
     /// The optimal-string-alignment distance: insertions, deletions, substitutions and
     /// transpositions of neighbours each cost 1 (`wrokers` is one edit from `workers`).

@@ -55,7 +55,7 @@ extension ConfigReader {
     mutating func readEnvironment(_ app: ConfigSection) -> [EnvVar] {
         guard let raw = app.value("environment") else { return [] }
         guard let table = raw.table else {
-            report(app.path("environment"), "expected a table, got \(Convert.describe(raw))")
+            report(app.path("environment"), "expected a table ([app.environment] with NAME = \"value\" lines), got \(Convert.describe(raw))")
             return []
         }
         let path = app.path("environment")
