@@ -37,6 +37,14 @@ protocol ProcessTable: Sendable {
     /// The inodes of the pipes `pid` holds, at any descriptor (none when it is gone): a
     /// worker's output pipe names the spawn it came from, wherever the worker put it.
     func pipes(of pid: pid_t) -> Set<UInt64>
+    /// The environment `pid`'s program started with (/proc/PID/environ: what it was given at
+    /// exec, or its parent's at exec for a fork that did not exec), nil when it cannot be read.
+    func environment(of pid: pid_t) -> [String]?
+}
+
+extension ProcessTable {
+    /// Unknown (the tests' tables).
+    func environment(of pid: pid_t) -> [String]? { nil }
 }
 
 /// The real table: /proc, and kill(pid, 0).
@@ -63,4 +71,7 @@ struct ProcProcessTable: ProcessTable {
     func commandName(of pid: pid_t) -> String? { ProcFS.read("/proc/\(pid)/comm").map { $0.filter { $0 != "\n" } } }
     func children(of pid: pid_t) -> [pid_t] { ProcFS.children(of: pid) }
     func pipes(of pid: pid_t) -> Set<UInt64> { ProcFS.pipeInodes(of: pid) }
+    func environment(of pid: pid_t) -> [String]? {
+        ProcFS.read("/proc/\(pid)/environ").map { $0.split(separator: "\0").map(String.init) }
+    }
 }

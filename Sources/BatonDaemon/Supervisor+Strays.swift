@@ -50,11 +50,7 @@ extension Supervisor {
     func killEscapees(ofFailedStart worker: Worker) -> [pid_t] {
         var killed: [pid_t] = []
         for _ in 0..<4 {
-            let escaped = escapedChildren().filter { pid in
-                guard !reportedEscapees.contains(pid) else { return false }
-                guard let since = worker.startTicks, let started = host.processes.startTime(of: pid) else { return true }
-                return started >= since
-            }
+            let escaped = escapedChildren().filter { !reportedEscapees.contains($0) && cameFrom(worker, $0) }
             if escaped.isEmpty { break }
             for pid in escaped { killed += killUnsupervised(pid) }
         }
@@ -63,6 +59,21 @@ extension Supervisor {
             "worker \(worker.pid) failed its start: SIGKILL to the \(Self.processes(killed)) that left its process group: its slot gives them up with it",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
         return killed
+    }
+
+    /// Whether `pid`, a process that left its worker's group, came from `worker`, by the
+    /// environment it started with: `LISTEN_PID` of the worker's pid (a fork keeps it; a
+    /// program exec'd with it too), or, without any `LISTEN_PID`, the worker's `BATON_SLOT`
+    /// and a start after the worker's. A re-audit: attributed by start time alone, a slot's
+    /// failed start SIGKILLed another slot's `setsid` helpers, one of a worker already ready.
+    /// Unknown (the environment unreadable, a mold's fork): not its.
+    func cameFrom(_ worker: Worker, _ pid: pid_t) -> Bool {
+        guard let environment = host.processes.environment(of: pid) else { return false }
+        if let listenPID = environment.first(where: { $0.hasPrefix("LISTEN_PID=") }) { return listenPID == "LISTEN_PID=\(worker.pid)" }
+        guard environment.contains("BATON_SLOT=\(worker.slot)"), let since = worker.startTicks, let started = host.processes.startTime(of: pid) else {
+            return false
+        }
+        return started >= since
     }
 
     /// The children of baton still in the group of `worker`, whose pidfd turned readable (they

@@ -125,6 +125,49 @@ extension Integration {
             #expect(baton.process.stop() == 0)
         }
 
+        /// A re-audit: the escaped processes a failed start took along were picked by start time
+        /// alone, so slot 0's daemonizing start SIGKILLed the `setsid` helper slot 1's healthy
+        /// worker had started meanwhile.
+        @Test("a failed start takes along only what escaped from its own worker, not another slot's helpers")
+        func aFailedStartLeavesAnotherSlotsHelpers() throws {
+            let directory = TestPaths.temporaryDirectory("dmnh")
+            let script = directory + "/daemon.py"
+            TestPaths.write(script, Self.script)
+            // Slot 1 starts a helper that leaves its group and is handed to baton, then serves
+            // (READY=1); slot 0 waits for that helper, then daemonizes.
+            TestPaths.write(
+                directory + "/slots.py",
+                """
+                import os, socket, subprocess, sys, time
+                d = sys.argv[1]
+                if os.environ["BATON_SLOT"] == "1":
+                    subprocess.run(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > " + d + "/helper.tmp && mv " + d + "/helper.tmp " + d + "/helper"])
+                    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+                    time.sleep(300)
+                while not os.path.exists(d + "/helper"):
+                    time.sleep(0.02)
+                os.execvp("python3", ["python3", d + "/daemon.py", d])
+                """)
+            var helper: pid_t?
+            defer {
+                if let helper, ProcFS.read("/proc/\(helper)/cmdline")?.hasPrefix("sleep") == true { kill(helper, SIGKILL) }
+                Self.reap(directory, script: script)
+                TestPaths.remove(directory)
+            }
+            let baton = try BatonHarness(
+                workers: 2, command: ["python3", directory + "/slots.py", directory], extraApp: "start_attempts = 1", waitReady: false, tag: "dmnh",
+                reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let code = baton.process.wait(timeout: .seconds(40))
+            let log = baton.process.stderrLines
+            #expect(code == 1, "\(log.suffix(15))")
+            helper = (ProcFS.read(directory + "/helper") ?? "").split(separator: "\n").first.flatMap { Int32($0) }
+            let pid = try #require(helper, "slot 1 started no helper: \(log.suffix(15))")
+            let took = log.filter { $0.contains("failed its start: SIGKILL to the") }
+            #expect(!took.isEmpty, "slot 0's daemon was not taken along: \(log.suffix(15))")
+            #expect(!took.contains { $0.contains(String(pid)) }, "slot 1's helper \(pid) was taken for slot 0's: \(took)")
+        }
+
         /// True once `pid` no longer exists (zombies of other parents count as gone).
         private func waitGone(_ pid: pid_t, timeout: Duration) -> Bool {
             let deadline = monotonicNow() + timeout
