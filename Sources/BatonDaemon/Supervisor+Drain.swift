@@ -15,6 +15,13 @@ extension Supervisor {
             if config.stop.signal == SIGKILL {
                 // `[stop] signal = "SIGKILL"` drains nothing (a reload audit read "drained in 1ms").
                 op.report("slot \(slot.index): pid \(worker.pid) stopped with SIGKILL ([stop] signal: no drain; requests in flight were cut)")
+            } else if worker.drainCutShort, let left = worker.groupLeftAtKill {
+                // Its own process had exited: what held the drain was the rest of its group (a
+                // re-audit: "pid … still running" of a pid gone 8 s before, held by a helper).
+                op.report(
+                    "slot \(slot.index): pid \(worker.pid) exited, and the rest of its group (\(left)) was still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight may have been cut)"
+                )
+                op.cutDrains.append("slot \(slot.index): pid \(worker.pid)'s group (\(left)) SIGKILLed at the stop timeout")
             } else if worker.drainCutShort {
                 op.report(
                     "slot \(slot.index): pid \(worker.pid) still running \(Units.formatDuration(config.stop.timeout)) after \(config.stop.signalName): SIGKILLed after \(took) (requests in flight were cut)"
@@ -38,6 +45,15 @@ extension Supervisor {
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
+    /// The live processes of the group of `worker`, whose own process exited: its children
+    /// were handed to baton (the subreaper) as it exited; the zombie holds the group id, so no
+    /// other group can take it meanwhile.
+    func groupMembers(of worker: Worker) -> [pid_t] {
+        host.processes.children(of: getpid()).filter {
+            $0 != worker.pid && host.processes.processGroup(of: $0) == worker.pid && host.processes.startTime(of: $0) != nil
+        }
+    }
+
     /// Whether `worker`, draining, exited while other processes of its group still run, and
     /// baton waits for them (polled every 100 ms) before it handles the exit: the group got the
     /// stop signal too, and those processes may be what serves. A habits audit: a command
@@ -50,11 +66,7 @@ extension Supervisor {
         guard worker.state == .draining, !worker.drainCutShort, config.stop.signal != SIGKILL,
             host.exitStatus(pidfd: worker.pidfd, reap: false) != nil
         else { return false }
-        // Its children were handed to baton (the subreaper) as it exited; the zombie holds the
-        // group id, so no other group can take it meanwhile.
-        let others = host.processes.children(of: getpid()).filter {
-            $0 != worker.pid && host.processes.processGroup(of: $0) == worker.pid && host.processes.startTime(of: $0) != nil
-        }
+        let others = groupMembers(of: worker)
         guard !others.isEmpty else { return false }
         if !worker.awaitingGroup {
             worker.awaitingGroup = true
@@ -95,9 +107,17 @@ extension Supervisor {
         worker.timers.append(
             loop.schedule(after: timeout) { [unowned self, unowned worker] in
                 guard worker.state != .exited else { return }
-                self.logger.warning(
-                    "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
-                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                if worker.awaitingGroup {
+                    let left = self.groupMembers(of: worker).map { "pid \($0)" + (self.host.processes.commandName(of: $0).map { " \($0)" } ?? "") }
+                    worker.groupLeftAtKill = left.isEmpty ? "nothing left" : left.joined(separator: ", ")
+                    self.logger.warning(
+                        "worker's own process exited; the rest of its group (\(worker.groupLeftAtKill ?? "")) still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                        metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                } else {
+                    self.logger.warning(
+                        "worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
+                        metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+                }
                 worker.drainCutShort = true
                 self.kill(worker)
             })

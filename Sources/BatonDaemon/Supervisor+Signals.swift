@@ -39,7 +39,8 @@ extension Supervisor {
     var stoppingWorkersLine: String {
         let draining = slots.flatMap(\.workers).filter { $0.state != .exited }.count
         guard draining > 0 else { return "nothing left to drain" }
-        return "\(draining) workers draining (SIGKILL after [stop] timeout \(Units.formatDuration(config.stop.timeout)) from each one's stop)"
+        let timeout = Units.formatDuration(config.stop.timeout)
+        return "\(draining) worker\(draining == 1 ? "" : "s") draining (SIGKILL after [stop] timeout \(timeout) from each one's stop)"
     }
 
     /// The threads that reap exited children (one: reaps are rare, and each may be slow).

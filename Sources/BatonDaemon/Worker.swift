@@ -96,6 +96,8 @@ final class Worker: ChildChannels {
     var awaitingGroup = false
     /// The next look at that group, while one is scheduled.
     var groupPoll: EventLoop.Token?
+    /// What was left of that group when the stop timeout SIGKILLed it ("pid 7 sleep, …").
+    var groupLeftAtKill: String?
     /// The folder it was started in, its symlinks resolved then (retention keeps it).
     var folder: String?
     /// Monotonic time of the last WATCHDOG=1.

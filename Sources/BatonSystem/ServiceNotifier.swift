@@ -51,8 +51,13 @@ public struct ServiceNotifier: Sendable {
         }
         guard let code = unsaid else { return nil }
         let path = getenv("NOTIFY_SOCKET").map { String(cString: $0) } ?? "?"
+        // An abstract socket (`@name`) is in the network namespace, not a folder.
+        let hidden =
+            path.hasPrefix("@")
+            ? "(a network namespace of its own, PrivateNetwork=, hides an abstract socket)"
+            : "(a private /tmp or /run, or InaccessiblePaths=, can hide the socket)"
         return "cannot notify the service manager at NOTIFY_SOCKET=\(path): \(String(cString: strerror(code))) (errno \(code)); "
-            + "it sees neither READY=1 nor the status (a private /tmp or /run, or InaccessiblePaths=, can hide the socket)"
+            + "it sees neither READY=1 nor the status \(hidden)"
     }
 
     /// READY=1 with a status line.

@@ -46,6 +46,26 @@ extension SecondIntegration {
             #expect(baton.process.waitForLine(containing: "waiting for the rest of its group", timeout: .seconds(10)) != nil)
         }
 
+        /// A re-audit: a helper of the wrapper that ignores SIGTERM held the drain to the stop
+        /// timeout, and baton said "worker still running" of a pid gone since the stop signal,
+        /// and "requests in flight were cut" of an app that had drained.
+        @Test("a drain held by the rest of the worker's group names what was left at the stop timeout")
+        func aDrainHeldByAHelperNamesIt() throws {
+            let scripts = TestPaths.temporaryDirectory("noexec-helper")
+            defer { TestPaths.remove(scripts) }
+            TestPaths.write(
+                scripts + "/run.sh",
+                "#!/bin/sh\n(trap '' TERM; exec sleep 300) &\nsh -c 'LISTEN_PID=$$ exec \"$0\"' \(Self.worker) &\nwait $!\nexit $?\n", mode: 0o755)
+            let sections = BatonHarness.defaultSections.replacingOccurrences("timeout = \"10s\"", with: "timeout = \"2s\"")
+            let baton = try BatonHarness(workers: 1, command: [scripts + "/run.sh"], sections: sections, tag: "noexech")
+            defer { baton.stop() }
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            let said = reload.stdout + reload.stderr
+            #expect(said.contains("exited, and the rest of its group (pid ") && said.contains(" sleep) was still running 2s after SIGTERM"), "\(said)")
+            #expect(said.contains("(requests in flight may have been cut)"), "\(said)")
+        }
+
         @Test("three consecutive deploys under 16 keep-alive connections: 0 failed, every worker replaced, responses switch releases")
         func threeDeploysUnderLoad() throws {
             let baton = try BatonHarness(workers: 4, tag: "dep3")
