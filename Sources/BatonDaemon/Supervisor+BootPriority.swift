@@ -21,7 +21,17 @@ extension Supervisor {
             }
             return 0
         }
-        return nice
+        // A CPU audit: under `nice -n 19` boots ran at baton's own priority, and the log said
+        // "baton's priority back" of a priority never lowered.
+        let room = max(0, 19 - ProcessPriority.current)
+        guard room > 0 else {
+            if !bootNiceRefusalLogged {
+                bootNiceRefusalLogged = true
+                logger.info("readiness.boot_nice = \(nice) ignored: baton runs at nice \(ProcessPriority.current), the lowest priority already")
+            }
+            return 0
+        }
+        return min(nice, room)
     }
 
     /// A worker or mold spawned just now (it runs its own program) boots `nice` nicer than

@@ -43,8 +43,14 @@ extension Supervisor {
                 // A boot that spent half its time waiting for a CPU was starved, not silent (a CPU
                 // audit: the READY=1 hint for an app that sends it, under a busy host's load).
                 if let waited = host.treeCPUTime(of: worker.pid)?.waitedSeconds, waited >= Self.seconds(gate.timeout) / 2 {
+                    // The boots baton ran at once, its own CPU limit, or other load: all three
+                    // queue a boot (a CPU audit: "the host is busy" for baton's own 8 boots at
+                    // once on one CPU). Such a boot counts as a whole CPU's: the next try is
+                    // narrower (it was never recorded, and three tries failed alike).
+                    bootBudget.recordStarved()
+                    let booting = slots.flatMap(\.workers).filter { $0.state == .starting }.count
                     awaited =
-                        " (it waited \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) of them for a CPU: the host is busy; a longer [readiness] timeout gives its boots room)"
+                        " (it waited \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) of them for a CPU, \(booting) boot\(booting == 1 ? "" : "s") running on baton's \(Self.onlineCPUs) CPU\(Self.onlineCPUs == 1 ? "" : "s"): fewer at once (--max-surge), a longer [readiness] timeout, or more CPU)"
                 }
                 let notReady = "not ready after \(Units.formatDuration(gate.timeout))\(awaited)"
                 logger.warning(

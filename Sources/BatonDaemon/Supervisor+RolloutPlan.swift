@@ -45,8 +45,18 @@ extension Supervisor {
         return RolloutPlanner(strategy: strategy, maxSurge: width, maxUnavailable: config.deploy.maxUnavailable, bootBudget: bootBudget.boots)
     }
 
-    /// Online CPUs: the boot budget is one boot per CPU until boots were measured.
-    static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+    /// Says once at start when baton plans its boots for fewer CPUs than the host has.
+    func sayCPUsWhenLimited() {
+        let (online, affinity, quota) = (CPUCount.online, CPUCount.affinity, CPUCount.quota)
+        let usable = CPUQuota.usable(affinity: affinity, quota: quota)
+        guard usable < online else { return }
+        let quotaText = quota.map { ", a cgroup CPU quota of \(Int(($0 * 100).rounded())) % of one CPU" } ?? ""
+        logger.info("boots are planned for \(usable) of the host's \(online) CPUs (CPU affinity \(affinity)\(quotaText))")
+    }
+
+    /// The CPUs baton may use (its affinity and its cgroup's quota, ``CPUCount``): the boot
+    /// budget is one boot per CPU until boots were measured.
+    static var onlineCPUs: Int { CPUCount.usable }
 
     /// What the planner needs now: headroom from the host and cgroup figures read now and the
     /// workers' last PSS sample (no smaps walk), the new worker's footprint, and the slots in

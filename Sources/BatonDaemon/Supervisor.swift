@@ -259,6 +259,7 @@ public final class Supervisor {
         listeners = try openListeners()
         logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
         scheduleAcceptQueueCheck()
+        sayCPUsWhenLimited()
         // Recorded before any worker exists: a baton killed from here on leaves its sockets'
         // inodes, by which the next one finds even workers it had no time to record.
         writeInstanceRecord()

@@ -18,6 +18,17 @@ struct BootBudgetTests {
         #expect(budget.boots == 2)
     }
 
+    /// A CPU audit: a release whose boots compute started every slot at once (the budget came
+    /// from the previous release's sleeping boots), every boot timed out queued for a CPU, and
+    /// as a boot that timed out was never recorded, each retry did the same.
+    @Test func aBootStarvedOutOfItsTimeoutCountsAsAWholeCPU() {
+        var budget = BootBudget(cpus: 1)
+        budget.record(cpuSeconds: 0.02, bootSeconds: 2, waitedSeconds: 0)
+        #expect(budget.boots == BootBudget.maxPerCPU)
+        budget.recordStarved()
+        #expect(budget.boots == 1 && budget.shares.last == 1)
+    }
+
     /// The defect (bench, baton+puma instant, four boots at once on two cores): each boot used
     /// 0.7 s of CPU in 1.7 s, the rest queued for a CPU behind the others, so its share looked
     /// like 0.42 and the next rollout booted 2 / 0.42 = 4 at once again.

@@ -122,7 +122,11 @@ import Testing
         h.autoReady = { _ in true }
         h.finishOperations()
         let error = try #require(deploy.reply?.error)
-        #expect(error.contains("not ready after 8s (it waited 6.50s of them for a CPU: the host is busy"), "\(error)")
+        // How many boots ran on how many CPUs (a CPU audit: "the host is busy" for baton's own
+        // boots at once), and the boot counts as a whole CPU for the next deploy.
+        #expect(error.contains("not ready after 8s (it waited 6.50s of them for a CPU, 1 boot running on baton's "), "\(error)")
+        #expect(error.contains(": fewer at once (--max-surge), a longer [readiness] timeout, or more CPU)"), "\(error)")
         #expect(!error.contains("READY=1"))
+        #expect(h.supervisor.bootBudget.shares.last == 1)
     }
 }

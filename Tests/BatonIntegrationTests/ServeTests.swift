@@ -118,6 +118,31 @@ extension Integration {
             #expect(problems.contains { $0.contains("none accepts them, or they do not keep up") }, "\(problems)")
         }
 
+        /// A CPU audit: under `taskset -c 0` baton planned its boots for the host's CPUs.
+        @Test("under a CPU affinity of one CPU, boots are planned for one", .enabled(if: CPUCount.online >= 2))
+        func bootsArePlannedForTheCPUsBatonMayUse() throws {
+            let baton = try BatonHarness(workers: 2, tag: "cpu1", wrapper: ["/usr/bin/taskset", "-c", "0"])
+            defer { baton.stop() }
+            #expect(
+                baton.process.stderrLines.contains { $0.contains("boots are planned for 1 of the host's \(CPUCount.online) CPUs (CPU affinity 1") },
+                "\(baton.process.stderrLines.prefix(6))")
+            let plan = try baton.cli(["deploy", "--dry-run", "--release", baton.makeRelease("r2")])
+            // The demo worker's boots take next to no CPU: the most per CPU, for one CPU (32 for two).
+            #expect(plan.stdout.contains(" \(BootBudget.maxPerCPU) boots at once)"), "\(plan.stdout)")
+        }
+
+        /// A CPU audit: under `nice -n 19` boot_nice did nothing, and the log said "baton's
+        /// priority back" of a priority never lowered.
+        @Test("boot_nice under nice 19 says it has no effect")
+        func bootNiceAtTheLowestPriority() throws {
+            let sections = BatonHarness.defaultSections.replacingOccurrences("[readiness]\n", with: "[readiness]\nboot_nice = 10\n")
+            let baton = try BatonHarness(workers: 1, sections: sections, tag: "nice19", wrapper: ["/usr/bin/nice", "-n", "19"])
+            defer { baton.stop() }
+            #expect(
+                baton.process.stderrLines.contains { $0.contains("readiness.boot_nice = 10 ignored: baton runs at nice 19, the lowest priority already") },
+                "\(baton.process.stderrLines.prefix(6))")
+        }
+
         /// A habits audit: a second Ctrl-C (or SIGTERM) during a stop logged "received SIGINT:
         /// stopping" again, as if it did something.
         @Test("a stop signal during a stop says the stop is under way and what it waits for")

@@ -46,6 +46,13 @@ public struct BootBudget: Sendable, Equatable {
         if shares.count > Self.remembered { shares.removeFirst(shares.count - Self.remembered) }
     }
 
+    /// Records a boot that ran out of its readiness timeout while it queued for a CPU most of
+    /// it: a whole CPU's share, whatever it measured.
+    public mutating func recordStarved() {
+        shares.append(1)
+        if shares.count > Self.remembered { shares.removeFirst(shares.count - Self.remembered) }
+    }
+
     /// The CPU share the budget is computed from: the largest of the boots remembered.
     public var share: Double? { shares.max() }
 

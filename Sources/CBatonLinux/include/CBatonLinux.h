@@ -177,4 +177,7 @@ int CBatonLinux_is_pipe_read_end(int fd);
 /// so what was checked is what runs. Returns only on failure.
 int CBatonLinux_execveat_fd(int fd, char *const argv[], char *const envp[]);
 
+/// How many CPUs this thread may run on (sched_getaffinity), -1 on failure.
+int CBatonLinux_affinity_cpus(void);
+
 #include "CBatonLinuxMold.h"
