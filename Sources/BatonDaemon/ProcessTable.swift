@@ -40,11 +40,15 @@ protocol ProcessTable: Sendable {
     /// The environment `pid`'s program started with (/proc/PID/environ: what it was given at
     /// exec, or its parent's at exec for a fork that did not exec), nil when it cannot be read.
     func environment(of pid: pid_t) -> [String]?
+    /// The live processes (zombies left out) whose process group is `pgid`.
+    func groupMembers(_ pgid: pid_t) -> [pid_t]
 }
 
 extension ProcessTable {
     /// Unknown (the tests' tables).
     func environment(of pid: pid_t) -> [String]? { nil }
+    /// None (the tests' tables).
+    func groupMembers(_ pgid: pid_t) -> [pid_t] { [] }
 }
 
 /// The real table: /proc, and kill(pid, 0).
@@ -71,6 +75,7 @@ struct ProcProcessTable: ProcessTable {
     func commandName(of pid: pid_t) -> String? { ProcFS.read("/proc/\(pid)/comm").map { $0.filter { $0 != "\n" } } }
     func children(of pid: pid_t) -> [pid_t] { ProcFS.children(of: pid) }
     func pipes(of pid: pid_t) -> Set<UInt64> { ProcFS.pipeInodes(of: pid) }
+    func groupMembers(_ pgid: pid_t) -> [pid_t] { ProcFS.groupMembers(pgid) }
     func environment(of pid: pid_t) -> [String]? {
         ProcFS.read("/proc/\(pid)/environ").map { $0.split(separator: "\0").map(String.init) }
     }

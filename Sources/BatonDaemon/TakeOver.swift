@@ -19,6 +19,9 @@ final class OrphanWorker: ProcessChannels {
     var killTimer: EventLoop.Token?
     /// SIGKILLed at the stop timeout: its exit is no drain.
     var killed = false
+    /// Its own process exited while others of its group ran: those, held by their pidfds until
+    /// they are gone (``Supervisor/awaitsOrphanGroup(_:)``).
+    var groupLeft: [ChildProcess]?
 
     init(slot: Int, startTime: UInt64, process: ChildProcess) {
         self.slot = slot
@@ -255,19 +258,12 @@ extension Supervisor {
         logger.info("draining orphaned worker", metadata: ["slot": .stringConvertible(orphan.slot), "pid": .stringConvertible(orphan.pid)])
         signalOrphan(orphan, config.stop.signal)
         let timeout = config.stop.timeout
-        orphan.killTimer = loop.schedule(after: timeout) { [unowned self] in
-            guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
-            self.logger.warning(
-                "orphaned worker still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",
-                metadata: ["pid": .stringConvertible(orphan.pid)])
-            orphan.killed = true
-            self.signalOrphan(orphan, SIGKILL)
-        }
+        orphan.killTimer = loop.schedule(after: timeout) { [unowned self] in self.orphanStopTimedOut(orphan, after: timeout) }
     }
 
     /// Signals the orphan's process group while its leader still runs (the
     /// group id is the leader's pid; once the leader is gone, only the pidfd).
-    private func signalOrphan(_ orphan: OrphanWorker, _ sig: Int32) {
+    func signalOrphan(_ orphan: OrphanWorker, _ sig: Int32) {
         guard !CBatonLinuxShim.hasExited(pidfd: orphan.pidfd) else { return }
         host.signalProcessAndGroup(pid: orphan.pid, pidfd: orphan.pidfd, sig)
     }
@@ -285,7 +281,8 @@ extension Supervisor {
         }
     }
 
-    private func orphanExited(_ orphan: OrphanWorker) {
+    func orphanExited(_ orphan: OrphanWorker) {
+        guard !awaitsOrphanGroup(orphan) else { return }
         // What its pipe still holds, up to its capacity (a backlog from the gap between the
         // two batons ends with its drain lines), then the reader goes.
         closeOutput(orphan, draining: WorkerContract.outputPipeCapacity)

@@ -84,6 +84,14 @@ public enum ProcFS {
         (Filesystem.entryNames(of: directory) ?? []).compactMap { Int32($0) }
     }
 
+    /// The live processes (zombies left out) of process group `pgid`, from every /proc/PID/stat.
+    public static func groupMembers(_ pgid: pid_t) -> [pid_t] {
+        numericEntries(of: "/proc").filter { pid in
+            guard let fields = read("/proc/\(pid)/stat").flatMap(ProcParsers.statFields) else { return false }
+            return fields.pgrp == pgid && fields.state != "Z"
+        }
+    }
+
     /// `pid` and all its descendants, parents first.
     public static func tree(of pid: pid_t) -> [pid_t] {
         var result: [pid_t] = [pid]
