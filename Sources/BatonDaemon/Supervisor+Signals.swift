@@ -148,7 +148,7 @@ extension Supervisor {
     /// The children baton watches through their pidfds: every worker (whatever its role) and
     /// its probe, the molds, the upgrade check.
     var supervisedPIDs: Set<pid_t> {
-        var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) } })
+        var known = Set(slots.flatMap { $0.workers.flatMap { w in [w.pid] + (w.probe.map { [$0.pid] } ?? []) + w.groupHeld.map(\.pid) } })
         known.formUnion(dyingProbes.map(\.pid))
         if let check = upgrade.checkPID { known.insert(check) }
         known.formUnion(moldPIDs)

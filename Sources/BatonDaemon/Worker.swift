@@ -98,6 +98,10 @@ final class Worker: ChildChannels {
     var groupPoll: EventLoop.Token?
     /// What was left of that group when the stop timeout SIGKILLed it ("pid 7 sleep, …").
     var groupLeftAtKill: String?
+    /// The processes of that group baton holds by their pidfds meanwhile, and how those that
+    /// did not end as a drain does ended ("pid 7 exited with code 1").
+    var groupHeld: [ChildProcess] = []
+    var groupFailures: [String] = []
     /// The folder it was started in, its symlinks resolved then (retention keeps it).
     var folder: String?
     /// Monotonic time of the last WATCHDOG=1.

@@ -46,6 +46,36 @@ extension SecondIntegration {
             #expect(baton.process.waitForLine(containing: "waiting for the rest of its group", timeout: .seconds(10)) != nil)
         }
 
+        /// A re-audit: in `app | cat` cat died of SIGTERM and the app of a broken pipe, 4 of 6
+        /// requests failed, and baton said "drained in 110ms" (the shell's exit, by the stop
+        /// signal, was all it judged).
+        @Test("a process of the worker's group that does not end its drain cleanly makes it no clean drain")
+        func aGroupMembersFailedDrainIsSaid() throws {
+            let scripts = TestPaths.temporaryDirectory("noexec-fail")
+            defer { TestPaths.remove(scripts) }
+            // The app gives up its drain after 0.5 s (exit 1) with a 3 s request in flight.
+            TestPaths.write(
+                scripts + "/run.sh",
+                "#!/bin/sh\nsh -c 'LISTEN_PID=$$ exec \"$0\" --drain-timeout 0.5' \(Self.worker) &\nwait $!\nexit $?\n", mode: 0o755)
+            let baton = try BatonHarness(workers: 1, command: [scripts + "/run.sh"], tag: "noexecf")
+            defer { baton.stop() }
+            let shell = try #require(try baton.status().workers.first?.pid)
+            let app = try #require(ProcFS.children(of: shell).first)
+            func threads() -> Int {
+                let line = (ProcFS.read("/proc/\(app)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Threads:") }
+                return line.flatMap { Int($0.dropFirst(8).filter { !$0.isWhitespace }) } ?? 0
+            }
+            let before = threads()
+            let client = try #require(HTTP.connect(port: baton.port))
+            defer { close(client) }
+            HTTP.send(client, "GET /slow?ms=3000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            let deadline = monotonicNow() + .seconds(10)
+            while threads() <= before, monotonicNow() < deadline { usleep(5000) }
+            let reload = try baton.cli(["reload"])
+            let said = reload.stdout + reload.stderr
+            #expect(said.contains("but its group's pid \(app) ended with exit code 1 while it drained: not a clean drain"), "\(said)")
+        }
+
         /// A re-audit: a helper of the wrapper that ignores SIGTERM held the drain to the stop
         /// timeout, and baton said "worker still running" of a pid gone since the stop signal,
         /// and "requests in flight were cut" of an app that had drained.
