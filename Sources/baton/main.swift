@@ -82,6 +82,7 @@ do {
     let names = Baton.configuration.subcommands.map { $0.configuration.commandName ?? "" } + ["help"]
     if let verb = CommandLine.arguments.dropFirst().first, !verb.hasPrefix("-"), !names.contains(verb) {
         first = "unknown command '\(LogText.escaped(String(verb.prefix(64))))' (one of: \(names.filter { !$0.hasPrefix("__") }.joined(separator: ", ")))"
+        if let hint = PeerVerbs.hints[verb] { first += "; \(hint)" }
     } else if let verb = CommandLine.arguments.dropFirst().first,
         let command = Baton.configuration.subcommands.first(where: { $0.configuration.commandName == verb }),
         let unlisted = unlistedOption(CommandLine.arguments.dropFirst(2), help: Baton.helpMessage(for: command))
@@ -89,11 +90,24 @@ do {
         // argument-parser looks for unknown options only once the command's own checks passed,
         // so a mistyped one read as the option missing (an operator audit: `status --control
         // X` said "say which daemon: --app NAME, --config FILE or --socket PATH").
-        first = "Unknown option '\(LogText.escaped(String(unlisted.prefix(64))))'"
+        first = "Unknown option '\(LogText.escaped(String(unlisted.prefix(64))))'" + (unlisted == "-c" ? " (the config is --config FILE)" : "")
     }
     if asksForJSON { printJSONError(first, code: BatonExitCode.usage) }
     lastWords("baton: \(first)\(usage != nil ? "; run 'baton help' for usage" : "")\n")
     exit(BatonExitCode.usage)
+}
+
+/// What the verbs of other supervisors' command lines are with baton (a habits audit: `baton
+/// restart`, `stop`, `scale` said "unknown command" and nothing more). In a type: a global of
+/// main.swift is set where the top-level code reaches it, after the code above that reads it.
+enum PeerVerbs {
+    static let hints = [
+        "restart": "a rolling restart of the workers is baton reload; of baton itself, systemctl restart (or SIGTERM, then baton serve)",
+        "stop": "baton serve stops on SIGTERM or SIGINT (systemctl stop)", "start": "baton serve starts the workers",
+        "scale": "the number of workers is [app] workers, applied at a restart of baton",
+        "version": "baton --version", "logs": "baton logs to stderr (journalctl -u UNIT under systemd)",
+        "rollout": "baton deploy --release DIR", "kill": "baton serve stops on SIGTERM or SIGINT (systemctl stop)",
+    ]
 }
 
 /// The first `--name` in `arguments` that `help` does not list (nil: none); what follows
@@ -101,6 +115,8 @@ do {
 func unlistedOption(_ arguments: ArraySlice<String>, help: String) -> String? {
     for argument in arguments {
         if argument == "--" || argument == "--command" { return nil }
+        // `-c FILE` (gunicorn's, puma's): baton's options are long ones but -h.
+        if argument == "-c" { return "-c" }
         guard argument.hasPrefix("--"), argument.count > 2 else { continue }
         let name = String(argument.prefix { $0 != "=" })
         var rest = help[...]

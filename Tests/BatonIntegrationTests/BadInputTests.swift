@@ -336,6 +336,14 @@ extension SecondIntegration {
             // `baton statuss --socket X` said "Unknown option '--socket'").
             let typo = try TestProcess.run([baton, "statuss", "--socket", "/x"])
             #expect(typo.code == 2 && typo.stderr.hasPrefix("baton: unknown command 'statuss'") && !typo.stderr.contains("\n"), "\(typo.stderr)")
+            // Another supervisor's verbs and its `-c` (a habits audit: "unknown command" alone;
+            // `status -c FILE` said "say which daemon").
+            let restart = try TestProcess.run([baton, "restart"])
+            #expect(restart.code == 2 && restart.stderr.contains("; a rolling restart of the workers is baton reload;"), "\(restart.stderr)")
+            let scale = try TestProcess.run([baton, "scale", "5"])
+            #expect(scale.code == 2 && scale.stderr.contains("; the number of workers is [app] workers"), "\(scale.stderr)")
+            let short = try TestProcess.run([baton, "status", "-c", "/etc/baton/shop.toml"])
+            #expect(short.code == 2 && short.stderr.hasPrefix("baton: Unknown option '-c' (the config is --config FILE)"), "\(short.stderr)")
             // An argument that is not UTF-8 (a names audit: Swift read it with U+FFFD, a worker got
             // those bytes in its `--env`, a folder "is not a directory").
             let notUTF8 = try TestProcess.run(["/bin/sh", "-c", #"exec "$0" deploy --socket /x --release "$(printf '/srv/a\377b')""#, baton])
