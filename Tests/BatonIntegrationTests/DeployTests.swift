@@ -17,29 +17,28 @@ extension SecondIntegration {
         /// pipeline) lost its drain: the shell died of SIGTERM at once, baton SIGKILLed the rest
         /// of its group, the app among them with requests in flight (2 of 6 failed), and said
         /// "drained in 2ms".
+        /// One worker: a shell that runs the demo worker (with `arguments`) without `exec`, the
+        /// app given its own LISTEN_PID (as a wrapper that sets it does; apps that do not check
+        /// it need none); and a 3 s request the app took.
+        static func behindAShell(_ arguments: String, tag: String) throws -> (baton: BatonHarness, app: pid_t, client: Int32) {
+            // In the harness's folder, which its stop removes.
+            let directory = TestPaths.temporaryDirectory(tag)
+            let script = directory + "/run.sh"
+            TestPaths.write(script, "#!/bin/sh\nsh -c 'LISTEN_PID=$$ exec \"$0\"\(arguments)' \(worker) &\nwait $!\nexit $?\n", mode: 0o755)
+            let running = try BatonHarness(workers: 1, command: [script], tag: tag, reuse: directory)
+            let shell = try #require(try running.status().workers.first?.pid)
+            let app = try #require(ProcFS.children(of: shell).first)
+            let client = try #require(HTTP.slowRequestInFlight(port: running.port, server: app, milliseconds: 3000))
+            return (running, app, client)
+        }
+
         @Test("a worker behind a shell without exec drains: its group is waited for, the request in flight is answered")
         func aShellWithoutExecDrains() throws {
-            // The shell is the worker; the app, its child, is given its own LISTEN_PID (as a
-            // wrapper that sets it does; apps that do not check it need none).
-            let scripts = TestPaths.temporaryDirectory("noexec-script")
-            defer { TestPaths.remove(scripts) }
-            TestPaths.write(scripts + "/run.sh", "#!/bin/sh\nsh -c 'LISTEN_PID=$$ exec \"$0\"' \(Self.worker) &\nwait $!\nexit $?\n", mode: 0o755)
-            let baton = try BatonHarness(workers: 1, command: [scripts + "/run.sh"], tag: "noexec")
-            defer { baton.stop() }
-            let shell = try #require(try baton.status().workers.first?.pid)
-            let app = try #require(ProcFS.children(of: shell).first)
-            func threads() -> Int {
-                let line = (ProcFS.read("/proc/\(app)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Threads:") }
-                return line.flatMap { Int($0.dropFirst(8).filter { !$0.isWhitespace }) } ?? 0
+            let (baton, _, client) = try Self.behindAShell("", tag: "noexec")
+            defer {
+                close(client)
+                baton.stop()
             }
-            let before = threads()
-            let client = try #require(HTTP.connect(port: baton.port))
-            defer { close(client) }
-            HTTP.send(client, "GET /slow?ms=3000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            // In flight: the app's thread for the connection runs (the demo worker starts one per connection).
-            let deadline = monotonicNow() + .seconds(10)
-            while threads() <= before, monotonicNow() < deadline { usleep(5000) }
-            #expect(threads() > before, "the app never took the connection")
             let reload = try baton.cli(["reload"])
             #expect(reload.code == 0, "\(reload.stderr)")
             #expect(HTTP.readResponse(client)?.status == 200, "\(baton.process.stderrLines.suffix(8))")
@@ -51,26 +50,12 @@ extension SecondIntegration {
         /// signal, was all it judged).
         @Test("a process of the worker's group that does not end its drain cleanly makes it no clean drain")
         func aGroupMembersFailedDrainIsSaid() throws {
-            let scripts = TestPaths.temporaryDirectory("noexec-fail")
-            defer { TestPaths.remove(scripts) }
             // The app gives up its drain after 0.5 s (exit 1) with a 3 s request in flight.
-            TestPaths.write(
-                scripts + "/run.sh",
-                "#!/bin/sh\nsh -c 'LISTEN_PID=$$ exec \"$0\" --drain-timeout 0.5' \(Self.worker) &\nwait $!\nexit $?\n", mode: 0o755)
-            let baton = try BatonHarness(workers: 1, command: [scripts + "/run.sh"], tag: "noexecf")
-            defer { baton.stop() }
-            let shell = try #require(try baton.status().workers.first?.pid)
-            let app = try #require(ProcFS.children(of: shell).first)
-            func threads() -> Int {
-                let line = (ProcFS.read("/proc/\(app)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Threads:") }
-                return line.flatMap { Int($0.dropFirst(8).filter { !$0.isWhitespace }) } ?? 0
+            let (baton, app, client) = try Self.behindAShell(" --drain-timeout 0.5", tag: "noexecf")
+            defer {
+                close(client)
+                baton.stop()
             }
-            let before = threads()
-            let client = try #require(HTTP.connect(port: baton.port))
-            defer { close(client) }
-            HTTP.send(client, "GET /slow?ms=3000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            let deadline = monotonicNow() + .seconds(10)
-            while threads() <= before, monotonicNow() < deadline { usleep(5000) }
             let reload = try baton.cli(["reload"])
             let said = reload.stdout + reload.stderr
             #expect(said.contains("but its group's pid \(app) ended with exit code 1 while it drained: not a clean drain"), "\(said)")

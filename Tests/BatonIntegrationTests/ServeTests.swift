@@ -150,17 +150,9 @@ extension Integration {
             let baton = try BatonHarness(workers: 1, tag: "sig2")
             defer { baton.stop() }
             let worker = try #require(try baton.status().workers.first?.pid)
-            func threads() -> Int {
-                let line = (ProcFS.read("/proc/\(worker)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Threads:") }
-                return line.flatMap { Int($0.dropFirst(8).filter { !$0.isWhitespace }) } ?? 0
-            }
-            let before = threads()
-            let client = try #require(HTTP.connect(port: baton.port))
+            // In flight: the app took the connection (a 3 s request to drain).
+            let client = try #require(HTTP.slowRequestInFlight(port: baton.port, server: worker, milliseconds: 3000))
             defer { close(client) }
-            HTTP.send(client, "GET /slow?ms=3000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            // In flight (the demo worker runs a thread per connection): the stop drains it 3 s.
-            let deadline = monotonicNow() + .seconds(10)
-            while threads() <= before, monotonicNow() < deadline { usleep(5000) }
             baton.process.signal(SIGTERM)
             #expect(baton.process.waitForLine(containing: "received SIGTERM: stopping", timeout: .seconds(10)) != nil)
             baton.process.signal(SIGINT)

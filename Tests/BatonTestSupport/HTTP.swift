@@ -1,3 +1,4 @@
+import BatonSystem
 import Glibc
 
 /// One-shot HTTP/1.1 requests to 127.0.0.1 (Connection: close), bounded by a 10 s timeout.
@@ -52,6 +53,26 @@ public enum HTTP {
             return (-1, e)
         }
         return (fd, 0)
+    }
+
+    /// Connects to `port` and sends `GET /slow?ms=MS` (Connection: close) to the demo worker
+    /// `server`, and returns once it took the connection: the demo worker starts a thread per
+    /// connection, so its thread count grows (waited for, at most 10 s). nil when it did not.
+    public static func slowRequestInFlight(port: UInt16, server: pid_t, milliseconds: Int) -> Int32? {
+        func threads() -> Int {
+            let line = (ProcFS.read("/proc/\(server)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Threads:") }
+            return line.flatMap { Int($0.dropFirst(8).filter { !$0.isWhitespace }) } ?? 0
+        }
+        let before = threads()
+        guard let client = connect(port: port) else { return nil }
+        send(client, "GET /slow?ms=\(milliseconds) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        let deadline = monotonicNow() + .seconds(10)
+        while threads() <= before, monotonicNow() < deadline { usleep(5000) }
+        guard threads() > before else {
+            close(client)
+            return nil
+        }
+        return client
     }
 
     /// Sends `text` whole (no SIGPIPE).
