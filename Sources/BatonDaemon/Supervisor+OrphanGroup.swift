@@ -51,4 +51,26 @@ extension Supervisor {
         signalOrphan(orphan, SIGKILL)
         for process in left { host.signal(pidfd: process.pidfd, SIGKILL) }
     }
+
+    /// `pid` holds the dead baton's socket in the process group of one of its recorded workers
+    /// whose own process is gone (a shell without `exec` that died of the stop signal, its app
+    /// left draining): drained as that worker would have been, the stop signal unless that
+    /// baton had sent it, SIGKILL at the stop timeout (a re-audit: such a process was taken for
+    /// a stray "that left its worker's" group, its 25 s drain ran past the 10 s stop timeout
+    /// and a helper of the group held the socket until this baton stopped). Killed at stop too.
+    func adoptGroupMember(pid: pid_t, startTime: UInt64, of worker: InstanceRecord.WorkerRecord, record: InstanceRecord) {
+        guard let process = openStillRunning(pid: pid, startTime: startTime) else { return }
+        takeOver.strays.append((process, startTime))
+        let timeout = config.stop.timeout
+        let told = worker.draining == true
+        logger.warning(
+            "pid \(pid) holds a socket the previous baton pid \(record.pid) listened on, in the process group of its worker pid \(worker.pid) (slot \(worker.slot)), whose own process is gone: drained as that worker's (\(told ? "" : "\(config.stop.signalName) now, ")SIGKILL in \(Units.formatDuration(timeout)) unless it exits)"
+        )
+        if !told { host.signal(pidfd: process.pidfd, config.stop.signal) }
+        loop.schedule(after: timeout) { [unowned self] in
+            guard process.pidfd >= 0, !CBatonLinuxShim.hasExited(pidfd: process.pidfd) else { return }
+            self.logger.warning("pid \(pid), of the previous baton's worker pid \(worker.pid)'s group, still running \(Units.formatDuration(timeout)): SIGKILL")
+            self.host.signal(pidfd: process.pidfd, SIGKILL)
+        }
+    }
 }

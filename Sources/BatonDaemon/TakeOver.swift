@@ -182,7 +182,11 @@ extension Supervisor {
             guard let group = host.processes.processGroup(of: pid), !groups.contains(group),
                 let started = host.processes.startTime(of: pid), started >= record.startTime
             else { continue }
-            adoptStray(pid: pid, startTime: started, of: record)
+            if let worker = record.workers.first(where: { $0.pid == group }) {
+                adoptGroupMember(pid: pid, startTime: started, of: worker, record: record)
+            } else {
+                adoptStray(pid: pid, startTime: started, of: record)
+            }
         }
         // The dead baton's own strays, taken over from a baton before it (they started before it).
         for s in record.strays ?? [] where !takeOver.orphans.contains(where: { $0.pid == s.pid }) {
@@ -216,7 +220,7 @@ extension Supervisor {
     /// A pidfd of `pid`, owned from here (closed when dropped), if it is still the process
     /// that started at `startTime`: checked again with the pidfd open, so it names that same
     /// process, not a reused pid.
-    private func openStillRunning(pid: pid_t, startTime: UInt64) -> ChildProcess? {
+    func openStillRunning(pid: pid_t, startTime: UInt64) -> ChildProcess? {
         guard let pidfd = try? host.openPidfd(of: pid) else { return nil }
         let process = ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd))
         return host.processes.startTime(of: pid) == startTime ? process : nil

@@ -202,36 +202,6 @@ extension Integration {
             #expect(second.stop(keepDirectory: true) == 0)
         }
 
-        /// A re-audit: the take-over of a worker behind a shell without `exec` said "orphaned
-        /// worker drained" 1 ms after the stop signal (the shell died of it) while its app
-        /// drained unsupervised, and a helper of its group that ignores SIGTERM was never
-        /// killed: it held the port after baton stopped, and the next `baton serve` failed.
-        @Test("an orphan behind a shell without exec: the rest of its group is waited for and SIGKILLed at the stop timeout")
-        func anOrphansGroupIsWaitedFor() throws {
-            let scripts = TestPaths.temporaryDirectory("tkg-script")
-            defer { TestPaths.remove(scripts) }
-            let worker = TestPaths.executable("baton-demo-worker")
-            TestPaths.write(
-                scripts + "/run.sh",
-                "#!/bin/sh\n(trap '' TERM; exec sleep 300) &\necho $! > \(scripts)/helper.$$\nsh -c 'LISTEN_PID=$$ exec \"$0\"' \(worker) &\nwait $!\nexit $?\n",
-                mode: 0o755)
-            let sections = BatonHarness.defaultSections.replacingOccurrences("timeout = \"10s\"", with: "timeout = \"1s\"")
-            let first = try BatonHarness(workers: 1, command: [scripts + "/run.sh"], sections: sections, tag: "tkg")
-            let shell = try #require(try first.status().workers.first?.pid)
-            let helper = try #require(ProcFS.read(scripts + "/helper.\(shell)").flatMap { Int32($0.filter(\.isNumber)) })
-            let pidfd = ProcessWatch.open(helper)
-            defer { close(pidfd) }
-            defer { if ProcFS.read("/proc/\(helper)/cmdline")?.hasPrefix("sleep") == true { kill(helper, SIGKILL) } }
-            first.process.signal(SIGKILL)
-            #expect(first.process.wait(timeout: .seconds(10)) == 128 + SIGKILL)
-            let second = try BatonHarness(workers: 1, command: [scripts + "/run.sh"], sections: sections, tag: "tkg", reuse: first.directory)
-            defer { second.stop() }
-            #expect(ProcessWatch.waitExit(pidfd, timeout: .seconds(30)), "the orphan's helper \(helper) still runs")
-            let lines = second.process.stderrLines
-            #expect(lines.contains { $0.contains("orphaned worker's own process exited; waiting for the rest of its group") }, "\(lines.suffix(20))")
-            #expect(!lines.contains { $0.contains("orphaned worker drained") && $0.contains("pid=\(shell)") }, "\(lines.suffix(20))")
-        }
-
         /// A baton killed between spawning workers and writing them into `instance.json`
         /// (found by a crash audit: a SIGKILL as the first worker appeared made every later
         /// `baton serve` fail with EADDRINUSE; one during a deploy left a worker of the new,
