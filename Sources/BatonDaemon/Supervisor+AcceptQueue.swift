@@ -41,7 +41,7 @@ extension Supervisor {
             acceptQueueLooks[address] = looks
             guard looks >= Self.acceptQueueLooks, unacceptedListeners[address] == nil else { continue }
             let problem =
-                "listening socket \(address): connections have waited in its accept queue for \(looks) s (\(waiting) now) while \(ready) workers are ready: "
+                "listening socket \(address): connections have waited in its accept queue for \(looks) s (\(waiting) now) while \(ready) worker\(ready == 1 ? " is" : "s are") ready: "
                 + "none accepts them, or they do not keep up (an app serving on a port of its own, or one that ignores the socket it is given: "
                 + "a command behind a shell without exec, LISTEN_PID; see README, Readiness of real servers)"
             unacceptedListeners[address] = problem

@@ -24,6 +24,7 @@ extension Supervisor {
             return
         }
         worker.requestsServed = count
+        sawRequestCounts = true  // the app sends them: an idle spell later is no silence
         recycleByRequestCount()
     }
 
@@ -53,9 +54,10 @@ extension Supervisor {
     /// Says once that `max_requests` is set and no ready worker reported a count within
     /// ``requestCountGrace`` of becoming ready (a habits audit: `max_requests = 100` with
     /// gunicorn, 73,564 requests later no restart and no line; check-config said ok). Again
-    /// after a reload, which may change the command.
+    /// after a reload, which may change the command, unless a worker reported one since baton
+    /// started (a re-audit: an idle app that reports every 64 requests was warned about).
     private func sayNoRequestCounts() {
-        guard !saidNoRequestCounts else { return }
+        guard !saidNoRequestCounts, !sawRequestCounts else { return }
         let ready = slots.compactMap(\.current).filter { $0.state == .ready }
         guard !ready.isEmpty, ready.allSatisfy({ $0.requestsServed == nil }),
             let first = ready.compactMap(\.readyAt).min(), loop.now() - first >= Self.requestCountGrace

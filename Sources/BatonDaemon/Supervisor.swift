@@ -84,6 +84,8 @@ public final class Supervisor {
     var reportedDeadListeners: Set<String> = []
     /// `[rolling] max_requests` without any worker's count was said (``recycleByRequestCount()``).
     var saidNoRequestCounts = false
+    /// A worker reported a count since baton started.
+    var sawRequestCounts = false
     /// Looks in a row at each TCP listener's non-empty accept queue (``checkAcceptQueues()``).
     var acceptQueueLooks: [String: Int] = [:]
     /// Listeners whose accept queue stayed non-empty while workers were ready, with the line said.

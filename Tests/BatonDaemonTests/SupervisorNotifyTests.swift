@@ -72,6 +72,11 @@ import Testing
         other.supervisor.requestsReported(try #require(other.supervisor.slots[0].current), "5")
         other.advance(by: .seconds(90))
         #expect(other.log.lines(containing: "but no worker reported its served requests").isEmpty)
+        // Nor once idle after a reload (a re-audit: the demo worker reports every 64 requests).
+        other.reload()
+        other.finishOperations()
+        other.advance(by: .seconds(90))
+        #expect(other.log.lines(containing: "but no worker reported its served requests").isEmpty)
     }
 
     /// A pause audit: baton stopped for 1.9 to 2.6 s (a 2 s watchdog) under load replaced 1 to 3

@@ -112,7 +112,7 @@ extension Integration {
             defer { close(client) }
             let line = baton.process.waitForLine(containing: "connections have waited in its accept queue", timeout: .seconds(20))
             #expect(
-                line?.contains("listening socket 127.0.0.1:\(baton.port): ") == true && line?.contains("while 1 workers are ready") == true,
+                line?.contains("listening socket 127.0.0.1:\(baton.port): ") == true && line?.contains("while 1 worker is ready") == true,
                 "\(String(describing: line))")
             let problems = try baton.status().problems ?? []
             #expect(problems.contains { $0.contains("none accepts them, or they do not keep up") }, "\(problems)")

@@ -43,8 +43,12 @@ private final class RunningLoop: Sendable {
         return done.wait(timeout: .seconds(10))
     }
 
-    /// Two round trips: everything the loop saw before this call has been handled.
-    func settle() -> Bool { sync() && sync() }
+    /// Three round trips: everything the loop saw before this call has been handled, the
+    /// timers due by then included. An iteration handles the descriptors ready before it runs
+    /// its due timers, up to one more batch of them after reading the time: two round trips
+    /// could both run in that iteration before its timers (a CI run read `[]` where the timers
+    /// ran a moment later); the third runs in the next one.
+    func settle() -> Bool { sync() && sync() && sync() }
 
     /// True once `run()` returned (waits up to `timeout`).
     func hasExited(timeout: Duration) -> Bool {

@@ -56,8 +56,11 @@ public enum HTTP {
     }
 
     /// Connects to `port` and sends `GET /slow?ms=MS` (Connection: close) to the demo worker
-    /// `server`, and returns once it took the connection: the demo worker starts a thread per
-    /// connection, so its thread count grows (waited for, at most 10 s). nil when it did not.
+    /// `server`, and returns once it read the request: it took the connection (the demo worker
+    /// starts a thread per connection, so its thread count grows) and the connection's server
+    /// end holds no unread byte (/proc/net/tcp). A thread alone was not enough: under load a
+    /// drain began before the request was read, and the demo worker closed the connection as
+    /// idle (a CI run). Waited for at most 10 s; nil when it did not happen.
     public static func slowRequestInFlight(port: UInt16, server: pid_t, milliseconds: Int) -> Int32? {
         func threads() -> Int {
             let line = (ProcFS.read("/proc/\(server)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Threads:") }
@@ -65,10 +68,22 @@ public enum HTTP {
         }
         let before = threads()
         guard let client = connect(port: port) else { return nil }
+        var local = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(client, $0, &length) } }
+        let clientPort = UInt16(bigEndian: local.sin_port)
         send(client, "GET /slow?ms=\(milliseconds) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        // The server end: local 127.0.0.1:port, remote 127.0.0.1:clientPort; rx_queue 0 once read.
+        let hex = { (p: UInt16) in String(p, radix: 16, uppercase: true).leftPadded(to: 4) }
+        let serverEnd = "0100007F:\(hex(port)) 0100007F:\(hex(clientPort)) "
+        func requestRead() -> Bool {
+            guard let line = (ProcFS.read("/proc/net/tcp") ?? "").split(separator: "\n").first(where: { $0.contains(serverEnd) }) else { return false }
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && fields[4].hasSuffix(":00000000")
+        }
         let deadline = monotonicNow() + .seconds(10)
-        while threads() <= before, monotonicNow() < deadline { usleep(5000) }
-        guard threads() > before else {
+        while !(threads() > before && requestRead()), monotonicNow() < deadline { usleep(5000) }
+        guard threads() > before, requestRead() else {
             close(client)
             return nil
         }
@@ -121,4 +136,9 @@ public enum HTTP {
         }
         return UInt16(bigEndian: sa.sin_port)
     }
+}
+
+extension String {
+    /// Zeros put in front up to `width` characters.
+    fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

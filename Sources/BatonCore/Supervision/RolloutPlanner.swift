@@ -146,8 +146,8 @@ public struct RolloutPlanner: Sendable, Equatable {
             let more = startable(figures, fitting: fit)
             let bound = figures.descriptors.flatMap { $0.workers < widthBound(figures, fitting: fit) ? $0 : nil }
             let room = bound.map { ", descriptors for \($0.workers) more (\($0.summary))" } ?? ""
-            return Step(
-                strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(bootBudget) boots at once" + room)
+            let boots = "\(bootBudget) boot\(bootBudget == 1 ? "" : "s") at once"
+            return Step(strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(boots)" + room)
         }
     }
 
