@@ -58,7 +58,9 @@ extension SecondIntegration {
             }
             let reload = try baton.cli(["reload"])
             let said = reload.stdout + reload.stderr
-            #expect(said.contains("but its group's pid \(app) ended with exit code 1 while it drained: not a clean drain"), "\(said)")
+            #expect(
+                said.contains("but its group's pid \(app) ended with exit code 1 while it drained: not a clean drain"),
+                "\(said) \(baton.process.stderrLines.suffix(20))")
         }
 
         /// A re-audit: a helper of the wrapper that ignores SIGTERM held the drain to the stop
