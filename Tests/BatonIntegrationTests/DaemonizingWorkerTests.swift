@@ -4,7 +4,7 @@ import BatonTestSupport
 import Glibc
 import Testing
 
-extension Integration {
+extension ThirdIntegration {
     /// Found by a daemonize audit: a worker command that daemonizes (`gunicorn --daemon`: its
     /// process exits 0 at once, a grandchild in a session of its own keeps the listening socket
     /// and forks workers) failed its start, but baton SIGKILLed only the daemon's first process:
