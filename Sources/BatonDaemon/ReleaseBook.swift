@@ -339,12 +339,11 @@ final class ReleaseBook {
             .filter { !pruning.contains(PathKey($0.path)) }
         // A path that is itself a link names whatever it points to now, not what was deployed
         // through it (recorded so before baton recorded the folder): it counts for nothing.
-        let lastDeployed = Dictionary(
-            ReleaseRetention.lastDeployed(history).filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) },
-            uniquingKeysWith: max)
-        let deployOrder = Dictionary(
-            ReleaseRetention.deployOrder(history).filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) },
-            uniquingKeysWith: max)
+        func resolvedKeys<Value: Comparable>(_ byPath: [PathKey: Value]) -> [PathKey: Value] {
+            Dictionary(byPath.filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) }, uniquingKeysWith: max)
+        }
+        let lastDeployed = resolvedKeys(ReleaseRetention.lastDeployed(history))
+        let deployOrder = resolvedKeys(ReleaseRetention.deployOrder(history))
         let listings = ReleaseRetention.plan(
             folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
             inUse: inUse.map(resolve), waiting: waiting.map(resolve), lastDeployed: lastDeployed, deployOrder: deployOrder, keep: keep,

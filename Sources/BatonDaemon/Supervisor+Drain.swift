@@ -51,14 +51,15 @@ extension Supervisor {
         if slot.draining.isEmpty { rolloutEvent { $0.oldWorkerExited(slot: slot.index) } }
     }
 
-    /// The live processes of the group of `worker`, whose own process exited: its children
-    /// were handed to baton (the subreaper) as it exited; the zombie holds the group id, so no
-    /// other group can take it meanwhile.
-    func groupMembers(of worker: Worker) -> [pid_t] {
-        host.processes.children(of: getpid()).filter {
-            $0 != worker.pid && host.processes.processGroup(of: $0) == worker.pid && host.processes.startTime(of: $0) != nil
-        }
+    /// The children of baton in the group of `worker` but itself (zombies included): once its
+    /// own process exited, its children were handed to baton (the subreaper); the zombie holds
+    /// the group id, so no other group can take it meanwhile.
+    func groupChildren(of worker: Worker) -> [pid_t] {
+        host.processes.children(of: getpid()).filter { $0 != worker.pid && host.processes.processGroup(of: $0) == worker.pid }
     }
+
+    /// The live ones of ``groupChildren(of:)``.
+    func groupMembers(of worker: Worker) -> [pid_t] { groupChildren(of: worker).filter { host.processes.startTime(of: $0) != nil } }
 
     /// Whether `worker`, draining, exited while other processes of its group still run, and
     /// baton waits for them (polled every 100 ms) before it handles the exit: the group got the

@@ -133,11 +133,11 @@ extension Supervisor {
         let readings: MemoryReadings?
         do {
             readings = try host.memory.hostReadings()
+            sayHostMemory(unreadable: nil)
         } catch {
             readings = nil
             sayHostMemory(unreadable: error)
         }
-        if readings != nil { sayHostMemory(unreadable: nil) }
         var budget =
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
             ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)

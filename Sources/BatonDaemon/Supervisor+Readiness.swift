@@ -50,7 +50,7 @@ extension Supervisor {
                     bootBudget.recordStarved()
                     let booting = slots.flatMap(\.workers).filter { $0.state == .starting }.count
                     awaited =
-                        " (it waited \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) of them for a CPU, \(booting) boot\(booting == 1 ? "" : "s") running on baton's \(Self.onlineCPUs) CPU\(Self.onlineCPUs == 1 ? "" : "s"): fewer at once (--max-surge), a longer [readiness] timeout, or more CPU)"
+                        " (it waited \(Units.formatElapsed(.milliseconds(Int64(waited * 1000)))) of them for a CPU, \(booting) boot\(booting == 1 ? "" : "s") running on baton's \(bootBudget.cpus) CPU\(bootBudget.cpus == 1 ? "" : "s"): fewer at once (--max-surge), a longer [readiness] timeout, or more CPU)"
                 }
                 let notReady = "not ready after \(Units.formatDuration(gate.timeout))\(awaited)"
                 logger.warning(

@@ -37,7 +37,7 @@ extension Supervisor {
     /// What a stop under way still waits for, and when it ends it: the workers' stop timeout
     /// (SIGKILL), counted from each one's stop.
     var stoppingWorkersLine: String {
-        let draining = slots.flatMap(\.workers).filter { $0.state != .exited }.count
+        let draining = liveWorkerPIDs.count
         guard draining > 0 else { return "nothing left to drain" }
         let timeout = Units.formatDuration(config.stop.timeout)
         return "\(draining) worker\(draining == 1 ? "" : "s") draining (SIGKILL after [stop] timeout \(timeout) from each one's stop)"

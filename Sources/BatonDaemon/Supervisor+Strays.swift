@@ -79,8 +79,7 @@ extension Supervisor {
     /// The children of baton still in the group of `worker`, whose pidfd turned readable (they
     /// were its own: it exited and they were handed to baton), none while it runs.
     func orphansInGroup(of worker: Worker) -> [pid_t] {
-        guard CBatonLinuxShim.hasExited(pidfd: worker.pidfd) else { return [] }
-        return host.processes.children(of: getpid()).filter { $0 != worker.pid && host.processes.processGroup(of: $0) == worker.pid }
+        CBatonLinuxShim.hasExited(pidfd: worker.pidfd) ? groupChildren(of: worker) : []
     }
 
     /// `verdict`, saying the worker daemonized when it exited 0 during its start and processes

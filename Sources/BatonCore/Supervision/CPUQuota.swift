@@ -65,22 +65,15 @@ public enum CPUQuota {
 
     /// The quota of one cgroup directory, in CPUs, nil for none.
     static func quota(in directory: String, version: Int, read: (String) -> String?) -> Double? {
-        func number(_ text: String?) -> Double? { text.flatMap { Double($0.trimmingWhitespace) } }
+        func number(_ text: String?) -> Double? { text.flatMap { Double(CgroupFiles.trimmed($0)) } }
         if version == 2 {
-            guard let fields = read(directory + "/cpu.max")?.split(separator: " "), fields.count == 2,
-                let quota = Double(fields[0]), let period = Double(fields[1].trimmingWhitespace), period > 0
+            guard let fields = read(directory + "/cpu.max").map(CgroupFiles.trimmed)?.split(separator: " "), fields.count == 2,
+                let quota = Double(fields[0]), let period = Double(fields[1]), period > 0
             else { return nil }
             return quota / period
         }
         guard let quota = number(read(directory + "/cpu.cfs_quota_us")), quota > 0, let period = number(read(directory + "/cpu.cfs_period_us")), period > 0
         else { return nil }
         return quota / period
-    }
-}
-
-extension StringProtocol {
-    /// Without leading and trailing spaces and newlines.
-    fileprivate var trimmingWhitespace: String {
-        String(drop { $0 == " " || $0 == "\n" || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\n" || $0 == "\t" }.reversed())
     }
 }
