@@ -186,6 +186,28 @@ final class DaemonHarness {
         return waiter
     }
 
+    /// The next reload reads the config baton runs with, changed by `change`; that config.
+    @discardableResult
+    func nextReloadReads(_ change: (inout BatonConfig) -> Void) -> BatonConfig {
+        var config = supervisor.config
+        change(&config)
+        let changed = config
+        supervisor.options.reloadConfig = { changed }
+        return changed
+    }
+
+    /// `café` in NFC and in NFD, two release folders (two names on Linux), each deployed in
+    /// turn to the end; each deploy must succeed.
+    func deployNormalizationTwins() -> (nfc: String, nfd: String) {
+        let twins = (nfc: makeRelease("caf\u{E9}"), nfd: makeRelease("cafe\u{301}"))
+        for release in [twins.nfc, twins.nfd] {
+            let client = deploy(release)
+            finishOperations()
+            #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        }
+        return twins
+    }
+
     /// Every worker measured (PSS/USS) as an operation's start measures them, off the loop.
     func measure() {
         supervisor.measureThen("a test") {}

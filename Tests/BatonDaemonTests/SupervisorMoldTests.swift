@@ -167,13 +167,7 @@ import Testing
     @Test func aReleaseNamedAsTheCurrentOneInAnotherNormalizationGetsAMoldOfItsOwn() throws {
         let h = try harness()
         try h.start()
-        let nfc = h.makeRelease("caf\u{E9}")
-        let nfd = h.makeRelease("cafe\u{301}")
-        for release in [nfc, nfd] {
-            let client = h.deploy(release)
-            h.finishOperations()
-            #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
-        }
+        let (nfc, nfd) = h.deployNormalizationTwins()
         let mold = try #require(h.host.molds.last)
         #expect(mold.release.map { Array($0.utf8) } == Array(nfd.utf8))
         #expect(h.supervisor.moldBook.molds.map { Array($0.spec.directory.utf8) } == [Array(nfd.utf8)])

@@ -177,10 +177,9 @@ import Testing
     @Test func reloadChangingTheAppDirectorySaysTheWorkersStay() throws {
         let h = try DaemonHarness(workers: 1)
         try h.start()
-        var config = h.supervisor.config
-        config.app.directory = h.makeRelease("r5")
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        let changed = h.nextReloadReads { config in
+            config.app.directory = h.makeRelease("r5")
+        }
         let client = h.reload()
         h.finishOperations()
         #expect(client.reply?.ok == true)
@@ -197,11 +196,10 @@ import Testing
     @Test func reloadMovingTheStateDirectorySaysWhatARestartWouldLose() throws {
         let h = try DaemonHarness(workers: 1)
         try h.start()
-        var config = h.supervisor.config
-        config.app.stateDirectory = h.root + "/moved"
         mkdir(h.root + "/moved", 0o750)
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        h.nextReloadReads { config in
+            config.app.stateDirectory = h.root + "/moved"
+        }
         let client = h.reload()
         h.finishOperations()
         #expect(client.reply?.ok == true)
@@ -234,13 +232,12 @@ import Testing
     @Test func reloadRenamingTheAppSaysTheStateDirectoryNamesTheOldOne() throws {
         let h = try DaemonHarness(workers: 1)
         try h.start()
-        var config = h.supervisor.config
-        config.app.name = "renamed"
-        config.app.stateDirectory = h.root + "/own-state"
         mkdir(h.root + "/own-state", 0o750)
         _ = creat(h.root + "/own-state/release.json", 0o640)
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        h.nextReloadReads { config in
+            config.app.name = "renamed"
+            config.app.stateDirectory = h.root + "/own-state"
+        }
         let client = h.reload()
         h.finishOperations()
         #expect(
@@ -253,10 +250,9 @@ import Testing
     @Test func reloadChangingTheWorkerCountIsRefused() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()
-        var config = h.supervisor.config
-        config.app.workers = 3
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        h.nextReloadReads { config in
+            config.app.workers = 3
+        }
         let client = h.reload()
         h.finishOperations()
         #expect(client.reply?.error?.contains("app.workers changed from 2 to 3") == true, "\(String(describing: client.reply))")
@@ -271,10 +267,9 @@ import Testing
         try h.start()
         #expect(h.supervisor.statusReport(memory: [:]).restartNeeded == nil)
         let original = h.supervisor.config
-        var config = original
-        config.listen.addresses = [.tcp(host: "127.0.0.1", port: 18433)]
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        h.nextReloadReads { config in
+            config.listen.addresses = [.tcp(host: "127.0.0.1", port: 18433)]
+        }
         let client = h.reload()
         h.finishOperations()
         #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
@@ -296,10 +291,9 @@ import Testing
         let h = try DaemonHarness(workers: 1)
         try h.start()
         h.supervisor.socketsFromUnit = true
-        var config = h.supervisor.config
-        config.listen.addresses = [.tcp(host: "127.0.0.1", port: 18432)]
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        h.nextReloadReads { config in
+            config.listen.addresses = [.tcp(host: "127.0.0.1", port: 18432)]
+        }
         let client = h.reload()
         h.finishOperations()
         #expect(client.reply?.ok == true)

@@ -144,13 +144,7 @@ import Testing
     @Test func aFolderNamedAsTheCurrentOneInAnotherNormalizationIsAnotherRelease() throws {
         let h = try DaemonHarness(workers: 1)
         try h.start()
-        let nfc = h.makeRelease("caf\u{E9}")
-        let nfd = h.makeRelease("cafe\u{301}")
-        for release in [nfc, nfd] {
-            let client = h.deploy(release)
-            h.finishOperations()
-            #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
-        }
+        let (nfc, nfd) = h.deployNormalizationTwins()
         #expect(Array(h.supervisor.releaseState.current.directory.utf8) == Array(nfd.utf8))
         #expect(h.supervisor.releaseState.previous.map { Array($0.directory.utf8) } == Array(nfc.utf8))
     }

@@ -14,10 +14,9 @@ import Testing
     private func reloading() throws -> (DaemonHarness, [pid_t]) {
         let h = try DaemonHarness(workers: 3) { $0.deploy.maxSurge = 3 }
         try h.start()
-        var config = h.supervisor.config
-        config.app.environment.append(EnvVar(name: "FEATURE", value: "on"))
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        h.nextReloadReads { config in
+            config.app.environment.append(EnvVar(name: "FEATURE", value: "on"))
+        }
         return (h, h.servingPIDs.compactMap { $0 })
     }
 
@@ -58,10 +57,9 @@ import Testing
         let grown = try #require(h.supervisor.slots[2].current)
         let fresh = try #require(grown.ussAtReady)
         h.host.fakeMemory.setTree(MemorySample(rss: 2 * fresh + (64 << 20), pss: fresh + (32 << 20), uss: fresh + (32 << 20)), of: grown.pid)
-        var config = h.supervisor.config
-        config.app.environment.append(EnvVar(name: "FEATURE", value: "on"))
-        let changed = config
-        h.supervisor.options.reloadConfig = { changed }
+        h.nextReloadReads { config in
+            config.app.environment.append(EnvVar(name: "FEATURE", value: "on"))
+        }
         let client = h.reload()
         h.finishOperations()
         #expect(client.progress.first?.hasSuffix(", canary slot 2") == true, "\(client.progress)")
