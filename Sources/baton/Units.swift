@@ -188,13 +188,56 @@ struct UnitFiles {
             OOMPolicy=continue
             FileDescriptorStoreMax=16
             MemoryAccounting=yes
-            RuntimeDirectory=baton/\(config.app.name)
-            StateDirectory=baton/\(config.app.name)
+            \(directoryLines(config, user: user).joined(separator: "\n"))
 
             [Install]
             WantedBy=\(user ? "default.target" : "multi-user.target")
 
             """
+    }
+
+    /// `RuntimeDirectory=` and `StateDirectory=` for the folders baton uses that systemd makes:
+    /// `baton/NAME` when the config leaves a folder to systemd (baton then reads
+    /// `$RUNTIME_DIRECTORY`, `$STATE_DIRECTORY`), a configured folder under systemd's base for it
+    /// (`/run`, `/var/lib`; a user's `$XDG_RUNTIME_DIR`) by its own name, and the control socket's
+    /// folder when it is there too. A folder elsewhere gets a comment instead: a directive naming
+    /// `baton/NAME` made a folder nothing used (a config audit), and under `ProtectSystem=strict`
+    /// the folder baton does use needs `ReadWritePaths=`.
+    static func directoryLines(_ config: BatonConfig, user: Bool) -> [String] {
+        let own = "baton/\(config.app.name)"
+        let runBase = user ? (getenv("XDG_RUNTIME_DIR").map { String(cString: $0) } ?? "/run/user/\(getuid())") : "/run"
+        func under(_ base: String, _ path: String) -> String? {
+            guard path.hasPrefix(base + "/"), path.count > base.count + 1 else { return nil }
+            return String(path.dropFirst(base.count + 1))
+        }
+        func elsewhere(_ key: String, _ folder: String, _ directive: String) -> String {
+            "# [app] \(key) \(folder) is not \(directive)'s to make: baton makes it (under ProtectSystem=strict, add ReadWritePaths=\(escapeSpecifiers(folder)))"
+        }
+        var lines: [String] = []
+        var runtime: [String] = []
+        if let folder = config.app.runtimeDirectory {
+            if let name = under(runBase, folder) { runtime.append(name) } else { lines.append(elsewhere("runtime_directory", folder, "RuntimeDirectory=")) }
+        } else {
+            runtime.append(own)
+        }
+        if let folder = parentFolder(config.control.socket), let name = under(runBase, folder), !runtime.contains(name) { runtime.append(name) }
+        if !runtime.isEmpty { lines.append("RuntimeDirectory=\(runtime.map(escapeSpecifiers).joined(separator: " "))") }
+        if let folder = config.app.stateDirectory {
+            if !user, let name = under("/var/lib", folder) {
+                lines.append("StateDirectory=\(escapeSpecifiers(name))")
+            } else {
+                lines.append(elsewhere("state_directory", folder, "StateDirectory="))
+            }
+        } else {
+            lines.append("StateDirectory=\(own)")
+        }
+        return lines
+    }
+
+    /// The folder `path` is in (nil for a path without one).
+    static func parentFolder(_ path: String) -> String? {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return nil }
+        return String(path[..<slash])
     }
 
     /// A command line for ExecStart=/ExecReload=: every word quoted when it needs it, `%`

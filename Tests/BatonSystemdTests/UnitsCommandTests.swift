@@ -122,6 +122,35 @@ struct UnitsCommandTests {
         #expect(lines.contains("FileDescriptorStoreMax=16") && lines.contains("Restart=on-failure"))
     }
 
+    /// A config audit: `RuntimeDirectory=baton/NAME` and `StateDirectory=baton/NAME` came whatever
+    /// the config said, so a unit for `state_directory = "/srv/shop/state"` made a folder in
+    /// /var/lib that nothing used, and said nothing of the one baton does use.
+    @Test("configured folders: their own names under /run and /var/lib, a comment elsewhere")
+    func configuredFolders() throws {
+        let directory = TestPaths.temporaryDirectory("units")
+        defer { TestPaths.remove(directory) }
+        func lines(_ app: String, control: String) throws -> [String] {
+            let path = directory + "/shop.toml"
+            TestPaths.write(
+                path,
+                Self.config.replacingOccurrences(of: "workers = 2", with: "workers = 2\n\(app)")
+                    .replacingOccurrences(of: "socket = \"/run/baton/shop/control.sock\"", with: "socket = \"\(control)\""))
+            let result = try TestProcess.run([TestPaths.executable("baton"), "units", "--config", path])
+            #expect(result.code == 0, "\(result.stderr)")
+            return result.stdout.split(separator: "\n").map(String.init).filter { $0.contains("Directory") }
+        }
+        #expect(
+            try lines("runtime_directory = \"/run/shop-rt\"\nstate_directory = \"/srv/shop/state\"", control: "/run/baton/shop/control.sock") == [
+                "RuntimeDirectory=shop-rt baton/shop",
+                "# [app] state_directory /srv/shop/state is not StateDirectory='s to make: baton makes it (under ProtectSystem=strict, add ReadWritePaths=/srv/shop/state)",
+            ])
+        #expect(
+            try lines("runtime_directory = \"/srv/rt\"\nstate_directory = \"/var/lib/shop\"", control: "/srv/rt/control.sock") == [
+                "# [app] runtime_directory /srv/rt is not RuntimeDirectory='s to make: baton makes it (under ProtectSystem=strict, add ReadWritePaths=/srv/rt)",
+                "StateDirectory=shop",
+            ])
+    }
+
     /// A pid-1 audit: under a user's manager, `systemctl --user enable` warned that
     /// multi-user.target does not exist, and the default control socket under /run/baton
     /// cannot be made by a user's service.
