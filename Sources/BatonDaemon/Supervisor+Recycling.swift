@@ -40,10 +40,11 @@ extension Supervisor {
     /// the planner gets that operation's commit charge (read once per operation).
     func recycleBudget() -> Int {
         guard recycling.concurrency == .auto else { return recycling.budget(autoWidth: 1) }
+        let cpus = followUsableCPUs()
         let planner = RolloutPlanner(
             strategy: config.deploy.strategy, maxSurge: .auto, maxUnavailable: config.deploy.maxUnavailable, bootBudget: bootBudget.boots)
         let step = planner.step(rolloutFigures(release: nil, for: operation.flatMap { $0.kind == .policy ? $0 : nil }))
-        return recycling.budget(autoWidth: min(step.width, Self.onlineCPUs, slots.count))
+        return recycling.budget(autoWidth: min(step.width, cpus, slots.count))
     }
 
     /// Frees the engine's place of `slot` once its recycle's rollout reached it, then starts what

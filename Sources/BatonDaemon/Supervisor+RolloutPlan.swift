@@ -42,7 +42,20 @@ extension Supervisor {
     func rolloutPlanner(_ options: DeployOptions?, strategy: DeployStrategy?) -> RolloutPlanner {
         let strategy = strategy ?? config.deploy.strategy
         let width = options?.maxSurge.map { RolloutPlanner.Width.fixed(min($0, slots.count)) } ?? config.deploy.surgeWidth
+        followUsableCPUs()
         return RolloutPlanner(strategy: strategy, maxSurge: width, maxUnavailable: config.deploy.maxUnavailable, bootBudget: bootBudget.boots)
+    }
+
+    /// The CPUs baton may use, read now; the boot budget follows a change (`systemctl
+    /// set-property … CPUQuota=`, `taskset -a -p`), said once per change. A CPU audit: the
+    /// budget kept the count read at start while the recycling budget read it again.
+    @discardableResult
+    func followUsableCPUs() -> Int {
+        let usable = Self.onlineCPUs
+        guard usable != bootBudget.cpus else { return usable }
+        logger.info("baton may use \(usable) CPU\(usable == 1 ? "" : "s") now (\(bootBudget.cpus) before): boots are planned for \(usable)")
+        bootBudget.follow(cpus: usable)
+        return usable
     }
 
     /// Says once at start when baton plans its boots for fewer CPUs than the host has.

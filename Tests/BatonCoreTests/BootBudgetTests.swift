@@ -32,6 +32,16 @@ struct BootBudgetTests {
     /// The defect (bench, baton+puma instant, four boots at once on two cores): each boot used
     /// 0.7 s of CPU in 1.7 s, the rest queued for a CPU behind the others, so its share looked
     /// like 0.42 and the next rollout booted 2 / 0.42 = 4 at once again.
+    @Test func aChangedCPUCountKeepsTheBootsMeasured() {
+        var budget = BootBudget(cpus: 1)
+        budget.record(cpuSeconds: 0.5, bootSeconds: 1)
+        #expect(budget.boots == 2)
+        budget.follow(cpus: 3)
+        #expect(budget.cpus == 3 && budget.boots == 6 && budget.shares == [0.5])
+        budget.follow(cpus: 0)
+        #expect(budget.cpus == 1)
+    }
+
     @Test func timeQueuedForACPUIsNotTheBootsOwn() {
         var budget = BootBudget(cpus: 2)
         budget.record(cpuSeconds: 0.7, bootSeconds: 1.67, waitedSeconds: 0.95)

@@ -116,6 +116,25 @@ extension ThirdIntegration {
             #expect(plan.stdout.contains(" \(BootBudget.maxPerCPU) boots at once)"), "\(plan.stdout)")
         }
 
+        /// A review of the CPU audit's fix: the boot budget kept the CPUs read at start, while
+        /// the recycling budget read them again at every look; a quota or affinity changed on a
+        /// running baton (`systemctl set-property … CPUQuota=`) never reached a deploy's plan.
+        @Test("a CPU affinity changed while baton runs reaches the next deploy's plan", .enabled(if: CPUCount.online >= 2))
+        func aChangedAffinityIsFollowed() throws {
+            let baton = try BatonHarness(workers: 2, tag: "cpu-follow", wrapper: ["/usr/bin/taskset", "-c", "0"])
+            defer { baton.stop() }
+            let release = try baton.makeRelease("r2")
+            let one = try baton.cli(["deploy", "--dry-run", "--release", release])
+            #expect(one.stdout.contains(" \(BootBudget.maxPerCPU) boots at once)"), "\(one.stdout)")
+            let all = (0..<CPUCount.online).map(String.init).joined(separator: ",")
+            let set = try TestProcess.run(["/usr/bin/taskset", "-a", "-p", "-c", all, "\(baton.process.pid)"])
+            #expect(set.code == 0, "\(set.stderr)")
+            let plan = try baton.cli(["deploy", "--dry-run", "--release", release])
+            #expect(plan.stdout.contains(" \(BootBudget.maxPerCPU * CPUCount.online) boots at once)"), "\(plan.stdout)")
+            let line = baton.process.waitForLine(containing: "baton may use \(CPUCount.online) CPUs now (1 before)", timeout: .seconds(10))
+            #expect(line != nil, "\(baton.process.stderrLines.suffix(6))")
+        }
+
         /// A CPU audit: under `nice -n 19` boot_nice did nothing, and the log said "baton's
         /// priority back" of a priority never lowered.
         @Test("boot_nice under nice 19 says it has no effect")

@@ -14,8 +14,8 @@
 /// boot looked like half a core's worth, so the next rollout booted four at once again
 /// (measured: puma boots of 0.7 s took 1.7 s each, four at once beside the serving workers).
 public struct BootBudget: Sendable, Equatable {
-    /// Online CPUs.
-    public let cpus: Int
+    /// The CPUs boots are planned for (at least 1).
+    public private(set) var cpus: Int
     /// Boots at once per CPU, at most, however little CPU a boot takes.
     public static let maxPerCPU = 16
     /// The least part of a boot taken as running, whatever its threads' summed waits say.
@@ -27,6 +27,12 @@ public struct BootBudget: Sendable, Equatable {
 
     /// A budget for `cpus` online CPUs (at least 1), with no boot measured.
     public init(cpus: Int) {
+        self.cpus = max(1, cpus)
+    }
+
+    /// Plans for `cpus` CPUs from now on (at least 1), the boots measured kept: their shares
+    /// are of one CPU each, whatever the count.
+    public mutating func follow(cpus: Int) {
         self.cpus = max(1, cpus)
     }
 
