@@ -39,7 +39,7 @@ final class ControlServer {
     /// Accepts the clients, pausing while descriptors run out.
     private var acceptPause: AcceptPause
     /// The file baton bound at `path` (device, inode), to tell it from one put there since.
-    private var boundFile: (dev: UInt, ino: UInt)?
+    private var boundFile: FileIdentity?
     /// What the last look found wrong, said once until it changes.
     private var pathTrouble: String?
     /// Peers refused at connect, logged at most once per 10 s (any local user may connect
@@ -81,7 +81,7 @@ final class ControlServer {
         }
         acceptPause = Self.acceptPause(loop: loop, fd: socketFD, logger: logger)
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
-        boundFile = Self.fileIdentity(path)
+        boundFile = FileIdentity(path: path)
     }
 
     /// The listening socket at `path`: mode 0660, `[control] group`, non-blocking; with
@@ -115,12 +115,6 @@ final class ControlServer {
         AcceptPause(loop: loop, fd: fd) { [logger] in logger.error("control socket: \($0)") }
     }
 
-    private static func fileIdentity(_ path: String) -> (dev: UInt, ino: UInt)? {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return nil }
-        return (UInt(info.st_dev), UInt(info.st_ino))
-    }
-
     /// Binds the socket again when its file is gone (as tmux does for its own), in its folder if
     /// that is there (the supervisor makes its runtime directory again; another folder removed
     /// may be a test's, or the operator's, on its way out); a different file at `path` (another
@@ -130,7 +124,7 @@ final class ControlServer {
     func checkPath() {
         guard listening != nil else { return }
         var trouble: String?
-        if let now = Self.fileIdentity(path) {
+        if let now = FileIdentity(path: path) {
             if let bound = boundFile, now == bound {
                 trouble = nil
             } else {
@@ -157,7 +151,7 @@ final class ControlServer {
         let socketFD = socket.rawValue
         listening = consume socket  // closes the old one
         acceptPause = Self.acceptPause(loop: loop, fd: socketFD, logger: logger)
-        boundFile = Self.fileIdentity(path)
+        boundFile = FileIdentity(path: path)
         try loop.register(fd: socketFD, events: .readable) { [unowned self] _ in self.acceptAll() }
     }
 
@@ -186,7 +180,7 @@ final class ControlServer {
         loop.unregister(fd: fd)
         listening = nil  // closes it
         // Only baton's own file: another process's socket put there since stays.
-        if let bound = boundFile, let now = Self.fileIdentity(path), now == bound { unlink(path) }
+        if let bound = boundFile, let now = FileIdentity(path: path), now == bound { unlink(path) }
         // Only the folders this server made for its socket, innermost first, and only if empty
         // (an operator audit found /run/baton/NAME, made for the default socket, left behind).
         for directory in createdDirectories.reversed() { rmdir(directory) }

@@ -49,7 +49,8 @@ extension Supervisor {
     /// socket went with its worker).
     func removeOwnListeningFiles() {
         listeners.removeAll()
-        for path in ownedUnixPaths { unlink(path) }
+        // Only the file baton bound: another process's socket bound at the path since stays.
+        for path in ownedUnixPaths where isOwnUnixListenerFile(path) { unlink(path) }
         if createdNotifyDirectory { rmdir(notifyDirectory) }
     }
 

@@ -19,9 +19,10 @@ extension Supervisor {
         if !fromUnit.isEmpty {
             logger.info("received \(fromUnit.count) socket(s) from systemd")
             socketsFromUnit = true
-            if let mismatch = Self.listenMismatch(configured: config.listen.addresses, passed: fromUnit.map(\.address)) {
-                logger.warning("\(mismatch)")
-            }
+            // Shown in status too (a listeners audit: `systemctl restart` returned 0, one WARN,
+            // and status listed the unit's sockets with no word of the configured ones).
+            listenMismatch = Self.listenMismatch(configured: config.listen.addresses, passed: fromUnit.map(\.address))
+            if let listenMismatch { logger.warning("\(listenMismatch)") }
             // Dropped with `activated` when this returns, which closes them.
             for extra in stored { notifier.removeStoredFD(name: extra.name) }
             return fromUnit
@@ -73,6 +74,7 @@ extension Supervisor {
                 logger.info("stored \(listener.address) in systemd's FD store as \(listener.name)")
             } else if case .unix(let path) = address {
                 ownedUnixPaths.append(path)
+                unixListenerFiles[path] = FileIdentity(path: path)
             }
         }
         takeOver.taken.removeAll()  // closes the unused ones: their address left the config

@@ -28,6 +28,7 @@ extension Supervisor {
         // re-audit: a `setsid` grandchild listed in status was logged only when some worker
         // exited, never if none did).
         reportEscapedChildren()
+        checkUnixListenerFiles()
         releases.restoreIfGone(reopen: { [host, directory = releases.directory] () throws(DirectoryError) in try host.openStateStore(directory) }, on: loop)
         guard restoreNotifyDirectory() else { return }
         control?.checkPath()

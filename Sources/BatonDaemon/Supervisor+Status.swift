@@ -72,6 +72,7 @@ extension Supervisor {
         let problems =
             stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? [])
             + (memoryMonitor.hostMemoryProblem.map { [$0] } ?? []) + unacceptedListeners.values.sorted()
+            + lostUnixListeners.values.sorted() + (listenMismatch.map { [$0] } ?? [])
         report.problems = problems.isEmpty ? nil : problems
         report.restartNeeded = restartNeeded.isEmpty ? nil : restartNeeded
         report.oom = oomStatus()

@@ -221,6 +221,7 @@ extension Supervisor {
         let state = try JSONDecoder().decode(UpgradeState.self, from: Data(text.utf8))
         for d in state.descriptors { try setCloseOnExec(d) }
         listeners = state.listeners.map { Listener(fd: $0.fd, name: $0.name, address: $0.address) }
+        recordUnixListenerFiles()
         control = try openControlServer(adopting: state.controlFD)
         degraded = state.degraded
         sentReady = state.sentReady

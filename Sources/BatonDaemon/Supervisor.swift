@@ -90,6 +90,12 @@ public final class Supervisor {
     var acceptQueueLooks: [String: Int] = [:]
     /// Listeners whose accept queue stayed non-empty while workers were ready, with the line said.
     var unacceptedListeners: [String: String] = [:]
+    /// `[listen]` names other sockets than the socket unit passed (``listenMismatch(configured:passed:)``).
+    var listenMismatch: String?
+    /// The file at each unix listener's path when baton got the socket (``recordUnixListenerFiles()``).
+    var unixListenerFiles: [String: FileIdentity] = [:]
+    /// Unix listeners whose file was removed or replaced, with the line said.
+    var lostUnixListeners: [String: String] = [:]
     /// The listening sockets came from a socket unit (`[listen]` is not used then).
     var socketsFromUnit = false
     /// Sections the last reload's config changed that only a restart applies (status shows them).
@@ -259,6 +265,7 @@ public final class Supervisor {
             return
         }
         listeners = try openListeners()
+        recordUnixListenerFiles()
         logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
         scheduleAcceptQueueCheck()
         sayCPUsWhenLimited()

@@ -55,6 +55,21 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
 }
 
 /// Directories baton creates, or finds and uses as they are.
+/// A file's device and inode: tells the file at a path from one put there since (a socket
+/// baton bound, then removed and bound again by another process).
+public struct FileIdentity: Equatable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+
+    /// The file at `path` itself (a symbolic link not followed), nil when there is none.
+    public init?(path: String) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+    }
+}
+
 public enum Filesystem {
     /// Why this process could not make `path` (as `mkdir -p`) or write in it: the folder that
     /// refuses (`path`, or its nearest existing ancestor) and errno's text; nil when it can.

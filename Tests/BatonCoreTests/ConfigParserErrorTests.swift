@@ -167,6 +167,27 @@ struct ConfigParserErrorTests {
         #expect(
             configFailure(minimalApp + "[listen]\naddresses = [\"[::1]:80\", \"[::]:80\"]\n")?.contains("overlaps") == true)
         #expect(configFailure(minimalApp + "[listen]\naddresses = [\"0.0.0.0:80\", \"[::1]:80\", \"127.0.0.1:81\"]\n") == nil)
+        // A listeners audit: each of these passed check-config, then serve failed (exit 1 on
+        // EINVAL or EADDRINUSE, exit 2 on the control socket), or was told "expected IP:PORT".
+        let listen = { (addresses: String) in configFailure(minimalApp + "[listen]\naddresses = [\(addresses)]\n") }
+        #expect(
+            listen(#""[fe80::1]:80""#)
+                == #"/etc/baton/shop.toml:7: listen.addresses: cannot listen on "[fe80::1]:80": an IPv6 link-local address needs an interface (a zone such as %eth0), which [listen] cannot name: listen on [::]:80 or another address"#
+        )
+        #expect(listen(#""[fe80::1%lo]:80""#)?.hasSuffix("(a zone (%interface) cannot be given: an IPv6 link-local address cannot be listened on)") == true)
+        #expect(
+            listen(#""[::ffff:127.0.0.1]:80""#)
+                == #"/etc/baton/shop.toml:7: listen.addresses: cannot listen on "[::ffff:127.0.0.1]:80": an IPv4-mapped IPv6 address: baton's IPv6 sockets are IPv6-only; write 127.0.0.1:80"#
+        )
+        #expect(
+            listen(#""unix:/run/a.sock", "unix:/run//./a.sock""#) == #"/etc/baton/shop.toml:7: listen.addresses: address "unix:/run/a.sock" is listed twice"#)
+        let long = "/run/" + String(repeating: "x", count: 110)
+        #expect(listen("\"unix:\(long)\"")?.hasSuffix("(the unix socket path is 115 bytes long: at most 107 fit in a socket address)") == true)
+        #expect(
+            configFailure(minimalApp + "[listen]\naddresses = [\"unix:/run/shop/a.sock\"]\n[control]\nsocket = \"/run/shop/./a.sock\"\n")
+                == #"/etc/baton/shop.toml:9: control.socket: is also the listen address "unix:/run/shop/a.sock": the control socket needs a path of its own"#)
+        #expect(ListenAddress.parse("unix:/run//x/./a.sock") == .unix(path: "/run/x/a.sock"))
+        #expect(ListenAddress.parse("unix:/run/x/../a.sock") == .unix(path: "/run/x/../a.sock"))
         // A names audit: check-config echoed an ESC raw (`\u001b[2J` in a key cleared the terminal).
         #expect(
             configFailure("[app]\nname = \"x\\u001b[31m\\u202e\"\ncommand = [\"a\"]\ndirectory = \"/srv\"\nworkers = 1\n")?.hasSuffix(

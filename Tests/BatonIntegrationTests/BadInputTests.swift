@@ -168,6 +168,31 @@ extension SecondIntegration {
             }
         }
 
+        /// A listeners audit: a socket unit passing other sockets than `[listen]` names was one
+        /// WARN line; `systemctl restart` returned 0 and status listed the unit's sockets alone.
+        @Test("socket activation with other sockets than [listen] names: said, and a problem in status")
+        func activationWithOtherSocketsThanListen() throws {
+            let directory = TestPaths.temporaryDirectory("mismatch")
+            defer { TestPaths.remove(directory) }
+            let listener = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 16)
+            let other = "127.0.0.1:\(HTTP.freePort())"
+            let path = directory + "/shop.toml"
+            TestPaths.write(
+                path,
+                Self.shop(in: directory).replacingOccurrences(of: "[\"/bin/true\"]", with: "[\"\(TestPaths.executable("baton-demo-worker"))\"]")
+                    + "[listen]\naddresses = [\"\(listener.address)\", \"\(other)\"]\n[readiness]\nmode = \"notify\"\n[control]\nsocket = \"\(directory)/control.sock\"\n"
+            )
+            let serve = try TestProcess(
+                [TestPaths.executable("baton"), "serve", "--config", path], environment: TestPaths.cleanEnvironment() + ["LISTEN_FDS=1", "LISTEN_FDNAMES=web"],
+                passFDs: [listener.fd], setListenPID: true)
+            defer { _ = serve.stop() }
+            #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(30)) != nil, "\(serve.stderrLines)")
+            let status = try TestProcess.run([TestPaths.executable("baton"), "status", "--socket", directory + "/control.sock"])
+            #expect(
+                status.stdout.contains("[listen] addresses (\(listener.address), \(other)) are not the sockets systemd passed (\(listener.address))"),
+                "\(status.stdout)")
+        }
+
         /// A systemd audit (2 of 2): a socket unit with `FileDescriptorName=bound-foo` on the
         /// address `[listen]` names. baton took the socket for a stale one of its own FD store,
         /// closed it and bound `[listen]` itself, on the port the unit still held: `bind …:

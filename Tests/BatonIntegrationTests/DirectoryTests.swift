@@ -200,6 +200,28 @@ extension Integration {
             #expect(access(directory + "/web.sock", F_OK) != 0, "the unix listener bound before the failure is left")
         }
 
+        /// A listeners audit: seven seconds after `rm` of a unix listener's file, status said
+        /// `2/2 workers ready` with no problem while every connect failed; and a baton stopped
+        /// after another process bound the path unlinked that one's live socket.
+        @Test("a unix listener's file removed is said and shown in status; a socket bound at its path since stays at stop")
+        func aRemovedUnixListenerFile() throws {
+            let folder = TestPaths.temporaryDirectory("unix-gone")
+            defer { TestPaths.remove(folder) }
+            let path = folder + "/web.sock"
+            let sections = BatonHarness.defaultSections.replacingOccurrences(
+                #"addresses = ["127.0.0.1:0"]"#, with: #"addresses = ["127.0.0.1:0", "unix:\#(path)"]"#)
+            let baton = try BatonHarness(workers: 1, sections: sections, tag: "unix-gone")
+            defer { baton.stop() }
+            #expect(unlink(path) == 0)
+            let line = baton.process.waitForLine(containing: "listening socket unix:\(path): its file was removed", timeout: .seconds(20))
+            #expect(line?.contains("no client can connect to it; restart baton to bind it again") == true, "\(String(describing: line))")
+            #expect(try baton.status().problems?.contains { $0.hasPrefix("listening socket unix:\(path): its file was removed") } == true)
+            // Another process's socket at the path now: baton's stop leaves it.
+            let other = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 4)
+            #expect(baton.stop(keepDirectory: true) == 0)
+            withExtendedLifetime(other) { #expect(Sockets.unixSocketAnswers(path), "the other socket's file was removed at baton's stop") }
+        }
+
         /// A temp folder anyone may write in, and the text of `writeConfig`'s config there (for
         /// baton run as nobody).
         static func folderForNobody(_ tag: String) -> (directory: String, config: String) {

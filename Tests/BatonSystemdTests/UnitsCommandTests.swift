@@ -47,6 +47,7 @@ struct UnitsCommandTests {
                 ListenStream=/run/shop/http.sock
                 SocketMode=0666
                 SocketGroup=www-data
+                BindIPv6Only=ipv6-only
                 Backlog=512
                 FileDescriptorName=web
                 Service=baton-shop.service
@@ -236,7 +237,7 @@ struct UnitsCommandTests {
             + (Self.directives(SystemdSandbox.unitsDirectory + "/baton@.socket") ?? [])
         let appSpecific = [
             "Description=", "Requires=", "After=", "ExecStart=", "ExecReload=", "RuntimeDirectory=", "StateDirectory=",
-            "ListenStream=", "SocketMode=", "SocketGroup=", "Service=",
+            "ListenStream=", "SocketMode=", "SocketGroup=", "Service=", "BindIPv6Only=",
         ]
         let generic = { (lines: [String]) in Set(lines.filter { line in !appSpecific.contains { line.hasPrefix($0) } }) }
         #expect(

@@ -90,10 +90,12 @@ extension ConfigReader {
             var seen: Set<ListenAddress> = []
             for text in texts {
                 guard let address = ListenAddress.parse(text) else {
-                    report(
-                        s.path("addresses"),
-                        "invalid address \(Convert.quote(text)) (expected \"IP:PORT\", \"[IPv6]:PORT\" or \"unix:/absolute/path\")"
-                    )
+                    let why = ListenAddress.whyNot(text) ?? "expected \"IP:PORT\", \"[IPv6]:PORT\" or \"unix:/absolute/path\""
+                    report(s.path("addresses"), "invalid address \(Convert.quote(text)) (\(why))")
+                    continue
+                }
+                if let why = address.unbindable {
+                    report(s.path("addresses"), "cannot listen on \(Convert.quote(text)): \(why)")
                     continue
                 }
                 check(

@@ -77,12 +77,45 @@ public enum ListenAddress: Sendable, Equatable, Hashable, Codable, CustomStringC
         return false
     }
 
-    /// A unix address for `path`, if it is absolute, short enough and has no NUL byte.
+    /// A unix address for `path`, if it is absolute, short enough and has no NUL byte; `//`
+    /// and `/./` taken out (the same file: a listeners audit listed `/d/a.sock` and
+    /// `/d//./a.sock` past check-config, then serve failed on `Address already in use`). `..`
+    /// stays: through a symbolic link it is not the folder before it.
     private static func unixAddress(_ path: String) -> ListenAddress? {
         guard path.hasPrefix("/"), path.utf8.count > 1, path.utf8.count <= maxUnixPathLength,
             !path.utf8.contains(0)
         else { return nil }
-        return .unix(path: path)
+        let parts = path.split(separator: "/").filter { $0 != "." }
+        guard !parts.isEmpty else { return nil }
+        return .unix(path: "/" + parts.joined(separator: "/") + (path.hasSuffix("/") ? "/" : ""))
+    }
+
+    /// Why `text` is not an address ``parse(_:)`` takes, when a specific reason is known (a
+    /// listeners audit: a 112-byte path was told it was not `IP:PORT`).
+    public static func whyNot(_ text: String) -> String? {
+        let path = text.hasPrefix("unix:") ? String(text.dropFirst(5)) : text.hasPrefix("/") ? text : nil
+        if let path, path.utf8.count > maxUnixPathLength {
+            return "the unix socket path is \(path.utf8.count) bytes long: at most \(maxUnixPathLength) fit in a socket address"
+        }
+        if let path, !path.hasPrefix("/") { return "a unix socket path must be absolute" }
+        if text.hasPrefix("["), text.contains("%" as Character) {
+            return "a zone (%interface) cannot be given: an IPv6 link-local address cannot be listened on"
+        }
+        return nil
+    }
+
+    /// Why the kernel refuses to listen on this address, which parses (a listeners audit: each
+    /// passed check-config, then serve exited 1 on `Invalid argument`, which the unit's
+    /// `RestartPreventExitStatus=2` does not stop).
+    public var unbindable: String? {
+        guard case .tcp(let host, let port) = self, host.contains(":" as Character) else { return nil }
+        if host.hasPrefix("::ffff:"), host.contains("." as Character) {
+            return "an IPv4-mapped IPv6 address: baton's IPv6 sockets are IPv6-only; write \(host.dropFirst(7)):\(port)"
+        }
+        if let first = IPAddressText.parseIPv6(Substring(host))?.first, first & 0xFFC0 == 0xFE80 {
+            return "an IPv6 link-local address needs an interface (a zone such as %eth0), which [listen] cannot name: listen on [::]:\(port) or another address"
+        }
+        return nil
     }
 
     /// A decimal port 0...65535 (no sign, no spaces, at most 5 digits).

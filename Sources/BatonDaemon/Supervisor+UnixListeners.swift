@@ -1,0 +1,46 @@
+import BatonCore
+import BatonSystem
+import Glibc
+
+/// The files of unix listening sockets. A socket's file is only its name: removed (`rm`, a
+/// tmpfiles clean-up) or replaced by another process's socket bound at the path, the listener
+/// goes on in every worker but no client can reach it. A listeners audit: seven seconds after
+/// `rm` of the file, status said `2/2 workers ready` with no problem while every connect
+/// failed; and a baton stopped after another bound the path unlinked that one's live socket.
+extension Supervisor {
+    /// The file at each unix listener's path as it is now, for those not recorded at their bind
+    /// (a socket unit's, the FD store's, an upgrade's): what the checks and the stop compare with.
+    func recordUnixListenerFiles() {
+        for path in listeners.compactMap({ Self.unixPath(of: $0.address) }) where unixListenerFiles[path] == nil {
+            unixListenerFiles[path] = FileIdentity(path: path)
+        }
+    }
+
+    /// The path of a unix listener's address (`unix:/run/x`), nil for another (an abstract
+    /// socket has no file).
+    static func unixPath(of address: String) -> String? {
+        guard address.hasPrefix("unix:/") else { return nil }
+        return String(address.dropFirst("unix:".count))
+    }
+
+    /// Whether the file at `path` is still the one baton recorded for its listener.
+    func isOwnUnixListenerFile(_ path: String) -> Bool {
+        guard let recorded = unixListenerFiles[path] else { return false }
+        return FileIdentity(path: path) == recorded
+    }
+
+    /// Says once, and shows in status until baton restarts, each unix listener whose file is
+    /// gone or is another file now. baton cannot give the socket its name back (a name is given
+    /// only by a bind, of a new socket the workers do not hold).
+    func checkUnixListenerFiles() {
+        for (path, recorded) in unixListenerFiles where lostUnixListeners[path] == nil {
+            let now = FileIdentity(path: path)
+            guard now != recorded else { continue }
+            let what = now == nil ? "was removed" : "is another file now (something bound or put there since)"
+            let restart = socketsFromUnit ? "restart the socket unit and baton" : "restart baton"
+            let problem = "listening socket unix:\(path): its file \(what): no client can connect to it; \(restart) to bind it again"
+            lostUnixListeners[path] = problem
+            logger.error("\(problem)")
+        }
+    }
+}
