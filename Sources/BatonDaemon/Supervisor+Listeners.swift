@@ -88,6 +88,15 @@ extension Supervisor {
         return result
     }
 
+    /// Says once at start when `[listen] backlog` is over the kernel's cap (a listeners audit:
+    /// 65535 became 4096 without a word, as systemd and nginx also leave it).
+    func sayBacklogCap() {
+        guard !socketsFromUnit, let text = ProcFS.read("/proc/sys/net/core/somaxconn"),
+            let cap = Int32(text.filter { !$0.isWhitespace }), config.listen.backlog > cap
+        else { return }
+        logger.info("[listen] backlog \(config.listen.backlog) is capped at \(cap) by the kernel (net.core.somaxconn)")
+    }
+
     /// Under socket activation, a `[listen]` that names other sockets than the socket unit
     /// passed (nil when they agree, or `[listen]` names none): a systemd/CI audit added an
     /// address to `[listen]`, and baton went on listening on the unit's sockets alone without a

@@ -266,6 +266,7 @@ public final class Supervisor {
         }
         listeners = try openListeners()
         recordUnixListenerFiles()
+        sayBacklogCap()
         logger.info("listening", metadata: ["on": .string(listeners.map(\.address).joined(separator: ","))])
         scheduleAcceptQueueCheck()
         sayCPUsWhenLimited()

@@ -20,6 +20,9 @@ public final class LogWriter: Sendable {
         var pending: [UInt8] = []
         /// True while the writer thread is writing bytes it took from `pending`.
         var writing = false
+        /// Bytes were dropped before `pending` began, and no line said so yet: the writer says
+        /// it before it writes them.
+        var gapBefore = false
     }
 
     /// How a write that must not block is made on this fd.
@@ -46,6 +49,12 @@ public final class LogWriter: Sendable {
     private let abandoned = Atomic<Bool>(false)
     /// Of `dropped`, what a line in the log has said (``sayWhatWasDropped()``).
     private let reported = Atomic<UInt64>(0)
+    /// The last byte written was not a newline: a write gave up inside a line (a full disk took
+    /// part of it), and the next write ends that line first, so no line is glued to its torn
+    /// start (an output audit: `2026-12-07T14:292026-12-07T14:29:27.338Z INFO …`).
+    private let insideLine = Atomic<Bool>(false)
+    /// Why the last write that gave up did (an errno; 0: none gave up, only the queue was full).
+    private let lastFailure = Atomic<Int32>(0)
     /// Wakes the writer thread (an eventfd).
     private let wake: Int32
     /// Whether the writer thread runs (else every line is written inline, blocking).
@@ -128,7 +137,8 @@ public final class LogWriter: Sendable {
         }
         let signal = queue.withLock { q -> Bool in
             var rest = line[...]
-            if q.pending.isEmpty && !q.writing {
+            let unsaid = dropped.load(ordering: .relaxed) != reported.load(ordering: .relaxed) || insideLine.load(ordering: .relaxed)
+            if q.pending.isEmpty && !q.writing && !unsaid {
                 let n = tryWrite(rest)
                 if n == rest.count { return false }
                 rest = rest.dropFirst(n)
@@ -143,6 +153,7 @@ public final class LogWriter: Sendable {
                 return false
             }
             let wasEmpty = q.pending.isEmpty
+            if wasEmpty && !q.writing && unsaid { q.gapBefore = true }
             q.pending += rest
             return wasEmpty
         }
@@ -164,6 +175,7 @@ public final class LogWriter: Sendable {
                 case .queueOnly: return 0
                 }
             } while n < 0 && errno == EINTR
+            if n > 0 { insideLine.store(raw[n - 1] != 0x0A, ordering: .relaxed) }
             return max(n, 0)
         }
     }
@@ -186,13 +198,17 @@ public final class LogWriter: Sendable {
             var value: UInt64 = 0
             _ = read(wake, &value, 8)
             while true {
-                let batch = queue.withLock { q -> [UInt8] in
-                    let taken = q.pending
+                let (batch, gapBefore) = queue.withLock { q -> ([UInt8], Bool) in
+                    let taken = (q.pending, q.gapBefore)
                     q.pending.removeAll(keepingCapacity: true)
-                    q.writing = !taken.isEmpty
+                    q.gapBefore = false
+                    q.writing = !taken.0.isEmpty
                     return taken
                 }
                 if batch.isEmpty { break }
+                // Lines dropped while nothing was queued (a full disk, then room again): the gap
+                // is before these.
+                if gapBefore { sayWhatWasDropped() }
                 writeWaiting(batch)
                 queue.withLock { $0.writing = false }
             }
@@ -206,36 +222,53 @@ public final class LogWriter: Sendable {
     private func sayWhatWasDropped() {
         let lost = dropped.load(ordering: .relaxed) &- reported.load(ordering: .relaxed)
         guard lost > 0, lost < UInt64(Int64.max), !abandoned.load(ordering: .sequentiallyConsistent) else { return }
-        reported.add(lost, ordering: .relaxed)
-        let text = "log: \(lost) bytes of baton's log were dropped while stderr did not keep up (\(dropped.load(ordering: .relaxed)) since baton started)"
+        let failure = lastFailure.load(ordering: .relaxed)
+        let why = failure == 0 ? "while stderr did not keep up" : "(writing to stderr failed: \(String(cString: strerror(failure))))"
+        let text = "log: \(lost) bytes of baton's log were dropped \(why) (\(dropped.load(ordering: .relaxed)) since baton started)"
         // Not counted when it cannot be written itself (a full disk): the count is of log lines.
-        writeWaiting(Array(BatonLogHandler.line(.warning, text).utf8), counting: false)
+        // Said again at the next chance until it is written (an output audit: the line was
+        // taken as said before its write failed on ENOSPC, and no line ever marked the gap).
+        if writeWaiting(Array(BatonLogHandler.line(.warning, text).utf8), counting: false) {
+            reported.add(lost, ordering: .relaxed)
+            lastFailure.store(0, ordering: .relaxed)
+        }
     }
 
     /// Writes all of `bytes`, waiting for POLLOUT when the fd is full; gives up on
     /// an error (a closed stderr, a full disk), counting what it gave up as dropped: a disk
     /// audit lost thousands of lines to a log file on a full disk with `log_dropped_bytes` 0.
-    private func writeWaiting(_ bytes: [UInt8], counting: Bool = true) {
+    @discardableResult
+    private func writeWaiting(_ bytes: [UInt8], counting: Bool = true) -> Bool {
+        // A line a failed write left open ends first (its torn start stays: it was written).
+        if insideLine.load(ordering: .relaxed) {
+            guard writeWaiting([0x0A], counting: false) else {
+                if counting { dropped.add(UInt64(bytes.count), ordering: .relaxed) }
+                return false
+            }
+        }
         var offset = 0
         let target: Int32
         if case .nonBlocking(let twin) = sink { target = twin } else { target = fd }
         unwritten.store(bytes.count, ordering: .sequentiallyConsistent)
         defer { unwritten.store(0, ordering: .sequentiallyConsistent) }
-        bytes.withUnsafeBytes { raw in
+        return bytes.withUnsafeBytes { raw -> Bool in
             while offset < raw.count, !abandoned.load(ordering: .sequentiallyConsistent) {
                 let n = write(target, raw.baseAddress! + offset, raw.count - offset)
-                if n >= 0 {
+                if n > 0 {
                     offset += n
                     unwritten.subtract(n, ordering: .sequentiallyConsistent)
-                } else if errno == EAGAIN {
+                    insideLine.store(raw[offset - 1] != 0x0A, ordering: .relaxed)
+                } else if n == 0 || errno == EAGAIN {
                     var pfd = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
                     _ = poll(&pfd, 1, -1)
                 } else if errno != EINTR {
+                    lastFailure.store(errno, ordering: .relaxed)
                     if counting { dropped.add(UInt64(raw.count - offset), ordering: .relaxed) }
                     unwritten.store(0, ordering: .sequentiallyConsistent)
-                    return
+                    return false
                 }
             }
+            return offset == raw.count
         }
     }
 }

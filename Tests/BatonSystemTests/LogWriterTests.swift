@@ -45,6 +45,41 @@ extension LogWriterTests {
         #expect(writer.droppedBytes + UInt64(waiting) <= 100_000 + 4096)
     }
 
+    /// An output audit: on a full disk the line marking the gap was taken as said before its
+    /// own write failed, so once there was room again no line marked it. The log file's fd is
+    /// /dev/full for a while (a full disk), then the file again.
+    @Test func aGapAFullDiskMadeIsMarkedOnceThereIsRoom() throws {
+        let path = "/tmp/baton-logwriter-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        try #require(fd >= 0)
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        let saved = dup(fd)
+        let full = open("/dev/full", O_WRONLY | O_CLOEXEC)
+        try #require(saved >= 0 && full >= 0)
+        defer { close(saved) }
+        let writer = LogWriter(fd: fd, capacity: 1024)
+        writer.append(Array("before\n".utf8))
+        writer.flush(timeout: .seconds(10))
+        _ = dup2(full, fd)
+        close(full)
+        writer.append(Array("deploy finished\n".utf8))
+        writer.flush(timeout: .seconds(10))
+        #expect(writer.droppedBytes == 16)
+        _ = dup2(saved, fd)
+        writer.append(Array("after\n".utf8))
+        writer.flush(timeout: .seconds(10))
+        let lines = (try #require(ProcFS.read(path))).split(separator: "\n").map(String.init)
+        #expect(lines.count == 3, "\(lines)")
+        #expect(lines.first == "before" && lines.last == "after", "\(lines)")
+        #expect(
+            lines.dropFirst().first?.contains(
+                "WARN log: 16 bytes of baton's log were dropped (writing to stderr failed: No space left on device) (16 since baton started)")
+                == true, "\(lines)")
+    }
+
     /// A logs audit: once a stalled stderr drained, nothing in the log marked the gap.
     @Test func aLineSaysWhatWasDroppedOnceTheReaderCaughtUp() throws {
         let fds = try Self.smallPipe()

@@ -328,7 +328,7 @@ extension StatusReport {
         for note in ksm?.notes ?? [] { lines.append("note: \(note)") }
         for mold in molds ?? [] { lines.append(mold.line(now: now)) }
         if let dropped = logDroppedBytes, dropped > 0 {
-            lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up)")
+            lines.append("log: \(dropped) bytes of baton's log dropped (stderr did not keep up, or refused them: a closed pipe, a full disk)")
         }
         lines.append("")
         // USS is the private part, SHARED what other processes map too; KSM only with memory.mergeable.
