@@ -85,8 +85,16 @@ public struct StateStore: Sendable {
     /// image takes the lock again.
     public func lock() throws(DirectoryError) {
         let path = directory + "/.lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { return }
+        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        // flock needs no write access: a `.lock` baton cannot write (immutable, a folder, a
+        // read-only file system) is locked as it is. A state audit made `.lock` a folder: two
+        // batons ran on one state directory, each deploy overwriting the other's release.
+        if fd < 0 { fd = open(path, O_RDONLY | O_CLOEXEC) }
+        guard fd >= 0 else {
+            // Nothing to lock on a read-only file system without the file: nothing is written here either.
+            if errno == EROFS || errno == ENOENT { return }
+            throw DirectoryError(path: directory, reason: .system(SystemError("open", errno: errno, subject: path)))
+        }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let holder = ProcFS.read(path).flatMap { Int32($0.filter { !$0.isWhitespace }) }
             close(fd)

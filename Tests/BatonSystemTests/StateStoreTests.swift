@@ -124,4 +124,17 @@ struct StateStoreCorruptTests {
         #expect(access(directory + "/history.jsonl.tmp.\(getpid())", F_OK) == 0)
         #expect(access(directory + "/notes.tmp.txt", F_OK) == 0)
     }
+
+    /// A state audit: with `.lock` a folder (or immutable) the lock was skipped without a word,
+    /// and two batons ran on one state directory, each deploy overwriting the other's release.
+    @Test("a .lock baton cannot write is locked as it is: a second holder is refused")
+    func aLockFileBatonCannotWrite() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        #expect(mkdir(directory + "/.lock", 0o755) == 0)
+        let first = try StateStore(directory: directory)
+        let second = try StateStore(directory: directory)
+        try first.lock()
+        #expect(throws: DirectoryError.self) { try second.lock() }
+    }
 }
