@@ -91,7 +91,10 @@ public enum ConfigHostCheck {
         // socket whose folder is missing (baton creates only the control socket's), and a state
         // or runtime directory others may write in.
         for case .unix(let path) in config.listen.addresses {
-            if path == config.control.socket { throw problem(["listen", "addresses"], "\(path) is also [control] socket") }
+            // However spelled (a listeners audit: `/d/./ctl.sock` passed, then serve exited 2).
+            if DirectoryRules.normalize(path) == DirectoryRules.normalize(config.control.socket) {
+                throw problem(["listen", "addresses"], "\(path) is also [control] socket")
+            }
             let folder = path[..<(path.lastIndex(of: "/") ?? path.startIndex)]
             if !folder.isEmpty, !Filesystem.isDirectory(String(folder)) {
                 throw problem(["listen", "addresses"], "\(path): its folder \(folder) does not exist")

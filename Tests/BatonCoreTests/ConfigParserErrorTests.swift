@@ -168,7 +168,7 @@ struct ConfigParserErrorTests {
             configFailure(minimalApp + "[listen]\naddresses = [\"[::1]:80\", \"[::]:80\"]\n")?.contains("overlaps") == true)
         #expect(configFailure(minimalApp + "[listen]\naddresses = [\"0.0.0.0:80\", \"[::1]:80\", \"127.0.0.1:81\"]\n") == nil)
         // A listeners audit: each of these passed check-config, then serve failed (exit 1 on
-        // EINVAL or EADDRINUSE, exit 2 on the control socket), or was told "expected IP:PORT".
+        // EINVAL or EADDRINUSE), or was told "expected IP:PORT".
         let listen = { (addresses: String) in configFailure(minimalApp + "[listen]\naddresses = [\(addresses)]\n") }
         #expect(
             listen(#""[fe80::1]:80""#)
@@ -183,9 +183,6 @@ struct ConfigParserErrorTests {
             listen(#""unix:/run/a.sock", "unix:/run//./a.sock""#) == #"/etc/baton/shop.toml:7: listen.addresses: address "unix:/run/a.sock" is listed twice"#)
         let long = "/run/" + String(repeating: "x", count: 110)
         #expect(listen("\"unix:\(long)\"")?.hasSuffix("(the unix socket path is 115 bytes long: at most 107 fit in a socket address)") == true)
-        #expect(
-            configFailure(minimalApp + "[listen]\naddresses = [\"unix:/run/shop/a.sock\"]\n[control]\nsocket = \"/run/shop/./a.sock\"\n")
-                == #"/etc/baton/shop.toml:9: control.socket: is also the listen address "unix:/run/shop/a.sock": the control socket needs a path of its own"#)
         #expect(ListenAddress.parse("unix:/run//x/./a.sock") == .unix(path: "/run/x/a.sock"))
         #expect(ListenAddress.parse("unix:/run/x/../a.sock") == .unix(path: "/run/x/../a.sock"))
         // A names audit: check-config echoed an ESC raw (`\u001b[2J` in a key cleared the terminal).

@@ -130,6 +130,8 @@ struct RegularFileTests {
             }
         }
         #expect(try problem("", "[listen]\naddresses = [\"unix:\(directory)/control.sock\"]")?.contains("is also [control] socket") == true)
+        // However spelled (a listeners audit).
+        #expect(try problem("", "[listen]\naddresses = [\"unix:\(directory)//./control.sock\"]")?.contains("is also [control] socket") == true)
         #expect(
             try problem("", "[listen]\naddresses = [\"unix:\(directory)/missing/http.sock\"]")?.contains("its folder \(directory)/missing does not exist")
                 == true)

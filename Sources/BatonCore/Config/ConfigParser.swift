@@ -62,7 +62,6 @@ extension BatonConfig {
         config.mold = reader.readMold(section("mold"))
         reader.checkDirectories(config)
         reader.checkMetricsAddress(config)
-        reader.checkControlSocket(config)
         if let error = reader.firstError { throw error }
         return config
     }
@@ -105,16 +104,6 @@ extension ConfigReader {
     /// The optimal-string-alignment distance (see ``ConfigSchema/editDistance(_:_:)``).
     static func editDistance(_ a: String, _ b: String) -> Int {
         ConfigSchema.editDistance(a, b)
-    }
-
-    /// Reports a control socket at the path of a unix listen address, however spelled (a
-    /// listeners audit: `/d/./ctl.sock` passed check-config, then serve exited 2).
-    mutating func checkControlSocket(_ config: BatonConfig) {
-        let control = DirectoryRules.normalize(config.control.socket)
-        for address in config.listen.addresses {
-            guard case .unix(let path) = address, DirectoryRules.normalize(path) == control else { continue }
-            report(["control", "socket"], "is also the listen address \(Convert.quote(address.description)): the control socket needs a path of its own")
-        }
     }
 
     /// Reports a metrics address that is also a listen address: baton would bind both and fail
