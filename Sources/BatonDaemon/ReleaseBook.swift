@@ -90,6 +90,7 @@ final class ReleaseBook {
         } catch {
             recordUnwritable(error, atStartUp: true)
         }
+        var missing = false
         do {
             if let saved = try store.loadReleaseState() {
                 if releaseExists(saved.current.directory) {
@@ -101,6 +102,8 @@ final class ReleaseBook {
                     recordProblem(
                         "persisted release \(saved.current.directory) is missing: started on [app] directory \(fallback.directory)")
                 }
+            } else {
+                missing = true
             }
         } catch {
             let copy = (try? store.keepCorruptReleaseState()).map { "; a copy is kept as \($0)" } ?? ""
@@ -109,6 +112,13 @@ final class ReleaseBook {
         for problem in store.unreadableStateFiles() { logger.warning("\(problem)") }
         history = store.loadHistory()
         deployed = store.loadDeployedReleases()
+        // No release.json, but a history of releases that ran here: it was removed (a state
+        // audit: `rm release.json` started baton on `[app] directory` without a word).
+        if missing, let last = history.last(where: { $0.outcome == .succeeded }), last.release != fallback.directory {
+            recordProblem(
+                "release.json is missing from the state directory, but its history names releases that ran here (the last: \(last.release)): "
+                    + "started on [app] directory \(fallback.directory); deploy that release again to run it")
+        }
         recordUnfinishedDeploy(now: now)
     }
 

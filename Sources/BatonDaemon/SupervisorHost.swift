@@ -184,7 +184,13 @@ final class LinuxSupervisorHost: SupervisorHost {
     }
 
     func openStateStore(_ directory: String) throws(DirectoryError) -> any ReleaseStore {
-        let store = try StateStore(directory: directory)
+        let store: StateStore
+        do {
+            store = try StateStore(directory: directory)
+        } catch {
+            guard let readable = StateStore.readable(directory, refused: error) else { throw error }
+            store = readable
+        }
         try store.lock()
         return store
     }

@@ -31,6 +31,21 @@ public struct StateStore: Sendable {
         try Filesystem.makeDirectory(directory, mode: 0o750, refuseWritableByOthers: true)
     }
 
+    /// Uses `directory` as it is when ``init(directory:)`` refused it for something baton may
+    /// still read through (a read-only file system, an immutable folder, no write permission):
+    /// its release is read, and ``checkWritable()`` says why nothing is committed. A state audit:
+    /// on a read-only state directory baton started on `[app] directory`, not the persisted
+    /// release, and its one line did not say so. Nil when it is no folder or is one others may
+    /// write in.
+    public static func readable(_ directory: String, refused: DirectoryError) -> StateStore? {
+        guard case .system = refused.reason, Filesystem.isDirectory(directory), access(directory, R_OK | X_OK) == 0 else { return nil }
+        return StateStore(existing: directory)
+    }
+
+    private init(existing directory: String) {
+        self.directory = directory
+    }
+
     /// The release folders baton deployed, oldest first (a missing or older file
     /// without the list: none).
     public func loadDeployedReleases() -> [String] {
@@ -202,6 +217,17 @@ public struct StateStore: Sendable {
         }
         if let text = ProcFS.read(directory + "/deploy.json"), (try? decoder.decode(HistoryEntry.self, from: Data(text.utf8))) == nil {
             found.append("\(directory)/deploy.json is unreadable: the operation it recorded gets no history line")
+        }
+        // There but not readable at all (a folder in its place, an I/O error): it was taken for
+        // no file, without a word (a state audit: 16 history lines gone, and retention's order).
+        let effects = [
+            "history.jsonl": "taken as an empty history", "deployed.json": "taken as empty (retention keeps every release folder it does not know)",
+            "deploy.json": "the operation it recorded gets no history line",
+        ]
+        for name in ["history.jsonl", "deployed.json", "deploy.json"] {
+            let path = directory + "/" + name
+            guard ProcFS.read(path) == nil, errno != ENOENT, let effect = effects[name] else { continue }
+            found.append("\(path) cannot be read (\(String(cString: strerror(errno)))): \(effect)")
         }
         return found
     }

@@ -258,11 +258,17 @@ struct History: ParsableCommand {
         let path = directory + "/history.jsonl"
         // A baton that ran but recorded nothing yet: none (a re-audit: exit 3).
         let none = access(path, F_OK) != 0 && errno == ENOENT && access(directory, R_OK | X_OK) == 0
-        guard none || access(path, R_OK) == 0 else {
-            let why = access(directory, F_OK) == 0 ? String(cString: strerror(errno)) : "no state directory"
+        // Read, not only `access`ed (a state audit: a folder in its place printed an empty
+        // history, exit 0).
+        guard none || ProcFS.read(path) != nil else {
+            let failure = errno
+            let why = access(directory, F_OK) == 0 ? String(cString: strerror(failure)) : "no state directory"
             throw BatonExit(code: BatonExitCode.unreachable, message: "\(unreachable.message ?? ""); \(path): \(why)")
         }
-        let entries = (try? StateStore(directory: directory))?.loadHistory() ?? []
+        // A state directory baton may not write in is read all the same.
+        let store: StateStore?
+        do { store = try StateStore(directory: directory) } catch { store = StateStore.readable(directory, refused: error) }
+        let entries = store?.loadHistory() ?? []
         let note =
             "baton: \(unreachable.message ?? "cannot reach the daemon"): its history as \(path) keeps it (an operation baton ran when it stopped is in it once baton starts again)\n"
         writeAll(2, Array(note.utf8))

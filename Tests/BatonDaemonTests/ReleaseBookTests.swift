@@ -56,6 +56,23 @@ import Testing
         #expect(book.problems.count == 1 && book.problems[0].contains("/srv/app/gone is missing"))
     }
 
+    /// A state audit: with release.json removed, baton started on `[app] directory` without a
+    /// word, while history named the release that had run there.
+    @Test func aRemovedReleaseStateWithAHistoryIsSaid() throws {
+        try store.append([entry(.deploy, "/srv/app/r7", .succeeded), entry(.reload, "/srv/app/r7", .failed)])
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        #expect(book.state.current == fallback)
+        #expect(
+            book.problems == [
+                "release.json is missing from the state directory, but its history names releases that ran here (the last: /srv/app/r7): "
+                    + "started on [app] directory /srv/app/r0; deploy that release again to run it"
+            ])
+        // A first start (no history) says nothing.
+        let fresh = ReleaseBook(directory: "/x", fallback: fallback, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        fresh.load(from: MemoryStore(), fallback: fallback, releaseExists: { _ in true }, now: 200)
+        #expect(fresh.problems.isEmpty)
+    }
+
     @Test func aCommitIsPersistedBeforeItCountsAndClearsTheProblems() throws {
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
         book.recordProblem("state directory not writable")

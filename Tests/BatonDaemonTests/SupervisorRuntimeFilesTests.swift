@@ -108,4 +108,17 @@ import Testing
         unlink(notify + "/" + names[2])
         unlink(plainFile)
     }
+
+    /// A state audit: after `kill -9` of baton and a damaged `instance.json`, every start failed
+    /// on `Address already in use` (held by the workers the record would have named) and
+    /// nothing named the record.
+    @Test func anUnreadableInstanceRecordIsSaid() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        h.host.fakeFiles[h.supervisor.instancePath] = "garbage{"
+        h.log.clear()
+        try h.supervisor.checkPreviousInstance()
+        #expect(
+            h.log.lines(containing: "instance.json is unreadable (8 bytes): its baton's workers cannot be taken over").count == 1, "\(h.log.lines)")
+    }
 }

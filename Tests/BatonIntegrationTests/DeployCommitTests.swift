@@ -137,6 +137,33 @@ extension SecondIntegration {
             #expect(try baton.status().workers.allSatisfy { $0.release == baton.releaseDirectory })
         }
 
+        /// A state audit: with the state directory read-only at start (ext4's
+        /// `errors=remount-ro`, `ProtectSystem=strict` without `ReadWritePaths=`), baton started
+        /// on `[app] directory`, not the release its release.json names, and said only
+        /// `unusable`.
+        @Test("a state directory read-only at start: the persisted release runs, and deploys cannot be committed")
+        func readOnlyStateDirectoryKeepsThePersistedRelease() throws {
+            let first = try BatonHarness(workers: 1, tag: "rost2")
+            let directory = first.directory
+            defer { TestPaths.remove(directory) }
+            let r2 = try first.makeRelease("r2")
+            #expect(try first.cli(["deploy", "--release", r2]).code == 0)
+            #expect(first.stop(keepDirectory: true) == 0)
+            let state = directory + "/state"
+            _ = try TestProcess.run(["/bin/mount", "--bind", state, state], timeout: .seconds(10))
+            defer { _ = try? TestProcess.run(["/bin/umount", "-l", state], timeout: .seconds(10)) }
+            _ = try TestProcess.run(["/bin/mount", "-o", "remount,bind,ro", state], timeout: .seconds(10))
+            let baton = try BatonHarness(workers: 1, tag: "rost2", reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let status = try baton.status()
+            #expect(status.release == r2, "\(status.release)")
+            #expect(status.workers.allSatisfy { $0.release == r2 }, "\(status.workers)")
+            #expect(
+                status.problems?.contains { $0.contains("not writable") && $0.contains("deploys cannot be committed") } == true,
+                "\(String(describing: status.problems))")
+            #expect(try baton.cli(["deploy", "--release", baton.releaseDirectory]).code == 1)
+        }
+
         /// A limits audit (1 of 1), on a 2 MiB tmpfs filled with `dd`: the start-up check made an
         /// empty file, which a full tmpfs still takes, so baton started with no state problem
         /// shown; and the history lines the full directory refused vanished at a SIGTERM without

@@ -202,6 +202,12 @@ extension SecondIntegration {
             #expect(rename(history, history + ".kept") == 0)
             let none = try first.cli(["history", "--config", first.configPath], socket: false)
             #expect(none.code == 0 && none.stdout.hasPrefix("WHEN (UTC)") && !none.stdout.contains("deploy"), "exit \(none.code): \(none.stdout)")
+            // One that cannot be read (a folder in its place): exit 3 naming it (a state audit:
+            // an empty list, exit 0).
+            #expect(mkdir(history, 0o755) == 0)
+            let folder = try first.cli(["history", "--config", first.configPath], socket: false)
+            #expect(folder.code == 3 && folder.stderr.contains("; \(history): Is a directory"), "exit \(folder.code): \(folder.stderr)")
+            #expect(rmdir(history) == 0)
             #expect(rename(history + ".kept", history) == 0)
             let second = try BatonHarness(workers: 2, tag: "pers", reuse: first.directory)
             defer { second.stop() }

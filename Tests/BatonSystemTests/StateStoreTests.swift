@@ -45,6 +45,22 @@ struct StateStoreTests {
         #expect(store.loadHistory() == [entry], "the readable line stays")
     }
 
+    /// A state audit: a state file that cannot be read at all (a folder in its place) was taken
+    /// for no file, without a word: 16 history lines gone, and retention's order with them.
+    @Test("a state file that cannot be read at all is named, with what baton takes it for")
+    func filesThatCannotBeReadAreNamed() throws {
+        let directory = TestPaths.temporaryDirectory("state")
+        defer { TestPaths.remove(directory) }
+        let store = try StateStore(directory: directory)
+        for name in ["history.jsonl", "deployed.json", "deploy.json"] { #expect(mkdir(directory + "/" + name, 0o755) == 0) }
+        #expect(
+            store.unreadableStateFiles() == [
+                "\(directory)/history.jsonl cannot be read (Is a directory): taken as an empty history",
+                "\(directory)/deployed.json cannot be read (Is a directory): taken as empty (retention keeps every release folder it does not know)",
+                "\(directory)/deploy.json cannot be read (Is a directory): the operation it recorded gets no history line",
+            ])
+    }
+
     @Test("a finished deploy leaves nothing to find")
     func finishedLeavesNothing() throws {
         let directory = TestPaths.temporaryDirectory("state")
