@@ -53,6 +53,9 @@ public final class LogWriter: Sendable {
     /// part of it), and the next write ends that line first, so no line is glued to its torn
     /// start (an output audit: `2026-12-07T14:292026-12-07T14:29:27.338Z INFO …`).
     private let insideLine = Atomic<Bool>(false)
+    /// The last byte written was not a newline (a line's rest waits in the queue, or a write
+    /// gave up inside it: then ``insideLine``).
+    private let lastByteOpen = Atomic<Bool>(false)
     /// Why the last write that gave up did (an errno; 0: none gave up, only the queue was full).
     private let lastFailure = Atomic<Int32>(0)
     /// Wakes the writer thread (an eventfd).
@@ -175,7 +178,7 @@ public final class LogWriter: Sendable {
                 case .queueOnly: return 0
                 }
             } while n < 0 && errno == EINTR
-            if n > 0 { insideLine.store(raw[n - 1] != 0x0A, ordering: .relaxed) }
+            if n > 0 { lastByteOpen.store(raw[n - 1] != 0x0A, ordering: .relaxed) }
             return max(n, 0)
         }
     }
@@ -238,10 +241,12 @@ public final class LogWriter: Sendable {
     /// an error (a closed stderr, a full disk), counting what it gave up as dropped: a disk
     /// audit lost thousands of lines to a log file on a full disk with `log_dropped_bytes` 0.
     @discardableResult
-    private func writeWaiting(_ bytes: [UInt8], counting: Bool = true) -> Bool {
+    private func writeWaiting(_ bytes: [UInt8], counting: Bool = true, endingLine: Bool = false) -> Bool {
         // A line a failed write left open ends first (its torn start stays: it was written).
-        if insideLine.load(ordering: .relaxed) {
-            guard writeWaiting([0x0A], counting: false) else {
+        // Not again for that newline itself: a re-audit's full disk recursed here until baton
+        // crashed (SIGSEGV, the workers left to pid 1).
+        if !endingLine, insideLine.load(ordering: .relaxed) {
+            guard writeWaiting([0x0A], counting: false, endingLine: true) else {
                 if counting { dropped.add(UInt64(bytes.count), ordering: .relaxed) }
                 return false
             }
@@ -257,12 +262,16 @@ public final class LogWriter: Sendable {
                 if n > 0 {
                     offset += n
                     unwritten.subtract(n, ordering: .sequentiallyConsistent)
-                    insideLine.store(raw[offset - 1] != 0x0A, ordering: .relaxed)
+                    lastByteOpen.store(raw[offset - 1] != 0x0A, ordering: .relaxed)
+                    if endingLine { insideLine.store(false, ordering: .relaxed) }
                 } else if n == 0 || errno == EAGAIN {
                     var pfd = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
                     _ = poll(&pfd, 1, -1)
                 } else if errno != EINTR {
                     lastFailure.store(errno, ordering: .relaxed)
+                    // What is given up here is dropped: a line begun stays torn (a line's rest
+                    // that only waited in the queue, a partial write that goes on, is no tear).
+                    if lastByteOpen.load(ordering: .relaxed) { insideLine.store(true, ordering: .relaxed) }
                     if counting { dropped.add(UInt64(raw.count - offset), ordering: .relaxed) }
                     unwritten.store(0, ordering: .sequentiallyConsistent)
                     return false

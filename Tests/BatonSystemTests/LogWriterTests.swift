@@ -80,6 +80,44 @@ extension LogWriterTests {
                 == true, "\(lines)")
     }
 
+    /// A re-audit: a write that gave up inside a line (a full disk) left the writer ending that
+    /// line before every write, the newline's own write included: it recursed until baton
+    /// crashed. Here the fd is a full pipe first (a line's start written, its rest queued), then
+    /// /dev/full (the rest given up: a torn line), then a file again.
+    @Test func aLineCutByAFullDiskIsEndedOnceThereIsRoom() throws {
+        let path = "/tmp/baton-logwriter-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        try #require(fd >= 0)
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        let saved = dup(fd)
+        defer { close(saved) }
+        let writer = LogWriter(fd: fd, capacity: 1 << 16)  // a file: written inline
+        let fds = try Self.smallPipe()
+        defer { fds.forEach { close($0) } }
+        _ = fcntl(fds[1], F_SETFL, O_NONBLOCK)
+        _ = dup2(fds[1], fd)
+        // Longer than PIPE_BUF: the pipe's 4096 bytes take its start, the rest waits.
+        writer.append(Array((String(repeating: "x", count: 4999) + "\n").utf8))
+        let full = open("/dev/full", O_WRONLY | O_CLOEXEC)
+        try #require(full >= 0)
+        _ = dup2(full, fd)
+        close(full)
+        // Room in the pipe: the writer wakes, and its next write meets the full disk.
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        _ = read(fds[0], &buffer, buffer.count)
+        writer.flush(timeout: .seconds(10))
+        #expect(writer.droppedBytes == 904, "the torn line's rest")
+        _ = dup2(saved, fd)
+        writer.append(Array("after\n".utf8))
+        writer.flush(timeout: .seconds(10))
+        let lines = (try #require(ProcFS.read(path))).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.count == 4 && lines[0].isEmpty && lines[2] == "after" && lines[3].isEmpty, "\(lines)")
+        #expect(lines[1].contains("WARN log: 904 bytes of baton's log were dropped (writing to stderr failed: No space left on device)"), "\(lines)")
+    }
+
     /// A logs audit: once a stalled stderr drained, nothing in the log marked the gap.
     @Test func aLineSaysWhatWasDroppedOnceTheReaderCaughtUp() throws {
         let fds = try Self.smallPipe()
