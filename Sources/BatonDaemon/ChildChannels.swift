@@ -111,9 +111,8 @@ extension Supervisor {
     /// Lets go of what baton held of a child that exited and was reaped: its timers, its pidfd,
     /// its notify socket (and the socket's path), and its output pipe once the rest of its
     /// output was read and logged: up to the pipe's capacity, so the last lines a crashing
-    /// worker printed (its error, after a backlog) reach the log and the failure report (the
-    /// write end may live on in strays, already killed with the group, so the pipe is closed
-    /// now).
+    /// worker printed (its error, after a backlog) reach the log and the failure report; a pipe
+    /// escaped children of a worker still hold is read on (``handOutputToStrays(of:)``).
     func releaseChannels(_ child: some ChildChannels & OutputSource) {
         for t in child.timers { loop.cancel(t) }
         child.timers.removeAll()
@@ -124,6 +123,7 @@ extension Supervisor {
             child.notifyFD = -1  // closes it
         }
         if let path = child.notifyPath { unlink(path) }
+        if let worker = child as? Worker, handOutputToStrays(of: worker) { return }
         closeOutput(child, draining: WorkerContract.outputPipeCapacity)
     }
 }

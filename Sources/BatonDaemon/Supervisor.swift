@@ -90,6 +90,8 @@ public final class Supervisor {
     var acceptQueueLooks: [String: Int] = [:]
     /// Listeners whose accept queue stayed non-empty while workers were ready, with the line said.
     var unacceptedListeners: [String: String] = [:]
+    /// Output pipes of workers gone whose escaped children still write to them.
+    var strayOutputs: [StrayOutput] = []
     /// `[listen]` names other sockets than the socket unit passed (``listenMismatch(configured:passed:)``).
     var listenMismatch: String?
     /// The file at each unix listener's path when baton got the socket (``recordUnixListenerFiles()``).

@@ -168,6 +168,32 @@ extension ThirdIntegration {
             #expect(!took.contains { $0.contains(String(pid)) }, "slot 1's helper \(pid) was taken for slot 0's: \(took)")
         }
 
+        /// An output audit: a stray (`setsid`) that outlived its worker wrote to the worker's
+        /// output pipe, which baton closed when it reaped the worker: its lines went nowhere, and
+        /// one without the worker's reader (Python's `subprocess` closes it) died of SIGPIPE.
+        @Test("a stray that outlives its worker is still logged, and lives on")
+        func aStraysOutputAfterItsWorkerExited() throws {
+            let directory = TestPaths.temporaryDirectory("stray-out")
+            defer { TestPaths.remove(directory) }
+            let stray =
+                "exec 1000>&-; while [ ! -e \(directory)/go ]; do sleep 0.05; done; echo late-line-of-the-stray; echo $$ > \(directory)/stray; exec sleep 60"
+            // Only the first worker starts one (its replacement, the same command, would too).
+            let command = [
+                "/bin/sh", "-c",
+                "if mkdir \(directory)/once 2>/dev/null; then setsid /bin/bash -c '\(stray)' </dev/null & fi; exec \(TestPaths.executable("baton-demo-worker"))",
+            ]
+            let baton = try BatonHarness(workers: 1, command: command, tag: "stray-out")
+            defer { baton.stop() }
+            let reload = try baton.cli(["reload"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            #expect(baton.process.waitForLine(containing: "outlived worker pid", timeout: .seconds(10)) != nil, "\(baton.process.stderrLines.suffix(8))")
+            TestPaths.write(directory + "/go", "")
+            let line = baton.process.waitForLine(containing: "late-line-of-the-stray", timeout: .seconds(10))
+            #expect(line?.contains("[stray pid ") == true, "\(baton.process.stderrLines.suffix(8))")
+            let pid = try #require((ProcFS.read(directory + "/stray") ?? "").split(separator: "\n").first.flatMap { Int32($0) })
+            #expect(kill(pid, 0) == 0, "the stray died (SIGPIPE?)")
+        }
+
         /// True once `pid` no longer exists (zombies of other parents count as gone).
         private func waitGone(_ pid: pid_t, timeout: Duration) -> Bool {
             let deadline = monotonicNow() + timeout
