@@ -45,6 +45,9 @@ final class Operation {
     var previousSpec: WorkerSpec?
     /// Reload: the config in force before, restored if the reload fails.
     var previousConfig: BatonConfig?
+    /// Reload: what status said needed a restart, and the `[listen]` last read, before it
+    /// (restored with `previousConfig`).
+    var previousRestartOnly: (restartNeeded: [String], reloadedListen: [ListenAddress]?)?
     /// Progress lines so far (replayed to `--attach`).
     var progress: [String] = []
     /// Workers (or processes of their trees) the kernel's OOM killer took while it ran, other

@@ -34,7 +34,7 @@ extension Supervisor {
             }
             let what = slot >= 0 ? "new worker for slot \(slot) failed: \(reason)" : reason
             op.report("\(op.kind.rawValue) failed: \(what)")
-            if let previous = op.previousConfig { config = previous }
+            restorePreviousConfig(op)
             // A recycle's slots that got their new worker keep it: it runs the same release.
             if replaced.isEmpty || op.kind == .policy {
                 finishFailed(

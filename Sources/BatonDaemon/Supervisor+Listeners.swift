@@ -21,8 +21,7 @@ extension Supervisor {
             socketsFromUnit = true
             // Shown in status too (a listeners audit: `systemctl restart` returned 0, one WARN,
             // and status listed the unit's sockets with no word of the configured ones).
-            listenMismatch = Self.listenMismatch(configured: config.listen.addresses, passed: fromUnit.map(\.address))
-            if let listenMismatch { logger.warning("\(listenMismatch)") }
+            if let mismatch = Self.listenMismatch(configured: config.listen.addresses, passed: fromUnit.map(\.address)) { logger.warning("\(mismatch)") }
             // Dropped with `activated` when this returns, which closes them.
             for extra in stored { notifier.removeStoredFD(name: extra.name) }
             return fromUnit

@@ -156,6 +156,9 @@ extension Supervisor {
         do {
             try begin(op)
         } catch {
+            // A reload's config was applied before a check refused the start (a reload audit:
+            // `reload failed, nothing changed`, and the next deploy started workers on it).
+            restorePreviousConfig(op)
             // Logged once, by finishOperation (a systemd/CI audit saw this line twice).
             let message = "\(op.kind.rawValue) failed, nothing changed: \(error)"
             finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))
@@ -174,6 +177,7 @@ extension Supervisor {
             try checkReloadable(newConfig)
             spec = try makeSpec(newConfig, release: releaseState.current)
             op.target = releaseState.current
+            op.previousRestartOnly = (restartNeeded, reloadedListen)
             reportRestartOnlyChanges(newConfig, op)
             op.previousConfig = config
             config = Self.applying(newConfig, keepingRestartOnlyFrom: config)

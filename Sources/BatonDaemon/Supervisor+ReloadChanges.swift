@@ -26,12 +26,20 @@ extension Supervisor {
         return merged
     }
 
+    /// A reload that failed changed nothing: its config, and what status says of it, go back
+    /// (a reload audit: a rolled-back reload left `restart needed: [metrics]` in status).
+    func restorePreviousConfig(_ op: Operation) {
+        if let previous = op.previousConfig { config = previous }
+        if let (needed, listen) = op.previousRestartOnly { (restartNeeded, reloadedListen) = (needed, listen) }
+    }
+
     /// Logs and reports each restart-only change of a reload, with what does apply it.
     func reportRestartOnlyChanges(_ newConfig: BatonConfig, _ op: Operation) {
         // Also in `baton status` until baton restarts (a reload audit: only the reload's reply
         // and the log said so). Each reload's config replaces the last one's list.
         let changes = restartOnlyChanges(newConfig)
         restartNeeded = changes.filter { !($0 == "[listen]" && socketsFromUnit) }
+        reloadedListen = newConfig.listen.addresses
         for change in changes {
             if change == "[listen]" && socketsFromUnit {
                 // A restart of baton gets the same sockets from the unit again.

@@ -48,6 +48,13 @@ extension Supervisor {
         "listening socket \(address) accepts no connections: a process holding it shut it down (shutdown(2)); restart the socket unit (or baton, without one)"
     }
 
+    /// Under socket activation, how the config's `[listen]` (the last reload's) differs from
+    /// the sockets baton has (a re-audit: the line said at start stayed after a reload put
+    /// `[listen]` right).
+    var listenMismatchNow: String? {
+        socketsFromUnit ? Self.listenMismatch(configured: reloadedListen ?? config.listen.addresses, passed: listeners.map(\.address)) : nil
+    }
+
     /// The status report now, with each worker's tree memory from `memory` (by pid).
     func statusReport(memory trees: [pid_t: MemorySample]) -> StatusReport {
         let now = loop.now()
@@ -72,7 +79,7 @@ extension Supervisor {
         let problems =
             stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? [])
             + (memoryMonitor.hostMemoryProblem.map { [$0] } ?? []) + unacceptedListeners.values.sorted()
-            + lostUnixListeners.values.sorted() + (listenMismatch.map { [$0] } ?? [])
+            + lostUnixListeners.values.sorted() + (listenMismatchNow.map { [$0] } ?? [])
         report.problems = problems.isEmpty ? nil : problems
         report.restartNeeded = restartNeeded.isEmpty ? nil : restartNeeded
         report.oom = oomStatus()

@@ -182,7 +182,8 @@ extension Supervisor {
                     baselineAvailable: $0.baseline?.available, baselineWorkers: $0.baseline?.workers)
             }, lastRecycleStartNanos: recycling.lastStart?.nanoseconds,
             abandonedSpawns: moldBook.abandonedOutputs.map { .init(pipe: $0.pipe, untilNanos: $0.until.nanoseconds) },
-            ownedUnixPaths: ownedUnixPaths)
+            ownedUnixPaths: ownedUnixPaths, unixListenerFiles: unixListenerFiles.mapValues { [$0.device, $0.inode] },
+            lostUnixListeners: lostUnixListeners)
     }
 
     /// What the previous image knew of memory and counted, and the failed spawns it looked for
@@ -196,6 +197,10 @@ extension Supervisor {
         // An older image did not say (a re-audit: the upgrade that brings this in left the file):
         // outside a service manager it bound them itself; under one they are the unit's or the
         // FD store's.
+        for (path, file) in state.unixListenerFiles ?? [:] where file.count == 2 {
+            unixListenerFiles[path] = FileIdentity(device: file[0], inode: file[1])
+        }
+        lostUnixListeners = state.lostUnixListeners ?? [:]
         ownedUnixPaths =
             state.ownedUnixPaths
             ?? (notifier.isEnabled ? [] : config.listen.addresses.compactMap { if case .unix(let path) = $0 { path } else { nil } })
@@ -221,6 +226,8 @@ extension Supervisor {
         let state = try JSONDecoder().decode(UpgradeState.self, from: Data(text.utf8))
         for d in state.descriptors { try setCloseOnExec(d) }
         listeners = state.listeners.map { Listener(fd: $0.fd, name: $0.name, address: $0.address) }
+        // A socket unit's names are never baton's own (``openListeners()``).
+        socketsFromUnit = listeners.contains { !$0.name.hasPrefix(Sockets.boundPrefix) }
         recordUnixListenerFiles()
         control = try openControlServer(adopting: state.controlFD)
         degraded = state.degraded

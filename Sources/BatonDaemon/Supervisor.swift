@@ -92,8 +92,6 @@ public final class Supervisor {
     var unacceptedListeners: [String: String] = [:]
     /// Output pipes of workers gone whose escaped children still write to them.
     var strayOutputs: [StrayOutput] = []
-    /// `[listen]` names other sockets than the socket unit passed (``listenMismatch(configured:passed:)``).
-    var listenMismatch: String?
     /// The file at each unix listener's path when baton got the socket (``recordUnixListenerFiles()``).
     var unixListenerFiles: [String: FileIdentity] = [:]
     /// Unix listeners whose file was removed or replaced, with the line said.
@@ -102,6 +100,9 @@ public final class Supervisor {
     var socketsFromUnit = false
     /// Sections the last reload's config changed that only a restart applies (status shows them).
     var restartNeeded: [String] = []
+    /// The `[listen]` of the last reload's config (nil: none since start): under socket
+    /// activation the config in force keeps the start's, which is not used.
+    var reloadedListen: [ListenAddress]?
     /// Notify messages read from one socket per wakeup of the loop (64; tests set fewer, as
     /// a socket queues only `net.unix.max_dgram_qlen`, 10, before its senders block). The
     /// socket is level-triggered, so the loop calls back after the control socket, signals,

@@ -99,6 +99,12 @@ struct UpgradeState: Codable {
     /// The unix listen sockets baton bound or took over (not systemd's), removed at the stop
     /// (a proxy audit: after an upgrade the socket file stayed; absent from an older image).
     var ownedUnixPaths: [String]? = nil
+    /// The file (device, inode) at each unix listener's path when baton got the socket, and
+    /// the lines said of those removed or replaced since (a re-audit: the next image recorded
+    /// the file found at the path then, another baton's, and its stop unlinked that one;
+    /// absent from an older image: recorded as found).
+    var unixListenerFiles: [String: [UInt64]]? = nil
+    var lostUnixListeners: [String: String]? = nil
 
     struct AbandonedSpawn: Codable, Equatable {
         var pipe: UInt64

@@ -61,6 +61,11 @@ public struct FileIdentity: Equatable, Sendable {
     public let device: UInt64
     public let inode: UInt64
 
+    public init(device: UInt64, inode: UInt64) {
+        self.device = device
+        self.inode = inode
+    }
+
     /// The file at `path` itself (a symbolic link not followed), nil when there is none.
     public init?(path: String) {
         var info = stat()

@@ -216,23 +216,37 @@ struct UnitFiles {
             guard path.hasPrefix(base + "/"), path.count > base.count + 1 else { return nil }
             return String(path.dropFirst(base.count + 1))
         }
+        // ReadWritePaths= needs the folder to exist (a re-audit: status 226 at the first start).
         func elsewhere(_ key: String, _ folder: String, _ directive: String) -> String {
-            "# [app] \(key) \(folder) is not \(directive)'s to make: baton makes it (under ProtectSystem=strict, add ReadWritePaths=\(escapeSpecifiers(folder)))"
+            "# \(key) \(folder) is not \(directive)'s to make: baton makes it (under ProtectSystem=strict, make it first and add ReadWritePaths=\(escapeSpecifiers(folder)))"
         }
         var lines: [String] = []
         var runtime: [String] = []
         if let folder = config.app.runtimeDirectory {
-            if let name = under(runBase, folder) { runtime.append(name) } else { lines.append(elsewhere("runtime_directory", folder, "RuntimeDirectory=")) }
+            if let name = under(runBase, folder) {
+                runtime.append(name)
+            } else {
+                lines.append(elsewhere("[app] runtime_directory", folder, "RuntimeDirectory="))
+            }
         } else {
             runtime.append(own)
         }
-        if let folder = parentFolder(config.control.socket), let name = under(runBase, folder), !runtime.contains(name) { runtime.append(name) }
+        // The control socket's folder, when it is not the runtime directory: listed beside a
+        // configured one; beside baton/NAME it would be in $RUNTIME_DIRECTORY too, whose first
+        // entry baton takes (a re-audit: systemd put it first, and baton's files went there).
+        if let folder = parentFolder(config.control.socket), folder != config.app.runtimeDirectory ?? runBase + "/" + own {
+            if config.app.runtimeDirectory != nil, let name = under(runBase, folder), !runtime.contains(name) {
+                runtime.append(name)
+            } else {
+                lines.append(elsewhere("[control] socket's folder", folder, "RuntimeDirectory="))
+            }
+        }
         if !runtime.isEmpty { lines.append("RuntimeDirectory=\(runtime.map(escapeSpecifiers).joined(separator: " "))") }
         if let folder = config.app.stateDirectory {
             if !user, let name = under("/var/lib", folder) {
                 lines.append("StateDirectory=\(escapeSpecifiers(name))")
             } else {
-                lines.append(elsewhere("state_directory", folder, "StateDirectory="))
+                lines.append(elsewhere("[app] state_directory", folder, "StateDirectory="))
             }
         } else {
             lines.append("StateDirectory=\(own)")

@@ -183,6 +183,10 @@ struct ConfigParserErrorTests {
             listen(#""unix:/run/a.sock", "unix:/run//./a.sock""#) == #"/etc/baton/shop.toml:7: listen.addresses: address "unix:/run/a.sock" is listed twice"#)
         let long = "/run/" + String(repeating: "x", count: 110)
         #expect(listen("\"unix:\(long)\"")?.hasSuffix("(the unix socket path is 115 bytes long: at most 107 fit in a socket address)") == true)
+        #expect(
+            listen(#""unix:/run/d/../a.sock", "unix:/run/a.sock""#)
+                == #"/etc/baton/shop.toml:7: listen.addresses: address "unix:/run/a.sock" is listed twice (as "unix:/run/d/../a.sock")"#)
+        #expect(listen(#""[ff02::1]:80""#)?.hasSuffix(#"cannot listen on "[ff02::1]:80": an IPv6 multicast address: TCP cannot listen on it"#) == true)
         #expect(ListenAddress.parse("unix:/run//x/./a.sock") == .unix(path: "/run/x/a.sock"))
         #expect(ListenAddress.parse("unix:/run/x/../a.sock") == .unix(path: "/run/x/../a.sock"))
         // A names audit: check-config echoed an ESC raw (`\u001b[2J` in a key cleared the terminal).

@@ -259,6 +259,34 @@ import Testing
         #expect(h.supervisor.slots.count == 2)
     }
 
+    /// A reload audit: a reload the descriptor check refused said "nothing changed", but its
+    /// config stayed in force (the next deploy started workers on it) and status said a restart
+    /// was needed; so did a reload that failed and rolled back.
+    @Test func aFailedReloadChangesNothing() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let original = h.supervisor.config
+        h.nextReloadReads { config in
+            config.stop.timeout = .seconds(7)
+            config.metrics.address = "127.0.0.1:18434"
+        }
+        h.host.descriptors = { (45, 48) }
+        let refused = h.reload()
+        h.finishOperations()
+        #expect(
+            refused.reply?.error?.hasPrefix("reload failed, nothing changed: baton's descriptors leave no room") == true, "\(String(describing: refused.reply))"
+        )
+        #expect(h.supervisor.config == original)
+        #expect(h.supervisor.statusReport(memory: [:]).restartNeeded == nil)
+        h.host.descriptors = { (10, 48) }
+        h.host.spawnError = SpawnError(step: "exec /srv/worker", errno: ENOENT)
+        let failed = h.reload()
+        h.finishOperations()
+        #expect(failed.reply?.ok == false, "\(String(describing: failed.reply))")
+        #expect(h.supervisor.config == original)
+        #expect(h.supervisor.statusReport(memory: [:]).restartNeeded == nil)
+    }
+
     /// A reload audit: after a reload that changed `[listen]`, only the reload's reply and the
     /// log said a restart was needed; `baton status` showed nothing. It says so until the next
     /// reload's config no longer asks for one.

@@ -191,6 +191,12 @@ extension SecondIntegration {
             #expect(
                 status.stdout.contains("[listen] addresses (\(listener.address), \(other)) are not the sockets systemd passed (\(listener.address))"),
                 "\(status.stdout)")
+            // Put right by a reload: said no more (a re-audit: the start's line stayed).
+            TestPaths.write(path, (ProcFS.read(path) ?? "").replacingOccurrences(of: ", \"\(other)\"]", with: "]"))
+            let reload = try TestProcess.run([TestPaths.executable("baton"), "reload", "--socket", directory + "/control.sock"])
+            #expect(reload.code == 0, "\(reload.stderr)")
+            let after = try TestProcess.run([TestPaths.executable("baton"), "status", "--socket", directory + "/control.sock"])
+            #expect(!after.stdout.contains("are not the sockets systemd passed"), "\(after.stdout)")
         }
 
         /// A systemd audit (2 of 2): a socket unit with `FileDescriptorName=bound-foo` on the

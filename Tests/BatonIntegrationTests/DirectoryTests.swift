@@ -216,8 +216,12 @@ extension Integration {
             let line = baton.process.waitForLine(containing: "listening socket unix:\(path): its file was removed", timeout: .seconds(20))
             #expect(line?.contains("no client can connect to it; restart baton to bind it again") == true, "\(String(describing: line))")
             #expect(try baton.status().problems?.contains { $0.hasPrefix("listening socket unix:\(path): its file was removed") } == true)
-            // Another process's socket at the path now: baton's stop leaves it.
+            // Another process's socket at the path now: baton's stop leaves it, after an upgrade
+            // too (a re-audit: the next image recorded the file it found, the other one's).
             let other = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 4)
+            let upgrade = try baton.cli(["upgrade"])
+            #expect(upgrade.code == 0, "\(upgrade.stderr)")
+            #expect(try baton.status().problems?.contains { $0.hasPrefix("listening socket unix:\(path): its file was removed") } == true)
             #expect(baton.stop(keepDirectory: true) == 0)
             withExtendedLifetime(other) { #expect(Sockets.unixSocketAnswers(path), "the other socket's file was removed at baton's stop") }
         }

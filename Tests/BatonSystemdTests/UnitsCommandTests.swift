@@ -143,12 +143,19 @@ struct UnitsCommandTests {
         #expect(
             try lines("runtime_directory = \"/run/shop-rt\"\nstate_directory = \"/srv/shop/state\"", control: "/run/baton/shop/control.sock") == [
                 "RuntimeDirectory=shop-rt baton/shop",
-                "# [app] state_directory /srv/shop/state is not StateDirectory='s to make: baton makes it (under ProtectSystem=strict, add ReadWritePaths=/srv/shop/state)",
+                "# [app] state_directory /srv/shop/state is not StateDirectory='s to make: baton makes it (under ProtectSystem=strict, make it first and add ReadWritePaths=/srv/shop/state)",
             ])
         #expect(
             try lines("runtime_directory = \"/srv/rt\"\nstate_directory = \"/var/lib/shop\"", control: "/srv/rt/control.sock") == [
-                "# [app] runtime_directory /srv/rt is not RuntimeDirectory='s to make: baton makes it (under ProtectSystem=strict, add ReadWritePaths=/srv/rt)",
+                "# [app] runtime_directory /srv/rt is not RuntimeDirectory='s to make: baton makes it (under ProtectSystem=strict, make it first and add ReadWritePaths=/srv/rt)",
                 "StateDirectory=shop",
+            ])
+        // A re-audit: `RuntimeDirectory=baton/shop aaa` gave baton $RUNTIME_DIRECTORY with aaa
+        // first, and baton's runtime files went there.
+        #expect(
+            try lines("", control: "/run/aaa/control.sock") == [
+                "# [control] socket's folder /run/aaa is not RuntimeDirectory='s to make: baton makes it (under ProtectSystem=strict, make it first and add ReadWritePaths=/run/aaa)",
+                "RuntimeDirectory=baton/shop", "StateDirectory=baton/shop",
             ])
     }
 

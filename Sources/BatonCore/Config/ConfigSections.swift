@@ -98,9 +98,17 @@ extension ConfigReader {
                     report(s.path("addresses"), "cannot listen on \(Convert.quote(text)): \(why)")
                     continue
                 }
+                // `..` stays in the path (through a symbolic link it is not the folder before it),
+                // but a path equal once `..` is taken out is the same socket file as a rule (a
+                // re-audit: `D/../d/b.sock` beside `D/b.sock` passed, then serve failed).
+                let twin = listen.addresses.first { other in
+                    guard case .unix(let path) = address, case .unix(let otherPath) = other else { return false }
+                    return DirectoryRules.normalize(path) == DirectoryRules.normalize(otherPath)
+                }
                 check(
-                    seen.insert(address).inserted, s, "addresses",
-                    "address \(Convert.quote(address.description)) is listed twice")
+                    seen.insert(address).inserted && twin == nil, s, "addresses",
+                    "address \(Convert.quote(address.description)) is listed twice"
+                        + (twin.map { $0 == address ? "" : " (as \(Convert.quote($0.description)))" } ?? ""))
                 // A wildcard takes its port on every address of its family: binding both fails at start.
                 if let other = listen.addresses.first(where: { $0 != address && ListenAddress.overlap($0, address) }) {
                     report(

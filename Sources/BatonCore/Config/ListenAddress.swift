@@ -112,6 +112,8 @@ public enum ListenAddress: Sendable, Equatable, Hashable, Codable, CustomStringC
         if host.hasPrefix("::ffff:"), host.contains("." as Character) {
             return "an IPv4-mapped IPv6 address: baton's IPv6 sockets are IPv6-only; write \(host.dropFirst(7)):\(port)"
         }
+        // A re-audit: `[ff02::1]` passed too, then `Invalid argument`.
+        if host.hasPrefix("ff") { return "an IPv6 multicast address: TCP cannot listen on it" }
         if let first = IPAddressText.parseIPv6(Substring(host))?.first, first & 0xFFC0 == 0xFE80 {
             return "an IPv6 link-local address needs an interface (a zone such as %eth0), which [listen] cannot name: listen on [::]:\(port) or another address"
         }
