@@ -55,6 +55,13 @@ extension Supervisor {
                 logger.warning("\(line)")
                 op.report(line)
             }
+            // As check-config notes it (a reload audit: a file cut off before [listen] passed
+            // with only "[listen] changed").
+            if change == "[listen]", newConfig.listen.addresses.isEmpty {
+                let line = "[listen] has no addresses: baton not socket-activated, as now, would exit 2 at its next start"
+                logger.warning("\(line)")
+                op.report(line)
+            }
         }
         // Not a restart-only setting, and no release of its own either: the workers run the
         // current release whatever it says (an operator audit: the reload said nothing).

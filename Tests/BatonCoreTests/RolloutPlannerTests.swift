@@ -23,6 +23,10 @@ struct RolloutPlannerTests {
         #expect(tight.strategy == .surge && tight.width == 2, "\(tight)")
         // Only the slots left are looked for.
         #expect(auto.step(.init(headroom: free(1024), footprint: mib, pending: 3)).reason == "auto: 3 more fit, 2 boots at once")
+        // A fixed width is what bounds it then (a reload audit: `max_surge = 1` planned
+        // `1 slot at once (auto: 2 more fit, 32 boots at once)`).
+        let one = RolloutPlanner(strategy: .auto, maxSurge: .fixed(1), bootBudget: 32).step(.init(headroom: free(250), footprint: 100 * mib))
+        #expect(one.width == 1 && one.reason == "auto: 2 more fit, max_surge 1", "\(one)")
     }
 
     /// A limits audit: `LimitNOFILE=48`, 6 workers, 32 descriptors open, one listening socket:

@@ -287,6 +287,19 @@ import Testing
         #expect(h.supervisor.statusReport(memory: [:]).restartNeeded == nil)
     }
 
+    /// A reload audit: a config cut off before `[listen]` passed a reload with only "[listen]
+    /// changed", where check-config notes that serve would exit 2.
+    @Test func aReloadThatEmptiesListenSaysTheNextStartFails() throws {
+        let h = try DaemonHarness(workers: 1) { $0.listen.addresses = [.tcp(host: "127.0.0.1", port: 18435)] }
+        try h.start()
+        h.nextReloadReads { config in config.listen.addresses = [] }
+        let client = h.reload()
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        #expect(
+            client.progress.contains("[listen] has no addresses: baton not socket-activated, as now, would exit 2 at its next start"), "\(client.progress)")
+    }
+
     /// A reload audit: after a reload that changed `[listen]`, only the reload's reply and the
     /// log said a restart was needed; `baton status` showed nothing. It says so until the next
     /// reload's config no longer asks for one.

@@ -146,8 +146,11 @@ public struct RolloutPlanner: Sendable, Equatable {
             let more = startable(figures, fitting: fit)
             let bound = figures.descriptors.flatMap { $0.workers < widthBound(figures, fitting: fit) ? $0 : nil }
             let room = bound.map { ", descriptors for \($0.workers) more (\($0.summary))" } ?? ""
-            let boots = "\(bootBudget) boot\(bootBudget == 1 ? "" : "s") at once"
-            return Step(strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(boots)" + room)
+            // A fixed width bounds it, not the boot budget (a reload audit: `max_surge = 1` planned
+            // `1 slot at once (auto: 2 more fit, 32 boots at once)`).
+            var bounds = "\(bootBudget) boot\(bootBudget == 1 ? "" : "s") at once"
+            if case .fixed(let n) = maxSurge { bounds = "max_surge \(n)" }
+            return Step(strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(bounds)" + room)
         }
     }
 
