@@ -2,23 +2,15 @@ import BatonCore
 import BatonSystem
 import Glibc
 
-/// What baton holds of a process it watches and whose output it reads: the process with its
-/// pidfd, and the read end of its output pipe, each owned (closed once: when replaced, closed
-/// or dropped), the bytes of an unfinished output line and its last lines (all read and
-/// logged by one reader, `Supervisor.readOutput`). The base of ``ChildChannels`` (a
-/// worker or a mold) and of ``OrphanWorker`` (a crashed baton's worker). Lives on the
-/// event-loop thread only.
-class ProcessChannels {
-    /// The process, whose pidfd names exactly it: owned until it is reaped (or gone).
-    let process: ChildProcess
-    /// Its pid (= its process group id).
-    var pid: pid_t { process.pid }
-    /// Its pidfd's number; -1 once closed, so nothing signals a number the kernel reused.
-    var pidfd: Int32 { process.pidfd }
+/// The read end of an output pipe baton reads, owned (closed once: when replaced, closed or
+/// dropped), with the bytes of an unfinished line and its last lines (all read and logged by
+/// one reader, `Supervisor.readOutput`). The base of ``ProcessChannels`` and of
+/// ``StrayOutput`` (the strays of a worker gone). Lives on the event-loop thread only.
+class OutputChannel {
     /// Read end of its stdout+stderr pipe.
     var ownedOutput: OwnedDescriptor?
-    /// Its number (-1: closed). Setting it hands that descriptor to the process's record and
-    /// closes the one it held; -1 closes it.
+    /// Its number (-1: closed). Setting it hands that descriptor to the record and closes the
+    /// one it held; -1 closes it.
     var outputFD: Int32 {
         get { ownedOutput?.rawValue ?? -1 }
         set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
@@ -35,6 +27,19 @@ class ProcessChannels {
     var earlierError: FailureOutput.EarlierError? {
         lastErrorLine.map { FailureOutput.EarlierError(line: $0.line, linesAgo: recentOutput.appended - $0.number) }
     }
+}
+
+/// What baton holds of a process it watches and whose output it reads: the process with its
+/// pidfd, owned, and its output (``OutputChannel``). The base of ``ChildChannels`` (a worker or
+/// a mold) and of ``OrphanWorker`` (a crashed baton's worker). Lives on the event-loop thread
+/// only.
+class ProcessChannels: OutputChannel {
+    /// The process, whose pidfd names exactly it: owned until it is reaped (or gone).
+    let process: ChildProcess
+    /// Its pid (= its process group id).
+    var pid: pid_t { process.pid }
+    /// Its pidfd's number; -1 once closed, so nothing signals a number the kernel reused.
+    var pidfd: Int32 { process.pidfd }
 
     /// Holds `process` (and so its pidfd) from now on.
     init(process: ChildProcess) {

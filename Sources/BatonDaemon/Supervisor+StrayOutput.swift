@@ -7,20 +7,13 @@ import Glibc
 /// pipe: closed when the worker was reaped, its lines went nowhere, and one without the
 /// worker's reader (`WorkerContract.outputReaderFD`; Python's `subprocess` closes it) died of
 /// SIGPIPE at its first line (an output audit). The pipe is read on until every writer is gone.
-final class StrayOutput: OutputSource {
-    var ownedOutput: OwnedDescriptor?
-    var outputFD: Int32 {
-        get { ownedOutput?.rawValue ?? -1 }
-        set { ownedOutput = newValue >= 0 ? OwnedDescriptor(newValue) : nil }
-    }
-    var outputLines = OutputLines()
-    var recentOutput = RingBuffer<String>(capacity: 20)
-    var lastErrorLine: (line: String, number: Int)?
+final class StrayOutput: OutputChannel, OutputSource {
     let outputPrefix: String
 
     init(reader: consuming OwnedDescriptor, prefix: String) {
-        ownedOutput = consume reader
         outputPrefix = prefix
+        super.init()
+        ownedOutput = consume reader
     }
 }
 
