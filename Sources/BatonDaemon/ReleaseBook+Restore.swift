@@ -57,16 +57,30 @@ extension ReleaseBook {
     }
 
     /// release.json alone removed (a re-audit: a restart then came up on `[app] directory`, and
-    /// the previous release was lost): the state baton runs is written back.
+    /// the previous release was lost), or damaged (a state audit: not noticed until a restart,
+    /// which came up on `[app] directory`): the state baton runs is written back, a damaged
+    /// file kept beside it.
     private func writeBackReleaseStateIfRemoved(on loop: EventLoop) {
-        guard persisted, let store, !store.hasReleaseState() else { return }
+        guard persisted, let store else { return }
+        let what: String
+        if !store.hasReleaseState() {
+            what = "was removed"
+        } else {
+            do {
+                guard try store.loadReleaseState() == nil else { return }
+                what = "was removed"
+            } catch {
+                let copy = (try? store.keepCorruptReleaseState()).map { "; kept as \($0)" } ?? ""
+                what = "was damaged (\(error)\(copy))"
+            }
+        }
         persisted = false  // until written: one write at a time
         let state = stamped(state)
         loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
             switch result {
             case .success:
                 persisted = true
-                logger.warning("\(directory)/release.json was removed while baton ran: wrote back the current release \(state.current.directory)")
+                logger.warning("\(directory)/release.json \(what) while baton ran: wrote back the current release \(state.current.directory)")
             case .failure(let error): recordUnwritable(error)
             }
         }

@@ -230,6 +230,13 @@ extension SecondIntegration {
                 second.process.waitForLine(containing: "release.json was removed while baton ran: wrote back the current release", timeout: .seconds(20)) != nil
             )
             #expect(Self.savedState(second).contains(second.releaseDirectory))
+            // Damaged (a state audit: not noticed until a restart came up on [app] directory).
+            TestPaths.write(first.directory + "/state/release.json", "{\"current\": {\"dire")
+            #expect(
+                second.process.waitForLine(containing: "release.json was damaged (", timeout: .seconds(20))?.contains(
+                    "kept as \(first.directory)/state/release.json.corrupt) while baton ran: wrote back the current release") == true,
+                "\(second.process.stderrLines.suffix(5))")
+            #expect(Self.savedState(second).contains(second.releaseDirectory))
         }
 
         @Test("a truncated release.json: ERROR, status says state unreadable, kept as .corrupt, not replaced until a deploy succeeds")
