@@ -26,7 +26,9 @@ extension Supervisor {
         var info = stat()
         guard fstat(worker.outputFD, &info) == 0 else { return false }
         let inode = UInt64(info.st_ino)
-        let holders = escapedChildren().filter { host.processes.pipes(of: $0).contains(inode) }
+        // Their children too (a re-audit: a stray's child printing while the stray itself had
+        // closed its stdout died of SIGPIPE).
+        let holders = escapedChildren().flatMap { host.processes.tree(of: $0) }.filter { host.processes.pipes(of: $0).contains(inode) }
         guard !holders.isEmpty else { return false }
         let copy = fcntl(worker.outputFD, F_DUPFD_CLOEXEC, 0)
         guard copy >= 0 else { return false }
@@ -34,18 +36,27 @@ extension Supervisor {
         closeOutput(worker, draining: WorkerContract.outputPipeCapacity)
         let strays = StrayOutput(
             reader: OwnedDescriptor(copy), prefix: "[stray pid \(holders.map(String.init).joined(separator: ",")) of slot \(worker.slot) pid \(worker.pid)]")
+        guard watchStrayOutput(strays) else { return true }
+        logger.info(
+            "\(Self.processes(holders)) of slot \(worker.slot) outlived worker pid \(worker.pid) and still hold its output: their lines are logged as \(strays.outputPrefix)"
+        )
+        return true
+    }
+
+    /// Reads `strays`' pipe as it fills until every writer is gone (after a worker's exit, or
+    /// as the previous image handed it over at `baton upgrade`); false when the loop would not
+    /// take it (dropped then, which closes it).
+    @discardableResult
+    func watchStrayOutput(_ strays: StrayOutput) -> Bool {
         do {
             try loop.register(fd: strays.outputFD, events: .readable) { [unowned self, unowned strays] _ in
                 self.readOutput(strays)
                 if strays.outputFD < 0 { self.strayOutputs.removeAll { $0 === strays } }
             }
         } catch {
-            return true  // dropped: closes the copy
+            return false
         }
         strayOutputs.append(strays)
-        logger.info(
-            "\(Self.processes(holders)) of slot \(worker.slot) outlived worker pid \(worker.pid) and still hold its output: their lines are logged as \(strays.outputPrefix)"
-        )
         return true
     }
 }

@@ -183,7 +183,8 @@ extension Supervisor {
             }, lastRecycleStartNanos: recycling.lastStart?.nanoseconds,
             abandonedSpawns: moldBook.abandonedOutputs.map { .init(pipe: $0.pipe, untilNanos: $0.until.nanoseconds) },
             ownedUnixPaths: ownedUnixPaths, unixListenerFiles: unixListenerFiles.mapValues { [$0.device, $0.inode] },
-            lostUnixListeners: lostUnixListeners)
+            lostUnixListeners: lostUnixListeners,
+            strayOutputs: strayOutputs.filter { $0.outputFD >= 0 }.map { .init(fd: $0.outputFD, prefix: $0.outputPrefix) })
     }
 
     /// What the previous image knew of memory and counted, and the failed spawns it looked for
@@ -201,6 +202,7 @@ extension Supervisor {
             unixListenerFiles[path] = FileIdentity(device: file[0], inode: file[1])
         }
         lostUnixListeners = state.lostUnixListeners ?? [:]
+        for carried in state.strayOutputs ?? [] { watchStrayOutput(StrayOutput(reader: OwnedDescriptor(carried.fd), prefix: carried.prefix)) }
         ownedUnixPaths =
             state.ownedUnixPaths
             ?? (notifier.isEnabled ? [] : config.listen.addresses.compactMap { if case .unix(let path) = $0 { path } else { nil } })

@@ -105,6 +105,15 @@ struct UpgradeState: Codable {
     /// absent from an older image: recorded as found).
     var unixListenerFiles: [String: [UInt64]]? = nil
     var lostUnixListeners: [String: String]? = nil
+    /// Output pipes of workers gone that their strays still write to, with the prefix their
+    /// lines are logged under (a re-audit: not carried, the strays' next line raised SIGPIPE;
+    /// absent from an older image: none).
+    var strayOutputs: [StrayOutputState]? = nil
+
+    struct StrayOutputState: Codable, Equatable {
+        var fd: Int32
+        var prefix: String
+    }
 
     struct AbandonedSpawn: Codable, Equatable {
         var pipe: UInt64
@@ -132,6 +141,7 @@ struct UpgradeState: Codable {
             if s.worker.notifyFD >= 0 { fds.append(s.worker.notifyFD) }
         }
         if let clientFD { fds.append(clientFD) }
+        fds += (strayOutputs ?? []).map(\.fd)
         return fds
     }
 }

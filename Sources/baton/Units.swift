@@ -231,15 +231,12 @@ struct UnitFiles {
         } else {
             runtime.append(own)
         }
-        // The control socket's folder, when it is not the runtime directory: listed beside a
-        // configured one; beside baton/NAME it would be in $RUNTIME_DIRECTORY too, whose first
-        // entry baton takes (a re-audit: systemd put it first, and baton's files went there).
+        // The control socket's folder, when it is not the runtime directory, is not listed: beside
+        // baton/NAME it could come first in $RUNTIME_DIRECTORY, whose first entry baton takes (a
+        // re-audit: baton's files went there), and it may be another service's, which systemd
+        // would remove at every stop (a second re-audit: `/run/nginx`).
         if let folder = parentFolder(config.control.socket), folder != config.app.runtimeDirectory ?? runBase + "/" + own {
-            if config.app.runtimeDirectory != nil, let name = under(runBase, folder), !runtime.contains(name) {
-                runtime.append(name)
-            } else {
-                lines.append(elsewhere("[control] socket's folder", folder, "RuntimeDirectory="))
-            }
+            lines.append(elsewhere("[control] socket's folder", folder, "RuntimeDirectory="))
         }
         if !runtime.isEmpty { lines.append("RuntimeDirectory=\(runtime.map(escapeSpecifiers).joined(separator: " "))") }
         if let folder = config.app.stateDirectory {

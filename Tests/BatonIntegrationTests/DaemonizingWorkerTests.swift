@@ -171,12 +171,15 @@ extension ThirdIntegration {
         /// An output audit: a stray (`setsid`) that outlived its worker wrote to the worker's
         /// output pipe, which baton closed when it reaped the worker: its lines went nowhere, and
         /// one without the worker's reader (Python's `subprocess` closes it) died of SIGPIPE.
-        @Test("a stray that outlives its worker is still logged, and lives on")
+        /// Re-audits: a stray's child holding the pipe while the stray had closed its own stdout
+        /// was not found, and `baton upgrade` closed the pipe (SIGPIPE at the next line).
+        @Test("a stray that outlives its worker is still logged, across an upgrade too, and lives on")
         func aStraysOutputAfterItsWorkerExited() throws {
             let directory = TestPaths.temporaryDirectory("stray-out")
             defer { TestPaths.remove(directory) }
-            let stray =
-                "exec 1000>&-; while [ ! -e \(directory)/go ]; do sleep 0.05; done; echo late-line-of-the-stray; echo $$ > \(directory)/stray; exec sleep 60"
+            // The stray's child prints once `go` exists; the stray itself closes its stdout.
+            let child = "while [ ! -e \(directory)/go ]; do sleep 0.05; done; echo late-line-of-the-stray; echo $BASHPID > \(directory)/stray; exec sleep 60"
+            let stray = "exec 1000>&-; (\(child)) & exec 1>&- 2>&-; wait"
             // Only the first worker starts one (its replacement, the same command, would too).
             let command = [
                 "/bin/sh", "-c",
@@ -187,11 +190,13 @@ extension ThirdIntegration {
             let reload = try baton.cli(["reload"])
             #expect(reload.code == 0, "\(reload.stderr)")
             #expect(baton.process.waitForLine(containing: "outlived worker pid", timeout: .seconds(10)) != nil, "\(baton.process.stderrLines.suffix(8))")
+            let upgrade = try baton.cli(["upgrade"])
+            #expect(upgrade.code == 0, "\(upgrade.stderr)")
             TestPaths.write(directory + "/go", "")
             let line = baton.process.waitForLine(containing: "late-line-of-the-stray", timeout: .seconds(10))
             #expect(line?.contains("[stray pid ") == true, "\(baton.process.stderrLines.suffix(8))")
             let pid = try #require((ProcFS.read(directory + "/stray") ?? "").split(separator: "\n").first.flatMap { Int32($0) })
-            #expect(kill(pid, 0) == 0, "the stray died (SIGPIPE?)")
+            #expect(kill(pid, 0) == 0, "the stray's child died (SIGPIPE?)")
         }
 
         /// True once `pid` no longer exists (zombies of other parents count as gone).
