@@ -31,13 +31,6 @@ extension Supervisor {
                 // Nor is a kill from elsewhere (kill -9, the OOM killer: a re-audit saw "drained").
                 op.report("slot \(slot.index): pid \(worker.pid) was killed while it drained (\(exit), after \(took); requests in flight were cut)")
                 op.cutDrains.append("slot \(slot.index): pid \(worker.pid) \(exit)")
-            } else if case .signaled(let signal) = exit, signal == config.stop.signal, !worker.awaitingGroup {
-                // The stop signal's default action, not a drain: the app has no handler for it
-                // (an apps audit: Node as the README gave it, a slow request cut, read "drained in 15ms").
-                op.report(
-                    "slot \(slot.index): pid \(worker.pid) was ended by \(config.stop.signalName) itself after \(took): it has no handler for it, so it did not drain (requests in flight were cut, if any)"
-                )
-                op.cutDrains.append("slot \(slot.index): pid \(worker.pid) ended by \(config.stop.signalName) itself")
             } else if case .exited(let code) = exit, code != 0 {
                 // Nor is a non-zero exit: the app says its drain failed (a drain audit: the demo
                 // worker's exit 1 at its own drain timeout, 20 s requests cut, read "drained in 3.01s").

@@ -115,24 +115,6 @@ import Testing
         #expect(h.supervisor.releaseState.current.directory == h.initialRelease)
     }
 
-    /// An apps audit: Node as the README gave it exits at SIGTERM's default action, cutting a
-    /// slow request, and the deploy said "drained in 15ms".
-    @Test func anOldWorkerEndedByTheStopSignalItselfDidNotDrain() throws {
-        let h = try harness(workers: 1)
-        let old = try #require(h.servingPIDs[0])
-        let deploy = h.deploy(h.makeRelease("r1"))
-        h.advance(by: .milliseconds(15))
-        h.host.child(old)?.end(.signaled(SIGTERM))
-        h.finishOperations()
-        #expect(!deploy.progress.contains { $0.contains("pid \(old) drained in") }, "\(deploy.progress)")
-        #expect(
-            deploy.progress.contains {
-                $0.hasPrefix("slot 0: pid \(old) was ended by SIGTERM itself after ")
-                    && $0.hasSuffix("it has no handler for it, so it did not drain (requests in flight were cut, if any)")
-            }, "\(deploy.progress)")
-        #expect(deploy.reply?.message?.hasSuffix("(slot 0: pid \(old) ended by SIGTERM itself)") == true, "\(String(describing: deploy.reply))")
-    }
-
     /// The audit (2 of 2): an old worker that exited 1 from a failed drain (the demo worker's
     /// own drain timeout, 20 s requests cut) was reported "drained in 3.01s", and the deploy
     /// "finished" with nothing else said.
