@@ -77,11 +77,20 @@ extension ReleaseBook {
         persisted = false  // until written: one write at a time
         let state = stamped(state)
         loop.offload(on: Self.writer, { Result<Void, any Error> { try store.save(state) } }) { [self] result in
+            // Tried again at the next look until written (a re-audit: a folder put in its place,
+            // then removed, left release.json unwritten for good, and a restart on [app]
+            // directory), said once per error.
+            persisted = true
             switch result {
             case .success:
-                persisted = true
                 logger.warning("\(directory)/release.json \(what) while baton ran: wrote back the current release \(state.current.directory)")
-            case .failure(let error): recordUnwritable(error)
+                if writeBackTrouble != nil {
+                    writeBackTrouble = nil
+                    persistedAgain()
+                }
+            case .failure(let error):
+                if "\(error)" != writeBackTrouble { recordUnwritable(error) }
+                writeBackTrouble = "\(error)"
             }
         }
     }

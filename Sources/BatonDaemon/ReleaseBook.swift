@@ -50,6 +50,9 @@ final class ReleaseBook {
     /// Problems of the state directory (unwritable, release.json unreadable, the persisted
     /// release missing), until a release is persisted again.
     private(set) var problems: [String] = []
+    /// The error the last write-back of a removed or damaged release.json failed with (nil:
+    /// none failed since the last that succeeded).
+    var writeBackTrouble: String?
     /// What the start-up check found, until a write of history or a commit succeeds (a failed
     /// commit's problem may be its file's alone, and stays until a commit succeeds).
     private var startUpProblem: String?
@@ -159,18 +162,23 @@ final class ReleaseBook {
             switch result {
             case .success:
                 self.state = state
-                persisted = true
-                if !problems.isEmpty {
-                    logger.info("release state persisted: the state directory's earlier problems are resolved")
-                    problems.removeAll()
-                }
-                startUpProblem = nil
+                persistedAgain()
                 then(nil)
             case .failure(let error):
                 recordUnwritable(error)
                 then(error)
             }
         }
+    }
+
+    /// The release state was written: the state directory's earlier problems are resolved.
+    func persistedAgain() {
+        persisted = true
+        if !problems.isEmpty {
+            logger.info("release state persisted: the state directory's earlier problems are resolved")
+            problems.removeAll()
+        }
+        startUpProblem = nil
     }
 
     /// The one thread the commits are written on, in order.

@@ -237,6 +237,20 @@ extension SecondIntegration {
                     "kept as \(first.directory)/state/release.json.corrupt) while baton ran: wrote back the current release") == true,
                 "\(second.process.stderrLines.suffix(5))")
             #expect(Self.savedState(second).contains(second.releaseDirectory))
+            // A folder in its place, removed again: written back then (a re-audit: the first
+            // failed write-back was the last, and a restart came up on [app] directory).
+            let path = first.directory + "/state/release.json"
+            #expect(unlink(path) == 0 && mkdir(path, 0o755) == 0)
+            #expect(
+                second.process.waitForLine(containing: "rename \(path): Is a directory", timeout: .seconds(20)) != nil,
+                "\(second.process.stderrLines.suffix(5))")
+            #expect(rmdir(path) == 0)
+            #expect(
+                second.process.waitForLine(containing: "release state persisted: the state directory's earlier problems are resolved", timeout: .seconds(20))
+                    != nil,
+                "\(second.process.stderrLines.suffix(5))")
+            #expect(Self.savedState(second).contains(second.releaseDirectory))
+            #expect(try second.status().problems == nil)
         }
 
         @Test("a truncated release.json: ERROR, status says state unreadable, kept as .corrupt, not replaced until a deploy succeeds")
