@@ -63,16 +63,13 @@ extension ReleaseBook {
     private func writeBackReleaseStateIfRemoved(on loop: EventLoop) {
         guard persisted, let store else { return }
         let what: String
-        if !store.hasReleaseState() {
+        do {
+            // Nil: no file (a readable one is left as it is, a hand edit included).
+            guard try store.loadReleaseState() == nil else { return }
             what = "was removed"
-        } else {
-            do {
-                guard try store.loadReleaseState() == nil else { return }
-                what = "was removed"
-            } catch {
-                let copy = (try? store.keepCorruptReleaseState()).map { "; kept as \($0)" } ?? ""
-                what = "was damaged (\(error)\(copy))"
-            }
+        } catch {
+            let copy = (try? store.keepCorruptReleaseState()).map { "; kept as \($0)" } ?? ""
+            what = "was damaged (\(error)\(copy))"
         }
         persisted = false  // until written: one write at a time
         let state = stamped(state)

@@ -17,11 +17,7 @@ extension Supervisor {
 
     /// Looks at the accept queues every ``acceptQueueInterval`` until baton stops.
     func scheduleAcceptQueueCheck() {
-        loop.schedule(after: Self.acceptQueueInterval) { [unowned self] in
-            guard self.phase != .stopping else { return }
-            self.checkAcceptQueues()
-            self.scheduleAcceptQueueCheck()
-        }
+        repeatUntilStopping(every: Self.acceptQueueInterval) { [unowned self] in self.checkAcceptQueues() }
     }
 
     func checkAcceptQueues() {

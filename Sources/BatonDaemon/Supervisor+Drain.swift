@@ -59,7 +59,7 @@ extension Supervisor {
     }
 
     /// The live ones of ``groupChildren(of:)``.
-    func groupMembers(of worker: Worker) -> [pid_t] { groupChildren(of: worker).filter { host.processes.startTime(of: $0) != nil } }
+    func liveGroupChildren(of worker: Worker) -> [pid_t] { groupChildren(of: worker).filter { host.processes.startTime(of: $0) != nil } }
 
     /// Whether `worker`, draining, exited while other processes of its group still run, and
     /// baton waits for them (polled every 100 ms) before it handles the exit: the group got the
@@ -74,7 +74,7 @@ extension Supervisor {
             host.exitStatus(pidfd: worker.pidfd, reap: false) != nil
         else { return false }
         collectGroupExits(worker)
-        let others = groupMembers(of: worker)
+        let others = liveGroupChildren(of: worker)
         guard !others.isEmpty || !worker.groupHeld.isEmpty else { return false }
         // Each held by its pidfd, and left to this wait, not to the strays' reaper: how it ends
         // is the drain's (a re-audit: in `app | cat`, cat died of SIGTERM, the app of a broken
@@ -144,7 +144,7 @@ extension Supervisor {
             loop.schedule(after: timeout) { [unowned self, unowned worker] in
                 guard worker.state != .exited else { return }
                 if worker.awaitingGroup {
-                    let left = self.groupMembers(of: worker).map { "pid \($0)" + (self.host.processes.commandName(of: $0).map { " \($0)" } ?? "") }
+                    let left = self.liveGroupChildren(of: worker).map { "pid \($0)" + (self.host.processes.commandName(of: $0).map { " \($0)" } ?? "") }
                     worker.groupLeftAtKill = left.isEmpty ? "nothing left" : left.joined(separator: ", ")
                     self.logger.warning(
                         "worker's own process exited; the rest of its group (\(worker.groupLeftAtKill ?? "")) still running \(Units.formatDuration(timeout)) after \(self.config.stop.signalName): SIGKILL",

@@ -103,4 +103,14 @@ extension Supervisor {
         logger.info("stopped")
         loop.stop()
     }
+
+    /// Runs `body` on the loop every `interval` until baton stops (the periodic looks at the
+    /// runtime files, the accept queues, the OOM counter).
+    func repeatUntilStopping(every interval: Duration, _ body: @escaping () -> Void) {
+        loop.schedule(after: interval) { [unowned self] in
+            guard self.phase != .stopping else { return }
+            body()
+            self.repeatUntilStopping(every: interval, body)
+        }
+    }
 }

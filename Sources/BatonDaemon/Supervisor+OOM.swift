@@ -53,11 +53,7 @@ extension Supervisor {
     }
 
     private func scheduleOOMPoll() {
-        loop.schedule(after: OOMWatch.pollInterval) { [unowned self] in
-            guard self.phase != .stopping else { return }
-            self.pollOOM()
-            self.scheduleOOMPoll()
-        }
+        repeatUntilStopping(every: OOMWatch.pollInterval) { [unowned self] in self.pollOOM() }
     }
 
     /// Reads the counter; attributes, logs and acts on new kills. `sigkilled`: a top process that

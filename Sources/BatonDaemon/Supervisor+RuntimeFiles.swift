@@ -14,11 +14,7 @@ extension Supervisor {
     static let runtimeCheckInterval: Duration = .seconds(5)
 
     func scheduleRuntimeCheck() {
-        loop.schedule(after: Self.runtimeCheckInterval) { [unowned self] in
-            guard self.phase != .stopping else { return }
-            self.checkRuntimeFiles()
-            self.scheduleRuntimeCheck()
-        }
+        repeatUntilStopping(every: Self.runtimeCheckInterval) { [unowned self] in self.checkRuntimeFiles() }
     }
 
     /// Makes the folders again, then binds again the sockets whose files are gone; a removed

@@ -22,10 +22,7 @@ extension Supervisor {
     /// read on under their name until they are gone; true then. What the pipe held already is
     /// logged as the worker's first.
     func handOutputToStrays(of worker: Worker) -> Bool {
-        guard worker.outputFD >= 0 else { return false }
-        var info = stat()
-        guard fstat(worker.outputFD, &info) == 0 else { return false }
-        let inode = UInt64(info.st_ino)
+        guard worker.outputFD >= 0, let inode = Self.inode(of: worker.outputFD) else { return false }
         // Their children too (a re-audit: a stray's child printing while the stray itself had
         // closed its stdout died of SIGPIPE).
         let holders = escapedChildren().flatMap { host.processes.tree(of: $0) }.filter { host.processes.pipes(of: $0).contains(inode) }

@@ -11,16 +11,10 @@ extension Supervisor {
     /// The file at each unix listener's path as it is now, for those not recorded at their bind
     /// (a socket unit's, the FD store's, an upgrade's): what the checks and the stop compare with.
     func recordUnixListenerFiles() {
-        for path in listeners.compactMap({ Self.unixPath(of: $0.address) }) where unixListenerFiles[path] == nil {
+        // An abstract socket (`unix:@…`) has no file, and parses as no address.
+        for case .unix(let path)? in listeners.map({ ListenAddress.parse($0.address) }) where unixListenerFiles[path] == nil {
             unixListenerFiles[path] = FileIdentity(path: path)
         }
-    }
-
-    /// The path of a unix listener's address (`unix:/run/x`), nil for another (an abstract
-    /// socket has no file).
-    static func unixPath(of address: String) -> String? {
-        guard address.hasPrefix("unix:/") else { return nil }
-        return String(address.dropFirst("unix:".count))
     }
 
     /// Whether the file at `path` is still the one baton recorded for its listener.

@@ -207,27 +207,31 @@ public struct StateStore: Sendable {
     /// answering with an older deploy.
     public func unreadableStateFiles() -> [String] {
         let decoder = JSONDecoder()
-        var found: [String] = []
-        if let text = ProcFS.read(directory + "/history.jsonl") {
-            let bad = text.split(separator: "\n").filter { (try? decoder.decode(HistoryEntry.self, from: Data($0.utf8))) == nil }.count
-            if bad > 0 { found.append("\(directory)/history.jsonl: \(bad) unreadable line(s) skipped (a write cut short?); they go at its next rewrite") }
-        }
-        if let text = ProcFS.read(directory + "/deployed.json"), (try? decoder.decode(DeployedReleases.self, from: Data(text.utf8))) == nil {
-            found.append("\(directory)/deployed.json is unreadable: taken as empty (retention keeps every release folder it does not know)")
-        }
-        if let text = ProcFS.read(directory + "/deploy.json"), (try? decoder.decode(HistoryEntry.self, from: Data(text.utf8))) == nil {
-            found.append("\(directory)/deploy.json is unreadable: the operation it recorded gets no history line")
-        }
-        // There but not readable at all (a folder in its place, an I/O error): it was taken for
-        // no file, without a word (a state audit: 16 history lines gone, and retention's order).
-        let effects = [
-            "history.jsonl": "taken as an empty history", "deployed.json": "taken as empty (retention keeps every release folder it does not know)",
-            "deploy.json": "the operation it recorded gets no history line",
+        func decodes<T: Decodable>(_ type: T.Type, _ text: Substring) -> Bool { (try? decoder.decode(type, from: Data(text.utf8))) != nil }
+        // Each file read once: what its unreadable content means, or, when it cannot be read at
+        // all (a folder in its place, an I/O error: a state audit saw 16 history lines go
+        // without a word, and retention's order with them), what baton takes it for.
+        let deployed = "taken as empty (retention keeps every release folder it does not know)"
+        let deploy = "the operation it recorded gets no history line"
+        let files: [(name: String, effect: String, content: (String) -> String?)] = [
+            (
+                "history.jsonl", "taken as an empty history",
+                { text in
+                    let bad = text.split(separator: "\n").filter { !decodes(HistoryEntry.self, $0) }.count
+                    return bad > 0 ? ": \(bad) unreadable line(s) skipped (a write cut short?); they go at its next rewrite" : nil
+                }
+            ),
+            ("deployed.json", deployed, { decodes(DeployedReleases.self, $0[...]) ? nil : " is unreadable: \(deployed)" }),
+            ("deploy.json", deploy, { decodes(HistoryEntry.self, $0[...]) ? nil : " is unreadable: \(deploy)" }),
         ]
-        for name in ["history.jsonl", "deployed.json", "deploy.json"] {
-            let path = directory + "/" + name
-            guard ProcFS.read(path) == nil, errno != ENOENT, let effect = effects[name] else { continue }
-            found.append("\(path) cannot be read (\(String(cString: strerror(errno)))): \(effect)")
+        var found: [String] = []
+        for file in files {
+            let path = directory + "/" + file.name
+            if let text = ProcFS.read(path) {
+                if let problem = file.content(text) { found.append(path + problem) }
+            } else if errno != ENOENT {
+                found.append("\(path) cannot be read (\(String(cString: strerror(errno)))): \(file.effect)")
+            }
         }
         return found
     }

@@ -87,7 +87,6 @@ extension ConfigReader {
     mutating func readListen(_ s: ConfigSection) -> ListenConfig {
         var listen = ListenConfig()
         if let texts = read(s, "addresses", Convert.stringArray(shellHint: false)) {
-            var seen: Set<ListenAddress> = []
             for text in texts {
                 guard let address = ListenAddress.parse(text) else {
                     let why = ListenAddress.whyNot(text) ?? "expected \"IP:PORT\", \"[IPv6]:PORT\" or \"unix:/absolute/path\""
@@ -102,11 +101,11 @@ extension ConfigReader {
                 // but a path equal once `..` is taken out is the same socket file as a rule (a
                 // re-audit: `D/../d/b.sock` beside `D/b.sock` passed, then serve failed).
                 let twin = listen.addresses.first { other in
-                    guard case .unix(let path) = address, case .unix(let otherPath) = other else { return false }
+                    guard case .unix(let path) = address, case .unix(let otherPath) = other else { return other == address }
                     return DirectoryRules.normalize(path) == DirectoryRules.normalize(otherPath)
                 }
                 check(
-                    seen.insert(address).inserted && twin == nil, s, "addresses",
+                    twin == nil, s, "addresses",
                     "address \(Convert.quote(address.description)) is listed twice"
                         + (twin.map { $0 == address ? "" : " (as \(Convert.quote($0.description)))" } ?? ""))
                 // A wildcard takes its port on every address of its family: binding both fails at start.
