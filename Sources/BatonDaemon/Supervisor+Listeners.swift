@@ -60,12 +60,22 @@ extension Supervisor {
         if stored.isEmpty { adoptOrphans() }
         var result: [Listener] = []
         var reused = Set<String>()
+        var removed = Set<String>()
         for address in config.listen.addresses {
             let name = Sockets.fdName(for: address)
             if let kept = stored.first(where: { $0.name == name }), !reused.contains(name) {
-                reused.insert(name)
-                result.append(kept)
-                continue
+                // A unix socket whose file went while baton was stopped has no name a client
+                // can reach: removed from the store (before its new one goes in under the same
+                // name) and bound again (left from a listeners audit).
+                if case .unix(let path) = address, FileIdentity(path: path) == nil {
+                    logger.warning("the socket systemd's FD store kept for \(address) has no file at \(path) any more: bound again")
+                    notifier.removeStoredFD(name: name)
+                    removed.insert(name)
+                } else {
+                    reused.insert(name)
+                    result.append(kept)
+                    continue
+                }
             }
             let listener = try takeOver.taken.removeValue(forKey: name) ?? bindListener(address)
             result.append(listener)
@@ -77,7 +87,7 @@ extension Supervisor {
             }
         }
         takeOver.taken.removeAll()  // closes the unused ones: their address left the config
-        for old in stored where !reused.contains(old.name) {
+        for old in stored where !reused.contains(old.name) && !removed.contains(old.name) {
             logger.info("removing \(old.name) from the FD store: no longer in listen.addresses")
             notifier.removeStoredFD(name: old.name)  // closed when `stored` is dropped
         }

@@ -10,10 +10,18 @@ import Glibc
 extension Supervisor {
     /// The file at each unix listener's path as it is now, for those not recorded at their bind
     /// (a socket unit's, the FD store's, an upgrade's): what the checks and the stop compare with.
+    /// A socket passed with no file at its path is said at once (left from a listeners audit:
+    /// the file removed under a socket unit, then a restart of the service alone, came up with
+    /// `2/2 workers ready` and no problem while every connect failed).
     func recordUnixListenerFiles() {
         // An abstract socket (`unix:@…`) has no file, and parses as no address.
-        for case .unix(let path)? in listeners.map({ ListenAddress.parse($0.address) }) where unixListenerFiles[path] == nil {
-            unixListenerFiles[path] = FileIdentity(path: path)
+        for case .unix(let path)? in listeners.map({ ListenAddress.parse($0.address) })
+        where unixListenerFiles[path] == nil && lostUnixListeners[path] == nil {
+            if let file = FileIdentity(path: path) {
+                unixListenerFiles[path] = file
+            } else {
+                sayLostUnixListener(path, "was removed")
+            }
         }
     }
 
@@ -30,11 +38,14 @@ extension Supervisor {
         for (path, recorded) in unixListenerFiles where lostUnixListeners[path] == nil {
             let now = FileIdentity(path: path)
             guard now != recorded else { continue }
-            let what = now == nil ? "was removed" : "is another file now (something bound or put there since)"
-            let restart = socketsFromUnit ? "restart the socket unit and baton" : "restart baton"
-            let problem = "listening socket unix:\(path): its file \(what): no client can connect to it; \(restart) to bind it again"
-            lostUnixListeners[path] = problem
-            logger.error("\(problem)")
+            sayLostUnixListener(path, now == nil ? "was removed" : "is another file now (something bound or put there since)")
         }
+    }
+
+    private func sayLostUnixListener(_ path: String, _ what: String) {
+        let restart = socketsFromUnit ? "restart the socket unit and baton" : "restart baton"
+        let problem = "listening socket unix:\(path): its file \(what): no client can connect to it; \(restart) to bind it again"
+        lostUnixListeners[path] = problem
+        logger.error("\(problem)")
     }
 }
