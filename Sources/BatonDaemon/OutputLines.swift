@@ -7,7 +7,13 @@ struct OutputLines {
     /// Longest line kept whole (bytes).
     static let maxLine = 8192
 
-    private var partial: [UInt8] = []
+    private var partial: [UInt8]
+
+    /// `pending`: the start of an unfinished line (an older image's, carried across `baton upgrade`).
+    init(pending: [UInt8] = []) { partial = pending }
+
+    /// The unfinished line's bytes so far.
+    var pending: [UInt8] { partial }
 
     /// Appends a chunk and emits every complete line in it (without its newline). Lines are cut
     /// out by index and the consumed prefix removed once: removing line by line moved the rest

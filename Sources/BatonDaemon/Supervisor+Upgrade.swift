@@ -165,7 +165,7 @@ extension Supervisor {
                         notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
                         startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
                         watchdogNanos: w.watchdogInterval?.nanoseconds, ussAtReady: w.ussAtReady, memoryHistory: w.history.samples,
-                        folder: w.folder))
+                        folder: w.folder, partialOutput: w.outputLines.pending.isEmpty ? nil : w.outputLines.pending))
             },
             releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: clientFD,
             createdNotifyDirectory: createdNotifyDirectory,
@@ -184,7 +184,9 @@ extension Supervisor {
             abandonedSpawns: moldBook.abandonedOutputs.map { .init(pipe: $0.pipe, untilNanos: $0.until.nanoseconds) },
             ownedUnixPaths: ownedUnixPaths, unixListenerFiles: unixListenerFiles.mapValues { [$0.device, $0.inode] },
             lostUnixListeners: lostUnixListeners,
-            strayOutputs: strayOutputs.filter { $0.outputFD >= 0 }.map { .init(fd: $0.outputFD, prefix: $0.outputPrefix) })
+            strayOutputs: strayOutputs.filter { $0.outputFD >= 0 }.map {
+                .init(fd: $0.outputFD, prefix: $0.outputPrefix, partialOutput: $0.outputLines.pending.isEmpty ? nil : $0.outputLines.pending)
+            })
     }
 
     /// What the previous image knew of memory and counted, and the failed spawns it looked for
@@ -202,7 +204,11 @@ extension Supervisor {
             unixListenerFiles[path] = FileIdentity(device: file[0], inode: file[1])
         }
         lostUnixListeners = state.lostUnixListeners ?? [:]
-        for carried in state.strayOutputs ?? [] { watchStrayOutput(StrayOutput(reader: OwnedDescriptor(carried.fd), prefix: carried.prefix)) }
+        for carried in state.strayOutputs ?? [] {
+            let strays = StrayOutput(reader: OwnedDescriptor(carried.fd), prefix: carried.prefix)
+            strays.outputLines = OutputLines(pending: carried.partialOutput ?? [])
+            watchStrayOutput(strays)
+        }
         ownedUnixPaths =
             state.ownedUnixPaths
             ?? (notifier.isEnabled ? [] : config.listen.addresses.compactMap { if case .unix(let path) = $0 { path } else { nil } })
@@ -256,6 +262,7 @@ extension Supervisor {
             worker.notifyPath = w.notifyPath
             worker.folder = w.folder
             worker.outputFD = w.outputFD
+            worker.outputLines = OutputLines(pending: w.partialOutput ?? [])
             worker.statusText = w.statusText
             worker.watchdogInterval = w.watchdogNanos.map { .nanoseconds($0) }
             // A policy audit: the new image measured grown workers afresh, as new ones, and the

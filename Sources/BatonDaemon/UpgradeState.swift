@@ -46,6 +46,9 @@ struct UpgradeState: Codable {
         /// The folder it started in, symlinks resolved then (absent from an older image:
         /// retention knows it by its path only).
         var folder: String? = nil
+        /// The start of a line it had not ended (a re-audit: lost across the upgrade; absent
+        /// from an older image: none).
+        var partialOutput: [UInt8]? = nil
     }
 
     struct SlotState: Codable {
@@ -113,6 +116,7 @@ struct UpgradeState: Codable {
     struct StrayOutputState: Codable, Equatable {
         var fd: Int32
         var prefix: String
+        var partialOutput: [UInt8]? = nil
     }
 
     struct AbandonedSpawn: Codable, Equatable {

@@ -173,30 +173,78 @@ extension ThirdIntegration {
         /// one without the worker's reader (Python's `subprocess` closes it) died of SIGPIPE.
         /// Re-audits: a stray's child holding the pipe while the stray had closed its own stdout
         /// was not found, and `baton upgrade` closed the pipe (SIGPIPE at the next line).
-        @Test("a stray that outlives its worker is still logged, across an upgrade too, and lives on")
+        @Test("a stray that outlives its worker is still logged, across an upgrade too, and lives on; a line begun before the upgrade is one line")
         func aStraysOutputAfterItsWorkerExited() throws {
             let directory = TestPaths.temporaryDirectory("stray-out")
             defer { TestPaths.remove(directory) }
-            // The stray's child prints once `go` exists; the stray itself closes its stdout.
-            let child = "while [ ! -e \(directory)/go ]; do sleep 0.05; done; echo late-line-of-the-stray; echo $BASHPID > \(directory)/stray; exec sleep 60"
+            // The stray's child begins a line once `half` exists and ends it once `go` does; the
+            // stray itself closes its stdout.
+            let child =
+                "while [ ! -e \(directory)/half ]; do sleep 0.05; done; printf late-line-; echo $BASHPID > \(directory)/stray; "
+                + "while [ ! -e \(directory)/go ]; do sleep 0.05; done; echo of-the-stray; exec sleep 60"
             let stray = "exec 1000>&-; (\(child)) & exec 1>&- 2>&-; wait"
-            // Only the first worker starts one (its replacement, the same command, would too).
+            // The next worker's child begins a line once `half` exists (after the demo worker's
+            // own first line) and ends it once `go` does.
+            TestPaths.write(
+                directory + "/waiter.sh",
+                "while [ ! -e \(directory)/half ]; do sleep 0.05; done; printf worker-half-; echo $$ > \(directory)/waiter; "
+                    + "while [ ! -e \(directory)/go ]; do sleep 0.05; done; echo of-the-worker\n")
+            // Only the first worker starts a stray (its replacement, the same command, would too).
             let command = [
                 "/bin/sh", "-c",
-                "if mkdir \(directory)/once 2>/dev/null; then setsid /bin/bash -c '\(stray)' </dev/null & fi; exec \(TestPaths.executable("baton-demo-worker"))",
+                "if mkdir \(directory)/once 2>/dev/null; then setsid /bin/bash -c '\(stray)' </dev/null & "
+                    + "else /bin/sh \(directory)/waiter.sh & fi; exec \(TestPaths.executable("baton-demo-worker"))",
             ]
             let baton = try BatonHarness(workers: 1, command: command, tag: "stray-out")
             defer { baton.stop() }
             let reload = try baton.cli(["reload"])
             #expect(reload.code == 0, "\(reload.stderr)")
             #expect(baton.process.waitForLine(containing: "outlived worker pid", timeout: .seconds(10)) != nil, "\(baton.process.stderrLines.suffix(8))")
+            TestPaths.write(directory + "/half", "")
+            // Each half line read by baton before the upgrade (a re-audit: the part of a line
+            // read before the execve was lost, a worker's as a stray's).
+            for name in ["stray", "waiter"] {
+                let pid = try #require(Self.waitForPid(in: directory + "/" + name, timeout: .seconds(10)), "no \(name)")
+                #expect(Self.waitUntilRead(outputOf: pid, timeout: .seconds(10)), "\(name)'s output not read")
+            }
             let upgrade = try baton.cli(["upgrade"])
             #expect(upgrade.code == 0, "\(upgrade.stderr)")
             TestPaths.write(directory + "/go", "")
-            let line = baton.process.waitForLine(containing: "late-line-of-the-stray", timeout: .seconds(10))
+            let line = baton.process.waitForLine(containing: "of-the-stray", timeout: .seconds(10))
             #expect(line?.contains("[stray pid ") == true, "\(baton.process.stderrLines.suffix(8))")
+            #expect(line?.contains("late-line-of-the-stray") == true, "\(String(describing: line))")
+            let workerLine = baton.process.waitForLine(containing: "of-the-worker", timeout: .seconds(10))
+            #expect(
+                workerLine?.contains("worker-half-of-the-worker") == true,
+                "\(baton.process.stderrLines.filter { $0.contains("half") || $0.contains("upgrade") })")
             let pid = try #require((ProcFS.read(directory + "/stray") ?? "").split(separator: "\n").first.flatMap { Int32($0) })
             #expect(kill(pid, 0) == 0, "the stray's child died (SIGPIPE?)")
+        }
+
+        /// The pid written in `path`, once it is.
+        private static func waitForPid(in path: String, timeout: Duration) -> pid_t? {
+            let deadline = monotonicNow() + timeout
+            repeat {
+                if let pid = (ProcFS.read(path) ?? "").split(separator: "\n").first.flatMap({ pid_t($0) }) { return pid }
+                var pfd = pollfd(fd: -1, events: 0, revents: 0)
+                _ = poll(&pfd, 0, 20)
+            } while monotonicNow() < deadline
+            return nil
+        }
+
+        /// True once `pid`'s stdout (a pipe) holds no byte unread: its reader took them.
+        private static func waitUntilRead(outputOf pid: pid_t, timeout: Duration) -> Bool {
+            let fd = open("/proc/\(pid)/fd/1", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            guard fd >= 0 else { return false }
+            defer { close(fd) }
+            let deadline = monotonicNow() + timeout
+            repeat {
+                var waiting: Int32 = 0
+                if ioctl(fd, UInt(FIONREAD), &waiting) == 0, waiting == 0 { return true }
+                var pfd = pollfd(fd: -1, events: 0, revents: 0)
+                _ = poll(&pfd, 0, 20)
+            } while monotonicNow() < deadline
+            return false
         }
 
         /// True once `pid` no longer exists (zombies of other parents count as gone).
