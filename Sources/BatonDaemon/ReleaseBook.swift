@@ -1,5 +1,6 @@
 import BatonCore
 import BatonSystem
+import Glibc
 import Logging
 
 /// The release book: the state directory as the supervisor keeps it — the current and previous
@@ -133,8 +134,15 @@ final class ReleaseBook {
     }
 
     /// The state directory refused a write (`error`): deploys cannot be committed.
+    /// A folder where a state file goes is named as that, not as a folder baton cannot write
+    /// (left from a state audit: `state directory … not writable (rename …: Is a directory)`).
     func recordUnwritable(_ error: any Error, atStartUp: Bool = false) {
-        let line = "state directory \(directory) not writable (\(error)): deploys cannot be committed"
+        let line: String
+        if let error = error as? SystemError, error.errno == EISDIR, let path = error.subject {
+            line = "\(path) is a folder, not a file: deploys cannot be committed until it is removed (\(error))"
+        } else {
+            line = "state directory \(directory) not writable (\(error)): deploys cannot be committed"
+        }
         if atStartUp { startUpProblem = line }
         recordProblem(line)
     }

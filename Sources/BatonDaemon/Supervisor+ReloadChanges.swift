@@ -83,6 +83,12 @@ extension Supervisor {
             return "the new state directory \(new) holds app \"\(other)\"'s release state: a restart would exit 2 (give this app a state_directory of its own)"
         }
         guard access(new + "/release.json", F_OK) != 0 else { return nil }
+        // The same release either way (none was ever deployed): only the history stays behind
+        // (a reload audit: "would start on [app] directory X, not on the current release X").
+        if newConfig.app.directory == releaseState.current.directory {
+            return
+                "the new state directory \(new) holds no release state: a restart would start with no history; copy history.jsonl and deployed.json from \(releases.directory) into it first"
+        }
         return
             "the new state directory \(new) holds no release state: a restart would start on [app] directory \(newConfig.app.directory), not on the current release \(releaseState.current.directory), with no history; copy release.json, history.jsonl and deployed.json from \(releases.directory) into it first"
     }

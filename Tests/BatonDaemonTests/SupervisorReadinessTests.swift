@@ -200,6 +200,17 @@ import Testing
         h.nextReloadReads { config in
             config.app.stateDirectory = h.root + "/moved"
         }
+        // No release deployed yet: the same release either way, only the history stays behind
+        // (a reload audit: "would start on [app] directory X, not on the current release X").
+        let first = h.reload()
+        h.finishOperations()
+        #expect(first.reply?.ok == true)
+        #expect(
+            first.progress.contains {
+                $0.hasPrefix("the new state directory \(h.root)/moved holds no release state: a restart would start with no history; copy")
+            }, "\(first.progress)")
+        _ = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
         let client = h.reload()
         h.finishOperations()
         #expect(client.reply?.ok == true)

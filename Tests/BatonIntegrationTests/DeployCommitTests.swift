@@ -242,7 +242,9 @@ extension SecondIntegration {
             let path = first.directory + "/state/release.json"
             #expect(unlink(path) == 0 && mkdir(path, 0o755) == 0)
             #expect(
-                second.process.waitForLine(containing: "rename \(path): Is a directory", timeout: .seconds(20)) != nil,
+                second.process.waitForLine(
+                    containing: "\(path) is a folder, not a file: deploys cannot be committed until it is removed (rename \(path): Is a directory",
+                    timeout: .seconds(20)) != nil,
                 "\(second.process.stderrLines.suffix(5))")
             #expect(rmdir(path) == 0)
             #expect(
