@@ -9,15 +9,32 @@ import Glibc
 /// A deploy or rollback followed by the CLI goes on in baton when the CLI is stopped (Ctrl-C, a
 /// cancelled CI job, a dropped ssh): the CLI says so on its way out, where it ended silently
 /// with 130 or 143 (a systemd/CI audit).
-func sayOnInterrupt(_ kind: String) {
-    CBatonLinux_say_on_interrupt(
-        "\nbaton: interrupted: the \(kind) goes on in baton; follow it with `baton deploy --attach`, see it with `baton status`\n")
+func sayOnInterrupt(_ kind: String, attach: String) {
+    CBatonLinux_say_on_interrupt("\nbaton: interrupted: the \(kind) goes on in baton; follow it with `\(attach)`, see it with `baton status`\n")
 }
 
 /// The line a signal prints before baton answered (set before the request is sent).
-func sayOnInterruptBeforeAnswer(_ kind: String) {
-    CBatonLinux_say_on_interrupt(
-        "\nbaton: interrupted before baton answered: the \(kind) may run or not; see `baton status`, follow it with `baton deploy --attach`\n")
+func sayOnInterruptBeforeAnswer(_ kind: String, attach: String) {
+    CBatonLinux_say_on_interrupt("\nbaton: interrupted before baton answered: the \(kind) may run or not; see `baton status`, follow it with `\(attach)`\n")
+}
+
+/// The command that follows the operation again: the same daemon, and the release of a deploy
+/// (a CI audit: a queued deploy's job told `baton deploy --attach`, which followed the deploy
+/// ahead of it, exited 0 while its own release then failed).
+func attachCommand(_ location: DaemonLocation, release: String?) -> String {
+    var words = ["baton", "deploy", "--attach"]
+    if let release { words += ["--release", release] }
+    if let socket = location.socket { words += ["--socket", socket] }
+    if let app = location.app { words += ["--app", app] }
+    if let config = location.config { words += ["--config", config] }
+    return words.map(shellWord).joined(separator: " ")
+}
+
+/// `word` as a POSIX shell reads it back: as it is when plain, else in single quotes.
+func shellWord(_ word: String) -> String {
+    let plain =
+        !word.isEmpty && word.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || "0123456789/._-+:,=@%".unicodeScalars.contains($0)) }
+    return plain ? word : "'" + word.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
 }
 
 /// How long a deploy, rollback or attach waits for baton's first answer (a plan, a
@@ -31,7 +48,10 @@ let firstAnswerTimeout: Duration = .seconds(30)
 /// called in the line a signal prints once baton answered (nil: no line, a dry run);
 /// `starts`: the request starts one (not an attach or a dry run, which start nothing);
 /// `plan`: a dry run, whose details are its plan (stdout) even when it says no.
-func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind: String? = nil, starts: Bool = false, plan: Bool = false) throws {
+func followOperation(
+    _ client: inout ControlClient, json: Bool, interrupted kind: String? = nil, attach: String = "baton deploy --attach", starts: Bool = false,
+    plan: Bool = false
+) throws {
     // A client with its own bound per line (upgrade's) keeps it.
     let boundsFirstAnswer = client.timeout == nil
     if boundsFirstAnswer { client.setTimeout(firstAnswerTimeout) }
@@ -51,7 +71,7 @@ func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind
         if !answered {
             answered = true
             if boundsFirstAnswer { client.setTimeout(nil) }
-            if let kind { sayOnInterrupt(kind) }
+            if let kind { sayOnInterrupt(kind, attach: attach) }
         }
         if json { try printReplyLine(reply) }
         switch reply {
@@ -62,6 +82,9 @@ func followOperation(_ client: inout ControlClient, json: Bool, interrupted kind
                 for line in success.details ?? [] { print(line) }
                 print(success.message ?? "done")
             }
+            // On stderr too when stdout failed (a CI audit: `> /dev/full` printed only "could not
+            // write to stdout", exit 1, and the job could not tell its release was live).
+            if StandardStreams.outputFailure() != nil { writeAll(2, Array("baton: \(success.message ?? "done")\n".utf8)) }
             return
         case .failed(let failure):
             if !json {
@@ -154,7 +177,8 @@ struct Deploy: ParsableCommand {
         defer { client.close() }
         let kind = dryRun ? nil : attach ? "operation" : "deploy"
         // An attach or a dry run starts nothing: no "may run" (a re-audit).
-        if !attach && !dryRun { sayOnInterruptBeforeAnswer("deploy") }
+        let again = attachCommand(location, release: release)
+        if !attach && !dryRun { sayOnInterruptBeforeAnswer("deploy", attach: again) }
         if attach {
             try client.send(ControlRequest(cmd: "attach", deploy: release.map { DeployOptions(release: $0) }))
         } else {
@@ -166,7 +190,7 @@ struct Deploy: ParsableCommand {
                 strategy: strategy, maxSurge: maxSurge, timeout: timeout, dryRun: dryRun ? true : nil, wait: wait ? true : nil)
             try client.send(ControlRequest(cmd: "deploy", deploy: options))
         }
-        try followOperation(&client, json: json, interrupted: kind, starts: !attach && !dryRun, plan: dryRun)
+        try followOperation(&client, json: json, interrupted: kind, attach: again, starts: !attach && !dryRun, plan: dryRun)
     }
 }
 
@@ -186,9 +210,10 @@ struct Rollback: ParsableCommand {
     func run() throws {
         var client = try ControlClient(try location.endpoint(), timeout: nil)
         defer { client.close() }
-        sayOnInterruptBeforeAnswer("rollback")
+        let again = attachCommand(location, release: nil)
+        sayOnInterruptBeforeAnswer("rollback", attach: again)
         try client.send(ControlRequest(cmd: "rollback", deploy: DeployOptions(wait: wait ? true : nil)))
-        try followOperation(&client, json: json, interrupted: "rollback", starts: true)
+        try followOperation(&client, json: json, interrupted: "rollback", attach: again, starts: true)
     }
 }
 

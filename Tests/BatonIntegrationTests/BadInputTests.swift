@@ -340,7 +340,8 @@ extension SecondIntegration {
             listener.join()
             #expect(
                 cli.stderrLines.contains(
-                    "baton: interrupted before baton answered: the deploy may run or not; see `baton status`, follow it with `baton deploy --attach`"),
+                    "baton: interrupted before baton answered: the deploy may run or not; see `baton status`, follow it with `baton deploy --attach --release /srv/r1 --socket \(mute)`"
+                ),
                 "\(cli.stderrLines)")
             // An attach starts nothing: no "may run" for it (a re-audit).
             let heard = Protected(false)

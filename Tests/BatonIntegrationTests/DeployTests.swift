@@ -151,9 +151,12 @@ extension SecondIntegration {
             first.signal(SIGINT)
             #expect(first.wait(timeout: .seconds(5)) == 130)
             #expect(first.killedBy == SIGINT)
+            // Its own deploy's attach, on its daemon (a CI audit: a queued job told `baton deploy
+            // --attach` followed the deploy ahead of it, exit 0, while its own release failed).
             #expect(
                 first.stderrLines.contains(
-                    "baton: interrupted: the deploy goes on in baton; follow it with `baton deploy --attach`, see it with `baton status`"),
+                    "baton: interrupted: the deploy goes on in baton; follow it with `baton deploy --attach --release \(r2) --socket \(baton.controlSocket)`, see it with `baton status`"
+                ),
                 "\(first.stderrLines)")
             let attached = try baton.startCLI(["deploy", "--attach"])
             #expect(attached.waitForStdout(containing: "deploy of \(r2)", timeout: .seconds(10)), "\(attached.stdout)")

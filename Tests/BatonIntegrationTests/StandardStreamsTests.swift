@@ -27,6 +27,23 @@ extension ThirdIntegration {
             #expect(closed.code == 1 && closed.stderr.hasPrefix("baton: could not write to stdout: it was closed"), "exit \(closed.code): \(closed.stderr)")
         }
 
+        /// A CI audit: `baton deploy … > /dev/full` waited for a deploy that succeeded, then
+        /// exited 1 printing only `could not write to stdout`: the job could not tell its release
+        /// was live. The outcome goes to stderr too when stdout failed.
+        @Test("a deploy whose stdout cannot be written says its outcome on stderr")
+        func deployOutcomeWhenStdoutFails() throws {
+            let baton = try BatonHarness(workers: 1, tag: "std-dep")
+            defer { baton.stop() }
+            let r1 = baton.makeRelease("r1")
+            let result = try TestProcess.run(
+                ["/bin/sh", "-c", #""$0" deploy --socket "$1" --release "$2" > /dev/full"#, TestPaths.executable("baton"), baton.controlSocket, r1],
+                timeout: .seconds(60))
+            #expect(result.code == 1, "exit \(result.code): \(result.stderr)")
+            #expect(result.stderr.contains("baton: deploy finished: 1 workers on \(r1)"), "\(result.stderr)")
+            #expect(result.stderr.contains("baton: could not write to stdout"), "\(result.stderr)")
+            #expect(try baton.status().release == r1)
+        }
+
         /// A re-audit: with no /proc, Swift found no arguments, and `baton serve` printed the help
         /// and exited 0.
         @Test("without /proc, baton exits 2 saying so")
