@@ -50,16 +50,26 @@ extension Supervisor {
                 // It never started: its history line is dated at the refusal, which took no time.
                 op.startedAt = loop.now()
                 op.startedAtWall = wallClockNow()
-                // In history and `baton_deploys_total{outcome="refused"}`, which never moved before.
+                // In history and `baton_deploys_total{outcome="refused"}`, which never moved before;
+                // and in the log (a CI audit: only "deploy requested" was logged for 210 refusals).
                 if op.kind.isDeploy { releases.append(historyEntry(op, outcome: .refused, detail: reason)) }
+                logger.warning("\(op.kind.rawValue) of \(op.target?.directory ?? op.options?.release ?? "?"): \(reason)")
                 op.finish(.failure(reason, code: 1))
             case .expired(let number):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 let waited = Units.formatDuration(op.deadlineAt?.after ?? .zero)
                 let ahead = operations.running.map { $0.kind.rawValue } ?? (phase == .starting ? "start-up" : "operation")
                 let reason = "deadline of \(waited) passed while it waited for a \(ahead): not started, nothing changed"
-                logger.error("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason)")
-                op.finish(.failure("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(reason)", code: 4))
+                let release = op.target?.directory ?? op.options?.release ?? "?"
+                logger.error("\(op.kind.rawValue) of \(release): \(reason)")
+                // In history as timed out (a CI audit: refusals had a line and these none, and
+                // `--attach --release` then answered with an older deploy of the release).
+                if op.kind.isDeploy {
+                    op.startedAt = loop.now()
+                    op.startedAtWall = wallClockNow()
+                    releases.append(historyEntry(op, outcome: .timedOut, detail: reason))
+                }
+                op.finish(.failure("\(op.kind.rawValue) of \(release): \(reason)", code: 4))
             case .rejected(let number):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 if let d = op.deadline { loop.cancel(d) }

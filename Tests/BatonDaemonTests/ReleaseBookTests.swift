@@ -210,6 +210,17 @@ import Testing
     /// A policy audit: 200 policy restarts after a failed deploy pushed it out of history, and
     /// `baton deploy --attach` answered `no deploy yet`, exit 0. The last deploy or rollback
     /// stays, in the oldest line's place.
+    @Test func refusedRequestsDoNotPushTheRestOut() {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        for i in 0..<125 { book.append(entry(i.isMultiple(of: 2) ? .deploy : .reload, "/srv/app/r\(i)", .succeeded)) }
+        for _ in 0..<210 { book.append(entry(.deploy, "/srv/app/r9", .refused)) }
+        #expect(book.history.count == 125 + StateStore.historyLimit / 10)
+        #expect(book.history.first?.release == "/srv/app/r0", "the earlier lines stay")
+        #expect(book.history.suffix(StateStore.historyLimit / 10).allSatisfy { $0.outcome == .refused }, "the newest refusals stay")
+        book.append(entry(.deploy, "/srv/app/r10", .succeeded))
+        #expect(book.history.last?.release == "/srv/app/r10")
+    }
+
     @Test func historyKeepsTheLastDeployBehindAnyNumberOfPolicyRestarts() throws {
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
         book.append(entry(.deploy, "/srv/app/r0", .succeeded))

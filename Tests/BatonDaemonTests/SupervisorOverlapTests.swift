@@ -19,6 +19,8 @@ import Testing
         #expect(refusal.ok == false)
         #expect(refusal.code == 1)
         #expect(refusal.error == "deploy in progress (of \(r1)): refused; use --wait to queue behind it")
+        // In the log too (a CI audit: only "deploy requested" was, for 210 refusals).
+        #expect(h.log.lines(containing: "deploy of \(r2): deploy in progress (of \(r1)): refused").count == 1, "\(h.log.lines)")
         h.finishOperations()
         #expect(first.reply?.ok == true)
         #expect(h.servingReleases == [r1, r1])
@@ -278,6 +280,10 @@ import Testing
         let expired = try #require(second.reply)
         #expect(expired.code == 4)
         #expect(expired.error == "deploy of \(r2): deadline of 3s passed while it waited for a deploy: not started, nothing changed")
+        // In history, as refusals are, and what `--attach --release` answers with (a CI audit:
+        // no line, and the attach answered with an older deploy of r2).
+        #expect(h.supervisor.history.last?.release == r2 && h.supervisor.history.last?.outcome == .timedOut, "\(h.supervisor.history)")
+        #expect(h.log.lines(containing: "deadline of 3s passed while it waited").count == 1)
         #expect(first.reply == nil)
         h.finishOperations()
         // readiness.timeout (30 s) killed r1's worker: the first deploy failed, nothing changed.

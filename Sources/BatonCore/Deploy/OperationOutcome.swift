@@ -10,7 +10,7 @@ public enum OperationOutcome: String, Sendable, Hashable, Codable, CaseIterable,
     case degraded
     /// The client's `--timeout` (or `[deploy] timeout`) passed.
     case timedOut = "timed-out"
-    /// Refused before it began (exported at 0; no history entry is written for it).
+    /// Refused before it began (in history, the newest tenth of its lines at most).
     case refused
     /// baton stopped or exited before it finished: the release was not committed.
     case interrupted

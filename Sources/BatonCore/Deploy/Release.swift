@@ -64,7 +64,18 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
     /// rollback that ran (not refused) when `entries` has one: `baton deploy --attach` answers
     /// with its outcome. It takes the place of the oldest kept line (a policy audit: 200
     /// policy restarts pushed a failed deploy out, and `--attach` said `no deploy yet`, exit 0).
+    /// Refused requests take at most a tenth of it, the newest (a CI audit: 210 requests
+    /// refused during one deploy left 199 `refused` lines and pushed out all 125 earlier ones).
     public static func kept(_ entries: [HistoryEntry], limit: Int) -> [HistoryEntry] {
+        var entries = entries
+        var extraRefusals = entries.count(where: { $0.outcome == .refused }) - max(1, limit / 10)
+        if extraRefusals > 0 {
+            entries.removeAll { entry in
+                guard extraRefusals > 0, entry.outcome == .refused else { return false }
+                extraRefusals -= 1
+                return true
+            }
+        }
         let kept = Array(entries.suffix(max(1, limit)))
         func ran(_ e: HistoryEntry) -> Bool { e.kind.isDeploy && e.outcome != .refused }
         guard entries.count > kept.count, !kept.contains(where: ran), let last = entries.last(where: ran) else { return kept }
