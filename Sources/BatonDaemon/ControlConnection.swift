@@ -15,6 +15,8 @@ final class ControlConnection {
     unowned let server: ControlServer
     var peer: (pid: pid_t, uid: uid_t, gid: gid_t)?
     var groups: [gid_t] = []
+    /// It asked for an operation it follows until it ends (``ControlServer/maxFollowers``).
+    var follows = false
     private var input: [UInt8] = []
     private var output: [UInt8] = []
     private var gotRequest = false

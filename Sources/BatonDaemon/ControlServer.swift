@@ -34,6 +34,11 @@ final class ControlServer {
     /// member holding the 64 connections (reopening each one closed at the idle timeout) locked
     /// root and the control group out, 25 of 25 `baton status` exit 3.
     static let maxPerPeer = 16
+    /// Clients at once that follow an operation (deploy, rollback, attach, reload, preflight,
+    /// upgrade: held until it ends, a queue's worth): the rest of the room is left to the short
+    /// requests (a CI audit: 71 root CI jobs waiting in the queue held every connection, and
+    /// the operator's `baton status` exited 3).
+    static let maxFollowers = 48
     /// `[control] idle_timeout`.
     let idleTimeout: Duration
     /// Accepts the clients, pausing while descriptors run out.
@@ -295,6 +300,16 @@ final class ControlServer {
             warnRefused("control: \(request.cmd) refused for uid \(connection.peer?.uid ?? 0): \(refusal)", uid: connection.peer?.uid)
             connection.finish(.failure(refusal))
             return
+        }
+        if command.follows {
+            let following = connections.values.count { $0.follows }
+            guard following < Self.maxFollowers else {
+                let refusal = "too many clients following operations (\(following) open); try again later"
+                warnRefused("control: \(request.cmd) refused for uid \(connection.peer?.uid ?? 0): \(refusal)", uid: connection.peer?.uid)
+                connection.finish(.failure(refusal, code: 3))
+                return
+            }
+            connection.follows = true
         }
         if command.isMutating {
             logger.info(

@@ -146,6 +146,41 @@ extension SupervisorControlSocketTests {
         #expect(access(server.path, F_OK) != 0, "the socket file goes when the stop ends")
     }
 
+    /// A CI audit: 71 root CI jobs waiting behind a deploy held every connection, and the
+    /// operator's `baton status` exited 3 (`too many control connections (72 open)`). Clients
+    /// following operations take at most `maxFollowers`; the rest is left to short requests.
+    @Test func followersLeaveRoomForTheOperator() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.supervisor.config.control.socket = h.root + "/control.sock"
+        try h.start()
+        let server = try h.supervisor.openControlServer()
+        h.supervisor.control = server
+        h.autoReady = { _ in false }  // the deploy hangs in readiness
+        let running = try Self.ask(#"{"v":1,"cmd":"deploy","deploy":{"release":"\#(h.makeRelease("r1"))"}}"#, at: server.path, h)
+        #expect(!running.contains(#""ok":false"#), "\(running)")
+        var followers: [Int32] = []
+        defer { for fd in followers { close(fd) } }
+        for _ in 0..<(ControlServer.maxConnections + ControlServer.reservedForRoot) {
+            let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            try #require(Sockets.connectUnix(client, server.path) == 0)
+            let bytes = Array(#"{"v":1,"cmd":"attach"}"#.utf8) + [10]
+            #expect(write(client, bytes, bytes.count) == bytes.count)
+            followers.append(client)
+            h.settle()  // accepted (the loop runs only here: a full backlog would block the connect)
+        }
+        h.settle()
+        let refused = followers.filter { fd in
+            var reply = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &reply, reply.count, Int32(MSG_DONTWAIT))
+            return String(decoding: reply.prefix(max(n, 0)), as: UTF8.self).contains("too many clients following operations")
+        }
+        #expect(refused.count == ControlServer.maxConnections + ControlServer.reservedForRoot - ControlServer.maxFollowers, "\(refused.count) refused")
+        let status = try Self.ask(#"{"v":1,"cmd":"status"}"#, at: server.path, h)
+        #expect(status.contains(#""state":"#), "\(status)")
+        h.autoReady = { _ in true }
+        h.finishOperations()
+    }
+
     /// A day-2 audit: a config of app "appd" whose [control] socket was app "appa"'s deployed a
     /// release into appa (`baton deploy --config d.toml`, exit 0), and its reload re-read appa's
     /// config. A request names its client's app now; another app's daemon refuses it (exit 2).

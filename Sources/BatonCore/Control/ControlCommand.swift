@@ -12,4 +12,12 @@ public enum ControlCommand: String, Sendable, Hashable, CaseIterable {
         case .status, .ping, .history, .attach, .releases: false
         }
     }
+
+    /// Its client follows an operation until it ends (a queue's wait included), not one answer.
+    public var follows: Bool {
+        switch self {
+        case .reload, .deploy, .rollback, .upgrade, .preflight, .attach: true
+        case .status, .ping, .history, .releases, .pruneReleases: false
+        }
+    }
 }
