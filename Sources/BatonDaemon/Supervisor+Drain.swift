@@ -124,8 +124,10 @@ extension Supervisor {
 
     // MARK: - Stopping
 
-    /// Graceful stop: the stop signal to the group (and to the worker if it left it),
-    /// SIGKILL after `stop.timeout`.
+    /// Graceful stop: the stop signal to the group (and to the worker if it left it), then
+    /// SIGCONT, as systemd sends it (a systemd audit: a worker stopped by SIGSTOP acted on no
+    /// stop signal, and held `systemctl stop` for the whole stop timeout), SIGKILL after
+    /// `stop.timeout`.
     func stopWorker(_ worker: Worker, reason: StopReason) {
         guard worker.state != .exited else { return }
         if worker.state == .draining { return }
@@ -133,6 +135,7 @@ extension Supervisor {
         worker.drainStartedAt = loop.now()
         worker.stopReason = worker.stopReason ?? reason
         host.signalWorker(pid: worker.pid, pidfd: worker.pidfd, config.stop.signal)
+        if config.stop.signal != SIGKILL { host.signalWorker(pid: worker.pid, pidfd: worker.pidfd, SIGCONT) }
         killAfterStopTimeout(worker)
     }
 

@@ -148,10 +148,10 @@ import Testing
         let r1 = h.makeRelease("r1")
         let client = h.deploy(r1)
         h.advance(by: .seconds(2))  // ready at once, then the stability window
-        #expect(old.signals == [SIGTERM])
+        #expect(old.signals == [SIGTERM, SIGCONT])
         #expect(old.isRunning)
         h.advance(by: .seconds(10))
-        #expect(old.signals.prefix(2) == [SIGTERM, SIGKILL])
+        #expect(old.signals.prefix(3) == [SIGTERM, SIGCONT, SIGKILL])
         #expect(!old.isRunning)
         h.finishOperations()
         #expect(client.reply?.ok == true)
