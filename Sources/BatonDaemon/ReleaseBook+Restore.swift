@@ -1,5 +1,6 @@
 import BatonCore
 import BatonSystem
+import Glibc
 import Logging
 
 /// The state directory, or its release.json, removed or replaced from under a running baton:
@@ -56,6 +57,9 @@ extension ReleaseBook {
         }
     }
 
+    /// Errors of a read that say nothing of the file read.
+    static let transient: Set<Int32> = [EMFILE, ENFILE, ENOMEM, EINTR, EAGAIN]
+
     /// release.json alone removed (a re-audit: a restart then came up on `[app] directory`, and
     /// the previous release was lost), or damaged (a state audit: not noticed until a restart,
     /// which came up on `[app] directory`): the state baton runs is written back, a damaged
@@ -64,9 +68,21 @@ extension ReleaseBook {
         guard persisted, let store else { return }
         let what: String
         do {
-            // Nil: no file (a readable one is left as it is, a hand edit included).
-            guard try store.loadReleaseState() == nil else { return }
+            // Nil: no file (a readable one is left as it is, a hand edit included, and what kept
+            // it from being written back is over).
+            guard try store.loadReleaseState() == nil else {
+                if writeBackTrouble != nil {
+                    writeBackTrouble = nil
+                    persistedAgain()
+                }
+                return
+            }
             what = "was removed"
+        } catch  where Self.transient.contains(error.errno) {
+            // Baton short of descriptors or memory for a moment says nothing of the file (a CI
+            // audit: EMFILE took it for damaged, the write-back failed the same way, and status
+            // said "not writable" until the next deploy): the next look reads it again.
+            return
         } catch {
             let copy = (try? store.keepCorruptReleaseState()).map { "; kept as \($0)" } ?? ""
             what = "was damaged (\(error)\(copy))"

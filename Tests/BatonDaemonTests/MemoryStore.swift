@@ -15,6 +15,7 @@ final class MemoryStore: ReleaseStore {
         var beginError: SystemError?
         var appendError: SystemError?
         var checkError: SystemError?
+        var loadError: SystemError?
     }
     private let contents = Mutex(Contents())
 
@@ -43,7 +44,15 @@ final class MemoryStore: ReleaseStore {
 
     func loadDeployedReleases() -> [String] { contents.withLock { $0.deployed } }
     func saveDeployedReleases(_ folders: [String]) throws(SystemError) { contents.withLock { $0.deployed = folders } }
-    func loadReleaseState() throws(SystemError) -> ReleaseState? { releaseState }
+    /// When set, `loadReleaseState` fails with it (a read, not a decode, when not EBADMSG).
+    var loadError: SystemError? {
+        get { contents.withLock { $0.loadError } }
+        set { contents.withLock { $0.loadError = newValue } }
+    }
+    func loadReleaseState() throws(SystemError) -> ReleaseState? {
+        if let error = loadError { throw error }
+        return releaseState
+    }
     func keepCorruptReleaseState() throws(SystemError) -> String { "release.json.corrupt" }
     /// When set, `checkWritable` (the start-up check) fails with it.
     var checkError: SystemError? {

@@ -69,6 +69,29 @@ import Testing
         #expect(state.current.directory == r1 && state.previous?.directory == h.initialRelease)
     }
 
+    /// A CI audit: `release.json` that could not be opened for a moment (baton out of
+    /// descriptors, EMFILE) was taken for damaged, its write-back failed the same way, and
+    /// status said the state directory was not writable until the next deploy. A read that
+    /// fails for want of resources says nothing of the file: the next look reads it again.
+    @Test func aReleaseStateThatCannotBeOpenedForAMomentIsNotDamaged() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let client = h.deploy(h.makeRelease("r1"))
+        h.finishOperations()
+        #expect(client.reply?.ok == true)
+        h.host.store.loadError = SystemError("read", errno: EMFILE, subject: h.root + "/state/release.json")
+        h.host.store.saveError = SystemError("open", errno: EMFILE, subject: h.root + "/state/release.json.tmp")
+        h.supervisor.checkRuntimeFiles()
+        h.settle()
+        #expect(h.supervisor.releases.problems.isEmpty, "\(h.supervisor.releases.problems)")
+        #expect(h.log.lines(containing: "release.json was damaged").isEmpty, "\(h.log.lines(containing: "release.json"))")
+        h.host.store.loadError = nil
+        h.host.store.saveError = nil
+        h.supervisor.checkRuntimeFiles()
+        h.settle()
+        #expect(h.supervisor.releases.problems.isEmpty, "\(h.supervisor.releases.problems)")
+    }
+
     /// A day-2 audit: app "appe" started on the state directory app "appb" had used ran appb's
     /// release and command (`release from the state directory`), and its deploy then moved appb
     /// onto appe's release. release.json names its app now; another app's is refused.
