@@ -104,6 +104,10 @@ final class MemoryMonitor {
         return held.bytes + held.margin
     }
 
+    /// What the tooling the reservation is held for took of it at the last sample (0 when
+    /// nothing is held): in the cgroup's working set, and not the workers'.
+    var reservationToolingBytes: UInt64 { reservation.held == nil ? 0 : reservation.lastTooling }
+
     /// Bytes a surge must leave alone while a reservation is held: the last sample's trigger
     /// (reservation + margin + the growth expected while one replacement runs), at least the
     /// reservation and margin. A roll starts because that growth is coming; a surge that
@@ -150,6 +154,7 @@ final class MemoryMonitor {
         let trigger = full > tooling ? full - tooling : 0
         reservation.lastHeadroom = available
         reservation.lastTrigger = trigger
+        reservation.lastTooling = tooling
         return (trigger, tooling, held.shouldRoll(available: counted, growthRate: rate, replacementTime: replacementTime))
     }
 
@@ -208,6 +213,8 @@ struct ReservationState {
     /// The headroom and trigger of the last sample (for status and metrics).
     var lastHeadroom: Int64?
     var lastTrigger: UInt64?
+    /// What the tooling took of it at the last sample.
+    var lastTooling: UInt64 = 0
     /// Set once a "nothing left to roll" warning was logged for this reservation.
     var warnedNothingToRoll = false
 }

@@ -142,8 +142,16 @@ extension Supervisor {
             readings.map { EffectiveBudget.resolve(config.memory.budget, readings: $0) }
             ?? EffectiveBudget(bytes: config.memory.budget.bytes ?? UInt64.max, source: .configured)
         sayBudgetOverTheLimit(budget)
-        // A held reservation is not the workers' to spend: the policy measures against the rest.
+        // A held reservation is not the workers' to spend: the policy measures against the rest,
+        // and what the tooling took of it is out of the cgroup's working set it measures (a
+        // memory audit: a CI build's 250 MiB counted twice, 509.6 MiB "> 80 % of 486 MiB", the
+        // workers' share 259.6 MiB).
         budget.bytes -= min(budget.bytes, reservedBytes)
+        var cgroup = readings?.cgroup
+        if var figures = cgroup, memoryMonitor.reservationToolingBytes > 0 {
+            figures.usage -= min(figures.usage, memoryMonitor.reservationToolingBytes)
+            cgroup = figures
+        }
         let workers = slots.compactMap { slot -> RestartPolicy.Worker? in
             guard let w = slot.current else { return nil }
             return RestartPolicy.Worker(
@@ -151,7 +159,7 @@ extension Supervisor {
                 ussAtReady: w.ussAtReady)
         }
         var tick = RestartPolicy.Tick(
-            now: loop.now(), workers: workers, budget: budget, cgroup: readings?.cgroup, detailed: detailed, operationRunning: busy,
+            now: loop.now(), workers: workers, budget: budget, cgroup: cgroup, detailed: detailed, operationRunning: busy,
             bootTime: slots.compactMap { $0.current?.bootTime }.max())
         var settings = memoryMonitor.policy.settings
         settings.concurrency = busy ? 1 : recycleBudget()

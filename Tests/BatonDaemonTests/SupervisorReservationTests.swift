@@ -150,3 +150,43 @@ extension SupervisorReservationTests {
         #expect(fourth.supervisor.ownedUnixPaths == [])
     }
 }
+
+extension SupervisorReservationTests {
+    /// A memory audit: with a reservation held, the restart policy measured against the budget
+    /// less the reservation, but in the cgroup's working set the tooling's use of it counted
+    /// too: a CI build's 250 MiB read as "cgroup working set 509.6 MiB > 80 % of the 486.0 MiB
+    /// budget", the workers' share 259.6 MiB.
+    @Test func theToolingsUseOfTheReservationIsNotTheWorkers() throws {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.memory.budget = .auto
+            config.memory.threshold = 0.8
+            config.memory.reserve = 0
+            config.memory.reservationMargin = 10 * Self.mib
+            config.memory.checkInterval = .seconds(1)
+            config.memory.minWorkerAge = .seconds(1)
+            config.memory.smapsEvery = 1
+        }
+        h.host.fakeMemory.worker = MemorySample(rss: 100 * Self.mib, pss: 100 * Self.mib, uss: 100 * Self.mib)
+        h.host.fakeMemory.host = Self.cgroupReadings(usage: 260 * Self.mib)
+        try h.start()
+        h.supervisor.startMemoryChecks()
+        h.advance(by: .seconds(5))
+        h.supervisor.holdReservation(bytes: 250 * Self.mib, hold: .seconds(600), rolledAhead: nil)
+        h.advance(by: Supervisor.reservationInterval)
+        // The CI build takes what it reserved: 510 MiB charged, 260 MiB of it the workers' and
+        // the rest as before, under 80 % of 800 − 260 MiB.
+        h.host.fakeMemory.host = Self.cgroupReadings(usage: 510 * Self.mib)
+        h.advance(by: .seconds(10))
+        #expect(h.log.lines(containing: "restart policy:").isEmpty, "\(h.log.lines(containing: "restart policy:"))")
+        #expect(h.supervisor.statusReport(memory: [:]).memory?.thresholdHeld == nil)
+        #expect(h.supervisor.operation == nil)
+    }
+
+    /// An 800 MiB cgroup charged `usage`, nothing reclaimable; the host's headroom follows it.
+    static func cgroupReadings(usage: UInt64) -> MemoryReadings {
+        MemoryReadings(
+            host: HostMemoryInfo(total: 8192 * mib, available: 8192 * mib - usage, commitLimit: 16384 * mib, committed: 1024 * mib),
+            overcommit: .heuristic,
+            cgroup: CgroupMemory(version: .v1, path: "/baton", limit: 800 * mib, usage: usage, reclaimable: 0))
+    }
+}
