@@ -154,6 +154,19 @@ struct MemoryFootprintTests {
         #expect(tracker.footprints(release: "r1") == [60 * mib, 100 * mib])
     }
 
+    /// A memory audit: a worker leaking 1 MiB/s passed the 2 % tolerance once it had grown to
+    /// 80 MiB, 44 s after ready, and its release's new workers were planned at 80 MiB (fresh
+    /// ones settled at 45–48 MiB). What the steady leak added since ready is not its footprint.
+    @Test func aLeakingWorkersFootprintIsItsSizeAtReadyNotItsGrownOne() {
+        var tracker = FootprintTracker()
+        // 46 MiB at ready, then +1 MiB a second: its samples agree once it is 100 MiB (2 %).
+        let samples: [(Set<Int32>, UInt64)] = (0...58).map { ([1], 46 + UInt64($0)) }
+        let results = boot(&tracker, pid: 1, samples)
+        let settled = results.compactMap { $0 }
+        #expect(settled.count == 1, "\(results)")
+        #expect(settled.first.map { $0 >= 46 * mib && $0 <= 48 * mib } == true, "\(settled.map { $0 >> 20 }) MiB")
+    }
+
     /// A memory audit (4 of 4): a release whose new workers the kernel killed during start was
     /// planned with another release's figure. After such a kill nothing stands for it (not its
     /// earlier boots, not the configured figure, not another release's) until a boot settles.

@@ -85,6 +85,8 @@ public struct FootprintTracker: Sendable, Equatable {
         var run: [UInt64]
         /// The largest total seen since ready.
         var peak: UInt64
+        /// The total at ready.
+        var atReady: UInt64
     }
 
     /// Creates a tracker (defaults: 3 samples within 2 % or 1 MiB, settled within 60 s, the last
@@ -103,7 +105,7 @@ public struct FootprintTracker: Sendable, Equatable {
     /// A worker became ready; `pids` is its tree, `pss` the tree's PSS, at `now`.
     public mutating func workerReady(pid: Int32, release: String, pids: Set<Int32>, pss: UInt64, now: Duration) {
         guard pss > 0 else { return }
-        open[pid] = OpenBoot(release: release, readyAt: now, pids: pids, run: [pss], peak: pss)
+        open[pid] = OpenBoot(release: release, readyAt: now, pids: pids, run: [pss], peak: pss, atReady: pss)
     }
 
     /// A sample of a settling worker's tree. Returns the footprint when this sample settles
@@ -127,7 +129,7 @@ public struct FootprintTracker: Sendable, Equatable {
             while boot.run.count > 1, !agree(boot.run) { boot.run.removeFirst() }
         }
         if boot.run.count >= settleSamples {
-            let footprint = boot.run.suffix(settleSamples).max() ?? pss
+            let footprint = Self.lessTheLeak(boot.run.suffix(settleSamples), since: now - boot.readyAt, floor: boot.atReady)
             open[pid] = nil
             record(footprint, release: boot.release)
             return footprint
@@ -139,6 +141,21 @@ public struct FootprintTracker: Sendable, Equatable {
         }
         open[pid] = boot
         return nil
+    }
+
+    /// The largest total of a settled run, less what a steady leak added since ready at the
+    /// run's slope, and at least the total at ready. A memory audit: a worker leaking 1 MiB/s
+    /// passed the 2 % tolerance once it had grown to 80 MiB, 44 s after ready (fresh ones of the
+    /// release settled at 45–48 MiB), and preflight planned new workers of 80 MiB; one leaking
+    /// 2 MiB/s, of 122 MiB. A run that settled in a tree of flat totals has no slope to take off.
+    static func lessTheLeak(_ run: ArraySlice<UInt64>, since elapsed: Duration, floor: UInt64) -> UInt64 {
+        guard let top = run.max(), let first = run.first, let last = run.last else { return floor }
+        guard run.count > 1, last > first else { return top }
+        let perSample = Double(last - first) / Double(run.count - 1)
+        let samples = Double(elapsed.components.seconds) / Double(sampleInterval.components.seconds)
+        let leaked = perSample * samples
+        guard leaked.isFinite, leaked < Double(top) else { return min(top, floor) }
+        return max(min(top, floor), top - UInt64(leaked))
     }
 
     /// Whether `pid`'s boot is still settling.
