@@ -51,13 +51,15 @@ final class Operation {
     /// Progress lines so far (replayed to `--attach`).
     var progress: [String] = []
     /// Workers (or processes of their trees) the kernel's OOM killer took while it ran, other
-    /// than its own new workers (whose failure says so): "slot 1: pid 14771".
+    /// than its own new workers (whose failure says so): "slot 1: pid 14771"; and processes of
+    /// baton's cgroup outside them: "outside the workers: pid 6876".
     var oomKills: [String] = []
     /// What its final line and history add for ``oomKills`` (nil: none).
     var oomSummary: String? {
         guard !oomKills.isEmpty else { return nil }
         let n = oomKills.count
-        return "the kernel's OOM killer killed \(n) worker process\(n == 1 ? "" : "es") meanwhile (\(oomKills.joined(separator: ", ")))"
+        let what = oomKills.allSatisfy { $0.hasPrefix("slot ") } ? "worker process" : "process"
+        return "the kernel's OOM killer killed \(n) \(what)\(n == 1 ? "" : "es") meanwhile (\(oomKills.joined(separator: ", ")))"
     }
     /// Old workers whose drain did not end cleanly (SIGKILLed at the stop timeout, killed,
     /// or exited non-zero): "slot 1: pid 14771 SIGKILLed at the stop timeout".

@@ -101,6 +101,12 @@ extension Supervisor {
             guard let slot = kill.slot else {
                 metadata["slot"] = "none"
                 logger.warning("OOM kill in baton's memory cgroup: \(kill.victim), not in any worker's process tree", metadata: metadata)
+                // A memory audit: a forced surge got the CI build beside it killed, and the
+                // deploy's final line and history said only "deploy finished".
+                if let op = operation, op.phase == .rollingOut || op.phase == .rollingBack, let pid = kill.pid {
+                    op.oomKills.append("outside the workers: pid \(pid)")
+                    op.report("the kernel's OOM killer killed \(kill.victim), not in any worker's process tree, in baton's memory cgroup")
+                }
                 continue
             }
             metadata["slot"] = .stringConvertible(slot)

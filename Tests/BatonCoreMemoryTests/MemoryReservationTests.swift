@@ -78,9 +78,9 @@ struct MemoryReservationTests {
             bytes: 300 * mib, marginBytes: 64 * mib, remainingSeconds: 898.4, rolls: 1, headroomBytes: -Int64(mib), triggerBytes: 390 * mib)
         #expect(
             r.line
-                == "reservation: 300.0 MiB held (+ 64.0 MiB margin), 14m58s left, 1 worker rolled; headroom -1.0 MiB, next roll under 390.0 MiB")
+                == "reservation: 300.0 MiB held (+ 64.0 MiB margin), 14m58s left, 1 worker rolled while held; headroom -1.0 MiB, next roll under 390.0 MiB")
         let plain = ReservationReport(bytes: mib, marginBytes: 0, remainingSeconds: 60, rolls: 2)
-        #expect(plain.line == "reservation: 1.0 MiB held (+ 0 B margin), 1m left, 2 workers rolled")
+        #expect(plain.line == "reservation: 1.0 MiB held (+ 0 B margin), 1m left, 2 workers rolled while held")
     }
 
     @Test func headroomTrendIsTheFallRate() {

@@ -171,6 +171,28 @@ extension OOMWatchTests {
 }
 
 extension OOMWatchTests {
+    /// A memory audit: `deploy --strategy surge` where no surge fitted got the CI build in
+    /// baton's cgroup killed (`not in any worker's process tree`), and the deploy said only
+    /// "deploy finished: 4 workers …", history "succeeded" with no word.
+    @Test func aProcessOutsideTheWorkersKilledDuringADeployIsInItsOutput() throws {
+        let h = try harness()
+        let oom = try #require(h.host.oom)
+        h.supervisor.startOOMWatch()
+        h.autoReady = { _ in false }
+        let client = h.deploy(h.makeRelease("r1"), strategy: "replace")
+        h.advance(by: .zero)
+        oom.kill(987_654, comm: "cc1plus")
+        h.advance(by: OOMWatch.pollInterval)
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        let reply = try #require(client.reply)
+        #expect(reply.ok == true)
+        let line = "the kernel's OOM killer killed 1 process meanwhile (outside the workers: pid 987654)"
+        #expect(reply.message?.hasSuffix("; " + line) == true, "\(reply)")
+        #expect(client.progress.contains { $0.contains("killed pid 987654 (cc1plus), not in any worker's process tree") }, "\(client.progress)")
+        #expect(h.supervisor.history.last?.detail == line)
+    }
+
     /// A memory audit (4 of 4): a release whose new workers the kernel killed during start was
     /// planned again with the old release's footprint (61 MiB for workers of 250 MiB), a surge
     /// of 3 at every attempt, and preflight said it fit. Its footprint is unknown now, so the

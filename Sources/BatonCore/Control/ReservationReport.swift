@@ -36,11 +36,11 @@ public struct ReservationReport: Codable, Sendable, Equatable {
     }
 
     /// The line of `baton status` and of `preflight`:
-    /// `reservation: 300.0 MiB held (+ 64.0 MiB margin), 14m58s left, 1 worker rolled; headroom 512.0 MiB, next roll under 390.0 MiB`.
+    /// `reservation: 300.0 MiB held (+ 64.0 MiB margin), 14m58s left, 1 worker rolled while held; headroom 512.0 MiB, next roll under 390.0 MiB`.
     public var line: String {
         let left = Units.formatDuration(.seconds(Int64(remainingSeconds.rounded())))
         var text =
-            "reservation: \(Units.formatSize(bytes)) held (+ \(Units.formatSize(marginBytes)) margin), \(left) left, \(rolls) worker\(rolls == 1 ? "" : "s") rolled"
+            "reservation: \(Units.formatSize(bytes)) held (+ \(Units.formatSize(marginBytes)) margin), \(left) left, \(rolls) worker\(rolls == 1 ? "" : "s") rolled while held"
         if let headroomBytes, let triggerBytes {
             // Not Units.formatSignedSize: the fuzz build compiles Control/ without Memory/.
             let headroom = headroomBytes < 0 ? "-" + Units.formatSize(headroomBytes.magnitude) : Units.formatSize(UInt64(headroomBytes))
