@@ -83,14 +83,24 @@ extension Supervisor {
             return "the new state directory \(new) holds app \"\(other)\"'s release state: a restart would exit 2 (give this app a state_directory of its own)"
         }
         guard access(new + "/release.json", F_OK) != 0 else { return nil }
-        // The same release either way (none was ever deployed): only the history stays behind
-        // (a reload audit: "would start on [app] directory X, not on the current release X").
-        if newConfig.app.directory == releaseState.current.directory {
-            return
-                "the new state directory \(new) holds no release state: a restart would start with no history; copy history.jsonl and deployed.json from \(releases.directory) into it first"
+        // What the old directory holds that a restart on the new one would lose, by what baton
+        // knows (a re-audit: after a deploy, a line leaving release.json out of the files to
+        // copy lost the previous release when followed).
+        let kept =
+            (releases.persisted ? ["release.json"] : [])
+            + (releases.history.isEmpty ? [] : ["history.jsonl"]) + (releases.deployed.isEmpty ? [] : ["deployed.json"])
+        guard !kept.isEmpty else { return nil }
+        var lost: [String] = []
+        if newConfig.app.directory != releaseState.current.directory {
+            lost.append("start on [app] directory \(newConfig.app.directory), not on the current release \(releaseState.current.directory)")
+        } else if let previous = releaseState.previous {
+            lost.append("start without the previous release \(previous.directory) (nothing to roll back to)")
+        } else {
+            lost.append("start on the same release")
         }
+        if !releases.history.isEmpty { lost.append("with no history") }
         return
-            "the new state directory \(new) holds no release state: a restart would start on [app] directory \(newConfig.app.directory), not on the current release \(releaseState.current.directory), with no history; copy release.json, history.jsonl and deployed.json from \(releases.directory) into it first"
+            "the new state directory \(new) holds no release state: a restart would \(lost.joined(separator: ", ")); copy \(kept.joined(separator: ", ")) from \(releases.directory) into it first"
     }
 
     /// Why a reload cannot rename the app; with its own state directory, whose release.json

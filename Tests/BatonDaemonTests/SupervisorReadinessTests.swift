@@ -200,16 +200,14 @@ import Testing
         h.nextReloadReads { config in
             config.app.stateDirectory = h.root + "/moved"
         }
-        // No release deployed yet: the same release either way, only the history stays behind
-        // (a reload audit: "would start on [app] directory X, not on the current release X").
+        // Nothing deployed or recorded yet: nothing to lose (a reload audit: "would start on
+        // [app] directory X, not on the current release X").
         let first = h.reload()
         h.finishOperations()
         #expect(first.reply?.ok == true)
-        #expect(
-            first.progress.contains {
-                $0.hasPrefix("the new state directory \(h.root)/moved holds no release state: a restart would start with no history; copy")
-            }, "\(first.progress)")
-        _ = h.deploy(h.makeRelease("r1"))
+        #expect(!first.progress.contains { $0.hasPrefix("the new state directory") }, "\(first.progress)")
+        let r1 = h.makeRelease("r1")
+        _ = h.deploy(r1)
         h.finishOperations()
         let client = h.reload()
         h.finishOperations()
@@ -217,8 +215,18 @@ import Testing
         #expect(
             client.progress.contains {
                 $0.hasPrefix("the new state directory \(h.root)/moved holds no release state: a restart would start on [app] directory")
-                    && $0.hasSuffix("into it first")
+                    && $0.hasSuffix("; copy release.json, history.jsonl, deployed.json from \(h.supervisor.releases.directory) into it first")
             }, "\(client.progress)")
+        // Back on [app] directory, the previous release is what release.json keeps (a re-audit:
+        // the line left release.json out, and following it lost the rollback target).
+        _ = h.deploy(h.supervisor.config.app.directory)
+        h.finishOperations()
+        let back = h.reload()
+        h.finishOperations()
+        #expect(
+            back.progress.contains {
+                $0.contains("a restart would start without the previous release \(r1) (nothing to roll back to), with no history; copy release.json")
+            }, "\(back.progress)")
         _ = creat(h.root + "/moved/release.json", 0o640)
         let again = h.reload()
         h.finishOperations()
