@@ -47,10 +47,12 @@ let firstAnswerTimeout: Duration = .seconds(30)
 /// exit code: the same for deploy, rollback and attach. `interrupted`: what the operation is
 /// called in the line a signal prints once baton answered (nil: no line, a dry run);
 /// `starts`: the request starts one (not an attach or a dry run, which start nothing);
-/// `plan`: a dry run, whose details are its plan (stdout) even when it says no.
+/// `plan`: a dry run, whose details are its plan (stdout) even when it says no. `attachOnlyOnceRunning`:
+/// the attach command follows the operation only once it runs (a rollback's: a queued one's
+/// would follow the operation ahead of it, a re-audit), so a signal while it waits says so.
 func followOperation(
     _ client: inout ControlClient, json: Bool, interrupted kind: String? = nil, attach: String = "baton deploy --attach", starts: Bool = false,
-    plan: Bool = false
+    plan: Bool = false, attachOnlyOnceRunning: Bool = false
 ) throws {
     // A client with its own bound per line (upgrade's) keeps it.
     let boundsFirstAnswer = client.timeout == nil
@@ -77,6 +79,14 @@ func followOperation(
         switch reply {
         case .progress(let line):
             if !json { print(line) }
+            if let kind, attachOnlyOnceRunning {
+                if line.hasPrefix("waiting:") {
+                    CBatonLinux_say_on_interrupt(
+                        "\nbaton: interrupted: the \(kind) stays queued in baton; see it with `baton status`, its outcome with `baton history`\n")
+                } else {
+                    sayOnInterrupt(kind, attach: attach)
+                }
+            }
         case .succeeded(let success):
             if !json {
                 for line in success.details ?? [] { print(line) }
@@ -213,7 +223,7 @@ struct Rollback: ParsableCommand {
         let again = attachCommand(location, release: nil)
         sayOnInterruptBeforeAnswer("rollback", attach: again)
         try client.send(ControlRequest(cmd: "rollback", deploy: DeployOptions(wait: wait ? true : nil)))
-        try followOperation(&client, json: json, interrupted: "rollback", attach: again, starts: true)
+        try followOperation(&client, json: json, interrupted: "rollback", attach: again, starts: true, attachOnlyOnceRunning: true)
     }
 }
 

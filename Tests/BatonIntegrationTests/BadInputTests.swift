@@ -356,6 +356,23 @@ extension SecondIntegration {
             #expect(attach.wait(timeout: .seconds(10)) != nil && attach.killedBy == SIGTERM)
             quietListener.join()
             #expect(!attach.stderrLines.contains { $0.contains("may run") }, "\(attach.stderrLines)")
+            // A queued rollback has no attach of its own until it runs (a re-audit: `baton deploy
+            // --attach`, as its line said, followed the deploy ahead and exited 0).
+            let (queue, queueListener) = try fakeDaemon("queue.sock") { client in
+                var line = ControlProtocol.encodeLine(ControlReply.progress("waiting: a deploy is in progress; this rollback runs after it"))
+                _ = line.withUnsafeMutableBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                var byte: UInt8 = 0
+                _ = read(client, &byte, 1)
+            }
+            let rollback = try TestProcess([baton, "rollback", "--socket", queue, "--wait"])
+            #expect(rollback.waitForStdout(containing: "waiting: a deploy is in progress", timeout: .seconds(10)))
+            rollback.signal(SIGINT)
+            #expect(rollback.wait(timeout: .seconds(10)) != nil && rollback.killedBy == SIGINT)
+            queueListener.join()
+            #expect(
+                rollback.stderrLines.contains(
+                    "baton: interrupted: the rollback stays queued in baton; see it with `baton status`, its outcome with `baton history`"),
+                "\(rollback.stderrLines)")
         }
 
         @Test("bad CLI arguments: one line, exit 2")
