@@ -67,8 +67,8 @@ extension Supervisor {
                 // A unix socket whose file went while baton was stopped has no name a client
                 // can reach: removed from the store (before its new one goes in under the same
                 // name) and bound again (left from a listeners audit).
-                if case .unix(let path) = address, FileIdentity(path: path) == nil {
-                    logger.warning("the socket systemd's FD store kept for \(address) has no file at \(path) any more: bound again")
+                if case .unix(let path) = address, !Self.hasItsFile(kept, at: path) {
+                    logger.warning("the socket systemd's FD store kept for \(address) is not the file at \(path) any more (removed or replaced): bound again")
                     notifier.removeStoredFD(name: name)
                     removed.insert(name)
                 } else {
@@ -95,6 +95,14 @@ extension Supervisor {
             logger.info("received \(reused.count) socket(s) back from systemd's FD store")
         }
         return result
+    }
+
+    /// Whether the file at `path` is `listener`'s (when the kernel says which file it was bound
+    /// to; else whether there is one).
+    static func hasItsFile(_ listener: Listener, at path: String) -> Bool {
+        guard let file = FileIdentity(path: path) else { return false }
+        guard let bound = Sockets.boundFile(of: listener.fd) else { return true }
+        return Sockets.isBoundFile(file, of: bound)
     }
 
     /// Says once at start when `[listen] backlog` is over the kernel's cap (a listeners audit:

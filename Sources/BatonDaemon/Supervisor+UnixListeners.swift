@@ -14,14 +14,21 @@ extension Supervisor {
     /// the file removed under a socket unit, then a restart of the service alone, came up with
     /// `2/2 workers ready` and no problem while every connect failed).
     func recordUnixListenerFiles() {
-        // An abstract socket (`unix:@…`) has no file, and parses as no address.
-        for case .unix(let path)? in listeners.map({ ListenAddress.parse($0.address) })
-        where unixListenerFiles[path] == nil && lostUnixListeners[path] == nil {
-            if let file = FileIdentity(path: path) {
-                unixListenerFiles[path] = file
-            } else {
+        for listener in listeners {
+            // An abstract socket (`unix:@…`) has no file, and parses as no address.
+            guard case .unix(let path)? = ListenAddress.parse(listener.address), unixListenerFiles[path] == nil, lostUnixListeners[path] == nil
+            else { continue }
+            guard let file = FileIdentity(path: path) else {
                 sayLostUnixListener(path, "was removed")
+                continue
             }
+            // Another socket's file there (a re-audit: bound at the path after the unit's file
+            // was removed, and taken for the listener's own).
+            if let bound = Sockets.boundFile(of: listener.fd), !Sockets.isBoundFile(file, of: bound) {
+                sayLostUnixListener(path, "is another file now (something bound or put there since)")
+                continue
+            }
+            unixListenerFiles[path] = file
         }
     }
 

@@ -251,3 +251,23 @@ struct SocketsTests {
         #expect(stat(dir + "/s0.sock", &st) == 0 && st.st_mode & 0o777 == 0o600)
     }
 }
+
+extension SocketsTests {
+    /// The file a unix socket was bound to, from the kernel: the one at its path until that is
+    /// replaced by another socket's; none for a TCP socket.
+    @Test("a unix socket's bound file is known, and told from another socket's at its path")
+    func boundFileOfAUnixSocket() throws {
+        let directory = TestPaths.temporaryDirectory("bound-file")
+        defer { TestPaths.remove(directory) }
+        let path = directory + "/a.sock"
+        let first = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 4)
+        let bound = try #require(Sockets.boundFile(of: first.fd))
+        #expect(Sockets.isBoundFile(try #require(FileIdentity(path: path)), of: bound))
+        #expect(unlink(path) == 0)
+        let second = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 4)
+        #expect(!Sockets.isBoundFile(try #require(FileIdentity(path: path)), of: bound))
+        #expect(Sockets.boundFile(of: second.fd).map { Sockets.isBoundFile(FileIdentity(path: path)!, of: $0) } == true)
+        let tcp = try Sockets.bind(.tcp(host: "127.0.0.1", port: 0), mode: 0o600, backlog: 4)
+        #expect(Sockets.boundFile(of: tcp.fd) == nil)
+    }
+}
