@@ -6,7 +6,9 @@ import Glibc
 /// `ulimit -n 40` and 30 idle control connections saw 13,208 failed accept4 calls in 1.5 s,
 /// baton at 100 % of a core, and `baton status` answered after 8 s. After such a failure the
 /// listener is not watched for a pause that doubles from 50 ms up to 1 s while the failures
-/// go on (as Go's net/http backs off), and the first failure of a run is logged. The control
+/// go on (as Go's net/http backs off), and the first failure of a run is logged, at most once
+/// per 10 s (a CI audit: descriptors coming and going between runs logged it 3 times in 190 ms).
+/// The control
 /// socket and the metrics listener each accept through one (`next()`).
 final class AcceptPause {
     private let loop: EventLoop
@@ -15,6 +17,10 @@ final class AcceptPause {
     /// The pause after the last failure (zero: none since the last accepted connection).
     private(set) var delay: Duration = .zero
     private var timer: EventLoop.Token?
+    /// When the last failure was logged.
+    private var reportedAt: Duration?
+    /// The least time between two logged failures.
+    static let reportSpacing: Duration = .seconds(10)
     /// Whether the listener is not watched now.
     var isPaused: Bool { timer != nil }
 
@@ -47,7 +53,8 @@ final class AcceptPause {
     @discardableResult
     func failed(_ error: Int32) -> Bool {
         guard error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM else { return false }
-        if delay == .zero {
+        if delay == .zero, reportedAt.map({ loop.now() - $0 >= Self.reportSpacing }) ?? true {
+            reportedAt = loop.now()
             report("accept failed: \(String(cString: strerror(error))); not accepting for up to 1s at a time until it succeeds")
         }
         delay = delay == .zero ? .milliseconds(50) : min(delay * 2, .seconds(1))
