@@ -42,6 +42,9 @@ public struct SpawnRequest: Sendable, Equatable {
     /// The child's RLIMIT_NOFILE soft limit, set just before execve (nil: the one baton was
     /// started with when `DescriptorLimit.raise()` raised baton's, else baton's own).
     public var descriptorSoftLimit: UInt64?
+    /// Signals the child ignores from its start, before its own code runs (SIG_IGN survives
+    /// execve): the config parser's, which a unit's `systemctl kill` reaches too.
+    public var ignoredSignals: [Int32] = []
 
     /// Creates a request; output goes to /dev/null unless set.
     public init(
@@ -186,6 +189,7 @@ public struct LinuxProcessLauncher: ProcessLauncher {
                         attr.memory_merge = request.memoryMerge ? 1 : 0
                         attr.memory_merge_errno = mergeErrno
                         attr.own_session = request.ownSession ? 1 : 0
+                        attr.ignored_signals = request.ignoredSignals.reduce(UInt64(0)) { $0 | (1 << UInt64($1 - 1)) }
                         if let soft = request.descriptorSoftLimit ?? DescriptorLimit.original {
                             attr.set_nofile_soft = 1
                             attr.nofile_soft = soft

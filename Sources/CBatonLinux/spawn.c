@@ -115,6 +115,13 @@ static void child_main(const CBatonLinux_spawn_attr *a, int errfd) {
             (void)syscall(SYS_rt_sigaction, sig, &k, NULL, sizeof(k.mask));
         }
     }
+    for (int sig = 1; sig < NSIG && sig <= 64; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP || !(a->ignored_signals & (1ULL << (sig - 1)))) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_IGN;
+        (void)sigaction(sig, &sa, NULL);
+    }
     sigset_t empty;
     sigemptyset(&empty);
     (void)sigprocmask(SIG_SETMASK, &empty, NULL);

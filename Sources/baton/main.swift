@@ -33,13 +33,6 @@ for i in 1..<Int(CommandLine.argc) {
 if CommandLine.arguments.count > 1, ["serve", "demo"].contains(CommandLine.arguments[1]) {
     CBatonLinuxShim.blockSignals(CBatonLinuxShim.supervisorSignals)
 }
-// The config parser baton runs at a reload is a child in its service's cgroup: `systemctl
-// kill -s HUP` (every process of the unit, by default) ended it, and the reload failed as for
-// a malformed config (a systemd audit). It takes no signal of the kind (SIGKILL still ends it
-// at its timeout).
-if CommandLine.arguments.count > 1, CommandLine.arguments[1] == ConfigParserProcess.subcommand {
-    for sig in [SIGHUP, SIGUSR1, SIGUSR2, SIGINT, SIGTERM] { signal(sig, SIG_IGN) }
-}
 signal(SIGPIPE, SIG_IGN)
 // Progress lines reach CI logs (pipes) as they happen, not at exit.
 CBatonLinuxShim.lineBufferStdout()

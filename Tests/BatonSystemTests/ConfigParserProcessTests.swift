@@ -119,34 +119,21 @@ struct ConfigParserProcessTests {
 extension ConfigParserProcessTests {
     /// A systemd audit: `systemctl kill -s HUP` (every process of the unit, by default) ended
     /// the parser child of the reload it asked for, and the reload failed as for a malformed
-    /// config (`config parser crashed (signal 1)`). The child ignores the signals a unit's
-    /// processes are sent that way.
-    @Test("the parser child takes no SIGHUP, SIGUSR1 or SIGTERM sent to its unit")
+    /// config (`config parser crashed (signal 1)`). A re-audit: set by the child's own code, the
+    /// start-up before it still died of them (19 of 20 reloads under a stream of SIGHUPs). They
+    /// are ignored from the child's first instruction: its first line reads them so.
+    @Test("the parser child ignores SIGHUP, SIGUSR1, SIGUSR2, SIGINT and SIGTERM from its start")
     func theParserIgnoresTheUnitsSignals() throws {
-        var fds: [Int32] = [0, 0]
-        #expect(pipe(&fds) == 0)
-        let child = try TestProcess([TestPaths.executable("baton"), ConfigParserProcess.subcommand, "shop.toml"], passFDs: [fds[0]])
-        defer { _ = child.stop() }
-        close(fds[0])
-        // SIGPIPE is ignored just after them: once it is, so are they.
-        let deadline = monotonicNow() + .seconds(10)
-        var ignored: UInt64 = 0
-        while monotonicNow() < deadline {
-            let status = ProcFS.read("/proc/\(child.pid)/status") ?? ""
-            let mask = status.split(separator: "\n").first { $0.hasPrefix("SigIgn:") }.map { String($0.dropFirst(7).filter { !$0.isWhitespace }) }
-            ignored = mask.flatMap { UInt64($0, radix: 16) } ?? 0
-            if ignored & (1 << (UInt64(SIGPIPE) - 1)) != 0 { break }
-            var pfd = pollfd(fd: -1, events: 0, revents: 0)
-            _ = poll(&pfd, 0, 10)
+        let directory = TestPaths.temporaryDirectory("cpp-sig")
+        defer { TestPaths.remove(directory) }
+        let stand = directory + "/mask"
+        TestPaths.write(stand, "#!/bin/sh\ngrep SigIgn /proc/$$/status\nexit 1\n", mode: 0o755)
+        let message = Self.failure(Self.app, executable: stand) ?? ""
+        let mask = message.split(separator: "\t").last.flatMap { UInt64($0.filter(\.isHexDigit), radix: 16) } ?? 0
+        for sig in [SIGHUP, SIGUSR1, SIGUSR2, SIGINT, SIGTERM] {
+            #expect(mask & (1 << UInt64(sig - 1)) != 0, "signal \(sig) not ignored at the start: \(message)")
         }
-        for sig in [SIGHUP, SIGUSR1, SIGTERM] {
-            #expect(ignored & (1 << (UInt64(sig) - 1)) != 0, "signal \(sig) not ignored: SigIgn \(String(ignored, radix: 16))")
-            kill(child.pid, sig)
-        }
-        let text = Array(Self.app.utf8)
-        #expect(write(fds[1], text, text.count) == text.count)
-        close(fds[1])
-        #expect(child.wait(timeout: .seconds(20)) == 0)
-        #expect(child.stdout.hasPrefix("ok {"), "\(child.stdout.prefix(200))")
+        // The real parser still answers.
+        #expect(try ConfigParserProcess.parse(Self.app, path: "shop.toml", executable: TestPaths.executable("baton")).app.workers == 2)
     }
 }

@@ -58,6 +58,10 @@ typedef struct {
     /// to the hard one, and its workers get the one baton was started with.
     int set_nofile_soft;
     unsigned long long nofile_soft;
+    /// Signals the child ignores from its start (bit sig - 1 set): SIG_IGN, set before its
+    /// signal mask is emptied, survives execve, so none of them ends it before its own code
+    /// runs (the config parser child).
+    unsigned long long ignored_signals;
 } CBatonLinux_spawn_attr;
 
 /// Which step of the child failed (reported through a CLOEXEC pipe).
