@@ -143,8 +143,9 @@ struct MemoryFootprintTests {
 
     @Test func anUnsettledBootEndsAtMaxWaitWithItsPeakAndAnExitedOneIsNotCounted() {
         var tracker = FootprintTracker(maxWait: .seconds(5))
-        // Growing 10 MiB a second: never within tolerance; at 5 s the peak counts.
-        let growing = boot(&tracker, pid: 1, [([1], 10), ([1], 20), ([1], 30), ([1], 40), ([1], 50), ([1], 60)])
+        // Growing unevenly (booting still): never within tolerance; at 5 s the peak counts (a
+        // steady step is a leak: `aLeakingWorkersFootprintIsItsSizeAtReadyNotItsGrownOne`).
+        let growing = boot(&tracker, pid: 1, [([1], 10), ([1], 25), ([1], 30), ([1], 48), ([1], 50), ([1], 60)])
         #expect(growing.last == 60 * mib)
         tracker.workerReady(pid: 2, release: "r1", pids: [2], pss: 500 * mib, now: .zero)
         tracker.workerExited(pid: 2)
@@ -165,6 +166,11 @@ struct MemoryFootprintTests {
         let settled = results.compactMap { $0 }
         #expect(settled.count == 1, "\(results)")
         #expect(settled.first.map { $0 >= 46 * mib && $0 <= 48 * mib } == true, "\(settled.map { $0 >> 20 }) MiB")
+        // Faster than the tolerance ever allows (a re-audit: 2 MiB/s from 46 MiB counted its
+        // peak at 60 s, 166.7 MiB): the same step at every sample is a leak too.
+        var fast = FootprintTracker()
+        let faster = boot(&fast, pid: 2, (0...60).map { ([2], 46 + 2 * UInt64($0)) }).compactMap { $0 }
+        #expect(faster.count == 1 && faster[0] >= 46 * mib && faster[0] <= 48 * mib, "\(faster.map { $0 >> 20 }) MiB")
     }
 
     /// A memory audit (4 of 4): a release whose new workers the kernel killed during start was
