@@ -67,7 +67,10 @@ extension Supervisor {
                 // A unix socket whose file went while baton was stopped has no name a client
                 // can reach: removed from the store (before its new one goes in under the same
                 // name) and bound again (left from a listeners audit).
-                if case .unix(let path) = address, !Self.hasItsFile(kept, at: path) {
+                // Another process's live socket at the path is left alone: the stored one serves
+                // on, shown as a problem (a re-audit: removed from the store, its bind failed,
+                // `Address already in use`, exit 1).
+                if case .unix(let path) = address, !Self.hasItsFile(kept, at: path), !Sockets.unixSocketAnswers(path) {
                     logger.warning("the socket systemd's FD store kept for \(address) is not the file at \(path) any more (removed or replaced): bound again")
                     notifier.removeStoredFD(name: name)
                     removed.insert(name)

@@ -99,8 +99,10 @@ extension Supervisor {
             lost.append("start on the same release")
         }
         if !releases.history.isEmpty { lost.append("with no history") }
+        // (A re-audit: a `cp` as told into a folder not made yet failed.)
+        let make = access(new, F_OK) != 0 ? "make it and " : ""
         return
-            "the new state directory \(new) holds no release state: a restart would \(lost.joined(separator: ", ")); copy \(kept.joined(separator: ", ")) from \(releases.directory) into it first"
+            "the new state directory \(new) holds no release state: a restart would \(lost.joined(separator: ", ")); \(make)copy \(kept.joined(separator: ", ")) from \(releases.directory) into it first"
     }
 
     /// Why a reload cannot rename the app; with its own state directory, whose release.json

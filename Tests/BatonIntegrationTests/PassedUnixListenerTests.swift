@@ -43,7 +43,11 @@ extension SecondIntegration {
             let storedName = Sockets.fdName(for: .unix(path: path))
             // Its file removed; or removed and another socket bound at the path, not listening (a
             // re-audit: taken for the listener's own, status said all was well).
-            for (name, replaced) in [("web", false), (storedName, false), ("web", true), (storedName, true)] {
+            // The FD store's, when another process listens at the path, serves on (a re-audit: its
+            // bind failed, `Address already in use`, exit 1).
+            for (name, replaced, listening) in [
+                ("web", false, false), (storedName, false, false), ("web", true, false), (storedName, true, false), (storedName, true, true),
+            ] {
                 let listener = try Sockets.bind(.unix(path: path), mode: 0o600, backlog: 16)
                 #expect(unlink(path) == 0)
                 var other: Int32 = -1
@@ -56,6 +60,7 @@ extension SecondIntegration {
                         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(other, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
                     }
                     #expect(bound == 0)
+                    if listening { #expect(listen(other, 4) == 0) }
                 }
                 defer { if other >= 0 { close(other) } }
                 let serve = try TestProcess(
@@ -65,7 +70,12 @@ extension SecondIntegration {
                 #expect(serve.waitForLine(containing: "all 1 workers ready", timeout: .seconds(30)) != nil, "\(name): \(serve.stderrLines)")
                 let status = try TestProcess.run([TestPaths.executable("baton"), "status", "--socket", directory + "/control.sock"])
                 let what = replaced ? "is another file now (something bound or put there since)" : "was removed"
-                if name == "web" {
+                if listening {
+                    #expect(
+                        status.stdout.contains("listening socket unix:\(path): its file \(what): no client can connect to it; restart baton"),
+                        "\(status.stdout)")
+                    #expect(!serve.stderrLines.contains { $0.contains("bound again") }, "\(serve.stderrLines)")
+                } else if name == "web" {
                     #expect(
                         status.stdout.contains(
                             "listening socket unix:\(path): its file \(what): no client can connect to it; restart the socket unit and baton"),
