@@ -171,6 +171,16 @@ struct MemoryFootprintTests {
         var fast = FootprintTracker()
         let faster = boot(&fast, pid: 2, (0...60).map { ([2], 46 + 2 * UInt64($0)) }).compactMap { $0 }
         #expect(faster.count == 1 && faster[0] >= 46 * mib && faster[0] <= 48 * mib, "\(faster.map { $0 >> 20 }) MiB")
+        // Steps of 1 to 9 MiB are no leak's, however large the tree (a re-audit: within 2 % of
+        // 300 MiB, they passed as one): its peak counts.
+        var uneven = FootprintTracker()
+        var total: UInt64 = 100
+        let totals: [UInt64] = (0...60).map { i in
+            defer { total += [1, 9, 2, 9][i % 4] }
+            return total
+        }
+        let peak = boot(&uneven, pid: 3, totals.map { ([3], $0) }).compactMap { $0 }
+        #expect(peak == [totals.last! * mib], "\(peak.map { $0 >> 20 }) MiB")
     }
 
     /// A memory audit (4 of 4): a release whose new workers the kernel killed during start was
