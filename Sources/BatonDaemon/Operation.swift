@@ -39,6 +39,9 @@ final class Operation {
     var measured = false
     /// The release rolled out (set when it starts).
     var target: Release?
+    /// The release folder it goes to: its target once planned, else the one its request named
+    /// (nil: a reload or policy restart, or a rollback not planned yet).
+    var releaseDirectory: String? { target?.directory ?? options?.release }
     /// The release before (rollback goes back there).
     var previous: Release?
     /// Spec of the previous release, for the rollback rollout.

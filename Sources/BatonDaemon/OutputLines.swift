@@ -10,10 +10,10 @@ struct OutputLines {
     private var partial: [UInt8]
 
     /// `pending`: the start of an unfinished line (an older image's, carried across `baton upgrade`).
-    init(pending: [UInt8] = []) { partial = pending }
+    init(pending: [UInt8]? = nil) { partial = pending ?? [] }
 
-    /// The unfinished line's bytes so far.
-    var pending: [UInt8] { partial }
+    /// The unfinished line's bytes so far, nil when there are none (what `baton upgrade` carries).
+    var pending: [UInt8]? { partial.isEmpty ? nil : partial }
 
     /// Appends a chunk and emits every complete line in it (without its newline). Lines are cut
     /// out by index and the consumed prefix removed once: removing line by line moved the rest

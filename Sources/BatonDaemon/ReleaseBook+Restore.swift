@@ -71,10 +71,7 @@ extension ReleaseBook {
             // Nil: no file (a readable one is left as it is, a hand edit included, and what kept
             // it from being written back is over).
             guard try store.loadReleaseState() == nil else {
-                if writeBackTrouble != nil {
-                    writeBackTrouble = nil
-                    persistedAgain()
-                }
+                writeBackTroubleEnded()
                 return
             }
             what = "was removed"
@@ -97,14 +94,19 @@ extension ReleaseBook {
             switch result {
             case .success:
                 logger.warning("\(directory)/release.json \(what) while baton ran: wrote back the current release \(state.current.directory)")
-                if writeBackTrouble != nil {
-                    writeBackTrouble = nil
-                    persistedAgain()
-                }
+                writeBackTroubleEnded()
             case .failure(let error):
                 if "\(error)" != writeBackTrouble { recordUnwritable(error) }
                 writeBackTrouble = "\(error)"
             }
         }
+    }
+
+    /// A write-back that had failed is no longer needed (written, or the file reads well): the
+    /// problems it raised are resolved.
+    private func writeBackTroubleEnded() {
+        guard writeBackTrouble != nil else { return }
+        writeBackTrouble = nil
+        persistedAgain()
     }
 }

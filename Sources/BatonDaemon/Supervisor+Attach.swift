@@ -57,11 +57,11 @@ extension Supervisor {
         // As bytes (`PathKey`): a deploy of `café` is not one of its NFD twin (a re-audit).
         let (named, resolved) = (PathKey(release), PathKey(Self.resolved(release)))
         func isOf(_ directory: String?) -> Bool { directory.map { PathKey($0) == named || PathKey(Self.resolved($0)) == resolved } ?? false }
-        if let op = operation, op.kind == .deploy, isOf(op.target?.directory ?? op.options?.release) {
+        if let op = operation, op.kind == .deploy, isOf(op.releaseDirectory) {
             follow(op, waiter)
             return
         }
-        if let queued = queue.first(where: { $0.kind == .deploy && isOf($0.target?.directory ?? $0.options?.release) }) {
+        if let queued = queue.first(where: { $0.kind == .deploy && isOf($0.releaseDirectory) }) {
             waiter.send(.progress(Self.waitingLine(ahead: operation?.kind.noun ?? "start-up", queued.kind)))
             queued.waiters.append(waiter)
             return

@@ -185,7 +185,7 @@ extension Supervisor {
             ? restarted.sorted().map { "slot \($0): \((op.slotReasons[$0] ?? op.restartReason).rawValue)" }.joined(separator: ", ") : ""
         return HistoryEntry(
             // A reload or policy restart has no target of its own: it runs the current release.
-            kind: op.kind, release: op.target?.directory ?? op.options?.release ?? releaseState.current.directory,
+            kind: op.kind, release: op.releaseDirectory ?? releaseState.current.directory,
             previousRelease: op.previous?.directory, outcome: outcome,
             detail: slots.isEmpty ? detail : detail.map { "\(slots); \($0)" } ?? slots, startedAt: op.startedAtWall,
             duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)

@@ -70,7 +70,7 @@ extension Supervisor {
                 // Another process's live socket at the path is left alone: the stored one serves
                 // on, shown as a problem (a re-audit: removed from the store, its bind failed,
                 // `Address already in use`, exit 1).
-                if case .unix(let path) = address, !Self.hasItsFile(kept, at: path), !Sockets.unixSocketAnswers(path) {
+                if case .unix(let path) = address, !Self.unixListenerFile(kept, at: path).isOwn, !Sockets.unixSocketAnswers(path) {
                     logger.warning("the socket systemd's FD store kept for \(address) is not the file at \(path) any more (removed or replaced): bound again")
                     notifier.removeStoredFD(name: name)
                     removed.insert(name)
@@ -98,14 +98,6 @@ extension Supervisor {
             logger.info("received \(reused.count) socket(s) back from systemd's FD store")
         }
         return result
-    }
-
-    /// Whether the file at `path` is `listener`'s (when the kernel says which file it was bound
-    /// to; else whether there is one).
-    static func hasItsFile(_ listener: Listener, at path: String) -> Bool {
-        guard let file = FileIdentity(path: path) else { return false }
-        guard let bound = Sockets.boundFile(of: listener.fd) else { return true }
-        return Sockets.isBoundFile(file, of: bound)
     }
 
     /// Says once at start when `[listen] backlog` is over the kernel's cap (a listeners audit:

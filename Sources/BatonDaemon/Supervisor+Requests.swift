@@ -47,28 +47,21 @@ extension Supervisor {
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 if let d = op.deadline { loop.cancel(d) }
                 let reason = refusal(op.kind, why)
-                // It never started: its history line is dated at the refusal, which took no time.
-                op.startedAt = loop.now()
-                op.startedAtWall = wallClockNow()
                 // In history and `baton_deploys_total{outcome="refused"}`, which never moved before;
                 // and in the log (a CI audit: only "deploy requested" was logged for 210 refusals).
-                if op.kind.isDeploy { releases.append(historyEntry(op, outcome: .refused, detail: reason)) }
-                logger.warning("\(op.kind.rawValue) of \(op.target?.directory ?? op.options?.release ?? "?"): \(reason)")
+                recordNeverStarted(op, .refused, reason)
+                logger.warning("\(op.kind.rawValue) of \(op.releaseDirectory ?? "?"): \(reason)")
                 op.finish(.failure(reason, code: 1))
             case .expired(let number):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
                 let waited = Units.formatDuration(op.deadlineAt?.after ?? .zero)
                 let ahead = operations.running.map { $0.kind.rawValue } ?? (phase == .starting ? "start-up" : "operation")
                 let reason = "deadline of \(waited) passed while it waited for a \(ahead): not started, nothing changed"
-                let release = op.target?.directory ?? op.options?.release ?? "?"
+                let release = op.releaseDirectory ?? "?"
                 logger.error("\(op.kind.rawValue) of \(release): \(reason)")
                 // In history as timed out (a CI audit: refusals had a line and these none, and
                 // `--attach --release` then answered with an older deploy of the release).
-                if op.kind.isDeploy {
-                    op.startedAt = loop.now()
-                    op.startedAtWall = wallClockNow()
-                    releases.append(historyEntry(op, outcome: .timedOut, detail: reason))
-                }
+                recordNeverStarted(op, .timedOut, reason)
                 op.finish(.failure("\(op.kind.rawValue) of \(release): \(reason)", code: 4))
             case .rejected(let number):
                 guard let op = operationTable.removeValue(forKey: number) else { continue }
@@ -78,6 +71,15 @@ extension Supervisor {
                 op.finish(.failure("baton is stopping: \(op.kind.rawValue) not finished"))
             }
         }
+    }
+
+    /// The history line of a deploy or rollback that never started (refused, or its deadline
+    /// passed in the queue): dated now, with no duration.
+    private func recordNeverStarted(_ op: Operation, _ outcome: OperationOutcome, _ reason: String) {
+        guard op.kind.isDeploy else { return }
+        op.startedAt = loop.now()
+        op.startedAtWall = wallClockNow()
+        releases.append(historyEntry(op, outcome: outcome, detail: reason))
     }
 
     /// A slot failed while baton never served: a deploy or rollback waiting may pre-empt the start-up.
@@ -106,7 +108,7 @@ extension Supervisor {
             // The blocker as it is: a rollback, or one still queued (a chaos audit saw "deploy in
             // progress (of R6)" while a reload ran and a rollback, to R1 in the end, waited).
             let blocker = operationTable[of]
-            let release = blocker.map { $0.target?.directory ?? $0.options?.release ?? "?" } ?? "?"
+            let release = blocker?.releaseDirectory ?? "?"
             let isRollback = blocker?.kind == .rollback
             if let running = operations.running, running.id != of {
                 let what = isRollback ? "a rollback is queued" : "a deploy of \(release) is queued"

@@ -18,18 +18,39 @@ extension Supervisor {
             // An abstract socket (`unix:@…`) has no file, and parses as no address.
             guard case .unix(let path)? = ListenAddress.parse(listener.address), unixListenerFiles[path] == nil, lostUnixListeners[path] == nil
             else { continue }
-            guard let file = FileIdentity(path: path) else {
-                sayLostUnixListener(path, "was removed")
-                continue
+            // Another socket's file there is no more its own than none (a re-audit: bound at the
+            // path after the unit's file was removed, and taken for the listener's own).
+            switch Self.unixListenerFile(listener, at: path) {
+            case .own(let file): unixListenerFiles[path] = file
+            case let lost: sayLostUnixListener(path, lost)
             }
-            // Another socket's file there (a re-audit: bound at the path after the unit's file
-            // was removed, and taken for the listener's own).
-            if let bound = Sockets.boundFile(of: listener.fd), !Sockets.isBoundFile(file, of: bound) {
-                sayLostUnixListener(path, "is another file now (something bound or put there since)")
-                continue
-            }
-            unixListenerFiles[path] = file
         }
+    }
+
+    /// The file at a unix listener's path, as the kernel says which file the socket was bound
+    /// to (without `unix_diag`, the file found is taken for its own).
+    enum UnixListenerFile: Equatable {
+        case own(FileIdentity)
+        case removed
+        case another
+
+        var isOwn: Bool { if case .own = self { true } else { false } }
+
+        /// What became of the file, in a problem's words.
+        var words: String {
+            switch self {
+            case .own: "is its own"
+            case .removed: "was removed"
+            case .another: "is another file now (something bound or put there since)"
+            }
+        }
+    }
+
+    /// What is at `path` for `listener`.
+    static func unixListenerFile(_ listener: Listener, at path: String) -> UnixListenerFile {
+        guard let file = FileIdentity(path: path) else { return .removed }
+        guard let bound = Sockets.boundFile(of: listener.fd) else { return .own(file) }
+        return Sockets.isBoundFile(file, of: bound) ? .own(file) : .another
     }
 
     /// Whether the file at `path` is still the one baton recorded for its listener.
@@ -45,13 +66,13 @@ extension Supervisor {
         for (path, recorded) in unixListenerFiles where lostUnixListeners[path] == nil {
             let now = FileIdentity(path: path)
             guard now != recorded else { continue }
-            sayLostUnixListener(path, now == nil ? "was removed" : "is another file now (something bound or put there since)")
+            sayLostUnixListener(path, now == nil ? .removed : .another)
         }
     }
 
-    private func sayLostUnixListener(_ path: String, _ what: String) {
+    private func sayLostUnixListener(_ path: String, _ what: UnixListenerFile) {
         let restart = socketsFromUnit ? "restart the socket unit and baton" : "restart baton"
-        let problem = "listening socket unix:\(path): its file \(what): no client can connect to it; \(restart) to bind it again"
+        let problem = "listening socket unix:\(path): its file \(what.words): no client can connect to it; \(restart) to bind it again"
         lostUnixListeners[path] = problem
         logger.error("\(problem)")
     }

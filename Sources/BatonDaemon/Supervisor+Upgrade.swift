@@ -165,7 +165,7 @@ extension Supervisor {
                         notifyPath: w.notifyPath, outputFD: w.outputFD, spec: .init(w.spec), startedAtNanos: w.startedAt.nanoseconds,
                         startedAtWall: w.startedAtWall, readyAtNanos: w.readyAt?.nanoseconds, statusText: w.statusText,
                         watchdogNanos: w.watchdogInterval?.nanoseconds, ussAtReady: w.ussAtReady, memoryHistory: w.history.samples,
-                        folder: w.folder, partialOutput: w.outputLines.pending.isEmpty ? nil : w.outputLines.pending))
+                        folder: w.folder, partialOutput: w.outputLines.pending))
             },
             releaseState: releaseState, sentReady: sentReady, degraded: degraded, clientFD: clientFD,
             createdNotifyDirectory: createdNotifyDirectory,
@@ -185,7 +185,7 @@ extension Supervisor {
             ownedUnixPaths: ownedUnixPaths, unixListenerFiles: unixListenerFiles.mapValues { [$0.device, $0.inode] },
             lostUnixListeners: lostUnixListeners,
             strayOutputs: strayOutputs.filter { $0.outputFD >= 0 }.map {
-                .init(fd: $0.outputFD, prefix: $0.outputPrefix, partialOutput: $0.outputLines.pending.isEmpty ? nil : $0.outputLines.pending)
+                .init(fd: $0.outputFD, prefix: $0.outputPrefix, partialOutput: $0.outputLines.pending)
             })
     }
 
@@ -206,7 +206,7 @@ extension Supervisor {
         lostUnixListeners = state.lostUnixListeners ?? [:]
         for carried in state.strayOutputs ?? [] {
             let strays = StrayOutput(reader: OwnedDescriptor(carried.fd), prefix: carried.prefix)
-            strays.outputLines = OutputLines(pending: carried.partialOutput ?? [])
+            strays.outputLines = OutputLines(pending: carried.partialOutput)
             watchStrayOutput(strays)
         }
         ownedUnixPaths =
@@ -262,7 +262,7 @@ extension Supervisor {
             worker.notifyPath = w.notifyPath
             worker.folder = w.folder
             worker.outputFD = w.outputFD
-            worker.outputLines = OutputLines(pending: w.partialOutput ?? [])
+            worker.outputLines = OutputLines(pending: w.partialOutput)
             worker.statusText = w.statusText
             worker.watchdogInterval = w.watchdogNanos.map { .nanoseconds($0) }
             // A policy audit: the new image measured grown workers afresh, as new ones, and the
