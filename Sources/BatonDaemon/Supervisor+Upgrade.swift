@@ -105,6 +105,12 @@ extension Supervisor {
     private func reexecute(_ binary: UpgradeBinary, waiter: ControlConnection) {
         defer { binary.close() }  // reached only when the execve did not happen
         let path = binary.path
+        if let line = binary.scriptLine {
+            refuseUpgrade(
+                "\(path) is a script (\(line)): baton execs the checked file by its descriptor, which a script's interpreter cannot open; give the binary it runs",
+                waiter)
+            return
+        }
         if let reason = upgradeBlocker() ?? configBlocker() {
             // Something changed while the check ran (a worker crashed, ...), or the config did.
             refuseUpgrade(reason, waiter)

@@ -14,9 +14,15 @@ final class UpgradeBinary {
     /// Its number; -1 once closed.
     var fd: Int32 { file?.rawValue ?? -1 }
 
-    private init(path: String, file: consuming OwnedDescriptor) {
+    /// The file's `#!` line when it is a script: the check can run it (as `/proc/self/fd/4`, a
+    /// descriptor it inherits), the exec cannot (execveat of a close-on-exec descriptor leaves the
+    /// interpreter nothing to open, and fails with ENOENT), so the upgrade is refused in those words.
+    let scriptLine: String?
+
+    private init(path: String, file: consuming OwnedDescriptor, scriptLine: String?) {
         self.path = path
         self.file = consume file
+        self.scriptLine = scriptLine
     }
 
     /// Why a binary cannot be upgraded to, in one line.
@@ -57,7 +63,17 @@ final class UpgradeBinary {
             problem = "the directory of \(path) is writable by others (mode \(String(dir.st_mode & 0o7777, radix: 8)))"
         }
         if let problem { throw Refusal(problem) }
-        return UpgradeBinary(path: path, file: file)
+        let line = scriptLine(of: file.rawValue)
+        return UpgradeBinary(path: path, file: file, scriptLine: line)
+    }
+
+    /// The first line of the file `fd` (up to 80 bytes) when it starts with `#!`.
+    private static func scriptLine(of fd: Int32) -> String? {
+        var head = [UInt8](repeating: 0, count: 80)
+        let count = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard count >= 2, head[0] == UInt8(ascii: "#"), head[1] == UInt8(ascii: "!") else { return nil }
+        let line = head[..<count].prefix { $0 != UInt8(ascii: "\n") }
+        return String(decoding: line, as: UTF8.self)
     }
 
     /// Closes the descriptor now; later calls do nothing.

@@ -28,6 +28,9 @@ extension Integration {
                 ("oldcheck", "case \"$2\" in --check) echo 'upgrade check: ok'; exit 0;; esac\nexit 1", 0o755, "no handshake"),
                 ("version2", parse + "\neval \"echo 'baton-upgrade-protocol 2 ready $nonce' >&$fd\"\nexit 0", 0o755, "protocol 2"),
                 ("badnonce", parse + "\neval \"echo 'baton-upgrade-protocol 1 ready 0123456789abcdef' >&$fd\"\nexit 0", 0o755, "nonce"),
+                // Answers the handshake, but a script cannot be exec'd by its close-on-exec descriptor: the
+                // execveat failed with "No such file or directory" after "re-executing" (an audit).
+                ("script", parse + "\neval \"echo 'baton-upgrade-protocol 1 ready $nonce' >&$fd\"\nexit 0", 0o755, "is a script (#!/bin/sh)"),
                 ("groupwritable", nil, 0o775, "writable by group or others"),
             ]
             for c in cases {
