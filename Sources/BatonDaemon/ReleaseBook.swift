@@ -44,10 +44,11 @@ final class ReleaseBook {
     var persisted = false
     /// The problem line of history that could not be written, while it could not.
     private var historyProblem: String?
-    /// Release folders baton deployed (normalized, oldest first): the only ones retention removes.
-    private(set) var deployed: [String] = []
+    /// Release folders baton deployed (normalized, oldest first): the only ones retention removes
+    /// (changed by ReleaseBook+Retention.swift only).
+    var deployed: [String] = []
     /// Release folders being removed by retention now.
-    private(set) var pruning: Set<PathKey> = []
+    var pruning: Set<PathKey> = []
     /// Problems of the state directory (unwritable, release.json unreadable, the persisted
     /// release missing), until a release is persisted again.
     private(set) var problems: [String] = []
@@ -137,14 +138,23 @@ final class ReleaseBook {
     /// A folder where a state file goes is named as that, not as a folder baton cannot write
     /// (left from a state audit: `state directory … not writable (rename …: Is a directory)`).
     func recordUnwritable(_ error: any Error, atStartUp: Bool = false) {
-        let line: String
-        if let error = error as? SystemError, error.errno == EISDIR, let path = error.subject {
-            line = "\(path) is a folder, not a file: deploys cannot be committed until it is removed (\(error))"
-        } else {
-            line = "state directory \(directory) not writable (\(error)): deploys cannot be committed"
-        }
+        let line = unwritableLine(error)
         if atStartUp { startUpProblem = line }
         recordProblem(line)
+    }
+
+    /// Why a deploy or rollback could not be committed, known before it starts: it is refused.
+    struct CommitBlocked: Error, CustomStringConvertible {
+        /// The line, as `baton status` has it.
+        var description: String
+    }
+
+    /// What a write the state directory refused with `error` means for deploys, in one line.
+    private func unwritableLine(_ error: any Error) -> String {
+        if let error = error as? SystemError, error.errno == EISDIR, let path = error.subject {
+            return "\(path) is a folder, not a file: deploys cannot be committed until it is removed (\(error))"
+        }
+        return "state directory \(directory) not writable (\(error)): deploys cannot be committed"
     }
 
     /// The state an older baton handed over across `baton upgrade` (nothing is read from disk).
@@ -200,6 +210,12 @@ final class ReleaseBook {
         guard let store else {
             if entry.kind.isDeploy { throw DaemonError("the state directory \(directory) is unusable") }
             return
+        }
+        // A folder where release.json goes: a deploy would replace every worker, fail its commit
+        // and roll them all back (a state audit). Refused before it touches one.
+        if entry.kind.isDeploy, let error = store.releaseStateFolderError() {
+            recordUnwritable(error)
+            throw CommitBlocked(description: unwritableLine(error))
         }
         do {
             // The previous baton's unfinished operation is recorded in history before this one
@@ -330,72 +346,5 @@ final class ReleaseBook {
         entry.outcome = .succeeded
         entry.detail = "committed; baton exited before it finished"
         append(entry)
-    }
-
-    // MARK: - Retention
-
-    /// Records `release`'s folder as one baton deployed (persisted), so that retention may
-    /// prune it once it is old.
-    func recordDeployed(_ release: Release) {
-        // The folder it names now, not the name: a link (Capistrano's `current`) later flipped to
-        // a fresh upload made that upload "deployed", and retention removed it (a layout audit,
-        // 2 of 2).
-        let key = PathKey(Supervisor.resolved(release.directory))
-        guard !deployed.contains(where: { PathKey($0) == key }) else { return }
-        deployed.append(key.path)
-        saveDeployed()
-    }
-
-    /// Whether retention is removing `path` now.
-    func isBeingPruned(_ path: String) -> Bool { pruning.contains(PathKey(path)) }
-
-    /// Every folder in `folder` with what retention does with it, newest first (folders being
-    /// removed now are left out). `inUse`: folders a worker or an operation still needs.
-    /// Every path is compared as the folder it names (`realpath`), not as text: a release
-    /// deployed as `releases//r9`, through a symlinked folder or a symlinked releases directory
-    /// is the folder it runs in (an operator audit: retention removed the current release, and
-    /// the previous one a rollback then needed, spelled otherwise).
-    func listing(
-        of folder: String, keep: Int?, inUse: [String], waiting: [String] = [], batonDirectories: [String], appDirectory: String? = nil
-    ) throws(SystemError)
-        -> ReleasesReport
-    {
-        let resolve = Supervisor.resolved
-        let folders = try ReleaseFolders.scan(folder).map { ReleaseFolder(name: $0.name, path: resolve($0.path), modifiedAt: $0.modifiedAt) }
-            .filter { !pruning.contains(PathKey($0.path)) }
-        // A path that is itself a link names whatever it points to now, not what was deployed
-        // through it (recorded so before baton recorded the folder): it counts for nothing.
-        func resolvedKeys<Value: Comparable>(_ byPath: [PathKey: Value]) -> [PathKey: Value] {
-            Dictionary(byPath.filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) }, uniquingKeysWith: max)
-        }
-        let lastDeployed = resolvedKeys(ReleaseRetention.lastDeployed(history))
-        let deployOrder = resolvedKeys(ReleaseRetention.deployOrder(history))
-        let listings = ReleaseRetention.plan(
-            folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
-            inUse: inUse.map(resolve), waiting: waiting.map(resolve), lastDeployed: lastDeployed, deployOrder: deployOrder, keep: keep,
-            deployed: deployed.filter { !Filesystem.isSymbolicLink($0) }.map(resolve),
-            batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))
-        return ReleasesReport(directory: folder, keep: keep, releases: listings)
-    }
-
-    /// Retention starts removing `paths`.
-    func pruningStarted(_ paths: [String]) { pruning.formUnion(paths.map(PathKey.init)) }
-
-    /// Retention is done with `paths`; `removed` are gone (and forgotten as deployed).
-    func pruningFinished(_ paths: [String], removed: [String]) {
-        pruning.subtract(paths.map(PathKey.init))
-        let gone = Set(removed.map(PathKey.init))
-        let kept = deployed.filter { !gone.contains(PathKey($0)) }
-        guard kept.count != deployed.count else { return }
-        deployed = kept
-        saveDeployed()
-    }
-
-    private func saveDeployed() {
-        do {
-            try store?.saveDeployedReleases(deployed)
-        } catch {
-            logger.error("cannot persist the deployed release folders: \(error)")
-        }
     }
 }

@@ -39,10 +39,13 @@ protocol ReleaseStore: Sendable {
     func unlock()
     /// Whether a release state is persisted (release.json is there).
     func hasReleaseState() -> Bool
+    /// The error a commit would meet when a folder is where release.json goes; nil otherwise.
+    func releaseStateFolderError() -> SystemError?
 }
 
 extension ReleaseStore {
     func unreadableStateFiles() -> [String] { [] }
+    func releaseStateFolderError() -> SystemError? { nil }
 }
 
 extension StateStore: ReleaseStore {}

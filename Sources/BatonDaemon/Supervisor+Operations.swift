@@ -148,6 +148,9 @@ extension Supervisor {
         // a worker (the other operations go on).
         do {
             try releases.beginOperation(historyEntry(op, outcome: .inProgress, detail: nil))
+        } catch let error as ReleaseBook.CommitBlocked {
+            finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure("\(op.kind.rawValue) failed, nothing changed: \(error)"))
+            return
         } catch {
             let message = "\(op.kind.rawValue) failed, nothing changed: cannot record it in the state directory (\(error)), so it could not be committed"
             finishOperation(op, outcome: .failed, detail: "\(error)", reply: .failure(message))

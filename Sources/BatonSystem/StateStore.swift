@@ -126,6 +126,15 @@ public struct StateStore: Sendable {
     /// Whether release.json is there.
     public func hasReleaseState() -> Bool { access(directory + "/release.json", F_OK) == 0 }
 
+    /// The error a commit would meet when a folder is where release.json goes (rename onto it
+    /// fails with EISDIR); nil otherwise.
+    public func releaseStateFolderError() -> SystemError? {
+        let path = directory + "/release.json"
+        var st = stat()
+        guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { return nil }
+        return SystemError("rename", errno: EISDIR, subject: path)
+    }
+
     /// Closes the lock's descriptor (the directory it was taken in was removed, or replaced).
     public func unlock() {
         lockFD.fd.withLock { fd in

@@ -97,8 +97,9 @@ extension SecondIntegration {
         func commitCannotPersist() throws {
             let baton = try BatonHarness(workers: 2, tag: "cmit")
             defer { baton.stop() }
-            // release.json is a non-empty directory: the deploy can be recorded, its commit (rename) fails.
-            let state = baton.directory + "/state/release.json"
+            // The commit's temp file is a directory: the deploy can be recorded, its commit fails
+            // (a folder at release.json itself is refused before the deploy touches a worker).
+            let state = baton.directory + "/state/release.json.tmp.\(baton.process.pid)"
             #expect(mkdir(state, 0o755) == 0 && mkdir(state + "/x", 0o755) == 0)
             let release = baton.makeRelease("r2")
             let result = try baton.cli(["deploy", "--release", release])
@@ -246,6 +247,15 @@ extension SecondIntegration {
                     containing: "\(path) is a folder, not a file: deploys cannot be committed until it is removed (rename \(path): Is a directory",
                     timeout: .seconds(20)) != nil,
                 "\(second.process.stderrLines.suffix(5))")
+            // A deploy meanwhile is refused before it touches a worker (left from a state audit:
+            // it replaced every worker, failed its commit and rolled them all back).
+            let workers = try second.status().workers.map(\.pid)
+            let refused = try second.cli(["deploy", "--release", second.makeRelease("r3")])
+            #expect(refused.code == 1)
+            #expect(
+                refused.stderr.contains("deploy failed, nothing changed: \(path) is a folder, not a file: deploys cannot be committed until it is removed"),
+                "\(refused.stderr)")
+            #expect(try second.status().workers.map(\.pid) == workers)
             #expect(rmdir(path) == 0)
             #expect(
                 second.process.waitForLine(containing: "release state persisted: the state directory's earlier problems are resolved", timeout: .seconds(20))
