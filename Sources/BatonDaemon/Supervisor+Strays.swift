@@ -44,13 +44,14 @@ extension Supervisor {
     }
 
     /// A worker that never got ready exited or was killed: its slot gives it up, and with it
-    /// what escaped from it. Those are the escaped children no exit reported yet that started
-    /// after it (its own left its group and were handed to baton as their parent exited, at
-    /// the latest with it); each is SIGKILLed with its tree. Returns the pids killed.
+    /// what escaped from it (``cameFrom(_:_:)``), reported adopted already or not: each is
+    /// SIGKILLed with its tree. An apps audit: a daemon reported adopted as another new worker's
+    /// failure was handled was left out when the rollback stopped its own worker, and the
+    /// failed release's daemon answered requests beside the old workers. Returns the pids killed.
     func killEscapees(ofFailedStart worker: Worker) -> [pid_t] {
         var killed: [pid_t] = []
         for _ in 0..<4 {
-            let escaped = escapedChildren().filter { !reportedEscapees.contains($0) && cameFrom(worker, $0) }
+            let escaped = escapedChildren().filter { cameFrom(worker, $0) }
             if escaped.isEmpty { break }
             for pid in escaped { killed += killUnsupervised(pid) }
         }

@@ -168,6 +168,61 @@ extension ThirdIntegration {
             #expect(!took.contains { $0.contains(String(pid)) }, "slot 1's helper \(pid) was taken for slot 0's: \(took)")
         }
 
+        /// An apps audit: two new workers daemonized during a surge deploy; one failed its start,
+        /// and the rollback stopped the other. Its daemon, reported adopted as the first failure
+        /// was handled, was left out of what its failed start took along: the failed release's
+        /// daemon went on answering requests (29 of 30) beside the old workers.
+        @Test("a failed deploy takes along what escaped from every new worker, one already reported adopted too")
+        func aFailedDeployLeavesNoDaemonOfItsRelease() throws {
+            let directory = TestPaths.temporaryDirectory("dmn2")
+            // Each new worker daemonizes (its middle process exits at once); slot 0's then waits
+            // in its start (the rollback stops it), slot 1's exits 0 once both daemons run.
+            let script = directory + "/two.py"
+            TestPaths.write(
+                script,
+                """
+                import os, sys, time
+                d, slot = sys.argv[1], os.environ["BATON_SLOT"]
+                if os.fork() == 0:
+                    os.setsid()
+                    if os.fork() == 0:
+                        null = os.open("/dev/null", os.O_RDWR)
+                        for fd in (0, 1, 2):
+                            os.dup2(null, fd)
+                        with open(d + "/pids.tmp" + slot, "w") as f:
+                            f.write("%d\\n" % os.getpid())
+                        os.rename(d + "/pids.tmp" + slot, d + "/daemon." + slot)
+                        time.sleep(300)
+                    os._exit(0)
+                if slot == "0":
+                    time.sleep(300)
+                while not all(os.path.exists(d + "/daemon." + s) for s in "01"):
+                    time.sleep(0.02)
+                sys.exit(0)
+                """)
+            func daemons() -> [pid_t] {
+                ["0", "1"].compactMap { (ProcFS.read(directory + "/daemon." + $0) ?? "").split(separator: "\n").first.flatMap { pid_t($0) } }
+            }
+            defer {
+                for pid in daemons() where ProcFS.read("/proc/\(pid)/cmdline")?.contains(script) == true { kill(pid, SIGKILL) }
+                TestPaths.remove(directory)
+            }
+            let baton = try BatonHarness(workers: 2, tag: "dmn2", reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let old = try baton.status().workers.map(\.pid)
+            let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", script, directory])
+            #expect(deployed.code == 1, "\(deployed.stdout)\(deployed.stderr)")
+            #expect(deployed.stderr.contains("did it daemonize"), "\(deployed.stderr)")
+            let pids = daemons()
+            #expect(pids.count == 2, "\(pids) \(baton.process.stderrLines.suffix(10))")
+            for pid in pids {
+                #expect(waitGone(pid, timeout: .seconds(5)), "daemon \(pid) of the failed release runs on: \(baton.process.stderrLines.suffix(10))")
+            }
+            let status = try baton.status()
+            #expect((status.strays ?? []).isEmpty, "strays: \(status.strays ?? [])")
+            #expect(status.workers.map(\.pid) == old)
+        }
+
         /// An output audit: a stray (`setsid`) that outlived its worker wrote to the worker's
         /// output pipe, which baton closed when it reaped the worker: its lines went nowhere, and
         /// one without the worker's reader (Python's `subprocess` closes it) died of SIGPIPE.
