@@ -46,6 +46,25 @@ struct ReleaseRetentionTests {
         #expect(marks(plan) == ["r4:current", "r3:previous", "r2:prune", "r1:in-use"])
     }
 
+    /// An operator-release audit: the current, previous or an in-use release one level down
+    /// (`releases/42/backend`) left its folder `releases/42` unprotected: retention removed it,
+    /// a rollback then had nothing to go to, and a respawn failed on chdir.
+    @Test("a folder holding the current, previous or an in-use release is never pruned")
+    func foldersHoldingAReleaseKept() {
+        let plan = ReleaseRetention.plan(
+            folders: folders(6), current: "/srv/shop/releases/r6", previous: "/srv/shop/releases/r1/backend",
+            inUse: ["/srv/shop/releases/r2/sub/app"], lastDeployed: [:], keep: 3)
+        #expect(marks(plan) == ["r6:current", "r5:prune", "r4:prune", "r3:prune", "r2:in-use", "r1:previous"])
+        let holdingCurrent = ReleaseRetention.plan(
+            folders: folders(3), current: "/srv/shop/releases/r1/backend/", previous: nil, inUse: [], lastDeployed: [:], keep: 1)
+        #expect(marks(holdingCurrent) == ["r3:prune", "r2:prune", "r1:current"])
+        // A sibling whose name only begins like it is not holding it.
+        let sibling = ReleaseRetention.plan(
+            folders: folders(3) + [ReleaseFolder(name: "r1x", path: "/srv/shop/releases/r1x", modifiedAt: 1)], current: "/srv/shop/releases/r3",
+            previous: "/srv/shop/releases/r1x", inUse: [], lastDeployed: [:], keep: 2)
+        #expect(marks(sibling) == ["r3:current", "r2:prune", "r1:prune", "r1x:previous"])
+    }
+
     @Test("age is the last successful deploy when later than the folder's mtime")
     func lastDeployedOrders() {
         let history = [

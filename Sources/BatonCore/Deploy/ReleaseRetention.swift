@@ -201,10 +201,18 @@ public enum ReleaseRetention {
             if a.rank != b.rank { return a.rank > b.rank }
             return a.time != b.time ? a.time > b.time : a.folder.name > b.folder.name
         }.map { ($0.folder, $0.time) }
+        // A folder holding a release (`releases/42` of `releases/42/backend`) is that release's: an
+        // operator-release audit saw retention remove the folder of the previous release and of
+        // the one the workers ran in, named one level down.
+        func holds(_ folder: PathKey, _ release: PathKey?) -> Bool {
+            guard let release else { return false }
+            // As bytes, as PathKey compares (a String's hasPrefix takes NFC and NFD for one).
+            return release == folder || release.path.utf8.starts(with: (folder.path + "/").utf8)
+        }
         func protectedMark(_ path: PathKey) -> ReleaseListing.Mark? {
-            if path == current { return .current }
-            if path == previous { return .previous }
-            return inUse.contains(path) ? .inUse : nil
+            if holds(path, current) { return .current }
+            if holds(path, previous) { return .previous }
+            return inUse.contains { holds(path, $0) } ? .inUse : nil
         }
         func untouchableMark(_ path: PathKey) -> ReleaseListing.Mark? {
             if path == appDirectory { return .appDirectory }
@@ -218,7 +226,7 @@ public enum ReleaseRetention {
         var listings: [ReleaseListing] = []
         for (folder, time) in sorted {
             let path = PathKey(folder.path)
-            var mark = protectedMark(path) ?? (waiting.contains(path) ? .inUse : nil) ?? untouchableMark(path) ?? .kept
+            var mark = protectedMark(path) ?? (waiting.contains { holds(path, $0) } ? .inUse : nil) ?? untouchableMark(path) ?? .kept
             if mark == .kept {
                 if let keep, kept >= keep { mark = .prune } else { kept += 1 }
             }
