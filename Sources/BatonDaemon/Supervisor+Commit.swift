@@ -218,6 +218,25 @@ extension Supervisor {
         pumpRecycling()
     }
 
+    /// A release deployed through a link (Capistrano's `current`) flipped since its workers
+    /// started names another folder now: the release before a deploy or rollback is the folder
+    /// every serving worker started in, for its rollback, its record as previous and the
+    /// redeploy check. An operator-release audit: a deploy of r3 after the link moved from r5 to
+    /// r3 was taken for a redeploy (r5 lost, `rollback` went to r3 again, exit 0), every deploy
+    /// through the link kept the same previous release, and a failed deploy through the link
+    /// rolled its slots back onto the failing release the link named by then.
+    func pinPreviousToTheFolderThatRan(_ op: Operation) {
+        let folders = Set(slots.compactMap { $0.current?.folder.map(PathKey.init) })
+        guard folders.count == 1, let ran = folders.first, slots.allSatisfy({ $0.current?.folder != nil }), let previous = op.previous,
+            PathKey(Self.resolved(previous.directory)) != ran
+        else { return }
+        logger.info(
+            "\(previous.directory) names \(Self.resolved(previous.directory)) now, but the workers run \(ran.path): that is the release before this \(op.kind.rawValue)"
+        )
+        op.previous?.directory = ran.path
+        if op.previousSpec.map({ PathKey(Self.resolved($0.directory)) != ran }) ?? false { op.previousSpec?.directory = ran.path }
+    }
+
     /// Whether `a` and `b` run the same folder (symlinks resolved now) the same way.
     static func sameRelease(_ a: Release, _ b: Release) -> Bool {
         // Compared as bytes: `café` in NFC and in NFD are two folders (a names audit: a deploy of

@@ -142,6 +142,7 @@ extension Supervisor {
         if op.kind.isDeploy { releaseReservation("a \(op.kind.rawValue) started") }
         op.previous = releaseState.current
         op.previousSpec = slots.first?.spec
+        if op.kind.isDeploy { pinPreviousToTheFolderThatRan(op) }
         // Until it ends, the state directory says which operation runs: a baton killed during
         // it finds it at start-up and records it as interrupted. A state directory that cannot
         // even record a deploy could not commit it either: the deploy fails before it touches

@@ -87,6 +87,73 @@ import Testing
         }
     }
 
+    /// The folders the serving workers started in.
+    func servingFolders(_ h: DaemonHarness) -> [String?] { h.supervisor.slots.map { $0.current?.folder } }
+
+    /// An operator-release audit: deploy r3, flip the link to r5 and deploy it, flip it back
+    /// to r3 and deploy r3. The deploy was taken for a redeploy of the current folder (the link
+    /// named r3 by then): release.json had r3 as current and previous, r5 was lost, and
+    /// `baton rollback` replaced every worker onto r3 again, exit 0.
+    @Test func aLinkFlippedSinceItsDeployIsRecordedAsTheFolderThatRan() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["r3", "r5"] { mkdir(releases + "/" + name, 0o755) }
+        let link = h.root + "/current"
+        deploy(h, releases + "/r3")
+        flip(link, to: releases + "/r5")
+        deploy(h, link)
+        flip(link, to: releases + "/r3")
+        deploy(h, releases + "/r3")
+        #expect(h.supervisor.releaseState.current.directory == releases + "/r3")
+        #expect(h.supervisor.releaseState.previous?.directory == Supervisor.resolved(releases + "/r5"))
+        let rollback = h.rollback()
+        h.finishOperations()
+        #expect(rollback.reply?.ok == true, "\(String(describing: rollback.reply))")
+        #expect(servingFolders(h) == [Supervisor.resolved(releases + "/r5")])
+    }
+
+    /// The same audit: with every deploy made through the link (`ln -sfn` to the new upload,
+    /// then `deploy --release current`), the previous release never changed: each deploy was
+    /// a "redeploy" of the link, and rollback went to whatever came before the first.
+    @Test func deploysThroughOneFlippedLinkRollBackToTheFolderBefore() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["C", "D", "E"] { mkdir(releases + "/" + name, 0o755) }
+        let link = h.root + "/current"
+        deploy(h, releases + "/C")
+        for name in ["D", "E"] {
+            flip(link, to: releases + "/" + name)
+            deploy(h, link)
+        }
+        #expect(h.supervisor.releaseState.current.directory == link)
+        #expect(h.supervisor.releaseState.previous?.directory == Supervisor.resolved(releases + "/D"))
+        let rollback = h.rollback()
+        h.finishOperations()
+        #expect(rollback.reply?.ok == true, "\(String(describing: rollback.reply))")
+        #expect(servingFolders(h) == [Supervisor.resolved(releases + "/D")])
+    }
+
+    /// The same cause: a deploy through a link flipped to a release that fails rolled the
+    /// slots it had replaced back onto the link, which names the failing release now.
+    @Test func aFailedDeployThroughAFlippedLinkRollsBackToTheFolderThatRan() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.stabilityWindow = .zero }
+        try h.start()
+        let good = h.makeRelease("good")
+        let bad = h.makeRelease("bad")
+        let link = h.root + "/current"
+        flip(link, to: good)
+        deploy(h, link)
+        flip(link, to: bad)
+        // The canary (slot 0) becomes ready; slot 1's new worker on the bad release never does.
+        h.autoReady = { child in
+            !(child.request.environment.contains("BATON_SLOT=1") && Supervisor.resolved(child.request.directory ?? "") == Supervisor.resolved(bad))
+        }
+        let failed = h.deploy(link)
+        h.finishOperations()
+        #expect(failed.reply?.ok == false, "\(String(describing: failed.reply))")
+        #expect(servingFolders(h) == [Supervisor.resolved(good), Supervisor.resolved(good)])
+    }
+
     /// The audit: a release named with a newline split every line naming it (status, history,
     /// the refusal itself); an escape sequence coloured the operator's terminal.
     @Test func aReleasePathWithAControlCharacterIsRefused() throws {
