@@ -255,19 +255,28 @@ extension Supervisor {
     func watchStability(_ worker: Worker) {
         guard let op = operation, op.phase == .rollingOut, rollout?.awaitsStability == true else { return }
         let window = config.deploy.stabilityWindow
-        let due = loop.now() + window
-        worker.timers.append(
-            loop.schedule(after: window) { [unowned self, unowned worker, weak op] in
-                guard let op, self.operation === op, op.phase == .rollingOut, worker.isReadyAndNotStopping else { return }
-                self.logger.info(
-                    "worker stayed up \(Units.formatDuration(window)) after ready: stable",
-                    metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
-                let line = "slot \(worker.slot): pid \(worker.pid) stable for \(Units.formatDuration(window))"
-                // Said in the order it means: a worker still waiting for its promotion is stable
-                // once it serves (the CLI printed "stable" before "→ … ready after …, draining").
-                if self.slots[worker.slot].replacement === worker { worker.heldStableLine = line } else { op.report(line) }
-                self.rolloutEvent(at: due) { $0.workerStable(slot: worker.slot) }
-            })
+        // From when it sent READY=1, not when baton read it (a crash audit: baton stopped 0.1 s
+        // into a deploy with a 3 s deadline and resumed at 10 s; the window, counted from the
+        // read, ended after the deadline, and a release proven at 0.8 s was rolled back, exit 4).
+        let late = worker.readyReadLate ?? .zero
+        let due = loop.now() - late + window
+        let stable = { [unowned self, unowned worker, weak op] in
+            guard let op, self.operation === op, op.phase == .rollingOut, worker.isReadyAndNotStopping else { return }
+            self.logger.info(
+                "worker stayed up \(Units.formatDuration(window)) after ready: stable",
+                metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
+            let line = "slot \(worker.slot): pid \(worker.pid) stable for \(Units.formatDuration(window))"
+            // Said in the order it means: a worker still waiting for its promotion is stable
+            // once it serves (the CLI printed "stable" before "→ … ready after …, draining").
+            if self.slots[worker.slot].replacement === worker { worker.heldStableLine = line } else { op.report(line) }
+            self.rolloutEvent(at: due) { $0.workerStable(slot: worker.slot) }
+        }
+        // Up that long already: stable now, before the timers due meanwhile (a deadline) run.
+        if late >= window {
+            stable()
+        } else {
+            worker.timers.append(loop.schedule(after: due - loop.now(), stable))
+        }
     }
 
     // MARK: - Persistence

@@ -100,6 +100,30 @@ import Testing
         #expect(h.supervisor.restartsByReason[.watchdog] == 1)
     }
 
+    /// A crash audit (3 of 3): `kill -STOP` of baton 0.1 s into a deploy with `--timeout 3s`,
+    /// `-CONT` 10 s later. Its new worker sent READY=1 at 0.3 s, so its window ended at 0.8 s,
+    /// but the window was counted from when baton read it: the deadline came first, and the
+    /// deploy was rolled back with exit 4, where README says a deploy whose windows ended before
+    /// the deadline while baton was stopped finishes.
+    @Test func aStabilityWindowCountsFromAReadyReadLate() throws {
+        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .milliseconds(500) }
+        try h.start()
+        h.autoReady = { _ in false }
+        let deploy = h.deploy(h.makeRelease("r2"), timeout: "3s")
+        h.advance(by: .milliseconds(100))
+        let worker = try #require(h.supervisor.slots[0].replacement)
+        // Baton stopped from 0.1 s to 10 s: the clock jumps, nothing runs; the worker's READY=1
+        // was sent 9.7 s before baton reads it.
+        h.clock.set(h.clock.now + .milliseconds(9900))
+        try Self.send("READY=1", to: try #require(worker.notifyPath))
+        h.host.wallClockAhead = 9.7
+        h.settle()
+        h.host.wallClockAhead = 0
+        h.finishOperations()
+        #expect(deploy.reply?.ok == true, "\(String(describing: deploy.reply)) \(deploy.progress)")
+        #expect(h.supervisor.slots[0].current === worker)
+    }
+
     /// A pause audit: a READY=1 that baton read 8 s late (baton stopped) made a 1 s boot
     /// `ready after 8.40s`, the boot time the boot budget, the reservation and status go by. The
     /// boot ends when the worker sent it: the kernel's time of the datagram.
