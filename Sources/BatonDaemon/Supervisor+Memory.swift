@@ -155,7 +155,8 @@ extension Supervisor {
         let workers = slots.compactMap { slot -> RestartPolicy.Worker? in
             guard let w = slot.current else { return nil }
             return RestartPolicy.Worker(
-                slot: slot.index, pid: w.pid, startedAt: w.startedAt, ready: w.state == .ready, memory: w.memory, history: w.history,
+                slot: slot.index, pid: w.pid, startedAt: w.startedAt, ready: w.state == .ready,
+                memory: detailed ? w.memory : w.memoryReadings.projected, history: w.history,
                 ussAtReady: w.ussAtReady)
         }
         var tick = RestartPolicy.Tick(
