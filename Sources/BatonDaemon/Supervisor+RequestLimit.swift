@@ -20,7 +20,9 @@ extension Supervisor {
     /// A worker reported its count (`text`: the field's value).
     func requestsReported(_ worker: Worker, _ text: String) {
         guard let count = Int(text), count >= 0 else {
-            warnNotify(worker, "\(Self.requestsField)\(ControlProtocol.printable(String(text.prefix(32)))) ignored: not a non-negative integer")
+            // Digits only and still no Int: a non-negative integer, too large (an apps audit).
+            let why = !text.isEmpty && text.utf8.allSatisfy { (0x30...0x39).contains($0) } ? "too large (over \(Int.max))" : "not a non-negative integer"
+            warnNotify(worker, "\(Self.requestsField)\(ControlProtocol.printable(String(text.prefix(32)))) ignored: \(why)")
             return
         }
         worker.requestsServed = count

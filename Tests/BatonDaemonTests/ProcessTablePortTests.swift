@@ -67,6 +67,21 @@ import Testing
         #expect(worker.notifyWarnings.held == 0)
     }
 
+    /// An apps audit: `X_BATON_REQUESTS=18446744073709551615` was ignored as "not a
+    /// non-negative integer", which it is: too large is what it is.
+    @Test func aRequestCountTooLargeIsSaidSo() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        let path = try #require(h.host.child(worker.pid)?.environment("NOTIFY_SOCKET"))
+        h.host.fakeProcesses.add([getpid()], to: worker.pid)
+        try Self.notify(path, "X_BATON_REQUESTS=18446744073709551615")
+        h.advance(by: .zero)
+        #expect(worker.requestsServed == nil)
+        let said = h.log.lines(containing: "X_BATON_REQUESTS=")
+        #expect(said.count == 1 && said[0].contains("ignored: too large (over 9223372036854775807)"), "\(said)")
+    }
+
     @Test func aWorkerWhoseTreeTheTableShowsStoppedIsReplacedForLiveness() throws {
         let h = try DaemonHarness(workers: 2) { $0.readiness.stoppedTimeout = .seconds(4) }
         try h.start()
