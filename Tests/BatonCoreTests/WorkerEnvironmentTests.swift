@@ -32,6 +32,14 @@ struct WorkerEnvironmentTests {
         #expect(env == ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/var/lib/shop", "LANG=C.UTF-8", "USER=shop"])
     }
 
+    /// A releases audit: workers inherited baton's PWD and OLDPWD (where baton was started).
+    @Test func pwdIsTheFolderItStartsInAndOldpwdIsGone() {
+        let env = WorkerEnvironment.build(
+            inherited: ["PWD=/root", "A=1", "OLDPWD=/work"], fileVariables: [], configVariables: [EnvVar(name: "OLDPWD", value: "/x")],
+            listenerNames: [], notifySocket: nil, directory: "/srv/app/releases/r4")
+        #expect(env == ["PWD=/srv/app/releases/r4", "A=1"])
+    }
+
     @Test(arguments: [
         "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
         "SYSTEMD_EXEC_PID", "MANAGERPID", "JOURNAL_STREAM", "INVOCATION_ID", "CREDENTIALS_DIRECTORY",

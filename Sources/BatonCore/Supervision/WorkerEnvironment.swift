@@ -23,7 +23,8 @@ public enum WorkerEnvironment {
     /// LISTEN_PID (and WATCHDOG_PID) are not included: the spawn path sets them to the child's
     /// own pid. `watchdog` is the worker watchdog's interval, passed as WATCHDOG_USEC. `account`:
     /// HOME, USER, LOGNAME and SHELL of `[app] user`, over baton's own (the environment file
-    /// and `[app.environment]` may still set them).
+    /// and `[app.environment]` may still set them). `directory`: the folder the process starts
+    /// in, its `PWD` (and no `OLDPWD`).
     public static func build(
         inherited: [String],
         account: [EnvVar] = [],
@@ -32,7 +33,8 @@ public enum WorkerEnvironment {
         listenerNames: [String],
         notifySocket: String?,
         extra: [EnvVar] = [],
-        watchdog: Duration? = nil
+        watchdog: Duration? = nil,
+        directory: String? = nil
     ) -> [String] {
         var order: [String] = []
         var values: [String: String] = [:]
@@ -59,6 +61,14 @@ public enum WorkerEnvironment {
         }
         if let notifySocket { set("NOTIFY_SOCKET", notifySocket) }
         if let watchdog { set("WATCHDOG_USEC", String(microseconds(watchdog))) }
+        // The folder it starts in, as a shell's PWD names it; baton's own PWD and OLDPWD named
+        // where baton was started (a releases audit: `PWD=/tmp/audit OLDPWD=/work/main` in a
+        // worker running in releases/r4).
+        if let directory {
+            set("PWD", directory)
+            values["OLDPWD"] = nil
+            order.removeAll { $0 == "OLDPWD" }
+        }
         return order.compactMap { name in values[name].map { "\(name)=\($0)" } }
     }
 
