@@ -80,6 +80,7 @@ final class Operation {
             notes.append(
                 "requests in flight may have been cut: \(n) old worker\(n == 1 ? "" : "s") did not drain cleanly (\(cutDrains.joined(separator: ", ")))")
         }
+        if let mixedFolders { notes.append(mixedFolders) }
         if !strays.isEmpty {
             let n = strays.count
             notes.append(
@@ -88,6 +89,8 @@ final class Operation {
         }
         return notes.isEmpty ? nil : notes.joined(separator: "; ")
     }
+    /// deploy/rollback: what says its workers ended in more than one folder (``Supervisor/mixedFolders(_:)``).
+    var mixedFolders: String?
     /// ``endNotes`` as the end of a line ("" when none).
     var endSuffix: String { endNotes.map { "; \($0)" } ?? "" }
     /// Every slot's new worker served and passed its window, only old workers' drains left,

@@ -21,12 +21,15 @@ extension ReleaseBook {
 
     /// Every folder in `folder` with what retention does with it, newest first (folders being
     /// removed now are left out). `inUse`: folders a worker or an operation still needs.
+    /// `currentFolder`: the folder the current release's workers started in, when the path it
+    /// was deployed as (a link) may name another now.
     /// Every path is compared as the folder it names (`realpath`), not as text: a release
     /// deployed as `releases//r9`, through a symlinked folder or a symlinked releases directory
     /// is the folder it runs in (an operator audit: retention removed the current release, and
     /// the previous one a rollback then needed, spelled otherwise).
     func listing(
-        of folder: String, keep: Int?, inUse: [String], waiting: [String] = [], batonDirectories: [String], appDirectory: String? = nil
+        of folder: String, keep: Int?, inUse: [String], waiting: [String] = [], batonDirectories: [String], appDirectory: String? = nil,
+        currentFolder: String? = nil
     ) throws(SystemError)
         -> ReleasesReport
     {
@@ -41,7 +44,7 @@ extension ReleaseBook {
         let lastDeployed = resolvedKeys(ReleaseRetention.lastDeployed(history))
         let deployOrder = resolvedKeys(ReleaseRetention.deployOrder(history))
         let listings = ReleaseRetention.plan(
-            folders: folders, current: resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
+            folders: folders, current: currentFolder ?? resolve(state.current.directory), previous: state.previous.map { resolve($0.directory) },
             inUse: inUse.map(resolve), waiting: waiting.map(resolve), lastDeployed: lastDeployed, deployOrder: deployOrder, keep: keep,
             deployed: deployed.filter { !Filesystem.isSymbolicLink($0) }.map(resolve),
             batonDirectories: batonDirectories, appDirectory: appDirectory.map(resolve))

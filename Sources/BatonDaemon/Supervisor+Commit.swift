@@ -153,6 +153,10 @@ extension Supervisor {
         // A hostile-app audit: a deploy said "finished" while 5 strays of the old release (a
         // worker that double-forked a daemon keeping the socket) still answered 145 of 200 requests.
         op.strays = escapedChildren().sorted()
+        if op.kind.isDeploy, let mixed = Self.mixedFolders(slots) {
+            op.mixedFolders = mixed
+            logger.warning("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(mixed)")
+        }
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message =
             "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + op.endSuffix
@@ -235,6 +239,20 @@ extension Supervisor {
         )
         op.previous?.directory = ran.path
         if op.previousSpec.map({ PathKey(Self.resolved($0.directory)) != ran }) ?? false { op.previousSpec?.directory = ran.path }
+    }
+
+    /// The folders the serving workers started in, when more than one: a release deployed
+    /// through a link flipped while it ran (a releases audit: `deploy finished`, exit 0, with 3
+    /// workers on D and 1 on E, and nothing said so).
+    static func mixedFolders(_ slots: [Slot]) -> String? {
+        let started = slots.compactMap { s in s.current?.folder.map { (folder: $0, slot: s.index) } }
+        let groups = Dictionary(grouping: started) { PathKey($0.folder) }
+        guard groups.count > 1 else { return nil }
+        let parts = groups.values.sorted { $0[0].slot < $1[0].slot }.map { g in
+            "\(g[0].folder): slot\(g.count == 1 ? "" : "s") \(list(g.map(\.slot)))"
+        }
+        return
+            "its workers run \(groups.count) folders (\(parts.joined(separator: "; "))): a link in its path was flipped while it ran; deploy the folder itself to run one"
     }
 
     /// Whether `a` and `b` run the same folder (symlinks resolved now) the same way.

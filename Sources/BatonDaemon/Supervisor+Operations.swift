@@ -42,6 +42,7 @@ extension Supervisor {
             }
         } catch {
             logger.warning("\(kind.rawValue) refused: \(error)", metadata: ["peer_uid": .stringConvertible(uid)])
+            recordRefusal(kind: kind, options: options, uid: uid, reason: "\(error)")
             waiter.finish(.failure("\(error)", code: 2))
             return
         }

@@ -75,6 +75,17 @@ extension Supervisor {
 
     /// The history line of a deploy or rollback that never started (refused, or its deadline
     /// passed in the queue): dated now, with no duration.
+    /// A deploy or rollback refused as asked (its release, a rollback with nothing to go back
+    /// to, an option out of range): a `refused` line in history, as one refused for another
+    /// operation has (a releases audit: only the log had them). Not for a path that could not
+    /// name a folder (a control character, longer than PATH_MAX): history would carry it.
+    func recordRefusal(kind: Operation.Kind, options: DeployOptions, uid: uid_t, reason: String) {
+        if let path = options.release, ControlProtocol.hasControls(path) || path.utf8.count > Int(PATH_MAX) { return }
+        let op = makeOperation(kind: kind, options: options, uid: uid)
+        if kind == .rollback { op.target = releaseState.previous }
+        recordNeverStarted(op, .refused, reason)
+    }
+
     private func recordNeverStarted(_ op: Operation, _ outcome: OperationOutcome, _ reason: String) {
         guard op.kind.isDeploy else { return }
         op.startedAt = loop.now()

@@ -520,7 +520,8 @@ import Testing
         #expect(reply.ok == false && reply.code == 2)
         #expect(reply.error == #"--strategy must be auto, surge or replace, got "blue-green""#)
         #expect(h.supervisor.slots.compactMap { $0.current?.pid } == pids)
-        #expect(h.supervisor.history.isEmpty)
+        // One `refused` line, as for a deploy refused for another operation.
+        #expect(h.supervisor.history.map(\.outcome) == [.refused])
     }
 
     /// A re-audit (2 of 2, kill -9 and the OOM killer): an old worker killed while it drained

@@ -62,7 +62,11 @@ import Testing
         deploy(h, link)
         flip(link, to: releases + "/r12")
         let report = try h.supervisor.releasesReport()
-        #expect(report.releases.first { $0.name == "r10" }?.mark == .inUse, "\(report.releases.map { ($0.name, $0.mark) })")
+        // The workers' folder is the current release; the upload the link names now is in use
+        // (a respawn would start there), not current (a releases audit: shown `current`, and the
+        // workers' folder `in-use`).
+        #expect(report.releases.first { $0.name == "r10" }?.mark == .current, "\(report.releases.map { ($0.name, $0.mark) })")
+        #expect(report.releases.first { $0.name == "r12" }?.mark == .inUse, "\(report.releases.map { ($0.name, $0.mark) })")
         h.supervisor.pruneReleases()
         h.awaitReads()
         h.settle()
@@ -154,6 +158,31 @@ import Testing
         #expect(servingFolders(h) == [Supervisor.resolved(good), Supervisor.resolved(good)])
     }
 
+    /// The releases audit: the link flipped from D to E while a deploy through it ran one slot
+    /// at a time; it finished, exit 0, with 3 workers on D and 1 on E, and nothing said so.
+    @Test func aDeployWhoseLinkFlipsWhileItRunsSaysItsWorkersRunTwoFolders() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.stabilityWindow = .zero }
+        try h.start()
+        let d = h.makeRelease("D")
+        let e = h.makeRelease("E")
+        let link = h.root + "/current"
+        flip(link, to: d)
+        h.autoReady = { _ in false }
+        let client = RecordingWaiter()
+        h.supervisor.requestDeploy(kind: .deploy, options: DeployOptions(release: link, maxSurge: 1), waiter: client, uid: 0)
+        h.awaitReads()
+        h.advance(by: .milliseconds(100))
+        flip(link, to: e)
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        let message = client.reply?.message ?? ""
+        #expect(client.reply?.ok == true, "\(String(describing: client.reply))")
+        #expect(
+            message.contains(
+                "its workers run 2 folders (\(Supervisor.resolved(d)): slot 0; \(Supervisor.resolved(e)): slot 1): a link in its path was flipped while it ran"),
+            "\(message)")
+    }
+
     /// The audit: a release named with a newline split every line naming it (status, history,
     /// the refusal itself); an escape sequence coloured the operator's terminal.
     @Test func aReleasePathWithAControlCharacterIsRefused() throws {
@@ -182,6 +211,15 @@ import Testing
         #expect(rollback.reply?.code == 2, "\(String(describing: rollback.reply))")
         #expect(rollback.reply?.error == "the previous release \(releases)/r1 is not a directory (removed or renamed?): nothing to roll back to")
         #expect(h.servingPIDs == before)
+        // In history, as a refusal for another operation is (a releases audit: the log only).
+        let line = try #require(h.supervisor.history.last)
+        #expect(line.kind == .rollback && line.outcome == .refused && line.release == releases + "/r1", "\(line)")
+        #expect(line.detail?.contains("nothing to roll back to") == true)
+        let missing = h.deploy(releases + "/nope")
+        h.finishOperations()
+        #expect(missing.reply?.code == 2)
+        let refusedDeploy = try #require(h.supervisor.history.last)
+        #expect(refusedDeploy.kind == .deploy && refusedDeploy.outcome == .refused && refusedDeploy.release == releases + "/nope", "\(refusedDeploy)")
     }
 
     /// A chaos audit (1 of 3 runs): a queued deploy's folder counted towards `keep_releases`,
