@@ -12,7 +12,8 @@ extension Supervisor {
     /// failed after the deploy had succeeded failed the re-run).
     ///
     /// With `release` (`--attach --release DIR`) it follows that release's deploy: the one
-    /// running, else the first one queued, else it answers with the last one that ran. A CI
+    /// running, else the first one queued, else it answers with its last line (a refusal
+    /// included: exit 1). A CI
     /// job whose own deploy waited behind another job's followed the other one, exited 0, and
     /// its own then failed (a CI audit, 2 of 2).
     func attach(_ waiter: any OperationWaiter, release: String? = nil) {
@@ -67,7 +68,9 @@ extension Supervisor {
             return
         }
         let now = operation.map { "no deploy of \(release) in progress (a \($0.kind.noun) is)" } ?? "no deploy of \(release) in progress"
-        guard let last = history.last(where: { $0.kind == .deploy && $0.outcome != .refused && isOf($0.release) }) else {
+        // Its last line, a refusal too: a job whose deploy of it was refused never ran, and an
+        // older success of that release is not its (left from stop 49: exit 0 for it).
+        guard let last = history.last(where: { $0.kind == .deploy && isOf($0.release) }) else {
             waiter.finish(.failure("\(now), queued or in history", code: 1))
             return
         }

@@ -311,6 +311,30 @@ import Testing
         #expect(follower.reply?.ok == true)
     }
 
+    /// Left from stop 49: a CI job's deploy of r2 (current already) was refused, another job's
+    /// deploy ran and rolled back to r2, and the job re-run as `--attach --release r2` was
+    /// answered with r2's older success, exit 0: its own deploy never ran.
+    @Test func attachWithAReleaseAnswersWithItsRefusalWhenThatIsItsLastLine() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let r2 = h.makeRelease("r2")
+        let r3 = h.makeRelease("r3")
+        h.deploy(r2)
+        h.finishOperations()
+        h.autoReady = { $0.release != r3 }
+        let other = h.deploy(r3)
+        h.advance(by: .milliseconds(100))
+        let refused = h.deploy(r2)
+        h.advance(by: .milliseconds(100))
+        #expect(refused.reply?.ok == false && refused.reply?.code == 1, "\(String(describing: refused.reply))")
+        h.finishOperations()
+        #expect(other.reply?.ok == false && h.servingReleases == [r2, r2])
+        let rerun = RecordingWaiter()
+        h.supervisor.attach(rerun, release: r2)
+        #expect(rerun.reply?.ok == false && rerun.reply?.code == 1, "\(String(describing: rerun.reply))")
+        #expect(rerun.reply?.error?.contains("last: deploy of \(r2) refused") == true, "\(String(describing: rerun.reply))")
+    }
+
     /// A CI audit (2 of 2): job B's deploy waited behind job A's; B was cancelled and re-run as
     /// `--attach`, which followed A's deploy and exited 0, and B's own deploy then failed.
     /// `--attach --release DIR` follows that release's deploy: running, queued, or last in history.
