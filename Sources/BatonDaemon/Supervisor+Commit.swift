@@ -187,12 +187,17 @@ extension Supervisor {
         let slots =
             op.kind == .policy || op.kind == .rollAhead
             ? restarted.sorted().map { "slot \($0): \((op.slotReasons[$0] ?? op.restartReason).rawValue)" }.joined(separator: ", ") : ""
+        // A release that succeeded through a link (or spelled otherwise): the folder it runs in.
+        let release = op.releaseDirectory ?? releaseState.current.directory
+        let served = Set(self.slots.compactMap { $0.current?.folder.map(PathKey.init) })
+        let folder =
+            op.kind.isDeploy && outcome == .succeeded && served.count == 1 && served.first != PathKey(release) ? served.first?.path : nil
         return HistoryEntry(
             // A reload or policy restart has no target of its own: it runs the current release.
-            kind: op.kind, release: op.releaseDirectory ?? releaseState.current.directory,
+            kind: op.kind, release: release,
             previousRelease: op.previous?.directory, outcome: outcome,
             detail: slots.isEmpty ? detail : detail.map { "\(slots); \($0)" } ?? slots, startedAt: op.startedAtWall,
-            duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid)
+            duration: Self.seconds(loop.now() - op.startedAt), uid: op.uid, folder: folder)
     }
 
     /// Ends `op`: history, replies, READY=1 after a reload, next operation.

@@ -158,6 +158,27 @@ import Testing
         #expect(servingFolders(h) == [Supervisor.resolved(good), Supervisor.resolved(good)])
     }
 
+    /// The releases audit: with `keep_releases = 3`, deploy 1, deploy 2 through a link, deploy 3
+    /// and 4: retention pruned 2, the newest old release, and kept 1. Its history line named the
+    /// link, so it had no rank among the folders deployed.
+    @Test func aFolderDeployedThroughALinkKeepsItsPlaceInRetention() throws {
+        let h = try harness()
+        h.supervisor.config.deploy.keepReleases = 3
+        let releases = h.root + "/releases"
+        for name in ["1", "2", "3", "4"] { mkdir(releases + "/" + name, 0o755) }
+        let link = h.root + "/current"
+        deploy(h, releases + "/1")
+        flip(link, to: releases + "/2")
+        deploy(h, link)
+        #expect(h.supervisor.history.last?.folder == Supervisor.resolved(releases + "/2"))
+        deploy(h, releases + "/3")
+        deploy(h, releases + "/4")
+        h.awaitReads()
+        h.settle()
+        #expect(access(releases + "/2", F_OK) == 0, "the newest old release is kept")
+        #expect(access(releases + "/1", F_OK) != 0, "the oldest goes")
+    }
+
     /// The releases audit: the link flipped from D to E while a deploy through it ran one slot
     /// at a time; it finished, exit 0, with 3 workers on D and 1 on E, and nothing said so.
     @Test func aDeployWhoseLinkFlipsWhileItRunsSaysItsWorkersRunTwoFolders() throws {

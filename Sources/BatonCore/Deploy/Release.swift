@@ -98,9 +98,14 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
     public var duration: Double
     /// Who asked (peer uid; nil for a signal).
     public var uid: UInt32?
+    /// A deploy or rollback that succeeded: the folder its workers started in, when `release`
+    /// names another now or spells it otherwise (a link: Capistrano's `current`); retention ranks
+    /// folders by it (a releases audit: a folder deployed through a link had no rank, and was
+    /// pruned before older ones). Nil otherwise, and in lines of older batons.
+    public var folder: String?
 
     enum CodingKeys: String, CodingKey {
-        case kind, release, outcome, detail, duration, uid
+        case kind, release, outcome, detail, duration, uid, folder
         case previousRelease = "previous_release"
         case startedAt = "started_at"
     }
@@ -108,8 +113,9 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
     /// Creates an entry.
     public init(
         kind: OperationKind, release: String, previousRelease: String?, outcome: OperationOutcome, detail: String?, startedAt: Double,
-        duration: Double, uid: UInt32?
+        duration: Double, uid: UInt32?, folder: String? = nil
     ) {
+        self.folder = folder
         self.kind = kind
         self.release = release
         self.previousRelease = previousRelease

@@ -142,7 +142,7 @@ public enum ReleaseRetention {
     public static func lastDeployed(_ history: [HistoryEntry]) -> [PathKey: Double] {
         var times: [PathKey: Double] = [:]
         for e in history where e.kind.isDeploy && e.outcome == .succeeded {
-            let path = PathKey(e.release)
+            let path = PathKey(e.folder ?? e.release)
             times[path] = max(times[path] ?? 0, e.startedAt + e.duration)
         }
         return times
@@ -155,7 +155,7 @@ public enum ReleaseRetention {
     /// folder deployed 10 s before the current one).
     public static func deployOrder(_ history: [HistoryEntry]) -> [PathKey: Int] {
         var order: [PathKey: Int] = [:]
-        for (rank, e) in history.enumerated() where e.kind.isDeploy && e.outcome == .succeeded { order[PathKey(e.release)] = rank }
+        for (rank, e) in history.enumerated() where e.kind.isDeploy && e.outcome == .succeeded { order[PathKey(e.folder ?? e.release)] = rank }
         return order
     }
 
