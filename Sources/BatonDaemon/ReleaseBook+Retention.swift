@@ -41,6 +41,9 @@ extension ReleaseBook {
         func resolvedKeys<Value: Comparable>(_ byPath: [PathKey: Value]) -> [PathKey: Value] {
             Dictionary(byPath.filter { !Filesystem.isSymbolicLink($0.key.path) }.map { (PathKey(resolve($0.key.path)), $0.value) }, uniquingKeysWith: max)
         }
+        // The folders a kept release's path goes through before a `..` stay too (kept, not counted).
+        let named = [state.current.directory] + (state.previous.map { [$0.directory] } ?? []) + inUse + waiting
+        let waiting = waiting + named.flatMap(ReleaseRetention.foldersPassedThrough)
         let lastDeployed = resolvedKeys(ReleaseRetention.lastDeployed(history))
         let deployOrder = resolvedKeys(ReleaseRetention.deployOrder(history))
         let listings = ReleaseRetention.plan(

@@ -149,6 +149,11 @@ final class ReleaseBook {
         var description: String
     }
 
+    /// Why a deploy or rollback would be refused before it starts (``beginOperation(_:)``), for
+    /// its dry run (a releases re-audit: `dry run: nothing changed`, exit 0, where the deploy
+    /// failed).
+    func commitBlocker() -> String? { store?.releaseStateFolderError().map(unwritableLine) }
+
     /// What a write the state directory refused with `error` means for deploys, in one line.
     private func unwritableLine(_ error: any Error) -> String {
         if let error = error as? SystemError, error.errno == EISDIR, let path = error.subject {

@@ -233,17 +233,22 @@ extension Supervisor {
     /// redeploy check. An operator-release audit: a deploy of r3 after the link moved from r5 to
     /// r3 was taken for a redeploy (r5 lost, `rollback` went to r3 again, exit 0), every deploy
     /// through the link kept the same previous release, and a failed deploy through the link
-    /// rolled its slots back onto the failing release the link named by then.
+    /// rolled its slots back onto the failing release the link named by then. A re-audit: a
+    /// link that still named the folder at the deploy was kept as previous, and a rollback
+    /// after the link was flipped to a fresh upload went there; so is a path through `..`,
+    /// whose folder retention may remove. The folder itself is recorded whenever the path is
+    /// another spelling of it.
     func pinPreviousToTheFolderThatRan(_ op: Operation) {
         let folders = Set(slots.compactMap { $0.current?.folder.map(PathKey.init) })
         guard folders.count == 1, let ran = folders.first, slots.allSatisfy({ $0.current?.folder != nil }), let previous = op.previous,
-            PathKey(Self.resolved(previous.directory)) != ran
+            PathKey(previous.directory) != ran
         else { return }
-        logger.info(
-            "\(previous.directory) names \(Self.resolved(previous.directory)) now, but the workers run \(ran.path): that is the release before this \(op.kind.rawValue)"
-        )
+        let named = Self.resolved(previous.directory)
+        if PathKey(named) != ran {
+            logger.info("\(previous.directory) names \(named) now, but the workers run \(ran.path): that is the release before this \(op.kind.rawValue)")
+        }
         op.previous?.directory = ran.path
-        if op.previousSpec.map({ PathKey(Self.resolved($0.directory)) != ran }) ?? false { op.previousSpec?.directory = ran.path }
+        if op.previousSpec.map({ PathKey($0.directory) != ran }) ?? false { op.previousSpec?.directory = ran.path }
     }
 
     /// The folders the serving workers started in, when more than one: a release deployed

@@ -146,7 +146,7 @@ extension Supervisor {
                     EnvVar(name: "BATON_SLOT", value: "mold"), EnvVar(name: "BATON_RELEASE", value: spec.release),
                     EnvVar(name: "BATON_MOLD_FD", value: String(3 + listeners.count)),
                 ],
-                watchdog: nil, directory: spec.directory)
+                watchdog: nil, directory: WorkerEnvironment.pwd(spec.directory, resolve: Self.resolved))
             var request = SpawnRequest(
                 argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
                 setListenPID: !listeners.isEmpty, stdout: output.write.rawValue, stderr: output.write.rawValue,

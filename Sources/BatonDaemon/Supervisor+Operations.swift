@@ -53,7 +53,7 @@ extension Supervisor {
                 lines.insert(verdict.line, at: 1)
                 // The real request would be turned away: the dry run fails as it would (exit 1),
                 // as a server-side dry run does, so that a CI gate on it does not pass.
-                if let reason = verdict.turnedAway {
+                if let reason = verdict.turnedAway ?? self.releases.commitBlocker() {
                     waiter.finish(.failure("dry run: nothing changed; the \(kind.rawValue) would be refused: \(reason)", details: lines))
                 } else {
                     waiter.finish(.success("dry run: nothing changed", details: lines))

@@ -21,9 +21,11 @@ extension Supervisor {
         // names another folder now (a layout audit: retention removed the folder 3 workers ran
         // in after `ln -sfn` of the link they were deployed through).
         // Lists, not Sets: a Set of Strings takes `café` in NFC and in NFD for one (`PathKey`).
-        let inUse = slots.flatMap { $0.workers.flatMap { [$0.spec.directory] + ($0.folder.map { [$0] } ?? []) } }
-        // A queued deploy's folder is not the next prune's (kept, not counted towards keep).
-        var waiting = queue.compactMap { $0.options?.release }
+        let inUse = slots.flatMap { $0.workers.map { $0.folder ?? $0.spec.directory } }
+        // A queued deploy's folder is not the next prune's (kept, not counted towards keep); nor
+        // is the folder a worker's path names now, where a respawn would start (a link flipped
+        // to a fresh upload: a releases re-audit saw it take the place of a release that ran).
+        var waiting = queue.compactMap { $0.options?.release } + slots.flatMap { $0.workers.map(\.spec.directory) }
         if let r = operation?.target?.directory { waiting.append(r) }
         let keep = config.deploy.releasesDirectory == nil ? nil : config.deploy.keepReleases
         // Folders being removed now are gone already as far as listings go.

@@ -73,7 +73,7 @@ extension Supervisor {
                 inherited: options.environment, account: spec.credentials?.account ?? [], fileVariables: [], configVariables: spec.variables,
                 listenerNames: listeners.map(\.name), notifySocket: notifyPath,
                 extra: [EnvVar(name: "BATON_SLOT", value: String(slot)), EnvVar(name: "BATON_RELEASE", value: spec.release)],
-                watchdog: config.readiness.watchdog, directory: spec.directory)
+                watchdog: config.readiness.watchdog, directory: WorkerEnvironment.pwd(spec.directory, resolve: Self.resolved))
             var request = SpawnRequest(
                 argv: spec.argv, environment: environment, directory: spec.directory, passFDs: listeners.map(\.fd),
                 setListenPID: !listeners.isEmpty, stdout: output.write.rawValue, stderr: output.write.rawValue,

@@ -65,6 +65,15 @@ struct ReleaseRetentionTests {
         #expect(marks(sibling) == ["r3:current", "r2:prune", "r1:prune", "r1x:previous"])
     }
 
+    @Test("the folders a path goes through before a .. are named, as written")
+    func foldersPassedThrough() {
+        #expect(ReleaseRetention.foldersPassedThrough("/r/H/../J") == ["/r/H"])
+        #expect(ReleaseRetention.foldersPassedThrough("/r/F/../X/y/z/backend/") == ["/r/F"])
+        #expect(ReleaseRetention.foldersPassedThrough("/r/a/b/../../c/./d/../e") == ["/r/a/b", "/r/a", "/r/c/d"])
+        #expect(ReleaseRetention.foldersPassedThrough("/r//s/t") == [])
+        #expect(ReleaseRetention.foldersPassedThrough("/../r") == [])
+    }
+
     @Test("age is the last successful deploy when later than the folder's mtime")
     func lastDeployedOrders() {
         let history = [

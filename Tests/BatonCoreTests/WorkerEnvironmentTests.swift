@@ -38,6 +38,10 @@ struct WorkerEnvironmentTests {
             inherited: ["PWD=/root", "A=1", "OLDPWD=/work"], fileVariables: [], configVariables: [EnvVar(name: "OLDPWD", value: "/x")],
             listenerNames: [], notifySocket: nil, directory: "/srv/app/releases/r4")
         #expect(env == ["PWD=/srv/app/releases/r4", "A=1"])
+        // No `.` or `..` (POSIX): the folder then; else the path as named, `//` and a trailing `/` out.
+        #expect(WorkerEnvironment.pwd("/srv/app/releases/P/../O/", resolve: { _ in "/srv/app/releases/O" }) == "/srv/app/releases/O")
+        #expect(WorkerEnvironment.pwd("/srv/app/./current", resolve: { _ in "/srv/app/releases/7" }) == "/srv/app/releases/7")
+        #expect(WorkerEnvironment.pwd("/srv//app/current/", resolve: { _ in "x" }) == "/srv/app/current")
     }
 
     @Test(arguments: [

@@ -116,6 +116,25 @@ import Testing
         #expect(servingFolders(h) == [Supervisor.resolved(releases + "/r5")])
     }
 
+    /// A re-audit: deploy through the link (on 5), then deploy 4 directly: the previous release
+    /// was recorded as the link; once it was flipped to a fresh upload (7), `baton rollback`
+    /// went to 7, a release that never ran.
+    @Test func aPreviousReleaseDeployedThroughALinkIsRecordedAsItsFolder() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["4", "5", "7"] { mkdir(releases + "/" + name, 0o755) }
+        let link = h.root + "/current"
+        flip(link, to: releases + "/5")
+        deploy(h, link)
+        deploy(h, releases + "/4")
+        #expect(h.supervisor.releaseState.previous?.directory == Supervisor.resolved(releases + "/5"))
+        flip(link, to: releases + "/7")
+        let rollback = h.rollback()
+        h.finishOperations()
+        #expect(rollback.reply?.ok == true, "\(String(describing: rollback.reply))")
+        #expect(servingFolders(h) == [Supervisor.resolved(releases + "/5")])
+    }
+
     /// The same audit: with every deploy made through the link (`ln -sfn` to the new upload,
     /// then `deploy --release current`), the previous release never changed: each deploy was
     /// a "redeploy" of the link, and rollback went to whatever came before the first.
@@ -177,6 +196,37 @@ import Testing
         h.settle()
         #expect(access(releases + "/2", F_OK) == 0, "the newest old release is kept")
         #expect(access(releases + "/1", F_OK) != 0, "the oldest goes")
+    }
+
+    /// A releases re-audit: deploy H, K, then `H/../J`: retention removed H, which the current
+    /// release's path goes through, and its next worker failed on chdir; and a link flipped to
+    /// a fresh upload, in use as a respawn's folder, took the place of a release that ran.
+    @Test func aFolderACurrentPathGoesThroughIsKeptAndAnUploadALinkNamesTakesNoPlace() throws {
+        let h = try harness()
+        let releases = h.root + "/releases"
+        for name in ["H", "J", "K"] { mkdir(releases + "/" + name, 0o755) }
+        deploy(h, releases + "/H")
+        deploy(h, releases + "/K")
+        deploy(h, releases + "/H/../J")
+        #expect(access(releases + "/H", F_OK) == 0, "the current release's path goes through H")
+        let g = try DaemonHarness(workers: 1) {
+            $0.deploy.keepReleases = 3
+            $0.deploy.stabilityWindow = .zero
+        }
+        let more = g.root + "/releases"
+        mkdir(more, 0o755)
+        g.supervisor.config.deploy.releasesDirectory = more
+        try g.start()
+        for name in ["3", "4", "5", "6"] { mkdir(more + "/" + name, 0o755) }
+        let link = g.root + "/current"
+        deploy(g, more + "/3")
+        deploy(g, more + "/4")
+        flip(link, to: more + "/5")
+        deploy(g, link)
+        flip(link, to: more + "/6")
+        let marks = Dictionary(uniqueKeysWithValues: try g.supervisor.releasesReport().releases.map { ($0.name, $0.mark) })
+        #expect(marks["5"] == .current && marks["4"] == .previous && marks["6"] == .inUse, "\(marks)")
+        #expect(marks["3"] == .kept, "keep 3: the current and previous releases, and 3; the upload takes no place: \(marks)")
     }
 
     /// The releases audit: the link flipped from D to E while a deploy through it ran one slot

@@ -256,6 +256,9 @@ extension SecondIntegration {
                 refused.stderr.contains("deploy failed, nothing changed: \(path) is a folder, not a file: deploys cannot be committed until it is removed"),
                 "\(refused.stderr)")
             #expect(try second.status().workers.map(\.pid) == workers)
+            // Its dry run fails as it would (a re-audit: `dry run: nothing changed`, exit 0).
+            let dry = try second.cli(["deploy", "--release", second.makeRelease("r3"), "--dry-run"])
+            #expect(dry.code == 1 && dry.stderr.contains("the deploy would be refused: \(path) is a folder, not a file"), "\(dry.stderr)")
             #expect(rmdir(path) == 0)
             #expect(
                 second.process.waitForLine(containing: "release state persisted: the state directory's earlier problems are resolved", timeout: .seconds(20))

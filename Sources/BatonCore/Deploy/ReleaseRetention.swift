@@ -130,6 +130,24 @@ public enum ReleaseRetention {
         return String(p)
     }
 
+    /// The folders `path` goes through before a `..` (`/r/H` of `/r/H/../J`), as written: the
+    /// kernel walks them, so they must stay for the path to name its folder, though its
+    /// folder (`/r/J`) is elsewhere (a releases re-audit: retention removed H, and the current
+    /// release's next worker failed on chdir).
+    public static func foldersPassedThrough(_ path: String) -> [String] {
+        var stack: [Substring] = []
+        var passed: [String] = []
+        for part in path.split(separator: "/") where part != "." {
+            if part == ".." {
+                if !stack.isEmpty { passed.append("/" + stack.joined(separator: "/")) }
+                _ = stack.popLast()
+            } else {
+                stack.append(part)
+            }
+        }
+        return passed
+    }
+
     /// The parent folder of `path` ("/" for a top-level folder).
     public static func parent(of path: String) -> String {
         let p = normalize(path)

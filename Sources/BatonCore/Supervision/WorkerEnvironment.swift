@@ -72,6 +72,15 @@ public enum WorkerEnvironment {
         return order.compactMap { name in values[name].map { "\(name)=\($0)" } }
     }
 
+    /// `PWD` for a process started in `path`: the path as named, without `//` or a trailing
+    /// `/`, or, when it has a `.` or `..` part, which POSIX does not allow in PWD (a shell drops
+    /// such a PWD: a releases re-audit), the folder `resolve` finds.
+    public static func pwd(_ path: String, resolve: (String) -> String) -> String {
+        let parts = path.split(separator: "/")
+        if parts.contains(where: { $0 == "." || $0 == ".." }) { return resolve(path) }
+        return "/" + parts.joined(separator: "/")
+    }
+
     /// Whole microseconds of `d` (at least 1: WATCHDOG_USEC=0 would mean "no watchdog").
     public static func microseconds(_ d: Duration) -> Int64 {
         let (seconds, atto) = d.components
