@@ -299,9 +299,11 @@ extension Supervisor {
             if self.slots[worker.slot].replacement === worker { worker.heldStableLine = line } else { op.report(line) }
             self.rolloutEvent(at: due) { $0.workerStable(slot: worker.slot) }
         }
-        // Up that long already: stable now, before the timers due meanwhile (a deadline) run.
+        // Up that long already: stable now, before the timers due meanwhile (a deadline) run;
+        // unless it exited meanwhile (a re-audit: `stable for 2s` for a worker that crashed 1 s
+        // after READY=1 while baton was stopped): its exit, read next, fails the rollout.
         if late >= window {
-            stable()
+            if !CBatonLinuxShim.hasExited(pidfd: worker.pidfd) { stable() }
         } else {
             worker.timers.append(loop.schedule(after: due - loop.now(), stable))
         }

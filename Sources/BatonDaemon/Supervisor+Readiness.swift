@@ -172,7 +172,9 @@ extension Supervisor {
             self.publishStatus()
         }
         if slot.replacement === worker {
-            rolloutEvent { $0.newWorkerReady(slot: worker.slot) }
+            // When it sent READY=1 (a re-audit: without a stability window, a release ready before
+            // its deadline but read after it, baton stopped meanwhile, was rolled back).
+            rolloutEvent(at: loop.now() - (worker.readyReadLate ?? .zero)) { $0.newWorkerReady(slot: worker.slot) }
             watchStability(worker)
         } else {
             fillStartQueue()

@@ -124,6 +124,44 @@ import Testing
         #expect(h.supervisor.slots[0].current === worker)
     }
 
+    /// A re-audit (6 of 6): the same with `stability_window = "0s"`: whether the release served
+    /// before the deadline was judged when baton read READY=1, and the deploy was rolled back.
+    @Test func withoutAStabilityWindowAReadyReadLateCountsFromWhenItWasSent() throws {
+        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .zero }
+        try h.start()
+        h.autoReady = { _ in false }
+        let deploy = h.deploy(h.makeRelease("r2"), timeout: "3s")
+        h.advance(by: .milliseconds(100))
+        let worker = try #require(h.supervisor.slots[0].replacement)
+        h.clock.set(h.clock.now + .milliseconds(9900))
+        try Self.send("READY=1", to: try #require(worker.notifyPath))
+        h.host.wallClockAhead = 9.7
+        h.settle()
+        h.host.wallClockAhead = 0
+        h.finishOperations()
+        #expect(deploy.reply?.ok == true, "\(String(describing: deploy.reply))")
+    }
+
+    /// The re-audit: a worker that sent READY=1 and crashed inside its window while baton was
+    /// stopped was said `stable for 2s` (the rollout failed all the same, on its exit).
+    @Test func aWorkerThatExitedWhileBatonWasStoppedIsNotStable() throws {
+        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .seconds(2) }
+        try h.start()
+        h.autoReady = { _ in false }
+        let deploy = h.deploy(h.makeRelease("r2"), timeout: "30s")
+        h.advance(by: .milliseconds(100))
+        let worker = try #require(h.supervisor.slots[0].replacement)
+        h.clock.set(h.clock.now + .seconds(10))
+        try Self.send("READY=1", to: try #require(worker.notifyPath))
+        h.host.child(worker.pid)?.end(.exited(70))
+        h.host.wallClockAhead = 9.7
+        h.settle()
+        h.host.wallClockAhead = 0
+        h.finishOperations()
+        #expect(deploy.reply?.ok == false)
+        #expect(!deploy.progress.contains { $0.contains("stable for") }, "\(deploy.progress)")
+    }
+
     /// A pause audit: a READY=1 that baton read 8 s late (baton stopped) made a 1 s boot
     /// `ready after 8.40s`, the boot time the boot budget, the reservation and status go by. The
     /// boot ends when the worker sent it: the kernel's time of the datagram.
