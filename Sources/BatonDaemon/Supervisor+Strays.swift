@@ -44,20 +44,23 @@ extension Supervisor {
     }
 
     /// A worker that never got ready exited or was killed: its slot gives it up, and with it
-    /// what escaped from it (``cameFrom(_:_:)``), reported adopted already or not: each is
+    /// what escaped from it (``cameFrom(_:_:outputInode:)``), reported adopted already or not: each is
     /// SIGKILLed with its tree. An apps audit: a daemon reported adopted as another new worker's
     /// failure was handled was left out when the rollback stopped its own worker, and the
     /// failed release's daemon answered requests beside the old workers. Returns the pids killed.
-    func killEscapees(ofFailedStart worker: Worker) -> [pid_t] {
+    /// `failedStart`: it never got ready; else it ran a release that failed (a deploy rolled back).
+    /// `outputInode`: its output pipe's, read before its exit closed it.
+    func killEscapees(of worker: Worker, failedStart: Bool, outputInode: UInt64?) -> [pid_t] {
         var killed: [pid_t] = []
         for _ in 0..<4 {
-            let escaped = escapedChildren().filter { cameFrom(worker, $0) }
+            let escaped = escapedChildren().filter { cameFrom(worker, $0, outputInode: outputInode) }
             if escaped.isEmpty { break }
             for pid in escaped { killed += killUnsupervised(pid) }
         }
         guard !killed.isEmpty else { return [] }
+        let why = failedStart ? "failed its start" : "ran a release that failed"
         logger.warning(
-            "worker \(worker.pid) failed its start: SIGKILL to the \(Self.processes(killed)) that left its process group: its slot gives them up with it",
+            "worker \(worker.pid) \(why): SIGKILL to the \(Self.processes(killed)) that left its process group: its slot gives them up with it",
             metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
         return killed
     }
@@ -68,13 +71,22 @@ extension Supervisor {
     /// and a start after the worker's. A re-audit: attributed by start time alone, a slot's
     /// failed start SIGKILLed another slot's `setsid` helpers, one of a worker already ready.
     /// Unknown (the environment unreadable, a mold's fork): not its.
-    func cameFrom(_ worker: Worker, _ pid: pid_t) -> Bool {
+    ///
+    /// An apps re-audit: one that holds the worker's output pipe is its, whatever its
+    /// environment (a daemon exec'd by `env -i` was spared); one told by its slot alone must run
+    /// the worker's release and have started when no other live worker of the slot ran it (the
+    /// helpers a serving worker of another release started without LISTEN_PID were SIGKILLed).
+    func cameFrom(_ worker: Worker, _ pid: pid_t, outputInode: UInt64?) -> Bool {
+        if let outputInode, host.processes.pipes(of: pid).contains(outputInode) { return true }
         guard let environment = host.processes.environment(of: pid) else { return false }
         if let listenPID = environment.first(where: { $0.hasPrefix("LISTEN_PID=") }) { return listenPID == "LISTEN_PID=\(worker.pid)" }
-        guard environment.contains("BATON_SLOT=\(worker.slot)"), let since = worker.startTicks, let started = host.processes.startTime(of: pid) else {
+        guard environment.contains("BATON_SLOT=\(worker.slot)"), environment.contains("BATON_RELEASE=\(worker.spec.release)"),
+            let since = worker.startTicks, let started = host.processes.startTime(of: pid), started >= since
+        else {
             return false
         }
-        return started >= since
+        let others = slots[worker.slot].workers.filter { $0 !== worker && $0.spec.release == worker.spec.release }
+        return !others.contains { other in other.startTicks.map { $0 <= started } ?? true }
     }
 
     /// The children of baton still in the group of `worker`, whose pidfd turned readable (they

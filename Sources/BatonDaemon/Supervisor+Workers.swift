@@ -227,6 +227,8 @@ extension Supervisor {
         memoryMonitor.footprints.workerExited(pid: worker.pid)
         let previous = worker.state
         worker.state = .exited
+        // Its output pipe's inode, for what escaped from it and holds it (cleanUp closes it).
+        let outputInode = worker.outputFD >= 0 ? Self.inode(of: worker.outputFD) : nil
         cleanUp(worker)
         let slot = slots[worker.slot]
         let uptime = loop.now() - worker.startedAt
@@ -255,8 +257,18 @@ extension Supervisor {
         // memory audit: an old worker killed while its replacement booted failed the restart,
         // and the replacement was left serving unsupervised).
         let runsRolloutRelease = operation.map { $0.phase == .rollingOut && worker.startedByOperation == $0.number } ?? false
-        // One that never got ready gives its slot up, and what escaped from it goes too.
-        let escapees = leftInGroup + (worker.readyAt == nil && phase != .stopping ? killEscapees(ofFailedStart: worker) : [])
+        // One that never got ready gives its slot up, and what escaped from it goes too; so does
+        // what escaped from a worker of a release that failed (an apps re-audit: new workers
+        // that were ready left their daemons serving the failed release after the rollback).
+        let ofFailedRelease =
+            operation.map { op in
+                worker.startedByOperation == op.number && op.kind != .policy
+                    && (op.phase == .rollingBack || op.failure != nil || (op.phase == .rollingOut && stage != .draining))
+            } ?? false
+        let escapees =
+            leftInGroup
+            + ((worker.readyAt == nil || ofFailedRelease) && phase != .stopping
+                ? killEscapees(of: worker, failedStart: worker.readyAt == nil, outputInode: outputInode) : [])
         if let place {
             let verdict = WorkerExit.classify(
                 place: place, stage: stage, stopReason: worker.stopReason?.restartReason, exit: "\(exit)", pid: worker.pid,

@@ -223,6 +223,114 @@ extension ThirdIntegration {
             #expect(status.workers.map(\.pid) == old)
         }
 
+        /// An apps re-audit: new workers that daemonized, sent READY=1 and then one of them
+        /// exited 1: the deploy failed and rolled back, but their daemons ran on (20 of 20
+        /// requests answered by the failed release); one exec'd with an empty environment
+        /// (`env -i`, no LISTEN_PID to tell whose it was) was spared even by a failed start.
+        @Test("a failed deploy takes along the daemons of its workers that were ready, one with an empty environment too")
+        func aFailedDeployTakesAlongTheDaemonsOfReadyWorkers() throws {
+            let directory = TestPaths.temporaryDirectory("dmnr")
+            let script = directory + "/ready.py"
+            // Slot 0's daemon is a fork (its environment kept); slot 1's is exec'd by `env -i`
+            // and keeps the worker's output pipe. Both workers send READY=1 once their daemon
+            // runs; slot 1's then exits 1 when both do, slot 0's waits (the rollback stops it).
+            TestPaths.write(
+                script,
+                """
+                import os, socket, sys, time
+                d, slot = sys.argv[1], os.environ["BATON_SLOT"]
+                if os.fork() == 0:
+                    os.setsid()
+                    if os.fork() == 0:
+                        with open(d + "/pids.tmp" + slot, "w") as f:
+                            f.write("%d\\n" % os.getpid())
+                        os.rename(d + "/pids.tmp" + slot, d + "/daemon." + slot)
+                        if slot == "1":
+                            os.execv("/usr/bin/env", ["env", "-i", "/bin/sleep", "300"])
+                        time.sleep(300)
+                    os._exit(0)
+                while not os.path.exists(d + "/daemon." + slot):
+                    time.sleep(0.02)
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+                if slot == "0":
+                    time.sleep(300)
+                while not all(os.path.exists(d + "/daemon." + s) for s in "01"):
+                    time.sleep(0.02)
+                time.sleep(0.2)
+                sys.exit(1)
+                """)
+            func daemons() -> [pid_t] {
+                ["0", "1"].compactMap { (ProcFS.read(directory + "/daemon." + $0) ?? "").split(separator: "\n").first.flatMap { pid_t($0) } }
+            }
+            defer {
+                for pid in daemons() where ProcFS.read("/proc/\(pid)/cmdline").map({ $0.contains(script) || $0.hasPrefix("/bin/sleep") }) == true {
+                    kill(pid, SIGKILL)
+                }
+                TestPaths.remove(directory)
+            }
+            // A window the crash falls in: the release fails (not a crash once it served).
+            let baton = try BatonHarness(
+                workers: 2, sections: BatonHarness.defaultSections + "\n[deploy]\nstability_window = \"5s\"", tag: "dmnr", reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", script, directory])
+            #expect(deployed.code == 1, "\(deployed.stdout)\(deployed.stderr)")
+            let pids = daemons()
+            #expect(pids.count == 2, "\(pids) \(baton.process.stderrLines.suffix(10))")
+            for pid in pids {
+                #expect(waitGone(pid, timeout: .seconds(5)), "daemon \(pid) of the failed release runs on: \(baton.process.stderrLines.suffix(10))")
+            }
+            let status = try baton.status()
+            #expect((status.strays ?? []).isEmpty, "strays: \(status.strays ?? [])")
+            #expect(status.workers.allSatisfy { $0.release == baton.releaseDirectory }, "\(status.workers)")
+        }
+
+        /// The apps re-audit: a serving worker that dropped LISTEN_PID from its environment (as
+        /// `sd_listen_fds(1)` does) started `setsid` helpers while its slot's new worker, of
+        /// another release, failed its start: the helpers were taken for the new worker's (its
+        /// slot, started after it) and SIGKILLed.
+        @Test("a failed start leaves the helpers of its slot's serving worker of another release")
+        func aFailedStartLeavesItsSlotsServingWorkersHelpers() throws {
+            let directory = TestPaths.temporaryDirectory("dmno")
+            let old = directory + "/old.py"
+            // The serving worker: once `go` exists, a helper that leaves its group, without LISTEN_PID.
+            TestPaths.write(
+                old,
+                """
+                import os, socket, subprocess, sys, time
+                d = sys.argv[1]
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+                while not os.path.exists(d + "/go"):
+                    time.sleep(0.02)
+                env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+                subprocess.run(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > " + d + "/helper.tmp && mv " + d + "/helper.tmp " + d + "/helper"], env=env)
+                time.sleep(300)
+                """)
+            // The new worker: `go`, then exit 1 once the helper runs (a failed start).
+            let new = directory + "/new.py"
+            TestPaths.write(
+                new,
+                """
+                import os, sys, time
+                d = sys.argv[1]
+                open(d + "/go", "w").close()
+                while not os.path.exists(d + "/helper"):
+                    time.sleep(0.02)
+                sys.exit(1)
+                """)
+            var helper: pid_t?
+            defer {
+                if let helper, ProcFS.read("/proc/\(helper)/cmdline")?.hasPrefix("sleep") == true { kill(helper, SIGKILL) }
+                TestPaths.remove(directory)
+            }
+            let baton = try BatonHarness(workers: 1, command: ["python3", old, directory], tag: "dmno", reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", new, directory])
+            #expect(deployed.code == 1, "\(deployed.stdout)\(deployed.stderr)")
+            helper = (ProcFS.read(directory + "/helper") ?? "").split(separator: "\n").first.flatMap { pid_t($0) }
+            let pid = try #require(helper, "no helper: \(baton.process.stderrLines.suffix(10))")
+            #expect(kill(pid, 0) == 0, "the serving worker's helper \(pid) was killed: \(baton.process.stderrLines.suffix(10))")
+        }
+
         /// An output audit: a stray (`setsid`) that outlived its worker wrote to the worker's
         /// output pipe, which baton closed when it reaped the worker: its lines went nowhere, and
         /// one without the worker's reader (Python's `subprocess` closes it) died of SIGPIPE.
