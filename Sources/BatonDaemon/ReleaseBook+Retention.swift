@@ -43,7 +43,7 @@ extension ReleaseBook {
         }
         // The folders a kept release's path goes through before a `..` stay too (kept, not counted).
         let named = [state.current.directory] + (state.previous.map { [$0.directory] } ?? []) + inUse + waiting
-        let waiting = waiting + named.flatMap(ReleaseRetention.foldersPassedThrough)
+        let waiting = waiting + named.flatMap { ReleaseRetention.foldersPassedThrough($0, readlink: Filesystem.linkTarget) }
         let lastDeployed = resolvedKeys(ReleaseRetention.lastDeployed(history))
         let deployOrder = resolvedKeys(ReleaseRetention.deployOrder(history))
         let listings = ReleaseRetention.plan(

@@ -238,14 +238,20 @@ extension Supervisor {
     /// after the link was flipped to a fresh upload went there; so is a path through `..`,
     /// whose folder retention may remove. The folder itself is recorded whenever the path is
     /// another spelling of it.
+    /// Workers left on two folders (the link flipped while a deploy ran: a re-audit 2 saw a
+    /// rollback go to a fresh upload then) give the folder most of them run, slot 0's on a tie.
     func pinPreviousToTheFolderThatRan(_ op: Operation) {
-        let folders = Set(slots.compactMap { $0.current?.folder.map(PathKey.init) })
-        guard folders.count == 1, let ran = folders.first, slots.allSatisfy({ $0.current?.folder != nil }), let previous = op.previous,
-            PathKey(previous.directory) != ran
-        else { return }
+        let started = slots.compactMap { s in s.current?.folder.map { (folder: PathKey($0), slot: s.index) } }
+        let groups = Dictionary(grouping: started, by: \.folder)
+        let most = groups.max { a, b in
+            a.value.count != b.value.count ? a.value.count < b.value.count : (a.value.map(\.slot).min() ?? 0) > (b.value.map(\.slot).min() ?? 0)
+        }
+        guard started.count == slots.count, let ran = most?.key, let previous = op.previous, PathKey(previous.directory) != ran else { return }
         let named = Self.resolved(previous.directory)
         if PathKey(named) != ran {
-            logger.info("\(previous.directory) names \(named) now, but the workers run \(ran.path): that is the release before this \(op.kind.rawValue)")
+            logger.info(
+                "\(previous.directory) names \(named) now, but \(groups.count > 1 ? "most workers run" : "the workers run") \(ran.path): that is the release before this \(op.kind.rawValue)"
+            )
         }
         op.previous?.directory = ran.path
         if op.previousSpec.map({ PathKey($0.directory) != ran }) ?? false { op.previousSpec?.directory = ran.path }

@@ -112,6 +112,14 @@ public enum Filesystem {
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
     }
 
+    /// The target of the symbolic link `path` (readlink), nil when it is not one.
+    public static func linkTarget(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// mkdir -p: creates the missing components of `path`, the last with `mode` and the
     /// parents with 0755 (umask applied). An existing directory keeps its owner and mode:
     /// baton never chmods or chowns what it did not create; it only checks that it can write

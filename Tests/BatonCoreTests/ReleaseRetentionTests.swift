@@ -72,6 +72,11 @@ struct ReleaseRetentionTests {
         #expect(ReleaseRetention.foldersPassedThrough("/r/a/b/../../c/./d/../e") == ["/r/a/b", "/r/a", "/r/c/d"])
         #expect(ReleaseRetention.foldersPassedThrough("/r//s/t") == [])
         #expect(ReleaseRetention.foldersPassedThrough("/../r") == [])
+        // A link's target walked as the kernel walks it (a re-audit 2: `current` → `releases/x/../z`).
+        let links = ["/d/current": "releases/x/../z", "/d/abs": "/r/a/../b", "/d/loop": "/d/loop"]
+        #expect(ReleaseRetention.foldersPassedThrough("/d/current", readlink: { links[$0] }) == ["/d/releases/x"])
+        #expect(ReleaseRetention.foldersPassedThrough("/d/abs/c", readlink: { links[$0] }) == ["/r/a"])
+        #expect(ReleaseRetention.foldersPassedThrough("/d/loop", readlink: { links[$0] }) == [])
     }
 
     @Test("age is the last successful deploy when later than the folder's mtime")

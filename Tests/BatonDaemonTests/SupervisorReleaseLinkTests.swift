@@ -209,6 +209,13 @@ import Testing
         deploy(h, releases + "/K")
         deploy(h, releases + "/H/../J")
         #expect(access(releases + "/H", F_OK) == 0, "the current release's path goes through H")
+        // A re-audit 2: the `..` in a link's target (`cur3` → `releases/M/../N`).
+        for name in ["M", "N", "P"] { mkdir(releases + "/" + name, 0o755) }
+        deploy(h, releases + "/M")
+        deploy(h, releases + "/P")
+        #expect(symlink("releases/M/../N", h.root + "/cur3") == 0)
+        deploy(h, h.root + "/cur3")
+        #expect(access(releases + "/M", F_OK) == 0, "the current release's link goes through M")
         let g = try DaemonHarness(workers: 1) {
             $0.deploy.keepReleases = 3
             $0.deploy.stabilityWindow = .zero
@@ -252,6 +259,10 @@ import Testing
             message.contains(
                 "its workers run 2 folders (\(Supervisor.resolved(d)): slot 0; \(Supervisor.resolved(e)): slot 1): a link in its path was flipped while it ran"),
             "\(message)")
+        // The next deploy's previous release is a folder that ran, slot 0's on a tie (a re-audit
+        // 2: the link itself, and a rollback after it was flipped again went to a fresh upload).
+        deploy(h, h.makeRelease("F"))
+        #expect(h.supervisor.releaseState.previous?.directory == Supervisor.resolved(d))
     }
 
     /// The audit: a release named with a newline split every line naming it (status, history,

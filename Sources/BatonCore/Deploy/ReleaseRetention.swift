@@ -130,20 +130,32 @@ public enum ReleaseRetention {
         return String(p)
     }
 
-    /// The folders `path` goes through before a `..` (`/r/H` of `/r/H/../J`), as written: the
-    /// kernel walks them, so they must stay for the path to name its folder, though its
-    /// folder (`/r/J`) is elsewhere (a releases re-audit: retention removed H, and the current
-    /// release's next worker failed on chdir).
-    public static func foldersPassedThrough(_ path: String) -> [String] {
-        var stack: [Substring] = []
+    /// The folders `path` goes through before a `..` (`/r/H` of `/r/H/../J`), its links followed
+    /// as the kernel follows them (`readlink` gives a link's target, nil for anything else): the
+    /// kernel walks them, so they must stay for the path to name its folder, though its folder
+    /// (`/r/J`) is elsewhere. A releases re-audit: retention removed H, and the current
+    /// release's next worker failed on chdir; a re-audit 2: the same with the `..` in the target
+    /// of a link (`current` → `releases/x/../z`). At most 40 links, as the kernel.
+    public static func foldersPassedThrough(_ path: String, readlink: (String) -> String? = { _ in nil }) -> [String] {
+        var pending = path.split(separator: "/").map(String.init)
+        var stack: [String] = []
         var passed: [String] = []
-        for part in path.split(separator: "/") where part != "." {
+        var links = 0
+        while !pending.isEmpty {
+            let part = pending.removeFirst()
+            if part == "." { continue }
             if part == ".." {
                 if !stack.isEmpty { passed.append("/" + stack.joined(separator: "/")) }
                 _ = stack.popLast()
-            } else {
-                stack.append(part)
+                continue
             }
+            if links < 40, let target = readlink("/" + (stack + [part]).joined(separator: "/")) {
+                links += 1
+                if target.hasPrefix("/") { stack = [] }
+                pending = target.split(separator: "/").map(String.init) + pending
+                continue
+            }
+            stack.append(part)
         }
         return passed
     }
