@@ -34,6 +34,11 @@ extension Supervisor {
             }
             let what = slot >= 0 ? "new worker for slot \(slot) failed: \(reason)" : reason
             op.report("\(op.kind.rawValue) failed: \(what)")
+            // Its new workers drained after it ended (a canary that failed, `nothing changed`) take
+            // what escaped from them along too (a re-audit 2: their daemons answered 11 of 30).
+            if op.kind != .policy {
+                for w in slots.flatMap(\.workers) where w.startedByOperation == op.number { w.ranFailedRelease = true }
+            }
             restorePreviousConfig(op)
             // A recycle's slots that got their new worker keep it: it runs the same release.
             if replaced.isEmpty || op.kind == .policy {

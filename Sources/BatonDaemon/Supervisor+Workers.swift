@@ -261,7 +261,8 @@ extension Supervisor {
         // what escaped from a worker of a release that failed (an apps re-audit: new workers
         // that were ready left their daemons serving the failed release after the rollback).
         let ofFailedRelease =
-            operation.map { op in
+            worker.ranFailedRelease
+            || operation.map { op in
                 worker.startedByOperation == op.number && op.kind != .policy
                     && (op.phase == .rollingBack || op.failure != nil || (op.phase == .rollingOut && stage != .draining))
             } ?? false

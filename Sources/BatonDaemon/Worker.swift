@@ -52,6 +52,9 @@ final class Worker: ChildChannels {
     var state: State = .starting
     /// The operation whose rollout started it (a replacement), if one did.
     var startedByOperation: Int?
+    /// It runs the release of a deploy or rollback that failed: what escaped from it goes with
+    /// it, also when it exits after that operation ended (``killEscapees(of:failedStart:outputInode:)``).
+    var ranFailedRelease = false
     /// Monotonic time it became ready (when baton learnt it).
     var readyAt: Duration?
     /// How long it took to become ready: until it sent its READY=1 (the datagram's kernel time),

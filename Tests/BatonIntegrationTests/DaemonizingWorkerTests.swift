@@ -284,6 +284,50 @@ extension ThirdIntegration {
             #expect(status.workers.allSatisfy { $0.release == baton.releaseDirectory }, "\(status.workers)")
         }
 
+        /// An apps re-audit 2: the canary failed its start (`nothing changed`) while another
+        /// slot's new worker, ready, had started a daemon; that worker was drained after the
+        /// deploy ended, and its daemon answered 11 of 30 requests for the failed release.
+        @Test("a canary that fails takes along the daemons of the new workers that waited for it")
+        func aFailedCanaryTakesAlongTheDaemonsOfTheWorkersThatWaited() throws {
+            let directory = TestPaths.temporaryDirectory("dmnc")
+            let script = directory + "/canary.py"
+            TestPaths.write(
+                script,
+                """
+                import os, socket, sys, time
+                d, slot = sys.argv[1], os.environ["BATON_SLOT"]
+                if slot == "0":
+                    while not os.path.exists(d + "/daemon.1"):
+                        time.sleep(0.02)
+                    time.sleep(0.2)
+                    sys.exit(1)
+                if os.fork() == 0:
+                    os.setsid()
+                    if os.fork() == 0:
+                        with open(d + "/pids.tmp", "w") as f:
+                            f.write("%d\\n" % os.getpid())
+                        os.rename(d + "/pids.tmp", d + "/daemon.1")
+                        time.sleep(300)
+                    os._exit(0)
+                while not os.path.exists(d + "/daemon.1"):
+                    time.sleep(0.02)
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+                time.sleep(300)
+                """)
+            func daemon() -> pid_t? { (ProcFS.read(directory + "/daemon.1") ?? "").split(separator: "\n").first.flatMap { pid_t($0) } }
+            defer {
+                if let pid = daemon(), ProcFS.read("/proc/\(pid)/cmdline")?.contains(script) == true { kill(pid, SIGKILL) }
+                TestPaths.remove(directory)
+            }
+            let baton = try BatonHarness(workers: 2, tag: "dmnc", reuse: directory)
+            defer { baton.stop(keepDirectory: true) }
+            let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", script, directory])
+            #expect(deployed.code == 1 && deployed.stderr.contains("nothing changed"), "\(deployed.stdout)\(deployed.stderr)")
+            let pid = try #require(daemon(), "\(baton.process.stderrLines.suffix(10))")
+            #expect(waitGone(pid, timeout: .seconds(5)), "daemon \(pid) of the failed release runs on: \(baton.process.stderrLines.suffix(10))")
+            #expect((try baton.status().strays ?? []).isEmpty)
+        }
+
         /// The apps re-audit: a serving worker that dropped LISTEN_PID from its environment (as
         /// `sd_listen_fds(1)` does) started `setsid` helpers while its slot's new worker, of
         /// another release, failed its start: the helpers were taken for the new worker's (its
