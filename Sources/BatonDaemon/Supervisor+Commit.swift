@@ -165,7 +165,12 @@ extension Supervisor {
         let elapsed = Units.formatElapsed(loop.now() - op.startedAt)
         let message =
             "\(op.kind.rawValue) finished: \(slots.count) workers on \(op.target?.directory ?? "?") in \(elapsed)" + op.endSuffix
-        if op.kind.isDeploy, let target = op.target { releases.recordDeployed(target) }
+        if op.kind.isDeploy, let target = op.target {
+            releases.recordDeployed(target)
+            // Each folder its workers started in is deployed too: one a link flipped mid-deploy
+            // left some on was listed `not-deployed` and never pruned (a re-audit 3).
+            for folder in Set(slots.compactMap { $0.current?.folder }) { releases.recordDeployed(Release(directory: folder)) }
+        }
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
         if op.kind.isDeploy && config.deploy.releasesDirectory != nil { pruneReleases(report: op.report) }
@@ -255,7 +260,7 @@ extension Supervisor {
         let named = Self.resolved(previous.directory)
         if PathKey(named) != ran {
             logger.info(
-                "\(previous.directory) names \(named) now, but \(groups.count > 1 ? "most workers run" : "the workers run") \(ran.path): that is the release before this \(op.kind.rawValue)"
+                "\(previous.directory) names \(named) now, but \(groups.count > 1 ? "the workers run \(groups.count) folders, most of them (slot 0's on a tie)" : "the workers run") \(ran.path): that is the release before this \(op.kind.rawValue)"
             )
         }
         op.previous?.directory = ran.path

@@ -259,6 +259,10 @@ import Testing
             message.contains(
                 "its workers run 2 folders (\(Supervisor.resolved(d)): slot 0; \(Supervisor.resolved(e)): slot 1): a link in its path was flipped while it ran"),
             "\(message)")
+        // Both folders are deployed: retention may remove each once old (a re-audit 3: the one
+        // the link no longer named was `not-deployed` for ever).
+        let deployedFolders = Set(h.supervisor.releases.deployed.map { PathKey($0) })
+        #expect(deployedFolders.isSuperset(of: [PathKey(Supervisor.resolved(d)), PathKey(Supervisor.resolved(e))]), "\(deployedFolders)")
         // The next deploy's previous release is a folder that ran, slot 0's on a tie (a re-audit
         // 2: the link itself, and a rollback after it was flipped again went to a fresh upload).
         deploy(h, h.makeRelease("F"))
