@@ -333,6 +333,20 @@ import Testing
         h.supervisor.attach(rerun, release: r2)
         #expect(rerun.reply?.ok == false && rerun.reply?.code == 1, "\(String(describing: rerun.reply))")
         #expect(rerun.reply?.error?.contains("last: deploy of \(r2) refused") == true, "\(String(describing: rerun.reply))")
+        // Refused for a --max-surge past what any app has (a re-audit: the protocol refused it,
+        // with no history line, and attach answered r2's older success, exit 0).
+        let client = RecordingWaiter()
+        let options = try decodedOptions(#"{"v":1,"cmd":"deploy","deploy":{"release":"\#(r2)","max_surge":1025}}"#)
+        h.supervisor.requestDeploy(kind: .deploy, options: options, waiter: client, uid: 0)
+        #expect(client.reply?.code == 2 && client.reply?.error == "--max-surge must be between 1 and 2, got 1025", "\(String(describing: client.reply))")
+        let again = RecordingWaiter()
+        h.supervisor.attach(again, release: r2)
+        #expect(again.reply?.ok == false && again.reply?.error?.contains("got 1025") == true, "\(String(describing: again.reply))")
+    }
+
+    /// The deploy options of a request line, as the control server decodes them.
+    private func decodedOptions(_ line: String) throws -> DeployOptions {
+        try #require(try ControlProtocol.decodeRequest(Array(line.utf8)).get().deploy)
     }
 
     /// A CI audit (2 of 2): job B's deploy waited behind job A's; B was cancelled and re-run as

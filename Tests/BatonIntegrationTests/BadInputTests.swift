@@ -579,7 +579,7 @@ extension SecondIntegration {
             let release = baton.directory + "/r-bad-input"
             mkdir(release, 0o755)
             let refusals: [([String], String)] = [
-                (["deploy", "--release", release, "--max-surge", "1000000"], "deploy.max_surge must be between 1 and"),
+                (["deploy", "--release", release, "--max-surge", "1000000"], "--max-surge must be between 1 and 1, got 1000000"),
                 (["deploy", "--release", "/"], "release / is a system directory, not a release folder"),
                 (["deploy", "--release", release, "--command", ""], "--command must not be empty"),
                 (["deploy", "--release", release, "--env", "1A=v"], "--env expects KEY=VALUE with KEY a variable name"),

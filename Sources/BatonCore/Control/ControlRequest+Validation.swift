@@ -2,8 +2,6 @@
 /// value that would be cut short (a NUL ends a C string: an argv, an environment entry, a
 /// path) or overflow later arithmetic (a size added to others, a count used as a bound).
 extension ControlRequest {
-    /// The most workers a config may have, so the most a surge can be.
-    static let maxSurgeBound = 1024
     /// The longest path taken (Linux's PATH_MAX, 4096 with its NUL): a longer one cannot be
     /// opened, and whole, it made a 10,000-character error line.
     static let maxPathBytes = 4095
@@ -43,11 +41,9 @@ extension DeployOptions {
         if let bad = environment?.first(where: { !EnvironmentFile.isValidName($0.name) }) {
             return "deploy.environment: \"\(ControlProtocol.printable(bad.name))\" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
         }
-        if let maxSurge, !(1...ControlRequest.maxSurgeBound).contains(maxSurge) {
-            // The daemon bounds it by `[app] workers` (at most this); a numerics audit: the message
-            // said 1...1024 where the bound was 4.
-            return "deploy.max_surge must be between 1 and [app] workers (at most \(ControlRequest.maxSurgeBound)), got \(maxSurge)"
-        }
+        // deploy.max_surge is the daemon's to bound (by `[app] workers`): refused there, a deploy
+        // refused as asked has a history line, which `deploy --attach --release` answers with (a
+        // re-audit: refused here at 1025, it had none, and attach answered an older success).
         if let timeout, let problem = Units.timeoutProblem(timeout, option: "deploy.timeout") { return problem }
         return nil
     }
