@@ -218,9 +218,9 @@ final class ReleaseBook {
         }
         // A folder where release.json goes: a deploy would replace every worker, fail its commit
         // and roll them all back (a state audit). Refused before it touches one.
-        if entry.kind.isDeploy, let error = store.releaseStateFolderError() {
-            recordUnwritable(error)
-            throw CommitBlocked(description: unwritableLine(error))
+        if entry.kind.isDeploy, let line = commitBlocker() {
+            recordProblem(line)
+            throw CommitBlocked(description: line)
         }
         do {
             // The previous baton's unfinished operation is recorded in history before this one

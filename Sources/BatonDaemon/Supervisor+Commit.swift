@@ -158,7 +158,7 @@ extension Supervisor {
         // A hostile-app audit: a deploy said "finished" while 5 strays of the old release (a
         // worker that double-forked a daemon keeping the socket) still answered 145 of 200 requests.
         op.strays = escapedChildren().sorted()
-        if op.kind.isDeploy, let mixed = Self.mixedFolders(slots) {
+        if op.kind.isDeploy, let mixed = Self.mixedFolders(servingFolders().groups) {
             op.mixedFolders = mixed
             logger.warning("\(op.kind.rawValue) of \(op.target?.directory ?? "?"): \(mixed)")
         }
@@ -169,7 +169,7 @@ extension Supervisor {
             releases.recordDeployed(target)
             // Each folder its workers started in is deployed too: one a link flipped mid-deploy
             // left some on was listed `not-deployed` and never pruned (a re-audit 3).
-            for folder in Set(slots.compactMap { $0.current?.folder }) { releases.recordDeployed(Release(directory: folder)) }
+            for folder in servingFolders().groups.keys { releases.recordDeployed(Release(directory: folder.path)) }
         }
         // Retention runs before the final reply so that its line reaches the CI log;
         // the folders are removed off the loop afterwards.
@@ -199,7 +199,7 @@ extension Supervisor {
             ? restarted.sorted().map { "slot \($0): \((op.slotReasons[$0] ?? op.restartReason).rawValue)" }.joined(separator: ", ") : ""
         // A release that succeeded through a link (or spelled otherwise): the folder it runs in.
         let release = op.releaseDirectory ?? releaseState.current.directory
-        let served = Set(self.slots.compactMap { $0.current?.folder.map(PathKey.init) })
+        let served = servingFolders().groups.keys
         let folder =
             op.kind.isDeploy && outcome == .succeeded && served.count == 1 && served.first != PathKey(release) ? served.first?.path : nil
         return HistoryEntry(
@@ -251,12 +251,10 @@ extension Supervisor {
     /// Workers left on two folders (the link flipped while a deploy ran: a re-audit 2 saw a
     /// rollback go to a fresh upload then) give the folder most of them run, slot 0's on a tie.
     func pinPreviousToTheFolderThatRan(_ op: Operation) {
-        let started = slots.compactMap { s in s.current?.folder.map { (folder: PathKey($0), slot: s.index) } }
-        let groups = Dictionary(grouping: started, by: \.folder)
-        let most = groups.max { a, b in
-            a.value.count != b.value.count ? a.value.count < b.value.count : (a.value.map(\.slot).min() ?? 0) > (b.value.map(\.slot).min() ?? 0)
-        }
-        guard started.count == slots.count, let ran = most?.key, let previous = op.previous, PathKey(previous.directory) != ran else { return }
+        let (groups, everySlot) = servingFolders()
+        // Most slots; on a tie, the folder of the lowest slot (each group lists its slots in order).
+        let most = groups.max { a, b in a.value.count != b.value.count ? a.value.count < b.value.count : a.value[0] > b.value[0] }
+        guard everySlot, let ran = most?.key, let previous = op.previous, PathKey(previous.directory) != ran else { return }
         let named = Self.resolved(previous.directory)
         if PathKey(named) != ran {
             logger.info(
@@ -267,15 +265,22 @@ extension Supervisor {
         if op.previousSpec.map({ PathKey($0.directory) != ran }) ?? false { op.previousSpec?.directory = ran.path }
     }
 
+    /// The folders the serving workers started in (each resolved as it started), with the slots
+    /// in each, in order; `everySlot`: every slot has a serving worker whose folder is known.
+    /// One derivation for the previous release's pin, the split note, history's `folder`, the
+    /// folders recorded as deployed and `baton releases`' current mark.
+    func servingFolders() -> (groups: [PathKey: [Int]], everySlot: Bool) {
+        let started = slots.compactMap { s in s.current?.folder.map { (folder: PathKey($0), slot: s.index) } }
+        return (Dictionary(grouping: started, by: \.folder).mapValues { $0.map(\.slot) }, started.count == slots.count)
+    }
+
     /// The folders the serving workers started in, when more than one: a release deployed
     /// through a link flipped while it ran (a releases audit: `deploy finished`, exit 0, with 3
     /// workers on D and 1 on E, and nothing said so).
-    static func mixedFolders(_ slots: [Slot]) -> String? {
-        let started = slots.compactMap { s in s.current?.folder.map { (folder: $0, slot: s.index) } }
-        let groups = Dictionary(grouping: started) { PathKey($0.folder) }
+    static func mixedFolders(_ groups: [PathKey: [Int]]) -> String? {
         guard groups.count > 1 else { return nil }
-        let parts = groups.values.sorted { $0[0].slot < $1[0].slot }.map { g in
-            "\(g[0].folder): slot\(g.count == 1 ? "" : "s") \(list(g.map(\.slot)))"
+        let parts = groups.sorted { $0.value[0] < $1.value[0] }.map { folder, slots in
+            "\(folder.path): slot\(slots.count == 1 ? "" : "s") \(list(slots))"
         }
         return
             "its workers run \(groups.count) folders (\(parts.joined(separator: "; "))): a link in its path was flipped while it ran; deploy the folder itself to run one"

@@ -32,8 +32,8 @@ extension Supervisor {
         // The current release is the folder its workers started in (a releases audit: a link
         // flipped to a fresh upload showed that upload as `current`, the workers' folder as
         // `in-use`); while a rollout mixes folders, the path it was deployed as, resolved now.
-        let serving = Set(slots.compactMap { $0.current?.folder.map(PathKey.init) })
-        let currentFolder = operation == nil && serving.count == 1 && slots.allSatisfy({ $0.current?.folder != nil }) ? serving.first?.path : nil
+        let served = servingFolders()
+        let currentFolder = operation == nil && served.everySlot && served.groups.count == 1 ? served.groups.first?.key.path : nil
         return try releases.listing(
             of: releasesDirectory, keep: keep, inUse: inUse, waiting: waiting, batonDirectories: batonDirectories,
             appDirectory: config.app.directory, currentFolder: currentFolder)
