@@ -100,26 +100,36 @@ import Testing
         #expect(h.supervisor.restartsByReason[.watchdog] == 1)
     }
 
+    /// A deploy of one worker (`window`, `--timeout timeout`) during which baton is stopped from
+    /// 0.1 s for `stopped`: the clock jumps and nothing runs; the new worker sent READY=1 9.7 s
+    /// before baton reads it (`meanwhile` runs on it first: it may end it); then the operation
+    /// runs to its end.
+    static func deployWithAReadyReadLate(
+        window: Duration, timeout: String, stopped: Duration, meanwhile: (DaemonHarness, Worker) -> Void = { _, _ in }
+    ) throws -> (h: DaemonHarness, deploy: RecordingWaiter, worker: Worker) {
+        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = window }
+        try h.start()
+        h.autoReady = { _ in false }
+        let deploy = h.deploy(h.makeRelease("r2"), timeout: timeout)
+        h.advance(by: .milliseconds(100))
+        let worker = try #require(h.supervisor.slots[0].replacement)
+        h.clock.set(h.clock.now + stopped)
+        try send("READY=1", to: try #require(worker.notifyPath))
+        meanwhile(h, worker)
+        h.host.wallClockAhead = 9.7
+        h.settle()
+        h.host.wallClockAhead = 0
+        h.finishOperations()
+        return (h, deploy, worker)
+    }
+
     /// A crash audit (3 of 3): `kill -STOP` of baton 0.1 s into a deploy with `--timeout 3s`,
     /// `-CONT` 10 s later. Its new worker sent READY=1 at 0.3 s, so its window ended at 0.8 s,
     /// but the window was counted from when baton read it: the deadline came first, and the
     /// deploy was rolled back with exit 4, where README says a deploy whose windows ended before
     /// the deadline while baton was stopped finishes.
     @Test func aStabilityWindowCountsFromAReadyReadLate() throws {
-        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .milliseconds(500) }
-        try h.start()
-        h.autoReady = { _ in false }
-        let deploy = h.deploy(h.makeRelease("r2"), timeout: "3s")
-        h.advance(by: .milliseconds(100))
-        let worker = try #require(h.supervisor.slots[0].replacement)
-        // Baton stopped from 0.1 s to 10 s: the clock jumps, nothing runs; the worker's READY=1
-        // was sent 9.7 s before baton reads it.
-        h.clock.set(h.clock.now + .milliseconds(9900))
-        try Self.send("READY=1", to: try #require(worker.notifyPath))
-        h.host.wallClockAhead = 9.7
-        h.settle()
-        h.host.wallClockAhead = 0
-        h.finishOperations()
+        let (h, deploy, worker) = try Self.deployWithAReadyReadLate(window: .milliseconds(500), timeout: "3s", stopped: .milliseconds(9900))
         #expect(deploy.reply?.ok == true, "\(String(describing: deploy.reply)) \(deploy.progress)")
         #expect(h.supervisor.slots[0].current === worker)
     }
@@ -127,37 +137,16 @@ import Testing
     /// A re-audit (6 of 6): the same with `stability_window = "0s"`: whether the release served
     /// before the deadline was judged when baton read READY=1, and the deploy was rolled back.
     @Test func withoutAStabilityWindowAReadyReadLateCountsFromWhenItWasSent() throws {
-        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .zero }
-        try h.start()
-        h.autoReady = { _ in false }
-        let deploy = h.deploy(h.makeRelease("r2"), timeout: "3s")
-        h.advance(by: .milliseconds(100))
-        let worker = try #require(h.supervisor.slots[0].replacement)
-        h.clock.set(h.clock.now + .milliseconds(9900))
-        try Self.send("READY=1", to: try #require(worker.notifyPath))
-        h.host.wallClockAhead = 9.7
-        h.settle()
-        h.host.wallClockAhead = 0
-        h.finishOperations()
+        let (_, deploy, _) = try Self.deployWithAReadyReadLate(window: .zero, timeout: "3s", stopped: .milliseconds(9900))
         #expect(deploy.reply?.ok == true, "\(String(describing: deploy.reply))")
     }
 
     /// The re-audit: a worker that sent READY=1 and crashed inside its window while baton was
     /// stopped was said `stable for 2s` (the rollout failed all the same, on its exit).
     @Test func aWorkerThatExitedWhileBatonWasStoppedIsNotStable() throws {
-        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .seconds(2) }
-        try h.start()
-        h.autoReady = { _ in false }
-        let deploy = h.deploy(h.makeRelease("r2"), timeout: "30s")
-        h.advance(by: .milliseconds(100))
-        let worker = try #require(h.supervisor.slots[0].replacement)
-        h.clock.set(h.clock.now + .seconds(10))
-        try Self.send("READY=1", to: try #require(worker.notifyPath))
-        h.host.child(worker.pid)?.end(.exited(70))
-        h.host.wallClockAhead = 9.7
-        h.settle()
-        h.host.wallClockAhead = 0
-        h.finishOperations()
+        let (_, deploy, _) = try Self.deployWithAReadyReadLate(window: .seconds(2), timeout: "30s", stopped: .seconds(10)) { h, worker in
+            h.host.child(worker.pid)?.end(.exited(70))
+        }
         #expect(deploy.reply?.ok == false)
         #expect(!deploy.progress.contains { $0.contains("stable for") }, "\(deploy.progress)")
     }

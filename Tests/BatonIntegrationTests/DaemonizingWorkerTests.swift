@@ -47,6 +47,56 @@ extension ThirdIntegration {
             time.sleep(300)
             """
 
+        /// Defines `daemonize(d, name, stdio_to_null=False, exec_argv=None)` for a worker script:
+        /// a double fork whose middle process exits at once (the daemon, in a session of its own,
+        /// is handed to baton), the daemon's pid written to `d/daemon.NAME`, then it sleeps, or
+        /// execs `exec_argv` (a path, then the arguments with argv[0]).
+        static let daemonize = """
+            import os, socket, sys, time
+            def daemonize(d, name, stdio_to_null=False, exec_argv=None):
+                if os.fork() == 0:
+                    os.setsid()
+                    if os.fork() == 0:
+                        if stdio_to_null:
+                            null = os.open("/dev/null", os.O_RDWR)
+                            for fd in (0, 1, 2):
+                                os.dup2(null, fd)
+                        with open(d + "/pids.tmp" + name, "w") as f:
+                            f.write("%d\\n" % os.getpid())
+                        os.rename(d + "/pids.tmp" + name, d + "/daemon." + name)
+                        if exec_argv:
+                            os.execv(exec_argv[0], exec_argv[1:])
+                        time.sleep(300)
+                    os._exit(0)
+
+            """
+
+        /// The pids `daemonize` recorded under `names` in `directory`.
+        static func recordedDaemons(in directory: String, _ names: [String]) -> [pid_t] {
+            names.compactMap { (ProcFS.read(directory + "/daemon." + $0) ?? "").split(separator: "\n").first.flatMap { pid_t($0) } }
+        }
+
+        /// SIGKILL to what `daemonize` recorded and still runs: a process of the test's script
+        /// (its command line names `directory`) or the `sleep` it exec'd.
+        static func reapDaemons(in directory: String, _ names: [String]) {
+            for pid in recordedDaemons(in: directory, names)
+            where ProcFS.read("/proc/\(pid)/cmdline").map({ $0.contains(directory) || $0.hasPrefix("/bin/sleep") }) == true {
+                kill(pid, SIGKILL)
+            }
+        }
+
+        /// `count` daemons were recorded, each is gone within 5 s (a failed release took them
+        /// along), and `baton status` lists no stray; returns that status.
+        private func expectTakenAlong(_ pids: [pid_t], count: Int, _ baton: BatonHarness) throws -> StatusReport {
+            #expect(pids.count == count, "\(pids) \(baton.process.stderrLines.suffix(10))")
+            for pid in pids {
+                #expect(waitGone(pid, timeout: .seconds(5)), "daemon \(pid) of the failed release runs on: \(baton.process.stderrLines.suffix(10))")
+            }
+            let status = try baton.status()
+            #expect((status.strays ?? []).isEmpty, "strays: \(status.strays ?? [])")
+            return status
+        }
+
         /// The daemons' records: each one's pids (daemon first) and what its fd 3 was.
         static func daemons(in directory: String) -> [(pids: [pid_t], fd3: String)] {
             (Filesystem.entryNames(of: directory) ?? []).filter { $0.hasPrefix("pids.") && !$0.hasSuffix(".tmp") }.compactMap { name in
@@ -180,31 +230,17 @@ extension ThirdIntegration {
             let script = directory + "/two.py"
             TestPaths.write(
                 script,
-                """
-                import os, sys, time
-                d, slot = sys.argv[1], os.environ["BATON_SLOT"]
-                if os.fork() == 0:
-                    os.setsid()
-                    if os.fork() == 0:
-                        null = os.open("/dev/null", os.O_RDWR)
-                        for fd in (0, 1, 2):
-                            os.dup2(null, fd)
-                        with open(d + "/pids.tmp" + slot, "w") as f:
-                            f.write("%d\\n" % os.getpid())
-                        os.rename(d + "/pids.tmp" + slot, d + "/daemon." + slot)
+                Self.daemonize + """
+                    d, slot = sys.argv[1], os.environ["BATON_SLOT"]
+                    daemonize(d, slot, stdio_to_null=True)
+                    if slot == "0":
                         time.sleep(300)
-                    os._exit(0)
-                if slot == "0":
-                    time.sleep(300)
-                while not all(os.path.exists(d + "/daemon." + s) for s in "01"):
-                    time.sleep(0.02)
-                sys.exit(0)
-                """)
-            func daemons() -> [pid_t] {
-                ["0", "1"].compactMap { (ProcFS.read(directory + "/daemon." + $0) ?? "").split(separator: "\n").first.flatMap { pid_t($0) } }
-            }
+                    while not all(os.path.exists(d + "/daemon." + s) for s in "01"):
+                        time.sleep(0.02)
+                    sys.exit(0)
+                    """)
             defer {
-                for pid in daemons() where ProcFS.read("/proc/\(pid)/cmdline")?.contains(script) == true { kill(pid, SIGKILL) }
+                Self.reapDaemons(in: directory, ["0", "1"])
                 TestPaths.remove(directory)
             }
             let baton = try BatonHarness(workers: 2, tag: "dmn2", reuse: directory)
@@ -213,13 +249,7 @@ extension ThirdIntegration {
             let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", script, directory])
             #expect(deployed.code == 1, "\(deployed.stdout)\(deployed.stderr)")
             #expect(deployed.stderr.contains("did it daemonize"), "\(deployed.stderr)")
-            let pids = daemons()
-            #expect(pids.count == 2, "\(pids) \(baton.process.stderrLines.suffix(10))")
-            for pid in pids {
-                #expect(waitGone(pid, timeout: .seconds(5)), "daemon \(pid) of the failed release runs on: \(baton.process.stderrLines.suffix(10))")
-            }
-            let status = try baton.status()
-            #expect((status.strays ?? []).isEmpty, "strays: \(status.strays ?? [])")
+            let status = try expectTakenAlong(Self.recordedDaemons(in: directory, ["0", "1"]), count: 2, baton)
             #expect(status.workers.map(\.pid) == old)
         }
 
@@ -236,36 +266,21 @@ extension ThirdIntegration {
             // runs; slot 1's then exits 1 when both do, slot 0's waits (the rollback stops it).
             TestPaths.write(
                 script,
-                """
-                import os, socket, sys, time
-                d, slot = sys.argv[1], os.environ["BATON_SLOT"]
-                if os.fork() == 0:
-                    os.setsid()
-                    if os.fork() == 0:
-                        with open(d + "/pids.tmp" + slot, "w") as f:
-                            f.write("%d\\n" % os.getpid())
-                        os.rename(d + "/pids.tmp" + slot, d + "/daemon." + slot)
-                        if slot == "1":
-                            os.execv("/usr/bin/env", ["env", "-i", "/bin/sleep", "300"])
+                Self.daemonize + """
+                    d, slot = sys.argv[1], os.environ["BATON_SLOT"]
+                    daemonize(d, slot, exec_argv=["/usr/bin/env", "env", "-i", "/bin/sleep", "300"] if slot == "1" else None)
+                    while not os.path.exists(d + "/daemon." + slot):
+                        time.sleep(0.02)
+                    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+                    if slot == "0":
                         time.sleep(300)
-                    os._exit(0)
-                while not os.path.exists(d + "/daemon." + slot):
-                    time.sleep(0.02)
-                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
-                if slot == "0":
-                    time.sleep(300)
-                while not all(os.path.exists(d + "/daemon." + s) for s in "01"):
-                    time.sleep(0.02)
-                time.sleep(0.2)
-                sys.exit(1)
-                """)
-            func daemons() -> [pid_t] {
-                ["0", "1"].compactMap { (ProcFS.read(directory + "/daemon." + $0) ?? "").split(separator: "\n").first.flatMap { pid_t($0) } }
-            }
+                    while not all(os.path.exists(d + "/daemon." + s) for s in "01"):
+                        time.sleep(0.02)
+                    time.sleep(0.2)
+                    sys.exit(1)
+                    """)
             defer {
-                for pid in daemons() where ProcFS.read("/proc/\(pid)/cmdline").map({ $0.contains(script) || $0.hasPrefix("/bin/sleep") }) == true {
-                    kill(pid, SIGKILL)
-                }
+                Self.reapDaemons(in: directory, ["0", "1"])
                 TestPaths.remove(directory)
             }
             // A window the crash falls in: the release fails (not a crash once it served).
@@ -274,13 +289,7 @@ extension ThirdIntegration {
             defer { baton.stop(keepDirectory: true) }
             let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", script, directory])
             #expect(deployed.code == 1, "\(deployed.stdout)\(deployed.stderr)")
-            let pids = daemons()
-            #expect(pids.count == 2, "\(pids) \(baton.process.stderrLines.suffix(10))")
-            for pid in pids {
-                #expect(waitGone(pid, timeout: .seconds(5)), "daemon \(pid) of the failed release runs on: \(baton.process.stderrLines.suffix(10))")
-            }
-            let status = try baton.status()
-            #expect((status.strays ?? []).isEmpty, "strays: \(status.strays ?? [])")
+            let status = try expectTakenAlong(Self.recordedDaemons(in: directory, ["0", "1"]), count: 2, baton)
             #expect(status.workers.allSatisfy { $0.release == baton.releaseDirectory }, "\(status.workers)")
         }
 
@@ -293,39 +302,28 @@ extension ThirdIntegration {
             let script = directory + "/canary.py"
             TestPaths.write(
                 script,
-                """
-                import os, socket, sys, time
-                d, slot = sys.argv[1], os.environ["BATON_SLOT"]
-                if slot == "0":
+                Self.daemonize + """
+                    d, slot = sys.argv[1], os.environ["BATON_SLOT"]
+                    if slot == "0":
+                        while not os.path.exists(d + "/daemon.1"):
+                            time.sleep(0.02)
+                        time.sleep(0.2)
+                        sys.exit(1)
+                    daemonize(d, "1")
                     while not os.path.exists(d + "/daemon.1"):
                         time.sleep(0.02)
-                    time.sleep(0.2)
-                    sys.exit(1)
-                if os.fork() == 0:
-                    os.setsid()
-                    if os.fork() == 0:
-                        with open(d + "/pids.tmp", "w") as f:
-                            f.write("%d\\n" % os.getpid())
-                        os.rename(d + "/pids.tmp", d + "/daemon.1")
-                        time.sleep(300)
-                    os._exit(0)
-                while not os.path.exists(d + "/daemon.1"):
-                    time.sleep(0.02)
-                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
-                time.sleep(300)
-                """)
-            func daemon() -> pid_t? { (ProcFS.read(directory + "/daemon.1") ?? "").split(separator: "\n").first.flatMap { pid_t($0) } }
+                    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+                    time.sleep(300)
+                    """)
             defer {
-                if let pid = daemon(), ProcFS.read("/proc/\(pid)/cmdline")?.contains(script) == true { kill(pid, SIGKILL) }
+                Self.reapDaemons(in: directory, ["1"])
                 TestPaths.remove(directory)
             }
             let baton = try BatonHarness(workers: 2, tag: "dmnc", reuse: directory)
             defer { baton.stop(keepDirectory: true) }
             let deployed = try baton.cli(["deploy", "--release", baton.makeRelease("r2"), "--command", "python3", script, directory])
             #expect(deployed.code == 1 && deployed.stderr.contains("nothing changed"), "\(deployed.stdout)\(deployed.stderr)")
-            let pid = try #require(daemon(), "\(baton.process.stderrLines.suffix(10))")
-            #expect(waitGone(pid, timeout: .seconds(5)), "daemon \(pid) of the failed release runs on: \(baton.process.stderrLines.suffix(10))")
-            #expect((try baton.status().strays ?? []).isEmpty)
+            _ = try expectTakenAlong(Self.recordedDaemons(in: directory, ["1"]), count: 1, baton)
         }
 
         /// The apps re-audit: a serving worker that dropped LISTEN_PID from its environment (as
