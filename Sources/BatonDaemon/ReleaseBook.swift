@@ -125,6 +125,28 @@ final class ReleaseBook {
                     + "started on [app] directory \(fallback.directory); deploy that release again to run it")
         }
         recordUnfinishedDeploy(now: now)
+        pinPreviousRecordedThroughALink()
+    }
+
+    /// A previous release recorded as a path that names another folder now (a link, a `..`)
+    /// is pinned to the folder it names, and written so: this version records the folder the
+    /// workers ran (``Supervisor/pinPreviousToTheFolderThatRan(_:)``), the version before it
+    /// recorded the path as deployed. A versions audit: a release.json that version wrote with
+    /// `previous` Capistrano's `current`, read after `baton upgrade`; once the link was flipped
+    /// to a fresh upload, `rollback` went there (exit 0) and retention pruned the release that
+    /// had run. Read before the link moves, the folder it names is the one that ran.
+    func pinPreviousRecordedThroughALink() {
+        guard let previous = state.previous else { return }
+        let folder = Supervisor.resolved(previous.directory)
+        guard PathKey(folder) != PathKey(previous.directory), Filesystem.isDirectory(folder) else { return }
+        state.previous?.directory = folder
+        logger.info("the previous release was recorded as \(previous.directory), which names \(folder): pinned to that folder")
+        guard persisted, let store else { return }
+        do {
+            try store.save(stamped(state))
+        } catch {
+            logger.warning("cannot write the previous release pinned to \(folder) (\(error)); it is pinned until baton stops")
+        }
     }
 
     /// Records a problem of the state directory: an ERROR line in the log and a line in
@@ -166,6 +188,7 @@ final class ReleaseBook {
     func restore(state: ReleaseState, deploysByOutcome: [OperationOutcome: Int]) {
         self.state = state
         self.deploysByOutcome = deploysByOutcome
+        pinPreviousRecordedThroughALink()
     }
 
     // MARK: - Commit
