@@ -1,3 +1,6 @@
+import FoundationEssentials
+import Glibc
+
 /// What a running baton keeps in its runtime directory (`instance.json`,
 /// replaced atomically whenever its workers change), so that the next
 /// `baton serve` after a crash outside systemd can tell whether it still
@@ -61,5 +64,15 @@ extension Supervisor {
             )
         }
         logger.info("runtime directory \(runtimeDirectory) held the record of app \(record.app), none of whose workers runs: ignored")
+    }
+
+    /// A clean stop: nothing to take over. The record of another baton that runs stays (a
+    /// multi-app audit: a baton sharing the runtime directory lost its record to the other's
+    /// stop, before the directory's lock kept a second baton out).
+    func forgetInstance() {
+        takeOver.recordForgotten = true
+        let record = (try? host.files.read(instancePath)).flatMap { try? JSONDecoder().decode(InstanceRecord.self, from: Data($0.utf8)) }
+        if let record, record.pid != getpid(), host.processes.startTime(of: record.pid) == record.startTime { return }
+        host.files.remove(instancePath)
     }
 }

@@ -31,6 +31,31 @@ extension Supervisor {
         }
     }
 
+    /// Takes the runtime directory's lock (`.lock`, ``LockFile``), held while baton runs: two
+    /// batons given one runtime directory and started at once both passed the record's check
+    /// (neither had written one yet), then shared `instance.json`, and a crash of one left its
+    /// workers serving with no record to take them over by (a multi-app audit, 3 of 9 starts and
+    /// under systemd at the first try). Taken again when its file was removed or replaced (the
+    /// directory made again); `refuse`: a lock another baton holds fails the start, else it is
+    /// said (the new image of `baton upgrade`, which finds its predecessor's released at the
+    /// execve; a directory made again while baton ran).
+    func lockRuntimeDirectory(refuse: Bool) throws(DirectoryError) {
+        if let held = takeOver.runtimeLock, held.isStillAtItsPath { return }
+        do {
+            takeOver.runtimeLock = try LockFile.take(runtimeDirectory + "/.lock")
+        } catch {
+            switch error {
+            case .held(let pid):
+                var error = DirectoryError(path: runtimeDirectory, reason: .runtimeInUse(pid: pid))
+                error.key = Self.directoryKey(config.app.runtimeDirectory, environment: "RUNTIME_DIRECTORY", what: "runtime directory")
+                if refuse { throw error }
+                logger.error("\(error)")
+            case .system(let error):
+                logger.warning("cannot lock the runtime directory \(runtimeDirectory): \(error)")
+            }
+        }
+    }
+
     /// A start that failed before any worker ran (its port in use, a control socket it could
     /// not bind): what it made under the runtime directory goes, as at a stop. An audit found
     /// an empty `notify` folder left by a `serve` that exited 1 on `Address already in use`.
@@ -38,6 +63,14 @@ extension Supervisor {
         guard nothingRuns else { return }
         control?.close()
         removeOwnListeningFiles()
+        releaseRuntimeLock()
+    }
+
+    /// Removes the runtime directory's lock file, still this baton's, and closes it: at a stop,
+    /// as nothing else it made stays there.
+    func releaseRuntimeLock() {
+        if let held = takeOver.runtimeLock, held.isStillAtItsPath { unlink(held.path) }
+        takeOver.runtimeLock = nil
     }
 
     /// No worker, orphan of a dead baton, or mold runs.

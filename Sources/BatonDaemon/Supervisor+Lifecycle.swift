@@ -99,6 +99,7 @@ extension Supervisor {
         control?.close()
         removeOwnListeningFiles()
         forgetInstance()
+        releaseRuntimeLock()
         releases.writeHistoryAtStop()
         logger.info("stopped")
         loop.stop()

@@ -54,6 +54,7 @@ extension Supervisor {
         }
         do {
             try prepareRuntimeDirectory()
+            try lockRuntimeDirectory(refuse: false)
             runtimeTrouble = nil
             logger.warning("\(notifyDirectory) was removed while baton ran: made it again")
             // The record a baton started after a crash of this one finds its workers by.

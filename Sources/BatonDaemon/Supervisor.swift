@@ -254,6 +254,7 @@ public final class Supervisor {
         notifyDirectory = runtimeDirectory + "/notify"
         try prepareRuntimeDirectory()
         if options.resumeFD == nil { try checkPreviousInstance() }
+        try lockRuntimeDirectory(refuse: options.resumeFD == nil)
         signalFD = try CBatonLinuxShim.signalFD(CBatonLinuxShim.supervisorSignals)
         try loop.register(fd: signalFD, events: .readable) { [unowned self] _ in self.handleSignals() }
         scheduleRuntimeCheck()

@@ -57,6 +57,8 @@ struct TakeOverState {
     var recordPending = false
     /// Removed at a clean stop: no later write may bring it back.
     var recordForgotten = false
+    /// The runtime directory's lock (``Supervisor/lockRuntimeDirectory(refuse:)``).
+    var runtimeLock: LockFile?
     /// This baton's own record reached the file once: until then the file (if any) is the
     /// previous baton's.
     var recordWritten = false
@@ -367,12 +369,6 @@ extension Supervisor {
             // dead baton's orphans. (This baton's own last record stays: older, but its own.)
             if !takeOver.recordWritten { host.files.remove(instancePath) }
         }
-    }
-
-    /// A clean stop: nothing to take over.
-    func forgetInstance() {
-        takeOver.recordForgotten = true
-        host.files.remove(instancePath)
     }
 }
 

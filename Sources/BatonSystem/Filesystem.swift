@@ -13,6 +13,8 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
         case writableByOthers(mode: UInt32)
         /// Another process holds its lock (another baton uses it); its pid, if it wrote it.
         case inUse(pid: Int32?)
+        /// Another process holds its runtime directory lock (that pid, when known).
+        case runtimeInUse(pid: Int32?)
         /// Its release.json is another app's (that `[app] name`).
         case otherApp(String)
     }
@@ -46,6 +48,10 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
         case .inUse(let pid):
             return prefix
                 + "\(path) is in use by another baton\(pid.map { " (pid \($0))" } ?? ""): two batons must not share a state directory (each writes which release runs)"
+        case .runtimeInUse(let pid):
+            return prefix
+                + "\(path) is in use by another baton\(pid.map { " (pid \($0))" } ?? ""): two batons must not share a runtime directory "
+                + "(each keeps the record of its workers and their notify sockets there); give this app a runtime_directory of its own"
         case .otherApp(let app):
             return prefix
                 + "\(path) holds the release state of app \"\(app)\" (its release.json): two apps must not share a state directory; "

@@ -13,12 +13,12 @@ import Synchronization
 public struct StateStore: Sendable {
     /// The directory.
     public let directory: String
-    /// The descriptor of the lock ``lock()`` took (-1 before, or when none could be made).
-    private let lockFD = LockDescriptor()
+    /// The lock ``lock()`` took (nil before, or when none could be made).
+    private let held = HeldLock()
 
-    /// Where the lock's descriptor is kept: a store is a value, its lock one per open.
-    private final class LockDescriptor: Sendable {
-        let fd = Mutex<Int32>(-1)
+    /// Where the lock is kept: a store is a value, its lock one per open.
+    private final class HeldLock: Sendable {
+        let file = Mutex<LockFile?>(nil)
     }
     /// Entries kept in history.jsonl.
     public static let historyLimit = 200
@@ -91,35 +91,26 @@ public struct StateStore: Sendable {
         return path + ".corrupt"
     }
 
-    /// Takes the directory's lock (`.lock`, flock) for the rest of this process's life, its pid
-    /// written in it; throws `inUse` when another process holds it (an operator audit: two
-    /// batons given one state directory both started, each overwrote the other's
-    /// `release.json`, and one's retention removed the other's previous release). A lock file
-    /// that cannot be made (a read-only directory) is no refusal: the directory's own problem
-    /// is reported where it is used. The descriptor is close-on-exec: `baton upgrade`'s new
-    /// image takes the lock again.
+    /// Takes the directory's lock (`.lock`, ``LockFile``) for the rest of this process's life;
+    /// throws `inUse` when another process holds it (an operator audit: two batons given one
+    /// state directory both started, each overwrote the other's `release.json`, and one's
+    /// retention removed the other's previous release). A lock file that cannot be made (a
+    /// read-only directory) is no refusal: the directory's own problem is reported where it is
+    /// used. The lock lasts as long as this process (or until its execve: `baton upgrade`'s
+    /// new image takes it again), or until `unlock` (a store replaced by the one of a
+    /// directory made again).
     public func lock() throws(DirectoryError) {
-        let path = directory + "/.lock"
-        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
-        // flock needs no write access: a `.lock` baton cannot write (immutable, a folder, a
-        // read-only file system) is locked as it is. A state audit made `.lock` a folder: two
-        // batons ran on one state directory, each deploy overwriting the other's release.
-        if fd < 0 { fd = open(path, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else {
-            // Nothing to lock on a read-only file system without the file: nothing is written here either.
-            if errno == EROFS || errno == ENOENT { return }
-            throw DirectoryError(path: directory, reason: .system(SystemError("open", errno: errno, subject: path)))
+        let file: LockFile?
+        do {
+            file = try LockFile.take(directory + "/.lock")
+        } catch {
+            switch error {
+            case .held(let pid): throw DirectoryError(path: directory, reason: .inUse(pid: pid))
+            case .system(let error): throw DirectoryError(path: directory, reason: .system(error))
+            }
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = ProcFS.read(path).flatMap { Int32($0.filter { !$0.isWhitespace }) }
-            close(fd)
-            throw DirectoryError(path: directory, reason: .inUse(pid: holder))
-        }
-        let pid = Array("\(getpid())\n".utf8)
-        if ftruncate(fd, 0) == 0 { _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
-        // Kept open: the lock lasts as long as this process (or until its execve), or until
-        // `unlock` (a store replaced by the one of a directory made again).
-        lockFD.fd.withLock { $0 = fd }
+        guard let file else { return }
+        held.file.withLock { $0 = file }
         removeStaleTemporaries()
     }
 
@@ -136,25 +127,18 @@ public struct StateStore: Sendable {
     }
 
     /// Closes the lock's descriptor (the directory it was taken in was removed, or replaced).
-    public func unlock() {
-        lockFD.fd.withLock { fd in
-            if fd >= 0 { close(fd) }
-            fd = -1
-        }
-    }
+    public func unlock() { held.file.withLock { $0 = nil } }
 
     /// Whether the directory's lock is no longer this store's: the directory (or `.lock`) was
     /// removed, or replaced, possibly by another baton that made it again and locked it (a
     /// re-audit: a second baton started within the seconds after `rm -rf`, and both committed
     /// into it). Without a lock of its own (a read-only directory), only a removal counts.
     public func lockLost() -> Bool {
-        let fd = lockFD.fd.withLock { $0 }
-        var here = stat()
-        guard fd >= 0 else { return stat(directory, &here) != 0 && errno == ENOENT }
-        var held = stat()
-        guard fstat(fd, &held) == 0 else { return false }
-        guard stat(directory + "/.lock", &here) == 0 else { return true }
-        return held.st_dev != here.st_dev || held.st_ino != here.st_ino
+        guard let file = held.file.withLock({ $0 }) else {
+            var here = stat()
+            return stat(directory, &here) != 0 && errno == ENOENT
+        }
+        return !file.isStillAtItsPath
     }
 
     /// Removes what `AtomicFile.replace` of another process left half written (a baton killed

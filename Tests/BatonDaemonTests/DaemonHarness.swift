@@ -62,6 +62,7 @@ final class DaemonHarness {
         supervisor.runtimeDirectory = root + "/run"
         supervisor.notifyDirectory = root + "/run/notify"
         try supervisor.prepareRuntimeDirectory()
+        try supervisor.lockRuntimeDirectory(refuse: true)
         try supervisor.loadState()
         supervisor.startSlots(spec: try supervisor.makeSpec(supervisor.config, release: supervisor.releaseState.current))
         advance(by: .zero)

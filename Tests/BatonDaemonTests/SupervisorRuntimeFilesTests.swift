@@ -122,3 +122,36 @@ import Testing
             h.log.lines(containing: "instance.json is unreadable (8 bytes): its baton's workers cannot be taken over").count == 1, "\(h.log.lines)")
     }
 }
+
+/// The runtime directory's lock (a multi-app audit: two batons given one runtime directory,
+/// started at once, both passed the record's check and both ran).
+@Suite struct SupervisorRuntimeLockTests {
+    @Test func aSecondBatonOnTheSameRuntimeDirectoryIsRefusedByItsLock() throws {
+        let first = try DaemonHarness(workers: 1)
+        try first.start()
+        let second = try DaemonHarness(workers: 1)
+        second.supervisor.config.app.runtimeDirectory = first.root + "/run"
+        second.supervisor.runtimeDirectory = first.root + "/run"
+        do {
+            try second.supervisor.lockRuntimeDirectory(refuse: true)
+            Issue.record("the second baton took the lock")
+        } catch {
+            #expect(error.reason == .runtimeInUse(pid: getpid()))
+            #expect("\(error)".contains("in use by another baton (pid \(getpid())): two batons must not share a runtime directory"), "\(error)")
+        }
+    }
+
+    /// The directory removed and made again: the lock is taken again on the new `.lock`, so a
+    /// baton started since is refused too.
+    @Test func theLockIsTakenAgainWhenTheDirectoryIsMadeAgain() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let run = h.root + "/run"
+        for worker in h.supervisor.slots.compactMap(\.current) { if let path = worker.notifyPath { unlink(path) } }
+        #expect(rmdir(h.supervisor.notifyDirectory) == 0)
+        #expect(unlink(run + "/.lock") == 0)
+        h.supervisor.checkRuntimeFiles()
+        #expect(h.supervisor.takeOver.runtimeLock?.isStillAtItsPath == true)
+        #expect(throws: LockFile.Failure.held(pid: getpid())) { _ = try LockFile.take(run + "/.lock") }
+    }
+}
