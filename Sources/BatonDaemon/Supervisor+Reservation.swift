@@ -93,10 +93,13 @@ extension Supervisor {
 
     private func roll(available: Int64, trigger: UInt64, tooling: UInt64) {
         guard !operations.isBusy, !upgradeInProgress, phase != .stopping else { return }
-        guard let next = RollAhead.order(currentGrowth(readyOnly: true)).first, next.growth > 0 else {
+        // Grown as the memory rules mean it (1 MiB and 5 %): a multi-app audit saw 8 workers
+        // rolled in 18 s, each +280-480 KiB since ready, while another app took the memory;
+        // each roll took a slot out of service and freed nothing.
+        guard let next = RollAhead.order(currentGrowth(readyOnly: true)).first, next.hasGrown else {
             if memoryMonitor.warnNothingToRoll() {
                 logger.warning(
-                    "reservation: headroom \(Units.formatSignedSize(available)) is under \(Units.formatSize(trigger)) and no worker has grown since it started: nothing to roll"
+                    "reservation: headroom \(Units.formatSignedSize(available)) is under \(Units.formatSize(trigger)) and no worker has grown since it started (by 1 MiB and 5 %): nothing to roll"
                 )
             }
             return

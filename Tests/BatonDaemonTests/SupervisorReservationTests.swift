@@ -182,6 +182,23 @@ extension SupervisorReservationTests {
         #expect(h.supervisor.operation == nil)
     }
 
+    /// A multi-app audit: another app took the host's memory while a reservation was held, and
+    /// baton rolled 8 workers in 18 s, each +280-480 KiB since ready: every roll took a slot out
+    /// of service and freed nothing. Growth under 1 MiB and 5 % is none: nothing to roll, said once.
+    @Test func aReservationRollsNoWorkerThatBarelyGrew() throws {
+        let h = try harness()
+        h.advance(by: .seconds(3))
+        h.host.fakeMemory.worker = MemorySample(rss: 20 * Self.mib + 480 << 10, pss: 20 * Self.mib + 480 << 10, uss: 20 * Self.mib + 480 << 10)
+        h.advance(by: .seconds(1))
+        h.supervisor.holdReservation(bytes: 100 * Self.mib, hold: .seconds(600), rolledAhead: nil)
+        // Another process takes the headroom: far under the reservation.
+        h.host.fakeMemory.host = Self.readings(available: 50 * Self.mib)
+        for _ in 0..<20 { h.advance(by: Supervisor.reservationInterval) }
+        #expect(h.supervisor.operation == nil)
+        #expect(h.supervisor.reservationReport()?.rolls == 0)
+        #expect(h.log.lines(containing: "no worker has grown since it started (by 1 MiB and 5 %): nothing to roll").count == 1)
+    }
+
     /// An 800 MiB cgroup charged `usage`, nothing reclaimable; the host's headroom follows it.
     static func cgroupReadings(usage: UInt64) -> MemoryReadings {
         MemoryReadings(

@@ -136,7 +136,7 @@ public struct RestartPolicy: Sendable, Equatable {
         /// by memory outside the workers would have them restarted one after another for nothing.
         public var hasGrown: Bool {
             guard let start = ussAtReady, let now = memory?.uss else { return true }
-            return now >= start && now - start >= max(1 << 20, start / 20)
+            return WorkerGrowth.isGrowth(from: start, to: now)
         }
 
         /// What replacing it gives back at most: its USS growth since ready (its whole USS when

@@ -19,6 +19,16 @@ public struct WorkerGrowth: Sendable, Equatable {
 
     /// `ussNow − ussAtReady`, 0 for a worker that shrank.
     public var growth: UInt64 { ussNow > ussAtReady ? ussNow - ussAtReady : 0 }
+
+    /// Whether replacing it would give memory back (``isGrowth(from:to:)``).
+    public var hasGrown: Bool { Self.isGrowth(from: ussAtReady, to: ussNow) }
+
+    /// Whether a USS that went from `start` to `now` grew by at least 1 MiB and 5 %: what a
+    /// replacement is expected to free, where a few pages more (allocator noise, a cache
+    /// warming up) free nothing.
+    public static func isGrowth(from start: UInt64, to now: UInt64) -> Bool {
+        now >= start && now - start >= max(1 << 20, start / 20)
+    }
 }
 
 /// The roll-ahead before a deploy that does not fit: which workers to restart, in what order,
