@@ -283,8 +283,11 @@ struct History: ParsableCommand {
     /// state directory, so it stays exit 3.
     static func stored(_ location: DaemonLocation, unreachable: BatonExit) throws -> [HistoryEntry] {
         let directory: String
+        var appName: String?
         if let config = location.config {
-            directory = Supervisor.stateDirectory(for: try loadConfig(config))
+            let loaded = try loadConfig(config)
+            directory = Supervisor.stateDirectory(for: loaded)
+            appName = loaded.app.name
         } else if let app = location.app {
             directory = BatonConfig.defaultStateDirectory(appName: app)
         } else {
@@ -303,6 +306,12 @@ struct History: ParsableCommand {
         // A state directory baton may not write in is read all the same.
         let store: StateStore?
         do { store = try StateStore(directory: directory) } catch { store = StateStore.readable(directory, refused: error) }
+        // Another app's state directory is refused, as `serve` and `check-config` refuse it (a
+        // multi-app audit: the history of the app whose release.json it holds, exit 0).
+        if let appName, let other = (try? store?.loadReleaseState())??.app, other != appName {
+            throw BatonExit(
+                code: BatonExitCode.usage, message: "\(DirectoryError(path: directory, reason: .otherApp(other), key: "app.state_directory"))")
+        }
         let entries = store?.loadHistory() ?? []
         let note =
             "baton: \(unreachable.message ?? "cannot reach the daemon"): its history as \(path) keeps it (an operation baton ran when it stopped is in it once baton starts again)\n"

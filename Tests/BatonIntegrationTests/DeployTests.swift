@@ -212,6 +212,13 @@ extension SecondIntegration {
             #expect(folder.code == 3 && folder.stderr.contains("; \(history): Is a directory"), "exit \(folder.code): \(folder.stderr)")
             #expect(rmdir(history) == 0)
             #expect(rename(history + ".kept", history) == 0)
+            // Another app's config on this state directory: refused, as serve refuses it (a
+            // multi-app audit: this app's history, exit 0).
+            let other = first.directory + "/other.toml"
+            TestPaths.write(other, (ProcFS.read(first.configPath) ?? "").replacing("name = \"test\"", with: "name = \"other\""))
+            let wrong = try first.cli(["history", "--config", other], socket: false)
+            #expect(wrong.code == 2 && wrong.stderr.contains("holds the release state of app \"test\""), "exit \(wrong.code): \(wrong.stderr)")
+            #expect(!wrong.stdout.contains("deploy"))
             let second = try BatonHarness(workers: 2, tag: "pers", reuse: first.directory)
             defer { second.stop() }
             #expect(try second.status().workers.allSatisfy { $0.release == r2 })
