@@ -76,6 +76,32 @@ struct FastLeakPolicyTests {
         #expect(decision.slot == 3)
     }
 
+    /// An apps audit: with the default `smaps_every = 6`, 3 detailed reads never fell in the
+    /// last 10 checks, so a worker's recent growth was never known and the first order came
+    /// after the crossing (`workers' PSS 163.2 MiB > 40%`). Read every 6th check here: 4
+    /// workers of 100 MiB growing 2 MiB/s, the line at 500 MiB crossed at 12.5 s.
+    @Test("smaps_every 6: the recent growth spans three detailed reads, and the crossing is predicted")
+    func recentGrowthWithDetailedReadsEverySixthCheck() throws {
+        var settings = Self.settings()
+        settings.smapsEvery = 6
+        var policy = RestartPolicy(settings: settings)
+        var first: (at: Int, decision: RestartPolicy.Decision)?
+        for t in stride(from: 0, through: 24, by: 6) where first == nil {
+            let workers = (0..<4).map { slot in
+                var h = MemoryHistory()
+                for at in stride(from: 0, through: t, by: 6) { h.append(MemoryPoint(at: .seconds(at), bytes: (100 + 2 * UInt64(at)) * Self.mib)) }
+                let size = (100 + 2 * UInt64(t)) * Self.mib
+                return RestartPolicy.Worker(
+                    slot: slot, pid: Int32(100 + slot), startedAt: .zero,
+                    memory: MemorySample(rss: size, pss: size, uss: size - 10 * Self.mib + UInt64(slot) * Self.mib), history: h)
+            }
+            if let d = policy.tick(Self.tick(workers, at: t)) { first = (t, d) }
+        }
+        let (at, decision) = try #require(first)
+        #expect(at == 12, "\(decision)")
+        #expect(decision.reason == .leakPrediction, "\(decision)")
+    }
+
     @Test("one recycle in flight: a second is ordered when the rest will cross the line before the next check plus a boot")
     func aSecondWhenTheRestWillCross() throws {
         var policy = RestartPolicy(settings: Self.settings(concurrency: 2))

@@ -87,8 +87,10 @@ extension RestartPolicy {
             "total \(size(UInt64(total))) growing \(growth) reaches \(thresholdPercent) of the \(size(tick.budget.bytes)) budget in \(Units.formatElapsed(eta))"
     }
 
-    /// How far back a worker's recent growth looks: ten checks.
-    var recentWindow: Duration { settings.checkInterval * 10 }
+    /// How far back a worker's recent growth looks: ten checks, or 2 × `smaps_every` + 1 when
+    /// longer, so that three detailed reads fall in it (an apps audit: with the default 6, at
+    /// most 2 did, and the recent growth was never known).
+    var recentWindow: Duration { settings.checkInterval * max(10, 2 * settings.smapsEvery + 1) }
 
     /// `threshold × budget`, in bytes.
     private func thresholdLine(_ tick: Tick) -> Double { Double(tick.budget.bytes) * settings.threshold }
