@@ -123,16 +123,27 @@ public enum ProcFS {
     }
 
     /// Memory of one process: RSS from statm (cheap), and PSS/USS/shared from
-    /// smaps_rollup when `detailed` (walks page tables: ≈4 µs per MiB).
+    /// smaps_rollup when `detailed` (walks page tables: ≈4 µs per MiB); nil when it is gone.
     public static func memory(of pid: pid_t, detailed: Bool) -> MemorySample? {
-        guard let statm = read("/proc/\(pid)/statm"), let rss = ProcParsers.statmRSS(statm, pageSize: pageSize) else {
-            return nil
-        }
+        memory(of: pid, detailed: detailed, read: read)
+    }
+
+    /// ``memory(of:detailed:)`` through `read` (a test's reader).
+    static func memory(of pid: pid_t, detailed: Bool, read: (String) -> String?) -> MemorySample? {
+        func statm() -> UInt64? { read("/proc/\(pid)/statm").flatMap { ProcParsers.statmRSS($0, pageSize: pageSize) } }
+        guard let rss = statm() else { return nil }
         guard detailed else { return MemorySample(rss: rss, pss: nil, uss: nil) }
         guard let rollup = read("/proc/\(pid)/smaps_rollup"), let s = ProcParsers.smapsRollup(rollup) else {
             // A process without an address space (a zombie: statm all 0, smaps_rollup ESRCH)
-            // holds no memory; unknown would make its whole tree's PSS unknown.
-            return rss == 0 ? MemorySample(rss: 0, pss: 0, uss: 0, shared: 0) : MemorySample(rss: rss, pss: nil, uss: nil)
+            // holds no memory; unknown would make its whole tree's PSS unknown. So does one that
+            // exited between the two reads (an apps audit: a worker whose child ran `/bin/true`
+            // in a loop lost its PSS and USS for the check, and dropped out of the memory rules):
+            // statm says so when read again.
+            switch rss == 0 ? 0 : statm() {
+            case nil: return nil
+            case 0: return MemorySample(rss: 0, pss: 0, uss: 0, shared: 0)
+            default: return MemorySample(rss: rss, pss: nil, uss: nil)
+            }
         }
         return MemorySample(rss: s.rss, pss: s.pss, uss: s.uss, shared: s.shared)
     }
