@@ -163,7 +163,7 @@ extension Supervisor {
                 } else if line.hasPrefix("STATUS=") {
                     worker.statusText = String(line.dropFirst(7))
                 } else if line.hasPrefix(Self.requestsField) {
-                    requestsReported(worker, String(line.dropFirst(Self.requestsField.count)))
+                    requestsReported(worker, String(line.dropFirst(Self.requestsField.count)), from: message.pid)
                 } else if line == "STOPPING=1" {
                     logger.info("worker is stopping", metadata: ["slot": .stringConvertible(worker.slot), "pid": .stringConvertible(worker.pid)])
                 } else if line == "WATCHDOG=1" {

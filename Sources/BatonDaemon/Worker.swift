@@ -73,8 +73,14 @@ final class Worker: ChildChannels {
     var probe: ChildProcess?
     /// The last STATUS= it sent.
     var statusText: String?
-    /// The last X_BATON_REQUESTS= it sent: requests served.
+    /// Requests served (`X_BATON_REQUESTS=`): the sum of the last count each process of its
+    /// tree sent (``requestCounts``), and of those folded into ``retiredRequests``.
     var requestsServed: Int?
+    /// The last `X_BATON_REQUESTS=` count of each process of its tree that sent one (gunicorn's
+    /// workers under its master each count their own).
+    var requestCounts: [pid_t: Int] = [:]
+    /// The last counts of processes gone, summed (``requestCounts`` stays small).
+    var retiredRequests = 0
     /// Why it is being stopped (for the slot's restart reason), if baton stops it.
     var stopReason: StopReason?
     /// What baton said when it stopped it, for a failed start's reason (a readiness timeout).

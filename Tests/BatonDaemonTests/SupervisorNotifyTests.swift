@@ -43,13 +43,33 @@ import Testing
         h.host.child(try #require(h.supervisor.slots[1].current).pid)?.end(.exited(1))
         h.advance(by: .zero)
         #expect(h.supervisor.slots[1].current == nil, "slot 1 waits out its backoff")
-        h.supervisor.requestsReported(worker, "2000")
+        h.supervisor.requestsReported(worker, "2000", from: worker.pid)
         #expect(h.supervisor.restartsByReason[.maxRequests] == nil)
         h.advance(by: .seconds(5))
         h.finishOperations()
         #expect(h.supervisor.restartsByReason[.maxRequests] == 1)
         #expect(h.supervisor.slots[0].current?.pid != worker.pid)
         #expect(h.allReady)
+    }
+
+    /// An apps audit: under gunicorn `-w 2` in a slot, each inner worker reported its own count
+    /// (read as 1000, 700, 1050, 750): the slot served about 4,700 requests against
+    /// `max_requests 2000`, while the log said 2000. Each process's count is its own; the
+    /// worker's is their sum.
+    @Test func theCountsOfEachProcessOfTheTreeAddUp() throws {
+        let h = try DaemonHarness(workers: 2) { $0.rolling.maxRequests = 2000 }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        let (a, b) = (worker.pid + 1, worker.pid + 2)
+        for (pid, count) in [(a, 1000), (b, 700), (a, 1050)] { h.supervisor.requestsReported(worker, "\(count)", from: pid) }
+        #expect(worker.requestsServed == 1750)
+        #expect(h.supervisor.restartsByReason[.maxRequests] == nil)
+        h.supervisor.requestsReported(worker, "1000", from: b)
+        #expect(worker.requestsServed == 2050)
+        h.advance(by: .seconds(1))
+        h.finishOperations()
+        #expect(h.supervisor.restartsByReason[.maxRequests] == 1)
+        #expect(h.supervisor.slots[0].current?.pid != worker.pid)
     }
 
     /// A habits audit: `max_requests = 100` with gunicorn (which reports nothing): 73,564
@@ -69,7 +89,8 @@ import Testing
         let other = try DaemonHarness(workers: 1) { $0.rolling.maxRequests = 100 }
         try other.start()
         other.supervisor.startMemoryChecks()
-        other.supervisor.requestsReported(try #require(other.supervisor.slots[0].current), "5")
+        let reporter = try #require(other.supervisor.slots[0].current)
+        other.supervisor.requestsReported(reporter, "5", from: reporter.pid)
         other.advance(by: .seconds(90))
         #expect(other.log.lines(containing: "but no worker reported its served requests").isEmpty)
         // Nor once idle after a reload (a re-audit: the demo worker reports every 64 requests).
