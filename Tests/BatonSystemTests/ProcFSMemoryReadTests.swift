@@ -27,20 +27,21 @@ import Testing
     /// and the smaps_rollup read left its PSS and USS unknown, and with them the whole tree's:
     /// the worker dropped out of the memory rules for that check (9 of 185 scrapes).
     @Test func aProcessGoneBetweenItsReadsIsGoneNotUnknown() {
-        var reads: [String: [String?]] = ["/proc/7/statm": [Self.statm, nil], "/proc/7/smaps_rollup": [nil]]
-        let gone = ProcFS.memory(of: 7, detailed: true) { path in reads[path]?.isEmpty == false ? reads[path]!.removeFirst() : nil }
+        /// pid 7's memory, its files reading as `reads` lists them, one read after another.
+        func memory(_ reads: [String: [String?]]) -> MemorySample? {
+            var reads = reads
+            return ProcFS.memory(of: 7, detailed: true) { path in reads[path]?.isEmpty == false ? reads[path]!.removeFirst() : nil }
+        }
+        let gone = memory(["/proc/7/statm": [Self.statm, nil], "/proc/7/smaps_rollup": [nil]])
         #expect(gone == nil)
         // A zombie by the second read holds nothing.
-        reads = ["/proc/7/statm": [Self.statm, "0 0 0 0 0 0 0\n"], "/proc/7/smaps_rollup": [nil]]
-        let zombie = ProcFS.memory(of: 7, detailed: true) { path in reads[path]?.isEmpty == false ? reads[path]!.removeFirst() : nil }
+        let zombie = memory(["/proc/7/statm": [Self.statm, "0 0 0 0 0 0 0\n"], "/proc/7/smaps_rollup": [nil]])
         #expect(zombie == MemorySample(rss: 0, pss: 0, uss: 0, shared: 0))
         // Still there and unreadable: unknown, as before.
-        reads = ["/proc/7/statm": [Self.statm, Self.statm], "/proc/7/smaps_rollup": [nil]]
-        let unknown = ProcFS.memory(of: 7, detailed: true) { path in reads[path]?.isEmpty == false ? reads[path]!.removeFirst() : nil }
+        let unknown = memory(["/proc/7/statm": [Self.statm, Self.statm], "/proc/7/smaps_rollup": [nil]])
         #expect(unknown?.rss == 1024 * ProcFS.pageSize && unknown?.pss == nil)
         // Both read: the rollup's figures.
-        reads = ["/proc/7/statm": [Self.statm], "/proc/7/smaps_rollup": [Self.rollup]]
-        let read = ProcFS.memory(of: 7, detailed: true) { path in reads[path]?.isEmpty == false ? reads[path]!.removeFirst() : nil }
+        let read = memory(["/proc/7/statm": [Self.statm], "/proc/7/smaps_rollup": [Self.rollup]])
         #expect(read?.pss == 3000 * 1024 && read?.uss == 2596 * 1024)
     }
 }
