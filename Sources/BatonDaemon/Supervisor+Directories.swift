@@ -35,24 +35,36 @@ extension Supervisor {
     /// batons given one runtime directory and started at once both passed the record's check
     /// (neither had written one yet), then shared `instance.json`, and a crash of one left its
     /// workers serving with no record to take them over by (a multi-app audit, 3 of 9 starts and
-    /// under systemd at the first try). Taken again when its file was removed or replaced (the
-    /// directory made again); `refuse`: a lock another baton holds fails the start, else it is
-    /// said (the new image of `baton upgrade`, which finds its predecessor's released at the
-    /// execve; a directory made again while baton ran).
+    /// under systemd at the first try). Looked at with the runtime files every 5 s: taken again
+    /// when its file was removed or replaced; one another baton took meanwhile is an ERROR and a
+    /// status problem (a re-audit: after `rm -rf` of the directory a second baton started and
+    /// locked it, unsaid, and the first's record then named the second's workers).
+    /// `refuse`: a lock another baton holds, or a `.lock` that cannot be opened (a symbolic link
+    /// there), fails the start; else it is said (the new image of `baton upgrade`, which finds
+    /// its predecessor's released at the execve; a baton running).
     func lockRuntimeDirectory(refuse: Bool) throws(DirectoryError) {
         if let held = takeOver.runtimeLock, held.isStillAtItsPath { return }
+        let lost = takeOver.runtimeLock != nil
         do {
             takeOver.runtimeLock = try LockFile.take(runtimeDirectory + "/.lock")
+            if lost { logger.warning("\(runtimeDirectory)/.lock was removed or replaced while baton ran: locked again") }
+            takeOver.runtimeLockTrouble = nil
         } catch {
+            var problem: DirectoryError
             switch error {
-            case .held(let pid):
-                var error = DirectoryError(path: runtimeDirectory, reason: .runtimeInUse(pid: pid))
-                error.key = Self.directoryKey(config.app.runtimeDirectory, environment: "RUNTIME_DIRECTORY", what: "runtime directory")
-                if refuse { throw error }
-                logger.error("\(error)")
-            case .system(let error):
-                logger.warning("cannot lock the runtime directory \(runtimeDirectory): \(error)")
+            case .held(let pid): problem = DirectoryError(path: runtimeDirectory, reason: .runtimeInUse(pid: pid))
+            case .system(let error): problem = DirectoryError(path: runtimeDirectory, reason: .system(error))
             }
+            problem.key = Self.directoryKey(config.app.runtimeDirectory, environment: "RUNTIME_DIRECTORY", what: "runtime directory")
+            if refuse {
+                // What this start made there may be the other baton's by now (a re-audit: a
+                // refused start removed the `notify` folder the winner went on with).
+                createdNotifyDirectory = false
+                throw problem
+            }
+            let text = lost ? "the runtime directory's lock was lost while baton ran and cannot be taken again: \(problem)" : "\(problem)"
+            if text != takeOver.runtimeLockTrouble { logger.error("\(text)") }
+            takeOver.runtimeLockTrouble = text
         }
     }
 

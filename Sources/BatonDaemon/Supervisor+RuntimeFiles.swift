@@ -27,6 +27,7 @@ extension Supervisor {
         checkUnixListenerFiles()
         releases.restoreIfGone(reopen: { [host, directory = releases.directory] () throws(DirectoryError) in try host.openStateStore(directory) }, on: loop)
         guard restoreNotifyDirectory() else { return }
+        try? lockRuntimeDirectory(refuse: false)
         control?.checkPath()
         for worker in slots.flatMap(\.workers) {
             rebindNotifyIfRemoved(worker, credentials: worker.spec.credentials) { $0.readNotify($1) }
@@ -54,7 +55,6 @@ extension Supervisor {
         }
         do {
             try prepareRuntimeDirectory()
-            try lockRuntimeDirectory(refuse: false)
             runtimeTrouble = nil
             logger.warning("\(notifyDirectory) was removed while baton ran: made it again")
             // The record a baton started after a crash of this one finds its workers by.

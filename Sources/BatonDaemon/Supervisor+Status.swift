@@ -77,7 +77,7 @@ extension Supervisor {
         report.strays = strays.isEmpty ? nil : strays
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
         let problems =
-            stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? [])
+            stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? []) + (takeOver.runtimeLockTrouble.map { [$0] } ?? [])
             + (memoryMonitor.hostMemoryProblem.map { [$0] } ?? []) + unacceptedListeners.values.sorted()
             + lostUnixListeners.values.sorted() + (listenMismatchNow.map { [$0] } ?? [])
         report.problems = problems.isEmpty ? nil : problems

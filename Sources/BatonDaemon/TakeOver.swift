@@ -57,8 +57,10 @@ struct TakeOverState {
     var recordPending = false
     /// Removed at a clean stop: no later write may bring it back.
     var recordForgotten = false
-    /// The runtime directory's lock (``Supervisor/lockRuntimeDirectory(refuse:)``).
+    /// The runtime directory's lock (``Supervisor/lockRuntimeDirectory(refuse:)``), and why it
+    /// is not held, while that lasts (a status problem).
     var runtimeLock: LockFile?
+    var runtimeLockTrouble: String?
     /// This baton's own record reached the file once: until then the file (if any) is the
     /// previous baton's.
     var recordWritten = false

@@ -51,7 +51,7 @@ public struct DirectoryError: Error, Sendable, Equatable, CustomStringConvertibl
         case .runtimeInUse(let pid):
             return prefix
                 + "\(path) is in use by another baton\(pid.map { " (pid \($0))" } ?? ""): two batons must not share a runtime directory "
-                + "(each keeps the record of its workers and their notify sockets there); give this app a runtime_directory of its own"
+                + "(each keeps the record of its workers and their notify sockets there): stop the other, or give this app a runtime_directory of its own"
         case .otherApp(let app):
             return prefix
                 + "\(path) holds the release state of app \"\(app)\" (its release.json): two apps must not share a state directory; "

@@ -30,14 +30,23 @@ public final class LockFile: Sendable {
     /// folder, a read-only file system) is locked as it is (a state audit made `.lock` a
     /// folder: two batons ran on one state directory).
     public static func take(_ path: String) throws(Failure) -> LockFile? {
-        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
-        if fd < 0 { fd = open(path, O_RDONLY | O_CLOEXEC) }
+        // Never through a symbolic link (a re-audit: one at `.lock` in a directory its group may
+        // write in made a root baton truncate the file it named and write its pid there).
+        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640)
+        if fd < 0 && errno != ELOOP { fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
         guard fd >= 0 else {
             if errno == EROFS || errno == ENOENT { return nil }
             throw .system(SystemError("open", errno: errno, subject: path))
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = ProcFS.read(path).flatMap { Int32($0.filter { !$0.isWhitespace }) }
+            // The holder writes its pid once it has the lock: a start racing it may read the file
+            // empty (a re-audit: 8 of 16 refusals named no pid); a moment later it is there.
+            var holder: Int32?
+            for attempt in 0..<5 {
+                holder = ProcFS.read(path).flatMap { Int32($0.filter { !$0.isWhitespace }) }
+                if holder != nil || attempt == 4 { break }
+                usleep(10_000)
+            }
             close(fd)
             throw .held(pid: holder)
         }

@@ -132,6 +132,8 @@ import Testing
         let second = try DaemonHarness(workers: 1)
         second.supervisor.config.app.runtimeDirectory = first.root + "/run"
         second.supervisor.runtimeDirectory = first.root + "/run"
+        // As if it had made `notify` itself, racing the first (which went on with it).
+        second.supervisor.createdNotifyDirectory = true
         do {
             try second.supervisor.lockRuntimeDirectory(refuse: true)
             Issue.record("the second baton took the lock")
@@ -139,6 +141,47 @@ import Testing
             #expect(error.reason == .runtimeInUse(pid: getpid()))
             #expect("\(error)".contains("in use by another baton (pid \(getpid())): two batons must not share a runtime directory"), "\(error)")
         }
+        // A re-audit: the refused start removed the `notify` folder it had made first, which the
+        // running baton went on with.
+        #expect(!second.supervisor.createdNotifyDirectory)
+    }
+
+    /// A re-audit: `rm -rf` of the runtime directory, and a second baton started within the 5 s
+    /// before the first looked again, took the lock unsaid (the first made the folders again
+    /// and bound its sockets, no ERROR, no status line); `rm` of `.lock` alone left it unlocked.
+    @Test func aLockAnotherBatonTookMeanwhileIsSaidAndARemovedOneTakenAgain() throws {
+        let h = try DaemonHarness(workers: 1)
+        try h.start()
+        let path = h.root + "/run/.lock"
+        #expect(unlink(path) == 0)
+        var other = try #require(try LockFile.take(path))
+        h.supervisor.checkRuntimeFiles()
+        let said = h.log.lines(containing: "the runtime directory's lock was lost while baton ran and cannot be taken again")
+        #expect(said.count == 1 && said.allSatisfy { $0.contains("in use by another baton (pid \(getpid()))") }, "\(said)")
+        #expect(h.supervisor.statusReport(memory: [:]).problems?.contains { $0.contains("lock was lost while baton ran") } == true)
+        h.supervisor.checkRuntimeFiles()
+        #expect(h.log.lines(containing: "lock was lost").count == 1, "said once")
+        // The other baton goes (its lock and file with it): taken again.
+        #expect(unlink(path) == 0)
+        other = try #require(try LockFile.take(h.root + "/run/.other"))
+        _ = other
+        h.supervisor.checkRuntimeFiles()
+        #expect(h.supervisor.takeOver.runtimeLock?.isStillAtItsPath == true)
+        #expect(h.log.lines(containing: ".lock was removed or replaced while baton ran: locked again").count == 1)
+        #expect(h.supervisor.statusReport(memory: [:]).problems?.contains { $0.contains("lock was lost") } != true)
+    }
+
+    /// A re-audit: a symbolic link at `.lock` (in a directory its group may write in) made a
+    /// root baton truncate the file it named and write its pid there.
+    @Test func aLinkAtTheLockIsNeverFollowed() throws {
+        let h = try DaemonHarness(workers: 1)
+        let victim = h.root + "/victim.txt"
+        let text = "precious content\n"
+        #expect(FileManager.default.createFile(atPath: victim, contents: Data(text.utf8)))
+        mkdir(h.root + "/run", 0o755)
+        #expect(symlink(victim, h.root + "/run/.lock") == 0)
+        #expect(throws: DirectoryError.self) { try h.start() }
+        #expect(ProcFS.read(victim) == text)
     }
 
     /// The directory removed and made again: the lock is taken again on the new `.lock`, so a
