@@ -62,6 +62,8 @@ final class ReleaseBook {
     private(set) var deploysByOutcome: [OperationOutcome: Int] = [:]
     /// The state directory, once opened.
     var store: (any ReleaseStore)?
+    /// What ``pinPreviousRecordedThroughALink()`` last said.
+    private var lastPin: String?
     let logger: Logger
     /// `[app] name`, written into every release.json (``stamped(_:)``).
     let app: String?
@@ -138,14 +140,29 @@ final class ReleaseBook {
     func pinPreviousRecordedThroughALink() {
         guard let previous = state.previous else { return }
         let folder = Supervisor.resolved(previous.directory)
-        guard PathKey(folder) != PathKey(previous.directory), Filesystem.isDirectory(folder) else { return }
-        state.previous?.directory = folder
-        logger.info("the previous release was recorded as \(previous.directory), which names \(folder): pinned to that folder")
+        let said: String
+        if Filesystem.isSymbolicLink(previous.directory), !Filesystem.isDirectory(folder) {
+            // A link that names no folder now: what it named is gone, and whatever it is pointed
+            // at next never ran (a re-audit: the folder moved away, the link flipped to an upload
+            // later, and `rollback` went there).
+            state.previous = nil
+            said = "the previous release was recorded as the link \(previous.directory), which names no folder now: no previous release"
+        } else if PathKey(folder) != PathKey(previous.directory), Filesystem.isDirectory(folder) {
+            state.previous?.directory = folder
+            said = "the previous release was recorded as \(previous.directory), which names \(folder): pinned to that folder"
+        } else {
+            return
+        }
+        // Said and written once: `baton upgrade`'s new image reads the state from disk, then the
+        // old image's (a re-audit: the line twice).
+        guard said != lastPin else { return }
+        lastPin = said
+        logger.info("\(said)")
         guard persisted, let store else { return }
         do {
             try store.save(stamped(state))
         } catch {
-            logger.warning("cannot write the previous release pinned to \(folder) (\(error)); it is pinned until baton stops")
+            logger.warning("cannot write release.json (\(error)): until it is, \(said) only while baton runs")
         }
     }
 

@@ -290,6 +290,7 @@ struct History: ParsableCommand {
             appName = loaded.app.name
         } else if let app = location.app {
             directory = BatonConfig.defaultStateDirectory(appName: app)
+            appName = app
         } else {
             throw unreachable
         }

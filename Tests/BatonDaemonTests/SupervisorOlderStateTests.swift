@@ -48,9 +48,29 @@ import Testing
         #expect(book.state.previous?.directory == Supervisor.resolved(r2))
         book.restore(state: ReleaseState(current: Release(directory: link), previous: Release(directory: r2)), deploysByOutcome: [:])
         #expect(book.state.previous?.directory == r2)
-        let dangling = h.root + "/gone"
-        flip(dangling, to: h.root + "/nowhere")
-        book.restore(state: ReleaseState(current: Release(directory: r2), previous: Release(directory: dangling)), deploysByOutcome: [:])
-        #expect(book.state.previous?.directory == dangling)
+    }
+
+    /// A re-audit: the folder a recorded link named was moved away before the upgrade (the link
+    /// names nothing, nothing was pinned or said), then the link was flipped to a fresh upload:
+    /// `rollback` went there (exit 0). A link that names no folder when first read is no
+    /// previous release; said once, also across an upgrade's two reads.
+    @Test func aPreviousReleaseRecordedAsALinkToNothingIsNone() throws {
+        let h = try DaemonHarness(workers: 1) { $0.deploy.stabilityWindow = .zero }
+        let r3 = h.makeRelease("r3")
+        let upload = h.makeRelease("r5")
+        let link = h.root + "/current"
+        flip(link, to: h.root + "/r2-moved-away")
+        let state = ReleaseState(current: Release(directory: r3), previous: Release(directory: link))
+        try h.host.store.save(state)
+        try h.start()
+        #expect(h.supervisor.releaseState.previous == nil)
+        #expect(h.host.store.releaseState?.previous == nil, "written so")
+        h.supervisor.releases.restore(state: state, deploysByOutcome: [:])
+        #expect(h.log.lines(containing: "which names no folder now: no previous release").count == 1)
+        flip(link, to: upload)
+        let rollback = h.rollback()
+        h.finishOperations()
+        #expect(rollback.reply?.ok == false, "\(String(describing: rollback.reply))")
+        #expect(h.supervisor.slots[0].current?.folder == Supervisor.resolved(r3))
     }
 }

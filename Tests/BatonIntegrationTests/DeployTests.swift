@@ -219,6 +219,16 @@ extension SecondIntegration {
             let wrong = try first.cli(["history", "--config", other], socket: false)
             #expect(wrong.code == 2 && wrong.stderr.contains("holds the release state of app \"test\""), "exit \(wrong.code): \(wrong.stderr)")
             #expect(!wrong.stdout.contains("deploy"))
+            // The same through `--app NAME` (its state directory /var/lib/baton/NAME, here a
+            // copy bind-mounted over /var/lib in a mount namespace of its own): a re-audit.
+            let lib = first.directory + "/lib"
+            let copied = try TestProcess.run(["/bin/sh", "-c", "mkdir -p '\(lib)/baton' && cp -a '\(first.directory)/state' '\(lib)/baton/other'"])
+            #expect(copied.code == 0, "\(copied.stderr)")
+            let byApp = try TestProcess.run([
+                "/usr/bin/unshare", "-m", "/bin/sh", "-c",
+                "mount --make-rprivate / && mount --bind '\(lib)' /var/lib && exec '\(TestPaths.executable("baton"))' history --app other",
+            ])
+            #expect(byApp.code == 2 && byApp.stderr.contains("holds the release state of app \"test\""), "exit \(byApp.code): \(byApp.stderr)")
             let second = try BatonHarness(workers: 2, tag: "pers", reuse: first.directory)
             defer { second.stop() }
             #expect(try second.status().workers.allSatisfy { $0.release == r2 })
