@@ -33,16 +33,16 @@ extension Supervisor {
             warnNotify(worker, "\(Self.requestsField)\(ControlProtocol.printable(String(text.prefix(32)))) ignored: \(why)")
             return
         }
+        // Summed without overflow (each count may be up to Int.max).
+        func plus(_ a: Int, _ b: Int) -> Int { a.addingReportingOverflow(b).overflow ? .max : a + b }
         worker.requestCounts[pid] = count
         if worker.requestCounts.count > Self.requestCountersKept {
             for (gone, last) in worker.requestCounts where gone != pid && host.processes.startTime(of: gone) == nil {
-                worker.retiredRequests = worker.retiredRequests.addingReportingOverflow(last).overflow ? .max : worker.retiredRequests + last
+                worker.retiredRequests = plus(worker.retiredRequests, last)
                 worker.requestCounts[gone] = nil
             }
         }
-        worker.requestsServed = worker.requestCounts.values.reduce(worker.retiredRequests) { total, n in
-            total.addingReportingOverflow(n).overflow ? .max : total + n
-        }
+        worker.requestsServed = worker.requestCounts.values.reduce(worker.retiredRequests, plus)
         sawRequestCounts = true  // the app sends them: an idle spell later is no silence
         recycleByRequestCount()
     }
