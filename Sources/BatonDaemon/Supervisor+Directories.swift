@@ -47,8 +47,14 @@ extension Supervisor {
         let lost = takeOver.runtimeLock != nil
         do {
             takeOver.runtimeLock = try LockFile.take(runtimeDirectory + "/.lock")
-            if lost { logger.warning("\(runtimeDirectory)/.lock was removed or replaced while baton ran: locked again") }
             takeOver.runtimeLockTrouble = nil
+            if lost {
+                logger.warning("\(runtimeDirectory)/.lock was removed or replaced while baton ran: locked again")
+                // Its record too: another baton that held the lock meanwhile wrote its own and
+                // removed it at its stop (a re-audit 2: no record until a worker exited, and a
+                // crash meanwhile left the workers to no one).
+                recordInstance()
+            }
         } catch {
             var problem: DirectoryError
             switch error {

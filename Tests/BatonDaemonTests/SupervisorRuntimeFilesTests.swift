@@ -161,13 +161,18 @@ import Testing
         #expect(h.supervisor.statusReport(memory: [:]).problems?.contains { $0.contains("lock was lost while baton ran") } == true)
         h.supervisor.checkRuntimeFiles()
         #expect(h.log.lines(containing: "lock was lost").count == 1, "said once")
-        // The other baton goes (its lock and file with it): taken again.
+        // The other baton goes (its lock and file with it, and the record it wrote over this
+        // one's): taken again, and the record written again.
+        h.host.files.remove(h.supervisor.instancePath)
         #expect(unlink(path) == 0)
         other = try #require(try LockFile.take(h.root + "/run/.other"))
         _ = other
         h.supervisor.checkRuntimeFiles()
         #expect(h.supervisor.takeOver.runtimeLock?.isStillAtItsPath == true)
         #expect(h.log.lines(containing: ".lock was removed or replaced while baton ran: locked again").count == 1)
+        h.advance(by: .zero)
+        let record = try #require(try? h.host.files.read(h.supervisor.instancePath), "the record written again")
+        #expect(record.contains("\"pid\":\(getpid())"), "\(record)")
         #expect(h.supervisor.statusReport(memory: [:]).problems?.contains { $0.contains("lock was lost") } != true)
     }
 
