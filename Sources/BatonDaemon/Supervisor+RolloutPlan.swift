@@ -265,9 +265,12 @@ extension Supervisor {
     }
 
     /// Slots of the serving workers, largest USS growth since ready first (a deploy restarts
-    /// the most bloated workers first), from the last sample (``measureThen(_:_:)``).
+    /// the most bloated workers first), from the last sample (``measureThen(_:_:)``); grown as
+    /// the memory rules count it (1 MiB and 5 %), the rest in slot order. A few pages more are
+    /// noise: they picked the canary of two idle workers at random (a flaky test, 1 of 1143,
+    /// whose canary was to be slot 0).
     func slotsByGrowth() -> [Int] {
-        let ordered = RollAhead.order(currentGrowth()).map(\.slot)
+        let ordered = RollAhead.order(currentGrowth().filter(\.hasGrown)).map(\.slot)
         return ordered + slots.map(\.index).filter { !ordered.contains($0) }
     }
 }
