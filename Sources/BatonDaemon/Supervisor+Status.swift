@@ -14,7 +14,10 @@ extension Supervisor {
     /// uninterruptible sleep while the host stalled held status for 21 s, and the CLI gave up,
     /// exit 4, as if baton hung).
     func requestStatus(_ reply: @escaping (StatusReport) -> Void) {
-        let pids = measuredPIDs
+        // The strays too: no rule counts their memory, but the operator should see it (an apps
+        // audit: helpers that left their workers' groups held 2.4 GiB while status said the
+        // workers' PSS was 77 MiB, and nothing said more).
+        let pids = measuredPIDs + escapedChildren()
         let ksm = config.memory.mergeable
         let onTime = boundedWait(Self.statusReadWait) { [unowned self] in
             var report = self.statusReport(memory: self.lastMemorySamples)
@@ -75,6 +78,8 @@ extension Supervisor {
         report.degraded = degraded ? true : nil
         let strays = escapedChildren().sorted()
         report.strays = strays.isEmpty ? nil : strays
+        let straysPSS = strays.compactMap { trees[$0]?.pss }
+        report.straysPSSBytes = straysPSS.isEmpty ? nil : straysPSS.reduce(0, +)
         report.logDroppedBytes = LogWriter.standardError.droppedBytes
         let problems =
             stateProblems + deadListeners.map(Self.deadListenerProblem) + (runtimeTrouble.map { [$0] } ?? []) + (takeOver.runtimeLockTrouble.map { [$0] } ?? [])

@@ -101,6 +101,15 @@ import Testing
         let status = h.supervisor.statusReport(memory: [:])
         #expect(status.strays == [stray])
         #expect(status.table(now: 0).contains("strays: pid 7777777 (left their workers' process groups; not supervised, killed when baton stops)"))
+        // Their memory, as this status read it (an apps audit: 2.4 GiB held by strays while
+        // status said the workers' PSS was 77 MiB, and nothing more).
+        h.host.fakeMemory.setTree(MemorySample(rss: 300 << 20, pss: 256 << 20, uss: 250 << 20), of: stray)
+        var read: StatusReport?
+        h.supervisor.requestStatus { read = $0 }
+        h.awaitReads()
+        let measured = try #require(read)
+        #expect(measured.straysPSSBytes == 256 << 20)
+        #expect(measured.table(now: 0).contains("strays: pid 7777777, PSS 256.0 MiB, in no memory figure below (left their workers' process groups"))
     }
 
     /// A pid-1 audit: an orphan handed to baton that never left its worker's process group

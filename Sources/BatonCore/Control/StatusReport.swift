@@ -45,6 +45,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// and their parent exited (a daemonizing worker). They run on, maybe holding the
     /// listening sockets, until baton stops and kills them; nil when there are none.
     public var strays: [Int32]?
+    /// The strays' PSS, their trees summed, as this status read it (nil when not read): no
+    /// memory rule counts it, and a worker's restart frees none of it.
+    public var straysPSSBytes: UInt64?
     /// Set when this report's memory figures are each worker's last sample, not a read made
     /// for it (that read did not finish in time): why, in words.
     public var memoryNote: String?
@@ -56,6 +59,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case app, pid, state, release, listeners, slots, summary, workers, operation, queuedOperations, degraded, problems, memory, oom
         case reservation, ksm
         case molds, strays
+        case straysPSSBytes = "strays_pss_bytes"
         case logDroppedBytes = "log_dropped_bytes"
         case memoryNote = "memory_note"
         case restartNeeded = "restart_needed"
@@ -309,7 +313,8 @@ extension StatusReport {
         }
         if let strays, !strays.isEmpty {
             lines.append(
-                "strays: pid \(strays.map(String.init).joined(separator: ", ")) (left their workers' process groups; not supervised, killed when baton stops)")
+                "strays: pid \(strays.map(String.init).joined(separator: ", "))\(straysPSSBytes.map { ", PSS \(Units.formatSize($0)), in no memory figure below" } ?? "") (left their workers' process groups; not supervised, killed when baton stops)"
+            )
         }
         if let m = memory {
             let percent = Int((m.threshold * 100).rounded())
