@@ -71,8 +71,18 @@ extension Supervisor {
     /// stop, before the directory's lock kept a second baton out).
     func forgetInstance() {
         takeOver.recordForgotten = true
-        let record = (try? host.files.read(instancePath)).flatMap { try? JSONDecoder().decode(InstanceRecord.self, from: Data($0.utf8)) }
-        if let record, record.pid != getpid(), host.processes.startTime(of: record.pid) == record.startTime { return }
+        if let record = readInstanceRecord().record, isAnotherRunningBaton(record) { return }
         host.files.remove(instancePath)
+    }
+
+    /// `instance.json` as read (nil when there is none) and decoded (nil when unreadable).
+    func readInstanceRecord() -> (text: String?, record: InstanceRecord?) {
+        let text = try? host.files.read(instancePath)
+        return (text, text.flatMap { try? JSONDecoder().decode(InstanceRecord.self, from: Data($0.utf8)) })
+    }
+
+    /// Whether `record` is another baton's that still runs (same pid and start time).
+    func isAnotherRunningBaton(_ record: InstanceRecord) -> Bool {
+        record.pid != getpid() && host.processes.startTime(of: record.pid).map { $0 == record.startTime } == true
     }
 }

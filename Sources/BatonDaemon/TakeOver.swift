@@ -80,11 +80,10 @@ extension Supervisor {
     /// is touched: a dead baton's record names the listening sockets' inodes, and the live
     /// one's workers hold those too, so they must never be taken for its orphans.
     func checkPreviousInstance() throws {
-        let text = try? host.files.read(instancePath)
-        let record = text.flatMap { try? JSONDecoder().decode(InstanceRecord.self, from: Data($0.utf8)) }
+        let (text, record) = readInstanceRecord()
         // A state audit: a damaged record after `kill -9` failed every start on `Address already in use`, unsaid.
         if let text, record == nil { logger.warning("\(instancePath) is unreadable (\(text.utf8.count) bytes): its baton's workers cannot be taken over") }
-        if let record, record.pid != getpid(), let started = host.processes.startTime(of: record.pid), started == record.startTime {
+        if let record, isAnotherRunningBaton(record) {
             throw InstanceConflict(
                 description: "baton for app \(record.app) is already running as pid \(record.pid) (runtime directory \(runtimeDirectory)); stop it first")
         }

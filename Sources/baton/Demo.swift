@@ -81,10 +81,7 @@ struct Demo: ParsableCommand {
 
     /// A binary next to this one (the build folder holds both).
     static func siblingExecutable(_ name: String) -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return name }
-        let exe = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let exe = Filesystem.linkTarget("/proc/self/exe") else { return name }
         return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/" + name
     }
 }

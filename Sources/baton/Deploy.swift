@@ -309,7 +309,7 @@ struct History: ParsableCommand {
         do { store = try StateStore(directory: directory) } catch { store = StateStore.readable(directory, refused: error) }
         // Another app's state directory is refused, as `serve` and `check-config` refuse it (a
         // multi-app audit: the history of the app whose release.json it holds, exit 0).
-        if let appName, let other = (try? store?.loadReleaseState())??.app, other != appName {
+        if let appName, let other = StateStore.recordedApp(in: directory), other != appName {
             throw BatonExit(
                 code: BatonExitCode.usage, message: "\(DirectoryError(path: directory, reason: .otherApp(other), key: "app.state_directory"))")
         }

@@ -31,10 +31,7 @@ func currentEnvironment() -> [String] {
 /// This binary's path (a replaced binary shows as "PATH (deleted)" in
 /// /proc/self/exe: the path is where the new one is).
 func executablePath() -> String {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { return CommandLine.arguments[0] }
-    var path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard var path = Filesystem.linkTarget("/proc/self/exe") else { return CommandLine.arguments[0] }
     if path.hasSuffix(" (deleted)") { path.removeLast(10) }
     return path
 }
