@@ -158,11 +158,10 @@ final class MemoryMonitor {
         return (trigger, tooling, held.shouldRoll(available: counted, growthRate: rate, replacementTime: replacementTime))
     }
 
-    /// Whether to warn that no worker has grown (once per reservation, until a roll).
-    func warnNothingToRoll() -> Bool {
-        guard !reservation.warnedNothingToRoll else { return false }
-        reservation.warnedNothingToRoll = true
-        return true
+    /// Whether to warn that the held reservation rolls nothing (`why`: nothing grew, or the
+    /// growth cannot close the gap): once per reason and reservation, until a roll.
+    func warnNoRoll(_ why: NoRoll) -> Bool {
+        reservation.warnedNoRoll.insert(why).inserted
     }
 
     /// A roll for the reservation replaced its worker in `took`.
@@ -170,7 +169,7 @@ final class MemoryMonitor {
         reservation.replacementTime = took
         reservation.held?.rolls += 1
         reservation.trend.reset()
-        reservation.warnedNothingToRoll = false
+        reservation.warnedNoRoll = []
     }
 
     /// The serving workers' PSS carried forward by their statm RSS (no smaps walk): per pid,
@@ -215,6 +214,14 @@ struct ReservationState {
     var lastTrigger: UInt64?
     /// What the tooling took of it at the last sample.
     var lastTooling: UInt64 = 0
-    /// Set once a "nothing left to roll" warning was logged for this reservation.
-    var warnedNothingToRoll = false
+    /// The "nothing rolled" warnings logged for this reservation since its last roll.
+    var warnedNoRoll: Set<NoRoll> = []
+}
+
+/// Why the held reservation rolled nothing at a sample that called for a roll.
+enum NoRoll: Hashable {
+    /// No worker grew by 1 MiB and 5 %.
+    case nothingGrown
+    /// The grown workers' growth together is less than the headroom is short.
+    case cannotClose
 }

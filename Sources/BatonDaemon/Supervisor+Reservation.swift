@@ -95,11 +95,23 @@ extension Supervisor {
         guard !operations.isBusy, !upgradeInProgress, phase != .stopping else { return }
         // Grown as the memory rules mean it (1 MiB and 5 %): a multi-app audit saw 8 workers
         // rolled in 18 s, each +280-480 KiB since ready, while another app took the memory;
-        // each roll took a slot out of service and freed nothing.
-        guard let next = RollAhead.order(currentGrowth(readyOnly: true)).first, next.hasGrown else {
-            if memoryMonitor.warnNothingToRoll() {
+        // each roll took a slot out of service and freed nothing. Nor, a re-audit saw, when all
+        // the growth together cannot close the gap (+2.9 MiB against 22 MiB short).
+        let short = UInt64(clamping: Int64(clamping: trigger).subtractingReportingOverflow(available).partialValue)
+        let next: WorkerGrowth
+        switch RollAhead.reservationRoll(currentGrowth(readyOnly: true), short: short) {
+        case .roll(let worker): next = worker
+        case .nothingGrown:
+            if memoryMonitor.warnNoRoll(.nothingGrown) {
                 logger.warning(
                     "reservation: headroom \(Units.formatSignedSize(available)) is under \(Units.formatSize(trigger)) and no worker has grown since it started (by 1 MiB and 5 %): nothing to roll"
+                )
+            }
+            return
+        case .cannotClose(let growth):
+            if memoryMonitor.warnNoRoll(.cannotClose) {
+                logger.warning(
+                    "reservation: headroom \(Units.formatSignedSize(available)) is \(Units.formatSize(short)) under \(Units.formatSize(trigger)); restarting every grown worker would free about \(Units.formatSize(growth)) (their growth since ready): nothing rolled, the rest is not the workers' growth"
                 )
             }
             return

@@ -73,6 +73,18 @@ struct MemoryReservationTests {
         #expect(r.remaining(now: .seconds(2000)) == .zero)
     }
 
+    @Test func theHeldReservationRollsOnlyGrowthThatCanCloseTheGap() {
+        let roll = { (short: UInt64) in RollAhead.reservationRoll(workers, short: short) }
+        // 540 MiB of growth in all: the largest grower first while it can close the gap.
+        #expect(roll(10 * mib) == .roll(workers[0]))
+        #expect(roll(540 * mib) == .roll(workers[0]))
+        #expect(roll(541 * mib) == .cannotClose(growth: 540 * mib))
+        // Growth under 1 MiB and 5 % is none, and counts for nothing.
+        let barely = WorkerGrowth(slot: 4, pid: 104, ussAtReady: 70 * mib, ussNow: 73 * mib)
+        #expect(RollAhead.reservationRoll([workers[3], barely], short: mib) == .nothingGrown)
+        #expect(RollAhead.reservationRoll(workers + [barely], short: 541 * mib) == .cannotClose(growth: 540 * mib))
+    }
+
     @Test func statusLineOfTheReservation() {
         let r = ReservationReport(
             bytes: 300 * mib, marginBytes: 64 * mib, remainingSeconds: 898.4, rolls: 1, headroomBytes: -Int64(mib), triggerBytes: 390 * mib)

@@ -199,6 +199,31 @@ extension SupervisorReservationTests {
         #expect(h.log.lines(containing: "no worker has grown since it started (by 1 MiB and 5 %): nothing to roll").count == 1)
     }
 
+    /// A re-audit: with another process taking the headroom, the held reservation rolled a
+    /// worker grown +2.9 MiB against a gap of 22 MiB, a slot out of service for 2.26 s for
+    /// memory that could not bring the headroom back. Growth that together cannot close the
+    /// gap is not rolled, said once; once the gap is within it, the largest grower is.
+    @Test func aReservationRollsNothingWhenTheGrowthCannotCloseTheGap() throws {
+        let h = try harness()
+        h.advance(by: .seconds(3))
+        // Each worker +3 MiB since ready (grown: over 1 MiB and 5 % of 20 MiB), 6 MiB in all.
+        h.host.fakeMemory.worker = MemorySample(rss: 23 * Self.mib, pss: 23 * Self.mib, uss: 23 * Self.mib)
+        h.advance(by: .seconds(1))
+        h.supervisor.holdReservation(bytes: 100 * Self.mib, hold: .seconds(600), rolledAhead: nil)
+        h.host.fakeMemory.host = Self.readings(available: 90 * Self.mib)
+        for _ in 0..<20 { h.advance(by: Supervisor.reservationInterval) }
+        #expect(h.supervisor.operation == nil)
+        #expect(h.supervisor.reservationReport()?.rolls == 0)
+        let lines = h.log.lines(containing: "restarting every grown worker would free about 6.0 MiB")
+        #expect(lines.count == 1, "\(h.log.lines(containing: "reservation:"))")
+        // The other process gives most of it back: the gap is within the workers' growth.
+        let trigger = try #require(h.supervisor.reservationReport()?.triggerBytes)
+        h.host.fakeMemory.host = Self.readings(available: trigger - 4 * Self.mib)
+        h.advance(by: Supervisor.reservationInterval)
+        h.settle()
+        #expect(h.supervisor.operation?.kind == .rollAhead, "\(h.log.lines(containing: "reservation:"))")
+    }
+
     /// An 800 MiB cgroup charged `usage`, nothing reclaimable; the host's headroom follows it.
     static func cgroupReadings(usage: UInt64) -> MemoryReadings {
         MemoryReadings(

@@ -68,6 +68,17 @@ public enum RollAhead {
         workers.sorted { ($0.growth, -$0.slot) > ($1.growth, -$1.slot) }
     }
 
+    /// What a held reservation rolls when the headroom is `short` under its trigger: the
+    /// worker grown the most (``WorkerGrowth/hasGrown``); nothing when none grew, or when
+    /// restarting every grown worker would not free `short` (the rest of the fall is not the
+    /// workers' growth: each roll would take a slot out of service and not bring the headroom back).
+    public static func reservationRoll(_ workers: [WorkerGrowth], short: UInt64) -> ReservationRoll {
+        let grown = order(workers).filter(\.hasGrown)
+        guard let first = grown.first else { return .nothingGrown }
+        let total = grown.reduce(UInt64(0)) { $0.addingReportingOverflow($1.growth).partialValue }
+        return total >= short ? .roll(first) : .cannotClose(growth: total)
+    }
+
     /// Bytes missing under `verdict`'s binding limit once `extra` (the safety margin and the
     /// growth expected while the reservation is held) is counted too; 0 when it fits.
     public static func short(_ verdict: PreflightVerdict, extra: UInt64) -> UInt64 {
@@ -122,4 +133,14 @@ public enum RollAhead {
                 "\(missing) short under \(name)\(spare): restarting slot\(count == 1 ? "" : "s") \(list) should free about \(Units.formatSize(reclaim)); re-measured after each"
         )
     }
+}
+
+/// What a held reservation does at a sample that calls for a roll (``RollAhead/reservationRoll(_:short:)``).
+public enum ReservationRoll: Sendable, Equatable {
+    /// Restart this worker.
+    case roll(WorkerGrowth)
+    /// No worker grew by 1 MiB and 5 % since it became ready.
+    case nothingGrown
+    /// The grown workers' `growth` together is less than the headroom is short.
+    case cannotClose(growth: UInt64)
 }
