@@ -91,6 +91,34 @@ struct MemoryReadersHostTests {
         #expect(readings.cgroup?.path == cgroup.path)
     }
 
+    /// An apps audit: a worker reading its own file through mmap grew its USS by the file's
+    /// pages (Private_Clean: mapped by it alone), which a restart leaves in the page cache; the
+    /// memory rules restarted it 18 times in 30 s for memory no restart gave back.
+    @Test func theCacheOfAFileOnlyItMapsIsNotUSS() throws {
+        let directory = TestPaths.temporaryDirectory("mmap")
+        defer { TestPaths.remove(directory) }
+        let file = directory + "/data.bin"
+        let script = """
+            import mmap, os, sys, time
+            with open(sys.argv[1], 'wb') as f:
+                f.write(b'x' * (32 << 20)); f.flush(); os.fsync(f.fileno())
+            f = open(sys.argv[1], 'rb')
+            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            total = sum(m[i] for i in range(0, len(m), 4096))
+            sys.stderr.write('ready\\n')
+            sys.stderr.flush()
+            time.sleep(60)
+
+            """
+        let p = try TestProcess([python3, "-c", script, file], environment: childEnvironment)
+        defer { p.stop(timeout: .seconds(5)) }
+        try #require(p.waitForLine(containing: "ready", timeout: .seconds(30)) != nil, "python3: \(p.stderrLines)")
+        let memory = try #require(ProcFS.treeMemory(of: p.pid, detailed: true))
+        // 32 MiB resident through the mapping, and none of it private dirty.
+        #expect(memory.rss > 32 * mib)
+        #expect(try #require(memory.uss) < 24 * mib, "USS \(memory.uss.map { $0 >> 20 } ?? 0) MiB")
+    }
+
     @Test func commitChargeOfAThreadedPythonExceedsItsPSS() throws {
         let script = """
             import sys, threading

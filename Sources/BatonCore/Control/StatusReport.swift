@@ -203,7 +203,8 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var rssBytes: UInt64?
     /// See `rssBytes`.
     public var pssBytes: UInt64?
-    /// See `rssBytes`; the private part (Private_Clean + Private_Dirty).
+    /// See `rssBytes`; the private part a restart frees (Private_Dirty: clean private pages are
+    /// file cache, which stays).
     public var ussBytes: UInt64?
     /// See `rssBytes`; the shared resident part (Shared_Clean + Shared_Dirty).
     public var sharedBytes: UInt64?

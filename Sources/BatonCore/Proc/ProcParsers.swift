@@ -4,7 +4,9 @@ public struct MemorySample: Sendable, Equatable, Codable {
     public var rss: UInt64
     /// Proportional set size (shared pages divided among their users).
     public var pss: UInt64?
-    /// Unique set size: Private_Clean + Private_Dirty, what killing it frees (the private part).
+    /// Unique set size as baton counts it: Private_Dirty, the private pages killing it frees.
+    /// Private_Clean is left out: clean pages only this process maps are the cache of a file
+    /// it maps (its binary, a data file it reads through mmap), which stays after it exits.
     public var uss: UInt64?
     /// Shared resident memory: Shared_Clean + Shared_Dirty, pages some other process maps too
     /// (copy-on-write pages of a fork, libraries, shared mappings). A forked worker's pages
@@ -72,7 +74,8 @@ public enum ProcParsers {
         return pages.saturatingMultiply(pageSize)
     }
 
-    /// RSS, PSS, USS and shared resident bytes from /proc/PID/smaps_rollup.
+    /// RSS, PSS, USS (Private_Dirty, see ``MemorySample/uss``) and shared resident bytes from
+    /// /proc/PID/smaps_rollup.
     public static func smapsRollup(_ text: String) -> (rss: UInt64, pss: UInt64, uss: UInt64, shared: UInt64)? {
         // Bytes, not Characters (see CommitCharge.privateWritable): "Key:   123 kB" lines.
         var rss: UInt64?
@@ -88,7 +91,7 @@ public enum ProcParsers {
                 rss = kb.saturatingMultiply(1024)
             } else if key.elementsEqual("Pss".utf8) {
                 pss = kb.saturatingMultiply(1024)
-            } else if key.elementsEqual("Private_Clean".utf8) || key.elementsEqual("Private_Dirty".utf8) {
+            } else if key.elementsEqual("Private_Dirty".utf8) {
                 uss = uss.saturatingAdd(kb.saturatingMultiply(1024))
             } else if key.elementsEqual("Shared_Clean".utf8) || key.elementsEqual("Shared_Dirty".utf8) {
                 shared = shared.saturatingAdd(kb.saturatingMultiply(1024))
