@@ -35,7 +35,8 @@ extension MemoryIntegration {
             #expect(result.code == 0, "\(result.report)")
             for check in [
                 "mold ready", "w1 parent", "w1 intermediate reaped", "w1 ready", "w1 descriptors", "w1 LISTEN_PID", "w1 worker boot hook", "w1 process group",
-                "copy-on-write sharing", "w1 SIGTERM", "w3 promote", "w4 parent", "w4 forked from the warmed worker", "w4 LISTEN_PID", "w3 end of file",
+                "copy-on-write sharing", "w2 watchdog", "w2 notify queue full", "w1 SIGTERM", "w3 promote", "w4 parent", "w4 forked from the warmed worker",
+                "w4 LISTEN_PID", "w3 end of file",
                 "mold end of file",
                 "w2 outlives the mold", "mold SIGTERM",
             ] {

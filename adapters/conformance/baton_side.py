@@ -22,6 +22,8 @@ import time
 
 
 PR_SET_CHILD_SUBREAPER = 36
+# The watchdog interval the driver asks of a worker spawned with watchdog_pid: 0.4 s.
+WATCHDOG_USEC = 400000
 LISTEN_TARGET = 3
 UNIX_TARGET = 4  # the second listener, with --unix
 PIPE_KEEP_TARGET = 1000
@@ -180,12 +182,16 @@ class BatonSide:
 
     def wait_ready(self, check, notify, pid):
         """Waits for READY=1 sent by pid (SCM_CREDENTIALS) on notify."""
+        self.wait_message(check, notify, pid, "READY=1")
+
+    def wait_message(self, check, notify, pid, field, count=1):
+        """Waits for count datagrams with the line field sent by pid (SCM_CREDENTIALS) on notify."""
         deadline = self.deadline()
         seen = []
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([notify], [], [], left)[0]:
-                raise CheckFailed(check, "no READY=1 from pid %d within %ss (got %r)" % (pid, self.timeout, seen))
+                raise CheckFailed(check, "no %s from pid %d within %ss (got %r)" % (field, pid, self.timeout, seen))
             data, ancdata, _, _ = notify.recvmsg(4096, socket.CMSG_SPACE(12))
             sender = None
             for level, kind, payload in ancdata:
@@ -193,10 +199,12 @@ class BatonSide:
                     sender = struct.unpack("iII", payload[:12])[0]
             text = data.decode("utf-8", "replace")
             seen.append((sender, text))
-            if "READY=1" in text.split("\n"):
+            if field in text.split("\n"):
                 if sender != pid:
-                    raise CheckFailed(check, "READY=1 came from pid %s, not %d" % (sender, pid))
-                return
+                    raise CheckFailed(check, "%s came from pid %s, not %d" % (field, sender, pid))
+                count -= 1
+                if count == 0:
+                    return
 
     # -- processes -----------------------------------------------------------
 
@@ -239,8 +247,10 @@ class BatonSide:
         Lines(out_r, name)
         return pid, channel, notify
 
-    def spawn(self, channel, name, slot, extra=None):
-        """Sends one spawn request on channel; returns the Worker with its pid (checks the reply)."""
+    def spawn(self, channel, name, slot, extra=None, watchdog=False):
+        """Sends one spawn request on channel; returns the Worker with its pid (checks the reply).
+
+        watchdog: WATCHDOG_USEC in its env and watchdog_pid, as with baton's [readiness] watchdog."""
         listener = self.listener()
         notify, notify_path = self.notify_socket(name)
         out_r, out_w = os.pipe()
@@ -254,13 +264,15 @@ class BatonSide:
             worker.unix_listener, worker.unix_path = self.unix_listener(name)
             fds.append(worker.unix_listener.fileno())
             targets.append(UNIX_TARGET)
+        if watchdog:
+            env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
         if extra is not None:
             fds.append(extra.fileno())
             targets.append(self.mold_fd_target)
             env["BATON_MOLD_FD"] = str(self.mold_fd_target)
         self.next_id += 1
         request = {"op": "spawn", "id": self.next_id, "env": ["%s=%s" % kv for kv in sorted(env.items())],
-                   "fds": targets, "listen_pid": True, "watchdog_pid": False}
+                   "fds": targets, "listen_pid": True, "watchdog_pid": watchdog}
         check = "%s spawn reply" % name
         channel.sendmsg([json.dumps(request).encode()],
                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])

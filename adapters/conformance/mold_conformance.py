@@ -9,7 +9,8 @@ LISTEN_FDS/LISTEN_PID, NOTIFY_SOCKET, BATON_MOLD_FD, BATON_SLOT=mold,
 BATON_RELEASE), with real processes and sockets, and checks what the protocol
 promises: readiness, spawn replies, the double fork (the worker is the
 driver's child, which is a child subreaper, and no zombie is left under the
-mold), its own process group in the mold's session, descriptor placement, LISTEN_PID, serving, graceful SIGTERM,
+mold), its own process group in the mold's session, descriptor placement, LISTEN_PID, serving, WATCHDOG=1 when asked (watchdog_pid, WATCHDOG_USEC), serving with its
+NOTIFY_SOCKET's queue full (a send that never blocks), graceful SIGTERM,
 copy-on-write sharing between two workers, the mold's exit 0 on end of file
 and on SIGTERM (a second mold), and with --refork the promotion of a worker
 to a mold.
@@ -40,7 +41,7 @@ import sys
 import threading
 import time
 
-from baton_side import (LISTEN_TARGET, PIPE_KEEP_TARGET, PR_SET_CHILD_SUBREAPER, UNIX_TARGET, BatonSide,
+from baton_side import (LISTEN_TARGET, PIPE_KEEP_TARGET, PR_SET_CHILD_SUBREAPER, UNIX_TARGET, WATCHDOG_USEC, BatonSide,
                         CheckFailed, all_pids, proc_stat, smaps_rollup)
 
 
@@ -169,6 +170,44 @@ class Driver(BatonSide):
                                   % (w.name, m["Pss_Anon"], m["Anonymous"]))
         self.ok(check, "; ".join(parts))
 
+    def check_watchdog(self, worker):
+        """Spawned with watchdog_pid and WATCHDOG_USEC, a worker sends WATCHDOG=1 every half of it."""
+        check = worker.name + " watchdog"
+        start = time.monotonic()
+        self.wait_message(check, worker.notify, worker.pid, "WATCHDOG=1", count=3)
+        self.ok(check, "WATCHDOG=1 three times in %.2fs (WATCHDOG_USEC=%d)" % (time.monotonic() - start, WATCHDOG_USEC))
+
+    def check_notify_full(self, worker):
+        """With its NOTIFY_SOCKET's queue full (baton stopped or busy), a worker serves on: its
+        sends (X_BATON_REQUESTS, WATCHDOG=1) never block; what does not fit is dropped."""
+        check = worker.name + " notify queue full"
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        filler.setblocking(False)
+        queued = 0
+        try:
+            while queued < 100000:
+                filler.sendto(b"X_CONFORMANCE_FILL=1", worker.notify_path)
+                queued += 1
+        except BlockingIOError:
+            pass
+        finally:
+            filler.close()
+        # Adapters report served requests at most twice a second: 1.5 s of requests has them
+        # send while the queue is full.
+        served, end = 0, time.monotonic() + 1.5
+        while time.monotonic() < end:
+            self.http(worker, "/env", check)
+            served += 1
+        worker.notify.setblocking(False)
+        try:
+            while True:
+                worker.notify.recv(4096)
+        except BlockingIOError:
+            pass
+        finally:
+            worker.notify.setblocking(True)
+        self.ok(check, "%d requests in 1.5 s with %d datagrams queued on its NOTIFY_SOCKET" % (served, queued))
+
     def check_graceful_term(self, worker):
         """SIGTERM to the worker's group during a request: the request completes, exit 0."""
         check = worker.name + " SIGTERM"
@@ -244,9 +283,11 @@ class Driver(BatonSide):
         self.start_mold()
         w1 = self.spawn(self.channel, "w1", "1")
         self.check_worker(w1, self.mold_pid)
-        w2 = self.spawn(self.channel, "w2", "2")
+        w2 = self.spawn(self.channel, "w2", "2", watchdog=True)
         self.check_worker(w2, self.mold_pid)
         self.check_sharing(w1, w2)
+        self.check_watchdog(w2)
+        self.check_notify_full(w2)
         self.check_graceful_term(w1)
         if refork:
             self.check_refork()

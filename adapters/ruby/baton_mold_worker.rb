@@ -126,6 +126,7 @@ module BatonMold
         @server.stop # stop accepting; puma's thread pool finishes the requests in flight
       end
       thread = @server.run
+      start_watchdog
       BatonMold.notify("READY=1")
       @reporter = report_requests
       channel = watch_promotion
@@ -136,6 +137,22 @@ module BatonMold
         $stdout.flush
         $stderr.flush
         exit!(0)
+      end
+    end
+
+    # WATCHDOG=1 at half of WATCHDOG_USEC when baton's worker watchdog is on
+    # ([readiness] watchdog): only in the process WATCHDOG_PID names, as
+    # sd_watchdog_enabled has it. A starved audit: without it every worker
+    # was replaced as hung 4 s after ready, and the slots crash-looped.
+    def start_watchdog
+      usec = ENV.fetch("WATCHDOG_USEC", "0").to_i
+      return if usec <= 0 || ENV.fetch("WATCHDOG_PID", Process.pid.to_s) != Process.pid.to_s
+
+      Thread.new do
+        loop do
+          BatonMold.notify("WATCHDOG=1")
+          sleep usec / 2e6
+        end
       end
     end
 
