@@ -87,9 +87,13 @@ extension Supervisor {
             // everything else (0.6 s for one spawn at load average 25 on 2 cores). It gets its
             // boot priority once it runs its program.
             let nice = bootNice()
+            // Before the spawn, which waits for the child's execve: a starved audit stopped baton
+            // there while a 1 s boot ran, and its READY=1, sent before the spawn returned, made it
+            // `ready after 0ms`.
+            let startedAt = loop.now()
             let process = try spawnProcess(request, spec: spec)
             if process.memoryMergeErrno != 0 { memoryMergeRefused(errno: process.memoryMergeErrno) }
-            let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: loop.now())
+            let worker = Worker(slot: slot, generation: generation, process: process, spec: spec, startedAt: startedAt)
             worker.folder = Self.resolved(spec.directory)
             worker.startTicks = host.processes.startTime(of: worker.pid)
             if !moldMode { startNicer(worker, by: nice) }

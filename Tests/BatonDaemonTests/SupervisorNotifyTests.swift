@@ -172,6 +172,27 @@ import Testing
         #expect(!deploy.progress.contains { $0.contains("stable for") }, "\(deploy.progress)")
     }
 
+    /// A starved audit: baton stopped while it spawned a worker (the spawn waits for the child's
+    /// execve) and the 1 s boot ended before it ran again: `ready after 0ms`, the boot time the
+    /// boot budget and the reservation go by. It counts from before the spawn.
+    @Test func aBootThatEndedWhileTheSpawnWaitedCountsFromBeforeIt() throws {
+        let h = try DaemonHarness(workers: 1)
+        h.autoReady = { _ in false }
+        // baton is stopped for 2 s in the spawn; the worker sent READY=1 1 s into it.
+        let clock = h.clock
+        h.host.onSpawn = { _ in clock.set(clock.now + .seconds(2)) }
+        try h.start()
+        let worker = try #require(h.supervisor.slots[0].current)
+        let sending = wallClockNow()
+        try Self.send("READY=1", to: try #require(worker.notifyPath))
+        h.host.wallClockAhead = 1
+        h.advance(by: .zero)
+        let readLate = Duration.seconds(wallClockNow() - sending)
+        #expect(worker.state == .ready)
+        let boot = try #require(worker.bootTime)
+        #expect(boot >= .seconds(1) - readLate && boot <= .seconds(1), "\(boot)")
+    }
+
     /// A pause audit: a READY=1 that baton read 8 s late (baton stopped) made a 1 s boot
     /// `ready after 8.40s`, the boot time the boot budget, the reservation and status go by. The
     /// boot ends when the worker sent it: the kernel's time of the datagram.
