@@ -24,6 +24,8 @@ protocol ControlRequestHandler: AnyObject {
     func requestUpgrade(binary: String?, checkTimeout: Duration, waiter: ControlConnection)
     /// `baton releases` / `baton prune-releases`.
     func answerReleases(_ connection: ControlConnection, prune: Bool)
+    /// Why a client just accepted is refused for want of descriptors (nil: there is room).
+    func clientDescriptorShortage() -> String?
 }
 
 extension Supervisor: ControlRequestHandler {

@@ -224,14 +224,18 @@ final class ControlServer {
 
     /// Why a client of `uid` finds no room (exit 3, the CLI's "could not reach the daemon"), or
     /// nil: `maxConnections` at once, `reservedForRoot` more for root and baton's uid, at most
-    /// `maxPerPeer` of any other uid.
+    /// `maxPerPeer` of any other uid, and none that would leave baton fewer free descriptors than
+    /// a worker's start needs (``Supervisor/clientDescriptorShortage()``).
     private func roomRefusal(for uid: uid_t) -> (message: String, code: Int32?)? {
         let privileged = policy.isPrivileged(uid)
         if !privileged, connections.values.count(where: { $0.peer?.uid == uid }) >= Self.maxPerPeer {
             return ("too many control connections of uid \(uid) (\(Self.maxPerPeer) open); try again later", 3)
         }
-        guard connections.count >= Self.maxConnections + (privileged ? Self.reservedForRoot : 0) else { return nil }
-        return ("too many control connections (\(connections.count) open); try again later", 3)
+        if connections.count >= Self.maxConnections + (privileged ? Self.reservedForRoot : 0) {
+            return ("too many control connections (\(connections.count) open); try again later", 3)
+        }
+        // Root's too: a worker that exits must be able to start again.
+        return supervisor.clientDescriptorShortage().map { ("\($0); try again later", 3) }
     }
 
     /// A refused or rejected request's WARN line: root's and baton's own uid's each, anyone

@@ -31,6 +31,10 @@ final class MetricsServer {
     static let maxConnections = 32
     /// Accepted so far: orders the open scrapes by age.
     private var accepted = 0
+    /// Scrapes refused for want of descriptors, logged at most once per 10 s.
+    private var refusals = WarningThrottle()
+    /// Where errors go (the supervisor's log).
+    private let report: (String) -> Void
 
     /// One scrape: its socket (owned: closed when the scrape is dropped), the request read so
     /// far, then what is left of the response to send.
@@ -67,6 +71,7 @@ final class MetricsServer {
         self.address = listener.address
         self.loop = loop
         self.source = source
+        self.report = report
         acceptPause = AcceptPause(loop: loop, fd: listener.fd, report: report)
         try setNonBlocking(fd)
         try loop.register(fd: fd, events: .readable) { [unowned self] _ in self.acceptAll() }
@@ -78,6 +83,10 @@ final class MetricsServer {
             // Owns the socket from now on: a scrape refused below closes it when dropped.
             accepted += 1
             let connection = Connection(socket: client, sequence: accepted)
+            if let shortage = source.clientDescriptorShortage() {
+                refuse(connection, shortage)
+                continue  // dropping the connection closes its socket
+            }
             if connections.count >= Self.maxConnections { makeRoom() }
             do {
                 try loop.register(fd: client, events: .readable) { [unowned self] _ in self.service(client) }
@@ -196,6 +205,19 @@ final class MetricsServer {
         guard let colon = rest.firstIndex(of: ":"), rest[..<colon].allSatisfy(\.isLetter), rest[colon...].hasPrefix("://") else { return rest }
         let authority = rest[rest.index(colon, offsetBy: 3)...]
         return authority.firstIndex(of: "/").map { authority[$0...] } ?? "/"
+    }
+
+    /// A scrape refused for want of descriptors: a 503 in one non-blocking send (it fits an
+    /// empty socket buffer), before its request is read; logged at most once per 10 s.
+    private func refuse(_ connection: Connection, _ why: String) {
+        if let held = refusals.admit(now: loop.now()) {
+            report("scrape refused: \(why)\(held > 0 ? " (\(held) more since the last line)" : "")")
+        }
+        let body = "\(why); try again later\n"
+        var reply = Array(
+            "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+                .utf8)
+        _ = Sockets.sendAvailable(connection.socket.rawValue, &reply)
     }
 
     private func respond(_ client: Int32, status: String, body: [UInt8] = [], headOnly: Bool = false, extra: String = "") {

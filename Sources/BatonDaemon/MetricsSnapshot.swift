@@ -86,6 +86,8 @@ struct MetricsSnapshot: Sendable, Equatable {
 protocol MetricsSource: AnyObject {
     /// The values of a scrape now.
     func metricsSnapshot() -> MetricsSnapshot
+    /// Why a scrape just accepted is closed for want of descriptors (nil: there is room).
+    func clientDescriptorShortage() -> String?
 }
 
 extension Supervisor: MetricsSource {

@@ -145,6 +145,17 @@ extension Supervisor {
         host.descriptorUse().map { DescriptorRoom(open: $0.open, limit: $0.limit, listeners: listeners.count, unstarted: unstarted) }
     }
 
+    /// Why a control or metrics client just accepted may not keep its descriptor: fewer than
+    /// one worker's start needs (``DescriptorRoom/startNeed``) would stay free. A starved audit,
+    /// `LimitNOFILE=64`: 64 idle control connections left a crashed worker's slot empty for
+    /// 15 s (`Too many open files` at each start), 40 metrics connections of any local user for
+    /// 31 s, and a replace step ended DEGRADED: the descriptors a drain gave back went to new
+    /// clients first. nil when there is room or the table cannot be read.
+    func clientDescriptorShortage() -> String? {
+        guard let room = descriptorRoom(), room.limit - room.open < room.startNeed else { return nil }
+        return "baton keeps its last \(room.startNeed) descriptors to start workers (\(room.summary))"
+    }
+
     /// In mold mode, why a new mold for `release` must not start now (`need …, have … (binding:
     /// …)`); nil when it fits, or memory cannot be read. A release without a ready mold loads
     /// the application in a new mold before its first worker, whatever the strategy. A mold
