@@ -15,6 +15,10 @@ extension ReleaseBook {
     func restoreIfGone(reopen: () throws(DirectoryError) -> any ReleaseStore, on loop: EventLoop) {
         guard let lost = store, lost.lockLost() else {
             writeBackReleaseStateIfRemoved(on: loop)
+            // Lines a write refused are written now, not with the next operation's (a starved
+            // audit: after a reload while descriptors ran out, status said `not writable (… Too
+            // many open files)` and `cannot write history` long after they came back).
+            if !unwrittenHistory.isEmpty { try? writeHistory() }
             return
         }
         let fresh: any ReleaseStore

@@ -58,6 +58,8 @@ final class ReleaseBook {
     /// What the start-up check found, until a write of history or a commit succeeds (a failed
     /// commit's problem may be its file's alone, and stays until a commit succeeds).
     private var startUpProblem: String?
+    /// Problems a write failed with for want of baton's own descriptors or memory, until a write works.
+    var resourceProblems: [String] = []
     /// Deploys by outcome since baton started (only ever incremented: Prometheus counters).
     private(set) var deploysByOutcome: [OperationOutcome: Int] = [:]
     /// The state directory, once opened.
@@ -179,6 +181,7 @@ final class ReleaseBook {
     func recordUnwritable(_ error: any Error, atStartUp: Bool = false) {
         let line = unwritableLine(error)
         if atStartUp { startUpProblem = line }
+        if let errno = (error as? SystemError)?.errno, Self.transient.contains(errno) { resourceProblems.append(line) }
         recordProblem(line)
     }
 
@@ -242,6 +245,7 @@ final class ReleaseBook {
             problems.removeAll()
         }
         startUpProblem = nil
+        resourceProblems = []
     }
 
     /// The one thread the commits are written on, in order.
@@ -300,7 +304,7 @@ final class ReleaseBook {
     /// Writes the lines not written yet. A failure is a problem of the state directory (the
     /// log and `baton status`) until they are written; once they are, the previous baton's
     /// record of its unfinished operation goes.
-    private func writeHistory() throws(SystemError) {
+    func writeHistory() throws(SystemError) {
         guard let store else { return }
         if !unwrittenHistory.isEmpty {
             do {
@@ -314,10 +318,11 @@ final class ReleaseBook {
             }
             unwrittenHistory = []
             // A limits re-audit: a full disk found at start-up stayed shown until a deploy, although
-            // space was freed and history written since.
-            if let startUpProblem {
-                problems.removeAll { $0 == startUpProblem }
-                self.startUpProblem = nil
+            // space was freed and history written since; so did a moment's want of descriptors.
+            let resolved = [startUpProblem].compactMap { $0 } + resourceProblems
+            if !resolved.isEmpty {
+                problems.removeAll { resolved.contains($0) }
+                (startUpProblem, resourceProblems) = (nil, [])
                 logger.info("history written: the state directory takes writes again")
             }
         }

@@ -287,6 +287,26 @@ import Testing
         #expect(store.loadHistory().count == 2)
     }
 
+    /// A starved audit: a reload while baton's descriptors ran out failed as it should, but its
+    /// record and its history line failed with EMFILE too, and status said `state directory …
+    /// not writable (… Too many open files)` and `cannot write history (1 line(s) kept …)` long
+    /// after they came back, until the next operation. The line is written at the next look
+    /// (every 5 s), and the want of descriptors goes with the first write that works.
+    @Test func aMomentsWantOfDescriptorsGoesAtTheNextLook() throws {
+        book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
+        try commit(ReleaseState(current: Release(directory: "/srv/app/r1"), previous: nil))
+        store.beginError = SystemError("open", errno: EMFILE, subject: "/var/lib/baton/app/deploy.json")
+        store.appendError = SystemError("open", errno: EMFILE, subject: "/var/lib/baton/app/history.jsonl")
+        try book.beginOperation(entry(.reload, "/srv/app/r1", .failed))
+        book.finishOperation()
+        book.append(entry(.reload, "/srv/app/r1", .failed))
+        #expect(book.problems.count == 2, "\(book.problems)")
+        (store.beginError, store.appendError) = (nil, nil)
+        book.restoreIfGone(reopen: { () throws(DirectoryError) in store }, on: try EventLoop())
+        #expect(book.problems.isEmpty, "\(book.problems)")
+        #expect(store.loadHistory().map(\.kind) == [.reload])
+    }
+
     @Test func deployedFoldersAreRecordedOnceAndForgottenWhenRemoved() {
         book.load(from: store, fallback: fallback, releaseExists: { _ in true }, now: 200)
         book.recordDeployed(Release(directory: "/srv/app/r1/"))
