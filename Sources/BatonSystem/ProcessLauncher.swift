@@ -216,10 +216,25 @@ public struct LinuxProcessLauncher: ProcessLauncher {
             case 2: throw SpawnError(step: "placing descriptors", errno: e)
             case 3: throw SpawnError(step: "switching user", errno: e)
             case 4: throw SpawnError(step: "chdir \(request.directory ?? "")", errno: e)
-            default: throw SpawnError(step: "exec \(path)", errno: e)
+            default: throw SpawnError(step: "exec \(path)" + (e == ENOENT ? Self.missingInterpreter(path) : ""), errno: e)
             }
         }
         return ChildProcess(pid: pid, pidfd: OwnedDescriptor(pidfd), memoryMergeErrno: mergeErrno.pointee)
+    }
+
+    /// ": its #! interpreter /usr/bin/python9" when `path` is there and starts with a `#!` line
+    /// (execve's ENOENT is then the interpreter's, as bash's "bad interpreter" says), else "".
+    /// A starved audit: a missing interpreter read as the script missing.
+    static func missingInterpreter(_ path: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 256)
+        let n = read(fd, &head, head.count)
+        guard n > 2, head[0] == UInt8(ascii: "#"), head[1] == UInt8(ascii: "!") else { return "" }
+        let line = head[2..<n].prefix { $0 != UInt8(ascii: "\n") }
+        guard let interpreter = line.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }).first else { return "" }
+        return ": its #! interpreter \(String(decoding: interpreter, as: UTF8.self))"
     }
 
     /// Resolves argv[0] like execvp, but against the child's PATH and

@@ -215,6 +215,14 @@ struct ProcessLauncherTests {
             #expect(throws: SpawnError(step: "exec \(dir)", errno: EACCES)) {
                 _ = try LinuxProcessLauncher().spawn(SpawnRequest(argv: [dir], environment: childEnvironment))
             }
+            // A starved audit: a script whose #! interpreter is missing read as the script missing
+            // (`exec …/start.sh: No such file or directory`).
+            let interpreted = dir + "/start.sh"
+            TestPaths.write(interpreted, "#!/usr/bin/python9 -u\nprint(1)\n", mode: 0o755)
+            let error = #expect(throws: SpawnError.self) {
+                _ = try LinuxProcessLauncher().spawn(SpawnRequest(argv: [interpreted], environment: childEnvironment))
+            }
+            #expect(error?.description == "exec \(interpreted): its #! interpreter /usr/bin/python9: No such file or directory")
         }
     }
 
