@@ -46,7 +46,7 @@ extension Supervisor {
                     op,
                     // "Nothing changed" is not so where the OOM killer took a worker meanwhile.
                     rolledBack: !replaced.isEmpty
-                        ? "slots \(Self.list(replaced)) keep their new workers (same release)"
+                        ? keptNewWorkers(op, replaced)
                         : op.oomKills.isEmpty ? "nothing changed: the old workers keep serving" : "the old workers keep serving")
             } else {
                 rollBack(op, slots: replaced)
@@ -70,6 +70,17 @@ extension Supervisor {
         default:
             break
         }
+    }
+
+    /// "slots 1,2 keep their new workers (same release)", and of a slot whose new worker is the
+    /// one that died (a soak audit: said to be kept while the slot had no worker), that it starts one.
+    private func keptNewWorkers(_ op: Operation, _ replaced: [Int]) -> String {
+        let kept = replaced.filter { slots[$0].current?.startedByOperation == op.number }
+        let lost = replaced.filter { !kept.contains($0) }
+        return [
+            kept.isEmpty ? nil : "slots \(Self.list(kept)) keep their new workers (same release)",
+            lost.isEmpty ? nil : lost.map { "slot \($0)'s new worker exited: one starts again" }.joined(separator: "; "),
+        ].compactMap { $0 }.joined(separator: "; ")
     }
 
     func rollBack(_ op: Operation, slots indices: [Int]) {

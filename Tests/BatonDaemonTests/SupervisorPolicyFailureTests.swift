@@ -43,4 +43,29 @@ import Testing
         let current = h.supervisor.slots.compactMap { $0.current?.pid }
         #expect(Set(running) == Set(current), "running \(running), serving \(current); \(log)")
     }
+
+    /// A soak audit (3 times in an hour): a policy restart's new worker killed in its stability
+    /// window failed the restart with `slots 0 keep their new workers (same release)`, though it
+    /// was that worker that died and the slot had none until the next line started one.
+    @Test func aNewWorkerThatDiedIsNotSaidToBeKept() throws {
+        let h = try DaemonHarness(workers: 2) { config in
+            config.deploy.strategy = .surge
+            config.deploy.stabilityWindow = .seconds(5)
+        }
+        try h.start()
+        let old = try #require(h.supervisor.slots[0].current)
+        h.requestPolicyRestart(slot: 0, reason: .age)
+        h.advance(by: .seconds(1))
+        let fresh = try #require(h.host.workers(slot: 0).last { $0.pid != old.pid })
+        #expect(fresh.isRunning)
+        fresh.end(.signaled(SIGKILL))
+        h.advance(by: .milliseconds(100))
+        let failed = h.log.lines(containing: "failed: pid \(fresh.pid) exited")
+        #expect(failed.count == 1, "\(h.log.lines)")
+        #expect(!(failed.first ?? "").contains("keep their new workers"), "\(failed)")
+        #expect((failed.first ?? "").contains("slot 0's new worker exited"), "\(failed)")
+        h.finishOperations()
+        h.advance(by: .seconds(5))
+        #expect(h.supervisor.slots[0].current?.state == .ready)
+    }
 }
