@@ -368,6 +368,14 @@ extension Supervisor {
             rolloutEvent { $0.newWorkerFailed(slot: slot.index, reason: full) }
             return
         }
+        // An operation's worker already starting in the slot replaces the one that exited, and
+        // counts as that operation's restart (a soak audit: a canary that crashed after the
+        // rollback had started its replacement counted a `crash` restart beside the `rollback`
+        // one, and logged `slot 1 restarts in 1s` for a start that never came).
+        if let replacement = slot.replacement {
+            logger.info("slot \(slot.index): its worker exited (\(reason.text)); pid \(replacement.pid), starting there, replaces it")
+            return
+        }
         restartsByReason[reason.reason, default: 0] += 1
         cancelRespawn(slot)
         switch slot.life.failed(reason, uptime: uptime, now: loop.now(), startAttempts: startUpLimitApplies ? config.app.startAttempts : nil) {

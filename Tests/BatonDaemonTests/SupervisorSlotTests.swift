@@ -156,4 +156,33 @@ import Testing
         h.finishOperations()
         #expect(client.reply?.ok == true)
     }
+
+    /// A soak audit (5 times in an hour): a crash-after-ready canary that exited once the
+    /// deploy's rollback had started its replacement counted a `crash` restart beside the
+    /// `rollback` one (one restart more in `baton_restarts_total` than in the slot's RESTARTS) and logged `slot 0
+    /// restarts in 1s` for a start that never came.
+    @Test func aWorkerThatExitsWhileItsReplacementStartsCountsOneRestart() throws {
+        let h = try DaemonHarness(workers: 2) { $0.deploy.strategy = .surge }
+        try h.start()
+        let r1 = h.makeRelease("r1")
+        // Slot 1's new worker fails: the deploy rolls the canary (slot 0) back.
+        h.host.onSpawn = { child in
+            if child.request.directory == r1, child.environment("BATON_SLOT") == "1" { child.end(.exited(1)) }
+        }
+        h.autoReady = { child in child.request.directory == r1 }
+        h.deploy(r1)
+        h.advance(by: .seconds(1))
+        let canary = try #require(h.host.workers(slot: 0).first { $0.request.directory == r1 && $0.isRunning })
+        try #require(h.supervisor.slots[0].replacement != nil, "the rollback's worker starts in slot 0")
+        canary.end(.exited(3))
+        h.advance(by: .zero)
+        h.autoReady = { _ in true }
+        h.finishOperations()
+        #expect(h.supervisor.restartsByReason[.crash] == nil, "\(h.supervisor.restartsByReason)")
+        #expect(h.log.lines(containing: "slot 0 restarts in").isEmpty, "\(h.log.lines)")
+        #expect(h.supervisor.slots[0].current?.state == .ready)
+        // The canary (deploy) and the rollback's worker: the slot's count and the reasons' agree.
+        #expect(h.supervisor.slots[0].restarts == 2)
+        #expect(h.supervisor.restartsByReason[.deploy] == 1 && h.supervisor.restartsByReason[.rollback] == 1, "\(h.supervisor.restartsByReason)")
+    }
 }
