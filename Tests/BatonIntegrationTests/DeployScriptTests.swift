@@ -314,6 +314,9 @@ extension ThirdIntegration {
                 (["--need", "10", src], "--need expects a size like 512MiB, got \"10\""),
                 (["--need", "2PiB", src], "--need: at most 1PiB, got \"2PiB\""),
                 (["--release-id", "../x", src], "--release-id: letters, digits"),
+                // Longer than a file name may be (a fleet audit: 300 characters passed, every host was
+                // preflighted, then rsync failed on the first).
+                (["--release-id", String(repeating: "a", count: 256), src], "--release-id: at most 255 characters (a file name), got 256"),
                 ([baton.directory + "/missing"], "is not a directory"),
                 ([], "RELEASE_DIR is required"),
                 (["--transport", "ftp", src], "--transport must be ssh or local"),
