@@ -301,6 +301,30 @@ extension ThirdIntegration {
             #expect(try baton.status().release == baton.releaseDirectory)
         }
 
+        /// A fleet audit: `--timeout 5s` did not bound a re-run that followed an earlier run's
+        /// deploy (`baton deploy --attach` takes no timeout): it exited 0 after 62 s.
+        @Test("--timeout bounds following an earlier run's deploy: exit 4 once it is over, the followed deploy goes on")
+        func timeoutBoundsFollowing() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "bd-attach-to")
+            defer { baton.stop() }
+            let release = baton.directory + "/releases/slow"
+            writeRunScript(release, flags: ["--boot-delay", "10"])
+            let earlier = try baton.startCLI(["deploy", "--release", release])
+            #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == release } != nil, "the earlier run's deploy runs")
+            let began = monotonicNow()
+            let rerun = try TestProcess.run(
+                Self.local(baton) + ["--release-id", "slow", "--timeout", "2s", Self.source(baton, "slow-build")], timeout: .seconds(60))
+            let took = monotonicNow() - began
+            #expect(rerun.code == 4, "\(rerun.stdout)\n\(rerun.stderr)")
+            #expect(took < .seconds(7), "bounded by --timeout 2s: \(took)")
+            #expect(rerun.stdout.contains("following it"), "\(rerun.stdout)")
+            let line = "baton-deploy: localhost: stopped following the deploy of \(release) after 2s (--timeout): it goes on on localhost"
+            #expect(rerun.stderr.contains(line), "\(rerun.stderr)")
+            #expect(try baton.status().operation?.release == release, "the followed deploy goes on")
+            #expect(earlier.wait(timeout: .seconds(40)) == 0, "\(earlier.stdout)\n\(earlier.stderrLines)")
+            #expect(try baton.status().release == release)
+        }
+
         @Test("bad arguments: one line on stderr, exit 2, the service untouched; --dry-run changes nothing")
         func usageAndDryRun() throws {
             let baton = try scriptedBaton(workers: 1, tag: "bd-use")
