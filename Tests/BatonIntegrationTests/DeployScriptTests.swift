@@ -325,6 +325,44 @@ extension ThirdIntegration {
             #expect(try baton.status().release == release)
         }
 
+        /// A fleet audit: two pipelines at once; baton refused the second's deploy (`deploy in
+        /// progress (of …): refused`) and baton-deploy's last line was a bare `deploy failed (exit 1)`.
+        @Test("baton refuses the deploy (another started between the check and the deploy): baton's line is the script's, nothing changed, exit 1")
+        func refusalIsNamed() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "bd-race")
+            defer { baton.stop() }
+            let other = baton.directory + "/releases/other"
+            writeRunScript(other, flags: ["--boot-delay", "4"])
+            // Another pipeline's deploy starts after this run's check (status), before its deploy.
+            let racing = baton.directory + "/baton-racing"
+            let real = TestPaths.executable("baton")
+            TestPaths.write(
+                racing,
+                """
+                #!/bin/sh
+                if [ "$1" = deploy ]; then
+                    '\(real)' deploy --socket '\(baton.controlSocket)' --release '\(other)' >/dev/null 2>&1 &
+                    for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+                        '\(real)' status --socket '\(baton.controlSocket)' --json | grep -q '"kind" : "deploy"' && break
+                        sleep 0.25
+                    done
+                fi
+                exec '\(real)' "$@"
+
+                """, mode: 0o755)
+            let argv = [
+                Self.script, "--transport", "local", "--baton", racing, "--socket", baton.controlSocket, "--releases-dir", baton.directory + "/releases",
+            ]
+            let run = try TestProcess.run(argv + ["--release-id", "mine", Self.source(baton, "mine")], timeout: .seconds(60))
+            #expect(run.code == 1, "\(run.stdout)\n\(run.stderr)")
+            let line = "baton-deploy: localhost: baton refused the deploy: deploy in progress (of \(other)): refused"
+            #expect(run.stderr.contains(line), "\(run.stderr)")
+            #expect(run.stderr.contains("nothing was changed on localhost"), "\(run.stderr)")
+            #expect(!run.stderr.contains("deploy failed (exit 1)\n"), "\(run.stderr)")
+            #expect(baton.waitForStatus(timeout: .seconds(30)) { $0.operation == nil } != nil)
+            #expect(try baton.status().release == other)
+        }
+
         @Test("bad arguments: one line on stderr, exit 2, the service untouched; --dry-run changes nothing")
         func usageAndDryRun() throws {
             let baton = try scriptedBaton(workers: 1, tag: "bd-use")
