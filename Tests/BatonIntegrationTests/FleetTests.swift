@@ -113,6 +113,23 @@ extension Integration {
             #expect(afterRollback.rolledBack && afterRollback.hosts.map(\.release) == released("v2"))
         }
 
+        /// A fleet audit: a host pattern or inventory that matched no host printed `skipping: no
+        /// hosts matched` and exited 0 (baton-deploy with no host exits 2).
+        @Test("no host matches: the run fails with one line")
+        func noHostMatches() throws {
+            let work = TestPaths.temporaryDirectory("fleet-none")
+            defer { TestPaths.remove(work) }
+            TestPaths.write(work + "/empty.ini", "[baton]\n")
+            let empty = try Self.playbook(work, inventory: work + "/empty.ini", ["-e", "release_src=\(work)", "-e", "release_id=v2"])
+            #expect(empty.code == 2, "\(empty.stdout.suffix(3000))\n\(empty.stderr.suffix(2000))")
+            #expect(empty.stdout.contains("no host matches all in the inventory: nothing to deploy"), "\(empty.stdout.suffix(3000))")
+            TestPaths.write(work + "/one.ini", "[baton]\ninst1 ansible_connection=local\n")
+            let pattern = try Self.playbook(
+                work, inventory: work + "/one.ini", ["-e", "release_src=\(work)", "-e", "release_id=v2", "-e", "baton_hosts=web"])
+            #expect(pattern.code == 2, "\(pattern.stdout.suffix(3000))\n\(pattern.stderr.suffix(2000))")
+            #expect(pattern.stdout.contains("no host matches web in the inventory: nothing to deploy"), "\(pattern.stdout.suffix(3000))")
+        }
+
         @Test("the CI examples are valid YAML and name only commands, options and baton verbs that exist; the playbook parses")
         func examples() throws {
             let baton = TestPaths.executable("baton")
