@@ -32,7 +32,8 @@ extension Integration {
     @Suite("deploy/ansible and CI examples")
     struct FleetTests {
         /// Runs ansible-playbook quietly and bounded, writing nothing under ~.
-        static func playbook(_ work: String, inventory: String, _ extra: [String]) throws -> CommandResult {
+        /// `directory`: where it is run from (a shell's `cd`, which sets PWD), else here.
+        static func playbook(_ work: String, inventory: String, _ extra: [String], directory: String? = nil) throws -> CommandResult {
             let home = work + "/ansible-home"
             _ = mkdir(home, 0o700)
             let environment = TestPaths.cleanEnvironment(adding: [
@@ -40,8 +41,9 @@ extension Integration {
                 "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_LOCALHOST_WARNING": "0",
                 "ANSIBLE_GATHERING": "explicit", "LC_ALL": "C.UTF-8",
             ])
+            let cd = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0] } ?? []
             return try TestProcess.run(
-                ["/usr/bin/timeout", "-k", "5", "150", "ansible-playbook", "-i", inventory, deployFolder + "/ansible/deploy.yml"] + extra,
+                cd + ["/usr/bin/timeout", "-k", "5", "150", "ansible-playbook", "-i", inventory, deployFolder + "/ansible/deploy.yml"] + extra,
                 environment: environment, timeout: .seconds(170))
         }
 
@@ -111,6 +113,39 @@ extension Integration {
             #expect(rolled.stdout.contains("inst1  \(released("v2")[0])  2/2  deployed, rolled back"))
             let afterRollback = try JSONDecoder().decode(FleetReport.self, from: Data((ProcFS.read(reportPath) ?? "").utf8))
             #expect(afterRollback.rolledBack && afterRollback.hosts.map(\.release) == released("v2"))
+        }
+
+        /// One instance on this machine (`ansible_connection=local`), its inventory in `work`.
+        static func oneInstance(_ work: String, _ baton: BatonHarness, _ hostVars: String = "") -> String {
+            let path = work + "/inventory-one.ini"
+            TestPaths.write(
+                path,
+                """
+                [baton]
+                inst1 baton_socket=\(baton.controlSocket) baton_releases_dir=\(baton.directory)/releases \(hostVars)
+
+                [baton:vars]
+                ansible_connection=local
+                ansible_python_interpreter=/usr/bin/python3
+                baton_bin=\(TestPaths.executable("baton"))
+                """)
+            return path
+        }
+
+        /// A fleet audit: the README's own `-e release_src=build/release` failed (`RELEASE_DIR
+        /// build/release is not a directory`): the delegated task runs in the playbook's folder.
+        @Test("a relative release_src is the folder under the directory ansible-playbook is run from")
+        func relativeReleaseSource() throws {
+            let baton = try scriptedBaton(workers: 1, tag: "fl-rel")
+            defer { baton.stop() }
+            let work = TestPaths.temporaryDirectory("fleet-rel")
+            defer { TestPaths.remove(work) }
+            _ = mkdir(work + "/build", 0o755)
+            writeRunScript(work + "/build/release")
+            let run = try Self.playbook(
+                work, inventory: Self.oneInstance(work, baton), ["-e", "release_src=build/release", "-e", "release_id=v2"], directory: work)
+            #expect(run.code == 0, "\(run.stdout.suffix(3000))\n\(run.stderr.suffix(2000))")
+            #expect(try baton.status().release == baton.directory + "/releases/v2")
         }
 
         /// A fleet audit: a host pattern or inventory that matched no host printed `skipping: no
