@@ -165,6 +165,31 @@ extension Integration {
             #expect(pattern.stdout.contains("no host matches web in the inventory: nothing to deploy"), "\(pattern.stdout.suffix(3000))")
         }
 
+        /// A fleet audit: every failure but a lost host or a failed copy was reported `FAILED
+        /// (baton rolled it back)`, a host another deploy held (`nothing was copied or changed`) too.
+        @Test("a host where another deploy runs: the table says not changed, not rolled back")
+        func busyHostIsNotChanged() throws {
+            // The other deploy stays in progress for its stability window, past the run.
+            let baton = try scriptedBaton(workers: 1, tag: "fl-busy", extra: "[deploy]\nstability_window = \"90s\"")
+            defer { baton.stop() }
+            let work = TestPaths.temporaryDirectory("fleet-busy")
+            defer { TestPaths.remove(work) }
+            let good = work + "/good"
+            writeRunScript(good)
+            let other = baton.directory + "/releases/other"
+            writeRunScript(other)
+            let earlier = try baton.startCLI(["deploy", "--release", other])
+            #expect(baton.waitForStatus(timeout: .seconds(10)) { $0.operation?.release == other } != nil, "another deploy runs")
+            let run = try Self.playbook(work, inventory: Self.oneInstance(work, baton), ["-e", "release_src=\(good)", "-e", "release_id=v2"])
+            #expect(run.code == 2, "\(run.stdout.suffix(3000))\n\(run.stderr.suffix(2000))")
+            #expect(run.stdout.contains("FAILED (not changed)"), "\(run.stdout.suffix(3000))")
+            #expect(!run.stdout.contains("rolled it back"), "\(run.stdout.suffix(3000))")
+            #expect(access(baton.directory + "/releases/v2", F_OK) != 0, "nothing copied")
+            #expect(try baton.status().operation?.release == other, "the other deploy still runs")
+            baton.stop()
+            #expect(earlier.wait(timeout: .seconds(20)) != nil)
+        }
+
         @Test("the CI examples are valid YAML and name only commands, options and baton verbs that exist; the playbook parses")
         func examples() throws {
             let baton = TestPaths.executable("baton")
