@@ -201,6 +201,67 @@ extension FleetIntegration {
             #expect(try f.releases() == [Self.release("v3"), Self.release("v3"), Self.start])
         }
 
+        /// A fleet audit: h1 was lost while baton-deploy followed (`--attach`) an earlier run's deploy
+        /// there; the table said `FAILED (unreachable over ssh, not changed)` and rollback_on_failure
+        /// left h1 on the new release, which baton went on to deploy.
+        @Test("rollback_on_failure: a host lost while baton-deploy follows an earlier run's deploy there is followed to its end and rolled back")
+        func hostLostWhileFollowing() throws {
+            let f = try FleetSSHFixture()
+            defer { f.teardown() }
+            // h1: the ssh running `baton deploy --attach` is killed after 1 s, as a dropped connection.
+            let bin = f.fleet.directory + "/h1-bin"
+            _ = mkdir(bin, 0o755)
+            TestPaths.write(
+                bin + "/ssh",
+                """
+                #!/bin/sh
+                case "$*" in
+                *" deploy "*--attach*) /usr/bin/ssh "$@" & pid=$!; sleep 1; kill -9 $pid 2>/dev/null; wait $pid; exit 255 ;;
+                esac
+                exec /usr/bin/ssh "$@"
+
+                """, mode: 0o755)
+            // An earlier run's deploy of c6 (cancelled: nobody follows it), still booting (8 s), when
+            // baton-deploy comes to h1.
+            writeRunScript(f.hosts[0].directory + "/releases/c6", flags: ["--boot-delay", "8"], worker: f.binaries.executable("baton-demo-worker"))
+            let cli = "'\(f.hosts[0].batonExecutable)'"
+            let socket = "--socket '\(f.hosts[0].controlSocket)'"
+            let h1 = f.fleet.directory + "/baton-deploy-h1"
+            TestPaths.write(
+                h1,
+                """
+                #!/bin/sh
+                case " $* " in
+                *" --preflight-only "*) ;;
+                *)
+                    \(cli) deploy \(socket) --release '\(Self.release("c6"))' >/dev/null 2>&1 &
+                    for i in $(seq 50); do
+                        \(cli) status \(socket) --json | grep -q '"kind" : "deploy"' && break
+                        sleep 0.2
+                    done
+                    ;;
+                esac
+                PATH=\(bin):$PATH exec \(deployFolder)/baton-deploy "$@"
+
+                """, mode: 0o755)
+            let run = try f.playbook(
+                f.inventory("follow", hostVars: ["h1": "baton_deploy_script=\(h1)"]), ["-e", "release_id=c6", "-e", "rollback_on_failure=true"])
+            #expect(run.code == 2, "\(run.stdout.suffix(4000))\n\(run.stderr.suffix(2000))")
+            #expect(run.stdout.contains("while following the deploy of \(Self.release("c6"))"), "\(run.stdout.suffix(4000))")
+            #expect(
+                run.stdout.contains("h1  \(Self.start)  2/2  FAILED (ssh lost at its deploy step; baton deployed it), rolled back"),
+                "\(run.stdout.suffix(4000))")
+            #expect(run.stdout.contains("; rolled back: h1\""), "\(run.stdout.suffix(4000))")
+            // Once nothing runs on h1 (the old code left the deploy of c6 to end on its own, there).
+            var idle = false
+            for _ in 0..<150 where !idle {
+                idle = (try? f.hosts[0].status()).map { $0.operation == nil } ?? false
+                if !idle { usleep(200_000) }
+            }
+            #expect(idle, "h1's operations ended")
+            #expect(try f.releases() == Array(repeating: Self.start, count: 3))
+        }
+
         @Test("an unreachable host (its sshd stopped): nothing changes on any host; the exit names it (playbook and baton-deploy)")
         func unreachableHost() throws {
             // A namespace a crashed run of this suite left (its runner pid is gone) is deleted at start.
