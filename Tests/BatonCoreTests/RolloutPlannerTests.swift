@@ -33,6 +33,7 @@ struct RolloutPlannerTests {
     /// `--max-surge 2` succeeded and 3 failed at the third spawn.
     @Test func batonsDescriptorsBoundTheWidth() {
         let audit = DescriptorRoom(open: 32, limit: 48, listeners: 1)
+        let full0 = DescriptorRoom(open: 38, limit: 48, listeners: 1)
         #expect(audit.workers == 2)
         #expect(DescriptorRoom(open: 32, limit: 48, listeners: 1, unstarted: 1).workers == 1)
         #expect(DescriptorRoom(open: 37, limit: 48, listeners: 1).workers == 1)
@@ -53,8 +54,18 @@ struct RolloutPlannerTests {
         #expect(fixed.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: audit)).width == 2)
         let surge = RolloutPlanner(strategy: .surge, maxSurge: .auto, bootBudget: 8)
         #expect(surge.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: audit)).width == 2)
+        // A re-audit: `--strategy surge --max-surge 3` with descriptors for 1 more started 3 and
+        // failed at the second spawn (`placing descriptors: Too many open files`).
+        let asked = RolloutPlanner(strategy: .surge, maxSurge: .fixed(3), bootBudget: 8)
+        let one = DescriptorRoom(open: 37, limit: 48, listeners: 1)
+        let bounded = asked.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: one))
+        #expect(bounded.strategy == .surge && bounded.width == 1, "\(bounded)")
+        #expect(bounded.reason == "requested, descriptors for 1 more (37 of 48 descriptors open)", "\(bounded.reason)")
+        #expect(asked.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: audit)).width == 2)
+        let waits = asked.step(.init(headroom: free(1024), footprint: 100 * mib, inFlight: 1, booting: 1, descriptors: full0))
+        #expect(waits.holds && waits.width == 1, "\(waits)")
         // None: replace, or hold while slots are in flight.
-        let full = DescriptorRoom(open: 38, limit: 48, listeners: 1)
+        let full = full0
         let none = wide.step(.init(headroom: free(1024), footprint: 100 * mib, descriptors: full))
         #expect(none.strategy == .replace && none.width == 1)
         #expect(none.reason == "auto: baton's descriptors leave no room for an extra worker (38 of 48 descriptors open)")

@@ -109,7 +109,16 @@ public struct RolloutPlanner: Sendable, Equatable {
             // Surge was asked for: it runs as asked, and the line says when memory has no room.
             let fit = fitting(figures)
             if case .fixed(let n) = maxSurge {
-                return Step(strategy: .surge, width: n, reason: "requested" + beyondRoom(figures, fit: fit, starting: n - figures.inFlight))
+                // Memory as asked, but no more than baton's descriptors can start (a re-audit:
+                // `--max-surge 3` with descriptors for 1 more failed at its second spawn,
+                // `placing descriptors: Too many open files`, where auto started 1 and succeeded).
+                let (more, room) = withinDescriptors(figures, starting: n - figures.inFlight)
+                if more <= 0, figures.inFlight > 0 {
+                    return Step(strategy: .surge, width: figures.inFlight, reason: "requested" + room, holds: true)
+                }
+                return Step(
+                    strategy: .surge, width: max(1, figures.inFlight + more),
+                    reason: "requested" + room + beyondRoom(figures, fit: fit, starting: max(1, more)))
             }
             let width = max(1, figures.inFlight + startable(figures, fitting: fit ?? 1))
             return Step(
@@ -152,6 +161,13 @@ public struct RolloutPlanner: Sendable, Equatable {
             if case .fixed(let n) = maxSurge { bounds = "max_surge \(n)" }
             return Step(strategy: .surge, width: max(1, figures.inFlight + more), reason: "auto: \(fit) more fit, \(bounds)" + room)
         }
+    }
+
+    /// Of `starting` new workers asked for, how many baton's descriptors can start, and the
+    /// reason's words when they bound it ("" when not).
+    private func withinDescriptors(_ figures: Figures, starting: Int) -> (Int, String) {
+        guard let room = figures.descriptors, room.workers < starting else { return (starting, "") }
+        return (room.workers, ", descriptors for \(room.workers) more (\(room.summary))")
     }
 
     /// New workers that may start now: what fits, within a fixed width (the user's choice)
