@@ -46,7 +46,7 @@ extension Supervisor {
             // deploy failed on "bind …: Not a directory" without the status's reason).
             let text = "\(error)" + DescriptorLimit.hint(error) + (runtimeTrouble.map { " (\($0))" } ?? "")
             logger.error("cannot start worker: \(text)", metadata: ["slot": .stringConvertible(slot.index)])
-            startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed(text), uptime: nil)
+            startFailed(slot: slot, role: role, worker: nil, reason: .spawnFailed(text), uptime: nil, shortage: DescriptorLimit.isShortage(error))
         }
         feedWatchdogIfDue()
         publishStatus()
@@ -355,7 +355,9 @@ extension Supervisor {
 
     /// A start failed (spawn error, exit while starting, readiness timeout) or
     /// a serving worker crashed.
-    func startFailed(slot: Slot, role: Role, worker: Worker?, reason: RestartCause, uptime: Duration?) {
+    /// `shortage`: the spawn failed for want of baton's own descriptors or processes (outside
+    /// the start-up, whose `start_attempts` still ends a baton that cannot start its workers).
+    func startFailed(slot: Slot, role: Role, worker: Worker?, reason: RestartCause, uptime: Duration?, shortage: Bool = false) {
         guard phase != .stopping else { return }
         if role == .replacement {
             // A rollout's new worker that failed counts too (README's start-failed).
@@ -378,7 +380,10 @@ extension Supervisor {
         }
         restartsByReason[reason.reason, default: 0] += 1
         cancelRespawn(slot)
-        switch slot.life.failed(reason, uptime: uptime, now: loop.now(), startAttempts: startUpLimitApplies ? config.app.startAttempts : nil) {
+        let limited = startUpLimitApplies
+        switch slot.life.failed(
+            reason, uptime: uptime, now: loop.now(), startAttempts: limited ? config.app.startAttempts : nil, shortage: shortage && !limited)
+        {
         case .giveUp:
             logger.critical(
                 "start-up failed: slot \(slot.index) failed \(slot.backoff.consecutiveFailures) starts in a row (\(reason.text)) before every slot served ([app] start_attempts = \(config.app.startAttempts)): exiting 1"

@@ -56,6 +56,14 @@ extension DescriptorLimit {
     /// " (a limit on processes or threads was reached: …)" when a spawn's clone or fork failed
     /// with EAGAIN (a hardening audit: under `TasksMax=20` a deploy failed on `clone: Resource
     /// temporarily unavailable`, no limit named).
+    /// Whether `error` is baton's (or the host's) own shortage, not the release's: descriptors
+    /// (EMFILE, ENFILE) or processes (EAGAIN from clone or fork).
+    public static func isShortage(_ error: any Error) -> Bool {
+        if let spawn = error as? SpawnError, spawn.errno == EAGAIN, spawn.step == "clone" || spawn.step == "fork" { return true }
+        let errno = (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno
+        return errno == EMFILE || errno == ENFILE
+    }
+
     public static func hint(_ error: any Error) -> String {
         if let spawn = error as? SpawnError, spawn.errno == EAGAIN, spawn.step == "clone" || spawn.step == "fork" {
             return " (a limit on processes or threads was reached: the unit's TasksMax= (the cgroup's pids.max), ulimit -u or kernel.threads-max)"

@@ -24,6 +24,30 @@ import Testing
         #expect(row.lastRestartReason?.text == "\(error)")
     }
 
+    /// A re-audit: a worker killed while baton had no descriptor to spare failed each start on
+    /// EMFILE, backed off 1, 2, 4 … 32 s (`crash-looping`), and its slot stayed empty 28 s after
+    /// descriptors came back. baton's own shortage is tried again after the base delay, and is
+    /// no crash loop.
+    @Test func aStartBatonsDescriptorsRefusedIsTriedAgainSoon() throws {
+        let h = try DaemonHarness(workers: 2)
+        try h.start()
+        let slot = h.supervisor.slots[0]
+        h.host.spawnError = SpawnError(step: "placing descriptors", errno: EMFILE)
+        h.host.child(try #require(slot.current).pid)?.end(.signaled(SIGKILL))
+        h.advance(by: .zero)
+        var delays: [Duration] = []
+        for _ in 0..<6 {
+            let at = try #require(slot.respawnAt)
+            delays.append(at - h.clock.now)
+            h.advance(by: at - h.clock.now)
+        }
+        #expect(Set(delays.dropFirst()).count == 1, "\(delays)")
+        #expect(h.log.lines(containing: "crash-looping").isEmpty, "\(h.log.lines(containing: "restarts in"))")
+        h.host.spawnError = nil
+        h.advance(by: try #require(slot.respawnAt) - h.clock.now)
+        #expect(slot.current?.state == .ready)
+    }
+
     @Test func crashLoopBacksOffDoublingAndResetsOnceStable() throws {
         let h = try DaemonHarness(workers: 2)
         try h.start()

@@ -128,13 +128,19 @@ public struct SlotLifecycle: Sendable, Equatable {
     /// The slot's own worker failed to start or crashed after `uptime` (nil: it never became
     /// ready) at `now`. `startAttempts`: the start-up's limit of failures in a row, when it
     /// applies (nothing served yet and nothing running that could fix it); nil or 0 otherwise.
-    public mutating func failed(_ reason: RestartCause, uptime: Duration?, now: Duration, startAttempts: Int?) -> FailureAction {
+    /// `shortage`: the start failed for want of baton's own descriptors or processes, no failure
+    /// of the release's (tried again after the base delay, not counted toward a crash loop).
+    public mutating func failed(
+        _ reason: RestartCause, uptime: Duration?, now: Duration, startAttempts: Int?, shortage: Bool = false
+    ) -> FailureAction {
         // The kernel's OOM killer took a worker that had served: the host's memory, not the
         // app's crash. It is replaced after the backoff's base delay, as gunicorn and puma
         // replace a killed worker at once, and the kill does not count toward a crash loop (a
         // memory audit: the backoff grew with every kill under a fast leak, every slot ended
         // crash-looping, and the memory rules, which wait for every slot to serve, never ran).
-        let delay = reason.reason == .oom && uptime != nil ? backoff.base : backoff.workerFailed(uptime: uptime)
+        // So is a start baton's own descriptors or processes refused (a re-audit: EMFILE at each
+        // start backed off to 32 s, the slot empty 28 s after descriptors came back).
+        let delay = (reason.reason == .oom && uptime != nil) || shortage ? backoff.base : backoff.workerFailed(uptime: uptime)
         lastRestartReason = reason
         if let limit = startAttempts, limit > 0, backoff.consecutiveFailures >= limit {
             respawn = nil
