@@ -234,7 +234,9 @@ public struct LinuxProcessLauncher: ProcessLauncher {
         guard n > 2, head[0] == UInt8(ascii: "#"), head[1] == UInt8(ascii: "!") else { return "" }
         let line = head[2..<n].prefix { $0 != UInt8(ascii: "\n") }
         guard let interpreter = line.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }).first else { return "" }
-        return ": its #! interpreter \(String(decoding: interpreter, as: UTF8.self))"
+        // Shown as printable (a re-audit: a CRLF script's "/bin/sh\r" garbled the line; an escape
+        // in the #! line reached the terminal of `baton deploy` and `baton history`).
+        return ": its #! interpreter \(ControlProtocol.printable(String(decoding: interpreter, as: UTF8.self)))"
     }
 
     /// Resolves argv[0] like execvp, but against the child's PATH and

@@ -223,6 +223,12 @@ struct ProcessLauncherTests {
                 _ = try LinuxProcessLauncher().spawn(SpawnRequest(argv: [interpreted], environment: childEnvironment))
             }
             #expect(error?.description == "exec \(interpreted): its #! interpreter /usr/bin/python9: No such file or directory")
+            // Printable (a re-audit: CRLF line ends, and an escape in the line, reached terminals).
+            TestPaths.write(interpreted, "#!/bin/sh\r\necho\r\n", mode: 0o755)
+            let crlf = #expect(throws: SpawnError.self) {
+                _ = try LinuxProcessLauncher().spawn(SpawnRequest(argv: [interpreted], environment: childEnvironment))
+            }
+            #expect(crlf?.description == "exec \(interpreted): its #! interpreter /bin/sh?: No such file or directory")
         }
     }
 
