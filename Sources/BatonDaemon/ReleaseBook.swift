@@ -311,9 +311,12 @@ final class ReleaseBook {
                 try store.append(unwrittenHistory)
             } catch {
                 let line = "cannot write history (\(unwrittenHistory.count) line(s) kept to write with the next one): \(error)"
-                if let historyProblem { problems.removeAll { $0 == historyProblem } }
-                historyProblem = line
-                recordProblem(line)
+                // Said once while it stays the same (a re-audit: the look every 5 s logged it again).
+                if line != historyProblem {
+                    if let historyProblem { problems.removeAll { $0 == historyProblem } }
+                    historyProblem = line
+                    recordProblem(line)
+                }
                 throw error
             }
             unwrittenHistory = []
@@ -329,7 +332,7 @@ final class ReleaseBook {
         if let historyProblem {
             problems.removeAll { $0 == historyProblem }
             self.historyProblem = nil
-            logger.info("history written: the lines a full state directory refused are in it")
+            logger.info("history written: the lines the state directory refused are in it")
         }
         if deployRecord == .previousBaton {
             deployRecord = nil
