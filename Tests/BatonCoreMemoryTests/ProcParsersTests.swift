@@ -150,6 +150,29 @@ struct ProcParsersTests {
         #expect(m.uss == 3588 * 1024)
     }
 
+    /// A re-audit: a worker that mapped a 150 MiB file written a second before (dirty in the page
+    /// cache until written back) read as `USS 160.3 MiB > worker_limit 100.0 MiB`.
+    @Test func dirtyPagesOfAMappedFileAreNotUSS() throws {
+        let rollup = """
+            00400000-7ffd76d29000 ---p 00000000 00:00 0                              [rollup]
+            Rss:              164196 kB
+            Pss:              164196 kB
+            Pss_Dirty:        164128 kB
+            Pss_Anon:           9000 kB
+            Pss_File:         155196 kB
+            Pss_Shmem:           128 kB
+            Shared_Clean:          0 kB
+            Shared_Dirty:          0 kB
+            Private_Clean:        68 kB
+            Private_Dirty:    164128 kB
+
+            """
+        #expect(try #require(ProcParsers.smapsRollup(rollup)).uss == (9000 + 128) * 1024)
+        // A kernel without Pss_Anon: Private_Dirty.
+        let older = "Rss: 200 kB\nPss: 150 kB\nPrivate_Clean: 20 kB\nPrivate_Dirty: 100 kB\n"
+        #expect(try #require(ProcParsers.smapsRollup(older)).uss == 100 * 1024)
+    }
+
     @Test func smapsRollupWithoutPrivateLinesAndBroken() throws {
         let minimal = "Rss:  100 kB\nPss:  40 kB\n"
         let m = try #require(ProcParsers.smapsRollup(minimal))
