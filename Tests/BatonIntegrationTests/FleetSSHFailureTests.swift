@@ -170,18 +170,7 @@ extension FleetIntegration {
 
                 """, mode: 0o755)
             // h3: the ssh running `baton deploy` is killed after 1 s, as a dropped connection.
-            let bin = f.fleet.directory + "/h3-bin"
-            _ = mkdir(bin, 0o755)
-            TestPaths.write(
-                bin + "/ssh",
-                """
-                #!/bin/sh
-                case "$*" in
-                *" deploy "*--release*) /usr/bin/ssh "$@" & pid=$!; sleep 1; kill -9 $pid 2>/dev/null; wait $pid; exit 255 ;;
-                esac
-                exec /usr/bin/ssh "$@"
-
-                """, mode: 0o755)
+            let bin = Self.droppingSSH(in: f.fleet.directory + "/h3-bin", matching: #"*" deploy "*--release*"#)
             let h3 = f.fleet.directory + "/baton-deploy-h3"
             TestPaths.write(h3, "#!/bin/sh\nPATH=\(bin):$PATH exec \(deployFolder)/baton-deploy \"$@\"\n", mode: 0o755)
             let reportPath = f.fleet.directory + "/report.json"
@@ -201,6 +190,23 @@ extension FleetIntegration {
             #expect(try f.releases() == [Self.release("v3"), Self.release("v3"), Self.start])
         }
 
+        /// A folder with an `ssh` that kills the connection of a command matching `pattern` (a
+        /// `case` pattern on its arguments) after 1 s and exits 255, as a dropped connection.
+        static func droppingSSH(in bin: String, matching pattern: String) -> String {
+            _ = mkdir(bin, 0o755)
+            TestPaths.write(
+                bin + "/ssh",
+                """
+                #!/bin/sh
+                case "$*" in
+                \(pattern)) /usr/bin/ssh "$@" & pid=$!; sleep 1; kill -9 $pid 2>/dev/null; wait $pid; exit 255 ;;
+                esac
+                exec /usr/bin/ssh "$@"
+
+                """, mode: 0o755)
+            return bin
+        }
+
         /// A fleet audit: h1 was lost while baton-deploy followed (`--attach`) an earlier run's deploy
         /// there; the table said `FAILED (unreachable over ssh, not changed)` and rollback_on_failure
         /// left h1 on the new release, which baton went on to deploy.
@@ -209,18 +215,7 @@ extension FleetIntegration {
             let f = try FleetSSHFixture()
             defer { f.teardown() }
             // h1: the ssh running `baton deploy --attach` is killed after 1 s, as a dropped connection.
-            let bin = f.fleet.directory + "/h1-bin"
-            _ = mkdir(bin, 0o755)
-            TestPaths.write(
-                bin + "/ssh",
-                """
-                #!/bin/sh
-                case "$*" in
-                *" deploy "*--attach*) /usr/bin/ssh "$@" & pid=$!; sleep 1; kill -9 $pid 2>/dev/null; wait $pid; exit 255 ;;
-                esac
-                exec /usr/bin/ssh "$@"
-
-                """, mode: 0o755)
+            let bin = Self.droppingSSH(in: f.fleet.directory + "/h1-bin", matching: #"*" deploy "*--attach*"#)
             // An earlier run's deploy of c6 (cancelled: nobody follows it), still booting (8 s), when
             // baton-deploy comes to h1.
             writeRunScript(f.hosts[0].directory + "/releases/c6", flags: ["--boot-delay", "8"], worker: f.binaries.executable("baton-demo-worker"))
