@@ -24,6 +24,10 @@ extension Supervisor {
         for slot in slots where slot.current == nil && slot.replacement == nil && slot.life.respawn == nil {
             guard !startQueue.contains(slot.index) else { continue }
             logger.info("slot \(slot.index) has no worker after the operation: starting one")
+            // A restart of the slot (it had a worker), counted with its reason as the slot counts
+            // it (a soak audit: RESTARTS went up 3 times with no reason in baton_restarts_total;
+            // the worker that died there counted as `start-failed`, a failed start, not a restart).
+            if slot.generation > 0 { restartsByReason[.crash, default: 0] += 1 }
             startWorker(slot, role: .current, reason: RestartCause(.crash))
         }
     }

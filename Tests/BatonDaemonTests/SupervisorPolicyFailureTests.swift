@@ -67,5 +67,10 @@ import Testing
         h.finishOperations()
         h.advance(by: .seconds(5))
         #expect(h.supervisor.slots[0].current?.state == .ready)
+        // A soak audit: the slot's RESTARTS counted the worker started again, baton_restarts_total
+        // no reason for it (the one that died counts as start-failed, a failed start).
+        let restarts = h.supervisor.restartsByReason.filter { $0.key != .startFailed }.values.reduce(0, +)
+        #expect(restarts == h.supervisor.slots.map(\.restarts).reduce(0, +), "\(h.supervisor.restartsByReason)")
+        #expect(h.supervisor.restartsByReason[.crash] == 1, "\(h.supervisor.restartsByReason)")
     }
 }
