@@ -213,19 +213,22 @@ final class MetricsServer {
         if let held = refusals.admit(now: loop.now()) {
             report("scrape refused: \(why)\(held > 0 ? " (\(held) more since the last line)" : "")")
         }
-        let body = "\(why); try again later\n"
-        var reply = Array(
-            "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-                .utf8)
+        var reply = Self.response(status: "503 Service Unavailable", body: Array("\(why); try again later\n".utf8))
         _ = Sockets.sendAvailable(connection.socket.rawValue, &reply)
     }
 
     private func respond(_ client: Int32, status: String, body: [UInt8] = [], headOnly: Bool = false, extra: String = "") {
+        connections[client]?.response = Self.response(status: status, body: body, headOnly: headOnly, extra: extra)
+        flush(client)
+    }
+
+    /// A whole response: its head (`extra`: more header lines, each ending in CRLF) and, unless
+    /// `headOnly`, `body`.
+    private static func response(status: String, body: [UInt8], headOnly: Bool = false, extra: String = "") -> [UInt8] {
         // The exposition format's type for the metrics; plain text for an error.
         let type = status.hasPrefix("200") ? "text/plain; version=0.0.4" : "text/plain; charset=utf-8"
         let head = "HTTP/1.0 \(status)\r\nContent-Type: \(type)\r\n\(extra)Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-        connections[client]?.response = Array(head.utf8) + (headOnly ? [] : body)
-        flush(client)
+        return Array(head.utf8) + (headOnly ? [] : body)
     }
 
     /// Sends what the socket takes; the rest when it is writable again (a few

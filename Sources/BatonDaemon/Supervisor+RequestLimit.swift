@@ -34,15 +34,14 @@ extension Supervisor {
             return
         }
         // Summed without overflow (each count may be up to Int.max).
-        func plus(_ a: Int, _ b: Int) -> Int { a.addingReportingOverflow(b).overflow ? .max : a + b }
         worker.requestCounts[pid] = count
         if worker.requestCounts.count > Self.requestCountersKept {
             for (gone, last) in worker.requestCounts where gone != pid && host.processes.startTime(of: gone) == nil {
-                worker.retiredRequests = plus(worker.retiredRequests, last)
+                worker.retiredRequests = worker.retiredRequests.saturatingAdd(last)
                 worker.requestCounts[gone] = nil
             }
         }
-        worker.requestsServed = worker.requestCounts.values.reduce(worker.retiredRequests, plus)
+        worker.requestsServed = worker.requestCounts.values.reduce(worker.retiredRequests) { $0.saturatingAdd($1) }
         sawRequestCounts = true  // the app sends them: an idle spell later is no silence
         recycleByRequestCount()
     }

@@ -50,26 +50,33 @@ extension DescriptorLimit {
         return UInt64(limit.rlim_cur)
     }
 
+    /// Whether `error` is baton's (or the host's) own shortage, not the release's: descriptors
+    /// (EMFILE, ENFILE) or processes (``hitProcessLimit(_:)``).
+    public static func isShortage(_ error: any Error) -> Bool {
+        let errno = errno(of: error)
+        return errno == EMFILE || errno == ENFILE || hitProcessLimit(error)
+    }
+
+    /// The errno of a spawn's or a system call's error (nil for any other).
+    private static func errno(of error: any Error) -> Int32? { (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno }
+
+    /// Whether a spawn's clone or fork failed with EAGAIN: a limit on processes or threads.
+    private static func hitProcessLimit(_ error: any Error) -> Bool {
+        guard let spawn = error as? SpawnError else { return false }
+        return spawn.errno == EAGAIN && (spawn.step == "clone" || spawn.step == "fork")
+    }
+
     /// " (baton's open descriptors reached its limit of N; …: raise LimitNOFILE= or ulimit -n)"
     /// when `error` is EMFILE, else "" (a scale audit: 128 workers under `ulimit -n 256` said
     /// only "Too many open files"; a limits re-audit: a reload's config parser said the same).
     /// " (a limit on processes or threads was reached: …)" when a spawn's clone or fork failed
     /// with EAGAIN (a hardening audit: under `TasksMax=20` a deploy failed on `clone: Resource
     /// temporarily unavailable`, no limit named).
-    /// Whether `error` is baton's (or the host's) own shortage, not the release's: descriptors
-    /// (EMFILE, ENFILE) or processes (EAGAIN from clone or fork).
-    public static func isShortage(_ error: any Error) -> Bool {
-        if let spawn = error as? SpawnError, spawn.errno == EAGAIN, spawn.step == "clone" || spawn.step == "fork" { return true }
-        let errno = (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno
-        return errno == EMFILE || errno == ENFILE
-    }
-
     public static func hint(_ error: any Error) -> String {
-        if let spawn = error as? SpawnError, spawn.errno == EAGAIN, spawn.step == "clone" || spawn.step == "fork" {
+        if hitProcessLimit(error) {
             return " (a limit on processes or threads was reached: the unit's TasksMax= (the cgroup's pids.max), ulimit -u or kernel.threads-max)"
         }
-        let errno = (error as? SpawnError)?.errno ?? (error as? SystemError)?.errno
-        guard errno == EMFILE else { return "" }
+        guard errno(of: error) == EMFILE else { return "" }
         let need = "about \(DescriptorRoom.perWorker) per worker, and \(DescriptorRoom.perStart) more plus one per listening socket while one starts"
         return " (baton's open descriptors reached its limit of \(soft); it holds \(need): raise LimitNOFILE= or ulimit -n)"
     }

@@ -75,7 +75,7 @@ public enum RollAhead {
     public static func reservationRoll(_ workers: [WorkerGrowth], short: UInt64) -> ReservationRoll {
         let grown = order(workers).filter(\.hasGrown)
         guard let first = grown.first else { return .nothingGrown }
-        let total = grown.reduce(UInt64(0)) { $0.addingReportingOverflow($1.growth).partialValue }
+        let total = grown.reduce(UInt64(0)) { $0.saturatingAdd($1.growth) }
         return total >= short ? .roll(first) : .cannotClose(growth: total)
     }
 

@@ -161,14 +161,18 @@ enum ASCIIBytes {
     }
 }
 
-/// Sums and products of figures read from /proc that stop at `UInt64.max` instead of trapping
+/// Sums and products that stop at the type's bound instead of trapping: figures read from /proc
 /// (a fuzz audit: `Rss: 18014398509481984 kB` made `kb * 1024` abort baton; only a kernel
-/// writes these files, but a wrong number must not end the supervisor).
-extension UInt64 {
-    func saturatingAdd(_ other: UInt64) -> UInt64 {
+/// writes these files, but a wrong number must not end the supervisor) and counts workers send.
+extension FixedWidthInteger {
+    /// `self + other`, stopping at `.max` (or `.min` for a signed sum that overflows downwards).
+    public func saturatingAdd(_ other: Self) -> Self {
         let (sum, overflow) = addingReportingOverflow(other)
-        return overflow ? .max : sum
+        return overflow ? (other < .zero ? .min : .max) : sum
     }
+}
+
+extension UInt64 {
 
     func saturatingMultiply(_ other: UInt64) -> UInt64 {
         let (product, overflow) = multipliedReportingOverflow(by: other)
